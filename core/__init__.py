@@ -1,0 +1,92 @@
+"""AgentWatch: watch LLM agents and stop runaway ones.
+
+``agentwatch.init()`` and every LLM call made through an instrumented framework or client is traced,
+priced and checked against your limits before the request leaves the process.
+"""
+
+from __future__ import annotations
+
+from ._api import (
+    AgentContext,
+    SpanScope,
+    agent,
+    agent_fn,
+    alert,
+    cron,
+    event,
+    metric,
+    session,
+    set_metadata,
+    span,
+    task,
+    trace,
+)
+from ._breaker import BlockEvent, CircuitBreakerException, Monitor
+from ._client import Client, get_client, get_state, init, shutdown
+from ._context import current_span, current_trace_id
+from ._export import Exporter
+from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
+from ._llm import LLMCall, current_llm_call, llm_call, start_llm_call
+from ._span import Span
+from ._version import __version__
+from .hookspecs import hookimpl
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Export everything queued now; True if it finished within ``timeout`` seconds."""
+    client = get_client()
+    return client.flush(timeout) if client is not None else True
+
+
+def verify() -> bool:
+    """Send a test span to the collector at ``proxy_url``; True if it was accepted."""
+    client = get_client()
+    if client is None:
+        client = init()
+    return client.verify()
+
+
+__all__ = [
+    "__version__",
+    # life cycle
+    "init",
+    "shutdown",
+    "flush",
+    "verify",
+    "get_state",
+    "get_client",
+    "Client",
+    # structure
+    "trace",
+    "span",
+    "agent",
+    "agent_fn",
+    "task",
+    "session",
+    "cron",
+    "event",
+    "metric",
+    "alert",
+    "set_metadata",
+    "current_span",
+    "current_trace_id",
+    "SpanScope",
+    "AgentContext",
+    # LLM calls and the breaker
+    "llm_call",
+    "start_llm_call",
+    "current_llm_call",
+    "LLMCall",
+    "CircuitBreakerException",
+    "BlockEvent",
+    "Monitor",
+    # spans and export
+    "Span",
+    "Exporter",
+    "InMemoryExporter",
+    "HttpExporter",
+    "JsonLinesExporter",
+    "ConsoleExporter",
+    # plugins
+    "hookimpl",
+]

@@ -1,0 +1,273 @@
+"""Structure for traces: trace/span/agent/session/cron/task scopes, events, metrics, alerts, metadata.
+
+Every scope works as a sync or async context manager and as a decorator of sync or async functions.
+Without ``init()`` they still nest correctly but nothing is exported or checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from contextvars import Token
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._breaker import CircuitBreakerException, Monitor
+from ._client import get_client
+from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
+from ._safe import stop_on_exception
+from ._span import Span
+
+__all__ = ["SpanScope", "AgentContext", "trace", "span", "agent", "agent_fn", "session", "task", "cron",
+           "event", "metric", "alert", "set_metadata"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SpanScope:
+    """A span that is the current span while the block (or decorated call) runs."""
+
+    def __init__(self, name: str, kind: str = "span", *, attributes: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.kind = kind
+        self._attributes = dict(attributes or {})
+        self.span: Span | None = None
+        self._tokens: list[Token[Any]] = []
+
+    def _fresh(self) -> SpanScope:
+        """A copy for one decorated call, so concurrent calls do not share span state."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.span, clone._tokens = None, []
+        return clone
+
+    # ---- span life ----------------------------------------------------------------------------
+
+    @stop_on_exception
+    def _open(self) -> None:
+        client = get_client()
+        attributes = dict(self._attributes)
+        if client is not None:
+            self.span = client.start_span(self.name, self.kind, attributes=attributes)
+        else:
+            parent = CURRENT_SPAN.get()
+            self.span = Span(self.name, self.kind, trace_id=parent.trace_id if parent else None,
+                             parent_span_id=parent.span_id if parent else None, attributes=attributes)
+        self._tokens.append(CURRENT_SPAN.set(self.span))
+
+    def _close_span(self, error: BaseException | None) -> None:
+        span = self.span
+        if span is None:
+            return
+        if isinstance(error, CircuitBreakerException):
+            span.status = "blocked"
+            span.attributes["breaker.reason"] = error.reason
+        elif error is not None and not isinstance(error, GeneratorExit):
+            span.record_error(error)
+        self._before_end(span, error)
+        client = get_client()
+        if client is not None:
+            client.end_span(span)
+        else:
+            span.finish()
+
+    def _before_end(self, span: Span, error: BaseException | None) -> None:
+        """Subclasses add what they know at the end (cron duration, session result)."""
+
+    @stop_on_exception
+    def _close(self, error: BaseException | None) -> None:
+        while self._tokens:
+            token = self._tokens.pop()
+            try:
+                token.var.reset(token)
+            except ValueError:  # exited in another context than it was entered in
+                pass
+        self._close_span(error)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self.span is not None:
+            self.span.attributes[key] = value
+
+    # ---- protocols ----------------------------------------------------------------------------
+
+    def __enter__(self) -> SpanScope:
+        self._open()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._close(error)
+
+    async def __aenter__(self) -> SpanScope:
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._close(error)
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+class AgentContext(SpanScope):
+    """An agent scope: its span, and its monitor checked (with every enclosing one) before each call."""
+
+    def __init__(self, name: str, role: str | None = None, agent_id: str | None = None,
+                 **limits: Any) -> None:
+        super().__init__(name, "agent")
+        from ._config import validate_agent_limits
+
+        self._limits = validate_agent_limits(f"agent({name!r})", limits)
+        self._role = role
+        self._agent_id = agent_id
+        self.scope: AgentScope | None = None
+
+    @property
+    def monitor(self) -> Monitor | None:
+        return self.scope.monitor if self.scope is not None else None
+
+    def _open(self) -> None:
+        client = get_client()
+        if client is not None:
+            self.scope = stop_on_exception(client.agent_scope)(
+                self.name, role=self._role, agent_id=self._agent_id, **self._limits)
+            if self.scope is not None:
+                self._tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), self.scope)))
+        super()._open()
+
+    def __enter__(self) -> AgentContext:
+        self._open()
+        return self
+
+
+class SessionContext(SpanScope):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "session", attributes={"session.name": name})
+        self._result: Any = None
+
+    def log(self, message: str, **data: Any) -> None:
+        event(message, data or None)
+
+    def set_result(self, result: Any) -> None:
+        self._result = result
+
+    def _before_end(self, span: Span, error: BaseException | None) -> None:
+        if self._result is not None:
+            span.attributes["session.result"] = self._result
+
+    def __enter__(self) -> SessionContext:
+        self._open()
+        return self
+
+
+class CronContext(SpanScope):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "cron", attributes={"cron.name": name})
+        self._started = 0.0
+
+    def _open(self) -> None:
+        self._started = time.perf_counter()
+        super()._open()
+
+    def _before_end(self, span: Span, error: BaseException | None) -> None:
+        span.attributes["cron.duration_ms"] = (time.perf_counter() - self._started) * 1000
+        span.attributes["cron.success"] = error is None
+
+    def __enter__(self) -> CronContext:
+        self._open()
+        return self
+
+
+def trace(name: str, **attributes: Any) -> SpanScope:
+    """Group everything inside into one trace (a new one, or a child if a trace is already open)."""
+    return SpanScope(name, "trace", attributes=attributes)
+
+
+def span(name: str, kind: str = "span", **attributes: Any) -> SpanScope:
+    return SpanScope(name, kind, attributes=attributes)
+
+
+def task(name: str, **attributes: Any) -> SpanScope:
+    return SpanScope(name, "task", attributes=attributes)
+
+
+def agent(name: str, role: str | None = None, agent_id: str | None = None, *,
+          budget_per_hour: float | None = None, max_error_rate: float | None = None,
+          max_calls_per_minute: int | None = None, block_on_threshold: bool | None = None,
+          on_alert: Callable[[dict[str, Any]], Any] | None = None,
+          on_block: Callable[[Any], Any] | None = None) -> AgentContext:
+    """An agent scope. The same name reuses one monitor, so its budget is per agent, not per block."""
+    limits = {key: value for key, value in {
+        "budget_per_hour": budget_per_hour, "max_error_rate": max_error_rate,
+        "max_calls_per_minute": max_calls_per_minute, "block_on_threshold": block_on_threshold,
+        "on_alert": on_alert, "on_block": on_block}.items() if value is not None}
+    return AgentContext(name, role, agent_id, **limits)
+
+
+agent_fn = agent
+
+
+def session(name: str) -> SessionContext:
+    return SessionContext(name)
+
+
+def cron(name: str) -> CronContext:
+    """Monitor a scheduled job: start, end, duration and success or failure."""
+    return CronContext(name)
+
+
+def _instant(name: str, kind: str, attributes: dict[str, Any]) -> None:
+    client = get_client()
+    if client is None:
+        return
+    instant = client.start_span(name, kind, attributes=attributes)
+    client.end_span(instant)
+
+
+@stop_on_exception
+def event(name: str, data: Any = None) -> None:
+    """Record a point-in-time event under the current span."""
+    attributes = dict(data) if isinstance(data, dict) else ({"data": data} if data is not None else {})
+    _instant(name, "event", attributes)
+
+
+@stop_on_exception
+def metric(name: str, value: float, **attributes: Any) -> None:
+    _instant(name, "metric", {"metric.name": name, "metric.value": value, **attributes})
+
+
+@stop_on_exception
+def alert(message: str, severity: str = "warning", **details: Any) -> None:
+    """Raise a manual alert: recorded as a span, passed to ``agentwatch_alert`` hooks and the collector."""
+    client = get_client()
+    record = {"reason": "manual", "message": message, "severity": severity, "scope": "global",
+              "scope_id": client.monitor.scope_id if client else "global", "threshold": None, "current": None,
+              "state": client.monitor.state if client else None, **details}
+    _instant(f"alert: {message}"[:200], "alert", record)
+    if client is not None:
+        client.plugin_manager.hook.agentwatch_alert(alert=dict(record))
+
+
+@stop_on_exception
+def set_metadata(**values: Any) -> None:
+    """Attach key/values to the current span and to every span started later in this context."""
+    METADATA.set({**(METADATA.get() or {}), **values})
+    current = CURRENT_SPAN.get()
+    if current is not None:
+        current.attributes.setdefault("metadata", {}).update(values)

@@ -1,0 +1,25 @@
+"""The built-in exporters, offered to ``init(exporters=[...])`` by name through the plugin hook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._config import Config
+from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
+from .hookspecs import hookimpl
+
+__all__ = ["agentwatch_make_exporter"]
+
+
+@hookimpl(trylast=True)
+def agentwatch_make_exporter(name: str, config: Config) -> Any:
+    kind, _, argument = name.partition(":")
+    if kind == "http":
+        return HttpExporter(argument or config.proxy_url, api_key=config.api_key, timeout=config.export_timeout)
+    if kind == "console":
+        return ConsoleExporter()
+    if kind in ("jsonl", "file"):
+        return JsonLinesExporter(argument or "agentwatch-spans.jsonl")
+    if kind in ("memory", "inmemory"):
+        return InMemoryExporter()
+    return None

@@ -1,0 +1,356 @@
+"""The client behind ``agentwatch.init()``: configuration, plugins, monitors and the export pipeline."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import _fingerprint
+from ._breaker import CircuitBreakerException, Monitor
+from ._config import Config, build_config
+from ._context import CURRENT_SPAN, METADATA, AgentScope
+from ._export import BatchProcessor, Exporter
+from ._exporters import HttpExporter
+from ._plugins import PluginManager, PostImportHooks, discover, required_modules
+from ._pricing import Pricer, warm_up
+from ._safe import logger, stop_on_exception
+from ._span import Span
+
+__all__ = ["Client", "init", "shutdown", "get_client", "get_state", "register_process_plugin",
+           "unregister_process_plugin"]
+
+_lock = threading.RLock()
+_active: Client | None = None
+#: Plugins registered into every client, including ones created later (e.g. by a test's own init()).
+_process_plugins: dict[str, Any] = {}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "agent"
+
+
+class _BreakerSink:
+    """Turns breaker transitions and alerts into spans and hook calls (the audit trail)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def transition(self, monitor: Monitor, record: dict[str, Any]) -> None:
+        client = self._client
+        attributes = dict(record)
+        attributes.setdefault("eu_ai_act_art12_relevant", True)
+        span = client.start_span(f"breaker.{record.get('event')}", "breaker", attributes=attributes,
+                                 activate=False)
+        client.end_span(span)
+        client.plugin_manager.hook.agentwatch_breaker_transition(record=dict(record))
+
+    def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None:
+        client = self._client
+        span = client.start_span(f"alert.{alert.get('reason')}", "alert", attributes=dict(alert), activate=False)
+        client.end_span(span)
+        client.plugin_manager.hook.agentwatch_alert(alert=dict(alert))
+
+    def blocked(self, error: CircuitBreakerException) -> None:
+        # The LLM-call layer records the blocked span itself: it knows the model and the parent.
+        pass
+
+
+class Client:
+    """One per process while initialised. Framework plugins record through its methods."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.enabled = config.enabled
+        self.started_at = time.time()
+        self.plugin_manager = PluginManager()
+        self.pricer = Pricer(config.cost_table_override)
+        self.instrumented: list[str] = []
+        self.provisional = False
+        self._import_hooks = PostImportHooks()
+        self._sink = _BreakerSink(self)
+        self._agents: dict[str, AgentScope] = {}
+        self._agents_lock = threading.Lock()
+        self.monitor = Monitor(
+            "global", config.agent_name or "global",
+            budget_per_hour=config.budget_per_hour, max_error_rate=config.max_error_rate,
+            max_calls_per_minute=config.max_calls_per_minute, block_on_threshold=config.block_on_threshold,
+            on_alert=config.on_alert, on_block=config.on_block, sink=self._sink,
+        )
+        from . import _builtin_exporters
+
+        self.plugin_manager.register(_builtin_exporters, name="builtin-exporters")
+        self._framework_plugins: list[tuple[str, Any]] = []
+        if self.enabled:
+            # Plugins that need no framework (exporters, listeners) are registered before exporters are built.
+            for name, plugin in discover(config.disabled_plugins):
+                if required_modules(plugin):
+                    self._framework_plugins.append((name, plugin))
+                else:
+                    self.register_plugin(plugin, name)
+        for name, plugin in list(_process_plugins.items()):
+            self.register_plugin(plugin, name)
+        self.exporters = self._make_exporters(config.exporters) if self.enabled else []
+        self.processor = BatchProcessor(
+            self.exporters, max_queue_size=config.max_queue_size, max_batch_size=config.max_batch_size,
+            flush_interval=config.flush_interval, on_batch=self._on_batch, on_start=self._on_worker_start,
+        )
+        self._refresh_hook_flags()
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def _make_exporters(self, specs: Sequence[Any]) -> list[Exporter]:
+        exporters: list[Exporter] = []
+        for spec in specs:
+            if isinstance(spec, str):
+                exporter = self.plugin_manager.hook.agentwatch_make_exporter(name=spec, config=self.config)
+                if exporter is None:
+                    raise ValueError(f"exporters: unknown exporter name {spec!r}")
+                exporters.append(exporter)
+            elif callable(getattr(spec, "export", None)):
+                exporters.append(spec)
+            else:
+                raise TypeError(f"exporters: {spec!r} is neither an exporter name nor an object with export()")
+        return exporters
+
+    def start_plugins(self) -> None:
+        """Register entry-point plugins; instrument frameworks now or when they are imported."""
+        pm = self.plugin_manager
+        pm.hook.agentwatch_configure.call_historic(kwargs={"config": self.config})
+        # Historic: a plugin registered later (its framework imported after init) is instrumented then.
+        pm.hook.agentwatch_instrument.call_historic(kwargs={"client": self})
+        if not self.config.auto_instrument:
+            return
+        for name, plugin in self._framework_plugins:
+            modules = required_modules(plugin)
+            if all(module in sys.modules for module in modules):
+                self.register_plugin(plugin, name)
+            else:
+                pending = [module for module in modules if module not in sys.modules]
+                self._import_hooks.when_imported(
+                    pending[0], lambda _module, plugin=plugin, name=name: self.register_plugin(plugin, name))
+
+    @stop_on_exception
+    def register_plugin(self, plugin: Any, name: str | None = None) -> None:
+        if self.plugin_manager.is_registered(plugin):
+            return
+        self.plugin_manager.register(plugin, name=name)
+        self.instrumented.append(name or getattr(plugin, "__name__", repr(plugin)))
+        self._refresh_hook_flags()
+        logger.debug("agentwatch: plugin %s active", name)
+
+    def _refresh_hook_flags(self) -> None:
+        hook = self.plugin_manager.hook
+        self._has_span_start = bool(hook.agentwatch_span_start.get_hookimpls())
+        self._has_span_end = bool(hook.agentwatch_span_end.get_hookimpls())
+        self._has_price = bool(hook.agentwatch_price.get_hookimpls())
+        self._has_export = bool(hook.agentwatch_export.get_hookimpls())
+
+    def _on_worker_start(self) -> None:
+        # Slow, import- and metadata-heavy work happens on the worker, not in init() or the hot path.
+        warm_up()
+        if self.enabled:
+            _fingerprint.record(self)
+
+    def _on_batch(self, spans: list[dict[str, Any]]) -> None:
+        if self._has_export:
+            self.plugin_manager.hook.agentwatch_export(spans=spans)
+
+    # ---- agents -------------------------------------------------------------------------------
+
+    def agent_scope(self, name: str, *, role: str | None = None, agent_id: str | None = None,
+                    **limits: Any) -> AgentScope:
+        """The one scope for this agent name: created on first use, its limits updated when given."""
+        preset = self.config.agents.get(name, {})
+        given = {key: value for key, value in limits.items() if value is not None}
+        with self._agents_lock:
+            scope = self._agents.get(name)
+            if scope is None:
+                settings = {**{k: v for k, v in preset.items() if k not in ("role", "agent_id")}, **given}
+                monitor = Monitor("agent", agent_id or preset.get("agent_id") or _slug(name), sink=self._sink,
+                                  name=name, **settings)
+                scope = AgentScope(name, monitor.scope_id, role or preset.get("role") or "Agent", monitor)
+                self._agents[name] = scope
+                return scope
+        if given:
+            scope.monitor.update(**given)
+        if role and role != scope.role:
+            scope = AgentScope(scope.name, scope.agent_id, role, scope.monitor)
+        return scope
+
+    @property
+    def agents(self) -> Mapping[str, AgentScope]:
+        return dict(self._agents)
+
+    # ---- spans --------------------------------------------------------------------------------
+
+    def start_span(self, name: str, kind: str = "span", *, parent: Span | None = None, attributes:
+                   dict[str, Any] | None = None, activate: bool = True, new_trace: bool = False,
+                   agent: AgentScope | None = None) -> Span:
+        """Open a span under ``parent`` (default: the current span). ``activate`` is for callers that
+        manage the context themselves (the context managers in ``_api``)."""
+        if parent is None and not new_trace:
+            parent = CURRENT_SPAN.get()
+        span = Span(name, kind, trace_id=parent.trace_id if parent is not None else None,
+                    parent_span_id=parent.span_id if parent is not None else None, attributes=attributes)
+        if agent is None:
+            from ._context import AGENT_SCOPES
+
+            scopes = AGENT_SCOPES.get()
+            agent = scopes[-1] if scopes else None
+        if agent is not None:
+            span.agent_id, span.agent_name, span.agent_role = agent.agent_id, agent.name, agent.role
+        elif parent is not None and parent.agent_id is not None:
+            span.agent_id, span.agent_name, span.agent_role = parent.agent_id, parent.agent_name, parent.agent_role
+        metadata = METADATA.get()
+        if metadata:
+            span.attributes.setdefault("metadata", dict(metadata))
+        if self._has_span_start:
+            self.plugin_manager.hook.agentwatch_span_start(span=span)
+        return span
+
+    def end_span(self, span: Span) -> None:
+        if not span.finish():
+            return
+        if self._has_span_end:
+            self.plugin_manager.hook.agentwatch_span_end(span=span)
+        if self.enabled:
+            self.processor.enqueue(span)
+
+    def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
+              cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> tuple[float, bool]:
+        """USD cost and whether it is an estimate (unknown model priced at the default rate)."""
+        if self._has_price and model:
+            answer = self.plugin_manager.hook.agentwatch_price(
+                model=model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
+                cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens)
+            if answer is not None:
+                return answer.cost_usd, answer.estimated
+        price = self.pricer.price(model, provider, input_tokens, output_tokens, cached_input_tokens,
+                                  cache_write_tokens)
+        return price.cost_usd, price.estimated
+
+    # ---- state and life cycle -------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "initialized": True,
+            "enabled": self.enabled,
+            "proxy_url": self.config.proxy_url,
+            "plugins": list(self.instrumented),
+            "exporter": self.processor.stats(),
+            "monitors": {
+                "global": self.monitor.snapshot(),
+                "agents": {name: scope.monitor.snapshot() for name, scope in self.agents.items()},
+            },
+        }
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return self.processor.force_flush(timeout)
+
+    def verify(self) -> bool:
+        exporter = HttpExporter(self.config.proxy_url, api_key=self.config.api_key, timeout=3.0)
+        try:
+            return exporter.verify()
+        finally:
+            exporter.shutdown()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._import_hooks.uninstall()
+        stop_on_exception(self.plugin_manager.hook.agentwatch_uninstrument)(client=self)
+        for name, plugin in list(self.plugin_manager.list_name_plugin()):
+            stop_on_exception(self.plugin_manager.unregister)(plugin, name)
+        self.processor.shutdown(timeout)
+
+
+def _configure_debug_logging(debug: bool) -> None:
+    if debug and not any(getattr(h, "_agentwatch", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler._agentwatch = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s agentwatch %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+
+def init(**config: Any) -> Client:
+    """Start AgentWatch (idempotent: a second call returns the running client)."""
+    return _init(config, provisional=False)
+
+
+def init_provisional(**config: Any) -> Client:
+    """Start a client that the program's own ``init()`` replaces instead of returning (used by tools)."""
+    return _init(config, provisional=True)
+
+
+def _init(config: dict[str, Any], *, provisional: bool) -> Client:
+    global _active
+    parsed = build_config(config)
+    with _lock:
+        if _active is not None and _active.provisional and not provisional:
+            shutdown()
+        if _active is not None:
+            if config and parsed != _active.config:
+                logger.warning("agentwatch.init() called again with a different configuration; the running "
+                               "client is kept (call agentwatch.shutdown() first to reconfigure)")
+            return _active
+        _configure_debug_logging(parsed.debug)
+        client = Client(parsed)
+        client.provisional = provisional
+        if client.enabled:
+            _active = client
+            client.start_plugins()
+            from . import _excepthook
+
+            _excepthook.install(client)
+        return client
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Remove every patch and hook, flush what is queued (up to ``timeout`` seconds) and stop."""
+    global _active
+    with _lock:
+        client, _active = _active, None
+    if client is None:
+        return
+    from . import _excepthook
+
+    _excepthook.uninstall()
+    client.close(timeout)
+
+
+def register_process_plugin(plugin: Any, name: str) -> None:
+    """Register ``plugin`` into the running client and every client created later in this process.
+
+    For tools that outlive one ``init()``/``shutdown()`` cycle, such as the pytest plugin.
+    """
+    with _lock:
+        _process_plugins[name] = plugin
+        if _active is not None:
+            _active.register_plugin(plugin, name)
+
+
+def unregister_process_plugin(name: str) -> None:
+    with _lock:
+        plugin = _process_plugins.pop(name, None)
+        if plugin is not None and _active is not None and _active.plugin_manager.is_registered(plugin):
+            _active.plugin_manager.unregister(plugin)
+            _active._refresh_hook_flags()
+
+
+def get_client() -> Client | None:
+    return _active
+
+
+def get_state() -> dict[str, Any]:
+    client = _active
+    if client is None:
+        return {"initialized": False, "enabled": False}
+    return client.get_state()
+
+
+atexit.register(stop_on_exception(shutdown))

@@ -1,0 +1,242 @@
+"""Configuration for ``agentwatch.init()``: arguments first, then ``AGENTWATCH_*`` env vars, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["Config", "DEFAULT_PROXY_URL", "build_config"]
+
+DEFAULT_PROXY_URL = "http://localhost:3001/api/ingest"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    api_key: str | None = None
+    proxy_url: str = DEFAULT_PROXY_URL
+    zero_data_retention: bool = False
+    capture_messages: bool = False
+    budget_per_hour: float | None = None
+    max_error_rate: float | None = None
+    max_calls_per_minute: int | None = None
+    block_on_threshold: bool = False
+    on_alert: Callable[[dict[str, Any]], Any] | None = None
+    on_block: Callable[[Any], Any] | None = None
+    agent_name: str | None = None
+    enabled: bool = True
+    debug: bool = False
+    flush_interval: float = 1.0
+    max_queue_size: int = 10_000
+    max_batch_size: int = 512
+    export_timeout: float = 10.0
+    auto_instrument: bool = True
+    exporters: tuple[Any, ...] = ("http",)
+    cost_table_override: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    providers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    limits_backend: str | None = None
+    disabled_plugins: frozenset[str] = frozenset()
+
+    @property
+    def capture_text(self) -> bool:
+        """Prompts and outputs are kept only when asked for and zero data retention is off."""
+        return self.capture_messages and not self.zero_data_retention
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_AGENT_LIMIT_KEYS = frozenset(
+    {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert", "on_block",
+     "role", "agent_id"}
+)
+
+
+def _env_name(name: str) -> str:
+    return "AGENTWATCH_URL" if name == "proxy_url" else f"AGENTWATCH_{name.upper()}"
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{name}: expected a boolean, got {raw!r}")
+
+
+def _from_env(name: str, raw: str) -> Any:
+    """Turn an env string into the field's type; validation happens afterwards like for arguments."""
+    if name in {"zero_data_retention", "capture_messages", "block_on_threshold", "enabled", "debug",
+                "auto_instrument"}:
+        return _parse_bool(_env_name(name), raw)
+    if name in {"budget_per_hour", "max_error_rate", "flush_interval", "export_timeout"}:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{_env_name(name)}: expected a number, got {raw!r}") from None
+    if name in {"max_calls_per_minute", "max_queue_size", "max_batch_size"}:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{_env_name(name)}: expected an integer, got {raw!r}") from None
+    if name in {"exporters", "disabled_plugins"}:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _number(name: str, value: Any, *, optional: bool, integer: bool = False, upper: float | None = None,
+            positive: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be at most {upper}, got {value!r}")
+    return float(value) if not integer else value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+    return value
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def validate_agent_limits(where: str, limits: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one agent's limits (used by ``init(agents=...)`` and ``agentwatch.agent(...)``)."""
+    unknown = set(limits) - _AGENT_LIMIT_KEYS
+    if unknown:
+        raise TypeError(f"{where}: unknown agent option(s) {sorted(unknown)}")
+    checked = dict(limits)
+    for key in ("budget_per_hour",):
+        if key in checked:
+            checked[key] = _number(f"{where}.{key}", checked[key], optional=True)
+    if "max_error_rate" in checked:
+        checked["max_error_rate"] = _number(f"{where}.max_error_rate", checked["max_error_rate"], optional=True,
+                                            upper=1.0)
+    if "max_calls_per_minute" in checked:
+        checked["max_calls_per_minute"] = _number(f"{where}.max_calls_per_minute",
+                                                  checked["max_calls_per_minute"], optional=True, integer=True)
+    if "block_on_threshold" in checked:
+        checked["block_on_threshold"] = _boolean(f"{where}.block_on_threshold", checked["block_on_threshold"])
+    for key in ("on_alert", "on_block"):
+        if key in checked:
+            checked[key] = _callable(f"{where}.{key}", checked[key])
+    for key in ("role", "agent_id"):
+        if key in checked:
+            checked[key] = _optional_str(f"{where}.{key}", checked[key])
+    return checked
+
+
+def _validate(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for name in ("api_key", "agent_name", "limits_backend"):
+        if name in out:
+            out[name] = _optional_str(name, out[name])
+    if "proxy_url" in out:
+        url = out["proxy_url"]
+        if url is None:
+            out["proxy_url"] = DEFAULT_PROXY_URL
+        elif not isinstance(url, str):
+            raise TypeError(f"proxy_url must be a str, not {type(url).__name__}")
+        elif not url.startswith(("http://", "https://")):
+            raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}")
+    for name in ("zero_data_retention", "capture_messages", "block_on_threshold", "enabled", "debug",
+                 "auto_instrument"):
+        if name in out:
+            out[name] = _boolean(name, out[name])
+    if "budget_per_hour" in out:
+        out["budget_per_hour"] = _number("budget_per_hour", out["budget_per_hour"], optional=True)
+    if "max_error_rate" in out:
+        out["max_error_rate"] = _number("max_error_rate", out["max_error_rate"], optional=True, upper=1.0)
+    if "max_calls_per_minute" in out:
+        out["max_calls_per_minute"] = _number("max_calls_per_minute", out["max_calls_per_minute"],
+                                              optional=True, integer=True)
+    for name in ("flush_interval", "export_timeout"):
+        if name in out:
+            out[name] = _number(name, out[name], optional=False, positive=True)
+    for name in ("max_queue_size", "max_batch_size"):
+        if name in out:
+            out[name] = _number(name, out[name], optional=False, integer=True, positive=True)
+    for name in ("on_alert", "on_block"):
+        if name in out:
+            out[name] = _callable(name, out[name])
+    if "exporters" in out:
+        exporters = out["exporters"]
+        if isinstance(exporters, str) or not isinstance(exporters, (list, tuple)):
+            raise TypeError("exporters must be a list of exporter objects or names")
+        out["exporters"] = tuple(exporters)
+    if "cost_table_override" in out:
+        out["cost_table_override"] = _validate_cost_table(out["cost_table_override"] or {})
+    if "agents" in out:
+        agents = out["agents"] or {}
+        if not isinstance(agents, Mapping):
+            raise TypeError("agents must be a dict of agent name -> limits")
+        out["agents"] = {name: validate_agent_limits(f"agents[{name!r}]", limits) for name, limits in
+                         agents.items()}
+    if "providers" in out:
+        providers = out["providers"] or {}
+        if not isinstance(providers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in providers.items()
+        ):
+            raise TypeError("providers must be a dict of base URL -> provider name")
+        out["providers"] = dict(providers)
+    if "disabled_plugins" in out:
+        plugins = out["disabled_plugins"]
+        if isinstance(plugins, str):
+            plugins = [p.strip() for p in plugins.split(",") if p.strip()]
+        out["disabled_plugins"] = frozenset(plugins)
+    return out
+
+
+def _validate_cost_table(table: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(table, Mapping):
+        raise TypeError("cost_table_override must be a dict of model -> {'input': ..., 'output': ...}")
+    checked: dict[str, dict[str, float]] = {}
+    for model, rates in table.items():
+        if not isinstance(model, str) or not isinstance(rates, Mapping):
+            raise TypeError(f"cost_table_override[{model!r}] must map a model name to a dict of rates")
+        unknown = set(rates) - {"input", "output", "cached_input", "cache_write"}
+        if unknown:
+            raise ValueError(f"cost_table_override[{model!r}]: unknown rate(s) {sorted(unknown)}")
+        if "input" not in rates or "output" not in rates:
+            raise ValueError(f"cost_table_override[{model!r}] needs 'input' and 'output' USD per 1M tokens")
+        checked[model] = {
+            key: float(_number(f"cost_table_override[{model!r}][{key!r}]", value, optional=False))
+            for key, value in rates.items()
+        }
+    return checked
+
+
+def build_config(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Merge arguments over ``AGENTWATCH_*`` env vars; raise TypeError/ValueError naming the parameter."""
+    unknown = set(kwargs) - set(_FIELDS)
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = environ.get(_env_name(name))
+        if raw is not None and name not in {"on_alert", "on_block", "cost_table_override", "agents",
+                                            "providers"}:
+            values[name] = _from_env(name, raw)
+    values.update(kwargs)
+    return Config(**_validate(values))

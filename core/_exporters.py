@@ -1,0 +1,243 @@
+"""Built-in exporters: in-memory (for tests), HTTP to the collector, JSON lines, console."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import random
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ._safe import logger
+from ._span import new_span_id, new_trace_id
+
+__all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "JsonLinesExporter", "ConsoleExporter"]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+class InMemoryExporter:
+    """Keeps exported spans in ``.spans`` (a list of dicts), for assertions in users' own tests."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        with self._lock:
+            self.spans.extend(spans)
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self.spans.clear()
+
+    def by_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [span for span in self.spans if span["kind"] == kind]
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+class JsonLinesExporter:
+    """Appends one JSON object per span to a file (or any text stream)."""
+
+    def __init__(self, path: str | Path | None = None, *, stream: IO[str] | None = None) -> None:
+        if (path is None) == (stream is None):
+            raise ValueError("JsonLinesExporter needs exactly one of path or stream")
+        self._path = Path(path) if path is not None else None
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        text = "".join(_dumps(span) + "\n" for span in spans)
+        with self._lock:
+            if self._path is not None:
+                with self._path.open("a", encoding="utf-8") as handle:
+                    handle.write(text)
+            else:
+                assert self._stream is not None
+                self._stream.write(text)
+                self._stream.flush()
+        return True
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+class ConsoleExporter:
+    """A one-line summary per span on stderr, for a quick look while developing."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+
+    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        stream = self._stream or sys.stderr
+        for span in spans:
+            duration = ((span["end_time_unix_nano"] or 0) - span["start_time_unix_nano"]) / 1e6
+            extra = ""
+            if span["kind"] == "llm":
+                extra = (f" model={span['model']} in={span['input_tokens']} out={span['output_tokens']}"
+                         f" cost=${span['cost_usd']:.6f}")
+            stream.write(f"[agentwatch] {span['kind']:<9} {span['name']:<30} {span['status']:<7}"
+                         f" {duration:8.1f}ms{extra}\n")
+        return True
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+class HttpSender:
+    """POSTs bodies over a kept-alive connection with retries; shared by the HTTP and OTLP exporters.
+
+    Uses the standard library on purpose: it adds no dependency and is never seen by the SDK's own
+    HTTP instrumentation. Retries connection errors, 5xx and 429 with exponential backoff and jitter;
+    warns once when the receiver is unreachable and carries on.
+    """
+
+    RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+    def __init__(self, url: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0,
+                 max_retries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0, what: str = "collector") -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"expected an http(s) URL, got {url!r}")
+        self.url = url
+        self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        self._parsed = parsed
+        self._headers = {"User-Agent": "agentwatch", **(headers or {})}
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._what = what
+        self._connection: http.client.HTTPConnection | None = None
+        self._warned = False
+        self._stopped = threading.Event()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            kind = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
+            self._connection = kind(self._parsed.hostname, self._parsed.port, timeout=self._timeout)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def post(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True) -> tuple[int, bytes]:
+        headers = {**self._headers, "Content-Type": content_type}
+        if gzipped:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        connection = self._connect()
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except Exception:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return response.status, data
+
+    def post_with_retries(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True) -> bool:
+        delay = self._backoff
+        for attempt in range(self._max_retries + 1):
+            try:
+                status, data = self.post(path, body, content_type, gzipped=gzipped)
+            except (OSError, http.client.HTTPException) as error:
+                problem = f"{type(error).__name__}: {error}"
+            else:
+                if status < 300:
+                    return True
+                if status not in self.RETRY_STATUSES:
+                    logger.warning("agentwatch: %s refused a batch (%s): %s", self._what, status, data[:300])
+                    return False
+                problem = f"HTTP {status}"
+            if not self._warned:
+                self._warned = True
+                logger.warning("agentwatch: %s at %s not reachable (%s); spans are buffered and retried, the "
+                               "program carries on", self._what, self.url, problem)
+            if attempt == self._max_retries or self._stopped.wait(delay * (0.5 + random.random())):
+                return False
+            delay = min(delay * 2, self._max_backoff)
+        return False
+
+    def stop(self) -> None:
+        # Wakes a backoff sleep so that exit is not held up by a receiver that is down.
+        self._stopped.set()
+        self.close()
+
+
+class HttpExporter:
+    """Sends gzip'd JSON batches of span dicts to the collector's ``/api/ingest``."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0, max_retries: int = 5,
+                 backoff: float = 0.5, max_backoff: float = 8.0) -> None:
+        try:
+            self._sender = HttpSender(url, headers={"X-API-Key": api_key} if api_key else None, timeout=timeout,
+                                      max_retries=max_retries, backoff=backoff, max_backoff=max_backoff)
+        except ValueError:
+            raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}") from None
+        self.url = url
+        path = self._sender.path
+        self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
+
+    def _post_json(self, path: str, payload: Any) -> bool:
+        return self._sender.post_with_retries(path, _dumps(payload).encode("utf-8"), "application/json")
+
+    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        ok = self._post_json(self._sender.path, list(spans))
+        if ok and self._alert_path:
+            self._forward_breaker_records(spans)
+        return ok
+
+    def _forward_breaker_records(self, spans: Sequence[dict[str, Any]]) -> None:
+        """The collector's live breaker view and alert history read ``/api/alerts/sdk-alert``."""
+        assert self._alert_path is not None
+        for span in spans:
+            if span["kind"] not in ("breaker", "alert"):
+                continue
+            record = {"type": "transition" if span["kind"] == "breaker" else "alert",
+                      "timestamp_unix_nano": span["start_time_unix_nano"], **span["attributes"]}
+            self._post_json(self._alert_path, record)
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._sender.stop()
+
+    def verify(self) -> bool:
+        """Send one test span and report whether the collector accepted it."""
+        now = time.time_ns()
+        span = {"trace_id": new_trace_id(), "span_id": new_span_id(), "parent_span_id": None,
+                "name": "agentwatch.verify", "kind": "event", "status": "ok", "start_time_unix_nano": now,
+                "end_time_unix_nano": now, "agent_id": None, "agent_name": None, "agent_role": None,
+                "model": None, "provider": None, "input_tokens": 0, "output_tokens": 0,
+                "cached_input_tokens": 0, "cost_usd": 0.0, "attributes": {"verify": True}}
+        try:
+            status, _ = self._sender.post(self._sender.path, _dumps([span]).encode("utf-8"), "application/json")
+        except (OSError, http.client.HTTPException):
+            return False
+        return status < 300

@@ -1,0 +1,232 @@
+"""Recording one LLM call: check limits before it is sent, then usage, price and outcome after.
+
+This is what framework and provider plugins call. The order is the product's promise: ``start_llm_call``
+runs every enclosing breaker *before* the request leaves and raises ``CircuitBreakerException`` if one
+blocks; ``LLMCall.end`` prices the call and records cost and outcome in the same monitors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._breaker import Admission, CircuitBreakerException, Monitor, admit, settle
+from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
+from ._span import Span
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["LLMCall", "start_llm_call", "current_llm_call", "llm_call", "normalize_anthropic_usage"]
+
+CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
+
+
+def current_llm_call() -> LLMCall | None:
+    """The LLM call in flight in this context (lets a lower layer add to it instead of counting twice)."""
+    return CURRENT_LLM_CALL.get()
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a provider response, or None if it is missing or garbage."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value >= 0 and value == value and value != float("inf"):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_input_tokens: Any = 0,
+                              cache_creation_input_tokens: Any = 0) -> dict[str, int]:
+    """Anthropic's ``input_tokens`` excludes cache reads and writes; the span model counts them in."""
+    uncached = _count(input_tokens) or 0
+    read = _count(cache_read_input_tokens) or 0
+    write = _count(cache_creation_input_tokens) or 0
+    return {"input_tokens": uncached + read + write, "output_tokens": _count(output_tokens) or 0,
+            "cached_input_tokens": read, "cache_write_tokens": write}
+
+
+def _monitors(client: Client, scopes: Sequence[AgentScope]) -> list[Monitor]:
+    """Innermost first, global last, each monitor once."""
+    ordered: list[Monitor] = []
+    seen: set[int] = set()
+    for scope in reversed((*AGENT_SCOPES.get(), *scopes)):
+        if id(scope.monitor) not in seen:
+            seen.add(id(scope.monitor))
+            ordered.append(scope.monitor)
+    ordered.append(client.monitor)
+    return ordered
+
+
+class LLMCall:
+    """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
+
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended")
+
+    def __init__(self, span: Span, client: Client | None, admission: Admission | None) -> None:
+        self.span = span
+        self._client = client
+        self._admission = admission
+        self._tokens: list[Token[Any]] = []
+        self._cache_write = 0
+        self._ended = False
+
+    # ---- filling in ---------------------------------------------------------------------------
+
+    def set_model(self, model: str | None, provider: str | None = None) -> None:
+        if model:
+            self.span.model = str(model)
+        if provider:
+            self.span.provider = str(provider)
+
+    def set_usage(self, input_tokens: Any = None, output_tokens: Any = None, cached_input_tokens: Any = None,
+                  cache_write_tokens: Any = None) -> None:
+        """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged."""
+        span = self.span
+        for field, raw in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                           ("cached_input_tokens", cached_input_tokens)):
+            if raw is None:
+                continue
+            value = _count(raw)
+            if value is None:
+                span.attributes["usage_invalid"] = True
+            else:
+                setattr(span, field, value)
+        if cache_write_tokens is not None:
+            self._cache_write = _count(cache_write_tokens) or 0
+            span.attributes["cache_write_tokens"] = self._cache_write
+        if span.cached_input_tokens > span.input_tokens:
+            span.attributes["usage_invalid"] = True
+            span.cached_input_tokens = span.input_tokens
+
+    def set_input(self, value: Any) -> None:
+        if self._client is not None and self._client.config.capture_text:
+            self.span.input = value
+
+    def set_output(self, value: Any) -> None:
+        if self._client is not None and self._client.config.capture_text:
+            self.span.output = value
+
+    def mark_first_token(self) -> None:
+        if "time_to_first_token_ms" not in self.span.attributes:
+            self.span.attributes["time_to_first_token_ms"] = (time.time_ns() - self.span.start_time_unix_nano) / 1e6
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.span.attributes[key] = value
+
+    # ---- context ------------------------------------------------------------------------------
+
+    def activate(self) -> None:
+        """Make this call the current span and LLM call of the context (for child spans and dedupe)."""
+        self._tokens.append(CURRENT_SPAN.set(self.span))
+        self._tokens.append(CURRENT_LLM_CALL.set(self))
+
+    def deactivate(self) -> None:
+        while self._tokens:
+            token = self._tokens.pop()
+            try:
+                token.var.reset(token)
+            except ValueError:  # reset from another context (callback frameworks); nothing to undo here
+                pass
+
+    def __enter__(self) -> LLMCall:
+        self.activate()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.deactivate()
+        self.end(error=error)
+
+    async def __aenter__(self) -> LLMCall:
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(kind, error, tb)
+
+    # ---- finishing ----------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def end(self, error: BaseException | str | None = None, *, finish_reason: str | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        span = self.span
+        if finish_reason:
+            span.attributes["finish_reason"] = finish_reason
+        if error is not None:
+            span.record_error(error)
+        client = self._client
+        if client is None:
+            span.finish()
+            return
+        if span.input_tokens or span.output_tokens:
+            cost, estimated = client.price(span.model, span.provider, span.input_tokens, span.output_tokens,
+                                           span.cached_input_tokens, self._cache_write)
+            span.cost_usd = cost
+            if estimated:
+                span.attributes["cost_estimated"] = True
+        span.attributes["latency_ms"] = (time.time_ns() - span.start_time_unix_nano) / 1e6
+        if self._admission is not None:
+            settle(self._admission, cost_usd=span.cost_usd, error=error is not None)
+        client.end_span(span)
+
+
+def start_llm_call(
+    name: str = "llm",
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    parent: Span | None = None,
+    scopes: Sequence[AgentScope] = (),
+    kind: str = "llm",
+    input: Any = None,
+    attributes: dict[str, Any] | None = None,
+    check: bool = True,
+) -> LLMCall:
+    """Check every enclosing limit, then open the LLM span.
+
+    Raises ``CircuitBreakerException`` (after recording a ``blocked`` span) if a breaker blocks: the
+    caller must not send the request. ``scopes`` adds agent scopes the plugin knows of (e.g. a
+    LangGraph node mapped to an agent) to those of the context.
+    """
+    from ._client import get_client
+
+    client = get_client()
+    agent = scopes[-1] if scopes else None
+    if client is None:
+        span = Span(name, kind, model=model, provider=provider, attributes=attributes)
+        return LLMCall(span, None, None)
+    span = client.start_span(name, kind, parent=parent, attributes=attributes, agent=agent)
+    span.model, span.provider = model, provider
+    admission = None
+    if check:
+        try:
+            admission = admit(_monitors(client, scopes), trace_id=span.trace_id)
+        except CircuitBreakerException as blocked:
+            span.status = "blocked"
+            span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
+                                    "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
+                                    "breaker.current": blocked.current})
+            client.end_span(span)
+            raise
+    call = LLMCall(span, client, admission)
+    if input is not None:
+        call.set_input(input)
+    return call
+
+
+def llm_call(name: str = "llm", **kwargs: Any) -> LLMCall:
+    """Context-manager spelling for manual instrumentation: ``with agentwatch.llm_call(model=...) as call:``."""
+    return start_llm_call(name, **kwargs)

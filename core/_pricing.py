@@ -1,0 +1,175 @@
+"""USD cost of an LLM call: user overrides, then genai-prices, then a flagged default rate.
+
+genai-prices takes ~0.3 s to import and ~70 µs per call, so rates are resolved once per
+(provider, model) and the hot path multiplies floats.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Price", "Pricer", "DEFAULT_RATES", "warm_up"]
+
+#: USD per 1M tokens for models no table knows; spans priced with it are flagged ``cost_estimated``.
+DEFAULT_RATES = (1.00, 2.00)
+
+_DATE_SUFFIX = re.compile(r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|@\d{8}|-latest|-preview)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    cost_usd: float
+    estimated: bool = False
+    source: str = "genai-prices"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """Per-1M-token rates; a tier list applies its price to all tokens once input exceeds ``start``."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+    tiers: tuple[tuple[int, float, float, float, float], ...] = ()
+    estimated: bool = False
+    source: str = "genai-prices"
+
+    def cost(self, input_tokens: int, output_tokens: int, cached: int, cache_write: int) -> float:
+        rate_in, rate_out, rate_read, rate_write = self.input, self.output, self.cache_read, self.cache_write
+        for start, t_in, t_out, t_read, t_write in self.tiers:
+            if input_tokens > start:
+                rate_in, rate_out, rate_read, rate_write = t_in, t_out, t_read, t_write
+        uncached = max(input_tokens - cached - cache_write, 0)
+        return (uncached * rate_in + cached * rate_read + cache_write * rate_write + output_tokens * rate_out) / 1e6
+
+
+def _genai_rates(model: str, provider: str | None) -> _Rates | None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from genai_prices import data_snapshot
+    from genai_prices.types import TieredPrices
+
+    snapshot = data_snapshot.get_snapshot()
+    candidates = [model]
+    stripped = _DATE_SUFFIX.sub("", model)
+    if stripped != model:
+        candidates.append(stripped)
+    if "/" in model:  # "openai/gpt-4o" as CrewAI and LiteLLM write it
+        prefix, _, bare = model.partition("/")
+        candidates.append(bare)
+        provider = provider or prefix
+    found = None
+    for ref in candidates:
+        for provider_id in ([provider, None] if provider else [None]):
+            try:
+                found = snapshot.find_provider_model(ref, None, provider_id, None)
+                break
+            except LookupError:
+                continue
+        if found:
+            break
+    if not found:
+        return None
+    _, info = found
+    prices = info.get_prices(datetime.now(tz=UTC))
+
+    def base(value: Any, fallback: float) -> float:
+        if value is None:
+            return fallback
+        if isinstance(value, TieredPrices):
+            return float(value.base)
+        return float(value) if isinstance(value, Decimal | int | float) else fallback
+
+    def tiered(value: Any) -> dict[int, float]:
+        if isinstance(value, TieredPrices):
+            return {tier.start: float(tier.price) for tier in value.tiers}
+        return {}
+
+    fields = {name: getattr(prices, name, None) for name in ("input_mtok", "output_mtok", "cache_read_mtok",
+                                                                "cache_write_mtok")}
+    rate_in = base(fields["input_mtok"], 0.0)
+    rate_out = base(fields["output_mtok"], 0.0)
+    rate_read = base(fields["cache_read_mtok"], rate_in)
+    rate_write = base(fields["cache_write_mtok"], rate_in)
+    per_field = {name: tiered(value) for name, value in fields.items()}
+    starts = sorted({start for tiers in per_field.values() for start in tiers})
+    tiers = []
+    current = [rate_in, rate_out, rate_read, rate_write]
+    for start in starts:
+        for index, name in enumerate(("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")):
+            if start in per_field[name]:
+                current[index] = per_field[name][start]
+        tiers.append((start, *current))
+    return _Rates(rate_in, rate_out, rate_read, rate_write, tuple(tiers))  # type: ignore[arg-type]
+
+
+def _override_rates(model: str, table: Mapping[str, Mapping[str, float]]) -> _Rates | None:
+    """Exact name first, then the longest override name that the model starts with."""
+    entry = table.get(model)
+    if entry is None:
+        matches = [name for name in table if model.startswith(name)]
+        if not matches:
+            return None
+        entry = table[max(matches, key=len)]
+    rate_in = entry["input"]
+    return _Rates(rate_in, entry["output"], entry.get("cached_input", rate_in), entry.get("cache_write", rate_in),
+                  source="cost_table_override")
+
+
+class Pricer:
+    """Resolves and caches rates per (provider, model); safe to call from many threads."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        self._overrides = dict(overrides or {})
+        self._cache: dict[tuple[str | None, str], _Rates] = {}
+        self._lock = threading.Lock()
+
+    def rates(self, model: str, provider: str | None) -> _Rates:
+        key = (provider, model)
+        rates = self._cache.get(key)
+        if rates is None:
+            rates = self._resolve(model, provider)
+            with self._lock:
+                self._cache[key] = rates
+        return rates
+
+    def _resolve(self, model: str, provider: str | None) -> _Rates:
+        lowered = model.lower()
+        rates = _override_rates(model, self._overrides) or _override_rates(lowered, self._overrides)
+        if rates is None:
+            try:
+                rates = _genai_rates(lowered, provider.lower() if provider else None)
+            except Exception:  # a broken price table must not break the host's LLM call
+                rates = None
+        if rates is None:
+            rates = _Rates(DEFAULT_RATES[0], DEFAULT_RATES[1], DEFAULT_RATES[0], DEFAULT_RATES[0],
+                           estimated=True, source="default")
+        return rates
+
+    def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
+              cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> Price:
+        if not model:
+            return Price(
+                _Rates(*DEFAULT_RATES, DEFAULT_RATES[0], DEFAULT_RATES[0]).cost(
+                    input_tokens, output_tokens, cached_input_tokens, cache_write_tokens),
+                estimated=True, source="default",
+            )
+        rates = self.rates(model, provider)
+        return Price(rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens),
+                     estimated=rates.estimated, source=rates.source)
+
+
+def warm_up() -> None:
+    """Import the price table off the hot path (called from the export worker at start)."""
+    try:
+        from genai_prices import data_snapshot
+
+        data_snapshot.get_snapshot()
+    except Exception:
+        pass

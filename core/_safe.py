@@ -1,0 +1,67 @@
+"""Keep the host program alive: internal errors are logged and swallowed, never raised."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+__all__ = ["logger", "stop_on_exception", "PASS_THROUGH"]
+
+logger = logging.getLogger("agentwatch")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exceptions that are raised into user code on purpose (the breaker's), registered by the breaker module.
+PASS_THROUGH: list[type[BaseException]] = []
+
+
+def _is_pass_through(exc: BaseException) -> bool:
+    return any(isinstance(exc, kind) for kind in PASS_THROUGH)
+
+
+@overload
+def stop_on_exception(func: F) -> F: ...
+@overload
+def stop_on_exception(*, default: Any = None) -> Callable[[F], F]: ...
+
+
+def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
+    """Decorate a function so an internal error is logged and ``default`` returned instead.
+
+    Only the exceptions registered in ``PASS_THROUGH`` (``CircuitBreakerException``) propagate: a block
+    is the one thing the SDK raises into user code, deliberately.
+    """
+
+    def decorate(inner: F) -> F:
+        if inspect.iscoroutinefunction(inner):
+
+            @functools.wraps(inner)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await inner(*args, **kwargs)
+                except Exception as exc:
+                    if _is_pass_through(exc):
+                        raise
+                    logger.exception("agentwatch: internal error in %s (ignored)", inner.__qualname__)
+                    return default
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(inner)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return inner(*args, **kwargs)
+            except Exception as exc:
+                if _is_pass_through(exc):
+                    raise
+                logger.exception("agentwatch: internal error in %s (ignored)", inner.__qualname__)
+                return default
+
+        return wrapper  # type: ignore[return-value]
+
+    if func is not None:
+        return decorate(func)
+    return decorate

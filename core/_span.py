@@ -1,0 +1,135 @@
+"""The one span model: every LLM call, chain, node, tool, agent scope and breaker transition is a Span."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Final
+
+__all__ = ["Span", "SPAN_KINDS", "STATUSES", "new_trace_id", "new_span_id"]
+
+SPAN_KINDS: Final = frozenset(
+    {
+        "llm", "embedding", "chain", "graph", "node", "agent", "task", "tool", "retriever", "session",
+        "trace", "cron", "event", "metric", "alert", "breaker", "http", "error", "process", "span",
+    }
+)
+STATUSES: Final = frozenset({"ok", "error", "blocked"})
+
+
+def new_trace_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_span_id() -> str:
+    return os.urandom(8).hex()
+
+
+class Span:
+    """A timed unit of work in a trace tree.
+
+    Mutable while open; ``end()`` freezes the end time. ``to_dict()`` is the wire format that every
+    exporter and the collector understand.
+    """
+
+    __slots__ = (
+        "trace_id", "span_id", "parent_span_id", "name", "kind", "status",
+        "start_time_unix_nano", "end_time_unix_nano", "agent_id", "agent_name", "agent_role",
+        "model", "provider", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd",
+        "input", "output", "attributes", "_ended",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        kind: str = "span",
+        *,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        parent_span_id: str | None = None,
+        start_time_unix_nano: int | None = None,
+        agent_id: str | None = None,
+        agent_name: str | None = None,
+        agent_role: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        self.trace_id = trace_id or new_trace_id()
+        self.span_id = span_id or new_span_id()
+        self.parent_span_id = parent_span_id
+        self.name = name
+        self.kind = kind
+        self.status = "ok"
+        self.start_time_unix_nano = start_time_unix_nano or time.time_ns()
+        self.end_time_unix_nano: int | None = None
+        self.agent_id = agent_id
+        self.agent_name = agent_name
+        self.agent_role = agent_role
+        self.model = model
+        self.provider = provider
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cached_input_tokens = 0
+        self.cost_usd = 0.0
+        self.input: Any = None
+        self.output: Any = None
+        self.attributes: dict[str, Any] = attributes if attributes is not None else {}
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.end_time_unix_nano is None:
+            return None
+        return (self.end_time_unix_nano - self.start_time_unix_nano) / 1e6
+
+    def record_error(self, error: BaseException | str) -> None:
+        self.status = "error"
+        if isinstance(error, BaseException):
+            self.attributes["error.type"] = type(error).__qualname__
+            self.attributes["error.message"] = str(error)[:2000]
+        else:
+            self.attributes["error.message"] = str(error)[:2000]
+
+    def finish(self, end_time_unix_nano: int | None = None) -> bool:
+        """Mark the span ended; returns False if it already was (a span is exported once)."""
+        if self._ended:
+            return False
+        self._ended = True
+        self.end_time_unix_nano = end_time_unix_nano or time.time_ns()
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "start_time_unix_nano": self.start_time_unix_nano,
+            "end_time_unix_nano": self.end_time_unix_nano,
+            "agent_id": self.agent_id,
+            "agent_name": self.agent_name,
+            "agent_role": self.agent_role,
+            "model": self.model,
+            "provider": self.provider,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cost_usd": self.cost_usd,
+            "attributes": dict(self.attributes),
+        }
+        # Text is left out entirely (not null) when it was not captured, so absence is unambiguous.
+        if self.input is not None:
+            data["input"] = self.input
+        if self.output is not None:
+            data["output"] = self.output
+        return data
+
+    def __repr__(self) -> str:
+        return f"Span({self.kind}:{self.name!r} {self.span_id} status={self.status})"

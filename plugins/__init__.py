@@ -1,0 +1,1 @@
+"""Framework plugins: ``agentwatch.plugins.<framework>``, found through the ``agentwatch.plugins`` entry points."""

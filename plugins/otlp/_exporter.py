@@ -1,0 +1,66 @@
+"""OTLP/HTTP protobuf exporter configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agentwatch._exporters import HttpSender
+
+from ._mapping import to_otlp_request
+
+__all__ = ["OtlpExporter"]
+
+_DEFAULT_ENDPOINT = "http://localhost:4318"
+
+
+def _parse_pairs(raw: str) -> dict[str, str]:
+    """``k1=v1,k2=v2`` with URL-encoded values, as the OTel spec writes headers and resource attributes."""
+    pairs: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return pairs
+
+
+class OtlpExporter:
+    def __init__(self, endpoint: str = f"{_DEFAULT_ENDPOINT}/v1/traces", *, headers: Mapping[str, str] | None = None,
+                 timeout: float = 10.0, compression: str = "gzip",
+                 resource_attributes: Mapping[str, Any] | None = None) -> None:
+        self._sender = HttpSender(endpoint, headers=dict(headers or {}), timeout=timeout, what="OTLP receiver")
+        self._gzip = compression == "gzip"
+        self._resource = {"service.name": "agentwatch", "telemetry.sdk.name": "agentwatch",
+                          **(resource_attributes or {})}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> OtlpExporter:
+        env = os.environ if environ is None else environ
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if not endpoint:
+            endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", _DEFAULT_ENDPOINT).rstrip("/") + "/v1/traces"
+        headers = {**_parse_pairs(env.get("OTEL_EXPORTER_OTLP_HEADERS", "")),
+                   **_parse_pairs(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS", ""))}
+        timeout_ms = env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or "10000"
+        compression = env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
+        resource: dict[str, Any] = _parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+        if env.get("OTEL_SERVICE_NAME"):
+            resource["service.name"] = env["OTEL_SERVICE_NAME"]
+        return cls(endpoint, headers=headers, timeout=float(timeout_ms) / 1000,
+                   compression=compression or "gzip", resource_attributes=resource)
+
+    @property
+    def endpoint(self) -> str:
+        return self._sender.url
+
+    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        body = to_otlp_request(spans, self._resource)
+        return self._sender.post_with_retries(self._sender.path, body, "application/x-protobuf", gzipped=self._gzip)
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._sender.stop()

@@ -1,0 +1,120 @@
+"""Span dicts → an OTLP ``ExportTraceServiceRequest`` using the GenAI semantic conventions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from agentwatch import __version__
+
+__all__ = ["to_otlp_request", "genai_attributes"]
+
+_OPERATION = {"llm": "chat", "embedding": "embeddings", "tool": "execute_tool", "agent": "invoke_agent"}
+_CLIENT_KINDS = frozenset({"llm", "embedding", "http"})
+
+
+def _any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        any_value = AnyValue()
+        any_value.array_value.values.extend(AnyValue(string_value=item) for item in value)
+        return any_value
+    # Nested structures become JSON text: backends index flat attributes far better than kvlists.
+    return AnyValue(string_value=json.dumps(value, default=str, ensure_ascii=False))
+
+
+def _key_values(attributes: Mapping[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=_any_value(value)) for key, value in attributes.items() if value is not None]
+
+
+def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
+    """The GenAI convention attributes of one span, with AgentWatch extras under ``agentwatch.*``."""
+    kind = span["kind"]
+    extra = dict(span.get("attributes") or {})
+    attributes: dict[str, Any] = {"agentwatch.kind": kind, "agentwatch.status": span["status"]}
+    operation = _OPERATION.get(kind)
+    if operation:
+        attributes["gen_ai.operation.name"] = operation
+    if span.get("provider"):
+        attributes["gen_ai.provider.name"] = span["provider"]
+    if span.get("model"):
+        attributes["gen_ai.request.model"] = span["model"]
+        attributes["gen_ai.response.model"] = extra.pop("response_model", span["model"])
+    if kind in ("llm", "embedding"):
+        attributes["gen_ai.usage.input_tokens"] = span["input_tokens"]
+        attributes["gen_ai.usage.output_tokens"] = span["output_tokens"]
+        attributes["gen_ai.usage.cache_read.input_tokens"] = span["cached_input_tokens"]
+        attributes["agentwatch.cost_usd"] = span["cost_usd"]
+    if "finish_reason" in extra:
+        attributes["gen_ai.response.finish_reasons"] = [str(extra.pop("finish_reason"))]
+    if span.get("agent_name"):
+        attributes["gen_ai.agent.name"] = span["agent_name"]
+    if span.get("agent_id"):
+        attributes["gen_ai.agent.id"] = span["agent_id"]
+    if span.get("agent_role"):
+        attributes["agentwatch.agent.role"] = span["agent_role"]
+    if kind == "tool":
+        attributes["gen_ai.tool.name"] = extra.pop("tool.name", span["name"])
+    if "error.type" in extra:
+        attributes["error.type"] = extra.pop("error.type")
+    if "input" in span:
+        attributes["gen_ai.input.messages"] = span["input"]
+    if "output" in span:
+        attributes["gen_ai.output.messages"] = span["output"]
+    prefix = "agentwatch.breaker." if kind == "breaker" else "agentwatch."
+    for key, value in extra.items():
+        name = key if key.startswith(("gen_ai.", "agentwatch.", "langgraph", "http.", "url.", "server.")) \
+            else f"{prefix}{key}"
+        attributes[name] = value
+    return attributes
+
+
+def _status(span: Mapping[str, Any]) -> Status:
+    if span["status"] == "ok":
+        return Status(code=Status.STATUS_CODE_UNSET)
+    attributes = span.get("attributes") or {}
+    if span["status"] == "blocked":
+        message = f"blocked by AgentWatch circuit breaker: {attributes.get('breaker.reason', '')}".strip(": ")
+    else:
+        message = str(attributes.get("error.message", ""))
+    return Status(code=Status.STATUS_CODE_ERROR, message=message)
+
+
+def _otlp_span(span: Mapping[str, Any]) -> Span:
+    operation = _OPERATION.get(span["kind"])
+    name = f"{operation} {span['model']}" if operation in ("chat", "embeddings") and span.get("model") \
+        else span["name"]
+    return Span(
+        trace_id=bytes.fromhex(span["trace_id"]),
+        span_id=bytes.fromhex(span["span_id"]),
+        parent_span_id=bytes.fromhex(span["parent_span_id"]) if span.get("parent_span_id") else b"",
+        name=name,
+        kind=Span.SPAN_KIND_CLIENT if span["kind"] in _CLIENT_KINDS else Span.SPAN_KIND_INTERNAL,
+        start_time_unix_nano=span["start_time_unix_nano"],
+        end_time_unix_nano=span.get("end_time_unix_nano") or span["start_time_unix_nano"],
+        attributes=_key_values(genai_attributes(span)),
+        status=_status(span),
+    )
+
+
+def to_otlp_request(spans: Iterable[Mapping[str, Any]],
+                    resource_attributes: Mapping[str, Any] | Sequence[tuple[str, Any]] = ()) -> bytes:
+    resource = Resource(attributes=_key_values(dict(resource_attributes)))
+    scope = InstrumentationScope(name="agentwatch", version=__version__)
+    request = ExportTraceServiceRequest(resource_spans=[
+        ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=scope, spans=[_otlp_span(s) for s in spans])])
+    ])
+    return request.SerializeToString()

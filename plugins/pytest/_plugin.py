@@ -1,0 +1,71 @@
+"""The pytest11 entry point. Does nothing unless ``--agentwatch`` or a budget is given."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["pytest_addoption", "pytest_configure"]
+
+_REPORT_KEY = "agentwatch_report"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("agentwatch", "LLM calls and cost per test (AgentWatch)")
+    group.addoption("--agentwatch", action="store_true", default=None,
+                    help="record LLM calls, tokens and cost per test and print a summary")
+    group.addoption("--agentwatch-json", metavar="PATH", default=None, help="also write the summary as JSON")
+    group.addoption("--agentwatch-budget", metavar="USD", type=float, default=None,
+                    help="session budget: once reached, LLM calls are blocked and the run fails")
+    group.addoption("--agentwatch-test-budget", metavar="USD", type=float, default=None,
+                    help="per-test budget: a test that spends more fails")
+    parser.addini("agentwatch", "enable AgentWatch's cost report", type="bool", default=False)
+    parser.addini("agentwatch_budget", "session budget in USD", default="")
+    parser.addini("agentwatch_test_budget", "per-test budget in USD", default="")
+
+
+def _float_ini(config: pytest.Config, name: str) -> float | None:
+    raw = config.getini(name)
+    if raw in ("", None):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise pytest.UsageError(f"{name} must be a number of USD, got {raw!r}") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "agentwatch(budget=None, max_calls=None): per-test LLM limits (AgentWatch)")
+    session_budget = config.getoption("agentwatch_budget")
+    if session_budget is None:
+        session_budget = _float_ini(config, "agentwatch_budget")
+    test_budget = config.getoption("agentwatch_test_budget")
+    if test_budget is None:
+        test_budget = _float_ini(config, "agentwatch_test_budget")
+    wanted = bool(config.getoption("agentwatch") or config.getini("agentwatch") or config.getoption("agentwatch_json")
+                  or session_budget is not None or test_budget is not None)
+    if not wanted:
+        return
+    for name, value in (("--agentwatch-budget", session_budget), ("--agentwatch-test-budget", test_budget)):
+        if value is not None and value < 0:
+            raise pytest.UsageError(f"{name} must not be negative")
+    from ._session import AgentWatchSession
+
+    config.pluginmanager.register(AgentWatchSession(config, session_budget, test_budget), _REPORT_KEY)
+
+
+@pytest.fixture
+def agentwatch_spans(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
+    """The spans (``Span.to_dict()`` form) the current test produced so far; needs ``--agentwatch``."""
+    session = request.config.pluginmanager.get_plugin(_REPORT_KEY)
+    if session is None:
+        raise pytest.UsageError("the agentwatch_spans fixture needs pytest --agentwatch")
+    yield session.report.usage(request.node.nodeid).spans
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2))

@@ -1,0 +1,158 @@
+"""The active part of the pytest plugin, registered only when the run asks for AgentWatch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from contextvars import Token
+from typing import Any
+
+import pytest
+
+import agentwatch
+from agentwatch._breaker import Monitor
+from agentwatch._client import init_provisional, register_process_plugin, unregister_process_plugin
+from agentwatch._context import AGENT_SCOPES, AgentScope
+
+from ._report import UsageReport
+
+__all__ = ["AgentWatchSession"]
+
+_OUTPUT_KEY = "agentwatch"
+
+
+class _SpanListener:
+    """Registered into every AgentWatch client of the process, including ones the tests create."""
+
+    def __init__(self, report: UsageReport) -> None:
+        self._report = report
+
+    @agentwatch.hookimpl
+    def agentwatch_span_end(self, span: agentwatch.Span) -> None:
+        self._report.record(span)
+
+
+def _scope(name: str, monitor: Monitor) -> AgentScope:
+    return AgentScope(name, monitor.scope_id, "pytest", monitor)
+
+
+class AgentWatchSession:
+    def __init__(self, config: pytest.Config, session_budget: float | None, test_budget: float | None) -> None:
+        self.config = config
+        self.session_budget = session_budget
+        self.test_budget = test_budget
+        self.report = UsageReport()
+        self._listener = _SpanListener(self.report)
+        self._session_token: Token[Any] | None = None
+        self._is_worker = hasattr(config, "workerinput")
+
+    # ---- session ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        register_process_plugin(self._listener, "pytest-agentwatch")
+        if self.session_budget is not None:
+            # The session scope is checked before every LLM call made anywhere in the run.
+            monitor = Monitor("agent", "pytest-session", name="pytest session", budget_per_hour=self.session_budget,
+                              block_on_threshold=True)
+            self._session_token = AGENT_SCOPES.set((_scope("pytest session", monitor), *AGENT_SCOPES.get()))
+        self._ensure_client()
+
+    @staticmethod
+    def _ensure_client() -> None:
+        # Provisional: if a test calls agentwatch.init(...) itself, its own configuration takes over.
+        if agentwatch.get_client() is None:
+            init_provisional(exporters=[])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        agentwatch.flush(5.0)
+        if self._is_worker:
+            self.config.workeroutput[_OUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
+                [usage.summary() for usage in self.report.tests.values()])
+        total = self.report.totals()
+        if self.session_budget is not None and not self._is_worker and self._session_over_budget():
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        path = self.config.getoption("agentwatch_json")
+        if path and not self._is_worker:
+            from ._plugin import write_json
+
+            write_json(path, self.report.as_json(self.session_budget, self.test_budget))
+        unregister_process_plugin("pytest-agentwatch")
+
+    def _session_over_budget(self) -> bool:
+        assert self.session_budget is not None
+        total = self.report.totals()
+        return total.cost_usd > self.session_budget or (total.blocked > 0 and total.cost_usd >= self.session_budget)
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: the controller adds up what each worker measured."""
+        output = getattr(node, "workeroutput", {}).get(_OUTPUT_KEY)
+        if output:
+            self.report.merge(json.loads(output))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self._is_worker:
+            return
+        terminalreporter.write_sep("=", "AgentWatch: LLM calls and cost per test")
+        for line in self.report.lines():
+            terminalreporter.write_line(line)
+        total = self.report.totals()
+        if self.session_budget is not None:
+            verdict = "EXCEEDED" if self._session_over_budget() else "ok"
+            terminalreporter.write_line(f"session budget ${self.session_budget:.6f}: spent ${total.cost_usd:.6f},"
+                                        f" {total.blocked} call(s) blocked — {verdict}")
+
+    # ---- tests ------------------------------------------------------------------------------
+
+    def _limits(self, item: pytest.Item) -> tuple[float | None, int | None]:
+        budget, max_calls = self.test_budget, None
+        marker = item.get_closest_marker("agentwatch")
+        if marker is not None:
+            budget = marker.kwargs.get("budget", budget)
+            max_calls = marker.kwargs.get("max_calls")
+        return budget, max_calls
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+        self.report.current = item.nodeid
+        self.report.usage(item.nodeid)
+        try:
+            yield
+        finally:
+            self.report.current = None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        self._ensure_client()
+        budget, max_calls = self._limits(item)
+        token = None
+        if budget is not None or max_calls is not None:
+            monitor = Monitor("agent", f"pytest:{item.nodeid}", name=item.nodeid, budget_per_hour=budget,
+                              max_calls_per_minute=max_calls, block_on_threshold=True)
+            token = AGENT_SCOPES.set((*AGENT_SCOPES.get(), _scope(item.nodeid, monitor)))
+        try:
+            yield
+        finally:
+            if token is not None:
+                AGENT_SCOPES.reset(token)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        if call.when != "call":
+            return
+        usage = self.report.usage(item.nodeid)
+        budget, max_calls = self._limits(item)
+        problems = []
+        if budget is not None and (usage.cost_usd > budget or usage.blocked):
+            problems.append(f"AgentWatch: test budget ${budget:.6f} exceeded: spent ${usage.cost_usd:.6f} "
+                            f"in {usage.calls} LLM call(s), {usage.blocked} blocked")
+        if max_calls is not None and (usage.calls > max_calls or usage.blocked):
+            problems.append(f"AgentWatch: max_calls={max_calls} exceeded: {usage.calls} LLM call(s) made, "
+                            f"{usage.blocked} blocked")
+        if problems and report.outcome != "skipped":
+            report.outcome = "failed"
+            previous = f"\n\n{report.longreprtext}" if report.longreprtext else ""
+            report.longrepr = "\n".join(problems) + previous

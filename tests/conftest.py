@@ -1,0 +1,33 @@
+"""Shared fixtures: every test starts and ends without a running AgentWatch client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import agentwatch
+
+
+@pytest.fixture(autouse=True)
+def _no_client_between_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in [key for key in __import__("os").environ if key.startswith("AGENTWATCH_")]:
+        monkeypatch.delenv(name)
+    agentwatch.shutdown()
+    yield
+    agentwatch.shutdown(timeout=2.0)
+
+
+@pytest.fixture
+def memory() -> Iterator[agentwatch.InMemoryExporter]:
+    """An in-memory exporter; pass it as ``init(exporters=[memory])`` and call ``agentwatch.flush()``."""
+    yield agentwatch.InMemoryExporter()
+
+
+@pytest.fixture
+def stub_provider() -> Iterator[object]:
+    """A stub LLM provider on 127.0.0.1 speaking the OpenAI and Anthropic wire formats."""
+    from tests.stubs.provider_server import StubProvider
+
+    with StubProvider() as server:
+        yield server

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import agentwatch
+
+
+class _Collector(ThreadingHTTPServer):
+    """A loopback receiver that records what the exporter sends and answers scripted statuses."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.batches: list[list[dict]] = []
+        self.alerts: list[dict] = []
+        self.statuses: list[int] = []
+        self.headers_seen: list[dict] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/api/ingest"
+
+    @property
+    def spans(self) -> list[dict]:
+        return [span for batch in self.batches for span in batch]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Collector
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        with self.server.lock:
+            status = self.server.statuses.pop(0) if self.server.statuses else 200
+            self.server.headers_seen.append(dict(self.headers))
+            if status == 200:
+                payload = json.loads(body)
+                if self.path.endswith("/ingest"):
+                    self.server.batches.append(payload)
+                else:
+                    self.server.alerts.append(payload)
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[_Collector]:
+    server = _Collector()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_http_export_is_gzip_batched_and_authenticated(collector: _Collector) -> None:
+    agentwatch.init(proxy_url=collector.url, api_key="k-123", max_batch_size=50)
+    for i in range(120):
+        agentwatch.event(f"e{i}")
+    assert agentwatch.flush(5)
+    names = {span["name"] for span in collector.spans}
+    assert {f"e{i}" for i in range(120)} <= names
+    assert all(len(batch) <= 50 for batch in collector.batches)
+    assert all(headers.get("X-API-Key") == "k-123" for headers in collector.headers_seen)
+    state = agentwatch.get_state()["exporter"]
+    assert state["sent"] >= 120 and state["dropped"] == 0 and state["failed"] == 0
+
+
+def test_retries_5xx_and_429_then_delivers(collector: _Collector) -> None:
+    collector.statuses = [503, 429, 500]
+    agentwatch.init(proxy_url=collector.url)
+    agentwatch.event("survivor")
+    assert agentwatch.flush(15)
+    assert "survivor" in {span["name"] for span in collector.spans}
+
+
+def test_breaker_records_are_forwarded_to_sdk_alert(collector: _Collector) -> None:
+    agentwatch.init(proxy_url=collector.url)
+    agentwatch.alert("manual one")
+    assert agentwatch.flush(5)
+    assert collector.alerts and collector.alerts[0]["type"] == "alert"
+    assert collector.alerts[0]["message"] == "manual one"
+
+
+def test_collector_down_warns_once_and_bounds_memory(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{_free_port()}/api/ingest", max_queue_size=100,
+                    max_batch_size=10, flush_interval=0.05)
+    for i in range(5_000):
+        agentwatch.event(f"e{i}")
+    state = agentwatch.get_state()["exporter"]
+    assert state["queued"] <= 100
+    assert state["dropped"] >= 4_000
+    agentwatch.shutdown(timeout=1.0)
+    warnings = [r for r in caplog.records if "not reachable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_verify_reports_reachability(collector: _Collector) -> None:
+    agentwatch.init(proxy_url=collector.url, exporters=[])
+    assert agentwatch.verify() is True
+    agentwatch.shutdown()
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{_free_port()}/api/ingest", exporters=[])
+    assert agentwatch.verify() is False
+
+
+def test_jsonl_exporter_by_name(tmp_path: Path) -> None:
+    target = tmp_path / "spans.jsonl"
+    agentwatch.init(exporters=[f"jsonl:{target}"])
+    agentwatch.event("to-file")
+    agentwatch.shutdown()
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert "to-file" in {line["name"] for line in lines}
+
+
+def test_unknown_exporter_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="nope"):
+        agentwatch.init(exporters=["nope"])
+
+
+def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_spans_are_flushed_at_exit(tmp_path: Path) -> None:
+    target = tmp_path / "exit.jsonl"
+    result = _run(f"""
+        import agentwatch
+        agentwatch.init(exporters=["jsonl:{target}"], flush_interval=60)
+        for i in range(500):
+            agentwatch.event(f"e{{i}}")
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = {json.loads(line)["name"] for line in target.read_text().splitlines()}
+    assert {f"e{i}" for i in range(500)} <= names
+
+
+def test_unhandled_exception_becomes_an_error_span(tmp_path: Path) -> None:
+    target = tmp_path / "crash.jsonl"
+    result = _run(f"""
+        import agentwatch
+        agentwatch.init(exporters=["jsonl:{target}"])
+        raise RuntimeError("boom")
+    """, tmp_path)
+    assert result.returncode == 1
+    assert "RuntimeError: boom" in result.stderr  # the previous hook still printed the traceback
+    errors = [json.loads(line) for line in target.read_text().splitlines() if '"kind":"error"' in line]
+    assert errors and errors[0]["attributes"]["error.message"] == "boom"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_forked_child_exports_its_own_spans(tmp_path: Path) -> None:
+    target = tmp_path / "fork.jsonl"
+    result = _run(f"""
+        import os, agentwatch
+        agentwatch.init(exporters=["jsonl:{target}"], flush_interval=60)
+        agentwatch.event("parent-before")
+        pid = os.fork()
+        if pid == 0:
+            agentwatch.event("child")
+            ok = agentwatch.flush(5)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        agentwatch.event("parent-after")
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = [json.loads(line)["name"] for line in target.read_text().splitlines()]
+    assert names.count("child") == 1
+    assert names.count("parent-before") == 1 and names.count("parent-after") == 1

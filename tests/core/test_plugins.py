@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import agentwatch
+from agentwatch._plugins import PostImportHooks
+
+
+@pytest.fixture
+def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An installed distribution (dist-info on sys.path) that declares agentwatch plugins."""
+    (tmp_path / "aw_thirdparty-1.0.dist-info").mkdir()
+    (tmp_path / "aw_thirdparty-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: aw-thirdparty\nVersion: 1.0\n")
+    (tmp_path / "aw_thirdparty-1.0.dist-info" / "entry_points.txt").write_text(textwrap.dedent("""
+        [agentwatch.plugins]
+        lateframework = aw_tp_late
+        missingframework = aw_tp_missing
+        customexporter = aw_tp_exporter
+    """))
+    (tmp_path / "aw_tp_late.py").write_text(textwrap.dedent("""
+        import agentwatch
+        AGENTWATCH_REQUIRES = ("aw_fake_framework",)
+        calls = []
+
+        @agentwatch.hookimpl
+        def agentwatch_instrument(client):
+            import aw_fake_framework
+            calls.append(("instrument", aw_fake_framework.VALUE))
+            aw_fake_framework.patched = True
+
+        @agentwatch.hookimpl
+        def agentwatch_uninstrument(client):
+            import aw_fake_framework
+            calls.append(("uninstrument", None))
+            aw_fake_framework.patched = False
+    """))
+    (tmp_path / "aw_fake_framework.py").write_text("VALUE = 42\npatched = False\n")
+    (tmp_path / "aw_tp_missing.py").write_text(textwrap.dedent("""
+        import agentwatch
+        AGENTWATCH_REQUIRES = ("framework_that_is_not_installed",)
+
+        @agentwatch.hookimpl
+        def agentwatch_instrument(client):
+            raise AssertionError("must not be called")
+    """))
+    (tmp_path / "aw_tp_exporter.py").write_text(textwrap.dedent("""
+        import agentwatch
+
+        class Collected(agentwatch.InMemoryExporter):
+            pass
+
+        @agentwatch.hookimpl
+        def agentwatch_make_exporter(name, config):
+            return Collected() if name == "collected" else None
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in ("aw_tp_late", "aw_fake_framework", "aw_tp_missing", "aw_tp_exporter"):
+        sys.modules.pop(name, None)
+
+
+def test_late_import_is_instrumented_and_shutdown_removes_it(third_party: Path) -> None:
+    agentwatch.init(exporters=[])
+    import aw_tp_late
+
+    assert aw_tp_late.calls == []
+    import aw_fake_framework
+
+    assert aw_fake_framework.patched is True
+    assert aw_tp_late.calls == [("instrument", 42)]
+    assert "lateframework" in agentwatch.get_state()["plugins"]
+    agentwatch.shutdown()
+    assert aw_fake_framework.patched is False
+    assert not any(isinstance(finder, PostImportHooks) for finder in sys.meta_path)
+
+
+def test_framework_imported_before_init_is_instrumented_at_once(third_party: Path) -> None:
+    import aw_fake_framework
+    import aw_tp_late
+
+    agentwatch.init(exporters=[])
+    assert aw_fake_framework.patched is True
+    agentwatch.shutdown()
+    agentwatch.init(exporters=[])
+    assert aw_tp_late.calls == [("instrument", 42), ("uninstrument", None), ("instrument", 42)]
+
+
+def test_missing_framework_is_skipped_quietly(third_party: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentwatch")
+    agentwatch.init(exporters=[])
+    assert "missingframework" not in agentwatch.get_state()["plugins"]
+    assert any("framework_that_is_not_installed not installed" in r.getMessage() for r in caplog.records)
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
+def test_disabled_plugins_env(third_party: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTWATCH_DISABLED_PLUGINS", "lateframework")
+    import aw_fake_framework
+
+    agentwatch.init(exporters=[])
+    assert aw_fake_framework.patched is False
+    assert "lateframework" not in agentwatch.get_state()["plugins"]
+
+
+def test_third_party_exporter_by_entry_point(third_party: Path) -> None:
+    client = agentwatch.init(exporters=["collected"])
+    agentwatch.event("hello")
+    agentwatch.flush()
+    (exporter,) = client.exporters
+    assert type(exporter).__name__ == "Collected"
+    assert "hello" in {span["name"] for span in exporter.spans}
+
+
+def test_span_hooks_and_price_hook(memory: agentwatch.InMemoryExporter) -> None:
+    events: list[tuple[str, str]] = []
+
+    class Plugin:
+        @agentwatch.hookimpl
+        def agentwatch_span_start(self, span: agentwatch.Span) -> None:
+            events.append(("start", span.name))
+
+        @agentwatch.hookimpl
+        def agentwatch_span_end(self, span: agentwatch.Span) -> None:
+            events.append(("end", span.name))
+            span.attributes["seen_by_plugin"] = True
+
+        @agentwatch.hookimpl
+        def agentwatch_price(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
+                             cached_input_tokens: int, cache_write_tokens: int) -> object:
+            from agentwatch._pricing import Price
+
+            return Price(1.23, source="plugin") if model == "negotiated-model" else None
+
+        @agentwatch.hookimpl
+        def agentwatch_export(self, spans: list[dict]) -> None:
+            events.extend(("export", span["name"]) for span in spans)
+
+    client = agentwatch.init(exporters=[memory])
+    client.register_plugin(Plugin(), "p")
+    with agentwatch.llm_call("priced", model="negotiated-model") as call:
+        call.set_usage(10, 10)
+    with agentwatch.llm_call("table", model="gpt-4o") as call:
+        call.set_usage(1_000_000, 0)
+    agentwatch.flush()
+    spans = {span["name"]: span for span in memory.spans}
+    assert spans["priced"]["cost_usd"] == 1.23
+    assert spans["table"]["cost_usd"] == pytest.approx(2.5)
+    assert spans["priced"]["attributes"]["seen_by_plugin"] is True
+    assert ("start", "priced") in events and ("end", "priced") in events and ("export", "priced") in events
+
+
+def test_hookspecs_are_prefixed_and_documented() -> None:
+    from agentwatch import hookspecs
+
+    specs = [name for name in dir(hookspecs) if name.startswith("agentwatch_")]
+    assert len(specs) >= 10
+    for name in specs:
+        assert getattr(hookspecs, name).__doc__, name

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+
+import pytest
+
+import agentwatch
+
+
+def _by_name(spans: list[dict]) -> dict[str, dict]:
+    return {span["name"]: span for span in spans}
+
+
+def test_span_dict_has_the_contract_keys(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], capture_messages=True)
+    with agentwatch.trace("root"), agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+        call.set_input([{"role": "user", "content": "hi"}])
+        call.set_usage(input_tokens=1000, output_tokens=100, cached_input_tokens=200)
+        call.set_output("hello")
+    agentwatch.flush()
+    llm = _by_name(memory.spans)["chat"]
+    expected = {"trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano",
+                "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider",
+                "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "input", "output",
+                "attributes"}
+    assert expected <= set(llm)
+    assert len(llm["trace_id"]) == 32 and len(llm["span_id"]) == 16
+    assert llm["kind"] == "llm" and llm["status"] == "ok"
+    assert (llm["input_tokens"], llm["output_tokens"], llm["cached_input_tokens"]) == (1000, 100, 200)
+    # gpt-4o: $2.50 / 1M input, $1.25 / 1M cached input, $10 / 1M output
+    assert llm["cost_usd"] == pytest.approx((800 * 2.5 + 200 * 1.25 + 100 * 10) / 1e6)
+    assert llm["output"] == "hello"
+    assert llm["end_time_unix_nano"] >= llm["start_time_unix_nano"]
+
+
+@pytest.mark.parametrize("settings", [{}, {"capture_messages": True, "zero_data_retention": True}])
+def test_text_is_absent_unless_captured(memory: agentwatch.InMemoryExporter, settings: dict) -> None:
+    agentwatch.init(exporters=[memory], **settings)
+    with agentwatch.llm_call("chat", model="gpt-4o", input="secret prompt") as call:
+        call.set_output("secret answer")
+    agentwatch.flush()
+    (llm,) = memory.by_kind("llm")
+    assert "input" not in llm and "output" not in llm
+
+
+def test_nesting_builds_one_tree(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.session("daily") as session, agentwatch.agent("Researcher", role="Researcher"), \
+            agentwatch.task("classify"):
+        with agentwatch.llm_call("chat", model="gpt-4o-mini") as call:
+            call.set_usage(10, 5)
+        agentwatch.event("memory_snapshot", {"size_kb": 142})
+        agentwatch.metric("queue_depth", 23)
+        session.set_result("success")
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    root, agent, task = spans["daily"], spans["Researcher"], spans["classify"]
+    assert root["parent_span_id"] is None and root["kind"] == "session"
+    assert root["attributes"]["session.result"] == "success"
+    assert agent["parent_span_id"] == root["span_id"] and agent["kind"] == "agent"
+    assert task["parent_span_id"] == agent["span_id"]
+    assert spans["chat"]["parent_span_id"] == task["span_id"]
+    assert spans["memory_snapshot"]["attributes"] == {"size_kb": 142}
+    assert spans["queue_depth"]["attributes"]["metric.value"] == 23
+    assert {span["trace_id"] for span in spans.values() if span["kind"] != "process"} == {root["trace_id"]}
+    assert spans["chat"]["agent_name"] == "Researcher" and spans["chat"]["agent_role"] == "Researcher"
+    assert spans["chat"]["agent_id"] == "researcher"
+
+
+def test_decorators_sync_and_async(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+
+    @agentwatch.agent_fn("Writer")
+    def write() -> str:
+        with agentwatch.llm_call("w", model="gpt-4o"):
+            pass
+        return "done"
+
+    @agentwatch.task("fetch")
+    async def fetch(n: int) -> int:
+        await asyncio.sleep(0)
+        return n * 2
+
+    assert write() == "done"
+    assert asyncio.run(fetch(21)) == 42
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["w"]["parent_span_id"] == spans["Writer"]["span_id"]
+    assert spans["fetch"]["kind"] == "task"
+
+
+def test_errors_mark_spans_and_propagate(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with pytest.raises(ZeroDivisionError), agentwatch.cron("nightly"):
+        1 / 0  # noqa: B018
+    with agentwatch.cron("ok-job"):
+        pass
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["nightly"]["status"] == "error"
+    assert spans["nightly"]["attributes"]["error.type"] == "ZeroDivisionError"
+    assert spans["nightly"]["attributes"]["cron.success"] is False
+    assert spans["ok-job"]["attributes"]["cron.success"] is True
+    assert spans["ok-job"]["attributes"]["cron.duration_ms"] >= 0
+
+
+def test_context_follows_asyncio_tasks_and_copied_thread_contexts(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+
+    async def one(i: int) -> None:
+        with agentwatch.span(f"child-{i}"):
+            await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        with agentwatch.trace("async-root"):
+            await asyncio.gather(*(one(i) for i in range(20)))
+
+    asyncio.run(main())
+    with agentwatch.trace("thread-root"), ThreadPoolExecutor(4) as pool:
+        contexts = [copy_context() for _ in range(8)]
+        list(pool.map(lambda ctx: ctx.run(lambda: agentwatch.event("in-thread")), contexts))
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    for i in range(20):
+        assert spans[f"child-{i}"]["parent_span_id"] == spans["async-root"]["span_id"]
+    threaded = [s for s in memory.spans if s["name"] == "in-thread"]
+    assert len(threaded) == 8
+    assert {s["parent_span_id"] for s in threaded} == {spans["thread-root"]["span_id"]}
+
+
+def test_metadata_reaches_later_spans(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.trace("t"):
+        agentwatch.set_metadata(user="u1", tenant="acme")
+        agentwatch.event("later")
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["t"]["attributes"]["metadata"] == {"user": "u1", "tenant": "acme"}
+    assert spans["later"]["attributes"]["metadata"] == {"user": "u1", "tenant": "acme"}
+
+
+def test_garbage_usage_is_recorded_without_breaking_the_call(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.llm_call("bad", model="gpt-4o") as call:
+        call.set_usage(input_tokens="lots", output_tokens=-5, cached_input_tokens=None)
+    with agentwatch.llm_call("partial", model="gpt-4o") as call:
+        call.set_usage(input_tokens=100, output_tokens=None)
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["bad"]["attributes"]["usage_invalid"] is True
+    assert spans["bad"]["input_tokens"] == 0 and spans["bad"]["cost_usd"] == 0
+    assert spans["partial"]["input_tokens"] == 100 and spans["partial"]["cost_usd"] > 0
+
+
+def test_unknown_model_cost_is_flagged(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], cost_table_override={"house-model": {"input": 4.0, "output": 8.0}})
+    with agentwatch.llm_call("a", model="no-such-model-abc") as call:
+        call.set_usage(1_000_000, 1_000_000)
+    with agentwatch.llm_call("b", model="house-model-large") as call:
+        call.set_usage(1_000_000, 1_000_000)
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["a"]["cost_usd"] == pytest.approx(3.0)
+    assert spans["a"]["attributes"]["cost_estimated"] is True
+    assert spans["b"]["cost_usd"] == pytest.approx(12.0)
+    assert "cost_estimated" not in spans["b"]["attributes"]
+
+
+def test_manual_alert_reaches_hooks(memory: agentwatch.InMemoryExporter) -> None:
+    seen: list[dict] = []
+
+    class Listener:
+        @agentwatch.hookimpl
+        def agentwatch_alert(self, alert: dict) -> None:
+            seen.append(alert)
+
+    client = agentwatch.init(exporters=[memory])
+    client.register_plugin(Listener(), "listener")
+    agentwatch.alert("Cost spike", severity="critical", details="$5.20 in last hour")
+    agentwatch.flush()
+    assert seen and seen[0]["message"] == "Cost spike" and seen[0]["severity"] == "critical"
+    assert memory.by_kind("alert")[0]["attributes"]["details"] == "$5.20 in last hour"
+
+
+def test_fingerprint_span_names_python_and_frameworks(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    agentwatch.flush()
+    (process,) = memory.by_kind("process")
+    assert process["attributes"]["python.version"].startswith("3.")
+    assert "pluggy" in process["attributes"]["packages"]
+
+
+def test_threads_record_concurrently(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    barrier = threading.Barrier(8)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(200):
+            with agentwatch.llm_call("x", model="gpt-4o-mini") as call:
+                call.set_usage(10, 10)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    agentwatch.flush()
+    assert len(memory.by_kind("llm")) == 1600
+    assert agentwatch.get_state()["exporter"]["dropped"] == 0

@@ -1,0 +1,136 @@
+"""The OTLP exporter against a real OTLP/HTTP receiver on 127.0.0.1 that decodes the protobuf."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+import agentwatch
+
+
+class _Receiver(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.headers_seen: list[dict[str, str]] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def spans(self) -> list[tuple[dict[str, Any], Span]]:
+        found = []
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                resource = {kv.key: _plain(kv.value) for kv in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    found.extend((resource, span) for span in scope_spans.spans)
+        return found
+
+
+def _plain(value: AnyValue) -> Any:
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_plain(item) for item in value.array_value.values]
+    return getattr(value, which) if which else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        assert self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf"
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.server.requests.append(request)
+        self.server.headers_seen.append(dict(self.headers))
+        payload = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Receiver]:
+    server = _Receiver()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken,x-tenant=acme")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "research-agents")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_spans_arrive_with_genai_conventions(receiver: _Receiver) -> None:
+    agentwatch.init(exporters=["otlp"], budget_per_hour=10.0)
+    with agentwatch.trace("job"), agentwatch.agent("Researcher", role="Researcher"):
+        with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+            call.set_usage(input_tokens=1000, output_tokens=200, cached_input_tokens=400)
+            call.end(finish_reason="stop")
+        with pytest.raises(RuntimeError), agentwatch.llm_call("bad", model="gpt-4o-mini", provider="openai"):
+            raise RuntimeError("provider down")
+    assert agentwatch.flush(5)
+    spans = {span.name: (resource, span) for resource, span in receiver.spans()}
+    resource, chat = spans["chat gpt-4o"]
+    attributes = {kv.key: _plain(kv.value) for kv in chat.attributes}
+    assert resource["service.name"] == "research-agents"
+    assert chat.kind == Span.SPAN_KIND_CLIENT
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == "gpt-4o"
+    assert attributes["gen_ai.usage.input_tokens"] == 1000
+    assert attributes["gen_ai.usage.output_tokens"] == 200
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 400
+    assert attributes["gen_ai.agent.name"] == "Researcher"
+    assert attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert attributes["agentwatch.cost_usd"] == pytest.approx((600 * 2.5 + 400 * 1.25 + 200 * 10) / 1e6)
+    _, agent = spans["Researcher"]
+    assert chat.parent_span_id == agent.span_id and chat.trace_id == agent.trace_id
+    _, failed = spans["chat gpt-4o-mini"]
+    assert failed.status.code == Status.STATUS_CODE_ERROR and failed.status.message == "provider down"
+    failed_attributes = {kv.key: _plain(kv.value) for kv in failed.attributes}
+    assert failed_attributes["error.type"] == "RuntimeError"
+    assert receiver.headers_seen[0]["authorization"] == "Bearer t0ken"
+    assert receiver.headers_seen[0]["x-tenant"] == "acme"
+
+
+def test_breaker_transitions_carry_their_attributes(receiver: _Receiver) -> None:
+    agentwatch.init(exporters=["otlp"], budget_per_hour=0.000001, block_on_threshold=True)
+    with agentwatch.llm_call("first", model="gpt-4o") as call:
+        call.set_usage(1000, 1000)
+    with pytest.raises(agentwatch.CircuitBreakerException):
+        agentwatch.start_llm_call("second", model="gpt-4o")
+    assert agentwatch.flush(5)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    statuses = {}
+    for _, span in receiver.spans():
+        attributes = {kv.key: _plain(kv.value) for kv in span.attributes}
+        by_kind.setdefault(attributes["agentwatch.kind"], []).append(attributes)
+        statuses[span.name] = span.status
+    triggered = [a for a in by_kind["breaker"] if a["agentwatch.breaker.event"] == "triggered"]
+    assert triggered and triggered[0]["agentwatch.breaker.eu_ai_act_art12_relevant"] is True
+    assert triggered[0]["agentwatch.breaker.reason"] == "budget_per_hour"
+    assert any(a["agentwatch.status"] == "blocked" for a in by_kind["llm"])
+    assert statuses["chat gpt-4o"].code in (Status.STATUS_CODE_UNSET, Status.STATUS_CODE_ERROR)

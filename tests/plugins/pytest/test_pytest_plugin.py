@@ -1,0 +1,176 @@
+"""The pytest plugin, exercised by running small suites in a real pytest subprocess (pytester)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# A suite whose tests call a LangChain fake chat model that reports usage like a real provider, with
+# AgentWatch's zero-config LangChain instrumentation doing the recording.
+SUITE_HEADER = textwrap.dedent("""
+    import pytest
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    def model(n_calls, input_tokens=1000, output_tokens=500):
+        messages = iter([AIMessage(content="ok", usage_metadata={"input_tokens": input_tokens,
+                        "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens},
+                        response_metadata={"model_name": "gpt-4o"}) for _ in range(n_calls)])
+        return GenericFakeChatModel(messages=messages, metadata={"ls_model_name": "gpt-4o", "ls_provider": "openai"})
+
+    def call(n, **kw):
+        chat = model(n, **kw)
+        for _ in range(n):
+            chat.invoke("hi")
+""")
+
+# gpt-4o: 1000 input tokens at $2.50/M + 500 output tokens at $10/M
+COST_PER_CALL = (1000 * 2.5 + 500 * 10) / 1e6
+
+
+def _suite(pytester: pytest.Pytester, body: str) -> None:
+    pytester.makepyfile(test_suite=SUITE_HEADER + textwrap.dedent(body))
+
+
+def test_off_unless_asked(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        def test_one():
+            call(2)
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    assert "AgentWatch" not in result.stdout.str()
+
+
+def test_summary_and_json(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    _suite(pytester, """
+        def test_cheap():
+            call(1)
+
+        def test_expensive():
+            call(3)
+
+        def test_no_llm():
+            assert True
+    """)
+    report = tmp_path / "aw.json"
+    result = pytester.runpytest_subprocess("--agentwatch", f"--agentwatch-json={report}")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    assert "AgentWatch: LLM calls and cost per test" in out
+    assert "most expensive tests:" in out
+    data = json.loads(report.read_text())
+    tests = {test["nodeid"].split("::")[-1]: test for test in data["tests"]}
+    assert tests["test_expensive"]["calls"] == 3
+    assert tests["test_cheap"]["calls"] == 1
+    assert tests["test_expensive"]["input_tokens"] == 3000
+    assert tests["test_expensive"]["cost_usd"] == pytest.approx(3 * COST_PER_CALL)
+    assert "test_no_llm" not in tests
+    assert data["totals"]["calls"] == 4
+    assert data["most_expensive"][0].endswith("test_expensive")
+
+
+def test_per_test_budget_fails_the_test(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        def test_within():
+            call(1)
+
+        def test_over():
+            call(2)
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-test-budget={COST_PER_CALL * 1.5}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test budget $0.011250 exceeded: spent $0.0*"])
+
+
+def test_marker_limits(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        @pytest.mark.agentwatch(max_calls=2)
+        def test_loop():
+            call(5)
+
+        @pytest.mark.agentwatch(budget=1.0, max_calls=5)
+        def test_fine():
+            call(2)
+    """)
+    result = pytester.runpytest_subprocess("--agentwatch")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*max_calls=2 exceeded*"])
+    assert "CircuitBreakerException" in result.stdout.str()
+
+
+def test_session_budget_blocks_and_fails_the_run(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        from agentwatch import CircuitBreakerException
+
+        def test_a():
+            call(2)
+
+        def test_b():
+            with pytest.raises(CircuitBreakerException):
+                call(1)
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-budget={COST_PER_CALL * 1.5}", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*session budget*EXCEEDED*"])
+
+
+def test_ini_options(pytester: pytest.Pytester) -> None:
+    pytester.makeini(f"""
+        [pytest]
+        agentwatch_test_budget = {COST_PER_CALL / 2}
+    """)
+    _suite(pytester, """
+        def test_over():
+            call(1)
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+
+
+def test_fixture_gives_the_tests_spans(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        def test_spans(agentwatch_spans):
+            call(2)
+            llm = [s for s in agentwatch_spans if s["kind"] == "llm"]
+            assert len(llm) == 2
+            assert all(s["model"] == "gpt-4o" and s["cost_usd"] > 0 for s in llm)
+    """)
+    pytester.runpytest_subprocess("--agentwatch").assert_outcomes(passed=1)
+
+
+def test_own_init_in_tests_still_counts(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        import agentwatch
+
+        def test_with_own_client():
+            mem = agentwatch.InMemoryExporter()
+            agentwatch.init(exporters=[mem], capture_messages=True)
+            call(2)
+            agentwatch.flush()
+            assert len(mem.by_kind("llm")) == 2
+            agentwatch.shutdown()
+    """)
+    result = pytester.runpytest_subprocess("--agentwatch", "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=1)
+    data = json.loads((pytester.path / "out.json").read_text())
+    assert data["totals"]["calls"] == 2
+
+
+def test_xdist_workers_are_summed(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        import pytest
+
+        @pytest.mark.parametrize("n", [1, 2, 3, 4])
+        def test_calls(n):
+            call(n)
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--agentwatch", "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=4)
+    data = json.loads((pytester.path / "out.json").read_text())
+    assert data["totals"]["calls"] == 10
+    assert data["totals"]["cost_usd"] == pytest.approx(10 * COST_PER_CALL)
