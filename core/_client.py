@@ -14,7 +14,7 @@ from typing import Any
 from . import _fingerprint
 from ._breaker import CircuitBreakerException, Monitor
 from ._config import Config, build_config
-from ._context import CURRENT_SPAN, METADATA, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
 from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
@@ -199,8 +199,6 @@ class Client:
         span = Span(name, kind, trace_id=parent.trace_id if parent is not None else None,
                     parent_span_id=parent.span_id if parent is not None else None, attributes=attributes)
         if agent is None:
-            from ._context import AGENT_SCOPES
-
             scopes = AGENT_SCOPES.get()
             agent = scopes[-1] if scopes else None
         if agent is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import random
 import sys
@@ -11,10 +10,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._safe import logger
+
+if TYPE_CHECKING:
+    import http.client
+    from pathlib import Path
 from ._span import new_span_id, new_trace_id
 
 __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "JsonLinesExporter", "ConsoleExporter"]
@@ -56,6 +58,8 @@ class JsonLinesExporter:
     def __init__(self, path: str | Path | None = None, *, stream: IO[str] | None = None) -> None:
         if (path is None) == (stream is None):
             raise ValueError("JsonLinesExporter needs exactly one of path or stream")
+        from pathlib import Path
+
         self._path = Path(path) if path is not None else None
         self._stream = stream
         self._lock = threading.Lock()
@@ -104,6 +108,12 @@ class ConsoleExporter:
         pass
 
 
+def _http_exception() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException
+
+
 class HttpSender:
     """POSTs bodies over a kept-alive connection with retries; shared by the HTTP and OTLP exporters.
 
@@ -133,6 +143,8 @@ class HttpSender:
         self._stopped = threading.Event()
 
     def _connect(self) -> http.client.HTTPConnection:
+        import http.client  # with ssl and email it costs ~20 ms; only the export worker needs it
+
         if self._connection is None:
             kind = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
             self._connection = kind(self._parsed.hostname, self._parsed.port, timeout=self._timeout)
@@ -165,7 +177,7 @@ class HttpSender:
         for attempt in range(self._max_retries + 1):
             try:
                 status, data = self.post(path, body, content_type, gzipped=gzipped)
-            except (OSError, http.client.HTTPException) as error:
+            except (OSError, _http_exception()) as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
                 if status < 300:
@@ -238,6 +250,6 @@ class HttpExporter:
                 "cached_input_tokens": 0, "cost_usd": 0.0, "attributes": {"verify": True}}
         try:
             status, _ = self._sender.post(self._sender.path, _dumps([span]).encode("utf-8"), "application/json")
-        except (OSError, http.client.HTTPException):
+        except (OSError, _http_exception()):
             return False
         return status < 300

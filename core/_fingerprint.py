@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from ._safe import stop_on_exception
@@ -23,6 +22,8 @@ DETECTED_DISTRIBUTIONS = (
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version  # runs on the export worker, not at import
+
     found = {}
     for name in DETECTED_DISTRIBUTIONS:
         try:

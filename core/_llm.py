@@ -13,6 +13,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, settle
 from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
 from ._span import Span
@@ -201,9 +202,7 @@ def start_llm_call(
     caller must not send the request. ``scopes`` adds agent scopes the plugin knows of (e.g. a
     LangGraph node mapped to an agent) to those of the context.
     """
-    from ._client import get_client
-
-    client = get_client()
+    client = _client_module._active
     agent = scopes[-1] if scopes else None
     if client is None:
         span = Span(name, kind, model=model, provider=provider, attributes=attributes)

@@ -8,7 +8,6 @@ import importlib.util
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
@@ -45,6 +44,8 @@ def is_installed(module_name: str) -> bool:
 
 def discover(disabled: Iterable[str]) -> list[tuple[str, ModuleType | Any]]:
     """Load the entry points of ``agentwatch.plugins``; skip blocked ones and broken ones, quietly."""
+    from importlib.metadata import entry_points  # slow to import; only init() needs it
+
     blocked = set(disabled)
     found: list[tuple[str, Any]] = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):

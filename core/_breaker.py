@@ -1,0 +1,805 @@
+"""The in-process circuit breaker: per-scope monitors, their state machine, admission and settlement.
+
+A call is checked against every enclosing monitor before it is sent (``admit``) and its cost and outcome
+recorded afterwards (``settle``). Each monitor has one short lock; no lock is held while user hooks or the
+sink run, and no two monitor locks are ever held at once, so admitting across scopes cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, runtime_checkable
+
+from ._safe import PASS_THROUGH, logger, stop_on_exception
+from ._windows import (
+    BUDGET_PER_HOUR,
+    MAX_CALLS_PER_MINUTE,
+    MAX_ERROR_RATE,
+    LocalWindowStore,
+    Violation,
+    WindowStore,
+)
+
+__all__ = [
+    "CLOSED",
+    "OPEN",
+    "PAUSED",
+    "HALF_OPEN",
+    "STATES",
+    "EVENTS",
+    "ALERT_COOLDOWN_S",
+    "PROBE_FAILED",
+    "PAUSED_BY_OPERATOR",
+    "BUDGET_PER_HOUR",
+    "MAX_ERROR_RATE",
+    "MAX_CALLS_PER_MINUTE",
+    "BreakerSink",
+    "BlockEvent",
+    "CircuitBreakerException",
+    "Monitor",
+    "Admission",
+    "admit",
+    "settle",
+]
+
+CLOSED: Final = "CLOSED"
+OPEN: Final = "OPEN"
+PAUSED: Final = "PAUSED"
+HALF_OPEN: Final = "HALF_OPEN"
+STATES: Final = (CLOSED, OPEN, PAUSED, HALF_OPEN)
+EVENTS: Final = ("triggered", "paused", "half_open", "recovered", "retrip", "budget_increased", "reset")
+
+ALERT_COOLDOWN_S: Final = 60.0
+
+#: Reason of a retrip caused by the probe call itself failing (no limit involved).
+PROBE_FAILED: Final = "probe_failed"
+#: Reason of blocks while a monitor that was CLOSED has been paused by hand.
+PAUSED_BY_OPERATOR: Final = "paused"
+
+_TRANSITION: Final = 0
+_ALERT: Final = 1
+
+
+@runtime_checkable
+class BreakerSink(Protocol):
+    """Where a monitor reports (the client turns these into spans). Called outside the monitor's lock."""
+
+    def transition(self, monitor: Monitor, record: dict[str, Any]) -> None: ...
+
+    def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None: ...
+
+    def blocked(self, error: CircuitBreakerException) -> None: ...
+
+
+@dataclass(eq=False)
+class BlockEvent:
+    """Handed to ``on_block`` before the exception is raised; ``monitor`` allows recovery."""
+
+    monitor: Monitor = field(repr=False)
+    scope: str
+    scope_id: str
+    reason: str
+    current: float | None
+    threshold: float | None
+    trace_id: str | None = None
+
+
+def _describe(reason: str, threshold: float | None, current: float | None) -> str:
+    if reason == BUDGET_PER_HOUR:
+        return f"hourly budget reached: ${current:.6g} spent in the last hour, limit ${threshold:.6g}"
+    if reason == MAX_ERROR_RATE and current is not None and threshold is not None:
+        return f"error rate {current:.1%} over the last 5 minutes exceeds the limit of {threshold:.1%}"
+    if reason == MAX_CALLS_PER_MINUTE:
+        return f"call rate exceeded: this would be call {current} in the last minute, limit {threshold}"
+    if reason == PROBE_FAILED:
+        return "the probe call after a pause failed"
+    if reason == PAUSED_BY_OPERATOR:
+        return "the monitor was paused"
+    return f"{reason} (current {current}, threshold {threshold})"
+
+
+class CircuitBreakerException(Exception):
+    """Raised instead of sending an LLM call that a monitor blocks. Nothing was sent, nothing spent.
+
+    ``state`` is a snapshot of the blocking monitor; recover through ``monitor.pause(seconds)``,
+    ``monitor.increase_budget(usd)`` or ``monitor.reset_windows()``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        threshold: float | None,
+        current: float | None,
+        *,
+        scope: str,
+        scope_id: str,
+        trace_id: str | None = None,
+        state: dict[str, Any] | None = None,
+        monitor: Monitor | None = None,
+    ) -> None:
+        self.reason = reason
+        self.threshold = threshold
+        self.current = current
+        self.scope = scope
+        self.scope_id = scope_id
+        self.trace_id = trace_id
+        self.state: dict[str, Any] = state if state is not None else {}
+        self.monitor = monitor
+        breaker_state = self.state.get("state")
+        where = f"{scope} {scope_id!r}" + (f", state {breaker_state}" if breaker_state else "")
+        super().__init__(f"AgentWatch blocked the LLM call ({where}): {_describe(reason, threshold, current)}")
+
+
+PASS_THROUGH.append(CircuitBreakerException)
+
+
+# ---- hooks ------------------------------------------------------------------------------------------
+
+
+def _await_blocking(awaitable: Awaitable[Any]) -> None:
+    async def run() -> None:
+        await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+        return
+    # This thread's loop is busy running our (synchronous) caller: it cannot run the hook, so a helper
+    # thread with its own loop does, and we wait for it. The hook sees the caller's context variables.
+    context = contextvars.copy_context()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            context.run(asyncio.run, run())
+        except BaseException as exc:  # handed back to the caller's thread, logged there
+            failure.append(exc)
+
+    helper = threading.Thread(target=target, name="agentwatch-hook", daemon=True)
+    helper.start()
+    helper.join()
+    if failure:
+        raise failure[0]
+
+
+@stop_on_exception
+def _run_hook(hook: Callable[[Any], Any], argument: Any) -> None:
+    result = hook(argument)
+    if inspect.isawaitable(result):
+        _await_blocking(result)
+
+
+@stop_on_exception
+def _sink_transition(sink: BreakerSink, monitor: Monitor, record: dict[str, Any]) -> None:
+    sink.transition(monitor, record)
+
+
+@stop_on_exception
+def _sink_alert(sink: BreakerSink, monitor: Monitor, alert: dict[str, Any]) -> None:
+    sink.alert(monitor, alert)
+
+
+@stop_on_exception
+def _sink_blocked(sink: BreakerSink, error: CircuitBreakerException) -> None:
+    sink.blocked(error)
+
+
+# ---- validation -------------------------------------------------------------------------------------
+
+
+def _number(name: str, value: Any, *, integer: bool = False, upper: float | None = None) -> Any:
+    if value is None:
+        return None
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind} or None, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be between 0 and {upper}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _hook(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+    return value
+
+
+def _sink(value: Any) -> BreakerSink | None:
+    if value is not None and not isinstance(value, BreakerSink):
+        raise TypeError("sink must have transition(), alert() and blocked() methods")
+    return value
+
+
+_UPDATABLE: Final = frozenset(
+    {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert", "on_block",
+     "sink", "name"}
+)
+
+
+class _Probe:
+    """The HALF_OPEN probe slot of one monitor, held by exactly one admission."""
+
+    __slots__ = ()
+
+
+# ---- monitor ----------------------------------------------------------------------------------------
+
+
+class Monitor:
+    """Limits and breaker state of one scope ("global" or an agent).
+
+    States: CLOSED (calls checked) → OPEN (all blocked) → PAUSED (blocked until the pause ends) →
+    HALF_OPEN (one probe call; success → CLOSED, failure or violation → OPEN). Every transition is sent
+    to ``sink.transition`` exactly once, in order.
+    """
+
+    __slots__ = (
+        "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
+        "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_paused_until", "_trip",
+        "_blocked_calls", "_alert_last", "_pending", "_draining", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        scope: str,
+        scope_id: str,
+        *,
+        budget_per_hour: float | None = None,
+        max_error_rate: float | None = None,
+        max_calls_per_minute: int | None = None,
+        block_on_threshold: bool = False,
+        on_alert: Callable[[dict[str, Any]], Any] | None = None,
+        on_block: Callable[[BlockEvent], Any] | None = None,
+        sink: BreakerSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+        store: WindowStore | None = None,
+    ) -> None:
+        if not isinstance(scope, str) or not isinstance(scope_id, str):
+            raise TypeError("scope and scope_id must be strings")
+        if not callable(clock):
+            raise TypeError("clock must be callable")
+        self._scope = scope
+        self._scope_id = scope_id
+        self._name = scope_id
+        self._budget: float | None = None
+        self._max_error_rate: float | None = None
+        self._max_calls: int | None = None
+        self._block = False
+        self._on_alert: Callable[[dict[str, Any]], Any] | None = None
+        self._on_block: Callable[[BlockEvent], Any] | None = None
+        self._sink: BreakerSink | None = None
+        self._clock = clock
+        self._store: WindowStore = store if store is not None else LocalWindowStore()
+        self._lock = threading.Lock()
+        self._state: str = CLOSED
+        self._probe: _Probe | None = None
+        self._paused_until: float | None = None
+        self._trip: tuple[str, float | None, float | None] | None = None  # (reason, threshold, current)
+        self._blocked_calls = 0
+        self._alert_last: dict[str, float] = {}
+        # Reports queued under the lock and sent after it is released, by one thread at a time (in order).
+        self._pending: deque[tuple[int, dict[str, Any]]] = deque()
+        self._draining = False
+        self.update(
+            budget_per_hour=budget_per_hour, max_error_rate=max_error_rate,
+            max_calls_per_minute=max_calls_per_minute, block_on_threshold=block_on_threshold,
+            on_alert=on_alert, on_block=on_block, sink=sink, name=name if name is not None else scope_id,
+        )
+
+    # ---- configuration ----------------------------------------------------------------------------
+
+    def update(self, **limits: Any) -> None:
+        """Change limits, hooks, sink or name; a limit set to None is removed. Takes effect on the next call.
+
+        The breaker state is left as it is: a monitor that is OPEN stays OPEN until recovered.
+        """
+        unknown = set(limits) - _UPDATABLE
+        if unknown:
+            raise TypeError(f"update() got unexpected argument(s): {', '.join(sorted(unknown))}")
+        checked: dict[str, Any] = {}
+        for key, value in limits.items():
+            if key == "budget_per_hour":
+                checked["_budget"] = _number(key, value)
+            elif key == "max_error_rate":
+                checked["_max_error_rate"] = _number(key, value, upper=1.0)
+            elif key == "max_calls_per_minute":
+                checked["_max_calls"] = _number(key, value, integer=True)
+            elif key == "block_on_threshold":
+                if not isinstance(value, bool):
+                    raise TypeError(f"block_on_threshold must be a bool, not {type(value).__name__}")
+                checked["_block"] = value
+            elif key in ("on_alert", "on_block"):
+                checked["_" + key] = _hook(key, value)
+            elif key == "sink":
+                checked["_sink"] = _sink(value)
+            else:
+                if not isinstance(value, str):
+                    raise TypeError(f"name must be a string, not {type(value).__name__}")
+                checked["_name"] = value
+        # Validated first, then applied together: a bad argument changes nothing.
+        with self._lock:
+            for attribute, value in checked.items():
+                setattr(self, attribute, value)
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @property
+    def scope_id(self) -> str:
+        return self._scope_id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.update(name=value)
+
+    @property
+    def budget_per_hour(self) -> float | None:
+        return self._budget
+
+    @budget_per_hour.setter
+    def budget_per_hour(self, value: float | None) -> None:
+        self.update(budget_per_hour=value)
+
+    @property
+    def max_error_rate(self) -> float | None:
+        return self._max_error_rate
+
+    @max_error_rate.setter
+    def max_error_rate(self, value: float | None) -> None:
+        self.update(max_error_rate=value)
+
+    @property
+    def max_calls_per_minute(self) -> int | None:
+        return self._max_calls
+
+    @max_calls_per_minute.setter
+    def max_calls_per_minute(self, value: int | None) -> None:
+        self.update(max_calls_per_minute=value)
+
+    @property
+    def block_on_threshold(self) -> bool:
+        return self._block
+
+    @block_on_threshold.setter
+    def block_on_threshold(self, value: bool) -> None:
+        self.update(block_on_threshold=value)
+
+    @property
+    def on_alert(self) -> Callable[[dict[str, Any]], Any] | None:
+        return self._on_alert
+
+    @on_alert.setter
+    def on_alert(self, value: Callable[[dict[str, Any]], Any] | None) -> None:
+        self.update(on_alert=value)
+
+    @property
+    def on_block(self) -> Callable[[BlockEvent], Any] | None:
+        return self._on_block
+
+    @on_block.setter
+    def on_block(self, value: Callable[[BlockEvent], Any] | None) -> None:
+        self.update(on_block=value)
+
+    @property
+    def sink(self) -> BreakerSink | None:
+        return self._sink
+
+    @sink.setter
+    def sink(self, value: BreakerSink | None) -> None:
+        self.update(sink=value)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
+    def store(self) -> WindowStore:
+        return self._store
+
+    @property
+    def state(self) -> str:
+        """"CLOSED", "OPEN", "PAUSED" or "HALF_OPEN" (a pause that has ended reads as HALF_OPEN)."""
+        if self._state is PAUSED:
+            with self._lock:
+                self._maybe_half_open_locked(self._clock())
+            self._drain()
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"<Monitor {self._scope}:{self._scope_id} {self._state}>"
+
+    # ---- recovery ---------------------------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Block calls for ``seconds``, then let one probe call through (HALF_OPEN).
+
+        Meant for an OPEN monitor; pausing a CLOSED one blocks its calls the same way (reason "paused").
+        """
+        seconds = _number("seconds", seconds)
+        with self._lock:
+            now = self._clock()
+            if self._trip is None:
+                self._trip = (PAUSED_BY_OPERATOR, None, None)
+            self._paused_until = now + seconds
+            self._transition_locked("paused", PAUSED, "pause", None, seconds)
+        self._drain()
+
+    def increase_budget(self, usd: float) -> None:
+        """Raise the hourly budget by ``usd`` (no budget: current spend + ``usd``) and close at once."""
+        usd = _number("usd", usd)
+        with self._lock:
+            spent = self._store.spend(self._clock())
+            self._budget = (spent if self._budget is None else self._budget) + usd
+            self._transition_locked("budget_increased", CLOSED, "increase_budget", self._budget, spent)
+        self._drain()
+
+    def reset_windows(self) -> None:
+        """Forget all recorded calls, costs and errors and close at once (emergency reset)."""
+        with self._lock:
+            self._store.clear()
+            self._transition_locked("reset", CLOSED, "reset_windows", None, None)
+        self._drain()
+
+    # ---- introspection ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            now = self._clock()
+            self._maybe_half_open_locked(now)
+            store = self._store
+            done, errors = store.outcomes(now)
+            trip = self._trip
+            paused_until = self._paused_until if self._state is PAUSED else None
+            snap: dict[str, Any] = {
+                "state": self._state,
+                "scope": self._scope,
+                "scope_id": self._scope_id,
+                "name": self._name,
+                "limits": {
+                    "budget_per_hour": self._budget,
+                    "max_error_rate": self._max_error_rate,
+                    "max_calls_per_minute": self._max_calls,
+                    "block_on_threshold": self._block,
+                },
+                "spend_last_hour": store.spend(now),
+                "calls_last_minute": store.calls(now),
+                "error_rate": errors / done if done else 0.0,
+                "calls_in_error_window": done,
+                "errors_in_error_window": errors,
+                "blocked_calls": self._blocked_calls,
+                "tripped_reason": trip[0] if trip else None,
+                "tripped_threshold": trip[1] if trip else None,
+                "tripped_current": trip[2] if trip else None,
+                "paused_until": max(0.0, paused_until - now) if paused_until is not None else None,
+                "probe_in_flight": self._probe is not None,
+            }
+        self._drain()
+        return snap
+
+    # ---- internals: all *_locked methods run with self._lock held ---------------------------------
+
+    def _transition_locked(self, event: str, to_state: str, reason: str, threshold: float | None,
+                           current: float | None) -> None:
+        record = {
+            "event": event,
+            "from_state": self._state,
+            "to_state": to_state,
+            "scope": self._scope,
+            "scope_id": self._scope_id,
+            "reason": reason,
+            "threshold": threshold,
+            "current": current,
+            "eu_ai_act_art12_relevant": True,
+        }
+        self._state = to_state
+        self._probe = None  # any transition ends a probe in flight: its settle must not decide anything
+        if to_state is CLOSED:
+            self._trip = None
+            self._paused_until = None
+        elif to_state is OPEN:
+            self._paused_until = None
+        self._pending.append((_TRANSITION, record))
+
+    def _trip_locked(self, event: str, violation: Violation | tuple[str, None, None]) -> None:
+        reason, threshold, current = violation
+        self._trip = (reason, threshold, current)
+        self._transition_locked(event, OPEN, reason, threshold, current)
+
+    def _alert_locked(self, now: float, violation: Violation) -> None:
+        reason, threshold, current = violation
+        last = self._alert_last.get(reason)
+        if last is not None and now - last < ALERT_COOLDOWN_S:
+            return
+        self._alert_last[reason] = now
+        alert = {
+            "reason": reason,
+            "scope": self._scope,
+            "scope_id": self._scope_id,
+            "threshold": threshold,
+            "current": current,
+            "state": self._state,
+        }
+        self._pending.append((_ALERT, alert))
+
+    def _maybe_half_open_locked(self, now: float) -> None:
+        # Lazy: nothing runs when a pause ends; the first look afterwards makes (and reports) the move.
+        if self._state is PAUSED and self._paused_until is not None and now >= self._paused_until:
+            self._transition_locked("half_open", HALF_OPEN, "pause_elapsed", None, None)
+
+    def _blocked_locked(self) -> tuple[str, float | None, float | None]:
+        return self._trip if self._trip is not None else (PAUSED_BY_OPERATOR, None, None)
+
+    def _enter(self, now: float) -> _Probe | tuple[str, float | None, float | None] | None:
+        """Admission by this monitor: None (admitted), a probe slot (admitted as the probe) or the
+        (reason, threshold, current) that blocks the call. An admitted call has been counted."""
+        with self._lock:
+            if self._state is CLOSED:
+                violation = self._store.evaluate(now, self._budget, self._max_error_rate, self._max_calls, True)
+                if violation is None:
+                    return None  # the common path: no reports to send
+            else:
+                violation = None
+            result = self._enter_slow_locked(now, violation)
+        self._drain()
+        return result
+
+    def _enter_slow_locked(
+        self, now: float, violation: Violation | None
+    ) -> _Probe | tuple[str, float | None, float | None] | None:
+        state = self._state
+        if state is CLOSED:
+            assert violation is not None
+            if self._block:
+                self._trip_locked("triggered", violation)
+                self._alert_locked(now, violation)
+                return violation
+            self._alert_locked(now, violation)
+            self._store.count_call(now)  # alert-only: the call goes ahead, so it counts
+            return None
+        if state is PAUSED:
+            self._maybe_half_open_locked(now)
+            if self._state is PAUSED:
+                return self._blocked_locked()
+        if self._state is HALF_OPEN:
+            if self._probe is not None:
+                return self._blocked_locked()
+            violation = self._store.evaluate(now, self._budget, self._max_error_rate, self._max_calls, True)
+            if violation is not None:
+                if self._block:
+                    self._trip_locked("retrip", violation)
+                    self._alert_locked(now, violation)
+                    return violation
+                self._alert_locked(now, violation)
+                self._store.count_call(now)
+            probe = self._probe = _Probe()
+            return probe
+        return self._blocked_locked()  # OPEN
+
+    def _settle_probe(self, now: float, cost_usd: float, error: bool, probe: _Probe) -> None:
+        """Settlement of this monitor's probe call: record it, then close or open again."""
+        self._store.record(now, cost_usd, error)
+        with self._lock:
+            if probe is not self._probe:
+                return  # the state moved on meanwhile (pause, reset, ...): this probe decides nothing
+            if error:
+                self._trip_locked("retrip", (PROBE_FAILED, None, None))
+            else:
+                violation = self._store.evaluate(now, self._budget, self._max_error_rate, self._max_calls, False)
+                if violation is not None and self._block:
+                    self._trip_locked("retrip", violation)
+                    self._alert_locked(now, violation)
+                else:
+                    if violation is not None:
+                        self._alert_locked(now, violation)
+                    self._transition_locked("recovered", CLOSED, "probe_succeeded", None, None)
+        self._drain()
+
+    def _rollback(self, now: float, probe: _Probe | None) -> None:
+        """Undo an admission: another scope blocked the call, so it never happened here."""
+        with self._lock:
+            self._store.uncount_call(now)
+            if probe is not None and probe is self._probe:
+                self._probe = None  # free the slot for the next caller
+
+    def _note_blocked(self) -> None:
+        with self._lock:
+            self._blocked_calls += 1
+
+    def _drain(self) -> None:
+        """Send queued reports in order, outside the lock.
+
+        One thread drains at a time; another thread's reports queued meanwhile are sent by the drainer
+        before it stops, so nothing is lost or reordered, and a sink calling back into this monitor
+        (e.g. pause()) cannot deadlock: its report is queued and sent right after.
+        """
+        while True:
+            with self._lock:
+                if self._draining or not self._pending:
+                    return
+                self._draining = True
+                batch = list(self._pending)
+                self._pending.clear()
+            sent = 0
+            try:
+                for kind, payload in batch:
+                    sent += 1
+                    self._send(kind, payload)
+            finally:
+                with self._lock:
+                    if sent < len(batch):  # only a pass-through exception gets here: keep the rest
+                        self._pending.extendleft(reversed(batch[sent:]))
+                    self._draining = False
+
+    def _send(self, kind: int, payload: dict[str, Any]) -> None:
+        sink = self._sink
+        if kind == _TRANSITION:
+            if sink is not None:
+                _sink_transition(sink, self, payload)
+            return
+        if sink is not None:
+            _sink_alert(sink, self, payload)
+        hook = self._on_alert
+        if hook is not None:
+            _run_hook(hook, dict(payload))
+
+
+# ---- admission --------------------------------------------------------------------------------------
+
+
+class Admission:
+    """One admitted call: the monitors that counted it and, where it is their HALF_OPEN probe, the slot."""
+
+    __slots__ = ("monitors", "trace_id", "_probes", "_settled")
+
+    def __init__(self, monitors: tuple[Monitor, ...], probes: list[_Probe | None] | None,
+                 trace_id: str | None) -> None:
+        self.monitors = monitors
+        self.trace_id = trace_id
+        self._probes = probes
+        self._settled = False
+
+    @property
+    def probe_monitors(self) -> tuple[Monitor, ...]:
+        """The monitors for which this call is the HALF_OPEN probe."""
+        if self._probes is None:
+            return ()
+        return tuple(m for m, p in zip(self.monitors, self._probes, strict=True) if p is not None)
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def __repr__(self) -> str:
+        return f"<Admission monitors={len(self.monitors)} probes={len(self.probe_monitors)}>"
+
+
+_Blocked = tuple[Monitor, tuple[str, float | None, float | None]]
+
+
+def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None) -> Admission | _Blocked:
+    probes: list[_Probe | None] | None = None
+    clock: Callable[[], float] | None = None
+    now = 0.0
+    index = 0
+    for monitor in monitors:
+        if monitor._clock is not clock:  # scopes normally share one clock: read it once per call
+            clock = monitor._clock
+            now = clock()
+        result = monitor._enter(now)
+        if result is not None:
+            if result.__class__ is tuple:
+                # Blocked here: the call never happens, so the scopes inside that counted it undo that.
+                for k in range(index):
+                    monitors[k]._rollback(now, probes[k] if probes is not None else None)
+                return monitor, result  # type: ignore[return-value]
+            if probes is None:
+                probes = [None] * len(monitors)
+            probes[index] = result  # type: ignore[assignment]
+        index += 1
+    return Admission(monitors, probes, trace_id)
+
+
+def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> Admission:
+    """Check a call against ``monitors`` (innermost scope first, global last) before it is sent.
+
+    Returns the ``Admission`` to ``settle`` once the call is done. If a monitor blocks, the innermost
+    blocking one's ``on_block`` runs (once); if it recovered the monitor, the call is checked again and
+    may go ahead. Otherwise ``sink.blocked`` is told and ``CircuitBreakerException`` raised.
+    """
+    ms = monitors if monitors.__class__ is tuple else tuple(monitors)
+    result = _try_admit(ms, trace_id)  # type: ignore[arg-type]
+    if result.__class__ is Admission:
+        return result  # type: ignore[return-value]
+    return _admit_blocked(ms, trace_id, result)  # type: ignore[arg-type]
+
+
+def _admit_blocked(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked) -> Admission:
+    hooked: set[int] = set()
+    while True:
+        monitor, (reason, threshold, current) = blocked
+        hook = monitor._on_block
+        # Each monitor's hook runs at most once per call, so a hook that cannot recover cannot loop.
+        if hook is not None and id(monitor) not in hooked:
+            hooked.add(id(monitor))
+            _run_hook(hook, BlockEvent(monitor, monitor.scope, monitor.scope_id, reason, current, threshold,
+                                       trace_id))
+            result = _try_admit(monitors, trace_id)
+            if result.__class__ is Admission:
+                return result  # type: ignore[return-value]
+            blocked = result  # type: ignore[assignment]
+            continue
+        monitor._note_blocked()
+        error = CircuitBreakerException(
+            reason, threshold, current, scope=monitor.scope, scope_id=monitor.scope_id, trace_id=trace_id,
+            state=monitor.snapshot(), monitor=monitor,
+        )
+        sink = monitor._sink
+        if sink is not None:
+            _sink_blocked(sink, error)
+        raise error
+
+
+def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:
+    """Record a finished call's cost and outcome in every monitor that admitted it (once per admission)."""
+    if admission._settled:
+        logger.debug("agentwatch: admission settled twice (ignored)")
+        return
+    admission._settled = True
+    cost = cost_usd
+    if cost.__class__ is not float:
+        cost = _clean_cost(cost)
+    elif not (0.0 <= cost < math.inf):  # also false for NaN
+        cost = _clean_cost(cost)
+    error = bool(error)
+    probes = admission._probes
+    clock: Callable[[], float] | None = None
+    now = 0.0
+    if probes is None:
+        for monitor in admission.monitors:
+            if monitor._clock is not clock:
+                clock = monitor._clock
+                now = clock()
+            # No lock: the store takes results lock-free and folds them in on its next (locked) read.
+            monitor._store.record(now, cost, error)
+        return
+    for monitor, probe in zip(admission.monitors, probes, strict=True):
+        if monitor._clock is not clock:
+            clock = monitor._clock
+            now = clock()
+        if probe is None:
+            monitor._store.record(now, cost, error)
+        else:
+            monitor._settle_probe(now, cost, error, probe)
+
+
+def _clean_cost(cost: Any) -> float:
+    # A bad cost must not break the caller's LLM call; recording 0 keeps the windows consistent.
+    if cost is None:
+        return 0.0
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+        logger.warning("agentwatch: cost_usd %r is not a number (recorded as 0)", cost)
+        return 0.0
+    if not math.isfinite(cost) or cost < 0:
+        logger.warning("agentwatch: cost_usd %r is not a finite, non-negative number (recorded as 0)", cost)
+        return 0.0
+    return float(cost)
