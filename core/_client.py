@@ -99,6 +99,7 @@ class Client:
         self.processor = BatchProcessor(
             self.exporters, max_queue_size=config.max_queue_size, max_batch_size=config.max_batch_size,
             flush_interval=config.flush_interval, on_batch=self._on_batch, on_start=self._on_worker_start,
+            start=self.enabled,
         )
         self._refresh_hook_flags()
 

@@ -44,6 +44,7 @@ class BatchProcessor:
         flush_interval: float = 1.0,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
         on_start: Callable[[], None] | None = None,
+        start: bool = True,
     ) -> None:
         self._exporters = list(exporters)
         self._max_queue_size = max_queue_size
@@ -55,9 +56,10 @@ class BatchProcessor:
         self.failed = 0
         self.dropped = 0
         self._init_state()
-        self._start_worker()
-        instances = _LIVE_PROCESSORS
-        instances.add(self)
+        self._worker = threading.Thread(target=self._run, name="agentwatch-export", daemon=True)
+        if start:
+            self._worker.start()
+            _LIVE_PROCESSORS.add(self)
 
     def _init_state(self) -> None:
         self._queue: collections.deque[Span] = collections.deque(maxlen=self._max_queue_size)
@@ -69,16 +71,13 @@ class BatchProcessor:
         self._stopping = False
         self._exporting = 0
 
-    def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._run, name="agentwatch-export", daemon=True)
-        self._worker.start()
-
     def _reinit_after_fork(self) -> None:
         # The parent's worker thread does not exist in the child; the parent's queued spans belong
         # to the parent and will be exported there, so the child starts empty.
         self.sent = self.failed = self.dropped = 0
         self._init_state()
-        self._start_worker()
+        self._worker = threading.Thread(target=self._run, name="agentwatch-export", daemon=True)
+        self._worker.start()
 
     # ---- hot path ---------------------------------------------------------------------------
 
@@ -170,7 +169,8 @@ class BatchProcessor:
         with self._lock:
             self._stopping = True
         self._wake.set()
-        self._worker.join(max(deadline - time.monotonic(), 0.05))
+        if self._worker.is_alive():
+            self._worker.join(max(deadline - time.monotonic(), 0.05))
         for exporter in self._exporters:
             stop_on_exception(exporter.shutdown)()
         _LIVE_PROCESSORS.discard(self)
