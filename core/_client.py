@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import re
 import sys
@@ -133,15 +134,17 @@ class Client:
                 self.register_plugin(plugin, name)
             else:
                 pending = [module for module in modules if module not in sys.modules]
-                self._import_hooks.when_imported(
-                    pending[0], lambda _module, plugin=plugin, name=name: self.register_plugin(plugin, name))
+                self._import_hooks.when_imported(pending[0], functools.partial(self._register_on_import, plugin, name))
+
+    def _register_on_import(self, plugin: Any, name: str, _module: Any) -> None:
+        self.register_plugin(plugin, name)
 
     @stop_on_exception
     def register_plugin(self, plugin: Any, name: str | None = None) -> None:
         if self.plugin_manager.is_registered(plugin):
             return
         self.plugin_manager.register(plugin, name=name)
-        self.instrumented.append(name or getattr(plugin, "__name__", repr(plugin)))
+        self.instrumented.append(name or str(getattr(plugin, "__name__", repr(plugin))))
         self._refresh_hook_flags()
         logger.debug("agentwatch: plugin %s active", name)
 

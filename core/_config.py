@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -92,14 +93,17 @@ def _number(name: str, value: Any, *, optional: bool, integer: bool = False, upp
             positive: bool = False) -> Any:
     if value is None and optional:
         return None
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    wrong_type = isinstance(value, bool) or not (isinstance(value, int) or (not integer and isinstance(value, float)))
+    if wrong_type:
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
-    if value < 0 or (positive and value == 0):
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if number < 0 or (positive and number == 0):
         raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, got {value!r}")
-    if upper is not None and value > upper:
+    if upper is not None and number > upper:
         raise ValueError(f"{name} must be at most {upper}, got {value!r}")
-    return float(value) if not integer else value
+    return value if integer else number
 
 
 def _boolean(name: str, value: Any) -> bool:

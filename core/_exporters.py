@@ -147,7 +147,7 @@ class HttpSender:
 
         if self._connection is None:
             kind = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
-            self._connection = kind(self._parsed.hostname, self._parsed.port, timeout=self._timeout)
+            self._connection = kind(self._parsed.hostname or "localhost", self._parsed.port, timeout=self._timeout)
         return self._connection
 
     def close(self) -> None:
