@@ -7,7 +7,6 @@ sink run, and no two monitor locks are ever held at once, so admitting across sc
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import math
@@ -145,6 +144,8 @@ PASS_THROUGH.append(CircuitBreakerException)
 
 
 def _await_blocking(awaitable: Awaitable[Any]) -> None:
+    import asyncio  # ~40 ms to import; only async hooks need it
+
     async def run() -> None:
         await awaitable
 
@@ -199,8 +200,8 @@ def _sink_blocked(sink: BreakerSink, error: CircuitBreakerException) -> None:
 def _number(name: str, value: Any, *, integer: bool = False, upper: float | None = None) -> Any:
     if value is None:
         return None
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    right_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not right_type:  # bool is an int, but True as a limit is a mistake
         kind = "an int" if integer else "a number"
         raise TypeError(f"{name} must be {kind} or None, not {type(value).__name__}")
     if not math.isfinite(value):
@@ -250,7 +251,7 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_paused_until", "_trip",
-        "_blocked_calls", "_alert_last", "_pending", "_draining", "__weakref__",
+        "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "__weakref__",
     )
 
     def __init__(
@@ -285,6 +286,10 @@ class Monitor:
         self._sink: BreakerSink | None = None
         self._clock = clock
         self._store: WindowStore = store if store is not None else LocalWindowStore()
+        # Bound once: these two run on every call. ``_submit((now, cost_usd, error))`` records a result.
+        self._evaluate = self._store.evaluate
+        self._submit: Callable[[tuple[float, float, bool]], None] = getattr(
+            self._store, "record_item", None) or (lambda item: self._store.record(*item))
         self._lock = threading.Lock()
         self._state: str = CLOSED
         self._probe: _Probe | None = None
@@ -335,6 +340,7 @@ class Monitor:
         with self._lock:
             for attribute, value in checked.items():
                 setattr(self, attribute, value)
+            self._store.set_limits(self._budget, self._max_error_rate, self._max_calls)
 
     @property
     def scope(self) -> str:
@@ -418,7 +424,7 @@ class Monitor:
 
     @property
     def state(self) -> str:
-        """"CLOSED", "OPEN", "PAUSED" or "HALF_OPEN" (a pause that has ended reads as HALF_OPEN)."""
+        """One of CLOSED, OPEN, PAUSED, HALF_OPEN (a pause that has ended reads as HALF_OPEN)."""
         if self._state is PAUSED:
             with self._lock:
                 self._maybe_half_open_locked(self._clock())
@@ -450,6 +456,7 @@ class Monitor:
         with self._lock:
             spent = self._store.spend(self._clock())
             self._budget = (spent if self._budget is None else self._budget) + usd
+            self._store.set_limits(self._budget, self._max_error_rate, self._max_calls)
             self._transition_locked("budget_increased", CLOSED, "increase_budget", self._budget, spent)
         self._drain()
 
@@ -549,23 +556,11 @@ class Monitor:
     def _blocked_locked(self) -> tuple[str, float | None, float | None]:
         return self._trip if self._trip is not None else (PAUSED_BY_OPERATOR, None, None)
 
-    def _enter(self, now: float) -> _Probe | tuple[str, float | None, float | None] | None:
-        """Admission by this monitor: None (admitted), a probe slot (admitted as the probe) or the
-        (reason, threshold, current) that blocks the call. An admitted call has been counted."""
-        with self._lock:
-            if self._state is CLOSED:
-                violation = self._store.evaluate(now, self._budget, self._max_error_rate, self._max_calls, True)
-                if violation is None:
-                    return None  # the common path: no reports to send
-            else:
-                violation = None
-            result = self._enter_slow_locked(now, violation)
-        self._drain()
-        return result
-
     def _enter_slow_locked(
         self, now: float, violation: Violation | None
     ) -> _Probe | tuple[str, float | None, float | None] | None:
+        """Admission by this monitor off the common path: None (admitted), a probe slot (admitted as the
+        probe) or the (reason, threshold, current) that blocks the call. An admitted call is counted."""
         state = self._state
         if state is CLOSED:
             assert violation is not None
@@ -583,7 +578,7 @@ class Monitor:
         if self._state is HALF_OPEN:
             if self._probe is not None:
                 return self._blocked_locked()
-            violation = self._store.evaluate(now, self._budget, self._max_error_rate, self._max_calls, True)
+            violation = self._evaluate(now, True)
             if violation is not None:
                 if self._block:
                     self._trip_locked("retrip", violation)
@@ -604,7 +599,7 @@ class Monitor:
             if error:
                 self._trip_locked("retrip", (PROBE_FAILED, None, None))
             else:
-                violation = self._store.evaluate(now, self._budget, self._max_error_rate, self._max_calls, False)
+                violation = self._evaluate(now, False)
                 if violation is not None and self._block:
                     self._trip_locked("retrip", violation)
                     self._alert_locked(now, violation)
@@ -614,10 +609,10 @@ class Monitor:
                     self._transition_locked("recovered", CLOSED, "probe_succeeded", None, None)
         self._drain()
 
-    def _rollback(self, now: float, probe: _Probe | None) -> None:
+    def _rollback(self, probe: _Probe | None) -> None:
         """Undo an admission: another scope blocked the call, so it never happened here."""
         with self._lock:
-            self._store.uncount_call(now)
+            self._store.uncount_call(self._clock())
             if probe is not None and probe is self._probe:
                 self._probe = None  # free the slot for the next caller
 
@@ -633,6 +628,10 @@ class Monitor:
         (e.g. pause()) cannot deadlock: its report is queued and sent right after.
         """
         while True:
+            if not self._pending:
+                # Unlocked peek: a report queued after it is sent by the thread that queued it, or by
+                # the drainer it saw (which looks again after clearing its flag).
+                return
             with self._lock:
                 if self._draining or not self._pending:
                     return
@@ -697,6 +696,7 @@ _Blocked = tuple[Monitor, tuple[str, float | None, float | None]]
 
 
 def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None) -> Admission | _Blocked:
+    """One pass over the scopes: the Admission, or the first monitor that blocks (and why)."""
     probes: list[_Probe | None] | None = None
     clock: Callable[[], float] | None = None
     now = 0.0
@@ -705,16 +705,25 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None) -> Admission
         if monitor._clock is not clock:  # scopes normally share one clock: read it once per call
             clock = monitor._clock
             now = clock()
-        result = monitor._enter(now)
+        with monitor._lock:
+            if monitor._state is CLOSED:
+                violation = monitor._evaluate(now, True)
+                if violation is None:  # the common path: admitted and counted, nothing to report
+                    index += 1
+                    continue
+            else:
+                violation = None
+            result = monitor._enter_slow_locked(now, violation)
+        monitor._drain()
         if result is not None:
-            if result.__class__ is tuple:
+            if isinstance(result, tuple):
                 # Blocked here: the call never happens, so the scopes inside that counted it undo that.
                 for k in range(index):
-                    monitors[k]._rollback(now, probes[k] if probes is not None else None)
-                return monitor, result  # type: ignore[return-value]
+                    monitors[k]._rollback(probes[k] if probes is not None else None)
+                return monitor, result
             if probes is None:
                 probes = [None] * len(monitors)
-            probes[index] = result  # type: ignore[assignment]
+            probes[index] = result
         index += 1
     return Admission(monitors, probes, trace_id)
 
@@ -726,11 +735,11 @@ def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> Admiss
     blocking one's ``on_block`` runs (once); if it recovered the monitor, the call is checked again and
     may go ahead. Otherwise ``sink.blocked`` is told and ``CircuitBreakerException`` raised.
     """
-    ms = monitors if monitors.__class__ is tuple else tuple(monitors)
-    result = _try_admit(ms, trace_id)  # type: ignore[arg-type]
-    if result.__class__ is Admission:
-        return result  # type: ignore[return-value]
-    return _admit_blocked(ms, trace_id, result)  # type: ignore[arg-type]
+    ms = monitors if isinstance(monitors, tuple) else tuple(monitors)
+    result = _try_admit(ms, trace_id)
+    if isinstance(result, Admission):
+        return result
+    return _admit_blocked(ms, trace_id, result)
 
 
 def _admit_blocked(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked) -> Admission:
@@ -744,9 +753,9 @@ def _admit_blocked(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
             _run_hook(hook, BlockEvent(monitor, monitor.scope, monitor.scope_id, reason, current, threshold,
                                        trace_id))
             result = _try_admit(monitors, trace_id)
-            if result.__class__ is Admission:
-                return result  # type: ignore[return-value]
-            blocked = result  # type: ignore[assignment]
+            if isinstance(result, Admission):
+                return result
+            blocked = result
             continue
         monitor._note_blocked()
         error = CircuitBreakerException(
@@ -773,23 +782,23 @@ def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:
     error = bool(error)
     probes = admission._probes
     clock: Callable[[], float] | None = None
-    now = 0.0
+    item = (0.0, cost, error)
     if probes is None:
         for monitor in admission.monitors:
-            if monitor._clock is not clock:
+            if monitor._clock is not clock:  # scopes normally share one clock: read it once
                 clock = monitor._clock
-                now = clock()
+                item = (clock(), cost, error)
             # No lock: the store takes results lock-free and folds them in on its next (locked) read.
-            monitor._store.record(now, cost, error)
+            monitor._submit(item)
         return
     for monitor, probe in zip(admission.monitors, probes, strict=True):
         if monitor._clock is not clock:
             clock = monitor._clock
-            now = clock()
+            item = (clock(), cost, error)
         if probe is None:
-            monitor._store.record(now, cost, error)
+            monitor._submit(item)
         else:
-            monitor._settle_probe(now, cost, error, probe)
+            monitor._settle_probe(item[0], cost, error, probe)
 
 
 def _clean_cost(cost: Any) -> float:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, settle
 from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
+from ._safe import stop_on_exception
 from ._span import Span
 
 if TYPE_CHECKING:
@@ -184,6 +185,12 @@ class LLMCall:
         client.end_span(span)
 
 
+@stop_on_exception
+def _admit(client: Client, scopes: Sequence[AgentScope], trace_id: str) -> Admission:
+    """Admission; an internal error lets the call through unchecked rather than break the host."""
+    return admit(_monitors(client, scopes), trace_id=trace_id)
+
+
 def start_llm_call(
     name: str = "llm",
     *,
@@ -212,7 +219,7 @@ def start_llm_call(
     admission = None
     if check:
         try:
-            admission = admit(_monitors(client, scopes), trace_id=span.trace_id)
+            admission = _admit(client, scopes, span.trace_id)
         except CircuitBreakerException as blocked:
             span.status = "blocked"
             span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,

@@ -1,14 +1,15 @@
 """Rolling windows for the circuit breaker: running sums with eviction, O(1) amortised per call.
 
 The breaker talks to its windows only through the ``WindowStore`` protocol, so a shared store (e.g. Redis,
-for fleet-wide limits) can replace ``LocalWindowStore``: ``evaluate(..., count_call=True)`` is the one
+for fleet-wide limits) can replace ``LocalWindowStore``: ``evaluate(now, count_call=True)`` is the one
 operation that must be atomic (check every limit and count the call in one step).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 __all__ = [
     "WindowStore",
@@ -52,10 +53,15 @@ BUCKETS_PER_WINDOW: Final = 3600
 _SPEND_BUCKET_S: Final = SPEND_WINDOW_S / BUCKETS_PER_WINDOW
 _ERROR_BUCKET_S: Final = ERROR_WINDOW_S / BUCKETS_PER_WINDOW
 _CALLS_BUCKET_S: Final = CALLS_WINDOW_S / BUCKETS_PER_WINDOW
+_NEVER: Final = math.inf
+
+# Every scope of a call records the same cost: the last conversion is reused (one tuple, swapped
+# atomically, so threads can share it).
+_last_conversion: tuple[float, int] = (0.0, 0)
 
 
 def usd_to_units(usd: float) -> int:
-    return int(usd * _UNITS_PER_USD_F + 0.5)  # round half up; costs and budgets are never negative
+    return int(usd * _UNITS_PER_USD_F + 0.5)  # round half up: costs and budgets are never negative
 
 
 def units_to_usd(units: int) -> float:
@@ -73,14 +79,12 @@ class WindowStore(Protocol):
     ``evaluate`` with ``count_call=True`` atomic on its side (check-and-record).
     """
 
-    def evaluate(
-        self,
-        now: float,
-        budget_per_hour: float | None,
-        max_error_rate: float | None,
-        max_calls_per_minute: int | None,
-        count_call: bool,
-    ) -> Violation | None:
+    def set_limits(self, budget_per_hour: float | None, max_error_rate: float | None,
+                   max_calls_per_minute: int | None) -> None:
+        """The limits ``evaluate`` checks (None: not checked)."""
+        ...
+
+    def evaluate(self, now: float, count_call: bool) -> Violation | None:
         """The first violated limit (budget, then error rate, then call rate), or None.
 
         ``count_call=True`` is an admission: the incoming call counts toward the call rate (call N+1 of a
@@ -113,76 +117,78 @@ class WindowStore(Protocol):
 
 
 class LocalWindowStore:
-    """In-process windows: a deque of ``[timestamp, value...]`` buckets plus running totals per window.
+    """In-process windows. Per window: a deque of closed ``[start, value...]`` buckets, the open (newest)
+    bucket in plain attributes, a running total, and the time at which the oldest bucket expires.
 
-    Each entry is appended once and evicted once, when the window is next touched: O(1) amortised. The
-    code is flat on purpose (no helper objects per window): it runs on every LLM call, at several scopes.
+    Each entry is added once and evicted once, when the window is next touched: O(1) amortised. The code
+    is flat on purpose (no helper object per window, no deque access on the common path): it runs on every
+    LLM call, at every enclosing scope.
     """
 
     __slots__ = (
-        "_spend", "_spend_units", "_done", "_done_calls", "_done_errors", "_calls", "_calls_count",
-        "_inbox", "_budget_usd", "_budget_units",
+        "_budget", "_max_error_rate", "_max_calls", "_budget_cmp", "_rate_cmp", "_calls_cmp", "_inbox",
+        "record_item", "_expires",
+        # spend: closed buckets [start, units], open bucket, total (units), expiry of the oldest bucket
+        "_spend", "_spend_start", "_spend_until", "_spend_open", "_spend_total", "_spend_expires",
+        # outcomes: closed buckets [start, calls, errors]
+        "_done", "_done_start", "_done_until", "_done_open", "_done_open_errors", "_done_total",
+        "_done_errors", "_done_expires",
+        # admitted calls: closed buckets [start, calls]
+        "_calls", "_calls_start", "_calls_until", "_calls_open", "_calls_total", "_calls_expires",
     )
 
     def __init__(self) -> None:
-        self._spend: deque[list[float]] = deque()  # [t, units]
-        self._spend_units = 0
-        self._done: deque[list[float]] = deque()  # [t, completed calls, errors]
-        self._done_calls = 0
-        self._done_errors = 0
-        self._calls: deque[list[float]] = deque()  # [t, admitted calls]
-        self._calls_count = 0
+        self._budget: float | None = None
+        self._max_error_rate: float | None = None
+        self._max_calls: int | None = None
+        # The limits as compared on the hot path: an unset limit is +inf, so it needs no test of its own.
+        self._budget_cmp: float = _NEVER
+        self._rate_cmp: float = _NEVER
+        self._calls_cmp: float = _NEVER
         # Finished calls wait here until the next read folds them in under the monitor's lock:
         # deque.append is atomic, so recording a result needs no lock at all.
         self._inbox: deque[tuple[float, float, bool]] = deque()
-        # The budget converted to units, cached: budgets change rarely, checks run on every call.
-        self._budget_usd: float | None = None
-        self._budget_units = 0
+        #: ``record_item((now, cost_usd, error))``: ``record`` without a Python call frame (the breaker's
+        #: settle path uses it when present).
+        self.record_item = self._inbox.append
+        self._spend: deque[list[Any]] = deque()
+        self._done: deque[list[Any]] = deque()
+        self._calls: deque[list[Any]] = deque()
+        self.clear()
+
+    def set_limits(self, budget_per_hour: float | None, max_error_rate: float | None,
+                   max_calls_per_minute: int | None) -> None:
+        self._budget = budget_per_hour
+        self._max_error_rate = max_error_rate
+        self._max_calls = max_calls_per_minute
+        # Compared in units, so a budget of 0.3 is reached by 0.1 + 0.2, as a person would expect.
+        self._budget_cmp = usd_to_units(budget_per_hour) if budget_per_hour is not None else _NEVER
+        self._rate_cmp = max_error_rate if max_error_rate is not None else _NEVER
+        self._calls_cmp = max_calls_per_minute if max_calls_per_minute is not None else _NEVER
 
     # ---- the hot path ---------------------------------------------------------------------------
 
-    def evaluate(
-        self,
-        now: float,
-        budget_per_hour: float | None,
-        max_error_rate: float | None,
-        max_calls_per_minute: int | None,
-        count_call: bool,
-    ) -> Violation | None:
+    def evaluate(self, now: float, count_call: bool) -> Violation | None:
         if self._inbox:
             self._fold()
-        if budget_per_hour is not None:
-            if budget_per_hour != self._budget_usd:
-                self._budget_units = usd_to_units(budget_per_hour)
-                self._budget_usd = budget_per_hour
-            spend = self._spend
-            if spend and spend[0][0] <= now - SPEND_WINDOW_S:
-                self._evict_spend(now)
-            # Compared in units, so a budget of 0.3 is reached by 0.1 + 0.2, as a person would expect.
-            if self._spend_units >= self._budget_units:
-                return BUDGET_PER_HOUR, budget_per_hour, units_to_usd(self._spend_units)
-        if max_error_rate is not None:
-            done = self._done
-            if done and done[0][0] <= now - ERROR_WINDOW_S:
-                self._evict_done(now)
-            completed = self._done_calls
-            if completed >= ERROR_RATE_MIN_CALLS and self._done_errors > max_error_rate * completed:
-                return MAX_ERROR_RATE, max_error_rate, self._done_errors / completed
-        calls = self._calls
-        if calls and calls[0][0] <= now - CALLS_WINDOW_S:
-            self._evict_calls(now)
-        if max_calls_per_minute is not None:
-            current = self._calls_count + 1 if count_call else self._calls_count
-            if current > max_calls_per_minute:
-                return MAX_CALLS_PER_MINUTE, max_calls_per_minute, current
+        if now >= self._expires:  # the earliest expiry of the three windows
+            self._evict(now)
+        # An unset limit compares as +inf and never matches, so a reported threshold is never None.
+        if self._spend_total >= self._budget_cmp:
+            return BUDGET_PER_HOUR, self._budget, units_to_usd(self._spend_total)  # type: ignore[return-value]
+        completed = self._done_total
+        if completed >= ERROR_RATE_MIN_CALLS and self._done_errors > self._rate_cmp * completed:
+            return MAX_ERROR_RATE, self._max_error_rate, self._done_errors / completed  # type: ignore[return-value]
         if count_call:
-            self._calls_count += 1
-            if calls:
-                last = calls[-1]
-                if now - last[0] < _CALLS_BUCKET_S:
-                    last[1] += 1
-                    return None
-            calls.append([now, 1])
+            if self._calls_total >= self._calls_cmp:  # this call would be number N+1
+                return MAX_CALLS_PER_MINUTE, self._max_calls, self._calls_total + 1  # type: ignore[return-value]
+            if now < self._calls_until:
+                self._calls_open += 1
+                self._calls_total += 1
+            else:
+                self._new_calls_bucket(now)
+        elif self._calls_total > self._calls_cmp:
+            return MAX_CALLS_PER_MINUTE, self._max_calls, self._calls_total  # type: ignore[return-value]
         return None
 
     def record(self, now: float, cost_usd: float, error: bool) -> None:
@@ -191,107 +197,186 @@ class LocalWindowStore:
     # ---- the rest of the protocol ---------------------------------------------------------------
 
     def count_call(self, now: float) -> None:
-        calls = self._calls
-        if calls and calls[0][0] <= now - CALLS_WINDOW_S:
-            self._evict_calls(now)
-        self._calls_count += 1
-        if calls and now - calls[-1][0] < _CALLS_BUCKET_S:
-            calls[-1][1] += 1
+        if now < self._calls_until:
+            self._calls_open += 1
+            self._calls_total += 1
         else:
-            calls.append([now, 1])
+            self._new_calls_bucket(now)
 
     def uncount_call(self, now: float) -> None:
         # Taken from the newest bucket: the count is exact; which entry goes differs from the one counted
         # by at most the microseconds between concurrent admissions.
-        calls = self._calls
-        if not calls:
-            return  # already expired: nothing left to undo
-        last = calls[-1]
-        last[1] -= 1
-        self._calls_count -= 1
-        if last[1] <= 0:
-            calls.pop()
+        if self._calls_open > 0:
+            self._calls_open -= 1
+            self._calls_total -= 1
+        elif self._calls:
+            last = self._calls[-1]
+            last[1] -= 1
+            self._calls_total -= 1
+            if last[1] <= 0:
+                self._calls.pop()
+        # else: already expired, nothing left to undo
 
     def spend(self, now: float) -> float:
         if self._inbox:
             self._fold()
-        self._evict_spend(now)
-        return units_to_usd(self._spend_units)
+        if now >= self._spend_expires:
+            self._evict_spend(now)
+        return units_to_usd(self._spend_total)
 
     def calls(self, now: float) -> int:
-        self._evict_calls(now)
-        return self._calls_count
+        if now >= self._calls_expires:
+            self._evict_calls(now)
+        return self._calls_total
 
     def outcomes(self, now: float) -> tuple[int, int]:
         if self._inbox:
             self._fold()
-        self._evict_done(now)
-        return self._done_calls, self._done_errors
+        if now >= self._done_expires:
+            self._evict_done(now)
+        return self._done_total, self._done_errors
 
     def clear(self) -> None:
         self._inbox.clear()
         self._spend.clear()
-        self._spend_units = 0
+        self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0
+        self._spend_total, self._spend_expires = 0, _NEVER
         self._done.clear()
-        self._done_calls = 0
-        self._done_errors = 0
+        self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
+        self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
         self._calls.clear()
-        self._calls_count = 0
+        self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
+        self._calls_total, self._calls_expires = 0, _NEVER
+        self._expires = _NEVER
 
     def bucket_counts(self) -> tuple[int, int, int]:
-        """Buckets held per window (spend, outcomes, calls): the memory bound, for tests and debugging."""
-        return len(self._spend), len(self._done), len(self._calls)
+        """Buckets held per window (spend, outcomes, calls), the open one included: the memory bound."""
+        return (
+            len(self._spend) + (self._spend_until > -_NEVER),
+            len(self._done) + (self._done_until > -_NEVER),
+            len(self._calls) + (self._calls_until > -_NEVER),
+        )
 
     # ---- internals ------------------------------------------------------------------------------
 
     def _fold(self) -> None:
+        global _last_conversion
         inbox = self._inbox
-        spend, done = self._spend, self._done
-        units_total, completed, errors = self._spend_units, self._done_calls, self._done_errors
         while inbox:
             # popleft is atomic: a record() racing with this loop is either taken now or left for later.
             t, cost, error = inbox.popleft()
             if cost:
-                units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
-                units_total += units
-                if spend and t - spend[-1][0] < _SPEND_BUCKET_S:
-                    spend[-1][1] += units
+                memo = _last_conversion
+                if cost == memo[0]:
+                    units = memo[1]
                 else:
-                    if spend and spend[0][0] <= t - SPEND_WINDOW_S:
-                        # Keeps memory bounded even when no budget is ever read.
-                        self._spend_units = units_total
-                        self._evict_spend(t)
-                        units_total = self._spend_units
-                    spend.append([t, units])
-            err = 1 if error else 0
-            completed += 1
-            errors += err
-            if done and t - done[-1][0] < _ERROR_BUCKET_S:
-                bucket = done[-1]
-                bucket[1] += 1
-                if err:
-                    bucket[2] += 1
+                    units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
+                    _last_conversion = (cost, units)
+                if t < self._spend_until:
+                    self._spend_open += units
+                    self._spend_total += units
+                else:
+                    self._new_spend_bucket(t, units)
+            if t < self._done_until:
+                self._done_open += 1
+                self._done_total += 1
+                if error:
+                    self._done_open_errors += 1
+                    self._done_errors += 1
             else:
-                if done and done[0][0] <= t - ERROR_WINDOW_S:
-                    self._done_calls, self._done_errors = completed, errors
-                    self._evict_done(t)
-                    completed, errors = self._done_calls, self._done_errors
-                done.append([t, 1, err])
-        self._spend_units, self._done_calls, self._done_errors = units_total, completed, errors
+                self._new_done_bucket(t, error)
+
+    # A window's buckets, oldest first: the closed ones in the deque, then the open one (if its
+    # ``until`` is not -inf). ``expires`` is when the oldest of them leaves the window, and ``_expires``
+    # the earliest of the three (never later; an early value only costs an eviction pass, which sets it
+    # right). A new bucket is always the newest:
+    # it is opened for a time at or after the open bucket's end, and evicts first so totals stay right.
+
+    def _evict(self, now: float) -> None:
+        if now >= self._spend_expires:
+            self._evict_spend(now)
+        if now >= self._done_expires:
+            self._evict_done(now)
+        if now >= self._calls_expires:
+            self._evict_calls(now)
+        self._expires = min(self._spend_expires, self._done_expires, self._calls_expires)
+
+    def _new_spend_bucket(self, t: float, units: int) -> None:
+        if t >= self._spend_expires:
+            self._evict_spend(t)  # keeps memory bounded even when no budget is ever read
+        if self._spend_until > -_NEVER:
+            self._spend.append([self._spend_start, self._spend_open])
+        self._spend_start, self._spend_until, self._spend_open = t, t + _SPEND_BUCKET_S, units
+        self._spend_total += units
+        oldest = self._spend[0][0] if self._spend else t
+        self._spend_expires = oldest + SPEND_WINDOW_S
+        if self._spend_expires < self._expires:
+            self._expires = self._spend_expires
 
     def _evict_spend(self, now: float) -> None:
-        spend, cutoff = self._spend, now - SPEND_WINDOW_S
+        cutoff = now - SPEND_WINDOW_S
+        spend = self._spend
         while spend and spend[0][0] <= cutoff:
-            self._spend_units -= spend.popleft()[1]  # type: ignore[assignment]
+            self._spend_total -= spend.popleft()[1]
+        if spend:
+            self._spend_expires = spend[0][0] + SPEND_WINDOW_S
+        elif self._spend_until > -_NEVER and self._spend_start > cutoff:
+            self._spend_expires = self._spend_start + SPEND_WINDOW_S
+        else:
+            self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0
+            self._spend_total, self._spend_expires = 0, _NEVER
+
+    def _new_done_bucket(self, t: float, error: bool) -> None:
+        if t >= self._done_expires:
+            self._evict_done(t)
+        if self._done_until > -_NEVER:
+            self._done.append([self._done_start, self._done_open, self._done_open_errors])
+        err = 1 if error else 0
+        self._done_total += 1
+        self._done_errors += err
+        self._done_start, self._done_until = t, t + _ERROR_BUCKET_S
+        self._done_open, self._done_open_errors = 1, err
+        oldest = self._done[0][0] if self._done else t
+        self._done_expires = oldest + ERROR_WINDOW_S
+        if self._done_expires < self._expires:
+            self._expires = self._done_expires
 
     def _evict_done(self, now: float) -> None:
-        done, cutoff = self._done, now - ERROR_WINDOW_S
+        cutoff = now - ERROR_WINDOW_S
+        done = self._done
         while done and done[0][0] <= cutoff:
             _, completed, errors = done.popleft()
-            self._done_calls -= completed  # type: ignore[assignment]
-            self._done_errors -= errors  # type: ignore[assignment]
+            self._done_total -= completed
+            self._done_errors -= errors
+        if done:
+            self._done_expires = done[0][0] + ERROR_WINDOW_S
+        elif self._done_until > -_NEVER and self._done_start > cutoff:
+            self._done_expires = self._done_start + ERROR_WINDOW_S
+        else:
+            self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
+            self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
+
+    def _new_calls_bucket(self, t: float) -> None:
+        if t >= self._calls_expires:
+            self._evict_calls(t)
+        if self._calls_until > -_NEVER and self._calls_open > 0:  # (uncount may have emptied it)
+            self._calls.append([self._calls_start, self._calls_open])
+        self._calls_start, self._calls_until, self._calls_open = t, t + _CALLS_BUCKET_S, 1
+        self._calls_total += 1
+        oldest = self._calls[0][0] if self._calls else t
+        self._calls_expires = oldest + CALLS_WINDOW_S
+        if self._calls_expires < self._expires:
+            self._expires = self._calls_expires
 
     def _evict_calls(self, now: float) -> None:
-        calls, cutoff = self._calls, now - CALLS_WINDOW_S
+        cutoff = now - CALLS_WINDOW_S
+        calls = self._calls
         while calls and calls[0][0] <= cutoff:
-            self._calls_count -= calls.popleft()[1]  # type: ignore[assignment]
+            self._calls_total -= calls.popleft()[1]
+        if calls:
+            self._calls_expires = calls[0][0] + CALLS_WINDOW_S
+        elif self._calls_until > -_NEVER and self._calls_start > cutoff:
+            self._calls_expires = self._calls_start + CALLS_WINDOW_S
+        else:
+            self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
+            self._calls_total, self._calls_expires = 0, _NEVER

@@ -20,7 +20,8 @@ from agentwatch._windows import (
 
 def _check(store: LocalWindowStore, now: float, *, budget: float | None = None, rate: float | None = None,
            calls: int | None = None, count: bool = False) -> tuple[str, float, float] | None:
-    return store.evaluate(now, budget, rate, calls, count)
+    store.set_limits(budget, rate, calls)
+    return store.evaluate(now, count)
 
 
 def test_local_store_satisfies_the_protocol() -> None:
@@ -176,13 +177,14 @@ def test_clear_forgets_everything() -> None:
 def test_record_from_many_threads_while_reading_under_a_lock() -> None:
     # record() is lock-free by contract; reads happen under the owner's lock (here: one lock).
     store = LocalWindowStore()
+    store.set_limits(1e9, 1.0, None)
     lock = threading.Lock()
     stop = threading.Event()
 
     def reader() -> None:
         while not stop.is_set():
             with lock:
-                store.evaluate(0.0, 1e9, 1.0, None, False)
+                store.evaluate(0.0, False)
 
     def writer() -> None:
         for _ in range(2000):
@@ -208,3 +210,55 @@ def test_zero_and_tiny_costs_count_as_calls_but_not_spend(cost: float) -> None:
     store.record(0.0, cost, False)
     assert store.spend(0.0) == 0.0
     assert store.outcomes(0.0) == (1, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_a_naive_reference_over_random_operations(seed: int) -> None:
+    # Whole-second timestamps: every entry of a bucket then shares its start, so bucketing changes
+    # nothing and the store must agree exactly with a list of all entries.
+    rng = random.Random(seed)
+    store = LocalWindowStore()
+    spend: list[tuple[float, float]] = []
+    done: list[tuple[float, bool]] = []
+    calls: list[float] = []
+    now = 0.0
+    steps = [0, 0, 0, 1, 2, 59, 60, 61, 299, 300, 301, 3599, 3600]
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.35:
+            cost, error = rng.randint(0, 9) * 2.0 ** -rng.randint(0, 12), rng.random() < 0.3
+            store.record(now, cost, error)
+            spend.append((now, cost))
+            done.append((now, error))
+        elif op < 0.6:
+            assert _check(store, now, count=True) is None
+            calls.append(now)
+        elif op < 0.65 and calls:
+            store.uncount_call(now)
+            calls.pop()  # the newest entry; expired ones do not matter any more
+        elif op < 0.67:
+            store.clear()
+            spend, done, calls = [], [], []
+        else:
+            now += rng.choice(steps)
+        if rng.random() < 0.3:
+            assert store.spend(now) == sum(c for t, c in spend if now - t < 3600)
+            live = [e for t, e in done if now - t < 300]
+            assert store.outcomes(now) == (len(live), sum(live))
+            assert store.calls(now) == sum(1 for t in calls if now - t < 60)
+        if rng.random() < 0.05:  # drop expired entries so uncount's "newest" stays meaningful
+            calls = [t for t in calls if now - t < 60]
+
+
+def test_entries_leave_one_by_one_while_nothing_new_arrives() -> None:
+    store = LocalWindowStore()
+    for t in (0.0, 100.0, 200.0, 250.0):
+        store.record(t, 1.0, t < 150)
+    calls = LocalWindowStore()
+    for t in (0.0, 10.0, 20.0, 30.0):
+        _check(calls, t, count=True)
+    # each read must notice the next-oldest bucket expiring, with no new entry in between
+    assert [store.outcomes(t) for t in (299.0, 300.0, 399.0, 400.0, 500.0, 550.0)] == [
+        (4, 2), (3, 1), (3, 1), (2, 0), (1, 0), (0, 0)]
+    assert [calls.calls(t) for t in (59.0, 60.0, 70.0, 80.0, 90.0)] == [4, 3, 2, 1, 0]
+    assert [store.spend(t) for t in (3600.0, 3700.0, 3800.0, 3850.0)] == [3.0, 2.0, 1.0, 0.0]
