@@ -1,0 +1,180 @@
+"""The breaker through the public API: blocking before the call, audit spans, scopes, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+
+# gpt-4o: 1M input tokens cost $2.50
+ONE_CALL_USD = 2.5
+
+
+def _spend(n: int = 1, **kwargs: object) -> None:
+    for _ in range(n):
+        with agentwatch.llm_call("chat", model="gpt-4o", provider="openai", **kwargs) as call:  # type: ignore[arg-type]
+            call.set_usage(input_tokens=1_000_000, output_tokens=0)
+
+
+def test_budget_blocks_before_the_call_and_recovers(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], budget_per_hour=5.0, block_on_threshold=True)
+    _spend(2)
+    sent: list[str] = []
+    with pytest.raises(CircuitBreakerException) as caught:
+        with agentwatch.llm_call("chat", model="gpt-4o"):
+            sent.append("request")  # never reached: the check happens before the body runs
+    error = caught.value
+    assert sent == []
+    assert (error.reason, error.scope, error.threshold, error.current) == ("budget_per_hour", "global", 5.0, 5.0)
+    assert error.state["state"] == "OPEN"
+    error.monitor.increase_budget(2.5)
+    _spend(1)
+    agentwatch.flush()
+    blocked = [s for s in memory.by_kind("llm") if s["status"] == "blocked"]
+    assert len(blocked) == 1 and blocked[0]["attributes"]["breaker.reason"] == "budget_per_hour"
+    events = [s["attributes"]["event"] for s in memory.by_kind("breaker")]
+    assert events == ["triggered", "budget_increased"]
+    for span in memory.by_kind("breaker"):
+        assert span["attributes"]["eu_ai_act_art12_relevant"] is True
+        assert {"from_state", "to_state", "scope", "scope_id", "reason", "threshold", "current"} <= set(
+            span["attributes"])
+    assert agentwatch.get_state()["monitors"]["global"]["spend_last_hour"] == pytest.approx(7.5)
+
+
+def test_alert_only_mode_lets_calls_through(memory: agentwatch.InMemoryExporter) -> None:
+    alerts: list[dict] = []
+    agentwatch.init(exporters=[memory], budget_per_hour=2.0, on_alert=alerts.append)
+    _spend(4)
+    assert agentwatch.get_state()["monitors"]["global"]["state"] == "CLOSED"
+    assert len(alerts) == 1  # the 60 s cooldown suppresses repeats of the same violation
+    assert {"reason", "scope", "scope_id", "threshold", "current", "state"} <= set(alerts[0])
+    agentwatch.flush()
+    assert len(memory.by_kind("alert")) == 1
+    assert all(s["status"] == "ok" for s in memory.by_kind("llm"))
+
+
+def test_nested_agents_inner_trips_first_outer_still_applies(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], budget_per_hour=100.0, block_on_threshold=True)
+    with agentwatch.agent("Orchestrator", budget_per_hour=5.0, block_on_threshold=True):
+        with agentwatch.agent("SubAgent", budget_per_hour=2.5, block_on_threshold=True):
+            _spend(1)
+            with pytest.raises(CircuitBreakerException) as inner:
+                _spend(1)
+        assert (inner.value.scope, inner.value.scope_id) == ("agent", "subagent")
+        _spend(1)  # the orchestrator itself still has budget
+        with agentwatch.agent("Other", budget_per_hour=50.0, block_on_threshold=True):
+            with pytest.raises(CircuitBreakerException) as outer:
+                _spend(1)
+        assert outer.value.scope_id == "orchestrator"
+    agents = agentwatch.get_state()["monitors"]["agents"]
+    assert agents["SubAgent"]["spend_last_hour"] == pytest.approx(2.5)
+    assert agents["Orchestrator"]["spend_last_hour"] == pytest.approx(5.0)
+
+
+def test_same_agent_name_shares_one_budget_across_threads() -> None:
+    agentwatch.init(exporters=[])
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with agentwatch.agent("Researcher", budget_per_hour=ONE_CALL_USD * 3, block_on_threshold=True):
+                _spend(1)
+        except CircuitBreakerException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 2
+    assert agentwatch.get_state()["monitors"]["agents"]["Researcher"]["spend_last_hour"] == pytest.approx(7.5)
+
+
+def test_agents_preset_in_init() -> None:
+    agentwatch.init(exporters=[], agents={"Writer": {"budget_per_hour": ONE_CALL_USD, "block_on_threshold": True}})
+    with agentwatch.agent("Writer", role="Writer"):
+        _spend(1)
+        with pytest.raises(CircuitBreakerException):
+            _spend(1)
+
+
+def test_on_block_async_hook_recovers_and_call_proceeds(memory: agentwatch.InMemoryExporter) -> None:
+    seen: list[tuple[str, float]] = []
+
+    async def top_up(event: agentwatch.BlockEvent) -> None:
+        await asyncio.sleep(0)
+        seen.append((event.reason, event.current))
+        event.monitor.increase_budget(10.0)
+
+    agentwatch.init(exporters=[memory], budget_per_hour=2.5, block_on_threshold=True, on_block=top_up)
+    _spend(2)  # the second call is admitted after the hook topped the budget up
+    assert seen == [("budget_per_hour", 2.5)]
+    agentwatch.flush()
+    assert [s["attributes"]["event"] for s in memory.by_kind("breaker")] == ["triggered", "budget_increased"]
+    assert all(s["status"] == "ok" for s in memory.by_kind("llm"))
+
+
+def test_loop_detection_and_pause_probe(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], max_calls_per_minute=3, block_on_threshold=True)
+    for _ in range(3):
+        with agentwatch.llm_call("x", model="gpt-4o-mini"):
+            pass
+    with pytest.raises(CircuitBreakerException) as caught:
+        agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    assert caught.value.reason == "max_calls_per_minute"
+    caught.value.monitor.reset_windows()
+    with agentwatch.llm_call("x", model="gpt-4o-mini"):
+        pass
+    agentwatch.flush()
+    assert [s["attributes"]["event"] for s in memory.by_kind("breaker")] == ["triggered", "reset"]
+
+
+def test_error_rate_trips_after_ten_calls() -> None:
+    agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
+    for i in range(10):
+        with agentwatch.llm_call("x", model="gpt-4o-mini") as call:
+            if i < 6:
+                call.end(error=RuntimeError("provider error"))
+    with pytest.raises(CircuitBreakerException) as caught:
+        agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    assert caught.value.reason == "max_error_rate"
+
+
+def test_public_path_concurrency_spend_is_exact(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], max_queue_size=20_000)
+    barrier = threading.Barrier(16)
+
+    def worker(seed: int) -> None:
+        barrier.wait()
+        for i in range(500):
+            with agentwatch.agent(f"agent-{seed % 4}"), agentwatch.llm_call("c", model="gpt-4o-mini") as call:
+                call.set_usage(input_tokens=100 + (seed * i) % 37, output_tokens=10 + i % 11)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    async def one(i: int) -> None:
+        with agentwatch.agent("async-agent"), agentwatch.llm_call("a", model="gpt-4o-mini") as call:
+            await asyncio.sleep(0)
+            call.set_usage(input_tokens=50 + i % 13, output_tokens=5)
+
+    async def many() -> None:
+        await asyncio.gather(*(one(i) for i in range(1_000)))
+
+    asyncio.run(many())
+    agentwatch.flush()
+    llm = memory.by_kind("llm")
+    assert len(llm) == 16 * 500 + 1_000
+    state = agentwatch.get_state()["monitors"]
+    assert state["global"]["spend_last_hour"] == pytest.approx(sum(s["cost_usd"] for s in llm), rel=1e-9)
+    for name, monitor in state["agents"].items():
+        expected = sum(s["cost_usd"] for s in llm if s["agent_name"] == name)
+        assert monitor["spend_last_hour"] == pytest.approx(expected, rel=1e-9), name
