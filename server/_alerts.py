@@ -1,0 +1,146 @@
+"""Server-side alert rules: evaluated after ingest and on a timer, with a cooldown per rule.
+
+Rule conditions and the window each looks at (``window_seconds`` in a rule overrides it):
+
+==================  ========  =====================================================
+condition           window    value compared with ``threshold`` (fires when above)
+==================  ========  =====================================================
+cost_per_hour       1 hour    USD spent, scaled to one hour
+error_rate          5 min     failed LLM calls / LLM calls (at least 10 calls)
+calls_per_minute    1 min     LLM calls, scaled to one minute
+blocked_calls       5 min     calls blocked by a circuit breaker
+latency_p95         5 min     95th percentile LLM call latency in ms
+==================  ========  =====================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from ._notify import DeliveryError, send_email, send_webhook
+from ._settings import Settings
+from ._store import Store
+
+__all__ = ["AlertEngine", "DEFAULT_WINDOWS", "MIN_CALLS_FOR_ERROR_RATE"]
+
+logger = logging.getLogger("agentwatch.server")
+
+DEFAULT_WINDOWS = {"cost_per_hour": 3600, "error_rate": 300, "calls_per_minute": 60, "blocked_calls": 300,
+                   "latency_p95": 300}
+#: As in the SDK: an error rate over a handful of calls is noise.
+MIN_CALLS_FOR_ERROR_RATE = 10
+
+
+def _value(condition: str, stats: dict[str, Any], window: int) -> float | None:
+    if condition == "cost_per_hour":
+        return float(stats["cost_usd"]) * 3600 / window
+    if condition == "error_rate":
+        calls = stats["llm_calls"]
+        return stats["llm_errors"] / calls if calls >= MIN_CALLS_FOR_ERROR_RATE else None
+    if condition == "calls_per_minute":
+        return stats["llm_calls"] * 60 / window
+    if condition == "blocked_calls":
+        return float(stats["blocked"])
+    if condition == "latency_p95":
+        return stats["latency_p95_ms"]
+    return None
+
+
+class AlertEngine:
+    """Evaluates the enabled rules of a store and delivers what fires, on a background thread."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._last_run = 0.0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            # The minimum interval also holds from start-up: a burst of ingest at boot is checked once.
+            self._last_run = time.monotonic()
+            self._thread = threading.Thread(target=self._run, name="agentwatch-alerts", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def notify_ingest(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._settings.alert_interval_seconds)
+            if self._stop.is_set():
+                return
+            # Ingest can wake us hundreds of times a second; rules are checked at most every few seconds.
+            pause = self._settings.alert_min_interval_seconds - (time.monotonic() - self._last_run)
+            if pause > 0 and self._stop.wait(pause):
+                return
+            self._wake.clear()
+            try:
+                self.evaluate()
+            except Exception:
+                logger.exception("alert evaluation failed")
+
+    def evaluate(self, now_ns: int | None = None) -> list[dict[str, Any]]:
+        """Check every enabled rule once; returns the alert events that fired."""
+        with self._lock:
+            self._last_run = time.monotonic()
+            now = now_ns if now_ns is not None else time.time_ns()
+            rules = [rule for rule in self._store.list_rules() if rule["enabled"]]
+            stats_by_window: dict[int, dict[str, Any]] = {}
+            fired: list[dict[str, Any]] = []
+            for rule in rules:
+                window = int(rule.get("window_seconds") or DEFAULT_WINDOWS.get(rule["condition"], 300))
+                if window not in stats_by_window:
+                    stats_by_window[window] = self._store.window_stats(now - window * 1_000_000_000, now)
+                value = _value(rule["condition"], stats_by_window[window], window)
+                if value is None or value <= rule["threshold"]:
+                    continue
+                last = rule.get("last_triggered_unix_nano")
+                cooldown = rule["cooldown_seconds"] * 1_000_000_000
+                if last is not None and now - last < cooldown:
+                    continue
+                # Claimed before delivery: a slow or failing channel must not make the next round fire
+                # again, and of several server processes only one fires.
+                if self._store.claim_rule(rule["id"], now, cooldown):
+                    fired.append(self._fire(rule, value, window, now))
+            return fired
+
+    def _fire(self, rule: dict[str, Any], value: float, window: int, now: int) -> dict[str, Any]:
+        text = (f"[AgentWatch] {rule['name']}: {rule['condition']} is {value:.4g}, above the threshold "
+                f"{rule['threshold']:g} (last {window} s)")
+        event = {"ts_ns": now, "rule_id": rule["id"], "rule_name": rule["name"], "condition": rule["condition"],
+                 "threshold": rule["threshold"], "value": value, "message": text, "channel": rule["action_type"],
+                 "delivery_status": "pending", "details": {"window_seconds": window}}
+        event["id"] = self._store.add_alert_event(event)
+        status, error = "sent", None
+        try:
+            details = {"rule": rule["name"], "condition": rule["condition"], "value": value,
+                       "threshold": rule["threshold"], "window_seconds": window}
+            if rule["action_type"] == "webhook":
+                if not rule.get("webhook_url"):
+                    raise DeliveryError("rule has no webhook_url")
+                send_webhook(rule["webhook_url"], text, details, self._settings.webhook_timeout_seconds)
+            elif rule["action_type"] == "email":
+                recipient = rule.get("email") or self._settings.alert_email_to
+                if not recipient:
+                    raise DeliveryError("rule has no email address and ALERT_EMAIL is not set")
+                send_email(self._settings, recipient, f"AgentWatch alert: {rule['name']}", text)
+        except DeliveryError as failure:
+            status, error = "failed", str(failure)
+            logger.warning("alert %r not delivered: %s", rule["name"], failure)
+        self._store.update_alert_delivery(event["id"], status, error)
+        event["delivery_status"], event["delivery_error"] = status, error
+        return event

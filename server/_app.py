@@ -1,0 +1,160 @@
+"""The FastAPI application: API routes, the dashboard, and the background workers' life cycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from . import _routes_alerts, _routes_ingest, _routes_query, _routes_reports
+from ._model import AtpSpan, NativeSpan
+from ._security import SecurityMiddleware
+from ._settings import Settings
+from ._sqlite import SQLiteStore
+from ._state import AppState, app_state
+from ._stats import DAY_NS
+from ._store import Store
+from ._time import now_ns
+
+__all__ = ["create_app", "app_from_env", "Maintenance", "STATIC_DIR"]
+
+logger = logging.getLogger("agentwatch.server")
+
+STATIC_DIR = Path(str(resources.files(__package__ or "agentwatch.server").joinpath("static")))
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("agentwatch")
+    except Exception:
+        return "0+unknown"
+
+
+class Maintenance:
+    """Deletes data older than ``DATA_RETENTION_DAYS``: once at start, then every maintenance interval."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> dict[str, int]:
+        days = self._settings.data_retention_days
+        if days <= 0:
+            return {}
+        removed = self._store.purge(now_ns() - days * DAY_NS)
+        if any(removed.values()):
+            logger.info("retention: removed %s", removed)
+        return removed
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="agentwatch-retention", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.maintenance_interval_seconds):
+            try:
+                self.run_once()
+            except Exception:
+                logger.exception("retention run failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _add_span_schemas(app: FastAPI) -> None:
+    """The ingest body is read raw (for size caps and gzip), so its models are added to the schema here."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (NativeSpan, AtpSpan):
+            generated = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(generated.pop("$defs", {}))
+            components[model.__name__] = generated
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(store: Store | None = None, settings: Settings | None = None) -> FastAPI:
+    """The collector app. Without ``store`` it opens the SQLite file of ``settings.db_path`` and closes it
+    on shutdown; a given store is left open for its owner."""
+    if settings is None:
+        settings = (Settings.from_env(db_path=store.path) if isinstance(store, SQLiteStore)
+                    else Settings.from_env())
+    owns_store = store is None
+    if store is None:
+        store = SQLiteStore(settings.db_path, synchronous=settings.synchronous)
+    state = AppState(store, settings, owns_store)
+    maintenance = Maintenance(store, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(lambda: state.signer)
+        await run_in_threadpool(maintenance.run_once)
+        maintenance.start()
+        state.alerts.start()
+        try:
+            yield
+        finally:
+            state.alerts.stop()
+            maintenance.stop()
+            if state.owns_store:
+                await run_in_threadpool(state.store.close)
+
+    app = FastAPI(title="AgentWatch collector", version=_version(), lifespan=lifespan,
+                  description="Ingest, store and query LLM agent traces; alerts, breakers and signed reports.")
+    app.state.agentwatch = state
+    app.state.maintenance = maintenance
+    for module in (_routes_ingest, _routes_query, _routes_alerts, _routes_reports):
+        # The routes are added as they are: include_router() wraps them in a router whose matching rebuilds
+        # per-request state, which cost several percent of ingest CPU.
+        app.router.routes.extend(module.router.routes)
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness; needs no API key."""
+        current = app_state(request).settings
+        return {"status": "ok", "version": app.version, "storage": type(app_state(request).store).__name__,
+                "local_mode": current.local_mode, "zero_data_retention": current.zero_data_retention}
+
+    index = STATIC_DIR / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> Response:
+        return FileResponse(index, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(SecurityMiddleware, api_key=settings.api_key)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                           allow_headers=["Content-Type", "Content-Encoding", "X-API-Key", "X-AeneasSoft-API-Key",
+                                          "Authorization", "X-AgentWatch-Signature"])
+    _add_span_schemas(app)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn's worker processes (``serve --workers N``): every setting comes from the env."""
+    return create_app(settings=Settings.from_env())

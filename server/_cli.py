@@ -1,0 +1,150 @@
+"""``agentwatch`` command line: ``serve`` the collector, run the ``demo``, ``verify`` a signed report."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentwatch", description="AgentWatch collector and tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the collector (API and dashboard)",
+                                description="Run the collector. Secrets and most settings come from the "
+                                            "environment: API_KEY, CORS_ORIGINS, ZERO_DATA_RETENTION, "
+                                            "DATA_RETENTION_DAYS, SMTP_HOST, ... (see the docs).")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 when API_KEY is set)")
+    serve.add_argument("--port", type=int, help="port (default 3001, or PORT)")
+    serve.add_argument("--db", type=Path, help="SQLite file (default ~/.agentwatch/agentwatch.db, or AGENTWATCH_DB)")
+    serve.add_argument("--signing-key", type=Path, help="PEM private key for signing reports "
+                                                        "(default: generated beside the database)")
+    serve.add_argument("--retention-days", type=int, help="delete data older than this (0 keeps it forever)")
+    serve.add_argument("--zero-data-retention", action="store_true", default=None,
+                       help="never store prompts or outputs, whatever clients send")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("AGENTWATCH_WORKERS", "1")),
+                       help="server processes sharing the database (default 1; 2 on a 2-core machine doubles "
+                            "ingest throughput)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+    demo = commands.add_parser("demo", help="run a demo agent against a local collector")
+    demo.add_argument("--no-serve", action="store_true", help="send to an already running collector")
+    demo.add_argument("--port", type=int, default=3001)
+    demo.add_argument("--db", type=Path, help="SQLite file for the demo's collector")
+
+    verify = commands.add_parser("verify", help="check the signature of a report PDF")
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--public-key", type=Path, action="append", default=[],
+                        help="PEM key to trust (repeatable); default: the key beside --db, if any")
+    verify.add_argument("--db", type=Path, help="database whose signing key to trust")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ._app import create_app
+    from ._settings import Settings
+
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db,
+                                     signing_key_path=args.signing_key, data_retention_days=args.retention_days,
+                                     zero_data_retention=args.zero_data_retention)
+    except ValueError as error:
+        print(f"agentwatch serve: {error}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("agentwatch serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if settings.local_mode and not _is_loopback(settings.host):
+        print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
+              "this port can read and write all traces.", file=sys.stderr)
+    mode = "local mode, no API key" if settings.local_mode else "API key required on /api"
+    print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {settings.db_path}",
+          file=sys.stderr)
+    if args.workers > 1:
+        # Worker processes build their app from the environment, so the flags are handed over that way.
+        os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "AGENTWATCH_DB": str(settings.db_path),
+                           "AGENTWATCH_SIGNING_KEY": str(settings.resolved_signing_key_path),
+                           "DATA_RETENTION_DAYS": str(settings.data_retention_days),
+                           "ZERO_DATA_RETENTION": "true" if settings.zero_data_retention else "false"})
+        uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
+                    port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
+        return 0
+    app = create_app(settings=settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                            access_log=args.log_level == "debug", lifespan="on")
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from . import _demo as demo_module  # type: ignore[attr-defined]
+    except ImportError as error:
+        print(f"agentwatch demo needs the LangGraph plugin (pip install 'agentwatch[langchain,server]'): {error}",
+              file=sys.stderr)
+        return 2
+    result = demo_module.main(args)
+    return int(result or 0)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ._settings import signing_key_path_for
+    from ._signing import fingerprint_of, load_public_key, verify_report
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as error:
+        print(f"agentwatch verify: {error}", file=sys.stderr)
+        return 2
+    trusted: set[str] = set()
+    key_files = list(args.public_key)
+    if not key_files and args.db is not None and signing_key_path_for(args.db).exists():
+        key_files.append(signing_key_path_for(args.db))
+    for path in key_files:
+        try:
+            trusted.add(fingerprint_of(load_public_key(Path(path).read_bytes())))
+        except (OSError, ValueError) as error:
+            print(f"agentwatch verify: cannot read key {path}: {error}", file=sys.stderr)
+            return 2
+    result = verify_report(data, trusted)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["valid"]:
+        origin = ("signed by a trusted key" if result["trusted"] else
+                  "signer NOT among the trusted keys" if trusted else "no trusted key given to compare with")
+        print(f"OK: {args.file} is intact ({result['signed_bytes']} signed bytes, key {result['key_fingerprint']});"
+              f" {origin}")
+    else:
+        print(f"INVALID: {args.file}: {result['reason']}")
+    if not result["valid"]:
+        return 1
+    return 3 if trusted and not result["trusted"] else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": _serve, "demo": _demo, "verify": _verify}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

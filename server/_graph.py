@@ -1,0 +1,146 @@
+"""The causal graph of a trace: agents, tools and LLM calls, and who called whom, from the span tree.
+
+Plumbing spans (chains, graph nodes, plain spans) are not nodes: an edge skips over them to the nearest
+ancestor that is one. An agent is one node however many spans it has, so a loop between two agents shows
+as two edges with counts rather than a long chain. ATP ``links`` add their own typed edges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._model import LLM_KINDS
+
+__all__ = ["build_graph"]
+
+_TOOL_KINDS = frozenset({"tool", "retriever"})
+
+
+def _agent_key(span: dict[str, Any]) -> str | None:
+    return span.get("agent_id") or span.get("agent_name")
+
+
+class _Builder:
+    def __init__(self, spans: list[dict[str, Any]]) -> None:
+        self.spans = {span["span_id"]: span for span in spans}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._node_of_span: dict[str, str | None] = {}
+
+    def node_for(self, span: dict[str, Any]) -> str | None:
+        """The graph node a span stands for, creating it on first sight; None for plumbing spans."""
+        span_id = span["span_id"]
+        if span_id in self._node_of_span:
+            return self._node_of_span[span_id]
+        kind = span.get("kind")
+        node_id: str | None = None
+        if kind == "agent" and _agent_key(span):
+            node_id = f"agent:{_agent_key(span)}"
+            self._add(node_id, "agent", span.get("agent_name") or _agent_key(span) or span["name"], span)
+        elif kind in LLM_KINDS:
+            node_id = f"llm:{span_id}"
+            self._add(node_id, "llm", span.get("model") or span["name"], span)
+        elif kind in _TOOL_KINDS:
+            node_id = f"tool:{span_id}"
+            self._add(node_id, "tool", span["name"], span)
+        elif span.get("parent_span_id") not in self.spans:
+            node_id = f"root:{span_id}"
+            self._add(node_id, "root", span["name"], span)
+        self._node_of_span[span_id] = node_id
+        return node_id
+
+    def _add(self, node_id: str, node_type: str, label: str, span: dict[str, Any]) -> None:
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = {
+                "id": node_id, "type": node_type, "label": label, "span_ids": [], "calls": 0,
+                "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "duration_ms": 0.0, "status": "ok",
+            }
+            if node_type == "agent":
+                node["agent_id"] = span.get("agent_id")
+                node["agent_role"] = span.get("agent_role")
+            if node_type == "llm":
+                node["model"] = span.get("model")
+                node["provider"] = span.get("provider")
+        node["span_ids"].append(span["span_id"])
+        node["calls"] += 1
+        node["duration_ms"] = round(node["duration_ms"] + float(span.get("duration_ms") or 0.0), 3)
+        if span.get("status") in ("error", "blocked") and node["status"] != "blocked":
+            node["status"] = span["status"]
+
+    def _agent_node(self, span: dict[str, Any]) -> str | None:
+        key = _agent_key(span)
+        if not key:
+            return None
+        node_id = f"agent:{key}"
+        if node_id not in self.nodes:
+            self.nodes[node_id] = {
+                "id": node_id, "type": "agent", "label": span.get("agent_name") or key, "span_ids": [], "calls": 0,
+                "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "duration_ms": 0.0, "status": "ok",
+                "agent_id": span.get("agent_id"), "agent_role": span.get("agent_role"),
+            }
+        return node_id
+
+    def parent_node(self, span: dict[str, Any]) -> str | None:
+        seen: set[str] = set()
+        parent_id = span.get("parent_span_id")
+        while parent_id and parent_id in self.spans and parent_id not in seen:
+            seen.add(parent_id)
+            parent = self.spans[parent_id]
+            node = self.node_for(parent)
+            if node is not None:
+                return node
+            parent_id = parent.get("parent_span_id")
+        return None
+
+    def edge(self, source: str, target: str, kind: str) -> None:
+        if source == target:
+            return
+        edge = self.edges.get((source, target, kind))
+        if edge is None:
+            self.edges[(source, target, kind)] = {"source": source, "target": target, "type": kind, "count": 1}
+        else:
+            edge["count"] += 1
+
+
+def _edge_type(source: dict[str, Any], target: dict[str, Any]) -> str:
+    if target["type"] == "agent":
+        return "delegates" if source["type"] == "agent" else "invokes"
+    if target["type"] == "tool":
+        return "uses_tool"
+    return "calls"
+
+
+def build_graph(spans: list[dict[str, Any]]) -> dict[str, Any]:
+    builder = _Builder(spans)
+    for span in spans:
+        node = builder.node_for(span)
+        if node is None:
+            continue
+        parent = builder.parent_node(span)
+        # An LLM call or tool made inside an agent's context belongs to that agent even when the
+        # framework put no agent span in between.
+        own_agent = builder._agent_node(span) if node.startswith(("llm:", "tool:")) else None
+        if own_agent and (parent is None or not parent.startswith("agent:")):
+            if parent is not None:
+                builder.edge(parent, own_agent, _edge_type(builder.nodes[parent], builder.nodes[own_agent]))
+            parent = own_agent
+        if parent is not None:
+            builder.edge(parent, node, _edge_type(builder.nodes[parent], builder.nodes[node]))
+        target = builder.nodes[node]
+        target["input_tokens"] += int(span.get("input_tokens") or 0)
+        target["output_tokens"] += int(span.get("output_tokens") or 0)
+        target["cost_usd"] = round(target["cost_usd"] + float(span.get("cost_usd") or 0.0), 9)
+    for span in spans:
+        links = (span.get("attributes") or {}).get("links")
+        if not isinstance(links, list):
+            continue
+        linked = builder.node_for(span) or builder.parent_node(span)
+        for link in links:
+            if not isinstance(link, dict) or link.get("span_id") not in builder.spans:
+                continue
+            source_span = builder.spans[link["span_id"]]
+            source = builder.node_for(source_span) or builder.parent_node(source_span)
+            if source and linked:
+                builder.edge(source, linked, str(link.get("link_type") or "link").lower())
+    return {"nodes": list(builder.nodes.values()), "edges": list(builder.edges.values())}

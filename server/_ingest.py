@@ -1,0 +1,171 @@
+"""Turning an ingest request body into span records: size caps, bounded gzip inflation, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, to_record
+
+__all__ = ["IngestError", "ParsedBatch", "inflate", "parse_spans", "strip_text"]
+
+_MAX_REPORTED_ERRORS = 20
+# Attribute keys that carry prompt or completion text, removed under zero data retention.
+_TEXT_KEYS = frozenset({"input", "output", "prompt", "prompts", "completion", "completions", "messages",
+                        "decision_reasoning", "gen_ai.prompt", "gen_ai.completion", "llm.input_messages",
+                        "llm.output_messages", "input.value", "output.value"})
+_TEXT_SUFFIXES = (".input", ".output", ".prompt", ".prompts", ".completion", ".messages")
+
+
+class IngestError(Exception):
+    """A request that is refused as a whole; nothing of it is stored."""
+
+    def __init__(self, status_code: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.details = details or []
+
+
+@dataclasses.dataclass(slots=True)
+class ParsedBatch:
+    records: list[SpanRecord]
+    errors: list[dict[str, Any]]
+    rejected: int
+
+
+def _has_zlib_header(body: bytes) -> bool:
+    # HTTP "deflate" means zlib-wrapped, but some clients send raw deflate; the header check tells them apart.
+    return len(body) >= 2 and body[0] & 0x0F == 8 and ((body[0] << 8) | body[1]) % 31 == 0
+
+
+def inflate(body: bytes, encoding: str | None, cap: int) -> bytes:
+    """Undo ``Content-Encoding`` without ever holding more than ``cap`` inflated bytes (gzip bombs)."""
+    coding = (encoding or "identity").strip().lower()
+    if coding in ("identity", ""):
+        # Some clients compress without saying so; the gzip magic number is unambiguous in JSON.
+        if not body.startswith(b"\x1f\x8b"):
+            return body
+        coding = "gzip"
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise IngestError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
+    wbits = 31 if coding != "deflate" else (15 if _has_zlib_header(body) else -15)
+    out = bytearray()
+    data = body
+    try:
+        while data:
+            decompressor = zlib.decompressobj(wbits)
+            chunk = decompressor.decompress(data, cap - len(out) + 1)
+            out += chunk
+            if len(out) > cap:
+                raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
+            if not decompressor.eof:
+                raise IngestError(400, "truncated compressed body")
+            # Concatenated gzip members are legal; anything else after the stream is garbage.
+            data = decompressor.unused_data
+            if data and not data.startswith(b"\x1f\x8b"):
+                break
+    except zlib.error as error:
+        raise IngestError(400, f"body is not valid {coding}: {error}") from None
+    return bytes(out)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # pydantic prefixes the union tag ("native"/"atp"); the client cares about the field path only.
+    parts = [str(part) for part in loc if part not in ("native", "atp") and "[" not in str(part)]
+    return ".".join(parts)
+
+
+def _error(index: int | None, message: str, loc: str = "") -> dict[str, Any]:
+    item: dict[str, Any] = {"message": message}
+    if index is not None:
+        item["index"] = index
+    if loc:
+        item["field"] = loc
+    return item
+
+
+def parse_spans(raw: bytes, max_spans: int) -> ParsedBatch:
+    """Validate one span or a list of spans. Valid spans are kept even if their neighbours are not."""
+    head = raw.lstrip()[:1]
+    if head not in (b"[", b"{"):
+        raise IngestError(400, "body must be a JSON object (one span) or a JSON array of spans")
+    try:
+        validated: list[Any] = []
+        if head == b"[":
+            try:
+                validated = NATIVE_LIST.validate_json(raw)
+                mixed = any(looks_atp(span) for span in validated)
+            except ValidationError:
+                mixed = True
+            if mixed:
+                validated = SPAN_LIST.validate_json(raw)
+        else:
+            validated = [SPAN_ONE.validate_json(raw)]
+    except ValidationError:
+        return _parse_slowly(raw, max_spans)
+    if len(validated) > max_spans:
+        raise IngestError(413, f"at most {max_spans} spans per request")
+    records: list[SpanRecord] = []
+    errors: list[dict[str, Any]] = []
+    for index, span in enumerate(validated):
+        try:
+            records.append(to_record(span))
+        except ValueError as error:
+            errors.append(_error(index, str(error)))
+    return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], len(errors))
+
+
+def _parse_slowly(raw: bytes, max_spans: int) -> ParsedBatch:
+    """Per-span validation, to keep the good spans of a batch and say exactly what is wrong with the rest."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise IngestError(400, f"body is not valid JSON: {error}") from None
+    items = document if isinstance(document, list) else [document]
+    if len(items) > max_spans:
+        raise IngestError(413, f"at most {max_spans} spans per request")
+    records: list[SpanRecord] = []
+    errors: list[dict[str, Any]] = []
+    rejected = 0
+    single = not isinstance(document, list)
+    for index, item in enumerate(items):
+        try:
+            records.append(to_record(SPAN_ONE.validate_python(item)))
+        except ValidationError as error:
+            rejected += 1
+            for detail in error.errors(include_url=False, include_input=False)[:3]:
+                errors.append(_error(None if single else index, detail["msg"], _location(detail["loc"])))
+        except ValueError as error:
+            rejected += 1
+            errors.append(_error(None if single else index, str(error)))
+    return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], rejected)
+
+
+def _is_text_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in _TEXT_KEYS or lowered.endswith(_TEXT_SUFFIXES)
+
+
+def strip_text(record: SpanRecord) -> None:
+    """Zero data retention: drop prompts, outputs and text-bearing attributes, whatever the client sent."""
+    stripped = record.input is not None or record.output is not None
+    record.input = None
+    record.output = None
+    attributes = record.attributes
+    for key in [key for key in attributes if _is_text_key(key)]:
+        del attributes[key]
+        stripped = True
+    tool_calls = attributes.get("tool_calls")
+    if isinstance(tool_calls, list):
+        attributes["tool_calls"] = [
+            {k: v for k, v in call.items() if k not in ("tool_input", "tool_output")} if isinstance(call, dict)
+            else None for call in tool_calls
+        ]
+    attributes["agentwatch.zero_data_retention"] = True
+    if stripped:
+        attributes["agentwatch.text_stripped"] = True

@@ -1,0 +1,112 @@
+"""The monthly report as a PDF (reportlab). Untrusted text goes into table cells as plain strings,
+never into Paragraph markup, so an agent called ``<b>`` is printed, not interpreted."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from reportlab.graphics.charts.barcharts import VerticalBarChart
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+__all__ = ["render_monthly_pdf"]
+
+_TABLE_STYLE = TableStyle([
+    ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 9),
+    ("FONT", (0, 1), (-1, -1), "Helvetica", 8),
+    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
+    ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#b8c2cc")),
+    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+])
+
+
+def _clip(value: Any, width: int = 40) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _money(value: Any) -> str:
+    return f"${float(value or 0):,.4f}"
+
+
+def _table(header: list[str], rows: list[list[str]], widths: list[float] | None = None) -> Table:
+    table = Table([header, *rows] if rows else [header, ["(none)"] + [""] * (len(header) - 1)],
+                  colWidths=widths, repeatRows=1, hAlign="LEFT")
+    table.setStyle(_TABLE_STYLE)
+    return table
+
+
+def _daily_chart(days: list[dict[str, Any]]) -> Drawing:
+    drawing = Drawing(170 * mm, 55 * mm)
+    chart = VerticalBarChart()
+    chart.x, chart.y, chart.width, chart.height = 12 * mm, 8 * mm, 152 * mm, 42 * mm
+    chart.data = [[float(day["cost_usd"]) for day in days] or [0.0]]
+    chart.categoryAxis.categoryNames = [day["date"][-2:] for day in days] or [""]
+    chart.categoryAxis.labels.fontSize = 6
+    chart.valueAxis.labels.fontSize = 6
+    chart.valueAxis.valueMin = 0
+    chart.bars[0].fillColor = colors.HexColor("#3b6ea5")
+    drawing.add(chart)
+    return drawing
+
+
+def render_monthly_pdf(report: dict[str, Any], key_fingerprint: str) -> bytes:
+    styles = getSampleStyleSheet()
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm,
+                                 topMargin=16 * mm, bottomMargin=16 * mm,
+                                 title=f"AgentWatch monthly report {report['month']}", author="AgentWatch")
+    totals = report["totals"]
+    story: list[Any] = [
+        Paragraph(f"AgentWatch monthly report — {report['month']}", styles["Title"]),
+        Paragraph(f"Period {report['from']} to {report['to']} (UTC). Generated {report['generated_at']}.",
+                  styles["Normal"]),
+        Spacer(1, 4 * mm),
+        Paragraph("Summary", styles["Heading2"]),
+        _table(["Traces", "Spans", "LLM calls", "Tokens", "Cost", "p50 / p95 latency", "Error rate", "Blocked"], [[
+            f"{totals['traces']:,}", f"{totals['spans']:,}", f"{totals['llm_calls']:,}",
+            f"{totals['total_tokens']:,}", _money(totals["cost_usd"]),
+            f"{totals['latency_p50_ms'] or 0:.0f} / {totals['latency_p95_ms'] or 0:.0f} ms",
+            f"{totals['error_rate'] * 100:.1f} %", f"{totals['blocked_calls']:,}"]]),
+        Spacer(1, 4 * mm),
+        Paragraph("Cost per day (USD)", styles["Heading2"]),
+        _daily_chart(report["daily_cost"]),
+        Paragraph("Cost by agent", styles["Heading2"]),
+        _table(["Agent", "LLM calls", "Tokens", "Errors", "Blocked", "Cost"], [
+            [_clip(a["agent_name"] or a["agent_id"] or "(no agent)"), f"{a['llm_calls']:,}",
+             f"{a['input_tokens'] + a['output_tokens']:,}", f"{a['errors']:,}", f"{a['blocked']:,}",
+             _money(a["cost_usd"])] for a in report["cost_by_agent"][:25]]),
+        Paragraph("Cost by model", styles["Heading2"]),
+        _table(["Model", "Provider", "LLM calls", "Tokens", "Cost"], [
+            [_clip(m["model"]), _clip(m["provider"] or "", 20), f"{m['llm_calls']:,}",
+             f"{m['input_tokens'] + m['output_tokens']:,}", _money(m["cost_usd"])]
+            for m in report["cost_by_model"][:25]]),
+        Paragraph("Most expensive traces", styles["Heading2"]),
+        _table(["Trace", "Name", "Start", "Status", "Spans", "Cost"], [
+            [t["trace_id"][:16], _clip(t["name"], 34), (t["start_time"] or "")[:19], t["status"],
+             f"{t['span_count']:,}", _money(t["cost_usd"])] for t in report["top_traces"]]),
+        Paragraph("Circuit breaker transitions (EU AI Act Art. 12 relevant events)", styles["Heading2"]),
+        Paragraph(f"{report['circuit_breaker']['transitions']} transitions this month.", styles["Normal"]),
+        _table(["Time", "Scope", "Event", "From → to", "Reason"], [
+            [(t["time"] or "")[:19], _clip(f"{t['scope']}/{t['scope_id']}", 30), _clip(t["event"], 16),
+             _clip(f"{t['from_state']} → {t['to_state']}", 24), _clip(t["reason"], 24)]
+            for t in report["circuit_breaker"]["recent"][:30]]),
+        Paragraph("Alerts", styles["Heading2"]),
+        Paragraph(f"{report['alerts']['total']} alerts this month.", styles["Normal"]),
+        _table(["Time", "Source", "Message", "Delivery"], [
+            [(a["time"] or "")[:19], a["source"], _clip(a["message"], 60), _clip(a["delivery_status"] or "", 10)]
+            for a in report["alerts"]["recent"][:30]]),
+        Spacer(1, 6 * mm),
+        Paragraph(
+            "This file carries an RSA-PSS SHA-256 signature after its last %%EOF marker. Check it with "
+            f"<font face='Courier'>agentwatch verify report.pdf</font>. Signing key fingerprint: "
+            f"<font face='Courier' size='7'>{key_fingerprint}</font>", styles["Normal"]),
+    ]
+    document.build(story)
+    return buffer.getvalue()

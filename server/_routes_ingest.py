@@ -1,0 +1,93 @@
+"""``POST /api/ingest``: one span, a list of spans, or either gzip'd; native or ATP format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from ._ingest import IngestError, inflate, parse_spans, strip_text
+from ._state import AppState, app_state
+
+__all__ = ["router", "IngestAnswer"]
+
+router = APIRouter()
+
+_SPAN_BODY = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/NativeSpan"},
+        {"$ref": "#/components/schemas/AtpSpan"},
+        {"type": "array", "items": {"oneOf": [{"$ref": "#/components/schemas/NativeSpan"},
+                                              {"$ref": "#/components/schemas/AtpSpan"}]}},
+    ]
+}
+
+
+class IngestAnswer(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int = 0
+    errors: list[dict[str, Any]] = []
+
+
+def _error(error: IngestError) -> JSONResponse:
+    content: dict[str, Any] = {"detail": error.message}
+    if error.details:
+        content["errors"] = error.details
+    return JSONResponse(content, status_code=error.status_code)
+
+
+def _process(state: AppState, body: bytes, encoding: str | None) -> dict[str, Any]:
+    settings = state.settings
+    raw = inflate(body, encoding, settings.max_inflated_bytes)
+    batch = parse_spans(raw, settings.max_spans_per_request)
+    if not batch.records and batch.rejected:
+        raise IngestError(422, "no valid span in the request", batch.errors)
+    if settings.zero_data_retention:
+        for record in batch.records:
+            strip_text(record)
+    result = state.store.ingest(batch.records)
+    if result.accepted:
+        state.alerts.notify_ingest()
+    answer: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates,
+                              "rejected": batch.rejected}
+    if batch.errors:
+        answer["errors"] = batch.errors
+    return answer
+
+
+@router.post(
+    "/api/ingest",
+    response_model=IngestAnswer,
+    tags=["ingest"],
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _SPAN_BODY}}}},
+    responses={400: {"description": "malformed body"}, 413: {"description": "body too large"},
+               415: {"description": "unsupported Content-Encoding"}, 422: {"description": "no valid span"}},
+)
+async def ingest(request: Request) -> Any:
+    """Store spans. Idempotent on (trace_id, span_id): a retried batch is answered with ``duplicates``.
+
+    Spans that fail validation are reported in ``errors`` (by index) while the valid ones are stored;
+    a body that is not JSON, too large, or has no valid span is refused as a whole. The answer is sent
+    only after the batch is committed.
+    """
+    state = app_state(request)
+    limit = state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return _error(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return _error(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
+    if not body:
+        return _error(IngestError(400, "empty body: send a span object or a list of spans"))
+    try:
+        answer = await run_in_threadpool(_process, state, bytes(body), request.headers.get("content-encoding"))
+    except IngestError as error:
+        return _error(error)
+    return JSONResponse(answer)

@@ -1,0 +1,142 @@
+"""Collector settings: command-line flags first, then environment variables, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "default_db_path", "signing_key_path_for"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("AGENTWATCH_DB") or Path.home() / ".agentwatch" / "agentwatch.db")
+
+
+def signing_key_path_for(db_path: Path) -> Path:
+    """The generated report-signing key lives beside the database it signs reports for."""
+    return db_path.with_name(db_path.stem + ".signing-key.pem")
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}: expected a boolean, got {raw!r}")
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the collector can be told. ``Settings.from_env()`` reads the documented variables."""
+
+    host: str = "127.0.0.1"
+    port: int = 3001
+    db_path: Path = dataclasses.field(default_factory=default_db_path)
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    zero_data_retention: bool = False
+    #: 0 keeps data forever.
+    data_retention_days: int = 30
+    #: "NORMAL" survives a process crash (the WAL is written before commit returns); "FULL" also power loss.
+    synchronous: str = "NORMAL"
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_inflated_bytes: int = 64 * 1024 * 1024
+    max_spans_per_request: int = 50_000
+    signing_key_path: Path | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    from_email: str = "agentwatch@localhost"
+    #: Recipient of email rules that name none (the docs' example rule has no address).
+    alert_email_to: str | None = None
+    alert_interval_seconds: float = 30.0
+    #: Ingest wakes the rule evaluator, but not more often than this.
+    alert_min_interval_seconds: float = 2.0
+    maintenance_interval_seconds: float = 3600.0
+    webhook_timeout_seconds: float = 5.0
+
+    @property
+    def local_mode(self) -> bool:
+        return not self.api_key
+
+    @property
+    def resolved_signing_key_path(self) -> Path:
+        return self.signing_key_path or signing_key_path_for(self.db_path)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` that are not None win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if env.get("API_KEY"):
+            values["api_key"] = env["API_KEY"]
+            # A collector that checks keys is meant to be reached from elsewhere.
+            values["host"] = "0.0.0.0"
+        if env.get("HOST"):
+            values["host"] = env["HOST"]
+        if env.get("PORT"):
+            values["port"] = _number("PORT", env["PORT"], int)
+        if env.get("AGENTWATCH_DB"):
+            values["db_path"] = Path(env["AGENTWATCH_DB"])
+        if env.get("CORS_ORIGINS"):
+            values["cors_origins"] = tuple(o.strip() for o in env["CORS_ORIGINS"].split(",") if o.strip())
+        if "ZERO_DATA_RETENTION" in env:
+            values["zero_data_retention"] = _bool("ZERO_DATA_RETENTION", env["ZERO_DATA_RETENTION"])
+        if env.get("DATA_RETENTION_DAYS"):
+            values["data_retention_days"] = _number("DATA_RETENTION_DAYS", env["DATA_RETENTION_DAYS"], int)
+        if env.get("AGENTWATCH_SYNCHRONOUS"):
+            values["synchronous"] = env["AGENTWATCH_SYNCHRONOUS"].strip().upper()
+        for name, key, kind in (
+            ("AGENTWATCH_MAX_BODY_BYTES", "max_body_bytes", int),
+            ("AGENTWATCH_MAX_INFLATED_BYTES", "max_inflated_bytes", int),
+            ("AGENTWATCH_ALERT_INTERVAL", "alert_interval_seconds", float),
+            ("SMTP_PORT", "smtp_port", int),
+        ):
+            if env.get(name):
+                values[key] = _number(name, env[name], kind)
+        if env.get("AGENTWATCH_SIGNING_KEY"):
+            values["signing_key_path"] = Path(env["AGENTWATCH_SIGNING_KEY"])
+        for name, key in (("SMTP_HOST", "smtp_host"), ("SMTP_USER", "smtp_user"),
+                          ("SMTP_PASSWORD", "smtp_password"), ("FROM_EMAIL", "from_email"),
+                          ("ALERT_EMAIL", "alert_email_to")):
+            if env.get(name):
+                values[key] = env[name]
+        for name, key in (("SMTP_STARTTLS", "smtp_starttls"), ("SMTP_SSL", "smtp_ssl")):
+            if name in env:
+                values[key] = _bool(name, env[name])
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if "db_path" in values:
+            values["db_path"] = Path(values["db_path"])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"AGENTWATCH_SYNCHRONOUS must be NORMAL or FULL, got {self.synchronous!r}")
+        if self.data_retention_days < 0:
+            raise ValueError("DATA_RETENTION_DAYS must be >= 0 (0 keeps data forever)")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.max_body_bytes <= 0 or self.max_inflated_bytes <= 0:
+            raise ValueError("body limits must be positive")

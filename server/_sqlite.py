@@ -1,0 +1,607 @@
+"""The embedded default store: one SQLite file in WAL mode, no server to install.
+
+Concurrency: one writer connection behind a lock (SQLite allows one writer anyway) and one reader
+connection per thread, which WAL lets read while a batch is being written.
+
+Durability: every batch is committed before ``ingest`` returns, so a 2xx means the spans are in the WAL.
+With ``synchronous=NORMAL`` (default) a killed process loses nothing that was acknowledged; a power cut
+may lose the last transactions. ``synchronous=FULL`` also survives power loss, at some ingest speed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _json
+from ._model import LLM_KINDS, SpanRecord
+from ._sqlite_breakers import BreakerTables
+from ._sqlite_queries import Queries
+from ._sqlite_schema import SCHEMA, SCHEMA_VERSION
+from ._stats import hour_of, latency_bin
+from ._store import IngestResult, Store, TraceQuery
+
+__all__ = ["SQLiteStore"]
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - one process per database on Windows
+    fcntl = None
+
+_ID_CHUNK = 900  # stays under SQLite's default limit of bound parameters on old builds
+
+_INSERT_SPAN = """
+INSERT OR IGNORE INTO spans (tkey, span_id, trace_id, parent_span_id, name, kind, status, start_ns, end_ns, agent_id,
+    agent_name, agent_role, model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,
+    attributes, input, output)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_UPSERT_TRACE = """
+INSERT INTO traces (tkey, trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,
+    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models)
+VALUES (?, ?, ?, ?, ?, ?, (? - ?) / 1e6, ?, ?, ?, ?, ?, ?, ?, ?,
+    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?)
+ON CONFLICT (trace_id) DO UPDATE SET
+    name = CASE WHEN traces.has_root THEN traces.name
+                WHEN excluded.has_root OR excluded.start_ns < traces.start_ns THEN excluded.name
+                ELSE traces.name END,
+    has_root = max(traces.has_root, excluded.has_root),
+    start_ns = min(traces.start_ns, excluded.start_ns),
+    end_ns = max(traces.end_ns, excluded.end_ns),
+    duration_ms = (max(traces.end_ns, excluded.end_ns) - min(traces.start_ns, excluded.start_ns)) / 1e6,
+    span_count = traces.span_count + excluded.span_count,
+    llm_calls = traces.llm_calls + excluded.llm_calls,
+    input_tokens = traces.input_tokens + excluded.input_tokens,
+    output_tokens = traces.output_tokens + excluded.output_tokens,
+    total_tokens = traces.total_tokens + excluded.total_tokens,
+    cost_usd = traces.cost_usd + excluded.cost_usd,
+    errors = traces.errors + excluded.errors,
+    blocked = traces.blocked + excluded.blocked,
+    status = CASE WHEN traces.blocked + excluded.blocked > 0 THEN 'blocked'
+                  WHEN traces.errors + excluded.errors > 0 THEN 'error' ELSE 'ok' END,
+    agents = excluded.agents,
+    models = excluded.models
+"""
+
+_UPSERT_HOUR = """
+INSERT INTO rollup_hour (hour, spans, llm_calls, llm_errors, errors, blocked, input_tokens, output_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour) DO UPDATE SET
+    spans = spans + excluded.spans, llm_calls = llm_calls + excluded.llm_calls,
+    llm_errors = llm_errors + excluded.llm_errors, errors = errors + excluded.errors,
+    blocked = blocked + excluded.blocked, input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd
+"""
+
+_UPSERT_LATENCY = """
+INSERT INTO rollup_latency (hour, bin, n) VALUES (?, ?, ?)
+ON CONFLICT (hour, bin) DO UPDATE SET n = n + excluded.n
+"""
+
+_UPSERT_AGENT = """
+INSERT INTO rollup_agent (hour, agent_id, agent_name, spans, llm_calls, errors, blocked, input_tokens,
+    output_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour, agent_id) DO UPDATE SET
+    agent_name = coalesce(excluded.agent_name, agent_name), spans = spans + excluded.spans,
+    llm_calls = llm_calls + excluded.llm_calls, errors = errors + excluded.errors,
+    blocked = blocked + excluded.blocked, input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd
+"""
+
+_UPSERT_MODEL = """
+INSERT INTO rollup_model (hour, model, provider, llm_calls, errors, input_tokens, output_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour, model, provider) DO UPDATE SET
+    llm_calls = llm_calls + excluded.llm_calls, errors = errors + excluded.errors,
+    input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
+
+
+def _span_row(record: SpanRecord) -> tuple[Any, ...]:
+    return (
+        record.span_id, record.trace_id, record.parent_span_id, record.name, record.kind, record.status,
+        record.start_ns, record.end_ns, record.agent_id, record.agent_name, record.agent_role, record.model,
+        record.provider, record.input_tokens, record.output_tokens, record.cached_input_tokens,
+        record.cost_usd, _json.dumps(record.attributes),
+        None if record.input is None else _json.dumps(record.input),
+        None if record.output is None else _json.dumps(record.output),
+    )
+
+
+class _Aggregates:
+    """What one batch adds to the summary tables, computed before taking the write lock."""
+
+    __slots__ = ("traces", "agents", "models", "hours", "latency", "by_agent", "by_model", "breakers", "alerts")
+
+    def __init__(self, records: Sequence[SpanRecord]) -> None:
+        traces: dict[str, list[Any]] = {}
+        agents: dict[tuple[str, str], str | None] = {}
+        models: dict[str, list[str]] = {}
+        hours: dict[int, list[Any]] = {}
+        latency: dict[tuple[int, int], int] = {}
+        by_agent: dict[tuple[int, str], list[Any]] = {}
+        by_model: dict[tuple[int, str, str], list[Any]] = {}
+        self.breakers: list[SpanRecord] = []
+        self.alerts: list[SpanRecord] = []
+        for r in records:
+            is_error = r.status == "error"
+            is_blocked = r.status == "blocked"
+            is_call = r.kind in LLM_KINDS and not is_blocked
+            call_error = is_call and is_error
+            tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
+            is_root = r.parent_span_id is None
+            trace = traces.get(r.trace_id)
+            if trace is None:
+                traces[r.trace_id] = [r.name, is_root, r.start_ns, r.end_ns, 1, int(is_call), tokens_in,
+                                      tokens_out, cost, int(is_error), int(is_blocked)]
+            else:
+                if (is_root and not trace[1]) or (not trace[1] and r.start_ns < trace[2]):
+                    trace[0] = r.name
+                trace[1] = trace[1] or is_root
+                trace[2] = min(trace[2], r.start_ns)
+                trace[3] = max(trace[3], r.end_ns)
+                trace[4] += 1
+                trace[5] += is_call
+                trace[6] += tokens_in
+                trace[7] += tokens_out
+                trace[8] += cost
+                trace[9] += is_error
+                trace[10] += is_blocked
+            hour = r.start_ns // 3_600_000_000_000
+            bucket = hours.get(hour)
+            if bucket is None:
+                hours[hour] = [1, int(is_call), int(call_error), int(is_error), int(is_blocked), tokens_in,
+                               tokens_out, cost]
+            else:
+                bucket[0] += 1
+                bucket[1] += is_call
+                bucket[2] += call_error
+                bucket[3] += is_error
+                bucket[4] += is_blocked
+                bucket[5] += tokens_in
+                bucket[6] += tokens_out
+                bucket[7] += cost
+            if is_call:
+                key = (hour, latency_bin((r.end_ns - r.start_ns) / 1e6))
+                latency[key] = latency.get(key, 0) + 1
+            agent = r.agent_id or r.agent_name
+            if agent and agents.get((r.trace_id, agent)) is None:
+                agents[(r.trace_id, agent)] = r.agent_name
+            akey = (hour, agent or "")
+            row = by_agent.get(akey)
+            if row is None:
+                by_agent[akey] = [r.agent_name, 1, int(is_call), int(is_error), int(is_blocked), tokens_in,
+                                  tokens_out, cost]
+            else:
+                row[0] = row[0] or r.agent_name
+                row[1] += 1
+                row[2] += is_call
+                row[3] += is_error
+                row[4] += is_blocked
+                row[5] += tokens_in
+                row[6] += tokens_out
+                row[7] += cost
+            if r.model:
+                trace_models = models.setdefault(r.trace_id, [])
+                if r.model not in trace_models:
+                    trace_models.append(r.model)
+                mkey = (hour, r.model, r.provider or "")
+                mrow = by_model.get(mkey)
+                if mrow is None:
+                    by_model[mkey] = [int(is_call), int(is_error), tokens_in, tokens_out, cost]
+                else:
+                    mrow[0] += is_call
+                    mrow[1] += is_error
+                    mrow[2] += tokens_in
+                    mrow[3] += tokens_out
+                    mrow[4] += cost
+            if r.kind == "breaker":
+                self.breakers.append(r)
+            elif r.kind == "alert":
+                self.alerts.append(r)
+        self.traces = traces
+        self.agents = agents
+        self.models = models
+        self.hours = hours
+        self.latency = latency
+        self.by_agent = by_agent
+        self.by_model = by_model
+
+    def _labels(self, known: dict[str, tuple[int, str, str]],
+                tkeys: dict[str, int]) -> tuple[dict[str, tuple[str, str]], list[tuple[Any, ...]]]:
+        """Merged agents/models JSON per trace, and the label rows that are new (runs under the write lock)."""
+        agents_by_trace: dict[str, list[list[Any]]] = {}
+        for (trace_id, agent), name in self.agents.items():
+            agents_by_trace.setdefault(trace_id, []).append([agent, name])
+        merged: dict[str, tuple[str, str]] = {}
+        new_rows: list[tuple[Any, ...]] = []
+        for trace_id, trace in self.traces.items():
+            old = known.get(trace_id)
+            old_agents: list[list[Any]] = _json.loads(old[1]) if old else []
+            old_models: list[str] = _json.loads(old[2]) if old else []
+            agents = list(old_agents)
+            seen = {entry[0]: entry for entry in agents}
+            for agent, name in agents_by_trace.get(trace_id, ()):
+                entry = seen.get(agent)
+                if entry is None:
+                    agents.append([agent, name])
+                    new_rows.append(("agent", agent, tkeys[trace_id], trace[2]))
+                elif entry[1] is None and name:
+                    entry[1] = name
+            models = list(old_models)
+            for model in self.models.get(trace_id, ()):
+                if model not in models:
+                    models.append(model)
+                    new_rows.append(("model", model, tkeys[trace_id], trace[2]))
+            merged[trace_id] = (_json.dumps(agents), _json.dumps(models))
+        return merged, new_rows
+
+    def write(self, cursor: sqlite3.Cursor, known: dict[str, tuple[int, str, str]], tkeys: dict[str, int]) -> None:
+        labels, label_rows = self._labels(known, tkeys)
+        cursor.executemany(_UPSERT_TRACE, [
+            (tkeys[tid], tid, t[0], int(t[1]), t[2], t[3], t[3], t[2], t[4], t[5], t[6], t[7], t[6] + t[7], t[8], t[9],
+             t[10], t[10], t[9], *labels[tid])
+            for tid, t in self.traces.items()
+        ])
+        if label_rows:
+            cursor.executemany("INSERT INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
+                               label_rows)
+        cursor.executemany(_UPSERT_HOUR, [(hour, *values) for hour, values in self.hours.items()])
+        if self.latency:
+            cursor.executemany(_UPSERT_LATENCY, [(h, b, n) for (h, b), n in self.latency.items()])
+        cursor.executemany(_UPSERT_AGENT, [(h, a, *values) for (h, a), values in self.by_agent.items()])
+        if self.by_model:
+            cursor.executemany(_UPSERT_MODEL, [(h, m, p, *values) for (h, m, p), values in self.by_model.items()])
+
+
+class SQLiteStore(Store):
+    """``Store`` on one SQLite file. Safe to share between threads."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous = synchronous
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        # Several server processes may share one database (``serve --workers``). SQLite serialises their
+        # writes anyway, but its busy handler sleeps and polls; a blocking file lock hands over at once.
+        self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
+        self._writer = self._connect()
+        self._writer.executescript(SCHEMA)
+        self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+        # Checkpoints copy the WAL into the database file and fsync; doing them on a thread of their own
+        # keeps that work off the ingest path. The writer's own autocheckpoint is only a safety net.
+        self._writer.execute("PRAGMA wal_autocheckpoint=20000")
+        self._breakers = BreakerTables()
+        self._queries = Queries(self._reader)
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="agentwatch-sqlite-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
+
+    # -- connections ------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute("PRAGMA cache_size=-65536")
+        connection.execute("PRAGMA temp_store=MEMORY")
+        connection.execute("PRAGMA mmap_size=268435456")
+        return connection
+
+    def _checkpoint_loop(self) -> None:
+        connection = self._connect()
+        try:
+            while not self._stop.wait(0.5):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    continue  # busy or locked: the next round catches up
+        finally:
+            connection.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            connection = self._connect()
+            connection.execute("PRAGMA query_only=1")
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer.is_alive() and self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(timeout=5)
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for connection in self._readers:
+                    try:
+                        connection.close()
+                    except sqlite3.ProgrammingError:
+                        pass  # still in use by a thread that is finishing; SQLite closes it with the process
+                self._readers.clear()
+            try:
+                self._writer.execute("PRAGMA optimize")
+            finally:
+                self._writer.close()
+                self._lock_file.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._writer, self._write_lock, self._lock_file.fileno())
+
+    # -- spans ---------------------------------------------------------------------------------------
+
+    def _known(self, cursor: sqlite3.Cursor, records: Sequence[SpanRecord]
+               ) -> tuple[dict[str, tuple[int, str, str]], set[tuple[str, str]]]:
+        """Stored traces among those of ``records`` ({trace_id: (tkey, agents, models)}) and the
+        (trace_id, span_id) pairs already stored."""
+        trace_ids = list({record.trace_id for record in records})
+        traces: dict[str, tuple[int, str, str]] = {}
+        for start in range(0, len(trace_ids), _ID_CHUNK):
+            chunk = trace_ids[start:start + _ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for tkey, trace_id, agents, models in cursor.execute(
+                    f"SELECT tkey, trace_id, agents, models FROM traces WHERE trace_id IN ({marks})", chunk):
+                traces[trace_id] = (tkey, agents, models)
+        spans: set[tuple[str, str]] = set()
+        by_key = {value[0]: trace_id for trace_id, value in traces.items()}
+        keys = list(by_key)
+        for start in range(0, len(keys), _ID_CHUNK):
+            key_chunk = keys[start:start + _ID_CHUNK]
+            marks = ",".join("?" * len(key_chunk))
+            spans.update((by_key[tkey], span_id) for tkey, span_id in cursor.execute(
+                f"SELECT tkey, span_id FROM spans WHERE tkey IN ({marks})", key_chunk))
+        return traces, spans
+
+    def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
+        if not records:
+            return IngestResult(0, 0)
+        unique: dict[tuple[str, str], SpanRecord] = {}
+        for record in records:
+            unique.setdefault((record.trace_id, record.span_id), record)
+        # The Python work happens before taking the write lock, so two requests overlap; spans found to
+        # be stored already (a retried batch) are filtered out under the lock and the work redone.
+        fresh = list(unique.values())
+        rows = [_span_row(r) for r in fresh]
+        aggregates = _Aggregates(fresh)
+        with self._transaction() as cursor:
+            known_traces, known_spans = self._known(cursor, fresh)
+            if known_spans:
+                fresh = [r for r in fresh if (r.trace_id, r.span_id) not in known_spans]
+                rows = [_span_row(r) for r in fresh]
+                aggregates = _Aggregates(fresh)
+            if fresh:
+                # New traces get the next sequential keys: the write lock makes max() + n safe.
+                tkeys = {trace_id: value[0] for trace_id, value in known_traces.items()}
+                next_key = (cursor.execute("SELECT max(tkey) FROM traces").fetchone()[0] or 0) + 1
+                for trace_id in aggregates.traces:
+                    if trace_id not in tkeys:
+                        tkeys[trace_id] = next_key
+                        next_key += 1
+                cursor.executemany(_INSERT_SPAN, [(tkeys[row[1]], *row) for row in rows])
+                aggregates.write(cursor, known_traces, tkeys)
+                for record in aggregates.breakers:
+                    self._breakers.add_event(cursor, _breaker_event(record), "span", record.trace_id,
+                                             record.span_id)
+                for record in aggregates.alerts:
+                    self._breakers.add_sdk_alert(cursor, {"timestamp_unix_nano": record.start_ns,
+                                                          **record.attributes})
+        return IngestResult(len(fresh), len(records) - len(fresh))
+
+    def list_traces(self, query: TraceQuery) -> dict[str, Any]:
+        return self._queries.list_traces(query)
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        return self._queries.get_trace(trace_id)
+
+    def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        return self._queries.trace_spans(trace_id, limit)
+
+    def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
+        return self._queries.iter_traces(start_ns, end_ns)
+
+    # -- aggregates ------------------------------------------------------------------------------------
+
+    def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
+        return self._queries.metrics(start_ns, end_ns)
+
+    def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+        return self._queries.cost_daily(start_ns, end_ns)
+
+    def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
+        return self._queries.cost_by_agent(start_ns, end_ns)
+
+    def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
+        return self._queries.cost_by_model(start_ns, end_ns)
+
+    def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
+        return self._queries.window_stats(start_ns, end_ns)
+
+    def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
+        return self._queries.top_traces(start_ns, end_ns, limit)
+
+    # -- breakers and alerts -----------------------------------------------------------------------------
+
+    def record_breaker_event(self, event: dict[str, Any], source: str) -> bool:
+        with self._transaction() as cursor:
+            return self._breakers.add_event(cursor, event, source, None, None)
+
+    def breaker_status(self) -> list[dict[str, Any]]:
+        return self._breakers.status(self._reader())
+
+    def breaker_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[dict[str, Any]]:
+        return self._breakers.history(self._reader(), limit, offset, start_ns, end_ns)
+
+    def record_sdk_alert(self, alert: dict[str, Any]) -> bool:
+        with self._transaction() as cursor:
+            return self._breakers.add_sdk_alert(cursor, alert)
+
+    def add_alert_event(self, event: dict[str, Any]) -> int:
+        with self._transaction() as cursor:
+            return self._breakers.add_alert_event(cursor, event)
+
+    def update_alert_delivery(self, event_id: int, status: str, error: str | None) -> None:
+        with self._transaction() as cursor:
+            cursor.execute("UPDATE alert_history SET delivery_status = ?, delivery_error = ? WHERE id = ?",
+                           (status, error, event_id))
+
+    def alert_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
+                      end_ns: int | None = None) -> list[dict[str, Any]]:
+        return self._breakers.alert_history(self._reader(), limit, offset, start_ns, end_ns)
+
+    def create_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+        now = time.time_ns()
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO alert_rules (name, condition, threshold, action_type, webhook_url, email, enabled,"
+                " cooldown_seconds, window_seconds, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (rule["name"], rule["condition"], rule["threshold"], rule["action_type"], rule.get("webhook_url"),
+                 rule.get("email"), int(rule.get("enabled", True)), rule["cooldown_seconds"],
+                 rule.get("window_seconds"), now, now))
+            rule_id = cursor.lastrowid
+        created = self.get_rule(int(rule_id or 0))
+        assert created is not None
+        return created
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        return self._breakers.rules(self._reader(), None)
+
+    def get_rule(self, rule_id: int) -> dict[str, Any] | None:
+        found = self._breakers.rules(self._reader(), rule_id)
+        return found[0] if found else None
+
+    def update_rule(self, rule_id: int, changes: dict[str, Any]) -> dict[str, Any] | None:
+        allowed = ("name", "condition", "threshold", "action_type", "webhook_url", "email", "enabled",
+                   "cooldown_seconds", "window_seconds")
+        # Column names come from the fixed tuple above, never from the request.
+        columns = [column for column in allowed if column in changes]
+        with self._transaction() as cursor:
+            if columns:
+                assignments = ", ".join(f"{column} = ?" for column in columns)
+                values = [int(changes[c]) if c == "enabled" else changes[c] for c in columns]
+                cursor.execute(f"UPDATE alert_rules SET {assignments}, updated_ns = ? WHERE id = ?",
+                               (*values, time.time_ns(), rule_id))
+        return self.get_rule(rule_id)
+
+    def delete_rule(self, rule_id: int) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,))
+            return cursor.rowcount > 0
+
+    def claim_rule(self, rule_id: int, ts_ns: int, cooldown_ns: int) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute("UPDATE alert_rules SET last_triggered_ns = ? WHERE id = ? AND enabled = 1 AND"
+                           " (last_triggered_ns IS NULL OR last_triggered_ns <= ?)",
+                           (ts_ns, rule_id, ts_ns - cooldown_ns))
+            return cursor.rowcount == 1
+
+    # -- upkeep ------------------------------------------------------------------------------------------
+
+    def purge(self, before_ns: int) -> dict[str, int]:
+        removed = {"traces": 0, "spans": 0, "breaker_events": 0, "alert_history": 0}
+        # Small transactions: ingest must not wait behind one huge delete.
+        while True:
+            with self._transaction() as cursor:
+                rows = cursor.execute("SELECT tkey, agents, models FROM traces WHERE start_ns < ? LIMIT 500",
+                                      (before_ns,)).fetchall()
+                if not rows:
+                    break
+                ids = [row[0] for row in rows]
+                marks = ",".join("?" * len(ids))
+                # A trace's labels are listed on its row, so each is deleted by an exact index lookup.
+                labels = [("agent", agent, tkey) for tkey, agents, _ in rows for agent, _name in _json.loads(agents)]
+                labels += [("model", model, tkey) for tkey, _, models in rows for model in _json.loads(models)]
+                cursor.executemany("DELETE FROM trace_labels WHERE kind = ? AND label = ? AND tkey = ?", labels)
+                cursor.execute(f"DELETE FROM spans WHERE tkey IN ({marks})", ids)
+                removed["spans"] += cursor.rowcount
+                cursor.execute(f"DELETE FROM traces WHERE tkey IN ({marks})", ids)
+                removed["traces"] += cursor.rowcount
+        while True:
+            with self._transaction() as cursor:
+                cursor.execute("DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ? LIMIT 5000)",
+                               (before_ns,))
+                removed["spans"] += cursor.rowcount
+                if cursor.rowcount == 0:
+                    break
+        before_hour = hour_of(before_ns)
+        with self._transaction() as cursor:
+            for table in ("rollup_hour", "rollup_latency", "rollup_agent", "rollup_model"):
+                cursor.execute(f"DELETE FROM {table} WHERE hour < ?", (before_hour,))
+            cursor.execute("DELETE FROM breaker_events WHERE ts_ns < ?", (before_ns,))
+            removed["breaker_events"] = cursor.rowcount
+            cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
+            removed["alert_history"] = cursor.rowcount
+        return removed
+
+    def counts(self) -> dict[str, int]:
+        connection = self._reader()
+        spans = connection.execute("SELECT count(*) FROM spans").fetchone()[0]
+        traces = connection.execute("SELECT count(*) FROM traces").fetchone()[0]
+        return {"spans": int(spans), "traces": int(traces)}
+
+
+def _breaker_event(record: SpanRecord) -> dict[str, Any]:
+    return {"timestamp_unix_nano": record.start_ns, **record.attributes}
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the thread lock and the file lock; rolls back on error."""
+
+    __slots__ = ("_connection", "_lock", "_descriptor", "_cursor")
+
+    def __init__(self, connection: sqlite3.Connection, lock: threading.Lock, descriptor: int) -> None:
+        self._connection = connection
+        self._lock = lock
+        self._descriptor = descriptor
+        self._cursor: sqlite3.Cursor | None = None
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self._lock.acquire()
+        try:
+            if fcntl is not None:
+                fcntl.flock(self._descriptor, fcntl.LOCK_EX)
+            try:
+                self._cursor = self._connection.cursor()
+                self._cursor.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                if fcntl is not None:
+                    fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+                raise
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._cursor
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        try:
+            assert self._cursor is not None
+            if kind is None:
+                self._cursor.execute("COMMIT")
+            else:
+                self._cursor.execute("ROLLBACK")
+        finally:
+            if fcntl is not None:
+                fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+            self._lock.release()

@@ -1,0 +1,316 @@
+"""Read queries of the SQLite store.
+
+Every filter is a bound parameter and the sort column comes from a fixed mapping, never from input.
+Aggregates over a time range use the hourly rollups for whole hours and the raw spans (by the start-time
+index) for the partial hours at each end, so answers are exact for any range and fast for long ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import _json
+from ._model import LLM_KINDS
+from ._stats import DAY_NS, HOUR_NS, latency_bin, percentile_exact, percentile_from_bins
+from ._store import TraceQuery
+from ._time import iso
+
+__all__ = ["Queries"]
+
+_SORT_COLUMNS = {
+    "start_time": "start_ns", "end_time": "end_ns", "duration": "duration_ms", "cost": "cost_usd",
+    "tokens": "total_tokens", "spans": "span_count", "name": "name", "status": "status",
+}
+_TRACE_COLUMNS = ("trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,"
+                  " output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models")
+_SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, kind, status, start_ns, end_ns, agent_id, agent_name,"
+                 " agent_role, model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,"
+                 " attributes, input, output")
+_CALL = "(kind IN ({}) AND status != 'blocked')".format(", ".join(f"'{kind}'" for kind in sorted(LLM_KINDS)))
+
+Range = tuple[int | None, int | None]
+# A probe per trace, not an IN list: walking traces in time order stops after one page, where an IN list
+# would first collect every trace of a common model.
+_HAS_LABEL = ("EXISTS (SELECT 1 FROM trace_labels l WHERE l.kind = '{kind}' AND l.label = ?"
+              " AND l.tkey = traces.tkey)")
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _split(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
+    """Raw-span edges and the whole-hour middle (as hour numbers) of [start, end)."""
+    first = None if start is None else -(-start // HOUR_NS)
+    last = None if end is None else end // HOUR_NS
+    if first is not None and last is not None and first >= last:
+        assert start is not None and end is not None
+        return ([(start, end)] if start < end else []), None
+    edges: list[tuple[int, int]] = []
+    if start is not None and first is not None and start < first * HOUR_NS:
+        edges.append((start, first * HOUR_NS))
+    if end is not None and last is not None and last * HOUR_NS < end:
+        edges.append((last * HOUR_NS, end))
+    return edges, (first, last)
+
+
+def _hours_where(hours: Range) -> tuple[str, list[int]]:
+    clauses, params = [], []
+    if hours[0] is not None:
+        clauses.append("hour >= ?")
+        params.append(hours[0])
+    if hours[1] is not None:
+        clauses.append("hour < ?")
+        params.append(hours[1])
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _trace(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "trace_id": row[0], "name": row[1], "has_root": bool(row[2]), "start_time_unix_nano": row[3],
+        "end_time_unix_nano": row[4], "start_time": iso(row[3]), "end_time": iso(row[4]),
+        "duration_ms": round(row[5], 3), "span_count": row[6], "llm_calls": row[7], "input_tokens": row[8],
+        "output_tokens": row[9], "total_tokens": row[10], "cost_usd": round(row[11], 9), "errors": row[12],
+        "blocked": row[13], "status": row[14],
+        "agents": [{"agent_id": agent, "agent_name": name} for agent, name in _json.loads(row[15])],
+        "models": _json.loads(row[16]),
+    }
+
+
+def _span(row: tuple[Any, ...]) -> dict[str, Any]:
+    span = {
+        "trace_id": row[0], "span_id": row[1], "parent_span_id": row[2], "name": row[3], "kind": row[4],
+        "status": row[5], "start_time_unix_nano": row[6], "end_time_unix_nano": row[7],
+        "duration_ms": round((row[7] - row[6]) / 1e6, 3), "agent_id": row[8], "agent_name": row[9],
+        "agent_role": row[10], "model": row[11], "provider": row[12], "input_tokens": row[13],
+        "output_tokens": row[14], "cached_input_tokens": row[15], "cost_usd": row[16],
+        "attributes": _json.loads(row[17]),
+    }
+    if row[18] is not None:
+        span["input"] = _json.loads(row[18])
+    if row[19] is not None:
+        span["output"] = _json.loads(row[19])
+    return span
+
+
+class Queries:
+    def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
+        self._connection = connection
+
+    # -- traces ------------------------------------------------------------------------------------------
+
+    def _filters(self, query: TraceQuery) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.status:
+            clauses.append("status = ?")
+            params.append(query.status)
+        if query.start_ns is not None:
+            clauses.append("start_ns >= ?")
+            params.append(query.start_ns)
+        if query.end_ns is not None:
+            clauses.append("start_ns < ?")
+            params.append(query.end_ns)
+        if query.agent_id:
+            clauses.append(_HAS_LABEL.format(kind="agent"))
+            params.append(query.agent_id)
+        if query.model:
+            clauses.append(_HAS_LABEL.format(kind="model"))
+            params.append(query.model)
+        if query.search and query.search.strip():
+            pattern = _like(query.search.strip())
+            clauses.append("(name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\' OR agents LIKE ? ESCAPE '\\'"
+                           " OR models LIKE ? ESCAPE '\\')")
+            params.extend([pattern] * 4)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_traces(self, query: TraceQuery) -> dict[str, Any]:
+        connection = self._connection()
+        where, params = self._filters(query)
+        column = _SORT_COLUMNS[query.sort]
+        direction = "DESC" if query.order == "desc" else "ASC"
+        rows = connection.execute(
+            f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY {column} {direction}, tkey {direction}"
+            " LIMIT ? OFFSET ?", (*params, query.limit, query.offset)).fetchall()
+        labels = [(kind, value) for kind, value in (("agent", query.agent_id), ("model", query.model)) if value]
+        if len(labels) == 1 and len(params) == 1:
+            # One label and nothing else: its index range holds exactly one row per matching trace.
+            total = connection.execute("SELECT count(*) FROM trace_labels WHERE kind = ? AND label = ?",
+                                       labels[0]).fetchone()[0]
+        else:
+            total = connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0]
+        traces = [_trace(row) for row in rows]
+        return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        connection = self._connection()
+        row = connection.execute(f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+        if row is None:
+            return None
+        return _trace(row)
+
+    def trace_spans(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
+        rows = self._connection().execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE tkey = (SELECT tkey FROM traces WHERE trace_id = ?)"
+            " ORDER BY start_ns, id LIMIT ?",
+            (trace_id, limit)).fetchall()
+        return [_span(row) for row in rows]
+
+    def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
+        # Keyset pages: each page is a short query, so a slow CSV download never pins a read snapshot.
+        after_start, after_key = start_ns - 1, -1
+        while True:
+            connection = self._connection()
+            rows = connection.execute(
+                f"SELECT {_TRACE_COLUMNS}, tkey FROM traces WHERE start_ns < ? AND (start_ns > ? OR"
+                " (start_ns = ? AND tkey > ?)) ORDER BY start_ns, tkey LIMIT 1000",
+                (end_ns, after_start, after_start, after_key)).fetchall()
+            if not rows:
+                return
+            yield from (_trace(row) for row in rows)
+            after_start, after_key = rows[-1][3], rows[-1][-1]
+
+    def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
+        connection = self._connection()
+        rows = connection.execute(
+            f"SELECT {_TRACE_COLUMNS} FROM traces WHERE start_ns >= ? AND start_ns < ?"
+            " ORDER BY cost_usd DESC, tkey LIMIT ?", (start_ns, end_ns, limit)).fetchall()
+        return [_trace(row) for row in rows]
+
+    # -- aggregates --------------------------------------------------------------------------------------
+
+    def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
+        connection = self._connection()
+        edges, hours = _split(start_ns, end_ns)
+        totals = [0, 0, 0, 0, 0, 0, 0, 0.0]  # spans, calls, call errors, errors, blocked, in, out, cost
+        bins: dict[int, int] = {}
+        if hours is not None:
+            where, params = _hours_where(hours)
+            row = connection.execute(
+                "SELECT sum(spans), sum(llm_calls), sum(llm_errors), sum(errors), sum(blocked), sum(input_tokens),"
+                f" sum(output_tokens), sum(cost_usd) FROM rollup_hour{where}", params).fetchone()
+            totals = [a + (b or 0) for a, b in zip(totals, row, strict=True)]
+            for index, count in connection.execute(
+                    f"SELECT bin, sum(n) FROM rollup_latency{where} GROUP BY bin", params):
+                bins[index] = bins.get(index, 0) + count
+        for low, high in edges:
+            row = connection.execute(
+                f"SELECT count(*), sum({_CALL}), sum({_CALL} AND status = 'error'), sum(status = 'error'),"
+                " sum(status = 'blocked'), sum(input_tokens), sum(output_tokens), sum(cost_usd)"
+                " FROM spans WHERE start_ns >= ? AND start_ns < ?", (low, high)).fetchone()
+            totals = [a + (b or 0) for a, b in zip(totals, row, strict=True)]
+            for (duration,) in connection.execute(
+                    f"SELECT end_ns - start_ns FROM spans WHERE start_ns >= ? AND start_ns < ? AND {_CALL}",
+                    (low, high)):
+                index = latency_bin(duration / 1e6)
+                bins[index] = bins.get(index, 0) + 1
+        trace_where, trace_params = [], []
+        if start_ns is not None:
+            trace_where.append("start_ns >= ?")
+            trace_params.append(start_ns)
+        if end_ns is not None:
+            trace_where.append("start_ns < ?")
+            trace_params.append(end_ns)
+        where = (" WHERE " + " AND ".join(trace_where)) if trace_where else ""
+        traces = connection.execute(f"SELECT count(*) FROM traces{where}", trace_params).fetchone()[0]
+        spans, calls, call_errors, errors, blocked, tokens_in, tokens_out, cost = totals
+        return {
+            "from": iso(start_ns), "to": iso(end_ns), "traces": int(traces), "spans": int(spans),
+            "llm_calls": int(calls), "input_tokens": int(tokens_in), "output_tokens": int(tokens_out),
+            "total_tokens": int(tokens_in + tokens_out), "cost_usd": round(float(cost), 6),
+            "latency_p50_ms": percentile_from_bins(bins, 0.50), "latency_p95_ms": percentile_from_bins(bins, 0.95),
+            "errors": int(errors), "llm_errors": int(call_errors),
+            "error_rate": round(call_errors / calls, 4) if calls else 0.0, "blocked_calls": int(blocked),
+        }
+
+    def _grouped(self, start_ns: int | None, end_ns: int | None, rollup_sql: str, raw_sql: str,
+                 width: int) -> list[tuple[Any, ...]]:
+        """Rows of (key..., values...) from rollups and raw edges; ``width`` is the number of key columns."""
+        connection = self._connection()
+        edges, hours = _split(start_ns, end_ns)
+        merged: dict[tuple[Any, ...], list[Any]] = {}
+
+        def add(rows: list[tuple[Any, ...]]) -> None:
+            for row in rows:
+                key, values = row[:width], row[width:]
+                current = merged.get(key)
+                if current is None:
+                    merged[key] = [v or 0 for v in values]
+                else:
+                    for index, value in enumerate(values):
+                        current[index] += value or 0
+
+        if hours is not None:
+            where, params = _hours_where(hours)
+            add(connection.execute(rollup_sql.format(where=where), params).fetchall())
+        for low, high in edges:
+            add(connection.execute(raw_sql, (low, high)).fetchall())
+        return [(*key, *values) for key, values in merged.items()]
+
+    def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+        rows = self._grouped(
+            start_ns, end_ns,
+            "SELECT hour / 24, sum(cost_usd), sum(llm_calls), sum(input_tokens), sum(output_tokens), sum(spans)"
+            " FROM rollup_hour{where} GROUP BY hour / 24",
+            f"SELECT start_ns / {DAY_NS}, sum(cost_usd), sum({_CALL}), sum(input_tokens), sum(output_tokens),"
+            f" count(*) FROM spans WHERE start_ns >= ? AND start_ns < ? GROUP BY start_ns / {DAY_NS}", 1)
+        by_day = {row[0]: row for row in rows}
+        days = []
+        for day in range(start_ns // DAY_NS, -(-end_ns // DAY_NS)):
+            row = by_day.get(day, (day, 0.0, 0, 0, 0, 0))
+            days.append({"date": (iso(day * DAY_NS) or "")[:10], "cost_usd": round(float(row[1]), 6),
+                         "llm_calls": int(row[2]), "input_tokens": int(row[3]), "output_tokens": int(row[4]),
+                         "spans": int(row[5])})
+        return days
+
+    def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
+        connection = self._connection()
+        rows = self._grouped(
+            start_ns, end_ns,
+            "SELECT agent_id, sum(cost_usd), sum(llm_calls), sum(input_tokens), sum(output_tokens), sum(spans),"
+            " sum(errors), sum(blocked) FROM rollup_agent{where} GROUP BY agent_id",
+            f"SELECT coalesce(agent_id, agent_name, ''), sum(cost_usd), sum({_CALL}), sum(input_tokens),"
+            " sum(output_tokens), count(*), sum(status = 'error'), sum(status = 'blocked') FROM spans"
+            " WHERE start_ns >= ? AND start_ns < ? GROUP BY coalesce(agent_id, agent_name, '')", 1)
+        names = dict(connection.execute(
+            "SELECT agent_id, max(agent_name) FROM rollup_agent GROUP BY agent_id").fetchall())
+        result: list[dict[str, Any]] = [
+            {"agent_id": row[0] or None, "agent_name": names.get(row[0]) or (row[0] or None),
+             "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
+             "output_tokens": int(row[4]), "spans": int(row[5]), "errors": int(row[6]), "blocked": int(row[7])}
+            for row in rows
+        ]
+        result.sort(key=lambda item: (-item["cost_usd"], item["agent_id"] or ""))
+        return result
+
+    def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
+        rows = self._grouped(
+            start_ns, end_ns,
+            "SELECT model, provider, sum(cost_usd), sum(llm_calls), sum(input_tokens), sum(output_tokens),"
+            " sum(errors) FROM rollup_model{where} GROUP BY model, provider",
+            f"SELECT model, coalesce(provider, ''), sum(cost_usd), sum({_CALL}), sum(input_tokens),"
+            " sum(output_tokens), sum(status = 'error') FROM spans WHERE start_ns >= ? AND start_ns < ?"
+            " AND model IS NOT NULL GROUP BY model, coalesce(provider, '')", 2)
+        result: list[dict[str, Any]] = [
+            {"model": row[0], "provider": row[1] or None, "cost_usd": round(float(row[2]), 6),
+             "llm_calls": int(row[3]), "input_tokens": int(row[4]), "output_tokens": int(row[5]),
+             "errors": int(row[6])}
+            for row in rows
+        ]
+        result.sort(key=lambda item: (-item["cost_usd"], item["model"]))
+        return result
+
+    def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
+        connection = self._connection()
+        row = connection.execute(
+            f"SELECT count(*), sum({_CALL}), sum({_CALL} AND status = 'error'), sum(status = 'blocked'),"
+            " sum(cost_usd) FROM spans WHERE start_ns >= ? AND start_ns < ?", (start_ns, end_ns)).fetchone()
+        durations = [d / 1e6 for (d,) in connection.execute(
+            f"SELECT end_ns - start_ns FROM spans WHERE start_ns >= ? AND start_ns < ? AND {_CALL}",
+            (start_ns, end_ns))]
+        return {"spans": int(row[0] or 0), "llm_calls": int(row[1] or 0), "llm_errors": int(row[2] or 0),
+                "blocked": int(row[3] or 0), "cost_usd": float(row[4] or 0.0),
+                "latency_p95_ms": percentile_exact(durations, 0.95)}

@@ -1,0 +1,201 @@
+"""DDL of the embedded SQLite store.
+
+Reads must stay fast at millions of spans, so ingest maintains summaries next to the raw spans:
+``traces`` (one row per trace, what the traces list pages over), ``trace_labels`` (the agent and model
+filters), and hourly rollups (KPIs, costs and latency histograms without scanning spans).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["SCHEMA_VERSION", "SCHEMA"]
+
+SCHEMA_VERSION: Final = 1
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS spans (
+    id INTEGER PRIMARY KEY,
+    tkey INTEGER NOT NULL,
+    span_id TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    agent_id TEXT,
+    agent_name TEXT,
+    agent_role TEXT,
+    model TEXT,
+    provider TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    attributes TEXT NOT NULL,
+    input TEXT,
+    output TEXT
+);
+-- One index serves both trace lookups and idempotency. It is keyed by the trace's sequential key, not by
+-- its random id, so a batch of new traces appends at the end of the index instead of splitting pages
+-- all over it (which cost several times more WAL writes per span).
+CREATE UNIQUE INDEX IF NOT EXISTS spans_key ON spans(tkey, span_id);
+CREATE INDEX IF NOT EXISTS spans_start ON spans(start_ns);
+
+CREATE TABLE IF NOT EXISTS traces (
+    tkey INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    has_root INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    span_count INTEGER NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    errors INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    agents TEXT NOT NULL,
+    models TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_start ON traces(start_ns);
+CREATE INDEX IF NOT EXISTS traces_status_start ON traces(status, start_ns);
+
+-- Which traces an agent or model appears in, for the filters. New traces get increasing keys, so a batch
+-- appends at the end of a few (kind, label) ranges of the index instead of writing one random page per
+-- trace; the filters probe it per trace (EXISTS) or count a label's range. The labels shown with a trace
+-- live in traces.agents / traces.models.
+CREATE TABLE IF NOT EXISTS trace_labels (
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    tkey INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trace_labels_label ON trace_labels(kind, label, tkey);
+
+CREATE TABLE IF NOT EXISTS rollup_hour (
+    hour INTEGER PRIMARY KEY,
+    spans INTEGER NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    llm_errors INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS rollup_latency (
+    hour INTEGER NOT NULL,
+    bin INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (hour, bin)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_agent (
+    hour INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    agent_name TEXT,
+    spans INTEGER NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (hour, agent_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_model (
+    hour INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (hour, model, provider)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS breaker_events (
+    id INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    scope TEXT NOT NULL,
+    scope_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT,
+    reason TEXT,
+    threshold,
+    current,
+    source TEXT NOT NULL,
+    trace_id TEXT,
+    span_id TEXT,
+    details TEXT NOT NULL,
+    UNIQUE (scope, scope_id, ts_ns, event)
+);
+CREATE INDEX IF NOT EXISTS breaker_events_ts ON breaker_events(ts_ns);
+
+CREATE TABLE IF NOT EXISTS breaker_state (
+    scope TEXT NOT NULL,
+    scope_id TEXT NOT NULL,
+    state TEXT,
+    last_event TEXT,
+    from_state TEXT,
+    reason TEXT,
+    threshold,
+    current,
+    ts_ns INTEGER,
+    transitions INTEGER NOT NULL DEFAULT 0,
+    alerts INTEGER NOT NULL DEFAULT 0,
+    last_alert_reason TEXT,
+    last_alert_ns INTEGER,
+    PRIMARY KEY (scope, scope_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS alert_rules (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    action_type TEXT NOT NULL,
+    webhook_url TEXT,
+    email TEXT,
+    enabled INTEGER NOT NULL,
+    cooldown_seconds INTEGER NOT NULL,
+    window_seconds INTEGER,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    last_triggered_ns INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS alert_history (
+    id INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    rule_id INTEGER,
+    rule_name TEXT,
+    condition TEXT,
+    threshold,
+    value,
+    message TEXT NOT NULL,
+    scope TEXT,
+    scope_id TEXT,
+    state TEXT,
+    channel TEXT,
+    delivery_status TEXT,
+    delivery_error TEXT,
+    details TEXT NOT NULL,
+    dedup_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS alert_history_ts ON alert_history(ts_ns);
+"""

@@ -1,0 +1,61 @@
+"""Latency histograms with logarithmic bins, and time helpers shared by the store backends.
+
+Percentiles over millions of LLM calls must answer in milliseconds, so stores keep per-hour histograms
+instead of sorting raw latencies: bins grow by 5 %, so a percentile is within about 2.5 % of the exact one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "HOUR_NS",
+    "DAY_NS",
+    "latency_bin",
+    "bin_value",
+    "percentile_from_bins",
+    "percentile_exact",
+    "hour_of",
+]
+
+HOUR_NS = 3_600_000_000_000
+DAY_NS = 24 * HOUR_NS
+_GROWTH = 1.05
+_LOG_GROWTH = math.log(_GROWTH)
+_MIN_MS = 0.001
+
+
+def hour_of(ns: int) -> int:
+    return ns // HOUR_NS
+
+
+def latency_bin(ms: float) -> int:
+    return math.floor(math.log(max(ms, _MIN_MS)) / _LOG_GROWTH)
+
+
+def bin_value(index: int) -> float:
+    """The geometric middle of a bin: the value a percentile falling in it is reported as."""
+    return _GROWTH ** (index + 0.5)
+
+
+def percentile_from_bins(bins: Mapping[int, int], fraction: float) -> float | None:
+    total = sum(bins.values())
+    if total <= 0:
+        return None
+    # Nearest-rank definition, the same as percentile_exact, so both agree up to bin width.
+    rank = max(1, math.ceil(fraction * total))
+    seen = 0
+    for index in sorted(bins):
+        seen += bins[index]
+        if seen >= rank:
+            return round(bin_value(index), 3)
+    return round(bin_value(max(bins)), 3)
+
+
+def percentile_exact(values: Iterable[float], fraction: float) -> float | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return round(ordered[rank - 1], 3)

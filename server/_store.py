@@ -1,0 +1,163 @@
+"""The storage interface of the collector.
+
+Every route talks to a ``Store``; the embedded SQLite backend (``_sqlite.py``) is one implementation, and a
+scale-out backend (ClickHouse) can be another as long as it gives the same answers. Answers are plain
+JSON-ready dicts so that the API layer never depends on a backend's row types.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+from ._model import SpanRecord
+
+__all__ = ["Store", "TraceQuery", "IngestResult", "SORT_FIELDS", "TRACE_STATUSES", "RULE_CONDITIONS"]
+
+SORT_FIELDS: Final = ("start_time", "end_time", "duration", "cost", "tokens", "spans", "name", "status")
+TRACE_STATUSES: Final = ("ok", "error", "blocked")
+RULE_CONDITIONS: Final = ("cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TraceQuery:
+    search: str | None = None
+    status: str | None = None
+    agent_id: str | None = None
+    model: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    sort: str = "start_time"
+    order: str = "desc"
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORT_FIELDS:
+            raise ValueError(f"sort must be one of {', '.join(SORT_FIELDS)}")
+        if self.order not in ("asc", "desc"):
+            raise ValueError("order must be asc or desc")
+        if self.status is not None and self.status not in TRACE_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(TRACE_STATUSES)}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+class Store(abc.ABC):
+    """Spans, trace summaries, rollups, breaker state, alert rules and alert history."""
+
+    # -- spans ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
+        """Store spans durably before returning; a span_id already stored is a duplicate, not an error.
+
+        Breaker spans also update the breaker state and alert spans the alert history.
+        """
+
+    @abc.abstractmethod
+    def list_traces(self, query: TraceQuery) -> dict[str, Any]:
+        """``{"traces": [...], "total": n}``; a trace aggregates its spans (see the API docs)."""
+
+    @abc.abstractmethod
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Spans of one trace in start order (at most ``limit``), in the SDK's wire format plus
+        ``duration_ms``."""
+
+    @abc.abstractmethod
+    def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
+        """Every trace that started in [start_ns, end_ns), oldest first (for CSV export)."""
+
+    # -- aggregates ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
+        """Exact figures over a short recent window, for alert rules: llm_calls, llm_errors, blocked,
+        cost_usd, latency_p95_ms."""
+
+    @abc.abstractmethod
+    def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
+        """The most expensive traces that started in the window."""
+
+    # -- circuit breakers ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_breaker_event(self, event: dict[str, Any], source: str) -> bool:
+        """Store a transition once (the SDK may report it as a span and as an sdk-alert); False if known."""
+
+    @abc.abstractmethod
+    def breaker_status(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def breaker_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[dict[str, Any]]: ...
+
+    # -- alerts --------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_sdk_alert(self, alert: dict[str, Any]) -> bool:
+        """Store an alert the SDK raised, once; also refreshes the breaker view of its scope."""
+
+    @abc.abstractmethod
+    def add_alert_event(self, event: dict[str, Any]) -> int: ...
+
+    @abc.abstractmethod
+    def update_alert_delivery(self, event_id: int, status: str, error: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def alert_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
+                      end_ns: int | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def create_rule(self, rule: dict[str, Any]) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def list_rules(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def get_rule(self, rule_id: int) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def update_rule(self, rule_id: int, changes: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def delete_rule(self, rule_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    def claim_rule(self, rule_id: int, ts_ns: int, cooldown_ns: int) -> bool:
+        """Atomically mark a rule fired at ``ts_ns`` unless it fired within ``cooldown_ns``; True if this
+        caller won (several server processes may evaluate the same rule at once)."""
+
+    # -- upkeep --------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def purge(self, before_ns: int) -> dict[str, int]:
+        """Delete data older than ``before_ns``; returns counts per kind."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Cheap totals for /health: spans and traces."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,65 @@
+"""Timestamps: the API speaks ISO 8601 (UTC) and accepts ISO or epoch numbers in any common unit."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+
+__all__ = ["iso", "parse_time", "month_range", "now_ns"]
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    seconds, rest = divmod(ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{rest // 1_000_000:03d}Z"
+
+
+def parse_time(value: str | None) -> int | None:
+    """ISO 8601 (naive means UTC) or an epoch number; the unit of a number is read from its size."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        magnitude = abs(number)
+        if magnitude >= 1e17:
+            return int(number)
+        if magnitude >= 1e14:
+            return int(number * 1e3)
+        if magnitude >= 1e11:
+            return int(number * 1e6)
+        return int(number * 1e9)
+    try:
+        parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {value!r} (use ISO 8601 or epoch seconds/ms/ns)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.UTC)
+    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+
+
+def month_range(month: str | None) -> tuple[str, int, int]:
+    """``YYYY-MM`` (default: the current UTC month) to (label, start_ns, end_ns)."""
+    if month:
+        match = _MONTH.match(month.strip())
+        if not match or not 1 <= int(match.group(2)) <= 12:
+            raise ValueError(f"month must look like 2025-01, got {month!r}")
+        year, number = int(match.group(1)), int(match.group(2))
+    else:
+        today = _dt.datetime.now(_dt.UTC)
+        year, number = today.year, today.month
+    start = _dt.datetime(year, number, 1, tzinfo=_dt.UTC)
+    end = _dt.datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=_dt.UTC)
+    return f"{year:04d}-{number:02d}", int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9

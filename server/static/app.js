@@ -1,0 +1,45 @@
+/* Router: one view at a time, chosen by the URL hash; live views refresh themselves. */
+"use strict";
+
+(function (AW) {
+  const view = document.getElementById("view");
+  const LIVE = new Set(["overview", "breakers"]);
+  let generation = 0;
+  let timer = null;
+
+  async function render() {
+    const route = AW.route();
+    const current = ++generation;
+    for (const link of document.querySelectorAll("nav a")) {
+      link.classList.toggle("active", link.dataset.view === route.view || (route.view === "trace" && link.dataset.view === "traces"));
+    }
+    const renderer = AW.views[route.view] || AW.views.overview;
+    const next = AW.h("div", { id: `view-${route.view}` });
+    try {
+      await renderer(next, route);
+    } catch (error) {
+      AW.append(next, [AW.errorBox(error)]);
+    }
+    // A slower, older render must not replace a newer one.
+    if (current !== generation) return;
+    AW.clear(view).appendChild(next);
+    view.dataset.ready = route.view;
+    clearTimeout(timer);
+    if (LIVE.has(route.view)) timer = setTimeout(render, 15000);
+  }
+
+  async function health() {
+    try {
+      const response = await fetch("/health");
+      const data = await response.json();
+      document.getElementById("conn").textContent = `v${data.version} · ${data.local_mode ? "local mode" : "API key mode"}`;
+    } catch (error) {
+      document.getElementById("conn").textContent = "collector unreachable";
+    }
+  }
+
+  document.getElementById("key-button").addEventListener("click", () => AW.askForKey(""));
+  window.addEventListener("hashchange", render);
+  health();
+  render();
+})(window.AW);

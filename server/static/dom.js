@@ -1,0 +1,103 @@
+/* DOM and API helpers. Everything from the server is untrusted text: it only ever becomes a text node
+   (textContent / createTextNode), never markup, so a prompt holding <script> is shown, not run. */
+"use strict";
+
+window.AW = window.AW || {};
+
+(function (AW) {
+  // h("tr", {class: "x", on: {click: fn}}, child, "text", [more]) -> element
+  AW.h = function (tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    if (attrs) {
+      for (const [name, value] of Object.entries(attrs)) {
+        if (value === null || value === undefined || value === false) continue;
+        if (name === "on") {
+          for (const [event, handler] of Object.entries(value)) el.addEventListener(event, handler);
+        } else if (name === "text") {
+          el.textContent = String(value);
+        } else if (name === "value") {
+          el.value = value;
+        } else {
+          el.setAttribute(name, value === true ? "" : String(value));
+        }
+      }
+    }
+    AW.append(el, children);
+    return el;
+  };
+
+  AW.append = function (el, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      el.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  };
+
+  AW.clear = function (el) {
+    while (el.firstChild) el.removeChild(el.firstChild);
+    return el;
+  };
+
+  AW.keyStorage = "agentwatch.apiKey";
+
+  AW.api = async function (path, options) {
+    const opts = Object.assign({ headers: {} }, options || {});
+    const key = sessionStorage.getItem(AW.keyStorage);
+    if (key) opts.headers["X-API-Key"] = key;
+    if (opts.json !== undefined) {
+      opts.body = JSON.stringify(opts.json);
+      opts.headers["Content-Type"] = "application/json";
+      delete opts.json;
+    }
+    const response = await fetch(path, opts);
+    if (response.status === 401) {
+      AW.askForKey("This collector needs an API key.");
+      throw new Error("API key required");
+    }
+    const type = response.headers.get("content-type") || "";
+    const data = type.includes("application/json") ? await response.json() : await response.text();
+    if (!response.ok) {
+      const detail = data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : response.statusText;
+      throw new Error(`${response.status}: ${detail}`);
+    }
+    return data;
+  };
+
+  AW.askForKey = function (message) {
+    const key = window.prompt(`${message || ""}\nAPI key (kept in this tab only):`, "");
+    if (key !== null) {
+      if (key) sessionStorage.setItem(AW.keyStorage, key);
+      else sessionStorage.removeItem(AW.keyStorage);
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+    }
+  };
+
+  const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  AW.fmt = {
+    int: (v) => number.format(v || 0),
+    cost: (v) => "$" + (Number(v || 0) < 1 ? Number(v || 0).toFixed(4) : Number(v || 0).toFixed(2)),
+    ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Number(v).toFixed(v < 10 ? 1 : 0) + " ms"),
+    pct: (v) => (Number(v || 0) * 100).toFixed(1) + " %",
+    time: (ns) => (ns ? new Date(Number(ns) / 1e6).toLocaleString() : "–"),
+    iso: (value) => (value ? new Date(value).toLocaleString() : "–"),
+  };
+
+  AW.badge = function (value, extra) {
+    const text = value === null || value === undefined ? "–" : String(value);
+    const safeClass = text.toLowerCase().replace(/[^a-z_]/g, "");
+    return AW.h("span", { class: `badge ${safeClass} ${extra || ""}`, text });
+  };
+
+  AW.errorBox = function (error) {
+    return AW.h("div", { class: "error-box", role: "alert", text: String(error && error.message ? error.message : error) });
+  };
+
+  // "#/traces?status=error" -> {view: "traces", arg: undefined, params: URLSearchParams}
+  AW.route = function () {
+    const hash = location.hash.replace(/^#\/?/, "") || "overview";
+    const [path, query] = hash.split("?");
+    const parts = path.split("/");
+    return { view: parts[0], arg: parts[1] ? decodeURIComponent(parts[1]) : undefined, params: new URLSearchParams(query || "") };
+  };
+})(window.AW);

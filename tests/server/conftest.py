@@ -1,0 +1,66 @@
+"""Fixtures for the collector tests: real SQLite files, the real app, a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agentwatch.server import ServerHandle, Settings, SQLiteStore, create_app, start_background
+from agentwatch.server._signing import ReportSigner
+from tests.server.aw_helpers import SpanFactory, span_factory
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The collector reads its configuration from the environment; a developer's own must not leak in.
+    for name in ("API_KEY", "HOST", "PORT", "AGENTWATCH_DB", "CORS_ORIGINS", "ZERO_DATA_RETENTION",
+                 "DATA_RETENTION_DAYS", "AGENTWATCH_SIGNING_KEY", "SMTP_HOST", "SMTP_PORT", "ALERT_EMAIL",
+                 "AGENTWATCH_WORKERS", "AGENTWATCH_SYNCHRONOUS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RSA key for the whole run: generating a 3072-bit key per test would dominate the suite's time."""
+    path = tmp_path_factory.mktemp("keys") / "signing-key.pem"
+    ReportSigner(path)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, signing_key: Path) -> Settings:
+    # Rules are evaluated by the tests themselves (deterministic clocks), not by the background thread.
+    return Settings(db_path=tmp_path / "agentwatch.db", signing_key_path=signing_key,
+                    alert_interval_seconds=3600, alert_min_interval_seconds=3600)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings=settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[ServerHandle]:
+    handle = start_background(settings=settings, port=0)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "store.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def make_span() -> SpanFactory:
+    return span_factory()

@@ -1,0 +1,221 @@
+"""Circuit-breaker state from spans and sdk-alerts; alert rules, evaluation, cooldown and delivery."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.server.aw_helpers import SpanFactory
+from fastapi.testclient import TestClient
+
+from agentwatch.server import Settings, create_app
+
+NOW = time.time_ns()
+
+
+def transition(event: str, from_state: str, to_state: str, at: int, **extra: Any) -> dict[str, Any]:
+    return {"event": event, "from_state": from_state, "to_state": to_state, "scope": "agent",
+            "scope_id": "researcher", "reason": "budget_per_hour", "threshold": 10.0, "current": 12.5,
+            "eu_ai_act_art12_relevant": True, "timestamp_unix_nano": at, **extra}
+
+
+def test_breaker_state_from_spans_and_sdk_alerts_without_double_counting(client: TestClient,
+                                                                         make_span: SpanFactory) -> None:
+    tripped = transition("triggered", "closed", "open", NOW - 3_000_000_000)
+    span = make_span(kind="breaker", name="breaker.triggered", model=None, start=tripped["timestamp_unix_nano"],
+                     duration_ms=0, attributes={k: v for k, v in tripped.items() if k != "timestamp_unix_nano"})
+    client.post("/api/ingest", json=span)
+    # The SDK's exporter forwards the same transition to sdk-alert: it must not count twice.
+    answer = client.post("/api/alerts/sdk-alert", json={"type": "transition", **tripped})
+    assert answer.status_code == 202 and answer.json() == {"recorded": False, "duplicate": True}
+    paused = transition("paused", "open", "paused", NOW - 2_000_000_000)
+    assert client.post("/api/alerts/sdk-alert", json={"type": "transition", **paused}).json()["recorded"]
+    # A transition that arrives late does not overwrite the newer state.
+    late = transition("retrip", "half_open", "open", NOW - 2_500_000_000)
+    client.post("/api/alerts/sdk-alert", json={"type": "transition", **late})
+    status = client.get("/api/circuit-breaker/status").json()
+    assert status["open"] == 1
+    breaker = status["breakers"][0]
+    assert (breaker["scope"], breaker["scope_id"], breaker["state"], breaker["last_event"]) == (
+        "agent", "researcher", "paused", "paused")
+    assert breaker["transitions"] == 3 and breaker["threshold"] == 10.0 and breaker["current"] == 12.5
+    history = client.get("/api/circuit-breaker/history").json()["transitions"]
+    assert [t["event"] for t in history] == ["paused", "retrip", "triggered"]
+    assert history[-1]["source"] == "span" and history[-1]["trace_id"] == span["trace_id"]
+
+
+def test_sdk_alerts_land_in_history_once(client: TestClient, make_span: SpanFactory) -> None:
+    alert = {"type": "alert", "timestamp_unix_nano": NOW, "reason": "max_calls_per_minute", "scope": "global",
+             "scope_id": "global", "threshold": 100, "current": 140, "state": "closed"}
+    assert client.post("/api/alerts/sdk-alert", json=alert).json()["recorded"] is True
+    assert client.post("/api/alerts/sdk-alert", json=alert).json()["recorded"] is False
+    as_span = make_span(kind="alert", name="alert.max_calls_per_minute", model=None, start=NOW, duration_ms=0,
+                        attributes={k: v for k, v in alert.items() if k not in ("type", "timestamp_unix_nano")})
+    client.post("/api/ingest", json=as_span)
+    history = client.get("/api/alerts/history").json()["history"]
+    assert len(history) == 1
+    assert history[0]["source"] == "sdk" and history[0]["condition"] == "max_calls_per_minute"
+    assert history[0]["value"] == 140 and "max_calls_per_minute" in history[0]["message"]
+    breaker = client.get("/api/circuit-breaker/status").json()["breakers"][0]
+    assert breaker["state"] == "closed" and breaker["alerts"] == 1
+    assert client.post("/api/alerts/sdk-alert", json={"type": "nonsense"}).status_code == 422
+
+
+def test_rule_crud(client: TestClient) -> None:
+    docs_example = {"name": "High Cost Alert", "condition": "cost_per_hour", "threshold": 50.0,
+                    "action_type": "email"}
+    created = client.post("/api/alerts", json=docs_example)
+    assert created.status_code == 201
+    rule = created.json()
+    assert rule["enabled"] is True and rule["cooldown_seconds"] == 300
+    hook = client.post("/api/alerts", json={"name": "errors", "condition": "error_rate", "threshold": 0.2,
+                                            "action_type": "webhook", "webhook_url": "http://127.0.0.1:9/hook",
+                                            "cooldown_seconds": 60}).json()
+    assert [r["id"] for r in client.get("/api/alerts").json()["rules"]] == [rule["id"], hook["id"]]
+    toggled = client.patch(f"/api/alerts/{rule['id']}").json()
+    assert toggled["enabled"] is False
+    assert client.patch(f"/api/alerts/{rule['id']}", json={"enabled": True, "threshold": 75}).json()["threshold"] == 75
+    assert client.delete(f"/api/alerts/{hook['id']}").json() == {"deleted": hook["id"]}
+    assert client.delete(f"/api/alerts/{hook['id']}").status_code == 404
+    assert client.patch("/api/alerts/999", json={"enabled": False}).status_code == 404
+    for bad in ({**docs_example, "condition": "vibes"}, {**docs_example, "threshold": -1},
+                {**docs_example, "action_type": "webhook"}, {**docs_example, "webhook_url": "ftp://x/y"},
+                {**docs_example, "email": "not an address"}, {**docs_example, "email": "a@b.c\nBcc: x@y.z"},
+                {**docs_example, "unknown": 1}):
+        assert client.post("/api/alerts", json=bad).status_code == 422, bad
+    assert client.patch(f"/api/alerts/{rule['id']}", json={"action_type": "webhook"}).status_code == 422
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+    handler = type("Hook", (_Hook,), {"received": received})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _calls(make_span: SpanFactory, count: int, *, errors: int = 0, cost: float = 0.001,
+           duration_ms: float = 100.0) -> list[dict[str, Any]]:
+    return [make_span(start=NOW - 20_000_000_000 + i * 1_000_000, status="error" if i < errors else "ok",
+                      cost_usd=cost, duration_ms=duration_ms) for i in range(count)]
+
+
+def test_rules_fire_to_a_webhook_with_cooldown(client: TestClient, make_span: SpanFactory,
+                                               webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    engine = client.app.state.agentwatch.alerts
+    rules = {condition: client.post("/api/alerts", json={
+        "name": f"{condition} rule", "condition": condition, "threshold": threshold, "action_type": "webhook",
+        "webhook_url": url, "cooldown_seconds": 600}).json()
+        for condition, threshold in (("cost_per_hour", 1.0), ("error_rate", 0.3), ("calls_per_minute", 20),
+                                     ("blocked_calls", 0), ("latency_p95", 900))}
+    client.post("/api/ingest", json=_calls(make_span, 9, errors=9))
+    assert engine.evaluate(NOW) == []  # fewer than 10 calls: an error rate is not judged yet
+    client.post("/api/ingest", json=_calls(make_span, 30, errors=12, cost=0.05, duration_ms=1500))
+    blocked = make_span(start=NOW - 10_000_000_000, status="blocked", attributes={"breaker.reason": "budget"})
+    client.post("/api/ingest", json=blocked)
+    fired = engine.evaluate(NOW)
+    assert {event["condition"] for event in fired} == set(rules)
+    assert all(event["delivery_status"] == "sent" for event in fired)
+    texts = sorted(message["text"] for message in received)
+    assert len(texts) == 5 and all(text.startswith("[AgentWatch]") for text in texts)
+    assert any("cost_per_hour is 1.5" in text for text in texts)
+    # Within the cooldown nothing fires again; after it, it does.
+    assert engine.evaluate(NOW + 1_000_000_000) == []
+    assert engine.evaluate(NOW + 599 * 1_000_000_000) == []
+    # After it, only what still holds fires again: the short-window conditions have aged out.
+    assert [e["condition"] for e in engine.evaluate(NOW + 601 * 1_000_000_000)] == ["cost_per_hour"]
+    client.patch(f"/api/alerts/{rules['error_rate']['id']}", json={"cooldown_seconds": 0})
+    assert [e["condition"] for e in engine.evaluate(NOW + 2_000_000_000)] == ["error_rate"]
+    history = client.get("/api/alerts/history").json()["history"]
+    assert len(history) == 7 and {h["source"] for h in history} == {"rule"}
+    assert all(h["delivery_status"] == "sent" for h in history)
+    assert client.get("/api/alerts").json()["rules"][0]["last_triggered_at"]
+
+
+def test_ingest_wakes_the_evaluator(tmp_path: Path, signing_key: Path, make_span: SpanFactory,
+                                    webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    settings = Settings(db_path=tmp_path / "wake.db", signing_key_path=signing_key, alert_interval_seconds=3600,
+                        alert_min_interval_seconds=0.05)
+    with TestClient(create_app(settings=settings)) as client:
+        client.post("/api/alerts", json={"name": "loop", "condition": "calls_per_minute", "threshold": 5,
+                                         "action_type": "webhook", "webhook_url": url})
+        client.post("/api/ingest", json=[make_span(start=time.time_ns() - 1_000_000_000) for _ in range(8)])
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received and "calls_per_minute" in received[0]["text"]
+
+
+def test_failed_delivery_is_recorded(client: TestClient, make_span: SpanFactory) -> None:
+    client.post("/api/alerts", json={"name": "dead hook", "condition": "blocked_calls", "threshold": 0,
+                                     "action_type": "webhook", "webhook_url": "http://127.0.0.1:9/nothing"})
+    client.post("/api/alerts", json={"name": "no smtp", "condition": "blocked_calls", "threshold": 0,
+                                     "action_type": "email", "email": "ops@example.com"})
+    client.post("/api/ingest", json=make_span(start=NOW - 1_000_000_000, status="blocked"))
+    fired = client.app.state.agentwatch.alerts.evaluate(NOW)
+    assert [e["delivery_status"] for e in fired] == ["failed", "failed"]
+    errors = {h["rule_name"]: h["delivery_error"] for h in client.get("/api/alerts/history").json()["history"]}
+    assert "not reachable" in errors["dead hook"] and "SMTP_HOST" in errors["no smtp"]
+
+
+def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Path,
+                                                 make_span: SpanFactory) -> None:
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    messages: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+            messages.append(envelope)
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = aiosmtpd.Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = Settings(db_path=tmp_path / "mail.db", signing_key_path=signing_key, smtp_host="127.0.0.1",
+                            smtp_port=port, from_email="agentwatch@test.local", alert_email_to="oncall@test.local",
+                            alert_interval_seconds=3600, alert_min_interval_seconds=3600)
+        with TestClient(create_app(settings=settings)) as client:
+            client.post("/api/alerts", json={"name": "Spend", "condition": "cost_per_hour", "threshold": 0.01,
+                                             "action_type": "email", "email": "ops@test.local"})
+            client.post("/api/alerts", json={"name": "Docs style", "condition": "cost_per_hour",
+                                             "threshold": 0.01, "action_type": "email"})
+            client.post("/api/ingest", json=_calls(make_span, 3, cost=0.02))
+            fired = client.app.state.agentwatch.alerts.evaluate(NOW)
+            assert [e["delivery_status"] for e in fired] == ["sent", "sent"]
+    finally:
+        controller.stop()
+    assert sorted(m.rcpt_tos[0] for m in messages) == ["oncall@test.local", "ops@test.local"]
+    body = messages[0].content.decode()
+    assert "Subject: AgentWatch alert:" in body and "cost_per_hour" in body
+    assert messages[0].mail_from == "agentwatch@test.local"

@@ -1,0 +1,155 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by Playwright), on real ingested data."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.server.aw_helpers import SpanFactory, make_trace
+
+from agentwatch.server import ServerHandle
+
+CHROMIUM = os.environ.get("AGENTWATCH_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+
+# CI installs Debian's chromium and sets AGENTWATCH_REQUIRE_BROWSER=1, so a missing browser fails there
+# instead of skipping; on a developer machine without chromium these tests are skipped.
+_REQUIRED = os.environ.get("AGENTWATCH_REQUIRE_BROWSER") == "1"
+if _REQUIRED:
+    from playwright import sync_api
+else:
+    sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not _REQUIRED and not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
+
+
+def ingest(server: ServerHandle, spans: Any, path: str = "/api/ingest") -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("POST", path, body=json.dumps(spans), headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status in (200, 202), response.read()
+
+
+@pytest.fixture
+def data(server: ServerHandle, make_span: SpanFactory) -> dict[str, list[dict[str, Any]]]:
+    now = time.time_ns()
+    traces = {
+        "hostile": make_trace(make_span, calls=2, start=now - 60_000_000_000, name=f"evil {HOSTILE}",
+                              agent="researcher", input=[{"role": "user", "content": HOSTILE}], output=HOSTILE),
+        "failed": make_trace(make_span, calls=3, start=now - 120_000_000_000, name="failing run", agent="writer",
+                             model="claude-sonnet-4-6", status="error"),
+        "plain": make_trace(make_span, calls=1, start=now - 180_000_000_000, name="plain run", agent="planner"),
+    }
+    for spans in traces.values():
+        ingest(server, spans)
+    ingest(server, {"type": "transition", "event": "triggered", "from_state": "closed", "to_state": "open",
+                    "scope": "agent", "scope_id": "writer", "reason": "budget_per_hour", "threshold": 5,
+                    "current": 7.5, "timestamp_unix_nano": now - 1_000_000_000}, "/api/alerts/sdk-alert")
+    return traces
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    opened.errors = errors
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def open_view(page: Any, server: ServerHandle, hash_: str, view: str) -> None:
+    page.goto(f"{server.url}/{hash_}")
+    page.wait_for_selector(f"#view[data-ready={view}]", timeout=15_000)
+
+
+def test_overview_shows_kpis_and_charts(page: Any, server: ServerHandle, data: dict) -> None:
+    open_view(page, server, "#/overview", "overview")
+    assert page.inner_text("#kpi-traces .value") == "3"
+    assert page.inner_text("#kpi-calls .value") == "6"
+    assert page.locator("#cost-over-time svg rect.bar").count() == 7
+    assert "Researcher" in page.inner_text("#cost-by-agent")
+    assert "claude-sonnet-4-6" in page.inner_text("#cost-by-model")
+    assert page.locator("table.traces tbody tr").count() == 3
+    assert page.errors == []
+
+
+def test_trace_filters(page: Any, server: ServerHandle, data: dict) -> None:
+    open_view(page, server, "#/traces", "traces")
+    assert page.locator("table.traces tbody tr").count() == 3
+    page.select_option("#filter-status", "error")
+    page.click("#filter-apply")
+    page.wait_for_function("location.hash.includes('status=error')")
+    page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
+    assert page.inner_text("table.traces tbody tr .trace-name") == "failing run"
+    open_view(page, server, "#/traces", "traces")
+    page.select_option("#filter-agent", "planner")
+    page.click("#filter-apply")
+    page.wait_for_function("location.hash.includes('agent_id=planner')")
+    page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
+    assert page.inner_text("table.traces tbody tr .trace-name") == "plain run"
+    open_view(page, server, "#/traces", "traces")
+    page.fill("#filter-search", "evil")
+    page.press("#filter-search", "Enter")
+    page.wait_for_function("location.hash.includes('search=evil')")
+    page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
+    assert page.errors == []
+
+
+def test_prompts_are_shown_as_text_never_run(page: Any, server: ServerHandle, data: dict) -> None:
+    trace_id = data["hostile"][0]["trace_id"]
+    open_view(page, server, "#/traces", "traces")
+    # The hostile trace name is listed literally.
+    assert page.inner_text(f"tr[data-trace-id='{trace_id}'] .trace-name") == f"evil {HOSTILE}"
+    page.click(f"tr[data-trace-id='{trace_id}']")
+    page.wait_for_selector("#view[data-ready=trace]")
+    assert page.inner_text("#trace-title") == f"evil {HOSTILE}"
+    page.click(f".span-row[data-span-id='{data['hostile'][1]['span_id']}']")
+    assert HOSTILE in page.inner_text("#span-input")
+    assert page.inner_text("#span-output") == HOSTILE
+    assert page.locator("#view script").count() == 0 and page.locator("#view img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator(".span-row").count() == 3
+    assert "Art. 12" in page.inner_text("#compliance")
+    assert "calls" in page.inner_text("#graph")
+    assert page.errors == []
+
+
+def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) -> None:
+    open_view(page, server, "#/breakers", "breakers")
+    row = page.inner_text("#breaker-status tbody tr")
+    assert "agent / writer" in row and "open" in row and "budget_per_hour" in row
+    assert "triggered" in page.inner_text("#breaker-history")
+    open_view(page, server, "#/alerts", "alerts")
+    page.fill("#new-rule input[name=name]", "Too expensive")
+    page.select_option("#new-rule select[name=condition]", "cost_per_hour")
+    page.fill("#new-rule input[name=threshold]", "5")
+    page.fill("#new-rule input[name=webhook_url]", "http://127.0.0.1:9/hook")
+    page.click("#new-rule button[type=submit]")
+    page.wait_for_selector("#alert-rules tbody tr")
+    assert "Too expensive" in page.inner_text("#alert-rules")
+    page.click("#alert-rules button.toggle")
+    page.wait_for_selector("#alert-rules button.toggle:has-text('off')")
+    open_view(page, server, "#/reports", "reports")
+    assert page.inner_text("#r-transitions .value") == "1"
+    assert page.errors == []

@@ -1,0 +1,187 @@
+"""POST /api/ingest: formats, idempotency, validation, size limits, zero data retention."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace, new_span_id, new_trace_id
+from fastapi.testclient import TestClient
+
+from agentwatch.server import Settings, create_app
+
+GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+
+def spans_of(client: TestClient, trace_id: str) -> list[dict]:
+    response = client.get(f"/api/traces/{trace_id}/spans")
+    assert response.status_code == 200, response.text
+    return response.json()["spans"]
+
+
+def test_one_span_a_list_and_gzip_are_accepted(client: TestClient, make_span: SpanFactory) -> None:
+    single = make_span()
+    assert client.post("/api/ingest", json=single).json() == {"accepted": 1, "duplicates": 0, "rejected": 0}
+    batch = make_trace(make_span, calls=4)
+    assert client.post("/api/ingest", json=batch).json()["accepted"] == 5
+    zipped = make_trace(make_span, calls=2)
+    answer = client.post("/api/ingest", content=gzip_json(zipped), headers=GZIP)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 3
+    assert client.get("/api/traces").json()["total"] == 3
+
+
+def test_a_retried_batch_is_not_counted_twice(client: TestClient, make_span: SpanFactory) -> None:
+    batch = make_trace(make_span, calls=5)
+    body = gzip_json(batch)
+    assert client.post("/api/ingest", content=body, headers=GZIP).json()["accepted"] == 6
+    again = client.post("/api/ingest", content=body, headers=GZIP).json()
+    assert again == {"accepted": 0, "duplicates": 6, "rejected": 0}
+    # A batch mixing known and new spans stores only the new ones.
+    extra = make_span(trace_id=batch[0]["trace_id"], parent_span_id=batch[0]["span_id"])
+    assert client.post("/api/ingest", json=[batch[1], extra, extra]).json() == {
+        "accepted": 1, "duplicates": 2, "rejected": 0}
+    trace = client.get(f"/api/traces/{batch[0]['trace_id']}").json()
+    assert trace["span_count"] == 7
+    assert trace["llm_calls"] == 6
+    metrics = client.get("/api/metrics").json()
+    assert metrics["spans"] == 7 and metrics["llm_calls"] == 6
+    assert metrics["cost_usd"] == pytest.approx(0.006)
+
+
+def test_spans_round_trip_in_the_wire_format(client: TestClient, make_span: SpanFactory) -> None:
+    span = make_span(input=[{"role": "user", "content": "hello"}], output="hi there", cached_input_tokens=40,
+                     attributes={"error.type": "X", "nested": {"a": [1, 2]}}, status="error",
+                     resource={"service.name": "svc"}, brand_new_field=7, kind="some_future_kind")
+    client.post("/api/ingest", json=span)
+    stored = spans_of(client, span["trace_id"])[0]
+    for key in ("trace_id", "span_id", "parent_span_id", "name", "status", "start_time_unix_nano",
+                "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
+                "output_tokens", "cached_input_tokens", "cost_usd", "input", "output"):
+        assert stored[key] == span[key], key
+    assert stored["kind"] == "some_future_kind"
+    assert stored["attributes"]["nested"] == {"a": [1, 2]}
+    assert stored["attributes"]["resource"] == {"service.name": "svc"}
+    assert stored["attributes"]["brand_new_field"] == 7
+    assert stored["duration_ms"] == pytest.approx(100.0)
+    # Not captured means absent, not null.
+    bare = make_span()
+    client.post("/api/ingest", json=bare)
+    assert "input" not in spans_of(client, bare["trace_id"])[0]
+
+
+def test_atp_spans_are_normalised(client: TestClient) -> None:
+    now = time.time_ns()
+    trace_id, parent, child = new_trace_id(), new_span_id(), new_span_id()
+    atp = {
+        "trace_id": trace_id, "span_id": child, "parent_span_id": parent, "name": "llm call", "kind": "CLIENT",
+        "start_time_unix_nano": now, "end_time_unix_nano": now + 250_000_000,
+        "status": {"code": "ERROR", "message": "rate limited"}, "agent_id": "a-1", "agent_name": "Analyst",
+        "agent_role": "Researcher", "input": "What is X?", "output": "X is Y.",
+        "model_inference": {"model_name": "gpt-4o", "provider": "openai", "prompt_tokens": 12,
+                            "completion_tokens": 7, "latency_ms": 250},
+        "cost_attribution": {"task_id": "task-9", "accumulated_cost_usd": 0.25},
+        "compliance_flags": ["eu_ai_act_art12"], "tool_calls": [{"tool_name": "search", "tool_input": "q"}],
+        "links": [{"trace_id": trace_id, "span_id": parent, "link_type": "DELEGATES_TO"}],
+        "events": [{"time_unix_nano": now, "name": "agent.reasoning.step"}], "attributes": {"k": "v"},
+    }
+    root = {**atp, "span_id": parent, "parent_span_id": None, "name": "orchestrate", "kind": "INTERNAL",
+            "status": {"code": "OK"}, "model_inference": None, "cost_attribution": None, "links": None}
+    answer = client.post("/api/ingest", json=atp, headers={"X-AeneasSoft-API-Key": "ignored in local mode"})
+    assert answer.json()["accepted"] == 1
+    assert client.post("/api/ingest", json=root).json()["accepted"] == 1
+    spans = {s["span_id"]: s for s in spans_of(client, trace_id)}
+    call = spans[child]
+    assert call["kind"] == "llm" and call["status"] == "error"
+    assert (call["model"], call["provider"], call["input_tokens"], call["output_tokens"]) == ("gpt-4o", "openai", 12, 7)
+    assert call["cost_usd"] == 0.25
+    assert call["agent_role"] == "Researcher" and call["input"] == "What is X?"
+    attributes = call["attributes"]
+    assert attributes["error.message"] == "rate limited"
+    assert attributes["task_id"] == "task-9" and attributes["atp.kind"] == "CLIENT"
+    assert attributes["eu_ai_act_art12_relevant"] is True
+    assert attributes["tool_calls"][0]["tool_name"] == "search"
+    assert spans[parent]["kind"] == "span" and spans[parent]["status"] == "ok"
+    trace = client.get(f"/api/traces/{trace_id}").json()
+    assert trace["name"] == "orchestrate" and trace["status"] == "error"
+    graph = client.get(f"/api/traces/{trace_id}/graph").json()
+    assert any(edge["type"] == "delegates_to" for edge in graph["edges"])
+
+
+def test_bad_spans_are_reported_and_good_neighbours_kept(client: TestClient, make_span: SpanFactory) -> None:
+    good = make_span()
+    bad_time = make_span(start_time_unix_nano="yesterday")
+    no_id = make_span()
+    del no_id["span_id"]
+    bad_status = make_span(status="exploded")
+    answer = client.post("/api/ingest", json=[bad_time, good, no_id, bad_status])
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["accepted"] == 1 and body["rejected"] == 3
+    assert {error["index"] for error in body["errors"]} == {0, 2, 3}
+    assert any(error.get("field") == "span_id" for error in body["errors"])
+    assert client.get("/api/traces").json()["total"] == 1
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    (b"", {}, 400),
+    (b"not json at all", {}, 400),
+    (b"[{\"trace_id\": ", {}, 400),
+    (b"42", {}, 400),
+    (b"[{\"x\": 1}]", {}, 422),
+    (b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}, 400),
+    (gzip.compress(b"[]")[:-6], {"Content-Encoding": "gzip"}, 400),
+    (b"[]", {"Content-Encoding": "br"}, 415),
+])
+def test_malformed_bodies_get_a_clear_4xx_and_lose_nothing(client: TestClient, make_span: SpanFactory,
+                                                           body: bytes, headers: dict[str, str], status: int) -> None:
+    kept = make_trace(make_span)
+    client.post("/api/ingest", json=kept)
+    answer = client.post("/api/ingest", content=body, headers={"Content-Type": "application/json", **headers})
+    assert answer.status_code == status, answer.text
+    assert answer.json()["detail"]
+    assert client.get("/api/metrics").json()["spans"] == 4
+
+
+def test_deflate_and_unlabelled_gzip_are_understood(client: TestClient, make_span: SpanFactory) -> None:
+    assert client.post("/api/ingest", content=zlib.compress(json.dumps([make_span()]).encode()),
+                       headers={"Content-Encoding": "deflate"}).json()["accepted"] == 1
+    assert client.post("/api/ingest", content=gzip_json([make_span()])).json()["accepted"] == 1
+
+
+def test_size_limits_and_gzip_bombs_answer_413(tmp_path: Path, signing_key: Path, make_span: SpanFactory) -> None:
+    settings = Settings(db_path=tmp_path / "small.db", signing_key_path=signing_key, max_body_bytes=64 * 1024,
+                        max_inflated_bytes=256 * 1024)
+    with TestClient(create_app(settings=settings)) as client:
+        client.post("/api/ingest", json=make_span())
+        too_big = json.dumps([make_span(name="x" * 1000) for _ in range(100)]).encode()
+        assert len(too_big) > 64 * 1024
+        answer = client.post("/api/ingest", content=too_big, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413 and "smaller batches" in answer.json()["detail"]
+        # 50 MB of zeros is 50 kB gzip'd: under the body limit, far over the inflate cap.
+        bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]", compresslevel=9)
+        assert len(bomb) < 64 * 1024
+        answer = client.post("/api/ingest", content=bomb, headers=GZIP)
+        assert answer.status_code == 413 and "inflates" in answer.json()["detail"]
+        assert client.get("/api/metrics").json()["spans"] == 1
+
+
+def test_zero_data_retention_strips_text_whatever_the_client_sends(tmp_path: Path, signing_key: Path,
+                                                                   make_span: SpanFactory) -> None:
+    settings = Settings(db_path=tmp_path / "zdr.db", signing_key_path=signing_key, zero_data_retention=True)
+    span = make_span(input="my secret prompt", output="secret answer",
+                     attributes={"gen_ai.prompt": "secret", "llm.input_messages": ["secret"], "keep": 1,
+                                 "prompt_tokens": 5})
+    with TestClient(create_app(settings=settings)) as client:
+        assert client.get("/health").json()["zero_data_retention"] is True
+        client.post("/api/ingest", json=span)
+        stored = client.get(f"/api/traces/{span['trace_id']}/spans").json()["spans"][0]
+        assert "input" not in stored and "output" not in stored
+        assert "gen_ai.prompt" not in stored["attributes"] and "llm.input_messages" not in stored["attributes"]
+        assert stored["attributes"]["keep"] == 1 and stored["attributes"]["prompt_tokens"] == 5
+        assert stored["attributes"]["agentwatch.text_stripped"] is True
+        raw = (tmp_path / "zdr.db").read_bytes() + (tmp_path / "zdr.db-wal").read_bytes()
+        assert b"secret" not in raw

@@ -1,0 +1,244 @@
+"""Read API: the traces list and its filters, spans, graph, compliance score, metrics and costs."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime
+
+import pytest
+from tests.server.aw_helpers import SpanFactory, make_trace
+from fastapi.testclient import TestClient
+
+from agentwatch.server._stats import HOUR_NS
+
+NOW = time.time_ns()
+
+
+@pytest.fixture
+def populated(client: TestClient, make_span: SpanFactory) -> dict[str, list[dict]]:
+    traces = {
+        "old_ok": make_trace(make_span, start=NOW - 50 * HOUR_NS, agent="planner", model="gpt-4o", name="plan"),
+        "error": make_trace(make_span, start=NOW - 30 * HOUR_NS, agent="researcher", status="error",
+                            name="research the market"),
+        "blocked": make_trace(make_span, start=NOW - 20 * HOUR_NS, agent="writer", model="claude-sonnet-4-6",
+                              status="blocked", name="write summary"),
+        "recent": make_trace(make_span, calls=6, start=NOW - 2 * HOUR_NS, agent="researcher", name="deep dive"),
+    }
+    for spans in traces.values():
+        assert client.post("/api/ingest", json=spans).status_code == 200
+    return traces
+
+
+def ids(answer: dict) -> list[str]:
+    return [trace["trace_id"] for trace in answer["traces"]]
+
+
+def test_trace_summaries_aggregate_their_spans(client: TestClient, populated: dict) -> None:
+    answer = client.get("/api/traces").json()
+    assert answer["total"] == 4
+    assert ids(answer) == [populated[k][0]["trace_id"] for k in ("recent", "blocked", "error", "old_ok")]
+    recent = answer["traces"][0]
+    assert recent["name"] == "deep dive"
+    assert recent["span_count"] == 7 and recent["llm_calls"] == 6
+    assert recent["input_tokens"] == 600 and recent["output_tokens"] == 120 and recent["total_tokens"] == 720
+    assert recent["cost_usd"] == pytest.approx(0.006)
+    assert recent["status"] == "ok"
+    assert recent["agents"] == [{"agent_id": "researcher", "agent_name": "Researcher"}]
+    assert recent["models"] == ["gpt-4o-mini"]
+    assert recent["duration_ms"] == pytest.approx(6010.0)
+    assert recent["start_time"].endswith("Z")
+    statuses = {t["trace_id"]: t["status"] for t in answer["traces"]}
+    assert statuses[populated["error"][0]["trace_id"]] == "error"
+    assert statuses[populated["blocked"][0]["trace_id"]] == "blocked"
+
+
+def test_root_name_wins_whatever_the_arrival_order(client: TestClient, make_span: SpanFactory) -> None:
+    spans = make_trace(make_span, calls=2, name="the root")
+    # Children first, as an SDK exports them (a parent ends last).
+    client.post("/api/ingest", json=spans[1:])
+    assert client.get(f"/api/traces/{spans[0]['trace_id']}").json()["name"] == "openai.chat"
+    client.post("/api/ingest", json=spans[:1])
+    assert client.get(f"/api/traces/{spans[0]['trace_id']}").json()["name"] == "the root"
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"status": "error"}, ["error"]),
+    ({"status": "blocked"}, ["blocked"]),
+    ({"agent_id": "researcher"}, ["recent", "error"]),
+    ({"model": "claude-sonnet-4-6"}, ["blocked"]),
+    ({"search": "RESEARCH"}, ["recent", "error"]),
+    ({"search": "write"}, ["blocked"]),
+    ({"search": "gpt-4o"}, ["recent", "error", "old_ok"]),
+    ({"search": "100%"}, []),
+    ({"from": "__25h"}, ["recent", "blocked"]),
+    ({"from": "__40h", "to": "__10h"}, ["blocked", "error"]),
+    ({"sort": "spans", "order": "desc", "limit": "1"}, ["recent"]),
+    ({"sort": "name", "order": "asc"}, ["recent", "old_ok", "error", "blocked"]),
+    ({"agent_id": "researcher", "status": "ok"}, ["recent"]),
+])
+def test_filters(client: TestClient, populated: dict, params: dict[str, str], expected: list[str]) -> None:
+    for key, value in list(params.items()):
+        if value.startswith("__"):
+            hours = int(value[2:-1])
+            params[key] = datetime.fromtimestamp((NOW - hours * HOUR_NS) / 1e9, UTC).isoformat()
+    answer = client.get("/api/traces", params=params).json()
+    assert ids(answer) == [populated[name][0]["trace_id"] for name in expected]
+
+
+def test_paging_and_epoch_times(client: TestClient, populated: dict) -> None:
+    first = client.get("/api/traces", params={"limit": 2}).json()
+    second = client.get("/api/traces", params={"limit": 2, "offset": 2}).json()
+    assert first["total"] == second["total"] == 4
+    assert len(set(ids(first)) | set(ids(second))) == 4
+    since = str((NOW - 25 * HOUR_NS) // 1_000_000)  # epoch milliseconds
+    assert client.get("/api/traces", params={"from": since}).json()["total"] == 2
+
+
+@pytest.mark.parametrize("params", [
+    {"sort": "cost; DROP TABLE spans"}, {"order": "sideways"}, {"status": "weird"}, {"limit": "0"},
+    {"limit": "100000"}, {"from": "next tuesday"},
+])
+def test_bad_parameters_are_refused_not_interpolated(client: TestClient, populated: dict,
+                                                     params: dict[str, str]) -> None:
+    assert client.get("/api/traces", params=params).status_code == 422
+    assert client.get("/api/traces").json()["total"] == 4
+
+
+def test_injection_in_filters_is_just_text(client: TestClient, populated: dict) -> None:
+    for value in ("' OR 1=1 --", "\" OR \"\"=\"", "researcher' --", "%' UNION SELECT * FROM spans --"):
+        for key in ("search", "agent_id", "model"):
+            assert client.get("/api/traces", params={key: value}).json()["total"] == 0
+    assert client.get("/api/traces").json()["total"] == 4
+
+
+def test_unknown_trace_is_404_and_odd_ids_400(client: TestClient) -> None:
+    assert client.get("/api/traces/" + "0" * 32).status_code == 404
+    assert client.get("/api/traces/" + "0" * 32 + "/spans").status_code == 404
+    assert client.get("/api/traces/" + "0" * 32 + "/graph").status_code == 404
+    assert client.get("/api/traces/" + "0" * 32 + "/compliance-score").status_code == 404
+    assert client.get("/api/traces/bad id!/spans").status_code == 400
+
+
+def test_causal_graph(client: TestClient, make_span: SpanFactory) -> None:
+    start = NOW - HOUR_NS
+    root = make_span(name="crew", kind="chain", agent_id=None, agent_name=None, model=None, start=start,
+                     duration_ms=5000)
+    tid = root["trace_id"]
+    boss = make_span(trace_id=tid, parent_span_id=root["span_id"], kind="agent", name="boss", agent_id="boss",
+                     agent_name="Boss", model=None, start=start + 1)
+    boss_call = make_span(trace_id=tid, parent_span_id=boss["span_id"], agent_id="boss", start=start + 2)
+    node = make_span(trace_id=tid, parent_span_id=boss["span_id"], kind="node", name="step", agent_id="boss",
+                     model=None, start=start + 3)
+    helper = make_span(trace_id=tid, parent_span_id=node["span_id"], kind="agent", name="helper",
+                       agent_id="helper", agent_name="Helper", model=None, start=start + 4)
+    tool = make_span(trace_id=tid, parent_span_id=helper["span_id"], kind="tool", name="web_search",
+                     agent_id="helper", model=None, start=start + 5)
+    calls = [make_span(trace_id=tid, parent_span_id=helper["span_id"], agent_id="helper", model="gpt-4o",
+                       start=start + 6 + i) for i in range(2)]
+    client.post("/api/ingest", json=[root, boss, boss_call, node, helper, tool, *calls])
+    graph = client.get(f"/api/traces/{tid}/graph").json()
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    assert nodes["agent:boss"]["type"] == "agent" and nodes["agent:helper"]["label"] == "Helper"
+    assert f"tool:{tool['span_id']}" in nodes
+    edges = {(e["source"], e["target"], e["type"]) for e in graph["edges"]}
+    assert (f"root:{root['span_id']}", "agent:boss", "invokes") in edges
+    assert ("agent:boss", "agent:helper", "delegates") in edges  # through the plumbing "node" span
+    assert ("agent:boss", f"llm:{boss_call['span_id']}", "calls") in edges
+    assert ("agent:helper", f"tool:{tool['span_id']}", "uses_tool") in edges
+    assert all(("agent:helper", f"llm:{c['span_id']}", "calls") in edges for c in calls)
+    assert graph["span_count"] == 8
+    assert graph["total_cost_usd"] == pytest.approx(0.008)
+
+
+def test_compliance_score_rubric(client: TestClient, make_span: SpanFactory) -> None:
+    good = make_trace(make_span, calls=2, input=[{"role": "user", "content": "q"}])
+    good[2]["status"] = "error"
+    good[2]["attributes"] = {"error.type": "RateLimitError", "error.message": "429"}
+    client.post("/api/ingest", json=good)
+    score = client.get(f"/api/traces/{good[0]['trace_id']}/compliance-score").json()
+    items = {item["id"]: item for item in score["items"]}
+    assert set(items) == {"automatic_recording", "period_of_use", "reference_data", "input_data",
+                          "persons_involved", "risk_situations", "log_retention"}
+    assert sum(item["max_points"] for item in score["items"]) == 100
+    assert all(item["article"].startswith("Art.") and item["evidence"] for item in score["items"])
+    assert items["risk_situations"]["passed"]
+    assert not items["log_retention"]["passed"]  # the default 30 days is under six months
+    assert score["score"] == 95
+
+    # No root, no inputs, no agent, an undocumented error: points are lost item by item.
+    poor = make_span(agent_id=None, agent_name=None, parent_span_id="ab" * 8, status="error", model=None)
+    client.post("/api/ingest", json=poor)
+    weak = client.get(f"/api/traces/{poor['trace_id']}/compliance-score").json()
+    weak_items = {item["id"]: item for item in weak["items"]}
+    for item_id in ("automatic_recording", "period_of_use", "reference_data", "input_data", "persons_involved",
+                    "risk_situations"):
+        assert not weak_items[item_id]["passed"], item_id
+    assert weak["score"] < 40
+
+
+def test_metrics_and_costs(client: TestClient, populated: dict) -> None:
+    metrics = client.get("/api/metrics").json()
+    assert metrics["traces"] == 4 and metrics["spans"] == 19
+    # The blocked call is not a call that went out.
+    assert metrics["llm_calls"] == 14 and metrics["blocked_calls"] == 1
+    assert metrics["errors"] == 1 and metrics["llm_errors"] == 1
+    assert metrics["error_rate"] == pytest.approx(1 / 14, abs=1e-4)
+    assert metrics["cost_usd"] == pytest.approx(0.015)
+    assert metrics["latency_p50_ms"] == pytest.approx(100, rel=0.03)
+    recent = client.get("/api/metrics", params={"from": str((NOW - 25 * HOUR_NS) // 10**9)}).json()
+    assert recent["traces"] == 2 and recent["spans"] == 11
+
+    by_agent = {a["agent_id"]: a for a in client.get("/api/cost/by-agent").json()["agents"]}
+    assert by_agent["researcher"]["cost_usd"] == pytest.approx(0.009)
+    assert by_agent["researcher"]["agent_name"] == "Researcher"
+    assert by_agent["writer"]["blocked"] == 1
+    by_model = {m["model"]: m for m in client.get("/api/cost/by-model").json()["models"]}
+    assert by_model["gpt-4o-mini"]["llm_calls"] == 9 and by_model["gpt-4o"]["provider"] == "openai"
+    days = client.get("/api/cost/daily", params={"days": 4}).json()["days"]
+    assert len(days) == 4
+    assert sum(day["cost_usd"] for day in days) == pytest.approx(0.015)
+    assert days[-1]["date"] == datetime.now(UTC).date().isoformat()
+
+
+def test_ranged_aggregates_match_a_brute_force_count(client: TestClient, make_span: SpanFactory) -> None:
+    """Whole hours come from rollups and the partial hours at both ends from raw spans: check the seams."""
+    rng = random.Random(12)
+    base = (NOW // HOUR_NS - 8) * HOUR_NS
+    spans = []
+    for _ in range(300):
+        kind = rng.choice(["llm", "llm", "tool", "chain"])
+        spans.append(make_span(start=base + rng.randrange(0, 7 * HOUR_NS), kind=kind,
+                               status=rng.choice(["ok", "ok", "ok", "error", "blocked"]),
+                               cost_usd=rng.choice([0.0, 0.5, 0.25]), duration_ms=rng.uniform(1, 3000),
+                               agent_id=rng.choice(["a", "b"]), model=rng.choice(["m1", "m2"])))
+    client.post("/api/ingest", json=spans)
+    for _ in range(12):
+        low = base + rng.randrange(-HOUR_NS, 8 * HOUR_NS)
+        high = low + rng.randrange(1, 6 * HOUR_NS)
+        inside = [s for s in spans if low <= s["start_time_unix_nano"] < high]
+        calls = [s for s in inside if s["kind"] == "llm" and s["status"] != "blocked"]
+        got = client.get("/api/metrics", params={"from": str(low), "to": str(high)}).json()
+        assert got["spans"] == len(inside)
+        assert got["llm_calls"] == len(calls)
+        assert got["blocked_calls"] == sum(s["status"] == "blocked" for s in inside)
+        assert got["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in inside))
+        if calls:
+            durations = sorted((s["end_time_unix_nano"] - s["start_time_unix_nano"]) / 1e6 for s in calls)
+            exact = durations[max(0, -(-len(durations) * 95 // 100) - 1)]
+            assert got["latency_p95_ms"] == pytest.approx(exact, rel=0.05)
+        agents = client.get("/api/cost/by-agent", params={"from": str(low), "to": str(high)}).json()["agents"]
+        assert sum(a["spans"] for a in agents) == len(inside)
+        models = client.get("/api/cost/by-model", params={"from": str(low), "to": str(high)}).json()["models"]
+        assert sum(m["cost_usd"] for m in models) == pytest.approx(sum(s["cost_usd"] for s in inside))
+
+
+def test_openapi_schema_describes_the_api(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/ingest", "/api/traces", "/api/traces/{trace_id}/spans", "/api/traces/{trace_id}/graph",
+                 "/api/traces/{trace_id}/compliance-score", "/api/metrics", "/api/cost/daily", "/api/cost/by-agent",
+                 "/api/cost/by-model", "/api/reports/monthly", "/api/reports/monthly/csv", "/api/reports/monthly/pdf",
+                 "/api/reports/verify", "/api/circuit-breaker/status", "/api/alerts", "/api/alerts/{rule_id}",
+                 "/api/alerts/history", "/api/alerts/sdk-alert", "/health"):
+        assert path in schema["paths"], path
+    assert {"NativeSpan", "AtpSpan"} <= set(schema["components"]["schemas"])

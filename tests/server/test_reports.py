@@ -1,0 +1,126 @@
+"""Monthly report (JSON, CSV, signed PDF), signature checks by API and CLI, the signing key."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import stat
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from tests.server.aw_helpers import SpanFactory, make_trace
+from fastapi.testclient import TestClient
+
+from agentwatch.server import Settings, create_app
+from agentwatch.server._cli import main as cli_main
+from agentwatch.server._signing import ReportSigner, verify_report
+
+MONTH = datetime.now(UTC).strftime("%Y-%m")
+
+
+@pytest.fixture
+def reported(client: TestClient, make_span: SpanFactory) -> TestClient:
+    start = time.time_ns() - 3_600_000_000_000
+    client.post("/api/ingest", json=make_trace(make_span, calls=2, start=start, name="=HYPERLINK(\"http://x\")"))
+    client.post("/api/ingest", json=make_trace(make_span, calls=1, start=start + 1, agent="writer",
+                                               name="<b>bold</b> & co", cost_usd=0.5))
+    client.post("/api/alerts/sdk-alert", json={"type": "transition", "event": "triggered", "from_state": "closed",
+                                               "to_state": "open", "scope": "agent", "scope_id": "writer",
+                                               "reason": "budget_per_hour", "timestamp_unix_nano": start})
+    return client
+
+
+def test_monthly_json(reported: TestClient) -> None:
+    report = reported.get("/api/reports/monthly", params={"month": MONTH}).json()
+    assert report["month"] == MONTH
+    assert report["totals"]["traces"] == 2 and report["totals"]["llm_calls"] == 3
+    assert report["totals"]["cost_usd"] == pytest.approx(0.502)
+    assert report["top_traces"][0]["name"] == "<b>bold</b> & co"
+    assert {a["agent_id"] for a in report["cost_by_agent"]} == {"researcher", "writer"}
+    assert report["circuit_breaker"]["transitions"] == 1
+    assert report["circuit_breaker"]["by_event"] == {"triggered": 1}
+    assert len(report["daily_cost"]) in (28, 29, 30, 31)
+    assert reported.get("/api/reports/monthly", params={"month": "1999-01"}).json()["totals"]["traces"] == 0
+    assert reported.get("/api/reports/monthly", params={"month": "2024-13"}).status_code == 422
+    assert reported.get("/api/reports/monthly", params={"month": "May"}).status_code == 422
+
+
+def test_monthly_csv_neutralises_formulas(reported: TestClient) -> None:
+    response = reported.get("/api/reports/monthly/csv", params={"month": MONTH})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert f"agentwatch-traces-{MONTH}.csv" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 2
+    names = {row["name"] for row in rows}
+    assert "'=HYPERLINK(\"http://x\")" in names and "<b>bold</b> & co" in names
+    assert {row["agents"] for row in rows} == {"Researcher", "Writer"}
+    assert sum(float(row["cost_usd"]) for row in rows) == pytest.approx(0.502)
+
+
+def test_signed_pdf_verifies_and_detects_tampering(reported: TestClient, tmp_path: Path,
+                                                   signing_key: Path) -> None:
+    response = reported.get("/api/reports/monthly/pdf", params={"month": MONTH})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/pdf"
+    pdf = response.content
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    fingerprint = response.headers["x-agentwatch-key-fingerprint"]
+    assert fingerprint == ReportSigner(signing_key).fingerprint
+
+    checked = reported.post("/api/reports/verify", content=pdf,
+                            headers={"Content-Type": "application/pdf",
+                                     "X-AgentWatch-Signature": response.headers["x-agentwatch-signature"]}).json()
+    assert checked["valid"] and checked["trusted"] and checked["key_fingerprint"] == fingerprint
+
+    position = pdf.index(b"/Title")
+    tampered = pdf[:position] + b"/Titlf" + pdf[position + 6:]
+    assert not reported.post("/api/reports/verify", content=tampered).json()["valid"]
+    appended = pdf + b"% more\n"
+    assert not reported.post("/api/reports/verify", content=appended).json()["valid"]
+    assert not reported.post("/api/reports/verify", content=b"%PDF-1.4 unsigned").json()["valid"]
+    wrong_detached = base64.b64encode(b"\0" * 384).decode()
+    assert not reported.post("/api/reports/verify", content=pdf,
+                             headers={"X-AgentWatch-Signature": wrong_detached}).json()["valid"]
+
+    # A report signed by another key is intact but not trusted.
+    other = ReportSigner(tmp_path / "other.pem")
+    forged, _ = other.sign(pdf[:pdf.rindex(b"\n%AgentWatch-Signature: ") + 1])
+    result = reported.post("/api/reports/verify", content=forged).json()
+    assert result["valid"] and not result["trusted"]
+
+    # The PDF still opens in a PDF library, signature trailer and all.
+    pdfplumber = pytest.importorskip("pdfplumber")
+    with pdfplumber.open(io.BytesIO(pdf)) as document:
+        text = "\n".join(page.extract_text() or "" for page in document.pages)
+    assert f"AgentWatch monthly report — {MONTH}" in text
+    assert "<b>bold</b> & co" in text  # untrusted text printed literally, not as markup
+
+    # The CLI checks the same file, against the public key it is given or the key beside the database.
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    public = tmp_path / "public.pem"
+    public.write_bytes(reported.get("/api/reports/public-key").content)
+    assert cli_main(["verify", str(path), "--public-key", str(public)]) == 0
+    assert cli_main(["verify", str(path)]) == 0  # intact; nothing to compare the signer with
+    assert cli_main(["verify", str(path), "--public-key", str(tmp_path / "other.pem")]) == 3
+    (tmp_path / "tampered.pdf").write_bytes(tampered)
+    assert cli_main(["verify", str(tmp_path / "tampered.pdf"), "--public-key", str(public)]) == 1
+
+
+def test_signing_key_is_generated_beside_the_database(tmp_path: Path, make_span: SpanFactory) -> None:
+    settings = Settings(db_path=tmp_path / "data" / "aw.db")
+    with TestClient(create_app(settings=settings)) as client:
+        key = tmp_path / "data" / "aw.signing-key.pem"
+        assert key.exists()  # made on first start, not on first report
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        pdf = client.get("/api/reports/monthly/pdf").content
+    assert verify_report(pdf, {ReportSigner(key).fingerprint})["trusted"]
+    # A restart keeps the key.
+    with TestClient(create_app(settings=settings)) as client:
+        assert client.get("/api/reports/public-key").headers["x-agentwatch-key-fingerprint"] == \
+            ReportSigner(key).fingerprint
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    assert cli_main(["verify", str(tmp_path / "r.pdf"), "--db", str(tmp_path / "data" / "aw.db")]) == 0
