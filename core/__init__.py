@@ -26,7 +26,7 @@ from ._client import Client, get_client, get_state, init, shutdown
 from ._context import current_span, current_trace_id
 from ._export import Exporter
 from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
-from ._llm import LLMCall, current_llm_call, llm_call, start_llm_call
+from ._llm import LLMCall, check_limits, current_llm_call, llm_call, start_llm_call
 from ._span import Span
 from ._version import __version__
 from .hookspecs import hookimpl
@@ -75,6 +75,7 @@ __all__ = [
     # LLM calls and the breaker
     "llm_call",
     "start_llm_call",
+    "check_limits",
     "current_llm_call",
     "LLMCall",
     "CircuitBreakerException",

@@ -46,6 +46,7 @@ __all__ = [
     "Monitor",
     "Admission",
     "admit",
+    "check",
     "settle",
 ]
 
@@ -590,6 +591,26 @@ class Monitor:
             return probe
         return self._blocked_locked()  # OPEN
 
+    def _check_locked(self, now: float) -> tuple[str, float | None, float | None] | None:
+        """``check()`` by this monitor: like an admission, but nothing is counted and no probe is taken."""
+        if self._state is CLOSED:
+            violation = self._evaluate(now, False)
+            if violation is None:
+                return None
+            if self._block:
+                self._trip_locked("triggered", violation)
+                self._alert_locked(now, violation)
+                return violation
+            self._alert_locked(now, violation)
+            return None
+        if self._state is PAUSED:
+            self._maybe_half_open_locked(now)
+            if self._state is PAUSED:
+                return self._blocked_locked()
+        if self._state is HALF_OPEN:
+            return self._blocked_locked() if self._probe is not None else None
+        return self._blocked_locked()  # OPEN
+
     def _settle_probe(self, now: float, cost_usd: float, error: bool, probe: _Probe) -> None:
         """Settlement of this monitor's probe call: record it, then close or open again."""
         self._store.record(now, cost_usd, error)
@@ -739,10 +760,41 @@ def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> Admiss
     result = _try_admit(ms, trace_id)
     if isinstance(result, Admission):
         return result
-    return _admit_blocked(ms, trace_id, result)
+    admission = _resolve_block(ms, trace_id, result, lambda: _try_admit(ms, trace_id))
+    assert isinstance(admission, Admission)
+    return admission
 
 
-def _admit_blocked(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked) -> Admission:
+def check(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> None:
+    """Raise ``CircuitBreakerException`` if a call made now would be blocked; count and record nothing.
+
+    For boundaries where no call is sent yet but one should not start if it cannot finish, such as a
+    LangGraph node: a limit exhausted during the previous node stops the next one before it runs. A
+    HALF_OPEN monitor lets the check through (the next real call is its probe) unless a probe is in flight.
+    """
+    ms = monitors if isinstance(monitors, tuple) else tuple(monitors)
+    result = _try_check(ms)
+    if result is not None:
+        _resolve_block(ms, trace_id, result, lambda: _try_check(ms))
+
+
+def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
+    clock: Callable[[], float] | None = None
+    now = 0.0
+    for monitor in monitors:
+        if monitor._clock is not clock:
+            clock = monitor._clock
+            now = clock()
+        with monitor._lock:
+            blocked = monitor._check_locked(now)
+        monitor._drain()
+        if blocked is not None:
+            return monitor, blocked
+    return None
+
+
+def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
+                   retry: Callable[[], Admission | _Blocked | None]) -> Admission | None:
     hooked: set[int] = set()
     while True:
         monitor, (reason, threshold, current) = blocked
@@ -752,8 +804,8 @@ def _admit_blocked(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
             hooked.add(id(monitor))
             _run_hook(hook, BlockEvent(monitor, monitor.scope, monitor.scope_id, reason, current, threshold,
                                        trace_id))
-            result = _try_admit(monitors, trace_id)
-            if isinstance(result, Admission):
+            result = retry()
+            if result is None or isinstance(result, Admission):
                 return result
             blocked = result
             continue

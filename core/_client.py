@@ -76,6 +76,7 @@ class Client:
         self._import_hooks = PostImportHooks()
         self._sink = _BreakerSink(self)
         self._agents: dict[str, AgentScope] = {}
+        self._declared: dict[str, dict[str, Any]] = {}
         self._agents_lock = threading.Lock()
         self.monitor = Monitor(
             "global", config.agent_name or "global",
@@ -169,7 +170,11 @@ class Client:
 
     def agent_scope(self, name: str, *, role: str | None = None, agent_id: str | None = None,
                     **limits: Any) -> AgentScope:
-        """The one scope for this agent name: created on first use, its limits updated when given."""
+        """The one scope for this agent name: created on first use.
+
+        Limits passed again unchanged (every ``with agent(...)`` of a loop) leave the monitor alone, so a
+        recovery such as ``increase_budget`` is not undone; different limits replace the declared ones.
+        """
         preset = self.config.agents.get(name, {})
         given = {key: value for key, value in limits.items() if value is not None}
         with self._agents_lock:
@@ -180,9 +185,13 @@ class Client:
                                   name=name, **settings)
                 scope = AgentScope(name, monitor.scope_id, role or preset.get("role") or "Agent", monitor)
                 self._agents[name] = scope
+                self._declared[name] = given
                 return scope
-        if given:
-            scope.monitor.update(**given)
+            changed = {key: value for key, value in given.items() if self._declared[name].get(key) != value}
+            if changed:
+                self._declared[name] = {**self._declared[name], **changed}
+        if changed:
+            scope.monitor.update(**changed)
         if role and role != scope.role:
             scope = AgentScope(scope.name, scope.agent_id, role, scope.monitor)
         return scope

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
-from ._breaker import Admission, CircuitBreakerException, Monitor, admit, settle
+from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle
 from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
 from ._safe import stop_on_exception
 from ._span import Span
@@ -22,7 +22,7 @@ from ._span import Span
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["LLMCall", "start_llm_call", "current_llm_call", "llm_call", "normalize_anthropic_usage"]
+__all__ = ["LLMCall", "start_llm_call", "check_limits", "current_llm_call", "llm_call", "normalize_anthropic_usage"]
 
 CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
 
@@ -189,6 +189,17 @@ class LLMCall:
 def _admit(client: Client, scopes: Sequence[AgentScope], trace_id: str) -> Admission:
     """Admission; an internal error lets the call through unchecked rather than break the host."""
     return admit(_monitors(client, scopes), trace_id=trace_id)
+
+
+@stop_on_exception
+def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = None) -> None:
+    """Raise ``CircuitBreakerException`` if an LLM call made now would be blocked; counts nothing.
+
+    For framework boundaries where work that will call an LLM is about to start (a LangGraph node).
+    """
+    client = _client_module._active
+    if client is not None:
+        check(_monitors(client, scopes), trace_id=trace_id)
 
 
 def start_llm_call(

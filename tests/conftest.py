@@ -8,6 +8,8 @@ import pytest
 
 import agentwatch
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _no_client_between_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

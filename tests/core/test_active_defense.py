@@ -178,3 +178,17 @@ def test_public_path_concurrency_spend_is_exact(memory: agentwatch.InMemoryExpor
     for name, monitor in state["agents"].items():
         expected = sum(s["cost_usd"] for s in llm if s["agent_name"] == name)
         assert monitor["spend_last_hour"] == pytest.approx(expected, rel=1e-9), name
+
+
+def test_reentering_an_agent_keeps_a_recovery_but_applies_new_limits() -> None:
+    agentwatch.init(exporters=[])
+    with agentwatch.agent("Looper", budget_per_hour=ONE_CALL_USD, block_on_threshold=True):
+        _spend(1)
+        with pytest.raises(CircuitBreakerException) as caught:
+            _spend(1)
+    caught.value.monitor.increase_budget(ONE_CALL_USD)
+    with agentwatch.agent("Looper", budget_per_hour=ONE_CALL_USD, block_on_threshold=True):
+        _spend(1)  # same declared limits: the top-up stands
+    with agentwatch.agent("Looper", budget_per_hour=100.0, block_on_threshold=True):
+        _spend(1)  # new declared limit replaces the old one
+    assert agentwatch.get_state()["monitors"]["agents"]["Looper"]["limits"]["budget_per_hour"] == 100.0

@@ -1,0 +1,335 @@
+"""``AgentWatchHandler``: LangChain callbacks → AgentWatch spans, limit checks before calls and nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.outputs import LLMResult
+
+import agentwatch
+from agentwatch import CircuitBreakerException, Span
+from agentwatch._config import validate_agent_limits
+from agentwatch._context import CURRENT_SPAN, AgentScope
+from agentwatch._safe import stop_on_exception
+
+from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow
+from ._messages import message_dicts, output_text, usage_of
+from ._runs import RUNS, Run
+
+__all__ = ["AgentWatchHandler"]
+
+_NODE_ATTRIBUTES = {"langgraph_node": "langgraph_node", "langgraph_step": "langgraph_step",
+                    "langgraph_triggers": "langgraph_triggers", "langgraph_path": "langgraph_path",
+                    "langgraph_checkpoint_ns": "checkpoint_ns", "checkpoint_ns": "checkpoint_ns",
+                    "thread_id": "thread_id"}
+_LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert",
+               "on_block")
+
+
+def _is_node(name: str | None, metadata: Mapping[str, Any], tags: Sequence[str] | None) -> bool:
+    return bool(name) and metadata.get("langgraph_node") == name and any(
+        tag.startswith("graph:step:") for tag in tags or ())
+
+
+class AgentWatchHandler(BaseCallbackHandler):
+    """Trace LangChain and LangGraph runs and enforce AgentWatch limits at nodes and model calls.
+
+    ``agent``/``role``/limits put every run of this handler in one agent scope; ``agents`` maps
+    LangGraph node names to agent scopes with their own limits. ``on_budget="raise"`` raises
+    ``CircuitBreakerException`` to the caller; ``"interrupt"`` pauses the graph with ``interrupt()``.
+    """
+
+    # raise_error lets a block reach the caller with its own type (internal errors are swallowed by
+    # stop_on_exception first); run_inline keeps the check on the caller's thread and context.
+    raise_error = True
+    run_inline = True
+
+    def __init__(self, agent: str | None = None, role: str | None = None, agent_id: str | None = None, *,
+                 budget_per_hour: float | None = None, max_error_rate: float | None = None,
+                 max_calls_per_minute: int | None = None, block_on_threshold: bool | None = None,
+                 on_alert: Callable[[dict[str, Any]], Any] | None = None, on_block: Callable[[Any], Any] | None = None,
+                 agents: Mapping[str, Mapping[str, Any]] | None = None, on_budget: str = "raise") -> None:
+        if on_budget not in ("raise", "interrupt"):
+            raise ValueError(f"on_budget must be 'raise' or 'interrupt', got {on_budget!r}")
+        limits = {"budget_per_hour": budget_per_hour, "max_error_rate": max_error_rate,
+                  "max_calls_per_minute": max_calls_per_minute, "block_on_threshold": block_on_threshold,
+                  "on_alert": on_alert, "on_block": on_block}
+        self._agent = agent
+        self._agent_options = validate_agent_limits(
+            f"AgentWatchHandler(agent={agent!r})",
+            {k: v for k, v in {**limits, "role": role, "agent_id": agent_id}.items() if v is not None})
+        if not agent and any(v is not None for v in limits.values()):
+            raise ValueError("AgentWatchHandler: limits need an agent name (agent=...)")
+        self._node_agents = {name: validate_agent_limits(f"agents[{name!r}]", dict(options))
+                             for name, options in (agents or {}).items()}
+        self._on_budget = on_budget
+        allow_graph_control_flow()
+
+    # ---- scopes and spans ---------------------------------------------------------------------
+
+    def _own_scopes(self) -> tuple[AgentScope, ...]:
+        client = agentwatch.get_client()
+        if client is None or not self._agent:
+            return ()
+        options = dict(self._agent_options)
+        return (client.agent_scope(self._agent, role=options.pop("role", None),
+                                   agent_id=options.pop("agent_id", None), **options),)
+
+    def _node_scope(self, node: str) -> tuple[AgentScope, ...]:
+        client = agentwatch.get_client()
+        options = self._node_agents.get(node)
+        if client is None or options is None:
+            return ()
+        options = dict(options)
+        return (client.agent_scope(node, role=options.pop("role", "node"), agent_id=options.pop("agent_id", None),
+                                   **options),)
+
+    def _parent(self, parent_run_id: UUID | None) -> Run | None:
+        return RUNS.get(parent_run_id) if parent_run_id is not None else None
+
+    def _open(self, run_id: UUID, parent_run_id: UUID | None, name: str, kind: str,
+              metadata: Mapping[str, Any] | None, extra_scopes: tuple[AgentScope, ...] = ()) -> Run | None:
+        client = agentwatch.get_client()
+        if client is None or run_id in RUNS:
+            return None  # not initialised, or another handler instance already records this run
+        parent = self._parent(parent_run_id)
+        scopes = (parent.scopes if parent else self._own_scopes()) + extra_scopes
+        agent = scopes[-1] if scopes else None
+        span = client.start_span(name, kind, parent=parent.span if parent else CURRENT_SPAN.get(), agent=agent)
+        metadata = metadata or {}
+        run = Run(span, scopes, in_graph=bool(parent and parent.in_graph) or "langgraph_step" in metadata)
+        RUNS[run_id] = run
+        return run
+
+    def _close(self, run_id: UUID, error: BaseException | None = None) -> Run | None:
+        run = RUNS.pop(run_id, None)
+        if run is None:
+            return None
+        span = run.span
+        if error is not None:
+            if isinstance(error, CircuitBreakerException):
+                span.status = "blocked"
+                span.attributes["breaker.reason"] = error.reason
+            elif is_control_flow(error):
+                span.attributes["langgraph.control_flow"] = type(error).__name__
+            else:
+                span.record_error(error)
+        client = agentwatch.get_client()
+        if client is not None:
+            client.end_span(span)
+        else:
+            span.finish()
+        return run
+
+    def _capture(self) -> bool:
+        client = agentwatch.get_client()
+        return client is not None and client.config.capture_text
+
+    # ---- chains, graphs, nodes ----------------------------------------------------------------
+
+    @stop_on_exception
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        metadata = metadata or {}
+        name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
+        if _is_node(name, metadata, tags):
+            self._start_node(name, inputs, run_id, parent_run_id, metadata)
+            return
+        parent = self._parent(parent_run_id)
+        kind = "graph" if name == "LangGraph" or (parent is None and "langgraph_step" not in metadata and
+                                                  _looks_like_graph(serialized)) else "chain"
+        run = self._open(run_id, parent_run_id, name, kind, metadata)
+        if run is not None:
+            if kind == "graph":
+                run.in_graph = True
+                _copy_node_metadata(run.span, metadata)
+            if self._capture():
+                run.span.input = _jsonable(inputs)
+
+    def _start_node(self, name: str, inputs: Any, run_id: UUID, parent_run_id: UUID | None,
+                    metadata: Mapping[str, Any]) -> None:
+        run = self._open(run_id, parent_run_id, name, "node", metadata, self._node_scope(name))
+        if run is None:
+            return
+        run.in_graph = True
+        _copy_node_metadata(run.span, metadata)
+        if self._capture():
+            run.span.input = _jsonable(inputs)
+        if self._on_budget == "interrupt":
+            # interrupt() needs the node's runnable context, which LangGraph sets only after this
+            # callback: the node's first model call asks the human instead.
+            return
+        try:
+            # A limit exhausted during the previous node stops this one before it runs; the checkpoint
+            # then holds every finished node and `graph.invoke(None, config)` resumes here.
+            agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id)
+        except CircuitBreakerException as error:
+            self._close(run_id, error)
+            raise graph_block(error) from None
+
+    @stop_on_exception
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = RUNS.get(run_id)
+        if run is not None and self._capture():
+            run.span.output = _jsonable(outputs)
+        self._close(run_id)
+
+    @stop_on_exception
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._close(run_id, error)
+
+    # ---- model calls --------------------------------------------------------------------------
+
+    def _start_model(self, run_id: UUID, parent_run_id: UUID | None, name: str, metadata: Mapping[str, Any],
+                     invocation: Mapping[str, Any], prompt: Any) -> None:
+        client = agentwatch.get_client()
+        if client is None or run_id in RUNS:
+            return
+        parent = self._parent(parent_run_id)
+        scopes = parent.scopes if parent else self._own_scopes()
+        model = metadata.get("ls_model_name") or invocation.get("model") or invocation.get("model_name")
+        provider = metadata.get("ls_provider")
+        attributes: dict[str, Any] = {}
+        for key in ("langgraph_node", "langgraph_step"):
+            if key in metadata:
+                attributes[key] = metadata[key]
+        if invocation.get("stream") or invocation.get("streaming"):
+            attributes["streaming"] = True
+        try:
+            call = agentwatch.start_llm_call(name, model=model, provider=provider,
+                                             parent=parent.span if parent else CURRENT_SPAN.get(), scopes=scopes,
+                                             input=prompt, attributes=attributes)
+        except CircuitBreakerException as error:
+            in_graph = bool(parent and parent.in_graph) or "langgraph_step" in metadata
+            if in_graph and self._on_budget == "interrupt":
+                interrupt_for_budget(error)  # raises GraphInterrupt; returns on resume with the top-up applied
+                self._start_model(run_id, parent_run_id, name, metadata, invocation, prompt)
+                return
+            raise (graph_block(error) if in_graph else error) from None
+        # The model's HTTP request runs in this same context: a lower layer (the HTTP plugin) finds this call there
+        # and adds to it instead of counting the request a second time.
+        call.activate()
+        RUNS[run_id] = Run(call.span, scopes, call=call, in_graph=bool(parent and parent.in_graph))
+
+    @stop_on_exception
+    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
+                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "chat_model"
+        prompt = message_dicts(messages) if self._capture() else None
+        self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
+
+    @stop_on_exception
+    def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
+        prompt = list(prompts) if self._capture() else None
+        self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
+
+    @stop_on_exception
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        run = RUNS.get(run_id)
+        if run is not None and run.call is not None:
+            run.call.mark_first_token()
+
+    @stop_on_exception
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        run = RUNS.pop(run_id, None)
+        if run is None or run.call is None:
+            return
+        call = run.call
+        call.deactivate()
+        usage = usage_of(response)
+        if usage.model:
+            call.set_model(usage.model)
+        call.set_usage(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                       usage.cache_write_tokens)
+        if usage.input_tokens is None and usage.output_tokens is None:
+            call.set_attribute("usage_missing", True)
+        if self._capture():
+            call.set_output(output_text(response))
+        call.end(finish_reason=usage.finish_reason)
+
+    @stop_on_exception
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = RUNS.pop(run_id, None)
+        if run is None or run.call is None:
+            return
+        run.call.deactivate()
+        run.call.end(error=error)
+
+    # ---- tools and retrievers -----------------------------------------------------------------
+
+    @stop_on_exception
+    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
+                      **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
+        run = self._open(run_id, parent_run_id, name, "tool", metadata)
+        if run is not None:
+            run.span.attributes["tool.name"] = name
+            if self._capture():
+                run.span.input = inputs if inputs is not None else input_str
+
+    @stop_on_exception
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = RUNS.get(run_id)
+        if run is not None and self._capture():
+            run.span.output = _jsonable(getattr(output, "content", output))
+        self._close(run_id)
+
+    @stop_on_exception
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._close(run_id, error)
+
+    @stop_on_exception
+    def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
+        run = self._open(run_id, parent_run_id, name, "retriever", metadata)
+        if run is not None and self._capture():
+            run.span.input = query
+
+    @stop_on_exception
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        run = RUNS.get(run_id)
+        if run is not None:
+            run.span.attributes["retriever.documents"] = len(documents)
+            if self._capture():
+                run.span.output = [getattr(doc, "page_content", str(doc)) for doc in documents]
+        self._close(run_id)
+
+    @stop_on_exception
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._close(run_id, error)
+
+
+def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
+    for key, attribute in _NODE_ATTRIBUTES.items():
+        if key in metadata and metadata[key] is not None:
+            span.attributes[attribute] = _jsonable(metadata[key])
+
+
+def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
+    identifier = (serialized or {}).get("id") or ()
+    return any("pregel" in str(part).lower() or "graph" in str(part).lower() for part in identifier)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    content = getattr(value, "content", None)
+    if content is not None:
+        return {"type": getattr(value, "type", type(value).__name__), "content": _jsonable(content)}
+    return repr(value)[:2000]

@@ -1,0 +1,42 @@
+"""Entry point: zero-config LangChain/LangGraph tracing through LangChain's own configure hook.
+
+LangSmith auto-traces the same way: every callback manager LangChain configures gets one
+``AgentWatchHandler`` unless it already holds one (so an explicit handler is never doubled).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from agentwatch import hookimpl
+
+__all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrument"]
+
+AGENTWATCH_REQUIRES = ("langchain_core",)
+
+_installed: list[tuple[Any, ...]] = []
+
+
+@hookimpl
+def agentwatch_instrument(client: Any) -> None:
+    from langchain_core.tracers import context as tracer_context
+
+    from ._handler import AgentWatchHandler
+
+    if _installed:
+        return
+    # A default on the variable (not .set()) makes the handler visible in every thread and task.
+    variable: ContextVar[Any] = ContextVar("agentwatch_langchain_handler", default=AgentWatchHandler())  # noqa: B039
+    tracer_context.register_configure_hook(variable, True, AgentWatchHandler)
+    _installed.append(tracer_context._configure_hooks[-1])
+
+
+@hookimpl
+def agentwatch_uninstrument(client: Any) -> None:
+    from langchain_core.tracers import context as tracer_context
+
+    while _installed:
+        entry = _installed.pop()
+        if entry in tracer_context._configure_hooks:
+            tracer_context._configure_hooks.remove(entry)

@@ -1,0 +1,162 @@
+"""LangChain runs become a span tree with the native hierarchy, tokens and cost, zero-config or explicit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+
+import agentwatch
+from agentwatch.plugins.langchain import AgentWatchHandler
+from tests.plugins.langchain.fakes import UsageChatModel, gpt4o_cost
+
+
+class _Docs(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager: Any = None) -> list[Document]:
+        return [Document(page_content=f"doc about {query}"), Document(page_content="another")]
+
+
+@tool
+def word_count(text: str) -> int:
+    """Count the words in a text."""
+    return len(text.split())
+
+
+def _tree(memory: agentwatch.InMemoryExporter) -> dict[str, dict]:
+    agentwatch.flush()
+    return {span["name"]: span for span in memory.spans if span["kind"] != "process"}
+
+
+def test_zero_config_chain_tree_tokens_and_cost(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], capture_messages=True)
+    chain = ChatPromptTemplate.from_template("Explain {topic}") | UsageChatModel(cached_tokens=100) | StrOutputParser()
+    assert chain.invoke({"topic": "EU AI Act"}) == "ok"
+    spans = _tree(memory)
+    sequence, prompt, model, parser = (spans["RunnableSequence"], spans["ChatPromptTemplate"],
+                                       spans["UsageChatModel"], spans["StrOutputParser"])
+    assert sequence["kind"] == "chain" and sequence["parent_span_id"] is None
+    for child in (prompt, model, parser):
+        assert child["parent_span_id"] == sequence["span_id"] and child["trace_id"] == sequence["trace_id"]
+    assert model["kind"] == "llm" and (model["model"], model["provider"]) == ("gpt-4o", "openai")
+    assert (model["input_tokens"], model["output_tokens"], model["cached_input_tokens"]) == (1000, 500, 100)
+    assert model["cost_usd"] == pytest.approx(gpt4o_cost(cached=100))
+    assert model["attributes"]["finish_reason"] == "stop"
+    assert model["input"] == [{"role": "human", "content": "Explain EU AI Act"}]
+    assert model["output"] == "ok"
+
+
+def test_text_not_kept_without_capture(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], capture_messages=True, zero_data_retention=True)
+    UsageChatModel().invoke("secret")
+    spans = _tree(memory)
+    assert "input" not in spans["UsageChatModel"] and "output" not in spans["UsageChatModel"]
+
+
+def test_explicit_handler_plus_zero_config_records_once(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    model = UsageChatModel()
+    handler = AgentWatchHandler()
+    model.invoke("a", config={"callbacks": [handler]})
+    (model.with_config(callbacks=[AgentWatchHandler()]) | StrOutputParser()).invoke("b")
+    UsageChatModel(callbacks=[handler]).invoke("c")
+    agentwatch.flush()
+    llm = memory.by_kind("llm")
+    assert len(llm) == 3
+    assert agentwatch.get_state()["monitors"]["global"]["spend_last_hour"] == pytest.approx(3 * gpt4o_cost())
+
+
+def test_explicit_handler_without_init_records_nothing_and_works() -> None:
+    assert UsageChatModel().invoke("x", config={"callbacks": [AgentWatchHandler()]}).content == "ok"
+
+
+def test_streaming_usage_and_time_to_first_token(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    chunks = list(UsageChatModel(reply="one two three").stream("hi"))
+    assert "".join(c.content for c in chunks) == "one two three"
+
+    async def run_async() -> str:
+        parts = [chunk.content async for chunk in UsageChatModel(reply="a b").astream("hi")]
+        return "".join(parts)  # type: ignore[arg-type]
+
+    assert asyncio.run(run_async()) == "a b"
+    agentwatch.flush()
+    llm = memory.by_kind("llm")
+    assert len(llm) == 2
+    for span in llm:
+        assert (span["input_tokens"], span["output_tokens"]) == (1000, 500)
+        assert span["attributes"]["time_to_first_token_ms"] >= 0
+
+
+def test_batch_ainvoke_and_astream_events(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    model = UsageChatModel()
+    model.batch(["a", "b", "c"])
+
+    async def run() -> None:
+        await model.ainvoke("d")
+        async for _ in (model | StrOutputParser()).astream_events("e", version="v2"):
+            pass
+
+    asyncio.run(run())
+    agentwatch.flush()
+    assert len(memory.by_kind("llm")) == 5
+
+
+def test_model_error_is_recorded_and_raised(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with pytest.raises(RuntimeError, match="rate limited"):
+        UsageChatModel(fail_with="rate limited").invoke("x")
+    agentwatch.flush()
+    (span,) = memory.by_kind("llm")
+    assert span["status"] == "error" and span["attributes"]["error.message"] == "rate limited"
+
+
+def test_tools_and_retrievers(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], capture_messages=True)
+    pipeline = RunnableLambda(lambda q: _Docs().invoke(q)) | RunnableLambda(
+        lambda docs: word_count.invoke({"text": docs[0].page_content}))
+    assert pipeline.invoke("cats") == 3
+    with pytest.raises(ValueError):
+        RunnableLambda(lambda _: (_ for _ in ()).throw(ValueError("bad"))).invoke(1)
+    spans = _tree(memory)
+    retriever, counter = spans["_Docs"], spans["word_count"]
+    assert retriever["kind"] == "retriever" and retriever["attributes"]["retriever.documents"] == 2
+    assert retriever["input"] == "cats"
+    assert counter["kind"] == "tool" and counter["input"] == {"text": "doc about cats"} and counter["output"] == 3
+    errors = [s for s in memory.spans if s["status"] == "error"]
+    assert errors and errors[0]["attributes"]["error.type"] == "ValueError"
+
+
+def test_agent_scope_of_handler_limits_the_model(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    handler = AgentWatchHandler(agent="Summariser", role="Writer", budget_per_hour=gpt4o_cost(),
+                                block_on_threshold=True)
+    model = UsageChatModel()
+    model.invoke("1", config={"callbacks": [handler]})
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        model.invoke("2", config={"callbacks": [handler]})
+    assert caught.value.scope_id == "summariser" and model.calls == 1  # the blocked call never ran
+    agentwatch.flush()
+    statuses = [(s["status"], s["agent_name"], s["agent_role"]) for s in memory.by_kind("llm")]
+    assert statuses == [("ok", "Summariser", "Writer"), ("blocked", "Summariser", "Writer")]
+
+
+def test_shutdown_removes_the_zero_config_hook(memory: agentwatch.InMemoryExporter) -> None:
+    from langchain_core.tracers.context import _configure_hooks
+
+    before = len(_configure_hooks)
+    agentwatch.init(exporters=[memory])
+    assert len(_configure_hooks) == before + 1
+    agentwatch.shutdown()
+    assert len(_configure_hooks) == before
+    agentwatch.init(exporters=[memory])
+    UsageChatModel().invoke("x")
+    agentwatch.flush()
+    assert len(memory.by_kind("llm")) == 1
