@@ -17,6 +17,7 @@ from ._breaker import CircuitBreakerException, Monitor
 from ._config import Config, build_config
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
 from ._export import BatchProcessor, Exporter
+from ._limits_backend import window_store_for
 from ._exporters import HttpExporter
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
 from ._pricing import Pricer, warm_up
@@ -78,8 +79,9 @@ class Client:
         self._agents: dict[str, AgentScope] = {}
         self._declared: dict[str, dict[str, Any]] = {}
         self._agents_lock = threading.Lock()
+        global_id = config.agent_name or "global"
         self.monitor = Monitor(
-            "global", config.agent_name or "global",
+            "global", global_id, store=window_store_for(config, "global", global_id),
             budget_per_hour=config.budget_per_hour, max_error_rate=config.max_error_rate,
             max_calls_per_minute=config.max_calls_per_minute, block_on_threshold=config.block_on_threshold,
             on_alert=config.on_alert, on_block=config.on_block, sink=self._sink,
@@ -181,8 +183,9 @@ class Client:
             scope = self._agents.get(name)
             if scope is None:
                 settings = {**{k: v for k, v in preset.items() if k not in ("role", "agent_id")}, **given}
-                monitor = Monitor("agent", agent_id or preset.get("agent_id") or _slug(name), sink=self._sink,
-                                  name=name, **settings)
+                scope_id = agent_id or preset.get("agent_id") or _slug(name)
+                monitor = Monitor("agent", scope_id, sink=self._sink, name=name,
+                                  store=window_store_for(self.config, "agent", scope_id), **settings)
                 scope = AgentScope(name, monitor.scope_id, role or preset.get("role") or "Agent", monitor)
                 self._agents[name] = scope
                 self._declared[name] = given
