@@ -17,8 +17,8 @@ from ._breaker import CircuitBreakerException, Monitor
 from ._config import Config, build_config
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
 from ._export import BatchProcessor, Exporter
-from ._limits_backend import window_store_for
 from ._exporters import HttpExporter
+from ._limits_backend import window_store_for
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
 from ._pricing import Pricer, warm_up
 from ._safe import logger, stop_on_exception
