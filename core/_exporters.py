@@ -215,8 +215,9 @@ class HttpExporter:
         path = self._sender.path
         self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
 
-    def _post_json(self, path: str, payload: Any) -> bool:
-        return self._sender.post_with_retries(path, _dumps(payload).encode("utf-8"), "application/json")
+    def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
+        return self._sender.post_with_retries(path, _dumps(payload).encode("utf-8"), "application/json",
+                                              gzipped=gzipped)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         ok = self._post_json(self._sender.path, list(spans))
@@ -232,7 +233,7 @@ class HttpExporter:
                 continue
             record = {"type": "transition" if span["kind"] == "breaker" else "alert",
                       "timestamp_unix_nano": span["start_time_unix_nano"], **span["attributes"]}
-            self._post_json(self._alert_path, record)
+            self._post_json(self._alert_path, record, gzipped=False)  # one small record: not worth gzip
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         return True

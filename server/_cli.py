@@ -43,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "ingest throughput)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
-    demo = commands.add_parser("demo", help="run a demo agent against a local collector")
-    demo.add_argument("--no-serve", action="store_true", help="send to an already running collector")
-    demo.add_argument("--port", type=int, default=3001)
-    demo.add_argument("--db", type=Path, help="SQLite file for the demo's collector")
+    demo = commands.add_parser("demo", help="run a multi-agent LangGraph demo that trips the breaker and resumes")
+    demo.add_argument("--no-serve", action="store_true", help="exit after the demo instead of serving the dashboard")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=3001, help="collector port (0 picks a free one)")
+    demo.add_argument("--db", type=Path, default=Path("agentwatch-demo.db"), help="SQLite file for the collector")
 
     verify = commands.add_parser("verify", help="check the signature of a report PDF")
     verify.add_argument("file", type=Path)
@@ -97,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from . import _demo as demo_module  # type: ignore[attr-defined]
+        from . import _demo as demo_module
     except ImportError as error:
         print(f"agentwatch demo needs the LangGraph plugin (pip install 'agentwatch[langchain,server]'): {error}",
               file=sys.stderr)

@@ -26,6 +26,9 @@ __all__ = [
 
 #: Kinds whose spans are model calls: counted as calls, latency and error rate are computed over them.
 LLM_KINDS = frozenset({"llm", "embedding"})
+#: Where the SDK blocks work before it starts. Enclosing spans (graph, trace, agent) that the exception
+#: passes through are marked blocked too, but a block is counted once, where it happened.
+BLOCK_POINT_KINDS = LLM_KINDS | {"node"}
 _OTEL_KINDS = frozenset({"INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"})
 _STATUSES = {"ok": "ok", "error": "error", "blocked": "blocked", "unset": "ok", "": "ok"}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _json
-from ._model import LLM_KINDS, SpanRecord
+from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION
@@ -133,7 +133,7 @@ class _Aggregates:
         self.alerts: list[SpanRecord] = []
         for r in records:
             is_error = r.status == "error"
-            is_blocked = r.status == "blocked"
+            is_blocked = r.status == "blocked" and r.kind in BLOCK_POINT_KINDS
             is_call = r.kind in LLM_KINDS and not is_blocked
             call_error = is_call and is_error
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _json
-from ._model import LLM_KINDS
+from ._model import BLOCK_POINT_KINDS, LLM_KINDS
 from ._stats import DAY_NS, HOUR_NS, latency_bin, percentile_exact, percentile_from_bins
 from ._store import TraceQuery
 from ._time import iso
@@ -29,6 +29,7 @@ _SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, kind, status, start_n
                  " agent_role, model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,"
                  " attributes, input, output")
 _CALL = "(kind IN ({}) AND status != 'blocked')".format(", ".join(f"'{kind}'" for kind in sorted(LLM_KINDS)))
+_BLOCKED = "(status = 'blocked' AND kind IN ({}))".format(", ".join(f"'{kind}'" for kind in sorted(BLOCK_POINT_KINDS)))
 
 Range = tuple[int | None, int | None]
 # A probe per trace, not an IN list: walking traces in time order stops after one page, where an IN list
@@ -199,7 +200,7 @@ class Queries:
         for low, high in edges:
             row = connection.execute(
                 f"SELECT count(*), sum({_CALL}), sum({_CALL} AND status = 'error'), sum(status = 'error'),"
-                " sum(status = 'blocked'), sum(input_tokens), sum(output_tokens), sum(cost_usd)"
+                f" sum({_BLOCKED}), sum(input_tokens), sum(output_tokens), sum(cost_usd)"
                 " FROM spans WHERE start_ns >= ? AND start_ns < ?", (low, high)).fetchone()
             totals = [a + (b or 0) for a, b in zip(totals, row, strict=True)]
             for (duration,) in connection.execute(
@@ -273,7 +274,7 @@ class Queries:
             "SELECT agent_id, sum(cost_usd), sum(llm_calls), sum(input_tokens), sum(output_tokens), sum(spans),"
             " sum(errors), sum(blocked) FROM rollup_agent{where} GROUP BY agent_id",
             f"SELECT coalesce(agent_id, agent_name, ''), sum(cost_usd), sum({_CALL}), sum(input_tokens),"
-            " sum(output_tokens), count(*), sum(status = 'error'), sum(status = 'blocked') FROM spans"
+            f" sum(output_tokens), count(*), sum(status = 'error'), sum({_BLOCKED}) FROM spans"
             " WHERE start_ns >= ? AND start_ns < ? GROUP BY coalesce(agent_id, agent_name, '')", 1)
         names = dict(connection.execute(
             "SELECT agent_id, max(agent_name) FROM rollup_agent GROUP BY agent_id").fetchall())
@@ -306,7 +307,7 @@ class Queries:
     def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
         connection = self._connection()
         row = connection.execute(
-            f"SELECT count(*), sum({_CALL}), sum({_CALL} AND status = 'error'), sum(status = 'blocked'),"
+            f"SELECT count(*), sum({_CALL}), sum({_CALL} AND status = 'error'), sum({_BLOCKED}),"
             " sum(cost_usd) FROM spans WHERE start_ns >= ? AND start_ns < ?", (start_ns, end_ns)).fetchone()
         durations = [d / 1e6 for (d,) in connection.execute(
             f"SELECT end_ns - start_ns FROM spans WHERE start_ns >= ? AND start_ns < ? AND {_CALL}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from agentwatch import CircuitBreakerException
@@ -45,9 +46,21 @@ def is_control_flow(error: BaseException) -> bool:
                for kind in type(error).__mro__)
 
 
+class _ExpectedRaises(logging.Filter):
+    """LangChain logs a warning for every exception a callback raises, even a deliberate one; a block or
+    an interrupt from our handler is the intended outcome, reported to the caller, not a callback bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Error in AgentWatchHandler.")
+                    and ("CircuitBreakerException" in message or "GraphInterrupt" in message))
+
+
 @functools.cache
 def allow_graph_control_flow() -> None:
-    """Let LangGraph's control-flow exceptions (e.g. ``interrupt()``) pass the SDK's never-raise guard."""
+    """Let LangGraph's control-flow exceptions (e.g. ``interrupt()``) pass the SDK's never-raise guard,
+    and keep LangChain from logging our deliberate raises as callback errors."""
+    logging.getLogger("langchain_core.callbacks.manager").addFilter(_ExpectedRaises())
     try:
         from langgraph.errors import GraphBubbleUp
     except ImportError:

@@ -221,7 +221,8 @@ def test_ranged_aggregates_match_a_brute_force_count(client: TestClient, make_sp
         got = client.get("/api/metrics", params={"from": str(low), "to": str(high)}).json()
         assert got["spans"] == len(inside)
         assert got["llm_calls"] == len(calls)
-        assert got["blocked_calls"] == sum(s["status"] == "blocked" for s in inside)
+        # A block is counted where it happened (LLM call or node), not on the spans it passed through.
+        assert got["blocked_calls"] == sum(s["status"] == "blocked" and s["kind"] == "llm" for s in inside)
         assert got["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in inside))
         if calls:
             durations = sorted((s["end_time_unix_nano"] - s["start_time_unix_nano"]) / 1e6 for s in calls)

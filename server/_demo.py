@@ -1,0 +1,116 @@
+"""``agentwatch demo``: a collector on SQLite and a multi-agent LangGraph run that trips and resumes.
+
+The researcher agent overspends its budget in a deep-research loop; AgentWatch stops the next node
+before it starts, the demo tops the budget up with ``e.monitor.increase_budget`` and resumes the graph
+from its checkpoint: finished nodes do not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "run_demo"]
+
+
+def _get(base: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def run_demo(collector_url: str, checkpoint_path: Path, out: Any = sys.stdout) -> dict[str, Any]:
+    """Run the workflow against the collector at ``collector_url``; returns what happened."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    import agentwatch
+    from agentwatch import CircuitBreakerException
+    from agentwatch.plugins.langchain import AgentWatchHandler
+
+    from ._demo_workflow import AGENT_LIMITS, build_workflow, stream_updates
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    agentwatch.init(proxy_url=f"{collector_url}/api/ingest", budget_per_hour=5.0, block_on_threshold=True,
+                    capture_messages=True, flush_interval=0.2, agents=AGENT_LIMITS)
+    connection = sqlite3.connect(checkpoint_path, check_same_thread=False)
+    graph, _ = build_workflow(SqliteSaver(connection))
+    config = {"configurable": {"thread_id": f"demo-{int(time.time())}"},
+              "callbacks": [AgentWatchHandler(agents={name: {} for name in AGENT_LIMITS})]}
+    outcome: dict[str, Any] = {"blocked": None, "resumed_nodes": [], "first_nodes": []}
+    say("Running planner → researcher (deep-research loop) → writer on scripted gpt-4o models ...")
+    try:
+        with agentwatch.trace("demo: EU AI Act research"):
+            for node in stream_updates(graph, {"topic": "EU AI Act Article 12", "notes": []}, config):
+                outcome["first_nodes"].append(node)
+                say(f"  ✓ {node}")
+    except CircuitBreakerException as blocked:
+        outcome["blocked"] = {"reason": blocked.reason, "scope": blocked.scope, "scope_id": blocked.scope_id,
+                              "current": blocked.current, "threshold": blocked.threshold}
+        waiting = graph.get_state(config).next
+        say(f"  ✗ blocked before {', '.join(waiting)}: {blocked.scope} {blocked.scope_id!r} {blocked.reason} "
+            f"(${blocked.current:.4f} of ${blocked.threshold:.4f}); the checkpoint keeps every finished node")
+        say(f"  → e.monitor.increase_budget(0.10), then graph.invoke(None, config) resumes at {waiting[0]}")
+        blocked.monitor.increase_budget(0.10)
+        with agentwatch.trace("demo: resume from checkpoint"):
+            for node in stream_updates(graph, None, config):
+                outcome["resumed_nodes"].append(node)
+                say(f"  ✓ {node} (resumed)")
+    outcome["report"] = graph.get_state(config).values.get("report")
+    agentwatch.flush(10)
+    agentwatch.shutdown()
+    connection.close()
+    return outcome
+
+
+def _summary(base: str, outcome: dict[str, Any], out: Any) -> None:
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    metrics = _get(base, "/api/metrics")
+    by_agent = _get(base, "/api/cost/by-agent")
+    breakers = _get(base, "/api/circuit-breaker/status")
+    say()
+    say("Summary (read back from the collector's REST API)")
+    say(f"  traces {metrics.get('traces')}, spans {metrics.get('spans')}, LLM cost ${metrics.get('cost_usd', 0):.4f}, "
+        f"blocked calls {metrics.get('blocked_calls')}")
+    for row in by_agent.get("agents", []):
+        name = row.get("agent_name") or row.get("agent_id")
+        if not row.get("llm_calls"):
+            continue
+        say(f"  {name:<12} ${row['cost_usd']:.4f}  ({row['llm_calls']} LLM calls, {row.get('blocked', 0)} blocked)")
+    for breaker in breakers.get("breakers", []):
+        say(f"  breaker {breaker.get('scope')}/{breaker.get('scope_id')}: {breaker.get('state')} "
+            f"(last: {breaker.get('last_event') or breaker.get('event')})")
+    if outcome.get("blocked"):
+        say(f"  block: {outcome['blocked']['scope_id']} {outcome['blocked']['reason']}; resumed nodes: "
+            f"{', '.join(outcome['resumed_nodes'])}")
+    say(f"  final report: {outcome.get('report')}")
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import start_background
+
+    db_path = Path(args.db)
+    handle = start_background(getattr(args, "host", "127.0.0.1"), args.port, db_path)
+    base = f"http://{handle.host}:{handle.port}"
+    checkpoints = db_path.with_suffix(".checkpoints.sqlite")
+    try:
+        outcome = run_demo(base, checkpoints)
+        _summary(base, outcome, sys.stdout)
+        print(f"\nDashboard: {base}/", flush=True)
+        if getattr(args, "no_serve", False):
+            return 0
+        print("Serving the dashboard; press Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        handle.stop()
