@@ -1,0 +1,59 @@
+"""Install and remove everything the AG2 plugin puts into the classic ``autogen`` package."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from agentwatch._safe import stop_on_exception
+from agentwatch.plugins.autogen._patching import ORIGINAL
+
+from . import _runtime_log
+from ._agents import (
+    remove_hooks,
+    wrap_a_generate_reply,
+    wrap_a_initiate_chat,
+    wrap_generate_reply,
+    wrap_initiate_chat,
+)
+from ._llm import wrap_create
+
+__all__ = ["install", "uninstall"]
+
+_lock = threading.Lock()
+_patched: list[tuple[type, str, Callable[..., Any], Callable[..., Any]]] = []
+
+
+def _patch(cls: type, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    original = cls.__dict__.get(name)
+    if original is None or hasattr(original, ORIGINAL):
+        return
+    wrapper = wrap(original)
+    setattr(wrapper, ORIGINAL, original)
+    setattr(cls, name, wrapper)
+    _patched.append((cls, name, original, wrapper))
+
+
+def install() -> None:
+    from autogen import ConversableAgent, OpenAIWrapper
+
+    with _lock:
+        if _patched:
+            return
+        _patch(OpenAIWrapper, "create", wrap_create)
+        _patch(ConversableAgent, "generate_reply", wrap_generate_reply)
+        _patch(ConversableAgent, "a_generate_reply", wrap_a_generate_reply)
+        _patch(ConversableAgent, "initiate_chat", wrap_initiate_chat)
+        _patch(ConversableAgent, "a_initiate_chat", wrap_a_initiate_chat)
+        _runtime_log.install()
+
+
+def uninstall() -> None:
+    with _lock:
+        while _patched:
+            cls, name, original, wrapper = _patched.pop()
+            if cls.__dict__.get(name) is wrapper:
+                setattr(cls, name, original)
+        stop_on_exception(_runtime_log.uninstall)()
+        stop_on_exception(remove_hooks)()

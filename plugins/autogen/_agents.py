@@ -1,0 +1,145 @@
+"""Structure: agent spans (each agent's name is its agent scope), team runs and tool calls.
+
+- ``BaseChatAgent.on_messages`` / ``on_messages_stream``: an ``agent`` span; the agent's scope is
+  pushed, so per-agent limits (``init(agents={"writer": {...}})``) apply to its model calls.
+- ``BaseGroupChat.run_stream`` (``run`` goes through it): a ``chain`` span for the team run. Its
+  runtime is started inside that span, so agents run in the runtime's tasks nest under it; a block
+  inside reaches the caller as ``CircuitBreakerException`` again (see ``_blocked``).
+- ``BaseTool.run_json``: a ``tool`` span.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from agentwatch._client import get_client
+from agentwatch._safe import stop_on_exception
+
+from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
+from ._frames import Frame, call_in_frame, open_frame, stepped
+
+__all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json"]
+
+# The agent (or tool) whose frame is open here: AssistantAgent.on_messages calls its own
+# on_messages_stream, which must not open a second span for the same agent.
+_CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_autogen_agent", default=None)
+_CURRENT_TOOL: ContextVar[Any] = ContextVar("agentwatch_autogen_tool", default=None)
+
+
+# ---- agents -------------------------------------------------------------------------------------------
+
+
+@stop_on_exception
+def _agent_frame(agent: Any) -> Frame | None:
+    client = get_client()
+    if client is None:
+        return None
+    name = str(getattr(agent, "name", None) or type(agent).__name__)
+    scope = client.agent_scope(name, role=type(agent).__name__)
+    return open_frame(name, "agent", scope=scope, attributes={"framework": "autogen",
+                                                              "autogen.agent_type": type(agent).__name__},
+                      extra=((_CURRENT_AGENT, agent),))
+
+
+def _skip_agent(agent: Any) -> bool:
+    return get_client() is None or _CURRENT_AGENT.get() is agent
+
+
+def wrap_on_messages(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def on_messages(self: Any, *args: Any, **kwargs: Any) -> Any:
+        frame = None if _skip_agent(self) else _agent_frame(self)
+        if frame is None:
+            return await original(self, *args, **kwargs)
+        return await call_in_frame(frame, original, self, *args, **kwargs)
+
+    return on_messages
+
+
+def wrap_on_messages_stream(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def on_messages_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = original(self, *args, **kwargs)
+        if _skip_agent(self):
+            return inner
+        frame = _agent_frame(self)
+        return inner if frame is None else stepped(inner, frame)
+
+    return on_messages_stream
+
+
+# ---- teams --------------------------------------------------------------------------------------------
+
+
+def _translator(run: TeamRun) -> Callable[[BaseException], BaseException]:
+    def translate(error: BaseException) -> BaseException:
+        if isinstance(error, RuntimeError):
+            return unwrap_blocked(error, run) or error
+        return error
+
+    return translate
+
+
+@stop_on_exception
+def _team_frame(team: Any) -> Frame | None:
+    if get_client() is None:
+        return None
+    run = TeamRun(TEAM_RUN.get())
+    team_type = type(team).__name__
+    name = str(getattr(team, "name", None) or team_type)
+    frame = open_frame(name, "chain", attributes={"framework": "autogen", "autogen.team_type": team_type},
+                       extra=((TEAM_RUN, run),))
+    if frame is not None:
+        frame.translate = _translator(run)
+    return frame
+
+
+def wrap_run_stream(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def run_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = original(self, *args, **kwargs)
+        frame = _team_frame(self)
+        return inner if frame is None else stepped(inner, frame)
+
+    return run_stream
+
+
+# ---- tools --------------------------------------------------------------------------------------------
+
+
+@stop_on_exception
+def _tool_frame(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Frame | None:
+    client = get_client()
+    if client is None:
+        return None
+    name = str(getattr(tool, "name", None) or type(tool).__name__)
+    attributes: dict[str, Any] = {"framework": "autogen", "tool.name": name}
+    call_id = kwargs.get("call_id") or (args[2] if len(args) > 2 else None)
+    if call_id:
+        attributes["tool.call_id"] = str(call_id)
+    frame = open_frame(name, "tool", attributes=attributes, extra=((_CURRENT_TOOL, tool),))
+    if frame is not None and client.config.capture_text:
+        if args:
+            frame.span.input = dict(args[0]) if hasattr(args[0], "keys") else args[0]
+        frame.on_result = functools.partial(_tool_output, tool)
+    return frame
+
+
+def wrap_run_json(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def run_json(self: Any, *args: Any, **kwargs: Any) -> Any:
+        skip = get_client() is None or _CURRENT_TOOL.get() is self
+        frame = None if skip else _tool_frame(self, args, kwargs)
+        if frame is None:
+            return await original(self, *args, **kwargs)
+        return await call_in_frame(frame, original, self, *args, **kwargs)
+
+    return run_json
+
+
+def _tool_output(tool: Any, span: Any, result: Any) -> None:
+    as_text = getattr(tool, "return_value_as_string", None)
+    span.output = as_text(result) if callable(as_text) else str(result)

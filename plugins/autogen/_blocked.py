@@ -1,0 +1,75 @@
+"""Give a team's caller the ``CircuitBreakerException`` that AgentChat turned into a ``RuntimeError``.
+
+A team runs its agents in an agent runtime; an error there is serialised (``SerializableException``)
+and re-raised by ``run_stream`` as ``RuntimeError("CircuitBreakerException: ...")``: the type, the
+``.monitor`` and the fields are lost. The original is kept on the team run (a context variable that the
+runtime's tasks inherit) and, for runtimes started elsewhere, among the few most recent blocks, matched
+by message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from contextvars import ContextVar
+
+from agentwatch import CircuitBreakerException
+
+__all__ = ["TeamRun", "TEAM_RUN", "note_blocked", "unwrap_blocked"]
+
+_PREFIX = f"{CircuitBreakerException.__name__}: "
+_RECENT: deque[CircuitBreakerException] = deque(maxlen=32)
+_RECENT_LOCK = threading.Lock()
+
+
+class TeamRun:
+    """One ``run_stream`` of a team; ``parent`` is the team it runs inside, if any."""
+
+    __slots__ = ("parent", "blocked")
+
+    def __init__(self, parent: TeamRun | None) -> None:
+        self.parent = parent
+        self.blocked: CircuitBreakerException | None = None
+
+
+TEAM_RUN: ContextVar[TeamRun | None] = ContextVar("agentwatch_autogen_team_run", default=None)
+
+
+def note_blocked(error: CircuitBreakerException) -> None:
+    """Remember a block on every enclosing team run, and among the recent ones."""
+    run = TEAM_RUN.get()
+    while run is not None:
+        run.blocked = error
+        run = run.parent
+    with _RECENT_LOCK:
+        _RECENT.append(error)
+
+
+def _message(error: BaseException) -> str | None:
+    text = str(error)
+    if not text.startswith(_PREFIX):
+        return None
+    # SerializableException's text: "<type>: <message>\nTraceback:\n<traceback>"
+    return text[len(_PREFIX):].split("\nTraceback:\n", 1)[0]
+
+
+def unwrap_blocked(error: BaseException, run: TeamRun | None = None) -> CircuitBreakerException | None:
+    """The ``CircuitBreakerException`` behind ``error`` (itself, a cause, or AgentChat's ``RuntimeError``
+    wrapping one), or None if ``error`` is not a block."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CircuitBreakerException):
+            return current
+        current = current.__cause__ or current.__context__
+    message = _message(error)
+    if message is None:
+        return None
+    if run is not None and run.blocked is not None and str(run.blocked) == message:
+        return run.blocked
+    with _RECENT_LOCK:
+        for candidate in reversed(_RECENT):
+            if str(candidate) == message:
+                return candidate
+    return None

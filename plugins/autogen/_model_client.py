@@ -1,0 +1,272 @@
+"""The blocking layer: every ``ChatCompletionClient.create`` / ``create_stream`` opens an LLM call first.
+
+The call is checked against every enclosing limit before the client sends anything, and it is the
+current LLM call while the client works, so autogen-core's event logger (``_events``) and an HTTP-level
+tap below add to it instead of counting it again. What the events do not say (a client that logs none)
+comes from the ``CreateResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from agentwatch import CircuitBreakerException
+from agentwatch._client import get_client
+from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
+from agentwatch._safe import logger, stop_on_exception
+
+from ._blocked import note_blocked
+
+__all__ = ["wrap_create", "wrap_create_stream", "watch", "unwatch", "is_watched"]
+
+_WATCHED = "_agentwatch_watched"
+_OPENAI_BASES = ("BaseOpenAIChatCompletionClient",)
+
+
+# ---- what the client is ---------------------------------------------------------------------------
+
+
+def _configured(model_client: Any, key: str) -> Any:
+    for attribute in ("_create_args", "_raw_config"):
+        settings = getattr(model_client, attribute, None)
+        if isinstance(settings, dict) and settings.get(key) is not None:
+            return settings[key]
+    return None
+
+
+def _model(model_client: Any) -> str | None:
+    model = _configured(model_client, "model")
+    if model is None:
+        model = getattr(model_client, "model", None)
+    return model if isinstance(model, str) and model else None
+
+
+@functools.lru_cache(maxsize=256)
+def _is_openai_class(kind: type) -> bool:
+    return any(base.__name__ in _OPENAI_BASES for base in kind.__mro__)
+
+
+def _is_openai(model_client: Any) -> bool:
+    return _is_openai_class(type(model_client))
+
+
+@functools.lru_cache(maxsize=256)
+def _provider_of(kind: type, base_url: str | None) -> str | None:
+    name, module = kind.__name__.lower(), kind.__module__.lower()
+    if "azure" in name:
+        return "azure"
+    if "anthropic" in name or "anthropic" in module:
+        return "anthropic"
+    if "ollama" in name or "ollama" in module:
+        return "ollama"
+    if _is_openai_class(kind):
+        # An OpenAI-compatible server elsewhere (a gateway, a local model) is not OpenAI's price list.
+        return "openai" if base_url is None or "openai.com" in base_url else None
+    return None
+
+
+def _provider(model_client: Any) -> str | None:
+    """The provider for pricing; None lets the price table go by the model name alone."""
+    base_url = _configured(model_client, "base_url")
+    return _provider_of(type(model_client), None if base_url is None else str(base_url))
+
+
+def _dump_messages(messages: Any) -> Any:
+    try:
+        return [m.model_dump(mode="json") if hasattr(m, "model_dump") else str(m) for m in messages]
+    except TypeError:
+        return str(messages)
+
+
+# ---- one call ---------------------------------------------------------------------------------------
+
+
+@stop_on_exception
+def _begin(model_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+           streaming: bool) -> LLMCall | None:
+    client = get_client()
+    if client is None:
+        return None
+    messages = args[0] if args else kwargs.get("messages")
+    try:
+        call = start_llm_call(
+            type(model_client).__name__, model=_model(model_client), provider=_provider(model_client),
+            input=_dump_messages(messages) if client.config.capture_text and messages is not None else None,
+            attributes={"framework": "autogen", "streaming": streaming},
+        )
+    except CircuitBreakerException as blocked:
+        note_blocked(blocked)
+        raise
+    return call
+
+
+def _usage_from_result(call: LLMCall, result: Any) -> None:
+    span = call.span
+    usage = getattr(result, "usage", None)
+    if usage is not None and not (span.input_tokens or span.output_tokens):
+        call.set_usage(input_tokens=getattr(usage, "prompt_tokens", None),
+                       output_tokens=getattr(usage, "completion_tokens", None))
+
+
+@stop_on_exception
+def _finish(call: LLMCall, result: Any, error: BaseException | None) -> None:
+    if error is not None:
+        if isinstance(error, GeneratorExit | asyncio.CancelledError):
+            call.set_attribute("cancelled", True)
+            call.end()
+        else:
+            call.end(error=error)
+        return
+    _usage_from_result(call, result)
+    if getattr(result, "cached", False):
+        call.set_attribute("cached_response", True)
+    content = getattr(result, "content", None)
+    if isinstance(content, list):
+        names = [getattr(item, "name", None) for item in content]
+        call.set_attribute("tool_calls", [name for name in names if name])
+    call.set_output(content if isinstance(content, str) else _dump_messages(content or []))
+    # The provider's own finish reason (from the event) is more precise than AutoGen's normalised one.
+    provider_reason = call.span.attributes.get("finish_reason")
+    call.end(finish_reason=provider_reason or getattr(result, "finish_reason", None))
+
+
+async def _create(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+    if get_client() is None or current_llm_call() is not None:
+        # Not running, or a layer above (another wrapper of this client, a manual llm_call) counts it.
+        return await original(model_client, *args, **kwargs)
+    call = _begin(model_client, args, kwargs, False)
+    if call is None:
+        return await original(model_client, *args, **kwargs)
+    call.activate()
+    try:
+        result = await original(model_client, *args, **kwargs)
+    except BaseException as error:
+        call.deactivate()
+        _finish(call, None, error)
+        raise
+    call.deactivate()
+    _finish(call, result, None)
+    return result
+
+
+@stop_on_exception
+def _ask_for_stream_usage(model_client: Any, kwargs: dict[str, Any]) -> None:
+    """OpenAI streams carry no usage unless asked: without it a streaming agent would spend unseen."""
+    if not _is_openai(model_client) or "include_usage" in kwargs:
+        return
+    extra = kwargs.get("extra_create_args") or {}
+    if "stream_options" in extra or _configured(model_client, "stream_options") is not None:
+        return
+    kwargs["include_usage"] = True
+
+
+async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> AsyncGenerator[Any, None]:
+    call = _begin(model_client, args, kwargs, True)  # may raise CircuitBreakerException: nothing sent
+    if call is None:
+        async for item in original(model_client, *args, **kwargs):
+            yield item
+        return
+    call.activate()  # an inner wrapper of the same client sees the call in flight when it is made
+    try:
+        inner = original(model_client, *args, **kwargs)
+    finally:
+        call.deactivate()
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            call.activate()
+            try:
+                item = await inner.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                call.deactivate()
+            if isinstance(item, str):
+                call.mark_first_token()
+            elif hasattr(item, "finish_reason"):
+                result = item
+            yield item
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        try:
+            await inner.aclose()
+        finally:
+            _finish(call, result, error)
+
+
+def _create_stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+    if get_client() is None or current_llm_call() is not None:
+        return original(model_client, *args, **kwargs)
+    kwargs = dict(kwargs)
+    _ask_for_stream_usage(model_client, kwargs)
+    return _stream(original, model_client, args, kwargs)
+
+
+# ---- class-level (zero-config) and instance-level (explicit) wrapping -------------------------------
+
+
+def wrap_create(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await _create(original, self, args, kwargs)
+
+    return create
+
+
+def wrap_create_stream(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def create_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _create_stream(original, self, args, kwargs)
+
+    return create_stream
+
+
+def is_watched(model_client: Any) -> bool:
+    return bool(getattr(model_client, "__dict__", {}).get(_WATCHED))
+
+
+def watch(model_client: Any) -> Any:
+    """Watch this model client explicitly and return it (the same object).
+
+    For clients that zero-config does not reach (the ``autogen`` plugin disabled, ``auto_instrument``
+    off, a duck-typed client that is no ``ChatCompletionClient``). Idempotent, and never counted twice
+    with zero-config: the outer layer records the call, the inner one sees it in flight. Inert while
+    AgentWatch is not running; ``unwatch`` removes it.
+    """
+    state = getattr(model_client, "__dict__", None)
+    if state is None:
+        logger.warning("agentwatch: cannot watch %r (no instance dictionary)", type(model_client).__name__)
+        return model_client
+    if state.get(_WATCHED):
+        return model_client
+    kind = type(model_client)
+
+    async def create(*args: Any, **kwargs: Any) -> Any:
+        return await _create(kind.create, model_client, args, kwargs)
+
+    def create_stream(*args: Any, **kwargs: Any) -> Any:
+        return _create_stream(kind.create_stream, model_client, args, kwargs)
+
+    state["create"] = create
+    if callable(getattr(kind, "create_stream", None)):
+        state["create_stream"] = create_stream
+    state[_WATCHED] = True
+    return model_client
+
+
+def unwatch(model_client: Any) -> Any:
+    """Undo ``watch(model_client)``; returns the client."""
+    state = getattr(model_client, "__dict__", None)
+    if state is not None and state.pop(_WATCHED, False):
+        state.pop("create", None)
+        state.pop("create_stream", None)
+    return model_client

@@ -1,0 +1,33 @@
+"""Real classic AG2 agents (``from autogen import ConversableAgent``) talking to the stub provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+MODEL = "gpt-4o-mini-2024-07-18"
+
+
+@pytest.fixture
+def llm_config(stub_provider: Any) -> dict[str, Any]:
+    return {"config_list": [{"model": MODEL, "api_key": "test-key", "base_url": stub_provider.openai_base_url,
+                             "max_retries": 0}], "cache_seed": None}
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@pytest.fixture
+def pair(llm_config: dict[str, Any]) -> tuple[Any, Any]:
+    """An assistant with an ``add`` tool and a user proxy that runs it: the product docs' example."""
+    from autogen import ConversableAgent
+
+    assistant = ConversableAgent("assistant", llm_config=llm_config, human_input_mode="NEVER",
+                                 system_message="You add numbers with the add tool.")
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    assistant.register_for_llm(name="add", description="Add two integers.")(add)
+    user.register_for_execution(name="add")(add)
+    return assistant, user
