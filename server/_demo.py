@@ -30,7 +30,6 @@ def run_demo(collector_url: str, checkpoint_path: Path, out: Any = sys.stdout) -
 
     import agentwatch
     from agentwatch import CircuitBreakerException
-    from agentwatch.plugins.langchain import AgentWatchHandler
 
     from ._demo_workflow import AGENT_LIMITS, build_workflow, stream_updates
 
@@ -41,8 +40,8 @@ def run_demo(collector_url: str, checkpoint_path: Path, out: Any = sys.stdout) -
                     capture_messages=True, flush_interval=0.2, agents=AGENT_LIMITS)
     connection = sqlite3.connect(checkpoint_path, check_same_thread=False)
     graph, _ = build_workflow(SqliteSaver(connection))
-    config = {"configurable": {"thread_id": f"demo-{int(time.time())}"},
-              "callbacks": [AgentWatchHandler(agents={name: {} for name in AGENT_LIMITS})]}
+    # Zero-config: nodes named like an agent in init(agents=...) become that agent's scope.
+    config = {"configurable": {"thread_id": f"demo-{int(time.time())}"}}
     outcome: dict[str, Any] = {"blocked": None, "resumed_nodes": [], "first_nodes": []}
     say("Running planner → researcher (deep-research loop) → writer on scripted gpt-4o models ...")
     try:

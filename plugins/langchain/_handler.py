@@ -79,10 +79,15 @@ class AgentWatchHandler(BaseCallbackHandler):
                                    agent_id=options.pop("agent_id", None), **options),)
 
     def _node_scope(self, node: str) -> tuple[AgentScope, ...]:
+        """The node's agent scope: from this handler's ``agents`` map, or ``init(agents=...)`` by node name."""
         client = agentwatch.get_client()
-        options = self._node_agents.get(node)
-        if client is None or options is None:
+        if client is None:
             return ()
+        options = self._node_agents.get(node)
+        if options is None:
+            if node not in client.config.agents:
+                return ()
+            options = {}
         options = dict(options)
         return (client.agent_scope(node, role=options.pop("role", "node"), agent_id=options.pop("agent_id", None),
                                    **options),)

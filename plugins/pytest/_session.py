@@ -70,7 +70,6 @@ class AgentWatchSession:
         if self._is_worker:
             self.config.workeroutput[_OUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
                 [usage.summary() for usage in self.report.tests.values()])
-        total = self.report.totals()
         if self.session_budget is not None and not self._is_worker and self._session_over_budget():
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         path = self.config.getoption("agentwatch_json")
