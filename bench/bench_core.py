@@ -16,25 +16,33 @@ import sys
 import time
 
 
-def record_llm_span_cost(samples: int = 20_000) -> tuple[float, float]:
+def record_llm_span_cost(rounds: int = 7, samples: int = 5_000) -> tuple[float, float, float]:
+    """(median over all calls, best round's median, p99) in µs. The best round shows the cost without
+    interference from other processes on a shared machine, as timeit's minimum does."""
     import agentwatch
 
-    agentwatch.init(exporters=[], max_queue_size=samples * 2, flush_interval=0.2, budget_per_hour=1e9,
+    agentwatch.init(exporters=[], max_queue_size=rounds * samples * 2, flush_interval=0.2, budget_per_hour=1e9,
                     max_calls_per_minute=10**9, max_error_rate=0.99)
     with agentwatch.llm_call("warm", model="gpt-4o-mini", provider="openai") as call:
         call.set_usage(100, 20)
-    timings = []
+    everything: list[int] = []
+    round_medians = []
     perf = time.perf_counter_ns
     with agentwatch.trace("bench"):
-        for _ in range(samples):
-            start = perf()
-            call = agentwatch.start_llm_call("chat", model="gpt-4o-mini", provider="openai")
-            call.set_usage(input_tokens=1200, output_tokens=300, cached_input_tokens=200)
-            call.end(finish_reason="stop")
-            timings.append(perf() - start)
+        for _ in range(rounds):
+            timings = []
+            for _ in range(samples):
+                start = perf()
+                call = agentwatch.start_llm_call("chat", model="gpt-4o-mini", provider="openai")
+                call.set_usage(input_tokens=1200, output_tokens=300, cached_input_tokens=200)
+                call.end(finish_reason="stop")
+                timings.append(perf() - start)
+            round_medians.append(statistics.median(timings))
+            everything.extend(timings)
     agentwatch.shutdown()
-    timings.sort()
-    return statistics.median(timings) / 1000, timings[int(len(timings) * 0.99)] / 1000
+    everything.sort()
+    return (statistics.median(everything) / 1000, min(round_medians) / 1000,
+            everything[int(len(everything) * 0.99)] / 1000)
 
 
 def import_time(runs: int = 7) -> float:
@@ -65,9 +73,9 @@ def burst_memory(spans: int = 100_000, cap: int = 10_000) -> tuple[int, int, dic
 
 
 def main() -> None:
-    median_us, p99_us = record_llm_span_cost()
-    print(f"record one LLM span (start+usage+price+settle+end+enqueue): median {median_us:.2f} µs, "
-          f"p99 {p99_us:.2f} µs   [target ≤ 20 µs median]")
+    median_us, best_us, p99_us = record_llm_span_cost()
+    print(f"record one LLM span (start+usage+price+settle+end+enqueue): median {median_us:.2f} µs, best round "
+          f"median {best_us:.2f} µs, p99 {p99_us:.2f} µs   [target ≤ 20 µs median]; load {os.getloadavg()[0]:.1f}")
     print(f"import agentwatch: median {import_time():.1f} ms   [target ≤ 150 ms]")
     before, after, state = burst_memory()
     print(f"100,000-span burst, collector down, queue cap 10,000: max RSS {before / 1024:.1f} → "

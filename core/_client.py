@@ -245,9 +245,7 @@ class Client:
                 cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens)
             if answer is not None:
                 return answer.cost_usd, answer.estimated
-        price = self.pricer.price(model, provider, input_tokens, output_tokens, cached_input_tokens,
-                                  cache_write_tokens)
-        return price.cost_usd, price.estimated
+        return self.pricer.cost(model, provider, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens)
 
     # ---- state and life cycle -------------------------------------------------------------------
 

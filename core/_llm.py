@@ -96,7 +96,8 @@ class LLMCall:
                            ("cached_input_tokens", cached_input_tokens)):
             if raw is None:
                 continue
-            value = _count(raw)
+            # Plain non-negative ints are the norm; only anything else goes through the slow check.
+            value = raw if raw.__class__ is int and raw >= 0 else _count(raw)
             if value is None:
                 span.attributes["usage_invalid"] = True
             else:

@@ -147,22 +147,23 @@ class Pricer:
                 rates = _genai_rates(lowered, provider.lower() if provider else None)
             except Exception:  # a broken price table must not break the host's LLM call
                 rates = None
-        if rates is None:
-            rates = _Rates(DEFAULT_RATES[0], DEFAULT_RATES[1], DEFAULT_RATES[0], DEFAULT_RATES[0],
-                           estimated=True, source="default")
-        return rates
+        return rates if rates is not None else _DEFAULT
+
+    def cost(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
+             cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> tuple[float, bool]:
+        """(USD, estimated) without building a ``Price``: the per-call path."""
+        rates = self.rates(model, provider) if model else _DEFAULT
+        return rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), rates.estimated
 
     def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
               cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> Price:
-        if not model:
-            return Price(
-                _Rates(*DEFAULT_RATES, DEFAULT_RATES[0], DEFAULT_RATES[0]).cost(
-                    input_tokens, output_tokens, cached_input_tokens, cache_write_tokens),
-                estimated=True, source="default",
-            )
-        rates = self.rates(model, provider)
+        rates = self.rates(model, provider) if model else _DEFAULT
         return Price(rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens),
                      estimated=rates.estimated, source=rates.source)
+
+
+_DEFAULT = _Rates(DEFAULT_RATES[0], DEFAULT_RATES[1], DEFAULT_RATES[0], DEFAULT_RATES[0], estimated=True,
+                  source="default")
 
 
 def warm_up() -> None:
