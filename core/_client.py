@@ -88,6 +88,11 @@ class Client:
         )
         from . import _builtin_exporters
 
+        if self.enabled:
+            # On this thread, not the worker: the price table imports httpx2, and openai reads
+            # sys.modules["httpx2"] without waiting for an import another thread has under way.
+            warm_up()
+
         self.plugin_manager.register(_builtin_exporters, name="builtin-exporters")
         self._framework_plugins: list[tuple[str, Any]] = []
         if self.enabled:
@@ -159,8 +164,7 @@ class Client:
         self._has_export = bool(hook.agentwatch_export.get_hookimpls())
 
     def _on_worker_start(self) -> None:
-        # Slow, import- and metadata-heavy work happens on the worker, not in init() or the hot path.
-        warm_up()
+        # Metadata-heavy work happens on the worker, not in init() or the hot path.
         if self.enabled:
             _fingerprint.record(self)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import sys
 import threading
@@ -151,12 +152,18 @@ class HttpSender:
         self._max_backoff = max_backoff
         self._what = what
         self._connection: http.client.HTTPConnection | None = None
+        self._pid = os.getpid()
         self._warned = False
         self._stopped = threading.Event()
 
     def _connect(self) -> http.client.HTTPConnection:
         import http.client  # with ssl and email it costs ~20 ms; only the export worker needs it
 
+        if self._pid != os.getpid():
+            # A forked child must not write into the kept-alive socket it shares with its parent: the two
+            # processes' requests and responses would interleave. Closing our copy leaves the parent's open.
+            self._pid = os.getpid()
+            self.close()
         if self._connection is None:
             kind = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
             self._connection = kind(self._parsed.hostname or "localhost", self._parsed.port, timeout=self._timeout)

@@ -1,7 +1,8 @@
 """Where a monitor keeps its rolling windows: in this process (default) or shared through Redis.
 
 ``init(limits_backend="redis://host:6379/0")`` (env ``AGENTWATCH_LIMITS_BACKEND``) makes every scope's
-windows fleet-wide; without it each monitor uses a ``LocalWindowStore``.
+windows fleet-wide; without it each monitor uses a ``LocalWindowStore``. Accepted: ``redis://``,
+``rediss://`` (TLS) and ``unix://`` URLs. See ``_redis_windows`` for what is shared and the fallback.
 """
 
 from __future__ import annotations
@@ -9,11 +10,19 @@ from __future__ import annotations
 from ._config import Config
 from ._windows import WindowStore
 
-__all__ = ["window_store_for"]
+__all__ = ["window_store_for", "REDIS_SCHEMES"]
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def window_store_for(config: Config, scope: str, scope_id: str) -> WindowStore | None:
     """The store for one monitor, or None for the in-process default."""
-    if not config.limits_backend:
+    url = config.limits_backend
+    if not url:
         return None
-    raise ValueError(f"limits_backend: unsupported backend {config.limits_backend!r}")
+    if url.startswith(REDIS_SCHEMES):
+        # Imported here: the redis package is an extra, and processes without a backend never need it.
+        from ._redis_windows import RedisWindowStore, backend_for
+
+        return RedisWindowStore(backend_for(url), scope, scope_id)
+    raise ValueError(f"limits_backend: unsupported backend {url!r} (expected redis://, rediss:// or unix://)")

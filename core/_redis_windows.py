@@ -1,0 +1,475 @@
+"""Fleet-wide rolling windows in Redis: one budget, one error rate, one call rate for N processes.
+
+Every operation is one Lua script (one round trip, atomic on the server). The scripts read the clock with
+Redis ``TIME``, so all machines judge the windows by the same clock; the monotonic ``now`` that monitors
+pass is only used by the local fallback. Windows are bucketed like ``LocalWindowStore`` (3600 buckets per
+window, each entry leaves at most one bucket width early) as a sorted set of bucket ids plus a hash of
+bucket values and running totals: evaluation is O(1) amortised, eviction O(expired buckets). Every key
+expires with its window, so an idle scope leaves nothing behind.
+
+What is shared (fleet-wide) and what stays in the process:
+
+* shared: the three windows (spend, outcomes, calls); the effective hourly budget (``increase_budget``
+  anywhere raises it for everyone; ``reset_windows`` anywhere clears the windows for everyone).
+* per process: the breaker state machine (CLOSED/OPEN/PAUSED/HALF_OPEN), ``pause``, the probe slot,
+  alerts and their cool-down, hooks, and the error-rate and call-rate *limits* (each process checks the
+  shared windows against its own configured values; configure the fleet alike).
+
+The budget: the first ``set_limits`` of a store *joins*: if the fleet's configured budget equals ours, the
+shared effective budget (possibly raised by ``increase_budget``) is kept; otherwise ours replaces it (a new
+deploy with a new budget wins). Later changes (``Monitor.update``) set it for the fleet. ``increase_budget``
+adds its amount to the shared budget, so two processes raising by $5 each raise it by $10. The breaker
+reports ``increase_budget`` to the store as ``spend()`` immediately followed by ``set_limits()`` under the
+monitor lock; nothing else makes that sequence, which is how it is told apart from an ``update``.
+
+When Redis fails (socket timeouts are 50 ms, no client-side retries) the store fails open to a
+``LocalWindowStore`` that has shadowed this process's own calls all along: limits keep being enforced,
+per process, from this process's recent history. One warning is logged per outage; reconnection is
+attempted by a single caller after a backoff (0.5 s doubling to 30 s) and logged when it succeeds.
+Nothing recorded locally during an outage is copied back to Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Final
+
+from ._safe import logger
+from ._windows import (
+    BUCKETS_PER_WINDOW,
+    BUDGET_PER_HOUR,
+    CALLS_WINDOW_S,
+    ERROR_RATE_MIN_CALLS,
+    ERROR_WINDOW_S,
+    MAX_CALLS_PER_MINUTE,
+    MAX_ERROR_RATE,
+    SPEND_WINDOW_S,
+    LocalWindowStore,
+    Violation,
+    units_to_usd,
+    usd_to_units,
+)
+
+__all__ = ["RedisBackend", "RedisWindowStore", "backend_for", "SOCKET_TIMEOUT_S", "KEY_PREFIX"]
+
+#: Connect and read timeout: the worst case one LLM call can be delayed by an unreachable Redis.
+SOCKET_TIMEOUT_S: Final = 0.05
+BACKOFF_MIN_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+KEY_PREFIX: Final = "agentwatch"
+#: The shared budget outlives the windows: a raise must survive a quiet hour. Refreshed on every check.
+_LIMIT_TTL_MS: Final = 24 * 3600 * 1000
+_NO_BUDGET: Final = "none"
+
+# KEYS: 1 spend zset, 2 spend hash, 3 outcome zset, 4 outcome hash, 5 calls zset, 6 calls hash, 7 limits.
+# Hash fields: running totals "t" (spend, calls), "tc"/"te" (completed, errors); bucket values "b<id>",
+# "c<id>"/"e<id>". Integers go through HINCRBY as strings: Lua numbers are doubles, pico-dollars are not.
+_PRELUDE: Final = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local SW, EW, CW = {SPEND_WINDOW_S!r}, {ERROR_WINDOW_S!r}, {CALLS_WINDOW_S!r}
+local SB, EB, CB = SW / {BUCKETS_PER_WINDOW}, EW / {BUCKETS_PER_WINDOW}, CW / {BUCKETS_PER_WINDOW}
+
+local function evict(z, h, cutoff, fields)
+  local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+  if #old == 0 then return end
+  for _, b in ipairs(old) do
+    for i = 1, #fields, 2 do
+      local v = redis.call('HGET', h, fields[i] .. b)
+      if v then
+        if v ~= '0' then redis.call('HINCRBY', h, fields[i + 1], '-' .. v) end
+        redis.call('HDEL', h, fields[i] .. b)
+      end
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+end
+
+local function bucket(width) return tostring(math.floor(now / width)) end
+local function cutoff(window, width) return math.floor((now - window) / width) end
+
+local function add(z, h, width, window, prefix, total, amount)
+  local b = bucket(width)
+  redis.call('ZADD', z, 'NX', b, b)
+  redis.call('HINCRBY', h, prefix .. b, amount)
+  redis.call('HINCRBY', h, total, amount)
+  local ms = math.floor(window * 1000) + 1000
+  redis.call('PEXPIRE', z, ms)
+  redis.call('PEXPIRE', h, ms)
+end
+
+local function evict_spend() evict(KEYS[1], KEYS[2], cutoff(SW, SB), {{'b', 't'}}) end
+local function evict_done() evict(KEYS[3], KEYS[4], cutoff(EW, EB), {{'c', 'tc', 'e', 'te'}}) end
+local function evict_calls() evict(KEYS[5], KEYS[6], cutoff(CW, CB), {{'b', 't'}}) end
+local function num(h, f) return tonumber(redis.call('HGET', h, f) or '0') end
+"""
+
+# ARGV: count_call (0/1), this process's budget in units ('' = none), max error rate (''), max calls ('').
+# Returns {{0}} (admitted), {{1, budget, spend}}, {{2, completed, errors}} or {{3, calls}}.
+_EVALUATE: Final = _PRELUDE + f"""
+evict_spend(); evict_done(); evict_calls()
+local budget = ARGV[2]
+local shared = redis.call('HGET', KEYS[7], 'eff')
+if shared then
+  budget = shared
+  redis.call('PEXPIRE', KEYS[7], {_LIMIT_TTL_MS})
+end
+if budget ~= '' and budget ~= '{_NO_BUDGET}' then
+  local spent = redis.call('HGET', KEYS[2], 't') or '0'
+  if tonumber(spent) >= tonumber(budget) then return {{1, budget, spent}} end
+end
+local done = num(KEYS[4], 'tc')
+if ARGV[3] ~= '' and done >= {ERROR_RATE_MIN_CALLS} then
+  local errors = num(KEYS[4], 'te')
+  if errors > tonumber(ARGV[3]) * done then return {{2, done, errors}} end
+end
+local calls = num(KEYS[6], 't')
+if ARGV[1] == '1' then
+  if ARGV[4] ~= '' and calls >= tonumber(ARGV[4]) then return {{3, calls + 1}} end
+  add(KEYS[5], KEYS[6], CB, CW, 'b', 't', 1)
+elseif ARGV[4] ~= '' and calls > tonumber(ARGV[4]) then
+  return {{3, calls}}
+end
+return {{0}}
+"""
+
+# ARGV: cost in units, error (0/1).
+_RECORD: Final = _PRELUDE + """
+evict_spend(); evict_done()
+if ARGV[1] ~= '0' then add(KEYS[1], KEYS[2], SB, SW, 'b', 't', ARGV[1]) end
+add(KEYS[3], KEYS[4], EB, EW, 'c', 'tc', 1)
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', KEYS[4], 'e' .. bucket(EB), 1)
+  redis.call('HINCRBY', KEYS[4], 'te', 1)
+end
+return 1
+"""
+
+_COUNT: Final = _PRELUDE + """
+evict_calls()
+add(KEYS[5], KEYS[6], CB, CW, 'b', 't', 1)
+return 1
+"""
+
+_UNCOUNT: Final = _PRELUDE + """
+evict_calls()
+local newest = redis.call('ZREVRANGE', KEYS[5], 0, 0)
+if #newest == 0 then return 0 end
+local b = newest[1]
+local left = redis.call('HINCRBY', KEYS[6], 'b' .. b, -1)
+redis.call('HINCRBY', KEYS[6], 't', -1)
+if left <= 0 then
+  redis.call('HDEL', KEYS[6], 'b' .. b)
+  redis.call('ZREM', KEYS[5], b)
+end
+return 1
+"""
+
+# Returns {spend units, completed, errors, calls, shared budget or false}.
+_READ: Final = _PRELUDE + """
+evict_spend(); evict_done(); evict_calls()
+return {redis.call('HGET', KEYS[2], 't') or '0', num(KEYS[4], 'tc'), num(KEYS[4], 'te'), num(KEYS[6], 't'),
+        redis.call('HGET', KEYS[7], 'eff')}
+"""
+
+_CLEAR: Final = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return 1
+"""
+
+# ARGV: configured budget (units or 'none'), force (0/1). Joining with the fleet's configured value keeps
+# the effective one (which increase_budget may have raised); anything else replaces both.
+_SET_BUDGET: Final = f"""
+if ARGV[2] == '0' and redis.call('HGET', KEYS[1], 'cfg') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
+  return redis.call('HGET', KEYS[1], 'eff')
+end
+redis.call('HSET', KEYS[1], 'cfg', ARGV[1], 'eff', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
+return ARGV[1]
+"""
+
+# ARGV: amount in units, the base to raise when the fleet has no budget yet (units).
+_INCREASE: Final = f"""
+local eff = redis.call('HGET', KEYS[1], 'eff')
+if not eff or eff == '{_NO_BUDGET}' then redis.call('HSET', KEYS[1], 'eff', ARGV[2]) end
+local raised = redis.call('HINCRBY', KEYS[1], 'eff', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
+return tostring(raised)
+"""
+
+
+class RedisBackend:
+    """One Redis connection pool per URL and process, with its health: up, or down until a retry is due."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:  # a deploy error: say which extra fixes it
+            raise ImportError(
+                "limits_backend=redis://... needs the redis package: pip install 'agentwatch[redis]'") from exc
+        self.url = url
+        # No client-side retries: one failed round trip means fail-open now, not 3 more timeouts.
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        register = self.client.register_script
+        self.evaluate = register(_EVALUATE)
+        self.record = register(_RECORD)
+        self.count = register(_COUNT)
+        self.uncount = register(_UNCOUNT)
+        self.read = register(_READ)
+        self.clear = register(_CLEAR)
+        self.set_budget = register(_SET_BUDGET)
+        self.increase = register(_INCREASE)
+        self.down = False
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN_S
+        self._probing = False
+
+    def usable(self) -> bool:
+        """True if a round trip should be tried now: Redis is up, or this caller makes the reconnect attempt."""
+        if not self.down:
+            return True
+        with self._lock:
+            if self._probing or time.monotonic() < self._retry_at:
+                return False
+            self._probing = True
+            return True
+
+    def succeeded(self) -> None:
+        if self.down:
+            with self._lock:
+                if self.down:
+                    self.down = False
+                    self._probing = False
+                    self._backoff = BACKOFF_MIN_S
+                    logger.warning("agentwatch: limits backend %s reachable again; fleet-wide limits resumed",
+                                   _redact(self.url))
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._probing = False
+            if not self.down:
+                self.down = True
+                self._backoff = BACKOFF_MIN_S
+                logger.warning(
+                    "agentwatch: limits backend %s unreachable (%s: %s); enforcing limits per process until "
+                    "it is back", _redact(self.url), type(exc).__name__, exc)
+            else:
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+                logger.debug("agentwatch: limits backend still unreachable: %s", exc)
+            self._retry_at = time.monotonic() + self._backoff
+
+
+def _redact(url: str) -> str:
+    # redis://user:password@host -> redis://***@host: warnings end up in logs.
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
+
+
+_backends: dict[str, RedisBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def backend_for(url: str) -> RedisBackend:
+    """The process's backend for ``url`` (created once; connecting happens on first use, not here)."""
+    with _backends_lock:
+        backend = _backends.get(url)
+        if backend is None:
+            backend = _backends[url] = RedisBackend(url)
+        return backend
+
+
+def _units_arg(usd: float | None) -> str:
+    return str(usd_to_units(usd)) if usd is not None else ""
+
+
+class RedisWindowStore:
+    """A ``WindowStore`` whose windows live in Redis, shared by every process using the same keys.
+
+    ``scope``/``scope_id`` name the keys (``agentwatch:{global:<agent_name>}:...``), so processes share a
+    scope exactly when they share its id. Locking is the monitor's; ``record`` is lock-free (the Redis
+    client's pool is thread-safe). Costs one round trip per admission and one per settlement, per scope.
+    """
+
+    __slots__ = ("_backend", "_keys", "_limit_key", "_local", "_armed", "_limits", "_args", "_joined",
+                 "_spend_read", "_last_spent", "_shared_budget")
+
+    def __init__(self, backend: RedisBackend, scope: str, scope_id: str, *, prefix: str = KEY_PREFIX) -> None:
+        self._backend = backend
+        tag = f"{prefix}:{{{scope}:{scope_id}}}"  # one hash tag: every key of a scope on one cluster slot
+        self._keys = [f"{tag}:{name}" for name in ("sz", "sh", "dz", "dh", "cz", "ch", "lim")]
+        self._limit_key = [self._keys[6]]
+        # Shadows this process's calls with no limits while Redis is up; armed with the real limits when
+        # it is down, so the fallback starts from this process's recent history rather than from zero.
+        self._local = LocalWindowStore()
+        self._armed = False
+        self._limits: tuple[float | None, float | None, int | None] = (None, None, None)
+        self._args = ["0", "", "", ""]
+        self._joined = False
+        self._spend_read = False
+        self._last_spent = 0.0
+        self._shared_budget: float | None = None
+
+    # ---- limits -----------------------------------------------------------------------------------
+
+    def set_limits(self, budget_per_hour: float | None, max_error_rate: float | None,
+                   max_calls_per_minute: int | None) -> None:
+        previous = self._limits[0]
+        increase = self._spend_read and self._joined and budget_per_hour is not None
+        self._spend_read = False
+        self._limits = (budget_per_hour, max_error_rate, max_calls_per_minute)
+        self._args = ["0", _units_arg(budget_per_hour), repr(max_error_rate) if max_error_rate is not None else "",
+                      str(max_calls_per_minute) if max_calls_per_minute is not None else ""]
+        if self._armed:
+            self._local.set_limits(*self._limits)
+        first = not self._joined
+        self._joined = True
+        if not first and budget_per_hour == previous:
+            return
+        backend = self._backend
+        if not backend.usable():
+            return  # the change applies locally now; the fleet keeps its budget
+        try:
+            if increase:
+                assert budget_per_hour is not None
+                base = usd_to_units(previous if previous is not None else self._last_spent)
+                raised = backend.increase(keys=self._limit_key,
+                                          args=[usd_to_units(budget_per_hour) - base, base])
+            else:
+                configured = _units_arg(budget_per_hour) or _NO_BUDGET
+                raised = backend.set_budget(keys=self._limit_key, args=[configured, "0" if first else "1"])
+        except backend.errors as exc:
+            backend.failed(exc)
+            return
+        backend.succeeded()
+        self._shared_budget = _budget(raised)
+
+    def shared_budget(self) -> float | None:
+        """The fleet's effective hourly budget as last seen by this store (None: no budget)."""
+        return self._shared_budget
+
+    # ---- the hot path -----------------------------------------------------------------------------
+
+    def evaluate(self, now: float, count_call: bool) -> Violation | None:
+        self._spend_read = False
+        backend = self._backend
+        if backend.down and not backend.usable():
+            return self._fallback().evaluate(now, count_call)
+        args = self._args
+        args[0] = "1" if count_call else "0"
+        try:
+            result = backend.evaluate(keys=self._keys, args=args)
+        except backend.errors as exc:
+            backend.failed(exc)
+            return self._fallback().evaluate(now, count_call)
+        if backend.down:
+            backend.succeeded()
+        if self._armed:
+            self._disarm()
+        code = int(result[0])
+        if code == 0:
+            if count_call:
+                self._local.evaluate(now, True)  # unlimited: only counts (and folds shadowed results)
+            return None
+        if code == 1:
+            self._shared_budget = _budget(result[1])
+            return BUDGET_PER_HOUR, units_to_usd(int(result[1])), units_to_usd(int(result[2]))
+        if code == 2:
+            completed, errors = int(result[1]), int(result[2])
+            return MAX_ERROR_RATE, self._limits[1], errors / completed  # type: ignore[return-value]
+        return MAX_CALLS_PER_MINUTE, self._limits[2], int(result[1])  # type: ignore[return-value]
+
+    def record(self, now: float, cost_usd: float, error: bool) -> None:
+        self._local.record(now, cost_usd, error)
+        backend = self._backend
+        if backend.down and not backend.usable():
+            return
+        try:
+            backend.record(keys=self._keys, args=[usd_to_units(cost_usd), 1 if error else 0])
+        except backend.errors as exc:
+            backend.failed(exc)
+            return
+        if backend.down:
+            backend.succeeded()
+
+    # ---- the rest of the protocol -----------------------------------------------------------------
+
+    def count_call(self, now: float) -> None:
+        self._spend_read = False
+        self._local.count_call(now)
+        self._run(self._backend.count)
+
+    def uncount_call(self, now: float) -> None:
+        self._spend_read = False
+        self._local.uncount_call(now)
+        self._run(self._backend.uncount)
+
+    def spend(self, now: float) -> float:
+        read = self._read()
+        spent = units_to_usd(int(read[0])) if read is not None else self._fallback().spend(now)
+        # increase_budget reads the spend right before set_limits (see the module docstring).
+        self._spend_read = True
+        self._last_spent = spent
+        return spent
+
+    def calls(self, now: float) -> int:
+        self._spend_read = False
+        read = self._read()
+        return int(read[3]) if read is not None else self._fallback().calls(now)
+
+    def outcomes(self, now: float) -> tuple[int, int]:
+        self._spend_read = False
+        read = self._read()
+        return (int(read[1]), int(read[2])) if read is not None else self._fallback().outcomes(now)
+
+    def clear(self) -> None:
+        self._spend_read = False
+        self._local.clear()
+        self._run(self._backend.clear)
+
+    # ---- internals --------------------------------------------------------------------------------
+
+    def _fallback(self) -> LocalWindowStore:
+        if not self._armed:
+            self._local.set_limits(*self._limits)
+            self._armed = True
+        return self._local
+
+    def _disarm(self) -> None:
+        self._local.set_limits(None, None, None)
+        self._armed = False
+
+    def _run(self, script: Any) -> Any:
+        backend = self._backend
+        if backend.down and not backend.usable():
+            return None
+        try:
+            result = script(keys=self._keys[:6] if script is backend.clear else self._keys)
+        except backend.errors as exc:
+            backend.failed(exc)
+            return None
+        if backend.down:
+            backend.succeeded()
+        return result
+
+    def _read(self) -> list[Any] | None:
+        read = self._run(self._backend.read)
+        if read is not None:
+            self._shared_budget = _budget(read[4]) if read[4] else self._limits[0]
+        return read
+
+
+def _budget(value: Any) -> float | None:
+    if value is None or value is False:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return None if text == _NO_BUDGET else units_to_usd(int(text))

@@ -1,0 +1,154 @@
+"""Which HTTP requests are LLM calls: the API by URL path, the provider by host or a registered base URL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An LLM API: ``api`` names its wire format (how usage is read), ``kind`` the span kind."""
+
+    api: str  # "chat", "responses", "embeddings", "messages", "gemini", "cohere", "ollama"
+    kind: str  # "llm" or "embedding"
+    name: str  # operation part of the span name, e.g. "chat.completions"
+
+
+CHAT = Endpoint("chat", "llm", "chat.completions")
+COMPLETIONS = Endpoint("chat", "llm", "completions")
+RESPONSES = Endpoint("responses", "llm", "responses")
+EMBEDDINGS = Endpoint("embeddings", "embedding", "embeddings")
+MESSAGES = Endpoint("messages", "llm", "messages")
+GEMINI = Endpoint("gemini", "llm", "generate_content")
+COHERE = Endpoint("cohere", "llm", "chat")
+OLLAMA_CHAT = Endpoint("ollama", "llm", "chat")
+OLLAMA_GENERATE = Endpoint("ollama", "llm", "generate")
+OLLAMA_EMBED = Endpoint("ollama", "embedding", "embed")
+
+# Suffixes are specific enough that a non-LLM route does not match: OpenAI's assistants API has
+# ``/threads/<id>/messages``, which is why Anthropic's route is matched with its version prefix.
+_SUFFIXES: tuple[tuple[str, Endpoint], ...] = (
+    ("/chat/completions", CHAT),
+    ("/v1/messages", MESSAGES),
+    ("/responses", RESPONSES),
+    ("/embeddings", EMBEDDINGS),
+    ("/completions", COMPLETIONS),
+    ("/api/chat", OLLAMA_CHAT),
+    ("/api/generate", OLLAMA_GENERATE),
+    ("/api/embed", OLLAMA_EMBED),
+    ("/v2/chat", COHERE),
+    ("/v1/chat", COHERE),
+)
+
+
+_MISSING = object()
+#: Answers by path: a process talks to few distinct paths, and this runs on every request.
+_known_paths: dict[str, Endpoint | None] = {}
+_KNOWN_PATHS_MAX = 4096  # paths with ids in them (/threads/<id>/messages) must not grow it forever
+
+
+def endpoint_for_path(path: str) -> Endpoint | None:
+    """The LLM endpoint a URL path (a query string is ignored) addresses, or None for any other request
+    (files, models, auth, ...)."""
+    known = _known_paths.get(path, _MISSING)
+    if known is not _MISSING:
+        return known  # type: ignore[return-value]
+    found = _endpoint(path.split("?", 1)[0].rstrip("/"))
+    if len(_known_paths) < _KNOWN_PATHS_MAX:
+        _known_paths[path] = found
+    return found
+
+
+def _endpoint(path: str) -> Endpoint | None:
+    for suffix, endpoint in _SUFFIXES:
+        if path.endswith(suffix):
+            return endpoint
+    if ":generateContent" in path or ":streamGenerateContent" in path:
+        return GEMINI
+    return None
+
+
+# Provider ids are genai-prices' ids, so the core prices calls with the right table.
+_HOSTS: dict[str, str] = {
+    "api.openai.com": "openai",
+    "api.anthropic.com": "anthropic",
+    "generativelanguage.googleapis.com": "google",
+    "api.mistral.ai": "mistral",
+    "api.groq.com": "groq",
+    "api.cohere.com": "cohere",
+    "api.cohere.ai": "cohere",
+    "api.together.xyz": "together",
+    "api.together.ai": "together",
+    "api.fireworks.ai": "fireworks",
+    "api.deepseek.com": "deepseek",
+    "openrouter.ai": "openrouter",
+}
+_HOST_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".openai.azure.com", "azure"),
+    (".cognitiveservices.azure.com", "azure"),
+    (".services.ai.azure.com", "azure"),
+    ("-aiplatform.googleapis.com", "google"),
+)
+_OLLAMA_PORT = 11434
+
+
+def provider_for_host(host: str, port: int | None) -> str | None:
+    """The provider a known host belongs to (Ollama by its default port on any host)."""
+    host = host.lower()
+    found = _HOSTS.get(host)
+    if found is not None:
+        return found
+    for suffix, provider in _HOST_SUFFIXES:
+        if host.endswith(suffix):
+            return provider
+    if port == _OLLAMA_PORT:
+        return "ollama"
+    return None
+
+
+class ProviderTable:
+    """Known hosts plus registered base URLs: ``init(providers={"http://vllm:8000": "openai"})``."""
+
+    __slots__ = ("_registered",)
+
+    def __init__(self, registered: Mapping[str, str] | None = None) -> None:
+        # Longest base first, so "http://h/v2" wins over "http://h" for a URL under both.
+        bases = [(_normalise_base(url), provider) for url, provider in (registered or {}).items()]
+        self._registered = tuple(sorted(bases, key=lambda item: len(item[0]), reverse=True))
+
+    def provider_for(self, url: str, host: str, port: int | None) -> str | None:
+        if self._registered:
+            lowered = url.lower()
+            for base, provider in self._registered:
+                if lowered.startswith(base) and (len(lowered) == len(base) or lowered[len(base)] in "/?"):
+                    return provider
+        return provider_for_host(host, port)
+
+
+def _normalise_base(url: str) -> str:
+    parts = urlsplit(url.strip())
+    scheme = (parts.scheme or "http").lower()
+    host = (parts.hostname or "").lower()
+    default_port = {"http": 80, "https": 443}.get(scheme)
+    netloc = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+#: Query parameters that carry credentials (Gemini's ``key``, Azure's ``api-key``, signed URLs).
+_SECRET_PARAMS = frozenset({"key", "api-key", "api_key", "apikey", "x-api-key", "access_token", "token",
+                            "auth", "authorization", "sig", "signature", "code", "password", "secret"})
+
+
+def safe_url(url: str) -> str:
+    """The URL without user info and without query parameters that carry credentials."""
+    if "?" not in url and "@" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode([(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
+                       if key.lower() not in _SECRET_PARAMS])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -1,0 +1,228 @@
+"""One LLM call as the wire sees it, and the rule that makes every call count once.
+
+A transport tap (httpx, httpx2, requests, aiohttp) asks ``begin()`` what a request belongs to:
+
+1. an SDK-method call (the openai/anthropic plugins open it, check limits, and publish it in
+   ``CURRENT_EXCHANGE`` for exactly the duration of the SDK's ``request()``),
+2. else an LLM call already in flight in this context (``agentwatch.current_llm_call()``: a framework
+   plugin's call or a manual ``with agentwatch.llm_call(...)``) — the tap only adds to it,
+3. else, for a known provider host or a registered base URL, a call of its own (limits checked here),
+4. else nothing: the request passes untouched.
+
+Only LLM endpoints are considered (by path), so other traffic inside a call (an auth token fetch)
+is never mistaken for it. A tap reports the response (``responded``) and the end of its body
+(``body_ended``); the exchange applies usage, status and request id to the call and ends it if it
+owns the ending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from agentwatch._client import get_client
+from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
+
+from ._body import BodyReader, parse_json
+from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
+from ._usage import Reading, read_into
+
+__all__ = ["Exchange", "CURRENT_EXCHANGE", "begin", "settings", "Settings", "request_model", "request_input"]
+
+#: The SDK-method call whose HTTP request is being made in this context (set by the SDK plugins).
+CURRENT_EXCHANGE: ContextVar[Exchange | None] = ContextVar("agentwatch_http_exchange", default=None)
+
+
+class Settings:
+    """What the taps do beyond adding to calls in flight: set by the http plugin while it is active."""
+
+    __slots__ = ("capture_hosts", "providers")
+
+    def __init__(self) -> None:
+        self.capture_hosts = False
+        self.providers = ProviderTable()
+
+
+settings = Settings()
+
+
+class Exchange:
+    """Feeds one ``LLMCall`` from HTTP responses. ``owned``: this layer opened the call (so it reports
+    missing usage and ends it); otherwise it adds details and usage only where the owner gave none."""
+
+    __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "attempts",
+                 "status", "capture_text", "_response")
+
+    def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
+                 reads_result: bool = False) -> None:
+        client = get_client()
+        self.capture_text = bool(client is not None and client.config.capture_text)
+        self.call = call
+        self.endpoint = endpoint
+        self.owned = owned
+        #: True once nobody else will end the call: the end of the response body ends it.
+        self.ends_with_body = ends_with_body
+        #: An SDK hands over the object it parsed (``settle``): a body it read in full needs no reading here.
+        self.reads_result = reads_result
+        self.body_open = False
+        self.attempts = 0
+        self.status = 0
+        self._response: Any = None
+
+    def responded(self, url: str, status: int, headers: Mapping[str, str]) -> None:
+        """Headers of one attempt arrived (retries make several)."""
+        self.attempts += 1
+        self._note(url, status, _request_id(headers))
+
+    def _note(self, url: str, status: int, request_id: str | None) -> None:
+        self.status = status
+        attributes = self.call.span.attributes
+        attributes["http.url"] = safe_url(url)
+        attributes["http.status_code"] = status
+        if request_id:
+            attributes["http.request_id"] = request_id
+        if self.attempts > 1:
+            attributes["http.attempts"] = self.attempts
+
+    def reader(self, headers: Mapping[str, str], *, encoded: bool = False) -> BodyReader:
+        """A reader for this response's body; ``encoded``: the tap sees bytes the client has yet to decode."""
+        return BodyReader(self.endpoint.api, headers.get("content-type"), capture_text=self.capture_text,
+                          content_encoding=headers.get("content-encoding") if encoded else None)
+
+    def whole_body(self, headers: Mapping[str, str], body: bytes) -> None:
+        """A body the client read in full."""
+        reader = self.reader(headers)
+        reader.read_whole(body)
+        self.body_ended(reader)
+
+    def keep_response(self, response: Any) -> None:
+        """An httpx response the SDK reads in full itself: looked at only in ``settle`` (the hot path)."""
+        self.attempts += 1
+        self._response = response
+
+    def _record_kept(self, sdk_object: Any) -> Any:
+        """Status, URL and request id of the kept response (the last attempt's), if any. The SDKs put the
+        request id on their results and errors (``_request_id``, ``request_id``): cheaper than headers."""
+        response, self._response = self._response, None
+        if response is not None:
+            request_id = getattr(sdk_object, "_request_id", None) or getattr(sdk_object, "request_id", None)
+            if not isinstance(request_id, str):
+                request_id = _request_id(response.headers)
+            self._note(str(response.request.url), response.status_code, request_id)
+        return response
+
+    def settle(self, result: Any) -> None:
+        """The SDK returned ``result`` for a body read in full: read it, the kept response, end the call."""
+        reading = Reading(self.endpoint.api, self.capture_text)
+        read_into(reading, result)
+        unreadable = None
+        response = self._record_kept(result)
+        if response is not None and not reading.has_usage:  # e.g. with_raw_response: nothing parsed to read
+            reader = self.reader(response.headers)
+            reading = reader.read_whole(response.content)
+            unreadable = reader.unreadable
+        elif response is None and not reading.has_usage:  # an HTTP client no tap sees, and no usage
+            self.call.span.attributes["usage_missing"] = True
+        self._apply(reading, unreadable)
+        self.end()
+
+    def fail(self, error: BaseException) -> None:
+        """The SDK raised (an error status after its retries, a timeout): end the call with that error."""
+        self._record_kept(error)
+        self.end(error)
+
+    def body_ended(self, reader: BodyReader | None, error: BaseException | None = None, *,
+                   complete: bool = True) -> None:
+        """The response body ended (read, cut, closed early or abandoned): apply it, end the call if ours."""
+        self.body_open = False
+        if reader is not None:
+            self._apply(reader.finish(), reader.unreadable)
+        if not complete and not (reader is not None and reader.saw_end):
+            self.call.span.attributes["stream_incomplete"] = True
+        if self.ends_with_body:
+            self.end(error)
+
+    def _apply(self, reading: Reading, unreadable: str | None) -> None:
+        call = self.call
+        span = call.span
+        attributes = span.attributes
+        if reading.has_usage:
+            # A framework's own usage wins: it was given by the layer that owns the call.
+            if self.owned or not (span.input_tokens or span.output_tokens):
+                call.set_usage(**reading.usage())
+        elif self.owned and 200 <= self.status < 300:
+            attributes["usage_missing"] = True
+            if unreadable:
+                attributes["usage_unreadable"] = unreadable
+        if reading.model:
+            if not span.model:
+                call.set_model(reading.model)
+            elif reading.model != span.model:
+                attributes["response_model"] = reading.model
+        if reading.finish_reason and "finish_reason" not in attributes:
+            attributes["finish_reason"] = reading.finish_reason
+        text = reading.text
+        if text is not None and (self.owned or span.output is None):
+            call.set_output(text)
+
+    def mark_first_chunk(self) -> None:
+        self.call.mark_first_token()
+
+    def end(self, error: BaseException | str | None = None) -> None:
+        if self.call.ended:
+            return
+        if error is None and self.status >= 400:
+            error = f"HTTP {self.status}"
+        self.call.end(error=error)
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id")  # OpenAI and most; Anthropic
+
+
+def request_model(endpoint: Endpoint, path: str, body: Any) -> str | None:
+    if endpoint.api == "gemini":
+        name = path.rsplit("/models/", 1)[-1]
+        return name.split(":", 1)[0] or None
+    model = body.get("model") if isinstance(body, dict) else None
+    return str(model) if model else None
+
+
+def request_input(body: Any) -> Any:
+    if not isinstance(body, dict):
+        return None
+    for key in ("messages", "input", "contents", "prompt"):
+        if key in body:
+            return body[key]
+    return None
+
+
+def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
+          request_body: Callable[[], Any]) -> tuple[Exchange | None, bool]:
+    """What this request belongs to; ``(exchange, opened)``. ``opened``: a call this tap started (it must
+    be activated while the request is sent). May raise ``CircuitBreakerException`` for case 3.
+
+    ``where()`` gives (url, host, port) and ``request_body()`` the body: both are asked for only when a
+    call of the tap's own is considered, so adding to a call in flight stays cheap."""
+    endpoint = endpoint_for_path(path)
+    if endpoint is None:
+        return None, False
+    exchange = CURRENT_EXCHANGE.get()
+    if exchange is not None and not exchange.call.ended:
+        return exchange, False
+    in_flight = current_llm_call()
+    if in_flight is not None and not in_flight.ended:
+        return Exchange(in_flight, endpoint, owned=False, ends_with_body=False), False
+    if not settings.capture_hosts or get_client() is None:
+        return None, False
+    url, host, port = where()
+    provider = settings.providers.provider_for(url, host, port)
+    if provider is None:
+        return None, False
+    body = request_body()
+    if isinstance(body, (bytes, bytearray, str)):
+        body = parse_json(body)
+    call = start_llm_call(f"{provider}.{endpoint.name}", model=request_model(endpoint, path, body),
+                          provider=provider, kind=endpoint.kind, input=request_input(body))
+    return Exchange(call, endpoint, owned=True, ends_with_body=True), True

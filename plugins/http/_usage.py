@@ -1,0 +1,226 @@
+"""Reading what a provider's response says about the call: usage, model, finish reason and (if asked) text.
+
+Each wire format is read from its parsed JSON (a whole body or one stream event) or from the object an
+SDK built from it (same field names, as attributes), so an SDK's result is read without parsing its body
+again. Readings accumulate: a later event's value replaces an earlier one, which is what Anthropic's
+``message_start`` then ``message_delta`` and OpenAI's final usage chunk need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agentwatch._llm import normalize_anthropic_usage
+
+__all__ = ["Reading", "read_into"]
+
+
+class Reading:
+    """What the response said. Token counts are as sent; ``usage()`` converts to the span's convention."""
+
+    __slots__ = ("api", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "model",
+                 "finish_reason", "texts", "capture_text")
+
+    def __init__(self, api: str, capture_text: bool = False) -> None:
+        self.api = api
+        self.input_tokens: Any = None
+        self.output_tokens: Any = None
+        self.cached_tokens: Any = None
+        self.cache_write_tokens: Any = None
+        self.model: str | None = None
+        self.finish_reason: str | None = None
+        self.capture_text = capture_text
+        self.texts: list[str] = []
+
+    @property
+    def has_usage(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
+
+    def usage(self) -> dict[str, Any]:
+        """Keyword arguments for ``LLMCall.set_usage`` (input includes cached tokens)."""
+        if self.api == "messages":  # Anthropic counts cache reads and writes outside input_tokens
+            return normalize_anthropic_usage(self.input_tokens, self.output_tokens, self.cached_tokens or 0,
+                                             self.cache_write_tokens or 0)
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cached_input_tokens": self.cached_tokens, "cache_write_tokens": self.cache_write_tokens}
+
+    @property
+    def text(self) -> str | None:
+        return "".join(self.texts) if self.texts else None
+
+
+def _get(data: Any, name: str) -> Any:
+    """A field of a JSON object or of an SDK's (pydantic) model of it; None if absent.
+
+    Model fields are read from ``__dict__``: asking a model for a field it lacks would raise and catch
+    an AttributeError, slow on the hot path."""
+    if data.__class__ is dict:
+        return data.get(name)
+    fields = getattr(data, "__dict__", None)
+    return fields.get(name) if fields else None
+
+
+def _get_extra(data: Any, name: str) -> Any:
+    """A field the SDK's model does not declare (another provider's addition), from ``__pydantic_extra__``."""
+    value = _get(data, name)
+    if value is None and data.__class__ is not dict:
+        extra = getattr(data, "__pydantic_extra__", None)
+        value = extra.get(name) if extra else None
+    return value
+
+
+def _first(items: Any) -> Any:
+    return items[0] if isinstance(items, list) and items else None
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _set(reading: Reading, **values: Any) -> None:
+    for name, value in values.items():
+        if value is not None:
+            setattr(reading, name, value)
+
+
+def _openai_chat(reading: Reading, data: Any) -> None:
+    usage = _get(data, "usage")
+    if usage is None:
+        usage = _get(_get_extra(data, "x_groq"), "usage")  # Groq streams put usage there
+    if usage is not None:
+        details = _get(usage, "prompt_tokens_details")
+        cached = _get(details, "cached_tokens")
+        if cached is None:
+            cached = _get_extra(usage, "prompt_cache_hit_tokens")  # DeepSeek
+        output = _get(usage, "completion_tokens")
+        if output is None and reading.api == "embeddings":
+            output = 0
+        _set(reading, input_tokens=_get(usage, "prompt_tokens"), output_tokens=output, cached_tokens=cached,
+             cache_write_tokens=_get(details, "cache_write_tokens"))
+    choice = _first(_get(data, "choices"))
+    _set(reading, model=_get(data, "model"), finish_reason=_get(choice, "finish_reason"))
+    if reading.capture_text and choice is not None:
+        text = _get(_get(choice, "message"), "content") or _get(_get(choice, "delta"), "content")
+        if text is None:
+            text = _get(choice, "text")  # legacy completions
+        if isinstance(text, str):
+            reading.texts.append(text)
+
+
+def _openai_responses(reading: Reading, data: Any) -> None:
+    kind = _get(data, "type")
+    if kind == "response.output_text.delta":
+        delta = _get(data, "delta")
+        if reading.capture_text and isinstance(delta, str):
+            reading.texts.append(delta)
+        return
+    if isinstance(kind, str):  # a stream event: only the final ones carry the whole response
+        if kind not in ("response.completed", "response.incomplete", "response.failed"):
+            return
+        data = _get(data, "response")
+    usage = _get(data, "usage")
+    if usage is not None:
+        _set(reading, input_tokens=_get(usage, "input_tokens"), output_tokens=_get(usage, "output_tokens"),
+             cached_tokens=_get(_get(usage, "input_tokens_details"), "cached_tokens"))
+    _set(reading, model=_get(data, "model"), finish_reason=_get(data, "status"))
+    if reading.capture_text and not reading.texts:
+        for item in _items(_get(data, "output")):
+            for part in _items(_get(item, "content")):
+                text = _get(part, "text")
+                if _get(part, "type") == "output_text" and isinstance(text, str):
+                    reading.texts.append(text)
+
+
+def _anthropic(reading: Reading, data: Any) -> None:
+    kind = _get(data, "type")
+    if kind == "message_start":
+        data = _get(data, "message")
+    elif kind == "content_block_delta":
+        text = _get(_get(data, "delta"), "text")
+        if reading.capture_text and isinstance(text, str):
+            reading.texts.append(text)
+        return
+    usage = _get(data, "usage")
+    if usage is not None:
+        _set(reading, input_tokens=_get(usage, "input_tokens"), output_tokens=_get(usage, "output_tokens"),
+             cached_tokens=_get(usage, "cache_read_input_tokens"),
+             cache_write_tokens=_get(usage, "cache_creation_input_tokens"))
+    stop = _get(_get(data, "delta"), "stop_reason") if kind == "message_delta" else _get(data, "stop_reason")
+    _set(reading, model=_get(data, "model"), finish_reason=stop)
+    if reading.capture_text and kind is not None and kind != "message_delta":
+        for block in _items(_get(data, "content")):
+            text = _get(block, "text")
+            if _get(block, "type") == "text" and isinstance(text, str):
+                reading.texts.append(text)
+
+
+def _gemini(reading: Reading, data: Any) -> None:
+    usage = _get(data, "usageMetadata")
+    if usage is not None:
+        output = _get(usage, "candidatesTokenCount")
+        thoughts = _get(usage, "thoughtsTokenCount")  # billed as output
+        if isinstance(output, int) and isinstance(thoughts, int):
+            output += thoughts
+        _set(reading, input_tokens=_get(usage, "promptTokenCount"), output_tokens=output,
+             cached_tokens=_get(usage, "cachedContentTokenCount"))
+    candidate = _first(_get(data, "candidates"))
+    _set(reading, model=_get(data, "modelVersion"), finish_reason=_get(candidate, "finishReason"))
+    if reading.capture_text:
+        for part in _items(_get(_get(candidate, "content"), "parts")):
+            text = _get(part, "text")
+            if isinstance(text, str):
+                reading.texts.append(text)
+
+
+def _cohere(reading: Reading, data: Any) -> None:
+    kind = _get(data, "type")
+    if kind == "content-delta":
+        text = _get(_get(_get(_get(data, "delta"), "message"), "content"), "text")
+        if reading.capture_text and isinstance(text, str):
+            reading.texts.append(text)
+        return
+    if kind == "message-end":
+        data = _get(data, "delta")
+    usage = _get(data, "usage")
+    counts = _get(usage, "billed_units") or _get(usage, "tokens")
+    _set(reading, input_tokens=_get(counts, "input_tokens"), output_tokens=_get(counts, "output_tokens"),
+         finish_reason=_get(data, "finish_reason"))
+    if reading.capture_text and kind is None:
+        for part in _items(_get(_get(data, "message"), "content")):
+            text = _get(part, "text")
+            if isinstance(text, str):
+                reading.texts.append(text)
+
+
+def _ollama(reading: Reading, data: Any) -> None:
+    prompt = _get(data, "prompt_eval_count")
+    output = _get(data, "eval_count")
+    if output is None and prompt is not None:
+        output = 0  # embeddings report only the prompt
+    _set(reading, input_tokens=prompt, output_tokens=output, model=_get(data, "model"),
+         finish_reason=_get(data, "done_reason"))
+    if reading.capture_text:
+        text = _get(_get(data, "message"), "content") or _get(data, "response")
+        if isinstance(text, str):
+            reading.texts.append(text)
+
+
+_READERS: dict[str, Callable[[Reading, Any], None]] = {
+    "chat": _openai_chat,
+    "embeddings": _openai_chat,
+    "responses": _openai_responses,
+    "messages": _anthropic,
+    "gemini": _gemini,
+    "cohere": _cohere,
+    "ollama": _ollama,
+}
+
+
+def read_into(reading: Reading, data: Any) -> None:
+    """Add what one parsed body, event or SDK result says to ``reading``. Unknown shapes are ignored."""
+    if isinstance(data, list):  # Gemini without alt=sse streams a JSON array of responses
+        for item in data:
+            _READERS[reading.api](reading, item)
+    elif data is not None and not isinstance(data, (str, int, float)):
+        _READERS[reading.api](reading, data)

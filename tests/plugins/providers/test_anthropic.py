@@ -1,0 +1,141 @@
+"""The anthropic SDK against the stub provider: messages and streams, cache usage, limits in the SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.plugins.providers.conftest import SpansOf, calls_counted
+from tests.stubs.provider_server import Reply, StubProvider
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+MODEL = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def claude(stub_provider: StubProvider) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stub_provider.base_url, api_key="sk-ant-secret", max_retries=0)
+
+
+@pytest.fixture
+def aclaude(stub_provider: StubProvider) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=stub_provider.base_url, api_key="sk-ant-secret", max_retries=0)
+
+
+def test_message_counts_cache_reads_and_writes_into_input(watch: Any, llm_spans: SpansOf,
+                                                          stub_provider: StubProvider,
+                                                          claude: anthropic.Anthropic) -> None:
+    client = watch()
+    stub_provider.queue(Reply(content="hey", input_tokens=100, output_tokens=20, cached_tokens=300,
+                              cache_creation_tokens=50))
+    assert claude.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES).content[0].text == "hey"
+    [span] = llm_spans()
+    assert (span["name"], span["model"], span["provider"]) == ("anthropic.messages", MODEL, "anthropic")
+    # Anthropic's input_tokens excludes the cache; the span's includes it.
+    assert (span["input_tokens"], span["output_tokens"], span["cached_input_tokens"]) == (450, 20, 300)
+    assert span["attributes"]["cache_write_tokens"] == 50
+    assert span["attributes"]["finish_reason"] == "end_turn"
+    assert span["attributes"]["http.request_id"] == "req_stub1"
+    assert span["cost_usd"] > 0
+    assert calls_counted(client) == 1
+
+
+def test_stream_helper_and_raw_stream(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                      claude: anthropic.Anthropic) -> None:
+    watch()
+    stub_provider.queue(Reply(content="x y z", input_tokens=9, output_tokens=3, cached_tokens=1),
+                        Reply(content="", tool_calls=[{"name": "lookup", "arguments": {"q": 1}}],
+                              output_tokens=4))
+    with claude.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
+        assert list(stream.text_stream) == ["x ", "y ", "z"]
+    events = [event.type for event in claude.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES,
+                                                             stream=True)]
+    assert events[-1] == "message_stop"
+    helper, raw = llm_spans()
+    assert (helper["input_tokens"], helper["output_tokens"], helper["cached_input_tokens"]) == (10, 3, 1)
+    assert "time_to_first_token_ms" in helper["attributes"]
+    assert raw["output_tokens"] == 4 and raw["attributes"]["finish_reason"] == "tool_use"
+    assert "stream_incomplete" not in helper["attributes"] and "stream_incomplete" not in raw["attributes"]
+
+
+def test_stream_left_early_ends_the_span(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                         claude: anthropic.Anthropic) -> None:
+    watch()
+    stub_provider.queue(Reply(content="a b c d e f", chunk_delay=0.01))
+    with claude.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
+        for _text in stream.text_stream:
+            break
+    [span] = llm_spans()
+    assert span["attributes"]["stream_incomplete"] is True
+    assert span["input_tokens"] == 10  # message_start had already arrived
+
+
+def test_overloaded_error(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                         claude: anthropic.Anthropic) -> None:
+    client = watch()
+    stub_provider.queue(Reply(status=529))
+    with pytest.raises(anthropic.APIStatusError):
+        claude.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    [span] = llm_spans()
+    assert span["status"] == "error" and span["attributes"]["http.status_code"] == 529
+    assert client.monitor.snapshot()["errors_in_error_window"] == 1
+
+
+async def test_async_message_and_stream(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                        aclaude: anthropic.AsyncAnthropic) -> None:
+    watch()
+    stub_provider.queue(Reply(input_tokens=5, output_tokens=1), Reply(content="p q", input_tokens=6,
+                                                                      output_tokens=2))
+    await aclaude.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    async with aclaude.messages.stream(model=MODEL, max_tokens=8, messages=MESSAGES) as stream:
+        assert [text async for text in stream.text_stream] == ["p ", "q"]
+    plain, streamed = llm_spans()
+    assert (plain["input_tokens"], plain["output_tokens"]) == (5, 1)
+    assert (streamed["input_tokens"], streamed["output_tokens"]) == (6, 2)
+
+
+def test_blocked_before_sending(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    client = watch()
+    retrying = anthropic.Anthropic(base_url=stub_provider.base_url, api_key="k", max_retries=3)
+    client.monitor.pause(60)
+    with pytest.raises(CircuitBreakerException):
+        retrying.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    with pytest.raises(CircuitBreakerException):
+        with retrying.messages.stream(model=MODEL, max_tokens=8, messages=MESSAGES):
+            pass
+    assert stub_provider.count() == 0
+    assert [span["status"] for span in llm_spans()] == ["blocked", "blocked"]
+
+
+async def test_blocked_async_before_sending(watch: Any, stub_provider: StubProvider,
+                                            aclaude: anthropic.AsyncAnthropic) -> None:
+    client = watch()
+    client.monitor.pause(60)
+    with pytest.raises(CircuitBreakerException):
+        await aclaude.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    assert stub_provider.count() == 0
+
+
+def test_merged_into_an_enclosing_call(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                       claude: anthropic.Anthropic) -> None:
+    client = watch(providers={stub_provider.base_url: "anthropic"})
+    stub_provider.queue(Reply(input_tokens=10, cached_tokens=90, output_tokens=3))
+    with agentwatch.llm_call("framework.chat", model=MODEL, provider="anthropic"):
+        claude.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    [span] = llm_spans()
+    assert span["name"] == "framework.chat"
+    assert (span["input_tokens"], span["cached_input_tokens"]) == (100, 90)
+    assert calls_counted(client) == 1
+
+
+def test_count_tokens_is_not_an_llm_call(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                         claude: anthropic.Anthropic) -> None:
+    watch()
+    stub_provider.queue(Reply(raw_body=b'{"input_tokens": 3}'))
+    claude.messages.count_tokens(model=MODEL, messages=MESSAGES)
+    assert stub_provider.last.path == "/v1/messages/count_tokens"
+    assert llm_spans() == []

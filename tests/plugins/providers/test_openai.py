@@ -1,0 +1,375 @@
+"""The openai SDK against the stub provider: every kind of call traced, limits checked in the SDK."""
+
+from __future__ import annotations
+
+import gc
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.plugins.providers.conftest import SpansOf, calls_counted
+from tests.stubs.provider_server import Reply, StubProvider
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+FAST_RETRY = {"retry-after-ms": "1"}  # the SDK honours it, so retry tests do not sleep
+
+
+@pytest.fixture
+def oai(stub_provider: StubProvider) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-secret-openai", max_retries=0)
+
+
+@pytest.fixture
+def aoai(stub_provider: StubProvider) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="sk-secret-openai",
+                              max_retries=0)
+
+
+def test_chat_completion_is_one_priced_span(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                            oai: openai.OpenAI) -> None:
+    client = watch()
+    stub_provider.queue(Reply(content="hello", input_tokens=1000, output_tokens=200, cached_tokens=400))
+    reply = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert reply.choices[0].message.content == "hello"
+    [span] = llm_spans()
+    assert (span["name"], span["kind"], span["status"]) == ("openai.chat.completions", "llm", "ok")
+    assert (span["model"], span["provider"]) == ("gpt-4o-mini", "openai")
+    assert (span["input_tokens"], span["output_tokens"], span["cached_input_tokens"]) == (1000, 200, 400)
+    assert span["cost_usd"] > 0
+    attributes = span["attributes"]
+    assert attributes["http.status_code"] == 200
+    assert attributes["http.url"] == f"{stub_provider.openai_base_url}/chat/completions"
+    assert attributes["http.request_id"] == "req_stub1"
+    assert attributes["finish_reason"] == "stop"
+    assert "usage_missing" not in attributes
+    assert calls_counted(client) == 1
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(span["cost_usd"])
+
+
+def test_stream_with_usage_passes_chunks_through_and_reads_the_final_chunk(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    watch()
+    stub_provider.queue(Reply(content="one two three", input_tokens=30, output_tokens=3, cached_tokens=10))
+    stream = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                         stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three"
+    assert chunks[-1].usage.prompt_tokens == 30  # the user still gets the usage chunk
+    [span] = llm_spans()
+    assert (span["input_tokens"], span["output_tokens"], span["cached_input_tokens"]) == (30, 3, 10)
+    assert span["attributes"]["time_to_first_token_ms"] >= 0
+    assert "stream_incomplete" not in span["attributes"]
+
+
+def test_stream_without_usage_is_flagged_and_the_request_is_left_alone(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    watch()
+    chunks = list(oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert all(chunk.usage is None for chunk in chunks)
+    assert "stream_options" not in stub_provider.last.json  # nothing injected into the user's request
+    [span] = llm_spans()
+    assert span["attributes"]["usage_missing"] is True
+    assert (span["input_tokens"], span["output_tokens"], span["cost_usd"]) == (0, 0, 0.0)
+    assert span["status"] == "ok"
+
+
+def test_early_break_then_close_ends_the_span(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                              oai: openai.OpenAI) -> None:
+    watch()
+    stub_provider.queue(Reply(content="a b c d e f g h", chunk_delay=0.01))
+    stream = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    for _chunk in stream:
+        break
+    assert llm_spans() == []  # still streaming: not ended yet
+    stream.close()
+    [span] = llm_spans()
+    assert span["attributes"]["stream_incomplete"] is True
+    assert span["end_time_unix_nano"] is not None
+
+
+def test_a_stream_dropped_after_a_break_still_ends_its_span(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    watch()
+
+    def read_one() -> str | None:
+        for chunk in oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
+            return chunk.choices[0].delta.content
+        return None
+
+    stub_provider.queue(Reply(content="a b c d e f", chunk_delay=0.01))
+    read_one()
+    gc.collect()
+    [span] = llm_spans()
+    assert span["attributes"]["stream_incomplete"] is True
+
+
+def test_a_stream_cut_by_the_server_ends_the_span_with_the_error(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    client = watch()
+    stub_provider.queue(Reply(content="a b c d e f", cut_stream_after=3))
+    with pytest.raises(httpx.RemoteProtocolError):
+        for _chunk in oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
+            pass
+    [span] = llm_spans()
+    assert span["status"] == "error"
+    assert span["attributes"]["error.type"] == "RemoteProtocolError"
+    assert client.monitor.snapshot()["errors_in_error_window"] == 1
+
+
+def test_error_response_is_an_error_span_and_retries_are_one_call(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    client = watch()
+    stub_provider.queue(Reply(status=429, headers=FAST_RETRY))
+    with pytest.raises(openai.RateLimitError):
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    stub_provider.queue(Reply(status=500, headers=FAST_RETRY), Reply(content="second try"))
+    retrying = oai.with_options(max_retries=1)
+    reply = retrying.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert reply.choices[0].message.content == "second try"
+    failed, retried = llm_spans()
+    assert failed["status"] == "error" and failed["attributes"]["error.type"] == "RateLimitError"
+    assert failed["attributes"]["http.status_code"] == 429
+    assert retried["status"] == "ok" and retried["attributes"]["http.attempts"] == 2
+    assert retried["attributes"]["http.status_code"] == 200 and retried["input_tokens"] == 10
+    assert calls_counted(client) == 2
+
+
+def test_responses_and_embeddings(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                  oai: openai.OpenAI) -> None:
+    watch()
+    stub_provider.queue(Reply(content="r", input_tokens=50, output_tokens=5, cached_tokens=20),
+                        Reply(content="s t", input_tokens=40, output_tokens=2), Reply(input_tokens=7))
+    assert oai.responses.create(model="gpt-4.1", input="hi").output_text == "r"
+    with oai.responses.stream(model="gpt-4.1", input="hi") as stream:
+        assert stream.get_final_response().output_text == "s t"
+    vectors = oai.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert len(vectors.data) == 2
+    plain, streamed, embedded = llm_spans()
+    assert plain["name"] == "openai.responses"
+    assert (plain["input_tokens"], plain["output_tokens"], plain["cached_input_tokens"]) == (50, 5, 20)
+    assert (streamed["input_tokens"], streamed["output_tokens"]) == (40, 2)
+    assert streamed["attributes"]["finish_reason"] == "completed"
+    assert (embedded["name"], embedded["kind"]) == ("openai.embeddings", "embedding")
+    assert embedded["input_tokens"] == 7
+    assert embedded["model"] == "text-embedding-3-small" and embedded["cost_usd"] > 0
+
+
+def test_raw_and_streaming_responses(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                     oai: openai.OpenAI) -> None:
+    watch()
+    stub_provider.queue(Reply(input_tokens=11), Reply(input_tokens=12), Reply(input_tokens=13))
+    raw = oai.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.headers["x-request-id"] == "req_stub1" and raw.parse().usage.prompt_tokens == 11
+    with oai.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES) as response:
+        assert json.loads(response.read())["usage"]["prompt_tokens"] == 12
+    with oai.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES,
+                                                             stream=True) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    spans = llm_spans()
+    assert [span["input_tokens"] for span in spans] == [11, 12, 0]
+    assert spans[2]["attributes"]["usage_missing"] is True  # that stream did not ask for usage
+    request_ids = [span["attributes"]["http.request_id"] for span in spans]
+    assert request_ids == ["req_stub1", "req_stub2", "req_stub3"]
+
+
+async def test_async_chat_and_stream(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                     aoai: openai.AsyncOpenAI) -> None:
+    watch()
+    stub_provider.queue(Reply(input_tokens=21, output_tokens=2), Reply(content="x y", input_tokens=22))
+    await aoai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    stream = await aoai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                                stream_options={"include_usage": True})
+    texts = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
+    assert "".join(t or "" for t in texts) == "x y"
+    plain, streamed = llm_spans()
+    assert (plain["input_tokens"], plain["output_tokens"]) == (21, 2)
+    assert streamed["input_tokens"] == 22 and "time_to_first_token_ms" in streamed["attributes"]
+
+
+def test_blocked_call_raises_its_own_type_and_sends_nothing(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    client = watch()
+    retrying = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=3)
+    client.monitor.pause(60)
+    with pytest.raises(CircuitBreakerException) as blocked:
+        retrying.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    with pytest.raises(CircuitBreakerException):
+        retrying.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    assert stub_provider.count() == 0  # no request, no retry
+    assert blocked.value.monitor is client.monitor
+    spans = llm_spans()
+    assert [span["status"] for span in spans] == ["blocked", "blocked"]
+    assert spans[0]["model"] == "gpt-4o"
+
+
+async def test_blocked_async_call_raises_its_own_type(watch: Any, stub_provider: StubProvider,
+                                                      aoai: openai.AsyncOpenAI) -> None:
+    client = watch()
+    client.monitor.pause(60)
+    with pytest.raises(CircuitBreakerException):
+        await aoai.embeddings.create(model="text-embedding-3-small", input="a")
+    assert stub_provider.count() == 0
+
+
+def test_a_call_inside_a_manual_llm_call_is_merged_into_it(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    client = watch(providers={stub_provider.base_url: "openai"})  # the raw tap sees it too
+    stub_provider.queue(Reply(input_tokens=300, output_tokens=30))
+    with agentwatch.llm_call("framework.chat", model="gpt-4o-mini", provider="openai") as call:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        stream = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        list(stream)
+    [span] = llm_spans()
+    assert span["span_id"] == call.span.span_id and span["name"] == "framework.chat"
+    assert (span["input_tokens"], span["output_tokens"]) == (300, 30)  # usage the framework did not give
+    assert span["attributes"]["http.request_id"] == "req_stub2"  # the last request's details
+    assert "usage_missing" not in span["attributes"]
+    assert calls_counted(client) == 1
+
+
+def test_the_frameworks_own_usage_wins(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                       oai: openai.OpenAI) -> None:
+    watch()
+    with agentwatch.llm_call("framework.chat", model="gpt-4o-mini") as call:
+        call.set_usage(input_tokens=7, output_tokens=1)
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [span] = llm_spans()
+    assert (span["input_tokens"], span["output_tokens"]) == (7, 1)
+    assert span["attributes"]["http.status_code"] == 200
+
+
+def test_sdk_call_to_a_registered_url_is_counted_once(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    client = watch(providers={stub_provider.openai_base_url: "openai"})
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [span] = llm_spans()
+    assert span["name"] == "openai.chat.completions"
+    assert calls_counted(client) == 1
+
+
+def test_secrets_are_never_recorded(watch: Any, memory: agentwatch.InMemoryExporter,
+                                    stub_provider: StubProvider) -> None:
+    watch(capture_messages=True)
+    azure = openai.AzureOpenAI(azure_endpoint=stub_provider.base_url, api_key="sk-secret-azure",
+                               api_version="2024-10-21", max_retries=0)
+    azure.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert stub_provider.last.headers["api-key"] == "sk-secret-azure"
+    agentwatch.flush()
+    exported = json.dumps(memory.spans)
+    assert "sk-secret" not in exported
+    [span] = [s for s in memory.spans if s["kind"] == "llm"]
+    assert span["attributes"]["http.url"].endswith("/openai/deployments/gpt-4o/chat/completions"
+                                                   "?api-version=2024-10-21")
+
+
+def test_text_is_kept_only_when_asked(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                      oai: openai.OpenAI) -> None:
+    watch(capture_messages=True)
+    stub_provider.queue(Reply(content="plain answer"), Reply(content="streamed answer"))
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    list(oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    plain, streamed = llm_spans()
+    assert (plain["input"], plain["output"]) == (MESSAGES, "plain answer")
+    assert streamed["output"] == "streamed answer"
+    agentwatch.shutdown()
+    watch()
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert "input" not in llm_spans()[-1] and "output" not in llm_spans()[-1]
+
+
+def test_shutdown_removes_every_patch_and_init_starts_clean(
+        watch: Any, memory: agentwatch.InMemoryExporter, oai: openai.OpenAI) -> None:
+    import requests
+    from openai import _base_client
+
+    originals = (_base_client.SyncAPIClient.request, _base_client.AsyncAPIClient.request, httpx.Client.send,
+                 httpx.AsyncClient.send, requests.Session.send)
+    watch()
+    assert _base_client.SyncAPIClient.request is not originals[0] and httpx.Client.send is not originals[2]
+    agentwatch.shutdown()
+    assert (_base_client.SyncAPIClient.request, _base_client.AsyncAPIClient.request, httpx.Client.send,
+            httpx.AsyncClient.send, requests.Session.send) == originals
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # not watched: nothing recorded
+    assert [s for s in memory.spans if s["kind"] == "llm"] == []
+    watch()
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    agentwatch.flush()
+    assert len([s for s in memory.spans if s["kind"] == "llm"]) == 1
+
+
+def test_disabled_plugin_is_not_installed(watch: Any, llm_spans: SpansOf, oai: openai.OpenAI) -> None:
+    from openai import _base_client
+
+    original = _base_client.SyncAPIClient.request
+    watch(disabled_plugins=["openai", "http"])
+    assert _base_client.SyncAPIClient.request is original
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert llm_spans() == []
+
+
+def test_concurrent_calls_from_threads_keep_their_own_usage(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = watch()
+    stub_provider.queue(*[Reply(input_tokens=100 + n, content=f"reply {100 + n}") for n in range(16)])
+
+    def ask(_: int) -> tuple[int, str | None]:
+        reply = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return reply.usage.prompt_tokens, reply.choices[0].message.content
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(16)))
+    spans = llm_spans()
+    assert sorted(span["input_tokens"] for span in spans) == list(range(100, 116))
+    assert len({span["attributes"]["http.request_id"] for span in spans}) == 16
+    assert all(content == f"reply {tokens}" for tokens, content in answers)
+    assert calls_counted(client) == 16
+
+
+async def test_concurrent_async_calls_keep_their_own_usage(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, aoai: openai.AsyncOpenAI) -> None:
+    import asyncio
+
+    watch()
+    stub_provider.queue(*[Reply(input_tokens=200 + n, content="a b c", chunk_delay=0.001) for n in range(10)])
+
+    async def ask(stream: bool) -> None:
+        if stream:
+            chunks = await aoai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                        stream_options={"include_usage": True})
+            async for _chunk in chunks:
+                pass
+        else:
+            await aoai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    await asyncio.gather(*(ask(n % 2 == 0) for n in range(10)))
+    assert sorted(span["input_tokens"] for span in llm_spans()) == list(range(200, 210))
+
+
+def test_a_call_right_after_init_does_not_meet_a_half_imported_httpx2(stub_provider: StubProvider) -> None:
+    """genai-prices imports httpx2 on the export worker just after init(); openai reads sys.modules["httpx2"]
+    on each request. In a fresh interpreter, calls made at once after init() must all succeed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    program = textwrap.dedent(f"""
+        import sys, openai, agentwatch
+        assert "httpx2" not in sys.modules
+        client = openai.OpenAI(base_url="{stub_provider.openai_base_url}", api_key="k", max_retries=0)
+        agentwatch.init(exporters=[])
+        assert hasattr(sys.modules["httpx2"], "Timeout")  # fully imported before init() returned
+        for _ in range(100):
+            client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "hi"}}])
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
