@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Price", "Pricer", "DEFAULT_RATES", "warm_up"]
+__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "warm_up"]
 
 #: USD per 1M tokens for models no table knows; spans priced with it are flagged ``cost_estimated``.
 DEFAULT_RATES = (1.00, 2.00)
@@ -141,6 +141,8 @@ class Pricer:
 
     def _resolve(self, model: str, provider: str | None) -> _Rates:
         lowered = model.lower()
+        if provider and provider.lower() in LOCAL_PROVIDERS and not _override_rates(lowered, self._overrides):
+            return _LOCAL
         rates = _override_rates(model, self._overrides) or _override_rates(lowered, self._overrides)
         if rates is None:
             try:
@@ -162,6 +164,9 @@ class Pricer:
                      estimated=rates.estimated, source=rates.source)
 
 
+#: Models served on the user's own hardware cost nothing per token.
+LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "llamacpp"})
+_LOCAL = _Rates(0.0, 0.0, 0.0, 0.0, source="local")
 _DEFAULT = _Rates(DEFAULT_RATES[0], DEFAULT_RATES[1], DEFAULT_RATES[0], DEFAULT_RATES[0], estimated=True,
                   source="default")
 

@@ -60,3 +60,8 @@ def test_unknown_model_uses_flagged_default() -> None:
     price = Pricer().price("totally-unknown-model-xyz", None, 1_000_000, 1_000_000)
     assert price.estimated is True
     assert price.cost_usd == pytest.approx(DEFAULT_RATES[0] + DEFAULT_RATES[1])
+
+
+def test_local_providers_cost_nothing() -> None:
+    price = Pricer().price("llama3.2", "ollama", 1_000_000, 1_000_000)
+    assert price.cost_usd == 0.0 and price.estimated is False
