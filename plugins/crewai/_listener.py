@@ -1,0 +1,553 @@
+"""CrewAI events → AgentWatch spans; CrewAI's before-LLM-call hook → limit checks and the LLM span.
+
+Two CrewAI mechanisms, because neither does both jobs:
+
+- The before-LLM-call hook runs synchronously in the thread and context that then sends the request,
+  and it is the only place where an exception stops a call (if it subclasses ``HookAborted``). It runs
+  ``agentwatch.start_llm_call`` there and activates the call, so an HTTP-level tap in the same context
+  sees ``current_llm_call()`` and does not count the request twice.
+- Event-bus handlers run later on CrewAI's thread pool, in a copy of the emitting context, in no
+  guaranteed order. They name and close the crew/task/agent/tool spans and end the LLM call with the
+  usage of ``LLMCallCompletedEvent``.
+
+Spans are keyed by CrewAI's event ids. Every handler (and the hook) sees CrewAI's scope stack of the
+emitting context, so whichever runs first creates the missing ancestors and the tree comes out the same
+whatever order the pool runs the handlers in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from crewai.events import (
+    AgentExecutionCompletedEvent,
+    AgentExecutionErrorEvent,
+    AgentExecutionStartedEvent,
+    BaseEventListener,
+    CrewKickoffCompletedEvent,
+    CrewKickoffFailedEvent,
+    CrewKickoffStartedEvent,
+    LLMCallCompletedEvent,
+    LLMCallFailedEvent,
+    LLMCallStartedEvent,
+    LLMStreamChunkEvent,
+    TaskCompletedEvent,
+    TaskFailedEvent,
+    TaskStartedEvent,
+    ToolUsageErrorEvent,
+    ToolUsageFinishedEvent,
+    ToolUsageStartedEvent,
+    crewai_event_bus,
+)
+from crewai.events.event_context import _event_id_stack
+from crewai.hooks import (
+    get_after_llm_call_hooks,
+    get_before_llm_call_hooks,
+    register_after_llm_call_hook,
+    register_before_llm_call_hook,
+    unregister_after_llm_call_hook,
+    unregister_before_llm_call_hook,
+)
+
+import agentwatch
+from agentwatch import CircuitBreakerException, LLMCall, Span
+from agentwatch._context import AgentScope
+from agentwatch._safe import stop_on_exception
+
+from ._errors import CrewAICircuitBreakerException
+
+__all__ = ["AgentWatchListener", "install", "uninstall"]
+
+Stack = Sequence[tuple[str, str]]
+
+#: CrewAI scope-starting event types that become spans (others, such as the executor's internal
+#: ``flow_started``, are skipped: their children attach to the nearest mapped ancestor).
+_SPAN_KINDS = {"crew_kickoff_started": "chain", "task_started": "task", "agent_execution_started": "agent",
+               "tool_usage_started": "tool"}
+_PLACEHOLDER = {"crew_kickoff_started": "crew", "task_started": "task", "agent_execution_started": "agent",
+                "tool_usage_started": "tool"}
+_STARTED_BY_ENDING = {
+    "crew_kickoff_completed": "crew_kickoff_started", "crew_kickoff_failed": "crew_kickoff_started",
+    "task_completed": "task_started", "task_failed": "task_started",
+    "agent_execution_completed": "agent_execution_started", "agent_execution_error": "agent_execution_started",
+    "tool_usage_finished": "tool_usage_started", "tool_usage_error": "tool_usage_started",
+}
+_RECENT_LIMIT = 4096
+_TEXT_LIMIT = 4000
+
+#: The LLM call this plugin activated in the current context (to undo it in that same context).
+_ACTIVATED: ContextVar[LLMCall | None] = ContextVar("agentwatch_crewai_activated", default=None)
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text[:_TEXT_LIMIT]
+
+
+def _nanos(timestamp: Any) -> int | None:
+    try:
+        return int(timestamp.timestamp() * 1e9)
+    except Exception:  # a missing or odd timestamp just keeps the span's own start time
+        return None
+
+
+def _task_name(task: Any) -> str:
+    name = getattr(task, "name", None) or getattr(task, "description", None) or "task"
+    return str(name).strip().splitlines()[0][:80]
+
+
+def _crew_name(crew: Any, fallback: str | None = None) -> str:
+    return str(getattr(crew, "name", None) or fallback or "crew")
+
+
+def agent_scope(client: Any, agent: Any) -> AgentScope | None:
+    """The agent scope of a CrewAI agent: named after its role, id from ``init(agents=...)`` or the role.
+
+    The id deliberately is not CrewAI's per-instance UUID: a stable id keeps rolling windows (and a
+    shared limits store) for "Researcher" across runs and processes.
+    """
+    role = getattr(agent, "role", None)
+    if not role:
+        return None
+    return client.agent_scope(str(role))
+
+
+class _Objects:
+    """The CrewAI objects a handler or the hook knows of, used to name spans it has to create."""
+
+    __slots__ = ("crew", "task", "agent", "event")
+
+    def __init__(self, crew: Any = None, task: Any = None, agent: Any = None, event: Any = None) -> None:
+        self.crew = crew
+        self.task = task
+        self.agent = agent
+        self.event = event
+
+
+class _Tree:
+    """CrewAI event id → open span; recently ended ones are kept so late children still find them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[Span, str]] = {}
+        self._recent: OrderedDict[str, Span] = OrderedDict()
+        #: Scopes CrewAI left on its stack after an exception (its pops then close the wrong entry);
+        #: they are closed here and must not parent a later kickoff in the same context.
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
+        #: LLM call_id → the call opened by the hook (matched by LLMCallStarted, ended by Completed).
+        self.calls: dict[str, LLMCall] = {}
+        self.finished_calls: OrderedDict[str, None] = OrderedDict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._open.clear()
+            self._recent.clear()
+            self.calls.clear()
+            self.finished_calls.clear()
+
+    def _find(self, event_id: str) -> Span | None:
+        entry = self._open.get(event_id)
+        return entry[0] if entry is not None else self._recent.get(event_id)
+
+    def ensure(self, client: Any, stack: Stack, objects: _Objects) -> Span | None:
+        """The spans of every mapped scope on ``stack`` (outermost first), created if missing; the innermost."""
+        parent: Span | None = None
+        with self._lock:
+            for event_id, event_type in self._live_scopes(stack):
+                kind = _SPAN_KINDS[event_type]
+                span = self._find(event_id)
+                if span is None:
+                    span = self._create(client, event_type, kind, parent, objects)
+                    self._open[event_id] = (span, event_type)
+                parent = span
+        return parent
+
+    def _live_scopes(self, stack: Stack) -> list[tuple[str, str]]:
+        scopes = [(eid, etype) for eid, etype in stack if etype in _SPAN_KINDS and eid not in self._abandoned]
+        # A crew directly inside a crew is a stale entry CrewAI left in the caller's context when an
+        # earlier kickoff raised (its pops are off by one then), not a nesting: start from the newest.
+        for index in range(len(scopes) - 1, 0, -1):
+            if scopes[index][1] == scopes[index - 1][1] == "crew_kickoff_started":
+                return scopes[index:]
+        return scopes
+
+    def _create(self, client: Any, event_type: str, kind: str, parent: Span | None, objects: _Objects) -> Span:
+        name, attributes, scope = _describe(client, event_type, objects)
+        # No parent on CrewAI's stack: the crew hangs under the caller's current span (or starts a trace).
+        return client.start_span(name, kind, parent=parent, attributes=attributes, agent=scope)
+
+    def end(self, event_id: str | None, expected_type: str, stack: Stack) -> list[Span]:
+        """Pop the spans an ending event closes: its own, and any CrewAI popped in its place.
+
+        After an exception CrewAI's pops are off by one (``task_failed`` pops the agent's entry); the
+        span of the expected type is then the innermost such entry still on the stack.
+        """
+        ended: list[Span] = []
+        with self._lock:
+            entry = self._open.get(event_id) if event_id is not None else None
+            if entry is None or entry[1] != expected_type:
+                if entry is not None:
+                    ended.append(self._pop(event_id))  # type: ignore[arg-type]
+                event_id = next((eid for eid, etype in reversed(stack)
+                                 if etype == expected_type and eid in self._open), None)
+                if event_id is not None:
+                    self._abandoned[event_id] = None
+                    while len(self._abandoned) > _RECENT_LIMIT:
+                        self._abandoned.popitem(last=False)
+            if event_id is not None and event_id in self._open:
+                ended.append(self._pop(event_id))
+        return ended
+
+    def _pop(self, event_id: str) -> Span:
+        span = self._open.pop(event_id)[0]
+        self._recent[event_id] = span
+        while len(self._recent) > _RECENT_LIMIT:
+            self._recent.popitem(last=False)
+        return span
+
+    def known(self, event_id: str) -> bool:
+        with self._lock:
+            return event_id in self._open or event_id in self._recent
+
+    def call_done(self, call_id: str) -> None:
+        with self._lock:
+            self.calls.pop(call_id, None)
+            self.finished_calls[call_id] = None
+            while len(self.finished_calls) > _RECENT_LIMIT:
+                self.finished_calls.popitem(last=False)
+
+
+TREE = _Tree()
+
+
+def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dict[str, Any], AgentScope | None]:
+    """Name, attributes and agent scope of a span for a CrewAI scope, from what is known of it."""
+    attributes: dict[str, Any] = {"framework": "crewai"}
+    if event_type == "crew_kickoff_started":
+        crew = objects.crew
+        if crew is not None and getattr(crew, "id", None) is not None:
+            attributes["crewai.crew_id"] = str(crew.id)
+        return f"crew:{_crew_name(crew)}", attributes, None
+    if event_type == "task_started":
+        task = objects.task
+        if task is None:
+            return "task", attributes, None
+        if getattr(task, "id", None) is not None:
+            attributes["crewai.task_id"] = str(task.id)
+        return f"task:{_task_name(task)}", attributes, None
+    if event_type == "agent_execution_started":
+        agent = objects.agent
+        if agent is None:
+            return "agent", attributes, None
+        if getattr(agent, "id", None) is not None:
+            attributes["crewai.agent_id"] = str(agent.id)
+        return f"agent:{agent.role}", attributes, agent_scope(client, agent)
+    event = objects.event
+    if isinstance(event, ToolUsageStartedEvent):
+        attributes["tool.name"] = event.tool_name
+        if client.config.capture_text:
+            attributes["tool.input"] = _text(event.tool_args)
+        return f"tool:{event.tool_name}", attributes, None
+    return _PLACEHOLDER.get(event_type, "crewai"), attributes, None
+
+
+def _refine(client: Any, span: Span, event_type: str, objects: _Objects) -> None:
+    """A span created early (as an ancestor, by the hook) gets its real name once its own event arrives."""
+    if span.ended:
+        return
+    name, attributes, scope = _describe(client, event_type, objects)
+    span.name = name
+    for key, value in attributes.items():
+        span.attributes.setdefault(key, value)
+    if scope is not None and span.agent_id is None:
+        span.agent_id, span.agent_name, span.agent_role = scope.agent_id, scope.name, scope.role
+    start = _nanos(getattr(objects.event, "timestamp", None))
+    if start is not None and start < span.start_time_unix_nano:
+        span.start_time_unix_nano = start
+
+
+def _stack() -> Stack:
+    return _event_id_stack.get()
+
+
+def _objects_of(event: Any, source: Any) -> _Objects:
+    if isinstance(event, CrewKickoffStartedEvent | CrewKickoffCompletedEvent | CrewKickoffFailedEvent):
+        return _Objects(crew=event.crew or source, event=event)
+    if isinstance(event, TaskStartedEvent | TaskCompletedEvent | TaskFailedEvent):
+        task = event.task or source
+        agent = getattr(task, "agent", None)
+        return _Objects(crew=getattr(agent, "crew", None), task=task, agent=agent, event=event)
+    if isinstance(event, AgentExecutionStartedEvent | AgentExecutionCompletedEvent | AgentExecutionErrorEvent):
+        return _Objects(crew=getattr(event.agent, "crew", None), task=event.task, agent=event.agent, event=event)
+    agent = getattr(event, "agent", None) or getattr(event, "from_agent", None)
+    return _Objects(crew=getattr(agent, "crew", None), task=getattr(event, "from_task", None), agent=agent,
+                    event=event)
+
+
+# ---- scope handlers (crew, task, agent, tool) ---------------------------------------------------
+
+
+@stop_on_exception
+def _on_scope_started(source: Any, event: Any) -> None:
+    client = agentwatch.get_client()
+    if client is None:
+        return
+    objects = _objects_of(event, source)
+    stack = _stack()
+    if not stack or stack[-1][0] != event.event_id:
+        stack = (*stack, (event.event_id, event.type))
+    span = TREE.ensure(client, stack, objects)
+    if span is not None:
+        _refine(client, span, event.type, objects)
+
+
+_BLOCK_MESSAGE = "AgentWatch blocked the LLM call"
+
+
+def _is_block(event: Any) -> bool:
+    error_type = getattr(event, "error_type", None)
+    if isinstance(error_type, type) and issubclass(error_type, CircuitBreakerException):
+        return True
+    return _BLOCK_MESSAGE in str(getattr(event, "error", "") or "")
+
+
+@stop_on_exception
+def _on_scope_ended(source: Any, event: Any) -> None:
+    client = agentwatch.get_client()
+    if client is None:
+        return
+    started = event.started_event_id
+    start_type = _STARTED_BY_ENDING.get(event.type, "")
+    stack = _stack()
+    if started is not None and not TREE.known(started):
+        # The end handler ran before the start handler (CrewAI's pool keeps no order): open it now.
+        TREE.ensure(client, (*stack, (started, start_type)), _objects_of(event, source))
+    spans = TREE.end(started, start_type, stack)
+    error = getattr(event, "error", None)
+    for span in spans:
+        if span.ended:
+            continue
+        if error is not None:
+            if _is_block(event):
+                span.status = "blocked"
+            else:
+                span.record_error(error if isinstance(error, BaseException) else _text(error))
+        if isinstance(event, ToolUsageFinishedEvent) and span.kind == "tool":
+            if client.config.capture_text:
+                span.output = _text(event.output)
+            span.attributes["tool.from_cache"] = bool(event.from_cache)
+            if event.failure is not None:
+                span.record_error(_text(getattr(event.failure, "message", event.failure)))
+        elif isinstance(event, CrewKickoffCompletedEvent) and span.kind == "chain":
+            span.attributes["crewai.total_tokens"] = event.total_tokens
+        client.end_span(span)
+
+
+# ---- LLM calls ----------------------------------------------------------------------------------
+
+
+def _model_of(llm: Any) -> tuple[str | None, str | None]:
+    if llm is None:
+        return None, None
+    if isinstance(llm, str):
+        model: str | None = llm
+        provider = None
+    else:
+        model = getattr(llm, "model", None)
+        provider = getattr(llm, "provider", None)
+    if model and "/" in model and not provider:
+        provider, _, model = model.partition("/")
+    return (str(model) if model else None), (str(provider) if provider else None)
+
+
+def _drop_stale() -> None:
+    """Undo an activation whose after-hook never came (tool-call replies and failures skip it)."""
+    stale = _ACTIVATED.get()
+    if stale is not None:
+        stale.deactivate()
+        _ACTIVATED.set(None)
+
+
+@stop_on_exception
+def before_llm_call(context: Any) -> None:
+    """CrewAI's before-LLM-call hook: check every limit, open and activate the LLM span; block by raising."""
+    client = agentwatch.get_client()
+    if client is None:
+        return None
+    _drop_stale()
+    agent = getattr(context, "agent", None)
+    scope = agent_scope(client, agent) if agent is not None else None
+    objects = _Objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
+    parent = TREE.ensure(client, _stack(), objects)
+    llm = getattr(context, "llm", None)
+    model, provider = _model_of(llm)
+    attributes: dict[str, Any] = {"framework": "crewai", "crewai.iteration": getattr(context, "iterations", 0)}
+    messages = getattr(context, "messages", None)
+    try:
+        call = agentwatch.start_llm_call(
+            type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm",
+            model=model, provider=provider, parent=parent, scopes=(scope,) if scope is not None else (),
+            input=list(messages) if messages and client.config.capture_text else None, attributes=attributes)
+    except CircuitBreakerException as blocked:
+        # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
+        raise CrewAICircuitBreakerException(blocked) from None
+    call.activate()
+    _ACTIVATED.set(call)
+    return None
+
+
+@stop_on_exception
+def after_llm_call(context: Any) -> None:
+    """CrewAI's after-LLM-call hook: same context as the before-hook, so the activation is undone here."""
+    _drop_stale()
+    return None
+
+
+def _call_for(event: Any) -> LLMCall | None:
+    """The hook's call for this event: by ``call_id``, else the call active in the emitting context."""
+    call = TREE.calls.get(event.call_id)
+    if call is None:
+        current = agentwatch.current_llm_call()
+        if current is not None and current is _ACTIVATED.get():
+            call = current
+            TREE.calls[event.call_id] = call
+    return call
+
+
+def _unchecked_call(client: Any, event: Any) -> LLMCall | None:
+    """An LLM call that no hook saw (hooks snapshotted by an executor made before init()): record it."""
+    if event.call_id in TREE.finished_calls:
+        return None
+    model, provider = _model_of(event.model)
+    agent = event.from_agent
+    scope = agent_scope(client, agent) if agent is not None else None
+    objects = _Objects(crew=getattr(agent, "crew", None), task=event.from_task, agent=agent, event=event)
+    parent = TREE.ensure(client, _stack()[:-1], objects)
+    call = agentwatch.start_llm_call("llm", model=model, provider=provider, parent=parent,
+                                     scopes=(scope,) if scope is not None else (), check=False,
+                                     attributes={"framework": "crewai", "agentwatch.unchecked": True})
+    TREE.calls[event.call_id] = call
+    return call
+
+
+@stop_on_exception
+def _on_llm_started(source: Any, event: LLMCallStartedEvent) -> None:
+    client = agentwatch.get_client()
+    if client is None:
+        return
+    call = _call_for(event)
+    if call is None:
+        call = _unchecked_call(client, event)
+    if call is not None:
+        call.set_attribute("crewai.call_id", event.call_id)
+        if event.stream:
+            call.set_attribute("stream", True)
+
+
+@stop_on_exception
+def _on_llm_stream_chunk(source: Any, event: LLMStreamChunkEvent) -> None:
+    # Stream chunks are the one event CrewAI delivers synchronously, in the request's own context.
+    activated = _ACTIVATED.get()
+    if activated is not None and activated is agentwatch.current_llm_call():
+        activated.mark_first_token()
+
+
+@stop_on_exception
+def _on_llm_completed(source: Any, event: LLMCallCompletedEvent) -> None:
+    client = agentwatch.get_client()
+    if client is None:
+        return
+    call = _call_for(event) or _unchecked_call(client, event)
+    if call is None:
+        return
+    usage = event.usage or {}
+    if usage:
+        call.set_usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
+                       cached_input_tokens=usage.get("cached_prompt_tokens"))
+    if event.model and not call.span.model:
+        call.set_model(*_model_of(event.model))
+    if event.response is not None:
+        call.set_output(event.response if isinstance(event.response, str) else _text(event.response))
+    if event.response_id:
+        call.set_attribute("response_id", event.response_id)
+    call.set_attribute("crewai.call_id", event.call_id)
+    call.end(finish_reason=event.finish_reason)
+    TREE.call_done(event.call_id)
+
+
+@stop_on_exception
+def _on_llm_failed(source: Any, event: LLMCallFailedEvent) -> None:
+    client = agentwatch.get_client()
+    if client is None:
+        return
+    call = _call_for(event) or _unchecked_call(client, event)
+    if call is None:
+        return
+    call.set_attribute("crewai.call_id", event.call_id)
+    call.end(error=_text(event.error))
+    TREE.call_done(event.call_id)
+
+
+# ---- installation -------------------------------------------------------------------------------
+
+_HANDLERS: tuple[tuple[type[Any], Callable[[Any, Any], None]], ...] = (
+    (CrewKickoffStartedEvent, _on_scope_started),
+    (CrewKickoffCompletedEvent, _on_scope_ended),
+    (CrewKickoffFailedEvent, _on_scope_ended),
+    (TaskStartedEvent, _on_scope_started),
+    (TaskCompletedEvent, _on_scope_ended),
+    (TaskFailedEvent, _on_scope_ended),
+    (AgentExecutionStartedEvent, _on_scope_started),
+    (AgentExecutionCompletedEvent, _on_scope_ended),
+    (AgentExecutionErrorEvent, _on_scope_ended),
+    (ToolUsageStartedEvent, _on_scope_started),
+    (ToolUsageFinishedEvent, _on_scope_ended),
+    (ToolUsageErrorEvent, _on_scope_ended),
+    (LLMCallStartedEvent, _on_llm_started),
+    (LLMCallCompletedEvent, _on_llm_completed),
+    (LLMCallFailedEvent, _on_llm_failed),
+    (LLMStreamChunkEvent, _on_llm_stream_chunk),
+)
+_install_lock = threading.Lock()
+
+
+def install(bus: Any = None) -> None:
+    """Register the handlers and both hooks once, whoever asks (zero-config, explicit listener, both)."""
+    bus = bus if bus is not None else crewai_event_bus
+    with _install_lock:
+        # The bus keeps handlers in sets: the same module-level functions registered twice are one.
+        for event_type, handler in _HANDLERS:
+            bus.on(event_type)(handler)
+        if before_llm_call not in get_before_llm_call_hooks():
+            register_before_llm_call_hook(before_llm_call)
+        if after_llm_call not in get_after_llm_call_hooks():
+            register_after_llm_call_hook(after_llm_call)
+
+
+def uninstall(bus: Any = None) -> None:
+    """Remove the handlers and hooks and forget every open span, so a later ``init()`` starts clean."""
+    bus = bus if bus is not None else crewai_event_bus
+    with _install_lock:
+        for event_type, handler in _HANDLERS:
+            bus.off(event_type, handler)
+        while before_llm_call in get_before_llm_call_hooks():
+            unregister_before_llm_call_hook(before_llm_call)
+        while after_llm_call in get_after_llm_call_hooks():
+            unregister_after_llm_call_hook(after_llm_call)
+        TREE.clear()
+
+
+class AgentWatchListener(BaseEventListener):
+    """CrewAI's own convention: ``listener = AgentWatchListener()`` at module level.
+
+    Equivalent to what ``agentwatch.init()`` installs on its own (using both records everything once).
+    Spans are recorded while a client is running; ``agentwatch.shutdown()`` removes the handlers and
+    hooks, and the next ``init()`` puts them back.
+    """
+
+    def setup_listeners(self, crewai_event_bus: Any) -> None:
+        install(crewai_event_bus)

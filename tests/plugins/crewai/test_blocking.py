@@ -1,0 +1,96 @@
+"""Limits are checked in CrewAI's before-LLM-call hook: a block reaches kickoff()'s caller, nothing is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from crewai.hooks import HookAborted
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+
+from .conftest import make_crew, script, settle
+
+# gpt-4o-mini: the scripted crew run costs $0.000147 (Researcher $0.000072, Writer $0.000075).
+RUN_COST = 0.000147
+
+
+def _kickoff(crew: Any, how: str) -> Any:
+    if how == "kickoff":
+        return crew.kickoff()
+    if how == "kickoff_async":
+        return asyncio.run(crew.kickoff_async())
+    return asyncio.run(crew.akickoff())
+
+
+def _llm_spans(memory: Any) -> list[dict[str, Any]]:
+    return [span for span in memory.spans if span["kind"] == "llm"]
+
+
+@pytest.mark.parametrize("how", ["kickoff", "kickoff_async", "akickoff"])
+def test_block_reaches_the_caller_with_zero_requests_then_recovers(crew_stub: Any, memory: Any, how: str) -> None:
+    agentwatch.init(exporters=[memory], budget_per_hour=0.0001, block_on_threshold=True)
+    _kickoff(make_crew(crew_stub.openai_base_url), how)  # spends more than the budget; each call was under
+    assert crew_stub.count() == 3
+
+    crew_stub.clear()
+    with pytest.raises(CircuitBreakerException) as caught:
+        _kickoff(make_crew(crew_stub.openai_base_url), how)
+    settle()
+    assert crew_stub.count() == 0  # blocked before the request, and not retried by CrewAI
+    blocked = caught.value
+    assert isinstance(blocked, HookAborted)
+    assert blocked.reason == "budget_per_hour" and blocked.scope == "global"
+    assert blocked.current == pytest.approx(RUN_COST) and blocked.monitor is agentwatch.get_client().monitor
+    blocked_spans = [span for span in _llm_spans(memory) if span["status"] == "blocked"]
+    assert len(blocked_spans) == 1 and blocked_spans[0]["agent_name"] == "Researcher"
+    assert blocked_spans[0]["attributes"]["breaker.reason"] == "budget_per_hour"
+
+    # Every span of the blocked run is closed, marked blocked, not left open or failed.
+    blocked_run = [span for span in memory.spans if span["attributes"].get("framework") == "crewai"
+                   and span["kind"] in ("chain", "task", "agent")][-3:]
+    assert [(span["kind"], span["status"]) for span in blocked_run] == [
+        ("agent", "blocked"), ("task", "blocked"), ("chain", "blocked")]
+
+    blocked.monitor.increase_budget(1.0)
+    script(crew_stub)
+    result = _kickoff(make_crew(crew_stub.openai_base_url), how)
+    settle()
+    assert "bees" in result.raw and crew_stub.count() == 3
+    crews = [span for span in memory.spans if span["kind"] == "chain"]
+    assert len(crews) == 3 and all(span["parent_span_id"] is None for span in crews)
+    assert len({span["trace_id"] for span in crews}) == 3
+
+
+def test_per_agent_budget_trips_only_the_agent_that_overspent(crew_stub: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory],
+                    agents={"Researcher": {"budget_per_hour": 0.00005, "block_on_threshold": True}})
+    make_crew(crew_stub.openai_base_url).kickoff()  # Researcher spends $0.000072, Writer $0.000075
+    client = agentwatch.get_client()
+    assert client is not None
+    assert set(client.agents) == {"Researcher", "Writer"}
+
+    crew_stub.clear()
+    crew_stub.queue({"content": "Writer goes first and is not limited.", "input_tokens": 300, "output_tokens": 50})
+    with pytest.raises(CircuitBreakerException) as caught:
+        make_crew(crew_stub.openai_base_url, writer_first=True).kickoff()
+    settle()
+    assert crew_stub.count() == 1  # the Writer's request; the Researcher's never left
+    assert caught.value.scope == "agent" and caught.value.scope_id == "researcher"
+    assert caught.value.monitor is client.agents["Researcher"].monitor
+    assert client.agents["Writer"].monitor.snapshot()["state"] == "CLOSED"
+    assert client.monitor.snapshot()["state"] == "CLOSED"
+    statuses = [(span["agent_name"], span["status"]) for span in _llm_spans(memory)]
+    assert statuses[-2:] == [("Writer", "ok"), ("Researcher", "blocked")]
+
+
+def test_agent_limits_declared_with_the_agent_context_manager(crew_stub: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.agent("Researcher", budget_per_hour=0.00001, block_on_threshold=True):
+        pass  # declares the limits of the scope the plugin maps the CrewAI agent "Researcher" to
+    with pytest.raises(CircuitBreakerException) as caught:
+        make_crew(crew_stub.openai_base_url).kickoff()
+    assert caught.value.scope_id == "researcher"
+    assert crew_stub.count() == 1  # first call under the limit; the second one blocked

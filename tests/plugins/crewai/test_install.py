@@ -1,0 +1,108 @@
+"""Zero-config, explicit listener, both at once, shutdown, and CrewAI imported after init()."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from crewai.events import LLMCallCompletedEvent, crewai_event_bus
+from crewai.hooks import get_before_llm_call_hooks
+
+import agentwatch
+from agentwatch.plugins.crewai import AgentWatchListener
+from agentwatch.plugins.crewai._listener import before_llm_call
+
+from .conftest import make_crew, script, settle
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _crewai_spans(memory: Any) -> list[dict[str, Any]]:
+    return [span for span in memory.spans if span["attributes"].get("framework") == "crewai"]
+
+
+def _installed() -> bool:
+    hooked = before_llm_call in get_before_llm_call_hooks()
+    handlers = crewai_event_bus._sync_handlers.get(LLMCallCompletedEvent, frozenset())
+    assert hooked == any(getattr(h, "__module__", "").startswith("agentwatch.") for h in handlers)
+    return hooked
+
+
+def test_zero_config_plus_explicit_listener_records_everything_once(crew_stub: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    listener = AgentWatchListener()
+    AgentWatchListener()  # a second module-level listener, e.g. in another file of the project
+    assert listener is not None
+    assert get_before_llm_call_hooks().count(before_llm_call) == 1
+    make_crew(crew_stub.openai_base_url).kickoff()
+    settle()
+    spans = _crewai_spans(memory)
+    assert len(spans) == 9
+    assert len([span for span in spans if span["kind"] == "llm"]) == crew_stub.count() == 3
+    assert len({span["span_id"] for span in spans}) == 9
+
+
+def test_llm_spans_are_not_doubled_by_the_http_layer(crew_stub: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    make_crew(crew_stub.openai_base_url, stream=True).kickoff()
+    settle()
+    llm_like = [span for span in memory.spans if span["kind"] in ("llm", "http")]
+    assert len(llm_like) == crew_stub.count() == 3
+    # The HTTP tap, if installed, found the activated call and added to it instead of opening its own.
+    tapped = [span for span in llm_like if "http.url" in span["attributes"]]
+    assert tapped == [] or len(tapped) == 3 and all(span["attributes"]["framework"] == "crewai" for span in tapped)
+
+
+def test_shutdown_removes_hook_and_listener_and_init_starts_clean(crew_stub: Any, memory: Any) -> None:
+    AgentWatchListener()
+    agentwatch.init(exporters=[memory])
+    assert _installed()
+    agentwatch.shutdown()
+    assert not _installed()
+    make_crew(crew_stub.openai_base_url).kickoff()  # runs untouched, nothing recorded
+    settle()
+    assert _crewai_spans(memory) == []
+
+    again = agentwatch.InMemoryExporter()
+    agentwatch.init(exporters=[again])
+    assert _installed()
+    script(crew_stub)
+    make_crew(crew_stub.openai_base_url).kickoff()
+    settle()
+    assert len(_crewai_spans(again)) == 9 and _crewai_spans(memory) == []
+
+
+def test_disabled_plugin_installs_nothing(crew_stub: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory], disabled_plugins=["crewai"])
+    assert not _installed()
+
+
+def test_crewai_imported_after_init_is_instrumented(stub_provider: Any) -> None:
+    script(stub_provider)
+    program = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import agentwatch
+        memory = agentwatch.InMemoryExporter()
+        agentwatch.init(exporters=[memory])
+        assert "crewai" not in sys.modules
+        from tests.plugins.crewai.conftest import make_crew, settle
+        make_crew({stub_provider.openai_base_url!r}).kickoff()
+        settle()
+        print(json.dumps([[s["kind"], s["name"]] for s in memory.spans
+                          if s["attributes"].get("framework") == "crewai"]))
+    """)
+    env = {**os.environ, "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true",
+           "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true"}
+    env = {key: value for key, value in env.items() if not key.startswith("AGENTWATCH_")}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    spans = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(spans) == 9 and sorted(kind for kind, _ in spans).count("llm") == 3
+    assert ["chain", "crew:crew"] in spans and ["agent", "agent:Writer"] in spans

@@ -1,0 +1,65 @@
+"""Span tree and figures of a real crew run: kickoff → task → agent → LLM call / tool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import agentwatch
+
+from .conftest import MODEL, make_crew, settle
+
+
+def _by_kind(spans: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [span for span in spans if span["kind"] == kind]
+
+
+def _one(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    found = [span for span in spans if span["name"] == name]
+    assert len(found) == 1, (name, [span["name"] for span in spans])
+    return found[0]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_crew_run_becomes_a_span_tree_with_figures(crew_stub: Any, memory: Any, stream: bool) -> None:
+    agentwatch.init(exporters=[memory], capture_messages=True)
+    result = make_crew(crew_stub.openai_base_url, stream=stream).kickoff()
+    settle()
+    assert "bees" in result.raw
+    spans = [span for span in memory.spans if span["attributes"].get("framework") == "crewai"]
+    crew = _one(spans, "crew:crew")
+    research, write = _one(spans, "task:Research bees"), _one(spans, "task:Write about bees")
+    researcher, writer = _one(spans, "agent:Researcher"), _one(spans, "agent:Writer")
+    tool = _one(spans, "tool:lookup")
+    assert len(spans) == 9  # crew, 2 tasks, 2 agents, 1 tool, 3 LLM calls
+    llms = sorted(_by_kind(spans, "llm"), key=lambda span: span["start_time_unix_nano"])
+
+    assert crew["parent_span_id"] is None
+    assert {span["trace_id"] for span in spans} == {crew["trace_id"]}
+    assert research["parent_span_id"] == write["parent_span_id"] == crew["span_id"]
+    assert researcher["parent_span_id"] == research["span_id"]
+    assert writer["parent_span_id"] == write["span_id"]
+    assert tool["parent_span_id"] == researcher["span_id"]
+    assert [llm["parent_span_id"] for llm in llms] == [researcher["span_id"]] * 2 + [writer["span_id"]]
+
+    # One span per request, with the stub's figures and a cost priced by the core.
+    assert len(llms) == crew_stub.count("/chat/completions") == 3
+    assert [(llm["input_tokens"], llm["output_tokens"], llm["cached_input_tokens"]) for llm in llms] == [
+        (100, 20, 40), (200, 30, 0), (300, 50, 0)]
+    for llm in llms:
+        assert llm["model"] == MODEL and llm["provider"] == "openai" and llm["status"] == "ok"
+        assert llm["cost_usd"] > 0 and llm["attributes"]["latency_ms"] > 0
+        assert llm["attributes"]["crewai.call_id"]
+    assert [llm["agent_name"] for llm in llms] == ["Researcher", "Researcher", "Writer"]
+    assert researcher["agent_name"] == "Researcher" and writer["agent_name"] == "Writer"
+    assert llms[0]["agent_id"] == llms[1]["agent_id"] == researcher["agent_id"] != writer["agent_id"]
+    assert llms[2]["output"] == "A short text about bees."
+    if stream:
+        assert all(llm["attributes"]["time_to_first_token_ms"] >= 0 for llm in llms[1:])
+        assert all(request.json["stream"] for request in crew_stub.requests)
+
+    assert tool["attributes"]["tool.name"] == "lookup"
+    assert "bees" in tool["attributes"]["tool.input"] and "they dance" in tool["output"]
+    for span in (crew, research, write, researcher, writer, tool):
+        assert span["status"] == "ok" and span["end_time_unix_nano"] >= span["start_time_unix_nano"]
