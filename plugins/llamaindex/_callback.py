@@ -1,0 +1,57 @@
+"""``AgentWatchCallbackHandler``: the legacy LlamaIndex callback that checks limits before each LLM and
+embedding request and records the call.
+
+LlamaIndex calls a legacy handler's ``on_event_start`` without catching what it raises, right before
+the LLM method runs: ``CircuitBreakerException`` raised there reaches the caller and nothing is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.callbacks import CBEventType
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+
+from agentwatch._safe import stop_on_exception
+
+from ._calls import end_call, start_embedding, start_llm
+
+__all__ = ["AgentWatchCallbackHandler"]
+
+_WATCHED = (CBEventType.LLM, CBEventType.EMBEDDING)
+_IGNORED = [event_type for event_type in CBEventType if event_type not in _WATCHED]
+
+
+class AgentWatchCallbackHandler(BaseCallbackHandler):
+    """Checks AgentWatch limits before every LLM and embedding call and records each call as a span.
+
+    Added automatically by ``agentwatch.init()``; to attach it yourself::
+
+        llm = OpenAI(model="gpt-4o-mini", callback_manager=CallbackManager([AgentWatchCallbackHandler()]))
+
+    Any number of these handlers record each call once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(event_starts_to_ignore=_IGNORED, event_ends_to_ignore=_IGNORED)
+
+    @stop_on_exception
+    def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
+                       event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
+        if event_type == CBEventType.LLM:
+            start_llm(event_id, payload)
+        elif event_type == CBEventType.EMBEDDING:
+            start_embedding(event_id, payload)
+        return event_id
+
+    @stop_on_exception
+    def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None, event_id: str = "",
+                     **kwargs: Any) -> None:
+        if event_type in _WATCHED:
+            end_call(event_id, payload)
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        """Traces come from the instrumentation spans; the legacy trace map is not needed."""
+
+    def end_trace(self, trace_id: str | None = None, trace_map: dict[str, list[str]] | None = None) -> None:
+        """See ``start_trace``."""

@@ -1,0 +1,285 @@
+"""LLM and embedding calls in flight: opened (limits checked) at a legacy callback's start, closed at its end.
+
+The legacy ``on_event_start`` of ``CBEventType.LLM`` / ``EMBEDDING`` is the last point before the request
+where a raise reaches the caller with its own type (instrumentation handlers swallow everything). The
+instrumentation span around the LLM method (a *frame*, registered by the span handler just before)
+tells which class and method is calling, and whether this call is nested in another one of the same
+LLM (``MockLLM.chat`` → ``complete``; ``achat`` → ``chat``): a nested event is part of its outer
+call, never a second charge.
+
+Registries are module-level dicts shared by every handler instance, so an explicit handler next to
+the zero-config one records each event once. dict operations are atomic under the GIL.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.callbacks import EventPayload
+
+import agentwatch
+from agentwatch import LLMCall
+from agentwatch._context import CURRENT_SPAN
+
+from ._usage import Usage, estimate_tokens, message_dicts, provider_of, read_response, response_text
+
+__all__ = ["Frame", "Flight", "FRAMES", "FLIGHTS_BY_SPAN", "start_llm", "start_embedding", "end_call",
+           "clear", "STREAM_METHODS"]
+
+STREAM_METHODS = frozenset({"stream_chat", "astream_chat", "stream_complete", "astream_complete"})
+_UNKNOWN_MODEL = "unknown"  # LlamaIndex's LLMMetadata default
+
+
+@dataclass(slots=True)
+class Frame:
+    """An LLM or embedding method running under an instrumentation span."""
+
+    parent_id: str | None
+    method: str
+    component: Any
+
+
+@dataclass(slots=True)
+class Flight:
+    call: LLMCall
+    nested: bool
+    span_id: str | None  # the instrumentation span of the LLM method, for in-progress events
+    component: Any = None
+    stream: bool = False
+    active: bool = False
+
+
+#: Instrumentation span id → frame, for LLM and embedding methods (set at span enter, popped at exit).
+FRAMES: dict[str, Frame] = {}
+#: Legacy event id → flight; instrumentation span id → flight (in-progress events, nesting); the calls we own.
+_FLIGHTS: dict[str, Flight] = {}
+FLIGHTS_BY_SPAN: dict[str, Flight] = {}
+_OWNED: dict[int, Flight] = {}
+_active_span_id: ContextVar[str | None] | None = None
+
+
+def _current_frame() -> tuple[str | None, Frame | None]:
+    global _active_span_id
+    if _active_span_id is None:
+        from llama_index_instrumentation.span import active_span_id
+
+        _active_span_id = active_span_id
+    span_id = _active_span_id.get()
+    return span_id, (FRAMES.get(span_id) if span_id is not None else None)
+
+
+def _is_nested(outer: LLMCall | None, frame: Frame | None) -> bool:
+    """Is this LLM event part of ``outer``, the call in flight in this context?
+
+    A call of another layer (a manual ``agentwatch.llm_call``) owns everything under it. One of ours owns
+    this event if its LLM method called this one directly (``chat`` → ``complete``), or lazily from
+    the stream it returned (``CustomLLM.astream_chat`` iterates ``stream_chat``: same LLM object).
+    Otherwise ``outer`` is merely still being streamed in this context and this is a call of its own.
+    """
+    if outer is None or outer.ended:
+        return False
+    owner = _OWNED.get(id(outer))
+    if frame is None or owner is None or owner.call is not outer:
+        return True
+    # Up the chain of LLM methods only (``MockLLM.achat`` → ``chat`` → ``complete`` is one call); any
+    # other component in between means the outer call's code made a call of its own.
+    parent_id, hops = frame.parent_id, 0
+    while parent_id is not None and hops < 16:
+        if parent_id == owner.span_id:
+            return True
+        parent = FRAMES.get(parent_id)
+        if parent is None:
+            break
+        parent_id, hops = parent.parent_id, hops + 1
+    return owner.stream and frame.component is owner.component
+
+
+def _register(event_id: str, flight: Flight) -> None:
+    _FLIGHTS[event_id] = flight
+    if flight.span_id is not None:
+        FLIGHTS_BY_SPAN[flight.span_id] = flight
+    if not flight.nested:
+        _OWNED[id(flight.call)] = flight
+
+
+def _unregister(event_id: str) -> Flight | None:
+    flight = _FLIGHTS.pop(event_id, None)
+    if flight is None:
+        return None
+    if flight.span_id is not None and FLIGHTS_BY_SPAN.get(flight.span_id) is flight:
+        del FLIGHTS_BY_SPAN[flight.span_id]
+    if not flight.nested and _OWNED.get(id(flight.call)) is flight:
+        del _OWNED[id(flight.call)]
+    return flight
+
+
+def _names(frame: Frame | None, serialized: Any) -> tuple[str, str | None, str | None]:
+    """(span name, model, provider)."""
+    model = _get(serialized, "model_name") or _get(serialized, "model")
+    model = str(model) if model and model != _UNKNOWN_MODEL else None
+    if frame is not None:
+        component: type = type(frame.component)
+        return component.__name__, model, provider_of(component)
+    return str(_get(serialized, "class_name") or "llm"), model, None
+
+
+def _get(source: Any, key: str) -> Any:
+    return source.get(key) if type(source) is dict or isinstance(source, Mapping) else None
+
+
+def _capture() -> bool:
+    client = agentwatch.get_client()
+    return client is not None and client.config.capture_text
+
+
+def _activate(flight: Flight) -> None:
+    # The request goes out in this context (or, for a stream, where the caller iterates it, which
+    # inherits it): the HTTP layer finds the call here and adds to it instead of counting it again.
+    flight.call.activate()
+    flight.active = True
+
+
+def _deactivate(flight: Flight) -> None:
+    """Undo ``activate`` without undoing what an enclosing component restored meanwhile.
+
+    A streamed call ends after the component that started it has returned (and restored its parent as
+    the current span); resetting our token then would bring back that finished component.
+    """
+    if not flight.active:
+        return
+    flight.active = False
+    current = CURRENT_SPAN.get()
+    flight.call.deactivate()
+    if current is not flight.call.span:
+        CURRENT_SPAN.set(current)
+
+
+def _wants_stream_usage(frame: Frame, kwargs: Any) -> bool:
+    """An OpenAI-family stream sends usage only if asked; ask unless the user decided (theirs wins)."""
+    if frame.method not in STREAM_METHODS or not isinstance(kwargs, dict) or "stream_options" in kwargs:
+        return False
+    module = sys.modules.get("llama_index.llms.openai")
+    openai_llm = getattr(module, "OpenAI", None) if module is not None else None
+    if openai_llm is None or not isinstance(frame.component, openai_llm):
+        return False
+    own = getattr(frame.component, "additional_kwargs", None)
+    return not (isinstance(own, Mapping) and "stream_options" in own)
+
+
+def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
+    """Check limits and open the LLM span; raises ``CircuitBreakerException`` (nothing is sent)."""
+    if event_id in _FLIGHTS or agentwatch.get_client() is None:
+        return
+    payload = payload or {}
+    span_id, frame = _current_frame()
+    outer = agentwatch.current_llm_call()
+    if _is_nested(outer, frame):
+        assert outer is not None
+        _register(event_id, Flight(outer, nested=True, span_id=span_id))
+        return
+    name, model, provider = _names(frame, payload.get(EventPayload.SERIALIZED))
+    attributes: dict[str, Any] = {}
+    if frame is not None:
+        attributes["llamaindex.method"] = frame.method
+        if frame.method in STREAM_METHODS:
+            attributes["streaming"] = True
+    prompt = None
+    if _capture():
+        prompt = message_dicts(payload.get(EventPayload.MESSAGES)) or payload.get(EventPayload.PROMPT)
+    call = agentwatch.start_llm_call(name, model=model, provider=provider, input=prompt,
+                                     attributes=attributes)
+    kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
+    if frame is not None and isinstance(kwargs, dict) and _wants_stream_usage(frame, kwargs):
+        # The payload holds the very kwargs dict the LLM method is called with next.
+        kwargs["stream_options"] = {"include_usage": True}
+        call.set_attribute("stream_usage_requested", True)
+    flight = Flight(call, nested=False, span_id=span_id, component=frame.component if frame else None,
+                    stream=frame is not None and frame.method in STREAM_METHODS)
+    _register(event_id, flight)
+    _activate(flight)
+
+
+def start_embedding(event_id: str, payload: Mapping[str, Any] | None) -> None:
+    """Check limits and open the embedding span; raises ``CircuitBreakerException`` (nothing is sent)."""
+    if event_id in _FLIGHTS or agentwatch.get_client() is None:
+        return
+    span_id, frame = _current_frame()
+    name, model, provider = _names(frame, (payload or {}).get(EventPayload.SERIALIZED))
+    attributes = {"llamaindex.method": frame.method} if frame is not None else None
+    call = agentwatch.start_llm_call(name, model=model, provider=provider, kind="embedding",
+                                     attributes=attributes)
+    flight = Flight(call, nested=False, span_id=span_id)
+    _register(event_id, flight)
+    _activate(flight)
+
+
+def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
+    flight = _unregister(event_id)
+    if flight is None:
+        return
+    payload = payload or {}
+    call = flight.call
+    if flight.nested:
+        _add_usage_if_missing(call, _response_of(payload))
+        return
+    _deactivate(flight)
+    error = payload.get(EventPayload.EXCEPTION)
+    if isinstance(error, GeneratorExit):  # the caller stopped reading a stream: not a failure
+        call.set_attribute("stream_incomplete", True)
+        error = None
+    if call.span.kind == "embedding":
+        _finish_embedding(call, payload.get(EventPayload.CHUNKS))
+        call.end(error=error)
+        return
+    response = _response_of(payload)
+    usage = read_response(response)
+    if usage.model:
+        call.set_model(usage.model)
+    if usage.found:
+        _set_usage(call, usage)
+    elif error is None and not (call.span.input_tokens or call.span.output_tokens):
+        call.set_attribute("usage_missing", True)
+    if response is not None and _capture():
+        call.set_output(response_text(response))
+    call.end(error=error, finish_reason=usage.finish_reason)
+
+
+def _add_usage_if_missing(call: LLMCall, response: Any) -> None:
+    """A nested event's figures count for the outer call only if that one has none of its own."""
+    if response is None or call.ended or call.span.input_tokens or call.span.output_tokens:
+        return
+    usage = read_response(response)
+    if usage.found:
+        _set_usage(call, usage)
+
+
+def _set_usage(call: LLMCall, usage: Usage) -> None:
+    call.set_usage(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                   usage.cache_write_tokens)
+
+
+def _response_of(payload: Mapping[str, Any]) -> Any:
+    return payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
+
+
+def _finish_embedding(call: LLMCall, chunks: Any) -> None:
+    if not isinstance(chunks, list | tuple):
+        return
+    call.set_attribute("embedding.texts", len(chunks))
+    if call.span.input_tokens:  # the provider's own count, added by the HTTP layer
+        return
+    tokens = estimate_tokens(chunks)
+    if tokens:
+        call.set_usage(input_tokens=tokens, output_tokens=0)
+        call.set_attribute("usage_estimated", True)
+
+
+def clear() -> None:
+    FRAMES.clear()
+    _FLIGHTS.clear()
+    FLIGHTS_BY_SPAN.clear()
+    _OWNED.clear()

@@ -1,0 +1,74 @@
+"""Instrumentation event handler: the figures LlamaIndex reports as events, added to the recorded spans.
+
+Retrieval (query, number of nodes), reranking (nodes kept) and the first streamed chunk of an LLM call
+(time to first token). Events carry the id of the instrumentation span they happened in, which maps to
+the AgentWatch span (``_spans.OPEN``) or LLM call (``_calls.FLIGHTS_BY_SPAN``) recorded for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events.llm import LLMChatInProgressEvent, LLMCompletionInProgressEvent
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent
+from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
+
+from agentwatch import _client as _client_module
+from agentwatch._safe import stop_on_exception
+
+from ._calls import FLIGHTS_BY_SPAN
+from ._spans import OPEN
+
+__all__ = ["AgentWatchEventHandler"]
+
+
+def _first_chunk(event: Any) -> None:
+    flight = FLIGHTS_BY_SPAN.get(event.span_id)
+    if flight is not None:
+        flight.call.mark_first_token()
+
+
+def _retrieval_started(event: Any) -> None:
+    opened = OPEN.get(event.span_id)
+    client = _client_module._active
+    if opened is None or client is None or not client.config.capture_text:
+        return
+    query = event.str_or_query_bundle
+    opened.span.input = query if isinstance(query, str) else getattr(query, "query_str", None)
+
+
+def _retrieval_ended(event: Any) -> None:
+    opened = OPEN.get(event.span_id)
+    if opened is not None:
+        opened.span.attributes["retriever.documents"] = len(event.nodes)
+
+
+def _reranked(event: Any) -> None:
+    opened = OPEN.get(event.span_id)
+    if opened is not None:
+        opened.span.attributes["rerank.documents"] = len(event.nodes)
+
+
+_ACTIONS: dict[type, Callable[[Any], None]] = {
+    LLMChatInProgressEvent: _first_chunk,
+    LLMCompletionInProgressEvent: _first_chunk,
+    RetrievalStartEvent: _retrieval_started,
+    RetrievalEndEvent: _retrieval_ended,
+    ReRankEndEvent: _reranked,
+}
+
+
+class AgentWatchEventHandler(BaseEventHandler):
+    """Adds event figures to AgentWatch spans; added to the root dispatcher by ``agentwatch.init()``."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AgentWatchEventHandler"
+
+    @stop_on_exception
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        action = _ACTIONS.get(type(event))
+        if action is not None:
+            action(event)

@@ -1,0 +1,57 @@
+"""Installing and removing the LlamaIndex instrumentation: the span and event handlers on the root
+dispatcher, and the zero-config legacy callback handler (``_attach``) that checks limits.
+
+Idempotent both ways: ``install()`` twice adds nothing; ``remove()`` leaves LlamaIndex as if AgentWatch
+had never been there, so a later ``agentwatch.init()`` starts clean.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ._attach import attach_to_settings, detach_all
+from ._calls import clear as clear_calls
+from ._events import AgentWatchEventHandler
+from ._spans import OPEN, AgentWatchSpanHandler, forget_rules
+
+__all__ = ["install", "remove", "installed"]
+
+_lock = threading.Lock()
+_handlers: list[Any] = []
+
+
+def installed() -> bool:
+    return bool(_handlers)
+
+
+def install() -> None:
+    """Add the handlers to the root dispatcher (once) and the limit check to ``Settings.callback_manager``."""
+    from llama_index.core.instrumentation import get_dispatcher
+
+    with _lock:
+        if not _handlers:
+            dispatcher = get_dispatcher()
+            span_handler, event_handler = AgentWatchSpanHandler(), AgentWatchEventHandler()
+            dispatcher.add_span_handler(span_handler)
+            dispatcher.add_event_handler(event_handler)
+            _handlers.extend((span_handler, event_handler))
+    attach_to_settings()
+
+
+def remove() -> None:
+    """Take out every handler ``install()`` and the zero-config attachment added."""
+    from llama_index.core.instrumentation import get_dispatcher
+
+    with _lock:
+        handlers = list(_handlers)
+        _handlers.clear()
+    dispatcher = get_dispatcher()
+    for handler in handlers:
+        # By identity: pydantic equality would also match another instance with equal fields.
+        dispatcher.span_handlers[:] = [existing for existing in dispatcher.span_handlers if existing is not handler]
+        dispatcher.event_handlers[:] = [existing for existing in dispatcher.event_handlers if existing is not handler]
+    detach_all()
+    OPEN.clear()
+    clear_calls()
+    forget_rules()

@@ -1,0 +1,348 @@
+"""Instrumentation span handler: LlamaIndex components → AgentWatch spans, nested as LlamaIndex nests them.
+
+Every ``@dispatcher.span`` method of LlamaIndex passes through here. Only the public entry points of
+the components people reason about become spans (query and chat engines, retrievers, synthesizers,
+rerankers, tools, workflows and agents with their steps); their internals (``_query``, splitters,
+prompt programs) are skipped and what they call hangs under the nearest recorded component. The
+recorded span is made the current span while its method runs, so LLM calls, embeddings and spans of
+other plugins or of ``agentwatch.span()`` inside it nest under it.
+
+LLM and embedding methods are registered as *frames* for the legacy callback that records the call
+(see ``_calls``), and get the zero-config callback handler if their callback manager lacks one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import AsyncGenerator, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
+from llama_index.core.chat_engine.types import BaseChatEngine
+from llama_index.core.instrumentation.span.base import BaseSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.response_synthesizers.base import BaseSynthesizer
+from llama_index.core.tools.types import BaseTool
+
+from agentwatch import CircuitBreakerException, Span
+from agentwatch import _client as _client_module
+from agentwatch._context import AGENT_SCOPES, CURRENT_SPAN
+from agentwatch._safe import stop_on_exception
+
+from ._attach import attach_to
+from ._calls import FRAMES, Frame
+
+__all__ = ["AgentWatchSpanHandler", "OPEN", "Opened"]
+
+_LLM_METHODS = frozenset({"chat", "achat", "stream_chat", "astream_chat", "complete", "acomplete",
+                          "stream_complete", "astream_complete"})
+_EMBEDDING_METHODS = frozenset({"get_query_embedding", "aget_query_embedding", "get_text_embedding",
+                                "aget_text_embedding", "get_text_embedding_batch",
+                                "aget_text_embedding_batch"})
+_UUID_SUFFIX = 37  # "-" + str(uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    role: str  # "frame" (LLM/embedding method), "component", "workflow", "step"
+    kind: str = ""
+    name: Callable[[Any, str], str] | None = None
+
+
+@dataclass(slots=True)
+class Opened:
+    span: Span
+    component: Any
+    role: str
+    tokens: list[Any] = field(default_factory=list)
+
+
+#: Instrumentation span id → the AgentWatch span recorded for it (read by the event handler).
+OPEN: dict[str, Opened] = {}
+
+_FRAME = _Rule("frame")
+_STEP = _Rule("step", "node")
+_rules: dict[tuple[type, str], _Rule | None] = {}
+
+
+def _qualified(component: Any, method: str) -> str:
+    return f"{type(component).__name__}.{method}"
+
+
+def _tool_name(component: Any, method: str) -> str:
+    metadata = getattr(component, "metadata", None)
+    name = getattr(metadata, "name", None)
+    return name if isinstance(name, str) and name else type(component).__name__
+
+
+def _workflow_name(component: Any, method: str) -> str:
+    name = getattr(component, "name", None)
+    return name if isinstance(name, str) and name and _is_agent(component) else type(component).__name__
+
+
+_COMPONENTS: tuple[tuple[type, frozenset[str], _Rule], ...] = (
+    (BaseQueryEngine, frozenset({"query", "aquery"}), _Rule("component", "chain", _qualified)),
+    (BaseRetriever, frozenset({"retrieve", "aretrieve"}), _Rule("component", "retriever", _qualified)),
+    (BaseSynthesizer, frozenset({"synthesize", "asynthesize"}), _Rule("component", "chain", _qualified)),
+    (BaseChatEngine, frozenset({"chat", "achat", "stream_chat", "astream_chat"}),
+     _Rule("component", "chain", _qualified)),
+    (BaseNodePostprocessor, frozenset({"_postprocess_nodes", "_apostprocess_nodes"}),
+     _Rule("component", "chain", lambda component, method: f"{type(component).__name__}.postprocess_nodes")),
+    (BaseTool, frozenset({"__call__", "call", "acall"}), _Rule("component", "tool", _tool_name)),
+)
+
+
+def _agent_class() -> type | None:
+    """``FunctionAgent``, ``ReActAgent``, ``CodeActAgent`` share this base (an ``AgentWorkflow`` of several
+    agents is a workflow: its agents run as its steps)."""
+    module = sys.modules.get("llama_index.core.agent.workflow.base_agent")
+    found = getattr(module, "BaseWorkflowAgent", None) if module is not None else None
+    return found if isinstance(found, type) else None
+
+
+def _is_agent(component: Any) -> bool:
+    agent_class = _agent_class()
+    return agent_class is not None and isinstance(component, agent_class)
+
+
+def _classify(component_type: type, method: str) -> _Rule | None:
+    if method in _LLM_METHODS and issubclass(component_type, BaseLLM):
+        return _FRAME
+    if method in _EMBEDDING_METHODS and issubclass(component_type, BaseEmbedding):
+        return _FRAME
+    for base, methods, rule in _COMPONENTS:
+        if method in methods and issubclass(component_type, base):
+            return rule
+    if method == "run":
+        workflows = sys.modules.get("workflows.workflow")
+        workflow_type = getattr(workflows, "Workflow", None) if workflows is not None else None
+        if isinstance(workflow_type, type) and issubclass(component_type, workflow_type):
+            agent_class = _agent_class()
+            kind = "agent" if agent_class is not None and issubclass(component_type, agent_class) else "graph"
+            return _Rule("workflow", kind, _workflow_name)
+    return None
+
+
+def _rule_for(component: Any, method: str) -> _Rule | None:
+    key = (type(component), method)
+    try:
+        return _rules[key]
+    except KeyError:
+        rule = _rules[key] = _classify(key[0], method)
+        return rule
+
+
+def _operation_of(span_id: str) -> str:
+    """``"RetrieverQueryEngine.query-<uuid4>"`` → ``"RetrieverQueryEngine.query"``."""
+    if len(span_id) > _UUID_SUFFIX and span_id[-_UUID_SUFFIX] == "-":
+        return span_id[:-_UUID_SUFFIX]
+    return span_id
+
+
+def _method_of(span_id: str) -> str:
+    operation = _operation_of(span_id)
+    return operation[operation.rfind(".") + 1:]
+
+
+def _text(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    query = getattr(value, "query_str", None)  # QueryBundle
+    return query if isinstance(query, str) else repr(value)[:2000]
+
+
+def _capture() -> bool:
+    client = _client_module._active
+    return client is not None and client.config.capture_text
+
+
+class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
+    """Records LlamaIndex component spans; added to the root dispatcher by ``agentwatch.init()``."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AgentWatchSpanHandler"
+
+    @stop_on_exception
+    def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
+                   parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        client = _client_module._active
+        if client is None:
+            return
+        parent = OPEN.get(parent_id) if parent_id is not None else None
+        if instance is None:
+            # Workflow steps are plain functions; they are the spans directly under a workflow run.
+            if parent is None or parent.role != "workflow":
+                return
+            rule = _STEP
+        else:
+            method = _method_of(id_)
+            found = _rule_for(instance, method)
+            if found is None:
+                return
+            rule = found
+            if rule is _FRAME:
+                FRAMES[id_] = Frame(parent_id, method, instance)
+                attach_to(instance)
+                return
+            if parent is not None and parent.component is instance:
+                return  # the component's own inner method (a tool's __call__ → call)
+        self._open(client, id_, rule, instance, bound_args, tags)
+
+    def _open(self, client: Any, id_: str, rule: _Rule, component: Any, bound_args: inspect.BoundArguments,
+              tags: dict[str, Any] | None) -> None:
+        method = _method_of(id_)
+        attributes: dict[str, Any] = {"llamaindex.operation": _operation_of(id_)}
+        agent = None
+        if rule.role == "step":
+            name = method
+            attributes["workflow.step"] = method
+            if tags and "llamaindex.step.input_event" in tags:
+                attributes["workflow.input_event"] = tags["llamaindex.step.input_event"]
+        else:
+            assert rule.name is not None
+            name = rule.name(component, method)
+            if rule.kind == "tool":
+                attributes["tool.name"] = name
+            elif rule.kind == "agent":
+                agent = client.agent_scope(name)
+        span = client.start_span(name, rule.kind, parent=CURRENT_SPAN.get(), attributes=attributes,
+                                 agent=agent)
+        opened = Opened(span, component, rule.role)
+        if _capture():
+            span.input = _input_of(rule, bound_args)
+        if agent is not None:
+            # Calls made by the agent's steps are checked against its own limits (init(agents=...)) too.
+            opened.tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), agent)))
+        opened.tokens.append(CURRENT_SPAN.set(span))
+        OPEN[id_] = opened
+
+    @stop_on_exception
+    def span_exit(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
+                  result: Any | None = None, **kwargs: Any) -> None:
+        if FRAMES.pop(id_, None) is not None:
+            return
+        opened = OPEN.pop(id_, None)
+        if opened is not None:
+            if result is not None:
+                if _capture():
+                    opened.span.output = _output_of(result)
+                if isinstance(result, StreamingResponse | AsyncStreamingResponse):
+                    _parent_stream(result, opened.span)
+            _close(opened, None)
+
+    @stop_on_exception
+    def span_drop(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
+                  err: BaseException | None = None, **kwargs: Any) -> None:
+        if FRAMES.pop(id_, None) is not None:
+            return
+        opened = OPEN.pop(id_, None)
+        if opened is not None:
+            _close(opened, err)
+
+    # The base class's bookkeeping (open_spans, a lock per span) is replaced by the methods above.
+    def new_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
+                 parent_span_id: str | None = None, tags: dict[str, Any] | None = None,
+                 **kwargs: Any) -> BaseSpan | None:
+        return None
+
+    def prepare_to_exit_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
+                             result: Any | None = None, **kwargs: Any) -> BaseSpan | None:
+        return None
+
+    def prepare_to_drop_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
+                             err: BaseException | None = None, **kwargs: Any) -> BaseSpan | None:
+        return None
+
+
+def _close(opened: Opened, error: BaseException | None) -> None:
+    # Restore what the component's caller had as current span even if a call started inside it is still
+    # streaming (its own end then leaves this value alone).
+    for token in reversed(opened.tokens):
+        try:
+            token.var.reset(token)
+        except ValueError:  # ended in another context than it started in (a future's callback)
+            pass
+    opened.tokens.clear()
+    span = opened.span
+    if isinstance(error, CircuitBreakerException):
+        span.status = "blocked"
+        span.attributes["breaker.reason"] = error.reason
+    elif error is not None:
+        span.record_error(error)
+    client = _client_module._active
+    if client is not None:
+        client.end_span(span)
+    else:
+        span.finish()
+
+
+def _parent_stream(result: StreamingResponse | AsyncStreamingResponse, span: Span) -> None:
+    """A streaming query calls its LLM only when the caller reads the stream, after the query returned:
+    make the query's span current while the stream runs, so that call still hangs under it."""
+    span.attributes["streaming"] = True
+    stream = result.response_gen
+    if inspect.isgenerator(stream):
+        result.response_gen = _parented(stream, span)
+    elif inspect.isasyncgen(stream):
+        result.response_gen = _aparented(stream, span)
+
+
+def _parented(stream: Generator[Any, Any, Any], span: Span) -> Generator[Any, None, None]:
+    try:
+        while True:
+            token = CURRENT_SPAN.set(span)
+            try:
+                item = next(stream)
+            except StopIteration:
+                return
+            finally:
+                CURRENT_SPAN.reset(token)
+            yield item
+    finally:
+        stream.close()
+
+
+async def _aparented(stream: AsyncGenerator[Any, Any], span: Span) -> AsyncGenerator[Any, None]:
+    try:
+        while True:
+            token = CURRENT_SPAN.set(span)
+            try:
+                item = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                CURRENT_SPAN.reset(token)
+            yield item
+    finally:
+        await stream.aclose()
+
+
+def _input_of(rule: _Rule, bound_args: inspect.BoundArguments) -> Any:
+    arguments = bound_args.arguments
+    for key in ("str_or_query_bundle", "message", "query", "query_bundle", "input"):
+        if key in arguments:
+            return _text(arguments[key])
+    if rule.kind == "tool":
+        return {key: _text(value) for key, value in arguments.items() if key != "self"}
+    return None
+
+
+def _output_of(result: Any) -> Any:
+    # Only text that is already there: str() of a streaming response would consume the stream.
+    for attribute in ("response", "content"):
+        value = getattr(result, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return result if isinstance(result, str) else None
+
+
+def forget_rules() -> None:
+    _rules.clear()
