@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._app import create_app
 from ._background import ServerHandle, start_background
+from ._clickhouse import ClickHouseStore
 from ._model import SpanRecord
 from ._settings import Settings
 from ._sqlite import SQLiteStore
@@ -24,6 +25,7 @@ __all__ = [
     "Settings",
     "Store",
     "SQLiteStore",
+    "ClickHouseStore",
     "SpanRecord",
     "TraceQuery",
     "IngestResult",

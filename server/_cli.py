@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 when API_KEY is set)")
     serve.add_argument("--port", type=int, help="port (default 3001, or PORT)")
     serve.add_argument("--db", type=Path, help="SQLite file (default ~/.agentwatch/agentwatch.db, or AGENTWATCH_DB)")
+    serve.add_argument("--store", help="keep spans in ClickHouse instead of SQLite: chdb:///dir (embedded) or "
+                                       "clickhouse://user:password@host:8123/db (or AGENTWATCH_STORE)")
     serve.add_argument("--signing-key", type=Path, help="PEM private key for signing reports "
                                                         "(default: generated beside the database)")
     serve.add_argument("--retention-days", type=int, help="delete data older than this (0 keeps it forever)")
@@ -67,18 +69,24 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db,
                                      signing_key_path=args.signing_key, data_retention_days=args.retention_days,
-                                     zero_data_retention=args.zero_data_retention)
+                                     zero_data_retention=args.zero_data_retention, store_url=args.store)
     except ValueError as error:
         print(f"agentwatch serve: {error}", file=sys.stderr)
         return 2
     if args.workers < 1:
         print("agentwatch serve: --workers must be at least 1", file=sys.stderr)
         return 2
+    clickhouse = settings.store_url is not None
+    if clickhouse and args.workers > 1:
+        # Worker processes rebuild the app from the environment, which only knows SQLite files.
+        print("agentwatch serve: --workers > 1 is not supported with --store clickhouse", file=sys.stderr)
+        return 2
     if settings.local_mode and not _is_loopback(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
               "this port can read and write all traces.", file=sys.stderr)
     mode = "local mode, no API key" if settings.local_mode else "API key required on /api"
-    print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {settings.db_path}",
+    where = _redacted(settings.store_url) if clickhouse and settings.store_url else settings.db_path
+    print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {where}",
           file=sys.stderr)
     if args.workers > 1:
         # Worker processes build their app from the environment, so the flags are handed over that way.
@@ -89,11 +97,29 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
                     port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
         return 0
-    app = create_app(settings=settings)
+    store = None
+    if clickhouse:
+        from ._clickhouse import ClickHouseStore
+
+        try:
+            store = ClickHouseStore(settings.store_url or "", retention_days=settings.data_retention_days)
+        except (ImportError, ValueError, RuntimeError, OSError) as error:
+            print(f"agentwatch serve: cannot open {_redacted(settings.store_url or '')}: {error}", file=sys.stderr)
+            return 2
+    app = create_app(store=store, settings=settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             access_log=args.log_level == "debug", lifespan="on")
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if store is not None:
+            store.close()  # a store handed to create_app is its owner's to close
     return 0
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + ("***@" + rest.rsplit("@", 1)[1] if "@" in rest else rest)
 
 
 def _demo(args: argparse.Namespace) -> int:

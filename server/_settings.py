@@ -46,6 +46,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 3001
     db_path: Path = dataclasses.field(default_factory=default_db_path)
+    #: Where spans live instead of the SQLite file: ``chdb:///dir`` or ``clickhouse://host:8123/db``
+    #: (``--store``, ``AGENTWATCH_STORE``). The signing key still defaults to a file beside ``db_path``.
+    store_url: str | None = None
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     zero_data_retention: bool = False
@@ -98,6 +101,8 @@ class Settings:
             values["port"] = _number("PORT", env["PORT"], int)
         if env.get("AGENTWATCH_DB"):
             values["db_path"] = Path(env["AGENTWATCH_DB"])
+        if env.get("AGENTWATCH_STORE"):
+            values["store_url"] = env["AGENTWATCH_STORE"]
         if env.get("CORS_ORIGINS"):
             values["cors_origins"] = tuple(o.strip() for o in env["CORS_ORIGINS"].split(",") if o.strip())
         if "ZERO_DATA_RETENTION" in env:
@@ -140,3 +145,6 @@ class Settings:
             raise ValueError(f"port out of range: {self.port}")
         if self.max_body_bytes <= 0 or self.max_inflated_bytes <= 0:
             raise ValueError("body limits must be positive")
+        if self.store_url is not None and not self.store_url.startswith(
+                ("chdb://", "clickhouse://", "clickhouses://")):
+            raise ValueError(f"--store must be chdb:///dir or clickhouse://host:8123/db, got {self.store_url!r}")

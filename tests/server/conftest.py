@@ -1,7 +1,15 @@
-"""Fixtures for the collector tests: real SQLite files, the real app, a real uvicorn server on loopback."""
+"""Fixtures for the collector tests: real SQLite files, the real app, a real uvicorn server on loopback.
+
+``client`` runs every API test twice: on the SQLite store and on the ClickHouse store (embedded ClickHouse,
+the ``chdb`` package, one database per test). Without chdb those runs skip, or fail when
+``AGENTWATCH_REQUIRE_SERVICES=1`` (CI).
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,10 +45,43 @@ def settings(tmp_path: Path, signing_key: Path) -> Settings:
                     alert_interval_seconds=3600, alert_min_interval_seconds=3600)
 
 
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedded ClickHouse for the run (chdb allows one data directory per process); tests get databases."""
+    if importlib.util.find_spec("chdb") is None:
+        if os.environ.get("AGENTWATCH_REQUIRE_SERVICES") == "1":
+            pytest.fail("chdb is not installed (pip install chdb)")
+        pytest.skip("chdb is not installed")
+    from agentwatch.server._clickhouse_conn import ChdbConnection
+
+    path = tmp_path_factory.mktemp("chdb")
+    keeper = ChdbConnection(path, "default")  # keeps the engine up between tests
+    yield path
+    keeper.close()
+
+
+@pytest.fixture(params=["sqlite", "clickhouse"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings=settings)) as test_client:
-        yield test_client
+def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    if store_kind == "sqlite":
+        with TestClient(create_app(settings=settings)) as test_client:
+            yield test_client
+        return
+    from agentwatch.server._clickhouse import ClickHouseStore
+
+    path = request.getfixturevalue("chdb_dir")
+    opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}",
+                             retention_days=settings.data_retention_days)
+    try:
+        with TestClient(create_app(store=opened, settings=settings)) as test_client:
+            yield test_client
+    finally:
+        opened.drop_database()
+        opened.close()
 
 
 @pytest.fixture

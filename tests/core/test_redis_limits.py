@@ -1,0 +1,416 @@
+"""Fleet-wide limits: several real processes sharing windows in a real redis-server.
+
+The server is started by the tests on a free port (``--save "" --appendonly no``: nothing on disk). When
+``/usr/bin/redis-server`` is missing the tests skip, or fail if ``AGENTWATCH_REQUIRE_SERVICES=1`` (CI).
+Workers are separate Python processes driven line by line over stdin, so "another process sees it" is
+literal: no state is shared except through Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+
+REDIS_SERVER = "/usr/bin/redis-server"
+ROOT = Path(__file__).resolve().parents[2]
+# gpt-4o: 1M input tokens cost $2.50, 1000 cost $0.0025
+BIG, SMALL = 1_000_000, 1_000
+BIG_USD = 2.5
+
+
+def _init(url: str, **settings: Any) -> None:
+    from importlib.metadata import entry_points
+
+    plugins = [ep.name for ep in entry_points(group="agentwatch.plugins")]
+    agentwatch.init(exporters=[], auto_instrument=False, disabled_plugins=plugins, limits_backend=url, **settings)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        self.client = client
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def _need_redis_server() -> None:
+    if not os.access(REDIS_SERVER, os.X_OK):
+        message = f"{REDIS_SERVER} not installed (apt-get install redis-server)"
+        if os.environ.get("AGENTWATCH_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    _need_redis_server()
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.client.flushall()
+    return redis_server.url
+
+
+_WORKER = textwrap.dedent("""
+    import json, sys, threading
+    import agentwatch
+    from agentwatch import CircuitBreakerException
+
+    from importlib.metadata import entry_points
+    # No framework plugins: importing them (crewai ...) costs seconds per process and proves nothing here.
+    plugins = [ep.name for ep in entry_points(group="agentwatch.plugins")]
+    agentwatch.init(exporters=[], auto_instrument=False, disabled_plugins=plugins, **json.loads(sys.argv[1]))
+    monitor = agentwatch.get_client().monitor
+
+    def call(tokens):
+        with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as llm:
+            llm.set_usage(input_tokens=tokens, output_tokens=0)
+
+    def spend(n, tokens, threads=1):
+        result = {"ok": 0, "blocked": 0, "last": None}
+        lock = threading.Lock()
+        def run():
+            for _ in range(n):
+                try:
+                    call(tokens)
+                    with lock:
+                        result["ok"] += 1
+                except CircuitBreakerException as error:
+                    with lock:
+                        result["blocked"] += 1
+                        result["last"] = [error.reason, error.threshold, error.current]
+        workers = [threading.Thread(target=run) for _ in range(threads)]
+        for w in workers: w.start()
+        for w in workers: w.join()
+        return result
+
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "spend":
+            answer = spend(int(args[0]), int(args[1]), int(args[2]) if len(args) > 2 else 1)
+        elif command == "increase":
+            monitor.increase_budget(float(args[0]))
+            answer = {"done": True}
+        elif command == "reset":
+            monitor.reset_windows()
+            answer = {"done": True}
+        else:
+            answer = monitor.snapshot()
+        print(json.dumps(answer), flush=True)
+""")
+
+
+class Worker:
+    """One Python process with its own AgentWatch client, driven over stdin."""
+
+    def __init__(self, url: str, **settings: Any) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+        env["PYTHONPATH"] = str(ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, json.dumps({"limits_backend": url, **settings})],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+        self._ready = False  # workers start in parallel: the first command waits for this one's init
+
+    def _wait_ready(self) -> None:
+        if not self._ready:
+            self._ready = True
+            assert self._read() == {"ready": True}
+
+    def _read(self) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, f"worker died (exit code {self.process.poll()})"
+        return json.loads(line)
+
+    def send(self, *command: object) -> None:
+        self._wait_ready()
+        assert self.process.stdin is not None
+        self.process.stdin.write(" ".join(map(str, command)) + "\n")
+        self.process.stdin.flush()
+
+    def ask(self, *command: object) -> Any:
+        self.send(*command)
+        return self._read()
+
+    def close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+    def close(self) -> None:
+        self.close_stdin()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.close_stdin()  # all exit at once
+    for worker in started:
+        worker.close()
+
+
+def _start(workers: list[Worker], url: str, **settings: Any) -> Worker:
+    worker = Worker(url, **settings)
+    workers.append(worker)
+    return worker
+
+
+# ---- sharing across processes ---------------------------------------------------------------------------
+
+
+def test_two_processes_share_one_budget(redis_url: str, workers: list[Worker]) -> None:
+    limits = {"budget_per_hour": 10 * BIG_USD, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    assert first.ask("spend", 6, BIG) == {"ok": 6, "blocked": 0, "last": None}
+    # The second process has made no call yet: only the shared window tells it the budget is 60% gone.
+    answer = second.ask("spend", 10, BIG)
+    assert answer["ok"] == 4 and answer["blocked"] == 6
+    assert answer["last"] == ["budget_per_hour", 25.0, 25.0]
+    assert first.ask("state")["spend_last_hour"] == pytest.approx(25.0)
+    # Without the backend each process would have its own $25: the control case.
+    local = _start(workers, "", **limits)
+    assert local.ask("spend", 10, BIG)["ok"] == 10
+
+
+def test_admission_is_atomic_under_concurrency(redis_url: str, workers: list[Worker]) -> None:
+    """8 threads in 2 processes race 400 calls at a limit of 150/minute: exactly 150 get through, and the
+    shared spend is exactly their cost (integer pico-dollars, no lost update)."""
+    limits = {"max_calls_per_minute": 150, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    first.send("spend", 50, SMALL, 4)
+    second.send("spend", 50, SMALL, 4)
+    answers = [first._read(), second._read()]
+    assert sum(a["ok"] for a in answers) == 150
+    assert sum(a["blocked"] for a in answers) == 250
+    state = first.ask("state")
+    assert state["calls_last_minute"] == 150
+    assert state["calls_in_error_window"] == 150
+    per_call = round(SMALL / 1e6 * BIG_USD * 1e12)
+    assert round(state["spend_last_hour"] * 1e12) == 150 * per_call
+
+
+def test_exact_spend_from_concurrent_settlements(redis_url: str, workers: list[Worker]) -> None:
+    first = _start(workers, redis_url)
+    second = _start(workers, redis_url)
+    first.send("spend", 100, SMALL, 4)
+    second.send("spend", 100, SMALL, 4)
+    assert [first._read()["ok"], second._read()["ok"]] == [400, 400]
+    state = second.ask("state")
+    assert state["spend_last_hour"] == 800 * 0.0025
+    assert state["calls_last_minute"] == 800
+
+
+def test_calls_per_minute_is_shared(redis_url: str, workers: list[Worker]) -> None:
+    limits = {"max_calls_per_minute": 10, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    assert first.ask("spend", 6, SMALL)["ok"] == 6
+    answer = second.ask("spend", 6, SMALL)
+    assert (answer["ok"], answer["blocked"]) == (4, 2)
+    assert answer["last"] == ["max_calls_per_minute", 10, 11]  # call N+1 is the violation
+
+
+def test_error_rate_is_shared(redis_url: str) -> None:
+    """Errors made by one process trip the limit in another (in-process store objects, same keys)."""
+    from agentwatch._breaker import Monitor, admit, settle
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    backend = backend_for(redis_url)
+    failing = Monitor("agent", "shared", store=RedisWindowStore(backend, "agent", "shared"))
+    judged = Monitor("agent", "shared", store=RedisWindowStore(backend, "agent", "shared"),
+                     max_error_rate=0.5, block_on_threshold=True)
+    for index in range(10):
+        settle(admit([failing]), cost_usd=0.0, error=index < 6)
+    with pytest.raises(CircuitBreakerException) as caught:
+        admit([judged])
+    assert (caught.value.reason, caught.value.threshold, caught.value.current) == ("max_error_rate", 0.5, 0.6)
+
+
+# ---- recovery is fleet-wide -------------------------------------------------------------------------------
+
+
+def test_increase_budget_and_reset_reach_the_other_process(redis_url: str, workers: list[Worker]) -> None:
+    limits = {"budget_per_hour": 2 * BIG_USD, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    assert first.ask("spend", 3, BIG) == {"ok": 2, "blocked": 1, "last": ["budget_per_hour", 5.0, 5.0]}
+    first.ask("increase", 2 * BIG_USD)  # $5 -> $10, for the fleet
+    answer = second.ask("spend", 3, BIG)
+    assert answer == {"ok": 2, "blocked": 1, "last": ["budget_per_hour", 10.0, 10.0]}
+    # increase_budget adds to the shared budget even where the local limit is stale ($5 here): $10 -> $12.5
+    second.ask("increase", BIG_USD)
+    assert first.ask("spend", 2, BIG) == {"ok": 1, "blocked": 1, "last": ["budget_per_hour", 12.5, 12.5]}
+    # A process joining with the same configured budget keeps the raised one ...
+    late = _start(workers, redis_url, **limits)
+    assert late.ask("spend", 1, BIG)["last"] == ["budget_per_hour", 12.5, 12.5]
+    # ... and reset_windows anywhere clears the windows everywhere.
+    late.ask("reset")
+    assert first.ask("state")["spend_last_hour"] == 0.0
+    assert second.ask("spend", 1, BIG)["ok"] == 1
+    assert first.ask("state")["spend_last_hour"] == BIG_USD
+
+
+def test_new_configured_budget_replaces_the_shared_one(redis_url: str, workers: list[Worker]) -> None:
+    old = _start(workers, redis_url, budget_per_hour=BIG_USD, block_on_threshold=True)
+    assert old.ask("spend", 2, BIG)["ok"] == 1
+    # A deploy with a bigger budget: the fleet budget follows the newest configuration (last writer wins).
+    new = _start(workers, redis_url, budget_per_hour=3 * BIG_USD, block_on_threshold=True)
+    assert new.ask("spend", 3, BIG) == {"ok": 2, "blocked": 1, "last": ["budget_per_hour", 7.5, 7.5]}
+
+
+def test_keys_expire_with_their_windows(redis_url: str, redis_server: RedisServer) -> None:
+    _init(redis_url, agent_name="ttl", budget_per_hour=100.0)
+    with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+        call.set_usage(input_tokens=SMALL, output_tokens=0)
+    ttl = {key.decode().rsplit(":", 1)[1]: redis_server.client.pttl(key) for key in redis_server.client.keys("*")}
+    assert set(ttl) == {"sz", "sh", "dz", "dh", "cz", "ch", "lim"}
+    assert 0 < ttl["cz"] <= 61_000 and 0 < ttl["ch"] <= 61_000
+    assert 300_000 < ttl["dz"] <= 301_000 and 3_600_000 < ttl["sz"] <= 3_601_000
+    assert 0 < ttl["lim"] <= 24 * 3600 * 1000
+
+
+# ---- Redis unreachable ----------------------------------------------------------------------------------
+
+
+def _spend_quietly(n: int) -> tuple[int, int]:
+    ok = blocked = 0
+    for _ in range(n):
+        try:
+            with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+                call.set_usage(input_tokens=BIG, output_tokens=0)
+            ok += 1
+        except CircuitBreakerException:
+            blocked += 1
+    return ok, blocked
+
+
+def _backend_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "limits backend" in
+            r.getMessage()]
+
+
+def test_redis_down_fails_open_with_one_warning_and_reconnects(caplog: pytest.LogCaptureFixture) -> None:
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        _init(server.url, budget_per_hour=10 * BIG_USD, block_on_threshold=True)
+        assert _spend_quietly(2) == (2, 0)
+        server.stop()
+        caplog.set_level(logging.WARNING, logger="agentwatch")
+        started = time.monotonic()
+        # The local fallback shadowed this process's $5: 8 more calls reach the $25 budget, then it blocks.
+        assert _spend_quietly(50) == (8, 42)
+        assert time.monotonic() - started < 1.0
+        warnings = _backend_warnings(caplog)
+        assert len(warnings) == 1 and "unreachable" in warnings[0]
+        # Back on the same port: after the backoff the next call goes to Redis again (whose windows are empty).
+        server.start()
+        time.sleep(0.6)
+        agentwatch.get_client().monitor.reset_windows()
+        assert _spend_quietly(1) == (1, 0)
+        assert server.client.hget("agentwatch:{global:global}:sh", "t") == str(int(BIG_USD * 1e12)).encode()
+        assert "reachable again" in _backend_warnings(caplog)[-1]
+    finally:
+        server.stop()
+
+
+def test_unresponsive_redis_does_not_hang_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    """A server that accepts connections and never answers (a stuck host): bounded by the 50 ms timeouts."""
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(100)
+        url = f"redis://127.0.0.1:{blackhole.getsockname()[1]}/0"
+        caplog.set_level(logging.WARNING, logger="agentwatch")
+        started = time.monotonic()
+        _init(url, budget_per_hour=100.0)
+        timings = []
+        for _ in range(20):
+            begin = time.monotonic()
+            assert _spend_quietly(1) == (1, 0)
+            timings.append(time.monotonic() - begin)
+        assert max(timings) < 0.25  # one round trip timing out at 50 ms, then local until the backoff ends
+        assert time.monotonic() - started < 1.0
+        assert len(_backend_warnings(caplog)) == 1
+
+
+def test_threads_survive_an_outage(redis_url: str, redis_server: RedisServer) -> None:
+    """Concurrent callers while the backend dies: no exception other than the breaker's reaches them."""
+    server = RedisServer().start()
+    try:
+        _init(server.url, max_calls_per_minute=10_000)
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                _spend_quietly(200)
+            except BaseException as exc:  # anything here is a bug: record it for the assertion
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.05)
+        server.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert failures == []
+    finally:
+        server.stop()
