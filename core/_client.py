@@ -105,12 +105,16 @@ class Client:
         for name, plugin in list(_process_plugins.items()):
             self.register_plugin(plugin, name)
         self.exporters = self._make_exporters(config.exporters) if self.enabled else []
+        # Before the worker starts: its first batch reads these flags.
+        self._refresh_hook_flags()
         self.processor = BatchProcessor(
             self.exporters, max_queue_size=config.max_queue_size, max_batch_size=config.max_batch_size,
             flush_interval=config.flush_interval, on_batch=self._on_batch, on_start=self._on_worker_start,
-            start=self.enabled,
+            start=False,
         )
-        self._refresh_hook_flags()
+        if self.enabled:
+            # Only now: the worker's first act records the process span through self.processor.
+            self.processor.start()
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -320,9 +324,10 @@ def _init(config: dict[str, Any], *, provisional: bool) -> Client:
         if client.enabled:
             _active = client
             client.start_plugins()
-            from . import _excepthook
+            from . import _excepthook, _signals
 
             _excepthook.install(client)
+            _signals.install(client)
         return client
 
 
@@ -333,9 +338,10 @@ def shutdown(timeout: float = 5.0) -> None:
         client, _active = _active, None
     if client is None:
         return
-    from . import _excepthook
+    from . import _excepthook, _signals
 
     _excepthook.uninstall()
+    _signals.uninstall()
     client.close(timeout)
 
 

@@ -58,6 +58,11 @@ class BatchProcessor:
         self._init_state()
         self._worker = threading.Thread(target=self._run, name="agentwatch-export", daemon=True)
         if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the export worker (once); ``start=False`` lets the owner finish wiring ``on_start`` first."""
+        if not self._worker.is_alive() and self._worker.ident is None:
             self._worker.start()
             _LIVE_PROCESSORS.add(self)
 

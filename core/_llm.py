@@ -32,16 +32,20 @@ def current_llm_call() -> LLMCall | None:
     return CURRENT_LLM_CALL.get()
 
 
+#: No real call comes near this; a larger count is garbage, and pricing it as a float would overflow.
+_MAX_TOKENS = 2**53
+
+
 def _count(value: Any) -> int | None:
     """A token count from a provider response, or None if it is missing or garbage."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value >= 0 and value == value and value != float("inf"):
+        return value if 0 <= value <= _MAX_TOKENS else None
+    if isinstance(value, float) and 0 <= value <= _MAX_TOKENS:
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 16:
+        return _count(int(value.strip()))
     return None
 
 
@@ -97,7 +101,7 @@ class LLMCall:
             if raw is None:
                 continue
             # Plain non-negative ints are the norm; only anything else goes through the slow check.
-            value = raw if raw.__class__ is int and raw >= 0 else _count(raw)
+            value = raw if raw.__class__ is int and 0 <= raw <= _MAX_TOKENS else _count(raw)
             if value is None:
                 span.attributes["usage_invalid"] = True
             else:

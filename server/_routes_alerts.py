@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,8 @@ from ._state import app_state, time_param
 __all__ = ["router", "AlertRuleIn", "AlertRulePatch", "SdkAlert"]
 
 router = APIRouter(tags=["alerts"])
+#: Rule ids are SQLite rowids: a larger number can only be a 404, never an overflow.
+RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95"]
@@ -121,7 +123,7 @@ async def create_rule(request: Request, rule: AlertRuleIn) -> dict[str, Any]:
 
 @router.get("/api/alerts/history")
 async def alert_history(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                        offset: Annotated[int, Query(ge=0)] = 0,
+                        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
                         from_: Annotated[str | None, Query(alias="from")] = None,
                         to: Annotated[str | None, Query(alias="to")] = None) -> dict[str, Any]:
     """Alerts fired by server rules (with delivery status) and alerts the SDKs reported, newest first."""
@@ -145,14 +147,14 @@ async def sdk_alert(request: Request, payload: SdkAlert) -> dict[str, Any]:
 
 
 @router.delete("/api/alerts/{rule_id}")
-async def delete_rule(request: Request, rule_id: int) -> dict[str, Any]:
+async def delete_rule(request: Request, rule_id: RuleId) -> dict[str, Any]:
     if not await run_in_threadpool(app_state(request).store.delete_rule, rule_id):
         raise HTTPException(404, "rule not found")
     return {"deleted": rule_id}
 
 
 @router.patch("/api/alerts/{rule_id}")
-async def update_rule(request: Request, rule_id: int,
+async def update_rule(request: Request, rule_id: RuleId,
                       patch: Annotated[AlertRulePatch | None, Body()] = None) -> dict[str, Any]:
     store = app_state(request).store
     current = await run_in_threadpool(store.get_rule, rule_id)
@@ -180,7 +182,7 @@ async def breaker_status(request: Request) -> dict[str, Any]:
 
 @router.get("/api/circuit-breaker/history", tags=["circuit breaker"])
 async def breaker_history(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                          offset: Annotated[int, Query(ge=0)] = 0,
+                          offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
                           from_: Annotated[str | None, Query(alias="from")] = None,
                           to: Annotated[str | None, Query(alias="to")] = None) -> dict[str, Any]:
     """Breaker transitions, newest first."""

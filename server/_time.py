@@ -57,6 +57,9 @@ def month_range(month: str | None) -> tuple[str, int, int]:
         if not match or not 1 <= int(match.group(2)) <= 12:
             raise ValueError(f"month must look like 2025-01, got {month!r}")
         year, number = int(match.group(1)), int(match.group(2))
+        # Nanosecond timestamps are signed 64-bit integers in the stores: 1970 through 2261.
+        if not 1970 <= year <= 2261:
+            raise ValueError(f"month must be between 1970-01 and 2261-12, got {month!r}")
     else:
         today = _dt.datetime.now(_dt.UTC)
         year, number = today.year, today.month

@@ -49,7 +49,7 @@ def _begin(wrapper: Any, config: dict[str, Any]) -> LLMCall | None:
     first = _first_config(wrapper)
     agent = config.get("agent")
     agent_name = getattr(agent, "name", None)
-    scopes = ()
+    scopes: tuple[Any, ...] = ()
     parent = None
     if agent_name and not any(scope.name == agent_name for scope in AGENT_SCOPES.get()):
         # A call made off the agent's context (AG2 runs async replies in an executor thread).

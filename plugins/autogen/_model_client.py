@@ -50,7 +50,8 @@ def _is_openai_class(kind: type) -> bool:
 
 
 def _is_openai(model_client: Any) -> bool:
-    return _is_openai_class(type(model_client))
+    cls: type = type(model_client)
+    return _is_openai_class(cls)
 
 
 @functools.lru_cache(maxsize=256)
@@ -71,7 +72,8 @@ def _provider_of(kind: type, base_url: str | None) -> str | None:
 def _provider(model_client: Any) -> str | None:
     """The provider for pricing; None lets the price table go by the model name alone."""
     base_url = _configured(model_client, "base_url")
-    return _provider_of(type(model_client), None if base_url is None else str(base_url))
+    cls: type = type(model_client)
+    return _provider_of(cls, None if base_url is None else str(base_url))
 
 
 def _dump_messages(messages: Any) -> Any:

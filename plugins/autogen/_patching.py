@@ -108,7 +108,7 @@ class SubclassPatcher:
             if own is not None:
                 own.__func__(cls, **kwargs)
             else:
-                super(root, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+                super(root, cls).__init_subclass__(**kwargs)  # type: ignore[misc,arg-type]
             if patcher._installed:
                 patcher._patch_class(cls)
 

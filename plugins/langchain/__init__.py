@@ -5,6 +5,19 @@ Zero-config after ``agentwatch.init()``; or explicitly ``config={"callbacks": [A
 
 from __future__ import annotations
 
-from ._handler import AgentWatchHandler
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._handler import AgentWatchHandler
 
 __all__ = ["AgentWatchHandler"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the entry point ``_plugin`` imports this package first, and must not import langchain_core
+    # in programs that never use LangChain.
+    if name == "AgentWatchHandler":
+        from ._handler import AgentWatchHandler
+
+        return AgentWatchHandler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

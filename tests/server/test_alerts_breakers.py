@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.server.aw_helpers import SpanFactory
 from fastapi.testclient import TestClient
 
 from agentwatch.server import Settings, create_app
+from tests.server.aw_helpers import SpanFactory
 
 NOW = time.time_ns()
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.server.aw_helpers import SpanFactory, make_trace
 
 from agentwatch.server import ServerHandle
+from tests.server.aw_helpers import SpanFactory, make_trace
 
 CHROMIUM = os.environ.get("AGENTWATCH_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -9,10 +9,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace, new_span_id, new_trace_id
 from fastapi.testclient import TestClient
 
 from agentwatch.server import Settings, create_app
+from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace, new_span_id, new_trace_id
 
 GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
 

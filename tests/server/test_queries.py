@@ -7,10 +7,10 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from tests.server.aw_helpers import SpanFactory, make_trace
 from fastapi.testclient import TestClient
 
 from agentwatch.server._stats import HOUR_NS
+from tests.server.aw_helpers import SpanFactory, make_trace
 
 NOW = time.time_ns()
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.server.aw_helpers import SpanFactory, make_trace
 from fastapi.testclient import TestClient
 
 from agentwatch.server import Settings, create_app
 from agentwatch.server._cli import main as cli_main
 from agentwatch.server._signing import ReportSigner, verify_report
+from tests.server.aw_helpers import SpanFactory, make_trace
 
 MONTH = datetime.now(UTC).strftime("%Y-%m")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.server.aw_helpers import SpanFactory
 from fastapi.testclient import TestClient
 
 from agentwatch.server import Settings, create_app
+from tests.server.aw_helpers import SpanFactory
 
 
 @pytest.fixture

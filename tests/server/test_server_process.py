@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace
 from fastapi.testclient import TestClient
 
 from agentwatch.server import ServerHandle, Settings, SQLiteStore, create_app, start_background
 from agentwatch.server._cli import main as cli_main
 from agentwatch.server._stats import DAY_NS
+from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace
 
 HERE = Path(__file__).resolve().parent
 # The same import set-up as the tests, for a collector in a process of its own.

@@ -1,0 +1,124 @@
+"""``os.fork()`` (prefork servers, multiprocessing): the child records and exports its own spans and never
+deadlocks on a lock the parent held at the moment of the fork, even while another thread enqueues hard."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import run_script, scale, stored_span_ids
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+
+FORKS = scale(12, 300)
+
+
+def test_fork_while_another_thread_enqueues_heavily(tmp_path: Path) -> None:
+    result = run_script(f"""
+        import os, threading, time, agentwatch
+        mem = agentwatch.InMemoryExporter()
+        agentwatch.init(exporters=[mem], flush_interval=0.001, max_batch_size=16)
+        stop = threading.Event()
+
+        def hammer():
+            i = 0
+            while not stop.is_set() and i < 5_000_000:
+                agentwatch.event(f"p{{i}}")
+                i += 1
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        hung = failed = 0
+        for n in range({FORKS}):
+            time.sleep(0.01)
+            pid = os.fork()
+            if pid == 0:
+                mem.clear()
+                for j in range(100):
+                    agentwatch.event(f"child-{{n}}-{{j}}")
+                ok = agentwatch.flush(5)
+                mine = [s for s in mem.spans if s["name"].startswith(f"child-{{n}}-")]
+                os._exit(0 if ok and len(mine) == 100 else 3)
+            deadline = time.monotonic() + 10
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    failed += os.waitstatus_to_exitcode(status) != 0
+                    break
+                if time.monotonic() > deadline:
+                    hung += 1
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.01)
+        stop.set()
+        thread.join()
+        assert agentwatch.flush(10)
+        print(f"forks={FORKS} hung={{hung}} failed={{failed}}")
+    """, tmp_path, timeout=150)
+    assert result.returncode == 0, result.stderr
+    assert f"forks={FORKS} hung=0 failed=0" in result.stdout, result.stdout + result.stderr
+
+
+def test_multiprocessing_fork_pool_workers_export_their_spans(tmp_path: Path) -> None:
+    target = tmp_path / "pool.jsonl"
+    result = run_script(f"""
+        import json, multiprocessing, agentwatch
+
+        def work(n):
+            with agentwatch.trace(f"task-{{n}}"):
+                agentwatch.event(f"work-{{n}}")
+            return agentwatch.flush(5)
+
+        if __name__ == "__main__":
+            agentwatch.init(exporters=["jsonl:{target}"], flush_interval=0.05)
+            agentwatch.event("parent")
+            with multiprocessing.get_context("fork").Pool(4) as pool:
+                assert all(pool.map(work, range(200)))
+            agentwatch.shutdown()
+            names = [json.loads(line)["name"] for line in open("{target}")]
+            assert sorted(n for n in names if n.startswith("work-")) == sorted(f"work-{{n}}" for n in range(200))
+            assert names.count("parent") == 1, names.count("parent")
+            print("ok")
+    """, tmp_path)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_forked_children_and_parent_share_a_collector_without_mixing_connections(tmp_path: Path) -> None:
+    """The HTTP exporter keeps a kept-alive connection; a child must not write into its parent's socket."""
+    db = tmp_path / "fork.db"
+    result = run_script(f"""
+        import os, time, agentwatch
+        from agentwatch.server import start_background
+        server = start_background(port=0, db_path="{db}")
+        agentwatch.init(proxy_url=server.url + "/api/ingest", flush_interval=0.01, max_batch_size=20)
+        for i in range(200):
+            agentwatch.event(f"parent-{{i}}")
+        assert agentwatch.flush(10)
+        pids = []
+        for n in range(4):
+            pid = os.fork()
+            if pid == 0:
+                for j in range(300):
+                    agentwatch.event(f"child-{{n}}-{{j}}")
+                ok = agentwatch.flush(20)
+                state = agentwatch.get_state()["exporter"]
+                os._exit(0 if ok and state["failed"] == 0 and state["sent"] >= 300 else 3)
+            pids.append(pid)
+        for i in range(200, 600):
+            agentwatch.event(f"parent-{{i}}")
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        assert agentwatch.flush(20)
+        state = agentwatch.get_state()["exporter"]
+        agentwatch.shutdown()
+        server.stop()
+        print("codes", codes, "state", state)
+    """, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "codes [0, 0, 0, 0]" in result.stdout, result.stdout + result.stderr
+    names_expected = 1 + 600 + 4 * 300 + 4  # process span, parent events, child events (children: a process span)
+    stored = stored_span_ids(db)
+    assert len(stored) == len(set(stored))
+    assert len(stored) >= names_expected - 4, len(stored)

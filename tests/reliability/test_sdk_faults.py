@@ -1,0 +1,131 @@
+"""The SDK never hurts the host: a collector that is down, slow, failing or hanging up costs the user's LLM
+calls no latency and no exception; spans wait in the bounded queue, reach the collector when it is back,
+and whatever had to be dropped is counted in ``get_state()["exporter"]``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentwatch
+from agentwatch.server import start_background
+from tests.plugins.langchain.fakes import UsageChatModel
+from tests.reliability.conftest import FaultServer, free_port, median_ms, scale, stored_span_ids, wait_until
+
+CALLS = scale(400, 4_000)
+
+
+def _timed_calls(model: UsageChatModel, count: int) -> list[float]:
+    samples = []
+    for i in range(count):
+        started = time.perf_counter()
+        result = model.invoke(f"question {i}")
+        samples.append(time.perf_counter() - started)
+        assert result.content == "ok"
+    return samples
+
+
+def _baseline_ms() -> float:
+    """Median latency of one LangChain chat-model call with AgentWatch exporting to memory (no network)."""
+    agentwatch.init(exporters=[agentwatch.InMemoryExporter()], flush_interval=0.05)
+    model = UsageChatModel()
+    _timed_calls(model, 50)  # warm-up: imports, pricing cache
+    baseline = median_ms(_timed_calls(model, CALLS))
+    agentwatch.shutdown(timeout=1.0)
+    return baseline
+
+
+def _exporter_state() -> dict[str, int]:
+    return dict(agentwatch.get_state()["exporter"])
+
+
+@pytest.mark.parametrize("fault", ["down", "slow-5s", "http-500", "http-429", "connection-closed"])
+def test_faulty_collector_costs_the_user_no_latency_and_no_error(
+        fault: str, fault_server: Callable[..., FaultServer]) -> None:
+    baseline = _baseline_ms()
+    if fault == "down":
+        url = f"http://127.0.0.1:{free_port()}/api/ingest"
+        server = None
+    else:
+        mode, options = {"slow-5s": ("slow", {"delay": 5.0}), "http-500": ("status", {"status": 500}),
+                         "http-429": ("status", {"status": 429}),
+                         "connection-closed": ("close", {})}[fault]
+        server = fault_server(mode, **options)
+        url = server.url
+    cap, batch = 300, 50
+    agentwatch.init(proxy_url=url, flush_interval=0.05, max_batch_size=batch, max_queue_size=cap)
+    model = UsageChatModel()
+    _timed_calls(model, 50)
+    faulty = median_ms(_timed_calls(model, CALLS))
+    # Within noise: 50 % or 0.3 ms, whichever is larger (measured: the same median to ±10 %).
+    print(f"\n[figure] {fault}: median {faulty:.3f} ms vs {baseline:.3f} ms healthy")
+    assert faulty <= baseline * 1.5 + 0.3, f"{fault}: median {faulty:.3f} ms vs {baseline:.3f} ms without fault"
+    produced = 1 + 50 + CALLS  # the process span + warm-up + measured calls
+    state = _exporter_state()
+    assert state["queued"] <= cap
+    assert state["sent"] == 0
+    # Nothing vanishes silently: every span is queued, in the one batch being tried, or counted.
+    accounted = state["queued"] + state["dropped"] + state["failed"]
+    assert produced - batch <= accounted <= produced, state
+    assert state["dropped"] >= produced - cap - batch
+    if server is not None:
+        assert server.requests >= 1
+    agentwatch.shutdown(timeout=1.0)
+
+
+def _collector_comes_back(tmp_path: Path, *, produced_calls: int, cap: int) -> tuple[dict[str, int], list[str],
+                                                                                         list[dict[str, Any]]]:
+    port = free_port()
+    memory = agentwatch.InMemoryExporter()
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", exporters=["http", memory],
+                    flush_interval=0.05, max_batch_size=100, max_queue_size=cap)
+    model = UsageChatModel()
+    for i in range(produced_calls):
+        model.invoke(f"q{i}")
+    time.sleep(1.0)  # the worker has failed at least once and is backing off
+    db = tmp_path / "back.db"
+    with start_background(port=port, db_path=db):
+        assert agentwatch.flush(30)
+        state = _exporter_state()
+        stored = stored_span_ids(db)
+    return state, stored, memory.spans
+
+
+def test_spans_wait_for_the_collector_and_all_arrive(tmp_path: Path) -> None:
+    calls = scale(600, 6_000)
+    state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=10_000)
+    assert state == {"queued": 0, "sent": calls + 1, "dropped": 0, "failed": 0}
+    assert len(stored) == len(set(stored)) == calls + 1
+    assert set(stored) == {span["span_id"] for span in exported}
+
+
+def test_overflow_is_counted_and_the_rest_arrives(tmp_path: Path) -> None:
+    calls, cap = scale(1_000, 10_000), 200
+    state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=cap)
+    produced = calls + 1
+    assert state["failed"] == 0 and state["queued"] == 0
+    assert state["sent"] + state["dropped"] == produced, state
+    assert state["dropped"] >= produced - cap - 100
+    assert len(stored) == len(set(stored)) == state["sent"]
+    assert set(stored) == {span["span_id"] for span in exported}
+
+
+def test_shutdown_with_the_collector_down_is_bounded_and_counts_everything() -> None:
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{free_port()}/api/ingest", flush_interval=0.05,
+                    max_batch_size=50, max_queue_size=500)
+    client = agentwatch.get_client()
+    assert client is not None
+    for i in range(2_000):
+        agentwatch.event(f"e{i}")
+    started = time.monotonic()
+    agentwatch.shutdown(timeout=2.0)
+    assert time.monotonic() - started < 3.0
+    processor = client.processor
+    # After stop() the sender gives up at once: the worker settles with every span counted.
+    assert wait_until(lambda: processor.queued == 0 and not processor._worker.is_alive(), 5.0)
+    assert processor.sent == 0
+    assert processor.dropped + processor.failed == 2_001
