@@ -3,6 +3,11 @@
 A call is checked against every enclosing monitor before it is sent (``admit``) and its cost and outcome
 recorded afterwards (``settle``). Each monitor has one short lock; no lock is held while user hooks or the
 sink run, and no two monitor locks are ever held at once, so admitting across scopes cannot deadlock.
+
+With a ``SharedBreakerStore`` (Redis, ``limits_backend``) the state machine is fleet-wide: the monitor's
+state mirrors a shared record that its store reads in the same round trip as the windows, it publishes its
+own transitions there, and follows everyone else's (see ``_redis_windows``). The common path is the same
+code either way: only a store's verdict sends a call down the slow path, where the fleet is handled.
 """
 
 from __future__ import annotations
@@ -20,9 +25,15 @@ from typing import Any, Final, Protocol, runtime_checkable
 from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._windows import (
     BUDGET_PER_HOUR,
+    FLEET_STATE,
+    LIMITS_BACKEND_UNREACHABLE,
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
+    PROBE_GRANTED,
+    PROBE_HELD,
     LocalWindowStore,
+    SharedBreakerStore,
+    SharedState,
     Violation,
     WindowStore,
 )
@@ -37,6 +48,7 @@ __all__ = [
     "ALERT_COOLDOWN_S",
     "PROBE_FAILED",
     "PAUSED_BY_OPERATOR",
+    "LIMITS_BACKEND_UNREACHABLE",
     "BUDGET_PER_HOUR",
     "MAX_ERROR_RATE",
     "MAX_CALLS_PER_MINUTE",
@@ -66,6 +78,23 @@ PAUSED_BY_OPERATOR: Final = "paused"
 
 _TRANSITION: Final = 0
 _ALERT: Final = 1
+
+#: The shared record's states as this module's constants (the monitor compares states by identity).
+_STATE_OF: Final = {CLOSED: CLOSED, OPEN: OPEN, PAUSED: PAUSED, HALF_OPEN: HALF_OPEN}
+#: Transitions that are published only if the fleet's record is still what the monitor acted on: decisions
+#: from a verdict that a newer transition elsewhere (a pause, a recovery) makes stale.
+_CONDITIONAL: Final = frozenset({"triggered", "retrip", "recovered"})
+#: ... and, made by the fleet's probe, only while this process still holds the probe slot.
+_AFTER_PROBE: Final = frozenset({"retrip", "recovered"})
+
+
+class _Local:
+    """Returned by the fleet's slow path when the shared record cannot decide: the per-process machine does."""
+
+    __slots__ = ()
+
+
+_LOCAL: Final = _Local()
 
 
 @runtime_checkable
@@ -103,6 +132,8 @@ def _describe(reason: str, threshold: float | None, current: float | None) -> st
         return "the probe call after a pause failed"
     if reason == PAUSED_BY_OPERATOR:
         return "the monitor was paused"
+    if reason == LIMITS_BACKEND_UNREACHABLE:
+        return "limits backend unreachable: LLM calls are blocked until it is back (limits_fallback='block')"
     return f"{reason} (current {current}, threshold {threshold})"
 
 
@@ -252,7 +283,8 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_paused_until", "_trip",
-        "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "__weakref__",
+        "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet",
+        "__weakref__",
     )
 
     def __init__(
@@ -287,6 +319,9 @@ class Monitor:
         self._sink: BreakerSink | None = None
         self._clock = clock
         self._store: WindowStore = store if store is not None else LocalWindowStore()
+        # Set when the store shares the breaker state (fleet-wide limits): only the slow paths look at it.
+        self._fleet: SharedBreakerStore | None = (
+            store if store is not None and isinstance(store, SharedBreakerStore) else None)
         # Bound once: these two run on every call. ``_submit((now, cost_usd, error))`` records a result.
         self._evaluate = self._store.evaluate
         self._submit: Callable[[tuple[float, float, bool]], None] = getattr(
@@ -507,7 +542,19 @@ class Monitor:
     # ---- internals: all *_locked methods run with self._lock held ---------------------------------
 
     def _transition_locked(self, event: str, to_state: str, reason: str, threshold: float | None,
-                           current: float | None) -> None:
+                           current: float | None, *, follow: bool = False) -> None:
+        fleet = self._fleet
+        if fleet is not None and not follow and event != "half_open":  # half_open: the clock's, not ours
+            published = fleet.publish(
+                event, to_state, reason, threshold, current, None if to_state is CLOSED else self._trip,
+                pause_s=current if to_state is PAUSED and current is not None else 0.0,
+                if_generation=event in _CONDITIONAL,
+                if_probe=event in _AFTER_PROBE and self._probe is not None)
+            if isinstance(published, SharedState):
+                # Another process's newer transition made this one stale: do what the fleet did instead.
+                self._follow_locked(self._clock(), published)
+                return
+            # True: the fleet's now; False: Redis unreachable, so it is this process's alone for now.
         record = {
             "event": event,
             "from_state": self._state,
@@ -519,6 +566,8 @@ class Monitor:
             "current": current,
             "eu_ai_act_art12_relevant": True,
         }
+        if follow:
+            record["fleet_sync"] = True  # made by another process: dashboards can count each trip once
         self._state = to_state
         self._probe = None  # any transition ends a probe in flight: its settle must not decide anything
         if to_state is CLOSED:
@@ -562,6 +611,11 @@ class Monitor:
     ) -> _Probe | tuple[str, float | None, float | None] | None:
         """Admission by this monitor off the common path: None (admitted), a probe slot (admitted as the
         probe) or the (reason, threshold, current) that blocks the call. An admitted call is counted."""
+        if self._fleet is not None:
+            decided = self._enter_fleet_locked(now, violation)
+            if decided is not _LOCAL:
+                return decided
+            # Redis unreachable and limits_fallback="local": the per-process machine below decides.
         state = self._state
         if state is CLOSED:
             assert violation is not None
@@ -593,6 +647,10 @@ class Monitor:
 
     def _check_locked(self, now: float) -> tuple[str, float | None, float | None] | None:
         """``check()`` by this monitor: like an admission, but nothing is counted and no probe is taken."""
+        if self._fleet is not None:
+            decided = self._check_fleet_locked(now)
+            if decided is not _LOCAL:
+                return decided
         if self._state is CLOSED:
             violation = self._evaluate(now, False)
             if violation is None:
@@ -620,7 +678,9 @@ class Monitor:
             if error:
                 self._trip_locked("retrip", (PROBE_FAILED, None, None))
             else:
-                violation = self._evaluate(now, False)
+                fleet = self._fleet
+                # The fleet's record is HALF_OPEN with our probe: only the windows can say whether to close.
+                violation = fleet.windows(now) if fleet is not None else self._evaluate(now, False)
                 if violation is not None and self._block:
                     self._trip_locked("retrip", violation)
                     self._alert_locked(now, violation)
@@ -636,6 +696,140 @@ class Monitor:
             self._store.uncount_call(self._clock())
             if probe is not None and probe is self._probe:
                 self._probe = None  # free the slot for the next caller
+                if self._fleet is not None:
+                    self._fleet.release_probe()  # ... in every process
+
+    # ---- internals: the fleet (a SharedBreakerStore), all with self._lock held -------------------------
+
+    def _enter_fleet_locked(self, now: float, violation: Violation | None) -> Any:
+        """Admission with a shared state: decided by the fleet's record, or ``_LOCAL``."""
+        fleet = self._fleet
+        assert fleet is not None
+        if self._state is CLOSED:
+            assert violation is not None  # the common path's round trip made the verdict
+            if violation[0] is FLEET_STATE:
+                return self._fleet_decide_locked(now, True, fleet.reply)
+            if violation[0] is LIMITS_BACKEND_UNREACHABLE:
+                return self._unreachable_locked(now, violation)
+            return self._closed_verdict_locked(now, violation, True)  # a window's (Redis's or the fallback's)
+        # Not CLOSED: the common path made no round trip, and only the record says whether that still holds.
+        shared = fleet.consult(now, True)
+        if shared is None:
+            return _LOCAL
+        if isinstance(shared, SharedState):
+            return self._fleet_decide_locked(now, True, shared)
+        return self._unreachable_locked(now, shared)
+
+    def _check_fleet_locked(self, now: float) -> Any:
+        """``check()`` with a shared state: decided by the fleet's record, or ``_LOCAL``."""
+        fleet = self._fleet
+        assert fleet is not None
+        shared: SharedState | Violation | None
+        if self._state is CLOSED:
+            verdict = self._evaluate(now, False)
+            if verdict is None:
+                return None
+            if verdict[0] is FLEET_STATE:
+                return self._fleet_decide_locked(now, False, fleet.reply)
+            if verdict[0] is LIMITS_BACKEND_UNREACHABLE:
+                shared = verdict
+            else:
+                return self._closed_verdict_locked(now, verdict, False)  # a window's (Redis's or the fallback's)
+        else:
+            shared = fleet.consult(now, False)
+            if shared is None:
+                return _LOCAL
+        if isinstance(shared, SharedState):
+            return self._fleet_decide_locked(now, False, shared)
+        return self._unreachable_locked(now, shared)
+
+    def _fleet_decide_locked(self, now: float, admission: bool, shared: SharedState | None) -> Any:
+        """Follow the fleet's record, then decide the call by it: like ``_enter_slow_locked`` (admission)
+        or ``_check_locked``, with the record's state, probe slot and windows' verdict."""
+        if shared is None:  # cannot happen (evaluate sets the reply with FLEET_VERDICT); never block on it
+            return None
+        fleet = self._fleet
+        assert fleet is not None
+        state = shared.state
+        if shared.generation != fleet.generation:
+            self._follow_locked(now, shared)
+        elif self._state is PAUSED and (state == PAUSED or state == HALF_OPEN):
+            # Same pause: the shared clock says how long is left (HALF_OPEN: nothing, the move is made now).
+            self._paused_until = now + shared.remaining
+            self._maybe_half_open_locked(now)
+        if state == CLOSED:
+            if self._state is not CLOSED:  # not expected (transitions renew the generation): the record rules
+                self._transition_locked("recovered", CLOSED, "fleet_state", None, None, follow=True)
+            violation = shared.verdict
+            if violation is None:
+                return None  # admitted (and counted) by the script
+            return self._closed_verdict_locked(now, violation, admission)
+        if state == HALF_OPEN:
+            if shared.probe == PROBE_HELD:
+                return self._blocked_locked()
+            if not admission:
+                return None  # no probe in flight: the next real call may be it
+            if shared.probe != PROBE_GRANTED:  # not expected: an admission either takes the slot or not
+                return self._blocked_locked()
+            if self._state is not HALF_OPEN:  # e.g. this process's clock is behind: the shared clock rules
+                self._paused_until = now
+                self._maybe_half_open_locked(now)
+                if self._state is not HALF_OPEN:
+                    self._transition_locked("half_open", HALF_OPEN, "pause_elapsed", None, None)
+            # This admission holds the fleet's probe slot (granted by the script).
+            probe = self._probe = _Probe()
+            violation = shared.verdict
+            if violation is not None:
+                if self._block:
+                    self._trip_locked("retrip", violation)  # published while the slot is ours, which frees it
+                    self._alert_locked(now, violation)
+                    return violation
+                self._alert_locked(now, violation)
+                self._store.count_call(now)
+            return probe
+        return self._blocked_locked()  # OPEN or PAUSED
+
+    def _closed_verdict_locked(self, now: float, violation: Violation, admission: bool) -> Violation | None:
+        """A CLOSED monitor's violated limit: trip (published) and block, or alert and let the call go."""
+        if self._block:
+            self._trip_locked("triggered", violation)
+            self._alert_locked(now, violation)
+            return violation
+        self._alert_locked(now, violation)
+        if admission:
+            self._store.count_call(now)  # alert-only: the call goes ahead, so it counts
+        return None
+
+    def _follow_locked(self, now: float, shared: SharedState) -> None:
+        """Make this monitor's state the fleet's (another generation of the record), reporting the move."""
+        fleet = self._fleet
+        assert fleet is not None
+        fleet.generation = shared.generation
+        target = _STATE_OF.get(shared.state, CLOSED)
+        event = shared.event or "fleet"
+        reason = shared.reason or "fleet_state"
+        if target is CLOSED:
+            if self._state is not CLOSED:
+                self._transition_locked(event, CLOSED, reason, shared.threshold, shared.current, follow=True)
+            return
+        if shared.trip is not None:
+            self._trip = shared.trip
+        elif self._trip is None:
+            self._trip = (PAUSED_BY_OPERATOR, None, None)
+        if target is OPEN:
+            if self._state is not OPEN:
+                self._transition_locked(event, OPEN, reason, shared.threshold, shared.current, follow=True)
+            return
+        # A (new) pause, possibly already over on the shared clock (HALF_OPEN): pause, then the lazy move.
+        self._transition_locked(event, PAUSED, reason, shared.threshold, shared.current, follow=True)
+        self._paused_until = now + shared.remaining
+        self._maybe_half_open_locked(now)
+
+    def _unreachable_locked(self, now: float, verdict: Violation) -> Violation:
+        # limits_fallback="block": blocked while the backend is unreachable, without tripping, so the
+        # monitor is as it was once the backend answers again. Alerted (with its cool-down).
+        self._alert_locked(now, verdict)
+        return verdict
 
     def _note_blocked(self) -> None:
         with self._lock:

@@ -41,6 +41,8 @@ class Config:
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     providers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     limits_backend: str | None = None
+    #: While ``limits_backend`` is unreachable: "local" enforces limits per process, "block" blocks every call.
+    limits_fallback: str = "local"
     disabled_plugins: frozenset[str] = frozenset()
 
     @property
@@ -50,6 +52,7 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_LIMITS_FALLBACKS = ("local", "block")
 _AGENT_LIMIT_KEYS = frozenset(
     {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert", "on_block",
      "role", "agent_id"}
@@ -86,6 +89,8 @@ def _from_env(name: str, raw: str) -> Any:
             raise ValueError(f"{_env_name(name)}: expected an integer, got {raw!r}") from None
     if name in {"exporters", "disabled_plugins"}:
         return [part.strip() for part in raw.split(",") if part.strip()]
+    if name == "limits_fallback":
+        return raw.strip().lower()  # "Block " in a deployment manifest means "block"
     return raw
 
 
@@ -203,6 +208,13 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
         ):
             raise TypeError("providers must be a dict of base URL -> provider name")
         out["providers"] = dict(providers)
+    if "limits_fallback" in out:
+        fallback = out["limits_fallback"]
+        if not isinstance(fallback, str):
+            raise TypeError(f"limits_fallback must be a str, not {type(fallback).__name__}")
+        if fallback not in _LIMITS_FALLBACKS:
+            raise ValueError(f"limits_fallback must be 'local' (enforce limits per process while the limits "
+                             f"backend is unreachable) or 'block' (block every LLM call meanwhile), got {fallback!r}")
     if "disabled_plugins" in out:
         plugins = out["disabled_plugins"]
         if isinstance(plugins, str):

@@ -1,8 +1,10 @@
 """Where a monitor keeps its rolling windows: in this process (default) or shared through Redis.
 
 ``init(limits_backend="redis://host:6379/0")`` (env ``AGENTWATCH_LIMITS_BACKEND``) makes every scope's
-windows fleet-wide; without it each monitor uses a ``LocalWindowStore``. Accepted: ``redis://``,
-``rediss://`` (TLS) and ``unix://`` URLs. See ``_redis_windows`` for what is shared and the fallback.
+windows and breaker state fleet-wide; without it each monitor uses a ``LocalWindowStore``. Accepted:
+``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs. ``limits_fallback`` (env
+``AGENTWATCH_LIMITS_FALLBACK``) says what happens while the backend is unreachable: ``"local"`` enforces
+per process, ``"block"`` blocks every call. See ``_redis_windows`` for what is shared and the fallback.
 """
 
 from __future__ import annotations
@@ -24,5 +26,5 @@ def window_store_for(config: Config, scope: str, scope_id: str) -> WindowStore |
         # Imported here: the redis package is an extra, and processes without a backend never need it.
         from ._redis_windows import RedisWindowStore, backend_for
 
-        return RedisWindowStore(backend_for(url), scope, scope_id)
+        return RedisWindowStore(backend_for(url), scope, scope_id, fallback=config.limits_fallback)
     raise ValueError(f"limits_backend: unsupported backend {url!r} (expected redis://, rediss:// or unix://)")

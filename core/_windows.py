@@ -2,17 +2,21 @@
 
 The breaker talks to its windows only through the ``WindowStore`` protocol, so a shared store (e.g. Redis,
 for fleet-wide limits) can replace ``LocalWindowStore``: ``evaluate(now, count_call=True)`` is the one
-operation that must be atomic (check every limit and count the call in one step).
+operation that must be atomic (check every limit and count the call in one step). A store that also
+shares the breaker's state machine between processes implements ``SharedBreakerStore`` on top.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
 __all__ = [
     "WindowStore",
+    "SharedBreakerStore",
+    "SharedState",
     "LocalWindowStore",
     "Violation",
     "SPEND_WINDOW_S",
@@ -23,6 +27,13 @@ __all__ = [
     "BUDGET_PER_HOUR",
     "MAX_ERROR_RATE",
     "MAX_CALLS_PER_MINUTE",
+    "LIMITS_BACKEND_UNREACHABLE",
+    "FLEET_STATE",
+    "FLEET_VERDICT",
+    "UNREACHABLE_VERDICT",
+    "PROBE_NONE",
+    "PROBE_HELD",
+    "PROBE_GRANTED",
     "usd_to_units",
     "units_to_usd",
 ]
@@ -36,9 +47,22 @@ ERROR_RATE_MIN_CALLS: Final = 10
 BUDGET_PER_HOUR: Final = "budget_per_hour"
 MAX_ERROR_RATE: Final = "max_error_rate"
 MAX_CALLS_PER_MINUTE: Final = "max_calls_per_minute"
+#: Reason of calls blocked because a shared store cannot be reached and ``limits_fallback="block"``.
+LIMITS_BACKEND_UNREACHABLE: Final = "limits_backend_unreachable"
+#: Not a limit: a shared store's ``evaluate`` returns it when the fleet's breaker state needs the monitor's
+#: attention (it changed, or it is not CLOSED); the details are in the store's ``reply``. Never shown to users.
+FLEET_STATE: Final = "fleet_state"
 
 #: (reason, threshold, current) of a violated limit.
 Violation = tuple[str, float, float]
+#: The two verdicts that are not a violated limit (no threshold, no current value).
+FLEET_VERDICT: Final[Violation] = (FLEET_STATE, None, None)  # type: ignore[assignment]
+UNREACHABLE_VERDICT: Final[Violation] = (LIMITS_BACKEND_UNREACHABLE, None, None)  # type: ignore[assignment]
+
+#: The fleet's HALF_OPEN probe slot as seen by one admission: free, held by another admission, or taken by it.
+PROBE_NONE: Final = 0
+PROBE_HELD: Final = 1
+PROBE_GRANTED: Final = 2
 
 # Spend is summed in integer pico-dollars: a float running sum drifts when values are added and later
 # subtracted again, integers do not, so the recorded spend is the exact sum of the (rounded) costs.
@@ -114,6 +138,65 @@ class WindowStore(Protocol):
         ...
 
     def clear(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """The fleet's breaker state for one scope, as one round trip to a shared store found it.
+
+    ``state`` is CLOSED, OPEN, PAUSED or HALF_OPEN (a pause that has ended on the store's clock). ``event``
+    and ``reason``/``threshold``/``current`` describe the transition that made it (a follower reports the
+    same); ``trip`` is what blocks calls while not CLOSED. ``verdict`` is the windows' verdict when they were
+    evaluated (CLOSED, or this admission took the probe slot): None there means admitted (and counted).
+    """
+
+    generation: str
+    state: str
+    remaining: float
+    probe: int
+    verdict: Violation | None
+    event: str | None
+    reason: str | None
+    threshold: float | None
+    current: float | None
+    trip: tuple[str, float | None, float | None] | None
+
+
+@runtime_checkable
+class SharedBreakerStore(WindowStore, Protocol):
+    """A ``WindowStore`` that also shares the breaker state machine (one record per scope, fleet-wide).
+
+    The monitor keeps its local state machine as a mirror of the shared record and tells the store which
+    ``generation`` of the record it mirrors; ``evaluate`` returns ``FLEET_VERDICT`` (details in ``reply``)
+    when the record has another generation or is not CLOSED, in the same round trip as the windows.
+    Every method is called with the monitor's lock held.
+    """
+
+    #: The generation of the shared record the monitor mirrors ("" = unknown: the next reply is followed).
+    generation: str
+    #: The record behind the last ``FLEET_VERDICT`` of ``evaluate``.
+    reply: SharedState | None
+
+    def consult(self, now: float, count_call: bool) -> SharedState | Violation | None:
+        """The shared record (taking the probe slot if HALF_OPEN and ``count_call``, then evaluating the
+        windows), ``UNREACHABLE_VERDICT``, or None: unreachable, the monitor decides per process."""
+        ...
+
+    def windows(self, now: float) -> Violation | None:
+        """The windows' verdict alone (no state, nothing counted): settling a probe."""
+        ...
+
+    def publish(self, event: str, to_state: str, reason: str, threshold: float | None, current: float | None,
+                trip: tuple[str, float | None, float | None] | None, *, pause_s: float = 0.0,
+                if_generation: bool = False, if_probe: bool = False) -> SharedState | bool:
+        """Make this monitor's transition the fleet's. True: published (``generation`` is the new one);
+        False: unreachable (the transition stays local); a ``SharedState``: a condition failed, the fleet
+        moved on meanwhile, and this is what it is now (to be followed instead)."""
+        ...
+
+    def release_probe(self) -> None:
+        """Give back the probe slot this store took (the admission was rolled back)."""
+        ...
 
 
 class LocalWindowStore:

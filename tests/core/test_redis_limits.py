@@ -101,7 +101,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 _WORKER = textwrap.dedent("""
-    import json, sys, threading
+    import json, sys, threading, time
     import agentwatch
     from agentwatch import CircuitBreakerException
 
@@ -111,17 +111,27 @@ _WORKER = textwrap.dedent("""
     agentwatch.init(exporters=[], auto_instrument=False, disabled_plugins=plugins, **json.loads(sys.argv[1]))
     monitor = agentwatch.get_client().monitor
 
-    def call(tokens):
-        with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as llm:
-            llm.set_usage(input_tokens=tokens, output_tokens=0)
+    class ProviderError(Exception):
+        pass
 
-    def spend(n, tokens, threads=1):
+    def call(tokens, hold, fail):
+        with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as llm:
+            time.sleep(hold)  # a call in flight for that long (a slow probe)
+            llm.set_usage(input_tokens=tokens, output_tokens=0)
+            if fail:
+                raise ProviderError("the provider failed")
+
+    def spend(n, tokens, threads=1, hold=0.0, fail=False):
+        # "ok": calls that were sent (a failing one included), "blocked": calls the breaker stopped.
         result = {"ok": 0, "blocked": 0, "last": None}
         lock = threading.Lock()
         def run():
             for _ in range(n):
                 try:
-                    call(tokens)
+                    try:
+                        call(tokens, hold, fail)
+                    except ProviderError:
+                        pass
                     with lock:
                         result["ok"] += 1
                 except CircuitBreakerException as error:
@@ -136,8 +146,12 @@ _WORKER = textwrap.dedent("""
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command, *args = line.split()
-        if command == "spend":
-            answer = spend(int(args[0]), int(args[1]), int(args[2]) if len(args) > 2 else 1)
+        if command in ("spend", "fail"):
+            answer = spend(int(args[0]), int(args[1]), int(args[2]) if len(args) > 2 else 1,
+                           float(args[3]) if len(args) > 3 else 0.0, command == "fail")
+        elif command == "pause":
+            monitor.pause(float(args[0]))
+            answer = {"done": True}
         elif command == "increase":
             monitor.increase_budget(float(args[0]))
             answer = {"done": True}
@@ -310,10 +324,118 @@ def test_increase_budget_and_reset_reach_the_other_process(redis_url: str, worke
 
 def test_new_configured_budget_replaces_the_shared_one(redis_url: str, workers: list[Worker]) -> None:
     old = _start(workers, redis_url, budget_per_hour=BIG_USD, block_on_threshold=True)
-    assert old.ask("spend", 2, BIG)["ok"] == 1
+    # The budget is used up but not yet tripped over (a trip is fleet-wide and outlives a deploy, see below).
+    assert old.ask("spend", 1, BIG)["ok"] == 1
     # A deploy with a bigger budget: the fleet budget follows the newest configuration (last writer wins).
     new = _start(workers, redis_url, budget_per_hour=3 * BIG_USD, block_on_threshold=True)
     assert new.ask("spend", 3, BIG) == {"ok": 2, "blocked": 1, "last": ["budget_per_hour", 7.5, 7.5]}
+
+
+# ---- the breaker state is fleet-wide ----------------------------------------------------------------------
+
+
+def test_a_trip_in_one_process_opens_the_scope_everywhere(redis_url: str, workers: list[Worker]) -> None:
+    """Only the tripping process has a call-rate limit: the other one is blocked by the shared OPEN state
+    alone (its own limits would let every call through), with the tripping process's reason."""
+    tripper = _start(workers, redis_url, max_calls_per_minute=3, block_on_threshold=True)
+    other = _start(workers, redis_url, block_on_threshold=True)
+    assert tripper.ask("spend", 4, SMALL) == {"ok": 3, "blocked": 1, "last": ["max_calls_per_minute", 3, 4]}
+    assert other.ask("spend", 2, SMALL) == {"ok": 0, "blocked": 2, "last": ["max_calls_per_minute", 3, 4]}
+    state = other.ask("state")
+    assert (state["state"], state["tripped_reason"], state["blocked_calls"]) == ("OPEN", "max_calls_per_minute", 2)
+    # reset_windows in the process that did not trip closes the scope in the one that did.
+    other.ask("reset")
+    assert tripper.ask("spend", 1, SMALL) == {"ok": 1, "blocked": 0, "last": None}
+    assert tripper.ask("state")["state"] == "CLOSED"
+
+
+def test_increase_budget_in_one_process_closes_the_scope_everywhere(redis_url: str,
+                                                                     workers: list[Worker]) -> None:
+    limits = {"budget_per_hour": 2 * BIG_USD, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    assert first.ask("spend", 3, BIG) == {"ok": 2, "blocked": 1, "last": ["budget_per_hour", 5.0, 5.0]}
+    assert second.ask("spend", 1, BIG)["blocked"] == 1
+    assert second.ask("state")["state"] == "OPEN"
+    second.ask("increase", BIG_USD)  # $5 -> $7.5 for the fleet, and CLOSED everywhere
+    # The first process recovered nothing itself: it follows the fleet on its next call.
+    assert first.ask("spend", 2, BIG) == {"ok": 1, "blocked": 1, "last": ["budget_per_hour", 7.5, 7.5]}
+
+
+def test_pause_in_one_process_then_one_probe_fleet_wide(redis_url: str, workers: list[Worker]) -> None:
+    limits = {"max_calls_per_minute": 1000, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    assert first.ask("spend", 1, SMALL)["ok"] == 1 and second.ask("spend", 1, SMALL)["ok"] == 1
+    # A pause anywhere blocks everywhere, on the Redis clock ...
+    first.ask("pause", 1.0)
+    paused_at = time.monotonic()
+    assert second.ask("spend", 2, SMALL) == {"ok": 0, "blocked": 2, "last": ["paused", None, None]}
+    assert first.ask("spend", 1, SMALL)["blocked"] == 1
+    time.sleep(max(0.0, paused_at + 1.1 - time.monotonic()))
+    # ... and when it is over, one probe goes through fleet-wide: 8 callers in 2 processes race, the probe
+    # stays in flight for 0.8 s, every other caller is blocked meanwhile.
+    first.send("spend", 1, SMALL, 4, 0.8)
+    second.send("spend", 1, SMALL, 4, 0.8)
+    answers = [first._read(), second._read()]
+    assert sum(a["ok"] for a in answers) == 1 and sum(a["blocked"] for a in answers) == 7
+    # The probe succeeded: CLOSED everywhere.
+    assert first.ask("spend", 2, SMALL)["ok"] == 2 and second.ask("spend", 2, SMALL)["ok"] == 2
+    assert first.ask("state")["state"] == second.ask("state")["state"] == "CLOSED"
+    # A failing probe reopens everywhere: the other process is blocked by the probe's failure.
+    second.ask("pause", 0.3)
+    time.sleep(0.4)
+    assert first.ask("fail", 1, SMALL) == {"ok": 1, "blocked": 0, "last": None}
+    assert second.ask("spend", 1, SMALL) == {"ok": 0, "blocked": 1, "last": ["probe_failed", None, None]}
+    assert first.ask("state")["state"] == "OPEN"
+
+
+def test_followed_transitions_are_reported_once_per_process(redis_url: str) -> None:
+    """Two monitors on one scope (as two processes would have): the follower reports what the fleet did,
+    marked ``fleet_sync``; a stale trip loses to a newer recovery."""
+    from agentwatch._breaker import Monitor, admit, check, settle
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    class Sink:
+        def __init__(self) -> None:
+            self.records: list[dict[str, Any]] = []
+
+        def transition(self, monitor: Monitor, record: dict[str, Any]) -> None:
+            self.records.append(record)
+
+        def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None:
+            pass
+
+        def blocked(self, error: CircuitBreakerException) -> None:
+            pass
+
+    backend = backend_for(redis_url)
+    sinks = [Sink(), Sink()]
+    leader, follower = (Monitor("agent", "s", store=RedisWindowStore(backend, "agent", "s"), sink=sink,
+                                budget_per_hour=BIG_USD, block_on_threshold=True) for sink in sinks)
+    settle(admit([leader]), cost_usd=BIG_USD, error=False)
+    with pytest.raises(CircuitBreakerException):
+        admit([leader])
+    with pytest.raises(CircuitBreakerException) as caught:
+        admit([follower])
+    assert (caught.value.reason, caught.value.threshold, caught.value.current) == ("budget_per_hour", 2.5, 2.5)
+    with pytest.raises(CircuitBreakerException):
+        check([follower])  # a boundary check sees the fleet's state too
+    leader.increase_budget(BIG_USD)
+    check([follower])  # ... and its recovery (the follower follows here)
+    settle(admit([follower]), cost_usd=0.0, error=False)
+    assert [(r["event"], r["to_state"], "fleet_sync" in r) for r in sinks[0].records] == [
+        ("triggered", "OPEN", False), ("budget_increased", "CLOSED", False)]
+    assert [(r["event"], r["from_state"], r["to_state"], r.get("fleet_sync")) for r in sinks[1].records] == [
+        ("triggered", "CLOSED", "OPEN", True), ("budget_increased", "OPEN", "CLOSED", True)]
+    assert sinks[1].records[0]["reason"] == "budget_per_hour"
+    assert leader.state == follower.state == "CLOSED"
+    # A trip decided on an older generation loses to the pause made meanwhile: the store refuses to publish
+    # it and answers with what the fleet is now.
+    leader.pause(60.0)
+    stale = follower.store.publish(  # type: ignore[attr-defined]
+        "triggered", "OPEN", "budget_per_hour", 2.5, 2.5, ("budget_per_hour", 2.5, 2.5), if_generation=True)
+    assert (stale.state, stale.event, stale.trip) == ("PAUSED", "paused", ("paused", None, None))
 
 
 def test_keys_expire_with_their_windows(redis_url: str, redis_server: RedisServer) -> None:
@@ -325,6 +447,14 @@ def test_keys_expire_with_their_windows(redis_url: str, redis_server: RedisServe
     assert 0 < ttl["cz"] <= 61_000 and 0 < ttl["ch"] <= 61_000
     assert 300_000 < ttl["dz"] <= 301_000 and 3_600_000 < ttl["sz"] <= 3_601_000
     assert 0 < ttl["lim"] <= 24 * 3600 * 1000
+    # The breaker record lives a day without calls (refreshed while not CLOSED), the probe slot 120 s.
+    agentwatch.get_client().monitor.pause(0.0)
+    with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:  # the probe
+        probe_ttl = redis_server.client.pttl("agentwatch:{global:ttl}:prb")
+        call.set_usage(input_tokens=SMALL, output_tokens=0)
+    assert 0 < probe_ttl <= 120_000
+    assert 23 * 3600 * 1000 < redis_server.client.pttl("agentwatch:{global:ttl}:brk") <= 24 * 3600 * 1000
+    assert redis_server.client.exists("agentwatch:{global:ttl}:prb") == 0  # freed by the probe's success
 
 
 # ---- Redis unreachable ----------------------------------------------------------------------------------
@@ -351,7 +481,7 @@ def test_redis_down_fails_open_with_one_warning_and_reconnects(caplog: pytest.Lo
     _need_redis_server()
     server = RedisServer().start()
     try:
-        _init(server.url, budget_per_hour=10 * BIG_USD, block_on_threshold=True)
+        _init(server.url, budget_per_hour=10 * BIG_USD, block_on_threshold=True, limits_fallback="local")
         assert _spend_quietly(2) == (2, 0)
         server.stop()
         caplog.set_level(logging.WARNING, logger="agentwatch")
@@ -370,6 +500,69 @@ def test_redis_down_fails_open_with_one_warning_and_reconnects(caplog: pytest.Lo
         assert "reachable again" in _backend_warnings(caplog)[-1]
     finally:
         server.stop()
+
+
+def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
+    """Each process goes on from its own recent history: the one that spent is stopped sooner."""
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        limits = {"budget_per_hour": 4 * BIG_USD, "block_on_threshold": True, "limits_fallback": "local"}
+        spender = _start(workers, server.url, **limits)
+        idle = _start(workers, server.url, **limits)
+        assert spender.ask("spend", 2, BIG)["ok"] == 2 and idle.ask("state")["spend_last_hour"] == 2 * BIG_USD
+        server.stop()
+        assert spender.ask("spend", 5, BIG) == {"ok": 2, "blocked": 3, "last": ["budget_per_hour", 10.0, 10.0]}
+        assert idle.ask("spend", 5, BIG) == {"ok": 4, "blocked": 1, "last": ["budget_per_hour", 10.0, 10.0]}
+    finally:
+        server.stop()
+
+
+def test_fallback_block_blocks_while_redis_is_down_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        _init(server.url, limits_fallback="block")  # no limits at all: only the missing backend blocks
+        monitor = agentwatch.get_client().monitor
+        assert _spend_quietly(2) == (2, 0)
+        server.stop()
+        caplog.set_level(logging.WARNING, logger="agentwatch")
+        started = time.monotonic()
+        with pytest.raises(CircuitBreakerException) as caught:
+            with agentwatch.llm_call("chat", model="gpt-4o", provider="openai"):
+                pytest.fail("the call was sent although the limits backend is unreachable")
+        assert caught.value.reason == "limits_backend_unreachable"
+        assert "limits backend unreachable" in str(caught.value)
+        assert _spend_quietly(20) == (0, 20)
+        assert time.monotonic() - started < 1.0  # one 50 ms timeout, then no round trip until the backoff
+        warnings = _backend_warnings(caplog)
+        assert len(warnings) == 1 and "blocking every LLM call" in warnings[0]
+        assert monitor.state == "CLOSED"  # blocked, not tripped: nothing to recover afterwards
+        # Back on the same port: a later call reconnects by itself (after the backoff) and goes through.
+        server.start()
+        deadline = time.monotonic() + 5.0
+        while _spend_quietly(1) != (1, 0):
+            assert time.monotonic() < deadline, "still blocked 5 s after the limits backend came back"
+            time.sleep(0.1)
+        assert _spend_quietly(3) == (3, 0)
+        assert "reachable again" in _backend_warnings(caplog)[-1]
+    finally:
+        server.stop()
+
+
+def test_limits_fallback_is_validated() -> None:
+    from agentwatch._config import build_config
+
+    assert build_config({}, {}).limits_fallback == "local"
+    assert build_config({}, {"AGENTWATCH_LIMITS_FALLBACK": " Block"}).limits_fallback == "block"
+    argument_wins = build_config({"limits_fallback": "local"}, {"AGENTWATCH_LIMITS_FALLBACK": "block"})
+    assert argument_wins.limits_fallback == "local"
+    with pytest.raises(ValueError, match=r"limits_fallback must be 'local' .* or 'block' .*got 'closed'"):
+        agentwatch.init(limits_fallback="closed", exporters=[], auto_instrument=False)
+    with pytest.raises(ValueError, match="AGENTWATCH_LIMITS_FALLBACK|limits_fallback"):
+        build_config({}, {"AGENTWATCH_LIMITS_FALLBACK": "open"})
+    with pytest.raises(TypeError, match="limits_fallback must be a str"):
+        build_config({"limits_fallback": True}, {})
 
 
 def test_unresponsive_redis_does_not_hang_the_call(caplog: pytest.LogCaptureFixture) -> None:
