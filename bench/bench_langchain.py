@@ -20,7 +20,9 @@ import time
 from typing import Annotated, Any, TypedDict
 
 MODES = ("baseline", "agentwatch", "langfuse", "openinference")
-ROUNDS = 7
+#: Every pass runs each mode once, in turn, so a change in machine load hits all modes alike.
+PASSES = 5
+ROUNDS = 3
 CALLS = 400
 
 
@@ -105,13 +107,20 @@ def _child(mode: str) -> None:
 
 
 def main() -> None:
-    results: dict[str, dict[str, float]] = {}
-    for mode in MODES:
-        run = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True)
-        if run.returncode != 0:
-            print(f"{mode:>14}: not available ({run.stderr.strip().splitlines()[-1] if run.stderr else 'failed'})")
-            continue
-        results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+    samples: dict[str, list[dict[str, float]]] = {}
+    unavailable: set[str] = set()
+    for _ in range(PASSES):
+        for mode in MODES:
+            if mode in unavailable:
+                continue
+            run = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True)
+            if run.returncode != 0:
+                unavailable.add(mode)
+                print(f"{mode:>14}: not available ({run.stderr.strip().splitlines()[-1] if run.stderr else 'failed'})")
+                continue
+            samples.setdefault(mode, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
+    results = {mode: {key: statistics.median(row[key] for row in rows) for key in ("invoke_us", "step_us")}
+               for mode, rows in samples.items()}
     base = results["baseline"]
     print(f"{'mode':>14} {'invoke µs':>10} {'added':>8} {'graph step µs':>14} {'added':>8}")
     for mode, row in results.items():

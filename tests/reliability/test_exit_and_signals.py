@@ -1,7 +1,6 @@
 """Process exit with spans queued: flushed within the shutdown timeout, on a normal exit and on SIGTERM.
 
-The subprocess scripts wire ``agentwatch._signals`` themselves when ``agentwatch._client`` does not yet do
-it, so the tests pass before and after that one-line change in ``_init()``/``shutdown()``.
+The victims call plain ``agentwatch.init()``: the SIGTERM handler must come with it, nothing else wired.
 """
 
 from __future__ import annotations
@@ -24,13 +23,8 @@ SPANS = scale(2_000, 20_000)
 
 _WIRE = """
 import agentwatch
-from agentwatch import _signals
 
-def start(**config):
-    client = agentwatch.init(**config)
-    if not _signals.installed():  # until agentwatch._client._init() calls _signals.install(client)
-        _signals.install(client)
-    return client
+start = agentwatch.init
 """
 
 
@@ -156,9 +150,12 @@ def test_uninstall_restores_the_previous_handler(tmp_path: Path) -> None:
         def mine(signum, frame):
             pass
         signal.signal(signal.SIGTERM, mine)
-        client = agentwatch.init(exporters=[])
-        assert _signals.install(client)
-        assert signal.getsignal(signal.SIGTERM) is not mine
+        agentwatch.init(exporters=[])
+        assert _signals.installed() and signal.getsignal(signal.SIGTERM) is not mine
+        agentwatch.shutdown()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        agentwatch.init(exporters=[])
+        assert _signals.installed()
         _signals.uninstall()
         assert signal.getsignal(signal.SIGTERM) is mine
         agentwatch.shutdown()
