@@ -1,10 +1,18 @@
 """End-to-end ingest throughput: a real collector process, gzip'd batches of SDK-format spans over HTTP.
 
-    python bench/bench_ingest.py [--spans 400000] [--batch 512] [--clients 2] [--db PATH]
+    python bench/bench_ingest.py [--spans 400000] [--batch 512] [--clients 2] [--workers 2] [--db PATH]
+    python bench/bench_ingest.py --sdk [--spans 400000] [--clients 2] [--workers 2] [--trace-size 0]
 
-The collector runs as its own process (``agentwatch serve``) on 127.0.0.1; the client threads send
-pre-built payloads over kept-alive connections, as the SDK's HTTP exporter does, so the number measured
-is the collector's: validate, store, commit, answer. Prints numbers; asserts nothing about timing.
+The collector runs as its own process (``agentwatch serve --workers 2``) on 127.0.0.1. By default client
+threads send pre-built payloads over kept-alive connections, as the SDK's HTTP exporter does, so the number
+measured is the collector's: validate, store, commit, answer.
+
+With ``--sdk`` the senders are ``--clients`` real SDK processes (default 2: two agent programs beside a
+two-process collector on a 2-core machine) that record spans through the public API (``agentwatch.llm_call``)
+as fast as they can while their HTTP exporter ships them: the time runs from starting the processes until each
+has had every span acknowledged, and the spans counted are those found in the database file afterwards (each
+2xx is sent after the commit; the run fails if a span was dropped, refused, lost or stored twice). Both CPU
+figures are printed, as wall-clock rates depend on what else the machine runs. Asserts nothing about timing.
 """
 
 from __future__ import annotations
@@ -27,18 +35,31 @@ from pathlib import Path
 _BOOTSTRAP = "import sys; from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))"
 
 # One SDK process: records LLM spans through the public API as fast as it can; its HTTP exporter ships them.
+# The queue holds the whole run so that recording faster than the collector stores is not counted as drops;
+# the process exits 0 only when every span was acknowledged (a 2xx is sent after the commit).
 _SDK_CLIENT = """
-import sys, agentwatch
-port, count = int(sys.argv[1]), int(sys.argv[2])
-agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", max_queue_size=count + 1000, max_batch_size=2048,
+import json, os, sys, time, agentwatch
+port, count, trace_size, batch = (int(arg) for arg in sys.argv[1:5])
+agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", max_queue_size=count + 1000, max_batch_size=batch,
                 flush_interval=0.05, auto_instrument=False)
-with agentwatch.trace("bench"):
-    for i in range(count):
-        with agentwatch.llm_call("chat", model="gpt-4o-mini", provider="openai") as call:
-            call.set_usage(1200, 300, 200)
-ok = agentwatch.flush(120)
+started = time.perf_counter()
+done = 0
+while done < count:
+    # trace_size 0: one trace holding every span of the process (a long-lived session); otherwise agent runs of
+    # trace_size spans each (the root span and trace_size - 1 LLM calls), as the collector-only mode sends.
+    calls = count - done - 1 if trace_size <= 0 else min(trace_size, count - done) - 1
+    with agentwatch.trace("bench"):
+        for i in range(calls):
+            with agentwatch.llm_call("chat", model="gpt-4o-mini", provider="openai") as call:
+                call.set_usage(1200, 300, 200)
+    done += calls + 1
+recorded = time.perf_counter() - started
+ok = agentwatch.flush(300)
+flushed = time.perf_counter() - started
 state = agentwatch.get_state()["exporter"]
 agentwatch.shutdown()
+times = os.times()
+print(json.dumps({**state, "recorded_s": recorded, "flushed_s": flushed, "cpu_s": times.user + times.system}))
 sys.exit(0 if ok and state["dropped"] == 0 and state["failed"] == 0 else 3)
 """
 
@@ -51,21 +72,33 @@ def stored_spans(port: int) -> int:
     return int(data["spans"])
 
 
-def run_sdk_clients(port: int, clients: int, spans: int) -> tuple[int, float]:
-    """End to end: SDK processes → HTTP exporter → collector → SQLite; time until every span is stored."""
-    before = stored_spans(port)
+def count_rows(db: Path) -> tuple[int, int]:
+    """Spans and distinct (trace, span) ids in the database file itself, read after the collector stopped."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        spans, distinct = connection.execute(
+            "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT trace_id, span_id FROM spans)) FROM spans"
+        ).fetchone()
+    finally:
+        connection.close()
+    return int(spans), int(distinct)
+
+
+def run_sdk_clients(port: int, clients: int, spans: int, trace_size: int, batch: int
+                    ) -> tuple[int, float, list[dict[str, float]], list[int]]:
+    """End to end: SDK processes → HTTP exporter → collector → SQLite; time until every span is stored.
+
+    Returns the spans the SDKs had acknowledged, the elapsed time, each SDK's report and exit codes."""
     per_client = spans // clients
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", _SDK_CLIENT, str(port), str(per_client)])
-             for _ in range(clients)]
-    codes = [proc.wait(timeout=600) for proc in procs]
-    expected = before + per_client * clients + clients  # + one trace span per client
-    while stored_spans(port) < expected and time.perf_counter() - started < 600:
-        time.sleep(0.25)  # the metrics query competes with ingest: poll gently
+    procs = [subprocess.Popen([sys.executable, "-c", _SDK_CLIENT, str(port), str(per_client), str(trace_size),
+                               str(batch)], stdout=subprocess.PIPE) for _ in range(clients)]
+    outputs = [proc.communicate(timeout=900)[0] for proc in procs]
     elapsed = time.perf_counter() - started
-    if any(codes):
-        print(f"SDK client exit codes: {codes}")
-    return stored_spans(port) - before, elapsed
+    reports = [json.loads(out.splitlines()[-1]) if out.strip() else {} for out in outputs]
+    return sum(int(report.get("sent", 0)) for report in reports), elapsed, reports, [p.returncode for p in procs]
 
 MODELS = [("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("claude-sonnet-4-6", "anthropic")]
 AGENTS = [("researcher", "Researcher"), ("writer", "Writer"), ("reviewer", "Reviewer"), ("planner", "Planner")]
@@ -170,7 +203,10 @@ def main() -> int:
     parser.add_argument("--port", type=int, help="use a collector already running on this port (for profiling)")
     parser.add_argument("--sdk", action="store_true",
                         help="send with real SDK processes (agentwatch.init + llm_call + HTTP exporter) instead of "
-                             "pre-built payloads")
+                             "pre-built payloads; --clients is then the number of SDK processes")
+    parser.add_argument("--trace-size", type=int, default=0,
+                        help="with --sdk: spans per trace (0: one trace per SDK process, the default)")
+    parser.add_argument("--sdk-batch", type=int, default=2048, help="with --sdk: the SDK's max_batch_size")
     args = parser.parse_args()
     if args.sdk:
         return sdk_main(args)
@@ -180,6 +216,7 @@ def main() -> int:
     print(f"{len(payloads)} payloads, {sum(map(len, payloads)) / len(payloads) / 1024:.1f} KiB gzip'd each")
     with tempfile.TemporaryDirectory() as scratch:
         db = args.db or Path(scratch) / "bench.db"
+        before = count_rows(db)[0] if db.exists() else 0
         port = args.port or free_port()
         env = {**os.environ, "AGENTWATCH_SYNCHRONOUS": args.synchronous,
                "AGENTWATCH_SIGNING_KEY": str(Path(scratch) / "k.pem")}
@@ -210,14 +247,20 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=30)
         sent = sum(len(json.loads(gzip.decompress(p))) for p in work)
+        # Counted in the database file after the collector stopped (unless the collector is someone else's).
+        warm_spans = sum(len(json.loads(gzip.decompress(p))) for p in warm)
+        stored = count_rows(db)[0] - before - warm_spans if db.exists() and not (args.port and not args.db) else None
+        counted = sent if stored is None else stored
         latencies.sort()
-        print(f"ingested {sent:,} spans in {elapsed:.2f} s with {args.clients} clients: "
-              f"{sent / elapsed:,.0f} spans/s sustained ({args.workers} collector processes, synchronous="
-              f"{args.synchronous})")
+        print(f"ingested {counted:,} spans in {elapsed:.2f} s with {args.clients} clients: "
+              f"{counted / elapsed:,.0f} spans/s sustained ({args.workers} collector processes, synchronous="
+              f"{args.synchronous}); {'not counted in the database' if stored is None else 'counted in the database'}")
+        if stored is not None and stored != sent:
+            errors.append(f"{sent:,} spans sent but {stored:,} stored")
         print(f"request latency: p50 {statistics.median(latencies) * 1000:.1f} ms, "
               f"p95 {latencies[int(len(latencies) * 0.95) - 1] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
         if cpu_before is not None and cpu_after is not None:
-            per_span = (cpu_after - cpu_before) / sent * 1e6
+            per_span = (cpu_after - cpu_before) / max(counted, 1) * 1e6
             # CPU per span does not depend on what else the machine runs, unlike the wall-clock rate.
             print(f"collector CPU: {per_span:.1f} us per span ({1e6 / per_span:,.0f} spans/s per fully used core; "
                   f"{(cpu_after - cpu_before) / elapsed:.2f} cores busy)")
@@ -230,6 +273,7 @@ def main() -> int:
 def sdk_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         db = args.db or Path(scratch) / "bench.db"
+        before = count_rows(db)[0] if db.exists() else 0
         port = free_port()
         env = {**os.environ, "AGENTWATCH_SYNCHRONOUS": args.synchronous,
                "AGENTWATCH_SIGNING_KEY": str(Path(scratch) / "k.pem")}
@@ -238,13 +282,38 @@ def sdk_main(args: argparse.Namespace) -> int:
                                    "--log-level", "warning", "--workers", str(args.workers)], env=env)
         try:
             wait_ready(port, server)
-            stored, elapsed = run_sdk_clients(port, args.clients, args.spans)
+            cpu_before = cpu_seconds(server.pid)
+            acknowledged, elapsed, reports, codes = run_sdk_clients(port, args.clients, args.spans,
+                                                                    args.trace_size, args.sdk_batch)
+            cpu_after = cpu_seconds(server.pid)
+            in_api = stored_spans(port)
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"SDK end to end: {stored:,} spans stored in {elapsed:.2f} s from {args.clients} SDK processes: "
-          f"{stored / elapsed:,.0f} spans/s ({args.workers} collector processes)")
-    return 0
+        # Counted in the file, after the collector is gone: what is stored, not what was sent.
+        stored, distinct = count_rows(db)
+        stored -= before
+    shape = "one trace per process" if args.trace_size <= 0 else f"traces of {args.trace_size} spans"
+    print(f"SDK end to end: {stored:,} spans stored in {elapsed:.2f} s from {args.clients} SDK processes "
+          f"(batches of {args.sdk_batch}, {shape}): {stored / elapsed:,.0f} spans/s ({args.workers} collector "
+          f"processes, synchronous={args.synchronous})")
+    sdk_cpu = sum(float(report.get("cpu_s", 0.0)) for report in reports)
+    recorded = max(float(report.get("recorded_s", 0.0)) for report in reports)
+    print(f"SDK processes: recording took {recorded:.2f} s, {sdk_cpu / max(stored, 1) * 1e6:.1f} us CPU per span "
+          f"(start-up, recording and export); acknowledged {acknowledged:,}, API counts {in_api - before:,}")
+    if cpu_before is not None and cpu_after is not None:
+        per_span = (cpu_after - cpu_before) / max(stored, 1) * 1e6
+        print(f"collector CPU: {per_span:.1f} us per span ({(cpu_after - cpu_before) / elapsed:.2f} cores busy)")
+    problems = []
+    if any(codes):
+        problems.append(f"SDK client exit codes {codes} (a span dropped, failed or not flushed)")
+    if stored != acknowledged:
+        problems.append(f"{acknowledged:,} spans acknowledged but {stored:,} stored")
+    if distinct != stored + before:
+        problems.append(f"{stored + before - distinct} duplicate rows")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

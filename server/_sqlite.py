@@ -352,11 +352,8 @@ class SQLiteStore(Store):
 
     # -- spans ---------------------------------------------------------------------------------------
 
-    def _known(self, cursor: sqlite3.Cursor, records: Sequence[SpanRecord]
-               ) -> tuple[dict[str, tuple[int, str, str]], set[tuple[str, str]]]:
-        """Stored traces among those of ``records`` ({trace_id: (tkey, agents, models)}) and the
-        (trace_id, span_id) pairs already stored."""
-        trace_ids = list({record.trace_id for record in records})
+    def _known_traces(self, cursor: sqlite3.Cursor, trace_ids: list[str]) -> dict[str, tuple[int, str, str]]:
+        """Stored traces among ``trace_ids``: {trace_id: (tkey, agents, models)}."""
         traces: dict[str, tuple[int, str, str]] = {}
         for start in range(0, len(trace_ids), _ID_CHUNK):
             chunk = trace_ids[start:start + _ID_CHUNK]
@@ -364,15 +361,25 @@ class SQLiteStore(Store):
             for tkey, trace_id, agents, models in cursor.execute(
                     f"SELECT tkey, trace_id, agents, models FROM traces WHERE trace_id IN ({marks})", chunk):
                 traces[trace_id] = (tkey, agents, models)
-        spans: set[tuple[str, str]] = set()
-        by_key = {value[0]: trace_id for trace_id, value in traces.items()}
-        keys = list(by_key)
-        for start in range(0, len(keys), _ID_CHUNK):
-            key_chunk = keys[start:start + _ID_CHUNK]
-            marks = ",".join("?" * len(key_chunk))
-            spans.update((by_key[tkey], span_id) for tkey, span_id in cursor.execute(
-                f"SELECT tkey, span_id FROM spans WHERE tkey IN ({marks})", key_chunk))
-        return traces, spans
+        return traces
+
+    def _stored_spans(self, cursor: sqlite3.Cursor, records: Sequence[SpanRecord],
+                      traces: dict[str, tuple[int, str, str]]) -> set[tuple[str, str]]:
+        """The (trace_id, span_id) pairs of ``records`` already stored: exact index lookups of those ids only
+        (only traces already stored can hold them), never a scan of a trace's spans."""
+        by_trace: dict[str, list[str]] = {}
+        for record in records:
+            if record.trace_id in traces:
+                by_trace.setdefault(record.trace_id, []).append(record.span_id)
+        stored: set[tuple[str, str]] = set()
+        for trace_id, span_ids in by_trace.items():
+            tkey = traces[trace_id][0]
+            for start in range(0, len(span_ids), _ID_CHUNK):
+                chunk = span_ids[start:start + _ID_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                stored.update((trace_id, span_id) for (span_id,) in cursor.execute(
+                    f"SELECT span_id FROM spans WHERE tkey = ? AND span_id IN ({marks})", (tkey, *chunk)))
+        return stored
 
     def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
         if not records:
@@ -380,26 +387,38 @@ class SQLiteStore(Store):
         unique: dict[tuple[str, str], SpanRecord] = {}
         for record in records:
             unique.setdefault((record.trace_id, record.span_id), record)
-        # The Python work happens before taking the write lock, so two requests overlap; spans found to
-        # be stored already (a retried batch) are filtered out under the lock and the work redone.
+        # The Python work happens before taking the write lock, so two requests overlap.
         fresh = list(unique.values())
         rows = [_span_row(r) for r in fresh]
         aggregates = _Aggregates(fresh)
         with self._transaction() as cursor:
-            known_traces, known_spans = self._known(cursor, fresh)
-            if known_spans:
-                fresh = [r for r in fresh if (r.trace_id, r.span_id) not in known_spans]
+            known_traces = self._known_traces(cursor, list(aggregates.traces))
+            # New traces get the next sequential keys: the write lock makes max() + n safe.
+            tkeys = {trace_id: value[0] for trace_id, value in known_traces.items()}
+            next_key = (cursor.execute("SELECT max(tkey) FROM traces").fetchone()[0] or 0) + 1
+            for trace_id in aggregates.traces:
+                if trace_id not in tkeys:
+                    tkeys[trace_id] = next_key
+                    next_key += 1
+            # INSERT OR IGNORE skips spans stored already (a retried batch), and the number of rows it wrote tells
+            # whether it skipped any: only then are the batch's ids looked up, and the batch is redone without
+            # them so that the summaries count each span once. The common case reads no stored span at all.
+            cursor.execute("SAVEPOINT spans")
+            written = self._writer.total_changes
+            cursor.executemany(_INSERT_SPAN, [(tkeys[row[1]], *row) for row in rows])
+            if self._writer.total_changes - written != len(rows):
+                cursor.execute("ROLLBACK TO spans")
+                stored = self._stored_spans(cursor, fresh, known_traces)
+                fresh = [r for r in fresh if (r.trace_id, r.span_id) not in stored]
                 rows = [_span_row(r) for r in fresh]
                 aggregates = _Aggregates(fresh)
-            if fresh:
-                # New traces get the next sequential keys: the write lock makes max() + n safe.
-                tkeys = {trace_id: value[0] for trace_id, value in known_traces.items()}
-                next_key = (cursor.execute("SELECT max(tkey) FROM traces").fetchone()[0] or 0) + 1
-                for trace_id in aggregates.traces:
-                    if trace_id not in tkeys:
-                        tkeys[trace_id] = next_key
-                        next_key += 1
+                written = self._writer.total_changes
                 cursor.executemany(_INSERT_SPAN, [(tkeys[row[1]], *row) for row in rows])
+                if self._writer.total_changes - written != len(rows):
+                    # Not a duplicate, yet not written: never answer 2xx for it (the transaction rolls back).
+                    raise sqlite3.IntegrityError("spans were skipped that are not stored already")
+            cursor.execute("RELEASE spans")
+            if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, _breaker_event(record), "span", record.trace_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 import time
 
@@ -23,6 +24,9 @@ def iso(ns: int | None) -> str | None:
     return f"{stamp}.{rest // 1_000_000:03d}Z"
 
 
+_NS_LIMIT = 2**63 - 1
+
+
 def parse_time(value: str | None) -> int | None:
     """ISO 8601 (naive means UTC) or an epoch number; the unit of a number is read from its size."""
     if value is None or not value.strip():
@@ -33,21 +37,27 @@ def parse_time(value: str | None) -> int | None:
     except ValueError:
         pass
     else:
+        if not math.isfinite(number):
+            raise ValueError(f"not a time: {value!r} (use ISO 8601 or epoch seconds/ms/ns)")
         magnitude = abs(number)
         if magnitude >= 1e17:
-            return int(number)
-        if magnitude >= 1e14:
-            return int(number * 1e3)
-        if magnitude >= 1e11:
-            return int(number * 1e6)
-        return int(number * 1e9)
+            ns = int(number)
+        elif magnitude >= 1e14:
+            ns = int(number * 1e3)
+        elif magnitude >= 1e11:
+            ns = int(number * 1e6)
+        else:
+            ns = int(number * 1e9)
+        # The stores keep signed 64-bit nanoseconds; a bound beyond them means "no bound" on that side.
+        return max(-_NS_LIMIT, min(_NS_LIMIT, ns))
     try:
         parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"not a time: {value!r} (use ISO 8601 or epoch seconds/ms/ns)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.UTC)
-    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+    ns = int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+    return max(-_NS_LIMIT, min(_NS_LIMIT, ns))
 
 
 def month_range(month: str | None) -> tuple[str, int, int]:

@@ -133,7 +133,7 @@ def test_bad_spans_are_reported_and_good_neighbours_kept(client: TestClient, mak
     (b"42", {}, 400),
     (b"[{\"x\": 1}]", {}, 422),
     (b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}, 400),
-    (gzip.compress(b"[]")[:-6], {"Content-Encoding": "gzip"}, 400),
+    (gzip.compress(b"[]", mtime=0)[:-6], {"Content-Encoding": "gzip"}, 400),
     (b"[]", {"Content-Encoding": "br"}, 415),
 ])
 def test_malformed_bodies_get_a_clear_4xx_and_lose_nothing(client: TestClient, make_span: SpanFactory,
