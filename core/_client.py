@@ -220,11 +220,14 @@ class Client:
         manage the context themselves (the context managers in ``_api``)."""
         if parent is None and not new_trace:
             parent = CURRENT_SPAN.get()
-        span = Span(name, kind, trace_id=parent.trace_id if parent is not None else None,
-                    parent_span_id=parent.span_id if parent is not None else None, attributes=attributes)
+        if parent is None:
+            span = Span(name, kind, attributes=attributes)
+        else:
+            span = Span(name, kind, trace_id=parent.trace_id, parent_span_id=parent.span_id, attributes=attributes)
         if agent is None:
             scopes = AGENT_SCOPES.get()
-            agent = scopes[-1] if scopes else None
+            if scopes:
+                agent = scopes[-1]
         if agent is not None:
             span.agent_id, span.agent_name, span.agent_role = agent.agent_id, agent.name, agent.role
         elif parent is not None and parent.agent_id is not None:
@@ -236,8 +239,9 @@ class Client:
             self.plugin_manager.hook.agentwatch_span_start(span=span)
         return span
 
-    def end_span(self, span: Span) -> None:
-        if not span.finish():
+    def end_span(self, span: Span, end_time_unix_nano: int | None = None) -> None:
+        """End ``span`` (at ``end_time_unix_nano`` if the caller already read the clock) and queue it."""
+        if not span.finish(end_time_unix_nano):
             return
         if self._has_span_end:
             self.plugin_manager.hook.agentwatch_span_end(span=span)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle
 from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
-from ._safe import stop_on_exception
+from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._span import Span
+
+_time_ns = time.time_ns
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -80,7 +82,7 @@ class LLMCall:
         self.span = span
         self._client = client
         self._admission = admission
-        self._tokens: list[Token[Any]] = []
+        self._tokens: list[Token[Any]] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
         self._ended = False
 
@@ -96,22 +98,35 @@ class LLMCall:
                   cache_write_tokens: Any = None) -> None:
         """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged."""
         span = self.span
-        for field, raw in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
-                           ("cached_input_tokens", cached_input_tokens)):
-            if raw is None:
-                continue
-            # Plain non-negative ints are the norm; only anything else goes through the slow check.
-            value = raw if raw.__class__ is int and 0 <= raw <= _MAX_TOKENS else _count(raw)
-            if value is None:
-                span.attributes["usage_invalid"] = True
+        # Plain non-negative ints are the norm; only anything else goes through the slow check.
+        if input_tokens is not None:
+            if input_tokens.__class__ is int and 0 <= input_tokens <= _MAX_TOKENS:
+                span.input_tokens = input_tokens
             else:
-                setattr(span, field, value)
+                self._set_checked("input_tokens", input_tokens)
+        if output_tokens is not None:
+            if output_tokens.__class__ is int and 0 <= output_tokens <= _MAX_TOKENS:
+                span.output_tokens = output_tokens
+            else:
+                self._set_checked("output_tokens", output_tokens)
+        if cached_input_tokens is not None:
+            if cached_input_tokens.__class__ is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
+                span.cached_input_tokens = cached_input_tokens
+            else:
+                self._set_checked("cached_input_tokens", cached_input_tokens)
         if cache_write_tokens is not None:
             self._cache_write = _count(cache_write_tokens) or 0
             span.attributes["cache_write_tokens"] = self._cache_write
         if span.cached_input_tokens > span.input_tokens:
             span.attributes["usage_invalid"] = True
             span.cached_input_tokens = span.input_tokens
+
+    def _set_checked(self, field: str, raw: Any) -> None:
+        value = _count(raw)
+        if value is None:
+            self.span.attributes["usage_invalid"] = True
+        else:
+            setattr(self.span, field, value)
 
     def set_input(self, value: Any) -> None:
         if self._client is not None and self._client.config.capture_text:
@@ -121,9 +136,12 @@ class LLMCall:
         if self._client is not None and self._client.config.capture_text:
             self.span.output = value
 
-    def mark_first_token(self) -> None:
-        if "time_to_first_token_ms" not in self.span.attributes:
-            self.span.attributes["time_to_first_token_ms"] = (time.time_ns() - self.span.start_time_unix_nano) / 1e6
+    def mark_first_token(self, at_unix_nano: int | None = None) -> None:
+        """The first token arrived (now, or at ``at_unix_nano`` if the caller noted the time)."""
+        attributes = self.span.attributes
+        if "time_to_first_token_ms" not in attributes:
+            arrived = at_unix_nano or _time_ns()
+            attributes["time_to_first_token_ms"] = (arrived - self.span.start_time_unix_nano) / 1e6
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.span.attributes[key] = value
@@ -132,12 +150,15 @@ class LLMCall:
 
     def activate(self) -> None:
         """Make this call the current span and LLM call of the context (for child spans and dedupe)."""
+        if self._tokens is None:
+            self._tokens = []
         self._tokens.append(CURRENT_SPAN.set(self.span))
         self._tokens.append(CURRENT_LLM_CALL.set(self))
 
     def deactivate(self) -> None:
-        while self._tokens:
-            token = self._tokens.pop()
+        tokens = self._tokens
+        while tokens:
+            token = tokens.pop()
             try:
                 token.var.reset(token)
             except ValueError:  # reset from another context (callback frameworks); nothing to undo here
@@ -178,22 +199,19 @@ class LLMCall:
         if client is None:
             span.finish()
             return
+        now = _time_ns()
         if span.input_tokens or span.output_tokens:
-            cost, estimated = client.price(span.model, span.provider, span.input_tokens, span.output_tokens,
-                                           span.cached_input_tokens, self._cache_write)
+            # Client.price without its frame when no plugin prices calls (the usual case).
+            cost, estimated = (client.price if client._has_price else client.pricer.cost)(
+                span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
+                self._cache_write)
             span.cost_usd = cost
             if estimated:
                 span.attributes["cost_estimated"] = True
-        span.attributes["latency_ms"] = (time.time_ns() - span.start_time_unix_nano) / 1e6
+        span.attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
         if self._admission is not None:
             settle(self._admission, cost_usd=span.cost_usd, error=error is not None)
-        client.end_span(span)
-
-
-@stop_on_exception
-def _admit(client: Client, scopes: Sequence[AgentScope], trace_id: str) -> Admission:
-    """Admission; an internal error lets the call through unchecked rather than break the host."""
-    return admit(_monitors(client, scopes), trace_id=trace_id)
+        client.end_span(span, now)
 
 
 @stop_on_exception
@@ -226,16 +244,23 @@ def start_llm_call(
     LangGraph node mapped to an agent) to those of the context.
     """
     client = _client_module._active
-    agent = scopes[-1] if scopes else None
     if client is None:
         span = Span(name, kind, model=model, provider=provider, attributes=attributes)
         return LLMCall(span, None, None)
+    # The context's agent scopes are read once, for the span's agent and for the monitors to check.
+    context_scopes = AGENT_SCOPES.get()
+    if scopes:
+        agent: AgentScope | None = scopes[-1]
+    else:
+        agent = context_scopes[-1] if context_scopes else None
     span = client.start_span(name, kind, parent=parent, attributes=attributes, agent=agent)
     span.model, span.provider = model, provider
     admission = None
     if check:
         try:
-            admission = _admit(client, scopes, span.trace_id)
+            # No agent scope (the common case): the global monitor alone, without building the list.
+            admission = admit(_monitors(client, scopes) if scopes or context_scopes else (client.monitor,),
+                              trace_id=span.trace_id)
         except CircuitBreakerException as blocked:
             span.status = "blocked"
             span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
@@ -243,6 +268,10 @@ def start_llm_call(
                                     "breaker.current": blocked.current})
             client.end_span(span)
             raise
+        except Exception as error:  # an internal error lets the call through unchecked, not break the host
+            if any(isinstance(error, kind) for kind in PASS_THROUGH):
+                raise
+            logger.exception("agentwatch: internal error in admit (ignored)")
     call = LLMCall(span, client, admission)
     if input is not None:
         call.set_input(input)

@@ -40,11 +40,16 @@ class _Rates:
     source: str = "genai-prices"
 
     def cost(self, input_tokens: int, output_tokens: int, cached: int, cache_write: int) -> float:
+        uncached = input_tokens - cached - cache_write
+        if uncached < 0:
+            uncached = 0
+        if not self.tiers:  # the common case
+            return (uncached * self.input + cached * self.cache_read + cache_write * self.cache_write
+                    + output_tokens * self.output) / 1e6
         rate_in, rate_out, rate_read, rate_write = self.input, self.output, self.cache_read, self.cache_write
         for start, t_in, t_out, t_read, t_write in self.tiers:
             if input_tokens > start:
                 rate_in, rate_out, rate_read, rate_write = t_in, t_out, t_read, t_write
-        uncached = max(input_tokens - cached - cache_write, 0)
         return (uncached * rate_in + cached * rate_read + cache_write * rate_write + output_tokens * rate_out) / 1e6
 
 
@@ -154,8 +159,20 @@ class Pricer:
     def cost(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
              cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> tuple[float, bool]:
         """(USD, estimated) without building a ``Price``: the per-call path."""
-        rates = self.rates(model, provider) if model else _DEFAULT
-        return rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), rates.estimated
+        if model:
+            rates = self._cache.get((provider, model))
+            if rates is None:
+                rates = self.rates(model, provider)
+        else:
+            rates = _DEFAULT
+        if rates.tiers:
+            return rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), rates.estimated
+        # _Rates.cost without its call, for the usual untiered rates.
+        uncached = input_tokens - cached_input_tokens - cache_write_tokens
+        if uncached < 0:
+            uncached = 0
+        return ((uncached * rates.input + cached_input_tokens * rates.cache_read
+                 + cache_write_tokens * rates.cache_write + output_tokens * rates.output) / 1e6, rates.estimated)
 
     def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
               cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> Price:

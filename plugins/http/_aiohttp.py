@@ -66,7 +66,7 @@ def _exchange_for(session: Any, str_or_url: Any, kwargs: dict[str, Any],
 def _received(exchange: Exchange, response: Any) -> None:
     exchange.responded(str(response.url), response.status, response.headers)
     # aiohttp decompresses before the stream reader, so the reader sees plain bytes.
-    tap = StreamTap(exchange, exchange.reader(response.headers))
+    tap = StreamTap(exchange, response.headers)
     response.content = _TapContent(response.content, tap)
     for name in ("release", "close"):
         setattr(response, name, _ending(getattr(response, name), tap))

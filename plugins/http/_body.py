@@ -1,15 +1,20 @@
 """Reading a response body while it passes through to the user, chunk by chunk, without holding it.
 
-An event stream (SSE, or NDJSON for Ollama) is split into events as bytes arrive; only the few events
-that carry usage are kept (the first and the last: Anthropic sends input tokens first and output tokens
-last) and parsed when the body ends. A JSON body is collected and parsed once at the end. Text is
-collected only when the user asked for it (``capture_messages``), since that means parsing every event.
+An event stream (SSE, or NDJSON for Ollama) is cut into whole events as bytes arrive. Usage, finish
+reason and the end mark are in a stream's first events (Anthropic's input tokens) and its last ones
+(everyone's final usage), so only the first few and the last few blocks of events are kept, and they are
+looked at once, when the body ends: a chunk costs a split at its last event boundary, nothing more. A
+block too large to keep is looked at as it passes. A JSON body is collected and parsed once at the end.
+Text is collected only when the user asked for it (``capture_messages``), since that means parsing every
+event as it passes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
+from collections import deque
 from typing import Any
 
 from ._usage import Reading, read_into
@@ -18,12 +23,17 @@ __all__ = ["BodyReader", "parse_json"]
 
 _MAX_JSON_BODY = 16 * 1024 * 1024  # a larger body is passed on but not read
 _MAX_EVENT = 8 * 1024 * 1024
+_HEAD_BLOCKS = 4  # blocks of events kept from a stream's start (Anthropic's message_start has input tokens)
+_TAIL_BLOCKS = 4  # ... and from its end (usage, finish reason, the end mark: the last three events at most)
+_MAX_KEPT_BLOCK = 256 * 1024  # a larger block is looked at at once rather than kept
 _USAGE_MARKS: dict[str, tuple[bytes, ...]] = {
     "ollama": (b'"eval_count"', b'"prompt_eval_count"'),
 }
 _DEFAULT_USAGE_MARKS = (b'"usage',)  # "usage" and Gemini's "usageMetadata"
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 _FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')  # OpenAI chat: not in the usage chunk
+#: The finish reason in an OpenAI chat chunk (choice 0's comes first), read without parsing the chunk.
+_FINISH_REASON = re.compile(rb'"finish_reason": ?"([A-Za-z0-9_\-]{1,64})"')
 #: The last event of each API's stream: a client may stop reading right after it (openai stops at [DONE]).
 _END_MARKS = (b"[DONE]", b'"message_stop"', b'"response.completed"', b'"response.incomplete"',
               b'"response.failed"', b'"message-end"', b'"done":true', b'"done": true', b'"finishReason"')
@@ -43,8 +53,8 @@ class _Decoder:
 class BodyReader:
     """``feed()`` every chunk as it passes, then ``finish()`` for the reading."""
 
-    __slots__ = ("reading", "unreadable", "saw_end", "_mode", "_pending", "_json", "_size", "_first", "_last",
-                 "_finish", "_marks", "_decode")
+    __slots__ = ("reading", "unreadable", "saw_end", "_mode", "_separator", "_pending", "_json", "_size",
+                 "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
 
     def __init__(self, api: str, content_type: str | None, *, capture_text: bool = False,
                  content_encoding: str | None = None) -> None:
@@ -56,9 +66,13 @@ class BodyReader:
         content_type = (content_type or "").lower()
         self._mode = ("sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type
                       else "json")
+        self._separator = b"\n\n" if self._mode == "sse" else b"\n"
         self._pending = b""
         self._json: list[bytes] = []
         self._size = 0
+        #: Whole blocks of events not looked at yet: the stream's first few, and its last few so far.
+        self._head: list[bytes] = []
+        self._tail: deque[bytes] = deque(maxlen=_TAIL_BLOCKS)
         self._first: bytes | None = None
         self._last: bytes | None = None
         self._finish: bytes | None = None
@@ -85,35 +99,72 @@ class BodyReader:
         data = self._pending + chunk if self._pending else chunk
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        separator = b"\n\n" if self._mode == "sse" else b"\n"
+        separator = self._separator
         end = data.rfind(separator)
         if end < 0:
             self._pending = data
             if len(data) > _MAX_EVENT:
                 self._pending, self.unreadable = b"", "event too large"
             return
-        self._pending = data[end + len(separator):]
-        self._scan(data[:end], separator)
+        end += len(separator)
+        if end == len(data):  # the usual chunk: whole events
+            self._pending = b""
+            block = data
+        else:
+            self._pending = data[end:]
+            block = data[:end]
+        if self.reading.capture_text:
+            self._scan(block)  # every event is read for its text
+        elif len(block) > _MAX_KEPT_BLOCK:
+            self._scan_kept()  # what came before it first: the scan keeps stream order
+            self._scan(block)
+        elif len(self._head) < _HEAD_BLOCKS:
+            self._head.append(block)
+        else:
+            self._tail.append(block)  # the oldest kept block drops out
 
-    def _scan(self, block: bytes, separator: bytes) -> None:
-        if not self.saw_end and any(mark in block for mark in _END_MARKS):
-            self.saw_end = True
-        capture = self.reading.capture_text
-        marked = capture or any(mark in block for mark in self._marks)
-        finishing = (not capture and self.reading.api == "chat"
-                     and any(mark in block for mark in _FINISH_MARKS))
-        if not (marked or finishing):
-            return  # the common case: a content chunk, nothing to keep
-        for event in block.split(separator):
-            if capture:
+    def _scan_kept(self) -> None:
+        """Look at the kept blocks, in stream order."""
+        head, tail = self._head, self._tail
+        if head or tail:
+            if not self.saw_end:  # a stream's final event is in its last block (or the one before)
+                self._check_end(b"".join((*head, *tail)[-2:]))
+            kept = b"".join((*head, *tail))
+            head.clear()
+            tail.clear()
+            self._scan(kept, check_end=False)
+
+    def _check_end(self, block: bytes) -> None:
+        for mark in _END_MARKS:
+            if mark in block:
+                self.saw_end = True
+                return
+
+    def _scan(self, block: bytes, *, check_end: bool = True) -> None:
+        """Note what ``block`` (whole events) holds: the end mark, and the usage and finish events to read."""
+        if check_end and not self.saw_end:
+            self._check_end(block)
+        separator = self._separator
+        if self.reading.capture_text:
+            for event in block.split(separator):
                 self._read_event(event)
+            return
+        marks = self._marks
+        chat = self.reading.api == "chat"
+        for event in block.split(separator):
+            if not event:
                 continue
-            if any(mark in event for mark in self._marks) and not any(null in event for null in _NULL_USAGE):
+            marked = False
+            for mark in marks:
+                if mark in event:
+                    marked = True
+                    break
+            if marked and _NULL_USAGE[0] not in event and _NULL_USAGE[1] not in event:
                 if self._first is None:
                     self._first = event
                 else:
                     self._last = event
-            elif self.reading.api == "chat" and any(mark in event for mark in _FINISH_MARKS):
+            elif chat and (_FINISH_MARKS[0] in event or _FINISH_MARKS[1] in event):
                 self._finish = event
 
     def _read_event(self, event: bytes) -> None:
@@ -121,7 +172,12 @@ class BodyReader:
         if not payload or payload == b"[DONE]":
             return
         try:
-            read_into(self.reading, json.loads(payload))
+            # Decoded here: json.loads of bytes first works out their encoding (UTF-8 all but always).
+            text: str | bytes = payload.decode()
+        except UnicodeDecodeError:
+            text = payload
+        try:
+            read_into(self.reading, json.loads(text))
         except ValueError:
             pass  # a malformed event: the client will complain about it, we only lose its usage
 
@@ -134,12 +190,21 @@ class BodyReader:
                 if body:
                     self._read_event(body)
             else:
-                if self._pending:
-                    self._scan(self._pending, b"\n\n" if self._mode == "sse" else b"\n")
+                self._scan_kept()
+                if self._pending:  # a last event without the blank line after it
+                    self._scan(self._pending)
                     self._pending = b""
-                for event in (self._finish, self._first, self._last):
+                finish = self._finish
+                if finish is not None and self._first is not None:
+                    # The usage event that follows has the model: the chunk is needed for its finish reason only.
+                    found = _FINISH_REASON.search(finish)
+                    if found is not None:
+                        self.reading.finish_reason = found.group(1).decode()
+                        finish = None
+                for event in (finish, self._first, self._last):
                     if event is not None:
                         self._read_event(event)
+                self._finish = self._first = self._last = None
         return self.reading
 
     def read_whole(self, body: bytes) -> Reading:

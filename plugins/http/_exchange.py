@@ -26,9 +26,13 @@ from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
 
 from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
-from ._usage import Reading, read_into
+from ._usage import Reading, _get, _get_extra, read_into
 
-__all__ = ["Exchange", "CURRENT_EXCHANGE", "begin", "settings", "Settings", "request_model", "request_input"]
+__all__ = ["Exchange", "CURRENT_EXCHANGE", "begin", "settings", "Settings", "request_model", "request_input",
+           "url_text"]
+
+#: APIs whose SDK results ``Exchange._settle_openai`` reads (OpenAI chat, legacy completions, embeddings).
+_OPENAI_RESULTS = frozenset({"chat", "embeddings"})
 
 #: The SDK-method call whose HTTP request is being made in this context (set by the SDK plugins).
 CURRENT_EXCHANGE: ContextVar[Exchange | None] = ContextVar("agentwatch_http_exchange", default=None)
@@ -51,13 +55,15 @@ class Exchange:
     """Feeds one ``LLMCall`` from HTTP responses. ``owned``: this layer opened the call (so it reports
     missing usage and ends it); otherwise it adds details and usage only where the owner gave none."""
 
-    __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "attempts",
-                 "status", "capture_text", "_response")
+    __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
+                 "attempts", "status", "capture_text", "_response")
 
     def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
-                 reads_result: bool = False) -> None:
-        client = get_client()
-        self.capture_text = bool(client is not None and client.config.capture_text)
+                 reads_result: bool = False, capture_text: bool | None = None) -> None:
+        if capture_text is None:
+            client = get_client()
+            capture_text = bool(client is not None and client.config.capture_text)
+        self.capture_text = capture_text
         self.call = call
         self.endpoint = endpoint
         self.owned = owned
@@ -66,6 +72,8 @@ class Exchange:
         #: An SDK hands over the object it parsed (``settle``): a body it read in full needs no reading here.
         self.reads_result = reads_result
         self.body_open = False
+        #: A tap reads (or read) a response body of this exchange as it passes (a stream).
+        self.streamed = False
         self.attempts = 0
         self.status = 0
         self._response: Any = None
@@ -73,12 +81,13 @@ class Exchange:
     def responded(self, url: str, status: int, headers: Mapping[str, str]) -> None:
         """Headers of one attempt arrived (retries make several)."""
         self.attempts += 1
-        self._note(url, status, _request_id(headers))
+        self._response = None  # an earlier attempt kept by keep_response is superseded
+        self._note(safe_url(url), status, _request_id(headers))
 
     def _note(self, url: str, status: int, request_id: str | None) -> None:
         self.status = status
         attributes = self.call.span.attributes
-        attributes["http.url"] = safe_url(url)
+        attributes["http.url"] = url
         attributes["http.status_code"] = status
         if request_id:
             attributes["http.request_id"] = request_id
@@ -97,45 +106,113 @@ class Exchange:
         self.body_ended(reader)
 
     def keep_response(self, response: Any) -> None:
-        """An httpx response the SDK reads in full itself: looked at only in ``settle`` (the hot path)."""
+        """An httpx response of this exchange (one attempt). Nothing is read from it now, on the way to the
+        user: ``settle``, ``fail`` or the end of its streamed body record its status, URL and request id."""
         self.attempts += 1
         self._response = response
 
-    def _record_kept(self, sdk_object: Any) -> Any:
+    def _record_kept(self, sdk_object: Any = None) -> Any:
         """Status, URL and request id of the kept response (the last attempt's), if any. The SDKs put the
         request id on their results and errors (``_request_id``, ``request_id``): cheaper than headers."""
         response, self._response = self._response, None
         if response is not None:
-            request_id = getattr(sdk_object, "_request_id", None) or getattr(sdk_object, "request_id", None)
-            if not isinstance(request_id, str):
+            # Results carry ``_request_id``, errors ``request_id``: asking a result (a pydantic model) for a
+            # name it lacks raises and catches inside pydantic, which costs more than the rest of this.
+            if isinstance(sdk_object, BaseException):
+                request_id = getattr(sdk_object, "request_id", None)
+            else:
+                request_id = getattr(sdk_object, "_request_id", None) if sdk_object is not None else None
+            if request_id.__class__ is not str:
                 request_id = _request_id(response.headers)
-            self._note(str(response.request.url), response.status_code, request_id)
+            # self._note(...), inlined: this is on every SDK call's path.
+            self.status = status = response.status_code
+            attributes = self.call.span.attributes
+            attributes["http.url"] = url_text(response.request.url)
+            attributes["http.status_code"] = status
+            if request_id:
+                attributes["http.request_id"] = request_id
+            if self.attempts > 1:
+                attributes["http.attempts"] = self.attempts
         return response
 
     def settle(self, result: Any) -> None:
-        """The SDK returned ``result`` for a body read in full: read it, the kept response, end the call."""
+        """The SDK returned ``result`` for a body read in full: read it and the kept response; end the call
+        if this layer owns it (a framework's call only gets what its owner did not give)."""
+        if self.owned and not self.capture_text and self.endpoint.api in _OPENAI_RESULTS and \
+                self._settle_openai(result):
+            return
         reading = Reading(self.endpoint.api, self.capture_text)
         read_into(reading, result)
         unreadable = None
         response = self._record_kept(result)
-        if response is not None and not reading.has_usage:  # e.g. with_raw_response: nothing parsed to read
-            reader = self.reader(response.headers)
-            reading = reader.read_whole(response.content)
-            unreadable = reader.unreadable
-        elif response is None and not reading.has_usage:  # an HTTP client no tap sees, and no usage
-            self.call.span.attributes["usage_missing"] = True
+        if reading.input_tokens is None and reading.output_tokens is None:  # not reading.has_usage
+            if response is not None:  # e.g. with_raw_response: nothing parsed to read
+                reader = self.reader(response.headers)
+                reading = reader.read_whole(response.content)
+                unreadable = reader.unreadable
+            elif self.owned:  # an HTTP client no tap sees, and no usage
+                self.call.span.attributes["usage_missing"] = True
         self._apply(reading, unreadable)
-        self.end()
+        if self.owned:
+            call = self.call
+            if not call.ended:  # self.end(), inlined
+                call.end(error=f"HTTP {self.status}" if self.status >= 400 else None)
+
+    def _settle_openai(self, result: Any) -> bool:
+        """``settle`` for the usual openai SDK result (``ChatCompletion``, ``Completion``,
+        ``CreateEmbeddingResponse``) of a call this layer owns: the fields ``_openai_chat`` and ``_apply``
+        would read and set, read from the model and set on the call directly. False (nothing done) for
+        any other shape, which the general path then reads."""
+        fields = getattr(result, "__dict__", None)
+        if not fields:
+            return False
+        usage = fields.get("usage")
+        counts = getattr(usage, "__dict__", None) if usage is not None else None
+        if not counts:
+            return False
+        prompt = counts.get("prompt_tokens")
+        completion = counts.get("completion_tokens")
+        if prompt is None and completion is None:
+            return False
+        if completion is None and self.endpoint.api == "embeddings":
+            completion = 0
+        details = counts.get("prompt_tokens_details")
+        details = getattr(details, "__dict__", None) if details is not None else None
+        cached = details.get("cached_tokens") if details else None
+        if cached is None:
+            cached = _get_extra(usage, "prompt_cache_hit_tokens")  # DeepSeek
+        self._record_kept(result)
+        call = self.call
+        span = call.span
+        call.set_usage(prompt, completion, cached, details.get("cache_write_tokens") if details else None)
+        attributes = span.attributes
+        model = fields.get("model")
+        if model:
+            if not span.model:
+                call.set_model(model)
+            elif model != span.model:
+                attributes["response_model"] = model
+        choices = fields.get("choices")
+        if isinstance(choices, list) and choices:
+            finish_reason = _get(choices[0], "finish_reason")
+            if finish_reason and "finish_reason" not in attributes:
+                attributes["finish_reason"] = finish_reason
+        if not call.ended:
+            call.end(error=f"HTTP {self.status}" if self.status >= 400 else None)
+        return True
 
     def fail(self, error: BaseException) -> None:
         """The SDK raised (an error status after its retries, a timeout): end the call with that error."""
         self._record_kept(error)
-        self.end(error)
+        if self.owned:
+            self.end(error)
 
     def body_ended(self, reader: BodyReader | None, error: BaseException | None = None, *,
                    complete: bool = True) -> None:
         """The response body ended (read, cut, closed early or abandoned): apply it, end the call if ours."""
         self.body_open = False
+        if self._response is not None:
+            self._record_kept()
         if reader is not None:
             self._apply(reader.finish(), reader.unreadable)
         if not complete and not (reader is not None and reader.saw_end):
@@ -147,34 +224,61 @@ class Exchange:
         call = self.call
         span = call.span
         attributes = span.attributes
-        if reading.has_usage:
+        if reading.input_tokens is not None or reading.output_tokens is not None:  # reading.has_usage
             # A framework's own usage wins: it was given by the layer that owns the call.
             if self.owned or not (span.input_tokens or span.output_tokens):
-                call.set_usage(**reading.usage())
+                if reading.api == "messages":
+                    call.set_usage(**reading.usage())
+                else:  # reading.usage() without building the keyword dict
+                    call.set_usage(reading.input_tokens, reading.output_tokens, reading.cached_tokens,
+                                   reading.cache_write_tokens)
         elif self.owned and 200 <= self.status < 300:
             attributes["usage_missing"] = True
             if unreadable:
                 attributes["usage_unreadable"] = unreadable
-        if reading.model:
+        model = reading.model
+        if model:
             if not span.model:
-                call.set_model(reading.model)
-            elif reading.model != span.model:
-                attributes["response_model"] = reading.model
+                call.set_model(model)
+            elif model != span.model:
+                attributes["response_model"] = model
         if reading.finish_reason and "finish_reason" not in attributes:
             attributes["finish_reason"] = reading.finish_reason
-        text = reading.text
-        if text is not None and (self.owned or span.output is None):
-            call.set_output(text)
+        if reading.texts:
+            text = reading.text
+            if text is not None and (self.owned or span.output is None):
+                call.set_output(text)
 
-    def mark_first_chunk(self) -> None:
-        self.call.mark_first_token()
+    def mark_first_chunk(self, at_unix_nano: int | None = None) -> None:
+        self.call.mark_first_token(at_unix_nano)
 
     def end(self, error: BaseException | str | None = None) -> None:
-        if self.call.ended:
+        call = self.call
+        if call.ended:
             return
         if error is None and self.status >= 400:
             error = f"HTTP {self.status}"
-        self.call.end(error=error)
+        call.end(error=error)
+
+
+#: ``http.url`` per request URL. An httpx URL keeps its parsed form (a named tuple of strings), which is
+#: hashable and cheaper to look up than turning the URL into a string and stripping credentials again.
+_url_texts: dict[Any, str] = {}
+_URL_TEXTS_MAX = 1024
+
+
+def url_text(url: Any) -> str:
+    """``safe_url(str(url))``, remembered for the URLs a process calls again and again."""
+    key = getattr(url, "_uri_reference", None)
+    if key is None:
+        return safe_url(str(url))
+    text = _url_texts.get(key)
+    if text is None:
+        text = safe_url(str(url))
+        if len(_url_texts) >= _URL_TEXTS_MAX:
+            _url_texts.clear()
+        _url_texts[key] = text
+    return text
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 from typing import Any
 
-from agentwatch._safe import stop_on_exception
+from agentwatch._safe import logger, stop_on_exception
 
-from ._endpoints import endpoint_for_path
+from ._endpoints import _MISSING, _known_paths, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange
 from ._patching import Patcher
 from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole
@@ -50,26 +50,46 @@ def _received(exchange: Exchange, response: Any, streaming: bool, stream_class: 
         received_whole(exchange, url, response.status_code, response.headers, response.content)
         return
     exchange.responded(url, response.status_code, response.headers)
-    response.stream = stream_class(response.stream, StreamTap(exchange, exchange.reader(response.headers,
-                                                                                        encoded=True)))
+    response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True))
 
 
-def _sdk_reads_it(request: Any, streaming: bool) -> Exchange | None:
-    """The SDK call of this context, if it will read this response's body itself (the common case)."""
+def _sdk_exchange(request: Any) -> Exchange | None:
+    """The SDK call of this context, if this request is its LLM request (not, say, an auth token fetch)."""
     exchange = CURRENT_EXCHANGE.get()
-    if exchange is None or not exchange.reads_result or streaming:
+    if exchange is None:
         return None
-    if endpoint_for_path(request.url.path) is None:  # another request inside the SDK call (an auth token)
-        return None
-    return exchange
+    path = request.url.path
+    endpoint = _known_paths.get(path, _MISSING)
+    if endpoint is _MISSING:
+        endpoint = endpoint_for_path(path)
+    return exchange if endpoint is not None and not exchange.call.ended else None
+
+
+def _sdk_received(exchange: Exchange, response: Any, streaming: bool, stream_class: type) -> None:
+    """A response of an SDK call that the SDK does not parse in full itself: a streamed body is read as
+    it passes (see ``send`` for the usual case)."""
+    try:
+        exchange.keep_response(response)
+        if streaming:
+            response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True))
+        else:  # not expected from the SDK layer: read the body here
+            exchange.whole_body(response.headers, response.content)
+    except Exception:
+        logger.exception("agentwatch: internal error in the httpx tap (ignored)")
 
 
 def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
     def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        sdk_call = _sdk_reads_it(request, bool(kwargs.get("stream")))
-        if sdk_call is not None:
+        sdk_call = _sdk_exchange(request)
+        if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
             response = original(self, request, *args, **kwargs)
-            sdk_call.keep_response(response)
+            if sdk_call.reads_result and not kwargs.get("stream"):
+                # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
+                # status, URL and request id are read from it when the call settles, not on the way out.
+                sdk_call.attempts += 1
+                sdk_call._response = response
+            else:
+                _sdk_received(sdk_call, response, bool(kwargs.get("stream")), stream_class)
             return response
         exchange, opened = _exchange_for(request)
         if exchange is None:
@@ -92,10 +112,16 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
 
 def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
     async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        sdk_call = _sdk_reads_it(request, bool(kwargs.get("stream")))
-        if sdk_call is not None:
+        sdk_call = _sdk_exchange(request)
+        if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
             response = await original(self, request, *args, **kwargs)
-            sdk_call.keep_response(response)
+            if sdk_call.reads_result and not kwargs.get("stream"):
+                # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
+                # status, URL and request id are read from it when the call settles, not on the way out.
+                sdk_call.attempts += 1
+                sdk_call._response = response
+            else:
+                _sdk_received(sdk_call, response, bool(kwargs.get("stream")), stream_class)
             return response
         exchange, opened = _exchange_for(request)
         if exchange is None:

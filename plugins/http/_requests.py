@@ -55,7 +55,7 @@ def _received(exchange: Exchange, url: str, response: Any, streaming: bool) -> N
         return
     exchange.responded(url, response.status_code, response.headers)
     # requests asks urllib3 to decode, so the reader sees plain bytes.
-    response.raw = _TapRaw(response.raw, StreamTap(exchange, exchange.reader(response.headers)))
+    response.raw = _TapRaw(response.raw, StreamTap(exchange, response.headers))
 
 
 class _TapRaw:

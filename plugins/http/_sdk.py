@@ -6,22 +6,27 @@ loop. Raising ``CircuitBreakerException`` before the original runs sends nothing
 nor wrapped (raised inside the HTTP transport it would become ``APIConnectionError`` and be retried).
 
 The call is then published for the HTTP tap (``CURRENT_EXCHANGE``) for exactly the duration of
-``request()``: the tap adds status, request id and usage to it (a non-streamed call's usage is read
-from the object the SDK parsed, not from the body again). A non-streamed call ends when
-``request()`` returns; a streamed one when its body ends (read, closed, cut or dropped).
+``request()``: the tap keeps the response, and a streamed body is read as it passes. A non-streamed
+call's usage is read from the object the SDK parsed, not from the body again; it ends when ``request()``
+returns. A streamed one ends when its body ends (read, closed, cut or dropped).
+
+This is the per-call path of every SDK call, so it is kept short: the route and span name are looked up
+once per path, the provider once per client, and nothing is read from the request body but the model
+(and the messages, if text is captured).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
-from agentwatch._client import get_client
-from agentwatch._llm import current_llm_call, start_llm_call
-from agentwatch._safe import stop_on_exception
+from agentwatch import _client as _client_module
+from agentwatch._llm import CURRENT_LLM_CALL, start_llm_call
+from agentwatch._safe import PASS_THROUGH, logger
 
-from ._endpoints import endpoint_for_path
+from ._endpoints import Endpoint, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
 from ._patching import Patcher
 
@@ -34,23 +39,48 @@ def install(base_client: ModuleType, patcher: Patcher, sdk: str) -> None:
     patcher.replace(base_client.AsyncAPIClient, "request", lambda original: _async_request(original, sdk))
 
 
-@stop_on_exception
-def _open(api_client: Any, options: Any, sdk: str) -> Exchange | None:
+_MISSING = object()
+_Route = tuple[Endpoint, str]  # the endpoint and the span name, e.g. "openai.chat.completions"
+#: Per SDK, the route of each request path (``options.url``): a client calls few distinct paths.
+_routes: dict[str, dict[str, _Route | None]] = {}
+_ROUTES_MAX = 4096  # paths with ids in them must not grow it forever
+
+
+def _route(routes: dict[str, _Route | None], sdk: str, path: str) -> _Route | None:
+    endpoint = endpoint_for_path(path)
+    route = (endpoint, f"{sdk}.{endpoint.name}") if endpoint is not None else None
+    if len(routes) < _ROUTES_MAX:
+        routes[path] = route
+    return route
+
+
+def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | None],
+          client: Any) -> Exchange | None:
     """The exchange for this request, or None if it is no LLM call. May raise ``CircuitBreakerException``."""
-    if get_client() is None or str(getattr(options, "method", "")).lower() != "post":
+    method = getattr(options, "method", None)
+    if method != "post" and (method.__class__ is not str or method.lower() != "post"):
         return None
     path = options.url
-    endpoint = endpoint_for_path(path)
-    if endpoint is None:
+    found = routes.get(path, _MISSING)
+    route = _route(routes, sdk, path) if found is _MISSING else cast("_Route | None", found)
+    if route is None:
         return None
-    in_flight = current_llm_call()
+    endpoint, name = route
+    capture_text = client.config.capture_text
+    in_flight = CURRENT_LLM_CALL.get()
     if in_flight is not None and not in_flight.ended:  # a framework's call: add to it, count it once
-        return Exchange(in_flight, endpoint, owned=False, ends_with_body=False)
+        return Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
+                        capture_text=capture_text)
     body = options.json_data
-    provider = _provider(api_client.base_url, sdk)
-    call = start_llm_call(f"{sdk}.{endpoint.name}", model=request_model(endpoint, path, body),
-                          provider=provider, kind=endpoint.kind, input=request_input(body))
-    return Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True)
+    if body.__class__ is dict and endpoint.api != "gemini":
+        model = body.get("model") or None
+        if model is not None and model.__class__ is not str:
+            model = str(model)
+    else:
+        model = request_model(endpoint, path, body)
+    call = start_llm_call(name, model=model, provider=_provider(api_client.base_url, sdk), kind=endpoint.kind,
+                          input=request_input(body) if capture_text else None)
+    return Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True, capture_text=capture_text)
 
 
 #: Provider per base-URL object (a client keeps its URL object): naming it costs a few string operations
@@ -74,25 +104,48 @@ def forget_providers() -> None:
     _providers.clear()
 
 
-@stop_on_exception
+def _internal_error(where: str) -> None:
+    """Inside ``except``: a block (``CircuitBreakerException``) goes on to the caller; any other error of
+    ours is logged and the host's call proceeds (what ``stop_on_exception`` does, without its frame)."""
+    error = sys.exc_info()[1]
+    if error is not None and any(isinstance(error, kind) for kind in PASS_THROUGH):
+        raise error
+    logger.exception("agentwatch: internal error in %s (ignored)", where)
+
+
 def _raised(exchange: Exchange, error: BaseException) -> None:
-    if exchange.owned:
+    try:
         exchange.fail(error)
+    except Exception:
+        _internal_error("the SDK layer")
 
 
-@stop_on_exception
 def _returned(exchange: Exchange, result: Any) -> None:
-    if not exchange.owned:
-        return
-    if exchange.body_open:
-        exchange.ends_with_body = True  # a stream: it ends when its body does
-        return
-    exchange.settle(result)
+    try:
+        if exchange.streamed:  # a stream: a call of ours ends when its body does
+            if exchange.owned:
+                if exchange.body_open:
+                    exchange.ends_with_body = True
+                else:
+                    exchange.end()
+        else:
+            exchange.settle(result)
+    except Exception:
+        _internal_error("the SDK layer")
 
 
 def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
+    routes = _routes.setdefault(sdk, {})
+
     def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        exchange = _open(self, options, sdk)
+        client = _client_module._active
+        if client is None:
+            return original(self, cast_to, options, *args, **kwargs)
+        try:
+            exchange = _open(self, options, sdk, routes, client)
+        except Exception:
+            _internal_error("the SDK layer")
+            exchange = None
         if exchange is None:
             return original(self, cast_to, options, *args, **kwargs)
         token = CURRENT_EXCHANGE.set(exchange)
@@ -110,8 +163,17 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
 
 
 def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
+    routes = _routes.setdefault(sdk, {})
+
     async def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        exchange = _open(self, options, sdk)
+        client = _client_module._active
+        if client is None:
+            return await original(self, cast_to, options, *args, **kwargs)
+        try:
+            exchange = _open(self, options, sdk, routes, client)
+        except Exception:
+            _internal_error("the SDK layer")
+            exchange = None
         if exchange is None:
             return await original(self, cast_to, options, *args, **kwargs)
         token = CURRENT_EXCHANGE.set(exchange)

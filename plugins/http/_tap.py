@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from ._body import BodyReader
 from ._exchange import Exchange, begin
 
 __all__ = ["StreamTap", "begin_safely", "failed", "received_whole", "finish_abandoned"]
+
+_time_ns = time.time_ns
 
 #: ``begin`` that never breaks the host: only ``CircuitBreakerException`` gets through.
 begin_safely: Callable[..., tuple[Exchange | None, bool]] = stop_on_exception(default=(None, False))(begin)
@@ -31,32 +34,74 @@ def received_whole(exchange: Exchange, url: str, status: int, headers: Any, body
 
 
 class StreamTap:
-    """Feeds a streamed body to its reader as chunks pass, and ends it exactly once."""
+    """Reads a streamed body as its chunks pass, and ends it exactly once.
 
-    __slots__ = ("_exchange", "_reader", "_started", "_done")
+    Nothing is done before a chunk goes on to the user: each chunk is read when the next one arrives (the
+    last when the body ends), and the reader is made (headers looked at) only then. So the first chunk
+    reaches the user with no more delay than noting the time it came."""
 
-    def __init__(self, exchange: Exchange, reader: BodyReader) -> None:
+    __slots__ = ("_exchange", "_headers", "_encoded", "_reader", "_held", "_first_ns", "_done")
+
+    def __init__(self, exchange: Exchange, headers: Any, *, encoded: bool = False) -> None:
         self._exchange = exchange
-        self._reader = reader
-        self._started = False
+        self._headers = headers
+        self._encoded = encoded
+        self._reader: BodyReader | None = None
+        self._held: bytes | None = None
+        self._first_ns = 0
         self._done = False
         exchange.body_open = True
+        exchange.streamed = True
 
     def feed(self, chunk: bytes) -> None:
-        if not self._started:
-            self._started = True
-            self._exchange.mark_first_chunk()
+        held = self._held
+        self._held = chunk
+        if held is None:  # the first chunk: only its time now
+            if not self._first_ns:
+                self._first_ns = _time_ns()
+            return
+        reader = self._reader
+        if reader is None:  # the first chunk's turn
+            self._read(held)
+            return
         try:
-            self._reader.feed(chunk)
+            reader.feed(held)
         except Exception:  # stop reading; the chunks keep flowing to the user
             logger.exception("agentwatch: could not read a response stream (ignored)")
-            self._reader.unreadable = "reader error"
+            reader.unreadable = "reader error"
+
+    def _read(self, chunk: bytes) -> None:
+        """Read a chunk before the reader exists: the first one (which also marks the first token)."""
+        reader = self._reader or self._make_reader()
+        try:
+            first = self._first_ns
+            if first > 0:
+                self._first_ns = -1
+                self._exchange.mark_first_chunk(first)
+            reader.feed(chunk)
+        except Exception:  # stop reading; the chunks keep flowing to the user
+            logger.exception("agentwatch: could not read a response stream (ignored)")
+            reader.unreadable = "reader error"
+
+    def _make_reader(self) -> BodyReader:
+        try:
+            reader = self._exchange.reader(self._headers, encoded=self._encoded)
+        except Exception:  # headers we cannot make sense of: the body passes unread
+            logger.exception("agentwatch: could not read a response stream (ignored)")
+            reader = BodyReader(self._exchange.endpoint.api, None)
+            reader.unreadable = "reader error"
+        self._reader = reader
+        return reader
 
     @stop_on_exception
     def finish(self, error: BaseException | None, complete: bool) -> None:
-        if not self._done:
-            self._done = True
-            self._exchange.body_ended(self._reader, error, complete=complete)
+        if self._done:
+            return
+        self._done = True
+        held, self._held = self._held, None
+        if held is not None:
+            self._read(held)
+        self._exchange.body_ended(self._reader or self._make_reader(), error, complete=complete)
 
 
 def finish_abandoned(holder: Any) -> None:

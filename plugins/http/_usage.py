@@ -85,22 +85,49 @@ def _set(reading: Reading, **values: Any) -> None:
 
 
 def _openai_chat(reading: Reading, data: Any) -> None:
-    usage = _get(data, "usage")
+    # The per-call path for OpenAI-style results: fields are read from the dict (JSON) or the model's
+    # ``__dict__`` directly (as ``_get`` does, without a call per field); the rare shapes (Groq, DeepSeek)
+    # are looked for only when the usual field is absent.
+    fields = data if data.__class__ is dict else getattr(data, "__dict__", None)
+    if not fields:
+        return
+    usage = fields.get("usage")
     if usage is None:
         usage = _get(_get_extra(data, "x_groq"), "usage")  # Groq streams put usage there
     if usage is not None:
-        details = _get(usage, "prompt_tokens_details")
-        cached = _get(details, "cached_tokens")
-        if cached is None:
-            cached = _get_extra(usage, "prompt_cache_hit_tokens")  # DeepSeek
-        output = _get(usage, "completion_tokens")
-        if output is None and reading.api == "embeddings":
-            output = 0
-        _set(reading, input_tokens=_get(usage, "prompt_tokens"), output_tokens=output, cached_tokens=cached,
-             cache_write_tokens=_get(details, "cache_write_tokens"))
-    choice = _first(_get(data, "choices"))
-    _set(reading, model=_get(data, "model"), finish_reason=_get(choice, "finish_reason"))
-    if reading.capture_text and choice is not None:
+        counts = usage if usage.__class__ is dict else getattr(usage, "__dict__", None)
+        if counts:
+            value = counts.get("prompt_tokens")
+            if value is not None:
+                reading.input_tokens = value
+            value = counts.get("completion_tokens")
+            if value is not None:
+                reading.output_tokens = value
+            elif reading.api == "embeddings":
+                reading.output_tokens = 0
+            details = counts.get("prompt_tokens_details")
+            if details is not None and details.__class__ is not dict:
+                details = getattr(details, "__dict__", None)
+            cached = details.get("cached_tokens") if details else None
+            if cached is None:
+                cached = _get_extra(usage, "prompt_cache_hit_tokens")  # DeepSeek
+            if cached is not None:
+                reading.cached_tokens = cached
+            if details:
+                value = details.get("cache_write_tokens")
+                if value is not None:
+                    reading.cache_write_tokens = value
+    value = fields.get("model")
+    if value is not None:
+        reading.model = value
+    choices = fields.get("choices")
+    if not (isinstance(choices, list) and choices):
+        return
+    choice = choices[0]
+    value = _get(choice, "finish_reason")
+    if value is not None:
+        reading.finish_reason = value
+    if reading.capture_text:
         text = _get(_get(choice, "message"), "content") or _get(_get(choice, "delta"), "content")
         if text is None:
             text = _get(choice, "text")  # legacy completions

@@ -286,3 +286,43 @@ def test_reading_provider_additions_from_bodies_and_sdk_objects() -> None:
         read_into(reading, data)
         usage = reading.usage()
         assert (usage["input_tokens"], usage["output_tokens"], usage["cached_input_tokens"]) == expected
+
+
+def _sse(*events: Any) -> bytes:
+    return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 300, 10**6], ids=["bytewise", "7-byte", "300-byte", "whole"])
+def test_reader_of_a_long_stream_keeps_its_first_and_last_events(piece: int) -> None:
+    """Only a stream's first and last blocks are kept: usage at either end is read however it is cut."""
+    anthropic = (b"event: message_start\n" + _sse({"type": "message_start", "message": {
+        "model": "claude-x", "usage": {"input_tokens": 40, "cache_read_input_tokens": 10, "output_tokens": 1}}})
+        + b"".join(b"event: content_block_delta\n" + _sse({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": f"w{n} "}}) for n in range(400))
+        + b"event: message_delta\n" + _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                            "usage": {"output_tokens": 400}})
+        + b"event: message_stop\n" + _sse({"type": "message_stop"}))
+    chat = _sse(*({"choices": [{"delta": {"content": f"w{n} "}, "finish_reason": None}], "usage": None}
+                  for n in range(400)),
+                {"model": "gpt-x", "choices": [{"delta": {}, "finish_reason": "length"}], "usage": None},
+                {"model": "gpt-x", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 400,
+                                                            "prompt_tokens_details": {"cached_tokens": 2}}},
+                b"[DONE]")
+    for api, body, expected, finish_reason in (("messages", anthropic, (50, 400, 10), "end_turn"),
+                                               ("chat", chat, (12, 400, 2), "length")):
+        reader = BodyReader(api, "text/event-stream")
+        for start in range(0, len(body), piece):
+            reader.feed(body[start:start + piece])
+        reading = reader.finish()
+        usage = reading.usage()
+        assert (usage["input_tokens"], usage["output_tokens"], usage["cached_input_tokens"]) == expected, api
+        assert reading.finish_reason == finish_reason and reader.saw_end, api
+
+
+def test_reader_of_a_stream_cut_short_sees_no_end() -> None:
+    reader = BodyReader("chat", "text/event-stream")
+    for _ in range(50):
+        reader.feed(_sse({"choices": [{"delta": {"content": "w "}, "finish_reason": None}], "usage": None}))
+    reader.feed(b'data: {"choices": [{"delta": {"content": "cut')  # no end mark, the last event unfinished
+    reading = reader.finish()
+    assert not reading.has_usage and not reader.saw_end and reading.finish_reason is None

@@ -373,3 +373,87 @@ def test_a_call_right_after_init_does_not_meet_a_half_imported_httpx2(stub_provi
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_a_stream_in_one_chunk_and_one_chunk_per_event_read_alike(watch: Any, llm_spans: SpansOf) -> None:
+    """The tap reads each chunk once the next has gone by (the last at the end), so the first chunk reaches
+    the user untouched; whether the body comes in one piece or one event per piece, usage is read."""
+    events = [b"data: " + json.dumps(event).encode() + b"\n\n" for event in (
+        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-mini-2024-07-18",
+         "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}], "usage": None},
+        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-mini-2024-07-18",
+         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
+        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-mini-2024-07-18",
+         "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}},
+    )] + [b"data: [DONE]\n\n"]
+
+    class Pieces(httpx.SyncByteStream):
+        def __init__(self, pieces: list[bytes]) -> None:
+            self.pieces = pieces
+
+        def __iter__(self) -> Any:
+            yield from self.pieces
+
+    watch()
+    for pieces in ([b"".join(events)], events):
+        transport = httpx.MockTransport(lambda request, pieces=pieces: httpx.Response(
+            200, stream=Pieces(pieces), headers={"content-type": "text/event-stream", "x-request-id": "req_9"}))
+        oai = openai.OpenAI(base_url="http://stub.invalid/v1", api_key="k", max_retries=0,
+                            http_client=httpx.Client(transport=transport))
+        chunks = list(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                  stream_options={"include_usage": True}))
+        assert chunks[0].choices[0].delta.content == "hi" and chunks[-1].usage.prompt_tokens == 9
+    for span in llm_spans():
+        assert (span["input_tokens"], span["output_tokens"]) == (9, 4)
+        attributes = span["attributes"]
+        assert attributes["finish_reason"] == "stop" and attributes["response_model"] == "gpt-4o-mini-2024-07-18"
+        assert attributes["http.request_id"] == "req_9" and attributes["http.status_code"] == 200
+        assert attributes["http.url"] == "http://stub.invalid/v1/chat/completions"
+        assert attributes["time_to_first_token_ms"] >= 0 and "stream_incomplete" not in attributes
+    assert len(llm_spans()) == 2
+
+
+def test_the_quick_read_of_sdk_results_matches_the_general_one(watch: Any, llm_spans: SpansOf) -> None:
+    """``Exchange._settle_openai`` (the per-call path) records what the general reading of a result does."""
+    from openai.types import CreateEmbeddingResponse
+    from openai.types.chat import ChatCompletion
+
+    from agentwatch.plugins.http._endpoints import CHAT, EMBEDDINGS
+    from agentwatch.plugins.http._exchange import Exchange
+
+    class General(Exchange):
+        __slots__ = ()
+
+        def _settle_openai(self, result: Any) -> bool:
+            return False
+
+    choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}
+    results = [
+        (CHAT, ChatCompletion.model_validate({
+            "id": "c", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [choice], "usage": {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107,
+                                           "prompt_tokens_details": {"cached_tokens": 40}}})),
+        (CHAT, ChatCompletion.model_validate({  # DeepSeek: cache hits outside prompt_tokens_details
+            "id": "c", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini", "choices": [choice],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                      "prompt_cache_hit_tokens": 4}})),
+        (EMBEDDINGS, CreateEmbeddingResponse.model_validate({
+            "object": "list", "model": "text-embedding-3-small", "data": [],
+            "usage": {"prompt_tokens": 8, "total_tokens": 8}})),
+    ]
+    watch()
+    for endpoint, result in results:
+        for kind in (Exchange, General):
+            call = agentwatch.start_llm_call("openai.x", model="gpt-4o-mini", provider="openai")
+            kind(call, endpoint, owned=True, ends_with_body=False, reads_result=True).settle(result)
+    spans = llm_spans()
+    assert len(spans) == 2 * len(results)
+    for quick, general in zip(spans[::2], spans[1::2], strict=True):
+        for span in (quick, general):
+            for varying in ("trace_id", "span_id", "start_time_unix_nano", "end_time_unix_nano"):
+                span.pop(varying)
+            span["attributes"].pop("latency_ms")
+        assert quick == general
+    assert (spans[0]["input_tokens"], spans[0]["cached_input_tokens"], spans[2]["cached_input_tokens"]) == (100, 40, 4)
+    assert spans[0]["attributes"]["response_model"] == "gpt-4o-mini-2024-07-18"
+    assert spans[4]["output_tokens"] == 0 and spans[4]["input_tokens"] == 8
