@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from crewai.events import LLMCallCompletedEvent, crewai_event_bus
 from crewai.hooks import get_before_llm_call_hooks
 
@@ -56,6 +58,21 @@ def test_llm_spans_are_not_doubled_by_the_http_layer(crew_stub: Any, memory: Any
     # The HTTP tap, if installed, found the activated call and added to it instead of opening its own.
     tapped = [span for span in llm_like if "http.url" in span["attributes"]]
     assert tapped == [] or len(tapped) == 3 and all(span["attributes"]["framework"] == "crewai" for span in tapped)
+
+
+@pytest.mark.parametrize("how", ["kickoff_async", "akickoff"])
+def test_async_kickoff_with_both_installs_is_one_span_and_one_charge_per_request(how: str, crew_stub: Any,
+                                                                                  memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    AgentWatchListener()
+    crew = make_crew(crew_stub.openai_base_url)
+    asyncio.run(crew.kickoff_async() if how == "kickoff_async" else crew.akickoff())
+    settle()
+    llm = [span for span in memory.spans if span["kind"] in ("llm", "http")]
+    assert len(llm) == crew_stub.count() == 3
+    charged = sum(span["cost_usd"] or 0.0 for span in llm)
+    assert charged > 0
+    assert agentwatch.get_state()["monitors"]["global"]["spend_last_hour"] == pytest.approx(charged)
 
 
 def test_shutdown_removes_hook_and_listener_and_init_starts_clean(crew_stub: Any, memory: Any) -> None:

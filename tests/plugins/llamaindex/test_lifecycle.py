@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -57,9 +58,21 @@ def test_explicit_handler_and_zero_config_count_once(memory: agentwatch.InMemory
     _chat(explicit)
     _chat(zero_config)
 
+    async def both_async() -> None:
+        from llama_index.core.llms import ChatMessage
+
+        for llm in (explicit, zero_config):
+            await llm.achat([ChatMessage(role="user", content="hi")])
+
+    asyncio.run(both_async())
+
     agentwatch.flush()
-    assert len(llm_spans(memory.spans)) == 2
-    assert stub_provider.count("/chat/completions") == 2
+    spans = llm_spans(memory.spans)
+    assert len(spans) == 4
+    assert stub_provider.count("/chat/completions") == 4
+    charged = sum(span["cost_usd"] for span in spans)
+    assert charged > 0
+    assert agentwatch.get_state()["monitors"]["global"]["spend_last_hour"] == pytest.approx(charged)
 
 
 def test_shutdown_removes_everything_and_init_starts_clean(memory: agentwatch.InMemoryExporter,
