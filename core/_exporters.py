@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -39,12 +40,31 @@ def _json_bytes(value: Any) -> bytes:
         return _dumps(value).encode("utf-8")
 
 
+_LOCKED_EXPORTERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _fork_safe_lock(owner: object) -> threading.Lock:
+    """A lock that a forked child gets back released: the parent's export worker may hold it at the moment
+    of the fork, and that thread does not exist in the child to release it."""
+    _LOCKED_EXPORTERS.add(owner)
+    return threading.Lock()
+
+
+def _reset_locks_in_child() -> None:
+    for exporter in list(_LOCKED_EXPORTERS):
+        exporter._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
 class InMemoryExporter:
     """Keeps exported spans in ``.spans`` (a list of dicts), for assertions in users' own tests."""
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._lock = _fork_safe_lock(self)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         with self._lock:
@@ -75,7 +95,7 @@ class JsonLinesExporter:
 
         self._path = Path(path) if path is not None else None
         self._stream = stream
-        self._lock = threading.Lock()
+        self._lock = _fork_safe_lock(self)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         text = "".join(_dumps(span) + "\n" for span in spans)

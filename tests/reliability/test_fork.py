@@ -4,10 +4,13 @@ deadlocks on a lock the parent held at the moment of the fork, even while anothe
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import agentwatch
 from tests.reliability.conftest import run_script, scale, stored_span_ids
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
@@ -122,3 +125,32 @@ def test_forked_children_and_parent_share_a_collector_without_mixing_connections
     stored = stored_span_ids(db)
     assert len(stored) == len(set(stored))
     assert len(stored) >= names_expected - 4, len(stored)
+
+
+@pytest.mark.parametrize("make", [lambda path: agentwatch.InMemoryExporter(),
+                                  lambda path: agentwatch.JsonLinesExporter(path)], ids=["memory", "jsonl"])
+def test_exporter_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(
+        make: Any, tmp_path: Path) -> None:
+    exporter = make(tmp_path / "spans.jsonl")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the parent's export worker, caught in the middle of an export
+        with exporter._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status only
+            free = exporter._lock.acquire(timeout=2)
+            if free:
+                exporter._lock.release()
+            os._exit(0 if free and exporter.export([{"name": "from-child", "kind": "event"}]) else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
