@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import Any, Final
@@ -17,9 +18,14 @@ SPAN_KINDS: Final = frozenset(
 STATUSES: Final = frozenset({"ok", "error", "blocked"})
 
 
-# Ids need uniqueness, not secrecy: getrandbits is ~50x cheaper than os.urandom, and the random module
-# reseeds itself in a forked child, so parent and child never hand out the same ids.
-_bits = random.getrandbits
+# Ids need uniqueness, not secrecy: getrandbits is ~50x cheaper than os.urandom. A private generator,
+# because programs (evals, tests, hypothesis) seed the global one: two runs with random.seed(42) would
+# otherwise send the same span ids, and the collector would drop the second run's spans as retries.
+# Seeded from the OS, and again in a forked child so that parent and child never share ids.
+_rng = random.Random(int.from_bytes(os.urandom(16), "big"))
+_bits = _rng.getrandbits
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _rng.seed(int.from_bytes(os.urandom(16), "big")))
 _time_ns = time.time_ns
 
 

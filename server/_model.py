@@ -78,7 +78,8 @@ class AtpModelInference(BaseModel):
     provider: Label | None = None
     prompt_tokens: Count | None = None
     completion_tokens: Count | None = None
-    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    # 10**12 ms is 31 years: anything larger is garbage, and would overflow a nanosecond end time.
+    latency_ms: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
 
 
 class AtpCostAttribution(BaseModel):
@@ -230,7 +231,7 @@ def _atp(span: AtpSpan) -> SpanRecord:
         if inference.latency_ms is not None:
             attributes["llm.latency_ms"] = inference.latency_ms
             if end is None:
-                end = start + int(inference.latency_ms * 1e6)
+                end = min(start + int(inference.latency_ms * 1e6), _NANOS_MAX)
     cost = 0.0
     if span.cost_attribution is not None:
         # The 0.2 SDK puts the cost of this call here (the collector sums it per trace).

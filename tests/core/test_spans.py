@@ -211,3 +211,16 @@ def test_threads_record_concurrently(memory: agentwatch.InMemoryExporter) -> Non
     agentwatch.flush()
     assert len(memory.by_kind("llm")) == 1600
     assert agentwatch.get_state()["exporter"]["dropped"] == 0
+
+
+def test_ids_do_not_follow_the_programs_random_seed() -> None:
+    """Evals and tests seed the global generator; two such runs must still send distinct span ids (the
+    collector treats a repeated span_id as a retry and drops it)."""
+    import subprocess
+    import sys
+
+    code = ("import random; random.seed(42); import agentwatch; from agentwatch._span import new_trace_id, "
+            "new_span_id; random.seed(42); print(new_trace_id(), new_span_id())")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(runs) == 2

@@ -73,6 +73,26 @@ def test_spans_round_trip_in_the_wire_format(client: TestClient, make_span: Span
     assert "input" not in spans_of(client, bare["trace_id"])[0]
 
 
+def test_atp_latency_cannot_overflow_the_end_time(client: TestClient) -> None:
+    """Found by schemathesis: an ATP span without an end time and a huge latency made a 500."""
+    base = {"trace_id": new_trace_id(), "name": "late", "kind": "CLIENT", "end_time_unix_nano": None,
+            "model_inference": {"model_name": "gpt-4o", "latency_ms": 9.9e11}}
+    # Start near the largest nanosecond timestamp: the derived end is clamped, not an overflow.
+    near_max = {**base, "span_id": new_span_id(), "trace_id": new_trace_id(), "start_time_unix_nano": 2**63 - 10}
+    answer = client.post("/api/ingest", json=near_max)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1
+    now = time.time_ns()
+    slow = {**base, "span_id": new_span_id(), "start_time_unix_nano": now}
+    assert client.post("/api/ingest", json=slow).json()["accepted"] == 1
+    (stored,) = spans_of(client, base["trace_id"])
+    assert stored["end_time_unix_nano"] == now + int(9.9e11 * 1e6)
+    absurd = {**base, "span_id": new_span_id(), "start_time_unix_nano": now,
+              "model_inference": {"model_name": "gpt-4o", "latency_ms": 1e300}}
+    answer = client.post("/api/ingest", json=absurd)
+    assert answer.status_code == 422 and "latency_ms" in answer.text
+    assert len(spans_of(client, base["trace_id"])) == 1
+
+
 def test_atp_spans_are_normalised(client: TestClient) -> None:
     now = time.time_ns()
     trace_id, parent, child = new_trace_id(), new_span_id(), new_span_id()
