@@ -17,6 +17,8 @@ __all__ = ["router", "AlertRuleIn", "AlertRulePatch", "SdkAlert"]
 router = APIRouter(tags=["alerts"])
 #: Rule ids are SQLite rowids: a larger number can only be a 404, never an overflow.
 RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+#: Optional columns a PATCH may set to null; the others always have a value.
+_CLEARABLE = frozenset({"webhook_url", "email"})
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95"]
@@ -161,6 +163,9 @@ async def update_rule(request: Request, rule_id: RuleId,
     if current is None:
         raise HTTPException(404, "rule not found")
     changes = patch.model_dump(exclude_unset=True) if patch is not None else {}
+    cleared = sorted(key for key, value in changes.items() if value is None and key not in _CLEARABLE)
+    if cleared:
+        raise HTTPException(422, f"{', '.join(cleared)}: cannot be null (leave the field out to keep it)")
     if not changes:
         changes = {"enabled": not current["enabled"]}
     merged = {**current, **changes}

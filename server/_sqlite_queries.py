@@ -43,6 +43,9 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+_NS_MAX = 2**63 - 1
+
+
 def _split(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
     """Raw-span edges and the whole-hour middle (as hour numbers) of [start, end)."""
     first = None if start is None else -(-start // HOUR_NS)
@@ -51,10 +54,11 @@ def _split(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], R
         assert start is not None and end is not None
         return ([(start, end)] if start < end else []), None
     edges: list[tuple[int, int]] = []
+    # Hour boundaries are clamped: rounding a bound near 2**63 up to the hour would not fit SQLite's integers.
     if start is not None and first is not None and start < first * HOUR_NS:
-        edges.append((start, first * HOUR_NS))
+        edges.append((start, min(first * HOUR_NS, _NS_MAX)))
     if end is not None and last is not None and last * HOUR_NS < end:
-        edges.append((last * HOUR_NS, end))
+        edges.append((max(last * HOUR_NS, -_NS_MAX), end))
     return edges, (first, last)
 
 

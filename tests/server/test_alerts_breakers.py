@@ -219,3 +219,14 @@ def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Pa
     body = messages[0].content.decode()
     assert "Subject: AgentWatch alert:" in body and "cost_per_hour" in body
     assert messages[0].mail_from == "agentwatch@test.local"
+
+
+def test_patch_with_null_for_a_required_field_is_refused(client: TestClient) -> None:
+    """Found by schemathesis: ``{"enabled": null}`` made a 500."""
+    rule = client.post("/api/alerts", json={"name": "spend", "condition": "cost_per_hour", "threshold": 5,
+                                            "action_type": "webhook",
+                                            "webhook_url": "https://hooks.example.com/x"}).json()
+    for field in ("enabled", "name", "threshold", "cooldown_seconds"):
+        answer = client.patch(f"/api/alerts/{rule['id']}", json={field: None})
+        assert answer.status_code == 422 and field in answer.json()["detail"], (field, answer.text)
+    assert client.get("/api/alerts").json()["rules"][0]["enabled"] is True
