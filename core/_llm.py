@@ -34,8 +34,9 @@ def current_llm_call() -> LLMCall | None:
     return CURRENT_LLM_CALL.get()
 
 
-#: No real call comes near this; a larger count is garbage, and pricing it as a float would overflow.
-_MAX_TOKENS = 2**53
+#: No real call comes near this (10**12 tokens); a larger count is garbage. The collector refuses larger
+#: counts too, so that its sums stay inside 64-bit integers.
+_MAX_TOKENS = 2**40
 
 
 def _count(value: Any) -> int | None:

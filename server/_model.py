@@ -37,7 +37,10 @@ _STATUSES = {"ok": "ok", "error": "error", "blocked": "blocked", "unset": "ok", 
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_.:\-]+$")]
 Nanos = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Count = Annotated[int, Field(ge=0, le=2**62)]
+#: Tokens per span: 2**40 (10**12) is far beyond any model, and keeps sums over millions of spans (per trace,
+#: per hour, per query) inside SQLite's 64-bit integers.
+MAX_COUNT = 2**40
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Label = Annotated[str, Field(max_length=512)]
 
 
@@ -266,7 +269,7 @@ def to_record(span: NativeSpan | AtpSpan) -> SpanRecord:
 _ID_MATCH = re.compile(r"[0-9A-Za-z_.:\-]+").fullmatch  # the Id pattern; fullmatch, as a Rust regex's ^...$
 _SDK_KEYS = frozenset(NativeSpan.model_fields)
 _NANOS_MAX = 2**63 - 1
-_COUNT_MAX = 2**62
+_COUNT_MAX = MAX_COUNT
 _LABELS = ("agent_id", "agent_name", "agent_role", "model", "provider")
 
 
