@@ -1,0 +1,188 @@
+"""What the breaker hands to and takes from the outside: the exception a blocked call raises, the event
+``on_block`` receives, the sink protocol the client implements, running user hooks (sync or async) so that
+they cannot break the caller, and validation of limit arguments."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import math
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+
+from ._safe import PASS_THROUGH, stop_on_exception
+from ._windows import BUDGET_PER_HOUR, LIMITS_BACKEND_UNREACHABLE, MAX_CALLS_PER_MINUTE, MAX_ERROR_RATE
+
+if TYPE_CHECKING:
+    from ._breaker import Monitor
+
+__all__ = ["PROBE_FAILED", "PAUSED_BY_OPERATOR", "BreakerSink", "BlockEvent", "CircuitBreakerException"]
+
+#: Reason of a retrip caused by the probe call itself failing (no limit involved).
+PROBE_FAILED: Final = "probe_failed"
+#: Reason of blocks while a monitor that was CLOSED has been paused by hand.
+PAUSED_BY_OPERATOR: Final = "paused"
+
+
+@runtime_checkable
+class BreakerSink(Protocol):
+    """Where a monitor reports (the client turns these into spans). Called outside the monitor's lock."""
+
+    def transition(self, monitor: Monitor, record: dict[str, Any]) -> None: ...
+
+    def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None: ...
+
+    def blocked(self, error: CircuitBreakerException) -> None: ...
+
+
+@dataclass(eq=False)
+class BlockEvent:
+    """Handed to ``on_block`` before the exception is raised; ``monitor`` allows recovery."""
+
+    monitor: Monitor = field(repr=False)
+    scope: str
+    scope_id: str
+    reason: str
+    current: float | None
+    threshold: float | None
+    trace_id: str | None = None
+
+
+def _describe(reason: str, threshold: float | None, current: float | None) -> str:
+    if reason == BUDGET_PER_HOUR:
+        return f"hourly budget reached: ${current:.6g} spent in the last hour, limit ${threshold:.6g}"
+    if reason == MAX_ERROR_RATE and current is not None and threshold is not None:
+        return f"error rate {current:.1%} over the last 5 minutes exceeds the limit of {threshold:.1%}"
+    if reason == MAX_CALLS_PER_MINUTE:
+        return f"call rate exceeded: this would be call {current} in the last minute, limit {threshold}"
+    if reason == PROBE_FAILED:
+        return "the probe call after a pause failed"
+    if reason == PAUSED_BY_OPERATOR:
+        return "the monitor was paused"
+    if reason == LIMITS_BACKEND_UNREACHABLE:
+        return "limits backend unreachable: LLM calls are blocked until it is back (limits_fallback='block')"
+    return f"{reason} (current {current}, threshold {threshold})"
+
+
+class CircuitBreakerException(Exception):
+    """Raised instead of sending an LLM call that a monitor blocks. Nothing was sent, nothing spent.
+
+    ``state`` is a snapshot of the blocking monitor; recover through ``monitor.pause(seconds)``,
+    ``monitor.increase_budget(usd)`` or ``monitor.reset_windows()``.
+    """
+
+    __module__ = "agentwatch"  # tracebacks name it as users import it: agentwatch.CircuitBreakerException
+
+    def __init__(
+        self,
+        reason: str,
+        threshold: float | None,
+        current: float | None,
+        *,
+        scope: str,
+        scope_id: str,
+        trace_id: str | None = None,
+        state: dict[str, Any] | None = None,
+        monitor: Monitor | None = None,
+    ) -> None:
+        self.reason = reason
+        self.threshold = threshold
+        self.current = current
+        self.scope = scope
+        self.scope_id = scope_id
+        self.trace_id = trace_id
+        self.state: dict[str, Any] = state if state is not None else {}
+        self.monitor = monitor
+        breaker_state = self.state.get("state")
+        where = f"{scope} {scope_id!r}" + (f", state {breaker_state}" if breaker_state else "")
+        super().__init__(f"AgentWatch blocked the LLM call ({where}): {_describe(reason, threshold, current)}")
+
+
+PASS_THROUGH.append(CircuitBreakerException)
+
+
+# ---- hooks ------------------------------------------------------------------------------------------
+
+
+def _await_blocking(awaitable: Awaitable[Any]) -> None:
+    import asyncio  # ~40 ms to import; only async hooks need it
+
+    async def run() -> None:
+        await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+        return
+    # This thread's loop is busy running our (synchronous) caller: it cannot run the hook, so a helper
+    # thread with its own loop does, and we wait for it. The hook sees the caller's context variables.
+    context = contextvars.copy_context()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            context.run(asyncio.run, run())
+        except BaseException as exc:  # handed back to the caller's thread, logged there
+            failure.append(exc)
+
+    helper = threading.Thread(target=target, name="agentwatch-hook", daemon=True)
+    helper.start()
+    helper.join()
+    if failure:
+        raise failure[0]
+
+
+@stop_on_exception
+def _run_hook(hook: Callable[[Any], Any], argument: Any) -> None:
+    result = hook(argument)
+    if inspect.isawaitable(result):
+        _await_blocking(result)
+
+
+@stop_on_exception
+def _sink_transition(sink: BreakerSink, monitor: Monitor, record: dict[str, Any]) -> None:
+    sink.transition(monitor, record)
+
+
+@stop_on_exception
+def _sink_alert(sink: BreakerSink, monitor: Monitor, alert: dict[str, Any]) -> None:
+    sink.alert(monitor, alert)
+
+
+@stop_on_exception
+def _sink_blocked(sink: BreakerSink, error: CircuitBreakerException) -> None:
+    sink.blocked(error)
+
+
+# ---- validation -------------------------------------------------------------------------------------
+
+
+def _number(name: str, value: Any, *, integer: bool = False, upper: float | None = None) -> Any:
+    if value is None:
+        return None
+    right_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not right_type:  # bool is an int, but True as a limit is a mistake
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind} or None, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be between 0 and {upper}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _hook(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+    return value
+
+
+def _sink(value: Any) -> BreakerSink | None:
+    if value is not None and not isinstance(value, BreakerSink):
+        raise TypeError("sink must have transition(), alert() and blocked() methods")
+    return value
