@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ _time_ns = time.time_ns
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["LLMCall", "start_llm_call", "check_limits", "current_llm_call", "llm_call", "normalize_anthropic_usage"]
+__all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
+           "normalize_anthropic_usage"]
 
 CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
 
@@ -50,6 +52,22 @@ def _count(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 16:
         return _count(int(value.strip()))
     return None
+
+
+@dataclass(slots=True)
+class Usage:
+    """What a plugin read from a framework's response, before ``LLMCall.set_usage`` cleans it (raw values)."""
+
+    input_tokens: Any = None
+    output_tokens: Any = None
+    cached_input_tokens: Any = None
+    cache_write_tokens: Any = None
+    model: str | None = None
+    finish_reason: str | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
 
 
 def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_input_tokens: Any = 0,

@@ -26,9 +26,9 @@ from . import _json
 from ._clickhouse_conn import ClickHouseError, Connection, connect, literal
 from ._clickhouse_schema import TABLES, spans_ttl
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
-from ._sqlite_breakers import normalize_breaker_event
+from ._sqlite_breakers import normalize_breaker_event, normalize_sdk_alert
 from ._sqlite_queries import _span, _trace
-from ._stats import DAY_NS, percentile_exact, percentile_from_bins
+from ._stats import DAY_NS, daily_cost_rows, percentile_exact, percentile_from_bins
 from ._store import IngestResult, Store, TraceQuery
 from ._time import iso
 
@@ -97,18 +97,6 @@ def _scalar_text(value: Any) -> str:
 
 def _scalar(text: str | None) -> Any:
     return None if text is None else _json.loads(text)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else _json.dumps(value)
-
-
-def _number_or_text(value: Any) -> Any:
-    if value is None or isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    return _text(value)
 
 
 class ClickHouseStore(Store):
@@ -345,13 +333,7 @@ class ClickHouseStore(Store):
             f"SELECT intDiv(start_ns, {DAY_NS}) AS day, sum(cost_usd), sum(is_call), sum(input_tokens),"
             f" sum(output_tokens), count() FROM {self._spans}{_where(_range('start_ns', start_ns, end_ns))}"
             " GROUP BY day")}
-        days = []
-        for day in range(start_ns // DAY_NS, -(-end_ns // DAY_NS)):
-            row = by_day.get(day, (day, 0.0, 0, 0, 0, 0))
-            days.append({"date": (iso(day * DAY_NS) or "")[:10], "cost_usd": round(float(row[1]), 6),
-                         "llm_calls": int(row[2]), "input_tokens": int(row[3]), "output_tokens": int(row[4]),
-                         "spans": int(row[5])})
-        return days
+        return daily_cost_rows(by_day, start_ns, end_ns)
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         rows = self._rows(
@@ -470,25 +452,13 @@ class ClickHouseStore(Store):
     # -- alerts --------------------------------------------------------------------------------------------
 
     def _add_sdk_alert_locked(self, payload: dict[str, Any]) -> bool:
-        raw_ts = payload.get("timestamp_unix_nano")
-        ts = raw_ts if isinstance(raw_ts, int) and raw_ts > 0 else time.time_ns()
-        scope = str(payload.get("scope") or "global")
-        scope_id = str(payload.get("scope_id") or scope)
-        reason = _text(payload.get("reason")) or "alert"
-        threshold, current = _number_or_text(payload.get("threshold")), _number_or_text(payload.get("current"))
-        state = payload.get("state")
-        state_text = state if isinstance(state, str) else None
-        if isinstance(state, dict) and isinstance(state.get("state"), str):
-            state_text = state["state"]
-        message = payload.get("message")
-        if not isinstance(message, str) or not message:
-            message = f"{reason} on {scope}/{scope_id}: current {current} over threshold {threshold}"
-        dedup = f"sdk:{ts}:{scope}:{scope_id}:{reason}"
-        if self._rows(f"SELECT count() FROM {self._alerts} WHERE dedup_key = {literal(dedup)}")[0][0]:
+        alert = normalize_sdk_alert(payload)
+        if self._rows(f"SELECT count() FROM {self._alerts} WHERE dedup_key = {literal(alert['dedup_key'])}")[0][0]:
             return False
-        self._insert_alert({"ts_ns": ts, "source": "sdk", "condition": reason, "threshold": threshold,
-                            "value": current, "message": message[:2000], "scope": scope, "scope_id": scope_id,
-                            "state": state_text, "details": _json.dumps(payload), "dedup_key": dedup})
+        self._insert_alert({"ts_ns": alert["ts_ns"], "source": "sdk", "condition": alert["reason"],
+                            "threshold": alert["threshold"], "value": alert["current"], "message": alert["message"],
+                            "scope": alert["scope"], "scope_id": alert["scope_id"], "state": alert["state"],
+                            "details": alert["details"], "dedup_key": alert["dedup_key"]})
         return True
 
     def _insert_alert(self, fields: dict[str, Any]) -> int:

@@ -71,6 +71,25 @@ def normalize_breaker_event(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def normalize_sdk_alert(payload: dict[str, Any]) -> dict[str, Any]:
+    """An alert the SDK forwarded, as both stores keep it (``dedup_key`` makes a resent alert a no-op)."""
+    ts = _timestamp(payload)
+    scope = str(payload.get("scope") or "global")
+    scope_id = str(payload.get("scope_id") or scope)
+    reason = _text(payload.get("reason")) or "alert"
+    threshold, current = _scalar(payload.get("threshold")), _scalar(payload.get("current"))
+    state = payload.get("state")
+    state_text = state if isinstance(state, str) else None
+    if isinstance(state, dict) and isinstance(state.get("state"), str):
+        state_text = state["state"]
+    message = payload.get("message")
+    if not isinstance(message, str) or not message:
+        message = f"{reason} on {scope}/{scope_id}: current {current} over threshold {threshold}"
+    return {"ts_ns": ts, "scope": scope, "scope_id": scope_id, "reason": reason, "threshold": threshold,
+            "current": current, "state": state_text, "message": message[:2000], "details": _json.dumps(payload),
+            "dedup_key": f"sdk:{ts}:{scope}:{scope_id}:{reason}"}
+
+
 def _window(start_ns: int | None, end_ns: int | None, column: str) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -103,26 +122,16 @@ class BreakerTables:
         return True
 
     def add_sdk_alert(self, cursor: sqlite3.Cursor, payload: dict[str, Any]) -> bool:
-        ts = _timestamp(payload)
-        scope = str(payload.get("scope") or "global")
-        scope_id = str(payload.get("scope_id") or scope)
-        reason = _text(payload.get("reason")) or "alert"
-        threshold, current = _scalar(payload.get("threshold")), _scalar(payload.get("current"))
-        state = payload.get("state")
-        state_text = state if isinstance(state, str) else None
-        if isinstance(state, dict) and isinstance(state.get("state"), str):
-            state_text = state["state"]
-        message = payload.get("message")
-        if not isinstance(message, str) or not message:
-            message = f"{reason} on {scope}/{scope_id}: current {current} over threshold {threshold}"
+        alert = normalize_sdk_alert(payload)
         cursor.execute(
             "INSERT OR IGNORE INTO alert_history (ts_ns, source, condition, threshold, value, message, scope,"
             " scope_id, state, details, dedup_key) VALUES (?, 'sdk', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ts, reason, threshold, current, message[:2000], scope, scope_id, state_text, _json.dumps(payload),
-             f"sdk:{ts}:{scope}:{scope_id}:{reason}"))
+            (alert["ts_ns"], alert["reason"], alert["threshold"], alert["current"], alert["message"], alert["scope"],
+             alert["scope_id"], alert["state"], alert["details"], alert["dedup_key"]))
         if cursor.rowcount == 0:
             return False
-        cursor.execute(_UPSERT_ALERT_STATE, (scope, scope_id, state_text, reason, threshold, current, reason, ts))
+        cursor.execute(_UPSERT_ALERT_STATE, (alert["scope"], alert["scope_id"], alert["state"], alert["reason"],
+                                             alert["threshold"], alert["current"], alert["reason"], alert["ts_ns"]))
         return True
 
     def add_alert_event(self, cursor: sqlite3.Cursor, event: dict[str, Any]) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _json
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS
-from ._stats import DAY_NS, HOUR_NS, latency_bin, percentile_exact, percentile_from_bins
+from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, percentile_exact, percentile_from_bins
 from ._store import TraceQuery
 from ._time import iso
 
@@ -263,13 +263,7 @@ class Queries:
             f"SELECT start_ns / {DAY_NS}, sum(cost_usd), sum({_CALL}), sum(input_tokens), sum(output_tokens),"
             f" count(*) FROM spans WHERE start_ns >= ? AND start_ns < ? GROUP BY start_ns / {DAY_NS}", 1)
         by_day = {row[0]: row for row in rows}
-        days = []
-        for day in range(start_ns // DAY_NS, -(-end_ns // DAY_NS)):
-            row = by_day.get(day, (day, 0.0, 0, 0, 0, 0))
-            days.append({"date": (iso(day * DAY_NS) or "")[:10], "cost_usd": round(float(row[1]), 6),
-                         "llm_calls": int(row[2]), "input_tokens": int(row[3]), "output_tokens": int(row[4]),
-                         "spans": int(row[5])})
-        return days
+        return daily_cost_rows(by_day, start_ns, end_ns)
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         connection = self._connection()

@@ -7,7 +7,10 @@ instead of sorting raw latencies: bins grow by 5 %, so a percentile is within ab
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ._time import iso
 
 __all__ = [
     "HOUR_NS",
@@ -17,6 +20,7 @@ __all__ = [
     "percentile_from_bins",
     "percentile_exact",
     "hour_of",
+    "daily_cost_rows",
 ]
 
 HOUR_NS = 3_600_000_000_000
@@ -24,6 +28,18 @@ DAY_NS = 24 * HOUR_NS
 _GROWTH = 1.05
 _LOG_GROWTH = math.log(_GROWTH)
 _MIN_MS = 0.001
+
+
+def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+    """One row per UTC day in [start, end), zeros where nothing happened. ``by_day`` maps a day number to
+    (day, cost, llm calls, input tokens, output tokens, spans) as each store's query returns them."""
+    days = []
+    for day in range(start_ns // DAY_NS, -(-end_ns // DAY_NS)):
+        row = by_day.get(day, (day, 0.0, 0, 0, 0, 0))
+        days.append({"date": (iso(day * DAY_NS) or "")[:10],
+                     "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
+                     "output_tokens": int(row[4]), "spans": int(row[5])})
+    return days
 
 
 def hour_of(ns: int) -> int:

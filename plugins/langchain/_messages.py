@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.outputs import LLMResult
 
+from agentwatch._llm import Usage
+
 __all__ = ["Usage", "usage_of", "message_dicts", "output_text"]
 
 
-@dataclass(slots=True)
-class Usage:
-    input_tokens: Any = None
-    output_tokens: Any = None
-    cached_input_tokens: Any = None
-    cache_write_tokens: Any = None
-    model: str | None = None
-    finish_reason: str | None = None
 
 
 def usage_of(response: LLMResult) -> Usage:

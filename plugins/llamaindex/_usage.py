@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from agentwatch._llm import normalize_anthropic_usage
+from agentwatch._llm import Usage, normalize_anthropic_usage
 
 __all__ = ["Usage", "read_response", "response_text", "provider_of", "estimate_tokens", "message_dicts"]
 
@@ -26,18 +25,6 @@ _PROVIDERS = {
 }
 
 
-@dataclass(slots=True)
-class Usage:
-    input_tokens: Any = None
-    output_tokens: Any = None
-    cached_input_tokens: Any = None
-    cache_write_tokens: Any = None
-    model: str | None = None
-    finish_reason: str | None = None
-
-    @property
-    def found(self) -> bool:
-        return self.input_tokens is not None or self.output_tokens is not None
 
 
 def _get(source: Any, key: str) -> Any:
