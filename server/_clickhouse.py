@@ -28,7 +28,7 @@ from ._clickhouse_schema import TABLES, spans_ttl
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._sqlite_breakers import normalize_breaker_event, normalize_sdk_alert
 from ._sqlite_queries import _span, _trace
-from ._stats import DAY_NS, daily_cost_rows, percentile_exact, percentile_from_bins
+from ._stats import DAY_NS, daily_cost_rows, model_cost_rows, percentile_exact, percentile_from_bins
 from ._store import IngestResult, Store, TraceQuery
 from ._time import iso
 
@@ -360,14 +360,7 @@ class ClickHouseStore(Store):
             "SELECT assumeNotNull(model) AS m, coalesce(provider, '') AS p, sum(cost_usd), sum(is_call),"
             f" sum(input_tokens), sum(output_tokens), countIf(status = 'error') FROM {self._spans}{_where(clauses)}"
             " GROUP BY m, p")
-        result = [
-            {"model": row[0], "provider": row[1] or None, "cost_usd": round(float(row[2]), 6),
-             "llm_calls": int(row[3]), "input_tokens": int(row[4]), "output_tokens": int(row[5]),
-             "errors": int(row[6])}
-            for row in rows
-        ]
-        result.sort(key=lambda item: (-item["cost_usd"], item["model"]))
-        return result
+        return model_cost_rows(rows)
 
     def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
         where = _where(_range("start_ns", start_ns, end_ns))

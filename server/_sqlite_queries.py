@@ -13,7 +13,15 @@ from typing import Any
 
 from . import _json
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS
-from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, percentile_exact, percentile_from_bins
+from ._stats import (
+    DAY_NS,
+    HOUR_NS,
+    daily_cost_rows,
+    latency_bin,
+    model_cost_rows,
+    percentile_exact,
+    percentile_from_bins,
+)
 from ._store import TraceQuery
 from ._time import iso
 
@@ -293,14 +301,7 @@ class Queries:
             f"SELECT model, coalesce(provider, ''), sum(cost_usd), sum({_CALL}), sum(input_tokens),"
             " sum(output_tokens), sum(status = 'error') FROM spans WHERE start_ns >= ? AND start_ns < ?"
             " AND model IS NOT NULL GROUP BY model, coalesce(provider, '')", 2)
-        result: list[dict[str, Any]] = [
-            {"model": row[0], "provider": row[1] or None, "cost_usd": round(float(row[2]), 6),
-             "llm_calls": int(row[3]), "input_tokens": int(row[4]), "output_tokens": int(row[5]),
-             "errors": int(row[6])}
-            for row in rows
-        ]
-        result.sort(key=lambda item: (-item["cost_usd"], item["model"]))
-        return result
+        return model_cost_rows(rows)
 
     def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
         connection = self._connection()

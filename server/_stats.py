@@ -21,6 +21,7 @@ __all__ = [
     "percentile_exact",
     "hour_of",
     "daily_cost_rows",
+    "model_cost_rows",
 ]
 
 HOUR_NS = 3_600_000_000_000
@@ -40,6 +41,15 @@ def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: 
                      "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
                      "output_tokens": int(row[4]), "spans": int(row[5])})
     return days
+
+
+def model_cost_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """(model, provider, cost, llm calls, input tokens, output tokens, errors) rows, most expensive first."""
+    result = [{"model": row[0], "provider": row[1] or None, "cost_usd": round(float(row[2]), 6),
+               "llm_calls": int(row[3]), "input_tokens": int(row[4]), "output_tokens": int(row[5]),
+               "errors": int(row[6])} for row in rows]
+    result.sort(key=lambda item: (-item["cost_usd"], item["model"]))
+    return result
 
 
 def hour_of(ns: int) -> int:
