@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-__all__ = ["logger", "stop_on_exception", "PASS_THROUGH"]
+__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "PASS_THROUGH"]
 
 logger = logging.getLogger("agentwatch")
 
@@ -20,6 +21,16 @@ PASS_THROUGH: list[type[BaseException]] = []
 
 def _is_pass_through(exc: BaseException) -> bool:
     return any(isinstance(exc, kind) for kind in PASS_THROUGH)
+
+
+def swallow_internal_error(where: str) -> None:
+    """Call inside ``except Exception``: a block (``PASS_THROUGH``) goes on to the caller; any other error is
+    logged and the caller carries on. ``stop_on_exception`` is this around a whole function; per-call code
+    where its extra frame costs calls it directly."""
+    error = sys.exc_info()[1]
+    if error is not None and _is_pass_through(error):
+        raise error
+    logger.exception("agentwatch: internal error in %s (ignored)", where)
 
 
 @overload
@@ -42,10 +53,8 @@ def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 try:
                     return await inner(*args, **kwargs)
-                except Exception as exc:
-                    if _is_pass_through(exc):
-                        raise
-                    logger.exception("agentwatch: internal error in %s (ignored)", inner.__qualname__)
+                except Exception:
+                    swallow_internal_error(inner.__qualname__)
                     return default
 
             return async_wrapper  # type: ignore[return-value]
@@ -54,10 +63,8 @@ def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return inner(*args, **kwargs)
-            except Exception as exc:
-                if _is_pass_through(exc):
-                    raise
-                logger.exception("agentwatch: internal error in %s (ignored)", inner.__qualname__)
+            except Exception:
+                swallow_internal_error(inner.__qualname__)
                 return default
 
         return wrapper  # type: ignore[return-value]

@@ -17,14 +17,13 @@ once per path, the provider once per client, and nothing is read from the reques
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, cast
 
 from agentwatch import _client as _client_module
 from agentwatch._llm import CURRENT_LLM_CALL, start_llm_call
-from agentwatch._safe import PASS_THROUGH, logger
+from agentwatch._safe import swallow_internal_error
 
 from ._endpoints import Endpoint, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
@@ -104,20 +103,11 @@ def forget_providers() -> None:
     _providers.clear()
 
 
-def _internal_error(where: str) -> None:
-    """Inside ``except``: a block (``CircuitBreakerException``) goes on to the caller; any other error of
-    ours is logged and the host's call proceeds (what ``stop_on_exception`` does, without its frame)."""
-    error = sys.exc_info()[1]
-    if error is not None and any(isinstance(error, kind) for kind in PASS_THROUGH):
-        raise error
-    logger.exception("agentwatch: internal error in %s (ignored)", where)
-
-
 def _raised(exchange: Exchange, error: BaseException) -> None:
     try:
         exchange.fail(error)
     except Exception:
-        _internal_error("the SDK layer")
+        swallow_internal_error("the SDK layer")
 
 
 def _returned(exchange: Exchange, result: Any) -> None:
@@ -131,7 +121,7 @@ def _returned(exchange: Exchange, result: Any) -> None:
         else:
             exchange.settle(result)
     except Exception:
-        _internal_error("the SDK layer")
+        swallow_internal_error("the SDK layer")
 
 
 def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
@@ -144,7 +134,7 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
         try:
             exchange = _open(self, options, sdk, routes, client)
         except Exception:
-            _internal_error("the SDK layer")
+            swallow_internal_error("the SDK layer")
             exchange = None
         if exchange is None:
             return original(self, cast_to, options, *args, **kwargs)
@@ -172,7 +162,7 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
         try:
             exchange = _open(self, options, sdk, routes, client)
         except Exception:
-            _internal_error("the SDK layer")
+            swallow_internal_error("the SDK layer")
             exchange = None
         if exchange is None:
             return await original(self, cast_to, options, *args, **kwargs)
