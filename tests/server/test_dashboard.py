@@ -83,6 +83,15 @@ def open_view(page: Any, server: ServerHandle, hash_: str, view: str) -> None:
     page.wait_for_selector(f"#view[data-ready={view}]", timeout=15_000)
 
 
+def wait_for_hash(page: Any, fragment: str, timeout: float = 15.0) -> None:
+    """Polls ``page.url`` from Python: ``wait_for_function`` would need eval in the page once it has to
+    retry, which the dashboard's Content-Security-Policy (rightly) forbids."""
+    deadline = time.monotonic() + timeout
+    while fragment not in page.url.partition("#")[2]:
+        assert time.monotonic() < deadline, f"location.hash never contained {fragment!r}: {page.url}"
+        page.wait_for_timeout(25)
+
+
 def test_overview_shows_kpis_and_charts(page: Any, server: ServerHandle, data: dict) -> None:
     open_view(page, server, "#/overview", "overview")
     assert page.inner_text("#kpi-traces .value") == "3"
@@ -99,19 +108,19 @@ def test_trace_filters(page: Any, server: ServerHandle, data: dict) -> None:
     assert page.locator("table.traces tbody tr").count() == 3
     page.select_option("#filter-status", "error")
     page.click("#filter-apply")
-    page.wait_for_function("location.hash.includes('status=error')")
+    wait_for_hash(page, "status=error")
     page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
     assert page.inner_text("table.traces tbody tr .trace-name") == "failing run"
     open_view(page, server, "#/traces", "traces")
     page.select_option("#filter-agent", "planner")
     page.click("#filter-apply")
-    page.wait_for_function("location.hash.includes('agent_id=planner')")
+    wait_for_hash(page, "agent_id=planner")
     page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
     assert page.inner_text("table.traces tbody tr .trace-name") == "plain run"
     open_view(page, server, "#/traces", "traces")
     page.fill("#filter-search", "evil")
     page.press("#filter-search", "Enter")
-    page.wait_for_function("location.hash.includes('search=evil')")
+    wait_for_hash(page, "search=evil")
     page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
     assert page.errors == []
 
