@@ -550,44 +550,35 @@ class Monitor:
 
     def _enter_fleet_locked(self, now: float, violation: Violation | None) -> Any:
         """Admission with a shared state: decided by the fleet's record, or ``_LOCAL``."""
-        fleet = self._fleet
-        assert fleet is not None
         if self._state is CLOSED:
             assert violation is not None  # the common path's round trip made the verdict
-            if violation[0] is FLEET_STATE:
-                return self._fleet_decide_locked(now, True, fleet.reply)
-            if violation[0] is LIMITS_BACKEND_UNREACHABLE:
-                return self._unreachable_locked(now, violation)
-            return self._closed_verdict_locked(now, violation, True)  # a window's (Redis's or the fallback's)
-        # Not CLOSED: the common path made no round trip, and only the record says whether that still holds.
-        shared = fleet.consult(now, True)
-        if shared is None:
-            return _LOCAL
-        if isinstance(shared, SharedState):
-            return self._fleet_decide_locked(now, True, shared)
-        return self._unreachable_locked(now, shared)
+        return self._fleet_verdict_locked(now, True, violation)
 
     def _check_fleet_locked(self, now: float) -> Any:
         """``check()`` with a shared state: decided by the fleet's record, or ``_LOCAL``."""
+        closed = self._state is CLOSED
+        return self._fleet_verdict_locked(now, False, self._evaluate(now, False) if closed else None)
+
+    def _fleet_verdict_locked(self, now: float, admission: bool, violation: Violation | None) -> Any:
+        """CLOSED: the windows' verdict (``violation``; None admits) decides. Otherwise only the fleet's
+        record says whether the state still holds: one more round trip."""
         fleet = self._fleet
         assert fleet is not None
         shared: SharedState | Violation | None
         if self._state is CLOSED:
-            verdict = self._evaluate(now, False)
-            if verdict is None:
+            if violation is None:
                 return None
-            if verdict[0] is FLEET_STATE:
-                return self._fleet_decide_locked(now, False, fleet.reply)
-            if verdict[0] is LIMITS_BACKEND_UNREACHABLE:
-                shared = verdict
-            else:
-                return self._closed_verdict_locked(now, verdict, False)  # a window's (Redis's or the fallback's)
+            if violation[0] is FLEET_STATE:
+                return self._fleet_decide_locked(now, admission, fleet.reply)
+            if violation[0] is not LIMITS_BACKEND_UNREACHABLE:
+                return self._closed_verdict_locked(now, violation, admission)  # a window's (Redis's or the fallback's)
+            shared = violation
         else:
-            shared = fleet.consult(now, False)
+            shared = fleet.consult(now, admission)
             if shared is None:
                 return _LOCAL
         if isinstance(shared, SharedState):
-            return self._fleet_decide_locked(now, False, shared)
+            return self._fleet_decide_locked(now, admission, shared)
         return self._unreachable_locked(now, shared)
 
     def _fleet_decide_locked(self, now: float, admission: bool, shared: SharedState | None) -> Any:
