@@ -29,7 +29,7 @@ from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._sqlite_breakers import normalize_breaker_event, normalize_sdk_alert
 from ._sqlite_queries import _span, _trace
 from ._stats import DAY_NS, daily_cost_rows, model_cost_rows, percentile_exact, percentile_from_bins
-from ._store import IngestResult, Store, TraceQuery
+from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 from ._time import iso
 
 __all__ = ["ClickHouseStore", "is_clickhouse_url"]
@@ -198,9 +198,7 @@ class ClickHouseStore(Store):
     def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
         if not records:
             return IngestResult(0, 0)
-        unique: dict[tuple[str, str], SpanRecord] = {}
-        for record in records:
-            unique.setdefault((record.trace_id, record.span_id), record)
+        unique = first_of_each_span(records)
         with self._write_lock:
             stored = self._stored(list(unique))
             fresh = [record for key, record in unique.items() if key not in stored]

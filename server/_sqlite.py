@@ -24,7 +24,7 @@ from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION
 from ._stats import hour_of, latency_bin
-from ._store import IngestResult, Store, TraceQuery
+from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
 __all__ = ["SQLiteStore"]
 
@@ -384,9 +384,7 @@ class SQLiteStore(Store):
     def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
         if not records:
             return IngestResult(0, 0)
-        unique: dict[tuple[str, str], SpanRecord] = {}
-        for record in records:
-            unique.setdefault((record.trace_id, record.span_id), record)
+        unique = first_of_each_span(records)
         # The Python work happens before taking the write lock, so two requests overlap.
         fresh = list(unique.values())
         rows = [_span_row(r) for r in fresh]

@@ -14,7 +14,8 @@ from typing import Any, Final
 
 from ._model import SpanRecord
 
-__all__ = ["Store", "TraceQuery", "IngestResult", "SORT_FIELDS", "TRACE_STATUSES", "RULE_CONDITIONS"]
+__all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FIELDS", "TRACE_STATUSES",
+           "RULE_CONDITIONS"]
 
 SORT_FIELDS: Final = ("start_time", "end_time", "duration", "cost", "tokens", "spans", "name", "status")
 TRACE_STATUSES: Final = ("ok", "error", "blocked")
@@ -47,6 +48,15 @@ class TraceQuery:
 class IngestResult:
     accepted: int
     duplicates: int
+
+
+def first_of_each_span(records: Sequence[SpanRecord]) -> dict[tuple[str, str], SpanRecord]:
+    """(trace_id, span_id) → the first record with it: a batch may carry one span twice, and only the first
+    counts, as in a retried batch."""
+    unique: dict[tuple[str, str], SpanRecord] = {}
+    for record in records:
+        unique.setdefault((record.trace_id, record.span_id), record)
+    return unique
 
 
 class Store(abc.ABC):
