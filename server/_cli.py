@@ -125,6 +125,8 @@ def _redacted(url: str) -> str:
 def _demo(args: argparse.Namespace) -> int:
     try:
         from . import _demo as demo_module
+
+        demo_module.require_frameworks()
     except ImportError as error:
         print(f"agentwatch demo needs the LangGraph plugin (pip install 'agentwatch[langchain,server]'): {error}",
               file=sys.stderr)

@@ -93,6 +93,13 @@ def _summary(base: str, outcome: dict[str, Any], out: Any) -> None:
     say(f"  final report: {outcome.get('report')}")
 
 
+def require_frameworks() -> None:
+    """Raise ImportError before anything starts when LangGraph, its SQLite saver or LangChain is missing."""
+    import langgraph.checkpoint.sqlite  # noqa: F401
+
+    from . import _demo_workflow  # noqa: F401  (langchain_core and langgraph.graph)
+
+
 def main(args: argparse.Namespace) -> int:
     from . import start_background
 

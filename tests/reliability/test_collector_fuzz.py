@@ -10,13 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-
-import httpx  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentwatch.server import ServerHandle, Settings, start_background  # noqa: E402
 from tests.reliability.conftest import scale  # noqa: E402

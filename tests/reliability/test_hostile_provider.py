@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.reliability.conftest import run_script
-
-pytest.importorskip("openai")
 
 _CASES = r'''
 import json, sys

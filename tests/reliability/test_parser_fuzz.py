@@ -8,7 +8,6 @@ import json
 import math
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -66,8 +65,8 @@ def test_set_usage_never_raises_and_never_records_garbage() -> None:
     check()
 
 
-_body = pytest.importorskip("agentwatch.plugins.http._body")
-_usage = pytest.importorskip("agentwatch.plugins.http._usage")
+from agentwatch.plugins.http import _body, _usage  # noqa: E402
+
 _APIS = sorted(getattr(_usage, "_READERS", {"chat": None}))
 
 

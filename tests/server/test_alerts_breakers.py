@@ -188,7 +188,8 @@ def test_failed_delivery_is_recorded(client: TestClient, make_span: SpanFactory)
 
 def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Path,
                                                  make_span: SpanFactory) -> None:
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    import aiosmtpd.controller
+
     messages: list[Any] = []
 
     class Handler:
@@ -199,7 +200,7 @@ def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Pa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    controller = aiosmtpd.Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller = aiosmtpd.controller.Controller(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
         settings = Settings(db_path=tmp_path / "mail.db", signing_key_path=signing_key, smtp_host="127.0.0.1",

@@ -92,7 +92,8 @@ def test_signed_pdf_verifies_and_detects_tampering(reported: TestClient, tmp_pat
     assert result["valid"] and not result["trusted"]
 
     # The PDF still opens in a PDF library, signature trailer and all.
-    pdfplumber = pytest.importorskip("pdfplumber")
+    import pdfplumber
+
     with pdfplumber.open(io.BytesIO(pdf)) as document:
         text = "\n".join(page.extract_text() or "" for page in document.pages)
     assert f"AgentWatch monthly report — {MONTH}" in text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import signal
@@ -228,6 +227,14 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         cli_main([])
     assert cli_main(["verify", str(tmp_path / "missing.pdf")]) == 2
     assert cli_main(["serve", "--port", "99999", "--db", str(tmp_path / "x.db")]) == 2
-    if importlib.util.find_spec("agentwatch.server._demo") is None:
-        assert cli_main(["demo", "--no-serve"]) == 2
-        assert "LangGraph plugin" in capsys.readouterr().err
+
+
+def test_demo_without_langgraph_says_what_to_install(tmp_path: Path) -> None:
+    # A fresh interpreter in which LangGraph cannot be imported, as after `pip install agentwatch[server]`.
+    hide_langgraph = "import sys; sys.modules['langgraph'] = None; "
+    result = subprocess.run([sys.executable, "-c", hide_langgraph + LAUNCH, "demo", "--no-serve", "--port", "0",
+                             "--db", str(tmp_path / "demo.db")], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert result.returncode == 2, result.stderr
+    assert "needs the LangGraph plugin" in result.stderr and "agentwatch[langchain,server]" in result.stderr
+    assert not (tmp_path / "demo.db").exists()
