@@ -103,7 +103,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 _WORKER = textwrap.dedent("""
-    import json, sys, threading, time
+    import json, os, sys, threading, time
     import agentwatch
     from agentwatch import CircuitBreakerException
 
@@ -116,15 +116,26 @@ _WORKER = textwrap.dedent("""
     class ProviderError(Exception):
         pass
 
+    def hold_call(hold):
+        # A number: in flight for that long. A path: in flight until the test creates that file (a probe
+        # held open while the test watches the other callers being blocked; order, not wall-clock).
+        try:
+            time.sleep(float(hold))
+        except ValueError:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(hold) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
     def call(tokens, hold, fail):
         with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as llm:
-            time.sleep(hold)  # a call in flight for that long (a slow probe)
+            hold_call(hold)
             llm.set_usage(input_tokens=tokens, output_tokens=0)
             if fail:
                 raise ProviderError("the provider failed")
 
-    def spend(n, tokens, threads=1, hold=0.0, fail=False):
+    def spend(n, tokens, threads=1, hold=0.0, fail=False, progress=None):
         # "ok": calls that were sent (a failing one included), "blocked": calls the breaker stopped.
+        # With a progress file, each blocked call appends a line to it as it happens.
         result = {"ok": 0, "blocked": 0, "last": None}
         lock = threading.Lock()
         def run():
@@ -140,6 +151,9 @@ _WORKER = textwrap.dedent("""
                     with lock:
                         result["blocked"] += 1
                         result["last"] = [error.reason, error.threshold, error.current]
+                        if progress:
+                            with open(progress, "a") as marks:
+                                marks.write("blocked\\n")
         workers = [threading.Thread(target=run) for _ in range(threads)]
         for w in workers: w.start()
         for w in workers: w.join()
@@ -150,7 +164,7 @@ _WORKER = textwrap.dedent("""
         command, *args = line.split()
         if command in ("spend", "fail"):
             answer = spend(int(args[0]), int(args[1]), int(args[2]) if len(args) > 2 else 1,
-                           float(args[3]) if len(args) > 3 else 0.0, command == "fail")
+                           args[3] if len(args) > 3 else 0.0, command == "fail", args[4] if len(args) > 4 else None)
         elif command == "pause":
             monitor.pause(float(args[0]))
             answer = {"done": True}
@@ -364,7 +378,8 @@ def test_increase_budget_in_one_process_closes_the_scope_everywhere(redis_url: s
     assert first.ask("spend", 2, BIG) == {"ok": 1, "blocked": 1, "last": ["budget_per_hour", 7.5, 7.5]}
 
 
-def test_pause_in_one_process_then_one_probe_fleet_wide(redis_url: str, workers: list[Worker]) -> None:
+def test_pause_in_one_process_then_one_probe_fleet_wide(redis_url: str, workers: list[Worker],
+                                                        tmp_path: Path) -> None:
     limits = {"max_calls_per_minute": 1000, "block_on_threshold": True}
     first = _start(workers, redis_url, **limits)
     second = _start(workers, redis_url, **limits)
@@ -376,9 +391,15 @@ def test_pause_in_one_process_then_one_probe_fleet_wide(redis_url: str, workers:
     assert first.ask("spend", 1, SMALL)["blocked"] == 1
     time.sleep(max(0.0, paused_at + 1.1 - time.monotonic()))
     # ... and when it is over, one probe goes through fleet-wide: 8 callers in 2 processes race, the probe
-    # stays in flight for 0.8 s, every other caller is blocked meanwhile.
-    first.send("spend", 1, SMALL, 4, 0.8)
-    second.send("spend", 1, SMALL, 4, 0.8)
+    # stays in flight until the 7 others have been blocked.
+    gate, progress = tmp_path / "probe-may-finish", tmp_path / "blocked-calls"
+    first.send("spend", 1, SMALL, 4, gate, progress)
+    second.send("spend", 1, SMALL, 4, gate, progress)
+    deadline = time.monotonic() + 60
+    while not (progress.exists() and progress.read_text().count("blocked") >= 7):
+        assert time.monotonic() < deadline, "the other callers were never blocked while the probe was in flight"
+        time.sleep(0.02)
+    gate.touch()
     answers = [first._read(), second._read()]
     assert sum(a["ok"] for a in answers) == 1 and sum(a["blocked"] for a in answers) == 7
     # The probe succeeded: CLOSED everywhere.
