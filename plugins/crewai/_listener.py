@@ -95,9 +95,12 @@ def _nanos(timestamp: Any) -> int | None:
         return None
 
 
-def _task_name(task: Any) -> str:
-    name = getattr(task, "name", None) or getattr(task, "description", None) or "task"
-    return str(name).strip().splitlines()[0][:80]
+def _task_name(task: Any, capture_text: bool) -> str:
+    # A task's description is prompt text: it names the span only where the user allowed capturing text.
+    agent = getattr(task, "agent", None)
+    name = getattr(task, "name", None) or (capture_text and getattr(task, "description", None)) or \
+        getattr(agent, "role", None) or "task"
+    return str(name).strip().splitlines()[0][:80] or "task"
 
 
 def _crew_name(crew: Any, fallback: str | None = None) -> str:
@@ -238,7 +241,7 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
             return "task", attributes, None
         if getattr(task, "id", None) is not None:
             attributes["crewai.task_id"] = str(task.id)
-        return f"task:{_task_name(task)}", attributes, None
+        return f"task:{_task_name(task, client.config.capture_text)}", attributes, None
     if event_type == "agent_execution_started":
         agent = objects.agent
         if agent is None:
