@@ -13,9 +13,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from agentwatch import __version__
 
+from ._messages import input_messages, output_messages
+
 __all__ = ["to_otlp_request", "genai_attributes"]
 
 _OPERATION = {"llm": "chat", "embedding": "embeddings", "tool": "execute_tool", "agent": "invoke_agent"}
+# What a receiver shows a span as (OpenInference's kinds, which Phoenix and Arize read; GenAI-convention
+# receivers read ``gen_ai.operation.name``). Graphs, nodes, crews and tasks are chains, never LLM calls.
+_SPAN_KINDS = {"llm": "LLM", "embedding": "EMBEDDING", "tool": "TOOL", "agent": "AGENT", "retriever": "RETRIEVER",
+               "reranker": "RERANKER", "graph": "CHAIN", "node": "CHAIN", "chain": "CHAIN", "trace": "CHAIN",
+               "crew": "CHAIN", "task": "CHAIN", "workflow": "CHAIN", "span": "CHAIN", "session": "CHAIN",
+               "cron": "CHAIN"}
 _CLIENT_KINDS = frozenset({"llm", "embedding", "http"})
 
 
@@ -48,6 +56,9 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     operation = _OPERATION.get(kind)
     if operation:
         attributes["gen_ai.operation.name"] = operation
+    if kind in _SPAN_KINDS:
+        attributes["openinference.span.kind"] = _SPAN_KINDS[kind]
+    finish_reason = extra.get("finish_reason")
     if span.get("provider"):
         attributes["gen_ai.provider.name"] = span["provider"]
     if span.get("model"):
@@ -70,16 +81,32 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         attributes["gen_ai.tool.name"] = extra.pop("tool.name", span["name"])
     if "error.type" in extra:
         attributes["error.type"] = extra.pop("error.type")
-    if "input" in span:
-        attributes["gen_ai.input.messages"] = span["input"]
-    if "output" in span:
-        attributes["gen_ai.output.messages"] = span["output"]
+    _text_attributes(span, kind, finish_reason, attributes)
     prefix = "agentwatch.breaker." if kind == "breaker" else "agentwatch."
     for key, value in extra.items():
         name = key if key.startswith(("gen_ai.", "agentwatch.", "langgraph", "http.", "url.", "server.")) \
             else f"{prefix}{key}"
         attributes[name] = value
     return attributes
+
+
+def _text_attributes(span: Mapping[str, Any], kind: str, finish_reason: Any, attributes: dict[str, Any]) -> None:
+    """Messages in the convention's shape on LLM spans only; other spans' captured text as plain values."""
+    captured_input, captured_output = span.get("input"), span.get("output")
+    if kind == "llm":
+        if captured_input is not None:
+            attributes["gen_ai.input.messages"] = input_messages(captured_input)
+        if captured_output is not None:
+            attributes["gen_ai.output.messages"] = output_messages(captured_output, finish_reason)
+        return
+    for name, value in (("input", captured_input), ("output", captured_output)):
+        if value is None:
+            continue
+        if isinstance(value, str):
+            attributes[f"{name}.value"] = value
+        else:
+            attributes[f"{name}.value"] = json.dumps(value, default=str, ensure_ascii=False)
+            attributes[f"{name}.mime_type"] = "application/json"
 
 
 def _status(span: Mapping[str, Any]) -> Status:

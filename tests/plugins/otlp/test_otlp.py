@@ -134,3 +134,69 @@ def test_breaker_transitions_carry_their_attributes(receiver: _Receiver) -> None
     assert triggered[0]["agentwatch.breaker.reason"] == "budget_per_hour"
     assert any(a["agentwatch.status"] == "blocked" for a in by_kind["llm"])
     assert statuses["chat gpt-4o"].code in (Status.STATUS_CODE_UNSET, Status.STATUS_CODE_ERROR)
+
+
+def _attributes(span: Span) -> dict[str, Any]:
+    return {kv.key: _plain(kv.value) for kv in span.attributes}
+
+
+def _check_convention_messages(messages: list[dict[str, Any]], output: bool) -> None:
+    """The GenAI convention's message schema: role, typed parts, and a finish_reason on output messages."""
+    for message in messages:
+        assert message["role"] in ("system", "user", "assistant", "tool"), message
+        assert isinstance(message["parts"], list) and message["parts"], message
+        for part in message["parts"]:
+            assert part["type"] in ("text", "tool_call", "tool_call_response", "reasoning", "uri", "blob"), part
+            if part["type"] == "text":
+                assert isinstance(part["content"], str)
+        assert ("finish_reason" in message) is output
+
+
+def test_langgraph_messages_follow_the_convention_on_llm_spans_only(receiver: _Receiver) -> None:
+    import json
+
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from tests.plugins.langchain.graphs import Workflow
+
+    agentwatch.init(exporters=["otlp"], capture_messages=True)
+    graph = Workflow(nodes=("planner", "writer")).build(InMemorySaver())
+    graph.invoke({"log": []}, {"configurable": {"thread_id": "otlp"}})
+    assert agentwatch.flush(5)
+    spans = [(span, _attributes(span)) for _, span in receiver.spans()]
+    llms = [(span, attributes) for span, attributes in spans if attributes["agentwatch.kind"] == "llm"]
+    assert len(llms) == 2
+    for span, attributes in llms:
+        assert attributes["openinference.span.kind"] == "LLM"
+        sent = json.loads(attributes["gen_ai.input.messages"])
+        answered = json.loads(attributes["gen_ai.output.messages"])
+        _check_convention_messages(sent, output=False)
+        _check_convention_messages(answered, output=True)
+        assert sent[0]["role"] == "user" and sent[0]["parts"][0]["content"].split(":")[0] in ("planner", "writer")
+        assert answered[0]["role"] == "assistant" and answered[0]["parts"][0]["content"].endswith(" done")
+    others = [attributes for span, attributes in spans if attributes["agentwatch.kind"] in ("graph", "node")]
+    assert {attributes["agentwatch.kind"] for attributes in others} == {"graph", "node"}
+    for attributes in others:
+        assert attributes["openinference.span.kind"] == "CHAIN"
+        assert not any(key.startswith("gen_ai.input") or key.startswith("gen_ai.output") for key in attributes)
+
+
+def test_provider_messages_with_tools_become_typed_parts() -> None:
+    from agentwatch.plugins.otlp._messages import input_messages, output_messages
+
+    sent = input_messages([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"c": 1}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ])
+    assert sent == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "weather?"}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "name": "weather", "id": "c1", "arguments": {"c": 1}}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "sunny"}]},
+    ]
+    assert output_messages("It is sunny.", "end_turn") == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "It is sunny."}], "finish_reason": "stop"}]
+    assert input_messages([{"role": "human", "content": "hi"}])[0]["role"] == "user"
