@@ -166,7 +166,7 @@ def test_langgraph_messages_follow_the_convention_on_llm_spans_only(receiver: _R
     spans = [(span, _attributes(span)) for _, span in receiver.spans()]
     llms = [(span, attributes) for span, attributes in spans if attributes["agentwatch.kind"] == "llm"]
     assert len(llms) == 2
-    for span, attributes in llms:
+    for _span, attributes in llms:
         assert attributes["openinference.span.kind"] == "LLM"
         sent = json.loads(attributes["gen_ai.input.messages"])
         answered = json.loads(attributes["gen_ai.output.messages"])
