@@ -35,7 +35,8 @@ def _arguments(value: Any) -> Any:
 
 
 def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call.get("function"), dict) else call
+    nested = call.get("function")
+    function: dict[str, Any] = nested if isinstance(nested, dict) else call
     part: dict[str, Any] = {"type": "tool_call", "name": str(function.get("name", ""))}
     if call.get("id") is not None:
         part["id"] = str(call["id"])
