@@ -42,7 +42,7 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._key is not None and scope["path"].startswith("/api") and scope["method"] != "OPTIONS" \
+        if self._key is not None and scope["path"].startswith(("/api", "/v1/")) and scope["method"] != "OPTIONS" \
                 and not self._authorized(scope):
             body = json.dumps({"detail": "missing or wrong API key (send it in the X-API-Key header)"}).encode()
             await send({"type": "http.response.start", "status": 401, "headers": [

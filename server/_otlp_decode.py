@@ -1,0 +1,157 @@
+"""OTLP/HTTP trace requests (protobuf or JSON) → plain spans: hex ids, nanosecond times, flat attributes.
+
+The JSON form is the OTLP specification's: camelCase field names, ids as hex strings, 64-bit integers as
+decimal strings, ``AnyValue`` objects (``stringValue``, ``intValue``, ``arrayValue``, ``kvlistValue`` ...).
+Both forms come out identical, so the semantic mapping (``_otlp_semconv``) sees one shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any
+
+__all__ = ["OtlpSpan", "OtlpDecodeError", "decode_protobuf", "decode_json"]
+
+#: OTLP span status codes: 0 unset, 1 ok, 2 error.
+STATUS_ERROR = 2
+
+
+class OtlpDecodeError(ValueError):
+    """The body is not an ``ExportTraceServiceRequest`` in the declared encoding."""
+
+
+@dataclasses.dataclass(slots=True)
+class OtlpSpan:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    status_code: int
+    status_message: str
+    events: list[dict[str, Any]]
+
+
+# ---- protobuf ------------------------------------------------------------------------------------------------
+
+
+def _pb_value(value: Any) -> Any:
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [_pb_value(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _pb_value(kv.value) for kv in value.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return getattr(value, which)
+
+
+def _pb_attributes(items: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in items}
+
+
+def decode_protobuf(body: bytes, max_spans: int) -> list[OtlpSpan]:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as error:
+        raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest: {error}") from None
+    spans: list[OtlpSpan] = []
+    for resource_spans in request.resource_spans:
+        resource = _pb_attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope.name
+            for span in scope_spans.spans:
+                if len(spans) >= max_spans:
+                    raise OtlpDecodeError(f"at most {max_spans} spans per request")
+                spans.append(OtlpSpan(
+                    span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None, span.name,
+                    span.kind, span.start_time_unix_nano, span.end_time_unix_nano, _pb_attributes(span.attributes),
+                    resource, scope, span.status.code, span.status.message,
+                    [{"name": event.name, "time_unix_nano": event.time_unix_nano,
+                      "attributes": _pb_attributes(event.attributes)} for event in span.events]))
+    return spans
+
+
+# ---- JSON ----------------------------------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    if not isinstance(value, dict) or not value:
+        return None
+    kind, raw = next(iter(value.items()))
+    if kind == "intValue":
+        return int(raw)
+    if kind == "doubleValue":
+        return float(raw)
+    if kind == "arrayValue":
+        return [_json_value(item) for item in (raw or {}).get("values", [])]
+    if kind == "kvlistValue":
+        return _json_attributes((raw or {}).get("values", []))
+    return raw  # stringValue, boolValue, bytesValue (already base64 text)
+
+
+def _json_attributes(items: Any) -> dict[str, Any]:
+    if not isinstance(items, list):
+        return {}
+    return {item["key"]: _json_value(item.get("value")) for item in items
+            if isinstance(item, dict) and isinstance(item.get("key"), str)}
+
+
+def _json_id(value: Any, length: int) -> str | None:
+    """OTLP/JSON ids are hex; some exporters send base64 (the protobuf JSON mapping's default) instead."""
+    if not value:
+        return None
+    text = str(value)
+    if len(text) == length * 2:
+        return text.lower()
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except ValueError:
+        return text
+    return decoded.hex() if len(decoded) == length else text
+
+
+def decode_json(body: bytes, max_spans: int) -> list[OtlpSpan]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise OtlpDecodeError(f"body is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise OtlpDecodeError("body must be an OTLP ExportTraceServiceRequest object")
+    spans: list[OtlpSpan] = []
+    try:
+        for resource_spans in document.get("resourceSpans") or []:
+            resource = _json_attributes((resource_spans.get("resource") or {}).get("attributes"))
+            for scope_spans in resource_spans.get("scopeSpans") or []:
+                scope = str((scope_spans.get("scope") or {}).get("name", ""))
+                for span in scope_spans.get("spans") or []:
+                    if len(spans) >= max_spans:
+                        raise OtlpDecodeError(f"at most {max_spans} spans per request")
+                    status = span.get("status") or {}
+                    spans.append(OtlpSpan(
+                        _json_id(span.get("traceId"), 16) or "", _json_id(span.get("spanId"), 8) or "",
+                        _json_id(span.get("parentSpanId"), 8), str(span.get("name", "")), int(span.get("kind", 0)),
+                        int(span.get("startTimeUnixNano", 0)), int(span.get("endTimeUnixNano", 0)),
+                        _json_attributes(span.get("attributes")), resource, scope, int(status.get("code", 0)),
+                        str(status.get("message", "")),
+                        [{"name": event.get("name", ""), "time_unix_nano": int(event.get("timeUnixNano", 0)),
+                          "attributes": _json_attributes(event.get("attributes"))}
+                         for event in span.get("events") or [] if isinstance(event, dict)]))
+    except (AttributeError, TypeError, ValueError) as error:
+        if isinstance(error, OtlpDecodeError):
+            raise
+        raise OtlpDecodeError(f"not an OTLP/JSON trace request: {error}") from None
+    return spans

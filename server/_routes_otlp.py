@@ -1,0 +1,112 @@
+"""``POST /v1/traces``: OTLP/HTTP trace export (protobuf or JSON), so OpenTelemetry-instrumented agents can
+point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the collector. Same API key, size caps, gzip bound, zero data
+retention and idempotency on (trace_id, span_id) as ``/api/ingest``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ._ingest import IngestError, inflate, strip_text
+from ._model import NativeSpan, SpanRecord, to_record
+from ._otlp_decode import OtlpDecodeError, decode_json, decode_protobuf
+from ._otlp_semconv import to_native_span
+from ._state import AppState, app_state
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_PROTOBUF = "application/x-protobuf"
+
+
+def _records(state: AppState, body: bytes, encoding: str | None, protobuf: bool) -> tuple[list[SpanRecord], int,
+                                                                                           str]:
+    settings = state.settings
+    raw = inflate(body, encoding, settings.max_inflated_bytes)
+    try:
+        spans = (decode_protobuf if protobuf else decode_json)(raw, settings.max_spans_per_request)
+    except OtlpDecodeError as error:
+        status = 413 if "at most" in str(error) else 400
+        raise IngestError(status, str(error)) from None
+    records: list[SpanRecord] = []
+    rejected, first_error = 0, ""
+    for span in spans:
+        try:
+            records.append(to_record(NativeSpan.model_validate(to_native_span(span))))
+        except (ValidationError, ValueError) as error:
+            rejected += 1
+            first_error = first_error or f"span {span.span_id or '?'}: {str(error).splitlines()[0]}"
+    return records, rejected, first_error
+
+
+def _process(state: AppState, body: bytes, encoding: str | None, protobuf: bool) -> tuple[int, str]:
+    records, rejected, first_error = _records(state, body, encoding, protobuf)
+    if state.settings.zero_data_retention:
+        for record in records:
+            strip_text(record)
+    if records:
+        result = state.store.ingest(records)
+        if result.accepted:
+            state.alerts.notify_ingest()
+    return rejected, first_error
+
+
+def _answer(protobuf: bool, rejected: int, message: str) -> Response:
+    if protobuf:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        answer = ExportTraceServiceResponse()
+        if rejected:
+            answer.partial_success.rejected_spans = rejected
+            answer.partial_success.error_message = message
+        return Response(answer.SerializeToString(), media_type=_PROTOBUF)
+    content: dict[str, Any] = {}
+    if rejected:
+        content["partialSuccess"] = {"rejectedSpans": str(rejected), "errorMessage": message}
+    return JSONResponse(content)
+
+
+def _refusal(error: IngestError) -> Response:
+    # OTLP errors carry a google.rpc.Status; exporters log its message. JSON is what they all can print.
+    return JSONResponse({"code": 3, "message": error.message}, status_code=error.status_code)
+
+
+@router.post(
+    "/v1/traces",
+    tags=["ingest"],
+    openapi_extra={"requestBody": {"required": True, "content": {
+        _PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": {"type": "object", "description": "OTLP/JSON ExportTraceServiceRequest"}}}}},
+    responses={400: {"description": "malformed body"}, 413: {"description": "body too large"},
+               415: {"description": "unsupported Content-Type or Content-Encoding"}},
+)
+async def otlp_traces(request: Request) -> Any:
+    """Store an OTLP trace export. Spans from the GenAI semantic conventions, OpenInference, OpenLLMetry and
+    Pydantic AI / Logfire become LLM, tool, agent and chain spans with model, tokens, cost and messages;
+    a span without a cost is priced from its tokens. Spans that cannot be stored are counted in
+    ``partial_success`` while the others are kept."""
+    state = app_state(request)
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type not in (_PROTOBUF, "application/json"):
+        return _refusal(IngestError(415, "send application/x-protobuf or application/json"))
+    protobuf = content_type == _PROTOBUF
+    limit = state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return _refusal(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return _refusal(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
+    try:
+        rejected, message = await run_in_threadpool(_process, state, bytes(body),
+                                                    request.headers.get("content-encoding"), protobuf)
+    except IngestError as error:
+        return _refusal(error)
+    return _answer(protobuf, rejected, message)

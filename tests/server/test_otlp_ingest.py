@@ -1,0 +1,232 @@
+"""OTLP/HTTP in: real OpenTelemetry instrumentors, each in a fresh interpreter, export to a running collector's
+``/v1/traces``; the collector's API then shows the right tree, kinds, model, tokens, cost and messages.
+
+Expected costs are written from published gpt-4o rates ($2.50 input, $1.25 cached input, $10 output per
+million tokens), not computed by the code under test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentwatch.server import ServerHandle, Settings, start_background
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PROGRAM = '''
+import os, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from tests.stubs.provider_server import StubProvider, Reply
+
+COLLECTOR = sys.argv[1]
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=COLLECTOR + "/v1/traces")))
+trace.set_tracer_provider(provider)
+with StubProvider() as stub:
+    stub.queue(Reply(content="the answer", input_tokens=100, output_tokens=20, cached_tokens=40))
+{body}
+provider.force_flush()
+'''
+
+_OPENAI_CALL = '''
+    import openai
+    openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0).chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}])
+'''
+
+PROGRAMS = {
+    "opentelemetry-instrumentation-openai-v2": '''
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    OpenAIInstrumentor().instrument()
+''' + _OPENAI_CALL,
+    "openinference-instrumentation-openai": '''
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+    OpenAIInstrumentor().instrument()
+''' + _OPENAI_CALL,
+    "openinference-instrumentation-langchain": '''
+    from openinference.instrumentation.langchain import LangChainInstrumentor
+    LangChainInstrumentor().instrument()
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_openai import ChatOpenAI
+    chain = ChatPromptTemplate.from_messages([("system", "be brief"), ("user", "{question}")]) | ChatOpenAI(
+        model="gpt-4o", base_url=stub.openai_base_url, api_key="k", max_retries=0)
+    chain.invoke({"question": "hello there"})
+''',
+    "traceloop-sdk": '''
+    from traceloop.sdk import Traceloop
+    from traceloop.sdk.decorators import agent, workflow
+    Traceloop.init(app_name="nightly-app", api_endpoint=COLLECTOR, disable_batch=True, telemetry_enabled=False)
+
+    @agent(name="researcher")
+    def research():
+''' + textwrap.indent(_OPENAI_CALL, "    ") + '''
+    @workflow(name="nightly")
+    def flow():
+        research()
+
+    flow()
+''',
+}
+
+
+@pytest.fixture
+def collector(settings: Settings) -> Any:
+    handle = start_background("127.0.0.1", 0, settings=settings)
+    yield handle
+    handle.stop()
+
+
+def _get(handle: ServerHandle, path: str) -> Any:
+    with urllib.request.urlopen(f"{handle.url}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _spans(handle: ServerHandle) -> list[dict[str, Any]]:
+    spans: list[dict[str, Any]] = []
+    for trace in _get(handle, "/api/traces")["traces"]:
+        spans.extend(_get(handle, f"/api/traces/{trace['trace_id']}/spans")["spans"])
+    return spans
+
+
+def _run(program: str, handle: ServerHandle) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY",
+           "TRACELOOP_METRICS_ENABLED": "false", "TRACELOOP_TELEMETRY": "false", "OTEL_SDK_DISABLED": "false"}
+    env = {key: value for key, value in env.items() if not key.startswith("AGENTWATCH_")}
+    result = subprocess.run([sys.executable, "-c", _PROGRAM.format(body=program), handle.url], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize("instrumentor", sorted(PROGRAMS))
+def test_real_instrumentors_show_kinds_tokens_cost_and_messages(instrumentor: str, collector: ServerHandle) -> None:
+    _run(PROGRAMS[instrumentor], collector)
+    spans = _spans(collector)
+    llms = [span for span in spans if span["kind"] == "llm"]
+    assert len(llms) == 1, [(span["name"], span["kind"]) for span in spans]
+    llm = llms[0]
+    assert (llm["model"], llm["provider"], llm["input_tokens"], llm["output_tokens"]) == ("gpt-4o", "openai", 100, 20)
+    if llm["cached_input_tokens"]:  # the instrumentors that report cache reads
+        assert llm["cached_input_tokens"] == 40
+        assert llm["cost_usd"] == pytest.approx((60 * 2.50 + 40 * 1.25 + 20 * 10.0) / 1e6)
+    else:
+        assert llm["cost_usd"] == pytest.approx((100 * 2.50 + 20 * 10.0) / 1e6)
+    assert "hello there" in _text(llm["input"]) and "the answer" in _text(llm["output"])
+    by_id = {span["span_id"]: span for span in spans}
+    if instrumentor == "openinference-instrumentation-langchain":
+        parent = by_id[llm["parent_span_id"]]
+        assert parent["kind"] == "chain" and parent["parent_span_id"] is None
+    if instrumentor == "traceloop-sdk":
+        agent = by_id[llm["parent_span_id"]]
+        workflow = by_id[agent["parent_span_id"]]
+        assert (agent["kind"], agent["agent_name"], llm["agent_name"]) == ("agent", "researcher", "researcher")
+        assert workflow["kind"] == "chain" and workflow["parent_span_id"] is None
+    metrics = _get(collector, "/api/metrics")
+    assert metrics["cost_usd"] == pytest.approx(llm["cost_usd"], abs=1e-6)
+
+
+def _kv(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _otlp_json(spans: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": [_kv("service.name", "svc")]},
+                                          "scopeSpans": [{"scope": {"name": "hand"}, "spans": spans}]}]}).encode()
+
+
+def _span(span_id: str, name: str, attributes: dict[str, Any], parent: str | None = None,
+          **extra: Any) -> dict[str, Any]:
+    span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": span_id, "name": name, "kind": 3,
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+            "attributes": [_kv(key, value) for key, value in attributes.items()], **extra}
+    if parent:
+        span["parentSpanId"] = parent
+    return span
+
+
+def _post(handle: ServerHandle, body: bytes, content_type: str = "application/json",
+          headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(f"{handle.url}/v1/traces", data=body, method="POST",
+                                     headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_older_conventions_events_and_partial_success_over_json(collector: ServerHandle) -> None:
+    body = _otlp_json([
+        _span("eee1eee1eee1eee1", "agent run", {"agent_name": "planner", "gen_ai.operation.name": "invoke_agent"}),
+        _span("aaa1aaa1aaa1aaa1", "chat gpt-4o-mini", {
+            "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.prompt_tokens": 1000,
+            "gen_ai.usage.completion_tokens": 100, "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": "old-style prompt", "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.content": "old-style answer"}, parent="eee1eee1eee1eee1"),
+        _span("bbb1bbb1bbb1bbb1", "chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                                   "gen_ai.usage.input_tokens": 10, "agentwatch.cost_usd": 0},
+              parent="eee1eee1eee1eee1",
+              events=[{"name": "gen_ai.content.prompt", "attributes": [_kv("gen_ai.prompt", "event prompt")]}]),
+        _span("not-hex-and-far-too-long-for-an-id" * 5, "broken", {}),
+    ])
+    status, answer = _post(collector, gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    assert status == 200
+    assert json.loads(answer)["partialSuccess"]["rejectedSpans"] == "1"
+    spans = {span["span_id"]: span for span in _spans(collector)}
+    assert set(spans) == {"eee1eee1eee1eee1", "aaa1aaa1aaa1aaa1", "bbb1bbb1bbb1bbb1"}
+    agent, old, evented = spans["eee1eee1eee1eee1"], spans["aaa1aaa1aaa1aaa1"], spans["bbb1bbb1bbb1bbb1"]
+    assert (agent["kind"], agent["agent_name"]) == ("agent", "planner")
+    assert (old["kind"], old["provider"], old["input_tokens"], old["output_tokens"]) == ("llm", "openai", 1000, 100)
+    assert old["cost_usd"] == pytest.approx((1000 * 0.15 + 100 * 0.60) / 1e6)  # gpt-4o-mini published rates
+    assert old["input"] == [{"role": "user", "content": "old-style prompt"}]
+    assert old["output"] == [{"role": "assistant", "content": "old-style answer"}]
+    assert not any(key.startswith("gen_ai.prompt") for key in old["attributes"])
+    assert evented["cost_usd"] == 0 and evented["input"] == ["event prompt"]
+    # The same request again: idempotent on (trace_id, span_id).
+    assert _post(collector, body)[0] == 200
+    assert len(_spans(collector)) == 3
+
+
+def test_refusals(collector: ServerHandle) -> None:
+    assert _post(collector, b"{}", content_type="text/plain")[0] == 415
+    assert _post(collector, b"not json")[0] == 400
+    assert _post(collector, b"\x0a\xff\xff", content_type="application/x-protobuf")[0] == 400
+
+
+def test_api_key_and_zero_data_retention(settings: Settings) -> None:
+    handle = start_background("127.0.0.1", 0, settings=settings.replace(api_key="s3cret", zero_data_retention=True))
+    try:
+        body = _otlp_json([_span("ccc1ccc1ccc1ccc1", "chat", {
+            "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 5,
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "secret"}]}]),
+            "llm.input_messages.0.message.content": "secret too"})])
+        assert _post(handle, body)[0] == 401
+        assert _post(handle, body, headers={"Authorization": "Bearer s3cret"})[0] == 200
+        request = urllib.request.Request(f"{handle.url}/api/traces/5b8efff798038103d269b633813fc60c/spans",
+                                         headers={"X-API-Key": "s3cret"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            stored = response.read().decode()
+        assert "ccc1ccc1ccc1ccc1" in stored and "secret" not in stored
+    finally:
+        handle.stop()
