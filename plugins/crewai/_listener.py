@@ -59,6 +59,7 @@ from agentwatch._context import AgentScope
 from agentwatch._safe import stop_on_exception
 
 from ._errors import CrewAICircuitBreakerException
+from ._runs import current_run, patch, unpatch
 
 __all__ = ["AgentWatchListener", "install", "uninstall"]
 
@@ -387,17 +388,42 @@ def before_llm_call(context: Any) -> None:
     model, provider = _model_of(llm)
     attributes: dict[str, Any] = {"framework": "crewai", "crewai.iteration": getattr(context, "iterations", 0)}
     messages = getattr(context, "messages", None)
+    scopes = (scope,) if scope is not None else ()
+    name = type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm"
+    captured = list(messages) if messages and client.config.capture_text else None
+    run = current_run()
+    earlier = run.still_blocked() if run is not None else None
+    if earlier is not None:
+        # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
+        _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
+        raise CrewAICircuitBreakerException(earlier) from None
     try:
-        call = agentwatch.start_llm_call(
-            type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm",
-            model=model, provider=provider, parent=parent, scopes=(scope,) if scope is not None else (),
-            input=list(messages) if messages and client.config.capture_text else None, attributes=attributes)
+        call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
+                                         input=captured, attributes=attributes)
     except CircuitBreakerException as blocked:
+        if run is not None:
+            run.record(blocked, scopes)
         # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
         raise CrewAICircuitBreakerException(blocked) from None
     call.activate()
     _ACTIVATED.set(call)
     return None
+
+
+def _record_refusal(name: str, model: str | None, provider: str | None, parent: Span | None,
+                    scopes: tuple[AgentScope, ...], captured: Any, attributes: dict[str, Any],
+                    blocked: CircuitBreakerException) -> None:
+    """The blocked span of a call refused for an earlier block of its run (the core checked nothing)."""
+    call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
+                                     input=captured, attributes=attributes, check=False)
+    span = call.span
+    span.status = "blocked"
+    span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
+                            "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
+                            "breaker.current": blocked.current, "crewai.refused_after_block": True})
+    client = agentwatch.get_client()
+    if client is not None:
+        client.end_span(span)
 
 
 @stop_on_exception
@@ -526,6 +552,7 @@ def install(bus: Any = None) -> None:
             register_before_llm_call_hook(before_llm_call)
         if after_llm_call not in get_after_llm_call_hooks():
             register_after_llm_call_hook(after_llm_call)
+        patch()
 
 
 def uninstall(bus: Any = None) -> None:
@@ -538,6 +565,7 @@ def uninstall(bus: Any = None) -> None:
             unregister_before_llm_call_hook(before_llm_call)
         while after_llm_call in get_after_llm_call_hooks():
             unregister_after_llm_call_hook(after_llm_call)
+        unpatch()
         TREE.clear()
 
 
