@@ -10,6 +10,10 @@ Two CrewAI mechanisms, because neither does both jobs:
   guaranteed order. They name and close the crew/task/agent/tool spans and end the LLM call with the
   usage of ``LLMCallCompletedEvent``.
 
+A block is also recorded on the kickoff it happens in (``_runs``): CrewAI turns errors raised inside a
+tool, the delegation tool included, into text, so the hook refuses the run's later calls and the
+kickoff raises.
+
 Spans are keyed by CrewAI's event ids. Every handler (and the hook) sees CrewAI's scope stack of the
 emitting context, so whichever runs first creates the missing ancestors and the tree comes out the same
 whatever order the pool runs the handlers in.

@@ -6,7 +6,8 @@ general (``ToolUsage``). A block raised in a delegated agent (or in an LLM call 
 becomes a tool result, and the calling agent carries on; with a per-agent limit its own scope is not
 blocked, so its next request would go out and ``kickoff()`` would return normally.
 
-So a block is recorded on the run (``Crew.kickoff*``, ``Flow.kickoff*``) it happens in, and:
+So a block is recorded on the run (``Crew.kickoff*``, ``Flow.kickoff*``, a lone ``Agent.kickoff*``) it
+happens in, and:
 
 - every later LLM call of that run is refused before its request while the scope that blocked still
   blocks (``refusal``), so the calling agent, which CrewAI does not shield, raises in turn;
@@ -14,9 +15,9 @@ So a block is recorded on the run (``Crew.kickoff*``, ``Flow.kickoff*``) it happ
 
 A recovery (``e.monitor.increase_budget(...)``, ``reset_windows()``, a pause that ended) lifts the
 refusal at once: the limits are checked again, nothing is remembered beyond the run. A block that
-leaves a crew run started inside another crew's run (a tool that kicks off a crew) is recorded on the
-outer run too, since the tool hides it there; one that leaves a crew a Flow step started has reached
-user code, which may catch it.
+leaves a run started inside a crew's or agent's run (a tool that kicks off a crew, an LLM guardrail) is
+recorded on the outer run too, since CrewAI hides it there; one that leaves a crew a Flow step started
+has reached user code, which may catch it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar, Token
 from typing import Any
 
+from crewai.agent.core import Agent
 from crewai.agents.agent_builder.base_agent_executor import BaseAgentExecutor
 from crewai.crew import Crew
 from crewai.flow.runtime import Flow
@@ -149,11 +151,14 @@ _BOUNDARIES: tuple[tuple[type[Any], str, Callable[[Any], Any]], ...] = (
     (Flow, "kickoff", _sync_boundary),
     (Flow, "kickoff_async", _async_boundary),
     (Flow, "akickoff", _async_boundary),
+    (Agent, "kickoff", _sync_boundary),
+    (Agent, "kickoff_async", _async_boundary),
+    (Agent, "akickoff", _async_boundary),
 )
 
 
 def patch() -> None:
-    """Make every crew and Flow kickoff a run (once, however often asked)."""
+    """Make every crew, Flow and lone agent kickoff a run (once, however often asked)."""
     for owner, name, wrap in _BOUNDARIES:
         _PATCHER.replace(owner, name, wrap)
 

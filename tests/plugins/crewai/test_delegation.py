@@ -201,3 +201,57 @@ def test_flow_step_that_handles_the_block_finishes_normally(stub_provider: Any, 
     assert _flow(stub.openai_base_url, recover=True).kickoff() == "recovered: " + FINAL
     assert stub.count() == 4
 
+
+
+def _outer(base_url: str, kind: str) -> Any:
+    """A Researcher whose tool kicks off a crew of its own (a Writer): as a crew, or as a lone agent."""
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.tools import tool
+
+    def llm() -> Any:
+        return LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="x", max_retries=0)
+
+    @tool("ask_writer")
+    def ask_writer(question: str) -> str:
+        """Ask the writing crew a question."""
+        writer = Agent(role="Writer", goal="Write text", backstory="Concise.", llm=llm(), verbose=False)
+        inner = Crew(agents=[writer], tasks=[Task(description=question, expected_output="Text", agent=writer)],
+                     verbose=False)
+        return str(inner.kickoff().raw)
+
+    researcher = Agent(role="Researcher", goal="Find facts", backstory="Careful.", llm=llm(), tools=[ask_writer],
+                       verbose=False)
+    if kind == "agent":
+        return researcher
+    return Crew(agents=[researcher], tasks=[Task(description="Research bees", expected_output="Facts",
+                                                 agent=researcher)], verbose=False)
+
+
+def _run_outer(target: Any) -> str:
+    result = target.kickoff("Research bees") if hasattr(target, "role") else target.kickoff()
+    return str(result.raw)
+
+
+@pytest.mark.parametrize("kind", ["crew", "agent"])
+def test_block_in_a_crew_a_tool_kicks_off_stops_the_outer_run(stub_provider: Any, memory: Any, kind: str) -> None:
+    stub = stub_provider
+    agentwatch.init(exporters=[memory], agents=_limit("Writer"))
+    ask = Reply(content="", tool_calls=[{"name": "ask_writer", "arguments": {"question": "A bee fact?"}}],
+                input_tokens=100, output_tokens=20)
+    replies = [ask, Reply(content="Bees dance.", input_tokens=200, output_tokens=30),
+               Reply(content=FINAL, input_tokens=300, output_tokens=50)]
+    stub.queue(*replies)
+    assert _run_outer(_outer(stub.openai_base_url, kind)) == FINAL
+    assert stub.count() == 3
+
+    stub.clear()
+    stub.queue(*replies)
+    with pytest.raises(CircuitBreakerException) as caught:
+        _run_outer(_outer(stub.openai_base_url, kind))
+    assert stub.count() == 1  # the tool call; the Writer's and every later request never left
+    assert caught.value.scope_id == "writer"
+
+    caught.value.monitor.increase_budget(1.0)  # type: ignore[union-attr]
+    stub.clear()
+    stub.queue(*replies)
+    assert _run_outer(_outer(stub.openai_base_url, kind)) == FINAL
