@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +27,7 @@ from tests.stubs.provider_server import Reply
 
 from .conftest import MODEL, settle
 
+ROOT = Path(__file__).resolve().parents[3]
 FINAL = "Final: bees dance to share where flowers are."
 #: The worker's answer costs $0.000048 (200 in, 30 out on gpt-4o-mini): over this budget after one run.
 WORKER_BUDGET = 0.00002
@@ -217,7 +223,7 @@ def _outer(base_url: str, kind: str) -> Any:
         writer = Agent(role="Writer", goal="Write text", backstory="Concise.", llm=llm(), verbose=False)
         inner = Crew(agents=[writer], tasks=[Task(description=question, expected_output="Text", agent=writer)],
                      verbose=False)
-        return str(inner.kickoff().raw)
+        return str(getattr(inner.kickoff(), "raw", ""))
 
     researcher = Agent(role="Researcher", goal="Find facts", backstory="Careful.", llm=llm(), tools=[ask_writer],
                        verbose=False)
@@ -255,3 +261,31 @@ def test_block_in_a_crew_a_tool_kicks_off_stops_the_outer_run(stub_provider: Any
     stub.clear()
     stub.queue(*replies)
     assert _run_outer(_outer(stub.openai_base_url, kind)) == FINAL
+
+
+def test_user_program_flow_with_a_hierarchical_crew(stub_provider: Any) -> None:
+    """A whole program in a fresh interpreter, zero-config, CrewAI imported after ``init()``."""
+    stub = stub_provider
+    for _ in range(2):
+        _script(stub, "Researcher")  # the first run; the second stops after the delegating request
+    program = textwrap.dedent(f"""
+        import asyncio, json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import agentwatch
+        agentwatch.init(exporters=[], agents={{"Researcher": {{"budget_per_hour": {WORKER_BUDGET},
+                                                              "block_on_threshold": True}}}})
+        from tests.plugins.crewai.test_delegation import _flow
+        out = [_flow({stub.openai_base_url!r}).kickoff()]
+        try:
+            asyncio.run(_flow({stub.openai_base_url!r}).kickoff_async())
+        except agentwatch.CircuitBreakerException as e:
+            out.append([type(e).__name__, e.scope_id, e.reason])
+        print(json.dumps(out))
+    """)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTWATCH_")}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=180,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+        FINAL, ["CrewAICircuitBreakerException", "researcher", "budget_per_hour"]]
+    assert stub.count() == 4  # three, then the delegating request alone
