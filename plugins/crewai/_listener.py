@@ -171,6 +171,19 @@ class _Tree:
                 parent = span
         return parent
 
+    def mark_blocked(self, stack: Stack) -> None:
+        """A call on ``stack`` was blocked: so were its agent and every tool around it.
+
+        CrewAI ends neither as failed when a tool (the delegation tool) turns the block into its result.
+        """
+        with self._lock:
+            scopes = self._live_scopes(stack)
+            for index, (event_id, event_type) in enumerate(scopes):
+                span = self._find(event_id)
+                if span is not None and not span.ended and (
+                        event_type == "tool_usage_started" or index == len(scopes) - 1):
+                    span.status = "blocked"
+
     def _live_scopes(self, stack: Stack) -> list[tuple[str, str]]:
         scopes = [(eid, etype) for eid, etype in stack if etype in _SPAN_KINDS and eid not in self._abandoned]
         # A crew directly inside a crew is a stale entry CrewAI left in the caller's context when an
@@ -387,7 +400,8 @@ def before_llm_call(context: Any) -> None:
     agent = getattr(context, "agent", None)
     scope = agent_scope(client, agent) if agent is not None else None
     objects = _Objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
-    parent = TREE.ensure(client, _stack(), objects)
+    stack = _stack()
+    parent = TREE.ensure(client, stack, objects)
     llm = getattr(context, "llm", None)
     model, provider = _model_of(llm)
     attributes: dict[str, Any] = {"framework": "crewai", "crewai.iteration": getattr(context, "iterations", 0)}
@@ -400,6 +414,7 @@ def before_llm_call(context: Any) -> None:
     if earlier is not None:
         # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
         _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
+        TREE.mark_blocked(stack)
         raise CrewAICircuitBreakerException(earlier) from None
     try:
         call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
@@ -407,6 +422,7 @@ def before_llm_call(context: Any) -> None:
     except CircuitBreakerException as blocked:
         if run is not None:
             run.record(blocked, scopes)
+        TREE.mark_blocked(stack)
         # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
         raise CrewAICircuitBreakerException(blocked) from None
     call.activate()

@@ -124,6 +124,9 @@ def test_block_in_the_delegated_agent_reaches_the_caller_then_recovers(
     assert run[1]["agent_name"] == worker and run[2]["attributes"]["crewai.refused_after_block"] is True
     assert all(span["cost_usd"] == 0 for span in run[1:])
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(spent + run[0]["cost_usd"])
+    # The worker and the delegation tool read as blocked too, though CrewAI ended them as a tool result.
+    last = {span["name"]: span["status"] for span in memory.spans}
+    assert last[f"agent:{worker}"] == last["tool:delegate_work_to_coworker"] == last["crew:crew"] == "blocked"
 
     # Recovery as documented: the same crew setup runs through again.
     blocked.monitor.increase_budget(1.0)
