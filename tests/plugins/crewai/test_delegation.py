@@ -292,3 +292,20 @@ def test_user_program_flow_with_a_hierarchical_crew(stub_provider: Any) -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [
         FINAL, ["CrewAICircuitBreakerException", "researcher", "budget_per_hour"]]
     assert stub.count() == 4  # three, then the delegating request alone
+
+
+def test_streamed_hierarchical_crew_raises_the_block_while_iterated(stub_provider: Any, memory: Any) -> None:
+    stub = stub_provider
+    agentwatch.init(exporters=[memory], agents=_limit("Researcher"))
+    _script(stub, "Researcher")
+    _crew(stub.openai_base_url, "hierarchical")[0].kickoff()
+
+    stub.clear()
+    _script(stub, "Researcher")
+    crew = _crew(stub.openai_base_url, "hierarchical")[0]
+    crew.stream = True
+    streaming = crew.kickoff()
+    with pytest.raises(CircuitBreakerException) as caught:
+        for _chunk in streaming:
+            pass
+    assert caught.value.scope_id == "researcher" and stub.count() == 1
