@@ -10,7 +10,7 @@ So a block is recorded on the run (``Crew.kickoff*``, ``Flow.kickoff*``, a lone 
 happens in, and:
 
 - every later LLM call of that run is refused before its request while the scope that blocked still
-  blocks (``refusal``), so the calling agent, which CrewAI does not shield, raises in turn;
+  blocks, so the calling agent, which CrewAI does not shield, raises in turn;
 - the run's ``kickoff*`` raises the block if it would otherwise return, or fail with another error.
 
 A recovery (``e.monitor.increase_budget(...)``, ``reset_windows()``, a pause that ended) lifts the
