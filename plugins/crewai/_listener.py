@@ -10,6 +10,10 @@ Two CrewAI mechanisms, because neither does both jobs:
   guaranteed order. They name and close the crew/task/agent/tool spans and end the LLM call with the
   usage of ``LLMCallCompletedEvent``.
 
+A block is also recorded on the kickoff it happens in (``_runs``): CrewAI turns errors raised inside a
+tool, the delegation tool included, into text, so the hook refuses the run's later calls and the
+kickoff raises.
+
 Spans are keyed by CrewAI's event ids. Every handler (and the hook) sees CrewAI's scope stack of the
 emitting context, so whichever runs first creates the missing ancestors and the tree comes out the same
 whatever order the pool runs the handlers in.
@@ -59,6 +63,7 @@ from agentwatch._context import AgentScope
 from agentwatch._safe import stop_on_exception
 
 from ._errors import CrewAICircuitBreakerException
+from ._runs import current_run, patch, unpatch
 
 __all__ = ["AgentWatchListener", "install", "uninstall"]
 
@@ -168,6 +173,19 @@ class _Tree:
                     self._open[event_id] = (span, event_type)
                 parent = span
         return parent
+
+    def mark_blocked(self, stack: Stack) -> None:
+        """A call on ``stack`` was blocked: so were its agent and every tool around it.
+
+        CrewAI ends neither as failed when a tool (the delegation tool) turns the block into its result.
+        """
+        with self._lock:
+            scopes = self._live_scopes(stack)
+            for index, (event_id, event_type) in enumerate(scopes):
+                span = self._find(event_id)
+                if span is not None and not span.ended and (
+                        event_type == "tool_usage_started" or index == len(scopes) - 1):
+                    span.status = "blocked"
 
     def _live_scopes(self, stack: Stack) -> list[tuple[str, str]]:
         scopes = [(eid, etype) for eid, etype in stack if etype in _SPAN_KINDS and eid not in self._abandoned]
@@ -385,22 +403,50 @@ def before_llm_call(context: Any) -> None:
     agent = getattr(context, "agent", None)
     scope = agent_scope(client, agent) if agent is not None else None
     objects = _Objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
-    parent = TREE.ensure(client, _stack(), objects)
+    stack = _stack()
+    parent = TREE.ensure(client, stack, objects)
     llm = getattr(context, "llm", None)
     model, provider = _model_of(llm)
     attributes: dict[str, Any] = {"framework": "crewai", "crewai.iteration": getattr(context, "iterations", 0)}
     messages = getattr(context, "messages", None)
+    scopes = (scope,) if scope is not None else ()
+    name = type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm"
+    captured = list(messages) if messages and client.config.capture_text else None
+    run = current_run()
+    earlier = run.still_blocked() if run is not None else None
+    if earlier is not None:
+        # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
+        _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
+        TREE.mark_blocked(stack)
+        raise CrewAICircuitBreakerException(earlier) from None
     try:
-        call = agentwatch.start_llm_call(
-            type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm",
-            model=model, provider=provider, parent=parent, scopes=(scope,) if scope is not None else (),
-            input=list(messages) if messages and client.config.capture_text else None, attributes=attributes)
+        call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
+                                         input=captured, attributes=attributes)
     except CircuitBreakerException as blocked:
+        if run is not None:
+            run.record(blocked, scopes)
+        TREE.mark_blocked(stack)
         # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
         raise CrewAICircuitBreakerException(blocked) from None
     call.activate()
     _ACTIVATED.set(call)
     return None
+
+
+def _record_refusal(name: str, model: str | None, provider: str | None, parent: Span | None,
+                    scopes: tuple[AgentScope, ...], captured: Any, attributes: dict[str, Any],
+                    blocked: CircuitBreakerException) -> None:
+    """The blocked span of a call refused for an earlier block of its run (the core checked nothing)."""
+    call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
+                                     input=captured, attributes=attributes, check=False)
+    span = call.span
+    span.status = "blocked"
+    span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
+                            "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
+                            "breaker.current": blocked.current, "crewai.refused_after_block": True})
+    client = agentwatch.get_client()
+    if client is not None:
+        client.end_span(span)
 
 
 @stop_on_exception
@@ -529,6 +575,7 @@ def install(bus: Any = None) -> None:
             register_before_llm_call_hook(before_llm_call)
         if after_llm_call not in get_after_llm_call_hooks():
             register_after_llm_call_hook(after_llm_call)
+        patch()
 
 
 def uninstall(bus: Any = None) -> None:
@@ -541,6 +588,7 @@ def uninstall(bus: Any = None) -> None:
             unregister_before_llm_call_hook(before_llm_call)
         while after_llm_call in get_after_llm_call_hooks():
             unregister_after_llm_call_hook(after_llm_call)
+        unpatch()
         TREE.clear()
 
 

@@ -41,7 +41,7 @@ def test_block_reaches_the_caller_with_zero_requests_then_recovers(crew_stub: An
     settle()
     assert crew_stub.count() == 0  # blocked before the request, and not retried by CrewAI
     blocked = caught.value
-    assert isinstance(blocked, HookAborted)
+    assert issubclass(type(blocked), HookAborted)  # what lets it through CrewAI
     assert blocked.reason == "budget_per_hour" and blocked.scope == "global"
     assert blocked.current == pytest.approx(RUN_COST) and blocked.monitor is agentwatch.get_client().monitor
     blocked_spans = [span for span in _llm_spans(memory) if span["status"] == "blocked"]

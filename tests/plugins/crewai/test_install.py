@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crewai import Agent, Crew
 from crewai.events import LLMCallCompletedEvent, crewai_event_bus
+from crewai.flow.flow import Flow
 from crewai.hooks import get_before_llm_call_hooks
 
 import agentwatch
@@ -32,6 +34,9 @@ def _installed() -> bool:
     hooked = before_llm_call in get_before_llm_call_hooks()
     handlers = crewai_event_bus._sync_handlers.get(LLMCallCompletedEvent, frozenset())
     assert hooked == any(getattr(h, "__module__", "").startswith("agentwatch.") for h in handlers)
+    # The kickoff boundaries (a block inside a delegated agent reaches the caller) come and go with them.
+    assert hooked == all(hasattr(getattr(owner, name), "__wrapped__") for owner in (Crew, Flow, Agent)
+                         for name in ("kickoff", "kickoff_async", "akickoff"))
     return hooked
 
 

@@ -1,0 +1,167 @@
+"""A kickoff is a run: a block anywhere inside it stops the whole run and reaches kickoff()'s caller.
+
+CrewAI turns every exception raised while a tool runs into text for the model: the delegation tools of
+hierarchical crews and ``allow_delegation=True`` (``BaseAgentTool._execute``) and tool execution in
+general (``ToolUsage``). A block raised in a delegated agent (or in an LLM call a tool makes) therefore
+becomes a tool result, and the calling agent carries on; with a per-agent limit its own scope is not
+blocked, so its next request would go out and ``kickoff()`` would return normally.
+
+So a block is recorded on the run (``Crew.kickoff*``, ``Flow.kickoff*``, a lone ``Agent.kickoff*``) it
+happens in, and:
+
+- every later LLM call of that run is refused before its request while the scope that blocked still
+  blocks, so the calling agent, which CrewAI does not shield, raises in turn;
+- the run's ``kickoff*`` raises the block if it would otherwise return, or fail with another error.
+
+A recovery (``e.monitor.increase_budget(...)``, ``reset_windows()``, a pause that ended) lifts the
+refusal at once: the limits are checked again, nothing is remembered beyond the run. A block that
+leaves a run started inside a crew's or agent's run (a tool that kicks off a crew, an LLM guardrail) is
+recorded on the outer run too, since CrewAI hides it there; one that leaves a crew a Flow step started
+has reached user code, which may catch it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar, Token
+from typing import Any
+
+from crewai.agent.core import Agent
+from crewai.agents.agent_builder.base_agent_executor import BaseAgentExecutor
+from crewai.crew import Crew
+from crewai.flow.runtime import Flow
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from agentwatch._context import AgentScope
+from agentwatch.plugins.http._patching import Patcher
+
+from ._errors import CrewAICircuitBreakerException
+
+__all__ = ["Run", "current_run", "patch", "unpatch"]
+
+
+class Run:
+    """One ``kickoff*`` in flight; shared (not copied) by every thread and task CrewAI starts for it."""
+
+    __slots__ = ("parent", "is_flow", "blocked", "scopes", "_lock")
+
+    def __init__(self, parent: Run | None, is_flow: bool) -> None:
+        self.parent = parent
+        self.is_flow = is_flow
+        #: The first block of this run not yet seen by kickoff()'s caller, and the agent scopes of the
+        #: call it blocked (checked again before each later call).
+        self.blocked: CircuitBreakerException | None = None
+        self.scopes: tuple[AgentScope, ...] = ()
+        self._lock = threading.Lock()
+
+    def record(self, blocked: CircuitBreakerException, scopes: tuple[AgentScope, ...]) -> None:
+        with self._lock:
+            if self.blocked is None:
+                self.blocked = blocked
+            self.scopes = (*self.scopes, *(scope for scope in scopes if scope not in self.scopes))
+
+    def still_blocked(self) -> CircuitBreakerException | None:
+        """The block that still holds for this run (a fresh one, current state), or None if it lifted."""
+        if self.blocked is None:
+            return None
+        try:
+            agentwatch.check_limits(scopes=self.scopes)
+        except CircuitBreakerException as blocked:
+            return blocked
+        with self._lock:
+            self.blocked, self.scopes = None, ()
+        return None
+
+
+_RUN: ContextVar[Run | None] = ContextVar("agentwatch_crewai_run", default=None)
+
+
+def current_run() -> Run | None:
+    return _RUN.get()
+
+
+def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
+    run = Run(_RUN.get(), isinstance(owner, Flow))
+    return run, _RUN.set(run)
+
+
+def _leave(run: Run, token: Token[Run | None], error: BaseException | None) -> None:
+    """End the run: raise its block if it would be lost; pass a block on to an enclosing crew run."""
+    _RUN.reset(token)
+    delivered: CircuitBreakerException | None = None
+    if isinstance(error, CircuitBreakerException):
+        delivered = error
+    elif error is None or isinstance(error, Exception):  # not on cancellation or KeyboardInterrupt
+        delivered = run.still_blocked()
+    parent = run.parent
+    if delivered is not None and parent is not None and not parent.is_flow:
+        # Kicked off inside a crew's run (a tool, a callback): CrewAI would hide the block there.
+        parent.record(delivered, run.scopes)
+    if delivered is not None and delivered is not error:
+        raise CrewAICircuitBreakerException(delivered) from error
+
+
+def _is_run(owner: Any) -> bool:
+    # An agent's executor is a Flow too, run inside a task (or a delegation tool): not a run of its own.
+    return not isinstance(owner, BaseAgentExecutor)
+
+
+def _sync_boundary(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def kickoff(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_run(self):
+            return original(self, *args, **kwargs)
+        run, token = _enter(self)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as error:
+            _leave(run, token, error)
+            raise
+        _leave(run, token, None)
+        return result
+
+    return kickoff
+
+
+def _async_boundary(original: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def kickoff(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_run(self):
+            return await original(self, *args, **kwargs)
+        run, token = _enter(self)
+        try:
+            result = await original(self, *args, **kwargs)
+        except BaseException as error:
+            _leave(run, token, error)
+            raise
+        _leave(run, token, None)
+        return result
+
+    return kickoff
+
+
+_PATCHER = Patcher()
+_BOUNDARIES: tuple[tuple[type[Any], str, Callable[[Any], Any]], ...] = (
+    (Crew, "kickoff", _sync_boundary),
+    (Crew, "kickoff_async", _async_boundary),
+    (Crew, "akickoff", _async_boundary),
+    (Flow, "kickoff", _sync_boundary),
+    (Flow, "kickoff_async", _async_boundary),
+    (Flow, "akickoff", _async_boundary),
+    (Agent, "kickoff", _sync_boundary),
+    (Agent, "kickoff_async", _async_boundary),
+    (Agent, "akickoff", _async_boundary),
+)
+
+
+def patch() -> None:
+    """Make every crew, Flow and lone agent kickoff a run (once, however often asked)."""
+    for owner, name, wrap in _BOUNDARIES:
+        _PATCHER.replace(owner, name, wrap)
+
+
+def unpatch() -> None:
+    _PATCHER.restore()
