@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "warm_up"]
+__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free", "warm_up"]
 
 #: USD per 1M tokens for models no table knows; spans priced with it are flagged ``cost_estimated``.
 DEFAULT_RATES = (1.00, 2.00)
@@ -146,10 +146,14 @@ class Pricer:
 
     def _resolve(self, model: str, provider: str | None) -> _Rates:
         lowered = model.lower()
-        if provider and provider.lower() in LOCAL_PROVIDERS and not _override_rates(lowered, self._overrides):
-            return _LOCAL
-        rates = _override_rates(model, self._overrides) or _override_rates(lowered, self._overrides)
-        if rates is None:
+        override = (_override_rates(model, self._overrides) or _override_rates(lowered, self._overrides)
+                    if model else None)
+        if override is not None:  # the user's own price wins, even for a local model
+            return override
+        if is_free(model, provider):
+            return _FREE
+        rates = None
+        if model:
             try:
                 rates = _genai_rates(lowered, provider.lower() if provider else None)
             except Exception:  # a broken price table must not break the host's LLM call
@@ -159,10 +163,10 @@ class Pricer:
     def cost(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
              cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> tuple[float, bool]:
         """(USD, estimated) without building a ``Price``: the per-call path."""
-        if model:
-            rates = self._cache.get((provider, model))
+        if model or provider:
+            rates = self._cache.get((provider, model or ""))
             if rates is None:
-                rates = self.rates(model, provider)
+                rates = self.rates(model or "", provider)
         else:
             rates = _DEFAULT
         if rates.tiers:
@@ -176,16 +180,38 @@ class Pricer:
 
     def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
               cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> Price:
-        rates = self.rates(model, provider) if model else _DEFAULT
+        rates = self.rates(model or "", provider) if model or provider else _DEFAULT
         return Price(rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens),
                      estimated=rates.estimated, source=rates.source)
 
 
-#: Models served on the user's own hardware cost nothing per token.
-LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "llamacpp"})
-_LOCAL = _Rates(0.0, 0.0, 0.0, 0.0, source="local")
+#: Providers that serve models on the user's own hardware: they cost nothing per token. Plugins pass the
+#: provider as the framework names it (LangChain's ``ls_provider``: ``ChatOllama`` → "ollama", ``LlamaCpp`` →
+#: "llamacpp", ``HuggingFacePipeline`` → "huggingfacepipeline"; LlamaIndex: the integration package).
+LOCAL_PROVIDERS = frozenset({
+    "ollama", "lmstudio", "llamacpp", "llama_cpp", "llama.cpp", "llamafile", "gpt4all", "mlx", "local",
+    "huggingfacepipeline", "huggingface_pipeline", "huggingface_local", "sentence_transformers", "fastembed",
+})
+#: A provider or model name containing one of these is a test double, not a paid model: LlamaIndex ``MockLLM``
+#: and ``MockEmbedding`` (provider "mock"), LangChain ``FakeListChatModel`` / ``GenericFakeChatModel`` /
+#: ``FakeListLLM`` (``ls_provider`` "fakelistchatmodel", "genericfakechatmodel", "fakelist", ...).
+FAKE_MARKERS = ("fake", "mock")
+_FREE = _Rates(0.0, 0.0, 0.0, 0.0, source="local")
 _DEFAULT = _Rates(DEFAULT_RATES[0], DEFAULT_RATES[1], DEFAULT_RATES[0], DEFAULT_RATES[0], estimated=True,
                   source="default")
+
+
+def is_free(model: str | None, provider: str | None) -> bool:
+    """Is this a local model or a test double, which costs nothing per token? The one rule every plugin
+    relies on: a plugin passes the provider (and model) it knows, never decides this itself."""
+    if provider:
+        lowered = provider.lower()
+        if lowered in LOCAL_PROVIDERS or any(marker in lowered for marker in FAKE_MARKERS):
+            return True
+    if model:
+        lowered = model.lower()
+        return lowered.startswith(FAKE_MARKERS)
+    return False
 
 
 def warm_up() -> None:

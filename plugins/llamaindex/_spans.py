@@ -62,6 +62,8 @@ class Opened:
     component: Any
     role: str
     tokens: list[Any] = field(default_factory=list)
+    #: For a workflow run: the agent whose turn it is (``AgentWorkflow`` hands off between its agents).
+    agent_name: str | None = None
 
 
 #: Instrumentation span id → the AgentWatch span recorded for it (read by the event handler).
@@ -182,6 +184,8 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
             if parent is None or parent.role != "workflow":
                 return
             rule = _STEP
+            self._open(client, id_, rule, None, bound_args, tags, _step_agent(bound_args, parent))
+            return
         else:
             method = _method_of(id_)
             found = _rule_for(instance, method)
@@ -197,7 +201,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
         self._open(client, id_, rule, instance, bound_args, tags)
 
     def _open(self, client: Any, id_: str, rule: _Rule, component: Any, bound_args: inspect.BoundArguments,
-              tags: dict[str, Any] | None) -> None:
+              tags: dict[str, Any] | None, step_agent: str | None = None) -> None:
         method = _method_of(id_)
         attributes: dict[str, Any] = {"llamaindex.operation": _operation_of(id_)}
         agent = None
@@ -206,6 +210,11 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
             attributes["workflow.step"] = method
             if tags and "llamaindex.step.input_event" in tags:
                 attributes["workflow.input_event"] = tags["llamaindex.step.input_event"]
+            scopes = AGENT_SCOPES.get()
+            if step_agent is not None and not (scopes and scopes[-1].name == step_agent):
+                # A step of an AgentWorkflow runs for one of its agents: its calls are checked against
+                # that agent's limits (init(agents=...)), as the calls of a FunctionAgent's own run are.
+                agent = client.agent_scope(step_agent)
         else:
             assert rule.name is not None
             name = rule.name(component, method)
@@ -282,6 +291,19 @@ def _close(opened: Opened, error: BaseException | None) -> None:
         client.end_span(span)
     else:
         span.finish()
+
+
+def _step_agent(bound_args: inspect.BoundArguments, run: Opened) -> str | None:
+    """The agent a workflow step runs for: named by its input event (``AgentInput``, ``AgentSetup``,
+    ``AgentOutput`` carry ``current_agent_name``), else the agent whose turn it is in this run (a tool
+    call, or aggregating its results, is the current agent's work, as ``AgentWorkflow`` itself reads it
+    from its context store)."""
+    for value in bound_args.arguments.values():
+        name = getattr(value, "current_agent_name", None)
+        if isinstance(name, str) and name:
+            run.agent_name = name
+            return name
+    return run.agent_name
 
 
 def _parent_stream(result: StreamingResponse | AsyncStreamingResponse, span: Span) -> None:

@@ -15,16 +15,21 @@ from agentwatch._llm import Usage, normalize_anthropic_usage
 
 __all__ = ["Usage", "read_response", "response_text", "provider_of", "estimate_tokens", "message_dicts"]
 
-#: ``llama_index.llms.<package>`` / ``llama_index.embeddings.<package>`` → genai-prices provider id.
+#: ``llama_index.llms.<package>`` / ``llama_index.embeddings.<package>`` → provider id for pricing (genai-prices
+#: ids; local runtimes by the names ``agentwatch._pricing`` prices at $0).
 _PROVIDERS = {
     "openai": "openai", "azure_openai": "azure", "anthropic": "anthropic", "gemini": "google",
     "google_genai": "google", "vertex": "google", "mistralai": "mistral", "groq": "groq", "cohere": "cohere",
     "deepseek": "deepseek", "bedrock": "aws", "bedrock_converse": "aws", "fireworks": "fireworks",
     "together": "together", "openrouter": "openrouter", "perplexity": "perplexity", "cerebras": "cerebras",
     "voyageai": "voyageai",
+    # Served on the user's own hardware (``huggingface`` is the local transformers / sentence-transformers
+    # integration; the paid Inference API is ``huggingface_api``).
+    "ollama": "ollama", "llama_cpp": "llamacpp", "lmstudio": "lmstudio", "llamafile": "llamafile",
+    "mlx": "mlx", "huggingface": "huggingface_local", "fastembed": "fastembed",
 }
-
-
+#: LlamaIndex's own test doubles (``MockLLM``, ``MockFunctionCallingLLM``, ``MockEmbedding``).
+_MOCK_MODULES = frozenset({"llama_index.core.llms.mock", "llama_index.core.embeddings.mock_embed_model"})
 
 
 def _get(source: Any, key: str) -> Any:
@@ -119,10 +124,18 @@ def _role(message: Any) -> str:
 
 @functools.cache
 def provider_of(component: type) -> str | None:
-    """The provider of an LLM or embedding class, from its integration package name."""
-    parts = component.__module__.split(".")
-    if len(parts) >= 3 and parts[0] == "llama_index" and parts[1] in ("llms", "embeddings"):
-        return _PROVIDERS.get(parts[2])
+    """The provider of an LLM or embedding class, from its integration package name: of the class itself or,
+    for the application's own subclass (a scripted ``MockLLM`` in a test), of the LlamaIndex class it extends."""
+    for cls in component.__mro__:
+        module = cls.__module__
+        if not module.startswith("llama_index."):
+            continue
+        if module in _MOCK_MODULES:
+            return "mock"
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[1] in ("llms", "embeddings"):
+            return _PROVIDERS.get(parts[2])
+        return None
     return None
 
 

@@ -1,49 +1,117 @@
+"""Prices against the providers' published per-1M-token rates, written here by hand: a wrong rate, a cached
+token priced as uncached, or a cache write priced as a read fails these tests whatever the code computes.
+
+Rates (USD per 1M tokens) as published and as genai-prices 0.2.3 holds them:
+- OpenAI gpt-4o: $2.50 input, $1.25 cached input, $10.00 output (https://openai.com/api/pricing/).
+- Anthropic Claude Sonnet 4 / 3.5 Sonnet: $3.00 input, $0.30 cache read, $3.75 cache write (5 min),
+  $15.00 output (https://www.anthropic.com/pricing#api).
+- Google Gemini 1.5 Pro: $1.25 input / $5.00 output up to 128k prompt tokens, $2.50 / $10.00 above
+  (https://ai.google.dev/gemini-api/docs/pricing, 2024).
+- Groq llama3-70b-8192: $0.59 input, $0.79 output; Mistral Large: $2.00 input, $6.00 output.
+- Unknown models: AgentWatch's documented default, $1.00 input and $2.00 output (README, "Pricing").
+"""
+
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from genai_prices import Usage, calc_price
 
-from agentwatch._pricing import DEFAULT_RATES, Pricer
+import agentwatch
+from agentwatch._pricing import Pricer
+
+_M = 1_000_000
 
 
-@pytest.mark.parametrize(
-    ("model", "provider"),
-    [("gpt-4o", "openai"), ("gpt-4o-mini", None), ("claude-3-5-sonnet-latest", "anthropic"),
-     ("llama3-70b-8192", "groq"), ("mistral-large-latest", None)],
-)
-def test_matches_genai_prices(model: str, provider: str | None) -> None:
-    usage = Usage(input_tokens=12_000, cache_read_tokens=2_000, output_tokens=3_000)
-    expected = calc_price(usage, model, provider_id=provider).total_price
-    price = Pricer().price(model, provider, 12_000, 3_000, 2_000)
-    assert price.estimated is False
-    assert Decimal(str(price.cost_usd)).quantize(Decimal("1e-9")) == expected.quantize(Decimal("1e-9"))
+def _cost_via_price(pricer: Pricer, *args: Any) -> tuple[float, bool]:
+    price = pricer.price(*args)
+    return price.cost_usd, price.estimated
+
+
+def _cost_via_cost(pricer: Pricer, *args: Any) -> tuple[float, bool]:
+    return pricer.cost(*args)
+
+
+#: ``price()`` (the API) and ``cost()`` (the per-call path, which inlines the formula) must agree with the rates.
+PATHS = pytest.mark.parametrize("priced", [_cost_via_price, _cost_via_cost], ids=["price", "cost"])
+Priced = Callable[..., tuple[float, bool]]
+
+
+@PATHS
+def test_openai_gpt_4o_with_cached_input(priced: Priced) -> None:
+    # 1M input tokens of which 400k were cached (OpenAI counts cached tokens inside input), 100k output.
+    cost, estimated = priced(Pricer(), "gpt-4o", "openai", 1_000_000, 100_000, 400_000)
+
+    expected = 600_000 * 2.50 / _M + 400_000 * 1.25 / _M + 100_000 * 10.00 / _M  # = 3.00
+    assert cost == pytest.approx(expected, rel=1e-9) and estimated is False
+    assert cost == pytest.approx(3.00, rel=1e-9)
+
+
+@PATHS
+def test_openai_cached_tokens_cost_half(priced: Priced) -> None:
+    uncached, _ = priced(Pricer(), "gpt-4o", "openai", 1_000_000, 0, 0)
+    all_cached, _ = priced(Pricer(), "gpt-4o", "openai", 1_000_000, 0, 1_000_000)
+
+    assert uncached == pytest.approx(2.50, rel=1e-9)
+    assert all_cached == pytest.approx(1.25, rel=1e-9)
+
+
+@PATHS
+@pytest.mark.parametrize("model", ["claude-3-5-sonnet-latest", "claude-sonnet-4-20250514"])
+def test_anthropic_sonnet_with_cache_reads_and_writes(priced: Priced, model: str) -> None:
+    # Normalised usage (span convention): input includes 200k cache reads and 100k cache writes; 1k uncached.
+    cost, estimated = priced(Pricer(), model, "anthropic", 301_000, 10_000, 200_000, 100_000)
+
+    expected = 1_000 * 3.00 / _M + 200_000 * 0.30 / _M + 100_000 * 3.75 / _M + 10_000 * 15.00 / _M
+    assert cost == pytest.approx(expected, rel=1e-9) and estimated is False
+    assert cost == pytest.approx(0.588, rel=1e-9)
+
+
+@PATHS
+def test_anthropic_cache_write_is_dearer_than_a_read(priced: Priced) -> None:
+    read, _ = priced(Pricer(), "claude-sonnet-4-0", "anthropic", _M, 0, _M, 0)
+    write, _ = priced(Pricer(), "claude-sonnet-4-0", "anthropic", _M, 0, 0, _M)
+
+    assert read == pytest.approx(0.30, rel=1e-9)
+    assert write == pytest.approx(3.75, rel=1e-9)
+
+
+@PATHS
+@pytest.mark.parametrize(("model", "provider", "expected"), [
+    ("gpt-4o-mini", None, 12_000 * 0.15 / _M + 3_000 * 0.60 / _M),
+    ("llama3-70b-8192", "groq", 12_000 * 0.59 / _M + 3_000 * 0.79 / _M),
+    ("mistral-large-latest", None, 12_000 * 2.00 / _M + 3_000 * 6.00 / _M),
+])
+def test_other_published_rates(priced: Priced, model: str, provider: str | None, expected: float) -> None:
+    cost, estimated = priced(Pricer(), model, provider, 12_000, 3_000)
+
+    assert cost == pytest.approx(expected, rel=1e-9) and estimated is False
+
+
+@PATHS
+def test_tiered_prices_apply_above_the_threshold(priced: Priced) -> None:
+    small, _ = priced(Pricer(), "gemini-1.5-pro", "google", 100_000, 1_000)
+    large, _ = priced(Pricer(), "gemini-1.5-pro", "google", 300_000, 1_000)
+
+    assert small == pytest.approx(100_000 * 1.25 / _M + 1_000 * 5.00 / _M, rel=1e-9)
+    assert large == pytest.approx(300_000 * 2.50 / _M + 1_000 * 10.00 / _M, rel=1e-9)
+
+
+@PATHS
+@pytest.mark.parametrize(("model", "provider"), [("totally-unknown-model-xyz", None),
+                                                 ("totally-unknown-model-xyz", "acme"), (None, None)])
+def test_unknown_model_uses_the_flagged_default(priced: Priced, model: str | None, provider: str | None) -> None:
+    cost, estimated = priced(Pricer(), model, provider, 2_000_000, 500_000)
+
+    assert cost == pytest.approx(2 * 1.00 + 0.5 * 2.00, rel=1e-9)
+    assert estimated is True
 
 
 def test_dated_model_names_match_their_family() -> None:
     pricer = Pricer()
-    assert pricer.price("gpt-4o-2024-11-20", "openai", 1_000_000, 0).cost_usd == \
-        pricer.price("gpt-4o", "openai", 1_000_000, 0).cost_usd
-    assert pricer.price("openai/gpt-4o-mini", None, 1_000_000, 0).cost_usd == \
-        pricer.price("gpt-4o-mini", "openai", 1_000_000, 0).cost_usd
-
-
-def test_cached_tokens_are_cheaper_than_uncached() -> None:
-    pricer = Pricer()
-    full = pricer.price("gpt-4o", "openai", 1_000_000, 0, 0).cost_usd
-    half_cached = pricer.price("gpt-4o", "openai", 1_000_000, 0, 500_000).cost_usd
-    assert half_cached < full
-
-
-def test_tiered_prices_apply_above_the_threshold() -> None:
-    usage_small = Usage(input_tokens=100_000, output_tokens=1_000)
-    usage_large = Usage(input_tokens=300_000, output_tokens=1_000)
-    pricer = Pricer()
-    for usage in (usage_small, usage_large):
-        expected = calc_price(usage, "gemini-1.5-pro", provider_id="google").total_price
-        got = pricer.price("gemini-1.5-pro", "google", usage.input_tokens or 0, usage.output_tokens or 0)
-        assert abs(Decimal(str(got.cost_usd)) - expected) < Decimal("1e-9")
+    assert pricer.price("gpt-4o-2024-11-20", "openai", _M, 0).cost_usd == pytest.approx(2.50)
+    assert pricer.price("openai/gpt-4o-mini", None, _M, 0).cost_usd == pytest.approx(0.15)
 
 
 def test_override_wins_with_prefix_matching() -> None:
@@ -51,17 +119,43 @@ def test_override_wins_with_prefix_matching() -> None:
     price = pricer.price("my-model-v2", None, 2_000_000, 1_000_000, 1_000_000)
     assert price.cost_usd == pytest.approx(1 * 3.0 + 1 * 1.0 + 1 * 6.0)
     assert price.source == "cost_table_override"
-    assert pricer.price("gpt-4o", "openai", 1_000_000, 0).cost_usd == pytest.approx(2.5)
+    assert pricer.price("gpt-4o", "openai", _M, 0).cost_usd == pytest.approx(2.5)
     overridden = Pricer({"gpt-4o": {"input": 100.0, "output": 200.0}})
-    assert overridden.price("gpt-4o", "openai", 1_000_000, 0).cost_usd == pytest.approx(100.0)
+    assert overridden.price("gpt-4o", "openai", _M, 0).cost_usd == pytest.approx(100.0)
 
 
-def test_unknown_model_uses_flagged_default() -> None:
-    price = Pricer().price("totally-unknown-model-xyz", None, 1_000_000, 1_000_000)
-    assert price.estimated is True
-    assert price.cost_usd == pytest.approx(DEFAULT_RATES[0] + DEFAULT_RATES[1])
+def test_span_cost_of_a_cached_call(memory: agentwatch.InMemoryExporter) -> None:
+    """The recorded span (what budgets count) carries the same published price."""
+    agentwatch.init(exporters=[memory])
+    with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+        call.set_usage(input_tokens=1_000_000, output_tokens=100_000, cached_input_tokens=400_000)
+    agentwatch.flush()
+
+    [span] = memory.by_kind("llm")
+    assert span["cost_usd"] == pytest.approx(3.00, rel=1e-9)
+    assert "cost_estimated" not in span["attributes"]
 
 
-def test_local_providers_cost_nothing() -> None:
-    price = Pricer().price("llama3.2", "ollama", 1_000_000, 1_000_000)
-    assert price.cost_usd == 0.0 and price.estimated is False
+# ---- local models and test doubles cost nothing ---------------------------------------------------------------
+
+@PATHS
+@pytest.mark.parametrize(("model", "provider"), [
+    ("llama3.2", "ollama"), ("qwen2.5", "llamacpp"), ("phi-3", "lmstudio"), ("gpt2", "huggingfacepipeline"),
+    ("BAAI/bge-small-en-v1.5", "huggingface_local"),
+    # LlamaIndex MockLLM / MockEmbedding (no model name), as the plugin reports them.
+    (None, "mock"),
+    # LangChain's fakes, by the ls_provider LangChain derives from the class name.
+    (None, "fakelistchatmodel"), (None, "genericfakechatmodel"), (None, "fakemessageslistchatmodel"),
+    (None, "parrotfakechatmodel"), (None, "fakelist"), (None, "fakestreaminglist"),
+    ("fake-model", None), ("mock-gpt", "openai"),
+])
+def test_local_models_and_test_doubles_cost_nothing(priced: Priced, model: str | None,
+                                                    provider: str | None) -> None:
+    cost, estimated = priced(Pricer(), model, provider, _M, _M, 100_000)
+
+    assert cost == 0.0 and estimated is False
+
+
+def test_an_override_still_prices_a_local_model() -> None:
+    pricer = Pricer({"llama3.2": {"input": 0.5, "output": 1.0}})
+    assert pricer.price("llama3.2", "ollama", _M, _M).cost_usd == pytest.approx(1.5)
