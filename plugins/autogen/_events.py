@@ -110,6 +110,8 @@ class EventTap:
     def install(self) -> None:
         for kind, handler in self._kinds.items():
             original = kind.__dict__["__init__"]
+            if hasattr(original, ORIGINAL):
+                continue  # already read: a second tap would only see the same events again
             wrapper = _observing(original, handler)
             setattr(wrapper, ORIGINAL, original)
             kind.__init__ = wrapper  # type: ignore[misc]
