@@ -2,7 +2,8 @@
 
 Zero-config: after ``agentwatch.init()`` every LLM call of every agent (and of ``OpenAIWrapper``) is
 checked before it is sent and recorded with its agent as agent scope, the chat and the tool calls
-around it; AG2's runtime logging supplies the served model, usage, cached tokens and cache hits.
+around it; AG2's completion reports (made for its runtime log, which stays the application's) supply
+the served model, usage, cached tokens and cache hits.
 Explicit: ``watch(agent)`` (or ``watch(openai_wrapper)``) for what zero-config does not reach.
 """
 

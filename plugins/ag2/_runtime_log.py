@@ -1,17 +1,19 @@
-"""The observing layer for classic AG2: a runtime logger (``autogen.runtime_logging``).
+"""The observing layer for classic AG2: the completion reports ``OpenAIWrapper.create`` makes for the runtime log.
 
-AG2 reports each completion to the runtime logger: the served model, the usage with cached tokens, its
-own cost figure, cache hits (nothing sent) and provider errors of failed attempts. Each report is added
-to the LLM call in flight (opened by ``OpenAIWrapper.create``), never counted on its own.
+AG2 reports each completion to its runtime logger (``autogen.runtime_logging``): the served model, the
+usage with cached tokens, its own cost figure, cache hits (nothing sent) and provider errors of failed
+attempts. Each report is added to the LLM call in flight (opened by ``OpenAIWrapper.create``), never counted
+on its own.
 
-AG2 has one runtime logger per process. If the application already runs one (its SQLite or file log),
-ours passes every record on to it; ``shutdown()`` puts the application's logger back as it was.
+The runtime log itself is the application's and stays exactly as the application sets it, before or after
+``init()``: no logger of ours is started, ``logging_enabled()`` answers as without AgentWatch, and the
+application's logger gets exactly the records it gets without AgentWatch. Only the names that
+``autogen.oai.client`` imported from ``runtime_logging`` are replaced there: that module always makes its
+completion report (to us), and passes on to the runtime log only what AG2 would have logged anyway.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
 from typing import Any
 
 from agentwatch._llm import current_llm_call
@@ -21,56 +23,8 @@ from ._llm import CACHE_HIT, record_response
 
 __all__ = ["install", "uninstall"]
 
-_state: dict[str, Any] = {}
-
-
-def _make_logger_class() -> type:
-    from autogen.logger.base_logger import BaseLogger
-
-    class AgentWatchRuntimeLogger(BaseLogger):  # type: ignore[misc]
-        """Adds AG2's completion records to the LLM call in flight, then hands everything to ``previous``."""
-
-        def __init__(self, previous: Any) -> None:
-            self.previous = previous
-
-        def _forward(self, method: str, *args: Any) -> Any:
-            if self.previous is None:
-                return None
-            return getattr(self.previous, method)(*args)
-
-        def start(self) -> str:
-            return str(uuid.uuid4())
-
-        def stop(self) -> None:
-            self._forward("stop")
-
-        def get_connection(self) -> None | sqlite3.Connection:
-            return self._forward("get_connection")
-
-        def log_chat_completion(self, invocation_id: uuid.UUID, client_id: int, wrapper_id: int, source: Any,
-                                request: dict[str, Any], response: Any, is_cached: int, cost: float,
-                                start_time: str) -> None:
-            _observe_completion(response, is_cached, cost)
-            self._forward("log_chat_completion", invocation_id, client_id, wrapper_id, source, request,
-                          response, is_cached, cost, start_time)
-
-        def log_new_agent(self, agent: Any, init_args: dict[str, Any]) -> None:
-            self._forward("log_new_agent", agent, init_args)
-
-        def log_event(self, source: Any, name: str, **kwargs: Any) -> None:
-            if self.previous is not None:
-                self.previous.log_event(source, name, **kwargs)
-
-        def log_new_wrapper(self, wrapper: Any, init_args: dict[str, Any]) -> None:
-            self._forward("log_new_wrapper", wrapper, init_args)
-
-        def log_new_client(self, client: Any, wrapper: Any, init_args: dict[str, Any]) -> None:
-            self._forward("log_new_client", client, wrapper, init_args)
-
-        def log_function_use(self, source: Any, function: Any, args: dict[str, Any], returns: Any) -> None:
-            self._forward("log_function_use", source, function, args, returns)
-
-    return AgentWatchRuntimeLogger
+# name in autogen.oai.client -> (original, ours), while installed
+_replaced: dict[str, tuple[Any, Any]] = {}
 
 
 @stop_on_exception
@@ -91,26 +45,51 @@ def _observe_completion(response: Any, is_cached: int, cost: float) -> None:
         call.set_attribute("ag2.cost_usd", float(cost))
 
 
-def install() -> None:
+def _logging_enabled() -> bool:
+    return True  # only in autogen.oai.client: its completion reports reach ``_log_chat_completion``
+
+
+def _log_chat_completion(*args: Any, **kwargs: Any) -> None:
     from autogen import runtime_logging
 
-    if _state:
+    response = kwargs["response"] if "response" in kwargs else args[5] if len(args) > 5 else None
+    is_cached = kwargs["is_cached"] if "is_cached" in kwargs else args[6] if len(args) > 6 else 0
+    cost = kwargs["cost"] if "cost" in kwargs else args[7] if len(args) > 7 else None
+    _observe_completion(response, is_cached, cost)
+    if runtime_logging.logging_enabled():  # what AG2 would have logged: the application's runtime log
+        runtime_logging.log_chat_completion(*args, **kwargs)
+
+
+def _only_if_logging(name: str) -> Any:
+    def forward(*args: Any, **kwargs: Any) -> None:
+        from autogen import runtime_logging
+
+        if runtime_logging.logging_enabled():
+            getattr(runtime_logging, name)(*args, **kwargs)
+
+    return forward
+
+
+def install() -> None:
+    from autogen.oai import client as oai_client
+
+    if _replaced:
         return
-    previous = runtime_logging.autogen_logger if runtime_logging.is_logging else None
-    ours = _make_logger_class()(previous)
-    _state.update(previous_logger=runtime_logging.autogen_logger,
-                  previous_is_logging=runtime_logging.is_logging, ours=ours)
-    runtime_logging.autogen_logger = ours
-    runtime_logging.is_logging = True
+    ours = {"logging_enabled": _logging_enabled, "log_chat_completion": _log_chat_completion,
+            "log_new_wrapper": _only_if_logging("log_new_wrapper"),
+            "log_new_client": _only_if_logging("log_new_client")}
+    for name, replacement in ours.items():
+        original = oai_client.__dict__.get(name)
+        if original is None:
+            continue  # another AG2 layout: leave it as it is
+        _replaced[name] = (original, replacement)
+        setattr(oai_client, name, replacement)
 
 
 def uninstall() -> None:
-    from autogen import runtime_logging
+    from autogen.oai import client as oai_client
 
-    if not _state:
-        return
-    # Only if it is still ours: an application that started its own logger since keeps it.
-    if runtime_logging.autogen_logger is _state["ours"]:
-        runtime_logging.autogen_logger = _state["previous_logger"]
-        runtime_logging.is_logging = _state["previous_is_logging"]
-    _state.clear()
+    for name, (original, replacement) in _replaced.items():
+        if oai_client.__dict__.get(name) is replacement:  # someone who replaced it after us keeps theirs
+            setattr(oai_client, name, original)
+    _replaced.clear()

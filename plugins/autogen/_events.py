@@ -1,22 +1,26 @@
-"""The observing layer: autogen-core's event logger, read while a model client's call is in flight.
+"""The observing layer: autogen-core's model-client events, read while a model client's call is in flight.
 
 Model clients log ``LLMCallEvent`` (after a call: the raw response with the served model and cached
 tokens), ``LLMStreamStartEvent`` (first chunk) and ``LLMStreamEndEvent`` (usage) on
 ``autogen_core.EVENT_LOGGER_NAME`` at INFO. Each event is added to the LLM call that the client wrapper
 made current, so nothing is counted twice.
 
-The tap is a filter on that logger rather than a handler: the logger has to be enabled at INFO for
-the events to exist at all, and the filter then drops what the application's own level would have
-dropped, so its handlers (and the root logger's) see exactly what they saw before.
+The tap reads each event where it is made (its ``__init__``), not from the logger: a client builds the
+event before ``logger.info`` decides whether to log it, so the tap sees every event whatever the
+logging configuration, and the logger (its level, handlers, filters, the effective level its children
+inherit) stays exactly as the application set it, before or after ``init()``.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from agentwatch._llm import LLMCall, current_llm_call, normalize_anthropic_usage
 from agentwatch._safe import stop_on_exception
+
+from ._patching import ORIGINAL
 
 __all__ = ["EventTap"]
 
@@ -70,55 +74,51 @@ def _on_stream_end(call: LLMCall, event: dict[str, Any]) -> None:
     call.set_usage(input_tokens=prompt, output_tokens=completion)
 
 
-class EventTap(logging.Filter):
-    """Installed on the event logger by ``install()``; ``uninstall()`` restores the logger."""
+Handler = Callable[[LLMCall, dict[str, Any]], None] | None
 
-    def __init__(self, event_logger_name: str) -> None:
-        super().__init__()
+
+@stop_on_exception
+def _observe(handler: Handler, event: Any) -> None:
+    call = current_llm_call()
+    if call is None or call.ended:
+        return  # no wrapped call in flight: whoever made this call counts it, or nobody can
+    if handler is None:
+        call.mark_first_token()
+    else:
+        handler(call, getattr(event, "kwargs", {}))
+
+
+def _observing(original: Callable[..., None], handler: Handler) -> Callable[..., None]:
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807 - replaces the constructor
+        original(self, *args, **kwargs)
+        _observe(handler, self)
+
+    return __init__
+
+
+class EventTap:
+    """Wraps the event classes' constructors on ``install()``; ``uninstall()`` puts the originals back."""
+
+    def __init__(self) -> None:
         from autogen_core.logging import LLMCallEvent, LLMStreamEndEvent, LLMStreamStartEvent
 
-        self._logger = logging.getLogger(event_logger_name)
-        self._kinds: dict[type, Any] = {LLMCallEvent: _on_llm_call, LLMStreamEndEvent: _on_stream_end,
-                                        LLMStreamStartEvent: None}
-        self._own_level = logging.NOTSET
-        self._raised_level = False
+        self._kinds: dict[type, Handler] = {LLMCallEvent: _on_llm_call, LLMStreamEndEvent: _on_stream_end,
+                                            LLMStreamStartEvent: None}
+        self._patched: list[tuple[type, Callable[..., None], Callable[..., None]]] = []
 
     def install(self) -> None:
-        event_logger = self._logger
-        self._own_level = event_logger.level
-        if event_logger.getEffectiveLevel() > logging.INFO:
-            event_logger.setLevel(logging.INFO)
-            self._raised_level = True
-        event_logger.addFilter(self)
+        for kind, handler in self._kinds.items():
+            original = kind.__dict__["__init__"]
+            if hasattr(original, ORIGINAL):
+                continue  # already read: a second tap would only see the same events again
+            wrapper = _observing(original, handler)
+            setattr(wrapper, ORIGINAL, original)
+            kind.__init__ = wrapper  # type: ignore[misc]
+            self._patched.append((kind, original, wrapper))
 
     def uninstall(self) -> None:
-        event_logger = self._logger
-        event_logger.removeFilter(self)
-        if self._raised_level and event_logger.level == logging.INFO:
-            event_logger.setLevel(self._own_level)
-        self._raised_level = False
-
-    def _application_level(self) -> int:
-        if not self._raised_level:
-            return logging.NOTSET
-        if self._own_level != logging.NOTSET:
-            return self._own_level
-        parent = self._logger.parent
-        return parent.getEffectiveLevel() if parent is not None else logging.WARNING
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        kind = type(record.msg)
-        if kind in self._kinds:
-            self._observe(kind, record.msg)
-        return record.levelno >= self._application_level()
-
-    @stop_on_exception
-    def _observe(self, kind: type, event: Any) -> None:
-        call = current_llm_call()
-        if call is None or call.ended:
-            return  # no wrapped call in flight: whoever made this call counts it, or nobody can
-        handler = self._kinds[kind]
-        if handler is None:
-            call.mark_first_token()
-        else:
-            handler(call, getattr(event, "kwargs", {}))
+        while self._patched:
+            kind, original, wrapper = self._patched.pop()
+            if kind.__dict__.get("__init__") is wrapper:  # someone who wrapped it after us keeps theirs
+                kind.__init__ = original  # type: ignore[misc]

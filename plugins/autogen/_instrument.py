@@ -30,7 +30,7 @@ def installed() -> bool:
 
 
 def install() -> None:
-    from autogen_core import EVENT_LOGGER_NAME, ComponentBase
+    from autogen_core import ComponentBase
 
     with _lock:
         if _installed:
@@ -38,7 +38,7 @@ def install() -> None:
         patcher = SubclassPatcher(ComponentBase, _TARGETS)
         patcher.install()
         _installed.append(patcher)
-        tap = EventTap(EVENT_LOGGER_NAME)
+        tap = EventTap()
         tap.install()
         _installed.append(tap)
 

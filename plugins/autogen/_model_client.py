@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from agentwatch import CircuitBreakerException
 from agentwatch._client import get_client
@@ -86,6 +86,26 @@ def _dump_messages(messages: Any) -> Any:
 # ---- one call ---------------------------------------------------------------------------------------
 
 
+def _counted_above() -> bool:
+    """A layer above (another wrapper of this client, a manual ``llm_call``) has this call in flight.
+
+    An ended call is no call: whatever a context leaks (or ``current_llm_call()`` returns for it), a
+    finished call must not exempt the next one from its check."""
+    call = current_llm_call()
+    return call is not None and not call.ended
+
+
+async def _block(blocked: CircuitBreakerException) -> NoReturn:
+    """Raise a block the way a provider error arrives: after the client has yielded to the loop once.
+
+    AgentChat's runtime is not safe against a model client that raises before its first ``await`` (a
+    ``SelectorGroupChat`` could be left stuck); a real client always awaits its HTTP request first.
+    Nothing is sent either way: the yield is only a turn of the event loop."""
+    note_blocked(blocked)
+    await asyncio.sleep(0)
+    raise blocked
+
+
 @stop_on_exception
 def _begin(model_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
            streaming: bool) -> LLMCall | None:
@@ -93,16 +113,11 @@ def _begin(model_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     if client is None:
         return None
     messages = args[0] if args else kwargs.get("messages")
-    try:
-        call = start_llm_call(
-            type(model_client).__name__, model=_model(model_client), provider=_provider(model_client),
-            input=_dump_messages(messages) if client.config.capture_text and messages is not None else None,
-            attributes={"framework": "autogen", "streaming": streaming},
-        )
-    except CircuitBreakerException as blocked:
-        note_blocked(blocked)
-        raise
-    return call
+    return start_llm_call(
+        type(model_client).__name__, model=_model(model_client), provider=_provider(model_client),
+        input=_dump_messages(messages) if client.config.capture_text and messages is not None else None,
+        attributes={"framework": "autogen", "streaming": streaming},
+    )
 
 
 def _usage_from_result(call: LLMCall, result: Any) -> None:
@@ -137,10 +152,12 @@ def _finish(call: LLMCall, result: Any, error: BaseException | None) -> None:
 
 async def _create(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Any:
-    if get_client() is None or current_llm_call() is not None:
-        # Not running, or a layer above (another wrapper of this client, a manual llm_call) counts it.
+    if get_client() is None or _counted_above():
         return await original(model_client, *args, **kwargs)
-    call = _begin(model_client, args, kwargs, False)
+    try:
+        call = _begin(model_client, args, kwargs, False)
+    except CircuitBreakerException as blocked:
+        await _block(blocked)
     if call is None:
         return await original(model_client, *args, **kwargs)
     call.activate()
@@ -168,7 +185,10 @@ def _ask_for_stream_usage(model_client: Any, kwargs: dict[str, Any]) -> None:
 
 async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> AsyncGenerator[Any, None]:
-    call = _begin(model_client, args, kwargs, True)  # may raise CircuitBreakerException: nothing sent
+    try:
+        call = _begin(model_client, args, kwargs, True)
+    except CircuitBreakerException as blocked:
+        await _block(blocked)  # nothing sent
     if call is None:
         async for item in original(model_client, *args, **kwargs):
             yield item
@@ -206,7 +226,7 @@ async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[A
 
 def _create_stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> Any:
-    if get_client() is None or current_llm_call() is not None:
+    if get_client() is None or _counted_above():
         return original(model_client, *args, **kwargs)
     kwargs = dict(kwargs)
     _ask_for_stream_usage(model_client, kwargs)
