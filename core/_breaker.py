@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._breaker_contract import (
     PAUSED_BY_OPERATOR,
@@ -47,8 +47,8 @@ from ._windows import (
     PROBE_GRANTED,
     PROBE_HELD,
     TRACE_BUDGET,
-    ReservingStore,
     LocalWindowStore,
+    ReservingStore,
     SharedBreakerStore,
     SharedState,
     Violation,
@@ -502,7 +502,7 @@ class Monitor:
 
     def _reserve_locked(self, now: float, units: int, rid: str) -> Violation | None:
         """Hard budget: reserve ``units`` for an admitted call, or the ``HARD_BUDGET`` verdict (alerted)."""
-        held = self._store.reserve(now, units, rid)
+        held = cast(ReservingStore, self._store).reserve(now, units, rid)
         if held is not None:
             self._alert_locked(now, held)
         return held
@@ -580,7 +580,7 @@ class Monitor:
             self._store.record(now, cost_usd, error)
         with self._lock:
             if held is not None:
-                self._store.settle_reserved(now, cost_usd, error, held[0], held[1])
+                cast(ReservingStore, self._store).settle_reserved(now, cost_usd, error, held[0], held[1])
             if probe is not self._probe:
                 return  # the state moved on meanwhile (pause, reset, ...): this probe decides nothing
             if error:
@@ -605,13 +605,13 @@ class Monitor:
             self._settle_probe(now, cost_usd, error, probe, (units, rid))
             return
         with self._lock:
-            self._store.settle_reserved(now, cost_usd, error, units, rid)
+            cast(ReservingStore, self._store).settle_reserved(now, cost_usd, error, units, rid)
 
     def _rollback(self, probe: _Probe | None, held: tuple[int, str] | None = None) -> None:
         """Undo an admission: another scope blocked the call, so it never happened here."""
         with self._lock:
             if held is not None:
-                self._store.release(held[0], held[1])
+                cast(ReservingStore, self._store).release(held[0], held[1])
             self._store.uncount_call(self._clock())
             if probe is not None and probe is self._probe:
                 self._probe = None  # free the slot for the next caller
@@ -954,7 +954,7 @@ def _try_top_up(admission: Admission, units: int) -> _Blocked | None:
         if blocked is not None:
             for inner in done:
                 with inner._lock:
-                    inner._store.release(units, rid)
+                    cast(ReservingStore, inner._store).release(units, rid)
             return monitor, blocked
         done.append(monitor)
     return None

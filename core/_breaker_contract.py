@@ -117,7 +117,8 @@ class CircuitBreakerException(Exception):
         self.remaining = remaining
         breaker_state = self.state.get("state")
         where = f"{scope} {scope_id!r}" + (f", state {breaker_state}" if breaker_state else "")
-        super().__init__(f"AgentWatch blocked the LLM call ({where}): {_describe(reason, threshold, current, reserved, remaining)}")
+        why = _describe(reason, threshold, current, reserved, remaining)
+        super().__init__(f"AgentWatch blocked the LLM call ({where}): {why}")
 
 
 PASS_THROUGH.append(CircuitBreakerException)

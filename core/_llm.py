@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
+from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
 from ._run_budget import RUN_MONITORS
-from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
 from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._span import Span
 

@@ -44,7 +44,8 @@ class RunBudgetStore:
         self._budget: float | None = None
         self._budget_cmp: float = _NEVER
         self._inbox: list[tuple[float, float, bool]] = []
-        self.clear()
+        self._spent = self._reserved = self._calls = self._done = self._errors = 0
+
 
     def set_limits(self, budget_per_hour: float | None, max_error_rate: float | None,
                    max_calls_per_minute: int | None) -> None:

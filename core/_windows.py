@@ -265,6 +265,7 @@ class LocalWindowStore:
         #: ``record_item((now, cost_usd, error))``: ``record`` without a Python call frame (the breaker's
         #: settle path uses it when present).
         self.record_item = self._inbox.append
+        self._reserved = 0  # units held by calls in flight (hard budgets)
         self._spend: deque[list[Any]] = deque()
         self._done: deque[list[Any]] = deque()
         self._calls: deque[list[Any]] = deque()
