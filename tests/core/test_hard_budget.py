@@ -45,6 +45,14 @@ WORST_CASE = (len("messagesroleusercontenthellomodelhb-modelmax_tokens2000") + 6
 ACTUAL = 100 * 1e-6 + MAX_TOKENS * 9e-6
 
 
+@pytest.fixture
+def stub(stub_provider: StubProvider) -> StubProvider:
+    """The stub provider with a listen backlog for many concurrent connections (the default is 5: more
+    simultaneous connects wait for SYN retransmits, seconds each)."""
+    stub_provider._server.socket.listen(512)
+    return stub_provider
+
+
 def _reply() -> Reply:
     return Reply(content="x", input_tokens=100, output_tokens=MAX_TOKENS)
 
@@ -221,10 +229,10 @@ def test_errors_cancellation_and_abandoned_streams_release_the_reservation(
     assert client.monitor.snapshot()["reserved"] == 0.0
 
 
-def test_sixteen_threads_never_overshoot(memory: agentwatch.InMemoryExporter, stub_provider: StubProvider) -> None:
+def test_sixteen_threads_never_overshoot(memory: agentwatch.InMemoryExporter, stub: StubProvider) -> None:
     client = _init(memory)
-    stub_provider.queue(*[_reply() for _ in range(120)])
-    oai = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    stub.queue(*[_reply() for _ in range(120)])
+    oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
     done: list[int] = []
     lock = threading.Lock()
 
@@ -249,19 +257,19 @@ def test_sixteen_threads_never_overshoot(memory: agentwatch.InMemoryExporter, st
     assert 0.96 <= spent <= 1.0
     assert client.monitor.snapshot()["reserved"] == 0.0
     span_costs, ok, _ = _costs(memory)
-    assert ok == sum(done) == stub_provider.count("/chat/completions")
+    assert ok == sum(done) == stub.count("/chat/completions")
     assert span_costs == pytest.approx(spent)
 
 
 def test_a_thousand_asyncio_tasks_never_overshoot(memory: agentwatch.InMemoryExporter,
-                                                  stub_provider: StubProvider) -> None:
+                                                  stub: StubProvider) -> None:
     client = _init(memory)
-    stub_provider.queue(*[_reply() for _ in range(120)])
+    stub.queue(*[_reply() for _ in range(120)])
 
     async def run() -> list[Any]:
         # The stub's listen backlog is small: 16 pooled connections, the other admitted requests queue for one.
         pool = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=16))
-        aoai = openai.AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0,
+        aoai = openai.AsyncOpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0,
                                   http_client=pool)
 
         async def one() -> Any:
@@ -276,7 +284,7 @@ def test_a_thousand_asyncio_tasks_never_overshoot(memory: agentwatch.InMemoryExp
     assert len(blocked) + len(answered) == 1000
     spent = client.monitor.snapshot()["spend_last_hour"]
     assert 0.96 <= spent <= 1.0
-    assert len(answered) == stub_provider.count("/chat/completions")
+    assert len(answered) == stub.count("/chat/completions")
     assert {e.reason for e in blocked} <= {"hard_budget", "budget_per_hour"}
 
 
@@ -312,19 +320,19 @@ _PROCESS = textwrap.dedent("""
 """)
 
 
-def test_three_processes_sharing_redis_never_overshoot(redis_url: str, stub_provider: StubProvider) -> None:  # noqa: F811
-    stub_provider.queue(*[_reply() for _ in range(120)])
+def test_three_processes_sharing_redis_never_overshoot(redis_url: str, stub: StubProvider) -> None:  # noqa: F811
+    stub.queue(*[_reply() for _ in range(120)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
     env["PYTHONPATH"] = str(ROOT)
-    processes = [subprocess.Popen([sys.executable, "-c", _PROCESS, redis_url, stub_provider.openai_base_url,
+    processes = [subprocess.Popen([sys.executable, "-c", _PROCESS, redis_url, stub.openai_base_url,
                                    json.dumps(PRICES)], stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
                  for _ in range(3)]
     calls = 0
     for process in processes:
-        out, _ = process.communicate(timeout=120)
+        out, _ = process.communicate(timeout=600)
         assert process.returncode == 0
         calls += json.loads(out.strip().splitlines()[-1])["calls"]
-    assert calls == stub_provider.count("/chat/completions")
+    assert calls == stub.count("/chat/completions")
     client = _init(limits_backend=redis_url)
     snapshot = client.monitor.snapshot()
     assert 0.96 <= snapshot["spend_last_hour"] <= 1.0
