@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from ._breaker_contract import (
     PAUSED_BY_OPERATOR,
@@ -123,20 +121,8 @@ _UPDATABLE: Final = frozenset(
 _BUDGET_REASONS: Final = frozenset({BUDGET_PER_HOUR, TRACE_BUDGET, HARD_BUDGET})
 
 
-class _Rid:
-    """Reservation ids: unique per admission and process (a shared store keeps one entry per id)."""
-
-    prefix = secrets.token_hex(6) + ":"
-    counter = itertools.count()
-
-    @classmethod
-    def renew(cls) -> None:  # a forked child must not reuse its parent's ids
-        cls.prefix = secrets.token_hex(6) + ":"
-        cls.counter = itertools.count()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_Rid.renew)
+#: Reservation ids: unique per admission in this process (a shared store prefixes its own random token).
+_rids = itertools.count(1)
 
 
 class _Probe:
@@ -500,9 +486,9 @@ class Monitor:
         """Whether a violated limit blocks calls (and trips) or only alerts."""
         return self._block or (self._hard and violation[0] in _BUDGET_REASONS)
 
-    def _reserve_locked(self, now: float, units: int, rid: str) -> Violation | None:
+    def _reserve_locked(self, now: float, units: int, rid: int) -> Violation | None:
         """Hard budget: reserve ``units`` for an admitted call, or the ``HARD_BUDGET`` verdict (alerted)."""
-        held = cast(ReservingStore, self._store).reserve(now, units, rid)
+        held = self._store.reserve(now, units, rid)  # type: ignore[attr-defined]  # hard: a ReservingStore
         if held is not None:
             self._alert_locked(now, held)
         return held
@@ -574,13 +560,13 @@ class Monitor:
         return self._blocked_locked()  # OPEN
 
     def _settle_probe(self, now: float, cost_usd: float, error: bool, probe: _Probe,
-                      held: tuple[int, str] | None = None) -> None:
+                      held: tuple[int, int] | None = None) -> None:
         """Settlement of this monitor's probe call: record it, then close or open again."""
         if held is None:
             self._store.record(now, cost_usd, error)
         with self._lock:
             if held is not None:
-                cast(ReservingStore, self._store).settle_reserved(now, cost_usd, error, held[0], held[1])
+                self._store.settle_reserved(now, cost_usd, error, held[0], held[1])  # type: ignore[attr-defined]  # hard: a ReservingStore
             if probe is not self._probe:
                 return  # the state moved on meanwhile (pause, reset, ...): this probe decides nothing
             if error:
@@ -598,20 +584,20 @@ class Monitor:
                     self._transition_locked("recovered", CLOSED, "probe_succeeded", None, None)
         self._drain()
 
-    def _settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: str,
+    def _settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int,
                          probe: _Probe | None) -> None:
         """Settlement of a call that holds a reservation here: cost recorded and reservation released at once."""
         if probe is not None:
             self._settle_probe(now, cost_usd, error, probe, (units, rid))
             return
         with self._lock:
-            cast(ReservingStore, self._store).settle_reserved(now, cost_usd, error, units, rid)
+            self._store.settle_reserved(now, cost_usd, error, units, rid)  # type: ignore[attr-defined]  # hard: a ReservingStore
 
-    def _rollback(self, probe: _Probe | None, held: tuple[int, str] | None = None) -> None:
+    def _rollback(self, probe: _Probe | None, held: tuple[int, int] | None = None) -> None:
         """Undo an admission: another scope blocked the call, so it never happened here."""
         with self._lock:
             if held is not None:
-                cast(ReservingStore, self._store).release(held[0], held[1])
+                self._store.release(held[0], held[1])  # type: ignore[attr-defined]  # hard: a ReservingStore
             self._store.uncount_call(self._clock())
             if probe is not None and probe is self._probe:
                 self._probe = None  # free the slot for the next caller
@@ -799,7 +785,7 @@ class Admission:
     __slots__ = ("monitors", "trace_id", "_probes", "_settled", "_held", "_units", "_rid")
 
     def __init__(self, monitors: tuple[Monitor, ...], probes: list[_Probe | None] | None,
-                 trace_id: str | None, held: list[bool] | None = None, units: int = 0, rid: str = "") -> None:
+                 trace_id: str | None, held: list[bool] | None = None, units: int = 0, rid: int = 0) -> None:
         self.monitors = monitors
         self.trace_id = trace_id
         self._probes = probes
@@ -840,7 +826,7 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
     """One pass over the scopes: the Admission, or the first monitor that blocks (and why)."""
     probes: list[_Probe | None] | None = None
     held: list[bool] | None = None
-    rid = ""
+    rid = 0
     clock: Callable[[], float] | None = None
     now = 0.0
     index = 0
@@ -864,13 +850,14 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
                 # Hard budget: the admitted call also needs its worst case to fit, checked and reserved in
                 # the same step (atomic in a shared store), so concurrent calls cannot all take the last dollar.
                 if not rid:
-                    rid = _Rid.prefix + str(next(_Rid.counter))
-                blocked = monitor._reserve_locked(now, units, rid)
+                    rid = next(_rids)
+                blocked = monitor._store.reserve(now, units, rid)  # type: ignore[attr-defined]  # hard: reserving
                 if blocked is None:
                     if held is None:
                         held = [False] * len(monitors)
                     held[index] = True
                 else:
+                    monitor._alert_locked(now, blocked)
                     monitor._store.uncount_call(now)
                     if result is not None and result is monitor._probe:  # free the probe slot again
                         monitor._probe = None
@@ -954,7 +941,7 @@ def _try_top_up(admission: Admission, units: int) -> _Blocked | None:
         if blocked is not None:
             for inner in done:
                 with inner._lock:
-                    cast(ReservingStore, inner._store).release(units, rid)
+                    inner._store.release(units, rid)  # type: ignore[attr-defined]  # hard: a ReservingStore
             return monitor, blocked
         done.append(monitor)
     return None

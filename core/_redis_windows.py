@@ -619,13 +619,13 @@ class RedisWindowStore:
 
     # ---- hard budgets -----------------------------------------------------------------------------
 
-    def reserve(self, now: float, units: int, rid: str) -> Violation | None:
+    def reserve(self, now: float, units: int, rid: int) -> Violation | None:
         self._spend_read = False
         backend = self._backend
         if not (backend.down and not backend.usable()):
             try:
                 result = backend.reserve(keys=self._reserve_keys,
-                                         args=[self._args[1], units, rid, repr(RESERVATION_TTL_S)])
+                                         args=[self._args[1], units, f"{self._token}:{rid}", repr(RESERVATION_TTL_S)])
             except backend.errors as exc:
                 backend.failed(exc, self._blocking)
             else:
@@ -638,16 +638,16 @@ class RedisWindowStore:
         # Unreachable: blocking fails closed; "local" reserves in the per-process fallback windows.
         return UNREACHABLE_VERDICT if self._blocking else self._fallback().reserve(now, units, rid)
 
-    def release(self, units: int, rid: str) -> None:
+    def release(self, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.release(units, rid)
-        self._run(self._backend.unreserve, self._held_keys, [units, rid])
+        self._run(self._backend.unreserve, self._held_keys, [units, f"{self._token}:{rid}"])
 
-    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: str) -> None:
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.settle_reserved(now, cost_usd, error, units, rid)
         self._run(self._backend.settle_reserved, self._settle_keys,
-                  [usd_to_units(cost_usd), 1 if error else 0, units, rid])
+                  [usd_to_units(cost_usd), 1 if error else 0, units, f"{self._token}:{rid}"])
 
     def reserved(self) -> float:
         held = self._run(self._backend.reserved, self._held_keys[1:])

@@ -58,23 +58,31 @@ def input_token_bound(body: Any) -> int:
 
 
 def _bytes(value: Any) -> int:
-    if value.__class__ is str:
-        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, dict):
-        total = 0
-        kind = value.get("type")
-        if kind.__class__ is str and kind in _MEDIA_TYPES:
-            total += MEDIA_PART_TOKENS
-        for key, item in value.items():
-            total += _bytes(key) + _bytes(item)
-        return total
-    if isinstance(value, (list, tuple)):
-        return sum(_bytes(item) for item in value)
-    if isinstance(value, (bytes, bytearray)):
-        return len(value)
-    if value is None or isinstance(value, bool):
-        return 4
-    return len(str(value))
+    # Iterative, with the common JSON types tested by class first: this runs on every call under a hard budget.
+    total = 0
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        cls = item.__class__
+        if cls is str:
+            total += len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))
+        elif cls is dict or isinstance(item, dict):
+            kind = item.get("type")
+            if kind.__class__ is str and kind in _MEDIA_TYPES:
+                total += MEDIA_PART_TOKENS
+            for key, entry in item.items():
+                push(key)
+                push(entry)
+        elif cls is list or cls is tuple or isinstance(item, (list, tuple)):
+            extend(item)
+        elif item is None or cls is bool:
+            total += 5  # "false"
+        elif isinstance(item, (bytes, bytearray)):
+            total += len(item)
+        else:
+            total += len(str(item))
+    return total
 
 
 def _positive_int(value: Any) -> int | None:
@@ -134,10 +142,16 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
     """The most this request can cost (USD). ``output=False`` for embeddings (input only)."""
     tokens_in = input_token_bound(body)
     tokens_out = output_token_cap(body, model) if output else 0
-    plain, _ = client.price(model, provider, tokens_in, tokens_out)
-    # Every input token written to the prompt cache is the dearest case where cache writes cost more.
-    cached, _ = client.price(model, provider, tokens_in, tokens_out, 0, tokens_in)
-    return max(plain, cached)
+    if client._has_price or not model:  # a pricing plugin decides (or the default rate): ask it both ways
+        plain, _ = client.price(model, provider, tokens_in, tokens_out)
+        cached, _ = client.price(model, provider, tokens_in, tokens_out, 0, tokens_in)
+        return max(plain, cached)
+    rates = client.pricer.rates(model, provider)
+    cost = rates.cost(tokens_in, tokens_out, 0, 0)
+    if rates.cache_write > rates.input or rates.tiers:
+        # Every input token written to the prompt cache is the dearest case where cache writes cost more.
+        cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in))
+    return cost
 
 
 def estimator(client: Client, model: str | None, provider: str | None, body: Any,

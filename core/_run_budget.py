@@ -78,7 +78,7 @@ class RunBudgetStore:
     def record(self, now: float, cost_usd: float, error: bool) -> None:
         self._inbox.append((now, cost_usd, error))
 
-    def reserve(self, now: float, units: int, rid: str = "") -> Violation | None:
+    def reserve(self, now: float, units: int, rid: int = 0) -> Violation | None:
         if self._inbox:
             self._fold()
         committed = self._spent + self._reserved
@@ -87,10 +87,10 @@ class RunBudgetStore:
         self._reserved += units
         return None
 
-    def release(self, units: int, rid: str = "") -> None:
+    def release(self, units: int, rid: int = 0) -> None:
         self._reserved = max(0, self._reserved - units)
 
-    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: str = "") -> None:
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int = 0) -> None:
         self._inbox.append((now, cost_usd, error))
         self._reserved = max(0, self._reserved - units)
 

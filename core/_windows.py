@@ -153,20 +153,20 @@ class ReservingStore(WindowStore, Protocol):
     """A ``WindowStore`` that can hold hard-budget reservations (``hard_budget=True`` needs one).
 
     A call's worst-case cost is reserved before it is sent and released when it settles. Called with the
-    monitor's lock held. ``rid`` names the reservation (a shared store keeps one entry per call, so a
-    crashed process's reservations expire); amounts are in units (``usd_to_units``).
+    monitor's lock held. ``rid`` numbers the reservation in this process (a shared store keeps one entry per
+    call, so a crashed process's reservations expire); amounts are in units (``usd_to_units``).
     """
 
-    def reserve(self, now: float, units: int, rid: str) -> Violation | None:
+    def reserve(self, now: float, units: int, rid: int) -> Violation | None:
         """Reserve ``units`` if recorded spend + every reservation + ``units`` stays within the budget (and,
         for ``units == 0``, if anything is left at all); else ``HARD_BUDGET`` and nothing is reserved."""
         ...
 
-    def release(self, units: int, rid: str) -> None:
+    def release(self, units: int, rid: int) -> None:
         """Give (up to) ``units`` of a reservation back (the call never happened, or a top-up was refused)."""
         ...
 
-    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: str) -> None:
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
         """``record`` and ``release`` in one step, so no admission sees the reservation gone but not the cost."""
         ...
 
@@ -311,7 +311,7 @@ class LocalWindowStore:
 
     # ---- hard budgets ---------------------------------------------------------------------------
 
-    def reserve(self, now: float, units: int, rid: str = "") -> Violation | None:
+    def reserve(self, now: float, units: int, rid: int = 0) -> Violation | None:
         if self._inbox:
             self._fold()
         if now >= self._spend_expires:
@@ -323,11 +323,11 @@ class LocalWindowStore:
         self._reserved += units
         return None
 
-    def release(self, units: int, rid: str = "") -> None:
+    def release(self, units: int, rid: int = 0) -> None:
         # Never below zero: reset_windows() forgets reservations of calls still in flight.
         self._reserved = max(0, self._reserved - units)
 
-    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: str = "") -> None:
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int = 0) -> None:
         self._inbox.append((now, cost_usd, error))  # folded before any later admission reads the spend
         self._reserved = max(0, self._reserved - units)
 
