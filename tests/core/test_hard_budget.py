@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -338,3 +339,24 @@ def test_three_processes_sharing_redis_never_overshoot(redis_url: str, stub: Stu
     assert 0.96 <= snapshot["spend_last_hour"] <= 1.0
     assert snapshot["spend_last_hour"] == pytest.approx(calls * ACTUAL)
     assert snapshot["reserved"] == 0.0
+
+
+def test_a_dead_process_reservation_expires_in_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from agentwatch import _redis_windows
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    monkeypatch.setattr(_redis_windows, "RESERVATION_TTL_S", 0.3)
+    backend = backend_for(redis_url)
+    dead = Monitor("global", "fleet", budget_per_hour=1.0, hard_budget=True,
+                   store=RedisWindowStore(backend, "global", "fleet"))
+    alive = Monitor("global", "fleet", budget_per_hour=1.0, hard_budget=True,
+                    store=RedisWindowStore(backend, "global", "fleet"))
+    admit([dead], reserve=0.9)  # never settled: its process "died"
+    with pytest.raises(CircuitBreakerException) as caught:
+        admit([alive], reserve=0.5)
+    assert caught.value.remaining == pytest.approx(0.1)
+    assert alive.snapshot()["reserved"] == pytest.approx(0.9)  # fleet-wide
+    time.sleep(0.5)
+    settle(admit([alive], reserve=0.5), cost_usd=0.4, error=False)
+    snapshot = alive.snapshot()
+    assert (snapshot["spend_last_hour"], snapshot["reserved"]) == (pytest.approx(0.4), 0.0)
