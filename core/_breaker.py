@@ -8,6 +8,12 @@ With a ``SharedBreakerStore`` (Redis, ``limits_backend``) the state machine is f
 state mirrors a shared record that its store reads in the same round trip as the windows, it publishes its
 own transitions there, and follows everyone else's (see ``_redis_windows``). The common path is the same
 code either way: only a store's verdict sends a call down the slow path, where the fleet is handled.
+
+Hard budgets (``hard_budget=True``): once a monitor admits a call, it also reserves the call's worst-case cost
+in its store (``ReservingStore.reserve``: checked against spend plus every reservation, atomic in Redis),
+under the same lock; ``settle`` records the cost and releases the reservation in one step, ``top_up`` adds
+to it when a lower layer learns the request. A reservation that does not fit blocks the call without
+tripping: it depends on the calls in flight, not on a limit being spent.
 """
 
 from __future__ import annotations
