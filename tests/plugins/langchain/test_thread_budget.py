@@ -4,6 +4,7 @@ loopback stub provider."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -105,3 +106,44 @@ def test_thread_budget_with_hard_budget_blocks_a_call_whose_worst_case_does_not_
     assert 0.0009 < caught.value.reserved < 0.001  # type: ignore[operator]
     assert caught.value.remaining == pytest.approx(0.001 - CALL)
     assert stub_provider.count("/chat/completions") == 1
+
+
+def _two_calls_graph(stub: StubProvider) -> Any:
+    llm = ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+
+    def first(state: State) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    def second(state: State) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    builder = StateGraph(State)
+    builder.add_node("first", first)
+    builder.add_node("second", second)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def test_nested_trace_budgets_around_graph_runs_sync_and_async(memory: agentwatch.InMemoryExporter,
+                                                              stub_provider: StubProvider) -> None:
+    agentwatch.init(exporters=[memory])  # zero-config: no handler passed
+    stub_provider.queue(*[Reply(content="fine", input_tokens=1000, output_tokens=100) for _ in range(10)])
+    graph = _two_calls_graph(stub_provider)
+    with agentwatch.trace("session", budget=2 * CALL):
+        with agentwatch.trace("step", budget=CALL):
+            with pytest.raises(CircuitBreakerException) as caught:
+                graph.invoke({"messages": [("user", "a")]}, {"configurable": {"thread_id": "n1"}})
+        assert (caught.value.scope, caught.value.scope_id) == ("trace", "step")
+        assert stub_provider.count("/chat/completions") == 1
+
+        async def run() -> Any:
+            return await graph.ainvoke({"messages": [("user", "b")]}, {"configurable": {"thread_id": "n2"}})
+
+        with pytest.raises(CircuitBreakerException) as caught:
+            asyncio.run(run())  # call 2 spends the session's budget: the next node does not start
+        assert (caught.value.scope, caught.value.scope_id) == ("trace", "session")
+        assert stub_provider.count("/chat/completions") == 2
+    graph.invoke({"messages": [("user", "c")]}, {"configurable": {"thread_id": "n3"}})  # no run budget here
+    assert stub_provider.count("/chat/completions") == 4
