@@ -296,8 +296,9 @@ _PROCESS = textwrap.dedent("""
     from agentwatch import CircuitBreakerException
 
     url, base_url, prices = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    agentwatch.init(exporters=[], limits_backend=url, budget_per_hour=1.0, hard_budget=True,
-                    cost_table_override=prices)
+    # Fail closed: on a loaded machine a slow round trip must not fall back to per-process limits.
+    agentwatch.init(exporters=[], limits_backend=url, limits_fallback="block", budget_per_hour=1.0,
+                    hard_budget=True, cost_table_override=prices)
     oai = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
     made = []
 
@@ -325,7 +326,8 @@ def test_three_processes_sharing_redis_never_overshoot(redis_url: str, stub: Stu
     stub.queue(*[_reply() for _ in range(120)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
     env["PYTHONPATH"] = str(ROOT)
-    processes = [subprocess.Popen([sys.executable, "-c", _PROCESS, redis_url, stub.openai_base_url,
+    url = redis_url.replace("socket_timeout=1", "socket_timeout=5")
+    processes = [subprocess.Popen([sys.executable, "-c", _PROCESS, url, stub.openai_base_url,
                                    json.dumps(PRICES)], stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
                  for _ in range(3)]
     calls = 0
