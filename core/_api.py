@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
+from ._run_budget import RUN_MONITORS, run_monitor
 from ._safe import stop_on_exception
 from ._span import Span
 
-__all__ = ["SpanScope", "AgentContext", "trace", "span", "agent", "agent_fn", "session", "task", "cron",
+__all__ = ["SpanScope", "AgentContext", "TraceContext", "trace", "span", "agent", "agent_fn", "session", "task", "cron",
            "event", "metric", "alert", "set_metadata"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -156,6 +157,40 @@ class AgentContext(SpanScope):
         return self
 
 
+class TraceContext(SpanScope):
+    """A trace scope; with a ``budget``, every LLM call inside shares that many USD (not time-windowed)."""
+
+    def __init__(self, name: str, budget: float | None = None, hard_budget: bool | None = None,
+                 attributes: dict[str, Any] | None = None) -> None:
+        super().__init__(name, "trace", attributes=attributes)
+        from ._breaker_contract import _number
+
+        self._budget = _number("budget", budget)
+        if hard_budget is not None and not isinstance(hard_budget, bool):
+            raise TypeError(f"hard_budget must be a bool or None, not {type(hard_budget).__name__}")
+        self._hard = hard_budget
+        self.monitor: Monitor | None = None
+
+    def _open(self) -> None:
+        client = get_client()
+        if client is not None and self._budget is not None:
+            # A new monitor per run: each entry (and each decorated call) has the whole budget.
+            self.monitor = stop_on_exception(run_monitor)(client, self.name, self._budget, self._hard)
+            if self.monitor is not None:
+                self._tokens.append(RUN_MONITORS.set((*RUN_MONITORS.get(), self.monitor)))
+        super()._open()
+
+    def _before_end(self, span: Span, error: BaseException | None) -> None:
+        monitor = self.monitor
+        if monitor is not None:
+            span.attributes["trace.budget"] = monitor.budget_per_hour
+            span.attributes["trace.spent"] = monitor.snapshot()["spend_last_hour"]
+
+    def __enter__(self) -> TraceContext:
+        self._open()
+        return self
+
+
 class SessionContext(SpanScope):
     def __init__(self, name: str) -> None:
         super().__init__(name, "session", attributes={"session.name": name})
@@ -194,9 +229,15 @@ class CronContext(SpanScope):
         return self
 
 
-def trace(name: str, **attributes: Any) -> SpanScope:
-    """Group everything inside into one trace (a new one, or a child if a trace is already open)."""
-    return SpanScope(name, "trace", attributes=attributes)
+def trace(name: str, *, budget: float | None = None, hard_budget: bool | None = None,
+          **attributes: Any) -> TraceContext:
+    """Group everything inside into one trace (a new one, or a child if a trace is already open).
+
+    ``budget`` (USD): every LLM call inside, from any framework, shares it for the whole run (no time
+    window); the call that finds it spent is blocked with scope ``"trace"``. ``hard_budget`` (default: the
+    ``init`` setting) reserves each call's worst case first, so the run never spends more than ``budget``.
+    """
+    return TraceContext(name, budget, hard_budget, attributes)
 
 
 def span(name: str, kind: str = "span", **attributes: Any) -> SpanScope:
@@ -210,12 +251,16 @@ def task(name: str, **attributes: Any) -> SpanScope:
 def agent(name: str, role: str | None = None, agent_id: str | None = None, *,
           budget_per_hour: float | None = None, max_error_rate: float | None = None,
           max_calls_per_minute: int | None = None, block_on_threshold: bool | None = None,
-          on_alert: Callable[[dict[str, Any]], Any] | None = None,
+          hard_budget: bool | None = None, on_alert: Callable[[dict[str, Any]], Any] | None = None,
           on_block: Callable[[Any], Any] | None = None) -> AgentContext:
-    """An agent scope. The same name reuses one monitor, so its budget is per agent, not per block."""
+    """An agent scope. The same name reuses one monitor, so its budget is per agent, not per block.
+
+    ``hard_budget=True``: each call reserves its worst-case cost first and is blocked unless it fits.
+    """
     limits = {key: value for key, value in {
         "budget_per_hour": budget_per_hour, "max_error_rate": max_error_rate,
         "max_calls_per_minute": max_calls_per_minute, "block_on_threshold": block_on_threshold,
+        "hard_budget": hard_budget,
         "on_alert": on_alert, "on_block": on_block}.items() if value is not None}
     return AgentContext(name, role, agent_id, **limits)
 

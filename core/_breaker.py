@@ -8,10 +8,17 @@ With a ``SharedBreakerStore`` (Redis, ``limits_backend``) the state machine is f
 state mirrors a shared record that its store reads in the same round trip as the windows, it publishes its
 own transitions there, and follows everyone else's (see ``_redis_windows``). The common path is the same
 code either way: only a store's verdict sends a call down the slow path, where the fleet is handled.
+
+Hard budgets (``hard_budget=True``): once a monitor admits a call, it also reserves the call's worst-case cost
+in its store (``ReservingStore.reserve``: checked against spend plus every reservation, atomic in Redis),
+under the same lock; ``settle`` records the cost and releases the reservation in one step, ``top_up`` adds
+to it when a lower layer learns the request. A reservation that does not fit blocks the call without
+tripping: it depends on the calls in flight, not on a limit being spent.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -37,16 +44,21 @@ from ._safe import logger
 from ._windows import (
     BUDGET_PER_HOUR,
     FLEET_STATE,
+    HARD_BUDGET,
     LIMITS_BACKEND_UNREACHABLE,
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
     PROBE_GRANTED,
     PROBE_HELD,
+    TRACE_BUDGET,
     LocalWindowStore,
+    ReservingStore,
     SharedBreakerStore,
     SharedState,
     Violation,
     WindowStore,
+    units_to_usd,
+    usd_to_units,
 )
 
 __all__ = [
@@ -63,6 +75,8 @@ __all__ = [
     "BUDGET_PER_HOUR",
     "MAX_ERROR_RATE",
     "MAX_CALLS_PER_MINUTE",
+    "HARD_BUDGET",
+    "TRACE_BUDGET",
     "BreakerSink",
     "BlockEvent",
     "CircuitBreakerException",
@@ -71,6 +85,7 @@ __all__ = [
     "admit",
     "check",
     "settle",
+    "top_up",
 ]
 
 CLOSED: Final = "CLOSED"
@@ -105,9 +120,15 @@ _LOCAL: Final = _Local()
 
 
 _UPDATABLE: Final = frozenset(
-    {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert", "on_block",
-     "sink", "name"}
+    {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "hard_budget", "on_alert",
+     "on_block", "sink", "name"}
 )
+#: Violations that a hard budget blocks even without ``block_on_threshold``.
+_BUDGET_REASONS: Final = frozenset({BUDGET_PER_HOUR, TRACE_BUDGET, HARD_BUDGET})
+
+
+#: Reservation ids: unique per admission in this process (a shared store prefixes its own random token).
+_rids = itertools.count(1)
 
 
 class _Probe:
@@ -130,7 +151,7 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_paused_until", "_trip",
-        "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet",
+        "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
         "__weakref__",
     )
 
@@ -143,6 +164,7 @@ class Monitor:
         max_error_rate: float | None = None,
         max_calls_per_minute: int | None = None,
         block_on_threshold: bool = False,
+        hard_budget: bool = False,
         on_alert: Callable[[dict[str, Any]], Any] | None = None,
         on_block: Callable[[BlockEvent], Any] | None = None,
         sink: BreakerSink | None = None,
@@ -161,6 +183,9 @@ class Monitor:
         self._max_error_rate: float | None = None
         self._max_calls: int | None = None
         self._block = False
+        # Hard budget: each call reserves its worst-case cost before it is sent (see ``admit``), and the
+        # budget blocks whatever ``block_on_threshold`` says.
+        self._hard = False
         self._on_alert: Callable[[dict[str, Any]], Any] | None = None
         self._on_block: Callable[[BlockEvent], Any] | None = None
         self._sink: BreakerSink | None = None
@@ -186,7 +211,8 @@ class Monitor:
         self.update(
             budget_per_hour=budget_per_hour, max_error_rate=max_error_rate,
             max_calls_per_minute=max_calls_per_minute, block_on_threshold=block_on_threshold,
-            on_alert=on_alert, on_block=on_block, sink=sink, name=name if name is not None else scope_id,
+            hard_budget=hard_budget, on_alert=on_alert, on_block=on_block, sink=sink,
+            name=name if name is not None else scope_id,
         )
 
     # ---- configuration ----------------------------------------------------------------------------
@@ -207,10 +233,10 @@ class Monitor:
                 checked["_max_error_rate"] = _number(key, value, upper=1.0)
             elif key == "max_calls_per_minute":
                 checked["_max_calls"] = _number(key, value, integer=True)
-            elif key == "block_on_threshold":
+            elif key in ("block_on_threshold", "hard_budget"):
                 if not isinstance(value, bool):
-                    raise TypeError(f"block_on_threshold must be a bool, not {type(value).__name__}")
-                checked["_block"] = value
+                    raise TypeError(f"{key} must be a bool, not {type(value).__name__}")
+                checked["_block" if key == "block_on_threshold" else "_hard"] = value
             elif key in ("on_alert", "on_block"):
                 checked["_" + key] = _hook(key, value)
             elif key == "sink":
@@ -219,6 +245,8 @@ class Monitor:
                 if not isinstance(value, str):
                     raise TypeError(f"name must be a string, not {type(value).__name__}")
                 checked["_name"] = value
+        if checked.get("_hard") and not isinstance(self._store, ReservingStore):
+            raise TypeError("hard_budget needs a window store that can reserve (reserve/release/settle_reserved)")
         # Validated first, then applied together: a bad argument changes nothing.
         with self._lock:
             for attribute, value in checked.items():
@@ -272,6 +300,14 @@ class Monitor:
     @block_on_threshold.setter
     def block_on_threshold(self, value: bool) -> None:
         self.update(block_on_threshold=value)
+
+    @property
+    def hard_budget(self) -> bool:
+        return self._hard
+
+    @hard_budget.setter
+    def hard_budget(self, value: bool) -> None:
+        self.update(hard_budget=value)
 
     @property
     def on_alert(self) -> Callable[[dict[str, Any]], Any] | None:
@@ -370,8 +406,10 @@ class Monitor:
                     "max_error_rate": self._max_error_rate,
                     "max_calls_per_minute": self._max_calls,
                     "block_on_threshold": self._block,
+                    "hard_budget": self._hard,
                 },
                 "spend_last_hour": store.spend(now),
+                "reserved": _reserved_of(store),
                 "calls_last_minute": store.calls(now),
                 "error_rate": errors / done if done else 0.0,
                 "calls_in_error_window": done,
@@ -450,6 +488,17 @@ class Monitor:
         if self._state is PAUSED and self._paused_until is not None and now >= self._paused_until:
             self._transition_locked("half_open", HALF_OPEN, "pause_elapsed", None, None)
 
+    def _blocks(self, violation: Violation | tuple[str, Any, Any]) -> bool:
+        """Whether a violated limit blocks calls (and trips) or only alerts."""
+        return self._block or (self._hard and violation[0] in _BUDGET_REASONS)
+
+    def _reserve_locked(self, now: float, units: int, rid: int) -> Violation | None:
+        """Hard budget: reserve ``units`` for an admitted call, or the ``HARD_BUDGET`` verdict (alerted)."""
+        held = self._store.reserve(now, units, rid)  # type: ignore[attr-defined]  # hard: a ReservingStore
+        if held is not None:
+            self._alert_locked(now, held)
+        return held
+
     def _blocked_locked(self) -> tuple[str, float | None, float | None]:
         return self._trip if self._trip is not None else (PAUSED_BY_OPERATOR, None, None)
 
@@ -466,7 +515,7 @@ class Monitor:
         state = self._state
         if state is CLOSED:
             assert violation is not None
-            if self._block:
+            if self._blocks(violation):
                 self._trip_locked("triggered", violation)
                 self._alert_locked(now, violation)
                 return violation
@@ -482,7 +531,7 @@ class Monitor:
                 return self._blocked_locked()
             violation = self._evaluate(now, True)
             if violation is not None:
-                if self._block:
+                if self._blocks(violation):
                     self._trip_locked("retrip", violation)
                     self._alert_locked(now, violation)
                     return violation
@@ -502,7 +551,7 @@ class Monitor:
             violation = self._evaluate(now, False)
             if violation is None:
                 return None
-            if self._block:
+            if self._blocks(violation):
                 self._trip_locked("triggered", violation)
                 self._alert_locked(now, violation)
                 return violation
@@ -516,10 +565,14 @@ class Monitor:
             return self._blocked_locked() if self._probe is not None else None
         return self._blocked_locked()  # OPEN
 
-    def _settle_probe(self, now: float, cost_usd: float, error: bool, probe: _Probe) -> None:
+    def _settle_probe(self, now: float, cost_usd: float, error: bool, probe: _Probe,
+                      held: tuple[int, int] | None = None) -> None:
         """Settlement of this monitor's probe call: record it, then close or open again."""
-        self._store.record(now, cost_usd, error)
+        if held is None:
+            self._store.record(now, cost_usd, error)
         with self._lock:
+            if held is not None:
+                self._store.settle_reserved(now, cost_usd, error, held[0], held[1])  # type: ignore[attr-defined]  # hard: a ReservingStore
             if probe is not self._probe:
                 return  # the state moved on meanwhile (pause, reset, ...): this probe decides nothing
             if error:
@@ -528,7 +581,7 @@ class Monitor:
                 fleet = self._fleet
                 # The fleet's record is HALF_OPEN with our probe: only the windows can say whether to close.
                 violation = fleet.windows(now) if fleet is not None else self._evaluate(now, False)
-                if violation is not None and self._block:
+                if violation is not None and self._blocks(violation):
                     self._trip_locked("retrip", violation)
                     self._alert_locked(now, violation)
                 else:
@@ -537,9 +590,20 @@ class Monitor:
                     self._transition_locked("recovered", CLOSED, "probe_succeeded", None, None)
         self._drain()
 
-    def _rollback(self, probe: _Probe | None) -> None:
+    def _settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int,
+                         probe: _Probe | None) -> None:
+        """Settlement of a call that holds a reservation here: cost recorded and reservation released at once."""
+        if probe is not None:
+            self._settle_probe(now, cost_usd, error, probe, (units, rid))
+            return
+        with self._lock:
+            self._store.settle_reserved(now, cost_usd, error, units, rid)  # type: ignore[attr-defined]  # hard: a ReservingStore
+
+    def _rollback(self, probe: _Probe | None, held: tuple[int, int] | None = None) -> None:
         """Undo an admission: another scope blocked the call, so it never happened here."""
         with self._lock:
+            if held is not None:
+                self._store.release(held[0], held[1])  # type: ignore[attr-defined]  # hard: a ReservingStore
             self._store.uncount_call(self._clock())
             if probe is not None and probe is self._probe:
                 self._probe = None  # free the slot for the next caller
@@ -618,7 +682,7 @@ class Monitor:
             probe = self._probe = _Probe()
             violation = shared.verdict
             if violation is not None:
-                if self._block:
+                if self._blocks(violation):
                     self._trip_locked("retrip", violation)  # published while the slot is ours, which frees it
                     self._alert_locked(now, violation)
                     return violation
@@ -629,7 +693,7 @@ class Monitor:
 
     def _closed_verdict_locked(self, now: float, violation: Violation, admission: bool) -> Violation | None:
         """A CLOSED monitor's violated limit: trip (published) and block, or alert and let the call go."""
-        if self._block:
+        if self._blocks(violation):
             self._trip_locked("triggered", violation)
             self._alert_locked(now, violation)
             return violation
@@ -719,16 +783,22 @@ class Monitor:
 
 
 class Admission:
-    """One admitted call: the monitors that counted it and, where it is their HALF_OPEN probe, the slot."""
+    """One admitted call: the monitors that counted it and, where it is their HALF_OPEN probe, the slot.
 
-    __slots__ = ("monitors", "trace_id", "_probes", "_settled")
+    With hard budgets, ``_held`` marks the monitors holding this call's reservation (``_units``, id ``_rid``).
+    """
+
+    __slots__ = ("monitors", "trace_id", "_probes", "_settled", "_held", "_units", "_rid")
 
     def __init__(self, monitors: tuple[Monitor, ...], probes: list[_Probe | None] | None,
-                 trace_id: str | None) -> None:
+                 trace_id: str | None, held: list[bool] | None = None, units: int = 0, rid: int = 0) -> None:
         self.monitors = monitors
         self.trace_id = trace_id
         self._probes = probes
         self._settled = False
+        self._held = held
+        self._units = units
+        self._rid = rid
 
     @property
     def probe_monitors(self) -> tuple[Monitor, ...]:
@@ -736,6 +806,16 @@ class Admission:
         if self._probes is None:
             return ()
         return tuple(m for m, p in zip(self.monitors, self._probes, strict=True) if p is not None)
+
+    @property
+    def reserved(self) -> float:
+        """USD reserved for this call in its hard-budget scopes (0.0 if none is hard)."""
+        return units_to_usd(self._units) if self._held is not None else 0.0
+
+    @property
+    def hard(self) -> bool:
+        """Whether any of its scopes has a hard budget (a later ``top_up`` reserves there)."""
+        return self._held is not None
 
     @property
     def settled(self) -> bool:
@@ -748,9 +828,11 @@ class Admission:
 _Blocked = tuple[Monitor, tuple[str, float | None, float | None]]
 
 
-def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None) -> Admission | _Blocked:
+def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int = 0) -> Admission | _Blocked:
     """One pass over the scopes: the Admission, or the first monitor that blocks (and why)."""
     probes: list[_Probe | None] | None = None
+    held: list[bool] | None = None
+    rid = 0
     clock: Callable[[], float] | None = None
     now = 0.0
     index = 0
@@ -762,39 +844,113 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None) -> Admission
             if monitor._state is CLOSED:
                 violation = monitor._evaluate(now, True)
                 if violation is None:  # the common path: admitted and counted, nothing to report
-                    index += 1
-                    continue
+                    if not monitor._hard:
+                        index += 1
+                        continue
+                    result: Any = None
+                else:
+                    result = monitor._enter_slow_locked(now, violation)
             else:
-                violation = None
-            result = monitor._enter_slow_locked(now, violation)
+                result = monitor._enter_slow_locked(now, None)
+            if monitor._hard and (result is None or isinstance(result, _Probe)):
+                # Hard budget: the admitted call also needs its worst case to fit, checked and reserved in
+                # the same step (atomic in a shared store), so concurrent calls cannot all take the last dollar.
+                if not rid:
+                    rid = next(_rids)
+                blocked = monitor._store.reserve(now, units, rid)  # type: ignore[attr-defined]  # hard: reserving
+                if blocked is None:
+                    if held is None:
+                        held = [False] * len(monitors)
+                    held[index] = True
+                else:
+                    monitor._alert_locked(now, blocked)
+                    monitor._store.uncount_call(now)
+                    if result is not None and result is monitor._probe:  # free the probe slot again
+                        monitor._probe = None
+                        if monitor._fleet is not None:
+                            monitor._fleet.release_probe()
+                    result = blocked
         monitor._drain()
         if result is not None:
             if isinstance(result, tuple):
                 # Blocked here: the call never happens, so the scopes inside that counted it undo that.
                 for k in range(index):
-                    monitors[k]._rollback(probes[k] if probes is not None else None)
+                    monitors[k]._rollback(probes[k] if probes is not None else None,
+                                          (units, rid) if held is not None and held[k] else None)
                 return monitor, result
             if probes is None:
                 probes = [None] * len(monitors)
             probes[index] = result
         index += 1
-    return Admission(monitors, probes, trace_id)
+    return Admission(monitors, probes, trace_id, held, units, rid)
 
 
-def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> Admission:
+def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None,
+          reserve: float | Callable[[], float] | None = None) -> Admission:
     """Check a call against ``monitors`` (innermost scope first, global last) before it is sent.
 
-    Returns the ``Admission`` to ``settle`` once the call is done. If a monitor blocks, the innermost
-    blocking one's ``on_block`` runs (once); if it recovered the monitor, the call is checked again and
-    may go ahead. Otherwise ``sink.blocked`` is told and ``CircuitBreakerException`` raised.
+    ``reserve`` is the call's worst-case cost in USD (or a function computing it, called only if a monitor
+    has a hard budget, since reading a request body is not free): monitors with a hard budget admit it only if it fits
+    what is left of their budget (recorded spend and other calls' reservations counted) and hold it until
+    ``settle``. Returns the ``Admission`` to ``settle`` once the call is done. If a monitor blocks, the
+    innermost blocking one's ``on_block`` runs (once); if it recovered the monitor, the call is checked
+    again and may go ahead. Otherwise ``sink.blocked`` is told and ``CircuitBreakerException`` raised.
     """
     ms = monitors if isinstance(monitors, tuple) else tuple(monitors)
-    result = _try_admit(ms, trace_id)
+    units = 0
+    if reserve is not None:
+        for monitor in ms:
+            if monitor._hard:
+                units = _units(reserve() if callable(reserve) else reserve)
+                break
+    result = _try_admit(ms, trace_id, units)
     if isinstance(result, Admission):
         return result
-    admission = _resolve_block(ms, trace_id, result, lambda: _try_admit(ms, trace_id))
+    admission = _resolve_block(ms, trace_id, result, lambda: _try_admit(ms, trace_id, units), units)
     assert isinstance(admission, Admission)
     return admission
+
+
+def _units(usd: Any) -> int:
+    if usd.__class__ is not float and (isinstance(usd, bool) or not isinstance(usd, (int, float))):
+        return 0
+    return usd_to_units(usd) if 0 < usd < math.inf else 0
+
+
+def top_up(admission: Admission, usd: float | Callable[[], float]) -> None:
+    """Reserve ``usd`` more for an admitted call in its hard-budget scopes (a lower layer that sees the
+    request body learns its worst case only now). Raises ``CircuitBreakerException`` if it does not fit;
+    then nothing more is held and the call must not be sent. No hard scope: nothing to do."""
+    if admission._held is None or admission._settled:
+        return
+    units = _units(usd() if callable(usd) else usd)
+    if not units:
+        return
+    ms = admission.monitors
+    result = _try_top_up(admission, units)
+    if result is not None:
+        _resolve_block(ms, admission.trace_id, result, lambda: _try_top_up(admission, units), units)
+    admission._units += units
+
+
+def _try_top_up(admission: Admission, units: int) -> _Blocked | None:
+    held = admission._held
+    assert held is not None
+    rid = admission._rid
+    done: list[Monitor] = []
+    for monitor, holds in zip(admission.monitors, held, strict=True):
+        if not holds:
+            continue
+        with monitor._lock:
+            blocked = monitor._reserve_locked(monitor._clock(), units, rid)
+        monitor._drain()
+        if blocked is not None:
+            for inner in done:
+                with inner._lock:
+                    inner._store.release(units, rid)  # type: ignore[attr-defined]  # hard: a ReservingStore
+            return monitor, blocked
+        done.append(monitor)
+    return None
 
 
 def check(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> None:
@@ -826,7 +982,7 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
 
 
 def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
-                   retry: Callable[[], Admission | _Blocked | None]) -> Admission | None:
+                   retry: Callable[[], Admission | _Blocked | None], units: int = 0) -> Admission | None:
     hooked: set[int] = set()
     while True:
         monitor, (reason, threshold, current) = blocked
@@ -842,9 +998,14 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
             blocked = result
             continue
         monitor._note_blocked()
+        reserved = remaining = None
+        if monitor._hard and reason in _BUDGET_REASONS:
+            reserved = units_to_usd(units)
+            if threshold is not None and current is not None:
+                remaining = max(0.0, units_to_usd(usd_to_units(threshold) - usd_to_units(current)))
         error = CircuitBreakerException(
             reason, threshold, current, scope=monitor.scope, scope_id=monitor.scope_id, trace_id=trace_id,
-            state=monitor.snapshot(), monitor=monitor,
+            state=monitor.snapshot(), monitor=monitor, reserved=reserved, remaining=remaining,
         )
         sink = monitor._sink
         if sink is not None:
@@ -853,7 +1014,8 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
 
 
 def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:
-    """Record a finished call's cost and outcome in every monitor that admitted it (once per admission)."""
+    """Record a finished call's cost and outcome in every monitor that admitted it (once per admission);
+    a hard budget's reservation is released in the same step."""
     if admission._settled:
         logger.debug("agentwatch: admission settled twice (ignored)")
         return
@@ -867,7 +1029,8 @@ def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:
     probes = admission._probes
     clock: Callable[[], float] | None = None
     item = (0.0, cost, error)
-    if probes is None:
+    held = admission._held
+    if probes is None and held is None:
         for monitor in admission.monitors:
             if monitor._clock is not clock:  # scopes normally share one clock: read it once
                 clock = monitor._clock
@@ -875,14 +1038,22 @@ def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:
             # No lock: the store takes results lock-free and folds them in on its next (locked) read.
             monitor._submit(item)
         return
-    for monitor, probe in zip(admission.monitors, probes, strict=True):
+    for index, monitor in enumerate(admission.monitors):
         if monitor._clock is not clock:
             clock = monitor._clock
             item = (clock(), cost, error)
-        if probe is None:
+        probe = probes[index] if probes is not None else None
+        if held is not None and held[index]:
+            monitor._settle_reserved(item[0], cost, error, admission._units, admission._rid, probe)
+        elif probe is None:
             monitor._submit(item)
         else:
             monitor._settle_probe(item[0], cost, error, probe)
+
+
+def _reserved_of(store: WindowStore) -> float:
+    reserved = getattr(store, "reserved", None)
+    return float(reserved()) if callable(reserved) else 0.0
 
 
 def _clean_cost(cost: Any) -> float:

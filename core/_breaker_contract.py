@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._safe import PASS_THROUGH, stop_on_exception
-from ._windows import BUDGET_PER_HOUR, LIMITS_BACKEND_UNREACHABLE, MAX_CALLS_PER_MINUTE, MAX_ERROR_RATE
+from ._windows import (
+    BUDGET_PER_HOUR,
+    HARD_BUDGET,
+    LIMITS_BACKEND_UNREACHABLE,
+    MAX_CALLS_PER_MINUTE,
+    MAX_ERROR_RATE,
+    TRACE_BUDGET,
+)
 
 if TYPE_CHECKING:
     from ._breaker import Monitor
@@ -50,7 +57,14 @@ class BlockEvent:
     trace_id: str | None = None
 
 
-def _describe(reason: str, threshold: float | None, current: float | None) -> str:
+def _describe(reason: str, threshold: float | None, current: float | None, reserved: float | None = None,
+              remaining: float | None = None) -> str:
+    if reason == HARD_BUDGET and threshold is not None and current is not None:
+        return (f"hard budget: this call may cost up to ${reserved or 0.0:.6g} (reserved before sending), "
+                f"${remaining if remaining is not None else 0.0:.6g} of the ${threshold:.6g} budget is left "
+                f"(${current:.6g} spent or reserved by calls in flight)")
+    if reason == TRACE_BUDGET:
+        return f"trace budget reached: ${current:.6g} spent in this run, limit ${threshold:.6g}"
     if reason == BUDGET_PER_HOUR:
         return f"hourly budget reached: ${current:.6g} spent in the last hour, limit ${threshold:.6g}"
     if reason == MAX_ERROR_RATE and current is not None and threshold is not None:
@@ -70,7 +84,9 @@ class CircuitBreakerException(Exception):
     """Raised instead of sending an LLM call that a monitor blocks. Nothing was sent, nothing spent.
 
     ``state`` is a snapshot of the blocking monitor; recover through ``monitor.pause(seconds)``,
-    ``monitor.increase_budget(usd)`` or ``monitor.reset_windows()``.
+    ``monitor.increase_budget(usd)`` or ``monitor.reset_windows()``. Blocked by a hard budget, ``reserved``
+    is the worst-case cost the call asked to reserve and ``remaining`` what was left of the budget
+    (both USD; None otherwise).
     """
 
     __module__ = "agentwatch"  # tracebacks name it as users import it: agentwatch.CircuitBreakerException
@@ -86,6 +102,8 @@ class CircuitBreakerException(Exception):
         trace_id: str | None = None,
         state: dict[str, Any] | None = None,
         monitor: Monitor | None = None,
+        reserved: float | None = None,
+        remaining: float | None = None,
     ) -> None:
         self.reason = reason
         self.threshold = threshold
@@ -95,9 +113,12 @@ class CircuitBreakerException(Exception):
         self.trace_id = trace_id
         self.state: dict[str, Any] = state if state is not None else {}
         self.monitor = monitor
+        self.reserved = reserved
+        self.remaining = remaining
         breaker_state = self.state.get("state")
         where = f"{scope} {scope_id!r}" + (f", state {breaker_state}" if breaker_state else "")
-        super().__init__(f"AgentWatch blocked the LLM call ({where}): {_describe(reason, threshold, current)}")
+        why = _describe(reason, threshold, current, reserved, remaining)
+        super().__init__(f"AgentWatch blocked the LLM call ({where}): {why}")
 
 
 PASS_THROUGH.append(CircuitBreakerException)

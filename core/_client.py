@@ -84,7 +84,7 @@ class Client:
             "global", global_id, store=window_store_for(config, "global", global_id),
             budget_per_hour=config.budget_per_hour, max_error_rate=config.max_error_rate,
             max_calls_per_minute=config.max_calls_per_minute, block_on_threshold=config.block_on_threshold,
-            on_alert=config.on_alert, on_block=config.on_block, sink=self._sink,
+            hard_budget=config.hard_budget, on_alert=config.on_alert, on_block=config.on_block, sink=self._sink,
         )
         from . import _builtin_exporters
 
@@ -191,6 +191,7 @@ class Client:
             scope = self._agents.get(name)
             if scope is None:
                 settings = {**{k: v for k, v in preset.items() if k not in ("role", "agent_id")}, **given}
+                settings.setdefault("hard_budget", self.config.hard_budget)  # init(hard_budget=...) is the default
                 scope_id = agent_id or preset.get("agent_id") or _slug(name)
                 monitor = Monitor("agent", scope_id, sink=self._sink, name=name,
                                   store=window_store_for(self.config, "agent", scope_id), **settings)

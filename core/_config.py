@@ -26,6 +26,8 @@ class Config:
     max_error_rate: float | None = None
     max_calls_per_minute: int | None = None
     block_on_threshold: bool = False
+    #: Reserve each call's worst-case cost before it is sent; admit it only if that fits the budget.
+    hard_budget: bool = False
     on_alert: Callable[[dict[str, Any]], Any] | None = None
     on_block: Callable[[Any], Any] | None = None
     agent_name: str | None = None
@@ -54,8 +56,8 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _LIMITS_FALLBACKS = ("local", "block")
 _AGENT_LIMIT_KEYS = frozenset(
-    {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert", "on_block",
-     "role", "agent_id"}
+    {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "hard_budget", "on_alert",
+     "on_block", "role", "agent_id"}
 )
 
 
@@ -74,7 +76,7 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 def _from_env(name: str, raw: str) -> Any:
     """Turn an env string into the field's type; validation happens afterwards like for arguments."""
-    if name in {"zero_data_retention", "capture_messages", "block_on_threshold", "enabled", "debug",
+    if name in {"zero_data_retention", "capture_messages", "block_on_threshold", "hard_budget", "enabled", "debug",
                 "auto_instrument"}:
         return _parse_bool(_env_name(name), raw)
     if name in {"budget_per_hour", "max_error_rate", "flush_interval", "export_timeout"}:
@@ -144,8 +146,9 @@ def validate_agent_limits(where: str, limits: Mapping[str, Any]) -> dict[str, An
     if "max_calls_per_minute" in checked:
         checked["max_calls_per_minute"] = _number(f"{where}.max_calls_per_minute",
                                                   checked["max_calls_per_minute"], optional=True, integer=True)
-    if "block_on_threshold" in checked:
-        checked["block_on_threshold"] = _boolean(f"{where}.block_on_threshold", checked["block_on_threshold"])
+    for key in ("block_on_threshold", "hard_budget"):
+        if key in checked:
+            checked[key] = _boolean(f"{where}.{key}", checked[key])
     for key in ("on_alert", "on_block"):
         if key in checked:
             checked[key] = _callable(f"{where}.{key}", checked[key])
@@ -168,7 +171,7 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
             raise TypeError(f"proxy_url must be a str, not {type(url).__name__}")
         elif not url.startswith(("http://", "https://")):
             raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}")
-    for name in ("zero_data_retention", "capture_messages", "block_on_threshold", "enabled", "debug",
+    for name in ("zero_data_retention", "capture_messages", "block_on_threshold", "hard_budget", "enabled", "debug",
                  "auto_instrument"):
         if name in out:
             out[name] = _boolean(name, out[name])

@@ -8,15 +8,17 @@ blocks; ``LLMCall.end`` prices the call and records cost and outcome in the same
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
-from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle
+from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
 from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
+from ._reservation import estimator
+from ._run_budget import RUN_MONITORS
 from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._span import Span
 
@@ -80,14 +82,18 @@ def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_
             "cached_input_tokens": read, "cache_write_tokens": write}
 
 
-def _monitors(client: Client, scopes: Sequence[AgentScope]) -> list[Monitor]:
-    """Innermost first, global last, each monitor once."""
+def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Monitor] = ()) -> list[Monitor]:
+    """Innermost first, global last, each monitor once: agent scopes, then per-run budgets, then global."""
     ordered: list[Monitor] = []
     seen: set[int] = set()
     for scope in reversed((*AGENT_SCOPES.get(), *scopes)):
         if id(scope.monitor) not in seen:
             seen.add(id(scope.monitor))
             ordered.append(scope.monitor)
+    for monitor in reversed((*RUN_MONITORS.get(), *budgets)):
+        if id(monitor) not in seen:
+            seen.add(id(monitor))
+            ordered.append(monitor)
     ordered.append(client.monitor)
     return ordered
 
@@ -146,6 +152,34 @@ class LLMCall:
             self.span.attributes["usage_invalid"] = True
         else:
             setattr(self.span, field, value)
+
+    @property
+    def hard_budget(self) -> bool:
+        """Whether a scope of this call has a hard budget (a lower layer then reserves the request's worst case)."""
+        admission = self._admission
+        return admission is not None and admission.hard
+
+    def reserve_request(self, body: Any, model: str | None = None, kind: str = "llm") -> None:
+        """``top_up`` by the worst-case cost of a request body this call is about to send (see
+        ``agentwatch._reservation``); nothing to do, and nothing read, unless a scope has a hard budget."""
+        admission = self._admission
+        if admission is None or not admission.hard or self._client is None:
+            return
+        span = self.span
+        self.top_up(estimator(self._client, model or span.model, span.provider, body, kind))
+
+    def top_up(self, reserve: float | Callable[[], float]) -> None:
+        """Reserve more of a hard budget for this call before its request is sent (a lower layer that sees
+        the request body knows its worst case). Raises ``CircuitBreakerException`` if it does not fit;
+        the span is then marked blocked and the request must not be sent."""
+        admission = self._admission
+        if admission is None or not admission.hard:
+            return
+        try:
+            top_up(admission, reserve)
+        except CircuitBreakerException as blocked:
+            _mark_blocked(self.span, blocked)
+            raise
 
     def set_input(self, value: Any) -> None:
         if self._client is not None and self._client.config.capture_text:
@@ -212,8 +246,14 @@ class LLMCall:
         span = self.span
         if finish_reason:
             span.attributes["finish_reason"] = finish_reason
+        blocked = False
         if error is not None:
-            span.record_error(error)
+            if isinstance(error, CircuitBreakerException):  # refused by a top-up: nothing was sent
+                blocked = True
+                if span.status != "blocked":
+                    _mark_blocked(span, error)
+            else:
+                span.record_error(error)
         client = self._client
         if client is None:
             span.finish()
@@ -229,19 +269,20 @@ class LLMCall:
                 span.attributes["cost_estimated"] = True
         span.attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
         if self._admission is not None:
-            settle(self._admission, cost_usd=span.cost_usd, error=error is not None)
+            settle(self._admission, cost_usd=span.cost_usd, error=error is not None and not blocked)
         client.end_span(span, now)
 
 
 @stop_on_exception
-def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = None) -> None:
+def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = None,
+                 budgets: Sequence[Monitor] = ()) -> None:
     """Raise ``CircuitBreakerException`` if an LLM call made now would be blocked; counts nothing.
 
     For framework boundaries where work that will call an LLM is about to start (a LangGraph node).
     """
     client = _client_module._active
     if client is not None:
-        check(_monitors(client, scopes), trace_id=trace_id)
+        check(_monitors(client, scopes, budgets), trace_id=trace_id)
 
 
 def start_llm_call(
@@ -255,12 +296,16 @@ def start_llm_call(
     input: Any = None,
     attributes: dict[str, Any] | None = None,
     check: bool = True,
+    reserve: float | Callable[[], float] | None = None,
+    budgets: Sequence[Monitor] = (),
 ) -> LLMCall:
     """Check every enclosing limit, then open the LLM span.
 
     Raises ``CircuitBreakerException`` (after recording a ``blocked`` span) if a breaker blocks: the
     caller must not send the request. ``scopes`` adds agent scopes the plugin knows of (e.g. a
-    LangGraph node mapped to an agent) to those of the context.
+    LangGraph node mapped to an agent) to those of the context; ``budgets`` adds per-run budget monitors
+    (a LangGraph thread's). ``reserve`` is the request's worst-case cost in USD, or a function computing it
+    (called only when a scope has a hard budget; see ``agentwatch._reservation``).
     """
     client = _client_module._active
     if client is None:
@@ -278,13 +323,11 @@ def start_llm_call(
     if check:
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
-            admission = admit(_monitors(client, scopes) if scopes or context_scopes else (client.monitor,),
-                              trace_id=span.trace_id)
+            runs = RUN_MONITORS.get()
+            admission = admit(_monitors(client, scopes, budgets) if scopes or context_scopes or runs or budgets
+                              else (client.monitor,), trace_id=span.trace_id, reserve=reserve)
         except CircuitBreakerException as blocked:
-            span.status = "blocked"
-            span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
-                                    "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
-                                    "breaker.current": blocked.current})
+            _mark_blocked(span, blocked)
             client.end_span(span)
             raise
         except Exception as error:  # an internal error lets the call through unchecked, not break the host
@@ -295,6 +338,16 @@ def start_llm_call(
     if input is not None:
         call.set_input(input)
     return call
+
+
+def _mark_blocked(span: Span, blocked: CircuitBreakerException) -> None:
+    span.status = "blocked"
+    span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
+                            "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
+                            "breaker.current": blocked.current})
+    if blocked.reserved is not None:
+        span.attributes["breaker.reserved"] = blocked.reserved
+        span.attributes["breaker.remaining"] = blocked.remaining
 
 
 def llm_call(name: str = "llm", **kwargs: Any) -> LLMCall:

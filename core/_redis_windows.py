@@ -65,6 +65,7 @@ from ._windows import (
     ERROR_RATE_MIN_CALLS,
     ERROR_WINDOW_S,
     FLEET_VERDICT,
+    HARD_BUDGET,
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
     PROBE_GRANTED,
@@ -78,7 +79,7 @@ from ._windows import (
 )
 
 __all__ = ["RedisBackend", "RedisWindowStore", "backend_for", "SOCKET_TIMEOUT_S", "KEY_PREFIX", "PROBE_TTL_S",
-           "FALLBACKS"]
+           "FALLBACKS", "RESERVATION_TTL_S"]
 
 #: Connect and read timeout: the worst case one LLM call can be delayed by an unreachable Redis.
 SOCKET_TIMEOUT_S: Final = 0.05
@@ -91,6 +92,9 @@ _NO_BUDGET: Final = "none"
 #: How long the fleet's probe slot stays taken if its call never settles (its process died): longer than
 #: almost any single LLM call, short enough that a lost probe does not hold the fleet back for long.
 PROBE_TTL_S: Final = 120.0
+#: How long a hard budget's reservation is held if its call never settles (its process died): longer than
+#: almost any single LLM call, stream included.
+RESERVATION_TTL_S: Final = 900.0
 #: ``limits_fallback`` values: enforce per process from the shadow windows, or block every call.
 FALLBACKS: Final = ("local", "block")
 
@@ -284,6 +288,80 @@ return {redis.call('HGET', KEYS[2], 't') or '0', num(KEYS[4], 'tc'), num(KEYS[4]
         redis.call('HGET', KEYS[7], 'eff')}
 """
 
+# Hard budgets. KEYS: 1 spend zset, 2 spend hash, 3 limits, 4 reservation zset (id -> expiry, Redis seconds),
+# 5 reservation hash (id -> units, "t" -> total). ARGV: 1 this process's budget in units ('' none), 2 units to
+# reserve, 3 reservation id, 4 its lifetime in seconds. Reservations of a process that died expire. Returns
+# {0} (reserved) or {1, budget, spend + reserved} (does not fit). Sums as integers (HINCRBY), compared as
+# doubles: exact below 2**53 units ($9,007).
+_RESERVE: Final = _PRELUDE + f"""
+evict_spend()
+local budget = ARGV[1]
+local shared = redis.call('HGET', KEYS[3], 'eff')
+if shared then budget = shared end
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+for _, id in ipairs(old) do
+  local v = redis.call('HGET', KEYS[5], id)
+  if v then
+    redis.call('HINCRBY', KEYS[5], 't', '-' .. v)
+    redis.call('HDEL', KEYS[5], id)
+  end
+end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) end
+if budget == '' or budget == '{_NO_BUDGET}' then return {{0}} end
+local committed = tonumber(redis.call('HGET', KEYS[2], 't') or '0') + tonumber(redis.call('HGET', KEYS[5], 't') or '0')
+local limit = tonumber(budget)
+if committed + tonumber(ARGV[2]) > limit or committed >= limit then
+  return {{1, budget, string.format('%.0f', committed)}}
+end
+if ARGV[2] ~= '0' then
+  redis.call('HINCRBY', KEYS[5], ARGV[3], ARGV[2])
+  redis.call('HINCRBY', KEYS[5], 't', ARGV[2])
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+  local ms = math.floor(tonumber(ARGV[4]) * 1000) + 1000
+  redis.call('PEXPIRE', KEYS[4], ms)
+  redis.call('PEXPIRE', KEYS[5], ms)
+end
+return {{0}}
+"""
+
+# Releases up to ARGV[1] units of reservation ARGV[2] (KEYS 1 reservation zset, 2 reservation hash).
+_UNRESERVE_BODY: Final = """
+local function unreserve(z, h, units, id)
+  local v = tonumber(redis.call('HGET', h, id) or '0')
+  if v <= 0 then return end
+  local take = math.min(v, tonumber(units))
+  redis.call('HINCRBY', h, 't', '-' .. string.format('%.0f', take))
+  if take >= v then
+    redis.call('HDEL', h, id)
+    redis.call('ZREM', z, id)
+  else
+    redis.call('HINCRBY', h, id, '-' .. string.format('%.0f', take))
+  end
+end
+"""
+_UNRESERVE: Final = _UNRESERVE_BODY + """
+unreserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+# Settling a call that holds a reservation: _RECORD's KEYS 1-4 and ARGV 1-2, then KEYS 5-6 the reservation
+# zset and hash, ARGV 3-4 units and id. One script: no admission sees the reservation gone but not the cost.
+_SETTLE_RESERVED: Final = _PRELUDE + _UNRESERVE_BODY + """
+evict_spend(); evict_done()
+if ARGV[1] ~= '0' then add(KEYS[1], KEYS[2], SB, SW, 'b', 't', ARGV[1]) end
+add(KEYS[3], KEYS[4], EB, EW, 'c', 'tc', 1)
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', KEYS[4], 'e' .. bucket(EB), 1)
+  redis.call('HINCRBY', KEYS[4], 'te', 1)
+end
+unreserve(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
+return 1
+"""
+
+_RESERVED: Final = """
+return redis.call('HGET', KEYS[1], 't') or '0'
+"""
+
 _CLEAR: Final = """
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return 1
@@ -339,6 +417,10 @@ class RedisBackend:
         self.clear = register(_CLEAR)
         self.set_budget = register(_SET_BUDGET)
         self.increase = register(_INCREASE)
+        self.reserve = register(_RESERVE)
+        self.unreserve = register(_UNRESERVE)
+        self.settle_reserved = register(_SETTLE_RESERVED)
+        self.reserved = register(_RESERVED)
         self.down = False
         self._lock = threading.Lock()
         self._retry_at = 0.0
@@ -416,7 +498,8 @@ class RedisWindowStore:
     a transition costs one more, where it is made.
     """
 
-    __slots__ = ("_backend", "_keys", "_limit_key", "_state_keys", "_probe_key", "_local", "_armed", "_limits",
+    __slots__ = ("_backend", "_keys", "_limit_key", "_state_keys", "_probe_key", "_reserve_keys", "_settle_keys",
+                 "_held_keys", "_local", "_armed", "_limits",
                  "_args", "_joined", "_spend_read", "_last_spent", "_shared_budget", "_blocking", "_token",
                  "generation", "reply")
 
@@ -430,6 +513,11 @@ class RedisWindowStore:
         self._limit_key = [self._keys[6]]
         self._state_keys = self._keys[7:]
         self._probe_key = [self._keys[8]]
+        # Hard budgets: reservations in flight (zset of ids by expiry, hash of amounts and their total).
+        reservations = [f"{tag}:rz", f"{tag}:rh"]
+        self._reserve_keys = [self._keys[0], self._keys[1], self._keys[6], *reservations]
+        self._settle_keys = [*self._keys[:4], *reservations]
+        self._held_keys = reservations
         # Shadows this process's calls with no limits while Redis is up; armed with the real limits when
         # it is down, so the fallback starts from this process's recent history rather than from zero.
         self._local = LocalWindowStore()
@@ -528,6 +616,42 @@ class RedisWindowStore:
             return
         if backend.down:
             backend.succeeded()
+
+    # ---- hard budgets -----------------------------------------------------------------------------
+
+    def reserve(self, now: float, units: int, rid: int) -> Violation | None:
+        self._spend_read = False
+        backend = self._backend
+        if not (backend.down and not backend.usable()):
+            try:
+                result = backend.reserve(keys=self._reserve_keys,
+                                         args=[self._args[1], units, f"{self._token}:{rid}", repr(RESERVATION_TTL_S)])
+            except backend.errors as exc:
+                backend.failed(exc, self._blocking)
+            else:
+                if backend.down:
+                    backend.succeeded()
+                if result[0] == 0:
+                    return None
+                self._shared_budget = _budget(result[1])
+                return HARD_BUDGET, units_to_usd(int(result[1])), units_to_usd(int(result[2]))
+        # Unreachable: blocking fails closed; "local" reserves in the per-process fallback windows.
+        return UNREACHABLE_VERDICT if self._blocking else self._fallback().reserve(now, units, rid)
+
+    def release(self, units: int, rid: int) -> None:
+        self._spend_read = False
+        self._local.release(units, rid)
+        self._run(self._backend.unreserve, self._held_keys, [units, f"{self._token}:{rid}"])
+
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
+        self._spend_read = False
+        self._local.settle_reserved(now, cost_usd, error, units, rid)
+        self._run(self._backend.settle_reserved, self._settle_keys,
+                  [usd_to_units(cost_usd), 1 if error else 0, units, f"{self._token}:{rid}"])
+
+    def reserved(self) -> float:
+        held = self._run(self._backend.reserved, self._held_keys[1:])
+        return units_to_usd(int(held)) if held is not None else self._local.reserved()
 
     # ---- the shared breaker state -----------------------------------------------------------------
 

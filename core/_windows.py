@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 __all__ = [
     "WindowStore",
     "SharedBreakerStore",
+    "ReservingStore",
     "SharedState",
     "LocalWindowStore",
     "Violation",
@@ -28,6 +29,8 @@ __all__ = [
     "MAX_ERROR_RATE",
     "MAX_CALLS_PER_MINUTE",
     "LIMITS_BACKEND_UNREACHABLE",
+    "HARD_BUDGET",
+    "TRACE_BUDGET",
     "FLEET_STATE",
     "FLEET_VERDICT",
     "UNREACHABLE_VERDICT",
@@ -49,6 +52,11 @@ MAX_ERROR_RATE: Final = "max_error_rate"
 MAX_CALLS_PER_MINUTE: Final = "max_calls_per_minute"
 #: Reason of calls blocked because a shared store cannot be reached and ``limits_fallback="block"``.
 LIMITS_BACKEND_UNREACHABLE: Final = "limits_backend_unreachable"
+#: Reason of a call blocked by a hard budget: its worst-case cost (reserved before sending) does not fit what
+#: is left of the budget once recorded spend and the reservations of calls in flight are counted.
+HARD_BUDGET: Final = "hard_budget"
+#: Reason of a call blocked by a per-run budget (``trace(budget=...)``, ``thread_budget``): not time-windowed.
+TRACE_BUDGET: Final = "trace_budget"
 #: Not a limit: a shared store's ``evaluate`` returns it when the fleet's breaker state needs the monitor's
 #: attention (it changed, or it is not CLOSED); the details are in the store's ``reply``. Never shown to users.
 FLEET_STATE: Final = "fleet_state"
@@ -140,6 +148,29 @@ class WindowStore(Protocol):
     def clear(self) -> None: ...
 
 
+@runtime_checkable
+class ReservingStore(WindowStore, Protocol):
+    """A ``WindowStore`` that can hold hard-budget reservations (``hard_budget=True`` needs one).
+
+    A call's worst-case cost is reserved before it is sent and released when it settles. Called with the
+    monitor's lock held. ``rid`` numbers the reservation in this process (a shared store keeps one entry per
+    call, so a crashed process's reservations expire); amounts are in units (``usd_to_units``).
+    """
+
+    def reserve(self, now: float, units: int, rid: int) -> Violation | None:
+        """Reserve ``units`` if recorded spend + every reservation + ``units`` stays within the budget (and,
+        for ``units == 0``, if anything is left at all); else ``HARD_BUDGET`` and nothing is reserved."""
+        ...
+
+    def release(self, units: int, rid: int) -> None:
+        """Give (up to) ``units`` of a reservation back (the call never happened, or a top-up was refused)."""
+        ...
+
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
+        """``record`` and ``release`` in one step, so no admission sees the reservation gone but not the cost."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SharedState:
     """The fleet's breaker state for one scope, as one round trip to a shared store found it.
@@ -210,7 +241,7 @@ class LocalWindowStore:
 
     __slots__ = (
         "_budget", "_max_error_rate", "_max_calls", "_budget_cmp", "_rate_cmp", "_calls_cmp", "_inbox",
-        "record_item", "_expires",
+        "record_item", "_expires", "_reserved",
         # spend: closed buckets [start, units], open bucket, total (units), expiry of the oldest bucket
         "_spend", "_spend_start", "_spend_until", "_spend_open", "_spend_total", "_spend_expires",
         # outcomes: closed buckets [start, calls, errors]
@@ -234,6 +265,7 @@ class LocalWindowStore:
         #: ``record_item((now, cost_usd, error))``: ``record`` without a Python call frame (the breaker's
         #: settle path uses it when present).
         self.record_item = self._inbox.append
+        self._reserved = 0  # units held by calls in flight (hard budgets)
         self._spend: deque[list[Any]] = deque()
         self._done: deque[list[Any]] = deque()
         self._calls: deque[list[Any]] = deque()
@@ -276,6 +308,32 @@ class LocalWindowStore:
 
     def record(self, now: float, cost_usd: float, error: bool) -> None:
         self._inbox.append((now, cost_usd, error))
+
+    # ---- hard budgets ---------------------------------------------------------------------------
+
+    def reserve(self, now: float, units: int, rid: int = 0) -> Violation | None:
+        if self._inbox:
+            self._fold()
+        if now >= self._spend_expires:
+            self._evict_spend(now)
+        committed = self._spend_total + self._reserved
+        budget = self._budget_cmp
+        if committed + units > budget or committed >= budget:
+            return HARD_BUDGET, self._budget, units_to_usd(committed)  # type: ignore[return-value]
+        self._reserved += units
+        return None
+
+    def release(self, units: int, rid: int = 0) -> None:
+        # Never below zero: reset_windows() forgets reservations of calls still in flight.
+        self._reserved = max(0, self._reserved - units)
+
+    def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int = 0) -> None:
+        self._inbox.append((now, cost_usd, error))  # folded before any later admission reads the spend
+        self._reserved = max(0, self._reserved - units)
+
+    def reserved(self) -> float:
+        """USD reserved by calls in flight (hard budgets)."""
+        return units_to_usd(self._reserved)
 
     # ---- the rest of the protocol ---------------------------------------------------------------
 
@@ -320,6 +378,7 @@ class LocalWindowStore:
         return self._done_total, self._done_errors
 
     def clear(self) -> None:
+        self._reserved = 0
         self._inbox.clear()
         self._spend.clear()
         self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0

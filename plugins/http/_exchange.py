@@ -23,6 +23,7 @@ from typing import Any
 
 from agentwatch._client import get_client
 from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
+from agentwatch._reservation import estimator
 
 from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
@@ -317,8 +318,12 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
         return exchange, False
     in_flight = current_llm_call()
     if in_flight is not None and not in_flight.ended:
+        if in_flight.hard_budget:  # its worst case is reserved before sending (the body is read only then)
+            body = request_body()
+            in_flight.reserve_request(parse_json(body) if isinstance(body, (bytes, bytearray, str)) else body)
         return Exchange(in_flight, endpoint, owned=False, ends_with_body=False), False
-    if not settings.capture_hosts or get_client() is None:
+    client = get_client()
+    if not settings.capture_hosts or client is None:
         return None, False
     url, host, port = where()
     provider = settings.providers.provider_for(url, host, port)
@@ -327,6 +332,7 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
     body = request_body()
     if isinstance(body, (bytes, bytearray, str)):
         body = parse_json(body)
-    call = start_llm_call(f"{provider}.{endpoint.name}", model=request_model(endpoint, path, body),
-                          provider=provider, kind=endpoint.kind, input=request_input(body))
+    model = request_model(endpoint, path, body)
+    call = start_llm_call(f"{provider}.{endpoint.name}", model=model, provider=provider, kind=endpoint.kind,
+                          input=request_input(body), reserve=estimator(client, model, provider, body, endpoint.kind))
     return Exchange(call, endpoint, owned=True, ends_with_body=True), True

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from agentwatch import _client as _client_module
 from agentwatch._llm import CURRENT_LLM_CALL, start_llm_call
+from agentwatch._reservation import estimator
 from agentwatch._safe import swallow_internal_error
 
 from ._endpoints import Endpoint, endpoint_for_path
@@ -68,6 +69,7 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     capture_text = client.config.capture_text
     in_flight = CURRENT_LLM_CALL.get()
     if in_flight is not None and not in_flight.ended:  # a framework's call: add to it, count it once
+        in_flight.reserve_request(options.json_data)  # hard budget: this body's worst case, before sending
         return Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
                         capture_text=capture_text)
     body = options.json_data
@@ -77,8 +79,10 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
             model = str(model)
     else:
         model = request_model(endpoint, path, body)
-    call = start_llm_call(name, model=model, provider=_provider(api_client.base_url, sdk), kind=endpoint.kind,
-                          input=request_input(body) if capture_text else None)
+    provider = _provider(api_client.base_url, sdk)
+    call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
+                          input=request_input(body) if capture_text else None,
+                          reserve=estimator(client, model, provider, body, endpoint.kind))
     return Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True, capture_text=capture_text)
 
 

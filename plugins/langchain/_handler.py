@@ -11,8 +11,11 @@ from langchain_core.outputs import LLMResult
 
 import agentwatch
 from agentwatch import CircuitBreakerException, Span
+from agentwatch._breaker import Monitor
+from agentwatch._breaker_contract import _number
 from agentwatch._config import validate_agent_limits
 from agentwatch._context import CURRENT_SPAN, AgentScope
+from agentwatch._run_budget import keyed_run_monitor
 from agentwatch._safe import stop_on_exception
 
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow
@@ -51,7 +54,8 @@ class AgentWatchHandler(BaseCallbackHandler):
                  budget_per_hour: float | None = None, max_error_rate: float | None = None,
                  max_calls_per_minute: int | None = None, block_on_threshold: bool | None = None,
                  on_alert: Callable[[dict[str, Any]], Any] | None = None, on_block: Callable[[Any], Any] | None = None,
-                 agents: Mapping[str, Mapping[str, Any]] | None = None, on_budget: str = "raise") -> None:
+                 agents: Mapping[str, Mapping[str, Any]] | None = None, on_budget: str = "raise",
+                 thread_budget: float | None = None) -> None:
         if on_budget not in ("raise", "interrupt"):
             raise ValueError(f"on_budget must be 'raise' or 'interrupt', got {on_budget!r}")
         limits = {"budget_per_hour": budget_per_hour, "max_error_rate": max_error_rate,
@@ -66,7 +70,16 @@ class AgentWatchHandler(BaseCallbackHandler):
         self._node_agents = {name: validate_agent_limits(f"agents[{name!r}]", dict(options))
                              for name, options in (agents or {}).items()}
         self._on_budget = on_budget
+        # A per-run budget (USD, no time window) shared by every invoke and resume of one LangGraph thread_id.
+        self._thread_budget = _number("thread_budget", thread_budget)
         allow_graph_control_flow()
+
+    def _thread_budgets(self, metadata: Mapping[str, Any]) -> tuple[Monitor, ...]:
+        thread_id = metadata.get("thread_id") if self._thread_budget is not None else None
+        client = agentwatch.get_client()
+        if thread_id is None or client is None:
+            return ()
+        return (keyed_run_monitor(client, f"thread:{thread_id}", self._thread_budget),)
 
     # ---- scopes and spans ---------------------------------------------------------------------
 
@@ -171,7 +184,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             # A limit exhausted during the previous node stops this one before it runs; the checkpoint
             # then holds every finished node and `graph.invoke(None, config)` resumes here.
-            agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id)
+            agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id,
+                                    budgets=self._thread_budgets(metadata))
         except CircuitBreakerException as error:
             self._close(run_id, error)
             raise graph_block(error) from None
@@ -207,7 +221,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             call = agentwatch.start_llm_call(name, model=model, provider=provider,
                                              parent=parent.span if parent else CURRENT_SPAN.get(), scopes=scopes,
-                                             input=prompt, attributes=attributes)
+                                             input=prompt, attributes=attributes,
+                                             budgets=self._thread_budgets(metadata))
         except CircuitBreakerException as error:
             in_graph = bool(parent and parent.in_graph) or "langgraph_step" in metadata
             if in_graph and self._on_budget == "interrupt":

@@ -709,8 +709,9 @@ def test_snapshot_contents(clock: FakeClock) -> None:
     assert m.snapshot() == {
         "state": PAUSED, "scope": "agent", "scope_id": "bot", "name": "Bot",
         "limits": {"budget_per_hour": 10.0, "max_error_rate": 0.5, "max_calls_per_minute": 100,
-                   "block_on_threshold": True},
-        "spend_last_hour": 1.0, "calls_last_minute": 1, "error_rate": 1 / 3, "calls_in_error_window": 3,
+                   "block_on_threshold": True, "hard_budget": False},
+        "spend_last_hour": 1.0, "reserved": 0.0, "calls_last_minute": 1, "error_rate": 1 / 3,
+        "calls_in_error_window": 3,
         "errors_in_error_window": 1, "blocked_calls": 0, "tripped_reason": "paused", "tripped_threshold": None,
         "tripped_current": None, "paused_until": 15.0, "probe_in_flight": False,
     }

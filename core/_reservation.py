@@ -1,0 +1,168 @@
+"""The worst-case cost of an LLM request, reserved before it is sent when a scope has a hard budget.
+
+Worst case = input tokens (an upper bound counted from the request) at the input rate (or the cache-write
+rate if that is higher) + the request's output cap at the output rate, priced like a finished call
+(``Client.price``: overrides, genai-prices, the flagged default rate; tiers by the bounded input).
+
+Input bound: the UTF-8 byte count of every string in the request body, keys included, plus
+``_FIXED_OVERHEAD_TOKENS``. Byte-level BPE tokenizers (OpenAI's, Anthropic's, Llama, Qwen, Mistral's
+tekken) encode every token as at least one byte of text, so a text never has more tokens than bytes; the
+chat template's few special tokens per message (OpenAI: 3-4) are covered by the bytes of the keys around each
+message (``"role"`` and ``"content"`` alone are 11) and the fixed overhead. No tokenizer is loaded: tiktoken
+needs its encodings downloaded, which an offline host cannot do, and the bound needs none. Media that the
+text does not carry (an image or audio by URL, a file id) cannot be bounded from the body; each such part
+counts ``MEDIA_PART_TOKENS``, a documented allowance rather than a proof.
+
+Output cap: ``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` (Responses API),
+``generationConfig.maxOutputTokens`` (Gemini), times ``n`` choices; without one, the model's output limit
+from ``_OUTPUT_LIMITS`` (longest matching name prefix), capped by its context window from genai-prices when
+known; unknown models get ``DEFAULT_OUTPUT_TOKENS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from ._safe import logger
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["worst_case_usd", "input_token_bound", "output_token_cap", "estimator", "DEFAULT_OUTPUT_TOKENS",
+           "MEDIA_PART_TOKENS"]
+
+#: Output cap for a request without one, of a model this module does not know (tokens).
+DEFAULT_OUTPUT_TOKENS: Final = 32_768
+#: Allowance for one media part the body refers to without carrying it (image/audio URL, file id).
+MEDIA_PART_TOKENS: Final = 8_192
+_FIXED_OVERHEAD_TOKENS: Final = 64
+_MEDIA_TYPES: Final = frozenset({"image_url", "image", "input_image", "input_audio", "audio", "file", "input_file",
+                                 "document", "inline_data", "file_data"})
+
+#: Published maximum output tokens per model family (longest prefix wins), used when a request sets no cap.
+_OUTPUT_LIMITS: Final = {
+    "gpt-3.5": 4_096, "gpt-4": 8_192, "gpt-4-turbo": 4_096, "gpt-4o": 16_384, "gpt-4o-mini": 16_384,
+    "gpt-4.1": 32_768, "gpt-4.5": 16_384, "gpt-5": 128_000, "o1": 100_000, "o1-mini": 65_536, "o3": 100_000,
+    "o4-mini": 100_000, "chatgpt-4o": 16_384,
+    "claude-3-haiku": 4_096, "claude-3-opus": 4_096, "claude-3-sonnet": 4_096, "claude-3-5": 8_192,
+    "claude-3-7": 64_000, "claude-sonnet-4": 64_000, "claude-opus-4": 32_000, "claude-haiku-4": 64_000,
+    "gemini-1.5": 8_192, "gemini-2.0": 8_192, "gemini-2.5": 65_536,
+}
+_output_limit_cache: dict[str, int] = {}
+
+
+def input_token_bound(body: Any) -> int:
+    """An upper bound of the input tokens of a request body (see the module docstring)."""
+    return _FIXED_OVERHEAD_TOKENS + _bytes(body)
+
+
+def _bytes(value: Any) -> int:
+    # Iterative, with the common JSON types tested by class first: this runs on every call under a hard budget.
+    total = 0
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        cls = item.__class__
+        if cls is str:
+            total += len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))
+        elif cls is dict or isinstance(item, dict):
+            kind = item.get("type")
+            if kind.__class__ is str and kind in _MEDIA_TYPES:
+                total += MEDIA_PART_TOKENS
+            for key, entry in item.items():
+                push(key)
+                push(entry)
+        elif cls is list or cls is tuple or isinstance(item, (list, tuple)):
+            extend(item)
+        elif item is None or cls is bool:
+            total += 5  # "false"
+        elif isinstance(item, (bytes, bytearray)):
+            total += len(item)
+        else:
+            total += len(str(item))
+    return total
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
+
+
+def output_token_cap(body: Any, model: str | None) -> int:
+    """The most output tokens the request can produce: its own cap, else the model's limit."""
+    if isinstance(body, dict):
+        cap = None
+        for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            cap = _positive_int(body.get(key))
+            if cap is not None:
+                break
+        if cap is None:
+            config = body.get("generationConfig") or body.get("generation_config")
+            if isinstance(config, dict):
+                cap = _positive_int(config.get("maxOutputTokens") or config.get("max_output_tokens"))
+        if cap is not None:
+            return cap * (_positive_int(body.get("n")) or 1)
+        return model_output_limit(model) * (_positive_int(body.get("n")) or 1)
+    return model_output_limit(model)
+
+
+def model_output_limit(model: str | None) -> int:
+    if not model:
+        return DEFAULT_OUTPUT_TOKENS
+    known = _output_limit_cache.get(model)
+    if known is not None:
+        return known
+    name = model.lower().rsplit("/", 1)[-1]
+    matches = [prefix for prefix in _OUTPUT_LIMITS if name.startswith(prefix)]
+    limit = _OUTPUT_LIMITS[max(matches, key=len)] if matches else DEFAULT_OUTPUT_TOKENS
+    window = _context_window(name)
+    if window is not None and 0 < window < limit:
+        limit = window
+    if len(_output_limit_cache) < 4096:
+        _output_limit_cache[model] = limit
+    return limit
+
+
+def _context_window(model: str) -> int | None:
+    try:
+        from genai_prices import data_snapshot
+
+        found = data_snapshot.get_snapshot().find_provider_model(model, None, None, None)
+    except Exception:  # unknown model or no table: no window to cap by
+        return None
+    window = getattr(found[1], "context_window", None)
+    return window if isinstance(window, int) else None
+
+
+def worst_case_usd(client: Client, model: str | None, provider: str | None, body: Any, *,
+                   output: bool = True) -> float:
+    """The most this request can cost (USD). ``output=False`` for embeddings (input only)."""
+    tokens_in = input_token_bound(body)
+    tokens_out = output_token_cap(body, model) if output else 0
+    if client._has_price or not model:  # a pricing plugin decides (or the default rate): ask it both ways
+        plain, _ = client.price(model, provider, tokens_in, tokens_out)
+        cached, _ = client.price(model, provider, tokens_in, tokens_out, 0, tokens_in)
+        return max(plain, cached)
+    rates = client.pricer.rates(model, provider)
+    cost = rates.cost(tokens_in, tokens_out, 0, 0)
+    if rates.cache_write > rates.input or rates.tiers:
+        # Every input token written to the prompt cache is the dearest case where cache writes cost more.
+        cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in))
+    return cost
+
+
+def estimator(client: Client, model: str | None, provider: str | None, body: Any,
+              kind: str = "llm") -> Callable[[], float]:
+    """A deferred ``worst_case_usd``: admission computes it only when a scope has a hard budget."""
+
+    def estimate() -> float:
+        try:
+            return worst_case_usd(client, model, provider, body, output=kind != "embedding")
+        except Exception:  # never break the host's call; the budget is still checked without it
+            logger.exception("agentwatch: could not estimate the worst-case cost (reserving nothing)")
+            return 0.0
+
+    return estimate

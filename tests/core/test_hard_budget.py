@@ -1,0 +1,364 @@
+"""Hard budgets: a call's worst-case cost is reserved before it is sent, so the budget is never overshot.
+
+The acceptance figures (issue 14): 16 threads, 1,000 asyncio tasks and 3 processes sharing Redis against a
+$1.00 hard budget with calls of up to $0.02: recorded spend never exceeds $1.00 and reaches at least $0.96.
+Calls go through the real ``openai`` client to the loopback stub provider, priced by a cost-table override.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from agentwatch._breaker import Monitor, admit, settle, top_up
+from agentwatch._reservation import (
+    DEFAULT_OUTPUT_TOKENS,
+    MEDIA_PART_TOKENS,
+    input_token_bound,
+    output_token_cap,
+    worst_case_usd,
+)
+from tests.core.test_redis_limits import ROOT, redis_server, redis_url  # noqa: F401 - fixtures
+from tests.stubs.provider_server import Reply, StubProvider
+
+MODEL = "hb-model"
+#: $1 per 1M input tokens, $9 per 1M output tokens.
+PRICES = {MODEL: {"input": 1.0, "output": 9.0}}
+MAX_TOKENS = 2000
+MESSAGES = [{"role": "user", "content": "hello"}]
+#: What the openai client sends for ``create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)``: the
+#: bytes of its strings and numbers plus the fixed overhead, at $1/1M; 2000 output tokens at $9/1M.
+WORST_CASE = (len("messagesroleusercontenthellomodelhb-modelmax_tokens2000") + 64) * 1e-6 + MAX_TOKENS * 9e-6
+#: What the stub says each call used: a little less than the worst case, up to $0.02.
+ACTUAL = 100 * 1e-6 + MAX_TOKENS * 9e-6
+
+
+@pytest.fixture
+def stub(stub_provider: StubProvider) -> StubProvider:
+    """The stub provider with a listen backlog for many concurrent connections (the default is 5: more
+    simultaneous connects wait for SYN retransmits, seconds each)."""
+    stub_provider._server.socket.listen(512)
+    return stub_provider
+
+
+def _reply() -> Reply:
+    return Reply(content="x", input_tokens=100, output_tokens=MAX_TOKENS)
+
+
+def _init(memory: agentwatch.InMemoryExporter | None = None, **config: Any) -> agentwatch.Client:
+    settings: dict[str, Any] = {"budget_per_hour": 1.0, "hard_budget": True, "cost_table_override": PRICES}
+    settings.update(config)
+    return agentwatch.init(exporters=[memory] if memory is not None else [], **settings)
+
+
+def _costs(memory: agentwatch.InMemoryExporter) -> tuple[float, int, int]:
+    """(sum of LLM span costs, ok spans, blocked spans)."""
+    agentwatch.flush()
+    spans = memory.by_kind("llm")
+    return (sum(s["cost_usd"] for s in spans), sum(s["status"] == "ok" for s in spans),
+            sum(s["status"] == "blocked" for s in spans))
+
+
+# ---- the bound --------------------------------------------------------------------------------------------
+
+
+def test_input_bound_counts_utf8_bytes_of_every_string_and_media_parts() -> None:
+    assert input_token_bound({"content": "abc"}) == 64 + len("content") + 3
+    assert input_token_bound({"content": "é€😀"}) == 64 + len("content") + 2 + 3 + 4  # UTF-8 bytes, not chars
+    image = {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+    assert input_token_bound([image]) >= MEDIA_PART_TOKENS
+
+
+def test_output_cap_is_the_requests_own_else_the_models_limit() -> None:
+    assert output_token_cap({"max_tokens": 10}, "gpt-4o") == 10
+    assert output_token_cap({"max_completion_tokens": 12, "max_tokens": 10}, "gpt-4o") == 12
+    assert output_token_cap({"max_output_tokens": 7}, "gpt-4o") == 7
+    assert output_token_cap({"generationConfig": {"maxOutputTokens": 9}}, "gemini-2.0-flash") == 9
+    assert output_token_cap({"max_tokens": 10, "n": 3}, "gpt-4o") == 30
+    assert output_token_cap({}, "gpt-4o-2024-11-20") == 16_384
+    assert output_token_cap({}, "claude-3-5-sonnet-latest") == 8_192
+    assert output_token_cap({}, "my-own-model") == DEFAULT_OUTPUT_TOKENS
+
+
+def test_worst_case_prices_bound_and_cap_at_the_models_rates() -> None:
+    client = _init()
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    assert worst_case_usd(client, MODEL, "openai", body) == pytest.approx(WORST_CASE)
+    # Embeddings produce no output tokens.
+    assert worst_case_usd(client, MODEL, "openai", {"input": "abc"}, output=False) == pytest.approx(
+        input_token_bound({"input": "abc"}) * 1e-6)
+
+
+# ---- admission, settlement, release -----------------------------------------------------------------------
+
+
+def test_a_reservation_that_does_not_fit_blocks_and_says_what_was_reserved_and_left() -> None:
+    m = Monitor("global", "g", budget_per_hour=1.0, hard_budget=True)
+    first = admit([m], reserve=0.6)
+    assert m.snapshot()["reserved"] == pytest.approx(0.6)
+    with pytest.raises(CircuitBreakerException) as caught:
+        admit([m], reserve=0.5)
+    error = caught.value
+    assert (error.reason, error.scope, error.threshold) == ("hard_budget", "global", 1.0)
+    assert error.reserved == pytest.approx(0.5)
+    assert error.remaining == pytest.approx(0.4)
+    assert "may cost up to $0.5" in str(error) and "$0.4 of the $1 budget is left" in str(error)
+    assert m.state == "CLOSED"  # not tripped: a smaller call, or this one once others settle, may fit
+    settle(first, cost_usd=0.45, error=False)
+    snap = m.snapshot()
+    assert (snap["spend_last_hour"], snap["reserved"]) == (pytest.approx(0.45), 0.0)
+    settle(admit([m], reserve=0.5), cost_usd=0.5, error=False)  # now it fits
+    assert m.snapshot()["spend_last_hour"] == pytest.approx(0.95)
+
+
+def test_hard_budget_blocks_without_block_on_threshold_and_soft_budgets_overshoot() -> None:
+    soft = Monitor("global", "soft", budget_per_hour=1.0)
+    hard = Monitor("global", "hard", budget_per_hour=1.0, hard_budget=True)
+    for m in (soft, hard):
+        settle(admit([m], reserve=0.9), cost_usd=0.9, error=False)
+    settle(admit([soft], reserve=0.9), cost_usd=0.9, error=False)  # alert-only soft budget: overshoots
+    assert soft.snapshot()["spend_last_hour"] == pytest.approx(1.8)
+    with pytest.raises(CircuitBreakerException):
+        admit([hard], reserve=0.9)
+
+
+def test_a_block_in_an_outer_scope_releases_the_inner_reservation() -> None:
+    agent = Monitor("agent", "a", budget_per_hour=5.0, hard_budget=True)
+    outer = Monitor("global", "g", budget_per_hour=1.0, hard_budget=True)
+    with pytest.raises(CircuitBreakerException) as caught:
+        admit([agent, outer], reserve=2.0)
+    assert caught.value.scope == "global"
+    assert agent.snapshot()["reserved"] == 0.0
+    assert agent.snapshot()["calls_last_minute"] == 0
+
+
+def test_top_up_reserves_more_or_blocks_and_holds_nothing_more() -> None:
+    agent = Monitor("agent", "a", budget_per_hour=5.0, hard_budget=True)
+    outer = Monitor("global", "g", budget_per_hour=1.0, hard_budget=True)
+    admission = admit([agent, outer])  # a framework call: its cost unknown yet
+    top_up(admission, 0.7)
+    assert (agent.snapshot()["reserved"], outer.snapshot()["reserved"]) == (pytest.approx(0.7), pytest.approx(0.7))
+    with pytest.raises(CircuitBreakerException) as caught:
+        top_up(admission, 0.5)
+    assert (caught.value.reason, caught.value.reserved) == ("hard_budget", pytest.approx(0.5))
+    assert (agent.snapshot()["reserved"], outer.snapshot()["reserved"]) == (pytest.approx(0.7), pytest.approx(0.7))
+    settle(admission, cost_usd=0.2, error=False)
+    assert (agent.snapshot()["reserved"], outer.snapshot()["reserved"]) == (0.0, 0.0)
+    assert outer.snapshot()["spend_last_hour"] == pytest.approx(0.2)
+
+
+def test_hard_budget_is_set_by_init_agent_and_agents_preset(memory: agentwatch.InMemoryExporter,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTWATCH_HARD_BUDGET", "true")
+    client = agentwatch.init(exporters=[], agents={"Preset": {"budget_per_hour": 1.0, "hard_budget": False}})
+    assert client.monitor.hard_budget is True
+    with agentwatch.agent("Preset") as preset, agentwatch.agent("Other", hard_budget=True) as other:
+        assert preset.monitor is not None and preset.monitor.hard_budget is False
+        assert other.monitor is not None and other.monitor.hard_budget is True
+    with pytest.raises(TypeError, match="hard_budget"):
+        agentwatch.init(exporters=[], hard_budget="yes")
+
+
+# ---- through the real openai client -----------------------------------------------------------------------
+
+
+def test_the_sdk_call_reserves_its_request_and_a_block_sends_nothing(memory: agentwatch.InMemoryExporter,
+                                                                     stub_provider: StubProvider) -> None:
+    client = _init(memory, budget_per_hour=WORST_CASE * 1.5)
+    oai = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    stub_provider.queue(_reply())
+    oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    assert client.monitor.snapshot()["reserved"] == 0.0
+    with pytest.raises(CircuitBreakerException) as caught:
+        oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    assert caught.value.reserved == pytest.approx(WORST_CASE)
+    assert caught.value.remaining == pytest.approx(WORST_CASE * 1.5 - ACTUAL)
+    assert stub_provider.count("/chat/completions") == 1
+    spent, ok, blocked = _costs(memory)
+    assert (spent, ok, blocked) == (pytest.approx(ACTUAL), 1, 1)
+    [blocked_span] = [s for s in memory.by_kind("llm") if s["status"] == "blocked"]
+    assert blocked_span["attributes"]["breaker.reserved"] == pytest.approx(WORST_CASE)
+
+
+def test_errors_cancellation_and_abandoned_streams_release_the_reservation(
+        memory: agentwatch.InMemoryExporter, stub_provider: StubProvider) -> None:
+    client = _init(memory)
+    oai = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    stub_provider.queue(Reply(status=500))
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    assert client.monitor.snapshot()["reserved"] == 0.0
+
+    stub_provider.queue(Reply(content="a b c d e f", chunk_delay=0.05))
+    stream = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS,  # type: ignore[arg-type]
+                                         stream=True)
+    next(iter(stream))
+    # Held while it streams; the body also says "stream": true (6 + 5 more bytes).
+    assert client.monitor.snapshot()["reserved"] == pytest.approx(WORST_CASE + 11e-6)
+    stream.close()
+    assert client.monitor.snapshot()["reserved"] == 0.0
+
+    aoai = openai.AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+
+    async def cancel_mid_request() -> None:
+        stub_provider.queue(Reply(delay=2.0))
+        task = asyncio.create_task(aoai.chat.completions.create(  # type: ignore[call-overload]
+            model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if client.monitor.snapshot()["reserved"] > 0:
+                break
+        assert client.monitor.snapshot()["reserved"] == pytest.approx(WORST_CASE)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_request())
+    assert client.monitor.snapshot()["reserved"] == 0.0
+
+
+def test_sixteen_threads_never_overshoot(memory: agentwatch.InMemoryExporter, stub: StubProvider) -> None:
+    client = _init(memory)
+    stub.queue(*[_reply() for _ in range(120)])
+    oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        made = 0
+        while True:
+            try:
+                oai.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
+                                            max_tokens=MAX_TOKENS)
+            except CircuitBreakerException:
+                break
+            made += 1
+        with lock:
+            done.append(made)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spent = client.monitor.snapshot()["spend_last_hour"]
+    assert 0.96 <= spent <= 1.0
+    assert client.monitor.snapshot()["reserved"] == 0.0
+    span_costs, ok, _ = _costs(memory)
+    assert ok == sum(done) == stub.count("/chat/completions")
+    assert span_costs == pytest.approx(spent)
+
+
+def test_a_thousand_asyncio_tasks_never_overshoot(memory: agentwatch.InMemoryExporter,
+                                                  stub: StubProvider) -> None:
+    client = _init(memory)
+    stub.queue(*[_reply() for _ in range(120)])
+
+    async def run() -> list[Any]:
+        # The stub's listen backlog is small: 16 pooled connections, the other admitted requests queue for one.
+        pool = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=16))
+        aoai = openai.AsyncOpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0,
+                                  http_client=pool)
+
+        async def one() -> Any:
+            return await aoai.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[call-overload]
+                                                      max_tokens=MAX_TOKENS)
+
+        return await asyncio.gather(*(one() for _ in range(1000)), return_exceptions=True)
+
+    results = asyncio.run(run())
+    blocked = [r for r in results if isinstance(r, CircuitBreakerException)]
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    assert len(blocked) + len(answered) == 1000
+    spent = client.monitor.snapshot()["spend_last_hour"]
+    assert 0.96 <= spent <= 1.0
+    assert len(answered) == stub.count("/chat/completions")
+    assert {e.reason for e in blocked} <= {"hard_budget", "budget_per_hour"}
+
+
+_PROCESS = textwrap.dedent("""
+    import json, sys, threading
+    import openai
+    import agentwatch
+    from agentwatch import CircuitBreakerException
+
+    url, base_url, prices = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    # Fail closed: on a loaded machine a slow round trip must not fall back to per-process limits.
+    agentwatch.init(exporters=[], limits_backend=url, limits_fallback="block", budget_per_hour=1.0,
+                    hard_budget=True, cost_table_override=prices)
+    oai = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+    made = []
+
+    def worker():
+        n = 0
+        while True:
+            try:
+                oai.chat.completions.create(model="hb-model", messages=[{"role": "user", "content": "hello"}],
+                                            max_tokens=2000)
+            except CircuitBreakerException:
+                break
+            n += 1
+        made.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"calls": sum(made)}), flush=True)
+""")
+
+
+def test_three_processes_sharing_redis_never_overshoot(redis_url: str, stub: StubProvider) -> None:  # noqa: F811
+    stub.queue(*[_reply() for _ in range(120)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+    env["PYTHONPATH"] = str(ROOT)
+    url = redis_url.replace("socket_timeout=1", "socket_timeout=5")
+    processes = [subprocess.Popen([sys.executable, "-c", _PROCESS, url, stub.openai_base_url,
+                                   json.dumps(PRICES)], stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+                 for _ in range(3)]
+    calls = 0
+    for process in processes:
+        out, _ = process.communicate(timeout=600)
+        assert process.returncode == 0
+        calls += json.loads(out.strip().splitlines()[-1])["calls"]
+    assert calls == stub.count("/chat/completions")
+    client = _init(limits_backend=redis_url)
+    snapshot = client.monitor.snapshot()
+    assert 0.96 <= snapshot["spend_last_hour"] <= 1.0
+    assert snapshot["spend_last_hour"] == pytest.approx(calls * ACTUAL)
+    assert snapshot["reserved"] == 0.0
+
+
+def test_a_dead_process_reservation_expires_in_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from agentwatch import _redis_windows
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    monkeypatch.setattr(_redis_windows, "RESERVATION_TTL_S", 0.3)
+    backend = backend_for(redis_url)
+    dead = Monitor("global", "fleet", budget_per_hour=1.0, hard_budget=True,
+                   store=RedisWindowStore(backend, "global", "fleet"))
+    alive = Monitor("global", "fleet", budget_per_hour=1.0, hard_budget=True,
+                    store=RedisWindowStore(backend, "global", "fleet"))
+    admit([dead], reserve=0.9)  # never settled: its process "died"
+    with pytest.raises(CircuitBreakerException) as caught:
+        admit([alive], reserve=0.5)
+    assert caught.value.remaining == pytest.approx(0.1)
+    assert alive.snapshot()["reserved"] == pytest.approx(0.9)  # fleet-wide
+    time.sleep(0.5)
+    settle(admit([alive], reserve=0.5), cost_usd=0.4, error=False)
+    snapshot = alive.snapshot()
+    assert (snapshot["spend_last_hour"], snapshot["reserved"]) == (pytest.approx(0.4), 0.0)

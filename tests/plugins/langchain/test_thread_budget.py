@@ -1,0 +1,149 @@
+"""``AgentWatchHandler(thread_budget=USD)``: one budget for every invoke and resume of a LangGraph thread_id,
+with a real graph (checkpointer, ``interrupt``/``Command(resume=...)``) and langchain-openai against the
+loopback stub provider."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import AnyMessage
+from langchain_openai import ChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.types import Command, interrupt
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from agentwatch.plugins.langchain import AgentWatchHandler
+from tests.stubs.provider_server import Reply, StubProvider
+
+# gpt-4o-mini list price: $0.15 / 1M input, $0.60 / 1M output
+CALL = (1000 * 0.15 + 100 * 0.6) / 1e6
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _graph(stub: StubProvider, **model: Any) -> Any:
+    llm = ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key="sk-test", max_retries=0,
+                     **model)
+
+    def agent(state: State) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    def approve(state: State) -> dict[str, Any]:
+        interrupt("approve?")
+        return {}
+
+    def finish(state: State) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    builder = StateGraph(State)
+    for name, node in (("agent", agent), ("approve", approve), ("finish", finish)):
+        builder.add_node(name, node)
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", "approve")
+    builder.add_edge("approve", "finish")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def _config(handler: AgentWatchHandler, thread: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread}, "callbacks": [handler]}
+
+
+def test_thread_budget_spans_invokes_and_resumes_of_one_thread(memory: agentwatch.InMemoryExporter,
+                                                                stub_provider: StubProvider) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(*[Reply(content="fine", input_tokens=1000, output_tokens=100) for _ in range(10)])
+    graph = _graph(stub_provider)
+    handler = AgentWatchHandler(thread_budget=3 * CALL)
+    t1 = _config(handler, "t1")
+    graph.invoke({"messages": [("user", "first")]}, t1)  # call 1, then the interrupt
+    graph.invoke(Command(resume=True), t1)  # resumed: call 2
+    with pytest.raises(CircuitBreakerException) as caught:
+        # Call 3 spends the rest of the thread's budget: the next node does not start.
+        graph.invoke({"messages": [("user", "second")]}, t1)
+    error = caught.value
+    assert (error.scope, error.scope_id, error.reason) == ("trace", "thread:t1", "trace_budget")
+    assert error.current == pytest.approx(3 * CALL)
+    assert stub_provider.count("/chat/completions") == 3
+
+    # Another thread has its own budget.
+    graph.invoke({"messages": [("user", "other")]}, _config(handler, "t2"))
+    assert stub_provider.count("/chat/completions") == 4
+
+    # Recovery: a top-up; the blocked thread resumes from its checkpoint, pauses, resumes and spends it.
+    error.monitor.increase_budget(CALL)
+    graph.invoke(None, t1)  # on to the interrupt
+    final = graph.invoke(Command(resume=True), t1)  # call 4
+    assert [m.type for m in final["messages"]] == ["human", "ai", "ai", "human", "ai", "ai"]
+    assert stub_provider.count("/chat/completions") == 5
+    with pytest.raises(CircuitBreakerException):
+        graph.invoke({"messages": [("user", "third")]}, t1)
+    assert stub_provider.count("/chat/completions") == 5
+    agentwatch.flush()
+    blocked = [s for s in memory.spans if s["status"] == "blocked"]
+    assert blocked and all(s["attributes"]["breaker.reason"] == "trace_budget" for s in blocked)
+
+
+def test_thread_budget_with_hard_budget_blocks_a_call_whose_worst_case_does_not_fit(
+        stub_provider: StubProvider) -> None:
+    agentwatch.init(exporters=[], hard_budget=True)
+    stub_provider.queue(*[Reply(content="fine", input_tokens=1000, output_tokens=100) for _ in range(5)])
+    # Worst case of one call: ~200 input tokens and max_tokens=1500 at gpt-4o-mini prices, about $0.00093.
+    graph = _graph(stub_provider, max_tokens=1500)
+    handler = AgentWatchHandler(thread_budget=0.001)
+    config = _config(handler, "hard")
+    graph.invoke({"messages": [("user", "go")]}, config)  # fits; then $0.00021 spent, $0.00079 left
+    with pytest.raises(CircuitBreakerException) as caught:
+        graph.invoke(Command(resume=True), config)  # the worst case no longer fits
+    assert (caught.value.reason, caught.value.scope) == ("hard_budget", "trace")
+    assert 0.0009 < caught.value.reserved < 0.001  # type: ignore[operator]
+    assert caught.value.remaining == pytest.approx(0.001 - CALL)
+    assert stub_provider.count("/chat/completions") == 1
+
+
+def _two_calls_graph(stub: StubProvider) -> Any:
+    llm = ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+
+    def first(state: State) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    def second(state: State) -> dict[str, Any]:
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    builder = StateGraph(State)
+    builder.add_node("first", first)
+    builder.add_node("second", second)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def test_nested_trace_budgets_around_graph_runs_sync_and_async(memory: agentwatch.InMemoryExporter,
+                                                              stub_provider: StubProvider) -> None:
+    agentwatch.init(exporters=[memory])  # zero-config: no handler passed
+    stub_provider.queue(*[Reply(content="fine", input_tokens=1000, output_tokens=100) for _ in range(10)])
+    graph = _two_calls_graph(stub_provider)
+    with agentwatch.trace("session", budget=2 * CALL):
+        with agentwatch.trace("step", budget=CALL):
+            with pytest.raises(CircuitBreakerException) as caught:
+                graph.invoke({"messages": [("user", "a")]}, {"configurable": {"thread_id": "n1"}})
+        assert (caught.value.scope, caught.value.scope_id) == ("trace", "step")
+        assert stub_provider.count("/chat/completions") == 1
+
+        async def run() -> Any:
+            return await graph.ainvoke({"messages": [("user", "b")]}, {"configurable": {"thread_id": "n2"}})
+
+        with pytest.raises(CircuitBreakerException) as caught:
+            asyncio.run(run())  # call 2 spends the session's budget: the next node does not start
+        assert (caught.value.scope, caught.value.scope_id) == ("trace", "session")
+        assert stub_provider.count("/chat/completions") == 2
+    graph.invoke({"messages": [("user", "c")]}, {"configurable": {"thread_id": "n3"}})  # no run budget here
+    assert stub_provider.count("/chat/completions") == 4
