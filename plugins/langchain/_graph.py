@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import logging
@@ -131,8 +130,15 @@ def _pending_answer() -> tuple[tuple[str, int], dict[str, Any]] | None:
     index = _next_interrupt_index(scratchpad.interrupt_counter)
     if index is None:  # unknown LangGraph internals: only a fresh answer is recognised
         index = len(scratchpad.resume)
-    value = scratchpad.resume[index] if index < len(scratchpad.resume) else (
-        scratchpad.get_null_resume(False) if index == len(scratchpad.resume) else None)
+    resumed = scratchpad.resume
+    if index < len(resumed):
+        value = resumed[index]
+    elif index == len(resumed):
+        value = scratchpad.get_null_resume(False)
+        if resumed and value is resumed[-1]:  # already taken by an earlier interrupt() of this run
+            value = None
+    else:
+        value = None
     if not (isinstance(value, dict) and _ANSWER_KEYS & value.keys()):
         return None
     return (str(configurable.get("checkpoint_ns", "")), index), value
@@ -145,7 +151,9 @@ def _next_interrupt_index(counter: Any) -> int | None:
         return 0
     source = getattr(inner, "__self__", None)
     if isinstance(source, itertools.count):
-        return int(next(copy.copy(source)))
+        shown = repr(source)  # "count(2)": the value the next call returns
+        if shown.startswith("count(") and shown[6:-1].isdigit():
+            return int(shown[6:-1])
     return None
 
 
