@@ -118,7 +118,7 @@ def _scoped_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
     return astream
 
 
-def _ours_first(original: Callable[..., Any], handler_class: type) -> Callable[..., Any]:
+def _ours_first(original: Callable[..., Any], handler_class: type[Any]) -> Callable[..., Any]:
     from langchain_core.utils.uuid import uuid7
 
     @functools.wraps(original)
@@ -155,7 +155,7 @@ def _ours_first(original: Callable[..., Any], handler_class: type) -> Callable[.
     return on_llm_start
 
 
-def install(handler_class: type) -> None:
+def install(handler_class: type[Any]) -> None:
     """Patch once; ``uninstall`` puts every original back."""
     if _saved:
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
@@ -23,6 +24,7 @@ def main(step: str, database: str) -> None:
     connection = sqlite3.connect(database, check_same_thread=False)
     graph = workflow.build(SqliteSaver(connection))
     config = {"configurable": {"thread_id": "approval"}, "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
+    outcome: dict[str, Any]
     if step == "pause":
         result = graph.invoke({"log": []}, config)
         outcome = {"interrupt": [request.value for request in result.get("__interrupt__", [])]}

@@ -8,11 +8,14 @@ and later spans nested under it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
+from typing import Any, cast
 
 import openai
 import pytest
 from langchain_core.language_models import FakeListLLM
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 import agentwatch
 from agentwatch import CircuitBreakerException
@@ -21,7 +24,8 @@ from tests.stubs.provider_server import Reply, StubProvider
 
 
 def _chat(stub: StubProvider) -> ChatOpenAI:
-    return ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+    return ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key=SecretStr("sk-test"),
+                      max_retries=0)
 
 
 def _raw(stub: StubProvider) -> openai.AsyncOpenAI:
@@ -103,7 +107,7 @@ def test_sync_stream_consumer_is_outside_the_call(memory: agentwatch.InMemoryExp
     agentwatch.init(exporters=[memory])
     between = [agentwatch.current_llm_call() for _ in UsageChatModel(reply="a b c").stream("x")]
     assert len(between) >= 4 and set(between) == {None} and agentwatch.current_llm_call() is None
-    partial = UsageChatModel(reply="a b c").stream("x")
+    partial = cast("Generator[Any, None, None]", UsageChatModel(reply="a b c").stream("x"))
     next(partial)
     partial.close()  # abandoned early: the call ends, nothing stays current
     assert agentwatch.current_llm_call() is None and agentwatch.current_span() is None

@@ -76,8 +76,8 @@ class Recorder(BaseCallbackHandler):
         self.open.add(run_id)
         self._add("llm_start", run_id, parent_run_id, tuple(prompts))
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, parent_run_id: UUID | None = None,
-                         **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
+                         tags: list[str] | None = None, **kwargs: Any) -> None:
         self._add("llm_new_token", run_id, parent_run_id, token)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:

@@ -304,7 +304,7 @@ def test_our_pause_after_the_users_own_interrupt_in_one_node(memory: agentwatch.
     graph.add_edge("prep", "ask")
     graph.add_edge("ask", END)
     app = graph.compile(checkpointer=InMemorySaver())
-    config = {**_config("positions"), "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
+    config: Any = {**_config("positions"), "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
 
     def run(value: Any) -> Any:
         return asyncio.run(app.ainvoke(value, config)) if use_async else app.invoke(value, config)
