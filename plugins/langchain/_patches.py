@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import Token
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = ["install", "uninstall"]
 
 _ENTRY_POINTS = ("generate", "agenerate", "stream", "astream")
 _saved: list[tuple[type, str, Any]] = []
+_lock = threading.Lock()  # handlers may be made in several threads at once; patch exactly once
 
 
 def _hold() -> tuple[Token[Any], Token[Any]]:
@@ -164,17 +166,21 @@ def install(handler_class: type[Any]) -> None:
 
     wrappers = {"generate": _scoped_call, "agenerate": _scoped_acall, "stream": _scoped_stream,
                 "astream": _scoped_astream}
-    for cls in (BaseChatModel, BaseLLM):
-        for name in _ENTRY_POINTS:
-            original = cls.__dict__[name]
-            _saved.append((cls, name, original))
-            setattr(cls, name, wrappers[name](original))
-    original = AsyncCallbackManager.__dict__["on_llm_start"]
-    _saved.append((AsyncCallbackManager, "on_llm_start", original))
-    AsyncCallbackManager.on_llm_start = _ours_first(original, handler_class)  # type: ignore[method-assign]
+    with _lock:
+        if _saved:
+            return
+        for cls in (BaseChatModel, BaseLLM):
+            for name in _ENTRY_POINTS:
+                original = cls.__dict__[name]
+                _saved.append((cls, name, original))
+                setattr(cls, name, wrappers[name](original))
+        original = AsyncCallbackManager.__dict__["on_llm_start"]
+        _saved.append((AsyncCallbackManager, "on_llm_start", original))
+        AsyncCallbackManager.on_llm_start = _ours_first(original, handler_class)  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    while _saved:
-        cls, name, original = _saved.pop()
-        setattr(cls, name, original)
+    with _lock:
+        while _saved:
+            cls, name, original = _saved.pop()
+            setattr(cls, name, original)
