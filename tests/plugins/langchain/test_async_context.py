@@ -121,3 +121,24 @@ def test_an_ended_call_is_no_current_call() -> None:
     call.end()
     assert agentwatch.current_llm_call() is None
     call.deactivate()
+
+
+def test_langchain_openai_streams_leave_nothing_current(memory: agentwatch.InMemoryExporter,
+                                                        stub_provider: StubProvider) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="one two three", input_tokens=100, output_tokens=5))
+    stub_provider.queue(Reply(content="four five", input_tokens=100, output_tokens=5))
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key=SecretStr("sk-test"),
+                       max_retries=0, stream_usage=True)
+    between: list[object] = []
+
+    async def main() -> list[object]:
+        async for _ in model.astream("hi"):
+            between.append(agentwatch.current_llm_call())
+        return [agentwatch.current_llm_call(), agentwatch.current_span()]
+
+    assert asyncio.run(main()) == [None, None]
+    between.extend(agentwatch.current_llm_call() for _ in model.stream("hi"))
+    assert between and set(between) == {None} and agentwatch.current_span() is None
+    agentwatch.flush()
+    assert [(s["input_tokens"], s["output_tokens"]) for s in memory.by_kind("llm")] == [(100, 5), (100, 5)]
