@@ -142,3 +142,31 @@ def test_langchain_openai_streams_leave_nothing_current(memory: agentwatch.InMem
     assert between and set(between) == {None} and agentwatch.current_span() is None
     agentwatch.flush()
     assert [(s["input_tokens"], s["output_tokens"]) for s in memory.by_kind("llm")] == [(100, 5), (100, 5)]
+
+
+def test_autogen_team_after_ainvoke_in_the_same_task_raises_the_block(memory: agentwatch.InMemoryExporter,
+                                                                      stub_provider: StubProvider) -> None:
+    # The AutoGen layer opens its own call only when none is current; a leaked, finished LangChain call made
+    # it skip that, and the block surfaced from the team as RuntimeError.
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_agentchat.conditions import MaxMessageTermination
+    from autogen_agentchat.teams import RoundRobinGroupChat
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    stub_provider.queue(Reply(content="hi", input_tokens=100_000, output_tokens=1000))
+    agentwatch.init(exporters=[memory], budget_per_hour=0.001, block_on_threshold=True)
+
+    async def main() -> None:
+        await _chat(stub_provider).ainvoke("hi")  # admitted; its cost exhausts the budget
+        client = OpenAIChatCompletionClient(model="gpt-4o-mini-2024-07-18", base_url=stub_provider.openai_base_url,
+                                            api_key="test-key", max_retries=0)
+        team = RoundRobinGroupChat([AssistantAgent("writer", model_client=client)],
+                                   termination_condition=MaxMessageTermination(2))
+        try:
+            with pytest.raises(CircuitBreakerException):
+                await team.run(task="Write a haiku")
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    assert len(stub_provider.requests) == 1  # the team's call was never sent
