@@ -34,8 +34,13 @@ CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call",
 
 
 def current_llm_call() -> LLMCall | None:
-    """The LLM call in flight in this context (lets a lower layer add to it instead of counting twice)."""
-    return CURRENT_LLM_CALL.get()
+    """The LLM call in flight in this context (lets a lower layer add to it instead of counting twice).
+
+    An ended call is no call in flight: a framework may end a call in another context than the one it was
+    activated in, and a layer asking here must then open its own call, not add to a finished one.
+    """
+    call = CURRENT_LLM_CALL.get()
+    return None if call is None or call._ended else call
 
 
 #: No real call comes near this (10**12 tokens); a larger count is garbage. The collector refuses larger

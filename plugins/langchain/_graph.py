@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from agentwatch import CircuitBreakerException
 from agentwatch._safe import PASS_THROUGH
 
-__all__ = ["graph_block", "is_control_flow", "allow_graph_control_flow", "interrupt_for_budget"]
+if TYPE_CHECKING:
+    from agentwatch._breaker import Monitor
+
+__all__ = ["graph_block", "is_control_flow", "allow_graph_control_flow", "interrupt_for_budget",
+           "take_answer"]
 
 _CONTROL_FLOW_NAMES = frozenset({"GraphInterrupt", "GraphBubbleUp", "GraphDrained", "ParentCommand", "NodeInterrupt"})
 
@@ -71,21 +77,98 @@ def allow_graph_control_flow() -> None:
 def interrupt_for_budget(error: CircuitBreakerException) -> None:
     """Pause the graph for a human; resume with ``Command(resume={"increase_budget": 5.0})``.
 
-    Raises GraphInterrupt the first time; on resume the node re-runs, ``interrupt()`` returns the
-    resume value, and the top-up (or ``{"reset": True}`` / ``{"pause": seconds}``) is applied here.
+    Raises GraphInterrupt. On resume the node re-runs and ``take_answer`` hands the human's answer over
+    before the model call is checked, so the pause is not blocked (and recorded) a second time.
     """
     from langgraph.types import interrupt
 
-    answer = interrupt({
+    answer = interrupt(_request(error))
+    _apply(error.monitor, answer)  # only if an answer was pending that take_answer did not recognise
+
+
+def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
+    """On resume after a pause of ours, in whichever process resumes: apply the human's answer now.
+
+    LangGraph matches resume values to ``interrupt()`` calls by their order in the node, so the answer
+    is taken with ``interrupt()`` at the same point where the pause was raised: the model call's start.
+    ``check`` raises the block this process would raise now; its monitor gets the answer, otherwise the
+    innermost of ``monitors`` with a budget (the process that paused may not be this one).
+    """
+    from langgraph.types import interrupt
+
+    pending = _pending_answer()
+    if pending is None:
+        return
+    key, answer = pending
+    try:
+        check()
+        target = next((m for m in monitors if m.budget_per_hour is not None), monitors[-1] if monitors else None)
+    except CircuitBreakerException as error:
+        target = error.monitor
+    interrupt(None)  # returns the pending answer: consumes the index the pause had
+    if key not in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
+        if len(_applied) > 4096:
+            _applied.clear()
+        _applied.add(key)
+        _apply(target, answer)
+
+
+#: Answers applied in this process, by LangGraph interrupt position (task checkpoint namespace, index).
+_applied: set[tuple[str, int]] = set()
+
+
+def _pending_answer() -> tuple[tuple[str, int], dict[str, Any]] | None:
+    """The resume value the node's next ``interrupt()`` would return, if it is an answer to our pause."""
+    try:
+        from langgraph._internal._constants import CONFIG_KEY_SCRATCHPAD
+        from langgraph.config import get_config
+
+        configurable = get_config()["configurable"]
+        scratchpad = configurable[CONFIG_KEY_SCRATCHPAD]
+    except (ImportError, RuntimeError, KeyError):
+        return None
+    index = _next_interrupt_index(scratchpad.interrupt_counter)
+    if index is None:  # unknown LangGraph internals: only a fresh answer is recognised
+        index = len(scratchpad.resume)
+    resumed = scratchpad.resume
+    if index < len(resumed):
+        value = resumed[index]
+    elif index == len(resumed):
+        value = scratchpad.get_null_resume(False)
+        if resumed and value is resumed[-1]:  # already taken by an earlier interrupt() of this run
+            value = None
+    else:
+        value = None
+    if not (isinstance(value, dict) and _ANSWER_KEYS & value.keys()):
+        return None
+    return (str(configurable.get("checkpoint_ns", "")), index), value
+
+
+def _next_interrupt_index(counter: Any) -> int | None:
+    """Peek LangGraph's per-task interrupt counter (a lazily made ``itertools.count``) without advancing it."""
+    inner = getattr(counter, "_counter", False)
+    if inner is None:
+        return 0
+    source = getattr(inner, "__self__", None)
+    if isinstance(source, itertools.count):
+        shown = repr(source)  # "count(2)": the value the next call returns
+        if shown.startswith("count(") and shown[6:-1].isdigit():
+            return int(shown[6:-1])
+    return None
+
+
+_ANSWER_KEYS = frozenset({"increase_budget", "reset", "pause"})
+
+
+def _request(error: CircuitBreakerException) -> dict[str, Any]:
+    return {
         "type": "agentwatch.circuit_breaker", "reason": error.reason, "scope": error.scope,
         "scope_id": error.scope_id, "threshold": error.threshold, "current": error.current,
         "hint": 'resume with Command(resume={"increase_budget": <usd>}) or {"reset": True}',
-    })
-    _apply_resume(error, answer)
+    }
 
 
-def _apply_resume(error: CircuitBreakerException, answer: Any) -> None:
-    monitor = error.monitor
+def _apply(monitor: Monitor | None, answer: Any) -> None:
     if monitor is None or not isinstance(answer, dict):
         return
     if answer.get("increase_budget"):

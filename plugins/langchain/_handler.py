@@ -15,11 +15,13 @@ from agentwatch._breaker import Monitor
 from agentwatch._breaker_contract import _number
 from agentwatch._config import validate_agent_limits
 from agentwatch._context import CURRENT_SPAN, AgentScope
+from agentwatch._llm import _monitors as monitors_of
 from agentwatch._run_budget import keyed_run_monitor
 from agentwatch._safe import stop_on_exception
 
-from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow
+from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._messages import message_dicts, output_text, usage_of
+from ._patches import install as install_patches
 from ._runs import RUNS, Run
 
 __all__ = ["AgentWatchHandler"]
@@ -46,7 +48,10 @@ class AgentWatchHandler(BaseCallbackHandler):
     """
 
     # raise_error lets a block reach the caller with its own type (internal errors are swallowed by
-    # stop_on_exception first); run_inline keeps the check on the caller's thread and context.
+    # stop_on_exception first); run_inline keeps the check on the caller's thread and context. An inline
+    # handler hides a completion model's async start from every other handler in langchain-core, so
+    # that one start is dispatched to us separately (_patches); every other handler sees what it would
+    # see without us.
     raise_error = True
     run_inline = True
 
@@ -73,6 +78,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         # A per-run budget (USD, no time window) shared by every invoke and resume of one LangGraph thread_id.
         self._thread_budget = _number("thread_budget", thread_budget)
         allow_graph_control_flow()
+        install_patches(AgentWatchHandler)
 
     def _thread_budgets(self, metadata: Mapping[str, Any]) -> tuple[Monitor, ...]:
         thread_id = metadata.get("thread_id") if self._thread_budget is not None else None
@@ -218,20 +224,26 @@ class AgentWatchHandler(BaseCallbackHandler):
                 attributes[key] = metadata[key]
         if invocation.get("stream") or invocation.get("streaming"):
             attributes["streaming"] = True
+        in_graph = bool(parent and parent.in_graph) or "langgraph_step" in metadata
+        pausable = in_graph and self._on_budget == "interrupt"
+        if pausable:
+            # Resuming after our pause: the human's answer applies before the check, so the one pause
+            # records one blocked span, in whichever process resumes.
+            take_answer(monitors_of(client, scopes), lambda: agentwatch.check_limits(scopes=scopes))
         try:
             call = agentwatch.start_llm_call(name, model=model, provider=provider,
                                              parent=parent.span if parent else CURRENT_SPAN.get(), scopes=scopes,
                                              input=prompt, attributes=attributes,
                                              budgets=self._thread_budgets(metadata))
         except CircuitBreakerException as error:
-            in_graph = bool(parent and parent.in_graph) or "langgraph_step" in metadata
-            if in_graph and self._on_budget == "interrupt":
-                interrupt_for_budget(error)  # raises GraphInterrupt; returns on resume with the top-up applied
+            if pausable:
+                interrupt_for_budget(error)  # raises GraphInterrupt; returns only with an answer applied
                 self._start_model(run_id, parent_run_id, name, metadata, invocation, prompt)
                 return
             raise (graph_block(error) if in_graph else error) from None
         # The model's HTTP request runs in this same context: a lower layer (the HTTP plugin) finds this call there
-        # and adds to it instead of counting the request a second time.
+        # and adds to it instead of counting the request a second time. The model's entry point restores the
+        # caller's context when it returns (_patches), so the activation never outlives the model's own code.
         call.activate()
         RUNS[run_id] = Run(call.span, scopes, call=call, in_graph=bool(parent and parent.in_graph))
 

@@ -23,9 +23,11 @@ def agentwatch_instrument(client: Any) -> None:
     from langchain_core.tracers import context as tracer_context
 
     from ._handler import AgentWatchHandler
+    from ._patches import install
 
     if _installed:
         return
+    install(AgentWatchHandler)
     # A default on the variable (not .set()) makes the handler visible in every thread and task.
     variable: ContextVar[Any] = ContextVar("agentwatch_langchain_handler", default=AgentWatchHandler())  # noqa: B039
     tracer_context.register_configure_hook(variable, True, AgentWatchHandler)
@@ -36,6 +38,9 @@ def agentwatch_instrument(client: Any) -> None:
 def agentwatch_uninstrument(client: Any) -> None:
     from langchain_core.tracers import context as tracer_context
 
+    from ._patches import uninstall
+
+    uninstall()
     while _installed:
         entry = _installed.pop()
         if entry in tracer_context._configure_hooks:

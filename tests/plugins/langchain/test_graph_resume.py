@@ -233,3 +233,90 @@ def test_per_node_agents_and_graph_span_tree(memory: agentwatch.InMemoryExporter
     assert by_node["planner"]["agent_name"] is None
     state = agentwatch.get_state()["monitors"]["agents"]
     assert state["researcher"]["spend_last_hour"] == pytest.approx(CALL)
+
+
+def test_one_pause_is_one_blocked_span(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], budget_per_hour=1.5 * CALL, block_on_threshold=True)
+    graph = Workflow().build(InMemorySaver())
+    config = {**_config("one-pause"), "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
+    assert graph.invoke({"log": []}, config)["__interrupt__"]
+    assert graph.invoke(Command(resume={"increase_budget": 5.0}), config) == UNBLOCKED
+    agentwatch.flush()
+    assert [s["name"] for s in memory.by_kind("llm") if s["status"] == "blocked"] == ["UsageChatModel"]
+    # The answer was applied once, and only to the monitor that paused.
+    assert agentwatch.get_state()["monitors"]["global"]["limits"]["budget_per_hour"] == pytest.approx(1.5 * CALL + 5)
+
+
+def test_resume_in_another_process_applies_the_top_up_there(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+
+    def run(step: str) -> dict[str, Any]:
+        result = subprocess.run([sys.executable, "-m", "tests.plugins.langchain.interrupt_program", step,
+                                 str(tmp_path / "checkpoints.db")], cwd=root, capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    paused = run("pause")
+    (request,) = paused["interrupt"]
+    assert request["type"] == "agentwatch.circuit_breaker" and paused["next"] == ["writer"]
+    assert paused["blocked"] == ["UsageChatModel"] and paused["model_calls"]["writer"] == 0
+    resumed = run("resume")
+    assert resumed["final"] == UNBLOCKED and resumed["next"] == []
+    assert resumed["runs"] == ["writer"] and resumed["model_calls"]["writer"] == 1
+    assert resumed["blocked"] == []  # the pause was recorded once, by the process that paused
+    assert resumed["budget"] == pytest.approx(1.5 * CALL + 5)  # the answer applies where the graph resumes
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_our_pause_after_the_users_own_interrupt_in_one_node(memory: agentwatch.InMemoryExporter,
+                                                             use_async: bool) -> None:
+    # LangGraph matches resume values to interrupt() calls by position in the node: the user's approval
+    # comes first, our pause second; every re-run of the node must hand each answer to its own interrupt.
+    from langgraph.types import interrupt
+
+    agentwatch.init(exporters=[memory], budget_per_hour=0.5 * CALL, block_on_threshold=True)
+    model = UsageChatModel(reply="done")
+    answers: list[Any] = []
+
+    def prep(state: State) -> dict[str, list[str]]:
+        model.invoke("prep")  # admitted; exhausts the budget
+        return {"log": ["prep"]}
+
+    def ask(state: State) -> dict[str, list[str]]:
+        answers.append(interrupt("approve?"))
+        first, second = model.invoke("one"), model.invoke("two")
+        return {"log": [f"ask:{first.content}:{second.content}"]}
+
+    async def aask(state: State) -> dict[str, list[str]]:
+        answers.append(interrupt("approve?"))
+        first, second = await model.ainvoke("one"), await model.ainvoke("two")
+        return {"log": [f"ask:{first.content}:{second.content}"]}
+
+    graph = StateGraph(State)
+    graph.add_node("prep", prep)
+    graph.add_node("ask", aask if use_async else ask)
+    graph.add_edge(START, "prep")
+    graph.add_edge("prep", "ask")
+    graph.add_edge("ask", END)
+    app = graph.compile(checkpointer=InMemorySaver())
+    config: Any = {**_config("positions"), "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
+
+    def run(value: Any) -> Any:
+        return asyncio.run(app.ainvoke(value, config)) if use_async else app.invoke(value, config)
+
+    (first,) = run({"log": []})["__interrupt__"]
+    assert first.value == "approve?"
+    (second,) = run(Command(resume="yes"))["__interrupt__"]
+    assert second.value["type"] == "agentwatch.circuit_breaker"
+    final = run(Command(resume={"increase_budget": 5.0}))
+    assert final["log"] == ["prep", "ask:done:done"]
+    assert answers == ["yes", "yes"]  # the user's interrupt got the user's answer on both re-runs
+    assert model.calls == 3
+    agentwatch.flush()
+    assert len([s for s in memory.by_kind("llm") if s["status"] == "blocked"]) == 1
+    assert agentwatch.get_state()["monitors"]["global"]["limits"]["budget_per_hour"] == pytest.approx(0.5 * CALL + 5)

@@ -1,0 +1,186 @@
+"""Two places where LangChain's callback machinery alone cannot give what the handler needs.
+
+1. A model call's context. The handler activates the call it opens (``LLMCall.activate``) so that the
+   model's HTTP request finds it and is counted once. LangChain ends an async call in a task of its own
+   (``agenerate`` gathers ``on_llm_end``), where that activation cannot be undone, and a stream's
+   generator runs in its consumer's context between chunks. So every model entry point restores the
+   caller's context when it returns, and a stream restores it after each step: the activation lives
+   exactly as long as the model's own code runs, and never crosses an ``await`` or ``yield`` of the caller.
+
+2. The async start of a completion model (``AsyncCallbackManager.on_llm_start``). Once any handler in
+   the list is ``run_inline``, langchain-core dispatches that start to the inline handlers only, and
+   every other handler never hears of the run (docs/upstream/langchain-inline-handler.md). Our handler
+   must run inline (the block is raised in the caller's task and context, before the request), so
+   here it runs first, by itself, and LangChain dispatches the start to every other handler exactly as
+   it would without us.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import Token
+from typing import Any
+from uuid import UUID
+
+from agentwatch._context import CURRENT_SPAN
+from agentwatch._llm import CURRENT_LLM_CALL
+
+__all__ = ["install", "uninstall"]
+
+_ENTRY_POINTS = ("generate", "agenerate", "stream", "astream")
+_saved: list[tuple[type, str, Any]] = []
+_lock = threading.Lock()  # handlers may be made in several threads at once; patch exactly once
+
+
+def _hold() -> tuple[Token[Any], Token[Any]]:
+    return CURRENT_SPAN.set(CURRENT_SPAN.get()), CURRENT_LLM_CALL.set(CURRENT_LLM_CALL.get())
+
+
+def _release(tokens: tuple[Token[Any], Token[Any]]) -> None:
+    CURRENT_LLM_CALL.reset(tokens[1])
+    CURRENT_SPAN.reset(tokens[0])
+
+
+def _scoped_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tokens = _hold()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _release(tokens)
+
+    return generate
+
+
+def _scoped_acall(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def agenerate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tokens = _hold()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            _release(tokens)
+
+    return agenerate
+
+
+def _scoped_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(original)
+    def stream(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        steps = original(self, *args, **kwargs)
+        try:
+            while True:
+                tokens = _hold()
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+                finally:
+                    _release(tokens)
+                yield item
+        finally:
+            close = getattr(steps, "close", None)
+            if close is not None:
+                tokens = _hold()
+                try:
+                    close()
+                finally:
+                    _release(tokens)
+
+    return stream
+
+
+def _scoped_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(original)
+    async def astream(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        steps = original(self, *args, **kwargs)
+        try:
+            while True:
+                tokens = _hold()
+                try:
+                    item = await steps.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _release(tokens)
+                yield item
+        finally:
+            aclose = getattr(steps, "aclose", None)
+            if aclose is not None:
+                tokens = _hold()
+                try:
+                    await aclose()
+                finally:
+                    _release(tokens)
+
+    return astream
+
+
+def _ours_first(original: Callable[..., Any], handler_class: type[Any]) -> Callable[..., Any]:
+    from langchain_core.utils.uuid import uuid7
+
+    @functools.wraps(original)
+    async def on_llm_start(self: Any, serialized: dict[str, Any], prompts: list[str], run_id: UUID | None = None,
+                           **kwargs: Any) -> Any:
+        ours = [handler for handler in self.handlers if isinstance(handler, handler_class)]
+        if not ours:
+            return await original(self, serialized, prompts, run_id, **kwargs)
+        run_ids = [run_id or uuid7(), *(uuid7() for _ in prompts[1:])]
+        started: list[UUID] = []
+        try:
+            for one, prompt in zip(run_ids, prompts, strict=True):
+                for handler in ours:
+                    # Inline, in the caller's task and context, before any request: a block raises here.
+                    handler.on_llm_start(serialized, [prompt], run_id=one, parent_run_id=self.parent_run_id,
+                                         tags=self.tags, metadata=self.metadata, **kwargs)
+                started.append(one)
+        except BaseException as error:
+            for one in started:  # a batch stopped part-way: its earlier runs are never sent
+                for handler in ours:
+                    handler.on_llm_error(error, run_id=one)
+            raise
+        # Everyone else, dispatched by LangChain as if we were not in the list (a shallow copy of this
+        # manager without us); the run managers it returns carry the full list again for the run's end.
+        others = copy.copy(self)
+        others.handlers = [handler for handler in self.handlers if not isinstance(handler, handler_class)]
+        managers: list[Any] = []
+        for one, prompt in zip(run_ids, prompts, strict=True):
+            managers.extend(await original(others, serialized, [prompt], one, **kwargs))
+        for manager in managers:
+            manager.handlers = self.handlers
+        return managers
+
+    return on_llm_start
+
+
+def install(handler_class: type[Any]) -> None:
+    """Patch once; ``uninstall`` puts every original back."""
+    if _saved:
+        return
+    from langchain_core.callbacks.manager import AsyncCallbackManager
+    from langchain_core.language_models import BaseChatModel, BaseLLM
+
+    wrappers = {"generate": _scoped_call, "agenerate": _scoped_acall, "stream": _scoped_stream,
+                "astream": _scoped_astream}
+    with _lock:
+        if _saved:
+            return
+        for cls in (BaseChatModel, BaseLLM):
+            for name in _ENTRY_POINTS:
+                original = cls.__dict__[name]
+                _saved.append((cls, name, original))
+                setattr(cls, name, wrappers[name](original))
+        original = AsyncCallbackManager.__dict__["on_llm_start"]
+        _saved.append((AsyncCallbackManager, "on_llm_start", original))
+        AsyncCallbackManager.on_llm_start = _ours_first(original, handler_class)  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    with _lock:
+        while _saved:
+            cls, name, original = _saved.pop()
+            setattr(cls, name, original)
