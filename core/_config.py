@@ -40,6 +40,9 @@ class Config:
     cost_table_override: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     providers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Ask OpenAI-compatible chat streams for usage (``stream_options.include_usage``) when the user did not:
+    #: "auto" only OpenAI's own API, "always" every server, "never" none (such streams are estimated).
+    stream_usage: str = "auto"
     limits_backend: str | None = None
     #: While ``limits_backend`` is unreachable: "local" enforces limits per process, "block" blocks every call.
     limits_fallback: str = "local"
@@ -53,6 +56,7 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _LIMITS_FALLBACKS = ("local", "block")
+_STREAM_USAGE = ("auto", "always", "never")
 _AGENT_LIMIT_KEYS = frozenset(
     {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert", "on_block",
      "role", "agent_id"}
@@ -89,7 +93,7 @@ def _from_env(name: str, raw: str) -> Any:
             raise ValueError(f"{_env_name(name)}: expected an integer, got {raw!r}") from None
     if name in {"exporters", "disabled_plugins"}:
         return [part.strip() for part in raw.split(",") if part.strip()]
-    if name == "limits_fallback":
+    if name in {"limits_fallback", "stream_usage"}:
         return raw.strip().lower()  # "Block " in a deployment manifest means "block"
     return raw
 
@@ -215,6 +219,16 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
         if fallback not in _LIMITS_FALLBACKS:
             raise ValueError(f"limits_fallback must be 'local' (enforce limits per process while the limits "
                              f"backend is unreachable) or 'block' (block every LLM call meanwhile), got {fallback!r}")
+    if "stream_usage" in out:
+        mode = out["stream_usage"]
+        if isinstance(mode, bool):
+            mode = "always" if mode else "never"
+        if not isinstance(mode, str):
+            raise TypeError(f"stream_usage must be a str, not {type(mode).__name__}")
+        if mode not in _STREAM_USAGE:
+            raise ValueError(f"stream_usage must be 'auto' (ask OpenAI's own API for usage in streams), 'always' "
+                             f"(ask every OpenAI-compatible server) or 'never', got {mode!r}")
+        out["stream_usage"] = mode
     if "disabled_plugins" in out:
         plugins = out["disabled_plugins"]
         if isinstance(plugins, str):
