@@ -138,17 +138,22 @@ def _normalise_base(url: str) -> str:
     return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
-#: Query parameters that carry credentials (Gemini's ``key``, Azure's ``api-key``, signed URLs).
-_SECRET_PARAMS = frozenset({"key", "api-key", "api_key", "apikey", "x-api-key", "access_token", "token",
-                            "auth", "authorization", "sig", "signature", "code", "password", "secret"})
+#: Query parameters known to carry no secret: their values are recorded. Every other parameter keeps its
+#: name with its value redacted, since credentials travel under many names (``key``, ``x-goog-api-key``,
+#: ``subscription-key``, ``X-Amz-Signature``, ``client_secret``, ``access-token``, ``sig``, ...).
+_HARMLESS_PARAMS = frozenset({"api-version", "api_version", "alt", "beta", "stream", "model", "version",
+                              "deployment", "deployment-id", "format", "include", "limit", "order", "after",
+                              "before", "timeout", "region", "location"})
+REDACTED = "REDACTED"
 
 
 def safe_url(url: str) -> str:
-    """The URL without user info and without query parameters that carry credentials."""
-    if "?" not in url and "@" not in url:
+    """The URL without user info or fragment, and with the value of every query parameter not known to
+    be harmless redacted."""
+    if "?" not in url and "@" not in url and "#" not in url:
         return url
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode([(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
-                       if key.lower() not in _SECRET_PARAMS])
+    query = urlencode([(key, value if key.lower() in _HARMLESS_PARAMS else REDACTED)
+                       for key, value in parse_qsl(parts.query, keep_blank_values=True)])
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -181,7 +181,7 @@ def test_gemini_and_anthropic_formats_with_secrets_dropped(watch: Any, memory: a
                                                                       "gemini-2.0-flash", "google")
     assert (gemini["input_tokens"], gemini["output_tokens"], gemini["cached_input_tokens"]) == (90, 9, 30)
     assert (streamed["input_tokens"], streamed["output_tokens"]) == (91, 2)
-    assert streamed["attributes"]["http.url"].endswith(":streamGenerateContent?alt=sse")
+    assert streamed["attributes"]["http.url"].endswith(":streamGenerateContent?alt=sse&key=REDACTED")
     assert claude["name"] == "anthropic.messages"
     assert (claude["input_tokens"], claude["cached_input_tokens"]) == (10, 5)
     assert "secret" not in json.dumps(memory.spans)
@@ -237,7 +237,35 @@ def test_endpoints_by_path() -> None:
 
 
 def test_safe_url_drops_credentials() -> None:
-    assert safe_url("https://user:pw@h.example/v1?key=abc&alt=sse&api-key=x") == "https://h.example/v1?alt=sse"
+    assert safe_url("https://user:pw@h.example/v1?key=abc&alt=sse&api-key=x") == \
+        "https://h.example/v1?key=REDACTED&alt=sse&api-key=REDACTED"
+
+
+def test_credentials_in_the_query_never_reach_a_span(registered: agentwatch.Client,
+                                                      memory: agentwatch.InMemoryExporter,
+                                                      stub_provider: StubProvider) -> None:
+    secrets = {"x-goog-api-key": "AIzaSECRET1", "subscription-key": "SECRET2", "X-Amz-Signature": "SECRET3",
+               "X-Amz-Credential": "AKIASECRET4", "client_secret": "SECRET5", "access-token": "SECRET6"}
+    for library in (httpx, requests):
+        library.post(chat_url(stub_provider), params={"api-version": "2024-10-21", **secrets}, json=CHAT)
+    agentwatch.flush()
+    assert stub_provider.last.query["subscription-key"] == ["SECRET2"]  # the request itself is untouched
+    exported = json.dumps(memory.spans)
+    assert "SECRET" not in exported
+    urls = [span["attributes"]["http.url"] for span in memory.spans if span["kind"] == "llm"]
+    assert len(urls) == 2 and all("api-version=2024-10-21" in url and "X-Amz-Signature=REDACTED" in url
+                                  for url in urls)
+
+
+@pytest.mark.parametrize("name", ["x-goog-api-key", "subscription-key", "X-Amz-Signature", "X-Amz-Credential",
+                                  "X-Amz-Security-Token", "client_secret", "access-token", "sig", "token",
+                                  "anything_new"])
+def test_safe_url_keeps_only_values_known_to_be_harmless(name: str) -> None:
+    url = f"https://h.example/v1/chat/completions?api-version=2024-10-21&{name}=s3cr3t%2Fv&alt=sse#frag"
+    recorded = safe_url(url)
+    assert "s3cr3t" not in recorded and "frag" not in recorded
+    assert recorded == (f"https://h.example/v1/chat/completions?api-version=2024-10-21&{name}=REDACTED"
+                        "&alt=sse")
     assert safe_url("https://h.example/v1/chat/completions") == "https://h.example/v1/chat/completions"
 
 
