@@ -230,6 +230,8 @@ class LLMCall:
         if self._estimate is not None:
             self._apply_estimate()
         if span.input_tokens or span.output_tokens:
+            if "usage_missing" in span.attributes:  # one layer lacked usage, another reported it
+                del span.attributes["usage_missing"]
             # Client.price without its frame when no plugin prices calls (the usual case).
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
                 span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
