@@ -68,8 +68,8 @@ class _Decoder:
 class BodyReader:
     """``feed()`` every chunk as it passes, then ``finish()`` for the reading."""
 
-    __slots__ = ("reading", "unreadable", "saw_end", "text_bytes", "_texts", "_mode", "_separator", "_pending", "_json", "_size",
-                 "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
+    __slots__ = ("reading", "unreadable", "saw_end", "text_bytes", "_texts", "_mode", "_separator", "_pending",
+                 "_json", "_size", "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
 
     def __init__(self, api: str, content_type: str | None, *, capture_text: bool = False,
                  content_encoding: str | None = None) -> None:

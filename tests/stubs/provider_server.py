@@ -264,7 +264,8 @@ def _response(reply: Reply, model: str, number: int, *, status: str = "completed
     done = status == "completed"
     return {"id": f"resp_stub{number}", "object": "response", "created_at": int(time.time()),
             "status": status, "model": model, "output": _response_output(reply, number) if done else [],
-            "usage": _response_usage(reply) if done and not reply.omit_usage else None, "error": None, "incomplete_details": None,
+            "usage": _response_usage(reply) if done and not reply.omit_usage else None, "error": None,
+            "incomplete_details": None,
             "instructions": None, "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0,
             "top_p": 1.0, "tool_choice": "auto", "tools": [], "text": {"format": {"type": "text"}}}
 
