@@ -35,18 +35,20 @@ _FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')  # OpenAI chat: no
 #: The finish reason in an OpenAI chat chunk (choice 0's comes first), read without parsing the chunk.
 _FINISH_REASON = re.compile(rb'"finish_reason": ?"([A-Za-z0-9_\-]{1,64})"')
 #: Per API, the keys whose string values are the model's output in a stream's events (deltas only: an
-#: event that repeats the whole text, like Responses' ``output_text.done``, is not counted), each found by
-#: a plain ``in`` first. Their size estimates the output of a stream that brings no usage.
+#: event that repeats the whole text, like Responses' ``output_text.done``, is not counted). Their size
+#: estimates the output of a stream that brings no usage. One regex per API (the string body unrolled,
+#: which CPython's engine runs fastest), looked for only in blocks that have one of the keys at all.
 _TEXT_KEYS: dict[str, tuple[bytes, ...]] = {
-    "chat": (b"content", b"arguments", b"reasoning_content", b"refusal", b"text"),
+    "chat": (b"content", b"arguments", b"reasoning_content", b"reasoning", b"refusal", b"text"),
     "responses": (b"delta",),
     "messages": (b"text", b"partial_json", b"thinking"),
     "gemini": (b"text",),
     "cohere": (b"text",),
     "ollama": (b"content", b"response"),
 }
-_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, re.Pattern[bytes]], ...]] = {
-    api: tuple((b'"%s"' % key, re.compile(rb'"%s"\s*:\s*"((?:[^"\\]|\\.)*)"' % key)) for key in keys)
+_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]] = {
+    api: (tuple(b'"%s"' % key for key in keys),
+          re.compile(rb'"(?:%s)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"' % b"|".join(keys)))
     for api, keys in _TEXT_KEYS.items()
 }
 #: The last event of each API's stream: a client may stop reading right after it (openai stops at [DONE]).
@@ -80,7 +82,7 @@ class BodyReader:
         self.saw_end = False
         #: Bytes of streamed output text seen (JSON-escaped), for an estimate when no usage comes.
         self.text_bytes = 0
-        self._texts = _TEXT_PATTERNS.get(api, ())
+        self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = _TEXT_PATTERNS.get(api)
         content_type = (content_type or "").lower()
         self._mode = ("sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type
                       else "json")
@@ -131,7 +133,7 @@ class BodyReader:
         else:
             self._pending = data[end:]
             block = data[:end]
-        if self._texts:
+        if self._texts is not None:
             self._count_text(block)
         if self.reading.capture_text:
             self._scan(block)  # every event is read for its text
@@ -144,14 +146,18 @@ class BodyReader:
             self._tail.append(block)  # the oldest kept block drops out
 
     def _count_text(self, block: bytes) -> None:
-        size = 0
-        for key, pattern in self._texts:
+        if self._texts is None:
+            return
+        keys, pattern = self._texts
+        for key in keys:
             if key in block:
-                for found in pattern.finditer(block):
-                    size += found.end(1) - found.start(1)
+                break
+        else:
+            return
+        size = sum(map(len, pattern.findall(block)))
         if size and b"\\u" in block:  # an escaped character is one, not six
-            size -= 3 * block.count(b"\\u")
-        self.text_bytes += max(size, 0)
+            size = max(0, size - 3 * block.count(b"\\u"))
+        self.text_bytes += size
 
     def _scan_kept(self) -> None:
         """Look at the kept blocks, in stream order."""
@@ -213,7 +219,7 @@ class BodyReader:
 
     def _read_whole_json(self, body: bytes) -> None:
         self._read_event(body)
-        if self._texts and not self.reading.has_usage:  # the output's size, for an estimate
+        if self._texts is not None and not self.reading.has_usage:  # the output's size, for an estimate
             self._count_text(body)
 
     def finish(self) -> Reading:

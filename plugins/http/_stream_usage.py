@@ -74,13 +74,13 @@ class UsageChunkFilter:
         if self._broken:
             return chunk
         data = self._pending + chunk if self._pending else chunk
-        end = _last_boundary(data)
-        if end < 0:
-            self._pending = data
-            return b""
-        if end == len(data):
+        if data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"):  # the usual chunk: whole events
             self._pending = b""
         else:
+            end = _last_boundary(data)
+            if end < 0:
+                self._pending = data
+                return b""
             self._pending = data[end:]
             data = data[:end]
         return _clean(data) if b'"usage"' in data else data
@@ -106,9 +106,10 @@ def _last_boundary(data: bytes) -> int:
 
 def _clean(block: bytes) -> bytes:
     # The usual spellings by plain replace (every chunk has one); a regex only for the rest.
-    for spelling in _NULL_USAGE_SPELLINGS:
-        if spelling in block:
-            block = block.replace(spelling, b"")
+    if _NULL_USAGE_SPELLINGS[0] in block:
+        block = block.replace(_NULL_USAGE_SPELLINGS[0], b"")
+    elif _NULL_USAGE_SPELLINGS[1] in block:
+        block = block.replace(_NULL_USAGE_SPELLINGS[1], b"")
     if b'"usage"' not in block:
         return block
     block = _NULL_USAGE.sub(b"", block)
