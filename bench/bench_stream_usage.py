@@ -5,7 +5,8 @@
 Per chunk of a typical OpenAI chat stream (one event of ~240 bytes), median over rounds:
 - reading it as before (``BodyReader.feed`` without measuring the streamed text), for reference;
 - measuring the streamed text for an estimate (``BodyReader._count_text``), which every stream now pays;
-- hiding what ``include_usage`` added (``UsageChunkFilter``), which only streams AgentWatch asked pay.
+- hiding what ``include_usage`` added (``UsageChunkFilter``), which only streams AgentWatch asked pay;
+- for scale, the openai SDK's own work per chunk (``json.loads`` and building the ``ChatCompletionChunk``).
 
 Then the estimate against the stub's own counts is not meaningful (the stub makes its numbers up), so the
 accuracy figure printed is the estimator's tokens for a sample English text vs the 4-chars-per-token rule
@@ -79,11 +80,19 @@ def main() -> None:
             usage_filter(chunk)
         usage_filter.flush()
 
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    def sdk_parses(chunks: list[bytes]) -> None:  # for scale: what the openai SDK itself does per chunk
+        for chunk in chunks:
+            construct_type(type_=ChatCompletionChunk, value=json.loads(chunk[6:]))
+
+    sdk = _per_chunk(sdk_parses, plain, args.rounds)
     before = _per_chunk(read_without_counting, plain, args.rounds)
     after = _per_chunk(read, plain, args.rounds)
     hidden = _per_chunk(hide, asked, args.rounds)
     print(f"per chunk: read {before:.2f} us, read + measure text {after:.2f} us (+{after - before:.2f}), "
-          f"hide the usage fields {hidden:.2f} us (asked streams only)")
+          f"hide the usage fields {hidden:.2f} us (asked streams only); the openai SDK parsing it: {sdk:.2f} us")
     estimated = estimate_tokens(SAMPLE)
     print(f"sample text: {len(SAMPLE)} chars, estimated {estimated} tokens", end="")
     try:

@@ -358,3 +358,51 @@ def test_langgraph_message_stream_is_unchanged_and_charged(mode: str, watch: Any
         assert span["attributes"]["usage_estimated"] is True
         assert span["output_tokens"] == len(STORY) // 4
     assert_charged_once(client, span)
+
+
+# ---- as a user runs it: a fresh interpreter, OPENAI_BASE_URL, the env var for the option ------------
+
+_PROGRAM = '''
+import openai, agentwatch
+from agentwatch import CircuitBreakerException
+
+agentwatch.init(exporters=[mem := agentwatch.InMemoryExporter()], budget_per_hour=0.005, block_on_threshold=True)
+client = openai.OpenAI(api_key="sk-test", max_retries=0)  # base URL from OPENAI_BASE_URL
+text = "".join(chunk.choices[0].delta.content or "" for chunk in
+               client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                              stream=True))
+try:
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    print("NOT BLOCKED")
+except CircuitBreakerException as blocked:
+    print("blocked", round(blocked.current, 4))
+agentwatch.flush()
+[span] = [s for s in mem.spans if s["kind"] == "llm" and s["status"] == "ok"]
+print(len(text), span["output_tokens"], span["attributes"].get("usage_estimated"))
+'''
+
+
+@pytest.mark.parametrize("stream_usage", ["", "always"])
+def test_a_program_at_openai_base_url_is_charged_and_blocked(stream_usage: str,
+                                                             stub_provider: StubProvider) -> None:
+    import os
+    import subprocess
+    import sys
+
+    stub_provider.queue(Reply(content="y" * 4000, input_tokens=10, output_tokens=1000))
+    env = {**os.environ, "OPENAI_BASE_URL": stub_provider.openai_base_url, "AGENTWATCH_STREAM_USAGE": stream_usage}
+    if not stream_usage:
+        del env["AGENTWATCH_STREAM_USAGE"]
+    done = subprocess.run([sys.executable, "-c", _PROGRAM], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[0].startswith("blocked ") and float(lines[0].split()[1]) >= 0.01
+    estimated = "None" if stream_usage == "always" else "True"  # asked: the provider's usage, else estimated
+    assert lines[1] == f"4000 1000 {estimated}"
+    assert stub_provider.count("/chat/completions") == 1  # the blocked call sent nothing
+
+
+def test_stream_usage_is_validated() -> None:
+    with pytest.raises(ValueError, match="stream_usage"):
+        agentwatch.init(exporters=[], stream_usage="sometimes")
+    assert agentwatch.init(exporters=[], stream_usage=False).config.stream_usage == "never"
