@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url"]
+__all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url", "normalise_base"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ class ProviderTable:
 
     def __init__(self, registered: Mapping[str, str] | None = None) -> None:
         # Longest base first, so "http://h/v2" wins over "http://h" for a URL under both.
-        bases = [(_normalise_base(url), provider) for url, provider in (registered or {}).items()]
+        bases = [(normalise_base(url), provider) for url, provider in (registered or {}).items()]
         self._registered = tuple(sorted(bases, key=lambda item: len(item[0]), reverse=True))
 
     def provider_for(self, url: str, host: str, port: int | None) -> str | None:
@@ -129,7 +129,7 @@ class ProviderTable:
         return provider_for_host(host, port)
 
 
-def _normalise_base(url: str) -> str:
+def normalise_base(url: str) -> str:
     parts = urlsplit(url.strip())
     scheme = (parts.scheme or "http").lower()
     host = (parts.hostname or "").lower()

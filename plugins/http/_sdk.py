@@ -112,7 +112,7 @@ def _prepare(api_client: Any, options: Any, exchange: Exchange, client: Any) -> 
         exchange.request_body = body
         if exchange.endpoint.api != "chat" or body.__class__ is not dict or body.get("stream") is not True:
             return
-        if not wants_usage(client.config.stream_usage, api_client.base_url.host, body, options.extra_json):
+        if not wants_usage(client.config.stream_usage, api_client.base_url, body, options.extra_json):
             return
         if not getattr(type(api_client._client).send, "agentwatch_tap", False):
             return  # an HTTP client our tap does not see: the added chunk would reach the user

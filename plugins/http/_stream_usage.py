@@ -9,18 +9,22 @@ would have sent without the option; the transport tap reads the usage before the
 
 Which servers are asked is ``init(stream_usage=...)``: "auto" (default) only OpenAI's own API, where the
 option is part of the API; "always" every server (some gateways refuse unknown fields with a 400: opt in
-for servers known to accept it, e.g. vLLM, LiteLLM, Ollama); "never". A stream that brings no usage is
+for servers known to accept it, e.g. vLLM, LiteLLM, Ollama); a list of base URLs: those and OpenAI's;
+"never". A stream that brings no usage is
 charged from an estimate (``agentwatch._estimate``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from agentwatch._safe import logger
+
+from ._endpoints import normalise_base
 
 __all__ = ["UsageChunkFilter", "wants_usage", "asked_usage_body", "OPENAI_HOSTS"]
 
@@ -34,14 +38,26 @@ _NULL_USAGE_SPELLINGS = (b',"usage":null', b', "usage": null')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 
 
-def wants_usage(mode: str, host: str, body: Any, extra_json: Any) -> bool:
-    """Should this streamed chat request be asked for usage? Never when the user decided either way
-    (``stream_options`` in the body or in ``extra_body``)."""
+def wants_usage(mode: str | tuple[str, ...], base_url: Any, body: Any, extra_json: Any) -> bool:
+    """Should this streamed chat request (to a client at ``base_url``, an httpx URL) be asked for usage?
+    Never when the user decided either way (``stream_options`` in the body or in ``extra_body``)."""
     if mode == "never" or body.__class__ is not dict or body.get("stream") is not True:
         return False
     if "stream_options" in body or (isinstance(extra_json, Mapping) and "stream_options" in extra_json):
         return False
-    return mode == "always" or host.lower() in OPENAI_HOSTS
+    if mode == "always" or base_url.host.lower() in OPENAI_HOSTS:
+        return True
+    return mode.__class__ is tuple and _listed(str(base_url), _bases(mode))
+
+
+@functools.lru_cache(maxsize=8)
+def _bases(urls: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(normalise_base(url) for url in urls)
+
+
+def _listed(url: str, bases: tuple[str, ...]) -> bool:
+    url = normalise_base(url)
+    return any(url == base or url.startswith(base + "/") for base in bases)
 
 
 def asked_usage_body(body: dict[str, Any]) -> dict[str, Any]:

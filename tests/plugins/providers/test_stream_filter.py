@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from agentwatch._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
@@ -72,14 +73,21 @@ def test_the_filter_passes_events_on_whole_and_keeps_other_usage_shapes() -> Non
 
 def test_only_streamed_requests_the_user_left_undecided_are_asked() -> None:
     body = {"model": "m", "messages": [], "stream": True}
-    assert wants_usage("auto", "api.openai.com", body, None)
-    assert wants_usage("auto", "API.OPENAI.COM", body, None)
-    assert not wants_usage("auto", "127.0.0.1", body, None)
-    assert wants_usage("always", "127.0.0.1", body, None)
-    assert not wants_usage("never", "api.openai.com", body, None)
-    assert not wants_usage("always", "h", {**body, "stream": False}, None)
-    assert not wants_usage("always", "h", {**body, "stream_options": None}, None)
-    assert not wants_usage("always", "h", body, {"stream_options": {"include_usage": False}})
+    openai_api, local = httpx.URL("https://api.openai.com/v1/"), httpx.URL("http://127.0.0.1:8000/v1/")
+    assert wants_usage("auto", openai_api, body, None)
+    assert wants_usage("auto", httpx.URL("https://API.OPENAI.COM/v1"), body, None)
+    assert not wants_usage("auto", local, body, None)
+    assert wants_usage("always", local, body, None)
+    assert not wants_usage("never", openai_api, body, None)
+    assert not wants_usage("always", local, {**body, "stream": False}, None)
+    assert not wants_usage("always", local, {**body, "stream_options": None}, None)
+    assert not wants_usage("always", local, body, {"stream_options": {"include_usage": False}})
+    # a list of base URLs: those (prefix by path segment) and OpenAI's API
+    listed = ("http://127.0.0.1:8000", "https://gw.example/llm/")
+    assert wants_usage(listed, local, body, None) and wants_usage(listed, openai_api, body, None)
+    assert wants_usage(listed, httpx.URL("https://gw.example:443/llm/v1"), body, None)
+    assert not wants_usage(listed, httpx.URL("http://127.0.0.1:8001/v1"), body, None)
+    assert not wants_usage(listed, httpx.URL("https://gw.example/llmx/v1"), body, None)
 
 
 def test_streamed_output_is_measured_for_an_estimate() -> None:

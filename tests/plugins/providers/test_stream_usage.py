@@ -402,7 +402,24 @@ def test_a_program_at_openai_base_url_is_charged_and_blocked(stream_usage: str,
     assert stub_provider.count("/chat/completions") == 1  # the blocked call sent nothing
 
 
-def test_stream_usage_is_validated() -> None:
+def test_stream_usage_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="stream_usage"):
         agentwatch.init(exporters=[], stream_usage="sometimes")
+    with pytest.raises(ValueError, match="stream_usage"):
+        agentwatch.init(exporters=[], stream_usage=["my-vllm:8000"])
     assert agentwatch.init(exporters=[], stream_usage=False).config.stream_usage == "never"
+    agentwatch.shutdown()
+    monkeypatch.setenv("AGENTWATCH_STREAM_USAGE", "http://a:1, https://b/v1")
+    assert agentwatch.init(exporters=[]).config.stream_usage == ("http://a:1", "https://b/v1")
+
+
+def test_a_listed_base_url_is_asked(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                    oai: openai.OpenAI) -> None:
+    stub_provider.queue(story())
+    without = chat_chunks(oai)
+    watch(stream_usage=[stub_provider.base_url])
+    stub_provider.queue(story())
+    assert chat_chunks(oai) == without
+    assert stub_provider.last.json["stream_options"] == {"include_usage": True}
+    [span] = llm_spans()
+    assert (span["input_tokens"], span["output_tokens"]) == (30, 90)
