@@ -234,6 +234,8 @@ class Exchange:
         span = call.span
         attributes = span.attributes
         if reading.input_tokens is not None or reading.output_tokens is not None:  # reading.has_usage
+            if text_bytes and reading.api == "messages" and reading.finish_reason is None:
+                _cut_anthropic_output(reading, text_bytes, attributes)
             # A framework's own usage wins: it was given by the layer that owns the call.
             if self.owned or not (span.input_tokens or span.output_tokens):
                 if reading.api == "messages":
@@ -296,6 +298,16 @@ class Exchange:
         if error is None and self.status >= 400:
             error = f"HTTP {self.status}"
         call.end(error=error)
+
+
+def _cut_anthropic_output(reading: Reading, text_bytes: int, attributes: dict[str, Any]) -> None:
+    """An Anthropic stream cut before ``message_delta``: ``message_start`` gave the input and an output of 1
+    so far; the output streamed since is estimated from its text."""
+    output = estimate_text_bytes(text_bytes)
+    sent = reading.output_tokens if isinstance(reading.output_tokens, int) else 0
+    if output > sent:
+        reading.output_tokens = output
+        attributes["usage_estimated"] = attributes["cost_estimated"] = True
 
 
 #: ``http.url`` per request URL. An httpx URL keeps its parsed form (a named tuple of strings), which is

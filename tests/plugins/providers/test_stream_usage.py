@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 
@@ -281,6 +282,24 @@ def test_anthropic_stream_is_charged_from_its_own_usage(watch: Any, llm_spans: S
     assert (span["input_tokens"], span["cached_input_tokens"], span["output_tokens"]) == (50, 20, 90)
     assert "usage_estimated" not in span["attributes"]
     assert_charged_once(client, span)
+
+
+def test_an_anthropic_stream_cut_short_charges_the_output_it_streamed(watch: Any, llm_spans: SpansOf,
+                                                                      stub_provider: StubProvider) -> None:
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=stub_provider.base_url, api_key="sk-ant-test", max_retries=0)
+    watch()
+    # message_start, ping, content_block_start, then 5 text deltas ("Once upon a time a "): 20 bytes
+    stub_provider.queue(story(cut_stream_after=8))
+    with pytest.raises((httpx.RemoteProtocolError, httpx2.RemoteProtocolError)):  # anthropic 2.x: httpx2
+        for _event in claude.messages.create(model="claude-haiku-4-5", max_tokens=200, stream=True,
+                                             messages=[{"role": "user", "content": "Tell me a story."}]):
+            pass
+    [span] = llm_spans()
+    assert (span["input_tokens"], span["output_tokens"]) == (30, 5)  # message_start said 1 output so far
+    assert span["attributes"]["usage_estimated"] is True and span["status"] == "error"
+    assert span["cost_usd"] > 0
 
 
 # ---- LangChain and LangGraph streaming at a custom base URL ------------------------------------------
