@@ -10,8 +10,7 @@ would have sent without the option; the transport tap reads the usage before the
 Which servers are asked is ``init(stream_usage=...)``: "auto" (default) only OpenAI's own API, where the
 option is part of the API; "always" every server (some gateways refuse unknown fields with a 400: opt in
 for servers known to accept it, e.g. vLLM, LiteLLM, Ollama); a list of base URLs: those and OpenAI's;
-"never". A stream that brings no usage is
-charged from an estimate (``agentwatch._estimate``).
+"never". A stream that brings no usage is charged from an estimate (``agentwatch._estimate``).
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ __all__ = ["UsageChunkFilter", "wants_usage", "asked_usage_body", "OPENAI_HOSTS"
 #: Hosts whose chat streams accept ``stream_options`` for sure (``stream_usage="auto"``).
 OPENAI_HOSTS = frozenset({"api.openai.com"})
 
-_INCLUDE_USAGE = {"include_usage": True}
 #: ``"usage":null`` as OpenAI adds it to every chunk once asked (with or without spaces, last key or not).
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 _NULL_USAGE_SPELLINGS = (b',"usage":null', b', "usage": null')
@@ -62,7 +60,7 @@ def _listed(url: str, bases: tuple[str, ...]) -> bool:
 
 def asked_usage_body(body: dict[str, Any]) -> dict[str, Any]:
     """The request body with the option added (a new dict: the caller's is left as it was)."""
-    return {**body, "stream_options": _INCLUDE_USAGE}
+    return {**body, "stream_options": {"include_usage": True}}
 
 
 class UsageChunkFilter:
