@@ -33,6 +33,7 @@ OPENAI_HOSTS = frozenset({"api.openai.com"})
 #: ``"usage":null`` as OpenAI adds it to every chunk once asked (with or without spaces, last key or not).
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 _NULL_USAGE_SPELLINGS = (b',"usage":null', b', "usage": null')
+_MAX_EVENT = 8 * 1024 * 1024
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 
 
@@ -93,6 +94,9 @@ class UsageChunkFilter:
         else:
             end = _last_boundary(data)
             if end < 0:
+                if len(data) > _MAX_EVENT:  # not an event stream after all: stop holding bytes back
+                    self._pending, self._broken = b"", True
+                    return data
                 self._pending = data
                 return b""
             self._pending = data[end:]

@@ -120,3 +120,14 @@ def test_the_estimator() -> None:
     assert estimate_request_tokens({"input": "abcd" * 10, "instructions": "abcd"}) == 10 + 1 + 3
     assert estimate_request_tokens({"contents": [{"role": "user", "parts": [{"text": "abcd" * 4}]}]}) == 4 + 1 + 4 + 3
     assert estimate_request_tokens(None) == estimate_request_tokens(b"garbage") == 0
+
+
+def test_a_body_with_no_event_boundary_is_not_held_back_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentwatch.plugins.http import _stream_usage
+
+    monkeypatch.setattr(_stream_usage, "_MAX_EVENT", 10)
+    hide = UsageChunkFilter()
+    assert hide(b"abcdef") == b""
+    assert hide(b"ghijkl") == b"abcdefghijkl"  # over the limit: passed on, and filtering stops
+    assert hide(b'x,"usage":null\n\n') == b'x,"usage":null\n\n'
+    assert hide.flush() == b""
