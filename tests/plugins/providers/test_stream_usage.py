@@ -346,6 +346,28 @@ def test_chat_openai_streaming_is_unchanged_and_charged(mode: str, watch: Any, l
 
 
 @pytest.mark.parametrize("mode", ["auto", "always"])
+async def test_chat_openai_astream_is_unchanged_and_charged(mode: str, watch: Any, llm_spans: SpansOf,
+                                                            stub_provider: StubProvider) -> None:
+    llm = _chat_openai(stub_provider)
+    prompt = [("system", "You are terse."), ("user", "Tell me a story about a lighthouse keeper.")]
+
+    async def run() -> list[str]:
+        return [_message_chunk(chunk) async for chunk in llm.astream(prompt)]
+
+    stub_provider.queue(story())
+    without = await run()
+    client = watch(stream_usage=mode)
+    stub_provider.queue(story())
+    assert await run() == without
+    [span] = llm_spans()
+    if mode == "always":
+        assert (span["input_tokens"], span["output_tokens"]) == (30, 90)
+    else:
+        assert_estimated(span, {"messages": MESSAGES})
+    assert_charged_once(client, span)
+
+
+@pytest.mark.parametrize("mode", ["auto", "always"])
 def test_langgraph_message_stream_is_unchanged_and_charged(mode: str, watch: Any, llm_spans: SpansOf,
                                                            stub_provider: StubProvider) -> None:
     from langgraph.graph import START, MessagesState, StateGraph
