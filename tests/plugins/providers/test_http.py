@@ -357,3 +357,24 @@ def test_reader_of_a_stream_cut_short_sees_no_end() -> None:
     reader.feed(b'data: {"choices": [{"delta": {"content": "cut')  # no end mark, the last event unfinished
     reading = reader.finish()
     assert not reading.has_usage and not reader.saw_end and reading.finish_reason is None
+
+
+async def test_raw_streams_without_usage_are_estimated(registered: agentwatch.Client, llm_spans: SpansOf,
+                                                       stub_provider: StubProvider) -> None:
+    """No SDK, nothing asked of the server: each transport's stream is charged from an estimate, and the
+    bytes the caller reads are the server's."""
+    text = "word " * 40  # 200 bytes: 50 tokens
+    stream = {**CHAT, "stream": True}
+    stub_provider.queue(Reply(content=text), Reply(content=text), Reply(content=text))
+    with httpx.Client() as http, http.stream("POST", chat_url(stub_provider), json=stream) as response:
+        via_httpx = b"".join(response.iter_bytes())
+    with requests.post(chat_url(stub_provider), json=stream, stream=True) as response:
+        via_requests = b"".join(response.iter_content(None))
+    async with aiohttp.ClientSession() as session, session.post(chat_url(stub_provider), json=stream) as response:
+        via_aiohttp = await response.read()
+    assert len({len(via_httpx), len(via_requests), len(via_aiohttp)}) == 1 and b'"usage"' not in via_httpx
+    spans = llm_spans()
+    assert len(spans) == 3 and calls_counted(registered) == 3
+    for span in spans:
+        assert span["attributes"]["usage_estimated"] is True and span["output_tokens"] == 50
+        assert span["input_tokens"] > 0 and span["cost_usd"] > 0
