@@ -42,6 +42,10 @@ class Config:
     cost_table_override: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     providers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Ask OpenAI-compatible chat streams for usage (``stream_options.include_usage``) when the user did not:
+    #: "auto" only OpenAI's own API, "always" every server, "never" none (such streams are estimated), or
+    #: a list of base URLs: those and OpenAI's API.
+    stream_usage: str | tuple[str, ...] = "auto"
     limits_backend: str | None = None
     #: While ``limits_backend`` is unreachable: "local" enforces limits per process, "block" blocks every call.
     limits_fallback: str = "local"
@@ -55,6 +59,7 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _LIMITS_FALLBACKS = ("local", "block")
+_STREAM_USAGE = ("auto", "always", "never")
 _AGENT_LIMIT_KEYS = frozenset(
     {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "hard_budget", "on_alert",
      "on_block", "role", "agent_id"}
@@ -91,7 +96,9 @@ def _from_env(name: str, raw: str) -> Any:
             raise ValueError(f"{_env_name(name)}: expected an integer, got {raw!r}") from None
     if name in {"exporters", "disabled_plugins"}:
         return [part.strip() for part in raw.split(",") if part.strip()]
-    if name == "limits_fallback":
+    if name == "stream_usage" and "://" in raw:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if name in {"limits_fallback", "stream_usage"}:
         return raw.strip().lower()  # "Block " in a deployment manifest means "block"
     return raw
 
@@ -218,6 +225,21 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
         if fallback not in _LIMITS_FALLBACKS:
             raise ValueError(f"limits_fallback must be 'local' (enforce limits per process while the limits "
                              f"backend is unreachable) or 'block' (block every LLM call meanwhile), got {fallback!r}")
+    if "stream_usage" in out:
+        mode = out["stream_usage"]
+        if isinstance(mode, bool):
+            mode = "always" if mode else "never"
+        if isinstance(mode, (list, tuple)):
+            if not all(isinstance(url, str) and url.startswith(("http://", "https://")) for url in mode):
+                raise ValueError(f"stream_usage: a list must hold http(s) base URLs, got {mode!r}")
+            mode = tuple(mode)
+        elif not isinstance(mode, str):
+            raise TypeError(f"stream_usage must be a str or a list of base URLs, not {type(mode).__name__}")
+        elif mode not in _STREAM_USAGE:
+            raise ValueError(f"stream_usage must be 'auto' (ask OpenAI's own API for usage in streams), 'always' "
+                             f"(ask every OpenAI-compatible server), 'never', or a list of base URLs to ask, "
+                             f"got {mode!r}")
+        out["stream_usage"] = mode
     if "disabled_plugins" in out:
         plugins = out["disabled_plugins"]
         if isinstance(plugins, str):

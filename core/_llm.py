@@ -106,7 +106,7 @@ def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Mo
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
-    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended")
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_estimate")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | None) -> None:
         self.span = span
@@ -115,6 +115,7 @@ class LLMCall:
         self._tokens: list[Token[Any]] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
         self._ended = False
+        self._estimate: tuple[int, int] | None = None
 
     # ---- filling in ---------------------------------------------------------------------------
 
@@ -150,6 +151,13 @@ class LLMCall:
         if span.cached_input_tokens > span.input_tokens:
             span.attributes["usage_invalid"] = True
             span.cached_input_tokens = span.input_tokens
+
+    def estimate_usage(self, input_tokens: int, output_tokens: int) -> None:
+        """Token counts to charge if no layer reports the provider's own by ``end()`` (see ``_estimate``).
+
+        A lower layer (the HTTP tap) estimates when a stream ends without usage; the layer that owns the
+        call may still report real usage afterwards, which then wins."""
+        self._estimate = (max(0, int(input_tokens)), max(0, int(output_tokens)))
 
     def _set_checked(self, field: str, raw: Any) -> None:
         value = _count(raw)
@@ -264,7 +272,11 @@ class LLMCall:
             span.finish()
             return
         now = _time_ns()
+        if self._estimate is not None:
+            self._apply_estimate()
         if span.input_tokens or span.output_tokens:
+            if "usage_missing" in span.attributes:  # one layer lacked usage, another reported it
+                del span.attributes["usage_missing"]
             # Client.price without its frame when no plugin prices calls (the usual case).
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
                 span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
@@ -276,6 +288,16 @@ class LLMCall:
         if self._admission is not None:
             settle(self._admission, cost_usd=span.cost_usd, error=error is not None and not blocked)
         client.end_span(span, now)
+
+    def _apply_estimate(self) -> None:
+        span = self.span
+        if span.input_tokens or span.output_tokens:
+            return  # the provider's usage arrived after all
+        span.input_tokens, span.output_tokens = self._estimate or (0, 0)
+        attributes = span.attributes
+        attributes.pop("usage_missing", None)
+        attributes["usage_estimated"] = True
+        attributes["cost_estimated"] = True
 
 
 @stop_on_exception

@@ -34,6 +34,23 @@ _NULL_USAGE = (b'"usage":null', b'"usage": null')
 _FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')  # OpenAI chat: not in the usage chunk
 #: The finish reason in an OpenAI chat chunk (choice 0's comes first), read without parsing the chunk.
 _FINISH_REASON = re.compile(rb'"finish_reason": ?"([A-Za-z0-9_\-]{1,64})"')
+#: Per API, the keys whose string values are the model's output in a stream's events (deltas only: an
+#: event that repeats the whole text, like Responses' ``output_text.done``, is not counted). Their size
+#: estimates the output of a stream that brings no usage. One regex per API (the string body unrolled,
+#: which CPython's engine runs fastest), looked for only in blocks that have one of the keys at all.
+_TEXT_KEYS: dict[str, tuple[bytes, ...]] = {
+    "chat": (b"content", b"arguments", b"reasoning_content", b"reasoning", b"refusal", b"text"),
+    "responses": (b"delta",),
+    "messages": (b"text", b"partial_json", b"thinking"),
+    "gemini": (b"text",),
+    "cohere": (b"text",),
+    "ollama": (b"content", b"response"),
+}
+_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]] = {
+    api: (tuple(b'"%s"' % key for key in keys),
+          re.compile(rb'"(?:%s)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"' % b"|".join(keys)))
+    for api, keys in _TEXT_KEYS.items()
+}
 #: The last event of each API's stream: a client may stop reading right after it (openai stops at [DONE]).
 _END_MARKS = (b"[DONE]", b'"message_stop"', b'"response.completed"', b'"response.incomplete"',
               b'"response.failed"', b'"message-end"', b'"done":true', b'"done": true', b'"finishReason"')
@@ -53,8 +70,8 @@ class _Decoder:
 class BodyReader:
     """``feed()`` every chunk as it passes, then ``finish()`` for the reading."""
 
-    __slots__ = ("reading", "unreadable", "saw_end", "_mode", "_separator", "_pending", "_json", "_size",
-                 "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
+    __slots__ = ("reading", "unreadable", "saw_end", "text_bytes", "_texts", "_mode", "_separator", "_pending",
+                 "_json", "_size", "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
 
     def __init__(self, api: str, content_type: str | None, *, capture_text: bool = False,
                  content_encoding: str | None = None) -> None:
@@ -63,6 +80,9 @@ class BodyReader:
         self.unreadable: str | None = None
         #: The stream's final event went by: a close after it is a normal end, not an early one.
         self.saw_end = False
+        #: Bytes of streamed output text seen (JSON-escaped), for an estimate when no usage comes.
+        self.text_bytes = 0
+        self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = _TEXT_PATTERNS.get(api)
         content_type = (content_type or "").lower()
         self._mode = ("sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type
                       else "json")
@@ -113,6 +133,8 @@ class BodyReader:
         else:
             self._pending = data[end:]
             block = data[:end]
+        if self._texts is not None:
+            self._count_text(block)
         if self.reading.capture_text:
             self._scan(block)  # every event is read for its text
         elif len(block) > _MAX_KEPT_BLOCK:
@@ -122,6 +144,20 @@ class BodyReader:
             self._head.append(block)
         else:
             self._tail.append(block)  # the oldest kept block drops out
+
+    def _count_text(self, block: bytes) -> None:
+        if self._texts is None:
+            return
+        keys, pattern = self._texts
+        for key in keys:
+            if key in block:
+                break
+        else:
+            return
+        size = sum(map(len, pattern.findall(block)))
+        if size and b"\\u" in block:  # an escaped character is one, not six
+            size = max(0, size - 3 * block.count(b"\\u"))
+        self.text_bytes += size
 
     def _scan_kept(self) -> None:
         """Look at the kept blocks, in stream order."""
@@ -181,6 +217,11 @@ class BodyReader:
         except ValueError:
             pass  # a malformed event: the client will complain about it, we only lose its usage
 
+    def _read_whole_json(self, body: bytes) -> None:
+        self._read_event(body)
+        if self._texts is not None and not self.reading.has_usage:  # the output's size, for an estimate
+            self._count_text(body)
+
     def finish(self) -> Reading:
         """Parse what was kept. Safe to call once the body ended, was cut, or was abandoned."""
         if self.unreadable is None:
@@ -188,7 +229,7 @@ class BodyReader:
                 body = b"".join(self._json)
                 self._json.clear()
                 if body:
-                    self._read_event(body)
+                    self._read_whole_json(body)
             else:
                 self._scan_kept()
                 if self._pending:  # a last event without the blank line after it
@@ -211,7 +252,7 @@ class BodyReader:
         """Read a body the client already holds in full (no copy kept)."""
         if self._mode == "json" and self.unreadable is None:
             if len(body) <= _MAX_JSON_BODY:
-                self._read_event(body)
+                self._read_whole_json(body)
             else:
                 self.unreadable = "body too large"
             return self.reading

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url"]
+__all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url", "normalise_base"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ class ProviderTable:
 
     def __init__(self, registered: Mapping[str, str] | None = None) -> None:
         # Longest base first, so "http://h/v2" wins over "http://h" for a URL under both.
-        bases = [(_normalise_base(url), provider) for url, provider in (registered or {}).items()]
+        bases = [(normalise_base(url), provider) for url, provider in (registered or {}).items()]
         self._registered = tuple(sorted(bases, key=lambda item: len(item[0]), reverse=True))
 
     def provider_for(self, url: str, host: str, port: int | None) -> str | None:
@@ -129,7 +129,7 @@ class ProviderTable:
         return provider_for_host(host, port)
 
 
-def _normalise_base(url: str) -> str:
+def normalise_base(url: str) -> str:
     parts = urlsplit(url.strip())
     scheme = (parts.scheme or "http").lower()
     host = (parts.hostname or "").lower()
@@ -138,17 +138,22 @@ def _normalise_base(url: str) -> str:
     return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
-#: Query parameters that carry credentials (Gemini's ``key``, Azure's ``api-key``, signed URLs).
-_SECRET_PARAMS = frozenset({"key", "api-key", "api_key", "apikey", "x-api-key", "access_token", "token",
-                            "auth", "authorization", "sig", "signature", "code", "password", "secret"})
+#: Query parameters known to carry no secret: their values are recorded. Every other parameter keeps its
+#: name with its value redacted, since credentials travel under many names (``key``, ``x-goog-api-key``,
+#: ``subscription-key``, ``X-Amz-Signature``, ``client_secret``, ``access-token``, ``sig``, ...).
+_HARMLESS_PARAMS = frozenset({"api-version", "api_version", "alt", "beta", "stream", "model", "version",
+                              "deployment", "deployment-id", "format", "include", "limit", "order", "after",
+                              "before", "timeout", "region", "location"})
+REDACTED = "REDACTED"
 
 
 def safe_url(url: str) -> str:
-    """The URL without user info and without query parameters that carry credentials."""
-    if "?" not in url and "@" not in url:
+    """The URL without user info or fragment, and with the value of every query parameter not known to
+    be harmless redacted."""
+    if "?" not in url and "@" not in url and "#" not in url:
         return url
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode([(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
-                       if key.lower() not in _SECRET_PARAMS])
+    query = urlencode([(key, value if key.lower() in _HARMLESS_PARAMS else REDACTED)
+                       for key, value in parse_qsl(parts.query, keep_blank_values=True)])
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -22,8 +22,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from agentwatch._client import get_client
+from agentwatch._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
 from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
 from agentwatch._reservation import estimator
+from agentwatch._safe import logger
 
 from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
@@ -57,7 +59,7 @@ class Exchange:
     missing usage and ends it); otherwise it adds details and usage only where the owner gave none."""
 
     __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
-                 "attempts", "status", "capture_text", "_response")
+                 "attempts", "status", "capture_text", "request_body", "usage_requested", "_response")
 
     def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
                  reads_result: bool = False, capture_text: bool | None = None) -> None:
@@ -77,6 +79,11 @@ class Exchange:
         self.streamed = False
         self.attempts = 0
         self.status = 0
+        #: The request's JSON body (a dict, bytes, or a function giving either), read only to estimate the
+        #: usage of a call whose provider sent none.
+        self.request_body: Any = None
+        #: AgentWatch added ``stream_options.include_usage`` to this request (``_stream_usage``).
+        self.usage_requested = False
         self._response: Any = None
 
     def responded(self, url: str, status: int, headers: Mapping[str, str]) -> None:
@@ -153,7 +160,9 @@ class Exchange:
                 unreadable = reader.unreadable
             elif self.owned:  # an HTTP client no tap sees, and no usage
                 self.call.span.attributes["usage_missing"] = True
-        self._apply(reading, unreadable)
+                if not self.status:
+                    self.status = 200  # the SDK returned a result: a success, to be estimated
+        self._apply(reading, unreadable, result=result)
         if self.owned:
             call = self.call
             if not call.ended:  # self.end(), inlined
@@ -215,17 +224,19 @@ class Exchange:
         if self._response is not None:
             self._record_kept()
         if reader is not None:
-            self._apply(reader.finish(), reader.unreadable)
+            self._apply(reader.finish(), reader.unreadable, reader.text_bytes)
         if not complete and not (reader is not None and reader.saw_end):
             self.call.span.attributes["stream_incomplete"] = True
         if self.ends_with_body:
             self.end(error)
 
-    def _apply(self, reading: Reading, unreadable: str | None) -> None:
+    def _apply(self, reading: Reading, unreadable: str | None, text_bytes: int = 0, result: Any = None) -> None:
         call = self.call
         span = call.span
         attributes = span.attributes
         if reading.input_tokens is not None or reading.output_tokens is not None:  # reading.has_usage
+            if text_bytes and reading.api == "messages" and reading.finish_reason is None:
+                _cut_anthropic_output(reading, text_bytes, attributes)
             # A framework's own usage wins: it was given by the layer that owns the call.
             if self.owned or not (span.input_tokens or span.output_tokens):
                 if reading.api == "messages":
@@ -233,10 +244,12 @@ class Exchange:
                 else:  # reading.usage() without building the keyword dict
                     call.set_usage(reading.input_tokens, reading.output_tokens, reading.cached_tokens,
                                    reading.cache_write_tokens)
-        elif self.owned and 200 <= self.status < 300:
-            attributes["usage_missing"] = True
-            if unreadable:
-                attributes["usage_unreadable"] = unreadable
+        elif 200 <= self.status < 300:
+            if self.owned:
+                attributes["usage_missing"] = True  # replaced by usage_estimated if the estimate applies
+                if unreadable:
+                    attributes["usage_unreadable"] = unreadable
+            self._estimate(reading, text_bytes, result)
         model = reading.model
         if model:
             if not span.model:
@@ -250,6 +263,32 @@ class Exchange:
             if text is not None and (self.owned or span.output is None):
                 call.set_output(text)
 
+    def _estimate(self, reading: Reading, text_bytes: int, result: Any) -> None:
+        """No usage came: charge an estimate from the request and the output (``LLMCall.estimate_usage``;
+        the layer owning the call may still report real usage before it ends)."""
+        try:
+            body = self.request_body
+            if callable(body):
+                body = body()
+            if isinstance(body, (bytes, bytearray, str)):
+                body = parse_json(body)
+            input_tokens = estimate_request_tokens(body)
+            if text_bytes:
+                output_tokens = estimate_text_bytes(text_bytes)
+            elif reading.texts:
+                output_tokens = estimate_tokens(reading.text or "")
+            elif result is not None:  # a result read in full: its text, read only now
+                full = Reading(reading.api, capture_text=True)
+                read_into(full, result)
+                output_tokens = estimate_tokens(full.text or "")
+            else:
+                output_tokens = 0
+        except Exception:  # an estimate is a best effort: without one the call is flagged usage_missing
+            logger.exception("agentwatch: could not estimate a call's usage (ignored)")
+            return
+        if input_tokens or output_tokens:
+            self.call.estimate_usage(input_tokens, output_tokens)
+
     def mark_first_chunk(self, at_unix_nano: int | None = None) -> None:
         self.call.mark_first_token(at_unix_nano)
 
@@ -260,6 +299,16 @@ class Exchange:
         if error is None and self.status >= 400:
             error = f"HTTP {self.status}"
         call.end(error=error)
+
+
+def _cut_anthropic_output(reading: Reading, text_bytes: int, attributes: dict[str, Any]) -> None:
+    """An Anthropic stream cut before ``message_delta``: ``message_start`` gave the input and an output of 1
+    so far; the output streamed since is estimated from its text."""
+    output = estimate_text_bytes(text_bytes)
+    sent = reading.output_tokens if isinstance(reading.output_tokens, int) else 0
+    if output > sent:
+        reading.output_tokens = output
+        attributes["usage_estimated"] = attributes["cost_estimated"] = True
 
 
 #: ``http.url`` per request URL. An httpx URL keeps its parsed form (a named tuple of strings), which is
@@ -321,7 +370,9 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
         if in_flight.hard_budget:  # its worst case is reserved before sending (the body is read only then)
             body = request_body()
             in_flight.reserve_request(parse_json(body) if isinstance(body, (bytes, bytearray, str)) else body)
-        return Exchange(in_flight, endpoint, owned=False, ends_with_body=False), False
+        added = Exchange(in_flight, endpoint, owned=False, ends_with_body=False)
+        added.request_body = request_body  # read only if an estimate is needed
+        return added, False
     client = get_client()
     if not settings.capture_hosts or client is None:
         return None, False
@@ -335,4 +386,6 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
     model = request_model(endpoint, path, body)
     call = start_llm_call(f"{provider}.{endpoint.name}", model=model, provider=provider, kind=endpoint.kind,
                           input=request_input(body), reserve=estimator(client, model, provider, body, endpoint.kind))
-    return Exchange(call, endpoint, owned=True, ends_with_body=True), True
+    exchange = Exchange(call, endpoint, owned=True, ends_with_body=True)
+    exchange.request_body = body
+    return exchange, True

@@ -17,6 +17,7 @@ from agentwatch._safe import logger, stop_on_exception
 from ._endpoints import _MISSING, _known_paths, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange
 from ._patching import Patcher
+from ._stream_usage import UsageChunkFilter
 from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole
 
 __all__ = ["install"]
@@ -71,7 +72,15 @@ def _sdk_received(exchange: Exchange, response: Any, streaming: bool, stream_cla
     try:
         exchange.keep_response(response)
         if streaming:
-            response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True))
+            hide = None
+            if exchange.usage_requested:  # we asked for usage: the user must not see the answer (_stream_usage)
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding == "identity":
+                    hide = UsageChunkFilter()
+                else:  # we asked for plain bytes; a server that compresses anyway shows the usage chunk
+                    logger.debug("agentwatch: a %s stream cannot be filtered; its usage chunk is shown", encoding)
+            response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True),
+                                           hide)
         else:  # not expected from the SDK layer: read the body here
             exchange.whole_body(response.headers, response.content)
     except Exception:
@@ -107,6 +116,7 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
         _received(exchange, response, bool(kwargs.get("stream")), stream_class)
         return response
 
+    send.agentwatch_tap = True  # type: ignore[attr-defined]  # _sdk asks: can this client's streams be filtered
     return send
 
 
@@ -139,6 +149,7 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
         _received(exchange, response, bool(kwargs.get("stream")), stream_class)
         return response
 
+    send.agentwatch_tap = True  # type: ignore[attr-defined]
     return send
 
 
@@ -146,16 +157,28 @@ def _stream_classes(module: ModuleType) -> tuple[type, type]:
     """Wrappers deriving from this module's own stream bases, which its ``Response`` checks for."""
 
     class TapSyncStream(module.SyncByteStream):  # type: ignore[name-defined,misc]
-        def __init__(self, inner: Any, tap: StreamTap) -> None:
+        def __init__(self, inner: Any, tap: StreamTap, hide: UsageChunkFilter | None = None) -> None:
             self._inner = inner
             self._tap = tap
+            self._hide = hide
 
         def __iter__(self) -> Iterator[bytes]:
             tap = self._tap
+            hide = self._hide
             try:
-                for chunk in self._inner:
-                    tap.feed(chunk)
-                    yield chunk
+                if hide is None:
+                    for chunk in self._inner:
+                        tap.feed(chunk)
+                        yield chunk
+                else:  # read what the server sent, pass on what the user would get without AgentWatch
+                    for chunk in self._inner:
+                        tap.feed(chunk)
+                        chunk = hide(chunk)
+                        if chunk:
+                            yield chunk
+                    chunk = hide.flush()
+                    if chunk:
+                        yield chunk
             except GeneratorExit:  # the reader stopped early (break, close)
                 tap.finish(None, False)
                 raise
@@ -174,16 +197,28 @@ def _stream_classes(module: ModuleType) -> tuple[type, type]:
             finish_abandoned(self)
 
     class TapAsyncStream(module.AsyncByteStream):  # type: ignore[name-defined,misc]
-        def __init__(self, inner: Any, tap: StreamTap) -> None:
+        def __init__(self, inner: Any, tap: StreamTap, hide: UsageChunkFilter | None = None) -> None:
             self._inner = inner
             self._tap = tap
+            self._hide = hide
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             tap = self._tap
+            hide = self._hide
             try:
-                async for chunk in self._inner:
-                    tap.feed(chunk)
-                    yield chunk
+                if hide is None:
+                    async for chunk in self._inner:
+                        tap.feed(chunk)
+                        yield chunk
+                else:
+                    async for chunk in self._inner:
+                        tap.feed(chunk)
+                        chunk = hide(chunk)
+                        if chunk:
+                            yield chunk
+                    chunk = hide.flush()
+                    if chunk:
+                        yield chunk
             except GeneratorExit:
                 tap.finish(None, False)
                 raise

@@ -17,7 +17,7 @@ once per path, the provider once per client, and nothing is read from the reques
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, cast
 
@@ -29,6 +29,7 @@ from agentwatch._safe import swallow_internal_error
 from ._endpoints import Endpoint, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
 from ._patching import Patcher
+from ._stream_usage import asked_usage_body, wants_usage
 
 __all__ = ["install"]
 
@@ -107,6 +108,30 @@ def forget_providers() -> None:
     _providers.clear()
 
 
+def _prepare(api_client: Any, options: Any, exchange: Exchange, client: Any) -> None:
+    """Keep the request body for an estimate, and ask a chat stream for its usage if configured to
+    (``_stream_usage``). Only asked where the response passes our httpx tap, which hides the answer."""
+    try:
+        body = options.json_data
+        exchange.request_body = body
+        if exchange.endpoint.api != "chat" or body.__class__ is not dict or body.get("stream") is not True:
+            return
+        if not wants_usage(client.config.stream_usage, api_client.base_url, body, options.extra_json):
+            return
+        if not getattr(type(api_client._client).send, "agentwatch_tap", False):
+            return  # an HTTP client our tap does not see: the added chunk would reach the user
+        headers = options.headers if isinstance(options.headers, Mapping) else {}
+        custom = getattr(api_client, "_custom_headers", None) or {}
+        if any(name.lower() == "accept-encoding" for name in (*headers, *custom)):
+            return  # the user chose an encoding: the tap filters plain bytes only
+        options.json_data = asked_usage_body(body)
+        # The tap filters the SSE bytes as they arrive, before the client decodes them: ask for them plain.
+        options.headers = {**headers, "Accept-Encoding": "identity"}
+        exchange.usage_requested = True
+    except Exception:
+        swallow_internal_error("the SDK layer")
+
+
 def _raised(exchange: Exchange, error: BaseException) -> None:
     try:
         exchange.fail(error)
@@ -142,6 +167,7 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
             exchange = None
         if exchange is None:
             return original(self, cast_to, options, *args, **kwargs)
+        _prepare(self, options, exchange, client)
         token = CURRENT_EXCHANGE.set(exchange)
         try:
             result = original(self, cast_to, options, *args, **kwargs)
@@ -170,6 +196,7 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
             exchange = None
         if exchange is None:
             return await original(self, cast_to, options, *args, **kwargs)
+        _prepare(self, options, exchange, client)
         token = CURRENT_EXCHANGE.set(exchange)
         try:
             result = await original(self, cast_to, options, *args, **kwargs)

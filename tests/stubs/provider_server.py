@@ -61,6 +61,9 @@ class Reply:
     cut_stream_after: int | None = None  # close the connection after this many stream events (no end marker)
     raw_body: bytes | None = None  # send exactly these bytes as the body (truncated JSON, garbage, ...)
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers (retry-after, ...)
+    #: Report no usage at all (a server that counts nothing): Responses' ``usage`` is null, and a chat
+    #: stream sends no usage chunk even when ``stream_options.include_usage`` asks for one.
+    omit_usage: bool = False
 
 
 @dataclass
@@ -261,7 +264,8 @@ def _response(reply: Reply, model: str, number: int, *, status: str = "completed
     done = status == "completed"
     return {"id": f"resp_stub{number}", "object": "response", "created_at": int(time.time()),
             "status": status, "model": model, "output": _response_output(reply, number) if done else [],
-            "usage": _response_usage(reply) if done else None, "error": None, "incomplete_details": None,
+            "usage": _response_usage(reply) if done and not reply.omit_usage else None, "error": None,
+            "incomplete_details": None,
             "instructions": None, "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0,
             "top_p": 1.0, "tool_choice": "auto", "tools": [], "text": {"format": {"type": "text"}}}
 
@@ -469,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/chat/completions"):
             if streaming:
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+                include_usage = include_usage and not reply.omit_usage
                 chunks = _chat_completion_stream(reply, model, number, include_usage)
                 return self._stream(reply, chunks, headers)
             return self._json(reply.status, _chat_completion(reply, model, number), headers)

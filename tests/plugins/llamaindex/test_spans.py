@@ -112,7 +112,8 @@ def test_openai_stream_keeps_users_stream_options(memory: agentwatch.InMemoryExp
     assert stub_provider.last.json["stream_options"] == {"include_usage": False}
     agentwatch.flush()
     [span] = llm_spans(memory.spans)
-    assert span["input_tokens"] == 0 and span["attributes"].get("usage_missing") is True
+    # No usage came: the HTTP tap's estimate from the request and the streamed text is charged.
+    assert span["input_tokens"] > 0 and span["attributes"]["usage_estimated"] is True
 
 
 def test_openai_async_and_async_stream(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:

@@ -75,7 +75,10 @@ def test_requests_plain_streamed_and_left_early(registered: agentwatch.Client, l
         next(response.iter_lines())
     plain, streamed, left = llm_spans()
     assert (plain["input_tokens"], streamed["input_tokens"]) == (60, 61)
-    assert left["attributes"]["stream_incomplete"] is True and left["attributes"]["usage_missing"] is True
+    assert left["attributes"]["stream_incomplete"] is True
+    # No usage came: charged from an estimate of the request (and whatever output was read).
+    assert left["attributes"]["usage_estimated"] is True and "usage_missing" not in left["attributes"]
+    assert left["input_tokens"] > 0 and left["cost_usd"] > 0
 
 
 async def test_aiohttp_json_and_streamed_lines(registered: agentwatch.Client, llm_spans: SpansOf,
@@ -178,7 +181,7 @@ def test_gemini_and_anthropic_formats_with_secrets_dropped(watch: Any, memory: a
                                                                       "gemini-2.0-flash", "google")
     assert (gemini["input_tokens"], gemini["output_tokens"], gemini["cached_input_tokens"]) == (90, 9, 30)
     assert (streamed["input_tokens"], streamed["output_tokens"]) == (91, 2)
-    assert streamed["attributes"]["http.url"].endswith(":streamGenerateContent?alt=sse")
+    assert streamed["attributes"]["http.url"].endswith(":streamGenerateContent?alt=sse&key=REDACTED")
     assert claude["name"] == "anthropic.messages"
     assert (claude["input_tokens"], claude["cached_input_tokens"]) == (10, 5)
     assert "secret" not in json.dumps(memory.spans)
@@ -234,7 +237,35 @@ def test_endpoints_by_path() -> None:
 
 
 def test_safe_url_drops_credentials() -> None:
-    assert safe_url("https://user:pw@h.example/v1?key=abc&alt=sse&api-key=x") == "https://h.example/v1?alt=sse"
+    assert safe_url("https://user:pw@h.example/v1?key=abc&alt=sse&api-key=x") == \
+        "https://h.example/v1?key=REDACTED&alt=sse&api-key=REDACTED"
+
+
+def test_credentials_in_the_query_never_reach_a_span(registered: agentwatch.Client,
+                                                      memory: agentwatch.InMemoryExporter,
+                                                      stub_provider: StubProvider) -> None:
+    secrets = {"x-goog-api-key": "AIzaSECRET1", "subscription-key": "SECRET2", "X-Amz-Signature": "SECRET3",
+               "X-Amz-Credential": "AKIASECRET4", "client_secret": "SECRET5", "access-token": "SECRET6"}
+    for library in (httpx, requests):
+        library.post(chat_url(stub_provider), params={"api-version": "2024-10-21", **secrets}, json=CHAT)
+    agentwatch.flush()
+    assert stub_provider.last.query["subscription-key"] == ["SECRET2"]  # the request itself is untouched
+    exported = json.dumps(memory.spans)
+    assert "SECRET" not in exported
+    urls = [span["attributes"]["http.url"] for span in memory.spans if span["kind"] == "llm"]
+    assert len(urls) == 2 and all("api-version=2024-10-21" in url and "X-Amz-Signature=REDACTED" in url
+                                  for url in urls)
+
+
+@pytest.mark.parametrize("name", ["x-goog-api-key", "subscription-key", "X-Amz-Signature", "X-Amz-Credential",
+                                  "X-Amz-Security-Token", "client_secret", "access-token", "sig", "token",
+                                  "anything_new"])
+def test_safe_url_keeps_only_values_known_to_be_harmless(name: str) -> None:
+    url = f"https://h.example/v1/chat/completions?api-version=2024-10-21&{name}=s3cr3t%2Fv&alt=sse#frag"
+    recorded = safe_url(url)
+    assert "s3cr3t" not in recorded and "frag" not in recorded
+    assert recorded == (f"https://h.example/v1/chat/completions?api-version=2024-10-21&{name}=REDACTED"
+                        "&alt=sse")
     assert safe_url("https://h.example/v1/chat/completions") == "https://h.example/v1/chat/completions"
 
 
@@ -326,3 +357,24 @@ def test_reader_of_a_stream_cut_short_sees_no_end() -> None:
     reader.feed(b'data: {"choices": [{"delta": {"content": "cut')  # no end mark, the last event unfinished
     reading = reader.finish()
     assert not reading.has_usage and not reader.saw_end and reading.finish_reason is None
+
+
+async def test_raw_streams_without_usage_are_estimated(registered: agentwatch.Client, llm_spans: SpansOf,
+                                                       stub_provider: StubProvider) -> None:
+    """No SDK, nothing asked of the server: each transport's stream is charged from an estimate, and the
+    bytes the caller reads are the server's."""
+    text = "word " * 40  # 200 bytes: 50 tokens
+    stream = {**CHAT, "stream": True}
+    stub_provider.queue(Reply(content=text), Reply(content=text), Reply(content=text))
+    with httpx.Client() as http, http.stream("POST", chat_url(stub_provider), json=stream) as response:
+        via_httpx = b"".join(response.iter_bytes())
+    with requests.post(chat_url(stub_provider), json=stream, stream=True) as response:
+        via_requests = b"".join(response.iter_content(None))
+    async with aiohttp.ClientSession() as session, session.post(chat_url(stub_provider), json=stream) as response:
+        via_aiohttp = await response.read()
+    assert len({len(via_httpx), len(via_requests), len(via_aiohttp)}) == 1 and b'"usage"' not in via_httpx
+    spans = llm_spans()
+    assert len(spans) == 3 and calls_counted(registered) == 3
+    for span in spans:
+        assert span["attributes"]["usage_estimated"] is True and span["output_tokens"] == 50
+        assert span["input_tokens"] > 0 and span["cost_usd"] > 0
