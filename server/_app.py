@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import _routes_alerts, _routes_ingest, _routes_query, _routes_reports
 from ._model import AtpSpan, NativeSpan
-from ._security import SecurityMiddleware
+from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
 from ._sqlite import SQLiteStore
 from ._state import AppState, app_state
@@ -145,7 +145,9 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         return FileResponse(index, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(SecurityMiddleware, api_key=settings.api_key)
+    app.add_middleware(SecurityMiddleware, api_key=settings.api_key,
+                       hosts=served_hosts(settings.host, settings.allowed_hosts),
+                       trusted_origins=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],

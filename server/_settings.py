@@ -51,6 +51,10 @@ class Settings:
     store_url: str | None = None
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
+    #: Extra names the collector answers to (``ALLOWED_HOSTS``), besides localhost, 127.0.0.1, [::1] and
+    #: ``host``; "*" answers to any. A collector bound to every interface (0.0.0.0) answers to any name unless
+    #: this is set. Other ``Host`` headers are refused: that is what defeats DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
     zero_data_retention: bool = False
     #: 0 keeps data forever.
     data_retention_days: int = 30
@@ -109,6 +113,8 @@ class Settings:
             values["store_url"] = env["AGENTWATCH_STORE"]
         if env.get("CORS_ORIGINS"):
             values["cors_origins"] = tuple(o.strip() for o in env["CORS_ORIGINS"].split(",") if o.strip())
+        if env.get("ALLOWED_HOSTS"):
+            values["allowed_hosts"] = tuple(h.strip().lower() for h in env["ALLOWED_HOSTS"].split(",") if h.strip())
         if "ZERO_DATA_RETENTION" in env:
             values["zero_data_retention"] = _bool("ZERO_DATA_RETENTION", env["ZERO_DATA_RETENTION"])
         if env.get("DATA_RETENTION_DAYS"):

@@ -164,7 +164,7 @@ def test_ingest_wakes_the_evaluator(tmp_path: Path, signing_key: Path, make_span
     url, received = webhook
     settings = Settings(db_path=tmp_path / "wake.db", signing_key_path=signing_key, alert_interval_seconds=3600,
                         alert_min_interval_seconds=0.05)
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         client.post("/api/alerts", json={"name": "loop", "condition": "calls_per_minute", "threshold": 5,
                                          "action_type": "webhook", "webhook_url": url})
         client.post("/api/ingest", json=[make_span(start=time.time_ns() - 1_000_000_000) for _ in range(8)])
@@ -205,7 +205,7 @@ def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Pa
         settings = Settings(db_path=tmp_path / "mail.db", signing_key_path=signing_key, smtp_host="127.0.0.1",
                             smtp_port=port, from_email="agentwatch@test.local", alert_email_to="oncall@test.local",
                             alert_interval_seconds=3600, alert_min_interval_seconds=3600)
-        with TestClient(create_app(settings=settings)) as client:
+        with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
             client.post("/api/alerts", json={"name": "Spend", "condition": "cost_per_hour", "threshold": 0.01,
                                              "action_type": "email", "email": "ops@test.local"})
             client.post("/api/alerts", json={"name": "Docs style", "condition": "cost_per_hour",

@@ -162,3 +162,53 @@ def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) 
     open_view(page, server, "#/reports", "reports")
     assert page.inner_text("#r-transitions .value") == "1"
     assert page.errors == []
+
+
+def test_a_page_on_another_origin_cannot_write(page: Any, server: ServerHandle, make_span: SpanFactory) -> None:
+    """A page served from another port of 127.0.0.1 (another origin) tries every write a browser allows without
+    a CORS preflight; nothing may be stored."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    target = f"{server.url}/api/ingest"
+    span = json.dumps(make_span(name="forged"))
+    script = f"""
+      const body = {json.dumps(span)};
+      const sent = [];
+      const attempts = [
+        () => fetch({json.dumps(target)}, {{method: "POST", mode: "no-cors", body}}),
+        () => fetch({json.dumps(target)}, {{method: "POST", mode: "no-cors", body: new Blob([body])}}),
+        () => fetch({json.dumps(target)}, {{method: "POST", mode: "no-cors", body,
+                                        headers: {{"Content-Type": "application/x-www-form-urlencoded"}}}}),
+      ];
+      Promise.allSettled(attempts.map(a => a())).then(results => {{
+        document.title = "done " + results.map(r => r.status).join(",");
+      }});
+    """
+    page_html = f"<!doctype html><title>attacker</title><script>{script}</script>".encode()
+
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page_html)))
+            self.end_headers()
+            self.wfile.write(page_html)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+        deadline = time.monotonic() + 15
+        while not page.title().startswith("done") and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert page.title().startswith("done"), page.title()
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/api/traces")
+    assert json.loads(connection.getresponse().read())["total"] == 0

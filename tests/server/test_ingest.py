@@ -175,7 +175,7 @@ def test_deflate_and_unlabelled_gzip_are_understood(client: TestClient, make_spa
 def test_size_limits_and_gzip_bombs_answer_413(tmp_path: Path, signing_key: Path, make_span: SpanFactory) -> None:
     settings = Settings(db_path=tmp_path / "small.db", signing_key_path=signing_key, max_body_bytes=64 * 1024,
                         max_inflated_bytes=256 * 1024)
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         client.post("/api/ingest", json=make_span())
         too_big = json.dumps([make_span(name="x" * 1000) for _ in range(100)]).encode()
         assert len(too_big) > 64 * 1024
@@ -195,7 +195,7 @@ def test_zero_data_retention_strips_text_whatever_the_client_sends(tmp_path: Pat
     span = make_span(input="my secret prompt", output="secret answer",
                      attributes={"gen_ai.prompt": "secret", "llm.input_messages": ["secret"], "keep": 1,
                                  "prompt_tokens": 5})
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         assert client.get("/health").json()["zero_data_retention"] is True
         client.post("/api/ingest", json=span)
         stored = client.get(f"/api/traces/{span['trace_id']}/spans").json()["spans"][0]

@@ -195,7 +195,7 @@ def test_old_data_is_deleted_on_start(tmp_path: Path, signing_key: Path, make_sp
                                 "timestamp_unix_nano": now - 40 * DAY_NS}, "sdk-alert")
     store.close()
     settings = Settings(db_path=path, signing_key_path=signing_key, data_retention_days=30)
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         assert client.get("/api/traces").json()["total"] == 1
         assert client.get("/api/metrics").json()["spans"] == 4
         assert [a["agent_id"] for a in client.get("/api/cost/by-agent").json()["agents"]] == ["researcher"]
@@ -206,7 +206,8 @@ def test_old_data_is_deleted_on_start(tmp_path: Path, signing_key: Path, make_sp
     store = SQLiteStore(path)
     store.ingest(parse_spans(json.dumps(make_trace(make_span, start=now - 400 * DAY_NS)).encode(), 100).records)
     store.close()
-    with TestClient(create_app(settings=settings.replace(data_retention_days=0))) as client:
+    app = create_app(settings=settings.replace(data_retention_days=0))
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/api/traces").json()["total"] == 2
 
 
