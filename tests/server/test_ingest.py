@@ -205,3 +205,40 @@ def test_zero_data_retention_strips_text_whatever_the_client_sends(tmp_path: Pat
         assert stored["attributes"]["agentwatch.text_stripped"] is True
         raw = (tmp_path / "zdr.db").read_bytes() + (tmp_path / "zdr.db-wal").read_bytes()
         assert b"secret" not in raw
+
+
+def test_cost_is_bounded_like_token_counts(client: TestClient, make_span: SpanFactory) -> None:
+    from agentwatch.server._model import MAX_COST_USD
+
+    for cost in (MAX_COST_USD * 1.0001, 1e308, 2**63):
+        span = make_span(cost_usd=cost)
+        answer = client.post("/api/ingest", json=span)
+        assert answer.status_code == 422, (cost, answer.text)
+        assert "cost_usd" in answer.text
+    atp = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "x", "start_time_unix_nano": 1, "kind": "CLIENT",
+           "cost_attribution": {"accumulated_cost_usd": 1e308}}
+    assert client.post("/api/ingest", json=atp).status_code == 422
+    assert client.post("/api/ingest", json=[make_span(cost_usd=MAX_COST_USD), make_span(cost_usd=MAX_COST_USD)]
+                       ).json()["accepted"] == 2
+    assert client.get("/api/metrics").json()["cost_usd"] == 2 * MAX_COST_USD
+
+
+def test_every_read_route_answers_for_costs_stored_before_the_cap(tmp_path: Path, signing_key: Path) -> None:
+    """Spans of 1e308 USD stored by a version without the cap: their sums overflow to inf."""
+    from agentwatch.server import SQLiteStore
+    from agentwatch.server._model import SpanRecord
+
+    store = SQLiteStore(tmp_path / "legacy.db")
+    start = time.time_ns() - 1_000_000_000
+    store.ingest([SpanRecord("t1", f"s{i}", None, "x", "llm", "ok", start, start + 1000, "a", "A", None, "gpt-4o",
+                             "openai", 1, 1, 0, 1e308) for i in range(2)])
+    store.close()
+    settings = Settings(db_path=tmp_path / "legacy.db", signing_key_path=signing_key)
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
+        for path in ("/api/traces", "/api/traces/t1", "/api/traces/t1/spans", "/api/traces/t1/graph",
+                     "/api/traces/t1/compliance-score", "/api/metrics", "/api/cost/daily", "/api/cost/by-agent",
+                     "/api/cost/by-model", "/api/reports/monthly", "/api/reports/monthly/csv",
+                     "/api/reports/monthly/pdf"):
+            assert client.get(path).status_code == 200, path
+        pdf = client.get("/api/reports/monthly/pdf").content
+        assert pdf.startswith(b"%PDF")
