@@ -212,3 +212,16 @@ def test_a_page_on_another_origin_cannot_write(page: Any, server: ServerHandle, 
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     connection.request("GET", "/api/traces")
     assert json.loads(connection.getresponse().read())["total"] == 0
+
+
+def test_api_docs_render_offline_under_the_csp(page: Any, server: ServerHandle) -> None:
+    """/docs loads Swagger UI from the collector itself (no CDN) and the CSP lets it render every operation."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    operations = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/ingest" in text for text in operations), operations
+    assert any("/api/traces/{trace_id}/graph" in text.replace("\u200b", "") for text in operations), operations
+    assert all(url.startswith(server.url) for url in requested), requested
+    assert not [error for error in page.errors if "Content Security Policy" in error], page.errors
