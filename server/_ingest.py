@@ -14,7 +14,7 @@ from pydantic_core import from_json
 
 from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
 
-__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "strip_text"]
+__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "strip_text", "strip_text_from"]
 
 _MAX_REPORTED_ERRORS = 20
 # Zero data retention keeps a string only under a key known to hold no free text: ids, times, names, models,
@@ -253,6 +253,12 @@ def _scrub(value: Any, keep_text: bool) -> tuple[Any, bool]:
         items = [_scrub(item, keep_text) for item in value]
         return [clean for clean, _ in items if clean is not None], any(lost for _, lost in items)
     return value, False
+
+
+def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
+    """Zero data retention for other payloads (SDK alerts): the same allowlist as for spans."""
+    kept, _ = _scrub(payload, False)
+    return dict(kept)
 
 
 def strip_text(record: SpanRecord) -> None:

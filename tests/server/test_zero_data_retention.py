@@ -100,3 +100,18 @@ def test_no_text_reaches_the_database_files(zdr_server: ServerHandle, make_span:
     assert files
     found = {path.name: [s for s in SECRETS if s.encode() in path.read_bytes()] for path in files}
     assert not any(found.values()), found
+
+
+def test_sdk_alerts_keep_no_text_either(zdr_server: ServerHandle, tmp_path: Path) -> None:
+    alert = {"type": "alert", "scope": "agent", "scope_id": "writer", "reason": "budget_per_hour", "threshold": 5,
+             "current": 7.5, "message": secret(32), "details": {"last_prompt": secret(33)},
+             "timestamp_unix_nano": time.time_ns()}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/alerts/sdk-alert", json=alert).status_code in (200, 201, 202)
+        history = client.get("/api/alerts/history").json()["history"]
+    assert history and history[0]["scope_id"] == "writer" and "budget_per_hour" in json.dumps(history[0])
+    zdr_server.stop()
+    for path in tmp_path.iterdir():
+        if path.name.startswith("zdr.db"):
+            data = path.read_bytes()
+            assert SECRETS[32].encode() not in data and SECRETS[33].encode() not in data, path
