@@ -4,6 +4,7 @@ bounded memory (peak RSS of the server process, read from /proc, ≤ 150 MB abov
 
 from __future__ import annotations
 
+import functools
 import gzip
 import http.client
 import json
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,15 +99,21 @@ def _nested(inner: bytes) -> bytes:
     return head + b', "attributes": {"x": [' + inner + b"]}}"
 
 
-# The issue's bombs (all refused) and the worst shapes that fit the caps (all stored).
-BOMBS = {
-    "60 MB of {} in 59 KiB of gzip": (gzip.compress(b"[" + b"{}," * 20_000_000 + b"{}]", 9), True),
-    "10 MB plain body of {}": (b"[" + b"{}," * 3_300_000 + b"{}]", False),
-    "1e6 spans in 2.5 MB of gzip": (gzip.compress(json.dumps(
+# The issue's bombs (all refused) and the worst shapes that fit the caps (all stored); built on first use, not
+# when the module is collected (they are tens of MB each).
+_BUILDERS: dict[str, Callable[[], tuple[bytes, bool]]] = {
+    "60 MB of {} in 59 KiB of gzip": lambda: (gzip.compress(b"[" + b"{}," * 20_000_000 + b"{}]", 9), True),
+    "10 MB plain body of {}": lambda: (b"[" + b"{}," * 3_300_000 + b"{}]", False),
+    "1e6 spans in 2.5 MB of gzip": lambda: (gzip.compress(json.dumps(
         [{"trace_id": "a", "span_id": str(i), "start_time_unix_nano": 1} for i in range(1_000_000)]).encode()), True),
-    "one span holding 999,980 empty objects": (gzip.compress(_nested(b"{}," * 999_979 + b"{}"), 9), True),
-    "one span holding 23 MB of text": (gzip.compress(_nested(b'"' + b"x" * 23_000_000 + b'"'), 9), True),
+    "one span holding 999,980 empty objects": lambda: (gzip.compress(_nested(b"{}," * 999_979 + b"{}"), 9), True),
+    "one span holding 23 MB of text": lambda: (gzip.compress(_nested(b'"' + b"x" * 23_000_000 + b'"'), 9), True),
 }
+
+
+@functools.cache
+def bomb(name: str) -> tuple[bytes, bool]:
+    return _BUILDERS[name]()
 
 
 def _measure(collector: Collector, bodies: list[tuple[bytes, bool]]) -> tuple[int, list[int]]:
@@ -122,9 +129,9 @@ def _measure(collector: Collector, bodies: list[tuple[bytes, bool]]) -> tuple[in
     return collector.peak() - idle, statuses
 
 
-@pytest.mark.parametrize("name", list(BOMBS))
+@pytest.mark.parametrize("name", list(_BUILDERS))
 def test_a_bomb_within_the_caps_costs_at_most_150_mb(collector: Collector, name: str) -> None:
-    body, gzipped = BOMBS[name]
+    body, gzipped = bomb(name)
     grown, statuses = _measure(collector, [(body, gzipped)])
     assert statuses and statuses[0] in (200, 413), statuses
     assert grown <= 150 * ONE_MB, f"{name}: peak RSS grew by {grown / ONE_MB:.0f} MB"
@@ -134,7 +141,7 @@ def test_a_bomb_within_the_caps_costs_at_most_150_mb(collector: Collector, name:
 @pytest.mark.parametrize("name", ["60 MB of {} in 59 KiB of gzip", "one span holding 999,980 empty objects",
                                   "one span holding 23 MB of text"])
 def test_three_bombs_at_once_cost_at_most_400_mb(collector: Collector, name: str) -> None:
-    body, gzipped = BOMBS[name]
+    body, gzipped = bomb(name)
     if name.startswith("one span"):
         # Three distinct spans, so that the store really writes three.
         bodies = [(gzip.compress(gzip.decompress(body).replace(b'"span_id": "n', f'"span_id": "{i}'.encode()), 1),
@@ -152,7 +159,7 @@ def test_the_issue_bombs_are_refused_and_the_in_cap_ones_stored(collector: Colle
                 "1e6 spans in 2.5 MB of gzip": 413, "one span holding 999,980 empty objects": 200,
                 "one span holding 23 MB of text": 200}
     for name, status in expected.items():
-        body, gzipped = BOMBS[name]
+        body, gzipped = bomb(name)
         if status == 200:  # a fresh span id, so that it is stored, not a duplicate
             body = gzip.compress(gzip.decompress(body).replace(b'"span_id": "n', b'"span_id": "fresh'), 1)
         got, answer = collector.post(body, gzipped)
