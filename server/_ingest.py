@@ -112,6 +112,7 @@ def check_shape(raw: bytes | bytearray, max_spans: int, max_values: int) -> None
     import ijson  # only for the rare body that needs an exact count
 
     values = depth = items = 0
+    in_list = False
     try:
         for event, _ in ijson.basic_parse(io.BytesIO(raw), use_float=True):
             if event == "map_key":
@@ -119,7 +120,7 @@ def check_shape(raw: bytes | bytearray, max_spans: int, max_values: int) -> None
             if event in ("end_map", "end_array"):
                 depth -= 1
                 continue
-            if depth == 1:
+            if depth == 1 and in_list:
                 items += 1
                 if items > max_spans:
                     raise IngestError(413, f"at most {max_spans} spans per request")
@@ -127,6 +128,8 @@ def check_shape(raw: bytes | bytearray, max_spans: int, max_values: int) -> None
             if values > max_values:
                 raise IngestError(413, f"more than {max_values} JSON values in one request; send smaller batches")
             if event in ("start_map", "start_array"):
+                if depth == 0:
+                    in_list = event == "start_array"  # a list of spans; an object is one span
                 depth += 1
     except ijson.JSONError as error:
         raise IngestError(400, f"body is not valid JSON: {error}") from None

@@ -242,3 +242,24 @@ def test_every_read_route_answers_for_costs_stored_before_the_cap(tmp_path: Path
             assert client.get(path).status_code == 200, path
         pdf = client.get("/api/reports/monthly/pdf").content
         assert pdf.startswith(b"%PDF")
+
+
+def test_values_and_spans_are_counted_exactly_before_parsing(tmp_path: Path, signing_key: Path,
+                                                             make_span: SpanFactory) -> None:
+    settings = Settings(db_path=tmp_path / "count.db", signing_key_path=signing_key, max_spans_per_request=10,
+                        max_json_values=1_000)
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
+        # Commas and brackets inside text make the quick bound overshoot; the exact count lets it in.
+        wordy = make_span(input="a, b, [c], {d}, " * 5_000)
+        assert client.post("/api/ingest", json=wordy).json()["accepted"] == 1
+        # One span with many keys is one span, not many.
+        assert client.post("/api/ingest", json=make_span(attributes={f"k{i}": i for i in range(500)})
+                           ).json()["accepted"] == 1
+        too_many = client.post("/api/ingest", json=[make_span() for _ in range(11)])
+        assert too_many.status_code == 413 and "10 spans" in too_many.json()["detail"]
+        nested = client.post("/api/ingest", json=make_span(attributes={"x": [{}] * 2_000}))
+        assert nested.status_code == 413 and "JSON values" in nested.json()["detail"]
+        gzipped = client.post("/api/ingest", content=gzip_json(make_span(attributes={"x": [[]] * 2_000})),
+                              headers=GZIP)
+        assert gzipped.status_code == 413
+        assert client.get("/api/metrics").json()["spans"] == 2
