@@ -15,16 +15,17 @@ latency_p95         5 min     95th percentile LLM call latency in ms
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from typing import Any
 
-from ._notify import DeliveryError, send_email, send_webhook
+from ._notify import DeliveryError, send_email, send_webhook, validate_webhook_url
 from ._settings import Settings
 from ._store import Store
 
-__all__ = ["AlertEngine", "DEFAULT_WINDOWS", "MIN_CALLS_FOR_ERROR_RATE"]
+__all__ = ["AlertEngine", "DEFAULT_WINDOWS", "MIN_CALLS_FOR_ERROR_RATE", "RETRY_DELAYS"]
 
 logger = logging.getLogger("agentwatch.server")
 
@@ -32,6 +33,22 @@ DEFAULT_WINDOWS = {"cost_per_hour": 3600, "error_rate": 300, "calls_per_minute":
                    "latency_p95": 300}
 #: As in the SDK: an error rate over a handful of calls is noise.
 MIN_CALLS_FOR_ERROR_RATE = 10
+#: Seconds before each retry of a failed delivery (4 attempts in all); then the alert is marked failed.
+RETRY_DELAYS = (10.0, 60.0, 300.0)
+
+
+class _ConfigError(DeliveryError):
+    """A rule that cannot be delivered until someone changes it: not retried."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Retry:
+    event_id: int
+    rule: dict[str, Any]
+    text: str
+    details: dict[str, Any]
+    attempt: int  # deliveries tried so far
+    due: float  # time.monotonic()
 
 
 def _value(condition: str, stats: dict[str, Any], window: int) -> float | None:
@@ -60,6 +77,7 @@ class AlertEngine:
         self._lock = threading.Lock()
         self._last_run = 0.0
         self._thread: threading.Thread | None = None
+        self._retries: list[_Retry] = []
 
     def start(self) -> None:
         if self._thread is None:
@@ -78,11 +96,21 @@ class AlertEngine:
     def notify_ingest(self) -> None:
         self._wake.set()
 
+    def _next_wait(self) -> float:
+        with self._lock:
+            due = min((retry.due for retry in self._retries), default=None)
+        wait = self._settings.alert_interval_seconds
+        return wait if due is None else max(0.0, min(wait, due - time.monotonic()))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._settings.alert_interval_seconds)
+            self._wake.wait(self._next_wait())
             if self._stop.is_set():
                 return
+            try:
+                self.retry_due()
+            except Exception:
+                logger.exception("alert retry failed")
             # Ingest can wake us hundreds of times a second; rules are checked at most every few seconds.
             pause = self._settings.alert_min_interval_seconds - (time.monotonic() - self._last_run)
             if pause > 0 and self._stop.wait(pause):
@@ -114,9 +142,26 @@ class AlertEngine:
                     continue
                 # Claimed before delivery: a slow or failing channel must not make the next round fire
                 # again, and of several server processes only one fires.
-                if self._store.claim_rule(rule["id"], now, cooldown):
-                    fired.append(self._fire(rule, value, window, now))
+                try:
+                    if self._store.claim_rule(rule["id"], now, cooldown):
+                        fired.append(self._fire(rule, value, window, now))
+                except Exception:
+                    # One broken rule must never keep the others from being checked and delivered.
+                    logger.exception("alert rule %r failed", rule.get("name"))
             return fired
+
+    def retry_due(self, now: float | None = None) -> list[tuple[int, str, str | None]]:
+        """Deliver again the failed alerts whose backoff is over; returns (event id, status, error) of each."""
+        with self._lock:
+            current = time.monotonic() if now is None else now
+            due = [retry for retry in self._retries if retry.due <= current]
+            self._retries = [retry for retry in self._retries if retry.due > current]
+            return [self._deliver(retry.event_id, retry.rule, retry.text, retry.details, retry.attempt, current)
+                    for retry in due]
+
+    @property
+    def pending_retries(self) -> int:
+        return len(self._retries)
 
     def _fire(self, rule: dict[str, Any], value: float, window: int, now: int) -> dict[str, Any]:
         text = (f"[AgentWatch] {rule['name']}: {rule['condition']} is {value:.4g}, above the threshold "
@@ -125,22 +170,44 @@ class AlertEngine:
                  "threshold": rule["threshold"], "value": value, "message": text, "channel": rule["action_type"],
                  "delivery_status": "pending", "details": {"window_seconds": window}}
         event["id"] = self._store.add_alert_event(event)
-        status, error = "sent", None
-        try:
-            details = {"rule": rule["name"], "condition": rule["condition"], "value": value,
-                       "threshold": rule["threshold"], "window_seconds": window}
-            if rule["action_type"] == "webhook":
-                if not rule.get("webhook_url"):
-                    raise DeliveryError("rule has no webhook_url")
-                send_webhook(rule["webhook_url"], text, details, self._settings.webhook_timeout_seconds)
-            elif rule["action_type"] == "email":
-                recipient = rule.get("email") or self._settings.alert_email_to
-                if not recipient:
-                    raise DeliveryError("rule has no email address and ALERT_EMAIL is not set")
-                send_email(self._settings, recipient, f"AgentWatch alert: {rule['name']}", text)
-        except DeliveryError as failure:
-            status, error = "failed", str(failure)
-            logger.warning("alert %r not delivered: %s", rule["name"], failure)
-        self._store.update_alert_delivery(event["id"], status, error)
+        details = {"rule": rule["name"], "condition": rule["condition"], "value": value,
+                   "threshold": rule["threshold"], "window_seconds": window}
+        _, status, error = self._deliver(event["id"], rule, text, details, 0, time.monotonic())
         event["delivery_status"], event["delivery_error"] = status, error
         return event
+
+    def _send(self, rule: dict[str, Any], text: str, details: dict[str, Any]) -> None:
+        if rule["action_type"] == "webhook":
+            if not rule.get("webhook_url"):
+                raise _ConfigError("rule has no webhook_url")
+            try:
+                url = validate_webhook_url(rule["webhook_url"])
+            except ValueError as error:  # a rule stored before URLs were checked strictly
+                raise _ConfigError(str(error)) from None
+            send_webhook(url, text, details, self._settings.webhook_timeout_seconds)
+        elif rule["action_type"] == "email":
+            recipient = rule.get("email") or self._settings.alert_email_to
+            if not recipient:
+                raise _ConfigError("rule has no email address and ALERT_EMAIL is not set")
+            if not self._settings.smtp_host:
+                raise _ConfigError("email alerts need SMTP_HOST")
+            send_email(self._settings, recipient, f"AgentWatch alert: {rule['name']}", text)
+
+    def _deliver(self, event_id: int, rule: dict[str, Any], text: str, details: dict[str, Any], attempt: int,
+                 now: float) -> tuple[int, str, str | None]:
+        """One delivery attempt, isolated: whatever it raises is recorded on the alert, never propagated."""
+        status, error = "sent", None
+        try:
+            self._send(rule, text, details)
+        except Exception as failure:
+            error = f"{type(failure).__name__}: {failure}" if not isinstance(failure, DeliveryError) else str(failure)
+            attempt += 1
+            if isinstance(failure, _ConfigError) or attempt > len(RETRY_DELAYS):
+                status = "failed"
+            else:
+                status = "retrying"
+                error = f"attempt {attempt} of {len(RETRY_DELAYS) + 1} failed: {error}"
+                self._retries.append(_Retry(event_id, rule, text, details, attempt, now + RETRY_DELAYS[attempt - 1]))
+            logger.warning("alert %r not delivered (%s): %s", rule["name"], status, error)
+        self._store.update_alert_delivery(event_id, status, error)
+        return event_id, status, error

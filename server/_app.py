@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import _routes_alerts, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
 from ._model import AtpSpan, NativeSpan
-from ._security import SecurityMiddleware
+from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
 from ._sqlite import SQLiteStore
 from ._state import AppState, app_state
@@ -31,6 +31,16 @@ __all__ = ["create_app", "app_from_env", "Maintenance", "STATIC_DIR"]
 logger = logging.getLogger("agentwatch.server")
 
 STATIC_DIR = Path(str(resources.files(__package__ or "agentwatch.server").joinpath("static")))
+
+
+def _docs_assets() -> Path | None:
+    """Swagger UI's files, from the fastapi-offline package: the CSP allows no CDN, and a collector may be offline."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    folder = Path(fastapi_offline.__file__).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").exists() else None
 
 
 def _version() -> str:
@@ -122,7 +132,8 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
             if state.owns_store:
                 await run_in_threadpool(state.store.close)
 
-    app = FastAPI(title="AgentWatch collector", version=_version(), lifespan=lifespan,
+    # /docs is served below from local files; ReDoc is not offered (it injects <style> elements the CSP forbids).
+    app = FastAPI(title="AgentWatch collector", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Ingest, store and query LLM agent traces; alerts, breakers and signed reports.")
     app.state.agentwatch = state
     app.state.maintenance = maintenance
@@ -145,7 +156,20 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         return FileResponse(index, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(SecurityMiddleware, api_key=settings.api_key)
+    assets = _docs_assets()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        if assets is None:
+            return Response("API docs need the fastapi-offline package: pip install 'agentwatch[server]'. The schema "
+                            "is at /openapi.json.", media_type="text/plain", status_code=503)
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html; charset=utf-8")
+
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    app.add_middleware(SecurityMiddleware, api_key=settings.api_key,
+                       hosts=served_hosts(settings.host, settings.allowed_hosts),
+                       trusted_origins=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],

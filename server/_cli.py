@@ -22,6 +22,36 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: How long start-up waits for a database another process holds locked before saying so (SQLite's own wait is 30 s).
+STARTUP_LOCK_WAIT_SECONDS = 3.0
+
+
+def database_problem(path: Path, wait: float = STARTUP_LOCK_WAIT_SECONDS) -> str | None:
+    """One line saying why the collector cannot use the SQLite file at ``path`` and what to do, or None."""
+    import sqlite3
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=wait, isolation_level=None)
+    except (OSError, sqlite3.Error) as error:
+        return f"cannot open the database {path}: {error}; check the path and its permissions, or pass --db"
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return (f"the database {path} is locked by another process (waited {wait:g} s); stop the program "
+                    "holding it, or pass --db with another file")
+        return f"cannot use the database {path}: {error}; check the file and its permissions, or pass --db"
+    except sqlite3.DatabaseError as error:
+        return (f"{path} is not a usable SQLite database ({error}); move it away or restore a backup, or pass --db "
+                "with another file")
+    finally:
+        connection.close()
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentwatch", description="AgentWatch collector and tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,9 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import sqlite3
 
-    from ._app import create_app
     from ._settings import Settings
 
     try:
@@ -84,6 +113,16 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.local_mode and not _is_loopback(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
               "this port can read and write all traces.", file=sys.stderr)
+    if not clickhouse:
+        # Checked before the workers start: a bad file is one clear line, not a traceback per process.
+        problem = database_problem(settings.db_path)
+        if problem is not None:
+            print(f"agentwatch serve: {problem}", file=sys.stderr)
+            return 2
+    import uvicorn  # imported after the checks above: a mistake is reported at once
+
+    from ._app import create_app
+
     mode = "local mode, no API key" if settings.local_mode else "API key required on /api"
     where = _redacted(settings.store_url) if clickhouse and settings.store_url else settings.db_path
     print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {where}",
@@ -106,7 +145,11 @@ def _serve(args: argparse.Namespace) -> int:
         except (ImportError, ValueError, RuntimeError, OSError) as error:
             print(f"agentwatch serve: cannot open {_redacted(settings.store_url or '')}: {error}", file=sys.stderr)
             return 2
-    app = create_app(store=store, settings=settings)
+    try:
+        app = create_app(store=store, settings=settings)
+    except (OSError, sqlite3.Error) as error:  # the file changed between the check and here
+        print(f"agentwatch serve: cannot use {settings.db_path}: {error}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             access_log=args.log_level == "debug", lifespan="on")
     try:

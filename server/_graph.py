@@ -26,6 +26,9 @@ class _Builder:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.edges: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._node_of_span: dict[str, str | None] = {}
+        # The node a span stands for in its descendants' eyes (its own, or its nearest ancestor's): memoised, so
+        # a deep chain of plumbing spans is walked once, not once per span (that was quadratic in depth).
+        self._node_below: dict[str, str | None] = {}
 
     def node_for(self, span: dict[str, Any]) -> str | None:
         """The graph node a span stands for, creating it on first sight; None for plumbing spans."""
@@ -82,16 +85,28 @@ class _Builder:
         return node_id
 
     def parent_node(self, span: dict[str, Any]) -> str | None:
-        seen: set[str] = set()
+        """The nearest ancestor of ``span`` that is a graph node; None if none (or only a parent cycle) is."""
+        path: list[str] = []
+        on_path: set[str] = set()
         parent_id = span.get("parent_span_id")
-        while parent_id and parent_id in self.spans and parent_id not in seen:
-            seen.add(parent_id)
+        found: str | None = None
+        while parent_id and parent_id in self.spans:
+            if parent_id in self._node_below:
+                found = self._node_below[parent_id]
+                break
+            if parent_id in on_path:  # a parent cycle with no node on it
+                break
             parent = self.spans[parent_id]
             node = self.node_for(parent)
             if node is not None:
-                return node
+                self._node_below[parent_id] = found = node
+                break
+            path.append(parent_id)
+            on_path.add(parent_id)
             parent_id = parent.get("parent_span_id")
-        return None
+        for span_id in path:
+            self._node_below[span_id] = found
+        return found
 
     def edge(self, source: str, target: str, kind: str) -> None:
         if source == target:

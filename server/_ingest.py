@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import re
 import zlib
 from typing import Any
 
@@ -12,15 +14,21 @@ from pydantic_core import from_json
 
 from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
 
-__all__ = ["IngestError", "ParsedBatch", "inflate", "parse_spans", "strip_text"]
+__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "strip_text", "strip_text_from"]
 
 _MAX_REPORTED_ERRORS = 20
-# Attribute keys that carry prompt or completion text, removed under zero data retention.
-_TEXT_KEYS = frozenset({"input", "output", "prompt", "prompts", "completion", "completions", "messages",
-                        "decision_reasoning", "gen_ai.prompt", "gen_ai.completion", "llm.input_messages",
-                        "llm.output_messages", "input.value", "output.value"})
-_TEXT_SUFFIXES = (".input", ".output", ".prompt", ".prompts", ".completion", ".messages")
-
+# Zero data retention keeps a string only under a key known to hold no free text: ids, times, names, models,
+# providers, states. Every other string, at any depth and in any shape a client sends, is dropped (an allowlist:
+# a list of text keys always misses the next client's). The last dotted segment of a key is what is matched.
+_ZDR_KEYS = frozenset({
+    "id", "name", "model", "provider", "system", "status", "kind", "type", "role", "event", "scope", "state",
+    "from_state", "to_state", "reason", "finish_reason", "stop_reason", "code", "method", "operation", "unit",
+    "currency", "version", "framework", "language", "scheme", "route", "port", "compliance_flags", "dedup_key",
+    "severity_text", "level", "trace_state", "sampled", "timestamp", "time", "date", "month", "hour",
+})
+_ZDR_SUFFIXES = ("_id", "_ids", "_name", "_model", "_provider", "_type", "_kind", "_status", "_state", "_reason",
+                 "_time", "_at", "_ns", "_ms", "_version", "_code", "_count", "_tokens", "_usd")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}").fullmatch
 
 class IngestError(Exception):
     """A request that is refused as a whole; nothing of it is stored."""
@@ -39,13 +47,19 @@ class ParsedBatch:
     rejected: int
 
 
-def _has_zlib_header(body: bytes) -> bool:
+def _has_zlib_header(body: bytes | bytearray) -> bool:
     # HTTP "deflate" means zlib-wrapped, but some clients send raw deflate; the header check tells them apart.
     return len(body) >= 2 and body[0] & 0x0F == 8 and ((body[0] << 8) | body[1]) % 31 == 0
 
 
-def inflate(body: bytes, encoding: str | None, cap: int) -> bytes:
-    """Undo ``Content-Encoding`` without ever holding more than ``cap`` inflated bytes (gzip bombs)."""
+_INFLATE_CHUNK = 256 * 1024
+
+
+def inflate(body: bytes | bytearray, encoding: str | None, cap: int) -> bytes | bytearray:
+    """Undo ``Content-Encoding`` without ever holding more than ``cap`` inflated bytes (gzip bombs).
+
+    Inflated a chunk at a time into one buffer, which is returned as it is: one copy of the document, never two.
+    """
     coding = (encoding or "identity").strip().lower()
     if coding in ("identity", ""):
         # Some clients compress without saying so; the gzip magic number is unambiguous in JSON.
@@ -60,19 +74,65 @@ def inflate(body: bytes, encoding: str | None, cap: int) -> bytes:
     try:
         while data:
             decompressor = zlib.decompressobj(wbits)
-            chunk = decompressor.decompress(data, cap - len(out) + 1)
-            out += chunk
-            if len(out) > cap:
-                raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
+            while data:
+                out += decompressor.decompress(data, _INFLATE_CHUNK)
+                if len(out) > cap:
+                    raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
+                data = decompressor.unconsumed_tail
             if not decompressor.eof:
-                raise IngestError(400, "truncated compressed body")
+                out += decompressor.flush()
+                if not decompressor.eof:
+                    raise IngestError(400, "truncated compressed body")
+                if len(out) > cap:
+                    raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
             # Concatenated gzip members are legal; anything else after the stream is garbage.
             data = decompressor.unused_data
             if data and not data.startswith(b"\x1f\x8b"):
                 break
     except zlib.error as error:
         raise IngestError(400, f"body is not valid {coding}: {error}") from None
-    return bytes(out)
+    return out
+
+
+def _upper_bound_of_values(raw: bytes | bytearray) -> int:
+    """At least the number of JSON values in ``raw``, counted at C speed: every value but the root follows a
+    ``[``, a ``,`` or (in an object) a ``:`` whose key follows a ``{`` or a ``,``. Commas inside strings make it
+    an over-estimate, which only sends the body to the exact count."""
+    return raw.count(b",") + raw.count(b"[") + raw.count(b"{") + 1
+
+
+def check_shape(raw: bytes | bytearray, max_spans: int, max_values: int) -> None:
+    """Refuse, before any Python object is built for it, a document with more than ``max_values`` JSON values
+    or more than ``max_spans`` spans: a 3-byte ``{}`` becomes a 64-byte dict, so a few MB of them cost GBs.
+
+    The exact count streams the document (ijson) and stops at the first value over the limit; it runs only when
+    the cheap upper bound says the limit may be passed."""
+    if _upper_bound_of_values(raw) <= max_values:
+        return
+    import ijson  # only for the rare body that needs an exact count
+
+    values = depth = items = 0
+    in_list = False
+    try:
+        for event, _ in ijson.basic_parse(io.BytesIO(raw), use_float=True):
+            if event == "map_key":
+                continue
+            if event in ("end_map", "end_array"):
+                depth -= 1
+                continue
+            if depth == 1 and in_list:
+                items += 1
+                if items > max_spans:
+                    raise IngestError(413, f"at most {max_spans} spans per request")
+            values += 1
+            if values > max_values:
+                raise IngestError(413, f"more than {max_values} JSON values in one request; send smaller batches")
+            if event in ("start_map", "start_array"):
+                if depth == 0:
+                    in_list = event == "start_array"  # a list of spans; an object is one span
+                depth += 1
+    except ijson.JSONError as error:
+        raise IngestError(400, f"body is not valid JSON: {error}") from None
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -90,9 +150,13 @@ def _error(index: int | None, message: str, loc: str = "") -> dict[str, Any]:
     return item
 
 
-def parse_spans(raw: bytes, max_spans: int) -> ParsedBatch:
+_FIRST_TOKEN = re.compile(rb"\s*(.?)")
+
+
+def parse_spans(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
     """Validate one span or a list of spans. Valid spans are kept even if their neighbours are not."""
-    head = raw.lstrip()[:1]
+    match = _FIRST_TOKEN.match(raw)
+    head = bytes(match.group(1)) if match else b""
     if head not in (b"[", b"{"):
         raise IngestError(400, "body must be a JSON object (one span) or a JSON array of spans")
     fast = _parse_sdk_batch(raw, max_spans)
@@ -124,7 +188,7 @@ def parse_spans(raw: bytes, max_spans: int) -> ParsedBatch:
     return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], len(errors))
 
 
-def _parse_sdk_batch(raw: bytes, max_spans: int) -> list[SpanRecord] | None:
+def _parse_sdk_batch(raw: bytes | bytearray, max_spans: int) -> list[SpanRecord] | None:
     """The records of a body in which every span is in the SDK's shape and valid, checked without pydantic;
     None for any other body, which pydantic then validates (and explains) as before."""
     try:
@@ -139,7 +203,7 @@ def _parse_sdk_batch(raw: bytes, max_spans: int) -> list[SpanRecord] | None:
     return sdk_records(items) if items else None
 
 
-def _parse_slowly(raw: bytes, max_spans: int) -> ParsedBatch:
+def _parse_slowly(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
     """Per-span validation, to keep the good spans of a batch and say exactly what is wrong with the rest."""
     try:
         document = json.loads(raw)
@@ -165,26 +229,49 @@ def _parse_slowly(raw: bytes, max_spans: int) -> ParsedBatch:
     return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], rejected)
 
 
-def _is_text_key(key: str) -> bool:
-    lowered = key.lower()
-    return lowered in _TEXT_KEYS or lowered.endswith(_TEXT_SUFFIXES)
+def _keeps_text(key: str) -> bool:
+    last = key.lower().rsplit(".", 1)[-1]
+    return last in _ZDR_KEYS or last.endswith(_ZDR_SUFFIXES)
+
+
+def _scrub(value: Any, keep_text: bool) -> tuple[Any, bool]:
+    """``value`` without the strings zero data retention drops, and whether anything was dropped."""
+    if isinstance(value, str):
+        return (value, False) if keep_text else (None, True)
+    if isinstance(value, dict):
+        kept: dict[str, Any] = {}
+        dropped = False
+        for key, item in value.items():
+            # A key that is not an identifier is itself text ({"<the prompt>": 1}).
+            if not isinstance(key, str) or not _PLAIN_KEY(key):
+                dropped = True
+                continue
+            clean, lost = _scrub(item, _keeps_text(key))
+            dropped |= lost
+            # A key whose whole value was text goes too (its container left empty says nothing).
+            if not lost or (clean is not None and clean != [] and clean != {}):
+                kept[key] = clean
+        return kept, dropped
+    if isinstance(value, list):
+        items = [_scrub(item, keep_text) for item in value]
+        return [clean for clean, _ in items if clean is not None], any(lost for _, lost in items)
+    return value, False
+
+
+def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
+    """Zero data retention for other payloads (SDK alerts): the same allowlist as for spans."""
+    kept, _ = _scrub(payload, False)
+    return dict(kept)
 
 
 def strip_text(record: SpanRecord) -> None:
-    """Zero data retention: drop prompts, outputs and text-bearing attributes, whatever the client sent."""
+    """Zero data retention: keep ids, times, names, models, providers, states and numbers; drop every other string
+    value (prompts, outputs, tool arguments, event contents...), whatever shape the client sent it in."""
     stripped = record.input is not None or record.output is not None
     record.input = None
     record.output = None
-    attributes = record.attributes
-    for key in [key for key in attributes if _is_text_key(key)]:
-        del attributes[key]
-        stripped = True
-    tool_calls = attributes.get("tool_calls")
-    if isinstance(tool_calls, list):
-        attributes["tool_calls"] = [
-            {k: v for k, v in call.items() if k not in ("tool_input", "tool_output")} if isinstance(call, dict)
-            else None for call in tool_calls
-        ]
+    attributes, lost = _scrub(record.attributes, False)
     attributes["agentwatch.zero_data_retention"] = True
-    if stripped:
+    if stripped or lost:
         attributes["agentwatch.text_stripped"] = True
+    record.attributes = attributes

@@ -7,7 +7,6 @@ and normalised into the one record that every store backend writes.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -24,6 +23,7 @@ __all__ = [
     "looks_atp",
     "LLM_KINDS",
     "to_record",
+    "MAX_COST_USD",
     "sdk_records",
 ]
 
@@ -41,6 +41,10 @@ Nanos = Annotated[int, Field(ge=0, le=2**63 - 1)]
 #: per hour, per query) inside SQLite's 64-bit integers.
 MAX_COUNT = 2**40
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+#: USD per span: a million dollars is far beyond any single call, and keeps every sum finite (two spans of 1e308
+#: made totals inf: JSON null and a PDF that could not be drawn).
+MAX_COST_USD = 1e6
+Cost = Annotated[float, Field(ge=0, le=MAX_COST_USD, allow_inf_nan=False)]
 Label = Annotated[str, Field(max_length=512)]
 
 
@@ -65,7 +69,7 @@ class NativeSpan(BaseModel):
     input_tokens: Count = 0
     output_tokens: Count = 0
     cached_input_tokens: Count = 0
-    cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    cost_usd: Cost = 0.0
     attributes: dict[str, Any] = Field(default_factory=dict)
     input: Any = None
     output: Any = None
@@ -87,7 +91,7 @@ class AtpModelInference(BaseModel):
 
 class AtpCostAttribution(BaseModel):
     task_id: Label | None = None
-    accumulated_cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    accumulated_cost_usd: Cost | None = None
 
 
 class AtpSpan(BaseModel):
@@ -309,9 +313,9 @@ def _sdk_record(item: Any, ids: set[str]) -> SpanRecord | None:
             return None
     cost = get("cost_usd", 0.0)
     if type(cost) is float:
-        if not (cost >= 0 and math.isfinite(cost)):
+        if not 0 <= cost <= MAX_COST_USD:  # also refuses NaN; inf is above the cap
             return None
-    elif type(cost) is int and 0 <= cost <= 2**53:
+    elif type(cost) is int and 0 <= cost <= MAX_COST_USD:
         cost = float(cost)
     else:
         return None

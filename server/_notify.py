@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import smtplib
 import ssl
 import urllib.error
@@ -20,10 +22,33 @@ class DeliveryError(Exception):
     pass
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?").fullmatch
+
+
 def validate_webhook_url(url: str) -> str:
+    """The URL as given, if urllib can send to it as it is; ValueError (a 422 at rule creation) otherwise.
+
+    Checked strictly because a URL that parses but cannot be sent (a space, a bad port) would only fail at the
+    first alert, when nobody is looking."""
+    if any(ord(char) <= 0x20 or ord(char) >= 0x7F for char in url):
+        raise ValueError("webhook_url must not contain spaces, control or non-ASCII characters (percent-encode them)")
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError("webhook_url must be an http(s) URL")
+        raise ValueError("webhook_url must be an http(s) URL with a host, like https://hooks.example.com/T0/B0")
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError("webhook_url must not carry user:password@; put a token in the path or query")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError("webhook_url has an invalid port") from None
+    host = parsed.hostname
+    if not _HOST(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"webhook_url host {host!r} is not a valid host name or IP address") from None
+    if "\\" in url:
+        raise ValueError("webhook_url must not contain backslashes")
     return url
 
 

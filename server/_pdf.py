@@ -4,6 +4,7 @@ never into Paragraph markup, so an agent called ``<b>`` is printed, not interpre
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 from reportlab.graphics.charts.barcharts import VerticalBarChart
@@ -31,8 +32,15 @@ def _clip(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _finite(value: Any) -> float:
+    """A sum over spans stored before cost_usd was capped can be inf (or null in JSON): shown, never a crash."""
+    number = float(value or 0)
+    return number if math.isfinite(number) else 0.0
+
+
 def _money(value: Any) -> str:
-    return f"${float(value or 0):,.4f}"
+    number = float(value or 0)
+    return f"${number:,.4f}" if math.isfinite(number) else "overflow"
 
 
 def _table(header: list[str], rows: list[list[str]], widths: list[float] | None = None) -> Table:
@@ -46,7 +54,7 @@ def _daily_chart(days: list[dict[str, Any]]) -> Drawing:
     drawing = Drawing(170 * mm, 55 * mm)
     chart = VerticalBarChart()
     chart.x, chart.y, chart.width, chart.height = 12 * mm, 8 * mm, 152 * mm, 42 * mm
-    chart.data = [[float(day["cost_usd"]) for day in days] or [0.0]]
+    chart.data = [[_finite(day["cost_usd"]) for day in days] or [0.0]]
     chart.categoryAxis.categoryNames = [day["date"][-2:] for day in days] or [""]
     chart.categoryAxis.labels.fontSize = 6
     chart.valueAxis.labels.fontSize = 6

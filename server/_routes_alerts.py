@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from ._ingest import strip_text_from
 from ._notify import validate_webhook_url
 from ._state import app_state, time_param
 
@@ -140,6 +141,8 @@ async def sdk_alert(request: Request, payload: SdkAlert) -> dict[str, Any]:
     """Record an SDK alert or breaker transition once (the same transition may also arrive as a span)."""
     store = app_state(request).store
     data = payload.model_dump(exclude_none=True)
+    if app_state(request).settings.zero_data_retention:
+        data = strip_text_from(data)  # an alert's free text (message, details) is not kept either
     kind = data.pop("type")
     if kind == "transition":
         recorded = await run_in_threadpool(store.record_breaker_event, data, "sdk-alert")

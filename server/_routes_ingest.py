@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ._ingest import IngestError, inflate, parse_spans, strip_text
+from ._ingest import IngestError, check_shape, inflate, parse_spans, strip_text
 from ._state import AppState, app_state
 
 __all__ = ["router", "IngestAnswer"]
@@ -40,10 +40,12 @@ def _error(error: IngestError) -> JSONResponse:
     return JSONResponse(content, status_code=error.status_code)
 
 
-def _process(state: AppState, body: bytes, encoding: str | None) -> dict[str, Any]:
+def _process(state: AppState, body: bytes | bytearray, encoding: str | None) -> dict[str, Any]:
     settings = state.settings
     raw = inflate(body, encoding, settings.max_inflated_bytes)
+    check_shape(raw, settings.max_spans_per_request, settings.max_json_values)
     batch = parse_spans(raw, settings.max_spans_per_request)
+    del raw  # the records hold what is kept; the document's bytes must not stay alive while they are stored
     if not batch.records and batch.rejected:
         raise IngestError(422, "no valid span in the request", batch.errors)
     if settings.zero_data_retention:
@@ -87,7 +89,7 @@ async def ingest(request: Request) -> Any:
     if not body:
         return _error(IngestError(400, "empty body: send a span object or a list of spans"))
     try:
-        answer = await run_in_threadpool(_process, state, bytes(body), request.headers.get("content-encoding"))
+        answer = await run_in_threadpool(_process, state, body, request.headers.get("content-encoding"))
     except IngestError as error:
         return _error(error)
     return JSONResponse(answer)

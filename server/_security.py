@@ -1,14 +1,16 @@
-"""API-key check for ``/api`` and defensive headers on every response (pure ASGI: no per-request task)."""
+"""API-key check for ``/api``, Host and Origin checks against cross-site writes and DNS rebinding, and defensive
+headers on every response (pure ASGI: no per-request task)."""
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SecurityMiddleware", "API_KEY_HEADERS"]
+__all__ = ["SecurityMiddleware", "API_KEY_HEADERS", "served_hosts"]
 
 API_KEY_HEADERS = (b"x-api-key", b"x-aeneassoft-api-key")
 
@@ -21,12 +23,42 @@ _HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", _CSP),
 ]
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Bodies a page on another site can send without a CORS preflight ("simple requests"); no API route takes them.
+_SIMPLE_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"})
+_INGEST_TYPES = frozenset({b"application/json", b"application/gzip", b"application/x-gzip"})
+
+
+def served_hosts(host: str, allowed: Iterable[str]) -> frozenset[str] | None:
+    """The names a ``Host`` header may carry; None when any is fine ("*", or bound to every interface with no
+    ``ALLOWED_HOSTS``: such a collector is meant to be reached under names it cannot know, as Ollama does)."""
+    extra = {name.strip().lower().strip("[]") for name in allowed if name.strip()}
+    if "*" in extra or (host.strip("[]") in _WILDCARDS and not extra):
+        return None
+    return frozenset(_LOOPBACK_NAMES | extra | ({host.lower().strip("[]")} - _WILDCARDS))
+
+
+def _hostname(value: str) -> str:
+    """``[::1]:3001`` -> ``::1``; ``Example.com:80`` -> ``example.com``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _media_type(value: bytes) -> bytes:
+    return value.split(b";", 1)[0].strip().lower()
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, hosts: frozenset[str] | None = None,
+                 trusted_origins: Iterable[str] = ()) -> None:
         self.app = app
         self._key = api_key.encode("utf-8") if api_key else None
+        self._hosts = hosts
+        self._origins = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._key is not None
@@ -38,17 +70,51 @@ class SecurityMiddleware:
                 return True
         return False
 
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """Why this request is refused before it reaches a route, if it is."""
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self._hosts is not None and host and _hostname(host) not in self._hosts:
+            # A page whose DNS name was rebound to this machine sends its own name here.
+            return 400, (f"Host {_hostname(host)!r} is not served here; add it to ALLOWED_HOSTS to reach the "
+                         "collector under that name")
+        if scope["method"] in _SAFE_METHODS:
+            return None
+        origin = headers.get(b"origin")
+        if origin is not None:
+            text = origin.decode("latin-1").rstrip("/").lower()
+            same = text.partition("://")[2] == host.lower() and bool(host)
+            if not same and text not in self._origins and "*" not in self._origins:
+                return 403, (f"cross-origin request from {text!r} refused; list the origin in CORS_ORIGINS to "
+                             "allow it")
+        content_type = headers.get(b"content-type")
+        if content_type is not None and scope["path"].startswith("/api"):
+            media = _media_type(content_type)
+            if media in _SIMPLE_TYPES or (scope["path"] == "/api/ingest" and media not in _INGEST_TYPES
+                                          and not media.endswith(b"+json")):
+                return 415, (f"Content-Type {media.decode('latin-1')!r} is not accepted here; send "
+                             "application/json (gzip'd with Content-Encoding: gzip, if you like)")
+        return None
+
+    async def _refuse(self, send: Send, status: int, detail: str, *extra: tuple[bytes, bytes]) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra,
+            *_HEADERS]})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await self._refuse(send, *refusal)
+            return
         if self._key is not None and scope["path"].startswith(("/api", "/v1/")) and scope["method"] != "OPTIONS" \
                 and not self._authorized(scope):
-            body = json.dumps({"detail": "missing or wrong API key (send it in the X-API-Key header)"}).encode()
-            await send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'ApiKey header="X-API-Key"'), *_HEADERS]})
-            await send({"type": "http.response.body", "body": body})
+            await self._refuse(send, 401, "missing or wrong API key (send it in the X-API-Key header)",
+                               (b"www-authenticate", b'ApiKey header="X-API-Key"'))
             return
 
         async def send_with_headers(message: Message) -> None:

@@ -51,14 +51,22 @@ class Settings:
     store_url: str | None = None
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
+    #: Extra names the collector answers to (``ALLOWED_HOSTS``), besides localhost, 127.0.0.1, [::1] and
+    #: ``host``; "*" answers to any. A collector bound to every interface (0.0.0.0) answers to any name unless
+    #: this is set. Other ``Host`` headers are refused: that is what defeats DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
     zero_data_retention: bool = False
     #: 0 keeps data forever.
     data_retention_days: int = 30
     #: "NORMAL" survives a process crash (the WAL is written before commit returns); "FULL" also power loss.
     synchronous: str = "NORMAL"
+    # Per-request caps keep one request's peak memory near 100 MB whatever it holds (README, "Reliability"):
+    # the SDK sends 512 spans per batch; 10,000 real spans are about 10 MB of JSON.
     max_body_bytes: int = 10 * 1024 * 1024
-    max_inflated_bytes: int = 64 * 1024 * 1024
-    max_spans_per_request: int = 50_000
+    max_inflated_bytes: int = 24 * 1024 * 1024
+    max_spans_per_request: int = 10_000
+    #: JSON values (objects, arrays, strings, numbers...) per request: each costs 30-70 bytes once parsed.
+    max_json_values: int = 1_000_000
     signing_key_path: Path | None = None
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -105,6 +113,8 @@ class Settings:
             values["store_url"] = env["AGENTWATCH_STORE"]
         if env.get("CORS_ORIGINS"):
             values["cors_origins"] = tuple(o.strip() for o in env["CORS_ORIGINS"].split(",") if o.strip())
+        if env.get("ALLOWED_HOSTS"):
+            values["allowed_hosts"] = tuple(h.strip().lower() for h in env["ALLOWED_HOSTS"].split(",") if h.strip())
         if "ZERO_DATA_RETENTION" in env:
             values["zero_data_retention"] = _bool("ZERO_DATA_RETENTION", env["ZERO_DATA_RETENTION"])
         if env.get("DATA_RETENTION_DAYS"):
@@ -114,6 +124,8 @@ class Settings:
         for name, key, kind in (
             ("AGENTWATCH_MAX_BODY_BYTES", "max_body_bytes", int),
             ("AGENTWATCH_MAX_INFLATED_BYTES", "max_inflated_bytes", int),
+            ("AGENTWATCH_MAX_SPANS_PER_REQUEST", "max_spans_per_request", int),
+            ("AGENTWATCH_MAX_JSON_VALUES", "max_json_values", int),
             ("AGENTWATCH_ALERT_INTERVAL", "alert_interval_seconds", float),
             ("SMTP_PORT", "smtp_port", int),
         ):
@@ -143,7 +155,7 @@ class Settings:
             raise ValueError("DATA_RETENTION_DAYS must be >= 0 (0 keeps data forever)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port out of range: {self.port}")
-        if self.max_body_bytes <= 0 or self.max_inflated_bytes <= 0:
+        if min(self.max_body_bytes, self.max_inflated_bytes, self.max_spans_per_request, self.max_json_values) <= 0:
             raise ValueError("body limits must be positive")
         if self.store_url is not None and not self.store_url.startswith(
                 ("chdb://", "clickhouse://", "clickhouses://")):

@@ -68,7 +68,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) -> Iterator[TestClient]:
     if store_kind == "sqlite":
-        with TestClient(create_app(settings=settings)) as test_client:
+        with TestClient(create_app(settings=settings), base_url="http://localhost") as test_client:
             yield test_client
         return
     from agentwatch.server._clickhouse import ClickHouseStore
@@ -77,7 +77,7 @@ def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) 
     opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}",
                              retention_days=settings.data_retention_days)
     try:
-        with TestClient(create_app(store=opened, settings=settings)) as test_client:
+        with TestClient(create_app(store=opened, settings=settings), base_url="http://localhost") as test_client:
             yield test_client
     finally:
         opened.drop_database()

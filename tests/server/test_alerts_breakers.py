@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agentwatch.server import Settings, create_app
+from agentwatch.server._alerts import RETRY_DELAYS
 from tests.server.aw_helpers import SpanFactory
 
 NOW = time.time_ns()
@@ -164,7 +165,7 @@ def test_ingest_wakes_the_evaluator(tmp_path: Path, signing_key: Path, make_span
     url, received = webhook
     settings = Settings(db_path=tmp_path / "wake.db", signing_key_path=signing_key, alert_interval_seconds=3600,
                         alert_min_interval_seconds=0.05)
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         client.post("/api/alerts", json={"name": "loop", "condition": "calls_per_minute", "threshold": 5,
                                          "action_type": "webhook", "webhook_url": url})
         client.post("/api/ingest", json=[make_span(start=time.time_ns() - 1_000_000_000) for _ in range(8)])
@@ -180,10 +181,78 @@ def test_failed_delivery_is_recorded(client: TestClient, make_span: SpanFactory)
     client.post("/api/alerts", json={"name": "no smtp", "condition": "blocked_calls", "threshold": 0,
                                      "action_type": "email", "email": "ops@example.com"})
     client.post("/api/ingest", json=make_span(start=NOW - 1_000_000_000, status="blocked"))
-    fired = client.app.state.agentwatch.alerts.evaluate(NOW)
-    assert [e["delivery_status"] for e in fired] == ["failed", "failed"]
+    engine = client.app.state.agentwatch.alerts
+    fired = engine.evaluate(NOW)
+    # A channel that is down is retried with backoff; a rule that cannot work until changed fails at once.
+    assert [e["delivery_status"] for e in fired] == ["retrying", "failed"]
     errors = {h["rule_name"]: h["delivery_error"] for h in client.get("/api/alerts/history").json()["history"]}
-    assert "not reachable" in errors["dead hook"] and "SMTP_HOST" in errors["no smtp"]
+    assert "not reachable" in errors["dead hook"] and "attempt 1 of 4" in errors["dead hook"]
+    assert "SMTP_HOST" in errors["no smtp"]
+    later = time.monotonic()
+    for delay in RETRY_DELAYS:
+        later += delay
+        assert [status for _, status, _ in engine.retry_due(later)] == ["retrying" if delay != RETRY_DELAYS[-1]
+                                                                        else "failed"]
+    assert engine.pending_retries == 0
+    history = {h["rule_name"]: h for h in client.get("/api/alerts/history").json()["history"]}
+    assert history["dead hook"]["delivery_status"] == "failed" and "not reachable" in history["dead hook"][
+        "delivery_error"]
+
+
+@pytest.mark.parametrize("url", ["http://hooks.example.com/a b", "http://hooks.example.com:99999/x",
+                                 "http://hooks.example.com:abc/x", "ftp://hooks.example.com/x", "http:///x",
+                                 "http://bad_host!.example/x", "http://user:pw@hooks.example.com/x",
+                                 "http://hooks.example.com/\u00e9", "http://hooks.example.com/x\n",
+                                 "javascript:alert(1)"])
+def test_webhook_urls_are_checked_at_creation(client: TestClient, url: str) -> None:
+    answer = client.post("/api/alerts", json={"name": "r", "condition": "blocked_calls", "threshold": 0,
+                                              "action_type": "webhook", "webhook_url": url})
+    assert answer.status_code == 422, answer.text
+    good = client.post("/api/alerts", json={"name": "r", "condition": "blocked_calls", "threshold": 0,
+                                            "action_type": "webhook", "webhook_url": "https://[::1]:8443/h?x=1"})
+    assert good.status_code == 201, good.text
+    assert client.patch(f"/api/alerts/{good.json()['id']}", json={"webhook_url": url}).status_code == 422
+
+
+def test_one_broken_rule_never_silences_the_others(client: TestClient, make_span: SpanFactory,
+                                                   webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    store = client.app.state.agentwatch.store
+    # Rules stored before URLs were checked strictly (written to the store directly, as an old version did).
+    base = {"condition": "blocked_calls", "threshold": 0.0, "action_type": "webhook", "email": None,
+            "enabled": True, "cooldown_seconds": 0, "window_seconds": None}
+    store.create_rule({**base, "name": "space", "webhook_url": "http://127.0.0.1:9/a b"})
+    store.create_rule({**base, "name": "port", "webhook_url": "http://127.0.0.1:99999/x"})
+    store.create_rule({**base, "name": "good", "webhook_url": url})
+    client.post("/api/ingest", json=make_span(start=NOW - 1_000_000_000, status="blocked"))
+    fired = {e["rule_name"]: e for e in client.app.state.agentwatch.alerts.evaluate(NOW)}
+    assert fired["good"]["delivery_status"] == "sent" and len(received) == 1
+    assert fired["space"]["delivery_status"] == "failed" and "space" in fired["space"]["delivery_error"]
+    assert fired["port"]["delivery_status"] == "failed" and "port" in fired["port"]["delivery_error"]
+    history = {h["rule_name"]: h["delivery_status"] for h in client.get("/api/alerts/history").json()["history"]}
+    assert history == {"space": "failed", "port": "failed", "good": "sent"}
+
+
+def test_a_retried_alert_is_sent_once_the_hook_is_back(client: TestClient, make_span: SpanFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client.post("/api/alerts", json={"name": "flaky", "condition": "blocked_calls", "threshold": 0,
+                                     "action_type": "webhook", "webhook_url": f"http://127.0.0.1:{port}/hook"})
+    client.post("/api/ingest", json=make_span(start=NOW - 1_000_000_000, status="blocked"))
+    engine = client.app.state.agentwatch.alerts
+    assert [e["delivery_status"] for e in engine.evaluate(NOW)] == ["retrying"]
+    assert engine.retry_due(time.monotonic()) == []  # not before its backoff is over
+    received: list[dict[str, Any]] = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), type("Hook", (_Hook,), {"received": received}))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        assert [status for _, status, _ in engine.retry_due(time.monotonic() + RETRY_DELAYS[0])] == ["sent"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(received) == 1
+    assert client.get("/api/alerts/history").json()["history"][0]["delivery_status"] == "sent"
 
 
 def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Path,
@@ -206,7 +275,7 @@ def test_email_alerts_through_a_real_smtp_server(tmp_path: Path, signing_key: Pa
         settings = Settings(db_path=tmp_path / "mail.db", signing_key_path=signing_key, smtp_host="127.0.0.1",
                             smtp_port=port, from_email="agentwatch@test.local", alert_email_to="oncall@test.local",
                             alert_interval_seconds=3600, alert_min_interval_seconds=3600)
-        with TestClient(create_app(settings=settings)) as client:
+        with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
             client.post("/api/alerts", json={"name": "Spend", "condition": "cost_per_hour", "threshold": 0.01,
                                              "action_type": "email", "email": "ops@test.local"})
             client.post("/api/alerts", json={"name": "Docs style", "condition": "cost_per_hour",

@@ -162,3 +162,100 @@ def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) 
     open_view(page, server, "#/reports", "reports")
     assert page.inner_text("#r-transitions .value") == "1"
     assert page.errors == []
+
+
+def test_a_page_on_another_origin_cannot_write(page: Any, server: ServerHandle, make_span: SpanFactory) -> None:
+    """A page served from another port of 127.0.0.1 (another origin) tries every write a browser allows without
+    a CORS preflight; nothing may be stored."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    target = f"{server.url}/api/ingest"
+    span = json.dumps(make_span(name="forged"))
+    script = f"""
+      const body = {json.dumps(span)};
+      const sent = [];
+      const attempts = [
+        () => fetch({json.dumps(target)}, {{method: "POST", mode: "no-cors", body}}),
+        () => fetch({json.dumps(target)}, {{method: "POST", mode: "no-cors", body: new Blob([body])}}),
+        () => fetch({json.dumps(target)}, {{method: "POST", mode: "no-cors", body,
+                                        headers: {{"Content-Type": "application/x-www-form-urlencoded"}}}}),
+      ];
+      Promise.allSettled(attempts.map(a => a())).then(results => {{
+        document.title = "done " + results.map(r => r.status).join(",");
+      }});
+    """
+    page_html = f"<!doctype html><title>attacker</title><script>{script}</script>".encode()
+
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page_html)))
+            self.end_headers()
+            self.wfile.write(page_html)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+        deadline = time.monotonic() + 15
+        while not page.title().startswith("done") and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert page.title().startswith("done"), page.title()
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/api/traces")
+    assert json.loads(connection.getresponse().read())["total"] == 0
+
+
+def test_api_docs_render_offline_under_the_csp(page: Any, server: ServerHandle) -> None:
+    """/docs loads Swagger UI from the collector itself (no CDN) and the CSP lets it render every operation."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    operations = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/ingest" in text for text in operations), operations
+    assert any("/api/traces/{trace_id}/graph" in text.replace("\u200b", "") for text in operations), operations
+    assert all(url.startswith(server.url) for url in requested), requested
+    assert not [error for error in page.errors if "Content Security Policy" in error], page.errors
+
+
+def test_a_large_trace_says_what_is_truncated_and_lists_every_span(page: Any, server: ServerHandle) -> None:
+    """12,003 spans (the view loads 10,000 at first): a chain 12,000 deep, and a parent cycle with a child."""
+    trace_id, start = "feed" * 8, time.time_ns() - 3_600_000_000_000
+    spans = [{"trace_id": trace_id, "span_id": "c1", "parent_span_id": "c2", "name": "cycle a", "kind": "chain",
+              "start_time_unix_nano": start},
+             {"trace_id": trace_id, "span_id": "c2", "parent_span_id": "c1", "name": "cycle b", "kind": "chain",
+              "start_time_unix_nano": start + 1},
+             {"trace_id": trace_id, "span_id": "c3", "parent_span_id": "c2", "name": "under the cycle",
+              "kind": "llm", "start_time_unix_nano": start + 2}]
+    spans += [{"trace_id": trace_id, "span_id": f"s{i}", "parent_span_id": f"s{i - 1}" if i else None,
+               "name": "root" if i == 0 else f"step {i}", "kind": "chain", "start_time_unix_nano": start + 10 + i}
+              for i in range(12_000)]
+    for offset in range(0, len(spans), 5_000):
+        ingest(server, spans[offset:offset + 5_000])
+    page.goto(f"{server.url}/#/trace/{trace_id}")
+    try:  # 10,000 rows take a while on a loaded machine
+        page.wait_for_selector("#view[data-ready=trace]", timeout=90_000)
+    except Exception:
+        raise AssertionError(page.errors) from None
+    notice = page.inner_text("#spans-truncated")
+    assert "10,000 of 12,003" in notice.replace("\u202f", ",").replace(".", ","), notice
+    assert page.get_attribute("#spans", "data-rows") == "10000"
+    # The cycle's spans are among the first 10,000 (earliest first) and are listed, marked.
+    assert page.locator("tr.span-row.cycle").count() == 1
+    assert page.locator("tr.span-row[data-span-id='c3']").count() == 1
+    page.click("#spans-all")
+    page.wait_for_selector("#spans[data-rows='12003']", timeout=60_000)
+    assert page.locator("#spans-truncated").count() == 0
+    assert page.locator("tr.span-row[data-span-id='s11999']").count() == 1
+    assert {page.get_attribute(f"tr.span-row[data-span-id='{s}']", "data-span-id") for s in ("c1", "c2")} == {
+        "c1", "c2"}
+    assert not page.errors, page.errors

@@ -175,7 +175,7 @@ def test_deflate_and_unlabelled_gzip_are_understood(client: TestClient, make_spa
 def test_size_limits_and_gzip_bombs_answer_413(tmp_path: Path, signing_key: Path, make_span: SpanFactory) -> None:
     settings = Settings(db_path=tmp_path / "small.db", signing_key_path=signing_key, max_body_bytes=64 * 1024,
                         max_inflated_bytes=256 * 1024)
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         client.post("/api/ingest", json=make_span())
         too_big = json.dumps([make_span(name="x" * 1000) for _ in range(100)]).encode()
         assert len(too_big) > 64 * 1024
@@ -195,7 +195,7 @@ def test_zero_data_retention_strips_text_whatever_the_client_sends(tmp_path: Pat
     span = make_span(input="my secret prompt", output="secret answer",
                      attributes={"gen_ai.prompt": "secret", "llm.input_messages": ["secret"], "keep": 1,
                                  "prompt_tokens": 5})
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         assert client.get("/health").json()["zero_data_retention"] is True
         client.post("/api/ingest", json=span)
         stored = client.get(f"/api/traces/{span['trace_id']}/spans").json()["spans"][0]
@@ -205,3 +205,61 @@ def test_zero_data_retention_strips_text_whatever_the_client_sends(tmp_path: Pat
         assert stored["attributes"]["agentwatch.text_stripped"] is True
         raw = (tmp_path / "zdr.db").read_bytes() + (tmp_path / "zdr.db-wal").read_bytes()
         assert b"secret" not in raw
+
+
+def test_cost_is_bounded_like_token_counts(client: TestClient, make_span: SpanFactory) -> None:
+    from agentwatch.server._model import MAX_COST_USD
+
+    for cost in (MAX_COST_USD * 1.0001, 1e308, 2**63):
+        span = make_span(cost_usd=cost)
+        answer = client.post("/api/ingest", json=span)
+        assert answer.status_code == 422, (cost, answer.text)
+        assert "cost_usd" in answer.text
+    atp = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "x", "start_time_unix_nano": 1, "kind": "CLIENT",
+           "cost_attribution": {"accumulated_cost_usd": 1e308}}
+    assert client.post("/api/ingest", json=atp).status_code == 422
+    assert client.post("/api/ingest", json=[make_span(cost_usd=MAX_COST_USD), make_span(cost_usd=MAX_COST_USD)]
+                       ).json()["accepted"] == 2
+    assert client.get("/api/metrics").json()["cost_usd"] == 2 * MAX_COST_USD
+
+
+def test_every_read_route_answers_for_costs_stored_before_the_cap(tmp_path: Path, signing_key: Path) -> None:
+    """Spans of 1e308 USD stored by a version without the cap: their sums overflow to inf."""
+    from agentwatch.server import SQLiteStore
+    from agentwatch.server._model import SpanRecord
+
+    store = SQLiteStore(tmp_path / "legacy.db")
+    start = time.time_ns() - 1_000_000_000
+    store.ingest([SpanRecord("t1", f"s{i}", None, "x", "llm", "ok", start, start + 1000, "a", "A", None, "gpt-4o",
+                             "openai", 1, 1, 0, 1e308) for i in range(2)])
+    store.close()
+    settings = Settings(db_path=tmp_path / "legacy.db", signing_key_path=signing_key)
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
+        for path in ("/api/traces", "/api/traces/t1", "/api/traces/t1/spans", "/api/traces/t1/graph",
+                     "/api/traces/t1/compliance-score", "/api/metrics", "/api/cost/daily", "/api/cost/by-agent",
+                     "/api/cost/by-model", "/api/reports/monthly", "/api/reports/monthly/csv",
+                     "/api/reports/monthly/pdf"):
+            assert client.get(path).status_code == 200, path
+        pdf = client.get("/api/reports/monthly/pdf").content
+        assert pdf.startswith(b"%PDF")
+
+
+def test_values_and_spans_are_counted_exactly_before_parsing(tmp_path: Path, signing_key: Path,
+                                                             make_span: SpanFactory) -> None:
+    settings = Settings(db_path=tmp_path / "count.db", signing_key_path=signing_key, max_spans_per_request=10,
+                        max_json_values=1_000)
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
+        # Commas and brackets inside text make the quick bound overshoot; the exact count lets it in.
+        wordy = make_span(input="a, b, [c], {d}, " * 5_000)
+        assert client.post("/api/ingest", json=wordy).json()["accepted"] == 1
+        # One span with many keys is one span, not many.
+        assert client.post("/api/ingest", json=make_span(attributes={f"k{i}": i for i in range(500)})
+                           ).json()["accepted"] == 1
+        too_many = client.post("/api/ingest", json=[make_span() for _ in range(11)])
+        assert too_many.status_code == 413 and "10 spans" in too_many.json()["detail"]
+        nested = client.post("/api/ingest", json=make_span(attributes={"x": [{}] * 2_000}))
+        assert nested.status_code == 413 and "JSON values" in nested.json()["detail"]
+        gzipped = client.post("/api/ingest", content=gzip_json(make_span(attributes={"x": [[]] * 2_000})),
+                              headers=GZIP)
+        assert gzipped.status_code == 413
+        assert client.get("/api/metrics").json()["spans"] == 2

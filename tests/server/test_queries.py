@@ -253,3 +253,34 @@ def test_time_bounds_at_the_edge_of_64_bits_are_answered(client: TestClient, pop
                 answer = client.get(path, params={name: bound})
                 assert answer.status_code == 200, (path, name, bound, answer.text)
     assert client.get("/api/metrics", params={"from": "9223372036854775000"}).json()["traces"] == 0
+
+
+@pytest.mark.parametrize("order", ["parents first", "children first"])
+def test_graph_of_a_deep_chain(client: TestClient, order: str) -> None:
+    """20,000 plumbing spans deep, an LLM call under every 10th: each call hangs off the nearest call above it
+    (the walk up is memoised: it was quadratic in depth; bench/bench_graph.py times 100,000)."""
+    depth, start = 20_000, time.time_ns() - 3_600_000_000_000
+    trace_id = f"deep{order.split()[0]}"
+    spans = [{"trace_id": trace_id, "span_id": "s0", "name": "root", "kind": "agent", "agent_id": "a",
+              "start_time_unix_nano": start}]
+    spans += [{"trace_id": trace_id, "span_id": f"s{i}", "parent_span_id": f"s{i - 1}", "name": "step",
+               "kind": "llm" if i % 10 == 0 else "chain", "model": "m", "start_time_unix_nano": start + i}
+              for i in range(1, depth + 1)]
+    # A parent cycle of plumbing spans with a call under it: listed, never followed forever.
+    spans += [{"trace_id": trace_id, "span_id": "c1", "parent_span_id": "c2", "name": "loop", "kind": "chain",
+               "start_time_unix_nano": start},
+              {"trace_id": trace_id, "span_id": "c2", "parent_span_id": "c1", "name": "loop", "kind": "chain",
+               "start_time_unix_nano": start},
+              {"trace_id": trace_id, "span_id": "c3", "parent_span_id": "c2", "name": "orphan call", "kind": "llm",
+               "model": "m", "start_time_unix_nano": start}]
+    if order == "children first":
+        spans.reverse()
+    for offset in range(0, len(spans), 10_000):
+        assert client.post("/api/ingest", json=spans[offset:offset + 10_000]).status_code in (200, 202)
+    graph = client.get(f"/api/traces/{trace_id}/graph").json()
+    assert graph["span_count"] == depth + 4
+    nodes = {node["id"] for node in graph["nodes"]}
+    assert nodes == {"agent:a", "llm:c3"} | {f"llm:s{i}" for i in range(10, depth + 1, 10)}
+    edges = {(edge["source"], edge["target"]) for edge in graph["edges"]}
+    expected = {("agent:a", "llm:s10")} | {(f"llm:s{i}", f"llm:s{i + 10}") for i in range(10, depth, 10)}
+    assert edges == expected

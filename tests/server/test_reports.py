@@ -113,14 +113,14 @@ def test_signed_pdf_verifies_and_detects_tampering(reported: TestClient, tmp_pat
 
 def test_signing_key_is_generated_beside_the_database(tmp_path: Path, make_span: SpanFactory) -> None:
     settings = Settings(db_path=tmp_path / "data" / "aw.db")
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         key = tmp_path / "data" / "aw.signing-key.pem"
         assert key.exists()  # made on first start, not on first report
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         pdf = client.get("/api/reports/monthly/pdf").content
     assert verify_report(pdf, {ReportSigner(key).fingerprint})["trusted"]
     # A restart keeps the key.
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         assert client.get("/api/reports/public-key").headers["x-agentwatch-key-fingerprint"] == \
             ReportSigner(key).fingerprint
     (tmp_path / "r.pdf").write_bytes(pdf)

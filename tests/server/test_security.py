@@ -15,7 +15,7 @@ from tests.server.aw_helpers import SpanFactory
 def keyed(tmp_path: Path, signing_key: Path) -> TestClient:
     settings = Settings(db_path=tmp_path / "k.db", signing_key_path=signing_key, api_key="s3cret-key",
                         cors_origins=("http://localhost:3000",))
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         yield client
 
 

@@ -194,7 +194,7 @@ def test_old_data_is_deleted_on_start(tmp_path: Path, signing_key: Path, make_sp
                                 "timestamp_unix_nano": now - 40 * DAY_NS}, "sdk-alert")
     store.close()
     settings = Settings(db_path=path, signing_key_path=signing_key, data_retention_days=30)
-    with TestClient(create_app(settings=settings)) as client:
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
         assert client.get("/api/traces").json()["total"] == 1
         assert client.get("/api/metrics").json()["spans"] == 4
         assert [a["agent_id"] for a in client.get("/api/cost/by-agent").json()["agents"]] == ["researcher"]
@@ -205,7 +205,8 @@ def test_old_data_is_deleted_on_start(tmp_path: Path, signing_key: Path, make_sp
     store = SQLiteStore(path)
     store.ingest(parse_spans(json.dumps(make_trace(make_span, start=now - 400 * DAY_NS)).encode(), 100).records)
     store.close()
-    with TestClient(create_app(settings=settings.replace(data_retention_days=0))) as client:
+    app = create_app(settings=settings.replace(data_retention_days=0))
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/api/traces").json()["total"] == 2
 
 
@@ -238,3 +239,44 @@ def test_demo_without_langgraph_says_what_to_install(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "needs the LangGraph plugin" in result.stderr and "agentwatch[langchain,server]" in result.stderr
     assert not (tmp_path / "demo.db").exists()
+
+
+def _serve_and_fail(db: Path, signing_key: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {**os.environ, "AGENTWATCH_SIGNING_KEY": str(signing_key)}
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", LAUNCH, "serve", "--port", str(free_port()), "--db", str(db)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    return result, time.monotonic() - began
+
+
+@pytest.mark.parametrize("content", [b"this is my shopping list, not a database\n" * 100,
+                                     b"SQLite format 3\x00" + bytes(range(256)) * 64])
+def test_a_file_that_is_not_a_database_is_one_clear_line(tmp_path: Path, signing_key: Path, content: bytes) -> None:
+    db = tmp_path / "notes.db"
+    db.write_bytes(content)
+    result, took = _serve_and_fail(db, signing_key)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(db) in lines[0] and "--db" in lines[0] and "Traceback" not in result.stderr
+    assert db.read_bytes() == content  # nothing was written to the user's file
+    print(f"not a database: exit in {took:.1f} s")
+
+
+def test_a_locked_database_is_reported_promptly(tmp_path: Path, signing_key: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "busy.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result, took = _serve_and_fail(db, signing_key)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "locked" in lines[0] and str(db) in lines[0], result.stderr
+    assert "waited 3 s" in lines[0]  # not SQLite's silent 30 s
+    print(f"locked: exit in {took:.1f} s")

@@ -1,0 +1,124 @@
+"""Cross-site writes and DNS rebinding against a real collector on loopback: Host, Origin and Content-Type checks,
+with the real SDK exporter and the dashboard still working (the browser side is in test_dashboard.py)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentwatch.server import ServerHandle, Settings, start_background
+from tests.server.aw_helpers import SpanFactory
+
+
+def request(server: ServerHandle, method: str, path: str, body: Any = None,
+            headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers=headers or {})
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
+    finally:
+        connection.close()
+
+
+def stored(server: ServerHandle) -> int:
+    return int(request(server, "GET", "/api/traces")[1]["total"])
+
+
+def test_a_rebound_host_name_gets_no_data(server: ServerHandle, make_span: SpanFactory) -> None:
+    assert request(server, "POST", "/api/ingest", make_span(input="secret prompt"),
+                   {"Content-Type": "application/json"})[0] == 200
+    for host in ("rebind.attacker.example", "rebind.attacker.example:3001", "127.0.0.1.nip.io"):
+        status, answer = request(server, "GET", "/api/traces", headers={"Host": host})
+        assert status == 400, (host, answer)
+        assert "ALLOWED_HOSTS" in answer["detail"] and "secret" not in json.dumps(answer)
+        assert request(server, "GET", "/", headers={"Host": host})[0] == 400
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "LOCALHOST", f"[::1]:{server.port}"):
+        assert request(server, "GET", "/api/traces", headers={"Host": host})[0] == 200, host
+
+
+def test_allowed_hosts_and_wildcard_binding(tmp_path: Path, signing_key: Path) -> None:
+    base = Settings(db_path=tmp_path / "h.db", signing_key_path=signing_key, alert_interval_seconds=3600)
+    named = start_background(settings=Settings.from_env({"ALLOWED_HOSTS": "collector.internal, Box.lan"},
+                                                        db_path=base.db_path, signing_key_path=signing_key))
+    try:
+        assert request(named, "GET", "/health", headers={"Host": "collector.internal:3001"})[0] == 200
+        assert request(named, "GET", "/health", headers={"Host": "box.lan"})[0] == 200
+        assert request(named, "GET", "/health", headers={"Host": "other.lan"})[0] == 400
+    finally:
+        named.stop()
+    # Bound to every interface, the collector is reached under names it cannot know (and needs API_KEY).
+    anywhere = start_background(host="0.0.0.0", settings=base.replace(api_key="k"))
+    try:
+        assert request(anywhere, "GET", "/health", headers={"Host": "10.1.2.3:3001"})[0] == 200
+    finally:
+        anywhere.stop()
+
+
+def test_cross_site_writes_are_refused(server: ServerHandle, make_span: SpanFactory) -> None:
+    foreign = {"Origin": f"http://127.0.0.1:{server.port + 1}"}
+    # A no-cors form or fetch can send only these content types without a preflight.
+    for content_type in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                         "multipart/form-data; boundary=x"):
+        status, answer = request(server, "POST", "/api/ingest", make_span(), {"Content-Type": content_type})
+        assert status == 415, (content_type, answer)
+    assert request(server, "POST", "/api/ingest", make_span(), {"Content-Type": "application/xml"})[0] == 415
+    # With a JSON type but from another origin (a Blob body sends no type at all): refused too.
+    for headers in (foreign, {**foreign, "Content-Type": "application/json"}, {"Origin": "null"},
+                    {"Origin": "http://rebind.attacker.example"}):
+        status, answer = request(server, "POST", "/api/ingest", make_span(), headers)
+        assert status == 403, (headers, answer)
+        assert "CORS_ORIGINS" in answer["detail"]
+    status, _ = request(server, "POST", "/api/alerts", {"name": "x", "metric": "cost", "threshold": 1,
+                                                        "channel": "webhook", "target": "http://127.0.0.1:9/"},
+                        {**foreign, "Content-Type": "application/json"})
+    assert status == 403
+    assert request(server, "DELETE", "/api/alerts/1", headers=foreign)[0] == 403
+    assert stored(server) == 0
+    # Same origin (the dashboard), no Origin (the SDK, curl), and JSON variants are fine.
+    same = {"Origin": f"http://127.0.0.1:{server.port}", "Content-Type": "application/json"}
+    assert request(server, "POST", "/api/ingest", make_span(), same)[0] == 200
+    assert request(server, "POST", "/api/ingest", make_span(), {"Content-Type": "application/json; charset=utf-8"}
+                   )[0] == 200
+    assert request(server, "POST", "/api/ingest", make_span())[0] == 200
+    assert stored(server) == 3
+
+
+@pytest.fixture
+def cors_server(tmp_path: Path, signing_key: Path) -> Iterator[ServerHandle]:
+    settings = Settings(db_path=tmp_path / "c.db", signing_key_path=signing_key, alert_interval_seconds=3600,
+                        cors_origins=("http://localhost:3000",))
+    handle = start_background(settings=settings)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_a_cors_origin_may_write(cors_server: ServerHandle, make_span: SpanFactory) -> None:
+    status, _ = request(cors_server, "POST", "/api/ingest", make_span(),
+                        {"Origin": "http://localhost:3000", "Content-Type": "application/json"})
+    assert status == 200
+    assert request(cors_server, "POST", "/api/ingest", make_span(), {"Origin": "http://localhost:3001"})[0] == 403
+
+
+def test_the_sdk_exporter_still_delivers(server: ServerHandle, tmp_path: Path) -> None:
+    from tests.reliability.conftest import run_script
+
+    result = run_script(f"""
+        import agentwatch
+        agentwatch.init(proxy_url="{server.url}/api/ingest", flush_interval=0.05)
+        with agentwatch.trace("sdk run"):
+            pass
+        agentwatch.shutdown()
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    traces = request(server, "GET", "/api/traces")[1]
+    assert "sdk run" in json.dumps(traces), traces

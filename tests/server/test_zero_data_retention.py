@@ -1,0 +1,117 @@
+"""Zero data retention on the collector: every shape of text a client may send is dropped before it is stored
+(checked by grepping the database files' bytes); ids, names, models, numbers and states are kept."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentwatch.server import ServerHandle, Settings, start_background
+from tests.server.aw_helpers import SpanFactory, new_span_id, new_trace_id
+
+SECRETS = [f"SECRET{index:02d}zdr" for index in range(40)]
+
+
+def secret(index: int) -> str:
+    return f"text with {SECRETS[index]} in it, and more"
+
+
+@pytest.fixture
+def zdr_server(tmp_path: Path, signing_key: Path) -> Iterator[ServerHandle]:
+    settings = Settings(db_path=tmp_path / "zdr.db", signing_key_path=signing_key, zero_data_retention=True,
+                        alert_interval_seconds=3600, alert_min_interval_seconds=3600)
+    handle = start_background(settings=settings)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _native(make_span: SpanFactory, trace_id: str) -> dict[str, Any]:
+    return make_span(
+        trace_id=trace_id, input=[{"role": "user", "content": secret(0)}], output={"text": secret(1)},
+        attributes={
+            "gen_ai.system_instructions": secret(2), "gen_ai.tool.call.arguments": json.dumps({"q": secret(3)}),
+            "inputs": {"question": secret(4)}, "outputs": [secret(5)], "metadata": {"prompt": secret(6),
+                                                                                   "deep": [{"x": [secret(7)]}]},
+            "llm.prompt_template.variables": {"topic": secret(8)}, "question": secret(9),
+            "gen_ai.prompt": [{"role": "system", "content": secret(10)}], "error.message": secret(11),
+            "session.result": secret(12), "http.url": f"https://x.example/?q={SECRETS[13]}",
+            secret(14): 1, "gen_ai.request.model": "gpt-4o", "gen_ai.response.id": "chatcmpl-1",
+            "llm.latency_ms": 12.5, "tool_name": "search", "finish_reason": "stop",
+        },
+        # Unknown top-level keys are kept as attributes: text in them must go too.
+        question=secret(15), messages=[{"role": "user", "content": secret(16)}],
+    )
+
+
+def _atp(trace_id: str) -> dict[str, Any]:
+    now = time.time_ns()
+    return {
+        "trace_id": trace_id, "span_id": new_span_id(), "name": "atp call", "kind": "CLIENT",
+        "start_time_unix_nano": now, "end_time_unix_nano": now + 1_000_000,
+        "status": {"code": "ERROR", "message": secret(17)}, "agent_id": "planner", "agent_name": "Planner",
+        "decision_reasoning": secret(18), "input": secret(19), "output": {"answer": secret(20)},
+        "tool_calls": [{"id": "call_1", "name": "search", "arguments": {"query": secret(21)},
+                        "tool_input": secret(22), "tool_output": secret(23)}],
+        "model_inference": {"model_name": "gpt-4o-mini", "provider": "openai", "prompt_tokens": 10,
+                            "completion_tokens": 5},
+        "events": [{"name": "gen_ai.content.prompt", "time_unix_nano": now,
+                    "attributes": {"gen_ai.prompt": secret(24), "gen_ai.completion": secret(25)}},
+                   {"name": "log", "content": secret(26), "body": {"text": secret(27)}}],
+        "links": [{"trace_id": new_trace_id(), "span_id": new_span_id(), "attributes": {"note": secret(28)}}],
+        "compliance_flags": ["art12"],
+        "attributes": {"llm.prompt_template.variables": json.dumps({"v": secret(29)}), "inputs": [secret(30)]},
+        "question": secret(31),
+    }
+
+
+def test_no_text_reaches_the_database_files(zdr_server: ServerHandle, make_span: SpanFactory,
+                                            tmp_path: Path) -> None:
+    trace_id = new_trace_id()
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        for body in ([_native(make_span, trace_id)], _atp(trace_id), [_native(make_span, trace_id), _atp(trace_id)]):
+            answer = client.post("/api/ingest", json=body)
+            assert answer.status_code in (200, 202), answer.text
+            assert answer.json()["accepted"] >= 1
+        spans = client.get(f"/api/traces/{trace_id}/spans").json()["spans"]
+    assert len(spans) == 4
+    shown = json.dumps(spans)
+    assert not [s for s in SECRETS if s in shown]
+    # What is not text is kept: the dashboard still has ids, names, models, states and numbers.
+    native = next(span for span in spans if span["kind"] == "llm" and span["model"] == "gpt-4o-mini"
+                  and "gen_ai.request.model" in span["attributes"])
+    assert native["attributes"]["gen_ai.request.model"] == "gpt-4o"
+    assert native["attributes"]["llm.latency_ms"] == 12.5 and native["attributes"]["tool_name"] == "search"
+    assert native["attributes"]["finish_reason"] == "stop" and native["attributes"]["agentwatch.text_stripped"]
+    atp = next(span for span in spans if span["name"] == "atp call")
+    assert atp["agent_name"] == "Planner" and atp["status"] == "error"
+    assert atp["attributes"]["tool_calls"][0]["name"] == "search"
+    assert atp["attributes"]["events"][0]["name"] == "gen_ai.content.prompt"
+    assert atp["attributes"]["compliance_flags"] == ["art12"]
+    zdr_server.stop()  # checkpoints the WAL; its file is read too, in case it was not
+    files = [path for path in (tmp_path / "zdr.db").parent.iterdir() if path.name.startswith("zdr.db")]
+    assert files
+    found = {path.name: [s for s in SECRETS if s.encode() in path.read_bytes()] for path in files}
+    assert not any(found.values()), found
+
+
+def test_sdk_alerts_keep_no_text_either(zdr_server: ServerHandle, tmp_path: Path) -> None:
+    alert = {"type": "alert", "scope": "agent", "scope_id": "writer", "reason": "budget_per_hour", "threshold": 5,
+             "current": 7.5, "message": secret(32), "details": {"last_prompt": secret(33)},
+             "timestamp_unix_nano": time.time_ns()}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/alerts/sdk-alert", json=alert).status_code in (200, 201, 202)
+        history = client.get("/api/alerts/history").json()["history"]
+    assert history and history[0]["scope_id"] == "writer" and "budget_per_hour" in json.dumps(history[0])
+    zdr_server.stop()
+    for path in tmp_path.iterdir():
+        if path.name.startswith("zdr.db"):
+            data = path.read_bytes()
+            assert SECRETS[32].encode() not in data and SECRETS[33].encode() not in data, path
