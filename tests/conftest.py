@@ -12,9 +12,13 @@ pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
-def _no_client_between_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_client_between_tests(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                             ) -> Iterator[None]:
     for name in [key for key in __import__("os").environ if key.startswith("AGENTWATCH_")]:
         monkeypatch.delenv(name)
+    # Each test its own spool: batches one test could not deliver must not reach a later test's collector
+    # (ports are reused), nor the user's cache directory.
+    monkeypatch.setenv("AGENTWATCH_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
     agentwatch.shutdown()
     yield
     agentwatch.shutdown(timeout=2.0)
