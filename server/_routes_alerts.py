@@ -142,6 +142,9 @@ async def alert_history(request: Request, limit: Annotated[int, Query(ge=1, le=1
     return {"history": events}
 
 
+# The aeneas-agentwatch SDK strips "/ingest" from its ingest URL and appends "/api/alerts/sdk-alert", so with
+# the URL it documents (".../api/ingest") its alerts arrive at /api/api/alerts/sdk-alert.
+@router.post("/api/api/alerts/sdk-alert", status_code=202, include_in_schema=False)
 @router.post("/api/alerts/sdk-alert", status_code=202)
 async def sdk_alert(request: Request, payload: SdkAlert) -> dict[str, Any]:
     """Record an SDK alert or breaker transition once (the same transition may also arrive as a span)."""

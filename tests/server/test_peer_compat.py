@@ -125,6 +125,11 @@ def test_the_peer_sdks_alert_payload_is_accepted(client: TestClient) -> None:
     breakers = client.get("/api/circuit-breaker/status").json()["breakers"]
     assert [(b["scope"], b["scope_id"], b["alerts"]) for b in breakers] == [("agent", "ExpensiveBot", 1)]
     assert client.post("/api/alerts/sdk-alert", json={**alert, "timestamp": "soon"}).status_code == 422
+    # Where that SDK actually posts with its documented ingest URL (".../api/ingest" minus "/ingest", plus
+    # "/api/alerts/sdk-alert").
+    again = {**alert, "reason": "error_rate_exceeded", "timestamp": sent_at + 1}
+    assert client.post("/api/api/alerts/sdk-alert", json=again).status_code == 202
+    assert len(client.get("/api/alerts/history").json()["history"]) == 2
 
 
 def test_trace_name_is_the_earliest_starting_roots(client: TestClient) -> None:
