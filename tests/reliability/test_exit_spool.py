@@ -66,7 +66,7 @@ def test_spool_can_be_switched_off(tmp_path: Path) -> None:
         agentwatch.event("nowhere")
         agentwatch.shutdown()
         print(agentwatch.get_state())
-    """, tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    """, tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "AGENTWATCH_SPOOL_DIR": None})
     assert result.returncode == 0, result.stderr
     assert not list(tmp_path.rglob("*.json.gz"))
 
@@ -79,7 +79,7 @@ def test_default_spool_is_the_per_user_cache_directory(tmp_path: Path) -> None:
         import agentwatch
         agentwatch.init(proxy_url="{url}")
         agentwatch.event("cached")
-    """, tmp_path, env={"XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path)})
+    """, tmp_path, env={"XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path), "AGENTWATCH_SPOOL_DIR": None})
     assert result.returncode == 0, result.stderr
     spooled = _spooled_spans(cache / "agentwatch" / "spool")
     assert "cached" in {span["name"] for span in spooled}
