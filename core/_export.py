@@ -32,29 +32,55 @@ _MAX_DEPTH = 3
 
 
 def _estimate(value: Any, depth: int) -> int:
-    """Rough serialised size without serialising: exact for strings, sampled for big containers."""
+    """Rough serialised size without serialising: exact for strings, sampled for big containers. Type checks
+    by identity first (the hot path's common case: a dict of short strings and numbers)."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is dict:
+        return _container(value, True, depth)
+    if kind is list or kind is tuple:
+        return _container(value, False, depth)
     if isinstance(value, str):
         return len(value)
     if isinstance(value, (bytes, bytearray)):
         return len(value) * 2  # sent as a str() of the bytes
-    if isinstance(value, (dict, list, tuple)):
-        count = len(value)
-        if count == 0:
-            return 2
-        if depth >= _MAX_DEPTH:
-            return 16 * count
-        items: Any = value.items() if isinstance(value, dict) else value
-        total = 0
-        for index, item in enumerate(items):
+    if isinstance(value, dict):
+        return _container(value, True, depth)
+    if isinstance(value, (list, tuple)):
+        return _container(value, False, depth)
+    return 8
+
+
+def _container(value: Any, is_dict: bool, depth: int) -> int:
+    count = len(value)
+    if count == 0:
+        return 2
+    if depth >= _MAX_DEPTH:
+        return 16 * count
+    total = 0
+    index = 0
+    if is_dict:
+        for key, item in value.items():
             if index == _SAMPLE:
                 break
-            if isinstance(value, dict):
-                key, item = item
-                total += len(key) + 4 if isinstance(key, str) else 8
-            total += _estimate(item, depth + 1) + 1
-        # Containers longer than the sample are extrapolated from it (an O(1) bound per level).
-        return total if count <= _SAMPLE else total * count // _SAMPLE
-    return 8
+            index += 1
+            total += (len(key) if type(key) is str else 8) + 4
+            item_kind = type(item)
+            if item_kind is str:
+                total += len(item)
+            elif item_kind is int or item_kind is float or item is None or item_kind is bool:
+                total += 8
+            else:
+                total += _estimate(item, depth + 1)
+    else:
+        for item in value:
+            if index == _SAMPLE:
+                break
+            index += 1
+            total += (len(item) if type(item) is str else _estimate(item, depth + 1)) + 1
+    # Containers longer than the sample are extrapolated from it (an O(1) bound per level).
+    return total if count <= _SAMPLE else total * count // _SAMPLE
 
 
 def estimate_size(span: Span) -> int:
