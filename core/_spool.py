@@ -43,11 +43,12 @@ class Spool:
         self.written = 0
         self.dropped_batches = 0
         self._warned_full = False
+        self._warned_unwritable = False
 
     def _files(self) -> list[Path]:
         try:
             names = os.listdir(self.directory)
-        except FileNotFoundError:
+        except OSError:  # not created yet, or unusable (then write() says so)
             return []
         # Names start with a nanosecond timestamp: sorting delivers the oldest first.
         return [self.directory / name for name in sorted(names) if name.endswith(_SUFFIX)]
@@ -57,7 +58,7 @@ class Spool:
         for path in self._files():
             try:
                 total += path.stat().st_size
-            except FileNotFoundError:  # delivered by another process meanwhile
+            except OSError:  # delivered by another process meanwhile
                 pass
         return total
 
@@ -70,14 +71,26 @@ class Spool:
                 logger.warning("agentwatch: spool %s is full (%d bytes); further undelivered spans are dropped",
                                self.directory, self.max_bytes)
             return False
-        self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
         temporary = self.directory / f".{name}.tmp"
-        temporary.write_bytes(gzipped_batch)
-        os.replace(temporary, self.directory / f"{name}{_SUFFIX}")
-        if not self.written:
-            # Written once per URL so a person looking at the cache knows where these spans were going.
-            (self.directory / "destination.txt").write_text(self.url + "\n", encoding="utf-8")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(gzipped_batch)
+            os.replace(temporary, self.directory / f"{name}{_SUFFIX}")
+            if not self.written:
+                # Once per run, so a person looking at the cache knows where these spans were going.
+                (self.directory / "destination.txt").write_text(self.url + "\n", encoding="utf-8")
+        except OSError as error:  # read-only home, disk full: the batch is lost, said once, not per batch
+            self.dropped_batches += 1
+            if not self._warned_unwritable:
+                self._warned_unwritable = True
+                logger.warning("agentwatch: cannot write the spool %s (%s); undelivered spans are dropped",
+                               self.directory, error)
+            try:
+                temporary.unlink()
+            except OSError:
+                pass
+            return False
         self.written += 1
         return True
 
@@ -88,12 +101,12 @@ class Spool:
     def read(path: Path) -> bytes | None:
         try:
             return path.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # delivered by another process meanwhile
             return None
 
     @staticmethod
     def remove(path: Path) -> None:
         try:
             path.unlink()
-        except FileNotFoundError:
+        except OSError:
             pass

@@ -287,3 +287,31 @@ def test_span_size_estimate_tracks_the_serialised_size() -> None:
     for span in samples:
         real = len(json.dumps(span.to_dict()))
         assert real / 2 <= estimate_size(span) <= real * 2, (span, real, estimate_size(span))
+
+
+def test_an_unwritable_spool_drops_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agentwatch._exporters import HttpExporter
+    from agentwatch._spool import Spool
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the spool directory should be")
+    spool = Spool(blocker, "http://127.0.0.1:1/api/ingest")
+    exporter = HttpExporter(f"http://127.0.0.1:{_free_port()}/api/ingest", max_retries=0, spool=spool)
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    span = {"trace_id": "t" * 32, "span_id": "s" * 16, "kind": "event", "name": "lost"}
+    assert exporter.export([span]) is False
+    assert exporter.export([span]) is False
+    exporter.shutdown()
+    assert spool.dropped_batches == 2 and exporter.spooled == 0
+    assert len([r for r in caplog.records if "cannot write the spool" in r.getMessage()]) == 1
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
+def test_spool_is_bounded_in_bytes(tmp_path: Path) -> None:
+    from agentwatch._spool import Spool
+
+    spool = Spool(tmp_path, "http://collector/api/ingest", max_bytes=10_000)
+    assert all(spool.write(os.urandom(3_000)) for _ in range(3))
+    assert spool.write(os.urandom(3_000)) is False
+    assert spool.size() <= 10_000 and spool.dropped_batches == 1
+    assert len(spool.pending(10)) == 3
