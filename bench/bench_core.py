@@ -60,7 +60,7 @@ def burst_memory(spans: int = 100_000, cap: int = 10_000) -> tuple[int, int, dic
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
-    agentwatch.init(proxy_url=f"http://127.0.0.1:{dead_port}/api/ingest", max_queue_size=cap)
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{dead_port}/api/ingest", max_queue_size=cap, spool_dir="")
     gc.collect()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(spans):

@@ -187,7 +187,7 @@ def send_all(port: int, payloads: list[bytes], latencies: list[float], errors: l
         response = connection.getresponse()
         data = response.read()
         latencies.append(time.perf_counter() - started)
-        if response.status != 200:
+        if not 200 <= response.status < 300:
             errors.append(f"{response.status} {data[:200]!r}")
     connection.close()
 

@@ -108,7 +108,8 @@ class Client:
         # Before the worker starts: its first batch reads these flags.
         self._refresh_hook_flags()
         self.processor = BatchProcessor(
-            self.exporters, max_queue_size=config.max_queue_size, max_batch_size=config.max_batch_size,
+            self.exporters, max_queue_size=config.max_queue_size, max_queue_bytes=config.max_queue_bytes,
+            max_batch_size=config.max_batch_size,
             flush_interval=config.flush_interval, on_batch=self._on_batch, on_start=self._on_worker_start,
             start=False,
         )

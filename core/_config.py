@@ -35,6 +35,8 @@ class Config:
     debug: bool = False
     flush_interval: float = 1.0
     max_queue_size: int = 10_000
+    #: Estimated bytes of queued spans (captured prompts make spans large); over it the oldest are dropped.
+    max_queue_bytes: int = 32 * 1024 * 1024
     max_batch_size: int = 512
     export_timeout: float = 10.0
     auto_instrument: bool = True
@@ -50,6 +52,10 @@ class Config:
     #: While ``limits_backend`` is unreachable: "local" enforces limits per process, "block" blocks every call.
     limits_fallback: str = "local"
     disabled_plugins: frozenset[str] = frozenset()
+    #: Where batches the collector could not take are kept for a later run; None: the per-user cache
+    #: directory (``~/.cache/agentwatch/spool`` on Linux); "": no spool.
+    spool_dir: str | None = None
+    spool_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def capture_text(self) -> bool:
@@ -89,7 +95,7 @@ def _from_env(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ValueError(f"{_env_name(name)}: expected a number, got {raw!r}") from None
-    if name in {"max_calls_per_minute", "max_queue_size", "max_batch_size"}:
+    if name in {"max_calls_per_minute", "max_queue_size", "max_batch_size", "max_queue_bytes", "spool_max_bytes"}:
         try:
             return int(raw)
         except ValueError:
@@ -167,7 +173,7 @@ def validate_agent_limits(where: str, limits: Mapping[str, Any]) -> dict[str, An
 
 def _validate(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
-    for name in ("api_key", "agent_name", "limits_backend"):
+    for name in ("api_key", "agent_name", "limits_backend", "spool_dir"):
         if name in out:
             out[name] = _optional_str(name, out[name])
     if "proxy_url" in out:
@@ -192,7 +198,7 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("flush_interval", "export_timeout"):
         if name in out:
             out[name] = _number(name, out[name], optional=False, positive=True)
-    for name in ("max_queue_size", "max_batch_size"):
+    for name in ("max_queue_size", "max_batch_size", "max_queue_bytes", "spool_max_bytes"):
         if name in out:
             out[name] = _number(name, out[name], optional=False, integer=True, positive=True)
     for name in ("on_alert", "on_block"):

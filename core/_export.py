@@ -1,8 +1,12 @@
 """The export pipeline: a bounded queue filled on the hot path, drained by one background worker.
 
 Modelled on OpenTelemetry's BatchSpanProcessor: enqueue is O(1) with a brief lock; the worker wakes
-on a full batch or every ``flush_interval``; when the queue is full the oldest span is dropped and
-counted; a forked child gets a fresh lock, an empty queue and its own worker.
+on a full batch or every ``flush_interval``; when the queue is full (in spans, or in estimated bytes) the
+oldest spans are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
+
+Exporters may also have ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
+down is not waited for) and ``on_idle()`` (called by the worker after each drain, for background work such
+as delivering spooled batches).
 """
 
 from __future__ import annotations
@@ -18,7 +22,77 @@ from typing import Any, Protocol, runtime_checkable
 from ._safe import stop_on_exception
 from ._span import Span
 
-__all__ = ["Exporter", "BatchProcessor"]
+__all__ = ["Exporter", "BatchProcessor", "estimate_size", "DEFAULT_MAX_QUEUE_BYTES"]
+
+DEFAULT_MAX_QUEUE_BYTES = 32 * 1024 * 1024
+#: Fixed part of a span's estimate: ids, times, counters and the slots object itself.
+_SPAN_OVERHEAD = 512
+_SAMPLE = 8
+_MAX_DEPTH = 3
+
+
+def _estimate(value: Any, depth: int) -> int:
+    """Rough serialised size without serialising: exact for strings, sampled for big containers. Type checks
+    by identity first (the hot path's common case: a dict of short strings and numbers)."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is dict:
+        return _container(value, True, depth)
+    if kind is list or kind is tuple:
+        return _container(value, False, depth)
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) * 2  # sent as a str() of the bytes
+    if isinstance(value, dict):
+        return _container(value, True, depth)
+    if isinstance(value, (list, tuple)):
+        return _container(value, False, depth)
+    return 8
+
+
+def _container(value: Any, is_dict: bool, depth: int) -> int:
+    count = len(value)
+    if count == 0:
+        return 2
+    if depth >= _MAX_DEPTH:
+        return 16 * count
+    total = 0
+    index = 0
+    if is_dict:
+        for key, item in value.items():
+            if index == _SAMPLE:
+                break
+            index += 1
+            total += (len(key) if type(key) is str else 8) + 4
+            item_kind = type(item)
+            if item_kind is str:
+                total += len(item)
+            elif item_kind is int or item_kind is float or item is None or item_kind is bool:
+                total += 8
+            else:
+                total += _estimate(item, depth + 1)
+    else:
+        for item in value:
+            if index == _SAMPLE:
+                break
+            index += 1
+            total += (len(item) if type(item) is str else _estimate(item, depth + 1)) + 1
+    # Containers longer than the sample are extrapolated from it (an O(1) bound per level).
+    return total if count <= _SAMPLE else total * count // _SAMPLE
+
+
+def estimate_size(span: Span) -> int:
+    """What ``span`` will weigh in the queue, in bytes, cheaply enough for the hot path."""
+    size = _SPAN_OVERHEAD + len(span.name)
+    if span.attributes:
+        size += _estimate(span.attributes, 0)
+    if span.input is not None:
+        size += _estimate(span.input, 0)
+    if span.output is not None:
+        size += _estimate(span.output, 0)
+    return size
 
 
 @runtime_checkable
@@ -40,6 +114,7 @@ class BatchProcessor:
         exporters: Sequence[Exporter],
         *,
         max_queue_size: int = 10_000,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         max_batch_size: int = 512,
         flush_interval: float = 1.0,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -48,6 +123,9 @@ class BatchProcessor:
     ) -> None:
         self._exporters = list(exporters)
         self._max_queue_size = max_queue_size
+        self._max_queue_bytes = max_queue_bytes
+        hooks = (getattr(exporter, "on_idle", None) for exporter in self._exporters)
+        self._idle_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
         self._max_batch_size = max_batch_size
         self._flush_interval = flush_interval
         self._on_batch = on_batch
@@ -67,7 +145,9 @@ class BatchProcessor:
             _LIVE_PROCESSORS.add(self)
 
     def _init_state(self) -> None:
-        self._queue: collections.deque[Span] = collections.deque(maxlen=self._max_queue_size)
+        # (estimated bytes, span): the bytes travel with the span so that dropping or taking it is exact.
+        self._queue: collections.deque[tuple[int, Span]] = collections.deque()
+        self._queued_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._flush_requests = 0
@@ -87,13 +167,23 @@ class BatchProcessor:
     # ---- hot path ---------------------------------------------------------------------------
 
     def enqueue(self, span: Span) -> None:
+        size = estimate_size(span)  # outside the lock
         with self._lock:
             if self._stopping:
                 return
+            if size > self._max_queue_bytes:  # could never be queued: dropping others would not help
+                self.dropped += 1
+                return
             queue = self._queue
             if len(queue) == self._max_queue_size:
+                self._queued_bytes -= queue.popleft()[0]
                 self.dropped += 1
-            queue.append(span)
+            self._queued_bytes += size
+            # Over the byte bound: the oldest go first, as for the span bound.
+            while self._queued_bytes > self._max_queue_bytes:
+                self._queued_bytes -= queue.popleft()[0]
+                self.dropped += 1
+            queue.append((size, span))
             full = len(queue) == self._max_batch_size
         if full:
             self._wake.set()
@@ -110,6 +200,9 @@ class BatchProcessor:
                 flush_target = self._flush_requests
             stopping = self._stopping
             self._drain()
+            if not stopping:
+                for hook in self._idle_hooks:
+                    stop_on_exception(hook)()
             with self._flushed:
                 self._flushes_done = flush_target
                 self._flushed.notify_all()
@@ -118,8 +211,14 @@ class BatchProcessor:
 
     def _take_batch(self) -> list[Span]:
         with self._lock:
-            count = min(len(self._queue), self._max_batch_size)
-            return [self._queue.popleft() for _ in range(count)]
+            queue = self._queue
+            count = min(len(queue), self._max_batch_size)
+            batch = []
+            for _ in range(count):
+                size, span = queue.popleft()
+                self._queued_bytes -= size
+                batch.append(span)
+            return batch
 
     def _drain(self) -> None:
         while batch := self._take_batch():
@@ -144,8 +243,15 @@ class BatchProcessor:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
     def stats(self) -> dict[str, int]:
-        return {"queued": self.queued, "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+        # "failed" counts spans not delivered; of those, "spooled" were kept on disk for a later run.
+        spooled = sum(int(getattr(exporter, "spooled", 0)) for exporter in self._exporters)
+        return {"queued": self.queued, "queued_bytes": self._queued_bytes, "sent": self.sent,
+                "dropped": self.dropped, "failed": self.failed, "spooled": spooled}
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export everything queued now; True if that finished within ``timeout`` seconds."""
@@ -170,6 +276,10 @@ class BatchProcessor:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
+        for exporter in self._exporters:
+            begin = getattr(exporter, "begin_shutdown", None)
+            if callable(begin):
+                stop_on_exception(begin)()
         self.force_flush(timeout)
         with self._lock:
             self._stopping = True

@@ -19,6 +19,8 @@ from ._safe import logger
 if TYPE_CHECKING:
     import http.client
     from pathlib import Path
+
+    from ._spool import Spool
 from ._span import new_span_id, new_trace_id
 
 __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "JsonLinesExporter", "ConsoleExporter"]
@@ -141,6 +143,10 @@ class ConsoleExporter:
         pass
 
 
+#: How much of the collector's answer is read: it is only ever logged (first 300 bytes) on a refusal.
+MAX_ANSWER_BYTES = 64 * 1024
+
+
 def _http_exception() -> type[Exception]:
     import http.client
 
@@ -175,6 +181,8 @@ class HttpSender:
         self._pid = os.getpid()
         self._warned = False
         self._stopped = threading.Event()
+        #: The last attempt failed to reach the receiver; cleared by the next answer.
+        self.down = False
 
     def _connect(self) -> http.client.HTTPConnection:
         import http.client  # with ssl and email it costs ~20 ms; only the export worker needs it
@@ -194,57 +202,94 @@ class HttpSender:
             self._connection.close()
             self._connection = None
 
-    def post(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True) -> tuple[int, bytes]:
+    def post(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True,
+             precompressed: bool = False) -> tuple[int, bytes]:
+        """One request; the answer is read up to ``MAX_ANSWER_BYTES`` (the rest is never buffered)."""
         headers = {**self._headers, "Content-Type": content_type}
-        if gzipped:
+        if gzipped and not precompressed:
             body = gzip.compress(body, compresslevel=1)
+        if gzipped or precompressed:
             headers["Content-Encoding"] = "gzip"
         connection = self._connect()
         try:
             connection.request("POST", path, body=body, headers=headers)
             response = connection.getresponse()
-            data = response.read()
+            # Only the first bytes are ever logged: a huge or endless answer must not cost the app memory.
+            data = response.read(MAX_ANSWER_BYTES)
         except Exception:
             self.close()
             raise
-        if response.will_close:
-            self.close()
+        if response.will_close or not response.isclosed():
+            self.close()  # an unread rest makes the kept-alive connection unusable
         return response.status, data
 
-    def post_with_retries(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True) -> bool:
+    def send(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True,
+             precompressed: bool = False, retries: int | None = None) -> str:
+        """POST with retries: ``"sent"``, ``"refused"`` (an answer that retrying cannot change) or
+        ``"unreachable"`` (connection errors, 5xx, 429: worth keeping for later).
+
+        While shutting down at most one attempt is made, and none once the receiver is known down, so
+        that exit is not held up by a receiver that is not there.
+        """
+        if self._stopped.is_set() and self.down:
+            return "unreachable"
         delay = self._backoff
-        for attempt in range(self._max_retries + 1):
+        attempts = self._max_retries if retries is None else retries
+        for attempt in range(attempts + 1):
             try:
-                status, data = self.post(path, body, content_type, gzipped=gzipped)
+                status, data = self.post(path, body, content_type, gzipped=gzipped, precompressed=precompressed)
             except (OSError, _http_exception()) as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if status < 300:
-                    return True
+                if 200 <= status < 300:  # any 2xx: our collector answers 202, like ATP receivers
+                    self.down = False
+                    return "sent"
                 if status not in self.RETRY_STATUSES:
+                    self.down = False
                     logger.warning("agentwatch: %s refused a batch (%s): %s", self._what, status, data[:300])
-                    return False
+                    return "refused"
                 problem = f"HTTP {status}"
+            self.down = True
             if not self._warned:
                 self._warned = True
                 logger.warning("agentwatch: %s at %s not reachable (%s); spans are buffered and retried, the "
                                "program carries on", self._what, self.url, problem)
-            if attempt == self._max_retries or self._stopped.wait(delay * (0.5 + random.random())):
-                return False
+            if attempt == attempts or self._stopped.wait(delay * (0.5 + random.random())):
+                return "unreachable"
             delay = min(delay * 2, self._max_backoff)
-        return False
+        return "unreachable"
+
+    def post_with_retries(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True) -> bool:
+        return self.send(path, body, content_type, gzipped=gzipped) == "sent"
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    def begin_shutdown(self) -> None:
+        """Exit has begun: wake a backoff sleep and make at most one more attempt per batch. The connection
+        stays open, the export worker may be using it."""
+        self._stopped.set()
 
     def stop(self) -> None:
-        # Wakes a backoff sleep so that exit is not held up by a receiver that is down.
         self._stopped.set()
         self.close()
 
 
 class HttpExporter:
-    """Sends gzip'd JSON batches of span dicts to the collector's ``/api/ingest``."""
+    """Sends gzip'd JSON batches of span dicts to the collector's ``/api/ingest``.
+
+    A batch the collector could not take (down, or retries exhausted) goes to ``spool`` when one is given;
+    the export worker delivers spooled batches later, in this run or the next, once the collector answers.
+    """
+
+    #: Spooled batches delivered per worker wake-up, so that new spans are not held up behind a large spool.
+    SPOOL_FILES_PER_WAKE = 8
+    #: How long to leave the spool alone after the collector failed to take a spooled batch.
+    SPOOL_RETRY_AFTER = 30.0
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0, max_retries: int = 5,
-                 backoff: float = 0.5, max_backoff: float = 8.0) -> None:
+                 backoff: float = 0.5, max_backoff: float = 8.0, spool: Spool | None = None) -> None:
         try:
             self._sender = HttpSender(url, headers={"X-API-Key": api_key} if api_key else None, timeout=timeout,
                                       max_retries=max_retries, backoff=backoff, max_backoff=max_backoff)
@@ -253,15 +298,24 @@ class HttpExporter:
         self.url = url
         path = self._sender.path
         self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
+        self.spool = spool
+        self.spooled = 0
+        self.unspooled_batches = 0
+        self._spool_next_check = 0.0
 
     def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
         return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
-        ok = self._post_json(self._sender.path, list(spans))
-        if ok and self._alert_path:
-            self._forward_breaker_records(spans)
-        return ok
+        body = gzip.compress(_json_bytes(list(spans)), compresslevel=1)
+        outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True)
+        if outcome == "sent":
+            if self._alert_path:
+                self._forward_breaker_records(spans)
+            return True
+        if outcome == "unreachable" and self.spool is not None and self.spool.write(body):
+            self.spooled += len(spans)
+        return False
 
     def _forward_breaker_records(self, spans: Sequence[dict[str, Any]]) -> None:
         """The collector's live breaker view and alert history read ``/api/alerts/sdk-alert``."""
@@ -272,6 +326,31 @@ class HttpExporter:
             record = {"type": "transition" if span["kind"] == "breaker" else "alert",
                       "timestamp_unix_nano": span["start_time_unix_nano"], **span["attributes"]}
             self._post_json(self._alert_path, record, gzipped=False)  # one small record: not worth gzip
+
+    def on_idle(self) -> None:
+        """Called by the export worker after each drain: deliver a few spooled batches (never at exit)."""
+        spool = self.spool
+        if spool is None or self._sender.stopping or time.monotonic() < self._spool_next_check:
+            return
+        pending = spool.pending(self.SPOOL_FILES_PER_WAKE + 1)
+        for path in pending[:self.SPOOL_FILES_PER_WAKE]:
+            body = spool.read(path)
+            if body is None:  # another process delivered it meanwhile
+                continue
+            outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True, retries=0)
+            if outcome == "unreachable":
+                self._spool_next_check = time.monotonic() + self.SPOOL_RETRY_AFTER
+                return
+            # "refused" (e.g. a file mangled on disk) cannot improve by retrying: drop it, as a refused batch is.
+            spool.remove(path)
+            if outcome == "sent":
+                self.unspooled_batches += 1
+        # Nothing left: look again in a while (another process may spool meanwhile); more left: next wake-up.
+        more = len(pending) > self.SPOOL_FILES_PER_WAKE
+        self._spool_next_check = time.monotonic() + (0.0 if more else 5.0)
+
+    def begin_shutdown(self) -> None:
+        self._sender.begin_shutdown()
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         return True

@@ -41,7 +41,8 @@ _LOG_GROWTH = "log(1.05)"
 # span columns inside the aggregate functions.
 _TRACE_AGG = """
 SELECT trace_id,
-    if(countIf(is_root = 1) > 0, argMinIf(name, seq, is_root = 1), argMin(name, (start_ns, seq))) AS t_name,
+    if(countIf(is_root = 1) > 0, argMinIf(name, (start_ns, seq), is_root = 1),
+       argMin(name, (start_ns, seq))) AS t_name,
     countIf(is_root = 1) > 0 AS t_has_root,
     min(start_ns) AS t_start, max(end_ns) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
     count() AS t_spans, sum(is_call) AS t_calls, sum(input_tokens) AS t_in, sum(output_tokens) AS t_out,

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ._model import LLM_KINDS
-from ._time import iso
+from ._time import iso, now_ns
 
-__all__ = ["compliance_score", "RUBRIC"]
+__all__ = ["compliance_score", "compliance_report", "RUBRIC"]
 
 _OVERSIGHT_EVENTS = frozenset({"paused", "budget_increased", "reset", "half_open", "recovered", "manual"})
 _USER_KEYS = ("user.id", "enduser.id", "user_id", "operator", "reviewer", "human.reviewer")
@@ -148,3 +148,38 @@ def compliance_score(trace: dict[str, Any], spans: list[dict[str, Any]], retenti
         "items": items,
         "note": "Readiness of the recorded logs against the logging duties; not legal advice.",
     }
+
+
+def _cause(span: dict[str, Any]) -> str:
+    attributes = span.get("attributes") or {}
+    for key in ("error.message", "breaker.reason", "reason", "error.type", "event"):
+        if attributes.get(key):
+            return f"{key}: {attributes[key]}"
+    return ""
+
+
+def compliance_report(trace: dict[str, Any], spans: list[dict[str, Any]], retention_days: int) -> dict[str, Any]:
+    """What the signed per-trace PDF shows: the score with its evidence, the actors, the model calls and the
+    risk events, each straight from the recorded spans."""
+    agents: dict[str, dict[str, Any]] = {}
+    for span in spans:
+        key = span.get("agent_id") or span.get("agent_name")
+        if not key:
+            continue
+        agent = agents.setdefault(key, {"agent_id": span.get("agent_id") or "", "agent_name": span.get("agent_name")
+                                        or key, "agent_role": span.get("agent_role") or "", "spans": 0,
+                                        "llm_calls": 0, "cost_usd": 0.0})
+        agent["spans"] += 1
+        agent["llm_calls"] += span.get("kind") in LLM_KINDS
+        agent["cost_usd"] += float(span.get("cost_usd") or 0.0)
+    calls = [{"start_time": iso(s["start_time_unix_nano"]), "agent": s.get("agent_name") or s.get("agent_id") or "",
+              "model": s.get("model") or "", "provider": s.get("provider") or "",
+              "input_tokens": int(s.get("input_tokens") or 0), "output_tokens": int(s.get("output_tokens") or 0),
+              "cost_usd": float(s.get("cost_usd") or 0.0), "status": s.get("status") or ""}
+             for s in _calls(spans)]
+    risks = [{"start_time": iso(s["start_time_unix_nano"]), "kind": s.get("kind") or "", "name": s.get("name") or "",
+              "status": s.get("status") or "", "cause": _cause(s)}
+             for s in spans if s.get("status") in ("error", "blocked") or s.get("kind") == "breaker"]
+    return {"trace": trace, "score": compliance_score(trace, spans, retention_days),
+            "agents": sorted(agents.values(), key=lambda a: -a["spans"]), "model_calls": calls,
+            "risk_events": risks, "generated_at": iso(now_ns())}

@@ -46,6 +46,11 @@ class _Builder:
         elif kind in _TOOL_KINDS:
             node_id = f"tool:{span_id}"
             self._add(node_id, "tool", span["name"], span)
+        elif _agent_key(span) and "atp.kind" in (span.get("attributes") or {}):
+            # ATP has no agent span kind: every span names the agent doing the work, so any ATP span stands for
+            # its agent (an agent that made no LLM call is still a node).
+            node_id = f"agent:{_agent_key(span)}"
+            self._add(node_id, "agent", span.get("agent_name") or _agent_key(span) or span["name"], span)
         elif span.get("parent_span_id") not in self.spans:
             node_id = f"root:{span_id}"
             self._add(node_id, "root", span["name"], span)

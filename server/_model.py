@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
+from agentwatch._pricing import Pricer
+
 __all__ = [
     "NativeSpan",
     "AtpSpan",
@@ -36,6 +38,9 @@ _OTEL_KINDS = frozenset({"INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
 _STATUSES = {"ok": "ok", "error": "error", "blocked": "blocked", "unset": "ok", "": "ok"}
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_.:\-]+$")]
+# The ATP schema's ids (as the aeneas-agentwatch SDK's own ATPSpan model defines them): lower-case hex.
+AtpTraceId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+AtpSpanId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Nanos = Annotated[int, Field(ge=0, le=2**63 - 1)]
 #: Tokens per span: 2**40 (10**12) is far beyond any model, and keeps sums over millions of spans (per trace,
 #: per hour, per query) inside SQLite's 64-bit integers.
@@ -99,9 +104,9 @@ class AtpSpan(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    trace_id: Id
-    span_id: Id
-    parent_span_id: Id | None = None
+    trace_id: AtpTraceId
+    span_id: AtpSpanId
+    parent_span_id: AtpSpanId | None = None
     name: Annotated[str, Field(max_length=2000)] = ""
     kind: Literal["INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"] = "INTERNAL"
     start_time_unix_nano: Nanos
@@ -239,14 +244,17 @@ def _atp(span: AtpSpan) -> SpanRecord:
             attributes["llm.latency_ms"] = inference.latency_ms
             if end is None:
                 end = min(start + int(inference.latency_ms * 1e6), _NANOS_MAX)
-    cost = 0.0
+    sent_cost: float | None = None
     if span.cost_attribution is not None:
         # The 0.2 SDK puts the cost of this call here (the collector sums it per trace).
-        cost = span.cost_attribution.accumulated_cost_usd or 0.0
+        sent_cost = span.cost_attribution.accumulated_cost_usd
         if span.cost_attribution.task_id:
             attributes["task_id"] = span.cost_attribution.task_id
+    cost = sent_cost or 0.0
     if inference is not None and (model or input_tokens or output_tokens):
         kind = "llm"
+        if sent_cost is None and (input_tokens or output_tokens):
+            cost = _price_atp(model, provider, input_tokens, output_tokens, attributes)
     elif span.tool_calls and span.kind == "CLIENT":
         kind = "tool"
     else:
@@ -256,6 +264,21 @@ def _atp(span: AtpSpan) -> SpanRecord:
         end if end is not None and end >= start else start, span.agent_id, span.agent_name, span.agent_role,
         model, provider, input_tokens, output_tokens, 0, cost, attributes, span.input, span.output,
     )
+
+
+#: The SDK's own price table (genai-prices, resolved once per model), for ATP clients that send tokens but no cost.
+_PRICER = Pricer()
+
+
+def _price_atp(model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
+               attributes: dict[str, Any]) -> float:
+    """What the SDK would have charged for this call; marked as priced here, and as estimated when the model
+    is unknown (priced at the default rate), as the SDK marks its own spans."""
+    cost, estimated = _PRICER.cost(model, provider, input_tokens, output_tokens)
+    attributes["cost_source"] = "collector"
+    if estimated:
+        attributes["cost_estimated"] = True
+    return cost
 
 
 def to_record(span: NativeSpan | AtpSpan) -> SpanRecord:

@@ -1,5 +1,5 @@
-"""The monthly report as a PDF (reportlab). Untrusted text goes into table cells as plain strings,
-never into Paragraph markup, so an agent called ``<b>`` is printed, not interpreted."""
+"""The monthly report and the per-trace compliance report as PDFs (reportlab). Untrusted text goes into table
+cells as plain strings, never into Paragraph markup, so an agent called ``<b>`` is printed, not interpreted."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-__all__ = ["render_monthly_pdf"]
+__all__ = ["render_monthly_pdf", "render_compliance_pdf"]
 
 _TABLE_STYLE = TableStyle([
     ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 9),
@@ -67,9 +67,7 @@ def _daily_chart(days: list[dict[str, Any]]) -> Drawing:
 def render_monthly_pdf(report: dict[str, Any], key_fingerprint: str) -> bytes:
     styles = getSampleStyleSheet()
     buffer = io.BytesIO()
-    document = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm,
-                                 topMargin=16 * mm, bottomMargin=16 * mm,
-                                 title=f"AgentWatch monthly report {report['month']}", author="AgentWatch")
+    document = _document(buffer, f"AgentWatch monthly report {report['month']}")
     totals = report["totals"]
     story: list[Any] = [
         Paragraph(f"AgentWatch monthly report — {report['month']}", styles["Title"]),
@@ -111,10 +109,76 @@ def render_monthly_pdf(report: dict[str, Any], key_fingerprint: str) -> bytes:
             [(a["time"] or "")[:19], a["source"], _clip(a["message"], 60), _clip(a["delivery_status"] or "", 10)]
             for a in report["alerts"]["recent"][:30]]),
         Spacer(1, 6 * mm),
-        Paragraph(
-            "This file carries an RSA-PSS SHA-256 signature after its last %%EOF marker. Check it with "
-            f"<font face='Courier'>agentwatch verify report.pdf</font>. Signing key fingerprint: "
-            f"<font face='Courier' size='7'>{key_fingerprint}</font>", styles["Normal"]),
+        _signature_note(key_fingerprint, styles),
+    ]
+    document.build(story)
+    return buffer.getvalue()
+
+
+def _signature_note(key_fingerprint: str, styles: Any) -> Paragraph:
+    return Paragraph(
+        "This file carries an RSA-PSS SHA-256 signature after its last %%EOF marker. Check it with "
+        f"<font face='Courier'>agentwatch verify report.pdf</font>. Signing key fingerprint: "
+        f"<font face='Courier' size='7'>{key_fingerprint}</font>", styles["Normal"])
+
+
+def _document(buffer: io.BytesIO, title: str) -> SimpleDocTemplate:
+    return SimpleDocTemplate(buffer, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm, topMargin=16 * mm,
+                             bottomMargin=16 * mm, title=title, author="AgentWatch")
+
+
+_ROWS_SHOWN = 50
+
+
+def render_compliance_pdf(report: dict[str, Any], key_fingerprint: str) -> bytes:
+    """One trace's EU AI Act Article 12 record: the trace, its readiness score item by item, who acted, the
+    model calls and the risk events (``_compliance.compliance_report`` builds ``report``)."""
+    styles = getSampleStyleSheet()
+    cell = styles["BodyText"].clone("cell", fontSize=7, leading=8.5)
+    buffer = io.BytesIO()
+    trace, score = report["trace"], report["score"]
+    document = _document(buffer, f"AgentWatch compliance report {trace['trace_id']}")
+
+    def text(value: Any) -> Paragraph:
+        # Wrapped cell text for long evidence; escaped, so that it stays plain text.
+        escaped = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return Paragraph(escaped, cell)
+
+    calls, risks = report["model_calls"], report["risk_events"]
+    story: list[Any] = [
+        Paragraph("AgentWatch compliance report", styles["Title"]),
+        Paragraph(f"{score['regulation']}. Generated {report['generated_at']}.", styles["Normal"]),
+        Spacer(1, 4 * mm),
+        Paragraph("Trace", styles["Heading2"]),
+        _table(["Field", "Value"], [
+            ["Trace id", trace["trace_id"]], ["Name", _clip(trace.get("name"), 80)],
+            ["Start (UTC)", trace.get("start_time") or ""], ["End (UTC)", trace.get("end_time") or ""],
+            ["Duration", f"{float(trace.get('duration_ms') or 0):,.1f} ms"], ["Status", trace.get("status") or ""],
+            ["Spans", f"{trace.get('span_count', 0):,}"], ["LLM calls", f"{trace.get('llm_calls', 0):,}"],
+            ["Tokens", f"{trace.get('total_tokens', 0):,}"], ["Cost", _money(trace.get("cost_usd"))],
+        ], [40 * mm, 130 * mm]),
+        Paragraph(f"Article 12 readiness: {score['score']} / {score['max_score']}", styles["Heading2"]),
+        _table(["Requirement", "Article", "Points", "Evidence"], [
+            [text(item["description"]), text(item["article"]), f"{item['points']} / {item['max_points']}",
+             text(item["evidence"])] for item in score["items"]], [52 * mm, 26 * mm, 16 * mm, 80 * mm]),
+        Paragraph(score["note"], styles["Italic"]),
+        Paragraph("Agents and persons involved", styles["Heading2"]),
+        _table(["Agent", "Id", "Role", "Spans", "LLM calls", "Cost"], [
+            [_clip(a["agent_name"], 30), _clip(a["agent_id"], 24), _clip(a["agent_role"], 20), f"{a['spans']:,}",
+             f"{a['llm_calls']:,}", _money(a["cost_usd"])] for a in report["agents"][:_ROWS_SHOWN]]),
+        Paragraph(f"Model calls ({len(calls):,}{f', first {_ROWS_SHOWN} shown' if len(calls) > _ROWS_SHOWN else ''})",
+                  styles["Heading2"]),
+        _table(["Start (UTC)", "Agent", "Model", "Provider", "Tokens in / out", "Cost", "Status"], [
+            [(c["start_time"] or "")[:23], _clip(c["agent"], 18), _clip(c["model"], 22), _clip(c["provider"], 12),
+             f"{c['input_tokens']:,} / {c['output_tokens']:,}", _money(c["cost_usd"]), c["status"]]
+            for c in calls[:_ROWS_SHOWN]]),
+        Paragraph(f"Risk events: errors, blocked calls, breaker transitions ({len(risks):,}"
+                  f"{f', first {_ROWS_SHOWN} shown' if len(risks) > _ROWS_SHOWN else ''})", styles["Heading2"]),
+        _table(["Start (UTC)", "Kind", "Name", "Status", "Cause"], [
+            [(r["start_time"] or "")[:23], r["kind"], _clip(r["name"], 30), r["status"], text(_clip(r["cause"], 120))]
+            for r in risks[:_ROWS_SHOWN]], [34 * mm, 16 * mm, 44 * mm, 16 * mm, 64 * mm]),
+        Spacer(1, 6 * mm),
+        _signature_note(key_fingerprint, styles),
     ]
     document.build(story)
     return buffer.getvalue()

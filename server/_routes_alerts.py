@@ -97,12 +97,19 @@ class AlertRulePatch(BaseModel):
 
 
 class SdkAlert(BaseModel):
-    """What the SDK sends: an alert (a limit was exceeded) or a circuit-breaker transition."""
+    """What the SDK sends: an alert (a limit was exceeded) or a circuit-breaker transition.
+
+    The aeneas-agentwatch SDK sends ``{scope, scope_id, reason, threshold, current, blocked, timestamp}``:
+    no ``type`` (an alert) and ``timestamp`` in seconds.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["alert", "transition"]
+    type: Literal["alert", "transition"] = "alert"
     timestamp_unix_nano: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    #: Seconds since the epoch (``time.time()``), as the aeneas-agentwatch SDK sends it.
+    timestamp: Annotated[float, Field(ge=0, le=(2**63 - 1) / 1e9, allow_inf_nan=False)] | None = None
+    blocked: bool | None = None
     scope: Annotated[str, Field(max_length=512)] | None = None
     scope_id: Annotated[str, Field(max_length=512)] | None = None
     reason: Any = None
@@ -136,6 +143,9 @@ async def alert_history(request: Request, limit: Annotated[int, Query(ge=1, le=1
     return {"history": events}
 
 
+# The aeneas-agentwatch SDK strips "/ingest" from its ingest URL and appends "/api/alerts/sdk-alert", so with
+# the URL it documents (".../api/ingest") its alerts arrive at /api/api/alerts/sdk-alert.
+@router.post("/api/api/alerts/sdk-alert", status_code=202, include_in_schema=False)
 @router.post("/api/alerts/sdk-alert", status_code=202)
 async def sdk_alert(request: Request, payload: SdkAlert) -> dict[str, Any]:
     """Record an SDK alert or breaker transition once (the same transition may also arrive as a span)."""
@@ -144,6 +154,8 @@ async def sdk_alert(request: Request, payload: SdkAlert) -> dict[str, Any]:
     if app_state(request).settings.zero_data_retention:
         data = strip_text_from(data)  # an alert's free text (message, details) is not kept either
     kind = data.pop("type")
+    if "timestamp_unix_nano" not in data and payload.timestamp is not None:
+        data["timestamp_unix_nano"] = int(payload.timestamp * 1e9)
     if kind == "transition":
         recorded = await run_in_threadpool(store.record_breaker_event, data, "sdk-alert")
     else:

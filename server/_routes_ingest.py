@@ -64,6 +64,7 @@ def _process(state: AppState, body: bytes | bytearray, encoding: str | None) -> 
 @router.post(
     "/api/ingest",
     response_model=IngestAnswer,
+    status_code=202,
     tags=["ingest"],
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _SPAN_BODY}}}},
     responses={400: {"description": "malformed body"}, 413: {"description": "body too large"},
@@ -74,7 +75,7 @@ async def ingest(request: Request) -> Any:
 
     Spans that fail validation are reported in ``errors`` (by index) while the valid ones are stored;
     a body that is not JSON, too large, or has no valid span is refused as a whole. The answer is sent
-    only after the batch is committed.
+    only after the batch is committed, as ``202 Accepted`` (what ATP clients count as accepted).
     """
     state = app_state(request)
     limit = state.settings.max_body_bytes
@@ -92,4 +93,4 @@ async def ingest(request: Request) -> Any:
         answer = await run_in_threadpool(_process, state, body, request.headers.get("content-encoding"))
     except IngestError as error:
         return _error(error)
-    return JSONResponse(answer)
+    return JSONResponse(answer, status_code=202)

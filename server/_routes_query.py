@@ -17,7 +17,7 @@ from ._stats import DAY_NS
 from ._store import SORT_FIELDS, TRACE_STATUSES, TraceQuery
 from ._time import now_ns
 
-__all__ = ["router"]
+__all__ = ["router", "valid_trace_id"]
 
 router = APIRouter(tags=["traces"])
 
@@ -26,10 +26,13 @@ From = Annotated[str | None, Query(alias="from", description="ISO 8601 or epoch 
 To = Annotated[str | None, Query(alias="to", description="ISO 8601 or epoch seconds/ms/ns; exclusive")]
 
 
-def _trace_id(trace_id: str) -> str:
+def valid_trace_id(trace_id: str) -> str:
     if not _TRACE_ID.match(trace_id):
         raise HTTPException(400, "invalid trace id")
     return trace_id
+
+
+_trace_id = valid_trace_id
 
 
 @router.get("/api/traces")

@@ -1,4 +1,5 @@
-"""Monthly reports as JSON, CSV and signed PDF; signature check and the public key to check against."""
+"""Monthly reports as JSON, CSV and signed PDF; the signed per-trace compliance report; signature check and the
+public key to check against."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ._pdf import render_monthly_pdf
+from ._compliance import compliance_report
+from ._pdf import render_compliance_pdf, render_monthly_pdf
 from ._reports import monthly_csv, monthly_report
+from ._routes_query import valid_trace_id
 from ._signing import verify_report
 from ._state import AppState, app_state
 
@@ -53,6 +56,15 @@ def _signed_pdf(state: AppState, month: str | None) -> tuple[str, bytes, bytes]:
     return report["month"], signed, signature
 
 
+def _pdf_response(state: AppState, signed: bytes, signature: bytes, filename: str) -> Response:
+    return Response(signed, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-AgentWatch-Signature": base64.b64encode(signature).decode(),
+        "X-AgentWatch-Signature-Algorithm": "RSA-PSS-SHA256",
+        "X-AgentWatch-Key-Fingerprint": state.signer.fingerprint,
+    })
+
+
 @router.get("/api/reports/monthly/pdf", response_class=Response,
             responses={200: {"content": {"application/pdf": {}}}})
 async def report_pdf(request: Request, month: Month = None) -> Response:
@@ -60,12 +72,30 @@ async def report_pdf(request: Request, month: Month = None) -> Response:
     repeated in ``X-AgentWatch-Signature``; see ``POST /api/reports/verify``."""
     state = app_state(request)
     label, signed, signature = await run_in_threadpool(_signed_pdf, state, month)
-    return Response(signed, media_type="application/pdf", headers={
-        "Content-Disposition": f'attachment; filename="agentwatch-report-{label}.pdf"',
-        "X-AgentWatch-Signature": base64.b64encode(signature).decode(),
-        "X-AgentWatch-Signature-Algorithm": "RSA-PSS-SHA256",
-        "X-AgentWatch-Key-Fingerprint": state.signer.fingerprint,
-    })
+    return _pdf_response(state, signed, signature, f"agentwatch-report-{label}.pdf")
+
+
+def _signed_compliance_pdf(state: AppState, trace_id: str) -> tuple[bytes, bytes] | None:
+    trace = state.store.get_trace(trace_id)
+    if trace is None:
+        return None
+    spans = state.store.trace_spans(trace_id, 100_000)
+    report = compliance_report(trace, spans, state.settings.data_retention_days)
+    signer = state.signer
+    return signer.sign(render_compliance_pdf(report, signer.fingerprint))
+
+
+@router.get("/api/traces/{trace_id}/compliance-report", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}, 404: {"description": "trace not found"}})
+async def compliance_report_pdf(request: Request, trace_id: str) -> Response:
+    """One trace's EU AI Act Article 12 compliance report (score with evidence, agents, model calls, risk
+    events) as a PDF signed like the monthly report; check it with ``POST /api/reports/verify``."""
+    state = app_state(request)
+    trace_id = valid_trace_id(trace_id)
+    signed = await run_in_threadpool(_signed_compliance_pdf, state, trace_id)
+    if signed is None:
+        raise HTTPException(404, "trace not found")
+    return _pdf_response(state, *signed, f"agentwatch-compliance-{trace_id[:64]}.pdf")
 
 
 @router.post("/api/reports/verify", openapi_extra={"requestBody": {"required": True, "content": {

@@ -22,7 +22,7 @@ from . import _json
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries
-from ._sqlite_schema import SCHEMA, SCHEMA_VERSION
+from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
 from ._stats import hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
@@ -44,13 +44,21 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 _UPSERT_TRACE = """
 INSERT INTO traces (tkey, trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,
-    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models)
+    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns)
 VALUES (?, ?, ?, ?, ?, ?, (? - ?) / 1e6, ?, ?, ?, ?, ?, ?, ?, ?,
-    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?)
+    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
-    name = CASE WHEN traces.has_root THEN traces.name
-                WHEN excluded.has_root OR excluded.start_ns < traces.start_ns THEN excluded.name
+    -- The name is the earliest-starting root's (roots may arrive in any order), else the earliest span's. A
+    -- database from before root_start_ns compares with the trace's start instead.
+    name = CASE WHEN excluded.has_root AND (NOT traces.has_root
+                     OR excluded.root_start_ns < coalesce(traces.root_start_ns, traces.start_ns)) THEN excluded.name
+                WHEN traces.has_root THEN traces.name
+                WHEN excluded.start_ns < traces.start_ns THEN excluded.name
                 ELSE traces.name END,
+    root_start_ns = CASE WHEN excluded.has_root AND (NOT traces.has_root
+                     OR excluded.root_start_ns < coalesce(traces.root_start_ns, traces.start_ns))
+                         THEN excluded.root_start_ns
+                         ELSE traces.root_start_ns END,
     has_root = max(traces.has_root, excluded.has_root),
     start_ns = min(traces.start_ns, excluded.start_ns),
     end_ns = max(traces.end_ns, excluded.end_ns),
@@ -141,9 +149,15 @@ class _Aggregates:
             trace = traces.get(r.trace_id)
             if trace is None:
                 traces[r.trace_id] = [r.name, is_root, r.start_ns, r.end_ns, 1, int(is_call), tokens_in,
-                                      tokens_out, cost, int(is_error), int(is_blocked)]
+                                      tokens_out, cost, int(is_error), int(is_blocked),
+                                      r.start_ns if is_root else None]
             else:
-                if (is_root and not trace[1]) or (not trace[1] and r.start_ns < trace[2]):
+                # The name: the earliest-starting root's (trace[11] is its start); without a root, the earliest
+                # span's.
+                if is_root and (not trace[1] or r.start_ns < trace[11]):
+                    trace[0] = r.name
+                    trace[11] = r.start_ns
+                elif not trace[1] and r.start_ns < trace[2]:
                     trace[0] = r.name
                 trace[1] = trace[1] or is_root
                 trace[2] = min(trace[2], r.start_ns)
@@ -248,7 +262,7 @@ class _Aggregates:
         labels, label_rows = self._labels(known, tkeys)
         cursor.executemany(_UPSERT_TRACE, [
             (tkeys[tid], tid, t[0], int(t[1]), t[2], t[3], t[3], t[2], t[4], t[5], t[6], t[7], t[6] + t[7], t[8], t[9],
-             t[10], t[10], t[9], *labels[tid])
+             t[10], t[10], t[9], *labels[tid], t[11])
             for tid, t in self.traces.items()
         ])
         if label_rows:
@@ -279,6 +293,7 @@ class SQLiteStore(Store):
         self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        upgrade(self._writer)
         self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
         # Checkpoints copy the WAL into the database file and fsync; doing them on a thread of their own

@@ -7,9 +7,10 @@ filters), and hourly rollups (KPIs, costs and latency histograms without scannin
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Final
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA", "upgrade"]
 
 SCHEMA_VERSION: Final = 1
 
@@ -64,8 +65,11 @@ CREATE TABLE IF NOT EXISTS traces (
     blocked INTEGER NOT NULL,
     status TEXT NOT NULL,
     agents TEXT NOT NULL,
-    models TEXT NOT NULL
+    models TEXT NOT NULL,
+    root_start_ns INTEGER
 );
+-- root_start_ns: start of the earliest root span, which names the trace (NULL: no root yet, or a row from before
+-- the column existed).
 CREATE INDEX IF NOT EXISTS traces_start ON traces(start_ns);
 CREATE INDEX IF NOT EXISTS traces_status_start ON traces(status, start_ns);
 
@@ -199,3 +203,14 @@ CREATE TABLE IF NOT EXISTS alert_history (
 );
 CREATE INDEX IF NOT EXISTS alert_history_ts ON alert_history(ts_ns);
 """
+
+
+def upgrade(connection: sqlite3.Connection) -> None:
+    """Columns added after a database was created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(traces)")}
+    if "root_start_ns" not in columns:
+        try:
+            connection.execute("ALTER TABLE traces ADD COLUMN root_start_ns INTEGER")
+        except sqlite3.OperationalError as error:  # another server process sharing the file added it first
+            if "duplicate column" not in str(error):
+                raise

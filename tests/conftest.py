@@ -55,9 +55,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_client_between_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_client_between_tests(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                             ) -> Iterator[None]:
     for name in [key for key in os.environ if key.startswith("AGENTWATCH_") and key not in REQUIRE_SWITCHES]:
         monkeypatch.delenv(name)
+    # Each test its own spool: batches one test could not deliver must not reach a later test's collector
+    # (ports are reused), nor the user's cache directory.
+    monkeypatch.setenv("AGENTWATCH_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
     agentwatch.shutdown()
     yield
     agentwatch.shutdown(timeout=2.0)

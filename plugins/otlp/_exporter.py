@@ -62,5 +62,8 @@ class OtlpExporter:
     def force_flush(self, timeout: float = 5.0) -> bool:
         return True
 
+    def begin_shutdown(self) -> None:
+        self._sender.begin_shutdown()
+
     def shutdown(self) -> None:
         self._sender.stop()

@@ -84,6 +84,9 @@ class AgentWatchSession:
         total = self.report.totals()
         return total.cost_usd > self.session_budget or (total.blocked > 0 and total.cost_usd >= self.session_budget)
 
+    # optionalhook: the hook is pytest-xdist's; without xdist installed (or with -p no:xdist) pluggy would
+    # otherwise refuse the whole plugin ("unknown hook") and the run would stop with an INTERNALERROR.
+    @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """pytest-xdist: the controller adds up what each worker measured."""
         output = getattr(node, "workeroutput", {}).get(_OUTPUT_KEY)

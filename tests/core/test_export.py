@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             status = self.server.statuses.pop(0) if self.server.statuses else 200
             self.server.headers_seen.append(dict(self.headers))
-            if status == 200:
+            if 200 <= status < 300:
                 payload = json.loads(body)
                 if self.path.endswith("/ingest"):
                     self.server.batches.append(payload)
@@ -200,3 +200,118 @@ def test_forked_child_exports_its_own_spans(tmp_path: Path) -> None:
     names = [json.loads(line)["name"] for line in target.read_text().splitlines()]
     assert names.count("child") == 1
     assert names.count("parent-before") == 1 and names.count("parent-after") == 1
+
+
+def test_any_2xx_answer_is_delivery(collector: _Collector) -> None:
+    """ATP receivers (and our collector) answer 202 Accepted: that is success, not a failure to retry."""
+    collector.statuses = [202, 204]
+    agentwatch.init(proxy_url=collector.url, max_batch_size=5)
+    for i in range(10):
+        agentwatch.event(f"accepted-{i}")
+    assert agentwatch.flush(5)
+    assert {f"accepted-{i}" for i in range(10)} <= {span["name"] for span in collector.spans}
+    state = agentwatch.get_state()["exporter"]
+    assert state["failed"] == 0 and state["spooled"] == 0
+
+
+class _HugeAnswer(BaseHTTPRequestHandler):
+    """Announces a 300 MB answer, sends 1 MB of it, then stalls: a reader that wants it all never returns."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(300 * 1024 * 1024))
+        self.end_headers()
+        self.wfile.write(b"x" * (1024 * 1024))
+        self.wfile.flush()
+        self.server.release.wait(30)  # type: ignore[attr-defined]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_collectors_answer_is_read_only_up_to_a_bound() -> None:
+    from agentwatch._exporters import MAX_ANSWER_BYTES, HttpSender
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeAnswer)
+    server.daemon_threads = True
+    server.release = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sender = HttpSender(f"http://127.0.0.1:{server.server_address[1]}/api/ingest", timeout=5.0, max_retries=0)
+    try:
+        status, data = sender.post(sender.path, b"[]", "application/json")
+        assert status == 200
+        assert len(data) == MAX_ANSWER_BYTES
+        assert sender.send(sender.path, b"[]", "application/json") == "sent"  # a fresh connection, not the stuck one
+    finally:
+        server.release.set()  # type: ignore[attr-defined]
+        sender.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_queue_is_bounded_in_bytes_as_well_as_spans() -> None:
+    limit = 2 * 1024 * 1024
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{_free_port()}/api/ingest", max_queue_size=100_000,
+                    max_queue_bytes=limit, flush_interval=3600, max_batch_size=100_000, capture_messages=True)
+    client = agentwatch.get_client()
+    assert client is not None
+    prompt = "p" * 20_000
+    for i in range(1_000):
+        span = client.start_span(f"call-{i}", "llm")
+        span.input = [{"role": "user", "content": prompt}]
+        client.end_span(span)
+    state = agentwatch.get_state()["exporter"]
+    assert state["queued_bytes"] <= limit
+    assert state["queued"] <= limit // 20_000
+    assert state["dropped"] >= 1_000 - limit // 20_000
+    agentwatch.shutdown(timeout=1.0)
+
+
+def test_span_size_estimate_tracks_the_serialised_size() -> None:
+    from agentwatch import Span
+    from agentwatch._export import estimate_size
+
+    samples = []
+    plain = Span("chain", "chain", attributes={"framework": "langchain", "run_type": "chain", "tags": ["a", "b"]})
+    samples.append(plain)
+    chat = Span("openai.chat", "llm", attributes={"gen_ai.request.model": "gpt-4o", "temperature": 0.2})
+    chat.input = [{"role": "system", "content": "s" * 2_000}, {"role": "user", "content": "u" * 18_000}]
+    chat.output = "o" * 5_000
+    samples.append(chat)
+    many = Span("retriever", "retriever")
+    many.output = [f"document {i} " + "d" * 500 for i in range(200)]
+    samples.append(many)
+    for span in samples:
+        real = len(json.dumps(span.to_dict()))
+        assert real / 2 <= estimate_size(span) <= real * 2, (span, real, estimate_size(span))
+
+
+def test_an_unwritable_spool_drops_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agentwatch._exporters import HttpExporter
+    from agentwatch._spool import Spool
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the spool directory should be")
+    spool = Spool(blocker, "http://127.0.0.1:1/api/ingest")
+    exporter = HttpExporter(f"http://127.0.0.1:{_free_port()}/api/ingest", max_retries=0, spool=spool)
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    span = {"trace_id": "t" * 32, "span_id": "s" * 16, "kind": "event", "name": "lost"}
+    assert exporter.export([span]) is False
+    assert exporter.export([span]) is False
+    exporter.shutdown()
+    assert spool.dropped_batches == 2 and exporter.spooled == 0
+    assert len([r for r in caplog.records if "cannot write the spool" in r.getMessage()]) == 1
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
+def test_spool_is_bounded_in_bytes(tmp_path: Path) -> None:
+    from agentwatch._spool import Spool
+
+    spool = Spool(tmp_path, "http://collector/api/ingest", max_bytes=10_000)
+    assert all(spool.write(os.urandom(3_000)) for _ in range(3))
+    assert spool.write(os.urandom(3_000)) is False
+    assert spool.size() <= 10_000 and spool.dropped_batches == 1
+    assert len(spool.pending(10)) == 3

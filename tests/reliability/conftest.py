@@ -46,15 +46,17 @@ def median_ms(samples: list[float]) -> float:
 UNUSED_PLUGINS = {"AGENTWATCH_DISABLED_PLUGINS": "crewai,llamaindex,autogen,ag2"}
 
 
-def run_script(code: str, tmp_path: Path, *, timeout: float = 90, env: dict[str, str] | None = None,
+def run_script(code: str, tmp_path: Path, *, timeout: float = 90, env: dict[str, str | None] | None = None,
                name: str = "script.py") -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (no AGENTWATCH_* variables from the developer's shell)."""
+    """Run ``code`` in a fresh interpreter (no AGENTWATCH_* variables from the developer's shell; spans it
+    cannot deliver are spooled under ``tmp_path``, not in the user's cache). ``env`` values of None unset."""
     script = tmp_path / name
     script.write_text(textwrap.dedent(code))
     base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
     base["PYTHONPATH"] = str(ROOT) + os.pathsep + base.get("PYTHONPATH", "")
+    merged = {**base, **UNUSED_PLUGINS, "AGENTWATCH_SPOOL_DIR": str(tmp_path / "spool"), **(env or {})}
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
-                          env={**base, **UNUSED_PLUGINS, **(env or {})}, cwd=str(ROOT))
+                          env={k: v for k, v in merged.items() if v is not None}, cwd=str(ROOT))
 
 
 def stored_span_ids(db_path: Path) -> list[str]:

@@ -108,7 +108,7 @@ def test_api_key_guards_every_route_but_health(tmp_path: Path) -> None:
                     assert answer.status_code == 401, (method, path, headers, answer.status_code)
             assert client.get("/health").status_code == 200
             ok = client.post("/api/ingest", json=[_span()], headers={"X-API-Key": "s3cret-key"})
-            assert ok.status_code == 200 and ok.json()["accepted"] == 1
+            assert ok.status_code == 202 and ok.json()["accepted"] == 1
     finally:
         handle.stop()
 

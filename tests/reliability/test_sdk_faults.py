@@ -102,7 +102,7 @@ def _collector_comes_back(tmp_path: Path, *, produced_calls: int, cap: int) -> t
 def test_spans_wait_for_the_collector_and_all_arrive(tmp_path: Path) -> None:
     calls = scale(600, 6_000)
     state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=10_000)
-    assert state == {"queued": 0, "sent": calls + 1, "dropped": 0, "failed": 0}
+    assert state == {"queued": 0, "queued_bytes": 0, "sent": calls + 1, "dropped": 0, "failed": 0, "spooled": 0}
     assert len(stored) == len(set(stored)) == calls + 1
     assert set(stored) == {span["span_id"] for span in exported}
 

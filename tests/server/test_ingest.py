@@ -30,7 +30,7 @@ def test_one_span_a_list_and_gzip_are_accepted(client: TestClient, make_span: Sp
     assert client.post("/api/ingest", json=batch).json()["accepted"] == 5
     zipped = make_trace(make_span, calls=2)
     answer = client.post("/api/ingest", content=gzip_json(zipped), headers=GZIP)
-    assert answer.status_code == 200 and answer.json()["accepted"] == 3
+    assert answer.status_code == 202 and answer.json()["accepted"] == 3
     assert client.get("/api/traces").json()["total"] == 3
 
 
@@ -80,7 +80,7 @@ def test_atp_latency_cannot_overflow_the_end_time(client: TestClient) -> None:
     # Start near the largest nanosecond timestamp: the derived end is clamped, not an overflow.
     near_max = {**base, "span_id": new_span_id(), "trace_id": new_trace_id(), "start_time_unix_nano": 2**63 - 10}
     answer = client.post("/api/ingest", json=near_max)
-    assert answer.status_code == 200 and answer.json()["accepted"] == 1
+    assert answer.status_code == 202 and answer.json()["accepted"] == 1
     now = time.time_ns()
     slow = {**base, "span_id": new_span_id(), "start_time_unix_nano": now}
     assert client.post("/api/ingest", json=slow).json()["accepted"] == 1
@@ -138,7 +138,7 @@ def test_bad_spans_are_reported_and_good_neighbours_kept(client: TestClient, mak
     del no_id["span_id"]
     bad_status = make_span(status="exploded")
     answer = client.post("/api/ingest", json=[bad_time, good, no_id, bad_status])
-    assert answer.status_code == 200
+    assert answer.status_code == 202
     body = answer.json()
     assert body["accepted"] == 1 and body["rejected"] == 3
     assert {error["index"] for error in body["errors"]} == {0, 2, 3}

@@ -26,7 +26,7 @@ def populated(client: TestClient, make_span: SpanFactory) -> dict[str, list[dict
         "recent": make_trace(make_span, calls=6, start=NOW - 2 * HOUR_NS, agent="researcher", name="deep dive"),
     }
     for spans in traces.values():
-        assert client.post("/api/ingest", json=spans).status_code == 200
+        assert client.post("/api/ingest", json=spans).status_code == 202
     return traces
 
 

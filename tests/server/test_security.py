@@ -30,7 +30,7 @@ def test_api_key_guards_every_api_route(keyed: TestClient, make_span: SpanFactor
         assert "API key" in response.json()["detail"]
     assert keyed.get("/api/traces", headers={"X-API-Key": "wrong"}).status_code == 401
     assert keyed.get("/api/traces", headers={"X-API-Key": "s3cret-key "}).status_code == 401
-    assert keyed.post("/api/ingest", json=make_span(), headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    assert keyed.post("/api/ingest", json=make_span(), headers={"X-API-Key": "s3cret-key"}).status_code == 202
     assert keyed.post("/api/ingest", json=make_span(),
                       headers={"X-AeneasSoft-API-Key": "s3cret-key"}).json()["accepted"] == 1
     assert keyed.get("/api/traces", headers={"Authorization": "Bearer s3cret-key"}).json()["total"] == 2

@@ -77,7 +77,7 @@ def test_sigkill_loses_no_acknowledged_batch(tmp_path: Path, signing_key: Path, 
                 status, _ = post(port, gzip_json(batch))
             except OSError:
                 return
-            if status == 200:
+            if status == 202:
                 acknowledged.append(batch)
 
     sender = threading.Thread(target=send)
@@ -114,7 +114,7 @@ def test_worker_processes_share_the_database(tmp_path: Path, signing_key: Path, 
         def send(share: list[list[dict[str, Any]]]) -> None:
             for batch in share:
                 status, body = post(port, gzip_json(batch))
-                assert status == 200
+                assert status == 202
                 results.append(body)
 
         threads = [threading.Thread(target=send, args=(batches[i::4],)) for i in range(4)]
@@ -142,7 +142,7 @@ def test_concurrent_clients_on_a_real_server(server: ServerHandle, make_span: Sp
     def send() -> None:
         for body in payloads:  # every client sends everything: each span is accepted exactly once
             status, answer = post(server.port, body)
-            assert status == 200
+            assert status == 202
             answers.append(answer)
 
     threads = [threading.Thread(target=send) for _ in range(4)]
@@ -215,7 +215,7 @@ def test_start_background_from_another_module(tmp_path: Path, make_span: SpanFac
     try:
         assert handle.running and handle.port > 0 and handle.url == f"http://127.0.0.1:{handle.port}"
         status, answer = post(handle.port, gzip_json(make_trace(make_span)))
-        assert status == 200 and answer["accepted"] == 4
+        assert status == 202 and answer["accepted"] == 4
     finally:
         handle.stop()
     assert not handle.running

@@ -174,3 +174,17 @@ def test_xdist_workers_are_summed(pytester: pytest.Pytester) -> None:
     data = json.loads((pytester.path / "out.json").read_text())
     assert data["totals"]["calls"] == 10
     assert data["totals"]["cost_usd"] == pytest.approx(10 * COST_PER_CALL)
+
+
+def test_runs_without_xdist(pytester: pytest.Pytester) -> None:
+    """With pytest-xdist absent (here: disabled), the xdist-only hook must not stop the run."""
+    _suite(pytester, """
+        def test_calls():
+            call(2)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--agentwatch", "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    data = json.loads((pytester.path / "out.json").read_text())
+    assert data["totals"]["calls"] == 2
+    assert data["totals"]["cost_usd"] == pytest.approx(2 * COST_PER_CALL)

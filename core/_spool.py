@@ -1,0 +1,112 @@
+"""A bounded on-disk spool for batches the collector could not take (down at exit, retries exhausted).
+
+One gzip'd JSON batch per file, in a directory per destination URL, so a later run that reaches the same
+collector delivers them from its export worker. Files appear atomically (written under a temporary name,
+then renamed), so concurrent processes never read a half-written batch; two processes delivering the same
+file is harmless because the collector drops span ids it already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from ._safe import logger
+
+__all__ = ["Spool", "default_spool_root", "DEFAULT_SPOOL_MAX_BYTES"]
+
+DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
+_SUFFIX = ".json.gz"
+
+
+def default_spool_root() -> Path:
+    """The per-user cache directory, as platformdirs would choose it (without the dependency)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "agentwatch" / "Cache" / "spool"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "agentwatch" / "spool"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "agentwatch" / "spool"
+
+
+class Spool:
+    """Batches for one destination under ``root/<hash of url>/``, at most ``max_bytes`` in total."""
+
+    def __init__(self, root: str | Path, url: str, *, max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
+        self.directory = Path(root) / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+        self.url = url
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.dropped_batches = 0
+        self._warned_full = False
+        self._warned_unwritable = False
+
+    def _files(self) -> list[Path]:
+        try:
+            names = os.listdir(self.directory)
+        except OSError:  # not created yet, or unusable (then write() says so)
+            return []
+        # Names start with a nanosecond timestamp: sorting delivers the oldest first.
+        return [self.directory / name for name in sorted(names) if name.endswith(_SUFFIX)]
+
+    def size(self) -> int:
+        total = 0
+        for path in self._files():
+            try:
+                total += path.stat().st_size
+            except OSError:  # delivered by another process meanwhile
+                pass
+        return total
+
+    def write(self, gzipped_batch: bytes) -> bool:
+        """Keep one batch (already gzip'd JSON); False if the spool is full (the batch is then dropped)."""
+        if self.size() + len(gzipped_batch) > self.max_bytes:
+            self.dropped_batches += 1
+            if not self._warned_full:
+                self._warned_full = True
+                logger.warning("agentwatch: spool %s is full (%d bytes); further undelivered spans are dropped",
+                               self.directory, self.max_bytes)
+            return False
+        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
+        temporary = self.directory / f".{name}.tmp"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(gzipped_batch)
+            os.replace(temporary, self.directory / f"{name}{_SUFFIX}")
+            if not self.written:
+                # Once per run, so a person looking at the cache knows where these spans were going.
+                (self.directory / "destination.txt").write_text(self.url + "\n", encoding="utf-8")
+        except OSError as error:  # read-only home, disk full: the batch is lost, said once, not per batch
+            self.dropped_batches += 1
+            if not self._warned_unwritable:
+                self._warned_unwritable = True
+                logger.warning("agentwatch: cannot write the spool %s (%s); undelivered spans are dropped",
+                               self.directory, error)
+            try:
+                temporary.unlink()
+            except OSError:
+                pass
+            return False
+        self.written += 1
+        return True
+
+    def pending(self, limit: int) -> list[Path]:
+        return self._files()[:limit]
+
+    @staticmethod
+    def read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:  # delivered by another process meanwhile
+            return None
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
