@@ -177,8 +177,15 @@ class SessionContext(SpanScope):
 
 
 class CronContext(SpanScope):
-    def __init__(self, name: str) -> None:
-        super().__init__(name, "cron", attributes={"cron.name": name})
+    def __init__(self, name: str, schedule: str | None = None, grace_seconds: float | None = None) -> None:
+        attributes: dict[str, Any] = {"cron.name": name}
+        # Sent on every run so the collector learns the schedule from the job itself; the collector validates
+        # the expression (the SDK takes no cron-parsing dependency).
+        if isinstance(schedule, str) and schedule.strip():
+            attributes["cron.schedule"] = schedule.strip()
+        if isinstance(grace_seconds, (int, float)) and not isinstance(grace_seconds, bool) and grace_seconds >= 0:
+            attributes["cron.grace_seconds"] = grace_seconds
+        super().__init__(name, "cron", attributes=attributes)
         self._started = 0.0
 
     def _open(self) -> None:
@@ -227,9 +234,13 @@ def session(name: str) -> SessionContext:
     return SessionContext(name)
 
 
-def cron(name: str) -> CronContext:
-    """Monitor a scheduled job: start, end, duration and success or failure."""
-    return CronContext(name)
+def cron(name: str, schedule: str | None = None, grace_seconds: float | None = None) -> CronContext:
+    """Monitor a scheduled job: start, end, duration and success or failure.
+
+    With ``schedule`` (a cron expression, UTC) and ``grace_seconds`` the collector also knows when the job
+    should have run, and marks each expected run ok, failed, late or missed.
+    """
+    return CronContext(name, schedule, grace_seconds)
 
 
 def _instant(name: str, kind: str, attributes: dict[str, Any]) -> None:

@@ -21,7 +21,9 @@ RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _CLEARABLE = frozenset({"webhook_url", "email"})
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
-Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95"]
+#: cron_missed / cron_failed fire once per missed or failed expected run of any cron (threshold is ignored).
+Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
+                    "cron_missed", "cron_failed"]
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Cooldown = Annotated[int, Field(ge=0, le=7 * 86400)]
 Window = Annotated[int, Field(ge=10, le=7 * 86400)]
