@@ -12,12 +12,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from agentwatch.server import ServerHandle
+from agentwatch.server import ServerHandle, Settings, start_background
 from agentwatch.server._crons import classify
 from tests.server.aw_helpers import SpanFactory
 
@@ -195,3 +196,37 @@ def test_sdk_program_reports_its_schedule(server: ServerHandle) -> None:
         traces = json.load(response)["traces"]
     statuses = {trace["name"]: trace["status"] for trace in traces if trace["name"] in crons}
     assert statuses == {"nightly-report": "ok", "cleanup": "error"}  # the run itself: cron.success / error
+
+
+def _post(server: ServerHandle, path: str, body: Any, status: int) -> None:
+    request = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == status
+
+
+def test_collector_alone_alerts_missed_runs(tmp_path: Path, signing_key: Path, make_span: SpanFactory,
+                                           webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    settings = Settings(db_path=tmp_path / "cron.db", signing_key_path=signing_key, alert_interval_seconds=0.2,
+                        alert_min_interval_seconds=0.05)
+    handle = start_background(settings=settings, port=0)
+    try:
+        now = time.time_ns()
+        first = (now // (300 * S)) * 300 * S - 20 * 60 * S
+        rule = {"name": "hook", "condition": "cron_missed", "threshold": 0, "action_type": "webhook",
+                "webhook_url": url}
+        _post(handle, "/api/alerts", rule, 201)
+        _post(handle, "/api/ingest", [cron_span(make_span, "etl", first + 5 * S)], 200)
+        deadline = time.monotonic() + 15
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # 20 minutes after one run of a */5 job: three runs missed (the fourth is within its grace or missed).
+        assert len(received) >= 3 and {m["agentwatch"]["status"] for m in received} == {"missed"}
+        time.sleep(0.5)  # the round that found them has delivered all
+        settled = len(received)
+        time.sleep(1.0)  # several more evaluation rounds: nothing is reported twice
+        expected = {m["agentwatch"]["expected_at"] for m in received}
+        assert len(received) == settled == len(expected)
+    finally:
+        handle.stop()
