@@ -655,6 +655,11 @@ class ClickHouseStore(Store):
             if alerts:
                 self._execute(f"ALTER TABLE {self._alerts} DELETE WHERE ts_ns < {before}"
                               " SETTINGS mutations_sync = 2")
+            # Runs whose spans are gone are no longer judged (they would read as missed).
+            stale = [row for row in self._cron_rows(None) if row["since_ns"] < before]
+            if stale:
+                self._db_conn.insert("crons", [{**row, "since_ns": before, "version": self._next_version(),
+                                                "deleted": 0} for row in stale])
         return {"traces": int(traces), "spans": int(spans), "breaker_events": int(events),
                 "alert_history": int(alerts)}
 

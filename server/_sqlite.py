@@ -617,6 +617,8 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
             removed["alert_history"] = cursor.rowcount
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
+            # Runs whose spans are gone are no longer judged (they would read as missed).
+            cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed
 
     def counts(self) -> dict[str, int]:

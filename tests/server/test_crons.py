@@ -230,3 +230,15 @@ def test_collector_alone_alerts_missed_runs(tmp_path: Path, signing_key: Path, m
         assert len(received) == settled == len(expected)
     finally:
         handle.stop()
+
+
+def test_retention_does_not_turn_purged_runs_into_missed(client: TestClient, make_span: SpanFactory) -> None:
+    e1, e2, e3, e4, e5 = _five_decided_runs()
+    client.post("/api/ingest", json=[cron_span(make_span, "sync", at + 5 * S) for at in (e1, e2, e3, e4, e5)])
+    before = client.get("/api/crons/sync").json()["counts"]
+    assert before["ok"] == 5
+    removed = client.app.state.agentwatch.store.purge(e3)  # the spans of e1 and e2 are gone
+    assert removed["spans"] == 2
+    after = client.get("/api/crons/sync").json()
+    assert after["counts"]["ok"] == 3 and after["counts"]["missed"] == before["missed"]
+    assert min(run["expected_unix_nano"] for run in after["history"]) == e3
