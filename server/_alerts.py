@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from ._crons import CRON_CONDITIONS, alerts_due, cron_report
+from ._crons import CRON_CONDITIONS, alert_reports, alerts_due
 from ._notify import DeliveryError, send_email, send_webhook
 from ._settings import Settings
 from ._store import Store
@@ -108,7 +108,7 @@ class AlertEngine:
             for rule in rules:
                 if rule["condition"] in CRON_CONDITIONS:
                     if cron_reports is None:  # once per evaluation, shared by every cron rule
-                        cron_reports = [cron_report(self._store, cron, now) for cron in self._store.list_crons()]
+                        cron_reports = alert_reports(self._store, now)
                     fired.extend(self._fire_cron(rule, cron_reports, now))
                     continue
                 window = int(rule.get("window_seconds") or DEFAULT_WINDOWS.get(rule["condition"], 300))

@@ -32,7 +32,7 @@ from ._store import Store
 from ._time import iso
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "HISTORY_LIMIT", "CRON_CONDITIONS", "valid_schedule", "expected_runs",
-           "next_expected", "classify", "cron_report", "learn_from_spans", "alerts_due"]
+           "next_expected", "classify", "cron_report", "learn_from_spans", "alert_reports", "alerts_due"]
 
 logger = logging.getLogger("agentwatch.server")
 
@@ -120,10 +120,13 @@ def classify(expected: Sequence[int], following: int, spans: Sequence[dict[str, 
     return entries
 
 
-def cron_report(store: Store, cron: dict[str, Any], now_ns: int, limit: int = HISTORY_LIMIT) -> dict[str, Any]:
-    """A registered cron with its expected runs (newest first), last decided run, next run and counts."""
+def cron_report(store: Store, cron: dict[str, Any], now_ns: int, limit: int = HISTORY_LIMIT,
+                not_before_ns: int | None = None) -> dict[str, Any]:
+    """A registered cron with its expected runs (newest first), last decided run, next run and counts;
+    ``not_before_ns`` leaves out expected runs before it (the alert engine only needs recent ones)."""
     schedule, grace = cron["schedule"], int(cron["grace_seconds"])
-    expected = expected_runs(schedule, int(cron["since_ns"]), now_ns, limit)
+    since = max(int(cron["since_ns"]), not_before_ns if not_before_ns is not None else int(cron["since_ns"]))
+    expected = expected_runs(schedule, since, now_ns, limit)
     following = next_expected(schedule, now_ns)
     spans = store.cron_spans(cron["name"], expected[0], following) if expected else []
     history = classify(expected, following, spans, grace * _NS, now_ns)
@@ -171,6 +174,13 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
     for name, (record, schedule, grace_s) in latest.items():
         store.put_cron(name, schedule, grace_s, seen_ns=record.start_ns, since_ns=earliest[name])
     return len(latest)
+
+
+def alert_reports(store: Store, now_ns: int) -> list[dict[str, Any]]:
+    """Every cron's expected runs of the alert window only: what the alert rules look at."""
+    return [cron_report(store, cron, now_ns,
+                        not_before_ns=now_ns - ALERT_LOOKBACK_NS - int(cron["grace_seconds"]) * _NS)
+            for cron in store.list_crons()]
 
 
 def alerts_due(store: Store, rule: dict[str, Any], reports: Sequence[dict[str, Any]],
