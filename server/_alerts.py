@@ -10,8 +10,8 @@ error_rate          5 min     failed LLM calls / LLM calls (at least 10 calls)
 calls_per_minute    1 min     LLM calls, scaled to one minute
 blocked_calls       5 min     calls blocked by a circuit breaker
 latency_p95         5 min     95th percentile LLM call latency in ms
-cron_missed         -         once per expected cron run with no run by its grace (threshold ignored)
-cron_failed         -         once per expected cron run whose run failed (threshold ignored)
+cron_missed         -         once per expected cron run with no run by its grace (no threshold)
+cron_failed         -         once per expected cron run whose run failed (no threshold)
 ==================  ========  =====================================================
 """
 

@@ -82,6 +82,11 @@ def expected_runs(schedule: str, since_ns: int, now_ns: int, limit: int = HISTOR
     return runs
 
 
+def _previous(schedule: str, at_ns: int) -> int:
+    """The schedule's last time at or before ``at_ns`` (croniter's get_prev is strictly before its start)."""
+    return round(croniter(schedule, _dt_of(at_ns + 2_000)).get_prev(float)) * _NS
+
+
 def next_expected(schedule: str, now_ns: int) -> int:
     return round(croniter(schedule, _dt_of(now_ns)).get_next(float)) * _NS
 
@@ -175,8 +180,9 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
         known = latest.get(name)
         if known is None or record.start_ns >= known[0].start_ns:
             latest[name] = (record, schedule, grace_s)
-        # First sighting: that run was expected at most ``grace`` before it started.
-        since = record.start_ns - grace_s * _NS
+        # First sighting: that run was expected at most ``grace`` before it started, and not before the schedule's
+        # last time at or before its start (a grace longer than the period must not invent earlier missed runs).
+        since = max(record.start_ns - grace_s * _NS, _previous(schedule, record.start_ns))
         earliest[name] = min(earliest.get(name, since), since)
     for name, (record, schedule, grace_s) in latest.items():
         store.put_cron(name, schedule, grace_s, seen_ns=record.start_ns, since_ns=earliest[name])

@@ -46,7 +46,8 @@ class AlertRuleIn(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     condition: Condition
-    threshold: Threshold
+    #: Required, except for cron_missed / cron_failed, which fire per run and ignore it.
+    threshold: Threshold | None = None
     action_type: Literal["email", "webhook"] = "webhook"
     webhook_url: Annotated[str, Field(max_length=2000)] | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -68,6 +69,10 @@ class AlertRuleIn(BaseModel):
     def _channel(self) -> AlertRuleIn:
         if self.action_type == "webhook" and not self.webhook_url:
             raise ValueError("action_type webhook needs webhook_url")
+        if self.threshold is None:
+            if not self.condition.startswith("cron_"):
+                raise ValueError("threshold is required for this condition")
+            self.threshold = 0.0
         return self
 
 

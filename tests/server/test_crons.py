@@ -138,10 +138,13 @@ def test_missed_and_failed_runs_alert_once(client: TestClient, make_span: SpanFa
     registered = client.put("/api/crons/backup", json={"schedule": EVERY_5, "grace_seconds": 60}).json()
     e1 = registered["next_expected_unix_nano"]
     e2 = e1 + 300 * S
-    for condition in ("cron_missed", "cron_failed"):
-        response = client.post("/api/alerts", json={"name": condition, "condition": condition, "threshold": 0,
+    for condition in ("cron_missed", "cron_failed"):  # no threshold: these fire per run
+        response = client.post("/api/alerts", json={"name": condition, "condition": condition,
                                                     "action_type": "webhook", "webhook_url": url})
         assert response.status_code == 201, response.text
+    refused = client.post("/api/alerts", json={"name": "x", "condition": "cost_per_hour", "action_type": "webhook",
+                                               "webhook_url": url})
+    assert refused.status_code == 422 and "threshold is required" in refused.text
     assert engine.evaluate(e1 + 30 * S) == []  # still within the grace period
     fired = engine.evaluate(e1 + 90 * S)  # the job never started: missed, found by the collector alone
     assert [(event["condition"], event["delivery_status"]) for event in fired] == [("cron_missed", "sent")]
@@ -242,3 +245,14 @@ def test_retention_does_not_turn_purged_runs_into_missed(client: TestClient, mak
     after = client.get("/api/crons/sync").json()
     assert after["counts"]["ok"] == 3 and after["counts"]["missed"] == before["missed"]
     assert min(run["expected_unix_nano"] for run in after["history"]) == e3
+
+
+def test_a_grace_longer_than_the_period_invents_no_earlier_runs(client: TestClient, make_span: SpanFactory) -> None:
+    # Every minute, grace 10 minutes (the SDK's default is 5): the first run alone is not preceded by misses.
+    now = time.time_ns()
+    start = (now // (60 * S)) * 60 * S - 3 * 60 * S + 5 * S
+    client.post("/api/ingest", json=cron_span(make_span, "minutely", start, schedule="* * * * *", grace=600))
+    history = client.get("/api/crons/minutely").json()["history"]
+    assert history[-1]["expected_unix_nano"] == start - 5 * S and history[-1]["status"] == "ok"
+    # Two later minutes passed without a run, but their grace is not over yet.
+    assert {run["status"] for run in history[:-1]} <= {"pending"}
