@@ -185,7 +185,11 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
         since = max(record.start_ns - grace_s * _NS, _previous(schedule, record.start_ns))
         earliest[name] = min(earliest.get(name, since), since)
     for name, (record, schedule, grace_s) in latest.items():
-        store.put_cron(name, schedule, grace_s, seen_ns=record.start_ns, since_ns=earliest[name])
+        try:
+            store.put_cron(name, schedule, grace_s, seen_ns=record.start_ns, since_ns=earliest[name])
+        except Exception:
+            # The spans are stored already: a failed registration must not fail (and so repeat) the ingest.
+            logger.exception("cron %r: schedule not registered", name)
     return len(latest)
 
 

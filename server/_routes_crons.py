@@ -15,6 +15,7 @@ from ._time import now_ns
 __all__ = ["router", "CronIn"]
 
 router = APIRouter(tags=["crons"])
+#: A path parameter that may hold "/" (job names such as "etl/nightly" come from the SDK as they are).
 CronName = Annotated[str, Path(min_length=1, max_length=200)]
 
 
@@ -51,7 +52,7 @@ async def list_crons(request: Request, runs: Annotated[int, Query(ge=1, le=HISTO
     return {"crons": await run_in_threadpool(collect)}
 
 
-@router.get("/api/crons/{name}")
+@router.get("/api/crons/{name:path}")
 async def get_cron(request: Request, name: CronName,
                    runs: Annotated[int, Query(ge=1, le=HISTORY_LIMIT)] = HISTORY_LIMIT) -> dict[str, Any]:
     """One cron with the history of its expected runs, newest first."""
@@ -62,7 +63,7 @@ async def get_cron(request: Request, name: CronName,
     return await run_in_threadpool(cron_report, store, cron, now_ns(), runs)
 
 
-@router.put("/api/crons/{name}")
+@router.put("/api/crons/{name:path}")
 async def put_cron(request: Request, name: CronName, body: CronIn) -> dict[str, Any]:
     """Register a cron (before it ever runs) or change its schedule; runs are expected from now on."""
     store = app_state(request).store
@@ -74,7 +75,7 @@ async def put_cron(request: Request, name: CronName, body: CronIn) -> dict[str, 
     return await run_in_threadpool(cron_report, store, cron, now, HISTORY_LIMIT)
 
 
-@router.delete("/api/crons/{name}")
+@router.delete("/api/crons/{name:path}")
 async def delete_cron(request: Request, name: CronName) -> dict[str, Any]:
     """Forget a cron (its spans stay; a later span with a schedule registers it again)."""
     if not await run_in_threadpool(app_state(request).store.delete_cron, name):

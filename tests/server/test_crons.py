@@ -125,6 +125,9 @@ def test_register_update_delete(client: TestClient, make_span: SpanFactory) -> N
     assert body["history"] == [] and body["next_expected_at"].endswith("T03:00:00.000Z")
     assert client.put("/api/crons/backup", json={"schedule": "30 4 * * 1"}).json()["schedule"] == "30 4 * * 1"
     assert [c["name"] for c in client.get("/api/crons").json()["crons"]] == ["backup"]
+    assert client.put("/api/crons/etl/nightly v2", json={"schedule": "0 3 * * *"}).status_code == 200
+    assert client.get("/api/crons/etl/nightly v2").json()["name"] == "etl/nightly v2"
+    assert client.delete("/api/crons/etl/nightly v2").status_code == 200
     assert client.delete("/api/crons/backup").json() == {"deleted": "backup"}
     assert client.get("/api/crons/backup").status_code == 404
     assert client.delete("/api/crons/backup").status_code == 404
