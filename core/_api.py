@@ -191,6 +191,15 @@ class CronContext(SpanScope):
     def _open(self) -> None:
         self._started = time.perf_counter()
         super()._open()
+        self._announce()
+
+    @stop_on_exception
+    def _announce(self) -> None:
+        # The cron span is exported when the job ends; with a schedule, this instant marker (inside the cron
+        # span) tells the collector at once that the run started, so a job running longer than its grace
+        # is not reported missed.
+        if "cron.schedule" in self._attributes:
+            _instant(self.name, "cron_start", dict(self._attributes))
 
     def _before_end(self, span: Span, error: BaseException | None) -> None:
         span.attributes["cron.duration_ms"] = (time.perf_counter() - self._started) * 1000

@@ -618,11 +618,12 @@ class ClickHouseStore(Store):
             return True
 
     def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = self._rows(f"SELECT trace_id, start_ns, end_ns, status, attributes FROM {self._spans}"
-                          f" WHERE start_ns >= {int(start_ns)} AND start_ns < {int(end_ns)} AND kind = 'cron'"
-                          f" AND name = {literal(name)} ORDER BY start_ns LIMIT {int(limit)}")
+        rows = self._rows(f"SELECT trace_id, start_ns, end_ns, status, attributes, kind FROM {self._spans}"
+                          f" WHERE start_ns >= {int(start_ns)} AND start_ns < {int(end_ns)}"
+                          f" AND kind IN ('cron', 'cron_start') AND name = {literal(name)}"
+                          f" ORDER BY start_ns LIMIT {int(limit)}")
         return [{"trace_id": r[0], "start_ns": int(r[1]), "end_ns": int(r[2]), "status": r[3],
-                 "attributes": _json.loads(r[4])} for r in rows]
+                 "attributes": _json.loads(r[4]), "kind": r[5]} for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         # Atomic within this process (the write lock), as claim_rule.

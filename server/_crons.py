@@ -9,10 +9,14 @@ between it and the next expected run:
 =======  ===========================================================================
 ok       a run started within [expected, expected + grace] and succeeded
 failed   a run started within [expected, expected + grace] and failed
+running  a run started within [expected, expected + grace] and has not ended yet
 late     the first run started after the grace period, before the next expected run
 missed   no run had started by expected + grace (it turns ``late`` if one starts later)
 pending  expected + grace is still ahead
 =======  ===========================================================================
+
+A run is known by its cron span, exported when it ends, or before that by the ``cron_start`` marker the SDK
+sends as the job starts (so a job that runs longer than its grace is not missed).
 
 The stores only persist registrations and answer "cron spans of this name in this window"; everything
 about schedules and statuses is computed here.
@@ -32,7 +36,7 @@ from ._model import SpanRecord
 from ._store import Store
 from ._time import iso
 
-__all__ = ["DEFAULT_GRACE_SECONDS", "HISTORY_LIMIT", "CRON_CONDITIONS", "valid_schedule", "expected_runs",
+__all__ = ["DEFAULT_GRACE_SECONDS", "HISTORY_LIMIT", "CRON_CONDITIONS", "RUN_KINDS", "valid_schedule", "expected_runs",
            "next_expected", "classify", "cron_report", "learn_from_spans", "alert_reports", "alerts_due"]
 
 logger = logging.getLogger("agentwatch.server")
@@ -42,6 +46,8 @@ DEFAULT_GRACE_SECONDS: Final = 300
 #: Expected runs looked at per cron (history shown, counts, alerts).
 HISTORY_LIMIT: Final = 50
 CRON_CONDITIONS: Final = ("cron_missed", "cron_failed")
+#: Span kinds of a run: the finished run, and the SDK's marker sent when it starts.
+RUN_KINDS: Final = ("cron", "cron_start")
 #: Alert rules only report runs decided within this window: a new rule does not replay months of history.
 ALERT_LOOKBACK_NS: Final = 24 * 3600 * 1_000_000_000
 _NS: Final = 1_000_000_000
@@ -115,15 +121,19 @@ def classify(expected: Sequence[int], following: int, spans: Sequence[dict[str, 
     entries: list[dict[str, Any]] = []
     for index, at in enumerate(expected):
         upper = expected[index + 1] if index + 1 < len(expected) else following
-        run = next((span for span in ordered if at <= int(span["start_ns"]) < upper), None)
+        in_slot = [span for span in ordered if at <= int(span["start_ns"]) < upper]
+        # The finished run decides; a start marker alone means the run is still going.
+        run = next((span for span in in_slot if span.get("kind", "cron") == "cron"), None)
+        running = run is None and bool(in_slot)
+        run = run or (in_slot[0] if in_slot else None)
         entry: dict[str, Any] = {"expected_unix_nano": at, "expected_at": iso(at), "start_unix_nano": None,
                                  "started_at": None, "duration_ms": None, "trace_id": None}
         if run is not None:
             start = int(run["start_ns"])
-            entry.update(start_unix_nano=start, started_at=iso(start), duration_ms=_duration_ms(run),
-                         trace_id=run.get("trace_id"))
+            entry.update(start_unix_nano=start, started_at=iso(start),
+                         duration_ms=None if running else _duration_ms(run), trace_id=run.get("trace_id"))
             if start <= at + grace_ns:
-                entry["status"] = "failed" if _failed(run) else "ok"
+                entry["status"] = "running" if running else "failed" if _failed(run) else "ok"
             else:
                 entry["status"] = "late"
         else:
@@ -163,7 +173,7 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
     latest: dict[str, tuple[SpanRecord, str, int]] = {}
     earliest: dict[str, int] = {}
     for record in records:
-        if record.kind != "cron":
+        if record.kind not in RUN_KINDS:
             continue
         attributes = record.attributes or {}
         schedule = attributes.get("cron.schedule")

@@ -568,11 +568,11 @@ class SQLiteStore(Store):
 
     def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
         rows = self._reader().execute(
-            "SELECT trace_id, start_ns, end_ns, status, attributes FROM spans"
-            " WHERE start_ns >= ? AND start_ns < ? AND kind = 'cron' AND name = ? ORDER BY start_ns LIMIT ?",
-            (int(start_ns), int(end_ns), name, int(limit))).fetchall()
-        return [{"trace_id": r[0], "start_ns": r[1], "end_ns": r[2], "status": r[3], "attributes": _json.loads(r[4])}
-                for r in rows]
+            "SELECT trace_id, start_ns, end_ns, status, attributes, kind FROM spans"
+            " WHERE start_ns >= ? AND start_ns < ? AND kind IN ('cron', 'cron_start') AND name = ?"
+            " ORDER BY start_ns LIMIT ?", (int(start_ns), int(end_ns), name, int(limit))).fetchall()
+        return [{"trace_id": r[0], "start_ns": r[1], "end_ns": r[2], "status": r[3], "attributes": _json.loads(r[4]),
+                 "kind": r[5]} for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         with self._transaction() as cursor:

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE UNIQUE INDEX IF NOT EXISTS spans_key ON spans(tkey, span_id);
 CREATE INDEX IF NOT EXISTS spans_start ON spans(start_ns);
 -- Cron runs by name and time: partial, so only cron spans pay for it on ingest.
-CREATE INDEX IF NOT EXISTS spans_cron ON spans(name, start_ns) WHERE kind = 'cron';
+CREATE INDEX IF NOT EXISTS spans_cron ON spans(name, start_ns) WHERE kind IN ('cron', 'cron_start');
 
 CREATE TABLE IF NOT EXISTS traces (
     tkey INTEGER PRIMARY KEY,

@@ -179,8 +179,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Spans of kind ``cron`` named ``name`` that started in [start_ns, end_ns), oldest first:
-        ``trace_id``, ``start_ns``, ``end_ns``, ``status``, ``attributes``."""
+        """Spans of kind ``cron`` or ``cron_start`` named ``name`` that started in [start_ns, end_ns), oldest
+        first: ``trace_id``, ``start_ns``, ``end_ns``, ``status``, ``attributes``, ``kind``."""
 
     @abc.abstractmethod
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:

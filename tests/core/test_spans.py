@@ -106,6 +106,7 @@ def test_errors_mark_spans_and_propagate(memory: agentwatch.InMemoryExporter) ->
     assert spans["ok-job"]["attributes"]["cron.success"] is True
     assert spans["ok-job"]["attributes"]["cron.duration_ms"] >= 0
     assert "cron.schedule" not in spans["ok-job"]["attributes"]
+    assert not [span for span in memory.spans if span["kind"] == "cron_start"]
 
 
 def test_cron_reports_its_schedule(memory: agentwatch.InMemoryExporter) -> None:
@@ -126,6 +127,12 @@ def test_cron_reports_its_schedule(memory: agentwatch.InMemoryExporter) -> None:
     assert nightly["cron.success"] is True and "cron.duration_ms" in nightly
     assert spans["hourly"]["attributes"]["cron.schedule"] == "0 * * * *"
     assert "cron.grace_seconds" not in spans["hourly"]["attributes"]  # the collector's default applies
+    # With a schedule, a start marker inside the cron span is sent as the job starts; without one, none.
+    markers = [span for span in memory.spans if span["kind"] == "cron_start"]
+    assert sorted(span["name"] for span in markers) == ["hourly", "nightly"]
+    nightly_marker = next(span for span in markers if span["name"] == "nightly")
+    assert nightly_marker["parent_span_id"] == spans["nightly"]["span_id"]
+    assert nightly_marker["attributes"]["cron.schedule"] == "0 3 * * *"
 
 
 def test_context_follows_asyncio_tasks_and_copied_thread_contexts(memory: agentwatch.InMemoryExporter) -> None:

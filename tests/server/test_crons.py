@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agentwatch.server import ServerHandle, Settings, start_background
-from agentwatch.server._crons import classify
+from agentwatch.server._crons import classify, cron_report
 from tests.server.aw_helpers import SpanFactory
 
 S = 1_000_000_000
@@ -74,6 +74,13 @@ def test_classify_with_explicit_times() -> None:
     assert statuses == ["ok", "late", "pending"]
     statuses = [e["status"] for e in classify(expected, 1900 * S, spans, 60 * S, 1661 * S)]
     assert statuses == ["ok", "late", "missed"]
+    # A start marker alone: the run is going on; once its cron span arrives, that decides.
+    marker = {"start_ns": 1605 * S, "end_ns": 1605 * S, "status": "ok", "attributes": {}, "kind": "cron_start"}
+    statuses = [e["status"] for e in classify(expected, 1900 * S, [*spans, marker], 60 * S, 1700 * S)]
+    assert statuses == ["ok", "late", "running"]
+    finished = {**marker, "end_ns": 1800 * S, "kind": "cron", "attributes": {"cron.success": False}}
+    statuses = [e["status"] for e in classify(expected, 1900 * S, [*spans, marker, finished], 60 * S, 1801 * S)]
+    assert statuses == ["ok", "late", "failed"]
 
 
 def _five_decided_runs() -> list[int]:
@@ -163,6 +170,28 @@ def test_missed_and_failed_runs_alert_once(client: TestClient, make_span: SpanFa
     assert [message["agentwatch"]["status"] for message in received] == ["missed", "failed"]
     history = client.get("/api/alerts/history").json()["history"]
     assert sorted(h["condition"] for h in history) == ["cron_failed", "cron_missed"]
+
+
+def test_a_long_run_is_not_missed(client: TestClient, make_span: SpanFactory,
+                                  webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    engine = client.app.state.agentwatch.alerts
+    store = client.app.state.agentwatch.store
+    registered = client.put("/api/crons/long", json={"schedule": EVERY_5, "grace_seconds": 60}).json()
+    e1 = registered["next_expected_unix_nano"]
+    client.post("/api/alerts", json={"name": "missed", "condition": "cron_missed", "action_type": "webhook",
+                                     "webhook_url": url})
+    marker = cron_span(make_span, "long", e1 + 5 * S)
+    marker.update(kind="cron_start", end_time_unix_nano=marker["start_time_unix_nano"])
+    client.post("/api/ingest", json=marker)
+    assert engine.evaluate(e1 + 120 * S) == [] and received == []
+    cron = store.get_cron("long")
+    assert cron_report(store, cron, e1 + 120 * S)["history"][0]["status"] == "running"
+    done = cron_span(make_span, "long", e1 + 5 * S, schedule=None, grace=None)
+    done["end_time_unix_nano"] = e1 + 250 * S
+    client.post("/api/ingest", json=done)
+    assert cron_report(store, cron, e1 + 260 * S)["history"][0]["status"] == "ok"
+    assert engine.evaluate(e1 + 260 * S) == [] and received == []
 
 
 _PROGRAM = """
