@@ -202,7 +202,7 @@
       h("tbody", {}, data.crons.map((c) => h("tr", { "data-cron": c.name },
         h("td", { class: "cron-name", text: c.name }), h("td", {}, h("code", { text: c.schedule })), h("td", { text: `${c.grace_seconds} s` }),
         h("td", { class: "cron-last" }, c.last_run ? badge(c.last_run.status) : "–"),
-        h("td", { text: c.last_run ? fmt.iso(c.last_run.started_at || c.last_run.expected_at) : "–" }),
+        h("td", { text: !c.last_run ? "–" : c.last_run.started_at ? fmt.iso(c.last_run.started_at) : `not started (expected ${fmt.iso(c.last_run.expected_at)})` }),
         h("td", { text: c.last_run && c.last_run.duration_ms != null ? fmt.ms(c.last_run.duration_ms) : "–" }),
         h("td", { class: "cron-next", text: fmt.iso(c.next_expected_at) }),
         h("td", { class: "cron-history" }, c.history.length ? c.history.map((run) => {
