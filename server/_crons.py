@@ -54,8 +54,12 @@ _NS: Final = 1_000_000_000
 
 
 def valid_schedule(expression: object) -> bool:
-    """A standard five-field cron expression croniter accepts (seconds fields are refused)."""
-    if not isinstance(expression, str) or len(expression) > 200 or len(expression.split()) != 5:
+    """A five-field cron expression (or an alias such as ``@daily``) croniter accepts and that ever fires
+    (``0 0 30 2 *`` never does; seconds fields are refused)."""
+    if not isinstance(expression, str) or len(expression) > 200:
+        return False
+    fields = expression.split()
+    if not (len(fields) == 5 or (len(fields) == 1 and fields[0].startswith("@"))):
         return False
     return _parses(expression)
 
@@ -64,7 +68,12 @@ def valid_schedule(expression: object) -> bool:
 def _parses(expression: str) -> bool:
     # Parsing costs about 0.4 ms and every run of a job sends the same expression.
     try:
-        return bool(croniter.is_valid(expression))
+        if not croniter.is_valid(expression):
+            return False
+        walker = croniter(expression, _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC))
+        walker.get_next(float)
+        walker.get_prev(float)
+        return True
     except Exception:
         return False
 

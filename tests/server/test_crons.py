@@ -122,7 +122,7 @@ def test_statuses_from_spans(client: TestClient, make_span: SpanFactory) -> None
 
 
 def test_register_update_delete(client: TestClient, make_span: SpanFactory) -> None:
-    for bad in ("not a cron", "* * * * * *", "61 * * * *", ""):
+    for bad in ("not a cron", "* * * * * *", "61 * * * *", "", "0 0 30 2 *", "@reboot"):
         assert client.put("/api/crons/backup", json={"schedule": bad}).status_code == 422, bad
     assert client.put("/api/crons/backup", json={"schedule": "0 3 * * *", "grace_seconds": -1}).status_code == 422
     assert client.get("/api/crons/backup").status_code == 404
@@ -130,6 +130,8 @@ def test_register_update_delete(client: TestClient, make_span: SpanFactory) -> N
     assert created.status_code == 200
     body = created.json()
     assert body["history"] == [] and body["next_expected_at"].endswith("T03:00:00.000Z")
+    assert client.put("/api/crons/backup", json={"schedule": "@daily"}).json()["next_expected_at"].endswith(
+        "T00:00:00.000Z")
     assert client.put("/api/crons/backup", json={"schedule": "30 4 * * 1"}).json()["schedule"] == "30 4 * * 1"
     assert [c["name"] for c in client.get("/api/crons").json()["crons"]] == ["backup"]
     assert client.put("/api/crons/etl/nightly v2", json={"schedule": "0 3 * * *"}).status_code == 200
