@@ -212,13 +212,29 @@ class SessionContext(SpanScope):
 
 
 class CronContext(SpanScope):
-    def __init__(self, name: str) -> None:
-        super().__init__(name, "cron", attributes={"cron.name": name})
+    def __init__(self, name: str, schedule: str | None = None, grace_seconds: float | None = None) -> None:
+        attributes: dict[str, Any] = {"cron.name": name}
+        # Sent on every run so the collector learns the schedule from the job itself; the collector validates
+        # the expression (the SDK takes no cron-parsing dependency).
+        if isinstance(schedule, str) and schedule.strip():
+            attributes["cron.schedule"] = schedule.strip()
+        if isinstance(grace_seconds, (int, float)) and not isinstance(grace_seconds, bool) and grace_seconds >= 0:
+            attributes["cron.grace_seconds"] = grace_seconds
+        super().__init__(name, "cron", attributes=attributes)
         self._started = 0.0
 
     def _open(self) -> None:
         self._started = time.perf_counter()
         super()._open()
+        self._announce()
+
+    @stop_on_exception
+    def _announce(self) -> None:
+        # The cron span is exported when the job ends; with a schedule, this instant marker (inside the cron
+        # span) tells the collector at once that the run started, so a job running longer than its grace
+        # is not reported missed.
+        if "cron.schedule" in self._attributes:
+            _instant(self.name, "cron_start", dict(self._attributes))
 
     def _before_end(self, span: Span, error: BaseException | None) -> None:
         span.attributes["cron.duration_ms"] = (time.perf_counter() - self._started) * 1000
@@ -272,9 +288,13 @@ def session(name: str) -> SessionContext:
     return SessionContext(name)
 
 
-def cron(name: str) -> CronContext:
-    """Monitor a scheduled job: start, end, duration and success or failure."""
-    return CronContext(name)
+def cron(name: str, schedule: str | None = None, grace_seconds: float | None = None) -> CronContext:
+    """Monitor a scheduled job: start, end, duration and success or failure.
+
+    With ``schedule`` (a cron expression, UTC) and ``grace_seconds`` the collector also knows when the job
+    should have run, and marks each expected run ok, failed, late or missed.
+    """
+    return CronContext(name, schedule, grace_seconds)
 
 
 def _instant(name: str, kind: str, attributes: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ error_rate          5 min     failed LLM calls / LLM calls (at least 10 calls)
 calls_per_minute    1 min     LLM calls, scaled to one minute
 blocked_calls       5 min     calls blocked by a circuit breaker
 latency_p95         5 min     95th percentile LLM call latency in ms
+cron_missed         -         once per expected cron run with no run by its grace (no threshold)
+cron_failed         -         once per expected cron run whose run failed (no threshold)
 ==================  ========  =====================================================
 """
 
@@ -21,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from ._crons import CRON_CONDITIONS, alert_reports, alerts_due
 from ._notify import DeliveryError, send_email, send_webhook, validate_webhook_url
 from ._settings import Settings
 from ._store import Store
@@ -129,7 +132,13 @@ class AlertEngine:
             rules = [rule for rule in self._store.list_rules() if rule["enabled"]]
             stats_by_window: dict[int, dict[str, Any]] = {}
             fired: list[dict[str, Any]] = []
+            cron_reports: list[dict[str, Any]] | None = None
             for rule in rules:
+                if rule["condition"] in CRON_CONDITIONS:
+                    if cron_reports is None:  # once per evaluation, shared by every cron rule
+                        cron_reports = alert_reports(self._store, now)
+                    fired.extend(self._fire_cron(rule, cron_reports, now))
+                    continue
                 window = int(rule.get("window_seconds") or DEFAULT_WINDOWS.get(rule["condition"], 300))
                 if window not in stats_by_window:
                     stats_by_window[window] = self._store.window_stats(now - window * 1_000_000_000, now)
@@ -163,15 +172,27 @@ class AlertEngine:
     def pending_retries(self) -> int:
         return len(self._retries)
 
-    def _fire(self, rule: dict[str, Any], value: float, window: int, now: int) -> dict[str, Any]:
-        text = (f"[AgentWatch] {rule['name']}: {rule['condition']} is {value:.4g}, above the threshold "
-                f"{rule['threshold']:g} (last {window} s)")
+    def _fire_cron(self, rule: dict[str, Any], reports: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+        """Each missed or failed expected run not reported by this rule yet, through the rule's channel."""
+        fired = []
+        for report, run in alerts_due(self._store, rule, reports, now):
+            text = (f"[AgentWatch] {rule['name']}: cron {report['name']!r} ({report['schedule']}) "
+                    f"{run['status']} its run expected at {run['expected_at']}")
+            details = {"cron": report["name"], "schedule": report["schedule"], "expected_at": run["expected_at"],
+                       "status": run["status"], "started_at": run["started_at"], "trace_id": run["trace_id"]}
+            fired.append(self._fire(rule, 1.0, 0, now, text=text, extra=details))
+        return fired
+
+    def _fire(self, rule: dict[str, Any], value: float, window: int, now: int, *, text: str | None = None,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        text = text or (f"[AgentWatch] {rule['name']}: {rule['condition']} is {value:.4g}, above the threshold "
+                        f"{rule['threshold']:g} (last {window} s)")
         event = {"ts_ns": now, "rule_id": rule["id"], "rule_name": rule["name"], "condition": rule["condition"],
                  "threshold": rule["threshold"], "value": value, "message": text, "channel": rule["action_type"],
-                 "delivery_status": "pending", "details": {"window_seconds": window}}
+                 "delivery_status": "pending", "details": {"window_seconds": window, **(extra or {})}}
         event["id"] = self._store.add_alert_event(event)
         details = {"rule": rule["name"], "condition": rule["condition"], "value": value,
-                   "threshold": rule["threshold"], "window_seconds": window}
+                   "threshold": rule["threshold"], "window_seconds": window, **(extra or {})}
         _, status, error = self._deliver(event["id"], rule, text, details, 0, time.monotonic())
         event["delivery_status"], event["delivery_error"] = status, error
         return event

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from . import _routes_alerts, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
+from . import _routes_alerts, _routes_crons, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
 from ._model import AtpSpan, NativeSpan
 from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
@@ -137,7 +137,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                   description="Ingest, store and query LLM agent traces; alerts, breakers and signed reports.")
     app.state.agentwatch = state
     app.state.maintenance = maintenance
-    for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports):
+    for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports, _routes_crons):
         # The routes are added as they are: include_router() wraps them in a router whose matching rebuilds
         # per-request state, which cost several percent of ingest CPU.
         app.router.routes.extend(module.router.routes)
@@ -172,7 +172,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                        trusted_origins=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
-                           allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                            allow_headers=["Content-Type", "Content-Encoding", "X-API-Key", "X-AeneasSoft-API-Key",
                                           "Authorization", "X-AgentWatch-Signature"])
     _add_span_schemas(app)

@@ -579,6 +579,64 @@ class ClickHouseStore(Store):
             self._write_rule(row)
             return True
 
+    # -- crons -----------------------------------------------------------------------------------------------
+
+    def _cron_rows(self, name: str | None) -> list[dict[str, Any]]:
+        where = "deleted = 0" + (f" AND name = {literal(name)}" if name is not None else "")
+        rows = self._rows(f"SELECT name, schedule, grace_seconds, since_ns, updated_ns FROM {self.database}.crons"
+                          f" FINAL WHERE {where} ORDER BY name")
+        return [{"name": r[0], "schedule": r[1], "grace_seconds": int(r[2]), "since_ns": int(r[3]),
+                 "updated_ns": int(r[4])} for r in rows]
+
+    def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+        with self._write_lock:
+            found = self._cron_rows(name)
+            row = {"name": name, "schedule": schedule, "grace_seconds": int(grace_seconds),
+                   "since_ns": int(since_ns), "updated_ns": int(seen_ns)}
+            if found:
+                old = found[0]
+                if old["updated_ns"] > seen_ns:  # an older span arrived late: the schedule stays
+                    row.update(schedule=old["schedule"], grace_seconds=old["grace_seconds"],
+                               updated_ns=old["updated_ns"])
+                row["since_ns"] = min(old["since_ns"], int(since_ns))
+            self._db_conn.insert("crons", [{**row, "version": self._next_version(), "deleted": 0}])
+
+    def list_crons(self) -> list[dict[str, Any]]:
+        return self._cron_rows(None)
+
+    def get_cron(self, name: str) -> dict[str, Any] | None:
+        found = self._cron_rows(name)
+        return found[0] if found else None
+
+    def delete_cron(self, name: str) -> bool:
+        with self._write_lock:
+            found = self._cron_rows(name)
+            if not found:
+                return False
+            self._db_conn.insert("crons", [{**found[0], "version": self._next_version(), "deleted": 1}])
+            self._execute(f"ALTER TABLE {self.database}.cron_alerts DELETE WHERE name = {literal(name)}"
+                          " SETTINGS mutations_sync = 2")
+            return True
+
+    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        rows = self._rows(f"SELECT trace_id, start_ns, end_ns, status, attributes, kind FROM {self._spans}"
+                          f" WHERE start_ns >= {int(start_ns)} AND start_ns < {int(end_ns)}"
+                          f" AND kind IN ('cron', 'cron_start') AND name = {literal(name)}"
+                          f" ORDER BY start_ns LIMIT {int(limit)}")
+        return [{"trace_id": r[0], "start_ns": int(r[1]), "end_ns": int(r[2]), "status": r[3],
+                 "attributes": _json.loads(r[4]), "kind": r[5]} for r in rows]
+
+    def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
+        # Atomic within this process (the write lock), as claim_rule.
+        with self._write_lock:
+            seen = self._rows(f"SELECT count() FROM {self.database}.cron_alerts WHERE rule_id = {int(rule_id)}"
+                              f" AND name = {literal(name)} AND expected_ns = {int(expected_ns)}")[0][0]
+            if int(seen):
+                return False
+            self._db_conn.insert("cron_alerts", [{"rule_id": int(rule_id), "name": name,
+                                                  "expected_ns": int(expected_ns)}])
+            return True
+
     # -- upkeep ------------------------------------------------------------------------------------------
 
     def purge(self, before_ns: int) -> dict[str, int]:
@@ -599,6 +657,11 @@ class ClickHouseStore(Store):
             if alerts:
                 self._execute(f"ALTER TABLE {self._alerts} DELETE WHERE ts_ns < {before}"
                               " SETTINGS mutations_sync = 2")
+            # Runs whose spans are gone are no longer judged (they would read as missed).
+            stale = [row for row in self._cron_rows(None) if row["since_ns"] < before]
+            if stale:
+                self._db_conn.insert("crons", [{**row, "since_ns": before, "version": self._next_version(),
+                                                "deleted": 0} for row in stale])
         return {"traces": int(traces), "spans": int(spans), "breaker_events": int(events),
                 "alert_history": int(alerts)}
 

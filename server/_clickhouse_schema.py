@@ -118,4 +118,26 @@ CREATE TABLE IF NOT EXISTS {db}.alert_rules (
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY id
 """,
+    # Cron monitoring: the latest registration per name (deleted = a tombstone), and the expected runs each
+    # alert rule has reported.
+    "crons": """
+CREATE TABLE IF NOT EXISTS {db}.crons (
+    name String,
+    version UInt64,
+    deleted UInt8,
+    schedule String,
+    grace_seconds Int64,
+    since_ns Int64,
+    updated_ns Int64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY name
+""",
+    "cron_alerts": """
+CREATE TABLE IF NOT EXISTS {db}.cron_alerts (
+    rule_id Int64,
+    name String,
+    expected_ns Int64
+) ENGINE = ReplacingMergeTree
+ORDER BY (rule_id, name, expected_ns)
+""",
 }

@@ -22,7 +22,9 @@ RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _CLEARABLE = frozenset({"webhook_url", "email"})
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
-Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95"]
+#: cron_missed / cron_failed fire once per missed or failed expected run of any cron (threshold is ignored).
+Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
+                    "cron_missed", "cron_failed"]
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Cooldown = Annotated[int, Field(ge=0, le=7 * 86400)]
 Window = Annotated[int, Field(ge=10, le=7 * 86400)]
@@ -45,7 +47,8 @@ class AlertRuleIn(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     condition: Condition
-    threshold: Threshold
+    #: Required, except for cron_missed / cron_failed, which fire per run and ignore it.
+    threshold: Threshold | None = None
     action_type: Literal["email", "webhook"] = "webhook"
     webhook_url: Annotated[str, Field(max_length=2000)] | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -67,6 +70,10 @@ class AlertRuleIn(BaseModel):
     def _channel(self) -> AlertRuleIn:
         if self.action_type == "webhook" and not self.webhook_url:
             raise ValueError("action_type webhook needs webhook_url")
+        if self.threshold is None:
+            if not self.condition.startswith("cron_"):
+                raise ValueError("threshold is required for this condition")
+            self.threshold = 0.0
         return self
 
 

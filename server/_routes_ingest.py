@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ._crons import learn_from_spans
 from ._ingest import IngestError, check_shape, inflate, parse_spans, strip_text
 from ._state import AppState, app_state
 
@@ -53,6 +54,7 @@ def _process(state: AppState, body: bytes | bytearray, encoding: str | None) -> 
             strip_text(record)
     result = state.store.ingest(batch.records)
     if result.accepted:
+        learn_from_spans(state.store, batch.records)
         state.alerts.notify_ingest()
     answer: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates,
                               "rejected": batch.rejected}

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ._crons import learn_from_spans
 from ._ingest import IngestError, inflate, strip_text
 from ._model import NativeSpan, SpanRecord, to_record
 from ._otlp_decode import OtlpDecodeError, decode_json, decode_protobuf
@@ -52,6 +53,7 @@ def _process(state: AppState, body: bytes, encoding: str | None, protobuf: bool)
     if records:
         result = state.store.ingest(records)
         if result.accepted:
+            learn_from_spans(state.store, records)
             state.alerts.notify_ingest()
     return rejected, first_error
 

@@ -549,6 +549,52 @@ class SQLiteStore(Store):
                            (ts_ns, rule_id, ts_ns - cooldown_ns))
             return cursor.rowcount == 1
 
+    # -- crons -----------------------------------------------------------------------------------------------
+
+    def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO crons (name, schedule, grace_seconds, since_ns, updated_ns) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET"
+                " schedule = CASE WHEN excluded.updated_ns >= crons.updated_ns THEN excluded.schedule"
+                " ELSE crons.schedule END,"
+                " grace_seconds = CASE WHEN excluded.updated_ns >= crons.updated_ns THEN excluded.grace_seconds"
+                " ELSE crons.grace_seconds END,"
+                " since_ns = min(crons.since_ns, excluded.since_ns),"
+                " updated_ns = max(crons.updated_ns, excluded.updated_ns)",
+                (name, schedule, int(grace_seconds), int(since_ns), int(seen_ns)))
+
+    def list_crons(self) -> list[dict[str, Any]]:
+        rows = self._reader().execute(
+            "SELECT name, schedule, grace_seconds, since_ns, updated_ns FROM crons ORDER BY name").fetchall()
+        return [dict(zip(_CRON_FIELDS, row, strict=True)) for row in rows]
+
+    def get_cron(self, name: str) -> dict[str, Any] | None:
+        row = self._reader().execute(
+            "SELECT name, schedule, grace_seconds, since_ns, updated_ns FROM crons WHERE name = ?", (name,)).fetchone()
+        return None if row is None else dict(zip(_CRON_FIELDS, row, strict=True))
+
+    def delete_cron(self, name: str) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM crons WHERE name = ?", (name,))
+            deleted = cursor.rowcount > 0
+            cursor.execute("DELETE FROM cron_alerts WHERE name = ?", (name,))
+            return deleted
+
+    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        rows = self._reader().execute(
+            "SELECT trace_id, start_ns, end_ns, status, attributes, kind FROM spans"
+            " WHERE start_ns >= ? AND start_ns < ? AND kind IN ('cron', 'cron_start') AND name = ?"
+            " ORDER BY start_ns LIMIT ?", (int(start_ns), int(end_ns), name, int(limit))).fetchall()
+        return [{"trace_id": r[0], "start_ns": r[1], "end_ns": r[2], "status": r[3], "attributes": _json.loads(r[4]),
+                 "kind": r[5]} for r in rows]
+
+    def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute("INSERT OR IGNORE INTO cron_alerts (rule_id, name, expected_ns) VALUES (?, ?, ?)",
+                           (int(rule_id), name, int(expected_ns)))
+            return cursor.rowcount == 1
+
     # -- upkeep ------------------------------------------------------------------------------------------
 
     def purge(self, before_ns: int) -> dict[str, int]:
@@ -585,6 +631,9 @@ class SQLiteStore(Store):
             removed["breaker_events"] = cursor.rowcount
             cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
             removed["alert_history"] = cursor.rowcount
+            cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
+            # Runs whose spans are gone are no longer judged (they would read as missed).
+            cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed
 
     def counts(self) -> dict[str, int]:
@@ -592,6 +641,9 @@ class SQLiteStore(Store):
         spans = connection.execute("SELECT count(*) FROM spans").fetchone()[0]
         traces = connection.execute("SELECT count(*) FROM traces").fetchone()[0]
         return {"spans": int(spans), "traces": int(traces)}
+
+
+_CRON_FIELDS = ("name", "schedule", "grace_seconds", "since_ns", "updated_ns")
 
 
 def _breaker_event(record: SpanRecord) -> dict[str, Any]:

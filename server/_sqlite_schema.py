@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS spans (
 -- all over it (which cost several times more WAL writes per span).
 CREATE UNIQUE INDEX IF NOT EXISTS spans_key ON spans(tkey, span_id);
 CREATE INDEX IF NOT EXISTS spans_start ON spans(start_ns);
+-- Cron runs by name and time: partial, so only cron spans pay for it on ingest.
+CREATE INDEX IF NOT EXISTS spans_cron ON spans(name, start_ns) WHERE kind IN ('cron', 'cron_start');
 
 CREATE TABLE IF NOT EXISTS traces (
     tkey INTEGER PRIMARY KEY,
@@ -202,6 +204,23 @@ CREATE TABLE IF NOT EXISTS alert_history (
     dedup_key TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS alert_history_ts ON alert_history(ts_ns);
+
+-- Cron monitoring: a cron's schedule (from its latest span or a PUT) and, per alert rule, the expected runs
+-- already reported, so a missed or failed run alerts once.
+CREATE TABLE IF NOT EXISTS crons (
+    name TEXT PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    grace_seconds INTEGER NOT NULL,
+    since_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS cron_alerts (
+    rule_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    expected_ns INTEGER NOT NULL,
+    PRIMARY KEY (rule_id, name, expected_ns)
+) WITHOUT ROWID;
 """
 
 

@@ -19,7 +19,8 @@ __all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FI
 
 SORT_FIELDS: Final = ("start_time", "end_time", "duration", "cost", "tokens", "spans", "name", "status")
 TRACE_STATUSES: Final = ("ok", "error", "blocked")
-RULE_CONDITIONS: Final = ("cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95")
+RULE_CONDITIONS: Final = ("cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
+                          "cron_missed", "cron_failed")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,6 +159,32 @@ class Store(abc.ABC):
     def claim_rule(self, rule_id: int, ts_ns: int, cooldown_ns: int) -> bool:
         """Atomically mark a rule fired at ``ts_ns`` unless it fired within ``cooldown_ns``; True if this
         caller won (several server processes may evaluate the same rule at once)."""
+
+    # -- crons (the logic lives in _crons.py; stores persist and query) ---------------------------------
+
+    @abc.abstractmethod
+    def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+        """Register or update a cron. Schedule and grace change only if ``seen_ns`` is not older than the
+        stored one (the latest span or PUT wins); ``since_ns`` only moves earlier."""
+
+    @abc.abstractmethod
+    def list_crons(self) -> list[dict[str, Any]]:
+        """``{"name", "schedule", "grace_seconds", "since_ns", "updated_ns"}`` per cron, by name."""
+
+    @abc.abstractmethod
+    def get_cron(self, name: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def delete_cron(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Spans of kind ``cron`` or ``cron_start`` named ``name`` that started in [start_ns, end_ns), oldest
+        first: ``trace_id``, ``start_ns``, ``end_ns``, ``status``, ``attributes``, ``kind``."""
+
+    @abc.abstractmethod
+    def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
+        """Record that ``rule_id`` reported the expected run ``expected_ns`` of ``name``; False if it had."""
 
     # -- upkeep --------------------------------------------------------------------------------------
 

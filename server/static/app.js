@@ -3,7 +3,7 @@
 
 (function (AW) {
   const view = document.getElementById("view");
-  const LIVE = new Set(["overview", "breakers"]);
+  const LIVE = new Set(["overview", "breakers", "crons"]);
   let generation = 0;
   let timer = null;
 

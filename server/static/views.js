@@ -161,7 +161,7 @@
     const form = h("form", { class: "stack panel", id: "new-rule" },
       h("label", {}, "Name", h("input", { name: "name", required: true, maxlength: 200 })),
       h("label", {}, "Condition", h("select", { name: "condition" },
-        ["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95"].map((c) => h("option", { value: c, text: c })))),
+        ["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95", "cron_missed", "cron_failed"].map((c) => h("option", { value: c, text: c })))),
       h("label", {}, "Threshold", h("input", { name: "threshold", type: "number", step: "any", min: 0, required: true })),
       h("label", {}, "Action", h("select", { name: "action_type" }, h("option", { value: "webhook", text: "webhook" }), h("option", { value: "email", text: "email" }))),
       h("label", {}, "Webhook URL", h("input", { name: "webhook_url", type: "url", placeholder: "https://hooks.slack.com/..." })),
@@ -190,6 +190,28 @@
         h("td", { text: a.value ?? "–" }), h("td", { text: a.threshold ?? "–" }),
         h("td", { text: a.delivery_status ? `${a.delivery_status}${a.delivery_error ? ": " + a.delivery_error : ""}` : "–" })))))
       : h("div", { class: "empty", text: "No alerts yet." }));
+  };
+
+  // Crons: did each scheduled job run when it should have? Statuses are computed by the collector.
+  AW.views.crons = async function (root) {
+    const data = await api("/api/crons");
+    root.appendChild(h("h1", { text: "Crons" }));
+    root.appendChild(h("p", { class: "muted", text: "Jobs wrapped in agentwatch.cron(name, schedule=...) or registered with PUT /api/crons/{name}. Schedules are in UTC; times are shown in local time." }));
+    root.appendChild(data.crons.length ? h("table", { id: "cron-list" },
+      h("thead", {}, h("tr", {}, ["Name", "Schedule", "Grace", "Last run", "Started", "Duration", "Next expected", "Recent runs (newest first)", "ok / failed / late / missed"].map((t) => h("th", { text: t })))),
+      h("tbody", {}, data.crons.map((c) => h("tr", { "data-cron": c.name },
+        h("td", { class: "cron-name", text: c.name }), h("td", {}, h("code", { text: c.schedule })), h("td", { text: `${c.grace_seconds} s` }),
+        h("td", { class: "cron-last" }, c.last_run ? badge(c.last_run.status) : "–"),
+        h("td", { text: !c.last_run ? "–" : c.last_run.started_at ? fmt.iso(c.last_run.started_at) : `not started (expected ${fmt.iso(c.last_run.expected_at)})` }),
+        h("td", { text: c.last_run && c.last_run.duration_ms != null ? fmt.ms(c.last_run.duration_ms) : "–" }),
+        h("td", { class: "cron-next", text: fmt.iso(c.next_expected_at) }),
+        h("td", { class: "cron-history" }, c.history.length ? c.history.map((run) => {
+          const tag = badge(run.status);
+          tag.title = `expected ${run.expected_at}${run.started_at ? ", started " + run.started_at : ""}`;
+          return run.trace_id ? h("a", { href: `#/trace/${encodeURIComponent(run.trace_id)}` }, tag) : tag;
+        }) : "–"),
+        h("td", { class: "num", text: `${c.counts.ok} / ${c.counts.failed} / ${c.counts.late} / ${c.counts.missed}` })))))
+      : h("div", { class: "empty", text: "No cron known yet. Use agentwatch.cron(\"nightly\", schedule=\"0 3 * * *\") or PUT /api/crons/{name}." }));
   };
 
   AW.views.reports = async function (root, route) {

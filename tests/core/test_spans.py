@@ -105,6 +105,34 @@ def test_errors_mark_spans_and_propagate(memory: agentwatch.InMemoryExporter) ->
     assert spans["nightly"]["attributes"]["cron.success"] is False
     assert spans["ok-job"]["attributes"]["cron.success"] is True
     assert spans["ok-job"]["attributes"]["cron.duration_ms"] >= 0
+    assert "cron.schedule" not in spans["ok-job"]["attributes"]
+    assert not [span for span in memory.spans if span["kind"] == "cron_start"]
+
+
+def test_cron_reports_its_schedule(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.cron("nightly", schedule="0 3 * * *", grace_seconds=600):
+        pass
+
+    @agentwatch.cron("hourly", schedule="0 * * * *")
+    def job() -> None:
+        pass
+
+    job()
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    nightly = spans["nightly"]["attributes"]
+    assert (nightly["cron.name"], nightly["cron.schedule"]) == ("nightly", "0 3 * * *")
+    assert nightly["cron.grace_seconds"] == 600
+    assert nightly["cron.success"] is True and "cron.duration_ms" in nightly
+    assert spans["hourly"]["attributes"]["cron.schedule"] == "0 * * * *"
+    assert "cron.grace_seconds" not in spans["hourly"]["attributes"]  # the collector's default applies
+    # With a schedule, a start marker inside the cron span is sent as the job starts; without one, none.
+    markers = [span for span in memory.spans if span["kind"] == "cron_start"]
+    assert sorted(span["name"] for span in markers) == ["hourly", "nightly"]
+    nightly_marker = next(span for span in markers if span["name"] == "nightly")
+    assert nightly_marker["parent_span_id"] == spans["nightly"]["span_id"]
+    assert nightly_marker["attributes"]["cron.schedule"] == "0 3 * * *"
 
 
 def test_context_follows_asyncio_tasks_and_copied_thread_contexts(memory: agentwatch.InMemoryExporter) -> None:

@@ -1,0 +1,235 @@
+"""Cron monitoring: "did my nightly job actually run?".
+
+A cron is known by its name, a cron expression (UTC) and a grace period. The collector learns them from
+the SDK's cron spans (``agentwatch.cron(name, schedule=..., grace_seconds=...)``; the latest span wins) or
+from ``PUT /api/crons/{name}`` before the job ever runs. From the first sighting (or registration) on, every
+time the expression fires is an *expected run*, and each gets a status from the cron spans that started
+between it and the next expected run:
+
+=======  ===========================================================================
+ok       a run started within [expected, expected + grace] and succeeded
+failed   a run started within [expected, expected + grace] and failed
+running  a run started within [expected, expected + grace] and has not ended yet
+late     the first run started after the grace period, before the next expected run
+missed   no run had started by expected + grace (it turns ``late`` if one starts later)
+pending  expected + grace is still ahead
+=======  ===========================================================================
+
+A run is known by its cron span, exported when it ends, or before that by the ``cron_start`` marker the SDK
+sends as the job starts (so a job that runs longer than its grace is not missed).
+
+The stores only persist registrations and answer "cron spans of this name in this window"; everything
+about schedules and statuses is computed here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+from croniter import croniter
+
+from ._model import SpanRecord
+from ._store import Store
+from ._time import iso
+
+__all__ = ["DEFAULT_GRACE_SECONDS", "HISTORY_LIMIT", "CRON_CONDITIONS", "RUN_KINDS", "valid_schedule", "expected_runs",
+           "next_expected", "classify", "cron_report", "learn_from_spans", "alert_reports", "alerts_due"]
+
+logger = logging.getLogger("agentwatch.server")
+
+#: Grace when neither the span nor the registration gives one.
+DEFAULT_GRACE_SECONDS: Final = 300
+#: Expected runs looked at per cron (history shown, counts, alerts).
+HISTORY_LIMIT: Final = 50
+CRON_CONDITIONS: Final = ("cron_missed", "cron_failed")
+#: Span kinds of a run: the finished run, and the SDK's marker sent when it starts.
+RUN_KINDS: Final = ("cron", "cron_start")
+#: Alert rules only report runs decided within this window: a new rule does not replay months of history.
+ALERT_LOOKBACK_NS: Final = 24 * 3600 * 1_000_000_000
+_NS: Final = 1_000_000_000
+
+
+def valid_schedule(expression: object) -> bool:
+    """A five-field cron expression (or an alias such as ``@daily``) croniter accepts and that ever fires
+    (``0 0 30 2 *`` never does; seconds fields are refused)."""
+    if not isinstance(expression, str) or len(expression) > 200:
+        return False
+    fields = expression.split()
+    if not (len(fields) == 5 or (len(fields) == 1 and fields[0].startswith("@"))):
+        return False
+    return _parses(expression)
+
+
+@functools.lru_cache(maxsize=512)
+def _parses(expression: str) -> bool:
+    # Parsing costs about 0.4 ms and every run of a job sends the same expression.
+    try:
+        if not croniter.is_valid(expression):
+            return False
+        walker = croniter(expression, _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC))
+        walker.get_next(float)
+        walker.get_prev(float)
+        return True
+    except Exception:
+        return False
+
+
+def _dt_of(ns: int) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ns / _NS, tz=_dt.UTC)
+
+
+def expected_runs(schedule: str, since_ns: int, now_ns: int, limit: int = HISTORY_LIMIT) -> list[int]:
+    """The latest ``limit`` times in [since_ns, now_ns] the schedule fires, oldest first (ns, UTC)."""
+    # Walking back from now costs ``limit`` steps whatever the age of the registration.
+    walker = croniter(schedule, _dt_of(now_ns + _NS))
+    runs: list[int] = []
+    while len(runs) < limit:
+        at = round(walker.get_prev(float)) * _NS
+        if at < since_ns:
+            break
+        if at <= now_ns:
+            runs.append(at)
+    runs.reverse()
+    return runs
+
+
+def _previous(schedule: str, at_ns: int) -> int:
+    """The schedule's last time at or before ``at_ns`` (croniter's get_prev is strictly before its start)."""
+    return round(croniter(schedule, _dt_of(at_ns + 2_000)).get_prev(float)) * _NS
+
+
+def next_expected(schedule: str, now_ns: int) -> int:
+    return round(croniter(schedule, _dt_of(now_ns)).get_next(float)) * _NS
+
+
+def _failed(span: dict[str, Any]) -> bool:
+    success = (span.get("attributes") or {}).get("cron.success")
+    return success is False or span.get("status") == "error"
+
+
+def _duration_ms(span: dict[str, Any]) -> float:
+    duration = (span.get("attributes") or {}).get("cron.duration_ms")
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        return float(duration)
+    return (int(span["end_ns"]) - int(span["start_ns"])) / 1e6
+
+
+def classify(expected: Sequence[int], following: int, spans: Sequence[dict[str, Any]], grace_ns: int,
+             now_ns: int) -> list[dict[str, Any]]:
+    """One entry per expected run (same order): status and the run that decided it.
+
+    ``following`` is the expected run after the last one; ``spans`` are cron spans with ``start_ns``,
+    ``end_ns``, ``status`` and ``attributes``, in any order. A run belongs to the expected run before it, so
+    a span is never counted twice.
+    """
+    ordered = sorted(spans, key=lambda span: int(span["start_ns"]))
+    entries: list[dict[str, Any]] = []
+    for index, at in enumerate(expected):
+        upper = expected[index + 1] if index + 1 < len(expected) else following
+        in_slot = [span for span in ordered if at <= int(span["start_ns"]) < upper]
+        # The finished run decides; a start marker alone means the run is still going.
+        run = next((span for span in in_slot if span.get("kind", "cron") == "cron"), None)
+        running = run is None and bool(in_slot)
+        run = run or (in_slot[0] if in_slot else None)
+        entry: dict[str, Any] = {"expected_unix_nano": at, "expected_at": iso(at), "start_unix_nano": None,
+                                 "started_at": None, "duration_ms": None, "trace_id": None}
+        if run is not None:
+            start = int(run["start_ns"])
+            entry.update(start_unix_nano=start, started_at=iso(start),
+                         duration_ms=None if running else _duration_ms(run), trace_id=run.get("trace_id"))
+            if start <= at + grace_ns:
+                entry["status"] = "running" if running else "failed" if _failed(run) else "ok"
+            else:
+                entry["status"] = "late"
+        else:
+            entry["status"] = "missed" if now_ns > at + grace_ns else "pending"
+        entries.append(entry)
+    return entries
+
+
+def cron_report(store: Store, cron: dict[str, Any], now_ns: int, limit: int = HISTORY_LIMIT,
+                not_before_ns: int | None = None) -> dict[str, Any]:
+    """A registered cron with its expected runs (newest first), last decided run, next run and counts;
+    ``not_before_ns`` leaves out expected runs before it (the alert engine only needs recent ones)."""
+    schedule, grace = cron["schedule"], int(cron["grace_seconds"])
+    since = max(int(cron["since_ns"]), not_before_ns if not_before_ns is not None else int(cron["since_ns"]))
+    expected = expected_runs(schedule, since, now_ns, limit)
+    following = next_expected(schedule, now_ns)
+    spans = store.cron_spans(cron["name"], expected[0], following) if expected else []
+    history = classify(expected, following, spans, grace * _NS, now_ns)
+    counts = {status: 0 for status in ("ok", "failed", "late", "missed")}
+    for entry in history:
+        if entry["status"] in counts:
+            counts[entry["status"]] += 1
+    decided = [entry for entry in history if entry["status"] != "pending"]
+    last = decided[-1] if decided else None
+    history.reverse()
+    return {"name": cron["name"], "schedule": schedule, "grace_seconds": grace,
+            "registered_at": iso(int(cron["since_ns"])), "updated_at": iso(int(cron["updated_ns"])),
+            "last_run": None if last is None else {"status": last["status"], "expected_at": last["expected_at"],
+                                                   "started_at": last["started_at"],
+                                                   "duration_ms": last["duration_ms"]},
+            "next_expected_at": iso(following), "next_expected_unix_nano": following,
+            "counts": counts, "history": history}
+
+
+def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
+    """Register the schedule of every cron span that carries one (the latest span of a name wins)."""
+    latest: dict[str, tuple[SpanRecord, str, int]] = {}
+    earliest: dict[str, int] = {}
+    for record in records:
+        if record.kind not in RUN_KINDS:
+            continue
+        attributes = record.attributes or {}
+        schedule = attributes.get("cron.schedule")
+        if schedule is None:
+            continue
+        if not valid_schedule(schedule):
+            logger.warning("cron %r: ignoring invalid schedule %r", record.name, schedule)
+            continue
+        name = attributes.get("cron.name")
+        name = name if isinstance(name, str) and name else record.name
+        grace = attributes.get("cron.grace_seconds")
+        grace_s = int(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) and 0 <= grace \
+            <= 366 * 86400 else DEFAULT_GRACE_SECONDS
+        known = latest.get(name)
+        if known is None or record.start_ns >= known[0].start_ns:
+            latest[name] = (record, schedule, grace_s)
+        # First sighting: that run was expected at most ``grace`` before it started, and not before the schedule's
+        # last time at or before its start (a grace longer than the period must not invent earlier missed runs).
+        since = max(record.start_ns - grace_s * _NS, _previous(schedule, record.start_ns))
+        earliest[name] = min(earliest.get(name, since), since)
+    for name, (record, schedule, grace_s) in latest.items():
+        try:
+            store.put_cron(name, schedule, grace_s, seen_ns=record.start_ns, since_ns=earliest[name])
+        except Exception:
+            # The spans are stored already: a failed registration must not fail (and so repeat) the ingest.
+            logger.exception("cron %r: schedule not registered", name)
+    return len(latest)
+
+
+def alert_reports(store: Store, now_ns: int) -> list[dict[str, Any]]:
+    """Every cron's expected runs of the alert window only: what the alert rules look at."""
+    return [cron_report(store, cron, now_ns,
+                        not_before_ns=now_ns - ALERT_LOOKBACK_NS - int(cron["grace_seconds"]) * _NS)
+            for cron in store.list_crons()]
+
+
+def alerts_due(store: Store, rule: dict[str, Any], reports: Sequence[dict[str, Any]],
+               now_ns: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(cron report, expected run) pairs this rule must report now: each missed or failed run once per rule
+    (claimed in the store, so neither a later evaluation nor another server process reports it again)."""
+    wanted = "missed" if rule["condition"] == "cron_missed" else "failed"
+    due: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for report in reports:
+        for entry in reversed(report["history"]):
+            decided_at = int(entry["expected_unix_nano"]) + report["grace_seconds"] * _NS
+            if entry["status"] != wanted or decided_at < now_ns - ALERT_LOOKBACK_NS:
+                continue
+            if store.claim_cron_alert(int(rule["id"]), report["name"], int(entry["expected_unix_nano"])):
+                due.append((report, entry))
+    return due
