@@ -8,7 +8,7 @@ blocks; ``LLMCall.end`` prices the call and records cost and outcome in the same
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -95,7 +95,7 @@ def _monitors(client: Client, scopes: Sequence[AgentScope]) -> list[Monitor]:
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
-    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended")
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_fallback_price")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | None) -> None:
         self.span = span
@@ -104,6 +104,7 @@ class LLMCall:
         self._tokens: list[Token[Any]] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
         self._ended = False
+        self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
 
     # ---- filling in ---------------------------------------------------------------------------
 
@@ -165,6 +166,32 @@ class LLMCall:
     def set_attribute(self, key: str, value: Any) -> None:
         self.span.attributes[key] = value
 
+    def set_fallback_price(self, price: Callable[[Span], float | None], source: str) -> None:
+        """A second price source for models the price table does not know (a framework's own cost map).
+
+        ``price(span)`` is asked at ``end()`` only if the table would charge the unknown-model default; a
+        float (USD) is charged instead, and ``cost.source`` on the span names ``source``. With a fallback set,
+        every priced span says where its price came from (``genai-prices``, ``source`` or ``default``).
+        """
+        self._fallback_price = (price, source)
+
+    def _price_with_fallback(self, client: Client, cost: float, estimated: bool) -> tuple[float, bool]:
+        span = self.span
+        price, source = self._fallback_price  # type: ignore[misc]  # only called when it is set
+        if not estimated:
+            span.attributes["cost.source"] = client.pricer.rates(span.model or "", span.provider).source
+            return cost, estimated
+        try:
+            fallback = price(span)
+        except Exception:  # a framework's cost map failing must not break the call: the default stands
+            logger.exception("agentwatch: fallback price %s failed (ignored)", source)
+            fallback = None
+        if fallback.__class__ not in (int, float) or not 0 <= fallback < float("inf"):  # type: ignore[operator]
+            span.attributes["cost.source"] = "default"
+            return cost, estimated
+        span.attributes["cost.source"] = source
+        return float(fallback), False
+
     # ---- context ------------------------------------------------------------------------------
 
     def activate(self) -> None:
@@ -224,6 +251,8 @@ class LLMCall:
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
                 span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
                 self._cache_write)
+            if self._fallback_price is not None:
+                cost, estimated = self._price_with_fallback(client, cost, estimated)
             span.cost_usd = cost
             if estimated:
                 span.attributes["cost_estimated"] = True
