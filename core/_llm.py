@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
-           "normalize_anthropic_usage"]
+           "normalize_anthropic_usage", "record_blocked"]
 
 CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
 
@@ -273,6 +273,28 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
         check(_monitors(client, scopes), trace_id=trace_id)
 
 
+def _end_blocked(client: Client, span: Span, blocked: CircuitBreakerException) -> None:
+    span.status = "blocked"
+    span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
+                            "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
+                            "breaker.current": blocked.current})
+    client.end_span(span)
+
+
+@stop_on_exception
+def record_blocked(blocked: CircuitBreakerException, name: str = "llm", *, model: str | None = None,
+                   provider: str | None = None, kind: str = "llm", attributes: dict[str, Any] | None = None) -> None:
+    """Record the ``blocked`` span of a call that ``check_limits`` stopped before it was opened (a router
+    checked once before its retries and fallbacks), as ``start_llm_call`` records one it blocks itself."""
+    client = _client_module._active
+    if client is None:
+        return
+    scopes = AGENT_SCOPES.get()
+    span = client.start_span(name, kind, attributes=attributes, agent=scopes[-1] if scopes else None)
+    span.model, span.provider = model, provider
+    _end_blocked(client, span, blocked)
+
+
 def start_llm_call(
     name: str = "llm",
     *,
@@ -310,11 +332,7 @@ def start_llm_call(
             admission = admit(_monitors(client, scopes) if scopes or context_scopes else (client.monitor,),
                               trace_id=span.trace_id)
         except CircuitBreakerException as blocked:
-            span.status = "blocked"
-            span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
-                                    "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
-                                    "breaker.current": blocked.current})
-            client.end_span(span)
+            _end_blocked(client, span, blocked)
             raise
         except Exception as error:  # an internal error lets the call through unchecked, not break the host
             if any(isinstance(error, kind) for kind in PASS_THROUGH):

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from agentwatch import _client as _client_module
-from agentwatch._llm import CURRENT_LLM_CALL, LLMCall, check_limits, start_llm_call
+from agentwatch._breaker import CircuitBreakerException
+from agentwatch._llm import CURRENT_LLM_CALL, LLMCall, check_limits, record_blocked, start_llm_call
 from agentwatch._safe import swallow_internal_error
 from agentwatch.plugins.http._patching import Patcher
 
@@ -51,8 +52,8 @@ def install() -> None:
     if router is not None:
         for name in _ROUTER_ENDPOINTS:
             try:
-                make = _async_endpoint if name.startswith("a") else _sync_endpoint
-                _patcher.replace(router, name, make)
+                wrap = _async_endpoint if name.startswith("a") else _sync_endpoint
+                _patcher.replace(router, name, lambda original, name=name, wrap=wrap: wrap(original, name))
             except AttributeError:  # an endpoint this LiteLLM version lacks
                 continue
 
@@ -226,19 +227,31 @@ def _stream_anext(original: Callable[..., Any]) -> Callable[..., Any]:
 # ---- the Router ------------------------------------------------------------------------------------
 
 
-def _sync_endpoint(original: Callable[..., Any]) -> Callable[..., Any]:
+def _check_router(name: str, kwargs: dict[str, Any]) -> None:
+    """Before the Router's first attempt: a block is raised to its caller, never retried nor sent to a
+    fallback (raised inside an attempt, the Router would retry it and try every fallback in turn)."""
+    try:
+        check_limits()
+    except CircuitBreakerException as blocked:
+        model = kwargs.get("model")
+        record_blocked(blocked, f"litellm.router.{name}", model=str(model) if model else None,
+                       kind=_FUNCTIONS.get(name, "llm"), attributes={"framework": "litellm"})
+        raise
+
+
+def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _client_module._active is not None:
-            check_limits()  # before the Router's first attempt: a block is not retried nor falls back
+            _check_router(name, kwargs)
         return original(self, *args, **kwargs)
 
     return endpoint
 
 
-def _async_endpoint(original: Callable[..., Any]) -> Callable[..., Any]:
+def _async_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     async def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _client_module._active is not None:
-            check_limits()
+            _check_router(name, kwargs)
         return await original(self, *args, **kwargs)
 
     return endpoint

@@ -55,7 +55,7 @@ def read_stream(call: LLMCall, stream: Any) -> str | None:
     chunks = getattr(stream, "chunks", None) or []
     for chunk in reversed(chunks):
         usage = getattr(chunk, "usage", None)
-        if usage is not None and (getattr(usage, "prompt_tokens", 0) or getattr(usage, "completion_tokens", 0)):
+        if usage is not None and (getattr(usage, "prompt_tokens", None) or getattr(usage, "completion_tokens", None)):
             _set_usage(call, usage)
             break
     else:
