@@ -48,6 +48,8 @@ def install() -> None:
         _patcher.replace(litellm, name, lambda original, name=name, kind=kind, make=make: make(original, name, kind))
     _patcher.replace(CustomStreamWrapper, "__next__", _stream_next)
     _patcher.replace(CustomStreamWrapper, "__anext__", _stream_anext)
+    _patcher.replace(CustomStreamWrapper, "close", _stream_close)
+    _patcher.replace(CustomStreamWrapper, "aclose", _stream_aclose)
     router = getattr(litellm, "Router", None)
     if router is not None:
         for name in _ROUTER_ENDPOINTS:
@@ -222,6 +224,37 @@ def _stream_anext(original: Callable[..., Any]) -> Callable[..., Any]:
         return chunk
 
     return __anext__
+
+
+def _closing(stream: Any) -> None:
+    """Closed before its end (a ``break`` then ``close()``): charge what was streamed so far."""
+    try:
+        call = stream.__dict__.get(_STREAM_CALL)
+        if call is not None and not call.ended:
+            call.set_attribute("stream_incomplete", True)
+            _stream_ended(call, stream)
+    except Exception:
+        swallow_internal_error("the litellm plugin")
+
+
+def _stream_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    def close(self: Any) -> Any:
+        try:
+            return original(self)
+        finally:
+            _closing(self)
+
+    return close
+
+
+def _stream_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def aclose(self: Any) -> Any:
+        try:
+            return await original(self)
+        finally:
+            _closing(self)
+
+    return aclose
 
 
 # ---- the Router ------------------------------------------------------------------------------------

@@ -145,3 +145,13 @@ def test_uninstalled_on_shutdown(stub_provider: Any, memory: Any) -> None:
     assert CustomStreamWrapper.__dict__["__next__"] is stream_next
     litellm.completion(**openai_kwargs(stub_provider))
     assert stub_provider.count() == 1 and not llm_spans(memory)
+
+
+def test_stream_closed_early_is_charged_for_what_was_streamed(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="one two three four five six", input_tokens=30, output_tokens=12))
+    with litellm.completion(**openai_kwargs(stub_provider, stream=True)) as stream:
+        for _chunk in stream:
+            break
+    (span,) = _assert_one_span_per_request(memory, stub_provider)
+    assert span["attributes"]["stream_incomplete"] is True and span["cost_usd"] > 0

@@ -1,0 +1,70 @@
+"""LiteLLM plugin overhead: time per ``litellm.completion`` against the loopback stub, three ways.
+
+"baseline" is no AgentWatch; "http only" is AgentWatch with the litellm plugin disabled (the openai SDK
+and httpx taps count each request); "agentwatch" adds the plugin (the taps then join its call). Rounds
+alternate the modes to cancel drift; the figures are medians of per-round means.
+
+    /work/venv/bin/python bench/bench_litellm.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ROUNDS = 7
+CALLS = 100
+MODES = ("baseline", "http only", "agentwatch")
+
+
+def _round(kwargs: dict[str, Any], stream: bool) -> float:
+    import litellm
+
+    start = time.perf_counter()
+    for _ in range(CALLS):
+        if stream:
+            for _chunk in litellm.completion(stream=True, **kwargs):
+                pass
+        else:
+            litellm.completion(**kwargs)
+    return (time.perf_counter() - start) / CALLS
+
+
+def main() -> None:
+    import litellm
+
+    import agentwatch
+    from tests.stubs.provider_server import StubProvider
+
+    litellm.telemetry = False
+    with StubProvider() as stub:
+        kwargs = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                  "api_base": stub.openai_base_url, "api_key": "k"}
+        for stream in (False, True):
+            times: dict[str, list[float]] = {mode: [] for mode in MODES}
+            _round(kwargs, stream)  # warm-up
+            for _ in range(ROUNDS):
+                for mode in MODES:
+                    if mode != "baseline":
+                        agentwatch.init(exporters=[agentwatch.InMemoryExporter()],
+                                        disabled_plugins=["litellm"] if mode == "http only" else [])
+                    times[mode].append(_round(kwargs, stream))
+                    agentwatch.shutdown()
+                    stub.clear()
+            base = statistics.median(times["baseline"])
+            print(f"\n{'stream' if stream else 'completion'}: {CALLS} calls x {ROUNDS} rounds")
+            for mode in MODES:
+                median = statistics.median(times[mode])
+                print(f"  {mode:<11} {median * 1e3:8.3f} ms/call   {(median - base) * 1e6:+9.1f} us vs baseline")
+
+
+if __name__ == "__main__":
+    main()
