@@ -155,3 +155,23 @@ def test_stream_closed_early_is_charged_for_what_was_streamed(stub_provider: Any
             break
     (span,) = _assert_one_span_per_request(memory, stub_provider)
     assert span["attributes"]["stream_incomplete"] is True and span["cost_usd"] > 0
+
+
+def test_router_streams(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="a b c", input_tokens=30, output_tokens=12),
+                        Reply(content="d e f", input_tokens=40, output_tokens=13))
+    router = litellm.Router(model_list=[
+        {"model_name": "claude", "litellm_params": {"model": ANTHROPIC, "api_base": stub_provider.base_url,
+                                                    "api_key": "test-key"}}])
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in
+                   router.completion(model="claude", messages=MESSAGES, stream=True))
+
+    async def run() -> str:
+        stream = await router.acompletion(model="claude", messages=MESSAGES, stream=True)
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+
+    assert (text, asyncio.run(run())) == ("a b c", "d e f")
+    spans = _assert_one_span_per_request(memory, stub_provider)
+    assert [(span["input_tokens"], span["output_tokens"], span["status"]) for span in spans] == [
+        (30, 12, "ok"), (40, 13, "ok")]
