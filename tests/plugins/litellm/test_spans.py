@@ -175,3 +175,14 @@ def test_router_streams(stub_provider: Any, memory: Any) -> None:
     spans = _assert_one_span_per_request(memory, stub_provider)
     assert [(span["input_tokens"], span["output_tokens"], span["status"]) for span in spans] == [
         (30, 12, "ok"), (40, 13, "ok")]
+
+
+def test_a_framework_call_around_litellm_is_joined_not_counted_again(stub_provider: Any, memory: Any) -> None:
+    """A framework that routes through LiteLLM (CrewAI, LangChain's ChatLiteLLM) opens and activates its
+    own call; LiteLLM's request then adds to it."""
+    agentwatch.init(exporters=[memory])
+    with agentwatch.llm_call("framework.llm", model="gpt-4o-mini", provider="openai"):
+        litellm.completion(**openai_kwargs(stub_provider))
+    agentwatch.flush()
+    (span,) = llm_spans(memory)
+    assert span["name"] == "framework.llm" and (span["input_tokens"], span["output_tokens"]) == (10, 5)
