@@ -80,3 +80,30 @@ def test_program_outputs_identical_and_loopback_only() -> None:
     assert result["with"] == result["without"]
     assert result["without"][0][1] == ["ok"]  # the program did run its calls
     assert result["requests"] == 16 and result["spans"] == 8  # one span per request made with AgentWatch
+
+
+MISSING = textwrap.dedent("""
+    import sys
+
+    class NoLiteLLM:  # as if litellm were not installed
+        def find_spec(self, name, path=None, target=None):
+            if name == "litellm" or name.startswith("litellm."):
+                raise ModuleNotFoundError(name)
+            return None
+
+    sys.meta_path.insert(0, NoLiteLLM())
+    import agentwatch
+    agentwatch.init(exporters=[agentwatch.InMemoryExporter()])
+    assert "litellm" not in agentwatch.get_client().instrumented, agentwatch.get_client().instrumented
+    assert "http" in agentwatch.get_client().instrumented
+    agentwatch.shutdown()
+    print("skipped")
+""")
+
+
+def test_skipped_quietly_without_litellm() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTWATCH_")}
+    done = subprocess.run([sys.executable, "-c", MISSING], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**env, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "skipped" and "litellm" not in done.stderr
