@@ -37,12 +37,15 @@ _STREAM_CALL = "_agentwatch_call"
 
 _patcher = Patcher()
 _providers: dict[str, str | None] = {}
+_stream_type: type | None = None  # LiteLLM's CustomStreamWrapper, set by install()
 
 
 def install() -> None:
     import litellm
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
+    global _stream_type
+    _stream_type = CustomStreamWrapper
     for name, kind in _FUNCTIONS.items():
         make = _async_function if name.startswith("a") else _sync_function
         _patcher.replace(litellm, name, lambda original, name=name, kind=kind, make=make: make(original, name, kind))
@@ -117,12 +120,11 @@ def _returned(call: LLMCall, result: Any) -> None:
 
 
 def _stream_of(result: Any) -> Any:
-    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
-
-    if isinstance(result, CustomStreamWrapper):
-        return result
+    stream_type = _stream_type
+    if stream_type is None or isinstance(result, stream_type):
+        return result if stream_type is not None else None
     inner = getattr(result, "completion_stream", None)  # text_completion's wrapper around a chat stream
-    return inner if isinstance(inner, CustomStreamWrapper) else None
+    return inner if isinstance(inner, stream_type) else None
 
 
 def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:

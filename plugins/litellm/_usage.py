@@ -15,18 +15,30 @@ from agentwatch._span import Span
 __all__ = ["litellm_price", "read_stream", "read_usage"]
 
 
+def _fields(value: Any) -> dict[str, Any]:
+    """A pydantic model's fields and extras as a dict: ``getattr`` of a missing name on a LiteLLM model
+    raises inside pydantic, which costs more than this whole read."""
+    fields = getattr(value, "__dict__", None)
+    if not isinstance(fields, dict):
+        return {}
+    extra = getattr(value, "__pydantic_extra__", None)
+    return {**fields, **extra} if extra else fields
+
+
 def _set_usage(call: LLMCall, usage: Any, embedding: bool = False) -> bool:
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
+    fields = _fields(usage) if not isinstance(usage, dict) else usage
+    prompt = fields.get("prompt_tokens")
+    completion = fields.get("completion_tokens")
     if prompt is None and completion is None:
         return False
     if completion is None and embedding:
         completion = 0
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    details = fields.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") if isinstance(details, dict) else _fields(details).get("cached_tokens")
+              ) if details is not None else None
     if cached is None:
-        cached = getattr(usage, "cache_read_input_tokens", None)
-    call.set_usage(prompt, completion, cached, getattr(usage, "cache_creation_input_tokens", None))
+        cached = fields.get("cache_read_input_tokens")
+    call.set_usage(prompt, completion, cached, fields.get("cache_creation_input_tokens"))
     return True
 
 
@@ -39,12 +51,12 @@ def read_usage(call: LLMCall, result: Any) -> str | None:
     choices = getattr(result, "choices", None)
     if not choices:
         return None
-    first = choices[0]
-    message = getattr(first, "message", None)
-    text = getattr(message, "content", None) if message is not None else getattr(first, "text", None)
+    first = _fields(choices[0])
+    message = first.get("message")
+    text = getattr(message, "content", None) if message is not None else first.get("text")
     if text is not None:
         call.set_output(text)
-    reason = getattr(first, "finish_reason", None)
+    reason = first.get("finish_reason")
     return str(reason) if reason else None
 
 
