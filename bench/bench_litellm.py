@@ -62,8 +62,9 @@ def main() -> None:
                   "api_base": stub.openai_base_url, "api_key": "k"}
         for what in ("mock_response", "completion", "stream"):
             times: dict[str, list[float]] = {mode: [] for mode in MODES}
-            run = (lambda: _mock_round(kwargs)) if what == "mock_response" else (
-                lambda stream=what == "stream": _round(kwargs, stream))
+            def run(what: str = what) -> float:
+                return _mock_round(kwargs) if what == "mock_response" else _round(kwargs, what == "stream")
+
             run()  # warm-up
             for _ in range(ROUNDS):
                 for mode in MODES:
