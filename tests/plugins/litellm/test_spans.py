@@ -186,3 +186,19 @@ def test_a_framework_call_around_litellm_is_joined_not_counted_again(stub_provid
     agentwatch.flush()
     (span,) = llm_spans(memory)
     assert span["name"] == "framework.llm" and (span["input_tokens"], span["output_tokens"]) == (10, 5)
+
+
+@pytest.mark.parametrize(("model", "provider"), [
+    ("bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0", "bedrock"),
+    ("vertex_ai/gemini-1.5-pro", "vertex_ai"),
+    ("anthropic/claude-3-5-haiku-20241022", "anthropic"),
+    ("gpt-4o-mini", "openai")])
+def test_model_and_provider_as_litellm_names_them(memory: Any, model: str, provider: str) -> None:
+    """LiteLLM's ``mock_response`` answers without a request, so any provider's naming can be checked."""
+    agentwatch.init(exporters=[memory])
+    litellm.completion(model=model, messages=MESSAGES, mock_response="hi")
+    agentwatch.flush()
+    (span,) = llm_spans(memory)
+    assert (span["model"], span["provider"]) == (model, provider)
+    assert span["input_tokens"] > 0 and span["cost_usd"] > 0
+    assert span["attributes"]["cost.source"] in ("genai-prices", "litellm")
