@@ -15,6 +15,7 @@ is raised before the Router starts retrying or falling back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from agentwatch import _client as _client_module
@@ -38,6 +39,11 @@ _STREAM_CALL = "_agentwatch_call"
 _patcher = Patcher()
 _providers: dict[str, str | None] = {}
 _stream_type: type | None = None  # LiteLLM's CustomStreamWrapper, set by install()
+#: Inside a Router call: the block raised in one of its attempts (a limit crossed after the Router's own
+#: check, e.g. by a failed first attempt). The Router retries and falls back on any exception; its later
+#: attempts raise the same block again, without another blocked span or ``on_block``.
+_ROUTER_BLOCK: ContextVar[list[CircuitBreakerException] | None] = ContextVar("agentwatch_litellm_router",
+                                                                                 default=None)
 
 
 def install() -> None:
@@ -98,8 +104,16 @@ def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         messages = kwargs.get("messages") if kind == "llm" else kwargs.get("input")
         if messages is None:
             messages = kwargs.get("prompt")
-        call = start_llm_call(f"litellm.{name}", model=model, provider=provider, kind=kind, input=messages,
-                              attributes={"framework": "litellm"})
+        router_block = _ROUTER_BLOCK.get()
+        if router_block:
+            raise router_block[0]
+        try:
+            call = start_llm_call(f"litellm.{name}", model=model, provider=provider, kind=kind, input=messages,
+                                  attributes={"framework": "litellm"})
+        except CircuitBreakerException as blocked:
+            if router_block is not None:
+                router_block.append(blocked)
+            raise
         call.set_fallback_price(litellm_price, "litellm")
         return call
     except Exception:
@@ -276,17 +290,27 @@ def _check_router(name: str, kwargs: dict[str, Any]) -> None:
 
 def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is not None:
-            _check_router(name, kwargs)
-        return original(self, *args, **kwargs)
+        if _client_module._active is None:
+            return original(self, *args, **kwargs)
+        _check_router(name, kwargs)
+        token = _ROUTER_BLOCK.set([])
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _ROUTER_BLOCK.reset(token)
 
     return endpoint
 
 
 def _async_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     async def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is not None:
-            _check_router(name, kwargs)
-        return await original(self, *args, **kwargs)
+        if _client_module._active is None:
+            return await original(self, *args, **kwargs)
+        _check_router(name, kwargs)
+        token = _ROUTER_BLOCK.set([])
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            _ROUTER_BLOCK.reset(token)
 
     return endpoint

@@ -101,3 +101,20 @@ def test_provider_errors_still_retried_and_mapped(stub_provider: Any, memory: An
     agentwatch.flush()
     (span,) = llm_spans(memory)  # one user call, one span, whatever LiteLLM retried inside it
     assert span["status"] == "error"
+
+
+def test_block_inside_a_router_call_reaches_the_caller_once(stub_provider: Any, memory: Any) -> None:
+    """A limit crossed by the Router's own first attempt (a failed request counts a call): its retries and
+    fallbacks send nothing more, record one blocked span, and the caller gets the block unchanged."""
+    agentwatch.init(exporters=[memory], max_calls_per_minute=1, block_on_threshold=True)
+    stub_provider.queue(Reply(status=500), Reply(status=500))
+    params = {"api_base": stub_provider.openai_base_url, "api_key": "test-key", "max_retries": 0}
+    deployments = [{"model_name": "main", "litellm_params": {"model": OPENAI, **params}},
+                   {"model_name": "backup", "litellm_params": {"model": "openai/gpt-4o", **params}}]
+    router = litellm.Router(model_list=deployments, fallbacks=[{"main": ["backup"]}], num_retries=1)
+    with pytest.raises(CircuitBreakerException) as caught:
+        router.completion(model="main", messages=MESSAGES)
+    assert type(caught.value) is CircuitBreakerException and caught.value.reason == "max_calls_per_minute"
+    assert stub_provider.count() == 1
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory)] == ["error", "blocked"]
