@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
-           "normalize_anthropic_usage"]
+           "normalize_anthropic_usage", "record_blocked"]
 
 CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
 
@@ -106,7 +106,7 @@ def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Mo
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
-    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_estimate")
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_estimate", "_fallback_price")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | None) -> None:
         self.span = span
@@ -116,6 +116,7 @@ class LLMCall:
         self._cache_write = 0
         self._ended = False
         self._estimate: tuple[int, int] | None = None
+        self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
 
     # ---- filling in ---------------------------------------------------------------------------
 
@@ -212,6 +213,32 @@ class LLMCall:
     def set_attribute(self, key: str, value: Any) -> None:
         self.span.attributes[key] = value
 
+    def set_fallback_price(self, price: Callable[[Span], float | None], source: str) -> None:
+        """A second price source for models the price table does not know (a framework's own cost map).
+
+        ``price(span)`` is asked at ``end()`` only if the table would charge the unknown-model default; a
+        float (USD) is charged instead, and ``cost.source`` on the span names ``source``. With a fallback set,
+        every priced span says where its price came from (``genai-prices``, ``source`` or ``default``).
+        """
+        self._fallback_price = (price, source)
+
+    def _price_with_fallback(self, client: Client, cost: float, estimated: bool) -> tuple[float, bool]:
+        span = self.span
+        price, source = self._fallback_price  # type: ignore[misc]  # only called when it is set
+        if not estimated:
+            span.attributes["cost.source"] = client.pricer.rates(span.model or "", span.provider).source
+            return cost, estimated
+        try:
+            fallback = price(span)
+        except Exception:  # a framework's cost map failing must not break the call: the default stands
+            logger.exception("agentwatch: fallback price %s failed (ignored)", source)
+            fallback = None
+        if fallback.__class__ not in (int, float) or not 0 <= fallback < float("inf"):  # type: ignore[operator]
+            span.attributes["cost.source"] = "default"
+            return cost, estimated
+        span.attributes["cost.source"] = source
+        return float(fallback), False
+
     # ---- context ------------------------------------------------------------------------------
 
     def activate(self) -> None:
@@ -281,6 +308,8 @@ class LLMCall:
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
                 span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
                 self._cache_write)
+            if self._fallback_price is not None:
+                cost, estimated = self._price_with_fallback(client, cost, estimated)
             span.cost_usd = cost
             if estimated:
                 span.attributes["cost_estimated"] = True
@@ -310,6 +339,25 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
     client = _client_module._active
     if client is not None:
         check(_monitors(client, scopes, budgets), trace_id=trace_id)
+
+
+def _end_blocked(client: Client, span: Span, blocked: CircuitBreakerException) -> None:
+    _mark_blocked(span, blocked)
+    client.end_span(span)
+
+
+@stop_on_exception
+def record_blocked(blocked: CircuitBreakerException, name: str = "llm", *, model: str | None = None,
+                   provider: str | None = None, kind: str = "llm", attributes: dict[str, Any] | None = None) -> None:
+    """Record the ``blocked`` span of a call that ``check_limits`` stopped before it was opened (a router
+    checked once before its retries and fallbacks), as ``start_llm_call`` records one it blocks itself."""
+    client = _client_module._active
+    if client is None:
+        return
+    scopes = AGENT_SCOPES.get()
+    span = client.start_span(name, kind, attributes=attributes, agent=scopes[-1] if scopes else None)
+    span.model, span.provider = model, provider
+    _end_blocked(client, span, blocked)
 
 
 def start_llm_call(
@@ -354,8 +402,7 @@ def start_llm_call(
             admission = admit(_monitors(client, scopes, budgets) if scopes or context_scopes or runs or budgets
                               else (client.monitor,), trace_id=span.trace_id, reserve=reserve)
         except CircuitBreakerException as blocked:
-            _mark_blocked(span, blocked)
-            client.end_span(span)
+            _end_blocked(client, span, blocked)
             raise
         except Exception as error:  # an internal error lets the call through unchecked, not break the host
             if any(isinstance(error, kind) for kind in PASS_THROUGH):

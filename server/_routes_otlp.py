@@ -30,7 +30,7 @@ def _records(state: AppState, body: bytes, encoding: str | None, protobuf: bool)
     settings = state.settings
     raw = inflate(body, encoding, settings.max_inflated_bytes)
     try:
-        spans = (decode_protobuf if protobuf else decode_json)(raw, settings.max_spans_per_request)
+        spans = (decode_protobuf if protobuf else decode_json)(bytes(raw), settings.max_spans_per_request)
     except OtlpDecodeError as error:
         status = 413 if "at most" in str(error) else 400
         raise IngestError(status, str(error)) from None

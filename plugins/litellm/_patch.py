@@ -1,0 +1,316 @@
+"""The patches: LiteLLM's module functions, its stream wrapper's iteration, and the Router's endpoints.
+
+Why the module functions: every LiteLLM entry (direct calls, and each Router attempt, which the Router
+looks up as ``getattr(litellm, op)`` per attempt) passes ``litellm.completion``/``acompletion``/... Limits
+are checked there, before LiteLLM's own ``@client`` wrapper, so a block is raised before any request and
+outside LiteLLM's retry loop and exception mapping: it reaches the caller unchanged and is never retried.
+LiteLLM's internal calls (``acompletion`` runs ``litellm.main.completion``, ``text_completion`` runs the
+chat path) use the unpatched functions, so one user call is one span.
+
+The call is active while LiteLLM sends, so the HTTP layer (openai SDK, httpx) adds to it instead of
+counting the request again. A Router checks the limits once more before its first attempt, so a block
+is raised before the Router starts retrying or falling back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from agentwatch import _client as _client_module
+from agentwatch._breaker import CircuitBreakerException
+from agentwatch._llm import CURRENT_LLM_CALL, LLMCall, check_limits, record_blocked, start_llm_call
+from agentwatch._safe import swallow_internal_error
+from agentwatch.plugins.http._patching import Patcher
+
+from ._usage import litellm_price, read_stream, read_usage
+
+__all__ = ["install", "uninstall"]
+
+#: The module functions patched, and the span kind of each.
+_FUNCTIONS = {"completion": "llm", "acompletion": "llm", "text_completion": "llm", "atext_completion": "llm",
+              "embedding": "embedding", "aembedding": "embedding"}
+_ROUTER_ENDPOINTS = ("completion", "acompletion", "text_completion", "atext_completion", "embedding",
+                     "aembedding")
+#: Where a stream keeps its call (an instance attribute the user never sees in iteration or repr).
+_STREAM_CALL = "_agentwatch_call"
+
+_patcher = Patcher()
+_providers: dict[str, str | None] = {}
+_stream_type: type | None = None  # LiteLLM's CustomStreamWrapper, set by install()
+#: Inside a Router call: the block raised in one of its attempts (a limit crossed after the Router's own
+#: check, e.g. by a failed first attempt). The Router retries and falls back on any exception; its later
+#: attempts raise the same block again, without another blocked span or ``on_block``.
+_ROUTER_BLOCK: ContextVar[list[CircuitBreakerException] | None] = ContextVar("agentwatch_litellm_router",
+                                                                                 default=None)
+
+
+def install() -> None:
+    import litellm
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    global _stream_type
+    _stream_type = CustomStreamWrapper
+    for name, kind in _FUNCTIONS.items():
+        make = _async_function if name.startswith("a") else _sync_function
+        _patcher.replace(litellm, name, lambda original, name=name, kind=kind, make=make: make(original, name, kind))
+    _patcher.replace(CustomStreamWrapper, "__next__", _stream_next)
+    _patcher.replace(CustomStreamWrapper, "__anext__", _stream_anext)
+    _patcher.replace(CustomStreamWrapper, "close", _stream_close)
+    _patcher.replace(CustomStreamWrapper, "aclose", _stream_aclose)
+    router = getattr(litellm, "Router", None)
+    if router is not None:
+        for name in _ROUTER_ENDPOINTS:
+            try:
+                wrap = _async_endpoint if name.startswith("a") else _sync_endpoint
+                _patcher.replace(router, name, lambda original, name=name, wrap=wrap: wrap(original, name))
+            except AttributeError:  # an endpoint this LiteLLM version lacks
+                continue
+
+
+def uninstall() -> None:
+    _patcher.restore()
+
+
+# ---- opening and closing a call -------------------------------------------------------------------
+
+
+def _provider(model: str) -> str | None:
+    """The provider as LiteLLM names it (``anthropic/claude-…`` → ``anthropic``), once per model name."""
+    if model in _providers:
+        return _providers[model]
+    try:
+        from litellm import get_llm_provider
+
+        provider: str | None = get_llm_provider(model)[1] or None
+    except Exception:  # a model LiteLLM cannot route: it will say so itself when called
+        provider = None
+    if len(_providers) > 1024:
+        _providers.clear()
+    _providers[model] = provider
+    return provider
+
+
+def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LLMCall | None:
+    """Check the limits and open the call; None if a call is already in flight (it gets the request)."""
+    try:
+        in_flight = CURRENT_LLM_CALL.get()
+        if in_flight is not None and not in_flight.ended:  # a framework on top of LiteLLM opened it
+            return None
+        model = kwargs.get("model") or (args[0] if args else None)
+        model = str(model) if model else None
+        provider = kwargs.get("custom_llm_provider") or (_provider(model) if model else None)
+        messages = kwargs.get("messages") if kind == "llm" else kwargs.get("input")
+        if messages is None:
+            messages = kwargs.get("prompt")
+        router_block = _ROUTER_BLOCK.get()
+        if router_block:
+            raise router_block[0]
+        try:
+            call = start_llm_call(f"litellm.{name}", model=model, provider=provider, kind=kind, input=messages,
+                                  attributes={"framework": "litellm"})
+        except CircuitBreakerException as blocked:
+            if router_block is not None:
+                router_block.append(blocked)
+            raise
+        call.set_fallback_price(litellm_price, "litellm")
+        return call
+    except Exception:
+        swallow_internal_error("the litellm plugin")  # re-raises CircuitBreakerException
+        return None
+
+
+def _returned(call: LLMCall, result: Any) -> None:
+    try:
+        stream = _stream_of(result)
+        if stream is not None:  # ends when the stream does
+            stream.__dict__[_STREAM_CALL] = call
+            return
+        finish_reason = read_usage(call, result)
+        call.end(finish_reason=finish_reason)
+    except Exception:
+        swallow_internal_error("the litellm plugin")
+
+
+def _stream_of(result: Any) -> Any:
+    stream_type = _stream_type
+    if stream_type is None or isinstance(result, stream_type):
+        return result if stream_type is not None else None
+    inner = getattr(result, "completion_stream", None)  # text_completion's wrapper around a chat stream
+    return inner if isinstance(inner, stream_type) else None
+
+
+def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
+    def function(*args: Any, **kwargs: Any) -> Any:
+        if _client_module._active is None:
+            return original(*args, **kwargs)
+        call = _open(name, kind, args, kwargs)
+        if call is None:
+            return original(*args, **kwargs)
+        call.activate()
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as error:
+            call.deactivate()
+            call.end(error=error)
+            raise
+        call.deactivate()
+        _returned(call, result)
+        return result
+
+    return function
+
+
+def _async_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
+    async def function(*args: Any, **kwargs: Any) -> Any:
+        if _client_module._active is None:
+            return await original(*args, **kwargs)
+        call = _open(name, kind, args, kwargs)
+        if call is None:
+            return await original(*args, **kwargs)
+        call.activate()
+        try:
+            result = await original(*args, **kwargs)
+        except BaseException as error:
+            call.deactivate()
+            call.end(error=error)
+            raise
+        call.deactivate()
+        _returned(call, result)
+        return result
+
+    return function
+
+
+# ---- streams ---------------------------------------------------------------------------------------
+
+
+def _stream_ended(call: LLMCall, stream: Any, error: BaseException | None = None) -> None:
+    try:
+        finish_reason = read_stream(call, stream) if error is None else None
+    except Exception:
+        swallow_internal_error("the litellm plugin")
+        finish_reason = None
+    call.end(error=error, finish_reason=finish_reason)
+
+
+def _stream_next(original: Callable[..., Any]) -> Callable[..., Any]:
+    def __next__(self: Any) -> Any:
+        call = self.__dict__.get(_STREAM_CALL)
+        if call is None or call.ended:
+            return original(self)
+        # Active while LiteLLM reads: a provider that sends the request on the first chunk joins the call.
+        call.activate()
+        try:
+            chunk = original(self)
+        except StopIteration:
+            call.deactivate()
+            _stream_ended(call, self)
+            raise
+        except BaseException as error:
+            call.deactivate()
+            _stream_ended(call, self, error)
+            raise
+        call.deactivate()
+        call.mark_first_token()
+        return chunk
+
+    return __next__
+
+
+def _stream_anext(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def __anext__(self: Any) -> Any:
+        call = self.__dict__.get(_STREAM_CALL)
+        if call is None or call.ended:
+            return await original(self)
+        call.activate()
+        try:
+            chunk = await original(self)
+        except StopAsyncIteration:
+            call.deactivate()
+            _stream_ended(call, self)
+            raise
+        except BaseException as error:
+            call.deactivate()
+            _stream_ended(call, self, error)
+            raise
+        call.deactivate()
+        call.mark_first_token()
+        return chunk
+
+    return __anext__
+
+
+def _closing(stream: Any) -> None:
+    """Closed before its end (a ``break`` then ``close()``): charge what was streamed so far."""
+    try:
+        call = stream.__dict__.get(_STREAM_CALL)
+        if call is not None and not call.ended:
+            call.set_attribute("stream_incomplete", True)
+            _stream_ended(call, stream)
+    except Exception:
+        swallow_internal_error("the litellm plugin")
+
+
+def _stream_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    def close(self: Any) -> Any:
+        try:
+            return original(self)
+        finally:
+            _closing(self)
+
+    return close
+
+
+def _stream_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def aclose(self: Any) -> Any:
+        try:
+            return await original(self)
+        finally:
+            _closing(self)
+
+    return aclose
+
+
+# ---- the Router ------------------------------------------------------------------------------------
+
+
+def _check_router(name: str, kwargs: dict[str, Any]) -> None:
+    """Before the Router's first attempt: a block is raised to its caller, never retried nor sent to a
+    fallback (raised inside an attempt, the Router would retry it and try every fallback in turn)."""
+    try:
+        check_limits()
+    except CircuitBreakerException as blocked:
+        model = kwargs.get("model")
+        record_blocked(blocked, f"litellm.router.{name}", model=str(model) if model else None,
+                       kind=_FUNCTIONS.get(name, "llm"), attributes={"framework": "litellm"})
+        raise
+
+
+def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _client_module._active is None:
+            return original(self, *args, **kwargs)
+        _check_router(name, kwargs)
+        token = _ROUTER_BLOCK.set([])
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _ROUTER_BLOCK.reset(token)
+
+    return endpoint
+
+
+def _async_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
+    async def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _client_module._active is None:
+            return await original(self, *args, **kwargs)
+        _check_router(name, kwargs)
+        token = _ROUTER_BLOCK.set([])
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            _ROUTER_BLOCK.reset(token)
+
+    return endpoint

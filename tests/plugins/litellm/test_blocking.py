@@ -1,0 +1,120 @@
+"""A block is raised before any request, reaches the caller as ``CircuitBreakerException`` unchanged, is not
+retried by ``num_retries`` nor sent to a Router fallback, and recovers with ``increase_budget``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import litellm
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
+
+from .conftest import ANTHROPIC, MESSAGES, OPENAI, anthropic_kwargs, llm_spans, openai_kwargs
+
+BUDGET = 0.0001  # one call of 1,000 in / 100 out tokens on gpt-4o-mini costs $0.00021
+EXPENSIVE = Reply(content="spent", input_tokens=1000, output_tokens=100)
+
+
+def _router(stub: Any) -> Any:
+    return litellm.Router(
+        model_list=[
+            {"model_name": "main", "litellm_params": {"model": OPENAI, "api_base": stub.openai_base_url,
+                                                      "api_key": "test-key"}},
+            {"model_name": "backup", "litellm_params": {"model": ANTHROPIC, "api_base": stub.base_url,
+                                                        "api_key": "test-key"}}],
+        fallbacks=[{"main": ["backup"]}], num_retries=2)
+
+
+def _call(how: str, stub: Any, router: Any, **extra: Any) -> Any:
+    if how == "completion":
+        return litellm.completion(**openai_kwargs(stub, num_retries=2, **extra))
+    if how == "acompletion":
+        return asyncio.run(litellm.acompletion(**openai_kwargs(stub, num_retries=2, **extra)))
+    if how == "stream":
+        return "".join(chunk.choices[0].delta.content or "" for chunk in
+                       litellm.completion(**anthropic_kwargs(stub, stream=True, num_retries=2, **extra)))
+    if how == "router":
+        return router.completion(model="main", messages=MESSAGES, **extra)
+    if how == "arouter":
+        return asyncio.run(router.acompletion(model="main", messages=MESSAGES, **extra))
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["completion", "acompletion", "stream", "router", "arouter"])
+def test_agent_budget_blocks_before_the_request_then_recovers(stub_provider: Any, memory: Any, how: str) -> None:
+    agentwatch.init(exporters=[memory])
+    router = _router(stub_provider)
+    stub_provider.queue(EXPENSIVE)
+    with agentwatch.agent("researcher", budget_per_hour=BUDGET, block_on_threshold=True):
+        _call(how, stub_provider, router)  # under the budget when sent; over it once charged
+        assert stub_provider.count() == 1
+        with pytest.raises(CircuitBreakerException) as caught:
+            _call(how, stub_provider, router)
+    assert stub_provider.count() == 1  # nothing sent: not by LiteLLM's retries, not to the Router's fallback
+    blocked = caught.value
+    assert type(blocked) is CircuitBreakerException  # not mapped to a LiteLLM error type
+    assert (blocked.reason, blocked.scope) == ("budget_per_hour", "agent")
+    agentwatch.flush()
+    spans = llm_spans(memory)
+    assert [span["status"] for span in spans] == ["ok", "blocked"]
+    assert spans[0]["agent_name"] == "researcher" and spans[1]["agent_name"] == "researcher"
+    # A Router is checked once before its first attempt; a direct call where it is made.
+    expected = {"router": "litellm.router.completion", "arouter": "litellm.router.acompletion",
+                "stream": "litellm.completion"}.get(how, f"litellm.{how}")
+    assert spans[1]["name"] == expected and spans[1]["attributes"]["breaker.reason"] == "budget_per_hour"
+    assert blocked.current == pytest.approx(spans[0]["cost_usd"])
+
+    blocked.monitor.increase_budget(1.0)
+    with agentwatch.agent("researcher"):
+        result = _call(how, stub_provider, router)
+    assert stub_provider.count() == 2
+    assert result == "ok" if how == "stream" else result.choices[0].message.content == "ok"
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory)] == ["ok", "blocked", "ok"]
+    # The global monitor was charged once per request, the blocked call charged nothing.
+    total = sum(span["cost_usd"] or 0 for span in llm_spans(memory))
+    assert agentwatch.get_client().monitor.snapshot()["spend_last_hour"] == pytest.approx(total)
+
+
+def test_global_budget_blocks_router_with_fallbacks_and_retries(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory], budget_per_hour=BUDGET, block_on_threshold=True)
+    router = _router(stub_provider)
+    stub_provider.queue(EXPENSIVE)
+    asyncio.run(router.acompletion(model="main", messages=MESSAGES))
+    for how in ("router", "arouter", "completion", "acompletion"):
+        with pytest.raises(CircuitBreakerException) as caught:
+            _call(how, stub_provider, router)
+        assert caught.value.scope == "global"
+    assert stub_provider.count() == 1
+
+
+def test_provider_errors_still_retried_and_mapped(stub_provider: Any, memory: Any) -> None:
+    """LiteLLM's own behaviour is kept when no limit is hit: a 500 is retried, then surfaces as its type."""
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(status=500), Reply(status=500), Reply(status=500), Reply(status=500))
+    with pytest.raises(litellm.InternalServerError):
+        litellm.completion(**openai_kwargs(stub_provider, num_retries=1, max_retries=0))
+    agentwatch.flush()
+    (span,) = llm_spans(memory)  # one user call, one span, whatever LiteLLM retried inside it
+    assert span["status"] == "error"
+
+
+def test_block_inside_a_router_call_reaches_the_caller_once(stub_provider: Any, memory: Any) -> None:
+    """A limit crossed by the Router's own first attempt (a failed request counts a call): its retries and
+    fallbacks send nothing more, record one blocked span, and the caller gets the block unchanged."""
+    agentwatch.init(exporters=[memory], max_calls_per_minute=1, block_on_threshold=True)
+    stub_provider.queue(Reply(status=500), Reply(status=500))
+    params = {"api_base": stub_provider.openai_base_url, "api_key": "test-key", "max_retries": 0}
+    deployments = [{"model_name": "main", "litellm_params": {"model": OPENAI, **params}},
+                   {"model_name": "backup", "litellm_params": {"model": "openai/gpt-4o", **params}}]
+    router = litellm.Router(model_list=deployments, fallbacks=[{"main": ["backup"]}], num_retries=1)
+    with pytest.raises(CircuitBreakerException) as caught:
+        router.completion(model="main", messages=MESSAGES)
+    assert type(caught.value) is CircuitBreakerException and caught.value.reason == "max_calls_per_minute"
+    assert stub_provider.count() == 1
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory)] == ["error", "blocked"]
