@@ -56,8 +56,11 @@ def _count(value: Any) -> int | None:
         return value if 0 <= value <= _MAX_TOKENS else None
     if isinstance(value, float) and 0 <= value <= _MAX_TOKENS:
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 16:
-        return _count(int(value.strip()))
+    if isinstance(value, str):
+        text = value.strip()
+        # isdigit() alone accepts '²' and other digits int() refuses: ASCII decimal digits only.
+        if text.isascii() and text.isdigit() and len(text) <= 16:
+            return _count(int(text))
     return None
 
 

@@ -81,7 +81,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
                 assert time.monotonic() < deadline, "collector did not start"
                 time.sleep(0.05)
         # Warm up: the first ingest imports and allocates what every later one reuses.
-        assert handle.post(json.dumps(_span("warm")).encode(), False)[0] == 200
+        assert handle.post(json.dumps(_span("warm")).encode(), False)[0] == 202
         yield handle
     finally:
         process.terminate()
@@ -133,9 +133,9 @@ def _measure(collector: Collector, bodies: list[tuple[bytes, bool]]) -> tuple[in
 def test_a_bomb_within_the_caps_costs_at_most_150_mb(collector: Collector, name: str) -> None:
     body, gzipped = bomb(name)
     grown, statuses = _measure(collector, [(body, gzipped)])
-    assert statuses and statuses[0] in (200, 413), statuses
+    assert statuses and statuses[0] in (202, 413), statuses
     assert grown <= 150 * ONE_MB, f"{name}: peak RSS grew by {grown / ONE_MB:.0f} MB"
-    assert collector.post(json.dumps(_span(f"after{time.perf_counter_ns()}")).encode(), False)[0] == 200
+    assert collector.post(json.dumps(_span(f"after{time.perf_counter_ns()}")).encode(), False)[0] == 202
 
 
 @pytest.mark.parametrize("name", ["60 MB of {} in 59 KiB of gzip", "one span holding 999,980 empty objects",
@@ -149,18 +149,18 @@ def test_three_bombs_at_once_cost_at_most_400_mb(collector: Collector, name: str
     else:
         bodies = [(body, gzipped)] * 3
     grown, statuses = _measure(collector, bodies)
-    assert len(statuses) == 3 and set(statuses) <= {200, 413}, statuses
+    assert len(statuses) == 3 and set(statuses) <= {202, 413}, statuses
     assert grown <= 400 * ONE_MB, f"{name} x3: peak RSS grew by {grown / ONE_MB:.0f} MB"
-    assert collector.post(json.dumps(_span(f"after{time.perf_counter_ns()}")).encode(), False)[0] == 200
+    assert collector.post(json.dumps(_span(f"after{time.perf_counter_ns()}")).encode(), False)[0] == 202
 
 
 def test_the_issue_bombs_are_refused_and_the_in_cap_ones_stored(collector: Collector) -> None:
     expected = {"60 MB of {} in 59 KiB of gzip": 413, "10 MB plain body of {}": 413,
-                "1e6 spans in 2.5 MB of gzip": 413, "one span holding 999,980 empty objects": 200,
-                "one span holding 23 MB of text": 200}
+                "1e6 spans in 2.5 MB of gzip": 413, "one span holding 999,980 empty objects": 202,
+                "one span holding 23 MB of text": 202}
     for name, status in expected.items():
         body, gzipped = bomb(name)
-        if status == 200:  # a fresh span id, so that it is stored, not a duplicate
+        if status == 202:  # a fresh span id, so that it is stored, not a duplicate
             body = gzip.compress(gzip.decompress(body).replace(b'"span_id": "n', b'"span_id": "fresh'), 1)
         got, answer = collector.post(body, gzipped)
         assert got == status, (name, answer)

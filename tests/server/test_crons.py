@@ -254,7 +254,7 @@ def test_collector_alone_alerts_missed_runs(tmp_path: Path, signing_key: Path, m
         rule = {"name": "hook", "condition": "cron_missed", "threshold": 0, "action_type": "webhook",
                 "webhook_url": url}
         _post(handle, "/api/alerts", rule, 201)
-        _post(handle, "/api/ingest", [cron_span(make_span, "etl", first + 5 * S)], 200)
+        _post(handle, "/api/ingest", [cron_span(make_span, "etl", first + 5 * S)], 202)
         deadline = time.monotonic() + 15
         while len(received) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)

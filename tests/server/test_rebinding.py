@@ -34,7 +34,7 @@ def stored(server: ServerHandle) -> int:
 
 def test_a_rebound_host_name_gets_no_data(server: ServerHandle, make_span: SpanFactory) -> None:
     assert request(server, "POST", "/api/ingest", make_span(input="secret prompt"),
-                   {"Content-Type": "application/json"})[0] == 200
+                   {"Content-Type": "application/json"})[0] == 202
     for host in ("rebind.attacker.example", "rebind.attacker.example:3001", "127.0.0.1.nip.io"):
         status, answer = request(server, "GET", "/api/traces", headers={"Host": host})
         assert status == 400, (host, answer)
@@ -84,10 +84,10 @@ def test_cross_site_writes_are_refused(server: ServerHandle, make_span: SpanFact
     assert stored(server) == 0
     # Same origin (the dashboard), no Origin (the SDK, curl), and JSON variants are fine.
     same = {"Origin": f"http://127.0.0.1:{server.port}", "Content-Type": "application/json"}
-    assert request(server, "POST", "/api/ingest", make_span(), same)[0] == 200
+    assert request(server, "POST", "/api/ingest", make_span(), same)[0] == 202
     assert request(server, "POST", "/api/ingest", make_span(), {"Content-Type": "application/json; charset=utf-8"}
-                   )[0] == 200
-    assert request(server, "POST", "/api/ingest", make_span())[0] == 200
+                   )[0] == 202
+    assert request(server, "POST", "/api/ingest", make_span())[0] == 202
     assert stored(server) == 3
 
 
@@ -105,7 +105,7 @@ def cors_server(tmp_path: Path, signing_key: Path) -> Iterator[ServerHandle]:
 def test_a_cors_origin_may_write(cors_server: ServerHandle, make_span: SpanFactory) -> None:
     status, _ = request(cors_server, "POST", "/api/ingest", make_span(),
                         {"Origin": "http://localhost:3000", "Content-Type": "application/json"})
-    assert status == 200
+    assert status == 202
     assert request(cors_server, "POST", "/api/ingest", make_span(), {"Origin": "http://localhost:3001"})[0] == 403
 
 

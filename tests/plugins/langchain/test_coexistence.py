@@ -9,6 +9,7 @@ same. Completion models (``BaseLLM``) are the case langchain-core gets wrong whe
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
@@ -33,9 +34,16 @@ _LANGFUSE_KEY = "pk-lf-agentwatch-test"
 @pytest.fixture(scope="module")
 def langfuse_spans() -> Iterator[tuple[Langfuse, InMemorySpanExporter]]:
     # Langfuse's real client and handler; its spans go to an in-memory exporter (the host is never called).
-    exporter = InMemorySpanExporter()
-    client = Langfuse(public_key=_LANGFUSE_KEY, secret_key="sk-lf-test", host="http://127.0.0.1:9",
-                      span_exporter=exporter, tracer_provider=TracerProvider())
+    # The CrewAI tests in the same worker switch the OpenTelemetry SDK off process-wide (OTEL_SDK_DISABLED);
+    # Langfuse records through it, so it is switched on for the provider made here.
+    disabled = os.environ.pop("OTEL_SDK_DISABLED", None)
+    try:
+        exporter = InMemorySpanExporter()
+        client = Langfuse(public_key=_LANGFUSE_KEY, secret_key="sk-lf-test", host="http://127.0.0.1:9",
+                          span_exporter=exporter, tracer_provider=TracerProvider())
+    finally:
+        if disabled is not None:
+            os.environ["OTEL_SDK_DISABLED"] = disabled
     yield client, exporter
     client.shutdown()
 
