@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 from agentwatch._pricing import Pricer
 
 __all__ = [
+    "price_from_tokens",
     "NativeSpan",
     "AtpSpan",
     "IngestSpan",
@@ -254,7 +255,7 @@ def _atp(span: AtpSpan) -> SpanRecord:
     if inference is not None and (model or input_tokens or output_tokens):
         kind = "llm"
         if sent_cost is None and (input_tokens or output_tokens):
-            cost = _price_atp(model, provider, input_tokens, output_tokens, attributes)
+            cost = price_from_tokens(model, provider, input_tokens, output_tokens, attributes)
     elif span.tool_calls and span.kind == "CLIENT":
         kind = "tool"
     else:
@@ -266,15 +267,16 @@ def _atp(span: AtpSpan) -> SpanRecord:
     )
 
 
-#: The SDK's own price table (genai-prices, resolved once per model), for ATP clients that send tokens but no cost.
+#: The SDK's own price table (genai-prices, resolved once per model), for clients that send tokens but no cost.
 _PRICER = Pricer()
 
 
-def _price_atp(model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
-               attributes: dict[str, Any]) -> float:
-    """What the SDK would have charged for this call; marked as priced here, and as estimated when the model
-    is unknown (priced at the default rate), as the SDK marks its own spans."""
-    cost, estimated = _PRICER.cost(model, provider, input_tokens, output_tokens)
+def price_from_tokens(model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
+                      attributes: dict[str, Any], cached_input_tokens: int = 0) -> float:
+    """What the SDK would have charged for a call that arrived with tokens but no cost (ATP, OTLP); marked as
+    priced here, and as estimated when the model is unknown (priced at the default rate), as the SDK marks
+    its own spans."""
+    cost, estimated = _PRICER.cost(model, provider, input_tokens, output_tokens, cached_input_tokens)
     attributes["cost_source"] = "collector"
     if estimated:
         attributes["cost_estimated"] = True

@@ -19,13 +19,10 @@ import json
 import re
 from typing import Any
 
-from agentwatch._pricing import Pricer
-
+from ._model import price_from_tokens
 from ._otlp_decode import STATUS_ERROR, OtlpSpan
 
 __all__ = ["to_native_span"]
-
-_PRICER = Pricer()
 
 _OPENINFERENCE_KINDS = {"LLM": "llm", "EMBEDDING": "embedding", "TOOL": "tool", "AGENT": "agent",
                         "CHAIN": "chain", "RETRIEVER": "retriever", "RERANKER": "reranker",
@@ -189,12 +186,8 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     if cost_usd is None:
         cost_usd = 0.0
         if kind in ("llm", "embedding") and (input_tokens or output_tokens):
-            price = _PRICER.price(str(model) if model else None, str(provider) if provider else None, input_tokens,
-                                  output_tokens, cached)
-            cost_usd = price.cost_usd
-            attributes["cost.source"] = f"collector:{price.source}"
-            if price.estimated:
-                attributes["cost_estimated"] = True
+            cost_usd = price_from_tokens(str(model) if model else None, str(provider) if provider else None,
+                                         input_tokens, output_tokens, attributes, cached)
     agent = _first(attributes, _AGENT_KEYS)
     if agent is None and kind == "agent":
         agent = attributes.get("traceloop.entity.name") or span.name

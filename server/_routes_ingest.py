@@ -13,7 +13,7 @@ from ._crons import learn_from_spans
 from ._ingest import IngestError, check_shape, inflate, parse_spans, strip_text
 from ._state import AppState, app_state
 
-__all__ = ["router", "IngestAnswer"]
+__all__ = ["router", "IngestAnswer", "read_capped_body"]
 
 router = APIRouter()
 
@@ -80,19 +80,24 @@ async def ingest(request: Request) -> Any:
     only after the batch is committed, as ``202 Accepted`` (what ATP clients count as accepted).
     """
     state = app_state(request)
-    limit = state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return _error(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return _error(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
-    if not body:
-        return _error(IngestError(400, "empty body: send a span object or a list of spans"))
     try:
+        body = await read_capped_body(request, state.settings.max_body_bytes)
+        if not body:
+            raise IngestError(400, "empty body: send a span object or a list of spans")
         answer = await run_in_threadpool(_process, state, body, request.headers.get("content-encoding"))
     except IngestError as error:
         return _error(error)
     return JSONResponse(answer, status_code=202)
+
+
+async def read_capped_body(request: Request, limit: int) -> bytearray:
+    """The request body, refused with 413 as soon as it is declared or streamed past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise IngestError(413, f"body larger than {limit} bytes; send smaller batches")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise IngestError(413, f"body larger than {limit} bytes; send smaller batches")
+    return body

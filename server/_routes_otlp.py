@@ -16,6 +16,7 @@ from ._ingest import IngestError, inflate, strip_text
 from ._model import NativeSpan, SpanRecord, to_record
 from ._otlp_decode import OtlpDecodeError, decode_json, decode_protobuf
 from ._otlp_semconv import to_native_span
+from ._routes_ingest import read_capped_body
 from ._state import AppState, app_state
 
 __all__ = ["router"]
@@ -25,8 +26,8 @@ router = APIRouter()
 _PROTOBUF = "application/x-protobuf"
 
 
-def _records(state: AppState, body: bytes, encoding: str | None, protobuf: bool) -> tuple[list[SpanRecord], int,
-                                                                                           str]:
+def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
+             protobuf: bool) -> tuple[list[SpanRecord], int, str]:
     settings = state.settings
     raw = inflate(body, encoding, settings.max_inflated_bytes)
     try:
@@ -45,7 +46,7 @@ def _records(state: AppState, body: bytes, encoding: str | None, protobuf: bool)
     return records, rejected, first_error
 
 
-def _process(state: AppState, body: bytes, encoding: str | None, protobuf: bool) -> tuple[int, str]:
+def _process(state: AppState, body: bytes | bytearray, encoding: str | None, protobuf: bool) -> tuple[int, str]:
     records, rejected, first_error = _records(state, body, encoding, protobuf)
     if state.settings.zero_data_retention:
         for record in records:
@@ -97,17 +98,9 @@ async def otlp_traces(request: Request) -> Any:
     if content_type not in (_PROTOBUF, "application/json"):
         return _refusal(IngestError(415, "send application/x-protobuf or application/json"))
     protobuf = content_type == _PROTOBUF
-    limit = state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return _refusal(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return _refusal(IngestError(413, f"body larger than {limit} bytes; send smaller batches"))
     try:
-        rejected, message = await run_in_threadpool(_process, state, bytes(body),
+        body = await read_capped_body(request, state.settings.max_body_bytes)
+        rejected, message = await run_in_threadpool(_process, state, body,
                                                     request.headers.get("content-encoding"), protobuf)
     except IngestError as error:
         return _refusal(error)

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import urllib.request
 from pathlib import Path
 from typing import Any
