@@ -250,7 +250,7 @@ return 1
 """
 
 # ARGV: cost in units, error (0/1).
-_RECORD: Final = _PRELUDE + """
+_RECORD_BODY: Final = """
 evict_spend(); evict_done()
 if ARGV[1] ~= '0' then add(KEYS[1], KEYS[2], SB, SW, 'b', 't', ARGV[1]) end
 add(KEYS[3], KEYS[4], EB, EW, 'c', 'tc', 1)
@@ -258,6 +258,8 @@ if ARGV[2] == '1' then
   redis.call('HINCRBY', KEYS[4], 'e' .. bucket(EB), 1)
   redis.call('HINCRBY', KEYS[4], 'te', 1)
 end
+"""
+_RECORD: Final = _PRELUDE + _RECORD_BODY + """
 return 1
 """
 
@@ -346,14 +348,7 @@ return 1
 
 # Settling a call that holds a reservation: _RECORD's KEYS 1-4 and ARGV 1-2, then KEYS 5-6 the reservation
 # zset and hash, ARGV 3-4 units and id. One script: no admission sees the reservation gone but not the cost.
-_SETTLE_RESERVED: Final = _PRELUDE + _UNRESERVE_BODY + """
-evict_spend(); evict_done()
-if ARGV[1] ~= '0' then add(KEYS[1], KEYS[2], SB, SW, 'b', 't', ARGV[1]) end
-add(KEYS[3], KEYS[4], EB, EW, 'c', 'tc', 1)
-if ARGV[2] == '1' then
-  redis.call('HINCRBY', KEYS[4], 'e' .. bucket(EB), 1)
-  redis.call('HINCRBY', KEYS[4], 'te', 1)
-end
+_SETTLE_RESERVED: Final = _PRELUDE + _UNRESERVE_BODY + _RECORD_BODY + """
 unreserve(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
 return 1
 """

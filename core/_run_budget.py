@@ -14,7 +14,7 @@ from collections import OrderedDict
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
-from ._windows import HARD_BUDGET, TRACE_BUDGET, Violation, units_to_usd, usd_to_units
+from ._windows import TRACE_BUDGET, Violation, reservation_violation, units_to_usd, usd_to_units
 
 if TYPE_CHECKING:
     from ._breaker import Monitor
@@ -81,11 +81,10 @@ class RunBudgetStore:
     def reserve(self, now: float, units: int, rid: int = 0) -> Violation | None:
         if self._inbox:
             self._fold()
-        committed = self._spent + self._reserved
-        if committed + units > self._budget_cmp or committed >= self._budget_cmp:
-            return HARD_BUDGET, self._budget, units_to_usd(committed)  # type: ignore[return-value]
-        self._reserved += units
-        return None
+        refused = reservation_violation(self._spent + self._reserved, units, self._budget_cmp, self._budget)
+        if refused is None:
+            self._reserved += units
+        return refused
 
     def release(self, units: int, rid: int = 0) -> None:
         self._reserved = max(0, self._reserved - units)

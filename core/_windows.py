@@ -31,6 +31,7 @@ __all__ = [
     "LIMITS_BACKEND_UNREACHABLE",
     "HARD_BUDGET",
     "TRACE_BUDGET",
+    "reservation_violation",
     "FLEET_STATE",
     "FLEET_VERDICT",
     "UNREACHABLE_VERDICT",
@@ -99,6 +100,14 @@ def usd_to_units(usd: float) -> int:
 def units_to_usd(units: int) -> float:
     # int / int is correctly rounded, so a sum of binary-exact costs comes back exactly.
     return units / _UNITS_PER_USD
+
+
+def reservation_violation(committed: int, units: int, budget_units: float,
+                          budget: float | None) -> Violation | None:
+    """A hard budget's refusal of ``units`` more when ``committed`` (spent + reserved) is already counted."""
+    if committed + units > budget_units or committed >= budget_units:
+        return HARD_BUDGET, budget, units_to_usd(committed)  # type: ignore[return-value]
+    return None
 
 
 @runtime_checkable
@@ -316,12 +325,10 @@ class LocalWindowStore:
             self._fold()
         if now >= self._spend_expires:
             self._evict_spend(now)
-        committed = self._spend_total + self._reserved
-        budget = self._budget_cmp
-        if committed + units > budget or committed >= budget:
-            return HARD_BUDGET, self._budget, units_to_usd(committed)  # type: ignore[return-value]
-        self._reserved += units
-        return None
+        refused = reservation_violation(self._spend_total + self._reserved, units, self._budget_cmp, self._budget)
+        if refused is None:
+            self._reserved += units
+        return refused
 
     def release(self, units: int, rid: int = 0) -> None:
         # Never below zero: reset_windows() forgets reservations of calls still in flight.
