@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 SpanFactory = Callable[..., dict[str, Any]]
@@ -65,3 +66,18 @@ def make_trace(make_span: SpanFactory, *, calls: int = 3, start: int | None = No
 
 def gzip_json(value: Any) -> bytes:
     return gzip.compress(json.dumps(value).encode("utf-8"))
+
+
+class WebhookHandler(BaseHTTPRequestHandler):
+    """Records each JSON body POSTed to it; subclass with your own ``received`` list."""
+
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from agentwatch.server import ServerHandle, Settings, SQLiteStore, create_app, start_background
 from agentwatch.server._signing import ReportSigner
-from tests.server.aw_helpers import SpanFactory, span_factory
+from tests.server.aw_helpers import SpanFactory, WebhookHandler, span_factory
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +108,18 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 @pytest.fixture
 def make_span() -> SpanFactory:
     return span_factory()
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real webhook receiver on 127.0.0.1: its URL and the JSON bodies it received."""
+    received: list[dict[str, Any]] = []
+    handler = type("Hook", (WebhookHandler,), {"received": received})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

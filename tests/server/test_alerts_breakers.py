@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from agentwatch.server import Settings, create_app
 from agentwatch.server._alerts import RETRY_DELAYS
-from tests.server.aw_helpers import SpanFactory
+from tests.server.aw_helpers import SpanFactory, WebhookHandler
 
 NOW = time.time_ns()
 
@@ -94,31 +92,6 @@ def test_rule_crud(client: TestClient) -> None:
     assert client.patch(f"/api/alerts/{rule['id']}", json={"action_type": "webhook"}).status_code == 422
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-    handler = type("Hook", (_Hook,), {"received": received})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _calls(make_span: SpanFactory, count: int, *, errors: int = 0, cost: float = 0.001,
@@ -244,7 +217,7 @@ def test_a_retried_alert_is_sent_once_the_hook_is_back(client: TestClient, make_
     assert [e["delivery_status"] for e in engine.evaluate(NOW)] == ["retrying"]
     assert engine.retry_due(time.monotonic()) == []  # not before its backoff is over
     received: list[dict[str, Any]] = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), type("Hook", (_Hook,), {"received": received}))
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), type("Hook", (WebhookHandler,), {"received": received}))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         assert [status for _, status, _ in engine.retry_due(time.monotonic() + RETRY_DELAYS[0])] == ["sent"]
