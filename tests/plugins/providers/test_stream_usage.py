@@ -68,6 +68,16 @@ def assert_estimated(span: dict[str, Any], body: dict[str, Any]) -> None:
     assert span["output_tokens"] == len(STORY) // 4
 
 
+def assert_stream_charged(client: agentwatch.Client, spans: list[dict[str, Any]], mode: str) -> None:
+    """One span charged once: the provider's usage where AgentWatch asked for it, else the estimate."""
+    [span] = spans
+    if mode == "always":
+        assert (span["input_tokens"], span["output_tokens"]) == (30, 90)
+    else:
+        assert_estimated(span, {"messages": MESSAGES})
+    assert_charged_once(client, span)
+
+
 # ---- the openai SDK ---------------------------------------------------------------------------------
 
 
@@ -104,12 +114,7 @@ async def test_async_chat_stream_is_unchanged_and_charged(mode: str, watch: Any,
     client = watch(stream_usage=mode)
     stub_provider.queue(story())
     assert await chunks() == without
-    [span] = llm_spans()
-    if mode == "always":
-        assert (span["input_tokens"], span["output_tokens"]) == (30, 90)
-    else:
-        assert_estimated(span, {"messages": MESSAGES})
-    assert_charged_once(client, span)
+    assert_stream_charged(client, llm_spans(), mode)
 
 
 @pytest.mark.parametrize("mode", ["auto", "always"])
@@ -359,12 +364,7 @@ async def test_chat_openai_astream_is_unchanged_and_charged(mode: str, watch: An
     client = watch(stream_usage=mode)
     stub_provider.queue(story())
     assert await run() == without
-    [span] = llm_spans()
-    if mode == "always":
-        assert (span["input_tokens"], span["output_tokens"]) == (30, 90)
-    else:
-        assert_estimated(span, {"messages": MESSAGES})
-    assert_charged_once(client, span)
+    assert_stream_charged(client, llm_spans(), mode)
 
 
 @pytest.mark.parametrize("mode", ["auto", "always"])
