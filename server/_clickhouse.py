@@ -1,7 +1,8 @@
 """The scale-out store: spans in ClickHouse, the same answers as the SQLite store.
 
 ``agentwatch serve --store chdb:///dir`` (embedded, the ``chdb`` package) or ``--store
-clickhouse://user:password@host:8123/db`` (a server, over HTTP). Both share every statement.
+clickhouse://user:password@host:8123/db`` (a server, through the official driver ``clickhouse-connect``). Both
+share every statement; values are bound as ``{name:Type}`` parameters (``Params``), never written into SQL.
 
 Trade-offs against SQLite, on purpose:
 
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _json
-from ._clickhouse_conn import Connection, connect, literal
+from ._clickhouse_conn import Connection, Params, connect
 from ._clickhouse_schema import TABLES
 from ._datamodel import (
     ALERT_COLUMNS,
@@ -60,7 +61,7 @@ from ._model import SpanRecord
 from ._stats import DAY_NS, daily_cost_rows, model_cost_rows
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
-__all__ = ["ClickHouseStore", "is_clickhouse_url"]
+__all__ = ["ClickHouseStore"]
 
 _ID_CHUNK = 1000
 _LOG_GROWTH = "log(1.05)"
@@ -95,21 +96,17 @@ _RULE_FIELDS = tuple(column.strip() for column in RULE_COLUMNS.split(","))
 _ALERT_ROW_COLUMNS = ALERT_COLUMNS + ", details, dedup_key"
 
 
-def is_clickhouse_url(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("chdb://", "clickhouse://", "clickhouses://"))
-
-
-def _in(values: Sequence[Any]) -> str:
-    return "(" + ", ".join(literal(v) for v in values) + ")"
-
-
-def _range(column: str, start_ns: int | None, end_ns: int | None) -> list[str]:
+def _range(p: Params, column: str, start_ns: int | None, end_ns: int | None) -> list[str]:
     clauses = []
     if start_ns is not None:
-        clauses.append(f"{column} >= {int(start_ns)}")
+        clauses.append(f"{column} >= {p(int(start_ns), 'Int64')}")
     if end_ns is not None:
-        clauses.append(f"{column} < {int(end_ns)}")
+        clauses.append(f"{column} < {p(int(end_ns), 'Int64')}")
     return clauses
+
+
+def _page(p: Params, limit: int, offset: int = 0) -> str:
+    return f" LIMIT {p(int(limit), 'UInt64')} OFFSET {p(int(offset), 'UInt64')}"
 
 
 def _where(clauses: Sequence[str]) -> str:
@@ -148,11 +145,11 @@ class ClickHouseStore(Store):
 
     # -- plumbing ----------------------------------------------------------------------------------------
 
-    def _rows(self, sql: str) -> list[list[Any]]:
-        return self._db_conn.rows(sql)
+    def _rows(self, sql: str, params: Params | None = None) -> list[Sequence[Any]]:
+        return self._db_conn.rows(sql, params)
 
-    def _execute(self, sql: str) -> None:
-        self._db_conn.execute(sql)
+    def _execute(self, sql: str, params: Params | None = None) -> None:
+        self._db_conn.execute(sql, params)
 
     def _max(self, table: str, column: str) -> int:
         return int(self._rows(f"SELECT max({column}) FROM {self.database}.{table}")[0][0] or 0)
@@ -190,9 +187,10 @@ class ClickHouseStore(Store):
         found: set[tuple[str, str]] = set()
         trace_ids = sorted({trace_id for trace_id, _ in pairs})
         for start in range(0, len(trace_ids), _ID_CHUNK):
-            chunk = trace_ids[start:start + _ID_CHUNK]
+            p = Params()
+            ids = p(trace_ids[start:start + _ID_CHUNK], "Array(String)")
             found.update((row[0], row[1]) for row in self._rows(
-                f"SELECT trace_id, span_id FROM {self._spans} WHERE trace_id IN {_in(chunk)}"))
+                f"SELECT trace_id, span_id FROM {self._spans} WHERE trace_id IN {ids}", p))
         return found
 
     def _span_row(self, record: SpanRecord) -> dict[str, Any]:
@@ -233,140 +231,159 @@ class ClickHouseStore(Store):
             return {}
         agents: dict[str, list[list[Any]]] = {t: [] for t in trace_ids}
         models: dict[str, list[str]] = {t: [] for t in trace_ids}
+        p = Params()
+        ids = p(list(trace_ids), "Array(String)")
         for trace_id, key, name, _first in self._rows(
                 "SELECT trace_id, agent_key, argMinIf(agent_name, seq, isNotNull(agent_name)), min(seq) AS first"
-                f" FROM {self._spans} WHERE trace_id IN {_in(trace_ids)} AND agent_key != ''"
-                " GROUP BY trace_id, agent_key ORDER BY first"):
+                f" FROM {self._spans} WHERE trace_id IN {ids} AND agent_key != ''"
+                " GROUP BY trace_id, agent_key ORDER BY first", p):
             agents[trace_id].append([key, name])
         for trace_id, model in self._rows(
                 f"SELECT trace_id, model FROM {self._spans}"
-                f" WHERE trace_id IN {_in(trace_ids)} AND model IS NOT NULL AND model != ''"
-                " GROUP BY trace_id, model ORDER BY min(seq)"):
+                f" WHERE trace_id IN {ids} AND model IS NOT NULL AND model != ''"
+                " GROUP BY trace_id, model ORDER BY min(seq)", p):
             models[trace_id].append(model)
         return {t: (_json.dumps(agents[t]), _json.dumps(models[t])) for t in trace_ids}
 
-    def _agg(self, where: Sequence[str], search: str) -> str:
-        return _TRACE_AGG.format(db=self.database, where=_where(where), search=literal(search))
+    def _agg(self, p: Params, where: Sequence[str], search: str) -> str:
+        return _TRACE_AGG.format(db=self.database, where=_where(where), search=p(search, "String"))
 
-    def _traces(self, where: Sequence[str], having: Sequence[str], order: str, limit: int | None = None,
+    def _traces(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int | None = None,
                 offset: int = 0, search: str = "") -> list[dict[str, Any]]:
-        sql = (f"SELECT {_TRACE_COLUMNS} FROM ({self._agg(where, search)})"
+        """Trace summaries; ``where`` and ``having`` hold placeholders of ``p``."""
+        sql = (f"SELECT {_TRACE_COLUMNS} FROM ({self._agg(p, where, search)})"
                f"{_where(having)} ORDER BY {order}")
         if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        rows = self._rows(sql)
+            sql += _page(p, limit, offset)
+        rows = self._rows(sql, p)
         labels = self._labels([row[0] for row in rows])
         return [trace_dict((*row[:15], *labels[row[0]])) for row in rows]
 
-    def _trace_filters(self, query: TraceQuery) -> tuple[list[str], list[str], str]:
-        """(span WHERE, trace HAVING, search text) for a traces query."""
+    def _trace_filters(self, p: Params, query: TraceQuery) -> tuple[list[str], list[str], str]:
+        """(span WHERE, trace HAVING, search text) for a traces query, binding values in ``p``."""
         where: list[str] = []
-        having = _range("t_start", query.start_ns, query.end_ns)
+        having = _range(p, "t_start", query.start_ns, query.end_ns)
         # A trace starts in the range only if one of its spans does: prune to those traces first.
         if query.start_ns is not None or query.end_ns is not None:
-            inner = _where(_range("start_ns", query.start_ns, query.end_ns))
+            inner = _where(_range(p, "start_ns", query.start_ns, query.end_ns))
             where.append(f"trace_id IN (SELECT trace_id FROM {self._spans}{inner})")
         if query.agent_id:
-            agent = literal(query.agent_id)
+            agent = p(query.agent_id, "String")
             where.append(f"trace_id IN (SELECT trace_id FROM {self._spans} WHERE agent_key = {agent})")
         if query.model:
-            where.append(f"trace_id IN (SELECT trace_id FROM {self._spans} WHERE model = {literal(query.model)})")
+            model = p(query.model, "String")
+            where.append(f"trace_id IN (SELECT trace_id FROM {self._spans} WHERE model = {model})")
         if query.status:
-            having.append(f"t_status = {literal(query.status)}")
+            having.append(f"t_status = {p(query.status, 'String')}")
         search = (query.search or "").strip()
         if search:
-            pattern = literal(search)
+            pattern = p(search, "String")
             having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0"
                           f" OR positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0 OR t_label_hits > 0)")
         return where, having, search
 
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
-        where, having, search = self._trace_filters(query)
+        p = Params()
+        where, having, search = self._trace_filters(p, query)
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
-        traces = self._traces(where, having, f"{column} {direction}, t_key {direction}", query.limit, query.offset,
-                              search)
-        total = self._rows(f"SELECT count() FROM ({self._agg(where, search)})"
-                           f"{_where(having)}")[0][0]
+        traces = self._traces(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
+                              query.offset, search)
+        count = Params()
+        where, having, search = self._trace_filters(count, query)
+        total = self._rows(f"SELECT count() FROM ({self._agg(count, where, search)}){_where(having)}", count)[0][0]
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        found = self._traces([f"trace_id = {literal(trace_id)}"], [], "t_key")
+        p = Params()
+        found = self._traces(p, [f"trace_id = {p(trace_id, 'String')}"], [], "t_key")
         return found[0] if found else None
 
     def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE trace_id = {literal(trace_id)}"
-                          f" ORDER BY start_ns, seq LIMIT {int(limit)}")
+        p = Params()
+        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE trace_id = {p(trace_id, 'String')}"
+                          f" ORDER BY start_ns, seq{_page(p, limit)}", p)
         return [span_dict(row) for row in rows]
 
-    def _in_range(self, start_ns: int, end_ns: int) -> tuple[list[str], list[str]]:
-        where = [f"trace_id IN (SELECT trace_id FROM {self._spans}{_where(_range('start_ns', start_ns, end_ns))})"]
-        return where, _range("t_start", start_ns, end_ns)
+    def _in_range(self, p: Params, start_ns: int, end_ns: int) -> tuple[list[str], list[str]]:
+        where = [f"trace_id IN (SELECT trace_id FROM {self._spans}{_where(_range(p, 'start_ns', start_ns, end_ns))})"]
+        return where, _range(p, "t_start", start_ns, end_ns)
 
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
-        where, having = self._in_range(start_ns, end_ns)
         offset = 0
         while True:
-            page = self._traces(where, having, "t_start, t_key", 1000, offset)
+            p = Params()
+            where, having = self._in_range(p, start_ns, end_ns)
+            page = self._traces(p, where, having, "t_start, t_key", 1000, offset)
             if not page:
                 return
             yield from page
             offset += len(page)
 
     def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
-        where, having = self._in_range(start_ns, end_ns)
-        return self._traces(where, having, "t_cost DESC, t_key", limit)
+        p = Params()
+        where, having = self._in_range(p, start_ns, end_ns)
+        return self._traces(p, where, having, "t_cost DESC, t_key", limit)
 
     # -- aggregates --------------------------------------------------------------------------------------
 
     def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
-        where = _where(_range("start_ns", start_ns, end_ns))
+        p = Params()
+        in_range = _range(p, "start_ns", start_ns, end_ns)
         totals = self._rows(
             "SELECT count(), sum(is_call), countIf(is_call = 1 AND status = 'error'), countIf(status = 'error'),"
-            f" sum(is_blocked), sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self._spans}{where}")[0]
+            f" sum(is_blocked), sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self._spans}"
+            f"{_where(in_range)}", p)[0]
         # The same logarithmic bins as the SQLite rollups, so percentiles agree.
         bins = {int(b): int(n) for b, n in self._rows(
             f"SELECT toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / {_LOG_GROWTH})) AS b, count()"
-            f" FROM {self._spans}{_where([*_range('start_ns', start_ns, end_ns), 'is_call = 1'])} GROUP BY b")}
-        started = _range("min(start_ns)", start_ns, end_ns)
+            f" FROM {self._spans}{_where([*in_range, 'is_call = 1'])} GROUP BY b", p)}
+        started = _range(p, "min(start_ns)", start_ns, end_ns)
         having = (" HAVING " + " AND ".join(started)) if started else ""
-        traces = self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self._spans} GROUP BY trace_id{having})")[0][0]
+        traces = self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self._spans} GROUP BY trace_id{having})",
+                            p)[0][0]
         return metrics_dict(start_ns, end_ns, traces, totals, bins)
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+        p = Params()
         by_day = {int(row[0]): row for row in self._rows(
             f"SELECT intDiv(start_ns, {DAY_NS}) AS day, sum(cost_usd), sum(is_call), sum(input_tokens),"
-            f" sum(output_tokens), count() FROM {self._spans}{_where(_range('start_ns', start_ns, end_ns))}"
-            " GROUP BY day")}
+            f" sum(output_tokens), count() FROM {self._spans}{_where(_range(p, 'start_ns', start_ns, end_ns))}"
+            " GROUP BY day", p)}
         return daily_cost_rows(by_day, start_ns, end_ns)
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
+        p = Params()
         rows = self._rows(
             "SELECT agent_key, sum(cost_usd), sum(is_call), sum(input_tokens), sum(output_tokens), count(),"
             " countIf(status = 'error'), sum(is_blocked)"
-            f" FROM {self._spans}{_where(_range('start_ns', start_ns, end_ns))}"
-            " GROUP BY agent_key")
+            f" FROM {self._spans}{_where(_range(p, 'start_ns', start_ns, end_ns))}"
+            " GROUP BY agent_key", p)
         keys = [row[0] for row in rows if row[0]]
-        names = dict(self._rows(  # the name an agent is shown with comes from any time, as SQLite's rollups
-            f"SELECT agent_key, max(agent_name) FROM {self._spans} WHERE agent_key IN {_in(keys)} GROUP BY agent_key")
-        ) if keys else {}
+        names: dict[Any, Any] = {}
+        if keys:  # the name an agent is shown with comes from any time, as SQLite's rollups
+            p = Params()
+            names = {key: name for key, name in self._rows(
+                f"SELECT agent_key, max(agent_name) FROM {self._spans} WHERE agent_key IN {p(keys, 'Array(String)')}"
+                " GROUP BY agent_key", p)}
         return agent_cost_rows(rows, names)
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
-        clauses = [*_range("start_ns", start_ns, end_ns), "model IS NOT NULL", "model != ''"]
+        p = Params()
+        clauses = [*_range(p, "start_ns", start_ns, end_ns), "model IS NOT NULL", "model != ''"]
         rows = self._rows(
             "SELECT assumeNotNull(model) AS m, coalesce(provider, '') AS p, sum(cost_usd), sum(is_call),"
             f" sum(input_tokens), sum(output_tokens), countIf(status = 'error') FROM {self._spans}{_where(clauses)}"
-            " GROUP BY m, p")
+            " GROUP BY m, p", p)
         return model_cost_rows(rows)
 
     def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
-        where = _where(_range("start_ns", start_ns, end_ns))
+        p = Params()
+        in_range = _range(p, "start_ns", start_ns, end_ns)
         row = self._rows("SELECT count(), sum(is_call), countIf(is_call = 1 AND status = 'error'), sum(is_blocked),"
-                         f" sum(cost_usd) FROM {self._spans}{where}")[0]
+                         f" sum(cost_usd) FROM {self._spans}{_where(in_range)}", p)[0]
         durations = [d / 1e6 for (d,) in self._rows(
-            f"SELECT end_ns - start_ns FROM {self._spans}"
-            f"{_where([*_range('start_ns', start_ns, end_ns), 'is_call = 1'])}")]
+            f"SELECT end_ns - start_ns FROM {self._spans}{_where([*in_range, 'is_call = 1'])}", p)]
         return window_stats_dict(row, durations)
 
     # -- breakers ----------------------------------------------------------------------------------------
@@ -374,9 +391,11 @@ class ClickHouseStore(Store):
     def _add_event_locked(self, payload: dict[str, Any], source: str, trace_id: str | None,
                           span_id: str | None) -> bool:
         event = breaker_event_row(payload, source, trace_id, span_id)
+        p = Params()
         known = self._rows(
-            f"SELECT count() FROM {self._events} WHERE scope = {literal(event['scope'])} AND scope_id ="
-            f" {literal(event['scope_id'])} AND ts_ns = {int(event['ts_ns'])} AND event = {literal(event['event'])}")
+            f"SELECT count() FROM {self._events} WHERE scope = {p(event['scope'], 'String')} AND scope_id ="
+            f" {p(event['scope_id'], 'String')} AND ts_ns = {p(event['ts_ns'], 'Int64')}"
+            f" AND event = {p(event['event'], 'String')}", p)
         if known[0][0]:
             return False
         self._db_conn.insert("breaker_events", [{
@@ -413,16 +432,19 @@ class ClickHouseStore(Store):
 
     def breaker_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[dict[str, Any]]:
+        p = Params()
         rows = self._rows(
-            f"SELECT {BREAKER_EVENT_COLUMNS} FROM {self._events}{_where(_range('ts_ns', start_ns, end_ns))}"
-            f" ORDER BY ts_ns DESC, id DESC LIMIT {int(limit)} OFFSET {int(offset)}")
+            f"SELECT {BREAKER_EVENT_COLUMNS} FROM {self._events}{_where(_range(p, 'ts_ns', start_ns, end_ns))}"
+            f" ORDER BY ts_ns DESC, id DESC{_page(p, limit, offset)}", p)
         return [breaker_event_dict([*r[:8], _scalar(r[8]), _scalar(r[9]), *r[10:]]) for r in rows]
 
     # -- alerts --------------------------------------------------------------------------------------------
 
     def _add_sdk_alert_locked(self, payload: dict[str, Any]) -> bool:
         alert = normalize_sdk_alert(payload)
-        if self._rows(f"SELECT count() FROM {self._alerts} WHERE dedup_key = {literal(alert['dedup_key'])}")[0][0]:
+        p = Params()
+        if self._rows(f"SELECT count() FROM {self._alerts} WHERE dedup_key = {p(alert['dedup_key'], 'String')}",
+                      p)[0][0]:
             return False
         self._insert_alert(sdk_alert_row(alert))
         return True
@@ -443,7 +465,9 @@ class ClickHouseStore(Store):
 
     def update_alert_delivery(self, event_id: int, status: str, error: str | None) -> None:
         with self._write_lock:
-            rows = self._rows(f"SELECT {_ALERT_ROW_COLUMNS} FROM {self._alerts} FINAL WHERE id = {int(event_id)}")
+            p = Params()
+            rows = self._rows(f"SELECT {_ALERT_ROW_COLUMNS} FROM {self._alerts} FINAL"
+                              f" WHERE id = {p(int(event_id), 'UInt64')}", p)
             if not rows:
                 return
             names = [c.strip() for c in _ALERT_ROW_COLUMNS.split(",")]
@@ -453,16 +477,18 @@ class ClickHouseStore(Store):
 
     def alert_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
                       end_ns: int | None = None) -> list[dict[str, Any]]:
+        p = Params()
         rows = self._rows(
-            f"SELECT {ALERT_COLUMNS} FROM {self._alerts} FINAL{_where(_range('ts_ns', start_ns, end_ns))}"
-            f" ORDER BY ts_ns DESC, id DESC LIMIT {int(limit)} OFFSET {int(offset)}")
+            f"SELECT {ALERT_COLUMNS} FROM {self._alerts} FINAL{_where(_range(p, 'ts_ns', start_ns, end_ns))}"
+            f" ORDER BY ts_ns DESC, id DESC{_page(p, limit, offset)}", p)
         return [alert_dict([*r[:6], _scalar(r[6]), _scalar(r[7]), *r[8:]]) for r in rows]
 
     # -- rules -----------------------------------------------------------------------------------------
 
     def _rule_rows(self, rule_id: int | None) -> list[dict[str, Any]]:
-        where = "deleted = 0" + (f" AND id = {int(rule_id)}" if rule_id is not None else "")
-        rows = self._rows(f"SELECT {RULE_COLUMNS} FROM {self._rules} FINAL WHERE {where} ORDER BY id")
+        p = Params()
+        where = "deleted = 0" + (f" AND id = {p(int(rule_id), 'UInt64')}" if rule_id is not None else "")
+        rows = self._rows(f"SELECT {RULE_COLUMNS} FROM {self._rules} FINAL WHERE {where} ORDER BY id", p)
         return [dict(zip(_RULE_FIELDS, row, strict=True)) for row in rows]
 
     @staticmethod
@@ -521,8 +547,9 @@ class ClickHouseStore(Store):
     # -- crons -----------------------------------------------------------------------------------------------
 
     def _cron_rows(self, name: str | None) -> list[dict[str, Any]]:
-        where = "deleted = 0" + (f" AND name = {literal(name)}" if name is not None else "")
-        rows = self._rows(f"SELECT {CRON_COLUMNS} FROM {self.database}.crons FINAL WHERE {where} ORDER BY name")
+        p = Params()
+        where = "deleted = 0" + (f" AND name = {p(name, 'String')}" if name is not None else "")
+        rows = self._rows(f"SELECT {CRON_COLUMNS} FROM {self.database}.crons FINAL WHERE {where} ORDER BY name", p)
         return [cron_dict(r) for r in rows]
 
     def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
@@ -551,22 +578,26 @@ class ClickHouseStore(Store):
             if not found:
                 return False
             self._db_conn.insert("crons", [{**found[0], "version": self._next_version(), "deleted": 1}])
-            self._execute(f"ALTER TABLE {self.database}.cron_alerts DELETE WHERE name = {literal(name)}"
-                          " SETTINGS mutations_sync = 2")
+            p = Params()
+            self._execute(f"ALTER TABLE {self.database}.cron_alerts DELETE WHERE name = {p(name, 'String')}"
+                          " SETTINGS mutations_sync = 2", p)
             return True
 
     def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        p = Params()
         rows = self._rows(f"SELECT {CRON_SPAN_COLUMNS} FROM {self._spans}"
-                          f" WHERE start_ns >= {int(start_ns)} AND start_ns < {int(end_ns)}"
-                          f" AND kind IN ('cron', 'cron_start') AND name = {literal(name)}"
-                          f" ORDER BY start_ns LIMIT {int(limit)}")
+                          f" WHERE {' AND '.join(_range(p, 'start_ns', start_ns, end_ns))}"
+                          f" AND kind IN ('cron', 'cron_start') AND name = {p(name, 'String')}"
+                          f" ORDER BY start_ns{_page(p, limit)}", p)
         return [cron_span_dict(r) for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         # Atomic within this process (the write lock), as claim_rule.
         with self._write_lock:
-            seen = self._rows(f"SELECT count() FROM {self.database}.cron_alerts WHERE rule_id = {int(rule_id)}"
-                              f" AND name = {literal(name)} AND expected_ns = {int(expected_ns)}")[0][0]
+            p = Params()
+            seen = self._rows(f"SELECT count() FROM {self.database}.cron_alerts WHERE rule_id ="
+                              f" {p(int(rule_id), 'Int64')} AND name = {p(name, 'String')}"
+                              f" AND expected_ns = {p(int(expected_ns), 'Int64')}", p)[0][0]
             if int(seen):
                 return False
             self._db_conn.insert("cron_alerts", [{"rule_id": int(rule_id), "name": name,
@@ -576,27 +607,28 @@ class ClickHouseStore(Store):
     # -- upkeep ------------------------------------------------------------------------------------------
 
     def purge(self, before_ns: int) -> dict[str, int]:
-        before = int(before_ns)
+        p = Params()
+        before = p(int(before_ns), "Int64")
         with self._write_lock:
             old = f"SELECT trace_id FROM {self._spans} GROUP BY trace_id HAVING min(start_ns) < {before}"
             doomed = f"(trace_id IN ({old}) OR start_ns < {before})"
-            traces = self._rows(f"SELECT count() FROM ({old})")[0][0]
-            spans = self._rows(f"SELECT count() FROM {self._spans} WHERE {doomed}")[0][0]
-            events = self._rows(f"SELECT count() FROM {self._events} WHERE ts_ns < {before}")[0][0]
-            alerts = self._rows(f"SELECT count() FROM {self._alerts} FINAL WHERE ts_ns < {before}")[0][0]
+            traces = self._rows(f"SELECT count() FROM ({old})", p)[0][0]
+            spans = self._rows(f"SELECT count() FROM {self._spans} WHERE {doomed}", p)[0][0]
+            events = self._rows(f"SELECT count() FROM {self._events} WHERE ts_ns < {before}", p)[0][0]
+            alerts = self._rows(f"SELECT count() FROM {self._alerts} FINAL WHERE ts_ns < {before}", p)[0][0]
             # Mutations, waited for: a purge that returns has removed what it reports.
             if spans:
-                self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2")
+                self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2", p)
             if events:
                 self._execute(f"ALTER TABLE {self._events} DELETE WHERE ts_ns < {before}"
-                              " SETTINGS mutations_sync = 2")
+                              " SETTINGS mutations_sync = 2", p)
             if alerts:
                 self._execute(f"ALTER TABLE {self._alerts} DELETE WHERE ts_ns < {before}"
-                              " SETTINGS mutations_sync = 2")
+                              " SETTINGS mutations_sync = 2", p)
             # Runs whose spans are gone are no longer judged (they would read as missed).
-            stale = [row for row in self._cron_rows(None) if row["since_ns"] < before]
+            stale = [row for row in self._cron_rows(None) if row["since_ns"] < before_ns]
             if stale:
-                self._db_conn.insert("crons", [{**row, "since_ns": before, "version": self._next_version(),
+                self._db_conn.insert("crons", [{**row, "since_ns": int(before_ns), "version": self._next_version(),
                                                 "deleted": 0} for row in stale])
         return dict(zip(PURGE_KINDS, (int(traces), int(spans), int(events), int(alerts)), strict=True))
 

@@ -1,54 +1,58 @@
-"""Ways to reach ClickHouse: embedded (chdb, in this process) or a server over HTTP (stdlib only).
+"""Ways to reach ClickHouse: embedded (chdb, in this process) or a server (the official driver,
+``clickhouse-connect``: HTTP with compression, inserts in the Native format).
 
-Both run the same SQL text; values are inlined with ``literal`` (ClickHouse quoting), so the store never
-depends on a driver's parameter syntax. Results come back as ``JSONCompact`` and 64-bit integers are
-converted from strings when a server quotes them.
+Both run the same SQL text, with values bound as server-side parameters (``{name:Type}`` placeholders and a
+``params`` dict): no value is ever written into the SQL text.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import re
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Connection", "ChdbConnection", "HttpConnection", "ClickHouseError", "connect", "literal",
-           "parse_url"]
+__all__ = ["Connection", "ChdbConnection", "ServerConnection", "ClickHouseError", "Params", "connect", "parse_url"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT_TYPES = re.compile(r"(Nullable\()?(U?Int(64|128|256))\)?\Z")
+#: Characters ClickHouse's escaped text format (how parameter values are read) needs a backslash before.
+_ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 
 
 class ClickHouseError(RuntimeError):
     """A query failed (the message is ClickHouse's)."""
 
 
-def literal(value: Any) -> str:
-    """``value`` as a ClickHouse SQL literal. Strings escape backslash and quote, which is all the lexer
-    interprets inside single quotes."""
+class Params(dict[str, Any]):
+    """Values of one statement: ``params(value, "String")`` adds one and returns its ``{pN:String}`` placeholder."""
+
+    def __call__(self, value: Any, clickhouse_type: str) -> str:
+        name = f"p{len(self)}"
+        self[name] = value
+        return f"{{{name}:{clickhouse_type}}}"
+
+
+def _param_text(value: Any, top: bool = True) -> str:
+    """A parameter value as ClickHouse reads it from the escaped text format (what chdb is handed)."""
     if value is None:
-        return "NULL"
+        return "\\N" if top else "NULL"
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"not a finite number: {value!r}")
+    if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    raise TypeError(f"cannot inline {type(value).__name__}")
+        escaped = value.translate(_ESCAPES)
+        return escaped if top else f"'{escaped}'"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_param_text(item, False) for item in value) + "]"
+    raise TypeError(f"cannot bind {type(value).__name__}")
 
 
-def _convert(payload: bytes) -> list[list[Any]]:
+def _convert(payload: bytes) -> list[Sequence[Any]]:
     if not payload.strip():
         return []
     answer = json.loads(payload)
@@ -59,21 +63,22 @@ def _convert(payload: bytes) -> list[list[Any]]:
             for index in ints:
                 if isinstance(row[index], str):
                     row[index] = int(row[index])
-    return rows
+    return list(rows)
 
 
 class Connection:
-    """What the store needs: run a statement, fetch rows, insert JSON rows. Thread-safe."""
+    """What the store needs: run a statement, fetch rows, insert rows given as dicts. Thread-safe."""
 
     database: str
 
-    def execute(self, sql: str) -> None:
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         raise NotImplementedError
 
-    def rows(self, sql: str) -> list[list[Any]]:
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
         raise NotImplementedError
 
-    def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ``rows`` (each with the same keys, the column names) to ``table`` of this database."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -92,7 +97,7 @@ class ChdbConnection(Connection):
         try:
             from chdb import session as chdb_session
         except ImportError as exc:
-            raise ImportError("chdb:// stores need the chdb package: pip install 'agentwatch[clickhouse]'") from exc
+            raise ImportError("chdb:// stores need the chdb package: pip install 'agentwatch[chdb]'") from exc
         self.path = str(Path(path).resolve())
         self.database = database
         Path(self.path).mkdir(parents=True, exist_ok=True)
@@ -107,22 +112,24 @@ class ChdbConnection(Connection):
         self._entry = entry
         self._closed = False
 
-    def _query(self, sql: str, fmt: str = "CSV") -> bytes:
+    def _query(self, sql: str, fmt: str = "CSV", params: Mapping[str, Any] | None = None) -> bytes:
         session, _, lock = self._entry
+        texts = {name: _param_text(value) for name, value in params.items()} if params else None
         with lock:
             try:
-                result = session.query(sql, fmt)
+                result = session.query(sql, fmt, params=texts)
             except Exception as exc:  # chdb raises its own error types; the store knows one
                 raise ClickHouseError(str(exc)) from exc
         return result.bytes() if result is not None else b""
 
-    def execute(self, sql: str) -> None:
-        self._query(sql)
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._query(sql, params=params)
 
-    def rows(self, sql: str) -> list[list[Any]]:
-        return _convert(self._query(sql, "JSONCompact"))
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
+        return _convert(self._query(sql, "JSONCompact", params))
 
-    def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        # The engine is in this process: JSON rows inline are as fast as any format here.
         body = "\n".join(json.dumps(row, ensure_ascii=False) for row in rows)
         if body:
             self._query(f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow\n{body}")
@@ -138,41 +145,61 @@ class ChdbConnection(Connection):
                 self._entry[0].close()
 
 
-class HttpConnection(Connection):
-    """A ClickHouse server over its HTTP interface (port 8123; ``clickhouses://`` for TLS, port 8443)."""
+class ServerConnection(Connection):
+    """A ClickHouse server through the official driver (``clickhouse-connect``, the ``clickhouse`` extra): HTTP(S)
+    on port 8123 (8443 for ``clickhouses://``), LZ4-compressed, parameters bound by the server, inserts in the
+    Native format."""
 
-    def __init__(self, base_url: str, database: str, user: str | None = None, password: str | None = None,
-                 timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/") + "/"
-        self.database = database
-        self.timeout = timeout
-        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if user is not None:
-            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
-
-    def _post(self, body: bytes, query: str | None = None) -> bytes:
-        params = {"output_format_json_quote_64bit_integers": "0"}
-        if query is not None:
-            params["query"] = query
-        url = self.base_url + "?" + urllib.parse.urlencode(params)
-        request = urllib.request.Request(url, data=body, headers=self._headers, method="POST")
+    def __init__(self, host: str, port: int, database: str, user: str | None = None, password: str | None = None,
+                 secure: bool = False, timeout: float = 30.0) -> None:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - URL from config
-                return bytes(response.read())
-        except urllib.error.HTTPError as exc:
-            raise ClickHouseError(exc.read().decode("utf-8", "replace")) from exc
+            import clickhouse_connect
+            from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+        except ImportError as exc:
+            raise ImportError("clickhouse:// stores need the clickhouse-connect package: "
+                              "pip install 'agentwatch[clickhouse]'") from exc
+        self._driver_error: type[Exception] = DriverError
+        self.database = database
+        try:
+            # No session id: statements of several threads may run at once (a session serialises them).
+            self._client = clickhouse_connect.get_client(
+                host=host, port=port, username=user or "default", password=password or "", secure=secure,
+                compress="lz4", autogenerate_session_id=False, connect_timeout=min(timeout, 10.0),
+                send_receive_timeout=timeout)
+        except DriverError as exc:
+            raise ClickHouseError(str(exc)) from exc
+        self._contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._insert_lock = threading.Lock()
 
-    def execute(self, sql: str) -> None:
-        self._post(sql.encode())
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        try:
+            self._client.command(sql, parameters=dict(params) if params else None)
+        except self._driver_error as exc:
+            raise ClickHouseError(str(exc)) from exc
 
-    def rows(self, sql: str) -> list[list[Any]]:
-        return _convert(self._post((sql + "\nFORMAT JSONCompact").encode()))
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
+        try:
+            return list(self._client.query(sql, parameters=dict(params) if params else None).result_rows)
+        except self._driver_error as exc:
+            raise ClickHouseError(str(exc)) from exc
 
-    def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
-        body = "\n".join(json.dumps(row, ensure_ascii=False) for row in rows)
-        if body:
-            self._post(body.encode(), f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow")
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        with self._insert_lock:  # an insert context (the table's column types, read once) serves one insert at a time
+            try:
+                context = self._contexts.get((table, columns))
+                if context is None:
+                    context = self._client.create_insert_context(table, list(columns), database=self.database)
+                    self._contexts[(table, columns)] = context
+                context.data = [[row[column] for column in columns] for row in rows]
+                self._client.insert(context=context)
+            except self._driver_error as exc:
+                raise ClickHouseError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def parse_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -190,7 +217,7 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
         host = parsed.hostname or "localhost"
         port = parsed.port or (8443 if tls else 8123)
         database = parsed.path.strip("/") or query.get("database", "agentwatch")
-        options = {"base_url": f"{'https' if tls else 'http'}://{host}:{port}/", "database": database,
+        options = {"host": host, "port": port, "secure": tls, "database": database,
                    "user": urllib.parse.unquote(parsed.username) if parsed.username else None,
                    "password": urllib.parse.unquote(parsed.password) if parsed.password else None}
     else:
@@ -204,4 +231,4 @@ def connect(url: str) -> Connection:
     scheme, options = parse_url(url)
     if scheme == "chdb":
         return ChdbConnection(options["path"], options["database"])
-    return HttpConnection(**options)
+    return ServerConnection(**options)

@@ -1,14 +1,17 @@
 """Fixtures for the collector tests: real SQLite files, the real app, a real uvicorn server on loopback.
 
-``client`` runs every API test twice: on the SQLite store and on the ClickHouse store (embedded ClickHouse,
-the ``chdb`` package, one database per test). Without chdb those runs skip, or fail when
-``AGENTWATCH_REQUIRE_SERVICES=1`` (CI).
+``client`` runs every API test three times: on the SQLite store, on the ClickHouse store over embedded ClickHouse
+(the ``chdb`` package, one database per test), and on the ClickHouse store's server path (the official driver,
+``clickhouse-connect``, against ClickHouse's HTTP interface on loopback). Without chdb or clickhouse-connect
+those runs skip, or fail when ``AGENTWATCH_REQUIRE_SERVICES=1`` (CI).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -63,7 +66,31 @@ def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     keeper.close()
 
 
-@pytest.fixture(params=["sqlite", "clickhouse"])
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of ClickHouse's HTTP interface on loopback (tests/stubs/clickhouse_http.py: the real engine
+    in a process of its own), for the store's server path through the official driver."""
+    for module in ("chdb", "clickhouse_connect"):
+        if importlib.util.find_spec(module) is None:
+            if os.environ.get("AGENTWATCH_REQUIRE_SERVICES") == "1":
+                pytest.fail(f"{module} is not installed (pip install -e '.[dev]')")
+            pytest.skip(f"{module} is not installed")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-m", "tests.stubs.clickhouse_http",
+                                str(tmp_path_factory.mktemp("clickhouse-server"))],
+                               cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = process.stdout.readline().strip()
+        if not port:
+            pytest.fail("the ClickHouse HTTP stub did not start")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "clickhouse", "clickhouse-server"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -76,8 +103,11 @@ def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) 
         return
     from agentwatch.server._clickhouse import ClickHouseStore
 
-    path = request.getfixturevalue("chdb_dir")
-    opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}")
+    database = f"t_{uuid.uuid4().hex}"
+    if store_kind == "clickhouse-server":
+        opened = ClickHouseStore(f"clickhouse://{request.getfixturevalue('clickhouse_server')}/{database}")
+    else:
+        opened = ClickHouseStore(f"chdb://{request.getfixturevalue('chdb_dir')}?database={database}")
     try:
         with TestClient(create_app(store=opened, settings=settings), base_url="http://localhost") as test_client:
             yield test_client

@@ -68,3 +68,22 @@ def test_clickhouse_retention_is_the_purge_alone(tmp_path: Path, signing_key: Pa
     finally:
         store.drop_database()
         store.close()
+
+
+# Text ClickHouse's quoting and escaped formats interpret: quotes, backslashes, control characters, braces
+# that look like a placeholder, a UTF-8 letter.
+_AWKWARD = "o'brien\\x \"q\" {p0:String}\tnew\nline ü"
+
+
+def test_filters_bind_awkward_text_on_every_store(client: TestClient, make_span: SpanFactory) -> None:
+    awkward = make_trace(make_span, agent=_AWKWARD, model=_AWKWARD, name=f"task {_AWKWARD}")
+    plain = make_trace(make_span)
+    assert client.post("/api/ingest", content=json.dumps(awkward + plain)).status_code == 202
+    for params in ({"agent_id": _AWKWARD}, {"model": _AWKWARD}, {"search": _AWKWARD}):
+        found = client.get("/api/traces", params=params).json()
+        assert [t["trace_id"] for t in found["traces"]] == [awkward[0]["trace_id"]], params
+        assert found["traces"][0]["name"] == f"task {_AWKWARD}"
+    agents = {a["agent_id"] for a in client.get("/api/cost/by-agent").json()["agents"]}
+    assert _AWKWARD in agents
+    spans = client.get(f"/api/traces/{awkward[0]['trace_id']}/spans").json()["spans"]
+    assert {span["agent_id"] for span in spans} == {_AWKWARD}
