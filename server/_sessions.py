@@ -20,7 +20,7 @@ __all__ = ["SESSION_KEY", "MAX_SESSION_ID", "session_pairs", "session_summary", 
 
 SESSION_KEY: Final = "session.id"
 MAX_SESSION_ID: Final = 512
-#: How far before a session's first trace a breaker trip that caused one of its blocks is looked for.
+#: How far before a session's first trace (after its last) the trip behind a block (the recovery) is looked for.
 BREAKER_LOOKBACK_NS: Final = 24 * 3_600_000_000_000
 
 
@@ -111,6 +111,12 @@ def related_transitions(events: Sequence[dict[str, Any]], trace_ids: set[str], b
         if trips:
             latest = max(trips, key=lambda e: (int(e["timestamp_unix_nano"]), e["id"]))
             chosen.setdefault(latest["id"], latest)
+        # A recovery not followed by a resume (yet) is still part of this story.
+        recoveries = [e for e in events if (e.get("scope"), e.get("scope_id")) == key and _role(e) == "recovery"
+                      and int(e["timestamp_unix_nano"]) >= block["timestamp_unix_nano"]]
+        if recoveries:
+            first = min(recoveries, key=lambda e: (int(e["timestamp_unix_nano"]), e["id"]))
+            chosen.setdefault(first["id"], first)
     result = [{**event, "role": _role(event)} for event in chosen.values()]
     result.sort(key=lambda e: (int(e["timestamp_unix_nano"]), e["id"]))
     return result
@@ -166,5 +172,5 @@ def session_detail(store: Store, session_id: str, max_traces: int = 1000) -> dic
     blocks = blocks_of(store.blocked_spans([trace["trace_id"] for trace in traces]))
     first_ns = min(trace["start_time_unix_nano"] for trace in traces)
     last_ns = max(trace["end_time_unix_nano"] for trace in traces)
-    events = store.breaker_history(1000, 0, first_ns - BREAKER_LOOKBACK_NS, last_ns + 1)
+    events = store.breaker_history(1000, 0, first_ns - BREAKER_LOOKBACK_NS, last_ns + BREAKER_LOOKBACK_NS)
     return session_story(session_id, traces, blocks, events)

@@ -143,3 +143,16 @@ def test_purge_drops_sessions_with_their_traces(client: TestClient, story: dict[
     store = client.app.state.agentwatch.store  # type: ignore[attr-defined]
     store.purge(NOW - 700 * SEC)  # only "daily" started before
     assert [s["session_id"] for s in client.get("/api/sessions").json()["sessions"]] == ["thread-7"]
+
+
+def test_a_recovery_awaiting_its_resume_is_told(client: TestClient, make_span: SpanFactory) -> None:
+    blocked = _graph_run(make_span, "waiting", NOW - 200 * SEC, 1, blocked=True)
+    client.post("/api/ingest", json=blocked)
+    client.post("/api/ingest", json=[_breaker(make_span, NOW - 100 * SEC, "budget_increased", "OPEN", "CLOSED",
+                                              "increase_budget"),
+                                     _breaker(make_span, NOW - 50 * SEC, "reset", "CLOSED", "CLOSED",
+                                              "reset_windows")])
+    detail = client.get("/api/sessions/waiting").json()
+    assert [(item["type"], item.get("role")) for item in detail["story"]] == [
+        ("trace", "blocked"), ("block", None), ("breaker", "recovery")]  # the first recovery only
+    assert detail["resumed"] is False
