@@ -121,6 +121,9 @@ def test_blocked_thread_resumed_in_another_process_is_one_session(tmp_path: Path
     assert story_roles[-1] == "resume"
     assert "resumed" in page.inner_text("#session-story")
     assert page.locator("nav a.active").inner_text() == "Sessions"
+    page.click("#session-traces tbody tr[data-role=resume] a")  # the resumed trace links back to its session
+    page.wait_for_selector("#view[data-ready=trace]", timeout=15_000)
+    assert page.inner_text("#trace-session a") == thread
     assert page.errors == []
 
 
