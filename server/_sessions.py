@@ -53,8 +53,9 @@ def session_pairs(records: Iterable[SpanRecord]) -> dict[tuple[str, str], int]:
 def session_summary(session_id: str, traces: int, cost: float, calls: int, blocked: int, errors: int,
                     first_ns: int, last_ns: int) -> dict[str, Any]:
     """One row of ``/api/sessions``; both stores build it from the same aggregates."""
-    return {"session_id": session_id, "id": session_id, "trace_count": int(traces), "cost_usd": round(float(cost or 0.0), 9),
-            "llm_calls": int(calls or 0), "blocked_calls": int(blocked or 0), "errors": int(errors or 0),
+    return {"session_id": session_id, "id": session_id, "trace_count": int(traces),
+            "cost_usd": round(float(cost or 0.0), 9), "llm_calls": int(calls or 0),
+            "blocked_calls": int(blocked or 0), "errors": int(errors or 0),
             "first_activity_unix_nano": int(first_ns), "last_activity_unix_nano": int(last_ns),
             "first_activity": iso(int(first_ns)), "last_activity": iso(int(last_ns)),
             "status": "blocked" if blocked else ("error" if errors else "ok")}
