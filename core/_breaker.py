@@ -34,7 +34,6 @@ from ._breaker_contract import (
     _sink_blocked,
 )
 from ._breaker_states import (
-    ADMITTED,
     BUDGET_REASONS,
     CLOSED,
     EVENTS,
@@ -42,7 +41,6 @@ from ._breaker_states import (
     OPEN,
     PAUSED,
     STATES,
-    Outcome,
     Step,
     Trip,
 )
@@ -158,27 +156,31 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
                     if not monitor._hard:
                         index += 1
                         continue
-                    decision = ADMITTED
+                    blocked = probe = None
                 else:
-                    decision = monitor._decide_locked(now, Step.ADMIT, verdict)
+                    blocked, probe = monitor._admit_locked(now, verdict)
             else:
-                decision = monitor._decide_locked(now, Step.ADMIT, None)
-            if monitor._hard and decision.blocked_by is None:
+                blocked, probe = monitor._admit_locked(now, None)
+            if blocked is None and monitor._hard:
+                # Hard budget: the admitted call also needs its worst case to fit, checked and reserved in the
+                # same step (atomic in a shared store), so concurrent calls cannot all take the last dollar.
                 if not rid:
                     rid = next(_rids)
-                decision = monitor._hold_locked(now, decision, units, rid)
-                if decision.blocked_by is None:
+                blocked = monitor._store.reserve(now, units, rid)  # type: ignore[attr-defined]  # hard: reserving
+                if blocked is None:
                     if held is None:
                         held = [False] * len(monitors)
                     held[index] = True
-            probe = monitor._probe if decision.outcome is Outcome.PROBE else None
+                else:
+                    monitor._refused_locked(now, blocked, probe)
+                    probe = None
         monitor._drain()
-        if decision.blocked_by is not None:
+        if blocked is not None:
             # Blocked here: the call never happens, so the scopes inside that counted it undo that.
             for k in range(index):
                 monitors[k]._rollback(probes[k] if probes is not None else None,
                                       (units, rid) if held is not None and held[k] else None)
-            return monitor, decision.blocked_by
+            return monitor, blocked
         if probe is not None:
             if probes is None:
                 probes = [None] * len(monitors)

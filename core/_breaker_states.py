@@ -49,7 +49,6 @@ __all__ = [
     "Observation",
     "Transition",
     "Decision",
-    "ADMITTED",
     "BUDGET_REASONS",
     "decide",
     "blocks",
@@ -124,7 +123,7 @@ class Decision:
     count: bool = False
 
 
-ADMITTED: Final = Decision(Outcome.ADMIT)
+_ADMITTED: Final = Decision(Outcome.ADMIT)
 _PROBE: Final = Decision(Outcome.PROBE)
 _RECOVERED: Final = Transition("recovered", CLOSED, ("probe_succeeded", None, None))
 
@@ -151,7 +150,7 @@ def decide(step: Step, seen: Observation, block_on_threshold: bool, hard_budget:
 
 def _closed(step: Step, verdict: Violation | None, block_on_threshold: bool, hard_budget: bool) -> Decision:
     if verdict is None:
-        return ADMITTED  # (an admission was counted by the store as it checked)
+        return _ADMITTED  # (an admission was counted by the store as it checked)
     if blocks(verdict, block_on_threshold, hard_budget):
         return Decision(Outcome.BLOCK, blocked_by=verdict, transition=Transition("triggered", OPEN, verdict),
                         alert=verdict)
@@ -167,7 +166,7 @@ def _half_open(step: Step, seen: Observation, block_on_threshold: bool, hard_bud
             return Decision(Outcome.SETTLED, transition=Transition("retrip", OPEN, verdict), alert=verdict)
         return Decision(Outcome.SETTLED, transition=_RECOVERED, alert=verdict)
     if step is Step.CHECK:
-        return ADMITTED if seen.probe is not ProbeSlot.HELD else Decision(Outcome.BLOCK, blocked_by=seen.trip)
+        return _ADMITTED if seen.probe is not ProbeSlot.HELD else Decision(Outcome.BLOCK, blocked_by=seen.trip)
     # An admission: only the one holding the probe slot goes ahead, every other is blocked.
     if seen.probe is not ProbeSlot.GRANTED:
         return Decision(Outcome.BLOCK, blocked_by=seen.trip)

@@ -349,6 +349,11 @@ class Monitor:
         self._apply_locked(now, decision)
         return decision
 
+    def _admit_locked(self, now: float, verdict: Violation | SharedState | None) -> tuple[Trip | None, _Probe | None]:
+        """An admission off the common path: what blocks it, or (admitted) the probe slot if it is the probe."""
+        decision = self._decide_locked(now, Step.ADMIT, verdict)
+        return decision.blocked_by, self._probe if decision.outcome is Outcome.PROBE else None
+
     def _observe_locked(self, now: float, step: Step, verdict: Violation | SharedState | None) -> Observation:
         """What this monitor sees for the call: the fleet's record where the store shares one and answers,
         else its own state, probe slot and windows."""
@@ -413,17 +418,13 @@ class Monitor:
 
     # ---- hard budgets -------------------------------------------------------------------------------
 
-    def _hold_locked(self, now: float, decision: Decision, units: int, rid: int) -> Decision:
-        """An admitted call under a hard budget also needs its worst case to fit, checked and reserved in the
-        same step (atomic in a shared store), so concurrent calls cannot all take the last dollar. A refusal
-        blocks without tripping: it depends on the calls in flight, not on a limit being spent."""
-        refused = self._reserve_locked(now, units, rid)
-        if refused is None:
-            return decision
+    def _refused_locked(self, now: float, refused: Violation, probe: _Probe | None) -> None:
+        """A hard budget's reservation did not fit an admitted call: it is blocked after all, without tripping
+        (that depends on the calls in flight, not on a limit being spent). Alerted; the admission is undone."""
+        self._alert_locked(now, refused)
         self._store.uncount_call(now)
-        if decision.outcome is Outcome.PROBE:
+        if probe is not None:
             self._free_probe_locked()
-        return Decision(Outcome.BLOCK, blocked_by=refused)
 
     def _reserve_locked(self, now: float, units: int, rid: int) -> Violation | None:
         """Hard budget: reserve ``units`` for an admitted call, or the ``HARD_BUDGET`` verdict (alerted)."""
