@@ -67,6 +67,9 @@ _AFTER_PROBE: Final = frozenset({"retrip", "recovered"})
 
 _T = TypeVar("_T")
 
+#: A shared record's state as this module's constant: states are compared by identity (the hot path's test).
+_STATE_OF: Final = {CLOSED: CLOSED, OPEN: OPEN, PAUSED: PAUSED, HALF_OPEN: HALF_OPEN}
+
 _UPDATABLE: Final = frozenset(
     {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "hard_budget", "on_alert",
      "on_block", "sink", "name"}
@@ -336,7 +339,6 @@ class Monitor:
         self._drain()
         return snap
 
-
     # ---- deciding: all *_locked methods run with self._lock held -----------------------------------
 
     def _decide_locked(self, now: float, step: Step, verdict: Violation | SharedState | None) -> Decision:
@@ -382,7 +384,7 @@ class Monitor:
         the call as the record does: its state, probe slot and windows' verdict."""
         new = shared.generation != fleet.generation
         fleet.generation = shared.generation
-        target = shared.state
+        target = _STATE_OF.get(shared.state, CLOSED)
         event, reason = shared.event or "fleet", shared.reason or "fleet_state"
         if target is not CLOSED:
             self._trip = shared.trip or self._trip or (PAUSED_BY_OPERATOR, None, None)
@@ -526,7 +528,6 @@ class Monitor:
         }
         self._pending.append((_ALERT, alert))
 
-
     def _note_blocked(self) -> None:
         with self._lock:
             self._blocked_calls += 1
@@ -571,7 +572,6 @@ class Monitor:
         hook = self._on_alert
         if hook is not None:
             _run_hook(hook, dict(payload))
-
 
 
 def _reserved_of(store: WindowStore) -> float:
