@@ -51,7 +51,6 @@ __all__ = [
     "Decision",
     "BUDGET_REASONS",
     "decide",
-    "blocks",
 ]
 
 CLOSED: Final = "CLOSED"
@@ -128,13 +127,13 @@ _PROBE: Final = Decision(Outcome.PROBE)
 _RECOVERED: Final = Transition("recovered", CLOSED, ("probe_succeeded", None, None))
 
 
-def blocks(violation: Violation, block_on_threshold: bool, hard_budget: bool) -> bool:
+def _blocks(violation: Violation, block_on_threshold: bool, hard_budget: bool) -> bool:
     """Whether a violated limit blocks calls (and trips) or only alerts."""
     return block_on_threshold or (hard_budget and violation[0] in BUDGET_REASONS)
 
 
 def decide(step: Step, seen: Observation, block_on_threshold: bool, hard_budget: bool) -> Decision:
-    """What a monitor does with ``step``, given what it ``seen``: the state machine, state by state."""
+    """What a monitor does with ``step``, given what it has ``seen``: the state machine, state by state."""
     verdict = seen.verdict
     if verdict is not None and verdict[0] is LIMITS_BACKEND_UNREACHABLE:
         # limits_fallback="block": blocked while the shared store is unreachable, whatever the state, without
@@ -151,7 +150,7 @@ def decide(step: Step, seen: Observation, block_on_threshold: bool, hard_budget:
 def _closed(step: Step, verdict: Violation | None, block_on_threshold: bool, hard_budget: bool) -> Decision:
     if verdict is None:
         return _ADMITTED  # (an admission was counted by the store as it checked)
-    if blocks(verdict, block_on_threshold, hard_budget):
+    if _blocks(verdict, block_on_threshold, hard_budget):
         return Decision(Outcome.BLOCK, blocked_by=verdict, transition=Transition("triggered", OPEN, verdict),
                         alert=verdict)
     return Decision(Outcome.ADMIT, alert=verdict, count=step is Step.ADMIT)  # alert-only: the call counts
@@ -162,7 +161,7 @@ def _half_open(step: Step, seen: Observation, block_on_threshold: bool, hard_bud
     if step is Step.PROBE_SETTLED:
         if seen.failed:
             return Decision(Outcome.SETTLED, transition=Transition("retrip", OPEN, (PROBE_FAILED, None, None)))
-        if verdict is not None and blocks(verdict, block_on_threshold, hard_budget):
+        if verdict is not None and _blocks(verdict, block_on_threshold, hard_budget):
             return Decision(Outcome.SETTLED, transition=Transition("retrip", OPEN, verdict), alert=verdict)
         return Decision(Outcome.SETTLED, transition=_RECOVERED, alert=verdict)
     if step is Step.CHECK:
@@ -172,7 +171,7 @@ def _half_open(step: Step, seen: Observation, block_on_threshold: bool, hard_bud
         return Decision(Outcome.BLOCK, blocked_by=seen.trip)
     if verdict is None:
         return _PROBE
-    if blocks(verdict, block_on_threshold, hard_budget):
+    if _blocks(verdict, block_on_threshold, hard_budget):
         return Decision(Outcome.BLOCK, blocked_by=verdict, transition=Transition("retrip", OPEN, verdict),
                         alert=verdict)
     return Decision(Outcome.PROBE, alert=verdict, count=True)

@@ -1,6 +1,7 @@
 """Fleet-wide rolling windows in Redis: one budget, one error rate, one call rate for N processes.
 
-Every operation is one Lua script (one round trip, atomic on the server). The scripts read the clock with
+Every operation is one Lua script (``_redis_scripts``: one round trip, atomic on the server), sent through the
+process's connection for the URL (``_redis_backend``). The scripts read the clock with
 Redis ``TIME``, so all machines judge the windows by the same clock; the monotonic ``now`` that monitors
 pass is only used by the local fallback. Windows are bucketed like ``LocalWindowStore`` (3600 buckets per
 window, each entry leaves at most one bucket width early) as a sorted set of bucket ids plus a hash of
