@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar, Token
+from contextvars import Token
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
-from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
-from ._run_budget import RUN_MONITORS
+from ._run_budget import RUN_MONITORS, keyed_run_monitor
 from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._span import Span
 
@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
-           "normalize_anthropic_usage", "record_blocked"]
+           "normalize_anthropic_usage", "record_blocked", "enclosing_monitors", "run_budget", "CURRENT_LLM_CALL"]
 
-CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
+
+#: ``start_llm_call``'s default ``request_body``: no request in sight (``None`` is a body, an unreadable one).
+NO_BODY: Any = object()
 
 
 def current_llm_call() -> LLMCall | None:
@@ -104,6 +106,21 @@ def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Mo
             ordered.append(monitor)
     ordered.append(client.monitor)
     return ordered
+
+
+def enclosing_monitors(*, scopes: Sequence[AgentScope] = (), budgets: Sequence[Monitor] = ()) -> list[Monitor]:
+    """The monitors an LLM call started here would be checked against, innermost first, global last (empty
+    before ``init()``); ``scopes`` and ``budgets`` as in ``start_llm_call``."""
+    client = _client_module._active
+    return _monitors(client, scopes, budgets) if client is not None else []
+
+
+def run_budget(key: str, budget: float, *, hard_budget: bool | None = None) -> Monitor | None:
+    """The one per-run budget monitor for ``key`` (e.g. ``"thread:<id>"``): ``budget`` USD shared by every
+    call passed it in ``budgets=``, across invocations of the same run, with no time window. None before
+    ``init()``. The budget given first stays; ``increase_budget`` on the monitor raises it."""
+    client = _client_module._active
+    return keyed_run_monitor(client, key, budget, hard_budget) if client is not None else None
 
 
 class LLMCall:
@@ -376,6 +393,7 @@ def start_llm_call(
     check: bool = True,
     reserve: float | Callable[[], float] | None = None,
     budgets: Sequence[Monitor] = (),
+    request_body: Any = NO_BODY,
 ) -> LLMCall:
     """Check every enclosing limit, then open the LLM span.
 
@@ -383,12 +401,15 @@ def start_llm_call(
     caller must not send the request. ``scopes`` adds agent scopes the plugin knows of (e.g. a
     LangGraph node mapped to an agent) to those of the context; ``budgets`` adds per-run budget monitors
     (a LangGraph thread's). ``reserve`` is the request's worst-case cost in USD, or a function computing it
-    (called only when a scope has a hard budget; see ``agentwatch._reservation``).
+    (called only when a scope has a hard budget; see ``agentwatch._reservation``). ``request_body`` instead of
+    ``reserve``: the request about to be sent (a JSON object), whose worst-case cost is computed (only) then.
     """
     client = _client_module._active
     if client is None:
         span = Span(name, kind, model=model, provider=provider, attributes=attributes)
         return LLMCall(span, None, None)
+    if request_body is not NO_BODY and reserve is None:
+        reserve = estimator(client, model, provider, request_body, kind)
     # The context's agent scopes are read once, for the span's agent and for the monitors to check.
     context_scopes = AGENT_SCOPES.get()
     if scopes:

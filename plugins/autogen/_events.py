@@ -17,8 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch._llm import LLMCall, current_llm_call, normalize_anthropic_usage
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import LLMCall, get_current_llm_call, normalize_anthropic_usage, stop_on_exception
 
 from ._patching import ORIGINAL
 
@@ -79,7 +78,7 @@ Handler = Callable[[LLMCall, dict[str, Any]], None] | None
 
 @stop_on_exception
 def _observe(handler: Handler, event: Any) -> None:
-    call = current_llm_call()
+    call = get_current_llm_call()
     if call is None or call.ended:
         return  # no wrapped call in flight: whoever made this call counts it, or nobody can
     if handler is None:
