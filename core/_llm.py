@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
-           "normalize_anthropic_usage", "record_blocked", "enclosing_monitors", "run_budget", "CURRENT_LLM_CALL"]
+           "normalize_anthropic_usage", "record_blocked", "enclosing_monitors", "run_budget", "end_span",
+           "CURRENT_LLM_CALL"]
 
 
 #: ``start_llm_call``'s default ``request_body``: no request in sight (``None`` is a body, an unreadable one).
@@ -446,6 +447,22 @@ def _mark_blocked(span: Span, blocked: CircuitBreakerException) -> None:
     if blocked.reserved is not None:
         span.attributes["breaker.reserved"] = blocked.reserved
         span.attributes["breaker.remaining"] = blocked.remaining
+
+
+def end_span(span: Span, error: BaseException | str | None = None) -> None:
+    """End a span a plugin opened with ``Client.start_span`` and export it (idempotent). With ``error``: status
+    ``blocked`` and the breaker's details for a ``CircuitBreakerException``, else ``error`` and its type and
+    message. Before ``init()`` (or after ``shutdown()``) the span is only marked ended."""
+    if isinstance(error, CircuitBreakerException):
+        if span.status != "blocked":
+            _mark_blocked(span, error)
+    elif error is not None:
+        span.record_error(error)
+    client = _client_module._active
+    if client is not None:
+        client.end_span(span)
+    else:
+        span.finish()
 
 
 def llm_call(name: str = "llm", **kwargs: Any) -> LLMCall:

@@ -12,8 +12,8 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   framework boundary (a graph node, a router) without opening a call.
 - Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_anthropic_usage``
   converts Anthropic's; ``estimate_tokens`` / ``estimate_request_tokens`` estimate a call that reports none.
-- Spans and context: ``get_client().start_span`` / ``end_span``; ``attach`` / ``detach`` make a span, an LLM
-  call or an agent scope current for the code a framework runs.
+- Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
+  make a span, an LLM call or an agent scope current for the code a framework runs.
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code.
 """
@@ -43,6 +43,7 @@ from ._llm import (
     Usage,
     check_limits,
     enclosing_monitors,
+    end_span,
     llm_call,
     normalize_anthropic_usage,
     record_blocked,
@@ -79,6 +80,7 @@ __all__ = [
     "estimate_request_tokens",
     # spans, context and scopes
     "Span",
+    "end_span",
     "get_current_span",
     "attach",
     "detach",

@@ -12,8 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-from agentwatch import CircuitBreakerException
-from agentwatch.instrumentation import AgentScope, Span, attach, detach, get_client, stop_on_exception
+from agentwatch.instrumentation import AgentScope, Span, attach, detach, end_span, get_client, stop_on_exception
 
 __all__ = ["Frame", "open_frame", "stepped", "call_in_frame"]
 
@@ -43,19 +42,10 @@ class Frame:
 
     @stop_on_exception
     def close(self, error: BaseException | None) -> None:
-        span = self.span
-        if isinstance(error, CircuitBreakerException):
-            span.status = "blocked"
-            span.attributes["breaker.reason"] = error.reason
-        elif isinstance(error, GeneratorExit | asyncio.CancelledError):
-            span.attributes["cancelled"] = True
-        elif error is not None:
-            span.record_error(error)
-        client = get_client()
-        if client is not None:
-            client.end_span(span)
-        else:
-            span.finish()
+        if isinstance(error, GeneratorExit | asyncio.CancelledError):
+            self.span.attributes["cancelled"] = True  # not an error of the work
+            error = None
+        end_span(self.span, error)
 
     def outgoing(self, error: BaseException) -> BaseException:
         if self.translate is None:

@@ -15,6 +15,7 @@ from agentwatch.instrumentation import (
     AgentScope,
     Monitor,
     enclosing_monitors,
+    end_span,
     get_current_span,
     run_budget,
     stop_on_exception,
@@ -135,20 +136,10 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.pop(run_id, None)
         if run is None:
             return None
-        span = run.span
-        if error is not None:
-            if isinstance(error, CircuitBreakerException):
-                span.status = "blocked"
-                span.attributes["breaker.reason"] = error.reason
-            elif is_control_flow(error):
-                span.attributes["langgraph.control_flow"] = type(error).__name__
-            else:
-                span.record_error(error)
-        client = agentwatch.get_client()
-        if client is not None:
-            client.end_span(span)
-        else:
-            span.finish()
+        if error is not None and is_control_flow(error):  # an interrupt or a drain: no error of the run
+            run.span.attributes["langgraph.control_flow"] = type(error).__name__
+            error = None
+        end_span(run.span, error)
         return run
 
     def _capture(self) -> bool:

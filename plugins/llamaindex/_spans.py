@@ -31,10 +31,11 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
 from llama_index.core.tools.types import BaseTool
 
-from agentwatch import CircuitBreakerException, Span
+from agentwatch import Span
 from agentwatch.instrumentation import (
     attach,
     detach,
+    end_span,
     get_client,
     get_current_agent_scopes,
     get_current_span,
@@ -279,17 +280,7 @@ def _close(opened: Opened, error: BaseException | None) -> None:
     # streaming (its own end then leaves this value alone).
     detach(opened.context)  # nothing to undo if ended in another context (a future's callback)
     opened.context = ()
-    span = opened.span
-    if isinstance(error, CircuitBreakerException):
-        span.status = "blocked"
-        span.attributes["breaker.reason"] = error.reason
-    elif error is not None:
-        span.record_error(error)
-    client = get_client()
-    if client is not None:
-        client.end_span(span)
-    else:
-        span.finish()
+    end_span(opened.span, error)
 
 
 def _step_agent(bound_args: inspect.BoundArguments, run: Opened) -> str | None:

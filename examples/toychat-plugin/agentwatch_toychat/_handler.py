@@ -19,6 +19,7 @@ from agentwatch.instrumentation import (
     attach,
     check_limits,
     detach,
+    end_span,
     get_client,
     normalize_anthropic_usage,
     record_blocked,
@@ -56,17 +57,10 @@ class AgentWatchHandler(toychat.Handler):
     @stop_on_exception
     def on_agent_end(self, agent: toychat.Agent, error: BaseException | None) -> None:
         run = self._runs.pop(id(agent), None)
-        client = get_client()
-        if run is None or client is None:
-            return
-        span, token = run
-        detach(token)
-        if isinstance(error, CircuitBreakerException):
-            span.status = "blocked"
-            span.attributes["breaker.reason"] = error.reason
-        elif error is not None:
-            span.record_error(error)
-        client.end_span(span)
+        if run is not None:
+            span, token = run
+            detach(token)
+            end_span(span, error)  # blocked, error or ok; exported
 
     @stop_on_exception
     def on_request_start(self, model: toychat.Model, request: dict[str, Any]) -> None:
