@@ -8,7 +8,7 @@ blocks; ``LLMCall.end`` prices the call and records cost and outcome in the same
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
-           "normalize_anthropic_usage", "record_blocked", "enclosing_monitors", "run_budget", "end_span",
-           "CURRENT_LLM_CALL"]
+           "normalize_anthropic_usage", "normalize_openai_usage", "record_blocked", "enclosing_monitors", "run_budget",
+           "end_span", "CURRENT_LLM_CALL"]
 
 
 #: ``start_llm_call``'s default ``request_body``: no request in sight (``None`` is a body, an unreadable one).
@@ -91,6 +91,25 @@ def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_
     write = _count(cache_creation_input_tokens) or 0
     return {"input_tokens": uncached + read + write, "output_tokens": _count(output_tokens) or 0,
             "cached_input_tokens": read, "cache_write_tokens": write}
+
+
+def _field(data: Any, name: str) -> Any:
+    if data is None:
+        return None
+    return data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+
+
+def normalize_openai_usage(usage: Any) -> dict[str, Any]:
+    """``LLMCall.set_usage`` arguments from an OpenAI-style usage object or dict: Chat Completions'
+    ``prompt_tokens`` / ``completion_tokens`` / ``prompt_tokens_details.cached_tokens``, or the Responses API's
+    ``input_tokens`` / ``output_tokens`` / ``input_tokens_details.cached_tokens``. Both count cached tokens in
+    the input, as the span model does; a count that is missing is None (``set_usage`` ignores it)."""
+    prompt, completion = _field(usage, "prompt_tokens"), _field(usage, "completion_tokens")
+    if prompt is not None or completion is not None:
+        cached = _field(_field(usage, "prompt_tokens_details"), "cached_tokens")
+        return {"input_tokens": prompt, "output_tokens": completion, "cached_input_tokens": cached}
+    return {"input_tokens": _field(usage, "input_tokens"), "output_tokens": _field(usage, "output_tokens"),
+            "cached_input_tokens": _field(_field(usage, "input_tokens_details"), "cached_tokens")}
 
 
 def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Monitor] = ()) -> list[Monitor]:

@@ -10,8 +10,9 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   ``CircuitBreakerException`` (after recording a ``blocked`` span) if one blocks; ``LLMCall.end`` prices the
   call and records its cost in every enclosing monitor. ``check_limits`` asks the same question at a
   framework boundary (a graph node, a router) without opening a call.
-- Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_anthropic_usage``
-  converts Anthropic's; ``estimate_tokens`` / ``estimate_request_tokens`` estimate a call that reports none.
+- Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_openai_usage`` reads
+  OpenAI's usage objects, ``normalize_anthropic_usage`` converts Anthropic's; ``estimate_tokens`` /
+  ``estimate_request_tokens`` estimate a call that reports none.
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
   make a span, an LLM call or an agent scope current for the code a framework runs.
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
@@ -46,6 +47,7 @@ from ._llm import (
     end_span,
     llm_call,
     normalize_anthropic_usage,
+    normalize_openai_usage,
     record_blocked,
     run_budget,
     start_llm_call,
@@ -74,6 +76,7 @@ __all__ = [
     "CircuitBreakerException",
     # usage
     "Usage",
+    "normalize_openai_usage",
     "normalize_anthropic_usage",
     "estimate_tokens",
     "estimate_text_bytes",

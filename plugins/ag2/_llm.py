@@ -20,6 +20,7 @@ from agentwatch.instrumentation import (
     get_current_llm_call,
     get_current_span,
     logger,
+    normalize_openai_usage,
     start_llm_call,
     stop_on_exception,
 )
@@ -82,10 +83,7 @@ def record_response(call: LLMCall, response: Any) -> None:
     usage = getattr(response, "usage", None)
     if usage is None:
         return
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
-    call.set_usage(input_tokens=getattr(usage, "prompt_tokens", None),
-                   output_tokens=getattr(usage, "completion_tokens", None), cached_input_tokens=cached)
+    call.set_usage(**normalize_openai_usage(usage))
 
 
 @stop_on_exception

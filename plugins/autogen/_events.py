@@ -17,7 +17,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch.instrumentation import LLMCall, get_current_llm_call, normalize_anthropic_usage, stop_on_exception
+from agentwatch.instrumentation import (
+    LLMCall,
+    get_current_llm_call,
+    normalize_anthropic_usage,
+    normalize_openai_usage,
+    stop_on_exception,
+)
 
 from ._patching import ORIGINAL
 
@@ -33,10 +39,7 @@ def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
 
 def _apply_usage(call: LLMCall, usage: Any, prompt_tokens: Any, completion_tokens: Any) -> None:
     if isinstance(usage, dict) and "prompt_tokens" in usage:
-        details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        call.set_usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
-                       cached_input_tokens=cached)
+        call.set_usage(**normalize_openai_usage(usage))
     elif isinstance(usage, dict) and "input_tokens" in usage and "cache_read_input_tokens" in usage:
         call.set_usage(**normalize_anthropic_usage(usage.get("input_tokens"), usage.get("output_tokens"),
                                                    usage.get("cache_read_input_tokens") or 0,
