@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from ._breaker import Monitor
     from ._llm import LLMCall
 
-__all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata", "attach",
-           "detach", "KEEP"]
+__all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
+           "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,11 @@ AGENT_SCOPES: ContextVar[tuple[AgentScope, ...]] = ContextVar("agentwatch_agent_
 METADATA: ContextVar[dict[str, Any] | None] = ContextVar("agentwatch_metadata", default=None)
 #: The LLM call in flight (read through ``_llm.current_llm_call``, which hides an ended one).
 CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
+#: The session (``agentwatch.session()``) that spans started in this context belong to. Spans also inherit it from
+#: their parent, so a framework that names the session on a root span (LangGraph's ``thread_id``) needs no context.
+SESSION_ID: ContextVar[str | None] = ContextVar("agentwatch_session_id", default=None)
+#: The span attribute holding the session id (OpenInference's name; exported to OTLP as it is).
+SESSION_KEY = "session.id"
 
 
 class _Keep:
@@ -90,3 +95,8 @@ def detach(token: tuple[Token[Any], ...]) -> None:
             item.var.reset(item)
         except ValueError:
             pass
+
+
+def current_session_id() -> str | None:
+    """The id of the enclosing ``agentwatch.session()``, or None."""
+    return SESSION_ID.get()

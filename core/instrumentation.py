@@ -34,7 +34,7 @@ from ._client import (
     unregister_process_plugin as unregister_plugin,
 )
 from ._config import Config, validate_agent_limits
-from ._context import KEEP, AgentScope, attach, detach
+from ._context import KEEP, SESSION_KEY, AgentScope, attach, detach
 from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
@@ -88,6 +88,7 @@ __all__ = [
     "attach",
     "detach",
     "KEEP",
+    "SESSION_KEY",
     "AgentScope",
     "get_current_agent_scopes",
     "validate_agent_limits",

@@ -12,6 +12,7 @@ from langchain_core.outputs import LLMResult
 import agentwatch
 from agentwatch import CircuitBreakerException, Span
 from agentwatch.instrumentation import (
+    SESSION_KEY,
     AgentScope,
     Monitor,
     enclosing_monitors,
@@ -341,6 +342,11 @@ def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
     for key, attribute in _NODE_ATTRIBUTES.items():
         if key in metadata and metadata[key] is not None:
             span.attributes[attribute] = _jsonable(metadata[key])
+    # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
+    # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
+    thread_id = metadata.get("thread_id")
+    if thread_id is not None and thread_id != "":
+        span.attributes.setdefault(SESSION_KEY, str(thread_id))
 
 
 def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
