@@ -472,6 +472,8 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
     """End a span a plugin opened with ``Client.start_span`` and export it (idempotent). With ``error``: status
     ``blocked`` and the breaker's details for a ``CircuitBreakerException``, else ``error`` and its type and
     message. Before ``init()`` (or after ``shutdown()``) the span is only marked ended."""
+    if span.ended:  # already ended (and maybe exported): it stays as it was first ended
+        return
     if isinstance(error, CircuitBreakerException):
         if span.status != "blocked":
             _mark_blocked(span, error)
