@@ -26,7 +26,7 @@ from . import _json
 from ._clickhouse_conn import ClickHouseError, Connection, connect, literal
 from ._clickhouse_schema import TABLES, spans_ttl
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
-from ._sqlite_breakers import normalize_breaker_event, normalize_sdk_alert
+from ._sqlite_breakers import OPERATOR_COLUMNS, normalize_breaker_event, normalize_sdk_alert, operator_action
 from ._sqlite_queries import _span, _trace
 from ._stats import DAY_NS, daily_cost_rows, model_cost_rows, percentile_exact, percentile_from_bins
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
@@ -119,7 +119,8 @@ class ClickHouseStore(Store):
             self._db_conn.execute(ddl.format(db=db, ttl=ttl))
         self._apply_ttl(retention_days)
         self._seq = self._max("spans", "seq")
-        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules")}
+        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
+                                                                  "operator_actions")}
         self._version = 0
         self._closed = False
 
@@ -440,6 +441,25 @@ class ClickHouseStore(Store):
              "current": _scalar(r[9]), "source": r[10], "trace_id": r[11], "span_id": r[12]}
             for r in rows
         ]
+
+    # -- operator control ----------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._write_lock:
+            row = {**action, "id": self._next_id("operator_actions"), "params": _json.dumps(action["params"])}
+            self._db_conn.insert("operator_actions", [row])
+        return {**action, "id": row["id"]}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        rows = self._rows(
+            f"SELECT {OPERATOR_COLUMNS} FROM {self.database}.operator_actions FINAL"
+            f"{_where(_range('ts_ns', start_ns, end_ns))} ORDER BY id {'DESC' if newest_first else 'ASC'}{page}")
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return self._max("operator_actions", "id")
 
     # -- alerts --------------------------------------------------------------------------------------------
 

@@ -9,7 +9,17 @@ from typing import Any
 from . import _json
 from ._time import iso as _iso
 
-__all__ = ["BreakerTables", "normalize_breaker_event"]
+__all__ = ["BreakerTables", "normalize_breaker_event", "OPERATOR_COLUMNS", "operator_action"]
+
+#: Columns of an operator action as both stores select them, in ``operator_action``'s order.
+OPERATOR_COLUMNS = "id, ts_ns, actor, role, action, scope, scope_id, reason, params"
+
+
+def operator_action(row: Any) -> dict[str, Any]:
+    """One audit record of an operator action, as the API answers it (both stores)."""
+    return {"id": int(row[0]), "timestamp_unix_nano": int(row[1]), "time": _iso(int(row[1])), "actor": row[2],
+            "role": row[3], "action": row[4], "scope": row[5], "scope_id": row[6], "reason": row[7],
+            "params": _json.loads(row[8]) if row[8] else {}}
 
 _STATE_COLUMNS = ("state", "last_event", "from_state", "reason", "threshold", "current")
 
