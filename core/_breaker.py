@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ._breaker_contract import (
+    OPERATOR_KILL,
     PAUSED_BY_OPERATOR,
     PROBE_FAILED,
     BlockEvent,
@@ -71,6 +72,7 @@ __all__ = [
     "ALERT_COOLDOWN_S",
     "PROBE_FAILED",
     "PAUSED_BY_OPERATOR",
+    "OPERATOR_KILL",
     "LIMITS_BACKEND_UNREACHABLE",
     "BUDGET_PER_HOUR",
     "MAX_ERROR_RATE",
@@ -93,7 +95,8 @@ OPEN: Final = "OPEN"
 PAUSED: Final = "PAUSED"
 HALF_OPEN: Final = "HALF_OPEN"
 STATES: Final = (CLOSED, OPEN, PAUSED, HALF_OPEN)
-EVENTS: Final = ("triggered", "paused", "half_open", "recovered", "retrip", "budget_increased", "reset")
+EVENTS: Final = ("triggered", "paused", "half_open", "recovered", "retrip", "budget_increased", "reset", "killed",
+                  "resumed")
 
 ALERT_COOLDOWN_S: Final = 60.0
 
@@ -377,6 +380,19 @@ class Monitor:
             self._budget = (spent if self._budget is None else self._budget) + usd
             self._store.set_limits(self._budget, self._max_error_rate, self._max_calls)
             self._transition_locked("budget_increased", CLOSED, "increase_budget", self._budget, spent)
+        self._drain()
+
+    def kill(self, reason: str = OPERATOR_KILL) -> None:
+        """Block every call (OPEN, with ``reason``) until ``resume()``: an operator's stop switch."""
+        with self._lock:
+            self._trip_locked("killed", (reason, None, None))
+        self._drain()
+
+    def resume(self) -> None:
+        """Close at once, ending a pause, a kill or a trip; recorded calls and limits stay as they are."""
+        with self._lock:
+            if self._state is not CLOSED:
+                self._transition_locked("resumed", CLOSED, "resume", None, None)
         self._drain()
 
     def reset_windows(self) -> None:
