@@ -32,10 +32,10 @@ PROGRAM = textwrap.dedent("""
             n += 1
             try:
                 client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-                print(json.dumps({"n": n, "ok": True}), flush=True)
+                print(json.dumps({"n": n, "ok": True, "t": time.time()}), flush=True)
             except agentwatch.CircuitBreakerException as error:
                 print(json.dumps({"n": n, "ok": False, "reason": error.reason, "scope": error.scope,
-                                  "threshold": error.threshold}), flush=True)
+                                  "threshold": error.threshold, "t": time.time()}), flush=True)
             time.sleep(0.05)
 """)
 
