@@ -115,3 +115,25 @@ def test_with_redis_the_kill_lands_in_the_shared_state(collector: ServerHandle, 
     httpx.post(f"{collector.url}/api/circuit-breaker/resume", json={}, timeout=30)
     _until(lambda: client.monitor.state == "CLOSED", "resumed here")
     settle(admit([other]), cost_usd=0.0, error=False)  # the fleet's record is closed again
+
+
+def test_a_process_with_an_ingest_token_follows_an_operator_of_a_keyed_collector(
+        tmp_path: Path, sdk: Callable[..., agentwatch.Client]) -> None:
+    from agentwatch.server import Settings
+    from agentwatch.server._auth import create_token
+
+    secret = "0123456789abcdef0123456789abcdef"
+    settings = Settings(db_path=tmp_path / "keyed.db", api_key="admin-key", jwt_secret=secret)
+    handle = start_background(port=0, settings=settings)
+    try:
+        client = sdk(handle.url, api_key=create_token(secret, "ingest", "ci-fleet"))
+        operator = {"Authorization": f"Bearer {create_token(secret, 'operator', 'alice')}"}
+        answer = httpx.post(f"{handle.url}/api/circuit-breaker/kill", json={"reason": "incident 42"},
+                            headers=operator, timeout=30)
+        assert answer.status_code == 200
+        _until(lambda: client.monitor.state == "OPEN", "killed through the keyed collector")
+        status = httpx.get(f"{handle.url}/api/circuit-breaker/status", headers=operator, timeout=30).json()
+        assert [p["credential"] for p in status["processes"]] == ["ci-fleet"]
+    finally:
+        agentwatch.shutdown()
+        handle.stop()
