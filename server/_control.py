@@ -178,6 +178,16 @@ class ProcessBoard:
             for key in stale:
                 del self._seen[key]
 
+    def by_scope(self) -> list[dict[str, Any]]:
+        """Per (scope, scope_id): the state each live process reported for it."""
+        scopes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for entry in self.live():
+            for monitor in entry["monitors"]:
+                scopes.setdefault((monitor["scope"], monitor["scope_id"]), []).append(
+                    {"process": entry["process"], "state": monitor["state"]})
+        return [{"scope": scope, "scope_id": scope_id, "processes": reports}
+                for (scope, scope_id), reports in sorted(scopes.items())]
+
     def live(self) -> list[dict[str, Any]]:
         now = time.time()
         with self._lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -44,8 +44,9 @@ async def pause(request: Request, body: PauseBody) -> dict[str, Any]:
 
 
 @router.post("/api/circuit-breaker/resume")
-async def resume(request: Request, body: ControlBody) -> dict[str, Any]:
-    """Back to CLOSED (also ends a kill)."""
+async def resume(request: Request, body: Annotated[ControlBody | None, Body()] = None) -> dict[str, Any]:
+    """Back to CLOSED (also ends a kill). No body: global, every process."""
+    body = body or ControlBody()
     return await _act(request, "resume", body.scope, body.scope_id, body.reason, {})
 
 
@@ -57,8 +58,9 @@ async def override(request: Request, body: OverrideBody) -> dict[str, Any]:
 
 
 @router.post("/api/circuit-breaker/kill")
-async def kill(request: Request, body: ControlBody) -> dict[str, Any]:
-    """Block every LLM call in scope (reason ``operator_kill``) until a resume."""
+async def kill(request: Request, body: Annotated[ControlBody | None, Body()] = None) -> dict[str, Any]:
+    """Block every LLM call in scope (reason ``operator_kill``) until a resume. No body: global, every process."""
+    body = body or ControlBody()
     return await _act(request, "kill", body.scope, body.scope_id, body.reason, {})
 
 

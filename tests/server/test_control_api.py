@@ -109,6 +109,8 @@ def test_actions_are_audited_folded_into_control_state_and_announced(client: Tes
     processes = client.get("/api/circuit-breaker/status", headers=alice).json()["processes"]
     assert [(p["process"], p["monitors"][0]["state"], p["credential"]) for p in processes] == [
         ("p1", "OPEN", "alice")]
+    assert client.get("/api/circuit-breaker/status", headers=alice).json()["by_scope"] == [
+        {"scope": "global", "scope_id": "global", "processes": [{"process": "p1", "state": "OPEN"}]}]
 
     # resume ends the kill; DELETE returns the scope to the processes' own limits.
     client.post("/api/circuit-breaker/resume", json={"reason": "fixed"}, headers=alice)
@@ -144,4 +146,5 @@ def test_local_mode_needs_no_credentials_and_records_local(tmp_path: Path, signi
 
     settings = Settings(db_path=tmp_path / "l.db", signing_key_path=signing_key)
     with TestClient(create_app(settings=settings), base_url="http://localhost") as local:
-        assert local.post("/api/circuit-breaker/kill", json={}).json()["action"]["actor"] == "local"
+        assert local.post("/api/circuit-breaker/kill").json()["action"]["actor"] == "local"  # no body: global
+        assert local.post("/api/circuit-breaker/resume").status_code == 200
