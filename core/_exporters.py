@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from ._remote_control import CONTROL_HEADER
 from ._safe import logger
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ class HttpSender:
             response = connection.getresponse()
             # Only the first bytes are ever logged: a huge or endless answer must not cost the app memory.
             data = response.read(max_answer)
-            announced = response.getheader("X-AgentWatch-Control")
+            announced = response.getheader(CONTROL_HEADER)
             if announced is not None:
                 self.announced_control = announced
         except Exception:
