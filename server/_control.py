@@ -25,6 +25,8 @@ ALL: Final = "*"
 CONTROL_HEADER: Final = "X-AgentWatch-Control"
 ACTIONS: Final = ("pause", "resume", "kill", "override", "limits_set", "limits_cleared")
 _MODES: Final = frozenset({"pause", "resume", "kill"})
+#: Budget overrides older than this are left out of the feed: budgets are per hour, and the feed stays small.
+GRANT_SECONDS: Final = 3600
 #: A process that has not polled for this long is no longer listed as live.
 LIVE_SECONDS: Final = 30.0
 
@@ -90,8 +92,8 @@ def control_state(actions: Sequence[dict[str, Any]], now_ns: int) -> dict[str, A
     """What the SDKs follow, from the actions oldest first.
 
     ``controls``: per (scope, scope_id) the latest pause, resume or kill (a pause that has ended is left out);
-    ``limits``: the overrides in force per (scope, scope_id); ``grants``: budget overrides (each applied once
-    by the processes running when it was made).
+    ``limits``: the overrides in force per (scope, scope_id); ``grants``: budget overrides of the last hour (each
+    applied once by the processes running when it was made).
     """
     modes: dict[tuple[str, str], dict[str, Any]] = {}
     limits: dict[tuple[str, str], dict[str, Any]] = {}
@@ -105,7 +107,8 @@ def control_state(actions: Sequence[dict[str, Any]], now_ns: int) -> dict[str, A
             modes[key] = {**base, "mode": kind, **({"seconds": action["params"].get("seconds")}
                                                    if kind == "pause" else {})}
         elif kind == "override":
-            grants.append({**base, "usd": action["params"].get("additional_budget")})
+            if now_ns - base["ts_unix_nano"] < GRANT_SECONDS * 1_000_000_000:
+                grants.append({**base, "usd": action["params"].get("additional_budget")})
         elif kind == "limits_set":
             limits[key] = {**base, "limits": {**limits.get(key, {}).get("limits", {}), **action["params"]}}
         elif kind == "limits_cleared":

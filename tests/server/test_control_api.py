@@ -148,3 +148,20 @@ def test_local_mode_needs_no_credentials_and_records_local(tmp_path: Path, signi
     with TestClient(create_app(settings=settings), base_url="http://localhost") as local:
         assert local.post("/api/circuit-breaker/kill").json()["action"]["actor"] == "local"  # no body: global
         assert local.post("/api/circuit-breaker/resume").status_code == 200
+
+
+def test_control_state_leaves_out_ended_pauses_and_old_grants() -> None:
+    from agentwatch.server._control import control_state
+
+    hour = 3600 * 10**9
+    now = 10 * hour
+
+    def action(id_: int, kind: str, ts: int, **params: float) -> dict[str, object]:
+        return {"id": id_, "scope": "agent", "scope_id": f"a{id_}", "actor": "alice", "reason": "",
+                "timestamp_unix_nano": ts, "action": kind, "params": params}
+
+    state = control_state([action(1, "pause", now - 120 * 10**9, seconds=60), action(2, "pause", now, seconds=60),
+                           action(3, "override", now - 2 * hour, additional_budget=1.0),
+                           action(4, "override", now - 60 * 10**9, additional_budget=2.0)], now)
+    assert [(c["id"], c["remaining_seconds"]) for c in state["controls"]] == [(2, 60.0)]
+    assert [(g["id"], g["usd"]) for g in state["grants"]] == [(4, 2.0)]
