@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ._breaker_contract import (
+    OPERATOR_KILL,
     PAUSED_BY_OPERATOR,
     PROBE_FAILED,
     BlockEvent,
@@ -67,6 +68,7 @@ __all__ = [
     "ALERT_COOLDOWN_S",
     "PROBE_FAILED",
     "PAUSED_BY_OPERATOR",
+    "OPERATOR_KILL",
     "LIMITS_BACKEND_UNREACHABLE",
     "BUDGET_PER_HOUR",
     "MAX_ERROR_RATE",

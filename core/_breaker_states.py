@@ -6,7 +6,7 @@ A monitor is in one of four states:
   if it blocks (``block_on_threshold``, or a budget under ``hard_budget``); otherwise it only alerts and
   the call goes ahead.
 * ``OPEN``: every call is blocked by the trip, until an operator recovers the monitor (``pause``,
-  ``increase_budget``, ``reset_windows``).
+  ``increase_budget``, ``reset_windows``, ``resume``). ``kill`` opens it with reason ``operator_kill``.
 * ``PAUSED``: every call is blocked until the pause ends; then the monitor is HALF_OPEN (a clock-driven
   move, made lazily by the first look after the end).
 * ``HALF_OPEN``: one call, the probe, goes ahead while every other call is blocked. The probe's windows
@@ -58,7 +58,8 @@ OPEN: Final = "OPEN"
 PAUSED: Final = "PAUSED"
 HALF_OPEN: Final = "HALF_OPEN"
 STATES: Final = (CLOSED, OPEN, PAUSED, HALF_OPEN)
-EVENTS: Final = ("triggered", "paused", "half_open", "recovered", "retrip", "budget_increased", "reset")
+EVENTS: Final = ("triggered", "paused", "half_open", "recovered", "retrip", "budget_increased", "reset", "killed",
+                  "resumed")
 
 #: (reason, threshold, current): what trips a monitor or blocks a call.
 Trip = tuple[str, float | None, float | None]

@@ -21,6 +21,8 @@ from ._exporters import HttpExporter
 from ._limits_backend import window_store_for
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
 from ._pricing import Pricer, warm_up
+from ._remote_control import OPERATOR_ACTION
+from ._remote_control import attach as attach_remote_control
 from ._safe import logger, stop_on_exception
 from ._span import Span
 
@@ -47,6 +49,9 @@ class _BreakerSink:
         client = self._client
         attributes = dict(record)
         attributes.setdefault("eu_ai_act_art12_relevant", True)
+        operator = OPERATOR_ACTION.get()
+        if operator is not None:  # made by an operator's action from the collector: who, which, why
+            attributes.update(operator)
         span = client.start_span(f"breaker.{record.get('event')}", "breaker", attributes=attributes,
                                  activate=False)
         client.end_span(span)
@@ -105,6 +110,7 @@ class Client:
         for name, plugin in list(_process_plugins.items()):
             self.register_plugin(plugin, name)
         self.exporters = self._make_exporters(config.exporters) if self.enabled else []
+        stop_on_exception(attach_remote_control)(self)
         # Before the worker starts: its first batch reads these flags.
         self._refresh_hook_flags()
         self.processor = BatchProcessor(

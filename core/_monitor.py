@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from ._breaker_contract import (
+    OPERATOR_KILL,
     PAUSED_BY_OPERATOR,
     BlockEvent,
     BreakerSink,
@@ -292,6 +293,20 @@ class Monitor:
             self._budget = (spent if self._budget is None else self._budget) + usd
             self._store.set_limits(self._budget, self._max_error_rate, self._max_calls)
             self._transition_locked("budget_increased", CLOSED, "increase_budget", self._budget, spent)
+        self._drain()
+
+    def kill(self, reason: str = OPERATOR_KILL) -> None:
+        """Block every call (OPEN, with ``reason``) until ``resume()``: an operator's stop switch."""
+        with self._lock:
+            self._trip = (reason, None, None)
+            self._transition_locked("killed", OPEN, reason, None, None)
+        self._drain()
+
+    def resume(self) -> None:
+        """Close at once, ending a pause, a kill or a trip; recorded calls and limits stay as they are."""
+        with self._lock:
+            if self._state is not CLOSED:
+                self._transition_locked("resumed", CLOSED, "resume", None, None)
         self._drain()
 
     def reset_windows(self) -> None:

@@ -33,6 +33,7 @@ from ._datamodel import (
     BREAKER_EVENT_COLUMNS,
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
+    OPERATOR_COLUMNS,
     PURGE_KINDS,
     RULE_COLUMNS,
     SPAN_COLUMNS,
@@ -48,6 +49,7 @@ from ._datamodel import (
     metrics_dict,
     new_rule,
     normalize_sdk_alert,
+    operator_action,
     rule_alert_row,
     rule_changes,
     rule_dict,
@@ -144,7 +146,8 @@ class ClickHouseStore(Store):
         _sessions.create_session_table(self._db_conn, db)
         self._remove_ttl()
         self._seq = self._max("spans", "seq")
-        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules")}
+        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
+                                                                  "operator_actions")}
         self._version = 0
         self._closed = False
 
@@ -420,6 +423,25 @@ class ClickHouseStore(Store):
             f"SELECT {BREAKER_EVENT_COLUMNS} FROM {self._events}{_where(_range('ts_ns', start_ns, end_ns))}"
             f" ORDER BY ts_ns DESC, id DESC LIMIT {int(limit)} OFFSET {int(offset)}")
         return [breaker_event_dict([*r[:8], _scalar(r[8]), _scalar(r[9]), *r[10:]]) for r in rows]
+
+    # -- operator control ----------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._write_lock:
+            row = {**action, "id": self._next_id("operator_actions"), "params": _json.dumps(action["params"])}
+            self._db_conn.insert("operator_actions", [row])
+        return {**action, "id": row["id"]}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        rows = self._rows(
+            f"SELECT {OPERATOR_COLUMNS} FROM {self.database}.operator_actions FINAL"
+            f"{_where(_range('ts_ns', start_ns, end_ns))} ORDER BY id {'DESC' if newest_first else 'ASC'}{page}")
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return self._max("operator_actions", "id")
 
     # -- alerts --------------------------------------------------------------------------------------------
 

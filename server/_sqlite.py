@@ -22,12 +22,14 @@ from . import _json
 from ._datamodel import (
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
+    OPERATOR_COLUMNS,
     PURGE_KINDS,
     cron_dict,
     cron_span_dict,
     event_payload,
     json_or_none,
     new_rule,
+    operator_action,
     rule_changes,
     span_flags,
 )
@@ -558,6 +560,35 @@ class SQLiteStore(Store):
                            " (last_triggered_ns IS NULL OR last_triggered_ns <= ?)",
                            (ts_ns, rule_id, ts_ns - cooldown_ns))
             return cursor.rowcount == 1
+
+    # -- operator control ------------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO operator_actions (ts_ns, actor, role, action, scope, scope_id, reason, params)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (action["ts_ns"], action["actor"], action["role"], action["action"], action["scope"],
+                 action["scope_id"], action["reason"], _json.dumps(action["params"])))
+            return {**action, "id": int(cursor.lastrowid or 0)}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if start_ns is not None:
+            clauses.append("ts_ns >= ?")
+            params.append(start_ns)
+        if end_ns is not None:
+            clauses.append("ts_ns < ?")
+            params.append(end_ns)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._reader().execute(
+            f"SELECT {OPERATOR_COLUMNS} FROM operator_actions{where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
+            " LIMIT ? OFFSET ?", (*params, -1 if limit is None else limit, offset)).fetchall()
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return int(self._reader().execute("SELECT coalesce(max(id), 0) FROM operator_actions").fetchone()[0])
 
     # -- crons -----------------------------------------------------------------------------------------------
 

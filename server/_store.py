@@ -123,6 +123,22 @@ class Store(abc.ABC):
     def breaker_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[dict[str, Any]]: ...
 
+    # -- operator control (the state in force is folded from these records: _control.py) ----------------
+
+    @abc.abstractmethod
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        """Append an audit record (``_control.action_record``); returns it with its ``id``, which only grows."""
+
+    @abc.abstractmethod
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        """Audit records: ``id``, ``timestamp_unix_nano``, ``time``, ``actor``, ``role``, ``action``, ``scope``,
+        ``scope_id``, ``reason``, ``params``; never purged (they are the record of human oversight)."""
+
+    @abc.abstractmethod
+    def control_version(self) -> int:
+        """The id of the newest operator action (0: none yet)."""
+
     # -- alerts --------------------------------------------------------------------------------------
 
     @abc.abstractmethod
