@@ -67,25 +67,26 @@ class AgentWatchModel(WrapperModel):
         try:
             opened = self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context)
             stream = await opened.__aenter__()
-        except BaseException as error:
+        except BaseException as failed:
             call.deactivate()
-            call.end(error=error)
+            call.end(error=failed)
             raise
         call.deactivate()
-        error: BaseException | None = None
+        raised: BaseException | None = None
         try:
             yield stream
-        except BaseException as raised:
-            error = raised
+        except BaseException as error:
+            raised = error
             raise
         finally:
             try:
-                await opened.__aexit__(type(error) if error else None, error, error.__traceback__ if error else None)
+                await opened.__aexit__(type(raised) if raised else None, raised,
+                                       raised.__traceback__ if raised else None)
             finally:
-                if error is None or isinstance(error, GeneratorExit):
+                if raised is None or isinstance(raised, GeneratorExit):
                     _finish(call, stream.get(), streamed=True)
                 else:
-                    call.end(error=error)
+                    call.end(error=raised)
 
 
 def _finish(call: LLMCall, response: Any, streamed: bool = False) -> None:
