@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic_ai.models.wrapper import WrapperModel
 
-from agentwatch import LLMCall, start_llm_call
+from agentwatch import LLMCall, get_client, start_llm_call
 from agentwatch._safe import swallow_internal_error
 
 __all__ = ["AgentWatchModel", "read_usage"]
@@ -39,15 +39,18 @@ class AgentWatchModel(WrapperModel):
         super().__init__(wrapped)
         self._retry = retry
 
-    def _open(self, name: str) -> LLMCall:
+    def _open(self, name: str, messages: Any = None) -> LLMCall:
         wrapped = self.wrapped
         call = start_llm_call(name, model=wrapped.model_name, provider=wrapped.system, attributes=dict(_ATTRIBUTES))
         if self._retry:
             call.set_attribute("retry", self._retry)
+        client = get_client()
+        if messages and client is not None and client.config.capture_text:  # built only when text is captured
+            call.set_input(_message_dicts(messages))
         return call
 
     async def request(self, messages: Any, model_settings: Any, model_request_parameters: Any) -> Any:
-        call = self._open("pydantic_ai.request")
+        call = self._open("pydantic_ai.request", messages)
         call.activate()
         try:
             response = await self.wrapped.request(messages, model_settings, model_request_parameters)
@@ -62,7 +65,7 @@ class AgentWatchModel(WrapperModel):
     @asynccontextmanager
     async def request_stream(self, messages: Any, model_settings: Any, model_request_parameters: Any,
                              run_context: Any = None) -> AsyncGenerator[Any]:
-        call = self._open("pydantic_ai.request_stream")
+        call = self._open("pydantic_ai.request_stream", messages)
         call.activate()  # the request is sent when the stream is opened
         try:
             opened = self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context)
@@ -87,6 +90,13 @@ class AgentWatchModel(WrapperModel):
                     _finish(call, stream.get(), streamed=True)
                 else:
                     call.end(error=raised)
+
+
+def _message_dicts(messages: Any) -> list[dict[str, Any]]:
+    """The request's message parts as ``{"role", "content"}`` (role: the part's kind, e.g. ``user-prompt``)."""
+    return [{"role": str(getattr(part, "part_kind", "part")), "content": getattr(part, "content", None)}
+            for message in messages for part in getattr(message, "parts", ())
+            if getattr(part, "content", None) is not None]
 
 
 def _finish(call: LLMCall, response: Any, streamed: bool = False) -> None:
