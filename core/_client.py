@@ -15,7 +15,7 @@ from typing import Any
 from . import _fingerprint
 from ._breaker import CircuitBreakerException, Monitor
 from ._config import Config, build_config
-from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
 from ._limits_backend import window_store_for
@@ -237,6 +237,10 @@ class Client:
         metadata = METADATA.get()
         if metadata:
             span.attributes.setdefault("metadata", dict(metadata))
+        # Sessions group traces: the enclosing session() names it, else the parent's (a resumed LangGraph thread).
+        session = SESSION_ID.get() or (parent.attributes.get(SESSION_KEY) if parent is not None else None)
+        if session is not None:
+            span.attributes.setdefault(SESSION_KEY, session)
         if self._has_span_start:
             self.plugin_manager.hook.agentwatch_span_start(span=span)
         return span

@@ -17,7 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from . import _routes_alerts, _routes_crons, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
+from ._live import router as live_router
+from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
+from ._routes_sessions import router as sessions_router
 from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
 from ._sqlite import SQLiteStore
@@ -127,6 +130,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         try:
             yield
         finally:
+            stop_live_streams(app)
             state.alerts.stop()
             maintenance.stop()
             if state.owns_store:
@@ -141,6 +145,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         # The routes are added as they are: include_router() wraps them in a router whose matching rebuilds
         # per-request state, which cost several percent of ingest CPU.
         app.router.routes.extend(module.router.routes)
+    app.router.routes.extend([*sessions_router.routes, *live_router.routes])
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> dict[str, Any]:

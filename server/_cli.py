@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -152,8 +153,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             access_log=args.log_level == "debug", lifespan="on")
+    from ._live import stop_live_streams
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            stop_live_streams(app)  # open dashboards' event streams would hold up uvicorn's drain
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run()
+        _Server(config).run()
     finally:
         if store is not None:
             store.close()  # a store handed to create_app is its owner's to close

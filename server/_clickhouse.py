@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import ClickHouseError, Connection, connect, literal
 from ._clickhouse_schema import TABLES, spans_ttl
@@ -117,6 +118,7 @@ class ClickHouseStore(Store):
             ttl = spans_ttl(retention_days) if name == "spans" else (
                 spans_ttl(retention_days, "ts_ns") if name == "breaker_events" else "")
             self._db_conn.execute(ddl.format(db=db, ttl=ttl))
+        _sessions.create_session_table(self._db_conn, db, retention_days)
         self._apply_ttl(retention_days)
         self._seq = self._max("spans", "seq")
         self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules")}
@@ -205,6 +207,7 @@ class ClickHouseStore(Store):
             fresh = [record for key, record in unique.items() if key not in stored]
             if fresh:
                 self._db_conn.insert("spans", [self._span_row(record) for record in fresh])
+                _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
                         self._add_event_locked({"timestamp_unix_nano": record.start_ns, **record.attributes},
@@ -657,6 +660,8 @@ class ClickHouseStore(Store):
             if alerts:
                 self._execute(f"ALTER TABLE {self._alerts} DELETE WHERE ts_ns < {before}"
                               " SETTINGS mutations_sync = 2")
+            if spans:
+                _sessions.purge_session_traces(self, before)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             stale = [row for row in self._cron_rows(None) if row["since_ns"] < before]
             if stale:
@@ -664,6 +669,21 @@ class ClickHouseStore(Store):
                                                 "deleted": 0} for row in stale])
         return {"traces": int(traces), "spans": int(spans), "breaker_events": int(events),
                 "alert_history": int(alerts)}
+
+    # -- sessions ----------------------------------------------------------------------------------------
+
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        return _sessions.list_sessions(self, limit, offset, search)
+
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return _sessions.session_traces(self, session_id, limit)
+
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return _sessions.blocked_spans(self, trace_ids)
+
+    def change_token(self) -> str:
+        # One collector per database (see above): what this store wrote is every change.
+        return f"{self._seq}:{sorted(self._ids.items())}:{self._version}"
 
     def counts(self) -> dict[str, int]:
         spans, traces = self._rows(f"SELECT count(), uniqExact(trace_id) FROM {self._spans}")[0]

@@ -23,6 +23,7 @@ from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
+from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
 from ._stats import hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
@@ -293,6 +294,7 @@ class SQLiteStore(Store):
         self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        self._writer.executescript(SESSIONS_SCHEMA)
         upgrade(self._writer)
         self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
@@ -301,6 +303,9 @@ class SQLiteStore(Store):
         self._writer.execute("PRAGMA wal_autocheckpoint=20000")
         self._breakers = BreakerTables()
         self._queries = Queries(self._reader)
+        self._sessions = SessionQueries()
+        self._version_lock = threading.Lock()
+        self._version_connection: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="agentwatch-sqlite-checkpoint",
                                               daemon=True)
@@ -356,6 +361,10 @@ class SQLiteStore(Store):
                     except sqlite3.ProgrammingError:
                         pass  # still in use by a thread that is finishing; SQLite closes it with the process
                 self._readers.clear()
+            with self._version_lock:
+                if self._version_connection is not None:
+                    self._version_connection.close()
+                    self._version_connection = None
             try:
                 self._writer.execute("PRAGMA optimize")
             finally:
@@ -433,6 +442,7 @@ class SQLiteStore(Store):
             cursor.execute("RELEASE spans")
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
+                add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, _breaker_event(record), "span", record.trace_id,
                                              record.span_id)
@@ -595,6 +605,27 @@ class SQLiteStore(Store):
                            (int(rule_id), name, int(expected_ns)))
             return cursor.rowcount == 1
 
+    # -- sessions --------------------------------------------------------------------------------------------
+
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        return self._sessions.summaries(self._reader(), limit, offset, search)
+
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return self._sessions.traces(self._reader(), session_id, limit)
+
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self._sessions.blocked_spans(self._reader(), trace_ids)
+
+    def change_token(self) -> str:
+        # PRAGMA data_version changes when any other connection, of any process, commits: one connection of its
+        # own answers it, whichever thread asks.
+        with self._version_lock:
+            if self._version_connection is None:
+                if self._closed:
+                    raise RuntimeError("store is closed")
+                self._version_connection = self._connect()
+            return str(self._version_connection.execute("PRAGMA data_version").fetchone()[0])
+
     # -- upkeep ------------------------------------------------------------------------------------------
 
     def purge(self, before_ns: int) -> dict[str, int]:
@@ -632,6 +663,7 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
             removed["alert_history"] = cursor.rowcount
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
+            purge_session_traces(cursor)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed

@@ -186,6 +186,24 @@ class Store(abc.ABC):
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         """Record that ``rule_id`` reported the expected run ``expected_ns`` of ``name``; False if it had."""
 
+    # -- sessions (the story is told in _sessions.py; stores keep and query the grouping) -----------------
+
+    @abc.abstractmethod
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        """``{"sessions": [...], "total": n}``, most recently active first (``_sessions.session_summary``)."""
+
+    @abc.abstractmethod
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The traces of a session (as ``get_trace`` gives them), oldest first."""
+
+    @abc.abstractmethod
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Blocked spans of these traces where work was blocked (LLM calls, nodes), ``trace_spans`` format."""
+
+    def change_token(self) -> str:
+        """Changes whenever stored data changes (cheap: the live dashboard asks twice a second at most)."""
+        return repr(sorted(self.counts().items()))
+
     # -- upkeep --------------------------------------------------------------------------------------
 
     @abc.abstractmethod

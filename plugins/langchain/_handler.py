@@ -14,7 +14,7 @@ from agentwatch import CircuitBreakerException, Span
 from agentwatch._breaker import Monitor
 from agentwatch._breaker_contract import _number
 from agentwatch._config import validate_agent_limits
-from agentwatch._context import CURRENT_SPAN, AgentScope
+from agentwatch._context import CURRENT_SPAN, SESSION_KEY, AgentScope
 from agentwatch._llm import _monitors as monitors_of
 from agentwatch._run_budget import keyed_run_monitor
 from agentwatch._safe import stop_on_exception
@@ -137,6 +137,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             if isinstance(error, CircuitBreakerException):
                 span.status = "blocked"
                 span.attributes["breaker.reason"] = error.reason
+                span.attributes["breaker.scope"], span.attributes["breaker.scope_id"] = error.scope, error.scope_id
             elif is_control_flow(error):
                 span.attributes["langgraph.control_flow"] = type(error).__name__
             else:
@@ -347,6 +348,11 @@ def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
     for key, attribute in _NODE_ATTRIBUTES.items():
         if key in metadata and metadata[key] is not None:
             span.attributes[attribute] = _jsonable(metadata[key])
+    # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
+    # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
+    thread_id = metadata.get("thread_id")
+    if thread_id is not None and thread_id != "":
+        span.attributes.setdefault(SESSION_KEY, str(thread_id))
 
 
 def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
