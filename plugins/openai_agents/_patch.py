@@ -19,7 +19,7 @@ from typing import Any
 
 from agentwatch import LLMCall
 from agentwatch import _client as _client_module
-from agentwatch._safe import swallow_internal_error
+from agentwatch._safe import logger, swallow_internal_error
 from agentwatch.plugins.http._patching import Patcher
 
 from . import _tracing
@@ -34,16 +34,26 @@ def install() -> None:
     from agents.run_internal import run_loop
     from agents.tracing import add_trace_processor, get_trace_provider
 
-    _patcher.replace(run_loop, "get_new_response", _turn_scope)
-    _patcher.replace(run_loop, "run_single_turn_streamed", _streamed_turn_scope)
-    _patcher.replace(run_loop, "get_model", _get_model)
-    _patcher.replace(run_loop, "maybe_filter_model_input", _filter_input)
-    _patcher.replace(run_loop, "get_response_with_retry", _get_response_with_retry)
-    _patcher.replace(run_loop, "stream_response_with_retry", _stream_response_with_retry)
+    missing = [name for name in _RUN_LOOP if not hasattr(run_loop, name)]
+    if missing:  # another SDK layout: traced, but its model calls are left to the HTTP layer
+        logger.warning("agentwatch: openai-agents %s has no run_loop.%s; its model calls are checked by the HTTP "
+                       "layer only (without the agent's scope)", _version(), ", ".join(missing))
+    else:
+        for name, wrap in _RUN_LOOP.items():
+            _patcher.replace(run_loop, name, wrap)
     processors = getattr(getattr(get_trace_provider(), "_multi_processor", None), "_processors", ())
     if _tracing.PROCESSOR not in processors:  # once per process: the SDK has no way to remove one
         add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
     _tracing.PROCESSOR.active = True
+
+
+def _version() -> str:
+    try:
+        from agents.version import __version__
+
+        return str(__version__)
+    except Exception:  # only for the warning
+        return "?"
 
 
 def uninstall() -> None:
@@ -201,3 +211,10 @@ async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: 
         if close is not None:
             await close()
         _end(call)
+
+
+#: The run loop's globals wrapped, and how (the turn's scope, its model and input, its model calls).
+_RUN_LOOP: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "get_new_response": _turn_scope, "run_single_turn_streamed": _streamed_turn_scope, "get_model": _get_model,
+    "maybe_filter_model_input": _filter_input, "get_response_with_retry": _get_response_with_retry,
+    "stream_response_with_retry": _stream_response_with_retry}

@@ -14,6 +14,7 @@ from agents import Runner
 from agents.tracing import set_tracing_disabled
 
 import agentwatch
+from tests.stubs.provider_server import Reply
 
 from .conftest import HANDOFF_RUN, MODEL, Team, by_id, llm_spans
 
@@ -112,3 +113,31 @@ def test_inside_an_agentwatch_trace_the_sdk_trace_is_a_child(stub_provider: Any,
     workflow = next(span for span in memory.spans if span["name"] == "Agent workflow")
     assert workflow["kind"] == "chain" and workflow["parent_span_id"] == outer.span.span_id
     assert {span["trace_id"] for span in llm_spans(memory)} == {outer.span.trace_id}
+
+
+def test_guardrails_and_an_agent_used_as_a_tool_are_spans_of_their_agent(stub_provider: Any, memory: Any) -> None:
+    from agents import Agent, GuardrailFunctionOutput, input_guardrail
+
+    @input_guardrail
+    def polite(context: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+    agentwatch.init(exporters=[memory], agents={"Billing": {"budget_per_hour": 10.0}})
+    team = Team(stub_provider)
+    lead = Agent(name="Lead", instructions="Use the billing tool.", model=team.model("responses"),
+                 input_guardrails=[polite],
+                 tools=[team.billing.as_tool(tool_name="billing", tool_description="Ask billing.")])
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "billing", "arguments": {"input": "1 + 2?"}}]),
+                        Reply(content="3"), Reply(content="billing says 3"))
+    assert Runner.run_sync(lead, "what is 1 + 2?").final_output == "billing says 3"
+    agentwatch.flush()
+    spans = by_id(memory)
+    guardrail = next(span for span in memory.spans if span["kind"] == "guardrail")
+    assert (guardrail["name"], guardrail["attributes"]["guardrail.triggered"]) == ("polite", False)
+    assert spans[guardrail["parent_span_id"]]["name"] == "Lead"
+    calls = llm_spans(memory)
+    assert [span["agent_name"] for span in calls] == ["Lead", "Billing", "Lead"] and stub_provider.count() == 3
+    tool = next(span for span in memory.spans if span["kind"] == "tool" and span["name"] == "billing")
+    nested = spans[calls[1]["parent_span_id"]]  # Billing's agent span, inside the tool call of Lead
+    assert nested["kind"] == "agent" and nested["name"] == "Billing"
+    assert nested["parent_span_id"] == tool["span_id"] and spans[tool["parent_span_id"]]["name"] == "Lead"
