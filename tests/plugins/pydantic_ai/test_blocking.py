@@ -101,3 +101,14 @@ def test_a_tool_retry_is_a_span_and_the_next_request_another(stub_provider: Any,
     assert [(span["status"], span["attributes"].get("tool.retry")) for span in tools] == [("error", True),
                                                                                            ("ok", None)]
     assert len(llm_spans(memory)) == stub_provider.count() == 3
+
+
+def test_an_output_retry_is_marked_on_the_request_that_retries(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "final_result", "arguments": {"response": "many"}}]),
+                        Reply(content="", tool_calls=[{"name": "final_result", "arguments": {"response": 3}}]))
+    agent: Agent[None, int] = Agent(Team(stub_provider).model, name="Counter", output_type=int)
+    assert agent.run_sync("how many?").output == 3
+    agentwatch.flush()
+    assert [span["attributes"].get("retry") for span in llm_spans(memory)] == [None, 1]
+    assert stub_provider.count() == 2
