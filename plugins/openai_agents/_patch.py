@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agentwatch import LLMCall
+from agentwatch import CircuitBreakerException, LLMCall
 from agentwatch import _client as _client_module
 from agentwatch._safe import logger, swallow_internal_error
 from agentwatch.plugins.http._patching import Patcher
 
 from . import _tracing
-from ._turns import TURN, Turn, open_call, read_event, read_response
+from ._turns import TURN, Turn, note_block, open_call, read_event, read_response
 
 __all__ = ["install", "uninstall"]
 
@@ -138,6 +138,8 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
             except BaseException as error:
                 call.deactivate()
                 _end(call, error)
+                if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
+                    note_block(turn, error)
                 raise
             call.deactivate()
             try:
@@ -205,6 +207,8 @@ async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: 
         raise
     except BaseException as error:
         _end(call, error)
+        if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
+            note_block(turn, error)
         raise
     finally:
         close = getattr(stream, "aclose", None)

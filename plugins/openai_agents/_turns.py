@@ -11,12 +11,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentwatch import CircuitBreakerException, LLMCall, get_client, start_llm_call
+from agentwatch import CircuitBreakerException, LLMCall, Span, get_client, start_llm_call
 from agentwatch._context import AgentScope
 
 from . import _tracing
 
-__all__ = ["BlockedTurn", "TURN", "Turn", "open_call", "read_response", "read_event"]
+__all__ = ["BlockedTurn", "TURN", "Turn", "note_block", "open_call", "read_response", "read_event"]
 
 _ATTRIBUTES = {"framework": "openai-agents"}
 
@@ -75,13 +75,21 @@ def open_call(turn: Turn, name: str) -> LLMCall:
         call = start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
                               input=turn.input, attributes=dict(_ATTRIBUTES))
     except CircuitBreakerException as blocked:
-        turn.blocked = blocked
-        if getattr(blocked, "resume", None) is None:
-            blocked.resume = BlockedTurn(turn.agent, list(turn.input or ()))  # type: ignore[attr-defined]
-        if parent is not None and parent.kind == "agent":
-            _tracing.mark_blocked(parent, blocked)
+        note_block(turn, blocked, parent)
         raise
     return call
+
+
+def note_block(turn: Turn, blocked: CircuitBreakerException, parent: Span | None = None) -> None:
+    """A block of this turn (before the call, or a hard budget's top-up as the request was sent): kept for
+    a retry of the same request, given ``e.resume``, and the agent's span marked blocked."""
+    turn.blocked = blocked
+    if getattr(blocked, "resume", None) is None:
+        blocked.resume = BlockedTurn(turn.agent, list(turn.input or ()))  # type: ignore[attr-defined]
+    if parent is None:
+        parent = _tracing.current_parent()
+    if parent is not None and parent.kind == "agent":
+        _tracing.mark_blocked(parent, blocked)
 
 
 def _set_usage(call: LLMCall, usage: Any) -> None:

@@ -99,3 +99,18 @@ def test_each_retried_attempt_is_its_own_span_and_charge(stub_provider: Any, mem
     agentwatch.flush()
     assert stub_provider.count() == 2
     assert [(span["status"], span["input_tokens"]) for span in llm_spans(memory)] == [("error", 0), ("ok", 10)]
+
+
+@pytest.mark.parametrize("how", ["run_sync", "run_streamed"])
+def test_a_hard_budget_refuses_the_request_whose_worst_case_does_not_fit(stub_provider: Any, memory: Any, how: str,
+                                                                          loop: asyncio.AbstractEventLoop) -> None:
+    # gpt-4o-mini's worst case (its output limit at $0.60/M) is far above $0.001: refused as it is sent.
+    agentwatch.init(exporters=[memory], agents={"Triage": {"budget_per_hour": 0.001, "hard_budget": True}})
+    team = Team(stub_provider)
+    team.triage.model_settings = ModelSettings(retry=ModelRetrySettings(max_retries=3, policy=lambda context: True))
+    with pytest.raises(CircuitBreakerException) as caught:
+        _run(how, team.triage, "hi", loop)
+    assert (caught.value.reason, caught.value.scope_id) == ("hard_budget", "triage") and stub_provider.count() == 0
+    assert caught.value.resume.agent is team.triage
+    agentwatch.flush()
+    assert [(span["agent_name"], span["status"]) for span in llm_spans(memory)] == [("Triage", "blocked")]

@@ -112,3 +112,17 @@ def test_an_output_retry_is_marked_on_the_request_that_retries(stub_provider: An
     agentwatch.flush()
     assert [span["attributes"].get("retry") for span in llm_spans(memory)] == [None, 1]
     assert stub_provider.count() == 2
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_hard_budget_refuses_the_request_whose_worst_case_does_not_fit(stub_provider: Any, memory: Any,
+                                                                          how: str) -> None:
+    # gpt-4o-mini's worst case (its output limit at $0.60/M) is far above $0.001: refused as it is sent.
+    agentwatch.init(exporters=[memory], agents={"Support": {"budget_per_hour": 0.001, "hard_budget": True}})
+    team = Team(stub_provider)
+    with pytest.raises(CircuitBreakerException) as caught:
+        run(how, team)
+    assert type(caught.value) is CircuitBreakerException
+    assert (caught.value.reason, caught.value.scope_id) == ("hard_budget", "support") and stub_provider.count() == 0
+    agentwatch.flush()
+    assert [(span["agent_name"], span["status"]) for span in llm_spans(memory)] == [("Support", "blocked")]
