@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agentwatch import CircuitBreakerException, LLMCall
-from agentwatch import _client as _client_module
+from agentwatch import CircuitBreakerException, LLMCall, get_client
 from agentwatch._safe import logger, swallow_internal_error
 from agentwatch.plugins.http._patching import Patcher
 
@@ -66,7 +65,7 @@ def uninstall() -> None:
 
 def _turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
     async def get_new_response(bindings: Any, *args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is None:
+        if get_client() is None:
             return await original(bindings, *args, **kwargs)
         token = TURN.set(Turn(getattr(bindings, "public_agent", None)))
         try:
@@ -79,7 +78,7 @@ def _turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _streamed_turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
     async def run_single_turn_streamed(streamed_result: Any, bindings: Any, *args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is None:
+        if get_client() is None:
             return await original(streamed_result, bindings, *args, **kwargs)
         token = TURN.set(Turn(getattr(bindings, "public_agent", None)))
         try:
@@ -126,7 +125,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
     async def get_response_with_retry(*args: Any, **kwargs: Any) -> Any:
         turn = TURN.get()
         get_response = kwargs.get("get_response")
-        if _client_module._active is None or turn is None or get_response is None:
+        if get_client() is None or turn is None or get_response is None:
             return await original(*args, **kwargs)
         pending = [open_call(turn, "openai_agents.get_response")]  # a block is raised here, before any retry
 
@@ -162,7 +161,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
 def _stream_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]:
     def stream_response_with_retry(*args: Any, **kwargs: Any) -> Any:
         turn = TURN.get()
-        if _client_module._active is None or turn is None or kwargs.get("get_stream") is None:
+        if get_client() is None or turn is None or kwargs.get("get_stream") is None:
             return original(*args, **kwargs)
         return _guarded_stream(original, turn, args, kwargs)
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import agentwatch
 from agentwatch import CircuitBreakerException, check_limits, get_client
-from agentwatch import _client as _client_module
 from agentwatch._llm import record_blocked
 from agentwatch.plugins.http._patching import Patcher
 
@@ -53,7 +52,7 @@ def _iter(original: Callable[..., Any]) -> Callable[..., Any]:
     @asynccontextmanager
     async def iter(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: A001 - the SDK's name
         async with original(self, *args, **kwargs) as run:
-            if _client_module._active is None:
+            if get_client() is None:
                 yield run
                 return
             # Entered after the SDK's own: a run started with iter() has its inferred name by now.
@@ -67,7 +66,7 @@ def _iter(original: Callable[..., Any]) -> Callable[..., Any]:
 def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
     async def _prepare_request(self: Any, ctx: Any, *args: Any, **kwargs: Any) -> Any:
         prepared = await original(self, ctx, *args, **kwargs)
-        if _client_module._active is None:
+        if get_client() is None:
             return prepared
         try:
             check_limits()
@@ -82,7 +81,7 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrapped(model: Any, run_context: Any) -> Any:
-    if _client_module._active is None or isinstance(model, AgentWatchModel):
+    if get_client() is None or isinstance(model, AgentWatchModel):
         return model
     return AgentWatchModel(model, retry=getattr(run_context, "retry", 0) or 0)
 
