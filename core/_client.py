@@ -24,7 +24,7 @@ from ._pricing import Pricer, warm_up
 from ._safe import logger, stop_on_exception
 from ._span import Span
 
-__all__ = ["Client", "init", "shutdown", "get_client", "get_state", "register_process_plugin",
+__all__ = ["Client", "init", "init_provisional", "shutdown", "get_client", "get_state", "register_process_plugin",
            "unregister_process_plugin"]
 
 _lock = threading.RLock()

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from . import _routes_alerts, _routes_crons, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
+from ._backends import open_store
 from ._live import router as live_router
 from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
@@ -110,14 +111,15 @@ def _add_span_schemas(app: FastAPI) -> None:
 
 
 def create_app(store: Store | None = None, settings: Settings | None = None) -> FastAPI:
-    """The collector app. Without ``store`` it opens the SQLite file of ``settings.db_path`` and closes it
-    on shutdown; a given store is left open for its owner."""
+    """The collector app. Without ``store`` it opens the store the settings name (``open_store``: ClickHouse for
+    ``AGENTWATCH_STORE`` / ``--store``, else the SQLite file of ``settings.db_path``) and closes it on shutdown;
+    a given store is left open for its owner."""
     if settings is None:
         settings = (Settings.from_env(db_path=store.path) if isinstance(store, SQLiteStore)
                     else Settings.from_env())
     owns_store = store is None
     if store is None:
-        store = SQLiteStore(settings.db_path, synchronous=settings.synchronous)
+        store = open_store(settings)
     state = AppState(store, settings, owns_store)
     maintenance = Maintenance(store, settings)
 

@@ -108,7 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     clickhouse = settings.store_url is not None
     if clickhouse and args.workers > 1:
-        # Worker processes rebuild the app from the environment, which only knows SQLite files.
+        # chdb runs one engine per data directory and process, and the ClickHouse store hands out rule and alert
+        # ids under a lock of its own process: one collector per ClickHouse database.
         print("agentwatch serve: --workers > 1 is not supported with --store clickhouse", file=sys.stderr)
         return 2
     if settings.local_mode and not _is_loopback(settings.host):
@@ -123,9 +124,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # imported after the checks above: a mistake is reported at once
 
     from ._app import create_app
+    from ._backends import open_store, store_location
 
     mode = "local mode, no API key" if settings.local_mode else "API key required on /api"
-    where = _redacted(settings.store_url) if clickhouse and settings.store_url else settings.db_path
+    where = store_location(settings)
     print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {where}",
           file=sys.stderr)
     if args.workers > 1:
@@ -137,40 +139,27 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
                     port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
         return 0
-    store = None
-    if clickhouse:
-        from ._clickhouse import ClickHouseStore
-
-        try:
-            store = ClickHouseStore(settings.store_url or "", retention_days=settings.data_retention_days)
-        except (ImportError, ValueError, RuntimeError, OSError) as error:
-            print(f"agentwatch serve: cannot open {_redacted(settings.store_url or '')}: {error}", file=sys.stderr)
-            return 2
+    try:
+        store = open_store(settings)
+    except (ImportError, ValueError, RuntimeError, OSError, sqlite3.Error) as error:
+        # SQLite: the file changed between the check and here.
+        print(f"agentwatch serve: cannot open {where}: {error}", file=sys.stderr)
+        return 2
     try:
         app = create_app(store=store, settings=settings)
-    except (OSError, sqlite3.Error) as error:  # the file changed between the check and here
-        print(f"agentwatch serve: cannot use {settings.db_path}: {error}", file=sys.stderr)
-        return 2
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                            access_log=args.log_level == "debug", lifespan="on")
-    from ._live import stop_live_streams
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                                access_log=args.log_level == "debug", lifespan="on")
+        from ._live import stop_live_streams
 
-    class _Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            stop_live_streams(app)  # open dashboards' event streams would hold up uvicorn's drain
-            super().handle_exit(sig, frame)
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                stop_live_streams(app)  # open dashboards' event streams would hold up uvicorn's drain
+                super().handle_exit(sig, frame)
 
-    try:
         _Server(config).run()
     finally:
-        if store is not None:
-            store.close()  # a store handed to create_app is its owner's to close
+        store.close()  # a store handed to create_app is its owner's to close
     return 0
-
-
-def _redacted(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + ("***@" + rest.rsplit("@", 1)[1] if "@" in rest else rest)
 
 
 def _demo(args: argparse.Namespace) -> int:

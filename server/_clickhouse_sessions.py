@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._clickhouse_conn import Connection, literal
-from ._clickhouse_schema import spans_ttl
+from ._datamodel import SPAN_COLUMNS
+from ._datamodel import span_dict as _span
 from ._model import BLOCK_POINT_KINDS, SpanRecord
 from ._sessions import session_pairs, session_summary
-from ._sqlite_queries import _span
 
 if TYPE_CHECKING:
     from ._clickhouse import ClickHouseStore
@@ -26,13 +26,13 @@ CREATE TABLE IF NOT EXISTS {db}.session_traces (
     start_ns Int64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (session_id, trace_id)
-{ttl}
 """
 _BLOCKED_KINDS = ", ".join(literal(kind) for kind in sorted(BLOCK_POINT_KINDS))
 
 
-def create_session_table(connection: Connection, database: str, retention_days: int) -> None:
-    connection.execute(_DDL.format(db=database, ttl=spans_ttl(retention_days)))
+def create_session_table(connection: Connection, database: str) -> None:
+    # No TTL: the store's purge expires sessions with their spans.
+    connection.execute(_DDL.format(db=database))
 
 
 def add_session_traces(store: ClickHouseStore, records: Sequence[SpanRecord]) -> None:
@@ -75,8 +75,8 @@ def session_traces(store: ClickHouseStore, session_id: str, limit: int) -> list[
 def blocked_spans(store: ClickHouseStore, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
     if not trace_ids:
         return []
-    from ._clickhouse import _SPAN_COLUMNS, _in
+    from ._clickhouse import _in
 
-    rows = store._rows(f"SELECT {_SPAN_COLUMNS} FROM {store.database}.spans WHERE trace_id IN {_in(trace_ids)}"
+    rows = store._rows(f"SELECT {SPAN_COLUMNS} FROM {store.database}.spans WHERE trace_id IN {_in(trace_ids)}"
                        f" AND status = 'blocked' AND kind IN ({_BLOCKED_KINDS}) ORDER BY start_ns, seq")
     return [_span(tuple(row)) for row in rows]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from ._datamodel import Condition
 from ._ingest import strip_text_from
 from ._notify import validate_webhook_url
 from ._state import app_state, time_param
@@ -22,9 +23,6 @@ RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _CLEARABLE = frozenset({"webhook_url", "email"})
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
-#: cron_missed / cron_failed fire once per missed or failed expected run of any cron (threshold is ignored).
-Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
-                    "cron_missed", "cron_failed"]
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Cooldown = Annotated[int, Field(ge=0, le=7 * 86400)]
 Window = Annotated[int, Field(ge=10, le=7 * 86400)]

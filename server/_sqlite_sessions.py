@@ -6,9 +6,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ._datamodel import SPAN_COLUMNS as _SPAN_COLUMNS
+from ._datamodel import span_dict as _span
+from ._datamodel import trace_dict as _trace
 from ._model import BLOCK_POINT_KINDS, SpanRecord
 from ._sessions import session_pairs, session_summary
-from ._sqlite_queries import _SPAN_COLUMNS, _TRACE_COLUMNS, _like, _span, _trace
+from ._sqlite_queries import _TRACE_COLUMNS, _like
 
 __all__ = ["SESSIONS_SCHEMA", "add_session_traces", "purge_session_traces", "SessionQueries"]
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+from ._datamodel import RULE_CONDITIONS
 from ._model import SpanRecord
 
 __all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FIELDS", "TRACE_STATUSES",
@@ -19,8 +20,6 @@ __all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FI
 
 SORT_FIELDS: Final = ("start_time", "end_time", "duration", "cost", "tokens", "spans", "name", "status")
 TRACE_STATUSES: Final = ("ok", "error", "blocked")
-RULE_CONDITIONS: Final = ("cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
-                          "cron_missed", "cron_failed")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

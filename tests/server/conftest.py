@@ -77,8 +77,7 @@ def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) 
     from agentwatch.server._clickhouse import ClickHouseStore
 
     path = request.getfixturevalue("chdb_dir")
-    opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}",
-                             retention_days=settings.data_retention_days)
+    opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}")
     try:
         with TestClient(create_app(store=opened, settings=settings), base_url="http://localhost") as test_client:
             yield test_client
