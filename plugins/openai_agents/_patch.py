@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agentwatch import CircuitBreakerException, LLMCall, get_client
-from agentwatch._safe import logger, swallow_internal_error
+from agentwatch.instrumentation import CircuitBreakerException, LLMCall, get_client, logger, swallow_internal_error
 from agentwatch.plugins.http._patching import Patcher
 
 from . import _tracing

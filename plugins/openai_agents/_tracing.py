@@ -12,8 +12,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from agentwatch import CircuitBreakerException, Span, current_llm_call, current_span, get_client
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import (
+    CircuitBreakerException,
+    Span,
+    get_client,
+    get_current_llm_call,
+    get_current_span,
+    stop_on_exception,
+)
 
 __all__ = ["AgentWatchProcessor", "current_parent", "mark_blocked", "PROCESSOR"]
 
@@ -47,7 +53,7 @@ class AgentWatchProcessor:
         group = getattr(trace, "group_id", None)
         if group:
             attributes["openai_agents.group_id"] = group
-        parent = current_span()
+        parent = get_current_span()
         span = client.start_span(str(trace.name or "Agent workflow"), "chain" if parent else "trace",
                                  attributes=attributes)
         with self._lock:
@@ -83,7 +89,7 @@ class AgentWatchProcessor:
         if kind in _TRANSPARENT:
             ours = parent
         elif kind in _MODEL_SPANS:
-            call = current_llm_call()  # the model call _turns opened around the request
+            call = get_current_llm_call()  # the model call _turns opened around the request
             ours = call.span if call is not None else parent
         else:
             ours = self._open(client, kind, data, parent)
@@ -151,9 +157,9 @@ def current_parent() -> Span | None:
     """Our span for the SDK's current span (the agent, through its turn), or None without tracing."""
     if not PROCESSOR.active:
         return None
-    from agents.tracing import get_current_span
+    from agents.tracing import get_current_span as sdk_current_span
 
-    sdk_span = get_current_span()
+    sdk_span = sdk_current_span()
     if sdk_span is None:
         return None
     span_id = getattr(sdk_span, "span_id", None)

@@ -11,8 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentwatch import CircuitBreakerException, LLMCall, Span, get_client, start_llm_call
-from agentwatch._context import AgentScope
+from agentwatch.instrumentation import AgentScope, CircuitBreakerException, LLMCall, Span, get_client, start_llm_call
 
 from . import _tracing
 

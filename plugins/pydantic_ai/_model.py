@@ -14,8 +14,7 @@ from typing import Any
 
 from pydantic_ai.models.wrapper import WrapperModel
 
-from agentwatch import LLMCall, get_client, start_llm_call
-from agentwatch._safe import swallow_internal_error
+from agentwatch.instrumentation import LLMCall, get_client, start_llm_call, swallow_internal_error
 
 __all__ = ["AgentWatchModel", "read_usage"]
 

@@ -21,8 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import agentwatch
-from agentwatch import CircuitBreakerException, check_limits, get_client
-from agentwatch._llm import record_blocked
+from agentwatch.instrumentation import CircuitBreakerException, check_limits, get_client, record_blocked
 from agentwatch.plugins.http._patching import Patcher
 
 from ._model import AgentWatchModel
