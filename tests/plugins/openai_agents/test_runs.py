@@ -141,3 +141,24 @@ def test_guardrails_and_an_agent_used_as_a_tool_are_spans_of_their_agent(stub_pr
     nested = spans[calls[1]["parent_span_id"]]  # Billing's agent span, inside the tool call of Lead
     assert nested["kind"] == "agent" and nested["name"] == "Billing"
     assert nested["parent_span_id"] == tool["span_id"] and spans[tool["parent_span_id"]]["name"] == "Lead"
+
+
+def test_concurrent_runs_keep_their_agents_apart(stub_provider: Any, memory: Any) -> None:
+    from agents import Agent
+
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    agents = [Agent(name=f"Worker{index}", instructions="Answer.", model=team.model("responses"))
+              for index in range(6)]
+
+    async def together() -> list[Any]:
+        results = await asyncio.gather(*(Runner.run(agent, "hi") for agent in agents))
+        return [result.final_output for result in results]
+
+    assert asyncio.run(together()) == ["ok"] * 6
+    agentwatch.flush()
+    spans = by_id(memory)
+    calls = llm_spans(memory)
+    assert sorted(span["agent_name"] for span in calls) == [f"Worker{index}" for index in range(6)]
+    for span in calls:
+        assert spans[span["parent_span_id"]]["name"] == span["agent_name"]  # under its own agent's span

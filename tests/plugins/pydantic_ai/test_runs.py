@@ -80,3 +80,23 @@ def test_behaves_as_without_agentwatch_when_no_limit_is_hit(stub_provider: Any, 
     stub_provider.queue(*DELEGATION_RUN)
     assert run(how, Team(stub_provider, api)) == plain
     assert _requests(stub_provider) == plain_requests  # the same requests but the stub's ids
+
+
+def test_concurrent_runs_keep_their_agents_apart(stub_provider: Any, memory: Any) -> None:
+    from pydantic_ai import Agent
+
+    agentwatch.init(exporters=[memory])
+    model = Team(stub_provider).model
+    agents: list[Agent[None, str]] = [Agent(model, name=f"Worker{index}") for index in range(6)]
+
+    async def together() -> list[str]:
+        results = await asyncio.gather(*(agent.run("hi") for agent in agents))
+        return [result.output for result in results]
+
+    assert asyncio.run(together()) == ["ok"] * 6
+    agentwatch.flush()
+    spans = by_id(memory)
+    calls = llm_spans(memory)
+    assert sorted(span["agent_name"] for span in calls) == [f"Worker{index}" for index in range(6)]
+    for span in calls:
+        assert spans[span["parent_span_id"]]["name"] == span["agent_name"]  # under its own agent's span
