@@ -16,9 +16,20 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from . import _routes_alerts, _routes_crons, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
+from . import (
+    _routes_alerts,
+    _routes_control,
+    _routes_crons,
+    _routes_ingest,
+    _routes_otlp,
+    _routes_query,
+    _routes_reports,
+)
 from ._backends import open_store
+from ._live import router as live_router
+from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
+from ._routes_sessions import router as sessions_router
 from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
 from ._sqlite import SQLiteStore
@@ -129,6 +140,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         try:
             yield
         finally:
+            stop_live_streams(app)
             state.alerts.stop()
             maintenance.stop()
             if state.owns_store:
@@ -139,10 +151,12 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                   description="Ingest, store and query LLM agent traces; alerts, breakers and signed reports.")
     app.state.agentwatch = state
     app.state.maintenance = maintenance
-    for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports, _routes_crons):
+    for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports, _routes_crons,
+                   _routes_control):
         # The routes are added as they are: include_router() wraps them in a router whose matching rebuilds
         # per-request state, which cost several percent of ingest CPU.
         app.router.routes.extend(module.router.routes)
+    app.router.routes.extend([*sessions_router.routes, *live_router.routes])
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> dict[str, Any]:
@@ -171,7 +185,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
     app.add_middleware(SecurityMiddleware, api_key=settings.api_key,
                        hosts=served_hosts(settings.host, settings.allowed_hosts),
-                       trusted_origins=settings.cors_origins)
+                       trusted_origins=settings.cors_origins, jwt_secret=settings.jwt_secret)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],

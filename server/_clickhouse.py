@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
 from ._clickhouse_schema import TABLES
@@ -33,6 +34,7 @@ from ._datamodel import (
     BREAKER_EVENT_COLUMNS,
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
+    OPERATOR_COLUMNS,
     PURGE_KINDS,
     RULE_COLUMNS,
     SPAN_COLUMNS,
@@ -48,6 +50,7 @@ from ._datamodel import (
     metrics_dict,
     new_rule,
     normalize_sdk_alert,
+    operator_action,
     rule_alert_row,
     rule_changes,
     rule_dict,
@@ -137,9 +140,11 @@ class ClickHouseStore(Store):
         self._db_conn.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
         for ddl in TABLES.values():
             self._db_conn.execute(ddl.format(db=db))
+        _sessions.create_session_table(self._db_conn, db)
         self._remove_ttl()
         self._seq = self._max("spans", "seq")
-        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules")}
+        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
+                                                                  "operator_actions")}
         self._version = 0
         self._closed = False
 
@@ -218,6 +223,7 @@ class ClickHouseStore(Store):
             fresh = [record for key, record in unique.items() if key not in stored]
             if fresh:
                 self._db_conn.insert("spans", [self._span_row(record) for record in fresh])
+                _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
                         self._add_event_locked(event_payload(record), "span", record.trace_id, record.span_id)
@@ -438,6 +444,27 @@ class ClickHouseStore(Store):
             f" ORDER BY ts_ns DESC, id DESC{_page(p, limit, offset)}", p)
         return [breaker_event_dict([*r[:8], _scalar(r[8]), _scalar(r[9]), *r[10:]]) for r in rows]
 
+    # -- operator control ----------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._write_lock:
+            row = {**action, "id": self._next_id("operator_actions"), "params": _json.dumps(action["params"])}
+            self._db_conn.insert("operator_actions", [row])
+        return {**action, "id": row["id"]}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        p = Params()
+        page = _page(p, limit, offset) if limit is not None else ""
+        rows = self._rows(
+            f"SELECT {OPERATOR_COLUMNS} FROM {self.database}.operator_actions FINAL"
+            f"{_where(_range(p, 'ts_ns', start_ns, end_ns))} ORDER BY id {'DESC' if newest_first else 'ASC'}{page}",
+            p)
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return self._max("operator_actions", "id")
+
     # -- alerts --------------------------------------------------------------------------------------------
 
     def _add_sdk_alert_locked(self, payload: dict[str, Any]) -> bool:
@@ -625,12 +652,29 @@ class ClickHouseStore(Store):
             if alerts:
                 self._execute(f"ALTER TABLE {self._alerts} DELETE WHERE ts_ns < {before}"
                               " SETTINGS mutations_sync = 2", p)
+            if spans:
+                _sessions.purge_session_traces(self, int(before_ns))
             # Runs whose spans are gone are no longer judged (they would read as missed).
             stale = [row for row in self._cron_rows(None) if row["since_ns"] < before_ns]
             if stale:
                 self._db_conn.insert("crons", [{**row, "since_ns": int(before_ns), "version": self._next_version(),
                                                 "deleted": 0} for row in stale])
         return dict(zip(PURGE_KINDS, (int(traces), int(spans), int(events), int(alerts)), strict=True))
+
+    # -- sessions ----------------------------------------------------------------------------------------
+
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        return _sessions.list_sessions(self, limit, offset, search)
+
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return _sessions.session_traces(self, session_id, limit)
+
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return _sessions.blocked_spans(self, trace_ids)
+
+    def change_token(self) -> str:
+        # One collector per database (see above): what this store wrote is every change.
+        return f"{self._seq}:{sorted(self._ids.items())}:{self._version}"
 
     def counts(self) -> dict[str, int]:
         spans, traces = self._rows(f"SELECT count(), uniqExact(trace_id) FROM {self._spans}")[0]

@@ -122,6 +122,21 @@ CREATE TABLE IF NOT EXISTS {db}.crons (
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY name
 """,
+    # Operator actions: append-only audit records (the control state is folded from them), never purged.
+    "operator_actions": """
+CREATE TABLE IF NOT EXISTS {db}.operator_actions (
+    id UInt64,
+    ts_ns Int64,
+    actor String,
+    role String,
+    action String,
+    scope String,
+    scope_id String,
+    reason String,
+    params String
+) ENGINE = ReplacingMergeTree
+ORDER BY id
+""",
     "cron_alerts": """
 CREATE TABLE IF NOT EXISTS {db}.cron_alerts (
     rule_id Int64,

@@ -25,7 +25,7 @@ __all__ = [
     "SPAN_COLUMNS", "span_dict", "trace_dict", "BREAKER_EVENT_COLUMNS", "breaker_event_dict",
     "BREAKER_STATE_COLUMNS", "breaker_state_dict", "ALERT_COLUMNS", "alert_dict", "RULE_COLUMNS", "rule_dict",
     "CRON_COLUMNS", "cron_dict", "CRON_SPAN_COLUMNS", "cron_span_dict",
-    "metrics_dict", "window_stats_dict", "agent_cost_rows", "PURGE_KINDS",
+    "metrics_dict", "window_stats_dict", "agent_cost_rows", "PURGE_KINDS", "OPERATOR_COLUMNS", "operator_action",
 ]
 
 # ---- rules ----------------------------------------------------------------------------------------------------
@@ -307,3 +307,14 @@ def agent_cost_rows(rows: Iterable[Sequence[Any]], names: Mapping[Any, Any]) -> 
 
 #: What ``Store.purge`` counts.
 PURGE_KINDS: Final = ("traces", "spans", "breaker_events", "alert_history")
+
+
+#: Columns of an operator action as both stores select them, in ``operator_action``'s order.
+OPERATOR_COLUMNS: Final = "id, ts_ns, actor, role, action, scope, scope_id, reason, params"
+
+
+def operator_action(row: Sequence[Any]) -> dict[str, Any]:
+    """One audit record of an operator action, as the API answers it (both stores)."""
+    return {"id": int(row[0]), "timestamp_unix_nano": int(row[1]), "time": iso(int(row[1])), "actor": row[2],
+            "role": row[3], "action": row[4], "scope": row[5], "scope_id": row[6], "reason": row[7],
+            "params": _json.loads(row[8]) if row[8] else {}}

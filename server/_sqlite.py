@@ -22,12 +22,14 @@ from . import _json
 from ._datamodel import (
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
+    OPERATOR_COLUMNS,
     PURGE_KINDS,
     cron_dict,
     cron_span_dict,
     event_payload,
     json_or_none,
     new_rule,
+    operator_action,
     rule_changes,
     span_flags,
 )
@@ -35,6 +37,7 @@ from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
+from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
 from ._stats import hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
@@ -302,6 +305,7 @@ class SQLiteStore(Store):
         self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        self._writer.executescript(SESSIONS_SCHEMA)
         upgrade(self._writer)
         self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
@@ -310,6 +314,9 @@ class SQLiteStore(Store):
         self._writer.execute("PRAGMA wal_autocheckpoint=20000")
         self._breakers = BreakerTables()
         self._queries = Queries(self._reader)
+        self._sessions = SessionQueries()
+        self._version_lock = threading.Lock()
+        self._version_connection: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="agentwatch-sqlite-checkpoint",
                                               daemon=True)
@@ -365,6 +372,10 @@ class SQLiteStore(Store):
                     except sqlite3.ProgrammingError:
                         pass  # still in use by a thread that is finishing; SQLite closes it with the process
                 self._readers.clear()
+            with self._version_lock:
+                if self._version_connection is not None:
+                    self._version_connection.close()
+                    self._version_connection = None
             try:
                 self._writer.execute("PRAGMA optimize")
             finally:
@@ -442,6 +453,7 @@ class SQLiteStore(Store):
             cursor.execute("RELEASE spans")
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
+                add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, event_payload(record), "span", record.trace_id, record.span_id)
                 for record in aggregates.alerts:
@@ -549,6 +561,35 @@ class SQLiteStore(Store):
                            (ts_ns, rule_id, ts_ns - cooldown_ns))
             return cursor.rowcount == 1
 
+    # -- operator control ------------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO operator_actions (ts_ns, actor, role, action, scope, scope_id, reason, params)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (action["ts_ns"], action["actor"], action["role"], action["action"], action["scope"],
+                 action["scope_id"], action["reason"], _json.dumps(action["params"])))
+            return {**action, "id": int(cursor.lastrowid or 0)}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if start_ns is not None:
+            clauses.append("ts_ns >= ?")
+            params.append(start_ns)
+        if end_ns is not None:
+            clauses.append("ts_ns < ?")
+            params.append(end_ns)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._reader().execute(
+            f"SELECT {OPERATOR_COLUMNS} FROM operator_actions{where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
+            " LIMIT ? OFFSET ?", (*params, -1 if limit is None else limit, offset)).fetchall()
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return int(self._reader().execute("SELECT coalesce(max(id), 0) FROM operator_actions").fetchone()[0])
+
     # -- crons -----------------------------------------------------------------------------------------------
 
     def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
@@ -592,6 +633,27 @@ class SQLiteStore(Store):
                            (int(rule_id), name, int(expected_ns)))
             return cursor.rowcount == 1
 
+    # -- sessions --------------------------------------------------------------------------------------------
+
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        return self._sessions.summaries(self._reader(), limit, offset, search)
+
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return self._sessions.traces(self._reader(), session_id, limit)
+
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self._sessions.blocked_spans(self._reader(), trace_ids)
+
+    def change_token(self) -> str:
+        # PRAGMA data_version changes when any other connection, of any process, commits: one connection of its
+        # own answers it, whichever thread asks.
+        with self._version_lock:
+            if self._version_connection is None:
+                if self._closed:
+                    raise RuntimeError("store is closed")
+                self._version_connection = self._connect()
+            return str(self._version_connection.execute("PRAGMA data_version").fetchone()[0])
+
     # -- upkeep ------------------------------------------------------------------------------------------
 
     def purge(self, before_ns: int) -> dict[str, int]:
@@ -629,6 +691,7 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
             removed["alert_history"] = cursor.rowcount
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
+            purge_session_traces(cursor)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from agentwatch._safe import logger
+from agentwatch.instrumentation import logger
 
 from . import _aiohttp, _httpx, _requests, _sdk
 from ._endpoints import ProviderTable

@@ -30,7 +30,7 @@ from tests.server.aw_helpers import SpanFactory, WebhookHandler, span_factory
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The collector reads its configuration from the environment; a developer's own must not leak in.
-    for name in ("API_KEY", "HOST", "PORT", "AGENTWATCH_DB", "CORS_ORIGINS", "ZERO_DATA_RETENTION",
+    for name in ("API_KEY", "JWT_SECRET", "HOST", "PORT", "AGENTWATCH_DB", "CORS_ORIGINS", "ZERO_DATA_RETENTION",
                  "DATA_RETENTION_DAYS", "AGENTWATCH_SIGNING_KEY", "SMTP_HOST", "SMTP_PORT", "ALERT_EMAIL",
                  "AGENTWATCH_WORKERS", "AGENTWATCH_SYNCHRONOUS"):
         monkeypatch.delenv(name, raising=False)
