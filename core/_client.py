@@ -20,7 +20,7 @@ from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
 from ._limits_backend import window_store_for
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
-from ._pricing import Pricer, warm_up
+from ._pricing import Pricer
 from ._safe import logger, stop_on_exception
 from ._span import Span
 
@@ -87,11 +87,6 @@ class Client:
             hard_budget=config.hard_budget, on_alert=config.on_alert, on_block=config.on_block, sink=self._sink,
         )
         from . import _builtin_exporters
-
-        if self.enabled:
-            # On this thread, not the worker: the price table imports httpx2, and openai reads
-            # sys.modules["httpx2"] without waiting for an import another thread has under way.
-            warm_up()
 
         self.plugin_manager.register(_builtin_exporters, name="builtin-exporters")
         self._framework_plugins: list[tuple[str, Any]] = []

@@ -1,34 +1,31 @@
 """USD cost of an LLM call: user overrides, then genai-prices, then a flagged default rate.
 
 genai-prices takes ~0.3 s to import and ~70 µs per call, so rates are resolved once per
-(provider, model) and the hot path multiplies floats.
+(provider, model), on the first call that needs them (never in ``init()``), and the hot path multiplies floats.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free", "warm_up"]
+__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free"]
 
 #: USD per 1M tokens for models no table knows; spans priced with it are flagged ``cost_estimated``.
 DEFAULT_RATES = (1.00, 2.00)
 
-_DATE_SUFFIX = re.compile(r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|@\d{8}|-latest|-preview)$")
+_DATE_SUFFIX = r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|@\d{8}|-latest|-preview)$"
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
+# NamedTuples, not dataclasses: the same immutable records at a fraction of the import cost.
+class Price(NamedTuple):
     cost_usd: float
     estimated: bool = False
     source: str = "genai-prices"
 
 
-@dataclass(frozen=True, slots=True)
-class _Rates:
+class _Rates(NamedTuple):
     """Per-1M-token rates; a tier list applies its price to all tokens once input exceeds ``start``."""
 
     input: float
@@ -57,12 +54,14 @@ def _genai_rates(model: str, provider: str | None) -> _Rates | None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
+    import re
+
     from genai_prices import data_snapshot
     from genai_prices.types import TieredPrices
 
     snapshot = data_snapshot.get_snapshot()
     candidates = [model]
-    stripped = _DATE_SUFFIX.sub("", model)
+    stripped = re.sub(_DATE_SUFFIX, "", model)
     if stripped != model:
         candidates.append(stripped)
     if "/" in model:  # "openai/gpt-4o" as CrewAI and LiteLLM write it
@@ -212,13 +211,3 @@ def is_free(model: str | None, provider: str | None) -> bool:
         lowered = model.lower()
         return lowered.startswith(FAKE_MARKERS)
     return False
-
-
-def warm_up() -> None:
-    """Import the price table off the hot path (called from the export worker at start)."""
-    try:
-        from genai_prices import data_snapshot
-
-        data_snapshot.get_snapshot()
-    except Exception:
-        pass
