@@ -127,7 +127,8 @@ def entry_points_of(group: str) -> list[_EntryPoint]:
         except OSError:
             continue
         if needle in data:
-            found += [_EntryPoint(ep_name, value) for ep_name, value in _section(data.decode("utf-8", "replace"), group)]
+            text = data.decode("utf-8", "replace")
+            found += [_EntryPoint(ep_name, value) for ep_name, value in _section(text, group)]
     return found
 
 

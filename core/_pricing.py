@@ -51,10 +51,9 @@ class _Rates(NamedTuple):
 
 
 def _genai_rates(model: str, provider: str | None) -> _Rates | None:
+    import re
     from datetime import UTC, datetime
     from decimal import Decimal
-
-    import re
 
     from genai_prices import data_snapshot
     from genai_prices.types import TieredPrices
