@@ -162,6 +162,9 @@ class Client:
         self._has_span_end = bool(hook.agentwatch_span_end.get_hookimpls())
         self._has_price = bool(hook.agentwatch_price.get_hookimpls())
         self._has_export = bool(hook.agentwatch_export.get_hookimpls())
+        # Spans nobody will read (``exporters=[]`` and no export hook) are not queued: that would cost the
+        # export worker a to_dict per span, and the program's thread the GIL meanwhile, for nothing.
+        self._queue_spans = self.enabled and (self._has_export or bool(getattr(self, "exporters", ())))
 
     def _on_worker_start(self) -> None:
         # Metadata-heavy work happens on the worker, not in init() or the hot path.
@@ -242,7 +245,7 @@ class Client:
             return
         if self._has_span_end:
             self.plugin_manager.hook.agentwatch_span_end(span=span)
-        if self.enabled:
+        if self._queue_spans:
             self.processor.enqueue(span)
 
     def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
