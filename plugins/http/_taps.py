@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from agentwatch._safe import logger
+from agentwatch.instrumentation import logger
 
 from ._endpoints import ProviderTable
 from ._exchange import settings

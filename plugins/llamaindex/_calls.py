@@ -23,7 +23,7 @@ from llama_index.core.callbacks import EventPayload
 
 import agentwatch
 from agentwatch import LLMCall
-from agentwatch._context import CURRENT_SPAN
+from agentwatch.instrumentation import attach, get_current_span
 
 from ._usage import Usage, estimate_tokens, message_dicts, provider_of, read_response, response_text
 
@@ -152,10 +152,10 @@ def _deactivate(flight: Flight) -> None:
     if not flight.active:
         return
     flight.active = False
-    current = CURRENT_SPAN.get()
+    current = get_current_span()
     flight.call.deactivate()
     if current is not flight.call.span:
-        CURRENT_SPAN.set(current)
+        attach(current)  # kept: what the enclosing component restored stays current
 
 
 def _wants_stream_usage(frame: Frame, kwargs: Any) -> bool:

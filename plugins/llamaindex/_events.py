@@ -15,8 +15,7 @@ from llama_index.core.instrumentation.events.llm import LLMChatInProgressEvent, 
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent
 from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
 
-from agentwatch import _client as _client_module
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import get_client, stop_on_exception
 
 from ._calls import FLIGHTS_BY_SPAN
 from ._spans import OPEN
@@ -32,7 +31,7 @@ def _first_chunk(event: Any) -> None:
 
 def _retrieval_started(event: Any) -> None:
     opened = OPEN.get(event.span_id)
-    client = _client_module._active
+    client = get_client()
     if opened is None or client is None or not client.config.capture_text:
         return
     query = event.str_or_query_bundle
