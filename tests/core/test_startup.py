@@ -1,0 +1,75 @@
+"""What ``import agentwatch`` and ``init()`` load: no framework, no price table, no importlib.metadata; plugins
+still activate when their framework is imported afterwards (fresh interpreters, as a user's program runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+
+from agentwatch import _pricing
+from agentwatch._plugins import entry_points_of
+
+_HEAVY = ("langchain_core", "crewai", "llama_index", "autogen_core", "autogen", "litellm", "genai_prices",
+          "opentelemetry", "aiohttp", "importlib.metadata", "asyncio")
+
+
+def _run(program: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(program)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_init_imports_no_framework_and_late_imports_are_instrumented() -> None:
+    result = _run(f"""
+        import json, sys
+        import agentwatch
+        agentwatch.init(proxy_url="http://127.0.0.1:9/api/ingest", spool_dir="")
+        loaded = [name for name in {_HEAVY!r} if name in sys.modules]
+        before = list(agentwatch.get_state()["plugins"])
+        import langchain_core.callbacks
+        import llama_index.core
+        after = list(agentwatch.get_state()["plugins"])
+        agentwatch.shutdown(0.1)
+        print(json.dumps({{"loaded": loaded, "before": before, "after": after}}))
+    """)
+    assert result["loaded"] == []
+    assert "langchain" not in result["before"] and "llamaindex" not in result["before"]
+    assert {"langchain", "llamaindex"} <= set(result["after"])  # type: ignore[arg-type]
+
+
+def test_framework_imported_before_init_is_instrumented_at_once() -> None:
+    result = _run("""
+        import json
+        import crewai
+        import agentwatch
+        agentwatch.init(exporters=[])
+        print(json.dumps({"plugins": agentwatch.get_state()["plugins"]}))
+        agentwatch.shutdown(0.1)
+    """)
+    assert "crewai" in result["plugins"]  # type: ignore[operator]
+
+
+def test_entry_point_scan_matches_importlib_metadata() -> None:
+    for group in ("agentwatch.plugins", "pytest11"):
+        ours = sorted((entry.name, entry.value) for entry in entry_points_of(group))
+        theirs = sorted((entry.name, entry.value.split("[")[0].strip()) for entry in entry_points(group=group))
+        assert ours == theirs
+
+
+def test_provider_entry_alone_prices_as_the_whole_table() -> None:
+    from genai_prices import data_snapshot
+
+    checked = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models[:5]:
+            own = _pricing._find_in_own_provider(model.id, provider.id)
+            if own is None:  # not found this way (e.g. an id its own match clause does not take): whole table
+                continue
+            whole = _pricing._find_in_table(model.id, provider.id)
+            assert whole is not None
+            assert (own[0].id, own[1].id, own[1].prices) == (whole[0].id, whole[1].id, whole[1].prices)
+            checked += 1
+    assert checked > 100
