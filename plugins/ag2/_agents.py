@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from agentwatch._capture import capturing
 from agentwatch._client import get_client
 from agentwatch._safe import stop_on_exception
 from agentwatch._span import Span
@@ -55,7 +56,7 @@ class _ToolHooks:
             return
         name = str(tool_input.get("name") or "tool")
         span = client.start_span(name, "tool", attributes={"framework": "ag2", "tool.name": name})
-        if client.config.capture_text:
+        if capturing(client):
             span.input = tool_input.get("arguments")
         self._open.append(span)
 
@@ -66,7 +67,7 @@ class _ToolHooks:
             return
         span = self._open.pop()
         content = tool_output.get("content") if isinstance(tool_output, dict) else tool_output
-        if client is not None and client.config.capture_text:
+        if capturing(client):
             span.output = content
         if client is not None:
             client.end_span(span)

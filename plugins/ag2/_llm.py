@@ -13,9 +13,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from agentwatch._capture import capturing
 from agentwatch._client import get_client
 from agentwatch._context import AGENT_SCOPES, CURRENT_SPAN
 from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
+from agentwatch._providers import provider_for_url
 from agentwatch._safe import logger, stop_on_exception
 
 from ._agents import open_span_of
@@ -33,12 +35,12 @@ def _first_config(wrapper: Any) -> dict[str, Any]:
 
 
 def _provider(config: dict[str, Any]) -> str | None:
+    """The core rule on the config's base URL (``init(providers=...)``, known hosts), else its ``api_type``
+    (the wire format: "responses" is OpenAI's)."""
     api_type = str(config.get("api_type") or "openai").lower()
-    if api_type in ("openai", "responses"):
-        base_url = config.get("base_url")
-        # An OpenAI-compatible server elsewhere is not OpenAI's price list: let the model name decide.
-        return "openai" if base_url is None or "openai.com" in str(base_url) else None
-    return api_type
+    base_url = config.get("base_url")
+    return provider_for_url(None if base_url is None else str(base_url),
+                            "openai" if api_type == "responses" else api_type)
 
 
 @stop_on_exception
@@ -60,7 +62,7 @@ def _begin(wrapper: Any, config: dict[str, Any]) -> LLMCall | None:
     return start_llm_call(
         "OpenAIWrapper", model=config.get("model") or first.get("model"), provider=_provider(first),
         parent=parent, scopes=scopes,
-        input=messages if client.config.capture_text and messages is not None else None,
+        input=messages if capturing(client) and messages is not None else None,
         attributes={"framework": "ag2"},
     )
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from agentwatch._capture import capturing
 from agentwatch._client import get_client
 from agentwatch._safe import stop_on_exception
 
@@ -121,7 +122,7 @@ def _tool_frame(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Fra
     if call_id:
         attributes["tool.call_id"] = str(call_id)
     frame = open_frame(name, "tool", attributes=attributes, extra=((_CURRENT_TOOL, tool),))
-    if frame is not None and client.config.capture_text:
+    if frame is not None and capturing(client):
         if args:
             frame.span.input = dict(args[0]) if hasattr(args[0], "keys") else args[0]
         frame.on_result = functools.partial(_tool_output, tool)

@@ -22,7 +22,9 @@ from types import ModuleType
 from typing import Any, cast
 
 from agentwatch import _client as _client_module
+from agentwatch._capture import capturing
 from agentwatch._llm import CURRENT_LLM_CALL, start_llm_call
+from agentwatch._providers import adopt_registered
 from agentwatch._reservation import estimator
 from agentwatch._safe import swallow_internal_error
 
@@ -67,9 +69,10 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     if route is None:
         return None
     endpoint, name = route
-    capture_text = client.config.capture_text
+    capture_text = capturing(client)
     in_flight = CURRENT_LLM_CALL.get()
     if in_flight is not None and not in_flight.ended:  # a framework's call: add to it, count it once
+        adopt_registered(in_flight, api_client.base_url, settings.providers)
         in_flight.reserve_request(options.json_data)  # hard budget: this body's worst case, before sending
         return Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
                         capture_text=capture_text)

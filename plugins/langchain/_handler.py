@@ -13,6 +13,7 @@ import agentwatch
 from agentwatch import CircuitBreakerException, Span
 from agentwatch._breaker import Monitor
 from agentwatch._breaker_contract import _number
+from agentwatch._capture import capturing, clip
 from agentwatch._config import validate_agent_limits
 from agentwatch._context import CURRENT_SPAN, AgentScope
 from agentwatch._llm import _monitors as monitors_of
@@ -148,10 +149,6 @@ class AgentWatchHandler(BaseCallbackHandler):
             span.finish()
         return run
 
-    def _capture(self) -> bool:
-        client = agentwatch.get_client()
-        return client is not None and client.config.capture_text
-
     # ---- chains, graphs, nodes ----------------------------------------------------------------
 
     @stop_on_exception
@@ -171,7 +168,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             if kind == "graph":
                 run.in_graph = True
                 _copy_node_metadata(run.span, metadata)
-            if self._capture():
+            if capturing():
                 run.span.input = _jsonable(inputs)
 
     def _start_node(self, name: str, inputs: Any, run_id: UUID, parent_run_id: UUID | None,
@@ -181,7 +178,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             return
         run.in_graph = True
         _copy_node_metadata(run.span, metadata)
-        if self._capture():
+        if capturing():
             run.span.input = _jsonable(inputs)
         if self._on_budget == "interrupt":
             # interrupt() needs the node's runnable context, which LangGraph sets only after this
@@ -199,7 +196,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     @stop_on_exception
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = RUNS.get(run_id)
-        if run is not None and self._capture():
+        if run is not None and capturing():
             run.span.output = _jsonable(outputs)
         self._close(run_id)
 
@@ -252,7 +249,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                             parent_run_id: UUID | None = None, tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "chat_model"
-        prompt = message_dicts(messages) if self._capture() else None
+        prompt = message_dicts(messages) if capturing() else None
         self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
 
     @stop_on_exception
@@ -260,7 +257,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
-        prompt = list(prompts) if self._capture() else None
+        prompt = list(prompts) if capturing() else None
         self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
 
     @stop_on_exception
@@ -283,7 +280,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                        usage.cache_write_tokens)
         if usage.input_tokens is None and usage.output_tokens is None:
             call.set_attribute("usage_missing", True)
-        if self._capture():
+        if capturing():
             call.set_output(output_text(response))
         call.end(finish_reason=usage.finish_reason)
 
@@ -306,13 +303,13 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = self._open(run_id, parent_run_id, name, "tool", metadata)
         if run is not None:
             run.span.attributes["tool.name"] = name
-            if self._capture():
+            if capturing():
                 run.span.input = inputs if inputs is not None else input_str
 
     @stop_on_exception
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = RUNS.get(run_id)
-        if run is not None and self._capture():
+        if run is not None and capturing():
             run.span.output = _jsonable(getattr(output, "content", output))
         self._close(run_id)
 
@@ -326,7 +323,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
         run = self._open(run_id, parent_run_id, name, "retriever", metadata)
-        if run is not None and self._capture():
+        if run is not None and capturing():
             run.span.input = query
 
     @stop_on_exception
@@ -334,7 +331,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.get(run_id)
         if run is not None:
             run.span.attributes["retriever.documents"] = len(documents)
-            if self._capture():
+            if capturing():
                 run.span.output = [getattr(doc, "page_content", str(doc)) for doc in documents]
         self._close(run_id)
 
@@ -364,4 +361,4 @@ def _jsonable(value: Any) -> Any:
     content = getattr(value, "content", None)
     if content is not None:
         return {"type": getattr(value, "type", type(value).__name__), "content": _jsonable(content)}
-    return repr(value)[:2000]
+    return clip(repr(value))

@@ -33,6 +33,7 @@ from llama_index.core.tools.types import BaseTool
 
 from agentwatch import CircuitBreakerException, Span
 from agentwatch import _client as _client_module
+from agentwatch._capture import capturing, clip
 from agentwatch._context import AGENT_SCOPES, CURRENT_SPAN
 from agentwatch._safe import stop_on_exception
 
@@ -157,12 +158,7 @@ def _text(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     query = getattr(value, "query_str", None)  # QueryBundle
-    return query if isinstance(query, str) else repr(value)[:2000]
-
-
-def _capture() -> bool:
-    client = _client_module._active
-    return client is not None and client.config.capture_text
+    return query if isinstance(query, str) else clip(repr(value))
 
 
 class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
@@ -225,7 +221,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
         span = client.start_span(name, rule.kind, parent=CURRENT_SPAN.get(), attributes=attributes,
                                  agent=agent)
         opened = Opened(span, component, rule.role)
-        if _capture():
+        if capturing():
             span.input = _input_of(rule, bound_args)
         if agent is not None:
             # Calls made by the agent's steps are checked against its own limits (init(agents=...)) too.
@@ -241,7 +237,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
         opened = OPEN.pop(id_, None)
         if opened is not None:
             if result is not None:
-                if _capture():
+                if capturing():
                     opened.span.output = _output_of(result)
                 if isinstance(result, StreamingResponse | AsyncStreamingResponse):
                     _parent_stream(result, opened.span)
