@@ -159,9 +159,12 @@ TOOL_ARG_MARK = "ibex-argument-5d1e"
 TOOL_RESULT_MARK = "okapi-result-28b7"
 
 
+TOOL_RESULT = f"{TOOL_RESULT_MARK} " + "Z" * (TEXT_LIMIT * 3)  # long: kept to TEXT_LIMIT like any text
+
+
 def lookup(subject: str) -> str:
     """Look up a fact about a subject."""
-    return f"{TOOL_RESULT_MARK}: facts about {subject}"
+    return TOOL_RESULT
 
 
 def _tool_replies(name: str = "lookup") -> list[Reply]:
@@ -244,6 +247,8 @@ def test_tool_text_is_captured_only_when_asked_and_never_under_zdr(framework: st
     assert tools, f"{framework}: no tool span"
     tool_text = json.dumps(tools, default=str)
     assert TOOL_ARG_MARK in tool_text and TOOL_RESULT_MARK in tool_text, "the tool span kept no text"
+    kept = {len(run) for run in re.findall("Z+", tool_text)}
+    assert kept == {TEXT_LIMIT - len(TOOL_RESULT_MARK) - 1}, f"{framework}: tool result kept as {kept}"
     for settings in ({}, {"capture_messages": True, "zero_data_retention": True}):
         text = _exported_text(program, stub_provider, _tool_replies(), **settings)
         leaked = [mark for mark in (PROMPT_MARK, TOOL_ARG_MARK, TOOL_RESULT_MARK, ANSWER_MARK) if mark in text]
@@ -258,5 +263,5 @@ def test_long_text_is_kept_to_one_length_everywhere(framework: str, stub_provide
     long_answer = "Q" * (TEXT_LIMIT * 3)
     replies = [Reply(content=long_answer) for _ in range(3)]
     text = _exported_text(PROGRAMS[framework], stub_provider, replies, capture_messages=True)
-    runs = [len(run) for run in re.findall("Q+", text)]
-    assert runs and max(runs) == TEXT_LIMIT, f"{framework}: kept {sorted(set(runs))[-3:]} of {len(long_answer)}"
+    runs = {len(run) for run in re.findall("Q+", text)}
+    assert runs == {TEXT_LIMIT}, f"{framework}: kept {sorted(runs)} of {len(long_answer)} characters"

@@ -29,3 +29,15 @@ def test_registered_base_url_names_the_provider_everywhere(framework: str, stub_
 
     registered = _llm_spans(framework, stub_provider, providers={stub_provider.base_url: "local"})
     assert [(span["provider"], span["cost_usd"]) for span in registered] == [("local", 0.0)] * len(plain)
+
+
+@pytest.mark.parametrize("framework", ["autogen", "ag2"])
+def test_registered_base_url_names_the_provider_without_the_http_layer(framework: str, stub_provider: Any) -> None:
+    """AutoGen and AG2 know the client's base URL themselves: with no transport layer below (the HTTP
+    plugins disabled) they still name the provider by the core rule."""
+    without_http = {"disabled_plugins": ["http", "openai", "anthropic"]}
+    plain = _llm_spans(framework, stub_provider, **without_http)
+    assert plain and all(span["provider"] == "openai" and span["cost_usd"] > 0 for span in plain), plain
+
+    registered = _llm_spans(framework, stub_provider, providers={stub_provider.base_url: "local"}, **without_http)
+    assert [(span["provider"], span["cost_usd"]) for span in registered] == [("local", 0.0)] * len(plain)
