@@ -72,18 +72,16 @@ def normalise_base(url: str) -> str:
 class ProviderTable:
     """Known hosts plus registered base URLs: ``init(providers={"http://vllm:8000": "openai"})``."""
 
-    __slots__ = ("_registered", "_urls")
+    __slots__ = ("_registered", "_urls", "has_registered")
 
     def __init__(self, registered: Mapping[str, str] | None = None) -> None:
         # Longest base first, so "http://h/v2" wins over "http://h" for a URL under both.
         bases = [(normalise_base(url), provider) for url, provider in (registered or {}).items()]
         self._registered = tuple(sorted(bases, key=lambda item: len(item[0]), reverse=True))
+        #: A plain attribute, read on every request a framework's call makes (the common case: False).
+        self.has_registered = bool(self._registered)
         #: Answers by URL for callers that pass a whole URL: a process talks to few base URLs.
         self._urls: dict[str, str | None] = {}
-
-    @property
-    def has_registered(self) -> bool:
-        return bool(self._registered)
 
     def registered_for(self, url: str) -> str | None:
         """The provider registered for the longest base ``url`` is under, if any."""

@@ -72,7 +72,8 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     capture_text = capturing(client)
     in_flight = CURRENT_LLM_CALL.get()
     if in_flight is not None and not in_flight.ended:  # a framework's call: add to it, count it once
-        adopt_registered(in_flight, api_client.base_url, settings.providers)
+        if settings.providers.has_registered:
+            adopt_registered(in_flight, api_client.base_url, settings.providers)
         in_flight.reserve_request(options.json_data)  # hard budget: this body's worst case, before sending
         return Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
                         capture_text=capture_text)
