@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentwatch._capture import clip
 from agentwatch._llm import current_llm_call
 from agentwatch._safe import stop_on_exception
 
@@ -35,7 +36,7 @@ def _observe_completion(response: Any, is_cached: int, cost: float) -> None:
     attempts = int(call.span.attributes.get("ag2.attempts", 0)) + 1
     call.set_attribute("ag2.attempts", attempts)
     if isinstance(response, str):  # a failed attempt: AG2 logs "error_code:..., config i failed"
-        call.set_attribute("ag2.provider_error", response[:500])
+        call.set_attribute("ag2.provider_error", clip(response))  # bounded like error.message
         return
     if is_cached:
         call.set_attribute(CACHE_HIT, True)  # nothing was sent: no tokens, no cost
