@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
-from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._run_budget import RUN_MONITORS, run_monitor
 from ._safe import stop_on_exception
-from ._span import Span
+from ._span import Span, new_trace_id
 
 __all__ = ["SpanScope", "AgentContext", "TraceContext", "trace", "span", "agent", "agent_fn", "session", "task", "cron",
            "event", "metric", "alert", "set_metadata"]
@@ -65,6 +65,7 @@ class SpanScope:
         if isinstance(error, CircuitBreakerException):
             span.status = "blocked"
             span.attributes["breaker.reason"] = error.reason
+            span.attributes["breaker.scope"], span.attributes["breaker.scope_id"] = error.scope, error.scope_id
         elif error is not None and not isinstance(error, GeneratorExit):
             span.record_error(error)
         self._before_end(span, error)
@@ -192,9 +193,29 @@ class TraceContext(SpanScope):
 
 
 class SessionContext(SpanScope):
-    def __init__(self, name: str) -> None:
-        super().__init__(name, "session", attributes={"session.name": name})
+    """A session: every span started inside carries its id (``session.id``), so the collector groups the traces
+    of every entry with the same id (a conversation, a job's runs, a blocked run and its resume) into one."""
+
+    def __init__(self, name: str | None = None, session_id: str | None = None) -> None:
+        if session_id is not None and not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
+        self.id = session_id or name or new_trace_id()
+        self._generated = not (session_id or name)
+        name = name or "session"
+        super().__init__(name, "session", attributes={"session.name": name, SESSION_KEY: self.id})
         self._result: Any = None
+
+    def _fresh(self) -> SessionContext:
+        clone = super()._fresh()
+        assert isinstance(clone, SessionContext)
+        if self._generated:  # a decorated function without a session name: each call is a session of its own
+            clone.id = new_trace_id()
+            clone._attributes = {**self._attributes, SESSION_KEY: clone.id}
+        return clone
+
+    def _open(self) -> None:
+        self._tokens.append(SESSION_ID.set(self.id))
+        super()._open()
 
     def log(self, message: str, **data: Any) -> None:
         event(message, data or None)
@@ -284,8 +305,10 @@ def agent(name: str, role: str | None = None, agent_id: str | None = None, *,
 agent_fn = agent
 
 
-def session(name: str) -> SessionContext:
-    return SessionContext(name)
+def session(name: str | None = None, *, session_id: str | None = None) -> SessionContext:
+    """Group traces into a session: spans started inside carry ``session.id`` = ``session_id``, else ``name``
+    (else a new random id, ``s.id``). Enter it again with the same id, in any process, to add traces to it."""
+    return SessionContext(name, session_id)
 
 
 def cron(name: str, schedule: str | None = None, grace_seconds: float | None = None) -> CronContext:

@@ -25,12 +25,15 @@ from ._windows import (
 if TYPE_CHECKING:
     from ._breaker import Monitor
 
-__all__ = ["PROBE_FAILED", "PAUSED_BY_OPERATOR", "BreakerSink", "BlockEvent", "CircuitBreakerException"]
+__all__ = ["PROBE_FAILED", "PAUSED_BY_OPERATOR", "OPERATOR_KILL", "BreakerSink", "BlockEvent",
+           "CircuitBreakerException"]
 
 #: Reason of a retrip caused by the probe call itself failing (no limit involved).
 PROBE_FAILED: Final = "probe_failed"
 #: Reason of blocks while a monitor that was CLOSED has been paused by hand.
 PAUSED_BY_OPERATOR: Final = "paused"
+#: Reason of blocks while an operator's kill is in force (``Monitor.kill``, until ``resume``).
+OPERATOR_KILL: Final = "operator_kill"
 
 
 @runtime_checkable
@@ -75,6 +78,8 @@ def _describe(reason: str, threshold: float | None, current: float | None, reser
         return "the probe call after a pause failed"
     if reason == PAUSED_BY_OPERATOR:
         return "the monitor was paused"
+    if reason == OPERATOR_KILL:
+        return "an operator stopped this scope (kill); it stays blocked until resumed"
     if reason == LIMITS_BACKEND_UNREACHABLE:
         return "limits backend unreachable: LLM calls are blocked until it is back (limits_fallback='block')"
     return f"{reason} (current {current}, threshold {threshold})"

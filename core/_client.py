@@ -16,16 +16,18 @@ from . import _fingerprint
 from ._breaker import CircuitBreakerException, Monitor
 from ._capture import bound_text
 from ._config import Config, build_config
-from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
 from ._limits_backend import window_store_for
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
 from ._pricing import Pricer, warm_up
+from ._remote_control import OPERATOR_ACTION
+from ._remote_control import attach as attach_remote_control
 from ._safe import logger, stop_on_exception
 from ._span import Span
 
-__all__ = ["Client", "init", "shutdown", "get_client", "get_state", "register_process_plugin",
+__all__ = ["Client", "init", "init_provisional", "shutdown", "get_client", "get_state", "register_process_plugin",
            "unregister_process_plugin"]
 
 _lock = threading.RLock()
@@ -48,6 +50,9 @@ class _BreakerSink:
         client = self._client
         attributes = dict(record)
         attributes.setdefault("eu_ai_act_art12_relevant", True)
+        operator = OPERATOR_ACTION.get()
+        if operator is not None:  # made by an operator's action from the collector: who, which, why
+            attributes.update(operator)
         span = client.start_span(f"breaker.{record.get('event')}", "breaker", attributes=attributes,
                                  activate=False)
         client.end_span(span)
@@ -106,6 +111,7 @@ class Client:
         for name, plugin in list(_process_plugins.items()):
             self.register_plugin(plugin, name)
         self.exporters = self._make_exporters(config.exporters) if self.enabled else []
+        stop_on_exception(attach_remote_control)(self)
         # Before the worker starts: its first batch reads these flags.
         self._refresh_hook_flags()
         self.processor = BatchProcessor(
@@ -238,6 +244,10 @@ class Client:
         metadata = METADATA.get()
         if metadata:
             span.attributes.setdefault("metadata", dict(metadata))
+        # Sessions group traces: the enclosing session() names it, else the parent's (a resumed LangGraph thread).
+        session = SESSION_ID.get() or (parent.attributes.get(SESSION_KEY) if parent is not None else None)
+        if session is not None:
+            span.attributes.setdefault(SESSION_KEY, session)
         if self._has_span_start:
             self.plugin_manager.hook.agentwatch_span_start(span=span)
         return span

@@ -56,6 +56,9 @@ class Config:
     #: directory (``~/.cache/agentwatch/spool`` on Linux); "": no spool.
     spool_dir: str | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
+    #: Follow operator actions (pause, kill, budget, limits) from the collector this process exports to
+    #: (one it authenticates to, or one on loopback): see ``_remote_control``.
+    remote_control: bool = True
 
     @property
     def capture_text(self) -> bool:
@@ -88,7 +91,7 @@ def _parse_bool(name: str, raw: str) -> bool:
 def _from_env(name: str, raw: str) -> Any:
     """Turn an env string into the field's type; validation happens afterwards like for arguments."""
     if name in {"zero_data_retention", "capture_messages", "block_on_threshold", "hard_budget", "enabled", "debug",
-                "auto_instrument"}:
+                "auto_instrument", "remote_control"}:
         return _parse_bool(_env_name(name), raw)
     if name in {"budget_per_hour", "max_error_rate", "flush_interval", "export_timeout"}:
         try:
@@ -185,7 +188,7 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
         elif not url.startswith(("http://", "https://")):
             raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}")
     for name in ("zero_data_retention", "capture_messages", "block_on_threshold", "hard_budget", "enabled", "debug",
-                 "auto_instrument"):
+                 "auto_instrument", "remote_control"):
         if name in out:
             out[name] = _boolean(name, out[name])
     if "budget_per_hour" in out:

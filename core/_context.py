@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._span import Span
 
 if TYPE_CHECKING:
     from ._breaker import Monitor
+    from ._llm import LLMCall
 
-__all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata"]
+__all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
+           "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,25 @@ class AgentScope:
 CURRENT_SPAN: ContextVar[Span | None] = ContextVar("agentwatch_span", default=None)
 AGENT_SCOPES: ContextVar[tuple[AgentScope, ...]] = ContextVar("agentwatch_agent_scopes", default=())
 METADATA: ContextVar[dict[str, Any] | None] = ContextVar("agentwatch_metadata", default=None)
+#: The LLM call in flight (read through ``_llm.current_llm_call``, which hides an ended one).
+CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
+#: The session (``agentwatch.session()``) that spans started in this context belong to. Spans also inherit it from
+#: their parent, so a framework that names the session on a root span (LangGraph's ``thread_id``) needs no context.
+SESSION_ID: ContextVar[str | None] = ContextVar("agentwatch_session_id", default=None)
+#: The span attribute holding the session id (OpenInference's name; exported to OTLP as it is).
+SESSION_KEY = "session.id"
+
+
+class _Keep:
+    """The default of ``attach``'s ``span`` and ``llm_call``: leave that value as it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Final = _Keep()
 
 
 def current_span() -> Span | None:
@@ -46,3 +67,36 @@ def current_agent_scopes() -> tuple[AgentScope, ...]:
 
 def current_metadata() -> dict[str, Any]:
     return dict(METADATA.get() or {})
+
+
+def attach(span: Span | None | _Keep = KEEP, *, llm_call: LLMCall | None | _Keep = KEEP,
+           agent: AgentScope | None = None) -> tuple[Token[Any], ...]:
+    """Make ``span`` the current span, ``llm_call`` the current LLM call and push ``agent`` onto the agent
+    scopes of this context, until ``detach`` of the returned token.
+
+    What is not passed is left alone (and not restored by ``detach``). Passing the current values makes a
+    restore point: ``detach`` then undoes whatever the code in between made current.
+    """
+    tokens: list[Token[Any]] = []
+    if span is not KEEP:
+        tokens.append(CURRENT_SPAN.set(span))  # type: ignore[arg-type]  # KEEP excluded above
+    if llm_call is not KEEP:
+        tokens.append(CURRENT_LLM_CALL.set(llm_call))  # type: ignore[arg-type]
+    if agent is not None:
+        tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), agent)))
+    return tuple(tokens)
+
+
+def detach(token: tuple[Token[Any], ...]) -> None:
+    """Undo one ``attach``. From another context than ``attach``'s (a framework ending work in a callback
+    of another task) there is nothing of ours to undo there, and nothing is changed."""
+    for item in reversed(token):
+        try:
+            item.var.reset(item)
+        except ValueError:
+            pass
+
+
+def current_session_id() -> str | None:
+    """The id of the enclosing ``agentwatch.session()``, or None."""
+    return SESSION_ID.get()

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from ._remote_control import CONTROL_HEADER
 from ._safe import logger
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ class HttpSender:
         self._stopped = threading.Event()
         #: The last attempt failed to reach the receiver; cleared by the next answer.
         self.down = False
+        #: The operator-control version the collector's last answer announced (``_remote_control``).
+        self.announced_control: str | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
         import http.client  # with ssl and email it costs ~20 ms; only the export worker needs it
@@ -203,8 +206,8 @@ class HttpSender:
             self._connection = None
 
     def post(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True,
-             precompressed: bool = False) -> tuple[int, bytes]:
-        """One request; the answer is read up to ``MAX_ANSWER_BYTES`` (the rest is never buffered)."""
+             precompressed: bool = False, max_answer: int = MAX_ANSWER_BYTES) -> tuple[int, bytes]:
+        """One request; the answer is read up to ``max_answer`` bytes (the rest is never buffered)."""
         headers = {**self._headers, "Content-Type": content_type}
         if gzipped and not precompressed:
             body = gzip.compress(body, compresslevel=1)
@@ -215,7 +218,10 @@ class HttpSender:
             connection.request("POST", path, body=body, headers=headers)
             response = connection.getresponse()
             # Only the first bytes are ever logged: a huge or endless answer must not cost the app memory.
-            data = response.read(MAX_ANSWER_BYTES)
+            data = response.read(max_answer)
+            announced = response.getheader(CONTROL_HEADER)
+            if announced is not None:
+                self.announced_control = announced
         except Exception:
             self.close()
             raise
@@ -302,6 +308,17 @@ class HttpExporter:
         self.spooled = 0
         self.unspooled_batches = 0
         self._spool_next_check = 0.0
+        #: Where the collector's operator-control feed is, and who follows it (set by ``_remote_control``).
+        self.control_path = path.rsplit("/ingest", 1)[0] + "/control" if "/ingest" in path else None
+        self.control: Any = None
+
+    @property
+    def sender(self) -> HttpSender:
+        return self._sender
+
+    @property
+    def announced_control(self) -> str | None:
+        return self._sender.announced_control
 
     def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
         return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
@@ -328,7 +345,10 @@ class HttpExporter:
             self._post_json(self._alert_path, record, gzipped=False)  # one small record: not worth gzip
 
     def on_idle(self) -> None:
-        """Called by the export worker after each drain: deliver a few spooled batches (never at exit)."""
+        """Called by the export worker after each drain: follow operator control, deliver a few spooled batches
+        (never at exit)."""
+        if self.control is not None and not self._sender.stopping:
+            self.control.on_idle()
         spool = self.spool
         if spool is None or self._sender.stopping or time.monotonic() < self._spool_next_check:
             return

@@ -8,8 +8,8 @@ blocks; ``LLMCall.end`` prices the call and records cost and outcome in the same
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from contextvars import ContextVar, Token
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import Token
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
 from ._capture import capturing
-from ._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
-from ._run_budget import RUN_MONITORS
+from ._run_budget import RUN_MONITORS, keyed_run_monitor
 from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._span import Span
 
@@ -29,9 +29,12 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
-           "normalize_anthropic_usage", "record_blocked"]
+           "normalize_anthropic_usage", "normalize_openai_usage", "record_blocked", "enclosing_monitors", "run_budget",
+           "end_span", "CURRENT_LLM_CALL"]
 
-CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call", default=None)
+
+#: ``start_llm_call``'s default ``request_body``: no request in sight (``None`` is a body, an unreadable one).
+NO_BODY: Any = object()
 
 
 def current_llm_call() -> LLMCall | None:
@@ -91,6 +94,25 @@ def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_
             "cached_input_tokens": read, "cache_write_tokens": write}
 
 
+def _field(data: Any, name: str) -> Any:
+    if data is None:
+        return None
+    return data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+
+
+def normalize_openai_usage(usage: Any) -> dict[str, Any]:
+    """``LLMCall.set_usage`` arguments from an OpenAI-style usage object or dict: Chat Completions'
+    ``prompt_tokens`` / ``completion_tokens`` / ``prompt_tokens_details.cached_tokens``, or the Responses API's
+    ``input_tokens`` / ``output_tokens`` / ``input_tokens_details.cached_tokens``. Both count cached tokens in
+    the input, as the span model does; a count that is missing is None (``set_usage`` ignores it)."""
+    prompt, completion = _field(usage, "prompt_tokens"), _field(usage, "completion_tokens")
+    if prompt is not None or completion is not None:
+        cached = _field(_field(usage, "prompt_tokens_details"), "cached_tokens")
+        return {"input_tokens": prompt, "output_tokens": completion, "cached_input_tokens": cached}
+    return {"input_tokens": _field(usage, "input_tokens"), "output_tokens": _field(usage, "output_tokens"),
+            "cached_input_tokens": _field(_field(usage, "input_tokens_details"), "cached_tokens")}
+
+
 def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Monitor] = ()) -> list[Monitor]:
     """Innermost first, global last, each monitor once: agent scopes, then per-run budgets, then global."""
     ordered: list[Monitor] = []
@@ -105,6 +127,21 @@ def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Mo
             ordered.append(monitor)
     ordered.append(client.monitor)
     return ordered
+
+
+def enclosing_monitors(*, scopes: Sequence[AgentScope] = (), budgets: Sequence[Monitor] = ()) -> list[Monitor]:
+    """The monitors an LLM call started here would be checked against, innermost first, global last (empty
+    before ``init()``); ``scopes`` and ``budgets`` as in ``start_llm_call``."""
+    client = _client_module._active
+    return _monitors(client, scopes, budgets) if client is not None else []
+
+
+def run_budget(key: str, budget: float, *, hard_budget: bool | None = None) -> Monitor | None:
+    """The one per-run budget monitor for ``key`` (e.g. ``"thread:<id>"``): ``budget`` USD shared by every
+    call passed it in ``budgets=``, across invocations of the same run, with no time window. None before
+    ``init()``. The budget given first stays; ``increase_budget`` on the monitor raises it."""
+    client = _client_module._active
+    return keyed_run_monitor(client, key, budget, hard_budget) if client is not None else None
 
 
 class LLMCall:
@@ -377,6 +414,7 @@ def start_llm_call(
     check: bool = True,
     reserve: float | Callable[[], float] | None = None,
     budgets: Sequence[Monitor] = (),
+    request_body: Any = NO_BODY,
 ) -> LLMCall:
     """Check every enclosing limit, then open the LLM span.
 
@@ -384,12 +422,15 @@ def start_llm_call(
     caller must not send the request. ``scopes`` adds agent scopes the plugin knows of (e.g. a
     LangGraph node mapped to an agent) to those of the context; ``budgets`` adds per-run budget monitors
     (a LangGraph thread's). ``reserve`` is the request's worst-case cost in USD, or a function computing it
-    (called only when a scope has a hard budget; see ``agentwatch._reservation``).
+    (called only when a scope has a hard budget; see ``agentwatch._reservation``). ``request_body`` instead of
+    ``reserve``: the request about to be sent (a JSON object), whose worst-case cost is computed (only) then.
     """
     client = _client_module._active
     if client is None:
         span = Span(name, kind, model=model, provider=provider, attributes=attributes)
         return LLMCall(span, None, None)
+    if request_body is not NO_BODY and reserve is None:
+        reserve = estimator(client, model, provider, request_body, kind)
     # The context's agent scopes are read once, for the span's agent and for the monitors to check.
     context_scopes = AGENT_SCOPES.get()
     if scopes:
@@ -426,6 +467,24 @@ def _mark_blocked(span: Span, blocked: CircuitBreakerException) -> None:
     if blocked.reserved is not None:
         span.attributes["breaker.reserved"] = blocked.reserved
         span.attributes["breaker.remaining"] = blocked.remaining
+
+
+def end_span(span: Span, error: BaseException | str | None = None) -> None:
+    """End a span a plugin opened with ``Client.start_span`` and export it (idempotent). With ``error``: status
+    ``blocked`` and the breaker's details for a ``CircuitBreakerException``, else ``error`` and its type and
+    message. Before ``init()`` (or after ``shutdown()``) the span is only marked ended."""
+    if span.ended:  # already ended (and maybe exported): it stays as it was first ended
+        return
+    if isinstance(error, CircuitBreakerException):
+        if span.status != "blocked":
+            _mark_blocked(span, error)
+    elif error is not None:
+        span.record_error(error)
+    client = _client_module._active
+    if client is not None:
+        client.end_span(span)
+    else:
+        span.finish()
 
 
 def llm_call(name: str = "llm", **kwargs: Any) -> LLMCall:

@@ -1,6 +1,7 @@
 """Fleet-wide rolling windows in Redis: one budget, one error rate, one call rate for N processes.
 
-Every operation is one Lua script (one round trip, atomic on the server). The scripts read the clock with
+Every operation is one Lua script (``_redis_scripts``: one round trip, atomic on the server), sent through the
+process's connection for the URL (``_redis_backend``). The scripts read the clock with
 Redis ``TIME``, so all machines judge the windows by the same clock; the monotonic ``now`` that monitors
 pass is only used by the local fallback. Windows are bucketed like ``LocalWindowStore`` (3600 buckets per
 window, each entry leaves at most one bucket width early) as a sorted set of bucket ids plus a hash of
@@ -53,25 +54,19 @@ stays local, and the next reply from Redis is followed whatever it is.
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from typing import Any, Final
 
-from ._safe import logger
+from ._breaker_states import CLOSED, HALF_OPEN, OPEN, PAUSED
+from ._redis_backend import SOCKET_TIMEOUT_S, RedisBackend, backend_for
+from ._redis_scripts import NO_BUDGET
 from ._windows import (
-    BUCKETS_PER_WINDOW,
     BUDGET_PER_HOUR,
-    CALLS_WINDOW_S,
-    ERROR_RATE_MIN_CALLS,
-    ERROR_WINDOW_S,
-    FLEET_VERDICT,
     HARD_BUDGET,
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
-    PROBE_GRANTED,
-    SPEND_WINDOW_S,
     UNREACHABLE_VERDICT,
     LocalWindowStore,
+    ProbeSlot,
     SharedState,
     Violation,
     units_to_usd,
@@ -81,14 +76,7 @@ from ._windows import (
 __all__ = ["RedisBackend", "RedisWindowStore", "backend_for", "SOCKET_TIMEOUT_S", "KEY_PREFIX", "PROBE_TTL_S",
            "FALLBACKS", "RESERVATION_TTL_S"]
 
-#: Connect and read timeout: the worst case one LLM call can be delayed by an unreachable Redis.
-SOCKET_TIMEOUT_S: Final = 0.05
-BACKOFF_MIN_S: Final = 0.5
-BACKOFF_MAX_S: Final = 30.0
 KEY_PREFIX: Final = "agentwatch"
-#: The shared budget outlives the windows: a raise must survive a quiet hour. Refreshed on every check.
-_LIMIT_TTL_MS: Final = 24 * 3600 * 1000
-_NO_BUDGET: Final = "none"
 #: How long the fleet's probe slot stays taken if its call never settles (its process died): longer than
 #: almost any single LLM call, short enough that a lost probe does not hold the fleet back for long.
 PROBE_TTL_S: Final = 120.0
@@ -98,385 +86,10 @@ RESERVATION_TTL_S: Final = 900.0
 #: ``limits_fallback`` values: enforce per process from the shadow windows, or block every call.
 FALLBACKS: Final = ("local", "block")
 
-# The shared breaker record's states (HALF_OPEN is never stored: it is PAUSED after the pause end).
-_STATES: Final = {b"C": "CLOSED", b"O": "OPEN", b"P": "PAUSED", b"H": "HALF_OPEN"}
-_CODES: Final = {"CLOSED": "C", "OPEN": "O", "PAUSED": "P"}
-
-# KEYS: 1 spend zset, 2 spend hash, 3 outcome zset, 4 outcome hash, 5 calls zset, 6 calls hash, 7 limits.
-# Hash fields: running totals "t" (spend, calls), "tc"/"te" (completed, errors); bucket values "b<id>",
-# "c<id>"/"e<id>". Integers go through HINCRBY as strings: Lua numbers are doubles, pico-dollars are not.
-_PRELUDE: Final = f"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local SW, EW, CW = {SPEND_WINDOW_S!r}, {ERROR_WINDOW_S!r}, {CALLS_WINDOW_S!r}
-local SB, EB, CB = SW / {BUCKETS_PER_WINDOW}, EW / {BUCKETS_PER_WINDOW}, CW / {BUCKETS_PER_WINDOW}
-
-local function evict(z, h, cutoff, fields)
-  local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-  if #old == 0 then return end
-  for _, b in ipairs(old) do
-    for i = 1, #fields, 2 do
-      local v = redis.call('HGET', h, fields[i] .. b)
-      if v then
-        if v ~= '0' then redis.call('HINCRBY', h, fields[i + 1], '-' .. v) end
-        redis.call('HDEL', h, fields[i] .. b)
-      end
-    end
-  end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-end
-
-local function bucket(width) return tostring(math.floor(now / width)) end
-local function cutoff(window, width) return math.floor((now - window) / width) end
-
-local function add(z, h, width, window, prefix, total, amount)
-  local b = bucket(width)
-  redis.call('ZADD', z, 'NX', b, b)
-  redis.call('HINCRBY', h, prefix .. b, amount)
-  redis.call('HINCRBY', h, total, amount)
-  local ms = math.floor(window * 1000) + 1000
-  redis.call('PEXPIRE', z, ms)
-  redis.call('PEXPIRE', h, ms)
-end
-
-local function evict_spend() evict(KEYS[1], KEYS[2], cutoff(SW, SB), {{'b', 't'}}) end
-local function evict_done() evict(KEYS[3], KEYS[4], cutoff(EW, EB), {{'c', 'tc', 'e', 'te'}}) end
-local function evict_calls() evict(KEYS[5], KEYS[6], cutoff(CW, CB), {{'b', 't'}}) end
-local function num(h, f) return tonumber(redis.call('HGET', h, f) or '0') end
-"""
-
-# The windows' verdict, as (code, a, b): 0 admitted; 1 budget (budget, spend); 2 error rate (completed,
-# errors); 3 call rate (calls). ARGV 2-4: this process's budget in units ('' = none), max error rate (''),
-# max calls (''). ``count`` is an admission: call N+1 of a limit N violates, an admitted call is counted.
-_CHECK: Final = f"""
-local function check(count)
-  evict_spend(); evict_done(); evict_calls()
-  local budget = ARGV[2]
-  local shared = redis.call('HGET', KEYS[7], 'eff')
-  if shared then
-    budget = shared
-    redis.call('PEXPIRE', KEYS[7], {_LIMIT_TTL_MS})
-  end
-  if budget ~= '' and budget ~= '{_NO_BUDGET}' then
-    local spent = redis.call('HGET', KEYS[2], 't') or '0'
-    if tonumber(spent) >= tonumber(budget) then return 1, budget, spent end
-  end
-  local done = num(KEYS[4], 'tc')
-  if ARGV[3] ~= '' and done >= {ERROR_RATE_MIN_CALLS} then
-    local errors = num(KEYS[4], 'te')
-    if errors > tonumber(ARGV[3]) * done then return 2, done, errors end
-  end
-  local calls = num(KEYS[6], 't')
-  if count then
-    if ARGV[4] ~= '' and calls >= tonumber(ARGV[4]) then return 3, calls + 1, false end
-    add(KEYS[5], KEYS[6], CB, CW, 'b', 't', 1)
-  elseif ARGV[4] ~= '' and calls > tonumber(ARGV[4]) then
-    return 3, calls, false
-  end
-  return 0, false, false
-end
-"""
-
-# KEYS 8: the breaker record (hash: g generation, st C/O/P, pu pause end in Redis seconds, ev/r/th/cu the
-# transition that made it, tr/tt/tc the trip); 9: the probe slot (string: the holder's token, with expiry).
-# ARGV 1: '1' admission, '0' check, '2' the windows only (settling a probe); 5: the generation this process
-# mirrors; 6: this store's probe token; 7: the probe slot's expiry in ms.
-# Replies: {code, a, b} (the record is CLOSED and still that generation: the common case, or mode '2'), or
-# {code, a, b, generation, state C/O/P/H, pause ms left, probe 0/1/2, ev, r, th, cu, tr, tt, tc} where code 4
-# means blocked by the state (the windows were not looked at) and probe is PROBE_NONE/HELD/GRANTED.
-_ADMIT: Final = _PRELUDE + _CHECK + f"""
-local mode = ARGV[1]
-if mode == '2' then
-  local code, a, b = check(false)
-  return {{code, a, b}}
-end
-local head = redis.call('HMGET', KEYS[8], 'g', 'st')
-local g, st = head[1] or '0', head[2] or 'C'
-if st == 'C' and g == ARGV[5] then
-  local code, a, b = check(mode == '1')
-  return {{code, a, b}}
-end
-local rec = redis.call('HMGET', KEYS[8], 'pu', 'ev', 'r', 'th', 'cu', 'tr', 'tt', 'tc')
-local code, a, b, probe, left = 4, false, false, 0, 0
-if st == 'C' then
-  code, a, b = check(mode == '1')
-else
-  if st == 'P' then
-    left = (tonumber(rec[1]) or 0) - now
-    if left <= 0 then st, left = 'H', 0 end
-  end
-  if st == 'H' then
-    if mode == '1' then
-      if redis.call('SET', KEYS[9], ARGV[6], 'NX', 'PX', ARGV[7]) then
-        probe = 2
-        code, a, b = check(true)
-      else
-        probe = 1
-      end
-    elseif redis.call('EXISTS', KEYS[9]) == 1 then
-      probe = 1
-    else
-      code = 0
-    end
-  end
-  redis.call('PEXPIRE', KEYS[8], {_LIMIT_TTL_MS})
-end
-return {{code, a, b, g, st, math.ceil(left * 1000), probe, rec[2] or false, rec[3] or false, rec[4] or false,
-        rec[5] or false, rec[6] or false, rec[7] or false, rec[8] or false}}
-"""
-
-# KEYS: 1 the breaker record, 2 the probe slot. ARGV 1: the generation that must still be current ('' = no
-# condition); 2: the token that must hold the probe slot ('' = none); 3: state C/O/P; 4-7: event, reason,
-# threshold, current; 8-10: the trip; 11: pause seconds. Returns {1, new generation} or {0} (a condition
-# failed: the fleet moved on). Generations only grow, also across an expiry of the record: Redis TIME in us.
-_PUBLISH: Final = f"""
-local g = redis.call('HGET', KEYS[1], 'g') or '0'
-if (ARGV[1] ~= '' and ARGV[1] ~= g) or (ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2]) then
-  return {{0}}
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local ng = string.format('%.0f', math.max((tonumber(g) or 0) + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
-redis.call('HSET', KEYS[1], 'g', ng, 'st', ARGV[3], 'ev', ARGV[4], 'r', ARGV[5], 'th', ARGV[6], 'cu', ARGV[7],
-           'tr', ARGV[8], 'tt', ARGV[9], 'tc', ARGV[10], 'pu', string.format('%.6f', now + tonumber(ARGV[11])))
-redis.call('DEL', KEYS[2])
-redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
-return {{1, ng}}
-"""
-
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-# ARGV: cost in units, error (0/1).
-_RECORD_BODY: Final = """
-evict_spend(); evict_done()
-if ARGV[1] ~= '0' then add(KEYS[1], KEYS[2], SB, SW, 'b', 't', ARGV[1]) end
-add(KEYS[3], KEYS[4], EB, EW, 'c', 'tc', 1)
-if ARGV[2] == '1' then
-  redis.call('HINCRBY', KEYS[4], 'e' .. bucket(EB), 1)
-  redis.call('HINCRBY', KEYS[4], 'te', 1)
-end
-"""
-_RECORD: Final = _PRELUDE + _RECORD_BODY + """
-return 1
-"""
-
-_COUNT: Final = _PRELUDE + """
-evict_calls()
-add(KEYS[5], KEYS[6], CB, CW, 'b', 't', 1)
-return 1
-"""
-
-_UNCOUNT: Final = _PRELUDE + """
-evict_calls()
-local newest = redis.call('ZREVRANGE', KEYS[5], 0, 0)
-if #newest == 0 then return 0 end
-local b = newest[1]
-local left = redis.call('HINCRBY', KEYS[6], 'b' .. b, -1)
-redis.call('HINCRBY', KEYS[6], 't', -1)
-if left <= 0 then
-  redis.call('HDEL', KEYS[6], 'b' .. b)
-  redis.call('ZREM', KEYS[5], b)
-end
-return 1
-"""
-
-# Returns {spend units, completed, errors, calls, shared budget or false}.
-_READ: Final = _PRELUDE + """
-evict_spend(); evict_done(); evict_calls()
-return {redis.call('HGET', KEYS[2], 't') or '0', num(KEYS[4], 'tc'), num(KEYS[4], 'te'), num(KEYS[6], 't'),
-        redis.call('HGET', KEYS[7], 'eff')}
-"""
-
-# Hard budgets. KEYS: 1 spend zset, 2 spend hash, 3 limits, 4 reservation zset (id -> expiry, Redis seconds),
-# 5 reservation hash (id -> units, "t" -> total). ARGV: 1 this process's budget in units ('' none), 2 units to
-# reserve, 3 reservation id, 4 its lifetime in seconds. Reservations of a process that died expire. Returns
-# {0} (reserved) or {1, budget, spend + reserved} (does not fit). Sums as integers (HINCRBY), compared as
-# doubles: exact below 2**53 units ($9,007).
-_RESERVE: Final = _PRELUDE + f"""
-evict_spend()
-local budget = ARGV[1]
-local shared = redis.call('HGET', KEYS[3], 'eff')
-if shared then budget = shared end
-local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
-for _, id in ipairs(old) do
-  local v = redis.call('HGET', KEYS[5], id)
-  if v then
-    redis.call('HINCRBY', KEYS[5], 't', '-' .. v)
-    redis.call('HDEL', KEYS[5], id)
-  end
-end
-if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) end
-if budget == '' or budget == '{_NO_BUDGET}' then return {{0}} end
-local committed = tonumber(redis.call('HGET', KEYS[2], 't') or '0') + tonumber(redis.call('HGET', KEYS[5], 't') or '0')
-local limit = tonumber(budget)
-if committed + tonumber(ARGV[2]) > limit or committed >= limit then
-  return {{1, budget, string.format('%.0f', committed)}}
-end
-if ARGV[2] ~= '0' then
-  redis.call('HINCRBY', KEYS[5], ARGV[3], ARGV[2])
-  redis.call('HINCRBY', KEYS[5], 't', ARGV[2])
-  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
-  local ms = math.floor(tonumber(ARGV[4]) * 1000) + 1000
-  redis.call('PEXPIRE', KEYS[4], ms)
-  redis.call('PEXPIRE', KEYS[5], ms)
-end
-return {{0}}
-"""
-
-# Releases up to ARGV[1] units of reservation ARGV[2] (KEYS 1 reservation zset, 2 reservation hash).
-_UNRESERVE_BODY: Final = """
-local function unreserve(z, h, units, id)
-  local v = tonumber(redis.call('HGET', h, id) or '0')
-  if v <= 0 then return end
-  local take = math.min(v, tonumber(units))
-  redis.call('HINCRBY', h, 't', '-' .. string.format('%.0f', take))
-  if take >= v then
-    redis.call('HDEL', h, id)
-    redis.call('ZREM', z, id)
-  else
-    redis.call('HINCRBY', h, id, '-' .. string.format('%.0f', take))
-  end
-end
-"""
-_UNRESERVE: Final = _UNRESERVE_BODY + """
-unreserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-return 1
-"""
-
-# Settling a call that holds a reservation: _RECORD's KEYS 1-4 and ARGV 1-2, then KEYS 5-6 the reservation
-# zset and hash, ARGV 3-4 units and id. One script: no admission sees the reservation gone but not the cost.
-_SETTLE_RESERVED: Final = _PRELUDE + _UNRESERVE_BODY + _RECORD_BODY + """
-unreserve(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
-return 1
-"""
-
-_RESERVED: Final = """
-return redis.call('HGET', KEYS[1], 't') or '0'
-"""
-
-_CLEAR: Final = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-return 1
-"""
-
-# ARGV: configured budget (units or 'none'), force (0/1). Joining with the fleet's configured value keeps
-# the effective one (which increase_budget may have raised); anything else replaces both.
-_SET_BUDGET: Final = f"""
-if ARGV[2] == '0' and redis.call('HGET', KEYS[1], 'cfg') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
-  return redis.call('HGET', KEYS[1], 'eff')
-end
-redis.call('HSET', KEYS[1], 'cfg', ARGV[1], 'eff', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
-return ARGV[1]
-"""
-
-# ARGV: amount in units, the base to raise when the fleet has no budget yet (units).
-_INCREASE: Final = f"""
-local eff = redis.call('HGET', KEYS[1], 'eff')
-if not eff or eff == '{_NO_BUDGET}' then redis.call('HSET', KEYS[1], 'eff', ARGV[2]) end
-local raised = redis.call('HINCRBY', KEYS[1], 'eff', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], {_LIMIT_TTL_MS})
-return tostring(raised)
-"""
-
-
-class RedisBackend:
-    """One Redis connection pool per URL and process, with its health: up, or down until a retry is due."""
-
-    def __init__(self, url: str) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError as exc:  # a deploy error: say which extra fixes it
-            raise ImportError(
-                "limits_backend=redis://... needs the redis package: pip install 'agentwatch[redis]'") from exc
-        self.url = url
-        # No client-side retries: one failed round trip means fail-open now, not 3 more timeouts.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        register = self.client.register_script
-        self.admit = register(_ADMIT)
-        self.publish = register(_PUBLISH)
-        self.release = register(_RELEASE)
-        self.record = register(_RECORD)
-        self.count = register(_COUNT)
-        self.uncount = register(_UNCOUNT)
-        self.read = register(_READ)
-        self.clear = register(_CLEAR)
-        self.set_budget = register(_SET_BUDGET)
-        self.increase = register(_INCREASE)
-        self.reserve = register(_RESERVE)
-        self.unreserve = register(_UNRESERVE)
-        self.settle_reserved = register(_SETTLE_RESERVED)
-        self.reserved = register(_RESERVED)
-        self.down = False
-        self._lock = threading.Lock()
-        self._retry_at = 0.0
-        self._backoff = BACKOFF_MIN_S
-        self._probing = False
-
-    def usable(self) -> bool:
-        """True if a round trip should be tried now: Redis is up, or this caller makes the reconnect attempt."""
-        if not self.down:
-            return True
-        with self._lock:
-            if self._probing or time.monotonic() < self._retry_at:
-                return False
-            self._probing = True
-            return True
-
-    def succeeded(self) -> None:
-        if self.down:
-            with self._lock:
-                if self.down:
-                    self.down = False
-                    self._probing = False
-                    self._backoff = BACKOFF_MIN_S
-                    logger.warning("agentwatch: limits backend %s reachable again; fleet-wide limits resumed",
-                                   _redact(self.url))
-
-    def failed(self, exc: BaseException, blocking: bool = False) -> None:
-        with self._lock:
-            self._probing = False
-            if not self.down:
-                self.down = True
-                self._backoff = BACKOFF_MIN_S
-                consequence = ("blocking every LLM call (limits_fallback='block')" if blocking
-                               else "enforcing limits per process")
-                logger.warning("agentwatch: limits backend %s unreachable (%s: %s); %s until it is back",
-                               _redact(self.url), type(exc).__name__, exc, consequence)
-            else:
-                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-                logger.debug("agentwatch: limits backend still unreachable: %s", exc)
-            self._retry_at = time.monotonic() + self._backoff
-
-
-def _redact(url: str) -> str:
-    # redis://user:password@host -> redis://***@host: warnings end up in logs.
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
-
-
-_backends: dict[str, RedisBackend] = {}
-_backends_lock = threading.Lock()
-
-
-def backend_for(url: str) -> RedisBackend:
-    """The process's backend for ``url`` (created once; connecting happens on first use, not here)."""
-    with _backends_lock:
-        backend = _backends.get(url)
-        if backend is None:
-            backend = _backends[url] = RedisBackend(url)
-        return backend
+# The shared breaker record's states (HALF_OPEN is never stored: it is PAUSED after the pause end), as the
+# breaker's own constants (a monitor compares states by identity).
+_STATES: Final = {b"C": CLOSED, b"O": OPEN, b"P": PAUSED, b"H": HALF_OPEN}
+_CODES: Final = {CLOSED: "C", OPEN: "O", PAUSED: "P"}
 
 
 def _units_arg(usd: float | None) -> str:
@@ -496,7 +109,7 @@ class RedisWindowStore:
     __slots__ = ("_backend", "_keys", "_limit_key", "_state_keys", "_probe_key", "_reserve_keys", "_settle_keys",
                  "_held_keys", "_local", "_armed", "_limits",
                  "_args", "_joined", "_spend_read", "_last_spent", "_shared_budget", "_blocking", "_token",
-                 "generation", "reply")
+                 "generation")
 
     def __init__(self, backend: RedisBackend, scope: str, scope_id: str, *, prefix: str = KEY_PREFIX,
                  fallback: str = "local") -> None:
@@ -530,7 +143,6 @@ class RedisWindowStore:
         self._last_spent = 0.0
         self._shared_budget: float | None = None
         self.generation = ""  # none yet: the first reply is the whole record, and is followed
-        self.reply: SharedState | None = None
 
     # ---- limits -----------------------------------------------------------------------------------
 
@@ -558,7 +170,7 @@ class RedisWindowStore:
                 raised = backend.increase(keys=self._limit_key,
                                           args=[usd_to_units(budget_per_hour) - base, base])
             else:
-                configured = _units_arg(budget_per_hour) or _NO_BUDGET
+                configured = _units_arg(budget_per_hour) or NO_BUDGET
                 raised = backend.set_budget(keys=self._limit_key, args=[configured, "0" if first else "1"])
         except backend.errors as exc:
             backend.failed(exc, self._blocking)
@@ -572,7 +184,7 @@ class RedisWindowStore:
 
     # ---- the hot path -----------------------------------------------------------------------------
 
-    def evaluate(self, now: float, count_call: bool) -> Violation | None:
+    def evaluate(self, now: float, count_call: bool) -> Violation | SharedState | None:
         self._spend_read = False
         backend = self._backend
         if backend.down and not backend.usable():
@@ -590,8 +202,7 @@ class RedisWindowStore:
         if self._armed:
             self._disarm()
         if len(result) > 3:  # the breaker record changed or is not CLOSED: the monitor takes it from here
-            self.reply = self._shared(now, count_call, result)
-            return FLEET_VERDICT
+            return self._shared(now, count_call, result)
         code = result[0]
         if code == 0:
             if count_call:
@@ -749,8 +360,8 @@ class RedisWindowStore:
         return MAX_CALLS_PER_MINUTE, self._limits[2], int(a)  # type: ignore[return-value]
 
     def _shared(self, now: float, count_call: bool, r: list[Any]) -> SharedState:
-        code, state, probe = r[0], _STATES.get(r[4], "CLOSED"), r[6]
-        if code == 0 and count_call and (state == "CLOSED" or probe == PROBE_GRANTED):
+        code, state, probe = r[0], _STATES.get(r[4], CLOSED), ProbeSlot(r[6])
+        if code == 0 and count_call and (state is CLOSED or probe is ProbeSlot.GRANTED):
             self._local.evaluate(now, True)  # counted in Redis: shadow it
         trip_reason = _text(r[11])
         return SharedState(
@@ -803,7 +414,7 @@ def _budget(value: Any) -> float | None:
     if value is None or value is False:
         return None
     text = value.decode() if isinstance(value, bytes) else str(value)
-    return None if text == _NO_BUDGET else units_to_usd(int(text))
+    return None if text == NO_BUDGET else units_to_usd(int(text))
 
 
 def _arg(value: float | None) -> str:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "PASS_THROUGH"]
+__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "PASS_THROUGH", "add_pass_through"]
 
 logger = logging.getLogger("agentwatch")
 
@@ -17,6 +17,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Exceptions that are raised into user code on purpose (the breaker's), registered by the breaker module.
 PASS_THROUGH: list[type[BaseException]] = []
+
+
+def add_pass_through(*kinds: type[BaseException]) -> None:
+    """Let these exceptions through ``stop_on_exception`` as well, like ``CircuitBreakerException``: a
+    framework's control flow that travels as exceptions (LangGraph's ``GraphBubbleUp``) raised in our code."""
+    for kind in kinds:
+        if kind not in PASS_THROUGH:
+            PASS_THROUGH.append(kind)
 
 
 def _is_pass_through(exc: BaseException) -> bool:

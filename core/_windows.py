@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Final, Protocol, runtime_checkable
 
 __all__ = [
@@ -32,12 +33,8 @@ __all__ = [
     "HARD_BUDGET",
     "TRACE_BUDGET",
     "reservation_violation",
-    "FLEET_STATE",
-    "FLEET_VERDICT",
     "UNREACHABLE_VERDICT",
-    "PROBE_NONE",
-    "PROBE_HELD",
-    "PROBE_GRANTED",
+    "ProbeSlot",
     "usd_to_units",
     "units_to_usd",
 ]
@@ -58,20 +55,21 @@ LIMITS_BACKEND_UNREACHABLE: Final = "limits_backend_unreachable"
 HARD_BUDGET: Final = "hard_budget"
 #: Reason of a call blocked by a per-run budget (``trace(budget=...)``, ``thread_budget``): not time-windowed.
 TRACE_BUDGET: Final = "trace_budget"
-#: Not a limit: a shared store's ``evaluate`` returns it when the fleet's breaker state needs the monitor's
-#: attention (it changed, or it is not CLOSED); the details are in the store's ``reply``. Never shown to users.
-FLEET_STATE: Final = "fleet_state"
-
 #: (reason, threshold, current) of a violated limit.
 Violation = tuple[str, float, float]
-#: The two verdicts that are not a violated limit (no threshold, no current value).
-FLEET_VERDICT: Final[Violation] = (FLEET_STATE, None, None)  # type: ignore[assignment]
+#: The verdict that is not a violated limit (no threshold, no current value).
 UNREACHABLE_VERDICT: Final[Violation] = (LIMITS_BACKEND_UNREACHABLE, None, None)  # type: ignore[assignment]
 
-#: The fleet's HALF_OPEN probe slot as seen by one admission: free, held by another admission, or taken by it.
-PROBE_NONE: Final = 0
-PROBE_HELD: Final = 1
-PROBE_GRANTED: Final = 2
+
+
+class ProbeSlot(IntEnum):
+    """A HALF_OPEN monitor's probe slot as one admission finds it: free, held by another admission, or taken
+    by this one (the values are what the fleet's admission script returns)."""
+
+    FREE = 0
+    HELD = 1
+    GRANTED = 2
+
 
 # Spend is summed in integer pico-dollars: a float running sum drifts when values are added and later
 # subtracted again, integers do not, so the recorded spend is the exact sum of the (rounded) costs.
@@ -125,12 +123,13 @@ class WindowStore(Protocol):
         """The limits ``evaluate`` checks (None: not checked)."""
         ...
 
-    def evaluate(self, now: float, count_call: bool) -> Violation | None:
+    def evaluate(self, now: float, count_call: bool) -> Violation | SharedState | None:
         """The first violated limit (budget, then error rate, then call rate), or None.
 
         ``count_call=True`` is an admission: the incoming call counts toward the call rate (call N+1 of a
         limit N violates) and, if nothing is violated, is recorded. ``count_call=False`` only checks the
-        windows as they are (a call rate is violated when more than N calls are recorded).
+        windows as they are (a call rate is violated when more than N calls are recorded). Only a
+        ``SharedBreakerStore`` returns a ``SharedState``: the fleet's record, which the monitor follows.
         """
         ...
 
@@ -193,7 +192,7 @@ class SharedState:
     generation: str
     state: str
     remaining: float
-    probe: int
+    probe: ProbeSlot
     verdict: Violation | None
     event: str | None
     reason: str | None
@@ -207,15 +206,13 @@ class SharedBreakerStore(WindowStore, Protocol):
     """A ``WindowStore`` that also shares the breaker state machine (one record per scope, fleet-wide).
 
     The monitor keeps its local state machine as a mirror of the shared record and tells the store which
-    ``generation`` of the record it mirrors; ``evaluate`` returns ``FLEET_VERDICT`` (details in ``reply``)
-    when the record has another generation or is not CLOSED, in the same round trip as the windows.
+    ``generation`` of the record it mirrors; ``evaluate`` returns the record (a ``SharedState``) instead of
+    a verdict when it has another generation or is not CLOSED, in the same round trip as the windows.
     Every method is called with the monitor's lock held.
     """
 
     #: The generation of the shared record the monitor mirrors ("" = unknown: the next reply is followed).
     generation: str
-    #: The record behind the last ``FLEET_VERDICT`` of ``evaluate``.
-    reply: SharedState | None
 
     def consult(self, now: float, count_call: bool) -> SharedState | Violation | None:
         """The shared record (taking the probe slot if HALF_OPEN and ``count_call``, then evaluating the

@@ -16,8 +16,20 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from . import _routes_alerts, _routes_crons, _routes_ingest, _routes_otlp, _routes_query, _routes_reports
+from . import (
+    _routes_alerts,
+    _routes_control,
+    _routes_crons,
+    _routes_ingest,
+    _routes_otlp,
+    _routes_query,
+    _routes_reports,
+)
+from ._backends import open_store
+from ._live import router as live_router
+from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
+from ._routes_sessions import router as sessions_router
 from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
 from ._sqlite import SQLiteStore
@@ -107,14 +119,15 @@ def _add_span_schemas(app: FastAPI) -> None:
 
 
 def create_app(store: Store | None = None, settings: Settings | None = None) -> FastAPI:
-    """The collector app. Without ``store`` it opens the SQLite file of ``settings.db_path`` and closes it
-    on shutdown; a given store is left open for its owner."""
+    """The collector app. Without ``store`` it opens the store the settings name (``open_store``: ClickHouse for
+    ``AGENTWATCH_STORE`` / ``--store``, else the SQLite file of ``settings.db_path``) and closes it on shutdown;
+    a given store is left open for its owner."""
     if settings is None:
         settings = (Settings.from_env(db_path=store.path) if isinstance(store, SQLiteStore)
                     else Settings.from_env())
     owns_store = store is None
     if store is None:
-        store = SQLiteStore(settings.db_path, synchronous=settings.synchronous)
+        store = open_store(settings)
     state = AppState(store, settings, owns_store)
     maintenance = Maintenance(store, settings)
 
@@ -127,6 +140,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         try:
             yield
         finally:
+            stop_live_streams(app)
             state.alerts.stop()
             maintenance.stop()
             if state.owns_store:
@@ -137,10 +151,12 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                   description="Ingest, store and query LLM agent traces; alerts, breakers and signed reports.")
     app.state.agentwatch = state
     app.state.maintenance = maintenance
-    for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports, _routes_crons):
+    for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports, _routes_crons,
+                   _routes_control):
         # The routes are added as they are: include_router() wraps them in a router whose matching rebuilds
         # per-request state, which cost several percent of ingest CPU.
         app.router.routes.extend(module.router.routes)
+    app.router.routes.extend([*sessions_router.routes, *live_router.routes])
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> dict[str, Any]:
@@ -169,7 +185,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
     app.add_middleware(SecurityMiddleware, api_key=settings.api_key,
                        hosts=served_hosts(settings.host, settings.allowed_hosts),
-                       trusted_origins=settings.cors_origins)
+                       trusted_origins=settings.cors_origins, jwt_secret=settings.jwt_secret)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],

@@ -34,6 +34,9 @@ class ServerHandle:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
+        from ._live import stop_live_streams
+
+        stop_live_streams(self.app)  # open dashboards' event streams would hold up uvicorn's drain
         self._server.should_exit = True
         self._thread.join(timeout)
 

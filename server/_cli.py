@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -87,7 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PEM key to trust (repeatable); default: the key beside --db, if any")
     verify.add_argument("--db", type=Path, help="database whose signing key to trust")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    token = commands.add_parser("token", help="create role tokens (JWT, signed with JWT_SECRET)")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create", help="print a bearer token", description="Print a token for the collector: viewer reads, "
+        "operator reads and controls running agents, ingest only sends spans. Needs JWT_SECRET (the collector's).")
+    create.add_argument("--role", required=True, choices=["viewer", "operator", "ingest"])
+    create.add_argument("--name", required=True, help="who holds it: audit records show this name")
+    create.add_argument("--expires-days", type=float, help="valid this many days (default: no expiry)")
     return parser
+
+
+def _token(args: argparse.Namespace) -> int:
+    from ._auth import create_token
+
+    secret = os.environ.get("JWT_SECRET")
+    if not secret:
+        print("agentwatch token: set JWT_SECRET (the same as the collector's; e.g. openssl rand -hex 32)",
+              file=sys.stderr)
+        return 2
+    expires = args.expires_days * 86400 if args.expires_days is not None else None
+    try:
+        print(create_token(secret, args.role, args.name, expires_in_seconds=expires))
+    except ValueError as error:
+        print(f"agentwatch token: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -107,7 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     clickhouse = settings.store_url is not None
     if clickhouse and args.workers > 1:
-        # Worker processes rebuild the app from the environment, which only knows SQLite files.
+        # chdb runs one engine per data directory and process, and the ClickHouse store hands out rule and alert
+        # ids under a lock of its own process: one collector per ClickHouse database.
         print("agentwatch serve: --workers > 1 is not supported with --store clickhouse", file=sys.stderr)
         return 2
     if settings.local_mode and not _is_loopback(settings.host):
@@ -122,9 +149,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # imported after the checks above: a mistake is reported at once
 
     from ._app import create_app
+    from ._backends import open_store, store_location
 
-    mode = "local mode, no API key" if settings.local_mode else "API key required on /api"
-    where = _redacted(settings.store_url) if clickhouse and settings.store_url else settings.db_path
+    mode = "local mode, no API key" if settings.local_mode else "API key or token required on /api"
+    where = store_location(settings)
     print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {where}",
           file=sys.stderr)
     if args.workers > 1:
@@ -136,33 +164,27 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
                     port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
         return 0
-    store = None
-    if clickhouse:
-        from ._clickhouse import ClickHouseStore
-
-        try:
-            store = ClickHouseStore(settings.store_url or "", retention_days=settings.data_retention_days)
-        except (ImportError, ValueError, RuntimeError, OSError) as error:
-            print(f"agentwatch serve: cannot open {_redacted(settings.store_url or '')}: {error}", file=sys.stderr)
-            return 2
+    try:
+        store = open_store(settings)
+    except (ImportError, ValueError, RuntimeError, OSError, sqlite3.Error) as error:
+        # SQLite: the file changed between the check and here.
+        print(f"agentwatch serve: cannot open {where}: {error}", file=sys.stderr)
+        return 2
     try:
         app = create_app(store=store, settings=settings)
-    except (OSError, sqlite3.Error) as error:  # the file changed between the check and here
-        print(f"agentwatch serve: cannot use {settings.db_path}: {error}", file=sys.stderr)
-        return 2
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                            access_log=args.log_level == "debug", lifespan="on")
-    try:
-        uvicorn.Server(config).run()
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                                access_log=args.log_level == "debug", lifespan="on")
+        from ._live import stop_live_streams
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                stop_live_streams(app)  # open dashboards' event streams would hold up uvicorn's drain
+                super().handle_exit(sig, frame)
+
+        _Server(config).run()
     finally:
-        if store is not None:
-            store.close()  # a store handed to create_app is its owner's to close
+        store.close()  # a store handed to create_app is its owner's to close
     return 0
-
-
-def _redacted(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + ("***@" + rest.rsplit("@", 1)[1] if "@" in rest else rest)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -214,7 +236,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": _serve, "demo": _demo, "verify": _verify}
+    handlers = {"serve": _serve, "demo": _demo, "verify": _verify, "token": _token}
     return handlers[args.command](args)
 
 

@@ -11,8 +11,10 @@ Trade-offs against SQLite, on purpose:
   Run one collector per database: two collectors writing the same database could both append a retried
   span (the ReplacingMergeTree folds such duplicates away at merge time, not at once) and could hand out
   the same rule / alert ids.
-* ``DATA_RETENTION_DAYS`` is a table TTL (ClickHouse drops expired parts in the background) and ``purge``
-  deletes exactly like the SQLite store, for the retention job and for tests.
+* ``DATA_RETENTION_DAYS`` is applied by the collector's retention job through ``purge``, exactly as on SQLite
+  (whole traces, alert history, and cron registrations moved past the runs whose spans are gone), and only
+  there: a table TTL would drop spans by themselves, behind the crons' back. Tables a version with TTLs made
+  have them removed on open.
 """
 
 from __future__ import annotations
@@ -22,15 +24,44 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import _clickhouse_sessions as _sessions
 from . import _json
-from ._clickhouse_conn import ClickHouseError, Connection, connect, literal
-from ._clickhouse_schema import TABLES, spans_ttl
-from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
-from ._sqlite_breakers import normalize_breaker_event, normalize_sdk_alert
-from ._sqlite_queries import _span, _trace
-from ._stats import DAY_NS, daily_cost_rows, model_cost_rows, percentile_exact, percentile_from_bins
+from ._clickhouse_conn import Connection, connect, literal
+from ._clickhouse_schema import TABLES
+from ._datamodel import (
+    ALERT_COLUMNS,
+    BREAKER_EVENT_COLUMNS,
+    CRON_COLUMNS,
+    CRON_SPAN_COLUMNS,
+    OPERATOR_COLUMNS,
+    PURGE_KINDS,
+    RULE_COLUMNS,
+    SPAN_COLUMNS,
+    agent_cost_rows,
+    alert_dict,
+    breaker_event_dict,
+    breaker_event_row,
+    breaker_state_dict,
+    cron_dict,
+    cron_span_dict,
+    event_payload,
+    json_or_none,
+    metrics_dict,
+    new_rule,
+    normalize_sdk_alert,
+    operator_action,
+    rule_alert_row,
+    rule_changes,
+    rule_dict,
+    sdk_alert_row,
+    span_dict,
+    span_flags,
+    trace_dict,
+    window_stats_dict,
+)
+from ._model import SpanRecord
+from ._stats import DAY_NS, daily_cost_rows, model_cost_rows
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
-from ._time import iso
 
 __all__ = ["ClickHouseStore", "is_clickhouse_url"]
 
@@ -62,12 +93,9 @@ _SORT_COLUMNS = {
     "start_time": "t_start", "end_time": "t_end", "duration": "t_duration", "cost": "t_cost",
     "tokens": "t_tokens", "spans": "t_spans", "name": "t_name", "status": "t_status",
 }
-_SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, kind, status, start_ns, end_ns, agent_id, agent_name,"
-                 " agent_role, model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,"
-                 " attributes, input, output")
-_RULE_COLUMNS = ("id, name, condition, threshold, action_type, webhook_url, email, enabled, cooldown_seconds,"
-                 " window_seconds, created_ns, updated_ns, last_triggered_ns")
-_RULE_FIELDS = tuple(column.strip() for column in _RULE_COLUMNS.split(","))
+_RULE_FIELDS = tuple(column.strip() for column in RULE_COLUMNS.split(","))
+# Stored alert rows are rewritten whole (a new version) when their delivery status changes.
+_ALERT_ROW_COLUMNS = ALERT_COLUMNS + ", details, dedup_key"
 
 
 def is_clickhouse_url(url: str | None) -> bool:
@@ -103,7 +131,7 @@ def _scalar(text: str | None) -> Any:
 class ClickHouseStore(Store):
     """``Store`` on ClickHouse. Safe to share between threads."""
 
-    def __init__(self, url_or_connection: str | Connection, *, retention_days: int = 0) -> None:
+    def __init__(self, url_or_connection: str | Connection) -> None:
         self.url = url_or_connection if isinstance(url_or_connection, str) else None
         self._db_conn = connect(url_or_connection) if isinstance(url_or_connection, str) else url_or_connection
         self.database = self._db_conn.database
@@ -113,13 +141,13 @@ class ClickHouseStore(Store):
         self._write_lock = threading.Lock()
         db = self.database
         self._db_conn.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-        for name, ddl in TABLES.items():
-            ttl = spans_ttl(retention_days) if name == "spans" else (
-                spans_ttl(retention_days, "ts_ns") if name == "breaker_events" else "")
-            self._db_conn.execute(ddl.format(db=db, ttl=ttl))
-        self._apply_ttl(retention_days)
+        for ddl in TABLES.values():
+            self._db_conn.execute(ddl.format(db=db))
+        _sessions.create_session_table(self._db_conn, db)
+        self._remove_ttl()
         self._seq = self._max("spans", "seq")
-        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules")}
+        self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
+                                                                  "operator_actions")}
         self._version = 0
         self._closed = False
 
@@ -134,18 +162,11 @@ class ClickHouseStore(Store):
     def _max(self, table: str, column: str) -> int:
         return int(self._rows(f"SELECT max({column}) FROM {self.database}.{table}")[0][0] or 0)
 
-    def _apply_ttl(self, days: int) -> None:
-        # A changed DATA_RETENTION_DAYS applies to existing tables too; parts are not rewritten for it.
-        for table, column in (("spans", "start_ns"), ("breaker_events", "ts_ns")):
-            clause = spans_ttl(days, column)
-            try:
-                if clause:
-                    self._execute(f"ALTER TABLE {self.database}.{table} MODIFY {clause}"
-                                  " SETTINGS materialize_ttl_after_modify = 0")
-                else:
-                    self._execute(f"ALTER TABLE {self.database}.{table} REMOVE TTL")
-            except ClickHouseError:
-                pass  # REMOVE TTL on a table without one: nothing to do
+    def _remove_ttl(self) -> None:
+        # Earlier versions expired spans and breaker events by TTL as well as by purge; purge alone decides now.
+        for table in ("spans", "breaker_events"):
+            if "TTL " in self._rows(f"SHOW CREATE TABLE {self.database}.{table}")[0][0]:
+                self._execute(f"ALTER TABLE {self.database}.{table} REMOVE TTL")
 
     def _next_version(self) -> int:
         # Versions only have to grow within this store's writes (called under the write lock).
@@ -181,7 +202,7 @@ class ClickHouseStore(Store):
 
     def _span_row(self, record: SpanRecord) -> dict[str, Any]:
         self._seq += 1
-        blocked = record.status == "blocked" and record.kind in BLOCK_POINT_KINDS
+        is_call, is_blocked = span_flags(record.kind, record.status)
         return {
             "seq": self._seq, "trace_id": record.trace_id, "span_id": record.span_id,
             "parent_span_id": record.parent_span_id, "name": record.name, "kind": record.kind,
@@ -190,10 +211,9 @@ class ClickHouseStore(Store):
             "agent_key": record.agent_key or "", "model": record.model, "provider": record.provider,
             "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
             "cached_input_tokens": record.cached_input_tokens, "cost_usd": record.cost_usd,
-            "is_root": int(record.parent_span_id is None), "is_call": int(record.kind in LLM_KINDS and not blocked),
-            "is_blocked": int(blocked), "attributes": _json.dumps(record.attributes),
-            "input": None if record.input is None else _json.dumps(record.input),
-            "output": None if record.output is None else _json.dumps(record.output),
+            "is_root": int(record.parent_span_id is None), "is_call": int(is_call), "is_blocked": int(is_blocked),
+            "attributes": _json.dumps(record.attributes), "input": json_or_none(record.input),
+            "output": json_or_none(record.output),
         }
 
     def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
@@ -205,12 +225,12 @@ class ClickHouseStore(Store):
             fresh = [record for key, record in unique.items() if key not in stored]
             if fresh:
                 self._db_conn.insert("spans", [self._span_row(record) for record in fresh])
+                _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
-                        self._add_event_locked({"timestamp_unix_nano": record.start_ns, **record.attributes},
-                                               "span", record.trace_id, record.span_id)
+                        self._add_event_locked(event_payload(record), "span", record.trace_id, record.span_id)
                     elif record.kind == "alert":
-                        self._add_sdk_alert_locked({"timestamp_unix_nano": record.start_ns, **record.attributes})
+                        self._add_sdk_alert_locked(event_payload(record))
         return IngestResult(len(fresh), len(records) - len(fresh))
 
     def _labels(self, trace_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -242,7 +262,7 @@ class ClickHouseStore(Store):
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
         rows = self._rows(sql)
         labels = self._labels([row[0] for row in rows])
-        return [_trace((*row[:15], *labels[row[0]])) for row in rows]
+        return [trace_dict((*row[:15], *labels[row[0]])) for row in rows]
 
     def _trace_filters(self, query: TraceQuery) -> tuple[list[str], list[str], str]:
         """(span WHERE, trace HAVING, search text) for a traces query."""
@@ -281,9 +301,9 @@ class ClickHouseStore(Store):
         return found[0] if found else None
 
     def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = self._rows(f"SELECT {_SPAN_COLUMNS} FROM {self._spans} WHERE trace_id = {literal(trace_id)}"
+        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE trace_id = {literal(trace_id)}"
                           f" ORDER BY start_ns, seq LIMIT {int(limit)}")
-        return [_span(tuple(row)) for row in rows]
+        return [span_dict(row) for row in rows]
 
     def _in_range(self, start_ns: int, end_ns: int) -> tuple[list[str], list[str]]:
         where = [f"trace_id IN (SELECT trace_id FROM {self._spans}{_where(_range('start_ns', start_ns, end_ns))})"]
@@ -307,7 +327,7 @@ class ClickHouseStore(Store):
 
     def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
         where = _where(_range("start_ns", start_ns, end_ns))
-        spans, calls, call_errors, errors, blocked, tokens_in, tokens_out, cost = self._rows(
+        totals = self._rows(
             "SELECT count(), sum(is_call), countIf(is_call = 1 AND status = 'error'), countIf(status = 'error'),"
             f" sum(is_blocked), sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self._spans}{where}")[0]
         # The same logarithmic bins as the SQLite rollups, so percentiles agree.
@@ -317,15 +337,7 @@ class ClickHouseStore(Store):
         started = _range("min(start_ns)", start_ns, end_ns)
         having = (" HAVING " + " AND ".join(started)) if started else ""
         traces = self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self._spans} GROUP BY trace_id{having})")[0][0]
-        calls, call_errors = int(calls or 0), int(call_errors or 0)
-        return {
-            "from": iso(start_ns), "to": iso(end_ns), "traces": int(traces), "spans": int(spans),
-            "llm_calls": calls, "input_tokens": int(tokens_in or 0), "output_tokens": int(tokens_out or 0),
-            "total_tokens": int((tokens_in or 0) + (tokens_out or 0)), "cost_usd": round(float(cost or 0.0), 6),
-            "latency_p50_ms": percentile_from_bins(bins, 0.50), "latency_p95_ms": percentile_from_bins(bins, 0.95),
-            "errors": int(errors or 0), "llm_errors": call_errors,
-            "error_rate": round(call_errors / calls, 4) if calls else 0.0, "blocked_calls": int(blocked or 0),
-        }
+        return metrics_dict(start_ns, end_ns, traces, totals, bins)
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
         by_day = {int(row[0]): row for row in self._rows(
@@ -344,14 +356,7 @@ class ClickHouseStore(Store):
         names = dict(self._rows(  # the name an agent is shown with comes from any time, as SQLite's rollups
             f"SELECT agent_key, max(agent_name) FROM {self._spans} WHERE agent_key IN {_in(keys)} GROUP BY agent_key")
         ) if keys else {}
-        result = [
-            {"agent_id": row[0] or None, "agent_name": names.get(row[0]) or (row[0] or None),
-             "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
-             "output_tokens": int(row[4]), "spans": int(row[5]), "errors": int(row[6]), "blocked": int(row[7])}
-            for row in rows
-        ]
-        result.sort(key=lambda item: (-float(item["cost_usd"] or 0), str(item["agent_id"] or "")))
-        return result
+        return agent_cost_rows(rows, names)
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         clauses = [*_range("start_ns", start_ns, end_ns), "model IS NOT NULL", "model != ''"]
@@ -368,26 +373,21 @@ class ClickHouseStore(Store):
         durations = [d / 1e6 for (d,) in self._rows(
             f"SELECT end_ns - start_ns FROM {self._spans}"
             f"{_where([*_range('start_ns', start_ns, end_ns), 'is_call = 1'])}")]
-        return {"spans": int(row[0] or 0), "llm_calls": int(row[1] or 0), "llm_errors": int(row[2] or 0),
-                "blocked": int(row[3] or 0), "cost_usd": float(row[4] or 0.0),
-                "latency_p95_ms": percentile_exact(durations, 0.95)}
+        return window_stats_dict(row, durations)
 
     # -- breakers ----------------------------------------------------------------------------------------
 
     def _add_event_locked(self, payload: dict[str, Any], source: str, trace_id: str | None,
                           span_id: str | None) -> bool:
-        event = normalize_breaker_event(payload)
+        event = breaker_event_row(payload, source, trace_id, span_id)
         known = self._rows(
             f"SELECT count() FROM {self._events} WHERE scope = {literal(event['scope'])} AND scope_id ="
             f" {literal(event['scope_id'])} AND ts_ns = {int(event['ts_ns'])} AND event = {literal(event['event'])}")
         if known[0][0]:
             return False
         self._db_conn.insert("breaker_events", [{
-            "id": self._next_id("breaker_events"), "ts_ns": event["ts_ns"], "scope": event["scope"],
-            "scope_id": event["scope_id"], "event": event["event"], "from_state": event["from_state"],
-            "to_state": event["to_state"], "reason": event["reason"], "threshold": _scalar_text(event["threshold"]),
-            "current": _scalar_text(event["current"]), "source": source, "trace_id": trace_id, "span_id": span_id,
-            "details": _json.dumps(payload)}])
+            **event, "id": self._next_id("breaker_events"), "threshold": _scalar_text(event["threshold"]),
+            "current": _scalar_text(event["current"])}])
         return True
 
     def record_breaker_event(self, event: dict[str, Any], source: str) -> bool:
@@ -405,41 +405,43 @@ class ClickHouseStore(Store):
             "SELECT scope, scope_id, argMinIf(state, id, isNotNull(state)), argMin(condition, id),"
             " argMin(threshold, id), argMin(value, id), count(), argMax(condition, (ts_ns, id)), max(ts_ns)"
             f" FROM {self._alerts} FINAL WHERE source = 'sdk' GROUP BY scope, scope_id")
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        # Rows in BREAKER_STATE_COLUMNS order, as SQLite's breaker_state table holds them.
+        merged: dict[tuple[str, str], list[Any]] = {}
         for scope, scope_id, state, reason, threshold, current, count, last_reason, last_ns in alerts:
-            merged[(scope, scope_id)] = {
-                "scope": scope, "scope_id": scope_id, "state": state, "last_event": None, "from_state": None,
-                "reason": reason, "threshold": _scalar(threshold), "current": _scalar(current),
-                "last_transition_unix_nano": None, "last_transition": None, "transitions": 0, "alerts": int(count),
-                "last_alert_reason": last_reason, "last_alert_unix_nano": int(last_ns),
-                "last_alert": iso(int(last_ns))}
+            merged[(scope, scope_id)] = [scope, scope_id, state, None, None, reason, _scalar(threshold),
+                                         _scalar(current), None, 0, int(count), last_reason, int(last_ns)]
         for scope, scope_id, state, event, from_state, reason, threshold, current, ts, count in transitions:
-            entry = merged.setdefault((scope, scope_id), {
-                "scope": scope, "scope_id": scope_id, "alerts": 0, "last_alert_reason": None,
-                "last_alert_unix_nano": None, "last_alert": None})
-            entry.update({"state": state, "last_event": event, "from_state": from_state, "reason": reason,
-                          "threshold": _scalar(threshold), "current": _scalar(current),
-                          "last_transition_unix_nano": int(ts), "last_transition": iso(int(ts)),
-                          "transitions": int(count)})
-        keys = ("scope", "scope_id", "state", "last_event", "from_state", "reason", "threshold", "current",
-                "last_transition_unix_nano", "last_transition", "transitions", "alerts", "last_alert_reason",
-                "last_alert_unix_nano", "last_alert")
-        status = [{key: entry[key] for key in keys} for entry in merged.values()]
+            row = merged.setdefault((scope, scope_id), [scope, scope_id, *[None] * 8, 0, None, None])
+            row[2:10] = [state, event, from_state, reason, _scalar(threshold), _scalar(current), int(ts), int(count)]
+        status = [breaker_state_dict(row) for row in merged.values()]
         status.sort(key=lambda e: e["last_transition_unix_nano"] or e["last_alert_unix_nano"] or 0, reverse=True)
         return status
 
     def breaker_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[dict[str, Any]]:
         rows = self._rows(
-            "SELECT id, ts_ns, scope, scope_id, event, from_state, to_state, reason, threshold, current, source,"
-            f" trace_id, span_id FROM {self._events}{_where(_range('ts_ns', start_ns, end_ns))}"
+            f"SELECT {BREAKER_EVENT_COLUMNS} FROM {self._events}{_where(_range('ts_ns', start_ns, end_ns))}"
             f" ORDER BY ts_ns DESC, id DESC LIMIT {int(limit)} OFFSET {int(offset)}")
-        return [
-            {"id": r[0], "timestamp_unix_nano": r[1], "time": iso(r[1]), "scope": r[2], "scope_id": r[3],
-             "event": r[4], "from_state": r[5], "to_state": r[6], "reason": r[7], "threshold": _scalar(r[8]),
-             "current": _scalar(r[9]), "source": r[10], "trace_id": r[11], "span_id": r[12]}
-            for r in rows
-        ]
+        return [breaker_event_dict([*r[:8], _scalar(r[8]), _scalar(r[9]), *r[10:]]) for r in rows]
+
+    # -- operator control ----------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._write_lock:
+            row = {**action, "id": self._next_id("operator_actions"), "params": _json.dumps(action["params"])}
+            self._db_conn.insert("operator_actions", [row])
+        return {**action, "id": row["id"]}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        rows = self._rows(
+            f"SELECT {OPERATOR_COLUMNS} FROM {self.database}.operator_actions FINAL"
+            f"{_where(_range('ts_ns', start_ns, end_ns))} ORDER BY id {'DESC' if newest_first else 'ASC'}{page}")
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return self._max("operator_actions", "id")
 
     # -- alerts --------------------------------------------------------------------------------------------
 
@@ -447,18 +449,12 @@ class ClickHouseStore(Store):
         alert = normalize_sdk_alert(payload)
         if self._rows(f"SELECT count() FROM {self._alerts} WHERE dedup_key = {literal(alert['dedup_key'])}")[0][0]:
             return False
-        self._insert_alert({"ts_ns": alert["ts_ns"], "source": "sdk", "condition": alert["reason"],
-                            "threshold": alert["threshold"], "value": alert["current"], "message": alert["message"],
-                            "scope": alert["scope"], "scope_id": alert["scope_id"], "state": alert["state"],
-                            "details": alert["details"], "dedup_key": alert["dedup_key"]})
+        self._insert_alert(sdk_alert_row(alert))
         return True
 
     def _insert_alert(self, fields: dict[str, Any]) -> int:
-        row = {"id": self._next_id("alert_history"), "version": self._next_version(), "rule_id": None,
-               "rule_name": None, "condition": None, "scope": None, "scope_id": None, "state": None, "channel": None,
-               "delivery_status": None, "delivery_error": None, "dedup_key": None, **fields}
-        row["threshold"] = _scalar_text(row.get("threshold"))
-        row["value"] = _scalar_text(row.get("value"))
+        row = {**fields, "id": self._next_id("alert_history"), "version": self._next_version(),
+               "threshold": _scalar_text(fields["threshold"]), "value": _scalar_text(fields["value"])}
         self._db_conn.insert("alert_history", [row])
         return int(row["id"])
 
@@ -468,22 +464,14 @@ class ClickHouseStore(Store):
 
     def add_alert_event(self, event: dict[str, Any]) -> int:
         with self._write_lock:
-            return self._insert_alert({
-                "ts_ns": event["ts_ns"], "source": "rule", "rule_id": event.get("rule_id"),
-                "rule_name": event.get("rule_name"), "condition": event.get("condition"),
-                "threshold": event.get("threshold"), "value": event.get("value"), "message": event["message"],
-                "channel": event.get("channel"), "delivery_status": event.get("delivery_status", "pending"),
-                "details": _json.dumps(event.get("details") or {})})
-
-    _ALERT_COLUMNS = ("id, ts_ns, source, rule_id, rule_name, condition, threshold, value, message, scope, scope_id,"
-                      " state, channel, delivery_status, delivery_error, details, dedup_key")
+            return self._insert_alert(rule_alert_row(event))
 
     def update_alert_delivery(self, event_id: int, status: str, error: str | None) -> None:
         with self._write_lock:
-            rows = self._rows(f"SELECT {self._ALERT_COLUMNS} FROM {self._alerts} FINAL WHERE id = {int(event_id)}")
+            rows = self._rows(f"SELECT {_ALERT_ROW_COLUMNS} FROM {self._alerts} FINAL WHERE id = {int(event_id)}")
             if not rows:
                 return
-            names = [c.strip() for c in self._ALERT_COLUMNS.split(",")]
+            names = [c.strip() for c in _ALERT_ROW_COLUMNS.split(",")]
             row = dict(zip(names, rows[0], strict=True))
             row.update(version=self._next_version(), delivery_status=status, delivery_error=error)
             self._db_conn.insert("alert_history", [row])
@@ -491,33 +479,20 @@ class ClickHouseStore(Store):
     def alert_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
                       end_ns: int | None = None) -> list[dict[str, Any]]:
         rows = self._rows(
-            "SELECT id, ts_ns, source, rule_id, rule_name, condition, threshold, value, message, scope, scope_id,"
-            f" state, channel, delivery_status, delivery_error FROM {self._alerts} FINAL"
-            f"{_where(_range('ts_ns', start_ns, end_ns))} ORDER BY ts_ns DESC, id DESC"
-            f" LIMIT {int(limit)} OFFSET {int(offset)}")
-        return [
-            {"id": r[0], "timestamp_unix_nano": r[1], "time": iso(r[1]), "source": r[2], "rule_id": r[3],
-             "rule_name": r[4], "condition": r[5], "threshold": _scalar(r[6]), "value": _scalar(r[7]),
-             "message": r[8], "scope": r[9], "scope_id": r[10], "state": r[11], "channel": r[12],
-             "delivery_status": r[13], "delivery_error": r[14]}
-            for r in rows
-        ]
+            f"SELECT {ALERT_COLUMNS} FROM {self._alerts} FINAL{_where(_range('ts_ns', start_ns, end_ns))}"
+            f" ORDER BY ts_ns DESC, id DESC LIMIT {int(limit)} OFFSET {int(offset)}")
+        return [alert_dict([*r[:6], _scalar(r[6]), _scalar(r[7]), *r[8:]]) for r in rows]
 
     # -- rules -----------------------------------------------------------------------------------------
 
     def _rule_rows(self, rule_id: int | None) -> list[dict[str, Any]]:
         where = "deleted = 0" + (f" AND id = {int(rule_id)}" if rule_id is not None else "")
-        rows = self._rows(f"SELECT {_RULE_COLUMNS} FROM {self._rules} FINAL WHERE {where} ORDER BY id")
+        rows = self._rows(f"SELECT {RULE_COLUMNS} FROM {self._rules} FINAL WHERE {where} ORDER BY id")
         return [dict(zip(_RULE_FIELDS, row, strict=True)) for row in rows]
 
     @staticmethod
     def _rule_answer(r: dict[str, Any]) -> dict[str, Any]:
-        return {"id": r["id"], "name": r["name"], "condition": r["condition"], "threshold": float(r["threshold"]),
-                "action_type": r["action_type"], "webhook_url": r["webhook_url"], "email": r["email"],
-                "enabled": bool(r["enabled"]), "cooldown_seconds": r["cooldown_seconds"],
-                "window_seconds": r["window_seconds"], "created_at": iso(r["created_ns"]),
-                "updated_at": iso(r["updated_ns"]), "last_triggered_unix_nano": r["last_triggered_ns"],
-                "last_triggered_at": iso(r["last_triggered_ns"])}
+        return rule_dict([r[field] for field in _RULE_FIELDS])
 
     def _write_rule(self, row: dict[str, Any], deleted: bool = False) -> None:
         self._db_conn.insert("alert_rules", [{**row, "version": self._next_version(), "deleted": int(deleted)}])
@@ -525,12 +500,7 @@ class ClickHouseStore(Store):
     def create_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
         now = time.time_ns()
         with self._write_lock:
-            row = {"id": self._next_id("alert_rules"), "name": rule["name"], "condition": rule["condition"],
-                   "threshold": float(rule["threshold"]), "action_type": rule["action_type"],
-                   "webhook_url": rule.get("webhook_url"), "email": rule.get("email"),
-                   "enabled": int(rule.get("enabled", True)), "cooldown_seconds": int(rule["cooldown_seconds"]),
-                   "window_seconds": rule.get("window_seconds"), "created_ns": now, "updated_ns": now,
-                   "last_triggered_ns": None}
+            row = {"id": self._next_id("alert_rules"), **new_rule(rule, now)}
             self._write_rule(row)
         created = self.get_rule(row["id"])
         assert created is not None
@@ -544,17 +514,11 @@ class ClickHouseStore(Store):
         return self._rule_answer(found[0]) if found else None
 
     def update_rule(self, rule_id: int, changes: dict[str, Any]) -> dict[str, Any] | None:
-        allowed = ("name", "condition", "threshold", "action_type", "webhook_url", "email", "enabled",
-                   "cooldown_seconds", "window_seconds")
+        values = rule_changes(changes)
         with self._write_lock:
             found = self._rule_rows(rule_id)
-            if found and any(column in changes for column in allowed):
-                row = found[0]
-                for column in allowed:
-                    if column in changes:
-                        row[column] = int(changes[column]) if column == "enabled" else changes[column]
-                row["updated_ns"] = time.time_ns()
-                self._write_rule(row)
+            if found and values:
+                self._write_rule({**found[0], **values, "updated_ns": time.time_ns()})
         return self.get_rule(rule_id)
 
     def delete_rule(self, rule_id: int) -> bool:
@@ -583,10 +547,8 @@ class ClickHouseStore(Store):
 
     def _cron_rows(self, name: str | None) -> list[dict[str, Any]]:
         where = "deleted = 0" + (f" AND name = {literal(name)}" if name is not None else "")
-        rows = self._rows(f"SELECT name, schedule, grace_seconds, since_ns, updated_ns FROM {self.database}.crons"
-                          f" FINAL WHERE {where} ORDER BY name")
-        return [{"name": r[0], "schedule": r[1], "grace_seconds": int(r[2]), "since_ns": int(r[3]),
-                 "updated_ns": int(r[4])} for r in rows]
+        rows = self._rows(f"SELECT {CRON_COLUMNS} FROM {self.database}.crons FINAL WHERE {where} ORDER BY name")
+        return [cron_dict(r) for r in rows]
 
     def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
         with self._write_lock:
@@ -619,12 +581,11 @@ class ClickHouseStore(Store):
             return True
 
     def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = self._rows(f"SELECT trace_id, start_ns, end_ns, status, attributes, kind FROM {self._spans}"
+        rows = self._rows(f"SELECT {CRON_SPAN_COLUMNS} FROM {self._spans}"
                           f" WHERE start_ns >= {int(start_ns)} AND start_ns < {int(end_ns)}"
                           f" AND kind IN ('cron', 'cron_start') AND name = {literal(name)}"
                           f" ORDER BY start_ns LIMIT {int(limit)}")
-        return [{"trace_id": r[0], "start_ns": int(r[1]), "end_ns": int(r[2]), "status": r[3],
-                 "attributes": _json.loads(r[4]), "kind": r[5]} for r in rows]
+        return [cron_span_dict(r) for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         # Atomic within this process (the write lock), as claim_rule.
@@ -657,13 +618,29 @@ class ClickHouseStore(Store):
             if alerts:
                 self._execute(f"ALTER TABLE {self._alerts} DELETE WHERE ts_ns < {before}"
                               " SETTINGS mutations_sync = 2")
+            if spans:
+                _sessions.purge_session_traces(self, before)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             stale = [row for row in self._cron_rows(None) if row["since_ns"] < before]
             if stale:
                 self._db_conn.insert("crons", [{**row, "since_ns": before, "version": self._next_version(),
                                                 "deleted": 0} for row in stale])
-        return {"traces": int(traces), "spans": int(spans), "breaker_events": int(events),
-                "alert_history": int(alerts)}
+        return dict(zip(PURGE_KINDS, (int(traces), int(spans), int(events), int(alerts)), strict=True))
+
+    # -- sessions ----------------------------------------------------------------------------------------
+
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        return _sessions.list_sessions(self, limit, offset, search)
+
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return _sessions.session_traces(self, session_id, limit)
+
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return _sessions.blocked_spans(self, trace_ids)
+
+    def change_token(self) -> str:
+        # One collector per database (see above): what this store wrote is every change.
+        return f"{self._seq}:{sorted(self._ids.items())}:{self._version}"
 
     def counts(self) -> dict[str, int]:
         spans, traces = self._rows(f"SELECT count(), uniqExact(trace_id) FROM {self._spans}")[0]

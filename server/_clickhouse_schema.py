@@ -11,15 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["TABLES", "spans_ttl"]
-
-_TS: Final = "toDateTime(intDiv({column}, 1000000000))"
-
-
-def spans_ttl(days: int, column: str = "start_ns") -> str:
-    """The TTL clause for ``DATA_RETENTION_DAYS`` (0: keep forever)."""
-    return f"TTL {_TS.format(column=column)} + INTERVAL {int(days)} DAY" if days > 0 else ""
-
+__all__ = ["TABLES"]
 
 TABLES: Final = {
     "spans": """
@@ -53,7 +45,6 @@ CREATE TABLE IF NOT EXISTS {db}.spans (
 ) ENGINE = ReplacingMergeTree(seq)
 PARTITION BY toYYYYMM(toDateTime(intDiv(start_ns, 1000000000)))
 ORDER BY (intDiv(start_ns, 3600000000000), trace_id, span_id)
-{ttl}
 """,
     "breaker_events": """
 CREATE TABLE IF NOT EXISTS {db}.breaker_events (
@@ -73,7 +64,6 @@ CREATE TABLE IF NOT EXISTS {db}.breaker_events (
     details String
 ) ENGINE = ReplacingMergeTree
 ORDER BY (scope, scope_id, ts_ns, event)
-{ttl}
 """,
     "alert_history": """
 CREATE TABLE IF NOT EXISTS {db}.alert_history (
@@ -131,6 +121,21 @@ CREATE TABLE IF NOT EXISTS {db}.crons (
     updated_ns Int64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY name
+""",
+    # Operator actions: append-only audit records (the control state is folded from them), never purged.
+    "operator_actions": """
+CREATE TABLE IF NOT EXISTS {db}.operator_actions (
+    id UInt64,
+    ts_ns Int64,
+    actor String,
+    role String,
+    action String,
+    scope String,
+    scope_id String,
+    reason String,
+    params String
+) ENGINE = ReplacingMergeTree
+ORDER BY id
 """,
     "cron_alerts": """
 CREATE TABLE IF NOT EXISTS {db}.cron_alerts (

@@ -15,7 +15,8 @@ from ._time import iso, now_ns
 
 __all__ = ["compliance_score", "compliance_report", "RUBRIC"]
 
-_OVERSIGHT_EVENTS = frozenset({"paused", "budget_increased", "reset", "half_open", "recovered", "manual"})
+_OVERSIGHT_EVENTS = frozenset({"paused", "budget_increased", "reset", "half_open", "recovered", "manual", "killed",
+                               "resumed"})
 _USER_KEYS = ("user.id", "enduser.id", "user_id", "operator", "reviewer", "human.reviewer")
 
 Check = Callable[[dict[str, Any], list[dict[str, Any]], int], tuple[float, str]]

@@ -43,6 +43,8 @@ _CACHED_TOKEN_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cach
                       "llm.token_count.prompt_details.cache_read")
 _COST_KEYS = ("agentwatch.cost_usd", "gen_ai.usage.cost", "llm.cost.total", "operation.cost")
 _AGENT_KEYS = ("gen_ai.agent.name", "agent_name", "agent.name")
+# OpenInference and AgentWatch name the session ``session.id``; the GenAI conventions a conversation, Langfuse its own.
+_SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "langfuse.session.id")
 
 _FLAT = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion|llm\.input_messages|llm\.output_messages)\.(\d+)\.(.+)$")
 
@@ -172,6 +174,9 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     attributes = dict(span.attributes)
     events = [dict(event) for event in span.events]
     kind = _kind(span, attributes)
+    session = _first(attributes, _SESSION_KEYS)
+    if session is not None:
+        attributes["session.id"] = str(session)
     captured_input, captured_output = _text(attributes, events)
     model = _first(attributes, _MODEL_KEYS)
     provider = _first(attributes, _PROVIDER_KEYS)

@@ -103,6 +103,12 @@ def render_monthly_pdf(report: dict[str, Any], key_fingerprint: str) -> bytes:
             [(t["time"] or "")[:19], _clip(f"{t['scope']}/{t['scope_id']}", 30), _clip(t["event"], 16),
              _clip(f"{t['from_state']} → {t['to_state']}", 24), _clip(t["reason"], 24)]
             for t in report["circuit_breaker"]["recent"][:30]]),
+        Paragraph("Operator actions (human oversight of running agents)", styles["Heading2"]),
+        Paragraph(f"{report['circuit_breaker']['operator_actions']} operator actions this month.", styles["Normal"]),
+        _table(["Time", "Who", "Action", "Scope", "Why"], [
+            [(a["time"] or "")[:19], _clip(a["actor"], 20), _clip(a["action"], 16),
+             _clip(f"{a['scope']}/{a['scope_id']}", 30), _clip(a["reason"], 30)]
+            for a in report["circuit_breaker"]["recent_operator_actions"][:30]]),
         Paragraph("Alerts", styles["Heading2"]),
         Paragraph(f"{report['alerts']['total']} alerts this month.", styles["Normal"]),
         _table(["Time", "Source", "Message", "Delivery"], [

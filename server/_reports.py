@@ -24,6 +24,7 @@ def monthly_report(store: Store, month: str | None) -> dict[str, Any]:
     label, start, end = month_range(month)
     transitions = store.breaker_history(_HISTORY_LIMIT, 0, start, end)
     alerts = store.alert_history(_HISTORY_LIMIT, 0, start, end)
+    actions = store.operator_actions(_HISTORY_LIMIT, 0, start, end)
     return {
         "month": label,
         "from": iso(start),
@@ -38,6 +39,9 @@ def monthly_report(store: Store, month: str | None) -> dict[str, Any]:
             "transitions": len(transitions),
             "by_event": dict(Counter(str(t["event"]) for t in transitions)),
             "recent": transitions[:50],
+            # Human oversight of the running agents (who, when, what, why): pause, kill, budget, limits.
+            "operator_actions": len(actions),
+            "recent_operator_actions": actions[:50],
         },
         "alerts": {
             "total": len(alerts),

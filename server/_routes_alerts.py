@@ -9,6 +9,8 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from ._control import overrides_in_force
+from ._datamodel import Condition
 from ._ingest import strip_text_from
 from ._notify import validate_webhook_url
 from ._state import app_state, time_param
@@ -22,9 +24,6 @@ RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _CLEARABLE = frozenset({"webhook_url", "email"})
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
-#: cron_missed / cron_failed fire once per missed or failed expected run of any cron (threshold is ignored).
-Condition = Literal["cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
-                    "cron_missed", "cron_failed"]
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Cooldown = Annotated[int, Field(ge=0, le=7 * 86400)]
 Window = Annotated[int, Field(ge=10, le=7 * 86400)]
@@ -201,10 +200,15 @@ async def update_rule(request: Request, rule_id: RuleId,
 
 @router.get("/api/circuit-breaker/status", tags=["circuit breaker"])
 async def breaker_status(request: Request) -> dict[str, Any]:
-    """Last known state of every breaker (scope, scope_id) the SDKs reported, newest change first."""
-    breakers = await run_in_threadpool(app_state(request).store.breaker_status)
+    """Last known state of every breaker (scope, scope_id) the SDKs reported, newest change first; the state
+    each live process reported in its last control poll; the operator overrides in force."""
+    state = app_state(request)
+    breakers = await run_in_threadpool(state.store.breaker_status)
     open_count = sum(1 for b in breakers if str(b["state"] or "").lower() in ("open", "paused", "half_open"))
-    return {"breakers": breakers, "open": open_count}
+    version, control = await run_in_threadpool(state.control.state)
+    return {"breakers": breakers, "open": open_count, "processes": state.processes.live(),
+            "by_scope": state.processes.by_scope(),
+            "overrides": overrides_in_force(control), "control_version": version}
 
 
 @router.get("/api/circuit-breaker/history", tags=["circuit breaker"])
@@ -212,8 +216,9 @@ async def breaker_history(request: Request, limit: Annotated[int, Query(ge=1, le
                           offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
                           from_: Annotated[str | None, Query(alias="from")] = None,
                           to: Annotated[str | None, Query(alias="to")] = None) -> dict[str, Any]:
-    """Breaker transitions, newest first."""
+    """Breaker transitions and operator actions (the audit trail: who, when, what, why), newest first."""
     store = app_state(request).store
-    events = await run_in_threadpool(store.breaker_history, limit, offset, time_param(from_, "from"),
-                                     time_param(to, "to"))
-    return {"transitions": events}
+    start, end = time_param(from_, "from"), time_param(to, "to")
+    events = await run_in_threadpool(store.breaker_history, limit, offset, start, end)
+    actions = await run_in_threadpool(store.operator_actions, limit, offset, start, end)
+    return {"transitions": events, "operator_actions": actions}

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ._control import CONTROL_HEADER
 from ._crons import learn_from_spans
 from ._ingest import IngestError, check_shape, inflate, parse_spans, strip_text
 from ._state import AppState, app_state
@@ -16,6 +17,7 @@ from ._state import AppState, app_state
 __all__ = ["router", "IngestAnswer", "read_capped_body"]
 
 router = APIRouter()
+_VERSION = "\0control"
 
 _SPAN_BODY = {
     "oneOf": [
@@ -60,6 +62,7 @@ def _process(state: AppState, body: bytes | bytearray, encoding: str | None) -> 
                               "rejected": batch.rejected}
     if batch.errors:
         answer["errors"] = batch.errors
+    answer[_VERSION] = state.control.version()  # sent as a header: SDKs learn of operator actions here
     return answer
 
 
@@ -87,7 +90,7 @@ async def ingest(request: Request) -> Any:
         answer = await run_in_threadpool(_process, state, body, request.headers.get("content-encoding"))
     except IngestError as error:
         return _error(error)
-    return JSONResponse(answer, status_code=202)
+    return JSONResponse(answer, status_code=202, headers={CONTROL_HEADER: str(answer.pop(_VERSION))})
 
 
 async def read_capped_body(request: Request, limit: int) -> bytearray:

@@ -1,5 +1,5 @@
-"""API-key check for ``/api``, Host and Origin checks against cross-site writes and DNS rebinding, and defensive
-headers on every response (pure ASGI: no per-request task)."""
+"""API-key and token checks for ``/api`` (who may do what: ``_auth``), Host and Origin checks against cross-site
+writes and DNS rebinding, and defensive headers on every response (pure ASGI: no per-request task)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._auth import API_KEY_PRINCIPAL, LOCAL_PRINCIPAL, PRINCIPAL_KEY, Principal, TokenVerifier, required_roles
 
 __all__ = ["SecurityMiddleware", "API_KEY_HEADERS", "served_hosts"]
 
@@ -54,21 +56,29 @@ def _media_type(value: bytes) -> bytes:
 
 class SecurityMiddleware:
     def __init__(self, app: ASGIApp, api_key: str | None, hosts: frozenset[str] | None = None,
-                 trusted_origins: Iterable[str] = ()) -> None:
+                 trusted_origins: Iterable[str] = (), jwt_secret: str | None = None) -> None:
         self.app = app
         self._key = api_key.encode("utf-8") if api_key else None
+        self._tokens = TokenVerifier(jwt_secret) if jwt_secret else None
         self._hosts = hosts
         self._origins = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
 
-    def _authorized(self, scope: Scope) -> bool:
-        assert self._key is not None
+    def _caller(self, scope: Scope) -> Principal | None:
+        """The API key's holder, a token's, or None (no or wrong credentials)."""
         for name, value in scope["headers"]:
-            if name in API_KEY_HEADERS and hmac.compare_digest(value, self._key):
-                return True
-            if name == b"authorization" and value[:7].lower() == b"bearer " \
-                    and hmac.compare_digest(value[7:].strip(), self._key):
-                return True
-        return False
+            if name in API_KEY_HEADERS:
+                secret = value
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                secret = value[7:].strip()
+            else:
+                continue
+            if self._key is not None and hmac.compare_digest(secret, self._key):
+                return API_KEY_PRINCIPAL
+            if self._tokens is not None and secret.count(b".") == 2:
+                principal = self._tokens.verify(secret)
+                if principal is not None:
+                    return principal
+        return None
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         """Why this request is refused before it reaches a route, if it is."""
@@ -111,11 +121,20 @@ class SecurityMiddleware:
         if refusal is not None:
             await self._refuse(send, *refusal)
             return
-        if self._key is not None and scope["path"].startswith(("/api", "/v1/")) and scope["method"] != "OPTIONS" \
-                and not self._authorized(scope):
-            await self._refuse(send, 401, "missing or wrong API key (send it in the X-API-Key header)",
-                               (b"www-authenticate", b'ApiKey header="X-API-Key"'))
-            return
+        path = scope["path"]
+        if (self._key is None and self._tokens is None) or not path.startswith(("/api", "/v1/")):
+            scope.setdefault("state", {})[PRINCIPAL_KEY] = LOCAL_PRINCIPAL
+        elif scope["method"] != "OPTIONS":
+            caller = self._caller(scope)
+            if caller is None:
+                await self._refuse(send, 401, "missing or wrong API key or token (send it in the X-API-Key "
+                                              "header or as Authorization: Bearer)",
+                                   (b"www-authenticate", b'ApiKey header="X-API-Key"'))
+                return
+            if caller.role != "admin" and caller.role not in required_roles(scope["method"], path):
+                await self._refuse(send, 403, f"a {caller.role} token may not {scope['method']} {path}")
+                return
+            scope.setdefault("state", {})[PRINCIPAL_KEY] = caller
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -50,6 +50,8 @@ class Settings:
     #: (``--store``, ``AGENTWATCH_STORE``). The signing key still defaults to a file beside ``db_path``.
     store_url: str | None = None
     api_key: str | None = None
+    #: Signs role tokens (``agentwatch token create``); with it set, /api needs the API key or a token.
+    jwt_secret: str | None = None
     cors_origins: tuple[str, ...] = ()
     #: Extra names the collector answers to (``ALLOWED_HOSTS``), besides localhost, 127.0.0.1, [::1] and
     #: ``host``; "*" answers to any. A collector bound to every interface (0.0.0.0) answers to any name unless
@@ -85,7 +87,8 @@ class Settings:
 
     @property
     def local_mode(self) -> bool:
-        return not self.api_key
+        """No credentials configured: every route is open (meant for a collector on loopback)."""
+        return not self.api_key and not self.jwt_secret
 
     @property
     def resolved_signing_key_path(self) -> Path:
@@ -103,6 +106,9 @@ class Settings:
             values["api_key"] = env["API_KEY"]
             # A collector that checks keys is meant to be reached from elsewhere.
             values["host"] = "0.0.0.0"
+        if env.get("JWT_SECRET"):
+            values["jwt_secret"] = env["JWT_SECRET"]
+            values.setdefault("host", "0.0.0.0")
         if env.get("HOST"):
             values["host"] = env["HOST"]
         if env.get("PORT"):

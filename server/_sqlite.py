@@ -19,10 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from . import _json
-from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
+from ._datamodel import (
+    CRON_COLUMNS,
+    CRON_SPAN_COLUMNS,
+    OPERATOR_COLUMNS,
+    PURGE_KINDS,
+    cron_dict,
+    cron_span_dict,
+    event_payload,
+    json_or_none,
+    new_rule,
+    operator_action,
+    rule_changes,
+    span_flags,
+)
+from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
+from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
 from ._stats import hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
@@ -118,9 +133,7 @@ def _span_row(record: SpanRecord) -> tuple[Any, ...]:
         record.span_id, record.trace_id, record.parent_span_id, record.name, record.kind, record.status,
         record.start_ns, record.end_ns, record.agent_id, record.agent_name, record.agent_role, record.model,
         record.provider, record.input_tokens, record.output_tokens, record.cached_input_tokens,
-        record.cost_usd, _json.dumps(record.attributes),
-        None if record.input is None else _json.dumps(record.input),
-        None if record.output is None else _json.dumps(record.output),
+        record.cost_usd, _json.dumps(record.attributes), json_or_none(record.input), json_or_none(record.output),
     )
 
 
@@ -141,8 +154,7 @@ class _Aggregates:
         self.alerts: list[SpanRecord] = []
         for r in records:
             is_error = r.status == "error"
-            is_blocked = r.status == "blocked" and r.kind in BLOCK_POINT_KINDS
-            is_call = r.kind in LLM_KINDS and not is_blocked
+            is_call, is_blocked = span_flags(r.kind, r.status)
             call_error = is_call and is_error
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
             is_root = r.parent_span_id is None
@@ -293,6 +305,7 @@ class SQLiteStore(Store):
         self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        self._writer.executescript(SESSIONS_SCHEMA)
         upgrade(self._writer)
         self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
@@ -301,6 +314,9 @@ class SQLiteStore(Store):
         self._writer.execute("PRAGMA wal_autocheckpoint=20000")
         self._breakers = BreakerTables()
         self._queries = Queries(self._reader)
+        self._sessions = SessionQueries()
+        self._version_lock = threading.Lock()
+        self._version_connection: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="agentwatch-sqlite-checkpoint",
                                               daemon=True)
@@ -356,6 +372,10 @@ class SQLiteStore(Store):
                     except sqlite3.ProgrammingError:
                         pass  # still in use by a thread that is finishing; SQLite closes it with the process
                 self._readers.clear()
+            with self._version_lock:
+                if self._version_connection is not None:
+                    self._version_connection.close()
+                    self._version_connection = None
             try:
                 self._writer.execute("PRAGMA optimize")
             finally:
@@ -433,12 +453,11 @@ class SQLiteStore(Store):
             cursor.execute("RELEASE spans")
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
+                add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
-                    self._breakers.add_event(cursor, _breaker_event(record), "span", record.trace_id,
-                                             record.span_id)
+                    self._breakers.add_event(cursor, event_payload(record), "span", record.trace_id, record.span_id)
                 for record in aggregates.alerts:
-                    self._breakers.add_sdk_alert(cursor, {"timestamp_unix_nano": record.start_ns,
-                                                          **record.attributes})
+                    self._breakers.add_sdk_alert(cursor, event_payload(record))
         return IngestResult(len(fresh), len(records) - len(fresh))
 
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
@@ -504,14 +523,10 @@ class SQLiteStore(Store):
         return self._breakers.alert_history(self._reader(), limit, offset, start_ns, end_ns)
 
     def create_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
-        now = time.time_ns()
+        row = new_rule(rule, time.time_ns())
         with self._transaction() as cursor:
-            cursor.execute(
-                "INSERT INTO alert_rules (name, condition, threshold, action_type, webhook_url, email, enabled,"
-                " cooldown_seconds, window_seconds, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (rule["name"], rule["condition"], rule["threshold"], rule["action_type"], rule.get("webhook_url"),
-                 rule.get("email"), int(rule.get("enabled", True)), rule["cooldown_seconds"],
-                 rule.get("window_seconds"), now, now))
+            cursor.execute(f"INSERT INTO alert_rules ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})",
+                           row)
             rule_id = cursor.lastrowid
         created = self.get_rule(int(rule_id or 0))
         assert created is not None
@@ -525,16 +540,13 @@ class SQLiteStore(Store):
         return found[0] if found else None
 
     def update_rule(self, rule_id: int, changes: dict[str, Any]) -> dict[str, Any] | None:
-        allowed = ("name", "condition", "threshold", "action_type", "webhook_url", "email", "enabled",
-                   "cooldown_seconds", "window_seconds")
-        # Column names come from the fixed tuple above, never from the request.
-        columns = [column for column in allowed if column in changes]
+        # Column names come from RULE_FIELDS, never from the request.
+        values = rule_changes(changes)
         with self._transaction() as cursor:
-            if columns:
-                assignments = ", ".join(f"{column} = ?" for column in columns)
-                values = [int(changes[c]) if c == "enabled" else changes[c] for c in columns]
-                cursor.execute(f"UPDATE alert_rules SET {assignments}, updated_ns = ? WHERE id = ?",
-                               (*values, time.time_ns(), rule_id))
+            if values:
+                assignments = ", ".join(f"{column} = :{column}" for column in values)
+                cursor.execute(f"UPDATE alert_rules SET {assignments}, updated_ns = :updated_ns WHERE id = :rule_id",
+                               {**values, "updated_ns": time.time_ns(), "rule_id": rule_id})
         return self.get_rule(rule_id)
 
     def delete_rule(self, rule_id: int) -> bool:
@@ -548,6 +560,35 @@ class SQLiteStore(Store):
                            " (last_triggered_ns IS NULL OR last_triggered_ns <= ?)",
                            (ts_ns, rule_id, ts_ns - cooldown_ns))
             return cursor.rowcount == 1
+
+    # -- operator control ------------------------------------------------------------------------------------
+
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO operator_actions (ts_ns, actor, role, action, scope, scope_id, reason, params)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (action["ts_ns"], action["actor"], action["role"], action["action"], action["scope"],
+                 action["scope_id"], action["reason"], _json.dumps(action["params"])))
+            return {**action, "id": int(cursor.lastrowid or 0)}
+
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if start_ns is not None:
+            clauses.append("ts_ns >= ?")
+            params.append(start_ns)
+        if end_ns is not None:
+            clauses.append("ts_ns < ?")
+            params.append(end_ns)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._reader().execute(
+            f"SELECT {OPERATOR_COLUMNS} FROM operator_actions{where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
+            " LIMIT ? OFFSET ?", (*params, -1 if limit is None else limit, offset)).fetchall()
+        return [operator_action(row) for row in rows]
+
+    def control_version(self) -> int:
+        return int(self._reader().execute("SELECT coalesce(max(id), 0) FROM operator_actions").fetchone()[0])
 
     # -- crons -----------------------------------------------------------------------------------------------
 
@@ -565,14 +606,12 @@ class SQLiteStore(Store):
                 (name, schedule, int(grace_seconds), int(since_ns), int(seen_ns)))
 
     def list_crons(self) -> list[dict[str, Any]]:
-        rows = self._reader().execute(
-            "SELECT name, schedule, grace_seconds, since_ns, updated_ns FROM crons ORDER BY name").fetchall()
-        return [dict(zip(_CRON_FIELDS, row, strict=True)) for row in rows]
+        rows = self._reader().execute(f"SELECT {CRON_COLUMNS} FROM crons ORDER BY name")
+        return [cron_dict(row) for row in rows]
 
     def get_cron(self, name: str) -> dict[str, Any] | None:
-        row = self._reader().execute(
-            "SELECT name, schedule, grace_seconds, since_ns, updated_ns FROM crons WHERE name = ?", (name,)).fetchone()
-        return None if row is None else dict(zip(_CRON_FIELDS, row, strict=True))
+        row = self._reader().execute(f"SELECT {CRON_COLUMNS} FROM crons WHERE name = ?", (name,)).fetchone()
+        return None if row is None else cron_dict(row)
 
     def delete_cron(self, name: str) -> bool:
         with self._transaction() as cursor:
@@ -583,11 +622,10 @@ class SQLiteStore(Store):
 
     def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
         rows = self._reader().execute(
-            "SELECT trace_id, start_ns, end_ns, status, attributes, kind FROM spans"
+            f"SELECT {CRON_SPAN_COLUMNS} FROM spans"
             " WHERE start_ns >= ? AND start_ns < ? AND kind IN ('cron', 'cron_start') AND name = ?"
-            " ORDER BY start_ns LIMIT ?", (int(start_ns), int(end_ns), name, int(limit))).fetchall()
-        return [{"trace_id": r[0], "start_ns": r[1], "end_ns": r[2], "status": r[3], "attributes": _json.loads(r[4]),
-                 "kind": r[5]} for r in rows]
+            " ORDER BY start_ns LIMIT ?", (int(start_ns), int(end_ns), name, int(limit)))
+        return [cron_span_dict(r) for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         with self._transaction() as cursor:
@@ -595,10 +633,31 @@ class SQLiteStore(Store):
                            (int(rule_id), name, int(expected_ns)))
             return cursor.rowcount == 1
 
+    # -- sessions --------------------------------------------------------------------------------------------
+
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        return self._sessions.summaries(self._reader(), limit, offset, search)
+
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return self._sessions.traces(self._reader(), session_id, limit)
+
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self._sessions.blocked_spans(self._reader(), trace_ids)
+
+    def change_token(self) -> str:
+        # PRAGMA data_version changes when any other connection, of any process, commits: one connection of its
+        # own answers it, whichever thread asks.
+        with self._version_lock:
+            if self._version_connection is None:
+                if self._closed:
+                    raise RuntimeError("store is closed")
+                self._version_connection = self._connect()
+            return str(self._version_connection.execute("PRAGMA data_version").fetchone()[0])
+
     # -- upkeep ------------------------------------------------------------------------------------------
 
     def purge(self, before_ns: int) -> dict[str, int]:
-        removed = {"traces": 0, "spans": 0, "breaker_events": 0, "alert_history": 0}
+        removed = dict.fromkeys(PURGE_KINDS, 0)
         # Small transactions: ingest must not wait behind one huge delete.
         while True:
             with self._transaction() as cursor:
@@ -632,6 +691,7 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
             removed["alert_history"] = cursor.rowcount
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
+            purge_session_traces(cursor)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed
@@ -641,13 +701,6 @@ class SQLiteStore(Store):
         spans = connection.execute("SELECT count(*) FROM spans").fetchone()[0]
         traces = connection.execute("SELECT count(*) FROM traces").fetchone()[0]
         return {"spans": int(spans), "traces": int(traces)}
-
-
-_CRON_FIELDS = ("name", "schedule", "grace_seconds", "since_ns", "updated_ns")
-
-
-def _breaker_event(record: SpanRecord) -> dict[str, Any]:
-    return {"timestamp_unix_nano": record.start_ns, **record.attributes}
 
 
 class _Transaction:

@@ -11,19 +11,18 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _json
-from ._model import BLOCK_POINT_KINDS, LLM_KINDS
-from ._stats import (
-    DAY_NS,
-    HOUR_NS,
-    daily_cost_rows,
-    latency_bin,
-    model_cost_rows,
-    percentile_exact,
-    percentile_from_bins,
+from ._datamodel import (
+    BLOCKED_SQL,
+    CALL_SQL,
+    SPAN_COLUMNS,
+    agent_cost_rows,
+    metrics_dict,
+    span_dict,
+    trace_dict,
+    window_stats_dict,
 )
+from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
-from ._time import iso
 
 __all__ = ["Queries"]
 
@@ -33,11 +32,7 @@ _SORT_COLUMNS = {
 }
 _TRACE_COLUMNS = ("trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,"
                   " output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models")
-_SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, kind, status, start_ns, end_ns, agent_id, agent_name,"
-                 " agent_role, model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,"
-                 " attributes, input, output")
-_CALL = "(kind IN ({}) AND status != 'blocked')".format(", ".join(f"'{kind}'" for kind in sorted(LLM_KINDS)))
-_BLOCKED = "(status = 'blocked' AND kind IN ({}))".format(", ".join(f"'{kind}'" for kind in sorted(BLOCK_POINT_KINDS)))
+_CALL, _BLOCKED = CALL_SQL, BLOCKED_SQL
 
 Range = tuple[int | None, int | None]
 # A probe per trace, not an IN list: walking traces in time order stops after one page, where an IN list
@@ -79,34 +74,6 @@ def _hours_where(hours: Range) -> tuple[str, list[int]]:
         clauses.append("hour < ?")
         params.append(hours[1])
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _trace(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        "trace_id": row[0], "name": row[1], "has_root": bool(row[2]), "start_time_unix_nano": row[3],
-        "end_time_unix_nano": row[4], "start_time": iso(row[3]), "end_time": iso(row[4]),
-        "duration_ms": round(row[5], 3), "span_count": row[6], "llm_calls": row[7], "input_tokens": row[8],
-        "output_tokens": row[9], "total_tokens": row[10], "cost_usd": round(row[11], 9), "errors": row[12],
-        "blocked": row[13], "status": row[14],
-        "agents": [{"agent_id": agent, "agent_name": name} for agent, name in _json.loads(row[15])],
-        "models": _json.loads(row[16]),
-    }
-
-
-def _span(row: tuple[Any, ...]) -> dict[str, Any]:
-    span = {
-        "trace_id": row[0], "span_id": row[1], "parent_span_id": row[2], "name": row[3], "kind": row[4],
-        "status": row[5], "start_time_unix_nano": row[6], "end_time_unix_nano": row[7],
-        "duration_ms": round((row[7] - row[6]) / 1e6, 3), "agent_id": row[8], "agent_name": row[9],
-        "agent_role": row[10], "model": row[11], "provider": row[12], "input_tokens": row[13],
-        "output_tokens": row[14], "cached_input_tokens": row[15], "cost_usd": row[16],
-        "attributes": _json.loads(row[17]),
-    }
-    if row[18] is not None:
-        span["input"] = _json.loads(row[18])
-    if row[19] is not None:
-        span["output"] = _json.loads(row[19])
-    return span
 
 
 class Queries:
@@ -155,7 +122,7 @@ class Queries:
                                        labels[0]).fetchone()[0]
         else:
             total = connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0]
-        traces = [_trace(row) for row in rows]
+        traces = [trace_dict(row) for row in rows]
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
@@ -163,14 +130,14 @@ class Queries:
         row = connection.execute(f"SELECT {_TRACE_COLUMNS} FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
         if row is None:
             return None
-        return _trace(row)
+        return trace_dict(row)
 
     def trace_spans(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
         rows = self._connection().execute(
-            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE tkey = (SELECT tkey FROM traces WHERE trace_id = ?)"
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE tkey = (SELECT tkey FROM traces WHERE trace_id = ?)"
             " ORDER BY start_ns, id LIMIT ?",
             (trace_id, limit)).fetchall()
-        return [_span(row) for row in rows]
+        return [span_dict(row) for row in rows]
 
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
         # Keyset pages: each page is a short query, so a slow CSV download never pins a read snapshot.
@@ -183,7 +150,7 @@ class Queries:
                 (end_ns, after_start, after_start, after_key)).fetchall()
             if not rows:
                 return
-            yield from (_trace(row) for row in rows)
+            yield from (trace_dict(row) for row in rows)
             after_start, after_key = rows[-1][3], rows[-1][-1]
 
     def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
@@ -191,7 +158,7 @@ class Queries:
         rows = connection.execute(
             f"SELECT {_TRACE_COLUMNS} FROM traces WHERE start_ns >= ? AND start_ns < ?"
             " ORDER BY cost_usd DESC, tkey LIMIT ?", (start_ns, end_ns, limit)).fetchall()
-        return [_trace(row) for row in rows]
+        return [trace_dict(row) for row in rows]
 
     # -- aggregates --------------------------------------------------------------------------------------
 
@@ -229,15 +196,7 @@ class Queries:
             trace_params.append(end_ns)
         where = (" WHERE " + " AND ".join(trace_where)) if trace_where else ""
         traces = connection.execute(f"SELECT count(*) FROM traces{where}", trace_params).fetchone()[0]
-        spans, calls, call_errors, errors, blocked, tokens_in, tokens_out, cost = totals
-        return {
-            "from": iso(start_ns), "to": iso(end_ns), "traces": int(traces), "spans": int(spans),
-            "llm_calls": int(calls), "input_tokens": int(tokens_in), "output_tokens": int(tokens_out),
-            "total_tokens": int(tokens_in + tokens_out), "cost_usd": round(float(cost), 6),
-            "latency_p50_ms": percentile_from_bins(bins, 0.50), "latency_p95_ms": percentile_from_bins(bins, 0.95),
-            "errors": int(errors), "llm_errors": int(call_errors),
-            "error_rate": round(call_errors / calls, 4) if calls else 0.0, "blocked_calls": int(blocked),
-        }
+        return metrics_dict(start_ns, end_ns, traces, totals, bins)
 
     def _grouped(self, start_ns: int | None, end_ns: int | None, rollup_sql: str, raw_sql: str,
                  width: int) -> list[tuple[Any, ...]]:
@@ -284,14 +243,7 @@ class Queries:
             " WHERE start_ns >= ? AND start_ns < ? GROUP BY coalesce(agent_id, agent_name, '')", 1)
         names = dict(connection.execute(
             "SELECT agent_id, max(agent_name) FROM rollup_agent GROUP BY agent_id").fetchall())
-        result: list[dict[str, Any]] = [
-            {"agent_id": row[0] or None, "agent_name": names.get(row[0]) or (row[0] or None),
-             "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
-             "output_tokens": int(row[4]), "spans": int(row[5]), "errors": int(row[6]), "blocked": int(row[7])}
-            for row in rows
-        ]
-        result.sort(key=lambda item: (-item["cost_usd"], item["agent_id"] or ""))
-        return result
+        return agent_cost_rows(rows, names)
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         rows = self._grouped(
@@ -311,6 +263,4 @@ class Queries:
         durations = [d / 1e6 for (d,) in connection.execute(
             f"SELECT end_ns - start_ns FROM spans WHERE start_ns >= ? AND start_ns < ? AND {_CALL}",
             (start_ns, end_ns))]
-        return {"spans": int(row[0] or 0), "llm_calls": int(row[1] or 0), "llm_errors": int(row[2] or 0),
-                "blocked": int(row[3] or 0), "cost_usd": float(row[4] or 0.0),
-                "latency_p95_ms": percentile_exact(durations, 0.95)}
+        return window_stats_dict(row, durations)

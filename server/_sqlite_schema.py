@@ -215,6 +215,20 @@ CREATE TABLE IF NOT EXISTS crons (
     updated_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Operator actions on running agents (pause, kill, limits...): the audit trail the control state is folded from.
+CREATE TABLE IF NOT EXISTS operator_actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    scope_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    params TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operator_actions_ts ON operator_actions(ts_ns);
+
 CREATE TABLE IF NOT EXISTS cron_alerts (
     rule_id INTEGER NOT NULL,
     name TEXT NOT NULL,

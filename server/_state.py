@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from ._alerts import AlertEngine
+from ._control import ControlCache, ProcessBoard
 from ._settings import Settings
 from ._signing import ReportSigner
 from ._store import Store
@@ -22,6 +23,9 @@ class AppState:
         self.settings = settings
         self.owns_store = owns_store
         self.alerts = AlertEngine(store, settings)
+        self.control = ControlCache(store.control_version,
+                                    lambda: store.operator_actions(None, newest_first=False))
+        self.processes = ProcessBoard()
         self._signer: ReportSigner | None = None
         self._signer_lock = threading.Lock()
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+from ._datamodel import RULE_CONDITIONS
 from ._model import SpanRecord
 
 __all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FIELDS", "TRACE_STATUSES",
@@ -19,8 +20,6 @@ __all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FI
 
 SORT_FIELDS: Final = ("start_time", "end_time", "duration", "cost", "tokens", "spans", "name", "status")
 TRACE_STATUSES: Final = ("ok", "error", "blocked")
-RULE_CONDITIONS: Final = ("cost_per_hour", "error_rate", "calls_per_minute", "blocked_calls", "latency_p95",
-                          "cron_missed", "cron_failed")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +123,22 @@ class Store(abc.ABC):
     def breaker_history(self, limit: int, offset: int = 0, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[dict[str, Any]]: ...
 
+    # -- operator control (the state in force is folded from these records: _control.py) ----------------
+
+    @abc.abstractmethod
+    def add_operator_action(self, action: dict[str, Any]) -> dict[str, Any]:
+        """Append an audit record (``_control.action_record``); returns it with its ``id``, which only grows."""
+
+    @abc.abstractmethod
+    def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
+                         end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        """Audit records: ``id``, ``timestamp_unix_nano``, ``time``, ``actor``, ``role``, ``action``, ``scope``,
+        ``scope_id``, ``reason``, ``params``; never purged (they are the record of human oversight)."""
+
+    @abc.abstractmethod
+    def control_version(self) -> int:
+        """The id of the newest operator action (0: none yet)."""
+
     # -- alerts --------------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -185,6 +200,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
         """Record that ``rule_id`` reported the expected run ``expected_ns`` of ``name``; False if it had."""
+
+    # -- sessions (the story is told in _sessions.py; stores keep and query the grouping) -----------------
+
+    @abc.abstractmethod
+    def list_sessions(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict[str, Any]:
+        """``{"sessions": [...], "total": n}``, most recently active first (``_sessions.session_summary``)."""
+
+    @abc.abstractmethod
+    def session_traces(self, session_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The traces of a session (as ``get_trace`` gives them), oldest first."""
+
+    @abc.abstractmethod
+    def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Blocked spans of these traces where work was blocked (LLM calls, nodes), ``trace_spans`` format."""
+
+    def change_token(self) -> str:
+        """Changes whenever stored data changes (cheap: the live dashboard asks twice a second at most)."""
+        return repr(sorted(self.counts().items()))
 
     # -- upkeep --------------------------------------------------------------------------------------
 

@@ -16,10 +16,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch._capture import capturing
-from agentwatch._client import get_client
-from agentwatch._safe import stop_on_exception
-from agentwatch._span import Span
+from agentwatch.instrumentation import Span, capturing, get_client, stop_on_exception
 from agentwatch.plugins.autogen._frames import Frame, call_in_frame, open_frame
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import stop_on_exception
 from agentwatch.plugins.autogen._patching import ORIGINAL
 
 from . import _runtime_log

@@ -13,12 +13,19 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch._capture import capturing
-from agentwatch._client import get_client
-from agentwatch._context import AGENT_SCOPES, CURRENT_SPAN
-from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
-from agentwatch._providers import provider_for_url
-from agentwatch._safe import logger, stop_on_exception
+from agentwatch.instrumentation import (
+    LLMCall,
+    capturing,
+    get_client,
+    get_current_agent_scopes,
+    get_current_llm_call,
+    get_current_span,
+    logger,
+    normalize_openai_usage,
+    provider_for_url,
+    start_llm_call,
+    stop_on_exception,
+)
 
 from ._agents import open_span_of
 
@@ -62,10 +69,10 @@ def _begin(wrapper: Any, config: dict[str, Any]) -> LLMCall | None:
     agent_name = getattr(agent, "name", None)
     scopes: tuple[Any, ...] = ()
     parent = None
-    if agent_name and not any(scope.name == agent_name for scope in AGENT_SCOPES.get()):
+    if agent_name and not any(scope.name == agent_name for scope in get_current_agent_scopes()):
         # A call made off the agent's context (AG2 runs async replies in an executor thread).
         scopes = (client.agent_scope(str(agent_name), role=type(agent).__name__),)
-    if CURRENT_SPAN.get() is None and agent is not None:
+    if get_current_span() is None and agent is not None:
         parent = open_span_of(agent)
     messages = config.get("messages")
     return start_llm_call(
@@ -87,10 +94,7 @@ def record_response(call: LLMCall, response: Any) -> None:
     usage = getattr(response, "usage", None)
     if usage is None:
         return
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
-    call.set_usage(input_tokens=getattr(usage, "prompt_tokens", None),
-                   output_tokens=getattr(usage, "completion_tokens", None), cached_input_tokens=cached)
+    call.set_usage(**normalize_openai_usage(usage))
 
 
 @stop_on_exception
@@ -116,7 +120,7 @@ def _finish(call: LLMCall, response: Any, error: BaseException | None) -> None:
 
 
 def _create(original: Callable[..., Any], wrapper: Any, config: dict[str, Any]) -> Any:
-    if get_client() is None or current_llm_call() is not None:
+    if get_client() is None or get_current_llm_call() is not None:
         return original(wrapper, **config)
     call = _begin(wrapper, config)  # may raise CircuitBreakerException: nothing is sent
     if call is None:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentwatch._capture import clip
-from agentwatch._llm import current_llm_call
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import clip, get_current_llm_call, stop_on_exception
 
 from ._llm import CACHE_HIT, record_response
 
@@ -30,7 +28,7 @@ _replaced: dict[str, tuple[Any, Any]] = {}
 
 @stop_on_exception
 def _observe_completion(response: Any, is_cached: int, cost: float) -> None:
-    call = current_llm_call()
+    call = get_current_llm_call()
     if call is None or call.ended:
         return
     attempts = int(call.span.attributes.get("ag2.attempts", 0)) + 1

@@ -15,9 +15,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch._capture import capturing
-from agentwatch._client import get_client
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import capturing, get_client, stop_on_exception
 
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
 from ._frames import Frame, call_in_frame, open_frame, stepped

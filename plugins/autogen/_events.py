@@ -17,8 +17,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch._llm import LLMCall, current_llm_call, normalize_anthropic_usage
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import (
+    LLMCall,
+    get_current_llm_call,
+    normalize_anthropic_usage,
+    normalize_openai_usage,
+    stop_on_exception,
+)
 
 from ._patching import ORIGINAL
 
@@ -34,10 +39,7 @@ def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
 
 def _apply_usage(call: LLMCall, usage: Any, prompt_tokens: Any, completion_tokens: Any) -> None:
     if isinstance(usage, dict) and "prompt_tokens" in usage:
-        details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        call.set_usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
-                       cached_input_tokens=cached)
+        call.set_usage(**normalize_openai_usage(usage))
     elif isinstance(usage, dict) and "input_tokens" in usage and "cache_read_input_tokens" in usage:
         call.set_usage(**normalize_anthropic_usage(usage.get("input_tokens"), usage.get("output_tokens"),
                                                    usage.get("cache_read_input_tokens") or 0,
@@ -79,7 +81,7 @@ Handler = Callable[[LLMCall, dict[str, Any]], None] | None
 
 @stop_on_exception
 def _observe(handler: Handler, event: Any) -> None:
-    call = current_llm_call()
+    call = get_current_llm_call()
     if call is None or call.ended:
         return  # no wrapped call in flight: whoever made this call counts it, or nobody can
     if handler is None:

@@ -12,11 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-from agentwatch import CircuitBreakerException
-from agentwatch._client import get_client
-from agentwatch._context import AGENT_SCOPES, CURRENT_SPAN, AgentScope
-from agentwatch._safe import stop_on_exception
-from agentwatch._span import Span
+from agentwatch.instrumentation import AgentScope, Span, attach, detach, end_span, get_client, stop_on_exception
 
 __all__ = ["Frame", "open_frame", "stepped", "call_in_frame"]
 
@@ -36,37 +32,20 @@ class Frame:
         #: Sees the wrapped coroutine's result before the span ends (a tool's output).
         self.on_result: Callable[[Span, Any], None] | None = None
 
-    def enter(self) -> list[Token[Any]]:
-        tokens: list[Token[Any]] = [CURRENT_SPAN.set(self.span)]
-        if self.scope is not None:
-            tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), self.scope)))
-        for var, value in self.extra:
-            tokens.append(var.set(value))
-        return tokens
+    def enter(self) -> tuple[Token[Any], ...]:
+        context = attach(self.span, agent=self.scope)
+        return (*context, *(var.set(value) for var, value in self.extra))
 
     @staticmethod
-    def exit(tokens: list[Token[Any]]) -> None:
-        for token in reversed(tokens):
-            try:
-                token.var.reset(token)
-            except ValueError:  # reset from another context: nothing of ours is left in this one
-                pass
+    def exit(tokens: tuple[Token[Any], ...]) -> None:
+        detach(tokens)  # reset from another context: nothing of ours is left in this one
 
     @stop_on_exception
     def close(self, error: BaseException | None) -> None:
-        span = self.span
-        if isinstance(error, CircuitBreakerException):
-            span.status = "blocked"
-            span.attributes["breaker.reason"] = error.reason
-        elif isinstance(error, GeneratorExit | asyncio.CancelledError):
-            span.attributes["cancelled"] = True
-        elif error is not None:
-            span.record_error(error)
-        client = get_client()
-        if client is not None:
-            client.end_span(span)
-        else:
-            span.finish()
+        if isinstance(error, GeneratorExit | asyncio.CancelledError):
+            self.span.attributes["cancelled"] = True  # not an error of the work
+            error = None
+        end_span(self.span, error)
 
     def outgoing(self, error: BaseException) -> BaseException:
         if self.translate is None:

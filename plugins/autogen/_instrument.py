@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import stop_on_exception
 
 from ._agents import wrap_on_messages, wrap_on_messages_stream, wrap_run_json, wrap_run_stream
 from ._events import EventTap

@@ -14,11 +14,16 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, NoReturn
 
 from agentwatch import CircuitBreakerException
-from agentwatch._capture import capturing
-from agentwatch._client import get_client
-from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
-from agentwatch._providers import provider_for_url
-from agentwatch._safe import logger, stop_on_exception
+from agentwatch.instrumentation import (
+    LLMCall,
+    capturing,
+    get_client,
+    get_current_llm_call,
+    logger,
+    provider_for_url,
+    start_llm_call,
+    stop_on_exception,
+)
 
 from ._blocked import note_blocked
 
@@ -87,9 +92,9 @@ def _dump_messages(messages: Any) -> Any:
 def _counted_above() -> bool:
     """A layer above (another wrapper of this client, a manual ``llm_call``) has this call in flight.
 
-    An ended call is no call: whatever a context leaks (or ``current_llm_call()`` returns for it), a
+    An ended call is no call: whatever a context leaks (or ``get_current_llm_call()`` returns for it), a
     finished call must not exempt the next one from its check."""
-    call = current_llm_call()
+    call = get_current_llm_call()
     return call is not None and not call.ended
 
 

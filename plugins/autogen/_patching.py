@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from agentwatch._safe import logger, stop_on_exception
+from agentwatch.instrumentation import logger, stop_on_exception
 
 __all__ = ["SubclassPatcher", "Target", "ORIGINAL"]
 

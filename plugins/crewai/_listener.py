@@ -59,9 +59,7 @@ from crewai.hooks import (
 
 import agentwatch
 from agentwatch import CircuitBreakerException, LLMCall, Span
-from agentwatch._capture import capturing, clip
-from agentwatch._context import AgentScope
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import AgentScope, capturing, clip, stop_on_exception
 
 from ._errors import CrewAICircuitBreakerException
 from ._runs import current_run, patch, unpatch

@@ -35,7 +35,7 @@ from crewai.flow.runtime import Flow
 
 import agentwatch
 from agentwatch import CircuitBreakerException
-from agentwatch._context import AgentScope
+from agentwatch.instrumentation import AgentScope
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import stop_on_exception
 
 from ._exchange import Exchange
 from ._patching import Patcher

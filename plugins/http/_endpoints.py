@@ -1,12 +1,12 @@
 """Which HTTP requests are LLM calls: the API by URL path; the provider by host or a registered base URL is
-the core rule (``agentwatch._providers``), re-exported here for the taps."""
+the core rule (``agentwatch.instrumentation.provider_for_url``), re-exported here for the taps."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from agentwatch._providers import ProviderTable, normalise_base, provider_for_host
+from agentwatch.instrumentation import ProviderTable, normalise_base, provider_for_host
 
 __all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url", "normalise_base"]
 

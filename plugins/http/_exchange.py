@@ -21,13 +21,18 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch._capture import capturing
-from agentwatch._client import get_client
-from agentwatch._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
-from agentwatch._llm import LLMCall, current_llm_call, start_llm_call
-from agentwatch._providers import adopt_registered
-from agentwatch._reservation import estimator
-from agentwatch._safe import logger
+from agentwatch.instrumentation import (
+    LLMCall,
+    adopt_registered,
+    capturing,
+    estimate_request_tokens,
+    estimate_text_bytes,
+    estimate_tokens,
+    get_client,
+    get_current_llm_call,
+    logger,
+    start_llm_call,
+)
 
 from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
@@ -366,7 +371,7 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
     exchange = CURRENT_EXCHANGE.get()
     if exchange is not None and not exchange.call.ended:
         return exchange, False
-    in_flight = current_llm_call()
+    in_flight = get_current_llm_call()
     if in_flight is not None and not in_flight.ended:
         if settings.providers.has_registered:
             adopt_registered(in_flight, where()[0], settings.providers)
@@ -388,7 +393,7 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
         body = parse_json(body)
     model = request_model(endpoint, path, body)
     call = start_llm_call(f"{provider}.{endpoint.name}", model=model, provider=provider, kind=endpoint.kind,
-                          input=request_input(body), reserve=estimator(client, model, provider, body, endpoint.kind))
+                          input=request_input(body), request_body=body)
     exchange = Exchange(call, endpoint, owned=True, ends_with_body=True)
     exchange.request_body = body
     return exchange, True

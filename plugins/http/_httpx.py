@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 from typing import Any
 
-from agentwatch._safe import logger, stop_on_exception
+from agentwatch.instrumentation import logger, stop_on_exception
 
 from ._endpoints import _MISSING, _known_paths, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange

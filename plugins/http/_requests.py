@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import stop_on_exception
 
 from ._exchange import Exchange
 from ._patching import Patcher

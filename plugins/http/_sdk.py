@@ -21,12 +21,14 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, cast
 
-from agentwatch import _client as _client_module
-from agentwatch._capture import capturing
-from agentwatch._llm import CURRENT_LLM_CALL, start_llm_call
-from agentwatch._providers import adopt_registered
-from agentwatch._reservation import estimator
-from agentwatch._safe import swallow_internal_error
+from agentwatch.instrumentation import (
+    adopt_registered,
+    capturing,
+    get_client,
+    get_current_llm_call,
+    start_llm_call,
+    swallow_internal_error,
+)
 
 from ._endpoints import Endpoint, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
@@ -70,8 +72,8 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
         return None
     endpoint, name = route
     capture_text = capturing(client)
-    in_flight = CURRENT_LLM_CALL.get()
-    if in_flight is not None and not in_flight.ended:  # a framework's call: add to it, count it once
+    in_flight = get_current_llm_call()
+    if in_flight is not None:  # a framework's call: add to it, count it once
         if settings.providers.has_registered:
             adopt_registered(in_flight, api_client.base_url, settings.providers)
         in_flight.reserve_request(options.json_data)  # hard budget: this body's worst case, before sending
@@ -87,7 +89,7 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     provider = _provider(api_client.base_url, sdk)
     call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
                           input=request_input(body) if capture_text else None,
-                          reserve=estimator(client, model, provider, body, endpoint.kind))
+                          request_body=body)
     return Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True, capture_text=capture_text)
 
 
@@ -161,7 +163,7 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
 
     def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        client = _client_module._active
+        client = get_client()
         if client is None:
             return original(self, cast_to, options, *args, **kwargs)
         try:
@@ -190,7 +192,7 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
     routes = _routes.setdefault(sdk, {})
 
     async def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        client = _client_module._active
+        client = get_client()
         if client is None:
             return await original(self, cast_to, options, *args, **kwargs)
         try:

@@ -10,7 +10,7 @@ would have sent without the option; the transport tap reads the usage before the
 Which servers are asked is ``init(stream_usage=...)``: "auto" (default) only OpenAI's own API, where the
 option is part of the API; "always" every server (some gateways refuse unknown fields with a 400: opt in
 for servers known to accept it, e.g. vLLM, LiteLLM, Ollama); a list of base URLs: those and OpenAI's;
-"never". A stream that brings no usage is charged from an estimate (``agentwatch._estimate``).
+"never". A stream that brings no usage is charged from an estimate (``agentwatch.instrumentation.estimate_tokens``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from agentwatch._safe import logger
+from agentwatch.instrumentation import logger
 
 from ._endpoints import normalise_base
 

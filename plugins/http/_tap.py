@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch._safe import logger, stop_on_exception
+from agentwatch.instrumentation import logger, stop_on_exception
 
 from ._body import BodyReader
 from ._exchange import Exchange, begin

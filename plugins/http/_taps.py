@@ -13,8 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from agentwatch._providers import ProviderTable, providers_of
-from agentwatch._safe import logger
+from agentwatch.instrumentation import ProviderTable, logger, providers_of
 
 from . import _aiohttp, _httpx, _requests, _sdk
 from ._exchange import settings

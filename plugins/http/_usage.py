@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch._llm import normalize_anthropic_usage
+from agentwatch.instrumentation import normalize_anthropic_usage
 
 __all__ = ["Reading", "read_into"]
 

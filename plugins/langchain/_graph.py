@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentwatch import CircuitBreakerException
-from agentwatch._safe import PASS_THROUGH
+from agentwatch.instrumentation import add_pass_through
 
 if TYPE_CHECKING:
-    from agentwatch._breaker import Monitor
+    from agentwatch import Monitor
 
 __all__ = ["graph_block", "is_control_flow", "allow_graph_control_flow", "interrupt_for_budget",
            "take_answer"]
@@ -71,7 +71,7 @@ def allow_graph_control_flow() -> None:
         from langgraph.errors import GraphBubbleUp
     except ImportError:
         return
-    PASS_THROUGH.append(GraphBubbleUp)
+    add_pass_through(GraphBubbleUp)
 
 
 def interrupt_for_budget(error: CircuitBreakerException) -> None:

@@ -11,14 +11,19 @@ from langchain_core.outputs import LLMResult
 
 import agentwatch
 from agentwatch import CircuitBreakerException, Span
-from agentwatch._breaker import Monitor
-from agentwatch._breaker_contract import _number
-from agentwatch._capture import capturing, clip
-from agentwatch._config import validate_agent_limits
-from agentwatch._context import CURRENT_SPAN, AgentScope
-from agentwatch._llm import _monitors as monitors_of
-from agentwatch._run_budget import keyed_run_monitor
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import (
+    SESSION_KEY,
+    AgentScope,
+    Monitor,
+    capturing,
+    clip,
+    enclosing_monitors,
+    end_span,
+    get_current_span,
+    run_budget,
+    stop_on_exception,
+    validate_agent_limits,
+)
 
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._messages import message_dicts, output_text, usage_of
@@ -77,16 +82,17 @@ class AgentWatchHandler(BaseCallbackHandler):
                              for name, options in (agents or {}).items()}
         self._on_budget = on_budget
         # A per-run budget (USD, no time window) shared by every invoke and resume of one LangGraph thread_id.
-        self._thread_budget = _number("thread_budget", thread_budget)
+        self._thread_budget = validate_agent_limits("AgentWatchHandler(thread_budget=...)",
+                                                    {"budget_per_hour": thread_budget})["budget_per_hour"]
         allow_graph_control_flow()
         install_patches(AgentWatchHandler)
 
     def _thread_budgets(self, metadata: Mapping[str, Any]) -> tuple[Monitor, ...]:
         thread_id = metadata.get("thread_id") if self._thread_budget is not None else None
-        client = agentwatch.get_client()
-        if thread_id is None or client is None:
+        if thread_id is None:
             return ()
-        return (keyed_run_monitor(client, f"thread:{thread_id}", self._thread_budget),)
+        monitor = run_budget(f"thread:{thread_id}", self._thread_budget)
+        return (monitor,) if monitor is not None else ()
 
     # ---- scopes and spans ---------------------------------------------------------------------
 
@@ -123,7 +129,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         parent = self._parent(parent_run_id)
         scopes = (parent.scopes if parent else self._own_scopes()) + extra_scopes
         agent = scopes[-1] if scopes else None
-        span = client.start_span(name, kind, parent=parent.span if parent else CURRENT_SPAN.get(), agent=agent)
+        span = client.start_span(name, kind, parent=parent.span if parent else get_current_span(), agent=agent)
         metadata = metadata or {}
         run = Run(span, scopes, in_graph=bool(parent and parent.in_graph) or "langgraph_step" in metadata)
         RUNS[run_id] = run
@@ -133,20 +139,10 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.pop(run_id, None)
         if run is None:
             return None
-        span = run.span
-        if error is not None:
-            if isinstance(error, CircuitBreakerException):
-                span.status = "blocked"
-                span.attributes["breaker.reason"] = error.reason
-            elif is_control_flow(error):
-                span.attributes["langgraph.control_flow"] = type(error).__name__
-            else:
-                span.record_error(error)
-        client = agentwatch.get_client()
-        if client is not None:
-            client.end_span(span)
-        else:
-            span.finish()
+        if error is not None and is_control_flow(error):  # an interrupt or a drain: no error of the run
+            run.span.attributes["langgraph.control_flow"] = type(error).__name__
+            error = None
+        end_span(run.span, error)
         return run
 
     # ---- chains, graphs, nodes ----------------------------------------------------------------
@@ -226,10 +222,10 @@ class AgentWatchHandler(BaseCallbackHandler):
         if pausable:
             # Resuming after our pause: the human's answer applies before the check, so the one pause
             # records one blocked span, in whichever process resumes.
-            take_answer(monitors_of(client, scopes), lambda: agentwatch.check_limits(scopes=scopes))
+            take_answer(enclosing_monitors(scopes=scopes), lambda: agentwatch.check_limits(scopes=scopes))
         try:
             call = agentwatch.start_llm_call(name, model=model, provider=provider,
-                                             parent=parent.span if parent else CURRENT_SPAN.get(), scopes=scopes,
+                                             parent=parent.span if parent else get_current_span(), scopes=scopes,
                                              input=prompt, attributes=attributes,
                                              budgets=self._thread_budgets(metadata))
         except CircuitBreakerException as error:
@@ -344,6 +340,11 @@ def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
     for key, attribute in _NODE_ATTRIBUTES.items():
         if key in metadata and metadata[key] is not None:
             span.attributes[attribute] = _jsonable(metadata[key])
+    # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
+    # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
+    thread_id = metadata.get("thread_id")
+    if thread_id is not None and thread_id != "":
+        span.attributes.setdefault(SESSION_KEY, str(thread_id))
 
 
 def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 from langchain_core.outputs import LLMResult
 
-from agentwatch._llm import Usage
+from agentwatch.instrumentation import Usage
 
 __all__ = ["Usage", "usage_of", "message_dicts", "output_text"]
 

@@ -21,12 +21,10 @@ import copy
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextvars import Token
 from typing import Any
 from uuid import UUID
 
-from agentwatch._context import CURRENT_SPAN
-from agentwatch._llm import CURRENT_LLM_CALL
+from agentwatch.instrumentation import attach, detach, get_current_llm_call, get_current_span
 
 __all__ = ["install", "uninstall"]
 
@@ -35,13 +33,13 @@ _saved: list[tuple[type, str, Any]] = []
 _lock = threading.Lock()  # handlers may be made in several threads at once; patch exactly once
 
 
-def _hold() -> tuple[Token[Any], Token[Any]]:
-    return CURRENT_SPAN.set(CURRENT_SPAN.get()), CURRENT_LLM_CALL.set(CURRENT_LLM_CALL.get())
+def _hold() -> tuple[Any, ...]:
+    """A restore point: ``_release`` undoes whatever span and LLM call the model's code makes current."""
+    return attach(get_current_span(), llm_call=get_current_llm_call())
 
 
-def _release(tokens: tuple[Token[Any], Token[Any]]) -> None:
-    CURRENT_LLM_CALL.reset(tokens[1])
-    CURRENT_SPAN.reset(tokens[0])
+def _release(tokens: tuple[Any, ...]) -> None:
+    detach(tokens)
 
 
 def _scoped_call(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch import LLMCall, Span
-from agentwatch._context import AgentScope
+from agentwatch.instrumentation import AgentScope
 
 __all__ = ["Run", "RUNS"]
 

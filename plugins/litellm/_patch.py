@@ -18,10 +18,16 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch import _client as _client_module
-from agentwatch._breaker import CircuitBreakerException
-from agentwatch._llm import CURRENT_LLM_CALL, LLMCall, check_limits, record_blocked, start_llm_call
-from agentwatch._safe import swallow_internal_error
+from agentwatch.instrumentation import (
+    CircuitBreakerException,
+    LLMCall,
+    check_limits,
+    get_client,
+    get_current_llm_call,
+    record_blocked,
+    start_llm_call,
+    swallow_internal_error,
+)
 from agentwatch.plugins.http._patching import Patcher
 
 from ._usage import litellm_price, read_stream, read_usage
@@ -95,8 +101,7 @@ def _provider(model: str) -> str | None:
 def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LLMCall | None:
     """Check the limits and open the call; None if a call is already in flight (it gets the request)."""
     try:
-        in_flight = CURRENT_LLM_CALL.get()
-        if in_flight is not None and not in_flight.ended:  # a framework on top of LiteLLM opened it
+        if get_current_llm_call() is not None:  # a framework on top of LiteLLM opened it
             return None
         model = kwargs.get("model") or (args[0] if args else None)
         model = str(model) if model else None
@@ -143,7 +148,7 @@ def _stream_of(result: Any) -> Any:
 
 def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
     def function(*args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is None:
+        if get_client() is None:
             return original(*args, **kwargs)
         call = _open(name, kind, args, kwargs)
         if call is None:
@@ -164,7 +169,7 @@ def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callab
 
 def _async_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
     async def function(*args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is None:
+        if get_client() is None:
             return await original(*args, **kwargs)
         call = _open(name, kind, args, kwargs)
         if call is None:
@@ -290,7 +295,7 @@ def _check_router(name: str, kwargs: dict[str, Any]) -> None:
 
 def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is None:
+        if get_client() is None:
             return original(self, *args, **kwargs)
         _check_router(name, kwargs)
         token = _ROUTER_BLOCK.set([])
@@ -304,7 +309,7 @@ def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any
 
 def _async_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     async def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _client_module._active is None:
+        if get_client() is None:
             return await original(self, *args, **kwargs)
         _check_router(name, kwargs)
         token = _ROUTER_BLOCK.set([])

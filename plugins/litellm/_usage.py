@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentwatch._llm import LLMCall
-from agentwatch._span import Span
+from agentwatch.instrumentation import LLMCall, Span
 
 __all__ = ["litellm_price", "read_stream", "read_usage"]
 

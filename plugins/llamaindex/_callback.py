@@ -12,7 +12,7 @@ from typing import Any
 from llama_index.core.callbacks import CBEventType
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import stop_on_exception
 
 from ._calls import end_call, start_embedding, start_llm
 

@@ -22,8 +22,7 @@ from llama_index.core.callbacks import EventPayload
 
 import agentwatch
 from agentwatch import LLMCall
-from agentwatch._capture import capturing
-from agentwatch._context import CURRENT_SPAN
+from agentwatch.instrumentation import attach, capturing, get_current_span
 
 from ._usage import Usage, estimate_tokens, message_dicts, provider_of, read_response, response_text
 
@@ -147,10 +146,10 @@ def _deactivate(flight: Flight) -> None:
     if not flight.active:
         return
     flight.active = False
-    current = CURRENT_SPAN.get()
+    current = get_current_span()
     flight.call.deactivate()
     if current is not flight.call.span:
-        CURRENT_SPAN.set(current)
+        attach(current)  # kept: what the enclosing component restored stays current
 
 
 def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:

@@ -15,8 +15,7 @@ from llama_index.core.instrumentation.events.llm import LLMChatInProgressEvent, 
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent
 from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
 
-from agentwatch._capture import capturing
-from agentwatch._safe import stop_on_exception
+from agentwatch.instrumentation import capturing, stop_on_exception
 
 from ._calls import FLIGHTS_BY_SPAN
 from ._spans import OPEN

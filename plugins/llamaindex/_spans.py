@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import AsyncGenerator, Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -31,11 +31,18 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
 from llama_index.core.tools.types import BaseTool
 
-from agentwatch import CircuitBreakerException, Span
-from agentwatch import _client as _client_module
-from agentwatch._capture import capturing, clip
-from agentwatch._context import AGENT_SCOPES, CURRENT_SPAN
-from agentwatch._safe import stop_on_exception
+from agentwatch import Span
+from agentwatch.instrumentation import (
+    attach,
+    capturing,
+    clip,
+    detach,
+    end_span,
+    get_client,
+    get_current_agent_scopes,
+    get_current_span,
+    stop_on_exception,
+)
 
 from ._attach import attach_to
 from ._calls import FRAMES, Frame
@@ -62,7 +69,7 @@ class Opened:
     span: Span
     component: Any
     role: str
-    tokens: list[Any] = field(default_factory=list)
+    context: tuple[Any, ...] = ()  # attach()'s token
     #: For a workflow run: the agent whose turn it is (``AgentWorkflow`` hands off between its agents).
     agent_name: str | None = None
 
@@ -171,7 +178,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
     @stop_on_exception
     def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
                    parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        client = _client_module._active
+        client = get_client()
         if client is None:
             return
         parent = OPEN.get(parent_id) if parent_id is not None else None
@@ -206,7 +213,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
             attributes["workflow.step"] = method
             if tags and "llamaindex.step.input_event" in tags:
                 attributes["workflow.input_event"] = tags["llamaindex.step.input_event"]
-            scopes = AGENT_SCOPES.get()
+            scopes = get_current_agent_scopes()
             if step_agent is not None and not (scopes and scopes[-1].name == step_agent):
                 # A step of an AgentWorkflow runs for one of its agents: its calls are checked against
                 # that agent's limits (init(agents=...)), as the calls of a FunctionAgent's own run are.
@@ -218,15 +225,13 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
                 attributes["tool.name"] = name
             elif rule.kind == "agent":
                 agent = client.agent_scope(name)
-        span = client.start_span(name, rule.kind, parent=CURRENT_SPAN.get(), attributes=attributes,
+        span = client.start_span(name, rule.kind, parent=get_current_span(), attributes=attributes,
                                  agent=agent)
         opened = Opened(span, component, rule.role)
         if capturing():
             span.input = _input_of(rule, bound_args)
-        if agent is not None:
-            # Calls made by the agent's steps are checked against its own limits (init(agents=...)) too.
-            opened.tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), agent)))
-        opened.tokens.append(CURRENT_SPAN.set(span))
+        # Calls made by an agent's steps are checked against its own limits (init(agents=...)) too.
+        opened.context = attach(span, agent=agent)
         OPEN[id_] = opened
 
     @stop_on_exception
@@ -270,23 +275,9 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
 def _close(opened: Opened, error: BaseException | None) -> None:
     # Restore what the component's caller had as current span even if a call started inside it is still
     # streaming (its own end then leaves this value alone).
-    for token in reversed(opened.tokens):
-        try:
-            token.var.reset(token)
-        except ValueError:  # ended in another context than it started in (a future's callback)
-            pass
-    opened.tokens.clear()
-    span = opened.span
-    if isinstance(error, CircuitBreakerException):
-        span.status = "blocked"
-        span.attributes["breaker.reason"] = error.reason
-    elif error is not None:
-        span.record_error(error)
-    client = _client_module._active
-    if client is not None:
-        client.end_span(span)
-    else:
-        span.finish()
+    detach(opened.context)  # nothing to undo if ended in another context (a future's callback)
+    opened.context = ()
+    end_span(opened.span, error)
 
 
 def _step_agent(bound_args: inspect.BoundArguments, run: Opened) -> str | None:
@@ -316,13 +307,13 @@ def _parent_stream(result: StreamingResponse | AsyncStreamingResponse, span: Spa
 def _parented(stream: Generator[Any, Any, Any], span: Span) -> Generator[Any, None, None]:
     try:
         while True:
-            token = CURRENT_SPAN.set(span)
+            token = attach(span)
             try:
                 item = next(stream)
             except StopIteration:
                 return
             finally:
-                CURRENT_SPAN.reset(token)
+                detach(token)
             yield item
     finally:
         stream.close()
@@ -331,13 +322,13 @@ def _parented(stream: Generator[Any, Any, Any], span: Span) -> Generator[Any, No
 async def _aparented(stream: AsyncGenerator[Any, Any], span: Span) -> AsyncGenerator[Any, None]:
     try:
         while True:
-            token = CURRENT_SPAN.set(span)
+            token = attach(span)
             try:
                 item = await stream.__anext__()
             except StopAsyncIteration:
                 return
             finally:
-                CURRENT_SPAN.reset(token)
+                detach(token)
             yield item
     finally:
         await stream.aclose()

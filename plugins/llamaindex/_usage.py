@@ -11,12 +11,12 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agentwatch._llm import Usage, normalize_anthropic_usage
+from agentwatch.instrumentation import Usage, normalize_anthropic_usage
 
 __all__ = ["Usage", "read_response", "response_text", "provider_of", "estimate_tokens", "message_dicts"]
 
 #: ``llama_index.llms.<package>`` / ``llama_index.embeddings.<package>`` → provider id for pricing (genai-prices
-#: ids; local runtimes by the names ``agentwatch._pricing`` prices at $0).
+#: ids; local runtimes by the names the core price table prices at $0).
 _PROVIDERS = {
     "openai": "openai", "azure_openai": "azure", "anthropic": "anthropic", "gemini": "google",
     "google_genai": "google", "vertex": "google", "mistralai": "mistral", "groq": "groq", "cohere": "cohere",

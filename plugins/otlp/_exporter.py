@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentwatch._exporters import HttpSender
+from agentwatch.instrumentation import HttpSender
 
 from ._mapping import to_otlp_request
 

@@ -81,6 +81,10 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         attributes["gen_ai.tool.name"] = extra.pop("tool.name", span["name"])
     if "error.type" in extra:
         attributes["error.type"] = extra.pop("error.type")
+    session = extra.pop("session.id", None)
+    if session is not None:
+        # OpenInference's name (Phoenix groups sessions by it) and the GenAI conventions' conversation.
+        attributes["session.id"] = attributes["gen_ai.conversation.id"] = str(session)
     _text_attributes(span, kind, finish_reason, attributes)
     prefix = "agentwatch.breaker." if kind == "breaker" else "agentwatch."
     for key, value in extra.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentwatch import hookimpl
-from agentwatch._config import Config
+from agentwatch.instrumentation import Config
 
 __all__ = ["AGENTWATCH_REQUIRES", "agentwatch_make_exporter"]
 

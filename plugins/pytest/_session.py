@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator
-from contextvars import Token
 from typing import Any
 
 import pytest
 
 import agentwatch
-from agentwatch._breaker import Monitor
-from agentwatch._client import init_provisional, register_process_plugin, unregister_process_plugin
-from agentwatch._context import AGENT_SCOPES, AgentScope
+from agentwatch.instrumentation import (
+    AgentScope,
+    Monitor,
+    attach,
+    detach,
+    init_provisional,
+    register_plugin,
+    unregister_plugin,
+)
 
 from ._report import UsageReport
 
@@ -43,19 +48,19 @@ class AgentWatchSession:
         self.test_budget = test_budget
         self.report = UsageReport()
         self._listener = _SpanListener(self.report)
-        self._session_token: Token[Any] | None = None
+        self._session_token: tuple[Any, ...] = ()
         self._is_worker = hasattr(config, "workerinput")
 
     # ---- session ----------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        register_process_plugin(self._listener, "pytest-agentwatch")
+        register_plugin(self._listener, "pytest-agentwatch")
         if self.session_budget is not None:
             # The session scope is checked before every LLM call made anywhere in the run.
             monitor = Monitor("agent", "pytest-session", name="pytest session", budget_per_hour=self.session_budget,
                               block_on_threshold=True)
-            self._session_token = AGENT_SCOPES.set((_scope("pytest session", monitor), *AGENT_SCOPES.get()))
+            self._session_token = attach(agent=_scope("pytest session", monitor))
         self._ensure_client()
 
     @staticmethod
@@ -77,7 +82,7 @@ class AgentWatchSession:
             from ._plugin import write_json
 
             write_json(path, self.report.as_json(self.session_budget, self.test_budget))
-        unregister_process_plugin("pytest-agentwatch")
+        unregister_plugin("pytest-agentwatch")
 
     def _session_over_budget(self) -> bool:
         assert self.session_budget is not None
@@ -128,16 +133,15 @@ class AgentWatchSession:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         self._ensure_client()
         budget, max_calls = self._limits(item)
-        token = None
+        token: tuple[Any, ...] = ()
         if budget is not None or max_calls is not None:
             monitor = Monitor("agent", f"pytest:{item.nodeid}", name=item.nodeid, budget_per_hour=budget,
                               max_calls_per_minute=max_calls, block_on_threshold=True)
-            token = AGENT_SCOPES.set((*AGENT_SCOPES.get(), _scope(item.nodeid, monitor)))
+            token = attach(agent=_scope(item.nodeid, monitor))
         try:
             yield
         finally:
-            if token is not None:
-                AGENT_SCOPES.reset(token)
+            detach(token)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, None]:

@@ -4,6 +4,8 @@
 (function (AW) {
   const view = document.getElementById("view");
   const LIVE = new Set(["overview", "breakers", "crons"]);
+  // Re-rendered when /api/live reports a change (live.js); the timer above stays as a fallback.
+  const ON_CHANGE = new Set(["overview", "traces", "breakers", "crons", "sessions", "session"]);
   let generation = 0;
   let timer = null;
 
@@ -11,7 +13,7 @@
     const route = AW.route();
     const current = ++generation;
     for (const link of document.querySelectorAll("nav a")) {
-      link.classList.toggle("active", link.dataset.view === route.view || (route.view === "trace" && link.dataset.view === "traces"));
+      link.classList.toggle("active", link.dataset.view === route.view || (route.view === "trace" && link.dataset.view === "traces") || (route.view === "session" && link.dataset.view === "sessions"));
     }
     const renderer = AW.views[route.view] || AW.views.overview;
     const next = AW.h("div", { id: `view-${route.view}` });
@@ -37,6 +39,12 @@
       document.getElementById("conn").textContent = "collector unreachable";
     }
   }
+
+  AW.liveChanged = function () {
+    const route = AW.route();
+    const editing = document.activeElement && view.contains(document.activeElement) && /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName);
+    if (ON_CHANGE.has(route.view) && !editing) render();
+  };
 
   document.getElementById("key-button").addEventListener("click", () => AW.askForKey(""));
   window.addEventListener("hashchange", render);

@@ -71,6 +71,8 @@
     const spans = spansAnswer.spans;
     root.appendChild(h("p", {}, h("a", { href: "#/traces", text: "← Traces" })));
     root.appendChild(h("h1", { id: "trace-title", text: trace.name || trace.trace_id }));
+    const session = (spans.find((s) => s.attributes && typeof s.attributes["session.id"] === "string") || {}).attributes;
+    if (session) root.appendChild(h("p", { id: "trace-session" }, "Session ", h("a", { href: `#/session/${encodeURIComponent(session["session.id"])}`, text: session["session.id"] })));
     root.appendChild(h("div", { class: "kpis" },
       ...[["Status", badge(trace.status)], ["Start", fmt.time(trace.start_time_unix_nano)], ["Duration", fmt.ms(trace.duration_ms)],
         ["Spans", fmt.int(trace.span_count)], ["Tokens", fmt.int(trace.total_tokens)], ["Cost", fmt.cost(trace.cost_usd)],

@@ -461,6 +461,44 @@ def test_followed_transitions_are_reported_once_per_process(redis_url: str) -> N
     assert (stale.state, stale.event, stale.trip) == ("PAUSED", "paused", ("paused", None, None))
 
 
+def test_a_new_pause_elsewhere_is_followed_while_already_paused(redis_url: str) -> None:
+    """A second pause made in another process is a new transition: a monitor already PAUSED reports it too
+    and takes its end from the fleet, so its next call after that end is the fleet's probe."""
+    from agentwatch._breaker import Monitor, admit, check, settle
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    class Sink:
+        def __init__(self) -> None:
+            self.records: list[dict[str, Any]] = []
+
+        def transition(self, monitor: Monitor, record: dict[str, Any]) -> None:
+            self.records.append(record)
+
+        def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None:
+            pass
+
+        def blocked(self, error: CircuitBreakerException) -> None:
+            pass
+
+    backend = backend_for(redis_url)
+    sink = Sink()
+    leader, follower = (Monitor("agent", "repause", store=RedisWindowStore(backend, "agent", "repause"),
+                                sink=s) for s in (None, sink))
+    leader.pause(600.0)
+    with pytest.raises(CircuitBreakerException):
+        admit([follower])
+    leader.pause(0.05)
+    time.sleep(0.3)  # the new pause is over on the Redis clock (the first would last ten minutes more)
+    admission = admit([follower])
+    assert admission.probe_monitors == (follower,)
+    settle(admission, cost_usd=0.0, error=False)
+    assert [(r["event"], r["to_state"], r.get("fleet_sync")) for r in sink.records] == [
+        ("paused", "PAUSED", True), ("paused", "PAUSED", True), ("half_open", "HALF_OPEN", None),
+        ("recovered", "CLOSED", None)]
+    check([leader])  # the leader learns of the recovery on its next look at the fleet
+    assert leader.state == follower.state == "CLOSED"
+
+
 def test_keys_expire_with_their_windows(redis_url: str, redis_server: RedisServer) -> None:
     _init(redis_url, agent_name="ttl", budget_per_hour=100.0)
     with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:

@@ -63,7 +63,7 @@ def test_nesting_builds_one_tree(memory: agentwatch.InMemoryExporter) -> None:
     assert agent["parent_span_id"] == root["span_id"] and agent["kind"] == "agent"
     assert task["parent_span_id"] == agent["span_id"]
     assert spans["chat"]["parent_span_id"] == task["span_id"]
-    assert spans["memory_snapshot"]["attributes"] == {"size_kb": 142}
+    assert spans["memory_snapshot"]["attributes"] == {"size_kb": 142, "session.id": "daily"}
     assert spans["queue_depth"]["attributes"]["metric.value"] == 23
     assert {span["trace_id"] for span in spans.values() if span["kind"] != "process"} == {root["trace_id"]}
     assert spans["chat"]["agent_name"] == "Researcher" and spans["chat"]["agent_role"] == "Researcher"

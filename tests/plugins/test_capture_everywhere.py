@@ -118,9 +118,28 @@ def _litellm(stub: Any) -> None:
                        messages=[{"role": "user", "content": f"say {PROMPT_MARK}"}])
 
 
+def _openai_agents(stub: Any) -> None:
+    from agents import Agent, OpenAIResponsesModel, Runner, set_trace_processors
+    from openai import AsyncOpenAI
+
+    set_trace_processors([])  # no export to OpenAI's trace API (AgentWatch's processor is added by init)
+    model = OpenAIResponsesModel(MODEL, AsyncOpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0))
+    Runner.run_sync(Agent(name="Helper", instructions="Be brief.", model=model), f"say {PROMPT_MARK}")
+
+
+def _pydantic_ai(stub: Any) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel(MODEL, provider=OpenAIProvider(base_url=stub.openai_base_url, api_key="k"))
+    Agent(model, name="Helper").run_sync(f"say {PROMPT_MARK}")
+
+
 PROGRAMS: dict[str, Program] = {"openai": _openai, "openai-stream": _openai_stream, "anthropic": _anthropic,
                                 "langchain": _langchain, "crewai": _crewai, "autogen": _autogen, "ag2": _ag2,
-                                "llamaindex": _llamaindex, "litellm": _litellm}
+                                "llamaindex": _llamaindex, "litellm": _litellm, "openai-agents": _openai_agents,
+                                "pydantic-ai": _pydantic_ai}
 
 
 def _exported(program: Program, stub: Any, replies: list[Reply] | None = None,

@@ -27,7 +27,7 @@ from tests.server.aw_helpers import SpanFactory, WebhookHandler, span_factory
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The collector reads its configuration from the environment; a developer's own must not leak in.
-    for name in ("API_KEY", "HOST", "PORT", "AGENTWATCH_DB", "CORS_ORIGINS", "ZERO_DATA_RETENTION",
+    for name in ("API_KEY", "JWT_SECRET", "HOST", "PORT", "AGENTWATCH_DB", "CORS_ORIGINS", "ZERO_DATA_RETENTION",
                  "DATA_RETENTION_DAYS", "AGENTWATCH_SIGNING_KEY", "SMTP_HOST", "SMTP_PORT", "ALERT_EMAIL",
                  "AGENTWATCH_WORKERS", "AGENTWATCH_SYNCHRONOUS"):
         monkeypatch.delenv(name, raising=False)
@@ -77,8 +77,7 @@ def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) 
     from agentwatch.server._clickhouse import ClickHouseStore
 
     path = request.getfixturevalue("chdb_dir")
-    opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}",
-                             retention_days=settings.data_retention_days)
+    opened = ClickHouseStore(f"chdb://{path}?database=t_{uuid.uuid4().hex}")
     try:
         with TestClient(create_app(store=opened, settings=settings), base_url="http://localhost") as test_client:
             yield test_client

@@ -1,0 +1,118 @@
+"""The Redis connection behind fleet-wide limits: one client per URL and process, with its health.
+
+Socket timeouts are ``SOCKET_TIMEOUT_S`` and the client never retries by itself: one failed round trip makes
+the backend *down*, and the window store falls back (``limits_fallback``) at once. While down, a single caller
+tries again after a backoff (``BACKOFF_MIN_S`` doubling to ``BACKOFF_MAX_S``); one warning is logged per
+outage and one when Redis is back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Final
+
+from . import _redis_scripts as scripts
+from ._safe import logger
+
+__all__ = ["RedisBackend", "backend_for", "SOCKET_TIMEOUT_S", "BACKOFF_MIN_S", "BACKOFF_MAX_S"]
+
+#: Connect and read timeout: the worst case one LLM call can be delayed by an unreachable Redis.
+SOCKET_TIMEOUT_S: Final = 0.05
+BACKOFF_MIN_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+
+
+class RedisBackend:
+    """One Redis connection pool per URL and process, with its health: up, or down until a retry is due."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:  # a deploy error: say which extra fixes it
+            raise ImportError(
+                "limits_backend=redis://... needs the redis package: pip install 'agentwatch[redis]'") from exc
+        self.url = url
+        # No client-side retries: one failed round trip means fail-open now, not 3 more timeouts.
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        register = self.client.register_script
+        self.admit = register(scripts.ADMIT)
+        self.publish = register(scripts.PUBLISH)
+        self.release = register(scripts.RELEASE)
+        self.record = register(scripts.RECORD)
+        self.count = register(scripts.COUNT)
+        self.uncount = register(scripts.UNCOUNT)
+        self.read = register(scripts.READ)
+        self.clear = register(scripts.CLEAR)
+        self.set_budget = register(scripts.SET_BUDGET)
+        self.increase = register(scripts.INCREASE)
+        self.reserve = register(scripts.RESERVE)
+        self.unreserve = register(scripts.UNRESERVE)
+        self.settle_reserved = register(scripts.SETTLE_RESERVED)
+        self.reserved = register(scripts.RESERVED)
+        self.down = False
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN_S
+        self._probing = False
+
+    def usable(self) -> bool:
+        """True if a round trip should be tried now: Redis is up, or this caller makes the reconnect attempt."""
+        if not self.down:
+            return True
+        with self._lock:
+            if self._probing or time.monotonic() < self._retry_at:
+                return False
+            self._probing = True
+            return True
+
+    def succeeded(self) -> None:
+        if self.down:
+            with self._lock:
+                if self.down:
+                    self.down = False
+                    self._probing = False
+                    self._backoff = BACKOFF_MIN_S
+                    logger.warning("agentwatch: limits backend %s reachable again; fleet-wide limits resumed",
+                                   _redact(self.url))
+
+    def failed(self, exc: BaseException, blocking: bool = False) -> None:
+        with self._lock:
+            self._probing = False
+            if not self.down:
+                self.down = True
+                self._backoff = BACKOFF_MIN_S
+                consequence = ("blocking every LLM call (limits_fallback='block')" if blocking
+                               else "enforcing limits per process")
+                logger.warning("agentwatch: limits backend %s unreachable (%s: %s); %s until it is back",
+                               _redact(self.url), type(exc).__name__, exc, consequence)
+            else:
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+                logger.debug("agentwatch: limits backend still unreachable: %s", exc)
+            self._retry_at = time.monotonic() + self._backoff
+
+
+def _redact(url: str) -> str:
+    # redis://user:password@host -> redis://***@host: warnings end up in logs.
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
+
+
+_backends: dict[str, RedisBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def backend_for(url: str) -> RedisBackend:
+    """The process's backend for ``url`` (created once; connecting happens on first use, not here)."""
+    with _backends_lock:
+        backend = _backends.get(url)
+        if backend is None:
+            backend = _backends[url] = RedisBackend(url)
+        return backend

@@ -1,0 +1,125 @@
+"""The public surface for plugin authors: everything a framework or exporter plugin records through.
+
+A plugin is a module with ``@hookimpl`` functions (see ``agentwatch.hookspecs``) found through the
+``agentwatch.plugins`` entry-point group; ``docs/plugin-guide.md`` walks through one. The built-in plugins use
+only this module and ``agentwatch`` (an import contract in ``pyproject.toml`` keeps it so), so a third-party
+plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_span``, ``attach`` /
+``detach``) and pluggy's (``hookimpl``, ``register_plugin``).
+
+- LLM calls: ``start_llm_call`` checks every enclosing limit *before* the request leaves and raises
+  ``CircuitBreakerException`` (after recording a ``blocked`` span) if one blocks; ``LLMCall.end`` prices the
+  call and records its cost in every enclosing monitor. ``check_limits`` asks the same question at a
+  framework boundary (a graph node, a router) without opening a call.
+- Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_openai_usage`` reads
+  OpenAI's usage objects, ``normalize_anthropic_usage`` converts Anthropic's; ``estimate_tokens`` /
+  ``estimate_request_tokens`` estimate a call that reports none.
+- Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
+  make a span, an LLM call or an agent scope current for the code a framework runs.
+- Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
+  (and what ``add_pass_through`` adds) reaches user code.
+"""
+
+from __future__ import annotations
+
+from ._breaker import CircuitBreakerException, Monitor
+from ._capture import TEXT_LIMIT, capturing, clip
+from ._client import (
+    Client,
+    get_client,
+    init_provisional,
+)
+from ._client import (
+    register_process_plugin as register_plugin,
+)
+from ._client import (
+    unregister_process_plugin as unregister_plugin,
+)
+from ._config import Config, validate_agent_limits
+from ._context import KEEP, SESSION_KEY, AgentScope, attach, detach
+from ._context import current_agent_scopes as get_current_agent_scopes
+from ._context import current_span as get_current_span
+from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
+from ._exporters import HttpSender
+from ._llm import (
+    LLMCall,
+    Usage,
+    check_limits,
+    enclosing_monitors,
+    end_span,
+    llm_call,
+    normalize_anthropic_usage,
+    normalize_openai_usage,
+    record_blocked,
+    run_budget,
+    start_llm_call,
+)
+from ._llm import current_llm_call as get_current_llm_call
+from ._providers import (
+    ProviderTable,
+    adopt_registered,
+    normalise_base,
+    provider_for_host,
+    provider_for_url,
+    providers_of,
+)
+from ._safe import add_pass_through, logger, stop_on_exception, swallow_internal_error
+from ._span import Span
+from .hookspecs import hookimpl
+
+__all__ = [
+    # plugins (pluggy)
+    "hookimpl",
+    "register_plugin",
+    "unregister_plugin",
+    "init_provisional",
+    "get_client",
+    "Client",
+    "Config",
+    # LLM calls and limits
+    "start_llm_call",
+    "llm_call",
+    "LLMCall",
+    "check_limits",
+    "record_blocked",
+    "get_current_llm_call",
+    "CircuitBreakerException",
+    # usage
+    "Usage",
+    "normalize_openai_usage",
+    "normalize_anthropic_usage",
+    "estimate_tokens",
+    "estimate_text_bytes",
+    "estimate_request_tokens",
+    # spans, context and scopes
+    "Span",
+    "end_span",
+    "get_current_span",
+    "attach",
+    "detach",
+    "KEEP",
+    "SESSION_KEY",
+    "AgentScope",
+    "get_current_agent_scopes",
+    "validate_agent_limits",
+    "Monitor",
+    "enclosing_monitors",
+    "run_budget",
+    # never break the host
+    "stop_on_exception",
+    "swallow_internal_error",
+    "add_pass_through",
+    "logger",
+    # exporters
+    "HttpSender",
+    # text capture (one rule: capture_messages and no zero data retention; kept text bounded at TEXT_LIMIT)
+    "capturing",
+    "clip",
+    "TEXT_LIMIT",
+    # providers named from URLs (init(providers=...), known hosts)
+    "provider_for_url",
+    "providers_of",
+    "adopt_registered",
+    "ProviderTable",
+    "provider_for_host",
+    "normalise_base",
+]

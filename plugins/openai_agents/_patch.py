@@ -1,0 +1,222 @@
+"""The patches: the SDK's run loop (``agents.run_internal.run_loop``) around each model call.
+
+Why there: exceptions raised in a tracing processor are swallowed by the SDK, so a block must be raised from
+the model call. ``get_new_response`` (``Runner.run``/``run_sync``) and ``run_single_turn_streamed``
+(``run_streamed``) hold one turn; inside it the loop resolves the model (``get_model``) and the input
+(``maybe_filter_model_input``), then calls ``get_response_with_retry`` / ``stream_response_with_retry``. Each
+is looked up as a global of ``run_loop``, so replacing the module attribute reaches every run.
+
+Limits are checked before the SDK's retry loop starts: a block reaches the caller unchanged (the SDK passes
+exceptions that are not its own through ``Runner.run``) and is never retried. Each attempt the SDK makes is
+one call of ours, active while the model sends, so the HTTP layer (openai SDK, httpx) adds to it instead of
+counting the request again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from agentwatch.instrumentation import CircuitBreakerException, LLMCall, get_client, logger, swallow_internal_error
+from agentwatch.plugins.http._patching import Patcher
+
+from . import _tracing
+from ._turns import TURN, Turn, note_block, open_call, read_event, read_response
+
+__all__ = ["install", "uninstall"]
+
+_patcher = Patcher()
+
+
+def install() -> None:
+    from agents.run_internal import run_loop
+    from agents.tracing import add_trace_processor, get_trace_provider
+
+    missing = [name for name in _RUN_LOOP if not hasattr(run_loop, name)]
+    if missing:  # another SDK layout: traced, but its model calls are left to the HTTP layer
+        logger.warning("agentwatch: openai-agents %s has no run_loop.%s; its model calls are checked by the HTTP "
+                       "layer only (without the agent's scope)", _version(), ", ".join(missing))
+    else:
+        for name, wrap in _RUN_LOOP.items():
+            _patcher.replace(run_loop, name, wrap)
+    processors = getattr(getattr(get_trace_provider(), "_multi_processor", None), "_processors", ())
+    if _tracing.PROCESSOR not in processors:  # once per process: the SDK has no way to remove one
+        add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
+    _tracing.PROCESSOR.active = True
+
+
+def _version() -> str:
+    try:
+        from agents.version import __version__
+
+        return str(__version__)
+    except Exception:  # only for the warning
+        return "?"
+
+
+def uninstall() -> None:
+    _tracing.PROCESSOR.active = False
+    _patcher.restore()
+
+
+# ---- the turn: agent, model and input ---------------------------------------------------------------
+
+
+def _turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def get_new_response(bindings: Any, *args: Any, **kwargs: Any) -> Any:
+        if get_client() is None:
+            return await original(bindings, *args, **kwargs)
+        token = TURN.set(Turn(getattr(bindings, "public_agent", None)))
+        try:
+            return await original(bindings, *args, **kwargs)
+        finally:
+            TURN.reset(token)
+
+    return get_new_response
+
+
+def _streamed_turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def run_single_turn_streamed(streamed_result: Any, bindings: Any, *args: Any, **kwargs: Any) -> Any:
+        if get_client() is None:
+            return await original(streamed_result, bindings, *args, **kwargs)
+        token = TURN.set(Turn(getattr(bindings, "public_agent", None)))
+        try:
+            return await original(streamed_result, bindings, *args, **kwargs)
+        finally:
+            TURN.reset(token)
+
+    return run_single_turn_streamed
+
+
+def _get_model(original: Callable[..., Any]) -> Callable[..., Any]:
+    def get_model(agent: Any, run_config: Any) -> Any:
+        model = original(agent, run_config)
+        turn = TURN.get()
+        if turn is not None:
+            turn.model = model
+        return model
+
+    return get_model
+
+
+def _filter_input(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def maybe_filter_model_input(*args: Any, **kwargs: Any) -> Any:
+        turn = TURN.get()
+        if turn is not None:
+            items = kwargs.get("input_items")
+            turn.input = list(items) if isinstance(items, list) else None
+        return await original(*args, **kwargs)
+
+    return maybe_filter_model_input
+
+
+# ---- the model call ---------------------------------------------------------------------------------
+
+
+def _end(call: LLMCall, error: BaseException | None = None) -> None:
+    try:
+        call.end(error=error)
+    except Exception:
+        swallow_internal_error("the openai-agents plugin")
+
+
+def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def get_response_with_retry(*args: Any, **kwargs: Any) -> Any:
+        turn = TURN.get()
+        get_response = kwargs.get("get_response")
+        if get_client() is None or turn is None or get_response is None:
+            return await original(*args, **kwargs)
+        pending = [open_call(turn, "openai_agents.get_response")]  # a block is raised here, before any retry
+
+        async def attempt() -> Any:
+            call = pending.pop() if pending else open_call(turn, "openai_agents.get_response")
+            call.activate()
+            try:
+                response = await get_response()
+            except BaseException as error:
+                call.deactivate()
+                _end(call, error)
+                if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
+                    note_block(turn, error)
+                raise
+            call.deactivate()
+            try:
+                read_response(call, response)
+            except Exception:
+                swallow_internal_error("the openai-agents plugin")
+            _end(call)
+            return response
+
+        kwargs["get_response"] = attempt
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            for call in pending:  # the loop failed before its first attempt: nothing was sent
+                _end(call, RuntimeError("model call not made"))
+
+    return get_response_with_retry
+
+
+def _stream_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]:
+    def stream_response_with_retry(*args: Any, **kwargs: Any) -> Any:
+        turn = TURN.get()
+        if get_client() is None or turn is None or kwargs.get("get_stream") is None:
+            return original(*args, **kwargs)
+        return _guarded_stream(original, turn, args, kwargs)
+
+    return stream_response_with_retry
+
+
+async def _guarded_stream(original: Callable[..., Any], turn: Turn, args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    pending = [open_call(turn, "openai_agents.stream_response")]  # raised on the first event, before any retry
+    get_stream = kwargs["get_stream"]
+    kwargs["get_stream"] = lambda: _attempt(get_stream, pending, turn)
+    inner = original(*args, **kwargs)
+    try:
+        async for event in inner:
+            yield event
+    finally:
+        await inner.aclose()
+        for call in pending:
+            _end(call, RuntimeError("model call not made"))
+
+
+async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: Turn) -> AsyncIterator[Any]:
+    """One streamed request: the call is active while the SDK reads (the request goes out on the first read)."""
+    call = pending.pop() if pending else open_call(turn, "openai_agents.stream_response")
+    stream = get_stream()
+    try:
+        while True:
+            call.activate()
+            try:
+                event = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                call.deactivate()
+            try:
+                read_event(call, event)
+            except Exception:
+                swallow_internal_error("the openai-agents plugin")
+            yield event
+    except GeneratorExit:  # the consumer stopped early: charge what was streamed
+        call.set_attribute("stream_incomplete", True)
+        raise
+    except BaseException as error:
+        _end(call, error)
+        if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
+            note_block(turn, error)
+        raise
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+        _end(call)
+
+
+#: The run loop's globals wrapped, and how (the turn's scope, its model and input, its model calls).
+_RUN_LOOP: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "get_new_response": _turn_scope, "run_single_turn_streamed": _streamed_turn_scope, "get_model": _get_model,
+    "maybe_filter_model_input": _filter_input, "get_response_with_retry": _get_response_with_retry,
+    "stream_response_with_retry": _stream_response_with_retry}

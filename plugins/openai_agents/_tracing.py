@@ -1,0 +1,175 @@
+"""The SDK's traces as AgentWatch spans: a tracing processor (``agents.add_trace_processor``).
+
+Agent runs, function tools, handoffs, guardrails and custom spans become spans of ours under the same
+parents. The SDK's task and turn spans are transparent (their children hang from the agent), and its
+response/generation spans are the model call ``_turns`` opened (one span per request, whatever the
+tracing). Exceptions raised here are swallowed by the SDK, so nothing here can block: limits are checked
+around the model call itself (``_patch``), which also works with the SDK's tracing disabled.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from agentwatch.instrumentation import (
+    CircuitBreakerException,
+    Span,
+    capturing,
+    get_client,
+    get_current_llm_call,
+    get_current_span,
+    stop_on_exception,
+)
+
+__all__ = ["AgentWatchProcessor", "current_parent", "mark_blocked", "PROCESSOR"]
+
+_TRANSPARENT = frozenset({"task", "turn"})
+_MODEL_SPANS = frozenset({"response", "generation"})
+_KINDS = {"agent": "agent", "function": "tool", "handoff": "handoff", "guardrail": "guardrail",
+          "mcp_tools": "tool"}
+_MAX_OPEN = 100_000  # SDK spans never ended must not grow the maps forever
+
+
+class AgentWatchProcessor:
+    """Implements the SDK's ``TracingProcessor`` interface (duck-typed: the SDK only calls these)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self._lock = threading.Lock()
+        #: SDK span id → our span (a transparent span maps to its nearest mapped ancestor, or None).
+        self._spans: dict[str, Span | None] = {}
+        #: SDK span ids whose span is ours to end.
+        self._owned: set[str] = set()
+        self._traces: dict[str, Span] = {}
+
+    # ---- traces -----------------------------------------------------------------------------------
+
+    @stop_on_exception
+    def on_trace_start(self, trace: Any) -> None:
+        client = get_client()
+        if not self.active or client is None:
+            return
+        attributes = {"framework": "openai-agents", "openai_agents.trace_id": trace.trace_id}
+        group = getattr(trace, "group_id", None)
+        if group:
+            attributes["openai_agents.group_id"] = group
+        parent = get_current_span()
+        span = client.start_span(str(trace.name or "Agent workflow"), "chain" if parent else "trace",
+                                 attributes=attributes)
+        with self._lock:
+            if len(self._traces) < _MAX_OPEN:
+                self._traces[trace.trace_id] = span
+
+    @stop_on_exception
+    def on_trace_end(self, trace: Any) -> None:
+        with self._lock:
+            span = self._traces.pop(trace.trace_id, None)
+        client = get_client()
+        if span is not None and client is not None:
+            client.end_span(span)
+
+    # ---- spans ------------------------------------------------------------------------------------
+
+    def parent_of(self, sdk_span: Any) -> Span | None:
+        parent_id = getattr(sdk_span, "parent_id", None)
+        if parent_id is not None and parent_id in self._spans:
+            return self._spans[parent_id]
+        return self._traces.get(getattr(sdk_span, "trace_id", ""))
+
+    @stop_on_exception
+    def on_span_start(self, sdk_span: Any) -> None:
+        client = get_client()
+        if not self.active or client is None:
+            return
+        data = sdk_span.span_data
+        kind = data.type
+        parent = self.parent_of(sdk_span)
+        ours: Span | None
+        owned = False
+        if kind in _TRANSPARENT:
+            ours = parent
+        elif kind in _MODEL_SPANS:
+            call = get_current_llm_call()  # the model call _turns opened around the request
+            ours = call.span if call is not None else parent
+        else:
+            ours = self._open(client, kind, data, parent)
+            owned = True
+        with self._lock:
+            if len(self._spans) < _MAX_OPEN:
+                self._spans[sdk_span.span_id] = ours
+                if owned:
+                    self._owned.add(sdk_span.span_id)
+
+    def _open(self, client: Any, kind: str, data: Any, parent: Span | None) -> Span:
+        attributes: dict[str, Any] = {"framework": "openai-agents", "openai_agents.span_type": kind}
+        agent = None
+        if kind == "agent":
+            name = str(data.name)
+            agent = client.agent_scope(name)
+            if data.handoffs:
+                attributes["openai_agents.handoffs"] = list(data.handoffs)
+            if data.tools:
+                attributes["openai_agents.tools"] = list(data.tools)
+            if data.output_type:
+                attributes["openai_agents.output_type"] = str(data.output_type)
+        elif kind == "handoff":
+            name = f"handoff {data.from_agent or '?'} -> {data.to_agent or '?'}"
+        else:
+            name = str(getattr(data, "name", None) or getattr(data, "server", None) or kind)
+        return client.start_span(name, _KINDS.get(kind, "span"), parent=parent, attributes=attributes, agent=agent)
+
+    @stop_on_exception
+    def on_span_end(self, sdk_span: Any) -> None:
+        with self._lock:
+            span = self._spans.pop(sdk_span.span_id, None)
+            owned = sdk_span.span_id in self._owned
+            self._owned.discard(sdk_span.span_id)
+        client = get_client()
+        if span is None or not owned or client is None:
+            return
+        data = sdk_span.span_data
+        kind = data.type
+        capture = capturing(client)
+        if kind == "function":
+            if capture:
+                span.input, span.output = data.input, data.output
+        elif kind == "handoff":
+            span.attributes["openai_agents.to_agent"] = data.to_agent
+            span.name = f"handoff {data.from_agent or '?'} -> {data.to_agent or '?'}"
+        elif kind == "guardrail":
+            span.attributes["guardrail.triggered"] = bool(data.triggered)
+        error = sdk_span.error
+        if error and span.status != "blocked":
+            span.record_error(str(error.get("message") if isinstance(error, dict) else error))
+        client.end_span(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self) -> None:
+        pass
+
+
+PROCESSOR = AgentWatchProcessor()
+
+
+def current_parent() -> Span | None:
+    """Our span for the SDK's current span (the agent, through its turn), or None without tracing."""
+    if not PROCESSOR.active:
+        return None
+    from agents.tracing import get_current_span as sdk_current_span
+
+    sdk_span = sdk_current_span()
+    if sdk_span is None:
+        return None
+    span_id = getattr(sdk_span, "span_id", None)
+    if span_id in PROCESSOR._spans:
+        return PROCESSOR._spans[span_id]
+    return None
+
+
+def mark_blocked(span: Span, blocked: CircuitBreakerException) -> None:
+    """The agent whose model call was refused ends ``blocked``, not with an error."""
+    span.status = "blocked"
+    span.attributes["breaker.reason"] = blocked.reason

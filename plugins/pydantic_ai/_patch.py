@@ -1,0 +1,122 @@
+"""The patches: an agent run is an agent scope, each model request is checked before Pydantic AI's request
+hooks run, and each request and tool call is a span.
+
+- ``Agent.iter`` (``run``, ``run_sync``, ``run_stream`` and ``run_stream_events`` all go through it): the run is
+  ``agentwatch.agent(agent.name)``, so every request and tool of the run counts in the agent's scope
+  (``init(agents={"Support": {...}})``) and hangs from its span.
+- ``ModelRequestNode._prepare_request``: after Pydantic AI's own ``UsageLimits.check_before_request`` and its
+  ``before_model_request`` hooks, our limits are checked. A block is raised there, before
+  ``wrap_model_request`` and ``on_model_request_error``, so no capability or retry sees it: it reaches the
+  caller of ``run``/``run_sync``/``run_stream``/``iter`` as ``CircuitBreakerException``.
+- ``_agent_graph.model_request`` / ``model_request_stream``: the innermost helpers get the model wrapped
+  (``AgentWatchModel``), one LLM call per request.
+- ``ToolManager.execute_tool_call``: one ``tool`` span per call; a ``ModelRetry`` ends it as an error with
+  ``tool.retry`` set, and the next request carries ``retry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import agentwatch
+from agentwatch.instrumentation import CircuitBreakerException, capturing, check_limits, get_client, record_blocked
+from agentwatch.plugins.http._patching import Patcher
+
+from ._model import AgentWatchModel
+
+__all__ = ["install", "uninstall"]
+
+_patcher = Patcher()
+
+
+def install() -> None:
+    from pydantic_ai import _agent_graph
+    from pydantic_ai.agent import Agent
+    from pydantic_ai.tool_manager import ToolManager
+
+    _patcher.replace(Agent, "iter", _iter)
+    _patcher.replace(_agent_graph.ModelRequestNode, "_prepare_request", _prepare_request)
+    _patcher.replace(_agent_graph, "model_request", _model_request)
+    _patcher.replace(_agent_graph, "model_request_stream", _model_request_stream)
+    _patcher.replace(ToolManager, "execute_tool_call", _execute_tool_call)
+
+
+def uninstall() -> None:
+    _patcher.restore()
+
+
+def _iter(original: Callable[..., Any]) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def iter(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: A001 - the SDK's name
+        async with original(self, *args, **kwargs) as run:
+            if get_client() is None:
+                yield run
+                return
+            # Entered after the SDK's own: a run started with iter() has its inferred name by now.
+            async with agentwatch.agent(str(self.name or "agent")) as scope:
+                scope.set_attribute("framework", "pydantic-ai")
+                yield run
+
+    return iter
+
+
+def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def _prepare_request(self: Any, ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        prepared = await original(self, ctx, *args, **kwargs)
+        if get_client() is None:
+            return prepared
+        try:
+            check_limits()
+        except CircuitBreakerException as blocked:
+            model = prepared[0]
+            record_blocked(blocked, "pydantic_ai.request", model=getattr(model, "model_name", None),
+                           provider=getattr(model, "system", None), attributes={"framework": "pydantic-ai"})
+            raise
+        return prepared
+
+    return _prepare_request
+
+
+def _wrapped(model: Any, run_context: Any) -> Any:
+    if get_client() is None or isinstance(model, AgentWatchModel):
+        return model
+    return AgentWatchModel(model, retry=getattr(run_context, "retry", 0) or 0)
+
+
+def _model_request(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def model_request(model: Any, *args: Any, **kwargs: Any) -> Any:
+        return await original(_wrapped(model, kwargs.get("run_context")), *args, **kwargs)
+
+    return model_request
+
+
+def _model_request_stream(original: Callable[..., Any]) -> Callable[..., Any]:
+    def model_request_stream(model: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(_wrapped(model, kwargs.get("run_context")), *args, **kwargs)
+
+    return model_request_stream
+
+
+def _execute_tool_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def execute_tool_call(self: Any, validated: Any, *args: Any, **kwargs: Any) -> Any:
+        client = get_client()
+        if client is None:
+            return await original(self, validated, *args, **kwargs)
+        call = validated.call
+        async with agentwatch.span(str(call.tool_name), "tool", framework="pydantic-ai") as scope:
+            span = scope.span
+            if span is not None and capturing(client):
+                span.input = validated.validated_args if validated.validated_args is not None else call.args
+            try:
+                result = await original(self, validated, *args, **kwargs)
+            except Exception as error:
+                if span is not None and type(error).__name__ == "ToolRetryError":
+                    span.attributes["tool.retry"] = True
+                raise
+            if span is not None and capturing(client):
+                span.output = result
+            return result
+
+    return execute_tool_call

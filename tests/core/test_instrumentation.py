@@ -1,0 +1,135 @@
+"""The public plugin API, ``agentwatch.instrumentation``: what it adds beyond re-exports behaves as documented."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+import agentwatch
+from agentwatch import instrumentation as aw
+
+
+def test_every_public_name_exists_and_the_private_modules_stay_out() -> None:
+    assert all(hasattr(aw, name) for name in aw.__all__)
+    assert not [name for name in aw.__all__ if name.startswith("_")]
+    # The same objects as the package's own names, not copies.
+    assert aw.start_llm_call is agentwatch.start_llm_call and aw.get_current_span is agentwatch.current_span
+    assert aw.get_current_llm_call is agentwatch.current_llm_call and aw.hookimpl is agentwatch.hookimpl
+
+
+def test_attach_sets_only_what_is_passed_and_detach_restores_it(memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory])
+    outer, inner = client.start_span("outer"), client.start_span("inner")
+    scope = client.agent_scope("writer")
+    token = aw.attach(outer)
+    assert aw.get_current_span() is outer and aw.get_current_agent_scopes() == ()
+    nested = aw.attach(inner, agent=scope)
+    assert aw.get_current_span() is inner and aw.get_current_agent_scopes() == (scope,)
+    aw.detach(nested)
+    assert aw.get_current_span() is outer and aw.get_current_agent_scopes() == ()
+    aw.detach(token)
+    assert aw.get_current_span() is None
+
+
+def test_a_restore_point_undoes_what_the_code_in_between_made_current(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    token = aw.attach(aw.get_current_span(), llm_call=aw.get_current_llm_call())
+    call = aw.start_llm_call("model", model="gpt-4o-mini")
+    call.activate()  # a framework activating a call it ends elsewhere (another task) and cannot deactivate here
+    assert aw.get_current_llm_call() is call and aw.get_current_span() is call.span
+    aw.detach(token)
+    assert aw.get_current_llm_call() is None and aw.get_current_span() is None
+    call.end()
+
+
+def test_detach_from_another_context_changes_nothing(memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory])
+    span = client.start_span("work")
+    token = aw.attach(span)
+    contextvars.copy_context().run(aw.detach, token)  # a callback run in a copy of the context: a no-op
+    assert aw.get_current_span() is span
+    aw.detach(token)
+    assert aw.get_current_span() is None
+
+
+def test_end_span_records_block_error_or_success(memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory], budget_per_hour=0.0, block_on_threshold=True)
+    with pytest.raises(agentwatch.CircuitBreakerException) as blocked:
+        aw.check_limits()
+    spans = [client.start_span(name) for name in ("blocked", "failed", "fine")]
+    aw.end_span(spans[0], blocked.value)
+    aw.end_span(spans[1], ValueError("bad input"))
+    aw.end_span(spans[2])
+    aw.end_span(spans[2], ValueError("ended twice"))  # idempotent: exported once, as first ended
+    agentwatch.flush()
+    by_name = {span["name"]: span for span in memory.spans if span["kind"] == "span"}
+    assert len([span for span in memory.spans if span["name"] == "fine"]) == 1
+    assert by_name["blocked"]["status"] == "blocked"
+    assert by_name["blocked"]["attributes"]["breaker.reason"] == blocked.value.reason
+    assert by_name["blocked"]["attributes"]["breaker.scope"] == "global"
+    assert by_name["failed"]["status"] == "error"
+    assert by_name["failed"]["attributes"]["error.type"] == "ValueError"
+    assert by_name["fine"]["status"] == "ok"
+
+
+def test_before_init_nothing_is_checked_and_spans_only_end() -> None:
+    span = agentwatch.Span("alone")
+    aw.end_span(span, RuntimeError("x"))
+    assert span.ended and span.status == "error"
+    assert aw.enclosing_monitors() == [] and aw.run_budget("thread:1", 1.0) is None
+    aw.check_limits()  # no client: nothing to check, nothing raised
+
+
+def test_enclosing_monitors_and_run_budget(memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory])
+    scope = client.agent_scope("writer", budget_per_hour=5.0)
+    run = aw.run_budget("thread:t1", 0.5)
+    assert run is not None and aw.run_budget("thread:t1", 9.0) is run  # one monitor per key; first budget stays
+    assert aw.enclosing_monitors(scopes=(scope,), budgets=(run,)) == [scope.monitor, run, client.monitor]
+
+
+def test_usage_normalisation() -> None:
+    assert aw.normalize_openai_usage({"prompt_tokens": 10, "completion_tokens": 2,
+                                      "prompt_tokens_details": {"cached_tokens": 4}}) == {
+        "input_tokens": 10, "output_tokens": 2, "cached_input_tokens": 4}
+
+    class ResponsesUsage:  # the Responses API's shape, as an object
+        input_tokens, output_tokens = 7, 3
+        input_tokens_details = {"cached_tokens": 5}
+
+    assert aw.normalize_openai_usage(ResponsesUsage()) == {"input_tokens": 7, "output_tokens": 3,
+                                                           "cached_input_tokens": 5}
+    assert aw.normalize_anthropic_usage(1200, 300, 800, 100) == {
+        "input_tokens": 2100, "output_tokens": 300, "cached_input_tokens": 800, "cache_write_tokens": 100}
+
+
+def test_add_pass_through_lets_a_framework_exception_through_the_guard() -> None:
+    class Interrupt(Exception):
+        pass
+
+    @aw.stop_on_exception
+    def callback() -> None:
+        raise Interrupt()
+
+    @aw.stop_on_exception
+    def broken() -> None:
+        raise KeyError("ours")
+
+    aw.add_pass_through(Interrupt)
+    aw.add_pass_through(Interrupt)  # registering twice is harmless
+    with pytest.raises(Interrupt):
+        callback()
+    assert broken() is None  # every other internal error is still swallowed
+
+
+async def test_attach_in_a_task_stays_in_that_task(memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory])
+    span = client.start_span("task work")
+
+    async def work() -> None:
+        aw.attach(span)
+
+    await asyncio.create_task(work())
+    assert aw.get_current_span() is None

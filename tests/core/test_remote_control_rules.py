@@ -1,0 +1,139 @@
+"""Operator control in one process against a real collector: pauses end in HALF_OPEN, limit overrides are undone
+by DELETE, an unreachable collector leaves the last state in force, only trusted collectors are followed, and
+with Redis the change lands in the shared state that processes not following the collector obey too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from agentwatch._breaker import Monitor, admit, settle
+from agentwatch._config import build_config
+from agentwatch._limits_backend import window_store_for
+from agentwatch.server import ServerHandle, start_background
+from tests.core.test_redis_limits import redis_server, redis_url  # noqa: F401 - fixtures
+
+WAIT = 60.0
+
+
+def _until(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[ServerHandle]:
+    handle = start_background(port=0, db_path=tmp_path / "collector.db")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _init(url: str, **settings: Any) -> agentwatch.Client:
+    plugins = [ep.name for ep in entry_points(group="agentwatch.plugins")]
+    return agentwatch.init(proxy_url=f"{url}/api/ingest", auto_instrument=False, disabled_plugins=plugins,
+                           spool_dir="", **settings)
+
+
+@pytest.fixture
+def sdk() -> Iterator[Callable[..., agentwatch.Client]]:
+    yield _init
+    agentwatch.shutdown()
+
+
+def test_pause_ends_half_open_and_delete_restores_the_process_limits(collector: ServerHandle,
+                                                                     sdk: Callable[..., agentwatch.Client]) -> None:
+    client = sdk(collector.url, budget_per_hour=7.0, max_calls_per_minute=100)
+    api = httpx.Client(base_url=collector.url, timeout=30)
+    api.post("/api/circuit-breaker/pause", json={"seconds": 1, "reason": "look"})
+    _until(lambda: client.monitor.state == "PAUSED", "paused")
+    with pytest.raises(CircuitBreakerException) as blocked:
+        admit([client.monitor])
+    assert blocked.value.reason == "paused"
+    _until(lambda: client.monitor.state == "HALF_OPEN", "half open after the pause")
+
+    api.put("/api/limits/global/*", json={"budget_per_hour": 3.0, "block_on_threshold": True})
+    _until(lambda: client.monitor.budget_per_hour == 3.0, "budget lowered")
+    assert client.monitor.block_on_threshold is True and client.monitor.max_calls_per_minute == 100
+    assert api.delete("/api/limits/global/*").status_code == 200
+    _until(lambda: client.monitor.budget_per_hour == 7.0, "own budget back")
+    assert client.monitor.block_on_threshold is False and client.monitor.max_calls_per_minute == 100
+
+
+def test_an_unreachable_collector_leaves_the_last_state_in_force(collector: ServerHandle,
+                                                                  sdk: Callable[..., agentwatch.Client]) -> None:
+    client = sdk(collector.url)
+    httpx.post(f"{collector.url}/api/circuit-breaker/kill", json={"reason": "stop"}, timeout=30)
+    _until(lambda: client.monitor.state == "OPEN", "killed")
+    control = client.exporters[0].control  # type: ignore[attr-defined]
+    collector.stop()
+    polled = control._next_poll
+    # Two failed polls later, the kill is still in force.
+    _until(lambda: control._next_poll > polled + control.POLL_INTERVAL, "two polls")
+    assert client.monitor.state == "OPEN"
+    with pytest.raises(CircuitBreakerException) as blocked:
+        admit([client.monitor])
+    assert blocked.value.reason == "operator_kill"
+
+
+def test_only_a_collector_on_loopback_or_one_the_process_authenticates_to_is_followed(
+        sdk: Callable[..., agentwatch.Client]) -> None:
+    # 192.0.2.0/24 is reserved for documentation: nothing answers there, and nothing needs to.
+    assert sdk("http://192.0.2.1:3001").exporters[0].control is None  # type: ignore[attr-defined]
+    agentwatch.shutdown()
+    assert sdk("http://192.0.2.1:3001", api_key="k").exporters[0].control is not None  # type: ignore[attr-defined]
+    agentwatch.shutdown()
+    assert sdk("http://127.0.0.1:9", remote_control=False).exporters[0].control is None  # type: ignore[attr-defined]
+
+
+def test_with_redis_the_kill_lands_in_the_shared_state(collector: ServerHandle, redis_url: str,  # noqa: F811
+                                                       sdk: Callable[..., agentwatch.Client]) -> None:
+    client = sdk(collector.url, limits_backend=redis_url)
+    # Another process's monitor on the same Redis that does not follow the collector itself.
+    other = Monitor("global", "global", store=window_store_for(build_config({"limits_backend": redis_url}),
+                                                                "global", "global"))
+    settle(admit([other]), cost_usd=0.0, error=False)
+    httpx.post(f"{collector.url}/api/circuit-breaker/kill", json={"reason": "fleet"}, timeout=30)
+    _until(lambda: client.monitor.state == "OPEN", "killed here")
+    with pytest.raises(CircuitBreakerException) as blocked:
+        admit([other])
+    assert blocked.value.reason == "operator_kill"
+    httpx.post(f"{collector.url}/api/circuit-breaker/resume", json={}, timeout=30)
+    _until(lambda: client.monitor.state == "CLOSED", "resumed here")
+    settle(admit([other]), cost_usd=0.0, error=False)  # the fleet's record is closed again
+
+
+def test_a_process_with_an_ingest_token_follows_an_operator_of_a_keyed_collector(
+        tmp_path: Path, sdk: Callable[..., agentwatch.Client]) -> None:
+    from agentwatch.server import Settings
+    from agentwatch.server._auth import create_token
+
+    secret = "0123456789abcdef0123456789abcdef"
+    settings = Settings(db_path=tmp_path / "keyed.db", api_key="admin-key", jwt_secret=secret)
+    handle = start_background(port=0, settings=settings)
+    try:
+        client = sdk(handle.url, api_key=create_token(secret, "ingest", "ci-fleet"))
+        operator = {"Authorization": f"Bearer {create_token(secret, 'operator', 'alice')}"}
+        answer = httpx.post(f"{handle.url}/api/circuit-breaker/kill", json={"reason": "incident 42"},
+                            headers=operator, timeout=30)
+        assert answer.status_code == 200
+        _until(lambda: client.monitor.state == "OPEN", "killed through the keyed collector")
+        status = httpx.get(f"{handle.url}/api/circuit-breaker/status", headers=operator, timeout=30).json()
+        assert [p["credential"] for p in status["processes"]] == ["ci-fleet"]
+    finally:
+        agentwatch.shutdown()
+        handle.stop()

@@ -1,0 +1,67 @@
+"""A whole program in a fresh interpreter: ``init()`` before the SDK is imported (the plugin is registered
+when ``agents`` is imported, without importing it itself), a handoff run blocked by Triage's budget, a top-up
+and the run continued; nothing leaves loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+PROGRAM = textwrap.dedent("""
+    import json, socket, sys
+    connect = socket.socket.connect
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not str(address[0]).startswith("127."):
+            raise SystemExit(f"left loopback: {address!r}")
+        return connect(self, address)
+    socket.socket.connect = guarded
+
+    import agentwatch
+    memory = agentwatch.InMemoryExporter()
+    agentwatch.init(exporters=[memory], agents={"Triage": {"budget_per_hour": 0.0001, "block_on_threshold": True}})
+    light = "agents" not in sys.modules
+
+    from agents import Agent, OpenAIResponsesModel, Runner
+    from openai import AsyncOpenAI
+    from tests.stubs.provider_server import Reply, StubProvider
+
+    out = {"light": light, "plugin": "openai_agents" in agentwatch.get_client().instrumented}
+    with StubProvider() as stub:
+        model = OpenAIResponsesModel("gpt-4o-mini", AsyncOpenAI(base_url=stub.openai_base_url, api_key="k"))
+        billing = Agent(name="Billing", instructions="b", model=model)
+        triage = Agent(name="Triage", instructions="t", model=model, handoffs=[billing])
+        stub.queue(Reply(content="thinking", input_tokens=1000, output_tokens=100))
+        Runner.run_sync(triage, "first question")  # Triage answers itself: $0.00021 spent
+        try:
+            Runner.run_sync(triage, "second question")
+        except agentwatch.CircuitBreakerException as blocked:
+            out["blocked"] = [blocked.scope_id, stub.count(), blocked.resume.agent.name]
+            blocked.monitor.increase_budget(1.0)
+            stub.queue(Reply(content="", tool_calls=[{"name": "transfer_to_billing", "arguments": {}}]),
+                       Reply(content="paid"))
+            out["resumed"] = Runner.run_sync(blocked.resume.agent, blocked.resume.input).final_output
+        out["requests"] = stub.count()
+    agentwatch.flush()
+    out["llm"] = [[s["agent_name"], s["status"]] for s in memory.spans if s["kind"] == "llm"]
+    print(json.dumps(out))
+""")
+
+
+def test_a_program_blocks_and_resumes_in_a_fresh_interpreter() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AGENTWATCH_", "OPENAI_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "left loopback" not in done.stderr  # the SDK's default trace exporter (no API key) sends nothing
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["light"] and out["plugin"]
+    assert out["blocked"] == ["triage", 1, "Triage"]
+    assert out["resumed"] == "paid" and out["requests"] == 3
+    assert out["llm"] == [["Triage", "ok"], ["Triage", "blocked"], ["Triage", "ok"], ["Billing", "ok"]]

@@ -1,0 +1,164 @@
+"""Runs of the real SDK (handoff, tool, sync, async, streamed; Responses and Chat Completions) give one LLM
+span and one charge per request under the agent that made it, in the SDK's tree, and behave exactly as
+without AgentWatch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+from agents import Runner
+from agents.tracing import set_tracing_disabled
+
+import agentwatch
+from tests.stubs.provider_server import Reply
+
+from .conftest import HANDOFF_RUN, MODEL, Team, by_id, llm_spans
+
+
+def _run(how: str, team: Team) -> tuple[Any, list[str]]:
+    """Run the team; returns the final output and the types of the streamed events (streamed runs)."""
+    if how == "run_sync":
+        return Runner.run_sync(team.triage, "what is 1 + 2?").final_output, []
+    if how == "run":
+        return asyncio.run(Runner.run(team.triage, "what is 1 + 2?")).final_output, []
+
+    async def streamed() -> tuple[Any, list[str]]:
+        result = Runner.run_streamed(team.triage, "what is 1 + 2?")
+        events = [f"{event.type}:{getattr(getattr(event, 'data', None), 'type', '')}"
+                  async for event in result.stream_events()]
+        return result.final_output, events
+
+    return asyncio.run(streamed())
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize("how", ["run_sync", "run", "run_streamed"])
+def test_one_span_and_one_charge_per_request_in_the_sdk_tree(stub_provider: Any, memory: Any, how: str,
+                                                              api: str) -> None:
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider, api)
+    stub_provider.queue(*HANDOFF_RUN)
+    output, _ = _run(how, team)
+    agentwatch.flush()
+    assert output == "the sum is 3" and team.tool_calls == 1
+    calls = llm_spans(memory)
+    assert stub_provider.count() == 3 and len(calls) == 3  # the HTTP layer added to ours, counted nothing again
+    assert [span["agent_name"] for span in calls] == ["Triage", "Billing", "Billing"]
+    for span in calls:
+        assert (span["model"], span["provider"], span["status"]) == (MODEL, "openai", "ok")
+        if api == "chat" and how == "run_streamed":  # the SDK asks a non-OpenAI server for no stream usage
+            assert span["attributes"].get("usage_estimated") is True
+        else:
+            assert (span["input_tokens"], span["output_tokens"]) == (10, 5)
+        assert span["cost_usd"] > 0
+    spans = by_id(memory)
+    parents = [spans[span["parent_span_id"]] for span in calls]
+    assert [(parent["kind"], parent["name"]) for parent in parents] == [("agent", "Triage"), ("agent", "Billing"),
+                                                                        ("agent", "Billing")]
+    tool = next(span for span in memory.spans if span["kind"] == "tool")
+    assert (tool["name"], spans[tool["parent_span_id"]]["name"], tool["agent_name"]) == ("add", "Billing", "Billing")
+    handoff = next(span for span in memory.spans if span["kind"] == "handoff")
+    assert handoff["name"] == "handoff Triage -> Billing"
+    root = spans[parents[0]["parent_span_id"]]
+    assert (root["kind"], root["name"]) == ("trace", "Agent workflow")
+    assert spans[parents[1]["parent_span_id"]] is root
+    assert sum(span["cost_usd"] for span in memory.spans) == pytest.approx(sum(span["cost_usd"] for span in calls))
+
+
+def _requests(stub: Any) -> list[str]:
+    return [re.sub(r"stub_?\d+", "stub#", f"{request.path} {json.dumps(request.json)}") for request in stub.requests]
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize("how", ["run_sync", "run", "run_streamed"])
+def test_behaves_as_without_agentwatch_when_no_limit_is_hit(stub_provider: Any, memory: Any, how: str,
+                                                            api: str) -> None:
+    stub_provider.queue(*HANDOFF_RUN)
+    plain = _run(how, Team(stub_provider, api))
+    plain_requests = _requests(stub_provider)
+    stub_provider.requests.clear()
+    agentwatch.init(exporters=[memory], budget_per_hour=100.0, block_on_threshold=True,
+                    agents={"Triage": {"budget_per_hour": 50.0}, "Billing": {"budget_per_hour": 50.0}})
+    stub_provider.queue(*HANDOFF_RUN)
+    watched = _run(how, Team(stub_provider, api))
+    assert watched == plain  # same output, same streamed events in the same order
+    assert _requests(stub_provider) == plain_requests  # the same requests, byte for byte but the stub's ids
+
+
+def test_limits_and_llm_spans_do_not_depend_on_the_sdks_tracing(stub_provider: Any, memory: Any) -> None:
+    set_tracing_disabled(True)
+    agentwatch.init(exporters=[memory], agents={"Billing": {"budget_per_hour": 1e-9, "block_on_threshold": True}})
+    team = Team(stub_provider)
+    stub_provider.queue(*HANDOFF_RUN)
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        Runner.run_sync(team.triage, "what is 1 + 2?")
+    agentwatch.flush()
+    assert caught.value.scope_id == "billing" and stub_provider.count() == 2
+    assert [(span["agent_name"], span["status"]) for span in llm_spans(memory)] == [
+        ("Triage", "ok"), ("Billing", "ok"), ("Billing", "blocked")]
+    assert not [span for span in memory.spans if span["kind"] in ("agent", "tool", "trace")]
+
+
+def test_inside_an_agentwatch_trace_the_sdk_trace_is_a_child(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    stub_provider.queue(*HANDOFF_RUN)
+    with agentwatch.trace("support") as outer:
+        Runner.run_sync(team.triage, "what is 1 + 2?")
+    agentwatch.flush()
+    workflow = next(span for span in memory.spans if span["name"] == "Agent workflow")
+    assert workflow["kind"] == "chain" and workflow["parent_span_id"] == outer.span.span_id
+    assert {span["trace_id"] for span in llm_spans(memory)} == {outer.span.trace_id}
+
+
+def test_guardrails_and_an_agent_used_as_a_tool_are_spans_of_their_agent(stub_provider: Any, memory: Any) -> None:
+    from agents import Agent, GuardrailFunctionOutput, input_guardrail
+
+    @input_guardrail
+    def polite(context: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+    agentwatch.init(exporters=[memory], agents={"Billing": {"budget_per_hour": 10.0}})
+    team = Team(stub_provider)
+    lead = Agent(name="Lead", instructions="Use the billing tool.", model=team.model("responses"),
+                 input_guardrails=[polite],
+                 tools=[team.billing.as_tool(tool_name="billing", tool_description="Ask billing.")])
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "billing", "arguments": {"input": "1 + 2?"}}]),
+                        Reply(content="3"), Reply(content="billing says 3"))
+    assert Runner.run_sync(lead, "what is 1 + 2?").final_output == "billing says 3"
+    agentwatch.flush()
+    spans = by_id(memory)
+    guardrail = next(span for span in memory.spans if span["kind"] == "guardrail")
+    assert (guardrail["name"], guardrail["attributes"]["guardrail.triggered"]) == ("polite", False)
+    assert spans[guardrail["parent_span_id"]]["name"] == "Lead"
+    calls = llm_spans(memory)
+    assert [span["agent_name"] for span in calls] == ["Lead", "Billing", "Lead"] and stub_provider.count() == 3
+    tool = next(span for span in memory.spans if span["kind"] == "tool" and span["name"] == "billing")
+    nested = spans[calls[1]["parent_span_id"]]  # Billing's agent span, inside the tool call of Lead
+    assert nested["kind"] == "agent" and nested["name"] == "Billing"
+    assert nested["parent_span_id"] == tool["span_id"] and spans[tool["parent_span_id"]]["name"] == "Lead"
+
+
+def test_concurrent_runs_keep_their_agents_apart(stub_provider: Any, memory: Any) -> None:
+    from agents import Agent
+
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    agents = [Agent(name=f"Worker{index}", instructions="Answer.", model=team.model("responses"))
+              for index in range(6)]
+
+    async def together() -> list[Any]:
+        results = await asyncio.gather(*(Runner.run(agent, "hi") for agent in agents))
+        return [result.final_output for result in results]
+
+    assert asyncio.run(together()) == ["ok"] * 6
+    agentwatch.flush()
+    spans = by_id(memory)
+    calls = llm_spans(memory)
+    assert sorted(span["agent_name"] for span in calls) == [f"Worker{index}" for index in range(6)]
+    for span in calls:
+        assert spans[span["parent_span_id"]]["name"] == span["agent_name"]  # under its own agent's span
