@@ -14,6 +14,7 @@ from typing import Any
 
 from . import _fingerprint
 from ._breaker import CircuitBreakerException, Monitor
+from ._capture import bound_text
 from ._config import Config, build_config
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._export import BatchProcessor, Exporter
@@ -253,6 +254,8 @@ class Client:
         """End ``span`` (at ``end_time_unix_nano`` if the caller already read the clock) and queue it."""
         if not span.finish(end_time_unix_nano):
             return
+        if span.input is not None or span.output is not None:
+            bound_text(span)  # once for every plugin, before the span is queued (see _capture)
         if self._has_span_end:
             self.plugin_manager.hook.agentwatch_span_end(span=span)
         if self._queue_spans:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
+from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
 from ._run_budget import RUN_MONITORS, keyed_run_monitor
@@ -236,11 +237,11 @@ class LLMCall:
             raise
 
     def set_input(self, value: Any) -> None:
-        if self._client is not None and self._client.config.capture_text:
+        if self._client is not None and capturing(self._client):
             self.span.input = value
 
     def set_output(self, value: Any) -> None:
-        if self._client is not None and self._client.config.capture_text:
+        if self._client is not None and capturing(self._client):
             self.span.output = value
 
     def mark_first_token(self, at_unix_nano: int | None = None) -> None:

@@ -108,12 +108,14 @@ class Span:
         return (self.end_time_unix_nano - self.start_time_unix_nano) / 1e6
 
     def record_error(self, error: BaseException | str) -> None:
+        from ._capture import clip  # here, not at the top: _capture reads the client, which imports this module
+
         self.status = "error"
         if isinstance(error, BaseException):
             self.attributes["error.type"] = type(error).__qualname__
-            self.attributes["error.message"] = str(error)[:2000]
+            self.attributes["error.message"] = clip(error)
         else:
-            self.attributes["error.message"] = str(error)[:2000]
+            self.attributes["error.message"] = clip(error)
 
     def finish(self, end_time_unix_nano: int | None = None) -> bool:
         """Mark the span ended; returns False if it already was (a span is exported once)."""

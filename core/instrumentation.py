@@ -22,6 +22,7 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
 from __future__ import annotations
 
 from ._breaker import CircuitBreakerException, Monitor
+from ._capture import TEXT_LIMIT, capturing, clip
 from ._client import (
     Client,
     get_client,
@@ -53,6 +54,14 @@ from ._llm import (
     start_llm_call,
 )
 from ._llm import current_llm_call as get_current_llm_call
+from ._providers import (
+    ProviderTable,
+    adopt_registered,
+    normalise_base,
+    provider_for_host,
+    provider_for_url,
+    providers_of,
+)
 from ._safe import add_pass_through, logger, stop_on_exception, swallow_internal_error
 from ._span import Span
 from .hookspecs import hookimpl
@@ -102,4 +111,15 @@ __all__ = [
     "logger",
     # exporters
     "HttpSender",
+    # text capture (one rule: capture_messages and no zero data retention; kept text bounded at TEXT_LIMIT)
+    "capturing",
+    "clip",
+    "TEXT_LIMIT",
+    # providers named from URLs (init(providers=...), known hosts)
+    "provider_for_url",
+    "providers_of",
+    "adopt_registered",
+    "ProviderTable",
+    "provider_for_host",
+    "normalise_base",
 ]

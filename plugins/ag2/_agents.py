@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch.instrumentation import Span, get_client, stop_on_exception
+from agentwatch.instrumentation import Span, capturing, get_client, stop_on_exception
 from agentwatch.plugins.autogen._frames import Frame, call_in_frame, open_frame
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
@@ -53,7 +53,7 @@ class _ToolHooks:
             return
         name = str(tool_input.get("name") or "tool")
         span = client.start_span(name, "tool", attributes={"framework": "ag2", "tool.name": name})
-        if client.config.capture_text:
+        if capturing(client):
             span.input = tool_input.get("arguments")
         self._open.append(span)
 
@@ -64,7 +64,7 @@ class _ToolHooks:
             return
         span = self._open.pop()
         content = tool_output.get("content") if isinstance(tool_output, dict) else tool_output
-        if client is not None and client.config.capture_text:
+        if capturing(client):
             span.output = content
         if client is not None:
             client.end_span(span)

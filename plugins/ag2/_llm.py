@@ -15,12 +15,14 @@ from typing import Any
 
 from agentwatch.instrumentation import (
     LLMCall,
+    capturing,
     get_client,
     get_current_agent_scopes,
     get_current_llm_call,
     get_current_span,
     logger,
     normalize_openai_usage,
+    provider_for_url,
     start_llm_call,
     stop_on_exception,
 )
@@ -39,13 +41,22 @@ def _first_config(wrapper: Any) -> dict[str, Any]:
     return configs[0] if isinstance(configs, list) and configs and isinstance(configs[0], dict) else {}
 
 
-def _provider(config: dict[str, Any]) -> str | None:
+def _base_url(wrapper: Any, config: dict[str, Any]) -> Any:
+    """The base URL the first client sends to: AG2 moves ``base_url`` out of the config into its client."""
+    if config.get("base_url") is not None:
+        return config["base_url"]
+    clients = getattr(wrapper, "_clients", None)
+    first = clients[0] if isinstance(clients, list) and clients else None
+    return getattr(getattr(first, "_oai_client", None), "base_url", None)
+
+
+def _provider(wrapper: Any, config: dict[str, Any]) -> str | None:
+    """The core rule on the client's base URL (``init(providers=...)``, known hosts), else its ``api_type``
+    (the wire format: "responses" is OpenAI's)."""
     api_type = str(config.get("api_type") or "openai").lower()
-    if api_type in ("openai", "responses"):
-        base_url = config.get("base_url")
-        # An OpenAI-compatible server elsewhere is not OpenAI's price list: let the model name decide.
-        return "openai" if base_url is None or "openai.com" in str(base_url) else None
-    return api_type
+    base_url = _base_url(wrapper, config)
+    return provider_for_url(None if base_url is None else str(base_url),
+                            "openai" if api_type == "responses" else api_type)
 
 
 @stop_on_exception
@@ -65,9 +76,9 @@ def _begin(wrapper: Any, config: dict[str, Any]) -> LLMCall | None:
         parent = open_span_of(agent)
     messages = config.get("messages")
     return start_llm_call(
-        "OpenAIWrapper", model=config.get("model") or first.get("model"), provider=_provider(first),
+        "OpenAIWrapper", model=config.get("model") or first.get("model"), provider=_provider(wrapper, first),
         parent=parent, scopes=scopes,
-        input=messages if client.config.capture_text and messages is not None else None,
+        input=messages if capturing(client) and messages is not None else None,
         attributes={"framework": "ag2"},
     )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentwatch.instrumentation import get_current_llm_call, stop_on_exception
+from agentwatch.instrumentation import clip, get_current_llm_call, stop_on_exception
 
 from ._llm import CACHE_HIT, record_response
 
@@ -34,7 +34,7 @@ def _observe_completion(response: Any, is_cached: int, cost: float) -> None:
     attempts = int(call.span.attributes.get("ag2.attempts", 0)) + 1
     call.set_attribute("ag2.attempts", attempts)
     if isinstance(response, str):  # a failed attempt: AG2 logs "error_code:..., config i failed"
-        call.set_attribute("ag2.provider_error", response[:500])
+        call.set_attribute("ag2.provider_error", clip(response))  # bounded like error.message
         return
     if is_cached:
         call.set_attribute(CACHE_HIT, True)  # nothing was sent: no tokens, no cost

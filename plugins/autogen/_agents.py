@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch.instrumentation import get_client, stop_on_exception
+from agentwatch.instrumentation import capturing, get_client, stop_on_exception
 
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
 from ._frames import Frame, call_in_frame, open_frame, stepped
@@ -120,7 +120,7 @@ def _tool_frame(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Fra
     if call_id:
         attributes["tool.call_id"] = str(call_id)
     frame = open_frame(name, "tool", attributes=attributes, extra=((_CURRENT_TOOL, tool),))
-    if frame is not None and client.config.capture_text:
+    if frame is not None and capturing(client):
         if args:
             frame.span.input = dict(args[0]) if hasattr(args[0], "keys") else args[0]
         frame.on_result = functools.partial(_tool_output, tool)

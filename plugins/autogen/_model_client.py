@@ -16,9 +16,11 @@ from typing import Any, NoReturn
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
     LLMCall,
+    capturing,
     get_client,
     get_current_llm_call,
     logger,
+    provider_for_url,
     start_llm_call,
     stop_on_exception,
 )
@@ -54,13 +56,9 @@ def _is_openai_class(kind: type) -> bool:
     return any(base.__name__ in _OPENAI_BASES for base in kind.__mro__)
 
 
-def _is_openai(model_client: Any) -> bool:
-    cls: type = type(model_client)
-    return _is_openai_class(cls)
-
-
 @functools.lru_cache(maxsize=256)
-def _provider_of(kind: type, base_url: str | None) -> str | None:
+def _provider_of(kind: type) -> str | None:
+    """The provider a client class speaks to by default (its wire format for an OpenAI client)."""
     name, module = kind.__name__.lower(), kind.__module__.lower()
     if "azure" in name:
         return "azure"
@@ -69,16 +67,16 @@ def _provider_of(kind: type, base_url: str | None) -> str | None:
     if "ollama" in name or "ollama" in module:
         return "ollama"
     if _is_openai_class(kind):
-        # An OpenAI-compatible server elsewhere (a gateway, a local model) is not OpenAI's price list.
-        return "openai" if base_url is None or "openai.com" in base_url else None
+        return "openai"
     return None
 
 
 def _provider(model_client: Any) -> str | None:
-    """The provider for pricing; None lets the price table go by the model name alone."""
+    """The provider for pricing: the core rule on the client's base URL (``init(providers=...)``, known
+    hosts), else the one its class speaks to; None lets the price table go by the model name alone."""
     base_url = _configured(model_client, "base_url")
     cls: type = type(model_client)
-    return _provider_of(cls, None if base_url is None else str(base_url))
+    return provider_for_url(None if base_url is None else str(base_url), _provider_of(cls))
 
 
 def _dump_messages(messages: Any) -> Any:
@@ -120,7 +118,7 @@ def _begin(model_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     messages = args[0] if args else kwargs.get("messages")
     return start_llm_call(
         type(model_client).__name__, model=_model(model_client), provider=_provider(model_client),
-        input=_dump_messages(messages) if client.config.capture_text and messages is not None else None,
+        input=_dump_messages(messages) if capturing(client) and messages is not None else None,
         attributes={"framework": "autogen", "streaming": streaming},
     )
 
@@ -177,17 +175,6 @@ async def _create(original: Callable[..., Any], model_client: Any, args: tuple[A
     return result
 
 
-@stop_on_exception
-def _ask_for_stream_usage(model_client: Any, kwargs: dict[str, Any]) -> None:
-    """OpenAI streams carry no usage unless asked: without it a streaming agent would spend unseen."""
-    if not _is_openai(model_client) or "include_usage" in kwargs:
-        return
-    extra = kwargs.get("extra_create_args") or {}
-    if "stream_options" in extra or _configured(model_client, "stream_options") is not None:
-        return
-    kwargs["include_usage"] = True
-
-
 async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> AsyncGenerator[Any, None]:
     try:
@@ -233,8 +220,8 @@ def _create_stream(original: Callable[..., Any], model_client: Any, args: tuple[
                    kwargs: dict[str, Any]) -> Any:
     if get_client() is None or _counted_above():
         return original(model_client, *args, **kwargs)
-    kwargs = dict(kwargs)
-    _ask_for_stream_usage(model_client, kwargs)
+    # A stream's usage is the HTTP layer's business (``init(stream_usage=...)``): it asks where asked to and
+    # hides the usage chunk, so the client streams exactly what it would without AgentWatch.
     return _stream(original, model_client, args, kwargs)
 
 

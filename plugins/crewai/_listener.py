@@ -59,7 +59,7 @@ from crewai.hooks import (
 
 import agentwatch
 from agentwatch import CircuitBreakerException, LLMCall, Span
-from agentwatch.instrumentation import AgentScope, stop_on_exception
+from agentwatch.instrumentation import AgentScope, capturing, clip, stop_on_exception
 
 from ._errors import CrewAICircuitBreakerException
 from ._runs import current_run, patch, unpatch
@@ -81,15 +81,9 @@ _STARTED_BY_ENDING = {
     "tool_usage_finished": "tool_usage_started", "tool_usage_error": "tool_usage_started",
 }
 _RECENT_LIMIT = 4096
-_TEXT_LIMIT = 4000
 
 #: The LLM call this plugin activated in the current context (to undo it in that same context).
 _ACTIVATED: ContextVar[LLMCall | None] = ContextVar("agentwatch_crewai_activated", default=None)
-
-
-def _text(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    return text[:_TEXT_LIMIT]
 
 
 def _nanos(timestamp: Any) -> int | None:
@@ -258,7 +252,7 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
             return "task", attributes, None
         if getattr(task, "id", None) is not None:
             attributes["crewai.task_id"] = str(task.id)
-        return f"task:{_task_name(task, client.config.capture_text)}", attributes, None
+        return f"task:{_task_name(task, capturing(client))}", attributes, None
     if event_type == "agent_execution_started":
         agent = objects.agent
         if agent is None:
@@ -269,8 +263,8 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
     event = objects.event
     if isinstance(event, ToolUsageStartedEvent):
         attributes["tool.name"] = event.tool_name
-        if client.config.capture_text:
-            attributes["tool.input"] = _text(event.tool_args)
+        if capturing(client):
+            attributes["tool.input"] = clip(event.tool_args)
         return f"tool:{event.tool_name}", attributes, None
     return _PLACEHOLDER.get(event_type, "crewai"), attributes, None
 
@@ -355,13 +349,13 @@ def _on_scope_ended(source: Any, event: Any) -> None:
             if _is_block(event):
                 span.status = "blocked"
             else:
-                span.record_error(error if isinstance(error, BaseException) else _text(error))
+                span.record_error(error if isinstance(error, BaseException) else clip(error))
         if isinstance(event, ToolUsageFinishedEvent) and span.kind == "tool":
-            if client.config.capture_text:
-                span.output = _text(event.output)
+            if capturing(client):
+                span.output = clip(event.output)
             span.attributes["tool.from_cache"] = bool(event.from_cache)
             if event.failure is not None:
-                span.record_error(_text(getattr(event.failure, "message", event.failure)))
+                span.record_error(clip(getattr(event.failure, "message", event.failure)))
         elif isinstance(event, CrewKickoffCompletedEvent) and span.kind == "chain":
             span.attributes["crewai.total_tokens"] = event.total_tokens
         client.end_span(span)
@@ -410,7 +404,7 @@ def before_llm_call(context: Any) -> None:
     messages = getattr(context, "messages", None)
     scopes = (scope,) if scope is not None else ()
     name = type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm"
-    captured = list(messages) if messages and client.config.capture_text else None
+    captured = list(messages) if messages and capturing(client) else None
     run = current_run()
     earlier = run.still_blocked() if run is not None else None
     if earlier is not None:
@@ -519,7 +513,7 @@ def _on_llm_completed(source: Any, event: LLMCallCompletedEvent) -> None:
     if event.model and not call.span.model:
         call.set_model(*_model_of(event.model))
     if event.response is not None:
-        call.set_output(event.response if isinstance(event.response, str) else _text(event.response))
+        call.set_output(event.response if isinstance(event.response, str) else clip(event.response))
     if event.response_id:
         call.set_attribute("response_id", event.response_id)
     call.set_attribute("crewai.call_id", event.call_id)
@@ -536,7 +530,7 @@ def _on_llm_failed(source: Any, event: LLMCallFailedEvent) -> None:
     if call is None:
         return
     call.set_attribute("crewai.call_id", event.call_id)
-    call.end(error=_text(event.error))
+    call.end(error=clip(event.error))
     TREE.call_done(event.call_id)
 
 

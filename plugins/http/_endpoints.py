@@ -1,10 +1,12 @@
-"""Which HTTP requests are LLM calls: the API by URL path, the provider by host or a registered base URL."""
+"""Which HTTP requests are LLM calls: the API by URL path; the provider by host or a registered base URL is
+the core rule (``agentwatch.instrumentation.provider_for_url``), re-exported here for the taps."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from agentwatch.instrumentation import ProviderTable, normalise_base, provider_for_host
 
 __all__ = ["Endpoint", "endpoint_for_path", "provider_for_host", "ProviderTable", "safe_url", "normalise_base"]
 
@@ -70,72 +72,6 @@ def _endpoint(path: str) -> Endpoint | None:
     if ":generateContent" in path or ":streamGenerateContent" in path:
         return GEMINI
     return None
-
-
-# Provider ids are genai-prices' ids, so the core prices calls with the right table.
-_HOSTS: dict[str, str] = {
-    "api.openai.com": "openai",
-    "api.anthropic.com": "anthropic",
-    "generativelanguage.googleapis.com": "google",
-    "api.mistral.ai": "mistral",
-    "api.groq.com": "groq",
-    "api.cohere.com": "cohere",
-    "api.cohere.ai": "cohere",
-    "api.together.xyz": "together",
-    "api.together.ai": "together",
-    "api.fireworks.ai": "fireworks",
-    "api.deepseek.com": "deepseek",
-    "openrouter.ai": "openrouter",
-}
-_HOST_SUFFIXES: tuple[tuple[str, str], ...] = (
-    (".openai.azure.com", "azure"),
-    (".cognitiveservices.azure.com", "azure"),
-    (".services.ai.azure.com", "azure"),
-    ("-aiplatform.googleapis.com", "google"),
-)
-_OLLAMA_PORT = 11434
-
-
-def provider_for_host(host: str, port: int | None) -> str | None:
-    """The provider a known host belongs to (Ollama by its default port on any host)."""
-    host = host.lower()
-    found = _HOSTS.get(host)
-    if found is not None:
-        return found
-    for suffix, provider in _HOST_SUFFIXES:
-        if host.endswith(suffix):
-            return provider
-    if port == _OLLAMA_PORT:
-        return "ollama"
-    return None
-
-
-class ProviderTable:
-    """Known hosts plus registered base URLs: ``init(providers={"http://vllm:8000": "openai"})``."""
-
-    __slots__ = ("_registered",)
-
-    def __init__(self, registered: Mapping[str, str] | None = None) -> None:
-        # Longest base first, so "http://h/v2" wins over "http://h" for a URL under both.
-        bases = [(normalise_base(url), provider) for url, provider in (registered or {}).items()]
-        self._registered = tuple(sorted(bases, key=lambda item: len(item[0]), reverse=True))
-
-    def provider_for(self, url: str, host: str, port: int | None) -> str | None:
-        if self._registered:
-            lowered = url.lower()
-            for base, provider in self._registered:
-                if lowered.startswith(base) and (len(lowered) == len(base) or lowered[len(base)] in "/?"):
-                    return provider
-        return provider_for_host(host, port)
-
-
-def normalise_base(url: str) -> str:
-    parts = urlsplit(url.strip())
-    scheme = (parts.scheme or "http").lower()
-    host = (parts.hostname or "").lower()
-    default_port = {"http": 80, "https": 443}.get(scheme)
-    netloc = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
-    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 #: Query parameters known to carry no secret: their values are recorded. Every other parameter keeps its

@@ -23,6 +23,8 @@ from typing import Any
 
 from agentwatch.instrumentation import (
     LLMCall,
+    adopt_registered,
+    capturing,
     estimate_request_tokens,
     estimate_text_bytes,
     estimate_tokens,
@@ -69,8 +71,7 @@ class Exchange:
     def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
                  reads_result: bool = False, capture_text: bool | None = None) -> None:
         if capture_text is None:
-            client = get_client()
-            capture_text = bool(client is not None and client.config.capture_text)
+            capture_text = capturing()
         self.capture_text = capture_text
         self.call = call
         self.endpoint = endpoint
@@ -372,6 +373,8 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
         return exchange, False
     in_flight = get_current_llm_call()
     if in_flight is not None and not in_flight.ended:
+        if settings.providers.has_registered:
+            adopt_registered(in_flight, where()[0], settings.providers)
         if in_flight.hard_budget:  # its worst case is reserved before sending (the body is read only then)
             body = request_body()
             in_flight.reserve_request(parse_json(body) if isinstance(body, (bytes, bytearray, str)) else body)

@@ -21,7 +21,14 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, cast
 
-from agentwatch.instrumentation import get_client, get_current_llm_call, start_llm_call, swallow_internal_error
+from agentwatch.instrumentation import (
+    adopt_registered,
+    capturing,
+    get_client,
+    get_current_llm_call,
+    start_llm_call,
+    swallow_internal_error,
+)
 
 from ._endpoints import Endpoint, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
@@ -64,9 +71,11 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     if route is None:
         return None
     endpoint, name = route
-    capture_text = client.config.capture_text
+    capture_text = capturing(client)
     in_flight = get_current_llm_call()
     if in_flight is not None:  # a framework's call: add to it, count it once
+        if settings.providers.has_registered:
+            adopt_registered(in_flight, api_client.base_url, settings.providers)
         in_flight.reserve_request(options.json_data)  # hard budget: this body's worst case, before sending
         return Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
                         capture_text=capture_text)

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from agentwatch.instrumentation import logger
+from agentwatch.instrumentation import ProviderTable, logger, providers_of
 
-from ._endpoints import ProviderTable
 from ._exchange import settings
 from ._patching import Patcher
 
@@ -48,7 +47,7 @@ def acquire(owner: str, client: Any) -> None:
     """Tap every HTTP library for ``owner``: those imported now at once, the others when imported."""
     with _lock:
         _owners.add(owner)
-        settings.providers = ProviderTable(client.config.providers)
+        settings.providers = providers_of(client)
         _forget_providers()
     hooks = getattr(client, "_import_hooks", None)  # see the report: a public Client.when_imported is wanted
     for name in LIBRARIES:

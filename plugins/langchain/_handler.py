@@ -15,6 +15,8 @@ from agentwatch.instrumentation import (
     SESSION_KEY,
     AgentScope,
     Monitor,
+    capturing,
+    clip,
     enclosing_monitors,
     end_span,
     get_current_span,
@@ -143,10 +145,6 @@ class AgentWatchHandler(BaseCallbackHandler):
         end_span(run.span, error)
         return run
 
-    def _capture(self) -> bool:
-        client = agentwatch.get_client()
-        return client is not None and client.config.capture_text
-
     # ---- chains, graphs, nodes ----------------------------------------------------------------
 
     @stop_on_exception
@@ -166,7 +164,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             if kind == "graph":
                 run.in_graph = True
                 _copy_node_metadata(run.span, metadata)
-            if self._capture():
+            if capturing():
                 run.span.input = _jsonable(inputs)
 
     def _start_node(self, name: str, inputs: Any, run_id: UUID, parent_run_id: UUID | None,
@@ -176,7 +174,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             return
         run.in_graph = True
         _copy_node_metadata(run.span, metadata)
-        if self._capture():
+        if capturing():
             run.span.input = _jsonable(inputs)
         if self._on_budget == "interrupt":
             # interrupt() needs the node's runnable context, which LangGraph sets only after this
@@ -194,7 +192,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     @stop_on_exception
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = RUNS.get(run_id)
-        if run is not None and self._capture():
+        if run is not None and capturing():
             run.span.output = _jsonable(outputs)
         self._close(run_id)
 
@@ -247,7 +245,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                             parent_run_id: UUID | None = None, tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "chat_model"
-        prompt = message_dicts(messages) if self._capture() else None
+        prompt = message_dicts(messages) if capturing() else None
         self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
 
     @stop_on_exception
@@ -255,7 +253,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
-        prompt = list(prompts) if self._capture() else None
+        prompt = list(prompts) if capturing() else None
         self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
 
     @stop_on_exception
@@ -278,7 +276,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                        usage.cache_write_tokens)
         if usage.input_tokens is None and usage.output_tokens is None:
             call.set_attribute("usage_missing", True)
-        if self._capture():
+        if capturing():
             call.set_output(output_text(response))
         call.end(finish_reason=usage.finish_reason)
 
@@ -301,13 +299,13 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = self._open(run_id, parent_run_id, name, "tool", metadata)
         if run is not None:
             run.span.attributes["tool.name"] = name
-            if self._capture():
+            if capturing():
                 run.span.input = inputs if inputs is not None else input_str
 
     @stop_on_exception
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = RUNS.get(run_id)
-        if run is not None and self._capture():
+        if run is not None and capturing():
             run.span.output = _jsonable(getattr(output, "content", output))
         self._close(run_id)
 
@@ -321,7 +319,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
         run = self._open(run_id, parent_run_id, name, "retriever", metadata)
-        if run is not None and self._capture():
+        if run is not None and capturing():
             run.span.input = query
 
     @stop_on_exception
@@ -329,7 +327,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.get(run_id)
         if run is not None:
             run.span.attributes["retriever.documents"] = len(documents)
-            if self._capture():
+            if capturing():
                 run.span.output = [getattr(doc, "page_content", str(doc)) for doc in documents]
         self._close(run_id)
 
@@ -364,4 +362,4 @@ def _jsonable(value: Any) -> Any:
     content = getattr(value, "content", None)
     if content is not None:
         return {"type": getattr(value, "type", type(value).__name__), "content": _jsonable(content)}
-    return repr(value)[:2000]
+    return clip(repr(value))

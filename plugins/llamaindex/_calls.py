@@ -13,7 +13,6 @@ the zero-config one records each event once. dict operations are atomic under th
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from llama_index.core.callbacks import EventPayload
 
 import agentwatch
 from agentwatch import LLMCall
-from agentwatch.instrumentation import attach, get_current_span
+from agentwatch.instrumentation import attach, capturing, get_current_span
 
 from ._usage import Usage, estimate_tokens, message_dicts, provider_of, read_response, response_text
 
@@ -131,11 +130,6 @@ def _get(source: Any, key: str) -> Any:
     return source.get(key) if type(source) is dict or isinstance(source, Mapping) else None
 
 
-def _capture() -> bool:
-    client = agentwatch.get_client()
-    return client is not None and client.config.capture_text
-
-
 def _activate(flight: Flight) -> None:
     # The request goes out in this context (or, for a stream, where the caller iterates it, which
     # inherits it): the HTTP layer finds the call here and adds to it instead of counting it again.
@@ -158,18 +152,6 @@ def _deactivate(flight: Flight) -> None:
         attach(current)  # kept: what the enclosing component restored stays current
 
 
-def _wants_stream_usage(frame: Frame, kwargs: Any) -> bool:
-    """An OpenAI-family stream sends usage only if asked; ask unless the user decided (theirs wins)."""
-    if frame.method not in STREAM_METHODS or not isinstance(kwargs, dict) or "stream_options" in kwargs:
-        return False
-    module = sys.modules.get("llama_index.llms.openai")
-    openai_llm = getattr(module, "OpenAI", None) if module is not None else None
-    if openai_llm is None or not isinstance(frame.component, openai_llm):
-        return False
-    own = getattr(frame.component, "additional_kwargs", None)
-    return not (isinstance(own, Mapping) and "stream_options" in own)
-
-
 def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
     """Check limits and open the LLM span; raises ``CircuitBreakerException`` (nothing is sent)."""
     if event_id in _FLIGHTS or agentwatch.get_client() is None:
@@ -188,15 +170,12 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
         if frame.method in STREAM_METHODS:
             attributes["streaming"] = True
     prompt = None
-    if _capture():
+    if capturing():
         prompt = message_dicts(payload.get(EventPayload.MESSAGES)) or payload.get(EventPayload.PROMPT)
     call = agentwatch.start_llm_call(name, model=model, provider=provider, input=prompt,
                                      attributes=attributes)
-    kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
-    if frame is not None and isinstance(kwargs, dict) and _wants_stream_usage(frame, kwargs):
-        # The payload holds the very kwargs dict the LLM method is called with next.
-        kwargs["stream_options"] = {"include_usage": True}
-        call.set_attribute("stream_usage_requested", True)
+    # A stream's usage is the HTTP layer's business (``init(stream_usage=...)``): it asks where asked to and
+    # hides the usage chunk, so LlamaIndex streams exactly the events it would without AgentWatch.
     flight = Flight(call, nested=False, span_id=span_id, component=frame.component if frame else None,
                     stream=frame is not None and frame.method in STREAM_METHODS)
     _register(event_id, flight)
@@ -243,7 +222,7 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
         _set_usage(call, usage)
     elif error is None and not (call.span.input_tokens or call.span.output_tokens):
         call.set_attribute("usage_missing", True)
-    if response is not None and _capture():
+    if response is not None and capturing():
         call.set_output(response_text(response))
     call.end(error=error, finish_reason=usage.finish_reason)
 

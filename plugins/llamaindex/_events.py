@@ -15,7 +15,7 @@ from llama_index.core.instrumentation.events.llm import LLMChatInProgressEvent, 
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent
 from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
 
-from agentwatch.instrumentation import get_client, stop_on_exception
+from agentwatch.instrumentation import capturing, stop_on_exception
 
 from ._calls import FLIGHTS_BY_SPAN
 from ._spans import OPEN
@@ -31,8 +31,7 @@ def _first_chunk(event: Any) -> None:
 
 def _retrieval_started(event: Any) -> None:
     opened = OPEN.get(event.span_id)
-    client = get_client()
-    if opened is None or client is None or not client.config.capture_text:
+    if opened is None or not capturing():
         return
     query = event.str_or_query_bundle
     opened.span.input = query if isinstance(query, str) else getattr(query, "query_str", None)

@@ -34,6 +34,8 @@ from llama_index.core.tools.types import BaseTool
 from agentwatch import Span
 from agentwatch.instrumentation import (
     attach,
+    capturing,
+    clip,
     detach,
     end_span,
     get_client,
@@ -163,12 +165,7 @@ def _text(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     query = getattr(value, "query_str", None)  # QueryBundle
-    return query if isinstance(query, str) else repr(value)[:2000]
-
-
-def _capture() -> bool:
-    client = get_client()
-    return client is not None and client.config.capture_text
+    return query if isinstance(query, str) else clip(repr(value))
 
 
 class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
@@ -231,7 +228,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
         span = client.start_span(name, rule.kind, parent=get_current_span(), attributes=attributes,
                                  agent=agent)
         opened = Opened(span, component, rule.role)
-        if _capture():
+        if capturing():
             span.input = _input_of(rule, bound_args)
         # Calls made by an agent's steps are checked against its own limits (init(agents=...)) too.
         opened.context = attach(span, agent=agent)
@@ -245,7 +242,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
         opened = OPEN.pop(id_, None)
         if opened is not None:
             if result is not None:
-                if _capture():
+                if capturing():
                     opened.span.output = _output_of(result)
                 if isinstance(result, StreamingResponse | AsyncStreamingResponse):
                     _parent_stream(result, opened.span)

@@ -15,6 +15,7 @@ from typing import Any
 from agentwatch.instrumentation import (
     CircuitBreakerException,
     Span,
+    capturing,
     get_client,
     get_current_llm_call,
     get_current_span,
@@ -129,7 +130,7 @@ class AgentWatchProcessor:
             return
         data = sdk_span.span_data
         kind = data.type
-        capture = client.config.capture_text
+        capture = capturing(client)
         if kind == "function":
             if capture:
                 span.input, span.output = data.input, data.output

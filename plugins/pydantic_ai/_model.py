@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic_ai.models.wrapper import WrapperModel
 
-from agentwatch.instrumentation import LLMCall, get_client, start_llm_call, swallow_internal_error
+from agentwatch.instrumentation import LLMCall, capturing, get_client, start_llm_call, swallow_internal_error
 
 __all__ = ["AgentWatchModel", "read_usage"]
 
@@ -44,7 +44,7 @@ class AgentWatchModel(WrapperModel):
         if self._retry:
             call.set_attribute("retry", self._retry)
         client = get_client()
-        if messages and client is not None and client.config.capture_text:  # built only when text is captured
+        if messages and capturing(client):  # built only when text is captured
             call.set_input(_message_dicts(messages))
         return call
 

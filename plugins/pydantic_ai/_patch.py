@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import agentwatch
-from agentwatch.instrumentation import CircuitBreakerException, check_limits, get_client, record_blocked
+from agentwatch.instrumentation import CircuitBreakerException, capturing, check_limits, get_client, record_blocked
 from agentwatch.plugins.http._patching import Patcher
 
 from ._model import AgentWatchModel
@@ -107,7 +107,7 @@ def _execute_tool_call(original: Callable[..., Any]) -> Callable[..., Any]:
         call = validated.call
         async with agentwatch.span(str(call.tool_name), "tool", framework="pydantic-ai") as scope:
             span = scope.span
-            if span is not None and client.config.capture_text:
+            if span is not None and capturing(client):
                 span.input = validated.validated_args if validated.validated_args is not None else call.args
             try:
                 result = await original(self, validated, *args, **kwargs)
@@ -115,7 +115,7 @@ def _execute_tool_call(original: Callable[..., Any]) -> Callable[..., Any]:
                 if span is not None and type(error).__name__ == "ToolRetryError":
                     span.attributes["tool.retry"] = True
                 raise
-            if span is not None and client.config.capture_text:
+            if span is not None and capturing(client):
                 span.output = result
             return result
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import agentwatch
+from agentwatch._capture import TEXT_LIMIT
 
 
 class _Collector(ThreadingHTTPServer):
@@ -265,8 +266,9 @@ def test_queue_is_bounded_in_bytes_as_well_as_spans() -> None:
         client.end_span(span)
     state = agentwatch.get_state()["exporter"]
     assert state["queued_bytes"] <= limit
-    assert state["queued"] <= limit // 20_000
-    assert state["dropped"] >= 1_000 - limit // 20_000
+    # Each prompt is kept to TEXT_LIMIT characters when its span ends (agentwatch._capture).
+    assert state["queued"] <= limit // TEXT_LIMIT
+    assert state["dropped"] >= 1_000 - limit // TEXT_LIMIT
     agentwatch.shutdown(timeout=1.0)
 
 

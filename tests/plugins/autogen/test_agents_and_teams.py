@@ -63,7 +63,8 @@ async def test_assistant_agent_tree_with_tool_call(memory, stub_provider, model_
 
 
 async def test_round_robin_team_tree(memory, stub_provider, model_client):
-    agentwatch.init(exporters=[memory])
+    # The critic streams: the stub stands in for OpenAI's API, whose streams the core asks for usage.
+    agentwatch.init(exporters=[memory], stream_usage=[stub_provider.openai_base_url])
     stub_provider.queue(Reply(content="draft", input_tokens=30, output_tokens=4),
                         Reply(content="looks good", input_tokens=50, output_tokens=3))
 

@@ -85,7 +85,9 @@ async def test_the_applications_level_and_handlers_get_exactly_what_they_get_wit
     plain = await _scenario(stub_provider, model_client, configure, when, lambda: None)
     event_logger.setLevel(logging.NOTSET)  # as the fixture found it, for the second run
     watched = await _scenario(stub_provider, model_client, configure, when,
-                              lambda: agentwatch.init(exporters=[memory]) and None)
+                              # the stub stands in for OpenAI's API, whose streams the core asks for usage
+                              lambda: agentwatch.init(exporters=[memory],
+                                                      stream_usage=[stub_provider.openai_base_url]) and None)
 
     assert watched == plain
     if level is not None and level <= logging.INFO:  # the run can fail: the events reach the app's handler

@@ -45,19 +45,31 @@ async def test_create_records_model_tokens_cached_tokens_cost_latency(memory, st
     assert call["status"] == "ok"
 
 
-async def test_stream_asks_for_usage_and_records_it_and_first_token(memory, stub_provider, model_client):
-    agentwatch.init(exporters=[memory])
-    stub_provider.queue(Reply(content="one two three", input_tokens=40, output_tokens=3))
+async def _streamed(model_client: Any, stub: Any) -> list[Any]:
+    stub.queue(Reply(content="one two three", input_tokens=40, output_tokens=3))
+    items = [item async for item in model_client.create_stream(HELLO)]
+    # What the caller sees: each text chunk, and the final result's content, reason and usage.
+    return [item if isinstance(item, str) else (item.content, item.finish_reason, item.usage) for item in items]
 
-    chunks = [item async for item in model_client.create_stream(HELLO)]
 
-    assert "".join(chunk for chunk in chunks if isinstance(chunk, str)) == "one two three"
-    assert stub_provider.last.json["stream_options"] == {"include_usage": True}
+async def test_stream_is_charged_once_and_streams_as_without_agentwatch(memory, stub_provider, model_client):
+    """The stream's usage is the core's (``init(stream_usage=...)``): asked for where configured, its chunk
+    hidden before the client reads the response, so the client yields what it would without AgentWatch."""
+    plain = await _streamed(model_client, stub_provider)
+    assert "stream_options" not in stub_provider.last.json
+
+    agentwatch.init(exporters=[memory], stream_usage=[stub_provider.openai_base_url])
+    watched = await _streamed(model_client, stub_provider)
+
+    assert stub_provider.last.json["stream_options"] == {"include_usage": True}  # the core asked for usage
+    assert watched == plain and "".join(item for item in watched if isinstance(item, str)) == "one two three"
     [call] = spans(memory, "llm")
     assert (call["input_tokens"], call["output_tokens"]) == (40, 3)
-    assert call["attributes"]["streaming"] is True
+    assert call["attributes"]["streaming"] is True and "usage_estimated" not in call["attributes"]
     assert 0 < call["attributes"]["time_to_first_token_ms"] <= call["attributes"]["latency_ms"]
     assert call["cost_usd"] == pytest.approx(expected_cost(40, 3), rel=1e-6)
+    spend = agentwatch.get_client().monitor.snapshot()["spend_last_hour"]
+    assert spend == pytest.approx(call["cost_usd"])  # charged once
 
 
 async def test_stream_keeps_the_callers_own_stream_options(memory, stub_provider, model_client):

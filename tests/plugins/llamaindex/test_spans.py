@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 import agentwatch
 from tests.plugins.llamaindex.conftest import MODEL, llm_spans, mock_index, openai_llm, tree
 from tests.stubs.provider_server import Reply
@@ -82,23 +84,87 @@ def test_openai_chat_figures_and_one_span(memory: agentwatch.InMemoryExporter, s
     assert stub_provider.count("/chat/completions") == 1
 
 
-def test_openai_stream_asks_for_usage(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+def _streamed_chat(stub: Any) -> list[tuple[str, str | None]]:
+    """One streamed chat of the real OpenAI LLM: each chunk's delta and text so far."""
     from llama_index.core.llms import ChatMessage
 
-    agentwatch.init(exporters=[memory])
-    stub_provider.queue(Reply(content="one two three", input_tokens=50, output_tokens=3, cached_tokens=10))
-    llm = openai_llm(stub_provider)
-
-    chunks = list(llm.stream_chat([ChatMessage(role="user", content="count")]))
-
-    assert chunks[-1].message.content == "one two three"
-    assert stub_provider.last.json["stream_options"] == {"include_usage": True}
+    stub.queue(Reply(content="one two three", input_tokens=50, output_tokens=3, cached_tokens=10))
+    llm = openai_llm(stub)
+    chunks = [(chunk.delta or "", chunk.message.content) for chunk in llm.stream_chat([ChatMessage(role="user",
+                                                                                                  content="count")])]
     assert "stream_options" not in llm.additional_kwargs  # the user's LLM is left as it was
+    return chunks
+
+
+def test_openai_stream_is_charged_once_and_streams_as_without_agentwatch(memory: agentwatch.InMemoryExporter,
+                                                                          stub_provider: Any) -> None:
+    """The stream's usage is the core's (``init(stream_usage=...)``): asked for where configured, its chunk
+    hidden before LlamaIndex reads the response, so the chunks are those of a run without AgentWatch."""
+    plain = _streamed_chat(stub_provider)
+    assert "stream_options" not in stub_provider.last.json
+
+    agentwatch.init(exporters=[memory], stream_usage=[stub_provider.openai_base_url])
+    watched = _streamed_chat(stub_provider)
+
+    assert stub_provider.last.json["stream_options"] == {"include_usage": True}  # the core asked for usage
+    assert watched == plain and watched[-1][1] == "one two three"
     agentwatch.flush()
     [span] = llm_spans(memory.spans)
     assert (span["input_tokens"], span["output_tokens"], span["cached_input_tokens"]) == (50, 3, 10)
-    assert span["cost_usd"] > 0 and span["attributes"]["streaming"] is True
+    assert "usage_estimated" not in span["attributes"] and span["attributes"]["streaming"] is True
     assert span["attributes"]["time_to_first_token_ms"] >= 0
+    spend = agentwatch.get_client().monitor.snapshot()["spend_last_hour"]
+    assert span["cost_usd"] > 0 and spend == pytest.approx(span["cost_usd"])  # charged once
+
+
+def test_openai_stream_elsewhere_is_not_asked_and_is_estimated(memory: agentwatch.InMemoryExporter,
+                                                               stub_provider: Any) -> None:
+    """By default only OpenAI's own API is asked for stream usage: a compatible server is charged an estimate."""
+    agentwatch.init(exporters=[memory])
+    _streamed_chat(stub_provider)
+
+    assert "stream_options" not in stub_provider.last.json
+    agentwatch.flush()
+    [span] = llm_spans(memory.spans)
+    assert span["input_tokens"] > 0 and span["cost_usd"] > 0 and span["attributes"]["usage_estimated"] is True
+
+
+def _agent_events(stub: Any) -> list[tuple[str, Any]]:
+    """A streamed ``FunctionAgent`` run (a tool call, then the answer): every event's type and text."""
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    stub.queue(Reply(content="", tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}]),
+               Reply(content="the sum is three"))
+    agent = FunctionAgent(name="adder", description="Adds.", tools=[add], llm=openai_llm(stub), streaming=True)
+
+    async def run() -> list[tuple[str, Any]]:
+        handler = agent.run(user_msg="add 1 and 2")
+        seen = [(type(event).__name__, getattr(event, "delta", None)) async for event in handler.stream_events()]
+        seen.append(("result", str(await handler)))
+        return seen
+
+    return asyncio.run(run())
+
+
+def test_streamed_agent_events_are_identical_with_and_without_agentwatch(memory: agentwatch.InMemoryExporter,
+                                                                         stub_provider: Any) -> None:
+    plain = _agent_events(stub_provider)
+    assert [name for name, _ in plain].count("AgentStream") >= 2 and plain[-1] == ("result", "the sum is three")
+
+    agentwatch.init(exporters=[memory], stream_usage="always")
+    watched = _agent_events(stub_provider)
+
+    assert watched == plain
+    assert stub_provider.last.json["stream_options"] == {"include_usage": True}
+    agentwatch.flush()
+    spans = llm_spans(memory.spans)
+    assert len(spans) == 2 and all("usage_estimated" not in span["attributes"] for span in spans)
+    spend = agentwatch.get_client().monitor.snapshot()["spend_last_hour"]
+    assert spend == pytest.approx(sum(span["cost_usd"] for span in spans)) and spend > 0  # each charged once
 
 
 def test_openai_stream_keeps_users_stream_options(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
@@ -119,7 +185,8 @@ def test_openai_stream_keeps_users_stream_options(memory: agentwatch.InMemoryExp
 def test_openai_async_and_async_stream(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
     from llama_index.core.llms import ChatMessage
 
-    agentwatch.init(exporters=[memory])
+    # The stub stands in for OpenAI's API, whose streams the core asks for usage.
+    agentwatch.init(exporters=[memory], stream_usage=[stub_provider.openai_base_url])
     stub_provider.queue(Reply(content="a", input_tokens=20, output_tokens=2),
                         Reply(content="b c", input_tokens=30, output_tokens=4, cached_tokens=5))
     llm = openai_llm(stub_provider)
@@ -141,7 +208,8 @@ def test_openai_async_and_async_stream(memory: agentwatch.InMemoryExporter, stub
 
 
 def test_query_engine_over_openai_stream(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
-    agentwatch.init(exporters=[memory])
+    # The stub stands in for OpenAI's API, whose streams the core asks for usage.
+    agentwatch.init(exporters=[memory], stream_usage=[stub_provider.openai_base_url])
     stub_provider.queue(Reply(content="They dance.", input_tokens=120, output_tokens=3))
     index = mock_index()
     agentwatch.flush()
