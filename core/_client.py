@@ -20,7 +20,7 @@ from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
 from ._limits_backend import window_store_for
 from ._plugins import PluginManager, PostImportHooks, discover, required_modules
-from ._pricing import Pricer, warm_up
+from ._pricing import Pricer
 from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
 from ._safe import logger, stop_on_exception
@@ -92,11 +92,6 @@ class Client:
             hard_budget=config.hard_budget, on_alert=config.on_alert, on_block=config.on_block, sink=self._sink,
         )
         from . import _builtin_exporters
-
-        if self.enabled:
-            # On this thread, not the worker: the price table imports httpx2, and openai reads
-            # sys.modules["httpx2"] without waiting for an import another thread has under way.
-            warm_up()
 
         self.plugin_manager.register(_builtin_exporters, name="builtin-exporters")
         self._framework_plugins: list[tuple[str, Any]] = []
@@ -173,6 +168,9 @@ class Client:
         self._has_span_end = bool(hook.agentwatch_span_end.get_hookimpls())
         self._has_price = bool(hook.agentwatch_price.get_hookimpls())
         self._has_export = bool(hook.agentwatch_export.get_hookimpls())
+        # Spans nobody will read (``exporters=[]`` and no export hook) are not queued: that would cost the
+        # export worker a to_dict per span, and the program's thread the GIL meanwhile, for nothing.
+        self._queue_spans = self.enabled and (self._has_export or bool(getattr(self, "exporters", ())))
 
     def _on_worker_start(self) -> None:
         # Metadata-heavy work happens on the worker, not in init() or the hot path.
@@ -257,7 +255,7 @@ class Client:
             return
         if self._has_span_end:
             self.plugin_manager.hook.agentwatch_span_end(span=span)
-        if self.enabled:
+        if self._queue_spans:
             self.processor.enqueue(span)
 
     def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,

@@ -198,8 +198,9 @@ class BatchProcessor:
             self._wake.clear()
             with self._flushed:
                 flush_target = self._flush_requests
+                flushing = flush_target != self._flushes_done
             stopping = self._stopping
-            self._drain()
+            self._drain(everything=flushing or stopping)
             if not stopping:
                 for hook in self._idle_hooks:
                     stop_on_exception(hook)()
@@ -220,9 +221,18 @@ class BatchProcessor:
                 batch.append(span)
             return batch
 
-    def _drain(self) -> None:
-        while batch := self._take_batch():
+    def _drain(self, everything: bool) -> None:
+        """One batch of what is queued (the interval is up, or a batch is full), then only full batches, unless
+        a flush or the exit wants everything. Chasing the queue until it is empty would post a handful of
+        spans per request while the program runs (spans arrive during each request), costing the worker, and
+        the program's thread the GIL, a request and its serialisation per few spans."""
+        first = True
+        while first or everything or len(self._queue) >= self._max_batch_size:
+            batch = self._take_batch()
+            if not batch:
+                return
             self._export_batch(batch)
+            first = False
 
     def _export_batch(self, batch: list[Span]) -> None:
         dicts = [span.to_dict() for span in batch]

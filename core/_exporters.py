@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import random
 import sys
@@ -28,6 +26,8 @@ __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "JsonLinesExporter"
 
 
 def _dumps(value: Any) -> str:
+    import json  # json and gzip only on the export worker: importing them is ~2 ms of regex compiling
+
     return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -210,6 +210,8 @@ class HttpSender:
         """One request; the answer is read up to ``max_answer`` bytes (the rest is never buffered)."""
         headers = {**self._headers, "Content-Type": content_type}
         if gzipped and not precompressed:
+            import gzip
+
             body = gzip.compress(body, compresslevel=1)
         if gzipped or precompressed:
             headers["Content-Encoding"] = "gzip"
@@ -324,6 +326,8 @@ class HttpExporter:
         return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        import gzip
+
         body = gzip.compress(_json_bytes(list(spans)), compresslevel=1)
         outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True)
         if outcome == "sent":

@@ -1,34 +1,31 @@
 """USD cost of an LLM call: user overrides, then genai-prices, then a flagged default rate.
 
 genai-prices takes ~0.3 s to import and ~70 µs per call, so rates are resolved once per
-(provider, model) and the hot path multiplies floats.
+(provider, model), on the first call that needs them (never in ``init()``), and the hot path multiplies floats.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free", "warm_up"]
+__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free"]
 
 #: USD per 1M tokens for models no table knows; spans priced with it are flagged ``cost_estimated``.
 DEFAULT_RATES = (1.00, 2.00)
 
-_DATE_SUFFIX = re.compile(r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|@\d{8}|-latest|-preview)$")
+_DATE_SUFFIX = r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|@\d{8}|-latest|-preview)$"
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
+# NamedTuples, not dataclasses: the same immutable records at a fraction of the import cost.
+class Price(NamedTuple):
     cost_usd: float
     estimated: bool = False
     source: str = "genai-prices"
 
 
-@dataclass(frozen=True, slots=True)
-class _Rates:
+class _Rates(NamedTuple):
     """Per-1M-token rates; a tier list applies its price to all tokens once input exceeds ``start``."""
 
     input: float
@@ -53,32 +50,38 @@ class _Rates:
         return (uncached * rate_in + cached * rate_read + cache_write * rate_write + output_tokens * rate_out) / 1e6
 
 
-def _genai_rates(model: str, provider: str | None) -> _Rates | None:
-    from datetime import UTC, datetime
-    from decimal import Decimal
+def _find_in_table(model: str, provider: str | None) -> Any | None:
+    """(provider, model info) from the whole table: the model as given, dated or not, with and without the
+    provider."""
+    import re
 
     from genai_prices import data_snapshot
-    from genai_prices.types import TieredPrices
 
     snapshot = data_snapshot.get_snapshot()
     candidates = [model]
-    stripped = _DATE_SUFFIX.sub("", model)
+    stripped = re.sub(_DATE_SUFFIX, "", model)
     if stripped != model:
         candidates.append(stripped)
     if "/" in model:  # "openai/gpt-4o" as CrewAI and LiteLLM write it
         prefix, _, bare = model.partition("/")
         candidates.append(bare)
         provider = provider or prefix
-    found = None
     for ref in candidates:
         for provider_id in ([provider, None] if provider else [None]):
             try:
-                found = snapshot.find_provider_model(ref, None, provider_id, None)
-                break
+                return snapshot.find_provider_model(ref, None, provider_id, None)
             except LookupError:
                 continue
-        if found:
-            break
+    return None
+
+
+def _genai_rates(model: str, provider: str | None) -> _Rates | None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from genai_prices.types import TieredPrices
+
+    found = _find_in_own_provider(model, provider) or _find_in_table(model, provider)
     if not found:
         return None
     _, info = found
@@ -112,6 +115,85 @@ def _genai_rates(model: str, provider: str | None) -> _Rates | None:
                 current[index] = per_field[name][start]
         tiers.append((start, *current))
     return _Rates(rate_in, rate_out, rate_read, rate_write, tuple(tiers))  # type: ignore[arg-type]
+
+
+#: genai-prices' table is one Python module of ~50 providers (~1.6 MB; importing it builds ~150k objects that every
+#: full GC pass then walks). A model priced with its provider named (the usual case: plugins know it) needs only
+#: that provider's entry: its source is cut out of the module and evaluated alone, once per provider.
+_PROVIDER_MARK = "\n    Provider(\n"
+_provider_lock = threading.Lock()
+_provider_sources: dict[str, str] | None = None
+_providers: dict[str, Any] = {}
+
+
+def _split_providers() -> dict[str, str]:
+    """Provider id -> the source of its ``Provider(...)`` expression in genai-prices' bundled data module."""
+    import importlib.util
+    import os
+    import re
+
+    spec = importlib.util.find_spec("genai_prices")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    with open(os.path.join(next(iter(spec.submodule_search_locations)), "data.py"), encoding="utf-8") as handle:
+        text = handle.read()
+    starts = []
+    at = text.find(_PROVIDER_MARK)
+    while at != -1:
+        starts.append(at + 1)
+        at = text.find(_PROVIDER_MARK, at + 1)
+    sources = {}
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else text.rindex("]")
+        chunk = text[start:end].rstrip().rstrip(",")
+        found = re.match(r"\s*Provider\(\s*id='([^']+)'", chunk)
+        if found:
+            sources[found.group(1)] = chunk
+    return sources
+
+
+def _provider(provider_id: str) -> Any | None:
+    """genai-prices' ``Provider`` of this exact id, built from its own source; None if there is none."""
+    global _provider_sources
+    with _provider_lock:
+        if provider_id in _providers:
+            return _providers[provider_id]
+        if _provider_sources is None:
+            _provider_sources = _split_providers()
+        source = _provider_sources.get(provider_id)
+        built = None
+        if source is not None:
+            import datetime
+            from decimal import Decimal
+
+            from genai_prices import types
+
+            namespace = {**vars(types), "datetime": datetime, "Decimal": Decimal}
+            built = eval(compile(f"({source}\n)", "genai_prices/data.py", "eval"), namespace)  # noqa: S307
+        _providers[provider_id] = built
+        return built
+
+
+def _find_in_own_provider(model: str, provider: str | None) -> Any | None:
+    """(provider, model info) from the named provider's entry alone; None means: ask the whole table.
+
+    Only the model as given, with the provider as given: the first lookup the whole table would make, and
+    made the same way (``find_provider_model`` on a snapshot of that provider and its fallback providers), so
+    the answer is the one the whole table gives. A custom snapshot (the user's, or genai-prices' auto-update)
+    is always asked whole."""
+    from genai_prices import data_snapshot
+
+    if not provider or data_snapshot._custom_snapshot is not None:
+        return None
+    own = _provider(provider)
+    if own is None:
+        return None
+    related = [own] + [p for p in (_provider(f) for f in own.fallback_model_providers or ()) if p is not None]
+    snapshot = data_snapshot.DataSnapshot(providers=related, from_auto_update=False)
+    try:
+        return snapshot.find_provider_model(model, None, provider, None)
+    except LookupError:
+        return None
 
 
 def _override_rates(model: str, table: Mapping[str, Mapping[str, float]]) -> _Rates | None:
@@ -212,13 +294,3 @@ def is_free(model: str | None, provider: str | None) -> bool:
         lowered = model.lower()
         return lowered.startswith(FAKE_MARKERS)
     return False
-
-
-def warm_up() -> None:
-    """Import the price table off the hot path (called from the export worker at start)."""
-    try:
-        from genai_prices import data_snapshot
-
-        data_snapshot.get_snapshot()
-    except Exception:
-        pass

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._llm import unwatch_wrapper, watch_wrapper
-
 __all__ = ["watch", "unwatch"]
 
 
@@ -26,6 +24,8 @@ def watch(target: Any) -> Any:
 
     Idempotent and never counted twice with zero-config; inert while AgentWatch is not running.
     """
+    from ._llm import watch_wrapper  # here: init() loads this package whether or not AG2 is used
+
     wrapper = _wrapper_of(target)
     if wrapper is not None:
         watch_wrapper(wrapper)
@@ -33,6 +33,8 @@ def watch(target: Any) -> Any:
 
 
 def unwatch(target: Any) -> Any:
+    from ._llm import unwatch_wrapper
+
     wrapper = _wrapper_of(target)
     if wrapper is not None:
         unwatch_wrapper(wrapper)

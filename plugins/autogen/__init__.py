@@ -10,7 +10,23 @@ gives it back from the ``RuntimeError``.
 
 from __future__ import annotations
 
-from ._blocked import unwrap_blocked
-from ._model_client import is_watched, unwatch, watch
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._blocked import unwrap_blocked
+    from ._model_client import is_watched, unwatch, watch
 
 __all__ = ["watch", "unwatch", "is_watched", "unwrap_blocked"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: init() loads this package's entry point whether or not AutoGen is used, and the glue imports asyncio.
+    if name == "unwrap_blocked":
+        from . import _blocked
+
+        return _blocked.unwrap_blocked
+    if name in ("watch", "unwatch", "is_watched"):
+        from . import _model_client
+
+        return getattr(_model_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,19 +15,29 @@ from typing import Any
 
 from agentwatch.instrumentation import logger
 
-from . import _aiohttp, _httpx, _requests, _sdk
 from ._endpoints import ProviderTable
 from ._exchange import settings
 from ._patching import Patcher
 
 __all__ = ["acquire", "release", "LIBRARIES"]
 
-LIBRARIES: dict[str, Callable[[ModuleType, Patcher], None]] = {
-    "httpx": _httpx.install,
-    "httpx2": _httpx.install,  # openai 3.x and anthropic 2.x send through httpx2
-    "requests": _requests.install,
-    "aiohttp": _aiohttp.install,
+#: Library -> the module of ours that taps it, imported when the library is (not at init()).
+LIBRARIES: dict[str, str] = {
+    "httpx": "_httpx",
+    "httpx2": "_httpx",  # openai 3.x and anthropic 2.x send through httpx2
+    "requests": "_requests",
+    "aiohttp": "_aiohttp",
 }
+
+
+def _installer(name: str) -> Callable[[ModuleType, Patcher], None]:
+    return importlib.import_module(f"{__package__}.{LIBRARIES[name]}").install  # type: ignore[no-any-return]
+
+
+def _forget_providers() -> None:
+    sdk = sys.modules.get(f"{__package__}._sdk")  # not imported yet: it has nothing to forget
+    if sdk is not None:
+        sdk.forget_providers()
 
 _lock = threading.RLock()
 _owners: set[str] = set()
@@ -39,7 +49,7 @@ def acquire(owner: str, client: Any) -> None:
     with _lock:
         _owners.add(owner)
         settings.providers = ProviderTable(client.config.providers)
-        _sdk.forget_providers()
+        _forget_providers()
     hooks = getattr(client, "_import_hooks", None)  # see the report: a public Client.when_imported is wanted
     for name in LIBRARIES:
         if hooks is not None:
@@ -57,7 +67,7 @@ def release(owner: str) -> None:
             patcher.restore()
         _patchers.clear()
         settings.providers = ProviderTable()
-        _sdk.forget_providers()
+        _forget_providers()
 
 
 def _on_import(module: ModuleType) -> None:
@@ -71,7 +81,7 @@ def _on_import(module: ModuleType) -> None:
             return
         patcher = Patcher()
         try:
-            LIBRARIES[name](module, patcher)
+            _installer(name)(module, patcher)
         except Exception:  # a library version we do not know: leave it as it was
             patcher.restore()
             logger.warning("agentwatch: could not instrument %s; its LLM calls are not traced", name,

@@ -1,0 +1,139 @@
+"""Start-up cost: ``import agentwatch``, ``init()``, and the GC pauses caused by what init() leaves behind.
+
+    /work/venv/bin/python bench/bench_startup.py [--runs 15] [--profile]
+
+Each run is a fresh interpreter (what a user's program pays), with every framework installed, no collector
+listening (the default HTTP exporter on, as after a plain ``init()``). Printed per figure: the minimum and the
+median of the runs, wall clock and CPU time of the process (CPU time is steadier on a loaded machine). GC
+pauses are timed in the collecting thread's CPU time, so that preemption on a busy machine does not count.
+
+- import: ``import agentwatch``;
+- init: ``agentwatch.init()`` right after it;
+- gc: a full collection (``gc.collect()``, timed through ``gc.callbacks``) after import + init, compared with
+  the same program without AgentWatch: the difference is what init()'s objects cost every full pass; also
+  the longest automatic collection seen while the program then allocates (what a user's call would stall).
+- modules: how many modules import + init added, and the heaviest ones (``-X importtime``) with ``--profile``.
+
+Targets (issue 20): import <= 30 ms, init <= 30 ms, no GC pause > 5 ms caused by init's objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_MS = 30.0
+GC_TARGET_MS = 5.0
+
+_PROGRAM = r"""
+import gc, json, sys, time
+pauses = []
+started = [0.0]
+def _timer(phase, info):
+    if phase == "start":
+        started[0] = time.thread_time()
+    else:
+        pauses.append((info["generation"], (time.thread_time() - started[0]) * 1e3))
+modules = len(sys.modules)
+wall, cpu = time.perf_counter(), time.process_time()
+if WATCH:
+    import agentwatch
+wall_import, cpu_import = time.perf_counter(), time.process_time()
+if WATCH:
+    agentwatch.init()
+wall_init, cpu_init = time.perf_counter(), time.process_time()
+objects = len(gc.get_objects())
+gc.callbacks.append(_timer)
+gc.collect()
+full = pauses[-1][1]
+pauses.clear()
+# A user's program allocating afterwards: containers that live a while, as a framework's would.
+keep = []
+for index in range(300_000):
+    keep.append({"i": index, "l": [index]})
+    if len(keep) > 20_000:
+        keep = keep[10_000:]
+gc.callbacks.remove(_timer)
+print(json.dumps({
+    "import_ms": (wall_import - wall) * 1e3, "import_cpu_ms": (cpu_import - cpu) * 1e3,
+    "init_ms": (wall_init - wall_import) * 1e3, "init_cpu_ms": (cpu_init - cpu_import) * 1e3,
+    "objects": objects, "modules": len(sys.modules) - modules, "full_gc_ms": full,
+    "max_auto_gc_ms": max((p for _, p in pauses), default=0.0),
+    "gen2_collections": sum(1 for g, _ in pauses if g == 2),
+}))
+if WATCH:
+    agentwatch.shutdown(0.1)
+"""
+
+
+#: As an installed package runs: with bytecode caches (pip compiles them on install; PYTHONDONTWRITEBYTECODE
+#: would make every run compile every module again).
+_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
+def _run(watch: bool) -> dict[str, float]:
+    program = f"WATCH = {watch}\n" + _PROGRAM
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, check=True,
+                          env=_ENV)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _summary(runs: list[dict[str, float]], key: str) -> str:
+    values = [run[key] for run in runs]
+    return f"min {min(values):7.1f}  median {statistics.median(values):7.1f}"
+
+
+def _import_profile(limit: int = 15) -> None:
+    """The heaviest modules of ``import agentwatch; agentwatch.init()`` by cumulative import time."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import agentwatch; agentwatch.init()"],
+                          capture_output=True, text=True, cwd=ROOT, check=True, env=_ENV)
+    rows = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        self_us, cumulative, name = line[len("import time:"):].split("|")
+        rows.append((int(cumulative), int(self_us), name.rstrip()))
+    print(f"  heaviest imports (cumulative us, self us) of {len(rows)} modules:")
+    for cumulative, self_us, name in sorted(rows, reverse=True)[:limit]:
+        print(f"    {cumulative:8d} {self_us:8d} {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--profile", action="store_true", help="also print the heaviest imports")
+    args = parser.parse_args()
+    _run(True)  # writes the bytecode caches
+    bare = [_run(False) for _ in range(args.runs)]
+    watched = [_run(True) for _ in range(args.runs)]
+    print(f"python {sys.version.split()[0]}; {args.runs} fresh interpreters per arm; ms")
+    print(f"  import agentwatch   wall {_summary(watched, 'import_ms')}   cpu {_summary(watched, 'import_cpu_ms')}")
+    print(f"  init()              wall {_summary(watched, 'init_ms')}   cpu {_summary(watched, 'init_cpu_ms')}")
+    print(f"  modules added: {statistics.median(run['modules'] for run in watched):.0f}; gc-tracked objects "
+          f"{statistics.median(run['objects'] for run in bare):.0f} -> "
+          f"{statistics.median(run['objects'] for run in watched):.0f}")
+    full_bare = statistics.median(run["full_gc_ms"] for run in bare)
+    full_watched = statistics.median(run["full_gc_ms"] for run in watched)
+    auto_bare = statistics.median(run["max_auto_gc_ms"] for run in bare)
+    auto_watched = statistics.median(run["max_auto_gc_ms"] for run in watched)
+    print(f"  full gc pass        without {full_bare:6.2f}  with {full_watched:6.2f}  caused by init "
+          f"{full_watched - full_bare:+6.2f}")
+    print(f"  longest automatic gc while allocating: without {auto_bare:6.2f}  with {auto_watched:6.2f}")
+    import_ms = statistics.median(run["import_ms"] for run in watched)
+    init_ms = statistics.median(run["init_ms"] for run in watched)
+    gc_added = max(full_watched - full_bare, auto_watched - auto_bare)
+    verdict = "PASS" if import_ms <= TARGET_MS and init_ms <= TARGET_MS and gc_added <= GC_TARGET_MS else "OVER"
+    print(f"target: import <= {TARGET_MS:.0f} ms, init <= {TARGET_MS:.0f} ms, gc added <= {GC_TARGET_MS:.0f} ms -> "
+          f"{verdict} (median import {import_ms:.1f}, init {init_ms:.1f}, gc {gc_added:+.2f})")
+    if args.profile:
+        _import_profile()
+
+
+if __name__ == "__main__":
+    main()
