@@ -62,6 +62,7 @@ def _plugin_path(llm: Any, iterations: int = 20000) -> tuple[float, float]:
     from crewai.events import LLMCallCompletedEvent, LLMCallStartedEvent
     from crewai.events.types.llm_events import LLMCallType
     from crewai.hooks import LLMCallHookContext
+    from crewai.llms.base_llm import _current_call_id
 
     from agentwatch.plugins.crewai import _listener
 
@@ -74,13 +75,15 @@ def _plugin_path(llm: Any, iterations: int = 20000) -> tuple[float, float]:
         started = LLMCallStartedEvent(call_id=call_id, model="gpt-4o-mini", messages=messages)
         completed = LLMCallCompletedEvent(call_id=call_id, model="gpt-4o-mini", response="hi",
                                           call_type=LLMCallType.LLM_CALL, usage=usage)
+        token = _current_call_id.set(call_id)  # CrewAI's own call scope, as LLM.call sets it
         t0 = time.perf_counter()
+        _listener._on_llm_started(None, started)  # CrewAI emits it before the hooks run
         _listener.before_llm_call(context)
         t1 = time.perf_counter()
-        _listener._on_llm_started(None, started)
         _listener._on_llm_completed(None, completed)
         _listener.after_llm_call(context)
         t2 = time.perf_counter()
+        _current_call_id.reset(token)
         hook_time += t1 - t0
         total_time += t2 - t0
     return hook_time / iterations * 1e6, total_time / iterations * 1e6
