@@ -53,11 +53,8 @@ from crewai.events import (
 )
 from crewai.events.event_context import _event_id_stack
 from crewai.hooks import (
-    get_after_llm_call_hooks,
     get_before_llm_call_hooks,
-    register_after_llm_call_hook,
     register_before_llm_call_hook,
-    unregister_after_llm_call_hook,
     unregister_before_llm_call_hook,
 )
 from crewai.llms.base_llm import _current_call_id
@@ -403,7 +400,7 @@ def _model_of(llm: Any) -> tuple[str | None, str | None]:
 
 
 def _drop_stale() -> None:
-    """Undo an activation whose after-hook never came (tool-call replies and failures skip it)."""
+    """Undo an activation its completed event did not end (a failure, or an event emitted elsewhere)."""
     stale = _ACTIVATED.get()
     if stale is not None:
         stale.deactivate()
@@ -471,13 +468,6 @@ def _record_refusal(name: str, model: str | None, provider: str | None, parent: 
     client = agentwatch.get_client()
     if client is not None:
         client.end_span(span)
-
-
-@stop_on_exception
-def after_llm_call(context: Any) -> None:
-    """CrewAI's after-LLM-call hook: same context as the before-hook, so the activation is undone here."""
-    _drop_stale()
-    return None
 
 
 def _call_for(event: Any) -> LLMCall | None:
@@ -549,6 +539,10 @@ def _on_llm_completed(source: Any, event: LLMCallCompletedEvent) -> None:
     call.set_attribute("crewai.call_id", event.call_id)
     call.end(finish_reason=event.finish_reason)
     TREE.call_done(event.call_id)
+    if _ACTIVATED.get() is call:
+        # Emitted in the hook's context (inline): the activation ends with the call. No after-hook for this:
+        # each registered hook makes CrewAI emit a HookDispatchedEvent, one more thread-pool hand-off per call.
+        _drop_stale()
 
 
 @stop_on_exception
@@ -611,8 +605,6 @@ def install(bus: Any = None) -> None:
             bus.emit = _inline_emit(bus.emit)
         if before_llm_call not in get_before_llm_call_hooks():
             register_before_llm_call_hook(before_llm_call)
-        if after_llm_call not in get_after_llm_call_hooks():
-            register_after_llm_call_hook(after_llm_call)
         patch()
 
 
@@ -627,8 +619,6 @@ def uninstall(bus: Any = None) -> None:
             bus.emit = original
         while before_llm_call in get_before_llm_call_hooks():
             unregister_before_llm_call_hook(before_llm_call)
-        while after_llm_call in get_after_llm_call_hooks():
-            unregister_after_llm_call_hook(after_llm_call)
         unpatch()
         TREE.clear()
 
