@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ CREWS = 5
 #: "other plugins": AgentWatch with the CrewAI plugin disabled (the HTTP/OpenAI taps still count the
 #: calls), which isolates this plugin's share from the provider layer's.
 MODES = ("baseline", "other plugins", "agentwatch")
+#: The default exporter (HTTP to the collector, spooling what it cannot send) with the collector down, as a new
+#: user runs a plain ``init()`` before starting ``agentwatch serve``.
+SETTINGS: dict[str, Any] = {"proxy_url": "http://127.0.0.1:9/api/ingest",
+                            "spool_dir": tempfile.mkdtemp(prefix="aw-bench-crewai-")}
 
 
 def _llm_round(llm: Any, bus: Any) -> float:
@@ -106,8 +111,7 @@ def main() -> None:
         for _ in range(ROUNDS):
             for mode in MODES:
                 if mode != "baseline":
-                    agentwatch.init(exporters=[agentwatch.InMemoryExporter()],
-                                    disabled_plugins=["crewai"] if mode == "other plugins" else [])
+                    agentwatch.init(**SETTINGS, disabled_plugins=["crewai"] if mode == "other plugins" else [])
                 try:
                     results["llm.call"][mode].append(_llm_round(llm, crewai_event_bus))
                     results["crew (per LLM call)"][mode].append(_crew_round(stub, crewai_event_bus))
@@ -115,7 +119,7 @@ def main() -> None:
                     agentwatch.shutdown()
                 stub.clear()
 
-        agentwatch.init(exporters=[agentwatch.InMemoryExporter()])
+        agentwatch.init(**SETTINGS)
         try:
             hook_us, path_us = _plugin_path(llm)
         finally:
