@@ -1,25 +1,38 @@
-"""LangChain/LangGraph handler overhead: AgentWatch vs Langfuse vs OpenInference, same machine, same run.
+"""LangChain/LangGraph handler overhead: AgentWatch vs LangChain's own callback floor, Langfuse and OpenInference.
 
 Each mode runs in its own subprocess (the instrumentations patch LangChain globally), timing a fake
-chat-model ``invoke`` and a 3-node LangGraph run; the table shows the added time per call and per graph
-step over the uninstrumented baseline.
+chat-model ``invoke`` and a 3-node LangGraph run; passes interleave the modes (so a change in machine load
+hits all alike) and the table shows medians and the added time per call and per graph step over the
+uninstrumented baseline. Modes:
 
-    python bench/bench_langchain.py                 # AgentWatch only (project venv)
-    /work/bench-venv/bin/python bench/bench_langchain.py   # with langfuse + openinference installed
+- ``noop handler``: a do-nothing ``BaseCallbackHandler`` passed in ``callbacks``: what LangChain's callback
+  machinery itself costs for one handler (the floor any tracer pays). Goal: AgentWatch within 10 us of it.
+- ``agentwatch none``: ``init(exporters=[])``. ``agentwatch down``: plain ``init()`` (the default HTTP exporter
+  and its spool) with no collector. ``agentwatch up``: plain ``init()`` sending to a real collector
+  (``agentwatch serve``, SQLite) in its own process.
+- ``langfuse``: its ``CallbackHandler`` (host unreachable); ``openinference``: ``LangChainInstrumentor`` with
+  an OpenTelemetry batch processor.
+
+A profile summary (cProfile of AgentWatch's own functions in the ``agentwatch down`` mode) follows the table.
+
+    python bench/bench_langchain.py [--passes N] [--no-profile]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import operator
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Annotated, Any, TypedDict
 
-MODES = ("baseline", "agentwatch", "langfuse", "openinference")
+MODES = ("baseline", "noop handler", "agentwatch none", "agentwatch down", "agentwatch up", "langfuse",
+         "openinference")
 #: Every pass runs each mode once, in turn, so a change in machine load hits all modes alike.
 PASSES = 5
 ROUNDS = 3
@@ -61,12 +74,24 @@ def _workload() -> tuple[Any, Any]:
     return model, graph.compile()
 
 
-def _setup(mode: str) -> list[Any]:
+def _setup(mode: str, collector: str) -> list[Any]:
     """Instrument like a user would; returns callbacks to pass (empty for zero-config modes)."""
-    if mode == "agentwatch":
+    if mode == "noop handler":
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        class Noop(BaseCallbackHandler):
+            pass
+
+        return [Noop()]
+    if mode.startswith("agentwatch"):
         import agentwatch
 
-        agentwatch.init(exporters=[], max_queue_size=100_000)
+        if mode == "agentwatch none":
+            agentwatch.init(exporters=[])
+        elif mode == "agentwatch down":
+            agentwatch.init(proxy_url="http://127.0.0.1:9/api/ingest", spool_dir=tempfile.mkdtemp(prefix="aw-lc-"))
+        else:
+            agentwatch.init(proxy_url=collector)
         return []
     if mode == "langfuse":
         os.environ.update(LANGFUSE_PUBLIC_KEY="pk-bench", LANGFUSE_SECRET_KEY="sk-bench",
@@ -86,8 +111,8 @@ def _setup(mode: str) -> list[Any]:
     return []
 
 
-def _child(mode: str) -> None:
-    callbacks = _setup(mode)
+def _child(mode: str, collector: str, profile: bool) -> None:
+    callbacks = _setup(mode, collector)
     model, graph = _workload()
     config = {"callbacks": callbacks} if callbacks else {}
     for _ in range(50):  # warm up imports, caches and price lookups
@@ -103,41 +128,87 @@ def _child(mode: str) -> None:
         for _ in range(CALLS // 4):
             graph.invoke({"log": []}, config=config)
         step.append((time.perf_counter() - start) / (CALLS // 4) / 3 * 1e6)
+    if profile:
+        _profile(lambda: model.invoke("hi", config=config))
     print(json.dumps({"mode": mode, "invoke_us": statistics.median(invoke), "step_us": statistics.median(step)}))
 
 
+def _profile(call: Any, count: int = 3000, top: int = 10) -> None:
+    """Where AgentWatch's time goes per chat call (cProfile-inflated; its own functions only)."""
+    import cProfile
+    import pstats
+    from pathlib import Path
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(count):
+        call()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    rows = [(tottime, cumtime, calls, func) for func, (_, calls, tottime, cumtime, _) in stats.items()
+            if "/core/" in func[0] or "/plugins/" in func[0] or "agentwatch" in func[0]]
+    print(f"profile (agentwatch down, user's thread, cProfile-inflated): AgentWatch's own time "
+          f"{sum(row[0] for row in rows) / count * 1e6:.1f} us/call; top:", file=sys.stderr)
+    for tottime, cumtime, calls, (filename, line, name) in sorted(rows, reverse=True)[:top]:
+        print(f"  {tottime / count * 1e6:6.2f} us self {cumtime / count * 1e6:6.2f} us cum {calls / count:4.1f}/call  "
+              f"{Path(filename).parent.name}/{Path(filename).name}:{line} {name}", file=sys.stderr)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--passes", type=int, default=PASSES, help="interleaved passes over every mode")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
+    args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_openai_overhead import _collector
+
     samples: dict[str, list[dict[str, float]]] = {}
     unavailable: set[str] = set()
-    for _ in range(PASSES):
-        for mode in MODES:
-            if mode in unavailable:
-                continue
-            run = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True)
-            if run.returncode != 0:
-                unavailable.add(mode)
-                print(f"{mode:>14}: not available ({run.stderr.strip().splitlines()[-1] if run.stderr else 'failed'})")
-                continue
-            samples.setdefault(mode, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
+    profile = ""
+    with _collector() as collector:
+        for index in range(args.passes):
+            for mode in MODES:
+                if mode in unavailable:
+                    continue
+                profiled = mode == "agentwatch down" and index == 0 and not args.no_profile
+                run = subprocess.run([sys.executable, __file__, "--child", mode, collector, str(profiled)],
+                                     capture_output=True, text=True)
+                if run.returncode != 0:
+                    unavailable.add(mode)
+                    last = run.stderr.strip().splitlines()[-1] if run.stderr else "failed"
+                    print(f"{mode:>16}: not available ({last})")
+                    continue
+                if profiled:
+                    profile = "\n".join(line for line in run.stderr.splitlines() if not line.startswith("agentwatch:"))
+                samples.setdefault(mode, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
     results = {mode: {key: statistics.median(row[key] for row in rows) for key in ("invoke_us", "step_us")}
                for mode, rows in samples.items()}
     base = results["baseline"]
-    print(f"{'mode':>14} {'invoke µs':>10} {'added':>8} {'graph step µs':>14} {'added':>8}")
+    print(f"{args.passes} interleaved passes, {ROUNDS} rounds of {CALLS} calls each; medians")
+    print(f"{'mode':>16} {'invoke µs':>10} {'added':>8} {'graph step µs':>14} {'added':>8}")
     for mode, row in results.items():
-        print(f"{mode:>14} {row['invoke_us']:>10.1f} {row['invoke_us'] - base['invoke_us']:>8.1f} "
+        print(f"{mode:>16} {row['invoke_us']:>10.1f} {row['invoke_us'] - base['invoke_us']:>8.1f} "
               f"{row['step_us']:>14.1f} {row['step_us'] - base['step_us']:>8.1f}")
+    if "noop handler" in results:
+        floor = results["noop handler"]["invoke_us"]
+        for mode in ("agentwatch none", "agentwatch down", "agentwatch up"):
+            if mode in results:
+                print(f"{mode} over the do-nothing handler: {results[mode]['invoke_us'] - floor:+.1f} us per chat call"
+                      "   [goal ≤ 10]")
     others = [results[m] for m in ("langfuse", "openinference") if m in results]
-    if "agentwatch" in results and others:
-        ours = results["agentwatch"]
+    if "agentwatch down" in results and others:
+        ours = results["agentwatch down"]
         lighter_invoke = min(r["invoke_us"] - base["invoke_us"] for r in others)
         lighter_step = min(r["step_us"] - base["step_us"] for r in others)
         print(f"AgentWatch added / lighter competitor added: invoke "
               f"{(ours['invoke_us'] - base['invoke_us']) / lighter_invoke:.2f}, graph step "
               f"{(ours['step_us'] - base['step_us']) / lighter_step:.2f}   [goal ≤ 0.33]")
+    if profile:
+        print(profile)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        _child(sys.argv[2])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3], sys.argv[4] == "True")
     else:
         main()

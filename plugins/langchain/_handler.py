@@ -97,8 +97,10 @@ class AgentWatchHandler(BaseCallbackHandler):
     # ---- scopes and spans ---------------------------------------------------------------------
 
     def _own_scopes(self) -> tuple[AgentScope, ...]:
+        if not self._agent:  # the zero-config handler: no scope of its own (every model call asks)
+            return ()
         client = agentwatch.get_client()
-        if client is None or not self._agent:
+        if client is None:
             return ()
         options = dict(self._agent_options)
         return (client.agent_scope(self._agent, role=options.pop("role", None),
@@ -244,16 +246,22 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
                             parent_run_id: UUID | None = None, tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        client = agentwatch.get_client()
+        if client is None:
+            return
         name = kwargs.get("name") or (serialized or {}).get("name") or "chat_model"
-        prompt = message_dicts(messages) if capturing() else None
+        prompt = message_dicts(messages) if capturing(client) else None
         self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
 
     @stop_on_exception
     def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        client = agentwatch.get_client()
+        if client is None:
+            return
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
-        prompt = list(prompts) if capturing() else None
+        prompt = list(prompts) if capturing(client) else None
         self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
 
     @stop_on_exception

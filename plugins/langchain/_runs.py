@@ -6,8 +6,7 @@ parent was seen by another handler instance still hang under the right span.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 from uuid import UUID
 
 from agentwatch import LLMCall, Span
@@ -22,7 +21,6 @@ class Run:
     scopes: tuple[AgentScope, ...] = ()
     call: LLMCall | None = None
     in_graph: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: dict operations are atomic under the GIL; callbacks of one run never race with each other.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from crewai import Agent, Crew
-from crewai.events import LLMCallCompletedEvent, crewai_event_bus
+from crewai.events import LLMCallCompletedEvent, LLMCallFailedEvent, crewai_event_bus
 from crewai.flow.flow import Flow
 from crewai.hooks import get_before_llm_call_hooks
 
@@ -32,8 +32,12 @@ def _crewai_spans(memory: Any) -> list[dict[str, Any]]:
 
 def _installed() -> bool:
     hooked = before_llm_call in get_before_llm_call_hooks()
-    handlers = crewai_event_bus._sync_handlers.get(LLMCallCompletedEvent, frozenset())
+    handlers = crewai_event_bus._sync_handlers.get(LLMCallFailedEvent, frozenset())
     assert hooked == any(getattr(h, "__module__", "").startswith("agentwatch.") for h in handlers)
+    # The LLM call's started/completed events are handled inline by the bus's emit, not on its pool.
+    assert hooked == hasattr(crewai_event_bus.emit, "agentwatch_original")
+    assert not any(getattr(h, "__module__", "").startswith("agentwatch.")
+                   for h in crewai_event_bus._sync_handlers.get(LLMCallCompletedEvent, frozenset()))
     # The kickoff boundaries (a block inside a delegated agent reaches the caller) come and go with them.
     assert hooked == all(hasattr(getattr(owner, name), "__wrapped__") for owner in (Crew, Flow, Agent)
                          for name in ("kickoff", "kickoff_async", "akickoff"))
