@@ -469,6 +469,9 @@ class SQLiteStore(Store):
     def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
         return self._queries.trace_spans(trace_id, limit)
 
+    def graph_spans(self, trace_id: str, limit: int = 100_000) -> list[dict[str, Any]]:
+        return self._queries.graph_spans(trace_id, limit)
+
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
         return self._queries.iter_traces(start_ns, end_ns)
 
