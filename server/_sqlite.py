@@ -378,6 +378,10 @@ class SQLiteStore(Store):
                     self._version_connection = None
             try:
                 self._writer.execute("PRAGMA optimize")
+            except sqlite3.OperationalError:
+                # Another server process sharing the file is writing as both shut down: the statistics are only a
+                # hint for the planner, and a failed close must not turn a clean shutdown into an error.
+                pass
             finally:
                 self._writer.close()
                 self._lock_file.close()

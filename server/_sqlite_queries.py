@@ -172,7 +172,7 @@ class Queries:
         spans = []
         loads = _json.loads
         for row in self._span_rows(trace_id, limit, _GRAPH_COLUMNS):
-            span = dict(zip(_GRAPH_KEYS, row))  # zip stops before the sort columns
+            span = dict(zip(_GRAPH_KEYS, row, strict=False))  # stops before the sort columns
             span["duration_ms"] = round((row[6] - row[5]) / 1e6, 3)
             span["attributes"] = {} if row[16] is None else loads(row[16])
             spans.append(span)
