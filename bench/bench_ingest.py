@@ -178,6 +178,77 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def profile_summary(payloads: list[bytes], top: int = 12) -> None:
+    """Where the collector's CPU goes per span: the request path (inflate, shape check, parse, store) run in this
+    process under cProfile on a fresh database, printed as the functions with the most own time."""
+    import cProfile
+    import pstats
+
+    from agentwatch.server import SQLiteStore
+    from agentwatch.server._crons import learn_from_spans
+    from agentwatch.server._ingest import check_shape, inflate, parse_spans
+
+    with tempfile.TemporaryDirectory() as scratch:
+        store = SQLiteStore(Path(scratch) / "profile.db")
+
+        def run(batches: list[bytes]) -> int:
+            spans = 0
+            for body in batches:
+                raw = inflate(body, "gzip", 64 << 20)
+                check_shape(raw, 10_000, 10_000_000)
+                records = parse_spans(raw, 10_000).records
+                store.ingest(records)
+                learn_from_spans(store, records)
+                spans += len(records)
+            return spans
+
+        run(payloads[:4])
+        sample = payloads[4:64]
+        began = time.process_time()
+        spans = run(sample[: len(sample) // 2])
+        per_span = (time.process_time() - began) / max(spans, 1) * 1e6
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(sample[len(sample) // 2:])
+        profiler.disable()
+        store.close()
+    print(f"profile: in-process request path {per_span:.1f} us CPU per span (no HTTP); top own time under cProfile:")
+    stats = pstats.Stats(profiler)
+    entries = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
+    total = sum(value[2] for _, value in entries) or 1.0
+    for (filename, line, function), value in entries[:top]:
+        where = f"{Path(filename).name}:{line}" if line else "built-in"
+        print(f"  {value[2] / total * 100:5.1f} %  {function} ({where})")
+
+
+class PeakRss:
+    """Samples the resident memory of a process and its children (the workers) every 0.1 s, from /proc; the peak
+    of any one process is kept (the target is per collector process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+                for each in [self.pid, *map(int, children)]:
+                    for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                continue
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join()
+        return f"{self.peak_kb / 1024:.0f} MB" if self.peak_kb else "not measured"
+
+
 def send_all(port: int, payloads: list[bytes], latencies: list[float], errors: list[str]) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -206,6 +277,8 @@ def main() -> int:
                              "pre-built payloads; --clients is then the number of SDK processes")
     parser.add_argument("--trace-size", type=int, default=0,
                         help="with --sdk: spans per trace (0: one trace per SDK process, the default)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the collector's CPU goes (the request path under cProfile)")
     parser.add_argument("--sdk-batch", type=int, default=2048, help="with --sdk: the SDK's max_batch_size")
     args = parser.parse_args()
     if args.sdk:
@@ -236,6 +309,7 @@ def main() -> int:
             errors: list[str] = []
             threads = [threading.Thread(target=send_all, args=(port, share, latencies, errors)) for share in shares]
             cpu_before = None if args.port else cpu_seconds(server.pid)
+            rss = PeakRss(server.pid)
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
@@ -243,6 +317,7 @@ def main() -> int:
                 thread.join()
             elapsed = time.perf_counter() - started
             cpu_after = None if args.port else cpu_seconds(server.pid)
+            peak = rss.stop()
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -264,9 +339,12 @@ def main() -> int:
             # CPU per span does not depend on what else the machine runs, unlike the wall-clock rate.
             print(f"collector CPU: {per_span:.1f} us per span ({1e6 / per_span:,.0f} spans/s per fully used core; "
                   f"{(cpu_after - cpu_before) / elapsed:.2f} cores busy)")
+        print(f"peak collector RSS (largest process): {'not measured' if args.port else peak}")
         print(f"errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
         if db.exists():
             print(f"database size: {db.stat().st_size / 1e6:.0f} MB")
+    if args.profile:
+        profile_summary(payloads)
     return 1 if errors else 0
 
 
@@ -283,9 +361,11 @@ def sdk_main(args: argparse.Namespace) -> int:
         try:
             wait_ready(port, server)
             cpu_before = cpu_seconds(server.pid)
+            rss = PeakRss(server.pid)
             acknowledged, elapsed, reports, codes = run_sdk_clients(port, args.clients, args.spans,
                                                                     args.trace_size, args.sdk_batch)
             cpu_after = cpu_seconds(server.pid)
+            peak = rss.stop()
             in_api = stored_spans(port)
         finally:
             server.terminate()
@@ -304,6 +384,7 @@ def sdk_main(args: argparse.Namespace) -> int:
     if cpu_before is not None and cpu_after is not None:
         per_span = (cpu_after - cpu_before) / max(stored, 1) * 1e6
         print(f"collector CPU: {per_span:.1f} us per span ({(cpu_after - cpu_before) / elapsed:.2f} cores busy)")
+    print(f"peak collector RSS (largest process): {peak}")
     problems = []
     if any(codes):
         problems.append(f"SDK client exit codes {codes} (a span dropped, failed or not flushed)")

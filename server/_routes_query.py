@@ -78,7 +78,7 @@ async def trace_spans(request: Request, trace_id: str,
 
 
 def _graph(state: AppState, trace_id: str) -> bytes | None:
-    spans = state.store.trace_spans(trace_id, 100_000)
+    spans = state.store.graph_spans(trace_id, 100_000)
     if not spans:
         return None
     graph = build_graph(spans)

@@ -378,6 +378,10 @@ class SQLiteStore(Store):
                     self._version_connection = None
             try:
                 self._writer.execute("PRAGMA optimize")
+            except sqlite3.OperationalError:
+                # Another server process sharing the file is writing as both shut down: the statistics are only a
+                # hint for the planner, and a failed close must not turn a clean shutdown into an error.
+                pass
             finally:
                 self._writer.close()
                 self._lock_file.close()
@@ -468,6 +472,9 @@ class SQLiteStore(Store):
 
     def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
         return self._queries.trace_spans(trace_id, limit)
+
+    def graph_spans(self, trace_id: str, limit: int = 100_000) -> list[dict[str, Any]]:
+        return self._queries.graph_spans(trace_id, limit)
 
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
         return self._queries.iter_traces(start_ns, end_ns)

@@ -7,10 +7,12 @@ index) for the partial hours at each end, so answers are exact for any range and
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import _json
 from ._datamodel import (
     BLOCKED_SQL,
     CALL_SQL,
@@ -33,6 +35,17 @@ _SORT_COLUMNS = {
 _TRACE_COLUMNS = ("trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,"
                   " output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models")
 _CALL, _BLOCKED = CALL_SQL, BLOCKED_SQL
+
+# What the causal graph reads of a span: no input/output, and attributes only where the graph may use them (an
+# ATP span's kind, links); other attributes are neither read from the row nor decoded.
+_GRAPH_COLUMNS = ("span_id, parent_span_id, name, kind, status, start_ns, end_ns, agent_id, agent_name, agent_role,"
+                  " model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,"
+                  " CASE WHEN instr(attributes, '\"atp.kind\"') OR instr(attributes, '\"links\"') THEN attributes END,"
+                  " start_ns, id")
+_GRAPH_KEYS = ("span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano", "end_time_unix_nano",
+               "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens", "output_tokens",
+               "cached_input_tokens", "cost_usd", "attributes")
+_START_ORDER = operator.itemgetter(-2, -1)
 
 Range = tuple[int | None, int | None]
 # A probe per trace, not an IN list: walking traces in time order stops after one page, where an IN list
@@ -132,12 +145,38 @@ class Queries:
             return None
         return trace_dict(row)
 
+    def _span_rows(self, trace_id: str, limit: int, columns: str) -> list[tuple[Any, ...]]:
+        """Rows of ``columns`` (the span's ``start_ns`` second to last, its ``id`` last) of one trace's first
+        ``limit`` spans in start order.
+
+        A trace that fits in ``limit`` is read in index order and sorted here: SQLite's sorter copied every whole
+        row into a temporary b-tree, which took as long as reading the rows. Only a trace larger than ``limit`` is
+        sorted by SQLite, so that memory stays bounded by ``limit``."""
+        connection = self._connection()
+        found = connection.execute("SELECT tkey, span_count FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+        if found is None:
+            return []
+        tkey, span_count = found
+        if span_count > limit:
+            return connection.execute(f"SELECT {columns} FROM spans WHERE tkey = ? ORDER BY start_ns, id LIMIT ?",
+                                      (tkey, limit)).fetchall()
+        rows = connection.execute(f"SELECT {columns} FROM spans WHERE tkey = ?", (tkey,)).fetchall()
+        rows.sort(key=_START_ORDER)
+        del rows[limit:]  # span_count is exact; this only guards a count that fell behind
+        return rows
+
     def trace_spans(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
-        rows = self._connection().execute(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE tkey = (SELECT tkey FROM traces WHERE trace_id = ?)"
-            " ORDER BY start_ns, id LIMIT ?",
-            (trace_id, limit)).fetchall()
-        return [span_dict(row) for row in rows]
+        return [span_dict(row) for row in self._span_rows(trace_id, limit, f"{SPAN_COLUMNS}, start_ns, id")]
+
+    def graph_spans(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
+        spans = []
+        loads = _json.loads
+        for row in self._span_rows(trace_id, limit, _GRAPH_COLUMNS):
+            span = dict(zip(_GRAPH_KEYS, row, strict=False))  # stops before the sort columns
+            span["duration_ms"] = round((row[6] - row[5]) / 1e6, 3)
+            span["attributes"] = {} if row[16] is None else loads(row[16])
+            spans.append(span)
+        return spans
 
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
         # Keyset pages: each page is a short query, so a slow CSV download never pins a read snapshot.
