@@ -59,7 +59,7 @@ def test_pause_ends_half_open_and_delete_restores_the_process_limits(collector: 
                                                                      sdk: Callable[..., agentwatch.Client]) -> None:
     client = sdk(collector.url, budget_per_hour=7.0, max_calls_per_minute=100)
     api = httpx.Client(base_url=collector.url, timeout=30)
-    api.post("/api/circuit-breaker/pause", json={"seconds": 1, "reason": "look"})
+    api.post("/api/circuit-breaker/pause", json={"seconds": 5, "reason": "look"})
     _until(lambda: client.monitor.state == "PAUSED", "paused")
     with pytest.raises(CircuitBreakerException) as blocked:
         admit([client.monitor])
