@@ -45,7 +45,8 @@ _LIMIT_KEYS: Final = ("budget_per_hour", "max_error_rate", "max_calls_per_minute
 _MAX_FEED_BYTES: Final = 1024 * 1024
 
 
-def _loopback(host: str | None) -> bool:
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
     if not host:
         return False
     if host == "localhost":
@@ -71,7 +72,7 @@ def attach(client: Client) -> None:
         host = urllib.parse.urlsplit(exporter.url).hostname
         if path is None:
             continue
-        if not client.config.api_key and not _loopback(host):
+        if not client.config.api_key and not is_loopback_host(host):
             logger.debug("agentwatch: remote control off for %s: neither authenticated nor on loopback", exporter.url)
             continue
         exporter.control = RemoteControl(client, exporter, path)

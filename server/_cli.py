@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
@@ -11,16 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agentwatch._remote_control import is_loopback_host
+
 __all__ = ["main", "build_parser"]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 #: How long start-up waits for a database another process holds locked before saying so (SQLite's own wait is 30 s).
@@ -137,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         # ids under a lock of its own process: one collector per ClickHouse database.
         print("agentwatch serve: --workers > 1 is not supported with --store clickhouse", file=sys.stderr)
         return 2
-    if settings.local_mode and not _is_loopback(settings.host):
+    if settings.local_mode and not is_loopback_host(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
               "this port can read and write all traces.", file=sys.stderr)
     if not clickhouse:

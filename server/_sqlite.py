@@ -35,7 +35,7 @@ from ._datamodel import (
 )
 from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
-from ._sqlite_queries import Queries
+from ._sqlite_queries import Queries, time_window
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
 from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
 from ._stats import hour_of, latency_bin
@@ -581,14 +581,7 @@ class SQLiteStore(Store):
 
     def operator_actions(self, limit: int | None = None, offset: int = 0, start_ns: int | None = None,
                          end_ns: int | None = None, *, newest_first: bool = True) -> list[dict[str, Any]]:
-        clauses, params = [], []
-        if start_ns is not None:
-            clauses.append("ts_ns >= ?")
-            params.append(start_ns)
-        if end_ns is not None:
-            clauses.append("ts_ns < ?")
-            params.append(end_ns)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        where, params = time_window(start_ns, end_ns, "ts_ns")
         rows = self._reader().execute(
             f"SELECT {OPERATOR_COLUMNS} FROM operator_actions{where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
             " LIMIT ? OFFSET ?", (*params, -1 if limit is None else limit, offset)).fetchall()

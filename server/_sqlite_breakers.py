@@ -19,6 +19,7 @@ from ._datamodel import (
     rule_dict,
     sdk_alert_row,
 )
+from ._sqlite_queries import time_window
 
 __all__ = ["BreakerTables"]
 
@@ -54,18 +55,6 @@ _INSERT_ALERT = """
 VALUES (:ts_ns, :source, :rule_id, :rule_name, :condition, :threshold, :value, :message, :scope, :scope_id, :state,
     :channel, :delivery_status, :delivery_error, :details, :dedup_key)
 """
-
-
-def _window(start_ns: int | None, end_ns: int | None, column: str) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if start_ns is not None:
-        clauses.append(f"{column} >= ?")
-        params.append(start_ns)
-    if end_ns is not None:
-        clauses.append(f"{column} < ?")
-        params.append(end_ns)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 class BreakerTables:
@@ -105,7 +94,7 @@ class BreakerTables:
 
     def history(self, connection: sqlite3.Connection, limit: int, offset: int, start_ns: int | None,
                 end_ns: int | None) -> list[dict[str, Any]]:
-        where, params = _window(start_ns, end_ns, "ts_ns")
+        where, params = time_window(start_ns, end_ns, "ts_ns")
         rows = connection.execute(
             f"SELECT {BREAKER_EVENT_COLUMNS} FROM breaker_events{where} ORDER BY ts_ns DESC, id DESC LIMIT ? OFFSET ?",
             (*params, limit, offset))
@@ -113,7 +102,7 @@ class BreakerTables:
 
     def alert_history(self, connection: sqlite3.Connection, limit: int, offset: int, start_ns: int | None,
                       end_ns: int | None) -> list[dict[str, Any]]:
-        where, params = _window(start_ns, end_ns, "ts_ns")
+        where, params = time_window(start_ns, end_ns, "ts_ns")
         rows = connection.execute(
             f"SELECT {ALERT_COLUMNS} FROM alert_history{where} ORDER BY ts_ns DESC, id DESC LIMIT ? OFFSET ?",
             (*params, limit, offset))

@@ -26,7 +26,7 @@ from ._datamodel import (
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
-__all__ = ["Queries"]
+__all__ = ["Queries", "time_window"]
 
 _SORT_COLUMNS = {
     "start_time": "start_ns", "end_time": "end_ns", "duration": "duration_ms", "cost": "cost_usd",
@@ -52,6 +52,19 @@ Range = tuple[int | None, int | None]
 # would first collect every trace of a common model.
 _HAS_LABEL = ("EXISTS (SELECT 1 FROM trace_labels l WHERE l.kind = '{kind}' AND l.label = ?"
               " AND l.tkey = traces.tkey)")
+
+
+def time_window(start_ns: int | None, end_ns: int | None, column: str) -> tuple[str, list[Any]]:
+    """`` WHERE column >= start AND column < end`` for the bounds given (empty without any), and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if start_ns is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(start_ns)
+    if end_ns is not None:
+        clauses.append(f"{column} < ?")
+        params.append(end_ns)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def _like(text: str) -> str:
@@ -226,14 +239,7 @@ class Queries:
                     (low, high)):
                 index = latency_bin(duration / 1e6)
                 bins[index] = bins.get(index, 0) + 1
-        trace_where, trace_params = [], []
-        if start_ns is not None:
-            trace_where.append("start_ns >= ?")
-            trace_params.append(start_ns)
-        if end_ns is not None:
-            trace_where.append("start_ns < ?")
-            trace_params.append(end_ns)
-        where = (" WHERE " + " AND ".join(trace_where)) if trace_where else ""
+        where, trace_params = time_window(start_ns, end_ns, "start_ns")
         traces = connection.execute(f"SELECT count(*) FROM traces{where}", trace_params).fetchone()[0]
         return metrics_dict(start_ns, end_ns, traces, totals, bins)
 

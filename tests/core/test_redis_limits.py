@@ -25,6 +25,7 @@ import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.core.test_breaker import RecordingSink
 
 REDIS_SERVER = "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[2]
@@ -419,21 +420,8 @@ def test_followed_transitions_are_reported_once_per_process(redis_url: str) -> N
     from agentwatch._breaker import Monitor, admit, check, settle
     from agentwatch._redis_windows import RedisWindowStore, backend_for
 
-    class Sink:
-        def __init__(self) -> None:
-            self.records: list[dict[str, Any]] = []
-
-        def transition(self, monitor: Monitor, record: dict[str, Any]) -> None:
-            self.records.append(record)
-
-        def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None:
-            pass
-
-        def blocked(self, error: CircuitBreakerException) -> None:
-            pass
-
     backend = backend_for(redis_url)
-    sinks = [Sink(), Sink()]
+    sinks = [RecordingSink(), RecordingSink()]
     leader, follower = (Monitor("agent", "s", store=RedisWindowStore(backend, "agent", "s"), sink=sink,
                                 budget_per_hour=BIG_USD, block_on_threshold=True) for sink in sinks)
     settle(admit([leader]), cost_usd=BIG_USD, error=False)
@@ -447,11 +435,11 @@ def test_followed_transitions_are_reported_once_per_process(redis_url: str) -> N
     leader.increase_budget(BIG_USD)
     check([follower])  # ... and its recovery (the follower follows here)
     settle(admit([follower]), cost_usd=0.0, error=False)
-    assert [(r["event"], r["to_state"], "fleet_sync" in r) for r in sinks[0].records] == [
+    assert [(r["event"], r["to_state"], "fleet_sync" in r) for r in sinks[0].transitions] == [
         ("triggered", "OPEN", False), ("budget_increased", "CLOSED", False)]
-    assert [(r["event"], r["from_state"], r["to_state"], r.get("fleet_sync")) for r in sinks[1].records] == [
+    assert [(r["event"], r["from_state"], r["to_state"], r.get("fleet_sync")) for r in sinks[1].transitions] == [
         ("triggered", "CLOSED", "OPEN", True), ("budget_increased", "OPEN", "CLOSED", True)]
-    assert sinks[1].records[0]["reason"] == "budget_per_hour"
+    assert sinks[1].transitions[0]["reason"] == "budget_per_hour"
     assert leader.state == follower.state == "CLOSED"
     # A trip decided on an older generation loses to the pause made meanwhile: the store refuses to publish
     # it and answers with what the fleet is now.
@@ -467,21 +455,8 @@ def test_a_new_pause_elsewhere_is_followed_while_already_paused(redis_url: str) 
     from agentwatch._breaker import Monitor, admit, check, settle
     from agentwatch._redis_windows import RedisWindowStore, backend_for
 
-    class Sink:
-        def __init__(self) -> None:
-            self.records: list[dict[str, Any]] = []
-
-        def transition(self, monitor: Monitor, record: dict[str, Any]) -> None:
-            self.records.append(record)
-
-        def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None:
-            pass
-
-        def blocked(self, error: CircuitBreakerException) -> None:
-            pass
-
     backend = backend_for(redis_url)
-    sink = Sink()
+    sink = RecordingSink()
     leader, follower = (Monitor("agent", "repause", store=RedisWindowStore(backend, "agent", "repause"),
                                 sink=s) for s in (None, sink))
     leader.pause(600.0)
@@ -492,7 +467,7 @@ def test_a_new_pause_elsewhere_is_followed_while_already_paused(redis_url: str) 
     admission = admit([follower])
     assert admission.probe_monitors == (follower,)
     settle(admission, cost_usd=0.0, error=False)
-    assert [(r["event"], r["to_state"], r.get("fleet_sync")) for r in sink.records] == [
+    assert [(r["event"], r["to_state"], r.get("fleet_sync")) for r in sink.transitions] == [
         ("paused", "PAUSED", True), ("paused", "PAUSED", True), ("half_open", "HALF_OPEN", None),
         ("recovered", "CLOSED", None)]
     check([leader])  # the leader learns of the recovery on its next look at the fleet
