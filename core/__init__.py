@@ -6,6 +6,8 @@ priced and checked against your limits before the request leaves the process.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._api import (
     AgentContext,
     SpanScope,
@@ -29,7 +31,20 @@ from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLin
 from ._llm import LLMCall, check_limits, current_llm_call, llm_call, start_llm_call
 from ._span import Span
 from ._version import __version__
-from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .hookspecs import hookimpl
+
+
+def __getattr__(name: str) -> Any:
+    # ``hookimpl`` on first use (a plugin module, loaded by init()): it imports pluggy, ~2 ms that a program
+    # which only imports agentwatch need not pay.
+    if name == "hookimpl":
+        from .hookspecs import hookimpl
+
+        globals()["hookimpl"] = hookimpl
+        return hookimpl
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def flush(timeout: float = 5.0) -> bool:

@@ -9,8 +9,11 @@ per process, ``"block"`` blocks every call. See ``_redis_windows`` for what is s
 
 from __future__ import annotations
 
-from ._config import Config
-from ._windows import WindowStore
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: _config is imported by init(), not by ``import agentwatch``
+    from ._config import Config
+    from ._windows import WindowStore
 
 __all__ = ["window_store_for", "REDIS_SCHEMES"]
 

@@ -15,13 +15,10 @@ off. With ``limits_backend`` the monitors publish the transitions to the shared 
 from __future__ import annotations
 
 import contextvars
-import json
 import math
 import os
-import socket
 import time
 import urllib.parse
-import uuid
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
@@ -98,7 +95,7 @@ class RemoteControl:
         self._client = weakref.ref(client)
         self._exporter = exporter
         self._path = path
-        self._instance = uuid.uuid4().hex[:8]
+        self._instance = os.urandom(4).hex()  # uuid4().hex[:8] without importing uuid (and platform) at init
         self._started = time.monotonic()
         self._next_poll = 0.0
         self.version = 0
@@ -109,6 +106,8 @@ class RemoteControl:
 
     @property
     def process(self) -> str:
+        import socket  # json and socket here, on the export worker: ~4 ms less for ``import agentwatch``
+
         return f"{socket.gethostname()}:{os.getpid()}:{self._instance}"
 
     def on_idle(self) -> None:
@@ -142,6 +141,8 @@ class RemoteControl:
         report = {"process": self.process, "service": client.config.agent_name, "version": self.version,
                   "monitors": [{"scope": m.scope, "scope_id": m.scope_id, "state": m.state,
                                 "budget_per_hour": m.budget_per_hour} for m in self._monitors(client)]}
+        import json
+
         body = json.dumps(report, default=str).encode("utf-8")
         try:
             status, data = self._exporter.sender.post(self._path, body, "application/json", gzipped=False,

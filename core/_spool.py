@@ -8,7 +8,6 @@ file is harmless because the collector drops span ids it already stored.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -37,13 +36,23 @@ class Spool:
     """Batches for one destination under ``root/<hash of url>/``, at most ``max_bytes`` in total."""
 
     def __init__(self, root: str | Path, url: str, *, max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
-        self.directory = Path(root) / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+        self._root = root
+        self._directory: Path | None = None
         self.url = url
         self.max_bytes = max_bytes
         self.written = 0
         self.dropped_batches = 0
         self._warned_full = False
         self._warned_unwritable = False
+
+    @property
+    def directory(self) -> Path:
+        """``root/<hash of url>``: named on first use, from the export worker (hashlib costs init() ~2 ms)."""
+        if self._directory is None:
+            import hashlib
+
+            self._directory = Path(self._root) / hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:16]
+        return self._directory
 
     def _files(self) -> list[Path]:
         try:

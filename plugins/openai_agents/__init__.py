@@ -7,6 +7,19 @@ run after a recovery without repeating its finished turns.
 
 from __future__ import annotations
 
-from ._turns import BlockedTurn
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._turns import BlockedTurn
 
 __all__ = ["BlockedTurn"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: init() imports this package for its entry point (``_plugin``) whether or not the Agents SDK is
+    # used, and ``_turns`` (dataclasses, the instrumentation API) is ~2 ms of that.
+    if name == "BlockedTurn":
+        from ._turns import BlockedTurn
+
+        return BlockedTurn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
