@@ -159,3 +159,90 @@ def test_local_models_and_test_doubles_cost_nothing(priced: Priced, model: str |
 def test_an_override_still_prices_a_local_model() -> None:
     pricer = Pricer({"llama3.2": {"input": 0.5, "output": 1.0}})
     assert pricer.price("llama3.2", "ollama", _M, _M).cost_usd == pytest.approx(1.5)
+
+
+# ---- the shipped index: genai-prices' own answers, read without importing genai-prices -----------------------
+
+def test_the_shipped_index_gives_genai_prices_answers() -> None:
+    """Every line of ``_price_index`` equals what the table answers now; fails when genai-prices was upgraded
+    without regenerating it (``python -m agentwatch._pricing``)."""
+    from datetime import UTC, datetime
+
+    from agentwatch import _price_index, _pricing
+
+    assert _pricing._index_matches_installed()
+    lines = _price_index.INDEX.strip("\n").split("\n")
+    assert len(lines) > 1000
+    for line in lines:
+        provider, model, field = line.split("\t")
+        found = _pricing._find_in_own_provider(model, provider or None) or _pricing._find_in_table(
+            model, provider or None)
+        expected = _pricing._rates_of(found[1].get_prices(datetime.now(tz=UTC))) if found else None
+        assert _pricing._parse_indexed(field) == expected, line
+
+
+def test_first_priced_call_reads_the_index_not_genai_prices() -> None:
+    import json
+    import subprocess
+    import sys
+
+    program = ("import json, sys\nfrom agentwatch._pricing import Pricer\n"
+               "cost = Pricer().cost('gpt-4o', 'openai', 1_000_000, 100_000, 400_000)\n"
+               "print(json.dumps([cost, 'genai_prices' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60)
+    (cost, estimated), imported = json.loads(done.stdout)
+    assert cost == pytest.approx(3.00, rel=1e-9) and estimated is False
+    assert imported is False
+
+
+def test_dated_prices_in_the_index_follow_todays_date() -> None:
+    from agentwatch import _pricing
+
+    rates = _pricing._parse_indexed("|1.0,2.0,3.0,4.0| 2000-01-01|5.0,6.0,7.0,8.0| 2999-01-01|9.0,9.0,9.0,9.0|")
+    assert rates is not None and (rates.input, rates.output, rates.cache_read, rates.cache_write) == (5, 6, 7, 8)
+    before_all = _pricing._parse_indexed("2999-01-01|9.0,9.0,9.0,9.0|1000,1.0,2.0,3.0,4.0")
+    assert before_all is not None and before_all.input == 9.0 and before_all.tiers == ((1000, 1.0, 2.0, 3.0, 4.0),)
+    assert _pricing._parse_indexed("-") is None
+
+
+def test_a_custom_snapshot_is_asked_instead_of_the_index() -> None:
+    from decimal import Decimal
+
+    from genai_prices import data_snapshot, types
+
+    model = types.ModelInfo(id="gpt-4o", match=types.ClauseEquals(equals="gpt-4o"),
+                            prices=types.ModelPrice(input_mtok=Decimal(100), output_mtok=Decimal(200)))
+    provider = types.Provider(id="openai", name="OpenAI", api_pattern="", models=[model])
+    data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[provider], from_auto_update=False))
+    try:
+        assert Pricer().price("gpt-4o", "openai", _M, _M).cost_usd == pytest.approx(300.0)
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert Pricer().price("gpt-4o", "openai", _M, _M).cost_usd == pytest.approx(12.5)
+
+
+def test_names_the_index_lacks_are_remembered_for_the_next_process(tmp_path: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentwatch import _pricing
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(_pricing, "_remembered_text", None)
+    assert _pricing._indexed_rates("gpt-4o-2024-11-20", "openai") is _pricing._NOT_INDEXED
+
+    first = Pricer().price("gpt-4o-2024-11-20", "openai", _M, _M)  # answered by the table, then remembered
+    monkeypatch.setattr(_pricing, "_remembered_text", None)  # as a new process: read back from the file
+    remembered = _pricing._indexed_rates("gpt-4o-2024-11-20", "openai")
+
+    assert (tmp_path / "agentwatch").is_dir() and any((tmp_path / "agentwatch").glob("prices-*.tsv"))
+    assert remembered is not _pricing._NOT_INDEXED
+    assert Pricer().price("gpt-4o-2024-11-20", "openai", _M, _M) == first
+    assert first.cost_usd == pytest.approx(2.50 + 10.00)  # a dated alias of gpt-4o, matched by its clause
+
+
+def test_an_index_built_for_another_genai_prices_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentwatch import _pricing
+
+    monkeypatch.setattr(_pricing, "_index_usable", None)
+    monkeypatch.setattr("agentwatch._price_index.DATA_SIZE", -1)
+    assert _pricing._indexed_rates("gpt-4o", "openai") is _pricing._NOT_INDEXED
+    assert Pricer().price("gpt-4o", "openai", _M, 0).cost_usd == pytest.approx(2.5)  # from the table
