@@ -12,7 +12,13 @@ pauses are timed in the collecting thread's CPU time, so that preemption on a bu
 - gc: a full collection (``gc.collect()``, timed through ``gc.callbacks``) after import + init, compared with
   the same program without AgentWatch: the difference is what init()'s objects cost every full pass; also
   the longest automatic collection seen while the program then allocates (what a user's call would stall).
-- modules: how many modules import + init added, and the heaviest ones (``-X importtime``) with ``--profile``.
+- first priced call: ``Client.price`` of a model right after init() (genai-prices' answer read from the shipped
+  index: no price-table import);
+- modules: how many modules import + init added, and the heaviest ones (``-X importtime``) with ``--profile``,
+  with a cProfile summary of init().
+
+init() is also timed in the calling thread's CPU time alone: the export worker starts at its end, and its
+work (the process span, the first connection attempt) lands in the process CPU time of a busy machine.
 
 Targets (issue 20): import <= 30 ms, init <= 30 ms, no GC pause > 5 ms caused by init's objects.
 """
@@ -45,10 +51,20 @@ wall, cpu = time.perf_counter(), time.process_time()
 if WATCH:
     import agentwatch
 wall_import, cpu_import = time.perf_counter(), time.process_time()
+thread_import = time.thread_time()
 if WATCH:
     agentwatch.init()
 wall_init, cpu_init = time.perf_counter(), time.process_time()
+thread_init = time.thread_time() - thread_import
+if WATCH:
+    client = agentwatch.get_client()
+    wall_price, cpu_price = time.perf_counter(), time.thread_time()
+    client.price("gpt-4o", "openai", 1000, 100)
+    wall_price, cpu_price = time.perf_counter() - wall_price, time.thread_time() - cpu_price
+else:
+    wall_price = cpu_price = 0.0
 objects = len(gc.get_objects())
+frozen = gc.get_freeze_count()
 gc.callbacks.append(_timer)
 gc.collect()
 full = pauses[-1][1]
@@ -63,7 +79,8 @@ gc.callbacks.remove(_timer)
 print(json.dumps({
     "import_ms": (wall_import - wall) * 1e3, "import_cpu_ms": (cpu_import - cpu) * 1e3,
     "init_ms": (wall_init - wall_import) * 1e3, "init_cpu_ms": (cpu_init - cpu_import) * 1e3,
-    "objects": objects, "modules": len(sys.modules) - modules, "full_gc_ms": full,
+    "init_thread_cpu_ms": thread_init * 1e3, "price_ms": wall_price * 1e3, "price_cpu_ms": cpu_price * 1e3,
+    "objects": objects, "frozen": frozen, "modules": len(sys.modules) - modules, "full_gc_ms": full,
     "max_auto_gc_ms": max((p for _, p in pauses), default=0.0),
     "gen2_collections": sum(1 for g, _ in pauses if g == 2),
 }))
@@ -104,6 +121,20 @@ def _import_profile(limit: int = 15) -> None:
         print(f"    {cumulative:8d} {self_us:8d} {name}")
 
 
+def _init_profile(limit: int = 12) -> None:
+    """Where init() spends its time (cProfile, cumulative), in a fresh interpreter."""
+    program = ("import cProfile, pstats, agentwatch\nprofile = cProfile.Profile()\nprofile.enable()\n"
+               "agentwatch.init()\nprofile.disable()\n"
+               f"pstats.Stats(profile).sort_stats('cumulative').print_stats({limit})\nagentwatch.shutdown(0.1)\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, check=True,
+                          env=_ENV)
+    rows = [line for line in done.stdout.splitlines() if line.strip()]
+    start = next((index for index, line in enumerate(rows) if "ncalls" in line), 0)
+    print("  init() profile (cProfile, cumulative s):")
+    for line in rows[start:start + limit + 1]:
+        print(f"    {line.strip()[:150]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -115,9 +146,12 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}; {args.runs} fresh interpreters per arm; ms")
     print(f"  import agentwatch   wall {_summary(watched, 'import_ms')}   cpu {_summary(watched, 'import_cpu_ms')}")
     print(f"  init()              wall {_summary(watched, 'init_ms')}   cpu {_summary(watched, 'init_cpu_ms')}")
+    print(f"  init() in its own thread's CPU time      {_summary(watched, 'init_thread_cpu_ms')}")
+    print(f"  first priced call   wall {_summary(watched, 'price_ms')}   cpu {_summary(watched, 'price_cpu_ms')}")
     print(f"  modules added: {statistics.median(run['modules'] for run in watched):.0f}; gc-tracked objects "
           f"{statistics.median(run['objects'] for run in bare):.0f} -> "
-          f"{statistics.median(run['objects'] for run in watched):.0f}")
+          f"{statistics.median(run['objects'] for run in watched):.0f} "
+          f"(+{statistics.median(run['frozen'] for run in watched):.0f} frozen by init: never walked again)")
     full_bare = statistics.median(run["full_gc_ms"] for run in bare)
     full_watched = statistics.median(run["full_gc_ms"] for run in watched)
     auto_bare = statistics.median(run["max_auto_gc_ms"] for run in bare)
@@ -133,6 +167,7 @@ def main() -> None:
           f"{verdict} (median import {import_ms:.1f}, init {init_ms:.1f}, gc {gc_added:+.2f})")
     if args.profile:
         _import_profile()
+        _init_profile()
 
 
 if __name__ == "__main__":

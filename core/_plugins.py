@@ -17,7 +17,8 @@ import pluggy
 from . import hookspecs
 from ._safe import logger, stop_on_exception
 
-__all__ = ["PluginManager", "ENTRY_POINT_GROUP", "PostImportHooks", "entry_points_of", "discover", "is_installed",
+__all__ = ["PluginManager", "ENTRY_POINT_GROUP", "PostImportHooks", "entry_points_of", "plugin_entry_points", "discover",
+           "is_installed",
            "distributions", "normalize"]
 
 ENTRY_POINT_GROUP = "agentwatch.plugins"
@@ -132,11 +133,84 @@ def entry_points_of(group: str) -> list[_EntryPoint]:
     return found
 
 
+# The scan opens every distribution's metadata directory (~500 with every framework installed: ~3 ms of init()).
+# Its result for ``agentwatch.plugins`` is kept in a per-user file, valid while every ``sys.path`` directory has
+# the modification time it had then: installing, upgrading or removing a distribution adds or renames a
+# ``*.dist-info`` directory there, which changes it. A directory modified in the last seconds is not trusted
+# (a coarse file-system clock could hide a change made within the same tick): the scan runs and is not kept.
+_CACHE_VERSION = "agentwatch entry points 1"
+_SETTLED_NS = 2_000_000_000
+
+
+def _path_signature() -> list[str] | None:
+    """``mtime_ns path`` of each ``sys.path`` entry (-1: missing); None if one changed just now."""
+    import time
+
+    now = time.time_ns()
+    rows = []
+    for directory in sys.path:
+        try:
+            modified = os.stat(directory or ".").st_mtime_ns
+        except OSError:
+            modified = -1
+        if now - modified < _SETTLED_NS:
+            return None
+        rows.append(f"{modified} {directory}")
+    return rows
+
+
+def _cache_path() -> str:
+    from ._spool import default_spool_root
+
+    return os.path.join(os.path.dirname(default_spool_root()), "entry-points.txt")
+
+
+def _cached_entry_points(signature: list[str]) -> list[_EntryPoint] | None:
+    try:
+        with open(_cache_path(), encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, ValueError):
+        return None
+    head, _, body = text.partition("\n\n")
+    if head != "\n".join([_CACHE_VERSION, *signature]):
+        return None
+    return [_EntryPoint(*line.split("\t", 1)) for line in body.splitlines() if "\t" in line]
+
+
+def _keep_entry_points(signature: list[str], found: list[_EntryPoint]) -> None:
+    path = _cache_path()
+    temporary = f"{path}.{os.getpid()}.tmp"
+    body = "".join(f"{entry.name}\t{entry.value}\n" for entry in found)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write("\n".join([_CACHE_VERSION, *signature]) + "\n\n" + body)
+        os.replace(temporary, path)  # whole, or not at all, for a process reading it meanwhile
+    except OSError:  # a read-only home: scan every time
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+
+
+def plugin_entry_points() -> list[_EntryPoint]:
+    """``entry_points_of("agentwatch.plugins")``, from the per-user cache when no ``sys.path`` directory changed."""
+    signature = _path_signature()
+    if signature is not None:
+        cached = _cached_entry_points(signature)
+        if cached is not None:
+            return cached
+    found = entry_points_of(ENTRY_POINT_GROUP)
+    if signature is not None:
+        _keep_entry_points(signature, found)
+    return found
+
+
 def discover(disabled: Iterable[str]) -> list[tuple[str, ModuleType | Any]]:
     """Load the entry points of ``agentwatch.plugins``; skip blocked ones and broken ones, quietly."""
     blocked = set(disabled)
     found: list[tuple[str, Any]] = []
-    for entry_point in entry_points_of(ENTRY_POINT_GROUP):
+    for entry_point in plugin_entry_points():
         if entry_point.name in blocked:
             logger.debug("agentwatch: plugin %r disabled by configuration", entry_point.name)
             continue

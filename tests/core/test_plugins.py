@@ -163,3 +163,37 @@ def test_hookspecs_are_prefixed_and_documented() -> None:
     assert len(specs) >= 10
     for name in specs:
         assert getattr(hookspecs, name).__doc__, name
+
+
+def test_entry_point_cache_is_used_until_a_path_directory_changes(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-user cache of the ``agentwatch.plugins`` scan answers while no ``sys.path`` directory changed, and
+    a distribution installed afterwards is found (its metadata directory changes its parent's mtime)."""
+    import os
+    import time
+
+    from agentwatch import _plugins
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    settled = time.time() - 60
+    os.utime(site, (settled, settled))
+    if _plugins._path_signature() is None:  # another sys.path directory changed in the last seconds
+        pytest.skip("a sys.path directory is being modified")
+
+    first = {entry.name for entry in _plugins.plugin_entry_points()}
+    cache = tmp_path / "cache" / "agentwatch" / "entry-points.txt"
+    assert cache.is_file() and first == {entry.name for entry in _plugins.entry_points_of("agentwatch.plugins")}
+    # Read from the cache while nothing changed: a line added to it shows up.
+    cache.write_text(cache.read_text() + "from_the_cache\taw_nothing\n")
+    assert "from_the_cache" in {entry.name for entry in _plugins.plugin_entry_points()}
+
+    (site / "aw_new-1.0.dist-info").mkdir()
+    (site / "aw_new-1.0.dist-info" / "entry_points.txt").write_text("[agentwatch.plugins]\nnewplugin = aw_new\n")
+    found = {entry.name for entry in _plugins.plugin_entry_points()}
+    assert "newplugin" in found and "from_the_cache" not in found
+    os.utime(site, (settled + 1, settled + 1))  # settled again: scanned once more, and kept
+    assert "newplugin" in {entry.name for entry in _plugins.plugin_entry_points()}
+    assert "newplugin" in cache.read_text()
