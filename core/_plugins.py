@@ -17,9 +17,8 @@ import pluggy
 from . import hookspecs
 from ._safe import logger, stop_on_exception
 
-__all__ = ["PluginManager", "ENTRY_POINT_GROUP", "PostImportHooks", "entry_points_of", "plugin_entry_points", "discover",
-           "is_installed",
-           "distributions", "normalize"]
+__all__ = ["PluginManager", "ENTRY_POINT_GROUP", "PostImportHooks", "entry_points_of", "plugin_entry_points",
+           "discover", "is_installed", "distributions", "normalize"]
 
 ENTRY_POINT_GROUP = "agentwatch.plugins"
 
