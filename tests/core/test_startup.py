@@ -73,3 +73,35 @@ def test_provider_entry_alone_prices_as_the_whole_table() -> None:
             assert (own[0].id, own[1].id, own[1].prices) == (whole[0].id, whole[1].id, whole[1].prices)
             checked += 1
     assert checked > 100
+
+
+def test_import_alone_leaves_pluggy_config_and_the_network_modules_to_init() -> None:
+    result = _run("""
+        import json, sys
+        before = set(sys.modules)
+        import agentwatch
+        loaded = [name for name in ("pluggy", "agentwatch._config", "agentwatch._pricing", "socket", "uuid",
+                                    "hashlib") if name in sys.modules and name not in before]
+        hookimpl_type = type(agentwatch.hookimpl).__name__  # resolved on first use
+        print(json.dumps({"loaded": loaded, "hookimpl": hookimpl_type}))
+    """)
+    assert result == {"loaded": [], "hookimpl": "HookimplMarker"}
+
+
+def test_first_init_freezes_start_up_objects_unless_the_program_manages_gc() -> None:
+    program = """
+        import gc, json
+        {setup}
+        import agentwatch
+        agentwatch.init(exporters=[])
+        first = gc.get_freeze_count()
+        agentwatch.shutdown(0.1)
+        agentwatch.init(exporters=[])
+        print(json.dumps({{"first": first, "again": gc.get_freeze_count()}}))
+        agentwatch.shutdown(0.1)
+    """
+    default = _run(program.format(setup=""))
+    # Once: a second init() freezes nothing more (frozen objects freed by shutdown() leave the count).
+    assert default["first"] > 1000 and default["again"] <= default["first"]  # type: ignore[operator]
+    disabled = _run(program.format(setup="gc.disable()"))
+    assert disabled == {"first": 0, "again": 0}
