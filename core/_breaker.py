@@ -81,8 +81,10 @@ __all__ = [
     "Monitor",
     "Admission",
     "admit",
+    "admit_call",
     "check",
     "settle",
+    "settle_call",
     "top_up",
 ]
 
@@ -139,8 +141,10 @@ class Admission:
 _Blocked = tuple[Monitor, Trip]
 
 
-def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int = 0) -> Admission | _Blocked:
-    """One pass over the scopes: the Admission, or the first monitor that blocks (and why)."""
+def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int = 0) -> Admission | _Blocked | None:
+    """One pass over the scopes: the Admission, or the first monitor that blocks (and why). None: admitted,
+    and no monitor holds anything for the call (no probe, no reservation), so ``monitors`` is all a settlement
+    needs (the common call, which then allocates nothing here)."""
     probes: list[_Probe | None] | None = None
     held: list[bool] | None = None
     rid = 0
@@ -188,6 +192,8 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
                 probes = [None] * len(monitors)
             probes[index] = probe
         index += 1
+    if probes is None and held is None:
+        return None
     return Admission(monitors, probes, trace_id, held, units, rid)
 
 
@@ -203,18 +209,55 @@ def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None,
     again and may go ahead. Otherwise ``sink.blocked`` is told and ``CircuitBreakerException`` raised.
     """
     ms = monitors if isinstance(monitors, tuple) else tuple(monitors)
+    admission = admit_call(ms, trace_id, reserve)
+    return admission if admission.__class__ is Admission else Admission(ms, None, trace_id)  # type: ignore[return-value]
+
+
+def admit_call(monitors: tuple[Monitor, ...], trace_id: str | None = None,
+               reserve: float | Callable[[], float] | None = None) -> Admission | tuple[Monitor, ...]:
+    """``admit`` for the LLM-call path: the common admission (no monitor holds a probe slot or a reservation
+    for the call) is answered with ``monitors`` itself rather than an ``Admission``; ``settle_call`` takes
+    either. Saves an object per call."""
+    if len(monitors) == 1:
+        # The global monitor alone (no agent scope, no run budget): the common call, without the loop's
+        # bookkeeping. A CLOSED monitor whose windows admit it, as in ``_try_admit``; anything else there.
+        monitor = monitors[0]
+        now = monitor._clock()
+        with monitor._lock:
+            if monitor._state is CLOSED and not monitor._hard:
+                verdict = monitor._evaluate(now, True)
+                if verdict is None:
+                    return monitors
+                blocked, probe = monitor._admit_locked(now, verdict)
+            else:
+                verdict = None
+        if verdict is not None:  # a violated limit (or the fleet's record) was decided on: report it
+            monitor._drain()
+            if blocked is not None:
+                return _admitted_after_block(monitors, trace_id, (monitor, blocked), 0)
+            if probe is not None:  # the fleet's record was HALF_OPEN and this call took its probe slot
+                return Admission(monitors, [probe], trace_id)
+            return monitors
     units = 0
     if reserve is not None:
-        for monitor in ms:
+        for monitor in monitors:
             if monitor._hard:
                 units = _units(reserve() if callable(reserve) else reserve)
                 break
-    result = _try_admit(ms, trace_id, units)
-    if isinstance(result, Admission):
-        return result
-    admission = _resolve_block(ms, trace_id, result, lambda: _try_admit(ms, trace_id, units), units)
-    assert isinstance(admission, Admission)
-    return admission
+    result = _try_admit(monitors, trace_id, units)
+    if result is None:
+        return monitors
+    if result.__class__ is Admission:
+        return result  # type: ignore[return-value]
+    return _admitted_after_block(monitors, trace_id, result, units)  # type: ignore[arg-type]
+
+
+def _admitted_after_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
+                          units: int) -> Admission | tuple[Monitor, ...]:
+    """A monitor blocked the call: its ``on_block`` hook may recover it and the call go ahead after all,
+    else ``CircuitBreakerException`` is raised."""
+    admission = _resolve_block(monitors, trace_id, blocked, lambda: _try_admit(monitors, trace_id, units), units)
+    return monitors if admission is None else admission
 
 
 def _units(usd: Any) -> int:
@@ -321,6 +364,24 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
         if sink is not None:
             _sink_blocked(sink, error)
         raise error
+
+
+def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, error: bool) -> None:
+    """``settle`` what ``admit_call`` returned: an ``Admission``, or the monitors of a plain admission (each
+    records the cost and outcome lock-free; the caller settles once, as ``LLMCall.end`` does)."""
+    if admission.__class__ is not tuple:
+        settle(admission, cost_usd=cost_usd, error=error)  # type: ignore[arg-type]
+        return
+    cost = cost_usd
+    if cost.__class__ is not float or not (0.0 <= cost < math.inf):  # also catches NaN
+        cost = _clean_cost(cost)
+    clock: Callable[[], float] | None = None
+    item = (0.0, cost, error)
+    for monitor in admission:  # type: ignore[union-attr]
+        if monitor._clock is not clock:  # scopes normally share one clock: read it once
+            clock = monitor._clock
+            item = (clock(), cost, error)
+        monitor._submit(item)
 
 
 def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:

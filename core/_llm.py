@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
-from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
+from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up
 from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
@@ -149,9 +149,10 @@ class LLMCall:
 
     __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_estimate", "_fallback_price")
 
-    def __init__(self, span: Span, client: Client | None, admission: Admission | None) -> None:
+    def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
         self._client = client
+        # What ``admit_call`` answered: an Admission, or the monitors alone (nothing held for the call).
         self._admission = admission
         self._tokens: list[Token[Any]] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
@@ -212,13 +213,13 @@ class LLMCall:
     def hard_budget(self) -> bool:
         """Whether a scope of this call has a hard budget (a lower layer then reserves the request's worst case)."""
         admission = self._admission
-        return admission is not None and admission.hard
+        return admission.__class__ is Admission and admission.hard  # type: ignore[union-attr]
 
     def reserve_request(self, body: Any, model: str | None = None, kind: str = "llm") -> None:
         """``top_up`` by the worst-case cost of a request body this call is about to send (see
         ``agentwatch._reservation``); nothing to do, and nothing read, unless a scope has a hard budget."""
         admission = self._admission
-        if admission is None or not admission.hard or self._client is None:
+        if admission.__class__ is not Admission or not admission.hard or self._client is None:  # type: ignore[union-attr]
             return
         span = self.span
         self.top_up(estimator(self._client, model or span.model, span.provider, body, kind))
@@ -228,10 +229,10 @@ class LLMCall:
         the request body knows its worst case). Raises ``CircuitBreakerException`` if it does not fit;
         the span is then marked blocked and the request must not be sent."""
         admission = self._admission
-        if admission is None or not admission.hard:
+        if admission.__class__ is not Admission or not admission.hard:  # type: ignore[union-attr]
             return
         try:
-            top_up(admission, reserve)
+            top_up(admission, reserve)  # type: ignore[arg-type]
         except CircuitBreakerException as blocked:
             _mark_blocked(self.span, blocked)
             raise
@@ -356,7 +357,7 @@ class LLMCall:
                 span.attributes["cost_estimated"] = True
         span.attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
         if self._admission is not None:
-            settle(self._admission, cost_usd=span.cost_usd, error=error is not None and not blocked)
+            settle_call(self._admission, span.cost_usd, error is not None and not blocked)
         client.end_span(span, now)
 
     def _apply_estimate(self) -> None:
@@ -444,8 +445,8 @@ def start_llm_call(
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
             runs = RUN_MONITORS.get()
-            admission = admit(_monitors(client, scopes, budgets) if scopes or context_scopes or runs or budgets
-                              else (client.monitor,), trace_id=span.trace_id, reserve=reserve)
+            admission = admit_call(tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs
+                                   or budgets else (client.monitor,), span.trace_id, reserve)
         except CircuitBreakerException as blocked:
             _end_blocked(client, span, blocked)
             raise

@@ -290,8 +290,22 @@ class LocalWindowStore:
     # ---- the hot path ---------------------------------------------------------------------------
 
     def evaluate(self, now: float, count_call: bool) -> Violation | None:
-        if self._inbox:
-            self._fold()
+        inbox = self._inbox
+        if inbox:
+            if len(inbox) == 1:  # the usual: the previous call's result, folded here without another frame
+                t, cost, error = inbox.popleft()
+                if cost:
+                    self._add_spend(t, cost)
+                if t < self._done_until:
+                    self._done_open += 1
+                    self._done_total += 1
+                    if error:
+                        self._done_open_errors += 1
+                        self._done_errors += 1
+                else:
+                    self._new_done_bucket(t, error)
+            if inbox:  # more than one, or one more appended meanwhile
+                self._fold()
         if now >= self._expires:  # the earliest expiry of the three windows
             self._evict(now)
         # An unset limit compares as +inf and never matches, so a reported threshold is never None.
@@ -405,24 +419,27 @@ class LocalWindowStore:
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _fold(self) -> None:
+    def _add_spend(self, t: float, cost: float) -> None:
         global _last_conversion
+        memo = _last_conversion
+        if cost == memo[0]:
+            units = memo[1]
+        else:
+            units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
+            _last_conversion = (cost, units)
+        if t < self._spend_until:
+            self._spend_open += units
+            self._spend_total += units
+        else:
+            self._new_spend_bucket(t, units)
+
+    def _fold(self) -> None:
         inbox = self._inbox
         while inbox:
             # popleft is atomic: a record() racing with this loop is either taken now or left for later.
             t, cost, error = inbox.popleft()
             if cost:
-                memo = _last_conversion
-                if cost == memo[0]:
-                    units = memo[1]
-                else:
-                    units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
-                    _last_conversion = (cost, units)
-                if t < self._spend_until:
-                    self._spend_open += units
-                    self._spend_total += units
-                else:
-                    self._new_spend_bucket(t, units)
+                self._add_spend(t, cost)
             if t < self._done_until:
                 self._done_open += 1
                 self._done_total += 1
