@@ -86,10 +86,6 @@ _ERROR_BUCKET_S: Final = ERROR_WINDOW_S / BUCKETS_PER_WINDOW
 _CALLS_BUCKET_S: Final = CALLS_WINDOW_S / BUCKETS_PER_WINDOW
 _NEVER: Final = math.inf
 
-# Every scope of a call records the same cost: the last conversion is reused (one tuple, swapped
-# atomically, so threads can share it).
-_last_conversion: tuple[float, int] = (0.0, 0)
-
 
 def usd_to_units(usd: float) -> int:
     return int(usd * _UNITS_PER_USD_F + 0.5)  # round half up: costs and budgets are never negative
@@ -295,7 +291,12 @@ class LocalWindowStore:
             if len(inbox) == 1:  # the usual: the previous call's result, folded here without another frame
                 t, cost, error = inbox.popleft()
                 if cost:
-                    self._add_spend(t, cost)
+                    units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
+                    if t < self._spend_until:
+                        self._spend_open += units
+                        self._spend_total += units
+                    else:
+                        self._new_spend_bucket(t, units)
                 if t < self._done_until:
                     self._done_open += 1
                     self._done_total += 1
@@ -419,27 +420,18 @@ class LocalWindowStore:
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _add_spend(self, t: float, cost: float) -> None:
-        global _last_conversion
-        memo = _last_conversion
-        if cost == memo[0]:
-            units = memo[1]
-        else:
-            units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
-            _last_conversion = (cost, units)
-        if t < self._spend_until:
-            self._spend_open += units
-            self._spend_total += units
-        else:
-            self._new_spend_bucket(t, units)
-
     def _fold(self) -> None:
         inbox = self._inbox
         while inbox:
             # popleft is atomic: a record() racing with this loop is either taken now or left for later.
             t, cost, error = inbox.popleft()
             if cost:
-                self._add_spend(t, cost)
+                units = int(cost * _UNITS_PER_USD_F + 0.5)
+                if t < self._spend_until:
+                    self._spend_open += units
+                    self._spend_total += units
+                else:
+                    self._new_spend_bucket(t, units)
             if t < self._done_until:
                 self._done_open += 1
                 self._done_total += 1
