@@ -90,6 +90,10 @@ __all__ = [
 
 #: Reservation ids: unique per admission in this process (a shared store prefixes its own random token).
 _rids: Final = itertools.count(1)
+#: Admissions a monitor without limits takes lock-free before it counts them (with the results recorded
+#: meanwhile) under its lock: bounds that backlog, and the pause counting it makes (a few µs).
+CATCH_UP_EVERY: Final = 64
+_INF: Final = math.inf
 
 
 # ---- admission --------------------------------------------------------------------------------------
@@ -155,6 +159,13 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
         if monitor._clock is not clock:  # scopes normally share one clock: read it once per call
             clock = monitor._clock
             now = clock()
+        pending = monitor._pending_calls
+        if pending is not None and monitor._state is CLOSED:  # no limit: admitted, counted later
+            pending.append(now)
+            if len(pending) >= CATCH_UP_EVERY:
+                monitor._catch_up()
+            index += 1
+            continue
         with monitor._lock:
             if monitor._state is CLOSED:
                 verdict = monitor._evaluate(now, True)
@@ -223,6 +234,15 @@ def admit_call(monitors: tuple[Monitor, ...], trace_id: str | None = None,
         # bookkeeping. A CLOSED monitor whose windows admit it, as in ``_try_admit``; anything else there.
         monitor = monitors[0]
         now = monitor._clock()
+        pending = monitor._pending_calls
+        if pending is not None and monitor._state is CLOSED:
+            # No limit set (plain ``init()``): nothing can block, so the admission is only noted, lock-free;
+            # it is counted with the others before anything reads the windows. A monitor paused or killed
+            # meanwhile is seen by the next call, as if this one had been admitted just before.
+            pending.append(now)
+            if len(pending) >= CATCH_UP_EVERY:
+                monitor._catch_up()
+            return monitors
         with monitor._lock:
             if monitor._state is CLOSED and not monitor._hard:
                 verdict = monitor._evaluate(now, True)
@@ -373,8 +393,12 @@ def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, err
         settle(admission, cost_usd=cost_usd, error=error)  # type: ignore[arg-type]
         return
     cost = cost_usd
-    if cost.__class__ is not float or not (0.0 <= cost < math.inf):  # also catches NaN
+    if cost.__class__ is not float or not 0.0 <= cost < _INF:  # also catches NaN
         cost = _clean_cost(cost)
+    if len(admission) == 1:  # the global monitor alone
+        monitor = admission[0]  # type: ignore[index]
+        monitor._submit((monitor._clock(), cost, error))
+        return
     clock: Callable[[], float] | None = None
     item = (0.0, cost, error)
     for monitor in admission:  # type: ignore[union-attr]

@@ -326,16 +326,17 @@ class LLMCall:
             return
         self._ended = True
         span = self.span
+        attributes = span.attributes
         if finish_reason:
-            span.attributes["finish_reason"] = finish_reason
-        blocked = False
+            attributes["finish_reason"] = finish_reason
+        failed = False  # counts as an error in the breaker's windows (a block does not: nothing was sent)
         if error is not None:
             if isinstance(error, CircuitBreakerException):  # refused by a top-up: nothing was sent
-                blocked = True
                 if span.status != "blocked":
                     _mark_blocked(span, error)
             else:
                 span.record_error(error)
+                failed = True
         client = self._client
         if client is None:
             span.finish()
@@ -343,21 +344,23 @@ class LLMCall:
         now = _time_ns()
         if self._estimate is not None:
             self._apply_estimate()
-        if span.input_tokens or span.output_tokens:
-            if "usage_missing" in span.attributes:  # one layer lacked usage, another reported it
-                del span.attributes["usage_missing"]
+        input_tokens = span.input_tokens
+        output_tokens = span.output_tokens
+        if input_tokens or output_tokens:
+            if "usage_missing" in attributes:  # one layer lacked usage, another reported it
+                del attributes["usage_missing"]
             # Client.price without its frame when no plugin prices calls (the usual case).
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
-                span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
-                self._cache_write)
+                span.model, span.provider, input_tokens, output_tokens, span.cached_input_tokens, self._cache_write)
             if self._fallback_price is not None:
                 cost, estimated = self._price_with_fallback(client, cost, estimated)
             span.cost_usd = cost
             if estimated:
-                span.attributes["cost_estimated"] = True
-        span.attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
-        if self._admission is not None:
-            settle_call(self._admission, span.cost_usd, error is not None and not blocked)
+                attributes["cost_estimated"] = True
+        attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
+        admission = self._admission
+        if admission is not None:
+            settle_call(admission, span.cost_usd, failed)
         client.end_span(span, now)
 
     def _apply_estimate(self) -> None:
