@@ -389,19 +389,19 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
 def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, error: bool) -> None:
     """``settle`` what ``admit_call`` returned: an ``Admission``, or the monitors of a plain admission (each
     records the cost and outcome lock-free; the caller settles once, as ``LLMCall.end`` does)."""
-    if admission.__class__ is not tuple:
-        settle(admission, cost_usd=cost_usd, error=error)  # type: ignore[arg-type]
+    if not isinstance(admission, tuple):
+        settle(admission, cost_usd=cost_usd, error=error)
         return
     cost = cost_usd
-    if cost.__class__ is not float or not 0.0 <= cost < _INF:  # also catches NaN
+    if type(cost) is not float or not 0.0 <= cost < _INF:  # also catches NaN
         cost = _clean_cost(cost)
     if len(admission) == 1:  # the global monitor alone
-        monitor = admission[0]  # type: ignore[index]
+        monitor = admission[0]
         monitor._submit((monitor._clock(), cost, error))
         return
     clock: Callable[[], float] | None = None
     item = (0.0, cost, error)
-    for monitor in admission:  # type: ignore[union-attr]
+    for monitor in admission:
         if monitor._clock is not clock:  # scopes normally share one clock: read it once
             clock = monitor._clock
             item = (clock(), cost, error)

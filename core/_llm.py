@@ -174,17 +174,17 @@ class LLMCall:
         span = self.span
         # Plain non-negative ints are the norm; only anything else goes through the slow check.
         if input_tokens is not None:
-            if input_tokens.__class__ is int and 0 <= input_tokens <= _MAX_TOKENS:
+            if type(input_tokens) is int and 0 <= input_tokens <= _MAX_TOKENS:
                 span.input_tokens = input_tokens
             else:
                 self._set_checked("input_tokens", input_tokens)
         if output_tokens is not None:
-            if output_tokens.__class__ is int and 0 <= output_tokens <= _MAX_TOKENS:
+            if type(output_tokens) is int and 0 <= output_tokens <= _MAX_TOKENS:
                 span.output_tokens = output_tokens
             else:
                 self._set_checked("output_tokens", output_tokens)
         if cached_input_tokens is not None:
-            if cached_input_tokens.__class__ is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
+            if type(cached_input_tokens) is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
                 span.cached_input_tokens = cached_input_tokens
             else:
                 self._set_checked("cached_input_tokens", cached_input_tokens)
@@ -213,13 +213,13 @@ class LLMCall:
     def hard_budget(self) -> bool:
         """Whether a scope of this call has a hard budget (a lower layer then reserves the request's worst case)."""
         admission = self._admission
-        return admission.__class__ is Admission and admission.hard  # type: ignore[union-attr]
+        return isinstance(admission, Admission) and admission.hard
 
     def reserve_request(self, body: Any, model: str | None = None, kind: str = "llm") -> None:
         """``top_up`` by the worst-case cost of a request body this call is about to send (see
         ``agentwatch._reservation``); nothing to do, and nothing read, unless a scope has a hard budget."""
         admission = self._admission
-        if admission.__class__ is not Admission or not admission.hard or self._client is None:  # type: ignore[union-attr]
+        if not isinstance(admission, Admission) or not admission.hard or self._client is None:
             return
         span = self.span
         self.top_up(estimator(self._client, model or span.model, span.provider, body, kind))
@@ -229,10 +229,10 @@ class LLMCall:
         the request body knows its worst case). Raises ``CircuitBreakerException`` if it does not fit;
         the span is then marked blocked and the request must not be sent."""
         admission = self._admission
-        if admission.__class__ is not Admission or not admission.hard:  # type: ignore[union-attr]
+        if not isinstance(admission, Admission) or not admission.hard:
             return
         try:
-            top_up(admission, reserve)  # type: ignore[arg-type]
+            top_up(admission, reserve)
         except CircuitBreakerException as blocked:
             _mark_blocked(self.span, blocked)
             raise
