@@ -203,6 +203,16 @@ class BatchProcessor:
         """The locked path: size the span (a plain one counts ``PLAIN_SPAN_BYTES``), drop the oldest entries
         until it fits both bounds, queue it."""
         plain = span.input is None and span.output is None and len(span.attributes) <= PLAIN_MAX_ATTRIBUTES
+        if plain:
+            with self._lock:
+                queue = self._queue
+                if queue and not self._sized and len(queue) == self._room and not self._stopping:
+                    # Full of plain spans (a collector down, a burst): this one takes the oldest one's place.
+                    # The steady state while the exporter cannot keep up, so the shortest way through the lock.
+                    queue.popleft()
+                    queue.append(span)
+                    self.dropped += 1
+                    return
         size = PLAIN_SPAN_BYTES if plain else estimate_size(span)
         with self._lock:
             if self._stopping:
