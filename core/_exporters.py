@@ -120,13 +120,22 @@ class JsonLinesExporter:
         self._path = Path(path) if path is not None else None
         self._stream = stream
         self._lock = _fork_safe_lock(self)
+        # The file stays open between batches (reopened in a forked child): every system call the worker makes
+        # gives the GIL away, and a busy program's thread makes it wait up to the switch interval (5 ms) to get
+        # it back, so opening and closing the file per batch held the worker to a few batches a second.
+        self._handle: IO[str] | None = None
+        self._handle_pid = 0
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         text = _json_lines(spans)
         with self._lock:
             if self._path is not None:
-                with self._path.open("a", encoding="utf-8") as handle:
-                    handle.write(text)
+                handle = self._handle
+                if handle is None or self._handle_pid != os.getpid():
+                    handle = self._handle = self._path.open("a", encoding="utf-8")
+                    self._handle_pid = os.getpid()
+                handle.write(text)
+                handle.flush()
             else:
                 assert self._stream is not None
                 self._stream.write(text)
@@ -137,7 +146,10 @@ class JsonLinesExporter:
         return True
 
     def shutdown(self) -> None:
-        pass
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is not None and self._handle_pid == os.getpid():
+                handle.close()
 
 
 class ConsoleExporter:
