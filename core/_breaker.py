@@ -81,13 +81,19 @@ __all__ = [
     "Monitor",
     "Admission",
     "admit",
+    "admit_call",
     "check",
     "settle",
+    "settle_call",
     "top_up",
 ]
 
 #: Reservation ids: unique per admission in this process (a shared store prefixes its own random token).
 _rids: Final = itertools.count(1)
+#: Admissions a monitor without limits takes lock-free before it counts them (with the results recorded
+#: meanwhile) under its lock: bounds that backlog, and the pause counting it makes (a few µs).
+CATCH_UP_EVERY: Final = 64
+_INF: Final = math.inf
 
 
 # ---- admission --------------------------------------------------------------------------------------
@@ -139,8 +145,10 @@ class Admission:
 _Blocked = tuple[Monitor, Trip]
 
 
-def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int = 0) -> Admission | _Blocked:
-    """One pass over the scopes: the Admission, or the first monitor that blocks (and why)."""
+def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int = 0) -> Admission | _Blocked | None:
+    """One pass over the scopes: the Admission, or the first monitor that blocks (and why). None: admitted,
+    and no monitor holds anything for the call (no probe, no reservation), so ``monitors`` is all a settlement
+    needs (the common call, which then allocates nothing here)."""
     probes: list[_Probe | None] | None = None
     held: list[bool] | None = None
     rid = 0
@@ -151,6 +159,13 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
         if monitor._clock is not clock:  # scopes normally share one clock: read it once per call
             clock = monitor._clock
             now = clock()
+        pending = monitor._pending_calls
+        if pending is not None and monitor._state is CLOSED:  # no limit: admitted, counted later
+            pending.append(now)
+            if len(pending) >= CATCH_UP_EVERY:
+                monitor._catch_up()
+            index += 1
+            continue
         with monitor._lock:
             if monitor._state is CLOSED:
                 verdict = monitor._evaluate(now, True)
@@ -188,6 +203,8 @@ def _try_admit(monitors: tuple[Monitor, ...], trace_id: str | None, units: int =
                 probes = [None] * len(monitors)
             probes[index] = probe
         index += 1
+    if probes is None and held is None:
+        return None
     return Admission(monitors, probes, trace_id, held, units, rid)
 
 
@@ -203,18 +220,64 @@ def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None,
     again and may go ahead. Otherwise ``sink.blocked`` is told and ``CircuitBreakerException`` raised.
     """
     ms = monitors if isinstance(monitors, tuple) else tuple(monitors)
+    admission = admit_call(ms, trace_id, reserve)
+    return admission if admission.__class__ is Admission else Admission(ms, None, trace_id)  # type: ignore[return-value]
+
+
+def admit_call(monitors: tuple[Monitor, ...], trace_id: str | None = None,
+               reserve: float | Callable[[], float] | None = None) -> Admission | tuple[Monitor, ...]:
+    """``admit`` for the LLM-call path: the common admission (no monitor holds a probe slot or a reservation
+    for the call) is answered with ``monitors`` itself rather than an ``Admission``; ``settle_call`` takes
+    either. Saves an object per call."""
+    if len(monitors) == 1:
+        # The global monitor alone (no agent scope, no run budget): the common call, without the loop's
+        # bookkeeping. A CLOSED monitor whose windows admit it, as in ``_try_admit``; anything else there.
+        monitor = monitors[0]
+        now = monitor._clock()
+        pending = monitor._pending_calls
+        if pending is not None and monitor._state is CLOSED:
+            # No limit set (plain ``init()``): nothing can block, so the admission is only noted, lock-free;
+            # it is counted with the others before anything reads the windows. A monitor paused or killed
+            # meanwhile is seen by the next call, as if this one had been admitted just before.
+            pending.append(now)
+            if len(pending) >= CATCH_UP_EVERY:
+                monitor._catch_up()
+            return monitors
+        with monitor._lock:
+            if monitor._state is CLOSED and not monitor._hard:
+                verdict = monitor._evaluate(now, True)
+                if verdict is None:
+                    return monitors
+                blocked, probe = monitor._admit_locked(now, verdict)
+            else:
+                verdict = None
+        if verdict is not None:  # a violated limit (or the fleet's record) was decided on: report it
+            monitor._drain()
+            if blocked is not None:
+                return _admitted_after_block(monitors, trace_id, (monitor, blocked), 0)
+            if probe is not None:  # the fleet's record was HALF_OPEN and this call took its probe slot
+                return Admission(monitors, [probe], trace_id)
+            return monitors
     units = 0
     if reserve is not None:
-        for monitor in ms:
+        for monitor in monitors:
             if monitor._hard:
                 units = _units(reserve() if callable(reserve) else reserve)
                 break
-    result = _try_admit(ms, trace_id, units)
-    if isinstance(result, Admission):
-        return result
-    admission = _resolve_block(ms, trace_id, result, lambda: _try_admit(ms, trace_id, units), units)
-    assert isinstance(admission, Admission)
-    return admission
+    result = _try_admit(monitors, trace_id, units)
+    if result is None:
+        return monitors
+    if result.__class__ is Admission:
+        return result  # type: ignore[return-value]
+    return _admitted_after_block(monitors, trace_id, result, units)  # type: ignore[arg-type]
+
+
+def _admitted_after_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
+                          units: int) -> Admission | tuple[Monitor, ...]:
+    """A monitor blocked the call: its ``on_block`` hook may recover it and the call go ahead after all,
+    else ``CircuitBreakerException`` is raised."""
+    admission = _resolve_block(monitors, trace_id, blocked, lambda: _try_admit(monitors, trace_id, units), units)
+    return monitors if admission is None else admission
 
 
 def _units(usd: Any) -> int:
@@ -321,6 +384,28 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
         if sink is not None:
             _sink_blocked(sink, error)
         raise error
+
+
+def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, error: bool) -> None:
+    """``settle`` what ``admit_call`` returned: an ``Admission``, or the monitors of a plain admission (each
+    records the cost and outcome lock-free; the caller settles once, as ``LLMCall.end`` does)."""
+    if not isinstance(admission, tuple):
+        settle(admission, cost_usd=cost_usd, error=error)
+        return
+    cost = cost_usd
+    if type(cost) is not float or not 0.0 <= cost < _INF:  # also catches NaN
+        cost = _clean_cost(cost)
+    if len(admission) == 1:  # the global monitor alone
+        monitor = admission[0]
+        monitor._submit((monitor._clock(), cost, error))
+        return
+    clock: Callable[[], float] | None = None
+    item = (0.0, cost, error)
+    for monitor in admission:
+        if monitor._clock is not clock:  # scopes normally share one clock: read it once
+            clock = monitor._clock
+            item = (clock(), cost, error)
+        monitor._submit(item)
 
 
 def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:

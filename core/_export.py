@@ -1,8 +1,9 @@
 """The export pipeline: a bounded queue filled on the hot path, drained by one background worker.
 
-Modelled on OpenTelemetry's BatchSpanProcessor: enqueue is O(1) with a brief lock; the worker wakes
-on a full batch or every ``flush_interval``; when the queue is full (in spans, or in estimated bytes) the
-oldest spans are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
+Modelled on OpenTelemetry's BatchSpanProcessor: enqueue is O(1) (a plain span: one lock-free append); the
+worker wakes on a full batch or every ``flush_interval`` and builds the export records (``Span.to_dict``)
+there, off the program's thread; when the queue is full (in spans, or in estimated bytes) the oldest spans
+are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
 
 Exporters may also have ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
 down is not waited for) and ``on_idle()`` (called by the worker after each drain, for background work such
@@ -22,9 +23,17 @@ from typing import Any, Protocol, runtime_checkable
 from ._safe import stop_on_exception
 from ._span import Span
 
-__all__ = ["Exporter", "BatchProcessor", "estimate_size", "DEFAULT_MAX_QUEUE_BYTES"]
+__all__ = ["Exporter", "BatchProcessor", "estimate_size", "DEFAULT_MAX_QUEUE_BYTES", "PLAIN_SPAN_BYTES",
+           "PLAIN_MAX_ATTRIBUTES"]
 
 DEFAULT_MAX_QUEUE_BYTES = 32 * 1024 * 1024
+#: What a plain span (no input or output text, at most ``PLAIN_MAX_ATTRIBUTES`` attributes) counts for against
+#: the byte bound, instead of being sized on the program's thread (~0.5 µs a span). Such a span serialises to
+#: ~450 bytes (an LLM call's: ids, times, counts, a few attributes of numbers and names; plugins clip any text
+#: they put there), and the per-span estimate gave 520-600: the default bound holds as many as before.
+PLAIN_SPAN_BYTES = 512
+PLAIN_MAX_ATTRIBUTES = 16
+_to_dict = Span.to_dict
 #: Fixed part of a span's estimate: ids, times, counters and the slots object itself.
 _SPAN_OVERHEAD = 512
 _SAMPLE = 8
@@ -109,6 +118,16 @@ class Exporter(Protocol):
 
 
 class BatchProcessor:
+    """The queue between the program's threads and the export worker.
+
+    ``enqueue`` runs once per span on the program's thread, so a plain span (no captured text, a handful of
+    attributes: every LLM call unless ``capture_messages`` is on) is one ``deque.append``, with no lock, no
+    wake-up and no sizing: it counts ``PLAIN_SPAN_BYTES`` against the byte bound. Only a span with text, a
+    full queue or a stopping processor take the locked path (``_enqueue_sized``), where spans are sized and
+    the oldest dropped. Queue entries are spans, or ``(bytes, span)`` for sized spans, so that taking or
+    dropping one gives its bytes back exactly.
+    """
+
     def __init__(
         self,
         exporters: Sequence[Exporter],
@@ -145,9 +164,10 @@ class BatchProcessor:
             _LIVE_PROCESSORS.add(self)
 
     def _init_state(self) -> None:
-        # (estimated bytes, span): the bytes travel with the span so that dropping or taking it is exact.
-        self._queue: collections.deque[tuple[int, Span]] = collections.deque()
-        self._queued_bytes = 0
+        self._queue: collections.deque[Span | tuple[int, Span]] = collections.deque()
+        # The sized entries in the queue: how many, and their bytes (plain spans count PLAIN_SPAN_BYTES each).
+        self._sized = 0
+        self._sized_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._flush_requests = 0
@@ -155,6 +175,7 @@ class BatchProcessor:
         self._flushes_done = 0
         self._stopping = False
         self._exporting = 0
+        self._room = self._room_locked()
 
     def _reinit_after_fork(self) -> None:
         # The parent's worker thread does not exist in the child; the parent's queued spans belong
@@ -167,7 +188,33 @@ class BatchProcessor:
     # ---- hot path ---------------------------------------------------------------------------
 
     def enqueue(self, span: Span) -> None:
-        size = estimate_size(span)  # outside the lock
+        queue = self._queue
+        # A plain span while there is room for it: the whole cost on the program's thread. Another thread's
+        # append between the test and this one can overshoot the bound by a span; the next locked enqueue
+        # trims it. The worker wakes by its clock (``flush_interval``), or when a batch is full.
+        if (len(queue) < self._room and span.input is None and span.output is None
+                and len(span.attributes) <= PLAIN_MAX_ATTRIBUTES):
+            queue.append(span)
+            if len(queue) == self._max_batch_size:
+                self._wake.set()
+            return
+        self._enqueue_sized(span)
+
+    def _enqueue_sized(self, span: Span) -> None:
+        """The locked path: size the span (a plain one counts ``PLAIN_SPAN_BYTES``), drop the oldest entries
+        until it fits both bounds, queue it."""
+        plain = span.input is None and span.output is None and len(span.attributes) <= PLAIN_MAX_ATTRIBUTES
+        if plain:
+            with self._lock:
+                queue = self._queue
+                if queue and not self._sized and len(queue) == self._room and not self._stopping:
+                    # Full of plain spans (a collector down, a burst): this one takes the oldest one's place.
+                    # The steady state while the exporter cannot keep up, so the shortest way through the lock.
+                    queue.popleft()
+                    queue.append(span)
+                    self.dropped += 1
+                    return
+        size = PLAIN_SPAN_BYTES if plain else estimate_size(span)
         with self._lock:
             if self._stopping:
                 return
@@ -175,18 +222,37 @@ class BatchProcessor:
                 self.dropped += 1
                 return
             queue = self._queue
-            if len(queue) == self._max_queue_size:
-                self._queued_bytes -= queue.popleft()[0]
-                self.dropped += 1
-            self._queued_bytes += size
-            # Over the byte bound: the oldest go first, as for the span bound.
-            while self._queued_bytes > self._max_queue_bytes:
-                self._queued_bytes -= queue.popleft()[0]
-                self.dropped += 1
-            queue.append((size, span))
+            while queue and (len(queue) >= self._max_queue_size
+                             or self._queued_bytes_locked() + size > self._max_queue_bytes):
+                self._drop_oldest_locked()
+            if plain:
+                queue.append(span)
+            else:
+                queue.append((size, span))
+                self._sized += 1
+                self._sized_bytes += size
+                self._room = self._room_locked()
             full = len(queue) == self._max_batch_size
         if full:
             self._wake.set()
+
+    def _drop_oldest_locked(self) -> None:
+        entry = self._queue.popleft()
+        self.dropped += 1
+        if entry.__class__ is tuple:
+            self._sized -= 1
+            self._sized_bytes -= entry[0]  # type: ignore[index]
+            self._room = self._room_locked()
+
+    def _room_locked(self) -> int:
+        """The queue length below which a plain span still fits both bounds (0 once stopping: nothing is queued)."""
+        if self._stopping:
+            return 0
+        plain_bytes = max(self._max_queue_bytes - self._sized_bytes, 0)
+        return min(self._max_queue_size, self._sized + plain_bytes // PLAIN_SPAN_BYTES)
+
+    def _queued_bytes_locked(self) -> int:
+        return self._sized_bytes + (len(self._queue) - self._sized) * PLAIN_SPAN_BYTES
 
     # ---- worker -----------------------------------------------------------------------------
 
@@ -214,11 +280,17 @@ class BatchProcessor:
         with self._lock:
             queue = self._queue
             count = min(len(queue), self._max_batch_size)
-            batch = []
+            if not self._sized:  # only plain spans: popped in one pass (appends race only at the other end)
+                return [queue.popleft() for _ in range(count)]  # type: ignore[misc]
+            batch: list[Span] = []
             for _ in range(count):
-                size, span = queue.popleft()
-                self._queued_bytes -= size
-                batch.append(span)
+                entry = queue.popleft()
+                if entry.__class__ is tuple:
+                    self._sized -= 1
+                    self._sized_bytes -= entry[0]  # type: ignore[index]
+                    entry = entry[1]  # type: ignore[index]
+                batch.append(entry)  # type: ignore[arg-type]
+            self._room = self._room_locked()
             return batch
 
     def _drain(self, everything: bool) -> None:
@@ -235,7 +307,7 @@ class BatchProcessor:
             first = False
 
     def _export_batch(self, batch: list[Span]) -> None:
-        dicts = [span.to_dict() for span in batch]
+        dicts = list(map(_to_dict, batch))
         delivered = True
         for exporter in self._exporters:
             ok = stop_on_exception(exporter.export, default=False)(dicts)
@@ -255,12 +327,13 @@ class BatchProcessor:
 
     @property
     def queued_bytes(self) -> int:
-        return self._queued_bytes
+        with self._lock:
+            return self._queued_bytes_locked()
 
     def stats(self) -> dict[str, int]:
         # "failed" counts spans not delivered; of those, "spooled" were kept on disk for a later run.
         spooled = sum(int(getattr(exporter, "spooled", 0)) for exporter in self._exporters)
-        return {"queued": self.queued, "queued_bytes": self._queued_bytes, "sent": self.sent,
+        return {"queued": self.queued, "queued_bytes": self.queued_bytes, "sent": self.sent,
                 "dropped": self.dropped, "failed": self.failed, "spooled": spooled}
 
     def force_flush(self, timeout: float = 5.0) -> bool:
@@ -293,6 +366,7 @@ class BatchProcessor:
         self.force_flush(timeout)
         with self._lock:
             self._stopping = True
+            self._room = 0
         self._wake.set()
         if self._worker.is_alive():
             self._worker.join(max(deadline - time.monotonic(), 0.05))

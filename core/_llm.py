@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
-from ._breaker import Admission, CircuitBreakerException, Monitor, admit, check, settle, top_up
+from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up
 from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
@@ -149,9 +149,10 @@ class LLMCall:
 
     __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_estimate", "_fallback_price")
 
-    def __init__(self, span: Span, client: Client | None, admission: Admission | None) -> None:
+    def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
         self._client = client
+        # What ``admit_call`` answered: an Admission, or the monitors alone (nothing held for the call).
         self._admission = admission
         self._tokens: list[Token[Any]] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
@@ -173,17 +174,17 @@ class LLMCall:
         span = self.span
         # Plain non-negative ints are the norm; only anything else goes through the slow check.
         if input_tokens is not None:
-            if input_tokens.__class__ is int and 0 <= input_tokens <= _MAX_TOKENS:
+            if type(input_tokens) is int and 0 <= input_tokens <= _MAX_TOKENS:
                 span.input_tokens = input_tokens
             else:
                 self._set_checked("input_tokens", input_tokens)
         if output_tokens is not None:
-            if output_tokens.__class__ is int and 0 <= output_tokens <= _MAX_TOKENS:
+            if type(output_tokens) is int and 0 <= output_tokens <= _MAX_TOKENS:
                 span.output_tokens = output_tokens
             else:
                 self._set_checked("output_tokens", output_tokens)
         if cached_input_tokens is not None:
-            if cached_input_tokens.__class__ is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
+            if type(cached_input_tokens) is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
                 span.cached_input_tokens = cached_input_tokens
             else:
                 self._set_checked("cached_input_tokens", cached_input_tokens)
@@ -212,13 +213,13 @@ class LLMCall:
     def hard_budget(self) -> bool:
         """Whether a scope of this call has a hard budget (a lower layer then reserves the request's worst case)."""
         admission = self._admission
-        return admission is not None and admission.hard
+        return isinstance(admission, Admission) and admission.hard
 
     def reserve_request(self, body: Any, model: str | None = None, kind: str = "llm") -> None:
         """``top_up`` by the worst-case cost of a request body this call is about to send (see
         ``agentwatch._reservation``); nothing to do, and nothing read, unless a scope has a hard budget."""
         admission = self._admission
-        if admission is None or not admission.hard or self._client is None:
+        if not isinstance(admission, Admission) or not admission.hard or self._client is None:
             return
         span = self.span
         self.top_up(estimator(self._client, model or span.model, span.provider, body, kind))
@@ -228,7 +229,7 @@ class LLMCall:
         the request body knows its worst case). Raises ``CircuitBreakerException`` if it does not fit;
         the span is then marked blocked and the request must not be sent."""
         admission = self._admission
-        if admission is None or not admission.hard:
+        if not isinstance(admission, Admission) or not admission.hard:
             return
         try:
             top_up(admission, reserve)
@@ -325,16 +326,17 @@ class LLMCall:
             return
         self._ended = True
         span = self.span
+        attributes = span.attributes
         if finish_reason:
-            span.attributes["finish_reason"] = finish_reason
-        blocked = False
+            attributes["finish_reason"] = finish_reason
+        failed = False  # counts as an error in the breaker's windows (a block does not: nothing was sent)
         if error is not None:
             if isinstance(error, CircuitBreakerException):  # refused by a top-up: nothing was sent
-                blocked = True
                 if span.status != "blocked":
                     _mark_blocked(span, error)
             else:
                 span.record_error(error)
+                failed = True
         client = self._client
         if client is None:
             span.finish()
@@ -342,21 +344,23 @@ class LLMCall:
         now = _time_ns()
         if self._estimate is not None:
             self._apply_estimate()
-        if span.input_tokens or span.output_tokens:
-            if "usage_missing" in span.attributes:  # one layer lacked usage, another reported it
-                del span.attributes["usage_missing"]
+        input_tokens = span.input_tokens
+        output_tokens = span.output_tokens
+        if input_tokens or output_tokens:
+            if "usage_missing" in attributes:  # one layer lacked usage, another reported it
+                del attributes["usage_missing"]
             # Client.price without its frame when no plugin prices calls (the usual case).
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
-                span.model, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens,
-                self._cache_write)
+                span.model, span.provider, input_tokens, output_tokens, span.cached_input_tokens, self._cache_write)
             if self._fallback_price is not None:
                 cost, estimated = self._price_with_fallback(client, cost, estimated)
             span.cost_usd = cost
             if estimated:
-                span.attributes["cost_estimated"] = True
-        span.attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
-        if self._admission is not None:
-            settle(self._admission, cost_usd=span.cost_usd, error=error is not None and not blocked)
+                attributes["cost_estimated"] = True
+        attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
+        admission = self._admission
+        if admission is not None:
+            settle_call(admission, span.cost_usd, failed)
         client.end_span(span, now)
 
     def _apply_estimate(self) -> None:
@@ -444,8 +448,8 @@ def start_llm_call(
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
             runs = RUN_MONITORS.get()
-            admission = admit(_monitors(client, scopes, budgets) if scopes or context_scopes or runs or budgets
-                              else (client.monitor,), trace_id=span.trace_id, reserve=reserve)
+            admission = admit_call(tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs
+                                   or budgets else (client.monitor,), span.trace_id, reserve)
         except CircuitBreakerException as blocked:
             _end_blocked(client, span, blocked)
             raise

@@ -122,7 +122,7 @@ class Monitor:
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_paused_until", "_trip",
         "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
-        "_windows",
+        "_windows", "_pending_calls",
         "__weakref__",
     )
 
@@ -176,6 +176,8 @@ class Monitor:
             # Only a SharedBreakerStore's evaluate returns a record, and this store is not one.
             else cast(Callable[[float], Violation | None], lambda now: self._store.evaluate(now, False)))
         self._lock = threading.Lock()
+        # Set while no limit applies (see ``_limits_changed_locked``): then an admission is only an append here.
+        self._pending_calls: deque[float] | None = None
         self._state: str = CLOSED
         self._probe: _Probe | None = None
         self._paused_until: float | None = None
@@ -228,7 +230,20 @@ class Monitor:
         with self._lock:
             for attribute, value in checked.items():
                 setattr(self, attribute, value)
-            self._store.set_limits(self._budget, self._max_error_rate, self._max_calls)
+            self._limits_changed_locked()
+
+    def _limits_changed_locked(self) -> None:
+        store = self._store
+        store.set_limits(self._budget, self._max_error_rate, self._max_calls)
+        # No limit to check and a store that can take admissions lock-free (a local one): a CLOSED monitor
+        # admits every call, so ``admit`` only notes its time there (``LocalWindowStore.pending_calls``).
+        lazy = getattr(store, "unlimited", False) and not self._hard and self._fleet is None
+        self._pending_calls = getattr(store, "pending_calls", None) if lazy else None
+
+    def _catch_up(self) -> None:
+        """Count what lock-free admissions and results left pending (called every ``CATCH_UP_EVERY`` of them)."""
+        with self._lock:
+            self._store.catch_up()  # type: ignore[attr-defined]  # only a store with pending_calls gets here
 
     @property
     def scope(self) -> str:
@@ -291,7 +306,7 @@ class Monitor:
         with self._lock:
             spent = self._store.spend(self._clock())
             self._budget = (spent if self._budget is None else self._budget) + usd
-            self._store.set_limits(self._budget, self._max_error_rate, self._max_calls)
+            self._limits_changed_locked()
             self._transition_locked("budget_increased", CLOSED, "increase_budget", self._budget, spent)
         self._drain()
 

@@ -55,7 +55,8 @@ class Span:
         self,
         name: str,
         kind: str = "span",
-        *,
+        # Not keyword-only, though meant to be passed by name: CPython fills a missing keyword-only argument
+        # from a dict of defaults, one lookup each (~75 ns a span for these eleven).
         trace_id: str | None = None,
         span_id: str | None = None,
         parent_span_id: str | None = None,
@@ -69,14 +70,16 @@ class Span:
     ) -> None:
         # Ids and the clock inlined (not new_trace_id() / new_span_id()): every LLM call makes a span. A root
         # span draws both ids at once.
-        if not trace_id:
-            if span_id:
-                trace_id = _bits(128).to_bytes(16, "big").hex()
-            else:
-                ids = _bits(192).to_bytes(24, "big").hex()
-                trace_id, span_id = ids[:32], ids[32:]
-        self.trace_id = trace_id
-        self.span_id = span_id or _bits(64).to_bytes(8, "big").hex()
+        if trace_id:
+            self.trace_id = trace_id
+            self.span_id = span_id or _bits(64).to_bytes(8, "big").hex()
+        elif span_id:
+            self.trace_id = _bits(128).to_bytes(16, "big").hex()
+            self.span_id = span_id
+        else:
+            ids = _bits(192).to_bytes(24, "big").hex()
+            self.trace_id = ids[:32]
+            self.span_id = ids[32:]
         self.parent_span_id = parent_span_id
         self.name = name
         self.kind = kind
@@ -88,13 +91,11 @@ class Span:
         self.agent_role = agent_role
         self.model = model
         self.provider = provider
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cached_input_tokens = 0
+        self.input_tokens = self.output_tokens = self.cached_input_tokens = 0
         self.cost_usd = 0.0
         self.input: Any = None
         self.output: Any = None
-        self.attributes: dict[str, Any] = attributes if attributes is not None else {}
+        self.attributes: dict[str, Any] = {} if attributes is None else attributes
         self._ended = False
 
     @property

@@ -86,10 +86,6 @@ _ERROR_BUCKET_S: Final = ERROR_WINDOW_S / BUCKETS_PER_WINDOW
 _CALLS_BUCKET_S: Final = CALLS_WINDOW_S / BUCKETS_PER_WINDOW
 _NEVER: Final = math.inf
 
-# Every scope of a call records the same cost: the last conversion is reused (one tuple, swapped
-# atomically, so threads can share it).
-_last_conversion: tuple[float, int] = (0.0, 0)
-
 
 def usd_to_units(usd: float) -> int:
     return int(usd * _UNITS_PER_USD_F + 0.5)  # round half up: costs and budgets are never negative
@@ -247,7 +243,7 @@ class LocalWindowStore:
 
     __slots__ = (
         "_budget", "_max_error_rate", "_max_calls", "_budget_cmp", "_rate_cmp", "_calls_cmp", "_inbox",
-        "record_item", "_expires", "_reserved",
+        "record_item", "_expires", "_reserved", "pending_calls", "unlimited",
         # spend: closed buckets [start, units], open bucket, total (units), expiry of the oldest bucket
         "_spend", "_spend_start", "_spend_until", "_spend_open", "_spend_total", "_spend_expires",
         # outcomes: closed buckets [start, calls, errors]
@@ -271,6 +267,11 @@ class LocalWindowStore:
         #: ``record_item((now, cost_usd, error))``: ``record`` without a Python call frame (the breaker's
         #: settle path uses it when present).
         self.record_item = self._inbox.append
+        #: Admissions not counted yet, as their times. While no limit is set (``unlimited``) nothing on the
+        #: hot path reads the windows, so a monitor admits with ``pending_calls.append(now)``, lock-free, and
+        #: they are counted, like the results in the inbox, by the next read (``catch_up``).
+        self.pending_calls: deque[float] = deque()
+        self.unlimited = True
         self._reserved = 0  # units held by calls in flight (hard budgets)
         self._spend: deque[list[Any]] = deque()
         self._done: deque[list[Any]] = deque()
@@ -286,12 +287,34 @@ class LocalWindowStore:
         self._budget_cmp = usd_to_units(budget_per_hour) if budget_per_hour is not None else _NEVER
         self._rate_cmp = max_error_rate if max_error_rate is not None else _NEVER
         self._calls_cmp = max_calls_per_minute if max_calls_per_minute is not None else _NEVER
+        self.unlimited = budget_per_hour is None and max_error_rate is None and max_calls_per_minute is None
 
     # ---- the hot path ---------------------------------------------------------------------------
 
     def evaluate(self, now: float, count_call: bool) -> Violation | None:
-        if self._inbox:
-            self._fold()
+        if self.pending_calls:
+            self._count_pending()
+        inbox = self._inbox
+        if inbox:
+            if len(inbox) == 1:  # the usual: the previous call's result, folded here without another frame
+                t, cost, error = inbox.popleft()
+                if cost:
+                    units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
+                    if t < self._spend_until:
+                        self._spend_open += units
+                        self._spend_total += units
+                    else:
+                        self._new_spend_bucket(t, units)
+                if t < self._done_until:
+                    self._done_open += 1
+                    self._done_total += 1
+                    if error:
+                        self._done_open_errors += 1
+                        self._done_errors += 1
+                else:
+                    self._new_done_bucket(t, error)
+            if inbox:  # more than one, or one more appended meanwhile
+                self._fold()
         if now >= self._expires:  # the earliest expiry of the three windows
             self._evict(now)
         # An unset limit compares as +inf and never matches, so a reported threshold is never None.
@@ -342,6 +365,8 @@ class LocalWindowStore:
     # ---- the rest of the protocol ---------------------------------------------------------------
 
     def count_call(self, now: float) -> None:
+        if self.pending_calls:
+            self._count_pending()
         if now < self._calls_until:
             self._calls_open += 1
             self._calls_total += 1
@@ -351,6 +376,8 @@ class LocalWindowStore:
     def uncount_call(self, now: float) -> None:
         # Taken from the newest bucket: the count is exact; which entry goes differs from the one counted
         # by at most the microseconds between concurrent admissions.
+        if self.pending_calls:
+            self._count_pending()
         if self._calls_open > 0:
             self._calls_open -= 1
             self._calls_total -= 1
@@ -370,6 +397,8 @@ class LocalWindowStore:
         return units_to_usd(self._spend_total)
 
     def calls(self, now: float) -> int:
+        if self.pending_calls:
+            self._count_pending()
         if now >= self._calls_expires:
             self._evict_calls(now)
         return self._calls_total
@@ -381,8 +410,16 @@ class LocalWindowStore:
             self._evict_done(now)
         return self._done_total, self._done_errors
 
+    def catch_up(self) -> None:
+        """Count the pending admissions and fold the recorded results (bounds both while nothing reads)."""
+        if self.pending_calls:
+            self._count_pending()
+        if self._inbox:
+            self._fold()
+
     def clear(self) -> None:
         self._reserved = 0
+        self.pending_calls.clear()
         self._inbox.clear()
         self._spend.clear()
         self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0
@@ -397,6 +434,7 @@ class LocalWindowStore:
 
     def bucket_counts(self) -> tuple[int, int, int]:
         """Buckets held per window (spend, outcomes, calls), the open one included: the memory bound."""
+        self.catch_up()
         return (
             len(self._spend) + (self._spend_until > -_NEVER),
             len(self._done) + (self._done_until > -_NEVER),
@@ -405,19 +443,23 @@ class LocalWindowStore:
 
     # ---- internals ------------------------------------------------------------------------------
 
+    def _count_pending(self) -> None:
+        pending = self.pending_calls
+        while pending:
+            t = pending.popleft()  # atomic, as in _fold: an admission racing with this loop is counted later
+            if t < self._calls_until:
+                self._calls_open += 1
+                self._calls_total += 1
+            else:
+                self._new_calls_bucket(t)
+
     def _fold(self) -> None:
-        global _last_conversion
         inbox = self._inbox
         while inbox:
             # popleft is atomic: a record() racing with this loop is either taken now or left for later.
             t, cost, error = inbox.popleft()
             if cost:
-                memo = _last_conversion
-                if cost == memo[0]:
-                    units = memo[1]
-                else:
-                    units = int(cost * _UNITS_PER_USD_F + 0.5)  # round() for cost >= 0, at half the price
-                    _last_conversion = (cost, units)
+                units = int(cost * _UNITS_PER_USD_F + 0.5)
                 if t < self._spend_until:
                     self._spend_open += units
                     self._spend_total += units

@@ -437,6 +437,48 @@ def test_scopes_without_limits_still_record(clock: FakeClock) -> None:
         assert (snap["spend_last_hour"], snap["calls_last_minute"], snap["error_rate"]) == (0.5, 1, 1.0)
 
 
+def test_a_monitor_without_limits_counts_every_lock_free_admission(clock: FakeClock) -> None:
+    from agentwatch._breaker import CATCH_UP_EVERY, admit_call, settle_call
+
+    m = Monitor("global", "global", clock=clock)
+    calls = CATCH_UP_EVERY * 3 + 5  # past several catch-ups, and some still pending when read
+    for i in range(calls):
+        admission = admit_call((m,), "trace-1")
+        assert admission == (m,)  # nothing held for the call: no Admission object
+        settle_call(admission, 0.25, i % 4 == 0)
+        clock.advance(0.01)
+    snap = m.snapshot()
+    assert snap["calls_last_minute"] == calls
+    assert snap["spend_last_hour"] == calls * 0.25
+    assert snap["calls_in_error_window"] == calls
+    assert snap["errors_in_error_window"] == len(range(0, calls, 4))
+    clock.advance(61)  # the calls window forgets them all, pending or not
+    assert m.snapshot()["calls_last_minute"] == 0
+
+
+def test_a_limit_set_later_counts_the_admissions_made_without_one(clock: FakeClock) -> None:
+    m = Monitor("global", "global", clock=clock)
+    for _ in range(3):
+        call(m, cost=0.5)
+    m.update(max_calls_per_minute=4, budget_per_hour=10.0, block_on_threshold=True)
+    call(m)
+    assert blocked(m).reason == "max_calls_per_minute"
+    m.update(max_calls_per_minute=None)
+    m.resume()  # (the call rate tripped it)
+    call(m, cost=9.0)  # spend 1.5 + 9.0 reaches the budget
+    assert blocked(m).reason == "budget_per_hour"
+
+
+def test_a_killed_monitor_without_limits_blocks_the_next_call(clock: FakeClock) -> None:
+    m = Monitor("global", "global", clock=clock)
+    call(m)
+    m.kill()
+    assert blocked(m).reason == "operator_kill"
+    m.resume()
+    call(m)
+    assert m.snapshot()["calls_last_minute"] == 2
+
+
 # ---- alerts -------------------------------------------------------------------------------------------
 
 

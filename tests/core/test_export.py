@@ -272,6 +272,49 @@ def test_queue_is_bounded_in_bytes_as_well_as_spans() -> None:
     agentwatch.shutdown(timeout=1.0)
 
 
+def test_plain_spans_count_a_flat_size_against_the_byte_bound() -> None:
+    from agentwatch._export import PLAIN_SPAN_BYTES, BatchProcessor
+    from agentwatch._exporters import InMemoryExporter
+    from agentwatch._span import Span
+
+    exporter = InMemoryExporter()
+    processor = BatchProcessor([exporter], max_queue_size=1_000, max_queue_bytes=10 * PLAIN_SPAN_BYTES,
+                               max_batch_size=10_000, flush_interval=3600)
+    try:
+        for i in range(25):
+            span = Span(f"plain-{i}", "llm", attributes={"latency_ms": 1.0})
+            span.finish()
+            processor.enqueue(span)
+        assert processor.stats()["queued"] == 10 and processor.stats()["dropped"] == 15
+        assert processor.stats()["queued_bytes"] == 10 * PLAIN_SPAN_BYTES
+        text = Span("with-text", "llm")
+        text.input = "t" * (4 * PLAIN_SPAN_BYTES)
+        text.finish()
+        processor.enqueue(text)  # sized: the oldest plain spans make room for it
+        state = processor.stats()
+        assert state["queued_bytes"] <= 10 * PLAIN_SPAN_BYTES and state["dropped"] > 15
+        assert processor.force_flush(5.0)
+        names = [span["name"] for span in exporter.spans]
+        assert names[-1] == "with-text" and names[:-1] == sorted(names[:-1], key=lambda n: int(n.split("-")[1]))
+        assert processor.stats()["queued_bytes"] == 0
+    finally:
+        processor.shutdown(1.0)
+
+
+def test_a_stopped_processor_queues_nothing() -> None:
+    from agentwatch._export import BatchProcessor
+    from agentwatch._exporters import InMemoryExporter
+    from agentwatch._span import Span
+
+    exporter = InMemoryExporter()
+    processor = BatchProcessor([exporter], flush_interval=3600)
+    processor.shutdown(1.0)
+    span = Span("late", "llm")
+    span.finish()
+    processor.enqueue(span)
+    assert processor.stats()["queued"] == 0 and exporter.spans == []
+
+
 def test_span_size_estimate_tracks_the_serialised_size() -> None:
     from agentwatch import Span
     from agentwatch._export import estimate_size
