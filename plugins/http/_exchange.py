@@ -230,7 +230,12 @@ class Exchange:
         if self._response is not None:
             self._record_kept()
         if reader is not None:
-            self._apply(reader.finish(), reader.unreadable, reader.text_bytes)
+            reading = reader.finish()
+            # The streamed text's size serves an estimate: usage missing, or an Anthropic stream cut short.
+            # Measured (the kept blocks, a regex each) only then.
+            measure = reading.input_tokens is None and reading.output_tokens is None or \
+                reading.api == "messages" and reading.finish_reason is None
+            self._apply(reading, reader.unreadable, reader.text_bytes if measure else 0)
         if not complete and not (reader is not None and reader.saw_end):
             self.call.span.attributes["stream_incomplete"] = True
         if self.ends_with_body:
