@@ -6,9 +6,9 @@ reason and the end mark are in a stream's first events (Anthropic's input tokens
 looked at once, when the body ends: a chunk costs a split at its last event boundary, nothing more. The
 size of the streamed text (for an estimate when no usage comes) is measured in the blocks that drop out of
 the kept ones, and in the kept ones only if asked (``text_bytes``): a stream that brings its usage pays no
-regex per chunk. A block too large to keep is looked at as it passes. A JSON body is collected and parsed once at the end.
-Text is collected only when the user asked for it (``capture_messages``), since that means parsing every
-event as it passes.
+regex per chunk. A block too large to keep is looked at as it passes. A JSON body is collected and parsed
+once at the end. Text is collected only when the user asked for it (``capture_messages``), since that
+means parsing every event as it passes.
 """
 
 from __future__ import annotations

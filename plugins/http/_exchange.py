@@ -69,7 +69,7 @@ class Exchange:
                  "attempts", "status", "capture_text", "request_body", "usage_requested", "_response")
 
     def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
-                 reads_result: bool = False, capture_text: bool | None = None) -> None:
+                 reads_result: bool = False, capture_text: bool | None = None, request_body: Any = None) -> None:
         if capture_text is None:
             capture_text = capturing()
         self.capture_text = capture_text
@@ -87,7 +87,7 @@ class Exchange:
         self.status = 0
         #: The request's JSON body (a dict, bytes, or a function giving either), read only to estimate the
         #: usage of a call whose provider sent none.
-        self.request_body: Any = None
+        self.request_body = request_body
         #: AgentWatch added ``stream_options.include_usage`` to this request (``_stream_usage``).
         self.usage_requested = False
         self._response: Any = None
@@ -342,8 +342,27 @@ def url_text(url: Any) -> str:
     return text
 
 
+_REQUEST_ID_KEYS = (b"x-request-id", b"request-id")  # OpenAI and most; Anthropic
+
+
 def _request_id(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id")  # OpenAI and most; Anthropic
+    """The provider's request id: ``x-request-id``, else ``request-id``. From an httpx ``Headers``, read in
+    one pass over the (raw key, lowercase key, value) triples it keeps, not ``get()`` twice (each lowercases
+    and encodes the key and builds a list of matches: a few microseconds per stream)."""
+    items = getattr(headers, "_list", None)
+    if items.__class__ is list:
+        try:
+            found = None
+            for _, key, value in items:
+                if value and key in _REQUEST_ID_KEYS:
+                    if key == b"x-request-id":
+                        return str(value.decode("latin-1"))
+                    if found is None:
+                        found = value
+            return str(found.decode("latin-1")) if found is not None else None
+        except (TypeError, ValueError, AttributeError):
+            pass  # not the layout this expects: ask the mapping
+    return headers.get("x-request-id") or headers.get("request-id")
 
 
 def request_model(endpoint: Endpoint, path: str, body: Any) -> str | None:

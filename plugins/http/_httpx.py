@@ -59,7 +59,12 @@ def _sdk_exchange(request: Any) -> Exchange | None:
     exchange = CURRENT_EXCHANGE.get()
     if exchange is None:
         return None
-    path = request.url.path
+    url = request.url
+    # The path as sent (httpx keeps it parsed): ``url.path`` would unquote it on every request.
+    reference = getattr(url, "_uri_reference", None)
+    path = reference.path if reference is not None else None
+    if path.__class__ is not str or "%" in path:
+        path = url.path
     endpoint = _known_paths.get(path, _MISSING)
     if endpoint is _MISSING:
         endpoint = endpoint_for_path(path)
