@@ -169,15 +169,16 @@ def _stream_classes(module: ModuleType) -> tuple[type, type]:
 
         def __iter__(self) -> Iterator[bytes]:
             tap = self._tap
+            feed = tap.feed  # once per body, not per chunk
             hide = self._hide
             try:
                 if hide is None:
                     for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         yield chunk
                 else:  # read what the server sent, pass on what the user would get without AgentWatch
                     for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         chunk = hide(chunk)
                         if chunk:
                             yield chunk
@@ -209,15 +210,16 @@ def _stream_classes(module: ModuleType) -> tuple[type, type]:
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             tap = self._tap
+            feed = tap.feed  # once per body, not per chunk
             hide = self._hide
             try:
                 if hide is None:
                     async for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         yield chunk
                 else:
                     async for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         chunk = hide(chunk)
                         if chunk:
                             yield chunk
