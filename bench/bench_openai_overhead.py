@@ -1,7 +1,7 @@
 """Time AgentWatch adds to an openai call: instrumented vs not, in the same run.
 
     /work/venv/bin/python bench/bench_openai_overhead.py [--calls 4000] [--rounds 40] [--stub thread]
-        [--exporter none|down|up|all] [--no-in-process]
+        [--exporter none|down|up|all] [--no-in-process] [--no-profile] [--cpu]
 
 One openai client talks to the loopback stub provider (tests/stubs/provider_server.py), run in its own
 process by default: a provider does not share the client's GIL, and a stub thread in this process would
@@ -18,7 +18,11 @@ Measured, each with and without:
   connection is reused as in the non-streamed case (a stream closed after its first chunk would cost a
   new connection per call and time the handshake);
 - the same calls through an in-process httpx transport (no socket, no stub): the added time without
-  loopback jitter.
+  loopback jitter;
+- ``--cpu``: on a shared machine, the in-process calls in CPU time of this thread (``time.thread_time_ns``),
+  paired per call: each call without AgentWatch is followed by the same call with it (the active client is
+  switched off and on between them, the patches stay), so load and drift hit both alike; the median of the
+  per-call differences is printed, then a profile summary per path (chat, stream).
 
 The instrumented arm is run per exporter setting (``--exporter``, default all three):
 - none: ``init(exporters=[])``, the core alone;
@@ -145,7 +149,8 @@ def _profile(call: Callable[[], Sample], settings: dict[str, Any], count: int = 
     stats = pstats.Stats(profiler)
     rows = [(tottime, cumtime, calls_, func) for func, (_, calls_, tottime, cumtime, _) in
             stats.stats.items()  # type: ignore[attr-defined]
-            if "agentwatch" in func[0] or "/core/" in func[0] or "/plugins/" in func[0]]
+            if "/agentwatch/" in func[0] or ("/core/" in func[0] or "/plugins/" in func[0])
+            and "site-packages" not in func[0]]
     own = sum(row[0] for row in rows)
     print(f"    profile (user's thread, cProfile-inflated): AgentWatch's own time {own / count * 1e6:.1f} us/call;"
           " top:")
@@ -153,6 +158,38 @@ def _profile(call: Callable[[], Sample], settings: dict[str, Any], count: int = 
         where = f"{Path(filename).parent.name}/{Path(filename).name}:{line} {name}"
         print(f"      {tottime / count * 1e6:6.2f} us self {cumtime / count * 1e6:6.2f} us cum "
               f"{calls_ / count:4.1f}/call  {where}")
+
+
+def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int) -> None:
+    """Median CPU time added per call, each instrumented call paired with an uninstrumented one just before it
+    (``--cpu``). The client stays initialised; only ``_client._active`` is switched, which every patched
+    method asks first, so the uninstrumented arm pays one check (nanoseconds) and nothing else."""
+    from agentwatch import _client as client_module
+
+    active = client_module._active
+    try:
+        for _ in range(100):
+            call()
+        differences: list[list[float]] = [[] for _ in labels]
+        gc.collect()
+        gc.disable()  # a collection lands on either arm at random: it widens the spread, not the median
+        try:
+            for _ in range(count):
+                client_module._active = None
+                without = call()
+                client_module._active = active
+                with_ = call()
+                for index in range(len(labels)):
+                    differences[index].append(with_[index] - without[index])
+        finally:
+            gc.enable()
+    finally:
+        client_module._active = active
+    for index, label in enumerate(labels):
+        diffs = sorted(differences[index])
+        low, high = diffs[len(diffs) // 4], diffs[(3 * len(diffs)) // 4]
+        print(f"  {label:<30} added {statistics.median(diffs):+6.1f} us CPU  (per call 25th-75th: "
+              f"{low:+.1f}..{high:+.1f}; {count} pairs)")
 
 
 def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, rounds: int,
@@ -201,8 +238,9 @@ def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, ro
     return added
 
 
-def _calls(client: openai.OpenAI) -> tuple[Callable[[], Sample], Callable[[], Sample]]:
-    perf = time.perf_counter_ns
+def _calls(client: openai.OpenAI, perf: Callable[[], int] = time.perf_counter_ns,
+           ) -> tuple[Callable[[], Sample], Callable[[], Sample]]:
+    """The timed calls; ``perf`` is the clock (wall by default, ``time.thread_time_ns`` for ``--cpu``)."""
 
     def chat() -> Sample:
         started = perf()
@@ -302,6 +340,31 @@ def _core_cycle(count: int = 20000) -> float:
         agentwatch.shutdown()
 
 
+def _in_process_client() -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://stub.invalid/v1", api_key="k", max_retries=0,
+                         http_client=httpx.Client(transport=httpx.MockTransport(_in_process)))
+
+
+def _cpu_only(count: int, profile: bool) -> None:
+    """``--cpu``: the in-process calls in this thread's CPU time, paired per call (``_paired_cpu``)."""
+    print(f"python {sys.version.split()[0]}, openai {openai.__version__}, httpx {httpx.__version__}; in-process "
+          f"transport, exporters=[]; {count} pairs per kind of call; CPU time of this thread")
+    client = _in_process_client()
+    chat, stream = _calls(client, time.thread_time_ns)
+    agentwatch.init(exporters=[])
+    try:
+        _paired_cpu(chat, ("chat.completions",), count)
+        _paired_cpu(stream, ("stream: time to first chunk", "stream: whole stream"), count)
+    finally:
+        agentwatch.shutdown(1.0)
+    print(f"core call cycle alone: {_core_cycle():.1f} us wall (start_llm_call + set_usage + end)")
+    if profile:
+        for label, call in (("chat.completions", chat), ("stream (read to its end)", stream)):
+            print(f"  {label}:")
+            _profile(call, SETTINGS["none"])
+    client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000, help="timed calls per arm and kind of call")
@@ -312,7 +375,12 @@ def main() -> None:
                         help="exporter setting of the instrumented arm (see above)")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process transport runs")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summaries")
+    parser.add_argument("--cpu", action="store_true",
+                        help="only the in-process calls in CPU time, paired per call, and their profiles")
     args = parser.parse_args()
+    if args.cpu:
+        _cpu_only(args.calls, not args.no_profile)
+        return
     kinds = ("none", "down", "up") if args.exporter == "all" else (args.exporter,)
     spool = tempfile.mkdtemp(prefix="aw-bench-spool-")
     SETTINGS["down"] = {"proxy_url": f"http://127.0.0.1:{_free_port()}/api/ingest", "spool_dir": spool}
@@ -333,12 +401,14 @@ def main() -> None:
                                            args.calls, args.rounds, SETTINGS[kind])
             results[kind] = (loopback, first_chunk)
             if not args.no_profile:
+                print("    chat.completions:")
                 _profile(chat, SETTINGS[kind])
+                print("    stream (read to its end):")
+                _profile(stream, SETTINGS[kind])
         client.close()
 
     if not args.no_in_process:
-        in_process = openai.OpenAI(base_url="http://stub.invalid/v1", api_key="k", max_retries=0,
-                                   http_client=httpx.Client(transport=httpx.MockTransport(_in_process)))
+        in_process = _in_process_client()
         chat, stream = _calls(in_process)
         print("in-process transport (no socket), exporter none:")
         _compare(("chat.completions",), chat, args.calls, args.rounds)

@@ -3,10 +3,12 @@
 An event stream (SSE, or NDJSON for Ollama) is cut into whole events as bytes arrive. Usage, finish
 reason and the end mark are in a stream's first events (Anthropic's input tokens) and its last ones
 (everyone's final usage), so only the first few and the last few blocks of events are kept, and they are
-looked at once, when the body ends: a chunk costs a split at its last event boundary, nothing more. A
-block too large to keep is looked at as it passes. A JSON body is collected and parsed once at the end.
-Text is collected only when the user asked for it (``capture_messages``), since that means parsing every
-event as it passes.
+looked at once, when the body ends: a chunk costs a split at its last event boundary, nothing more. The
+size of the streamed text (for an estimate when no usage comes) is measured in the blocks that drop out of
+the kept ones, and in the kept ones only if asked (``text_bytes``): a stream that brings its usage pays no
+regex per chunk. A block too large to keep is looked at as it passes. A JSON body is collected and parsed
+once at the end. Text is collected only when the user asked for it (``capture_messages``), since that
+means parsing every event as it passes.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ class _Decoder:
 class BodyReader:
     """``feed()`` every chunk as it passes, then ``finish()`` for the reading."""
 
-    __slots__ = ("reading", "unreadable", "saw_end", "text_bytes", "_texts", "_mode", "_separator", "_pending",
-                 "_json", "_size", "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
+    __slots__ = ("reading", "unreadable", "saw_end", "_text_bytes", "_unmeasured", "_texts", "_mode", "_separator",
+                 "_pending", "_json", "_size", "_head", "_tail", "_first", "_last", "_finish", "_marks", "_decode")
 
     def __init__(self, api: str, content_type: str | None, *, capture_text: bool = False,
                  content_encoding: str | None = None) -> None:
@@ -80,8 +82,10 @@ class BodyReader:
         self.unreadable: str | None = None
         #: The stream's final event went by: a close after it is a normal end, not an early one.
         self.saw_end = False
-        #: Bytes of streamed output text seen (JSON-escaped), for an estimate when no usage comes.
-        self.text_bytes = 0
+        #: Streamed output text measured so far (JSON-escaped bytes): blocks no longer kept (see text_bytes).
+        self._text_bytes = 0
+        #: Blocks looked at for usage (at the end) whose text is not measured yet.
+        self._unmeasured: list[bytes] = []
         self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = _TEXT_PATTERNS.get(api)
         content_type = (content_type or "").lower()
         self._mode = ("sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type
@@ -133,31 +137,52 @@ class BodyReader:
         else:
             self._pending = data[end:]
             block = data[:end]
-        if self._texts is not None:
-            self._count_text(block)
         if self.reading.capture_text:
+            self._count_text(block)
             self._scan(block)  # every event is read for its text
         elif len(block) > _MAX_KEPT_BLOCK:
             self._scan_kept()  # what came before it first: the scan keeps stream order
+            self._measure_unmeasured()
+            self._count_text(block)
             self._scan(block)
         elif len(self._head) < _HEAD_BLOCKS:
             self._head.append(block)
         else:
-            self._tail.append(block)  # the oldest kept block drops out
+            tail = self._tail
+            if len(tail) == _TAIL_BLOCKS:
+                self._count_text(tail[0])  # the oldest kept block drops out: measured now, as it goes
+            tail.append(block)
+
+    @property
+    def text_bytes(self) -> int:
+        """Bytes of streamed output text seen (JSON-escaped), for an estimate when no usage comes. The
+        blocks still kept are measured only when this is asked (a stream with usage never asks)."""
+        size = self._text_bytes
+        for block in (*self._unmeasured, *self._head, *self._tail):
+            size += self._text_size(block)
+        return size
+
+    def _measure_unmeasured(self) -> None:
+        for block in self._unmeasured:
+            self._count_text(block)
+        self._unmeasured.clear()
 
     def _count_text(self, block: bytes) -> None:
+        self._text_bytes += self._text_size(block)
+
+    def _text_size(self, block: bytes) -> int:
         if self._texts is None:
-            return
+            return 0
         keys, pattern = self._texts
         for key in keys:
             if key in block:
                 break
         else:
-            return
+            return 0
         size = sum(map(len, pattern.findall(block)))
         if size and b"\\u" in block:  # an escaped character is one, not six
             size = max(0, size - 3 * block.count(b"\\u"))
-        self.text_bytes += size
+        return size
 
     def _scan_kept(self) -> None:
         """Look at the kept blocks, in stream order."""
@@ -166,6 +191,7 @@ class BodyReader:
             if not self.saw_end:  # a stream's final event is in its last block (or the one before)
                 self._check_end(b"".join((*head, *tail)[-2:]))
             kept = b"".join((*head, *tail))
+            self._unmeasured += (*head, *tail)
             head.clear()
             tail.clear()
             self._scan(kept, check_end=False)

@@ -69,7 +69,7 @@ class Exchange:
                  "attempts", "status", "capture_text", "request_body", "usage_requested", "_response")
 
     def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
-                 reads_result: bool = False, capture_text: bool | None = None) -> None:
+                 reads_result: bool = False, capture_text: bool | None = None, request_body: Any = None) -> None:
         if capture_text is None:
             capture_text = capturing()
         self.capture_text = capture_text
@@ -87,7 +87,7 @@ class Exchange:
         self.status = 0
         #: The request's JSON body (a dict, bytes, or a function giving either), read only to estimate the
         #: usage of a call whose provider sent none.
-        self.request_body: Any = None
+        self.request_body = request_body
         #: AgentWatch added ``stream_options.include_usage`` to this request (``_stream_usage``).
         self.usage_requested = False
         self._response: Any = None
@@ -230,7 +230,12 @@ class Exchange:
         if self._response is not None:
             self._record_kept()
         if reader is not None:
-            self._apply(reader.finish(), reader.unreadable, reader.text_bytes)
+            reading = reader.finish()
+            # The streamed text's size serves an estimate: usage missing, or an Anthropic stream cut short.
+            # Measured (the kept blocks, a regex each) only then.
+            measure = reading.input_tokens is None and reading.output_tokens is None or \
+                reading.api == "messages" and reading.finish_reason is None
+            self._apply(reading, reader.unreadable, reader.text_bytes if measure else 0)
         if not complete and not (reader is not None and reader.saw_end):
             self.call.span.attributes["stream_incomplete"] = True
         if self.ends_with_body:
@@ -337,8 +342,27 @@ def url_text(url: Any) -> str:
     return text
 
 
+_REQUEST_ID_KEYS = (b"x-request-id", b"request-id")  # OpenAI and most; Anthropic
+
+
 def _request_id(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id")  # OpenAI and most; Anthropic
+    """The provider's request id: ``x-request-id``, else ``request-id``. From an httpx ``Headers``, read in
+    one pass over the (raw key, lowercase key, value) triples it keeps, not ``get()`` twice (each lowercases
+    and encodes the key and builds a list of matches: a few microseconds per stream)."""
+    items = getattr(headers, "_list", None)
+    if items.__class__ is list:
+        try:
+            found = None
+            for _, key, value in items:
+                if value and key in _REQUEST_ID_KEYS:
+                    if key == b"x-request-id":
+                        return str(value.decode("latin-1"))
+                    if found is None:
+                        found = value
+            return str(found.decode("latin-1")) if found is not None else None
+        except (TypeError, ValueError, AttributeError):
+            pass  # not the layout this expects: ask the mapping
+    return headers.get("x-request-id") or headers.get("request-id")
 
 
 def request_model(endpoint: Endpoint, path: str, body: Any) -> str | None:

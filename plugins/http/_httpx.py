@@ -59,7 +59,12 @@ def _sdk_exchange(request: Any) -> Exchange | None:
     exchange = CURRENT_EXCHANGE.get()
     if exchange is None:
         return None
-    path = request.url.path
+    url = request.url
+    # The path as sent (httpx keeps it parsed): ``url.path`` would unquote it on every request.
+    reference = getattr(url, "_uri_reference", None)
+    path = reference.path if reference is not None else None
+    if path.__class__ is not str or "%" in path:
+        path = url.path
     endpoint = _known_paths.get(path, _MISSING)
     if endpoint is _MISSING:
         endpoint = endpoint_for_path(path)
@@ -164,15 +169,16 @@ def _stream_classes(module: ModuleType) -> tuple[type, type]:
 
         def __iter__(self) -> Iterator[bytes]:
             tap = self._tap
+            feed = tap.feed  # once per body, not per chunk
             hide = self._hide
             try:
                 if hide is None:
                     for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         yield chunk
                 else:  # read what the server sent, pass on what the user would get without AgentWatch
                     for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         chunk = hide(chunk)
                         if chunk:
                             yield chunk
@@ -204,15 +210,16 @@ def _stream_classes(module: ModuleType) -> tuple[type, type]:
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             tap = self._tap
+            feed = tap.feed  # once per body, not per chunk
             hide = self._hide
             try:
                 if hide is None:
                     async for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         yield chunk
                 else:
                     async for chunk in self._inner:
-                        tap.feed(chunk)
+                        feed(chunk)
                         chunk = hide(chunk)
                         if chunk:
                             yield chunk

@@ -76,9 +76,13 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     if in_flight is not None:  # a framework's call: add to it, count it once
         if settings.providers.has_registered:
             adopt_registered(in_flight, api_client.base_url, settings.providers)
-        in_flight.reserve_request(options.json_data)  # hard budget: this body's worst case, before sending
-        return Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
-                        capture_text=capture_text)
+        body = options.json_data
+        in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
+        exchange = Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
+                            capture_text=capture_text, request_body=body)
+        if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
+            _ask_stream_usage(api_client, options, exchange, client)
+        return exchange
     body = options.json_data
     if body.__class__ is dict and endpoint.api != "gemini":
         model = body.get("model") or None
@@ -90,7 +94,11 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
                           input=request_input(body) if capture_text else None,
                           request_body=body)
-    return Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True, capture_text=capture_text)
+    exchange = Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True,
+                        capture_text=capture_text, request_body=body)
+    if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
+        _ask_stream_usage(api_client, options, exchange, client)
+    return exchange
 
 
 #: Provider per base-URL object (a client keeps its URL object): naming it costs a few string operations
@@ -114,14 +122,11 @@ def forget_providers() -> None:
     _providers.clear()
 
 
-def _prepare(api_client: Any, options: Any, exchange: Exchange, client: Any) -> None:
-    """Keep the request body for an estimate, and ask a chat stream for its usage if configured to
-    (``_stream_usage``). Only asked where the response passes our httpx tap, which hides the answer."""
+def _ask_stream_usage(api_client: Any, options: Any, exchange: Exchange, client: Any) -> None:
+    """Ask a chat stream (``body["stream"] is True``) for its usage if configured to (``_stream_usage``).
+    Only asked where the response passes our httpx tap, which hides the answer. Never raises."""
     try:
         body = options.json_data
-        exchange.request_body = body
-        if exchange.endpoint.api != "chat" or body.__class__ is not dict or body.get("stream") is not True:
-            return
         if not wants_usage(client.config.stream_usage, api_client.base_url, body, options.extra_json):
             return
         if not getattr(type(api_client._client).send, "agentwatch_tap", False):
@@ -147,14 +152,14 @@ def _raised(exchange: Exchange, error: BaseException) -> None:
 
 def _returned(exchange: Exchange, result: Any) -> None:
     try:
-        if exchange.streamed:  # a stream: a call of ours ends when its body does
+        if not exchange.streamed:
+            exchange.settle(result)
+        else:  # a stream: a call of ours ends when its body does
             if exchange.owned:
                 if exchange.body_open:
                     exchange.ends_with_body = True
                 else:
                     exchange.end()
-        else:
-            exchange.settle(result)
     except Exception:
         swallow_internal_error("the SDK layer")
 
@@ -173,7 +178,6 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
             exchange = None
         if exchange is None:
             return original(self, cast_to, options, *args, **kwargs)
-        _prepare(self, options, exchange, client)
         token = CURRENT_EXCHANGE.set(exchange)
         try:
             result = original(self, cast_to, options, *args, **kwargs)
@@ -202,7 +206,6 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
             exchange = None
         if exchange is None:
             return await original(self, cast_to, options, *args, **kwargs)
-        _prepare(self, options, exchange, client)
         token = CURRENT_EXCHANGE.set(exchange)
         try:
             result = await original(self, cast_to, options, *args, **kwargs)
