@@ -42,6 +42,8 @@ _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "blo
 
 
 _EMPTY: Mapping[str, Any] = {}
+#: Values kept as they are (exact types; subclasses go through _jsonable's isinstance checks).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _is_step(tags: Sequence[str] | None) -> bool:
@@ -392,11 +394,15 @@ def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
     return any("pregel" in str(part).lower() or "graph" in str(part).lower() for part in identifier)
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
 def _jsonable(value: Any) -> Any:
-    if value.__class__ in _SCALARS or isinstance(value, str | int | float | bool):
+    kind = value.__class__
+    if kind in _SCALARS:  # exact types first: the usual values, without isinstance against ABCs
+        return value
+    if kind is list or kind is tuple:
+        return [item if item.__class__ in _SCALARS else _jsonable(item) for item in value]
+    if kind is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
