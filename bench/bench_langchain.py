@@ -18,7 +18,10 @@ process's (the export worker's too), the least of the rounds, which load on a sh
 profile summary (cProfile of AgentWatch's own functions per chat call and per graph step) of each AgentWatch mode
 follows the table.
 
-    python bench/bench_langchain.py [--passes N] [--no-profile]
+``--instructions`` instead counts, with callgrind, the instructions on the user's thread per chat call and graph
+step (baseline, do-nothing handler, each AgentWatch mode): the same figure whatever the machine's load.
+
+    python bench/bench_langchain.py [--passes N] [--no-profile] [--instructions]
 """
 
 from __future__ import annotations
@@ -168,13 +171,81 @@ def _profile(mode: str, what: str, call: Any, count: int, per: int = 1, top: int
               f"{what.split()[-1]}  {Path(filename).parent.name}/{Path(filename).name}:{line} {name}", file=sys.stderr)
 
 
+#: ``--instructions``: each measured loop runs inside its own rarely used C function, which callgrind's
+#: ``--toggle-collect`` counts alone: (loop driver, its C function) for baseline, noop handler, AgentWatch.
+_TOGGLES = {"baseline": "takewhile_next", "noop handler": "dropwhile_next", "agentwatch": "filterfalse_next"}
+
+
+def _instructions_child(mode: str, collector: str, what: str, count: int) -> None:
+    """Run under callgrind: baseline, the do-nothing handler, then ``mode``, each ``count`` times in its loop."""
+    import itertools
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    model, graph = _workload()
+    work = ((lambda config: model.invoke("hi", config=config)) if what == "chat call"
+            else (lambda config: graph.invoke({"log": []}, config=config)))
+
+    class Noop(BaseCallbackHandler):
+        pass
+
+    drivers = {"takewhile_next": lambda step: list(itertools.takewhile(lambda _: step() or True, range(count))),
+               "dropwhile_next": lambda step: list(itertools.dropwhile(lambda _: step() or True, range(count))),
+               "filterfalse_next": lambda step: list(itertools.filterfalse(lambda _: step() and False, range(count)))}
+    for name in _TOGGLES:
+        if name == "agentwatch":
+            _setup(mode, collector)
+        config = {"callbacks": [Noop()]} if name == "noop handler" else {}
+        for _ in range(30):  # warm up outside the counted function
+            work(config)
+        drivers[_TOGGLES[name]](lambda config=config: work(config))  # type: ignore[misc]
+
+
+def _instructions(collector: str, modes: list[str], chat_calls: int = 150, graph_runs: int = 30) -> None:
+    """Instructions on the user's thread per chat call and graph step (callgrind: deterministic whatever the load)."""
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind not installed")
+        return
+    print("callgrind instructions on the user's thread (deterministic; the export worker's thread not included)")
+    for mode in modes:
+        cells = []
+        for what, count, per in (("chat call", chat_calls, 1), ("graph step", graph_runs, 3)):
+            with tempfile.TemporaryDirectory() as scratch:
+                out = os.path.join(scratch, "callgrind.out")
+                toggles = [f"--toggle-collect={function}" for function in _TOGGLES.values()]
+                subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", *toggles,
+                                f"--callgrind-out-file={out}", sys.executable, __file__, "--instructions-child", mode,
+                                collector, what, str(count)], capture_output=True, check=True)
+                annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], capture_output=True,
+                                           text=True, check=True).stdout
+            counted: dict[str, float] = {}
+            for name, function in _TOGGLES.items():
+                found = re.search(rf"^\s*([\d,]+) .*:{function} ", annotated, re.MULTILINE)
+                counted[name] = int(found.group(1).replace(",", "")) / count / per if found else float("nan")
+            cells.append(f"{what}: baseline {counted['baseline']:,.0f}, noop handler +"
+                         f"{counted['noop handler'] - counted['baseline']:,.0f}, {mode} "
+                         f"+{counted['agentwatch'] - counted['baseline']:,.0f} "
+                         f"({counted['agentwatch'] - counted['noop handler']:+,.0f} over the noop handler)")
+        print(f"  {mode:>16}: " + "; ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--passes", type=int, default=PASSES, help="interleaved passes over every mode")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
+    parser.add_argument("--instructions", action="store_true",
+                        help="only count instructions per call with callgrind (slow: minutes per mode)")
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_openai_overhead import _collector
+
+    if args.instructions:
+        with _collector() as collector:
+            _instructions(collector, ["agentwatch none", "agentwatch down", "agentwatch up"])
+        return
 
     samples: dict[str, list[dict[str, float]]] = {}
     unavailable: set[str] = set()
@@ -235,5 +306,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         _child(sys.argv[2], sys.argv[3], sys.argv[4] == "True")
+    elif len(sys.argv) == 6 and sys.argv[1] == "--instructions-child":
+        _instructions_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         main()
