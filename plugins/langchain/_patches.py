@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -37,6 +38,10 @@ _lock = threading.Lock()  # handlers may be made in several threads at once; pat
 
 
 def _scoped_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    first = _known_generate_signature(original)
+    if first is not None:
+        return _scoped_generate(original, first)
+
     @functools.wraps(original)
     def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
         saved = save_current()
@@ -46,6 +51,46 @@ def _scoped_call(original: Callable[..., Any]) -> Callable[..., Any]:
             restore_current(saved)
 
     return generate
+
+
+#: ``generate``'s parameters after its first (``messages`` / ``prompts``) in langchain-core 0.3 and 1.x.
+_POSITIONAL, _KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+_GENERATE_REST = (("stop", _POSITIONAL), ("callbacks", _POSITIONAL), ("tags", _KEYWORD), ("metadata", _KEYWORD),
+                  ("run_name", _KEYWORD), ("run_id", _KEYWORD), ("kwargs", inspect.Parameter.VAR_KEYWORD))
+
+
+def _known_generate_signature(original: Callable[..., Any]) -> str | None:
+    """The name of ``generate``'s first parameter if its signature is the one ``_scoped_generate`` spells out."""
+    parameters = list(inspect.signature(original).parameters.values())
+    if len(parameters) != 2 + len(_GENERATE_REST) or parameters[1].name not in ("messages", "prompts"):
+        return None
+    if [(p.name, p.kind) for p in parameters[2:]] != list(_GENERATE_REST):
+        return None
+    return parameters[1].name
+
+
+def _scoped_generate(original: Callable[..., Any], first: str) -> Callable[..., Any]:
+    """``generate`` with its parameters spelled out: every chat call passes it seven keywords, which a
+    ``*args, **kwargs`` wrapper packs into a dict and unpacks again (about half a microsecond per call)."""
+
+    def generate(self: Any, inputs: Any, stop: Any = None, callbacks: Any = None, *, tags: Any = None,
+                 metadata: Any = None, run_name: Any = None, run_id: Any = None, **kwargs: Any) -> Any:
+        saved = save_current()
+        try:
+            if kwargs:
+                return original(self, inputs, stop, callbacks, tags=tags, metadata=metadata, run_name=run_name,
+                                run_id=run_id, **kwargs)
+            return original(self, inputs, stop, callbacks, tags=tags, metadata=metadata, run_name=run_name,
+                            run_id=run_id)
+        finally:
+            restore_current(saved)
+
+    if first != "inputs":  # keep the original's name for the first parameter (callers may pass it by keyword)
+        code = generate.__code__
+        names = list(code.co_varnames)
+        names[1] = first
+        generate.__code__ = code.replace(co_varnames=tuple(names))
+    return functools.wraps(original)(generate)
 
 
 def _scoped_acall(original: Callable[..., Any]) -> Callable[..., Any]:
