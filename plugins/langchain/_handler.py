@@ -28,6 +28,7 @@ from agentwatch.instrumentation import (
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
+from ._plugin import install_deferred
 from ._runs import RUNS, Run
 
 __all__ = ["AgentWatchHandler"]
@@ -412,3 +413,7 @@ def _jsonable(value: Any) -> Any:
     if content is not None:
         return {"type": getattr(value, "type", type(value).__name__), "content": _jsonable(content)}
     return clip(repr(value))
+
+
+# Last: a zero-config install that ran while this module was being imported (it imports langchain_core) needs the class.
+install_deferred()
