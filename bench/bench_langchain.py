@@ -13,9 +13,15 @@ uninstrumented baseline. Modes:
 - ``langfuse``: its ``CallbackHandler`` (host unreachable); ``openinference``: ``LangChainInstrumentor`` with
   an OpenTelemetry batch processor.
 
-A profile summary (cProfile of AgentWatch's own functions in the ``agentwatch down`` mode) follows the table.
+Each figure is given as wall time (median of rounds and passes) and as CPU time: this thread's and the whole
+process's (the export worker's too), the least of the rounds, which load on a shared machine inflates less. A
+profile summary (cProfile of AgentWatch's own functions per chat call and per graph step) of each AgentWatch mode
+follows the table.
 
-    python bench/bench_langchain.py [--passes N] [--no-profile]
+``--instructions`` instead counts, with callgrind, the instructions on the user's thread per chat call and graph
+step (baseline, do-nothing handler, each AgentWatch mode): the same figure whatever the machine's load.
+
+    python bench/bench_langchain.py [--passes N] [--no-profile] [--instructions]
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ MODES = ("baseline", "noop handler", "agentwatch none", "agentwatch down", "agen
 PASSES = 5
 ROUNDS = 3
 CALLS = 400
+#: The wall-clock figures (median of rounds and passes); the CPU ones are the least.
+WALL = ("invoke_us", "step_us")
 
 
 class State(TypedDict):
@@ -118,23 +126,31 @@ def _child(mode: str, collector: str, profile: bool) -> None:
     for _ in range(50):  # warm up imports, caches and price lookups
         model.invoke("hi", config=config)
         graph.invoke({"log": []}, config=config)
-    invoke, step = [], []
+    figures: dict[str, list[float]] = {}
+
+    def timed(key: str, work: Any, count: int, per: int) -> None:
+        """Wall, this thread's CPU and the whole process's CPU (the export worker included) per unit of work."""
+        wall, thread, process = time.perf_counter_ns(), time.thread_time_ns(), time.process_time_ns()
+        for _ in range(count):
+            work()
+        units = count * per * 1e3  # ns to us per unit
+        figures.setdefault(key + "_us", []).append((time.perf_counter_ns() - wall) / units)
+        figures.setdefault(key + "_thread_us", []).append((time.thread_time_ns() - thread) / units)
+        figures.setdefault(key + "_process_us", []).append((time.process_time_ns() - process) / units)
+
     for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(CALLS):
-            model.invoke("hi", config=config)
-        invoke.append((time.perf_counter() - start) / CALLS * 1e6)
-        start = time.perf_counter()
-        for _ in range(CALLS // 4):
-            graph.invoke({"log": []}, config=config)
-        step.append((time.perf_counter() - start) / (CALLS // 4) / 3 * 1e6)
+        timed("invoke", lambda: model.invoke("hi", config=config), CALLS, 1)
+        timed("step", lambda: graph.invoke({"log": []}, config=config), CALLS // 4, 3)
     if profile:
-        _profile(lambda: model.invoke("hi", config=config))
-    print(json.dumps({"mode": mode, "invoke_us": statistics.median(invoke), "step_us": statistics.median(step)}))
+        _profile(mode, "chat call", lambda: model.invoke("hi", config=config), 3000)
+        _profile(mode, "graph step", lambda: graph.invoke({"log": []}, config=config), 1000, per=3)
+    # Wall: median of the rounds. CPU: the least of the rounds (load on a shared machine only ever adds to it).
+    print(json.dumps({"mode": mode, **{key: (statistics.median if key in WALL else min)(values)
+                                       for key, values in figures.items()}}))
 
 
-def _profile(call: Any, count: int = 3000, top: int = 10) -> None:
-    """Where AgentWatch's time goes per chat call (cProfile-inflated; its own functions only)."""
+def _profile(mode: str, what: str, call: Any, count: int, per: int = 1, top: int = 8) -> None:
+    """Where AgentWatch's time goes per chat call or graph step (cProfile-inflated; its own functions only)."""
     import cProfile
     import pstats
     from pathlib import Path
@@ -147,30 +163,99 @@ def _profile(call: Any, count: int = 3000, top: int = 10) -> None:
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     rows = [(tottime, cumtime, calls, func) for func, (_, calls, tottime, cumtime, _) in stats.items()
             if "/core/" in func[0] or "/plugins/" in func[0] or "agentwatch" in func[0]]
-    print(f"profile (agentwatch down, user's thread, cProfile-inflated): AgentWatch's own time "
-          f"{sum(row[0] for row in rows) / count * 1e6:.1f} us/call; top:", file=sys.stderr)
+    units = count * per
+    print(f"profile ({mode}, {what}, user's thread, cProfile-inflated): AgentWatch's own time "
+          f"{sum(row[0] for row in rows) / units * 1e6:.1f} us per {what}; top:", file=sys.stderr)
     for tottime, cumtime, calls, (filename, line, name) in sorted(rows, reverse=True)[:top]:
-        print(f"  {tottime / count * 1e6:6.2f} us self {cumtime / count * 1e6:6.2f} us cum {calls / count:4.1f}/call  "
-              f"{Path(filename).parent.name}/{Path(filename).name}:{line} {name}", file=sys.stderr)
+        print(f"  {tottime / units * 1e6:6.2f} us self {cumtime / units * 1e6:6.2f} us cum {calls / units:4.1f}/"
+              f"{what.split()[-1]}  {Path(filename).parent.name}/{Path(filename).name}:{line} {name}", file=sys.stderr)
+
+
+#: ``--instructions``: each measured loop runs inside its own rarely used C function, which callgrind's
+#: ``--toggle-collect`` counts alone: (loop driver, its C function) for baseline, noop handler, AgentWatch.
+_TOGGLES = {"baseline": "takewhile_next", "noop handler": "dropwhile_next", "agentwatch": "filterfalse_next"}
+
+
+def _instructions_child(mode: str, collector: str, what: str, count: int) -> None:
+    """Run under callgrind: baseline, the do-nothing handler, then ``mode``, each ``count`` times in its loop."""
+    import itertools
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    model, graph = _workload()
+    work = ((lambda config: model.invoke("hi", config=config)) if what == "chat call"
+            else (lambda config: graph.invoke({"log": []}, config=config)))
+
+    class Noop(BaseCallbackHandler):
+        pass
+
+    drivers = {"takewhile_next": lambda step: list(itertools.takewhile(lambda _: step() or True, range(count))),
+               "dropwhile_next": lambda step: list(itertools.dropwhile(lambda _: step() or True, range(count))),
+               "filterfalse_next": lambda step: list(itertools.filterfalse(lambda _: step() and False, range(count)))}
+    for name in _TOGGLES:
+        if name == "agentwatch":
+            _setup(mode, collector)
+        config = {"callbacks": [Noop()]} if name == "noop handler" else {}
+        for _ in range(30):  # warm up outside the counted function
+            work(config)
+        drivers[_TOGGLES[name]](lambda config=config: work(config))  # type: ignore[misc]
+
+
+def _instructions(collector: str, modes: list[str], chat_calls: int = 150, graph_runs: int = 30) -> None:
+    """Instructions on the user's thread per chat call and graph step (callgrind: deterministic whatever the load)."""
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind not installed")
+        return
+    print("callgrind instructions on the user's thread (deterministic; the export worker's thread not included)")
+    for mode in modes:
+        cells = []
+        for what, count, per in (("chat call", chat_calls, 1), ("graph step", graph_runs, 3)):
+            with tempfile.TemporaryDirectory() as scratch:
+                out = os.path.join(scratch, "callgrind.out")
+                toggles = [f"--toggle-collect={function}" for function in _TOGGLES.values()]
+                subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", *toggles,
+                                f"--callgrind-out-file={out}", sys.executable, __file__, "--instructions-child", mode,
+                                collector, what, str(count)], capture_output=True, check=True)
+                annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], capture_output=True,
+                                           text=True, check=True).stdout
+            counted: dict[str, float] = {}
+            for name, function in _TOGGLES.items():
+                found = re.search(rf"^\s*([\d,]+) .*:{function} ", annotated, re.MULTILINE)
+                counted[name] = int(found.group(1).replace(",", "")) / count / per if found else float("nan")
+            cells.append(f"{what}: baseline {counted['baseline']:,.0f}, noop handler +"
+                         f"{counted['noop handler'] - counted['baseline']:,.0f}, {mode} "
+                         f"+{counted['agentwatch'] - counted['baseline']:,.0f} "
+                         f"({counted['agentwatch'] - counted['noop handler']:+,.0f} over the noop handler)")
+        print(f"  {mode:>16}: " + "; ".join(cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--passes", type=int, default=PASSES, help="interleaved passes over every mode")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
+    parser.add_argument("--instructions", action="store_true",
+                        help="only count instructions per call with callgrind (slow: minutes per mode)")
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_openai_overhead import _collector
 
+    if args.instructions:
+        with _collector() as collector:
+            _instructions(collector, ["agentwatch none", "agentwatch down", "agentwatch up"])
+        return
+
     samples: dict[str, list[dict[str, float]]] = {}
     unavailable: set[str] = set()
-    profile = ""
+    profiles: list[str] = []
     with _collector() as collector:
         for index in range(args.passes):
             for mode in MODES:
                 if mode in unavailable:
                     continue
-                profiled = mode == "agentwatch down" and index == 0 and not args.no_profile
+                profiled = mode.startswith("agentwatch") and index == 0 and not args.no_profile
                 run = subprocess.run([sys.executable, __file__, "--child", mode, collector, str(profiled)],
                                      capture_output=True, text=True)
                 if run.returncode != 0:
@@ -179,36 +264,49 @@ def main() -> None:
                     print(f"{mode:>16}: not available ({last})")
                     continue
                 if profiled:
-                    profile = "\n".join(line for line in run.stderr.splitlines() if not line.startswith("agentwatch:"))
+                    profiles.append("\n".join(line for line in run.stderr.splitlines()
+                                              if not line.startswith("agentwatch:")))
                 samples.setdefault(mode, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
-    results = {mode: {key: statistics.median(row[key] for row in rows) for key in ("invoke_us", "step_us")}
-               for mode, rows in samples.items()}
+    keys = [key for key in samples["baseline"][0] if key != "mode"]
+    # Wall: median over passes; CPU: least over passes (as within a pass).
+    results = {mode: {key: (statistics.median if key in WALL else min)(row[key] for row in rows)
+                      for key in keys} for mode, rows in samples.items()}
     base = results["baseline"]
-    print(f"{args.passes} interleaved passes, {ROUNDS} rounds of {CALLS} calls each; medians")
-    print(f"{'mode':>16} {'invoke µs':>10} {'added':>8} {'graph step µs':>14} {'added':>8}")
+    print(f"{args.passes} interleaved passes, {ROUNDS} rounds of {CALLS} chat calls / {CALLS // 4} graph runs each. "
+          "wall: median; CPU (this thread / whole process incl. the export worker): least of the rounds")
+    print(f"{'':>16} {'chat call µs':^42} {'graph step µs':^42}")
+    print(f"{'mode':>16} " + " ".join(f"{'wall':>7} {'added':>6} {'thread':>7} {'added':>6} {'proc':>6} {'added':>6}"
+                                      for _ in range(2)))
     for mode, row in results.items():
-        print(f"{mode:>16} {row['invoke_us']:>10.1f} {row['invoke_us'] - base['invoke_us']:>8.1f} "
-              f"{row['step_us']:>14.1f} {row['step_us'] - base['step_us']:>8.1f}")
+        cells = []
+        for what in ("invoke", "step"):
+            for key in (what + "_us", what + "_thread_us", what + "_process_us"):
+                cells.append(f"{row[key]:>7.1f} {row[key] - base[key]:>6.1f}")
+        print(f"{mode:>16} " + " ".join(cells))
     if "noop handler" in results:
-        floor = results["noop handler"]["invoke_us"]
+        floor = results["noop handler"]
         for mode in ("agentwatch none", "agentwatch down", "agentwatch up"):
             if mode in results:
-                print(f"{mode} over the do-nothing handler: {results[mode]['invoke_us'] - floor:+.1f} us per chat call"
-                      "   [goal ≤ 10]")
+                over = {key: results[mode][key] - floor[key] for key in keys}
+                print(f"{mode} over the do-nothing handler per chat call: wall {over['invoke_us']:+.1f} us, "
+                      f"thread CPU {over['invoke_thread_us']:+.1f} us, process CPU {over['invoke_process_us']:+.1f} us"
+                      f"   [goal ≤ 10]; per graph step: thread CPU {over['step_thread_us']:+.1f} us")
     others = [results[m] for m in ("langfuse", "openinference") if m in results]
     if "agentwatch down" in results and others:
         ours = results["agentwatch down"]
-        lighter_invoke = min(r["invoke_us"] - base["invoke_us"] for r in others)
-        lighter_step = min(r["step_us"] - base["step_us"] for r in others)
-        print(f"AgentWatch added / lighter competitor added: invoke "
-              f"{(ours['invoke_us'] - base['invoke_us']) / lighter_invoke:.2f}, graph step "
-              f"{(ours['step_us'] - base['step_us']) / lighter_step:.2f}   [goal ≤ 0.33]")
-    if profile:
+        for key, label in (("invoke_us", "invoke wall"), ("invoke_thread_us", "invoke thread CPU"),
+                           ("step_us", "graph step wall"), ("step_thread_us", "graph step thread CPU")):
+            lighter = min(r[key] - base[key] for r in others)
+            print(f"AgentWatch (down) added / lighter competitor added, {label}: "
+                  f"{(ours[key] - base[key]) / lighter:.2f}   [goal ≤ 0.33]")
+    for profile in profiles:
         print(profile)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         _child(sys.argv[2], sys.argv[3], sys.argv[4] == "True")
+    elif len(sys.argv) == 6 and sys.argv[1] == "--instructions-child":
+        _instructions_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         main()

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ._llm import LLMCall
 
 __all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
-           "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP"]
+           "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP", "save_current", "restore_current"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,24 @@ def detach(token: tuple[Token[Any], ...]) -> None:
             item.var.reset(item)
         except ValueError:
             pass
+
+
+def save_current() -> tuple[Span | None, LLMCall | None]:
+    """The current span and LLM call as they are: a restore point for ``restore_current``.
+
+    The cheap spelling of ``detach(attach(current span, llm_call=current call))`` around a framework's entry point
+    (it runs on every model call): nothing is set unless the code in between left something changed.
+    """
+    return CURRENT_SPAN.get(), CURRENT_LLM_CALL.get()
+
+
+def restore_current(saved: tuple[Span | None, LLMCall | None]) -> None:
+    """Make the span and LLM call of ``save_current`` current again, if the code since changed them."""
+    span, call = saved
+    if CURRENT_SPAN.get() is not span:
+        CURRENT_SPAN.set(span)
+    if CURRENT_LLM_CALL.get() is not call:
+        CURRENT_LLM_CALL.set(call)
 
 
 def current_session_id() -> str | None:

@@ -14,7 +14,8 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   OpenAI's usage objects, ``normalize_anthropic_usage`` converts Anthropic's; ``estimate_tokens`` /
   ``estimate_request_tokens`` estimate a call that reports none.
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
-  make a span, an LLM call or an agent scope current for the code a framework runs.
+  make a span, an LLM call or an agent scope current for the code a framework runs; ``save_current`` /
+  ``restore_current`` put back the current span and LLM call after a framework's entry point, cheaply.
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code.
 """
@@ -35,7 +36,7 @@ from ._client import (
     unregister_process_plugin as unregister_plugin,
 )
 from ._config import Config, validate_agent_limits
-from ._context import KEEP, SESSION_KEY, AgentScope, attach, detach
+from ._context import KEEP, SESSION_KEY, AgentScope, attach, detach, restore_current, save_current
 from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
@@ -96,6 +97,8 @@ __all__ = [
     "get_current_span",
     "attach",
     "detach",
+    "save_current",
+    "restore_current",
     "KEEP",
     "SESSION_KEY",
     "AgentScope",

@@ -19,30 +19,41 @@ from agentwatch.instrumentation import (
     clip,
     enclosing_monitors,
     end_span,
-    get_current_span,
     run_budget,
     stop_on_exception,
+    swallow_internal_error,
     validate_agent_limits,
 )
 
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
-from ._messages import message_dicts, output_text, usage_of
+from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
+from ._plugin import install_deferred
 from ._runs import RUNS, Run
 
 __all__ = ["AgentWatchHandler"]
 
-_NODE_ATTRIBUTES = {"langgraph_node": "langgraph_node", "langgraph_step": "langgraph_step",
-                    "langgraph_triggers": "langgraph_triggers", "langgraph_path": "langgraph_path",
-                    "langgraph_checkpoint_ns": "checkpoint_ns", "checkpoint_ns": "checkpoint_ns",
-                    "thread_id": "thread_id"}
+#: LangGraph metadata kept on graph and node spans: (metadata key, span attribute).
+_NODE_ATTRIBUTES = (("langgraph_node", "langgraph_node"), ("langgraph_step", "langgraph_step"),
+                    ("langgraph_triggers", "langgraph_triggers"), ("langgraph_path", "langgraph_path"),
+                    ("langgraph_checkpoint_ns", "checkpoint_ns"), ("checkpoint_ns", "checkpoint_ns"),
+                    ("thread_id", "thread_id"))
 _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert",
                "on_block")
 
 
-def _is_node(name: str | None, metadata: Mapping[str, Any], tags: Sequence[str] | None) -> bool:
-    return bool(name) and metadata.get("langgraph_node") == name and any(
-        tag.startswith("graph:step:") for tag in tags or ())
+_EMPTY: Mapping[str, Any] = {}
+#: Values kept as they are (exact types; subclasses go through _jsonable's isinstance checks).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _is_step(tags: Sequence[str] | None) -> bool:
+    """A LangGraph node's run (``graph:step:<n>``), as opposed to a runnable inside it of the same name."""
+    if tags:
+        for tag in tags:
+            if tag.startswith("graph:step:"):
+                return True
+    return False
 
 
 class AgentWatchHandler(BaseCallbackHandler):
@@ -106,11 +117,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         return (client.agent_scope(self._agent, role=options.pop("role", None),
                                    agent_id=options.pop("agent_id", None), **options),)
 
-    def _node_scope(self, node: str) -> tuple[AgentScope, ...]:
+    def _node_scope(self, client: agentwatch.Client, node: str) -> tuple[AgentScope, ...]:
         """The node's agent scope: from this handler's ``agents`` map, or ``init(agents=...)`` by node name."""
-        client = agentwatch.get_client()
-        if client is None:
-            return ()
         options = self._node_agents.get(node)
         if options is None:
             if node not in client.config.agents:
@@ -120,20 +128,21 @@ class AgentWatchHandler(BaseCallbackHandler):
         return (client.agent_scope(node, role=options.pop("role", "node"), agent_id=options.pop("agent_id", None),
                                    **options),)
 
-    def _parent(self, parent_run_id: UUID | None) -> Run | None:
-        return RUNS.get(parent_run_id) if parent_run_id is not None else None
-
-    def _open(self, run_id: UUID, parent_run_id: UUID | None, name: str, kind: str,
+    def _open(self, client: agentwatch.Client, run_id: UUID, parent_run_id: UUID | None, name: str, kind: str,
               metadata: Mapping[str, Any] | None, extra_scopes: tuple[AgentScope, ...] = ()) -> Run | None:
-        client = agentwatch.get_client()
-        if client is None or run_id in RUNS:
-            return None  # not initialised, or another handler instance already records this run
-        parent = self._parent(parent_run_id)
-        scopes = (parent.scopes if parent else self._own_scopes()) + extra_scopes
-        agent = scopes[-1] if scopes else None
-        span = client.start_span(name, kind, parent=parent.span if parent else get_current_span(), agent=agent)
-        metadata = metadata or {}
-        run = Run(span, scopes, in_graph=bool(parent and parent.in_graph) or "langgraph_step" in metadata)
+        """Open the run's span under its parent run's (else the current span); None if already recorded."""
+        if run_id in RUNS:
+            return None  # another handler instance already records this run
+        parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            scopes, parent_span, in_graph = parent.scopes, parent.span, parent.in_graph
+        else:
+            scopes, parent_span, in_graph = (self._own_scopes() if self._agent else ()), None, False
+        if extra_scopes:
+            scopes += extra_scopes
+        # parent None: start_span takes the context's current span.
+        span = client.start_span(name, kind, parent=parent_span, agent=scopes[-1] if scopes else None)
+        run = Run(span, scopes, in_graph=in_graph or (metadata is not None and "langgraph_step" in metadata))
         RUNS[run_id] = run
         return run
 
@@ -148,35 +157,46 @@ class AgentWatchHandler(BaseCallbackHandler):
         return run
 
     # ---- chains, graphs, nodes ----------------------------------------------------------------
+    # The per-run callbacks (chains, model calls) catch internal errors inline, as ``stop_on_exception`` does,
+    # without its extra frame and argument repacking: they run for every node and every model call.
 
-    @stop_on_exception
     def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        metadata = metadata or {}
-        name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
-        if _is_node(name, metadata, tags):
-            self._start_node(name, inputs, run_id, parent_run_id, metadata)
-            return
-        parent = self._parent(parent_run_id)
-        kind = "graph" if name == "LangGraph" or (parent is None and "langgraph_step" not in metadata and
-                                                  _looks_like_graph(serialized)) else "chain"
-        run = self._open(run_id, parent_run_id, name, kind, metadata)
-        if run is not None:
-            if kind == "graph":
-                run.in_graph = True
-                _copy_node_metadata(run.span, metadata)
-            if capturing():
-                run.span.input = _jsonable(inputs)
+        try:
+            client = agentwatch.get_client()
+            if client is None:
+                return
+            name = kwargs.get("name") or (serialized.get("name") if serialized else None) or "chain"
+            if metadata and metadata.get("langgraph_node") == name and _is_step(tags):
+                self._start_node(client, name, inputs, run_id, parent_run_id, metadata)
+                return
+            if name == "LangGraph":
+                kind = "graph"
+            elif parent_run_id is None or parent_run_id not in RUNS:
+                kind = "graph" if not (metadata and "langgraph_step" in metadata) and _looks_like_graph(serialized) \
+                    else "chain"
+            else:
+                kind = "chain"
+            run = self._open(client, run_id, parent_run_id, name, kind, metadata)
+            if run is not None:
+                if kind == "graph":
+                    run.in_graph = True
+                    if metadata:
+                        _copy_node_metadata(run.span, metadata)
+                if client.config.capture_text:
+                    run.span.input = _jsonable(inputs)
+        except Exception:
+            swallow_internal_error("AgentWatchHandler.on_chain_start")
 
-    def _start_node(self, name: str, inputs: Any, run_id: UUID, parent_run_id: UUID | None,
-                    metadata: Mapping[str, Any]) -> None:
-        run = self._open(run_id, parent_run_id, name, "node", metadata, self._node_scope(name))
+    def _start_node(self, client: agentwatch.Client, name: str, inputs: Any, run_id: UUID,
+                    parent_run_id: UUID | None, metadata: Mapping[str, Any]) -> None:
+        run = self._open(client, run_id, parent_run_id, name, "node", metadata, self._node_scope(client, name))
         if run is None:
             return
         run.in_graph = True
         _copy_node_metadata(run.span, metadata)
-        if capturing():
+        if client.config.capture_text:
             run.span.input = _jsonable(inputs)
         if self._on_budget == "interrupt":
             # interrupt() needs the node's runnable context, which LangGraph sets only after this
@@ -186,17 +206,20 @@ class AgentWatchHandler(BaseCallbackHandler):
             # A limit exhausted during the previous node stops this one before it runs; the checkpoint
             # then holds every finished node and `graph.invoke(None, config)` resumes here.
             agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id,
-                                    budgets=self._thread_budgets(metadata))
+                                    budgets=self._thread_budgets(metadata) if self._thread_budget is not None else ())
         except CircuitBreakerException as error:
             self._close(run_id, error)
             raise graph_block(error) from None
 
-    @stop_on_exception
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run = RUNS.get(run_id)
-        if run is not None and capturing():
-            run.span.output = _jsonable(outputs)
-        self._close(run_id)
+        try:
+            run = RUNS.pop(run_id, None)
+            if run is not None:
+                if capturing():
+                    run.span.output = _jsonable(outputs)
+                end_span(run.span)
+        except Exception:
+            swallow_internal_error("AgentWatchHandler.on_chain_end")
 
     @stop_on_exception
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -204,89 +227,93 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     # ---- model calls --------------------------------------------------------------------------
 
-    def _start_model(self, run_id: UUID, parent_run_id: UUID | None, name: str, metadata: Mapping[str, Any],
-                     invocation: Mapping[str, Any], prompt: Any) -> None:
-        client = agentwatch.get_client()
-        if client is None or run_id in RUNS:
-            return
-        parent = self._parent(parent_run_id)
-        scopes = parent.scopes if parent else self._own_scopes()
+    def _start_model(self, client: agentwatch.Client, run_id: UUID, parent_run_id: UUID | None, name: str,
+                     metadata: Mapping[str, Any], invocation: Mapping[str, Any], prompt: Any) -> None:
+        parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            scopes, parent_span, parent_in_graph = parent.scopes, parent.span, parent.in_graph
+        else:
+            scopes, parent_span, parent_in_graph = (self._own_scopes() if self._agent else ()), None, False
         model = metadata.get("ls_model_name") or invocation.get("model") or invocation.get("model_name")
-        provider = metadata.get("ls_provider")
         attributes: dict[str, Any] = {}
-        for key in ("langgraph_node", "langgraph_step"):
-            if key in metadata:
-                attributes[key] = metadata[key]
+        in_graph = parent_in_graph
+        if "langgraph_step" in metadata:
+            in_graph = True
+            attributes["langgraph_step"] = metadata["langgraph_step"]
+        if "langgraph_node" in metadata:
+            attributes["langgraph_node"] = metadata["langgraph_node"]
         if invocation.get("stream") or invocation.get("streaming"):
             attributes["streaming"] = True
-        in_graph = bool(parent and parent.in_graph) or "langgraph_step" in metadata
+        budgets = self._thread_budgets(metadata) if self._thread_budget is not None else ()
         pausable = in_graph and self._on_budget == "interrupt"
         if pausable:
             # Resuming after our pause: the human's answer applies before the check, so the one pause
             # records one blocked span, in whichever process resumes.
             take_answer(enclosing_monitors(scopes=scopes), lambda: agentwatch.check_limits(scopes=scopes))
         try:
-            call = agentwatch.start_llm_call(name, model=model, provider=provider,
-                                             parent=parent.span if parent else get_current_span(), scopes=scopes,
-                                             input=prompt, attributes=attributes,
-                                             budgets=self._thread_budgets(metadata))
+            # parent None: the context's current span.
+            call = agentwatch.start_llm_call(name, model=model, provider=metadata.get("ls_provider"),
+                                             parent=parent_span, scopes=scopes, input=prompt,
+                                             attributes=attributes, budgets=budgets)
         except CircuitBreakerException as error:
             if pausable:
                 interrupt_for_budget(error)  # raises GraphInterrupt; returns only with an answer applied
-                self._start_model(run_id, parent_run_id, name, metadata, invocation, prompt)
+                self._start_model(client, run_id, parent_run_id, name, metadata, invocation, prompt)
                 return
             raise (graph_block(error) if in_graph else error) from None
         # The model's HTTP request runs in this same context: a lower layer (the HTTP plugin) finds this call there
         # and adds to it instead of counting the request a second time. The model's entry point restores the
         # caller's context when it returns (_patches), so the activation never outlives the model's own code.
         call.activate()
-        RUNS[run_id] = Run(call.span, scopes, call=call, in_graph=bool(parent and parent.in_graph))
+        RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph)
 
-    @stop_on_exception
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
                             parent_run_id: UUID | None = None, tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        client = agentwatch.get_client()
-        if client is None:
-            return
-        name = kwargs.get("name") or (serialized or {}).get("name") or "chat_model"
-        prompt = message_dicts(messages) if capturing(client) else None
-        self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
+        try:
+            client = agentwatch.get_client()
+            if client is None or run_id in RUNS:
+                return  # not initialised, or another handler instance already records this run
+            name = kwargs.get("name") or (serialized.get("name") if serialized else None) or "chat_model"
+            prompt = message_dicts(messages) if client.config.capture_text else None
+            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY,
+                              kwargs.get("invocation_params") or _EMPTY, prompt)
+        except Exception:
+            swallow_internal_error("AgentWatchHandler.on_chat_model_start")
 
-    @stop_on_exception
     def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        client = agentwatch.get_client()
-        if client is None:
-            return
-        name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
-        prompt = list(prompts) if capturing(client) else None
-        self._start_model(run_id, parent_run_id, name, metadata or {}, kwargs.get("invocation_params") or {}, prompt)
+        try:
+            client = agentwatch.get_client()
+            if client is None or run_id in RUNS:
+                return
+            name = kwargs.get("name") or (serialized.get("name") if serialized else None) or "llm"
+            prompt = list(prompts) if client.config.capture_text else None
+            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY,
+                              kwargs.get("invocation_params") or _EMPTY, prompt)
+        except Exception:
+            swallow_internal_error("AgentWatchHandler.on_llm_start")
 
-    @stop_on_exception
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
-        run = RUNS.get(run_id)
-        if run is not None and run.call is not None:
-            run.call.mark_first_token()
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            run = RUNS.get(run_id)
+            if run is not None and run.call is not None:
+                run.call.mark_first_token()
+        except Exception:
+            swallow_internal_error("AgentWatchHandler.on_llm_new_token")
 
-    @stop_on_exception
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        run = RUNS.pop(run_id, None)
-        if run is None or run.call is None:
-            return
-        call = run.call
-        call.deactivate()
-        usage = usage_of(response)
-        if usage.model:
-            call.set_model(usage.model)
-        call.set_usage(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
-                       usage.cache_write_tokens)
-        if usage.input_tokens is None and usage.output_tokens is None:
-            call.set_attribute("usage_missing", True)
-        if capturing():
-            call.set_output(output_text(response))
-        call.end(finish_reason=usage.finish_reason)
+        try:
+            run = RUNS.pop(run_id, None)
+            if run is None or run.call is None:
+                return
+            call = run.call
+            call.deactivate()
+            finish_reason = record_result(call, response, capturing())
+            call.end(finish_reason=finish_reason)
+        except Exception:
+            swallow_internal_error("AgentWatchHandler.on_llm_end")
 
     @stop_on_exception
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -303,8 +330,11 @@ class AgentWatchHandler(BaseCallbackHandler):
                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
                       metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                       **kwargs: Any) -> None:
+        client = agentwatch.get_client()
+        if client is None:
+            return
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
-        run = self._open(run_id, parent_run_id, name, "tool", metadata)
+        run = self._open(client, run_id, parent_run_id, name, "tool", metadata)
         if run is not None:
             run.span.attributes["tool.name"] = name
             if capturing():
@@ -325,8 +355,11 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        client = agentwatch.get_client()
+        if client is None:
+            return
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
-        run = self._open(run_id, parent_run_id, name, "retriever", metadata)
+        run = self._open(client, run_id, parent_run_id, name, "retriever", metadata)
         if run is not None and capturing():
             run.span.input = query
 
@@ -345,14 +378,16 @@ class AgentWatchHandler(BaseCallbackHandler):
 
 
 def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
-    for key, attribute in _NODE_ATTRIBUTES.items():
-        if key in metadata and metadata[key] is not None:
-            span.attributes[attribute] = _jsonable(metadata[key])
+    attributes = span.attributes
+    for key, attribute in _NODE_ATTRIBUTES:
+        value = metadata.get(key)
+        if value is not None:
+            attributes[attribute] = value if value.__class__ in _SCALARS else _jsonable(value)
     # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
     # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
     thread_id = metadata.get("thread_id")
     if thread_id is not None and thread_id != "":
-        span.attributes.setdefault(SESSION_KEY, str(thread_id))
+        attributes.setdefault(SESSION_KEY, str(thread_id))
 
 
 def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
@@ -361,7 +396,14 @@ def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
+    kind = value.__class__
+    if kind in _SCALARS:  # exact types first: the usual values, without isinstance against ABCs
+        return value
+    if kind is list or kind is tuple:
+        return [item if item.__class__ in _SCALARS else _jsonable(item) for item in value]
+    if kind is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -371,3 +413,7 @@ def _jsonable(value: Any) -> Any:
     if content is not None:
         return {"type": getattr(value, "type", type(value).__name__), "content": _jsonable(content)}
     return clip(repr(value))
+
+
+# Last: a zero-config install that ran while this module was being imported (it imports langchain_core) needs the class.
+install_deferred()

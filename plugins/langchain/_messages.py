@@ -6,41 +6,48 @@ from typing import Any
 
 from langchain_core.outputs import LLMResult
 
-from agentwatch.instrumentation import Usage
+from agentwatch import LLMCall
 
-__all__ = ["Usage", "usage_of", "message_dicts", "output_text"]
-
-
+__all__ = ["record_result", "message_dicts", "output_text"]
 
 
-def usage_of(response: LLMResult) -> Usage:
-    """``message.usage_metadata`` first (set when streaming too), then ``llm_output["token_usage"]``.
+def record_result(call: LLMCall, response: LLMResult, capture: bool) -> str | None:
+    """Put the response's model, usage and (if ``capture``) text on ``call``; return its finish reason.
 
+    Usage: ``message.usage_metadata`` first (set when streaming too), then ``llm_output["token_usage"]``.
     LangChain normalises ``usage_metadata`` to include cached tokens in ``input_tokens`` for every
-    provider, the same convention as the span model.
+    provider, the same convention as the span model. Runs once per model call, so it reads each field once.
     """
-    usage = Usage()
-    generation = response.generations[0][0] if response.generations and response.generations[0] else None
+    generations = response.generations
+    generation = generations[0][0] if generations and generations[0] else None
     message = getattr(generation, "message", None)
-    metadata = getattr(message, "usage_metadata", None)
-    if metadata:
-        usage.input_tokens = metadata.get("input_tokens")
-        usage.output_tokens = metadata.get("output_tokens")
-        details = metadata.get("input_token_details") or {}
-        usage.cached_input_tokens = details.get("cache_read")
-        usage.cache_write_tokens = details.get("cache_creation")
-    elif response.llm_output and isinstance(response.llm_output.get("token_usage"), dict):
-        token_usage = response.llm_output["token_usage"]
-        usage.input_tokens = token_usage.get("prompt_tokens")
-        usage.output_tokens = token_usage.get("completion_tokens")
-        usage.cached_input_tokens = (token_usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    response_metadata = getattr(message, "response_metadata", None) or {}
-    generation_info = getattr(generation, "generation_info", None) or {}
-    usage.model = (response_metadata.get("model_name") or response_metadata.get("model")
-                   or (response.llm_output or {}).get("model_name"))
-    usage.finish_reason = (response_metadata.get("finish_reason") or response_metadata.get("stop_reason")
-                           or generation_info.get("finish_reason"))
-    return usage
+    llm_output = response.llm_output
+    usage = getattr(message, "usage_metadata", None) if message is not None else None
+    if usage:
+        input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
+        details = usage.get("input_token_details")
+        call.set_usage(input_tokens, output_tokens, details.get("cache_read") if details else None,
+                       details.get("cache_creation") if details else None)
+    elif llm_output and isinstance(llm_output.get("token_usage"), dict):
+        token_usage = llm_output["token_usage"]
+        input_tokens, output_tokens = token_usage.get("prompt_tokens"), token_usage.get("completion_tokens")
+        call.set_usage(input_tokens, output_tokens,
+                       (token_usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    else:
+        input_tokens = output_tokens = None
+    if input_tokens is None and output_tokens is None:
+        call.set_attribute("usage_missing", True)
+    response_metadata = (getattr(message, "response_metadata", None) if message is not None else None) or {}
+    model = (response_metadata.get("model_name") or response_metadata.get("model")
+             or (llm_output.get("model_name") if llm_output else None))
+    if model:
+        call.set_model(model)
+    if capture:
+        call.set_output(output_text(response))
+    finish_reason = response_metadata.get("finish_reason") or response_metadata.get("stop_reason")
+    if not finish_reason and generation is not None and generation.generation_info:
+        finish_reason = generation.generation_info.get("finish_reason")
+    return finish_reason  # type: ignore[no-any-return]
 
 
 def message_dicts(messages: list[list[Any]]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ LangSmith auto-traces the same way: every callback manager LangChain configures 
 
 from __future__ import annotations
 
+import sys
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,8 +19,29 @@ AGENTWATCH_REQUIRES = ("langchain_core",)
 _installed: list[tuple[Any, ...]] = []
 
 
+#: Set when the hook ran while ``_handler`` itself was being imported (see ``agentwatch_instrument``).
+_deferred: list[bool] = []
+
+
 @hookimpl
 def agentwatch_instrument(client: Any) -> None:
+    handler_module = sys.modules.get(__package__ + "._handler")
+    if handler_module is not None and not hasattr(handler_module, "AgentWatchHandler"):
+        # ``from agentwatch.plugins.langchain import AgentWatchHandler`` after ``init()`` is what imported
+        # langchain_core (and so ran this hook): ``_handler`` is half-imported and calls install_deferred() when done.
+        _deferred.append(True)
+        return
+    _install()
+
+
+def install_deferred() -> None:
+    """Finish an ``agentwatch_instrument`` that ran while ``_handler`` was being imported."""
+    if _deferred:
+        _deferred.clear()
+        _install()
+
+
+def _install() -> None:
     from langchain_core.tracers import context as tracer_context
 
     from ._handler import AgentWatchHandler
@@ -41,6 +63,7 @@ def agentwatch_uninstrument(client: Any) -> None:
     from ._patches import uninstall
 
     uninstall()
+    _deferred.clear()
     while _installed:
         entry = _installed.pop()
         if entry in tracer_context._configure_hooks:
