@@ -182,8 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("agentwatch").setLevel(logging.ERROR)  # "collector not reachable", once per init()
 
     loop = asyncio.new_event_loop()
-    cases: dict[str, Callable[[], Any]] = {
-        name: (lambda case=case: loop.run_until_complete(case())) for name, case in _agentchat_cases().items()}
+
+    def on_loop(case: Callable[[], Awaitable[Any]]) -> Callable[[], Any]:
+        return lambda: loop.run_until_complete(case())
+
+    cases: dict[str, Callable[[], Any]] = {name: on_loop(case) for name, case in _agentchat_cases().items()}
     cases.update(_ag2_cases())
     with collector(not args.no_collector) as collector_url:
         settings = init_settings(collector_url)

@@ -50,7 +50,7 @@ def main() -> None:
     from tests.plugins.crewai.conftest import make_crew, script
     from tests.stubs.provider_server import StubProvider
 
-    messages = [{"role": "user", "content": "hello"}]
+    messages: Any = [{"role": "user", "content": "hello"}]
 
     def settle() -> None:
         crewai_event_bus.flush(timeout=30)
