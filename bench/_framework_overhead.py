@@ -5,6 +5,13 @@ Every framework bench compares, in one process with interleaved rounds, no Agent
 unless skipped, up (``agentwatch serve`` on SQLite in its own process). The machine is shared, so rounds
 are timed in process CPU time (every thread of this process: the caller's, the framework's pools, the
 export worker), next to wall time; the medians over rounds are compared.
+
+On a loaded machine even CPU medians move by more than these overheads (a crewAI crew costs ~40 ms of
+CPU per LLM call, the target is 100 µs). For decisions, count instructions instead: run one mode under
+``valgrind --tool=callgrind --instr-atstart=no`` and switch counting on around the timed calls with
+``callgrind_control -i on <pid>`` (then ``off``), no AgentWatch against plain ``init()``; the difference
+per call, divided by the core cycle's count (``start_llm_call`` + ``set_usage`` + ``end``, ~54k
+instructions, 3.6 µs in ``bench_core``), is what AgentWatch adds in core cycles.
 """
 
 from __future__ import annotations
