@@ -1,29 +1,35 @@
 """Added time per LLM call of the AutoGen AgentChat and classic AG2 plugins.
 
-Run: ``python bench/bench_autogen.py [--calls N] [--rounds R]``. Each case runs the real framework code
-path with an in-process model client that answers at once (an OpenAI-shaped response with usage and
-cached tokens; the AgentChat one logs ``LLMCallEvent`` like autogen-ext's OpenAI client does), first
-without AgentWatch, then after ``agentwatch.init()``. The difference of the medians is what AgentWatch
-adds per call: breaker check, span, event reading, pricing, export queueing. Prints numbers only; no
-target is asserted, since timings depend on the machine.
+Run: ``python bench/bench_autogen.py [--calls N] [--rounds R] [--no-collector]``. Each case runs the real
+framework code path with an in-process model client that answers at once (an OpenAI-shaped response with
+usage and cached tokens; the AgentChat one logs ``LLMCallEvent`` like autogen-ext's OpenAI client does).
+Rounds alternate in one process between no AgentWatch and a plain ``init()`` with the collector down
+(the default HTTP exporter spooling) and up (``agentwatch serve`` in its own process); each round is
+timed in process CPU time (every thread, the export worker's included) and wall time. The difference
+of the medians is what AgentWatch adds per call: breaker check, span, event reading, pricing, export.
+A profile summary (cProfile of AgentWatch's functions per call) follows. Prints numbers only; no target
+is asserted, since timings depend on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
-import statistics
-import time
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-import agentwatch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _framework_overhead import Timing, collector, init_settings, median_table, profile_summary, timed_round  # noqa: E402
+
+import agentwatch  # noqa: E402
 
 __all__ = ["main"]
 
 MODEL = "gpt-4o-mini"
+TARGET_US = 50.0
 _USAGE = {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132,
           "prompt_tokens_details": {"cached_tokens": 64}}
 
@@ -165,72 +171,52 @@ def _ag2_cases() -> dict[str, Callable[[], Any]]:
 # ---- timing -----------------------------------------------------------------------------------------
 
 
-async def _time_async(case: Callable[[], Awaitable[Any]], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        await case()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
-def _time_sync(case: Callable[[], Any], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        case()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
-def _one_round(async_cases: dict[str, Callable[[], Awaitable[Any]]], sync_cases: dict[str, Callable[[], Any]],
-               calls: int) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    gc.collect()
-    gc.disable()  # a collection inside one case would be noise unrelated to AgentWatch
-    try:
-        for name, case in async_cases.items():
-            timings[name] = asyncio.run(_time_async(case, calls))
-        for name, sync_case in sync_cases.items():
-            timings[name] = _time_sync(sync_case, calls)
-    finally:
-        gc.enable()
-    return timings
-
-
-def _start() -> None:
-    # A roomy budget: every check runs and none trips. The in-memory exporter keeps export cheap.
-    agentwatch.init(exporters=[agentwatch.InMemoryExporter()], budget_per_hour=1e9,
-                    max_calls_per_minute=10**9, max_error_rate=0.99, block_on_threshold=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=500, help="calls per timed round")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (the median is reported)")
+    parser.add_argument("--calls", type=int, default=300, help="calls per timed round")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is reported)")
+    parser.add_argument("--no-collector", action="store_true", help="skip the collector-up mode")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
     args = parser.parse_args(argv)
     logging.getLogger("autogen").setLevel(logging.ERROR)
+    logging.getLogger("agentwatch").setLevel(logging.ERROR)  # "collector not reachable", once per init()
 
-    async_cases, sync_cases = _agentchat_cases(), _ag2_cases()
-    # Warm up both ways (imports, price table, first-call caches), then alternate rounds without and
-    # with AgentWatch so that drift on a shared machine hits both sides alike.
-    _one_round(async_cases, sync_cases, max(10, args.calls // 10))
-    _start()
-    _one_round(async_cases, sync_cases, max(10, args.calls // 10))
-    agentwatch.shutdown()
-    without: dict[str, list[float]] = {name: [] for name in (*async_cases, *sync_cases)}
-    watched: dict[str, list[float]] = {name: [] for name in without}
-    for _ in range(args.rounds):
-        for name, value in _one_round(async_cases, sync_cases, args.calls).items():
-            without[name].append(value)
-        _start()
-        try:
-            for name, value in _one_round(async_cases, sync_cases, args.calls).items():
-                watched[name].append(value)
-        finally:
-            agentwatch.shutdown()
+    loop = asyncio.new_event_loop()
 
-    print(f"median of {args.rounds} rounds x {args.calls} calls")
-    print(f"{'case':52} {'without (us)':>13} {'with (us)':>11} {'added (us)':>11}")
-    for name in without:
-        base, with_it = statistics.median(without[name]), statistics.median(watched[name])
-        print(f"{name:52} {base:13.1f} {with_it:11.1f} {with_it - base:11.1f}")
+    def on_loop(case: Callable[[], Awaitable[Any]]) -> Callable[[], Any]:
+        return lambda: loop.run_until_complete(case())
+
+    cases: dict[str, Callable[[], Any]] = {name: on_loop(case) for name, case in _agentchat_cases().items()}
+    cases.update(_ag2_cases())
+    with collector(not args.no_collector) as collector_url:
+        settings = init_settings(collector_url)
+        modes = ("baseline", *settings)
+        samples: dict[str, dict[str, list[Timing]]] = {name: {mode: [] for mode in modes} for name in cases}
+        for round_index in range(args.rounds + 1):  # round 0 warms up every mode (imports, caches, prices)
+            for mode in modes:
+                if mode != "baseline":
+                    agentwatch.init(**settings[mode])
+                try:
+                    for name, call in cases.items():
+                        timing = timed_round(call, args.calls if round_index else 20)
+                        if round_index:
+                            samples[name][mode].append(timing)
+                finally:
+                    agentwatch.shutdown()
+        profiles = []
+        if not args.no_profile:
+            agentwatch.init(**settings["down"])
+            try:
+                for name in ("agentchat create()", "ag2 OpenAIWrapper.create()"):
+                    profiles.append(profile_summary(cases[name], 2000, f"down, {name}"))
+            finally:
+                agentwatch.shutdown()
+    loop.close()
+    print(median_table(f"AutoGen / AG2, {args.rounds} interleaved rounds x {args.calls} calls; medians; "
+                       "an in-process model client answers at once", samples, modes,
+                       {name: TARGET_US for name in cases}))
+    for profile in profiles:
+        print(profile)
 
 
 if __name__ == "__main__":

@@ -1,99 +1,45 @@
-"""CrewAI plugin overhead: added time per LLM call, with vs without AgentWatch, same process, same run.
+"""CrewAI overhead: time AgentWatch adds per LLM call, end to end, with a plain ``init()``.
 
-A real ``crewai.LLM`` calls the stub OpenAI-compatible server on 127.0.0.1, so the figures include
-CrewAI's own hook dispatch and event emission. Rounds alternate baseline / AgentWatch to cancel drift;
-each round ends with ``crewai_event_bus.flush()`` so the handlers' pool work is counted too. A second
-table times whole crew runs (two agents, two tasks, one tool: three LLM calls each).
+A real ``crewai.LLM`` (CrewAI's native OpenAI provider, on the openai SDK) calls the stub provider on
+127.0.0.1, so the figures include CrewAI's hook dispatch, its event bus and the provider layer's taps.
+Rounds alternate in one process: no AgentWatch (``baseline``), plain ``init()`` with the collector down
+(``down``: the default HTTP exporter spooling) and up (``up``: ``agentwatch serve`` in its own process).
+Each round ends with ``crewai_event_bus.flush()`` so the handlers' pool work is counted too, and is timed
+in process CPU time (every thread: caller, CrewAI's pool, export worker, and the in-process stub, which
+is the same in every mode) and wall time. A second workload times whole crew runs (two agents, two tasks,
+one tool: three LLM calls each). A profile summary (cProfile, AgentWatch's functions) follows.
 
-    /work/venv/bin/python bench/bench_crewai.py
+    python bench/bench_crewai.py [--rounds 5] [--calls 150] [--no-collector]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 for _name, _value in {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true",
-                      "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true"}.items():
+                      "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true",
+                      "CREWAI_STORAGE_DIR": "/tmp/agentwatch-crewai-bench"}.items():
     os.environ.setdefault(_name, _value)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _framework_overhead import Timing, collector, init_settings, median_table, profile_summary, timed_round  # noqa: E402
 
-ROUNDS = 7
-CALLS = 150
 CREWS = 5
-#: "other plugins": AgentWatch with the CrewAI plugin disabled (the HTTP/OpenAI taps still count the
-#: calls), which isolates this plugin's share from the provider layer's.
-MODES = ("baseline", "other plugins", "agentwatch")
-#: The default exporter (HTTP to the collector, spooling what it cannot send) with the collector down, as a new
-#: user runs a plain ``init()`` before starting ``agentwatch serve``.
-SETTINGS: dict[str, Any] = {"proxy_url": "http://127.0.0.1:9/api/ingest",
-                            "spool_dir": tempfile.mkdtemp(prefix="aw-bench-crewai-")}
-
-
-def _llm_round(llm: Any, bus: Any) -> float:
-    """Seconds per LLM call, handlers flushed."""
-    messages = [{"role": "user", "content": "hello"}]
-    start = time.perf_counter()
-    for _ in range(CALLS):
-        llm.call(messages)
-    bus.flush(timeout=30)
-    return (time.perf_counter() - start) / CALLS
-
-
-def _crew_round(stub: Any, bus: Any) -> float:
-    from tests.plugins.crewai.conftest import make_crew, script
-
-    start = time.perf_counter()
-    for _ in range(CREWS):
-        script(stub)
-        make_crew(stub.openai_base_url).kickoff()
-    bus.flush(timeout=30)
-    return (time.perf_counter() - start) / (CREWS * 3)
-
-
-def _plugin_path(llm: Any, iterations: int = 20000) -> tuple[float, float]:
-    """Microseconds per LLM call spent in the plugin itself: (hook on the caller's thread, whole path).
-
-    Calls the real hook and handlers with real CrewAI hook contexts and events, without the network
-    noise (about +-2 ms per request here) that hides them in the end-to-end figures.
-    """
-    from crewai.events import LLMCallCompletedEvent, LLMCallStartedEvent
-    from crewai.events.types.llm_events import LLMCallType
-    from crewai.hooks import LLMCallHookContext
-    from crewai.llms.base_llm import _current_call_id
-
-    from agentwatch.plugins.crewai import _listener
-
-    messages = [{"role": "user", "content": "hello"}]
-    usage = {"prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 0}
-    hook_time = total_time = 0.0
-    for index in range(iterations):
-        context = LLMCallHookContext(llm=llm, messages=messages)
-        call_id = f"bench-{index}"
-        started = LLMCallStartedEvent(call_id=call_id, model="gpt-4o-mini", messages=messages)
-        completed = LLMCallCompletedEvent(call_id=call_id, model="gpt-4o-mini", response="hi",
-                                          call_type=LLMCallType.LLM_CALL, usage=usage)
-        token = _current_call_id.set(call_id)  # CrewAI's own call scope, as LLM.call sets it
-        t0 = time.perf_counter()
-        _listener._on_llm_started(None, started)  # CrewAI emits it before the hooks run
-        _listener.before_llm_call(context)
-        t1 = time.perf_counter()
-        _listener._on_llm_completed(None, completed)  # inline; it also ends the activation
-        t2 = time.perf_counter()
-        _current_call_id.reset(token)
-        hook_time += t1 - t0
-        total_time += t2 - t0
-    return hook_time / iterations * 1e6, total_time / iterations * 1e6
+TARGET_US = 100.0
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
+    parser.add_argument("--calls", type=int, default=150, help="LLM calls per round")
+    parser.add_argument("--no-collector", action="store_true", help="skip the collector-up mode")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
+    args = parser.parse_args()
+
     import logging
 
     logging.getLogger("crewai").setLevel(logging.ERROR)
@@ -101,40 +47,58 @@ def main() -> None:
     from crewai.events import crewai_event_bus
 
     import agentwatch
+    from tests.plugins.crewai.conftest import make_crew, script
     from tests.stubs.provider_server import StubProvider
 
-    results: dict[str, dict[str, list[float]]] = {"llm.call": {mode: [] for mode in MODES},
-                                                  "crew (per LLM call)": {mode: [] for mode in MODES}}
-    with StubProvider() as stub:
+    messages: Any = [{"role": "user", "content": "hello"}]
+
+    def settle() -> None:
+        crewai_event_bus.flush(timeout=30)
+
+    with collector(not args.no_collector) as collector_url, StubProvider() as stub:
+        settings = init_settings(collector_url)
+        modes = ("baseline", *settings)
         llm = LLM(model="openai/gpt-4o-mini", base_url=stub.openai_base_url, api_key="bench", max_retries=0)
-        _llm_round(llm, crewai_event_bus)  # warm up: client creation, first-call imports, pricing tables
-        for _ in range(ROUNDS):
-            for mode in MODES:
+
+        def crew() -> None:
+            script(stub)
+            make_crew(stub.openai_base_url).kickoff()
+
+        workloads: dict[str, tuple[Any, int, int]] = {
+            "LLM.call()": (lambda: llm.call(messages), args.calls, 1),
+            "crew kickoff (per LLM call, 3 per crew)": (crew, CREWS, 3)}
+        samples: dict[str, dict[str, list[Timing]]] = {name: {mode: [] for mode in modes} for name in workloads}
+        for mode in modes:  # warm up every mode: imports, clients, first-call caches, price lookups
+            if mode != "baseline":
+                agentwatch.init(**settings[mode])
+            for call, _, _ in workloads.values():
+                timed_round(call, 3, settle)
+            agentwatch.shutdown()
+            stub.clear()
+        for _ in range(args.rounds):
+            for mode in modes:
                 if mode != "baseline":
-                    agentwatch.init(**SETTINGS, disabled_plugins=["crewai"] if mode == "other plugins" else [])
+                    agentwatch.init(**settings[mode])
                 try:
-                    results["llm.call"][mode].append(_llm_round(llm, crewai_event_bus))
-                    results["crew (per LLM call)"][mode].append(_crew_round(stub, crewai_event_bus))
+                    for name, (call, count, per) in workloads.items():
+                        cpu, wall = timed_round(call, count, settle)
+                        samples[name][mode].append((cpu / per, wall / per))
                 finally:
                     agentwatch.shutdown()
                 stub.clear()
+        profile = ""
+        if not args.no_profile:
+            agentwatch.init(**settings["down"])
+            try:
+                profile = profile_summary(lambda: llm.call(messages), 300, "down, LLM.call()", settle=settle)
+            finally:
+                agentwatch.shutdown()
 
-        agentwatch.init(**SETTINGS)
-        try:
-            hook_us, path_us = _plugin_path(llm)
-        finally:
-            agentwatch.shutdown()
-
-    print(f"CrewAI plugin, per LLM call: before-hook (caller's thread) {hook_us:.1f}us; "
-          f"started + hook + completed {path_us:.1f}us (20000 calls, no network)")
-    print()
-    print(f"End to end: CrewAI plugin overhead ({ROUNDS} rounds, {CALLS} LLM calls and {CREWS} crew runs per round; "
-          "stub provider on loopback; medians)")
-    print(f"{'workload':<22}{'baseline':>12}{'other plugins':>15}{'agentwatch':>12}{'added':>10}{'crewai share':>14}")
-    for workload, modes in results.items():
-        base, other, watched = (statistics.median(modes[mode]) * 1e6 for mode in MODES)
-        print(f"{workload:<22}{base:>10.0f}µs{other:>13.0f}µs{watched:>10.0f}µs{watched - base:>8.0f}µs"
-              f"{watched - other:>12.0f}µs")
+    print(median_table(f"CrewAI, {args.rounds} interleaved rounds of {args.calls} LLM calls and {CREWS} crews; "
+                       "medians; stub provider in-process on loopback", samples, modes,
+                       {"LLM.call()": TARGET_US, "crew kickoff (per LLM call, 3 per crew)": TARGET_US}))
+    if profile:
+        print(profile)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,36 @@
 """LlamaIndex overhead: time AgentWatch adds per LLM call, per streamed call and per RAG query.
 
-Each mode runs in its own subprocess (the instrumentation is process-global); the best round of each
-is reported (the least disturbed by other load). ``agentwatch, plugin off`` is ``init()`` with the
-LlamaIndex plugin disabled: the rest is this plugin's share. The model is a local
+Rounds alternate in one process between no AgentWatch and a plain ``init()`` with the collector down (the
+default HTTP exporter spooling) and up (``agentwatch serve`` in its own process); ``shutdown()`` takes the
+instrumentation out again between rounds. Each round is timed in process CPU time (every thread, the export
+worker's included) and wall time; medians are compared. The model is a local
 ``CustomLLM`` that reports OpenAI-style usage, so what is measured is LlamaIndex plus AgentWatch, no I/O:
 ``complete`` (one LLM event), ``chat`` (``CustomLLM.chat`` runs ``complete``: two nested events, one
 call), ``stream_complete`` (20 chunks), a query over a 20-document vector index (a query span,
 retriever, query embedding, synthesizer, LLM call) and a two-agent ``AgentWorkflow`` run with a handoff
 (``MockFunctionCallingLLM``: tool call, handoff, answer; 14 workflow steps, each in its agent's scope).
+A profile summary (cProfile of AgentWatch's functions per call) follows.
 
-    python bench/bench_llamaindex.py
+    python bench/bench_llamaindex.py [--rounds 5] [--calls 400] [--no-collector]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
-import subprocess
+import logging
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
-MODES = ("baseline", "plugin_off", "agentwatch")
-ROUNDS = 7
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _framework_overhead import Timing, collector, init_settings, median_table, profile_summary, timed_round  # noqa: E402
+
 CALLS = 400
-QUERIES = 100
-WORKFLOWS = 20
 CHUNKS = 20
+TARGET_US = 50.0
+LABELS = {"complete": "complete()", "chat": "chat()", "stream": f"stream_complete(), {CHUNKS} chunks",
+          "query": "RAG query (1 LLM call)", "workflow": "AgentWorkflow run (3 LLM calls)"}
 
 
 def _workload() -> dict[str, Any]:
@@ -103,47 +107,50 @@ def _agent_workflow() -> Any:
                                  agent("writer", writer_turn)], root_agent="researcher")
 
 
-def _child(mode: str) -> None:
-    if mode != "baseline":
-        import agentwatch
-
-        disabled = ["llamaindex"] if mode == "plugin_off" else []
-        agentwatch.init(exporters=[], max_queue_size=100_000, disabled_plugins=disabled)
-    operations = _workload()
-    for operation in operations.values():  # warm up imports, caches and price lookups
-        for _ in range(10):
-            operation()
-    results: dict[str, float] = {}
-    for name, operation in operations.items():
-        count = {"query": QUERIES, "workflow": WORKFLOWS}.get(name, CALLS)
-        rounds = []
-        for _ in range(ROUNDS):
-            start = time.perf_counter()
-            for _ in range(count):
-                operation()
-            rounds.append((time.perf_counter() - start) / count * 1e6)
-        results[name] = min(rounds)
-    print(json.dumps({"mode": mode, **results}))
-
-
 def main() -> None:
-    results: dict[str, dict[str, float]] = {}
-    for mode in MODES:
-        run = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True)
-        if run.returncode != 0:
-            raise SystemExit(f"{mode} failed:\n{run.stderr[-3000:]}")
-        results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
-    base, off, ours = results["baseline"], results["plugin_off"], results["agentwatch"]
-    print(f"{'operation':>16} {'baseline µs':>12} {'agentwatch µs':>14} {'added µs':>9} "
-          f"{'of it plugin µs':>16}")
-    for name, label in (("complete", "complete()"), ("chat", "chat()"), ("stream", f"stream {CHUNKS} chunks"),
-                        ("query", "RAG query"), ("workflow", "AgentWorkflow run")):
-        print(f"{label:>16} {base[name]:>12.1f} {ours[name]:>14.1f} {ours[name] - base[name]:>9.1f} "
-              f"{ours[name] - off[name]:>16.1f}")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
+    parser.add_argument("--calls", type=int, default=CALLS, help="LLM calls per round (queries: a quarter)")
+    parser.add_argument("--no-collector", action="store_true", help="skip the collector-up mode")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
+    args = parser.parse_args()
+    logging.getLogger("agentwatch").setLevel(logging.ERROR)  # "collector not reachable", once per init()
+
+    import agentwatch
+
+    operations = _workload()
+    counts = {"query": max(args.calls // 4, 5), "workflow": max(args.calls // 20, 3)}
+    with collector(not args.no_collector) as collector_url:
+        settings = init_settings(collector_url)
+        modes = ("baseline", *settings)
+        samples: dict[str, dict[str, list[Timing]]] = {name: {mode: [] for mode in modes} for name in LABELS.values()}
+        for round_index in range(args.rounds + 1):  # round 0 warms up every mode (imports, caches, prices)
+            for mode in modes:
+                if mode != "baseline":
+                    agentwatch.init(**settings[mode])
+                try:
+                    for name, operation in operations.items():
+                        count = counts.get(name, args.calls) if round_index else 5
+                        timing = timed_round(operation, count)
+                        if round_index:
+                            samples[LABELS[name]][mode].append(timing)
+                finally:
+                    agentwatch.shutdown()
+        profiles = []
+        if not args.no_profile:
+            agentwatch.init(**settings["down"])
+            try:
+                for name in ("chat", "query"):
+                    profiles.append(profile_summary(operations[name], 1000 if name == "chat" else 200,
+                                                    f"down, {LABELS[name]}"))
+            finally:
+                agentwatch.shutdown()
+    print(median_table(f"LlamaIndex, {args.rounds} interleaved rounds ({args.calls} LLM calls, "
+                       f"{counts['query']} queries, {counts['workflow']} workflows); medians; a local LLM, no I/O",
+                       samples, modes, {LABELS["chat"]: TARGET_US, LABELS["complete"]: TARGET_US}))
+    for profile in profiles:
+        print(profile)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        _child(sys.argv[2])
-    else:
-        main()
+    main()

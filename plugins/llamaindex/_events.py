@@ -65,8 +65,13 @@ class AgentWatchEventHandler(BaseEventHandler):
     def class_name(cls) -> str:
         return "AgentWatchEventHandler"
 
-    @stop_on_exception
     def handle(self, event: Any, **kwargs: Any) -> None:
+        # Every LlamaIndex event comes here and most are not ours: a dict lookup, not a guarded call, for them.
         action = _ACTIONS.get(type(event))
         if action is not None:
-            action(event)
+            _act(action, event)
+
+
+@stop_on_exception
+def _act(action: Callable[[Any], None], event: Any) -> None:
+    action(event)

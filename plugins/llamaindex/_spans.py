@@ -234,28 +234,22 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
         opened.context = attach(span, agent=agent)
         OPEN[id_] = opened
 
-    @stop_on_exception
+    # Most spans LlamaIndex ends are none of ours: two dict pops (which cannot fail), no guarded call, for them.
     def span_exit(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
                   result: Any | None = None, **kwargs: Any) -> None:
         if FRAMES.pop(id_, None) is not None:
             return
         opened = OPEN.pop(id_, None)
         if opened is not None:
-            if result is not None:
-                if capturing():
-                    opened.span.output = _output_of(result)
-                if isinstance(result, StreamingResponse | AsyncStreamingResponse):
-                    _parent_stream(result, opened.span)
-            _close(opened, None)
+            _exit(opened, result)
 
-    @stop_on_exception
     def span_drop(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
                   err: BaseException | None = None, **kwargs: Any) -> None:
         if FRAMES.pop(id_, None) is not None:
             return
         opened = OPEN.pop(id_, None)
         if opened is not None:
-            _close(opened, err)
+            stop_on_exception(_close)(opened, err)
 
     # The base class's bookkeeping (open_spans, a lock per span) is replaced by the methods above.
     def new_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
@@ -270,6 +264,16 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
     def prepare_to_drop_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
                              err: BaseException | None = None, **kwargs: Any) -> BaseSpan | None:
         return None
+
+
+@stop_on_exception
+def _exit(opened: Opened, result: Any) -> None:
+    if result is not None:
+        if capturing():
+            opened.span.output = _output_of(result)
+        if isinstance(result, StreamingResponse | AsyncStreamingResponse):
+            _parent_stream(result, opened.span)
+    _close(opened, None)
 
 
 def _close(opened: Opened, error: BaseException | None) -> None:

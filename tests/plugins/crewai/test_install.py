@@ -133,3 +133,43 @@ def test_crewai_imported_after_init_is_instrumented(stub_provider: Any) -> None:
     spans = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(spans) == 9 and sorted(kind for kind, _ in spans).count("llm") == 3
     assert ["chain", "crew:crew"] in spans and ["agent", "agent:Writer"] in spans
+
+
+def _hook_dispatches(base_url: str) -> list[Any]:
+    """The ``HookDispatchedEvent``s another listener sees for one ``LLM.call``."""
+    from crewai import LLM
+    from crewai.events.types.hook_events import HookDispatchedEvent
+
+    seen: list[Any] = []
+
+    def listener(source: Any, event: Any) -> None:
+        seen.append(event)
+
+    crewai_event_bus.on(HookDispatchedEvent)(listener)
+    try:
+        LLM(model="openai/gpt-4o-mini", base_url=base_url, api_key="k", max_retries=0).call("hello")
+        crewai_event_bus.flush(timeout=10)
+    finally:
+        crewai_event_bus.off(HookDispatchedEvent, listener)
+    return seen
+
+
+def test_our_hook_alone_emits_no_hook_dispatched_event_a_users_hook_still_does(stub_provider: Any,
+                                                                                 memory: Any) -> None:
+    from crewai.hooks import register_before_llm_call_hook, unregister_before_llm_call_hook
+
+    assert _hook_dispatches(stub_provider.openai_base_url) == []  # without AgentWatch: no hook, no event
+    agentwatch.init(exporters=[memory])
+    assert _hook_dispatches(stub_provider.openai_base_url) == []  # the same with it
+    agentwatch.flush()
+    assert [span["kind"] for span in _crewai_spans(memory)] == ["llm"]  # the call was still checked and recorded
+
+    def users_hook(context: Any) -> None:
+        return None
+
+    register_before_llm_call_hook(users_hook)
+    try:
+        seen = _hook_dispatches(stub_provider.openai_base_url)
+    finally:
+        unregister_before_llm_call_hook(users_hook)
+    assert [(event.hook_count, event.outcome) for event in seen] == [(2, "proceeded")]
