@@ -432,8 +432,14 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
             size = len(item)
             if size != _WIRE_SIZE and (size > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)):
                 return None
-            if (trace_id not in ids or span_id not in ids or (parent is not None and parent not in ids)) \
-                    and not _valid_ids(ids, (trace_id, span_id) if parent is None else (trace_id, span_id, parent)):
+            # A span's own id is new (checked here, and remembered for its children); its trace's and parent's
+            # ids were mostly seen already.
+            if span_id not in ids:
+                if type(span_id) is not str or len(span_id) > 128 or not _ID_MATCH(span_id):
+                    return None
+                ids.add(span_id)
+            if (trace_id not in ids or (parent is not None and parent not in ids)) \
+                    and not _valid_ids(ids, (trace_id,) if parent is None else (trace_id, parent)):
                 return None
             if name not in names:
                 if type(name) is not str or len(name) > 2000:
