@@ -148,8 +148,8 @@ class _Aggregates:
     """What one batch adds to the summary tables, computed before taking the write lock.
 
     One pass over the spans with plain dicts and lists: per trace (slot 12 holds its agents in order of first
-    appearance, slot 13 its models), per hour (slot 8 its agents, slot 9 its models) and per latency bin. The
-    keys are strings and ints already hashed, so the pass builds no tuple per span."""
+    appearance, slot 13 its models, 14 and 15 their JSON), per hour (slot 8 its agents, slot 9 its models) and per
+    latency bin. The keys are strings and ints already hashed, so the pass builds no tuple per span."""
 
     __slots__ = ("traces", "hours", "latency", "breakers", "alerts")
 
@@ -254,6 +254,11 @@ class _Aggregates:
                 self.breakers.append(r)
             elif kind == "alert":
                 self.alerts.append(r)
+        dumps = _json.dumps
+        for trace in traces.values():
+            # Slots 14, 15: the labels' JSON as a new trace (the common case) stores them, made outside the lock.
+            trace.append(dumps([[agent, name] for agent, name in trace[12].items()]))
+            trace.append(dumps(trace[13] or []))
         self.traces = traces
         self.hours = hours
         self.latency = latency
@@ -271,11 +276,9 @@ class _Aggregates:
             tkey, start = tkeys[trace_id], trace[2]
             if old is None:
                 # A new trace (the common case): every label is new.
-                agents = [[agent, name] for agent, name in batch_agents.items()]
-                models = batch_models or []
                 new_rows.extend(("agent", agent, tkey, start) for agent in batch_agents)
-                new_rows.extend(("model", model, tkey, start) for model in models)
-                merged[trace_id] = (dumps(agents), dumps(models))
+                new_rows.extend(("model", model, tkey, start) for model in batch_models or ())
+                merged[trace_id] = (trace[14], trace[15])
                 continue
             agents = _json.loads(old[1])
             seen = {entry[0]: entry for entry in agents}
@@ -302,7 +305,8 @@ class _Aggregates:
             for tid, t in self.traces.items()
         ])
         if label_rows:
-            cursor.executemany("INSERT INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
+            # OR IGNORE: a label row left behind for a purged trace whose key is reused is the same row.
+            cursor.executemany("INSERT OR IGNORE INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
                                label_rows)
         cursor.executemany(_UPSERT_HOUR, [(hour, *values[:8]) for hour, values in self.hours.items()])
         if self.latency:
