@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _BOOTSTRAP = "import sys; from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))"
@@ -179,40 +180,83 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def profile_summary(payloads: list[bytes], top: int = 12) -> None:
-    """Where the collector's CPU goes per span: the request path (inflate, shape check, parse, store) run in this
-    process under cProfile on a fresh database, printed as the functions with the most own time."""
+    """Where one collector worker's CPU goes per span: the request path (inflate, shape check, parse, store) run in
+    this process on a fresh database, with the garbage collector set as the app sets it. Timed by CPU time
+    (``time.thread_time``), so the figures do not depend on what else the machine runs: the CPU per span of each
+    stage, the share of it spent holding the write lock (which every worker process takes in turn, so it bounds
+    the rate of all of them together), and cProfile's functions with the most own CPU time."""
     import cProfile
+    import gc
     import pstats
 
     from agentwatch.server import SQLiteStore
+    from agentwatch.server import _sqlite as sqlite_module
+    from agentwatch.server._app import _GC_THRESHOLD
     from agentwatch.server._crons import learn_from_spans
     from agentwatch.server._ingest import check_shape, inflate, parse_spans
 
-    with tempfile.TemporaryDirectory() as scratch:
-        store = SQLiteStore(Path(scratch) / "profile.db")
+    stages = dict.fromkeys(("inflate + shape check", "parse + validate", "store (Python + SQL)", "of which locked",
+                            "crons"), 0.0)
+    locked = sqlite_module._Transaction
+    enter, leave = locked.__enter__, locked.__exit__
 
-        def run(batches: list[bytes]) -> int:
-            spans = 0
-            for body in batches:
-                raw = inflate(body, "gzip", 64 << 20)
-                check_shape(raw, 10_000, 10_000_000)
-                records = parse_spans(raw, 10_000).records
-                store.ingest(records)
-                learn_from_spans(store, records)
-                spans += len(records)
-            return spans
+    def timed_enter(self: object) -> object:
+        cursor = enter(self)  # type: ignore[arg-type]
+        stages["_lock_at"] = time.thread_time()
+        return cursor
 
-        run(payloads[:4])
-        sample = payloads[4:64]
-        began = time.process_time()
-        spans = run(sample[: len(sample) // 2])
-        per_span = (time.process_time() - began) / max(spans, 1) * 1e6
-        profiler = cProfile.Profile()
-        profiler.enable()
-        run(sample[len(sample) // 2:])
-        profiler.disable()
-        store.close()
-    print(f"profile: in-process request path {per_span:.1f} us CPU per span (no HTTP); top own time under cProfile:")
+    def timed_exit(self: object, *exc: object) -> None:
+        leave(self, *exc)  # type: ignore[arg-type]
+        stages["of which locked"] += time.thread_time() - stages["_lock_at"]
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_GC_THRESHOLD, *thresholds[1:])
+    locked.__enter__, locked.__exit__ = timed_enter, timed_exit  # type: ignore[method-assign,assignment]
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            store = SQLiteStore(Path(scratch) / "profile.db")
+
+            def run(batches: list[bytes], clock: Callable[[], float] = time.thread_time) -> int:
+                spans = 0
+                for body in batches:
+                    began = clock()
+                    raw = inflate(body, "gzip", 64 << 20)
+                    check_shape(raw, 10_000, 1_000_000)
+                    parsed = clock()
+                    records = parse_spans(raw, 10_000).records
+                    validated = clock()
+                    store.ingest(records)
+                    stored = clock()
+                    learn_from_spans(store, records)
+                    stages["inflate + shape check"] += parsed - began
+                    stages["parse + validate"] += validated - parsed
+                    stages["store (Python + SQL)"] += stored - validated
+                    stages["crons"] += clock() - stored
+                    spans += len(records)
+                return spans
+
+            run(payloads[:4])
+            stages.update(dict.fromkeys(stages, 0.0))
+            sample = payloads[4:64]
+            began = time.thread_time()
+            spans = run(sample[: len(sample) // 2])
+            per_span = (time.thread_time() - began) / max(spans, 1) * 1e6
+            split = {name: value / max(spans, 1) * 1e6 for name, value in stages.items() if not name.startswith("_")}
+            profiler = cProfile.Profile()  # wall clock: a CPU-time timer's own cost would skew it
+            locked.__enter__, locked.__exit__ = enter, leave  # type: ignore[method-assign]
+            profiler.enable()
+            run(sample[len(sample) // 2:], lambda: 0.0)  # the stage timers' own cost stays out of the profile
+            profiler.disable()
+            store.close()
+    finally:
+        locked.__enter__, locked.__exit__ = enter, leave  # type: ignore[method-assign]
+        gc.set_threshold(*thresholds)
+    print(f"profile: one worker's request path in-process (no HTTP), {per_span:.1f} us CPU per span:")
+    print("  " + ", ".join(f"{name} {value:.1f}" for name, value in split.items()) + " (us per span)")
+    if split["of which locked"]:
+        print(f"  write lock held {split['of which locked']:.1f} us per span: at most "
+              f"{1e6 / split['of which locked']:,.0f} spans/s whatever the number of workers")
+    print("  top own time under cProfile:")
     stats = pstats.Stats(profiler)
     entries = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
     total = sum(value[2] for _, value in entries) or 1.0

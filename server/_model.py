@@ -7,6 +7,7 @@ and normalised into the one record that every store backend writes.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from typing import Annotated, Any, Literal
 
@@ -359,14 +360,131 @@ def _sdk_record(item: Any, ids: set[str]) -> SpanRecord | None:
     )
 
 
+# The 18 keys ``Span.to_dict()`` always writes (input and output only when captured): read with one C call.
+_WIRE_KEYS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano",
+              "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
+              "output_tokens", "cached_input_tokens", "cost_usd", "attributes")
+_wire_values = operator.itemgetter(*_WIRE_KEYS)
+_WIRE_SIZE = len(_WIRE_KEYS)
+
+
+def _valid_ids(ids: set[str], values: tuple[Any, ...]) -> bool:
+    """Ids not seen yet in the batch: Id's constraints, remembered once passed."""
+    for value in values:
+        if value in ids:
+            continue
+        if type(value) is not str or len(value) > 128 or not _ID_MATCH(value):
+            return False
+        ids.add(value)
+    return True
+
+
+def _valid_labels(labels: set[str], values: tuple[Any, ...]) -> bool:
+    for value in values:
+        if value is None or value in labels:
+            continue
+        if type(value) is not str or len(value) > 512:
+            return False
+        labels.add(value)
+    return True
+
+
+def _stored_kind(kinds: dict[str, str], kind: Any) -> str | None:
+    if type(kind) is not str or len(kind) > 64 or kind in _OTEL_KINDS:
+        return None
+    stored = kinds[kind] = kind.lower() or "span"
+    return stored
+
+
+def _stored_status(status: Any) -> str | None:
+    if type(status) is not str or len(status) > 32:
+        return None
+    return _STATUSES.get(status.lower())
+
+
 def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
     """Records for a parsed JSON list in which every span has the SDK's native shape and passes NativeSpan's
-    constraints; None as soon as one does not (the caller then validates the batch with pydantic)."""
+    constraints; None as soon as one does not (the caller then validates the batch with pydantic).
+
+    One pass of plain type checks per span. A batch repeats its ids, names, kinds and labels, so each distinct
+    string is checked once and then found in a set; a value of a type no set can hold (a list, a dict) raises
+    TypeError on lookup, which sends the batch to pydantic like any other value this check does not take."""
     records: list[SpanRecord] = []
-    ids: set[str] = set()  # ids already checked: a batch repeats its trace and parent ids
-    for item in items:
-        record = _sdk_record(item, ids)
-        if record is None:
-            return None
-        records.append(record)
+    append = records.append
+    ids: set[str] = set()
+    names: set[str] = set()
+    labels: set[str] = set()
+    kinds: dict[str, str] = {}
+    try:
+        for item in items:
+            if type(item) is not dict:
+                return None
+            try:
+                (trace_id, span_id, parent, name, kind, status, start, end, agent_id, agent_name, agent_role, model,
+                 provider, tokens_in, tokens_out, cached, cost, attributes) = _wire_values(item)
+            except KeyError:
+                # Keys left out (their defaults apply): the field-by-field check.
+                record = _sdk_record(item, ids)
+                if record is None:
+                    return None
+                append(record)
+                continue
+            size = len(item)
+            if size != _WIRE_SIZE and (size > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)):
+                return None
+            # A span's own id is new (checked here, and remembered for its children); its trace's and parent's
+            # ids were mostly seen already.
+            if span_id not in ids:
+                if type(span_id) is not str or len(span_id) > 128 or not _ID_MATCH(span_id):
+                    return None
+                ids.add(span_id)
+            if (trace_id not in ids or (parent is not None and parent not in ids)) \
+                    and not _valid_ids(ids, (trace_id,) if parent is None else (trace_id, parent)):
+                return None
+            if name not in names:
+                if type(name) is not str or len(name) > 2000:
+                    return None
+                names.add(name)
+            stored_kind = kinds.get(kind) or _stored_kind(kinds, kind)
+            normal = _STATUSES.get(status) or _stored_status(status)
+            if stored_kind is None or normal is None:
+                return None
+            if type(start) is not int or not 0 <= start <= _NANOS_MAX:
+                return None
+            if end is None:
+                end = start
+            elif type(end) is not int or not 0 <= end <= _NANOS_MAX:
+                return None
+            elif end < start:
+                end = start
+            if ((agent_id is not None and agent_id not in labels) or (agent_name is not None and agent_name not in
+                    labels) or (agent_role is not None and agent_role not in labels) or (model is not None and model
+                    not in labels) or (provider is not None and provider not in labels)) \
+                    and not _valid_labels(labels, (agent_id, agent_name, agent_role, model, provider)):
+                return None
+            if type(tokens_in) is not int or type(tokens_out) is not int or type(cached) is not int \
+                    or not (0 <= tokens_in <= _COUNT_MAX and 0 <= tokens_out <= _COUNT_MAX
+                            and 0 <= cached <= _COUNT_MAX):
+                return None
+            if type(cost) is float:
+                if not 0 <= cost <= MAX_COST_USD:  # also refuses NaN; inf is above the cap
+                    return None
+            elif type(cost) is int and 0 <= cost <= MAX_COST_USD:
+                cost = float(cost)
+            else:
+                return None
+            if type(attributes) is not dict:
+                return None
+            if tokens_in and cached > tokens_in:
+                cached = tokens_in
+            if size == _WIRE_SIZE:
+                append(SpanRecord(trace_id, span_id, parent, name, stored_kind, normal, start, end, agent_id,
+                                  agent_name, agent_role, model, provider, tokens_in, tokens_out, cached, cost,
+                                  attributes))
+            else:
+                append(SpanRecord(trace_id, span_id, parent, name, stored_kind, normal, start, end, agent_id,
+                                  agent_name, agent_role, model, provider, tokens_in, tokens_out, cached, cost,
+                                  attributes, item.get("input"), item.get("output")))
+    except TypeError:
+        return None
     return records

@@ -10,6 +10,7 @@ may lose the last transactions. ``synchronous=FULL`` also survives power loss, a
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 import threading
@@ -27,18 +28,16 @@ from ._datamodel import (
     cron_dict,
     cron_span_dict,
     event_payload,
-    json_or_none,
     new_rule,
     operator_action,
     rule_changes,
-    span_flags,
 )
-from ._model import SpanRecord
+from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
 from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
-from ._stats import hour_of, latency_bin
+from ._stats import HOUR_NS, LOG_GROWTH, MIN_MS, hour_of
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
 __all__ = ["SQLiteStore"]
@@ -128,52 +127,70 @@ ON CONFLICT (hour, model, provider) DO UPDATE SET
 """
 
 
-def _span_row(record: SpanRecord) -> tuple[Any, ...]:
-    return (
-        record.span_id, record.trace_id, record.parent_span_id, record.name, record.kind, record.status,
-        record.start_ns, record.end_ns, record.agent_id, record.agent_name, record.agent_role, record.model,
-        record.provider, record.input_tokens, record.output_tokens, record.cached_input_tokens,
-        record.cost_usd, _json.dumps(record.attributes), json_or_none(record.input), json_or_none(record.output),
-    )
+def _span_rows(records: Sequence[SpanRecord]) -> list[list[Any]]:
+    """The spans' rows, built before the write lock; slot 0 (the trace's key) is filled in under it."""
+    dumps = _json.dumps
+    return [[None, r.span_id, r.trace_id, r.parent_span_id, r.name, r.kind, r.status, r.start_ns, r.end_ns,
+             r.agent_id, r.agent_name, r.agent_role, r.model, r.provider, r.input_tokens, r.output_tokens,
+             r.cached_input_tokens, r.cost_usd, dumps(r.attributes),
+             None if r.input is None else dumps(r.input), None if r.output is None else dumps(r.output)]
+            for r in records]
+
+
+def _first_of_each(records: Sequence[SpanRecord]) -> list[SpanRecord]:
+    """``first_of_each_span`` without building a key per span when no span id repeats (the usual batch)."""
+    if len({r.span_id for r in records}) == len(records):
+        return list(records)
+    return list(first_of_each_span(records).values())
 
 
 class _Aggregates:
-    """What one batch adds to the summary tables, computed before taking the write lock."""
+    """What one batch adds to the summary tables, computed before taking the write lock.
 
-    __slots__ = ("traces", "agents", "models", "hours", "latency", "by_agent", "by_model", "breakers", "alerts")
+    One pass over the spans with plain dicts and lists: per trace (slot 12 holds its agents in order of first
+    appearance, slot 13 its models, 14 and 15 their JSON), per hour (slot 8 its agents, slot 9 its models) and per
+    latency bin. The keys are strings and ints already hashed, so the pass builds no tuple per span."""
+
+    __slots__ = ("traces", "hours", "latency", "breakers", "alerts")
 
     def __init__(self, records: Sequence[SpanRecord]) -> None:
         traces: dict[str, list[Any]] = {}
-        agents: dict[tuple[str, str], str | None] = {}
-        models: dict[str, list[str]] = {}
         hours: dict[int, list[Any]] = {}
         latency: dict[tuple[int, int], int] = {}
-        by_agent: dict[tuple[int, str], list[Any]] = {}
-        by_model: dict[tuple[int, str, str], list[Any]] = {}
         self.breakers: list[SpanRecord] = []
         self.alerts: list[SpanRecord] = []
+        llm_kinds, block_kinds = LLM_KINDS, BLOCK_POINT_KINDS
+        log, floor, log_growth, min_ms = math.log, math.floor, LOG_GROWTH, MIN_MS
         for r in records:
-            is_error = r.status == "error"
-            is_call, is_blocked = span_flags(r.kind, r.status)
-            call_error = is_call and is_error
+            kind, status, trace_id, start = r.kind, r.status, r.trace_id, r.start_ns
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
+            # span_flags, inline: a block counts where it happened, and a blocked call is not a call.
+            is_error = 1 if status == "error" else 0
+            if status == "blocked" and kind in block_kinds:
+                is_blocked, is_call = 1, 0
+            else:
+                is_blocked, is_call = 0, 1 if kind in llm_kinds else 0
             is_root = r.parent_span_id is None
-            trace = traces.get(r.trace_id)
+            agent = r.agent_id or r.agent_name
+            agent_name = r.agent_name
+            model = r.model
+            trace = traces.get(trace_id)
             if trace is None:
-                traces[r.trace_id] = [r.name, is_root, r.start_ns, r.end_ns, 1, int(is_call), tokens_in,
-                                      tokens_out, cost, int(is_error), int(is_blocked),
-                                      r.start_ns if is_root else None]
+                trace = traces[trace_id] = [r.name, is_root, start, r.end_ns, 1, is_call, tokens_in, tokens_out, cost,
+                                            is_error, is_blocked, start if is_root else None, {}, None]
             else:
                 # The name: the earliest-starting root's (trace[11] is its start); without a root, the earliest
                 # span's.
-                if is_root and (not trace[1] or r.start_ns < trace[11]):
+                if is_root and (not trace[1] or start < trace[11]):
                     trace[0] = r.name
-                    trace[11] = r.start_ns
-                elif not trace[1] and r.start_ns < trace[2]:
+                    trace[11] = start
+                elif not trace[1] and start < trace[2]:
                     trace[0] = r.name
                 trace[1] = trace[1] or is_root
-                trace[2] = min(trace[2], r.start_ns)
-                trace[3] = max(trace[3], r.end_ns)
+                if start < trace[2]:
+                    trace[2] = start
+                if r.end_ns > trace[3]:
+                    trace[3] = r.end_ns
                 trace[4] += 1
                 trace[5] += is_call
                 trace[6] += tokens_in
@@ -181,33 +198,32 @@ class _Aggregates:
                 trace[8] += cost
                 trace[9] += is_error
                 trace[10] += is_blocked
-            hour = r.start_ns // 3_600_000_000_000
+            if agent and trace[12].get(agent) is None:
+                trace[12][agent] = agent_name
+            hour = start // HOUR_NS
             bucket = hours.get(hour)
             if bucket is None:
-                hours[hour] = [1, int(is_call), int(call_error), int(is_error), int(is_blocked), tokens_in,
-                               tokens_out, cost]
+                bucket = hours[hour] = [1, is_call, is_call & is_error, is_error, is_blocked, tokens_in, tokens_out,
+                                        cost, {}, {}]
             else:
                 bucket[0] += 1
                 bucket[1] += is_call
-                bucket[2] += call_error
+                bucket[2] += is_call & is_error
                 bucket[3] += is_error
                 bucket[4] += is_blocked
                 bucket[5] += tokens_in
                 bucket[6] += tokens_out
                 bucket[7] += cost
             if is_call:
-                key = (hour, latency_bin((r.end_ns - r.start_ns) / 1e6))
+                # latency_bin, inline (the same expression, so the same bin).
+                ms = (r.end_ns - start) / 1e6
+                key = (hour, floor(log(max(ms, min_ms)) / log_growth))
                 latency[key] = latency.get(key, 0) + 1
-            agent = r.agent_id or r.agent_name
-            if agent and agents.get((r.trace_id, agent)) is None:
-                agents[(r.trace_id, agent)] = r.agent_name
-            akey = (hour, agent or "")
-            row = by_agent.get(akey)
+            row = bucket[8].get(agent or "")
             if row is None:
-                by_agent[akey] = [r.agent_name, 1, int(is_call), int(is_error), int(is_blocked), tokens_in,
-                                  tokens_out, cost]
+                bucket[8][agent or ""] = [agent_name, 1, is_call, is_error, is_blocked, tokens_in, tokens_out, cost]
             else:
-                row[0] = row[0] or r.agent_name
+                row[0] = row[0] or agent_name
                 row[1] += 1
                 row[2] += is_call
                 row[3] += is_error
@@ -215,59 +231,70 @@ class _Aggregates:
                 row[5] += tokens_in
                 row[6] += tokens_out
                 row[7] += cost
-            if r.model:
-                trace_models = models.setdefault(r.trace_id, [])
-                if r.model not in trace_models:
-                    trace_models.append(r.model)
-                mkey = (hour, r.model, r.provider or "")
-                mrow = by_model.get(mkey)
+            if model:
+                trace_models = trace[13]
+                if trace_models is None:
+                    trace[13] = [model]
+                elif model not in trace_models:
+                    trace_models.append(model)
+                by_provider = bucket[9].get(model)
+                if by_provider is None:
+                    by_provider = bucket[9][model] = {}
+                provider = r.provider or ""
+                mrow = by_provider.get(provider)
                 if mrow is None:
-                    by_model[mkey] = [int(is_call), int(is_error), tokens_in, tokens_out, cost]
+                    by_provider[provider] = [is_call, is_error, tokens_in, tokens_out, cost]
                 else:
                     mrow[0] += is_call
                     mrow[1] += is_error
                     mrow[2] += tokens_in
                     mrow[3] += tokens_out
                     mrow[4] += cost
-            if r.kind == "breaker":
+            if kind == "breaker":
                 self.breakers.append(r)
-            elif r.kind == "alert":
+            elif kind == "alert":
                 self.alerts.append(r)
+        dumps = _json.dumps
+        for trace in traces.values():
+            # Slots 14, 15: the labels' JSON as a new trace (the common case) stores them, made outside the lock.
+            trace.append(dumps([[agent, name] for agent, name in trace[12].items()]))
+            trace.append(dumps(trace[13] or []))
         self.traces = traces
-        self.agents = agents
-        self.models = models
         self.hours = hours
         self.latency = latency
-        self.by_agent = by_agent
-        self.by_model = by_model
 
     def _labels(self, known: dict[str, tuple[int, str, str]],
                 tkeys: dict[str, int]) -> tuple[dict[str, tuple[str, str]], list[tuple[Any, ...]]]:
         """Merged agents/models JSON per trace, and the label rows that are new (runs under the write lock)."""
-        agents_by_trace: dict[str, list[list[Any]]] = {}
-        for (trace_id, agent), name in self.agents.items():
-            agents_by_trace.setdefault(trace_id, []).append([agent, name])
         merged: dict[str, tuple[str, str]] = {}
         new_rows: list[tuple[Any, ...]] = []
+        dumps = _json.dumps
         for trace_id, trace in self.traces.items():
             old = known.get(trace_id)
-            old_agents: list[list[Any]] = _json.loads(old[1]) if old else []
-            old_models: list[str] = _json.loads(old[2]) if old else []
-            agents = list(old_agents)
+            batch_agents: dict[str, str | None] = trace[12]
+            batch_models: list[str] | None = trace[13]
+            tkey, start = tkeys[trace_id], trace[2]
+            if old is None:
+                # A new trace (the common case): every label is new.
+                new_rows.extend(("agent", agent, tkey, start) for agent in batch_agents)
+                new_rows.extend(("model", model, tkey, start) for model in batch_models or ())
+                merged[trace_id] = (trace[14], trace[15])
+                continue
+            agents = _json.loads(old[1])
             seen = {entry[0]: entry for entry in agents}
-            for agent, name in agents_by_trace.get(trace_id, ()):
+            for agent, name in batch_agents.items():
                 entry = seen.get(agent)
                 if entry is None:
                     agents.append([agent, name])
-                    new_rows.append(("agent", agent, tkeys[trace_id], trace[2]))
+                    new_rows.append(("agent", agent, tkey, start))
                 elif entry[1] is None and name:
                     entry[1] = name
-            models = list(old_models)
-            for model in self.models.get(trace_id, ()):
+            models = _json.loads(old[2])
+            for model in batch_models or ():
                 if model not in models:
                     models.append(model)
-                    new_rows.append(("model", model, tkeys[trace_id], trace[2]))
-            merged[trace_id] = (_json.dumps(agents), _json.dumps(models))
+                    new_rows.append(("model", model, tkey, start))
+            merged[trace_id] = (dumps(agents), dumps(models))
         return merged, new_rows
 
     def write(self, cursor: sqlite3.Cursor, known: dict[str, tuple[int, str, str]], tkeys: dict[str, int]) -> None:
@@ -278,14 +305,18 @@ class _Aggregates:
             for tid, t in self.traces.items()
         ])
         if label_rows:
-            cursor.executemany("INSERT INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
+            # OR IGNORE: a label row left behind for a purged trace whose key is reused is the same row.
+            cursor.executemany("INSERT OR IGNORE INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
                                label_rows)
-        cursor.executemany(_UPSERT_HOUR, [(hour, *values) for hour, values in self.hours.items()])
+        cursor.executemany(_UPSERT_HOUR, [(hour, *values[:8]) for hour, values in self.hours.items()])
         if self.latency:
             cursor.executemany(_UPSERT_LATENCY, [(h, b, n) for (h, b), n in self.latency.items()])
-        cursor.executemany(_UPSERT_AGENT, [(h, a, *values) for (h, a), values in self.by_agent.items()])
-        if self.by_model:
-            cursor.executemany(_UPSERT_MODEL, [(h, m, p, *values) for (h, m, p), values in self.by_model.items()])
+        cursor.executemany(_UPSERT_AGENT, [(hour, agent, *row) for hour, values in self.hours.items()
+                                           for agent, row in values[8].items()])
+        model_rows = [(hour, model, provider, *row) for hour, values in self.hours.items()
+                      for model, by_provider in values[9].items() for provider, row in by_provider.items()]
+        if model_rows:
+            cursor.executemany(_UPSERT_MODEL, model_rows)
 
 
 class SQLiteStore(Store):
@@ -423,10 +454,10 @@ class SQLiteStore(Store):
     def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
         if not records:
             return IngestResult(0, 0)
-        unique = first_of_each_span(records)
-        # The Python work happens before taking the write lock, so two requests overlap.
-        fresh = list(unique.values())
-        rows = [_span_row(r) for r in fresh]
+        fresh = _first_of_each(records)
+        # The Python work happens before taking the write lock, so two requests overlap and the lock (shared
+        # by every collector process on this file) is held only for the SQL.
+        rows = _span_rows(fresh)
         aggregates = _Aggregates(fresh)
         with self._transaction() as cursor:
             known_traces = self._known_traces(cursor, list(aggregates.traces))
@@ -437,20 +468,23 @@ class SQLiteStore(Store):
                 if trace_id not in tkeys:
                     tkeys[trace_id] = next_key
                     next_key += 1
+            for row in rows:
+                row[0] = tkeys[row[2]]
             # INSERT OR IGNORE skips spans stored already (a retried batch), and the number of rows it wrote tells
             # whether it skipped any: only then are the batch's ids looked up, and the batch is redone without
             # them so that the summaries count each span once. The common case reads no stored span at all.
             cursor.execute("SAVEPOINT spans")
             written = self._writer.total_changes
-            cursor.executemany(_INSERT_SPAN, [(tkeys[row[1]], *row) for row in rows])
+            cursor.executemany(_INSERT_SPAN, rows)
             if self._writer.total_changes - written != len(rows):
                 cursor.execute("ROLLBACK TO spans")
                 stored = self._stored_spans(cursor, fresh, known_traces)
-                fresh = [r for r in fresh if (r.trace_id, r.span_id) not in stored]
-                rows = [_span_row(r) for r in fresh]
+                kept = [(r, row) for r, row in zip(fresh, rows, strict=True) if (r.trace_id, r.span_id) not in stored]
+                fresh = [r for r, _ in kept]
+                rows = [row for _, row in kept]
                 aggregates = _Aggregates(fresh)
                 written = self._writer.total_changes
-                cursor.executemany(_INSERT_SPAN, [(tkeys[row[1]], *row) for row in rows])
+                cursor.executemany(_INSERT_SPAN, rows)
                 if self._writer.total_changes - written != len(rows):
                     # Not a duplicate, yet not written: never answer 2xx for it (the transaction rolls back).
                     raise sqlite3.IntegrityError("spans were skipped that are not stored already")

@@ -83,13 +83,15 @@ CREATE INDEX IF NOT EXISTS traces_duration ON traces(duration_ms);
 -- appends at the end of a few (kind, label) ranges of the index instead of writing one random page per
 -- trace; the filters probe it per trace (EXISTS) or count a label's range. The labels shown with a trace
 -- live in traces.agents / traces.models.
+-- Keyed by what the filters look up, without a rowid: one b-tree per label row written, not a table and an index
+-- (a file made before keeps its rowid table and trace_labels_label index; the same statements serve both).
 CREATE TABLE IF NOT EXISTS trace_labels (
     kind TEXT NOT NULL,
     label TEXT NOT NULL,
     tkey INTEGER NOT NULL,
-    start_ns INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trace_labels_label ON trace_labels(kind, label, tkey);
+    start_ns INTEGER NOT NULL,
+    PRIMARY KEY (kind, label, tkey)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rollup_hour (
     hour INTEGER PRIMARY KEY,
