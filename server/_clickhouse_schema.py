@@ -2,16 +2,24 @@
 
 Spans are append-only and the only big table: sorted by (hour of start, trace_id, span_id) so time-range
 scans (the dashboard's KPIs, costs, the traces list) read contiguous granules, with a bloom filter on
-trace_id for single-trace lookups. Trace summaries are aggregated at query time (ClickHouse is built for
-that; maintaining them would mean upserts it is not built for). The small mutable tables (rules, alert
-history) are ReplacingMergeTree keyed by id, read with FINAL: an update is a new row with a higher version.
+trace_id for single-trace lookups. The small mutable tables (rules, alert history) are ReplacingMergeTree keyed
+by id, read with FINAL: an update is a new row with a higher version.
+
+Summaries (``SUMMARIES``) are filled by materialized views as spans are inserted, so the traces list and the
+KPIs never aggregate the whole spans table (at 10M spans that took seconds):
+
+* ``trace_summary``: one partial aggregate per trace and insert, AggregatingMergeTree keyed by trace_id (merges
+  fold them; queries still GROUP BY trace_id). A trace's page of the list, its labels and the ingest's
+  duplicate check read it by primary key.
+* ``rollup_hour`` / ``rollup_latency``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups;
+  purge inserts the removed spans' figures negated.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["TABLES"]
+__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL"]
 
 TABLES: Final = {
     "spans": """
@@ -145,4 +153,88 @@ CREATE TABLE IF NOT EXISTS {db}.cron_alerts (
 ) ENGINE = ReplacingMergeTree
 ORDER BY (rule_id, name, expected_ns)
 """,
+}
+
+
+#: The hour of ``start_ns`` rounded down (floor, also before 1970), as SQLite's rollups number hours.
+HOUR_SQL: Final = "intDiv(start_ns - if(start_ns < 0, 3599999999999, 0), 3600000000000)"
+
+#: (table DDL, materialized view DDL, backfill SELECT) per summary; the SELECT is the view's and fills the
+#: table from spans stored before the summary existed.
+SUMMARIES: Final = {
+    "trace_summary": ("""
+CREATE TABLE IF NOT EXISTS {db}.trace_summary (
+    trace_id String,
+    s_start SimpleAggregateFunction(min, Int64),
+    s_end SimpleAggregateFunction(max, Int64),
+    s_last_start SimpleAggregateFunction(max, Int64),
+    s_key SimpleAggregateFunction(min, UInt64),
+    s_spans SimpleAggregateFunction(sum, UInt64),
+    s_roots SimpleAggregateFunction(sum, UInt64),
+    s_calls SimpleAggregateFunction(sum, UInt64),
+    s_in SimpleAggregateFunction(sum, Int64),
+    s_out SimpleAggregateFunction(sum, Int64),
+    s_cost SimpleAggregateFunction(sum, Float64),
+    s_errors SimpleAggregateFunction(sum, UInt64),
+    s_blocked SimpleAggregateFunction(sum, UInt64),
+    s_root_name AggregateFunction(argMinIf, String, Tuple(Int64, UInt64), UInt8),
+    s_first_name AggregateFunction(argMin, String, Tuple(Int64, UInt64)),
+    -- label -> first seq: agents (by agent_key), agents' names ("key\\0name"), models
+    s_agents SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))),
+    s_agent_names SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))),
+    s_models SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64)))
+) ENGINE = AggregatingMergeTree
+ORDER BY trace_id
+""", """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv TO {db}.trace_summary AS {select}
+""", """
+SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) AS s_last_start, min(seq) AS s_key,
+    toUInt64(count()) AS s_spans, toUInt64(sum(is_root)) AS s_roots, toUInt64(sum(is_call)) AS s_calls,
+    sum(input_tokens) AS s_in, sum(output_tokens) AS s_out, sum(cost_usd) AS s_cost,
+    toUInt64(countIf(status = 'error')) AS s_errors, toUInt64(sum(is_blocked)) AS s_blocked,
+    argMinIfState(name, (start_ns, seq), is_root = 1) AS s_root_name,
+    argMinState(name, (start_ns, seq)) AS s_first_name,
+    minMap(if(agent_key != '', [agent_key], []), if(agent_key != '', [seq], [])) AS s_agents,
+    minMap(if(agent_key != '' AND isNotNull(agent_name), [concat(agent_key, '\\0', assumeNotNull(agent_name))], []),
+           if(agent_key != '' AND isNotNull(agent_name), [seq], [])) AS s_agent_names,
+    minMap(if(coalesce(model, '') != '', [assumeNotNull(model)], []), if(coalesce(model, '') != '', [seq], []))
+        AS s_models
+FROM {db}.spans GROUP BY trace_id
+"""),
+    "rollup_hour": ("""
+CREATE TABLE IF NOT EXISTS {db}.rollup_hour (
+    hour Int64,
+    spans Int64,
+    calls Int64,
+    call_errors Int64,
+    errors Int64,
+    blocked Int64,
+    input_tokens Int64,
+    output_tokens Int64,
+    cost_usd Float64
+) ENGINE = SummingMergeTree
+ORDER BY hour
+""", """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_hour_mv TO {db}.rollup_hour AS {select}
+""", f"""
+SELECT {HOUR_SQL} AS hour, toInt64(count()) AS spans, toInt64(sum(is_call)) AS calls,
+    toInt64(countIf(is_call = 1 AND status = 'error')) AS call_errors, toInt64(countIf(status = 'error')) AS errors,
+    toInt64(sum(is_blocked)) AS blocked, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    sum(cost_usd) AS cost_usd
+FROM {{db}}.spans GROUP BY hour
+"""),
+    "rollup_latency": ("""
+CREATE TABLE IF NOT EXISTS {db}.rollup_latency (
+    hour Int64,
+    bin Int64,
+    n Int64
+) ENGINE = SummingMergeTree
+ORDER BY (hour, bin)
+""", """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_latency_mv TO {db}.rollup_latency AS {select}
+""", f"""
+SELECT {HOUR_SQL} AS hour, toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / log(1.05))) AS bin,
+    toInt64(count()) AS n
+FROM {{db}}.spans WHERE is_call = 1 GROUP BY hour, bin
+"""),
 }

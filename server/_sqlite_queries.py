@@ -26,7 +26,7 @@ from ._datamodel import (
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
-__all__ = ["Queries", "time_window"]
+__all__ = ["Queries", "time_window", "split_hours"]
 
 _SORT_COLUMNS = {
     "start_time": "start_ns", "end_time": "end_ns", "duration": "duration_ms", "cost": "cost_usd",
@@ -75,7 +75,7 @@ def _like(text: str) -> str:
 _NS_MAX = 2**63 - 1
 
 
-def _split(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
+def split_hours(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
     """Raw-span edges and the whole-hour middle (as hour numbers) of [start, end)."""
     first = None if start is None else -(-start // HOUR_NS)
     last = None if end is None else end // HOUR_NS
@@ -216,7 +216,7 @@ class Queries:
 
     def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
         connection = self._connection()
-        edges, hours = _split(start_ns, end_ns)
+        edges, hours = split_hours(start_ns, end_ns)
         totals = [0, 0, 0, 0, 0, 0, 0, 0.0]  # spans, calls, call errors, errors, blocked, in, out, cost
         bins: dict[int, int] = {}
         if hours is not None:
@@ -247,7 +247,7 @@ class Queries:
                  width: int) -> list[tuple[Any, ...]]:
         """Rows of (key..., values...) from rollups and raw edges; ``width`` is the number of key columns."""
         connection = self._connection()
-        edges, hours = _split(start_ns, end_ns)
+        edges, hours = split_hours(start_ns, end_ns)
         merged: dict[tuple[Any, ...], list[Any]] = {}
 
         def add(rows: list[tuple[Any, ...]]) -> None:
