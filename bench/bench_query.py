@@ -3,7 +3,7 @@
     python bench/bench_query.py [--store sqlite|chdb] [--spans 1000000] [--days 30] [--db PATH] [--rounds 30]
 
 The store (a SQLite file, or a chdb directory for ``--store chdb``) is filled directly through the store's
-ingest in pre-built batches of 4096 spans (no HTTP; that is bench_ingest's job): the fill prints the ingest's
+ingest in pre-built batches (``--batch``, 4096 spans) (no HTTP; that is bench_ingest's job): the fill prints the ingest's
 rate by CPU time of ``ingest`` alone (span generation excluded) and by wall time. Then a real collector on
 127.0.0.1 answers each query ``--rounds`` times. An existing ``--db`` with enough spans is reused. Prints
 p50/p95/max wall and p50 CPU (the whole process: chdb's threads too) per query, the peak RSS, and a profile
@@ -46,7 +46,7 @@ SPANS_PER_TRACE = 8
 DAY_NS = 86_400 * 10**9
 
 
-def build(store: Store, total: int, days: int, seed: int = 3) -> None:
+def build(store: Store, total: int, days: int, seed: int = 3, batch_size: int = 4096) -> None:
     rng = random.Random(seed)
     traces = total // SPANS_PER_TRACE
     end = time.time_ns()
@@ -83,11 +83,11 @@ def build(store: Store, total: int, days: int, seed: int = 3) -> None:
                 begin, begin + int(rng.lognormvariate(6.5, 0.6) * 1_000_000), agent_id, agent_name, "Agent", model,
                 provider, tokens_in, tokens_out, 0, round(tokens_in * 2.5e-6 + tokens_out * 1e-5, 8),
                 {"http.status_code": 200}))
-        if len(batch) >= 4096:
+        if len(batch) >= batch_size:
             ingest(batch)
             batch = []
             done = (index + 1) * SPANS_PER_TRACE
-            if done % 1_000_000 < 4096:
+            if done % 1_000_000 < batch_size:
                 print(f"  {done:,} spans ({done / (time.perf_counter() - began):,.0f}/s with generation)", flush=True)
     if batch:
         ingest(batch)
@@ -139,6 +139,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--db", type=Path, help="SQLite file, or chdb directory (reused if it holds enough spans)")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=4096, help="spans per ingest call while filling")
     parser.add_argument("--only", help="run only the queries whose path contains this text")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -150,7 +151,7 @@ def main() -> int:
         if have < args.spans:
             print(f"filling {db} with {args.spans - have:,} spans over {args.days} days ...", flush=True)
             began = time.perf_counter()
-            build(store, args.spans - have, args.days, seed=3 + have)
+            build(store, args.spans - have, args.days, seed=3 + have, batch_size=args.batch)
             print(f"filled in {time.perf_counter() - began:.0f} s", flush=True)
         counts = store.counts()
         some_trace = store.list_traces(TraceQuery(limit=1))

@@ -20,6 +20,7 @@ Trade-offs against SQLite, on purpose:
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
-from ._clickhouse_schema import HOUR_SQL, SUMMARIES, TABLES
+from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES
 from ._datamodel import (
     ALERT_COLUMNS,
     BREAKER_EVENT_COLUMNS,
@@ -68,6 +69,10 @@ __all__ = ["ClickHouseStore"]
 
 _ID_CHUNK = 1000
 _LOG_GROWTH = "log(1.05)"
+_RECORD_FIELDS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_ns", "end_ns", "agent_id",
+                  "agent_name", "agent_role", "model", "provider", "input_tokens", "output_tokens",
+                  "cached_input_tokens", "cost_usd")
+_record_fields = operator.attrgetter(*_RECORD_FIELDS)
 # The spans table's columns as the ingest hands them over (Arrow types), in table order.
 _SPAN_TYPES = {
     "seq": "uint64", "trace_id": "string", "span_id": "string", "parent_span_id": "string", "name": "string",
@@ -178,6 +183,8 @@ class ClickHouseStore(Store):
                 self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
 
     def _remove_ttl(self) -> None:
+        # Spans of a trace are found by their hours now (see _clickhouse_schema): the old skip index only costs.
+        self._execute(f"ALTER TABLE {self._spans} DROP INDEX IF EXISTS trace_idx")
         # Earlier versions expired spans and breaker events by TTL as well as by purge; purge alone decides now.
         for table in ("spans", "breaker_events"):
             if "TTL " in self._rows(f"SHOW CREATE TABLE {self.database}.{table}")[0][0]:
@@ -238,10 +245,9 @@ class ClickHouseStore(Store):
         dumps = _json.dumps
         columns: dict[str, list[Any]] = {name: [] for name in _SPAN_TYPES}
         columns["seq"] = list(range(first, self._seq + 1))
-        for name in ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_ns", "end_ns",
-                     "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens", "output_tokens",
-                     "cached_input_tokens", "cost_usd"):
-            columns[name] = [getattr(record, name) for record in records]
+        # One C-level getter per record and a transpose: a list per field by getattr was most of the Python time.
+        for name, values in zip(_RECORD_FIELDS, zip(*map(_record_fields, records), strict=True), strict=True):
+            columns[name] = list(values)
         columns["agent_key"] = [record.agent_id or record.agent_name or "" for record in records]
         is_root, is_call, is_blocked = columns["is_root"], columns["is_call"], columns["is_blocked"]
         for record in records:
@@ -359,9 +365,23 @@ class ClickHouseStore(Store):
         found = self._traces(p, [f"trace_id = {p(trace_id, 'String')}"], [], "t_key")
         return found[0] if found else None
 
+    def of_traces(self, p: Params, trace_ids: Sequence[str]) -> str | None:
+        """A WHERE clause for the spans of ``trace_ids`` (None when none is stored): the hours their spans started
+        in, from the summary, then the ids, so the read follows the spans' sort key."""
+        ids = p(list(trace_ids), "Array(String)")
+        found = self._rows(f"SELECT min(s_start), max(s_last_start), count() FROM {self.database}.trace_summary"
+                           f" WHERE trace_id IN {ids}", p)[0]
+        if not int(found[2]):
+            return None
+        return (f"{HOUR_SQL} BETWEEN {p(int(found[0]) // HOUR_NS, 'Int64')} AND {p(int(found[1]) // HOUR_NS, 'Int64')}"
+                f" AND trace_id IN {ids}")
+
     def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
         p = Params()
-        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE trace_id = {p(trace_id, 'String')}"
+        where = self.of_traces(p, [trace_id])
+        if where is None:
+            return []
+        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE {where}"
                           f" ORDER BY start_ns, seq{_page(p, limit)}", p)
         return [span_dict(row) for row in rows]
 
@@ -393,11 +413,12 @@ class ClickHouseStore(Store):
             p = Params()
             in_hours = _where(_range(p, "hour", hours[0], hours[1]))
             row = self._rows("SELECT sum(spans), sum(calls), sum(call_errors), sum(errors), sum(blocked),"
-                             f" sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self.database}.rollup_hour"
+                             f" sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self.database}.rollup"
                              f"{in_hours}", p)[0]
             totals = [a + (b or 0) for a, b in zip(totals, row, strict=True)]
-            for index, count in self._rows(f"SELECT bin, sum(n) FROM {self.database}.rollup_latency{in_hours}"
-                                           " GROUP BY bin", p):
+            for index, count in self._rows(f"SELECT bin, sum(calls) AS n FROM {self.database}.rollup"
+                                           f"{_where([*_range(p, 'hour', hours[0], hours[1]), f'bin != {NO_BIN}'])}"
+                                           " GROUP BY bin HAVING n != 0", p):
                 bins[int(index)] = bins.get(int(index), 0) + int(count)
         if edges:
             p = Params()
@@ -725,11 +746,9 @@ class ClickHouseStore(Store):
             if spans:
                 # The rollups lose the removed spans' figures (rows with negated sums), the summary their traces.
                 removed = f"(SELECT * FROM {self._spans} WHERE {doomed})"
-                for table, negate in (("rollup_hour", "hour, -spans, -calls, -call_errors, -errors, -blocked,"
-                                                      " -input_tokens, -output_tokens, -cost_usd"),
-                                      ("rollup_latency", "hour, bin, -n")):
-                    select = SUMMARIES[table][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
-                    self._execute(f"INSERT INTO {db}.{table} SELECT {negate} FROM ({select})", p)
+                select = SUMMARIES["rollup"][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
+                self._execute(f"INSERT INTO {db}.rollup SELECT hour, bin, -spans, -calls, -call_errors, -errors,"
+                              f" -blocked, -input_tokens, -output_tokens, -cost_usd FROM ({select})", p)
                 self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2", p)
                 self._execute(f"ALTER TABLE {db}.trace_summary DELETE WHERE trace_id IN"
                               f" (SELECT trace_id FROM {doomed_ids}) SETTINGS mutations_sync = 2")
@@ -765,6 +784,6 @@ class ClickHouseStore(Store):
         return f"{self._seq}:{sorted(self._ids.items())}:{self._version}"
 
     def counts(self) -> dict[str, int]:
-        spans = self._rows(f"SELECT sum(spans) FROM {self.database}.rollup_hour")[0][0] or 0
+        spans = self._rows(f"SELECT sum(spans) FROM {self.database}.rollup")[0][0] or 0
         traces = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary")[0][0]
         return {"spans": int(spans), "traces": int(traces)}

@@ -1,9 +1,8 @@
 """DDL of the ClickHouse store.
 
 Spans are append-only and the only big table: sorted by (hour of start, trace_id, span_id) so time-range
-scans (the dashboard's KPIs, costs, the traces list) read contiguous granules, with a bloom filter on
-trace_id for single-trace lookups. The small mutable tables (rules, alert history) are ReplacingMergeTree keyed
-by id, read with FINAL: an update is a new row with a higher version.
+scans (the dashboard's KPIs, costs) read contiguous granules. The small mutable tables (rules, alert
+history) are ReplacingMergeTree keyed by id, read with FINAL: an update is a new row with a higher version.
 
 Summaries (``SUMMARIES``) are filled by materialized views as spans are inserted, so the traces list and the
 KPIs never aggregate the whole spans table (at 10M spans that took seconds):
@@ -11,15 +10,18 @@ KPIs never aggregate the whole spans table (at 10M spans that took seconds):
 * ``trace_summary``: one partial aggregate per trace and insert, AggregatingMergeTree keyed by trace_id (merges
   fold them; queries still GROUP BY trace_id). A trace's page of the list, its labels and the ingest's
   duplicate check read it by primary key.
-* ``rollup_hour`` / ``rollup_latency``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups;
-  purge inserts the removed spans' figures negated.
+* ``rollup``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups; purge inserts the removed
+  spans' figures negated.
+
+Spans of one trace are found by the hours its spans started in (the summary has the first and last start) and
+then the trace id: the sort key, no skip index (a bloom filter cost every insert and read more granules).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL"]
+__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN"]
 
 TABLES: Final = {
     "spans": """
@@ -48,8 +50,7 @@ CREATE TABLE IF NOT EXISTS {db}.spans (
     is_blocked UInt8,
     attributes String,
     input Nullable(String),
-    output Nullable(String),
-    INDEX trace_idx trace_id TYPE bloom_filter GRANULARITY 4
+    output Nullable(String)
 ) ENGINE = ReplacingMergeTree(seq)
 PARTITION BY toYYYYMM(toDateTime(intDiv(start_ns, 1000000000)))
 ORDER BY (intDiv(start_ns, 3600000000000), trace_id, span_id)
@@ -156,6 +157,8 @@ ORDER BY (rule_id, name, expected_ns)
 }
 
 
+#: The latency bin of rollup rows for spans that are not model calls (real bins are above -200).
+NO_BIN: Final = -1_000_000
 #: The hour of ``start_ns`` rounded down (floor, also before 1970), as SQLite's rollups number hours.
 HOUR_SQL: Final = "intDiv(start_ns - if(start_ns < 0, 3599999999999, 0), 3600000000000)"
 
@@ -201,9 +204,12 @@ SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) A
         AS s_models
 FROM {db}.spans GROUP BY trace_id
 """),
-    "rollup_hour": ("""
-CREATE TABLE IF NOT EXISTS {db}.rollup_hour (
+    # Per hour and latency bin (NO_BIN for spans that are not model calls): the KPIs' sums and the latency
+    # histogram in one table, so an insert writes one part for both.
+    "rollup": ("""
+CREATE TABLE IF NOT EXISTS {db}.rollup (
     hour Int64,
+    bin Int64,
     spans Int64,
     calls Int64,
     call_errors Int64,
@@ -213,28 +219,16 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_hour (
     output_tokens Int64,
     cost_usd Float64
 ) ENGINE = SummingMergeTree
-ORDER BY hour
+ORDER BY (hour, bin)
 """, """
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_hour_mv TO {db}.rollup_hour AS {select}
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_mv TO {db}.rollup AS {select}
 """, f"""
-SELECT {HOUR_SQL} AS hour, toInt64(count()) AS spans, toInt64(sum(is_call)) AS calls,
+SELECT {HOUR_SQL} AS hour,
+    if(is_call = 1, toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / log(1.05))), {NO_BIN}) AS bin,
+    toInt64(count()) AS spans, toInt64(sum(is_call)) AS calls,
     toInt64(countIf(is_call = 1 AND status = 'error')) AS call_errors, toInt64(countIf(status = 'error')) AS errors,
     toInt64(sum(is_blocked)) AS blocked, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
     sum(cost_usd) AS cost_usd
-FROM {{db}}.spans GROUP BY hour
-"""),
-    "rollup_latency": ("""
-CREATE TABLE IF NOT EXISTS {db}.rollup_latency (
-    hour Int64,
-    bin Int64,
-    n Int64
-) ENGINE = SummingMergeTree
-ORDER BY (hour, bin)
-""", """
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_latency_mv TO {db}.rollup_latency AS {select}
-""", f"""
-SELECT {HOUR_SQL} AS hour, toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / log(1.05))) AS bin,
-    toInt64(count()) AS n
-FROM {{db}}.spans WHERE is_call = 1 GROUP BY hour, bin
+FROM {{db}}.spans GROUP BY hour, bin
 """),
 }

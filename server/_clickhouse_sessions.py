@@ -79,7 +79,9 @@ def blocked_spans(store: ClickHouseStore, trace_ids: Sequence[str]) -> list[dict
     if not trace_ids:
         return []
     p = Params()
-    rows = store._rows(f"SELECT {SPAN_COLUMNS} FROM {store.database}.spans"
-                       f" WHERE trace_id IN {p(list(trace_ids), 'Array(String)')} AND {BLOCKED_SQL}"
+    where = store.of_traces(p, trace_ids)
+    if where is None:
+        return []
+    rows = store._rows(f"SELECT {SPAN_COLUMNS} FROM {store.database}.spans WHERE {where} AND {BLOCKED_SQL}"
                        " ORDER BY start_ns, seq", p)
     return [_span(row) for row in rows]
