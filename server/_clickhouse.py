@@ -354,7 +354,9 @@ class ClickHouseStore(Store):
                               query.offset)
         count = Params()
         where, having = self._trace_filters(count, query)
-        if having:
+        if traces and len(traces) < query.limit or not traces and not query.offset:
+            total = query.offset + len(traces)  # a short page is the last one
+        elif having:
             total = self._rows(f"SELECT count() FROM ({self._agg(where)}){_where(having)}", count)[0][0]
         else:
             total = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary", count)[0][0]

@@ -143,7 +143,11 @@ class Queries:
             f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY {column} {direction}, tkey {direction}"
             " LIMIT ? OFFSET ?", (*params, query.limit, query.offset)).fetchall()
         labels = [(kind, value) for kind, value in (("agent", query.agent_id), ("model", query.model)) if value]
-        if len(labels) == 1 and len(params) == 1:
+        if rows and len(rows) < query.limit or not rows and not query.offset:
+            # A short page is the last one: the total is known without counting again (a text search scans
+            # every trace to count; a rare word's page has already scanned them all).
+            total = query.offset + len(rows)
+        elif len(labels) == 1 and len(params) == 1:
             # One label and nothing else: its index range holds exactly one row per matching trace.
             total = connection.execute("SELECT count(*) FROM trace_labels WHERE kind = ? AND label = ?",
                                        labels[0]).fetchone()[0]
