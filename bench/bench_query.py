@@ -3,8 +3,8 @@
     python bench/bench_query.py [--store sqlite|chdb] [--spans 1000000] [--days 30] [--db PATH] [--rounds 30]
 
 The store (a SQLite file, or a chdb directory for ``--store chdb``) is filled directly through the store's
-ingest in pre-built batches (``--batch``, 4096 spans) (no HTTP; that is bench_ingest's job): the fill prints the ingest's
-rate by CPU time of ``ingest`` alone (span generation excluded) and by wall time. Then a real collector on
+ingest in pre-built batches (``--batch``, 4096 spans; no HTTP, that is bench_ingest's job): the fill prints the
+ingest rate by CPU time of ``ingest`` alone (span generation excluded) and by wall time. Then a real collector on
 127.0.0.1 answers each query ``--rounds`` times. An existing ``--db`` with enough spans is reused. Prints
 p50/p95/max wall and p50 CPU (the whole process: chdb's threads too) per query, the peak RSS, and a profile
 summary of the main queries; asserts nothing about timing.

@@ -29,7 +29,7 @@ from typing import Any
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
-from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES
+from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES, hour_sql
 from ._datamodel import (
     ALERT_COLUMNS,
     BREAKER_EVENT_COLUMNS,
@@ -99,6 +99,8 @@ FROM {db}.trace_summary
 {where}
 GROUP BY trace_id
 """
+_START_AGG = ("SELECT trace_id, min(s_start) AS t_start, min(s_key) AS t_key FROM {db}.trace_summary{where}"
+              " GROUP BY trace_id")
 _TRACE_COLUMNS = ("trace_id, t_name, t_has_root, t_start, t_end, t_duration, t_spans, t_calls, t_in, t_out, t_tokens,"
                   " t_cost, t_errors, t_blocked, t_status, t_key, t_agents, t_agent_names, t_models")
 # The agent keys and names and the models of a trace, for the text search.
@@ -151,10 +153,14 @@ class ClickHouseStore(Store):
         self._write_lock = threading.Lock()
         db = self.database
         self._db_conn.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        had_starts = int(self._rows(f"EXISTS TABLE {db}.trace_starts")[0][0])
         for ddl in TABLES.values():
             self._db_conn.execute(ddl.format(db=db))
         _sessions.create_session_table(self._db_conn, db)
         self._create_summaries()
+        if not had_starts:  # a database from before trace_starts: count the stored traces' starts
+            self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, toInt64(count())"
+                          f" FROM (SELECT min(s_start) AS st FROM {db}.trace_summary GROUP BY trace_id) GROUP BY hour")
         self._remove_ttl()
         self._seq = self._max("spans", "seq")
         self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
@@ -213,10 +219,12 @@ class ClickHouseStore(Store):
 
     # -- spans -------------------------------------------------------------------------------------------
 
-    def _stored(self, pairs: Sequence[tuple[str, str]], starts: dict[str, tuple[int, int]]) -> set[tuple[str, str]]:
-        """The (trace_id, span_id) pairs of ``pairs`` already stored. Only traces the summary knows are looked
-        up in spans, and only in the hours their spans started in (the spans' sort key), so a batch of new
-        traces costs one primary-key probe of the summary, however large the store."""
+    def _stored(self, pairs: Sequence[tuple[str, str]], starts: dict[str, tuple[int, int]],
+                known_starts: dict[str, int]) -> set[tuple[str, str]]:
+        """The (trace_id, span_id) pairs of ``pairs`` already stored; fills ``known_starts`` with the start of
+        each trace of the batch already stored. Only traces the summary knows are looked up in spans, and only
+        in the hours their spans started in (the spans' sort key), so a batch of new traces costs one
+        primary-key probe of the summary, however large the store."""
         found: set[tuple[str, str]] = set()
         trace_ids = sorted({trace_id for trace_id, _ in pairs})
         for start in range(0, len(trace_ids), _ID_CHUNK):
@@ -226,6 +234,7 @@ class ClickHouseStore(Store):
                                f" WHERE trace_id IN {ids} GROUP BY trace_id", p)
             if not known:
                 continue
+            known_starts.update((row[0], int(row[1])) for row in known)
             # A span already stored started where its trace's spans did: within [first, last] of the stored
             # ones; the batch's copy of it carries the same start, so the batch's hours bound it as well.
             low = min(min(int(row[1]), starts[row[0]][0]) for row in known)
@@ -237,6 +246,21 @@ class ClickHouseStore(Store):
                 f" BETWEEN {p(low // HOUR_NS, 'Int64')} AND {p(high // HOUR_NS, 'Int64')}"
                 f" AND trace_id IN {ids}", p))
         return found
+
+    def _count_starts(self, starts: dict[str, tuple[int, int]], known_starts: dict[str, int]) -> None:
+        """trace_starts rows for a batch: +1 at a new trace's hour, a trace moved when its start moved to an
+        earlier hour."""
+        deltas: dict[int, int] = {}
+        for trace_id, (low, _) in starts.items():
+            old = known_starts.get(trace_id)
+            if old is None:
+                deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
+            elif low // HOUR_NS < old // HOUR_NS:
+                deltas[old // HOUR_NS] = deltas.get(old // HOUR_NS, 0) - 1
+                deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
+        if deltas:
+            self._db_conn.insert_columns("trace_starts", {"hour": list(deltas), "traces": list(deltas.values())},
+                                         {"hour": "int64", "traces": "int64"})
 
     def _span_columns(self, records: Sequence[SpanRecord]) -> dict[str, list[Any]]:
         """The spans table's columns for ``records``, numbered on from the last stored seq."""
@@ -269,11 +293,13 @@ class ClickHouseStore(Store):
             low, high = starts.get(record.trace_id, (record.start_ns, record.start_ns))
             starts[record.trace_id] = (min(low, record.start_ns), max(high, record.start_ns))
         with self._write_lock:
-            stored = self._stored(list(unique), starts)
+            known_starts: dict[str, int] = {}
+            stored = self._stored(list(unique), starts, known_starts)
             fresh = [record for key, record in unique.items() if key not in stored] if stored else list(
                 unique.values())
             if fresh:
                 self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
+                self._count_starts(starts, known_starts)
                 _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
@@ -309,14 +335,14 @@ class ClickHouseStore(Store):
         else:
             # A page in two steps: its trace ids, from only the aggregates the filters and the sort need (the
             # engine drops the others, names and labels above all); then the whole rows of those ids alone.
+            if all(clause.startswith("t_start") for clause in having) and order.startswith("t_start"):
+                # Start times alone: the lean aggregate (the engine does not drop unused -Merge states itself).
+                lean = _START_AGG.format(db=self.database, where=_where(where))
+                sql = f"FROM ({lean}){_where(having)} ORDER BY {order}"
             ids = [row[0] for row in self._rows(f"SELECT trace_id {sql}{_page(p, limit, offset)}", p)]
             if not ids:
                 return []
-            page = Params()
-            of_page = f"trace_id IN {page(ids, 'Array(String)')}"
-            found = {row[0]: row for row in self._rows(f"SELECT {_TRACE_COLUMNS} FROM ({self._agg([of_page])})",
-                                                       page)}
-            rows = [found[trace_id] for trace_id in ids if trace_id in found]
+            return self._traces_by_id(ids)
         return [trace_dict((*row[:15], *self._labels(row))) for row in rows]
 
     def _started_in(self, p: Params, start_ns: int | None, end_ns: int | None) -> tuple[list[str], list[str]]:
@@ -345,21 +371,127 @@ class ClickHouseStore(Store):
                           f" OR arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_LABELS_SQL}))")
         return where, having
 
+    def _count_traces(self, start_ns: int | None, end_ns: int | None) -> int:
+        """Traces that started in [start_ns, end_ns): whole hours from trace_starts, the partial hours at the
+        ends from the summary (the traces with a partial aggregate starting there, then their true start)."""
+        edges, hours = split_hours(start_ns, end_ns)
+        total = 0
+        if hours is not None:
+            p = Params()
+            total += int(self._rows(f"SELECT sum(traces) FROM {self.database}.trace_starts"
+                                    f"{_where(_range(p, 'hour', hours[0], hours[1]))}", p)[0][0] or 0)
+        for low, high in edges:
+            p = Params()
+            where, having = self._started_in(p, low, high)
+            total += int(self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self.database}.trace_summary"
+                                    f"{_where(where)} GROUP BY trace_id HAVING"
+                                    f" {' AND '.join(having).replace('t_start', 'min(s_start)')})", p)[0][0])
+        return total
+
+    def _newest_page(self, query: TraceQuery) -> list[dict[str, Any]] | None:
+        """The traces list by start time with no filter but the time range, from the newest (or oldest) hours
+        only: trace_starts tells from which hour on there are enough traces for the page; the page is exact
+        when it comes out full (or the window reached the range's end). None: not such a query."""
+        if query.sort != "start_time" or query.search and query.search.strip() or query.agent_id or query.model \
+                or query.status:
+            return None
+        first_hour = None if query.start_ns is None else query.start_ns // HOUR_NS
+        last_hour = None if query.end_ns is None else query.end_ns // HOUR_NS + 1
+        p = Params()
+        direction = "DESC" if query.order == "desc" else "ASC"
+        hours = self._rows(f"SELECT hour, sum(traces) AS n FROM {self.database}.trace_starts"
+                           f"{_where(_range(p, 'hour', first_hour, last_hour))} GROUP BY hour HAVING n != 0"
+                           f" ORDER BY hour {direction}", p)
+        if not hours:
+            return None
+        wanted, seen, taken = query.offset + query.limit, 0, 0
+        while True:
+            while taken < len(hours) and seen < wanted:
+                seen += int(hours[taken][1])
+                taken += 1
+            everything = taken == len(hours)
+            low, high = query.start_ns, query.end_ns
+            if not everything:  # from the hour where enough traces have started on
+                edge = int(hours[taken - 1][0])
+                if query.order == "desc":
+                    low = edge * HOUR_NS if low is None else max(low, edge * HOUR_NS)
+                else:
+                    high = (edge + 1) * HOUR_NS if high is None else min(high, (edge + 1) * HOUR_NS)
+            if not everything:
+                ids = self._window_page(query, low, high, wanted)
+                if ids is not None:
+                    return self._traces_by_id(ids)
+            else:
+                p = Params()
+                where, having = self._started_in(p, low, high)
+                return self._traces(p, where, having, f"t_start {direction}, t_key {direction}", query.limit,
+                                    query.offset)
+            wanted *= 2  # fewer traces than counted (the range ends inside an hour): widen the window
+
+    def _window_page(self, query: TraceQuery, low: int | None, high: int | None, wanted: int) -> list[str] | None:
+        """The page's trace ids when enough traces started in [low, high), else None. Reads the summary rows of
+        the window alone (a column scan, no lookup per trace), then corrects the candidates that have rows
+        outside it: one with a row before ``low`` started earlier; one with a row after ``high`` may have an
+        earlier key."""
+        descending = query.order == "desc"
+        direction = "DESC" if descending else "ASC"
+        p = Params()
+        in_window = _where(_range(p, "s_start", low, high))
+        keep = 2 * wanted
+        candidates = {row[0]: (int(row[1]), int(row[2])) for row in self._rows(
+            f"SELECT trace_id, min(s_start) AS st, min(s_key) AS k FROM {self.database}.trace_summary{in_window}"
+            f" GROUP BY trace_id ORDER BY st {direction}, k {direction} LIMIT {p(keep, 'UInt64')}", p)}
+        if not candidates:
+            return None
+        truncated = len(candidates) == keep
+        last_start = min(start for start, _ in candidates.values()) if descending else max(
+            start for start, _ in candidates.values())
+        p = Params()
+        outside = " OR ".join(clause for clause in (
+            f"s_start < {p(low, 'Int64')}" if low is not None else "",
+            f"s_start >= {p(high, 'Int64')}" if high is not None else "") if clause)
+        if outside:
+            for trace_id, start, key in self._rows(
+                    f"SELECT trace_id, min(s_start), min(s_key) FROM {self.database}.trace_summary"
+                    f" WHERE trace_id IN {p(list(candidates), 'Array(String)')} GROUP BY trace_id"
+                    f" HAVING countIf({outside}) > 0", p):
+                if low is not None and int(start) < low:
+                    del candidates[trace_id]
+                else:
+                    candidates[trace_id] = (int(start), int(key))
+        ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=descending)
+        if len(ranked) < wanted:
+            return None
+        if truncated and ranked[wanted - 1][1][0] == last_start:
+            return None  # traces beyond the candidates may tie with the page's last: not decided here
+        return [trace_id for trace_id, _ in ranked[query.offset:wanted]]
+
+    def _traces_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Whole trace rows of ``ids``, in that order."""
+        if not ids:
+            return []
+        p = Params()
+        of_page = f"trace_id IN {p(ids, 'Array(String)')}"
+        found = {row[0]: row for row in self._rows(f"SELECT {_TRACE_COLUMNS} FROM ({self._agg([of_page])})", p)}
+        return [trace_dict((*found[t][:15], *self._labels(found[t]))) for t in ids if t in found]
+
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         p = Params()
         where, having = self._trace_filters(p, query)
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
-        traces = self._traces(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
-                              query.offset)
+        traces = self._newest_page(query)
+        if traces is None:
+            traces = self._traces(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
+                                  query.offset)
         count = Params()
         where, having = self._trace_filters(count, query)
         if traces and len(traces) < query.limit or not traces and not query.offset:
             total = query.offset + len(traces)  # a short page is the last one
-        elif having:
-            total = self._rows(f"SELECT count() FROM ({self._agg(where)}){_where(having)}", count)[0][0]
+        elif all(clause.startswith("t_start") for clause in having):  # no filter but the time range
+            total = self._count_traces(query.start_ns, query.end_ns)
         else:
-            total = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary", count)[0][0]
+            total = self._rows(f"SELECT count() FROM ({self._agg(where)}){_where(having)}", count)[0][0]
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
@@ -435,15 +567,7 @@ class ClickHouseStore(Store):
                     f"SELECT toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / {_LOG_GROWTH})) AS b,"
                     f" count() FROM {self._spans} WHERE ({in_edges}) AND is_call = 1 GROUP BY b", p):
                 bins[int(index)] = bins.get(int(index), 0) + int(count)
-        p = Params()
-        where, having = self._started_in(p, start_ns, end_ns)
-        if having:
-            traces = self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self.database}.trace_summary"
-                                f"{_where(where)} GROUP BY trace_id HAVING"
-                                f" {' AND '.join(having).replace('t_start', 'min(s_start)')})", p)[0][0]
-        else:
-            traces = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary")[0][0]
-        return metrics_dict(start_ns, end_ns, int(traces), totals, bins)
+        return metrics_dict(start_ns, end_ns, self._count_traces(start_ns, end_ns), totals, bins)
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
         p = Params()
@@ -751,6 +875,9 @@ class ClickHouseStore(Store):
                 select = SUMMARIES["rollup"][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
                 self._execute(f"INSERT INTO {db}.rollup SELECT hour, bin, -spans, -calls, -call_errors, -errors,"
                               f" -blocked, -input_tokens, -output_tokens, -cost_usd FROM ({select})", p)
+                self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, -toInt64(count())"
+                              f" FROM (SELECT min(s_start) AS st FROM {db}.trace_summary WHERE trace_id IN"
+                              f" (SELECT trace_id FROM {doomed_ids}) GROUP BY trace_id) GROUP BY hour")
                 self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2", p)
                 self._execute(f"ALTER TABLE {db}.trace_summary DELETE WHERE trace_id IN"
                               f" (SELECT trace_id FROM {doomed_ids}) SETTINGS mutations_sync = 2")
@@ -787,5 +914,4 @@ class ClickHouseStore(Store):
 
     def counts(self) -> dict[str, int]:
         spans = self._rows(f"SELECT sum(spans) FROM {self.database}.rollup")[0][0] or 0
-        traces = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary")[0][0]
-        return {"spans": int(spans), "traces": int(traces)}
+        return {"spans": int(spans), "traces": self._count_traces(None, None)}

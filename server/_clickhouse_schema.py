@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN"]
+__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "hour_sql"]
 
 TABLES: Final = {
     "spans": """
@@ -146,6 +146,17 @@ CREATE TABLE IF NOT EXISTS {db}.operator_actions (
 ) ENGINE = ReplacingMergeTree
 ORDER BY id
 """,
+    # How many traces start in each hour (the hour of a trace's earliest span): the trace counts of the KPIs and
+    # the traces list, and where the newest page of traces starts, without a distinct count of every trace id.
+    # The ingest adds +1 for a new trace and moves a trace whose start moved to an earlier hour (-1, +1); the
+    # purge subtracts the traces it removes.
+    "trace_starts": """
+CREATE TABLE IF NOT EXISTS {db}.trace_starts (
+    hour Int64,
+    traces Int64
+) ENGINE = SummingMergeTree
+ORDER BY hour
+""",
     "cron_alerts": """
 CREATE TABLE IF NOT EXISTS {db}.cron_alerts (
     rule_id Int64,
@@ -161,6 +172,11 @@ ORDER BY (rule_id, name, expected_ns)
 NO_BIN: Final = -1_000_000
 #: The hour of ``start_ns`` rounded down (floor, also before 1970), as SQLite's rollups number hours.
 HOUR_SQL: Final = "intDiv(start_ns - if(start_ns < 0, 3599999999999, 0), 3600000000000)"
+
+
+def hour_sql(column: str) -> str:
+    """``HOUR_SQL`` of another column."""
+    return HOUR_SQL.replace("start_ns", column)
 
 #: (table DDL, materialized view DDL, backfill SELECT) per summary; the SELECT is the view's and fills the
 #: table from spans stored before the summary existed.
@@ -188,6 +204,8 @@ CREATE TABLE IF NOT EXISTS {db}.trace_summary (
     s_models SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64)))
 ) ENGINE = AggregatingMergeTree
 ORDER BY trace_id
+-- Small granules: a page of traces is 50 random ids, each reading its granule's aggregate states.
+SETTINGS index_granularity = 128
 """, """
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv TO {db}.trace_summary AS {select}
 """, """

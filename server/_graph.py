@@ -102,8 +102,10 @@ class _Builder:
     def parent_node(self, span: dict[str, Any]) -> str | None:
         """The nearest ancestor of ``span`` that is a graph node; None if none (or only a parent cycle) is."""
         path: list[str] = []
-        spans, node_below, node_of_span = self.spans, self._node_below, self._node_of_span
-        parent_id = span.get("parent_span_id")
+        spans: dict[Any, dict[str, Any]] = self.spans
+        node_below: dict[Any, Any] = self._node_below
+        node_of_span: dict[Any, Any] = self._node_of_span
+        parent_id: Any = span.get("parent_span_id")
         parent = spans.get(parent_id) if parent_id else None
         found: str | None = None
         while parent is not None:
