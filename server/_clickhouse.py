@@ -99,12 +99,19 @@ FROM {db}.trace_summary
 {where}
 GROUP BY trace_id
 """
-_START_AGG = ("SELECT trace_id, min(s_start) AS t_start, min(s_key) AS t_key FROM {db}.trace_summary{where}"
-              " GROUP BY trace_id")
+_NAME_SQL = "if(sum(s_roots) > 0, argMinIfMerge(s_root_name), argMinMerge(s_first_name))"
+_PAGE_AGG = """
+SELECT trace_id, {name} AS t_name, min(s_start) AS t_start, max(s_end) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
+    sum(s_spans) AS t_spans, sum(s_in) + sum(s_out) AS t_tokens, sum(s_cost) AS t_cost,
+    multiIf(sum(s_blocked) > 0, 'blocked', sum(s_errors) > 0, 'error', 'ok') AS t_status, min(s_key) AS t_key
+FROM {db}.trace_summary
+{where}
+GROUP BY trace_id
+"""
 _TRACE_COLUMNS = ("trace_id, t_name, t_has_root, t_start, t_end, t_duration, t_spans, t_calls, t_in, t_out, t_tokens,"
                   " t_cost, t_errors, t_blocked, t_status, t_key, t_agents, t_agent_names, t_models")
-# The agent keys and names and the models of a trace, for the text search.
-_LABELS_SQL = "arrayConcat(t_agents.1, t_agent_names.1, t_models.1)"
+# The agent keys and names and the models of a partial aggregate, for the text search.
+_ROW_LABELS_SQL = "arrayConcat(s_agents.1, s_agent_names.1, s_models.1)"
 _SORT_COLUMNS = {
     "start_time": "t_start", "end_time": "t_end", "duration": "t_duration", "cost": "t_cost",
     "tokens": "t_tokens", "spans": "t_spans", "name": "t_name", "status": "t_status",
@@ -326,6 +333,12 @@ class ClickHouseStore(Store):
     def _agg(self, where: Sequence[str]) -> str:
         return _TRACE_AGG.format(db=self.database, where=_where(where))
 
+    def _lean_agg(self, where: Sequence[str], having: Sequence[str], order: str) -> str:
+        """The aggregate with only what filters and sorts read (the engine does not drop unused -Merge states of
+        a subquery itself): the name only when it is searched or sorted by, the labels never."""
+        named = "t_name" in order or any("t_name" in clause for clause in having)
+        return _PAGE_AGG.format(db=self.database, where=_where(where), name=_NAME_SQL if named else "''")
+
     def _traces(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int | None = None,
                 offset: int = 0) -> list[dict[str, Any]]:
         """Trace summaries; ``where`` (on trace_id) and ``having`` (on the t_ columns) hold placeholders of ``p``."""
@@ -335,10 +348,7 @@ class ClickHouseStore(Store):
         else:
             # A page in two steps: its trace ids, from only the aggregates the filters and the sort need (the
             # engine drops the others, names and labels above all); then the whole rows of those ids alone.
-            if all(clause.startswith("t_start") for clause in having) and order.startswith("t_start"):
-                # Start times alone: the lean aggregate (the engine does not drop unused -Merge states itself).
-                lean = _START_AGG.format(db=self.database, where=_where(where))
-                sql = f"FROM ({lean}){_where(having)} ORDER BY {order}"
+            sql = f"FROM ({self._lean_agg(where, having, order)}){_where(having)} ORDER BY {order}"
             ids = [row[0] for row in self._rows(f"SELECT trace_id {sql}{_page(p, limit, offset)}", p)]
             if not ids:
                 return []
@@ -357,18 +367,30 @@ class ClickHouseStore(Store):
     def _trace_filters(self, p: Params, query: TraceQuery) -> tuple[list[str], list[str]]:
         """(trace_id WHERE, trace HAVING) for a traces query, binding values in ``p``."""
         where, having = self._started_in(p, query.start_ns, query.end_ns)
+        # A trace's agents and models are the union of its partial aggregates': matched row by row, exactly.
         if query.agent_id:
-            having.append(f"has(t_agents.1, {p(query.agent_id, 'String')})")
+            where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
+                         f" WHERE has(s_agents.1, {p(query.agent_id, 'String')}))")
         if query.model:
-            having.append(f"has(t_models.1, {p(query.model, 'String')})")
+            where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
+                         f" WHERE has(s_models.1, {p(query.model, 'String')}))")
         if query.status:
             having.append(f"t_status = {p(query.status, 'String')}")
         search = (query.search or "").strip()
         if search:
             pattern = p(search, "String")
-            having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0"
-                          f" OR positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0"
-                          f" OR arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_LABELS_SQL}))")
+            summary = f"{self.database}.trace_summary"
+            # A trace's labels are the union of its partial aggregates' labels: matched row by row, exactly,
+            # without merging them. Its name is one of its partial aggregates' names: rows whose names match
+            # narrow the traces to aggregate, and the merged name decides.
+            labels = (f"trace_id IN (SELECT trace_id FROM {summary} WHERE arrayExists(x ->"
+                      f" positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_ROW_LABELS_SQL}))")
+            names = (f"trace_id IN (SELECT trace_id FROM {summary} WHERE"
+                     f" positionCaseInsensitiveUTF8(finalizeAggregation(s_root_name), {pattern}) > 0"
+                     f" OR positionCaseInsensitiveUTF8(finalizeAggregation(s_first_name), {pattern}) > 0)")
+            in_id = f"positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0"
+            where.append(f"({labels} OR {names} OR {in_id})")
+            having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})")
         return where, having
 
     def _count_traces(self, start_ns: int | None, end_ns: int | None) -> int:
@@ -488,10 +510,11 @@ class ClickHouseStore(Store):
         where, having = self._trace_filters(count, query)
         if traces and len(traces) < query.limit or not traces and not query.offset:
             total = query.offset + len(traces)  # a short page is the last one
-        elif all(clause.startswith("t_start") for clause in having):  # no filter but the time range
-            total = self._count_traces(query.start_ns, query.end_ns)
+        elif not (query.status or query.agent_id or query.model or (query.search or "").strip()):
+            total = self._count_traces(query.start_ns, query.end_ns)  # no filter but the time range
         else:
-            total = self._rows(f"SELECT count() FROM ({self._agg(where)}){_where(having)}", count)[0][0]
+            total = self._rows(f"SELECT count() FROM ({self._lean_agg(where, having, '')}){_where(having)}",
+                               count)[0][0]
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
