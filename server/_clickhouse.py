@@ -20,6 +20,7 @@ Trade-offs against SQLite, on purpose:
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
-from ._clickhouse_schema import TABLES
+from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES, hour_sql
 from ._datamodel import (
     ALERT_COLUMNS,
     BREAKER_EVENT_COLUMNS,
@@ -46,7 +47,6 @@ from ._datamodel import (
     cron_dict,
     cron_span_dict,
     event_payload,
-    json_or_none,
     metrics_dict,
     new_rule,
     normalize_sdk_alert,
@@ -61,35 +61,57 @@ from ._datamodel import (
     window_stats_dict,
 )
 from ._model import SpanRecord
-from ._stats import DAY_NS, daily_cost_rows, model_cost_rows
+from ._sqlite_queries import split_hours
+from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, model_cost_rows
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
 __all__ = ["ClickHouseStore"]
 
 _ID_CHUNK = 1000
 _LOG_GROWTH = "log(1.05)"
+_RECORD_FIELDS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_ns", "end_ns", "agent_id",
+                  "agent_name", "agent_role", "model", "provider", "input_tokens", "output_tokens",
+                  "cached_input_tokens", "cost_usd")
+_record_fields = operator.attrgetter(*_RECORD_FIELDS)
+# The spans table's columns as the ingest hands them over (Arrow types), in table order.
+_SPAN_TYPES = {
+    "seq": "uint64", "trace_id": "string", "span_id": "string", "parent_span_id": "string", "name": "string",
+    "kind": "string", "status": "string", "start_ns": "int64", "end_ns": "int64", "agent_id": "string",
+    "agent_name": "string", "agent_role": "string", "agent_key": "string", "model": "string", "provider": "string",
+    "input_tokens": "int64", "output_tokens": "int64", "cached_input_tokens": "int64", "cost_usd": "float64",
+    "is_root": "uint8", "is_call": "uint8", "is_blocked": "uint8", "attributes": "string", "input": "string",
+    "output": "string",
+}
 
-# One row per trace, aggregated from its spans. Aliases are prefixed (t_) so that they never shadow the
-# span columns inside the aggregate functions.
+# One row per trace, merged from its partial aggregates in trace_summary (filled as spans are inserted). Aliases are
+# prefixed (t_) so that they never shadow the summary's columns inside the aggregate functions.
 _TRACE_AGG = """
 SELECT trace_id,
-    if(countIf(is_root = 1) > 0, argMinIf(name, (start_ns, seq), is_root = 1),
-       argMin(name, (start_ns, seq))) AS t_name,
-    countIf(is_root = 1) > 0 AS t_has_root,
-    min(start_ns) AS t_start, max(end_ns) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
-    count() AS t_spans, sum(is_call) AS t_calls, sum(input_tokens) AS t_in, sum(output_tokens) AS t_out,
-    t_in + t_out AS t_tokens, sum(cost_usd) AS t_cost, countIf(status = 'error') AS t_errors,
-    sum(is_blocked) AS t_blocked, multiIf(t_blocked > 0, 'blocked', t_errors > 0, 'error', 'ok') AS t_status,
-    min(seq) AS t_key,
-    countIf(positionCaseInsensitiveUTF8(agent_key, {search}) > 0
-            OR positionCaseInsensitiveUTF8(coalesce(agent_name, ''), {search}) > 0
-            OR positionCaseInsensitiveUTF8(coalesce(model, ''), {search}) > 0) AS t_label_hits
-FROM {db}.spans
+    if(sum(s_roots) > 0, argMinIfMerge(s_root_name), argMinMerge(s_first_name)) AS t_name,
+    sum(s_roots) > 0 AS t_has_root,
+    min(s_start) AS t_start, max(s_end) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
+    sum(s_spans) AS t_spans, sum(s_calls) AS t_calls, sum(s_in) AS t_in, sum(s_out) AS t_out,
+    t_in + t_out AS t_tokens, sum(s_cost) AS t_cost, sum(s_errors) AS t_errors,
+    sum(s_blocked) AS t_blocked, multiIf(t_blocked > 0, 'blocked', t_errors > 0, 'error', 'ok') AS t_status,
+    min(s_key) AS t_key, minMap(s_agents) AS t_agents, minMap(s_agent_names) AS t_agent_names,
+    minMap(s_models) AS t_models
+FROM {db}.trace_summary
+{where}
+GROUP BY trace_id
+"""
+_NAME_SQL = "if(sum(s_roots) > 0, argMinIfMerge(s_root_name), argMinMerge(s_first_name))"
+_PAGE_AGG = """
+SELECT trace_id, {name} AS t_name, min(s_start) AS t_start, max(s_end) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
+    sum(s_spans) AS t_spans, sum(s_in) + sum(s_out) AS t_tokens, sum(s_cost) AS t_cost,
+    multiIf(sum(s_blocked) > 0, 'blocked', sum(s_errors) > 0, 'error', 'ok') AS t_status, min(s_key) AS t_key
+FROM {db}.trace_summary
 {where}
 GROUP BY trace_id
 """
 _TRACE_COLUMNS = ("trace_id, t_name, t_has_root, t_start, t_end, t_duration, t_spans, t_calls, t_in, t_out, t_tokens,"
-                  " t_cost, t_errors, t_blocked, t_status, t_key")
+                  " t_cost, t_errors, t_blocked, t_status, t_key, t_agents, t_agent_names, t_models")
+# The agent keys and names and the models of a partial aggregate, for the text search.
+_ROW_LABELS_SQL = "arrayConcat(s_agents.1, s_agent_names.1, s_models.1)"
 _SORT_COLUMNS = {
     "start_time": "t_start", "end_time": "t_end", "duration": "t_duration", "cost": "t_cost",
     "tokens": "t_tokens", "spans": "t_spans", "name": "t_name", "status": "t_status",
@@ -138,9 +160,14 @@ class ClickHouseStore(Store):
         self._write_lock = threading.Lock()
         db = self.database
         self._db_conn.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        had_starts = int(self._rows(f"EXISTS TABLE {db}.trace_starts")[0][0])
         for ddl in TABLES.values():
             self._db_conn.execute(ddl.format(db=db))
         _sessions.create_session_table(self._db_conn, db)
+        self._create_summaries()
+        if not had_starts:  # a database from before trace_starts: count the stored traces' starts
+            self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, toInt64(count())"
+                          f" FROM (SELECT min(s_start) AS st FROM {db}.trace_summary GROUP BY trace_id) GROUP BY hour")
         self._remove_ttl()
         self._seq = self._max("spans", "seq")
         self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
@@ -159,7 +186,18 @@ class ClickHouseStore(Store):
     def _max(self, table: str, column: str) -> int:
         return int(self._rows(f"SELECT max({column}) FROM {self.database}.{table}")[0][0] or 0)
 
+    def _create_summaries(self) -> None:
+        db = self.database
+        for table, (ddl, view, select) in SUMMARIES.items():
+            existed = int(self._rows(f"EXISTS TABLE {db}.{table}")[0][0])
+            self._execute(ddl.format(db=db))
+            self._execute(view.format(db=db, select=select.format(db=db)))
+            if not existed:  # a database from before the summaries: fill them from the spans already stored
+                self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
+
     def _remove_ttl(self) -> None:
+        # Spans of a trace are found by their hours now (see _clickhouse_schema): the old skip index only costs.
+        self._execute(f"ALTER TABLE {self._spans} DROP INDEX IF EXISTS trace_idx")
         # Earlier versions expired spans and breaker events by TTL as well as by purge; purge alone decides now.
         for table in ("spans", "breaker_events"):
             if "TTL " in self._rows(f"SHOW CREATE TABLE {self.database}.{table}")[0][0]:
@@ -188,41 +226,87 @@ class ClickHouseStore(Store):
 
     # -- spans -------------------------------------------------------------------------------------------
 
-    def _stored(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    def _stored(self, pairs: Sequence[tuple[str, str]], starts: dict[str, tuple[int, int]],
+                known_starts: dict[str, int]) -> set[tuple[str, str]]:
+        """The (trace_id, span_id) pairs of ``pairs`` already stored; fills ``known_starts`` with the start of
+        each trace of the batch already stored. Only traces the summary knows are looked up in spans, and only
+        in the hours their spans started in (the spans' sort key), so a batch of new traces costs one
+        primary-key probe of the summary, however large the store."""
         found: set[tuple[str, str]] = set()
         trace_ids = sorted({trace_id for trace_id, _ in pairs})
         for start in range(0, len(trace_ids), _ID_CHUNK):
             p = Params()
             ids = p(trace_ids[start:start + _ID_CHUNK], "Array(String)")
+            known = self._rows(f"SELECT trace_id, min(s_start), max(s_last_start) FROM {self.database}.trace_summary"
+                               f" WHERE trace_id IN {ids} GROUP BY trace_id", p)
+            if not known:
+                continue
+            known_starts.update((row[0], int(row[1])) for row in known)
+            # A span already stored started where its trace's spans did: within [first, last] of the stored
+            # ones; the batch's copy of it carries the same start, so the batch's hours bound it as well.
+            low = min(min(int(row[1]), starts[row[0]][0]) for row in known)
+            high = max(max(int(row[2]), starts[row[0]][1]) for row in known)
+            p = Params()
+            ids = p([row[0] for row in known], "Array(String)")
             found.update((row[0], row[1]) for row in self._rows(
-                f"SELECT trace_id, span_id FROM {self._spans} WHERE trace_id IN {ids}", p))
+                f"SELECT trace_id, span_id FROM {self._spans} WHERE {HOUR_SQL}"
+                f" BETWEEN {p(low // HOUR_NS, 'Int64')} AND {p(high // HOUR_NS, 'Int64')}"
+                f" AND trace_id IN {ids}", p))
         return found
 
-    def _span_row(self, record: SpanRecord) -> dict[str, Any]:
-        self._seq += 1
-        is_call, is_blocked = span_flags(record.kind, record.status)
-        return {
-            "seq": self._seq, "trace_id": record.trace_id, "span_id": record.span_id,
-            "parent_span_id": record.parent_span_id, "name": record.name, "kind": record.kind,
-            "status": record.status, "start_ns": record.start_ns, "end_ns": record.end_ns,
-            "agent_id": record.agent_id, "agent_name": record.agent_name, "agent_role": record.agent_role,
-            "agent_key": record.agent_key or "", "model": record.model, "provider": record.provider,
-            "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
-            "cached_input_tokens": record.cached_input_tokens, "cost_usd": record.cost_usd,
-            "is_root": int(record.parent_span_id is None), "is_call": int(is_call), "is_blocked": int(is_blocked),
-            "attributes": _json.dumps(record.attributes), "input": json_or_none(record.input),
-            "output": json_or_none(record.output),
-        }
+    def _count_starts(self, starts: dict[str, tuple[int, int]], known_starts: dict[str, int]) -> None:
+        """trace_starts rows for a batch: +1 at a new trace's hour, a trace moved when its start moved to an
+        earlier hour."""
+        deltas: dict[int, int] = {}
+        for trace_id, (low, _) in starts.items():
+            old = known_starts.get(trace_id)
+            if old is None:
+                deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
+            elif low // HOUR_NS < old // HOUR_NS:
+                deltas[old // HOUR_NS] = deltas.get(old // HOUR_NS, 0) - 1
+                deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
+        if deltas:
+            self._db_conn.insert_columns("trace_starts", {"hour": list(deltas), "traces": list(deltas.values())},
+                                         {"hour": "int64", "traces": "int64"})
+
+    def _span_columns(self, records: Sequence[SpanRecord]) -> dict[str, list[Any]]:
+        """The spans table's columns for ``records``, numbered on from the last stored seq."""
+        first = self._seq + 1
+        self._seq += len(records)
+        dumps = _json.dumps
+        columns: dict[str, list[Any]] = {name: [] for name in _SPAN_TYPES}
+        columns["seq"] = list(range(first, self._seq + 1))
+        # One C-level getter per record and a transpose: a list per field by getattr was most of the Python time.
+        for name, values in zip(_RECORD_FIELDS, zip(*map(_record_fields, records), strict=True), strict=True):
+            columns[name] = list(values)
+        columns["agent_key"] = [record.agent_id or record.agent_name or "" for record in records]
+        is_root, is_call, is_blocked = columns["is_root"], columns["is_call"], columns["is_blocked"]
+        for record in records:
+            call, blocked = span_flags(record.kind, record.status)
+            is_root.append(int(record.parent_span_id is None))
+            is_call.append(int(call))
+            is_blocked.append(int(blocked))
+        columns["attributes"] = [dumps(record.attributes) for record in records]
+        columns["input"] = [None if record.input is None else dumps(record.input) for record in records]
+        columns["output"] = [None if record.output is None else dumps(record.output) for record in records]
+        return columns
 
     def ingest(self, records: Sequence[SpanRecord]) -> IngestResult:
         if not records:
             return IngestResult(0, 0)
         unique = first_of_each_span(records)
+        starts: dict[str, tuple[int, int]] = {}
+        for record in unique.values():
+            low, high = starts.get(record.trace_id, (record.start_ns, record.start_ns))
+            starts[record.trace_id] = (min(low, record.start_ns), max(high, record.start_ns))
         with self._write_lock:
-            stored = self._stored(list(unique))
-            fresh = [record for key, record in unique.items() if key not in stored]
+            known_starts: dict[str, int] = {}
+            stored = self._stored(list(unique), starts, known_starts)
+            fresh = [record for key, record in unique.items() if key not in stored] if stored else list(
+                unique.values())
             if fresh:
-                self._db_conn.insert("spans", [self._span_row(record) for record in fresh])
+                self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
+                self._count_starts(starts, known_starts)
                 _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
@@ -231,73 +315,212 @@ class ClickHouseStore(Store):
                         self._add_sdk_alert_locked(event_payload(record))
         return IngestResult(len(fresh), len(records) - len(fresh))
 
-    def _labels(self, trace_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """The agents and models JSON of each trace, in order of first appearance (as SQLite lists them)."""
-        if not trace_ids:
-            return {}
-        agents: dict[str, list[list[Any]]] = {t: [] for t in trace_ids}
-        models: dict[str, list[str]] = {t: [] for t in trace_ids}
-        p = Params()
-        ids = p(list(trace_ids), "Array(String)")
-        for trace_id, key, name, _first in self._rows(
-                "SELECT trace_id, agent_key, argMinIf(agent_name, seq, isNotNull(agent_name)), min(seq) AS first"
-                f" FROM {self._spans} WHERE trace_id IN {ids} AND agent_key != ''"
-                " GROUP BY trace_id, agent_key ORDER BY first", p):
-            agents[trace_id].append([key, name])
-        for trace_id, model in self._rows(
-                f"SELECT trace_id, model FROM {self._spans}"
-                f" WHERE trace_id IN {ids} AND model IS NOT NULL AND model != ''"
-                " GROUP BY trace_id, model ORDER BY min(seq)", p):
-            models[trace_id].append(model)
-        return {t: (_json.dumps(agents[t]), _json.dumps(models[t])) for t in trace_ids}
+    @staticmethod
+    def _labels(row: Sequence[Any]) -> tuple[str, str]:
+        """The agents and models JSON of a trace row (its last three columns: label -> first seq maps), in order
+        of first appearance, as SQLite lists them."""
+        (agent_keys, agent_seqs), (named, named_seqs), (models, model_seqs) = row[-3], row[-2], row[-1]
+        names: dict[str, tuple[int, str]] = {}
+        for key_name, seq in zip(named, map(int, named_seqs), strict=True):
+            key, _, name = key_name.partition("\0")
+            if key not in names or seq < names[key][0]:
+                names[key] = (seq, name)
+        agents = sorted(zip(map(int, agent_seqs), agent_keys, strict=True))
+        ordered_models = sorted(zip(map(int, model_seqs), models, strict=True))
+        return (_json.dumps([[key, names[key][1] if key in names else None] for _, key in agents]),
+                _json.dumps([model for _, model in ordered_models]))
 
-    def _agg(self, p: Params, where: Sequence[str], search: str) -> str:
-        return _TRACE_AGG.format(db=self.database, where=_where(where), search=p(search, "String"))
+    def _agg(self, where: Sequence[str]) -> str:
+        return _TRACE_AGG.format(db=self.database, where=_where(where))
+
+    def _lean_agg(self, where: Sequence[str], having: Sequence[str], order: str) -> str:
+        """The aggregate with only what filters and sorts read (the engine does not drop unused -Merge states of
+        a subquery itself): the name only when it is searched or sorted by, the labels never."""
+        named = "t_name" in order or any("t_name" in clause for clause in having)
+        return _PAGE_AGG.format(db=self.database, where=_where(where), name=_NAME_SQL if named else "''")
 
     def _traces(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int | None = None,
-                offset: int = 0, search: str = "") -> list[dict[str, Any]]:
-        """Trace summaries; ``where`` and ``having`` hold placeholders of ``p``."""
-        sql = (f"SELECT {_TRACE_COLUMNS} FROM ({self._agg(p, where, search)})"
-               f"{_where(having)} ORDER BY {order}")
-        if limit is not None:
-            sql += _page(p, limit, offset)
-        rows = self._rows(sql, p)
-        labels = self._labels([row[0] for row in rows])
-        return [trace_dict((*row[:15], *labels[row[0]])) for row in rows]
+                offset: int = 0) -> list[dict[str, Any]]:
+        """Trace summaries; ``where`` (on trace_id) and ``having`` (on the t_ columns) hold placeholders of ``p``."""
+        sql = f"FROM ({self._agg(where)}){_where(having)} ORDER BY {order}"
+        if limit is None:
+            rows = self._rows(f"SELECT {_TRACE_COLUMNS} {sql}", p)
+        else:
+            # A page in two steps: its trace ids, from only the aggregates the filters and the sort need (the
+            # engine drops the others, names and labels above all); then the whole rows of those ids alone.
+            sql = f"FROM ({self._lean_agg(where, having, order)}){_where(having)} ORDER BY {order}"
+            ids = [row[0] for row in self._rows(f"SELECT trace_id {sql}{_page(p, limit, offset)}", p)]
+            if not ids:
+                return []
+            return self._traces_by_id(ids)
+        return [trace_dict((*row[:15], *self._labels(row))) for row in rows]
 
-    def _trace_filters(self, p: Params, query: TraceQuery) -> tuple[list[str], list[str], str]:
-        """(span WHERE, trace HAVING, search text) for a traces query, binding values in ``p``."""
-        where: list[str] = []
-        having = _range(p, "t_start", query.start_ns, query.end_ns)
-        # A trace starts in the range only if one of its spans does: prune to those traces first.
-        if query.start_ns is not None or query.end_ns is not None:
-            inner = _where(_range(p, "start_ns", query.start_ns, query.end_ns))
-            where.append(f"trace_id IN (SELECT trace_id FROM {self._spans}{inner})")
+    def _started_in(self, p: Params, start_ns: int | None, end_ns: int | None) -> tuple[list[str], list[str]]:
+        """(WHERE, HAVING) for traces that started in [start_ns, end_ns). A trace's first partial aggregate
+        starts in the range if the trace does: prune to those traces (by the summary's key) first."""
+        if start_ns is None and end_ns is None:
+            return [], []
+        inner = _where(_range(p, "s_start", start_ns, end_ns))
+        return ([f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary{inner})"],
+                _range(p, "t_start", start_ns, end_ns))
+
+    def _trace_filters(self, p: Params, query: TraceQuery) -> tuple[list[str], list[str]]:
+        """(trace_id WHERE, trace HAVING) for a traces query, binding values in ``p``."""
+        where, having = self._started_in(p, query.start_ns, query.end_ns)
+        # A trace's agents and models are the union of its partial aggregates': matched row by row, exactly.
         if query.agent_id:
-            agent = p(query.agent_id, "String")
-            where.append(f"trace_id IN (SELECT trace_id FROM {self._spans} WHERE agent_key = {agent})")
+            where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
+                         f" WHERE has(s_agents.1, {p(query.agent_id, 'String')}))")
         if query.model:
-            model = p(query.model, "String")
-            where.append(f"trace_id IN (SELECT trace_id FROM {self._spans} WHERE model = {model})")
+            where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
+                         f" WHERE has(s_models.1, {p(query.model, 'String')}))")
         if query.status:
             having.append(f"t_status = {p(query.status, 'String')}")
         search = (query.search or "").strip()
         if search:
             pattern = p(search, "String")
-            having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0"
-                          f" OR positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0 OR t_label_hits > 0)")
-        return where, having, search
+            summary = f"{self.database}.trace_summary"
+            # A trace's labels are the union of its partial aggregates' labels: matched row by row, exactly,
+            # without merging them. Its name is one of its partial aggregates' names: rows whose names match
+            # narrow the traces to aggregate, and the merged name decides.
+            labels = (f"trace_id IN (SELECT trace_id FROM {summary} WHERE arrayExists(x ->"
+                      f" positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_ROW_LABELS_SQL}))")
+            names = (f"trace_id IN (SELECT trace_id FROM {summary} WHERE"
+                     f" positionCaseInsensitiveUTF8(finalizeAggregation(s_root_name), {pattern}) > 0"
+                     f" OR positionCaseInsensitiveUTF8(finalizeAggregation(s_first_name), {pattern}) > 0)")
+            in_id = f"positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0"
+            where.append(f"({labels} OR {names} OR {in_id})")
+            having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})")
+        return where, having
+
+    def _count_traces(self, start_ns: int | None, end_ns: int | None) -> int:
+        """Traces that started in [start_ns, end_ns): whole hours from trace_starts, the partial hours at the
+        ends from the summary (the traces with a partial aggregate starting there, then their true start)."""
+        edges, hours = split_hours(start_ns, end_ns)
+        total = 0
+        if hours is not None:
+            p = Params()
+            total += int(self._rows(f"SELECT sum(traces) FROM {self.database}.trace_starts"
+                                    f"{_where(_range(p, 'hour', hours[0], hours[1]))}", p)[0][0] or 0)
+        for low, high in edges:
+            # Traces with a partial aggregate starting in the edge (a column scan), less those that started
+            # before it (a key lookup of those few traces).
+            p = Params()
+            candidates = [row[0] for row in self._rows(
+                f"SELECT DISTINCT trace_id FROM {self.database}.trace_summary"
+                f"{_where(_range(p, 's_start', low, high))}", p)]
+            if candidates:
+                p = Params()
+                earlier = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary WHERE trace_id IN"
+                                     f" {p(candidates, 'Array(String)')} AND s_start < {p(low, 'Int64')}", p)[0][0]
+                total += len(candidates) - int(earlier)
+        return total
+
+    def _newest_page(self, query: TraceQuery) -> list[dict[str, Any]] | None:
+        """The traces list by start time with no filter but the time range, from the newest (or oldest) hours
+        only: trace_starts tells from which hour on there are enough traces for the page; the page is exact
+        when it comes out full (or the window reached the range's end). None: not such a query."""
+        if query.sort != "start_time" or query.search and query.search.strip() or query.agent_id or query.model \
+                or query.status:
+            return None
+        first_hour = None if query.start_ns is None else query.start_ns // HOUR_NS
+        last_hour = None if query.end_ns is None else query.end_ns // HOUR_NS + 1
+        p = Params()
+        direction = "DESC" if query.order == "desc" else "ASC"
+        hours = self._rows(f"SELECT hour, sum(traces) AS n FROM {self.database}.trace_starts"
+                           f"{_where(_range(p, 'hour', first_hour, last_hour))} GROUP BY hour HAVING n != 0"
+                           f" ORDER BY hour {direction}", p)
+        if not hours:
+            return None
+        wanted, seen, taken = query.offset + query.limit, 0, 0
+        while True:
+            while taken < len(hours) and seen < wanted:
+                seen += int(hours[taken][1])
+                taken += 1
+            everything = taken == len(hours)
+            low, high = query.start_ns, query.end_ns
+            if not everything:  # from the hour where enough traces have started on
+                edge = int(hours[taken - 1][0])
+                if query.order == "desc":
+                    low = edge * HOUR_NS if low is None else max(low, edge * HOUR_NS)
+                else:
+                    high = (edge + 1) * HOUR_NS if high is None else min(high, (edge + 1) * HOUR_NS)
+            if not everything:
+                ids = self._window_page(query, low, high, wanted)
+                if ids is not None:
+                    return self._traces_by_id(ids)
+            else:
+                p = Params()
+                where, having = self._started_in(p, low, high)
+                return self._traces(p, where, having, f"t_start {direction}, t_key {direction}", query.limit,
+                                    query.offset)
+            wanted *= 2  # fewer traces than counted (the range ends inside an hour): widen the window
+
+    def _window_page(self, query: TraceQuery, low: int | None, high: int | None, wanted: int) -> list[str] | None:
+        """The page's trace ids when enough traces started in [low, high), else None. Reads the summary rows of
+        the window alone (a column scan, no lookup per trace), then corrects the candidates that have rows
+        outside it: one with a row before ``low`` started earlier; one with a row after ``high`` may have an
+        earlier key."""
+        descending = query.order == "desc"
+        direction = "DESC" if descending else "ASC"
+        p = Params()
+        in_window = _where(_range(p, "s_start", low, high))
+        keep = 2 * wanted
+        candidates = {row[0]: (int(row[1]), int(row[2])) for row in self._rows(
+            f"SELECT trace_id, min(s_start) AS st, min(s_key) AS k FROM {self.database}.trace_summary{in_window}"
+            f" GROUP BY trace_id ORDER BY st {direction}, k {direction} LIMIT {p(keep, 'UInt64')}", p)}
+        if not candidates:
+            return None
+        truncated = len(candidates) == keep
+        last_start = min(start for start, _ in candidates.values()) if descending else max(
+            start for start, _ in candidates.values())
+        p = Params()
+        outside = " OR ".join(clause for clause in (
+            f"s_start < {p(low, 'Int64')}" if low is not None else "",
+            f"s_start >= {p(high, 'Int64')}" if high is not None else "") if clause)
+        if outside:
+            for trace_id, start, key in self._rows(
+                    f"SELECT trace_id, min(s_start), min(s_key) FROM {self.database}.trace_summary"
+                    f" WHERE trace_id IN {p(list(candidates), 'Array(String)')} GROUP BY trace_id"
+                    f" HAVING countIf({outside}) > 0", p):
+                if low is not None and int(start) < low:
+                    del candidates[trace_id]
+                else:
+                    candidates[trace_id] = (int(start), int(key))
+        ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=descending)
+        if len(ranked) < wanted:
+            return None
+        if truncated and ranked[wanted - 1][1][0] == last_start:
+            return None  # traces beyond the candidates may tie with the page's last: not decided here
+        return [trace_id for trace_id, _ in ranked[query.offset:wanted]]
+
+    def _traces_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Whole trace rows of ``ids``, in that order."""
+        if not ids:
+            return []
+        p = Params()
+        of_page = f"trace_id IN {p(ids, 'Array(String)')}"
+        found = {row[0]: row for row in self._rows(f"SELECT {_TRACE_COLUMNS} FROM ({self._agg([of_page])})", p)}
+        return [trace_dict((*found[t][:15], *self._labels(found[t]))) for t in ids if t in found]
 
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         p = Params()
-        where, having, search = self._trace_filters(p, query)
+        where, having = self._trace_filters(p, query)
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
-        traces = self._traces(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
-                              query.offset, search)
+        traces = self._newest_page(query)
+        if traces is None:
+            traces = self._traces(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
+                                  query.offset)
         count = Params()
-        where, having, search = self._trace_filters(count, query)
-        total = self._rows(f"SELECT count() FROM ({self._agg(count, where, search)}){_where(having)}", count)[0][0]
+        where, having = self._trace_filters(count, query)
+        if traces and len(traces) < query.limit or not traces and not query.offset:
+            total = query.offset + len(traces)  # a short page is the last one
+        elif not (query.status or query.agent_id or query.model or (query.search or "").strip()):
+            total = self._count_traces(query.start_ns, query.end_ns)  # no filter but the time range
+        else:
+            total = self._rows(f"SELECT count() FROM ({self._lean_agg(where, having, '')}){_where(having)}",
+                               count)[0][0]
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
@@ -305,21 +528,31 @@ class ClickHouseStore(Store):
         found = self._traces(p, [f"trace_id = {p(trace_id, 'String')}"], [], "t_key")
         return found[0] if found else None
 
+    def of_traces(self, p: Params, trace_ids: Sequence[str]) -> str | None:
+        """A WHERE clause for the spans of ``trace_ids`` (None when none is stored): the hours their spans started
+        in, from the summary, then the ids, so the read follows the spans' sort key."""
+        ids = p(list(trace_ids), "Array(String)")
+        found = self._rows(f"SELECT min(s_start), max(s_last_start), count() FROM {self.database}.trace_summary"
+                           f" WHERE trace_id IN {ids}", p)[0]
+        if not int(found[2]):
+            return None
+        return (f"{HOUR_SQL} BETWEEN {p(int(found[0]) // HOUR_NS, 'Int64')} AND {p(int(found[1]) // HOUR_NS, 'Int64')}"
+                f" AND trace_id IN {ids}")
+
     def trace_spans(self, trace_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
         p = Params()
-        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE trace_id = {p(trace_id, 'String')}"
+        where = self.of_traces(p, [trace_id])
+        if where is None:
+            return []
+        rows = self._rows(f"SELECT {SPAN_COLUMNS} FROM {self._spans} WHERE {where}"
                           f" ORDER BY start_ns, seq{_page(p, limit)}", p)
         return [span_dict(row) for row in rows]
-
-    def _in_range(self, p: Params, start_ns: int, end_ns: int) -> tuple[list[str], list[str]]:
-        where = [f"trace_id IN (SELECT trace_id FROM {self._spans}{_where(_range(p, 'start_ns', start_ns, end_ns))})"]
-        return where, _range(p, "t_start", start_ns, end_ns)
 
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
         offset = 0
         while True:
             p = Params()
-            where, having = self._in_range(p, start_ns, end_ns)
+            where, having = self._started_in(p, start_ns, end_ns)
             page = self._traces(p, where, having, "t_start, t_key", 1000, offset)
             if not page:
                 return
@@ -328,27 +561,42 @@ class ClickHouseStore(Store):
 
     def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
         p = Params()
-        where, having = self._in_range(p, start_ns, end_ns)
+        where, having = self._started_in(p, start_ns, end_ns)
         return self._traces(p, where, having, "t_cost DESC, t_key", limit)
 
     # -- aggregates --------------------------------------------------------------------------------------
 
     def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
-        p = Params()
-        in_range = _range(p, "start_ns", start_ns, end_ns)
-        totals = self._rows(
-            "SELECT count(), sum(is_call), countIf(is_call = 1 AND status = 'error'), countIf(status = 'error'),"
-            f" sum(is_blocked), sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self._spans}"
-            f"{_where(in_range)}", p)[0]
-        # The same logarithmic bins as the SQLite rollups, so percentiles agree.
-        bins = {int(b): int(n) for b, n in self._rows(
-            f"SELECT toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / {_LOG_GROWTH})) AS b, count()"
-            f" FROM {self._spans}{_where([*in_range, 'is_call = 1'])} GROUP BY b", p)}
-        started = _range(p, "min(start_ns)", start_ns, end_ns)
-        having = (" HAVING " + " AND ".join(started)) if started else ""
-        traces = self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self._spans} GROUP BY trace_id{having})",
-                            p)[0][0]
-        return metrics_dict(start_ns, end_ns, traces, totals, bins)
+        # Whole hours from the rollups, the partial hours at each end from the spans (by their sort key): exact
+        # for any range, and no scan of every span for a long one.
+        edges, hours = split_hours(start_ns, end_ns)
+        totals: list[Any] = [0, 0, 0, 0, 0, 0, 0, 0.0]  # spans, calls, call errors, errors, blocked, in, out, cost
+        bins: dict[int, int] = {}
+        if hours is not None:
+            p = Params()
+            in_hours = _where(_range(p, "hour", hours[0], hours[1]))
+            row = self._rows("SELECT sum(spans), sum(calls), sum(call_errors), sum(errors), sum(blocked),"
+                             f" sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self.database}.rollup"
+                             f"{in_hours}", p)[0]
+            totals = [a + (b or 0) for a, b in zip(totals, row, strict=True)]
+            for index, count in self._rows(f"SELECT bin, sum(calls) AS n FROM {self.database}.rollup"
+                                           f"{_where([*_range(p, 'hour', hours[0], hours[1]), f'bin != {NO_BIN}'])}"
+                                           " GROUP BY bin HAVING n != 0", p):
+                bins[int(index)] = bins.get(int(index), 0) + int(count)
+        if edges:
+            p = Params()
+            in_edges = " OR ".join(f"({' AND '.join(_range(p, 'start_ns', low, high))})" for low, high in edges)
+            row = self._rows(
+                "SELECT count(), sum(is_call), countIf(is_call = 1 AND status = 'error'), countIf(status = 'error'),"
+                f" sum(is_blocked), sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM {self._spans}"
+                f" WHERE {in_edges}", p)[0]
+            totals = [a + (b or 0) for a, b in zip(totals, row, strict=True)]
+            # The same logarithmic bins as the rollups (and SQLite's), so percentiles agree.
+            for index, count in self._rows(
+                    f"SELECT toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / {_LOG_GROWTH})) AS b,"
+                    f" count() FROM {self._spans} WHERE ({in_edges}) AND is_call = 1 GROUP BY b", p):
+                bins[int(index)] = bins.get(int(index), 0) + int(count)
+        return metrics_dict(start_ns, end_ns, self._count_traces(start_ns, end_ns), totals, bins)
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
         p = Params()
@@ -636,16 +884,33 @@ class ClickHouseStore(Store):
     def purge(self, before_ns: int) -> dict[str, int]:
         p = Params()
         before = p(int(before_ns), "Int64")
+        db = self.database
+        doomed_ids = f"{db}.purge_traces"
         with self._write_lock:
-            old = f"SELECT trace_id FROM {self._spans} GROUP BY trace_id HAVING min(start_ns) < {before}"
-            doomed = f"(trace_id IN ({old}) OR start_ns < {before})"
-            traces = self._rows(f"SELECT count() FROM ({old})", p)[0][0]
+            # The traces to remove, fixed before any mutation starts: each mutation below reads this list, not
+            # tables that the others are changing.
+            self._execute(f"DROP TABLE IF EXISTS {doomed_ids}")
+            self._execute(f"CREATE TABLE {doomed_ids} ENGINE = Memory AS SELECT trace_id FROM {db}.trace_summary"
+                          f" GROUP BY trace_id HAVING min(s_start) < {before}", p)
+            doomed = f"(trace_id IN (SELECT trace_id FROM {doomed_ids}) OR start_ns < {before})"
+            traces = self._rows(f"SELECT count() FROM {doomed_ids}")[0][0]
             spans = self._rows(f"SELECT count() FROM {self._spans} WHERE {doomed}", p)[0][0]
             events = self._rows(f"SELECT count() FROM {self._events} WHERE ts_ns < {before}", p)[0][0]
             alerts = self._rows(f"SELECT count() FROM {self._alerts} FINAL WHERE ts_ns < {before}", p)[0][0]
             # Mutations, waited for: a purge that returns has removed what it reports.
             if spans:
+                # The rollups lose the removed spans' figures (rows with negated sums), the summary their traces.
+                removed = f"(SELECT * FROM {self._spans} WHERE {doomed})"
+                select = SUMMARIES["rollup"][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
+                self._execute(f"INSERT INTO {db}.rollup SELECT hour, bin, -spans, -calls, -call_errors, -errors,"
+                              f" -blocked, -input_tokens, -output_tokens, -cost_usd FROM ({select})", p)
+                self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, -toInt64(count())"
+                              f" FROM (SELECT min(s_start) AS st FROM {db}.trace_summary WHERE trace_id IN"
+                              f" (SELECT trace_id FROM {doomed_ids}) GROUP BY trace_id) GROUP BY hour")
                 self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2", p)
+                self._execute(f"ALTER TABLE {db}.trace_summary DELETE WHERE trace_id IN"
+                              f" (SELECT trace_id FROM {doomed_ids}) SETTINGS mutations_sync = 2")
+            self._execute(f"DROP TABLE IF EXISTS {doomed_ids}")
             if events:
                 self._execute(f"ALTER TABLE {self._events} DELETE WHERE ts_ns < {before}"
                               " SETTINGS mutations_sync = 2", p)
@@ -677,5 +942,5 @@ class ClickHouseStore(Store):
         return f"{self._seq}:{sorted(self._ids.items())}:{self._version}"
 
     def counts(self) -> dict[str, int]:
-        spans, traces = self._rows(f"SELECT count(), uniqExact(trace_id) FROM {self._spans}")[0]
-        return {"spans": int(spans), "traces": int(traces)}
+        spans = self._rows(f"SELECT sum(spans) FROM {self.database}.rollup")[0][0] or 0
+        return {"spans": int(spans), "traces": self._count_traces(None, None)}

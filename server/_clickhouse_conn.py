@@ -81,6 +81,12 @@ class Connection:
         """Append ``rows`` (each with the same keys, the column names) to ``table`` of this database."""
         raise NotImplementedError
 
+    def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
+        """Append rows given column by column (name -> values, all of one length) to ``table`` of this database;
+        ``types`` maps each name to its Arrow type name (``"string"``, ``"int64"``, ``"uint8"``, ``"float64"``...).
+        The bulk path: no per-row objects between the caller's lists and the engine."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -133,6 +139,16 @@ class ChdbConnection(Connection):
         body = "\n".join(json.dumps(row, ensure_ascii=False) for row in rows)
         if body:
             self._query(f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow\n{body}")
+
+    def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
+        # An Arrow table handed to the engine in place (chdb's Python() table function reads the local variable
+        # by name): 10x less CPU than JSON rows, and NULLs stay NULL (a dict of lists would store '' for None).
+        import pyarrow
+
+        batch = pyarrow.table({name: pyarrow.array(values, type=types[name]) for name, values in columns.items()})
+        names = ", ".join(columns)
+        if batch.num_rows:
+            self._query(f"INSERT INTO {self.database}.{table} ({names}) SELECT {names} FROM Python(batch)")
 
     def close(self) -> None:
         with _sessions_lock:
@@ -195,6 +211,17 @@ class ServerConnection(Connection):
                     self._contexts[(table, columns)] = context
                 context.data = [[row[column] for column in columns] for row in rows]
                 self._client.insert(context=context)
+            except self._driver_error as exc:
+                raise ClickHouseError(str(exc)) from exc
+
+    def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
+        names = list(columns)
+        if not names or not len(columns[names[0]]):
+            return
+        with self._insert_lock:
+            try:
+                self._client.insert(table, [columns[name] for name in names], column_names=names,
+                                    database=self.database, column_oriented=True)
             except self._driver_error as exc:
                 raise ClickHouseError(str(exc)) from exc
 

@@ -1,17 +1,27 @@
 """DDL of the ClickHouse store.
 
 Spans are append-only and the only big table: sorted by (hour of start, trace_id, span_id) so time-range
-scans (the dashboard's KPIs, costs, the traces list) read contiguous granules, with a bloom filter on
-trace_id for single-trace lookups. Trace summaries are aggregated at query time (ClickHouse is built for
-that; maintaining them would mean upserts it is not built for). The small mutable tables (rules, alert
+scans (the dashboard's KPIs, costs) read contiguous granules. The small mutable tables (rules, alert
 history) are ReplacingMergeTree keyed by id, read with FINAL: an update is a new row with a higher version.
+
+Summaries (``SUMMARIES``) are filled by materialized views as spans are inserted, so the traces list and the
+KPIs never aggregate the whole spans table (at 10M spans that took seconds):
+
+* ``trace_summary``: one partial aggregate per trace and insert, AggregatingMergeTree keyed by trace_id (merges
+  fold them; queries still GROUP BY trace_id). A trace's page of the list, its labels and the ingest's
+  duplicate check read it by primary key.
+* ``rollup``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups; purge inserts the removed
+  spans' figures negated.
+
+Spans of one trace are found by the hours its spans started in (the summary has the first and last start) and
+then the trace id: the sort key, no skip index (a bloom filter cost every insert and read more granules).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["TABLES"]
+__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "hour_sql"]
 
 TABLES: Final = {
     "spans": """
@@ -40,8 +50,7 @@ CREATE TABLE IF NOT EXISTS {db}.spans (
     is_blocked UInt8,
     attributes String,
     input Nullable(String),
-    output Nullable(String),
-    INDEX trace_idx trace_id TYPE bloom_filter GRANULARITY 4
+    output Nullable(String)
 ) ENGINE = ReplacingMergeTree(seq)
 PARTITION BY toYYYYMM(toDateTime(intDiv(start_ns, 1000000000)))
 ORDER BY (intDiv(start_ns, 3600000000000), trace_id, span_id)
@@ -137,6 +146,17 @@ CREATE TABLE IF NOT EXISTS {db}.operator_actions (
 ) ENGINE = ReplacingMergeTree
 ORDER BY id
 """,
+    # How many traces start in each hour (the hour of a trace's earliest span): the trace counts of the KPIs and
+    # the traces list, and where the newest page of traces starts, without a distinct count of every trace id.
+    # The ingest adds +1 for a new trace and moves a trace whose start moved to an earlier hour (-1, +1); the
+    # purge subtracts the traces it removes.
+    "trace_starts": """
+CREATE TABLE IF NOT EXISTS {db}.trace_starts (
+    hour Int64,
+    traces Int64
+) ENGINE = SummingMergeTree
+ORDER BY hour
+""",
     "cron_alerts": """
 CREATE TABLE IF NOT EXISTS {db}.cron_alerts (
     rule_id Int64,
@@ -145,4 +165,88 @@ CREATE TABLE IF NOT EXISTS {db}.cron_alerts (
 ) ENGINE = ReplacingMergeTree
 ORDER BY (rule_id, name, expected_ns)
 """,
+}
+
+
+#: The latency bin of rollup rows for spans that are not model calls (real bins are above -200).
+NO_BIN: Final = -1_000_000
+#: The hour of ``start_ns`` rounded down (floor, also before 1970), as SQLite's rollups number hours.
+HOUR_SQL: Final = "intDiv(start_ns - if(start_ns < 0, 3599999999999, 0), 3600000000000)"
+
+
+def hour_sql(column: str) -> str:
+    """``HOUR_SQL`` of another column."""
+    return HOUR_SQL.replace("start_ns", column)
+
+#: (table DDL, materialized view DDL, backfill SELECT) per summary; the SELECT is the view's and fills the
+#: table from spans stored before the summary existed.
+SUMMARIES: Final = {
+    "trace_summary": ("""
+CREATE TABLE IF NOT EXISTS {db}.trace_summary (
+    trace_id String,
+    s_start SimpleAggregateFunction(min, Int64),
+    s_end SimpleAggregateFunction(max, Int64),
+    s_last_start SimpleAggregateFunction(max, Int64),
+    s_key SimpleAggregateFunction(min, UInt64),
+    s_spans SimpleAggregateFunction(sum, UInt64),
+    s_roots SimpleAggregateFunction(sum, UInt64),
+    s_calls SimpleAggregateFunction(sum, UInt64),
+    s_in SimpleAggregateFunction(sum, Int64),
+    s_out SimpleAggregateFunction(sum, Int64),
+    s_cost SimpleAggregateFunction(sum, Float64),
+    s_errors SimpleAggregateFunction(sum, UInt64),
+    s_blocked SimpleAggregateFunction(sum, UInt64),
+    s_root_name AggregateFunction(argMinIf, String, Tuple(Int64, UInt64), UInt8),
+    s_first_name AggregateFunction(argMin, String, Tuple(Int64, UInt64)),
+    -- label -> first seq: agents (by agent_key), agents' names ("key\\0name"), models
+    s_agents SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))),
+    s_agent_names SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))),
+    s_models SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64)))
+) ENGINE = AggregatingMergeTree
+ORDER BY trace_id
+-- Small granules: a page of traces is 50 random ids, each reading its granule's aggregate states.
+SETTINGS index_granularity = 128
+""", """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv TO {db}.trace_summary AS {select}
+""", """
+SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) AS s_last_start, min(seq) AS s_key,
+    toUInt64(count()) AS s_spans, toUInt64(sum(is_root)) AS s_roots, toUInt64(sum(is_call)) AS s_calls,
+    sum(input_tokens) AS s_in, sum(output_tokens) AS s_out, sum(cost_usd) AS s_cost,
+    toUInt64(countIf(status = 'error')) AS s_errors, toUInt64(sum(is_blocked)) AS s_blocked,
+    argMinIfState(name, (start_ns, seq), is_root = 1) AS s_root_name,
+    argMinState(name, (start_ns, seq)) AS s_first_name,
+    minMap(if(agent_key != '', [agent_key], []), if(agent_key != '', [seq], [])) AS s_agents,
+    minMap(if(agent_key != '' AND isNotNull(agent_name), [concat(agent_key, '\\0', assumeNotNull(agent_name))], []),
+           if(agent_key != '' AND isNotNull(agent_name), [seq], [])) AS s_agent_names,
+    minMap(if(coalesce(model, '') != '', [assumeNotNull(model)], []), if(coalesce(model, '') != '', [seq], []))
+        AS s_models
+FROM {db}.spans GROUP BY trace_id
+"""),
+    # Per hour and latency bin (NO_BIN for spans that are not model calls): the KPIs' sums and the latency
+    # histogram in one table, so an insert writes one part for both.
+    "rollup": ("""
+CREATE TABLE IF NOT EXISTS {db}.rollup (
+    hour Int64,
+    bin Int64,
+    spans Int64,
+    calls Int64,
+    call_errors Int64,
+    errors Int64,
+    blocked Int64,
+    input_tokens Int64,
+    output_tokens Int64,
+    cost_usd Float64
+) ENGINE = SummingMergeTree
+ORDER BY (hour, bin)
+""", """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_mv TO {db}.rollup AS {select}
+""", f"""
+SELECT {HOUR_SQL} AS hour,
+    if(is_call = 1, toInt64(floor(log(greatest((end_ns - start_ns) / 1e6, 0.001)) / log(1.05))), {NO_BIN}) AS bin,
+    toInt64(count()) AS spans, toInt64(sum(is_call)) AS calls,
+    toInt64(countIf(is_call = 1 AND status = 'error')) AS call_errors, toInt64(countIf(status = 'error')) AS errors,
+    toInt64(sum(is_blocked)) AS blocked, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    sum(cost_usd) AS cost_usd
+FROM {{db}}.spans GROUP BY hour, bin
+"""),
 }

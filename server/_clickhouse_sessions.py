@@ -54,7 +54,7 @@ def list_sessions(store: ClickHouseStore, limit: int, offset: int, search: str |
     p = Params()
     where = f" WHERE positionCaseInsensitiveUTF8(session_id, {p(search, 'String')}) > 0" if search else ""
     pairs = f"(SELECT session_id, trace_id FROM {table}{where} GROUP BY session_id, trace_id)"
-    traces = store._agg(p, [f"trace_id IN (SELECT trace_id FROM {table}{where})"], "")
+    traces = store._agg([f"trace_id IN (SELECT trace_id FROM {table}{where})"])
     rows = store._rows(
         "SELECT s.session_id, count(), sum(t.t_cost), sum(t.t_calls), sum(t.t_blocked), sum(t.t_errors),"
         f" min(t.t_start), max(t.t_end) AS last FROM {pairs} AS s INNER JOIN ({traces}) AS t"
@@ -62,7 +62,7 @@ def list_sessions(store: ClickHouseStore, limit: int, offset: int, search: str |
         f" LIMIT {p(int(limit), 'UInt64')} OFFSET {p(int(offset), 'UInt64')}", p)
     total = store._rows(
         f"SELECT uniqExact(s.session_id) FROM {pairs} AS s"
-        f" WHERE s.trace_id IN (SELECT DISTINCT trace_id FROM {store.database}.spans)", p)[0][0]
+        f" WHERE s.trace_id IN (SELECT trace_id FROM {store.database}.trace_summary)", p)[0][0]
     return {"sessions": [session_summary(*row) for row in rows], "total": int(total), "limit": limit,
             "offset": offset}
 
@@ -79,7 +79,9 @@ def blocked_spans(store: ClickHouseStore, trace_ids: Sequence[str]) -> list[dict
     if not trace_ids:
         return []
     p = Params()
-    rows = store._rows(f"SELECT {SPAN_COLUMNS} FROM {store.database}.spans"
-                       f" WHERE trace_id IN {p(list(trace_ids), 'Array(String)')} AND {BLOCKED_SQL}"
+    where = store.of_traces(p, trace_ids)
+    if where is None:
+        return []
+    rows = store._rows(f"SELECT {SPAN_COLUMNS} FROM {store.database}.spans WHERE {where} AND {BLOCKED_SQL}"
                        " ORDER BY start_ns, seq", p)
     return [_span(row) for row in rows]

@@ -14,6 +14,10 @@ from ._model import LLM_KINDS
 __all__ = ["build_graph"]
 
 _TOOL_KINDS = frozenset({"tool", "retriever"})
+#: Kinds that make a node by themselves; a span of another kind is one only as an ATP agent or a root.
+_NODE_KINDS = frozenset({"agent"}) | LLM_KINDS | _TOOL_KINDS
+_UNSEEN: Any = object()
+_ON_PATH: Any = object()
 
 
 def _agent_key(span: dict[str, Any]) -> str | None:
@@ -33,11 +37,14 @@ class _Builder:
     def node_for(self, span: dict[str, Any]) -> str | None:
         """The graph node a span stands for, creating it on first sight; None for plumbing spans."""
         span_id = span["span_id"]
-        if span_id in self._node_of_span:
-            return self._node_of_span[span_id]
+        node_id = self._node_of_span.get(span_id, _UNSEEN)
+        if node_id is not _UNSEEN:
+            return node_id
         kind = span.get("kind")
-        node_id: str | None = None
-        if kind == "agent" and _agent_key(span):
+        node_id = None
+        if kind not in _NODE_KINDS and not span.get("attributes") and span.get("parent_span_id") in self.spans:
+            pass  # the common case of a deep trace, decided without the checks below
+        elif kind == "agent" and _agent_key(span):
             node_id = f"agent:{_agent_key(span)}"
             self._add(node_id, "agent", span.get("agent_name") or _agent_key(span) or span["name"], span)
         elif kind in LLM_KINDS:
@@ -72,7 +79,10 @@ class _Builder:
                 node["provider"] = span.get("provider")
         node["span_ids"].append(span["span_id"])
         node["calls"] += 1
-        node["duration_ms"] = round(node["duration_ms"] + float(span.get("duration_ms") or 0.0), 3)
+        duration = span.get("duration_ms")
+        if duration is None and "end_time_unix_nano" in span:  # graph_spans leaves it to the nodes' spans
+            duration = round((span["end_time_unix_nano"] - span["start_time_unix_nano"]) / 1e6, 3)
+        node["duration_ms"] = round(node["duration_ms"] + float(duration or 0.0), 3)
         if span.get("status") in ("error", "blocked") and node["status"] != "blocked":
             node["status"] = span["status"]
 
@@ -92,23 +102,28 @@ class _Builder:
     def parent_node(self, span: dict[str, Any]) -> str | None:
         """The nearest ancestor of ``span`` that is a graph node; None if none (or only a parent cycle) is."""
         path: list[str] = []
-        on_path: set[str] = set()
-        parent_id = span.get("parent_span_id")
+        spans: dict[Any, dict[str, Any]] = self.spans
+        node_below: dict[Any, Any] = self._node_below
+        node_of_span: dict[Any, Any] = self._node_of_span
+        parent_id: Any = span.get("parent_span_id")
+        parent = spans.get(parent_id) if parent_id else None
         found: str | None = None
-        while parent_id and parent_id in self.spans:
-            if parent_id in self._node_below:
-                found = self._node_below[parent_id]
+        while parent is not None:
+            below = node_below.get(parent_id, _UNSEEN)
+            if below is not _UNSEEN:
+                # _ON_PATH: a parent cycle with no node on it (this walk marked it), so found stays None
+                found = None if below is _ON_PATH else below
                 break
-            if parent_id in on_path:  # a parent cycle with no node on it
-                break
-            parent = self.spans[parent_id]
-            node = self.node_for(parent)
+            node = node_of_span.get(parent_id, _UNSEEN)
+            if node is _UNSEEN:
+                node = self.node_for(parent)
             if node is not None:
-                self._node_below[parent_id] = found = node
+                node_below[parent_id] = found = node
                 break
             path.append(parent_id)
-            on_path.add(parent_id)
+            node_below[parent_id] = _ON_PATH
             parent_id = parent.get("parent_span_id")
+            parent = spans.get(parent_id) if parent_id else None
         for span_id in path:
             self._node_below[span_id] = found
         return found
@@ -133,7 +148,13 @@ def _edge_type(source: dict[str, Any], target: dict[str, Any]) -> str:
 
 def build_graph(spans: list[dict[str, Any]]) -> dict[str, Any]:
     builder = _Builder(spans)
+    by_id, node_of_span = builder.spans, builder._node_of_span
     for span in spans:
+        # Plumbing spans (most of a deep trace) are settled here, without the calls below.
+        if span.get("kind") not in _NODE_KINDS and not span.get("attributes") \
+                and span.get("parent_span_id") in by_id:
+            node_of_span[span["span_id"]] = None
+            continue
         node = builder.node_for(span)
         if node is None:
             continue
@@ -152,7 +173,10 @@ def build_graph(spans: list[dict[str, Any]]) -> dict[str, Any]:
         target["output_tokens"] += int(span.get("output_tokens") or 0)
         target["cost_usd"] = round(target["cost_usd"] + float(span.get("cost_usd") or 0.0), 9)
     for span in spans:
-        links = (span.get("attributes") or {}).get("links")
+        attributes = span.get("attributes")
+        if not attributes:
+            continue
+        links = attributes.get("links")
         if not isinstance(links, list):
             continue
         linked = builder.node_for(span) or builder.parent_node(span)

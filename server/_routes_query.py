@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from typing import Annotated, Any
 
@@ -77,13 +78,16 @@ async def trace_spans(request: Request, trace_id: str,
     return {"trace_id": trace_id, "spans": spans}
 
 
+_COST = operator.itemgetter("cost_usd")
+
+
 def _graph(state: AppState, trace_id: str) -> bytes | None:
     spans = state.store.graph_spans(trace_id, 100_000)
     if not spans:
         return None
     graph = build_graph(spans)
-    graph.update({"trace_id": trace_id, "span_count": len(spans),
-                  "total_cost_usd": round(sum(float(s["cost_usd"]) for s in spans), 9)})
+    total_cost = sum(map(float, map(_COST, spans)))  # the same sum, in C
+    graph.update({"trace_id": trace_id, "span_count": len(spans), "total_cost_usd": round(total_cost, 9)})
     return _json.dumps(graph).encode("utf-8")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from typing import Any
 
 from . import _json
@@ -26,7 +27,7 @@ from ._datamodel import (
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
-__all__ = ["Queries", "time_window"]
+__all__ = ["Queries", "time_window", "split_hours"]
 
 _SORT_COLUMNS = {
     "start_time": "start_ns", "end_time": "end_ns", "duration": "duration_ms", "cost": "cost_usd",
@@ -75,7 +76,7 @@ def _like(text: str) -> str:
 _NS_MAX = 2**63 - 1
 
 
-def _split(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
+def split_hours(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
     """Raw-span edges and the whole-hour middle (as hour numbers) of [start, end)."""
     first = None if start is None else -(-start // HOUR_NS)
     last = None if end is None else end // HOUR_NS
@@ -142,7 +143,11 @@ class Queries:
             f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY {column} {direction}, tkey {direction}"
             " LIMIT ? OFFSET ?", (*params, query.limit, query.offset)).fetchall()
         labels = [(kind, value) for kind, value in (("agent", query.agent_id), ("model", query.model)) if value]
-        if len(labels) == 1 and len(params) == 1:
+        if rows and len(rows) < query.limit or not rows and not query.offset:
+            # A short page is the last one: the total is known without counting again (a text search scans
+            # every trace to count; a rare word's page has already scanned them all).
+            total = query.offset + len(rows)
+        elif len(labels) == 1 and len(params) == 1:
             # One label and nothing else: its index range holds exactly one row per matching trace.
             total = connection.execute("SELECT count(*) FROM trace_labels WHERE kind = ? AND label = ?",
                                        labels[0]).fetchone()[0]
@@ -182,13 +187,14 @@ class Queries:
         return [span_dict(row) for row in self._span_rows(trace_id, limit, f"{SPAN_COLUMNS}, start_ns, id")]
 
     def graph_spans(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
-        spans = []
+        # No duration_ms: the graph works it out for the spans that are nodes (a few in a deep trace). Attributes
+        # the graph does not read stay None.
+        rows = self._span_rows(trace_id, limit, _GRAPH_COLUMNS)
+        spans = list(map(dict, map(zip, repeat(_GRAPH_KEYS), rows)))  # zip stops before the sort columns
         loads = _json.loads
-        for row in self._span_rows(trace_id, limit, _GRAPH_COLUMNS):
-            span = dict(zip(_GRAPH_KEYS, row, strict=False))  # stops before the sort columns
-            span["duration_ms"] = round((row[6] - row[5]) / 1e6, 3)
-            span["attributes"] = {} if row[16] is None else loads(row[16])
-            spans.append(span)
+        for span in spans:
+            if span["attributes"] is not None:
+                span["attributes"] = loads(span["attributes"])
         return spans
 
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
@@ -216,7 +222,7 @@ class Queries:
 
     def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
         connection = self._connection()
-        edges, hours = _split(start_ns, end_ns)
+        edges, hours = split_hours(start_ns, end_ns)
         totals = [0, 0, 0, 0, 0, 0, 0, 0.0]  # spans, calls, call errors, errors, blocked, in, out, cost
         bins: dict[int, int] = {}
         if hours is not None:
@@ -247,7 +253,7 @@ class Queries:
                  width: int) -> list[tuple[Any, ...]]:
         """Rows of (key..., values...) from rollups and raw edges; ``width`` is the number of key columns."""
         connection = self._connection()
-        edges, hours = _split(start_ns, end_ns)
+        edges, hours = split_hours(start_ns, end_ns)
         merged: dict[tuple[Any, ...], list[Any]] = {}
 
         def add(rows: list[tuple[Any, ...]]) -> None:

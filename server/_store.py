@@ -85,9 +85,10 @@ class Store(abc.ABC):
 
     def graph_spans(self, trace_id: str, limit: int = 100_000) -> list[dict[str, Any]]:
         """Spans of one trace in start order as the causal graph reads them: ``trace_spans``' format, except that a
-        store may leave out ``trace_id``, ``input`` and ``output``, and give ``{}`` for attributes that hold neither
-        ``atp.kind`` nor ``links`` (the only ones the graph reads): reading and shaping whole spans dominated the
-        graph of a 100,000-span trace."""
+        store may leave out ``trace_id``, ``input``, ``output`` and ``duration_ms`` (the graph works it out from the
+        start and end for its nodes), and give ``{}`` or None for attributes that hold neither ``atp.kind`` nor
+        ``links`` (the only ones the graph reads): reading and shaping whole spans dominated the graph of a
+        100,000-span trace."""
         return self.trace_spans(trace_id, limit)
 
     @abc.abstractmethod
