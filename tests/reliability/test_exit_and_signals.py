@@ -120,14 +120,17 @@ print("survived", flush=True)
 
 
 def test_sigterm_during_heavy_enqueue_neither_deadlocks_nor_loses_spans(tmp_path: Path) -> None:
-    """The signal lands while the main thread is (often) inside enqueue, holding the queue lock."""
+    """The signal lands while the main thread is (often) inside enqueue: half the spans take the lock-free
+    append, half (more attributes than a plain span has) the locked, sized path. The bounds are set above
+    what the loop makes before the signal, so any span missing was lost to the signal, not dropped by the
+    queue's policy (a tight loop outruns the worker and would drop the oldest otherwise)."""
     target = tmp_path / "busy.jsonl"
     process = _spawn(f"""
-import itertools
-start(exporters=["jsonl:{target}"], flush_interval=0.05, max_queue_size=1_000_000)
+wide = {{f"k{{n}}": n for n in range(20)}}
+start(exporters=["jsonl:{target}"], flush_interval=0.05, max_queue_size=4_000_000, max_queue_bytes=1 << 34)
 print("ready", flush=True)
 for i in range(2_000_000):
-    agentwatch.event(f"e{{i}}")
+    agentwatch.event(f"e{{i}}", wide if i & 1 else None)
 """, tmp_path)
     _wait_ready(process)
     time.sleep(0.5)
