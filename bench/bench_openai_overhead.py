@@ -111,14 +111,32 @@ def _time_calls(call: Callable[[], Sample], count: int) -> list[Sample]:
     return [call() for _ in range(count)]
 
 
-def _settled_then_timed(call: Callable[[], Sample], count: int) -> list[Sample]:
+def _settled_then_timed(call: Callable[[], Sample], count: int, pause: float = 0.0) -> list[Sample]:
     """Time calls once the process is quiet: a fresh client's export worker does its start-up work
-    (price table, process fingerprint) right after init(), which would be charged to the first calls."""
+    (price table, process fingerprint) right after init(), which would be charged to the first calls.
+
+    ``pause``: how long the other arm's flush blocked this thread. With the collector down a flush waits out
+    its timeout, and after a sleep of half a second the kernel tends to put the stub's thread on this
+    thread's CPU (``perf sched``: the stub's handler preempts it ~60 times in 300 calls, against ~2 without
+    the sleep), adding ~100 us per call whatever the thread runs. Both arms sleep alike, so that is not
+    charged to AgentWatch."""
     for _ in range(20):
         call()
     agentwatch.flush()
+    if pause:
+        time.sleep(pause)
     gc.collect()
     return _time_calls(call, count)
+
+
+def _settle_instrumented(call: Callable[[], Sample]) -> float:
+    """The instrumented arm's settling (its worker's start-up, then a flush); returns how long it slept."""
+    for _ in range(20):
+        call()
+    started = time.perf_counter()
+    agentwatch.flush(0.5)
+    gc.collect()
+    return time.perf_counter() - started
 
 
 def _worker_cpu() -> float:
@@ -201,6 +219,7 @@ def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, ro
     agentwatch.init(**settings)
     for _ in range(200):
         call()
+    pause = _settle_instrumented(call)
     agentwatch.shutdown(1.0)
     plain: list[Sample] = []
     watched: list[Sample] = []
@@ -208,12 +227,9 @@ def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, ro
     per_round = max(1, calls // rounds)
     worker_seconds = 0.0
     for _ in range(rounds):
-        without = _settled_then_timed(call, per_round)
+        without = _settled_then_timed(call, per_round, pause)
         agentwatch.init(**settings)
-        for _ in range(20):
-            call()
-        agentwatch.flush(0.5)
-        gc.collect()
+        pause = _settle_instrumented(call)
         worker_before = _worker_cpu()
         with_ = _time_calls(call, per_round)
         worker_seconds += _worker_cpu() - worker_before
@@ -272,7 +288,7 @@ def _stub(where: str) -> Iterator[str]:
         return
     program = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.stubs.provider_server import StubProvider; "
                "stub = StubProvider().start(); print(stub.openai_base_url, flush=True); sys.stdin.read()")
-    process = subprocess.Popen([sys.executable, "-c", program, str(ROOT)], stdin=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-c", program, str(ROOT)], stdin=subprocess.PIPE, preexec_fn=_pin_other,
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -284,6 +300,15 @@ def _stub(where: str) -> Iterator[str]:
             process.wait(5)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+#: ``--pin``: this process on the first CPU, the stub and the collector on the others (set in main()).
+PIN: list[set[int]] = []
+
+
+def _pin_other() -> None:
+    if PIN:
+        os.sched_setaffinity(0, PIN[1])
 
 
 def _free_port() -> int:
@@ -301,7 +326,8 @@ def _collector() -> Iterator[str]:
         env = {**os.environ, "AGENTWATCH_SIGNING_KEY": str(Path(scratch) / "k.pem")}
         env.pop("API_KEY", None)
         process = subprocess.Popen([sys.executable, "-c", program, "serve", "--port", str(port), "--db",
-                                    str(Path(scratch) / "bench.db"), "--log-level", "warning"], env=env)
+                                    str(Path(scratch) / "bench.db"), "--log-level", "warning"], env=env,
+                                   preexec_fn=_pin_other)
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -377,7 +403,15 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summaries")
     parser.add_argument("--cpu", action="store_true",
                         help="only the in-process calls in CPU time, paired per call, and their profiles")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin this process to one CPU and the stub and collector to the others: the kernel's "
+                             "placement of the stub's thread (on this thread's CPU or not) otherwise moves the "
+                             "loopback times by ~100 us from round to round on a 2-CPU machine")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if args.pin and len(cpus) >= 2:
+        PIN[:] = [{cpus[0]}, set(cpus[1:])]
+        os.sched_setaffinity(0, PIN[0])
     if args.cpu:
         _cpu_only(args.calls, not args.no_profile)
         return
