@@ -337,13 +337,8 @@ def _sdk_record(item: Any, ids: set[str]) -> SpanRecord | None:
     for count in (tokens_in, tokens_out, cached):
         if type(count) is not int or not 0 <= count <= _COUNT_MAX:
             return None
-    cost = get("cost_usd", 0.0)
-    if type(cost) is float:
-        if not 0 <= cost <= MAX_COST_USD:  # also refuses NaN; inf is above the cap
-            return None
-    elif type(cost) is int and 0 <= cost <= MAX_COST_USD:
-        cost = float(cost)
-    else:
+    cost = _checked_cost(get("cost_usd", 0.0))
+    if cost is None:
         return None
     attributes = get("attributes")
     if attributes is None:
@@ -366,6 +361,15 @@ _WIRE_KEYS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status",
               "output_tokens", "cached_input_tokens", "cost_usd", "attributes")
 _wire_values = operator.itemgetter(*_WIRE_KEYS)
 _WIRE_SIZE = len(_WIRE_KEYS)
+
+
+def _checked_cost(cost: Any) -> float | None:
+    """A span's USD cost as a float, or None if it is not a number in [0, MAX_COST_USD] (NaN and inf too)."""
+    if type(cost) is float:
+        return cost if 0 <= cost <= MAX_COST_USD else None
+    if type(cost) is int and 0 <= cost <= MAX_COST_USD:
+        return float(cost)
+    return None
 
 
 def _valid_ids(ids: set[str], values: tuple[Any, ...]) -> bool:
@@ -466,12 +470,8 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
                     or not (0 <= tokens_in <= _COUNT_MAX and 0 <= tokens_out <= _COUNT_MAX
                             and 0 <= cached <= _COUNT_MAX):
                 return None
-            if type(cost) is float:
-                if not 0 <= cost <= MAX_COST_USD:  # also refuses NaN; inf is above the cap
-                    return None
-            elif type(cost) is int and 0 <= cost <= MAX_COST_USD:
-                cost = float(cost)
-            else:
+            cost = _checked_cost(cost)
+            if cost is None:
                 return None
             if type(attributes) is not dict:
                 return None
