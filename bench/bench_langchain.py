@@ -218,7 +218,10 @@ def _instructions(collector: str, modes: list[str], chat_calls: int = 150, graph
                 toggles = [f"--toggle-collect={function}" for function in _TOGGLES.values()]
                 subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", *toggles,
                                 f"--callgrind-out-file={out}", sys.executable, __file__, "--instructions-child", mode,
-                                collector, what, str(count)], capture_output=True, check=True)
+                                collector, what, str(count)], capture_output=True, check=True,
+                               # str hashes are seeded per process: dict probes, and so the counts, moved by
+                               # ~10 % from one run to the next without a fixed seed
+                               env={**os.environ, "PYTHONHASHSEED": "0"})
                 annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], capture_output=True,
                                            text=True, check=True).stdout
             counted: dict[str, float] = {}
