@@ -154,7 +154,7 @@ class LLMCall:
         self._client = client
         # What ``admit_call`` answered: an Admission, or the monitors alone (nothing held for the call).
         self._admission = admission
-        self._tokens: list[Token[Any]] | None = None  # made by activate(): most calls are never activated
+        self._tokens: tuple[Token[Any], ...] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
         self._ended = False
         self._estimate: tuple[int, int] | None = None
@@ -285,15 +285,15 @@ class LLMCall:
 
     def activate(self) -> None:
         """Make this call the current span and LLM call of the context (for child spans and dedupe)."""
-        if self._tokens is None:
-            self._tokens = []
-        self._tokens.append(CURRENT_SPAN.set(self.span))
-        self._tokens.append(CURRENT_LLM_CALL.set(self))
+        tokens = (CURRENT_SPAN.set(self.span), CURRENT_LLM_CALL.set(self))
+        self._tokens = tokens if self._tokens is None else self._tokens + tokens
 
     def deactivate(self) -> None:
         tokens = self._tokens
-        while tokens:
-            token = tokens.pop()
+        if tokens is None:
+            return
+        self._tokens = None
+        for token in reversed(tokens):
             try:
                 token.var.reset(token)
             except ValueError:  # reset from another context (callback frameworks); nothing to undo here
