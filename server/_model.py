@@ -300,67 +300,18 @@ _ID_MATCH = re.compile(r"[0-9A-Za-z_.:\-]+").fullmatch  # the Id pattern; fullma
 _SDK_KEYS = frozenset(NativeSpan.model_fields)
 _NANOS_MAX = 2**63 - 1
 _COUNT_MAX = MAX_COUNT
-_LABELS = ("agent_id", "agent_name", "agent_role", "model", "provider")
-
-
-def _sdk_record(item: Any, ids: set[str]) -> SpanRecord | None:
-    if type(item) is not dict or not _SDK_KEYS.issuperset(item):
-        return None
-    get = item.get
-    trace_id: Any = get("trace_id")
-    span_id: Any = get("span_id")
-    parent: Any = get("parent_span_id")
-    for value in (trace_id, span_id) if parent is None else (trace_id, span_id, parent):
-        if type(value) is not str:
-            return None
-        if value not in ids:
-            if len(value) > 128 or not _ID_MATCH(value):
-                return None
-            ids.add(value)
-    name, kind, status = get("name", ""), get("kind", "span"), get("status", "ok")
-    if type(name) is not str or len(name) > 2000 or type(kind) is not str or len(kind) > 64 \
-            or kind in _OTEL_KINDS or type(status) is not str or len(status) > 32:
-        return None
-    normal = _STATUSES.get(status.lower())
-    if normal is None:
-        return None
-    start, end = get("start_time_unix_nano"), get("end_time_unix_nano")
-    if type(start) is not int or not 0 <= start <= _NANOS_MAX:
-        return None
-    if end is not None and (type(end) is not int or not 0 <= end <= _NANOS_MAX):
-        return None
-    labels = [get(key) for key in _LABELS]
-    for label in labels:
-        if label is not None and (type(label) is not str or len(label) > 512):
-            return None
-    tokens_in, tokens_out, cached = get("input_tokens", 0), get("output_tokens", 0), get("cached_input_tokens", 0)
-    for count in (tokens_in, tokens_out, cached):
-        if type(count) is not int or not 0 <= count <= _COUNT_MAX:
-            return None
-    cost = _checked_cost(get("cost_usd", 0.0))
-    if cost is None:
-        return None
-    attributes = get("attributes")
-    if attributes is None:
-        if "attributes" in item:
-            return None
-        attributes = {}
-    elif type(attributes) is not dict:
-        return None
-    return SpanRecord(
-        trace_id, span_id, parent, name, kind.lower() or "span", normal, start,
-        end if end is not None and end >= start else start, labels[0], labels[1], labels[2], labels[3],
-        labels[4], tokens_in, tokens_out, min(cached, tokens_in) if tokens_in else cached, cost, attributes,
-        get("input"), get("output"),
-    )
-
-
 # The 18 keys ``Span.to_dict()`` always writes (input and output only when captured): read with one C call.
 _WIRE_KEYS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano",
               "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
               "output_tokens", "cached_input_tokens", "cost_usd", "attributes")
 _wire_values = operator.itemgetter(*_WIRE_KEYS)
 _WIRE_SIZE = len(_WIRE_KEYS)
+#: A span may leave keys out (NativeSpan's defaults); the ones it must give default to None, which fails their check.
+#: ``attributes`` left out is a new empty dict per span.
+_WIRE_DEFAULTS = {"trace_id": None, "span_id": None, "parent_span_id": None, "name": "", "kind": "span",
+                  "status": "ok", "start_time_unix_nano": None, "end_time_unix_nano": None, "agent_id": None,
+                  "agent_name": None, "agent_role": None, "model": None, "provider": None, "input_tokens": 0,
+                  "output_tokens": 0, "cached_input_tokens": 0, "cost_usd": 0.0}
 
 
 def _checked_cost(cost: Any) -> float | None:
@@ -424,15 +375,12 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
             if type(item) is not dict:
                 return None
             try:
-                (trace_id, span_id, parent, name, kind, status, start, end, agent_id, agent_name, agent_role, model,
-                 provider, tokens_in, tokens_out, cached, cost, attributes) = _wire_values(item)
-            except KeyError:
-                # Keys left out (their defaults apply): the field-by-field check.
-                record = _sdk_record(item, ids)
-                if record is None:
-                    return None
-                append(record)
-                continue
+                values = _wire_values(item)
+            except KeyError:  # keys left out: their defaults, then the same checks
+                item = {**_WIRE_DEFAULTS, "attributes": {}, **item}
+                values = _wire_values(item)
+            (trace_id, span_id, parent, name, kind, status, start, end, agent_id, agent_name, agent_role, model,
+             provider, tokens_in, tokens_out, cached, cost, attributes) = values
             size = len(item)
             if size != _WIRE_SIZE and (size > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)):
                 return None
