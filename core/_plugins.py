@@ -159,9 +159,9 @@ def _path_signature() -> list[str] | None:
 
 
 def _cache_path() -> str:
-    from ._spool import default_spool_root
+    from ._spool import user_cache_dir
 
-    return os.path.join(os.path.dirname(default_spool_root()), "entry-points.txt")
+    return os.path.join(user_cache_dir(), "entry-points.txt")
 
 
 def _cached_entry_points(signature: list[str]) -> list[_EntryPoint] | None:

@@ -199,10 +199,10 @@ def _remembered_path() -> str:
     import os
 
     from . import _price_index
-    from ._spool import default_spool_root
+    from ._spool import user_cache_dir
 
     name = f"prices-{_price_index.GENAI_PRICES_VERSION}-{_price_index.DATA_SIZE}.tsv"
-    return os.path.join(os.path.dirname(default_spool_root()), name)
+    return os.path.join(user_cache_dir(), name)
 
 
 def _remembered() -> str:

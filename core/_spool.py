@@ -15,21 +15,26 @@ from pathlib import Path
 
 from ._safe import logger
 
-__all__ = ["Spool", "default_spool_root", "DEFAULT_SPOOL_MAX_BYTES"]
+__all__ = ["Spool", "default_spool_root", "user_cache_dir", "DEFAULT_SPOOL_MAX_BYTES"]
 
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 _SUFFIX = ".json.gz"
 
 
-def default_spool_root() -> Path:
-    """The per-user cache directory, as platformdirs would choose it (without the dependency)."""
+def user_cache_dir() -> Path:
+    """AgentWatch's per-user cache directory, as platformdirs would choose it (without the dependency): the
+    spool, and the files that spare a later process work (entry points, remembered prices)."""
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "agentwatch" / "Cache" / "spool"
+        return base / "agentwatch" / "Cache"
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "agentwatch" / "spool"
+        return Path.home() / "Library" / "Caches" / "agentwatch"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "agentwatch" / "spool"
+    return base / "agentwatch"
+
+
+def default_spool_root() -> Path:
+    return user_cache_dir() / "spool"
 
 
 class Spool:
