@@ -72,30 +72,27 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
         return None
     endpoint, name = route
     capture_text = capturing(client)
+    body = options.json_data
     in_flight = get_current_llm_call()
     if in_flight is not None:  # a framework's call: add to it, count it once
         if settings.providers.has_registered:
             adopt_registered(in_flight, api_client.base_url, settings.providers)
-        body = options.json_data
         in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
         exchange = Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
                             capture_text=capture_text, request_body=body)
-        if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
-            _ask_stream_usage(api_client, options, exchange, client)
-        return exchange
-    body = options.json_data
-    if body.__class__ is dict and endpoint.api != "gemini":
-        model = body.get("model") or None
-        if model is not None and model.__class__ is not str:
-            model = str(model)
     else:
-        model = request_model(endpoint, path, body)
-    provider = _provider(api_client.base_url, sdk)
-    call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
-                          input=request_input(body) if capture_text else None,
-                          request_body=body)
-    exchange = Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True,
-                        capture_text=capture_text, request_body=body)
+        if body.__class__ is dict and endpoint.api != "gemini":
+            model = body.get("model") or None
+            if model is not None and model.__class__ is not str:
+                model = str(model)
+        else:
+            model = request_model(endpoint, path, body)
+        provider = _provider(api_client.base_url, sdk)
+        call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
+                              input=request_input(body) if capture_text else None,
+                              request_body=body)
+        exchange = Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True,
+                            capture_text=capture_text, request_body=body)
     if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
         _ask_stream_usage(api_client, options, exchange, client)
     return exchange
