@@ -249,7 +249,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         opened = OPEN.pop(id_, None)
         if opened is not None:
-            stop_on_exception(_close)(opened, err)
+            _drop(opened, err)
 
     # The base class's bookkeeping (open_spans, a lock per span) is replaced by the methods above.
     def new_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
@@ -274,6 +274,11 @@ def _exit(opened: Opened, result: Any) -> None:
         if isinstance(result, StreamingResponse | AsyncStreamingResponse):
             _parent_stream(result, opened.span)
     _close(opened, None)
+
+
+@stop_on_exception
+def _drop(opened: Opened, error: BaseException | None) -> None:
+    _close(opened, error)
 
 
 def _close(opened: Opened, error: BaseException | None) -> None:
