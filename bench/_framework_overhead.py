@@ -74,6 +74,32 @@ def timed_round(call: Callable[[], Any], count: int, settle: Callable[[], Any] |
     return (time.process_time_ns() - cpu) / count / 1000, (time.perf_counter_ns() - wall) / count / 1000
 
 
+Samples = dict[str, dict[str, list[Timing]]]  # case -> mode -> one timing per round
+
+
+def interleaved_rounds(cases: dict[str, Callable[[], Any]], settings: dict[str, dict[str, Any]], rounds: int,
+                       count: Callable[[str], int], warm_up: int) -> tuple[tuple[str, ...], Samples]:
+    """Each mode in turn (no AgentWatch, then ``init(**settings[mode])`` for each setting) times every case,
+    ``rounds`` times after one warm-up round of ``warm_up`` calls per case (imports, caches, prices); returns
+    the modes and the timings per case and mode."""
+    import agentwatch
+
+    modes = ("baseline", *settings)
+    samples: Samples = {name: {mode: [] for mode in modes} for name in cases}
+    for round_index in range(rounds + 1):
+        for mode in modes:
+            if mode != "baseline":
+                agentwatch.init(**settings[mode])
+            try:
+                for name, call in cases.items():
+                    timing = timed_round(call, count(name) if round_index else warm_up)
+                    if round_index:
+                        samples[name][mode].append(timing)
+            finally:
+                agentwatch.shutdown()
+    return modes, samples
+
+
 def median_table(title: str, samples: dict[str, dict[str, list[Timing]]], modes: tuple[str, ...],
                  targets: dict[str, float] | None = None) -> str:
     """Per workload: CPU and wall medians per mode and what each instrumented mode adds to the baseline."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _framework_overhead import Timing, collector, init_settings, median_table, profile_summary, timed_round  # noqa: E402
+from _framework_overhead import collector, init_settings, interleaved_rounds, median_table, profile_summary  # noqa: E402
 
 import agentwatch  # noqa: E402
 
@@ -190,19 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     cases.update(_ag2_cases())
     with collector(not args.no_collector) as collector_url:
         settings = init_settings(collector_url)
-        modes = ("baseline", *settings)
-        samples: dict[str, dict[str, list[Timing]]] = {name: {mode: [] for mode in modes} for name in cases}
-        for round_index in range(args.rounds + 1):  # round 0 warms up every mode (imports, caches, prices)
-            for mode in modes:
-                if mode != "baseline":
-                    agentwatch.init(**settings[mode])
-                try:
-                    for name, call in cases.items():
-                        timing = timed_round(call, args.calls if round_index else 20)
-                        if round_index:
-                            samples[name][mode].append(timing)
-                finally:
-                    agentwatch.shutdown()
+        modes, samples = interleaved_rounds(cases, settings, args.rounds, lambda _name: args.calls, 20)
         profiles = []
         if not args.no_profile:
             agentwatch.init(**settings["down"])

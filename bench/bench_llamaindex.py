@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _framework_overhead import Timing, collector, init_settings, median_table, profile_summary, timed_round  # noqa: E402
+from _framework_overhead import collector, init_settings, interleaved_rounds, median_table, profile_summary  # noqa: E402
 
 CALLS = 400
 CHUNKS = 20
@@ -122,20 +122,9 @@ def main() -> None:
     counts = {"query": max(args.calls // 4, 5), "workflow": max(args.calls // 20, 3)}
     with collector(not args.no_collector) as collector_url:
         settings = init_settings(collector_url)
-        modes = ("baseline", *settings)
-        samples: dict[str, dict[str, list[Timing]]] = {name: {mode: [] for mode in modes} for name in LABELS.values()}
-        for round_index in range(args.rounds + 1):  # round 0 warms up every mode (imports, caches, prices)
-            for mode in modes:
-                if mode != "baseline":
-                    agentwatch.init(**settings[mode])
-                try:
-                    for name, operation in operations.items():
-                        count = counts.get(name, args.calls) if round_index else 5
-                        timing = timed_round(operation, count)
-                        if round_index:
-                            samples[LABELS[name]][mode].append(timing)
-                finally:
-                    agentwatch.shutdown()
+        label_counts = {LABELS[name]: count for name, count in counts.items()}
+        modes, samples = interleaved_rounds({LABELS[name]: operations[name] for name in LABELS}, settings, args.rounds,
+                                            lambda label: label_counts.get(label, args.calls), 5)
         profiles = []
         if not args.no_profile:
             agentwatch.init(**settings["down"])
