@@ -10,7 +10,6 @@ may lose the last transactions. ``synchronous=FULL`` also survives power loss, a
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import sys
 import threading
@@ -31,13 +30,14 @@ from ._datamodel import (
     new_rule,
     operator_action,
     rule_changes,
+    span_flags,
 )
-from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
+from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
 from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
-from ._stats import HOUR_NS, LOG_GROWTH, MIN_MS, hour_of
+from ._stats import HOUR_NS, hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
 __all__ = ["SQLiteStore"]
@@ -159,17 +159,12 @@ class _Aggregates:
         latency: dict[tuple[int, int], int] = {}
         self.breakers: list[SpanRecord] = []
         self.alerts: list[SpanRecord] = []
-        llm_kinds, block_kinds = LLM_KINDS, BLOCK_POINT_KINDS
-        log, floor, log_growth, min_ms = math.log, math.floor, LOG_GROWTH, MIN_MS
         for r in records:
             kind, status, trace_id, start = r.kind, r.status, r.trace_id, r.start_ns
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
-            # span_flags, inline: a block counts where it happened, and a blocked call is not a call.
             is_error = 1 if status == "error" else 0
-            if status == "blocked" and kind in block_kinds:
-                is_blocked, is_call = 1, 0
-            else:
-                is_blocked, is_call = 0, 1 if kind in llm_kinds else 0
+            call, blocked = span_flags(kind, status)
+            is_call, is_blocked = int(call), int(blocked)
             is_root = r.parent_span_id is None
             agent = r.agent_id or r.agent_name
             agent_name = r.agent_name
@@ -215,9 +210,7 @@ class _Aggregates:
                 bucket[6] += tokens_out
                 bucket[7] += cost
             if is_call:
-                # latency_bin, inline (the same expression, so the same bin).
-                ms = (r.end_ns - start) / 1e6
-                key = (hour, floor(log(max(ms, min_ms)) / log_growth))
+                key = (hour, latency_bin((r.end_ns - start) / 1e6))
                 latency[key] = latency.get(key, 0) + 1
             row = bucket[8].get(agent or "")
             if row is None:

@@ -15,8 +15,6 @@ from ._time import iso
 __all__ = [
     "HOUR_NS",
     "DAY_NS",
-    "LOG_GROWTH",
-    "MIN_MS",
     "latency_bin",
     "bin_value",
     "percentile_from_bins",
@@ -29,9 +27,8 @@ __all__ = [
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
 _GROWTH = 1.05
-LOG_GROWTH = math.log(_GROWTH)
-#: Latencies below a microsecond share the lowest bin.
-MIN_MS = 0.001
+_LOG_GROWTH = math.log(_GROWTH)
+_MIN_MS = 0.001
 
 
 def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: int) -> list[dict[str, Any]]:
@@ -60,7 +57,7 @@ def hour_of(ns: int) -> int:
 
 
 def latency_bin(ms: float) -> int:
-    return math.floor(math.log(max(ms, MIN_MS)) / LOG_GROWTH)
+    return math.floor(math.log(max(ms, _MIN_MS)) / _LOG_GROWTH)
 
 
 def bin_value(index: int) -> float:
