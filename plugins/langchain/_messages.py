@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from langchain_core.outputs import LLMResult
+from typing import TYPE_CHECKING, Any
 
 from agentwatch import LLMCall
+
+if TYPE_CHECKING:  # not at run time: importing this module must not import LangChain (see _plugin)
+    from langchain_core.outputs import LLMResult
 
 __all__ = ["record_result", "message_dicts", "output_text"]
 
