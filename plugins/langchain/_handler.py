@@ -162,12 +162,12 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                       metadata: dict[str, Any] | None = None, name: str | None = None, **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
             if client is None:
                 return
-            name = kwargs.get("name") or (serialized.get("name") if serialized else None) or "chain"
+            name = name or (serialized.get("name") if serialized else None) or "chain"
             if metadata and metadata.get("langgraph_node") == name and _is_step(tags):
                 self._start_node(client, name, inputs, run_id, parent_run_id, metadata)
                 return
@@ -211,7 +211,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             self._close(run_id, error)
             raise graph_block(error) from None
 
-    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
             run = RUNS.pop(run_id, None)
             if run is not None:
@@ -267,31 +268,36 @@ class AgentWatchHandler(BaseCallbackHandler):
         call.activate()
         RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph)
 
+    # The keywords LangChain passes are parameters here, not left to ``**kwargs``: CPython matches a keyword that
+    # lands in ``**kwargs`` by comparing it with every parameter name, and builds the dict, on every model call.
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
                             parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                            metadata: dict[str, Any] | None = None, invocation_params: dict[str, Any] | None = None,
+                            options: Any = None, name: str | None = None, batch_size: Any = None,
+                            **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
             if client is None or run_id in RUNS:
                 return  # not initialised, or another handler instance already records this run
-            name = kwargs.get("name") or (serialized.get("name") if serialized else None) or "chat_model"
+            name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
-            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY,
-                              kwargs.get("invocation_params") or _EMPTY, prompt)
+            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
+                              prompt)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_chat_model_start")
 
     def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                     metadata: dict[str, Any] | None = None, invocation_params: dict[str, Any] | None = None,
+                     options: Any = None, name: str | None = None, batch_size: Any = None, **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
             if client is None or run_id in RUNS:
                 return
-            name = kwargs.get("name") or (serialized.get("name") if serialized else None) or "llm"
+            name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
-            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY,
-                              kwargs.get("invocation_params") or _EMPTY, prompt)
+            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
+                              prompt)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_llm_start")
 
@@ -303,7 +309,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_llm_new_token")
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
+                   tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
             run = RUNS.pop(run_id, None)
             if run is None or run.call is None:
