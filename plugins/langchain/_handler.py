@@ -301,7 +301,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_llm_start")
 
-    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                         tags: list[str] | None = None, chunk: Any = None, **kwargs: Any) -> None:
         try:
             run = RUNS.get(run_id)
             if run is not None and run.call is not None:
