@@ -339,6 +339,8 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
     clock: Callable[[], float] | None = None
     now = 0.0
     for monitor in monitors:
+        if monitor._pending_calls is not None and monitor._state is CLOSED:
+            continue  # no limit (as in admit_call): nothing can block, nothing to read
         if monitor._clock is not clock:
             clock = monitor._clock
             now = clock()

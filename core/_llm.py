@@ -382,8 +382,12 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
     For framework boundaries where work that will call an LLM is about to start (a LangGraph node).
     """
     client = _client_module._active
-    if client is not None:
+    if client is None:
+        return
+    if scopes or budgets or AGENT_SCOPES.get() or RUN_MONITORS.get():
         check(_monitors(client, scopes, budgets), trace_id=trace_id)
+    else:  # no agent scope, no run budget (the common node): the global monitor alone, as in start_llm_call
+        check((client.monitor,), trace_id=trace_id)
 
 
 def _end_blocked(client: Client, span: Span, blocked: CircuitBreakerException) -> None:

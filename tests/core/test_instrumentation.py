@@ -74,6 +74,26 @@ def test_end_span_records_block_error_or_success(memory: agentwatch.InMemoryExpo
     assert by_name["fine"]["status"] == "ok"
 
 
+def test_check_limits_without_limits_still_sees_a_kill_and_a_pause(memory: agentwatch.InMemoryExporter) -> None:
+    # No limit set: nothing can block a CLOSED monitor, but an operator's kill or a pause must still stop a node.
+    client = agentwatch.init(exporters=[memory])
+    scope = client.agent_scope("writer")
+    aw.check_limits()
+    aw.check_limits(scopes=(scope,))
+    for stop in (client.monitor.kill, lambda: scope.monitor.pause(60)):
+        stop()
+        with pytest.raises(agentwatch.CircuitBreakerException):
+            aw.check_limits(scopes=(scope,))
+        client.monitor.resume()
+        scope.monitor.resume()
+        aw.check_limits(scopes=(scope,))
+    client.monitor.kill()
+    with pytest.raises(agentwatch.CircuitBreakerException):
+        aw.check_limits()
+    with agentwatch.agent("writer"), pytest.raises(agentwatch.CircuitBreakerException):
+        aw.check_limits()
+
+
 def test_before_init_nothing_is_checked_and_spans_only_end() -> None:
     span = agentwatch.Span("alone")
     aw.end_span(span, RuntimeError("x"))
