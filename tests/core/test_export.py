@@ -360,3 +360,18 @@ def test_spool_is_bounded_in_bytes(tmp_path: Path) -> None:
     assert spool.write(os.urandom(3_000)) is False
     assert spool.size() <= 10_000 and spool.dropped_batches == 1
     assert len(spool.pending(10)) == 3
+
+
+def test_spool_bound_holds_with_other_writers_and_frees_room_after_delivery(tmp_path: Path) -> None:
+    from agentwatch._spool import Spool
+
+    url = "http://collector/api/ingest"
+    # Two processes spooling for one collector at once, each remembering only its own writes between counts.
+    first, second = Spool(tmp_path, url, max_bytes=64_000), Spool(tmp_path, url, max_bytes=64_000)
+    accepted = [spool.write(os.urandom(3_000)) for _ in range(20) for spool in (first, second)]
+    assert accepted.count(True) >= 20 and first.size() <= 64_000  # the bound holds and its room is used
+    assert first.write(os.urandom(3_000)) is False and second.write(os.urandom(3_000)) is False
+    for path in first.pending(5):  # delivered by the next run: room again, for either writer
+        Spool.remove(path)
+    assert first.write(os.urandom(3_000)) and second.write(os.urandom(3_000))
+    assert first.size() <= 64_000
