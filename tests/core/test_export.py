@@ -334,6 +334,19 @@ def test_span_size_estimate_tracks_the_serialised_size() -> None:
         assert real / 2 <= estimate_size(span) <= real * 2, (span, real, estimate_size(span))
 
 
+def test_a_batch_past_the_retry_budget_goes_to_the_spool_while_the_program_runs(tmp_path: Path) -> None:
+    from agentwatch._exporters import HttpExporter
+    from agentwatch._spool import Spool
+
+    url = f"http://127.0.0.1:{_free_port()}/api/ingest"  # nothing listens: every attempt is refused
+    spool = Spool(tmp_path, url)
+    exporter = HttpExporter(url, max_retries=1, backoff=0.01, spool=spool)
+    spans = [{"trace_id": "t" * 32, "span_id": f"{n:016x}", "kind": "event", "name": "kept"} for n in range(3)]
+    assert exporter.export(spans) is False  # not sent...
+    assert exporter.spooled == 3 and len(spool.pending(10)) == 1  # ...but kept on disk for a later delivery
+    exporter.shutdown()
+
+
 def test_an_unwritable_spool_drops_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from agentwatch._exporters import HttpExporter
     from agentwatch._spool import Spool
