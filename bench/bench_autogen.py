@@ -199,6 +199,13 @@ def main(argv: list[str] | None = None) -> None:
                     profiles.append(profile_summary(cases[name], 2000, f"down, {name}"))
             finally:
                 agentwatch.shutdown()
+    # Closed as asyncio.run closes its loop: AgentChat leaves tasks and async generators behind, which would
+    # otherwise be reported as destroyed while pending.
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
     print(median_table(f"AutoGen / AG2, {args.rounds} interleaved rounds x {args.calls} calls; medians; "
                        "an in-process model client answers at once", samples, modes,
