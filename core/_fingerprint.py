@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -34,30 +35,24 @@ def _version_in(metadata_dir: str) -> str | None:
     return None
 
 
-#: The versions found, per ``sys.path``: a program that calls ``init()`` again (a test suite, a benchmark's rounds)
-#: would otherwise scan every distribution again each time (~1-2 ms of the worker's CPU right after ``init()``).
-_found: dict[tuple[str, ...], dict[str, str]] = {}
-
-
 def _versions() -> dict[str, str]:
     """Read from the dist-info directories directly: importlib.metadata would cost the worker ~40 ms of CPU
     (and the user's thread the GIL meanwhile) right after init()."""
-    path = tuple(sys.path)
-    known = _found.get(path)
-    if known is None:
-        _found.clear()  # the latest sys.path only
-        known = _found[path] = _scan()
-    return dict(known)
+    return dict(_scan(tuple(sys.path)))
 
 
-def _scan() -> dict[str, str]:
+# Once per sys.path: a program that calls init() again (a test suite, a benchmark's rounds) would otherwise scan
+# every distribution again each time (~1-2 ms of the worker's CPU right after init()).
+@functools.lru_cache(maxsize=1)
+def _scan(path: tuple[str, ...]) -> dict[str, str]:
+    """The versions of ``DETECTED_DISTRIBUTIONS`` on ``path`` (``sys.path``, which ``distributions`` reads)."""
     from ._plugins import distributions, normalize
 
     wanted = {normalize(name): name for name in DETECTED_DISTRIBUTIONS}
     found = {}
-    for name, path in distributions():
+    for name, metadata_dir in distributions():
         if name in wanted:
-            version = _version_in(path)
+            version = _version_in(metadata_dir)
             if version is not None:
                 found[wanted[name]] = version
     return {name: found[name] for name in DETECTED_DISTRIBUTIONS if name in found}
