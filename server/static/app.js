@@ -12,6 +12,9 @@
   async function render() {
     const route = AW.route();
     const current = ++generation;
+    // Until this render lands the old view stays on screen: it must not read as ready, or whoever waits for
+    // data-ready (a script, a test) types into a form that is about to be replaced.
+    delete view.dataset.ready;
     for (const link of document.querySelectorAll("nav a")) {
       link.classList.toggle("active", link.dataset.view === route.view || (route.view === "trace" && link.dataset.view === "traces") || (route.view === "session" && link.dataset.view === "sessions"));
     }

@@ -125,6 +125,30 @@ def test_trace_filters(page: Any, server: ServerHandle, data: dict) -> None:
     assert page.errors == []
 
 
+def test_a_view_reads_as_ready_only_once_its_render_has_landed(page: Any, server: ServerHandle, data: dict) -> None:
+    """Moving from one traces filter to another keeps the old table on screen while the new one loads; if the
+    old one still carried data-ready, whoever waits for it (a script, this suite) would type into a form about
+    to be replaced: the search typed there was lost and the filter applied without it."""
+    open_view(page, server, "#/traces?agent_id=planner", "traces")
+    held: list[Any] = []
+    page.route("**/api/traces?*", lambda route: held.append(route))
+    page.goto(f"{server.url}/#/traces")
+    deadline = time.monotonic() + 15
+    while not held:
+        assert time.monotonic() < deadline, "the traces view never asked for its traces"
+        page.wait_for_timeout(10)
+    assert page.locator("#view[data-ready]").count() == 0
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/traces?*")
+    page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('3 traces')")
+    page.fill("#filter-search", "evil")
+    page.press("#filter-search", "Enter")
+    wait_for_hash(page, "search=evil")
+    page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
+    assert page.errors == []
+
+
 def test_prompts_are_shown_as_text_never_run(page: Any, server: ServerHandle, data: dict) -> None:
     trace_id = data["hostile"][0]["trace_id"]
     open_view(page, server, "#/traces", "traces")
