@@ -50,6 +50,9 @@ class Flight:
     component: Any = None
     stream: bool = False
     active: bool = False
+    #: The response of the first nested event to end (``chat`` → ``complete``), read only if this call's own has
+    #: no usage: most LLMs pass the inner response's ``raw`` on, so reading both would count the same twice.
+    inner_response: Any = None
 
 
 #: Instrumentation span id → frame, for LLM and embedding methods (set at span enter, popped at exit).
@@ -203,7 +206,11 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
     payload = payload or {}
     call = flight.call
     if flight.nested:
-        _add_usage_if_missing(call, _response_of(payload))
+        owner = _OWNED.get(id(call))
+        if owner is None or owner.call is not call:  # another layer's call (a manual ``llm_call``)
+            _add_usage_if_missing(call, _response_of(payload))
+        elif owner.inner_response is None:
+            owner.inner_response = _response_of(payload)
         return
     _deactivate(flight)
     error = payload.get(EventPayload.EXCEPTION)
@@ -220,8 +227,11 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
         call.set_model(usage.model)
     if usage.found:
         _set_usage(call, usage)
-    elif error is None and not (call.span.input_tokens or call.span.output_tokens):
-        call.set_attribute("usage_missing", True)
+    else:
+        if flight.inner_response is not None:
+            _add_usage_if_missing(call, flight.inner_response)
+        if error is None and not (call.span.input_tokens or call.span.output_tokens):
+            call.set_attribute("usage_missing", True)
     if response is not None and capturing():
         call.set_output(response_text(response))
     call.end(error=error, finish_reason=usage.finish_reason)

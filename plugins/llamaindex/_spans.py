@@ -42,6 +42,7 @@ from agentwatch.instrumentation import (
     get_current_agent_scopes,
     get_current_span,
     stop_on_exception,
+    swallow_internal_error,
 )
 
 from ._attach import attach_to
@@ -175,33 +176,32 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
     def class_name(cls) -> str:
         return "AgentWatchSpanHandler"
 
-    @stop_on_exception
+    # Called for every LlamaIndex span (twice per chat()): guarded inline, see ``AgentWatchCallbackHandler``.
     def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any | None = None,
                    parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        client = get_client()
-        if client is None:
-            return
-        parent = OPEN.get(parent_id) if parent_id is not None else None
-        if instance is None:
-            # Workflow steps are plain functions; they are the spans directly under a workflow run.
-            if parent is None or parent.role != "workflow":
+        try:
+            client = get_client()
+            if client is None:
                 return
-            rule = _STEP
-            self._open(client, id_, rule, None, bound_args, tags, _step_agent(bound_args, parent))
-            return
-        else:
+            if instance is None:
+                # Workflow steps are plain functions; they are the spans directly under a workflow run.
+                run = OPEN.get(parent_id) if parent_id is not None else None
+                if run is not None and run.role == "workflow":
+                    self._open(client, id_, _STEP, None, bound_args, tags, _step_agent(bound_args, run))
+                return
             method = _method_of(id_)
-            found = _rule_for(instance, method)
-            if found is None:
+            rule = _rule_for(instance, method)
+            if rule is None:
                 return
-            rule = found
             if rule is _FRAME:
                 FRAMES[id_] = Frame(parent_id, method, instance)
                 attach_to(instance)
                 return
-            if parent is not None and parent.component is instance:
-                return  # the component's own inner method (a tool's __call__ → call)
-        self._open(client, id_, rule, instance, bound_args, tags)
+            parent = OPEN.get(parent_id) if parent_id is not None else None
+            if parent is None or parent.component is not instance:  # else the component's own inner method
+                self._open(client, id_, rule, instance, bound_args, tags)
+        except Exception:
+            swallow_internal_error("AgentWatchSpanHandler.span_enter")
 
     def _open(self, client: Any, id_: str, rule: _Rule, component: Any, bound_args: inspect.BoundArguments,
               tags: dict[str, Any] | None, step_agent: str | None = None) -> None:

@@ -119,6 +119,36 @@ def test_usage_and_cost_from_the_providers_response(memory: agentwatch.InMemoryE
     assert span["cost_usd"] == pytest.approx(float(expected.total_price))
 
 
+@pytest.mark.parametrize("outer_usage", [None, {"prompt_tokens": 7, "completion_tokens": 3}])
+def test_usage_of_the_inner_call_counts_when_the_outer_response_has_none(
+        outer_usage: dict[str, int] | None, memory: agentwatch.InMemoryExporter) -> None:
+    """An integration's ``chat()`` that runs its own ``complete()`` and drops ``raw`` on the way: one call, with the
+    inner response's usage; a ``chat()`` response that reports its own usage is the one counted."""
+    from llama_index.core.base.llms.types import ChatResponse
+    from llama_index.core.llms import ChatMessage
+    from llama_index.core.llms.callbacks import llm_chat_callback
+
+    inner = _counting_llm(raw={"usage": {"prompt_tokens": 1200, "completion_tokens": 80}})
+
+    class DroppingLLM(type(inner)):  # type: ignore[misc]
+        @llm_chat_callback()
+        def chat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+            text = self.complete("hi").text
+            raw = {"usage": outer_usage} if outer_usage else None
+            return ChatResponse(message=ChatMessage(role="assistant", content=text), raw=raw)
+
+    client = agentwatch.init(exporters=[memory])
+    llm = DroppingLLM()
+    assert _call(llm, "chat") == "fine" and llm.requests == 1
+
+    agentwatch.flush()
+    [span] = llm_spans(memory.spans)
+    expected = (7, 3) if outer_usage else (1200, 80)
+    assert (span["input_tokens"], span["output_tokens"]) == expected and span["cost_usd"] > 0
+    assert "usage_missing" not in span["attributes"]
+    assert client.monitor.snapshot()["calls_last_minute"] == 1
+
+
 def test_garbage_usage_is_flagged_not_raised(memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory])
     raw = {"usage": {"prompt_tokens": "lots", "completion_tokens": -4}}
