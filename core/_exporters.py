@@ -276,6 +276,11 @@ class HttpSender:
             return "unreachable"
         delay = self._backoff
         attempts = self._max_retries if retries is None else retries
+        if gzipped and not precompressed:
+            import gzip
+
+            # Once, not once per attempt: a receiver that is down costs the worker up to six compressions a batch.
+            body, precompressed = gzip.compress(body, compresslevel=1), True
         for attempt in range(attempts + 1):
             try:
                 status, data = self.post(path, body, content_type, gzipped=gzipped, precompressed=precompressed)

@@ -12,11 +12,13 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import agentwatch
 from agentwatch._capture import TEXT_LIMIT
+from agentwatch._exporters import HttpSender
 
 
 class _Collector(ThreadingHTTPServer):
@@ -102,6 +104,25 @@ def test_retries_5xx_and_429_then_delivers(collector: _Collector) -> None:
     agentwatch.event("survivor")
     assert agentwatch.flush(15)
     assert "survivor" in {span["name"] for span in collector.spans}
+
+
+def test_a_body_is_compressed_once_however_often_it_is_retried(collector: _Collector,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    collector.statuses = [503, 429, 500]
+    compressed: list[int] = []
+    real_compress = gzip.compress
+
+    def counting_compress(data: bytes, *args: Any, **kwargs: Any) -> bytes:
+        compressed.append(len(data))
+        return real_compress(data, *args, **kwargs)
+
+    monkeypatch.setattr(gzip, "compress", counting_compress)
+    sender = HttpSender(collector.url, backoff=0.01)
+    body = json.dumps([{"name": "retried"}]).encode()
+
+    assert sender.post_with_retries("/api/ingest", body, "application/json")
+    assert len(collector.headers_seen) == 4 and compressed == [len(body)]
+    assert collector.batches == [[{"name": "retried"}]]
 
 
 def test_breaker_records_are_forwarded_to_sdk_alert(collector: _Collector) -> None:
@@ -234,7 +255,7 @@ class _HugeAnswer(BaseHTTPRequestHandler):
 
 
 def test_the_collectors_answer_is_read_only_up_to_a_bound() -> None:
-    from agentwatch._exporters import MAX_ANSWER_BYTES, HttpSender
+    from agentwatch._exporters import MAX_ANSWER_BYTES
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeAnswer)
     server.daemon_threads = True
