@@ -298,8 +298,9 @@ class _Aggregates:
             for tid, t in self.traces.items()
         ])
         if label_rows:
-            # OR IGNORE: a label row left behind for a purged trace whose key is reused is the same row.
-            cursor.executemany("INSERT OR IGNORE INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
+            # Only labels new to their trace come here; OR REPLACE: a row left behind by a purged trace whose key is
+            # reused takes this trace's start (the ``from`` filter reads it, see trace_labels_start).
+            cursor.executemany("INSERT OR REPLACE INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
                                label_rows)
         cursor.executemany(_UPSERT_HOUR, [(hour, *values[:8]) for hour, values in self.hours.items()])
         if self.latency:

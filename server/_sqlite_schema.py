@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS trace_labels (
     start_ns INTEGER NOT NULL,
     PRIMARY KEY (kind, label, tkey)
 ) WITHOUT ROWID;
+-- A label's rows by start: a filter with ``from`` reads only the rows from then on. A row's start_ns is the start of
+-- the spans that brought the label, never before the trace's own start, so these rows include every trace of the
+-- label that starts from then on.
+CREATE INDEX IF NOT EXISTS trace_labels_start ON trace_labels(kind, label, start_ns);
 
 CREATE TABLE IF NOT EXISTS rollup_hour (
     hour INTEGER PRIMARY KEY,
