@@ -82,6 +82,8 @@ class _ToolHooks:
 
 @stop_on_exception
 def _ensure_hooks(agent: Any) -> None:
+    if agent in _hooked:  # every reply after an agent's first: no lock (a lookup is safe while another thread adds)
+        return
     hook_lists = getattr(agent, "hook_lists", None)
     if not isinstance(hook_lists, dict) or _TOOL_INPUTS not in hook_lists or _TOOL_OUTPUTS not in hook_lists:
         return
