@@ -161,7 +161,8 @@ def main() -> int:
         trace_id = some_trace["traces"][0]["trace_id"]
         queries = [
             "/api/traces", "/api/traces?status=error", "/api/traces?status=blocked&sort=cost",
-            "/api/traces?agent_id=writer", "/api/traces?model=gemini-1.5-flash", "/api/traces?search=planner",
+            "/api/traces?agent_id=writer", "/api/traces?agent_id=auditor", "/api/traces?model=gemini-1.5-flash",
+            "/api/traces?search=planner",
             "/api/traces?search=zzz-no-match", "/api/traces?search=" + trace_id[:12],
             "/api/traces?sort=cost&order=desc", "/api/traces?sort=duration&order=asc", "/api/traces?offset=5000",
             f"/api/traces?from={urllib.parse.quote(week)}&agent_id=coder",
