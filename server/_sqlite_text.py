@@ -25,9 +25,10 @@ _CHUNK = 500  # keys per statement, under SQLite's limit on bound parameters
 def ensure_text_index(cursor: sqlite3.Cursor) -> bool:
     """Create the index in this transaction, filled from the traces stored so far (once per database file).
     False where this SQLite has no trigram tokenizer: the search then scans, as it always did."""
-    if cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trace_text'").fetchone():
-        return True
     try:
+        if cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trace_text'").fetchone():
+            cursor.execute("SELECT 1 FROM trace_text LIMIT 0")  # made by a SQLite with the tokenizer: is it here?
+            return True
         # detail=none, columnsize=0: trigrams only, no positions or sizes; the LIKE on ``traces`` decides.
         cursor.execute("CREATE VIRTUAL TABLE trace_text USING fts5(text, tokenize='trigram', detail='none',"
                        " columnsize=0)")
@@ -43,17 +44,14 @@ def ensure_text_index(cursor: sqlite3.Cursor) -> bool:
 
 def index_traces(cursor: sqlite3.Cursor, new: Sequence[int], known: Sequence[int]) -> None:
     """Index the ``new`` traces, and those of the ``known`` whose text a batch changed (a root that named its trace,
-    a label added): rewriting a row's trigrams costs more than comparing its text."""
-    for start in range(0, len(new), _CHUNK):
-        chunk = new[start:start + _CHUNK]
-        # OR REPLACE: a row left behind by a purged trace whose key is reused.
-        cursor.execute(f"INSERT OR REPLACE INTO trace_text (rowid, text) SELECT tkey, {_TEXT} FROM traces"
-                       f" WHERE tkey IN ({','.join('?' * len(chunk))})", chunk)
-    for start in range(0, len(known), _CHUNK):
-        chunk = known[start:start + _CHUNK]
-        cursor.execute(f"INSERT OR REPLACE INTO trace_text (rowid, text) SELECT tkey, {_TEXT} FROM traces"
-                       f" WHERE tkey IN ({','.join('?' * len(chunk))})"
-                       f" AND {_TEXT} IS NOT (SELECT text FROM trace_text WHERE rowid = traces.tkey)", chunk)
+    a label added): rewriting a row's trigrams costs more than comparing its text. OR REPLACE: a row left behind by
+    a purged trace whose key is reused, or a changed text."""
+    changed = f" AND {_TEXT} IS NOT (SELECT text FROM trace_text WHERE rowid = traces.tkey)"
+    for keys, condition in ((new, ""), (known, changed)):
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            cursor.execute(f"INSERT OR REPLACE INTO trace_text (rowid, text) SELECT tkey, {_TEXT} FROM traces"
+                           f" WHERE tkey IN ({','.join('?' * len(chunk))}){condition}", chunk)
 
 
 def unindex_traces(cursor: sqlite3.Cursor, tkeys: Sequence[int]) -> None:
