@@ -37,7 +37,6 @@ from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
 from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
-from ._sqlite_text import ensure_text_index, index_traces, unindex_traces
 from ._stats import HOUR_NS, hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
@@ -339,10 +338,7 @@ class SQLiteStore(Store):
         # keeps that work off the ingest path. The writer's own autocheckpoint is only a safety net.
         self._writer.execute("PRAGMA wal_autocheckpoint=20000")
         self._breakers = BreakerTables()
-        with self._transaction() as cursor:
-            text_index = ensure_text_index(cursor)
-        self._text_index = text_index
-        self._queries = Queries(self._reader, text_index=text_index)
+        self._queries = Queries(self._reader)
         self._sessions = SessionQueries()
         self._version_lock = threading.Lock()
         self._version_connection: sqlite3.Connection | None = None
@@ -489,9 +485,6 @@ class SQLiteStore(Store):
             cursor.execute("RELEASE spans")
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
-                if self._text_index:
-                    index_traces(cursor, [tkeys[tid] for tid in aggregates.traces if tid not in known_traces],
-                                 [known[0] for known in known_traces.values()])
                 add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, event_payload(record), "span", record.trace_id, record.span_id)
@@ -706,8 +699,6 @@ class SQLiteStore(Store):
                 labels = [("agent", agent, tkey) for tkey, agents, _ in rows for agent, _name in _json.loads(agents)]
                 labels += [("model", model, tkey) for tkey, _, models in rows for model in _json.loads(models)]
                 cursor.executemany("DELETE FROM trace_labels WHERE kind = ? AND label = ? AND tkey = ?", labels)
-                if self._text_index:
-                    unindex_traces(cursor, ids)
                 cursor.execute(f"DELETE FROM spans WHERE tkey IN ({marks})", ids)
                 removed["spans"] += cursor.rowcount
                 cursor.execute(f"DELETE FROM traces WHERE tkey IN ({marks})", ids)

@@ -24,7 +24,6 @@ from ._datamodel import (
     trace_dict,
     window_stats_dict,
 )
-from ._sqlite_text import candidates
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
@@ -76,7 +75,7 @@ def _like(text: str) -> str:
 
 _NS_MAX = 2**63 - 1
 _NS_MIN = -(2**63)
-#: A label filter or search text matching at most this many traces is answered from their keys (``_few_traces``).
+#: A label filter matching at most this many traces is answered from the label's own rows (``_few_traces``).
 _FEW = 2000
 
 
@@ -108,9 +107,8 @@ def _hours_where(hours: Range) -> tuple[str, list[int]]:
 
 
 class Queries:
-    def __init__(self, connection: Callable[[], sqlite3.Connection], *, text_index: bool = False) -> None:
+    def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
         self._connection = connection
-        self._text_index = text_index  # the trace_text search index exists (_sqlite_text)
 
     # -- traces ------------------------------------------------------------------------------------------
 
@@ -140,17 +138,12 @@ class Queries:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def _few_traces(self, connection: sqlite3.Connection, query: TraceQuery) -> list[int] | None:
-        """The keys of every trace a rare label or search text can match (at most ``_FEW``), else None.
+        """The keys of every trace a rare label filter can match (at most ``_FEW``), else None.
 
         A label's rows are read from its own index, from ``from`` on: a row's ``start_ns`` is the start of the
         spans that brought the label, never before the trace's own start, so the rows cover every trace that
-        starts after ``from`` (and a few that the other filters then drop). A text's come from the trigram index."""
+        starts after ``from`` (and a few that the other filters then drop)."""
         few: list[int] | None = None
-        text = query.search.strip() if query.search else ""
-        if text and self._text_index:
-            keys = candidates(connection, text, _FEW)
-            if keys is not None and len(keys) <= _FEW:
-                few = keys
         for kind, value in (("agent", query.agent_id), ("model", query.model)):
             if not value:
                 continue
@@ -186,8 +179,8 @@ class Queries:
         where, params = self._filters(query)
         few = self._few_traces(connection, query)
         if few is not None:
-            # A rare agent, model or text: its few traces, filtered and sorted, instead of walking every trace in sort
-            # order and probing each (0.3 s at 5M spans for an agent that ran a few times, or a trace id).
+            # A rare agent or model: its few traces, filtered and sorted, instead of walking every trace in sort
+            # order and probing each for the label (0.3 s at 5M spans for an agent that ran a few times).
             where += (" AND " if where else " WHERE ") + "tkey IN (SELECT value FROM json_each(?))"
             params.append(_json.dumps(few))
         column = _SORT_COLUMNS[query.sort]
