@@ -9,6 +9,11 @@ current one; on SIGTERM it flushes the export queue (bounded by ``timeout``) and
 - previous handler ``SIG_IGN``: returns (the signal stays ignored);
 - previous handler a Python callable (uvicorn, gunicorn, the user's own): calls it with the same arguments.
 
+A forked child (a ``multiprocessing`` worker) gets the handler found before ours back: its parent ends it with
+SIGTERM (``Pool.terminate``) while the child's main thread may wait in C for a lock the parent holds. A Python handler
+runs only once that thread is back in Python; a signal that lands just before the wait, or on another thread, leaves
+it pending and the child waiting forever, where the default action would have ended it.
+
 Signal handlers run on the main thread between two bytecodes, possibly while that thread is inside the
 exporter's ``enqueue`` holding the queue lock that the export worker needs. The handler therefore checks
 that lock first; if it cannot take it, it returns at once and has the signal re-sent a moment later, when
@@ -122,3 +127,21 @@ def _handle(signum: int, frame: FrameType | None) -> Any:
         pass
     os.kill(os.getpid(), signum)
     return None
+
+
+def _forget_in_child() -> None:
+    """After a fork: the child ends on SIGTERM as it would without us (see the module's docstring). No lock is
+    taken: another thread of the parent may have held ``_state_lock`` at the fork."""
+    global _client, _previous
+    if _client is None:
+        return
+    previous, _client, _previous = _previous, None, None
+    try:
+        if signal.getsignal(signal.SIGTERM) is _handle:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    except (ValueError, OSError):  # not the main thread of the main interpreter
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

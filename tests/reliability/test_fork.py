@@ -154,3 +154,39 @@ def test_exporter_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(
         release.set()
         holder.join(10)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_forked_child_ends_on_sigterm_while_its_main_thread_waits_in_c(tmp_path: Path) -> None:
+    """``Pool.terminate`` sends SIGTERM to workers that wait for a lock the parent holds. A Python-level handler runs
+    only when the main thread is back in Python, so a SIGTERM that lands just before the wait, or on another thread,
+    would leave the worker waiting forever (the fork-pool test above hung so, about once in 60 runs). Blocking SIGTERM
+    on the child's main thread makes that certain: the signal goes to the child's export worker thread. The child must
+    end by the signal, as it does without AgentWatch; the parent keeps its flush on SIGTERM."""
+    target = tmp_path / "child.jsonl"
+    result = run_script(f"""
+        import multiprocessing, signal, time, agentwatch
+
+        def child(lock):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})
+            agentwatch.event("child")
+            lock.acquire()  # held by the parent: the main thread waits in C
+
+        if __name__ == "__main__":
+            agentwatch.init(exporters=["jsonl:{target}"], flush_interval=0.05)
+            assert callable(signal.getsignal(signal.SIGTERM))
+            context = multiprocessing.get_context("fork")
+            lock = context.Lock()
+            lock.acquire()
+            process = context.Process(target=child, args=(lock,))
+            process.start()
+            time.sleep(0.5)
+            process.terminate()
+            process.join(10)
+            code = process.exitcode
+            if code is None:
+                process.kill()
+                process.join()
+            print("exitcode", code)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "exitcode -15" in result.stdout, result.stdout
