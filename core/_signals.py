@@ -130,9 +130,10 @@ def _handle(signum: int, frame: FrameType | None) -> Any:
 
 
 def _forget_in_child() -> None:
-    """After a fork: the child ends on SIGTERM as it would without us (see the module's docstring). No lock is
-    taken: another thread of the parent may have held ``_state_lock`` at the fork."""
-    global _client, _previous
+    """After a fork: the child ends on SIGTERM as it would without us (see the module's docstring). The lock is
+    made anew: another thread of the parent may have held it at the fork."""
+    global _client, _previous, _state_lock
+    _state_lock = threading.Lock()
     if _client is None:
         return
     previous, _client, _previous = _previous, None, None

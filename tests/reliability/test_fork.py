@@ -190,3 +190,37 @@ def test_a_forked_child_ends_on_sigterm_while_its_main_thread_waits_in_c(tmp_pat
     """, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "exitcode -15" in result.stdout, result.stdout
+
+
+def test_signal_state_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(tmp_path: Path) -> None:
+    """A thread of the parent inside ``init()``/``shutdown()`` (which take the SIGTERM module's lock) while another
+    forks: the child's own ``shutdown()`` must not wait for a thread that does not exist there."""
+    result = run_script("""
+        import os, threading, agentwatch
+        from agentwatch import _signals
+
+        agentwatch.init(exporters=[])
+        holding, release = threading.Event(), threading.Event()
+
+        def hold():
+            with _signals._state_lock:
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            done = threading.Thread(target=agentwatch.shutdown, daemon=True)
+            done.start()
+            done.join(5)
+            os._exit(3 if done.is_alive() else 0)
+        _, status = os.waitpid(pid, 0)
+        release.set()
+        holder.join(10)
+        agentwatch.shutdown()
+        print("child", os.waitstatus_to_exitcode(status))
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "child 0" in result.stdout, result.stdout
