@@ -17,6 +17,7 @@ from ._capture import bound_text
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
+from ._forking import fork_safe_lock
 from ._limits_backend import window_store_for
 from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "init", "init_provisional", "shutdown", "get_client", "get_state", "register_process_plugin",
            "unregister_process_plugin"]
 
-_lock = threading.RLock()
+_lock = fork_safe_lock(sys.modules[__name__], "_lock", threading.RLock)
 _active: Client | None = None
 #: Plugins registered into every client, including ones created later (e.g. by a test's own init()).
 _process_plugins: dict[str, Any] = {}
@@ -89,7 +90,7 @@ class Client:
         self._sink = _BreakerSink(self)
         self._agents: dict[str, AgentScope] = {}
         self._declared: dict[str, dict[str, Any]] = {}
-        self._agents_lock = threading.Lock()
+        self._agents_lock = fork_safe_lock(self, "_agents_lock")
         global_id = config.agent_name or "global"
         self.monitor = Monitor(
             "global", global_id, store=window_store_for(config, "global", global_id),

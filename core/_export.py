@@ -13,13 +13,13 @@ as delivering spooled batches).
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ._forking import after_fork_in_child
 from ._safe import stop_on_exception
 from ._span import Span
 
@@ -384,5 +384,4 @@ def _after_fork_in_child() -> None:
             processor._reinit_after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)  # after the exporters' locks are new: the worker it starts uses them

@@ -8,10 +8,10 @@ import sys
 import threading
 import time
 import urllib.parse
-import weakref
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from ._forking import fork_safe_lock
 from ._remote_control import CONTROL_HEADER
 from ._safe import logger
 
@@ -71,31 +71,12 @@ def _json_lines(spans: Sequence[dict[str, Any]]) -> str:
         return "".join([line for span in spans for line in (_dumps(span), "\n")])
 
 
-_LOCKED_EXPORTERS: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _fork_safe_lock(owner: object) -> threading.Lock:
-    """A lock that a forked child gets back released: the parent's export worker may hold it at the moment
-    of the fork, and that thread does not exist in the child to release it."""
-    _LOCKED_EXPORTERS.add(owner)
-    return threading.Lock()
-
-
-def _reset_locks_in_child() -> None:
-    for exporter in list(_LOCKED_EXPORTERS):
-        exporter._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_locks_in_child)
-
-
 class InMemoryExporter:
     """Keeps exported spans in ``.spans`` (a list of dicts), for assertions in users' own tests."""
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
-        self._lock = _fork_safe_lock(self)
+        self._lock = fork_safe_lock(self)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         with self._lock:
@@ -126,7 +107,7 @@ class JsonLinesExporter:
 
         self._path = Path(path) if path is not None else None
         self._stream = stream
-        self._lock = _fork_safe_lock(self)
+        self._lock = fork_safe_lock(self)
         # The file stays open between batches (reopened in a forked child): every system call the worker makes
         # gives the GIL away, and a busy program's thread makes it wait up to the switch interval (5 ms) to get
         # it back, so opening and closing the file per batch held the worker to a few batches a second.

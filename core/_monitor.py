@@ -13,7 +13,6 @@ off the common path, where the fleet is handled; the decision itself is the same
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from ._breaker_states import (
     Trip,
     decide,
 )
+from ._forking import fork_safe_lock
 from ._windows import (
     LocalWindowStore,
     ProbeSlot,
@@ -175,7 +175,7 @@ class Monitor:
             self._fleet.windows if self._fleet is not None
             # Only a SharedBreakerStore's evaluate returns a record, and this store is not one.
             else cast(Callable[[float], Violation | None], lambda now: self._store.evaluate(now, False)))
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
         # Set while no limit applies (see ``_limits_changed_locked``): then an admission is only an append here.
         self._pending_calls: deque[float] | None = None
         self._state: str = CLOSED

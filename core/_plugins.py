@@ -15,6 +15,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from ._forking import fork_safe_lock
 from ._safe import logger, stop_on_exception
 
 __all__ = ["PluginManager", "ENTRY_POINT_GROUP", "PostImportHooks", "entry_points_of", "plugin_entry_points",
@@ -256,7 +257,7 @@ class PostImportHooks:
 
     def __init__(self) -> None:
         self._callbacks: dict[str, list[Callable[[ModuleType], None]]] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
         self._searching = threading.local()
 
     def when_imported(self, module_name: str, callback: Callable[[ModuleType], None]) -> None:

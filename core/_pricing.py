@@ -7,9 +7,10 @@ genai-prices takes ~0.3 s to import and ~70 µs per call, so rates are resolved 
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+from ._forking import fork_safe_lock
 
 __all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free"]
 
@@ -316,7 +317,7 @@ def build_index() -> str:
 #: full GC pass then walks). A model priced with its provider named (the usual case: plugins know it) needs only
 #: that provider's entry: its source is cut out of the module and evaluated alone, once per provider.
 _PROVIDER_MARK = "\n    Provider(\n"
-_provider_lock = threading.Lock()
+_provider_lock = fork_safe_lock(sys.modules[__name__], "_provider_lock")
 _provider_sources: dict[str, str] | None = None
 _providers: dict[str, Any] = {}
 
@@ -410,7 +411,7 @@ class Pricer:
     def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self._overrides = dict(overrides or {})
         self._cache: dict[tuple[str | None, str], _Rates] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
 
     def rates(self, model: str, provider: str | None) -> _Rates:
         key = (provider, model)

@@ -9,11 +9,12 @@ The monitors of the enclosing runs are carried in ``RUN_MONITORS`` and checked a
 
 from __future__ import annotations
 
-import threading
+import sys
 from collections import OrderedDict
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
+from ._forking import fork_safe_lock
 from ._windows import TRACE_BUDGET, Violation, reservation_violation, units_to_usd, usd_to_units
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def run_monitor(client: Client, name: str, budget: float, hard_budget: bool | No
 
 
 _keyed: OrderedDict[str, tuple[Any, Monitor]] = OrderedDict()
-_keyed_lock = threading.Lock()
+_keyed_lock = fork_safe_lock(sys.modules[__name__], "_keyed_lock")
 
 
 def keyed_run_monitor(client: Client, key: str, budget: float, hard_budget: bool | None = None) -> Monitor:

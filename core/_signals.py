@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from ._forking import after_fork_in_child, fork_safe_lock
 from ._safe import logger
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ __all__ = ["install", "uninstall", "installed"]
 
 _Handler = Any  # signal.Handlers | Callable[[int, FrameType | None], Any] | int | None
 
-_state_lock = threading.Lock()
+_state_lock = fork_safe_lock(sys.modules[__name__], "_state_lock")
 _client: Client | None = None
 _previous: _Handler = None
 _timeout: float = 5.0
@@ -130,10 +132,8 @@ def _handle(signum: int, frame: FrameType | None) -> Any:
 
 
 def _forget_in_child() -> None:
-    """After a fork: the child ends on SIGTERM as it would without us (see the module's docstring). The lock is
-    made anew: another thread of the parent may have held it at the fork."""
-    global _client, _previous, _state_lock
-    _state_lock = threading.Lock()
+    """After a fork: the child ends on SIGTERM as it would without us (see the module's docstring)."""
+    global _client, _previous
     if _client is None:
         return
     previous, _client, _previous = _previous, None, None
@@ -144,5 +144,4 @@ def _forget_in_child() -> None:
         pass
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
+after_fork_in_child(_forget_in_child)

@@ -192,18 +192,33 @@ def test_a_forked_child_ends_on_sigterm_while_its_main_thread_waits_in_c(tmp_pat
     assert "exitcode -15" in result.stdout, result.stdout
 
 
-def test_signal_state_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(tmp_path: Path) -> None:
-    """A thread of the parent inside ``init()``/``shutdown()`` (which take the SIGTERM module's lock) while another
-    forks: the child's own ``shutdown()`` must not wait for a thread that does not exist there."""
-    result = run_script("""
+#: (the lock a parent thread holds at the fork, what the child then does that needs it)
+_HELD_AT_FORK = {
+    "monitor": ("client.monitor._lock", "agentwatch.get_state()"),
+    "pricer": ("client.pricer._lock", "client.price('gpt-4o-2024-08-06', 'openai', 10, 10)"),
+    "client registry": ("_client._lock", "agentwatch.shutdown()"),
+    "agent scopes": ("client._agents_lock", "client.agent_scope('new-agent')"),
+    "run budgets": ("_run_budget._keyed_lock", "instrumentation.run_budget('thread:t1', 1.0)"),
+    "SIGTERM state": ("_signals._state_lock", "agentwatch.shutdown()"),
+}
+
+
+@pytest.mark.parametrize("held", list(_HELD_AT_FORK), ids=list(_HELD_AT_FORK))
+def test_a_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(held: str, tmp_path: Path) -> None:
+    """A thread of the program in the middle of an LLM call (its monitor's lock), of a price lookup, of init() or
+    shutdown() while another thread forks: the child's own call that needs the same lock must not wait for a
+    thread that does not exist there."""
+    lock, action = _HELD_AT_FORK[held]
+    result = run_script(f"""
         import os, threading, agentwatch
-        from agentwatch import _signals
+        from agentwatch import _client, _run_budget, _signals, instrumentation
 
         agentwatch.init(exporters=[])
+        client = agentwatch.get_client()
         holding, release = threading.Event(), threading.Event()
 
         def hold():
-            with _signals._state_lock:
+            with {lock}:
                 holding.set()
                 release.wait(10)
 
@@ -212,7 +227,7 @@ def test_signal_state_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(
         holding.wait(10)
         pid = os.fork()
         if pid == 0:
-            done = threading.Thread(target=agentwatch.shutdown, daemon=True)
+            done = threading.Thread(target=lambda: {action}, daemon=True)
             done.start()
             done.join(5)
             os._exit(3 if done.is_alive() else 0)
