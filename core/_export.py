@@ -378,10 +378,10 @@ class BatchProcessor:
 _LIVE_PROCESSORS: weakref.WeakSet[BatchProcessor] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
+def _restart_workers_in_child() -> None:
     for processor in list(_LIVE_PROCESSORS):
         if not processor._stopping:
             processor._reinit_after_fork()
 
 
-after_fork_in_child(_after_fork_in_child)  # after the exporters' locks are new: the worker it starts uses them
+after_fork_in_child(_restart_workers_in_child)  # after the exporters' locks are new: the worker it starts uses them

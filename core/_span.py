@@ -7,6 +7,8 @@ import random
 import time
 from typing import Any, Final
 
+from ._forking import after_fork_in_child
+
 __all__ = ["Span", "SPAN_KINDS", "STATUSES", "new_trace_id", "new_span_id"]
 
 SPAN_KINDS: Final = frozenset(
@@ -24,8 +26,7 @@ STATUSES: Final = frozenset({"ok", "error", "blocked"})
 # Seeded from the OS, and again in a forked child so that parent and child never share ids.
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))
 _bits = _rng.getrandbits
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _rng.seed(int.from_bytes(os.urandom(16), "big")))
+after_fork_in_child(lambda: _rng.seed(int.from_bytes(os.urandom(16), "big")))
 _time_ns = time.time_ns
 
 

@@ -79,6 +79,11 @@ _NS_MIN = -(2**63)
 _FEW = 2000
 
 
+def _label_filters(query: TraceQuery) -> list[tuple[str, str]]:
+    """The agent and model filters the query sets, as (trace_labels kind, label)."""
+    return [(kind, value) for kind, value in (("agent", query.agent_id), ("model", query.model)) if value]
+
+
 def split_hours(start: int | None, end: int | None) -> tuple[list[tuple[int, int]], Range | None]:
     """Raw-span edges and the whole-hour middle (as hour numbers) of [start, end)."""
     first = None if start is None else -(-start // HOUR_NS)
@@ -126,8 +131,8 @@ class Queries:
         if query.end_ns is not None:
             clauses.append("start_ns < ?")
             params.append(query.end_ns)
-        for kind, value in (("agent", query.agent_id), ("model", query.model)):
-            if value and kind != driver:
+        for kind, value in _label_filters(query):
+            if kind != driver:
                 clauses.append(_HAS_LABEL.format(kind=kind))
                 params.append(value)
         if query.search and query.search.strip():
@@ -144,9 +149,7 @@ class Queries:
         spans that brought the label, never before the trace's own start, so the rows cover every trace that
         starts after ``from`` (and a few that the other filters then drop)."""
         few: list[int] | None = None
-        for kind, value in (("agent", query.agent_id), ("model", query.model)):
-            if not value:
-                continue
+        for kind, value in _label_filters(query):
             keys = [key for (key,) in connection.execute(
                 "SELECT tkey FROM trace_labels WHERE kind = ? AND label = ? AND start_ns >= ? LIMIT ?",
                 (kind, value, _NS_MIN if query.start_ns is None else query.start_ns, _FEW + 1))]
@@ -157,22 +160,21 @@ class Queries:
     def _count(self, connection: sqlite3.Connection, query: TraceQuery, where: str, params: list[Any]) -> int:
         """How many traces match: a label filter's index range where it alone decides, else (with ``from``) its rows
         from ``from`` on joined to their traces, else every trace that the other filters leave."""
-        labels = [(kind, value) for kind, value in (("agent", query.agent_id), ("model", query.model)) if value]
-        if not labels:
-            return int(connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0])
+        labels = _label_filters(query)
         if len(labels) == 1 and len(params) == 1:
             # One label and nothing else: its index range holds exactly one row per matching trace.
             return int(connection.execute("SELECT count(*) FROM trace_labels WHERE kind = ? AND label = ?",
                                           labels[0]).fetchone()[0])
-        if query.start_ns is None or query.status:
-            # The status index, or the label's whole range: no cheaper than probing each trace.
-            return int(connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0])
-        kind, value = labels[0]
-        rest, rest_params = self._filters(query, driver=kind)
-        return int(connection.execute(
-            "SELECT count(*) FROM (SELECT tkey AS key FROM trace_labels WHERE kind = ? AND label = ? AND start_ns >= ?)"
-            f" AS driver CROSS JOIN traces ON traces.tkey = driver.key{rest}",
-            (kind, value, query.start_ns, *rest_params)).fetchone()[0])
+        # With a status filter its index range is usually the smaller side; without ``from`` the label's whole range
+        # is no cheaper than probing each trace.
+        if labels and query.start_ns is not None and not query.status:
+            kind, value = labels[0]
+            rest, rest_params = self._filters(query, driver=kind)
+            return int(connection.execute(
+                "SELECT count(*) FROM (SELECT tkey AS key FROM trace_labels WHERE kind = ? AND label = ?"
+                f" AND start_ns >= ?) AS driver CROSS JOIN traces ON traces.tkey = driver.key{rest}",
+                (kind, value, query.start_ns, *rest_params)).fetchone()[0])
+        return int(connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0])
 
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         connection = self._connection()
