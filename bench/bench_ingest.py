@@ -1,11 +1,13 @@
 """End-to-end ingest throughput: a real collector process, gzip'd batches of SDK-format spans over HTTP.
 
     python bench/bench_ingest.py [--spans 400000] [--batch 512] [--clients 2] [--workers 2] [--db PATH]
+    python bench/bench_ingest.py --store chdb [--clients 4]
     python bench/bench_ingest.py --sdk [--spans 400000] [--clients 2] [--workers 2] [--trace-size 0]
 
 The collector runs as its own process (``agentwatch serve --workers 2``) on 127.0.0.1. By default client
 threads send pre-built payloads over kept-alive connections, as the SDK's HTTP exporter does, so the number
-measured is the collector's: validate, store, commit, answer.
+measured is the collector's: validate, store, commit, answer. ``--store chdb`` runs the collector on the embedded
+ClickHouse engine instead (``serve --store chdb:///dir``, one process); its spans are counted through the API.
 
 With ``--sdk`` the senders are ``--clients`` real SDK processes (default 2: two agent programs beside a
 two-process collector on a 2-core machine) that record spans through the public API (``agentwatch.llm_call``)
@@ -314,6 +316,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="collector processes (serve --workers)")
     parser.add_argument("--db", type=Path, help="database file (default: a fresh temporary one)")
+    parser.add_argument("--store", choices=("sqlite", "chdb"), default="sqlite",
+                        help="chdb: the collector keeps spans in embedded ClickHouse (one collector process)")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     parser.add_argument("--port", type=int, help="use a collector already running on this port (for profiling)")
     parser.add_argument("--sdk", action="store_true",
@@ -327,6 +331,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.sdk:
         return sdk_main(args)
+    if args.store == "chdb":
+        args.workers = 1  # the embedded engine belongs to one process
 
     print(f"building {args.spans:,} spans in batches of {args.batch} ...", flush=True)
     payloads = build_payloads(args.spans, args.batch, seed=7)
@@ -340,6 +346,8 @@ def main() -> int:
         env.pop("API_KEY", None)
         command = [sys.executable, "-c", _BOOTSTRAP, "serve", "--port", str(port), "--db", str(db),
                    "--log-level", "warning", "--workers", str(args.workers)]
+        if args.store == "chdb":
+            command += ["--store", f"chdb://{Path(scratch) / 'chdb'}"]
         # With --port the collector is someone else's; a sleeping stand-in keeps the clean-up below uniform.
         server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1e6)"] if args.port else command,
                                   env=env)
@@ -362,6 +370,7 @@ def main() -> int:
             elapsed = time.perf_counter() - started
             cpu_after = None if args.port else cpu_seconds(server.pid)
             peak = rss.stop()
+            in_api = stored_spans(port) if args.store == "chdb" else None
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -369,11 +378,14 @@ def main() -> int:
         # Counted in the database file after the collector stopped (unless the collector is someone else's).
         warm_spans = sum(len(json.loads(gzip.decompress(p))) for p in warm)
         stored = count_rows(db)[0] - before - warm_spans if db.exists() and not (args.port and not args.db) else None
+        if in_api is not None:
+            stored = in_api - warm_spans
         counted = sent if stored is None else stored
         latencies.sort()
+        engine = "chdb" if args.store == "chdb" else f"synchronous={args.synchronous}"
         print(f"ingested {counted:,} spans in {elapsed:.2f} s with {args.clients} clients: "
-              f"{counted / elapsed:,.0f} spans/s sustained ({args.workers} collector processes, synchronous="
-              f"{args.synchronous}); {'not counted in the database' if stored is None else 'counted in the database'}")
+              f"{counted / elapsed:,.0f} spans/s sustained ({args.workers} collector processes, {engine}); "
+              f"{'not counted in the database' if stored is None else 'counted in the database'}")
         if stored is not None and stored != sent:
             errors.append(f"{sent:,} spans sent but {stored:,} stored")
         print(f"request latency: p50 {statistics.median(latencies) * 1000:.1f} ms, "
