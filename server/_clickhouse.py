@@ -269,9 +269,8 @@ class ClickHouseStore(Store):
             elif low // HOUR_NS < old // HOUR_NS:
                 deltas[old // HOUR_NS] = deltas.get(old // HOUR_NS, 0) - 1
                 deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
-        if deltas:
-            self._db_conn.insert_columns("trace_starts", {"hour": list(deltas), "traces": list(deltas.values())},
-                                         {"hour": "int64", "traces": "int64"})
+        if deltas:  # a few rows: the row path's fixed cost is half the columnar one's (2 vs 4.7 ms in chdb)
+            self._db_conn.insert("trace_starts", [{"hour": hour, "traces": n} for hour, n in deltas.items()])
 
     def _span_columns(self, records: Sequence[SpanRecord]) -> dict[str, list[Any]]:
         """The spans table's columns for ``records``, numbered on from the last stored seq."""
