@@ -5,7 +5,8 @@ chdb whatever its size), so a collector that stores each small request by itself
 overhead; ClickHouse's own advice is to insert in large blocks. A caller that arrives while a commit runs queues its
 batch and waits for the commit lock; whichever waiting caller takes the lock next commits every queued batch at once
 and hands each caller its own result. No thread and no timer: a lone caller commits at once, as without grouping;
-groups form only when requests overlap, which is when the overhead matters.
+groups form only when requests overlap, which is when the overhead matters. Once they do, a leader waits a few
+milliseconds (``linger``) for as many callers as the last cycle saw.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._size = size
         self._max_size = max_size
         self._linger = linger
-        self._last_group = 1
+        self._callers = 1  # callers seen in the last cycle: its group and those that queued meanwhile
         self._changed = threading.Condition(threading.Lock())
         self._queue: list[_Slot[ItemT, ResultT]] = []
         self._committing = False
@@ -64,8 +65,10 @@ class GroupCommit(Generic[ItemT, ResultT]):
         if not slot.done:
             try:
                 while not slot.done:  # a group full before this slot leaves it for the next one
-                    self._run(self._take())
+                    group = self._take()
+                    self._run(group)
                     with self._changed:
+                        self._callers = len(group) + len(self._queue)
                         self._changed.notify_all()
             finally:
                 with self._changed:
@@ -76,12 +79,13 @@ class GroupCommit(Generic[ItemT, ResultT]):
         return slot.result  # type: ignore[return-value]  # set whenever done without an error
 
     def _take(self) -> list[_Slot[ItemT, ResultT]]:
-        """The next group: queued slots in arrival order while they fit (the first always). When the last group
-        had several callers, waits up to ``linger`` for as many: the callers of a group come back one by one
-        after it is stored, and without the wait the first of them would be stored alone each time."""
+        """The next group: queued slots in arrival order while they fit (the first always). When the last cycle
+        saw several callers (its group, and those that queued while it was stored), waits up to ``linger`` for as
+        many: callers come back one by one after their group is stored, and two clients that send one request at
+        a time would otherwise alternate, each stored alone."""
         with self._changed:
             deadline = time.monotonic() + self._linger
-            while len(self._queue) < self._last_group:
+            while len(self._queue) < self._callers:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -93,7 +97,6 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 taken += 1
                 total += slot.size
             group, self._queue[:taken] = self._queue[:taken], []
-            self._last_group = len(group)
         return group
 
     def _run(self, group: list[_Slot[ItemT, ResultT]]) -> None:
