@@ -62,36 +62,42 @@ def _batches(seed: int, count: int) -> tuple[list[list[SpanRecord]], set[tuple[s
     return batches, keys, {span.trace_id for span in spans}
 
 
-def _ingest_together(store: ClickHouseStore, batches: list[list[SpanRecord]]) -> list[IngestResult]:
+def _ingest_together(store: ClickHouseStore, batches: list[list[SpanRecord]],
+                     ) -> tuple[list[IngestResult | None], list[BaseException]]:
     """The first batch's commit is held until every other request waits behind it, so they form one group."""
     results: list[IngestResult | None] = [None] * len(batches)
+    errors: list[BaseException] = []
 
     def ingest(index: int) -> None:
-        results[index] = store.ingest(batches[index])
+        try:
+            results[index] = store.ingest(batches[index])
+        except Exception as error:
+            errors.append(error)
 
+    threads = [threading.Thread(target=ingest, args=(index,)) for index in range(len(batches))]
+    deadline = time.monotonic() + 10
     with store._write_lock:  # the first commit stops here, after it took its group
-        first = threading.Thread(target=ingest, args=(0,))
-        first.start()
-        deadline = time.monotonic() + 10
+        threads[0].start()
         while store._ingests._queue:
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        others = [threading.Thread(target=ingest, args=(index,)) for index in range(1, len(batches))]
-        for thread in others:
+        for thread in threads[1:]:
             thread.start()
-        while len(store._ingests._queue) < len(others):
+        while len(store._ingests._queue) < len(batches) - 1:
             assert time.monotonic() < deadline
             time.sleep(0.001)
-    for thread in (first, *others):
+    for thread in threads:
         thread.join(60)
-    assert all(result is not None for result in results)
-    return [result for result in results if result is not None]
+        assert not thread.is_alive()
+    return results, errors
 
 
 def test_overlapping_requests_store_each_span_once_and_count_their_own_spans(
         clickhouse_store: ClickHouseStore) -> None:
     batches, keys, traces = _batches(seed=5, count=6)
-    results = _ingest_together(clickhouse_store, batches)
+    answers, errors = _ingest_together(clickhouse_store, batches)
+    assert not errors
+    results = [answer for answer in answers if answer is not None]
     for batch, result in zip(batches, results, strict=True):
         assert result.accepted + result.duplicates == len(batch)
     assert sum(result.accepted for result in results) == len(keys)
@@ -100,8 +106,8 @@ def test_overlapping_requests_store_each_span_once_and_count_their_own_spans(
     assert listed["total"] == len(traces) and {trace["trace_id"] for trace in listed["traces"]} == traces
     assert all(trace["span_count"] == 4 and trace["llm_calls"] == 4 for trace in listed["traces"])
     # A retry of every request is answered as duplicates alone.
-    again = _ingest_together(clickhouse_store, batches)
-    assert [result.accepted for result in again] == [0] * len(batches)
+    again, errors = _ingest_together(clickhouse_store, batches)
+    assert not errors and [result.accepted if result else None for result in again] == [0] * len(batches)
     assert clickhouse_store.metrics(None, None)["spans"] == len(keys)
 
 
@@ -110,29 +116,7 @@ def test_a_batch_the_engine_refuses_fails_alone_and_its_group_is_stored(clickhou
     bad_trace = uuid.uuid4().hex
     bad = [_span(bad_trace, "00000000000000aa", time.time_ns(), input_tokens=2**70)]  # no Int64 holds it
     batches.insert(2, bad)
-    results: list[IngestResult | None] = [None] * len(batches)
-    errors: list[BaseException] = []
-
-    def ingest(index: int) -> None:
-        try:
-            results[index] = clickhouse_store.ingest(batches[index])
-        except Exception as error:
-            errors.append(error)
-
-    with clickhouse_store._write_lock:
-        threads = [threading.Thread(target=ingest, args=(index,)) for index in range(len(batches))]
-        threads[0].start()
-        deadline = time.monotonic() + 10
-        while clickhouse_store._ingests._queue:
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
-        for thread in threads[1:]:
-            thread.start()
-        while len(clickhouse_store._ingests._queue) < len(batches) - 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
-    for thread in threads:
-        thread.join(60)
+    results, errors = _ingest_together(clickhouse_store, batches)
     assert len(errors) == 1 and results[2] is None
     good = [batch for index, batch in enumerate(batches) if index != 2]
     expected = {(span.trace_id, span.span_id) for batch in good for span in batch}
