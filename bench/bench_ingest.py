@@ -43,8 +43,8 @@ _BOOTSTRAP = "import sys; from agentwatch.server._cli import main; sys.exit(main
 _SDK_CLIENT = """
 import json, os, sys, time, agentwatch
 port, count, trace_size, batch = (int(arg) for arg in sys.argv[1:5])
-agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", max_queue_size=count + 1000, max_batch_size=batch,
-                flush_interval=0.05, auto_instrument=False)
+agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", max_queue_size=count + 1000,
+                max_queue_bytes=(count + 1000) * 4096, max_batch_size=batch, flush_interval=0.05, auto_instrument=False)
 started = time.perf_counter()
 done = 0
 while done < count:
