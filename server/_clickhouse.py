@@ -64,7 +64,7 @@ from ._group_commit import GroupCommit
 from ._model import SpanRecord
 from ._sqlite_queries import split_hours
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, model_cost_rows
-from ._store import IngestResult, Store, TraceQuery, first_of_each_span
+from ._store import IngestResult, Store, TraceQuery, first_of_each_span, results_per_batch
 
 __all__ = ["ClickHouseStore"]
 
@@ -322,20 +322,7 @@ class ClickHouseStore(Store):
                         self._add_event_locked(event_payload(record), "span", record.trace_id, record.span_id)
                     elif record.kind == "alert":
                         self._add_sdk_alert_locked(event_payload(record))
-        if len(batches) == 1:
-            return [IngestResult(len(fresh), len(records) - len(fresh))]
-        # A span is accepted in the first batch that carries it, if it was not stored before.
-        unclaimed = {(record.trace_id, record.span_id) for record in fresh}
-        results = []
-        for batch in batches:
-            accepted = 0
-            for record in batch:
-                key = (record.trace_id, record.span_id)
-                if key in unclaimed:
-                    unclaimed.discard(key)
-                    accepted += 1
-            results.append(IngestResult(accepted, len(batch) - accepted))
-        return results
+        return results_per_batch(batches, fresh)
 
     @staticmethod
     def _labels(row: Sequence[Any]) -> tuple[str, str]:

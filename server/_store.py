@@ -15,8 +15,8 @@ from typing import Any, Final
 from ._datamodel import RULE_CONDITIONS
 from ._model import SpanRecord
 
-__all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "SORT_FIELDS", "TRACE_STATUSES",
-           "RULE_CONDITIONS"]
+__all__ = ["Store", "TraceQuery", "IngestResult", "first_of_each_span", "results_per_batch", "SORT_FIELDS",
+           "TRACE_STATUSES", "RULE_CONDITIONS"]
 
 SORT_FIELDS: Final = ("start_time", "end_time", "duration", "cost", "tokens", "spans", "name", "status")
 TRACE_STATUSES: Final = ("ok", "error", "blocked")
@@ -57,6 +57,24 @@ def first_of_each_span(records: Sequence[SpanRecord]) -> dict[tuple[str, str], S
     for record in records:
         unique.setdefault((record.trace_id, record.span_id), record)
     return unique
+
+
+def results_per_batch(batches: Sequence[Sequence[SpanRecord]], fresh: Sequence[SpanRecord]) -> list[IngestResult]:
+    """Each batch's answer when ``batches`` were stored together and ``fresh`` are the spans that were new: a span
+    is accepted in the first batch that carries it, as if the batches had been stored one after the other."""
+    if len(batches) == 1:
+        return [IngestResult(len(fresh), len(batches[0]) - len(fresh))]
+    unclaimed = {(record.trace_id, record.span_id) for record in fresh}
+    results = []
+    for batch in batches:
+        accepted = 0
+        for record in batch:
+            key = (record.trace_id, record.span_id)
+            if key in unclaimed:
+                unclaimed.discard(key)
+                accepted += 1
+        results.append(IngestResult(accepted, len(batch) - accepted))
+    return results
 
 
 class Store(abc.ABC):
