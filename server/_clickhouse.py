@@ -351,18 +351,21 @@ class ClickHouseStore(Store):
     def _traces(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int | None = None,
                 offset: int = 0) -> list[dict[str, Any]]:
         """Trace summaries; ``where`` (on trace_id) and ``having`` (on the t_ columns) hold placeholders of ``p``."""
-        sql = f"FROM ({self._agg(where)}){_where(having)} ORDER BY {order}"
         if limit is None:
+            sql = f"FROM ({self._agg(where)}){_where(having)} ORDER BY {order}"
             rows = self._rows(f"SELECT {_TRACE_COLUMNS} {sql}", p)
-        else:
-            # A page in two steps: its trace ids, from only the aggregates the filters and the sort need (the
-            # engine drops the others, names and labels above all); then the whole rows of those ids alone.
-            sql = f"FROM ({self._lean_agg(where, having, order)}){_where(having)} ORDER BY {order}"
-            ids = [row[0] for row in self._rows(f"SELECT trace_id {sql}{_page(p, limit, offset)}", p)]
-            if not ids:
-                return []
-            return self._traces_by_id(ids)
-        return [trace_dict((*row[:15], *self._labels(row))) for row in rows]
+            return [trace_dict((*row[:15], *self._labels(row))) for row in rows]
+        return self._traces_by_id(self._page_ids(p, where, having, order, limit, offset)[0])
+
+    def _page_ids(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int, offset: int,
+                  counted: bool = False) -> tuple[list[str], int | None]:
+        """A page's trace ids, from only the aggregates the filters and the sort need (the engine drops the
+        others, names and labels above all); the page's rows are then read by id alone. ``counted``: also how
+        many traces match, from the same statement (None when the page is empty: no row carries it)."""
+        sql = f"FROM ({self._lean_agg(where, having, order)}){_where(having)} ORDER BY {order}"
+        columns = "trace_id, count() OVER ()" if counted else "trace_id"
+        rows = self._rows(f"SELECT {columns} {sql}{_page(p, limit, offset)}", p)
+        return [row[0] for row in rows], (int(rows[0][1]) if counted and rows else None)
 
     def _started_in(self, p: Params, start_ns: int | None, end_ns: int | None) -> tuple[list[str], list[str]]:
         """(WHERE, HAVING) for traces that started in [start_ns, end_ns). A trace's first partial aggregate
@@ -522,17 +525,24 @@ class ClickHouseStore(Store):
         where, having = self._trace_filters(p, query)
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
+        filtered = bool(query.status or query.agent_id or query.model or (query.search or "").strip())
         traces = self._newest_page(query)
+        counted = None
         if traces is None:
-            traces = self._traces(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
-                                  query.offset)
-        count = Params()
-        where, having = self._trace_filters(count, query)
+            # A filtered page counts its matches in the same statement: the filters' work (the aggregates of
+            # every matching trace) is done once, not again for the total.
+            ids, counted = self._page_ids(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
+                                          query.offset, counted=filtered)
+            traces = self._traces_by_id(ids)
         if traces and len(traces) < query.limit or not traces and not query.offset:
             total = query.offset + len(traces)  # a short page is the last one
-        elif not (query.status or query.agent_id or query.model or (query.search or "").strip()):
+        elif counted is not None:
+            total = counted
+        elif not filtered:
             total = self._count_traces(query.start_ns, query.end_ns)  # no filter but the time range
-        else:
+        else:  # a page past the end: no row carried the count
+            count = Params()
+            where, having = self._trace_filters(count, query)
             total = self._rows(f"SELECT count() FROM ({self._lean_agg(where, having, '')}){_where(having)}",
                                count)[0][0]
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}

@@ -86,6 +86,18 @@ def test_filters(client: TestClient, populated: dict, params: dict[str, str], ex
     assert ids(answer) == [populated[name][0]["trace_id"] for name in expected]
 
 
+@pytest.mark.parametrize("params", [{"agent_id": "researcher"}, {"search": "gpt-4o"}, {"status": "ok"},
+                                    {"model": "gpt-4o-mini", "sort": "cost"}])
+def test_a_filtered_total_counts_every_match_whatever_the_page(client: TestClient, populated: dict,
+                                                               params: dict[str, str]) -> None:
+    everything = client.get("/api/traces", params=params).json()
+    assert everything["total"] == len(everything["traces"]) >= 2
+    for offset in range(len(everything["traces"]) + 2):  # pages of one, then past the end
+        page = client.get("/api/traces", params={**params, "limit": "1", "offset": str(offset)}).json()
+        assert page["total"] == everything["total"]
+        assert ids(page) == ids(everything)[offset:offset + 1]
+
+
 def test_paging_and_epoch_times(client: TestClient, populated: dict) -> None:
     first = client.get("/api/traces", params={"limit": 2}).json()
     second = client.get("/api/traces", params={"limit": 2, "offset": 2}).json()
