@@ -3,8 +3,8 @@
 ClickHouse writes a part per insert and per materialized view, and every statement has a fixed cost (1.5–5 ms in
 chdb whatever its size), so a collector that stores each small request by itself spends most of its time on that
 overhead; ClickHouse's own advice is to insert in large blocks. A caller that arrives while a commit runs queues its
-batch and waits for the commit lock; whichever waiting caller takes the lock next commits every queued batch at once
-and hands each caller its own result. No thread and no timer: a lone caller commits at once, as without grouping;
+batch and waits; when the commit ends, one waiting caller whose batch was not in it leads the next commit, of every
+batch queued by then, and each caller gets its own result. No thread of its own: a lone caller commits at once;
 groups form only when requests overlap, which is when the overhead matters. Once they do, a leader waits a few
 milliseconds (``linger``) for as many callers as the last cycle saw.
 """
