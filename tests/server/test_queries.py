@@ -62,6 +62,21 @@ def test_root_name_wins_whatever_the_arrival_order(client: TestClient, make_span
     assert client.get(f"/api/traces/{spans[0]['trace_id']}").json()["name"] == "the root"
 
 
+def test_search_finds_a_trace_by_the_name_it_has_now(client: TestClient, make_span: SpanFactory) -> None:
+    spans = make_trace(make_span, calls=2, name="quarterly digest")
+    for span in spans[1:]:
+        span["name"] = "summarise section"
+    trace_id = spans[0]["trace_id"]
+
+    def found(text: str) -> bool:
+        return trace_id in ids(client.get("/api/traces", params={"search": text}).json())
+
+    client.post("/api/ingest", json=spans[1:])  # children first: the trace is named after its earliest span
+    assert found("SUMMARISE") and not found("quarterly")
+    client.post("/api/ingest", json=spans[:1])  # the root names it from now on, whatever came before
+    assert found("Quarterly") and not found("summarise")
+
+
 @pytest.mark.parametrize(("params", "expected"), [
     ({"status": "error"}, ["error"]),
     ({"status": "blocked"}, ["blocked"]),
