@@ -167,6 +167,8 @@ class ConsoleExporter:
 
 #: How much of the collector's answer is read: it is only ever logged (first 300 bytes) on a refusal.
 MAX_ANSWER_BYTES = 64 * 1024
+#: A batch for a collector on this machine larger than this is gzip'd all the same.
+LOOPBACK_RAW_MAX_BYTES = 1024 * 1024
 
 
 def _http_exception() -> type[Exception]:
@@ -193,6 +195,9 @@ class HttpSender:
         self.url = url
         self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         self._parsed = parsed
+        host = parsed.hostname
+        #: The receiver is on this machine: compressing for it costs CPU and saves nothing.
+        self.loopback = host in ("localhost", "::1") or host.startswith("127.") and host.replace(".", "").isdigit()
         self._headers = {"User-Agent": "agentwatch", **(headers or {})}
         self._timeout = timeout
         self._max_retries = max_retries
@@ -348,13 +353,19 @@ class HttpExporter:
         return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
-        body = _gzip(_json_bytes(list(spans)))
-        outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True)
+        body = _json_bytes(list(spans))
+        # A batch for a collector on this machine goes as it is, unless large (captured text): the collector
+        # takes at most 10 MB a body by default, 24 MB inflated. The spool always holds gzip'd batches.
+        gzipped = not self._sender.loopback or len(body) > LOOPBACK_RAW_MAX_BYTES
+        if gzipped:
+            body = _gzip(body)
+        outcome = self._sender.send(self._sender.path, body, "application/json", gzipped=gzipped,
+                                    precompressed=gzipped)
         if outcome == "sent":
             if self._alert_path:
                 self._forward_breaker_records(spans)
             return True
-        if outcome == "unreachable" and self.spool is not None and self.spool.write(body):
+        if outcome == "unreachable" and self.spool is not None and self.spool.write(body if gzipped else _gzip(body)):
             self.spooled += len(spans)
         return False
 

@@ -18,7 +18,7 @@ import pytest
 
 import agentwatch
 from agentwatch._capture import TEXT_LIMIT
-from agentwatch._exporters import HttpSender
+from agentwatch._exporters import LOOPBACK_RAW_MAX_BYTES, HttpExporter, HttpSender
 
 
 class _Collector(ThreadingHTTPServer):
@@ -96,6 +96,30 @@ def test_http_export_is_gzip_batched_and_authenticated(collector: _Collector) ->
     assert all(headers.get("X-API-Key") == "k-123" for headers in collector.headers_seen)
     state = agentwatch.get_state()["exporter"]
     assert state["sent"] >= 120 and state["dropped"] == 0 and state["failed"] == 0
+
+
+def test_a_collector_on_this_machine_gets_batches_as_they_are_unless_large(collector: _Collector) -> None:
+    agentwatch.init(proxy_url=collector.url)
+    for i in range(20):
+        agentwatch.event(f"e{i}")
+    assert agentwatch.flush(5)
+    ingests = [headers for headers in collector.headers_seen if "Content-Encoding" not in headers]
+    assert ingests and {f"e{i}" for i in range(20)} <= {span["name"] for span in collector.spans}
+    # A batch over the raw limit (captured text, say) is compressed all the same: the collector caps plain bodies.
+    exporter = HttpExporter(collector.url)
+    assert exporter.export([{"name": "big", "kind": "span", "input": "x" * (LOOPBACK_RAW_MAX_BYTES + 1)}])
+    assert collector.headers_seen[-1].get("Content-Encoding") == "gzip"
+    assert collector.batches[-1][0]["name"] == "big"
+
+
+@pytest.mark.parametrize(("url", "loopback"), [
+    ("http://localhost:6274/api/ingest", True), ("http://127.0.0.1:6274/api/ingest", True),
+    ("http://127.8.9.10/api/ingest", True), ("http://[::1]:6274/api/ingest", True),
+    ("https://collector.example.com/api/ingest", False), ("http://10.0.0.7:6274/api/ingest", False),
+    ("http://127.example.com/api/ingest", False),
+])
+def test_only_a_collector_on_this_machine_is_sent_uncompressed_batches(url: str, loopback: bool) -> None:
+    assert HttpSender(url).loopback is loopback
 
 
 def test_retries_5xx_and_429_then_delivers(collector: _Collector) -> None:
