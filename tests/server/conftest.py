@@ -8,6 +8,7 @@ those runs skip, or fail when ``AGENTWATCH_REQUIRE_SERVICES=1`` (CI).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +26,9 @@ from fastapi.testclient import TestClient
 from agentwatch.server import ServerHandle, Settings, SQLiteStore, create_app, start_background
 from agentwatch.server._signing import ReportSigner
 from tests.server.aw_helpers import SpanFactory, WebhookHandler, span_factory
+
+if TYPE_CHECKING:
+    from agentwatch.server._clickhouse import ClickHouseStore
 
 
 @pytest.fixture(autouse=True)
@@ -95,25 +99,40 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextlib.contextmanager
+def _fresh_clickhouse_store(kind: str, request: pytest.FixtureRequest) -> Iterator[ClickHouseStore]:
+    """A ClickHouse store on a database of its own: over chdb (``clickhouse``) or on the server (``clickhouse-server``);
+    dropped after."""
+    from agentwatch.server._clickhouse import ClickHouseStore
+
+    database = f"t_{uuid.uuid4().hex}"
+    if kind == "clickhouse-server":
+        opened = ClickHouseStore(f"clickhouse://{request.getfixturevalue('clickhouse_server')}/{database}")
+    else:
+        opened = ClickHouseStore(f"chdb://{request.getfixturevalue('chdb_dir')}?database={database}")
+    try:
+        yield opened
+    finally:
+        opened.drop_database()
+        opened.close()
+
+
 @pytest.fixture
 def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) -> Iterator[TestClient]:
     if store_kind == "sqlite":
         with TestClient(create_app(settings=settings), base_url="http://localhost") as test_client:
             yield test_client
         return
-    from agentwatch.server._clickhouse import ClickHouseStore
+    with _fresh_clickhouse_store(store_kind, request) as opened, \
+            TestClient(create_app(store=opened, settings=settings), base_url="http://localhost") as test_client:
+        yield test_client
 
-    database = f"t_{uuid.uuid4().hex}"
-    if store_kind == "clickhouse-server":
-        opened = ClickHouseStore(f"clickhouse://{request.getfixturevalue('clickhouse_server')}/{database}")
-    else:
-        opened = ClickHouseStore(f"chdb://{request.getfixturevalue('chdb_dir')}?database={database}")
-    try:
-        with TestClient(create_app(store=opened, settings=settings), base_url="http://localhost") as test_client:
-            yield test_client
-    finally:
-        opened.drop_database()
-        opened.close()
+
+@pytest.fixture(params=["clickhouse", "clickhouse-server"])
+def clickhouse_store(request: pytest.FixtureRequest) -> Iterator[ClickHouseStore]:
+    """The ClickHouse store by itself, over chdb and on the server."""
+    with _fresh_clickhouse_store(request.param, request) as opened:
+        yield opened
 
 
 @pytest.fixture

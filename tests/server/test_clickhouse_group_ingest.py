@@ -8,31 +8,12 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from agentwatch.server._clickhouse import ClickHouseStore
 from agentwatch.server._model import SpanRecord
 from agentwatch.server._store import IngestResult, TraceQuery
 
 HOUR_NS = 3_600 * 10**9
-
-
-@pytest.fixture(params=["chdb", "clickhouse-server"])
-def clickhouse_store(request: pytest.FixtureRequest) -> Iterator[ClickHouseStore]:
-    database = f"t_{uuid.uuid4().hex}"
-    if request.param == "chdb":
-        chdb_dir: Path = request.getfixturevalue("chdb_dir")
-        store = ClickHouseStore(f"chdb://{chdb_dir}?database={database}")
-    else:
-        store = ClickHouseStore(f"clickhouse://{request.getfixturevalue('clickhouse_server')}/{database}")
-    try:
-        yield store
-    finally:
-        store.drop_database()
-        store.close()
 
 
 def _span(trace_id: str, span_id: str, start_ns: int, parent: str | None = None, input_tokens: int = 10,
