@@ -6,8 +6,9 @@ there, off the program's thread; when the queue is full (in spans, or in estimat
 are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
 
 Exporters may also have ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
-down is not waited for) and ``on_idle()`` (called by the worker after each drain, for background work such
-as delivering spooled batches).
+down is not waited for), ``begin_flush()`` (called by the worker before it drains for ``force_flush``, so that
+a receiver known to be down is tried once more and what it missed delivered) and ``on_idle()`` (called by the
+worker after each drain, for background work such as delivering spooled batches).
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ class BatchProcessor:
         self._max_queue_bytes = max_queue_bytes
         hooks = (getattr(exporter, "on_idle", None) for exporter in self._exporters)
         self._idle_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
+        hooks = (getattr(exporter, "begin_flush", None) for exporter in self._exporters)
+        self._flush_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
         self._max_batch_size = max_batch_size
         self._flush_interval = flush_interval
         self._on_batch = on_batch
@@ -266,6 +269,9 @@ class BatchProcessor:
                 flush_target = self._flush_requests
                 flushing = flush_target != self._flushes_done
             stopping = self._stopping
+            if flushing and not stopping:
+                for hook in self._flush_hooks:
+                    stop_on_exception(hook)()
             self._drain(everything=flushing or stopping)
             if not stopping:
                 for hook in self._idle_hooks:
@@ -331,10 +337,12 @@ class BatchProcessor:
             return self._queued_bytes_locked()
 
     def stats(self) -> dict[str, int]:
-        # "failed" counts spans not delivered; of those, "spooled" were kept on disk for a later run.
+        # "failed" counts spans not delivered; of those, "spooled" were kept on disk for later. "unspooled": spans
+        # delivered from the spool since (this run's, or an earlier run's).
         spooled = sum(int(getattr(exporter, "spooled", 0)) for exporter in self._exporters)
+        unspooled = sum(int(getattr(exporter, "unspooled", 0)) for exporter in self._exporters)
         return {"queued": self.queued, "queued_bytes": self.queued_bytes, "sent": self.sent,
-                "dropped": self.dropped, "failed": self.failed, "spooled": spooled}
+                "dropped": self.dropped, "failed": self.failed, "spooled": spooled, "unspooled": unspooled}
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export everything queued now; True if that finished within ``timeout`` seconds."""

@@ -256,9 +256,11 @@ class HttpSender:
         return response.status, data
 
     def send(self, path: str, body: bytes, content_type: str, *, gzipped: bool = True,
-             precompressed: bool = False, retries: int | None = None) -> str:
+             precompressed: bool = False, retries: int | None = None, retries_unanswered: int | None = None) -> str:
         """POST with retries: ``"sent"``, ``"refused"`` (an answer that retrying cannot change) or
-        ``"unreachable"`` (connection errors, 5xx, 429: worth keeping for later).
+        ``"unreachable"`` (connection errors, 5xx, 429: worth keeping for later). ``retries_unanswered``: fewer
+        retries after an attempt that got no answer at all (refused, reset, timed out) than after a 5xx or 429,
+        for a caller that has somewhere to keep the body meanwhile.
 
         While shutting down at most one attempt is made, and none once the receiver is known down, so
         that exit is not held up by a receiver that is not there.
@@ -271,10 +273,12 @@ class HttpSender:
             # Once, not once per attempt: a receiver that is down costs the worker up to six compressions a batch.
             body, precompressed = _gzip(body), True
         for attempt in range(attempts + 1):
+            last = attempt == attempts
             try:
                 status, data = self.post(path, body, content_type, gzipped=gzipped, precompressed=precompressed)
             except (OSError, _http_exception()) as error:
                 problem = f"{type(error).__name__}: {error}"
+                last = last or retries_unanswered is not None and attempt >= retries_unanswered
             else:
                 if 200 <= status < 300:  # any 2xx: our collector answers 202, like ATP receivers
                     self.down = False
@@ -289,7 +293,7 @@ class HttpSender:
                 self._warned = True
                 logger.warning("agentwatch: %s at %s not reachable (%s); spans are buffered and retried, the "
                                "program carries on", self._what, self.url, problem)
-            if attempt == attempts or self._stopped.wait(delay * (0.5 + random.random())):
+            if last or self._stopped.wait(delay * (0.5 + random.random())):
                 return "unreachable"
             delay = min(delay * 2, self._max_backoff)
         return "unreachable"
@@ -312,16 +316,28 @@ class HttpSender:
 
 
 class HttpExporter:
-    """Sends gzip'd JSON batches of span dicts to the collector's ``/api/ingest``.
+    """Sends JSON batches of span dicts to the collector's ``/api/ingest`` (gzip'd unless it is on this machine).
 
     A batch the collector could not take (down, or retries exhausted) goes to ``spool`` when one is given;
     the export worker delivers spooled batches later, in this run or the next, once the collector answers.
+    With a spool, a batch the collector does not answer is retried in place at most once (``SPOOLED_RETRIES``;
+    a 5xx or 429 answer gets the whole retry budget), and while the collector is known down batches go to the
+    spool without an attempt, but for one attempt every ``PROBE_INTERVAL``: the worker never sleeps out a retry
+    budget per batch while spans pile up behind it and the oldest are dropped, and ``flush()`` is not held up
+    by retries.
     """
 
     #: Spooled batches delivered per worker wake-up, so that new spans are not held up behind a large spool.
     SPOOL_FILES_PER_WAKE = 8
+    #: Spooled batches delivered by a flush (``begin_flush``), which asks for everything to reach the collector.
+    SPOOL_FILES_PER_FLUSH = 256
     #: How long to leave the spool alone after the collector failed to take a spooled batch.
-    SPOOL_RETRY_AFTER = 30.0
+    SPOOL_RETRY_AFTER = 5.0
+    #: While the collector is known down: how often a batch is tried instead of going straight to the spool.
+    PROBE_INTERVAL = 5.0
+    #: Retries in place for a batch that has a spool to go to when the collector does not answer: one, for a
+    #: kept-alive connection it closed or a restart in progress; the spool is the retry after that.
+    SPOOLED_RETRIES = 1
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0, max_retries: int = 5,
                  backoff: float = 0.5, max_backoff: float = 8.0, spool: Spool | None = None) -> None:
@@ -335,8 +351,14 @@ class HttpExporter:
         self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
         self.spool = spool
         self.spooled = 0
+        #: Spans (of this run or an earlier one) delivered from the spool, and the batches that held them.
+        self.unspooled = 0
         self.unspooled_batches = 0
         self._spool_next_check = 0.0
+        self._spool_files_per_wake = self.SPOOL_FILES_PER_WAKE
+        self._retries_before_spool = min(max_retries, self.SPOOLED_RETRIES)
+        #: While the collector is known down, when the next batch may try it (0: no outage known).
+        self._probe_at = 0.0
         #: Where the collector's operator-control feed is, and who follows it (set by ``_remote_control``).
         self.control_path = path.rsplit("/ingest", 1)[0] + "/control" if "/ingest" in path else None
         self.control: Any = None
@@ -359,14 +381,27 @@ class HttpExporter:
         gzipped = not self._sender.loopback or len(body) > LOOPBACK_RAW_MAX_BYTES
         if gzipped:
             body = _gzip(body)
-        outcome = self._sender.send(self._sender.path, body, "application/json", gzipped=gzipped,
-                                    precompressed=gzipped)
+        spool = self.spool
+        sender = self._sender
+        if spool is not None and sender.down and time.monotonic() < self._probe_at:
+            outcome = "unreachable"  # known down: kept for later without an attempt
+        else:
+            # With a spool: an answering collector (5xx, 429) gets the whole retry budget, one that does not answer
+            # one retry; a probe of a collector known down, none.
+            outcome = sender.send(sender.path, body, "application/json", gzipped=gzipped, precompressed=gzipped,
+                                  retries=0 if spool is not None and sender.down else None,
+                                  retries_unanswered=None if spool is None else self._retries_before_spool)
         if outcome == "sent":
+            if self._probe_at:  # back after an outage: what it missed goes at the next wake-up
+                self._probe_at = self._spool_next_check = 0.0
             if self._alert_path:
                 self._forward_breaker_records(spans)
             return True
-        if outcome == "unreachable" and self.spool is not None and self.spool.write(body if gzipped else _gzip(body)):
-            self.spooled += len(spans)
+        if outcome == "unreachable":
+            if sender.down:
+                self._probe_at = time.monotonic() + self.PROBE_INTERVAL
+            if spool is not None and spool.write(body if gzipped else _gzip(body), len(spans)):
+                self.spooled += len(spans)
         return False
 
     def _forward_breaker_records(self, spans: Sequence[dict[str, Any]]) -> None:
@@ -385,30 +420,42 @@ class HttpExporter:
         if self.control is not None and not self._sender.stopping:
             self.control.on_idle()
         spool = self.spool
-        if spool is None or self._sender.stopping or time.monotonic() < self._spool_next_check:
+        now = time.monotonic()
+        if spool is None or self._sender.stopping or now < self._spool_next_check or \
+                self._sender.down and now < self._probe_at:
             return
-        pending = spool.pending(self.SPOOL_FILES_PER_WAKE + 1)
-        for path in pending[:self.SPOOL_FILES_PER_WAKE]:
+        per_wake, self._spool_files_per_wake = self._spool_files_per_wake, self.SPOOL_FILES_PER_WAKE
+        pending = spool.pending(per_wake + 1)
+        for path in pending[:per_wake]:
             body = spool.read(path)
             if body is None:  # another process delivered it meanwhile
                 continue
             outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True, retries=0)
             if outcome == "unreachable":
-                self._spool_next_check = time.monotonic() + self.SPOOL_RETRY_AFTER
+                self._spool_next_check = self._probe_at = time.monotonic() + self.SPOOL_RETRY_AFTER
                 return
+            self._probe_at = 0.0
             # "refused" (e.g. a file mangled on disk) cannot improve by retrying: drop it, as a refused batch is.
             spool.remove(path)
             if outcome == "sent":
                 self.unspooled_batches += 1
+                self.unspooled += spool.spans_in(path)
         # Nothing left: look again in a while (another process may spool meanwhile); more left: next wake-up.
-        more = len(pending) > self.SPOOL_FILES_PER_WAKE
+        more = len(pending) > per_wake
         self._spool_next_check = time.monotonic() + (0.0 if more else 5.0)
+
+    def begin_flush(self) -> None:
+        """A flush wants everything at the collector: a collector known down is tried again at once (one attempt,
+        as at exit), and if it answers, this wake-up delivers more of the spool than usual."""
+        self._probe_at = self._spool_next_check = 0.0
+        self._spool_files_per_wake = self.SPOOL_FILES_PER_FLUSH
 
     def begin_shutdown(self) -> None:
         self._sender.begin_shutdown()
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        return True
+        """False while the collector is known down: what the flush exported went to the spool, or was lost."""
+        return not self._sender.down
 
     def shutdown(self) -> None:
         self._sender.stop()

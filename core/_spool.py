@@ -82,8 +82,9 @@ class Spool:
                 pass
         return total
 
-    def write(self, gzipped_batch: bytes) -> bool:
-        """Keep one batch (already gzip'd JSON); False if the spool is full (the batch is then dropped)."""
+    def write(self, gzipped_batch: bytes, spans: int = 0) -> bool:
+        """Keep one batch (already gzip'd JSON) of ``spans`` spans; False if the spool is full (the batch is then
+        dropped). The count goes in the file's name, for ``spans_in``."""
         if self._size is None or self._size + len(gzipped_batch) > self.max_bytes \
                 or self._written_since_count > self.max_bytes // 16:
             self._size = self.size()
@@ -95,7 +96,7 @@ class Spool:
                 logger.warning("agentwatch: spool %s is full (%d bytes); further undelivered spans are dropped",
                                self.directory, self.max_bytes)
             return False
-        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}-{max(spans, 0)}"
         temporary = self.directory / f".{name}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,12 @@ class Spool:
 
     def pending(self, limit: int) -> list[Path]:
         return self._files()[:limit]
+
+    @staticmethod
+    def spans_in(path: Path) -> int:
+        """How many spans the batch in ``path`` holds, from its name (0 if a file of an older release)."""
+        parts = path.name.removesuffix(_SUFFIX).split("-")
+        return int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
 
     @staticmethod
     def read(path: Path) -> bytes | None:

@@ -433,3 +433,14 @@ def test_spool_bound_holds_with_other_writers_and_frees_room_after_delivery(tmp_
         Spool.remove(path)
     assert first.write(os.urandom(3_000)) and second.write(os.urandom(3_000))
     assert first.size() <= 64_000
+
+
+def test_a_spooled_batch_names_its_span_count(tmp_path: Path) -> None:
+    from agentwatch._spool import Spool
+
+    spool = Spool(tmp_path, "http://collector/api/ingest")
+    assert spool.write(b"batch", 37)
+    [path] = spool.pending(10)
+    assert Spool.spans_in(path) == 37
+    # A file an earlier release spooled (no count in its name) is delivered all the same, counted as 0.
+    assert Spool.spans_in(path.with_name("00000000000000000001-12-abcd1234.json.gz")) == 0

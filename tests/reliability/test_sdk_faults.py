@@ -81,16 +81,21 @@ def test_faulty_collector_costs_the_user_no_latency_and_no_error(
     agentwatch.shutdown(timeout=1.0)
 
 
-def _collector_comes_back(tmp_path: Path, *, produced_calls: int, cap: int) -> tuple[dict[str, int], list[str],
-                                                                                         list[dict[str, Any]]]:
+def _collector_comes_back(tmp_path: Path, *, produced_calls: int, cap: int, spool: bool = True,
+                          ) -> tuple[dict[str, int], list[str], list[dict[str, Any]]]:
     port = free_port()
     memory = agentwatch.InMemoryExporter()
     agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", exporters=["http", memory],
-                    flush_interval=0.05, max_batch_size=100, max_queue_size=cap)
+                    flush_interval=0.05, max_batch_size=100, max_queue_size=cap,
+                    **({} if spool else {"spool_dir": ""}))
     model = UsageChatModel()
     for i in range(produced_calls):
         model.invoke(f"q{i}")
-    time.sleep(1.0)  # the worker has failed at least once and is backing off
+    time.sleep(1.0)  # the worker has failed at least once and knows the collector is down
+    if spool:
+        started = time.monotonic()
+        assert not agentwatch.flush(30)  # nothing could be delivered...
+        assert time.monotonic() - started < 2.0  # ...and a flush is not held up by retries: all went to the spool
     db = tmp_path / "back.db"
     with start_background(port=port, db_path=db):
         assert agentwatch.flush(30)
@@ -99,17 +104,50 @@ def _collector_comes_back(tmp_path: Path, *, produced_calls: int, cap: int) -> t
     return state, stored, memory.spans
 
 
-def test_spans_wait_for_the_collector_and_all_arrive(tmp_path: Path) -> None:
+def test_spans_of_an_outage_go_to_the_spool_and_all_arrive_when_the_collector_is_back(tmp_path: Path) -> None:
     calls = scale(600, 6_000)
     state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=10_000)
-    assert state == {"queued": 0, "queued_bytes": 0, "sent": calls + 1, "dropped": 0, "failed": 0, "spooled": 0}
+    assert state["queued"] == state["dropped"] == 0
+    assert state["sent"] + state["failed"] == calls + 1
+    # Every span the collector missed was kept on disk, and the flush after its return delivered them.
+    assert state["failed"] == state["spooled"] == state["unspooled"] > 0, state
+    assert len(stored) == len(set(stored)) == calls + 1
+    assert set(stored) == {span["span_id"] for span in exported}
+
+
+def test_a_long_outage_spools_spans_instead_of_dropping_them(tmp_path: Path) -> None:
+    """The queue holds a second's worth of spans; 3,000 are made over three seconds while the collector is down.
+    The worker does not sit out a retry budget per batch (which filled the queue and dropped the oldest): after
+    one retry the collector is known down, tried once per ``PROBE_INTERVAL``, and every batch in between goes
+    straight to the spool."""
+    url = f"http://127.0.0.1:{free_port()}/api/ingest"
+    agentwatch.init(proxy_url=url, flush_interval=0.05, max_batch_size=50, max_queue_size=1_000)
+    for i in range(3_000):
+        agentwatch.event(f"e{i}")
+        if i % 100 == 99:
+            time.sleep(0.1)  # 1,000 spans a second
+    started = time.monotonic()
+    assert not agentwatch.flush(10)
+    assert time.monotonic() - started < 2.0
+    state = _exporter_state()
+    assert state["dropped"] == 0 and state["sent"] == 0 and state["queued"] == 0, state
+    assert state["failed"] == state["spooled"] == 3_001, state
+    agentwatch.shutdown(timeout=1.0)
+
+
+def test_without_a_spool_spans_wait_in_the_queue_and_all_arrive(tmp_path: Path) -> None:
+    calls = scale(600, 6_000)
+    state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=10_000, spool=False)
+    assert state == {"queued": 0, "queued_bytes": 0, "sent": calls + 1, "dropped": 0, "failed": 0, "spooled": 0,
+                     "unspooled": 0}
     assert len(stored) == len(set(stored)) == calls + 1
     assert set(stored) == {span["span_id"] for span in exported}
 
 
 def test_overflow_is_counted_and_the_rest_arrives(tmp_path: Path) -> None:
+    # Without a spool the batch in flight waits out its retries, and the queue overflows behind it.
     calls, cap = scale(1_000, 10_000), 200
-    state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=cap)
+    state, stored, exported = _collector_comes_back(tmp_path, produced_calls=calls, cap=cap, spool=False)
     produced = calls + 1
     assert state["failed"] == 0 and state["queued"] == 0
     assert state["sent"] + state["dropped"] == produced, state
@@ -131,3 +169,46 @@ def test_shutdown_with_the_collector_down_is_bounded_and_counts_everything() -> 
     assert wait_until(lambda: processor.queued == 0 and not processor._worker.is_alive(), 5.0)
     assert processor.sent == 0
     assert processor.dropped + processor.failed == 2_001
+
+
+def _spans(count: int, name: str) -> list[dict[str, Any]]:
+    return [{"trace_id": "t" * 32, "span_id": f"{name}{n:012x}", "kind": "event", "name": name}
+            for n in range(count)]
+
+
+def test_a_collector_that_does_not_answer_is_probed_once_per_interval_and_batches_between_are_spooled(
+        tmp_path: Path, fault_server: Callable[..., FaultServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentwatch._exporters import HttpExporter
+    from agentwatch._spool import Spool
+
+    monkeypatch.setattr(HttpExporter, "PROBE_INTERVAL", 0.5)
+    server = fault_server("close")  # reads each request, then hangs up without an answer
+    spool = Spool(tmp_path, server.url)
+    exporter = HttpExporter(server.url, backoff=0.01, spool=spool)
+    try:
+        assert exporter.export(_spans(3, "a")) is False
+        assert server.requests == 2  # the attempt and one retry (not the five of the retry budget)
+        for name in ("b", "c"):  # known down: kept for later without an attempt
+            assert exporter.export(_spans(2, name)) is False
+        assert server.requests == 2
+        time.sleep(0.6)
+        assert exporter.export(_spans(1, "d")) is False
+        assert server.requests == 3  # the probe: one attempt, no retry
+        assert exporter.spooled == 8 and len(spool.pending(10)) == 4
+        assert sorted(Spool.spans_in(path) for path in spool.pending(10)) == [1, 2, 2, 3]
+    finally:
+        exporter.shutdown()
+
+
+def test_an_answering_collector_keeps_the_whole_retry_budget(
+        tmp_path: Path, fault_server: Callable[..., FaultServer]) -> None:
+    from agentwatch._exporters import HttpExporter
+    from agentwatch._spool import Spool
+
+    server = fault_server("status", status=503)  # up, but overloaded: worth retrying in place
+    exporter = HttpExporter(server.url, backoff=0.01, max_retries=3, spool=Spool(tmp_path, server.url))
+    try:
+        assert exporter.export(_spans(2, "a")) is False
+        assert server.requests == 4 and exporter.spooled == 2
+    finally:
+        exporter.shutdown()
