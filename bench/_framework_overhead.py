@@ -16,10 +16,12 @@ instructions, 3.6 µs in ``bench_core``), is what AgentWatch adds in core cycles
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import cProfile
 import gc
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -54,12 +56,18 @@ def collector(wanted: bool) -> Iterator[str | None]:
         yield url
 
 
+def scratch_dir(prefix: str) -> str:
+    """A temporary directory removed when the bench exits (after AgentWatch's own exit flush, registered later)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def init_settings(collector_url: str | None) -> dict[str, dict[str, Any]]:
     """``init()`` keyword arguments per instrumented mode: only where to send (and spool), as a user would."""
-    modes: dict[str, dict[str, Any]] = {
-        "down": {"proxy_url": DOWN_URL, "spool_dir": tempfile.mkdtemp(prefix="aw-bench-fw-")}}
+    modes: dict[str, dict[str, Any]] = {"down": {"proxy_url": DOWN_URL, "spool_dir": scratch_dir("aw-bench-fw-")}}
     if collector_url is not None:
-        modes["up"] = {"proxy_url": collector_url, "spool_dir": tempfile.mkdtemp(prefix="aw-bench-fw-")}
+        modes["up"] = {"proxy_url": collector_url, "spool_dir": scratch_dir("aw-bench-fw-")}
     return modes
 
 
