@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_profile:
             agentwatch.init(**settings["down"])
             try:
-                for name in ("agentchat create()", "ag2 OpenAIWrapper.create()"):
+                for name in cases:  # every path: a regression shows where it lands
                     profiles.append(profile_summary(cases[name], 2000, f"down, {name}"))
             finally:
                 agentwatch.shutdown()
@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    if pending:  # gather() of nothing makes a future on the default loop, which this loop refuses to run
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
     print(median_table(f"AutoGen / AG2, {args.rounds} interleaved rounds x {args.calls} calls; medians; "

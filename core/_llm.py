@@ -97,6 +97,8 @@ def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_
 def _field(data: Any, name: str) -> Any:
     if data is None:
         return None
+    if data.__class__ is dict:  # the usual usage payload: no isinstance against the Mapping ABC
+        return data.get(name)
     return data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
 
 
