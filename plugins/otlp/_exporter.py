@@ -27,11 +27,14 @@ def _parse_pairs(raw: str) -> dict[str, str]:
 
 
 class OtlpExporter:
+    """``compression``: ``"gzip"`` or ``"none"``; unset, batches are gzip'd except for a receiver on this machine
+    (a local OpenTelemetry Collector, Phoenix), where compressing costs the export worker CPU and saves nothing."""
+
     def __init__(self, endpoint: str = f"{_DEFAULT_ENDPOINT}/v1/traces", *, headers: Mapping[str, str] | None = None,
-                 timeout: float = 10.0, compression: str = "gzip",
+                 timeout: float = 10.0, compression: str | None = None,
                  resource_attributes: Mapping[str, Any] | None = None) -> None:
         self._sender = HttpSender(endpoint, headers=dict(headers or {}), timeout=timeout, what="OTLP receiver")
-        self._gzip = compression == "gzip"
+        self._gzip = compression == "gzip" if compression else not self._sender.loopback
         self._resource = {"service.name": "agentwatch", "telemetry.sdk.name": "agentwatch",
                           **(resource_attributes or {})}
 
@@ -49,7 +52,7 @@ class OtlpExporter:
         if env.get("OTEL_SERVICE_NAME"):
             resource["service.name"] = env["OTEL_SERVICE_NAME"]
         return cls(endpoint, headers=headers, timeout=float(timeout_ms) / 1000,
-                   compression=compression or "gzip", resource_attributes=resource)
+                   compression=compression or None, resource_attributes=resource)
 
     @property
     def endpoint(self) -> str:

@@ -200,3 +200,23 @@ def test_provider_messages_with_tools_become_typed_parts() -> None:
     assert output_messages("It is sunny.", "end_turn") == [
         {"role": "assistant", "parts": [{"type": "text", "content": "It is sunny."}], "finish_reason": "stop"}]
     assert input_messages([{"role": "human", "content": "hi"}])[0]["role"] == "user"
+
+
+@pytest.mark.parametrize(("setting", "compressed"), [(None, False), ("gzip", True), ("none", False)])
+def test_a_receiver_on_this_machine_gets_plain_batches_unless_gzip_is_asked_for(
+        receiver: _Receiver, monkeypatch: pytest.MonkeyPatch, setting: str | None, compressed: bool) -> None:
+    if setting is not None:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", setting)
+    agentwatch.init(exporters=["otlp"])
+    agentwatch.event("sent")
+    assert agentwatch.flush(5)
+    assert "sent" in {span.name for _, span in receiver.spans()}
+    assert {headers.get("Content-Encoding") for headers in receiver.headers_seen} == {"gzip" if compressed else None}
+
+
+def test_a_remote_receiver_gets_gzip_by_default() -> None:
+    from agentwatch.plugins.otlp import OtlpExporter
+
+    assert OtlpExporter("https://otel.example.com/v1/traces")._gzip
+    assert not OtlpExporter("https://otel.example.com/v1/traces", compression="none")._gzip
+
