@@ -5,7 +5,9 @@ worker wakes on a full batch or every ``flush_interval`` and builds the export r
 there, off the program's thread; when the queue is full (in spans, or in estimated bytes) the oldest spans
 are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
 
-Exporters may also have ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
+Exporters may also have ``prepare()`` (called once by the worker as it starts, before any export, while forks
+wait for it: the place for imports an exporter defers, which a fork must not catch half done),
+``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
 down is not waited for), ``begin_flush()`` (called by the worker before it drains for ``force_flush``, so that
 a receiver known to be down is tried once more and what it missed delivered) and ``on_idle()`` (called by the
 worker after each drain, for background work such as delivering spooled batches).
@@ -20,7 +22,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ._forking import after_fork_in_child
+from ._forking import after_fork_in_child, importing
 from ._safe import stop_on_exception
 from ._span import Span
 
@@ -146,6 +148,8 @@ class BatchProcessor:
         self._max_queue_bytes = max_queue_bytes
         hooks = (getattr(exporter, "on_idle", None) for exporter in self._exporters)
         self._idle_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
+        hooks = (getattr(exporter, "prepare", None) for exporter in self._exporters)
+        self._prepare_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
         hooks = (getattr(exporter, "begin_flush", None) for exporter in self._exporters)
         self._flush_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
         self._max_batch_size = max_batch_size
@@ -260,8 +264,11 @@ class BatchProcessor:
     # ---- worker -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        if self._on_start is not None:
-            stop_on_exception(self._on_start)()
+        with importing():  # a fork now waits for these imports rather than leave them half done in its child
+            for prepare in self._prepare_hooks:
+                stop_on_exception(prepare)()
+            if self._on_start is not None:
+                stop_on_exception(self._on_start)()
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()

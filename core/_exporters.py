@@ -114,6 +114,10 @@ class JsonLinesExporter:
         self._handle: IO[str] | None = None
         self._handle_pid = 0
 
+    def prepare(self) -> None:
+        """The export worker's imports for this exporter, at its start (``_forking.importing``)."""
+        _json_lines([])
+
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         text = _json_lines(spans)
         with self._lock:
@@ -366,6 +370,16 @@ class HttpExporter:
     @property
     def sender(self) -> HttpSender:
         return self._sender
+
+    def prepare(self) -> None:
+        """The export worker's imports for this exporter, at its start (``_forking.importing``): the HTTP client
+        (with ssl and email), JSON, gzip, and hashlib for the spool's directory name."""
+        import gzip  # noqa: F401
+        import http.client  # noqa: F401
+
+        _json_bytes([])
+        if self.spool is not None:
+            self.spool.directory  # noqa: B018
 
     @property
     def announced_control(self) -> str | None:

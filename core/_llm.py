@@ -174,19 +174,20 @@ class LLMCall:
                   cache_write_tokens: Any = None) -> None:
         """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged."""
         span = self.span
-        # Plain non-negative ints are the norm; only anything else goes through the slow check.
+        # Plain non-negative ints are the norm; only anything else goes through the slow check. (``__class__``, not
+        # ``type()``: an attribute read instead of a call, on every LLM call.)
         if input_tokens is not None:
-            if type(input_tokens) is int and 0 <= input_tokens <= _MAX_TOKENS:
+            if input_tokens.__class__ is int and 0 <= input_tokens <= _MAX_TOKENS:
                 span.input_tokens = input_tokens
             else:
                 self._set_checked("input_tokens", input_tokens)
         if output_tokens is not None:
-            if type(output_tokens) is int and 0 <= output_tokens <= _MAX_TOKENS:
+            if output_tokens.__class__ is int and 0 <= output_tokens <= _MAX_TOKENS:
                 span.output_tokens = output_tokens
             else:
                 self._set_checked("output_tokens", output_tokens)
         if cached_input_tokens is not None:
-            if type(cached_input_tokens) is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
+            if cached_input_tokens.__class__ is int and 0 <= cached_input_tokens <= _MAX_TOKENS:
                 span.cached_input_tokens = cached_input_tokens
             else:
                 self._set_checked("cached_input_tokens", cached_input_tokens)
@@ -439,8 +440,6 @@ def start_llm_call(
     if client is None:
         span = Span(name, kind, model=model, provider=provider, attributes=attributes)
         return LLMCall(span, None, None)
-    if request_body is not NO_BODY and reserve is None:
-        reserve = estimator(client, model, provider, request_body, kind)
     # The context's agent scopes are read once, for the span's agent and for the monitors to check.
     context_scopes = AGENT_SCOPES.get()
     if scopes:
@@ -454,8 +453,14 @@ def start_llm_call(
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
             runs = RUN_MONITORS.get()
-            admission = admit_call(tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs
-                                   or budgets else (client.monitor,), span.trace_id, reserve)
+            monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
+                else (client.monitor,)
+            if request_body is not NO_BODY and reserve is None:
+                for monitor in monitors:
+                    if monitor._hard:  # only a hard budget reserves the request's worst case: priced then, not here
+                        reserve = estimator(client, model, provider, request_body, kind)
+                        break
+            admission = admit_call(monitors, span.trace_id, reserve)
         except CircuitBreakerException as blocked:
             _end_blocked(client, span, blocked)
             raise

@@ -239,3 +239,43 @@ def test_a_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(held: str, 
     """, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "child 0" in result.stdout, result.stdout
+
+
+def test_a_fork_waits_for_the_export_workers_imports(tmp_path: Path) -> None:
+    """The export worker defers its heavier imports (the HTTP client, JSON, gzip, the fingerprint's ``platform``) to
+    its start, right after ``init()``, which is when a prefork server forks. A child forked in the middle of one
+    would hold the module half imported, its import lock owned by a thread the child does not have: the child's own
+    ``import`` of it hangs. Here an exporter's deferred import takes 0.5 s, and the fork comes in the middle."""
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(0.5)\nVALUE = 42\n")
+    result = run_script(f"""
+        import os, signal, sys, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        import agentwatch
+
+        class SlowToPrepare:
+            def prepare(self):
+                import slow_import  # noqa: F401  (deferred to the worker, as the HTTP exporter defers http.client)
+            def export(self, spans):
+                return True
+            def force_flush(self, timeout=5.0):
+                return True
+            def shutdown(self):
+                pass
+
+        agentwatch.init(exporters=[SlowToPrepare()])
+        while "slow_import" not in sys.modules:  # the worker is inside the import
+            time.sleep(0.001)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)  # a hang ends the child (SIGALRM) instead of the test
+            import slow_import
+            agentwatch.event("child")
+            os._exit(0 if slow_import.VALUE == 42 and agentwatch.flush(5) else 3)
+        waited = time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+        print(f"fork waited {{waited:.2f}} s; child status {{status}}")
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """, tmp_path, timeout=60)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "fork waited 0.4" in result.stdout or "fork waited 0.5" in result.stdout, result.stdout
