@@ -5,8 +5,8 @@ worker wakes on a full batch or every ``flush_interval`` and builds the export r
 there, off the program's thread; when the queue is full (in spans, or in estimated bytes) the oldest spans
 are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
 
-Exporters may also have ``prepare()`` (called once by the worker as it starts, before any export, while forks
-wait for it: the place for imports an exporter defers, which a fork must not catch half done),
+Exporters may also have ``prepare()`` (called once by the worker when it first wakes, before any export, while
+forks wait for it: the place for imports an exporter defers, which a fork must not catch half done),
 ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
 down is not waited for), ``begin_flush()`` (called by the worker before it drains for ``force_flush``, so that
 a receiver known to be down is tried once more and what it missed delivered) and ``on_idle()`` (called by the
@@ -264,14 +264,18 @@ class BatchProcessor:
     # ---- worker -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        with importing():  # a fork now waits for these imports rather than leave them half done in its child
-            for prepare in self._prepare_hooks:
-                stop_on_exception(prepare)()
-            if self._on_start is not None:
+        if self._on_start is not None:
+            with importing():  # a fork now waits for its imports rather than leave them half done in its child
                 stop_on_exception(self._on_start)()
+        prepared = False
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
+            if not prepared:  # the exporters' imports at the first wake-up, not competing with init() for the GIL
+                prepared = True
+                with importing():
+                    for prepare in self._prepare_hooks:
+                        stop_on_exception(prepare)()
             with self._flushed:
                 flush_target = self._flush_requests
                 flushing = flush_target != self._flushes_done

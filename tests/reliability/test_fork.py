@@ -242,10 +242,11 @@ def test_a_lock_held_by_a_parent_thread_at_fork_is_free_in_the_child(held: str, 
 
 
 def test_a_fork_waits_for_the_export_workers_imports(tmp_path: Path) -> None:
-    """The export worker defers its heavier imports (the HTTP client, JSON, gzip, the fingerprint's ``platform``) to
-    its start, right after ``init()``, which is when a prefork server forks. A child forked in the middle of one
-    would hold the module half imported, its import lock owned by a thread the child does not have: the child's own
-    ``import`` of it hangs. Here an exporter's deferred import takes 0.5 s, and the fork comes in the middle."""
+    """The export worker does its deferred imports (the fingerprint's ``platform`` at its start; the HTTP client,
+    JSON, gzip when it first wakes) right after ``init()``, which is when a prefork server forks. A child forked in
+    the middle of one would hold the module half imported, its import lock owned by a thread the child does not
+    have: the child's own ``import`` of it hangs. Here an exporter's deferred import takes 0.5 s, and the fork comes
+    in the middle."""
     (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(0.5)\nVALUE = 42\n")
     result = run_script(f"""
         import os, signal, sys, time
@@ -263,6 +264,7 @@ def test_a_fork_waits_for_the_export_workers_imports(tmp_path: Path) -> None:
                 pass
 
         agentwatch.init(exporters=[SlowToPrepare()])
+        agentwatch.flush(0.01)  # wakes the worker, which prepares its exporters first
         while "slow_import" not in sys.modules:  # the worker is inside the import
             time.sleep(0.001)
         started = time.monotonic()
