@@ -7,12 +7,13 @@
    caller's context when it returns, and a stream restores it after each step: the activation lives
    exactly as long as the model's own code runs, and never crosses an ``await`` or ``yield`` of the caller.
 
-2. The async start of a completion model (``AsyncCallbackManager.on_llm_start``). Once any handler in
-   the list is ``run_inline``, langchain-core dispatches that start to the inline handlers only, and
-   every other handler never hears of the run (docs/upstream/langchain-inline-handler.md). Our handler
-   must run inline (the block is raised in the caller's task and context, before the request), so
-   here it runs first, by itself, and LangChain dispatches the start to every other handler exactly as
-   it would without us.
+2. The async start of a model (``AsyncCallbackManager.on_llm_start`` / ``on_chat_model_start``). Once any
+   handler in the list is ``run_inline``, langchain-core dispatches a completion model's start to the inline
+   handlers only, and every other handler never hears of the run (docs/upstream/langchain-inline-handler.md);
+   and for either kind it makes every handler's coroutine before awaiting the inline ones, so a block raised
+   by ours left the others' never awaited (a RuntimeWarning). Our handler must run inline (the block is raised
+   in the caller's task and context, before the request), so here it runs first, by itself, and LangChain
+   dispatches the start to every other handler exactly as it would without us.
 """
 
 from __future__ import annotations
@@ -157,23 +158,27 @@ def _scoped_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
     return astream
 
 
-def _ours_first(original: Callable[..., Any], handler_class: type[Any]) -> Callable[..., Any]:
+def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: str) -> Callable[..., Any]:
+    """``AsyncCallbackManager.<event>`` (``on_llm_start``, ``on_chat_model_start``) with our handler run first, by
+    itself. For ``on_llm_start`` that is what makes the start reach every other handler (point 2 above); for both,
+    a block raised by ours leaves nothing behind: LangChain makes every handler's coroutine before awaiting the
+    inline ones, and the rest of a batch whose inline start raised were never awaited (a RuntimeWarning each)."""
     from langchain_core.utils.uuid import uuid7
 
     @functools.wraps(original)
-    async def on_llm_start(self: Any, serialized: dict[str, Any], prompts: list[str], run_id: UUID | None = None,
-                           **kwargs: Any) -> Any:
+    async def on_start(self: Any, serialized: dict[str, Any], inputs: list[Any], run_id: UUID | None = None,
+                       **kwargs: Any) -> Any:
         ours = [handler for handler in self.handlers if isinstance(handler, handler_class)]
         if not ours:
-            return await original(self, serialized, prompts, run_id, **kwargs)
-        run_ids = [run_id or uuid7(), *(uuid7() for _ in prompts[1:])]
+            return await original(self, serialized, inputs, run_id, **kwargs)
+        run_ids = [run_id or uuid7(), *(uuid7() for _ in inputs[1:])]
         started: list[UUID] = []
         try:
-            for one, prompt in zip(run_ids, prompts, strict=True):
+            for one, item in zip(run_ids, inputs, strict=True):
                 for handler in ours:
                     # Inline, in the caller's task and context, before any request: a block raises here.
-                    handler.on_llm_start(serialized, [prompt], run_id=one, parent_run_id=self.parent_run_id,
-                                         tags=self.tags, metadata=self.metadata, **kwargs)
+                    getattr(handler, event)(serialized, [item], run_id=one, parent_run_id=self.parent_run_id,
+                                            tags=self.tags, metadata=self.metadata, **kwargs)
                 started.append(one)
         except BaseException as error:
             for one in started:  # a batch stopped part-way: its earlier runs are never sent
@@ -185,13 +190,13 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any]) -> Calla
         others = copy.copy(self)
         others.handlers = [handler for handler in self.handlers if not isinstance(handler, handler_class)]
         managers: list[Any] = []
-        for one, prompt in zip(run_ids, prompts, strict=True):
-            managers.extend(await original(others, serialized, [prompt], one, **kwargs))
+        for one, item in zip(run_ids, inputs, strict=True):
+            managers.extend(await original(others, serialized, [item], one, **kwargs))
         for manager in managers:
             manager.handlers = self.handlers
         return managers
 
-    return on_llm_start
+    return on_start
 
 
 def install(handler_class: type[Any]) -> None:
@@ -211,9 +216,10 @@ def install(handler_class: type[Any]) -> None:
                 original = cls.__dict__[name]
                 _originals.append((cls, name, original))
                 setattr(cls, name, wrappers[name](original))
-        original = AsyncCallbackManager.__dict__["on_llm_start"]
-        _originals.append((AsyncCallbackManager, "on_llm_start", original))
-        AsyncCallbackManager.on_llm_start = _ours_first(original, handler_class)  # type: ignore[method-assign]
+        for event in ("on_llm_start", "on_chat_model_start"):
+            original = AsyncCallbackManager.__dict__[event]
+            _originals.append((AsyncCallbackManager, event, original))
+            setattr(AsyncCallbackManager, event, _ours_first(original, handler_class, event))
 
 
 def uninstall() -> None:
