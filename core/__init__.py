@@ -48,7 +48,8 @@ def __getattr__(name: str) -> Any:
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Export everything queued now; True if it finished within ``timeout`` seconds."""
+    """Export everything queued now; True if it finished within ``timeout`` seconds and reached the exporters'
+    destinations (False while the collector is known down: the spans went to the spool, for later)."""
     client = get_client()
     return client.flush(timeout) if client is not None else True
 

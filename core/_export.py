@@ -356,7 +356,8 @@ class BatchProcessor:
                 "dropped": self.dropped, "failed": self.failed, "spooled": spooled, "unspooled": unspooled}
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """Export everything queued now; True if that finished within ``timeout`` seconds."""
+        """Export everything queued now; True if that finished within ``timeout`` seconds and every exporter's own
+        ``force_flush`` says its batches arrived."""
         if not self._worker.is_alive():
             return False
         deadline = time.monotonic() + timeout
