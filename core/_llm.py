@@ -453,8 +453,14 @@ def start_llm_call(
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
             runs = RUN_MONITORS.get()
-            monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
-                else (client.monitor,)
+            if not (scopes or context_scopes or runs or budgets):
+                monitors: tuple[Monitor, ...] = (client.monitor,)
+            elif not runs and not budgets and len(scopes) + len(context_scopes) == 1:
+                # One agent scope (every call inside an agent of a framework): _monitors' answer without its loops.
+                inner = (scopes or context_scopes)[0].monitor
+                monitors = (inner, client.monitor) if inner is not client.monitor else (inner,)
+            else:
+                monitors = tuple(_monitors(client, scopes, budgets))
             if request_body is not NO_BODY and reserve is None:
                 for monitor in monitors:
                     if monitor._hard:  # only a hard budget reserves the request's worst case: priced then, not here
