@@ -116,12 +116,12 @@ def test_spans_of_an_outage_go_to_the_spool_and_all_arrive_when_the_collector_is
 
 
 def test_a_long_outage_spools_spans_instead_of_dropping_them(tmp_path: Path) -> None:
-    """The queue holds a second's worth of spans; 3,000 are made over three seconds while the collector is down.
+    """The queue holds two seconds' worth of spans; 3,000 are made over three seconds while the collector is down.
     The worker does not sit out a retry budget per batch (which filled the queue and dropped the oldest): after
     one retry the collector is known down, tried once per ``PROBE_INTERVAL``, and every batch in between goes
     straight to the spool."""
     url = f"http://127.0.0.1:{free_port()}/api/ingest"
-    agentwatch.init(proxy_url=url, flush_interval=0.05, max_batch_size=50, max_queue_size=1_000)
+    agentwatch.init(proxy_url=url, flush_interval=0.05, max_batch_size=50, max_queue_size=2_000)
     for i in range(3_000):
         agentwatch.event(f"e{i}")
         if i % 100 == 99:
