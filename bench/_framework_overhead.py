@@ -36,7 +36,8 @@ if str(ROOT) not in sys.path:
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
-__all__ = ["ROOT", "Timing", "collector", "init_settings", "median_table", "profile_summary", "timed_round"]
+__all__ = ["ROOT", "Timing", "collector", "init_settings", "median_table", "profile_summary", "scratch_dir",
+           "timed_round"]
 
 #: A closed port: the collector a new user has not started yet.
 DOWN_URL = "http://127.0.0.1:9/api/ingest"
@@ -57,10 +58,19 @@ def collector(wanted: bool) -> Iterator[str | None]:
 
 
 def scratch_dir(prefix: str) -> str:
-    """A temporary directory removed when the bench exits (after AgentWatch's own exit flush, registered later)."""
+    """A temporary directory (a spool) removed when the bench exits."""
     path = tempfile.mkdtemp(prefix=prefix)
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    atexit.register(_remove_after_shutdown, path)
     return path
+
+
+def _remove_after_shutdown(path: str) -> None:
+    # AgentWatch's own exit hook was registered at its import, before this one, so it runs after it: its exit flush
+    # would spool into the directory again once removed. Shut down first (shutdown is idempotent).
+    import agentwatch
+
+    agentwatch.shutdown(1.0)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def init_settings(collector_url: str | None) -> dict[str, dict[str, Any]]:

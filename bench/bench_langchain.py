@@ -27,11 +27,9 @@ step (baseline, do-nothing handler, each AgentWatch mode): the same figure whate
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import operator
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -99,9 +97,9 @@ def _setup(mode: str, collector: str) -> list[Any]:
         if mode == "agentwatch none":
             agentwatch.init(exporters=[])
         elif mode == "agentwatch down":
-            spool = tempfile.mkdtemp(prefix="aw-lc-")
-            atexit.register(shutil.rmtree, spool, ignore_errors=True)  # runs after AgentWatch's exit flush
-            agentwatch.init(proxy_url="http://127.0.0.1:9/api/ingest", spool_dir=spool)
+            from _framework_overhead import scratch_dir
+
+            agentwatch.init(proxy_url="http://127.0.0.1:9/api/ingest", spool_dir=scratch_dir("aw-lc-"))
         else:
             agentwatch.init(proxy_url=collector)
         return []

@@ -39,14 +39,12 @@ exporter whether the collector is up or down; no measurable delay to the first c
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import cProfile
 import gc
 import json
 import os
 import pstats
-import shutil
 import socket
 import statistics
 import subprocess
@@ -430,8 +428,9 @@ def main() -> None:
         _cpu_only(args.calls, not args.no_profile)
         return
     kinds = ("none", "down", "up") if args.exporter == "all" else (args.exporter,)
-    spool = tempfile.mkdtemp(prefix="aw-bench-spool-")
-    atexit.register(shutil.rmtree, spool, ignore_errors=True)  # after AgentWatch's exit flush (registered later)
+    from _framework_overhead import scratch_dir
+
+    spool = scratch_dir("aw-bench-spool-")
     SETTINGS["down"] = {"proxy_url": f"http://127.0.0.1:{_free_port()}/api/ingest", "spool_dir": spool}
 
     print(f"python {sys.version.split()[0]}, openai {openai.__version__}, httpx {httpx.__version__}; "
