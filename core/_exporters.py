@@ -429,34 +429,43 @@ class HttpExporter:
             self._post_json(self._alert_path, record, gzipped=False)  # one small record: not worth gzip
 
     def on_idle(self) -> None:
-        """Called by the export worker after each drain: follow operator control, deliver a few spooled batches
-        (never at exit)."""
-        if self.control is not None and not self._sender.stopping:
-            self.control.on_idle()
+        """Called by the export worker after each drain: follow operator control, deliver a few spooled batches.
+        At exit only this run's, and only to a collector that answered last (exit never waits for one that is down)."""
         spool = self.spool
+        if self._sender.stopping:
+            if spool is not None and self.spooled and not self._sender.down:
+                self._deliver(spool, spool.pending_of(os.getpid()))
+            return
+        if self.control is not None:
+            self.control.on_idle()
         now = time.monotonic()
-        if spool is None or self._sender.stopping or now < self._spool_next_check or \
-                self._sender.down and now < self._probe_at:
+        if spool is None or now < self._spool_next_check or self._sender.down and now < self._probe_at:
             return
         per_wake, self._spool_files_per_wake = self._spool_files_per_wake, self.SPOOL_FILES_PER_WAKE
         pending = spool.pending(per_wake + 1)
-        for path in pending[:per_wake]:
+        if not self._deliver(spool, pending[:per_wake]):
+            self._spool_next_check = self._probe_at = time.monotonic() + self.SPOOL_RETRY_AFTER
+            return
+        # Nothing left: look again in a while (another process may spool meanwhile); more left: next wake-up.
+        more = len(pending) > per_wake
+        self._spool_next_check = time.monotonic() + (0.0 if more else 5.0)
+
+    def _deliver(self, spool: Spool, paths: Sequence[Path]) -> bool:
+        """Send spooled batches, one attempt each; False at the first the collector did not take (kept for later)."""
+        for path in paths:
             body = spool.read(path)
             if body is None:  # another process delivered it meanwhile
                 continue
             outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True, retries=0)
             if outcome == "unreachable":
-                self._spool_next_check = self._probe_at = time.monotonic() + self.SPOOL_RETRY_AFTER
-                return
+                return False
             self._probe_at = 0.0
             # "refused" (e.g. a file mangled on disk) cannot improve by retrying: drop it, as a refused batch is.
             spool.remove(path)
             if outcome == "sent":
                 self.unspooled_batches += 1
                 self.unspooled += spool.spans_in(path)
-        # Nothing left: look again in a while (another process may spool meanwhile); more left: next wake-up.
-        more = len(pending) > per_wake
-        self._spool_next_check = time.monotonic() + (0.0 if more else 5.0)
+        return True
 
     def begin_flush(self) -> None:
         """A flush wants everything at the collector: a collector known down is tried again at once (one attempt,

@@ -124,6 +124,11 @@ class Spool:
     def pending(self, limit: int) -> list[Path]:
         return self._files()[:limit]
 
+    def pending_of(self, pid: int) -> list[Path]:
+        """The batches process ``pid`` spooled (its id is in their names), oldest first."""
+        marker = f"-{pid}-"
+        return [path for path in self._files() if marker in path.name]
+
     @staticmethod
     def spans_in(path: Path) -> int:
         """How many spans the batch in ``path`` holds, from its name (0 if a file of an older release)."""

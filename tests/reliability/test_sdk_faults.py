@@ -212,3 +212,27 @@ def test_an_answering_collector_keeps_the_whole_retry_budget(
         assert server.requests == 4 and exporter.spooled == 2
     finally:
         exporter.shutdown()
+
+
+def test_a_run_ending_soon_after_the_collector_is_back_delivers_its_spool_at_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker delivers a few spooled batches per wake-up once the collector answers again; whatever of this run's
+    spool is left when the program ends goes at exit, to the collector that just answered."""
+    from agentwatch._exporters import HttpExporter
+
+    monkeypatch.setattr(HttpExporter, "PROBE_INTERVAL", 0.0)  # every batch tries the collector...
+    monkeypatch.setattr(HttpExporter, "SPOOL_RETRY_AFTER", 0.0)  # ...and so does every wake-up's spool delivery
+    port = free_port()
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", flush_interval=60, max_batch_size=10)
+    for i in range(200):  # 20 full batches while the collector is down: each goes to the spool
+        agentwatch.event(f"down-{i}")
+    assert wait_until(lambda: _exporter_state()["spooled"] >= 200, 10), _exporter_state()
+    db = tmp_path / "back.db"
+    with start_background(port=port, db_path=db):
+        for i in range(10):  # a full batch: the worker finds the collector back and delivers 8 spooled batches
+            agentwatch.event(f"up-{i}")
+        assert wait_until(lambda: _exporter_state()["sent"] >= 10, 10), str(_exporter_state())
+        assert _exporter_state()["unspooled"] < 200  # the rest waits for a later wake-up...
+        agentwatch.shutdown(timeout=10)  # ...or, as here, the program's end
+        stored = stored_span_ids(db)
+    assert len(stored) == len(set(stored)) == 1 + 200 + 10  # the process span, the outage's, the ones after
