@@ -190,8 +190,7 @@ def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int)
     try:
         for _ in range(100):
             call()
-        differences: list[list[float]] = [[] for _ in labels]
-        samples: list[tuple[list[float], list[float]]] = [([], []) for _ in labels]
+        samples: list[tuple[list[float], list[float]]] = [([], []) for _ in labels]  # (without, with) per figure
         gc.collect()
         gc.disable()  # a collection lands on either arm at random: it widens the spread, not the median
         try:
@@ -201,7 +200,6 @@ def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int)
                 client_module._active = active
                 with_ = call()
                 for index in range(len(labels)):
-                    differences[index].append(with_[index] - without[index])
                     samples[index][0].append(without[index])
                     samples[index][1].append(with_[index])
         finally:
@@ -209,7 +207,7 @@ def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int)
     finally:
         client_module._active = active
     for index, label in enumerate(labels):
-        diffs = sorted(differences[index])
+        diffs = sorted(w - a for a, w in zip(*samples[index], strict=True))
         low, high = diffs[len(diffs) // 4], diffs[(3 * len(diffs)) // 4]
         # The median of the per-call differences reads 6-10 us lower than the difference of the medians (which
         # the loopback rounds and a paired benchmark of the two arms report) on this path: both are printed.

@@ -146,12 +146,9 @@ class BatchProcessor:
         self._exporters = list(exporters)
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
-        hooks = (getattr(exporter, "on_idle", None) for exporter in self._exporters)
-        self._idle_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
-        hooks = (getattr(exporter, "prepare", None) for exporter in self._exporters)
-        self._prepare_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
-        hooks = (getattr(exporter, "begin_flush", None) for exporter in self._exporters)
-        self._flush_hooks: list[Callable[[], Any]] = [hook for hook in hooks if callable(hook)]
+        self._idle_hooks = self._exporter_hooks("on_idle")
+        self._prepare_hooks = self._exporter_hooks("prepare")
+        self._flush_hooks = self._exporter_hooks("begin_flush")
         self._max_batch_size = max_batch_size
         self._flush_interval = flush_interval
         self._on_batch = on_batch
@@ -163,6 +160,11 @@ class BatchProcessor:
         self._worker = threading.Thread(target=self._run, name="agentwatch-export", daemon=True)
         if start:
             self.start()
+
+    def _exporter_hooks(self, name: str) -> list[Callable[[], Any]]:
+        """The exporters' optional ``name()`` methods (see the module's docstring)."""
+        hooks = (getattr(exporter, name, None) for exporter in self._exporters)
+        return [hook for hook in hooks if callable(hook)]
 
     def start(self) -> None:
         """Start the export worker (once); ``start=False`` lets the owner finish wiring ``on_start`` first."""

@@ -115,7 +115,7 @@ class JsonLinesExporter:
         self._handle_pid = 0
 
     def prepare(self) -> None:
-        """The export worker's imports for this exporter, at its start (``_forking.importing``)."""
+        """The export worker's imports for this exporter, before its first export (``_forking.importing``)."""
         _json_lines([])
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
@@ -230,6 +230,11 @@ class HttpSender:
             self._connection = kind(self._parsed.hostname or "localhost", self._parsed.port, timeout=self._timeout)
         return self._connection
 
+    def compresses(self, size: int) -> bool:
+        """Whether a body of ``size`` bytes is sent gzip'd: always to another machine; to this one only when large
+        (captured text: the collector takes at most 10 MB a body by default, 24 MB inflated)."""
+        return not self.loopback or size > LOOPBACK_RAW_MAX_BYTES
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -335,9 +340,8 @@ class HttpExporter:
     SPOOL_FILES_PER_WAKE = 8
     #: Spooled batches delivered by a flush (``begin_flush``), which asks for everything to reach the collector.
     SPOOL_FILES_PER_FLUSH = 256
-    #: How long to leave the spool alone after the collector failed to take a spooled batch.
-    SPOOL_RETRY_AFTER = 5.0
-    #: While the collector is known down: how often a batch is tried instead of going straight to the spool.
+    #: While the collector is known down (a batch or a spooled batch it did not take): how often it is tried again;
+    #: batches in between go straight to the spool, and the spool is left alone.
     PROBE_INTERVAL = 5.0
     #: Retries in place for a batch that has a spool to go to when the collector does not answer: one, for a
     #: kept-alive connection it closed or a restart in progress; the spool is the retry after that.
@@ -372,8 +376,8 @@ class HttpExporter:
         return self._sender
 
     def prepare(self) -> None:
-        """The export worker's imports for this exporter, at its start (``_forking.importing``): the HTTP client
-        (with ssl and email), JSON, gzip, and hashlib for the spool's directory name."""
+        """The export worker's imports for this exporter, before its first export (``_forking.importing``): the HTTP
+        client (with ssl and email), JSON, gzip, and hashlib for the spool's directory name."""
         import gzip  # noqa: F401
         import http.client  # noqa: F401
 
@@ -390,9 +394,7 @@ class HttpExporter:
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         body = _json_bytes(list(spans))
-        # A batch for a collector on this machine goes as it is, unless large (captured text): the collector
-        # takes at most 10 MB a body by default, 24 MB inflated. The spool always holds gzip'd batches.
-        gzipped = not self._sender.loopback or len(body) > LOOPBACK_RAW_MAX_BYTES
+        gzipped = self._sender.compresses(len(body))  # the spool always holds gzip'd batches
         if gzipped:
             body = _gzip(body)
         spool = self.spool
@@ -411,9 +413,8 @@ class HttpExporter:
             if self._alert_path:
                 self._forward_breaker_records(spans)
             return True
-        if outcome == "unreachable":
-            if sender.down:
-                self._probe_at = time.monotonic() + self.PROBE_INTERVAL
+        if outcome == "unreachable":  # the sender is down now
+            self._probe_at = time.monotonic() + self.PROBE_INTERVAL
             if spool is not None and spool.write(body if gzipped else _gzip(body), len(spans)):
                 self.spooled += len(spans)
         return False
@@ -444,7 +445,7 @@ class HttpExporter:
         per_wake, self._spool_files_per_wake = self._spool_files_per_wake, self.SPOOL_FILES_PER_WAKE
         pending = spool.pending(per_wake + 1)
         if not self._deliver(spool, pending[:per_wake]):
-            self._spool_next_check = self._probe_at = time.monotonic() + self.SPOOL_RETRY_AFTER
+            self._probe_at = time.monotonic() + self.PROBE_INTERVAL  # known down (the sender says so) until then
             return
         # Nothing left: look again in a while (another process may spool meanwhile); more left: next wake-up.
         more = len(pending) > per_wake

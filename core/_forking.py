@@ -7,8 +7,9 @@ in its place on its owner: an object, or a module for a module-level lock.
 
 A module the export worker is importing when another thread forks stays half imported in the child, in
 ``sys.modules``, with its import lock held by a thread the child does not have: the program's own ``import`` of it
-fails there or hangs. The worker does its imports at its start, ``with importing():``, and a fork waits for that
-(at most ``FORK_WAIT`` seconds: a program forking while it holds an import the worker needs is not deadlocked).
+fails there or hangs. The worker does its deferred imports ``with importing():`` (at its start, and before its
+first export), and a fork waits for that (at most ``FORK_WAIT`` seconds: a program forking while it holds an import
+the worker needs is not deadlocked).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def after_fork_in_child(callback: Callable[[], None]) -> None:
 
 @contextlib.contextmanager
 def importing() -> Iterator[None]:
-    """Hold forks back while the block runs (the export worker's imports at its start)."""
+    """Hold forks back while the block runs (the export worker's deferred imports)."""
     with _importing:
         yield
 

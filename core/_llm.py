@@ -117,13 +117,19 @@ def normalize_openai_usage(usage: Any) -> dict[str, Any]:
 
 def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Monitor] = ()) -> list[Monitor]:
     """Innermost first, global last, each monitor once: agent scopes, then per-run budgets, then global."""
+    context = AGENT_SCOPES.get()
+    runs = RUN_MONITORS.get()
+    if not runs and not budgets and len(context) + len(scopes) == 1:
+        # One agent scope (every call inside an agent of a framework): the answer without the loops and the set.
+        inner = (scopes or context)[0].monitor
+        return [inner, client.monitor] if inner is not client.monitor else [inner]
     ordered: list[Monitor] = []
     seen: set[int] = set()
-    for scope in reversed((*AGENT_SCOPES.get(), *scopes)):
+    for scope in reversed((*context, *scopes)):
         if id(scope.monitor) not in seen:
             seen.add(id(scope.monitor))
             ordered.append(scope.monitor)
-    for monitor in reversed((*RUN_MONITORS.get(), *budgets)):
+    for monitor in reversed((*runs, *budgets)):
         if id(monitor) not in seen:
             seen.add(id(monitor))
             ordered.append(monitor)
@@ -453,14 +459,8 @@ def start_llm_call(
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
             runs = RUN_MONITORS.get()
-            if not (scopes or context_scopes or runs or budgets):
-                monitors: tuple[Monitor, ...] = (client.monitor,)
-            elif not runs and not budgets and len(scopes) + len(context_scopes) == 1:
-                # One agent scope (every call inside an agent of a framework): _monitors' answer without its loops.
-                inner = (scopes or context_scopes)[0].monitor
-                monitors = (inner, client.monitor) if inner is not client.monitor else (inner,)
-            else:
-                monitors = tuple(_monitors(client, scopes, budgets))
+            monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
+                else (client.monitor,)
             if request_body is not NO_BODY and reserve is None:
                 for monitor in monitors:
                     if monitor._hard:  # only a hard budget reserves the request's worst case: priced then, not here

@@ -37,6 +37,11 @@ def default_spool_root() -> Path:
     return user_cache_dir() / "spool"
 
 
+def _name_fields(path: Path) -> list[str]:
+    """A spooled batch's name, ``<time ns>-<pid>-<random>[-<spans>]``, in its fields."""
+    return path.name.removesuffix(_SUFFIX).split("-")
+
+
 class Spool:
     """Batches for one destination under ``root/<hash of url>/``, at most ``max_bytes`` in total."""
 
@@ -126,14 +131,14 @@ class Spool:
 
     def pending_of(self, pid: int) -> list[Path]:
         """The batches process ``pid`` spooled (its id is in their names), oldest first."""
-        marker = f"-{pid}-"
-        return [path for path in self._files() if marker in path.name]
+        wanted = str(pid)
+        return [path for path in self._files() if _name_fields(path)[1:2] == [wanted]]
 
     @staticmethod
     def spans_in(path: Path) -> int:
         """How many spans the batch in ``path`` holds, from its name (0 if a file of an older release)."""
-        parts = path.name.removesuffix(_SUFFIX).split("-")
-        return int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
+        fields = _name_fields(path)
+        return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else 0
 
     @staticmethod
     def read(path: Path) -> bytes | None:

@@ -34,7 +34,8 @@ class OtlpExporter:
                  timeout: float = 10.0, compression: str | None = None,
                  resource_attributes: Mapping[str, Any] | None = None) -> None:
         self._sender = HttpSender(endpoint, headers=dict(headers or {}), timeout=timeout, what="OTLP receiver")
-        self._gzip = compression == "gzip" if compression else not self._sender.loopback
+        #: True / False as asked; None: the sender decides per batch (plain for a receiver on this machine).
+        self._gzip = compression == "gzip" if compression else None
         self._resource = {"service.name": "agentwatch", "telemetry.sdk.name": "agentwatch",
                           **(resource_attributes or {})}
 
@@ -60,7 +61,8 @@ class OtlpExporter:
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         body = to_otlp_request(spans, self._resource)
-        return self._sender.post_with_retries(self._sender.path, body, "application/x-protobuf", gzipped=self._gzip)
+        gzipped = self._sender.compresses(len(body)) if self._gzip is None else self._gzip
+        return self._sender.post_with_retries(self._sender.path, body, "application/x-protobuf", gzipped=gzipped)
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         return True

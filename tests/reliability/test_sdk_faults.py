@@ -220,8 +220,7 @@ def test_a_run_ending_soon_after_the_collector_is_back_delivers_its_spool_at_exi
     spool is left when the program ends goes at exit, to the collector that just answered."""
     from agentwatch._exporters import HttpExporter
 
-    monkeypatch.setattr(HttpExporter, "PROBE_INTERVAL", 0.0)  # every batch tries the collector...
-    monkeypatch.setattr(HttpExporter, "SPOOL_RETRY_AFTER", 0.0)  # ...and so does every wake-up's spool delivery
+    monkeypatch.setattr(HttpExporter, "PROBE_INTERVAL", 0.0)  # every batch and every wake-up tries the collector
     port = free_port()
     agentwatch.init(proxy_url=f"http://127.0.0.1:{port}/api/ingest", flush_interval=60, max_batch_size=10)
     for i in range(200):  # 20 full batches while the collector is down: each goes to the spool
