@@ -235,14 +235,21 @@ class Client:
         manage the context themselves (the context managers in ``_api``)."""
         if parent is None and not new_trace:
             parent = CURRENT_SPAN.get()
-        if parent is None:
-            span = Span(name, kind, attributes=attributes)
-        else:
-            span = Span(name, kind, trace_id=parent.trace_id, parent_span_id=parent.span_id, attributes=attributes)
         if agent is None:
             scopes = AGENT_SCOPES.get()
             if scopes:
                 agent = scopes[-1]
+        return self.open_span(name, kind, parent, attributes, agent, None, None)
+
+    def open_span(self, name: str, kind: str, parent: Span | None, attributes: dict[str, Any] | None,
+                  agent: AgentScope | None, model: str | None, provider: str | None) -> Span:
+        """``start_span`` with everything given (the parent, the agent: no context read for them), positionally:
+        the LLM-call path, which has already read the context."""
+        if parent is None:
+            span = Span(name, kind, None, None, None, None, None, None, None, model, provider, attributes)
+        else:
+            span = Span(name, kind, parent.trace_id, None, parent.span_id, None, None, None, None, model, provider,
+                        attributes)
         if agent is not None:
             span.agent_id, span.agent_name, span.agent_role = agent.agent_id, agent.name, agent.role
         elif parent is not None and parent.agent_id is not None:

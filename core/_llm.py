@@ -180,6 +180,15 @@ class LLMCall:
                   cache_write_tokens: Any = None) -> None:
         """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged."""
         span = self.span
+        # The usual report: three plain ints in range (their bitwise or is, exactly when each is in [0, 2**40)),
+        # cached within input, no cache writes. Checked in one test; anything else goes field by field below.
+        if input_tokens.__class__ is int and output_tokens.__class__ is int and cached_input_tokens.__class__ is int \
+                and 0 <= (input_tokens | output_tokens | cached_input_tokens) < _MAX_TOKENS \
+                and cached_input_tokens <= input_tokens and cache_write_tokens is None:
+            span.input_tokens = input_tokens
+            span.output_tokens = output_tokens
+            span.cached_input_tokens = cached_input_tokens
+            return
         # Plain non-negative ints are the norm; only anything else goes through the slow check. (``__class__``, not
         # ``type()``: an attribute read instead of a call, on every LLM call.)
         if input_tokens is not None:
@@ -452,8 +461,8 @@ def start_llm_call(
         agent: AgentScope | None = scopes[-1]
     else:
         agent = context_scopes[-1] if context_scopes else None
-    span = client.start_span(name, kind, parent=parent, attributes=attributes, agent=agent)
-    span.model, span.provider = model, provider
+    span = client.open_span(name, kind, CURRENT_SPAN.get() if parent is None else parent, attributes, agent, model,
+                            provider)
     admission = None
     if check:
         try:

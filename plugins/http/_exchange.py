@@ -36,7 +36,7 @@ from agentwatch.instrumentation import (
 
 from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
-from ._usage import Reading, _get, _get_extra, read_into
+from ._usage import Reading, _get_extra, read_into
 
 __all__ = ["Exchange", "CURRENT_EXCHANGE", "begin", "settings", "Settings", "request_model", "request_input",
            "url_text"]
@@ -68,7 +68,8 @@ class Exchange:
     __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
                  "attempts", "status", "capture_text", "request_body", "usage_requested", "_response")
 
-    def __init__(self, call: LLMCall, endpoint: Endpoint, *, owned: bool, ends_with_body: bool,
+    # Not keyword-only: the SDK layer passes them by position on every call (CPython matches keywords by name).
+    def __init__(self, call: LLMCall, endpoint: Endpoint, owned: bool, ends_with_body: bool,
                  reads_result: bool = False, capture_text: bool | None = None, request_body: Any = None) -> None:
         if capture_text is None:
             capture_text = capturing()
@@ -128,14 +129,18 @@ class Exchange:
     def _record_kept(self, sdk_object: Any = None) -> Any:
         """Status, URL and request id of the kept response (the last attempt's), if any. The SDKs put the
         request id on their results and errors (``_request_id``, ``request_id``): cheaper than headers."""
+        # Results carry ``_request_id``, errors ``request_id``: asking a result (a pydantic model) for a
+        # name it lacks raises and catches inside pydantic, which costs more than the rest of this.
+        if isinstance(sdk_object, BaseException):
+            request_id = getattr(sdk_object, "request_id", None)
+        else:
+            request_id = getattr(sdk_object, "_request_id", None) if sdk_object is not None else None
+        return self._record_response(request_id)
+
+    def _record_response(self, request_id: Any) -> Any:
+        """``_record_kept`` once the request id the SDK gave (if any) is known."""
         response, self._response = self._response, None
         if response is not None:
-            # Results carry ``_request_id``, errors ``request_id``: asking a result (a pydantic model) for a
-            # name it lacks raises and catches inside pydantic, which costs more than the rest of this.
-            if isinstance(sdk_object, BaseException):
-                request_id = getattr(sdk_object, "request_id", None)
-            else:
-                request_id = getattr(sdk_object, "_request_id", None) if sdk_object is not None else None
             if request_id.__class__ is not str:
                 request_id = _request_id(response.headers)
             # self._note(...), inlined: this is on every SDK call's path.
@@ -194,13 +199,17 @@ class Exchange:
             completion = 0
         details = counts.get("prompt_tokens_details")
         details = getattr(details, "__dict__", None) if details is not None else None
-        cached = details.get("cached_tokens") if details else None
+        if details:
+            cached = details.get("cached_tokens")
+            cache_write = details.get("cache_write_tokens")
+        else:
+            cached = cache_write = None
         if cached is None:
             cached = _get_extra(usage, "prompt_cache_hit_tokens")  # DeepSeek
-        self._record_kept(result)
+        self._record_response(fields.get("_request_id"))
         call = self.call
         span = call.span
-        call.set_usage(prompt, completion, cached, details.get("cache_write_tokens") if details else None)
+        call.set_usage(prompt, completion, cached, cache_write)
         attributes = span.attributes
         model = fields.get("model")
         if model:
@@ -209,12 +218,14 @@ class Exchange:
             elif model != span.model:
                 attributes["response_model"] = model
         choices = fields.get("choices")
-        if isinstance(choices, list) and choices:
-            finish_reason = _get(choices[0], "finish_reason")
+        if choices.__class__ is list and choices:
+            # A declared field of the SDK's model: read as an attribute (a missing one would raise and catch).
+            finish_reason = getattr(choices[0], "finish_reason", None)
             if finish_reason and "finish_reason" not in attributes:
                 attributes["finish_reason"] = finish_reason
-        if not call.ended:
-            call.end(error=f"HTTP {self.status}" if self.status >= 400 else None)
+        if not call._ended:
+            status = self.status
+            call.end(f"HTTP {status}" if status >= 400 else None)
         return True
 
     def fail(self, error: BaseException) -> None:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 from agentwatch.instrumentation import (
     adopt_registered,
-    capturing,
     get_client,
     get_current_llm_call,
     start_llm_call,
@@ -66,34 +65,35 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     if method != "post" and (method.__class__ is not str or method.lower() != "post"):
         return None
     path = options.url
-    found = routes.get(path, _MISSING)
-    route = _route(routes, sdk, path) if found is _MISSING else cast("_Route | None", found)
+    route: _Route | None = routes.get(path, _MISSING)  # type: ignore[arg-type]
+    if route is _MISSING:
+        route = _route(routes, sdk, path)
     if route is None:
         return None
     endpoint, name = route
-    capture_text = capturing(client)
+    capture_text = client.config.capture_text  # capturing(client), inlined
     body = options.json_data
     in_flight = get_current_llm_call()
     if in_flight is not None:  # a framework's call: add to it, count it once
         if settings.providers.has_registered:
             adopt_registered(in_flight, api_client.base_url, settings.providers)
         in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
-        exchange = Exchange(in_flight, endpoint, owned=False, ends_with_body=False, reads_result=True,
-                            capture_text=capture_text, request_body=body)
+        exchange = Exchange(in_flight, endpoint, False, False, True, capture_text, body)
     else:
         if body.__class__ is dict and endpoint.api != "gemini":
-            model = body.get("model") or None
-            if model is not None and model.__class__ is not str:
-                model = str(model)
+            model = body.get("model")
+            if model.__class__ is not str:
+                model = str(model) if model else None
+            elif not model:
+                model = None
         else:
             model = request_model(endpoint, path, body)
         provider = _provider(api_client.base_url, sdk)
         call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
                               input=request_input(body) if capture_text else None,
                               request_body=body)
-        exchange = Exchange(call, endpoint, owned=True, ends_with_body=False, reads_result=True,
-                            capture_text=capture_text, request_body=body)
-    if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
+        exchange = Exchange(call, endpoint, True, False, True, capture_text, body)
+    if endpoint.api == "chat" and body.__class__ is dict and "stream" in body and body["stream"] is True:
         _ask_stream_usage(api_client, options, exchange, client)
     return exchange
 
@@ -148,17 +148,14 @@ def _raised(exchange: Exchange, error: BaseException) -> None:
 
 
 def _returned(exchange: Exchange, result: Any) -> None:
-    try:
-        if not exchange.streamed:
-            exchange.settle(result)
-        else:  # a stream: a call of ours ends when its body does
-            if exchange.owned:
-                if exchange.body_open:
-                    exchange.ends_with_body = True
-                else:
-                    exchange.end()
-    except Exception:
-        swallow_internal_error("the SDK layer")
+    """``request()`` returned ``result``: settle a call read in full; a streamed call of ours ends with its body."""
+    if not exchange.streamed:
+        exchange.settle(result)
+    elif exchange.owned:
+        if exchange.body_open:
+            exchange.ends_with_body = True
+        else:
+            exchange.end()
 
 
 def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
@@ -183,7 +180,13 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
             raise
         finally:
             CURRENT_EXCHANGE.reset(token)
-        _returned(exchange, result)
+        try:
+            if exchange.streamed:
+                _returned(exchange, result)
+            else:  # the usual call: settled here, without _returned's frame
+                exchange.settle(result)
+        except Exception:
+            swallow_internal_error("the SDK layer")
         return result
 
     return request
@@ -211,7 +214,13 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
             raise
         finally:
             CURRENT_EXCHANGE.reset(token)
-        _returned(exchange, result)
+        try:
+            if exchange.streamed:
+                _returned(exchange, result)
+            else:  # the usual call: settled here, without _returned's frame
+                exchange.settle(result)
+        except Exception:
+            swallow_internal_error("the SDK layer")
         return result
 
     return request
