@@ -183,6 +183,27 @@ def test_garbage_usage_is_recorded_without_breaking_the_call(memory: agentwatch.
     assert spans["partial"]["input_tokens"] == 100 and spans["partial"]["cost_usd"] > 0
 
 
+@pytest.mark.parametrize(("reported", "kept", "invalid"), [
+    ((10, 5, 0), (10, 5, 0), False),
+    ((2**40, 1, 2**40), (2**40, 1, 2**40), False),  # the largest count taken
+    ((2**40 + 1, 1, 0), (0, 1, 0), True),
+    ((10, -1, 0), (10, 0, 0), True),
+    ((10, 5, 11), (10, 5, 10), True),  # cached beyond input: clipped to it
+    ((True, 5, 0), (0, 5, 0), True),  # a bool is no count
+    ((10, 5, None), (10, 5, 0), False),
+])
+def test_token_counts_are_checked_whichever_way_they_arrive(
+        memory: agentwatch.InMemoryExporter, reported: tuple[object, object, object], kept: tuple[int, int, int],
+        invalid: bool) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.llm_call("c", model="gpt-4o") as call:
+        call.set_usage(*reported)
+    agentwatch.flush()
+    span = _by_name(memory.spans)["c"]
+    assert (span["input_tokens"], span["output_tokens"], span["cached_input_tokens"]) == kept
+    assert span["attributes"].get("usage_invalid", False) is invalid
+
+
 def test_unknown_model_cost_is_flagged(memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory], cost_table_override={"house-model": {"input": 4.0, "output": 8.0}})
     with agentwatch.llm_call("a", model="no-such-model-abc") as call:
