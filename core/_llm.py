@@ -180,15 +180,20 @@ class LLMCall:
                   cache_write_tokens: Any = None) -> None:
         """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged."""
         span = self.span
-        # The usual report: three plain ints in range (their bitwise or is, exactly when each is in [0, 2**40)),
-        # cached within input, no cache writes. Checked in one test; anything else goes field by field below.
-        if input_tokens.__class__ is int and output_tokens.__class__ is int and cached_input_tokens.__class__ is int \
-                and 0 <= (input_tokens | output_tokens | cached_input_tokens) < _MAX_TOKENS \
-                and cached_input_tokens <= input_tokens and cache_write_tokens is None:
-            span.input_tokens = input_tokens
-            span.output_tokens = output_tokens
-            span.cached_input_tokens = cached_input_tokens
-            return
+        # The usual report: plain ints in range (their bitwise or is, exactly when each is in [0, 2**40)), cached
+        # (given or not) within input, no cache writes. Checked in one test; anything else goes field by field below.
+        if input_tokens.__class__ is int and output_tokens.__class__ is int and cache_write_tokens is None:
+            if cached_input_tokens is None:
+                if 0 <= (input_tokens | output_tokens) < _MAX_TOKENS and span.cached_input_tokens <= input_tokens:
+                    span.input_tokens = input_tokens
+                    span.output_tokens = output_tokens
+                    return
+            elif cached_input_tokens.__class__ is int and cached_input_tokens <= input_tokens \
+                    and 0 <= (input_tokens | output_tokens | cached_input_tokens) < _MAX_TOKENS:
+                span.input_tokens = input_tokens
+                span.output_tokens = output_tokens
+                span.cached_input_tokens = cached_input_tokens
+                return
         # Plain non-negative ints are the norm; only anything else goes through the slow check. (``__class__``, not
         # ``type()``: an attribute read instead of a call, on every LLM call.)
         if input_tokens is not None:

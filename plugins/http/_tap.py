@@ -54,21 +54,20 @@ class StreamTap:
         exchange.streamed = True
 
     def feed(self, chunk: bytes) -> None:
+        reader = self._reader
         held = self._held
         self._held = chunk
-        if held is None:  # the first chunk: only its time now
+        if reader is not None and held is not None:  # every chunk after the second: read the one before it
+            try:
+                reader.feed(held)
+            except Exception:  # stop reading; the chunks keep flowing to the user
+                logger.exception("agentwatch: could not read a response stream (ignored)")
+                reader.unreadable = "reader error"
+        elif held is None:  # the first chunk: only its time now
             if not self._first_ns:
                 self._first_ns = _time_ns()
-            return
-        reader = self._reader
-        if reader is None:  # the first chunk's turn
+        elif reader is None:  # the first chunk's turn
             self._read(held)
-            return
-        try:
-            reader.feed(held)
-        except Exception:  # stop reading; the chunks keep flowing to the user
-            logger.exception("agentwatch: could not read a response stream (ignored)")
-            reader.unreadable = "reader error"
 
     def _read(self, chunk: bytes) -> None:
         """Read a chunk before the reader exists: the first one (which also marks the first token)."""

@@ -104,6 +104,32 @@ def test_streamed_output_is_measured_for_an_estimate() -> None:
     assert escaped.text_bytes == 2 * 3 + 1  # an escaped character counts as a 3-byte UTF-8 one
 
 
+@pytest.mark.parametrize("cut", ["per event", "mid event"])
+@pytest.mark.parametrize("usage", [True, False])
+def test_a_long_stream_is_read_and_measured_whole(cut: str, usage: bool) -> None:
+    """3,000 events (~0.7 MB: the dropped blocks are measured in several batches), each chunk a whole event (the
+    reader's short way) or cut mid-event: the usage at the end is read, and the text measured is all of it."""
+    texts = [f"word {i} " + "x" * (i % 97) for i in range(3000)]
+    events = [{"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": text}}]} for text in texts]
+    events.append({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        events.append({"id": "c", "model": "gpt-4o", "choices": [],
+                       "usage": {"prompt_tokens": 7, "completion_tokens": 3000, "total_tokens": 3007}})
+    blocks = [b"data: " + json.dumps(event).encode() + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+    reader = BodyReader("chat", "text/event-stream")
+    if cut == "per event":
+        for block in blocks:
+            reader.feed(block)
+    else:
+        body = b"".join(blocks)
+        for start in range(0, len(body), 1000):
+            reader.feed(body[start:start + 1000])
+    reading = reader.finish()
+    assert reader.saw_end and reading.finish_reason == "stop"
+    assert (reading.input_tokens, reading.output_tokens) == ((7, 3000) if usage else (None, None))
+    assert reader.text_bytes == sum(map(len, texts))
+
+
 def test_the_estimator() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("abcd" * 25) == 25
