@@ -178,7 +178,7 @@ def _profile(call: Callable[[], Sample], settings: dict[str, Any], count: int = 
               f"{calls_ / count:4.1f}/call  {where}")
 
 
-def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int) -> None:
+def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int) -> list[float]:
     """Median CPU time added per call, each instrumented call paired with an uninstrumented one just before it
     (``--cpu``). The client stays initialised; only ``_client._active`` is switched. The uninstrumented arm still
     runs the patched methods up to their check of it (the httpx tap reads the request's path first): in rounds,
@@ -206,8 +206,12 @@ def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int)
             gc.enable()
     finally:
         client_module._active = active
+    added = []
     for index, label in enumerate(labels):
         diffs = sorted(w - a for a, w in zip(*samples[index], strict=True))
+        added.append(statistics.median(diffs))
+        if not label:  # a figure not asked for
+            continue
         low, high = diffs[len(diffs) // 4], diffs[(3 * len(diffs)) // 4]
         # The median of the per-call differences reads 6-10 us lower than the difference of the medians (which
         # the loopback rounds and a paired benchmark of the two arms report) on this path: both are printed.
@@ -215,6 +219,7 @@ def _paired_cpu(call: Callable[[], Sample], labels: tuple[str, ...], count: int)
         print(f"  {label:<30} added {statistics.median(diffs):+6.1f} us CPU median of per-call differences, "
               f"{of_medians:+6.1f} us difference of the medians (per call 25th-75th: {low:+.1f}..{high:+.1f}; "
               f"{count} pairs)")
+    return added
 
 
 def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, rounds: int,
@@ -381,6 +386,26 @@ def _in_process_client() -> openai.OpenAI:
                          http_client=httpx.Client(transport=httpx.MockTransport(_in_process)))
 
 
+LONG_STREAM_EVENTS = 200
+
+
+def _long_stream_client(events: int) -> openai.OpenAI:
+    """A client whose streams bring ``events`` content chunks (one per token, as providers send them)."""
+    wire = [b"data: " + json.dumps(event).encode() + b"\n\n" for event in (
+        _chunk({"role": "assistant", "content": ""}), *(_chunk({"content": f"tok{i} "}) for i in range(events)),
+        _chunk({}, "stop"), _chunk({}, usage=_USAGE))] + [b"data: [DONE]\n\n"]
+
+    class Events(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield from wire
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Events(), headers={"content-type": "text/event-stream", **_HEADERS})
+
+    return openai.OpenAI(base_url="http://stub.invalid/v1", api_key="k", max_retries=0,
+                         http_client=httpx.Client(transport=httpx.MockTransport(respond)))
+
+
 def _cpu_only(count: int, profile: bool) -> None:
     """``--cpu``: the in-process calls in this thread's CPU time, paired per call (``_paired_cpu``)."""
     print(f"python {sys.version.split()[0]}, openai {openai.__version__}, httpx {httpx.__version__}; in-process "
@@ -390,7 +415,11 @@ def _cpu_only(count: int, profile: bool) -> None:
     agentwatch.init(exporters=[])
     try:
         _paired_cpu(chat, ("chat.completions",), count)
-        _paired_cpu(stream, ("stream: time to first chunk", "stream: whole stream"), count)
+        _, short = _paired_cpu(stream, ("stream: time to first chunk", "stream: whole stream"), count)
+        # What each streamed event adds (the reader's per-chunk path): a stream of many, against the short one (1).
+        _, long_stream = _calls(_long_stream_client(LONG_STREAM_EVENTS), time.thread_time_ns)
+        _, long = _paired_cpu(long_stream, ("", f"stream of {LONG_STREAM_EVENTS} content events"), max(50, count // 20))
+        print(f"  {'per streamed event':<30} added {(long - short) / (LONG_STREAM_EVENTS - 1):+6.2f} us CPU")
     finally:
         agentwatch.shutdown(1.0)
     print(f"core call cycle alone: {_core_cycle():.1f} us wall (start_llm_call + set_usage + end)")

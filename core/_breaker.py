@@ -395,7 +395,7 @@ def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, err
         settle(admission, cost_usd=cost_usd, error=error)
         return
     cost = cost_usd
-    if type(cost) is not float or not 0.0 <= cost < _INF:  # also catches NaN
+    if cost.__class__ is not float or not 0.0 <= cost < _INF:  # also catches NaN
         cost = _clean_cost(cost)
     if len(admission) == 1:  # the global monitor alone
         monitor = admission[0]

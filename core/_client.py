@@ -34,6 +34,7 @@ __all__ = ["Client", "init", "init_provisional", "shutdown", "get_client", "get_
            "unregister_process_plugin"]
 
 _lock = fork_safe_lock(sys.modules[__name__], "_lock", threading.RLock)
+_time_ns = time.time_ns
 _active: Client | None = None
 #: Plugins registered into every client, including ones created later (e.g. by a test's own init()).
 _process_plugins: dict[str, Any] = {}
@@ -267,8 +268,10 @@ class Client:
 
     def end_span(self, span: Span, end_time_unix_nano: int | None = None) -> None:
         """End ``span`` (at ``end_time_unix_nano`` if the caller already read the clock) and queue it."""
-        if not span.finish(end_time_unix_nano):
+        if span._ended:  # span.finish(end_time_unix_nano), inlined: every span ends here
             return
+        span._ended = True
+        span.end_time_unix_nano = end_time_unix_nano or _time_ns()
         if span.input is not None or span.output is not None:
             bound_text(span)  # once for every plugin, before the span is queued (see _capture)
         if self._has_span_end:
