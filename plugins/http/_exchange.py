@@ -219,8 +219,10 @@ class Exchange:
                 attributes["response_model"] = model
         choices = fields.get("choices")
         if choices.__class__ is list and choices:
+            choice = choices[0]
             # A declared field of the SDK's model: read as an attribute (a missing one would raise and catch).
-            finish_reason = getattr(choices[0], "finish_reason", None)
+            finish_reason = choice.get("finish_reason") if choice.__class__ is dict else \
+                getattr(choice, "finish_reason", None)
             if finish_reason and "finish_reason" not in attributes:
                 attributes["finish_reason"] = finish_reason
         if not call._ended:
