@@ -8,9 +8,9 @@ chunk of whole events), nothing more. The size of the streamed text (for an esti
 is measured only if asked (``text_bytes``, at the end): the blocks that drop out of the kept ones wait,
 unmeasured, until they add up to ``_MAX_UNMEASURED`` and are then measured together, in one regex pass. A
 stream that brings its usage pays no regex per chunk, and one shorter than that none at all. A block too
-large to keep is looked at as it passes. A JSON body is collected and parsed
-once at the end. Text is collected only when the user asked for it (``capture_messages``), since that
-means parsing every event as it passes.
+large to keep is looked at as it passes. A JSON body is collected and parsed once at the end. Text is
+collected only when the user asked for it (``capture_messages``), since that means parsing every event as
+it passes.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class BodyReader:
         self._json: list[bytes] = []
         self._size = 0
         #: Whole blocks of events not looked at yet: the stream's first few (``_head``), then the rest, whose last
-        #: few (the tail) are kept for their usage and the ones before only until measured (``_keep``).
+        #: few (the tail) are kept for their usage and the ones before only until measured (``_measure_dropped``).
         self._head: list[bytes] = []
         self._rest: list[bytes] = []
         self._rest_size = 0

@@ -225,7 +225,7 @@ class Exchange:
                 getattr(choice, "finish_reason", None)
             if finish_reason and "finish_reason" not in attributes:
                 attributes["finish_reason"] = finish_reason
-        if not call._ended:
+        if not call.ended:
             status = self.status
             call.end(f"HTTP {status}" if status >= 400 else None)
         return True
