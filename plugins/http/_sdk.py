@@ -149,13 +149,16 @@ def _raised(exchange: Exchange, error: BaseException) -> None:
 
 def _returned(exchange: Exchange, result: Any) -> None:
     """``request()`` returned ``result``: settle a call read in full; a streamed call of ours ends with its body."""
-    if not exchange.streamed:
-        exchange.settle(result)
-    elif exchange.owned:
-        if exchange.body_open:
-            exchange.ends_with_body = True
-        else:
-            exchange.end()
+    try:
+        if not exchange.streamed:
+            exchange.settle(result)
+        elif exchange.owned:
+            if exchange.body_open:
+                exchange.ends_with_body = True
+            else:
+                exchange.end()
+    except Exception:
+        swallow_internal_error("the SDK layer")
 
 
 def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
@@ -180,13 +183,7 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
             raise
         finally:
             CURRENT_EXCHANGE.reset(token)
-        try:
-            if exchange.streamed:
-                _returned(exchange, result)
-            else:  # the usual call: settled here, without _returned's frame
-                exchange.settle(result)
-        except Exception:
-            swallow_internal_error("the SDK layer")
+        _returned(exchange, result)
         return result
 
     return request
@@ -214,13 +211,7 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
             raise
         finally:
             CURRENT_EXCHANGE.reset(token)
-        try:
-            if exchange.streamed:
-                _returned(exchange, result)
-            else:  # the usual call: settled here, without _returned's frame
-                exchange.settle(result)
-        except Exception:
-            swallow_internal_error("the SDK layer")
+        _returned(exchange, result)
         return result
 
     return request
