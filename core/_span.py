@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._forking import after_fork_in_child
@@ -26,8 +27,40 @@ STATUSES: Final = frozenset({"ok", "error", "blocked"})
 # Seeded from the OS, and again in a forked child so that parent and child never share ids.
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))
 _bits = _rng.getrandbits
-after_fork_in_child(lambda: _rng.seed(int.from_bytes(os.urandom(16), "big")))
 _time_ns = time.time_ns
+
+# Spans take their ids from a pool drawn 64 at a time: the draw's three C paths (random bits, to_bytes, hex) cost
+# ~7 us when the caches are cold (as after every wait on a socket), a slice of a drawn string a fraction of that.
+# Each entry is 48 hex digits: a root span's trace id (32) and span id (16); a child span takes the last 16.
+# ``next`` on a list iterator is atomic under the GIL, so two threads never take one entry; one that finds the pool
+# empty draws a new one (two threads may both draw: different random ids either way).
+_ID_DIGITS = 48
+_POOL_SIZE = 64
+
+
+def _draw_ids() -> str:
+    global _next_ids
+    digits = _bits(4 * _ID_DIGITS * _POOL_SIZE).to_bytes(_ID_DIGITS * _POOL_SIZE // 2, "big").hex()
+    pool = [digits[start:start + _ID_DIGITS] for start in range(0, len(digits), _ID_DIGITS)]
+    _next_ids = iter(pool).__next__
+    return _next_ids()
+
+
+def _empty_pool() -> str:
+    raise StopIteration
+
+
+_next_ids: Callable[[], str] = _empty_pool
+
+
+def _after_fork() -> None:
+    """A forked child draws its own ids: it never continues the parent's pool or its generator's sequence."""
+    global _next_ids
+    _rng.seed(int.from_bytes(os.urandom(16), "big"))
+    _next_ids = _empty_pool
+
+
+after_fork_in_child(_after_fork)
 
 
 def new_trace_id() -> str:
@@ -69,18 +102,21 @@ class Span:
         provider: str | None = None,
         attributes: dict[str, Any] | None = None,
     ) -> None:
-        # Ids and the clock inlined (not new_trace_id() / new_span_id()): every LLM call makes a span. A root
-        # span draws both ids at once.
-        if trace_id:
+        # Ids from the pool and the clock inlined (not new_trace_id() / new_span_id()): every LLM call makes a span.
+        if trace_id and span_id:
             self.trace_id = trace_id
-            self.span_id = span_id or _bits(64).to_bytes(8, "big").hex()
-        elif span_id:
-            self.trace_id = _bits(128).to_bytes(16, "big").hex()
             self.span_id = span_id
         else:
-            ids = _bits(192).to_bytes(24, "big").hex()
-            self.trace_id = ids[:32]
-            self.span_id = ids[32:]
+            try:
+                ids = _next_ids()
+            except StopIteration:
+                ids = _draw_ids()
+            if trace_id:
+                self.trace_id = trace_id
+                self.span_id = ids[32:]
+            else:
+                self.trace_id = ids[:32]
+                self.span_id = span_id or ids[32:]
         self.parent_span_id = parent_span_id
         self.name = name
         self.kind = kind

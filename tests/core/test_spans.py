@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -260,6 +261,9 @@ def test_threads_record_concurrently(memory: agentwatch.InMemoryExporter) -> Non
     agentwatch.flush()
     assert len(memory.by_kind("llm")) == 1600
     assert agentwatch.get_state()["exporter"]["dropped"] == 0
+    # Eight threads drew from one pool of ids at once, and refilled it 25 times: no id was taken twice.
+    assert len({span["span_id"] for span in memory.by_kind("llm")}) == 1600
+    assert len({span["trace_id"] for span in memory.by_kind("llm")}) == 1600
 
 
 def test_ids_do_not_follow_the_programs_random_seed() -> None:
@@ -268,8 +272,33 @@ def test_ids_do_not_follow_the_programs_random_seed() -> None:
     import subprocess
     import sys
 
-    code = ("import random; random.seed(42); import agentwatch; from agentwatch._span import new_trace_id, "
-            "new_span_id; random.seed(42); print(new_trace_id(), new_span_id())")
+    code = ("import random; random.seed(42); import agentwatch; from agentwatch._span import Span, new_trace_id, "
+            "new_span_id; random.seed(42); span = Span('s'); print(new_trace_id(), new_span_id(), span.trace_id, "
+            "span.span_id)")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
     assert len(runs) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_never_takes_the_parents_next_ids() -> None:
+    """Spans take ids from a pool; a child forked while the parent's pool is half used draws its own."""
+    from agentwatch._span import Span
+
+    Span("before the fork")  # the pool is drawn, and one entry taken
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its spans' ids to the parent, then out without running the parent's exit hooks
+        try:
+            os.write(write, " ".join(f"{span.trace_id} {span.span_id}" for span in
+                                     (Span("child"), Span("child", trace_id="t" * 32), Span("child"))).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {id_ for span in (Span("parent"), Span("parent", trace_id="t" * 32), Span("parent"))
+              for id_ in (span.trace_id, span.span_id)}
+    assert len(child) == 6  # three span ids, two trace ids of their own and the one given (the same on both sides)
+    assert child & parent == {"t" * 32}
