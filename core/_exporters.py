@@ -214,6 +214,9 @@ class HttpSender:
         self._stopped = threading.Event()
         #: The last attempt failed to reach the receiver; cleared by the next answer.
         self.down = False
+        #: ... and it failed by waiting out the timeout (a receiver that hangs, or a host that drops packets), not
+        #: at once (refused, reset, an error status): trying it again costs whoever waits another timeout.
+        self.timed_out = False
         #: The operator-control version the collector's last answer announced (``_remote_control``).
         self.announced_control: str | None = None
 
@@ -288,7 +291,9 @@ class HttpSender:
             except (OSError, _http_exception()) as error:
                 problem = f"{type(error).__name__}: {error}"
                 last = last or retries_unanswered is not None and attempt >= retries_unanswered
+                self.timed_out = isinstance(error, TimeoutError)
             else:
+                self.timed_out = False
                 if 200 <= status < 300:  # any 2xx: our collector answers 202, like ATP receivers
                     self.down = False
                     return "sent"
@@ -470,7 +475,13 @@ class HttpExporter:
 
     def begin_flush(self) -> None:
         """A flush wants everything at the collector: a collector known down is tried again at once (one attempt,
-        as at exit), and if it answers, this wake-up delivers more of the spool than usual."""
+        as at exit), and if it answers, this wake-up delivers more of the spool than usual. Not one whose last
+        attempt waited out the timeout, before its next probe is due: a program that flushes per request would
+        wait that long on every flush (a remote collector behind a firewall that drops packets); its batches go to
+        the spool and the flush returns at once."""
+        sender = self._sender
+        if sender.down and sender.timed_out and time.monotonic() < self._probe_at:
+            return
         self._probe_at = self._spool_next_check = 0.0
         self._spool_files_per_wake = self.SPOOL_FILES_PER_FLUSH
 

@@ -171,6 +171,30 @@ def test_shutdown_with_the_collector_down_is_bounded_and_counts_everything() -> 
     assert processor.dropped + processor.failed == 2_001
 
 
+def test_a_flush_does_not_wait_out_the_timeout_of_a_collector_that_hangs_again(
+        tmp_path: Path, fault_server: Callable[..., FaultServer]) -> None:
+    """A program that flushes per request, exporting to a collector that never answers (a remote one behind a
+    firewall that drops packets): the first flush waits out the timeout (the attempt and one retry); the flushes
+    after it, before the next probe is due, spool their spans and return at once instead of waiting again."""
+    server = fault_server("slow", delay=30.0)
+    agentwatch.init(proxy_url=server.url, export_timeout=0.3, flush_interval=0.05, spool_dir=str(tmp_path),
+                    remote_control=False)  # its requests to /api/control would count too
+    agentwatch.event("first")
+    started = time.monotonic()
+    assert not agentwatch.flush(5)
+    assert 0.5 <= time.monotonic() - started < 3.0  # two attempts of 0.3 s each
+    assert server.requests == 2
+    for i in range(5):
+        agentwatch.event(f"request {i}")
+        started = time.monotonic()
+        assert not agentwatch.flush(5)
+        assert time.monotonic() - started < 0.25, i  # no third wait of 0.3 s
+    assert server.requests == 2
+    state = _exporter_state()
+    assert state["failed"] == state["spooled"] == 7 and state["dropped"] == 0, state  # with the process span
+    agentwatch.shutdown(timeout=1.0)
+
+
 def _spans(count: int, name: str) -> list[dict[str, Any]]:
     return [{"trace_id": "t" * 32, "span_id": f"{name}{n:012x}", "kind": "event", "name": name}
             for n in range(count)]
