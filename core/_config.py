@@ -60,13 +60,16 @@ class Config:
     #: (one it authenticates to, or one on loopback): see ``_remote_control``.
     remote_control: bool = True
 
-    @property
-    def capture_text(self) -> bool:
-        """Prompts and outputs are kept only when asked for and zero data retention is off."""
-        return self.capture_messages and not self.zero_data_retention
+    #: Prompts and outputs are kept only when asked for and zero data retention is off. Worked out once (the
+    #: config is frozen), not by a property: plugins ask it on every LLM call.
+    capture_text: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capture_text", self.capture_messages and not self.zero_data_retention)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+#: The parameters of ``init()`` (``capture_text`` is derived, not given).
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.init}
 _LIMITS_FALLBACKS = ("local", "block")
 _STREAM_USAGE = ("auto", "always", "never")
 _AGENT_LIMIT_KEYS = frozenset(
