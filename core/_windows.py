@@ -443,36 +443,61 @@ class LocalWindowStore:
 
     # ---- internals ------------------------------------------------------------------------------
 
+    # _count_pending and _fold run every CATCH_UP_EVERY calls over what those calls left: the counts for the open
+    # bucket add up in locals and are written once, and before a new bucket is opened (it closes the open one).
+
     def _count_pending(self) -> None:
         pending = self.pending_calls
+        until = self._calls_until
+        counted = 0
         while pending:
             t = pending.popleft()  # atomic, as in _fold: an admission racing with this loop is counted later
-            if t < self._calls_until:
-                self._calls_open += 1
-                self._calls_total += 1
+            if t < until:
+                counted += 1
             else:
+                self._calls_open += counted
+                self._calls_total += counted
+                counted = 0
                 self._new_calls_bucket(t)
+                until = self._calls_until
+        self._calls_open += counted
+        self._calls_total += counted
 
     def _fold(self) -> None:
         inbox = self._inbox
+        spend_until, done_until = self._spend_until, self._done_until
+        spent = done = errors = 0
         while inbox:
             # popleft is atomic: a record() racing with this loop is either taken now or left for later.
             t, cost, error = inbox.popleft()
             if cost:
                 units = int(cost * _UNITS_PER_USD_F + 0.5)
-                if t < self._spend_until:
-                    self._spend_open += units
-                    self._spend_total += units
+                if t < spend_until:
+                    spent += units
                 else:
+                    self._spend_open += spent
+                    self._spend_total += spent
+                    spent = 0
                     self._new_spend_bucket(t, units)
-            if t < self._done_until:
-                self._done_open += 1
-                self._done_total += 1
+                    spend_until = self._spend_until
+            if t < done_until:
+                done += 1
                 if error:
-                    self._done_open_errors += 1
-                    self._done_errors += 1
+                    errors += 1
             else:
+                self._add_done(done, errors)
+                done = errors = 0
                 self._new_done_bucket(t, error)
+                done_until = self._done_until
+        self._spend_open += spent
+        self._spend_total += spent
+        self._add_done(done, errors)
+
+    def _add_done(self, done: int, errors: int) -> None:
+        self._done_open += done
+        self._done_total += done
+        self._done_open_errors += errors
+        self._done_errors += errors
 
     # A window's buckets, oldest first: the closed ones in the deque, then the open one (if its
     # ``until`` is not -inf). ``expires`` is when the oldest of them leaves the window, and ``_expires``
