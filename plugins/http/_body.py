@@ -120,47 +120,18 @@ class BodyReader:
     def feed(self, chunk: bytes) -> None:
         # The usual chunk of a stream: whole events (nothing pending before it, its last one complete), kept as is.
         if self._plain and not self._pending and chunk.endswith(self._separator) and b"\r" not in chunk \
-                and len(chunk) <= _MAX_KEPT_BLOCK and self.unreadable is None:
-            if len(self._head) < _HEAD_BLOCKS:
-                self._head.append(chunk)
-                return
-            self._rest.append(chunk)
-            self._rest_size += len(chunk)
-            if self._rest_size > _MAX_UNMEASURED:
-                self._measure_dropped()
-            return
-        if self.unreadable is not None or not chunk:
-            return
-        if self._decode is not None:
-            chunk = self._decode(chunk)
-        if self._mode == "json":
-            self._json.append(chunk)
-            self._size += len(chunk)
-            if self._size > _MAX_JSON_BODY:
-                self._json.clear()
-                self.unreadable = "body too large"
-            return
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        separator = self._separator
-        end = data.rfind(separator)
-        if end < 0:
-            self._pending = data
-            if len(data) > _MAX_EVENT:
-                self._pending, self.unreadable = b"", "event too large"
-            return
-        end += len(separator)
-        if end == len(data):  # the usual chunk: whole events
-            self._pending = b""
-            block = data
+                and self.unreadable is None:
+            block = chunk
         else:
-            self._pending = data[end:]
-            block = data[:end]
-        if self.reading.capture_text:
-            self._count_text(block)
-            self._scan(block)  # every event is read for its text
-        elif len(block) > _MAX_KEPT_BLOCK:
+            whole = self._whole_events(chunk)
+            if whole is None:
+                return
+            block = whole
+            if self.reading.capture_text:
+                self._count_text(block)
+                self._scan(block)  # every event is read for its text
+                return
+        if len(block) > _MAX_KEPT_BLOCK:
             self._scan_kept()  # what came before it first: the scan keeps stream order
             self._measure_unmeasured()
             self._count_text(block)
@@ -172,6 +143,37 @@ class BodyReader:
             self._rest_size += len(block)
             if self._rest_size > _MAX_UNMEASURED:
                 self._measure_dropped()
+
+    def _whole_events(self, chunk: bytes) -> bytes | None:
+        """The chunk's share of whole events, with what an earlier chunk left pending before it (decoded, CRLF made
+        LF), or None when it completes no event (kept pending), the body is JSON (collected) or unreadable."""
+        if self.unreadable is not None or not chunk:
+            return None
+        if self._decode is not None:
+            chunk = self._decode(chunk)
+        if self._mode == "json":
+            self._json.append(chunk)
+            self._size += len(chunk)
+            if self._size > _MAX_JSON_BODY:
+                self._json.clear()
+                self.unreadable = "body too large"
+            return None
+        data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        separator = self._separator
+        end = data.rfind(separator)
+        if end < 0:
+            self._pending = data
+            if len(data) > _MAX_EVENT:
+                self._pending, self.unreadable = b"", "event too large"
+            return None
+        end += len(separator)
+        if end == len(data):  # the usual chunk: whole events
+            self._pending = b""
+            return data
+        self._pending = data[end:]
+        return data[:end]
 
     def _measure_dropped(self) -> None:
         """``_rest`` outgrew ``_MAX_UNMEASURED``: all but its last few blocks (the tail) drop out, measured together."""
