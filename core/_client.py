@@ -240,9 +240,9 @@ class Client:
             scopes = AGENT_SCOPES.get()
             if scopes:
                 agent = scopes[-1]
-        return self.open_span(name, kind, parent, attributes, agent, None, None)
+        return self._open_span(name, kind, parent, attributes, agent, None, None)
 
-    def open_span(self, name: str, kind: str, parent: Span | None, attributes: dict[str, Any] | None,
+    def _open_span(self, name: str, kind: str, parent: Span | None, attributes: dict[str, Any] | None,
                   agent: AgentScope | None, model: str | None, provider: str | None) -> Span:
         """``start_span`` with everything given (the parent, the agent: no context read for them), positionally:
         the LLM-call path, which has already read the context."""

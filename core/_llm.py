@@ -466,7 +466,7 @@ def start_llm_call(
         agent: AgentScope | None = scopes[-1]
     else:
         agent = context_scopes[-1] if context_scopes else None
-    span = client.open_span(name, kind, CURRENT_SPAN.get() if parent is None else parent, attributes, agent, model,
+    span = client._open_span(name, kind, CURRENT_SPAN.get() if parent is None else parent, attributes, agent, model,
                             provider)
     admission = None
     if check:

@@ -29,9 +29,9 @@ _rng = random.Random(int.from_bytes(os.urandom(16), "big"))
 _bits = _rng.getrandbits
 _time_ns = time.time_ns
 
-# Spans take their ids from a pool drawn 64 at a time: the draw's three C paths (random bits, to_bytes, hex) cost
-# ~7 us when the caches are cold (as after every wait on a socket), a slice of a drawn string a fraction of that.
-# Each entry is 48 hex digits: a root span's trace id (32) and span id (16); a child span takes the last 16.
+# Spans take their ids from a pool drawn 64 at a time: a slice of one drawn string per span instead of three calls
+# (random bits, to_bytes, hex), ~0.2 us of a ~2.9 us LLM-call cycle. Each entry is 48 hex digits: a root span's
+# trace id (32) and span id (16); a child span takes the last 16.
 # ``next`` on a list iterator is atomic under the GIL, so two threads never take one entry; one that finds the pool
 # empty draws a new one (two threads may both draw: different random ids either way).
 _ID_DIGITS = 48

@@ -475,8 +475,7 @@ class LocalWindowStore:
                 if t < spend_until:
                     spent += units
                 else:
-                    self._spend_open += spent
-                    self._spend_total += spent
+                    self._add_spend(spent)
                     spent = 0
                     self._new_spend_bucket(t, units)
                     spend_until = self._spend_until
@@ -489,9 +488,12 @@ class LocalWindowStore:
                 done = errors = 0
                 self._new_done_bucket(t, error)
                 done_until = self._done_until
-        self._spend_open += spent
-        self._spend_total += spent
+        self._add_spend(spent)
         self._add_done(done, errors)
+
+    def _add_spend(self, units: int) -> None:
+        self._spend_open += units
+        self._spend_total += units
 
     def _add_done(self, done: int, errors: int) -> None:
         self._done_open += done

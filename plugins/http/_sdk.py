@@ -81,11 +81,9 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
         exchange = Exchange(in_flight, endpoint, False, False, True, capture_text, body)
     else:
         if body.__class__ is dict and endpoint.api != "gemini":
-            model = body.get("model")
-            if model.__class__ is not str:
-                model = str(model) if model else None
-            elif not model:
-                model = None
+            model = body.get("model") or None
+            if model is not None and model.__class__ is not str:
+                model = str(model)
         else:
             model = request_model(endpoint, path, body)
         provider = _provider(api_client.base_url, sdk)
@@ -93,7 +91,7 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
                               input=request_input(body) if capture_text else None,
                               request_body=body)
         exchange = Exchange(call, endpoint, True, False, True, capture_text, body)
-    if endpoint.api == "chat" and body.__class__ is dict and "stream" in body and body["stream"] is True:
+    if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
         _ask_stream_usage(api_client, options, exchange, client)
     return exchange
 
