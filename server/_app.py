@@ -27,6 +27,7 @@ from . import (
     _routes_reports,
 )
 from ._backends import open_store
+from ._balance import ConnectionBalancer, worker_board
 from ._live import router as live_router
 from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
@@ -208,4 +209,8 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn's worker processes (``serve --workers N``): every setting comes from the env."""
-    return create_app(settings=Settings.from_env())
+    app = create_app(settings=Settings.from_env())
+    board = worker_board()
+    if board is not None:
+        app.add_middleware(ConnectionBalancer, board=board)
+    return app

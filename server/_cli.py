@@ -142,6 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ._app import create_app
     from ._backends import open_store, store_location
+    from ._balance import BOARD_ENV, create_board_file
 
     mode = "local mode, no API key" if settings.local_mode else "API key or token required on /api"
     where = store_location(settings)
@@ -153,8 +154,14 @@ def _serve(args: argparse.Namespace) -> int:
                            "AGENTWATCH_SIGNING_KEY": str(settings.resolved_signing_key_path),
                            "DATA_RETENTION_DAYS": str(settings.data_retention_days),
                            "ZERO_DATA_RETENTION": "true" if settings.zero_data_retention else "false"})
-        uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
-                    port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
+        board = create_board_file()
+        os.environ[BOARD_ENV] = str(board)
+        try:
+            uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
+                        port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
+        finally:
+            os.environ.pop(BOARD_ENV, None)
+            board.unlink(missing_ok=True)
         return 0
     try:
         store = open_store(settings)

@@ -10,6 +10,7 @@ may lose the last transactions. ``synchronous=FULL`` also survives power loss, a
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import threading
@@ -328,12 +329,15 @@ class SQLiteStore(Store):
         # Several server processes may share one database (``serve --workers``). SQLite serialises their
         # writes anyway, but its busy handler sleeps and polls; a blocking file lock hands over at once.
         self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
-        self._writer = self._connect()
-        self._writer.executescript(SCHEMA)
-        self._writer.executescript(SESSIONS_SCHEMA)
-        upgrade(self._writer)
-        self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+        # Under the file lock: worker processes that open a new file together would race to switch it to WAL,
+        # and SQLite refuses that at once ("database is locked", no busy wait) to all but one of them.
+        with _file_locked(self._lock_file.fileno()):
+            self._writer = self._connect()
+            self._writer.executescript(SCHEMA)
+            self._writer.executescript(SESSIONS_SCHEMA)
+            upgrade(self._writer)
+            self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
         # Checkpoints copy the WAL into the database file and fsync; doing them on a thread of their own
         # keeps that work off the ingest path. The writer's own autocheckpoint is only a safety net.
         self._writer.execute("PRAGMA wal_autocheckpoint=20000")
@@ -729,6 +733,19 @@ class SQLiteStore(Store):
         spans = connection.execute("SELECT count(*) FROM spans").fetchone()[0]
         traces = connection.execute("SELECT count(*) FROM traces").fetchone()[0]
         return {"spans": int(spans), "traces": int(traces)}
+
+
+@contextlib.contextmanager
+def _file_locked(descriptor: int) -> Iterator[None]:
+    """The lock other server processes sharing the database take to write (none where fcntl is missing)."""
+    if fcntl is None:
+        yield
+        return
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
 class _Transaction:

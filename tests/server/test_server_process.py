@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,33 @@ def test_a_locked_database_is_reported_promptly(tmp_path: Path, signing_key: Pat
     assert len(lines) == 1 and "locked" in lines[0] and str(db) in lines[0], result.stderr
     assert "waited 3 s" in lines[0]  # not SQLite's silent 30 s
     print(f"locked: exit in {took:.1f} s")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the processes that open the database together")
+def test_worker_processes_that_open_a_new_database_together_all_start(tmp_path: Path) -> None:
+    # serve --workers N: every worker opens the file at start-up. A fresh file is switched to WAL, which SQLite
+    # refuses at once ("database is locked") to all but one of those that try at the same moment.
+    for round_ in range(60):
+        path = tmp_path / f"fresh-{round_}.db"
+        ready, go = os.pipe(), os.pipe()
+        children = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child reports through its exit status
+                code = 1
+                try:
+                    os.write(ready[1], b"x")
+                    os.read(go[0], 1)
+                    SQLiteStore(path).close()
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()  # shown with the failure
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for _ in children:
+            os.read(ready[0], 1)
+        os.write(go[1], b"x" * len(children))
+        assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0] * 4
+        for end in (*ready, *go):
+            os.close(end)
