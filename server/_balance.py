@@ -12,6 +12,7 @@ later, tries again.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -24,6 +25,8 @@ from pathlib import Path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BOARD_ENV", "WorkerBoard", "ConnectionBalancer", "create_board_file", "worker_board"]
+
+logger = logging.getLogger("agentwatch.server")
 
 #: Where ``serve --workers N`` tells its worker processes the board's file is.
 BOARD_ENV = "AGENTWATCH_WORKER_BOARD"
@@ -185,4 +188,9 @@ def worker_board() -> WorkerBoard | None:
     path = os.environ.get(BOARD_ENV)
     if not path or os.name != "posix":
         return None
-    return WorkerBoard(Path(path))
+    try:
+        return WorkerBoard(Path(path))
+    except (OSError, ValueError, RuntimeError) as error:  # balancing is an optimisation: serve without it
+        logger.warning("agentwatch serve: worker %s does not share the clients with the others (%s)", os.getpid(),
+                       error)
+        return None

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from agentwatch.server import ServerHandle, SQLiteStore
-from agentwatch.server._balance import WorkerBoard, create_board_file
+from agentwatch.server._balance import BOARD_ENV, WorkerBoard, create_board_file, worker_board
 from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace
 from tests.server.test_server_process import spawn_collector
 
@@ -192,3 +192,10 @@ def test_workers_that_start_together_take_slots_of_their_own(tmp_path: Path) -> 
             assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     finally:
         board.unlink()
+
+
+def test_a_worker_whose_board_is_gone_serves_without_sharing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(BOARD_ENV, str(tmp_path / "removed.board"))
+    assert worker_board() is None
+    assert "does not share the clients" in caplog.text
