@@ -18,11 +18,11 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._file_lock import LOCKS_FILES, file_locked
 
 __all__ = ["BOARD_ENV", "WorkerBoard", "ConnectionBalancer", "create_board_file", "worker_board"]
 
@@ -59,18 +59,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def _claiming(fileno: int) -> Iterator[None]:
-    """Workers that start together must not take the same free slot."""
-    import fcntl
-
-    fcntl.flock(fileno, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(fileno, fcntl.LOCK_UN)
-
-
 class WorkerBoard:
     """This worker's slot on the board, and what the others published in theirs."""
 
@@ -78,7 +66,7 @@ class WorkerBoard:
         with open(path, "r+b") as file:
             self._map = mmap.mmap(file.fileno(), _SLOT.size * _SLOTS)
             self._pid = os.getpid()
-            with _claiming(file.fileno()):
+            with file_locked(file.fileno()):  # workers that start together must not take one free slot
                 self._offset = self._free_slot() * _SLOT.size
                 self.publish(0, 0)
 
@@ -186,7 +174,7 @@ def worker_board() -> WorkerBoard | None:
     """This worker's slot when it is one of several that share a board (and the platform can lock the board's
     file while a slot is claimed); else None."""
     path = os.environ.get(BOARD_ENV)
-    if not path or os.name != "posix":
+    if not path or not LOCKS_FILES:
         return None
     try:
         return WorkerBoard(Path(path))

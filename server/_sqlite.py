@@ -10,7 +10,6 @@ may lose the last transactions. ``synchronous=FULL`` also survives power loss, a
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import sys
 import threading
@@ -33,6 +32,7 @@ from ._datamodel import (
     rule_changes,
     span_flags,
 )
+from ._file_lock import file_locked
 from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
@@ -331,7 +331,7 @@ class SQLiteStore(Store):
         self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
         # Under the file lock: worker processes that open a new file together would race to switch it to WAL,
         # and SQLite refuses that at once ("database is locked", no busy wait) to all but one of them.
-        with _file_locked(self._lock_file.fileno()):
+        with file_locked(self._lock_file.fileno()):
             self._writer = self._connect()
             self._writer.executescript(SCHEMA)
             self._writer.executescript(SESSIONS_SCHEMA)
@@ -733,19 +733,6 @@ class SQLiteStore(Store):
         spans = connection.execute("SELECT count(*) FROM spans").fetchone()[0]
         traces = connection.execute("SELECT count(*) FROM traces").fetchone()[0]
         return {"spans": int(spans), "traces": int(traces)}
-
-
-@contextlib.contextmanager
-def _file_locked(descriptor: int) -> Iterator[None]:
-    """The lock other server processes sharing the database take to write (none where fcntl is missing)."""
-    if fcntl is None:
-        yield
-        return
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
 class _Transaction:

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import time
+import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -81,3 +82,32 @@ class WebhookHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+def run_together(processes: int, work: Callable[[int], None]) -> list[int]:
+    """Exit codes of ``processes`` forked children, each running ``work(index)``; all are released at once when
+    every one is ready (as worker processes starting together). A child's error is printed to stderr."""
+    ready, go = os.pipe(), os.pipe()
+    children = []
+    try:
+        for index in range(processes):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child reports through its exit status
+                code = 1
+                try:
+                    os.write(ready[1], b"x")
+                    os.read(go[0], 1)
+                    work(index)
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for _ in children:
+            os.read(ready[0], 1)
+        os.write(go[1], b"x" * len(children))
+        return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    finally:
+        for end in (*ready, *go):
+            os.close(end)

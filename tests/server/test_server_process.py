@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 from agentwatch.server import ServerHandle, Settings, SQLiteStore, create_app, start_background
 from agentwatch.server._cli import main as cli_main
 from agentwatch.server._stats import DAY_NS
-from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace
+from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace, run_together
 
 HERE = Path(__file__).resolve().parent
 # The same import set-up as the tests, for a collector in a process of its own.
@@ -289,25 +288,4 @@ def test_worker_processes_that_open_a_new_database_together_all_start(tmp_path: 
     # refuses at once ("database is locked") to all but one of those that try at the same moment.
     for round_ in range(60):
         path = tmp_path / f"fresh-{round_}.db"
-        ready, go = os.pipe(), os.pipe()
-        children = []
-        for _ in range(4):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child reports through its exit status
-                code = 1
-                try:
-                    os.write(ready[1], b"x")
-                    os.read(go[0], 1)
-                    SQLiteStore(path).close()
-                    code = 0
-                except BaseException:
-                    traceback.print_exc()  # shown with the failure
-                finally:
-                    os._exit(code)
-            children.append(pid)
-        for _ in children:
-            os.read(ready[0], 1)
-        os.write(go[1], b"x" * len(children))
-        assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0] * 4
-        for end in (*ready, *go):
-            os.close(end)
+        assert run_together(4, lambda _, path=path: SQLiteStore(path).close()) == [0] * 4

@@ -20,7 +20,7 @@ import pytest
 
 from agentwatch.server import ServerHandle, SQLiteStore
 from agentwatch.server._balance import BOARD_ENV, WorkerBoard, create_board_file, worker_board
-from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace
+from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace, run_together
 from tests.server.test_server_process import spawn_collector
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets' owners from Linux's /proc")
@@ -158,38 +158,18 @@ def test_a_single_process_collector_never_asks_a_client_to_reconnect(
 def test_workers_that_start_together_take_slots_of_their_own(tmp_path: Path) -> None:
     board = create_board_file()
     try:
-        ready, go = os.pipe(), os.pipe()
-        children = []
-        for index in range(6):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child reports through its exit status
-                code = 1
-                try:
-                    mine = WorkerBoard(board)
-                    mine.publish(index + 1, 0)
-                    os.write(ready[1], b"x")
-                    os.read(go[0], 1)
-                    # Every other child published 2..6 (child 0) or 1..6 without its own.
-                    code = 0 if mine.fewest_elsewhere(10**12) == (2 if index == 0 else 1) else 2
-                finally:
-                    os._exit(code)
-            children.append(pid)
-        for _ in children:
-            os.read(ready[0], 1)
-        os.write(go[1], b"x" * len(children))
-        assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0] * 6
+        def work(index: int) -> None:
+            mine = WorkerBoard(board)
+            mine.publish(index + 1, 0)
+            time.sleep(0.5)  # until every other one has published
+            # The others published 2..6 (for the first) or 1..6 without its own: a shared slot loses one.
+            assert mine.fewest_elsewhere(10**12) == (2 if index == 0 else 1)
+
+        assert run_together(6, work) == [0] * 6
         # The six are gone: a worker started now sees no other, and takes over their slots as it needs.
         assert WorkerBoard(board).fewest_elsewhere(1) is None
         for _ in range(70):  # more workers, in turn, than the board has slots
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover
-                code = 1
-                try:
-                    WorkerBoard(board)
-                    code = 0
-                finally:
-                    os._exit(code)
-            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            assert run_together(1, lambda _: WorkerBoard(board).close()) == [0]
     finally:
         board.unlink()
 
