@@ -8,6 +8,7 @@ others, a sync recorder, and an async one that runs inline (as LangSmith's trace
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 from uuid import UUID
 
@@ -168,6 +169,8 @@ def test_one_start_for_several_prompts_stopped_part_way_ends_every_run_it_starte
     runs = OpenRuns()
     manager = CallbackManager.configure(inheritable_callbacks=[runs])
     with pytest.raises(CircuitBreakerException):
-        manager.on_llm_start(FakeListLLM(responses=["a"])._serialized, ["p1", "p2", "p3"])
+        # In a context of its own: a model's entry point would restore the caller's after its calls.
+        contextvars.copy_context().run(manager.on_llm_start, FakeListLLM(responses=["a"])._serialized,
+                                       ["p1", "p2", "p3"])
     assert runs.starts == 3 and runs.open == set()
     assert runs.errors == ["CircuitBreakerException"] * 3
