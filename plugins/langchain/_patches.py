@@ -15,10 +15,8 @@
    in the caller's task and context, before the request), so here it runs first, by itself, and LangChain
    dispatches the start to every other handler exactly as it would without us.
 
-3. A run that ours stops at its start (a block, or a pause for a human). LangChain gives a start to each handler
-   in turn, so the handlers before ours have heard of it; LangChain then raises out of the start and never ends
-   the run for them (it stays open in Langfuse or LangSmith). The sync starts and the async chain start tell
-   them it ended with that error (``_ends_what_ours_stopped``).
+3. A run that ours stops at its start (a block, or a pause for a human): the handlers LangChain gave the start
+   before ours hear it end with that error (``_stopped``).
 """
 
 from __future__ import annotations
@@ -32,6 +30,16 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch.instrumentation import restore_current, save_current
+
+from ._stopped import (
+    BATCH,
+    abatched,
+    aends_what_ours_stopped,
+    atell_started,
+    batched,
+    ends_what_ours_stopped,
+    raised_by_ours,
+)
 
 __all__ = ["install", "uninstall"]
 
@@ -176,6 +184,10 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
         ours = [handler for handler in self.handlers if isinstance(handler, handler_class)]
         if not ours:
             return await original(self, serialized, inputs, run_id, **kwargs)
+        # A prompt of a completion model's batch (each started in a task of its own): stopped like the one before.
+        batch = BATCH.get() if kwargs.get("batch_size", 1) > 1 else None
+        if batch is not None and batch.stopped is not None:
+            raise batch.stopped
         run_ids = [run_id or uuid7(), *(uuid7() for _ in inputs[1:])]
         started: list[UUID] = []
         try:
@@ -189,6 +201,9 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
             for one in started:  # a batch stopped part-way: its earlier runs are never sent
                 for handler in ours:
                     handler.on_llm_error(error, run_id=one)
+            if batch is not None and raised_by_ours(error):
+                batch.stopped = error
+                await atell_started(batch, error)
             raise
         # Everyone else, dispatched by LangChain as if we were not in the list (a shallow copy of this
         # manager without us); the run managers it returns carry the full list again for the run's end.
@@ -199,105 +214,13 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
             managers.extend(await original(others, serialized, [item], one, **kwargs))
         for manager in managers:
             manager.handlers = self.handlers
+        if batch is not None:
+            batch.started.extend((manager, manager.run_id) for manager in managers)
+            if batch.stopped is not None:  # another prompt was stopped while these were being started
+                await atell_started(batch, batch.stopped)
         return managers
 
     return on_start
-
-
-#: Per start event: the event that ends such a run with an error, and the handler property that skips both.
-_ERROR_EVENTS = {"on_llm_start": ("on_llm_error", "ignore_llm"),
-                 "on_chat_model_start": ("on_llm_error", "ignore_chat_model"),
-                 "on_chain_start": ("on_chain_error", "ignore_chain")}
-
-
-def _raised_by_ours(error: BaseException) -> bool:
-    from agentwatch import CircuitBreakerException
-
-    from ._graph import is_control_flow
-
-    return isinstance(error, CircuitBreakerException) or is_control_flow(error)  # a block, or a pause for a human
-
-
-def _heard_before_ours(handlers: list[Any], handler_class: type[Any], ignore: str) -> list[Any]:
-    """The handlers LangChain gave a start before ours, which stopped the run by raising."""
-    heard: list[Any] = []
-    for handler in handlers:
-        if isinstance(handler, handler_class):
-            return heard
-        if not getattr(handler, ignore, False):
-            heard.append(handler)
-    return []  # ours is not in the list: the error came from elsewhere
-
-
-def _ends_what_ours_stopped(original: Callable[..., Any], handler_class: type[Any], event: str) -> Callable[..., Any]:
-    """``CallbackManager.<event>`` (sync starts): LangChain gives the start to each handler in turn, so when ours
-    stops the run (a block, or a pause for a human), the handlers before ours have heard of its start and would
-    never hear of its end: a run left open in Langfuse or LangSmith. They hear of it as an error, as of a run that
-    failed; so do all handlers of the runs a batch had already started. Free until then: the ``try`` costs
-    nothing, and the run id is drawn here instead of in LangChain."""
-    from langchain_core.callbacks.manager import handle_event
-    from langchain_core.utils.uuid import uuid7
-
-    error_event, ignore = _ERROR_EVENTS[event]
-
-    def tell(handlers: list[Any], error: BaseException, run_id: UUID, manager: Any) -> None:
-        handle_event(handlers, error_event, ignore, error, run_id=run_id, parent_run_id=manager.parent_run_id,
-                     tags=manager.tags)
-
-    chain = event == "on_chain_start"
-
-    @functools.wraps(original)
-    def on_start(self: Any, serialized: Any, inputs: Any, run_id: UUID | None = None, **kwargs: Any) -> Any:
-        if chain or len(inputs) == 1:
-            if run_id is None:
-                run_id = uuid7()
-            try:
-                return original(self, serialized, inputs, run_id, **kwargs)
-            except BaseException as error:
-                if _raised_by_ours(error):
-                    tell(_heard_before_ours(self.handlers, handler_class, ignore), error, run_id, self)
-                raise
-        # Several inputs in one start (LangChain itself starts a batch's prompts one by one, each with its own
-        # manager; a run started before the blocked one then stays open for everyone: not covered here).
-        managers: list[Any] = []  # one start per input, so that each run's id is known here
-        for index, item in enumerate(inputs):
-            one = run_id if index == 0 and run_id is not None else uuid7()
-            try:
-                managers.extend(original(self, serialized, [item], one, **kwargs))
-            except BaseException as error:
-                if _raised_by_ours(error):
-                    tell(_heard_before_ours(self.handlers, handler_class, ignore), error, one, self)
-                    for manager in managers:
-                        tell(self.handlers, error, manager.run_id, self)
-                raise
-        return managers
-
-    return on_start
-
-
-def _aends_what_ours_stopped(original: Callable[..., Any], handler_class: type[Any]) -> Callable[..., Any]:
-    """``AsyncCallbackManager.on_chain_start``: as ``_ends_what_ours_stopped``. LangChain awaits the inline
-    handlers first, in turn (LangSmith's tracer is one), and the others only after them: when ours stops the run,
-    the inline handlers before it have heard of the start, and the others of nothing."""
-    from langchain_core.callbacks.manager import ahandle_event
-    from langchain_core.utils.uuid import uuid7
-
-    @functools.wraps(original)
-    async def on_chain_start(self: Any, serialized: Any, inputs: Any, run_id: UUID | None = None,
-                             **kwargs: Any) -> Any:
-        if run_id is None:
-            run_id = uuid7()
-        try:
-            return await original(self, serialized, inputs, run_id, **kwargs)
-        except BaseException as error:
-            if _raised_by_ours(error):
-                inline = [handler for handler in self.handlers if handler.run_inline]
-                await ahandle_event(_heard_before_ours(inline, handler_class, "ignore_chain"), "on_chain_error",
-                                    "ignore_chain", error, run_id=run_id, parent_run_id=self.parent_run_id,
-                                    tags=self.tags)
-            raise
-
-    return on_chain_start
 
 
 def install(handler_class: type[Any]) -> None:
@@ -309,6 +232,8 @@ def install(handler_class: type[Any]) -> None:
 
     wrappers = {"generate": _scoped_call, "agenerate": _scoped_acall, "stream": _scoped_stream,
                 "astream": _scoped_astream}
+    # A completion model starts each prompt of a call with a manager of its own: the call keeps a Batch of them.
+    batches = {"generate": batched, "agenerate": abatched}
     with _lock:
         if _originals:
             return
@@ -316,7 +241,8 @@ def install(handler_class: type[Any]) -> None:
             for name in _ENTRY_POINTS:
                 original = cls.__dict__[name]
                 _originals.append((cls, name, original))
-                setattr(cls, name, wrappers[name](original))
+                wrapped = wrappers[name](original)
+                setattr(cls, name, batches[name](wrapped) if cls is BaseLLM and name in batches else wrapped)
         for event in ("on_llm_start", "on_chat_model_start"):
             original = AsyncCallbackManager.__dict__[event]
             _originals.append((AsyncCallbackManager, event, original))
@@ -324,10 +250,10 @@ def install(handler_class: type[Any]) -> None:
         for event in ("on_llm_start", "on_chat_model_start", "on_chain_start"):
             original = CallbackManager.__dict__[event]
             _originals.append((CallbackManager, event, original))
-            setattr(CallbackManager, event, _ends_what_ours_stopped(original, handler_class, event))
+            setattr(CallbackManager, event, ends_what_ours_stopped(original, handler_class, event))
         original = AsyncCallbackManager.__dict__["on_chain_start"]
         _originals.append((AsyncCallbackManager, "on_chain_start", original))
-        AsyncCallbackManager.on_chain_start = _aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
+        AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
 
 
 def uninstall() -> None:

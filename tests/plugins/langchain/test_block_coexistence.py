@@ -174,3 +174,29 @@ def test_one_start_for_several_prompts_stopped_part_way_ends_every_run_it_starte
                                        ["p1", "p2", "p3"])
     assert runs.starts == 3 and runs.open == set()
     assert runs.errors == ["CircuitBreakerException"] * 3
+
+
+@pytest.mark.parametrize("how", ["batch", "abatch"])
+@pytest.mark.parametrize("placement", ["zero_config", "explicit_last"])
+def test_a_completion_models_batch_stopped_part_way_ends_every_prompt_it_started(
+        how: str, placement: str, memory: agentwatch.InMemoryExporter) -> None:
+    # LangChain starts each prompt of a completion model's batch with a manager of its own. Two calls a minute:
+    # the batch's first two prompts start (for every handler, ours too), its third is blocked.
+    agentwatch.init(exporters=[memory], max_calls_per_minute=2, block_on_threshold=True)
+    model = FakeListLLM(responses=["a b"] * 4)
+    runs, inline = OpenRuns(), InlineOpenRuns()
+    callbacks: list[Any] = [runs, inline] + ([AgentWatchHandler()] if placement == "explicit_last" else [])
+    with pytest.raises(CircuitBreakerException):
+        if how == "batch":
+            model.batch(["x", "y", "z"], {"callbacks": callbacks})
+        else:
+            asyncio.run(model.abatch(["x", "y", "z"], {"callbacks": callbacks}))
+    assert model.i == 0
+    for recorder in (runs, inline.runs):
+        # (In async the starts run as concurrent tasks: the others may hear of a prompt or of none.)
+        assert recorder.open == set() and (how == "abatch" or recorder.starts >= 2)
+        assert set(recorder.errors) <= {"CircuitBreakerException"}
+    agentwatch.flush()
+    # Ours too: the two prompts started are ended (blocked: never sent), as is the one that was stopped.
+    spans = memory.by_kind("llm")
+    assert len(spans) == 3 and {span["status"] for span in spans} == {"blocked"}
