@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,3 +32,9 @@ def pair(llm_config: dict[str, Any]) -> tuple[Any, Any]:
     assistant.register_for_llm(name="add", description="Add two integers.")(add)
     user.register_for_execution(name="add")(add)
     return assistant, user
+
+
+@pytest.fixture(autouse=True)
+def _working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AG2's file logger makes autogen_logs/ in the working directory: kept out of the checkout (on sys.path)."""
+    monkeypatch.chdir(tmp_path)
