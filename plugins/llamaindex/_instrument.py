@@ -1,5 +1,6 @@
 """Installing and removing the LlamaIndex instrumentation: the span and event handlers on the root
-dispatcher, and the zero-config legacy callback handler (``_attach``) that checks limits.
+dispatcher, the zero-config legacy callback handler (``_attach``) that checks limits, and the end of a blocked
+call for the legacy handlers that heard of its start (``_stopped``).
 
 Idempotent both ways: ``install()`` twice adds nothing; ``remove()`` leaves LlamaIndex as if AgentWatch
 had never been there, so a later ``agentwatch.init()`` starts clean.
@@ -14,6 +15,8 @@ from ._attach import attach_to_settings, detach_all
 from ._calls import clear as clear_calls
 from ._events import AgentWatchEventHandler
 from ._spans import OPEN, AgentWatchSpanHandler, forget_rules
+from ._stopped import install as end_blocked_starts
+from ._stopped import remove as keep_blocked_starts
 
 __all__ = ["install", "remove", "installed"]
 
@@ -36,6 +39,7 @@ def install() -> None:
             dispatcher.add_span_handler(span_handler)
             dispatcher.add_event_handler(event_handler)
             _handlers.extend((span_handler, event_handler))
+            end_blocked_starts()
     attach_to_settings()
 
 
@@ -52,6 +56,7 @@ def remove() -> None:
         dispatcher.span_handlers[:] = [existing for existing in dispatcher.span_handlers if existing is not handler]
         dispatcher.event_handlers[:] = [existing for existing in dispatcher.event_handlers if existing is not handler]
     detach_all()
+    keep_blocked_starts()
     OPEN.clear()
     clear_calls()
     forget_rules()
