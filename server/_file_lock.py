@@ -7,25 +7,33 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["file_locked", "LOCKS_FILES"]
+__all__ = ["file_locked", "lock_file", "unlock_file", "LOCKS_FILES"]
 
 if sys.platform != "win32":
     import fcntl
 else:  # pragma: no cover
     fcntl = None
 
-#: Whether ``file_locked`` excludes other processes on this platform.
+#: Whether ``lock_file`` excludes other processes on this platform.
 LOCKS_FILES = fcntl is not None
+
+
+def lock_file(descriptor: int) -> None:
+    """Take the lock, waiting until the other processes let go."""
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+
+def unlock_file(descriptor: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
 @contextmanager
 def file_locked(descriptor: int) -> Iterator[None]:
     """Held by one process at a time (blocking until the others let go)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    lock_file(descriptor)
     try:
         yield
     finally:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        unlock_file(descriptor)

@@ -11,7 +11,6 @@ may lose the last transactions. ``synchronous=FULL`` also survives power loss, a
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -32,7 +31,7 @@ from ._datamodel import (
     rule_changes,
     span_flags,
 )
-from ._file_lock import file_locked
+from ._file_lock import file_locked, lock_file, unlock_file
 from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
@@ -42,11 +41,6 @@ from ._stats import HOUR_NS, hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
 __all__ = ["SQLiteStore"]
-
-if sys.platform != "win32":
-    import fcntl
-else:  # pragma: no cover - one process per database on Windows
-    fcntl = None
 
 _ID_CHUNK = 900  # stays under SQLite's default limit of bound parameters on old builds
 
@@ -749,14 +743,12 @@ class _Transaction:
     def __enter__(self) -> sqlite3.Cursor:
         self._lock.acquire()
         try:
-            if fcntl is not None:
-                fcntl.flock(self._descriptor, fcntl.LOCK_EX)
+            lock_file(self._descriptor)
             try:
                 self._cursor = self._connection.cursor()
                 self._cursor.execute("BEGIN IMMEDIATE")
             except BaseException:
-                if fcntl is not None:
-                    fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+                unlock_file(self._descriptor)
                 raise
         except BaseException:
             self._lock.release()
@@ -771,6 +763,5 @@ class _Transaction:
             else:
                 self._cursor.execute("ROLLBACK")
         finally:
-            if fcntl is not None:
-                fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+            unlock_file(self._descriptor)
             self._lock.release()
