@@ -107,8 +107,9 @@ async def atell_started(batch: Batch, error: BaseException) -> None:
 
 
 def ends_what_ours_stopped(original: Callable[..., Any], handler_class: type[Any], event: str) -> Callable[..., Any]:
-    """``CallbackManager.<event>`` (the sync starts), ending for the other handlers what ours stops. Free until
-    then: the ``try`` costs nothing, and the run id is drawn here instead of in LangChain."""
+    """``CallbackManager.<event>`` (the sync starts), ending for the other handlers what ours stops. Until then it
+    costs this wrapper's frame (~27 bytecodes a chat call): the ``try`` is free, and the run id is drawn here
+    instead of in LangChain."""
     from langchain_core.utils.uuid import uuid7
 
     ignore = _ERROR_EVENTS[event][1]
