@@ -41,6 +41,18 @@ _to_dict = Span.to_dict
 _SPAN_OVERHEAD = 512
 _SAMPLE = 8
 _MAX_DEPTH = 3
+#: A program thread that releases the GIL often and only briefly (an in-process fake answering each call,
+#: ``os.urandom`` per request, an event loop polling with a zero timeout) can keep the export worker from ever
+#: taking the GIL back: each release wakes the waiting worker too late, and counts as a switch, so the worker never
+#: claims one (CPython's GIL convoy). The queue then fills and drops spans while the worker starves. So when the
+#: queue holds two batches or more and the worker has not moved for ``_STARVED_SECONDS`` (a worker that only
+#: competes for the GIL gets it within the switch interval, 5 ms), the enqueuing thread stands aside for
+#: ``_STAND_ASIDE_SECONDS`` (a sleep, holding no lock), in which the worker runs uncontended. A stand-aside in which
+#: the worker did not move doubles the step to the next look (up to a quarter of the queue): a worker waiting on
+#: something else (a collector that does not answer) costs the program a handful of sleeps, not one per step.
+_STARVED_SECONDS = 0.02
+_STAND_ASIDE_SECONDS = 0.002
+_FIRST_STEP = 64
 
 
 def _estimate(value: Any, depth: int) -> int:
@@ -185,6 +197,15 @@ class BatchProcessor:
         self._stopping = False
         self._exporting = 0
         self._room = self._room_locked()
+        # The queue length at which enqueue next wakes the worker and looks whether it keeps up (_backlogged).
+        self._check_at = self._max_batch_size
+        self._check_drops = 0
+        self._step = _FIRST_STEP
+        # Moved on by the worker at each step of its loop (read without a lock: a hint), and when it was last
+        # seen to move.
+        self._worker_turns = 0
+        self._turns_seen = 0
+        self._moved_at = time.monotonic()
 
     def _reinit_after_fork(self) -> None:
         # The parent's worker thread does not exist in the child; the parent's queued spans belong
@@ -204,10 +225,32 @@ class BatchProcessor:
         if (len(queue) < self._room and span.input is None and span.output is None
                 and len(span.attributes) <= PLAIN_MAX_ATTRIBUTES):
             queue.append(span)
-            if len(queue) == self._max_batch_size:
-                self._wake.set()
+            if len(queue) >= self._check_at:
+                self._backlogged()
             return
         self._enqueue_sized(span)
+
+    def _backlogged(self) -> None:
+        """The queue reached ``_check_at`` (or, full, dropped ``_check_drops`` spans): wake the worker; if it is two
+        batches behind and has not moved for ``_STARVED_SECONDS``, stand aside for it (``_STAND_ASIDE_SECONDS``)."""
+        self._wake.set()
+        queued = len(self._queue)
+        turns = self._worker_turns
+        now = time.monotonic()
+        if turns != self._turns_seen:
+            self._turns_seen, self._moved_at = turns, now
+        elif now - self._moved_at >= _STARVED_SECONDS and not self._stopping and \
+                queued >= min(2 * self._max_batch_size, self._max_queue_size) and \
+                threading.get_ident() != self._worker.ident:
+            time.sleep(_STAND_ASIDE_SECONDS)
+            # The worker moved on meanwhile: it was starved, look again soon. Else it waits on something else.
+            if self._worker_turns != turns:
+                self._step = _FIRST_STEP
+                self._turns_seen, self._moved_at = self._worker_turns, time.monotonic()
+            else:
+                self._step = min(self._step * 2, max(_FIRST_STEP, self._max_queue_size // 4))
+        self._check_at = queued + self._step
+        self._check_drops = self.dropped + self._step
 
     def _enqueue_sized(self, span: Span) -> None:
         """The locked path: size the span (a plain one counts ``PLAIN_SPAN_BYTES``), drop the oldest entries
@@ -216,13 +259,17 @@ class BatchProcessor:
         if plain:
             with self._lock:
                 queue = self._queue
-                if queue and not self._sized and len(queue) == self._room and not self._stopping:
+                full = bool(queue) and not self._sized and len(queue) == self._room and not self._stopping
+                if full:
                     # Full of plain spans (a collector down, a burst): this one takes the oldest one's place.
                     # The steady state while the exporter cannot keep up, so the shortest way through the lock.
                     queue.popleft()
                     queue.append(span)
                     self.dropped += 1
-                    return
+            if full:
+                if self.dropped >= self._check_drops:  # a full queue may be a starved worker's too
+                    self._backlogged()
+                return
         size = PLAIN_SPAN_BYTES if plain else estimate_size(span)
         with self._lock:
             if self._stopping:
@@ -273,11 +320,13 @@ class BatchProcessor:
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
+            self._worker_turns += 1
             if not prepared:  # the exporters' imports at the first wake-up, not competing with init() for the GIL
                 prepared = True
                 with importing():
                     for prepare in self._prepare_hooks:
                         stop_on_exception(prepare)()
+                self._worker_turns += 1
             with self._flushed:
                 flush_target = self._flush_requests
                 flushing = flush_target != self._flushes_done
@@ -299,6 +348,8 @@ class BatchProcessor:
         with self._lock:
             queue = self._queue
             count = min(len(queue), self._max_batch_size)
+            self._check_at = self._max_batch_size  # the next full batch wakes the worker again
+            self._worker_turns += 1
             if not self._sized:  # only plain spans: popped in one pass (appends race only at the other end)
                 return [queue.popleft() for _ in range(count)]  # type: ignore[misc]
             batch: list[Span] = []
@@ -327,9 +378,11 @@ class BatchProcessor:
 
     def _export_batch(self, batch: list[Span]) -> None:
         dicts = list(map(_to_dict, batch))
+        self._worker_turns += 1
         delivered = True
         for exporter in self._exporters:
             ok = stop_on_exception(exporter.export, default=False)(dicts)
+            self._worker_turns += 1
             delivered = delivered and bool(ok)
         if self._on_batch is not None:
             stop_on_exception(self._on_batch)(dicts)
