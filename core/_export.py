@@ -41,8 +41,8 @@ _to_dict = Span.to_dict
 _SPAN_OVERHEAD = 512
 _SAMPLE = 8
 _MAX_DEPTH = 3
-#: A program thread that releases the GIL often and only briefly (an in-process fake answering each call,
-#: ``os.urandom`` per request, an event loop polling with a zero timeout) can keep the export worker from ever
+#: A program thread that releases the GIL often and only briefly (the openai client answered in process: it draws
+#: ``os.urandom`` per request, in a plain loop or under asyncio) can keep the export worker from ever
 #: taking the GIL back: each release wakes the waiting worker too late, and counts as a switch, so the worker never
 #: claims one (CPython's GIL convoy). The queue then fills and drops spans while the worker starves. So when the
 #: queue holds two batches or more and the worker has not moved for ``_STARVED_SECONDS`` (a worker that only
