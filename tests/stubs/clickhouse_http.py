@@ -52,7 +52,8 @@ class _Engine:
     def __init__(self, path: str) -> None:
         self.session = chdb_session.Session(path)
         self.lock = threading.Lock()
-        self.scratch = tempfile.mkdtemp(prefix="ch-http-")
+        # Beside the engine's data (the test's own temporary directory): the process is terminated, never cleans up.
+        self.scratch = tempfile.mkdtemp(prefix="ch-http-", dir=os.path.dirname(os.path.abspath(path)))
 
     def run(self, sql: str, params: dict[str, str]) -> bytes:
         match = _FORMAT.search(sql)
