@@ -3,7 +3,9 @@
 Modelled on OpenTelemetry's BatchSpanProcessor: enqueue is O(1) (a plain span: one lock-free append); the
 worker wakes on a full batch or every ``flush_interval`` and builds the export records (``Span.to_dict``)
 there, off the program's thread; when the queue is full (in spans, or in estimated bytes) the oldest spans
-are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker.
+are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker. Unlike
+OpenTelemetry's, it does not let a program starve the worker of the GIL: a thread that enqueues while the worker
+is two batches behind and has not run for 20 ms stands aside for 2 ms (``_STAND_ASIDE_SECONDS``).
 
 Exporters may also have ``prepare()`` (called once by the worker when it first wakes, before any export, while
 forks wait for it: the place for imports an exporter defers, which a fork must not catch half done),
