@@ -9,7 +9,8 @@ charge its work (and its waits for the GIL) to whichever arm is running. Rounds 
 AgentWatch and ``agentwatch.init(...)`` with the same client, the same stub and the same pooled
 connection, so drift (CPU frequency, other load) hits both alike; the medians of all per-call times are
 compared. Each round's own difference is printed too (median, 25th-75th percentile): drift between rounds
-cancels in it, and its spread shows the noise.
+cancels in it, and its spread shows the noise; so is the "without" arm against itself (its even rounds against its
+odd ones): how far two medians of the same code fall apart in this run.
 
 Measured, each with and without:
 - chat.completions, not streamed: the whole call;
@@ -234,6 +235,7 @@ def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, ro
     pause = _settle_instrumented(call)
     agentwatch.shutdown(1.0)
     plain: list[Sample] = []
+    plain_rounds: list[list[Sample]] = []
     watched: list[Sample] = []
     round_diffs: list[list[float]] = [[] for _ in labels]
     per_round = max(1, calls // rounds)
@@ -249,6 +251,7 @@ def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, ro
         agentwatch.flush(5)
         worker_seconds += _worker_cpu() - worker_before
         agentwatch.shutdown(1.0)
+        plain_rounds.append(without)
         plain += without
         watched += with_
         for index in range(len(labels)):
@@ -261,8 +264,12 @@ def _compare(labels: tuple[str, ...], call: Callable[[], Sample], calls: int, ro
         diffs = sorted(round_diffs[index])
         low, high = diffs[len(diffs) // 4], diffs[(3 * len(diffs)) // 4]
         spread = f"{statistics.median(diffs):+.1f} [{low:+.1f}..{high:+.1f}]"
+        # The same code against itself: the "without" arm's even rounds against its odd ones. Two medians of this
+        # many loopback calls differ by this much with nothing changed (drift, the kernel's placement of the stub).
+        halves = [statistics.median(s[index] for r in plain_rounds[parity::2] for s in r) for parity in (0, 1)]
         print(f"  {label:<30} without {base:7.1f} us  with {instrumented:7.1f} us  added {instrumented - base:+6.1f} us"
-              f"  (per round: median {spread}; {len(plain)} calls each)")
+              f"  (per round: median {spread}; {len(plain)} calls each; without vs itself, even and odd rounds: "
+              f"{halves[1] - halves[0]:+.1f} us)")
         added.append(instrumented - base)
     print(f"  {'export worker CPU':<30} {worker_seconds / max(len(watched), 1) * 1e6:6.1f} us per call "
           "(on its own thread, competing for the GIL)")
