@@ -7,7 +7,8 @@ Each case is a fresh interpreter running plain ``init()`` and a tight loop of op
 process (httpx ``MockTransport``: the client draws ``os.urandom`` per request, which releases and at once retakes the
 GIL), against a real collector (``agentwatch serve``, SQLite) or one that accepts connections and never answers.
 Cases: the plain loop; the same under asyncio (``AsyncOpenAI``, ten calls gathered at a time); the plain loop with
-a collector that never answers (the worker waits on it, not on the GIL: pauses do not help it and stay few).
+no collector (connection refused: the worker spools); and with a collector that never answers (the worker waits on
+it, not on the GIL: pauses do not help it and stay few).
 
 Target (the reliability row of the README): nothing dropped while the worker is only short of the GIL.
 """
@@ -139,11 +140,13 @@ def main() -> None:
             print(f"python {sys.version.split()[0]}; {args.calls} in-process openai calls, queue {args.queue}")
             cases = [("plain loop, collector up", f"http://127.0.0.1:{port}/api/ingest", "plain"),
                      ("asyncio, collector up", f"http://127.0.0.1:{port}/api/ingest", "asyncio"),
+                     ("plain loop, collector down (refused)", f"http://127.0.0.1:{_free_port()}/api/ingest", "plain"),
                      ("plain loop, collector never answers", f"http://127.0.0.1:{silent_port}/api/ingest", "plain")]
             for label, url, mode in cases:
                 result = _case(url, args.calls, args.queue, mode, scratch)
-                print(f"  {label:38s} {result['seconds']:5.1f} s; sent during the loop {int(result['sent']):6d}, "
-                      f"queued {int(result['queued']):6d}, dropped {int(result['dropped']):6d}; "
+                print(f"  {label:38s} {result['seconds']:5.1f} s; during the loop sent {int(result['sent']):6d}, "
+                      f"spooled {int(result['spooled']):6d}, queued {int(result['queued']):6d}, "
+                      f"dropped {int(result['dropped']):6d}; "
                       f"pauses {int(result['pauses'])} ({result['pauses'] * 2:.0f} ms)")
         finally:
             collector.terminate()
