@@ -290,6 +290,10 @@ def main() -> None:
         print(f"{mode:>16} " + " ".join(cells))
     if "noop handler" in results:
         floor = results["noop handler"]
+        # The same code from one process to the next: what a difference of a few µs below has to be read against.
+        spread = sorted(row["invoke_thread_us"] for row in samples["noop handler"])
+        print(f"the do-nothing handler from process to process ({len(spread)} passes): thread CPU {spread[0]:.1f} to "
+              f"{spread[-1]:.1f} us per chat call (spread {spread[-1] - spread[0]:.1f} us)")
         for mode in ("agentwatch none", "agentwatch down", "agentwatch up"):
             if mode in results:
                 over = {key: results[mode][key] - floor[key] for key in keys}
