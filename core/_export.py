@@ -4,8 +4,8 @@ Modelled on OpenTelemetry's BatchSpanProcessor: enqueue is O(1) (a plain span: o
 worker wakes on a full batch or every ``flush_interval`` and builds the export records (``Span.to_dict``)
 there, off the program's thread; when the queue is full (in spans, or in estimated bytes) the oldest spans
 are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker. Unlike
-OpenTelemetry's, it does not let a program starve the worker of the GIL: a thread that enqueues while the worker
-is two batches behind and has not run for 20 ms stands aside for 2 ms (``_STAND_ASIDE_SECONDS``).
+OpenTelemetry's, it does not let a program starve the worker of the GIL: a thread that enqueues while the queue is
+half full and the worker, trying to run, has not moved for 20 ms stands aside for 2 ms (``_STAND_ASIDE_SECONDS``).
 
 Exporters may also have ``prepare()`` (called once by the worker when it first wakes, before any export, while
 forks wait for it: the place for imports an exporter defers, which a fork must not catch half done),
@@ -43,18 +43,36 @@ _to_dict = Span.to_dict
 _SPAN_OVERHEAD = 512
 _SAMPLE = 8
 _MAX_DEPTH = 3
-#: A program thread that releases the GIL often and only briefly (the openai client answered in process: it draws
-#: ``os.urandom`` per request, in a plain loop or under asyncio) can keep the export worker from ever
-#: taking the GIL back: each release wakes the waiting worker too late, and counts as a switch, so the worker never
-#: claims one (CPython's GIL convoy). The queue then fills and drops spans while the worker starves. So when the
-#: queue holds two batches or more and the worker has not moved for ``_STARVED_SECONDS`` (a worker that only
-#: competes for the GIL gets it within the switch interval, 5 ms), the enqueuing thread stands aside for
-#: ``_STAND_ASIDE_SECONDS`` (a sleep, holding no lock), in which the worker runs uncontended. A stand-aside in which
-#: the worker did not move doubles the step to the next look (up to a quarter of the queue): a worker waiting on
-#: something else (a collector that does not answer) costs the program a handful of sleeps, not one per step.
+#: A program thread that releases the GIL often and only briefly (the openai client answered in process draws
+#: ``os.urandom`` per request, in a plain loop or under asyncio) can keep the export worker from ever taking the GIL
+#: back: each release wakes the waiting worker too late, and counts as a switch, so the worker never claims one
+#: (CPython's GIL convoy). The queue then fills and drops spans while the worker starves. So when the queue is half
+#: full (spans would soon be dropped) and the worker has not moved for ``_STARVED_SECONDS`` (a worker that only
+#: competes for the GIL gets it within the switch interval, 5 ms) while using CPU since the last look (it tries to
+#: run; one that sleeps or waits on a socket uses none, and a pause would not help it), the enqueuing thread stands
+#: aside for ``_STAND_ASIDE_SECONDS`` (a sleep, holding no lock), in which the worker runs uncontended. A pause in
+#: which the worker did not move doubles the step to the next look (up to a quarter of the queue).
 _STARVED_SECONDS = 0.02
 _STAND_ASIDE_SECONDS = 0.002
 _FIRST_STEP = 64
+
+
+def _own_cpu_clock() -> int | None:
+    """The calling thread's CPU-time clock (POSIX), to tell a worker kept from the GIL (it wakes, tries, and uses a
+    little CPU each time) from one that sleeps or waits on a socket (none); None where there is no such clock."""
+    try:
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
+        return None
+
+
+def _thread_cpu(clock: int | None) -> int | None:
+    if clock is None:
+        return None
+    try:
+        return time.clock_gettime_ns(clock)
+    except OSError:  # the thread is gone (a fork, a stopped worker): no reading
+        return None
 
 
 def _estimate(value: Any, depth: int) -> int:
@@ -208,6 +226,8 @@ class BatchProcessor:
         self._worker_turns = 0
         self._turns_seen = 0
         self._moved_at = time.monotonic()
+        self._worker_clock: int | None = None  # the worker thread's CPU clock, where the platform has one
+        self._worker_cpu_seen: int | None = None
 
     def _reinit_after_fork(self) -> None:
         # The parent's worker thread does not exist in the child; the parent's queued spans belong
@@ -233,16 +253,21 @@ class BatchProcessor:
         self._enqueue_sized(span)
 
     def _backlogged(self) -> None:
-        """The queue reached ``_check_at`` (or, full, dropped ``_check_drops`` spans): wake the worker; if it is two
-        batches behind and has not moved for ``_STARVED_SECONDS``, stand aside for it (``_STAND_ASIDE_SECONDS``)."""
+        """The queue reached ``_check_at`` (or, full, dropped ``_check_drops`` spans): wake the worker; if the queue
+        is half full and the worker has not moved for ``_STARVED_SECONDS``, stand aside for it (see there)."""
         self._wake.set()
         queued = len(self._queue)
         turns = self._worker_turns
         now = time.monotonic()
+        # A worker that used no CPU since the last look sleeps or waits on a socket (a collector's backoff, its
+        # answer): it is not kept from the GIL, and a pause would not help it.
+        worker_cpu = _thread_cpu(self._worker_clock)
+        trying = worker_cpu is None or worker_cpu != self._worker_cpu_seen
+        self._worker_cpu_seen = worker_cpu
         if turns != self._turns_seen:
             self._turns_seen, self._moved_at = turns, now
-        elif now - self._moved_at >= _STARVED_SECONDS and not self._stopping and \
-                queued >= min(2 * self._max_batch_size, self._max_queue_size) and \
+        elif trying and now - self._moved_at >= _STARVED_SECONDS and not self._stopping and \
+                queued >= self._max_queue_size // 2 and \
                 threading.get_ident() != self._worker.ident:
             time.sleep(_STAND_ASIDE_SECONDS)
             # The worker moved on meanwhile: it was starved, look again soon. Else it waits on something else.
@@ -315,6 +340,7 @@ class BatchProcessor:
     # ---- worker -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._worker_clock = _own_cpu_clock()
         if self._on_start is not None:
             with importing():  # a fork now waits for its imports rather than leave them half done in its child
                 stop_on_exception(self._on_start)()
