@@ -24,7 +24,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,15 +78,9 @@ PROGRAM = textwrap.dedent("""
             client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     elapsed = time.perf_counter() - started
     stats = agentwatch.get_client().processor.stats()
-    print(json.dumps({"seconds": elapsed, "pauses": len(pauses), **stats}))
+    print(json.dumps({"seconds": elapsed, "pauses": len(pauses), "paused_ms": sum(pauses) * 1000, **stats}))
     agentwatch.shutdown(timeout=0.5)
 """)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _silent_collector() -> tuple[int, socket.socket]:
@@ -123,23 +116,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--queue", type=int, default=10_000, help="max_queue_size of the program")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        port = _free_port()
-        serve = "import sys; from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))"
-        collector = subprocess.Popen([sys.executable, "-c", serve, "serve", "--port", str(port), "--db",
-                                      os.path.join(scratch, "bench.db"), "--log-level", "warning"], cwd=ROOT,
-                                     env={**os.environ, "AGENTWATCH_SIGNING_KEY": os.path.join(scratch, "k.pem")})
-        silent_port, silent = _silent_collector()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_openai_overhead import _collector, _free_port
+
+    silent_port, silent = _silent_collector()
+    with tempfile.TemporaryDirectory() as scratch, _collector() as ingest_url:
         try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
             print(f"python {sys.version.split()[0]}; {args.calls} in-process openai calls, queue {args.queue}")
-            cases = [("plain loop, collector up", f"http://127.0.0.1:{port}/api/ingest", "plain"),
-                     ("asyncio, collector up", f"http://127.0.0.1:{port}/api/ingest", "asyncio"),
+            cases = [("plain loop, collector up", ingest_url, "plain"),
+                     ("asyncio, collector up", ingest_url, "asyncio"),
                      ("plain loop, collector down (refused)", f"http://127.0.0.1:{_free_port()}/api/ingest", "plain"),
                      ("plain loop, collector never answers", f"http://127.0.0.1:{silent_port}/api/ingest", "plain")]
             for label, url, mode in cases:
@@ -147,10 +132,8 @@ def main() -> None:
                 print(f"  {label:38s} {result['seconds']:5.1f} s; during the loop sent {int(result['sent']):6d}, "
                       f"spooled {int(result['spooled']):6d}, queued {int(result['queued']):6d}, "
                       f"dropped {int(result['dropped']):6d}; "
-                      f"pauses {int(result['pauses'])} ({result['pauses'] * 2:.0f} ms)")
+                      f"pauses {int(result['pauses'])} ({result['paused_ms']:.0f} ms)")
         finally:
-            collector.terminate()
-            collector.wait(timeout=10)
             silent.close()
 
 
