@@ -254,7 +254,7 @@ class BatchProcessor:
 
     def _backlogged(self) -> None:
         """The queue reached ``_check_at`` (or, full, dropped ``_check_drops`` spans): wake the worker; if the queue
-        is half full and the worker has not moved for ``_STARVED_SECONDS``, stand aside for it (see there)."""
+        is half full and the worker has not moved for ``_STARVED_SECONDS``, stand aside for it (see that constant)."""
         self._wake.set()
         queued = len(self._queue)
         turns = self._worker_turns
