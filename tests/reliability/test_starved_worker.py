@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,28 +21,7 @@ CALLS = 8_000
 QUEUE = 3_000  # well below CALLS: the worker has to keep up while the loop runs
 
 
-LOOPS = {
-    "sync": f"""
-        client = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1",
-                               http_client=httpx.Client(transport=transport))
-        for _ in range({CALLS}):
-            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    """,
-    "asyncio": f"""
-        client = openai.AsyncOpenAI(api_key="k", base_url="http://127.0.0.1:9/v1",
-                                    http_client=httpx.AsyncClient(transport=transport))
-
-        async def calls():
-            for _ in range({CALLS} // 10):
-                await asyncio.gather(*(client.chat.completions.create(
-                    model="gpt-4o-mini", messages=MESSAGES) for _ in range(10)))
-
-        asyncio.run(calls())
-    """,
-}
-
-
-@pytest.mark.parametrize("loop", list(LOOPS))
+@pytest.mark.parametrize("loop", ["sync", "asyncio"])
 def test_a_tight_loop_of_in_process_calls_loses_no_span(tmp_path: Path, loop: str) -> None:
     handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
                               port=0)
@@ -65,14 +43,26 @@ def test_a_tight_loop_of_in_process_calls_loses_no_span(tmp_path: Path, loop: st
             async def answer_async(request):
                 return answer(request)
 
-            transport = httpx.MockTransport(answer_async if "{loop}" == "asyncio" else answer)
             agentwatch.init(proxy_url="{handle.url}/api/ingest", max_queue_size={QUEUE})
-            {{LOOP}}
+            if "{loop}" == "asyncio":  # ten calls gathered at a time
+                client = openai.AsyncOpenAI(api_key="k", base_url="http://127.0.0.1:9/v1",
+                                            http_client=httpx.AsyncClient(transport=httpx.MockTransport(answer_async)))
+
+                async def calls():
+                    for _ in range({CALLS} // 10):
+                        await asyncio.gather(*(client.chat.completions.create(
+                            model="gpt-4o-mini", messages=MESSAGES) for _ in range(10)))
+
+                asyncio.run(calls())
+            else:
+                client = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1",
+                                       http_client=httpx.Client(transport=httpx.MockTransport(answer)))
+                for _ in range({CALLS}):
+                    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
             running = agentwatch.get_client().processor.stats()
             assert agentwatch.flush(30)
             print(json.dumps(running))
-        """.replace("{LOOP}", textwrap.indent(textwrap.dedent(LOOPS[loop]), " " * 12).strip()), tmp_path,
-            timeout=120, env={"AGENTWATCH_DISABLED_PLUGINS": None})
+        """, tmp_path, timeout=120, env={"AGENTWATCH_DISABLED_PLUGINS": None})
         assert done.returncode == 0, done.stderr
         while_running = json.loads(done.stdout.splitlines()[-1])
         connection = sqlite3.connect(tmp_path / "collector.db")
