@@ -44,7 +44,7 @@ def current_llm_call() -> LLMCall | None:
     activated in, and a layer asking here must then open its own call, not add to a finished one.
     """
     call = CURRENT_LLM_CALL.get()
-    return None if call is None or call._ended else call
+    return None if call is None or call.ended else call
 
 
 #: No real call comes near this (10**12 tokens); a larger count is garbage. The collector refuses larger
@@ -155,7 +155,7 @@ def run_budget(key: str, budget: float, *, hard_budget: bool | None = None) -> M
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
-    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "_ended", "_estimate", "_fallback_price")
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_fallback_price")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -164,7 +164,9 @@ class LLMCall:
         self._admission = admission
         self._tokens: tuple[Token[Any], ...] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
-        self._ended = False
+        #: True once ``end()`` ran (read-only by convention). A plain attribute, not a property: every layer of a call
+        #: asks it, and a property is a Python call each time.
+        self.ended = False
         self._estimate: tuple[int, int] | None = None
         self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
 
@@ -340,14 +342,10 @@ class LLMCall:
 
     # ---- finishing ----------------------------------------------------------------------------
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def end(self, error: BaseException | str | None = None, *, finish_reason: str | None = None) -> None:
-        if self._ended:
+        if self.ended:
             return
-        self._ended = True
+        self.ended = True
         span = self.span
         attributes = span.attributes
         if finish_reason:

@@ -32,6 +32,7 @@ from agentwatch.instrumentation import (
     get_current_llm_call,
     logger,
     start_llm_call,
+    swallow_internal_error,
 )
 
 from ._body import BodyReader, parse_json
@@ -146,7 +147,9 @@ class Exchange:
             # self._note(...), inlined: this is on every SDK call's path.
             self.status = status = response.status_code
             attributes = self.call.span.attributes
-            attributes["http.url"] = url_text(response.request.url)
+            url = response.request.url
+            text = _url_texts.get(getattr(url, "_uri_reference", None))  # url_text(url), seen before, without its call
+            attributes["http.url"] = text if text is not None else url_text(url)
             attributes["http.status_code"] = status
             if request_id:
                 attributes["http.request_id"] = request_id
@@ -154,12 +157,26 @@ class Exchange:
                 attributes["http.attempts"] = self.attempts
         return response
 
+    def returned(self, result: Any) -> None:
+        """The SDK's ``request()`` returned ``result``: settle a call read in full; a streamed call of ours ends with
+        its body. Never raises (an internal error is logged)."""
+        try:
+            if self.streamed:
+                if self.owned:
+                    if self.body_open:
+                        self.ends_with_body = True
+                    else:
+                        self.end()
+            elif not (self.owned and not self.capture_text and self.endpoint.api in _OPENAI_RESULTS
+                      and self._settle_openai(result)):
+                self.settle(result)
+        except Exception:
+            swallow_internal_error("the SDK layer")
+
     def settle(self, result: Any) -> None:
         """The SDK returned ``result`` for a body read in full: read it and the kept response; end the call
-        if this layer owns it (a framework's call only gets what its owner did not give)."""
-        if self.owned and not self.capture_text and self.endpoint.api in _OPENAI_RESULTS and \
-                self._settle_openai(result):
-            return
+        if this layer owns it (a framework's call only gets what its owner did not give). ``returned`` reads the
+        usual openai result itself (``_settle_openai``) and comes here for any other."""
         reading = Reading(self.endpoint.api, self.capture_text)
         read_into(reading, result)
         unreadable = None

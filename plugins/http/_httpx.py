@@ -16,7 +16,7 @@ from agentwatch.instrumentation import logger, stop_on_exception
 
 from ._endpoints import _MISSING, _known_paths, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange
-from ._patching import Patcher
+from ._patching import Patcher, taking_keywords
 from ._stream_usage import UsageChunkFilter
 from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole
 
@@ -93,32 +93,37 @@ def _sdk_received(exchange: Exchange, response: Any, streaming: bool, stream_cla
 
 
 def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
-    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+    original = taking_keywords(original, stream=False)
+
+    def send(self: Any, request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
         sdk_call = _sdk_exchange(request)
         if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
-            response = original(self, request, *args, **kwargs)
-            if sdk_call.reads_result and not kwargs.get("stream"):
+            if args or kwargs:
+                response = original(self, request, *args, stream=stream, **kwargs)
+            else:
+                response = original(self, request, stream=stream)
+            if sdk_call.reads_result and not stream:
                 # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
                 # status, URL and request id are read from it when the call settles, not on the way out.
                 sdk_call.attempts += 1
                 sdk_call._response = response
             else:
-                _sdk_received(sdk_call, response, bool(kwargs.get("stream")), stream_class)
+                _sdk_received(sdk_call, response, bool(stream), stream_class)
             return response
         exchange, opened = _exchange_for(request)
         if exchange is None:
-            return original(self, request, *args, **kwargs)
+            return original(self, request, *args, stream=stream, **kwargs)
         if opened:
             exchange.call.activate()
         try:
-            response = original(self, request, *args, **kwargs)
+            response = original(self, request, *args, stream=stream, **kwargs)
         except BaseException as error:
             failed(exchange, error)
             raise
         finally:
             if opened:
                 exchange.call.deactivate()
-        _received(exchange, response, bool(kwargs.get("stream")), stream_class)
+        _received(exchange, response, bool(stream), stream_class)
         return response
 
     send.agentwatch_tap = True  # type: ignore[attr-defined]  # _sdk asks: can this client's streams be filtered
@@ -126,32 +131,37 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
 
 
 def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
-    async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+    original = taking_keywords(original, stream=False)
+
+    async def send(self: Any, request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
         sdk_call = _sdk_exchange(request)
         if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
-            response = await original(self, request, *args, **kwargs)
-            if sdk_call.reads_result and not kwargs.get("stream"):
+            if args or kwargs:
+                response = await original(self, request, *args, stream=stream, **kwargs)
+            else:
+                response = await original(self, request, stream=stream)
+            if sdk_call.reads_result and not stream:
                 # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
                 # status, URL and request id are read from it when the call settles, not on the way out.
                 sdk_call.attempts += 1
                 sdk_call._response = response
             else:
-                _sdk_received(sdk_call, response, bool(kwargs.get("stream")), stream_class)
+                _sdk_received(sdk_call, response, bool(stream), stream_class)
             return response
         exchange, opened = _exchange_for(request)
         if exchange is None:
-            return await original(self, request, *args, **kwargs)
+            return await original(self, request, *args, stream=stream, **kwargs)
         if opened:
             exchange.call.activate()
         try:
-            response = await original(self, request, *args, **kwargs)
+            response = await original(self, request, *args, stream=stream, **kwargs)
         except BaseException as error:
             failed(exchange, error)
             raise
         finally:
             if opened:
                 exchange.call.deactivate()
-        _received(exchange, response, bool(kwargs.get("stream")), stream_class)
+        _received(exchange, response, bool(stream), stream_class)
         return response
 
     send.agentwatch_tap = True  # type: ignore[attr-defined]

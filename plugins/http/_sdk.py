@@ -31,7 +31,7 @@ from agentwatch.instrumentation import (
 
 from ._endpoints import Endpoint, endpoint_for_path
 from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
-from ._patching import Patcher
+from ._patching import Patcher, taking_keywords
 from ._stream_usage import asked_usage_body, wants_usage
 
 __all__ = ["install"]
@@ -86,7 +86,9 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
                 model = str(model)
         else:
             model = request_model(endpoint, path, body)
-        provider = _provider(api_client.base_url, sdk)
+        base = api_client.base_url
+        known = _providers.get(id(base))  # _provider(base, sdk) for a client seen before, without its call
+        provider = known[1] if known is not None and known[0] is base else _provider(base, sdk)
         call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
                               input=request_input(body) if capture_text else None,
                               request_body=body)
@@ -145,43 +147,36 @@ def _raised(exchange: Exchange, error: BaseException) -> None:
         swallow_internal_error("the SDK layer")
 
 
-def _returned(exchange: Exchange, result: Any) -> None:
-    """``request()`` returned ``result``: settle a call read in full; a streamed call of ours ends with its body."""
-    try:
-        if not exchange.streamed:
-            exchange.settle(result)
-        elif exchange.owned:
-            if exchange.body_open:
-                exchange.ends_with_body = True
-            else:
-                exchange.end()
-    except Exception:
-        swallow_internal_error("the SDK layer")
-
+# Both wrappers declare the SDK's keywords and pass them on by name (``taking_keywords``); other arguments (an older
+# SDK's ``remaining_retries``) go through as given.
 
 def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
+    original = taking_keywords(original, stream=False, stream_cls=None)
 
-    def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+    def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False, stream_cls: Any = None,
+                **kwargs: Any) -> Any:
         client = get_client()
-        if client is None:
-            return original(self, cast_to, options, *args, **kwargs)
-        try:
-            exchange = _open(self, options, sdk, routes, client)
-        except Exception:
-            swallow_internal_error("the SDK layer")
-            exchange = None
+        exchange = None
+        if client is not None:
+            try:
+                exchange = _open(self, options, sdk, routes, client)
+            except Exception:
+                swallow_internal_error("the SDK layer")
         if exchange is None:
-            return original(self, cast_to, options, *args, **kwargs)
+            return original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
         token = CURRENT_EXCHANGE.set(exchange)
         try:
-            result = original(self, cast_to, options, *args, **kwargs)
+            if args or kwargs:
+                result = original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
+            else:
+                result = original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
         except BaseException as error:
             _raised(exchange, error)
             raise
         finally:
             CURRENT_EXCHANGE.reset(token)
-        _returned(exchange, result)
+        exchange.returned(result)
         return result
 
     return request
@@ -189,27 +184,32 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
 
 def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
+    original = taking_keywords(original, stream=False, stream_cls=None)
 
-    async def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+    async def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
+                      stream_cls: Any = None, **kwargs: Any) -> Any:
         client = get_client()
-        if client is None:
-            return await original(self, cast_to, options, *args, **kwargs)
-        try:
-            exchange = _open(self, options, sdk, routes, client)
-        except Exception:
-            swallow_internal_error("the SDK layer")
-            exchange = None
+        exchange = None
+        if client is not None:
+            try:
+                exchange = _open(self, options, sdk, routes, client)
+            except Exception:
+                swallow_internal_error("the SDK layer")
         if exchange is None:
-            return await original(self, cast_to, options, *args, **kwargs)
+            return await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
         token = CURRENT_EXCHANGE.set(exchange)
         try:
-            result = await original(self, cast_to, options, *args, **kwargs)
+            if args or kwargs:
+                result = await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls,
+                                        **kwargs)
+            else:
+                result = await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
         except BaseException as error:
             _raised(exchange, error)
             raise
         finally:
             CURRENT_EXCHANGE.reset(token)
-        _returned(exchange, result)
+        exchange.returned(result)
         return result
 
     return request
