@@ -29,8 +29,21 @@ def install(module: ModuleType, patcher: Patcher) -> None:
     patcher.replace(module.AsyncClient, "send", lambda original: _async_send(original, async_stream))
 
 
+def _path(url: Any) -> str:
+    """The path as sent (httpx keeps it parsed): ``url.path`` would unquote it on every request."""
+    reference = getattr(url, "_uri_reference", None)
+    path = reference.path if reference is not None else None
+    if path.__class__ is not str or "%" in path:
+        path = url.path
+    return path  # type: ignore[no-any-return]
+
+
 def _exchange_for(request: Any) -> tuple[Exchange | None, bool]:
     url = request.url
+    path = _path(url)
+    if _known_paths.get(path, _MISSING) is None:
+        # A path seen before that addresses no LLM API (most of a program's other traffic): nothing else to ask.
+        return None, False
 
     def where() -> tuple[str, str, int | None]:
         return str(url), url.host, url.port
@@ -41,7 +54,7 @@ def _exchange_for(request: Any) -> tuple[Exchange | None, bool]:
         except Exception:  # a streamed upload: not readable without consuming it
             return None
 
-    return begin_safely(url.path, where, body)
+    return begin_safely(path, where, body)
 
 
 @stop_on_exception
@@ -60,8 +73,7 @@ def _sdk_exchange(request: Any) -> Exchange | None:
     if exchange is None:
         return None
     url = request.url
-    # The path as sent (httpx keeps it parsed): ``url.path`` would unquote it on every request.
-    reference = getattr(url, "_uri_reference", None)
+    reference = getattr(url, "_uri_reference", None)  # _path(url), inlined: every SDK call's request comes here
     path = reference.path if reference is not None else None
     if path.__class__ is not str or "%" in path:
         path = url.path
@@ -92,16 +104,27 @@ def _sdk_received(exchange: Exchange, response: Any, streaming: bool, stream_cla
         logger.exception("agentwatch: internal error in the httpx tap (ignored)")
 
 
-def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
-    original = taking_keywords(original, stream=False)
+# Both wrappers declare send()'s keywords and pass them on by name (see ``taking_keywords``): httpx's own
+# ``request()`` passes ``auth`` and ``follow_redirects`` on every request, the SDKs ``stream``.
 
-    def send(self: Any, request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
+def _client_default(original: Callable[..., Any]) -> Any:
+    """httpx's ``USE_CLIENT_DEFAULT`` (each of httpx and httpx2 has its own), as ``send`` has it for ``auth``."""
+    return (getattr(original, "__kwdefaults__", None) or {}).get("auth", _MISSING)
+
+
+def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
+    default = _client_default(original)
+    original = taking_keywords(original, stream=False, auth=default, follow_redirects=default)
+
+    def send(self: Any, request: Any, *args: Any, stream: bool = False, auth: Any = default,
+             follow_redirects: Any = default, **kwargs: Any) -> Any:
         sdk_call = _sdk_exchange(request)
         if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
             if args or kwargs:
-                response = original(self, request, *args, stream=stream, **kwargs)
+                response = original(self, request, *args, stream=stream, auth=auth,
+                                    follow_redirects=follow_redirects, **kwargs)
             else:
-                response = original(self, request, stream=stream)
+                response = original(self, request, stream=stream, auth=auth, follow_redirects=follow_redirects)
             if sdk_call.reads_result and not stream:
                 # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
                 # status, URL and request id are read from it when the call settles, not on the way out.
@@ -110,20 +133,24 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
             else:
                 _sdk_received(sdk_call, response, bool(stream), stream_class)
             return response
-        exchange, opened = _exchange_for(request)
-        if exchange is None:
-            return original(self, request, *args, stream=stream, **kwargs)
+        exchange, opened = _exchange_for(request)  # a call of the tap's own, one in flight, or none
         if opened:
-            exchange.call.activate()
+            exchange.call.activate()  # type: ignore[union-attr]
         try:
-            response = original(self, request, *args, stream=stream, **kwargs)
+            if args or kwargs:
+                response = original(self, request, *args, stream=stream, auth=auth,
+                                    follow_redirects=follow_redirects, **kwargs)
+            else:
+                response = original(self, request, stream=stream, auth=auth, follow_redirects=follow_redirects)
         except BaseException as error:
-            failed(exchange, error)
+            if exchange is not None:
+                failed(exchange, error)
             raise
         finally:
             if opened:
-                exchange.call.deactivate()
-        _received(exchange, response, bool(stream), stream_class)
+                exchange.call.deactivate()  # type: ignore[union-attr]
+        if exchange is not None:
+            _received(exchange, response, bool(stream), stream_class)
         return response
 
     send.agentwatch_tap = True  # type: ignore[attr-defined]  # _sdk asks: can this client's streams be filtered
@@ -131,15 +158,19 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
 
 
 def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
-    original = taking_keywords(original, stream=False)
+    default = _client_default(original)
+    original = taking_keywords(original, stream=False, auth=default, follow_redirects=default)
 
-    async def send(self: Any, request: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
+    async def send(self: Any, request: Any, *args: Any, stream: bool = False, auth: Any = default,
+                   follow_redirects: Any = default, **kwargs: Any) -> Any:
         sdk_call = _sdk_exchange(request)
         if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
             if args or kwargs:
-                response = await original(self, request, *args, stream=stream, **kwargs)
+                response = await original(self, request, *args, stream=stream, auth=auth,
+                                          follow_redirects=follow_redirects, **kwargs)
             else:
-                response = await original(self, request, stream=stream)
+                response = await original(self, request, stream=stream, auth=auth,
+                                          follow_redirects=follow_redirects)
             if sdk_call.reads_result and not stream:
                 # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
                 # status, URL and request id are read from it when the call settles, not on the way out.
@@ -149,19 +180,24 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
                 _sdk_received(sdk_call, response, bool(stream), stream_class)
             return response
         exchange, opened = _exchange_for(request)
-        if exchange is None:
-            return await original(self, request, *args, stream=stream, **kwargs)
         if opened:
-            exchange.call.activate()
+            exchange.call.activate()  # type: ignore[union-attr]
         try:
-            response = await original(self, request, *args, stream=stream, **kwargs)
+            if args or kwargs:
+                response = await original(self, request, *args, stream=stream, auth=auth,
+                                          follow_redirects=follow_redirects, **kwargs)
+            else:
+                response = await original(self, request, stream=stream, auth=auth,
+                                          follow_redirects=follow_redirects)
         except BaseException as error:
-            failed(exchange, error)
+            if exchange is not None:
+                failed(exchange, error)
             raise
         finally:
             if opened:
-                exchange.call.deactivate()
-        _received(exchange, response, bool(stream), stream_class)
+                exchange.call.deactivate()  # type: ignore[union-attr]
+        if exchange is not None:
+            _received(exchange, response, bool(stream), stream_class)
         return response
 
     send.agentwatch_tap = True  # type: ignore[attr-defined]

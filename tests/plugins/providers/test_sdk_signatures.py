@@ -1,6 +1,7 @@
 """The SDK and httpx wrappers pass the SDK's keywords on by name, for any signature the SDKs have had.
 
-The wrappers declare ``stream``/``stream_cls`` (``request``) and ``stream`` (``send``) and forward them by name, which
+The wrappers declare ``stream``/``stream_cls`` (``request``) and ``stream``/``auth``/``follow_redirects`` (``send``)
+and forward them by name, which
 CPython does without building a dict per call. That is only right for a method that takes them with those defaults
 (``taking_keywords`` checks at patch time): the installed SDKs must get the direct path, and an older or another
 signature (anthropic 0.40's positional ``remaining_retries``; a method without the keywords) must get every argument
@@ -10,6 +11,7 @@ exactly as without AgentWatch.
 from __future__ import annotations
 
 import asyncio
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,9 +21,11 @@ import httpx2
 import openai
 import pytest
 
+from agentwatch.plugins.http._httpx import _client_default
 from agentwatch.plugins.http._patching import Patcher, taking_keywords
 from agentwatch.plugins.http._sdk import install
 from tests.plugins.providers.conftest import SpansOf
+from tests.stubs.provider_server import Reply, StubProvider
 
 
 @pytest.mark.parametrize("owner", [openai._base_client.SyncAPIClient, openai._base_client.AsyncAPIClient,
@@ -32,9 +36,29 @@ def test_the_installed_sdks_requests_take_their_keywords_directly(owner: type) -
 
 
 @pytest.mark.parametrize("owner", [httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient])
-def test_httpx_send_takes_stream_directly(owner: type) -> None:
+def test_httpx_send_takes_its_keywords_directly(owner: type) -> None:
     original = owner.__dict__["send"]
-    assert taking_keywords(original, stream=False) is original
+    default = _client_default(original)
+    assert default is sys.modules[owner.__module__.split(".")[0]].USE_CLIENT_DEFAULT
+    assert taking_keywords(original, stream=False, auth=default, follow_redirects=default) is original
+
+
+@pytest.mark.parametrize("module", [httpx, httpx2])
+def test_other_traffic_keeps_its_auth_and_redirects(watch: Any, stub_provider: StubProvider, module: Any) -> None:
+    """httpx's ``request()`` passes ``auth`` and ``follow_redirects`` to ``send`` on every request: through the tap,
+    a request's own and the client's defaults must reach the server as without AgentWatch."""
+    watch()
+    base = stub_provider.base_url
+    with module.Client(auth=("client", "default")) as client:
+        client.get(f"{base}/v1/models")
+        assert stub_provider.last.headers["authorization"] == "Basic Y2xpZW50OmRlZmF1bHQ="
+        client.get(f"{base}/v1/models", auth=("request", "own"))
+        assert stub_provider.last.headers["authorization"] == "Basic cmVxdWVzdDpvd24="
+        stub_provider.queue(Reply(status=307, headers={"location": f"{base}/v1/files"}, raw_body=b""))
+        assert client.get(f"{base}/v1/models").status_code == 307  # the client's default: not followed
+        stub_provider.queue(Reply(status=307, headers={"location": f"{base}/v1/files"}, raw_body=b""))
+        answer = client.get(f"{base}/v1/models", follow_redirects=True)
+        assert ([hop.status_code for hop in answer.history], stub_provider.last.path) == ([307], "/v1/files")
 
 
 def test_a_function_without_the_keywords_gets_only_those_given_another_value() -> None:
