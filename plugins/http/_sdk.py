@@ -17,6 +17,7 @@ once per path, the provider once per client, and nothing is read from the reques
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -38,9 +39,30 @@ __all__ = ["install"]
 
 
 def install(base_client: ModuleType, patcher: Patcher, sdk: str) -> None:
-    """Wrap ``request`` of the SDK's ``SyncAPIClient``/``AsyncAPIClient`` (``<sdk>._base_client``)."""
-    patcher.replace(base_client.SyncAPIClient, "request", lambda original: _sync_request(original, sdk))
-    patcher.replace(base_client.AsyncAPIClient, "request", lambda original: _async_request(original, sdk))
+    """Wrap ``request`` of the SDK's ``SyncAPIClient``/``AsyncAPIClient`` (``<sdk>._base_client``), and of any client
+    class below them that has one of its own.
+
+    The SDKs' client classes (``OpenAI``, ``AzureOpenAI``, ``Anthropic``, ...) inherit ``request``; one defined on
+    such a class was put there by another instrumentation (OpenInference wraps ``OpenAI.request``). It calls the
+    SDK's function it captured, not the base class's attribute, so wrapping the base alone would leave every call
+    of that class unobserved and unlimited when the other instrumentation came first."""
+    wrappers: tuple[tuple[type, Callable[[str, Callable[..., Any]], Callable[..., Any]]], ...] = (
+        (base_client.SyncAPIClient, _sync_request), (base_client.AsyncAPIClient, _async_request))
+    for base, wrap in wrappers:
+        for owner in (base, *_subclasses(base)):
+            if owner is base or "request" in owner.__dict__:
+                patcher.replace(owner, "request", functools.partial(wrap, sdk))
+
+
+def _subclasses(base: type) -> list[type]:
+    found: list[type] = []
+    pending: list[type] = list(base.__subclasses__())
+    while pending:
+        owner = pending.pop()
+        if owner not in found:
+            found.append(owner)
+            pending.extend(owner.__subclasses__())
+    return found
 
 
 _MISSING = object()
@@ -61,6 +83,8 @@ def _route(routes: dict[str, _Route | None], sdk: str, path: str) -> _Route | No
 def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | None],
           client: Any) -> Exchange | None:
     """The exchange for this request, or None if it is no LLM call. May raise ``CircuitBreakerException``."""
+    if CURRENT_EXCHANGE.get() is not None:
+        return None  # a request() inside ours (a wrapped subclass's that calls the base class's): counted once
     method = getattr(options, "method", None)
     if method != "post" and (method.__class__ is not str or method.lower() != "post"):
         return None
@@ -150,7 +174,7 @@ def _raised(exchange: Exchange, error: BaseException) -> None:
 # Both wrappers declare the SDK's keywords and pass them on by name (``taking_keywords``); other arguments (an older
 # SDK's ``remaining_retries``) go through as given.
 
-def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
+def _sync_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
     original = taking_keywords(original, stream=False, stream_cls=None)
 
@@ -182,7 +206,7 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     return request
 
 
-def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
+def _async_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
     original = taking_keywords(original, stream=False, stream_cls=None)
 

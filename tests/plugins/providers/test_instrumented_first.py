@@ -1,0 +1,118 @@
+"""Another instrumentation of the openai SDK before or after ``agentwatch.init()``: calls are still seen and limited.
+
+OpenInference's ``OpenAIInstrumentor`` wraps ``OpenAI.request`` and ``AsyncOpenAI.request`` (wrapt), capturing the
+SDK's function. Instrumented before ``init()``, its wrapper sat in front of ours on the base class and every call of
+those classes went unobserved and unlimited (found 2026-12-05: no span, no block against a stub base URL). A program
+in a fresh interpreter: the instrumentation patches the SDK for the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+PROGRAM = r'''
+import asyncio, json, sys
+from tests.stubs.provider_server import Reply, StubProvider
+import agentwatch, openai
+from agentwatch import CircuitBreakerException
+from openinference.instrumentation.openai import OpenAIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+order, flavour = sys.argv[1], sys.argv[2]
+traced = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(traced))
+memory = agentwatch.InMemoryExporter()
+if order == "instrumented first":
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+agentwatch.init(exporters=[memory])
+if order == "instrumented after":
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+MESSAGES = [{"role": "user", "content": "hi"}]
+EXPENSIVE = Reply(content="ok", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
+
+
+def call(client, stream):
+    if stream:
+        return len(list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                       stream_options={"include_usage": True})))
+    return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices[0].message.content
+
+
+async def acall(client, stream):
+    if stream:
+        return len([chunk async for chunk in await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True})])
+    return (await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)).choices[0].message.content
+
+
+outcomes = []
+with StubProvider() as stub:
+    for stream in (False, True):
+        stub.queue(EXPENSIVE)
+        with agentwatch.agent(f"writer-{stream}", budget_per_hour=0.05, block_on_threshold=True):
+            for _ in range(2):
+                try:
+                    if flavour == "sync":
+                        client = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+                        outcomes.append(call(client, stream))
+                    else:
+                        client = openai.AsyncOpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+                        outcomes.append(asyncio.run(acall(client, stream)))
+                except CircuitBreakerException as blocked:
+                    outcomes.append(blocked.reason)
+    requests = stub.count()
+agentwatch.flush()
+spans = [(span["name"], span["status"]) for span in memory.spans if span["kind"] == "llm"]
+print(json.dumps({"outcomes": outcomes, "requests": requests, "spans": spans,
+                  "traced": [span.status.status_code.name for span in traced.get_finished_spans()]}))
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("order", ["instrumented first", "instrumented after"])
+def test_calls_are_seen_and_blocked_beside_openinference(tmp_path: Path, order: str, flavour: str) -> None:
+    done = subprocess.run([sys.executable, "-c", PROGRAM, order, flavour], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=100, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    # Each budget: the first call is sent and costs more than the budget, the second is blocked before sending.
+    assert report["outcomes"][0] == "ok" and report["outcomes"][2] > 0  # the stream's chunk count
+    assert report["outcomes"][1] == report["outcomes"][3] == "budget_per_hour", report
+    assert report["requests"] == 2
+    assert report["spans"] == [["openai.chat.completions", "ok"], ["openai.chat.completions", "blocked"]] * 2
+    if order == "instrumented first":  # ours runs first: OpenInference hears of the calls that were sent only
+        assert report["traced"] == ["OK"] * 2
+    else:  # its wrapper is outside ours: a blocked call ends its span with the block as the error
+        assert report["traced"] == ["OK", "ERROR"] * 2
+
+
+def test_a_client_class_whose_request_calls_the_base_classs_is_counted_once(
+        memory: Any, stub_provider: Any) -> None:
+    """A ``request`` of its own that goes on to the base class's (``super()``): both wrapped, the call counts once."""
+    import openai
+
+    import agentwatch
+
+    class Logged(openai.OpenAI):
+        def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            return super().request(*args, **kwargs)
+
+    client = agentwatch.init(exporters=[memory])
+    assert hasattr(Logged.__dict__["request"], "__wrapped__")  # ours, in front of it
+    logged = Logged(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    logged.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    agentwatch.flush()
+    assert [span["name"] for span in memory.spans if span["kind"] == "llm"] == ["openai.chat.completions"]
+    assert client.monitor.snapshot()["calls_last_minute"] == 1
