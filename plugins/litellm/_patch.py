@@ -60,6 +60,7 @@ def install() -> None:
     _stream_type = CustomStreamWrapper
     for name, kind in _FUNCTIONS.items():
         make = _async_function if name.startswith("a") else _sync_function
+        _wrap_inside(getattr(litellm, name), make, name, kind)
         _patcher.replace(litellm, name, lambda original, name=name, kind=kind, make=make: make(original, name, kind))
     _patcher.replace(CustomStreamWrapper, "__next__", _stream_next)
     _patcher.replace(CustomStreamWrapper, "__anext__", _stream_anext)
@@ -77,6 +78,38 @@ def install() -> None:
 
 def uninstall() -> None:
     _patcher.restore()
+    while _inside:
+        cell, inner = _inside.pop()
+        cell.cell_contents = inner
+
+
+#: The closure cells of LiteLLM's ``@client`` wrappers that hold the function each calls, and that function.
+_inside: list[tuple[Any, Callable[..., Any]]] = []
+
+
+def _wrap_inside(decorated: Any, make: Callable[..., Callable[..., Any]], name: str, kind: str) -> None:
+    """Wrap, too, the function that LiteLLM's ``@client`` wrapper of ``decorated`` calls (in the wrapper's closure).
+
+    A program that imported the function before ``init()`` (``from litellm import completion`` at the top of a
+    module, as LiteLLM's own examples do) holds the decorated function itself, which replacing the module's attribute
+    never reaches: its calls went unchecked, and a block raised lower down (the openai SDK layer) came back as
+    LiteLLM's ``InternalServerError`` and was retried. Reached here, inside ``@client`` and before the provider's
+    handler, a block is re-raised by LiteLLM unchanged and not retried. A call through the module's attribute is
+    already open (and active) by then, so this one adds nothing (``_open``)."""
+    for _ in range(3):  # LiteLLM's public function may sit in front of it (its chat and embedding dispatch)
+        code = getattr(decorated, "__code__", None)
+        closure = getattr(decorated, "__closure__", None)
+        inner = getattr(decorated, "__wrapped__", None)
+        if inner is None:
+            return
+        if code is not None and closure and "original_function" in code.co_freevars:
+            cell = closure[code.co_freevars.index("original_function")]
+            if cell.cell_contents is inner:  # the function it wraps, not already ours (init() again)
+                cell.cell_contents = make(inner, name, kind)
+                _inside.append((cell, inner))
+            return
+        decorated = inner
+    # Not the @client wrapper this was written against: the module's attribute alone is wrapped.
 
 
 # ---- opening and closing a call -------------------------------------------------------------------
