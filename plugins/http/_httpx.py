@@ -118,22 +118,9 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
 
     def send(self: Any, request: Any, *args: Any, stream: bool = False, auth: Any = default,
              follow_redirects: Any = default, **kwargs: Any) -> Any:
+        # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
         sdk_call = _sdk_exchange(request)
-        if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
-            if args or kwargs:
-                response = original(self, request, *args, stream=stream, auth=auth,
-                                    follow_redirects=follow_redirects, **kwargs)
-            else:
-                response = original(self, request, stream=stream, auth=auth, follow_redirects=follow_redirects)
-            if sdk_call.reads_result and not stream:
-                # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
-                # status, URL and request id are read from it when the call settles, not on the way out.
-                sdk_call.attempts += 1
-                sdk_call._response = response
-            else:
-                _sdk_received(sdk_call, response, bool(stream), stream_class)
-            return response
-        exchange, opened = _exchange_for(request)  # a call of the tap's own, one in flight, or none
+        exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
         if opened:
             exchange.call.activate()  # type: ignore[union-attr]
         try:
@@ -149,7 +136,15 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
         finally:
             if opened:
                 exchange.call.deactivate()  # type: ignore[union-attr]
-        if exchange is not None:
+        if sdk_call is not None:
+            if sdk_call.reads_result and not stream:
+                # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
+                # status, URL and request id are read from it when the call settles, not on the way out.
+                sdk_call.attempts += 1
+                sdk_call._response = response
+            else:
+                _sdk_received(sdk_call, response, bool(stream), stream_class)
+        elif exchange is not None:
             _received(exchange, response, bool(stream), stream_class)
         return response
 
@@ -163,23 +158,9 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
 
     async def send(self: Any, request: Any, *args: Any, stream: bool = False, auth: Any = default,
                    follow_redirects: Any = default, **kwargs: Any) -> Any:
+        # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
         sdk_call = _sdk_exchange(request)
-        if sdk_call is not None:  # the openai/anthropic layer opened and limit-checked this call
-            if args or kwargs:
-                response = await original(self, request, *args, stream=stream, auth=auth,
-                                          follow_redirects=follow_redirects, **kwargs)
-            else:
-                response = await original(self, request, stream=stream, auth=auth,
-                                          follow_redirects=follow_redirects)
-            if sdk_call.reads_result and not stream:
-                # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
-                # status, URL and request id are read from it when the call settles, not on the way out.
-                sdk_call.attempts += 1
-                sdk_call._response = response
-            else:
-                _sdk_received(sdk_call, response, bool(stream), stream_class)
-            return response
-        exchange, opened = _exchange_for(request)
+        exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
         if opened:
             exchange.call.activate()  # type: ignore[union-attr]
         try:
@@ -196,7 +177,15 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
         finally:
             if opened:
                 exchange.call.deactivate()  # type: ignore[union-attr]
-        if exchange is not None:
+        if sdk_call is not None:
+            if sdk_call.reads_result and not stream:
+                # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
+                # status, URL and request id are read from it when the call settles, not on the way out.
+                sdk_call.attempts += 1
+                sdk_call._response = response
+            else:
+                _sdk_received(sdk_call, response, bool(stream), stream_class)
+        elif exchange is not None:
             _received(exchange, response, bool(stream), stream_class)
         return response
 

@@ -82,44 +82,49 @@ def _route(routes: dict[str, _Route | None], sdk: str, path: str) -> _Route | No
 
 def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | None],
           client: Any) -> Exchange | None:
-    """The exchange for this request, or None if it is no LLM call. May raise ``CircuitBreakerException``."""
-    if CURRENT_EXCHANGE.get() is not None:
-        return None  # a request() inside ours (a wrapped subclass's that calls the base class's): counted once
-    method = getattr(options, "method", None)
-    if method != "post" and (method.__class__ is not str or method.lower() != "post"):
-        return None
-    path = options.url
-    route: _Route | None = routes.get(path, _MISSING)  # type: ignore[arg-type]
-    if route is _MISSING:
-        route = _route(routes, sdk, path)
-    if route is None:
-        return None
-    endpoint, name = route
-    capture_text = client.config.capture_text  # capturing(client), inlined
-    body = options.json_data
-    in_flight = get_current_llm_call()
-    if in_flight is not None:  # a framework's call: add to it, count it once
-        if settings.providers.has_registered:
-            adopt_registered(in_flight, api_client.base_url, settings.providers)
-        in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
-        exchange = Exchange(in_flight, endpoint, False, False, True, capture_text, body)
-    else:
-        if body.__class__ is dict and endpoint.api != "gemini":
-            model = body.get("model") or None
-            if model is not None and model.__class__ is not str:
-                model = str(model)
+    """The exchange for this request, or None if it is no LLM call (or an internal error left it unobserved: logged).
+    May raise ``CircuitBreakerException``."""
+    try:
+        if CURRENT_EXCHANGE.get() is not None:
+            return None  # a request() inside ours (a wrapped subclass's that calls the base class's): counted once
+        method = getattr(options, "method", None)
+        if method != "post" and (method.__class__ is not str or method.lower() != "post"):
+            return None
+        path = options.url
+        route: _Route | None = routes.get(path, _MISSING)  # type: ignore[arg-type]
+        if route is _MISSING:
+            route = _route(routes, sdk, path)
+        if route is None:
+            return None
+        endpoint, name = route
+        capture_text = client.config.capture_text  # capturing(client), inlined
+        body = options.json_data
+        in_flight = get_current_llm_call()
+        if in_flight is not None:  # a framework's call: add to it, count it once
+            if settings.providers.has_registered:
+                adopt_registered(in_flight, api_client.base_url, settings.providers)
+            in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
+            exchange = Exchange(in_flight, endpoint, False, False, True, capture_text, body)
         else:
-            model = request_model(endpoint, path, body)
-        base = api_client.base_url
-        known = _providers.get(id(base))  # _provider(base, sdk) for a client seen before, without its call
-        provider = known[1] if known is not None and known[0] is base else _provider(base, sdk)
-        call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
-                              input=request_input(body) if capture_text else None,
-                              request_body=body)
-        exchange = Exchange(call, endpoint, True, False, True, capture_text, body)
-    if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
-        _ask_stream_usage(api_client, options, exchange, client)
-    return exchange
+            if body.__class__ is dict and endpoint.api != "gemini":
+                model = body.get("model") or None
+                if model is not None and model.__class__ is not str:
+                    model = str(model)
+            else:
+                model = request_model(endpoint, path, body)
+            base = api_client.base_url
+            known = _providers.get(id(base))  # _provider(base, sdk) for a client seen before, without its call
+            provider = known[1] if known is not None and known[0] is base else _provider(base, sdk)
+            call = start_llm_call(name, model=model, provider=provider, kind=endpoint.kind,
+                                  input=request_input(body) if capture_text else None,
+                                  request_body=body)
+            exchange = Exchange(call, endpoint, True, False, True, capture_text, body)
+        if endpoint.api == "chat" and body.__class__ is dict and body.get("stream") is True:
+            _ask_stream_usage(api_client, options, exchange, client)
+        return exchange
+    except Exception:
+        swallow_internal_error("the SDK layer")  # re-raises a block
+        return None
 
 
 #: Provider per base-URL object (a client keeps its URL object): naming it costs a few string operations
@@ -181,12 +186,7 @@ def _sync_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False, stream_cls: Any = None,
                 **kwargs: Any) -> Any:
         client = get_client()
-        exchange = None
-        if client is not None:
-            try:
-                exchange = _open(self, options, sdk, routes, client)
-            except Exception:
-                swallow_internal_error("the SDK layer")
+        exchange = _open(self, options, sdk, routes, client) if client is not None else None
         if exchange is None:
             return original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
         token = CURRENT_EXCHANGE.set(exchange)
@@ -213,12 +213,7 @@ def _async_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
     async def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
                       stream_cls: Any = None, **kwargs: Any) -> Any:
         client = get_client()
-        exchange = None
-        if client is not None:
-            try:
-                exchange = _open(self, options, sdk, routes, client)
-            except Exception:
-                swallow_internal_error("the SDK layer")
+        exchange = _open(self, options, sdk, routes, client) if client is not None else None
         if exchange is None:
             return await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
         token = CURRENT_EXCHANGE.set(exchange)
