@@ -116,3 +116,35 @@ def test_a_client_class_whose_request_calls_the_base_classs_is_counted_once(
     agentwatch.flush()
     assert [span["name"] for span in memory.spans if span["kind"] == "llm"] == ["openai.chat.completions"]
     assert client.monitor.snapshot()["calls_last_minute"] == 1
+
+
+BYPASSED = r'''
+import sys
+from tests.stubs.provider_server import StubProvider
+import agentwatch, openai
+
+with StubProvider() as stub:
+    client = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+    if sys.argv[1] == "replaced":  # as logfire.instrument_openai(client) does, before init()
+        original = client.request
+        client.request = lambda *args, **kwargs: original(*args, **kwargs)
+    agentwatch.init(exporters=[])
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    print("answered", stub.count())
+'''
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("client", ["replaced", "plain"])
+def test_a_client_whose_request_was_replaced_before_init_is_reported_once(tmp_path: Path, client: str) -> None:
+    """Replaced on the client object, ``request`` calls the SDK's function directly: the SDK layer cannot see those
+    calls, so the program is told once, and how to order its set-up. A plain client is never reported."""
+    done = subprocess.run([sys.executable, "-c", BYPASSED, client], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=50, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["answered", "3"]  # the program runs as without AgentWatch
+    reports = [line for line in done.stderr.splitlines() if "was replaced on the client object" in line]
+    assert len(reports) == (1 if client == "replaced" else 0), done.stderr
+    if reports:
+        assert "OpenAI/Python" in reports[0] and "Call agentwatch.init() before" in reports[0]
