@@ -144,10 +144,11 @@ def _client_default(original: Callable[..., Any]) -> Any:
 
 
 def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
-    default = _client_default(original)
-    original = taking_keywords(original, stream=False, auth=default, follow_redirects=default)
+    client_default = _client_default(original)
+    original, defaults = taking_keywords(original, stream=False, auth=client_default, follow_redirects=client_default)
+    no_stream, default = defaults["stream"], defaults["auth"]
 
-    def send(self: Any, request: Any, *args: Any, stream: bool = False, auth: Any = default,
+    def send(self: Any, request: Any, *args: Any, stream: bool = no_stream, auth: Any = default,
              follow_redirects: Any = default, **kwargs: Any) -> Any:
         # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
         sdk_call = _sdk_exchange(request)
@@ -184,10 +185,11 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
 
 
 def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..., Any]:
-    default = _client_default(original)
-    original = taking_keywords(original, stream=False, auth=default, follow_redirects=default)
+    client_default = _client_default(original)
+    original, defaults = taking_keywords(original, stream=False, auth=client_default, follow_redirects=client_default)
+    no_stream, default = defaults["stream"], defaults["auth"]
 
-    async def send(self: Any, request: Any, *args: Any, stream: bool = False, auth: Any = default,
+    async def send(self: Any, request: Any, *args: Any, stream: bool = no_stream, auth: Any = default,
                    follow_redirects: Any = default, **kwargs: Any) -> Any:
         # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
         sdk_call = _sdk_exchange(request)

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Patcher", "taking_keywords"]
+__all__ = ["Patcher", "taking_keywords", "NOT_GIVEN"]
 
 _MISSING = object()
 
@@ -40,26 +40,46 @@ class Patcher:
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-def taking_keywords(original: Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
-    """``original`` itself if it takes each of ``defaults`` by name with that default (checked once, at patch time);
-    else a function that does, passing on to ``original`` only those given another value.
+class _NotGiven:
+    """A keyword the caller did not give (falsy, as a missing ``stream`` means not streamed)."""
 
-    A wrapper can then declare these keywords and forward them by name. Forwarding ``*args, **kwargs`` instead
-    builds a new dict for every call and makes the callee match it to its parameters again: ~0.2 us per wrapped
-    call, and the SDK request and the httpx send it makes are two such calls on every LLM call."""
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
+def taking_keywords(original: Callable[..., Any], **defaults: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """What a wrapper that declares these keywords and passes them on by name should call, and its defaults.
+
+    ``(original, defaults)`` if ``original`` takes each of them by name with that default (checked once, at patch
+    time): passing a default by name is then the same as leaving it out. For any other signature (another
+    instrumentation's ``def request(*args, **kwargs)``, an older SDK) the defaults are ``NOT_GIVEN``, and a function
+    that leaves those out calls ``original``: it gets exactly the keywords the caller gave.
+
+    Forwarding ``*args, **kwargs`` instead builds a new dict for every call and makes the callee match it to its
+    parameters again: ~0.2 us per wrapped call, and the SDK request and the httpx send it makes are two such calls
+    on every LLM call."""
     try:
         parameters = inspect.signature(original).parameters
-    except (TypeError, ValueError):  # no signature to read: adapt, which is right for any signature
+    except (TypeError, ValueError):  # no signature to read
         parameters = None
     if parameters is not None and all(
             name in parameters and parameters[name].kind in _BY_NAME and parameters[name].default is default
             for name, default in defaults.items()):
-        return original
+        return original, defaults
+    names = tuple(defaults)
 
-    def adapted(*args: Any, **kwargs: Any) -> Any:
-        for name, default in defaults.items():
-            if kwargs.get(name, default) is default:
-                kwargs.pop(name, None)
+    def given_only(*args: Any, **kwargs: Any) -> Any:
+        for name in names:
+            if kwargs.get(name) is NOT_GIVEN:
+                del kwargs[name]
         return original(*args, **kwargs)
 
-    return adapted
+    return given_only, dict.fromkeys(names, NOT_GIVEN)

@@ -181,10 +181,11 @@ def _raised(exchange: Exchange, error: BaseException) -> None:
 
 def _sync_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
-    original = taking_keywords(original, stream=False, stream_cls=None)
+    original, defaults = taking_keywords(original, stream=False, stream_cls=None)
+    no_stream, no_stream_cls = defaults["stream"], defaults["stream_cls"]
 
-    def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False, stream_cls: Any = None,
-                **kwargs: Any) -> Any:
+    def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = no_stream,
+                stream_cls: Any = no_stream_cls, **kwargs: Any) -> Any:
         client = get_client()
         exchange = _open(self, options, sdk, routes, client) if client is not None else None
         if exchange is None:
@@ -208,10 +209,11 @@ def _sync_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _async_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
     routes = _routes.setdefault(sdk, {})
-    original = taking_keywords(original, stream=False, stream_cls=None)
+    original, defaults = taking_keywords(original, stream=False, stream_cls=None)
+    no_stream, no_stream_cls = defaults["stream"], defaults["stream_cls"]
 
-    async def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
-                      stream_cls: Any = None, **kwargs: Any) -> Any:
+    async def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = no_stream,
+                      stream_cls: Any = no_stream_cls, **kwargs: Any) -> Any:
         client = get_client()
         exchange = _open(self, options, sdk, routes, client) if client is not None else None
         if exchange is None:

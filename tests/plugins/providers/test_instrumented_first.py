@@ -148,3 +148,53 @@ def test_a_client_whose_request_was_replaced_before_init_is_reported_once(tmp_pa
     assert len(reports) == (1 if client == "replaced" else 0), done.stderr
     if reports:
         assert "OpenAI/Python" in reports[0] and "Call agentwatch.init() before" in reports[0]
+
+
+WRAPPED_BEFORE = r'''
+import json, sys
+import httpx, openai
+
+if sys.argv[1] == "client class":  # as logfire.instrument_openai() does: a plain function on the client class
+    kept = openai.OpenAI.request
+
+    def request(*args, **kwargs):
+        kwargs["stream"]  # it reads what the SDK passes
+        return kept(*args, **kwargs)
+
+    openai.OpenAI.request = request
+else:  # as sentry_sdk's httpx integration does
+    real_send = httpx.Client.send
+
+    def send(self, request, **kwargs):
+        return real_send(self, request, **kwargs)
+
+    httpx.Client.send = send
+
+from tests.stubs.provider_server import StubProvider
+import agentwatch
+
+memory = agentwatch.InMemoryExporter()
+agentwatch.init(exporters=[memory])
+with StubProvider() as stub:
+    client = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    answers = [client.chat.completions.create(model="gpt-4o-mini", messages=messages).choices[0].message.content,
+               len(list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))),
+               httpx.get(f"{stub.base_url}/v1/models", auth=("u", "p")).status_code,
+               stub.last.headers.get("authorization")]
+agentwatch.flush()
+print(json.dumps({"answers": answers, "spans": [span["name"] for span in memory.spans if span["kind"] == "llm"]}))
+'''
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wrapped", ["client class", "httpx send"])
+def test_a_plain_wrapper_installed_before_init_gets_the_arguments_it_got_before(tmp_path: Path, wrapped: str) -> None:
+    """Wrappers spelled ``(*args, **kwargs)`` (no signature to read) get exactly the keywords the caller gave: one
+    that reads ``kwargs["stream"]`` still finds it, and httpx's own defaults pass through untouched."""
+    done = subprocess.run([sys.executable, "-c", WRAPPED_BEFORE, wrapped], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=50, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    assert report["answers"] == ["ok", 3, 404, "Basic dTpw"]
+    assert report["spans"] == ["openai.chat.completions"] * 2

@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from agentwatch.plugins.http._httpx import _client_default
-from agentwatch.plugins.http._patching import Patcher, taking_keywords
+from agentwatch.plugins.http._patching import NOT_GIVEN, Patcher, taking_keywords
 from agentwatch.plugins.http._sdk import install
 from tests.plugins.providers.conftest import SpansOf
 from tests.stubs.provider_server import Reply, StubProvider
@@ -32,7 +32,7 @@ from tests.stubs.provider_server import Reply, StubProvider
                                    anthropic._base_client.SyncAPIClient, anthropic._base_client.AsyncAPIClient])
 def test_the_installed_sdks_requests_take_their_keywords_directly(owner: type) -> None:
     original = owner.__dict__["request"]
-    assert taking_keywords(original, stream=False, stream_cls=None) is original
+    assert taking_keywords(original, stream=False, stream_cls=None) == (original, {"stream": False, "stream_cls": None})
 
 
 @pytest.mark.parametrize("owner", [httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient])
@@ -40,7 +40,8 @@ def test_httpx_send_takes_its_keywords_directly(owner: type) -> None:
     original = owner.__dict__["send"]
     default = _client_default(original)
     assert default is sys.modules[owner.__module__.split(".")[0]].USE_CLIENT_DEFAULT
-    assert taking_keywords(original, stream=False, auth=default, follow_redirects=default) is original
+    called, _ = taking_keywords(original, stream=False, auth=default, follow_redirects=default)
+    assert called is original
 
 
 @pytest.mark.parametrize("module", [httpx, httpx2])
@@ -61,26 +62,28 @@ def test_other_traffic_keeps_its_auth_and_redirects(watch: Any, stub_provider: S
         assert ([hop.status_code for hop in answer.history], stub_provider.last.path) == ([307], "/v1/files")
 
 
-def test_a_function_without_the_keywords_gets_only_those_given_another_value() -> None:
+def test_a_function_without_the_keywords_gets_exactly_the_keywords_given() -> None:
     def request(cast_to: Any, options: Any, *, stream: bool = False) -> tuple[Any, ...]:
         return cast_to, options, stream
 
-    adapted = taking_keywords(request, stream=False, stream_cls=None)
-    assert adapted is not request
-    assert adapted(int, "options", stream=False, stream_cls=None) == (int, "options", False)
-    assert adapted(int, "options", stream=True, stream_cls=None) == (int, "options", True)
+    called, defaults = taking_keywords(request, stream=False, stream_cls=None)
+    assert called is not request and defaults == {"stream": NOT_GIVEN, "stream_cls": NOT_GIVEN}
+    assert not NOT_GIVEN  # a stream not asked for is no stream
+    assert called(int, "options", stream=NOT_GIVEN, stream_cls=NOT_GIVEN) == (int, "options", False)
+    assert called(int, "options", stream=True, stream_cls=NOT_GIVEN) == (int, "options", True)
     with pytest.raises(TypeError, match="stream_cls"):  # as the function itself answers such a call
-        adapted(int, "options", stream=True, stream_cls=list)
+        called(int, "options", stream=False, stream_cls=None)
 
 
-def test_another_default_is_adapted_too() -> None:
-    def send(request: Any, *, stream: bool | None = None) -> Any:
-        return stream
+def test_a_function_taking_any_keywords_gets_what_the_caller_gave() -> None:
+    """Another instrumentation's ``def request(*args, **kwargs)`` that reads ``kwargs["stream"]`` (logfire's does):
+    an explicit ``stream=False`` must reach it, and a keyword never given must not."""
+    def request(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return kwargs
 
-    adapted = taking_keywords(send, stream=False)
-    assert adapted is not send
-    assert adapted("request", stream=False) is None  # the function's own default, not the wrapper's
-    assert adapted("request", stream=True) is True
+    called, defaults = taking_keywords(request, stream=False, stream_cls=None)
+    assert called(1, stream=False, stream_cls=defaults["stream_cls"]) == {"stream": False}
+    assert called(1, stream=defaults["stream"], stream_cls=defaults["stream_cls"]) == {}
 
 
 class _OlderSdk:
