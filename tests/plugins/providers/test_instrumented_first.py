@@ -18,6 +18,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
+
+def _run(program: str, tmp_path: Path, *argv: str, timeout: float = 50) -> subprocess.CompletedProcess[str]:
+    """``program`` in a fresh interpreter (the instrumentations patch the SDKs process-wide); it must exit 0."""
+    done = subprocess.run([sys.executable, "-c", program, *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 PROGRAM = r'''
 import asyncio, json, sys
 from tests.stubs.provider_server import Reply, StubProvider
@@ -83,9 +92,7 @@ print(json.dumps({"outcomes": outcomes, "requests": requests, "spans": spans,
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("order", ["instrumented first", "instrumented after"])
 def test_calls_are_seen_and_blocked_beside_openinference(tmp_path: Path, order: str, flavour: str) -> None:
-    done = subprocess.run([sys.executable, "-c", PROGRAM, order, flavour], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=100, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert done.returncode == 0, done.stderr
+    done = _run(PROGRAM, tmp_path, order, flavour, timeout=100)
     report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     # Each budget: the first call is sent and costs more than the budget, the second is blocked before sending.
     assert report["outcomes"][0] == "ok" and report["outcomes"][2] > 0  # the stream's chunk count
@@ -140,9 +147,7 @@ with StubProvider() as stub:
 def test_a_client_whose_request_was_replaced_before_init_is_reported_once(tmp_path: Path, client: str) -> None:
     """Replaced on the client object, ``request`` calls the SDK's function directly: the SDK layer cannot see those
     calls, so the program is told once, and how to order its set-up. A plain client is never reported."""
-    done = subprocess.run([sys.executable, "-c", BYPASSED, client], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=50, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert done.returncode == 0, done.stderr
+    done = _run(BYPASSED, tmp_path, client)
     assert done.stdout.split() == ["answered", "3"]  # the program runs as without AgentWatch
     reports = [line for line in done.stderr.splitlines() if "was replaced on the client object" in line]
     assert len(reports) == (1 if client == "replaced" else 0), done.stderr
@@ -192,9 +197,7 @@ print(json.dumps({"answers": answers, "spans": [span["name"] for span in memory.
 def test_a_plain_wrapper_installed_before_init_gets_the_arguments_it_got_before(tmp_path: Path, wrapped: str) -> None:
     """Wrappers spelled ``(*args, **kwargs)`` (no signature to read) get exactly the keywords the caller gave: one
     that reads ``kwargs["stream"]`` still finds it, and httpx's own defaults pass through untouched."""
-    done = subprocess.run([sys.executable, "-c", WRAPPED_BEFORE, wrapped], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=50, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert done.returncode == 0, done.stderr
+    done = _run(WRAPPED_BEFORE, tmp_path, wrapped)
     report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     assert report["answers"] == ["ok", 3, 404, "Basic dTpw"]
     assert report["spans"] == ["openai.chat.completions"] * 2
