@@ -39,14 +39,17 @@ from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
 from ._usage import Reading, _get_extra, read_into
 
-__all__ = ["Exchange", "CURRENT_EXCHANGE", "begin", "settings", "Settings", "request_model", "request_input",
-           "url_text"]
+__all__ = ["Exchange", "CURRENT_EXCHANGE", "BUILT_REQUEST", "begin", "settings", "Settings", "request_model",
+           "request_input", "url_text"]
 
 #: APIs whose SDK results ``Exchange._settle_openai`` reads (OpenAI chat, legacy completions, embeddings).
 _OPENAI_RESULTS = frozenset({"chat", "embeddings"})
 
 #: The SDK-method call whose HTTP request is being made in this context (set by the SDK plugins).
 CURRENT_EXCHANGE: ContextVar[Exchange | None] = ContextVar("agentwatch_http_exchange", default=None)
+#: An SDK's LLM request built outside its ``request()`` wrapper, and the call opened for it then (``_sdk``), until the
+#: HTTP tap sends it and takes the call over.
+BUILT_REQUEST: ContextVar[tuple[Any, Exchange] | None] = ContextVar("agentwatch_built_request", default=None)
 
 
 class Settings:

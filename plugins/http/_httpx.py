@@ -8,7 +8,6 @@ whatever its transport. A body read by ``send`` itself (``stream=False``) is rea
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from agentwatch.instrumentation import logger, stop_on_exception
 
 from ._endpoints import _MISSING, _known_paths, endpoint_for_path
-from ._exchange import CURRENT_EXCHANGE, Exchange
+from ._exchange import BUILT_REQUEST, CURRENT_EXCHANGE, Exchange
 from ._patching import Patcher, taking_keywords
 from ._stream_usage import UsageChunkFilter
 from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole
@@ -45,8 +44,10 @@ def _exchange_for(request: Any) -> tuple[Exchange | None, bool]:
     if _known_paths.get(path, _MISSING) is None:
         # A path seen before that addresses no LLM API (most of a program's other traffic): nothing else to ask.
         return None, False
-    if not _bypass_reported and CURRENT_EXCHANGE.get() is None and "x-stainless-lang" in request.headers:
-        _report_bypassed_sdk(request)
+    built = BUILT_REQUEST.get()
+    if built is not None and built[0] is request:  # an SDK request opened when it was built (see _sdk): ours to end
+        BUILT_REQUEST.set(None)
+        return built[1], True
 
     def where() -> tuple[str, str, int | None]:
         return str(url), url.host, url.port
@@ -58,34 +59,6 @@ def _exchange_for(request: Any) -> tuple[Exchange | None, bool]:
             return None
 
     return begin_safely(path, where, body)
-
-
-_bypass_reported = False
-
-
-@stop_on_exception
-def _report_bypassed_sdk(request: Any) -> None:
-    """An openai/anthropic SDK request (their clients send ``X-Stainless-Lang``) that did not pass our wrapper of the
-    SDK's ``request()``, though it is installed: something replaced ``request`` on that client object before
-    ``init()`` (``logfire.instrument_openai(client)`` does) and calls the SDK's function it kept. Said once."""
-    global _bypass_reported
-    agent = request.headers.get("user-agent") or ""
-    # Other SDKs generated the same way (Groq's, Together's) send the header too; only these two have an SDK layer.
-    sdk = "openai" if agent.startswith("OpenAI/") else "anthropic" if agent.startswith("Anthropic/") else None
-    if sdk is None or not _sdk_layer_installed(sdk):
-        return
-    _bypass_reported = True
-    logger.warning(
-        "agentwatch: the request() of a client of %s was replaced on the client object before agentwatch.init() (an "
-        "instrumentation of that client, e.g. logfire.instrument_openai(client)): AgentWatch sees its calls at the "
-        "HTTP layer only, where limits apply to known provider hosts and registered base URLs and a block reaches "
-        "the SDK as a connection error. Call agentwatch.init() before instrumenting client objects.", agent)
-
-
-def _sdk_layer_installed(name: str) -> bool:
-    base_client = sys.modules.get(f"{name}._base_client")
-    request = getattr(getattr(base_client, "SyncAPIClient", None), "request", None)
-    return hasattr(request, "__wrapped__")
 
 
 @stop_on_exception

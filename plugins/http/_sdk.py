@@ -13,6 +13,11 @@ returns. A streamed one ends when its body ends (read, closed, cut or dropped).
 This is the per-call path of every SDK call, so it is kept short: the route and span name are looked up
 once per path, the provider once per client, and nothing is read from the request body but the model
 (and the messages, if text is captured).
+
+A request built outside that wrapper (``_build_request`` with no SDK call in this context: another
+instrumentation replaced ``request`` on the client object before ``init()``, and calls the SDK's function
+it kept) is opened and checked when it is built, still before the SDK's retry loop sends it, and is left
+to the HTTP tap (``BUILT_REQUEST``), which reads its response and ends it.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from agentwatch.instrumentation import (
     swallow_internal_error,
 )
 
+from ._body import parse_json
 from ._endpoints import Endpoint, endpoint_for_path
-from ._exchange import CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
+from ._exchange import BUILT_REQUEST, CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
 from ._patching import Patcher, taking_keywords
 from ._stream_usage import asked_usage_body, wants_usage
 
@@ -52,6 +58,12 @@ def install(base_client: ModuleType, patcher: Patcher, sdk: str) -> None:
         for owner in (base, *_subclasses(base)):
             if owner is base or "request" in owner.__dict__:
                 patcher.replace(owner, "request", functools.partial(wrap, sdk))
+    # A client object can have its own ``request``, which no class patch reaches: its requests are caught where
+    # they are built. Azure's client builds its own (and then calls the base class's): both wrapped, opened once.
+    builder = getattr(base_client, "BaseClient", None)
+    for owner in (builder, *_subclasses(builder)) if builder is not None else ():
+        if owner is builder or "_build_request" in owner.__dict__:
+            patcher.replace(owner, "_build_request", functools.partial(_build_request, sdk))
 
 
 def _subclasses(base: type) -> list[type]:
@@ -234,3 +246,58 @@ def _async_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
         return result
 
     return request
+
+
+def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    routes = _routes.setdefault(sdk, {})
+    original, defaults = taking_keywords(original, retries_taken=0)
+    first_attempt = defaults["retries_taken"]
+
+    def _build_request(self: Any, options: Any, *args: Any, retries_taken: int = first_attempt, **kwargs: Any) -> Any:
+        request = original(self, options, *args, retries_taken=retries_taken, **kwargs)
+        if CURRENT_EXCHANGE.get() is None:  # else the usual case: built inside our request(), which has its call
+            _open_built(self, options, request, sdk, routes)
+        return request
+
+    return _build_request
+
+
+def _open_built(api_client: Any, options: Any, request: Any, sdk: str, routes: dict[str, _Route | None]) -> None:
+    """An LLM request built outside our ``request()`` (see the module's docstring): open its call and check the
+    limits now, before the SDK's retry loop (a block raised inside it, from the transport, would be retried and
+    then raised as a connection error). May raise ``CircuitBreakerException``; other errors are logged."""
+    try:
+        client = get_client()
+        if client is None:
+            return
+        built = BUILT_REQUEST.get()
+        if built is not None:
+            if built[0] is request:  # a subclass's _build_request around the base class's: opened once
+                return
+            BUILT_REQUEST.set(None)  # an earlier one that was never sent (something raised before the send)
+            built[1].end("the request was not sent")
+        method = getattr(options, "method", None)
+        if method.__class__ is not str or method.lower() != "post":
+            return
+        path = options.url
+        route: _Route | None = routes.get(path, _MISSING)  # type: ignore[arg-type]
+        if route is _MISSING:
+            route = _route(routes, sdk, path)
+        if route is None:
+            return
+        if get_current_llm_call() is not None:
+            return  # a framework's call: the tap adds this request to it
+        if not getattr(type(api_client._client).send, "agentwatch_tap", False):
+            return  # an HTTP client our tap does not see: nothing would end the call
+        endpoint, name = route
+        body = options.json_data
+        if not isinstance(body, dict):
+            body = parse_json(request.content)
+        call = start_llm_call(name, model=request_model(endpoint, path, body),
+                              provider=_provider(api_client.base_url, sdk), kind=endpoint.kind,
+                              input=request_input(body) if client.config.capture_text else None, request_body=body)
+        exchange = Exchange(call, endpoint, owned=True, ends_with_body=True, capture_text=client.config.capture_text,
+                            request_body=body)
+        BUILT_REQUEST.set((request, exchange))
+    except Exception:
+        swallow_internal_error("the SDK layer")  # re-raises a block

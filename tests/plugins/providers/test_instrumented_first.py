@@ -2,12 +2,14 @@
 
 OpenInference's ``OpenAIInstrumentor`` wraps ``OpenAI.request`` and ``AsyncOpenAI.request`` (wrapt), capturing the
 SDK's function. Instrumented before ``init()``, its wrapper sat in front of ours on the base class and every call of
-those classes went unobserved and unlimited (found 2026-12-05: no span, no block against a stub base URL). A program
-in a fresh interpreter: the instrumentation patches the SDK for the whole process.
+those classes went unobserved and unlimited (found 2026-12-05: no span, no block against a stub base URL); the same for
+a ``request`` replaced on one client object. Programs in a fresh interpreter: the instrumentations patch the SDK for
+the whole process.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -125,34 +127,109 @@ def test_a_client_class_whose_request_calls_the_base_classs_is_counted_once(
     assert client.monitor.snapshot()["calls_last_minute"] == 1
 
 
-BYPASSED = r'''
-import sys
-from tests.stubs.provider_server import StubProvider
-import agentwatch, openai
+REPLACED_ON_THE_CLIENT = r"""
+import asyncio, json, sys
+from tests.stubs.provider_server import Reply, StubProvider
+import agentwatch, anthropic, openai
+from agentwatch import CircuitBreakerException
 
+sdk, flavour = sys.argv[1], sys.argv[2]
+MESSAGES = [{"role": "user", "content": "hi"}]
+EXPENSIVE = Reply(content="ok", input_tokens=400_000, output_tokens=100_000)  # over $0.05 for either model
+memory = agentwatch.InMemoryExporter()
+outcomes = []
 with StubProvider() as stub:
-    client = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
-    if sys.argv[1] == "replaced":  # as logfire.instrument_openai(client) does, before init()
-        original = client.request
-        client.request = lambda *args, **kwargs: original(*args, **kwargs)
-    agentwatch.init(exporters=[])
-    for _ in range(3):
-        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-    print("answered", stub.count())
-'''
+    if sdk == "openai":
+        make, base_url, model = (openai.AsyncOpenAI if flavour == "async" else openai.OpenAI), stub.openai_base_url, \
+            "gpt-4o-mini"
+    else:
+        make, base_url, model = (anthropic.AsyncAnthropic if flavour == "async" else anthropic.Anthropic), \
+            stub.base_url, "claude-3-5-haiku-latest"
+    client = make(base_url=base_url, api_key="k", max_retries=2)
+    original = client.request  # as logfire.instrument_openai(client) does, before init()
+    client.request = lambda *args, **kwargs: original(*args, **kwargs)
+    agentwatch.init(exporters=[memory])
+
+    def create(stream):
+        if sdk == "openai":  # a request built past our request() is not asked for a stream's usage: it asks itself
+            options = {"stream_options": {"include_usage": True}} if stream else {}
+            return client.chat.completions.create(model=model, messages=MESSAGES, stream=stream, **options)
+        return client.messages.create(model=model, max_tokens=10, messages=MESSAGES, stream=stream)
+
+    async def call(stream):
+        answer = create(stream)
+        if flavour == "async":
+            answer = await answer
+            if stream:
+                return len([event async for event in answer])
+        elif stream:
+            return len(list(answer))
+        return answer.choices[0].message.content if sdk == "openai" else answer.content[0].text
+
+    async def main():
+        for stream in (False, True):
+            stub.queue(EXPENSIVE)
+            with agentwatch.agent(f"writer-{stream}", budget_per_hour=0.05, block_on_threshold=True):
+                for _ in range(2):
+                    try:
+                        outcomes.append(await call(stream))
+                    except CircuitBreakerException as blocked:
+                        outcomes.append(blocked.reason)
+
+    asyncio.run(main())
+    requests = stub.count()
+agentwatch.flush()
+spans = [[span["name"], span["status"], span["input_tokens"]] for span in memory.spans if span["kind"] == "llm"]
+print(json.dumps({"outcomes": outcomes, "requests": requests, "spans": spans}))
+"""
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("client", ["replaced", "plain"])
-def test_a_client_whose_request_was_replaced_before_init_is_reported_once(tmp_path: Path, client: str) -> None:
-    """Replaced on the client object, ``request`` calls the SDK's function directly: the SDK layer cannot see those
-    calls, so the program is told once, and how to order its set-up. A plain client is never reported."""
-    done = _run(BYPASSED, tmp_path, client)
-    assert done.stdout.split() == ["answered", "3"]  # the program runs as without AgentWatch
-    reports = [line for line in done.stderr.splitlines() if "was replaced on the client object" in line]
-    assert len(reports) == (1 if client == "replaced" else 0), done.stderr
-    if reports:
-        assert "OpenAI/Python" in reports[0] and "Call agentwatch.init() before" in reports[0]
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_a_client_whose_request_was_replaced_before_init_is_seen_and_blocked(
+        tmp_path: Path, sdk: str, flavour: str) -> None:
+    """Replaced on the client object, ``request`` calls the SDK's function directly, past our wrapper of it (found
+    2026-12-05: against a stub base URL nothing was recorded and nothing blocked). The request is opened and checked
+    where the SDK builds it, before its retry loop: the block reaches the caller as itself, not retried and not
+    turned into a connection error."""
+    done = _run(REPLACED_ON_THE_CLIENT, tmp_path, sdk, flavour, timeout=100)
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    assert report["outcomes"][0] == "ok" and report["outcomes"][2] > 0  # the stream's event count
+    assert report["outcomes"][1] == report["outcomes"][3] == "budget_per_hour", report
+    assert report["requests"] == 2
+    name = "openai.chat.completions" if sdk == "openai" else "anthropic.messages"
+    assert report["spans"] == [[name, "ok", 400_000], [name, "blocked", 0]] * 2
+
+
+def test_a_request_built_outside_our_wrapper_and_never_sent_is_ended_by_the_next(
+        memory: Any, stub_provider: Any) -> None:
+    """The call opened when a bypassing request was built ends even if something raised before it was sent."""
+    import openai
+    from openai._base_client import SyncAPIClient
+
+    import agentwatch
+
+    class Failing(openai.OpenAI):
+        failures = 1
+
+        def _prepare_request(self, request: Any) -> None:
+            if Failing.failures:
+                Failing.failures -= 1
+                raise RuntimeError("signing failed")
+
+    agentwatch.init(exporters=[memory])
+    client = Failing(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    client.request = functools.partial(SyncAPIClient.request.__wrapped__, client)  # type: ignore[method-assign]
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(RuntimeError, match="signing failed"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=messages).choices[0].message.content == "ok"
+    agentwatch.flush()
+    spans = [(span["status"], span["attributes"].get("error.message")) for span in memory.spans
+             if span["kind"] == "llm"]
+    assert spans == [("error", "the request was not sent"), ("ok", None)]
+    assert stub_provider.count() == 1
 
 
 WRAPPED_BEFORE = r'''

@@ -35,6 +35,12 @@ def test_the_installed_sdks_requests_take_their_keywords_directly(owner: type) -
     assert taking_keywords(original, stream=False, stream_cls=None) == (original, {"stream": False, "stream_cls": None})
 
 
+@pytest.mark.parametrize("owner", [openai._base_client.BaseClient, anthropic._base_client.BaseClient])
+def test_the_installed_sdks_build_requests_taking_their_keyword_directly(owner: type) -> None:
+    original = owner.__dict__["_build_request"]
+    assert taking_keywords(original, retries_taken=0) == (original, {"retries_taken": 0})
+
+
 @pytest.mark.parametrize("owner", [httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient])
 def test_httpx_send_takes_its_keywords_directly(owner: type) -> None:
     original = owner.__dict__["send"]
