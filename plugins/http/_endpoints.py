@@ -23,6 +23,9 @@ class Endpoint:
 CHAT = Endpoint("chat", "llm", "chat.completions")
 COMPLETIONS = Endpoint("chat", "llm", "completions")
 RESPONSES = Endpoint("responses", "llm", "responses")
+#: ``responses.compact()``: the model condenses a conversation, billed as a response (openai-agents' compaction
+#: session calls it between turns). Its siblings ``/responses/input_tokens`` and ``/responses/<id>/cancel`` are free.
+RESPONSES_COMPACT = Endpoint("responses", "llm", "responses.compact")
 EMBEDDINGS = Endpoint("embeddings", "embedding", "embeddings")
 MESSAGES = Endpoint("messages", "llm", "messages")
 GEMINI = Endpoint("gemini", "llm", "generate_content")
@@ -37,6 +40,7 @@ _SUFFIXES: tuple[tuple[str, Endpoint], ...] = (
     ("/chat/completions", CHAT),
     ("/v1/messages", MESSAGES),
     ("/responses", RESPONSES),
+    ("/responses/compact", RESPONSES_COMPACT),
     ("/embeddings", EMBEDDINGS),
     ("/completions", COMPLETIONS),
     ("/api/chat", OLLAMA_CHAT),

@@ -260,6 +260,17 @@ def _response_output(reply: Reply, number: int) -> list[dict[str, Any]]:
     return output
 
 
+def _compacted(reply: Reply, request: dict[str, Any], number: int) -> dict[str, Any]:
+    """``responses.compact()``: the request's user messages, then one compaction item (no model field)."""
+    given = request.get("input")
+    users = [item for item in given if isinstance(item, dict) and item.get("role") == "user"] \
+        if isinstance(given, list) else []
+    return {"id": f"cmp_stub{number}", "object": "response.compaction", "created_at": int(time.time()),
+            "output": [*users, {"type": "compaction", "id": f"cmp_item_stub{number}",
+                                "encrypted_content": "c3R1Yg=="}],
+            "usage": _response_usage(reply)}
+
+
 def _response(reply: Reply, model: str, number: int, *, status: str = "completed") -> dict[str, Any]:
     done = status == "completed"
     return {"id": f"resp_stub{number}", "object": "response", "created_at": int(time.time()),
@@ -477,6 +488,8 @@ class _Handler(BaseHTTPRequestHandler):
                 chunks = _chat_completion_stream(reply, model, number, include_usage)
                 return self._stream(reply, chunks, headers)
             return self._json(reply.status, _chat_completion(reply, model, number), headers)
+        if path.endswith("/responses/compact"):
+            return self._json(reply.status, _compacted(reply, payload, number), headers)
         if path.endswith("/responses"):
             if streaming:
                 return self._stream(reply, _response_stream(reply, model, number), headers)
