@@ -17,7 +17,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agentwatch.instrumentation import CircuitBreakerException, LLMCall, get_client, logger, swallow_internal_error
+from agentwatch.instrumentation import (
+    KEEP,
+    CircuitBreakerException,
+    LLMCall,
+    attach,
+    detach,
+    get_client,
+    logger,
+    stop_on_exception,
+    swallow_internal_error,
+)
 from agentwatch.plugins.http._patching import Patcher
 
 from . import _tracing
@@ -39,6 +49,13 @@ def install() -> None:
     else:
         for name, wrap in _RUN_LOOP.items():
             _patcher.replace(run_loop, name, wrap)
+    from agents.run_internal import tool_execution
+
+    if hasattr(tool_execution, _TOOL_BODY):
+        _patcher.replace(tool_execution, _TOOL_BODY, _tool_scope)
+    else:  # another SDK layout: a model call inside a tool is still limited, by the limits around the run only
+        logger.warning("agentwatch: openai-agents %s has no tool_execution.%s; LLM calls made inside function tools "
+                       "are not counted against the calling agent", _version(), _TOOL_BODY)
     processors = getattr(getattr(get_trace_provider(), "_multi_processor", None), "_processors", ())
     if _tracing.PROCESSOR not in processors:  # once per process: the SDK has no way to remove one
         add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
@@ -213,6 +230,41 @@ async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: 
         if close is not None:
             await close()
         _end(call)
+
+
+# ---- a function tool's body ---------------------------------------------------------------------------
+
+#: Where the run loop invokes a function tool (``FunctionTool.on_invoke_tool``), inside the tool's SDK span.
+_TOOL_BODY = "_invoke_function_tool_with_metadata"
+
+
+def _tool_scope(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A function tool runs inside its agent's scope and under its tool span: an LLM call the tool makes (the
+    openai SDK directly, another framework, an agent used as a tool) counts against the calling agent's limits too,
+    and is recorded under the tool, in the run's trace."""
+
+    async def invoke_tool(*args: Any, **kwargs: Any) -> Any:
+        token = _enter_tool(kwargs.get("context"))
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            if token:
+                detach(token)
+
+    return invoke_tool
+
+
+@stop_on_exception(default=None)
+def _enter_tool(tool_context: Any) -> tuple[Any, ...] | None:
+    client = get_client()
+    if client is None:
+        return None
+    name = getattr(getattr(tool_context, "agent", None), "name", None)
+    scope = client.agent_scope(name) if isinstance(name, str) and name else None
+    tool_span = _tracing.current_parent()  # the SDK's current span is the tool's: ours for it (None untraced)
+    if scope is None and tool_span is None:
+        return None
+    return attach(tool_span if tool_span is not None else KEEP, agent=scope)
 
 
 #: The run loop's globals wrapped, and how (the turn's scope, its model and input, its model calls).

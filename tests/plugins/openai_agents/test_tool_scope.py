@@ -1,0 +1,77 @@
+"""An LLM call made inside a function tool belongs to the agent that called the tool: it is recorded under the
+tool's span in the run's trace and counts against that agent's limits. Found 2026-12-05: such a call (the openai
+SDK used in a tool, an agent used as a tool) was a trace of its own with no agent, and the calling agent's budget
+never saw it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool
+from openai import AsyncOpenAI
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
+
+from .conftest import MODEL, by_id, llm_spans
+
+EXPENSIVE = Reply(content="a long summary", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
+LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
+
+
+def _writer(stub: Any) -> Agent:
+    client = AsyncOpenAI(base_url=stub.openai_base_url, api_key="test-key", max_retries=0)
+
+    @function_tool
+    async def summarize(text: str) -> str:
+        """Summarize a text."""
+        answer = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    return Agent(name="Writer", instructions="Summarize.", model=OpenAIResponsesModel(MODEL, client),
+                 tools=[summarize])
+
+
+def _calls_tool(name: str, **arguments: Any) -> Reply:
+    return Reply(content="", tool_calls=[{"name": name, "arguments": arguments}])
+
+
+def test_a_call_inside_a_tool_is_under_the_tool_and_its_agent(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(_calls_tool("summarize", text="abc"), Reply(content="short"), Reply(content="done"))
+    assert asyncio.run(Runner.run(_writer(stub_provider), "summarize abc")).final_output == "done"
+    agentwatch.flush()
+    spans = by_id(memory)
+    inner = next(span for span in llm_spans(memory) if span["name"] == "openai.chat.completions")
+    tool = spans[inner["parent_span_id"]]
+    assert (tool["name"], tool["kind"]) == ("summarize", "tool")
+    assert inner["agent_name"] == "Writer"
+    assert inner["trace_id"] == tool["trace_id"] == spans[tool["parent_span_id"]]["trace_id"]
+
+
+def test_a_call_inside_a_tool_counts_against_the_calling_agents_budget(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory], agents={"Writer": LIMITED})
+    stub_provider.queue(_calls_tool("summarize", text="abc"), EXPENSIVE)
+    with pytest.raises(CircuitBreakerException) as caught:
+        asyncio.run(Runner.run(_writer(stub_provider), "summarize abc"))
+    assert (caught.value.reason, caught.value.scope, caught.value.scope_id) == ("budget_per_hour", "agent", "writer")
+    assert stub_provider.count() == 2  # the Writer's next model call, after the tool, was not sent
+
+
+def test_an_agent_used_as_a_tool_counts_against_the_manager(stub_provider: Any, memory: Any) -> None:
+    client = AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="test-key", max_retries=0)
+    researcher = Agent(name="Researcher", instructions="Research.", model=OpenAIResponsesModel(MODEL, client))
+    manager = Agent(name="Manager", instructions="Delegate.", model=OpenAIResponsesModel(MODEL, client),
+                    tools=[researcher.as_tool(tool_name="research", tool_description="Research a topic.")])
+    agentwatch.init(exporters=[memory], agents={"Manager": LIMITED})
+    stub_provider.queue(_calls_tool("research", input="llm costs"), EXPENSIVE)
+    with pytest.raises(CircuitBreakerException) as caught:
+        asyncio.run(Runner.run(manager, "what do LLMs cost?"))
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "manager")
+    assert stub_provider.count() == 2
+    agentwatch.flush()
+    research = next(span for span in llm_spans(memory) if span["agent_name"] == "Researcher")
+    assert research["input_tokens"] == 400_000
