@@ -29,7 +29,7 @@ from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget,
 from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
 from ._plugin import install_deferred
-from ._runs import RUNS, Run
+from ._runs import RUNS, Run, enter, leave
 
 __all__ = ["AgentWatchHandler"]
 
@@ -150,6 +150,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.pop(run_id, None)
         if run is None:
             return None
+        leave(run)
         if error is not None and is_control_flow(error):  # an interrupt or a drain: no error of the run
             run.span.attributes["langgraph.control_flow"] = type(error).__name__
             error = None
@@ -194,6 +195,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = self._open(client, run_id, parent_run_id, name, "node", metadata, self._node_scope(client, name))
         if run is None:
             return
+        enter(run)
         run.in_graph = True
         _copy_node_metadata(run.span, metadata)
         if client.config.capture_text:
@@ -216,6 +218,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             run = RUNS.pop(run_id, None)
             if run is not None:
+                if run.entered:
+                    leave(run)
                 if capturing():
                     run.span.output = _jsonable(outputs)
                 end_span(run.span)
@@ -344,6 +348,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
         run = self._open(client, run_id, parent_run_id, name, "tool", metadata)
         if run is not None:
+            enter(run)
             run.span.attributes["tool.name"] = name
             if capturing():
                 run.span.input = inputs if inputs is not None else input_str

@@ -1,0 +1,145 @@
+"""An LLM call made without LangChain inside a LangGraph node or a tool (the openai SDK used directly) is recorded under
+that node or tool and counts against its agent's limits. Found 2026-12-05: such a call was a trace of its own with no
+agent, and ``agents={"writer": {...}}`` never saw it (each of these scenarios spent $0.12 twice past a $0.05 budget)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from agentwatch.plugins.langchain import AgentWatchHandler
+from tests.stubs.provider_server import Reply
+
+LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
+EXPENSIVE = Reply(content="a long answer", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
+
+
+class ToolCalling(BaseChatModel):
+    """Asks for ``tool`` ``rounds`` times, then answers. No usage: it costs nothing."""
+
+    tool: str
+    rounds: int = 2
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "tool-calling-fake"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        self.calls += 1
+        if self.calls > self.rounds:
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content="done"))])
+        call = {"name": self.tool, "args": {"query": f"q{self.calls}"}, "id": f"call_{self.calls}", "type": "tool_call"}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
+
+
+def _ask(base_url: str, text: str) -> str:
+    client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+    return answer.choices[0].message.content or ""
+
+
+def _sdk_spans(memory: Any) -> list[dict[str, Any]]:
+    return [span for span in memory.spans if span["name"] == "openai.chat.completions"]
+
+
+def test_a_node_functions_own_sdk_calls_count_against_the_node(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
+
+    def writer(state: MessagesState) -> dict[str, Any]:
+        first = _ask(stub_provider.openai_base_url, "draft")
+        return {"messages": [("ai", first + _ask(stub_provider.openai_base_url, "polish"))]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("writer", writer)
+    builder.add_edge(START, "writer")
+    builder.add_edge("writer", END)
+    stub_provider.queue(EXPENSIVE)
+    with pytest.raises(CircuitBreakerException) as caught:
+        builder.compile().invoke({"messages": [("user", "hi")]})
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "writer")
+    assert stub_provider.count() == 1  # the node's second call was not sent
+    agentwatch.flush()
+    spent, blocked = _sdk_spans(memory)
+    node = next(span for span in memory.spans if span["span_id"] == spent["parent_span_id"])
+    assert (node["name"], node["kind"]) == ("writer", "node")
+    assert spent["agent_name"] == blocked["agent_name"] == "writer" and spent["trace_id"] == node["trace_id"]
+    assert (spent["status"], blocked["status"]) == ("ok", "blocked")
+
+
+def _agent_with_tools(model: BaseChatModel, tools: list[Any]) -> Any:
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    return builder.compile()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_tools_own_sdk_calls_count_against_its_node(stub_provider: Any, memory: Any, flavour: str) -> None:
+    """``init(agents={"tools": ...})``, zero-config: the ToolNode's tool asks the openai SDK itself."""
+    agentwatch.init(exporters=[memory], agents={"tools": LIMITED})
+    base_url = stub_provider.openai_base_url
+
+    @tool
+    def lookup(query: str) -> str:
+        """Look something up."""
+        return _ask(base_url, query)
+
+    @tool("lookup")
+    async def alookup(query: str) -> str:
+        """Look something up."""
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = await client.chat.completions.create(model="gpt-4o-mini",
+                                                      messages=[{"role": "user", "content": query}])
+        return answer.choices[0].message.content or ""
+
+    graph = _agent_with_tools(ToolCalling(tool="lookup"), [lookup if flavour == "sync" else alookup])
+    stub_provider.queue(EXPENSIVE, EXPENSIVE)
+    with pytest.raises(CircuitBreakerException) as caught:
+        if flavour == "sync":
+            graph.invoke({"messages": [("user", "hi")]})
+        else:
+            asyncio.run(graph.ainvoke({"messages": [("user", "hi")]}))
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "tools")
+    assert stub_provider.count() == 1
+    agentwatch.flush()
+    spent = _sdk_spans(memory)[0]
+    used = next(span for span in memory.spans if span["span_id"] == spent["parent_span_id"])
+    assert (used["name"], used["kind"], spent["agent_name"]) == ("lookup", "tool", "tools")
+
+
+def test_a_tool_run_with_an_agent_handler_counts_against_that_agent(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    base_url = stub_provider.openai_base_url
+
+    @tool
+    def lookup(query: str) -> str:
+        """Look something up."""
+        return _ask(base_url, query)
+
+    handler = AgentWatchHandler(agent="solo", **LIMITED)
+    stub_provider.queue(EXPENSIVE)
+    assert lookup.invoke("q1", config={"callbacks": [handler]}) == "a long answer"
+    with pytest.raises(CircuitBreakerException) as caught:
+        lookup.invoke("q2", config={"callbacks": [handler]})
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "solo")
+    assert stub_provider.count() == 1
+    assert agentwatch.current_span() is None and not agentwatch.instrumentation.get_current_agent_scopes()
