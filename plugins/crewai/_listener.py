@@ -67,7 +67,16 @@ from crewai.llms.base_llm import _current_call_id
 
 import agentwatch
 from agentwatch import CircuitBreakerException, LLMCall, Span
-from agentwatch.instrumentation import AgentScope, capturing, clip, stop_on_exception
+from agentwatch.instrumentation import (
+    KEEP,
+    AgentScope,
+    attach,
+    capturing,
+    clip,
+    detach,
+    get_current_agent_scopes,
+    stop_on_exception,
+)
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
@@ -383,6 +392,45 @@ def _on_scope_ended(source: Any, event: Any) -> None:
         client.end_span(span)
 
 
+# ---- a tool's body ------------------------------------------------------------------------------
+
+#: The tools running in this context, innermost last: (the start event's id, what ``_enter_tool`` attached).
+_IN_TOOLS: ContextVar[tuple[tuple[str, tuple[Any, ...]], ...]] = ContextVar("agentwatch_crewai_tools", default=())
+
+
+@stop_on_exception
+def _enter_tool(source: Any, event: Any) -> None:
+    """Inline, where CrewAI is about to run the tool: its span current and its agent's scope pushed until the tool's
+    end event, so an LLM call the tool makes itself (the openai SDK, another framework) is recorded under the tool
+    and counts against the agent. CrewAI emits a tool's start and end around the call, in the tool's thread."""
+    client = agentwatch.get_client()
+    if client is None:
+        return
+    objects = _objects_of(event, source)
+    stack = _stack()
+    if not stack or stack[-1][0] != event.event_id:
+        stack = (*stack, (event.event_id, event.type))
+    span = TREE.ensure(client, stack, objects)
+    role = getattr(objects.agent, "role", None) or getattr(event, "agent_role", None)  # the event keeps the role only
+    scope = client.agent_scope(str(role)) if role else None  # agent_scope(client, agent), from its role
+    if scope is not None and any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):
+        scope = None  # a delegating agent's tool inside the same agent, or ``with agentwatch.agent`` around it
+    if span is None and scope is None:
+        return
+    _IN_TOOLS.set((*_IN_TOOLS.get(), (event.event_id, attach(span if span is not None else KEEP, agent=scope))))
+
+
+@stop_on_exception
+def _leave_tool(source: Any, event: Any) -> None:
+    entered = _IN_TOOLS.get()
+    for index in range(len(entered) - 1, -1, -1):
+        if entered[index][0] == event.started_event_id:
+            for _, tokens in reversed(entered[index:]):  # and any inner tool whose end never came
+                detach(tokens)
+            _IN_TOOLS.set(entered[:index])
+            return
+
+
 # ---- LLM calls ----------------------------------------------------------------------------------
 
 
@@ -580,7 +628,10 @@ _HANDLERS: tuple[tuple[type[Any], Callable[[Any, Any], None]], ...] = (
 )
 #: Handled in the emitting thread by the bus's ``emit`` (see the module docstring).
 _INLINE: dict[type[Any], Callable[[Any, Any], None]] = {LLMCallStartedEvent: _on_llm_started,
-                                                        LLMCallCompletedEvent: _on_llm_completed}
+                                                        LLMCallCompletedEvent: _on_llm_completed,
+                                                        ToolUsageStartedEvent: _enter_tool,
+                                                        ToolUsageFinishedEvent: _leave_tool,
+                                                        ToolUsageErrorEvent: _leave_tool}
 _install_lock = threading.Lock()
 
 

@@ -1,0 +1,81 @@
+"""An LLM call a CrewAI tool makes itself (the openai SDK used directly) is recorded under the tool and counts against
+the agent using the tool. Found 2026-12-05: such a call was a trace of its own with no agent, and
+``init(agents={"Researcher": {...}})`` never saw it ($0.12 past a $0.05 budget, the agent's next call sent)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
+
+from .conftest import MODEL
+
+LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
+EXPENSIVE = Reply(content="a long summary", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
+
+
+def _crew(base_url: str) -> Any:
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.tools import tool
+
+    @tool("summarize")
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    llm = LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="k", max_retries=0)
+    researcher = Agent(role="Researcher", goal="Summarize", backstory="Careful.", llm=llm, tools=[summarize],
+                       verbose=False)
+    task = Task(description="Summarize abc", expected_output="A summary", agent=researcher)
+    return Crew(agents=[researcher], tasks=[task], verbose=False)
+
+
+def _script(stub: Any) -> None:
+    stub.queue(Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": "abc"}}]), EXPENSIVE,
+               Reply(content="Thought: I now know the final answer\nFinal Answer: done"))
+
+
+@pytest.mark.parametrize("kickoff", ["kickoff", "akickoff"])
+def test_a_tools_own_call_counts_against_its_agent(stub_provider: Any, memory: Any, kickoff: str) -> None:
+    from crewai.events import crewai_event_bus
+
+    agentwatch.init(exporters=[memory], agents={"Researcher": LIMITED})
+    crew = _crew(stub_provider.openai_base_url)
+    _script(stub_provider)
+    with pytest.raises(CircuitBreakerException) as caught:
+        crew.kickoff() if kickoff == "kickoff" else asyncio.run(crew.akickoff())
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "researcher")
+    assert stub_provider.count() == 2  # the Researcher's call after the tool was not sent
+    crewai_event_bus.flush(timeout=10)
+    agentwatch.flush()
+    spans = {span["span_id"]: span for span in memory.spans}
+    spent = next(span for span in spans.values() if span["name"] == "openai.chat.completions")
+    used = spans[spent["parent_span_id"]]
+    assert (used["name"], used["kind"]) == ("tool:summarize", "tool")
+    assert spent["agent_name"] == "Researcher" and spent["trace_id"] == used["trace_id"]
+    assert spent["input_tokens"] == 400_000
+
+
+def test_work_delegated_to_a_coworker_counts_against_the_delegating_agent(stub_provider: Any, memory: Any) -> None:
+    from .test_delegation import _crew as delegating_crew
+    from .test_delegation import _script as delegation_script
+
+    client = agentwatch.init(exporters=[memory])
+    crew, worker = delegating_crew(stub_provider.openai_base_url, "delegating")
+    delegation_script(stub_provider, worker)
+    crew.kickoff()
+    agentwatch.flush()
+    costs = {span["agent_name"]: span["cost_usd"] for span in memory.spans if span["kind"] == "llm"
+             and span["agent_name"] == worker}
+    researcher = client.agents["Researcher"].monitor.snapshot()["spend_last_hour"]
+    writer = client.agents[worker].monitor.snapshot()["spend_last_hour"]
+    assert writer == pytest.approx(costs[worker]) and writer > 0
+    assert researcher == pytest.approx(client.monitor.snapshot()["spend_last_hour"])  # its own calls and the Writer's
