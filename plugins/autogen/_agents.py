@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import functools
+import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -20,7 +23,7 @@ from agentwatch.instrumentation import capturing, get_client, stop_on_exception
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
 from ._frames import Frame, call_in_frame, open_frame, stepped
 
-__all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json"]
+__all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json", "wrap_function_tool_run"]
 
 # The agent (or tool) whose frame is open here: AssistantAgent.on_messages calls its own
 # on_messages_stream, which must not open a second span for the same agent.
@@ -137,6 +140,30 @@ def wrap_run_json(original: Callable[..., Any]) -> Callable[..., Any]:
         return await call_in_frame(frame, original, self, *args, **kwargs)
 
     return run_json
+
+
+def wrap_function_tool_run(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain ``def`` tool runs in the loop's default executor, which does not carry the context over: the tool's
+    frame (its span, its agent's scope) would be missing there, and an LLM call the tool makes itself would count
+    against no agent. It runs in a copy of the caller's context instead, as an ``async def`` tool does."""
+
+    @functools.wraps(original)
+    async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        carried = _carrying_context(self) if get_client() is not None else None
+        return await original(carried if carried is not None else self, *args, **kwargs)
+
+    return run
+
+
+@stop_on_exception(default=None)
+def _carrying_context(tool: Any) -> Any:
+    """A shallow copy of ``tool`` whose function runs in a copy of this context (None for a coroutine function)."""
+    func = tool.__dict__.get("_func")
+    if func is None or inspect.iscoroutinefunction(func):
+        return None
+    carried = copy.copy(tool)
+    carried._func = functools.partial(contextvars.copy_context().run, func)
+    return carried
 
 
 def _tool_output(tool: Any, span: Any, result: Any) -> None:

@@ -6,7 +6,13 @@ import threading
 
 from agentwatch.instrumentation import stop_on_exception
 
-from ._agents import wrap_on_messages, wrap_on_messages_stream, wrap_run_json, wrap_run_stream
+from ._agents import (
+    wrap_function_tool_run,
+    wrap_on_messages,
+    wrap_on_messages_stream,
+    wrap_run_json,
+    wrap_run_stream,
+)
 from ._events import EventTap
 from ._model_client import wrap_create, wrap_create_stream
 from ._patching import SubclassPatcher, Target
@@ -19,6 +25,7 @@ _installed: list[SubclassPatcher | EventTap] = []
 _TARGETS: list[Target] = [
     ("autogen_core", "ChatCompletionClient", {"create": wrap_create, "create_stream": wrap_create_stream}),
     ("autogen_core", "BaseTool", {"run_json": wrap_run_json}),
+    ("autogen_core", "FunctionTool", {"run": wrap_function_tool_run}),
     ("autogen_agentchat", "BaseChatAgent",
      {"on_messages": wrap_on_messages, "on_messages_stream": wrap_on_messages_stream}),
     ("autogen_agentchat", "BaseGroupChat", {"run_stream": wrap_run_stream}),
