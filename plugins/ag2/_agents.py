@@ -3,108 +3,123 @@
 - ``ConversableAgent.initiate_chat`` / ``a_initiate_chat``: a ``chain`` span for the chat.
 - ``ConversableAgent.generate_reply`` / ``a_generate_reply``: an ``agent`` span; the agent's scope is
   pushed, so per-agent limits apply to the LLM calls of its reply.
-- Tool calls through AG2's own hooks (``register_hook("safeguard_tool_inputs" / "safeguard_tool_outputs")``),
-  registered on each agent the first time it replies and removed at ``shutdown()``.
+- ``ConversableAgent.execute_function`` / ``a_execute_function``: a ``tool`` span, current while the function runs,
+  with the asking agent's scope; ``_run_async_in_thread`` (an ``async def`` tool in a synchronous chat) carries
+  the context over to its thread.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
-import threading
-import weakref
+import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch.instrumentation import Span, capturing, get_client, stop_on_exception
+from agentwatch.instrumentation import Span, capturing, get_client, get_current_agent_scopes, stop_on_exception
 from agentwatch.plugins.autogen._frames import Frame, call_in_frame, open_frame
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
-           "open_span_of", "remove_hooks"]
+           "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "open_span_of",
+           "forget_open_spans"]
 
 _CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_ag2_agent", default=None)
-_TOOL_INPUTS, _TOOL_OUTPUTS = "safeguard_tool_inputs", "safeguard_tool_outputs"
+#: The agent whose message the current reply answers: the one that asked for the tool calls it runs.
+_REPLYING_TO: ContextVar[Any] = ContextVar("agentwatch_ag2_replying_to", default=None)
 
 # The open reply span of each agent, for calls AG2 makes off the agent's context (executor threads).
 _open_spans: dict[int, Span] = {}
-# Agents carrying our hooks, and the hooks (bound to the agent) to take out again.
-_Hooks = tuple[Callable[..., Any], Callable[..., Any]]
-_hooked: weakref.WeakKeyDictionary[Any, _Hooks] = weakref.WeakKeyDictionary()
-_hooked_lock = threading.Lock()
 
 
 def open_span_of(agent: Any) -> Span | None:
     return _open_spans.get(id(agent))
 
 
-# ---- tools, through AG2's hooks -----------------------------------------------------------------------
+# ---- tools --------------------------------------------------------------------------------------------
 
 
-class _ToolHooks:
-    """The two hooks of one agent; tool calls of one reply run one after the other, so a stack pairs them."""
-
-    def __init__(self) -> None:
-        self._open: list[Span] = []
-
-    @stop_on_exception
-    def _start(self, tool_input: Any) -> None:
-        client = get_client()
-        if client is None or not isinstance(tool_input, dict):
-            return
-        name = str(tool_input.get("name") or "tool")
-        span = client.start_span(name, "tool", attributes={"framework": "ag2", "tool.name": name})
-        if capturing(client):
-            span.input = tool_input.get("arguments")
-        self._open.append(span)
-
-    @stop_on_exception
-    def _end(self, tool_output: Any) -> None:
-        client = get_client()
-        if not self._open:
-            return
-        span = self._open.pop()
-        content = tool_output.get("content") if isinstance(tool_output, dict) else tool_output
-        if capturing(client):
-            span.output = content
-        if client is not None:
-            client.end_span(span)
-        else:
-            span.finish()
-
-    def inputs(self, tool_input: Any) -> Any:
-        self._start(tool_input)
-        return tool_input
-
-    def outputs(self, tool_output: Any) -> Any:
-        self._end(tool_output)
-        return tool_output
+def _tool_frame(executor: Any, func_call: Any) -> Frame | None:
+    """The tool's span, current while the function runs, with the scope of the agent that asked for the call (the
+    sender of the message being answered) pushed inside the executor's: what the tool spends itself (the openai
+    SDK used directly) counts against both, and is the asking agent's."""
+    client = get_client()
+    if client is None:
+        return None
+    name = str(func_call.get("name") or "tool") if isinstance(func_call, dict) else "tool"
+    asking = _REPLYING_TO.get()
+    scope = None
+    if asking is not None and asking is not executor:
+        scope = client.agent_scope(str(getattr(asking, "name", None) or type(asking).__name__),
+                                   role=type(asking).__name__)
+        if any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):
+            scope = None
+    frame = open_frame(name, "tool", scope=scope, attributes={"framework": "ag2", "tool.name": name})
+    if frame is not None and capturing(client):
+        frame.span.input = func_call.get("arguments")
+        frame.on_result = _tool_output
+    return frame
 
 
-@stop_on_exception
-def _ensure_hooks(agent: Any) -> None:
-    if agent in _hooked:  # every reply after an agent's first: no lock (a lookup is safe while another thread adds)
-        return
-    hook_lists = getattr(agent, "hook_lists", None)
-    if not isinstance(hook_lists, dict) or _TOOL_INPUTS not in hook_lists or _TOOL_OUTPUTS not in hook_lists:
-        return
-    with _hooked_lock:
-        if agent in _hooked:
-            return
-        hooks = _ToolHooks()
-        agent.register_hook(_TOOL_INPUTS, hooks.inputs)
-        agent.register_hook(_TOOL_OUTPUTS, hooks.outputs)
-        _hooked[agent] = (hooks.inputs, hooks.outputs)
+def _tool_output(span: Span, result: Any) -> None:
+    """``execute_function``'s ``(success, {"name", "role", "content"})``."""
+    reply = result[1] if isinstance(result, tuple) and len(result) == 2 else result
+    span.output = reply.get("content") if isinstance(reply, dict) else reply
 
 
-def remove_hooks() -> None:
-    with _hooked_lock:
-        hooked = list(_hooked.items())
-        _hooked.clear()
-    for agent, (inputs, outputs) in hooked:
-        for name, hook in ((_TOOL_INPUTS, inputs), (_TOOL_OUTPUTS, outputs)):
-            hooks = agent.hook_lists.get(name, [])
-            if hook in hooks:
-                hooks.remove(hook)
+def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
+        frame = stop_on_exception(default=None)(_tool_frame)(self, func_call) if get_client() is not None else None
+        if frame is None:
+            return original(self, func_call, *args, **kwargs)
+        tokens = frame.enter()
+        try:
+            result = original(self, func_call, *args, **kwargs)
+        except BaseException as error:
+            frame.exit(tokens)
+            frame.close(error)
+            raise
+        frame.exit(tokens)
+        if frame.on_result is not None:
+            stop_on_exception(frame.on_result)(frame.span, result)
+        frame.close(None)
+        return result
+
+    return execute_function
+
+
+def wrap_a_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def a_execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
+        frame = stop_on_exception(default=None)(_tool_frame)(self, func_call) if get_client() is not None else None
+        if frame is None:
+            return await original(self, func_call, *args, **kwargs)
+        return await call_in_frame(frame, original, self, func_call, *args, **kwargs)
+
+    return a_execute_function
+
+
+def wrap_run_async_in_thread(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A synchronous chat runs an ``async def`` tool on a new thread with its own loop; the thread starts with an
+    empty context. The coroutine is run there with this context's values, as a task created here would be."""
+
+    @functools.wraps(original)
+    def _run_async_in_thread(self: Any, coro: Any) -> Any:
+        if get_client() is None or not inspect.iscoroutine(coro):
+            return original(self, coro)
+        return original(self, _with_values(coro, tuple(contextvars.copy_context().items())))
+
+    return _run_async_in_thread
+
+
+async def _with_values(coro: Any, values: tuple[tuple[ContextVar[Any], Any], ...]) -> Any:
+    for var, value in values:  # this coroutine runs in a task of its own: the values stay in that task
+        var.set(value)
+    return await coro
+
+
+def forget_open_spans() -> None:
     _open_spans.clear()
 
 
@@ -112,16 +127,16 @@ def remove_hooks() -> None:
 
 
 @stop_on_exception
-def _agent_frame(agent: Any) -> Frame | None:
+def _agent_frame(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Frame | None:
     client = get_client()
     if client is None or _CURRENT_AGENT.get() is agent:
         return None
-    _ensure_hooks(agent)
     name = str(getattr(agent, "name", None) or type(agent).__name__)
     scope = client.agent_scope(name, role=type(agent).__name__)
+    sender = kwargs.get("sender", args[1] if len(args) > 1 else None)  # generate_reply(messages, sender, ...)
     frame = open_frame(name, "agent", scope=scope,
                        attributes={"framework": "ag2", "ag2.agent_type": type(agent).__name__},
-                       extra=((_CURRENT_AGENT, agent),))
+                       extra=((_CURRENT_AGENT, agent), (_REPLYING_TO, sender)))
     if frame is not None:
         _open_spans[id(agent)] = frame.span
     return frame
@@ -136,7 +151,7 @@ def _close_agent(agent: Any, frame: Frame, error: BaseException | None) -> None:
 def wrap_generate_reply(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def generate_reply(self: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = _agent_frame(self) if get_client() is not None else None
+        frame = _agent_frame(self, args, kwargs) if get_client() is not None else None
         if frame is None:
             return original(self, *args, **kwargs)
         tokens = frame.enter()
@@ -156,7 +171,7 @@ def wrap_generate_reply(original: Callable[..., Any]) -> Callable[..., Any]:
 def wrap_a_generate_reply(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def a_generate_reply(self: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = _agent_frame(self) if get_client() is not None else None
+        frame = _agent_frame(self, args, kwargs) if get_client() is not None else None
         if frame is None:
             return await original(self, *args, **kwargs)
         try:

@@ -11,11 +11,14 @@ from agentwatch.plugins.autogen._patching import ORIGINAL
 
 from . import _runtime_log
 from ._agents import (
-    remove_hooks,
+    forget_open_spans,
+    wrap_a_execute_function,
     wrap_a_generate_reply,
     wrap_a_initiate_chat,
+    wrap_execute_function,
     wrap_generate_reply,
     wrap_initiate_chat,
+    wrap_run_async_in_thread,
 )
 from ._llm import wrap_create
 
@@ -46,6 +49,9 @@ def install() -> None:
         _patch(ConversableAgent, "a_generate_reply", wrap_a_generate_reply)
         _patch(ConversableAgent, "initiate_chat", wrap_initiate_chat)
         _patch(ConversableAgent, "a_initiate_chat", wrap_a_initiate_chat)
+        _patch(ConversableAgent, "execute_function", wrap_execute_function)
+        _patch(ConversableAgent, "a_execute_function", wrap_a_execute_function)
+        _patch(ConversableAgent, "_run_async_in_thread", wrap_run_async_in_thread)
         _runtime_log.install()
 
 
@@ -56,4 +62,4 @@ def uninstall() -> None:
             if cls.__dict__.get(name) is wrapper:
                 setattr(cls, name, original)
         stop_on_exception(_runtime_log.uninstall)()
-        stop_on_exception(remove_hooks)()
+        stop_on_exception(forget_open_spans)()

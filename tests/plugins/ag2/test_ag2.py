@@ -167,20 +167,22 @@ def test_application_runtime_logger_keeps_receiving_and_is_restored(memory, stub
         runtime_logging.stop()
 
 
-def test_shutdown_removes_patches_hooks_and_runtime_logger(memory, stub_provider, pair):
+def test_shutdown_removes_patches_and_runtime_logger(memory, stub_provider, pair):
     assert not runtime_logging.logging_enabled()
     agentwatch.init(exporters=[memory])
     assistant, user = pair
     tool_then_answer(stub_provider)
     user.initiate_chat(assistant, message="What is 2 + 3?", max_turns=2, silent=True)
-    assert len(user.hook_lists["safeguard_tool_inputs"]) == 1
+    assert len(spans(memory, "tool")) == 1
+    # The agents' own hook lists are never touched (tools are seen by wrapping execute_function).
+    assert user.hook_lists["safeguard_tool_inputs"] == [] and user.hook_lists["safeguard_tool_outputs"] == []
 
     agentwatch.shutdown()
 
     assert not hasattr(OpenAIWrapper.__dict__["create"], ORIGINAL)
     assert not any(hasattr(ConversableAgent.__dict__[name], ORIGINAL)
-                   for name in ("generate_reply", "a_generate_reply", "initiate_chat", "a_initiate_chat"))
-    assert user.hook_lists["safeguard_tool_inputs"] == [] and user.hook_lists["safeguard_tool_outputs"] == []
+                   for name in ("generate_reply", "a_generate_reply", "initiate_chat", "a_initiate_chat",
+                                "execute_function", "a_execute_function", "_run_async_in_thread"))
     assert not runtime_logging.logging_enabled()
 
     second = agentwatch.InMemoryExporter()

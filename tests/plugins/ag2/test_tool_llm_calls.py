@@ -1,0 +1,70 @@
+"""An LLM call an AG2 tool makes itself (the openai SDK used directly) is recorded under the tool and counts against
+the agent that asked for the tool (and the agent running it). Found 2026-12-05: the call was charged to the executing
+user proxy only (so ``agents={"assistant": ...}`` never saw it), an ``async def`` tool in a synchronous chat lost the
+context altogether (its own trace, no agent), and ``a_initiate_chat`` recorded no tool span."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import pytest
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
+
+LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
+EXPENSIVE = Reply(content="a long summary", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
+
+
+def _pair(llm_config: dict[str, Any], base_url: str, tool: str) -> tuple[Any, Any]:
+    from autogen import ConversableAgent
+
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    async def asummarize(text: str) -> str:
+        """Summarize a text."""
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = await client.chat.completions.create(model="gpt-4o-mini",
+                                                      messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    function = summarize if tool == "def" else asummarize
+    assistant = ConversableAgent("assistant", llm_config=llm_config, human_input_mode="NEVER",
+                                 system_message="You summarize with the summarize tool.")
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    assistant.register_for_llm(name="summarize", description="Summarize a text.")(function)
+    user.register_for_execution(name="summarize")(function)
+    return assistant, user
+
+
+@pytest.mark.parametrize("tool", ["def", "async def"])
+@pytest.mark.parametrize("chat", ["initiate_chat", "a_initiate_chat"])
+def test_a_tools_own_call_counts_against_the_asking_agent(stub_provider: Any, memory: Any,
+                                                            llm_config: dict[str, Any], chat: str, tool: str) -> None:
+    agentwatch.init(exporters=[memory], agents={"assistant": LIMITED})
+    assistant, user = _pair(llm_config, stub_provider.openai_base_url, tool)
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": "abc"}}]),
+                        EXPENSIVE, Reply(content="done"))
+    with pytest.raises(CircuitBreakerException) as caught:
+        if chat == "initiate_chat":
+            user.initiate_chat(assistant, message="summarize abc", max_turns=2, silent=True)
+        else:
+            asyncio.run(user.a_initiate_chat(assistant, message="summarize abc", max_turns=2, silent=True))
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "assistant")
+    assert stub_provider.count() == 2  # the assistant's answer after the tool was not sent
+    agentwatch.flush()
+    spans = {span["span_id"]: span for span in memory.spans}
+    spent = next(span for span in spans.values() if span["name"] == "openai.chat.completions")
+    used = spans[spent["parent_span_id"]]
+    assert (used["name"], used["kind"]) == ("summarize", "tool")
+    assert spent["agent_name"] == "assistant" and spent["trace_id"] == used["trace_id"]
+    client = agentwatch.get_client()
+    assert client is not None
+    assert client.agents["user"].monitor.snapshot()["spend_last_hour"] == pytest.approx(spent["cost_usd"])
