@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from agentwatch.instrumentation import Span, capturing, get_client, get_current_agent_scopes, stop_on_exception
-from agentwatch.plugins.autogen._frames import Frame, call_in_frame, open_frame
+from agentwatch.plugins.autogen._frames import Frame, call_in_frame, finish, open_frame
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
            "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "open_span_of",
@@ -81,9 +81,7 @@ def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
             frame.close(error)
             raise
         frame.exit(tokens)
-        if frame.on_result is not None:
-            stop_on_exception(frame.on_result)(frame.span, result)
-        frame.close(None)
+        finish(frame, result)
         return result
 
     return execute_function

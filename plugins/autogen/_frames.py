@@ -14,7 +14,7 @@ from typing import Any
 
 from agentwatch.instrumentation import AgentScope, Span, attach, detach, end_span, get_client, stop_on_exception
 
-__all__ = ["Frame", "open_frame", "stepped", "call_in_frame"]
+__all__ = ["Frame", "open_frame", "stepped", "call_in_frame", "finish"]
 
 
 class Frame:
@@ -105,7 +105,12 @@ async def call_in_frame(frame: Frame, function: Callable[..., Any], *args: Any, 
             raise error from raised
         raise
     frame.exit(tokens)
+    finish(frame, result)
+    return result
+
+
+def finish(frame: Frame, result: Any) -> None:
+    """Close ``frame`` after the code it wrapped returned ``result`` (``on_result`` sees it first)."""
     if frame.on_result is not None:
         stop_on_exception(frame.on_result)(frame.span, result)
     frame.close(None)
-    return result

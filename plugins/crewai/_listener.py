@@ -336,16 +336,21 @@ def _objects_of(event: Any, source: Any) -> _Objects:
 # ---- scope handlers (crew, task, agent, tool) ---------------------------------------------------
 
 
+def _started(client: Any, source: Any, event: Any) -> tuple[Span | None, _Objects]:
+    """The span of a scope-starting event (created with any missing ancestors), and what is known of it."""
+    objects = _objects_of(event, source)
+    stack = _stack()
+    if not stack or stack[-1][0] != event.event_id:
+        stack = (*stack, (event.event_id, event.type))
+    return TREE.ensure(client, stack, objects), objects
+
+
 @stop_on_exception
 def _on_scope_started(source: Any, event: Any) -> None:
     client = agentwatch.get_client()
     if client is None:
         return
-    objects = _objects_of(event, source)
-    stack = _stack()
-    if not stack or stack[-1][0] != event.event_id:
-        stack = (*stack, (event.event_id, event.type))
-    span = TREE.ensure(client, stack, objects)
+    span, objects = _started(client, source, event)
     if span is not None:
         _refine(client, span, event.type, objects)
 
@@ -406,11 +411,7 @@ def _enter_tool(source: Any, event: Any) -> None:
     client = agentwatch.get_client()
     if client is None:
         return
-    objects = _objects_of(event, source)
-    stack = _stack()
-    if not stack or stack[-1][0] != event.event_id:
-        stack = (*stack, (event.event_id, event.type))
-    span = TREE.ensure(client, stack, objects)
+    span, objects = _started(client, source, event)
     role = getattr(objects.agent, "role", None) or getattr(event, "agent_role", None)  # the event keeps the role only
     scope = client.agent_scope(str(role)) if role else None  # agent_scope(client, agent), from its role
     if scope is not None and any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):

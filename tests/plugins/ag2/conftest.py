@@ -24,13 +24,19 @@ def add(a: int, b: int) -> int:
 @pytest.fixture
 def pair(llm_config: dict[str, Any]) -> tuple[Any, Any]:
     """An assistant with an ``add`` tool and a user proxy that runs it: the product docs' example."""
+    return make_pair(llm_config, add, "add numbers")
+
+
+def make_pair(llm_config: dict[str, Any], tool: Any, task: str) -> tuple[Any, Any]:
+    """An assistant asking for ``tool`` (named after the function) and a user proxy that runs it."""
     from autogen import ConversableAgent
 
+    name = tool.__name__
     assistant = ConversableAgent("assistant", llm_config=llm_config, human_input_mode="NEVER",
-                                 system_message="You add numbers with the add tool.")
+                                 system_message=f"You {task} with the {name} tool.")
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
-    assistant.register_for_llm(name="add", description="Add two integers.")(add)
-    user.register_for_execution(name="add")(add)
+    assistant.register_for_llm(name=name, description=tool.__doc__)(tool)
+    user.register_for_execution(name=name)(tool)
     return assistant, user
 
 

@@ -13,15 +13,16 @@ import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.plugins.tool_calls import call_in_tool
 from tests.stubs.provider_server import Reply
+
+from .conftest import make_pair
 
 LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
 EXPENSIVE = Reply(content="a long summary", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
 
 
 def _pair(llm_config: dict[str, Any], base_url: str, tool: str) -> tuple[Any, Any]:
-    from autogen import ConversableAgent
-
     def summarize(text: str) -> str:
         """Summarize a text."""
         client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
@@ -35,13 +36,8 @@ def _pair(llm_config: dict[str, Any], base_url: str, tool: str) -> tuple[Any, An
                                                       messages=[{"role": "user", "content": text}])
         return answer.choices[0].message.content or ""
 
-    function = summarize if tool == "def" else asummarize
-    assistant = ConversableAgent("assistant", llm_config=llm_config, human_input_mode="NEVER",
-                                 system_message="You summarize with the summarize tool.")
-    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
-    assistant.register_for_llm(name="summarize", description="Summarize a text.")(function)
-    user.register_for_execution(name="summarize")(function)
-    return assistant, user
+    asummarize.__name__ = "summarize"
+    return make_pair(llm_config, summarize if tool == "def" else asummarize, "summarize")
 
 
 @pytest.mark.parametrize("tool", ["def", "async def"])
@@ -60,11 +56,7 @@ def test_a_tools_own_call_counts_against_the_asking_agent(stub_provider: Any, me
     assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "assistant")
     assert stub_provider.count() == 2  # the assistant's answer after the tool was not sent
     agentwatch.flush()
-    spans = {span["span_id"]: span for span in memory.spans}
-    spent = next(span for span in spans.values() if span["name"] == "openai.chat.completions")
-    used = spans[spent["parent_span_id"]]
-    assert (used["name"], used["kind"]) == ("summarize", "tool")
-    assert spent["agent_name"] == "assistant" and spent["trace_id"] == used["trace_id"]
+    spent = call_in_tool(memory, "summarize", "assistant")
     client = agentwatch.get_client()
     assert client is not None
     assert client.agents["user"].monitor.snapshot()["spend_last_hour"] == pytest.approx(spent["cost_usd"])

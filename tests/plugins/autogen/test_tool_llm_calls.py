@@ -13,6 +13,7 @@ import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.plugins.tool_calls import call_in_tool
 from tests.stubs.provider_server import Reply
 
 MODEL = "gpt-4o-mini"
@@ -61,8 +62,4 @@ def test_a_tools_own_call_counts_against_its_agent(stub_provider: Any, memory: A
     assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "writer")
     assert stub_provider.count() == 2  # the reflection after the tool was not sent
     agentwatch.flush()
-    spans = {span["span_id"]: span for span in memory.spans}
-    spent = next(span for span in spans.values() if span["name"] == "openai.chat.completions")
-    used = spans[spent["parent_span_id"]]
-    assert (used["name"], used["kind"]) == ("summarize", "tool")
-    assert spent["agent_name"] == "Writer" and spent["trace_id"] == used["trace_id"]
+    assert call_in_tool(memory, "summarize", "Writer")["input_tokens"] == 400_000

@@ -12,6 +12,7 @@ import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.plugins.tool_calls import call_in_tool
 from tests.stubs.provider_server import Reply
 
 from .conftest import MODEL
@@ -56,11 +57,7 @@ def test_a_tools_own_call_counts_against_its_agent(stub_provider: Any, memory: A
     assert stub_provider.count() == 2  # the Researcher's call after the tool was not sent
     crewai_event_bus.flush(timeout=10)
     agentwatch.flush()
-    spans = {span["span_id"]: span for span in memory.spans}
-    spent = next(span for span in spans.values() if span["name"] == "openai.chat.completions")
-    used = spans[spent["parent_span_id"]]
-    assert (used["name"], used["kind"]) == ("tool:summarize", "tool")
-    assert spent["agent_name"] == "Researcher" and spent["trace_id"] == used["trace_id"]
+    spent = call_in_tool(memory, "tool:summarize", "Researcher")
     assert spent["input_tokens"] == 400_000
 
 
