@@ -25,7 +25,7 @@ __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat",
            "forget_open_spans"]
 
 _CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_ag2_agent", default=None)
-#: The agent whose message the current reply answers: the one that asked for the tool calls it runs.
+#: The name of the agent whose message the current reply answers: the one that asked for the tool calls it runs.
 _REPLYING_TO: ContextVar[Any] = ContextVar("agentwatch_ag2_replying_to", default=None)
 
 # The open reply span of each agent, for calls AG2 makes off the agent's context (executor threads).
@@ -49,9 +49,8 @@ def _tool_frame(executor: Any, func_call: Any) -> Frame | None:
     name = str(func_call.get("name") or "tool") if isinstance(func_call, dict) else "tool"
     asking = _REPLYING_TO.get()
     scope = None
-    if asking is not None and asking is not executor:
-        scope = client.agent_scope(str(getattr(asking, "name", None) or type(asking).__name__),
-                                   role=type(asking).__name__)
+    if asking is not None and asking != getattr(executor, "name", None):
+        scope = client.agent_scope(asking)  # made already when the asking agent replied (with its role)
         if any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):
             scope = None
     frame = open_frame(name, "tool", scope=scope, attributes={"framework": "ag2", "tool.name": name})
@@ -131,13 +130,25 @@ def _agent_frame(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         return None
     name = str(getattr(agent, "name", None) or type(agent).__name__)
     scope = client.agent_scope(name, role=type(agent).__name__)
-    sender = kwargs.get("sender", args[1] if len(args) > 1 else None)  # generate_reply(messages, sender, ...)
     frame = open_frame(name, "agent", scope=scope,
                        attributes={"framework": "ag2", "ag2.agent_type": type(agent).__name__},
-                       extra=((_CURRENT_AGENT, agent), (_REPLYING_TO, sender)))
+                       extra=((_CURRENT_AGENT, agent), (_REPLYING_TO, _asker(agent, args, kwargs))))
     if frame is not None:
         _open_spans[id(agent)] = frame.span
     return frame
+
+
+def _asker(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Who wrote the message a reply answers (``generate_reply(messages, sender)``): its ``name``, which a group
+    chat's manager passes on from the speaker, else the sender's."""
+    sender = kwargs.get("sender", args[1] if len(args) > 1 else None)
+    messages = kwargs.get("messages", args[0] if args else None)
+    if messages is None and sender is not None:  # AG2's own default: the conversation with the sender
+        messages = getattr(agent, "_oai_messages", {}).get(sender)
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    name = last.get("name") if isinstance(last, dict) else None
+    name = name or getattr(sender, "name", None)
+    return str(name) if name else None
 
 
 def _close_agent(agent: Any, frame: Frame, error: BaseException | None) -> None:

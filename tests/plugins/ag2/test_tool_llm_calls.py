@@ -60,3 +60,24 @@ def test_a_tools_own_call_counts_against_the_asking_agent(stub_provider: Any, me
     client = agentwatch.get_client()
     assert client is not None
     assert client.agents["user"].monitor.snapshot()["spend_last_hour"] == pytest.approx(spent["cost_usd"])
+
+
+def test_in_a_group_chat_the_speaker_who_asked_is_charged_not_the_manager_alone(
+        stub_provider: Any, memory: Any, llm_config: dict[str, Any]) -> None:
+    """The manager relays the speaker's message (keeping its ``name``): the tool's call is the speaker's."""
+    from autogen import GroupChat, GroupChatManager
+
+    client = agentwatch.init(exporters=[memory], agents={"assistant": LIMITED})
+    assistant, user = _pair(llm_config, stub_provider.openai_base_url, "def")
+    chat = GroupChat(agents=[assistant, user], messages=[], max_round=4, speaker_selection_method="round_robin")
+    manager = GroupChatManager(groupchat=chat, llm_config=False)
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": "abc"}}]),
+                        EXPENSIVE, Reply(content="done"))
+    with pytest.raises(CircuitBreakerException) as caught:
+        user.initiate_chat(manager, message="summarize abc", silent=True)
+    assert caught.value.scope_id == "assistant" and stub_provider.count() == 2
+    agentwatch.flush()
+    call_in_tool(memory, "summarize", "assistant")
+    charged = sum(span["cost_usd"] for span in memory.spans  # its own calls and the tool's
+                  if span["kind"] == "llm" and span["agent_name"] == "assistant")
+    assert client.agents["assistant"].monitor.snapshot()["spend_last_hour"] == pytest.approx(charged)
