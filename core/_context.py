@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+from contextvars import Context, ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from ._llm import LLMCall
 
 __all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
-           "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP", "save_current", "restore_current"]
+           "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP", "save_current", "restore_current",
+           "carried_context", "CARRIED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call",
 SESSION_ID: ContextVar[str | None] = ContextVar("agentwatch_session_id", default=None)
 #: The span attribute holding the session id (OpenInference's name; exported to OTLP as it is).
 SESSION_KEY = "session.id"
+#: What ``carried_context`` carries: where work of this context is recorded and what limits it (not the LLM call in
+#: flight: code run elsewhere is not part of it). ``_run_budget`` adds its per-run monitors.
+CARRIED: list[ContextVar[Any]] = [CURRENT_SPAN, AGENT_SCOPES, METADATA, SESSION_ID]
 
 
 class _Keep:
@@ -118,3 +122,19 @@ def restore_current(saved: tuple[Span | None, LLMCall | None]) -> None:
 def current_session_id() -> str | None:
     """The id of the enclosing ``agentwatch.session()``, or None."""
     return SESSION_ID.get()
+
+
+def carried_context(*also: ContextVar[Any]) -> Context:
+    """A new context holding this one's AgentWatch values and nothing else: for code a framework runs on another
+    thread that would start with an empty context (an executor, a thread of its own), so that its LLM calls are
+    recorded and limited as this context's work, while it sees none of the host program's other values. ``also``:
+    a plugin's own variables to carry as well."""
+    values = [(var, var.get()) for var in (*CARRIED, *also)]
+    context = Context()
+    context.run(_set_all, values)
+    return context
+
+
+def _set_all(values: list[tuple[ContextVar[Any], Any]]) -> None:
+    for var, value in values:
+        var.set(value)

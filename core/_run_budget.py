@@ -14,6 +14,7 @@ from collections import OrderedDict
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
+from ._context import CARRIED
 from ._forking import fork_safe_lock
 from ._windows import TRACE_BUDGET, Violation, reservation_violation, units_to_usd, usd_to_units
 
@@ -25,6 +26,7 @@ __all__ = ["RUN_MONITORS", "RunBudgetStore", "run_monitor", "keyed_run_monitor"]
 
 #: Monitors of the per-run budgets enclosing this context, outermost first.
 RUN_MONITORS: ContextVar[tuple[Monitor, ...]] = ContextVar("agentwatch_run_monitors", default=())
+CARRIED.append(RUN_MONITORS)
 
 _NEVER: Final = float("inf")
 #: Keyed runs (LangGraph threads) remembered at most: the least recently used one is forgotten first.

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -17,7 +18,14 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch.instrumentation import Span, capturing, get_client, get_current_agent_scopes, stop_on_exception
+from agentwatch.instrumentation import (
+    Span,
+    capturing,
+    carried_context,
+    get_client,
+    get_current_agent_scopes,
+    stop_on_exception,
+)
 from agentwatch.plugins.autogen._frames import Frame, call_in_frame, finish, open_frame
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
@@ -39,6 +47,7 @@ def open_span_of(agent: Any) -> Span | None:
 # ---- tools --------------------------------------------------------------------------------------------
 
 
+@stop_on_exception(default=None)
 def _tool_frame(executor: Any, func_call: Any) -> Frame | None:
     """The tool's span, current while the function runs, with the scope of the agent that asked for the call (the
     sender of the message being answered) pushed inside the executor's: what the tool spends itself (the openai
@@ -69,7 +78,7 @@ def _tool_output(span: Span, result: Any) -> None:
 def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = stop_on_exception(default=None)(_tool_frame)(self, func_call) if get_client() is not None else None
+        frame = _tool_frame(self, func_call)
         if frame is None:
             return original(self, func_call, *args, **kwargs)
         tokens = frame.enter()
@@ -89,7 +98,7 @@ def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
 def wrap_a_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def a_execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = stop_on_exception(default=None)(_tool_frame)(self, func_call) if get_client() is not None else None
+        frame = _tool_frame(self, func_call)
         if frame is None:
             return await original(self, func_call, *args, **kwargs)
         return await call_in_frame(frame, original, self, func_call, *args, **kwargs)
@@ -99,21 +108,20 @@ def wrap_a_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def wrap_run_async_in_thread(original: Callable[..., Any]) -> Callable[..., Any]:
     """A synchronous chat runs an ``async def`` tool on a new thread with its own loop; the thread starts with an
-    empty context. The coroutine is run there with this context's values, as a task created here would be."""
+    empty context. The coroutine runs there in ``carried_context()``: this context's AgentWatch values only
+    (and this plugin's)."""
 
     @functools.wraps(original)
     def _run_async_in_thread(self: Any, coro: Any) -> Any:
         if get_client() is None or not inspect.iscoroutine(coro):
             return original(self, coro)
-        return original(self, _with_values(coro, tuple(contextvars.copy_context().items())))
+        return original(self, _awaited_in(coro, carried_context(_CURRENT_AGENT, _REPLYING_TO)))
 
     return _run_async_in_thread
 
 
-async def _with_values(coro: Any, values: tuple[tuple[ContextVar[Any], Any], ...]) -> Any:
-    for var, value in values:  # this coroutine runs in a task of its own: the values stay in that task
-        var.set(value)
-    return await coro
+async def _awaited_in(coro: Any, context: contextvars.Context) -> Any:
+    return await asyncio.create_task(coro, context=context)
 
 
 def forget_open_spans() -> None:
@@ -146,8 +154,8 @@ def _asker(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | N
     if messages is None and sender is not None:  # AG2's own default: the conversation with the sender
         messages = getattr(agent, "_oai_messages", {}).get(sender)
     last = messages[-1] if isinstance(messages, list) and messages else None
-    name = last.get("name") if isinstance(last, dict) else None
-    name = name or getattr(sender, "name", None)
+    asked = isinstance(last, dict) and (last.get("tool_calls") or last.get("function_call"))
+    name = (last.get("name") if asked else None) or getattr(sender, "name", None)  # type: ignore[union-attr]
     return str(name) if name else None
 
 

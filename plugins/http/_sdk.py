@@ -16,8 +16,9 @@ once per path, the provider once per client, and nothing is read from the reques
 
 A request built outside that wrapper (``_build_request`` with no SDK call in this context: another
 instrumentation replaced ``request`` on the client object before ``init()``, and calls the SDK's function
-it kept) is opened and checked when it is built, still before the SDK's retry loop sends it, and is left
-to the HTTP tap (``BUILT_REQUEST``), which reads its response and ends it.
+it kept) is opened and checked when it is built: inside the SDK's retry loop but outside its error handling,
+so a block is neither retried nor wrapped. Each attempt is then a call of its own, as at the HTTP layer, and
+is left to the HTTP tap (``BUILT_REQUEST``), which reads its response and ends it.
 """
 
 from __future__ import annotations
@@ -264,8 +265,8 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
 
 def _open_built(api_client: Any, options: Any, request: Any, sdk: str, routes: dict[str, _Route | None]) -> None:
     """An LLM request built outside our ``request()`` (see the module's docstring): open its call and check the
-    limits now, before the SDK's retry loop (a block raised inside it, from the transport, would be retried and
-    then raised as a connection error). May raise ``CircuitBreakerException``; other errors are logged."""
+    limits now, where the SDK's error handling does not reach (a block raised from the transport would be retried
+    and then raised as a connection error). May raise ``CircuitBreakerException``; other errors are logged."""
     try:
         client = get_client()
         if client is None:

@@ -195,8 +195,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = self._open(client, run_id, parent_run_id, name, "node", metadata, self._node_scope(client, name))
         if run is None:
             return
-        enter(run)
-        run.in_graph = True
+        run.in_graph = True  # the node's code runs with it current (_node_context)
         _copy_node_metadata(run.span, metadata)
         if client.config.capture_text:
             run.span.input = _jsonable(inputs)
@@ -218,8 +217,6 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             run = RUNS.pop(run_id, None)
             if run is not None:
-                if run.entered:
-                    leave(run)
                 if capturing():
                     run.span.output = _jsonable(outputs)
                 end_span(run.span)

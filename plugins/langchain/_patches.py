@@ -17,6 +17,8 @@
 
 3. A run that ours stops at its start (a block, or a pause for a human): the handlers LangChain gave the start
    before ours hear it end with that error (``_stopped``).
+
+4. The context a LangGraph node's code runs in (``_node_context``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from uuid import UUID
 
 from agentwatch.instrumentation import restore_current, save_current
 
+from ._node_context import runnable_module, wrap_set_config_context
 from ._stopped import (
     BATCH,
     abatched,
@@ -254,6 +257,11 @@ def install(handler_class: type[Any]) -> None:
         original = AsyncCallbackManager.__dict__["on_chain_start"]
         _originals.append((AsyncCallbackManager, "on_chain_start", original))
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
+        runnable = runnable_module()
+        if runnable is not None:
+            original = runnable.__dict__["set_config_context"]
+            _originals.append((runnable, "set_config_context", original))  # type: ignore[arg-type]
+            runnable.set_config_context = wrap_set_config_context(original)  # type: ignore[attr-defined]
 
 
 def uninstall() -> None:

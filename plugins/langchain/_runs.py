@@ -14,7 +14,7 @@ from uuid import UUID
 from agentwatch import LLMCall, Span
 from agentwatch.instrumentation import AgentScope, attach, detach, get_current_agent_scopes
 
-__all__ = ["Run", "RUNS", "enter", "leave"]
+__all__ = ["Run", "RUNS", "enter", "entered", "leave"]
 
 
 @dataclass(slots=True)
@@ -27,18 +27,22 @@ class Run:
     entered: tuple[Token[Any], ...] = ()
 
 
-def enter(run: Run) -> None:
-    """Make the run's span current and its agent scopes those of this context while its code runs (a LangGraph
-    node's function, a tool's body): an LLM call made there without LangChain (the openai SDK used directly) is
-    recorded under it and counted against its agents. LangChain calls a run's start and end callbacks in the
-    same context, and runs the code in a copy of it made after the start."""
+def entered(run: Run) -> tuple[Token[Any], ...]:
+    """Make the run's span current and push its agent scopes (those this context lacks): an LLM call made there
+    without LangChain (the openai SDK used directly) is recorded under the run and counted against its agents."""
     pushed = {id(scope.monitor) for scope in get_current_agent_scopes()}
-    entered = attach(run.span)
+    tokens = attach(run.span)
     for scope in run.scopes:
         if id(scope.monitor) not in pushed:  # a scope the context has already (``with agentwatch.agent``)
             pushed.add(id(scope.monitor))
-            entered += attach(agent=scope)
-    run.entered = entered
+            tokens += attach(agent=scope)
+    return tokens
+
+
+def enter(run: Run) -> None:
+    """``entered`` until ``leave``, for a tool's body: LangChain calls a tool's start and end callbacks in the
+    caller's context and runs the tool in a copy of it made after the start."""
+    run.entered = entered(run)
 
 
 def leave(run: Run) -> None:

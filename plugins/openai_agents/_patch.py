@@ -14,6 +14,7 @@ counting the request again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -243,6 +244,7 @@ def _tool_scope(original: Callable[..., Any]) -> Callable[..., Any]:
     openai SDK directly, another framework, an agent used as a tool) counts against the calling agent's limits too,
     and is recorded under the tool, in the run's trace."""
 
+    @functools.wraps(original)
     async def invoke_tool(*args: Any, **kwargs: Any) -> Any:
         token = _enter_tool(kwargs.get("context"))
         try:

@@ -6,6 +6,7 @@ context altogether (its own trace, no agent), and ``a_initiate_chat`` recorded n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import openai
@@ -81,3 +82,30 @@ def test_in_a_group_chat_the_speaker_who_asked_is_charged_not_the_manager_alone(
     charged = sum(span["cost_usd"] for span in memory.spans  # its own calls and the tool's
                   if span["kind"] == "llm" and span["agent_name"] == "assistant")
     assert client.agents["assistant"].monitor.snapshot()["spend_last_hour"] == pytest.approx(charged)
+
+
+HOST_VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("host_value", default="unset")
+
+
+def test_an_async_tool_in_a_sync_chat_sees_what_it_sees_without_agentwatch(
+        stub_provider: Any, memory: Any, llm_config: dict[str, Any]) -> None:
+    """AG2 runs it on a thread of its own, which starts with an empty context: only AgentWatch's values go with it."""
+    seen: list[str] = []
+
+    async def probe(text: str) -> str:
+        """Probe."""
+        seen.append(HOST_VALUE.get())
+        return "ok"
+
+    agentwatch.init(exporters=[memory])
+    assistant, user = make_pair(llm_config, probe, "probe")
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "probe", "arguments": {"text": "abc"}}]),
+                        Reply(content="done"))
+    token = HOST_VALUE.set("the caller's")
+    try:
+        user.initiate_chat(assistant, message="go", max_turns=2, silent=True)
+    finally:
+        HOST_VALUE.reset(token)
+    assert seen == ["unset"]
+    agentwatch.flush()
+    assert [span["name"] for span in memory.spans if span["kind"] == "tool"] == ["probe"]

@@ -6,6 +6,7 @@ never saw it ($0.12 past a $0.05 budget, the agent's next call sent). ``async de
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import openai
@@ -63,3 +64,32 @@ def test_a_tools_own_call_counts_against_its_agent(stub_provider: Any, memory: A
     assert stub_provider.count() == 2  # the reflection after the tool was not sent
     agentwatch.flush()
     assert call_in_tool(memory, "summarize", "Writer")["input_tokens"] == 400_000
+
+
+HOST_VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("host_value", default="unset")
+
+
+def test_a_def_tool_sees_what_it_sees_without_agentwatch(memory: Any) -> None:
+    """Only AgentWatch's own values go with the tool to the executor thread (none of the host program's), and a
+    ``FunctionTool`` subclass's own ``run`` gets the tool itself."""
+    from autogen_core import CancellationToken
+    from autogen_core.tools import FunctionTool
+
+    def probe(text: str) -> str:
+        return HOST_VALUE.get()
+
+    class Counting(FunctionTool):
+        runs = 0
+
+        async def run(self, args: Any, cancellation_token: CancellationToken) -> Any:
+            self.runs += 1
+            return await super().run(args, cancellation_token)
+
+    async def run(tool: Any) -> Any:
+        HOST_VALUE.set("the caller's")
+        return await tool.run_json({"text": "x"}, CancellationToken())
+
+    agentwatch.init(exporters=[memory])
+    counting = Counting(probe, description="probe")
+    assert [asyncio.run(run(counting)) for _ in range(2)] == ["unset", "unset"]
+    assert counting.runs == 2

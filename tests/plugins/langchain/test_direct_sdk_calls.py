@@ -143,3 +143,46 @@ def test_a_tool_run_with_an_agent_handler_counts_against_that_agent(stub_provide
     assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "solo")
     assert stub_provider.count() == 1
     assert agentwatch.current_span() is None and not agentwatch.instrumentation.get_current_agent_scopes()
+
+
+@pytest.mark.parametrize("how", ["ainvoke", "astream", "astream, left early"])
+def test_after_an_async_graph_the_caller_has_its_own_context_back(stub_provider: Any, memory: Any, how: str) -> None:
+    """LangChain ends an async run in a task of its own: nothing of the node may stay in the caller's context (the
+    caller's own calls after the graph were once charged to the node and blocked by its budget)."""
+    from agentwatch.instrumentation import get_current_agent_scopes
+
+    agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
+    client = openai.AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+
+    async def ask(text: str) -> str:
+        answer = await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    async def writer(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [("ai", await ask("draft"))]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("writer", writer)
+    builder.add_edge(START, "writer")
+    builder.add_edge("writer", END)
+    graph = builder.compile()
+
+    async def main() -> tuple[Any, Any]:
+        if how == "ainvoke":
+            await graph.ainvoke({"messages": [("user", "hi")]})
+        else:
+            async for _ in graph.astream({"messages": [("user", "hi")]}, stream_mode="updates"):
+                if how.endswith("early"):
+                    break
+        seen = agentwatch.current_span(), get_current_agent_scopes()
+        for _ in range(2):  # the caller's own calls: over the writer's budget if they were the writer's
+            await ask("mine")
+        return seen
+
+    stub_provider.queue(EXPENSIVE)
+    assert asyncio.run(main()) == (None, ())
+    agentwatch.flush()
+    node_call, *callers = _sdk_spans(memory)
+    assert node_call["agent_name"] == "writer" and node_call["parent_span_id"] is not None
+    mine = [(span["agent_name"], span["parent_span_id"], span["status"]) for span in callers]
+    assert mine == [(None, None, "ok")] * 2
