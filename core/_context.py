@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextvars import Context, ContextVar, Token
+from collections.abc import Callable
+from contextvars import Context, ContextVar, Token, copy_context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
            "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP", "save_current", "restore_current",
-           "carried_context", "CARRIED"]
+           "carry", "Carried", "CARRIED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call",
 SESSION_ID: ContextVar[str | None] = ContextVar("agentwatch_session_id", default=None)
 #: The span attribute holding the session id (OpenInference's name; exported to OTLP as it is).
 SESSION_KEY = "session.id"
-#: What ``carried_context`` carries: where work of this context is recorded and what limits it (not the LLM call in
+#: What ``carry`` carries: where work of this context is recorded and what limits it (not the LLM call in
 #: flight: code run elsewhere is not part of it). ``_run_budget`` adds its per-run monitors.
 CARRIED: list[ContextVar[Any]] = [CURRENT_SPAN, AGENT_SCOPES, METADATA, SESSION_ID]
 
@@ -124,17 +125,37 @@ def current_session_id() -> str | None:
     return SESSION_ID.get()
 
 
-def carried_context(*also: ContextVar[Any]) -> Context:
-    """A new context holding this one's AgentWatch values and nothing else: for code a framework runs on another
-    thread that would start with an empty context (an executor, a thread of its own), so that its LLM calls are
-    recorded and limited as this context's work, while it sees none of the host program's other values. ``also``:
-    a plugin's own variables to carry as well."""
+class Carried:
+    """AgentWatch's values of the context that made it (``carry``), to run code elsewhere with them: on another
+    thread, which would start without them (an executor's worker, a framework's thread of its own)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: list[tuple[ContextVar[Any], Any]]) -> None:
+        self._values = values
+
+    def context(self) -> Context:
+        """A copy of the running context with these values set."""
+        context = copy_context()
+        context.run(self._set)
+        return context
+
+    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function`` in ``context()``: the values are set for it alone, and the thread's own context (values
+        of the host program's, if any) is left as it was."""
+        return self.context().run(function, *args, **kwargs)
+
+    def _set(self) -> None:
+        for var, value in self._values:
+            var.set(value)
+
+
+def carry(*also: ContextVar[Any]) -> Carried | None:
+    """This context's AgentWatch values (the current span, agent scopes, metadata, session, per-run budgets) and a
+    plugin's own variables ``also``, to run code on another thread as this context's work: its LLM calls are
+    recorded under the current span and limited by the current agents. Only these values go: the code sees nothing
+    else of this context. None when none of them is set (nothing to carry)."""
     values = [(var, var.get()) for var in (*CARRIED, *also)]
-    context = Context()
-    context.run(_set_all, values)
-    return context
-
-
-def _set_all(values: list[tuple[ContextVar[Any], Any]]) -> None:
-    for var, value in values:
-        var.set(value)
+    if all(value is None or value == () for _, value in values):
+        return None
+    return Carried(values)

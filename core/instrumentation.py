@@ -16,7 +16,7 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
   make a span, an LLM call or an agent scope current for the code a framework runs; ``save_current`` /
   ``restore_current`` put back the current span and LLM call after a framework's entry point, cheaply;
-  ``carried_context`` gives code a framework runs on another thread this context's AgentWatch values only.
+  ``carry`` takes this context's AgentWatch values to code run on another thread (and nothing else of it).
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code.
 """
@@ -37,7 +37,7 @@ from ._client import (
     unregister_process_plugin as unregister_plugin,
 )
 from ._config import Config, validate_agent_limits
-from ._context import KEEP, SESSION_KEY, AgentScope, attach, carried_context, detach, restore_current, save_current
+from ._context import KEEP, SESSION_KEY, AgentScope, Carried, attach, carry, detach, restore_current, save_current
 from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
@@ -100,7 +100,8 @@ __all__ = [
     "detach",
     "save_current",
     "restore_current",
-    "carried_context",
+    "carry",
+    "Carried",
     "KEEP",
     "SESSION_KEY",
     "AgentScope",

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 from collections.abc import Callable
@@ -19,9 +18,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from agentwatch.instrumentation import (
+    Carried,
     Span,
     capturing,
-    carried_context,
+    carry,
     get_client,
     get_current_agent_scopes,
     stop_on_exception,
@@ -108,20 +108,20 @@ def wrap_a_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def wrap_run_async_in_thread(original: Callable[..., Any]) -> Callable[..., Any]:
     """A synchronous chat runs an ``async def`` tool on a new thread with its own loop; the thread starts with an
-    empty context. The coroutine runs there in ``carried_context()``: this context's AgentWatch values only
-    (and this plugin's)."""
+    empty context. The coroutine runs there with this context's AgentWatch values (and this plugin's) only."""
 
     @functools.wraps(original)
     def _run_async_in_thread(self: Any, coro: Any) -> Any:
-        if get_client() is None or not inspect.iscoroutine(coro):
+        values = carry(_CURRENT_AGENT, _REPLYING_TO) if get_client() is not None else None
+        if values is None or not inspect.iscoroutine(coro):
             return original(self, coro)
-        return original(self, _awaited_in(coro, carried_context(_CURRENT_AGENT, _REPLYING_TO)))
+        return original(self, _awaited_with(coro, values))
 
     return _run_async_in_thread
 
 
-async def _awaited_in(coro: Any, context: contextvars.Context) -> Any:
-    return await asyncio.create_task(coro, context=context)
+async def _awaited_with(coro: Any, values: Carried) -> Any:
+    return await asyncio.create_task(coro, context=values.context())  # in AG2's thread: its own context and ours
 
 
 def forget_open_spans() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch.instrumentation import capturing, carried_context, get_client, stop_on_exception
+from agentwatch.instrumentation import capturing, carry, get_client, stop_on_exception
 
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
 from ._frames import Frame, call_in_frame, open_frame, stepped
@@ -144,8 +144,8 @@ def wrap_run_json(original: Callable[..., Any]) -> Callable[..., Any]:
 def wrap_function_tool_run(original: Callable[..., Any]) -> Callable[..., Any]:
     """A plain ``def`` tool runs in the loop's default executor, which does not carry the context over: the tool's
     frame (its span, its agent's scope) would be missing there, and an LLM call the tool makes itself would count
-    against no agent. It runs with this context's AgentWatch values (``carried_context``) instead, as an ``async
-    def`` tool does. Only ``FunctionTool``'s own ``run`` is changed: a subclass's ``run`` is its own business."""
+    against no agent. It runs with this context's AgentWatch values (``carry``) instead, as an ``async def``
+    tool does. Only ``FunctionTool``'s own ``run`` is changed: a subclass's ``run`` is its own business."""
     if getattr(original, "__qualname__", "") != "FunctionTool.run":
         return original
 
@@ -160,14 +160,17 @@ def wrap_function_tool_run(original: Callable[..., Any]) -> Callable[..., Any]:
 @stop_on_exception(default=None)
 def _carrying_context(tool: Any) -> Any:
     """For the body of ``FunctionTool.run`` only (which reads ``_func``, ``_signature`` and
-    ``_has_cancellation_support`` from it): a shallow copy of ``tool`` whose function runs in ``carried_context()``.
-    None for a coroutine function (awaited in this context already)."""
+    ``_has_cancellation_support`` from it): a shallow copy of ``tool`` whose function runs with this context's
+    AgentWatch values. None for a coroutine function (awaited in this context already)."""
     func = tool.__dict__.get("_func")
     if func is None or asyncio.iscoroutinefunction(func):
         return None
-    carried = copy.copy(tool)
-    carried._func = functools.partial(carried_context().run, func)
-    return carried
+    values = carry()
+    if values is None:
+        return None
+    carrying = copy.copy(tool)
+    carrying._func = functools.partial(values.run, func)
+    return carrying
 
 
 def _tool_output(tool: Any, span: Any, result: Any) -> None:

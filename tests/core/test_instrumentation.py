@@ -153,3 +153,29 @@ async def test_attach_in_a_task_stays_in_that_task(memory: agentwatch.InMemoryEx
 
     await asyncio.create_task(work())
     assert aw.get_current_span() is None
+
+
+def test_carry_takes_agentwatchs_values_and_only_them_to_another_thread(memory: agentwatch.InMemoryExporter) -> None:
+    import threading
+
+    client = agentwatch.init(exporters=[memory])
+    mine: contextvars.ContextVar[str] = contextvars.ContextVar("plugin_value", default="unset")
+    host: contextvars.ContextVar[str] = contextvars.ContextVar("host_value", default="unset")
+    assert aw.carry() is None  # nothing current: nothing to carry
+    span, scope = client.start_span("job"), client.agent_scope("writer")
+    token = aw.attach(span, agent=scope)
+    mine.set("the plugin's")
+    host.set("the host's")
+    carried = aw.carry(mine)
+    aw.detach(token)
+    assert carried is not None
+    seen: list[object] = []
+
+    def look() -> None:
+        seen.append((aw.get_current_span(), aw.get_current_agent_scopes(), mine.get(), host.get()))
+
+    thread = threading.Thread(target=carried.run, args=(look,))
+    thread.start()
+    thread.join()
+    look()  # here, afterwards: as it was
+    assert seen == [(span, (scope,), "the plugin's", "unset"), (None, (), "the plugin's", "the host's")]
