@@ -28,6 +28,7 @@ from agentwatch.instrumentation import (
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
+from ._patches import install_node_context
 from ._plugin import install_deferred
 from ._runs import RUNS, Run, enter, leave
 
@@ -195,7 +196,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = self._open(client, run_id, parent_run_id, name, "node", metadata, self._node_scope(client, name))
         if run is None:
             return
-        run.in_graph = True  # the node's code runs with it current (_node_context)
+        run.in_graph = True
+        install_node_context()  # the node's code runs with it current (_node_context)
         _copy_node_metadata(run.span, metadata)
         if client.config.capture_text:
             run.span.input = _jsonable(inputs)

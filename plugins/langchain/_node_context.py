@@ -9,6 +9,7 @@ makes without LangChain (the openai SDK used directly) then finds the node and i
 
 from __future__ import annotations
 
+import sys
 from contextvars import Context
 from types import ModuleType
 from typing import Any
@@ -21,12 +22,9 @@ __all__ = ["wrap_set_config_context", "runnable_module"]
 
 
 def runnable_module() -> ModuleType | None:
-    """LangGraph's module holding ``set_config_context``, if LangGraph (this layout of it) is installed."""
-    try:
-        from langgraph._internal import _runnable
-    except ImportError:
-        return None
-    return _runnable if callable(getattr(_runnable, "set_config_context", None)) else None
+    """LangGraph's module holding ``set_config_context``, if LangGraph (this layout of it) is imported."""
+    runnable = sys.modules.get("langgraph._internal._runnable")
+    return runnable if callable(getattr(runnable, "set_config_context", None)) else None
 
 
 def wrap_set_config_context(original: Any) -> Any:

@@ -18,7 +18,7 @@
 3. A run that ours stops at its start (a block, or a pause for a human): the handlers LangChain gave the start
    before ours hear it end with that error (``_stopped``).
 
-4. The context a LangGraph node's code runs in (``_node_context``).
+4. The context a LangGraph node's code runs in (``_node_context``, patched when the first node starts).
 """
 
 from __future__ import annotations
@@ -257,11 +257,25 @@ def install(handler_class: type[Any]) -> None:
         original = AsyncCallbackManager.__dict__["on_chain_start"]
         _originals.append((AsyncCallbackManager, "on_chain_start", original))
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
+
+
+def install_node_context() -> None:
+    """Patch LangGraph's ``set_config_context`` (``_node_context``), once, when the first node starts: LangGraph is
+    imported by then, and importing it for a program that only uses LangChain would cost it ~55 ms."""
+    if _node_context_installed or not _originals:
+        return
+    with _lock:
         runnable = runnable_module()
-        if runnable is not None:
-            original = runnable.__dict__["set_config_context"]
-            _originals.append((runnable, "set_config_context", original))  # type: ignore[arg-type]
-            runnable.set_config_context = wrap_set_config_context(original)  # type: ignore[attr-defined]
+        if _node_context_installed or not _originals or runnable is None:
+            return
+        original = runnable.__dict__["set_config_context"]
+        _originals.append((runnable, "set_config_context", original))  # type: ignore[arg-type]
+        runnable.set_config_context = wrap_set_config_context(original)  # type: ignore[attr-defined]
+        _node_context_installed.append(True)
+
+
+#: Not empty once ``install_node_context`` has patched (emptied by ``uninstall``).
+_node_context_installed: list[bool] = []
 
 
 def uninstall() -> None:
@@ -269,3 +283,4 @@ def uninstall() -> None:
         while _originals:
             cls, name, original = _originals.pop()
             setattr(cls, name, original)
+        _node_context_installed.clear()
