@@ -141,9 +141,14 @@ class Carried:
         return context
 
     def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``function`` in ``context()``: the values are set for it alone, and the thread's own context (values
-        of the host program's, if any) is left as it was."""
-        return self.context().run(function, *args, **kwargs)
+        """``function`` with these values set in the running context, put back as they were after it: whatever else
+        it sets stays, as it would without them (a pool worker's own cache in a context variable)."""
+        tokens = [var.set(value) for var, value in self._values]
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for token in reversed(tokens):
+                token.var.reset(token)
 
     def _set(self) -> None:
         for var, value in self._values:

@@ -28,9 +28,9 @@ from agentwatch.instrumentation import (
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
-from ._patches import install_node_context
+from ._patches import install_run_contexts
 from ._plugin import install_deferred
-from ._runs import RUNS, Run, enter, leave
+from ._runs import RUNS, Run
 
 __all__ = ["AgentWatchHandler"]
 
@@ -151,7 +151,6 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.pop(run_id, None)
         if run is None:
             return None
-        leave(run)
         if error is not None and is_control_flow(error):  # an interrupt or a drain: no error of the run
             run.span.attributes["langgraph.control_flow"] = type(error).__name__
             error = None
@@ -197,7 +196,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         if run is None:
             return
         run.in_graph = True
-        install_node_context()  # the node's code runs with it current (_node_context)
+        install_run_contexts()  # the node's code runs with it current (_node_context)
         _copy_node_metadata(run.span, metadata)
         if client.config.capture_text:
             run.span.input = _jsonable(inputs)
@@ -347,7 +346,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
         run = self._open(client, run_id, parent_run_id, name, "tool", metadata)
         if run is not None:
-            enter(run)
+            install_run_contexts()  # the tool's body runs with it current (_node_context)
             run.span.attributes["tool.name"] = name
             if capturing():
                 run.span.input = inputs if inputs is not None else input_str

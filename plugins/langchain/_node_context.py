@@ -1,10 +1,12 @@
-"""The context a LangGraph node's code runs in: the node's span current, its agent scopes pushed.
+"""The context a LangGraph node's code or a tool's body runs in: the run's span current, its agent scopes pushed.
 
-LangGraph runs a node's code in a copy of the context it makes right after the node's start callback
-(``set_config_context`` in ``langgraph._internal._runnable``). Setting the values there, not in the caller's
-context at the start callback, keeps them out of the caller: LangChain ends an async run in a task of its own
-(its ``shielded`` end callbacks), where nothing set in the caller could be undone. An LLM call the node's code
-makes without LangChain (the openai SDK used directly) then finds the node and its agents.
+LangGraph runs a node's code, and langchain-core a tool's body, in a copy of the context made right after the
+run's start callbacks (``set_config_context`` in ``langgraph._internal._runnable`` and in
+``langchain_core.tools.base``). Setting the values there, not in the caller's context at the start callback, keeps
+them out of the caller whatever happens next: LangChain ends an async run in a task of its own (its ``shielded``
+end callbacks), where nothing set in the caller could be undone, and a run whose start another handler refuses gets
+no end callback at all. An LLM call the code makes without LangChain (the openai SDK used directly) then finds the
+run and its agents.
 """
 
 from __future__ import annotations
@@ -18,34 +20,38 @@ from agentwatch.instrumentation import stop_on_exception
 
 from ._runs import RUNS, entered
 
-__all__ = ["wrap_set_config_context", "runnable_module"]
+__all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of"]
+
+#: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kind of span it enters.
+RUN_CONTEXTS = (("langgraph._internal._runnable", "node"), ("langchain_core.tools.base", "tool"))
 
 
-def runnable_module() -> ModuleType | None:
-    """LangGraph's module holding ``set_config_context``, if LangGraph (this layout of it) is imported."""
-    runnable = sys.modules.get("langgraph._internal._runnable")
-    return runnable if callable(getattr(runnable, "set_config_context", None)) else None
+def module_of(name: str) -> ModuleType | None:
+    """The module, if imported and holding ``set_config_context`` (this layout of it)."""
+    module = sys.modules.get(name)
+    return module if callable(getattr(module, "set_config_context", None)) else None
 
 
-def wrap_set_config_context(original: Any) -> Any:
+def wrap_set_config_context(original: Any, kind: str) -> Any:
     def set_config_context(config: Any, *args: Any, **kwargs: Any) -> Any:
-        return _EnteringNode(original(config, *args, **kwargs), config)
+        return _EnteringRun(original(config, *args, **kwargs), config, kind)
 
     return set_config_context
 
 
-class _EnteringNode:
-    """``set_config_context``'s context manager, entering the node whose child config this is."""
+class _EnteringRun:
+    """``set_config_context``'s context manager, entering the run (of ``kind``) whose child config this is."""
 
-    __slots__ = ("_inner", "_config")
+    __slots__ = ("_inner", "_config", "_kind")
 
-    def __init__(self, inner: Any, config: Any) -> None:
+    def __init__(self, inner: Any, config: Any, kind: str) -> None:
         self._inner = inner
         self._config = config
+        self._kind = kind
 
     def __enter__(self) -> Context:
         context: Context = self._inner.__enter__()
-        _enter_node(context, self._config)
+        _enter_run(context, self._config, self._kind)
         return context
 
     def __exit__(self, *exc_info: Any) -> Any:
@@ -53,9 +59,9 @@ class _EnteringNode:
 
 
 @stop_on_exception
-def _enter_node(context: Context, config: Any) -> None:
+def _enter_run(context: Context, config: Any, kind: str) -> None:
     callbacks = config.get("callbacks") if isinstance(config, dict) else None
     parent = getattr(callbacks, "parent_run_id", None)
     run = RUNS.get(parent) if parent is not None else None
-    if run is not None and run.span.kind == "node":
-        context.run(entered, run)  # the copy is dropped when the node's code ends: nothing to undo
+    if run is not None and run.span.kind == kind:
+        context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo

@@ -18,7 +18,8 @@
 3. A run that ours stops at its start (a block, or a pause for a human): the handlers LangChain gave the start
    before ours hear it end with that error (``_stopped``).
 
-4. The context a LangGraph node's code runs in (``_node_context``, patched when the first node starts).
+4. The context a LangGraph node's code and a tool's body run in (``_node_context``, patched when the first such
+   run starts).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from uuid import UUID
 
 from agentwatch.instrumentation import restore_current, save_current
 
-from ._node_context import runnable_module, wrap_set_config_context
+from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
 from ._stopped import (
     BATCH,
     abatched,
@@ -259,23 +260,25 @@ def install(handler_class: type[Any]) -> None:
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
 
 
-def install_node_context() -> None:
-    """Patch LangGraph's ``set_config_context`` (``_node_context``), once, when the first node starts: LangGraph is
-    imported by then, and importing it for a program that only uses LangChain would cost it ~55 ms."""
-    if _node_context_installed or not _originals:
+def install_run_contexts() -> None:
+    """Patch ``set_config_context`` where a node's code and a tool's body run (``_node_context``), once each, when the
+    first such run starts: its module is imported by then, and importing LangGraph for a program that only uses
+    LangChain would cost it ~55 ms."""
+    if len(_run_contexts_installed) == len(RUN_CONTEXTS) or not _originals:
         return
     with _lock:
-        runnable = runnable_module()
-        if _node_context_installed or not _originals or runnable is None:
-            return
-        original = runnable.__dict__["set_config_context"]
-        _originals.append((runnable, "set_config_context", original))  # type: ignore[arg-type]
-        runnable.set_config_context = wrap_set_config_context(original)  # type: ignore[attr-defined]
-        _node_context_installed.append(True)
+        for name, kind in RUN_CONTEXTS:
+            module = module_of(name)
+            if name in _run_contexts_installed or not _originals or module is None:
+                continue
+            original = module.__dict__["set_config_context"]
+            _originals.append((module, "set_config_context", original))  # type: ignore[arg-type]
+            module.set_config_context = wrap_set_config_context(original, kind)  # type: ignore[attr-defined]
+            _run_contexts_installed.append(name)
 
 
-#: Not empty once ``install_node_context`` has patched (emptied by ``uninstall``).
-_node_context_installed: list[bool] = []
+#: The modules ``install_run_contexts`` has patched (emptied by ``uninstall``).
+_run_contexts_installed: list[str] = []
 
 
 def uninstall() -> None:
@@ -283,4 +286,4 @@ def uninstall() -> None:
         while _originals:
             cls, name, original = _originals.pop()
             setattr(cls, name, original)
-        _node_context_installed.clear()
+        _run_contexts_installed.clear()

@@ -12,9 +12,9 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch import LLMCall, Span
-from agentwatch.instrumentation import AgentScope, attach, detach, get_current_agent_scopes
+from agentwatch.instrumentation import AgentScope, attach, get_current_agent_scopes
 
-__all__ = ["Run", "RUNS", "enter", "entered", "leave"]
+__all__ = ["Run", "RUNS", "entered"]
 
 
 @dataclass(slots=True)
@@ -23,8 +23,6 @@ class Run:
     scopes: tuple[AgentScope, ...] = ()
     call: LLMCall | None = None
     in_graph: bool = False
-    #: What ``enter`` made current for the code the run executes, undone when the run ends.
-    entered: tuple[Token[Any], ...] = ()
 
 
 def entered(run: Run) -> tuple[Token[Any], ...]:
@@ -37,18 +35,6 @@ def entered(run: Run) -> tuple[Token[Any], ...]:
             pushed.add(id(scope.monitor))
             tokens += attach(agent=scope)
     return tokens
-
-
-def enter(run: Run) -> None:
-    """``entered`` until ``leave``, for a tool's body: LangChain calls a tool's start and end callbacks in the
-    caller's context and runs the tool in a copy of it made after the start."""
-    run.entered = entered(run)
-
-
-def leave(run: Run) -> None:
-    if run.entered:
-        detach(run.entered)
-        run.entered = ()
 
 
 #: dict operations are atomic under the GIL; callbacks of one run never race with each other.

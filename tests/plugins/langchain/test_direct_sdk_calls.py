@@ -186,3 +186,32 @@ def test_after_an_async_graph_the_caller_has_its_own_context_back(stub_provider:
     assert node_call["agent_name"] == "writer" and node_call["parent_span_id"] is not None
     mine = [(span["agent_name"], span["parent_span_id"], span["status"]) for span in callers]
     assert mine == [(None, None, "ok")] * 2
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_tool_another_handler_refuses_at_its_start_leaves_nothing_behind(memory: Any, how: str) -> None:
+    """A ``raise_error`` handler refusing the tool's input: LangChain calls no end callback then, so nothing of the
+    tool may have been set in the caller's context at its start."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from agentwatch.instrumentation import get_current_agent_scopes
+
+    class Guard(BaseCallbackHandler):
+        raise_error = True
+
+        def on_tool_start(self, *args: Any, **kwargs: Any) -> None:
+            raise PermissionError("refused")
+
+    @tool
+    def search(query: str) -> str:
+        """Search."""
+        return "found"
+
+    agentwatch.init(exporters=[memory])
+    config: Any = {"callbacks": [AgentWatchHandler(agent="solo"), Guard()]}
+    with pytest.raises(PermissionError):
+        if how == "invoke":
+            search.invoke("q", config=config)
+        else:
+            asyncio.run(search.ainvoke("q", config=config))
+    assert agentwatch.current_span() is None and get_current_agent_scopes() == ()

@@ -78,6 +78,9 @@ def test_the_worker_sees_what_it_sees_without_agentwatch(memory: Any) -> None:
             assert plain.submit(seen).result() == ("unset", job.span)
             assert initialised.submit(seen).result() == ("the worker's", job.span)
         assert initialised.submit(seen).result() == ("the worker's", None)
+        with agentwatch.span("job"):  # what a task sets stays in its worker for the next task, as without AgentWatch
+            plain.submit(HOST_VALUE.set, "left by a task").result()
+            assert plain.submit(seen).result()[0] == "left by a task"
 
 
 def test_shutdown_puts_submit_back() -> None:
