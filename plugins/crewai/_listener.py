@@ -296,7 +296,10 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
         attributes["tool.name"] = event.tool_name
         if capturing(client):
             attributes["tool.input"] = clip(event.tool_args)
-        return f"tool:{event.tool_name}", attributes, None
+        # The agent using the tool, named outright: inside delegated work the context's innermost agent is the
+        # delegator's (its delegation tool pushed it).
+        role = getattr(objects.agent, "role", None) or getattr(event, "agent_role", None)
+        return f"tool:{event.tool_name}", attributes, client.agent_scope(str(role)) if role else None
     return _PLACEHOLDER.get(event_type, "crewai"), attributes, None
 
 
@@ -413,7 +416,7 @@ def _enter_tool(source: Any, event: Any) -> None:
         return
     span, objects = _started(client, source, event)
     role = getattr(objects.agent, "role", None) or getattr(event, "agent_role", None)  # the event keeps the role only
-    scope = client.agent_scope(str(role)) if role else None  # agent_scope(client, agent), from its role
+    scope = client.agent_scope(str(role)) if role else None  # as _describe names the tool's span
     if scope is not None and any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):
         scope = None  # a delegating agent's tool inside the same agent, or ``with agentwatch.agent`` around it
     if span is None and scope is None:

@@ -117,6 +117,10 @@ class AgentWatchProcessor:
             name = f"handoff {data.from_agent or '?'} -> {data.to_agent or '?'}"
         else:
             name = str(getattr(data, "name", None) or getattr(data, "server", None) or kind)
+        if agent is None and parent is not None and parent.agent_name:
+            # The parent's agent, named outright: inside an agent used as a tool, the context's innermost agent is
+            # the one that called the tool.
+            agent = client.agent_scope(parent.agent_name)
         return client.start_span(name, _KINDS.get(kind, "span"), parent=parent, attributes=attributes, agent=agent)
 
     @stop_on_exception

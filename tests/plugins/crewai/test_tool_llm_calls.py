@@ -76,3 +76,35 @@ def test_work_delegated_to_a_coworker_counts_against_the_delegating_agent(stub_p
     writer = client.agents[worker].monitor.snapshot()["spend_last_hour"]
     assert writer == pytest.approx(costs[worker]) and writer > 0
     assert researcher == pytest.approx(client.monitor.snapshot()["spend_last_hour"])  # its own calls and the Writer's
+
+
+def test_a_coworkers_tool_is_named_after_the_coworker(stub_provider: Any, memory: Any) -> None:
+    """Inside delegated work the delegator's scope is pushed too (its delegation tool is running): the coworker's
+    tool span still names the coworker, whose tool it is."""
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.tools import tool
+
+    from .test_delegation import _delegate
+
+    base_url = stub_provider.openai_base_url
+
+    @tool("summarize")
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        return "short"
+
+    def llm() -> Any:
+        return LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="k", max_retries=0)
+
+    researcher = Agent(role="Researcher", goal="Find facts", backstory="Careful.", llm=llm(), allow_delegation=True,
+                       verbose=False)
+    writer = Agent(role="Writer", goal="Write", backstory="Concise.", llm=llm(), tools=[summarize], verbose=False)
+    task = Task(description="Research bees", expected_output="Facts", agent=researcher)
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(_delegate("Writer"),
+                        Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": "bees"}}]),
+                        Reply(content="Bees dance."), Reply(content="Final: bees dance."))
+    Crew(agents=[researcher, writer], tasks=[task], verbose=False).kickoff()
+    agentwatch.flush()
+    tools = {span["name"]: span["agent_name"] for span in memory.spans if span["kind"] == "tool"}
+    assert tools == {"tool:delegate_work_to_coworker": "Researcher", "tool:summarize": "Writer"}

@@ -75,3 +75,26 @@ def test_an_agent_used_as_a_tool_counts_against_the_manager(stub_provider: Any, 
     agentwatch.flush()
     research = next(span for span in llm_spans(memory) if span["agent_name"] == "Researcher")
     assert research["input_tokens"] == 400_000
+
+
+def test_a_tool_of_an_agent_used_as_a_tool_is_named_after_that_agent(stub_provider: Any, memory: Any) -> None:
+    """The Manager's scope is pushed while its tool runs the Researcher: the Researcher's own tool is still the
+    Researcher's."""
+    client = AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="test-key", max_retries=0)
+
+    @function_tool
+    def lookup(query: str) -> str:
+        """Look a fact up."""
+        return "a fact"
+
+    researcher = Agent(name="Researcher", instructions="Research.", model=OpenAIResponsesModel(MODEL, client),
+                       tools=[lookup])
+    manager = Agent(name="Manager", instructions="Delegate.", model=OpenAIResponsesModel(MODEL, client),
+                    tools=[researcher.as_tool(tool_name="research", tool_description="Research a topic.")])
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(_calls_tool("research", input="bees"), _calls_tool("lookup", query="bees"),
+                        Reply(content="a fact"), Reply(content="done"))
+    assert asyncio.run(Runner.run(manager, "tell me about bees")).final_output == "done"
+    agentwatch.flush()
+    tools = {span["name"]: span["agent_name"] for span in memory.spans if span["kind"] == "tool"}
+    assert tools == {"research": "Manager", "lookup": "Researcher"}
