@@ -151,7 +151,9 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.pop(run_id, None)
         if run is None:
             return None
-        if error is not None and is_control_flow(error):  # an interrupt or a drain: no error of the run
+        # An interrupt or a drain: no error of the run. A block is one too for LangGraph (so that no RetryPolicy
+        # retries it), not for the span: the run ends blocked.
+        if error is not None and is_control_flow(error) and not isinstance(error, CircuitBreakerException):
             run.span.attributes["langgraph.control_flow"] = type(error).__name__
             error = None
         end_span(run.span, error)

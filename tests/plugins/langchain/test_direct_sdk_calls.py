@@ -215,3 +215,27 @@ def test_a_tool_another_handler_refuses_at_its_start_leaves_nothing_behind(memor
         else:
             asyncio.run(search.ainvoke("q", config=config))
     assert agentwatch.current_span() is None and get_current_agent_scopes() == ()
+
+
+def test_a_graph_stopped_at_a_node_start_ends_blocked_not_ok(stub_provider: Any, memory: Any) -> None:
+    """The block LangGraph passes up as a GraphBubbleUp (so that no RetryPolicy retries it) ends the graph's span
+    ``blocked``, as it ends the node's: it is not an interrupt."""
+    agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
+
+    def writer(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [("ai", _ask(stub_provider.openai_base_url, "draft"))]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("writer", writer)
+    builder.add_edge(START, "writer")
+    builder.add_edge("writer", END)
+    graph = builder.compile()
+    stub_provider.queue(EXPENSIVE)
+    graph.invoke({"messages": [("user", "hi")]})  # spends the writer's budget
+    agentwatch.flush()
+    memory.clear()
+    with pytest.raises(CircuitBreakerException):
+        graph.invoke({"messages": [("user", "again")]})  # stopped at the writer's start
+    agentwatch.flush()
+    assert {(span["kind"], span["status"]) for span in memory.spans if span["kind"] in ("graph", "node")} == {
+        ("graph", "blocked"), ("node", "blocked")}
