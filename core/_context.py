@@ -143,16 +143,15 @@ class Carried:
     def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``function`` with these values set in the running context, put back as they were after it: whatever else
         it sets stays, as it would without them (a pool worker's own cache in a context variable)."""
-        tokens = [var.set(value) for var, value in self._values]
+        tokens = self._set()
         try:
             return function(*args, **kwargs)
         finally:
             for token in reversed(tokens):
                 token.var.reset(token)
 
-    def _set(self) -> None:
-        for var, value in self._values:
-            var.set(value)
+    def _set(self) -> list[Token[Any]]:
+        return [var.set(value) for var, value in self._values]
 
 
 def carry(*also: ContextVar[Any]) -> Carried | None:

@@ -298,9 +298,14 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
             attributes["tool.input"] = clip(event.tool_args)
         # The agent using the tool, named outright: inside delegated work the context's innermost agent is the
         # delegator's (its delegation tool pushed it).
-        role = getattr(objects.agent, "role", None) or getattr(event, "agent_role", None)
-        return f"tool:{event.tool_name}", attributes, client.agent_scope(str(role)) if role else None
+        return f"tool:{event.tool_name}", attributes, _tool_agent(client, objects)
     return _PLACEHOLDER.get(event_type, "crewai"), attributes, None
+
+
+def _tool_agent(client: Any, objects: _Objects) -> AgentScope | None:
+    """The scope of the agent using a tool (``agent_scope``, by role; a tool event keeps only the role)."""
+    role = getattr(objects.agent, "role", None) or getattr(objects.event, "agent_role", None)
+    return client.agent_scope(str(role)) if role else None
 
 
 def _refine(client: Any, span: Span, event_type: str, objects: _Objects) -> None:
@@ -415,8 +420,7 @@ def _enter_tool(source: Any, event: Any) -> None:
     if client is None:
         return
     span, objects = _started(client, source, event)
-    role = getattr(objects.agent, "role", None) or getattr(event, "agent_role", None)  # the event keeps the role only
-    scope = client.agent_scope(str(role)) if role else None  # as _describe names the tool's span
+    scope = _tool_agent(client, objects)
     if scope is not None and any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):
         scope = None  # a delegating agent's tool inside the same agent, or ``with agentwatch.agent`` around it
     if span is None and scope is None:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentwatch import hookimpl
-from agentwatch.instrumentation import Carried, carry
+from agentwatch.instrumentation import carry
 from agentwatch.plugins.http._patching import Patcher
 
 __all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrument"]
@@ -35,10 +35,6 @@ def _carrying(original: Callable[..., Any]) -> Callable[..., Any]:
         values = carry()  # None outside any span, agent scope or run budget: the work goes as it is
         if values is None:
             return original(self, fn, *args, **kwargs)
-        return original(self, _run_with, values, fn, *args, **kwargs)
+        return original(self, values.run, fn, *args, **kwargs)
 
     return submit
-
-
-def _run_with(values: Carried, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    return values.run(fn, *args, **kwargs)
