@@ -50,8 +50,8 @@ def open_span_of(agent: Any) -> Span | None:
 @stop_on_exception(default=None)
 def _tool_frame(executor: Any, func_call: Any) -> Frame | None:
     """The tool's span, current while the function runs, with the scope of the agent that asked for the call (the
-    sender of the message being answered) pushed inside the executor's: what the tool spends itself (the openai
-    SDK used directly) counts against both, and is the asking agent's."""
+    author of the message being answered, ``_asker``) pushed inside the executor's: what the tool spends itself (the
+    openai SDK used directly) counts against both, and is the asking agent's."""
     client = get_client()
     if client is None:
         return None
