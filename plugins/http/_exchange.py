@@ -70,7 +70,7 @@ class Exchange:
     missing usage and ends it); otherwise it adds details and usage only where the owner gave none."""
 
     __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
-                 "attempts", "status", "capture_text", "request_body", "usage_requested", "_response")
+                 "attempts", "status", "capture_text", "request_body", "usage_requested", "request", "_response")
 
     # Not keyword-only: the SDK layer passes them by position on every call (CPython matches keywords by name).
     def __init__(self, call: LLMCall, endpoint: Endpoint, owned: bool, ends_with_body: bool,
@@ -95,6 +95,9 @@ class Exchange:
         self.request_body = request_body
         #: AgentWatch added ``stream_options.include_usage`` to this request (``_stream_usage``).
         self.usage_requested = False
+        #: The HTTP request the SDK built for this call (its last attempt's), set by the SDK layer: the tap knows
+        #: it by identity. None where the SDK built it out of our sight (the tap then goes by its path).
+        self.request: Any = None
         self._response: Any = None
 
     def responded(self, url: str, status: int, headers: Mapping[str, str]) -> None:

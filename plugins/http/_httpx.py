@@ -71,11 +71,9 @@ def _received(exchange: Exchange, response: Any, streaming: bool, stream_class: 
     response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True))
 
 
-def _sdk_exchange(request: Any) -> Exchange | None:
-    """The SDK call of this context, if this request is its LLM request (not, say, an auth token fetch)."""
-    exchange = CURRENT_EXCHANGE.get()
-    if exchange is None:
-        return None
+def _sdk_exchange(exchange: Exchange, request: Any) -> Exchange | None:
+    """The SDK call of this context (``exchange``), if this request is its LLM request (not, say, an auth token fetch):
+    known by its path where it is not the request the SDK layer saw built (``Exchange.request``)."""
     url = request.url
     reference = getattr(url, "_uri_reference", None)  # _path(url), inlined: every SDK call's request comes here
     path = reference.path if reference is not None else None
@@ -124,7 +122,9 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
     def send(self: Any, request: Any, *args: Any, stream: bool = no_stream, auth: Any = default,
              follow_redirects: Any = default, **kwargs: Any) -> Any:
         # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
-        sdk_call = _sdk_exchange(request)
+        sdk_call = CURRENT_EXCHANGE.get()
+        if sdk_call is not None and (sdk_call.request is not request or sdk_call.call.ended):
+            sdk_call = _sdk_exchange(sdk_call, request)
         exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
         if opened:
             exchange.call.activate()  # type: ignore[union-attr]
@@ -165,7 +165,9 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
     async def send(self: Any, request: Any, *args: Any, stream: bool = no_stream, auth: Any = default,
                    follow_redirects: Any = default, **kwargs: Any) -> Any:
         # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
-        sdk_call = _sdk_exchange(request)
+        sdk_call = CURRENT_EXCHANGE.get()
+        if sdk_call is not None and (sdk_call.request is not request or sdk_call.call.ended):
+            sdk_call = _sdk_exchange(sdk_call, request)
         exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
         if opened:
             exchange.call.activate()  # type: ignore[union-attr]

@@ -267,7 +267,10 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
 
     def _build_request(self: Any, options: Any, *args: Any, retries_taken: int = first_attempt, **kwargs: Any) -> Any:
         request = original(self, options, *args, retries_taken=retries_taken, **kwargs)
-        if CURRENT_EXCHANGE.get() is None:  # else the usual case: built inside our request(), which has its call
+        exchange = CURRENT_EXCHANGE.get()
+        if exchange is not None:  # the usual case: built inside our request(), which has its call
+            exchange.request = request  # what the tap is about to send for it (Azure's builder wraps the base's: its)
+        else:
             _open_built(self, options, request, sdk, routes)
         return request
 
