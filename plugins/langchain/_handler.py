@@ -57,6 +57,14 @@ def _is_step(tags: Sequence[str] | None) -> bool:
     return False
 
 
+def _is_task(metadata: Mapping[str, Any], parent: Run | None, name: str) -> bool:
+    """A LangGraph Functional API task's run (``@task``, pushed by its entrypoint or another task), as opposed to a
+    runnable inside it of the same name (which inherits the task's metadata and has the task's run for parent)."""
+    path = metadata.get("langgraph_path") or ("",)
+    return path[0] == "__pregel_push" and not (
+        parent is not None and parent.span.kind == "task" and parent.span.name == name)
+
+
 class AgentWatchHandler(BaseCallbackHandler):
     """Trace LangChain and LangGraph runs and enforce AgentWatch limits at nodes and model calls.
 
@@ -171,9 +179,13 @@ class AgentWatchHandler(BaseCallbackHandler):
             if client is None:
                 return
             name = name or (serialized.get("name") if serialized else None) or "chain"
-            if metadata and metadata.get("langgraph_node") == name and _is_step(tags):
-                self._start_node(client, name, inputs, run_id, parent_run_id, metadata)
-                return
+            if metadata and metadata.get("langgraph_node") == name:
+                if _is_step(tags):
+                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata)
+                    return
+                if _is_task(metadata, RUNS.get(parent_run_id) if parent_run_id is not None else None, name):
+                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata, "task")
+                    return
             if name == "LangGraph":
                 kind = "graph"
             elif parent_run_id is None or parent_run_id not in RUNS:
@@ -193,8 +205,10 @@ class AgentWatchHandler(BaseCallbackHandler):
             swallow_internal_error("AgentWatchHandler.on_chain_start")
 
     def _start_node(self, client: agentwatch.Client, name: str, inputs: Any, run_id: UUID,
-                    parent_run_id: UUID | None, metadata: Mapping[str, Any]) -> None:
-        run = self._open(client, run_id, parent_run_id, name, "node", metadata, self._node_scope(client, name))
+                    parent_run_id: UUID | None, metadata: Mapping[str, Any], kind: str = "node") -> None:
+        """A graph node's run, or (``kind="task"``) a Functional API task's: an agent scope of its name, limits checked
+        before its code runs, and that code run with both current (``_node_context``)."""
+        run = self._open(client, run_id, parent_run_id, name, kind, metadata, self._node_scope(client, name))
         if run is None:
             return
         run.in_graph = True

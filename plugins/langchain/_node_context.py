@@ -22,8 +22,9 @@ from ._runs import RUNS, entered
 
 __all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of"]
 
-#: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kind of span it enters.
-RUN_CONTEXTS = (("langgraph._internal._runnable", "node"), ("langchain_core.tools.base", "tool"))
+#: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kinds of span it enters
+#: (a Functional API task's code runs as a node's does).
+RUN_CONTEXTS = (("langgraph._internal._runnable", ("node", "task")), ("langchain_core.tools.base", ("tool",)))
 
 
 def module_of(name: str) -> ModuleType | None:
@@ -32,26 +33,26 @@ def module_of(name: str) -> ModuleType | None:
     return module if callable(getattr(module, "set_config_context", None)) else None
 
 
-def wrap_set_config_context(original: Any, kind: str) -> Any:
+def wrap_set_config_context(original: Any, kinds: tuple[str, ...]) -> Any:
     def set_config_context(config: Any, *args: Any, **kwargs: Any) -> Any:
-        return _EnteringRun(original(config, *args, **kwargs), config, kind)
+        return _EnteringRun(original(config, *args, **kwargs), config, kinds)
 
     return set_config_context
 
 
 class _EnteringRun:
-    """``set_config_context``'s context manager, entering the run (of ``kind``) whose child config this is."""
+    """``set_config_context``'s context manager, entering the run (of one of ``kinds``) whose child config this is."""
 
-    __slots__ = ("_inner", "_config", "_kind")
+    __slots__ = ("_inner", "_config", "_kinds")
 
-    def __init__(self, inner: Any, config: Any, kind: str) -> None:
+    def __init__(self, inner: Any, config: Any, kinds: tuple[str, ...]) -> None:
         self._inner = inner
         self._config = config
-        self._kind = kind
+        self._kinds = kinds
 
     def __enter__(self) -> Context:
         context: Context = self._inner.__enter__()
-        _enter_run(context, self._config, self._kind)
+        _enter_run(context, self._config, self._kinds)
         return context
 
     def __exit__(self, *exc_info: Any) -> Any:
@@ -59,9 +60,9 @@ class _EnteringRun:
 
 
 @stop_on_exception
-def _enter_run(context: Context, config: Any, kind: str) -> None:
+def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> None:
     callbacks = config.get("callbacks") if isinstance(config, dict) else None
     parent = getattr(callbacks, "parent_run_id", None)
     run = RUNS.get(parent) if parent is not None else None
-    if run is not None and run.span.kind == kind:
+    if run is not None and run.span.kind in kinds:
         context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo

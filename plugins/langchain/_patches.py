@@ -267,13 +267,13 @@ def install_run_contexts() -> None:
     if len(_run_contexts_installed) == len(RUN_CONTEXTS) or not _originals:
         return
     with _lock:
-        for name, kind in RUN_CONTEXTS:
+        for name, kinds in RUN_CONTEXTS:
             module = module_of(name)
             if name in _run_contexts_installed or not _originals or module is None:
                 continue
             original = module.__dict__["set_config_context"]
             _originals.append((module, "set_config_context", original))  # type: ignore[arg-type]
-            module.set_config_context = wrap_set_config_context(original, kind)  # type: ignore[attr-defined]
+            module.set_config_context = wrap_set_config_context(original, kinds)  # type: ignore[attr-defined]
             _run_contexts_installed.append(name)
 
 

@@ -1,0 +1,132 @@
+"""LangGraph's Functional API: a ``@task`` is an agent scope of its name, as a graph node is. Found 2026-12-05: a task's
+LLM calls ran under the entrypoint with no agent, so ``init(agents={"research": {...}})`` never applied to the task
+``research`` (a $0.05 budget let $0.12 and then another call through)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.runnables import RunnableLambda
+from langchain_openai import ChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.func import entrypoint, task
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
+
+LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
+EXPENSIVE = Reply(content="a long answer", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
+CONFIG = {"configurable": {"thread_id": "t1"}}
+
+
+def _llm_spans(memory: Any) -> list[dict[str, Any]]:
+    return [span for span in memory.spans if span["kind"] == "llm"]
+
+
+def _parent(memory: Any, span: dict[str, Any]) -> dict[str, Any]:
+    return next(other for other in memory.spans if other["span_id"] == span["parent_span_id"])
+
+
+def test_a_tasks_model_calls_count_against_the_task_and_resume_skips_finished_tasks(stub_provider: Any,
+                                                                                   memory: Any) -> None:
+    agentwatch.init(exporters=[memory], agents={"research": LIMITED})
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+
+    @task
+    def research(topic: str) -> str:
+        return str(model.invoke(f"research {topic}").content)
+
+    @task
+    def write(notes: str) -> str:
+        return str(model.invoke(f"write {notes}").content)
+
+    @entrypoint(checkpointer=InMemorySaver())
+    def workflow(topic: str) -> str:
+        first = research(topic).result()
+        second = research(topic + " again").result()
+        return write(first + second).result()
+
+    stub_provider.queue(EXPENSIVE)
+    with pytest.raises(CircuitBreakerException) as caught:
+        workflow.invoke("tides", CONFIG)
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "research")
+    assert stub_provider.count() == 1  # the second research task was stopped before its model call
+    caught.value.monitor.increase_budget(5.0)
+    assert workflow.invoke(None, CONFIG) == "ok"
+    assert stub_provider.count() == 3  # the finished task was not run again
+    agentwatch.flush()
+    spent = _llm_spans(memory)
+    assert [(span["agent_name"], _parent(memory, span)["kind"], _parent(memory, span)["name"]) for span in spent] == [
+        ("research", "task", "research"), ("research", "task", "research"), (None, "task", "write")]
+    assert [span["status"] for span in memory.spans if span["kind"] == "task"].count("blocked") == 1
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_tasks_own_sdk_calls_count_against_the_task(stub_provider: Any, memory: Any, flavour: str) -> None:
+    """The openai SDK used directly in a task's body is checked against, and charged to, the task's agent."""
+    agentwatch.init(exporters=[memory], agents={"research": LIMITED})
+    base_url = stub_provider.openai_base_url
+
+    def ask(text: str) -> str:
+        client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    async def aask(text: str) -> str:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = await client.chat.completions.create(model="gpt-4o-mini",
+                                                      messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    stub_provider.queue(EXPENSIVE)
+    if flavour == "sync":
+        @task(name="research")
+        def research(topic: str) -> str:
+            return ask(topic)
+
+        @entrypoint()
+        def workflow(topic: str) -> str:
+            return research(topic).result() + research(topic + " again").result()
+
+        with pytest.raises(CircuitBreakerException) as caught:
+            workflow.invoke("tides")
+    else:
+        @task(name="research")
+        async def aresearch(topic: str) -> str:
+            return await aask(topic)
+
+        @entrypoint()
+        async def aworkflow(topic: str) -> str:
+            return await aresearch(topic) + await aresearch(topic + " again")
+
+        with pytest.raises(CircuitBreakerException) as caught:
+            asyncio.run(aworkflow.ainvoke("tides"))
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "research")
+    assert stub_provider.count() == 1
+    agentwatch.flush()
+    (spent,) = _llm_spans(memory)
+    task_span = _parent(memory, spent)
+    assert (task_span["kind"], task_span["name"], spent["agent_name"]) == ("task", "research", "research")
+    assert _parent(memory, task_span)["kind"] == "node"  # under the entrypoint, in the run's trace
+
+
+def test_a_runnable_named_like_its_task_is_no_second_task(memory: Any) -> None:
+    agentwatch.init(exporters=[memory])
+    inner = RunnableLambda(lambda text: text.upper(), name="shout")
+
+    @task
+    def shout(text: str) -> str:
+        return inner.invoke(text)
+
+    @entrypoint()
+    def workflow(text: str) -> str:
+        return shout(text).result()
+
+    assert workflow.invoke("hi") == "HI"
+    agentwatch.flush()
+    named = [(span["kind"], span["name"]) for span in memory.spans if span["name"] == "shout"]
+    assert sorted(named) == [("chain", "shout"), ("task", "shout")]
