@@ -15,8 +15,10 @@ from agentwatch.instrumentation import (
     SESSION_KEY,
     AgentScope,
     Monitor,
+    attach,
     capturing,
     clip,
+    detach,
     enclosing_monitors,
     end_span,
     run_budget,
@@ -220,6 +222,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             # interrupt() needs the node's runnable context, which LangGraph sets only after this
             # callback: the node's first model call asks the human instead.
             return
+        # The breaker transition or alert the check records goes under the node, in the run's trace.
+        token = attach(run.span)
         try:
             # A limit exhausted during the previous node stops this one before it runs; the checkpoint
             # then holds every finished node and `graph.invoke(None, config)` resumes here.
@@ -228,6 +232,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         except CircuitBreakerException as error:
             self._close(run_id, error)
             raise graph_block(error) from None
+        finally:
+            detach(token)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                      tags: list[str] | None = None, **kwargs: Any) -> None:

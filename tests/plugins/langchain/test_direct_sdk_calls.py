@@ -219,7 +219,8 @@ def test_a_tool_another_handler_refuses_at_its_start_leaves_nothing_behind(memor
 
 def test_a_graph_stopped_at_a_node_start_ends_blocked_not_ok(stub_provider: Any, memory: Any) -> None:
     """The block LangGraph passes up as a GraphBubbleUp (so that no RetryPolicy retries it) ends the graph's span
-    ``blocked``, as it ends the node's: it is not an interrupt."""
+    ``blocked``, as it ends the node's: it is not an interrupt. The breaker's records of that check (its transition,
+    the alert) are in the run's trace, under the node they stopped (they were traces of their own before)."""
     agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
 
     def writer(state: MessagesState) -> dict[str, Any]:
@@ -239,3 +240,7 @@ def test_a_graph_stopped_at_a_node_start_ends_blocked_not_ok(stub_provider: Any,
     agentwatch.flush()
     assert {(span["kind"], span["status"]) for span in memory.spans if span["kind"] in ("graph", "node")} == {
         ("graph", "blocked"), ("node", "blocked")}
+    node = next(span for span in memory.spans if span["kind"] == "node")
+    records = [span for span in memory.spans if span["kind"] in ("breaker", "alert")]
+    assert {span["name"] for span in records} == {"breaker.triggered", "alert.budget_per_hour"}
+    assert {(span["trace_id"], span["parent_span_id"]) for span in records} == {(node["trace_id"], node["span_id"])}
