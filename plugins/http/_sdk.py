@@ -266,7 +266,10 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
     first_attempt = defaults["retries_taken"]
 
     def _build_request(self: Any, options: Any, *args: Any, retries_taken: int = first_attempt, **kwargs: Any) -> Any:
-        request = original(self, options, *args, retries_taken=retries_taken, **kwargs)
+        if args or kwargs:
+            request = original(self, options, *args, retries_taken=retries_taken, **kwargs)
+        else:  # the SDK's own call: no argument tuple and keyword dict to build again
+            request = original(self, options, retries_taken=retries_taken)
         exchange = CURRENT_EXCHANGE.get()
         if exchange is not None:  # the usual case: built inside our request(), which has its call
             exchange.request = request  # what the tap is about to send for it (Azure's builder wraps the base's: its)
