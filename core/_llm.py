@@ -357,7 +357,9 @@ class LLMCall:
                     _mark_blocked(span, error)
             else:
                 span.record_error(error)
-                failed = True
+                # A cancellation, an exit or a closed generator (not an Exception) stopped the caller, not the
+                # provider: recorded on the span, not counted toward max_error_rate (a chat UI's "stop" would trip it).
+                failed = isinstance(error, Exception) or not isinstance(error, BaseException)  # or a message
         client = self._client
         if client is None:
             span.finish()

@@ -13,6 +13,7 @@ the zero-config one records each event once. dict operations are atomic under th
 
 from __future__ import annotations
 
+from asyncio import CancelledError
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from agentwatch.instrumentation import attach, capturing, get_current_span
 
 from ._usage import Usage, estimate_tokens, message_dicts, provider_of, read_response, response_text
 
-__all__ = ["Frame", "Flight", "FRAMES", "FLIGHTS_BY_SPAN", "start_llm", "start_embedding", "end_call",
-           "clear", "STREAM_METHODS"]
+__all__ = ["Frame", "Flight", "FRAMES", "FLIGHTS_BY_SPAN", "start_llm", "start_embedding", "chunk_streamed",
+           "end_call", "clear", "STREAM_METHODS"]
 
 STREAM_METHODS = frozenset({"stream_chat", "astream_chat", "stream_complete", "astream_complete"})
 _UNKNOWN_MODEL = "unknown"  # LlamaIndex's LLMMetadata default
@@ -53,6 +54,9 @@ class Flight:
     #: The response of the first nested event to end (``chat`` → ``complete``), read only if this call's own has
     #: no usage: most LLMs pass the inner response's ``raw`` on, so reading both would count the same twice.
     inner_response: Any = None
+    #: A stream's messages (or prompt) and its last chunk so far: what it cost, if the caller stops reading it early.
+    request: Any = None
+    last_chunk: Any = None
 
 
 #: Instrumentation span id → frame, for LLM and embedding methods (set at span enter, popped at exit).
@@ -181,8 +185,25 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
     # hides the usage chunk, so LlamaIndex streams exactly the events it would without AgentWatch.
     flight = Flight(call, nested=False, span_id=span_id, component=frame.component if frame else None,
                     stream=frame is not None and frame.method in STREAM_METHODS)
+    if flight.stream:
+        flight.request = payload.get(EventPayload.MESSAGES) or payload.get(EventPayload.PROMPT)
     _register(event_id, flight)
     _activate(flight)
+
+
+def chunk_streamed(span_id: str | None, chunk: Any) -> None:
+    """A stream of the LLM method running under instrumentation span ``span_id`` yields ``chunk`` (LlamaIndex's
+    in-progress event, in the stream's code just before the caller gets the chunk)."""
+    flight = FLIGHTS_BY_SPAN.get(span_id) if span_id is not None else None
+    if flight is None:
+        return
+    flight.call.mark_first_token()
+    if flight.nested:
+        return
+    flight.last_chunk = chunk
+    # The request is out: the call stops being current where the caller reads the stream. Between chunks the
+    # caller's own calls (to this LLM too, or the openai SDK's) are calls of their own, checked and charged.
+    _deactivate(flight)
 
 
 def start_embedding(event_id: str, payload: Mapping[str, Any] | None) -> None:
@@ -214,14 +235,19 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
         return
     _deactivate(flight)
     error = payload.get(EventPayload.EXCEPTION)
-    if isinstance(error, GeneratorExit):  # the caller stopped reading a stream: not a failure
+    # The caller stopped reading a stream (not a failure), or its task was cancelled (recorded, not counted as one).
+    stopped = isinstance(error, GeneratorExit | CancelledError)
+    if stopped:
         call.set_attribute("stream_incomplete", True)
-        error = None
+        if isinstance(error, GeneratorExit):
+            error = None
     if call.span.kind == "embedding":
         _finish_embedding(call, payload.get(EventPayload.CHUNKS))
         call.end(error=error)
         return
     response = _response_of(payload)
+    if response is None and stopped:
+        response = flight.last_chunk  # what the caller got: LlamaIndex reports only the exit
     usage = read_response(response)
     if usage.model:
         call.set_model(usage.model)
@@ -230,11 +256,20 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
     else:
         if flight.inner_response is not None:
             _add_usage_if_missing(call, flight.inner_response)
-        if error is None and not (call.span.input_tokens or call.span.output_tokens):
+        if (error is None or stopped) and not (call.span.input_tokens or call.span.output_tokens):
             call.set_attribute("usage_missing", True)
+            if stopped:  # its provider's usage (the stream's last event) never came: charged from an estimate
+                _estimate_stopped(call, flight.request, response)
     if response is not None and capturing():
         call.set_output(response_text(response))
     call.end(error=error, finish_reason=usage.finish_reason)
+
+
+def _estimate_stopped(call: LLMCall, request: Any, response: Any) -> None:
+    """The tokens of a stream read in part, counted with LlamaIndex's tokenizer: the request's and the text so far."""
+    messages = message_dicts(request)
+    texts = [message["content"] for message in messages] if messages is not None else [request]
+    call.estimate_usage(estimate_tokens(texts) or 0, estimate_tokens([response_text(response)]) or 0)
 
 
 def _add_usage_if_missing(call: LLMCall, response: Any) -> None:

@@ -1,8 +1,9 @@
 """Instrumentation event handler: the figures LlamaIndex reports as events, added to the recorded spans.
 
-Retrieval (query, number of nodes), reranking (nodes kept) and the first streamed chunk of an LLM call
-(time to first token). Events carry the id of the instrumentation span they happened in, which maps to
-the AgentWatch span (``_spans.OPEN``) or LLM call (``_calls.FLIGHTS_BY_SPAN``) recorded for it.
+Retrieval (query, number of nodes), reranking (nodes kept) and the streamed chunks of an LLM call (time to
+first token; the call stops being current where the caller reads the stream, ``_calls.chunk_streamed``). Events
+carry the id of the instrumentation span they happened in, which maps to the AgentWatch span (``_spans.OPEN``) or
+LLM call (``_calls.FLIGHTS_BY_SPAN``) recorded for it.
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent,
 
 from agentwatch.instrumentation import capturing, stop_on_exception
 
-from ._calls import FLIGHTS_BY_SPAN
+from ._calls import chunk_streamed
 from ._spans import OPEN
 
 __all__ = ["AgentWatchEventHandler"]
 
 
-def _first_chunk(event: Any) -> None:
-    flight = FLIGHTS_BY_SPAN.get(event.span_id)
-    if flight is not None:
-        flight.call.mark_first_token()
+def _chunk(event: Any) -> None:
+    chunk_streamed(event.span_id, event.response)
 
 
 def _retrieval_started(event: Any) -> None:
@@ -50,8 +49,8 @@ def _reranked(event: Any) -> None:
 
 
 _ACTIONS: dict[type, Callable[[Any], None]] = {
-    LLMChatInProgressEvent: _first_chunk,
-    LLMCompletionInProgressEvent: _first_chunk,
+    LLMChatInProgressEvent: _chunk,
+    LLMCompletionInProgressEvent: _chunk,
     RetrievalStartEvent: _retrieval_started,
     RetrievalEndEvent: _retrieval_ended,
     ReRankEndEvent: _reranked,
