@@ -63,16 +63,22 @@ def _tool_frame(executor: Any, func_call: Any) -> Frame | None:
         if any(pushed.monitor is scope.monitor for pushed in get_current_agent_scopes()):
             scope = None
     frame = open_frame(name, "tool", scope=scope, attributes={"framework": "ag2", "tool.name": name})
-    if frame is not None and capturing(client):
-        frame.span.input = func_call.get("arguments")
-        frame.on_result = _tool_output
+    if frame is not None:
+        if capturing(client):
+            frame.span.input = func_call.get("arguments")
+        frame.on_result = _tool_result
     return frame
 
 
-def _tool_output(span: Span, result: Any) -> None:
-    """``execute_function``'s ``(success, {"name", "role", "content"})``."""
-    reply = result[1] if isinstance(result, tuple) and len(result) == 2 else result
-    span.output = reply.get("content") if isinstance(reply, dict) else reply
+def _tool_result(span: Span, result: Any) -> None:
+    """``execute_function``'s ``(success, {"name", "role", "content"})``: AG2 catches what a tool raises and returns it
+    as the reply (``"Error: ..."``) with ``success`` False, so the span's status comes from there."""
+    success, reply = result if isinstance(result, tuple) and len(result) == 2 else (True, result)
+    content = reply.get("content") if isinstance(reply, dict) else reply
+    if success is False:
+        span.record_error(str(content))
+    if capturing():
+        span.output = content
 
 
 def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:

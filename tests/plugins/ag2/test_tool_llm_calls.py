@@ -109,3 +109,27 @@ def test_an_async_tool_in_a_sync_chat_sees_what_it_sees_without_agentwatch(
     assert seen == ["unset"]
     agentwatch.flush()
     assert [span["name"] for span in memory.spans if span["kind"] == "tool"] == ["probe"]
+
+
+@pytest.mark.parametrize("chat", ["initiate_chat", "a_initiate_chat"])
+def test_a_tool_that_raised_ends_its_span_as_an_error(stub_provider: Any, memory: Any, llm_config: dict[str, Any],
+                                                      chat: str) -> None:
+    """AG2 catches what a tool raises and returns it to the model as ``(False, {"content": "Error: ..."})``: the tool's
+    span says so (it was ``ok`` before, found by a probe); the chat goes on as without AgentWatch."""
+
+    def lookup(text: str) -> str:
+        """Look something up."""
+        raise ValueError("no such entry")
+
+    agentwatch.init(exporters=[memory])
+    assistant, user = make_pair(llm_config, lookup, "look up")
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "lookup", "arguments": {"text": "abc"}}]),
+                        Reply(content="sorry"))
+    if chat == "initiate_chat":
+        result = user.initiate_chat(assistant, message="look up abc", max_turns=2, silent=True)
+    else:
+        result = asyncio.run(user.a_initiate_chat(assistant, message="look up abc", max_turns=2, silent=True))
+    assert "no such entry" in str(result.chat_history[-2]["content"])  # the error went back to the model
+    agentwatch.flush()
+    (tool,) = [span for span in memory.spans if span["kind"] == "tool"]
+    assert tool["status"] == "error" and "no such entry" in tool["attributes"]["error.message"]
