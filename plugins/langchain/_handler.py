@@ -61,10 +61,11 @@ def _is_step(tags: Sequence[str] | None) -> bool:
 
 def _is_task(metadata: Mapping[str, Any], parent: Run | None, name: str) -> bool:
     """A LangGraph Functional API task's run (``@task``, pushed by its entrypoint or another task), as opposed to a
-    runnable inside it of the same name (which inherits the task's metadata and has the task's run for parent)."""
+    runnable inside it, or inside a node pushed by ``Send``, of the same name (which inherits its metadata and has its
+    run for parent)."""
     path = metadata.get("langgraph_path") or ("",)
     return path[0] == "__pregel_push" and not (
-        parent is not None and parent.span.kind == "task" and parent.span.name == name)
+        parent is not None and parent.span.kind in ("node", "task") and parent.span.name == name)
 
 
 class AgentWatchHandler(BaseCallbackHandler):
