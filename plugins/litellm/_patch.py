@@ -14,6 +14,7 @@ is raised before the Router starts retrying or falling back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -62,10 +63,18 @@ def install() -> None:
         make = _async_function if name.startswith("a") else _sync_function
         _wrap_inside(getattr(litellm, name), make, name, kind)
         _patcher.replace(litellm, name, lambda original, name=name, kind=kind, make=make: make(original, name, kind))
+    for name, wrap in (("completion_with_retries", _sync_retries), ("acompletion_with_retries", _async_retries)):
+        if hasattr(litellm, name):
+            _patcher.replace(litellm, name, wrap)
     _patcher.replace(CustomStreamWrapper, "__next__", _stream_next)
     _patcher.replace(CustomStreamWrapper, "__anext__", _stream_anext)
     _patcher.replace(CustomStreamWrapper, "close", _stream_close)
     _patcher.replace(CustomStreamWrapper, "aclose", _stream_aclose)
+    if hasattr(CustomStreamWrapper, "__del__"):  # LiteLLM's own (recent versions restore a context there)
+        _patcher.replace(CustomStreamWrapper, "__del__", _stream_del)
+    else:
+        CustomStreamWrapper.__del__ = _stream_dropped  # type: ignore[attr-defined]
+        _finalised.append(CustomStreamWrapper)
     router = getattr(litellm, "Router", None)
     if router is not None:
         for name in _ROUTER_ENDPOINTS:
@@ -81,6 +90,12 @@ def uninstall() -> None:
     while _inside:
         cell, inner = _inside.pop()
         cell.cell_contents = inner
+    while _finalised:
+        del _finalised.pop().__del__
+
+
+#: The stream class given a ``__del__`` (``_stream_dropped``) by ``install``, where it had none.
+_finalised: list[type] = []
 
 
 #: The closure cells of LiteLLM's ``@client`` wrappers that hold the function each calls, and that function.
@@ -171,6 +186,56 @@ def _returned(call: LLMCall, result: Any) -> None:
         swallow_internal_error("the litellm plugin")
 
 
+# LiteLLM's ``@client`` wrapper retries a failed call through these (``num_retries``): for ``acompletion`` whatever the
+# error, a block too. While a limit blocks, the retries are not started (the caller gets the block, once recorded).
+
+def _sync_retries(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def retries(*args: Any, **kwargs: Any) -> Any:
+        if get_client() is not None:
+            check_limits()
+        return original(*args, **kwargs)
+
+    return retries
+
+
+def _async_retries(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def retries(*args: Any, **kwargs: Any) -> Any:
+        if get_client() is not None:
+            check_limits()
+        return await original(*args, **kwargs)
+
+    return retries
+
+
+def _raise_block_below(call: LLMCall, error: BaseException) -> None:
+    """Raise the block that ``error`` wraps, if it does: a hard budget's top-up refused by the HTTP layer inside
+    LiteLLM's provider handler comes out of LiteLLM's exception mapping as its own error (``InternalServerError``), with
+    the block as its context. The caller gets the block, as from any other layer; a Router's later attempts raise it
+    too."""
+    block = _block_in(error)
+    if block is None:
+        return
+    call.end(error=block)
+    router_block = _ROUTER_BLOCK.get()
+    if router_block is not None and not router_block:
+        router_block.append(block)
+    raise block from None
+
+
+def _block_in(error: BaseException) -> CircuitBreakerException | None:
+    """The ``CircuitBreakerException`` at the root of ``error``'s chain of causes and contexts, if any."""
+    seen = 0
+    cause: BaseException | None = error
+    while cause is not None and seen < 8:
+        if isinstance(cause, CircuitBreakerException):
+            return cause if cause is not error else None
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
+
+
 def _stream_of(result: Any) -> Any:
     stream_type = _stream_type
     if stream_type is None or isinstance(result, stream_type):
@@ -179,7 +244,11 @@ def _stream_of(result: Any) -> Any:
     return inner if isinstance(inner, stream_type) else None
 
 
+# ``functools.wraps`` on both: LiteLLM's ``@client`` wrapper tells the kind of call (and so what it logs and hands its
+# callbacks) by the ``__name__`` of the function it wraps, which ``_wrap_inside`` makes ours.
+
 def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
+    @functools.wraps(original)
     def function(*args: Any, **kwargs: Any) -> Any:
         if get_client() is None:
             return original(*args, **kwargs)
@@ -191,6 +260,7 @@ def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callab
             result = original(*args, **kwargs)
         except BaseException as error:
             call.deactivate()
+            _raise_block_below(call, error)
             call.end(error=error)
             raise
         call.deactivate()
@@ -201,6 +271,7 @@ def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callab
 
 
 def _async_function(original: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
+    @functools.wraps(original)
     async def function(*args: Any, **kwargs: Any) -> Any:
         if get_client() is None:
             return await original(*args, **kwargs)
@@ -212,6 +283,7 @@ def _async_function(original: Callable[..., Any], name: str, kind: str) -> Calla
             result = await original(*args, **kwargs)
         except BaseException as error:
             call.deactivate()
+            _raise_block_below(call, error)
             call.end(error=error)
             raise
         call.deactivate()
@@ -281,14 +353,30 @@ def _stream_anext(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _closing(stream: Any) -> None:
-    """Closed before its end (a ``break`` then ``close()``): charge what was streamed so far."""
+    """Closed before its end (a ``break`` then ``close()``): charge what was streamed so far. LiteLLM closes a stream
+    itself at its end (``sent_last_chunk`` by then), just before the ``StopIteration`` that ends the call in full."""
     try:
         call = stream.__dict__.get(_STREAM_CALL)
-        if call is not None and not call.ended:
+        if call is not None and not call.ended and getattr(stream, "sent_last_chunk", None) is not True:
             call.set_attribute("stream_incomplete", True)
             _stream_ended(call, stream)
     except Exception:
         swallow_internal_error("the litellm plugin")
+
+
+def _stream_dropped(self: Any) -> None:
+    """``CustomStreamWrapper.__del__``: a stream left unfinished without ``close()`` (a ``break`` out of its loop) is
+    charged when it is dropped, as ``close()`` charges it; else its call never ended (nothing charged, and a hard
+    budget's reservation held for the rest of the hour)."""
+    _closing(self)
+
+
+def _stream_del(original: Callable[..., Any]) -> Callable[..., Any]:
+    def __del__(self: Any) -> None:
+        _stream_dropped(self)
+        original(self)
+
+    return __del__
 
 
 def _stream_close(original: Callable[..., Any]) -> Callable[..., Any]:
