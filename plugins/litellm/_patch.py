@@ -63,9 +63,9 @@ def install() -> None:
         make = _async_function if name.startswith("a") else _sync_function
         _wrap_inside(getattr(litellm, name), make, name, kind)
         _patcher.replace(litellm, name, lambda original, name=name, kind=kind, make=make: make(original, name, kind))
-    for name, wrap in (("completion_with_retries", _sync_retries), ("acompletion_with_retries", _async_retries)):
+    for name, retries in (("completion_with_retries", _sync_retries), ("acompletion_with_retries", _async_retries)):
         if hasattr(litellm, name):
-            _patcher.replace(litellm, name, wrap)
+            _patcher.replace(litellm, name, retries)
     _patcher.replace(CustomStreamWrapper, "__next__", _stream_next)
     _patcher.replace(CustomStreamWrapper, "__anext__", _stream_anext)
     _patcher.replace(CustomStreamWrapper, "close", _stream_close)
@@ -73,7 +73,7 @@ def install() -> None:
     if hasattr(CustomStreamWrapper, "__del__"):  # LiteLLM's own (recent versions restore a context there)
         _patcher.replace(CustomStreamWrapper, "__del__", _stream_del)
     else:
-        CustomStreamWrapper.__del__ = _stream_dropped  # type: ignore[attr-defined]
+        setattr(CustomStreamWrapper, "__del__", _stream_dropped)  # noqa: B010  # a finaliser for the class
         _finalised.append(CustomStreamWrapper)
     router = getattr(litellm, "Router", None)
     if router is not None:
@@ -91,7 +91,7 @@ def uninstall() -> None:
         cell, inner = _inside.pop()
         cell.cell_contents = inner
     while _finalised:
-        del _finalised.pop().__del__
+        delattr(_finalised.pop(), "__del__")
 
 
 #: The stream class given a ``__del__`` (``_stream_dropped``) by ``install``, where it had none.
