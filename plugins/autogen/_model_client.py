@@ -17,6 +17,8 @@ from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
     LLMCall,
     capturing,
+    estimate_text_bytes,
+    estimate_tokens,
     get_client,
     get_current_llm_call,
     logger,
@@ -132,10 +134,18 @@ def _usage_from_result(call: LLMCall, result: Any) -> None:
 
 
 @stop_on_exception
-def _finish(call: LLMCall, result: Any, error: BaseException | None) -> None:
+def _finish(call: LLMCall, result: Any, error: BaseException | None, messages: Any = None,
+            streamed: int = 0) -> None:
+    """End the call with what the client returned (``result``) or raised. A stream the caller stopped reading (or whose
+    task was cancelled), ``streamed`` characters of text in: charged from an estimate of the prompt and that text if
+    no usage came (AutoGen leaves the provider's stream open then, so the HTTP layer's own estimate would come late)."""
     if error is not None:
         if isinstance(error, GeneratorExit | asyncio.CancelledError):
             call.set_attribute("cancelled", True)
+            span = call.span
+            if messages is not None and not (span.input_tokens or span.output_tokens):
+                call.set_attribute("stream_incomplete", True)
+                call.estimate_usage(_prompt_tokens(messages), estimate_text_bytes(streamed))
             call.end()
         else:
             call.end(error=error)
@@ -151,6 +161,16 @@ def _finish(call: LLMCall, result: Any, error: BaseException | None) -> None:
     # The provider's own finish reason (from the event) is more precise than AutoGen's normalised one.
     provider_reason = call.span.attributes.get("finish_reason")
     call.end(finish_reason=provider_reason or getattr(result, "finish_reason", None))
+
+
+def _prompt_tokens(messages: Any) -> int:
+    """Tokens of AutoGen ``LLMMessage`` contents (text, or a list of parts), estimated."""
+    tokens = 0
+    for message in messages if isinstance(messages, list | tuple) else ():
+        content = getattr(message, "content", None)
+        for part in content if isinstance(content, list) else (content,):
+            tokens += estimate_tokens(part if isinstance(part, str) else str(part or ""))
+    return tokens
 
 
 async def _create(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
@@ -192,6 +212,7 @@ async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[A
         call.deactivate()
     result: Any = None
     error: BaseException | None = None
+    streamed = 0
     try:
         while True:
             call.activate()
@@ -203,6 +224,7 @@ async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[A
                 call.deactivate()
             if isinstance(item, str):
                 call.mark_first_token()
+                streamed += len(item)
             elif hasattr(item, "finish_reason"):
                 result = item
             yield item
@@ -213,7 +235,7 @@ async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[A
         try:
             await inner.aclose()
         finally:
-            _finish(call, result, error)
+            _finish(call, result, error, args[0] if args else kwargs.get("messages"), streamed)
 
 
 def _create_stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],

@@ -202,3 +202,22 @@ async def test_events_do_not_reach_the_applications_handlers(memory, stub_provid
 
     assert spans(memory, "llm")[0]["cached_input_tokens"] == 0
     assert [record for record in seen if record.name == EVENT_LOGGER_NAME] == []
+
+
+async def test_a_stream_stopped_early_is_charged_from_an_estimate(memory, stub_provider, model_client):
+    """``create_stream`` closed after a few chunks (a chat UI's stop): AutoGen leaves the provider's stream open, so
+    the HTTP layer's estimate came after the call had ended and it was charged $0 (found by a probe). It is charged
+    from an estimate of the prompt and the text so far, and the next call is blocked by the budget."""
+    agentwatch.init(exporters=[memory], budget_per_hour=0.00001, block_on_threshold=True)
+    prompt = [UserMessage(content="tell me a long story " * 20, source="user")]
+    stub_provider.queue(Reply(content="alpha beta STOP gamma delta " * 5, chunk_delay=0.01))
+    stream = model_client.create_stream(prompt)
+    first, second = await stream.__anext__(), await stream.__anext__()
+    await stream.aclose()
+    with pytest.raises(CircuitBreakerException):
+        await model_client.create(HELLO)
+    assert chat_requests(stub_provider) == 1
+    stopped = spans(memory, "llm")[0]
+    assert stopped["attributes"]["usage_estimated"] and stopped["attributes"]["stream_incomplete"]
+    assert stopped["input_tokens"] > 50 and 0 < stopped["output_tokens"] < 10 and stopped["cost_usd"] > 0.00001
+    assert isinstance(first, str) and isinstance(second, str)
