@@ -34,13 +34,18 @@ def read_usage(call: LLMCall, usage: Any) -> None:
 class AgentWatchModel(WrapperModel):
     """Opens one LLM call per request of ``wrapped`` (limits checked again, with the agent's scope)."""
 
-    def __init__(self, wrapped: Any, retry: int = 0) -> None:
+    def __init__(self, wrapped: Any, retry: int = 0, run: Any = None) -> None:
         super().__init__(wrapped)
         self._retry = retry
+        #: The agent run's frame (``_patch._RUNS``): each call goes under its span, in its scope.
+        self._run = run
 
     def _open(self, name: str, messages: Any = None) -> LLMCall:
         wrapped = self.wrapped
-        call = start_llm_call(name, model=wrapped.model_name, provider=wrapped.system, attributes=dict(_ATTRIBUTES))
+        run = self._run
+        call = start_llm_call(name, model=wrapped.model_name, provider=wrapped.system, attributes=dict(_ATTRIBUTES),
+                              parent=run.span if run is not None else None,
+                              scopes=(run.scope,) if run is not None and run.scope is not None else ())
         if self._retry:
             call.set_attribute("retry", self._retry)
         client = get_client()

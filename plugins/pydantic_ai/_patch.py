@@ -1,9 +1,11 @@
 """The patches: an agent run is an agent scope, each model request is checked before Pydantic AI's request
 hooks run, and each request and tool call is a span.
 
-- ``Agent.iter`` (``run``, ``run_sync``, ``run_stream`` and ``run_stream_events`` all go through it): the run is
-  ``agentwatch.agent(agent.name)``, so every request and tool of the run counts in the agent's scope
-  (``init(agents={"Support": {...}})``) and hangs from its span.
+- ``Agent.iter`` (``run``, ``run_sync``, ``run_stream`` and ``run_stream_events`` all go through it): the run is an
+  agent span and scope of ``agent.name``, and every request and tool of the run counts in that scope
+  (``init(agents={"Support": {...}})``) and hangs from its span. The scope is current only while the run's own code
+  runs (a request's check and call, a tool): the caller's code in an ``async with agent.run_stream(...)`` or
+  ``agent.iter(...)`` block is not the agent's (its own LLM calls, another agent it runs there).
 - ``ModelRequestNode._prepare_request``: after Pydantic AI's own ``UsageLimits.check_before_request`` and its
   ``before_model_request`` hooks, our limits are checked. A block is raised there, before
   ``wrap_model_request`` and ``on_model_request_error``, so no capability or retry sees it: it reaches the
@@ -21,7 +23,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import agentwatch
-from agentwatch.instrumentation import CircuitBreakerException, capturing, check_limits, get_client, record_blocked
+from agentwatch.instrumentation import (
+    CircuitBreakerException,
+    capturing,
+    check_limits,
+    get_client,
+    record_blocked,
+    stop_on_exception,
+)
+from agentwatch.plugins.autogen._frames import Frame, open_frame
 from agentwatch.plugins.http._patching import Patcher
 
 from ._model import AgentWatchModel
@@ -47,19 +57,43 @@ def uninstall() -> None:
     _patcher.restore()
 
 
+#: The agent frame (span and scope) of each run in progress, by its run id (the graph's state, and the run context of
+#: its requests and tools, carry it; not its ``RunUsage``, which an agent delegated to in a tool shares).
+_RUNS: dict[str, Frame] = {}
+
+
+def _run_frame(run_id: Any) -> Frame | None:
+    return _RUNS.get(run_id) if run_id is not None else None
+
+
 def _iter(original: Callable[..., Any]) -> Callable[..., Any]:
     @asynccontextmanager
     async def iter(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: A001 - the SDK's name
         async with original(self, *args, **kwargs) as run:
-            if get_client() is None:
+            client = get_client()
+            # Opened after the SDK's own entry: a run started with iter() has its inferred name by now.
+            frame = _open_run(client, str(self.name or "agent")) if client is not None else None
+            if frame is None:
                 yield run
                 return
-            # Entered after the SDK's own: a run started with iter() has its inferred name by now.
-            async with agentwatch.agent(str(self.name or "agent")) as scope:
-                scope.set_attribute("framework", "pydantic-ai")
+            key = run.run_id
+            _RUNS[key] = frame
+            error: BaseException | None = None
+            try:
                 yield run
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                _RUNS.pop(key, None)
+                frame.close(error)
 
     return iter
+
+
+@stop_on_exception(default=None)
+def _open_run(client: Any, name: str) -> Frame | None:
+    return open_frame(name, "agent", scope=client.agent_scope(name), attributes={"framework": "pydantic-ai"})
 
 
 def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,6 +101,8 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
         prepared = await original(self, ctx, *args, **kwargs)
         if get_client() is None:
             return prepared
+        frame = _run_frame(getattr(getattr(ctx, "state", None), "run_id", None))
+        tokens = frame.enter() if frame is not None else ()
         try:
             check_limits()
         except CircuitBreakerException as blocked:
@@ -74,6 +110,8 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
             record_blocked(blocked, "pydantic_ai.request", model=getattr(model, "model_name", None),
                            provider=getattr(model, "system", None), attributes={"framework": "pydantic-ai"})
             raise
+        finally:
+            Frame.exit(tokens)
         return prepared
 
     return _prepare_request
@@ -82,7 +120,8 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrapped(model: Any, run_context: Any) -> Any:
     if get_client() is None or isinstance(model, AgentWatchModel):
         return model
-    return AgentWatchModel(model, retry=getattr(run_context, "retry", 0) or 0)
+    return AgentWatchModel(model, retry=getattr(run_context, "retry", 0) or 0,
+                           run=_run_frame(getattr(run_context, "run_id", None)))
 
 
 def _model_request(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,18 +144,23 @@ def _execute_tool_call(original: Callable[..., Any]) -> Callable[..., Any]:
         if client is None:
             return await original(self, validated, *args, **kwargs)
         call = validated.call
-        async with agentwatch.span(str(call.tool_name), "tool", framework="pydantic-ai") as scope:
-            span = scope.span
-            if span is not None and capturing(client):
-                span.input = validated.validated_args if validated.validated_args is not None else call.args
-            try:
-                result = await original(self, validated, *args, **kwargs)
-            except Exception as error:
-                if span is not None and type(error).__name__ == "ToolRetryError":
-                    span.attributes["tool.retry"] = True
-                raise
-            if span is not None and capturing(client):
-                span.output = result
-            return result
+        frame = _run_frame(getattr(self.ctx, "run_id", None))
+        tokens = frame.enter() if frame is not None else ()  # the tool runs in its agent's span and scope
+        try:
+            async with agentwatch.span(str(call.tool_name), "tool", framework="pydantic-ai") as scope:
+                span = scope.span
+                if span is not None and capturing(client):
+                    span.input = validated.validated_args if validated.validated_args is not None else call.args
+                try:
+                    result = await original(self, validated, *args, **kwargs)
+                except Exception as error:
+                    if span is not None and type(error).__name__ == "ToolRetryError":
+                        span.attributes["tool.retry"] = True
+                    raise
+                if span is not None and capturing(client):
+                    span.output = result
+                return result
+        finally:
+            Frame.exit(tokens)
 
     return execute_tool_call
