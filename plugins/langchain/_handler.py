@@ -28,7 +28,7 @@ from agentwatch.instrumentation import (
 )
 
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
-from ._messages import message_dicts, record_result
+from ._messages import estimate_cut_off, message_dicts, record_result
 from ._patches import install as install_patches
 from ._patches import install_run_contexts
 from ._plugin import install_deferred
@@ -254,7 +254,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     # ---- model calls --------------------------------------------------------------------------
 
     def _start_model(self, client: agentwatch.Client, run_id: UUID, parent_run_id: UUID | None, name: str,
-                     metadata: Mapping[str, Any], invocation: Mapping[str, Any], prompt: Any) -> None:
+                     metadata: Mapping[str, Any], invocation: Mapping[str, Any], prompt: Any, request: Any) -> None:
         parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
         if parent is not None:
             scopes, parent_span, parent_in_graph = parent.scopes, parent.span, parent.in_graph
@@ -284,14 +284,14 @@ class AgentWatchHandler(BaseCallbackHandler):
         except CircuitBreakerException as error:
             if pausable:
                 interrupt_for_budget(error)  # raises GraphInterrupt; returns only with an answer applied
-                self._start_model(client, run_id, parent_run_id, name, metadata, invocation, prompt)
+                self._start_model(client, run_id, parent_run_id, name, metadata, invocation, prompt, request)
                 return
             raise (graph_block(error) if in_graph else error) from None
         # The model's HTTP request runs in this same context: a lower layer (the HTTP plugin) finds this call there
         # and adds to it instead of counting the request a second time. The model's entry point restores the
         # caller's context when it returns (_patches), so the activation never outlives the model's own code.
         call.activate()
-        RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph)
+        RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph, request)
 
     # The keywords LangChain passes are parameters here, not left to ``**kwargs``: CPython matches a keyword that
     # lands in ``**kwargs`` by comparing it with every parameter name, and builds the dict, on every model call.
@@ -307,7 +307,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
             self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
-                              prompt)
+                              prompt, messages)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_chat_model_start")
 
@@ -322,7 +322,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
             self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
-                              prompt)
+                              prompt, prompts)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_llm_start")
 
@@ -353,8 +353,13 @@ class AgentWatchHandler(BaseCallbackHandler):
         run = RUNS.pop(run_id, None)
         if run is None or run.call is None:
             return
-        run.call.deactivate()
-        run.call.end(error=error)
+        call = run.call
+        call.deactivate()
+        if not isinstance(error, Exception) and not (call.span.input_tokens or call.span.output_tokens):
+            # Cut off by the caller (a stream left by break, a cancelled task) before any usage came: the request was
+            # sent, and the provider's own stream may end after this (an async one when the loop closes it).
+            estimate_cut_off(call, run.request, kwargs.get("response"))
+        call.end(error=error)
 
     # ---- tools and retrievers -----------------------------------------------------------------
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentwatch import LLMCall
+from agentwatch.instrumentation import estimate_request_tokens, estimate_tokens
 
 if TYPE_CHECKING:  # not at run time: importing this module must not import LangChain (see _plugin)
     from langchain_core.outputs import LLMResult
 
-__all__ = ["record_result", "message_dicts", "output_text"]
+__all__ = ["record_result", "message_dicts", "output_text", "estimate_cut_off"]
 
 
 def record_result(call: LLMCall, response: LLMResult, capture: bool) -> str | None:
@@ -49,6 +50,18 @@ def record_result(call: LLMCall, response: LLMResult, capture: bool) -> str | No
     if not finish_reason and generation is not None and generation.generation_info:
         finish_reason = generation.generation_info.get("finish_reason")
     return finish_reason  # type: ignore[no-any-return]
+
+
+def estimate_cut_off(call: LLMCall, request: Any, response: Any) -> None:
+    """Charge a call cut off before any usage came from an estimate: its messages (``list[list[message]]``) or prompts,
+    and the text LangChain had streamed by then (``response``, the chunks merged)."""
+    if request and isinstance(request[0], list):
+        body: dict[str, Any] = {"messages": message_dicts(request)}
+    else:
+        body = {"prompt": list(request or ())}
+    text = output_text(response) if getattr(response, "generations", None) is not None else None
+    call.set_attribute("stream_incomplete", True)
+    call.estimate_usage(estimate_request_tokens(body), estimate_tokens(text or ""))
 
 
 def message_dicts(messages: list[list[Any]]) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ class Run:
     scopes: tuple[AgentScope, ...] = ()
     call: LLMCall | None = None
     in_graph: bool = False
+    #: A model call's messages (or prompts): what it cost, if it is cut off before any usage comes.
+    request: Any = None
 
 
 def entered(run: Run) -> tuple[Token[Any], ...]:
