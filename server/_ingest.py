@@ -74,24 +74,37 @@ def inflate(body: bytes | bytearray, encoding: str | None, cap: int) -> bytes | 
     try:
         while data:
             decompressor = zlib.decompressobj(wbits)
-            while data:
-                out += decompressor.decompress(data, _INFLATE_CHUNK)
-                if len(out) > cap:
-                    raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
-                data = decompressor.unconsumed_tail
-            if not decompressor.eof:
-                out += decompressor.flush()
-                if not decompressor.eof:
-                    raise IngestError(400, "truncated compressed body")
-                if len(out) > cap:
-                    raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
+            data = _inflate_member(decompressor, data, out, cap)
             # Concatenated gzip members are legal; anything else after the stream is garbage.
-            data = decompressor.unused_data
             if data and not data.startswith(b"\x1f\x8b"):
                 break
     except zlib.error as error:
         raise IngestError(400, f"body is not valid {coding}: {error}") from None
     return out
+
+
+def _inflate_member(decompressor: zlib._Decompress, data: bytes | bytearray, out: bytearray, cap: int) -> bytes:
+    """Inflate the one compressed stream at the start of ``data`` into ``out``; what follows it is returned.
+
+    The loop ends at the stream's end (``eof``), not when the input looks used up: once a stream has ended,
+    CPython leaves the input that came after it in ``unconsumed_tail`` as well as in ``unused_data``, and
+    ``decompress`` then returns nothing for ever."""
+    while not decompressor.eof and data:
+        before = len(data)
+        chunk = decompressor.decompress(data, _INFLATE_CHUNK)
+        out += chunk
+        if len(out) > cap:
+            raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
+        data = decompressor.unconsumed_tail
+        if not chunk and len(data) == before:  # zlib took nothing and gave nothing: it never will
+            raise IngestError(400, "compressed body makes no progress")
+    if not decompressor.eof:
+        out += decompressor.flush()
+        if not decompressor.eof:
+            raise IngestError(400, "truncated compressed body")
+        if len(out) > cap:
+            raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
+    return decompressor.unused_data
 
 
 def _upper_bound_of_values(raw: bytes | bytearray) -> int:
