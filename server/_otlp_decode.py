@@ -12,7 +12,9 @@ import dataclasses
 import json
 from typing import Any
 
-__all__ = ["OtlpSpan", "OtlpDecodeError", "decode_protobuf", "decode_json"]
+from ._otlp_wire import WireError, fields_within
+
+__all__ = ["OtlpSpan", "OtlpDecodeError", "OtlpTooLargeError", "decode_protobuf", "decode_json"]
 
 #: OTLP span status codes: 0 unset, 1 ok, 2 error.
 STATUS_ERROR = 2
@@ -20,6 +22,10 @@ STATUS_ERROR = 2
 
 class OtlpDecodeError(ValueError):
     """The body is not an ``ExportTraceServiceRequest`` in the declared encoding."""
+
+
+class OtlpTooLargeError(OtlpDecodeError):
+    """The request holds more spans or values than one request may."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,10 +65,16 @@ def _pb_attributes(items: Any) -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in items}
 
 
-def decode_protobuf(body: bytes, max_spans: int) -> list[OtlpSpan]:
+def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> list[OtlpSpan]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+    try:
+        within = fields_within(body, max_values)
+    except WireError as error:
+        raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest: {error}") from None
+    if not within:
+        raise OtlpTooLargeError(f"more than {max_values} values in one request; send smaller batches")
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
@@ -75,7 +87,7 @@ def decode_protobuf(body: bytes, max_spans: int) -> list[OtlpSpan]:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
                 if len(spans) >= max_spans:
-                    raise OtlpDecodeError(f"at most {max_spans} spans per request")
+                    raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                 spans.append(OtlpSpan(
                     span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None, span.name,
                     span.kind, span.start_time_unix_nano, span.end_time_unix_nano, _pb_attributes(span.attributes),
@@ -139,7 +151,7 @@ def decode_json(body: bytes, max_spans: int) -> list[OtlpSpan]:
                 scope = str((scope_spans.get("scope") or {}).get("name", ""))
                 for span in scope_spans.get("spans") or []:
                     if len(spans) >= max_spans:
-                        raise OtlpDecodeError(f"at most {max_spans} spans per request")
+                        raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                     status = span.get("status") or {}
                     spans.append(OtlpSpan(
                         _json_id(span.get("traceId"), 16) or "", _json_id(span.get("spanId"), 8) or "",

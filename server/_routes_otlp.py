@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ._crons import learn_from_spans
-from ._ingest import IngestError, inflate, strip_text
+from ._ingest import IngestError, check_shape, inflate, strip_text
 from ._model import NativeSpan, SpanRecord, to_record
-from ._otlp_decode import OtlpDecodeError, decode_json, decode_protobuf
+from ._otlp_decode import OtlpDecodeError, OtlpTooLargeError, decode_json, decode_protobuf
 from ._otlp_semconv import to_native_span
 from ._routes_ingest import read_capped_body
 from ._state import AppState, app_state
@@ -31,10 +31,13 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
     settings = state.settings
     raw = inflate(body, encoding, settings.max_inflated_bytes)
     try:
-        spans = (decode_protobuf if protobuf else decode_json)(bytes(raw), settings.max_spans_per_request)
+        if protobuf:
+            spans = decode_protobuf(bytes(raw), settings.max_spans_per_request, settings.max_json_values)
+        else:
+            check_shape(raw, settings.max_spans_per_request, settings.max_json_values)
+            spans = decode_json(bytes(raw), settings.max_spans_per_request)
     except OtlpDecodeError as error:
-        status = 413 if "at most" in str(error) else 400
-        raise IngestError(status, str(error)) from None
+        raise IngestError(413 if isinstance(error, OtlpTooLargeError) else 400, str(error)) from None
     records: list[SpanRecord] = []
     rejected, first_error = 0, ""
     for span in spans:

@@ -21,6 +21,7 @@ import pytest
 from agentwatch.server import ServerHandle, Settings, start_background
 
 ROOT = Path(__file__).resolve().parents[2]
+_PROTOBUF = "application/x-protobuf"
 
 _PROGRAM = '''
 import os, sys
@@ -210,3 +211,61 @@ def test_api_key_and_zero_data_retention(settings: Settings) -> None:
         assert "ccc1ccc1ccc1ccc1" in stored and "secret" not in stored
     finally:
         handle.stop()
+
+
+def _empty_values(count: int) -> dict[str, Any]:
+    return {"arrayValue": {"values": [{"arrayValue": {}} for _ in range(count)]}}
+
+
+def _protobuf(body: bytes) -> bytes:
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ParseDict(json.loads(body), ExportTraceServiceRequest()).SerializeToString()
+
+
+def test_values_are_capped_per_request_in_both_encodings(settings: Settings) -> None:
+    handle = start_background("127.0.0.1", 0, settings=settings.replace(max_json_values=2_000))
+    try:
+        # ids in base64, which both the protobuf JSON mapping and the collector's OTLP/JSON reader take
+        span = {"traceId": "W47/95gDgQPSabYzgT/GDA==", "spanId": "qqqqqqqqqqo=", "name": "chat",
+                "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"}
+        bomb = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+            {**span, "attributes": [{"key": "x", "value": _empty_values(3_000)}]}]}]}]}).encode()
+        for content_type, body in (("application/json", bomb), (_PROTOBUF, _protobuf(bomb))):
+            for encoding in ({}, {"Content-Encoding": "gzip"}):
+                sent = gzip.compress(body) if encoding else body
+                status, answer = _post(handle, sent, content_type, encoding)
+                assert status == 413 and b"values in one request" in answer, (content_type, encoding, answer)
+        assert _get(handle, "/api/traces")["total"] == 0
+        # Within the cap, a body long enough to be counted (a long string is one value) is stored.
+        fine = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+            {**span, "attributes": [{"key": "text", "value": {"stringValue": "x" * 20_000}},
+                                    {"key": "list", "value": _empty_values(100)}]}]}]}]}).encode()
+        assert _post(handle, _protobuf(fine), _PROTOBUF)[0] == 200
+        assert _get(handle, "/api/traces")["total"] == 1
+    finally:
+        handle.stop()
+
+
+def test_a_protobuf_bomb_is_refused_at_the_default_caps(collector: ServerHandle) -> None:
+    """The probe's request: one attribute of 5.5 million empty values, 22 MB inflated from 21 KB of gzip (it was
+    stored, at +1 GB of memory)."""
+
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+        def varint(value: int) -> bytes:
+            out = bytearray()
+            while value > 0x7F:
+                out.append(value & 0x7F | 0x80)
+                value >>= 7
+            return bytes(out) + bytes([value])
+
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    empty_array = field(1, field(5, b""))  # ArrayValue.values: an AnyValue holding an empty array
+    attribute = field(1, b"k") + field(2, field(5, empty_array * 5_500_000))
+    span = field(1, bytes(range(16))) + field(2, bytes(range(8))) + field(5, b"s") + field(9, attribute)
+    body = gzip.compress(field(1, field(2, field(2, span))))
+    status, answer = _post(collector, body, _PROTOBUF, {"Content-Encoding": "gzip"})
+    assert status == 413 and b"values in one request" in answer
+    assert _get(collector, "/api/traces")["total"] == 0
