@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
+from ._span_content import content_problem
 
 __all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "strip_text", "strip_text_from"]
 
@@ -234,14 +235,23 @@ def _parse_slowly(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
     single = not isinstance(document, list)
     for index, item in enumerate(items):
         try:
-            records.append(to_record(SPAN_ONE.validate_python(item)))
+            record = to_record(SPAN_ONE.validate_python(item))
         except ValidationError as error:
             rejected += 1
             for detail in error.errors(include_url=False, include_input=False)[:3]:
                 errors.append(_error(None if single else index, detail["msg"], _location(detail["loc"])))
+            continue
         except ValueError as error:
             rejected += 1
             errors.append(_error(None if single else index, str(error)))
+            continue
+        # The only ingest path on which lone surrogates and very deep values get this far (_span_content).
+        problem = content_problem(record)
+        if problem is None:
+            records.append(record)
+        else:
+            rejected += 1
+            errors.append(_error(None if single else index, problem[1], problem[0]))
     return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], rejected)
 
 

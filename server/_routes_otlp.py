@@ -17,6 +17,7 @@ from ._model import NativeSpan, SpanRecord, to_record
 from ._otlp_decode import OtlpDecodeError, OtlpTooLargeError, decode_json, decode_protobuf
 from ._otlp_semconv import to_native_span
 from ._routes_ingest import read_capped_body
+from ._span_content import content_problem
 from ._state import AppState, app_state
 
 __all__ = ["router"]
@@ -42,10 +43,17 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
     rejected, first_error = 0, ""
     for span in spans:
         try:
-            records.append(to_record(NativeSpan.model_validate(to_native_span(span))))
+            record = to_record(NativeSpan.model_validate(to_native_span(span)))
         except (ValidationError, ValueError) as error:
             rejected += 1
             first_error = first_error or f"span {span.span_id or '?'}: {str(error).splitlines()[0]}"
+            continue
+        problem = content_problem(record)
+        if problem is None:
+            records.append(record)
+        else:
+            rejected += 1
+            first_error = first_error or f"span {span.span_id or '?'}: {problem[0]}: {problem[1]}"
     return records, rejected, first_error
 
 
