@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -120,6 +123,21 @@ def _add_span_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON escaped to ASCII: a lone UTF-16 surrogate the client sent (valid JSON) goes back as the escape it came
+    in, where UTF-8 cannot encode it at all."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def _invalid_request(request: Request, error: Exception) -> Response:
+    # FastAPI's own answer (422, the errors with the input they quote), which failed with a 500 when that input
+    # held a lone surrogate.
+    assert isinstance(error, RequestValidationError)
+    return _AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+
 _GC_THRESHOLD = 20_000
 
 
@@ -161,6 +179,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
     # /docs is served below from local files; ReDoc is not offered (it injects <style> elements the CSP forbids).
     app = FastAPI(title="AgentWatch collector", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Ingest, store and query LLM agent traces; alerts, breakers and signed reports.")
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.state.agentwatch = state
     app.state.maintenance = maintenance
     for module in (_routes_ingest, _routes_otlp, _routes_query, _routes_alerts, _routes_reports, _routes_crons,

@@ -13,6 +13,7 @@ from ._control import overrides_in_force
 from ._datamodel import Condition
 from ._ingest import strip_text_from
 from ._notify import validate_webhook_url
+from ._span_content import free_form_problem
 from ._state import app_state, time_param
 
 __all__ = ["router", "AlertRuleIn", "AlertRulePatch", "SdkAlert"]
@@ -125,6 +126,16 @@ class SdkAlert(BaseModel):
     event: Annotated[str, Field(max_length=64)] | None = None
     from_state: Annotated[str, Field(max_length=64)] | None = None
     to_state: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> SdkAlert:
+        # Its loosely typed values are stored as JSON, as span attributes are: the same text and depth rules apply.
+        loose = {"reason": self.reason, "threshold": self.threshold, "current": self.current, "state": self.state,
+                 **(self.model_extra or {})}
+        problem = free_form_problem(loose)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return self
 
 
 @router.get("/api/alerts")

@@ -1,6 +1,6 @@
-"""Free-form span content (attributes, input, output) that cannot be stored or read back: values nested past the
-cap. Such a span is rejected by itself, over HTTP to a running collector; its neighbours are stored and the trace
-stays readable."""
+"""Free-form span content (attributes, input, output) that cannot be stored or read back: a lone UTF-16 surrogate,
+values nested past the cap. Such a span is rejected by itself, over HTTP to a running collector; its neighbours are
+stored and the trace stays readable."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from agentwatch.server._span_content import MAX_NESTING
 from tests.server.aw_helpers import SpanFactory, new_trace_id
 
 JSON = {"Content-Type": "application/json"}
+LONE = "x\udc00"  # json.dumps writes it as the escape "x\\udc00": valid JSON, not valid Unicode
 READS = ("", "/spans", "/graph", "/compliance-score", "/compliance-report")
 
 
@@ -35,6 +36,33 @@ def _stored_ids(client: httpx.Client, trace_id: str) -> set[str]:
     answer = client.get(f"/api/traces/{trace_id}/spans")
     assert answer.status_code == 200, answer.text
     return {span["span_id"] for span in answer.json()["spans"]}
+
+
+def test_a_lone_surrogate_rejects_its_span_only(server: ServerHandle, make_span: SpanFactory) -> None:
+    trace_id = new_trace_id()
+    good = make_span(trace_id=trace_id, attributes={"emoji": "\U0001f600"})  # a valid pair, escaped by json.dumps
+    batch = [good,
+             make_span(trace_id=trace_id, attributes={"k": LONE}),
+             make_span(trace_id=trace_id, attributes={"nested": {LONE: 1}}),
+             make_span(trace_id=trace_id, input=[{"role": "user", "content": LONE}]),
+             make_span(trace_id=trace_id, output=LONE)]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answer = client.post("/api/ingest", content=json.dumps(batch).encode(), headers=JSON)
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        assert (body["accepted"], body["rejected"]) == (1, 4)
+        fields = {error["index"]: error["field"] for error in body["errors"]}
+        assert fields == {1: "attributes.k", 2: "attributes.nested", 3: "input.0.content", 4: "output"}
+        assert all("surrogate" in error["message"] for error in body["errors"])
+        assert _stored_ids(client, trace_id) == {good["span_id"]}
+
+        otlp_trace = "5b8efff798038103d269b633813fc60e"
+        otlp = _otlp(otlp_trace, [{"key": "k", "value": {"stringValue": LONE}}])
+        answer = client.post("/v1/traces", content=otlp, headers=JSON)
+        assert answer.status_code == 200, answer.text
+        partial = answer.json()["partialSuccess"]
+        assert partial["rejectedSpans"] == "1" and "attributes.k" in partial["errorMessage"]
+        assert _stored_ids(client, otlp_trace) == {"a" * 16}
 
 
 def test_values_nested_past_the_cap_are_rejected_and_the_trace_stays_readable(server: ServerHandle,
@@ -70,3 +98,18 @@ def test_values_nested_past_the_cap_are_rejected_and_the_trace_stays_readable(se
         assert partial["rejectedSpans"] == "1" and "levels deep" in partial["errorMessage"]
         for read in READS:
             assert client.get(f"/api/traces/{otlp_trace}{read}").status_code == 200, read
+
+
+def test_other_bodies_with_a_lone_surrogate_get_a_422_not_a_500(server: ServerHandle) -> None:
+    alert = {"scope": "agent", "scope_id": "writer", "reason": "budget_per_hour", "threshold": 5, "current": 7.5,
+             "blocked": True, "timestamp": 1_700_000_000.0}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        # Free-form alert details are stored as JSON, as span attributes are.
+        answer = client.post("/api/alerts/sdk-alert", content=json.dumps({**alert, "details": {"k": LONE}}),
+                             headers=JSON)
+        assert answer.status_code == 422 and "details.k" in answer.text, answer.text
+        # A typed field: pydantic refuses it, and the error that quotes it can still be sent.
+        answer = client.post("/api/alerts/sdk-alert", content=json.dumps({**alert, "scope": LONE}), headers=JSON)
+        assert answer.status_code == 422 and answer.json()["detail"][0]["input"] == LONE
+        assert client.post("/api/alerts/sdk-alert", json=alert).status_code == 202
+        assert len(client.get("/api/alerts/history").json()["history"]) == 1
