@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from ._app import create_app
+from ._read_timeouts import protocol_with_read_timeout
 from ._settings import Settings
 from ._store import Store
 
@@ -74,7 +75,8 @@ def start_background(host: str = "127.0.0.1", port: int = 0, db_path: str | Path
     actual_port = sock.getsockname()[1]
     settings = settings.replace(port=actual_port)
     app = create_app(store=store, settings=settings)
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False)
+    config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False,
+                            http=protocol_with_read_timeout(settings.read_timeout_seconds))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="agentwatch-server",
                               daemon=True)

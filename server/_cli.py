@@ -143,6 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ._app import create_app
     from ._backends import open_store, store_location
     from ._balance import BOARD_ENV, create_board_file
+    from ._read_timeouts import protocol_with_read_timeout
 
     mode = "local mode, no API key" if settings.local_mode else "API key or token required on /api"
     where = store_location(settings)
@@ -158,7 +159,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[BOARD_ENV] = str(board)
         try:
             uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
-                        port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug")
+                        port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug",
+                        http="agentwatch.server._read_timeouts:WorkerProtocol")
         finally:
             os.environ.pop(BOARD_ENV, None)
             board.unlink(missing_ok=True)
@@ -172,7 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(store=store, settings=settings)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                                access_log=args.log_level == "debug", lifespan="on")
+                                access_log=args.log_level == "debug", lifespan="on",
+                                http=protocol_with_read_timeout(settings.read_timeout_seconds))
         from ._live import stop_live_streams
 
         class _Server(uvicorn.Server):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ._control import CONTROL_HEADER
 from ._crons import learn_from_spans
@@ -99,8 +100,12 @@ async def read_capped_body(request: Request, limit: int) -> bytearray:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise IngestError(413, f"body larger than {limit} bytes; send smaller batches")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise IngestError(413, f"body larger than {limit} bytes; send smaller batches")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise IngestError(413, f"body larger than {limit} bytes; send smaller batches")
+    except ClientDisconnect:
+        # Gone, or disconnected for stalling (_read_timeouts): the answer is never read, but ends the request.
+        raise IngestError(400, "the client disconnected before its body arrived") from None
     return body

@@ -69,6 +69,9 @@ class Settings:
     max_spans_per_request: int = 10_000
     #: JSON values (objects, arrays, strings, numbers...) per request: each costs 30-70 bytes once parsed.
     max_json_values: int = 1_000_000
+    #: Seconds a request's headers may take to arrive, and a body may pause; a client slower than that is
+    #: disconnected (with 408), which frees what its request held.
+    read_timeout_seconds: float = 30.0
     signing_key_path: Path | None = None
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -132,6 +135,7 @@ class Settings:
             ("AGENTWATCH_MAX_INFLATED_BYTES", "max_inflated_bytes", int),
             ("AGENTWATCH_MAX_SPANS_PER_REQUEST", "max_spans_per_request", int),
             ("AGENTWATCH_MAX_JSON_VALUES", "max_json_values", int),
+            ("AGENTWATCH_READ_TIMEOUT", "read_timeout_seconds", float),
             ("AGENTWATCH_ALERT_INTERVAL", "alert_interval_seconds", float),
             ("SMTP_PORT", "smtp_port", int),
         ):
@@ -163,6 +167,8 @@ class Settings:
             raise ValueError(f"port out of range: {self.port}")
         if min(self.max_body_bytes, self.max_inflated_bytes, self.max_spans_per_request, self.max_json_values) <= 0:
             raise ValueError("body limits must be positive")
+        if not self.read_timeout_seconds > 0:
+            raise ValueError(f"AGENTWATCH_READ_TIMEOUT must be > 0 seconds, got {self.read_timeout_seconds!r}")
         if self.store_url is not None and not self.store_url.startswith(
                 ("chdb://", "clickhouse://", "clickhouses://")):
             raise ValueError(f"--store must be chdb:///dir or clickhouse://host:8123/db, got {self.store_url!r}")

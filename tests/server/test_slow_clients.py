@@ -1,0 +1,102 @@
+"""Clients that stop sending a request are disconnected after the read timeout (AGENTWATCH_READ_TIMEOUT), over real
+sockets to a running collector with a short timeout; slow clients that keep sending are served."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentwatch.server import ServerHandle, Settings, start_background
+from tests.server.aw_helpers import SpanFactory
+
+TIMEOUT = 1.0
+# Long enough to tell a disconnect from a collector that waits for ever, short enough for a fast test.
+PATIENCE = TIMEOUT + 4
+
+
+@pytest.fixture
+def quick(tmp_path: Path, signing_key: Path) -> Iterator[ServerHandle]:
+    settings = Settings(db_path=tmp_path / "slow.db", signing_key_path=signing_key, read_timeout_seconds=TIMEOUT,
+                        alert_interval_seconds=3600, alert_min_interval_seconds=3600)
+    handle = start_background(settings=settings)
+    yield handle
+    handle.stop()
+
+
+def _connect(handle: ServerHandle) -> socket.socket:
+    connection = socket.create_connection((handle.host, handle.port), timeout=PATIENCE)
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return connection
+
+
+def _answer_then_close(connection: socket.socket) -> bytes:
+    """All the collector sends until it closes the connection; fails if it is still open after PATIENCE s."""
+    received = b""
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        connection.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = connection.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            return received
+        received += chunk
+    pytest.fail(f"the connection is still open after {PATIENCE} s (received {received[:80]!r})")
+
+
+def _head(path: str, length: int) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def test_headers_must_arrive_within_the_timeout_even_a_byte_at_a_time(quick: ServerHandle) -> None:
+    stalled = _connect(quick)
+    stalled.sendall(b"POST /api/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+    started = time.monotonic()
+    assert _answer_then_close(stalled).startswith(b"HTTP/1.1 408 ")
+    assert TIMEOUT * 0.9 <= time.monotonic() - started
+    # Each byte within the timeout of the last, the whole header not: the deadline is not pushed back.
+    trickle = _connect(quick)
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        for byte in _head("/api/ingest", 2):
+            trickle.sendall(bytes([byte]))
+            time.sleep(TIMEOUT / 5)
+            assert time.monotonic() - started < PATIENCE, "still open"
+    assert time.monotonic() - started < TIMEOUT + 2
+
+
+def test_a_body_that_stops_arriving_is_dropped_and_a_slow_one_is_served(quick: ServerHandle,
+                                                                         make_span: SpanFactory) -> None:
+    for path in ("/api/ingest", "/v1/traces"):
+        stalled = _connect(quick)
+        stalled.sendall(_head(path, 1_000_000) + b"[" + b" " * 500_000)
+        assert _answer_then_close(stalled).startswith(b"HTTP/1.1 408 "), path
+    # A body that keeps coming, each pause shorter than the timeout, all of it longer: stored.
+    body = json.dumps([make_span()]).encode()
+    slow = _connect(quick)
+    slow.sendall(_head("/api/ingest", len(body)))
+    pieces = [body[index:index + len(body) // 4 + 1] for index in range(0, len(body), len(body) // 4 + 1)]
+    for piece in pieces:
+        time.sleep(TIMEOUT / 2)
+        slow.sendall(piece)
+    answer = slow.recv(65536)
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 202 "), answer
+    with httpx.Client(base_url=quick.url, timeout=10) as client:
+        assert client.get("/api/metrics").json()["spans"] == 1
+
+
+def test_the_read_timeout_is_configured_from_the_environment() -> None:
+    assert Settings.from_env({}).read_timeout_seconds == 30.0
+    assert Settings.from_env({"AGENTWATCH_READ_TIMEOUT": "2.5"}).read_timeout_seconds == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ValueError, match="AGENTWATCH_READ_TIMEOUT"):
+            Settings.from_env({"AGENTWATCH_READ_TIMEOUT": bad})
