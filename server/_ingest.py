@@ -15,21 +15,10 @@ from pydantic_core import from_json
 from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
 from ._span_content import content_problem
 
-__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "strip_text", "strip_text_from"]
+__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans"]
 
 _MAX_REPORTED_ERRORS = 20
-# Zero data retention keeps a string only under a key known to hold no free text: ids, times, names, models,
-# providers, states. Every other string, at any depth and in any shape a client sends, is dropped (an allowlist:
-# a list of text keys always misses the next client's). The last dotted segment of a key is what is matched.
-_ZDR_KEYS = frozenset({
-    "id", "name", "model", "provider", "system", "status", "kind", "type", "role", "event", "scope", "state",
-    "from_state", "to_state", "reason", "finish_reason", "stop_reason", "code", "method", "operation", "unit",
-    "currency", "version", "framework", "language", "scheme", "route", "port", "compliance_flags", "dedup_key",
-    "severity_text", "level", "trace_state", "sampled", "timestamp", "time", "date", "month", "hour",
-})
-_ZDR_SUFFIXES = ("_id", "_ids", "_name", "_model", "_provider", "_type", "_kind", "_status", "_state", "_reason",
-                 "_time", "_at", "_ns", "_ms", "_version", "_code", "_count", "_tokens", "_usd")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}").fullmatch
+
 
 class IngestError(Exception):
     """A request that is refused as a whole; nothing of it is stored."""
@@ -253,51 +242,3 @@ def _parse_slowly(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
             rejected += 1
             errors.append(_error(None if single else index, problem[1], problem[0]))
     return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], rejected)
-
-
-def _keeps_text(key: str) -> bool:
-    last = key.lower().rsplit(".", 1)[-1]
-    return last in _ZDR_KEYS or last.endswith(_ZDR_SUFFIXES)
-
-
-def _scrub(value: Any, keep_text: bool) -> tuple[Any, bool]:
-    """``value`` without the strings zero data retention drops, and whether anything was dropped."""
-    if isinstance(value, str):
-        return (value, False) if keep_text else (None, True)
-    if isinstance(value, dict):
-        kept: dict[str, Any] = {}
-        dropped = False
-        for key, item in value.items():
-            # A key that is not an identifier is itself text ({"<the prompt>": 1}).
-            if not isinstance(key, str) or not _PLAIN_KEY(key):
-                dropped = True
-                continue
-            clean, lost = _scrub(item, _keeps_text(key))
-            dropped |= lost
-            # A key whose whole value was text goes too (its container left empty says nothing).
-            if not lost or (clean is not None and clean != [] and clean != {}):
-                kept[key] = clean
-        return kept, dropped
-    if isinstance(value, list):
-        items = [_scrub(item, keep_text) for item in value]
-        return [clean for clean, _ in items if clean is not None], any(lost for _, lost in items)
-    return value, False
-
-
-def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
-    """Zero data retention for other payloads (SDK alerts): the same allowlist as for spans."""
-    kept, _ = _scrub(payload, False)
-    return dict(kept)
-
-
-def strip_text(record: SpanRecord) -> None:
-    """Zero data retention: keep ids, times, names, models, providers, states and numbers; drop every other string
-    value (prompts, outputs, tool arguments, event contents...), whatever shape the client sent it in."""
-    stripped = record.input is not None or record.output is not None
-    record.input = None
-    record.output = None
-    attributes, lost = _scrub(record.attributes, False)
-    attributes["agentwatch.zero_data_retention"] = True
-    if stripped or lost:
-        attributes["agentwatch.text_stripped"] = True
-    record.attributes = attributes

@@ -11,10 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ._control import overrides_in_force
 from ._datamodel import Condition
-from ._ingest import strip_text_from
 from ._notify import validate_webhook_url
 from ._span_content import free_form_problem
 from ._state import app_state, time_param
+from ._zero_retention import strip_text_from
 
 __all__ = ["router", "AlertRuleIn", "AlertRulePatch", "SdkAlert"]
 

@@ -12,8 +12,9 @@ from starlette.requests import ClientDisconnect
 
 from ._control import CONTROL_HEADER
 from ._crons import learn_from_spans
-from ._ingest import IngestError, check_shape, inflate, parse_spans, strip_text
+from ._ingest import IngestError, check_shape, inflate, parse_spans
 from ._state import AppState, app_state
+from ._zero_retention import strip_text
 
 __all__ = ["router", "IngestAnswer", "read_capped_body"]
 

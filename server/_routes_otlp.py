@@ -12,13 +12,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ._crons import learn_from_spans
-from ._ingest import IngestError, check_shape, inflate, strip_text
+from ._ingest import IngestError, check_shape, inflate
 from ._model import NativeSpan, SpanRecord, to_record
 from ._otlp_decode import OtlpDecodeError, OtlpTooLargeError, decode_json, decode_protobuf
 from ._otlp_semconv import to_native_span
 from ._routes_ingest import read_capped_body
 from ._span_content import content_problem
 from ._state import AppState, app_state
+from ._zero_retention import strip_text
 
 __all__ = ["router"]
 

@@ -15,7 +15,7 @@ import pytest
 from agentwatch.server import ServerHandle, Settings, start_background
 from tests.server.aw_helpers import SpanFactory, new_span_id, new_trace_id
 
-SECRETS = [f"SECRET{index:02d}zdr" for index in range(40)]
+SECRETS = [f"SECRET{index:02d}zdr" for index in range(60)]
 
 
 def secret(index: int) -> str:
@@ -115,3 +115,59 @@ def test_sdk_alerts_keep_no_text_either(zdr_server: ServerHandle, tmp_path: Path
         if path.name.startswith("zdr.db"):
             data = path.read_bytes()
             assert SECRETS[32].encode() not in data and SECRETS[33].encode() not in data, path
+
+
+def _database_secrets(handle: ServerHandle, folder: Path) -> dict[str, list[str]]:
+    handle.stop()  # checkpoints the WAL; its file is read too, in case it was not
+    return {path.name: [s for s in SECRETS if s.encode() in path.read_bytes()]
+            for path in folder.iterdir() if path.name.startswith("zdr.db")}
+
+
+def test_text_under_keys_that_usually_hold_labels_is_dropped(zdr_server: ServerHandle, make_span: SpanFactory,
+                                                            tmp_path: Path) -> None:
+    """A system prompt or code under keys that elsewhere hold a provider's name or a status code, sentences where
+    enumerations are expected, text where numbers are: dropped, even when written as one word."""
+    trace_id = new_trace_id()
+    native = make_span(trace_id=trace_id, attributes={
+        "llm.request": {"model": "claude-sonnet-4", "system": f"{SECRETS[40]}_you_are_the_acme_bot",
+                        "messages": [{"role": "user", "content": secret(41)}]},
+        "tool": {"type": "code_interpreter_call", "code": f"{SECRETS[42]}_import_os"},
+        "gen_ai.system": SECRETS[43], "state": secret(44), "graph_state": [SECRETS[45]], "event": secret(46),
+        "stop_reason": secret(47), "compliance_flags": [secret(48), "art12"], "error_code": secret(49),
+        "gen_ai.usage.input_tokens": SECRETS[50], "created_at": f"noon, {SECRETS[51]}",
+        # What is kept: labels, one-word enumerations, flags, times, numbers.
+        "gen_ai.usage.output_tokens": 7, "finish_reason": "stop", "gen_ai.agent.name": "Senior Researcher",
+        "error_type": "RateLimitError", "updated_at": "2026-12-05T10:00:00Z"})
+    breaker = make_span(trace_id=trace_id, kind="breaker", name="breaker.transition", attributes={
+        "event": "trip", "from_state": "CLOSED", "to_state": "OPEN", "scope": "agent", "scope_id": "Senior Researcher",
+        "reason": "budget_per_hour", "threshold": 1.0, "current": 2.5, "breaker.reason": "budget_per_hour"})
+    otlp = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc6aa", "spanId": "a1a1a1a1a1a1a1a1", "name": "chat", "kind": 3,
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+        "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                       {"key": "gen_ai.request.system", "value": {"stringValue": SECRETS[52]}},
+                       {"key": "tool.code", "value": {"stringValue": SECRETS[53]}},
+                       {"key": "nested", "value": {"kvlistValue": {"values": [
+                           {"key": "system", "value": {"stringValue": SECRETS[54]}}]}}}]}]}]}]}
+    alert = {"scope": "agent", "scope_id": "writer", "reason": "budget_per_hour", "threshold": 5, "current": 7.5,
+             "blocked": True, "timestamp": time.time(), "details": {"system": SECRETS[55], "state": secret(56)}}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/ingest", json=[native, breaker]).json()["accepted"] == 2
+        assert client.post("/v1/traces", json=otlp).status_code == 200
+        assert client.post("/api/alerts/sdk-alert", json=alert).status_code == 202
+        spans = {span["kind"]: span for span in client.get(f"/api/traces/{trace_id}/spans").json()["spans"]}
+        (otlp_span,) = client.get("/api/traces/5b8efff798038103d269b633813fc6aa/spans").json()["spans"]
+        history = client.get("/api/alerts/history").json()["history"]
+    shown = json.dumps([spans, otlp_span, history])
+    assert not [s for s in SECRETS if s in shown]
+    kept = spans["llm"]["attributes"]
+    assert kept["llm.request"] == {"model": "claude-sonnet-4", "messages": [{"role": "user"}]}
+    assert kept["tool"] == {"type": "code_interpreter_call"}
+    assert kept["compliance_flags"] == ["art12"] and kept["gen_ai.usage.output_tokens"] == 7
+    assert (kept["finish_reason"], kept["gen_ai.agent.name"], kept["error_type"], kept["updated_at"]) == (
+        "stop", "Senior Researcher", "RateLimitError", "2026-12-05T10:00:00Z")
+    assert {key: spans["breaker"]["attributes"][key] for key in breaker["attributes"]} == breaker["attributes"]
+    assert otlp_span["attributes"]["gen_ai.request.model"] == "gpt-4o"
+    assert history[0]["scope_id"] == "writer" and "budget_per_hour" in json.dumps(history[0])
+    found = _database_secrets(zdr_server, tmp_path)
+    assert found and not any(found.values()), found

@@ -1,0 +1,123 @@
+"""Zero data retention: what the collector keeps of a span (or an SDK alert) when it must keep no text.
+
+An allowlist by key, at any depth and in any shape a client sends (a list of text keys always misses the next
+client's): numbers and booleans are kept; a string only under a key known to hold no free text, and only in the
+form that kind of key holds. The key's last dotted segment, lower-cased, is what is matched.
+
+- labels (``id``, ``name``, ``model``, ``provider``, ``version``, ``*_id``, ``*_name``, ...): one line of at most
+  256 characters;
+- enumerations (``status``, ``kind``, ``type``, ``role``, ``state``, ``reason``, ``event``, ``scope``, ``*_state``,
+  ``*_reason``, ``*_code``, ...): one word of at most 64 characters (``stop``, ``HALF_OPEN``, ``budget_per_hour``);
+  a sentence there is text, not a value of an enumeration, and so is a list (a graph's state, say);
+- flags (``compliance_flags``, ``*_flags``): words, alone or in a list;
+- times (``timestamp``, ``*_time``, ``*_at``, ...): digits and date and time separators only;
+- counts and amounts (``*_tokens``, ``*_count``, ``*_usd``, ``*_ms``, ...): numbers only.
+
+Keys that name text are not in the list, whatever a provider also sends under them: ``system`` (a system prompt in
+Anthropic's request, a provider's name in older OpenTelemetry conventions, which the span's provider keeps) and
+``code`` (a code interpreter's code, or a status code, which ``*_code`` keys keep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ._model import SpanRecord
+
+__all__ = ["strip_text", "strip_text_from"]
+
+_LABEL = re.compile(r"[^\n\r]{0,256}").fullmatch
+_WORD = re.compile(r"[A-Za-z0-9_.:/@+\-]{0,64}").fullmatch
+_TIME = re.compile(r"[0-9TZ:.,+\-/ ]{0,40}").fullmatch
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}").fullmatch
+
+Keep = Callable[[str], object]
+
+
+def _never(text: str) -> bool:
+    return False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Kind:
+    """A kind of key: which strings may stay under it, alone and in a list."""
+
+    keep: Keep
+    keep_in_list: Keep
+    keys: frozenset[str]
+    suffixes: tuple[str, ...]
+
+
+_KINDS = (
+    _Kind(_LABEL, _LABEL, frozenset({"id", "name", "model", "provider", "version", "route", "dedup_key",
+                                     "trace_state", "sampled"}),
+          ("_id", "_ids", "_name", "_model", "_provider", "_version")),
+    # One value each: a list under one of these is data (a graph's state, say), not an enumeration's value.
+    _Kind(_WORD, _never, frozenset({"status", "kind", "type", "role", "event", "scope", "state", "reason", "method",
+                                    "operation", "unit", "currency", "framework", "language", "scheme", "level",
+                                    "severity_text"}),
+          ("_type", "_kind", "_status", "_state", "_reason", "_code")),
+    _Kind(_WORD, _WORD, frozenset({"flags"}), ("_flags",)),
+    _Kind(_TIME, _never, frozenset({"timestamp", "time", "date", "month", "hour"}), ("_time", "_at")),
+    _Kind(_never, _never, frozenset({"port"}), ("_ns", "_ms", "_count", "_tokens", "_usd")),
+)
+_TEXT = _Kind(_never, _never, frozenset(), ())
+
+
+def _kind(key: str) -> _Kind:
+    """The kind of ``key``. The exact keys of every kind are tried before the suffixes, so ``trace_state`` is a
+    label although ``*_state`` are enumerations."""
+    last = key.lower().rsplit(".", 1)[-1]
+    for kind in _KINDS:
+        if last in kind.keys:
+            return kind
+    for kind in _KINDS:
+        if last.endswith(kind.suffixes):
+            return kind
+    return _TEXT
+
+
+def _scrub(value: Any, keep: Keep, keep_in_list: Keep) -> tuple[Any, bool]:
+    """``value`` without the strings zero data retention drops, and whether anything was dropped."""
+    if isinstance(value, str):
+        return (value, False) if keep(value) else (None, True)
+    if isinstance(value, dict):
+        kept: dict[str, Any] = {}
+        dropped = False
+        for key, item in value.items():
+            # A key that is not an identifier is itself text ({"<the prompt>": 1}).
+            if not isinstance(key, str) or not _PLAIN_KEY(key):
+                dropped = True
+                continue
+            kind = _kind(key)
+            clean, lost = _scrub(item, kind.keep, kind.keep_in_list)
+            dropped |= lost
+            # A key whose whole value was text goes too (its container left empty says nothing).
+            if not lost or (clean is not None and clean != [] and clean != {}):
+                kept[key] = clean
+        return kept, dropped
+    if isinstance(value, list):
+        items = [_scrub(item, keep_in_list, keep_in_list) for item in value]
+        return [clean for clean, _ in items if clean is not None], any(lost for _, lost in items)
+    return value, False
+
+
+def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
+    """Zero data retention for other payloads (SDK alerts): the same allowlist as for spans."""
+    kept, _ = _scrub(payload, _never, _never)
+    return dict(kept)
+
+
+def strip_text(record: SpanRecord) -> None:
+    """Zero data retention for a span: no input or output, and its attributes scrubbed by the allowlist."""
+    stripped = record.input is not None or record.output is not None
+    record.input = None
+    record.output = None
+    attributes, lost = _scrub(record.attributes, _never, _never)
+    attributes["agentwatch.zero_data_retention"] = True
+    if stripped or lost:
+        attributes["agentwatch.text_stripped"] = True
+    record.attributes = attributes
