@@ -86,6 +86,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    _end_dropped()
     _patcher.restore()
     while _inside:
         cell, inner = _inside.pop()
@@ -148,6 +149,8 @@ def _provider(model: str) -> str | None:
 
 def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LLMCall | None:
     """Check the limits and open the call; None if a call is already in flight (it gets the request)."""
+    if _dropped:
+        _end_dropped()  # charged before this call is checked
     try:
         if get_current_llm_call() is not None:  # a framework on top of LiteLLM opened it
             return None
@@ -214,6 +217,8 @@ def _raise_block_below(call: LLMCall, error: BaseException) -> None:
     LiteLLM's provider handler comes out of LiteLLM's exception mapping as its own error (``InternalServerError``), with
     the block as its context. The caller gets the block, as from any other layer; a Router's later attempts raise it
     too."""
+    if call.span.status != "blocked":  # refused during this call (top_up marks it); else a block in the context
+        return  # chain is an earlier one the program was handling when it made this call
     block = _block_in(error)
     if block is None:
         return
@@ -353,12 +358,14 @@ def _stream_anext(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _closing(stream: Any) -> None:
-    """Closed before its end (a ``break`` then ``close()``): charge what was streamed so far. LiteLLM closes a stream
-    itself at its end (``sent_last_chunk`` by then), just before the ``StopIteration`` that ends the call in full."""
+    """Closed (a ``break`` then ``close()``, or dropped): end the call with what was streamed so far. Incomplete only
+    before LiteLLM handed out the last chunk (``sent_last_chunk``, set with the ``finish_reason`` chunk; LiteLLM also
+    closes a stream itself at its end, just before the ``StopIteration``)."""
     try:
         call = stream.__dict__.get(_STREAM_CALL)
-        if call is not None and not call.ended and getattr(stream, "sent_last_chunk", None) is not True:
-            call.set_attribute("stream_incomplete", True)
+        if call is not None and not call.ended:
+            if getattr(stream, "sent_last_chunk", None) is not True:
+                call.set_attribute("stream_incomplete", True)
             _stream_ended(call, stream)
     except Exception:
         swallow_internal_error("the litellm plugin")
@@ -366,9 +373,34 @@ def _closing(stream: Any) -> None:
 
 def _stream_dropped(self: Any) -> None:
     """``CustomStreamWrapper.__del__``: a stream left unfinished without ``close()`` (a ``break`` out of its loop) is
-    charged when it is dropped, as ``close()`` charges it; else its call never ended (nothing charged, and a hard
-    budget's reservation held for the rest of the hour)."""
-    _closing(self)
+    charged once it is dropped, as ``close()`` charges it; else its call never ended (nothing charged, and a hard
+    budget's reservation held for the rest of the hour). What it streamed is read now; the call is ended later (at the
+    next LiteLLM call, before that call's check, or at ``shutdown()``): a dropped stream is cyclic garbage, finalised
+    by the collector at any allocation, perhaps while this thread holds the lock that ending a call takes."""
+    try:
+        call = self.__dict__.get(_STREAM_CALL)
+        if call is None or call.ended:
+            return
+        if getattr(self, "sent_last_chunk", None) is not True:
+            call.set_attribute("stream_incomplete", True)
+        finish_reason = read_stream(call, self)
+    except Exception:
+        swallow_internal_error("the litellm plugin")
+        return
+    _dropped.append((call, finish_reason))
+
+
+#: Calls of streams dropped unfinished, and their finish reasons: ended at the next safe point (``_end_dropped``).
+_dropped: list[tuple[LLMCall, str | None]] = []
+
+
+def _end_dropped() -> None:
+    while _dropped:
+        try:
+            call, finish_reason = _dropped.pop()
+        except IndexError:  # another thread took the last one
+            return
+        call.end(finish_reason=finish_reason)
 
 
 def _stream_del(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import weakref
 from typing import Any
 
 import litellm
@@ -67,45 +68,82 @@ def test_litellms_callbacks_see_what_they_see_without_agentwatch(stub_provider: 
     assert all(messages == [{"role": "user", "content": "hi"}] for _, messages in without)
 
 
-def _dropped_stream_span(memory: Any) -> dict[str, Any]:
-    """The span of a stream left unfinished, once it is dropped: LiteLLM's logging thread holds the stream a while."""
+def _collected(stream: weakref.ref[Any]) -> None:
+    """Wait until the collector has taken the dropped stream: LiteLLM's logging thread holds it a while."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while stream() is not None:
+        assert time.monotonic() < deadline, "the stream was never collected"
         gc.collect()
-        agentwatch.flush()
-        spans = llm_spans(memory)
-        if spans:
-            return spans[0]
-        time.sleep(0.05)
-    raise AssertionError("the stream's call was never ended")
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_stream_left_by_break_is_charged_when_dropped(stub_provider: Any, memory: Any, mode: str) -> None:
+def test_a_stream_left_by_break_is_charged_once_dropped(stub_provider: Any, memory: Any, mode: str) -> None:
+    """Charged before the next call is checked (not from the finaliser: it may run while a lock is held)."""
     agentwatch.init(exporters=[memory], budget_per_hour=0.000001, block_on_threshold=True)
     stub_provider.queue(Reply(content="alpha beta STOP gamma delta " * 5))
+    kwargs = {"model": OPENAI, "messages": PROMPT, "stream": True, "api_base": stub_provider.openai_base_url,
+              "api_key": "k"}
+    dropped: list[weakref.ref[Any]] = []
 
     async def read_async() -> None:
-        async for chunk in await litellm.acompletion(model=OPENAI, messages=PROMPT, stream=True,
-                                                     api_base=stub_provider.openai_base_url, api_key="k"):
+        stream = await litellm.acompletion(**kwargs)
+        dropped.append(weakref.ref(stream))
+        async for chunk in stream:
             if "STOP" in (chunk.choices[0].delta.content or ""):
                 break
 
-    if mode == "sync":
-        for chunk in litellm.completion(model=OPENAI, messages=PROMPT, stream=True,
-                                        api_base=stub_provider.openai_base_url, api_key="k"):
+    def read() -> None:
+        stream = litellm.completion(**kwargs)
+        dropped.append(weakref.ref(stream))
+        for chunk in stream:
             if "STOP" in (chunk.choices[0].delta.content or ""):
                 break
-        del chunk
-    else:
-        asyncio.run(read_async())
-    span = _dropped_stream_span(memory)
-    attributes = span["attributes"]
-    assert attributes["stream_incomplete"] and attributes["usage_estimated"]
-    assert span["input_tokens"] > 50 and span["cost_usd"] > 0.000001  # the prompt counted: LiteLLM saw it
+
+    read() if mode == "sync" else asyncio.run(read_async())
+    _collected(dropped[0])
     with pytest.raises(CircuitBreakerException):
         litellm.completion(**openai_kwargs(stub_provider))
     assert stub_provider.count() == 1
+    agentwatch.flush()
+    span = next(span for span in llm_spans(memory) if span["status"] == "ok")
+    attributes = span["attributes"]
+    assert attributes["stream_incomplete"] and attributes["usage_estimated"]
+    assert span["input_tokens"] > 50 and span["cost_usd"] > 0.000001  # the prompt counted: LiteLLM saw it
+
+
+def test_a_stream_closed_after_its_finish_chunk_ends_its_call(stub_provider: Any, memory: Any) -> None:
+    """LiteLLM marks the last chunk as sent with the finish_reason chunk: a caller that stops there and closes the
+    stream ends its call (complete), and a hard budget's reservation is released (review of 2026-12-05)."""
+    agentwatch.init(exporters=[memory], budget_per_hour=0.01, hard_budget=True)
+    for _ in range(3):
+        stub_provider.queue(Reply(content="one two", input_tokens=30, output_tokens=12))
+        with litellm.completion(**openai_kwargs(stub_provider, stream=True, max_tokens=4000)) as stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    break
+    agentwatch.flush()
+    spans = llm_spans(memory)
+    assert [span["status"] for span in spans] == ["ok"] * 3 and stub_provider.count() == 3
+    assert all(span["cost_usd"] > 0 for span in spans)
+    assert agentwatch.get_client().monitor.snapshot()["reserved"] == 0  # type: ignore[union-attr]
+
+
+def test_a_provider_error_made_while_handling_a_block_stays_that_error(stub_provider: Any, memory: Any) -> None:
+    """A call made in the ``except`` of an earlier block (a fallback outside the blocked agent) that fails at the
+    provider raises LiteLLM's error, not the earlier block found in its context (review of 2026-12-05)."""
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="spent", input_tokens=1000, output_tokens=100))
+    try:
+        with agentwatch.agent("research", budget_per_hour=0.0001, block_on_threshold=True):
+            litellm.completion(**openai_kwargs(stub_provider))
+            litellm.completion(**openai_kwargs(stub_provider))
+    except CircuitBreakerException:
+        stub_provider.queue(Reply(status=400))
+        with pytest.raises(litellm.BadRequestError):  # outside the agent, and the provider says no
+            litellm.completion(**openai_kwargs(stub_provider))
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory)] == ["ok", "blocked", "error"]
 
 
 def test_a_stream_read_to_its_end_is_complete(stub_provider: Any, memory: Any) -> None:
