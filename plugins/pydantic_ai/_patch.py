@@ -4,8 +4,9 @@ hooks run, and each request and tool call is a span.
 - ``Agent.iter`` (``run``, ``run_sync``, ``run_stream`` and ``run_stream_events`` all go through it): the run is an
   agent span and scope of ``agent.name``, and every request and tool of the run counts in that scope
   (``init(agents={"Support": {...}})``) and hangs from its span. The scope is current only while the run's own code
-  runs (a request's check and call, a tool): the caller's code in an ``async with agent.run_stream(...)`` or
-  ``agent.iter(...)`` block is not the agent's (its own LLM calls, another agent it runs there).
+  runs (each step of the run, ``AgentRun.__anext__``/``next``; a request's preparation and call; a tool): the
+  caller's code in an ``async with agent.run_stream(...)`` or ``agent.iter(...)`` block is not the agent's (its own
+  LLM calls, another agent it runs there).
 - ``ModelRequestNode._prepare_request``: after Pydantic AI's own ``UsageLimits.check_before_request`` and its
   ``before_model_request`` hooks, our limits are checked. A block is raised there, before
   ``wrap_model_request`` and ``on_model_request_error``, so no capability or retry sees it: it reaches the
@@ -44,9 +45,12 @@ _patcher = Patcher()
 def install() -> None:
     from pydantic_ai import _agent_graph
     from pydantic_ai.agent import Agent
+    from pydantic_ai.run import AgentRun
     from pydantic_ai.tool_manager import ToolManager
 
     _patcher.replace(Agent, "iter", _iter)
+    _patcher.replace(AgentRun, "__anext__", _stepped)
+    _patcher.replace(AgentRun, "next", _stepped_to)
     _patcher.replace(_agent_graph.ModelRequestNode, "_prepare_request", _prepare_request)
     _patcher.replace(_agent_graph, "model_request", _model_request)
     _patcher.replace(_agent_graph, "model_request_stream", _model_request_stream)
@@ -91,6 +95,37 @@ def _iter(original: Callable[..., Any]) -> Callable[..., Any]:
     return iter
 
 
+# Each step of a run (a node: its instructions, history processors, request, tools, output validators and functions)
+# runs inside the run's frame; the caller's own code between steps does not.
+
+def _stepped(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def __anext__(self: Any) -> Any:
+        frame = _run_frame(self.run_id)
+        if frame is None:
+            return await original(self)
+        tokens = frame.enter()
+        try:
+            return await original(self)
+        finally:
+            Frame.exit(tokens)
+
+    return __anext__
+
+
+def _stepped_to(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def next(self: Any, node: Any) -> Any:  # noqa: A001 - the SDK's name
+        frame = _run_frame(self.run_id)
+        if frame is None:
+            return await original(self, node)
+        tokens = frame.enter()
+        try:
+            return await original(self, node)
+        finally:
+            Frame.exit(tokens)
+
+    return next
+
+
 @stop_on_exception(default=None)
 def _open_run(client: Any, name: str) -> Frame | None:
     return open_frame(name, "agent", scope=client.agent_scope(name), attributes={"framework": "pydantic-ai"})
@@ -98,18 +133,21 @@ def _open_run(client: Any, name: str) -> Frame | None:
 
 def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
     async def _prepare_request(self: Any, ctx: Any, *args: Any, **kwargs: Any) -> Any:
-        prepared = await original(self, ctx, *args, **kwargs)
         if get_client() is None:
-            return prepared
+            return await original(self, ctx, *args, **kwargs)
+        # Inside the run's frame: the request hooks too (a history processor running a summarising agent), where
+        # run_stream prepares its request outside a step.
         frame = _run_frame(getattr(getattr(ctx, "state", None), "run_id", None))
         tokens = frame.enter() if frame is not None else ()
         try:
-            check_limits()
-        except CircuitBreakerException as blocked:
-            model = prepared[0]
-            record_blocked(blocked, "pydantic_ai.request", model=getattr(model, "model_name", None),
-                           provider=getattr(model, "system", None), attributes={"framework": "pydantic-ai"})
-            raise
+            prepared = await original(self, ctx, *args, **kwargs)
+            try:
+                check_limits()
+            except CircuitBreakerException as blocked:
+                model = prepared[0]
+                record_blocked(blocked, "pydantic_ai.request", model=getattr(model, "model_name", None),
+                               provider=getattr(model, "system", None), attributes={"framework": "pydantic-ai"})
+                raise
         finally:
             Frame.exit(tokens)
         return prepared

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import openai
+import pytest
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -52,3 +53,35 @@ def test_the_callers_own_calls_inside_an_open_run_are_not_the_agents(stub_provid
                       ("openai.chat.completions", None, None), ("pydantic_ai.request", "Helper", "Helper")]
     helper_run = next(span for span in memory.spans if span["kind"] == "agent" and span["name"] == "Helper")
     assert helper_run["parent_span_id"] is None  # not under Writer's run
+
+
+def test_the_runs_own_code_outside_requests_and_tools_is_the_agents(stub_provider: Any, memory: Any) -> None:
+    """Dynamic instructions and an output validator run in the run's steps: an LLM call they make (the openai SDK used
+    directly) is the agent's, under its span, and blocked by its budget (a review of 13f43cb found them scopeless)."""
+    from pydantic_ai import RunContext
+
+    agentwatch.init(exporters=[memory], agents={"Writer": {"budget_per_hour": 0.02, "block_on_threshold": True}})
+    model = OpenAIChatModel(MODEL, provider=OpenAIProvider(base_url=stub_provider.openai_base_url, api_key="k"))
+    writer = Agent(model, name="Writer")
+    raw = openai.AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+
+    @writer.instructions
+    async def instructions(ctx: RunContext[None]) -> str:
+        await raw.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "which style?"}])
+        return "be brief"
+
+    @writer.output_validator
+    async def judged(ctx: RunContext[None], output: str) -> str:
+        for question in ("judge", "judge again"):  # $0.015 each: the second is past Writer's $0.02
+            await raw.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}])
+        return output
+
+    stub_provider.queue(Reply(content="brief", **BIG), Reply(content="a draft"), Reply(content="fine", **BIG))
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        asyncio.run(writer.run("write"))
+    assert caught.value.scope_id == "writer" and stub_provider.count() == 3  # its second judging: blocked
+    agentwatch.flush()
+    run = next(span for span in memory.spans if span["kind"] == "agent")
+    raw_calls = [span for span in memory.spans if span["name"] == "openai.chat.completions" and span["status"] == "ok"]
+    assert len(raw_calls) == 2 and all((span["agent_name"], span["parent_span_id"]) == ("Writer", run["span_id"])
+                                       for span in raw_calls)
