@@ -236,7 +236,7 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
     _deactivate(flight)
     error = payload.get(EventPayload.EXCEPTION)
     # The caller stopped reading a stream (not a failure), or its task was cancelled (recorded, not counted as one).
-    stopped = isinstance(error, GeneratorExit | CancelledError)
+    stopped = flight.stream and isinstance(error, GeneratorExit | CancelledError)
     if stopped:
         call.set_attribute("stream_incomplete", True)
         if isinstance(error, GeneratorExit):
