@@ -149,9 +149,9 @@ def _provider(model: str) -> str | None:
 
 def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LLMCall | None:
     """Check the limits and open the call; None if a call is already in flight (it gets the request)."""
-    if _dropped:
-        _end_dropped()  # charged before this call is checked
     try:
+        if _dropped:
+            _end_dropped()  # charged before this call is checked
         if get_current_llm_call() is not None:  # a framework on top of LiteLLM opened it
             return None
         model = kwargs.get("model") or (args[0] if args else None)
