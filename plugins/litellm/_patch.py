@@ -302,12 +302,28 @@ def _async_function(original: Callable[..., Any], name: str, kind: str) -> Calla
 
 
 def _stream_ended(call: LLMCall, stream: Any, error: BaseException | None = None) -> None:
+    call.end(error=error, finish_reason=_stream_read(call, stream) if error is None else None)
+
+
+def _stream_read(call: LLMCall, stream: Any) -> str | None:
+    """What ``stream`` streamed, read onto ``call`` (usage, model); its finish reason. Never raises."""
     try:
-        finish_reason = read_stream(call, stream) if error is None else None
+        return read_stream(call, stream)
     except Exception:
         swallow_internal_error("the litellm plugin")
-        finish_reason = None
-    call.end(error=error, finish_reason=finish_reason)
+        return None
+
+
+def _unfinished_call(stream: Any) -> LLMCall | None:
+    """The open call of a stream closed or dropped; incomplete unless LiteLLM had handed out its last chunk
+    (``sent_last_chunk``, set with the ``finish_reason`` chunk; LiteLLM also closes a stream itself at its end, just
+    before the ``StopIteration``)."""
+    call = stream.__dict__.get(_STREAM_CALL)
+    if call is None or call.ended:
+        return None
+    if getattr(stream, "sent_last_chunk", None) is not True:
+        call.set_attribute("stream_incomplete", True)
+    return call
 
 
 def _stream_next(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -358,14 +374,10 @@ def _stream_anext(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _closing(stream: Any) -> None:
-    """Closed (a ``break`` then ``close()``, or dropped): end the call with what was streamed so far. Incomplete only
-    before LiteLLM handed out the last chunk (``sent_last_chunk``, set with the ``finish_reason`` chunk; LiteLLM also
-    closes a stream itself at its end, just before the ``StopIteration``)."""
+    """Closed (a ``break`` then ``close()``): end the call with what was streamed so far."""
     try:
-        call = stream.__dict__.get(_STREAM_CALL)
-        if call is not None and not call.ended:
-            if getattr(stream, "sent_last_chunk", None) is not True:
-                call.set_attribute("stream_incomplete", True)
+        call = _unfinished_call(stream)
+        if call is not None:
             _stream_ended(call, stream)
     except Exception:
         swallow_internal_error("the litellm plugin")
@@ -378,16 +390,11 @@ def _stream_dropped(self: Any) -> None:
     next LiteLLM call, before that call's check, or at ``shutdown()``): a dropped stream is cyclic garbage, finalised
     by the collector at any allocation, perhaps while this thread holds the lock that ending a call takes."""
     try:
-        call = self.__dict__.get(_STREAM_CALL)
-        if call is None or call.ended:
-            return
-        if getattr(self, "sent_last_chunk", None) is not True:
-            call.set_attribute("stream_incomplete", True)
-        finish_reason = read_stream(call, self)
+        call = _unfinished_call(self)
+        if call is not None:
+            _dropped.append((call, _stream_read(call, self)))
     except Exception:
         swallow_internal_error("the litellm plugin")
-        return
-    _dropped.append((call, finish_reason))
 
 
 #: Calls of streams dropped unfinished, and their finish reasons: ended at the next safe point (``_end_dropped``).
