@@ -19,6 +19,7 @@ hooks run, and each request and tool call is a span.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -50,7 +51,7 @@ def install() -> None:
 
     _patcher.replace(Agent, "iter", _iter)
     _patcher.replace(AgentRun, "__anext__", _stepped)
-    _patcher.replace(AgentRun, "next", _stepped_to)
+    _patcher.replace(AgentRun, "next", _stepped)
     _patcher.replace(_agent_graph.ModelRequestNode, "_prepare_request", _prepare_request)
     _patcher.replace(_agent_graph, "model_request", _model_request)
     _patcher.replace(_agent_graph, "model_request_stream", _model_request_stream)
@@ -99,31 +100,19 @@ def _iter(original: Callable[..., Any]) -> Callable[..., Any]:
 # runs inside the run's frame; the caller's own code between steps does not.
 
 def _stepped(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def __anext__(self: Any) -> Any:
+    """``AgentRun.__anext__`` and ``AgentRun.next(node)``."""
+    @functools.wraps(original)
+    async def step(self: Any, *args: Any, **kwargs: Any) -> Any:
         frame = _run_frame(self.run_id)
         if frame is None:
-            return await original(self)
+            return await original(self, *args, **kwargs)
         tokens = frame.enter()
         try:
-            return await original(self)
+            return await original(self, *args, **kwargs)
         finally:
             Frame.exit(tokens)
 
-    return __anext__
-
-
-def _stepped_to(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def next(self: Any, node: Any) -> Any:  # noqa: A001 - the SDK's name
-        frame = _run_frame(self.run_id)
-        if frame is None:
-            return await original(self, node)
-        tokens = frame.enter()
-        try:
-            return await original(self, node)
-        finally:
-            Frame.exit(tokens)
-
-    return next
+    return step
 
 
 @stop_on_exception(default=None)
