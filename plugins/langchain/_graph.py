@@ -106,6 +106,7 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
     except CircuitBreakerException as error:
         target = error.monitor
     interrupt(None)  # returns the pending answer: consumes the index the pause had
+    _remember_taken(answer)
     if key not in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
         if len(_applied) > 4096:
             _applied.clear()
@@ -115,6 +116,17 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
 
 #: Answers applied in this process, by LangGraph interrupt position (task checkpoint namespace, index).
 _applied: set[tuple[str, int]] = set()
+
+#: Answers taken by a pause's ``interrupt(None)``, by identity (the object kept, so its id is not reused). A resume
+#: without an interrupt id (``Command(resume=...)``) is one value for the whole run: each task's scratchpad still
+#: shows it after one task consumed it, so a later task (a Functional API ``@task``) must not take it again.
+_taken: dict[int, Any] = {}
+
+
+def _remember_taken(answer: Any) -> None:
+    if len(_taken) > 4096:
+        _taken.clear()
+    _taken[id(answer)] = answer
 
 
 def _pending_answer() -> tuple[tuple[str, int], dict[str, Any]] | None:
@@ -135,7 +147,7 @@ def _pending_answer() -> tuple[tuple[str, int], dict[str, Any]] | None:
         value = resumed[index]
     elif index == len(resumed):
         value = scratchpad.get_null_resume(False)
-        if resumed and value is resumed[-1]:  # already taken by an earlier interrupt() of this run
+        if resumed and value is resumed[-1] or _taken.get(id(value)) is value:  # already taken in this run
             value = None
     else:
         value = None

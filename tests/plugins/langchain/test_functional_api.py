@@ -13,9 +13,11 @@ from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.func import entrypoint, task
+from langgraph.types import Command
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from agentwatch.plugins.langchain import AgentWatchHandler
 from tests.stubs.provider_server import Reply
 
 LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
@@ -130,3 +132,36 @@ def test_a_runnable_named_like_its_task_is_no_second_task(memory: Any) -> None:
     agentwatch.flush()
     named = [(span["kind"], span["name"]) for span in memory.spans if span["name"] == "shout"]
     assert sorted(named) == [("chain", "shout"), ("task", "shout")]
+
+
+def test_a_pause_in_a_task_resumes_once_and_later_tasks_run(stub_provider: Any, memory: Any) -> None:
+    """``on_budget="interrupt"`` in a task: one ``Command(resume=...)`` answers the pause and the workflow runs to its
+    end. Found 2026-12-05: the answer (a resume without an interrupt id, one value for the whole run) was taken by the
+    paused task and then seen again by the next task, which paused with ``Interrupt(value=None)``."""
+    agentwatch.init(exporters=[memory], agents={"research": LIMITED})
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+
+    @task
+    def research(topic: str) -> str:
+        return str(model.invoke(f"research {topic}").content)
+
+    @task
+    def write(notes: str) -> str:
+        return str(model.invoke(f"write {notes}").content)
+
+    @entrypoint(checkpointer=InMemorySaver())
+    def workflow(topic: str) -> str:
+        first = research(topic).result()
+        second = research(topic + " again").result()
+        return write(first + second).result()
+
+    config = {**CONFIG, "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
+    stub_provider.queue(EXPENSIVE)
+    paused = workflow.invoke("tides", config)
+    (request,) = paused["__interrupt__"]
+    assert (request.value["reason"], request.value["scope_id"]) == ("budget_per_hour", "research")
+    assert stub_provider.count() == 1
+    assert workflow.invoke(Command(resume={"increase_budget": 5.0}), config) == "ok"
+    assert stub_provider.count() == 3  # the paused task's call and the writer's, the finished task not again
+    agentwatch.flush()
+    assert [span["status"] for span in memory.spans if span["kind"] == "llm"].count("blocked") == 1
