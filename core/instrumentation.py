@@ -16,7 +16,9 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
   make a span, an LLM call or an agent scope current for the code a framework runs; ``save_current`` /
   ``restore_current`` put back the current span and LLM call after a framework's entry point, cheaply;
-  ``carry`` takes this context's AgentWatch values to code run on another thread (and nothing else of it).
+  ``carry`` takes this context's AgentWatch values to code run on another thread (and nothing else of it);
+  ``open_frame`` / ``stepped`` / ``call_in_frame`` keep a span and agent current only while a framework's own code
+  runs, step by step for an async generator (an agent's run that the caller iterates).
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code.
 """
@@ -42,6 +44,7 @@ from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
 from ._exporters import HttpSender
+from ._frames import Frame, call_in_frame, finish_frame, open_frame, stepped
 from ._llm import (
     LLMCall,
     Usage,
@@ -106,6 +109,12 @@ __all__ = [
     "SESSION_KEY",
     "AgentScope",
     "get_current_agent_scopes",
+    # frames: a span and agent current only while a framework's own code runs (step by step in async generators)
+    "Frame",
+    "open_frame",
+    "stepped",
+    "call_in_frame",
+    "finish_frame",
     "validate_agent_limits",
     "Monitor",
     "enclosing_monitors",

@@ -19,14 +19,17 @@ from typing import Any
 
 from agentwatch.instrumentation import (
     Carried,
+    Frame,
     Span,
+    call_in_frame,
     capturing,
     carry,
+    finish_frame,
     get_client,
     get_current_agent_scopes,
+    open_frame,
     stop_on_exception,
 )
-from agentwatch.plugins.autogen._frames import Frame, call_in_frame, finish, open_frame
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
            "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "open_span_of",
@@ -95,7 +98,7 @@ def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
             frame.close(error)
             raise
         frame.exit(tokens)
-        finish(frame, result)
+        finish_frame(frame, result)
         return result
 
     return execute_function

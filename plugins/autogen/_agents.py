@@ -17,10 +17,18 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from agentwatch.instrumentation import capturing, carry, get_client, stop_on_exception
+from agentwatch.instrumentation import (
+    Frame,
+    call_in_frame,
+    capturing,
+    carry,
+    get_client,
+    open_frame,
+    stepped,
+    stop_on_exception,
+)
 
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
-from ._frames import Frame, call_in_frame, open_frame, stepped
 
 __all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json", "wrap_function_tool_run"]
 

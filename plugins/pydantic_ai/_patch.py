@@ -27,13 +27,14 @@ from typing import Any
 import agentwatch
 from agentwatch.instrumentation import (
     CircuitBreakerException,
+    Frame,
     capturing,
     check_limits,
     get_client,
+    open_frame,
     record_blocked,
     stop_on_exception,
 )
-from agentwatch.plugins.autogen._frames import Frame, open_frame
 from agentwatch.plugins.http._patching import Patcher
 
 from ._model import AgentWatchModel

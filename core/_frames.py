@@ -1,8 +1,9 @@
-"""Spans that are current only while AutoGen's own code runs, step by step.
+"""Spans that are current only while a framework's own code runs, step by step.
 
-AgentChat's agents, teams and streaming clients are async generators. A context variable set when the
-generator starts would leak into the consumer between items, so a frame sets its values right before
-each step of the wrapped generator and resets them right after (same task, same step: always valid).
+Agents, teams and streaming clients are often async generators (AutoGen's AgentChat, AG2, Pydantic AI's
+runs). A context variable set when the generator starts would leak into the consumer between items, so a
+frame sets its values right before each step of the wrapped generator and resets them right after (same
+task, same step: always valid).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
-from agentwatch.instrumentation import AgentScope, Span, attach, detach, end_span, get_client, stop_on_exception
+from ._client import get_client
+from ._context import AgentScope, attach, detach
+from ._llm import end_span
+from ._safe import stop_on_exception
+from ._span import Span
 
-__all__ = ["Frame", "open_frame", "stepped", "call_in_frame", "finish"]
+__all__ = ["Frame", "open_frame", "stepped", "call_in_frame", "finish_frame"]
 
 
 class Frame:
@@ -105,11 +110,11 @@ async def call_in_frame(frame: Frame, function: Callable[..., Any], *args: Any, 
             raise error from raised
         raise
     frame.exit(tokens)
-    finish(frame, result)
+    finish_frame(frame, result)
     return result
 
 
-def finish(frame: Frame, result: Any) -> None:
+def finish_frame(frame: Frame, result: Any) -> None:
     """Close ``frame`` after the code it wrapped returned ``result`` (``on_result`` sees it first)."""
     if frame.on_result is not None:
         stop_on_exception(frame.on_result)(frame.span, result)
