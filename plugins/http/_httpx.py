@@ -68,7 +68,22 @@ def _received(exchange: Exchange, response: Any, streaming: bool, stream_class: 
         received_whole(exchange, url, response.status_code, response.headers, response.content)
         return
     exchange.responded(url, response.status_code, response.headers)
+    if hasattr(response, "_content"):
+        _read_already(exchange, response, None)
+        return
     response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True))
+
+
+def _read_already(exchange: Exchange, response: Any, hide: UsageChunkFilter | None) -> None:
+    """A streamed response whose body httpx read when the response was made: a transport that builds it from bytes
+    (``httpx.MockTransport``, respx, vcrpy's replays). httpx serves such a body from ``_content`` and never iterates
+    ``response.stream``, so a wrapper there would see nothing: the body is read now, and the usage chunk we asked
+    for (``hide``) is taken out of what the user will read."""
+    body = response.content
+    if hide is not None:
+        response._content = hide(body) + hide.flush()
+    exchange.streamed = True
+    exchange.whole_body(response.headers, body)
 
 
 def _sdk_exchange(exchange: Exchange, request: Any) -> Exchange | None:
@@ -98,8 +113,11 @@ def _sdk_received(exchange: Exchange, response: Any, streaming: bool, stream_cla
                     hide = UsageChunkFilter()
                 else:  # we asked for plain bytes; a server that compresses anyway shows the usage chunk
                     logger.debug("agentwatch: a %s stream cannot be filtered; its usage chunk is shown", encoding)
-            response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True),
-                                           hide)
+            if hasattr(response, "_content"):  # httpx's own test for a body read already
+                _read_already(exchange, response, hide)
+            else:
+                response.stream = stream_class(response.stream, StreamTap(exchange, response.headers, encoded=True),
+                                               hide)
         else:  # not expected from the SDK layer: read the body here
             exchange.whole_body(response.headers, response.content)
     except Exception:
