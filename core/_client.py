@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
 import re
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,10 @@ _process_plugins: dict[str, Any] = {}
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "agent"
+    """An agent's id from its name: words of any script kept (``翻訳エージェント`` is its own agent, not "agent"),
+    the rest made dashes; a name with no letter or digit gets an id from its hash, so two such agents stay apart."""
+    slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", name).lower()).strip("-")
+    return slug or "agent-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 class _BreakerSink:

@@ -192,3 +192,21 @@ def test_reentering_an_agent_keeps_a_recovery_but_applies_new_limits() -> None:
     with agentwatch.agent("Looper", budget_per_hour=100.0, block_on_threshold=True):
         _spend(1)  # new declared limit replaces the old one
     assert agentwatch.get_state()["monitors"]["agents"]["Looper"]["limits"]["budget_per_hour"] == 100.0
+
+
+def test_agents_named_in_any_script_are_apart(memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-05: every name without an ASCII letter or digit got the id "agent", so two such agents shared
+    one budget (with Redis, one window) and the collector's per-agent views merged them."""
+    limited = {"budget_per_hour": 3.0, "block_on_threshold": True}
+    names = ["翻訳エージェント", "要約エージェント", "🤖", "🦾"]
+    agentwatch.init(exporters=[memory], agents=dict.fromkeys(names, limited))
+    for name in names:
+        with agentwatch.agent(name):
+            _spend()  # $2.50 each: within each agent's own $3
+    agentwatch.flush()
+    ids = {span["agent_name"]: span["agent_id"] for span in memory.spans if span["kind"] == "llm"}
+    assert set(ids) == set(names) and len(set(ids.values())) == len(names)
+    assert ids["翻訳エージェント"] == "翻訳エージェント"
+    with agentwatch.agent("Ünïcode Agent"):
+        assert agentwatch.current_span() is not None
+        assert agentwatch.current_span().agent_id == "ünïcode-agent"  # type: ignore[union-attr]
