@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import re
 import sys
 import threading
@@ -46,7 +45,11 @@ def _slug(name: str) -> str:
     """An agent's id from its name: words of any script kept (``翻訳エージェント`` is its own agent, not "agent"),
     the rest made dashes; a name with no letter or digit gets an id from its hash, so two such agents stay apart."""
     slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", name).lower()).strip("-")
-    return slug or "agent-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    if slug:
+        return slug
+    import hashlib  # here: rarely needed, and ``import agentwatch`` leaves it to the program (test_startup)
+
+    return "agent-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 class _BreakerSink:

@@ -8,7 +8,6 @@ task, same step: always valid).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar, Token
 from typing import Any
@@ -47,7 +46,9 @@ class Frame:
 
     @stop_on_exception
     def close(self, error: BaseException | None) -> None:
-        if isinstance(error, GeneratorExit | asyncio.CancelledError):
+        from asyncio import CancelledError  # here: ``import agentwatch`` leaves asyncio to the program (test_startup)
+
+        if isinstance(error, GeneratorExit | CancelledError):
             self.span.attributes["cancelled"] = True  # not an error of the work
             error = None
         end_span(self.span, error)
