@@ -289,6 +289,20 @@ class LLMCall:
         """
         self._fallback_price = (price, source)
 
+    def _price_as_answered(self, client: Client, cost: float) -> tuple[float, bool]:
+        """The model asked for is unknown to the price table (an Azure deployment's own name, an alias of a proxy):
+        priced as the model that answered, if that one is known (``priced_as`` names it)."""
+        span = self.span
+        answered = span.attributes["response_model"]
+        if answered.__class__ is not str:
+            return cost, True
+        priced, estimated = (client.price if client._has_price else client.pricer.cost)(
+            answered, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens, self._cache_write)
+        if estimated:
+            return cost, True
+        span.attributes["priced_as"] = answered
+        return priced, False
+
     def _price_with_fallback(self, client: Client, cost: float, estimated: bool) -> tuple[float, bool]:
         span = self.span
         price, source = self._fallback_price  # type: ignore[misc]  # only called when it is set
@@ -375,6 +389,8 @@ class LLMCall:
             # Client.price without its frame when no plugin prices calls (the usual case).
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
                 span.model, span.provider, input_tokens, output_tokens, span.cached_input_tokens, self._cache_write)
+            if estimated and "response_model" in attributes:
+                cost, estimated = self._price_as_answered(client, cost)
             if self._fallback_price is not None:
                 cost, estimated = self._price_with_fallback(client, cost, estimated)
             span.cost_usd = cost

@@ -461,3 +461,27 @@ def test_the_quick_read_of_sdk_results_matches_the_general_one(watch: Any, llm_s
     assert (spans[0]["input_tokens"], spans[0]["cached_input_tokens"], spans[2]["cached_input_tokens"]) == (100, 40, 4)
     assert spans[0]["attributes"]["response_model"] == "gpt-4o-mini-2024-07-18"
     assert spans[4]["output_tokens"] == 0 and spans[4]["input_tokens"] == 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_azure_deployment_is_priced_as_the_model_that_answered(stream: bool, watch: Any, llm_spans: SpansOf,
+                                                                   stub_provider: StubProvider) -> None:
+    """An Azure deployment has a name of its own (``prod-chat``); the answer names the model. Found 2026-12-05: priced
+    at the unknown-model default ($0.12) where gpt-4o's list price gives $0.35; embeddings $1.00 instead of $0.13."""
+    client = watch(budget_per_hour=100.0)
+    azure = openai.AzureOpenAI(azure_endpoint=stub_provider.base_url, api_key="k", api_version="2024-10-21",
+                               max_retries=0)
+    stub_provider.queue(Reply(input_tokens=100_000, output_tokens=10_000, model="gpt-4o-2024-08-06"),
+                        Reply(input_tokens=1_000_000, model="text-embedding-3-large"))
+    if stream:
+        list(azure.chat.completions.create(model="prod-chat", messages=MESSAGES, stream=True,
+                                           stream_options={"include_usage": True}))
+    else:
+        azure.chat.completions.create(model="prod-chat", messages=MESSAGES)
+    azure.embeddings.create(model="prod-embed", input="x")
+    chat, embedding = llm_spans()
+    assert (chat["model"], chat["attributes"]["priced_as"]) == ("prod-chat", "gpt-4o-2024-08-06")
+    assert chat["cost_usd"] == pytest.approx(100_000 * 2.5e-6 + 10_000 * 10e-6)  # gpt-4o's list price
+    assert "cost_estimated" not in chat["attributes"]
+    assert embedding["cost_usd"] == pytest.approx(0.13)  # text-embedding-3-large: $0.13 per 1M tokens
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(chat["cost_usd"] + embedding["cost_usd"])
