@@ -20,20 +20,35 @@ __all__ = ["graph_block", "is_control_flow", "allow_graph_control_flow", "interr
 _CONTROL_FLOW_NAMES = frozenset({"GraphInterrupt", "GraphBubbleUp", "GraphDrained", "ParentCommand", "NodeInterrupt"})
 
 
-@functools.cache
-def _graph_block_class() -> type[CircuitBreakerException] | None:
+def _graph_bubble_up() -> type[BaseException] | None:
+    """LangGraph's ``GraphBubbleUp``, or None while ``langgraph.errors`` cannot be imported. Asked again each time
+    until it can: a handler may be made while LangGraph is half imported (``from langgraph.types import Command``
+    imports langchain-core, whose configure hook makes our handler, before ``langgraph.errors`` can be)."""
     try:
         from langgraph.errors import GraphBubbleUp
     except ImportError:
         return None
+    return GraphBubbleUp
 
-    class GraphCircuitBreakerException(CircuitBreakerException, GraphBubbleUp):
-        """A block inside a graph. As a GraphBubbleUp, a node's RetryPolicy does not retry it and an
-        ``error_handler`` does not swallow it; the checkpoint keeps every finished node. Catch it as
-        ``CircuitBreakerException``."""
 
-    GraphCircuitBreakerException.__module__ = "agentwatch.plugins.langchain"
-    return GraphCircuitBreakerException
+_block_class: type[CircuitBreakerException] | None = None
+
+
+def _graph_block_class() -> type[CircuitBreakerException] | None:
+    global _block_class
+    if _block_class is None:
+        bubble_up = _graph_bubble_up()
+        if bubble_up is None:
+            return None
+
+        class GraphCircuitBreakerException(CircuitBreakerException, bubble_up):  # type: ignore[valid-type,misc]
+            """A block inside a graph. As a GraphBubbleUp, a node's RetryPolicy does not retry it and an
+            ``error_handler`` does not swallow it; the checkpoint keeps every finished node. Catch it as
+            ``CircuitBreakerException``."""
+
+        GraphCircuitBreakerException.__module__ = "agentwatch.plugins.langchain"
+        _block_class = GraphCircuitBreakerException
+    return _block_class
 
 
 def graph_block(error: CircuitBreakerException) -> CircuitBreakerException:
@@ -62,16 +77,26 @@ class _ExpectedRaises(logging.Filter):
                     and ("CircuitBreakerException" in message or "GraphInterrupt" in message))
 
 
-@functools.cache
+_control_flow_allowed = False
+
+
 def allow_graph_control_flow() -> None:
     """Let LangGraph's control-flow exceptions (e.g. ``interrupt()``) pass the SDK's never-raise guard,
-    and keep LangChain from logging our deliberate raises as callback errors."""
-    logging.getLogger("langchain_core.callbacks.manager").addFilter(_ExpectedRaises())
-    try:
-        from langgraph.errors import GraphBubbleUp
-    except ImportError:
+    and keep LangChain from logging our deliberate raises as callback errors. Done once LangGraph can be imported
+    (asked again before each pause: the handler may have been made while it could not)."""
+    global _control_flow_allowed
+    if _control_flow_allowed:
         return
-    add_pass_through(GraphBubbleUp)
+    _quiet_expected_raises()
+    bubble_up = _graph_bubble_up()
+    if bubble_up is not None:
+        add_pass_through(bubble_up)
+        _control_flow_allowed = True
+
+
+@functools.cache
+def _quiet_expected_raises() -> None:
+    logging.getLogger("langchain_core.callbacks.manager").addFilter(_ExpectedRaises())
 
 
 def interrupt_for_budget(error: CircuitBreakerException) -> None:
@@ -82,6 +107,7 @@ def interrupt_for_budget(error: CircuitBreakerException) -> None:
     """
     from langgraph.types import interrupt
 
+    allow_graph_control_flow()
     answer = interrupt(_request(error))
     _apply(error.monitor, answer)  # only if an answer was pending that take_answer did not recognise
 
@@ -105,6 +131,7 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
         target = next((m for m in monitors if m.budget_per_hour is not None), monitors[-1] if monitors else None)
     except CircuitBreakerException as error:
         target = error.monitor
+    allow_graph_control_flow()
     interrupt(None)  # returns the pending answer: consumes the index the pause had
     _remember_taken(answer)
     if key not in _applied:  # a node re-run for a later pause replays earlier answers: apply each once

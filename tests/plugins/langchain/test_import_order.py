@@ -32,3 +32,54 @@ def test_plugin_imported_after_init_still_instruments_langchain(import_line: str
     assert run.returncode == 0, run.stderr
     assert "internal error" not in run.stderr
     assert run.stdout.split("\n")[0] == "['FakeListChatModel'] True"
+
+
+_PAUSING_PROGRAM = """
+import agentwatch
+memory = agentwatch.InMemoryExporter()
+agentwatch.init(budget_per_hour=0.01, block_on_threshold=True, exporters=[memory],
+                cost_table_override={{"gpt-4o": {{"input": 2.5, "output": 10.0}}}})
+{import_line}
+from typing import TypedDict
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+from agentwatch.plugins.langchain import AgentWatchHandler
+
+def answer(text):
+    return AIMessage(content=text, usage_metadata={{"input_tokens": 10000, "output_tokens": 1000, "total_tokens": 11000}},
+                     response_metadata={{"model_name": "gpt-4o"}})
+
+llm = GenericFakeChatModel(messages=iter([answer("a"), answer("b")]))
+
+class State(TypedDict, total=False):
+    a: str
+    b: str
+
+builder = StateGraph(State)
+builder.add_node("one", lambda state: {{"a": llm.invoke("one").content}})
+builder.add_node("two", lambda state: {{"b": llm.invoke("two").content}})
+builder.add_edge(START, "one")
+builder.add_edge("one", "two")
+builder.add_edge("two", END)
+graph = builder.compile(checkpointer=InMemorySaver())
+config = {{"configurable": {{"thread_id": "t"}}, "callbacks": [AgentWatchHandler(on_budget="interrupt")]}}
+paused = graph.invoke({{}}, config)
+print("paused", "__interrupt__" in paused and paused["__interrupt__"][0].value["reason"])
+print("resumed", graph.invoke(Command(resume={{"increase_budget": 1.0}}), config))
+"""
+
+
+@pytest.mark.parametrize("import_line", ["from langgraph.types import Command", "from langgraph.func import task",
+                                         "import langgraph.errors", "import langgraph.graph"])
+def test_a_pause_works_whatever_langgraph_module_comes_first(import_line: str) -> None:
+    """Found 2026-12-05: with ``langgraph.types`` (or ``.func``, ``.errors``) the first LangGraph import after
+    ``init()``, the handler was made while ``langgraph.errors`` could not be imported yet and never let LangGraph's
+    interrupt through: the pause was swallowed and the blocked model call ran, uncharged."""
+    program = _PAUSING_PROGRAM.format(import_line=import_line)
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr
+    assert run.stdout.splitlines() == ["paused budget_per_hour", "resumed {'a': 'a', 'b': 'b'}"]
