@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -125,24 +126,40 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
     pending = _pending_answer()
     if pending is None:
         return
-    key, answer = pending
-    try:
-        check()
-        target = next((m for m in monitors if m.budget_per_hour is not None), monitors[-1] if monitors else None)
-    except CircuitBreakerException as error:
-        target = error.monitor
+    key, answer, step = pending
     allow_graph_control_flow()
     interrupt(None)  # returns the pending answer: consumes the index the pause had
     _remember_taken(answer)
-    if key not in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
+    if key in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
+        return
+    with _answering:  # siblings answered at once run in parallel: one looks and applies at a time
+        blocked = False
+        try:
+            check()
+            target = next((m for m in monitors if m.budget_per_hour is not None), monitors[-1] if monitors else None)
+        except CircuitBreakerException as error:
+            target, blocked = error.monitor, True
+        answered = (step, id(target))
+        # Parallel branches (a Send fan-out) blocked by one limit pause each and are answered each: the first answer
+        # of the step lifts the block, a sibling's is not added on top of it (three top-ups of $1 are not $3).
+        if not blocked and answered in _answered_steps:
+            return
         if len(_applied) > 4096:
             _applied.clear()
+            _answered_steps.clear()
         _applied.add(key)
+        _answered_steps.add(answered)
         _apply(target, answer)
+
+
+_answering = threading.Lock()
 
 
 #: Answers applied in this process, by LangGraph interrupt position (task checkpoint namespace, index).
 _applied: set[tuple[str, int]] = set()
+
+#: (thread, graph namespace, step) and monitor of the answers applied in this process.
+_answered_steps: set[tuple[tuple[str, str, int], int]] = set()
 
 #: Answers taken by a pause's ``interrupt(None)``, by identity (the object kept, so its id is not reused). A resume
 #: without an interrupt id (``Command(resume=...)``) is one value for the whole run: each task's scratchpad still
@@ -156,7 +173,7 @@ def _remember_taken(answer: Any) -> None:
     _taken[id(answer)] = answer
 
 
-def _pending_answer() -> tuple[tuple[str, int], dict[str, Any]] | None:
+def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, int]] | None:
     """The resume value the node's next ``interrupt()`` would return, if it is an answer to our pause."""
     try:
         from langgraph._internal._constants import CONFIG_KEY_SCRATCHPAD
@@ -180,7 +197,9 @@ def _pending_answer() -> tuple[tuple[str, int], dict[str, Any]] | None:
         value = None
     if not (isinstance(value, dict) and _ANSWER_KEYS & value.keys()):
         return None
-    return (str(configurable.get("checkpoint_ns", "")), index), value
+    namespace = str(configurable.get("checkpoint_ns", ""))
+    graph = namespace.rpartition("|")[0]  # the task's own segment off: its siblings share the rest
+    return (namespace, index), value, (str(configurable.get("thread_id", "")), graph, int(scratchpad.step))
 
 
 def _next_interrupt_index(counter: Any) -> int | None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, RetryPolicy
+from langgraph.types import Command, RetryPolicy, Send
 
 import agentwatch
 from agentwatch import CircuitBreakerException
@@ -245,6 +246,32 @@ def test_one_pause_is_one_blocked_span(memory: agentwatch.InMemoryExporter) -> N
     assert [s["name"] for s in memory.by_kind("llm") if s["status"] == "blocked"] == ["UsageChatModel"]
     # The answer was applied once, and only to the monitor that paused.
     assert agentwatch.get_state()["monitors"]["global"]["limits"]["budget_per_hour"] == pytest.approx(1.5 * CALL + 5)
+
+
+class Fan(TypedDict, total=False):
+    plan: str
+    found: Annotated[list[str], operator.add]
+
+
+def test_parallel_branches_paused_together_are_answered_once(memory: agentwatch.InMemoryExporter) -> None:
+    """Each branch of a ``Send`` fan-out blocked by one limit pauses; answered by interrupt id (LangGraph needs ids
+    when several interrupts are pending), the top-up is applied once. Found 2026-12-05: three answers of $1 raised
+    the budget by $3."""
+    agentwatch.init(exporters=[memory], budget_per_hour=0.5 * CALL, block_on_threshold=True)
+    model = UsageChatModel()
+    builder = StateGraph(Fan)
+    builder.add_node("plan", lambda state: {"plan": str(model.invoke("plan").content)})
+    builder.add_node("research", lambda state: {"found": [str(model.invoke(state["plan"]).content)]})
+    builder.add_edge(START, "plan")
+    builder.add_conditional_edges("plan", lambda state: [Send("research", state) for _ in range(3)], ["research"])
+    builder.add_edge("research", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {**_config("fan-out"), "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
+    paused = graph.invoke({}, config)["__interrupt__"]
+    assert len(paused) == 3 and model.calls == 1
+    final = graph.invoke(Command(resume={pause.id: {"increase_budget": 1.0} for pause in paused}), config)
+    assert final == {"plan": "ok", "found": ["ok", "ok", "ok"]} and model.calls == 4
+    assert agentwatch.get_state()["monitors"]["global"]["limits"]["budget_per_hour"] == pytest.approx(0.5 * CALL + 1)
 
 
 def test_resume_in_another_process_applies_the_top_up_there(tmp_path: Path) -> None:

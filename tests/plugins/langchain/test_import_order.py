@@ -49,8 +49,8 @@ from langgraph.types import Command
 from agentwatch.plugins.langchain import AgentWatchHandler
 
 def answer(text):
-    return AIMessage(content=text, usage_metadata={{"input_tokens": 10000, "output_tokens": 1000, "total_tokens": 11000}},
-                     response_metadata={{"model_name": "gpt-4o"}})
+    usage = {{"input_tokens": 10000, "output_tokens": 1000, "total_tokens": 11000}}
+    return AIMessage(content=text, usage_metadata=usage, response_metadata={{"model_name": "gpt-4o"}})
 
 llm = GenericFakeChatModel(messages=iter([answer("a"), answer("b")]))
 
