@@ -22,6 +22,8 @@ class TestUsage:
     cached_input_tokens: int = 0
     cost_usd: float = 0.0
     spans: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: (scope id, reason) of each blocked call: the test's own limits, or the session's.
+    blocks: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def add(self, span: Span) -> None:
         self.spans.append(span.to_dict())
@@ -29,6 +31,8 @@ class TestUsage:
             return
         if span.status == "blocked":
             self.blocked += 1
+            attributes = span.attributes
+            self.blocks.append((str(attributes.get("breaker.scope_id")), str(attributes.get("breaker.reason"))))
             return
         self.calls += 1
         self.errors += span.status == "error"
@@ -45,7 +49,11 @@ class TestUsage:
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("spans")
+        data.pop("blocks")
         return data
+
+    def blocked_by(self, scope_id: str, reason: str) -> int:
+        return sum(block == (scope_id, reason) for block in self.blocks)
 
 
 class UsageReport:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +23,12 @@ from agentwatch.instrumentation import (
 )
 
 from ._report import UsageReport
+from ._shared_spend import SharedSpend, create_ledger
 
 __all__ = ["AgentWatchSession"]
 
 _OUTPUT_KEY = "agentwatch"
+_LEDGER_KEY = "agentwatch_session_ledger"
 
 
 class _SpanListener:
@@ -35,6 +40,10 @@ class _SpanListener:
     @agentwatch.hookimpl
     def agentwatch_span_end(self, span: agentwatch.Span) -> None:
         self._report.record(span)
+
+
+def _test_scope_id(item: pytest.Item) -> str:
+    return f"pytest:{item.nodeid}"
 
 
 def _scope(name: str, monitor: Monitor) -> AgentScope:
@@ -50,6 +59,8 @@ class AgentWatchSession:
         self._listener = _SpanListener(self.report)
         self._session_token: tuple[Any, ...] = ()
         self._is_worker = hasattr(config, "workerinput")
+        self._ledger_directory: str | None = None  # the controller's, with a session budget and workers
+        self._shared_spend: SharedSpend | None = None  # a worker's
 
     # ---- session ----------------------------------------------------------------------------
 
@@ -61,7 +72,21 @@ class AgentWatchSession:
             monitor = Monitor("agent", "pytest-session", name="pytest session", budget_per_hour=self.session_budget,
                               block_on_threshold=True)
             self._session_token = attach(agent=_scope("pytest session", monitor))
+            ledger = getattr(self.config, "workerinput", {}).get(_LEDGER_KEY)
+            if ledger:  # an xdist worker: the budget is the run's, shared with the other workers
+                worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
+                self._shared_spend = SharedSpend(ledger, worker, monitor, self.session_budget)
+                self._shared_spend.start()
         self._ensure_client()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist's controller, before a worker starts: where the workers share the session budget."""
+        if self.session_budget is None:
+            return
+        if self._ledger_directory is None:
+            self._ledger_directory = tempfile.mkdtemp(prefix="agentwatch-pytest-")
+        node.workerinput[_LEDGER_KEY] = create_ledger(Path(self._ledger_directory))
 
     @staticmethod
     def _ensure_client() -> None:
@@ -72,6 +97,10 @@ class AgentWatchSession:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         agentwatch.flush(5.0)
+        if self._shared_spend is not None:
+            self._shared_spend.stop()
+        if self._ledger_directory is not None:
+            shutil.rmtree(self._ledger_directory, ignore_errors=True)
         if self._is_worker:
             self.config.workeroutput[_OUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
                 [usage.summary() for usage in self.report.tests.values()])
@@ -135,7 +164,7 @@ class AgentWatchSession:
         budget, max_calls = self._limits(item)
         token: tuple[Any, ...] = ()
         if budget is not None or max_calls is not None:
-            monitor = Monitor("agent", f"pytest:{item.nodeid}", name=item.nodeid, budget_per_hour=budget,
+            monitor = Monitor("agent", _test_scope_id(item), name=item.nodeid, budget_per_hour=budget,
                               max_calls_per_minute=max_calls, block_on_threshold=True)
             token = attach(agent=_scope(item.nodeid, monitor))
         try:
@@ -152,12 +181,14 @@ class AgentWatchSession:
         usage = self.report.usage(item.nodeid)
         budget, max_calls = self._limits(item)
         problems = []
-        if budget is not None and (usage.cost_usd > budget or usage.blocked):
+        # Only the test's own limits speak here: a call blocked by the session budget fails the run, not as the test's.
+        own = _test_scope_id(item)
+        if budget is not None and (usage.cost_usd > budget or usage.blocked_by(own, "budget_per_hour")):
             problems.append(f"AgentWatch: test budget ${budget:.6f} exceeded: spent ${usage.cost_usd:.6f} "
-                            f"in {usage.calls} LLM call(s), {usage.blocked} blocked")
-        if max_calls is not None and (usage.calls > max_calls or usage.blocked):
+                            f"in {usage.calls} LLM call(s), {usage.blocked_by(own, 'budget_per_hour')} blocked")
+        if max_calls is not None and (usage.calls > max_calls or usage.blocked_by(own, "max_calls_per_minute")):
             problems.append(f"AgentWatch: max_calls={max_calls} exceeded: {usage.calls} LLM call(s) made, "
-                            f"{usage.blocked} blocked")
+                            f"{usage.blocked_by(own, 'max_calls_per_minute')} blocked")
         if problems and report.outcome != "skipped":
             report.outcome = "failed"
             previous = f"\n\n{report.longreprtext}" if report.longreprtext else ""

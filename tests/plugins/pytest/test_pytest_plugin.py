@@ -176,6 +176,52 @@ def test_xdist_workers_are_summed(pytester: pytest.Pytester) -> None:
     assert data["totals"]["cost_usd"] == pytest.approx(10 * COST_PER_CALL)
 
 
+def test_the_session_budget_is_the_runs_across_xdist_workers(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-05: each xdist worker had the whole session budget (with -n 2, twice the spend got through)."""
+    _suite(pytester, """
+        import time
+
+        import pytest
+        from agentwatch import CircuitBreakerException
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_calls(n):
+            try:
+                call(1)
+            except CircuitBreakerException:
+                pass
+            time.sleep(0.5)  # the workers have told each other what they spent
+    """)
+    budget = COST_PER_CALL * 1.5  # each worker alone would let two calls through
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", f"--agentwatch-budget={budget}",
+                                           "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    totals = json.loads((pytester.path / "out.json").read_text())["totals"]
+    assert (totals["calls"], totals["blocked"]) == (2, 2)  # one call per worker, then nobody's
+
+
+def test_a_session_block_is_not_reported_as_the_tests_budget(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-05: a test within its own budget, blocked by the session's, failed with "test budget exceeded:
+    spent $0.000000"."""
+    _suite(pytester, """
+        from agentwatch import CircuitBreakerException
+
+        def test_a():
+            call(1)
+
+        def test_b():
+            with pytest.raises(CircuitBreakerException):
+                call(1)
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-budget={COST_PER_CALL / 2}",
+                                           f"--agentwatch-test-budget={COST_PER_CALL * 10}", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the session's budget fails the run
+    assert "test budget" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*session budget*EXCEEDED*"])
+
+
 def test_runs_without_xdist(pytester: pytest.Pytester) -> None:
     """With pytest-xdist absent (here: disabled), the xdist-only hook must not stop the run."""
     _suite(pytester, """
