@@ -155,7 +155,8 @@ def run_budget(key: str, budget: float, *, hard_budget: bool | None = None) -> M
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
-    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_fallback_price")
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_fallback_price",
+                 "_refused_as")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -169,6 +170,7 @@ class LLMCall:
         self.ended = False
         self._estimate: tuple[int, int] | None = None
         self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
+        self._refused_as: Callable[[CircuitBreakerException], CircuitBreakerException] | None = None
 
     # ---- filling in ---------------------------------------------------------------------------
 
@@ -260,7 +262,19 @@ class LLMCall:
             top_up(admission, reserve)
         except CircuitBreakerException as blocked:
             _mark_blocked(self.span, blocked)
-            raise
+            refused_as = self._refused_as
+            if refused_as is None:
+                raise
+            raise refused_as(blocked) from None
+
+    def raise_refusal_as(self, wrap: Callable[[CircuitBreakerException], CircuitBreakerException]) -> None:
+        """Have a lower layer's refusal of this call (``top_up``) raised as ``wrap(block)``.
+
+        For the framework that opened the call: the lower layer (the HTTP tap inside the provider SDK) raises
+        below the framework's own code, which may retry a plain ``CircuitBreakerException`` or count it as a
+        provider error; the framework's plugin knows which exception that code lets through as a deliberate stop
+        (CrewAI: a ``HookAborted``). ``wrap`` may also end the call (it is marked blocked already)."""
+        self._refused_as = wrap
 
     def set_input(self, value: Any) -> None:
         if self._client is not None and capturing(self._client):
@@ -365,10 +379,11 @@ class LLMCall:
         if finish_reason:
             attributes["finish_reason"] = finish_reason
         failed = False  # counts as an error in the breaker's windows (a block does not: nothing was sent)
-        if error is not None:
+        # A call a top-up refused (marked blocked) sent nothing: whatever error the refusal became in the layers
+        # above (a framework's own exception, its message) leaves it blocked and counts no failure.
+        if error is not None and span.status != "blocked":
             if isinstance(error, CircuitBreakerException):  # refused by a top-up: nothing was sent
-                if span.status != "blocked":
-                    _mark_blocked(span, error)
+                _mark_blocked(span, error)
             else:
                 span.record_error(error)
                 # A cancellation, an exit or a closed generator (not an Exception) stopped the caller, not the

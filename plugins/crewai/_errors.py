@@ -21,7 +21,8 @@ class CrewAICircuitBreakerException(CircuitBreakerException, HookAborted):
     def __init__(self, blocked: CircuitBreakerException) -> None:
         CircuitBreakerException.__init__(
             self, blocked.reason, blocked.threshold, blocked.current, scope=blocked.scope,
-            scope_id=blocked.scope_id, trace_id=blocked.trace_id, state=blocked.state, monitor=blocked.monitor)
+            scope_id=blocked.scope_id, trace_id=blocked.trace_id, state=blocked.state, monitor=blocked.monitor,
+            reserved=blocked.reserved, remaining=blocked.remaining)  # a hard budget's refusal says what it asked
         # HookAborted.__init__ (reached through super() in the MRO) overwrote these with the message.
         self.reason = blocked.reason
         self.source = "agentwatch"

@@ -80,7 +80,7 @@ from agentwatch.instrumentation import (
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
-from ._runs import current_run, patch, unpatch
+from ._runs import Run, current_run, patch, unpatch
 
 __all__ = ["AgentWatchListener", "install", "uninstall"]
 
@@ -500,6 +500,8 @@ def before_llm_call(context: Any) -> None:
         TREE.mark_blocked(stack)
         # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
         raise CrewAICircuitBreakerException(blocked) from None
+    if call.hard_budget:  # only a hard budget's top-up refuses a call below the hook
+        call.raise_refusal_as(_refused_below(call, run, scopes, stack))
     call.activate()
     _ACTIVATED.set(call)
     call_id = _current_call_id.get()
@@ -510,6 +512,32 @@ def before_llm_call(context: Any) -> None:
         if started is not None and started.stream:
             call.set_attribute("stream", True)
     return None
+
+
+def _refused_below(call: LLMCall, run: Run | None, scopes: tuple[AgentScope, ...],
+                   stack: Stack) -> Callable[[CircuitBreakerException], CircuitBreakerException]:
+    """How a hard budget's refusal below the hook reaches CrewAI: as the hook's own block.
+
+    The HTTP tap inside the provider SDK reserves the request body's worst case and may be refused there, after
+    the hook let the call through. A plain ``CircuitBreakerException`` from that depth is, to CrewAI, a provider
+    error: its executor retries the task and the call would end as failed (counted toward ``max_error_rate``,
+    though nothing was sent). A ``HookAborted`` is what CrewAI passes through unretried, as from the hook."""
+
+    def refuse(blocked: CircuitBreakerException) -> CircuitBreakerException:
+        # Raised in the hook's context (the SDK call runs in it): end the call and its activation here, before
+        # CrewAI reports the failure on its pool, so the reservation is released before kickoff() raises.
+        call.end(error=blocked)
+        if _ACTIVATED.get() is call:
+            _drop_stale()
+        call_id = _current_call_id.get()  # set by now: an executor runs the hook before LLM.call assigns it
+        if call_id is not None:
+            TREE.call_done(call_id)  # CrewAI reports the call failed (twice) on its pool: nothing more to record
+        if run is not None:
+            run.record(blocked, scopes)
+        TREE.mark_blocked(stack)
+        return CrewAICircuitBreakerException(blocked)
+
+    return refuse
 
 
 def _record_refusal(name: str, model: str | None, provider: str | None, parent: Span | None,

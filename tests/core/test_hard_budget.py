@@ -160,6 +160,29 @@ def test_top_up_reserves_more_or_blocks_and_holds_nothing_more() -> None:
     assert outer.snapshot()["spend_last_hour"] == pytest.approx(0.2)
 
 
+class _FrameworkStop(CircuitBreakerException):
+    """A framework's own stop exception, as a plugin makes one (CrewAI's is also a ``HookAborted``)."""
+
+
+def test_a_call_refused_by_its_top_up_is_raised_as_its_opener_asks_and_ends_blocked_whatever_the_error(
+        memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory], budget_per_hour=1.0, hard_budget=True, max_error_rate=0.5)
+    call = agentwatch.start_llm_call("framework", model=MODEL)
+    call.raise_refusal_as(lambda blocked: _FrameworkStop(blocked.reason, blocked.threshold, blocked.current,
+                                                         scope=blocked.scope, scope_id=blocked.scope_id))
+    with pytest.raises(_FrameworkStop) as caught:
+        call.top_up(2.0)  # a lower layer (the HTTP tap) reserving the request's worst case
+    assert caught.value.reason == "hard_budget"
+    # The framework then reports the call failed with its own message: nothing was sent, so no failure.
+    call.end(error="the framework's message about the refusal")
+    agentwatch.flush()
+    [span] = [span for span in memory.spans if span["kind"] == "llm"]
+    assert span["status"] == "blocked" and span["attributes"]["breaker.reason"] == "hard_budget"
+    assert "error.message" not in span["attributes"]
+    state = client.monitor.snapshot()
+    assert (state["errors_in_error_window"], state["reserved"], state["state"]) == (0, 0.0, "CLOSED")
+
+
 def test_hard_budget_is_set_by_init_agent_and_agents_preset(memory: agentwatch.InMemoryExporter,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTWATCH_HARD_BUDGET", "true")
