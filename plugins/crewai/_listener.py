@@ -721,7 +721,7 @@ def install(bus: Any = None) -> None:
             register_before_llm_call_hook(before_llm_call)
         if hasattr(hook_dispatch, "_emit_telemetry"):  # private in CrewAI: without it, the events just stay
             _TELEMETRY.replace(hook_dispatch, "_emit_telemetry", _quiet_telemetry)
-        patch()
+        patch(before_llm_call)
 
 
 def uninstall(bus: Any = None) -> None:

@@ -84,8 +84,36 @@ def current_run() -> Run | None:
 
 
 def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
+    _guard_executors(owner)
     run = Run(_RUN.get(), isinstance(owner, Flow))
     return run, _RUN.set(run)
+
+
+#: AgentWatch's before-LLM-call hook while installed (``patch``), for the executors made without it.
+_hook: Callable[[Any], Any] | None = None
+
+
+def _guard_executors(owner: Any) -> None:
+    """Give AgentWatch's hook to the agents' executors made before it was registered.
+
+    CrewAI copies the registered hooks into an agent's executor when it makes it and reuses the executor for the
+    agent's later tasks; the executor dispatches that copy itself and marks the call's hooks as dispatched, so the
+    global registration never reaches an agent that ran before ``init()``: its calls went unchecked (per-agent
+    limits never blocked) and the HTTP tap recorded each request again as a call of its own. Once per kickoff,
+    not per call; an executor made later copies the hook anyway."""
+    hook = _hook
+    if hook is None:
+        return
+    if isinstance(owner, Crew):
+        agents: tuple[Any, ...] = (*owner.agents, owner.manager_agent)
+    elif isinstance(owner, Agent):
+        agents = (owner,)
+    else:  # a Flow: the crews and agents it kicks off pass here themselves
+        return
+    for agent in agents:
+        hooks = getattr(getattr(agent, "agent_executor", None), "before_llm_call_hooks", None)
+        if isinstance(hooks, list) and hook not in hooks:
+            hooks.append(hook)  # after the user's hooks copied there, as registered before init()
 
 
 def _leave(run: Run, token: Token[Run | None], error: BaseException | None) -> None:
@@ -157,11 +185,16 @@ _BOUNDARIES: tuple[tuple[type[Any], str, Callable[[Any], Any]], ...] = (
 )
 
 
-def patch() -> None:
-    """Make every crew, Flow and lone agent kickoff a run (once, however often asked)."""
+def patch(hook: Callable[[Any], Any]) -> None:
+    """Make every crew, Flow and lone agent kickoff a run (once, however often asked), its agents guarded by
+    ``hook`` (AgentWatch's before-LLM-call hook)."""
+    global _hook
+    _hook = hook
     for owner, name, wrap in _BOUNDARIES:
         _PATCHER.replace(owner, name, wrap)
 
 
 def unpatch() -> None:
+    global _hook
+    _hook = None
     _PATCHER.restore()

@@ -173,3 +173,29 @@ def test_our_hook_alone_emits_no_hook_dispatched_event_a_users_hook_still_does(s
     finally:
         unregister_before_llm_call_hook(users_hook)
     assert [(event.hook_count, event.outcome) for event in seen] == [(2, "proceeded")]
+
+
+def test_a_crew_that_ran_before_init_is_checked_and_recorded_once_after_it(crew_stub: Any, memory: Any) -> None:
+    # CrewAI copies the registered before-LLM-call hooks into an agent's executor when it makes it, and reuses
+    # the executor for the agent's later tasks: this crew's executors were made without AgentWatch's hook.
+    crew = make_crew(crew_stub.openai_base_url)
+    crew.kickoff()
+    agentwatch.init(exporters=[memory],
+                    agents={"Researcher": {"budget_per_hour": 0.00005, "block_on_threshold": True}})
+    crew_stub.clear()
+    script(crew_stub)
+    crew.kickoff()  # Researcher spends $0.000072, over its limit now
+    settle()
+    llm_like = [span for span in memory.spans if span["kind"] in ("llm", "http")]
+    assert len(llm_like) == crew_stub.count() == 3  # each request once, by the hook's call
+    assert not any(span["attributes"].get("agentwatch.unchecked") for span in llm_like)
+    assert len({span["trace_id"] for span in _crewai_spans(memory)}) == 1
+    client = agentwatch.get_client()
+    assert client is not None
+    assert client.agents["Researcher"].monitor.snapshot()["spend_last_hour"] == pytest.approx(0.000072)
+
+    crew_stub.clear()
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        crew.kickoff()
+    assert crew_stub.count() == 0  # the Researcher's per-agent limit holds for the warm executor too
+    assert (caught.value.scope, caught.value.scope_id) == ("agent", "researcher")
