@@ -45,6 +45,9 @@ from crewai.events import (
     CrewKickoffCompletedEvent,
     CrewKickoffFailedEvent,
     CrewKickoffStartedEvent,
+    LiteAgentExecutionCompletedEvent,
+    LiteAgentExecutionErrorEvent,
+    LiteAgentExecutionStartedEvent,
     LLMCallCompletedEvent,
     LLMCallFailedEvent,
     LLMCallStartedEvent,
@@ -87,15 +90,19 @@ __all__ = ["AgentWatchListener", "install", "uninstall"]
 Stack = Sequence[tuple[str, str]]
 
 #: CrewAI scope-starting event types that become spans (others, such as the executor's internal
-#: ``flow_started``, are skipped: their children attach to the nearest mapped ancestor).
+#: ``flow_started``, are skipped: their children attach to the nearest mapped ancestor). A lone
+#: ``Agent.kickoff()`` announces its agent with the lite-agent events, a crew's agent with the others.
+_AGENT_STARTS = ("agent_execution_started", "lite_agent_execution_started")
 _SPAN_KINDS = {"crew_kickoff_started": "chain", "task_started": "task", "agent_execution_started": "agent",
-               "tool_usage_started": "tool"}
+               "lite_agent_execution_started": "agent", "tool_usage_started": "tool"}
 _PLACEHOLDER = {"crew_kickoff_started": "crew", "task_started": "task", "agent_execution_started": "agent",
-                "tool_usage_started": "tool"}
+                "lite_agent_execution_started": "agent", "tool_usage_started": "tool"}
 _STARTED_BY_ENDING = {
     "crew_kickoff_completed": "crew_kickoff_started", "crew_kickoff_failed": "crew_kickoff_started",
     "task_completed": "task_started", "task_failed": "task_started",
     "agent_execution_completed": "agent_execution_started", "agent_execution_error": "agent_execution_started",
+    "lite_agent_execution_completed": "lite_agent_execution_started",
+    "lite_agent_execution_error": "lite_agent_execution_started",
     "tool_usage_finished": "tool_usage_started", "tool_usage_error": "tool_usage_started",
 }
 _RECENT_LIMIT = 4096
@@ -284,7 +291,7 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
         if getattr(task, "id", None) is not None:
             attributes["crewai.task_id"] = str(task.id)
         return f"task:{_task_name(task, capturing(client))}", attributes, None
-    if event_type == "agent_execution_started":
+    if event_type in _AGENT_STARTS:
         agent = objects.agent
         if agent is None:
             return "agent", attributes, None
@@ -336,6 +343,9 @@ def _objects_of(event: Any, source: Any) -> _Objects:
         return _Objects(crew=getattr(agent, "crew", None), task=task, agent=agent, event=event)
     if isinstance(event, AgentExecutionStartedEvent | AgentExecutionCompletedEvent | AgentExecutionErrorEvent):
         return _Objects(crew=getattr(event.agent, "crew", None), task=event.task, agent=event.agent, event=event)
+    if isinstance(event, LiteAgentExecutionStartedEvent | LiteAgentExecutionCompletedEvent |
+                  LiteAgentExecutionErrorEvent):
+        return _Objects(agent=source, event=event)  # emitted by the agent itself (its role is in agent_info too)
     agent = getattr(event, "agent", None) or getattr(event, "from_agent", None)
     return _Objects(crew=getattr(agent, "crew", None), task=getattr(event, "from_task", None), agent=agent,
                     event=event)
@@ -656,6 +666,9 @@ _HANDLERS: tuple[tuple[type[Any], Callable[[Any, Any], None]], ...] = (
     (AgentExecutionStartedEvent, _on_scope_started),
     (AgentExecutionCompletedEvent, _on_scope_ended),
     (AgentExecutionErrorEvent, _on_scope_ended),
+    (LiteAgentExecutionStartedEvent, _on_scope_started),
+    (LiteAgentExecutionCompletedEvent, _on_scope_ended),
+    (LiteAgentExecutionErrorEvent, _on_scope_ended),
     (ToolUsageStartedEvent, _on_scope_started),
     (ToolUsageFinishedEvent, _on_scope_ended),
     (ToolUsageErrorEvent, _on_scope_ended),

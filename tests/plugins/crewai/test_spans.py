@@ -63,3 +63,46 @@ def test_crew_run_becomes_a_span_tree_with_figures(crew_stub: Any, memory: Any, 
     assert "bees" in tool["attributes"]["tool.input"] and "they dance" in tool["output"]
     for span in (crew, research, write, researcher, writer, tool):
         assert span["status"] == "ok" and span["end_time_unix_nano"] >= span["start_time_unix_nano"]
+
+
+def _solo(base_url: str) -> Any:
+    """A lone agent (``Agent.kickoff``, CrewAI's lite-agent events) with a ``lookup`` tool."""
+    from crewai import LLM, Agent
+    from crewai.tools import tool
+
+    @tool("lookup")
+    def lookup(query: str) -> str:
+        """Look up a fact about a subject."""
+        return f"fact about {query}: they hoot"
+
+    llm = LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="test-key", max_retries=0)
+    return Agent(role="Solo", goal="Answer", backstory="Alone.", llm=llm, tools=[lookup], verbose=False)
+
+
+def test_a_lone_agent_kickoff_is_an_agent_span_over_its_calls_and_tools_in_its_agent_scope(stub_provider: Any,
+                                                                                           memory: Any) -> None:
+    from tests.stubs.provider_server import Reply
+
+    from .conftest import tool_call
+
+    agentwatch.init(exporters=[memory], agents={"Solo": {"budget_per_hour": 0.00005, "block_on_threshold": True}})
+    stub_provider.queue(tool_call("owls"), Reply(content="Owls hoot.", input_tokens=200, output_tokens=30))
+    assert _solo(stub_provider.openai_base_url).kickoff("Tell me about owls").raw == "Owls hoot."
+    settle()
+    spans = [span for span in memory.spans if span["attributes"].get("framework") == "crewai"]
+    agent = _one(spans, "agent:Solo")
+    assert agent["parent_span_id"] is None and agent["status"] == "ok" and agent["agent_name"] == "Solo"
+    children = sorted((span for span in spans if span is not agent), key=lambda span: span["start_time_unix_nano"])
+    assert [span["kind"] for span in children] == ["llm", "tool", "llm"]
+    assert all(span["parent_span_id"] == agent["span_id"] for span in children)
+    assert {span["trace_id"] for span in spans} == {agent["trace_id"]}
+    assert all(span["agent_name"] == "Solo" for span in children)
+
+    # The run cost the agent $0.000072, over its own limit: its next kickoff is blocked before any request.
+    stub_provider.clear()
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        _solo(stub_provider.openai_base_url).kickoff("And about bats?")
+    settle()
+    assert stub_provider.count() == 0 and (caught.value.scope, caught.value.scope_id) == ("agent", "solo")
+    blocked = [span for span in memory.spans if span["attributes"].get("framework") == "crewai"][len(spans):]
+    assert sorted((span["kind"], span["status"]) for span in blocked) == [("agent", "blocked"), ("llm", "blocked")]
