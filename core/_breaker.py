@@ -410,6 +410,22 @@ def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, err
         monitor._submit(item)
 
 
+def withdraw(admission: Admission | tuple[Monitor, ...]) -> None:
+    """Undo an admission whose call was not sent after all (a check after AgentWatch's refused it), instead of
+    settling it: each monitor uncounts the call and frees what it held for it (reservation, probe slot)."""
+    if not isinstance(admission, Admission):
+        for monitor in admission:
+            monitor._rollback(None)
+        return
+    if admission._settled:
+        return
+    admission._settled = True
+    probes, held = admission._probes, admission._held
+    for index, monitor in enumerate(admission.monitors):
+        monitor._rollback(probes[index] if probes is not None else None,
+                          (admission._units, admission._rid) if held is not None and held[index] else None)
+
+
 def settle(admission: Admission, *, cost_usd: float, error: bool) -> None:
     """Record a finished call's cost and outcome in every monitor that admitted it (once per admission);
     a hard budget's reservation is released in the same step."""

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _client as _client_module
-from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up
+from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up, withdraw
 from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._reservation import estimator
@@ -416,6 +416,26 @@ class LLMCall:
         if admission is not None:
             settle_call(admission, span.cost_usd, failed)
         client.end_span(span, now)
+
+    def withdraw(self, reason: str) -> None:
+        """End a call that was not sent after all: a check after AgentWatch's (a framework hook of the user's)
+        refused it once ``start_llm_call`` had admitted it. Its admission is undone in every monitor (not a call
+        of the calls-per-minute window, no error, its reservation and any probe slot freed); its span ends
+        ``blocked`` with ``reason`` (not a call, and not AgentWatch's block: no ``breaker.*``). Idempotent with
+        ``end``."""
+        if self.ended:
+            return
+        self.ended = True
+        span = self.span
+        span.status = "blocked"
+        span.attributes["reason"] = reason
+        if self._admission is not None:
+            withdraw(self._admission)
+        client = self._client
+        if client is None:
+            span.finish()
+        else:
+            client.end_span(span)
 
     def _apply_estimate(self) -> None:
         span = self.span

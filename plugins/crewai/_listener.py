@@ -514,6 +514,7 @@ def before_llm_call(context: Any) -> None:
         call.raise_refusal_as(_refused_below(call, run, scopes, stack))
     call.activate()
     _ACTIVATED.set(call)
+    _DISPATCH.admitted = call  # withdrawn if a hook after ours denies the call (_quiet_telemetry)
     call_id = _current_call_id.get()
     if call_id is not None:
         TREE.calls[call_id] = call
@@ -537,17 +538,24 @@ def _refused_below(call: LLMCall, run: Run | None, scopes: tuple[AgentScope, ...
         # Raised in the hook's context (the SDK call runs in it): end the call and its activation here, before
         # CrewAI reports the failure on its pool, so the reservation is released before kickoff() raises.
         call.end(error=blocked)
-        if _ACTIVATED.get() is call:
-            _drop_stale()
-        call_id = _current_call_id.get()  # set by now: an executor runs the hook before LLM.call assigns it
-        if call_id is not None:
-            TREE.call_done(call_id)  # CrewAI reports the call failed (twice) on its pool: nothing more to record
+        _ended_here(call)
         if run is not None:
             run.record(blocked, scopes)
         TREE.mark_blocked(stack)
         return CrewAICircuitBreakerException(blocked)
 
     return refuse
+
+
+def _ended_here(call: LLMCall) -> None:
+    """A call ended in the hook's context before its request (refused below the hook, or denied by a later
+    hook): its activation goes (a dead call must not stay current for the caller's next SDK call) and CrewAI's
+    failure events for it, handled later on the pool, find nothing more to record."""
+    if _ACTIVATED.get() is call:
+        _drop_stale()
+    call_id = _current_call_id.get()  # None when an executor ran the hooks, before LLM.call assigns it
+    if call_id is not None:
+        TREE.call_done(call_id)
 
 
 def _record_refusal(name: str, model: str | None, provider: str | None, parent: Span | None,
@@ -710,15 +718,32 @@ def _quiet_telemetry(emit_telemetry: Callable[..., None]) -> Callable[..., None]
     CrewAI emits that event only when some hook is registered, so without AgentWatch there is none: emitting it
     for our hook would show AgentWatch to other listeners (CrewAI's telemetry among them) and cost every LLM call
     an event model and a thread-pool hand-off. A dispatch with other hooks, or one our hook aborted, emits as usual.
+    A dispatch that a later hook aborted after ours admitted the call withdraws that call (``_denied``).
     """
 
     def emit(point: Any, outcome: str, hook_count: int, *args: Any, **kwargs: Any) -> None:
-        alone = _DISPATCH.__dict__.pop("alone", False) and hook_count == 1
-        if alone and outcome == "proceeded" and point is _PRE_MODEL_CALL:
-            return None
+        state = _DISPATCH.__dict__
+        alone = state.pop("alone", False) and hook_count == 1
+        admitted = state.pop("admitted", None)
+        if point is _PRE_MODEL_CALL:
+            if alone and outcome == "proceeded":
+                return None
+            if admitted is not None and outcome == "aborted":
+                _denied(admitted, *args[1:3])
         return emit_telemetry(point, outcome, hook_count, *args, **kwargs)
 
     return emit
+
+
+@stop_on_exception
+def _denied(call: LLMCall, reason: str | None = None, source: str | None = None) -> None:
+    """A hook after ours denied the call ours admitted (raised ``HookAborted`` or returned False): nothing is sent.
+
+    CrewAI tells no hook of a later hook's verdict; its dispatch's telemetry, emitted in the dispatch's ``finally``
+    in the hook's thread and context, is the one place that sees it. Withdrawn, the call is no call of the
+    monitors (max_calls_per_minute) and its span is ended."""
+    call.withdraw(f"denied by a before_llm_call hook ({source or 'hook'}): {reason or ''}".rstrip(": "))
+    _ended_here(call)
 
 
 def install(bus: Any = None) -> None:

@@ -183,6 +183,21 @@ def test_a_call_refused_by_its_top_up_is_raised_as_its_opener_asks_and_ends_bloc
     assert (state["errors_in_error_window"], state["reserved"], state["state"]) == (0, 0.0, "CLOSED")
 
 
+def test_a_call_withdrawn_before_its_request_is_no_call_and_holds_nothing(memory: agentwatch.InMemoryExporter) -> None:
+    client = agentwatch.init(exporters=[memory], budget_per_hour=1.0, hard_budget=True, max_calls_per_minute=5)
+    with agentwatch.agent("Worker", max_calls_per_minute=5) as worker:
+        call = agentwatch.start_llm_call("framework", model=MODEL, reserve=0.4)
+    assert client.monitor.snapshot()["reserved"] == pytest.approx(0.4)
+    call.withdraw("denied by a later check")  # e.g. a framework hook of the user's, after AgentWatch's
+    call.end(error="the framework's error")  # ended already: no effect
+    agentwatch.flush()
+    for state in (client.monitor.snapshot(), worker.monitor.snapshot()):  # type: ignore[union-attr]
+        assert (state["calls_last_minute"], state["reserved"], state["errors_in_error_window"]) == (0, 0.0, 0)
+    [span] = [span for span in memory.spans if span["kind"] == "llm"]
+    assert span["status"] == "blocked" and span["attributes"]["reason"] == "denied by a later check"
+    assert "breaker.reason" not in span["attributes"]
+
+
 def test_hard_budget_is_set_by_init_agent_and_agents_preset(memory: agentwatch.InMemoryExporter,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTWATCH_HARD_BUDGET", "true")
