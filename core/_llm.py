@@ -304,8 +304,8 @@ class LLMCall:
         self._fallback_price = (price, source)
 
     def _price_as_answered(self, client: Client, cost: float) -> tuple[float, bool]:
-        """The model asked for is unknown to the price table (an Azure deployment's own name, an alias of a proxy):
-        priced as the model that answered, if that one is known (``priced_as`` names it)."""
+        """The model asked for is unknown to the price table and to a framework's own map (an Azure deployment's own
+        name, a proxy's alias): priced as the model that answered, if the table knows that one (``priced_as``)."""
         span = self.span
         answered = span.attributes["response_model"]
         if answered.__class__ is not str:
@@ -314,7 +314,10 @@ class LLMCall:
             answered, span.provider, span.input_tokens, span.output_tokens, span.cached_input_tokens, self._cache_write)
         if estimated:
             return cost, True
-        span.attributes["priced_as"] = answered
+        attributes = span.attributes
+        attributes["priced_as"] = answered
+        if "cost.source" in attributes:  # a fallback price was asked first and had none
+            attributes["cost.source"] = client.pricer.rates(answered, span.provider).source
         return priced, False
 
     def _price_with_fallback(self, client: Client, cost: float, estimated: bool) -> tuple[float, bool]:
@@ -404,10 +407,10 @@ class LLMCall:
             # Client.price without its frame when no plugin prices calls (the usual case).
             cost, estimated = (client.price if client._has_price else client.pricer.cost)(
                 span.model, span.provider, input_tokens, output_tokens, span.cached_input_tokens, self._cache_write)
-            if estimated and "response_model" in attributes:
-                cost, estimated = self._price_as_answered(client, cost)
             if self._fallback_price is not None:
                 cost, estimated = self._price_with_fallback(client, cost, estimated)
+            if estimated and "response_model" in attributes:
+                cost, estimated = self._price_as_answered(client, cost)
             span.cost_usd = cost
             if estimated:
                 attributes["cost_estimated"] = True
