@@ -76,9 +76,9 @@ class _Decoder:
 class BodyReader:
     """``feed()`` every chunk as it passes, then ``finish()`` for the reading."""
 
-    __slots__ = ("reading", "unreadable", "saw_end", "_text_bytes", "_unmeasured", "_texts", "_mode", "_separator",
-                 "_pending", "_json", "_size", "_head", "_rest", "_rest_size", "_first", "_last", "_finish",
-                 "_marks", "_decode", "_plain")
+    __slots__ = ("reading", "unreadable", "saw_end", "token_seen", "_text_bytes", "_unmeasured", "_texts", "_mode",
+                 "_separator", "_pending", "_json", "_size", "_head", "_rest", "_rest_size", "_first", "_last",
+                 "_finish", "_marks", "_decode", "_plain")
 
     def __init__(self, api: str, content_type: str | None, *, capture_text: bool = False,
                  content_encoding: str | None = None) -> None:
@@ -87,6 +87,8 @@ class BodyReader:
         self.unreadable: str | None = None
         #: The stream's final event went by: a close after it is a normal end, not an early one.
         self.saw_end = False
+        #: An event with output text (or a tool call's arguments) went by: the stream's first token.
+        self.token_seen = False
         #: Streamed output text measured so far (JSON-escaped bytes): blocks no longer kept (see text_bytes).
         self._text_bytes = 0
         #: Blocks looked at for usage (at the end) whose text is not measured yet.
@@ -128,9 +130,13 @@ class BodyReader:
                 return
             block = whole
             if self.reading.capture_text:
+                if not self.token_seen:
+                    self._look_for_token(block)
                 self._count_text(block)
                 self._scan(block)  # every event is read for its text
                 return
+        if not self.token_seen:  # only until it is found: a stream's first events
+            self._look_for_token(block)
         if len(block) > _MAX_KEPT_BLOCK:
             self._scan_kept()  # what came before it first: the scan keeps stream order
             self._measure_unmeasured()
@@ -143,6 +149,17 @@ class BodyReader:
             self._rest_size += len(block)
             if self._rest_size > _MAX_UNMEASURED:
                 self._measure_dropped()
+
+    def _look_for_token(self, block: bytes) -> None:
+        """Whether ``block`` (whole events) has output text: a non-empty string under one of the API's text keys (an
+        empty ``content`` opens OpenAI's and Anthropic's streams). An API without text keys: any event counts."""
+        texts = self._texts
+        if texts is None:
+            self.token_seen = True
+            return
+        keys, pattern = texts
+        if any(key in block for key in keys):
+            self.token_seen = any(match.group(1) for match in pattern.finditer(block))
 
     def _whole_events(self, chunk: bytes) -> bytes | None:
         """The chunk's share of whole events, with what an earlier chunk left pending before it (decoded, CRLF made

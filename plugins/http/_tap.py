@@ -40,7 +40,7 @@ class StreamTap:
     last when the body ends), and the reader is made (headers looked at) only then. So the first chunk
     reaches the user with no more delay than noting the time it came."""
 
-    __slots__ = ("_exchange", "_headers", "_encoded", "_reader", "_held", "_first_ns", "_done")
+    __slots__ = ("_exchange", "_headers", "_encoded", "_reader", "_held", "_held_ns", "_done")
 
     def __init__(self, exchange: Exchange, headers: Any, *, encoded: bool = False) -> None:
         self._exchange = exchange
@@ -48,7 +48,9 @@ class StreamTap:
         self._encoded = encoded
         self._reader: BodyReader | None = None
         self._held: bytes | None = None
-        self._first_ns = 0
+        #: When the chunk now held arrived, while no output token was seen (the time to the first token is the
+        #: arrival of the chunk that has it); -1 once one was.
+        self._held_ns = 0
         self._done = False
         exchange.body_open = True
         exchange.streamed = True
@@ -63,24 +65,34 @@ class StreamTap:
             except Exception:  # stop reading; the chunks keep flowing to the user
                 logger.exception("agentwatch: could not read a response stream (ignored)")
                 reader.unreadable = "reader error"
+            if self._held_ns >= 0:
+                self._note_token(reader)
         elif held is None:  # the first chunk: only its time now
-            if not self._first_ns:
-                self._first_ns = _time_ns()
+            if not self._held_ns:
+                self._held_ns = _time_ns()
         elif reader is None:  # the first chunk's turn
             self._read(held)
 
     def _read(self, chunk: bytes) -> None:
-        """Read a chunk before the reader exists: the first one (which also marks the first token)."""
+        """Read a chunk the reader has not seen, out of turn: the first one, or the last at the body's end."""
         reader = self._reader or self._make_reader()
         try:
-            first = self._first_ns
-            if first > 0:
-                self._first_ns = -1
-                self._exchange.mark_first_chunk(first)
             reader.feed(chunk)
         except Exception:  # stop reading; the chunks keep flowing to the user
             logger.exception("agentwatch: could not read a response stream (ignored)")
             reader.unreadable = "reader error"
+        if self._held_ns >= 0:
+            self._note_token(reader)
+
+    def _note_token(self, reader: BodyReader) -> None:
+        """After reading a chunk while no token was seen: the first token came with it (at ``_held_ns``), or the
+        next look is at the chunk held now, which arrived just now."""
+        if reader.token_seen:
+            arrived, self._held_ns = self._held_ns, -1
+            if arrived > 0:
+                self._exchange.mark_first_chunk(arrived)
+        else:
+            self._held_ns = _time_ns()
 
     def _make_reader(self) -> BodyReader:
         try:
