@@ -16,6 +16,10 @@ from . import _fingerprint
 from ._breaker import CircuitBreakerException, Monitor
 from ._capture import bound_text
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
+from ._deferred import install as install_collection_watch
+from ._deferred import pending as deferred_work
+from ._deferred import run_deferred
+from ._deferred import uninstall as uninstall_collection_watch
 from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
 from ._forking import fork_safe_lock
@@ -314,6 +318,8 @@ class Client:
         }
 
     def flush(self, timeout: float = 5.0) -> bool:
+        if deferred_work:
+            run_deferred()  # a dropped stream's call ends (and is exported) with what is flushed
         return self.processor.force_flush(timeout)
 
     def verify(self) -> bool:
@@ -324,6 +330,7 @@ class Client:
             exporter.shutdown()
 
     def close(self, timeout: float = 5.0) -> None:
+        run_deferred()
         self._import_hooks.uninstall()
         stop_on_exception(self.plugin_manager.hook.agentwatch_uninstrument)(client=self)
         for name, plugin in list(self.plugin_manager.list_name_plugin()):
@@ -375,6 +382,7 @@ def _init(config: dict[str, Any], *, provisional: bool) -> Client:
 
             _excepthook.install(client)
             _signals.install(client)
+            install_collection_watch()
             _freeze_start_up_objects()
         return client
 
@@ -411,6 +419,7 @@ def shutdown(timeout: float = 5.0) -> None:
     _excepthook.uninstall()
     _signals.uninstall()
     client.close(timeout)
+    uninstall_collection_watch()
 
 
 def register_process_plugin(plugin: Any, name: str) -> None:

@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ._deferred import pending as deferred_work
+from ._deferred import run_deferred
 from ._forking import after_fork_in_child, importing
 from ._safe import stop_on_exception
 from ._span import Span
@@ -359,6 +361,8 @@ class BatchProcessor:
                 flush_target = self._flush_requests
                 flushing = flush_target != self._flushes_done
             stopping = self._stopping
+            if deferred_work:
+                run_deferred()  # a dropped stream's call, ended here if the program makes no other call
             if flushing and not stopping:
                 for hook in self._flush_hooks:
                     stop_on_exception(hook)()

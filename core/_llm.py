@@ -18,6 +18,8 @@ from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up, withdraw
 from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
+from ._deferred import pending as deferred_work
+from ._deferred import run_deferred
 from ._reservation import estimator
 from ._run_budget import RUN_MONITORS, keyed_run_monitor
 from ._safe import PASS_THROUGH, logger, stop_on_exception
@@ -461,6 +463,8 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
     client = _client_module._active
     if client is None:
         return
+    if deferred_work:
+        run_deferred()  # a stream dropped unfinished is charged before this check
     if scopes or budgets or AGENT_SCOPES.get() or RUN_MONITORS.get():
         check(_monitors(client, scopes, budgets), trace_id=trace_id)
     else:  # no agent scope, no run budget (the common node): the global monitor alone, as in start_llm_call
@@ -514,6 +518,8 @@ def start_llm_call(
     if client is None:
         span = Span(name, kind, model=model, provider=provider, attributes=attributes)
         return LLMCall(span, None, None)
+    if deferred_work:
+        run_deferred()  # a stream dropped unfinished is charged before this call is checked
     # The context's agent scopes are read once, for the span's agent and for the monitors to check.
     context_scopes = AGENT_SCOPES.get()
     if scopes:

@@ -20,7 +20,9 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   ``open_frame`` / ``stepped`` / ``call_in_frame`` keep a span and agent current only while a framework's own code
   runs, step by step for an async generator (an agent's run that the caller iterates).
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
-  (and what ``add_pass_through`` adds) reaches user code.
+  (and what ``add_pass_through`` adds) reaches user code. Code a finaliser may run (``__del__``, a generator's
+  ``finally``; ``collecting_garbage()`` tells) ends nothing itself: it hands the work to ``defer``, run at the next
+  safe point (the garbage collector may run it while this thread holds a lock that ending a call takes).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ._config import Config, validate_agent_limits
 from ._context import KEEP, SESSION_KEY, AgentScope, Carried, attach, carry, detach, restore_current, save_current
 from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
+from ._deferred import collecting_garbage, defer
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
 from ._exporters import HttpSender
 from ._frames import Frame, call_in_frame, finish_frame, open_frame, stepped
@@ -120,6 +123,8 @@ __all__ = [
     "enclosing_monitors",
     "run_budget",
     # never break the host
+    "defer",
+    "collecting_garbage",
     "stop_on_exception",
     "swallow_internal_error",
     "add_pass_through",

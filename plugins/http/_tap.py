@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch.instrumentation import logger, stop_on_exception
+from agentwatch.instrumentation import collecting_garbage, defer, logger, stop_on_exception
 
 from ._body import BodyReader
 from ._exchange import Exchange, begin
@@ -107,6 +108,11 @@ class StreamTap:
     @stop_on_exception
     def finish(self, error: BaseException | None, complete: bool) -> None:
         if self._done:
+            return
+        if collecting_garbage():
+            # A finaliser (the SDK's stream dropped unfinished is cyclic garbage, closed by the collector) may run at
+            # any allocation, perhaps while this thread holds a lock that ending the call takes: later, at a safe point.
+            defer(functools.partial(self.finish, error, complete))
             return
         self._done = True
         held, self._held = self._held, None

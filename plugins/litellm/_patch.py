@@ -23,6 +23,7 @@ from agentwatch.instrumentation import (
     CircuitBreakerException,
     LLMCall,
     check_limits,
+    defer,
     get_client,
     get_current_llm_call,
     record_blocked,
@@ -86,7 +87,6 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    _end_dropped()
     _patcher.restore()
     while _inside:
         cell, inner = _inside.pop()
@@ -150,8 +150,6 @@ def _provider(model: str) -> str | None:
 def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LLMCall | None:
     """Check the limits and open the call; None if a call is already in flight (it gets the request)."""
     try:
-        if _dropped:
-            _end_dropped()  # charged before this call is checked
         if get_current_llm_call() is not None:  # a framework on top of LiteLLM opened it
             return None
         model = kwargs.get("model") or (args[0] if args else None)
@@ -386,28 +384,15 @@ def _closing(stream: Any) -> None:
 def _stream_dropped(self: Any) -> None:
     """``CustomStreamWrapper.__del__``: a stream left unfinished without ``close()`` (a ``break`` out of its loop) is
     charged once it is dropped, as ``close()`` charges it; else its call never ended (nothing charged, and a hard
-    budget's reservation held for the rest of the hour). What it streamed is read now; the call is ended later (at the
-    next LiteLLM call, before that call's check, or at ``shutdown()``): a dropped stream is cyclic garbage, finalised
-    by the collector at any allocation, perhaps while this thread holds the lock that ending a call takes."""
+    budget's reservation held for the rest of the hour). What it streamed is read now; the call is ended at the next
+    safe point (``defer``): a dropped stream is cyclic garbage, finalised by the collector at any allocation, perhaps
+    while this thread holds the lock that ending a call takes."""
     try:
         call = _unfinished_call(self)
         if call is not None:
-            _dropped.append((call, _stream_read(call, self)))
+            defer(functools.partial(call.end, finish_reason=_stream_read(call, self)))
     except Exception:
         swallow_internal_error("the litellm plugin")
-
-
-#: Calls of streams dropped unfinished, and their finish reasons: ended at the next safe point (``_end_dropped``).
-_dropped: list[tuple[LLMCall, str | None]] = []
-
-
-def _end_dropped() -> None:
-    while _dropped:
-        try:
-            call, finish_reason = _dropped.pop()
-        except IndexError:  # another thread took the last one
-            return
-        call.end(finish_reason=finish_reason)
 
 
 def _stream_del(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,67 @@
+"""Work a finaliser hands over instead of doing it: ending the call of a stream that was dropped unfinished.
+
+A stream left by ``break`` without ``close()`` is often cyclic garbage (the openai SDK's ``Stream``, LiteLLM's
+wrapper), finalised by the garbage collector at whatever allocation triggers it, perhaps while this very thread holds
+a lock that ending a call takes (a monitor's, the export queue's): ending it there would hang the program. So
+``__del__`` only reads what it must and ``defer``s the rest, which runs at the next safe point: before the next LLM
+call is checked (the dropped call's cost counts in that check), at the export worker's next wake-up, at ``flush()``
+and ``shutdown()``.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import deque
+from collections.abc import Callable
+
+from ._safe import swallow_internal_error
+
+__all__ = ["collecting_garbage", "defer", "install", "pending", "run_deferred", "uninstall"]
+
+#: Appended to by finalisers (``deque.append`` is atomic and takes no lock), emptied by ``run_deferred``.
+pending: deque[Callable[[], None]] = deque()
+
+_collections = 0  # collections under way (a finaliser may release the GIL, but not start a second one)
+
+
+def collecting_garbage() -> bool:
+    """Whether the garbage collector is running: code called now may be a finaliser (``__del__``, a generator's
+    ``finally`` or ``except GeneratorExit``, a ``close()`` called from them) and must ``defer`` what takes a lock.
+    Known between ``init()`` and ``shutdown()``; False otherwise."""
+    return _collections > 0
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    global _collections
+    _collections += 1 if phase == "start" else -1 if _collections > 0 else 0
+
+
+def install() -> None:
+    if _on_collection not in gc.callbacks:
+        gc.callbacks.append(_on_collection)
+
+
+def uninstall() -> None:
+    global _collections
+    while _on_collection in gc.callbacks:
+        gc.callbacks.remove(_on_collection)
+    _collections = 0
+
+
+def defer(work: Callable[[], None]) -> None:
+    """Run ``work`` at the next safe point (see the module's docstring). Safe to call from ``__del__``."""
+    pending.append(work)
+
+
+def run_deferred() -> None:
+    """Run what finalisers handed over; an internal error of one is logged and the rest still run. Called where this
+    thread holds none of AgentWatch's locks."""
+    while pending:
+        try:
+            work = pending.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        try:
+            work()
+        except Exception:
+            swallow_internal_error("deferred work")

@@ -1,0 +1,55 @@
+"""A stream dropped unfinished (``break`` without ``close()``) is charged at the next safe point, never from the garbage
+collector's finaliser. Found 2026-12-05: the HTTP layer ended the call in ``__del__``; the openai SDK's ``Stream`` is
+cyclic garbage, collected at any allocation, and a collection while the thread held the export queue's lock (or a
+monitor's) hung the program for good."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+_PROGRAM = textwrap.dedent("""
+    import gc
+    import openai
+    import agentwatch
+    from agentwatch import CircuitBreakerException
+    from tests.stubs.provider_server import Reply, StubProvider
+
+    stub = StubProvider().start()
+    memory = agentwatch.InMemoryExporter()
+    client = agentwatch.init(exporters=[memory], budget_per_hour=0.05, block_on_threshold=True, capture_messages=True)
+    oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+    long_prompt = "word " * 160_000  # ~200,000 tokens: $0.03 of gpt-4o-mini, estimated (its usage never comes)
+    stub.queue(Reply(content="a long story " * 50))
+    stream = oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": long_prompt}],
+                                         stream=True)
+    for chunk in stream:
+        break
+    del stream, chunk
+    gc.disable()  # the stream is cyclic garbage: collected below, where the collector happens to run
+    with client.processor._lock:  # the export queue's lock, held as the collector may find it at any allocation
+        gc.collect()
+    gc.enable()
+    stub.queue(Reply(input_tokens=200_000, output_tokens=10))
+    oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}])
+    try:  # $0.06 spent: the dropped stream was charged before the second call's check, and this one is blocked
+        oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "third"}])
+        print("not blocked")
+    except CircuitBreakerException as blocked:
+        print("blocked", blocked.reason)
+    agentwatch.flush()
+    print(sorted(span["status"] for span in memory.spans if span["kind"] == "llm"), stub.count())
+    agentwatch.shutdown()
+    stub.stop()
+""")
+
+
+def test_a_stream_collected_while_a_lock_is_held_is_charged_later_without_a_hang() -> None:
+    run = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr
+    assert run.stdout.splitlines() == ["blocked budget_per_hour", "['blocked', 'ok', 'ok'] 2"]
