@@ -477,7 +477,8 @@ class ClickHouseStore(Store):
         """The page's trace ids when enough traces started in [low, high), else None. Reads the summary rows of
         the window alone (a column scan, no lookup per trace), then corrects the candidates that have rows
         outside it: one with a row before ``low`` started earlier; one with a row after ``high`` may have an
-        earlier key."""
+        earlier key. ``wanted`` sizes the read (it grows when a window fell short); the page itself always ends
+        at ``offset + limit``."""
         descending = query.order == "desc"
         direction = "DESC" if descending else "ASC"
         p = Params()
@@ -505,11 +506,12 @@ class ClickHouseStore(Store):
                 else:
                     candidates[trace_id] = (int(start), int(key))
         ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=descending)
-        if len(ranked) < wanted:
+        end = query.offset + query.limit
+        if len(ranked) < end:
             return None
-        if truncated and ranked[wanted - 1][1][0] == last_start:
+        if truncated and ranked[end - 1][1][0] == last_start:
             return None  # traces beyond the candidates may tie with the page's last: not decided here
-        return [trace_id for trace_id, _ in ranked[query.offset:wanted]]
+        return [trace_id for trace_id, _ in ranked[query.offset:end]]
 
     def _traces_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
         """Whole trace rows of ``ids``, in that order."""
