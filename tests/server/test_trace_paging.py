@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agentwatch.server._stats import HOUR_NS
+from agentwatch.server._time import parse_time
 from tests.server.aw_helpers import new_span_id, new_trace_id
 
 MINUTE_NS = 60 * 10**9
@@ -43,3 +44,56 @@ def test_pages_hold_limit_rows_when_the_range_ends_inside_an_hour(client: TestCl
         assert _names(page) == expected[offset:offset + 7], offset
         seen += _names(page)
     assert seen == expected
+
+
+def _total(client: TestClient, **bounds: str) -> int:
+    answer = client.get("/api/traces", params=bounds)
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["total"])
+
+
+def test_epoch_nanosecond_bounds_are_exact(client: TestClient) -> None:
+    """``to`` is exclusive: a trace's own start as ``to`` leaves it out. Epoch numbers went through a float, which
+    at today's epoch holds nanoseconds only to about 256 ns."""
+    start = (time.time_ns() // 1024) * 1024 - 3 * HOUR_NS + 129  # a float rounds it by over 100 ns
+    assert client.post("/api/ingest", json=[_root(start, "boundary")]).status_code == 202
+    listed = client.get("/api/traces").json()["traces"][0]["start_time_unix_nano"]
+    assert listed == start
+    assert _total(client, to=str(start)) == 0
+    assert _total(client, **{"from": str(start + 1)}) == 0
+    assert _total(client, to=str(start + 1)) == 1
+    assert _total(client, **{"from": str(start)}) == 1
+    assert _total(client, **{"from": str(start), "to": str(start + 1)}) == 1
+
+
+def test_iso_bounds_keep_every_fractional_digit(client: TestClient) -> None:
+    """An ISO time with nanoseconds was cut to microseconds: the trace starting 129 ns into a microsecond was
+    outside ``from`` of its own start."""
+    start = (time.time_ns() // 10**9) * 10**9 - 3 * HOUR_NS + 123_456_789
+    assert client.post("/api/ingest", json=[_root(start, "boundary")]).status_code == 202
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start // 10**9))
+    assert _total(client, **{"from": f"{seconds}.123456789Z"}) == 1
+    assert _total(client, **{"from": f"{seconds}.12345679Z"}) == 0  # 10 ns later
+    assert _total(client, to=f"{seconds}.123456789+00:00") == 0
+    assert _total(client, to=f"{seconds},1234567891") == 1  # a tenth of a nanosecond after it: it started before
+    assert _total(client, **{"from": f"{seconds}.1234567881"}) == 1
+    assert _total(client, to=f"{seconds}.1234568Z") == 1  # 7 digits: 123,456,800 ns
+    assert _total(client, **{"from": f"{seconds}.123457"}) == 0
+    assert _total(client, to=f"{seconds}.123457") == 1
+
+
+@pytest.mark.parametrize(("text", "ns"), [
+    ("1796301593646548649", 1796301593646548649),  # nanoseconds, taken as the integer they are
+    ("1796301593646548", 1796301593646548000),  # microseconds
+    ("1796301593646", 1796301593646000000),  # milliseconds
+    ("1796301593", 1796301593000000000),  # seconds
+    ("1796301593.123456789", 1796301593123456789),  # seconds with a decimal fraction, exactly
+    ("1796301593646.5", 1796301593646500000),
+    ("1796301593.1234567891", 1796301593123456790),  # past nanoseconds: rounded up, which bounds exactly
+    ("-1.5", -1_500_000_000),
+    ("2026-12-01T10:00:00.000000001Z", 1796119200000000001),
+    ("2026-12-01T12:00:00.5+02:00", 1796119200500000000),
+    ("2026-12-01T10:00:00", 1796119200000000000),
+])
+def test_time_parameters_are_read_exactly(text: str, ns: int) -> None:
+    assert parse_time(text) == ns
