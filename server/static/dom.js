@@ -41,19 +41,40 @@ window.AW = window.AW || {};
 
   AW.keyStorage = "agentwatch.apiKey";
 
+  AW.KEY_NEEDED = "This collector needs an API key: use \u201cEnter API key\u201d at the top.";
+
+  // The key prompt is shared: a view sends several requests at once and each may be refused, yet the user is asked
+  // once. `answers` counts the prompts answered; a request refused after one was answered since it was sent uses
+  // that answer instead of asking again. After a cancel nothing asks until the user clicks the key button.
+  let pending = null;
+  let answers = 0;
+  let declined = false;
+
+  function send(path, opts) {
+    const headers = Object.assign({}, opts.headers);
+    const key = sessionStorage.getItem(AW.keyStorage);
+    if (key) headers["X-API-Key"] = key;
+    return fetch(path, Object.assign({}, opts, { headers }));
+  }
+
   AW.api = async function (path, options) {
     const opts = Object.assign({ headers: {} }, options || {});
-    const key = sessionStorage.getItem(AW.keyStorage);
-    if (key) opts.headers["X-API-Key"] = key;
     if (opts.json !== undefined) {
       opts.body = JSON.stringify(opts.json);
       opts.headers["Content-Type"] = "application/json";
       delete opts.json;
     }
-    const response = await fetch(path, opts);
+    const sentKey = sessionStorage.getItem(AW.keyStorage);
+    const asked = answers;
+    let response = await send(path, opts);
     if (response.status === 401) {
-      AW.askForKey("This collector needs an API key.");
-      throw new Error("API key required");
+      if (declined) throw new Error(AW.KEY_NEEDED);
+      if (asked === answers) await AW.askForKey("This collector needs an API key.", { rerender: false });
+      const key = sessionStorage.getItem(AW.keyStorage);
+      // A 401 means the request was not carried out: sending it again with the new key is safe.
+      if (!key || key === sentKey) throw new Error(AW.KEY_NEEDED);
+      response = await send(path, opts);
+      if (response.status === 401) throw new Error(AW.KEY_NEEDED);
     }
     const type = response.headers.get("content-type") || "";
     const data = type.includes("application/json") ? await response.json() : await response.text();
@@ -64,13 +85,37 @@ window.AW = window.AW || {};
     return data;
   };
 
-  AW.askForKey = function (message) {
-    const key = window.prompt(`${message || ""}\nAPI key (kept in this tab only):`, "");
-    if (key !== null) {
-      if (key) sessionStorage.setItem(AW.keyStorage, key);
-      else sessionStorage.removeItem(AW.keyStorage);
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+  function showKeyNeeded(needed) {
+    const button = document.getElementById("key-button");
+    if (!button) return;
+    button.textContent = needed ? "Enter API key" : "API key";
+    button.classList.toggle("attention", needed);
+  }
+
+  // Resolves once the user answered. The prompt opens one task later, so that requests refused together join it;
+  // while it is open (or being answered) every caller waits for the same answer. `rerender`: redraw the view after
+  // (the key button), instead of the waiting requests being sent again (a refused request).
+  AW.askForKey = function (message, options) {
+    const rerender = !options || options.rerender !== false;
+    if (rerender) declined = false;  // the user asked: ask even after a cancel
+    if (!pending) {
+      pending = new Promise((resolve) => setTimeout(resolve, 0)).then(() => {
+        const key = window.prompt(`${message || ""}\nAPI key (kept in this tab only):`, "");
+        answers += 1;
+        pending = null;
+        declined = key === null;
+        showKeyNeeded(declined);
+        if (key !== null) {
+          if (key) sessionStorage.setItem(AW.keyStorage, key);
+          else sessionStorage.removeItem(AW.keyStorage);
+        }
+        return key;
+      });
     }
+    return pending.then((key) => {
+      if (rerender && key !== null) window.dispatchEvent(new HashChangeEvent("hashchange"));
+      return key;
+    });
   };
 
   const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
