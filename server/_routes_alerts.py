@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -103,11 +103,16 @@ class AlertRulePatch(BaseModel):
         return _check_url(value)
 
 
+# What each kind of SDK alert must carry: every SDK sends these (core/_monitor.py; the peer SDK's alert payload).
+_REQUIRED: Final = {"alert": ("scope", "scope_id", "reason"), "transition": ("scope", "scope_id", "event", "to_state")}
+
+
 class SdkAlert(BaseModel):
     """What the SDK sends: an alert (a limit was exceeded) or a circuit-breaker transition.
 
     The aeneas-agentwatch SDK sends ``{scope, scope_id, reason, threshold, current, blocked, timestamp}``:
-    no ``type`` (an alert) and ``timestamp`` in seconds.
+    no ``type`` (an alert) and ``timestamp`` in seconds. Required: ``scope``, ``scope_id`` and ``reason`` for an
+    alert; ``scope``, ``scope_id``, ``event`` and ``to_state`` for a transition (what both SDKs always send).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -126,6 +131,16 @@ class SdkAlert(BaseModel):
     event: Annotated[str, Field(max_length=64)] | None = None
     from_state: Annotated[str, Field(max_length=64)] | None = None
     to_state: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SdkAlert:
+        # Without them the stores filled in defaults ("alert on agent/agent"): an alert nobody raised, on a breaker
+        # that does not exist.
+        fields = _REQUIRED[self.type]
+        missing = [name for name in fields if getattr(self, name) is None or getattr(self, name) == ""]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}: an SDK {self.type} needs {', '.join(fields)}")
+        return self
 
     @model_validator(mode="after")
     def _storable(self) -> SdkAlert:

@@ -273,3 +273,21 @@ def test_patch_with_null_for_a_required_field_is_refused(client: TestClient) -> 
         answer = client.patch(f"/api/alerts/{rule['id']}", json={field: None})
         assert answer.status_code == 422 and field in answer.json()["detail"], (field, answer.text)
     assert client.get("/api/alerts").json()["rules"][0]["enabled"] is True
+
+
+@pytest.mark.parametrize(("body", "missing"), [
+    ({"scope": "agent"}, "scope_id, reason"),
+    ({"scope": "agent", "scope_id": "researcher"}, "reason"),
+    ({"scope_id": "researcher", "reason": "budget_per_hour"}, "scope"),
+    ({"scope": "agent", "scope_id": "", "reason": "budget_per_hour"}, "scope_id"),
+    ({"type": "alert", "scope": "agent", "scope_id": "researcher", "reason": None}, "reason"),
+    ({"type": "transition", "scope": "agent", "scope_id": "researcher", "from_state": "closed"}, "event, to_state"),
+])
+def test_an_sdk_alert_without_its_required_fields_is_refused(client: TestClient, body: dict, missing: str) -> None:
+    """Both SDKs always send scope, scope_id and reason (a transition: scope, scope_id, event and to_state); a body
+    without them was answered 202 and stored as an alert 'alert on agent/agent' nobody raised."""
+    answer = client.post("/api/alerts/sdk-alert", json={"timestamp_unix_nano": NOW, **body})
+    assert answer.status_code == 422, answer.text
+    assert f"missing {missing}" in answer.text
+    assert client.get("/api/alerts/history").json()["history"] == []
+    assert client.get("/api/circuit-breaker/history").json()["transitions"] == []
