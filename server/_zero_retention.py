@@ -111,12 +111,27 @@ def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
     return dict(kept)
 
 
+def _alert_name(record: SpanRecord, attributes: dict[str, Any]) -> str:
+    """An alert span's name with no free text: ``agentwatch.alert("<title>")`` names its span ``alert: <title>``,
+    while the monitor's alerts are named after their reason (``alert.budget_per_hour``), an identifier. Other span
+    names are kept: they name code (functions, nodes, tools), and they are what the dashboard shows."""
+    if _WORD(record.name):
+        return record.name
+    reason = attributes.get("reason")  # scrubbed already: a word, or gone
+    return f"alert.{reason}" if isinstance(reason, str) and reason else "alert"
+
+
 def strip_text(record: SpanRecord) -> None:
-    """Zero data retention for a span: no input or output, and its attributes scrubbed by the allowlist."""
+    """Zero data retention for a span: no input or output, its attributes scrubbed by the allowlist, and an alert's
+    title out of its name."""
     stripped = record.input is not None or record.output is not None
     record.input = None
     record.output = None
     attributes, lost = _scrub(record.attributes, _never, _never)
+    if record.kind == "alert":
+        name = _alert_name(record, attributes)
+        lost |= name != record.name
+        record.name = name
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:
         attributes["agentwatch.text_stripped"] = True

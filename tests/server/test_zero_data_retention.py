@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +174,44 @@ def test_text_under_keys_that_usually_hold_labels_is_dropped(zdr_server: ServerH
     assert history[0]["scope_id"] == "writer" and "budget_per_hour" in json.dumps(history[0])
     found = _database_secrets(zdr_server, tmp_path)
     assert found and not any(found.values()), found
+
+
+ALERT_PROGRAM = """
+import sys
+
+import agentwatch
+
+agentwatch.init()
+with agentwatch.trace("zdr-alerts"):
+    agentwatch.alert(sys.argv[1], severity="warning")
+    agentwatch.alert("disk_full")
+agentwatch.shutdown()
+"""
+
+
+def test_an_alert_title_is_not_kept_as_its_span_name(zdr_server: ServerHandle, make_span: SpanFactory,
+                                                     tmp_path: Path) -> None:
+    """``agentwatch.alert("...")`` names its span ``alert: <title>``: free text that was stored as the span's name
+    (span names are otherwise kept: they are what the dashboard shows)."""
+    program = tmp_path / "alerts.py"
+    program.write_text(ALERT_PROGRAM)
+    env = {**os.environ, "AGENTWATCH_URL": f"{zdr_server.url}/api/ingest", "AGENTWATCH_SPOOL_DIR": ""}
+    done = subprocess.run([sys.executable, str(program), secret(40)], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The monitor's own alerts are named after their reason: an identifier, kept.
+    monitor_alert = make_span(kind="alert", name="alert.budget_per_hour", model=None, attributes={
+        "reason": "budget_per_hour", "scope": "agent", "scope_id": "writer", "threshold": 5, "current": 7.5})
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/ingest", json=monitor_alert).json()["accepted"] == 1
+        (trace,) = client.get("/api/traces", params={"search": "zdr-alerts"}).json()["traces"]
+        spans = client.get(f"/api/traces/{trace['trace_id']}/spans").json()["spans"]
+        kept = client.get(f"/api/traces/{monitor_alert['trace_id']}/spans").json()["spans"][0]
+    names = sorted(span["name"] for span in spans if span["kind"] == "alert")
+    assert names == ["alert.manual", "alert.manual"], names  # a title of one word is still not an identifier
+    assert SECRETS[40] not in json.dumps(spans)
+    assert kept["name"] == "alert.budget_per_hour"
+    zdr_server.stop()
+    for path in tmp_path.iterdir():
+        if path.name.startswith("zdr.db"):
+            assert SECRETS[40].encode() not in path.read_bytes(), path.name
