@@ -20,6 +20,7 @@ Trade-offs against SQLite, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import threading
 import time
@@ -30,6 +31,7 @@ from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
 from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES, hour_sql
+from ._cursor import Position, encode_cursor
 from ._datamodel import (
     ALERT_COLUMNS,
     BREAKER_EVENT_COLUMNS,
@@ -119,6 +121,9 @@ _SORT_COLUMNS = {
     "start_time": "t_start", "end_time": "t_end", "duration": "t_duration", "cost": "t_cost",
     "tokens": "t_tokens", "spans": "t_spans", "name": "t_name", "status": "t_status",
 }
+# The ClickHouse type a cursor's sort value is bound as, per sort.
+_CURSOR_TYPES = {"start_time": "Int64", "end_time": "Int64", "duration": "Float64", "cost": "Float64",
+                 "tokens": "Int64", "spans": "Int64", "name": "String", "status": "String"}
 _RULE_FIELDS = tuple(column.strip() for column in RULE_COLUMNS.split(","))
 # Stored alert rows are rewritten whole (a new version) when their delivery status changes.
 _ALERT_ROW_COLUMNS = ALERT_COLUMNS + ", details, dedup_key"
@@ -433,12 +438,18 @@ class ClickHouseStore(Store):
                 total += len(candidates) - int(earlier)
         return total
 
-    def _newest_page(self, query: TraceQuery) -> list[dict[str, Any]] | None:
-        """The traces list by start time with no filter but the time range, from the newest (or oldest) hours
-        only: trace_starts tells from which hour on there are enough traces for the page; the page is exact
-        when it comes out full (or the window reached the range's end). None: not such a query."""
-        if query.sort != "start_time" or query.search and query.search.strip() or query.agent_id or query.model \
-                or query.status:
+    @staticmethod
+    def _by_start_alone(query: TraceQuery) -> bool:
+        """Sorted by start time with no filter but the time range: the query ``_newest_page`` answers."""
+        return query.sort == "start_time" and not (query.search and query.search.strip()) and not query.agent_id \
+            and not query.model and not query.status
+
+    def _newest_page(self, query: TraceQuery) -> list[str] | None:
+        """The page's trace ids of the traces list by start time with no filter but the time range, from the
+        newest (or oldest) hours only: trace_starts tells from which hour on there are enough traces for the page;
+        the page is exact when it comes out full (or the window reached the range's end). None: not such a
+        query."""
+        if not self._by_start_alone(query):
             return None
         first_hour = None if query.start_ns is None else query.start_ns // HOUR_NS
         last_hour = None if query.end_ns is None else query.end_ns // HOUR_NS + 1
@@ -465,12 +476,12 @@ class ClickHouseStore(Store):
             if not everything:
                 ids = self._window_page(query, low, high, wanted)
                 if ids is not None:
-                    return self._traces_by_id(ids)
+                    return ids
             else:
                 p = Params()
                 where, having = self._started_in(p, low, high)
-                return self._traces(p, where, having, f"t_start {direction}, t_key {direction}", query.limit,
-                                    query.offset)
+                return self._page_ids(p, where, having, f"t_start {direction}, t_key {direction}", query.limit,
+                                      query.offset)[0]
             wanted *= 2  # fewer traces than counted (the range ends inside an hour): widen the window
 
     def _window_page(self, query: TraceQuery, low: int | None, high: int | None, wanted: int) -> list[str] | None:
@@ -515,12 +526,39 @@ class ClickHouseStore(Store):
 
     def _traces_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
         """Whole trace rows of ``ids``, in that order."""
+        return [trace for trace, _ in self._keyed_traces_by_id(ids, "t_key")]
+
+    def _keyed_traces_by_id(self, ids: list[str], column: str) -> list[tuple[dict[str, Any], Position]]:
+        """Whole trace rows of ``ids``, in that order, each with its position in a sort by ``column``."""
         if not ids:
             return []
         p = Params()
         of_page = f"trace_id IN {p(ids, 'Array(String)')}"
-        found = {row[0]: row for row in self._rows(f"SELECT {_TRACE_COLUMNS} FROM ({self._agg([of_page])})", p)}
-        return [trace_dict((*found[t][:15], *self._labels(found[t]))) for t in ids if t in found]
+        found = {row[0]: row for row in self._rows(
+            f"SELECT {_TRACE_COLUMNS}, {column}, t_key FROM ({self._agg([of_page])})", p)}
+        return [(trace_dict((*found[t][:15], *self._labels(found[t][:-2]))), (found[t][-2], int(found[t][-1])))
+                for t in ids if t in found]
+
+    def _after_cursor(self, query: TraceQuery) -> list[tuple[dict[str, Any], Position]]:
+        """A page after ``query.after`` by start time with no other filter: ``_newest_page`` on the range cut at
+        the cursor's start (its hours and counts still apply), less the traces that started at that very
+        nanosecond but are not after it; read again with more rows in the rare case those left the page short."""
+        assert query.after is not None
+        start, key = int(query.after[0]), query.after[1]
+        descending = query.order == "desc"
+        if descending:
+            cut = dataclasses.replace(query, end_ns=start + 1 if query.end_ns is None else min(query.end_ns, start + 1))
+        else:
+            cut = dataclasses.replace(query, start_ns=start if query.start_ns is None else max(query.start_ns, start))
+        extra = 1
+        while True:
+            ids = self._newest_page(dataclasses.replace(cut, after=None, limit=query.limit + extra))
+            rows = self._keyed_traces_by_id(ids or [], "t_start")
+            kept = [(trace, (value, tie)) for trace, (value, tie) in rows
+                    if value != start or (tie < key if descending else tie > key)]
+            if len(kept) >= query.limit or len(rows) < query.limit + extra:
+                return kept[:query.limit]
+            extra *= 4
 
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         p = Params()
@@ -528,26 +566,47 @@ class ClickHouseStore(Store):
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
         filtered = bool(query.status or query.agent_id or query.model or (query.search or "").strip())
-        traces = self._newest_page(query)
         counted = None
-        if traces is None:
-            # A filtered page counts its matches in the same statement: the filters' work (the aggregates of
-            # every matching trace) is done once, not again for the total.
-            ids, counted = self._page_ids(p, where, having, f"{column} {direction}, t_key {direction}", query.limit,
-                                          query.offset, counted=filtered)
-            traces = self._traces_by_id(ids)
-        if traces and len(traces) < query.limit or not traces and not query.offset:
+        if query.after is not None and self._by_start_alone(query):
+            rows = self._after_cursor(query)
+        elif query.after is not None:
+            value, key = query.after
+            after = (f"({column}, t_key) {'<' if direction == 'DESC' else '>'}"
+                     f" ({p(value, _CURSOR_TYPES[query.sort])}, {p(key, 'UInt64')})")
+            ids, _ = self._page_ids(p, where, [*having, after], f"{column} {direction}, t_key {direction}",
+                                    query.limit, 0)
+            rows = self._keyed_traces_by_id(ids, column)
+        else:
+            newest = self._newest_page(query)
+            if newest is not None:
+                ids = newest
+            else:
+                # A filtered page counts its matches in the same statement: the filters' work (the aggregates of
+                # every matching trace) is done once, not again for the total.
+                ids, counted = self._page_ids(p, where, having, f"{column} {direction}, t_key {direction}",
+                                              query.limit, query.offset, counted=filtered)
+            rows = self._keyed_traces_by_id(ids, column)
+        traces = [trace for trace, _ in rows]
+        following = encode_cursor(query.sort, query.order, rows[-1][1]) if len(rows) == query.limit else None
+        if query.after is not None:
+            total = self._total(query, filtered)
+        elif traces and len(traces) < query.limit or not traces and not query.offset:
             total = query.offset + len(traces)  # a short page is the last one
         elif counted is not None:
             total = counted
-        elif not filtered:
-            total = self._count_traces(query.start_ns, query.end_ns)  # no filter but the time range
-        else:  # a page past the end: no row carried the count
-            count = Params()
-            where, having = self._trace_filters(count, query)
-            total = self._rows(f"SELECT count() FROM ({self._lean_agg(where, having, '')}){_where(having)}",
-                               count)[0][0]
-        return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
+        else:  # a page past the end (no row carried the count), or unfiltered
+            total = self._total(query, filtered)
+        return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset,
+                "next_cursor": following}
+
+    def _total(self, query: TraceQuery, filtered: bool) -> int:
+        """How many traces match the query's filters (wherever its page starts)."""
+        if not filtered:
+            return self._count_traces(query.start_ns, query.end_ns)  # no filter but the time range
+        count = Params()
+        where, having = self._trace_filters(count, query)
+        return int(self._rows(f"SELECT count() FROM ({self._lean_agg(where, having, '')}){_where(having)}",
+                              count)[0][0])
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         p = Params()

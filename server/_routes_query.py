@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import _json
 from ._compliance import compliance_score
+from ._cursor import decode_cursor
 from ._graph import build_graph
 from ._state import AppState, app_state, time_param
 from ._stats import DAY_NS
@@ -49,12 +50,21 @@ async def list_traces(
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Annotated[str | None, Query(max_length=2000, description=(
+        "the previous page's next_cursor: the page after it, however many traces arrived meanwhile (same filters,"
+        " sort and order; not with offset)"))] = None,
 ) -> dict[str, Any]:
-    """Traces (aggregates of their spans), newest first by default, with ``total`` for paging."""
+    """Traces (aggregates of their spans), newest first by default, with ``total`` for paging.
+
+    Two ways to page: ``offset`` (a page number's rows; while traces arrive, newest first, the pages shift and a
+    trace can show twice or not at all), or ``cursor``: each full page has ``next_cursor`` (null on the last
+    page), and ``cursor=<it>`` gives the rows after that page's last, whatever arrived since. ``total`` counts
+    every match, wherever the page starts."""
     try:
+        after = decode_cursor(cursor, sort, order) if cursor else None
         query = TraceQuery(search=search, status=status or None, agent_id=agent_id or None, model=model or None,
                            start_ns=time_param(from_, "from"), end_ns=time_param(to, "to"), sort=sort,
-                           order=order, limit=limit, offset=offset)
+                           order=order, limit=limit, offset=offset, after=after)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     return await run_in_threadpool(app_state(request).store.list_traces, query)

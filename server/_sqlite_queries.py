@@ -14,6 +14,7 @@ from itertools import repeat
 from typing import Any
 
 from . import _json
+from ._cursor import encode_cursor
 from ._datamodel import (
     BLOCKED_SQL,
     CALL_SQL,
@@ -187,10 +188,16 @@ class Queries:
             params.append(_json.dumps(few))
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
+        page_where, page_params = where, params
+        if query.after is not None:
+            # Rows after the cursor's position, as a row value: SQLite walks the sort index from there.
+            page_where += (" AND " if where else " WHERE ") + f"({column}, tkey) {'<' if direction == 'DESC' else '>'}"\
+                " (?, ?)"
+            page_params = [*params, *query.after]
         rows = connection.execute(
-            f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY {column} {direction}, tkey {direction}"
-            " LIMIT ? OFFSET ?", (*params, query.limit, query.offset)).fetchall()
-        if rows and len(rows) < query.limit or not rows and not query.offset:
+            f"SELECT {_TRACE_COLUMNS}, {column}, tkey FROM traces{page_where} ORDER BY {column} {direction},"
+            f" tkey {direction} LIMIT ? OFFSET ?", (*page_params, query.limit, query.offset)).fetchall()
+        if query.after is None and (rows and len(rows) < query.limit or not rows and not query.offset):
             # A short page is the last one: the total is known without counting again (a text search scans
             # every trace to count; a rare word's page has already scanned them all).
             total = query.offset + len(rows)
@@ -199,7 +206,9 @@ class Queries:
         else:
             total = self._count(connection, query, where, params)
         traces = [trace_dict(row) for row in rows]
-        return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset}
+        following = encode_cursor(query.sort, query.order, rows[-1][-2:]) if len(rows) == query.limit else None
+        return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset,
+                "next_cursor": following}
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         connection = self._connection()

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+from ._cursor import Position
 from ._datamodel import RULE_CONDITIONS
 from ._model import SpanRecord
 
@@ -34,8 +35,12 @@ class TraceQuery:
     order: str = "desc"
     limit: int = 50
     offset: int = 0
+    #: Keyset paging (``_cursor``): only rows after this position in the sort order; ``offset`` is then 0.
+    after: Position | None = None
 
     def __post_init__(self) -> None:
+        if self.after is not None and self.offset:
+            raise ValueError("cursor and offset cannot be combined: a cursor already says where the page starts")
         if self.sort not in SORT_FIELDS:
             raise ValueError(f"sort must be one of {', '.join(SORT_FIELDS)}")
         if self.order not in ("asc", "desc"):
@@ -91,7 +96,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
-        """``{"traces": [...], "total": n}``; a trace aggregates its spans (see the API docs)."""
+        """``{"traces": [...], "total": n, "next_cursor": str | None}``; a trace aggregates its spans (see the API
+        docs). ``total`` counts every match, whatever the cursor; ``next_cursor`` is set when the page is full."""
 
     @abc.abstractmethod
     def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...

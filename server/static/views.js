@@ -73,11 +73,16 @@
   AW.views.traces = async function (root, route) {
     const p = route.params;
     const limit = 50;
-    const offset = Number(p.get("offset") || 0);
+    // Older pages follow the API's cursor: a page stays put while traces arrive (an offset would shift by every
+    // new trace). `shown` is how many rows came before, for the "51–100 of N" label; `offset` links still work.
+    const cursor = p.get("cursor");
+    const offset = cursor ? 0 : Number(p.get("offset") || 0);
+    const shown = cursor ? Number(p.get("shown") || 0) : offset;
     const query = new URLSearchParams();
     for (const name of ["search", "status", "agent_id", "model", "from", "to", "sort", "order"]) if (p.get(name)) query.set(name, p.get(name));
     query.set("limit", limit);
-    query.set("offset", offset);
+    if (cursor) query.set("cursor", cursor);
+    else query.set("offset", offset);
     const [page, agents, models] = await Promise.all([
       api(`/api/traces?${query}`), api("/api/cost/by-agent"), api("/api/cost/by-model")]);
     root.appendChild(h("h1", { text: "Traces" }));
@@ -106,17 +111,33 @@
         if (!value) continue;
         next.set(name, name === "from" || name === "to" ? new Date(value).toISOString() : value);
       }
+      newerPages.length = 0;
       location.hash = `#/traces?${next}`;
     });
     root.appendChild(form);
     root.appendChild(h("div", { class: "muted", id: "trace-total", text: `${fmt.int(page.total)} traces` }));
     root.appendChild(AW.traceTable(page.traces));
-    const move = (delta) => { const next = new URLSearchParams(p); next.set("offset", Math.max(0, offset + delta)); location.hash = `#/traces?${next}`; };
+    const older = () => {
+      const next = new URLSearchParams(p);
+      next.delete("offset");
+      next.set("cursor", page.next_cursor);
+      next.set("shown", shown + page.traces.length);
+      newerPages.push(location.hash);
+      location.hash = `#/traces?${next}`;
+    };
+    const newer = () => {
+      // Back to the page this one was reached from; without one (a reloaded or shared link), the first page.
+      const next = new URLSearchParams(p);
+      for (const name of ["cursor", "shown", "offset"]) next.delete(name);
+      location.hash = newerPages.pop() || `#/traces?${next}`;
+    };
     root.appendChild(h("div", { class: "pager" },
-      h("button", { type: "button", class: "secondary", disabled: offset === 0 ? true : null, text: "← Newer", on: { click: () => move(-limit) } }),
-      h("span", { class: "muted", text: page.total ? `${offset + 1}–${Math.min(offset + limit, page.total)} of ${fmt.int(page.total)}` : "" }),
-      h("button", { type: "button", class: "secondary", disabled: offset + limit >= page.total ? true : null, text: "Older →", on: { click: () => move(limit) } })));
+      h("button", { type: "button", class: "secondary", id: "page-newer", disabled: shown === 0 ? true : null, text: "← Newer", on: { click: newer } }),
+      h("span", { class: "muted", id: "page-range", text: page.traces.length ? `${shown + 1}–${shown + page.traces.length} of ${fmt.int(page.total)}` : "" }),
+      h("button", { type: "button", class: "secondary", id: "page-older", disabled: page.next_cursor && shown + page.traces.length < page.total ? null : true, text: "Older →", on: { click: older } })));
   };
+  // The hashes of the pages "Older →" left, for "← Newer" (a cursor only goes one way).
+  const newerPages = [];
 
   AW.views.breakers = async function (root) {
     const [status, history] = await Promise.all([api("/api/circuit-breaker/status"), api("/api/circuit-breaker/history?limit=100")]);

@@ -4,6 +4,7 @@ bounds are exact to the nanosecond."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -97,3 +98,88 @@ def test_iso_bounds_keep_every_fractional_digit(client: TestClient) -> None:
 ])
 def test_time_parameters_are_read_exactly(text: str, ns: int) -> None:
     assert parse_time(text) == ns
+
+
+def _follow(client: TestClient, params: dict[str, str], between: Callable[[int], None] = lambda _: None
+            ) -> list[str]:
+    """Every page by cursor, calling ``between(page number)`` after each: the names in the order listed."""
+    names: list[str] = []
+    answer = client.get("/api/traces", params=params).json()
+    for number in range(100):
+        names += _names(answer)
+        if answer["next_cursor"] is None:
+            assert len(answer["traces"]) < int(params["limit"]) or answer["traces"] == []
+            return names
+        between(number)
+        answer = client.get("/api/traces", params={**params, "cursor": answer["next_cursor"]}).json()
+    raise AssertionError("the cursor never reached the last page")
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_cursor_pages_stay_put_while_traces_arrive(client: TestClient, order: str) -> None:
+    """Offset pages shift under new data newest first (a trace arriving pushes every later page down: rows repeat);
+    a cursor continues after the last row shown, and ties on the start time are neither repeated nor skipped."""
+    base = time.time_ns() - 5 * HOUR_NS
+    # Groups of three traces starting at the same nanosecond: pages of 4 end inside a group.
+    spans = [_root(base + (i // 3) * MINUTE_NS, f"old{i:02d}") for i in range(30)]
+    assert client.post("/api/ingest", json=spans).status_code == 202
+    everything = _names(client.get("/api/traces", params={"order": order, "limit": "1000"}).json())
+    arrived = iter(range(1000))
+
+    def arrive(_: int) -> None:  # newer traces, and one more at a start already listed
+        fresh = [_root(time.time_ns() - MINUTE_NS, f"new{next(arrived)}"),
+                 _root(base + 4 * MINUTE_NS, f"new{next(arrived)}")]
+        assert client.post("/api/ingest", json=fresh).status_code == 202
+
+    seen = _follow(client, {"order": order, "limit": "4"}, arrive)
+    assert len(seen) == len(set(seen)), seen
+    assert [name for name in seen if name.startswith("old")] == everything
+    offset_pages = [_names(client.get("/api/traces", params={"order": order, "limit": "4", "offset": str(offset)})
+                           .json()) for offset in range(0, 8, 4)]
+    assert offset_pages[0] + offset_pages[1] == _names(client.get("/api/traces", params={
+        "order": order, "limit": "8"}).json())  # offset paging is as it was
+
+
+@pytest.mark.parametrize("params", [{"sort": "cost"}, {"sort": "name", "order": "asc"}, {"search": "old"},
+                                    {"sort": "start_time", "from": "__3h", "to": "__1h"}])
+def test_cursor_pages_follow_every_sort_and_filter(client: TestClient, params: dict[str, str]) -> None:
+    base = time.time_ns() - 4 * HOUR_NS
+    spans = []
+    for i in range(23):
+        span = _root(base + i * 10 * MINUTE_NS, f"old{i % 7:02d}")  # names and costs repeat: ties
+        span.update(kind="llm", model="m", cost_usd=[0.5, 0.25, 0.0][i % 3])
+        spans.append(span)
+    assert client.post("/api/ingest", json=spans).status_code == 202
+    for key, value in list(params.items()):
+        if value.startswith("__"):
+            params[key] = str(time.time_ns() - int(value[2:-1]) * HOUR_NS)
+    whole = client.get("/api/traces", params={**params, "limit": "1000"}).json()
+    ids_listed: list[str] = []
+    answer = client.get("/api/traces", params={**params, "limit": "3"}).json()
+    while True:
+        assert answer["total"] == whole["total"]
+        ids_listed += [trace["trace_id"] for trace in answer["traces"]]
+        if answer["next_cursor"] is None:
+            break
+        answer = client.get("/api/traces", params={**params, "limit": "3", "cursor": answer["next_cursor"]}).json()
+    assert ids_listed == [trace["trace_id"] for trace in whole["traces"]]
+
+
+@pytest.mark.parametrize("params", [{"cursor": "nonsense"}, {"cursor": "W10"},
+                                    {"cursor": "__cost", "sort": "start_time"}, {"cursor": "__start", "offset": "4"}])
+def test_a_cursor_that_does_not_fit_is_refused(client: TestClient, params: dict[str, str]) -> None:
+    assert client.post("/api/ingest", json=[_root(time.time_ns() - i * MINUTE_NS, f"t{i}") for i in range(5)]
+                       ).status_code == 202
+    made = {"__cost": client.get("/api/traces", params={"sort": "cost", "limit": "2"}).json()["next_cursor"],
+            "__start": client.get("/api/traces", params={"limit": "2"}).json()["next_cursor"]}
+    params = {key: made.get(value, value) for key, value in params.items()}
+    answer = client.get("/api/traces", params=params)
+    assert answer.status_code == 422, answer.text
+    assert "cursor" in answer.text
+
+
+def test_the_served_api_description_documents_the_cursor(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/api/traces"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert "next_cursor" in parameters["cursor"]["description"]
+    assert "next_cursor" in operation["description"] and "offset" in operation["description"]
