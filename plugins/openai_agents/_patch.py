@@ -7,14 +7,17 @@ the model call. ``get_new_response`` (``Runner.run``/``run_sync``) and ``run_sin
 is looked up as a global of ``run_loop``, so replacing the module attribute reaches every run.
 
 Limits are checked before the SDK's retry loop starts: a block reaches the caller unchanged (the SDK passes
-exceptions that are not its own through ``Runner.run``) and is never retried. Each attempt the SDK makes is
-one call of ours, active while the model sends, so the HTTP layer (openai SDK, httpx) adds to it instead of
-counting the request again.
+exceptions that are not its own through ``Runner.run``) and is never retried. A block met inside the loop (a
+retry after a failed attempt, a hard budget's refusal as the request is sent) leaves it as ``_LeaveRetryLoop``,
+which the loop does not catch, and is raised again as itself outside it: the retry policy is not asked and no
+backoff is slept. Each attempt the SDK makes is one call of ours, active while the model sends, so the HTTP
+layer (openai SDK, httpx) adds to it instead of counting the request again.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,6 +28,7 @@ from agentwatch.instrumentation import (
     attach,
     detach,
     get_client,
+    get_current_llm_call,
     logger,
     stop_on_exception,
     swallow_internal_error,
@@ -57,6 +61,7 @@ def install() -> None:
     else:  # another SDK layout: a model call inside a tool is still limited, by the limits around the run only
         logger.warning("agentwatch: openai-agents %s has no tool_execution.%s; LLM calls made inside function tools "
                        "are not counted against the calling agent", _version(), _TOOL_BODY)
+    _SDK_LOGGER.addFilter(_REFUSAL_LOG_FILTER)
     processors = getattr(getattr(get_trace_provider(), "_multi_processor", None), "_processors", ())
     if _tracing.PROCESSOR not in processors:  # once per process: the SDK has no way to remove one
         add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
@@ -74,7 +79,26 @@ def _version() -> str:
 
 def uninstall() -> None:
     _tracing.PROCESSOR.active = False
+    _SDK_LOGGER.removeFilter(_REFUSAL_LOG_FILTER)
     _patcher.restore()
+
+
+class _RefusalLogFilter(logging.Filter):
+    """Drops the SDK's model-error line ("Error getting response" / "Error streaming response") for a request a
+    hard budget refused as it was sent: that is a block, which the SDK logs no error for when it is raised before
+    the request (a soft block), and the caller gets it as ``CircuitBreakerException`` anyway. Only ERROR records
+    of the SDK's own logger, logged while one of our calls is current, are looked at."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        call = get_current_llm_call()
+        return call is None or call.span.status != "blocked"
+
+
+#: The logger the SDK's models log their errors to (``agents.logger.logger``).
+_SDK_LOGGER = logging.getLogger("openai.agents")
+_REFUSAL_LOG_FILTER = _RefusalLogFilter()
 
 
 # ---- the turn: agent, model and input ---------------------------------------------------------------
@@ -138,6 +162,30 @@ def _end(call: LLMCall, error: BaseException | None = None) -> None:
         swallow_internal_error("the openai-agents plugin")
 
 
+class _LeaveRetryLoop(BaseException):
+    """A block on its way out of the SDK's retry loop. The loop hands every ``Exception`` to the retry policy
+    (and sleeps its backoff before the next attempt); this is not one, so the non-streamed loop does not catch it
+    and the streamed one raises it again at once. Never seen outside this module: the wrapper around the loop
+    raises ``blocked`` in its place."""
+
+    __slots__ = ("blocked",)
+
+    def __init__(self, blocked: CircuitBreakerException) -> None:
+        super().__init__()
+        self.blocked = blocked
+
+
+def _open_attempt(turn: Turn, pending: list[LLMCall], name: str) -> LLMCall:
+    """The call of one attempt: the first was opened (and checked) before the loop; a retry's is checked here,
+    inside the loop, so its block must leave the loop."""
+    if pending:
+        return pending.pop()
+    try:
+        return open_call(turn, name)
+    except CircuitBreakerException as blocked:
+        raise _LeaveRetryLoop(blocked) from None
+
+
 def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]:
     async def get_response_with_retry(*args: Any, **kwargs: Any) -> Any:
         turn = TURN.get()
@@ -147,7 +195,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
         pending = [open_call(turn, "openai_agents.get_response")]  # a block is raised here, before any retry
 
         async def attempt() -> Any:
-            call = pending.pop() if pending else open_call(turn, "openai_agents.get_response")
+            call = _open_attempt(turn, pending, "openai_agents.get_response")
             call.activate()
             try:
                 response = await get_response()
@@ -156,6 +204,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
                 _end(call, error)
                 if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
                     note_block(turn, error)
+                    raise _LeaveRetryLoop(error) from None
                 raise
             call.deactivate()
             try:
@@ -168,9 +217,13 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
         kwargs["get_response"] = attempt
         try:
             return await original(*args, **kwargs)
+        except _LeaveRetryLoop as leaving:
+            blocked = leaving.blocked
         finally:
             for call in pending:  # the loop failed before its first attempt: nothing was sent
                 _end(call, RuntimeError("model call not made"))
+        # Raised outside the handler, so the block's context stays what it was (not our carrier).
+        raise blocked
 
     return get_response_with_retry
 
@@ -191,18 +244,23 @@ async def _guarded_stream(original: Callable[..., Any], turn: Turn, args: tuple[
     get_stream = kwargs["get_stream"]
     kwargs["get_stream"] = lambda: _attempt(get_stream, pending, turn)
     inner = original(*args, **kwargs)
+    blocked: CircuitBreakerException | None = None
     try:
         async for event in inner:
             yield event
+    except _LeaveRetryLoop as leaving:
+        blocked = leaving.blocked
     finally:
         await inner.aclose()
         for call in pending:
             _end(call, RuntimeError("model call not made"))
+    if blocked is not None:  # raised outside the handler: the block's context stays what it was
+        raise blocked
 
 
 async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: Turn) -> AsyncIterator[Any]:
     """One streamed request: the call is active while the SDK reads (the request goes out on the first read)."""
-    call = pending.pop() if pending else open_call(turn, "openai_agents.stream_response")
+    call = _open_attempt(turn, pending, "openai_agents.stream_response")
     stream = get_stream()
     try:
         while True:
@@ -225,6 +283,7 @@ async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: 
         _end(call, error)
         if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
             note_block(turn, error)
+            raise _LeaveRetryLoop(error) from None
         raise
     finally:
         close = getattr(stream, "aclose", None)
