@@ -3,6 +3,9 @@
 The block carries ``e.resume``: the agent that was about to call its model and that call's whole input
 (the user's message, the handoff, the finished tool call and its output). ``Runner.run(agent, input)``
 continues the run without repeating a finished turn: the tool does not run again, Triage is not asked again.
+``e.resume.run_kwargs`` carries the server-side conversation (``previous_response_id``, ``conversation_id``) of
+a run that has one; a run with a ``session=`` gets ``e.resume.input == []`` and is given the same session again
+(the session already holds the conversation).
 
 Run: python examples/openai_agents_resume.py   (no API key: a scripted model stands in for gpt-4o-mini)
 """
@@ -69,6 +72,6 @@ except CircuitBreakerException as blocked:
           f"waiting: {blocked.resume.agent.name} with {len(blocked.resume.input)} input items")
     saved = json.dumps(blocked.resume.input)     # plain data: store it, resume in another process if need be
     blocked.monitor.increase_budget(0.001)       # or .pause(60) / .reset_windows()
-    result = Runner.run_sync(blocked.resume.agent, json.loads(saved))
+    result = Runner.run_sync(blocked.resume.agent, json.loads(saved), **blocked.resume.run_kwargs)
     print(f"resumed: {result.final_output!r}; tool runs: {tool_runs}; model calls left: {len(script)}")
 agentwatch.shutdown()

@@ -1,8 +1,9 @@
 """OpenAI Agents SDK runs traced and guarded: nothing to import, ``agentwatch.init()`` instruments ``agents``.
 
 A block raised before a model call carries ``e.resume`` (:class:`BlockedTurn`): the agent that was about to
-call its model and that call's whole input, so ``Runner.run(e.resume.agent, e.resume.input)`` continues the
-run after a recovery without repeating its finished turns.
+call its model and what a run must be given to send that call again, so
+``Runner.run(e.resume.agent, e.resume.input, **e.resume.run_kwargs)`` (with the run's ``session=``, if it had
+one) continues the run after a recovery without repeating its finished turns.
 """
 
 from __future__ import annotations

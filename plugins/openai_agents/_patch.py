@@ -17,6 +17,7 @@ layer (openai SDK, httpx) adds to it instead of counting the request again.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -104,11 +105,34 @@ _REFUSAL_LOG_FILTER = _RefusalLogFilter()
 # ---- the turn: agent, model and input ---------------------------------------------------------------
 
 
+def _parameter(function: Callable[..., Any], name: str) -> int | None:
+    """Where ``name`` is among ``function``'s parameters (the run loop passes some positionally), found once."""
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index(name) if name in names else None
+
+
+def _new_turn(bindings: Any, tracker_at: int | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Turn:
+    """The turn's agent and conversation: the run's session (the SDK saves each finished turn to it, so a resume
+    gives it nothing again) and whether the server chains the run's responses (``auto_previous_response_id``),
+    read from the run loop's ``OpenAIServerConversationTracker``."""
+    tracker = kwargs.get("server_conversation_tracker")
+    if tracker is None and tracker_at is not None and tracker_at < len(args):
+        tracker = args[tracker_at]
+    return Turn(getattr(bindings, "public_agent", None), session=kwargs.get("session"),
+                auto_previous_response_id=getattr(tracker, "auto_previous_response_id", False) is True)
+
+
 def _turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
+    at = _parameter(original, "server_conversation_tracker")
+    tracker_at = at - 1 if at else None  # in ``args``: after ``bindings``
+
     async def get_new_response(bindings: Any, *args: Any, **kwargs: Any) -> Any:
         if get_client() is None:
             return await original(bindings, *args, **kwargs)
-        token = TURN.set(Turn(getattr(bindings, "public_agent", None)))
+        token = TURN.set(_new_turn(bindings, tracker_at, args, kwargs))
         try:
             return await original(bindings, *args, **kwargs)
         finally:
@@ -118,10 +142,13 @@ def _turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _streamed_turn_scope(original: Callable[..., Any]) -> Callable[..., Any]:
+    at = _parameter(original, "server_conversation_tracker")
+    tracker_at = at - 2 if at and at >= 2 else None  # in ``args``: after ``streamed_result`` and ``bindings``
+
     async def run_single_turn_streamed(streamed_result: Any, bindings: Any, *args: Any, **kwargs: Any) -> Any:
         if get_client() is None:
             return await original(streamed_result, bindings, *args, **kwargs)
-        token = TURN.set(Turn(getattr(bindings, "public_agent", None)))
+        token = TURN.set(_new_turn(bindings, tracker_at, args, kwargs))
         try:
             return await original(streamed_result, bindings, *args, **kwargs)
         finally:
@@ -175,6 +202,14 @@ class _LeaveRetryLoop(BaseException):
         self.blocked = blocked
 
 
+def _note_conversation(turn: Turn, kwargs: dict[str, Any]) -> None:
+    """The server-side conversation this request continues (the retry loop is given it): a resume must too."""
+    previous = kwargs.get("previous_response_id")
+    conversation = kwargs.get("conversation_id")
+    turn.previous_response_id = previous if isinstance(previous, str) else None
+    turn.conversation_id = conversation if isinstance(conversation, str) else None
+
+
 def _open_attempt(turn: Turn, pending: list[LLMCall], name: str) -> LLMCall:
     """The call of one attempt: the first was opened (and checked) before the loop; a retry's is checked here,
     inside the loop, so its block must leave the loop."""
@@ -192,6 +227,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
         get_response = kwargs.get("get_response")
         if get_client() is None or turn is None or get_response is None:
             return await original(*args, **kwargs)
+        _note_conversation(turn, kwargs)
         pending = [open_call(turn, "openai_agents.get_response")]  # a block is raised here, before any retry
 
         async def attempt() -> Any:
@@ -233,6 +269,7 @@ def _stream_response_with_retry(original: Callable[..., Any]) -> Callable[..., A
         turn = TURN.get()
         if get_client() is None or turn is None or kwargs.get("get_stream") is None:
             return original(*args, **kwargs)
+        _note_conversation(turn, kwargs)
         return _guarded_stream(original, turn, args, kwargs)
 
     return stream_response_with_retry

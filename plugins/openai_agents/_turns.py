@@ -22,21 +22,56 @@ _ATTRIBUTES = {"framework": "openai-agents"}
 
 @dataclass(frozen=True, slots=True)
 class BlockedTurn:
-    """Where a run stopped: ``agent`` was about to send ``input`` (the whole conversation so far, finished
-    tool calls and their outputs included) to its model. ``Runner.run(agent, input)`` goes on from there."""
+    """Where a run stopped: ``agent`` was about to call its model. Continue the run with
+    ``Runner.run(resume.agent, resume.input, **resume.run_kwargs)`` (and the run's ``session=``, if it had one).
+
+    ``input`` is what that run must be given so that its first request is the one that was blocked:
+
+    - a run without a session or server-side conversation: the whole conversation so far (the user's input,
+      finished tool calls and their outputs);
+    - a run with a ``session``: nothing (``[]``). The SDK saved every finished item to the session before the
+      blocked turn and puts the session's history in front of a run's input, so giving it the conversation again
+      would send the history twice and save it twice; ``session_id`` names the session to pass again;
+    - a run chained on the server (``previous_response_id``, ``auto_previous_response_id``,
+      ``conversation_id``): the items the server does not have yet, and ``run_kwargs`` names the response or
+      conversation they follow.
+
+    Every field is plain data (JSON-able), so a run can be continued in another process."""
 
     agent: Any
     input: list[Any]
+    previous_response_id: str | None = None
+    conversation_id: str | None = None
+    auto_previous_response_id: bool = False
+    session_id: str | None = None
+
+    @property
+    def run_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``Runner.run``/``run_sync``/``run_streamed`` that put the continued run in the
+        blocked run's server-side conversation (empty for a run without one)."""
+        kwargs: dict[str, Any] = {}
+        if self.conversation_id is not None:
+            kwargs["conversation_id"] = self.conversation_id
+        if self.previous_response_id is not None:
+            kwargs["previous_response_id"] = self.previous_response_id
+        if self.auto_previous_response_id:
+            kwargs["auto_previous_response_id"] = True
+        return kwargs
 
 
 @dataclass(slots=True)
 class Turn:
-    """The agent, model and input of the turn in flight, and the block that stopped it (raised again to a
-    retry of the same request, without another blocked span)."""
+    """The agent, model and input of the turn in flight, the conversation it belongs to (the run's session or
+    the server-side conversation it continues), and the block that stopped it (raised again to a retry of the
+    same request, without another blocked span)."""
 
     agent: Any
+    session: Any = None
+    auto_previous_response_id: bool = False
     model: Any = None
     input: list[Any] | None = None
+    previous_response_id: str | None = None
+    conversation_id: str | None = None
     blocked: CircuitBreakerException | None = None
     scope: AgentScope | None = field(default=None)
 
@@ -84,11 +119,21 @@ def note_block(turn: Turn, blocked: CircuitBreakerException, parent: Span | None
     a retry of the same request, given ``e.resume``, and the agent's span marked blocked."""
     turn.blocked = blocked
     if getattr(blocked, "resume", None) is None:
-        blocked.resume = BlockedTurn(turn.agent, list(turn.input or ()))  # type: ignore[attr-defined]
+        blocked.resume = _resume(turn)  # type: ignore[attr-defined]
     if parent is None:
         parent = _tracing.current_parent()
     if parent is not None and parent.kind == "agent":
         _tracing.mark_blocked(parent, blocked)
+
+
+def _resume(turn: Turn) -> BlockedTurn:
+    session = turn.session
+    if session is not None:  # the SDK has saved the whole input to the session already (see BlockedTurn)
+        session_id = getattr(session, "session_id", None)
+        return BlockedTurn(turn.agent, [], session_id=session_id if isinstance(session_id, str) else None)
+    return BlockedTurn(turn.agent, list(turn.input or ()), previous_response_id=turn.previous_response_id,
+                       conversation_id=turn.conversation_id,
+                       auto_previous_response_id=turn.auto_previous_response_id)
 
 
 def _set_usage(call: LLMCall, usage: Any) -> None:
