@@ -63,10 +63,38 @@ def install() -> None:
         logger.warning("agentwatch: openai-agents %s has no tool_execution.%s; LLM calls made inside function tools "
                        "are not counted against the calling agent", _version(), _TOOL_BODY)
     _SDK_LOGGER.addFilter(_REFUSAL_LOG_FILTER)
-    processors = getattr(getattr(get_trace_provider(), "_multi_processor", None), "_processors", ())
-    if _tracing.PROCESSOR not in processors:  # once per process: the SDK has no way to remove one
+    from agents.tracing.provider import SynchronousMultiTracingProcessor
+
+    # Every way of replacing the processors (``agents.set_trace_processors``, however early it was imported, and
+    # the provider's ``set_processors``) ends in this method: ours is kept where it was registered.
+    _patcher.replace(SynchronousMultiTracingProcessor, "set_processors", _keeping_ours)
+    if _tracing.PROCESSOR not in _registered(get_trace_provider()):
         add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
     _tracing.PROCESSOR.active = True
+
+
+def _registered(provider: Any) -> tuple[Any, ...]:
+    processors = getattr(getattr(provider, "_multi_processor", None), "_processors", ())
+    return processors if isinstance(processors, tuple) else ()
+
+
+def _keeping_ours(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``set_trace_processors([yours])`` replaces the SDK's processors (OpenAI's exporter, as its docs show): ours
+    stays after yours, else the run's agents, tools and handoffs would silently stop being spans and each model call
+    become a trace of its own. Yours get exactly what they get without AgentWatch (ours only reads)."""
+
+    @functools.wraps(original)
+    def set_processors(self: Any, processors: Any, *args: Any, **kwargs: Any) -> Any:
+        ours = _tracing.PROCESSOR
+        try:
+            keep = ours.active and ours in getattr(self, "_processors", ()) and ours not in processors
+            if keep:  # one new list, set at once: no event finds ours missing in between
+                processors = [*processors, ours]
+        except Exception:  # something else than a list: the SDK's call as it was made
+            swallow_internal_error("the openai-agents plugin")
+        return original(self, processors, *args, **kwargs)
+
+    return set_processors
 
 
 def _version() -> str:
@@ -82,6 +110,15 @@ def uninstall() -> None:
     _tracing.PROCESSOR.active = False
     _SDK_LOGGER.removeFilter(_REFUSAL_LOG_FILTER)
     _patcher.restore()
+    try:
+        from agents.tracing import get_trace_provider
+
+        provider = get_trace_provider()
+        registered = _registered(provider)
+        if _tracing.PROCESSOR in registered:  # the next init() adds it again
+            provider.set_processors([processor for processor in registered if processor is not _tracing.PROCESSOR])
+    except Exception:
+        swallow_internal_error("the openai-agents plugin")
 
 
 class _RefusalLogFilter(logging.Filter):
