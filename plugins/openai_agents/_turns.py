@@ -11,7 +11,18 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentwatch.instrumentation import AgentScope, CircuitBreakerException, LLMCall, Span, get_client, start_llm_call
+from agentwatch.instrumentation import (
+    KEEP,
+    AgentScope,
+    CircuitBreakerException,
+    LLMCall,
+    Span,
+    attach,
+    detach,
+    get_client,
+    get_current_agent_scopes,
+    start_llm_call,
+)
 
 from . import _tracing
 
@@ -105,12 +116,20 @@ def open_call(turn: Turn, name: str) -> LLMCall:
         scopes = (turn.scope,)
     model, provider = _model_name(turn.model)
     parent = _tracing.current_parent()
+    # The breaker's own spans (breaker.triggered, alert.*) are named after the context's innermost agent: make it
+    # this turn's, not the agent whose tool runs this one (an agent used as a tool) or none. Nothing to push when
+    # it already is (and pushing it changes no monitor: each is checked once).
+    context = get_current_agent_scopes()
+    token = attach(KEEP, agent=scopes[0]) if scopes and (not context or context[-1] is not scopes[0]) else None
     try:
         call = start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
                               input=turn.input, attributes=dict(_ATTRIBUTES))
     except CircuitBreakerException as blocked:
         note_block(turn, blocked, parent)
         raise
+    finally:
+        if token is not None:
+            detach(token)
     return call
 
 

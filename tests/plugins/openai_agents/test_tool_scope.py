@@ -98,3 +98,35 @@ def test_a_tool_of_an_agent_used_as_a_tool_is_named_after_that_agent(stub_provid
     agentwatch.flush()
     tools = {span["name"]: span["agent_name"] for span in memory.spans if span["kind"] == "tool"}
     assert tools == {"research": "Manager", "lookup": "Researcher"}
+
+
+def test_the_breakers_spans_of_an_agent_used_as_a_tool_name_that_agent(stub_provider: Any, memory: Any) -> None:
+    """Found 2026-12-06: the Translator's block (scope ``translator``) recorded its breaker.triggered and alert spans
+    with agent Triage, whose tool ran the Translator."""
+    client = AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="test-key", max_retries=0)
+    translator = Agent(name="Translator", instructions="Translate.", model=OpenAIResponsesModel(MODEL, client))
+    triage = Agent(name="Triage", instructions="Route.", model=OpenAIResponsesModel(MODEL, client),
+                   tools=[translator.as_tool(tool_name="translate", tool_description="Translate a text.")])
+    agentwatch.init(exporters=[memory], agents={"Translator": LIMITED})
+    stub_provider.queue(_calls_tool("translate", input="hola"), EXPENSIVE, _calls_tool("translate", input="adios"),
+                        Reply(content="done"))
+    # The block inside the tool is the tool's error, a text for Triage's model, which answers.
+    assert asyncio.run(Runner.run(triage, "translate")).final_output == "done"
+    agentwatch.flush()
+    assert [(span["agent_name"], span["status"]) for span in llm_spans(memory)] == [
+        ("Triage", "ok"), ("Translator", "ok"), ("Triage", "ok"), ("Translator", "blocked"), ("Triage", "ok")]
+    audit = [(span["kind"], span["agent_name"], span["attributes"].get("scope_id")) for span in memory.spans
+             if span["kind"] in ("breaker", "alert")]
+    assert audit == [("breaker", "Translator", "translator"), ("alert", "Translator", "translator")]
+
+
+def test_the_breakers_spans_of_a_blocked_agent_name_it(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory], agents={"Writer": LIMITED})
+    stub_provider.queue(_calls_tool("summarize", text="abc"), EXPENSIVE)
+    with pytest.raises(CircuitBreakerException):
+        asyncio.run(Runner.run(_writer(stub_provider), "summarize abc"))
+    stub_provider.queue(Reply(content="never sent"))
+    with pytest.raises(CircuitBreakerException):
+        asyncio.run(Runner.run(_writer(stub_provider), "again"))
+    agentwatch.flush()
+    assert {span["agent_name"] for span in memory.spans if span["kind"] in ("breaker", "alert")} == {"Writer"}
