@@ -143,8 +143,10 @@ class AgentWatchProcessor:
             span.name = f"handoff {data.from_agent or '?'} -> {data.to_agent or '?'}"
         elif kind == "guardrail":
             span.attributes["guardrail.triggered"] = bool(data.triggered)
+            if data.triggered:
+                _tripped(self.parent_of(sdk_span))
         error = sdk_span.error
-        if error and span.status != "blocked":
+        if error and span.status not in ("blocked", "error"):  # "error": its guardrail tripped (same message)
             span.record_error(str(error.get("message") if isinstance(error, dict) else error))
         client.end_span(span)
 
@@ -156,6 +158,17 @@ class AgentWatchProcessor:
 
 
 PROCESSOR = AgentWatchProcessor()
+
+#: What the SDK puts on an agent span whose guardrail tripped (when it puts anything there).
+_TRIPPED = "Guardrail tripwire triggered"
+
+
+def _tripped(agent: Span | None) -> None:
+    """A tripped input or output guardrail ends its agent's run (``…GuardrailTripwireTriggered`` is raised): the
+    agent's span ends as an error. The SDK itself marks it only in some paths (a streamed run, an output
+    guardrail) and not when an input guardrail trips in ``Runner.run``/``run_sync``, which ended it "ok"."""
+    if agent is not None and agent.kind == "agent" and agent.status not in ("blocked", "error"):
+        agent.record_error(_TRIPPED)
 
 
 def current_parent() -> Span | None:

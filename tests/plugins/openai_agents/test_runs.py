@@ -162,3 +162,25 @@ def test_concurrent_runs_keep_their_agents_apart(stub_provider: Any, memory: Any
     assert sorted(span["agent_name"] for span in calls) == [f"Worker{index}" for index in range(6)]
     for span in calls:
         assert spans[span["parent_span_id"]]["name"] == span["agent_name"]  # under its own agent's span
+
+
+@pytest.mark.parametrize("how", ["run_sync", "run", "run_streamed"])
+def test_an_input_guardrail_that_trips_ends_its_agent_as_an_error(stub_provider: Any, memory: Any, how: str) -> None:
+    """Found 2026-12-06: in ``Runner.run``/``run_sync`` the agent span ended "ok" (streamed: "error")."""
+    from agents import Agent, GuardrailFunctionOutput, InputGuardrailTripwireTriggered, input_guardrail
+
+    @input_guardrail
+    def rude(context: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
+
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    team.triage = Agent(name="Triage", instructions="Route.", model=team.model("responses"), input_guardrails=[rude])
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        _run(how, team)
+    agentwatch.flush()
+    agent = next(span for span in memory.spans if span["kind"] == "agent")
+    guardrail = next(span for span in memory.spans if span["kind"] == "guardrail")
+    assert (agent["name"], agent["status"], agent["attributes"]["error.message"]) == (
+        "Triage", "error", "Guardrail tripwire triggered")
+    assert guardrail["attributes"]["guardrail.triggered"] is True and guardrail["parent_span_id"] == agent["span_id"]
