@@ -267,7 +267,8 @@ def _validate_cost_table(table: Any) -> dict[str, dict[str, float]]:
     for model, rates in table.items():
         if not isinstance(model, str) or not isinstance(rates, Mapping):
             raise TypeError(f"cost_table_override[{model!r}] must map a model name to a dict of rates")
-        unknown = set(rates) - {"input", "output", "cached_input", "cache_write"}
+        unknown = set(rates) - {"input", "output", "cached_input", "cache_write", "cache_write_1h",
+                                "web_search_requests"}
         if unknown:
             raise ValueError(f"cost_table_override[{model!r}]: unknown rate(s) {sorted(unknown)}")
         if "input" not in rates or "output" not in rates:

@@ -158,7 +158,7 @@ class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
     __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_fallback_price",
-                 "_refused_as")
+                 "_refused_as", "_cache_write_1h", "_units")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -167,6 +167,9 @@ class LLMCall:
         self._admission = admission
         self._tokens: tuple[Token[Any], ...] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
+        self._cache_write_1h = 0
+        #: Billable units other than tokens (``set_billable``); None for the usual call, which has none.
+        self._units: dict[str, int] | None = None
         #: True once ``end()`` ran (read-only by convention). A plain attribute, not a property: every layer of a call
         #: asks it, and a property is a Python call each time.
         self.ended = False
@@ -223,6 +226,20 @@ class LLMCall:
         if span.cached_input_tokens > span.input_tokens:
             span.attributes["usage_invalid"] = True
             span.cached_input_tokens = span.input_tokens
+
+    def set_billable(self, unit: str, count: Any) -> None:
+        """A count of something the provider bills per unit besides tokens (``BILLABLE_UNITS``: the web searches
+        of Anthropic's and OpenAI's search tools), replacing any count set before. Recorded as the span attribute
+        ``unit`` and charged at ``end()`` at the model's price for it (genai-prices, or ``cost_table_override``);
+        a model without one records the count and charges nothing for it. Garbage is ignored and flagged."""
+        value = _count(count)
+        if value is None:
+            self.span.attributes["usage_invalid"] = True
+            return
+        if self._units is None:
+            self._units = {}
+        self._units[unit] = value
+        self.span.attributes[unit] = value
 
     def estimate_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Token counts to charge if no layer reports the provider's own by ``end()`` (see ``_estimate``).
@@ -322,6 +339,12 @@ class LLMCall:
             attributes["cost.source"] = client.pricer.rates(answered, span.provider).source
         return priced, False
 
+    def _extra_cost(self, client: Client) -> float:
+        """Billable units and the 1-hour cache writes' premium, at the rates of the model that priced the call."""
+        span = self.span
+        model = span.attributes.get("priced_as") or span.model
+        return client.pricer.extra_cost(model, span.provider, span.input_tokens, self._cache_write_1h, self._units)
+
     def _price_with_fallback(self, client: Client, cost: float, estimated: bool) -> tuple[float, bool]:
         span = self.span
         price, source = self._fallback_price  # type: ignore[misc]  # only called when it is set
@@ -413,6 +436,8 @@ class LLMCall:
                 cost, estimated = self._price_with_fallback(client, cost, estimated)
             if estimated and "response_model" in attributes:
                 cost, estimated = self._price_as_answered(client, cost)
+            if self._units is not None or self._cache_write_1h:  # never for the usual call
+                cost += self._extra_cost(client)
             span.cost_usd = cost
             if estimated:
                 attributes["cost_estimated"] = True

@@ -6,60 +6,60 @@ GENAI_PRICES_VERSION = "0.2.3"
 DATA_SIZE = 1593104
 INDEX = """
 	01-ai/yi-large	-
-	@cf/ai4bharat/indictrans2-en-indic-1b	|0.342,0.342,0.342,0.342|
-	@cf/aisingapore/gemma-sea-lion-v4-27b-it	|0.351,0.555,0.351,0.351|
-	@cf/baai/bge-base-en-v1.5	|0.067,0.0,0.067,0.067|
-	@cf/baai/bge-large-en-v1.5	|0.204,0.0,0.204,0.204|
-	@cf/baai/bge-m3	|0.012,0.0,0.012,0.012|
-	@cf/baai/bge-reranker-base	|0.003,0.0,0.003,0.003|
-	@cf/baai/bge-small-en-v1.5	|0.02,0.0,0.02,0.02|
-	@cf/cloudflare/clairic	|0.1,0.0,0.1,0.1|
-	@cf/cloudflare/clef	|0.24,0.0,0.24,0.24|
-	@cf/cloudflare/clef-flash	|0.09,0.0,0.09,0.09| 2026-10-19|0.038,0.0,0.038,0.038|
-	@cf/cloudflare/clef-omni	|0.15,0.0,0.15,0.15|
-	@cf/daily-co/phonellm-mini-alpha-2	|0.06,0.24,0.06,0.06|
-	@cf/deepseek-ai/deepseek-r1-distill-qwen-32b	|0.497,4.881,0.497,0.497|
-	@cf/deepseek-ai/deepseek-v4-flash-0731	|0.44,1.32,0.014,0.44|
-	@cf/deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32|
-	@cf/deepseek-ai/deepseek-v4.1-flash-1017	|0.3,1.2,0.006,0.3|
-	@cf/google/gemma-3-12b-it	|0.345,0.556,0.345,0.345|
-	@cf/google/gemma-4-26b-a4b-it	|0.1,0.3,0.1,0.1|
-	@cf/huggingface/distilbert-sst-2-int8	|0.026,0.0,0.026,0.026|
-	@cf/ibm-granite/granite-4.0-h-micro	|0.017,0.112,0.017,0.017|
-	@cf/meta/llama-2-7b-chat-fp16	|0.556,6.667,0.556,0.556|
-	@cf/meta/llama-3-8b-instruct	|0.282,0.827,0.282,0.282|
-	@cf/meta/llama-3-8b-instruct-awq	|0.123,0.266,0.123,0.123|
-	@cf/meta/llama-3.1-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293|
-	@cf/meta/llama-3.1-8b-instruct	|0.282,0.827,0.282,0.282|
-	@cf/meta/llama-3.1-8b-instruct-awq	|0.123,0.266,0.123,0.123|
-	@cf/meta/llama-3.1-8b-instruct-fp8	|0.152,0.287,0.152,0.152|
-	@cf/meta/llama-3.1-8b-instruct-fp8-fast	|0.045,0.384,0.045,0.045|
-	@cf/meta/llama-3.2-11b-vision-instruct	|0.049,0.676,0.049,0.049|
-	@cf/meta/llama-3.2-1b-instruct	|0.027,0.201,0.027,0.027|
-	@cf/meta/llama-3.2-3b-instruct	|0.051,0.335,0.051,0.051|
-	@cf/meta/llama-3.3-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293|
-	@cf/meta/llama-4-scout-17b-16e-instruct	|0.27,0.85,0.27,0.27|
-	@cf/meta/llama-guard-3-8b	|0.484,0.03,0.484,0.484|
-	@cf/meta/m2m100-1.2b	|0.342,0.342,0.342,0.342|
-	@cf/mistral/mistral-7b-instruct-v0.1	|0.11,0.19,0.11,0.11|
-	@cf/mistralai/mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351|
-	@cf/moondream/moondream3.1-9b-a2b	|0.3,1.0,0.3,0.3|
-	@cf/moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6|
-	@cf/moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95|
-	@cf/moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-	@cf/nvidia/nemotron-3-120b-a12b	|0.5,1.5,0.5,0.5|
-	@cf/openai/gpt-oss-120b	|0.35,0.75,0.35,0.35|
-	@cf/openai/gpt-oss-20b	|0.2,0.3,0.2,0.2|
-	@cf/pfnet/plamo-embedding-1b	|0.019,0.0,0.019,0.019|
-	@cf/qwen/qwen2.5-coder-32b-instruct	|0.66,1.0,0.66,0.66|
-	@cf/qwen/qwen3-30b-a3b-fp8	|0.051,0.335,0.051,0.051|
-	@cf/qwen/qwen3-embedding-0.6b	|0.012,0.0,0.012,0.012|
-	@cf/qwen/qwen3.8-27b	|0.45,3.2,0.45,0.45|
-	@cf/qwen/qwq-32b	|0.66,1.0,0.66,0.66|
-	@cf/zai-org/glm-4.7-flash	|0.06,0.4,0.06,0.06|
-	@cf/zai-org/glm-5.2	|1.4,4.4,0.26,1.4|
-	@cf/zai-org/glm-5.3	|1.4,4.4,0.26,1.4|
-	@cf/zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
+	@cf/ai4bharat/indictrans2-en-indic-1b	|0.342,0.342,0.342,0.342,0.342||
+	@cf/aisingapore/gemma-sea-lion-v4-27b-it	|0.351,0.555,0.351,0.351,0.351||
+	@cf/baai/bge-base-en-v1.5	|0.067,0.0,0.067,0.067,0.067||
+	@cf/baai/bge-large-en-v1.5	|0.204,0.0,0.204,0.204,0.204||
+	@cf/baai/bge-m3	|0.012,0.0,0.012,0.012,0.012||
+	@cf/baai/bge-reranker-base	|0.003,0.0,0.003,0.003,0.003||
+	@cf/baai/bge-small-en-v1.5	|0.02,0.0,0.02,0.02,0.02||
+	@cf/cloudflare/clairic	|0.1,0.0,0.1,0.1,0.1||
+	@cf/cloudflare/clef	|0.24,0.0,0.24,0.24,0.24||
+	@cf/cloudflare/clef-flash	|0.09,0.0,0.09,0.09,0.09|| 2026-10-19|0.038,0.0,0.038,0.038,0.038||
+	@cf/cloudflare/clef-omni	|0.15,0.0,0.15,0.15,0.15||
+	@cf/daily-co/phonellm-mini-alpha-2	|0.06,0.24,0.06,0.06,0.06||
+	@cf/deepseek-ai/deepseek-r1-distill-qwen-32b	|0.497,4.881,0.497,0.497,0.497||
+	@cf/deepseek-ai/deepseek-v4-flash-0731	|0.44,1.32,0.014,0.44,0.44||
+	@cf/deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32,1.32||
+	@cf/deepseek-ai/deepseek-v4.1-flash-1017	|0.3,1.2,0.006,0.3,0.3||
+	@cf/google/gemma-3-12b-it	|0.345,0.556,0.345,0.345,0.345||
+	@cf/google/gemma-4-26b-a4b-it	|0.1,0.3,0.1,0.1,0.1||
+	@cf/huggingface/distilbert-sst-2-int8	|0.026,0.0,0.026,0.026,0.026||
+	@cf/ibm-granite/granite-4.0-h-micro	|0.017,0.112,0.017,0.017,0.017||
+	@cf/meta/llama-2-7b-chat-fp16	|0.556,6.667,0.556,0.556,0.556||
+	@cf/meta/llama-3-8b-instruct	|0.282,0.827,0.282,0.282,0.282||
+	@cf/meta/llama-3-8b-instruct-awq	|0.123,0.266,0.123,0.123,0.123||
+	@cf/meta/llama-3.1-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293,0.293||
+	@cf/meta/llama-3.1-8b-instruct	|0.282,0.827,0.282,0.282,0.282||
+	@cf/meta/llama-3.1-8b-instruct-awq	|0.123,0.266,0.123,0.123,0.123||
+	@cf/meta/llama-3.1-8b-instruct-fp8	|0.152,0.287,0.152,0.152,0.152||
+	@cf/meta/llama-3.1-8b-instruct-fp8-fast	|0.045,0.384,0.045,0.045,0.045||
+	@cf/meta/llama-3.2-11b-vision-instruct	|0.049,0.676,0.049,0.049,0.049||
+	@cf/meta/llama-3.2-1b-instruct	|0.027,0.201,0.027,0.027,0.027||
+	@cf/meta/llama-3.2-3b-instruct	|0.051,0.335,0.051,0.051,0.051||
+	@cf/meta/llama-3.3-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293,0.293||
+	@cf/meta/llama-4-scout-17b-16e-instruct	|0.27,0.85,0.27,0.27,0.27||
+	@cf/meta/llama-guard-3-8b	|0.484,0.03,0.484,0.484,0.484||
+	@cf/meta/m2m100-1.2b	|0.342,0.342,0.342,0.342,0.342||
+	@cf/mistral/mistral-7b-instruct-v0.1	|0.11,0.19,0.11,0.11,0.11||
+	@cf/mistralai/mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351,0.351||
+	@cf/moondream/moondream3.1-9b-a2b	|0.3,1.0,0.3,0.3,0.3||
+	@cf/moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6,0.6||
+	@cf/moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+	@cf/moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+	@cf/nvidia/nemotron-3-120b-a12b	|0.5,1.5,0.5,0.5,0.5||
+	@cf/openai/gpt-oss-120b	|0.35,0.75,0.35,0.35,0.35||
+	@cf/openai/gpt-oss-20b	|0.2,0.3,0.2,0.2,0.2||
+	@cf/pfnet/plamo-embedding-1b	|0.019,0.0,0.019,0.019,0.019||
+	@cf/qwen/qwen2.5-coder-32b-instruct	|0.66,1.0,0.66,0.66,0.66||
+	@cf/qwen/qwen3-30b-a3b-fp8	|0.051,0.335,0.051,0.051,0.051||
+	@cf/qwen/qwen3-embedding-0.6b	|0.012,0.0,0.012,0.012,0.012||
+	@cf/qwen/qwen3.8-27b	|0.45,3.2,0.45,0.45,0.45||
+	@cf/qwen/qwq-32b	|0.66,1.0,0.66,0.66,0.66||
+	@cf/zai-org/glm-4.7-flash	|0.06,0.4,0.06,0.06,0.06||
+	@cf/zai-org/glm-5.2	|1.4,4.4,0.26,1.4,1.4||
+	@cf/zai-org/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+	@cf/zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
 	ada	-
 	aetherwiing/mn-starcannon-12b	-
 	agentica-org/deepcoder-14b-preview:free	-
@@ -108,51 +108,51 @@ INDEX = """
 	amazon/nova-pro-v1	-
 	anthracite-org/magnum-v2-72b	-
 	anthracite-org/magnum-v4-72b	-
-	anthropic/claude-2	|8.0,24.0,8.0,8.0|
-	anthropic/claude-3-haiku	|0.25,1.25,0.03,0.3|
-	anthropic/claude-3-opus	|15.0,75.0,1.5,18.75|
-	anthropic/claude-3-sonnet	|3.0,15.0,0.3,3.75|
-	anthropic/claude-3.5-haiku	|0.8,4.0,0.08,1.0|
-	anthropic/claude-3.5-sonnet	|3.0,15.0,0.3,3.75|
-	anthropic/claude-3.7-sonnet	|3.0,15.0,0.3,3.75|
-	anthropic/claude-fable-5	|10.0,50.0,1.0,12.5|
+	anthropic/claude-2	|8.0,24.0,8.0,8.0,8.0||
+	anthropic/claude-3-haiku	|0.25,1.25,0.03,0.3,0.5||
+	anthropic/claude-3-opus	|15.0,75.0,1.5,18.75,30.0||
+	anthropic/claude-3-sonnet	|3.0,15.0,0.3,3.75,6.0||
+	anthropic/claude-3.5-haiku	|0.8,4.0,0.08,1.0,1.6||web_search_requests=0.01
+	anthropic/claude-3.5-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	anthropic/claude-3.7-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	anthropic/claude-fable-5	|10.0,50.0,1.0,12.5,20.0||web_search_requests=0.01
 	anthropic/claude-fable-5.1	-
 	anthropic/claude-fable-5.1:batch	-
 	anthropic/claude-fable-5:batch	-
-	anthropic/claude-haiku-4.5	|1.0,5.0,0.1,1.25|
-	anthropic/claude-haiku-4.5:batch	|1.0,5.0,0.1,1.25|
-	anthropic/claude-haiku-5.5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-	anthropic/claude-haiku-5.5:batch	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-	anthropic/claude-opus-4	|15.0,75.0,1.5,18.75|
-	anthropic/claude-opus-4.1:batch	|15.0,75.0,1.5,18.75|
-	anthropic/claude-opus-4.5	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.5:batch	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.6	|5.0,25.0,0.5,6.25|200000,10.0,37.5,1.0,12.5 2026-03-13|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.6-fast	|5.0,25.0,0.5,6.25|200000,10.0,37.5,1.0,12.5 2026-03-13|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.6:batch	|5.0,25.0,0.5,6.25|200000,10.0,37.5,1.0,12.5 2026-03-13|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.7	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.7-fast	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.7:batch	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.8	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.8-fast	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-4.8:batch	|5.0,25.0,0.5,6.25|
-	anthropic/claude-opus-5	|5.0,25.0,0.5,6.25|
+	anthropic/claude-haiku-4.5	|1.0,5.0,0.1,1.25,2.0||web_search_requests=0.01
+	anthropic/claude-haiku-4.5:batch	|1.0,5.0,0.1,1.25,2.0||web_search_requests=0.01
+	anthropic/claude-haiku-5.5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+	anthropic/claude-haiku-5.5:batch	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+	anthropic/claude-opus-4	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+	anthropic/claude-opus-4.1:batch	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+	anthropic/claude-opus-4.5	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.5:batch	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.6	|5.0,25.0,0.5,6.25,10.0|200000,10.0,37.5,1.0,12.5,20.0|web_search_requests=0.01 2026-03-13|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.6-fast	|5.0,25.0,0.5,6.25,10.0|200000,10.0,37.5,1.0,12.5,20.0|web_search_requests=0.01 2026-03-13|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.6:batch	|5.0,25.0,0.5,6.25,10.0|200000,10.0,37.5,1.0,12.5,20.0|web_search_requests=0.01 2026-03-13|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.7	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.7-fast	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.7:batch	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.8	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.8-fast	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-4.8:batch	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	anthropic/claude-opus-5	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
 	anthropic/claude-opus-5-fast	-
-	anthropic/claude-opus-5.5	|4.0,20.0,0.2,5.0|
-	anthropic/claude-opus-5.5:batch	|4.0,20.0,0.2,5.0|
+	anthropic/claude-opus-5.5	|4.0,20.0,0.2,5.0,8.0||web_search_requests=0.01
+	anthropic/claude-opus-5.5:batch	|4.0,20.0,0.2,5.0,8.0||web_search_requests=0.01
 	anthropic/claude-opus-5:batch	-
-	anthropic/claude-sonnet-4	|3.0,15.0,0.3,3.75|
-	anthropic/claude-sonnet-4.5	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5
-	anthropic/claude-sonnet-4.5:batch	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5
-	anthropic/claude-sonnet-4.6	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5 2026-03-13|3.0,15.0,0.3,3.75|
-	anthropic/claude-sonnet-4.6:batch	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5 2026-03-13|3.0,15.0,0.3,3.75|
-	anthropic/claude-sonnet-5	|2.0,10.0,0.2,2.5|
-	anthropic/claude-sonnet-5.5	|2.0,10.0,0.1,2.5|
-	anthropic/claude-sonnet-5.5:batch	|2.0,10.0,0.1,2.5|
+	anthropic/claude-sonnet-4	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	anthropic/claude-sonnet-4.5	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01
+	anthropic/claude-sonnet-4.5:batch	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01
+	anthropic/claude-sonnet-4.6	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01 2026-03-13|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	anthropic/claude-sonnet-4.6:batch	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01 2026-03-13|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	anthropic/claude-sonnet-5	|2.0,10.0,0.2,2.5,4.0||web_search_requests=0.01
+	anthropic/claude-sonnet-5.5	|2.0,10.0,0.1,2.5,4.0||web_search_requests=0.01
+	anthropic/claude-sonnet-5.5:batch	|2.0,10.0,0.1,2.5,4.0||web_search_requests=0.01
 	anthropic/claude-sonnet-5:batch	-
 	anubis-pro-105b-v1	-
 	arcee-ai/coder-large	-
-	arcee-ai/trinity-large-thinking	|0.25,0.8,0.06,0.25|
+	arcee-ai/trinity-large-thinking	|0.25,0.8,0.06,0.25,0.25||
 	arcee-ai/trinity-mini	-
 	arcee-ai/virtuoso-large	-
 	arcee-blitz	-
@@ -187,61 +187,61 @@ INDEX = """
 	canopylabs/orpheus-v1-english	-
 	chatgpt-4o-latest	-
 	chatgpt-image-latest	-
-	claude-2	|8.0,24.0,8.0,8.0|
-	claude-3-5-haiku	|0.8,4.0,0.08,1.0|
-	claude-3-5-haiku-latest	|0.8,4.0,0.08,1.0|
-	claude-3-5-sonnet	|3.0,15.0,0.3,3.75|
-	claude-3-7-sonnet	|3.0,15.0,0.3,3.75|
-	claude-3-7-sonnet-latest	|3.0,15.0,0.3,3.75|
-	claude-3-haiku	|0.25,1.25,0.03,0.3|
-	claude-3-opus	|15.0,75.0,1.5,18.75|
-	claude-3-opus-latest	|15.0,75.0,1.5,18.75|
-	claude-3-sonnet	|3.0,15.0,0.3,3.75|
-	claude-3.5-sonnet	|3.0,15.0,0.3,3.75|
-	claude-3.7-sonnet	|3.0,15.0,0.3,3.75|
-	claude-4-opus	|15.0,75.0,1.5,18.75|
-	claude-4-sonnet	|3.0,15.0,0.3,3.75|
-	claude-fable-5	|10.0,50.0,1.0,12.5|
-	claude-fable-5-1	|10.0,50.0,0.25,12.5|
-	claude-fable-5-2	|8.0,40.0,0.2,10.0|
+	claude-2	|8.0,24.0,8.0,8.0,8.0||
+	claude-3-5-haiku	|0.8,4.0,0.08,1.0,1.6||web_search_requests=0.01
+	claude-3-5-haiku-latest	|0.8,4.0,0.08,1.0,1.6||web_search_requests=0.01
+	claude-3-5-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-3-7-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-3-7-sonnet-latest	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-3-haiku	|0.25,1.25,0.03,0.3,0.5||
+	claude-3-opus	|15.0,75.0,1.5,18.75,30.0||
+	claude-3-opus-latest	|15.0,75.0,1.5,18.75,30.0||
+	claude-3-sonnet	|3.0,15.0,0.3,3.75,6.0||
+	claude-3.5-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-3.7-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-4-opus	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+	claude-4-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-fable-5	|10.0,50.0,1.0,12.5,20.0||web_search_requests=0.01
+	claude-fable-5-1	|10.0,50.0,0.25,12.5,20.0||web_search_requests=0.01
+	claude-fable-5-2	|8.0,40.0,0.2,10.0,16.0||web_search_requests=0.01
 	claude-fable-5.1	-
-	claude-haiku-4-5	|1.0,5.0,0.1,1.25|
-	claude-haiku-4.5	|1.0,5.0,0.1,1.25|
-	claude-haiku-5-5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-	claude-haiku-5.5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-	claude-mythos-5-2	|8.0,40.0,0.2,10.0|
-	claude-opus-4-0	|15.0,75.0,1.5,18.75|
-	claude-opus-4-1	|15.0,75.0,1.5,18.75|
-	claude-opus-4-5	|5.0,25.0,0.5,6.25|
-	claude-opus-4-6	|5.0,25.0,0.5,6.25|200000,10.0,37.5,1.0,12.5 2026-03-13|5.0,25.0,0.5,6.25|
-	claude-opus-4-7	|5.0,25.0,0.5,6.25|
-	claude-opus-4-8	|5.0,25.0,0.5,6.25|
-	claude-opus-4.7	|5.0,25.0,0.5,6.25|
-	claude-opus-4.8	|5.0,25.0,0.5,6.25|
-	claude-opus-4.8-fast	|5.0,25.0,0.5,6.25|
-	claude-opus-5	|5.0,25.0,0.5,6.25|
-	claude-opus-5-5	|4.0,20.0,0.2,5.0|
-	claude-opus-5.5	|4.0,20.0,0.2,5.0|
-	claude-sonnet-4	|3.0,15.0,0.3,3.75|
-	claude-sonnet-4-0	|3.0,15.0,0.3,3.75|
-	claude-sonnet-4-5	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5
-	claude-sonnet-4-6	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5 2026-03-13|3.0,15.0,0.3,3.75|
-	claude-sonnet-4.6	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5 2026-03-13|3.0,15.0,0.3,3.75|
-	claude-sonnet-5	|2.0,10.0,0.2,2.5|
-	claude-sonnet-5-5	|2.0,10.0,0.1,2.5|
-	claude-sonnet-5.5	|2.0,10.0,0.1,2.5|
-	claude-v1	|8.0,24.0,8.0,8.0|
-	cloudflare/clef	|0.24,0.0,0.24,0.24|
-	cloudflare/clef-flash	|0.09,0.0,0.09,0.09| 2026-10-19|0.038,0.0,0.038,0.038|
+	claude-haiku-4-5	|1.0,5.0,0.1,1.25,2.0||web_search_requests=0.01
+	claude-haiku-4.5	|1.0,5.0,0.1,1.25,2.0||web_search_requests=0.01
+	claude-haiku-5-5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+	claude-haiku-5.5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+	claude-mythos-5-2	|8.0,40.0,0.2,10.0,16.0||web_search_requests=0.01
+	claude-opus-4-0	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+	claude-opus-4-1	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+	claude-opus-4-5	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-4-6	|5.0,25.0,0.5,6.25,10.0|200000,10.0,37.5,1.0,12.5,20.0|web_search_requests=0.01 2026-03-13|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-4-7	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-4-8	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-4.7	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-4.8	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-4.8-fast	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-5	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+	claude-opus-5-5	|4.0,20.0,0.2,5.0,8.0||web_search_requests=0.01
+	claude-opus-5.5	|4.0,20.0,0.2,5.0,8.0||web_search_requests=0.01
+	claude-sonnet-4	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-sonnet-4-0	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-sonnet-4-5	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01
+	claude-sonnet-4-6	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01 2026-03-13|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-sonnet-4.6	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01 2026-03-13|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+	claude-sonnet-5	|2.0,10.0,0.2,2.5,4.0||web_search_requests=0.01
+	claude-sonnet-5-5	|2.0,10.0,0.1,2.5,4.0||web_search_requests=0.01
+	claude-sonnet-5.5	|2.0,10.0,0.1,2.5,4.0||web_search_requests=0.01
+	claude-v1	|8.0,24.0,8.0,8.0,8.0||
+	cloudflare/clef	|0.24,0.0,0.24,0.24,0.24||
+	cloudflare/clef-flash	|0.09,0.0,0.09,0.09,0.09|| 2026-10-19|0.038,0.0,0.038,0.038,0.038||
 	codellama-7b-instruct-solidity	-
 	codellama/codellama-13b-instruct-hf	-
 	codellama/codellama-34b-instruct-hf	-
 	codellama/codellama-70b-instruct-hf	-
 	codellama/codellama-7b-instruct-hf	-
 	codestral	-
-	codestral-2501	|0.3,0.9,0.3,0.3|
-	codestral-2508	|0.3,0.9,0.03,0.3|
-	codestral-embed-2505	|0.15,0.0,0.015,0.15|
+	codestral-2501	|0.3,0.9,0.3,0.3,0.3||
+	codestral-2508	|0.3,0.9,0.03,0.3,0.3||
+	codestral-embed-2505	|0.15,0.0,0.015,0.15,0.15||
 	codex-mini	-
 	cognitivecomputations/dolphin-mistral-24b-venice-edition	-
 	cognitivecomputations/dolphin-mistral-24b-venice-edition:free	-
@@ -249,45 +249,45 @@ INDEX = """
 	cognitivecomputations/dolphin-mixtral-8x7b	-
 	cognitivecomputations/dolphin3.0-mistral-24b:free	-
 	cognitivecomputations/dolphin3.0-r1-mistral-24b:free	-
-	cohere/command	|1.0,2.0,1.0,1.0|
-	cohere/command-a	|2.5,10.0,2.5,2.5|
+	cohere/command	|1.0,2.0,1.0,1.0,1.0||
+	cohere/command-a	|2.5,10.0,2.5,2.5,2.5||
 	cohere/command-a-plus	-
-	cohere/command-r	|0.15,0.6,0.15,0.15|
-	cohere/command-r-08-2024	|0.15,0.6,0.15,0.15|
-	cohere/command-r-plus	|2.5,10.0,2.5,2.5|
-	cohere/command-r-plus-08-2024	|2.5,10.0,2.5,2.5|
-	cohere/command-r7b-12-2024	|0.0375,0.15,0.0375,0.0375|
+	cohere/command-r	|0.15,0.6,0.15,0.15,0.15||
+	cohere/command-r-08-2024	|0.15,0.6,0.15,0.15,0.15||
+	cohere/command-r-plus	|2.5,10.0,2.5,2.5,2.5||
+	cohere/command-r-plus-08-2024	|2.5,10.0,2.5,2.5,2.5||
+	cohere/command-r7b-12-2024	|0.0375,0.15,0.0375,0.0375,0.0375||
 	cohere/north-mini-code:free	-
 	command	-
-	command-a	|2.5,10.0,2.5,2.5|
-	command-light	|0.3,0.6,0.3,0.3|
-	command-r	|0.15,0.6,0.15,0.15|
-	command-r-plus	|2.5,10.0,2.5,2.5|
-	command-r7b	|0.0375,0.15,0.0375,0.0375|
-	composer-2.5	|0.5,2.5,0.2,0.5|
-	composer-2.5-fast	|3.0,15.0,0.5,3.0|
+	command-a	|2.5,10.0,2.5,2.5,2.5||
+	command-light	|0.3,0.6,0.3,0.3,0.3||
+	command-r	|0.15,0.6,0.15,0.15,0.15||
+	command-r-plus	|2.5,10.0,2.5,2.5,2.5||
+	command-r7b	|0.0375,0.15,0.0375,0.0375,0.0375||
+	composer-2.5	|0.5,2.5,0.2,0.5,0.5||
+	composer-2.5-fast	|3.0,15.0,0.5,3.0,3.0||
 	computer-use	-
 	curie	-
-	databricks-bge-large-en	|0.1,0.0,0.1,0.1|
-	databricks-deepseek-v4-1-flash	|0.3,1.2,0.03,0.3|
-	databricks-deepseek-v4-flash-0731	|0.14,0.28,0.028,0.14|
-	databricks-deepseek-v4-pro-0813	|1.32,3.96,0.132,1.32|
-	databricks-gemma-3-12b	|0.15,0.5,0.15,0.15|
-	databricks-glm-5-2	|1.4,4.4,0.26,1.4|
-	databricks-glm-5-3	|1.4,4.4,0.26,1.4|
-	databricks-glm-5-3-flash	|0.15,0.5,0.03,0.15|
-	databricks-gpt-oss-120b	|0.15,0.6,0.15,0.15|
-	databricks-gpt-oss-20b	|0.07,0.3,0.07,0.07|
-	databricks-gte-large-en	|0.13,0.0,0.13,0.13|
-	databricks-inkling	|1.0,4.05,0.17,1.0|
-	databricks-kimi-k2-7-code	|0.95,4.0,0.19,0.95|
-	databricks-kimi-k3	|3.0,15.0,0.3,3.0|
-	databricks-llama-4-maverick	|0.5,1.5,0.5,0.5|
-	databricks-meta-llama-3-1-8b-instruct	|0.15,0.45,0.15,0.15|
-	databricks-meta-llama-3-3-70b-instruct	|0.5,1.5,0.5,0.5|
-	databricks-qwen3-embedding-0-6b	|0.02,0.0,0.02,0.02|
-	databricks-qwen3-next-80b-a3b-instruct	|0.15,1.2,0.15,0.15|
-	databricks-qwen35-122b-a10b	|0.22,2.2,0.22,0.22|
+	databricks-bge-large-en	|0.1,0.0,0.1,0.1,0.1||
+	databricks-deepseek-v4-1-flash	|0.3,1.2,0.03,0.3,0.3||
+	databricks-deepseek-v4-flash-0731	|0.14,0.28,0.028,0.14,0.14||
+	databricks-deepseek-v4-pro-0813	|1.32,3.96,0.132,1.32,1.32||
+	databricks-gemma-3-12b	|0.15,0.5,0.15,0.15,0.15||
+	databricks-glm-5-2	|1.4,4.4,0.26,1.4,1.4||
+	databricks-glm-5-3	|1.4,4.4,0.26,1.4,1.4||
+	databricks-glm-5-3-flash	|0.15,0.5,0.03,0.15,0.15||
+	databricks-gpt-oss-120b	|0.15,0.6,0.15,0.15,0.15||
+	databricks-gpt-oss-20b	|0.07,0.3,0.07,0.07,0.07||
+	databricks-gte-large-en	|0.13,0.0,0.13,0.13,0.13||
+	databricks-inkling	|1.0,4.05,0.17,1.0,1.0||
+	databricks-kimi-k2-7-code	|0.95,4.0,0.19,0.95,0.95||
+	databricks-kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+	databricks-llama-4-maverick	|0.5,1.5,0.5,0.5,0.5||
+	databricks-meta-llama-3-1-8b-instruct	|0.15,0.45,0.15,0.15,0.15||
+	databricks-meta-llama-3-3-70b-instruct	|0.5,1.5,0.5,0.5,0.5||
+	databricks-qwen3-embedding-0-6b	|0.02,0.0,0.02,0.02,0.02||
+	databricks-qwen3-next-80b-a3b-instruct	|0.15,1.2,0.15,0.15,0.15||
+	databricks-qwen35-122b-a10b	|0.22,2.2,0.22,0.22,0.22||
 	davinci	-
 	davinci-002	-
 	deepcoder-14b-preview:free	-
@@ -299,8 +299,8 @@ INDEX = """
 	deepseek-ai/deepseek-v3	-
 	deepseek-ai/deepseek-v3-0324	-
 	deepseek-ai/deepseek-v3.1	-
-	deepseek-ai/deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288|
-	deepseek-ai/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27|
+	deepseek-ai/deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288,0.2288||
+	deepseek-ai/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27,0.27||
 	deepseek-ai/deepseek-v4.1-flash	-
 	deepseek-ai/deepseek-v4.1-flash-1017	-
 	deepseek-ai/deepseek-v4.1-flash-1017-fast	-
@@ -308,9 +308,9 @@ INDEX = """
 	deepseek-prover-v2	-
 	deepseek-v3-0324	-
 	deepseek-v3-base:free	-
-	deepseek-v3.1-terminus	|0.27,0.95,0.13,0.27|
-	deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288|
-	deepseek-v3.2-exp	|0.27,0.41,0.27,0.27|
+	deepseek-v3.1-terminus	|0.27,0.95,0.13,0.27,0.27||
+	deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288,0.2288||
+	deepseek-v3.2-exp	|0.27,0.41,0.27,0.27,0.27||
 	deepseek-v3p2	-
 	deepseek-v4-1-flash-1017	-
 	deepseek-v4.1-flash	-
@@ -323,17 +323,17 @@ INDEX = """
 	deepseek.r1-v1:0	-
 	deepseek/deepseek-ocr-2	-
 	deepseek/deepseek-v3-base:free	-
-	deepseek/deepseek-v3.1-terminus	|0.27,0.95,0.13,0.27|
-	deepseek/deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288|
-	deepseek/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27|
+	deepseek/deepseek-v3.1-terminus	|0.27,0.95,0.13,0.27,0.27||
+	deepseek/deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288,0.2288||
+	deepseek/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27,0.27||
 	deepseek/deepseek-v4.1-flash	-
 	deepseek/deepseek-v4.1-flash-1017	-
 	deepseek/deepseek-v4.1-flash-1017:batch	-
 	deepseek/deepseek-v4.1-flash:batch	-
 	deepseek/deepseek_v3	-
-	devstral-2512	|0.4,2.0,0.04,0.4|
-	devstral-small	|0.1,0.3,0.1,0.1|
-	devstral-small:free	|0.0,0.0,0.0,0.0|
+	devstral-2512	|0.4,2.0,0.04,0.4,0.4||
+	devstral-small	|0.1,0.3,0.1,0.1,0.1||
+	devstral-small:free	|0.0,0.0,0.0,0.0,0.0||
 	dicta-il/dictalm-3.0-24b-thinking	-
 	dobby-mini-unhinged-plus-llama-3.1-8b	-
 	dolphin-mixtral-8x22b	-
@@ -341,8 +341,8 @@ INDEX = """
 	dolphin3.0-r1-mistral-24b:free	-
 	dots-studio/dots-3-note-preview:free	-
 	eleutherai/llemma_7b	-
-	eleven_realtime_v1_max	|1.8,9.0,0.18,1.8|
-	eleven_realtime_v1_mini	|0.2,6.0,0.2,0.2|
+	eleven_realtime_v1_max	|1.8,9.0,0.18,1.8,1.8||
+	eleven_realtime_v1_mini	|0.2,6.0,0.2,0.2,0.2||
 	elorian/glimpse	-
 	embed-v4.0	-
 	ember-1	-
@@ -360,57 +360,57 @@ INDEX = """
 	ft:gpt-4o	-
 	ft:gpt-4o-mini	-
 	garage-baind/platypus2-70b-instruct	-
-	gemini-1.0-pro-vision-001	|0.125,0.375,0.125,0.125|
-	gemini-1.5-flash	|0.075,0.3,0.01875,0.075|128000,0.15,0.6,0.0375,0.075
-	gemini-1.5-pro	|1.25,5.0,1.25,1.25|128000,2.5,10.0,1.25,1.25
-	gemini-2.0-flash	|0.1,0.4,0.025,0.1|
-	gemini-2.0-flash-001	|0.1,0.4,0.025,0.1|
-	gemini-2.0-flash-exp:free	|0.1,0.4,0.025,0.1|
-	gemini-2.0-flash-lite	|0.075,0.3,0.075,0.075|
-	gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075|
-	gemini-2.5-flash	|0.3,2.5,0.03,0.3|
-	gemini-2.5-flash-image	|0.3,2.5,0.3,0.3|
-	gemini-2.5-flash-lite	|0.1,0.4,0.01,0.1|
-	gemini-2.5-flash-lite-preview-06-17	|0.1,0.4,0.01,0.1|
-	gemini-2.5-flash-lite-preview-tts	|0.5,10.0,0.5,0.5|
-	gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15|
-	gemini-2.5-flash-preview-05-20:thinking	|0.15,0.6,0.15,0.15|
-	gemini-2.5-flash-preview:thinking	|0.15,0.6,0.15,0.15|
-	gemini-2.5-flash-tts	|0.5,10.0,0.5,0.5|
-	gemini-2.5-pro	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-	gemini-2.5-pro-exp-03-25	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-	gemini-2.5-pro-tts	|1.0,20.0,1.0,1.0|
-	gemini-3-flash-preview	|0.5,3.0,0.05,0.5| 2026-01-05|0.5,3.0,0.05,0.5|
-	gemini-3-pro-image	|2.0,12.0,2.0,2.0| 2026-01-05|2.0,12.0,2.0,2.0|
-	gemini-3-pro-image-preview	|2.0,12.0,2.0,2.0| 2026-01-05|2.0,12.0,2.0,2.0|
-	gemini-3-pro-preview	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0 2026-01-05|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
-	gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5|
-	gemini-3.1-flash-lite	|0.25,1.5,0.025,0.25|
-	gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25|
-	gemini-3.1-flash-live-preview	|0.75,4.5,0.75,0.75|
-	gemini-3.1-flash-tts-preview	|1.0,20.0,1.0,1.0|
-	gemini-3.1-pro-preview	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
-	gemini-3.5-flash	|1.5,9.0,0.15,1.5|
-	gemini-3.5-flash-lite	|0.3,2.5,0.03,0.3|
-	gemini-3.6-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	gemini-3.7-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	gemini-3.8-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	gemini-3.8-flash-lite-tts	|0.5,6.0,0.5,0.5| 2027-01-01|1.0,12.0,1.0,1.0|
-	gemini-3.8-flash-tts	|0.5,9.0,0.5,0.5| 2027-01-01|1.0,18.0,1.0,1.0|
-	gemini-3.8-live	|0.75,4.5,0.75,0.75|
-	gemini-4-argon	|2.0,10.0,0.1,2.0| 2026-12-01|4.0,20.0,0.2,4.0|
-	gemini-embedding-001	|0.15,0.0,0.15,0.15|
-	gemini-embedding-2	|0.2,0.0,0.2,0.2|
-	gemini-flash-1.5	|0.075,0.3,0.01875,0.075|128000,0.15,0.6,0.0375,0.075
-	gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0375|128000,0.075,0.3,0.02,0.0375
-	gemini-live-2.5-flash	|0.5,2.0,0.5,0.5|
-	gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5|
-	gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5|
-	gemini-omni-flash-preview	|1.5,9.0,1.5,1.5|
-	gemini-pro	|0.125,0.375,0.125,0.125|
-	gemini-pro-1.5	|1.25,5.0,0.3125,1.25|128000,2.5,10.0,0.625,1.25
-	gemini-robotics-er-2-preview	|1.0,5.0,0.1,1.0| 2027-01-01|2.0,10.0,0.2,2.0|
-	gemini-robotics-er-2-streaming-preview	|1.0,5.0,1.0,1.0| 2027-01-01|2.0,10.0,2.0,2.0|
+	gemini-1.0-pro-vision-001	|0.125,0.375,0.125,0.125,0.125||
+	gemini-1.5-flash	|0.075,0.3,0.01875,0.075,0.075|128000,0.15,0.6,0.0375,0.075,0.075|
+	gemini-1.5-pro	|1.25,5.0,1.25,1.25,1.25|128000,2.5,10.0,1.25,1.25,1.25|
+	gemini-2.0-flash	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	gemini-2.0-flash-001	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	gemini-2.0-flash-exp:free	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	gemini-2.0-flash-lite	|0.075,0.3,0.075,0.075,0.075||
+	gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075,0.075||
+	gemini-2.5-flash	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.035
+	gemini-2.5-flash-image	|0.3,2.5,0.3,0.3,0.3||
+	gemini-2.5-flash-lite	|0.1,0.4,0.01,0.1,0.1||web_search_requests=0.035
+	gemini-2.5-flash-lite-preview-06-17	|0.1,0.4,0.01,0.1,0.1||web_search_requests=0.035
+	gemini-2.5-flash-lite-preview-tts	|0.5,10.0,0.5,0.5,0.5||
+	gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15,0.15||web_search_requests=0.035
+	gemini-2.5-flash-preview-05-20:thinking	|0.15,0.6,0.15,0.15,0.15||web_search_requests=0.035
+	gemini-2.5-flash-preview:thinking	|0.15,0.6,0.15,0.15,0.15||web_search_requests=0.035
+	gemini-2.5-flash-tts	|0.5,10.0,0.5,0.5,0.5||
+	gemini-2.5-pro	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+	gemini-2.5-pro-exp-03-25	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+	gemini-2.5-pro-tts	|1.0,20.0,1.0,1.0,1.0||
+	gemini-3-flash-preview	|0.5,3.0,0.05,0.5,0.5|| 2026-01-05|0.5,3.0,0.05,0.5,0.5||web_search_requests=0.014
+	gemini-3-pro-image	|2.0,12.0,2.0,2.0,2.0|| 2026-01-05|2.0,12.0,2.0,2.0,2.0||web_search_requests=0.014
+	gemini-3-pro-image-preview	|2.0,12.0,2.0,2.0,2.0|| 2026-01-05|2.0,12.0,2.0,2.0,2.0||web_search_requests=0.014
+	gemini-3-pro-preview	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0| 2026-01-05|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
+	gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5,0.5||web_search_requests=0.014
+	gemini-3.1-flash-lite	|0.25,1.5,0.025,0.25,0.25||web_search_requests=0.014
+	gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25,0.25||
+	gemini-3.1-flash-live-preview	|0.75,4.5,0.75,0.75,0.75||web_search_requests=0.014
+	gemini-3.1-flash-tts-preview	|1.0,20.0,1.0,1.0,1.0||
+	gemini-3.1-pro-preview	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
+	gemini-3.5-flash	|1.5,9.0,0.15,1.5,1.5||web_search_requests=0.014
+	gemini-3.5-flash-lite	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.014
+	gemini-3.6-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	gemini-3.7-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	gemini-3.8-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	gemini-3.8-flash-lite-tts	|0.5,6.0,0.5,0.5,0.5|| 2027-01-01|1.0,12.0,1.0,1.0,1.0||
+	gemini-3.8-flash-tts	|0.5,9.0,0.5,0.5,0.5|| 2027-01-01|1.0,18.0,1.0,1.0,1.0||
+	gemini-3.8-live	|0.75,4.5,0.75,0.75,0.75||web_search_requests=0.014
+	gemini-4-argon	|2.0,10.0,0.1,2.0,2.0||web_search_requests=0.014 2026-12-01|4.0,20.0,0.2,4.0,4.0||web_search_requests=0.014
+	gemini-embedding-001	|0.15,0.0,0.15,0.15,0.15||
+	gemini-embedding-2	|0.2,0.0,0.2,0.2,0.2||
+	gemini-flash-1.5	|0.075,0.3,0.01875,0.075,0.075|128000,0.15,0.6,0.0375,0.075,0.075|
+	gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0375,0.0375|128000,0.075,0.3,0.02,0.0375,0.0375|
+	gemini-live-2.5-flash	|0.5,2.0,0.5,0.5,0.5||
+	gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5,1.5||web_search_requests=0.014
+	gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5,1.5||
+	gemini-omni-flash-preview	|1.5,9.0,1.5,1.5,1.5||
+	gemini-pro	|0.125,0.375,0.125,0.125,0.125||
+	gemini-pro-1.5	|1.25,5.0,0.3125,1.25,1.25|128000,2.5,10.0,0.625,1.25,1.25|
+	gemini-robotics-er-2-preview	|1.0,5.0,0.1,1.0,1.0|| 2027-01-01|2.0,10.0,0.2,2.0,2.0||
+	gemini-robotics-er-2-streaming-preview	|1.0,5.0,1.0,1.0,1.0|| 2027-01-01|2.0,10.0,2.0,2.0,2.0||
 	gemma-2-27b-it	-
 	gemma-2-9b-it	-
 	gemma-2-9b-it:free	-
@@ -430,14 +430,14 @@ INDEX = """
 	glm-4-32b	-
 	glm-4-32b-0414-128k	-
 	glm-4-32b:free	-
-	glm-4-air	|0.069,0.069,0.034,0.069|
-	glm-4-airx	|1.379,1.379,1.379,1.379|
-	glm-4-assistant	|0.69,0.69,0.69,0.69|
-	glm-4-flashx-250414	|0.014,0.014,0.007,0.014|
-	glm-4-long	|0.138,0.138,0.069,0.138|
-	glm-4-plus	|0.69,0.69,0.345,0.69|
+	glm-4-air	|0.069,0.069,0.034,0.069,0.069||
+	glm-4-airx	|1.379,1.379,1.379,1.379,1.379||
+	glm-4-assistant	|0.69,0.69,0.69,0.69,0.69||
+	glm-4-flashx-250414	|0.014,0.014,0.007,0.014,0.014||
+	glm-4-long	|0.138,0.138,0.069,0.138,0.138||
+	glm-4-plus	|0.69,0.69,0.345,0.69,0.69||
 	glm-4.5	-
-	glm-4.5-air	|0.11,0.276,0.022,0.11|
+	glm-4.5-air	|0.11,0.276,0.022,0.11,0.11||
 	glm-4.5-air:free	-
 	glm-4.5-airx	-
 	glm-4.5-x	-
@@ -445,15 +445,15 @@ INDEX = """
 	glm-4.6	-
 	glm-4.6v	-
 	glm-4.6v-flashx	-
-	glm-4.7	|0.276,1.103,0.055,0.276|
-	glm-4.7-flashx	|0.069,0.414,0.014,0.069|
+	glm-4.7	|0.276,1.103,0.055,0.276,0.276||
+	glm-4.7-flashx	|0.069,0.414,0.014,0.069,0.069||
 	glm-4p7	-
-	glm-5	|0.552,2.483,0.138,0.552|
-	glm-5-turbo	|0.69,3.034,0.166,0.69|
-	glm-5.1	|0.828,3.31,0.179,0.828|
-	glm-5.2	|1.103,3.862,0.276,1.103|
-	glm-5.3	|1.103,3.862,0.276,1.103|
-	glm-5.3-flash	|0.055,0.193,0.016,0.055| 2026-09-10|0.11,0.386,0.032,0.11|
+	glm-5	|0.552,2.483,0.138,0.552,0.552||
+	glm-5-turbo	|0.69,3.034,0.166,0.69,0.69||
+	glm-5.1	|0.828,3.31,0.179,0.828,0.828||
+	glm-5.2	|1.103,3.862,0.276,1.103,1.103||
+	glm-5.3	|1.103,3.862,0.276,1.103,1.103||
+	glm-5.3-flash	|0.055,0.193,0.016,0.055,0.055|| 2026-09-10|0.11,0.386,0.032,0.11,0.11||
 	glm-5.3-flashx	-
 	glm-5.3-prime	-
 	glm-5p1	-
@@ -503,71 +503,71 @@ INDEX = """
 	google.gemma-3-12b-it	-
 	google.gemma-3-27b-it	-
 	google.gemma-3-4b-it	-
-	google/gemini-2.0-flash-001	|0.1,0.4,0.025,0.1|
-	google/gemini-2.0-flash-exp:free	|0.1,0.4,0.025,0.1|
-	google/gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075|
-	google/gemini-2.0-flash-thinking-exp-1219:free	|0.1,0.4,0.025,0.1|
-	google/gemini-2.0-flash-thinking-exp:free	|0.1,0.4,0.025,0.1|
-	google/gemini-2.5-flash	|0.3,2.5,0.03,0.3|
-	google/gemini-2.5-flash-image	|0.3,2.5,0.3,0.3|
-	google/gemini-2.5-flash-lite	|0.1,0.4,0.01,0.1|
-	google/gemini-2.5-flash-lite-preview-09-2025	|0.1,0.4,0.01,0.1|
+	google/gemini-2.0-flash-001	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	google/gemini-2.0-flash-exp:free	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	google/gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075,0.075||
+	google/gemini-2.0-flash-thinking-exp-1219:free	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	google/gemini-2.0-flash-thinking-exp:free	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+	google/gemini-2.5-flash	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.035
+	google/gemini-2.5-flash-image	|0.3,2.5,0.3,0.3,0.3||
+	google/gemini-2.5-flash-lite	|0.1,0.4,0.01,0.1,0.1||web_search_requests=0.035
+	google/gemini-2.5-flash-lite-preview-09-2025	|0.1,0.4,0.01,0.1,0.1||web_search_requests=0.035
 	google/gemini-2.5-flash-lite:batch	-
-	google/gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15|
-	google/gemini-2.5-flash-preview-09-2025	|0.3,2.5,0.03,0.3|
-	google/gemini-2.5-flash-preview:thinking	|0.15,0.6,0.15,0.15|
+	google/gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15,0.15||web_search_requests=0.035
+	google/gemini-2.5-flash-preview-09-2025	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.035
+	google/gemini-2.5-flash-preview:thinking	|0.15,0.6,0.15,0.15,0.15||web_search_requests=0.035
 	google/gemini-2.5-flash:batch	-
-	google/gemini-2.5-pro	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-	google/gemini-2.5-pro-exp-03-25:free	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-	google/gemini-2.5-pro-preview-03-25	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-	google/gemini-2.5-pro:batch	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-	google/gemini-3-flash-preview	|0.5,3.0,0.05,0.5| 2026-01-05|0.5,3.0,0.05,0.5|
+	google/gemini-2.5-pro	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+	google/gemini-2.5-pro-exp-03-25:free	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+	google/gemini-2.5-pro-preview-03-25	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+	google/gemini-2.5-pro:batch	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+	google/gemini-3-flash-preview	|0.5,3.0,0.05,0.5,0.5|| 2026-01-05|0.5,3.0,0.05,0.5,0.5||web_search_requests=0.014
 	google/gemini-3-flash-preview:batch	-
-	google/gemini-3-pro-image	|2.0,12.0,2.0,2.0| 2026-01-05|2.0,12.0,2.0,2.0|
-	google/gemini-3-pro-image-preview	|2.0,12.0,2.0,2.0| 2026-01-05|2.0,12.0,2.0,2.0|
-	google/gemini-3.1-flash-image	|0.5,3.0,0.5,0.5|
-	google/gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5|
-	google/gemini-3.1-flash-lite	|0.25,1.5,0.025,0.25|
-	google/gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25|
+	google/gemini-3-pro-image	|2.0,12.0,2.0,2.0,2.0|| 2026-01-05|2.0,12.0,2.0,2.0,2.0||web_search_requests=0.014
+	google/gemini-3-pro-image-preview	|2.0,12.0,2.0,2.0,2.0|| 2026-01-05|2.0,12.0,2.0,2.0,2.0||web_search_requests=0.014
+	google/gemini-3.1-flash-image	|0.5,3.0,0.5,0.5,0.5||web_search_requests=0.014
+	google/gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5,0.5||web_search_requests=0.014
+	google/gemini-3.1-flash-lite	|0.25,1.5,0.025,0.25,0.25||web_search_requests=0.014
+	google/gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25,0.25||
 	google/gemini-3.1-flash-lite:batch	-
-	google/gemini-3.1-pro-preview	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
-	google/gemini-3.1-pro-preview:batch	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
-	google/gemini-3.5-flash	|1.5,9.0,0.15,1.5|
-	google/gemini-3.5-flash-lite	|0.3,2.5,0.03,0.3|
-	google/gemini-3.5-flash-lite:batch	|0.3,2.5,0.03,0.3|
+	google/gemini-3.1-pro-preview	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
+	google/gemini-3.1-pro-preview:batch	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
+	google/gemini-3.5-flash	|1.5,9.0,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-3.5-flash-lite	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.014
+	google/gemini-3.5-flash-lite:batch	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.014
 	google/gemini-3.5-flash:batch	-
-	google/gemini-3.6-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	google/gemini-3.6-flash:batch	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	google/gemini-3.7-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	google/gemini-3.7-flash:batch	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	google/gemini-3.8-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	google/gemini-3.8-flash:batch	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	google/gemini-4-argon	|2.0,10.0,0.1,2.0| 2026-12-01|4.0,20.0,0.2,4.0|
+	google/gemini-3.6-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-3.6-flash:batch	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-3.7-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-3.7-flash:batch	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-3.8-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-3.8-flash:batch	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	google/gemini-4-argon	|2.0,10.0,0.1,2.0,2.0||web_search_requests=0.014 2026-12-01|4.0,20.0,0.2,4.0,4.0||web_search_requests=0.014
 	google/gemini-4-argon:batch	-
-	google/gemini-flash-1.5	|0.075,0.3,0.01875,0.075|128000,0.15,0.6,0.0375,0.075
-	google/gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0375|128000,0.075,0.3,0.02,0.0375
+	google/gemini-flash-1.5	|0.075,0.3,0.01875,0.075,0.075|128000,0.15,0.6,0.0375,0.075,0.075|
+	google/gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0375,0.0375|128000,0.075,0.3,0.02,0.0375,0.0375|
 	google/gemini-flash-1.5-8b-exp	-
-	google/gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5|
-	google/gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5|
+	google/gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5,1.5||web_search_requests=0.014
+	google/gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5,1.5||
 	google/gemini-omni-1.2-flash	-
-	google/gemini-pro	|0.125,0.375,0.125,0.125|
-	google/gemini-pro-1.5	|1.25,5.0,0.3125,1.25|128000,2.5,10.0,0.625,1.25
-	google/gemma-2-27b-it	|0.65,0.65,0.65,0.65|
+	google/gemini-pro	|0.125,0.375,0.125,0.125,0.125||
+	google/gemini-pro-1.5	|1.25,5.0,0.3125,1.25,1.25|128000,2.5,10.0,0.625,1.25,1.25|
+	google/gemma-2-27b-it	|0.65,0.65,0.65,0.65,0.65||
 	google/gemma-2-2b-it	-
 	google/gemma-2-9b-it	-
 	google/gemma-2-9b-it:free	-
 	google/gemma-2b	-
-	google/gemma-3-12b-it	|0.0,0.0,0.0,0.0|
-	google/gemma-3-12b-it:free	|0.0,0.0,0.0,0.0|
-	google/gemma-3-1b-it:free	|0.0,0.0,0.0,0.0|
-	google/gemma-3-27b-it	|0.0,0.0,0.0,0.0|
-	google/gemma-3-27b-it:free	|0.0,0.0,0.0,0.0|
-	google/gemma-3-4b-it	|0.0,0.0,0.0,0.0|
-	google/gemma-3-4b-it:free	|0.0,0.0,0.0,0.0|
-	google/gemma-3n-e4b-it	|0.0,0.0,0.0,0.0|
-	google/gemma-4-26b-a4b-it	|0.0,0.0,0.0,0.0|
+	google/gemma-3-12b-it	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3-12b-it:free	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3-1b-it:free	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3-27b-it	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3-27b-it:free	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3-4b-it	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3-4b-it:free	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-3n-e4b-it	|0.0,0.0,0.0,0.0,0.0||
+	google/gemma-4-26b-a4b-it	|0.0,0.0,0.0,0.0,0.0||
 	google/gemma-4-26b-a4b-it:free	-
-	google/gemma-4-31b-it	|0.0,0.0,0.0,0.0|
+	google/gemma-4-31b-it	|0.0,0.0,0.0,0.0,0.0||
 	google/gemma-4-31b-it:free	-
 	google/gemma-7b	-
 	google/learnlm-1.5-pro-experimental:free	-
@@ -575,115 +575,115 @@ INDEX = """
 	google/lyria-3-pro-preview	-
 	google/palm-2-chat-bison	-
 	google/palm-2-codechat-bison	-
-	gpt-3.5-0301	|1.5,2.0,1.5,1.5|
-	gpt-3.5-turbo	|0.5,1.5,0.5,0.5|
-	gpt-3.5-turbo-0613	|1.5,2.0,1.5,1.5|
-	gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0|
-	gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0|
-	gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5|
-	gpt-4	|30.0,60.0,30.0,30.0|
-	gpt-4-1106-preview	|10.0,30.0,10.0,10.0|
-	gpt-4-32k	|60.0,120.0,60.0,60.0|
-	gpt-4-turbo	|10.0,30.0,10.0,10.0|
-	gpt-4-vision-preview	|10.0,30.0,10.0,10.0|
-	gpt-4.1	|2.0,8.0,0.5,2.0|
-	gpt-4.1-mini	|0.4,1.6,0.1,0.4|
-	gpt-4.1-nano	|0.1,0.4,0.025,0.1|
-	gpt-4.5-preview	|75.0,150.0,37.5,75.0|
-	gpt-4o	|2.5,10.0,1.25,2.5|
-	gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0|
-	gpt-4o-audio-preview	|2.5,10.0,2.5,2.5|
-	gpt-4o-mini	|0.15,0.6,0.075,0.15|
-	gpt-4o-mini-2024-07-18.ft-	|0.3,1.2,0.3,0.3|
-	gpt-4o-mini-audio-preview	|0.15,0.6,0.15,0.15|
-	gpt-4o-mini-realtime-preview	|0.6,2.4,0.3,0.6|
-	gpt-4o-mini-transcribe	|1.25,5.0,1.25,1.25|
-	gpt-4o-mini-tts	|0.6,12.0,0.6,0.6|
-	gpt-4o-realtime-preview	|5.0,20.0,2.5,5.0|
-	gpt-4o-search-preview	|2.5,10.0,2.5,2.5|
-	gpt-4o-transcribe	|2.5,10.0,2.5,2.5|
-	gpt-4o:extended	|6.0,18.0,6.0,6.0|
-	gpt-5	|1.25,10.0,0.125,1.25|
-	gpt-5-image	|10.0,10.0,1.25,10.0|
-	gpt-5-image-mini	|2.5,2.0,0.25,2.5|
-	gpt-5-mini	|0.25,2.0,0.025,0.25|
-	gpt-5-nano	|0.05,0.4,0.005,0.05|
-	gpt-5-pro	|15.0,120.0,15.0,15.0|
-	gpt-5-search-api	|1.25,10.0,0.125,1.25|
-	gpt-5.1	|1.25,10.0,0.125,1.25|
-	gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25|
-	gpt-5.2	|1.75,14.0,0.175,1.75|
-	gpt-5.2-pro	|21.0,168.0,21.0,21.0|
-	gpt-5.3	|1.75,14.0,0.175,1.75|
-	gpt-5.3-codex	|1.75,14.0,0.175,1.75|
-	gpt-5.4	|2.5,15.0,0.25,2.5|272000,5.0,22.5,0.5,2.5
-	gpt-5.4-image-2	|8.0,15.0,2.0,8.0|
-	gpt-5.4-mini	|0.75,4.5,0.075,0.75|
-	gpt-5.4-nano	|0.2,1.25,0.02,0.2|
-	gpt-5.4-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
-	gpt-5.5	|5.0,30.0,0.5,5.0|272000,10.0,45.0,1.0,5.0
-	gpt-5.5-cyber	|12.5,75.0,12.5,12.5| 2026-10-19|12.5,75.0,1.25,12.5|
-	gpt-5.5-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
-	gpt-5.6-cyber	|12.5,75.0,1.25,15.625|
-	gpt-5.6-luna	|1.0,6.0,0.1,1.25|272000,2.0,9.0,0.2,2.5 2026-07-30|0.2,1.2,0.02,0.25|272000,0.4,1.8,0.04,0.5
-	gpt-5.6-sol	|5.0,30.0,0.5,6.25|272000,10.0,45.0,1.0,12.5 2026-08-21|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
-	gpt-5.6-terra	|2.5,15.0,0.25,3.125|272000,5.0,22.5,0.5,6.25 2026-07-30|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-	gpt-6-astra	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
-	gpt-6-cyber	|20.0,100.0,2.0,25.0|
-	gpt-6-luna	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
-	gpt-6-rosalind	|15.0,75.0,1.5,18.75|272000,30.0,112.5,3.0,37.5
-	gpt-6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-	gpt-6.1-sol	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
-	gpt-6.1-terra	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
-	gpt-audio	|2.5,10.0,2.5,2.5|
-	gpt-audio-mini	|0.6,2.4,0.6,0.6|
-	gpt-chat-latest	|5.0,30.0,0.5,5.0|
-	gpt-image-1	|5.0,40.0,1.25,5.0|
-	gpt-image-1-mini	|2.0,8.0,0.2,2.0|
-	gpt-image-1.5	|5.0,10.0,1.25,5.0|
-	gpt-image-2	|5.0,30.0,1.25,5.0|
-	gpt-image-2.5-flare	|5.0,30.0,1.25,5.0|
-	gpt-image-2.5-sunburst	|5.0,30.0,1.25,5.0|
-	gpt-live-1	|0.0,0.0,0.0,0.0|
-	gpt-live-transcribe	|0.0,0.0,0.0,0.0|
-	gpt-oss-120b	|0.039,0.18,0.039,0.039|
-	gpt-oss-20b	|0.029,0.14,0.029,0.029|
-	gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075|
-	gpt-realtime	|4.0,16.0,0.4,4.0|
-	gpt-realtime-2	|4.0,24.0,0.4,4.0|
-	gpt-realtime-mini	|0.6,2.4,0.06,0.6|
-	gpt-realtime-translate	|0.0,0.0,0.0,0.0|
-	gpt-realtime-whisper	|0.0,0.0,0.0,0.0|
-	gpt-rosalind-discovery	|5.0,25.0,0.5,5.0|
-	gpt-rosalind-research	|5.0,25.0,0.5,5.0|
-	gpt-transcribe	|0.0,0.0,0.0,0.0|
-	grok-2-1212	|2.0,10.0,2.0,2.0|
-	grok-2-vision-1212	|2.0,10.0,2.0,2.0|
-	grok-3	|3.0,15.0,0.75,3.0|
-	grok-3-fast	|5.0,25.0,1.25,5.0|
-	grok-3-mini	|0.3,0.5,0.075,0.3|
-	grok-3-mini-fast	|0.6,4.0,0.15,0.6|
-	grok-4-0709	|3.0,15.0,0.75,3.0|
-	grok-4-1-fast-non-reasoning	|0.2,0.5,0.05,0.2|
-	grok-4-1-fast-reasoning	|0.2,0.5,0.05,0.2|
-	grok-4-fast-non-reasoning	|0.2,0.5,0.05,0.2|
-	grok-4-fast-reasoning	|0.2,0.5,0.05,0.2|
-	grok-4.20	|2.0,6.0,0.2,2.0|199999,4.0,12.0,0.4,2.0 2026-04-30|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-	grok-4.20-multi-agent-0309	|2.0,6.0,0.2,2.0|199999,4.0,12.0,0.4,2.0 2026-04-30|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-	grok-4.3	|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-	grok-4.5	|2.0,6.0,0.3,2.0|199999,4.0,12.0,0.6,2.0
+	gpt-3.5-0301	|1.5,2.0,1.5,1.5,1.5||
+	gpt-3.5-turbo	|0.5,1.5,0.5,0.5,0.5||
+	gpt-3.5-turbo-0613	|1.5,2.0,1.5,1.5,1.5||
+	gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0,1.0||
+	gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0,3.0||
+	gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5,1.5||
+	gpt-4	|30.0,60.0,30.0,30.0,30.0||
+	gpt-4-1106-preview	|10.0,30.0,10.0,10.0,10.0||
+	gpt-4-32k	|60.0,120.0,60.0,60.0,60.0||
+	gpt-4-turbo	|10.0,30.0,10.0,10.0,10.0||
+	gpt-4-vision-preview	|10.0,30.0,10.0,10.0,10.0||
+	gpt-4.1	|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+	gpt-4.1-mini	|0.4,1.6,0.1,0.4,0.4||web_search_requests=0.01
+	gpt-4.1-nano	|0.1,0.4,0.025,0.1,0.1||
+	gpt-4.5-preview	|75.0,150.0,37.5,75.0,75.0||
+	gpt-4o	|2.5,10.0,1.25,2.5,2.5||web_search_requests=0.01
+	gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0,5.0||web_search_requests=0.01
+	gpt-4o-audio-preview	|2.5,10.0,2.5,2.5,2.5||
+	gpt-4o-mini	|0.15,0.6,0.075,0.15,0.15||web_search_requests=0.01
+	gpt-4o-mini-2024-07-18.ft-	|0.3,1.2,0.3,0.3,0.3||
+	gpt-4o-mini-audio-preview	|0.15,0.6,0.15,0.15,0.15||
+	gpt-4o-mini-realtime-preview	|0.6,2.4,0.3,0.6,0.6||
+	gpt-4o-mini-transcribe	|1.25,5.0,1.25,1.25,1.25||
+	gpt-4o-mini-tts	|0.6,12.0,0.6,0.6,0.6||
+	gpt-4o-realtime-preview	|5.0,20.0,2.5,5.0,5.0||
+	gpt-4o-search-preview	|2.5,10.0,2.5,2.5,2.5||
+	gpt-4o-transcribe	|2.5,10.0,2.5,2.5,2.5||
+	gpt-4o:extended	|6.0,18.0,6.0,6.0,6.0||
+	gpt-5	|1.25,10.0,0.125,1.25,1.25||web_search_requests=0.01
+	gpt-5-image	|10.0,10.0,1.25,10.0,10.0||
+	gpt-5-image-mini	|2.5,2.0,0.25,2.5,2.5||
+	gpt-5-mini	|0.25,2.0,0.025,0.25,0.25||web_search_requests=0.01
+	gpt-5-nano	|0.05,0.4,0.005,0.05,0.05||web_search_requests=0.01
+	gpt-5-pro	|15.0,120.0,15.0,15.0,15.0||web_search_requests=0.01
+	gpt-5-search-api	|1.25,10.0,0.125,1.25,1.25||
+	gpt-5.1	|1.25,10.0,0.125,1.25,1.25||web_search_requests=0.01
+	gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25,0.25||
+	gpt-5.2	|1.75,14.0,0.175,1.75,1.75||web_search_requests=0.01
+	gpt-5.2-pro	|21.0,168.0,21.0,21.0,21.0||web_search_requests=0.01
+	gpt-5.3	|1.75,14.0,0.175,1.75,1.75||
+	gpt-5.3-codex	|1.75,14.0,0.175,1.75,1.75||
+	gpt-5.4	|2.5,15.0,0.25,2.5,2.5|272000,5.0,22.5,0.5,2.5,2.5|web_search_requests=0.01
+	gpt-5.4-image-2	|8.0,15.0,2.0,8.0,8.0||
+	gpt-5.4-mini	|0.75,4.5,0.075,0.75,0.75||web_search_requests=0.01
+	gpt-5.4-nano	|0.2,1.25,0.02,0.2,0.2||web_search_requests=0.01
+	gpt-5.4-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|web_search_requests=0.01
+	gpt-5.5	|5.0,30.0,0.5,5.0,5.0|272000,10.0,45.0,1.0,5.0,5.0|web_search_requests=0.01
+	gpt-5.5-cyber	|12.5,75.0,12.5,12.5,12.5|| 2026-10-19|12.5,75.0,1.25,12.5,12.5||
+	gpt-5.5-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|web_search_requests=0.01
+	gpt-5.6-cyber	|12.5,75.0,1.25,15.625,15.625||
+	gpt-5.6-luna	|1.0,6.0,0.1,1.25,1.25|272000,2.0,9.0,0.2,2.5,1.25|web_search_requests=0.01 2026-07-30|0.2,1.2,0.02,0.25,0.25|272000,0.4,1.8,0.04,0.5,0.25|web_search_requests=0.01
+	gpt-5.6-sol	|5.0,30.0,0.5,6.25,6.25|272000,10.0,45.0,1.0,12.5,6.25|web_search_requests=0.01 2026-08-21|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|web_search_requests=0.01
+	gpt-5.6-terra	|2.5,15.0,0.25,3.125,3.125|272000,5.0,22.5,0.5,6.25,3.125|web_search_requests=0.01 2026-07-30|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|web_search_requests=0.01
+	gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|web_search_requests=0.01
+	gpt-6-cyber	|20.0,100.0,2.0,25.0,25.0||
+	gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|web_search_requests=0.01
+	gpt-6-rosalind	|15.0,75.0,1.5,18.75,18.75|272000,30.0,112.5,3.0,37.5,18.75|
+	gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|web_search_requests=0.01
+	gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|web_search_requests=0.01
+	gpt-6.1-terra	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|web_search_requests=0.01
+	gpt-audio	|2.5,10.0,2.5,2.5,2.5||
+	gpt-audio-mini	|0.6,2.4,0.6,0.6,0.6||
+	gpt-chat-latest	|5.0,30.0,0.5,5.0,5.0||
+	gpt-image-1	|5.0,40.0,1.25,5.0,5.0||
+	gpt-image-1-mini	|2.0,8.0,0.2,2.0,2.0||
+	gpt-image-1.5	|5.0,10.0,1.25,5.0,5.0||
+	gpt-image-2	|5.0,30.0,1.25,5.0,5.0||
+	gpt-image-2.5-flare	|5.0,30.0,1.25,5.0,5.0||
+	gpt-image-2.5-sunburst	|5.0,30.0,1.25,5.0,5.0||
+	gpt-live-1	|0.0,0.0,0.0,0.0,0.0||
+	gpt-live-transcribe	|0.0,0.0,0.0,0.0,0.0||
+	gpt-oss-120b	|0.039,0.18,0.039,0.039,0.039||
+	gpt-oss-20b	|0.029,0.14,0.029,0.029,0.029||
+	gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075,0.075||
+	gpt-realtime	|4.0,16.0,0.4,4.0,4.0||
+	gpt-realtime-2	|4.0,24.0,0.4,4.0,4.0||
+	gpt-realtime-mini	|0.6,2.4,0.06,0.6,0.6||
+	gpt-realtime-translate	|0.0,0.0,0.0,0.0,0.0||
+	gpt-realtime-whisper	|0.0,0.0,0.0,0.0,0.0||
+	gpt-rosalind-discovery	|5.0,25.0,0.5,5.0,5.0||
+	gpt-rosalind-research	|5.0,25.0,0.5,5.0,5.0||
+	gpt-transcribe	|0.0,0.0,0.0,0.0,0.0||
+	grok-2-1212	|2.0,10.0,2.0,2.0,2.0||
+	grok-2-vision-1212	|2.0,10.0,2.0,2.0,2.0||
+	grok-3	|3.0,15.0,0.75,3.0,3.0||
+	grok-3-fast	|5.0,25.0,1.25,5.0,5.0||
+	grok-3-mini	|0.3,0.5,0.075,0.3,0.3||
+	grok-3-mini-fast	|0.6,4.0,0.15,0.6,0.6||
+	grok-4-0709	|3.0,15.0,0.75,3.0,3.0||
+	grok-4-1-fast-non-reasoning	|0.2,0.5,0.05,0.2,0.2||
+	grok-4-1-fast-reasoning	|0.2,0.5,0.05,0.2,0.2||
+	grok-4-fast-non-reasoning	|0.2,0.5,0.05,0.2,0.2||
+	grok-4-fast-reasoning	|0.2,0.5,0.05,0.2,0.2||
+	grok-4.20	|2.0,6.0,0.2,2.0,2.0|199999,4.0,12.0,0.4,2.0,2.0| 2026-04-30|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+	grok-4.20-multi-agent-0309	|2.0,6.0,0.2,2.0,2.0|199999,4.0,12.0,0.4,2.0,2.0| 2026-04-30|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+	grok-4.3	|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+	grok-4.5	|2.0,6.0,0.3,2.0,2.0|199999,4.0,12.0,0.6,2.0,2.0|
 	grok-4.5-fast	-
-	grok-4.6	|2.0,6.0,0.5,2.0|199999,4.0,12.0,1.0,2.0
+	grok-4.6	|2.0,6.0,0.5,2.0,2.0|199999,4.0,12.0,1.0,2.0,2.0|
 	grok-4.6-fast	-
-	grok-4.7	|2.0,6.0,0.5,2.0|199999,4.0,12.0,1.0,2.0
+	grok-4.7	|2.0,6.0,0.5,2.0,2.0|199999,4.0,12.0,1.0,2.0,2.0|
 	grok-4.7-fast	-
 	grok-beta	-
-	grok-build-0.1	|1.0,2.0,0.2,1.0|199999,2.0,4.0,0.4,1.0
-	grok-code-fast-1	|0.2,1.5,0.02,0.2|
+	grok-build-0.1	|1.0,2.0,0.2,1.0,1.0|199999,2.0,4.0,0.4,1.0,1.0|
+	grok-code-fast-1	|0.2,1.5,0.02,0.2,0.2||
 	grok-vision-beta	-
-	grok-voice-latest	|0.0,0.0,0.0,0.0| 2026-08-05|0.0,0.0,0.0,0.0|
-	grok-voice-think-fast-1.0	|0.0,0.0,0.0,0.0|
-	grok-voice-think-fast-2.0	|0.0,0.0,0.0,0.0|
+	grok-voice-latest	|0.0,0.0,0.0,0.0,0.0|| 2026-08-05|0.0,0.0,0.0,0.0,0.0||
+	grok-voice-think-fast-1.0	|0.0,0.0,0.0,0.0,0.0||
+	grok-voice-think-fast-2.0	|0.0,0.0,0.0,0.0,0.0||
 	gryphe/mythomax-l2-13b	-
 	hermes-2-pro-llama-3-8b	-
 	huggingfaceh4/zephyr-7b-beta:free	-
@@ -715,31 +715,31 @@ INDEX = """
 	internvl3-2b:free	-
 	jamba-1.6-large	-
 	jamba-1.6-mini	-
-	jev-1.13	|0.042,0.0,0.042,0.042|
-	jev-1.13.0	|0.042,0.0,0.042,0.042|
-	jev-1.14.0	|0.042,0.0,0.042,0.042|
+	jev-1.13	|0.042,0.0,0.042,0.042,0.042||
+	jev-1.13.0	|0.042,0.0,0.042,0.042,0.042||
+	jev-1.14.0	|0.042,0.0,0.042,0.042,0.042||
 	jondurbin/airoboros-l2-70b	-
 	kimi-dev-72b:free	-
-	kimi-k2	|0.57,2.3,0.57,0.57|
-	kimi-k2-0711-preview	|0.6,2.5,0.15,0.6|
-	kimi-k2-0905-preview	|0.6,2.5,0.15,0.6|
-	kimi-k2-thinking	|0.6,2.5,0.15,0.6|
-	kimi-k2-thinking-turbo	|1.15,8.0,0.15,1.15|
-	kimi-k2-turbo-preview	|1.15,8.0,0.15,1.15|
-	kimi-k2.5	|0.6,3.0,0.1,0.6|
-	kimi-k2.6	|0.95,4.0,0.16,0.95|
-	kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-	kimi-k2.7-code-highspeed	|1.9,8.0,0.38,1.9|
+	kimi-k2	|0.57,2.3,0.57,0.57,0.57||
+	kimi-k2-0711-preview	|0.6,2.5,0.15,0.6,0.6||
+	kimi-k2-0905-preview	|0.6,2.5,0.15,0.6,0.6||
+	kimi-k2-thinking	|0.6,2.5,0.15,0.6,0.6||
+	kimi-k2-thinking-turbo	|1.15,8.0,0.15,1.15,1.15||
+	kimi-k2-turbo-preview	|1.15,8.0,0.15,1.15,1.15||
+	kimi-k2.5	|0.6,3.0,0.1,0.6,0.6||
+	kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+	kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+	kimi-k2.7-code-highspeed	|1.9,8.0,0.38,1.9,1.9||
 	kimi-k2p5	-
 	kimi-k2p6	-
 	kimi-k2p6-fast	-
 	kimi-k2p7-code	-
 	kimi-k2p7-code-fast	-
-	kimi-k3	|3.0,15.0,0.3,3.0|
+	kimi-k3	|3.0,15.0,0.3,3.0,6.0||
 	kimi-k3-fast	-
 	kimi-k3-us	-
-	kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-	kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0|
+	kimi-k3.1-pro	|2.0,10.0,0.2,2.0,4.0||
+	kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0,8.0||
 	kimi-k3p1-pro	-
 	kimi-vl-a3b-thinking:free	-
 	kwaipilot/kat-coder-pro-v2	-
@@ -806,12 +806,12 @@ INDEX = """
 	llemma_7b	-
 	lmsys/vicuna-13b-v1.5	-
 	lmsys/vicuna-7b-v1.5	-
-	m2-her	|0.3,1.2,0.3,0.3|
+	m2-her	|0.3,1.2,0.3,0.3,0.3||
 	maestro-reasoning	-
-	magistral-medium	|2.0,5.0,2.0,2.0|
-	magistral-medium-2506	|2.0,5.0,2.0,2.0|
+	magistral-medium	|2.0,5.0,2.0,2.0,2.0||
+	magistral-medium-2506	|2.0,5.0,2.0,2.0,2.0||
 	magistral-small	-
-	magistral-small-2506	|0.5,1.5,0.5,0.5|
+	magistral-small-2506	|0.5,1.5,0.5,0.5,0.5||
 	magnum-72b	-
 	magnum-v2-72b	-
 	mai-code-1-flash-picker	-
@@ -889,11 +889,11 @@ INDEX = """
 	meta.llama4-scout-17b-instruct-v1:0	-
 	meta/muse-glimmer-30b	-
 	meta/muse-glimmer-30b:batch	-
-	meta/muse-spark-1.1	|1.25,4.25,0.15,1.25|
-	meta/muse-spark-1.2	|1.25,4.25,0.15,1.25|
-	meta/muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1|
-	meta/muse-spark-1.3	|1.25,4.25,0.15,1.25|
-	meta/muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1|
+	meta/muse-spark-1.1	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+	meta/muse-spark-1.2	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+	meta/muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
+	meta/muse-spark-1.3	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+	meta/muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
 	meta/muse-spark-open	-
 	meta/muse-wonder	-
 	microsoft/phi-2	-
@@ -912,77 +912,77 @@ INDEX = """
 	mindai/macaron-v1-tall	-
 	mindai/macaron-v1-venti	-
 	ming-image-0.1-design	-
-	minimax-01	|0.2,1.1,0.2,0.2|
-	minimax-m1	|0.4,2.2,0.4,0.4|
+	minimax-01	|0.2,1.1,0.2,0.2,0.2||
+	minimax-m1	|0.4,2.2,0.4,0.4,0.4||
 	minimax-m1:extended	-
-	minimax-m2	|0.3,1.2,0.03,0.375|
-	minimax-m2.1-highspeed	|0.6,2.4,0.03,0.375|
-	minimax-m2.5-highspeed	|0.6,2.4,0.03,0.375|
-	minimax-m2.7	|0.3,1.2,0.06,0.375|
-	minimax-m2.7-highspeed	|0.6,2.4,0.06,0.375|
+	minimax-m2	|0.3,1.2,0.03,0.375,0.375||
+	minimax-m2.1-highspeed	|0.6,2.4,0.03,0.375,0.375||
+	minimax-m2.5-highspeed	|0.6,2.4,0.03,0.375,0.375||
+	minimax-m2.7	|0.3,1.2,0.06,0.375,0.375||
+	minimax-m2.7-highspeed	|0.6,2.4,0.06,0.375,0.375||
 	minimax-m2p1	-
 	minimax-m2p7	-
-	minimax-m3	|0.3,1.2,0.06,0.3|512000,0.6,2.4,0.12,0.3
-	minimax-m3.1-flash	|0.15,0.6,0.015,0.15|
-	minimax/minimax-01	|0.2,1.1,0.2,0.2|
-	minimax/minimax-m1	|0.4,2.2,0.4,0.4|
-	minimax/minimax-m2	|0.3,1.2,0.03,0.375|
+	minimax-m3	|0.3,1.2,0.06,0.3,0.3|512000,0.6,2.4,0.12,0.3,0.3|
+	minimax-m3.1-flash	|0.15,0.6,0.015,0.15,0.15||
+	minimax/minimax-01	|0.2,1.1,0.2,0.2,0.2||
+	minimax/minimax-m1	|0.4,2.2,0.4,0.4,0.4||
+	minimax/minimax-m2	|0.3,1.2,0.03,0.375,0.375||
 	minimax/minimax-m2-her	-
-	minimax/minimax-m2.1	|0.3,1.2,0.03,0.375|
-	minimax/minimax-m2.5	|0.3,1.2,0.03,0.375|
-	minimax/minimax-m2.7	|0.3,1.2,0.06,0.375|
-	minimax/minimax-m2.7-highspeed	|0.6,2.4,0.06,0.375|
-	minimax/minimax-m3	|0.3,1.2,0.06,0.3|512000,0.6,2.4,0.12,0.3
-	minimax/minimax-m3.1-flash	|0.15,0.6,0.015,0.15|
+	minimax/minimax-m2.1	|0.3,1.2,0.03,0.375,0.375||
+	minimax/minimax-m2.5	|0.3,1.2,0.03,0.375,0.375||
+	minimax/minimax-m2.7	|0.3,1.2,0.06,0.375,0.375||
+	minimax/minimax-m2.7-highspeed	|0.6,2.4,0.06,0.375,0.375||
+	minimax/minimax-m3	|0.3,1.2,0.06,0.3,0.3|512000,0.6,2.4,0.12,0.3,0.3|
+	minimax/minimax-m3.1-flash	|0.15,0.6,0.015,0.15,0.15||
 	minimax/minimax-m3.1-flash:free	-
 	minimax/minimax-m3:batch	-
 	minimaxai/minimax-m1-80k	-
-	minimaxai/minimax-m2	|0.3,1.2,0.03,0.375|
-	minimaxai/minimax-m3	|0.3,1.2,0.06,0.3|512000,0.6,2.4,0.12,0.3
-	minimaxai/minimax-m3.1-flash	|0.15,0.6,0.015,0.15|
-	ministral-14b-2512	|0.2,0.2,0.02,0.2|
-	ministral-3b	|0.04,0.04,0.04,0.04|
-	ministral-3b-2512	|0.1,0.1,0.01,0.1|
-	ministral-8b	|0.1,0.1,0.1,0.1|
-	ministral-8b-2512	|0.15,0.15,0.015,0.15|
-	ministral-8b-latest	|0.1,0.1,0.1,0.1| 2025-12-02|0.15,0.15,0.015,0.15|
-	mistral-7b	|0.25,0.25,0.25,0.25|
+	minimaxai/minimax-m2	|0.3,1.2,0.03,0.375,0.375||
+	minimaxai/minimax-m3	|0.3,1.2,0.06,0.3,0.3|512000,0.6,2.4,0.12,0.3,0.3|
+	minimaxai/minimax-m3.1-flash	|0.15,0.6,0.015,0.15,0.15||
+	ministral-14b-2512	|0.2,0.2,0.02,0.2,0.2||
+	ministral-3b	|0.04,0.04,0.04,0.04,0.04||
+	ministral-3b-2512	|0.1,0.1,0.01,0.1,0.1||
+	ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+	ministral-8b-2512	|0.15,0.15,0.015,0.15,0.15||
+	ministral-8b-latest	|0.1,0.1,0.1,0.1,0.1|| 2025-12-02|0.15,0.15,0.015,0.15,0.15||
+	mistral-7b	|0.25,0.25,0.25,0.25,0.25||
 	mistral-7b-instruct	-
 	mistral-7b-instruct-v0.1	-
 	mistral-7b-instruct-v0.2	-
 	mistral-7b-instruct-v0.3	-
 	mistral-7b-instruct:free	-
-	mistral-embed	|0.1,0.1,0.1,0.1|
-	mistral-large	|2.0,6.0,2.0,2.0|
-	mistral-large-2512	|0.5,1.5,0.05,0.5|
-	mistral-large-4	|0.68,2.09,0.07,0.68| 2026-10-20|1.36,4.18,0.14,1.36| 2026-10-29|0.7,2.1,0.07,0.7|
-	mistral-medium	|0.4,2.0,0.04,0.4|
-	mistral-medium-2312	|2.7,8.1,2.7,2.7|
+	mistral-embed	|0.1,0.1,0.1,0.1,0.1||
+	mistral-large	|2.0,6.0,2.0,2.0,2.0||
+	mistral-large-2512	|0.5,1.5,0.05,0.5,0.5||
+	mistral-large-4	|0.68,2.09,0.07,0.68,0.68|| 2026-10-20|1.36,4.18,0.14,1.36,1.36|| 2026-10-29|0.7,2.1,0.07,0.7,0.7||
+	mistral-medium	|0.4,2.0,0.04,0.4,0.4||
+	mistral-medium-2312	|2.7,8.1,2.7,2.7,2.7||
 	mistral-medium-3-1	-
-	mistral-medium-3-5	|1.5,7.5,0.15,1.5|
-	mistral-medium-latest	|0.4,2.0,0.04,0.4| 2026-06-16|1.5,7.5,0.15,1.5|
-	mistral-nemo	|0.15,0.15,0.15,0.15|
+	mistral-medium-3-5	|1.5,7.5,0.15,1.5,1.5||
+	mistral-medium-latest	|0.4,2.0,0.04,0.4,0.4|| 2026-06-16|1.5,7.5,0.15,1.5,1.5||
+	mistral-nemo	|0.15,0.15,0.15,0.15,0.15||
 	mistral-nemo-instruct-2407	-
-	mistral-nemo:free	|0.0,0.0,0.0,0.0|
-	mistral-ocr-2503	|0.0,0.0,0.0,0.0|
-	mistral-ocr-2505	|0.0,0.0,0.0,0.0|
-	mistral-ocr-2512	|0.0,0.0,0.0,0.0|
-	mistral-ocr-4-0	|0.0,0.0,0.0,0.0|
-	mistral-ocr-4-1	|0.0,0.0,0.0,0.0|
-	mistral-ocr-latest	|0.0,0.0,0.0,0.0| 2025-05-22|0.0,0.0,0.0,0.0| 2025-12-18|0.0,0.0,0.0,0.0| 2026-06-23|0.0,0.0,0.0,0.0|
-	mistral-saba	|0.2,0.6,0.2,0.2|
+	mistral-nemo:free	|0.0,0.0,0.0,0.0,0.0||
+	mistral-ocr-2503	|0.0,0.0,0.0,0.0,0.0||
+	mistral-ocr-2505	|0.0,0.0,0.0,0.0,0.0||
+	mistral-ocr-2512	|0.0,0.0,0.0,0.0,0.0||
+	mistral-ocr-4-0	|0.0,0.0,0.0,0.0,0.0||
+	mistral-ocr-4-1	|0.0,0.0,0.0,0.0,0.0||
+	mistral-ocr-latest	|0.0,0.0,0.0,0.0,0.0|| 2025-05-22|0.0,0.0,0.0,0.0,0.0|| 2025-12-18|0.0,0.0,0.0,0.0,0.0|| 2026-06-23|0.0,0.0,0.0,0.0,0.0||
+	mistral-saba	|0.2,0.6,0.2,0.2,0.2||
 	mistral-saba-24b	-
 	mistral-small	-
-	mistral-small-24b-instruct-2501	|0.05,0.08,0.05,0.05|
-	mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0|
-	mistral-small-2603	|0.15,0.6,0.015,0.15|
-	mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351|
+	mistral-small-24b-instruct-2501	|0.05,0.08,0.05,0.05,0.05||
+	mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0,0.0||
+	mistral-small-2603	|0.15,0.6,0.015,0.15,0.15||
+	mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351,0.351||
 	mistral-small-3.1-24b-instruct:free	-
-	mistral-small-3.2-24b-instruct	|0.1,0.3,0.1,0.1|
-	mistral-small-3.2-24b-instruct-2506	|0.1,0.3,0.1,0.1|
+	mistral-small-3.2-24b-instruct	|0.1,0.3,0.1,0.1,0.1||
+	mistral-small-3.2-24b-instruct-2506	|0.1,0.3,0.1,0.1,0.1||
 	mistral-small-3.2-24b-instruct:free	-
-	mistral-small-latest	|0.1,0.3,0.1,0.1| 2026-03-16|0.15,0.6,0.015,0.15|
-	mistral-tiny	|0.25,0.25,0.25,0.25|
+	mistral-small-latest	|0.1,0.3,0.1,0.1,0.1|| 2026-03-16|0.15,0.6,0.015,0.15,0.15||
+	mistral-tiny	|0.25,0.25,0.25,0.25,0.25||
 	mistral.devstral-2-123b	-
 	mistral.magistral-small-2509	-
 	mistral.ministral-3-14b-instruct	-
@@ -996,80 +996,80 @@ INDEX = """
 	mistral.pixtral-large-2502-v1:0	-
 	mistral.voxtral-mini-3b-2507	-
 	mistral.voxtral-small-24b-2507	-
-	mistral/ministral-8b	|0.1,0.1,0.1,0.1|
-	mistralai/codestral-2501	|0.3,0.9,0.3,0.3|
-	mistralai/codestral-2508	|0.3,0.9,0.03,0.3|
+	mistral/ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+	mistralai/codestral-2501	|0.3,0.9,0.3,0.3,0.3||
+	mistralai/codestral-2508	|0.3,0.9,0.03,0.3,0.3||
 	mistralai/codestral-2508:batch	-
 	mistralai/codestral-mamba	-
 	mistralai/devstral-2-123b-instruct-2512	-
-	mistralai/devstral-2512	|0.4,2.0,0.04,0.4|
-	mistralai/ministral-14b-2512	|0.2,0.2,0.02,0.2|
-	mistralai/ministral-3b	|0.04,0.04,0.04,0.04|
-	mistralai/ministral-3b-2512	|0.1,0.1,0.01,0.1|
-	mistralai/ministral-8b	|0.1,0.1,0.1,0.1|
-	mistralai/ministral-8b-2512	|0.15,0.15,0.015,0.15|
+	mistralai/devstral-2512	|0.4,2.0,0.04,0.4,0.4||
+	mistralai/ministral-14b-2512	|0.2,0.2,0.02,0.2,0.2||
+	mistralai/ministral-3b	|0.04,0.04,0.04,0.04,0.04||
+	mistralai/ministral-3b-2512	|0.1,0.1,0.01,0.1,0.1||
+	mistralai/ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+	mistralai/ministral-8b-2512	|0.15,0.15,0.015,0.15,0.15||
 	mistralai/ministral-8b-2512:batch	-
 	mistralai/mistral-7b-instruct	-
 	mistralai/mistral-7b-instruct-v0.1	-
 	mistralai/mistral-7b-instruct-v0.2	-
 	mistralai/mistral-7b-instruct:free	-
 	mistralai/mistral-7b-v0.1	-
-	mistralai/mistral-large	|2.0,6.0,2.0,2.0|
-	mistralai/mistral-large-2512	|0.5,1.5,0.05,0.5|
+	mistralai/mistral-large	|2.0,6.0,2.0,2.0,2.0||
+	mistralai/mistral-large-2512	|0.5,1.5,0.05,0.5,0.5||
 	mistralai/mistral-large-2512:batch	-
-	mistralai/mistral-large-4-0	|0.68,2.09,0.07,0.68| 2026-10-20|1.36,4.18,0.14,1.36| 2026-10-29|0.7,2.1,0.07,0.7|
-	mistralai/mistral-medium	|0.4,2.0,0.04,0.4|
-	mistralai/mistral-medium-3	|1.5,7.5,0.15,1.5|
-	mistralai/mistral-medium-3-5	|1.5,7.5,0.15,1.5|
+	mistralai/mistral-large-4-0	|0.68,2.09,0.07,0.68,0.68|| 2026-10-20|1.36,4.18,0.14,1.36,1.36|| 2026-10-29|0.7,2.1,0.07,0.7,0.7||
+	mistralai/mistral-medium	|0.4,2.0,0.04,0.4,0.4||
+	mistralai/mistral-medium-3	|1.5,7.5,0.15,1.5,1.5||
+	mistralai/mistral-medium-3-5	|1.5,7.5,0.15,1.5,1.5||
 	mistralai/mistral-medium-3-5:batch	-
 	mistralai/mistral-medium-3.1	-
 	mistralai/mistral-medium-3.1:batch	-
-	mistralai/mistral-nemo	|0.15,0.15,0.15,0.15|
-	mistralai/mistral-nemo:free	|0.0,0.0,0.0,0.0|
-	mistralai/mistral-saba	|0.2,0.6,0.2,0.2|
+	mistralai/mistral-nemo	|0.15,0.15,0.15,0.15,0.15||
+	mistralai/mistral-nemo:free	|0.0,0.0,0.0,0.0,0.0||
+	mistralai/mistral-saba	|0.2,0.6,0.2,0.2,0.2||
 	mistralai/mistral-small	-
-	mistralai/mistral-small-24b-instruct-2501	|0.05,0.08,0.05,0.05|
-	mistralai/mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0|
-	mistralai/mistral-small-2603	|0.15,0.6,0.015,0.15|
+	mistralai/mistral-small-24b-instruct-2501	|0.05,0.08,0.05,0.05,0.05||
+	mistralai/mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0,0.0||
+	mistralai/mistral-small-2603	|0.15,0.6,0.015,0.15,0.15||
 	mistralai/mistral-small-2603:batch	-
-	mistralai/mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351|
+	mistralai/mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351,0.351||
 	mistralai/mistral-small-3.1-24b-instruct:free	-
-	mistralai/mistral-small-3.2-24b-instruct	|0.1,0.3,0.1,0.1|
-	mistralai/mistral-tiny	|0.25,0.25,0.25,0.25|
-	mistralai/mixtral-8x22b-instruct	|2.0,6.0,2.0,2.0|
+	mistralai/mistral-small-3.2-24b-instruct	|0.1,0.3,0.1,0.1,0.1||
+	mistralai/mistral-tiny	|0.25,0.25,0.25,0.25,0.25||
+	mistralai/mixtral-8x22b-instruct	|2.0,6.0,2.0,2.0,2.0||
 	mistralai/mixtral-8x22b-instruct-v0.1	-
-	mistralai/mixtral-8x7b-instruct	|0.7,0.7,0.7,0.7|
-	mistralai/mixtral-8x7b-instruct-v0.1	|0.7,0.7,0.7,0.7|
-	mistralai/mixtral-8x7b-v0.1	|0.7,0.7,0.7,0.7|
-	mistralai/pixtral-12b	|0.15,0.15,0.15,0.15|
-	mistralai/pixtral-large-2411	|2.0,6.0,2.0,2.0|
-	mistralai/voxtral-small-24b-2507	|0.1,0.3,0.01,0.1| 2026-08-11|0.1,0.4,0.01,0.1|
-	mixtral-8x22b-instruct	|2.0,6.0,2.0,2.0|
-	mixtral-8x7b	|0.7,0.7,0.7,0.7|
-	mixtral-8x7b-32768	|0.7,0.7,0.7,0.7|
-	mixtral-8x7b-instruct	|0.7,0.7,0.7,0.7|
-	mixtral-8x7b-instruct-v0.1	|0.7,0.7,0.7,0.7|
+	mistralai/mixtral-8x7b-instruct	|0.7,0.7,0.7,0.7,0.7||
+	mistralai/mixtral-8x7b-instruct-v0.1	|0.7,0.7,0.7,0.7,0.7||
+	mistralai/mixtral-8x7b-v0.1	|0.7,0.7,0.7,0.7,0.7||
+	mistralai/pixtral-12b	|0.15,0.15,0.15,0.15,0.15||
+	mistralai/pixtral-large-2411	|2.0,6.0,2.0,2.0,2.0||
+	mistralai/voxtral-small-24b-2507	|0.1,0.3,0.01,0.1,0.1|| 2026-08-11|0.1,0.4,0.01,0.1,0.1||
+	mixtral-8x22b-instruct	|2.0,6.0,2.0,2.0,2.0||
+	mixtral-8x7b	|0.7,0.7,0.7,0.7,0.7||
+	mixtral-8x7b-32768	|0.7,0.7,0.7,0.7,0.7||
+	mixtral-8x7b-instruct	|0.7,0.7,0.7,0.7,0.7||
+	mixtral-8x7b-instruct-v0.1	|0.7,0.7,0.7,0.7,0.7||
 	mn-celeste-12b	-
 	mn-inferor-12b	-
 	mn-starcannon-12b	-
 	moderation	-
 	moondream/moondream3-preview	-
 	moondream/moondream3.1-9b-a2b	-
-	moonshot-v1-128k	|2.0,5.0,2.0,2.0|
-	moonshot-v1-32k	|1.0,3.0,1.0,1.0|
-	moonshot-v1-8k	|0.2,2.0,0.2,0.2|
-	moonshotai/kimi-k2	|0.57,2.3,0.57,0.57|
+	moonshot-v1-128k	|2.0,5.0,2.0,2.0,2.0||
+	moonshot-v1-32k	|1.0,3.0,1.0,1.0,1.0||
+	moonshot-v1-8k	|0.2,2.0,0.2,0.2,0.2||
+	moonshotai/kimi-k2	|0.57,2.3,0.57,0.57,0.57||
 	moonshotai/kimi-k2-0905	-
 	moonshotai/kimi-k2-instruct	-
 	moonshotai/kimi-k2-instruct-0905	-
-	moonshotai/kimi-k2-thinking	|0.6,2.5,0.15,0.6|
-	moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6|
-	moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95|
-	moonshotai/kimi-k2.6:free	|0.95,4.0,0.16,0.95|
-	moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-	moonshotai/kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0|
+	moonshotai/kimi-k2-thinking	|0.6,2.5,0.15,0.6,0.6||
+	moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6,0.6||
+	moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+	moonshotai/kimi-k2.6:free	|0.95,4.0,0.16,0.95,0.95||
+	moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,6.0||
+	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0,4.0||
+	moonshotai/kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0,8.0||
 	moonshotai/kimi-k3:batch	-
 	moonshotai/kimi-vl-a3b-thinking:free	-
 	moonshotai/moonlight-16b-a3b-instruct:free	-
@@ -1078,14 +1078,14 @@ INDEX = """
 	morph/morph-v3-large	-
 	morph/morph-v3-large:batch	-
 	muse-glimmer-30b	-
-	muse-spark-1.1	|1.25,4.25,0.15,1.25|
-	muse-spark-1.2	|1.25,4.25,0.15,1.25|
-	muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1|
-	muse-spark-1.3	|1.25,4.25,0.15,1.25|
-	muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1|
+	muse-spark-1.1	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+	muse-spark-1.2	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+	muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
+	muse-spark-1.3	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+	muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
 	muse-spark-open	-
 	muse-wonder	-
-	muse-wonder-1.0	|4.0,20.0,0.2,4.0|
+	muse-wonder-1.0	|4.0,20.0,0.2,4.0,4.0||web_search_requests=0.0025
 	mythalion-13b	-
 	nemotron-3-ultra	-
 	nemotron-3-ultra-nvfp4	-
@@ -1149,17 +1149,17 @@ INDEX = """
 	nvidia/nvidia-nemotron-3.5-super-vl	-
 	nvidia/nvidia-nemotron-3.5-super-vl-120b-a12b	-
 	nvidia/nvidia-nemotron-nano-12b-v2	-
-	o1	|15.0,60.0,7.5,15.0|
-	o1-mini	|1.1,4.4,0.55,1.1|
-	o1-preview	|15.0,60.0,7.5,15.0|
-	o1-pro	|150.0,600.0,150.0,150.0|
-	o3	|10.0,40.0,0.5,10.0| 2025-06-10|2.0,8.0,0.5,2.0|
-	o3-2025-04-16	|10.0,40.0,0.5,10.0| 2025-06-10|2.0,8.0,0.5,2.0|
-	o3-deep-research	|10.0,40.0,2.5,10.0|
-	o3-mini	|1.1,4.4,0.55,1.1|
-	o3-pro	|20.0,80.0,20.0,20.0|
-	o4-mini	|1.1,4.4,0.275,1.1|
-	o4-mini-deep-research	|2.0,8.0,0.5,2.0|
+	o1	|15.0,60.0,7.5,15.0,15.0||
+	o1-mini	|1.1,4.4,0.55,1.1,1.1||
+	o1-preview	|15.0,60.0,7.5,15.0,15.0||
+	o1-pro	|150.0,600.0,150.0,150.0,150.0||
+	o3	|10.0,40.0,0.5,10.0,10.0||web_search_requests=0.01 2025-06-10|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+	o3-2025-04-16	|10.0,40.0,0.5,10.0,10.0||web_search_requests=0.01 2025-06-10|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+	o3-deep-research	|10.0,40.0,2.5,10.0,10.0||web_search_requests=0.01
+	o3-mini	|1.1,4.4,0.55,1.1,1.1||
+	o3-pro	|20.0,80.0,20.0,20.0,20.0||
+	o4-mini	|1.1,4.4,0.275,1.1,1.1||web_search_requests=0.01
+	o4-mini-deep-research	|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
 	open-orca/mistral-7b-openorca	-
 	open-r1/olympiccoder-32b:free	-
 	open-r1/olympiccoder-7b:free	-
@@ -1167,111 +1167,111 @@ INDEX = """
 	openai.gpt-5.5	-
 	openai.gpt-oss-120b-1:0	-
 	openai.gpt-oss-20b-1:0	-
-	openai/chatgpt-4o-latest	|5.0,15.0,5.0,5.0|
-	openai/codex-mini	|1.5,6.0,0.375,1.5|
-	openai/gpt-3.5-turbo	|0.5,1.5,0.5,0.5|
-	openai/gpt-3.5-turbo-0613	|1.5,2.0,1.5,1.5|
-	openai/gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0|
-	openai/gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0|
-	openai/gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5|
+	openai/chatgpt-4o-latest	|5.0,15.0,5.0,5.0,5.0||
+	openai/codex-mini	|1.5,6.0,0.375,1.5,1.5||
+	openai/gpt-3.5-turbo	|0.5,1.5,0.5,0.5,0.5||
+	openai/gpt-3.5-turbo-0613	|1.5,2.0,1.5,1.5,1.5||
+	openai/gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0,1.0||
+	openai/gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0,3.0||
+	openai/gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5,1.5||
 	openai/gpt-3.5-turbo:batch	-
-	openai/gpt-4	|30.0,60.0,30.0,30.0|
-	openai/gpt-4-1106-preview	|10.0,30.0,10.0,10.0|
-	openai/gpt-4-32k	|60.0,120.0,60.0,60.0|
-	openai/gpt-4-turbo	|10.0,30.0,10.0,10.0|
+	openai/gpt-4	|30.0,60.0,30.0,30.0,30.0||
+	openai/gpt-4-1106-preview	|10.0,30.0,10.0,10.0,10.0||
+	openai/gpt-4-32k	|60.0,120.0,60.0,60.0,60.0||
+	openai/gpt-4-turbo	|10.0,30.0,10.0,10.0,10.0||
 	openai/gpt-4-turbo:batch	-
-	openai/gpt-4.1	|2.0,8.0,0.5,2.0|
-	openai/gpt-4.1-mini	|0.4,1.6,0.1,0.4|
+	openai/gpt-4.1	|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+	openai/gpt-4.1-mini	|0.4,1.6,0.1,0.4,0.4||web_search_requests=0.01
 	openai/gpt-4.1-mini:batch	-
-	openai/gpt-4.1-nano	|0.1,0.4,0.025,0.1|
+	openai/gpt-4.1-nano	|0.1,0.4,0.025,0.1,0.1||
 	openai/gpt-4.1-nano:batch	-
 	openai/gpt-4.1:batch	-
-	openai/gpt-4.5-preview	|75.0,150.0,37.5,75.0|
-	openai/gpt-4o	|2.5,10.0,1.25,2.5|
-	openai/gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0|
-	openai/gpt-4o-mini	|0.15,0.6,0.075,0.15|
-	openai/gpt-4o-mini-search-preview	|0.15,0.6,0.075,0.15|
+	openai/gpt-4.5-preview	|75.0,150.0,37.5,75.0,75.0||
+	openai/gpt-4o	|2.5,10.0,1.25,2.5,2.5||web_search_requests=0.01
+	openai/gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0,5.0||web_search_requests=0.01
+	openai/gpt-4o-mini	|0.15,0.6,0.075,0.15,0.15||web_search_requests=0.01
+	openai/gpt-4o-mini-search-preview	|0.15,0.6,0.075,0.15,0.15||web_search_requests=0.01
 	openai/gpt-4o-mini:batch	-
-	openai/gpt-4o-search-preview	|2.5,10.0,2.5,2.5|
+	openai/gpt-4o-search-preview	|2.5,10.0,2.5,2.5,2.5||
 	openai/gpt-4o:batch	-
-	openai/gpt-4o:extended	|6.0,18.0,6.0,6.0|
-	openai/gpt-5	|1.25,10.0,0.125,1.25|
-	openai/gpt-5-image	|10.0,10.0,1.25,10.0|
-	openai/gpt-5-image-mini	|2.5,2.0,0.25,2.5|
-	openai/gpt-5-mini	|0.25,2.0,0.025,0.25|
+	openai/gpt-4o:extended	|6.0,18.0,6.0,6.0,6.0||
+	openai/gpt-5	|1.25,10.0,0.125,1.25,1.25||web_search_requests=0.01
+	openai/gpt-5-image	|10.0,10.0,1.25,10.0,10.0||
+	openai/gpt-5-image-mini	|2.5,2.0,0.25,2.5,2.5||
+	openai/gpt-5-mini	|0.25,2.0,0.025,0.25,0.25||web_search_requests=0.01
 	openai/gpt-5-mini:batch	-
-	openai/gpt-5-nano	|0.05,0.4,0.005,0.05|
+	openai/gpt-5-nano	|0.05,0.4,0.005,0.05,0.05||web_search_requests=0.01
 	openai/gpt-5-nano:batch	-
-	openai/gpt-5-pro	|15.0,120.0,15.0,15.0|
+	openai/gpt-5-pro	|15.0,120.0,15.0,15.0,15.0||web_search_requests=0.01
 	openai/gpt-5-pro:batch	-
-	openai/gpt-5.1	|1.25,10.0,0.125,1.25|
-	openai/gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25|
+	openai/gpt-5.1	|1.25,10.0,0.125,1.25,1.25||web_search_requests=0.01
+	openai/gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25,0.25||
 	openai/gpt-5.1:batch	-
-	openai/gpt-5.2	|1.75,14.0,0.175,1.75|
-	openai/gpt-5.2-pro	|21.0,168.0,21.0,21.0|
+	openai/gpt-5.2	|1.75,14.0,0.175,1.75,1.75||web_search_requests=0.01
+	openai/gpt-5.2-pro	|21.0,168.0,21.0,21.0,21.0||web_search_requests=0.01
 	openai/gpt-5.2-pro:batch	-
 	openai/gpt-5.2:batch	-
-	openai/gpt-5.3-chat	|1.75,14.0,0.175,1.75|
-	openai/gpt-5.3-codex	|1.75,14.0,0.175,1.75|
-	openai/gpt-5.4	|2.5,15.0,0.25,2.5|272000,5.0,22.5,0.5,2.5
-	openai/gpt-5.4-image-2	|8.0,15.0,2.0,8.0|
-	openai/gpt-5.4-mini	|0.75,4.5,0.075,0.75|
+	openai/gpt-5.3-chat	|1.75,14.0,0.175,1.75,1.75||
+	openai/gpt-5.3-codex	|1.75,14.0,0.175,1.75,1.75||
+	openai/gpt-5.4	|2.5,15.0,0.25,2.5,2.5|272000,5.0,22.5,0.5,2.5,2.5|web_search_requests=0.01
+	openai/gpt-5.4-image-2	|8.0,15.0,2.0,8.0,8.0||
+	openai/gpt-5.4-mini	|0.75,4.5,0.075,0.75,0.75||web_search_requests=0.01
 	openai/gpt-5.4-mini:batch	-
-	openai/gpt-5.4-nano	|0.2,1.25,0.02,0.2|
+	openai/gpt-5.4-nano	|0.2,1.25,0.02,0.2,0.2||web_search_requests=0.01
 	openai/gpt-5.4-nano:batch	-
-	openai/gpt-5.4-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
+	openai/gpt-5.4-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|web_search_requests=0.01
 	openai/gpt-5.4-pro:batch	-
 	openai/gpt-5.4:batch	-
-	openai/gpt-5.5	|5.0,30.0,0.5,5.0|272000,10.0,45.0,1.0,5.0
-	openai/gpt-5.5-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
+	openai/gpt-5.5	|5.0,30.0,0.5,5.0,5.0|272000,10.0,45.0,1.0,5.0,5.0|web_search_requests=0.01
+	openai/gpt-5.5-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|web_search_requests=0.01
 	openai/gpt-5.5-pro:batch	-
 	openai/gpt-5.5:batch	-
-	openai/gpt-5.6-luna	|1.0,6.0,0.1,1.25|272000,2.0,9.0,0.2,2.5 2026-07-30|0.2,1.2,0.02,0.25|272000,0.4,1.8,0.04,0.5
+	openai/gpt-5.6-luna	|1.0,6.0,0.1,1.25,1.25|272000,2.0,9.0,0.2,2.5,1.25|web_search_requests=0.01 2026-07-30|0.2,1.2,0.02,0.25,0.25|272000,0.4,1.8,0.04,0.5,0.25|web_search_requests=0.01
 	openai/gpt-5.6-luna-pro	-
 	openai/gpt-5.6-luna-pro:batch	-
 	openai/gpt-5.6-luna:batch	-
-	openai/gpt-5.6-sol	|5.0,30.0,0.5,6.25|272000,10.0,45.0,1.0,12.5 2026-08-21|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
+	openai/gpt-5.6-sol	|5.0,30.0,0.5,6.25,6.25|272000,10.0,45.0,1.0,12.5,6.25|web_search_requests=0.01 2026-08-21|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|web_search_requests=0.01
 	openai/gpt-5.6-sol-pro	-
 	openai/gpt-5.6-sol-pro:batch	-
 	openai/gpt-5.6-sol:batch	-
-	openai/gpt-5.6-terra	|2.5,15.0,0.25,3.125|272000,5.0,22.5,0.5,6.25 2026-07-30|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
+	openai/gpt-5.6-terra	|2.5,15.0,0.25,3.125,3.125|272000,5.0,22.5,0.5,6.25,3.125|web_search_requests=0.01 2026-07-30|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|web_search_requests=0.01
 	openai/gpt-5.6-terra-pro	-
 	openai/gpt-5.6-terra-pro:batch	-
 	openai/gpt-5.6-terra:batch	-
 	openai/gpt-5:batch	-
-	openai/gpt-6-astra	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
+	openai/gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|web_search_requests=0.01
 	openai/gpt-6-astra-pro:batch	-
 	openai/gpt-6-astra:batch	-
-	openai/gpt-6-luna	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
+	openai/gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|web_search_requests=0.01
 	openai/gpt-6-luna:batch	-
-	openai/gpt-6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
+	openai/gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|web_search_requests=0.01
 	openai/gpt-6-sol:batch	-
-	openai/gpt-6.1-sol	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
+	openai/gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|web_search_requests=0.01
 	openai/gpt-6.1-sol:batch	-
-	openai/gpt-6.1-terra	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
+	openai/gpt-6.1-terra	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|web_search_requests=0.01
 	openai/gpt-6.1-terra-pro:batch	-
 	openai/gpt-6.1-terra:batch	-
-	openai/gpt-audio	|2.5,10.0,2.5,2.5|
-	openai/gpt-audio-mini	|0.6,2.4,0.6,0.6|
-	openai/gpt-chat-latest	|5.0,30.0,0.5,5.0|
-	openai/gpt-oss-120b	|0.039,0.18,0.039,0.039|
+	openai/gpt-audio	|2.5,10.0,2.5,2.5,2.5||
+	openai/gpt-audio-mini	|0.6,2.4,0.6,0.6,0.6||
+	openai/gpt-chat-latest	|5.0,30.0,0.5,5.0,5.0||
+	openai/gpt-oss-120b	|0.039,0.18,0.039,0.039,0.039||
 	openai/gpt-oss-120b:batch	-
 	openai/gpt-oss-120b:free	-
-	openai/gpt-oss-20b	|0.029,0.14,0.029,0.029|
+	openai/gpt-oss-20b	|0.029,0.14,0.029,0.029,0.029||
 	openai/gpt-oss-20b:batch	-
 	openai/gpt-oss-20b:free	-
-	openai/gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075|
-	openai/o1	|15.0,60.0,7.5,15.0|
-	openai/o1-mini	|1.1,4.4,0.55,1.1|
-	openai/o1-pro	|150.0,600.0,150.0,150.0|
-	openai/o3	|10.0,40.0,0.5,10.0| 2025-06-10|2.0,8.0,0.5,2.0|
-	openai/o3-deep-research	|10.0,40.0,2.5,10.0|
-	openai/o3-mini	|1.1,4.4,0.55,1.1|
+	openai/gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075,0.075||
+	openai/o1	|15.0,60.0,7.5,15.0,15.0||
+	openai/o1-mini	|1.1,4.4,0.55,1.1,1.1||
+	openai/o1-pro	|150.0,600.0,150.0,150.0,150.0||
+	openai/o3	|10.0,40.0,0.5,10.0,10.0||web_search_requests=0.01 2025-06-10|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+	openai/o3-deep-research	|10.0,40.0,2.5,10.0,10.0||web_search_requests=0.01
+	openai/o3-mini	|1.1,4.4,0.55,1.1,1.1||
 	openai/o3-mini:batch	-
-	openai/o3-pro	|20.0,80.0,20.0,20.0|
+	openai/o3-pro	|20.0,80.0,20.0,20.0,20.0||
 	openai/o3:batch	-
-	openai/o4-mini	|1.1,4.4,0.275,1.1|
-	openai/o4-mini-deep-research	|2.0,8.0,0.5,2.0|
+	openai/o4-mini	|1.1,4.4,0.275,1.1,1.1||web_search_requests=0.01
+	openai/o4-mini-deep-research	|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
 	openai/o4-mini:batch	-
 	openchat/openchat-3.5-1210	-
 	openchat/openchat-7b	-
@@ -1280,22 +1280,22 @@ INDEX = """
 	particle-ai/particle-1	-
 	perceptron/perceptron-mk1	-
 	perceptron/perceptron-mk1.5	-
-	perplexity/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32|
-	perplexity/glm-5.3	|1.4,4.4,0.26,1.4|
-	perplexity/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-	perplexity/kimi-k3	|3.0,15.0,0.3,3.0|
-	perplexity/llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0|
-	perplexity/llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2|
-	perplexity/nemotron-3.5-super-120b-a12b	|0.2,0.5,0.04,0.2|
-	perplexity/pplx-decider-v1-27b	|0.02,0.0,0.02,0.02|
-	perplexity/pplx-decider-v1.1-27b	|0.02,0.0,0.02,0.02|
-	perplexity/r1-1776	|2.0,8.0,2.0,2.0|
-	perplexity/sonar	|0.25,2.5,0.0625,0.25|
-	perplexity/sonar-deep-research	|2.0,8.0,2.0,2.0|
-	perplexity/sonar-pro	|3.0,15.0,3.0,3.0|
-	perplexity/sonar-pro-search	|3.0,15.0,3.0,3.0|
-	perplexity/sonar-reasoning	|1.0,5.0,1.0,1.0|
-	perplexity/sonar-reasoning-pro	|2.0,8.0,2.0,2.0|
+	perplexity/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32,1.32||
+	perplexity/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+	perplexity/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+	perplexity/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+	perplexity/llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0,1.0||
+	perplexity/llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2,0.2||
+	perplexity/nemotron-3.5-super-120b-a12b	|0.2,0.5,0.04,0.2,0.2||
+	perplexity/pplx-decider-v1-27b	|0.02,0.0,0.02,0.02,0.02||
+	perplexity/pplx-decider-v1.1-27b	|0.02,0.0,0.02,0.02,0.02||
+	perplexity/r1-1776	|2.0,8.0,2.0,2.0,2.0||
+	perplexity/sonar	|0.25,2.5,0.0625,0.25,0.25||web_search_requests=0.0025
+	perplexity/sonar-deep-research	|2.0,8.0,2.0,2.0,2.0||web_search_requests=0.005
+	perplexity/sonar-pro	|3.0,15.0,3.0,3.0,3.0||
+	perplexity/sonar-pro-search	|3.0,15.0,3.0,3.0,3.0||
+	perplexity/sonar-reasoning	|1.0,5.0,1.0,1.0,1.0||
+	perplexity/sonar-reasoning-pro	|2.0,8.0,2.0,2.0,2.0||
 	phi-3-medium-128k-instruct	-
 	phi-3-mini-128k-instruct	-
 	phi-3.5-mini-128k-instruct	-
@@ -1305,9 +1305,9 @@ INDEX = """
 	phi-4-reasoning-plus	-
 	phi-4-reasoning-plus:free	-
 	phi-4-reasoning:free	-
-	pixtral-12b	|0.15,0.15,0.15,0.15|
+	pixtral-12b	|0.15,0.15,0.15,0.15,0.15||
 	pixtral-large	-
-	pixtral-large-2411	|2.0,6.0,2.0,2.0|
+	pixtral-large-2411	|2.0,6.0,2.0,2.0,2.0||
 	poolside/laguna-m.1:free	-
 	poolside/laguna-s-2.1	-
 	poolside/laguna-s-2.1:free	-
@@ -1614,9 +1614,9 @@ INDEX = """
 	thinkingmachines/inkling:free	-
 	thudm/glm-4-32b:free	-
 	thudm/glm-z1-32b:free	-
-	together/tev1-4b-experimental	|0.04,0.0,0.04,0.04| 2026-10-19|0.042,0.0,0.042,0.042|
+	together/tev1-4b-experimental	|0.04,0.0,0.04,0.04,0.04|| 2026-10-19|0.042,0.0,0.042,0.042,0.042||
 	togethercomputer/alpaca-7b	-
-	togethercomputer/gpt-jt-moderation-6b	|0.0,0.0,0.0,0.0|
+	togethercomputer/gpt-jt-moderation-6b	|0.0,0.0,0.0,0.0,0.0||
 	togethercomputer/llama-2-7b-32k-instruct	-
 	togethercomputer/redpajama-incite-7b-base	-
 	togethercomputer/redpajama-incite-7b-chat	-
@@ -1630,10 +1630,10 @@ INDEX = """
 	toppy-m-7b	-
 	trinity-large-thinking	-
 	trio-spark-v1.3	-
-	tts-1	|0.0,0.0,0.0,0.0|
-	tts-1-hd	|0.0,0.0,0.0,0.0|
-	typesafe/jev-1.13	|0.042,0.0,0.042,0.042|
-	typesafe/jev-1.14	|0.042,0.0,0.042,0.042|
+	tts-1	|0.0,0.0,0.0,0.0,0.0||
+	tts-1-hd	|0.0,0.0,0.0,0.0,0.0||
+	typesafe/jev-1.13	|0.042,0.0,0.042,0.042,0.042||
+	typesafe/jev-1.14	|0.042,0.0,0.042,0.042,0.042||
 	ultramarine-1-flash-us	-
 	unbiased/pareto-26.10	-
 	unbiased/pareto-26.9	-
@@ -1646,37 +1646,37 @@ INDEX = """
 	utter-project/eurollm-22b-instruct-2512	-
 	valkyrie-49b-v1	-
 	virtuoso-medium-v2	-
-	voxtral-mini-2602	|0.0,0.0,0.0,0.0|
-	voxtral-mini-transcribe-3-0	|0.0,0.0,0.0,0.0|
-	voxtral-mini-transcribe-realtime-2602	|0.0,0.0,0.0,0.0|
-	voxtral-mini-transcribe-realtime-3-0	|0.0,0.0,0.0,0.0|
-	voxtral-small-24b-2507	|0.1,0.3,0.01,0.1| 2026-08-11|0.1,0.4,0.01,0.1|
-	voxtral-small-transcribe-3-0	|0.0,0.0,0.0,0.0|
-	voyage-01	|0.1,0.0,0.1,0.1|
-	voyage-02	|0.1,0.0,0.1,0.1|
-	voyage-2	|0.1,0.0,0.1,0.1|
-	voyage-3	|0.06,0.0,0.06,0.06|
-	voyage-3-large	|0.18,0.0,0.18,0.18|
-	voyage-3-lite	|0.02,0.0,0.02,0.02|
-	voyage-3.5	|0.06,0.0,0.06,0.06|
-	voyage-3.5-lite	|0.02,0.0,0.02,0.02|
-	voyage-4	|0.06,0.0,0.06,0.06|
-	voyage-4-large	|0.12,0.0,0.12,0.12|
-	voyage-4-lite	|0.02,0.0,0.02,0.02|
-	voyage-code-2	|0.12,0.0,0.12,0.12|
-	voyage-code-3	|0.18,0.0,0.18,0.18|
-	voyage-code-4	|0.12,0.0,0.12,0.12|
-	voyage-context-3	|0.18,0.0,0.18,0.18|
-	voyage-context-4	|0.12,0.0,0.12,0.12|
-	voyage-finance-2	|0.12,0.0,0.12,0.12|
-	voyage-large-2	|0.12,0.0,0.12,0.12|
-	voyage-large-2-instruct	|0.12,0.0,0.12,0.12|
-	voyage-law-2	|0.12,0.0,0.12,0.12|
-	voyage-lite-01	|0.1,0.0,0.1,0.1|
-	voyage-lite-01-instruct	|0.1,0.0,0.1,0.1|
-	voyage-lite-02-instruct	|0.1,0.0,0.1,0.1|
-	voyage-multilingual-2	|0.12,0.0,0.12,0.12|
-	whisper-1	|0.0,0.0,0.0,0.0|
+	voxtral-mini-2602	|0.0,0.0,0.0,0.0,0.0||
+	voxtral-mini-transcribe-3-0	|0.0,0.0,0.0,0.0,0.0||
+	voxtral-mini-transcribe-realtime-2602	|0.0,0.0,0.0,0.0,0.0||
+	voxtral-mini-transcribe-realtime-3-0	|0.0,0.0,0.0,0.0,0.0||
+	voxtral-small-24b-2507	|0.1,0.3,0.01,0.1,0.1|| 2026-08-11|0.1,0.4,0.01,0.1,0.1||
+	voxtral-small-transcribe-3-0	|0.0,0.0,0.0,0.0,0.0||
+	voyage-01	|0.1,0.0,0.1,0.1,0.1||
+	voyage-02	|0.1,0.0,0.1,0.1,0.1||
+	voyage-2	|0.1,0.0,0.1,0.1,0.1||
+	voyage-3	|0.06,0.0,0.06,0.06,0.06||
+	voyage-3-large	|0.18,0.0,0.18,0.18,0.18||
+	voyage-3-lite	|0.02,0.0,0.02,0.02,0.02||
+	voyage-3.5	|0.06,0.0,0.06,0.06,0.06||
+	voyage-3.5-lite	|0.02,0.0,0.02,0.02,0.02||
+	voyage-4	|0.06,0.0,0.06,0.06,0.06||
+	voyage-4-large	|0.12,0.0,0.12,0.12,0.12||
+	voyage-4-lite	|0.02,0.0,0.02,0.02,0.02||
+	voyage-code-2	|0.12,0.0,0.12,0.12,0.12||
+	voyage-code-3	|0.18,0.0,0.18,0.18,0.18||
+	voyage-code-4	|0.12,0.0,0.12,0.12,0.12||
+	voyage-context-3	|0.18,0.0,0.18,0.18,0.18||
+	voyage-context-4	|0.12,0.0,0.12,0.12,0.12||
+	voyage-finance-2	|0.12,0.0,0.12,0.12,0.12||
+	voyage-large-2	|0.12,0.0,0.12,0.12,0.12||
+	voyage-large-2-instruct	|0.12,0.0,0.12,0.12,0.12||
+	voyage-law-2	|0.12,0.0,0.12,0.12,0.12||
+	voyage-lite-01	|0.1,0.0,0.1,0.1,0.1||
+	voyage-lite-01-instruct	|0.1,0.0,0.1,0.1,0.1||
+	voyage-lite-02-instruct	|0.1,0.0,0.1,0.1,0.1||
+	voyage-multilingual-2	|0.12,0.0,0.12,0.12,0.12||
+	whisper-1	|0.0,0.0,0.0,0.0,0.0||
 	whisper-large-v3	-
 	whisper-large-v3-turbo	-
 	wizardlm-2-8x22b	-
@@ -1684,24 +1684,24 @@ INDEX = """
 	writer.palmyra-x4-v1:0	-
 	writer.palmyra-x5-v1:0	-
 	writer/palmyra-x5	-
-	x-ai/grok-2-1212	|2.0,10.0,2.0,2.0|
-	x-ai/grok-2-vision-1212	|2.0,10.0,2.0,2.0|
-	x-ai/grok-3-beta	|3.0,15.0,0.75,3.0|
-	x-ai/grok-3-mini-beta	|0.3,0.5,0.075,0.3|
-	x-ai/grok-4-fast	|0.2,0.5,0.05,0.2|
+	x-ai/grok-2-1212	|2.0,10.0,2.0,2.0,2.0||
+	x-ai/grok-2-vision-1212	|2.0,10.0,2.0,2.0,2.0||
+	x-ai/grok-3-beta	|3.0,15.0,0.75,3.0,3.0||
+	x-ai/grok-3-mini-beta	|0.3,0.5,0.075,0.3,0.3||
+	x-ai/grok-4-fast	|0.2,0.5,0.05,0.2,0.2||
 	x-ai/grok-4.1-fast:free	-
-	x-ai/grok-4.20	|2.0,6.0,0.2,2.0|199999,4.0,12.0,0.4,2.0 2026-04-30|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-	x-ai/grok-4.20-multi-agent	|2.0,6.0,0.2,2.0|199999,4.0,12.0,0.4,2.0 2026-04-30|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-	x-ai/grok-4.3	|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
+	x-ai/grok-4.20	|2.0,6.0,0.2,2.0,2.0|199999,4.0,12.0,0.4,2.0,2.0| 2026-04-30|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+	x-ai/grok-4.20-multi-agent	|2.0,6.0,0.2,2.0,2.0|199999,4.0,12.0,0.4,2.0,2.0| 2026-04-30|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+	x-ai/grok-4.3	|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
 	x-ai/grok-4.3:batch	-
-	x-ai/grok-4.5	|2.0,6.0,0.3,2.0|199999,4.0,12.0,0.6,2.0
-	x-ai/grok-4.6	|2.0,6.0,0.5,2.0|199999,4.0,12.0,1.0,2.0
+	x-ai/grok-4.5	|2.0,6.0,0.3,2.0,2.0|199999,4.0,12.0,0.6,2.0,2.0|
+	x-ai/grok-4.6	|2.0,6.0,0.5,2.0,2.0|199999,4.0,12.0,1.0,2.0,2.0|
 	x-ai/grok-4.6:batch	-
-	x-ai/grok-4.7	|2.0,6.0,0.5,2.0|199999,4.0,12.0,1.0,2.0
+	x-ai/grok-4.7	|2.0,6.0,0.5,2.0,2.0|199999,4.0,12.0,1.0,2.0,2.0|
 	x-ai/grok-4.7:batch	-
 	x-ai/grok-beta	-
-	x-ai/grok-build-0.1	|1.0,2.0,0.2,1.0|199999,2.0,4.0,0.4,1.0
-	x-ai/grok-code-fast-1	|0.2,1.5,0.02,0.2|
+	x-ai/grok-build-0.1	|1.0,2.0,0.2,1.0,1.0|199999,2.0,4.0,0.4,1.0,1.0|
+	x-ai/grok-code-fast-1	|0.2,1.5,0.02,0.2,0.2||
 	x-ai/grok-vision-beta	-
 	xiaomi/mimo-v2-flash	-
 	xiaomi/mimo-v2.5	-
@@ -1720,19 +1720,19 @@ INDEX = """
 	xwin-lm/xwin-lm-70b	-
 	yi-large	-
 	z-ai/glm-4.5	-
-	z-ai/glm-4.5-air	|0.11,0.276,0.022,0.11|
+	z-ai/glm-4.5-air	|0.11,0.276,0.022,0.11,0.11||
 	z-ai/glm-4.5v	-
 	z-ai/glm-4.6	-
 	z-ai/glm-4.6v	-
-	z-ai/glm-4.7	|0.276,1.103,0.055,0.276|
+	z-ai/glm-4.7	|0.276,1.103,0.055,0.276,0.276||
 	z-ai/glm-4.7-flash	-
-	z-ai/glm-5	|0.552,2.483,0.138,0.552|
-	z-ai/glm-5-turbo	|0.69,3.034,0.166,0.69|
-	z-ai/glm-5.1	|0.828,3.31,0.179,0.828|
-	z-ai/glm-5.2	|1.103,3.862,0.276,1.103|
+	z-ai/glm-5	|0.552,2.483,0.138,0.552,0.552||
+	z-ai/glm-5-turbo	|0.69,3.034,0.166,0.69,0.69||
+	z-ai/glm-5.1	|0.828,3.31,0.179,0.828,0.828||
+	z-ai/glm-5.2	|1.103,3.862,0.276,1.103,1.103||
 	z-ai/glm-5.2:batch	-
-	z-ai/glm-5.3	|1.103,3.862,0.276,1.103|
-	z-ai/glm-5.3-flash	|0.055,0.193,0.016,0.055| 2026-09-10|0.11,0.386,0.032,0.11|
+	z-ai/glm-5.3	|1.103,3.862,0.276,1.103,1.103||
+	z-ai/glm-5.3-flash	|0.055,0.193,0.016,0.055,0.055|| 2026-09-10|0.11,0.386,0.032,0.11,0.11||
 	z-ai/glm-5.3-flash:batch	-
 	z-ai/glm-5.3-flashx	-
 	z-ai/glm-5.3-flashx-legal	-
@@ -1745,24 +1745,24 @@ INDEX = """
 	zai-org/autoglm-phone-9b-multilingual	-
 	zai-org/glm-4-32b-0414	-
 	zai-org/glm-4.5	-
-	zai-org/glm-4.5-air	|0.11,0.276,0.022,0.11|
+	zai-org/glm-4.5-air	|0.11,0.276,0.022,0.11,0.11||
 	zai-org/glm-4.5-air-fp8	-
 	zai-org/glm-4.5v	-
 	zai-org/glm-4.6	-
 	zai-org/glm-4.6v	-
 	zai-org/glm-4.6v-flash	-
-	zai-org/glm-4.7	|0.276,1.103,0.055,0.276|
+	zai-org/glm-4.7	|0.276,1.103,0.055,0.276,0.276||
 	zai-org/glm-4.7-flash	-
 	zai-org/glm-4.7-fp8	-
-	zai-org/glm-5	|0.552,2.483,0.138,0.552|
-	zai-org/glm-5.1	|0.828,3.31,0.179,0.828|
+	zai-org/glm-5	|0.552,2.483,0.138,0.552,0.552||
+	zai-org/glm-5.1	|0.828,3.31,0.179,0.828,0.828||
 	zai-org/glm-5.1-fp8	-
-	zai-org/glm-5.2	|1.103,3.862,0.276,1.103|
+	zai-org/glm-5.2	|1.103,3.862,0.276,1.103,1.103||
 	zai-org/glm-5.2-fast	-
 	zai-org/glm-5.2-fp8	-
-	zai-org/glm-5.3	|1.103,3.862,0.276,1.103|
+	zai-org/glm-5.3	|1.103,3.862,0.276,1.103,1.103||
 	zai-org/glm-5.3-fast	-
-	zai-org/glm-5.3-flash	|0.055,0.193,0.016,0.055| 2026-09-10|0.11,0.386,0.032,0.11|
+	zai-org/glm-5.3-flash	|0.055,0.193,0.016,0.055,0.055|| 2026-09-10|0.11,0.386,0.032,0.11,0.11||
 	zai-org/glm-5.3-flashx	-
 	zero-one-ai/yi-34b	-
 	zero-one-ai/yi-6b	-
@@ -1772,8 +1772,8 @@ INDEX = """
 	~anthropic/claude-sonnet-latest	-
 	~deepseek/deepseek-flash-latest	-
 	~deepseek/deepseek-pro-latest	-
-	~google/gemini-flash-latest	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-	~google/gemini-pro-latest	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
+	~google/gemini-flash-latest	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+	~google/gemini-pro-latest	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
 	~moonshotai/kimi-latest	-
 	~openai/gpt-astra-latest	-
 	~openai/gpt-latest	-
@@ -1782,157 +1782,157 @@ INDEX = """
 	~openai/gpt-sol-latest	-
 	~openai/gpt-terra-latest	-
 	~unbiased/pareto-latest	-
-	~x-ai/grok-latest	|2.0,6.0,0.3,2.0|199999,4.0,12.0,0.6,2.0
+	~x-ai/grok-latest	|2.0,6.0,0.3,2.0,2.0|199999,4.0,12.0,0.6,2.0,2.0|
 	~z-ai/glm-flash-latest	-
 	~z-ai/glm-latest	-
-anthropic	claude-2	|8.0,24.0,8.0,8.0|
-anthropic	claude-3-5-haiku-latest	|0.8,4.0,0.08,1.0|
-anthropic	claude-3-5-sonnet	|3.0,15.0,0.3,3.75|
-anthropic	claude-3-7-sonnet-latest	|3.0,15.0,0.3,3.75|
-anthropic	claude-3-haiku	|0.25,1.25,0.03,0.3|
-anthropic	claude-3-opus-latest	|15.0,75.0,1.5,18.75|
-anthropic	claude-3-sonnet	|3.0,15.0,0.3,3.75|
-anthropic	claude-fable-5	|10.0,50.0,1.0,12.5|
-anthropic	claude-fable-5-1	|10.0,50.0,0.25,12.5|
-anthropic	claude-fable-5-2	|8.0,40.0,0.2,10.0|
-anthropic	claude-haiku-4-5	|1.0,5.0,0.1,1.25|
-anthropic	claude-haiku-5-5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-anthropic	claude-mythos-5-2	|8.0,40.0,0.2,10.0|
-anthropic	claude-opus-4-0	|15.0,75.0,1.5,18.75|
-anthropic	claude-opus-4-1	|15.0,75.0,1.5,18.75|
-anthropic	claude-opus-4-5	|5.0,25.0,0.5,6.25|
-anthropic	claude-opus-4-6	|5.0,25.0,0.5,6.25|200000,10.0,37.5,1.0,12.5 2026-03-13|5.0,25.0,0.5,6.25|
-anthropic	claude-opus-4-7	|5.0,25.0,0.5,6.25|
-anthropic	claude-opus-4-8	|5.0,25.0,0.5,6.25|
-anthropic	claude-opus-5	|5.0,25.0,0.5,6.25|
-anthropic	claude-opus-5-5	|4.0,20.0,0.2,5.0|
-anthropic	claude-sonnet-4-0	|3.0,15.0,0.3,3.75|
-anthropic	claude-sonnet-4-5	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5
-anthropic	claude-sonnet-4-6	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5 2026-03-13|3.0,15.0,0.3,3.75|
-anthropic	claude-sonnet-5	|2.0,10.0,0.2,2.5|
-anthropic	claude-sonnet-5-5	|2.0,10.0,0.1,2.5|
-anthropic	claude-v1	|8.0,24.0,8.0,8.0|
-arcee	deepseek/deepseek-v4-flash-latest	|0.14,0.28,0.028,0.14|
-arcee	deepseek/deepseek-v4-pro	|1.74,3.48,0.2,1.74|
-arcee	deepseek/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32|
-arcee	deepseek/deepseek-v4.1-flash	|0.22,0.66,0.007,0.22| 2026-11-01|0.22,1.2,0.007,0.22|
-arcee	deepseek/deepseek-v4.1-flash-1017	|0.3,1.2,0.006,0.3|
-arcee	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-arcee	thinkingmachines/inkling-small	|0.5,1.2,0.1,0.5|
-arcee	trinity-large-thinking	|0.25,0.8,0.06,0.25|
-arcee	zai-org/glm-5.2	|1.4,4.4,0.26,1.4|
-arcee	zai-org/glm-5.3	|1.4,4.4,0.26,1.4|
-arcee	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-avian	deepseek/deepseek-v3.2	|0.23,0.33,0.012,0.23|
-avian	deepseek/deepseek-v4-flash	|0.0805,0.161,0.0165,0.0805| 2026-10-18|0.14,0.28,0.0028,0.14|
-avian	deepseek/deepseek-v4-pro	|1.305,2.61,0.10875,1.305|
-avian	deepseek/deepseek-v4-pro-0813	|0.594,1.782,0.0198,0.594| 2026-10-18|0.561,1.683,0.0187,0.561|
-avian	deepseek/deepseek-v4.1-flash	|0.1275,0.51,0.00255,0.1275|
-avian	meta-llama-3.1-405b-instruct	|1.5,1.5,1.5,1.5|
-avian	meta-llama-3.1-70b-instruct	|0.45,0.45,0.45,0.45|
-avian	meta-llama-3.1-8b-instruct	|0.1,0.1,0.1,0.1|
-avian	meta-llama-3.3-70b-instruct	|0.45,0.45,0.45,0.45|
-avian	minimax/minimax-m2.5	|0.27,1.08,0.15,0.27|
-avian	minimax/minimax-m3	|0.255,1.02,0.051,0.255|
-avian	moonshotai/kimi-k2.5	|0.45,2.2,0.225,0.45|
-avian	moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95|
-avian	moonshotai/kimi-k3	|2.55,12.75,0.255,2.55|
-avian	xiaomi/mimo-v2.5	|0.2,0.4,0.05,0.2|
-avian	xiaomi/mimo-v2.5-pro	|0.435,0.87,0.0036,0.435| 2026-10-18|0.36975,0.7395,0.00306,0.36975|
-avian	xiaomi/mimo-v2.6-flash	|0.2,0.4,0.05,0.2| 2026-10-18|0.14,0.28,0.0028,0.14|
-avian	xiaomi/mimo-v2.6-pro	|0.435,0.87,0.0036,0.435| 2026-10-18|0.36975,0.7395,0.00306,0.36975|
-avian	z-ai/glm-4.7	|0.388,1.806,0.097,0.388|
-avian	z-ai/glm-5	|0.516,2.322,0.129,0.516|
-avian	z-ai/glm-5.1	|0.743,2.971,0.186,0.743|
-avian	z-ai/glm-5.2	|0.495,1.733,0.124,0.495|
-avian	z-ai/glm-5.3	|1.19,3.74,0.221,1.19|
-avian	z-ai/glm-5.3-flash	|0.1275,0.425,0.0255,0.1275|
-aws	amazon.nova-2-sonic-v1:0	|0.33,2.75,0.33,0.33|
-aws	amazon.nova-lite-v1:0	|0.06,0.24,0.015,0.06|
-aws	amazon.nova-micro-v1:0	|0.035,0.14,0.00875,0.035|
-aws	amazon.nova-premier-v1:0	|2.5,12.5,0.625,2.5|
-aws	amazon.nova-pro-v1:0	|0.8,3.2,0.2,0.8|
-aws	amazon.nova-sonic-v1:0	|0.06,0.24,0.06,0.06|
-aws	amazon.titan-embed-text-v1	|0.1,0.0,0.1,0.1|
-aws	amazon.titan-embed-text-v2:0	|0.02,0.0,0.02,0.02|
-aws	amazon.titan-text-express-v1	|0.2,0.6,0.2,0.2|
-aws	amazon.titan-text-lite-v1	|0.15,0.2,0.15,0.15|
-aws	deepseek.r1-v1:0	|1.35,5.4,1.35,1.35|
-aws	global.amazon.nova-2-lite-v1:0	|0.3,2.5,0.075,0.3|
-aws	global.anthropic.claude-fable-5-1-v1:0	|10.0,50.0,0.25,12.5|
-aws	global.anthropic.claude-fable-5-2	|8.0,40.0,0.2,10.0|
-aws	global.anthropic.claude-fable-5-v1:0	|10.0,50.0,1.0,12.5|
-aws	global.anthropic.claude-haiku-4-5-20251001-v1:0	|1.0,5.0,0.1,1.25|
-aws	global.anthropic.claude-haiku-5-5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-aws	global.anthropic.claude-mythos-5-2	|8.0,40.0,0.2,10.0|
-aws	global.anthropic.claude-opus-4-5-v1:0	|5.0,25.0,0.5,6.25|
-aws	global.anthropic.claude-opus-4-6-v1:0	|5.0,25.0,0.5,6.25|
-aws	global.anthropic.claude-opus-4-7-v1:0	|5.0,25.0,0.5,6.25|
-aws	global.anthropic.claude-opus-4-8-v1:0	|5.0,25.0,0.5,6.25|
-aws	global.anthropic.claude-opus-5	|5.0,25.0,0.5,6.25|
-aws	global.anthropic.claude-opus-5-5	|4.0,20.0,0.2,5.0|
-aws	global.anthropic.claude-sonnet-4-20250514-v1:0	|3.0,15.0,0.3,3.75|
-aws	global.anthropic.claude-sonnet-4-5-20250929-v1:0	|3.0,15.0,0.3,3.75|
-aws	global.anthropic.claude-sonnet-4-6-v1:0	|3.0,15.0,0.3,3.75|
-aws	global.anthropic.claude-sonnet-5-5	|2.0,10.0,0.1,2.5|
-aws	global.anthropic.claude-sonnet-5-v1:0	|2.0,10.0,0.2,2.5|
-aws	global.moonshotai.kimi-k3	|3.0,15.0,0.3,3.75|
-aws	global.moonshotai.kimi-k3.1	|4.0,20.0,0.2,5.0|
-aws	global.openai.gpt-5.6-luna	|0.2,1.2,0.02,0.25|272000,0.4,1.8,0.04,0.5
-aws	global.openai.gpt-5.6-sol	|5.0,30.0,0.5,6.25|272000,10.0,45.0,1.0,12.5 2026-08-21|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
-aws	global.openai.gpt-5.6-terra	|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-aws	global.openai.gpt-6-astra	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
-aws	global.openai.gpt-6-luna	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
-aws	global.openai.gpt-6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-aws	global.openai.gpt-6.1-sol	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
-aws	global.openai.gpt-6.1-terra	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
-aws	global.zai.glm-5.3	|1.68,5.28,0.312,2.1|
-aws	google.gemma-3-12b-it	|0.09,0.29,0.09,0.09|
-aws	google.gemma-3-27b-it	|0.23,0.38,0.23,0.23|
-aws	google.gemma-3-4b-it	|0.04,0.08,0.04,0.04|
-aws	meta.llama3-1-70b-instruct-v1:0	|0.72,0.72,0.72,0.72|
-aws	meta.llama3-1-8b-instruct-v1:0	|0.22,0.22,0.22,0.22|
-aws	meta.llama3-2-11b-instruct-v1:0	|0.16,0.16,0.16,0.16|
-aws	meta.llama3-2-1b-instruct-v1:0	|0.1,0.1,0.1,0.1|
-aws	meta.llama3-2-3b-instruct-v1:0	|0.15,0.15,0.15,0.15|
-aws	meta.llama3-2-90b-instruct-v1:0	|0.72,0.72,0.72,0.72|
-aws	meta.llama3-3-70b-instruct-v1:0	|0.72,0.72,0.72,0.72|
-aws	meta.llama3-70b-instruct-v1:0	|2.65,3.5,2.65,2.65|
-aws	meta.llama3-8b-instruct-v1:0	|0.3,0.6,0.3,0.3|
-aws	meta.llama4-maverick-17b-instruct-v1:0	|0.24,0.97,0.24,0.24|
-aws	meta.llama4-scout-17b-instruct-v1:0	|0.17,0.66,0.17,0.17|
-aws	mistral.devstral-2-123b	|0.4,2.0,0.4,0.4|
-aws	mistral.magistral-small-2509	|0.5,1.5,0.5,0.5|
-aws	mistral.ministral-3-14b-instruct	|0.2,0.2,0.2,0.2|
-aws	mistral.ministral-3-3b-instruct	|0.1,0.1,0.1,0.1|
-aws	mistral.ministral-3-8b-instruct	|0.15,0.15,0.15,0.15|
-aws	mistral.mistral-7b-instruct-v0:2	|0.15,0.2,0.15,0.15|
-aws	mistral.mistral-large-2402-v1:0	|4.0,12.0,4.0,4.0|
-aws	mistral.mistral-large-3-675b-instruct	|0.5,1.5,0.5,0.5|
-aws	mistral.mistral-small-2402-v1:0	|1.0,3.0,1.0,1.0|
-aws	mistral.mixtral-8x7b-instruct-v0:1	|0.45,0.7,0.45,0.45|
-aws	mistral.pixtral-large-2502-v1:0	|2.0,6.0,2.0,2.0|
-aws	mistral.voxtral-mini-3b-2507	|0.04,0.04,0.04,0.04|
-aws	mistral.voxtral-small-24b-2507	|0.1,0.3,0.1,0.1|
-aws	nvidia.nemotron-nano-3-30b:0	|0.06,0.24,0.06,0.06|
-aws	nvidia.nemotron-nano-9b-v2:0	|0.06,0.23,0.06,0.06|
-aws	nvidia.nemotron-super-3-120b:0	|0.15,0.65,0.15,0.15|
-aws	openai.gpt-5.4	|2.75,16.5,0.275,2.75|
-aws	openai.gpt-5.5	|5.5,33.0,0.55,5.5|
-aws	openai.gpt-oss-120b-1:0	|0.15,0.6,0.15,0.15|
-aws	openai.gpt-oss-20b-1:0	|0.07,0.3,0.07,0.07|
-aws	qwen.qwen3-32b-v1:0	|0.15,0.6,0.15,0.15|
-aws	qwen.qwen3-coder-30b-a3b-v1:0	|0.15,0.6,0.15,0.15|
-aws	qwen.qwen3-coder-480b-a35b-v1:0	|0.45,1.8,0.45,0.45|
-aws	qwen.qwen3-vl-235b-a22b-v1:0	|0.53,2.66,0.53,0.53|
+anthropic	claude-2	|8.0,24.0,8.0,8.0,8.0||
+anthropic	claude-3-5-haiku-latest	|0.8,4.0,0.08,1.0,1.6||web_search_requests=0.01
+anthropic	claude-3-5-sonnet	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+anthropic	claude-3-7-sonnet-latest	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+anthropic	claude-3-haiku	|0.25,1.25,0.03,0.3,0.5||
+anthropic	claude-3-opus-latest	|15.0,75.0,1.5,18.75,30.0||
+anthropic	claude-3-sonnet	|3.0,15.0,0.3,3.75,6.0||
+anthropic	claude-fable-5	|10.0,50.0,1.0,12.5,20.0||web_search_requests=0.01
+anthropic	claude-fable-5-1	|10.0,50.0,0.25,12.5,20.0||web_search_requests=0.01
+anthropic	claude-fable-5-2	|8.0,40.0,0.2,10.0,16.0||web_search_requests=0.01
+anthropic	claude-haiku-4-5	|1.0,5.0,0.1,1.25,2.0||web_search_requests=0.01
+anthropic	claude-haiku-5-5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+anthropic	claude-mythos-5-2	|8.0,40.0,0.2,10.0,16.0||web_search_requests=0.01
+anthropic	claude-opus-4-0	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+anthropic	claude-opus-4-1	|15.0,75.0,1.5,18.75,30.0||web_search_requests=0.01
+anthropic	claude-opus-4-5	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+anthropic	claude-opus-4-6	|5.0,25.0,0.5,6.25,10.0|200000,10.0,37.5,1.0,12.5,20.0|web_search_requests=0.01 2026-03-13|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+anthropic	claude-opus-4-7	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+anthropic	claude-opus-4-8	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+anthropic	claude-opus-5	|5.0,25.0,0.5,6.25,10.0||web_search_requests=0.01
+anthropic	claude-opus-5-5	|4.0,20.0,0.2,5.0,8.0||web_search_requests=0.01
+anthropic	claude-sonnet-4-0	|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+anthropic	claude-sonnet-4-5	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01
+anthropic	claude-sonnet-4-6	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|web_search_requests=0.01 2026-03-13|3.0,15.0,0.3,3.75,6.0||web_search_requests=0.01
+anthropic	claude-sonnet-5	|2.0,10.0,0.2,2.5,4.0||web_search_requests=0.01
+anthropic	claude-sonnet-5-5	|2.0,10.0,0.1,2.5,4.0||web_search_requests=0.01
+anthropic	claude-v1	|8.0,24.0,8.0,8.0,8.0||
+arcee	deepseek/deepseek-v4-flash-latest	|0.14,0.28,0.028,0.14,0.14||
+arcee	deepseek/deepseek-v4-pro	|1.74,3.48,0.2,1.74,1.74||
+arcee	deepseek/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32,1.32||
+arcee	deepseek/deepseek-v4.1-flash	|0.22,0.66,0.007,0.22,0.22|| 2026-11-01|0.22,1.2,0.007,0.22,0.22||
+arcee	deepseek/deepseek-v4.1-flash-1017	|0.3,1.2,0.006,0.3,0.3||
+arcee	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+arcee	thinkingmachines/inkling-small	|0.5,1.2,0.1,0.5,0.5||
+arcee	trinity-large-thinking	|0.25,0.8,0.06,0.25,0.25||
+arcee	zai-org/glm-5.2	|1.4,4.4,0.26,1.4,1.4||
+arcee	zai-org/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+arcee	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+avian	deepseek/deepseek-v3.2	|0.23,0.33,0.012,0.23,0.23||
+avian	deepseek/deepseek-v4-flash	|0.0805,0.161,0.0165,0.0805,0.0805|| 2026-10-18|0.14,0.28,0.0028,0.14,0.14||
+avian	deepseek/deepseek-v4-pro	|1.305,2.61,0.10875,1.305,1.305||
+avian	deepseek/deepseek-v4-pro-0813	|0.594,1.782,0.0198,0.594,0.594|| 2026-10-18|0.561,1.683,0.0187,0.561,0.561||
+avian	deepseek/deepseek-v4.1-flash	|0.1275,0.51,0.00255,0.1275,0.1275||
+avian	meta-llama-3.1-405b-instruct	|1.5,1.5,1.5,1.5,1.5||
+avian	meta-llama-3.1-70b-instruct	|0.45,0.45,0.45,0.45,0.45||
+avian	meta-llama-3.1-8b-instruct	|0.1,0.1,0.1,0.1,0.1||
+avian	meta-llama-3.3-70b-instruct	|0.45,0.45,0.45,0.45,0.45||
+avian	minimax/minimax-m2.5	|0.27,1.08,0.15,0.27,0.27||
+avian	minimax/minimax-m3	|0.255,1.02,0.051,0.255,0.255||
+avian	moonshotai/kimi-k2.5	|0.45,2.2,0.225,0.45,0.45||
+avian	moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+avian	moonshotai/kimi-k3	|2.55,12.75,0.255,2.55,2.55||
+avian	xiaomi/mimo-v2.5	|0.2,0.4,0.05,0.2,0.2||
+avian	xiaomi/mimo-v2.5-pro	|0.435,0.87,0.0036,0.435,0.435|| 2026-10-18|0.36975,0.7395,0.00306,0.36975,0.36975||
+avian	xiaomi/mimo-v2.6-flash	|0.2,0.4,0.05,0.2,0.2|| 2026-10-18|0.14,0.28,0.0028,0.14,0.14||
+avian	xiaomi/mimo-v2.6-pro	|0.435,0.87,0.0036,0.435,0.435|| 2026-10-18|0.36975,0.7395,0.00306,0.36975,0.36975||
+avian	z-ai/glm-4.7	|0.388,1.806,0.097,0.388,0.388||
+avian	z-ai/glm-5	|0.516,2.322,0.129,0.516,0.516||
+avian	z-ai/glm-5.1	|0.743,2.971,0.186,0.743,0.743||
+avian	z-ai/glm-5.2	|0.495,1.733,0.124,0.495,0.495||
+avian	z-ai/glm-5.3	|1.19,3.74,0.221,1.19,1.19||
+avian	z-ai/glm-5.3-flash	|0.1275,0.425,0.0255,0.1275,0.1275||
+aws	amazon.nova-2-sonic-v1:0	|0.33,2.75,0.33,0.33,0.33||
+aws	amazon.nova-lite-v1:0	|0.06,0.24,0.015,0.06,0.06||
+aws	amazon.nova-micro-v1:0	|0.035,0.14,0.00875,0.035,0.035||
+aws	amazon.nova-premier-v1:0	|2.5,12.5,0.625,2.5,2.5||
+aws	amazon.nova-pro-v1:0	|0.8,3.2,0.2,0.8,0.8||
+aws	amazon.nova-sonic-v1:0	|0.06,0.24,0.06,0.06,0.06||
+aws	amazon.titan-embed-text-v1	|0.1,0.0,0.1,0.1,0.1||
+aws	amazon.titan-embed-text-v2:0	|0.02,0.0,0.02,0.02,0.02||
+aws	amazon.titan-text-express-v1	|0.2,0.6,0.2,0.2,0.2||
+aws	amazon.titan-text-lite-v1	|0.15,0.2,0.15,0.15,0.15||
+aws	deepseek.r1-v1:0	|1.35,5.4,1.35,1.35,1.35||
+aws	global.amazon.nova-2-lite-v1:0	|0.3,2.5,0.075,0.3,0.3||
+aws	global.anthropic.claude-fable-5-1-v1:0	|10.0,50.0,0.25,12.5,20.0||
+aws	global.anthropic.claude-fable-5-2	|8.0,40.0,0.2,10.0,16.0||
+aws	global.anthropic.claude-fable-5-v1:0	|10.0,50.0,1.0,12.5,20.0||
+aws	global.anthropic.claude-haiku-4-5-20251001-v1:0	|1.0,5.0,0.1,1.25,2.0||
+aws	global.anthropic.claude-haiku-5-5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|
+aws	global.anthropic.claude-mythos-5-2	|8.0,40.0,0.2,10.0,16.0||
+aws	global.anthropic.claude-opus-4-5-v1:0	|5.0,25.0,0.5,6.25,10.0||
+aws	global.anthropic.claude-opus-4-6-v1:0	|5.0,25.0,0.5,6.25,10.0||
+aws	global.anthropic.claude-opus-4-7-v1:0	|5.0,25.0,0.5,6.25,10.0||
+aws	global.anthropic.claude-opus-4-8-v1:0	|5.0,25.0,0.5,6.25,10.0||
+aws	global.anthropic.claude-opus-5	|5.0,25.0,0.5,6.25,10.0||
+aws	global.anthropic.claude-opus-5-5	|4.0,20.0,0.2,5.0,8.0||
+aws	global.anthropic.claude-sonnet-4-20250514-v1:0	|3.0,15.0,0.3,3.75,3.75||
+aws	global.anthropic.claude-sonnet-4-5-20250929-v1:0	|3.0,15.0,0.3,3.75,6.0||
+aws	global.anthropic.claude-sonnet-4-6-v1:0	|3.0,15.0,0.3,3.75,6.0||
+aws	global.anthropic.claude-sonnet-5-5	|2.0,10.0,0.1,2.5,4.0||
+aws	global.anthropic.claude-sonnet-5-v1:0	|2.0,10.0,0.2,2.5,4.0||
+aws	global.moonshotai.kimi-k3	|3.0,15.0,0.3,3.75,3.75||
+aws	global.moonshotai.kimi-k3.1	|4.0,20.0,0.2,5.0,5.0||
+aws	global.openai.gpt-5.6-luna	|0.2,1.2,0.02,0.25,0.25|272000,0.4,1.8,0.04,0.5,0.25|
+aws	global.openai.gpt-5.6-sol	|5.0,30.0,0.5,6.25,6.25|272000,10.0,45.0,1.0,12.5,6.25| 2026-08-21|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|
+aws	global.openai.gpt-5.6-terra	|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|
+aws	global.openai.gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|
+aws	global.openai.gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|
+aws	global.openai.gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|
+aws	global.openai.gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|
+aws	global.openai.gpt-6.1-terra	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|
+aws	global.zai.glm-5.3	|1.68,5.28,0.312,2.1,2.1||
+aws	google.gemma-3-12b-it	|0.09,0.29,0.09,0.09,0.09||
+aws	google.gemma-3-27b-it	|0.23,0.38,0.23,0.23,0.23||
+aws	google.gemma-3-4b-it	|0.04,0.08,0.04,0.04,0.04||
+aws	meta.llama3-1-70b-instruct-v1:0	|0.72,0.72,0.72,0.72,0.72||
+aws	meta.llama3-1-8b-instruct-v1:0	|0.22,0.22,0.22,0.22,0.22||
+aws	meta.llama3-2-11b-instruct-v1:0	|0.16,0.16,0.16,0.16,0.16||
+aws	meta.llama3-2-1b-instruct-v1:0	|0.1,0.1,0.1,0.1,0.1||
+aws	meta.llama3-2-3b-instruct-v1:0	|0.15,0.15,0.15,0.15,0.15||
+aws	meta.llama3-2-90b-instruct-v1:0	|0.72,0.72,0.72,0.72,0.72||
+aws	meta.llama3-3-70b-instruct-v1:0	|0.72,0.72,0.72,0.72,0.72||
+aws	meta.llama3-70b-instruct-v1:0	|2.65,3.5,2.65,2.65,2.65||
+aws	meta.llama3-8b-instruct-v1:0	|0.3,0.6,0.3,0.3,0.3||
+aws	meta.llama4-maverick-17b-instruct-v1:0	|0.24,0.97,0.24,0.24,0.24||
+aws	meta.llama4-scout-17b-instruct-v1:0	|0.17,0.66,0.17,0.17,0.17||
+aws	mistral.devstral-2-123b	|0.4,2.0,0.4,0.4,0.4||
+aws	mistral.magistral-small-2509	|0.5,1.5,0.5,0.5,0.5||
+aws	mistral.ministral-3-14b-instruct	|0.2,0.2,0.2,0.2,0.2||
+aws	mistral.ministral-3-3b-instruct	|0.1,0.1,0.1,0.1,0.1||
+aws	mistral.ministral-3-8b-instruct	|0.15,0.15,0.15,0.15,0.15||
+aws	mistral.mistral-7b-instruct-v0:2	|0.15,0.2,0.15,0.15,0.15||
+aws	mistral.mistral-large-2402-v1:0	|4.0,12.0,4.0,4.0,4.0||
+aws	mistral.mistral-large-3-675b-instruct	|0.5,1.5,0.5,0.5,0.5||
+aws	mistral.mistral-small-2402-v1:0	|1.0,3.0,1.0,1.0,1.0||
+aws	mistral.mixtral-8x7b-instruct-v0:1	|0.45,0.7,0.45,0.45,0.45||
+aws	mistral.pixtral-large-2502-v1:0	|2.0,6.0,2.0,2.0,2.0||
+aws	mistral.voxtral-mini-3b-2507	|0.04,0.04,0.04,0.04,0.04||
+aws	mistral.voxtral-small-24b-2507	|0.1,0.3,0.1,0.1,0.1||
+aws	nvidia.nemotron-nano-3-30b:0	|0.06,0.24,0.06,0.06,0.06||
+aws	nvidia.nemotron-nano-9b-v2:0	|0.06,0.23,0.06,0.06,0.06||
+aws	nvidia.nemotron-super-3-120b:0	|0.15,0.65,0.15,0.15,0.15||
+aws	openai.gpt-5.4	|2.75,16.5,0.275,2.75,2.75||
+aws	openai.gpt-5.5	|5.5,33.0,0.55,5.5,5.5||
+aws	openai.gpt-oss-120b-1:0	|0.15,0.6,0.15,0.15,0.15||
+aws	openai.gpt-oss-20b-1:0	|0.07,0.3,0.07,0.07,0.07||
+aws	qwen.qwen3-32b-v1:0	|0.15,0.6,0.15,0.15,0.15||
+aws	qwen.qwen3-coder-30b-a3b-v1:0	|0.15,0.6,0.15,0.15,0.15||
+aws	qwen.qwen3-coder-480b-a35b-v1:0	|0.45,1.8,0.45,0.45,0.45||
+aws	qwen.qwen3-vl-235b-a22b-v1:0	|0.53,2.66,0.53,0.53,0.53||
 aws	regional.amazon.nova-2-lite-v1:0	-
-aws	regional.anthropic.claude-3-5-haiku-20241022-v1:0	|0.8,4.0,0.08,1.0|
-aws	regional.anthropic.claude-3-5-sonnet-20240620-v1:0	|3.0,15.0,0.3,3.75|
-aws	regional.anthropic.claude-3-5-sonnet-20241022-v2:0	|3.0,15.0,0.3,3.75|
-aws	regional.anthropic.claude-3-7-sonnet-20250219-v1:0	|3.0,15.0,0.3,3.75|
-aws	regional.anthropic.claude-3-haiku-20240307-v1:0	|0.25,1.25,0.25,0.25|
-aws	regional.anthropic.claude-3-opus-20240229-v1:0	|15.0,75.0,15.0,15.0|
-aws	regional.anthropic.claude-3-sonnet-20240229-v1:0	|3.0,15.0,0.3,3.75|
+aws	regional.anthropic.claude-3-5-haiku-20241022-v1:0	|0.8,4.0,0.08,1.0,1.0||
+aws	regional.anthropic.claude-3-5-sonnet-20240620-v1:0	|3.0,15.0,0.3,3.75,3.75||
+aws	regional.anthropic.claude-3-5-sonnet-20241022-v2:0	|3.0,15.0,0.3,3.75,3.75||
+aws	regional.anthropic.claude-3-7-sonnet-20250219-v1:0	|3.0,15.0,0.3,3.75,3.75||
+aws	regional.anthropic.claude-3-haiku-20240307-v1:0	|0.25,1.25,0.25,0.25,0.25||
+aws	regional.anthropic.claude-3-opus-20240229-v1:0	|15.0,75.0,15.0,15.0,15.0||
+aws	regional.anthropic.claude-3-sonnet-20240229-v1:0	|3.0,15.0,0.3,3.75,3.75||
 aws	regional.anthropic.claude-fable-5-1-v1:0	-
 aws	regional.anthropic.claude-fable-5-2	-
 aws	regional.anthropic.claude-fable-5-v1:0	-
@@ -1963,186 +1963,186 @@ aws	regional.openai.gpt-6-sol	-
 aws	regional.openai.gpt-6.1-sol	-
 aws	regional.openai.gpt-6.1-terra	-
 aws	regional.zai.glm-5.3	-
-aws	writer.palmyra-x4-v1:0	|2.5,10.0,2.5,2.5|
-aws	writer.palmyra-x5-v1:0	|0.6,6.0,0.6,0.6|
-azure	ada	|0.1,0.0,0.1,0.1|
-azure	babbage	|0.4,0.0,0.4,0.4|
-azure	curie	|2.0,0.0,2.0,2.0|
-azure	davinci	|2.0,0.0,2.0,2.0|
-azure	mai-ds-r1:free	|0.0,0.0,0.0,0.0|
-azure	o1	|15.0,60.0,7.5,15.0|
-azure	o1-mini	|1.1,4.4,0.55,1.1|
-azure	o1-preview	|15.0,60.0,7.5,15.0|
-azure	o3-2025-04-16	|2.0,8.0,0.5,2.0|
-azure	o3-mini	|1.1,4.4,0.55,1.1|
-azure	o4-mini	|1.1,4.4,0.275,1.1|
-azure	phi-3-medium-128k-instruct	|0.17,0.68,0.17,0.17|
-azure	phi-3-mini-128k-instruct	|0.13,0.52,0.13,0.13|
-azure	phi-3.5-mini-128k-instruct	|0.13,0.52,0.13,0.13|
-azure	phi-4	|0.125,0.5,0.125,0.125|
-azure	phi-4-mini-instruct	|0.075,0.3,0.075,0.075|
-azure	phi-4-multimodal-instruct	|0.08,0.32,0.08,0.08|
-azure	phi-4-reasoning-plus	|0.125,0.5,0.125,0.125|
-azure	phi-4-reasoning-plus:free	|0.0,0.0,0.0,0.0|
-azure	phi-4-reasoning:free	|0.0,0.0,0.0,0.0|
-azure	text-embedding-3-large	|0.13,0.0,0.13,0.13|
-azure	text-embedding-3-small	|0.02,0.0,0.02,0.02|
-azure	wizardlm-2-8x22b	|0.48,0.48,0.48,0.48|
-baseten	deepseek-ai/deepseek-v4-flash-0731	|0.13,0.26,0.028,0.13|
-baseten	deepseek-ai/deepseek-v4-pro	|1.74,3.48,0.145,1.74|
-baseten	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.132,1.32|
-baseten	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.007,0.3|
-baseten	deepseek-ai/deepseek-v4.1-flash-1017-fast	|0.6,2.4,0.014,0.6|
-baseten	deepseek-ai/deepseek-v4.1-flash-fast	|0.6,2.4,0.014,0.6|
-baseten	meta-models/muse-spark-open	|1.25,4.25,0.15,1.25|
-baseten	moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95|
-baseten	moonshotai/kimi-k2.7-code	|0.95,4.0,0.16,0.95|
-baseten	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-baseten	nvidia/nvidia-nemotron-3-ultra-550b-a55b	|0.6,2.4,0.12,0.6|
-baseten	nvidia/nvidia-nemotron-3.5-super-vl-120b-a12b	|0.2,0.5,0.04,0.2|
-baseten	openai/gpt-oss-120b	|0.1,0.5,0.1,0.1|
-baseten	reflection/beam-1.0	|1.3,4.3,0.13,1.3| 2026-11-02|0.4,1.2,0.04,0.4|
-baseten	thinkingmachines/inkling	|1.0,4.05,0.17,1.0|
-baseten	thinkingmachines/inkling-small	|0.5,1.2,0.1,0.5|
-baseten	zai-org/glm-4.7	|0.6,2.2,0.12,0.6|
-baseten	zai-org/glm-5.2	|1.4,4.4,0.14,1.4|
-baseten	zai-org/glm-5.2-fast	|2.1,6.6,0.21,2.1|
-baseten	zai-org/glm-5.3	|1.4,4.4,0.14,1.4|
-baseten	zai-org/glm-5.3-fast	|2.1,6.6,0.21,2.1|
-baseten	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-cerebras	gemma-4-31b	|0.99,1.49,0.99,0.99|
-cerebras	gpt-oss-120b	|0.35,0.75,0.35,0.35|
-cerebras	llama-3.3-70b	|0.85,1.2,0.85,0.85|
-cerebras	llama3.1-8b	|0.1,0.1,0.1,0.1|
-cerebras	qwen-3-32b	|0.4,0.8,0.4,0.4|
-cerebras	qwen-3-coder-480b	|0.0,0.0,0.0,0.0|
-cerebras	qwen-3.8-27b	|0.99,1.49,0.99,0.99|
-cerebras	zai-glm-4.7	|2.25,2.75,2.25,2.25|
-cloudflare	@cf/ai4bharat/indictrans2-en-indic-1b	|0.342,0.342,0.342,0.342|
-cloudflare	@cf/aisingapore/gemma-sea-lion-v4-27b-it	|0.351,0.555,0.351,0.351|
-cloudflare	@cf/baai/bge-base-en-v1.5	|0.067,0.0,0.067,0.067|
-cloudflare	@cf/baai/bge-large-en-v1.5	|0.204,0.0,0.204,0.204|
-cloudflare	@cf/baai/bge-m3	|0.012,0.0,0.012,0.012|
-cloudflare	@cf/baai/bge-reranker-base	|0.003,0.0,0.003,0.003|
-cloudflare	@cf/baai/bge-small-en-v1.5	|0.02,0.0,0.02,0.02|
-cloudflare	@cf/cloudflare/clairic	|0.1,0.0,0.1,0.1|
-cloudflare	@cf/cloudflare/clef	|0.24,0.0,0.24,0.24|
-cloudflare	@cf/cloudflare/clef-flash	|0.09,0.0,0.09,0.09| 2026-10-19|0.038,0.0,0.038,0.038|
-cloudflare	@cf/cloudflare/clef-omni	|0.15,0.0,0.15,0.15|
-cloudflare	@cf/daily-co/phonellm-mini-alpha-2	|0.06,0.24,0.06,0.06|
-cloudflare	@cf/deepseek-ai/deepseek-r1-distill-qwen-32b	|0.497,4.881,0.497,0.497|
-cloudflare	@cf/deepseek-ai/deepseek-v4-flash-0731	|0.44,1.32,0.014,0.44|
-cloudflare	@cf/deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32|
-cloudflare	@cf/deepseek-ai/deepseek-v4.1-flash-1017	|0.3,1.2,0.006,0.3|
-cloudflare	@cf/google/gemma-3-12b-it	|0.345,0.556,0.345,0.345|
-cloudflare	@cf/google/gemma-4-26b-a4b-it	|0.1,0.3,0.1,0.1|
-cloudflare	@cf/huggingface/distilbert-sst-2-int8	|0.026,0.0,0.026,0.026|
-cloudflare	@cf/ibm-granite/granite-4.0-h-micro	|0.017,0.112,0.017,0.017|
-cloudflare	@cf/meta/llama-2-7b-chat-fp16	|0.556,6.667,0.556,0.556|
-cloudflare	@cf/meta/llama-3-8b-instruct	|0.282,0.827,0.282,0.282|
-cloudflare	@cf/meta/llama-3-8b-instruct-awq	|0.123,0.266,0.123,0.123|
-cloudflare	@cf/meta/llama-3.1-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293|
-cloudflare	@cf/meta/llama-3.1-8b-instruct	|0.282,0.827,0.282,0.282|
-cloudflare	@cf/meta/llama-3.1-8b-instruct-awq	|0.123,0.266,0.123,0.123|
-cloudflare	@cf/meta/llama-3.1-8b-instruct-fp8	|0.152,0.287,0.152,0.152|
-cloudflare	@cf/meta/llama-3.1-8b-instruct-fp8-fast	|0.045,0.384,0.045,0.045|
-cloudflare	@cf/meta/llama-3.2-11b-vision-instruct	|0.049,0.676,0.049,0.049|
-cloudflare	@cf/meta/llama-3.2-1b-instruct	|0.027,0.201,0.027,0.027|
-cloudflare	@cf/meta/llama-3.2-3b-instruct	|0.051,0.335,0.051,0.051|
-cloudflare	@cf/meta/llama-3.3-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293|
-cloudflare	@cf/meta/llama-4-scout-17b-16e-instruct	|0.27,0.85,0.27,0.27|
-cloudflare	@cf/meta/llama-guard-3-8b	|0.484,0.03,0.484,0.484|
-cloudflare	@cf/meta/m2m100-1.2b	|0.342,0.342,0.342,0.342|
-cloudflare	@cf/mistral/mistral-7b-instruct-v0.1	|0.11,0.19,0.11,0.11|
-cloudflare	@cf/mistralai/mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351|
-cloudflare	@cf/moondream/moondream3.1-9b-a2b	|0.3,1.0,0.3,0.3|
-cloudflare	@cf/moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6|
-cloudflare	@cf/moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95|
-cloudflare	@cf/moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-cloudflare	@cf/nvidia/nemotron-3-120b-a12b	|0.5,1.5,0.5,0.5|
-cloudflare	@cf/openai/gpt-oss-120b	|0.35,0.75,0.35,0.35|
-cloudflare	@cf/openai/gpt-oss-20b	|0.2,0.3,0.2,0.2|
-cloudflare	@cf/pfnet/plamo-embedding-1b	|0.019,0.0,0.019,0.019|
-cloudflare	@cf/qwen/qwen2.5-coder-32b-instruct	|0.66,1.0,0.66,0.66|
-cloudflare	@cf/qwen/qwen3-30b-a3b-fp8	|0.051,0.335,0.051,0.051|
-cloudflare	@cf/qwen/qwen3-embedding-0.6b	|0.012,0.0,0.012,0.012|
-cloudflare	@cf/qwen/qwen3.8-27b	|0.45,3.2,0.45,0.45|
-cloudflare	@cf/qwen/qwq-32b	|0.66,1.0,0.66,0.66|
-cloudflare	@cf/zai-org/glm-4.7-flash	|0.06,0.4,0.06,0.06|
-cloudflare	@cf/zai-org/glm-5.2	|1.4,4.4,0.26,1.4|
-cloudflare	@cf/zai-org/glm-5.3	|1.4,4.4,0.26,1.4|
-cloudflare	@cf/zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-cohere	c4ai-aya-expanse-32b	|0.5,1.5,0.5,0.5|
-cohere	c4ai-aya-expanse-8b	|0.5,1.5,0.5,0.5|
-cohere	command	|1.0,2.0,1.0,1.0|
-cohere	command-a	|2.5,10.0,2.5,2.5|
-cohere	command-light	|0.3,0.6,0.3,0.3|
-cohere	command-r	|0.15,0.6,0.15,0.15|
-cohere	command-r-plus	|2.5,10.0,2.5,2.5|
-cohere	command-r7b	|0.0375,0.15,0.0375,0.0375|
-cohere	embed-v4.0	|0.12,0.0,0.12,0.12|
-cursor	composer-2.5	|0.5,2.5,0.2,0.5|
-cursor	composer-2.5-fast	|3.0,15.0,0.5,3.0|
-cursor	grok-4.5	|2.0,6.0,0.5,2.0|
-cursor	grok-4.5-fast	|4.0,18.0,1.0,4.0|
-cursor	grok-4.6	|2.0,6.0,0.5,2.0|
-cursor	grok-4.6-fast	|4.0,12.0,1.0,4.0|
-cursor	grok-4.7	|2.0,6.0,0.5,2.0|256000,4.0,12.0,1.0,2.0
-cursor	grok-4.7-fast	|4.0,12.0,1.0,4.0|256000,6.0,18.0,1.5,4.0
-databricks	databricks-bge-large-en	|0.1,0.0,0.1,0.1|
-databricks	databricks-deepseek-v4-1-flash	|0.3,1.2,0.03,0.3|
-databricks	databricks-deepseek-v4-flash-0731	|0.14,0.28,0.028,0.14|
-databricks	databricks-deepseek-v4-pro-0813	|1.32,3.96,0.132,1.32|
-databricks	databricks-gemma-3-12b	|0.15,0.5,0.15,0.15|
-databricks	databricks-glm-5-2	|1.4,4.4,0.26,1.4|
-databricks	databricks-glm-5-3	|1.4,4.4,0.26,1.4|
-databricks	databricks-glm-5-3-flash	|0.15,0.5,0.03,0.15|
-databricks	databricks-gpt-oss-120b	|0.15,0.6,0.15,0.15|
-databricks	databricks-gpt-oss-20b	|0.07,0.3,0.07,0.07|
-databricks	databricks-gte-large-en	|0.13,0.0,0.13,0.13|
-databricks	databricks-inkling	|1.0,4.05,0.17,1.0|
-databricks	databricks-kimi-k2-7-code	|0.95,4.0,0.19,0.95|
-databricks	databricks-kimi-k3	|3.0,15.0,0.3,3.0|
-databricks	databricks-llama-4-maverick	|0.5,1.5,0.5,0.5|
-databricks	databricks-meta-llama-3-1-8b-instruct	|0.15,0.45,0.15,0.15|
-databricks	databricks-meta-llama-3-3-70b-instruct	|0.5,1.5,0.5,0.5|
-databricks	databricks-qwen3-embedding-0-6b	|0.02,0.0,0.02,0.02|
-databricks	databricks-qwen3-next-80b-a3b-instruct	|0.15,1.2,0.15,0.15|
-databricks	databricks-qwen35-122b-a10b	|0.22,2.2,0.22,0.22|
-deepseek	deepseek-v3.1-terminus	|0.27,0.95,0.13,0.27|
-deepseek	deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288|
-deepseek	deepseek-v3.2-exp	|0.27,0.41,0.27,0.27|
-doubleword	deepseek-ai/deepseek-v4-flash	|0.14,0.28,0.14,0.14|
-doubleword	deepseek-ai/deepseek-v4-flash-0731	|0.09,0.18,0.02,0.09|
-doubleword	deepseek-ai/deepseek-v4-pro	|1.74,3.48,1.74,1.74|
-doubleword	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.13,1.32|
-doubleword	deepseek-ai/deepseek-v4.1-flash	|0.15,0.6,0.01,0.15|
-doubleword	google/gemma-4-31b-it	|0.14,0.4,0.14,0.14| 2026-10-18|0.12,0.35,0.12,0.12|
-doubleword	meta-models/muse-glimmer-30b	|0.11,0.32,0.01,0.11|
-doubleword	meta/muse-spark-open	|1.25,4.25,0.15,1.25|
-doubleword	mistralai/devstral-2-123b-instruct-2512	|0.4,2.0,0.4,0.4|
-doubleword	moonshotai/kimi-k2.6	|0.95,4.0,0.95,0.95|
-doubleword	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-doubleword	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-doubleword	nvidia/nvidia-nemotron-3-super-120b-a12b-nvfp4	|0.3,0.75,0.3,0.3|
-doubleword	nvidia/nvidia-nemotron-3-ultra-550b-a55b-nvfp4	|0.5,2.2,0.13,0.5|
-doubleword	openai/gpt-oss-20b	|0.04,0.3,0.04,0.04|
-doubleword	qwen/qwen3-14b-fp8	|0.05,0.6,0.05,0.05|
-doubleword	qwen/qwen3-embedding-8b	|0.04,0.0,0.04,0.04|
-doubleword	qwen/qwen3-vl-235b-a22b-instruct-fp8	|0.6,1.2,0.6,0.6| 2026-10-18|0.21,1.9,0.12,0.21|
-doubleword	qwen/qwen3-vl-30b-a3b-instruct-fp8	|0.16,0.8,0.16,0.16|
-doubleword	qwen/qwen3.5-35b-a3b-fp8	|0.25,2.0,0.25,0.25|
-doubleword	qwen/qwen3.5-35b-a3b-fp8-dottxt	|0.35,1.2,0.2,0.35|
-doubleword	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6|
-doubleword	qwen/qwen3.5-9b	|0.08,0.7,0.08,0.08|
-doubleword	qwen/qwen3.6-35b-a3b-fp8	|0.25,2.0,0.25,0.25| 2026-10-18|0.14,1.0,0.14,0.14|
-doubleword	qwen/qwen3.8-27b-fp8	|0.45,3.0,0.04,0.45|
-doubleword	zai-org/glm-5.1-fp8	|1.4,4.4,1.4,1.4|
-doubleword	zai-org/glm-5.2-fp8	|0.93,3.0,0.19,0.93|
-doubleword	zai-org/glm-5.3	|1.4,4.4,0.28,1.4|
-doubleword	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-elevenlabs	eleven_realtime_v1_max	|1.8,9.0,0.18,1.8|
-elevenlabs	eleven_realtime_v1_mini	|0.2,6.0,0.2,0.2|
+aws	writer.palmyra-x4-v1:0	|2.5,10.0,2.5,2.5,2.5||
+aws	writer.palmyra-x5-v1:0	|0.6,6.0,0.6,0.6,0.6||
+azure	ada	|0.1,0.0,0.1,0.1,0.1||
+azure	babbage	|0.4,0.0,0.4,0.4,0.4||
+azure	curie	|2.0,0.0,2.0,2.0,2.0||
+azure	davinci	|2.0,0.0,2.0,2.0,2.0||
+azure	mai-ds-r1:free	|0.0,0.0,0.0,0.0,0.0||
+azure	o1	|15.0,60.0,7.5,15.0,15.0||
+azure	o1-mini	|1.1,4.4,0.55,1.1,1.1||
+azure	o1-preview	|15.0,60.0,7.5,15.0,15.0||
+azure	o3-2025-04-16	|2.0,8.0,0.5,2.0,2.0||
+azure	o3-mini	|1.1,4.4,0.55,1.1,1.1||
+azure	o4-mini	|1.1,4.4,0.275,1.1,1.1||
+azure	phi-3-medium-128k-instruct	|0.17,0.68,0.17,0.17,0.17||
+azure	phi-3-mini-128k-instruct	|0.13,0.52,0.13,0.13,0.13||
+azure	phi-3.5-mini-128k-instruct	|0.13,0.52,0.13,0.13,0.13||
+azure	phi-4	|0.125,0.5,0.125,0.125,0.125||
+azure	phi-4-mini-instruct	|0.075,0.3,0.075,0.075,0.075||
+azure	phi-4-multimodal-instruct	|0.08,0.32,0.08,0.08,0.08||
+azure	phi-4-reasoning-plus	|0.125,0.5,0.125,0.125,0.125||
+azure	phi-4-reasoning-plus:free	|0.0,0.0,0.0,0.0,0.0||
+azure	phi-4-reasoning:free	|0.0,0.0,0.0,0.0,0.0||
+azure	text-embedding-3-large	|0.13,0.0,0.13,0.13,0.13||
+azure	text-embedding-3-small	|0.02,0.0,0.02,0.02,0.02||
+azure	wizardlm-2-8x22b	|0.48,0.48,0.48,0.48,0.48||
+baseten	deepseek-ai/deepseek-v4-flash-0731	|0.13,0.26,0.028,0.13,0.13||
+baseten	deepseek-ai/deepseek-v4-pro	|1.74,3.48,0.145,1.74,1.74||
+baseten	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.132,1.32,1.32||
+baseten	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.007,0.3,0.3||
+baseten	deepseek-ai/deepseek-v4.1-flash-1017-fast	|0.6,2.4,0.014,0.6,0.6||
+baseten	deepseek-ai/deepseek-v4.1-flash-fast	|0.6,2.4,0.014,0.6,0.6||
+baseten	meta-models/muse-spark-open	|1.25,4.25,0.15,1.25,1.25||
+baseten	moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+baseten	moonshotai/kimi-k2.7-code	|0.95,4.0,0.16,0.95,0.95||
+baseten	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+baseten	nvidia/nvidia-nemotron-3-ultra-550b-a55b	|0.6,2.4,0.12,0.6,0.6||
+baseten	nvidia/nvidia-nemotron-3.5-super-vl-120b-a12b	|0.2,0.5,0.04,0.2,0.2||
+baseten	openai/gpt-oss-120b	|0.1,0.5,0.1,0.1,0.1||
+baseten	reflection/beam-1.0	|1.3,4.3,0.13,1.3,1.3|| 2026-11-02|0.4,1.2,0.04,0.4,0.4||
+baseten	thinkingmachines/inkling	|1.0,4.05,0.17,1.0,1.0||
+baseten	thinkingmachines/inkling-small	|0.5,1.2,0.1,0.5,0.5||
+baseten	zai-org/glm-4.7	|0.6,2.2,0.12,0.6,0.6||
+baseten	zai-org/glm-5.2	|1.4,4.4,0.14,1.4,1.4||
+baseten	zai-org/glm-5.2-fast	|2.1,6.6,0.21,2.1,2.1||
+baseten	zai-org/glm-5.3	|1.4,4.4,0.14,1.4,1.4||
+baseten	zai-org/glm-5.3-fast	|2.1,6.6,0.21,2.1,2.1||
+baseten	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+cerebras	gemma-4-31b	|0.99,1.49,0.99,0.99,0.99||
+cerebras	gpt-oss-120b	|0.35,0.75,0.35,0.35,0.35||
+cerebras	llama-3.3-70b	|0.85,1.2,0.85,0.85,0.85||
+cerebras	llama3.1-8b	|0.1,0.1,0.1,0.1,0.1||
+cerebras	qwen-3-32b	|0.4,0.8,0.4,0.4,0.4||
+cerebras	qwen-3-coder-480b	|0.0,0.0,0.0,0.0,0.0||
+cerebras	qwen-3.8-27b	|0.99,1.49,0.99,0.99,0.99||
+cerebras	zai-glm-4.7	|2.25,2.75,2.25,2.25,2.25||
+cloudflare	@cf/ai4bharat/indictrans2-en-indic-1b	|0.342,0.342,0.342,0.342,0.342||
+cloudflare	@cf/aisingapore/gemma-sea-lion-v4-27b-it	|0.351,0.555,0.351,0.351,0.351||
+cloudflare	@cf/baai/bge-base-en-v1.5	|0.067,0.0,0.067,0.067,0.067||
+cloudflare	@cf/baai/bge-large-en-v1.5	|0.204,0.0,0.204,0.204,0.204||
+cloudflare	@cf/baai/bge-m3	|0.012,0.0,0.012,0.012,0.012||
+cloudflare	@cf/baai/bge-reranker-base	|0.003,0.0,0.003,0.003,0.003||
+cloudflare	@cf/baai/bge-small-en-v1.5	|0.02,0.0,0.02,0.02,0.02||
+cloudflare	@cf/cloudflare/clairic	|0.1,0.0,0.1,0.1,0.1||
+cloudflare	@cf/cloudflare/clef	|0.24,0.0,0.24,0.24,0.24||
+cloudflare	@cf/cloudflare/clef-flash	|0.09,0.0,0.09,0.09,0.09|| 2026-10-19|0.038,0.0,0.038,0.038,0.038||
+cloudflare	@cf/cloudflare/clef-omni	|0.15,0.0,0.15,0.15,0.15||
+cloudflare	@cf/daily-co/phonellm-mini-alpha-2	|0.06,0.24,0.06,0.06,0.06||
+cloudflare	@cf/deepseek-ai/deepseek-r1-distill-qwen-32b	|0.497,4.881,0.497,0.497,0.497||
+cloudflare	@cf/deepseek-ai/deepseek-v4-flash-0731	|0.44,1.32,0.014,0.44,0.44||
+cloudflare	@cf/deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32,1.32||
+cloudflare	@cf/deepseek-ai/deepseek-v4.1-flash-1017	|0.3,1.2,0.006,0.3,0.3||
+cloudflare	@cf/google/gemma-3-12b-it	|0.345,0.556,0.345,0.345,0.345||
+cloudflare	@cf/google/gemma-4-26b-a4b-it	|0.1,0.3,0.1,0.1,0.1||
+cloudflare	@cf/huggingface/distilbert-sst-2-int8	|0.026,0.0,0.026,0.026,0.026||
+cloudflare	@cf/ibm-granite/granite-4.0-h-micro	|0.017,0.112,0.017,0.017,0.017||
+cloudflare	@cf/meta/llama-2-7b-chat-fp16	|0.556,6.667,0.556,0.556,0.556||
+cloudflare	@cf/meta/llama-3-8b-instruct	|0.282,0.827,0.282,0.282,0.282||
+cloudflare	@cf/meta/llama-3-8b-instruct-awq	|0.123,0.266,0.123,0.123,0.123||
+cloudflare	@cf/meta/llama-3.1-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293,0.293||
+cloudflare	@cf/meta/llama-3.1-8b-instruct	|0.282,0.827,0.282,0.282,0.282||
+cloudflare	@cf/meta/llama-3.1-8b-instruct-awq	|0.123,0.266,0.123,0.123,0.123||
+cloudflare	@cf/meta/llama-3.1-8b-instruct-fp8	|0.152,0.287,0.152,0.152,0.152||
+cloudflare	@cf/meta/llama-3.1-8b-instruct-fp8-fast	|0.045,0.384,0.045,0.045,0.045||
+cloudflare	@cf/meta/llama-3.2-11b-vision-instruct	|0.049,0.676,0.049,0.049,0.049||
+cloudflare	@cf/meta/llama-3.2-1b-instruct	|0.027,0.201,0.027,0.027,0.027||
+cloudflare	@cf/meta/llama-3.2-3b-instruct	|0.051,0.335,0.051,0.051,0.051||
+cloudflare	@cf/meta/llama-3.3-70b-instruct-fp8-fast	|0.293,2.253,0.293,0.293,0.293||
+cloudflare	@cf/meta/llama-4-scout-17b-16e-instruct	|0.27,0.85,0.27,0.27,0.27||
+cloudflare	@cf/meta/llama-guard-3-8b	|0.484,0.03,0.484,0.484,0.484||
+cloudflare	@cf/meta/m2m100-1.2b	|0.342,0.342,0.342,0.342,0.342||
+cloudflare	@cf/mistral/mistral-7b-instruct-v0.1	|0.11,0.19,0.11,0.11,0.11||
+cloudflare	@cf/mistralai/mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351,0.351||
+cloudflare	@cf/moondream/moondream3.1-9b-a2b	|0.3,1.0,0.3,0.3,0.3||
+cloudflare	@cf/moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6,0.6||
+cloudflare	@cf/moonshotai/kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+cloudflare	@cf/moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+cloudflare	@cf/nvidia/nemotron-3-120b-a12b	|0.5,1.5,0.5,0.5,0.5||
+cloudflare	@cf/openai/gpt-oss-120b	|0.35,0.75,0.35,0.35,0.35||
+cloudflare	@cf/openai/gpt-oss-20b	|0.2,0.3,0.2,0.2,0.2||
+cloudflare	@cf/pfnet/plamo-embedding-1b	|0.019,0.0,0.019,0.019,0.019||
+cloudflare	@cf/qwen/qwen2.5-coder-32b-instruct	|0.66,1.0,0.66,0.66,0.66||
+cloudflare	@cf/qwen/qwen3-30b-a3b-fp8	|0.051,0.335,0.051,0.051,0.051||
+cloudflare	@cf/qwen/qwen3-embedding-0.6b	|0.012,0.0,0.012,0.012,0.012||
+cloudflare	@cf/qwen/qwen3.8-27b	|0.45,3.2,0.45,0.45,0.45||
+cloudflare	@cf/qwen/qwq-32b	|0.66,1.0,0.66,0.66,0.66||
+cloudflare	@cf/zai-org/glm-4.7-flash	|0.06,0.4,0.06,0.06,0.06||
+cloudflare	@cf/zai-org/glm-5.2	|1.4,4.4,0.26,1.4,1.4||
+cloudflare	@cf/zai-org/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+cloudflare	@cf/zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+cohere	c4ai-aya-expanse-32b	|0.5,1.5,0.5,0.5,0.5||
+cohere	c4ai-aya-expanse-8b	|0.5,1.5,0.5,0.5,0.5||
+cohere	command	|1.0,2.0,1.0,1.0,1.0||
+cohere	command-a	|2.5,10.0,2.5,2.5,2.5||
+cohere	command-light	|0.3,0.6,0.3,0.3,0.3||
+cohere	command-r	|0.15,0.6,0.15,0.15,0.15||
+cohere	command-r-plus	|2.5,10.0,2.5,2.5,2.5||
+cohere	command-r7b	|0.0375,0.15,0.0375,0.0375,0.0375||
+cohere	embed-v4.0	|0.12,0.0,0.12,0.12,0.12||
+cursor	composer-2.5	|0.5,2.5,0.2,0.5,0.5||
+cursor	composer-2.5-fast	|3.0,15.0,0.5,3.0,3.0||
+cursor	grok-4.5	|2.0,6.0,0.5,2.0,2.0||
+cursor	grok-4.5-fast	|4.0,18.0,1.0,4.0,4.0||
+cursor	grok-4.6	|2.0,6.0,0.5,2.0,2.0||
+cursor	grok-4.6-fast	|4.0,12.0,1.0,4.0,4.0||
+cursor	grok-4.7	|2.0,6.0,0.5,2.0,2.0|256000,4.0,12.0,1.0,2.0,2.0|
+cursor	grok-4.7-fast	|4.0,12.0,1.0,4.0,4.0|256000,6.0,18.0,1.5,4.0,4.0|
+databricks	databricks-bge-large-en	|0.1,0.0,0.1,0.1,0.1||
+databricks	databricks-deepseek-v4-1-flash	|0.3,1.2,0.03,0.3,0.3||
+databricks	databricks-deepseek-v4-flash-0731	|0.14,0.28,0.028,0.14,0.14||
+databricks	databricks-deepseek-v4-pro-0813	|1.32,3.96,0.132,1.32,1.32||
+databricks	databricks-gemma-3-12b	|0.15,0.5,0.15,0.15,0.15||
+databricks	databricks-glm-5-2	|1.4,4.4,0.26,1.4,1.4||
+databricks	databricks-glm-5-3	|1.4,4.4,0.26,1.4,1.4||
+databricks	databricks-glm-5-3-flash	|0.15,0.5,0.03,0.15,0.15||
+databricks	databricks-gpt-oss-120b	|0.15,0.6,0.15,0.15,0.15||
+databricks	databricks-gpt-oss-20b	|0.07,0.3,0.07,0.07,0.07||
+databricks	databricks-gte-large-en	|0.13,0.0,0.13,0.13,0.13||
+databricks	databricks-inkling	|1.0,4.05,0.17,1.0,1.0||
+databricks	databricks-kimi-k2-7-code	|0.95,4.0,0.19,0.95,0.95||
+databricks	databricks-kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+databricks	databricks-llama-4-maverick	|0.5,1.5,0.5,0.5,0.5||
+databricks	databricks-meta-llama-3-1-8b-instruct	|0.15,0.45,0.15,0.15,0.15||
+databricks	databricks-meta-llama-3-3-70b-instruct	|0.5,1.5,0.5,0.5,0.5||
+databricks	databricks-qwen3-embedding-0-6b	|0.02,0.0,0.02,0.02,0.02||
+databricks	databricks-qwen3-next-80b-a3b-instruct	|0.15,1.2,0.15,0.15,0.15||
+databricks	databricks-qwen35-122b-a10b	|0.22,2.2,0.22,0.22,0.22||
+deepseek	deepseek-v3.1-terminus	|0.27,0.95,0.13,0.27,0.27||
+deepseek	deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288,0.2288||
+deepseek	deepseek-v3.2-exp	|0.27,0.41,0.27,0.27,0.27||
+doubleword	deepseek-ai/deepseek-v4-flash	|0.14,0.28,0.14,0.14,0.14||
+doubleword	deepseek-ai/deepseek-v4-flash-0731	|0.09,0.18,0.02,0.09,0.09||
+doubleword	deepseek-ai/deepseek-v4-pro	|1.74,3.48,1.74,1.74,1.74||
+doubleword	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.13,1.32,1.32||
+doubleword	deepseek-ai/deepseek-v4.1-flash	|0.15,0.6,0.01,0.15,0.15||
+doubleword	google/gemma-4-31b-it	|0.14,0.4,0.14,0.14,0.14|| 2026-10-18|0.12,0.35,0.12,0.12,0.12||
+doubleword	meta-models/muse-glimmer-30b	|0.11,0.32,0.01,0.11,0.11||
+doubleword	meta/muse-spark-open	|1.25,4.25,0.15,1.25,1.25||
+doubleword	mistralai/devstral-2-123b-instruct-2512	|0.4,2.0,0.4,0.4,0.4||
+doubleword	moonshotai/kimi-k2.6	|0.95,4.0,0.95,0.95,0.95||
+doubleword	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+doubleword	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0,2.0||
+doubleword	nvidia/nvidia-nemotron-3-super-120b-a12b-nvfp4	|0.3,0.75,0.3,0.3,0.3||
+doubleword	nvidia/nvidia-nemotron-3-ultra-550b-a55b-nvfp4	|0.5,2.2,0.13,0.5,0.5||
+doubleword	openai/gpt-oss-20b	|0.04,0.3,0.04,0.04,0.04||
+doubleword	qwen/qwen3-14b-fp8	|0.05,0.6,0.05,0.05,0.05||
+doubleword	qwen/qwen3-embedding-8b	|0.04,0.0,0.04,0.04,0.04||
+doubleword	qwen/qwen3-vl-235b-a22b-instruct-fp8	|0.6,1.2,0.6,0.6,0.6|| 2026-10-18|0.21,1.9,0.12,0.21,0.21||
+doubleword	qwen/qwen3-vl-30b-a3b-instruct-fp8	|0.16,0.8,0.16,0.16,0.16||
+doubleword	qwen/qwen3.5-35b-a3b-fp8	|0.25,2.0,0.25,0.25,0.25||
+doubleword	qwen/qwen3.5-35b-a3b-fp8-dottxt	|0.35,1.2,0.2,0.35,0.35||
+doubleword	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6,0.6||
+doubleword	qwen/qwen3.5-9b	|0.08,0.7,0.08,0.08,0.08||
+doubleword	qwen/qwen3.6-35b-a3b-fp8	|0.25,2.0,0.25,0.25,0.25|| 2026-10-18|0.14,1.0,0.14,0.14,0.14||
+doubleword	qwen/qwen3.8-27b-fp8	|0.45,3.0,0.04,0.45,0.45||
+doubleword	zai-org/glm-5.1-fp8	|1.4,4.4,1.4,1.4,1.4||
+doubleword	zai-org/glm-5.2-fp8	|0.93,3.0,0.19,0.93,0.93||
+doubleword	zai-org/glm-5.3	|1.4,4.4,0.28,1.4,1.4||
+doubleword	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+elevenlabs	eleven_realtime_v1_max	|1.8,9.0,0.18,1.8,1.8||
+elevenlabs	eleven_realtime_v1_mini	|0.2,6.0,0.2,0.2,0.2||
 fireworks	deepseek-v3-0324	-
 fireworks	deepseek-v3p2	-
 fireworks	deepseek-v4p1-flash	-
@@ -2162,15 +2162,15 @@ fireworks	glm-5p3-fast	-
 fireworks	glm-5p3-flash	-
 fireworks	glm-5p3-flash-us	-
 fireworks	glm-5p3-us	-
-fireworks	gpt-oss-120b	|0.039,0.18,0.039,0.039|
-fireworks	gpt-oss-20b	|0.029,0.14,0.029,0.029|
+fireworks	gpt-oss-120b	|0.039,0.18,0.039,0.039,0.039||
+fireworks	gpt-oss-20b	|0.029,0.14,0.029,0.029,0.029||
 fireworks	inkling	-
 fireworks	kimi-k2p5	-
 fireworks	kimi-k2p6	-
 fireworks	kimi-k2p6-fast	-
 fireworks	kimi-k2p7-code	-
 fireworks	kimi-k2p7-code-fast	-
-fireworks	kimi-k3	|3.0,15.0,0.3,3.0|
+fireworks	kimi-k3	|3.0,15.0,0.3,3.0,6.0||
 fireworks	kimi-k3-fast	-
 fireworks	kimi-k3-us	-
 fireworks	kimi-k3p1-pro	-
@@ -2178,7 +2178,7 @@ fireworks	llama-v3p1-8b-instruct	-
 fireworks	llama4-maverick-instruct-basic	-
 fireworks	minimax-m2p1	-
 fireworks	minimax-m2p7	-
-fireworks	minimax-m3	|0.3,1.2,0.06,0.3|512000,0.6,2.4,0.12,0.3
+fireworks	minimax-m3	|0.3,1.2,0.06,0.3,0.3|512000,0.6,2.4,0.12,0.3,0.3|
 fireworks	muse-spark-open	-
 fireworks	nemotron-3-ultra-nvfp4	-
 fireworks	nemotron-lightning-3p5-30b-a3b	-
@@ -2188,1923 +2188,1923 @@ fireworks	qwen3p6-plus	-
 fireworks	qwen3p7-plus	-
 fireworks	qwen3p8-max	-
 fireworks	ultramarine-1-flash-us	-
-github-copilot	claude-fable-5	|10.0,50.0,1.0,12.5|
-github-copilot	claude-fable-5.1	|10.0,50.0,0.25,12.5|
-github-copilot	claude-haiku-4.5	|1.0,5.0,0.1,1.25|
-github-copilot	claude-haiku-5.5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-github-copilot	claude-opus-4.7	|5.0,25.0,0.5,6.25|
-github-copilot	claude-opus-4.8	|5.0,25.0,0.5,6.25|
-github-copilot	claude-opus-4.8-fast	|10.0,50.0,1.0,12.5|
-github-copilot	claude-opus-5	|5.0,25.0,0.5,6.25|
-github-copilot	claude-opus-5.5	|4.0,20.0,0.2,5.0|
-github-copilot	claude-sonnet-4	|3.0,15.0,0.3,3.75|
-github-copilot	claude-sonnet-4.6	|3.0,15.0,0.3,3.75|
-github-copilot	claude-sonnet-5	|2.0,10.0,0.2,2.5|
-github-copilot	claude-sonnet-5.5	|2.0,10.0,0.1,2.5|
-github-copilot	gemini-3.5-flash	|1.5,9.0,0.15,1.5|
-github-copilot	gemini-3.6-flash	|0.75,3.75,0.075,0.75|
-github-copilot	gemini-3.7-flash	|0.75,3.75,0.075,0.75|
-github-copilot	gemini-3.8-flash	|0.75,3.75,0.075,0.75|
-github-copilot	gemini-4-argon	|2.0,10.0,0.1,2.0|
-github-copilot	gpt-3.5-turbo	|0.0,0.0,0.0,0.0|
-github-copilot	gpt-4.1	|0.0,0.0,0.0,0.0|
-github-copilot	gpt-4o	|0.0,0.0,0.0,0.0|
-github-copilot	gpt-4o-mini	|0.0,0.0,0.0,0.0|
-github-copilot	gpt-5-mini	|0.25,2.0,0.025,0.25|
-github-copilot	gpt-5.3-codex	|1.75,14.0,0.175,1.75|
-github-copilot	gpt-5.4	|2.5,15.0,0.25,2.5|272000,5.0,22.5,0.5,2.5
-github-copilot	gpt-5.4-mini	|0.75,4.5,0.075,0.75|
-github-copilot	gpt-5.4-nano	|0.2,1.25,0.02,0.2|
-github-copilot	gpt-5.5	|5.0,30.0,0.5,5.0|272000,10.0,45.0,1.0,5.0
-github-copilot	gpt-5.6-luna	|0.2,1.2,0.02,0.25|200000,0.4,1.8,0.04,0.5
-github-copilot	gpt-5.6-sol	|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
-github-copilot	gpt-5.6-terra	|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-github-copilot	gpt-6-astra	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
-github-copilot	gpt-6-luna	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
-github-copilot	gpt-6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-github-copilot	gpt-6.1-sol	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
-github-copilot	gpt-6.1-terra	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
-github-copilot	grok-4.5	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-github-copilot	grok-4.6	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-github-copilot	grok-4.7	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-github-copilot	kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-github-copilot	kimi-k3	|3.0,15.0,0.3,3.0|
-github-copilot	mai-code-1-flash-picker	|0.75,4.5,0.075,0.75|
-github-copilot	mai-code-1.1-flash	|0.2,1.2,0.02,0.2|
-google	claude-3-5-haiku	|0.8,4.0,0.08,1.0|
-google	claude-3-5-sonnet	|3.0,15.0,0.3,3.75|
-google	claude-3-7-sonnet	|3.0,15.0,0.3,3.75|
-google	claude-3-haiku	|0.25,1.25,0.03,0.3|
-google	claude-3-opus	|15.0,75.0,1.5,18.75|
-google	claude-4-opus	|15.0,75.0,1.5,18.75|
-google	claude-4-sonnet	|3.0,15.0,0.3,3.75|
-google	claude-fable-5	|10.0,50.0,1.0,12.5|
-google	claude-fable-5-1	|10.0,50.0,0.25,12.5|
-google	claude-fable-5-2	|8.0,40.0,0.2,10.0|
-google	claude-haiku-4-5	|1.0,5.0,0.1,1.25|
-google	claude-haiku-5-5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-google	claude-opus-4-5	|5.0,25.0,0.5,6.25|
-google	claude-opus-4-6	|5.0,25.0,0.5,6.25|200000,10.0,37.5,1.0,12.5 2026-03-13|5.0,25.0,0.5,6.25|
-google	claude-opus-4-7	|5.0,25.0,0.5,6.25|
-google	claude-opus-4-8	|5.0,25.0,0.5,6.25|
-google	claude-opus-5	|5.0,25.0,0.5,6.25|
-google	claude-opus-5-5	|4.0,20.0,0.2,5.0|
-google	claude-sonnet-4-5	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5
-google	claude-sonnet-4-6	|3.0,15.0,0.3,3.75|
-google	claude-sonnet-5-5	|2.0,10.0,0.1,2.5|
-google	gemini-1.0-pro-vision-001	|0.125,0.375,0.125,0.125|
-google	gemini-1.5-flash	|0.075,0.3,0.01875,0.075|128000,0.15,0.6,0.0375,0.075
-google	gemini-1.5-pro	|1.25,5.0,1.25,1.25|128000,2.5,10.0,1.25,1.25
-google	gemini-2.0-flash	|0.1,0.4,0.025,0.1|
-google	gemini-2.0-flash-lite	|0.075,0.3,0.075,0.075|
-google	gemini-2.5-flash	|0.3,2.5,0.03,0.3|
-google	gemini-2.5-flash-image	|0.3,2.5,0.3,0.3|
-google	gemini-2.5-flash-lite	|0.1,0.4,0.01,0.1|
-google	gemini-2.5-flash-lite-preview-tts	|0.5,10.0,0.5,0.5|
-google	gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15|
-google	gemini-2.5-flash-tts	|0.5,10.0,0.5,0.5|
-google	gemini-2.5-pro	|1.25,10.0,0.125,1.25|200000,2.5,15.0,0.25,1.25
-google	gemini-2.5-pro-tts	|1.0,20.0,1.0,1.0|
-google	gemini-3-flash-preview	|0.5,3.0,0.05,0.5| 2026-01-05|0.5,3.0,0.05,0.5|
-google	gemini-3-pro-image-preview	|2.0,12.0,2.0,2.0| 2026-01-05|2.0,12.0,2.0,2.0|
-google	gemini-3-pro-preview	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0 2026-01-05|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
-google	gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5|
-google	gemini-3.1-flash-lite	|0.25,1.5,0.025,0.25|
-google	gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25|
-google	gemini-3.1-flash-live-preview	|0.75,4.5,0.75,0.75|
-google	gemini-3.1-flash-tts-preview	|1.0,20.0,1.0,1.0|
-google	gemini-3.1-pro-preview	|2.0,12.0,0.2,2.0|200000,4.0,18.0,0.4,2.0
-google	gemini-3.5-flash	|1.5,9.0,0.15,1.5|
-google	gemini-3.5-flash-lite	|0.3,2.5,0.03,0.3|
-google	gemini-3.6-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-google	gemini-3.7-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-google	gemini-3.8-flash	|0.75,3.75,0.075,0.75| 2027-01-01|1.5,7.5,0.15,1.5|
-google	gemini-3.8-flash-lite-tts	|0.5,6.0,0.5,0.5| 2027-01-01|1.0,12.0,1.0,1.0|
-google	gemini-3.8-flash-tts	|0.5,9.0,0.5,0.5| 2027-01-01|1.0,18.0,1.0,1.0|
-google	gemini-3.8-live	|0.75,4.5,0.75,0.75|
-google	gemini-4-argon	|2.0,10.0,0.1,2.0| 2026-12-01|4.0,20.0,0.2,4.0|
-google	gemini-embedding-001	|0.15,0.0,0.15,0.15|
-google	gemini-embedding-2	|0.2,0.0,0.2,0.2|
-google	gemini-flash-1.5	|0.075,0.3,0.01875,0.075|128000,0.15,0.6,0.0375,0.075
-google	gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0375|128000,0.075,0.3,0.02,0.0375
-google	gemini-live-2.5-flash	|0.5,2.0,0.5,0.5|
-google	gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5|
-google	gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5|
-google	gemini-omni-flash-preview	|1.5,9.0,1.5,1.5|
-google	gemini-pro	|0.125,0.375,0.125,0.125|
-google	gemini-pro-1.5	|1.25,5.0,0.3125,1.25|128000,2.5,10.0,0.625,1.25
-google	gemini-robotics-er-2-preview	|1.0,5.0,0.1,1.0| 2027-01-01|2.0,10.0,0.2,2.0|
-google	gemini-robotics-er-2-streaming-preview	|1.0,5.0,1.0,1.0| 2027-01-01|2.0,10.0,2.0,2.0|
-google	gemma-2-27b-it	|0.65,0.65,0.65,0.65|
-google	gemma-3	|0.0,0.0,0.0,0.0|
-google	gemma-3n	|0.0,0.0,0.0,0.0|
-google	gemma-4-26b-a4b-it	|0.0,0.0,0.0,0.0|
-google	gemma-4-26b-a4b-it-maas	|0.15,0.6,0.015,0.15|
-google	gemma-4-31b-it	|0.0,0.0,0.0,0.0|
-groq	canopylabs/orpheus-arabic-saudi	|0.0,0.0,0.0,0.0|
-groq	canopylabs/orpheus-v1-english	|0.0,0.0,0.0,0.0|
-groq	deepseek-r1-distill-llama-70b	|0.75,0.99,0.75,0.75|
-groq	gemma-7b-it	|0.07,0.07,0.07,0.07|
-groq	gemma2-9b-it	|0.2,0.2,0.2,0.2|
-groq	llama-3.1-405b-reasoning	|0.59,0.79,0.59,0.59|
-groq	llama-3.1-70b-versatile	|0.59,0.79,0.59,0.59|
-groq	llama-3.1-8b-instant	|0.05,0.08,0.05,0.05|
-groq	llama-3.2-11b-text-preview	|0.18,0.18,0.18,0.18|
-groq	llama-3.2-11b-vision-preview	|0.18,0.18,0.18,0.18|
-groq	llama-3.2-1b-preview	|0.04,0.04,0.04,0.04|
-groq	llama-3.2-3b-preview	|0.06,0.06,0.06,0.06|
-groq	llama-3.2-90b-text-preview	|0.9,0.9,0.9,0.9|
-groq	llama-3.2-90b-vision-preview	|0.9,0.9,0.9,0.9|
-groq	llama-3.3-70b-specdec	|0.59,0.99,0.59,0.59|
-groq	llama-3.3-70b-versatile	|0.59,0.79,0.59,0.59|
-groq	llama-guard-3-8b	|0.2,0.2,0.2,0.2|
-groq	llama2-70b-4096	|0.7,0.8,0.7,0.7|
-groq	llama3-70b-8192	|0.59,0.79,0.59,0.59|
-groq	llama3-8b-8192	|0.05,0.08,0.05,0.05|
-groq	llama3-groq-70b-8192-tool-use-preview	|0.89,0.89,0.89,0.89|
-groq	llama3-groq-8b-8192-tool-use-preview	|0.19,0.19,0.19,0.19|
-groq	meta-llama/llama-4-maverick-17b-128e-instruct	|0.2,0.6,0.2,0.2|
-groq	meta-llama/llama-4-scout-17b-16e-instruct	|0.11,0.34,0.11,0.11|
-groq	meta-llama/llama-guard-4-12b	|0.2,0.2,0.2,0.2|
-groq	meta-llama/llama-prompt-guard-2-22m	|0.03,0.03,0.03,0.03|
-groq	meta-llama/llama-prompt-guard-2-86m	|0.04,0.04,0.04,0.04|
-groq	mistral-saba-24b	|0.79,0.79,0.79,0.79|
-groq	mixtral-8x7b-32768	|0.24,0.24,0.24,0.24|
-groq	moonshotai/kimi-k2-instruct	|1.0,3.0,0.5,1.0|
-groq	openai/gpt-oss-120b	|0.15,0.6,0.075,0.15|
-groq	openai/gpt-oss-20b	|0.075,0.3,0.0375,0.075|
-groq	openai/gpt-oss-safeguard-20b	|0.075,0.3,0.0375,0.075|
-groq	qwen/qwen3-32b	|0.29,0.59,0.29,0.29|
-groq	qwen/qwen3.8-27b	|0.8,4.0,0.8,0.8|
-groq	whisper-large-v3	|0.0,0.0,0.0,0.0|
-groq	whisper-large-v3-turbo	|0.0,0.0,0.0,0.0|
-huggingface_cerebras	meta-llama/llama-3.1-8b-instruct	|0.1,0.1,0.1,0.1|
-huggingface_cerebras	openai/gpt-oss-120b	|0.35,0.75,0.35,0.35|
-huggingface_cerebras	qwen/qwen3.8-27b	|0.99,1.49,0.99,0.99|
-huggingface_fireworks-ai	meta-llama/llama-3.3-70b-instruct	|0.9,0.9,0.9,0.9|
-huggingface_fireworks-ai	minimaxai/minimax-m3	|0.3,1.2,0.3,0.3|
-huggingface_fireworks-ai	moonshotai/kimi-k3	|3.0,15.0,3.0,3.0|
-huggingface_fireworks-ai	nvidia/nvidia-nemotron-3-ultra-550b-a55b-nvfp4	|0.6,2.4,0.6,0.6|
-huggingface_fireworks-ai	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15|
-huggingface_fireworks-ai	openai/gpt-oss-20b	|0.05,0.2,0.05,0.05|
-huggingface_groq	meta-llama/llama-3.3-70b-instruct	|0.59,0.79,0.59,0.59|
-huggingface_groq	meta-llama/llama-4-scout-17b-16e-instruct	|0.11,0.34,0.11,0.11|
-huggingface_groq	openai/gpt-oss-120b	|0.15,0.75,0.15,0.15|
-huggingface_groq	openai/gpt-oss-20b	|0.1,0.5,0.1,0.1|
-huggingface_groq	qwen/qwen3-32b	|0.29,0.59,0.29,0.29|
-huggingface_hyperbolic	deepseek-ai/deepseek-r1	|2.0,2.0,2.0,2.0|
-huggingface_hyperbolic	deepseek-ai/deepseek-r1-0528	|3.0,3.0,3.0,3.0|
-huggingface_hyperbolic	deepseek-ai/deepseek-v3-0324	|1.25,1.25,1.25,1.25|
-huggingface_hyperbolic	meta-llama/llama-3.3-70b-instruct	|0.4,0.4,0.4,0.4|
-huggingface_hyperbolic	openai/gpt-oss-120b	|0.3,0.3,0.3,0.3|
-huggingface_hyperbolic	openai/gpt-oss-20b	|0.1,0.1,0.1,0.1|
-huggingface_hyperbolic	qwen/qwen2.5-vl-72b-instruct	|0.6,0.6,0.6,0.6|
-huggingface_hyperbolic	qwen/qwen2.5-vl-7b-instruct	|0.2,0.2,0.2,0.2|
-huggingface_hyperbolic	qwen/qwen3-235b-a22b-instruct-2507	|2.0,2.0,2.0,2.0|
-huggingface_hyperbolic	qwen/qwen3-coder-480b-a35b-instruct	|2.0,2.0,2.0,2.0|
-huggingface_hyperbolic	qwen/qwen3-next-80b-a3b-instruct	|0.3,0.3,0.3,0.3|
-huggingface_hyperbolic	qwen/qwen3-next-80b-a3b-thinking	|0.3,0.3,0.3,0.3|
-huggingface_nebius	deepseek-ai/deepseek-r1-0528	|0.8,2.4,0.8,0.8|
-huggingface_nebius	deepseek-ai/deepseek-v3-0324	|0.75,2.25,0.75,0.75|
-huggingface_nebius	google/gemma-2-2b-it	|0.02,0.06,0.02,0.02|
-huggingface_nebius	google/gemma-2-9b-it	|0.03,0.09,0.03,0.03|
-huggingface_nebius	google/gemma-3-27b-it	|0.2,0.6,0.2,0.2|
-huggingface_nebius	meta-llama/llama-3.1-8b-instruct	|0.03,0.09,0.03,0.03|
-huggingface_nebius	meta-llama/llama-3.3-70b-instruct	|0.25,0.75,0.25,0.25|
-huggingface_nebius	moonshotai/kimi-k2-instruct	|0.5,2.4,0.5,0.5|
-huggingface_nebius	moonshotai/kimi-k2-thinking	|0.6,2.5,0.6,0.6|
-huggingface_nebius	nousresearch/hermes-4-405b	|1.0,3.0,1.0,1.0|
-huggingface_nebius	nousresearch/hermes-4-70b	|0.13,0.4,0.13,0.13|
-huggingface_nebius	nvidia/llama-3_1-nemotron-ultra-253b-v1	|0.6,1.8,0.6,0.6|
-huggingface_nebius	nvidia/nvidia-nemotron-nano-12b-v2	|0.07,0.2,0.07,0.07|
-huggingface_nebius	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15|
-huggingface_nebius	primeintellect/intellect-3-fp8	|0.2,1.1,0.2,0.2|
-huggingface_nebius	qwen/qwen2.5-coder-7b	|0.03,0.09,0.03,0.03|
-huggingface_nebius	qwen/qwen2.5-vl-72b-instruct	|0.25,0.75,0.25,0.25|
-huggingface_nebius	qwen/qwen3-235b-a22b-instruct-2507	|0.2,0.6,0.2,0.2|
-huggingface_nebius	qwen/qwen3-235b-a22b-thinking-2507	|0.2,0.8,0.2,0.2|
-huggingface_nebius	qwen/qwen3-30b-a3b-instruct-2507	|0.1,0.3,0.1,0.1|
-huggingface_nebius	qwen/qwen3-30b-a3b-thinking-2507	|0.1,0.3,0.1,0.1|
-huggingface_nebius	qwen/qwen3-32b	|0.1,0.3,0.1,0.1|
-huggingface_nebius	qwen/qwen3-coder-30b-a3b-instruct	|0.1,0.3,0.1,0.1|
-huggingface_nebius	qwen/qwen3-coder-480b-a35b-instruct	|0.4,1.8,0.4,0.4|
-huggingface_nebius	zai-org/glm-4.5	|0.6,2.2,0.6,0.6|
-huggingface_nebius	zai-org/glm-4.5-air	|0.2,1.2,0.2,0.2|
-huggingface_novita	alpindale/wizardlm-2-8x22b	|0.62,0.62,0.62,0.62|
-huggingface_novita	baidu/ernie-4.5-21b-a3b-pt	|0.07,0.28,0.07,0.07|
-huggingface_novita	baidu/ernie-4.5-300b-a47b-base-pt	|0.28,1.1,0.28,0.28|
-huggingface_novita	baidu/ernie-4.5-vl-28b-a3b-pt	|0.14,0.56,0.14,0.14|
-huggingface_novita	baidu/ernie-4.5-vl-424b-a47b-base-pt	|0.42,1.25,0.42,0.42|
-huggingface_novita	deepseek-ai/deepseek-prover-v2-671b	|0.7,2.5,0.7,0.7|
-huggingface_novita	deepseek-ai/deepseek-r1	|0.7,2.5,0.7,0.7|
-huggingface_novita	deepseek-ai/deepseek-r1-distill-llama-70b	|0.8,0.8,0.8,0.8|
-huggingface_novita	deepseek-ai/deepseek-v3	|0.4,1.3,0.4,0.4|
-huggingface_novita	deepseek-ai/deepseek-v3-0324	|0.27,1.12,0.27,0.27|
-huggingface_novita	deepseek-ai/deepseek-v3.1	|0.27,1.0,0.27,0.27|
-huggingface_novita	deepseek-ai/deepseek-v3.2	|0.269,0.4,0.269,0.269|
-huggingface_novita	deepseek-ai/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27|
-huggingface_novita	deepseek-ai/deepseek-v4-flash-0731	|0.44,1.32,0.44,0.44|
-huggingface_novita	deepseek-ai/deepseek-v4-pro	|1.6,3.2,1.6,1.6|
-huggingface_novita	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,1.32,1.32|
-huggingface_novita	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.3,0.3|
-huggingface_novita	google/gemma-4-26b-a4b-it	|0.13,0.4,0.13,0.13|
-huggingface_novita	google/gemma-4-31b-it	|0.14,0.4,0.14,0.14|
-huggingface_novita	inclusionai/ling-3.0-flash	|0.06,0.18,0.06,0.06|
-huggingface_novita	inclusionai/ling-3.0-flash-fin	|0.075,0.22,0.075,0.075|
-huggingface_novita	inclusionai/ling-3.0-flash-vl	|0.075,0.22,0.075,0.075|
-huggingface_novita	inclusionai/ling-3.1-flash	|0.3,0.9,0.3,0.3|
-huggingface_novita	meta-llama/llama-3.1-8b-instruct	|0.02,0.05,0.02,0.02|
-huggingface_novita	meta-llama/llama-3.3-70b-instruct	|0.135,0.4,0.135,0.135|
-huggingface_novita	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27|
-huggingface_novita	meta-llama/llama-4-scout-17b-16e-instruct	|0.18,0.59,0.18,0.18|
-huggingface_novita	meta-llama/meta-llama-3-70b-instruct	|0.51,0.74,0.51,0.51|
-huggingface_novita	meta-llama/meta-llama-3-8b-instruct	|0.04,0.04,0.04,0.04|
-huggingface_novita	minimaxai/minimax-m1-80k	|0.55,2.2,0.55,0.55|
-huggingface_novita	minimaxai/minimax-m2	|0.3,1.2,0.3,0.3|
-huggingface_novita	minimaxai/minimax-m3	|0.3,1.2,0.3,0.3|
-huggingface_novita	minimaxai/minimax-m3.1-flash	|0.15,0.6,0.15,0.15|
-huggingface_novita	moonshotai/kimi-k2-instruct	|0.57,2.3,0.57,0.57|
-huggingface_novita	moonshotai/kimi-k2-instruct-0905	|0.6,2.5,0.6,0.6|
-huggingface_novita	moonshotai/kimi-k2-thinking	|0.6,2.5,0.6,0.6|
-huggingface_novita	moonshotai/kimi-k2.5	|0.6,3.0,0.6,0.6|
-huggingface_novita	moonshotai/kimi-k2.6	|0.8,3.4,0.8,0.8|
-huggingface_novita	moonshotai/kimi-k2.7-code	|0.95,4.0,0.95,0.95|
-huggingface_novita	nousresearch/hermes-2-pro-llama-3-8b	|0.14,0.14,0.14,0.14|
-huggingface_novita	openai/gpt-oss-120b	|0.05,0.25,0.05,0.05|
-huggingface_novita	openai/gpt-oss-20b	|0.04,0.15,0.04,0.04|
-huggingface_novita	qwen/qwen2.5-72b-instruct	|0.38,0.4,0.38,0.38|
-huggingface_novita	qwen/qwen3-235b-a22b	|0.2,0.8,0.2,0.2|
-huggingface_novita	qwen/qwen3-235b-a22b-instruct-2507	|0.09,0.58,0.09,0.09|
-huggingface_novita	qwen/qwen3-235b-a22b-thinking-2507	|0.3,3.0,0.3,0.3|
-huggingface_novita	qwen/qwen3-30b-a3b	|0.09,0.45,0.09,0.09|
-huggingface_novita	qwen/qwen3-32b	|0.1,0.45,0.1,0.1|
-huggingface_novita	qwen/qwen3-coder-480b-a35b-instruct	|0.3,1.3,0.3,0.3|
-huggingface_novita	qwen/qwen3-coder-next	|0.2,1.5,0.2,0.2|
-huggingface_novita	qwen/qwen3-next-80b-a3b-instruct	|0.15,1.5,0.15,0.15|
-huggingface_novita	qwen/qwen3-next-80b-a3b-thinking	|0.15,1.5,0.15,0.15|
-huggingface_novita	qwen/qwen3-vl-235b-a22b-instruct	|0.3,1.5,0.3,0.3|
-huggingface_novita	qwen/qwen3-vl-235b-a22b-thinking	|0.98,3.95,0.98,0.98|
-huggingface_novita	qwen/qwen3-vl-30b-a3b-instruct	|0.2,0.7,0.2,0.2|
-huggingface_novita	qwen/qwen3-vl-30b-a3b-thinking	|0.2,1.0,0.2,0.2|
-huggingface_novita	qwen/qwen3-vl-8b-instruct	|0.08,0.5,0.08,0.08|
-huggingface_novita	qwen/qwen3.5-122b-a10b	|0.4,3.2,0.4,0.4|
-huggingface_novita	qwen/qwen3.5-27b	|0.3,2.4,0.3,0.3|
-huggingface_novita	qwen/qwen3.5-35b-a3b	|0.25,2.0,0.25,0.25|
-huggingface_novita	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6|
-huggingface_novita	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,2.0,2.0|
-huggingface_novita	qwen/qwen3.8-27b	|0.42,3.0,0.42,0.42|
-huggingface_novita	sao10k/l3-70b-euryale-v2.1	|1.48,1.48,1.48,1.48|
-huggingface_novita	sao10k/l3-8b-lunaris-v1	|0.05,0.05,0.05,0.05|
-huggingface_novita	sao10k/l3-8b-stheno-v3.2	|0.05,0.05,0.05,0.05|
-huggingface_novita	tencent/hy4-preview	|0.834,2.501,0.834,0.834|
-huggingface_novita	xiaomimimo/mimo-v2-flash	|0.1,0.3,0.1,0.1|
-huggingface_novita	xiaomimimo/mimo-v2.5	|0.168,0.336,0.168,0.168|
-huggingface_novita	xiaomimimo/mimo-v2.5-pro	|0.522,1.044,0.522,0.522|
-huggingface_novita	xiaomimimo/mimo-v2.6-flash-rl	|0.14,0.28,0.14,0.14|
-huggingface_novita	xiaomimimo/mimo-v2.6-pro-rl	|0.435,0.87,0.435,0.435|
-huggingface_novita	zai-org/autoglm-phone-9b-multilingual	|0.035,0.138,0.035,0.035|
-huggingface_novita	zai-org/glm-4-32b-0414	|0.55,1.66,0.55,0.55|
-huggingface_novita	zai-org/glm-4.5	|0.6,2.2,0.6,0.6|
-huggingface_novita	zai-org/glm-4.5-air	|0.13,0.85,0.13,0.13|
-huggingface_novita	zai-org/glm-4.5v	|0.6,1.8,0.6,0.6|
-huggingface_novita	zai-org/glm-4.6	|0.55,2.2,0.55,0.55|
-huggingface_novita	zai-org/glm-4.6v-flash	|0.3,0.9,0.3,0.3|
-huggingface_novita	zai-org/glm-4.7	|0.6,2.2,0.6,0.6|
-huggingface_novita	zai-org/glm-4.7-flash	|0.07,0.4,0.07,0.07|
-huggingface_novita	zai-org/glm-5	|1.0,3.2,1.0,1.0|
-huggingface_novita	zai-org/glm-5.2	|1.4,4.4,1.4,1.4|
-huggingface_novita	zai-org/glm-5.3	|1.4,4.4,1.4,1.4|
-huggingface_novita	zai-org/glm-5.3-flash	|0.15,0.5,0.15,0.15|
-huggingface_nscale	deepseek-ai/deepseek-r1-distill-llama-70b	|0.75,0.75,0.75,0.75|
-huggingface_nscale	deepseek-ai/deepseek-r1-distill-llama-8b	|0.05,0.05,0.05,0.05|
-huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-1.5b	|0.1,0.1,0.1,0.1|
-huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-14b	|0.2,0.2,0.2,0.2|
-huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-32b	|0.3,0.3,0.3,0.3|
-huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-7b	|0.15,0.15,0.15,0.15|
-huggingface_nscale	meta-llama/llama-3.1-8b-instruct	|0.06,0.06,0.06,0.06|
-huggingface_nscale	meta-llama/llama-3.3-70b-instruct	|0.4,0.4,0.4,0.4|
-huggingface_nscale	meta-llama/llama-4-scout-17b-16e-instruct	|0.09,0.29,0.09,0.09|
-huggingface_nscale	openai/gpt-oss-120b	|0.1,0.4,0.1,0.1|
-huggingface_nscale	openai/gpt-oss-20b	|0.05,0.2,0.05,0.05|
-huggingface_nscale	qwen/qwen2.5-coder-32b-instruct	|0.06,0.2,0.06,0.06|
-huggingface_nscale	qwen/qwen2.5-coder-3b-instruct	|0.01,0.03,0.01,0.01|
-huggingface_nscale	qwen/qwen2.5-coder-7b-instruct	|0.01,0.03,0.01,0.01|
-huggingface_nscale	qwen/qwen3-14b	|0.07,0.2,0.07,0.07|
-huggingface_nscale	qwen/qwen3-235b-a22b	|0.2,0.6,0.2,0.2|
-huggingface_nscale	qwen/qwen3-32b	|0.08,0.25,0.08,0.08|
-huggingface_nscale	qwen/qwen3-4b-instruct-2507	|0.01,0.03,0.01,0.01|
-huggingface_nscale	qwen/qwen3-4b-thinking-2507	|0.01,0.03,0.01,0.01|
-huggingface_nscale	qwen/qwen3-8b	|0.07,0.18,0.07,0.07|
-huggingface_nscale	qwen/qwen3.8-27b	|0.2,2.5,0.2,0.2|
-huggingface_nscale	qwen/qwen3.8-flash-next-fp8	|0.15,0.47,0.15,0.15|
-huggingface_nscale	qwen/qwq-32b	|0.18,0.2,0.18,0.18|
-huggingface_nscale	zai-org/glm-5.3	|1.4,4.4,1.4,1.4|
-huggingface_ovhcloud	meta-llama/llama-3.1-8b-instruct	|0.11,0.11,0.11,0.11|
-huggingface_ovhcloud	meta-llama/llama-3.3-70b-instruct	|0.74,0.74,0.74,0.74|
-huggingface_ovhcloud	openai/gpt-oss-120b	|0.09,0.47,0.09,0.09|
-huggingface_ovhcloud	openai/gpt-oss-20b	|0.05,0.18,0.05,0.05|
-huggingface_ovhcloud	qwen/qwen2.5-vl-72b-instruct	|1.01,1.01,1.01,1.01|
-huggingface_ovhcloud	qwen/qwen3-32b	|0.09,0.25,0.09,0.09|
-huggingface_ovhcloud	qwen/qwen3-coder-30b-a3b-instruct	|0.07,0.26,0.07,0.07|
-huggingface_ovhcloud	qwen/qwen3.5-397b-a17b	|0.71,4.25,0.71,0.71|
-huggingface_ovhcloud	qwen/qwen3.5-9b	|0.12,0.18,0.12,0.12|
-huggingface_ovhcloud	qwen/qwen3.6-27b	|0.47,3.19,0.47,0.47|
-huggingface_ovhcloud	qwen/qwen3.8-27b	|0.47,3.19,0.47,0.47|
-huggingface_publicai	aisingapore/gemma-sea-lion-v4-27b-it	|0.2,0.4,0.2,0.2|
-huggingface_publicai	aisingapore/nemotron-sea-lion-v4.8-120b-a12b	|0.5,2.0,0.5,0.5|
-huggingface_publicai	aisingapore/qwen-sea-lion-v4-32b-it	|0.25,0.5,0.25,0.25|
-huggingface_publicai	aisingapore/qwen-sea-lion-v4.5-27b-it	|0.2,0.4,0.2,0.2|
-huggingface_publicai	allenai/olmo-3-7b-instruct	|0.1,0.2,0.1,0.1|
-huggingface_publicai	allenai/olmo-3.1-32b-instruct	|0.2,0.6,0.2,0.2|
-huggingface_publicai	bsc-lt/alia-40b-instruct-2606	|0.3,0.6,0.3,0.3|
-huggingface_publicai	dicta-il/dictalm-3.0-24b-thinking	|0.2,0.4,0.2,0.2|
-huggingface_publicai	speakleash/bielik-11b-v3.0-instruct	|0.4,0.4,0.4,0.4|
-huggingface_publicai	swiss-ai/apertus-70b-instruct-2509	|0.82,2.92,0.82,0.82|
-huggingface_publicai	swiss-ai/apertus-8b-instruct-2509	|0.1,0.2,0.1,0.1|
-huggingface_publicai	swiss-ai/apertus-v1.5-70b	|0.82,2.92,0.82,0.82|
-huggingface_publicai	utter-project/eurollm-22b-instruct-2512	|0.1,0.2,0.1,0.1|
-huggingface_sambanova	deepseek-ai/deepseek-r1-0528	|5.0,7.0,5.0,5.0|
-huggingface_sambanova	deepseek-ai/deepseek-r1-distill-llama-70b	|0.7,1.4,0.7,0.7|
-huggingface_sambanova	deepseek-ai/deepseek-v3-0324	|3.0,4.5,3.0,3.0|
-huggingface_sambanova	meta-llama/llama-3.1-8b-instruct	|0.1,0.2,0.1,0.1|
-huggingface_sambanova	meta-llama/llama-3.3-70b-instruct	|0.6,1.2,0.6,0.6|
-huggingface_sambanova	openai/gpt-oss-120b	|0.22,0.59,0.22,0.22|
-huggingface_sambanova	qwen/qwen3-32b	|0.4,0.8,0.4,0.4|
-huggingface_sambanova	tokyotech-llm/llama-3.3-swallow-70b-instruct-v0.4	|0.6,1.2,0.6,0.6|
-huggingface_together	deepcogito/cogito-671b-v2.1	|1.25,1.25,1.25,1.25|
-huggingface_together	deepseek-ai/deepseek-r1	|3.0,7.0,3.0,3.0|
-huggingface_together	deepseek-ai/deepseek-v3	|1.25,1.25,1.25,1.25|
-huggingface_together	deepseek-ai/deepseek-v3.1	|0.6,1.7,0.6,0.6|
-huggingface_together	deepseek-ai/deepseek-v4-flash-0731	|0.13999999999999999,0.27999999999999997,0.13999999999999999,0.13999999999999999|
-huggingface_together	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,1.32,1.32|
-huggingface_together	essentialai/rnj-1-instruct	|0.15,0.15,0.15,0.15|
-huggingface_together	google/gemma-3n-e4b-it	|0.02,0.04,0.02,0.02|
-huggingface_together	meta-llama/llama-3.3-70b-instruct	|0.88,0.88,0.88,0.88| 2026-10-19|1.0399999999999998,1.0399999999999998,1.0399999999999998,1.0399999999999998|
-huggingface_together	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27|
-huggingface_together	meta-models/muse-glimmer-30b	|0.35,1.5,0.35,0.35|
-huggingface_together	minimaxai/minimax-m3	|0.3,1.2,0.3,0.3|
-huggingface_together	moonshotai/kimi-k2.5	|0.5,2.8,0.5,0.5|
-huggingface_together	moonshotai/kimi-k3	|3.0,15.0,3.0,3.0|
-huggingface_together	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15|
-huggingface_together	openai/gpt-oss-20b	|0.05,0.2,0.05,0.05|
-huggingface_together	prism-ml/ternary-bonsai-27b-awq-4bit	|0.0,0.0,0.0,0.0|
-huggingface_together	prism-ml/ternary-bonsai-27b-gguf	|0.0,0.0,0.0,0.0|
-huggingface_together	qwen/qwen2.5-7b-instruct	|0.3,0.3,0.3,0.3|
-huggingface_together	qwen/qwen3-235b-a22b-instruct-2507	|0.2,0.6,0.2,0.2|
-huggingface_together	qwen/qwen3-coder-480b-a35b-instruct	|2.0,2.0,2.0,2.0|
-huggingface_together	qwen/qwen3-coder-next-fp8	|0.5,1.2,0.5,0.5|
-huggingface_together	qwen/qwen3-next-80b-a3b-instruct	|0.15,1.5,0.15,0.15|
-huggingface_together	qwen/qwen3-vl-8b-instruct	|0.18000000000000002,0.68,0.18000000000000002,0.18000000000000002|
-huggingface_together	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6|
-huggingface_together	qwen/qwen3.5-9b	|0.1,0.15,0.1,0.1| 2026-10-19|0.17,0.25,0.17,0.17|
-huggingface_together	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,2.0,2.0|
-huggingface_together	servicenow-ai/apriel-1.6-15b-thinker	|0.0,0.0,0.0,0.0|
-huggingface_together	thinkingmachines/inkling	|1.0,4.05,1.0,1.0|
-huggingface_together	zai-org/glm-4.5-air-fp8	|0.2,1.1,0.2,0.2|
-huggingface_together	zai-org/glm-4.6	|0.6,2.2,0.6,0.6|
-huggingface_together	zai-org/glm-4.7-fp8	|0.45,2.0,0.45,0.45|
-huggingface_together	zai-org/glm-5	|1.0,3.2,1.0,1.0|
-huggingface_together	zai-org/glm-5.2	|1.4,4.4,1.4,1.4|
-huggingface_together	zai-org/glm-5.3	|1.4,4.4,1.4,1.4|
-huggingface_together	zai-org/glm-5.3-flash	|0.15,0.5,0.15,0.15|
-meta	muse-spark-1.1	|1.25,4.25,0.15,1.25|
-meta	muse-spark-1.2	|1.25,4.25,0.15,1.25|
-meta	muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1|
-meta	muse-spark-1.3	|1.25,4.25,0.15,1.25|
-meta	muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1|
-meta	muse-wonder-1.0	|4.0,20.0,0.2,4.0|
-minimax	m2-her	|0.3,1.2,0.3,0.3|
-minimax	minimax-01	|0.2,1.1,0.2,0.2|
-minimax	minimax-m1	|0.4,2.2,0.4,0.4|
-minimax	minimax-m2	|0.3,1.2,0.03,0.375|
-minimax	minimax-m2.1-highspeed	|0.6,2.4,0.03,0.375|
-minimax	minimax-m2.5-highspeed	|0.6,2.4,0.03,0.375|
-minimax	minimax-m2.7	|0.3,1.2,0.06,0.375|
-minimax	minimax-m2.7-highspeed	|0.6,2.4,0.06,0.375|
-minimax	minimax-m3	|0.3,1.2,0.06,0.3|512000,0.6,2.4,0.12,0.3
-minimax	minimax-m3.1-flash	|0.15,0.6,0.015,0.15|
+github-copilot	claude-fable-5	|10.0,50.0,1.0,12.5,12.5||
+github-copilot	claude-fable-5.1	|10.0,50.0,0.25,12.5,12.5||
+github-copilot	claude-haiku-4.5	|1.0,5.0,0.1,1.25,1.25||
+github-copilot	claude-haiku-5.5	|0.1,0.5,0.01,0.125,0.125|100000,0.5,2.5,0.05,0.625,0.125|
+github-copilot	claude-opus-4.7	|5.0,25.0,0.5,6.25,6.25||
+github-copilot	claude-opus-4.8	|5.0,25.0,0.5,6.25,6.25||
+github-copilot	claude-opus-4.8-fast	|10.0,50.0,1.0,12.5,12.5||
+github-copilot	claude-opus-5	|5.0,25.0,0.5,6.25,6.25||
+github-copilot	claude-opus-5.5	|4.0,20.0,0.2,5.0,5.0||
+github-copilot	claude-sonnet-4	|3.0,15.0,0.3,3.75,3.75||
+github-copilot	claude-sonnet-4.6	|3.0,15.0,0.3,3.75,3.75||
+github-copilot	claude-sonnet-5	|2.0,10.0,0.2,2.5,2.5||
+github-copilot	claude-sonnet-5.5	|2.0,10.0,0.1,2.5,2.5||
+github-copilot	gemini-3.5-flash	|1.5,9.0,0.15,1.5,1.5||
+github-copilot	gemini-3.6-flash	|0.75,3.75,0.075,0.75,0.75||
+github-copilot	gemini-3.7-flash	|0.75,3.75,0.075,0.75,0.75||
+github-copilot	gemini-3.8-flash	|0.75,3.75,0.075,0.75,0.75||
+github-copilot	gemini-4-argon	|2.0,10.0,0.1,2.0,2.0||
+github-copilot	gpt-3.5-turbo	|0.0,0.0,0.0,0.0,0.0||
+github-copilot	gpt-4.1	|0.0,0.0,0.0,0.0,0.0||
+github-copilot	gpt-4o	|0.0,0.0,0.0,0.0,0.0||
+github-copilot	gpt-4o-mini	|0.0,0.0,0.0,0.0,0.0||
+github-copilot	gpt-5-mini	|0.25,2.0,0.025,0.25,0.25||
+github-copilot	gpt-5.3-codex	|1.75,14.0,0.175,1.75,1.75||
+github-copilot	gpt-5.4	|2.5,15.0,0.25,2.5,2.5|272000,5.0,22.5,0.5,2.5,2.5|
+github-copilot	gpt-5.4-mini	|0.75,4.5,0.075,0.75,0.75||
+github-copilot	gpt-5.4-nano	|0.2,1.25,0.02,0.2,0.2||
+github-copilot	gpt-5.5	|5.0,30.0,0.5,5.0,5.0|272000,10.0,45.0,1.0,5.0,5.0|
+github-copilot	gpt-5.6-luna	|0.2,1.2,0.02,0.25,0.25|200000,0.4,1.8,0.04,0.5,0.25|
+github-copilot	gpt-5.6-sol	|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|
+github-copilot	gpt-5.6-terra	|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|
+github-copilot	gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|
+github-copilot	gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|
+github-copilot	gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|
+github-copilot	gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|
+github-copilot	gpt-6.1-terra	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|
+github-copilot	grok-4.5	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+github-copilot	grok-4.6	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+github-copilot	grok-4.7	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+github-copilot	kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+github-copilot	kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+github-copilot	mai-code-1-flash-picker	|0.75,4.5,0.075,0.75,0.75||
+github-copilot	mai-code-1.1-flash	|0.2,1.2,0.02,0.2,0.2||
+google	claude-3-5-haiku	|0.8,4.0,0.08,1.0,1.0||
+google	claude-3-5-sonnet	|3.0,15.0,0.3,3.75,3.75||
+google	claude-3-7-sonnet	|3.0,15.0,0.3,3.75,3.75||
+google	claude-3-haiku	|0.25,1.25,0.03,0.3,0.3||
+google	claude-3-opus	|15.0,75.0,1.5,18.75,18.75||
+google	claude-4-opus	|15.0,75.0,1.5,18.75,18.75||
+google	claude-4-sonnet	|3.0,15.0,0.3,3.75,3.75||
+google	claude-fable-5	|10.0,50.0,1.0,12.5,20.0||
+google	claude-fable-5-1	|10.0,50.0,0.25,12.5,20.0||
+google	claude-fable-5-2	|8.0,40.0,0.2,10.0,16.0||web_search_requests=0.01
+google	claude-haiku-4-5	|1.0,5.0,0.1,1.25,2.0||
+google	claude-haiku-5-5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|
+google	claude-opus-4-5	|5.0,25.0,0.5,6.25,10.0||
+google	claude-opus-4-6	|5.0,25.0,0.5,6.25,6.25|200000,10.0,37.5,1.0,12.5,6.25| 2026-03-13|5.0,25.0,0.5,6.25,10.0||
+google	claude-opus-4-7	|5.0,25.0,0.5,6.25,10.0||
+google	claude-opus-4-8	|5.0,25.0,0.5,6.25,10.0||
+google	claude-opus-5	|5.0,25.0,0.5,6.25,10.0||
+google	claude-opus-5-5	|4.0,20.0,0.2,5.0,8.0||
+google	claude-sonnet-4-5	|3.0,15.0,0.3,3.75,6.0|200000,6.0,22.5,0.6,7.5,12.0|
+google	claude-sonnet-4-6	|3.0,15.0,0.3,3.75,6.0||
+google	claude-sonnet-5-5	|2.0,10.0,0.1,2.5,4.0||
+google	gemini-1.0-pro-vision-001	|0.125,0.375,0.125,0.125,0.125||
+google	gemini-1.5-flash	|0.075,0.3,0.01875,0.075,0.075|128000,0.15,0.6,0.0375,0.075,0.075|
+google	gemini-1.5-pro	|1.25,5.0,1.25,1.25,1.25|128000,2.5,10.0,1.25,1.25,1.25|
+google	gemini-2.0-flash	|0.1,0.4,0.025,0.1,0.1||web_search_requests=0.035
+google	gemini-2.0-flash-lite	|0.075,0.3,0.075,0.075,0.075||
+google	gemini-2.5-flash	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.035
+google	gemini-2.5-flash-image	|0.3,2.5,0.3,0.3,0.3||
+google	gemini-2.5-flash-lite	|0.1,0.4,0.01,0.1,0.1||web_search_requests=0.035
+google	gemini-2.5-flash-lite-preview-tts	|0.5,10.0,0.5,0.5,0.5||
+google	gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15,0.15||web_search_requests=0.035
+google	gemini-2.5-flash-tts	|0.5,10.0,0.5,0.5,0.5||
+google	gemini-2.5-pro	|1.25,10.0,0.125,1.25,1.25|200000,2.5,15.0,0.25,1.25,1.25|web_search_requests=0.035
+google	gemini-2.5-pro-tts	|1.0,20.0,1.0,1.0,1.0||
+google	gemini-3-flash-preview	|0.5,3.0,0.05,0.5,0.5|| 2026-01-05|0.5,3.0,0.05,0.5,0.5||web_search_requests=0.014
+google	gemini-3-pro-image-preview	|2.0,12.0,2.0,2.0,2.0|| 2026-01-05|2.0,12.0,2.0,2.0,2.0||web_search_requests=0.014
+google	gemini-3-pro-preview	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0| 2026-01-05|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
+google	gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5,0.5||web_search_requests=0.014
+google	gemini-3.1-flash-lite	|0.25,1.5,0.025,0.25,0.25||web_search_requests=0.014
+google	gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25,0.25||
+google	gemini-3.1-flash-live-preview	|0.75,4.5,0.75,0.75,0.75||web_search_requests=0.014
+google	gemini-3.1-flash-tts-preview	|1.0,20.0,1.0,1.0,1.0||
+google	gemini-3.1-pro-preview	|2.0,12.0,0.2,2.0,2.0|200000,4.0,18.0,0.4,2.0,2.0|web_search_requests=0.014
+google	gemini-3.5-flash	|1.5,9.0,0.15,1.5,1.5||web_search_requests=0.014
+google	gemini-3.5-flash-lite	|0.3,2.5,0.03,0.3,0.3||web_search_requests=0.014
+google	gemini-3.6-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+google	gemini-3.7-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+google	gemini-3.8-flash	|0.75,3.75,0.075,0.75,0.75||web_search_requests=0.014 2027-01-01|1.5,7.5,0.15,1.5,1.5||web_search_requests=0.014
+google	gemini-3.8-flash-lite-tts	|0.5,6.0,0.5,0.5,0.5|| 2027-01-01|1.0,12.0,1.0,1.0,1.0||
+google	gemini-3.8-flash-tts	|0.5,9.0,0.5,0.5,0.5|| 2027-01-01|1.0,18.0,1.0,1.0,1.0||
+google	gemini-3.8-live	|0.75,4.5,0.75,0.75,0.75||web_search_requests=0.014
+google	gemini-4-argon	|2.0,10.0,0.1,2.0,2.0||web_search_requests=0.014 2026-12-01|4.0,20.0,0.2,4.0,4.0||web_search_requests=0.014
+google	gemini-embedding-001	|0.15,0.0,0.15,0.15,0.15||
+google	gemini-embedding-2	|0.2,0.0,0.2,0.2,0.2||
+google	gemini-flash-1.5	|0.075,0.3,0.01875,0.075,0.075|128000,0.15,0.6,0.0375,0.075,0.075|
+google	gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0375,0.0375|128000,0.075,0.3,0.02,0.0375,0.0375|
+google	gemini-live-2.5-flash	|0.5,2.0,0.5,0.5,0.5||
+google	gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5,1.5||web_search_requests=0.014
+google	gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5,1.5||
+google	gemini-omni-flash-preview	|1.5,9.0,1.5,1.5,1.5||
+google	gemini-pro	|0.125,0.375,0.125,0.125,0.125||
+google	gemini-pro-1.5	|1.25,5.0,0.3125,1.25,1.25|128000,2.5,10.0,0.625,1.25,1.25|
+google	gemini-robotics-er-2-preview	|1.0,5.0,0.1,1.0,1.0|| 2027-01-01|2.0,10.0,0.2,2.0,2.0||
+google	gemini-robotics-er-2-streaming-preview	|1.0,5.0,1.0,1.0,1.0|| 2027-01-01|2.0,10.0,2.0,2.0,2.0||
+google	gemma-2-27b-it	|0.65,0.65,0.65,0.65,0.65||
+google	gemma-3	|0.0,0.0,0.0,0.0,0.0||
+google	gemma-3n	|0.0,0.0,0.0,0.0,0.0||
+google	gemma-4-26b-a4b-it	|0.0,0.0,0.0,0.0,0.0||
+google	gemma-4-26b-a4b-it-maas	|0.15,0.6,0.015,0.15,0.15||
+google	gemma-4-31b-it	|0.0,0.0,0.0,0.0,0.0||
+groq	canopylabs/orpheus-arabic-saudi	|0.0,0.0,0.0,0.0,0.0||
+groq	canopylabs/orpheus-v1-english	|0.0,0.0,0.0,0.0,0.0||
+groq	deepseek-r1-distill-llama-70b	|0.75,0.99,0.75,0.75,0.75||
+groq	gemma-7b-it	|0.07,0.07,0.07,0.07,0.07||
+groq	gemma2-9b-it	|0.2,0.2,0.2,0.2,0.2||
+groq	llama-3.1-405b-reasoning	|0.59,0.79,0.59,0.59,0.59||
+groq	llama-3.1-70b-versatile	|0.59,0.79,0.59,0.59,0.59||
+groq	llama-3.1-8b-instant	|0.05,0.08,0.05,0.05,0.05||
+groq	llama-3.2-11b-text-preview	|0.18,0.18,0.18,0.18,0.18||
+groq	llama-3.2-11b-vision-preview	|0.18,0.18,0.18,0.18,0.18||
+groq	llama-3.2-1b-preview	|0.04,0.04,0.04,0.04,0.04||
+groq	llama-3.2-3b-preview	|0.06,0.06,0.06,0.06,0.06||
+groq	llama-3.2-90b-text-preview	|0.9,0.9,0.9,0.9,0.9||
+groq	llama-3.2-90b-vision-preview	|0.9,0.9,0.9,0.9,0.9||
+groq	llama-3.3-70b-specdec	|0.59,0.99,0.59,0.59,0.59||
+groq	llama-3.3-70b-versatile	|0.59,0.79,0.59,0.59,0.59||
+groq	llama-guard-3-8b	|0.2,0.2,0.2,0.2,0.2||
+groq	llama2-70b-4096	|0.7,0.8,0.7,0.7,0.7||
+groq	llama3-70b-8192	|0.59,0.79,0.59,0.59,0.59||
+groq	llama3-8b-8192	|0.05,0.08,0.05,0.05,0.05||
+groq	llama3-groq-70b-8192-tool-use-preview	|0.89,0.89,0.89,0.89,0.89||
+groq	llama3-groq-8b-8192-tool-use-preview	|0.19,0.19,0.19,0.19,0.19||
+groq	meta-llama/llama-4-maverick-17b-128e-instruct	|0.2,0.6,0.2,0.2,0.2||
+groq	meta-llama/llama-4-scout-17b-16e-instruct	|0.11,0.34,0.11,0.11,0.11||
+groq	meta-llama/llama-guard-4-12b	|0.2,0.2,0.2,0.2,0.2||
+groq	meta-llama/llama-prompt-guard-2-22m	|0.03,0.03,0.03,0.03,0.03||
+groq	meta-llama/llama-prompt-guard-2-86m	|0.04,0.04,0.04,0.04,0.04||
+groq	mistral-saba-24b	|0.79,0.79,0.79,0.79,0.79||
+groq	mixtral-8x7b-32768	|0.24,0.24,0.24,0.24,0.24||
+groq	moonshotai/kimi-k2-instruct	|1.0,3.0,0.5,1.0,1.0||
+groq	openai/gpt-oss-120b	|0.15,0.6,0.075,0.15,0.15||
+groq	openai/gpt-oss-20b	|0.075,0.3,0.0375,0.075,0.075||
+groq	openai/gpt-oss-safeguard-20b	|0.075,0.3,0.0375,0.075,0.075||
+groq	qwen/qwen3-32b	|0.29,0.59,0.29,0.29,0.29||
+groq	qwen/qwen3.8-27b	|0.8,4.0,0.8,0.8,0.8||
+groq	whisper-large-v3	|0.0,0.0,0.0,0.0,0.0||
+groq	whisper-large-v3-turbo	|0.0,0.0,0.0,0.0,0.0||
+huggingface_cerebras	meta-llama/llama-3.1-8b-instruct	|0.1,0.1,0.1,0.1,0.1||
+huggingface_cerebras	openai/gpt-oss-120b	|0.35,0.75,0.35,0.35,0.35||
+huggingface_cerebras	qwen/qwen3.8-27b	|0.99,1.49,0.99,0.99,0.99||
+huggingface_fireworks-ai	meta-llama/llama-3.3-70b-instruct	|0.9,0.9,0.9,0.9,0.9||
+huggingface_fireworks-ai	minimaxai/minimax-m3	|0.3,1.2,0.3,0.3,0.3||
+huggingface_fireworks-ai	moonshotai/kimi-k3	|3.0,15.0,3.0,3.0,3.0||
+huggingface_fireworks-ai	nvidia/nvidia-nemotron-3-ultra-550b-a55b-nvfp4	|0.6,2.4,0.6,0.6,0.6||
+huggingface_fireworks-ai	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15,0.15||
+huggingface_fireworks-ai	openai/gpt-oss-20b	|0.05,0.2,0.05,0.05,0.05||
+huggingface_groq	meta-llama/llama-3.3-70b-instruct	|0.59,0.79,0.59,0.59,0.59||
+huggingface_groq	meta-llama/llama-4-scout-17b-16e-instruct	|0.11,0.34,0.11,0.11,0.11||
+huggingface_groq	openai/gpt-oss-120b	|0.15,0.75,0.15,0.15,0.15||
+huggingface_groq	openai/gpt-oss-20b	|0.1,0.5,0.1,0.1,0.1||
+huggingface_groq	qwen/qwen3-32b	|0.29,0.59,0.29,0.29,0.29||
+huggingface_hyperbolic	deepseek-ai/deepseek-r1	|2.0,2.0,2.0,2.0,2.0||
+huggingface_hyperbolic	deepseek-ai/deepseek-r1-0528	|3.0,3.0,3.0,3.0,3.0||
+huggingface_hyperbolic	deepseek-ai/deepseek-v3-0324	|1.25,1.25,1.25,1.25,1.25||
+huggingface_hyperbolic	meta-llama/llama-3.3-70b-instruct	|0.4,0.4,0.4,0.4,0.4||
+huggingface_hyperbolic	openai/gpt-oss-120b	|0.3,0.3,0.3,0.3,0.3||
+huggingface_hyperbolic	openai/gpt-oss-20b	|0.1,0.1,0.1,0.1,0.1||
+huggingface_hyperbolic	qwen/qwen2.5-vl-72b-instruct	|0.6,0.6,0.6,0.6,0.6||
+huggingface_hyperbolic	qwen/qwen2.5-vl-7b-instruct	|0.2,0.2,0.2,0.2,0.2||
+huggingface_hyperbolic	qwen/qwen3-235b-a22b-instruct-2507	|2.0,2.0,2.0,2.0,2.0||
+huggingface_hyperbolic	qwen/qwen3-coder-480b-a35b-instruct	|2.0,2.0,2.0,2.0,2.0||
+huggingface_hyperbolic	qwen/qwen3-next-80b-a3b-instruct	|0.3,0.3,0.3,0.3,0.3||
+huggingface_hyperbolic	qwen/qwen3-next-80b-a3b-thinking	|0.3,0.3,0.3,0.3,0.3||
+huggingface_nebius	deepseek-ai/deepseek-r1-0528	|0.8,2.4,0.8,0.8,0.8||
+huggingface_nebius	deepseek-ai/deepseek-v3-0324	|0.75,2.25,0.75,0.75,0.75||
+huggingface_nebius	google/gemma-2-2b-it	|0.02,0.06,0.02,0.02,0.02||
+huggingface_nebius	google/gemma-2-9b-it	|0.03,0.09,0.03,0.03,0.03||
+huggingface_nebius	google/gemma-3-27b-it	|0.2,0.6,0.2,0.2,0.2||
+huggingface_nebius	meta-llama/llama-3.1-8b-instruct	|0.03,0.09,0.03,0.03,0.03||
+huggingface_nebius	meta-llama/llama-3.3-70b-instruct	|0.25,0.75,0.25,0.25,0.25||
+huggingface_nebius	moonshotai/kimi-k2-instruct	|0.5,2.4,0.5,0.5,0.5||
+huggingface_nebius	moonshotai/kimi-k2-thinking	|0.6,2.5,0.6,0.6,0.6||
+huggingface_nebius	nousresearch/hermes-4-405b	|1.0,3.0,1.0,1.0,1.0||
+huggingface_nebius	nousresearch/hermes-4-70b	|0.13,0.4,0.13,0.13,0.13||
+huggingface_nebius	nvidia/llama-3_1-nemotron-ultra-253b-v1	|0.6,1.8,0.6,0.6,0.6||
+huggingface_nebius	nvidia/nvidia-nemotron-nano-12b-v2	|0.07,0.2,0.07,0.07,0.07||
+huggingface_nebius	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15,0.15||
+huggingface_nebius	primeintellect/intellect-3-fp8	|0.2,1.1,0.2,0.2,0.2||
+huggingface_nebius	qwen/qwen2.5-coder-7b	|0.03,0.09,0.03,0.03,0.03||
+huggingface_nebius	qwen/qwen2.5-vl-72b-instruct	|0.25,0.75,0.25,0.25,0.25||
+huggingface_nebius	qwen/qwen3-235b-a22b-instruct-2507	|0.2,0.6,0.2,0.2,0.2||
+huggingface_nebius	qwen/qwen3-235b-a22b-thinking-2507	|0.2,0.8,0.2,0.2,0.2||
+huggingface_nebius	qwen/qwen3-30b-a3b-instruct-2507	|0.1,0.3,0.1,0.1,0.1||
+huggingface_nebius	qwen/qwen3-30b-a3b-thinking-2507	|0.1,0.3,0.1,0.1,0.1||
+huggingface_nebius	qwen/qwen3-32b	|0.1,0.3,0.1,0.1,0.1||
+huggingface_nebius	qwen/qwen3-coder-30b-a3b-instruct	|0.1,0.3,0.1,0.1,0.1||
+huggingface_nebius	qwen/qwen3-coder-480b-a35b-instruct	|0.4,1.8,0.4,0.4,0.4||
+huggingface_nebius	zai-org/glm-4.5	|0.6,2.2,0.6,0.6,0.6||
+huggingface_nebius	zai-org/glm-4.5-air	|0.2,1.2,0.2,0.2,0.2||
+huggingface_novita	alpindale/wizardlm-2-8x22b	|0.62,0.62,0.62,0.62,0.62||
+huggingface_novita	baidu/ernie-4.5-21b-a3b-pt	|0.07,0.28,0.07,0.07,0.07||
+huggingface_novita	baidu/ernie-4.5-300b-a47b-base-pt	|0.28,1.1,0.28,0.28,0.28||
+huggingface_novita	baidu/ernie-4.5-vl-28b-a3b-pt	|0.14,0.56,0.14,0.14,0.14||
+huggingface_novita	baidu/ernie-4.5-vl-424b-a47b-base-pt	|0.42,1.25,0.42,0.42,0.42||
+huggingface_novita	deepseek-ai/deepseek-prover-v2-671b	|0.7,2.5,0.7,0.7,0.7||
+huggingface_novita	deepseek-ai/deepseek-r1	|0.7,2.5,0.7,0.7,0.7||
+huggingface_novita	deepseek-ai/deepseek-r1-distill-llama-70b	|0.8,0.8,0.8,0.8,0.8||
+huggingface_novita	deepseek-ai/deepseek-v3	|0.4,1.3,0.4,0.4,0.4||
+huggingface_novita	deepseek-ai/deepseek-v3-0324	|0.27,1.12,0.27,0.27,0.27||
+huggingface_novita	deepseek-ai/deepseek-v3.1	|0.27,1.0,0.27,0.27,0.27||
+huggingface_novita	deepseek-ai/deepseek-v3.2	|0.269,0.4,0.269,0.269,0.269||
+huggingface_novita	deepseek-ai/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27,0.27||
+huggingface_novita	deepseek-ai/deepseek-v4-flash-0731	|0.44,1.32,0.44,0.44,0.44||
+huggingface_novita	deepseek-ai/deepseek-v4-pro	|1.6,3.2,1.6,1.6,1.6||
+huggingface_novita	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,1.32,1.32,1.32||
+huggingface_novita	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.3,0.3,0.3||
+huggingface_novita	google/gemma-4-26b-a4b-it	|0.13,0.4,0.13,0.13,0.13||
+huggingface_novita	google/gemma-4-31b-it	|0.14,0.4,0.14,0.14,0.14||
+huggingface_novita	inclusionai/ling-3.0-flash	|0.06,0.18,0.06,0.06,0.06||
+huggingface_novita	inclusionai/ling-3.0-flash-fin	|0.075,0.22,0.075,0.075,0.075||
+huggingface_novita	inclusionai/ling-3.0-flash-vl	|0.075,0.22,0.075,0.075,0.075||
+huggingface_novita	inclusionai/ling-3.1-flash	|0.3,0.9,0.3,0.3,0.3||
+huggingface_novita	meta-llama/llama-3.1-8b-instruct	|0.02,0.05,0.02,0.02,0.02||
+huggingface_novita	meta-llama/llama-3.3-70b-instruct	|0.135,0.4,0.135,0.135,0.135||
+huggingface_novita	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27,0.27||
+huggingface_novita	meta-llama/llama-4-scout-17b-16e-instruct	|0.18,0.59,0.18,0.18,0.18||
+huggingface_novita	meta-llama/meta-llama-3-70b-instruct	|0.51,0.74,0.51,0.51,0.51||
+huggingface_novita	meta-llama/meta-llama-3-8b-instruct	|0.04,0.04,0.04,0.04,0.04||
+huggingface_novita	minimaxai/minimax-m1-80k	|0.55,2.2,0.55,0.55,0.55||
+huggingface_novita	minimaxai/minimax-m2	|0.3,1.2,0.3,0.3,0.3||
+huggingface_novita	minimaxai/minimax-m3	|0.3,1.2,0.3,0.3,0.3||
+huggingface_novita	minimaxai/minimax-m3.1-flash	|0.15,0.6,0.15,0.15,0.15||
+huggingface_novita	moonshotai/kimi-k2-instruct	|0.57,2.3,0.57,0.57,0.57||
+huggingface_novita	moonshotai/kimi-k2-instruct-0905	|0.6,2.5,0.6,0.6,0.6||
+huggingface_novita	moonshotai/kimi-k2-thinking	|0.6,2.5,0.6,0.6,0.6||
+huggingface_novita	moonshotai/kimi-k2.5	|0.6,3.0,0.6,0.6,0.6||
+huggingface_novita	moonshotai/kimi-k2.6	|0.8,3.4,0.8,0.8,0.8||
+huggingface_novita	moonshotai/kimi-k2.7-code	|0.95,4.0,0.95,0.95,0.95||
+huggingface_novita	nousresearch/hermes-2-pro-llama-3-8b	|0.14,0.14,0.14,0.14,0.14||
+huggingface_novita	openai/gpt-oss-120b	|0.05,0.25,0.05,0.05,0.05||
+huggingface_novita	openai/gpt-oss-20b	|0.04,0.15,0.04,0.04,0.04||
+huggingface_novita	qwen/qwen2.5-72b-instruct	|0.38,0.4,0.38,0.38,0.38||
+huggingface_novita	qwen/qwen3-235b-a22b	|0.2,0.8,0.2,0.2,0.2||
+huggingface_novita	qwen/qwen3-235b-a22b-instruct-2507	|0.09,0.58,0.09,0.09,0.09||
+huggingface_novita	qwen/qwen3-235b-a22b-thinking-2507	|0.3,3.0,0.3,0.3,0.3||
+huggingface_novita	qwen/qwen3-30b-a3b	|0.09,0.45,0.09,0.09,0.09||
+huggingface_novita	qwen/qwen3-32b	|0.1,0.45,0.1,0.1,0.1||
+huggingface_novita	qwen/qwen3-coder-480b-a35b-instruct	|0.3,1.3,0.3,0.3,0.3||
+huggingface_novita	qwen/qwen3-coder-next	|0.2,1.5,0.2,0.2,0.2||
+huggingface_novita	qwen/qwen3-next-80b-a3b-instruct	|0.15,1.5,0.15,0.15,0.15||
+huggingface_novita	qwen/qwen3-next-80b-a3b-thinking	|0.15,1.5,0.15,0.15,0.15||
+huggingface_novita	qwen/qwen3-vl-235b-a22b-instruct	|0.3,1.5,0.3,0.3,0.3||
+huggingface_novita	qwen/qwen3-vl-235b-a22b-thinking	|0.98,3.95,0.98,0.98,0.98||
+huggingface_novita	qwen/qwen3-vl-30b-a3b-instruct	|0.2,0.7,0.2,0.2,0.2||
+huggingface_novita	qwen/qwen3-vl-30b-a3b-thinking	|0.2,1.0,0.2,0.2,0.2||
+huggingface_novita	qwen/qwen3-vl-8b-instruct	|0.08,0.5,0.08,0.08,0.08||
+huggingface_novita	qwen/qwen3.5-122b-a10b	|0.4,3.2,0.4,0.4,0.4||
+huggingface_novita	qwen/qwen3.5-27b	|0.3,2.4,0.3,0.3,0.3||
+huggingface_novita	qwen/qwen3.5-35b-a3b	|0.25,2.0,0.25,0.25,0.25||
+huggingface_novita	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6,0.6||
+huggingface_novita	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,2.0,2.0,2.0||
+huggingface_novita	qwen/qwen3.8-27b	|0.42,3.0,0.42,0.42,0.42||
+huggingface_novita	sao10k/l3-70b-euryale-v2.1	|1.48,1.48,1.48,1.48,1.48||
+huggingface_novita	sao10k/l3-8b-lunaris-v1	|0.05,0.05,0.05,0.05,0.05||
+huggingface_novita	sao10k/l3-8b-stheno-v3.2	|0.05,0.05,0.05,0.05,0.05||
+huggingface_novita	tencent/hy4-preview	|0.834,2.501,0.834,0.834,0.834||
+huggingface_novita	xiaomimimo/mimo-v2-flash	|0.1,0.3,0.1,0.1,0.1||
+huggingface_novita	xiaomimimo/mimo-v2.5	|0.168,0.336,0.168,0.168,0.168||
+huggingface_novita	xiaomimimo/mimo-v2.5-pro	|0.522,1.044,0.522,0.522,0.522||
+huggingface_novita	xiaomimimo/mimo-v2.6-flash-rl	|0.14,0.28,0.14,0.14,0.14||
+huggingface_novita	xiaomimimo/mimo-v2.6-pro-rl	|0.435,0.87,0.435,0.435,0.435||
+huggingface_novita	zai-org/autoglm-phone-9b-multilingual	|0.035,0.138,0.035,0.035,0.035||
+huggingface_novita	zai-org/glm-4-32b-0414	|0.55,1.66,0.55,0.55,0.55||
+huggingface_novita	zai-org/glm-4.5	|0.6,2.2,0.6,0.6,0.6||
+huggingface_novita	zai-org/glm-4.5-air	|0.13,0.85,0.13,0.13,0.13||
+huggingface_novita	zai-org/glm-4.5v	|0.6,1.8,0.6,0.6,0.6||
+huggingface_novita	zai-org/glm-4.6	|0.55,2.2,0.55,0.55,0.55||
+huggingface_novita	zai-org/glm-4.6v-flash	|0.3,0.9,0.3,0.3,0.3||
+huggingface_novita	zai-org/glm-4.7	|0.6,2.2,0.6,0.6,0.6||
+huggingface_novita	zai-org/glm-4.7-flash	|0.07,0.4,0.07,0.07,0.07||
+huggingface_novita	zai-org/glm-5	|1.0,3.2,1.0,1.0,1.0||
+huggingface_novita	zai-org/glm-5.2	|1.4,4.4,1.4,1.4,1.4||
+huggingface_novita	zai-org/glm-5.3	|1.4,4.4,1.4,1.4,1.4||
+huggingface_novita	zai-org/glm-5.3-flash	|0.15,0.5,0.15,0.15,0.15||
+huggingface_nscale	deepseek-ai/deepseek-r1-distill-llama-70b	|0.75,0.75,0.75,0.75,0.75||
+huggingface_nscale	deepseek-ai/deepseek-r1-distill-llama-8b	|0.05,0.05,0.05,0.05,0.05||
+huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-1.5b	|0.1,0.1,0.1,0.1,0.1||
+huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-14b	|0.2,0.2,0.2,0.2,0.2||
+huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-32b	|0.3,0.3,0.3,0.3,0.3||
+huggingface_nscale	deepseek-ai/deepseek-r1-distill-qwen-7b	|0.15,0.15,0.15,0.15,0.15||
+huggingface_nscale	meta-llama/llama-3.1-8b-instruct	|0.06,0.06,0.06,0.06,0.06||
+huggingface_nscale	meta-llama/llama-3.3-70b-instruct	|0.4,0.4,0.4,0.4,0.4||
+huggingface_nscale	meta-llama/llama-4-scout-17b-16e-instruct	|0.09,0.29,0.09,0.09,0.09||
+huggingface_nscale	openai/gpt-oss-120b	|0.1,0.4,0.1,0.1,0.1||
+huggingface_nscale	openai/gpt-oss-20b	|0.05,0.2,0.05,0.05,0.05||
+huggingface_nscale	qwen/qwen2.5-coder-32b-instruct	|0.06,0.2,0.06,0.06,0.06||
+huggingface_nscale	qwen/qwen2.5-coder-3b-instruct	|0.01,0.03,0.01,0.01,0.01||
+huggingface_nscale	qwen/qwen2.5-coder-7b-instruct	|0.01,0.03,0.01,0.01,0.01||
+huggingface_nscale	qwen/qwen3-14b	|0.07,0.2,0.07,0.07,0.07||
+huggingface_nscale	qwen/qwen3-235b-a22b	|0.2,0.6,0.2,0.2,0.2||
+huggingface_nscale	qwen/qwen3-32b	|0.08,0.25,0.08,0.08,0.08||
+huggingface_nscale	qwen/qwen3-4b-instruct-2507	|0.01,0.03,0.01,0.01,0.01||
+huggingface_nscale	qwen/qwen3-4b-thinking-2507	|0.01,0.03,0.01,0.01,0.01||
+huggingface_nscale	qwen/qwen3-8b	|0.07,0.18,0.07,0.07,0.07||
+huggingface_nscale	qwen/qwen3.8-27b	|0.2,2.5,0.2,0.2,0.2||
+huggingface_nscale	qwen/qwen3.8-flash-next-fp8	|0.15,0.47,0.15,0.15,0.15||
+huggingface_nscale	qwen/qwq-32b	|0.18,0.2,0.18,0.18,0.18||
+huggingface_nscale	zai-org/glm-5.3	|1.4,4.4,1.4,1.4,1.4||
+huggingface_ovhcloud	meta-llama/llama-3.1-8b-instruct	|0.11,0.11,0.11,0.11,0.11||
+huggingface_ovhcloud	meta-llama/llama-3.3-70b-instruct	|0.74,0.74,0.74,0.74,0.74||
+huggingface_ovhcloud	openai/gpt-oss-120b	|0.09,0.47,0.09,0.09,0.09||
+huggingface_ovhcloud	openai/gpt-oss-20b	|0.05,0.18,0.05,0.05,0.05||
+huggingface_ovhcloud	qwen/qwen2.5-vl-72b-instruct	|1.01,1.01,1.01,1.01,1.01||
+huggingface_ovhcloud	qwen/qwen3-32b	|0.09,0.25,0.09,0.09,0.09||
+huggingface_ovhcloud	qwen/qwen3-coder-30b-a3b-instruct	|0.07,0.26,0.07,0.07,0.07||
+huggingface_ovhcloud	qwen/qwen3.5-397b-a17b	|0.71,4.25,0.71,0.71,0.71||
+huggingface_ovhcloud	qwen/qwen3.5-9b	|0.12,0.18,0.12,0.12,0.12||
+huggingface_ovhcloud	qwen/qwen3.6-27b	|0.47,3.19,0.47,0.47,0.47||
+huggingface_ovhcloud	qwen/qwen3.8-27b	|0.47,3.19,0.47,0.47,0.47||
+huggingface_publicai	aisingapore/gemma-sea-lion-v4-27b-it	|0.2,0.4,0.2,0.2,0.2||
+huggingface_publicai	aisingapore/nemotron-sea-lion-v4.8-120b-a12b	|0.5,2.0,0.5,0.5,0.5||
+huggingface_publicai	aisingapore/qwen-sea-lion-v4-32b-it	|0.25,0.5,0.25,0.25,0.25||
+huggingface_publicai	aisingapore/qwen-sea-lion-v4.5-27b-it	|0.2,0.4,0.2,0.2,0.2||
+huggingface_publicai	allenai/olmo-3-7b-instruct	|0.1,0.2,0.1,0.1,0.1||
+huggingface_publicai	allenai/olmo-3.1-32b-instruct	|0.2,0.6,0.2,0.2,0.2||
+huggingface_publicai	bsc-lt/alia-40b-instruct-2606	|0.3,0.6,0.3,0.3,0.3||
+huggingface_publicai	dicta-il/dictalm-3.0-24b-thinking	|0.2,0.4,0.2,0.2,0.2||
+huggingface_publicai	speakleash/bielik-11b-v3.0-instruct	|0.4,0.4,0.4,0.4,0.4||
+huggingface_publicai	swiss-ai/apertus-70b-instruct-2509	|0.82,2.92,0.82,0.82,0.82||
+huggingface_publicai	swiss-ai/apertus-8b-instruct-2509	|0.1,0.2,0.1,0.1,0.1||
+huggingface_publicai	swiss-ai/apertus-v1.5-70b	|0.82,2.92,0.82,0.82,0.82||
+huggingface_publicai	utter-project/eurollm-22b-instruct-2512	|0.1,0.2,0.1,0.1,0.1||
+huggingface_sambanova	deepseek-ai/deepseek-r1-0528	|5.0,7.0,5.0,5.0,5.0||
+huggingface_sambanova	deepseek-ai/deepseek-r1-distill-llama-70b	|0.7,1.4,0.7,0.7,0.7||
+huggingface_sambanova	deepseek-ai/deepseek-v3-0324	|3.0,4.5,3.0,3.0,3.0||
+huggingface_sambanova	meta-llama/llama-3.1-8b-instruct	|0.1,0.2,0.1,0.1,0.1||
+huggingface_sambanova	meta-llama/llama-3.3-70b-instruct	|0.6,1.2,0.6,0.6,0.6||
+huggingface_sambanova	openai/gpt-oss-120b	|0.22,0.59,0.22,0.22,0.22||
+huggingface_sambanova	qwen/qwen3-32b	|0.4,0.8,0.4,0.4,0.4||
+huggingface_sambanova	tokyotech-llm/llama-3.3-swallow-70b-instruct-v0.4	|0.6,1.2,0.6,0.6,0.6||
+huggingface_together	deepcogito/cogito-671b-v2.1	|1.25,1.25,1.25,1.25,1.25||
+huggingface_together	deepseek-ai/deepseek-r1	|3.0,7.0,3.0,3.0,3.0||
+huggingface_together	deepseek-ai/deepseek-v3	|1.25,1.25,1.25,1.25,1.25||
+huggingface_together	deepseek-ai/deepseek-v3.1	|0.6,1.7,0.6,0.6,0.6||
+huggingface_together	deepseek-ai/deepseek-v4-flash-0731	|0.13999999999999999,0.27999999999999997,0.13999999999999999,0.13999999999999999,0.13999999999999999||
+huggingface_together	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,1.32,1.32,1.32||
+huggingface_together	essentialai/rnj-1-instruct	|0.15,0.15,0.15,0.15,0.15||
+huggingface_together	google/gemma-3n-e4b-it	|0.02,0.04,0.02,0.02,0.02||
+huggingface_together	meta-llama/llama-3.3-70b-instruct	|0.88,0.88,0.88,0.88,0.88|| 2026-10-19|1.0399999999999998,1.0399999999999998,1.0399999999999998,1.0399999999999998,1.0399999999999998||
+huggingface_together	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27,0.27||
+huggingface_together	meta-models/muse-glimmer-30b	|0.35,1.5,0.35,0.35,0.35||
+huggingface_together	minimaxai/minimax-m3	|0.3,1.2,0.3,0.3,0.3||
+huggingface_together	moonshotai/kimi-k2.5	|0.5,2.8,0.5,0.5,0.5||
+huggingface_together	moonshotai/kimi-k3	|3.0,15.0,3.0,3.0,3.0||
+huggingface_together	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15,0.15||
+huggingface_together	openai/gpt-oss-20b	|0.05,0.2,0.05,0.05,0.05||
+huggingface_together	prism-ml/ternary-bonsai-27b-awq-4bit	|0.0,0.0,0.0,0.0,0.0||
+huggingface_together	prism-ml/ternary-bonsai-27b-gguf	|0.0,0.0,0.0,0.0,0.0||
+huggingface_together	qwen/qwen2.5-7b-instruct	|0.3,0.3,0.3,0.3,0.3||
+huggingface_together	qwen/qwen3-235b-a22b-instruct-2507	|0.2,0.6,0.2,0.2,0.2||
+huggingface_together	qwen/qwen3-coder-480b-a35b-instruct	|2.0,2.0,2.0,2.0,2.0||
+huggingface_together	qwen/qwen3-coder-next-fp8	|0.5,1.2,0.5,0.5,0.5||
+huggingface_together	qwen/qwen3-next-80b-a3b-instruct	|0.15,1.5,0.15,0.15,0.15||
+huggingface_together	qwen/qwen3-vl-8b-instruct	|0.18000000000000002,0.68,0.18000000000000002,0.18000000000000002,0.18000000000000002||
+huggingface_together	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6,0.6||
+huggingface_together	qwen/qwen3.5-9b	|0.1,0.15,0.1,0.1,0.1|| 2026-10-19|0.17,0.25,0.17,0.17,0.17||
+huggingface_together	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,2.0,2.0,2.0||
+huggingface_together	servicenow-ai/apriel-1.6-15b-thinker	|0.0,0.0,0.0,0.0,0.0||
+huggingface_together	thinkingmachines/inkling	|1.0,4.05,1.0,1.0,1.0||
+huggingface_together	zai-org/glm-4.5-air-fp8	|0.2,1.1,0.2,0.2,0.2||
+huggingface_together	zai-org/glm-4.6	|0.6,2.2,0.6,0.6,0.6||
+huggingface_together	zai-org/glm-4.7-fp8	|0.45,2.0,0.45,0.45,0.45||
+huggingface_together	zai-org/glm-5	|1.0,3.2,1.0,1.0,1.0||
+huggingface_together	zai-org/glm-5.2	|1.4,4.4,1.4,1.4,1.4||
+huggingface_together	zai-org/glm-5.3	|1.4,4.4,1.4,1.4,1.4||
+huggingface_together	zai-org/glm-5.3-flash	|0.15,0.5,0.15,0.15,0.15||
+meta	muse-spark-1.1	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+meta	muse-spark-1.2	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+meta	muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
+meta	muse-spark-1.3	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+meta	muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
+meta	muse-wonder-1.0	|4.0,20.0,0.2,4.0,4.0||web_search_requests=0.0025
+minimax	m2-her	|0.3,1.2,0.3,0.3,0.3||
+minimax	minimax-01	|0.2,1.1,0.2,0.2,0.2||
+minimax	minimax-m1	|0.4,2.2,0.4,0.4,0.4||
+minimax	minimax-m2	|0.3,1.2,0.03,0.375,0.375||
+minimax	minimax-m2.1-highspeed	|0.6,2.4,0.03,0.375,0.375||
+minimax	minimax-m2.5-highspeed	|0.6,2.4,0.03,0.375,0.375||
+minimax	minimax-m2.7	|0.3,1.2,0.06,0.375,0.375||
+minimax	minimax-m2.7-highspeed	|0.6,2.4,0.06,0.375,0.375||
+minimax	minimax-m3	|0.3,1.2,0.06,0.3,0.3|512000,0.6,2.4,0.12,0.3,0.3|
+minimax	minimax-m3.1-flash	|0.15,0.6,0.015,0.15,0.15||
 mistral	codestral	-
-mistral	codestral-2508	|0.3,0.9,0.03,0.3|
-mistral	codestral-embed-2505	|0.15,0.0,0.015,0.15|
-mistral	deepseek-v4-1-flash-1017	|0.3,1.2,0.007,0.3|
-mistral	devstral-2512	|0.4,2.0,0.04,0.4|
-mistral	devstral-small	|0.1,0.3,0.1,0.1|
-mistral	devstral-small:free	|0.0,0.0,0.0,0.0|
-mistral	magistral-medium	|2.0,5.0,2.0,2.0|
+mistral	codestral-2508	|0.3,0.9,0.03,0.3,0.3||
+mistral	codestral-embed-2505	|0.15,0.0,0.015,0.15,0.15||
+mistral	deepseek-v4-1-flash-1017	|0.3,1.2,0.007,0.3,0.3||
+mistral	devstral-2512	|0.4,2.0,0.04,0.4,0.4||
+mistral	devstral-small	|0.1,0.3,0.1,0.1,0.1||
+mistral	devstral-small:free	|0.0,0.0,0.0,0.0,0.0||
+mistral	magistral-medium	|2.0,5.0,2.0,2.0,2.0||
 mistral	magistral-small	-
-mistral	ministral-14b-2512	|0.2,0.2,0.02,0.2|
-mistral	ministral-3b	|0.04,0.04,0.04,0.04|
-mistral	ministral-3b-2512	|0.1,0.1,0.01,0.1|
-mistral	ministral-8b	|0.1,0.1,0.1,0.1|
-mistral	ministral-8b-2512	|0.15,0.15,0.015,0.15|
-mistral	ministral-8b-latest	|0.1,0.1,0.1,0.1| 2025-12-02|0.15,0.15,0.015,0.15|
-mistral	mistral-7b	|0.25,0.25,0.25,0.25|
-mistral	mistral-embed	|0.1,0.1,0.1,0.1|
-mistral	mistral-large	|2.0,6.0,2.0,2.0|
-mistral	mistral-large-2512	|0.5,1.5,0.05,0.5|
-mistral	mistral-large-4	|0.68,2.09,0.07,0.68| 2026-10-20|1.36,4.18,0.14,1.36| 2026-10-29|0.7,2.1,0.07,0.7|
-mistral	mistral-medium-2312	|2.7,8.1,2.7,2.7|
+mistral	ministral-14b-2512	|0.2,0.2,0.02,0.2,0.2||
+mistral	ministral-3b	|0.04,0.04,0.04,0.04,0.04||
+mistral	ministral-3b-2512	|0.1,0.1,0.01,0.1,0.1||
+mistral	ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+mistral	ministral-8b-2512	|0.15,0.15,0.015,0.15,0.15||
+mistral	ministral-8b-latest	|0.1,0.1,0.1,0.1,0.1|| 2025-12-02|0.15,0.15,0.015,0.15,0.15||
+mistral	mistral-7b	|0.25,0.25,0.25,0.25,0.25||
+mistral	mistral-embed	|0.1,0.1,0.1,0.1,0.1||
+mistral	mistral-large	|2.0,6.0,2.0,2.0,2.0||
+mistral	mistral-large-2512	|0.5,1.5,0.05,0.5,0.5||
+mistral	mistral-large-4	|0.68,2.09,0.07,0.68,0.68|| 2026-10-20|1.36,4.18,0.14,1.36,1.36|| 2026-10-29|0.7,2.1,0.07,0.7,0.7||
+mistral	mistral-medium-2312	|2.7,8.1,2.7,2.7,2.7||
 mistral	mistral-medium-3-1	-
-mistral	mistral-medium-3-5	|1.5,7.5,0.15,1.5|
-mistral	mistral-medium-latest	|0.4,2.0,0.04,0.4| 2026-06-16|1.5,7.5,0.15,1.5|
-mistral	mistral-nemo	|0.15,0.15,0.15,0.15|
-mistral	mistral-nemo:free	|0.0,0.0,0.0,0.0|
-mistral	mistral-ocr-2503	|0.0,0.0,0.0,0.0|
-mistral	mistral-ocr-2505	|0.0,0.0,0.0,0.0|
-mistral	mistral-ocr-2512	|0.0,0.0,0.0,0.0|
-mistral	mistral-ocr-4-0	|0.0,0.0,0.0,0.0|
-mistral	mistral-ocr-4-1	|0.0,0.0,0.0,0.0|
-mistral	mistral-ocr-latest	|0.0,0.0,0.0,0.0| 2025-05-22|0.0,0.0,0.0,0.0| 2025-12-18|0.0,0.0,0.0,0.0| 2026-06-23|0.0,0.0,0.0,0.0|
-mistral	mistral-saba	|0.2,0.6,0.2,0.2|
-mistral	mistral-small-24b-instruct-2501	|0.05,0.08,0.05,0.05|
-mistral	mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0|
-mistral	mistral-small-2603	|0.15,0.6,0.015,0.15|
-mistral	mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351|
-mistral	mistral-small-3.2-24b-instruct	|0.1,0.3,0.1,0.1|
-mistral	mistral-small-latest	|0.1,0.3,0.1,0.1| 2026-03-16|0.15,0.6,0.015,0.15|
-mistral	mistral-tiny	|0.25,0.25,0.25,0.25|
-mistral	mixtral-8x22b-instruct	|2.0,6.0,2.0,2.0|
-mistral	mixtral-8x7b	|0.7,0.7,0.7,0.7|
-mistral	pixtral-12b	|0.15,0.15,0.15,0.15|
+mistral	mistral-medium-3-5	|1.5,7.5,0.15,1.5,1.5||
+mistral	mistral-medium-latest	|0.4,2.0,0.04,0.4,0.4|| 2026-06-16|1.5,7.5,0.15,1.5,1.5||
+mistral	mistral-nemo	|0.15,0.15,0.15,0.15,0.15||
+mistral	mistral-nemo:free	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-ocr-2503	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-ocr-2505	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-ocr-2512	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-ocr-4-0	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-ocr-4-1	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-ocr-latest	|0.0,0.0,0.0,0.0,0.0|| 2025-05-22|0.0,0.0,0.0,0.0,0.0|| 2025-12-18|0.0,0.0,0.0,0.0,0.0|| 2026-06-23|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-saba	|0.2,0.6,0.2,0.2,0.2||
+mistral	mistral-small-24b-instruct-2501	|0.05,0.08,0.05,0.05,0.05||
+mistral	mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0,0.0||
+mistral	mistral-small-2603	|0.15,0.6,0.015,0.15,0.15||
+mistral	mistral-small-3.1-24b-instruct	|0.351,0.555,0.351,0.351,0.351||
+mistral	mistral-small-3.2-24b-instruct	|0.1,0.3,0.1,0.1,0.1||
+mistral	mistral-small-latest	|0.1,0.3,0.1,0.1,0.1|| 2026-03-16|0.15,0.6,0.015,0.15,0.15||
+mistral	mistral-tiny	|0.25,0.25,0.25,0.25,0.25||
+mistral	mixtral-8x22b-instruct	|2.0,6.0,2.0,2.0,2.0||
+mistral	mixtral-8x7b	|0.7,0.7,0.7,0.7,0.7||
+mistral	pixtral-12b	|0.15,0.15,0.15,0.15,0.15||
 mistral	pixtral-large	-
-mistral	voxtral-mini-2602	|0.0,0.0,0.0,0.0|
-mistral	voxtral-mini-transcribe-3-0	|0.0,0.0,0.0,0.0|
-mistral	voxtral-mini-transcribe-realtime-2602	|0.0,0.0,0.0,0.0|
-mistral	voxtral-mini-transcribe-realtime-3-0	|0.0,0.0,0.0,0.0|
-mistral	voxtral-small-24b-2507	|0.1,0.3,0.01,0.1| 2026-08-11|0.1,0.4,0.01,0.1|
-mistral	voxtral-small-transcribe-3-0	|0.0,0.0,0.0,0.0|
-mistral	zai-glm-5-3	|1.4,4.4,0.14,1.4|
-mistral	zai-glm-5-3-flash	|0.15,0.5,0.03,0.15|
-modal	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.03,0.3|
-modal	deepseek-ai/deepseek-v4.1-flash-1017	|0.25,1.0,0.005,0.25|
-modal	meta-models/muse-spark-open-816b-a42b	|1.25,4.25,0.15,1.25|
-modal	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-modal	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-modal	nvidia/glm-5.3-flash-nvfp4	|0.15,0.5,0.03,0.15|
-modal	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.25,2.0|
-modal	qwen/qwen3.8-max-vl-thinking	|2.0,6.0,0.25,2.0|
-modal	thinkingmachines/inkling-nvfp4	|1.2,5.0,0.27,1.2|
-modal	zai-org/glm-5.3	|1.4,4.4,0.26,1.4|
-modal	zai-org/glm-5.3-flash	|0.45,1.5,0.09,0.45|
-moonshotai	kimi-k2	|0.57,2.3,0.57,0.57|
-moonshotai	kimi-k2-0711-preview	|0.6,2.5,0.15,0.6|
-moonshotai	kimi-k2-0905-preview	|0.6,2.5,0.15,0.6|
-moonshotai	kimi-k2-thinking	|0.6,2.5,0.15,0.6|
-moonshotai	kimi-k2-thinking-turbo	|1.15,8.0,0.15,1.15|
-moonshotai	kimi-k2-turbo-preview	|1.15,8.0,0.15,1.15|
-moonshotai	kimi-k2.5	|0.6,3.0,0.1,0.6|
-moonshotai	kimi-k2.6	|0.95,4.0,0.16,0.95|
-moonshotai	kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-moonshotai	kimi-k2.7-code-highspeed	|1.9,8.0,0.38,1.9|
-moonshotai	kimi-k3	|3.0,15.0,0.3,3.0|
-moonshotai	kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-moonshotai	kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0|
-moonshotai	moonshot-v1-128k	|2.0,5.0,2.0,2.0|
-moonshotai	moonshot-v1-32k	|1.0,3.0,1.0,1.0|
-moonshotai	moonshot-v1-8k	|0.2,2.0,0.2,0.2|
-novita	baichuan/baichuan-m2-32b	|0.07,0.07,0.07,0.07|
-novita	baidu/cobuddy	|0.28,1.13,0.07,0.28|
-novita	baidu/ernie-4.5-21b-a3b	|0.07,0.28,0.07,0.07|
-novita	cognitivecomputations/dolphin-mixtral-8x22b	|0.9,0.9,0.9,0.9|
-novita	deepseek/deepseek-ocr-2	|0.03,0.03,0.03,0.03|
-novita	deepseek/deepseek-r1	|4.0,4.0,4.0,4.0|
-novita	deepseek/deepseek-r1-0528	|0.7,2.5,0.35,0.7|
-novita	deepseek/deepseek-r1-0528-qwen3-8b	|0.06,0.09,0.06,0.06|
-novita	deepseek/deepseek-r1-distill-llama-70b	|0.8,0.8,0.8,0.8|
-novita	deepseek/deepseek-r1-distill-llama-8b	|0.04,0.04,0.04,0.04|
-novita	deepseek/deepseek-r1-distill-qwen-14b	|0.15,0.15,0.15,0.15|
-novita	deepseek/deepseek-r1-distill-qwen-32b	|0.3,0.3,0.3,0.3|
-novita	deepseek/deepseek-r1-turbo	|0.7,2.5,0.7,0.7|
-novita	deepseek/deepseek-v4-flash-0731	|0.44,1.32,0.028,0.44|
-novita	deepseek/deepseek-v4-flash-0731-p	|0.44,1.32,0.0148,0.44|
-novita	deepseek/deepseek-v4-pro	|1.6,3.2,0.135,1.6|
-novita	deepseek/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32|
-novita	deepseek/deepseek-v4.1-flash	|0.3,1.2,0.006,0.3|
-novita	deepseek/deepseek_v3	|0.89,0.89,0.89,0.89|
-novita	google/gemma-2-9b-it	|0.08,0.08,0.08,0.08|
-novita	google/gemma-3-12b-it	|0.05,0.1,0.05,0.05|
-novita	google/gemma-3-27b-it	|0.119,0.2,0.119,0.119|
-novita	google/gemma-4-26b-a4b-it	|0.13,0.4,0.13,0.13|
-novita	google/gemma-4-31b-it	|0.14,0.4,0.14,0.14|
-novita	gryphe/mythomax-l2-13b	|0.09,0.09,0.09,0.09|
-novita	inclusionai/ling-3.0-flash	|0.06,0.18,0.012,0.06|
-novita	inclusionai/ling-3.0-flash-fin	|0.075,0.22,0.015,0.075|
-novita	inclusionai/ling-3.0-flash-sante	|0.075,0.22,0.015,0.075|
-novita	inclusionai/ling-3.0-flash-vl	|0.075,0.22,0.015,0.075|
-novita	inclusionai/ling-3.1-flash	|0.3,0.9,0.06,0.3|
-novita	jondurbin/airoboros-l2-70b	|0.5,0.5,0.5,0.5|
-novita	meta-llama/llama-3-70b-instruct	|0.51,0.74,0.51,0.51|
-novita	meta-llama/llama-3-8b-instruct	|0.04,0.04,0.04,0.04|
-novita	meta-llama/llama-3.1-70b-instruct	|0.34,0.39,0.34,0.34|
-novita	meta-llama/llama-3.1-8b-instruct	|0.05,0.05,0.05,0.05| 2026-10-18|0.02,0.05,0.02,0.02|
-novita	meta-llama/llama-3.1-8b-instruct-bf16	|0.06,0.06,0.06,0.06|
-novita	meta-llama/llama-3.2-11b-vision-instruct	|0.06,0.06,0.06,0.06|
-novita	meta-llama/llama-3.2-1b-instruct	|0.02,0.02,0.02,0.02|
-novita	meta-llama/llama-3.2-3b-instruct	|0.03,0.05,0.03,0.03|
-novita	meta-llama/llama-3.3-70b-instruct	|0.39,0.39,0.39,0.39| 2026-10-18|0.135,0.4,0.135,0.135|
-novita	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27|
-novita	meta-llama/llama-4-scout-17b-16e-instruct	|0.18,0.59,0.18,0.18|
-novita	microsoft/wizardlm-2-8x22b	|0.62,0.62,0.62,0.62|
-novita	mindai/macaron-v1-tall	|0.2475,1.43,0.044,0.2475|
-novita	mindai/macaron-v1-venti	|0.825,2.475,0.165,0.825|
-novita	ming-image-0.1-design	|1.0,1.0,1.0,1.0|
-novita	minimax/minimax-m2.5	|0.3,1.2,0.03,0.3|
-novita	minimax/minimax-m2.7	|0.3,1.2,0.06,0.3|
-novita	minimax/minimax-m2.7-highspeed	|0.6,2.4,0.06,0.6|
-novita	minimax/minimax-m3	|0.3,1.2,0.06,0.3|524288,0.6,2.4,0.12,0.3
-novita	minimax/minimax-m3.1-flash	|0.15,0.6,0.015,0.15|
-novita	minimaxai/minimax-m1-80k	|0.55,2.2,0.55,0.55|
-novita	mistralai/mistral-7b-instruct	|0.059,0.059,0.059,0.059|
-novita	mistralai/mistral-nemo	|0.17,0.17,0.17,0.17|
-novita	moonshotai/kimi-k2-0905	|0.6,2.5,0.6,0.6|
-novita	moonshotai/kimi-k2-instruct	|0.57,2.3,0.57,0.57|
-novita	moonshotai/kimi-k2-thinking	|0.6,2.5,0.15,0.6|
-novita	moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6|
-novita	moonshotai/kimi-k2.6	|0.8,3.4,0.16,0.8|
-novita	moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95|
-novita	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-novita	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-novita	moonshotai/kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0|
-novita	nousresearch/hermes-2-pro-llama-3-8b	|0.14,0.14,0.14,0.14|
-novita	nousresearch/nous-hermes-llama2-13b	|0.17,0.17,0.17,0.17|
-novita	nvidia/nemotron-3-nano-30b-a3b	|0.05,0.2,0.05,0.05|
-novita	openai/gpt-oss-120b	|0.05,0.25,0.05,0.05|
-novita	openchat/openchat-7b	|0.06,0.06,0.06,0.06|
-novita	paddlepaddle/paddleocr-vl	|0.02,0.02,0.02,0.02|
-novita	qwen/qwen-2-7b-instruct	|0.054,0.054,0.054,0.054|
-novita	qwen/qwen-2-vl-72b-instruct	|0.45,0.45,0.45,0.45|
-novita	qwen/qwen-2.5-72b-instruct	|0.38,0.4,0.38,0.38|
-novita	qwen/qwen-mt-plus	|0.25,0.75,0.25,0.25|
-novita	qwen/qwen3-omni-30b-a3b-thinking	|0.25,0.97,0.25,0.25|
-novita	qwen/qwen3-vl-30b-a3b-instruct	|0.2,0.7,0.2,0.2|
-novita	qwen/qwen3.5-122b-a10b	|0.4,3.2,0.4,0.4|
-novita	qwen/qwen3.5-27b	|0.3,2.4,0.3,0.3|
-novita	qwen/qwen3.5-35b-a3b	|0.25,2.0,0.25,0.25|
-novita	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6|
-novita	qwen/qwen3.6-27b	|0.6,3.6,0.6,0.6|
-novita	qwen/qwen3.6-35b-a3b	|0.248,1.485,0.248,0.248|
-novita	qwen/qwen3.7-max	|1.25,3.75,0.25,1.25|
-novita	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.25,2.0|
-novita	qwen/qwen3.8-27b	|0.42,3.0,0.085,0.42|
-novita	qwen/qwen3.8-flash	|0.15,0.47,0.016,0.15|
-novita	qwen/qwen3.8-max	|2.0,6.0,0.25,2.0|
-novita	sao10k/l3-70b-euryale-v2.1	|1.48,1.48,1.48,1.48|
-novita	sao10k/l3-8b-lunaris	|0.05,0.05,0.05,0.05|
-novita	sao10k/l3-8b-stheno-v3.2	|0.05,0.05,0.05,0.05|
-novita	sao10k/l31-70b-euryale-v2.2	|1.48,1.48,1.48,1.48|
-novita	sophosympatheia/midnight-rose-70b	|0.8,0.8,0.8,0.8|
-novita	stepfun/step-3.7-flash	|0.2,1.15,0.04,0.2|
-novita	stepfun/step-5-preview	|1.0,2.7,0.1,1.0|
-novita	teknium/openhermes-2.5-mistral-7b	|0.17,0.17,0.17,0.17|
-novita	tencent/hy3	|0.14,0.58,0.035,0.14|
-novita	tencent/hy4	|0.417,1.2505,0.021,0.417|
-novita	tencent/hy4-preview	|0.834,2.501,0.042,0.834|
-novita	xiaomimimo/mimo-v2.5	|0.168,0.336,0.0034,0.168|
-novita	xiaomimimo/mimo-v2.5-pro	|0.522,1.044,0.0043,0.522|
-novita	xiaomimimo/mimo-v2.6-flash	|0.14,0.28,0.0028,0.14|
-novita	xiaomimimo/mimo-v2.6-pro	|0.435,0.87,0.0036,0.435|
-novita	zai-org/autoglm-phone-9b-multilingual	|0.035,0.138,0.035,0.035|
-novita	zai-org/glm-4.5-air	|0.13,0.85,0.025,0.13|
-novita	zai-org/glm-4.5v	|0.6,1.8,0.11,0.6|
-novita	zai-org/glm-4.6	|0.55,2.2,0.11,0.55|
-novita	zai-org/glm-4.6v	|0.3,0.9,0.055,0.3|
-novita	zai-org/glm-4.7	|0.6,2.2,0.11,0.6|
-novita	zai-org/glm-4.7-flash	|0.07,0.4,0.01,0.07|
-novita	zai-org/glm-5	|1.0,3.2,0.2,1.0|
-novita	zai-org/glm-5.1	|1.38,4.4,0.26,1.38|
-novita	zai-org/glm-5.2	|1.4,4.4,0.26,1.4|
-novita	zai-org/glm-5.3	|1.4,4.4,0.26,1.4|
-novita	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-novita	zai-org/glm-5.3-flashx	|0.37,1.25,0.075,0.37|
-openai	ada	|0.4,0.4,0.4,0.4|
-openai	babbage	|0.5,0.5,0.5,0.5|
-openai	babbage-002	|0.4,0.4,0.4,0.4|
-openai	chatgpt-4o-latest	|5.0,15.0,5.0,5.0|
-openai	chatgpt-image-latest	|5.0,10.0,1.25,5.0|
-openai	codex-mini	|1.5,6.0,0.375,1.5|
-openai	computer-use	|3.0,12.0,3.0,3.0|
-openai	curie	|2.0,2.0,2.0,2.0|
-openai	davinci	|20.0,20.0,20.0,20.0|
-openai	davinci-002	|2.0,2.0,2.0,2.0|
-openai	ft:gpt-3.5-turbo-	|3.0,6.0,3.0,3.0|
+mistral	voxtral-mini-2602	|0.0,0.0,0.0,0.0,0.0||
+mistral	voxtral-mini-transcribe-3-0	|0.0,0.0,0.0,0.0,0.0||
+mistral	voxtral-mini-transcribe-realtime-2602	|0.0,0.0,0.0,0.0,0.0||
+mistral	voxtral-mini-transcribe-realtime-3-0	|0.0,0.0,0.0,0.0,0.0||
+mistral	voxtral-small-24b-2507	|0.1,0.3,0.01,0.1,0.1|| 2026-08-11|0.1,0.4,0.01,0.1,0.1||
+mistral	voxtral-small-transcribe-3-0	|0.0,0.0,0.0,0.0,0.0||
+mistral	zai-glm-5-3	|1.4,4.4,0.14,1.4,1.4||
+mistral	zai-glm-5-3-flash	|0.15,0.5,0.03,0.15,0.15||
+modal	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.03,0.3,0.3||
+modal	deepseek-ai/deepseek-v4.1-flash-1017	|0.25,1.0,0.005,0.25,0.25||
+modal	meta-models/muse-spark-open-816b-a42b	|1.25,4.25,0.15,1.25,1.25||
+modal	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+modal	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0,2.0||
+modal	nvidia/glm-5.3-flash-nvfp4	|0.15,0.5,0.03,0.15,0.15||
+modal	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.25,2.0,2.0||
+modal	qwen/qwen3.8-max-vl-thinking	|2.0,6.0,0.25,2.0,2.0||
+modal	thinkingmachines/inkling-nvfp4	|1.2,5.0,0.27,1.2,1.2||
+modal	zai-org/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+modal	zai-org/glm-5.3-flash	|0.45,1.5,0.09,0.45,0.45||
+moonshotai	kimi-k2	|0.57,2.3,0.57,0.57,0.57||
+moonshotai	kimi-k2-0711-preview	|0.6,2.5,0.15,0.6,0.6||
+moonshotai	kimi-k2-0905-preview	|0.6,2.5,0.15,0.6,0.6||
+moonshotai	kimi-k2-thinking	|0.6,2.5,0.15,0.6,0.6||
+moonshotai	kimi-k2-thinking-turbo	|1.15,8.0,0.15,1.15,1.15||
+moonshotai	kimi-k2-turbo-preview	|1.15,8.0,0.15,1.15,1.15||
+moonshotai	kimi-k2.5	|0.6,3.0,0.1,0.6,0.6||
+moonshotai	kimi-k2.6	|0.95,4.0,0.16,0.95,0.95||
+moonshotai	kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+moonshotai	kimi-k2.7-code-highspeed	|1.9,8.0,0.38,1.9,1.9||
+moonshotai	kimi-k3	|3.0,15.0,0.3,3.0,6.0||
+moonshotai	kimi-k3.1-pro	|2.0,10.0,0.2,2.0,4.0||
+moonshotai	kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0,8.0||
+moonshotai	moonshot-v1-128k	|2.0,5.0,2.0,2.0,2.0||
+moonshotai	moonshot-v1-32k	|1.0,3.0,1.0,1.0,1.0||
+moonshotai	moonshot-v1-8k	|0.2,2.0,0.2,0.2,0.2||
+novita	baichuan/baichuan-m2-32b	|0.07,0.07,0.07,0.07,0.07||
+novita	baidu/cobuddy	|0.28,1.13,0.07,0.28,0.28||
+novita	baidu/ernie-4.5-21b-a3b	|0.07,0.28,0.07,0.07,0.07||
+novita	cognitivecomputations/dolphin-mixtral-8x22b	|0.9,0.9,0.9,0.9,0.9||
+novita	deepseek/deepseek-ocr-2	|0.03,0.03,0.03,0.03,0.03||
+novita	deepseek/deepseek-r1	|4.0,4.0,4.0,4.0,4.0||
+novita	deepseek/deepseek-r1-0528	|0.7,2.5,0.35,0.7,0.7||
+novita	deepseek/deepseek-r1-0528-qwen3-8b	|0.06,0.09,0.06,0.06,0.06||
+novita	deepseek/deepseek-r1-distill-llama-70b	|0.8,0.8,0.8,0.8,0.8||
+novita	deepseek/deepseek-r1-distill-llama-8b	|0.04,0.04,0.04,0.04,0.04||
+novita	deepseek/deepseek-r1-distill-qwen-14b	|0.15,0.15,0.15,0.15,0.15||
+novita	deepseek/deepseek-r1-distill-qwen-32b	|0.3,0.3,0.3,0.3,0.3||
+novita	deepseek/deepseek-r1-turbo	|0.7,2.5,0.7,0.7,0.7||
+novita	deepseek/deepseek-v4-flash-0731	|0.44,1.32,0.028,0.44,0.44||
+novita	deepseek/deepseek-v4-flash-0731-p	|0.44,1.32,0.0148,0.44,0.44||
+novita	deepseek/deepseek-v4-pro	|1.6,3.2,0.135,1.6,1.6||
+novita	deepseek/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32,1.32||
+novita	deepseek/deepseek-v4.1-flash	|0.3,1.2,0.006,0.3,0.3||
+novita	deepseek/deepseek_v3	|0.89,0.89,0.89,0.89,0.89||
+novita	google/gemma-2-9b-it	|0.08,0.08,0.08,0.08,0.08||
+novita	google/gemma-3-12b-it	|0.05,0.1,0.05,0.05,0.05||
+novita	google/gemma-3-27b-it	|0.119,0.2,0.119,0.119,0.119||
+novita	google/gemma-4-26b-a4b-it	|0.13,0.4,0.13,0.13,0.13||
+novita	google/gemma-4-31b-it	|0.14,0.4,0.14,0.14,0.14||
+novita	gryphe/mythomax-l2-13b	|0.09,0.09,0.09,0.09,0.09||
+novita	inclusionai/ling-3.0-flash	|0.06,0.18,0.012,0.06,0.06||
+novita	inclusionai/ling-3.0-flash-fin	|0.075,0.22,0.015,0.075,0.075||
+novita	inclusionai/ling-3.0-flash-sante	|0.075,0.22,0.015,0.075,0.075||
+novita	inclusionai/ling-3.0-flash-vl	|0.075,0.22,0.015,0.075,0.075||
+novita	inclusionai/ling-3.1-flash	|0.3,0.9,0.06,0.3,0.3||
+novita	jondurbin/airoboros-l2-70b	|0.5,0.5,0.5,0.5,0.5||
+novita	meta-llama/llama-3-70b-instruct	|0.51,0.74,0.51,0.51,0.51||
+novita	meta-llama/llama-3-8b-instruct	|0.04,0.04,0.04,0.04,0.04||
+novita	meta-llama/llama-3.1-70b-instruct	|0.34,0.39,0.34,0.34,0.34||
+novita	meta-llama/llama-3.1-8b-instruct	|0.05,0.05,0.05,0.05,0.05|| 2026-10-18|0.02,0.05,0.02,0.02,0.02||
+novita	meta-llama/llama-3.1-8b-instruct-bf16	|0.06,0.06,0.06,0.06,0.06||
+novita	meta-llama/llama-3.2-11b-vision-instruct	|0.06,0.06,0.06,0.06,0.06||
+novita	meta-llama/llama-3.2-1b-instruct	|0.02,0.02,0.02,0.02,0.02||
+novita	meta-llama/llama-3.2-3b-instruct	|0.03,0.05,0.03,0.03,0.03||
+novita	meta-llama/llama-3.3-70b-instruct	|0.39,0.39,0.39,0.39,0.39|| 2026-10-18|0.135,0.4,0.135,0.135,0.135||
+novita	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27,0.27||
+novita	meta-llama/llama-4-scout-17b-16e-instruct	|0.18,0.59,0.18,0.18,0.18||
+novita	microsoft/wizardlm-2-8x22b	|0.62,0.62,0.62,0.62,0.62||
+novita	mindai/macaron-v1-tall	|0.2475,1.43,0.044,0.2475,0.2475||
+novita	mindai/macaron-v1-venti	|0.825,2.475,0.165,0.825,0.825||
+novita	ming-image-0.1-design	|1.0,1.0,1.0,1.0,1.0||
+novita	minimax/minimax-m2.5	|0.3,1.2,0.03,0.3,0.3||
+novita	minimax/minimax-m2.7	|0.3,1.2,0.06,0.3,0.3||
+novita	minimax/minimax-m2.7-highspeed	|0.6,2.4,0.06,0.6,0.6||
+novita	minimax/minimax-m3	|0.3,1.2,0.06,0.3,0.3|524288,0.6,2.4,0.12,0.3,0.3|
+novita	minimax/minimax-m3.1-flash	|0.15,0.6,0.015,0.15,0.15||
+novita	minimaxai/minimax-m1-80k	|0.55,2.2,0.55,0.55,0.55||
+novita	mistralai/mistral-7b-instruct	|0.059,0.059,0.059,0.059,0.059||
+novita	mistralai/mistral-nemo	|0.17,0.17,0.17,0.17,0.17||
+novita	moonshotai/kimi-k2-0905	|0.6,2.5,0.6,0.6,0.6||
+novita	moonshotai/kimi-k2-instruct	|0.57,2.3,0.57,0.57,0.57||
+novita	moonshotai/kimi-k2-thinking	|0.6,2.5,0.15,0.6,0.6||
+novita	moonshotai/kimi-k2.5	|0.6,3.0,0.1,0.6,0.6||
+novita	moonshotai/kimi-k2.6	|0.8,3.4,0.16,0.8,0.8||
+novita	moonshotai/kimi-k2.7-code	|0.95,4.0,0.19,0.95,0.95||
+novita	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+novita	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0,2.0||
+novita	moonshotai/kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0,4.0||
+novita	nousresearch/hermes-2-pro-llama-3-8b	|0.14,0.14,0.14,0.14,0.14||
+novita	nousresearch/nous-hermes-llama2-13b	|0.17,0.17,0.17,0.17,0.17||
+novita	nvidia/nemotron-3-nano-30b-a3b	|0.05,0.2,0.05,0.05,0.05||
+novita	openai/gpt-oss-120b	|0.05,0.25,0.05,0.05,0.05||
+novita	openchat/openchat-7b	|0.06,0.06,0.06,0.06,0.06||
+novita	paddlepaddle/paddleocr-vl	|0.02,0.02,0.02,0.02,0.02||
+novita	qwen/qwen-2-7b-instruct	|0.054,0.054,0.054,0.054,0.054||
+novita	qwen/qwen-2-vl-72b-instruct	|0.45,0.45,0.45,0.45,0.45||
+novita	qwen/qwen-2.5-72b-instruct	|0.38,0.4,0.38,0.38,0.38||
+novita	qwen/qwen-mt-plus	|0.25,0.75,0.25,0.25,0.25||
+novita	qwen/qwen3-omni-30b-a3b-thinking	|0.25,0.97,0.25,0.25,0.25||
+novita	qwen/qwen3-vl-30b-a3b-instruct	|0.2,0.7,0.2,0.2,0.2||
+novita	qwen/qwen3.5-122b-a10b	|0.4,3.2,0.4,0.4,0.4||
+novita	qwen/qwen3.5-27b	|0.3,2.4,0.3,0.3,0.3||
+novita	qwen/qwen3.5-35b-a3b	|0.25,2.0,0.25,0.25,0.25||
+novita	qwen/qwen3.5-397b-a17b	|0.6,3.6,0.6,0.6,0.6||
+novita	qwen/qwen3.6-27b	|0.6,3.6,0.6,0.6,0.6||
+novita	qwen/qwen3.6-35b-a3b	|0.248,1.485,0.248,0.248,0.248||
+novita	qwen/qwen3.7-max	|1.25,3.75,0.25,1.25,1.25||
+novita	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.25,2.0,2.0||
+novita	qwen/qwen3.8-27b	|0.42,3.0,0.085,0.42,0.42||
+novita	qwen/qwen3.8-flash	|0.15,0.47,0.016,0.15,0.15||
+novita	qwen/qwen3.8-max	|2.0,6.0,0.25,2.0,2.0||
+novita	sao10k/l3-70b-euryale-v2.1	|1.48,1.48,1.48,1.48,1.48||
+novita	sao10k/l3-8b-lunaris	|0.05,0.05,0.05,0.05,0.05||
+novita	sao10k/l3-8b-stheno-v3.2	|0.05,0.05,0.05,0.05,0.05||
+novita	sao10k/l31-70b-euryale-v2.2	|1.48,1.48,1.48,1.48,1.48||
+novita	sophosympatheia/midnight-rose-70b	|0.8,0.8,0.8,0.8,0.8||
+novita	stepfun/step-3.7-flash	|0.2,1.15,0.04,0.2,0.2||
+novita	stepfun/step-5-preview	|1.0,2.7,0.1,1.0,1.0||
+novita	teknium/openhermes-2.5-mistral-7b	|0.17,0.17,0.17,0.17,0.17||
+novita	tencent/hy3	|0.14,0.58,0.035,0.14,0.14||
+novita	tencent/hy4	|0.417,1.2505,0.021,0.417,0.417||
+novita	tencent/hy4-preview	|0.834,2.501,0.042,0.834,0.834||
+novita	xiaomimimo/mimo-v2.5	|0.168,0.336,0.0034,0.168,0.168||
+novita	xiaomimimo/mimo-v2.5-pro	|0.522,1.044,0.0043,0.522,0.522||
+novita	xiaomimimo/mimo-v2.6-flash	|0.14,0.28,0.0028,0.14,0.14||
+novita	xiaomimimo/mimo-v2.6-pro	|0.435,0.87,0.0036,0.435,0.435||
+novita	zai-org/autoglm-phone-9b-multilingual	|0.035,0.138,0.035,0.035,0.035||
+novita	zai-org/glm-4.5-air	|0.13,0.85,0.025,0.13,0.13||
+novita	zai-org/glm-4.5v	|0.6,1.8,0.11,0.6,0.6||
+novita	zai-org/glm-4.6	|0.55,2.2,0.11,0.55,0.55||
+novita	zai-org/glm-4.6v	|0.3,0.9,0.055,0.3,0.3||
+novita	zai-org/glm-4.7	|0.6,2.2,0.11,0.6,0.6||
+novita	zai-org/glm-4.7-flash	|0.07,0.4,0.01,0.07,0.07||
+novita	zai-org/glm-5	|1.0,3.2,0.2,1.0,1.0||
+novita	zai-org/glm-5.1	|1.38,4.4,0.26,1.38,1.38||
+novita	zai-org/glm-5.2	|1.4,4.4,0.26,1.4,1.4||
+novita	zai-org/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+novita	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+novita	zai-org/glm-5.3-flashx	|0.37,1.25,0.075,0.37,0.37||
+openai	ada	|0.4,0.4,0.4,0.4,0.4||
+openai	babbage	|0.5,0.5,0.5,0.5,0.5||
+openai	babbage-002	|0.4,0.4,0.4,0.4,0.4||
+openai	chatgpt-4o-latest	|5.0,15.0,5.0,5.0,5.0||
+openai	chatgpt-image-latest	|5.0,10.0,1.25,5.0,5.0||
+openai	codex-mini	|1.5,6.0,0.375,1.5,1.5||
+openai	computer-use	|3.0,12.0,3.0,3.0,3.0||
+openai	curie	|2.0,2.0,2.0,2.0,2.0||
+openai	davinci	|20.0,20.0,20.0,20.0,20.0||
+openai	davinci-002	|2.0,2.0,2.0,2.0,2.0||
+openai	ft:gpt-3.5-turbo-	|3.0,6.0,3.0,3.0,3.0||
 openai	ft:gpt-4o	-
 openai	ft:gpt-4o-mini	-
-openai	gpt-3.5-0301	|1.5,2.0,1.5,1.5|
-openai	gpt-3.5-turbo	|0.5,1.5,0.5,0.5|
-openai	gpt-3.5-turbo-0613	|1.5,2.0,1.5,1.5|
-openai	gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0|
-openai	gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0|
-openai	gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5|
-openai	gpt-4	|30.0,60.0,30.0,30.0|
-openai	gpt-4-32k	|60.0,120.0,60.0,60.0|
-openai	gpt-4-turbo	|10.0,30.0,10.0,10.0|
-openai	gpt-4-vision-preview	|10.0,30.0,10.0,10.0|
-openai	gpt-4.1	|2.0,8.0,0.5,2.0|
-openai	gpt-4.1-mini	|0.4,1.6,0.1,0.4|
-openai	gpt-4.1-nano	|0.1,0.4,0.025,0.1|
-openai	gpt-4.5-preview	|75.0,150.0,37.5,75.0|
-openai	gpt-4o	|2.5,10.0,1.25,2.5|
-openai	gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0|
-openai	gpt-4o-audio-preview	|2.5,10.0,2.5,2.5|
-openai	gpt-4o-mini	|0.15,0.6,0.075,0.15|
-openai	gpt-4o-mini-2024-07-18.ft-	|0.3,1.2,0.3,0.3|
-openai	gpt-4o-mini-audio-preview	|0.15,0.6,0.15,0.15|
-openai	gpt-4o-mini-realtime-preview	|0.6,2.4,0.3,0.6|
-openai	gpt-4o-mini-transcribe	|1.25,5.0,1.25,1.25|
-openai	gpt-4o-mini-tts	|0.6,12.0,0.6,0.6|
-openai	gpt-4o-realtime-preview	|5.0,20.0,2.5,5.0|
-openai	gpt-4o-search-preview	|2.5,10.0,2.5,2.5|
-openai	gpt-4o-transcribe	|2.5,10.0,2.5,2.5|
-openai	gpt-4o:extended	|6.0,18.0,6.0,6.0|
-openai	gpt-5	|1.25,10.0,0.125,1.25|
-openai	gpt-5-image	|10.0,10.0,1.25,10.0|
-openai	gpt-5-image-mini	|2.5,2.0,0.25,2.5|
-openai	gpt-5-mini	|0.25,2.0,0.025,0.25|
-openai	gpt-5-nano	|0.05,0.4,0.005,0.05|
-openai	gpt-5-pro	|15.0,120.0,15.0,15.0|
-openai	gpt-5-search-api	|1.25,10.0,0.125,1.25|
-openai	gpt-5.1	|1.25,10.0,0.125,1.25|
-openai	gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25|
-openai	gpt-5.2	|1.75,14.0,0.175,1.75|
-openai	gpt-5.2-pro	|21.0,168.0,21.0,21.0|
-openai	gpt-5.3	|1.75,14.0,0.175,1.75|
-openai	gpt-5.3-codex	|1.75,14.0,0.175,1.75|
-openai	gpt-5.4	|2.5,15.0,0.25,2.5|272000,5.0,22.5,0.5,2.5
-openai	gpt-5.4-image-2	|8.0,15.0,2.0,8.0|
-openai	gpt-5.4-mini	|0.75,4.5,0.075,0.75|
-openai	gpt-5.4-nano	|0.2,1.25,0.02,0.2|
-openai	gpt-5.4-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
-openai	gpt-5.5	|5.0,30.0,0.5,5.0|272000,10.0,45.0,1.0,5.0
-openai	gpt-5.5-cyber	|12.5,75.0,12.5,12.5| 2026-10-19|12.5,75.0,1.25,12.5|
-openai	gpt-5.5-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
-openai	gpt-5.6-cyber	|12.5,75.0,1.25,15.625|
-openai	gpt-5.6-luna	|1.0,6.0,0.1,1.25|272000,2.0,9.0,0.2,2.5 2026-07-30|0.2,1.2,0.02,0.25|272000,0.4,1.8,0.04,0.5
-openai	gpt-5.6-sol	|5.0,30.0,0.5,6.25|272000,10.0,45.0,1.0,12.5 2026-08-21|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
-openai	gpt-5.6-terra	|2.5,15.0,0.25,3.125|272000,5.0,22.5,0.5,6.25 2026-07-30|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-openai	gpt-6-astra	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
-openai	gpt-6-cyber	|20.0,100.0,2.0,25.0|
-openai	gpt-6-luna	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
-openai	gpt-6-rosalind	|15.0,75.0,1.5,18.75|272000,30.0,112.5,3.0,37.5
-openai	gpt-6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-openai	gpt-6.1-sol	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
-openai	gpt-6.1-terra	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
-openai	gpt-audio	|2.5,10.0,2.5,2.5|
-openai	gpt-audio-mini	|0.6,2.4,0.6,0.6|
-openai	gpt-chat-latest	|5.0,30.0,0.5,5.0|
-openai	gpt-image-1	|5.0,40.0,1.25,5.0|
-openai	gpt-image-1-mini	|2.0,8.0,0.2,2.0|
-openai	gpt-image-1.5	|5.0,10.0,1.25,5.0|
-openai	gpt-image-2	|5.0,30.0,1.25,5.0|
-openai	gpt-image-2.5-flare	|5.0,30.0,1.25,5.0|
-openai	gpt-image-2.5-sunburst	|5.0,30.0,1.25,5.0|
-openai	gpt-live-1	|0.0,0.0,0.0,0.0|
-openai	gpt-live-transcribe	|0.0,0.0,0.0,0.0|
-openai	gpt-oss-120b	|0.039,0.18,0.039,0.039|
-openai	gpt-oss-20b	|0.029,0.14,0.029,0.029|
-openai	gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075|
-openai	gpt-realtime	|4.0,16.0,0.4,4.0|
-openai	gpt-realtime-2	|4.0,24.0,0.4,4.0|
-openai	gpt-realtime-mini	|0.6,2.4,0.06,0.6|
-openai	gpt-realtime-translate	|0.0,0.0,0.0,0.0|
-openai	gpt-realtime-whisper	|0.0,0.0,0.0,0.0|
-openai	gpt-rosalind-discovery	|5.0,25.0,0.5,5.0|
-openai	gpt-rosalind-research	|5.0,25.0,0.5,5.0|
-openai	gpt-transcribe	|0.0,0.0,0.0,0.0|
-openai	moderation	|0.0,0.0,0.0,0.0|
-openai	o1	|15.0,60.0,7.5,15.0|
-openai	o1-mini	|1.1,4.4,0.55,1.1|
-openai	o1-preview	|15.0,60.0,7.5,15.0|
-openai	o1-pro	|150.0,600.0,150.0,150.0|
-openai	o3	|10.0,40.0,0.5,10.0| 2025-06-10|2.0,8.0,0.5,2.0|
-openai	o3-deep-research	|10.0,40.0,2.5,10.0|
-openai	o3-mini	|1.1,4.4,0.55,1.1|
-openai	o3-pro	|20.0,80.0,20.0,20.0|
-openai	o4-mini	|1.1,4.4,0.275,1.1|
-openai	o4-mini-deep-research	|2.0,8.0,0.5,2.0|
-openai	text-davinci-002	|20.0,20.0,20.0,20.0|
-openai	text-davinci-003	|20.0,20.0,20.0,20.0|
-openai	text-embedding-3-large	|0.13,0.0,0.13,0.13|
-openai	text-embedding-3-small	|0.02,0.0,0.02,0.02|
-openai	text-embedding-ada-002	|0.1,0.0,0.1,0.1|
-openai	tts-1	|0.0,0.0,0.0,0.0|
-openai	tts-1-hd	|0.0,0.0,0.0,0.0|
-openai	whisper-1	|0.0,0.0,0.0,0.0|
-openai-decisions	gpt-6-luna	|0.1,0.0,0.1,0.1|272000,0.2,0.0,0.1,0.1
-openrouter	01-ai/yi-large	|3.0,3.0,3.0,3.0|
-openrouter	aetherwiing/mn-starcannon-12b	|0.8,1.2,0.8,0.8|
-openrouter	agentica-org/deepcoder-14b-preview:free	|0.0,0.0,0.0,0.0|
-openrouter	ai21/jamba-1-5-large	|2.0,8.0,2.0,2.0|
-openrouter	ai21/jamba-1-5-mini	|0.2,0.4,0.2,0.2|
-openrouter	ai21/jamba-1.6-large	|2.0,8.0,2.0,2.0|
-openrouter	ai21/jamba-1.6-mini	|0.2,0.4,0.2,0.2|
-openrouter	ai21/jamba-instruct	|0.5,0.7,0.5,0.5|
-openrouter	ai21/jamba-large-1.7	|2.0,8.0,2.0,2.0|
-openrouter	aion-labs/aion-1.0	|4.0,8.0,4.0,4.0|
-openrouter	aion-labs/aion-1.0-mini	|0.7,1.4,0.7,0.7|
-openrouter	aion-labs/aion-2.0	|0.8,1.6,0.2,0.8|
-openrouter	aion-labs/aion-3.0	|3.0,6.0,0.75,3.0|
-openrouter	aion-labs/aion-3.0-mini	|0.7,1.4,0.18,0.7|
-openrouter	aion-labs/aion-3.5	|3.0,6.0,0.75,3.0|
-openrouter	aion-labs/aion-3.5-mini	|0.7,1.4,0.18,0.7|
-openrouter	aion-labs/aion-rp-llama-3.1-8b	|0.2,0.2,0.2,0.2| 2026-10-19|0.8,1.6,0.8,0.8|
-openrouter	alfredpros/codellama-7b-instruct-solidity	|0.8,1.2,0.8,0.8|
-openrouter	all-hands/openhands-lm-32b-v0.1	|2.6,3.4,2.6,2.6|
-openrouter	allenai/molmo-7b-d:free	|0.0,0.0,0.0,0.0|
-openrouter	allenai/olmo-3-32b-think	|0.15,0.5,0.15,0.15|
-openrouter	alpindale/goliath-120b	|6.5625,9.375,6.5625,6.5625|
-openrouter	alpindale/magnum-72b	|1.5,2.25,1.5,1.5|
-openrouter	amazon/nova-2-lite-v1	|0.3,2.5,0.3,0.3|
-openrouter	amazon/nova-lite-v1	|0.06,0.24,0.06,0.06|
-openrouter	amazon/nova-micro-v1	|0.035,0.14,0.035,0.035|
-openrouter	amazon/nova-premier-v1	|2.5,12.5,0.625,2.5|
-openrouter	amazon/nova-pro-v1	|0.8,3.2,0.8,0.8|
-openrouter	anthracite-org/magnum-v2-72b	|3.0,3.0,3.0,3.0|
-openrouter	anthracite-org/magnum-v4-72b	|1.5,2.25,1.5,1.5| 2026-10-19|2.5,5.0,2.5,2.5|
-openrouter	anthropic/claude-2	|8.0,24.0,8.0,8.0|
-openrouter	anthropic/claude-3-haiku	|0.25,1.25,0.25,0.25|
-openrouter	anthropic/claude-3-opus	|15.0,75.0,15.0,15.0|
-openrouter	anthropic/claude-3-sonnet	|3.0,15.0,3.0,3.0|
-openrouter	anthropic/claude-3.5-haiku	|0.8,4.0,0.8,0.8|
-openrouter	anthropic/claude-3.5-sonnet	|3.0,15.0,3.0,3.0|
-openrouter	anthropic/claude-3.7-sonnet	|3.0,15.0,3.0,3.0|
-openrouter	anthropic/claude-fable-5	|10.0,50.0,1.0,12.5|
-openrouter	anthropic/claude-fable-5.1	|10.0,50.0,0.25,12.5|
-openrouter	anthropic/claude-fable-5.1:batch	|5.0,25.0,0.125,6.25|
-openrouter	anthropic/claude-fable-5:batch	|5.0,25.0,0.5,6.25|
-openrouter	anthropic/claude-haiku-4.5	|1.0,5.0,0.1,1.25|
-openrouter	anthropic/claude-haiku-4.5:batch	|0.5,2.5,0.05,0.625|
-openrouter	anthropic/claude-haiku-5.5	|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-openrouter	anthropic/claude-haiku-5.5:batch	|0.05,0.25,0.005,0.0625|100000,0.25,1.25,0.025,0.3125
-openrouter	anthropic/claude-opus-4	|15.0,75.0,1.5,18.75|
-openrouter	anthropic/claude-opus-4.1:batch	|7.5,37.5,0.75,9.375|
-openrouter	anthropic/claude-opus-4.5	|5.0,25.0,0.5,6.25|
-openrouter	anthropic/claude-opus-4.5:batch	|2.5,12.5,0.25,3.125|
-openrouter	anthropic/claude-opus-4.6	|5.0,25.0,0.5,6.25|
-openrouter	anthropic/claude-opus-4.6-fast	|30.0,150.0,3.0,37.5|
-openrouter	anthropic/claude-opus-4.6:batch	|2.5,12.5,0.25,3.125|
-openrouter	anthropic/claude-opus-4.7	|5.0,25.0,0.5,6.25|
-openrouter	anthropic/claude-opus-4.7-fast	|30.0,150.0,3.0,37.5|
-openrouter	anthropic/claude-opus-4.7:batch	|2.5,12.5,0.25,3.125|
-openrouter	anthropic/claude-opus-4.8	|5.0,25.0,0.5,6.25|
-openrouter	anthropic/claude-opus-4.8-fast	|10.0,50.0,1.0,12.5|
-openrouter	anthropic/claude-opus-4.8:batch	|2.5,12.5,0.25,3.125|
-openrouter	anthropic/claude-opus-5	|5.0,25.0,0.5,6.25|
-openrouter	anthropic/claude-opus-5-fast	|10.0,50.0,1.0,12.5|
-openrouter	anthropic/claude-opus-5.5	|4.0,20.0,0.2,5.0|
-openrouter	anthropic/claude-opus-5.5:batch	|2.0,10.0,0.1,2.5|
-openrouter	anthropic/claude-opus-5:batch	|2.5,12.5,0.25,3.125|
-openrouter	anthropic/claude-sonnet-4	|3.0,15.0,0.3,3.75|
-openrouter	anthropic/claude-sonnet-4.5	|3.0,15.0,0.3,3.75|200000,6.0,22.5,0.6,7.5
-openrouter	anthropic/claude-sonnet-4.5:batch	|1.5,7.5,0.15,1.875|200000,3.0,11.25,0.3,3.75
-openrouter	anthropic/claude-sonnet-4.6	|3.0,15.0,0.3,3.75|
-openrouter	anthropic/claude-sonnet-4.6:batch	|1.5,7.5,0.15,1.875|
-openrouter	anthropic/claude-sonnet-5	|2.0,10.0,0.2,2.5|
-openrouter	anthropic/claude-sonnet-5.5	|2.0,10.0,0.1,2.5|
-openrouter	anthropic/claude-sonnet-5.5:batch	|1.0,5.0,0.05,1.25|
-openrouter	anthropic/claude-sonnet-5:batch	|1.0,5.0,0.1,1.25|
-openrouter	anubis-pro-105b-v1	|0.8,1.0,0.8,0.8|
-openrouter	arcee-ai/coder-large	|0.5,0.8,0.5,0.5|
-openrouter	arcee-ai/trinity-large-thinking	|0.22,0.85,0.06,0.22| 2026-10-19|0.25,0.8,0.06,0.25|
-openrouter	arcee-ai/trinity-mini	|0.045,0.15,0.045,0.045|
-openrouter	arcee-ai/virtuoso-large	|0.75,1.2,0.75,0.75|
-openrouter	arcee-blitz	|0.45,0.75,0.45,0.45|
-openrouter	arliai/qwq-32b-arliai-rpr-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	baidu/ernie-4.5-vl-424b-a47b	|0.42,1.25,0.42,0.42|
-openrouter	bytedance-research/ui-tars-72b:free	|0.0,0.0,0.0,0.0|
-openrouter	bytedance-seed/seed-1.6	|0.25,2.0,0.25,0.25| 2026-10-19|0.25,2.0,0.25,0.25|128000,0.5,4.0,0.25,0.25
-openrouter	bytedance-seed/seed-1.6-flash	|0.075,0.3,0.075,0.075| 2026-10-19|0.075,0.3,0.075,0.075|128000,0.1,0.8,0.075,0.075
-openrouter	bytedance-seed/seed-2-1-turbo	|0.5,2.5,0.5,0.5|
-openrouter	bytedance-seed/seed-2.0-code	|0.5,3.0,0.5,0.5|128000,1.0,6.0,0.5,0.5
-openrouter	bytedance-seed/seed-2.0-lite	|0.25,2.0,0.25,0.25| 2026-10-19|0.25,2.0,0.25,0.25|128000,0.5,4.0,0.25,0.25
-openrouter	bytedance-seed/seed-2.0-mini	|0.1,0.4,0.1,0.1| 2026-10-19|0.1,0.4,0.1,0.1|128000,0.2,0.8,0.1,0.1
-openrouter	bytedance/ui-tars-1.5-7b	|0.1,0.2,0.1,0.1|
-openrouter	caller-large	|0.55,0.85,0.55,0.55|
-openrouter	chatgpt-4o-latest	|5.0,15.0,5.0,5.0|
-openrouter	claude-2	|8.0,24.0,8.0,8.0|
-openrouter	claude-3-opus	|15.0,75.0,1.5,18.75|
-openrouter	claude-3-sonnet	|3.0,15.0,0.3,3.75|
-openrouter	claude-3.5-sonnet	|3.0,15.0,0.3,3.75|
-openrouter	claude-3.7-sonnet	|3.0,15.0,0.3,3.75|
-openrouter	cloudflare/clef	|0.24,0.0,0.24,0.24|
-openrouter	cloudflare/clef-flash	|0.09,0.0,0.09,0.09|
-openrouter	codellama-7b-instruct-solidity	|0.8,1.2,0.8,0.8|
-openrouter	codestral-2501	|0.3,0.9,0.3,0.3|
-openrouter	codex-mini	|1.5,6.0,0.375,1.5|
-openrouter	cognitivecomputations/dolphin-mistral-24b-venice-edition	|0.2,0.9,0.2,0.2|
-openrouter	cognitivecomputations/dolphin-mistral-24b-venice-edition:free	|0.0,0.0,0.0,0.0|
-openrouter	cognitivecomputations/dolphin-mixtral-8x22b	|0.9,0.9,0.9,0.9|
-openrouter	cognitivecomputations/dolphin-mixtral-8x7b	|0.5,0.5,0.5,0.5|
-openrouter	cognitivecomputations/dolphin3.0-mistral-24b:free	|0.0,0.0,0.0,0.0|
-openrouter	cognitivecomputations/dolphin3.0-r1-mistral-24b:free	|0.0,0.0,0.0,0.0|
-openrouter	cohere/command	|1.0,2.0,1.0,1.0|
-openrouter	cohere/command-a	|2.5,10.0,2.5,2.5|
-openrouter	cohere/command-a-plus	|0.3,1.5,0.15,0.3|
-openrouter	cohere/command-r	|0.5,1.5,0.5,0.5|
-openrouter	cohere/command-r-08-2024	|0.15,0.6,0.15,0.15|
-openrouter	cohere/command-r-plus	|3.0,15.0,3.0,3.0|
-openrouter	cohere/command-r-plus-08-2024	|2.5,10.0,2.5,2.5|
-openrouter	cohere/command-r7b-12-2024	|0.0375,0.15,0.0375,0.0375|
-openrouter	cohere/north-mini-code:free	|0.0,0.0,0.0,0.0|
-openrouter	command	|1.0,2.0,1.0,1.0|
-openrouter	command-r	|0.5,1.5,0.5,0.5|
-openrouter	command-r-plus	|3.0,15.0,3.0,3.0|
-openrouter	deepcoder-14b-preview:free	|0.0,0.0,0.0,0.0|
-openrouter	deepcogito/cogito-v2.1-671b	|1.25,1.25,1.25,1.25|
-openrouter	deephermes-3-llama-3-8b-preview:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-chat-v3-0324:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-chat:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-prover-v2	|0.5,2.18,0.5,0.5|
-openrouter	deepseek-r1-0528-qwen3-8b	|0.05,0.1,0.05,0.05|
-openrouter	deepseek-r1-0528-qwen3-8b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-r1-0528:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-r1-distill-llama-70b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-r1-distill-llama-8b	|0.04,0.04,0.04,0.04|
-openrouter	deepseek-r1-distill-qwen-1.5b	|0.18,0.18,0.18,0.18|
-openrouter	deepseek-r1-distill-qwen-14b	|0.15,0.15,0.15,0.15|
-openrouter	deepseek-r1-distill-qwen-14b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-r1-distill-qwen-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-r1-distill-qwen-7b	|0.1,0.2,0.1,0.1|
-openrouter	deepseek-r1:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-r1t-chimera:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek-v3-base:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-chat	|0.38,0.89,0.38,0.38| 2026-10-19|0.32,0.89,0.32,0.32| 2026-10-20|0.2574,1.0287,0.2574,0.2574|
-openrouter	deepseek/deepseek-chat-v3-0324	|0.3,0.88,0.3,0.3| 2026-10-19|0.29,1.14,0.11,0.29| 2026-11-03|0.25,1.0,0.11,0.25|
-openrouter	deepseek/deepseek-chat-v3-0324:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-chat-v3.1	|0.21,0.79,0.13,0.21| 2026-10-19|0.25,0.95,0.13,0.25| 2026-11-03|0.55,1.65,0.55,0.55| 2026-11-09|0.27,1.0,0.27,0.27|
-openrouter	deepseek/deepseek-chat:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-r1	|0.45,2.15,0.45,0.45| 2026-10-19|0.7,2.5,0.7,0.7|
-openrouter	deepseek/deepseek-r1-0528	|0.5,2.15,0.5,0.5| 2026-10-19|0.5,2.15,0.35,0.5|
-openrouter	deepseek/deepseek-r1-distill-llama-70b	|0.1,0.4,0.1,0.1|
-openrouter	deepseek/deepseek-r1-distill-llama-70b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-r1-distill-llama-8b	|0.04,0.04,0.04,0.04|
-openrouter	deepseek/deepseek-r1-distill-qwen-1.5b	|0.18,0.18,0.18,0.18|
-openrouter	deepseek/deepseek-r1-distill-qwen-14b	|0.15,0.15,0.15,0.15|
-openrouter	deepseek/deepseek-r1-distill-qwen-14b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-r1-distill-qwen-32b	|0.12,0.18,0.12,0.12|
-openrouter	deepseek/deepseek-r1-distill-qwen-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-r1-zero:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-r1:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-v3-base:free	|0.0,0.0,0.0,0.0|
-openrouter	deepseek/deepseek-v3.1-terminus	|0.23,0.9,0.23,0.23| 2026-10-19|0.27,1.0,0.27,0.27|
-openrouter	deepseek/deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288| 2026-10-19|0.28,0.42,0.028,0.28| 2026-11-09|0.26,0.38,0.13,0.26|
-openrouter	deepseek/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27|
-openrouter	deepseek/deepseek-v4-flash	|0.0983,0.1966,0.0197,0.0983| 2026-10-19|0.091,0.182,0.0182,0.091| 2026-11-03|0.14,0.28,0.03,0.14| 2026-11-09|0.105,0.21,0.021,0.105|
-openrouter	deepseek/deepseek-v4-flash-0731	|0.15,0.15,0.042,0.15| 2026-10-20|0.44,1.32,0.014,0.44| 2026-11-03|0.14,0.28,0.07,0.14| 2026-11-09|0.14,0.28,0.05,0.14|
-openrouter	deepseek/deepseek-v4-flash-0731:batch	|0.048,0.144,0.012,0.048|
-openrouter	deepseek/deepseek-v4-flash-vision-exp	|0.2156,0.6468,0.00686,0.2156|
-openrouter	deepseek/deepseek-v4-pro	|0.435,0.87,0.003625,0.435| 2026-10-19|0.422472,0.844944,0.035206,0.422472| 2026-10-20|0.95526,1.91052,0.079605,0.95526| 2026-11-03|1.416,2.832,0.118,1.416|
-openrouter	deepseek/deepseek-v4-pro-0813	|0.66,1.98,0.022,0.66|
-openrouter	deepseek/deepseek-v4.1-flash	|0.0448,0.08,0.0016,0.0448| 2026-10-19|0.0344,0.08,0.0016,0.0344| 2026-10-20|0.0352,0.0112,0.0016,0.0352| 2026-11-03|0.21,0.84,0.0042,0.21|
-openrouter	deepseek/deepseek-v4.1-flash-1017:batch	|0.011,0.2,0.002,0.011|
-openrouter	deepseek/deepseek-v4.1-flash:batch	|0.05,0.15,0.004,0.05| 2026-11-09|0.011,0.2,0.002,0.011|
-openrouter	devstral-small	|0.06,0.12,0.06,0.06|
-openrouter	devstral-small:free	|0.0,0.0,0.0,0.0|
-openrouter	dobby-mini-unhinged-plus-llama-3.1-8b	|0.2,0.2,0.2,0.2|
-openrouter	dolphin-mixtral-8x22b	|0.9,0.9,0.9,0.9|
-openrouter	dolphin3.0-mistral-24b:free	|0.0,0.0,0.0,0.0|
-openrouter	dolphin3.0-r1-mistral-24b:free	|0.0,0.0,0.0,0.0|
-openrouter	dots-studio/dots-3-note-preview:free	|0.0,0.0,0.0,0.0|
-openrouter	eleutherai/llemma_7b	|0.8,1.2,0.8,0.8|
-openrouter	elorian/glimpse	|0.6,3.0,0.06,0.6|
-openrouter	essentialai/rnj-1-instruct	|0.15,0.15,0.15,0.15|
-openrouter	eva-llama-3.33-70b	|4.0,6.0,4.0,4.0|
-openrouter	eva-qwen-2.5-32b	|2.6,3.4,2.6,2.6|
-openrouter	eva-qwen-2.5-72b	|4.0,6.0,4.0,4.0|
-openrouter	eva-unit-01/eva-llama-3.33-70b	|4.0,6.0,4.0,4.0|
-openrouter	eva-unit-01/eva-qwen-2.5-32b	|2.6,3.4,2.6,2.6|
-openrouter	eva-unit-01/eva-qwen-2.5-72b	|0.9,1.2,0.9,0.9|
-openrouter	featherless/qwerky-72b:free	|0.0,0.0,0.0,0.0|
-openrouter	fimbulvetr-11b-v2	|0.8,1.2,0.8,0.8|
-openrouter	fireworks/ember-1	|3.0,15.0,0.3,3.0|
-openrouter	gemini-2.0-flash-001	|0.1,0.4,0.025,0.1833|
-openrouter	gemini-2.0-flash-exp:free	|0.0,0.0,0.0,0.0|
-openrouter	gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075|
-openrouter	gemini-2.5-flash-lite-preview-06-17	|0.1,0.4,0.1,0.1|
-openrouter	gemini-2.5-flash-preview	|0.15,0.6,0.0375,0.2333|
-openrouter	gemini-2.5-flash-preview-05-20:thinking	|0.15,3.5,0.0375,0.2333|
-openrouter	gemini-2.5-flash-preview:thinking	|0.15,3.5,0.0375,0.2333|
-openrouter	gemini-2.5-pro-exp-03-25	|0.0,0.0,0.0,0.0|
-openrouter	gemini-flash-1.5	|0.075,0.3,0.01875,0.1583|
-openrouter	gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0583|
-openrouter	gemini-pro-1.5	|1.25,5.0,1.25,1.25|
-openrouter	gemma-2-9b-it	|0.2,0.2,0.2,0.2|
-openrouter	gemma-2-9b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	gemma-3-12b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	gemma-3-27b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	gemma-3-4b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	gemma-3n-e4b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	glm-4-32b	|0.24,0.24,0.24,0.24|
-openrouter	glm-4-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	glm-4.5-air:free	|0.0,0.0,0.0,0.0|
-openrouter	glm-5v-turbo	|1.2,4.0,0.24,1.2|
-openrouter	glm-z1-32b	|0.24,0.24,0.24,0.24|
-openrouter	glm-z1-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	glm-z1-rumination-32b	|0.24,0.24,0.24,0.24|
-openrouter	goliath-120b	|10.0,12.5,10.0,10.0|
-openrouter	google/gemini-2.0-flash-001	|0.1,0.4,0.1,0.1|
-openrouter	google/gemini-2.0-flash-exp:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075|
-openrouter	google/gemini-2.0-flash-thinking-exp-1219:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemini-2.0-flash-thinking-exp:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemini-2.5-flash	|0.3,2.5,0.075,0.3833| 2026-10-19|0.3,2.5,0.03,0.0833333333333333|
-openrouter	google/gemini-2.5-flash-image	|0.3,2.5,0.03,0.08333333333333334|
-openrouter	google/gemini-2.5-flash-lite	|0.1,0.4,0.01,0.08333333333333334|
-openrouter	google/gemini-2.5-flash-lite-preview-09-2025	|0.1,0.4,0.1,0.1|
-openrouter	google/gemini-2.5-flash-lite:batch	|0.05,0.2,0.01,0.04166666666666665|
-openrouter	google/gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15|
-openrouter	google/gemini-2.5-flash-preview-09-2025	|0.3,2.5,0.075,0.383|
-openrouter	google/gemini-2.5-flash-preview:thinking	|0.15,3.5,0.15,0.15|
-openrouter	google/gemini-2.5-flash:batch	|0.15,1.25,0.03,0.04166666666666665|
-openrouter	google/gemini-2.5-pro	|1.25,10.0,0.31,1.625| 2026-10-19|1.25,10.0,0.125,0.375|200000,2.5,15.0,0.25,0.375
-openrouter	google/gemini-2.5-pro-exp-03-25:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemini-2.5-pro-preview-03-25	|1.25,10.0,1.25,1.25|
-openrouter	google/gemini-2.5-pro:batch	|0.625,5.0,0.125,0.1875|200000,1.25,7.5,0.25,0.1875
-openrouter	google/gemini-3-flash-preview	|0.5,3.0,0.05,0.08333333333333334|
-openrouter	google/gemini-3-flash-preview:batch	|0.25,1.5,0.25,0.04166666666666665|
-openrouter	google/gemini-3-pro-image	|2.0,12.0,0.2,0.375|
-openrouter	google/gemini-3-pro-image-preview	|2.0,12.0,0.2,0.375|
-openrouter	google/gemini-3.1-flash-image	|0.5,3.0,0.5,0.5|
-openrouter	google/gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5|
-openrouter	google/gemini-3.1-flash-lite	|0.25,1.5,0.025,0.08333333333333334|
-openrouter	google/gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25|
-openrouter	google/gemini-3.1-flash-lite:batch	|0.125,0.75,0.0125,0.04166666666666665|
-openrouter	google/gemini-3.1-pro-preview	|2.0,12.0,0.2,0.375| 2026-10-19|2.0,12.0,0.2,0.375|200000,4.0,18.0,0.4,0.375
-openrouter	google/gemini-3.1-pro-preview:batch	|1.0,6.0,1.0,0.1875|200000,2.0,9.0,1.0,0.1875
-openrouter	google/gemini-3.5-flash	|1.5,9.0,0.15,0.08333333333333334|
-openrouter	google/gemini-3.5-flash-lite	|0.3,2.5,0.03,0.0833333333333333|
-openrouter	google/gemini-3.5-flash-lite:batch	|0.15,1.25,0.015,0.04166666666666665|
-openrouter	google/gemini-3.5-flash:batch	|0.75,4.5,0.075,0.04166666666666665|
-openrouter	google/gemini-3.6-flash	|0.75,3.75,0.075,0.0416666666666667|
-openrouter	google/gemini-3.6-flash:batch	|0.375,1.875,0.0375,0.0416666666666667|
-openrouter	google/gemini-3.7-flash	|0.75,3.75,0.075,0.0416666666666667|
-openrouter	google/gemini-3.7-flash:batch	|0.375,1.875,0.0375,0.0416666666666667|
-openrouter	google/gemini-3.8-flash	|0.75,3.75,0.075,0.041666666666666664| 2026-10-19|0.825,4.125,0.0825,0.041666666666666664| 2026-11-03|0.75,3.75,0.075,0.041666666666666664|
-openrouter	google/gemini-3.8-flash:batch	|0.375,1.875,0.0375,0.0416666666666667|
-openrouter	google/gemini-4-argon	|2.0,10.0,0.1,0.1875|
-openrouter	google/gemini-4-argon:batch	|1.0,5.0,0.05,0.1875|
-openrouter	google/gemini-flash-1.5	|0.075,0.3,0.075,0.075|
-openrouter	google/gemini-flash-1.5-8b	|0.0375,0.15,0.0375,0.0375|
-openrouter	google/gemini-flash-1.5-8b-exp	|0.0,0.0,0.0,0.0|
-openrouter	google/gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5|
-openrouter	google/gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5|
-openrouter	google/gemini-omni-1.2-flash	|1.5,9.0,1.5,1.5|
-openrouter	google/gemini-pro	|0.5,1.5,0.5,0.5|
-openrouter	google/gemini-pro-1.5	|1.25,5.0,1.25,1.25|
-openrouter	google/gemma-2-27b-it	|0.8,0.8,0.8,0.8| 2026-10-19|0.65,0.65,0.65,0.65|
-openrouter	google/gemma-2-9b-it	|0.07,0.07,0.07,0.07|
-openrouter	google/gemma-2-9b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemma-3-12b-it	|0.05,0.1,0.05,0.05| 2026-10-19|0.05,0.15,0.05,0.05|
-openrouter	google/gemma-3-12b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemma-3-1b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemma-3-27b-it	|0.1,0.2,0.1,0.1| 2026-10-19|0.08,0.35,0.04,0.08|
-openrouter	google/gemma-3-27b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemma-3-4b-it	|0.02,0.04,0.02,0.02| 2026-10-19|0.05,0.1,0.05,0.05| 2026-10-20|0.04,0.05,0.02,0.04|
-openrouter	google/gemma-3-4b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemma-3n-e4b-it	|0.06,0.12,0.06,0.06|
-openrouter	google/gemma-4-26b-a4b-it	|0.06,0.33,0.06,0.06| 2026-10-19|0.09,0.3,0.05,0.09| 2026-10-20|0.0765,0.255,0.0425,0.0765| 2026-11-03|0.15,0.6,0.0425,0.15|
-openrouter	google/gemma-4-26b-a4b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/gemma-4-31b-it	|0.12,0.36,0.09,0.12| 2026-08-27|0.09,0.34,0.05,0.09| 2026-10-19|0.2,0.4,0.05,0.2| 2026-11-03|0.15,0.4,0.06,0.15|
-openrouter	google/gemma-4-31b-it:free	|0.0,0.0,0.0,0.0|
-openrouter	google/learnlm-1.5-pro-experimental:free	|0.0,0.0,0.0,0.0|
-openrouter	google/lyria-3-clip-preview	|0.0,0.0,0.0,0.0|
-openrouter	google/lyria-3-pro-preview	|0.0,0.0,0.0,0.0|
-openrouter	google/palm-2-chat-bison	|1.0,2.0,1.0,1.0|
-openrouter	google/palm-2-codechat-bison	|1.0,2.0,1.0,1.0|
-openrouter	gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0|
-openrouter	gpt-4-1106-preview	|10.0,30.0,10.0,10.0|
-openrouter	gpt-4.5-preview	|75.0,150.0,37.5,75.0|
-openrouter	gpt-4o:extended	|6.0,18.0,6.0,6.0|
-openrouter	grok-2-1212	|2.0,10.0,2.0,2.0|
-openrouter	grok-2-vision-1212	|2.0,10.0,2.0,2.0|
-openrouter	grok-3	|3.0,15.0,0.75,3.0|
-openrouter	grok-3-mini	|0.3,0.5,0.075,0.3|
-openrouter	grok-beta	|5.0,15.0,5.0,5.0|
-openrouter	grok-vision-beta	|5.0,15.0,5.0,5.0|
-openrouter	gryphe/mythomax-l2-13b	|0.065,0.065,0.065,0.065| 2026-10-19|0.08,0.11,0.08,0.08|
-openrouter	hermes-2-pro-llama-3-8b	|0.025,0.04,0.025,0.025|
-openrouter	huggingfaceh4/zephyr-7b-beta:free	|0.0,0.0,0.0,0.0|
-openrouter	ibm-granite/granite-4.0-h-micro	|0.017,0.112,0.017,0.017|
-openrouter	ibm-granite/granite-4.1-8b	|0.05,0.1,0.05,0.05|
-openrouter	ibm-granite/granite-4.2-8b	|0.06,0.25,0.015,0.06| 2026-11-03|0.06,0.15,0.015,0.06|
-openrouter	inception/mercury-2	|0.25,0.75,0.025,0.25|
-openrouter	inception/mercury-2.5	|0.04,0.15,0.004,0.04|
-openrouter	inception/mercury-3	|0.1,0.35,0.01,0.1|
-openrouter	inclusionai/ling-2.6-1t	|0.075,0.625,0.015,0.075|
-openrouter	inclusionai/ling-2.6-flash	|0.01,0.03,0.002,0.01|
-openrouter	inclusionai/ling-3.0-flash	|0.021,0.063,0.0042,0.021|
-openrouter	inclusionai/ling-3.0-flash-vl	|0.06,0.18,0.012,0.06|
-openrouter	inclusionai/ling-3.0-tiny	|0.015,0.045,0.003,0.015|
-openrouter	inclusionai/ling-3.1-flash	|0.075,0.225,0.015,0.075| 2026-11-09|0.045,0.135,0.009,0.045|
-openrouter	inclusionai/ring-2.6-1t	|0.075,0.625,0.015,0.075|
-openrouter	inference-net/schematron-v2-small	|0.05,0.23,0.05,0.05|
-openrouter	inference-net/schematron-v2-turbo	|0.03,0.15,0.03,0.03|
-openrouter	infermatic/mn-inferor-12b	|0.8,1.2,0.8,0.8|
-openrouter	inflection/inflection-3-pi	|2.5,10.0,2.5,2.5|
-openrouter	inflection/inflection-3-productivity	|2.5,10.0,2.5,2.5|
-openrouter	internvl3-14b:free	|0.0,0.0,0.0,0.0|
-openrouter	internvl3-2b:free	|0.0,0.0,0.0,0.0|
-openrouter	jamba-1.6-large	|2.0,8.0,2.0,2.0|
-openrouter	jamba-1.6-mini	|0.2,0.4,0.2,0.2|
-openrouter	jondurbin/airoboros-l2-70b	|0.5,0.5,0.5,0.5|
-openrouter	kimi-dev-72b:free	|0.0,0.0,0.0,0.0|
-openrouter	kimi-vl-a3b-thinking:free	|0.0,0.0,0.0,0.0|
-openrouter	kwaipilot/kat-coder-pro-v2	|0.3,1.2,0.06,0.3|
-openrouter	l3-euryale-70b	|1.48,1.48,1.48,1.48|
-openrouter	latitudegames/wayfarer-large-70b-llama-3.3	|0.8,0.9,0.8,0.8|
-openrouter	lfm-3b	|0.02,0.02,0.02,0.02|
-openrouter	lfm-40b	|0.15,0.15,0.15,0.15|
-openrouter	lfm-7b	|0.01,0.01,0.01,0.01|
-openrouter	liquid/lfm-2-24b-a2b	|0.03,0.12,0.03,0.03|
-openrouter	liquid/lfm-2.5-1.2b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	liquid/lfm-2.5-1.2b-thinking:free	|0.0,0.0,0.0,0.0|
-openrouter	liquid/lfm-2.5-2.6b	|0.35,0.5,0.04,0.35|
-openrouter	liquid/lfm-2.5-2.6b:free	|0.0,0.0,0.0,0.0|
-openrouter	liquid/lfm-2.5-24b-a2b	|0.05,0.7,0.025,0.05|
-openrouter	liquid/lfm-3-1.7b	|0.08,0.2,0.02,0.08|
-openrouter	liquid/lfm-3-1.7b:free	|0.0,0.0,0.0,0.0|
-openrouter	liquid/lfm-3b	|0.02,0.02,0.02,0.02|
-openrouter	liquid/lfm-40b	|0.15,0.15,0.15,0.15|
-openrouter	liquid/lfm-7b	|0.01,0.01,0.01,0.01|
-openrouter	llama-3-lumimaid-70b	|4.0,6.0,4.0,4.0|
-openrouter	llama-3-lumimaid-8b	|0.2,1.25,0.2,0.2|
-openrouter	llama-3.1-405b	|2.0,2.0,2.0,2.0|
-openrouter	llama-3.1-405b-instruct	|0.8,0.8,0.8,0.8|
-openrouter	llama-3.1-8b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-3.1-lumimaid-70b	|2.5,3.0,2.5,2.5|
-openrouter	llama-3.1-lumimaid-8b	|0.2,1.25,0.2,0.2|
-openrouter	llama-3.1-nemotron-70b-instruct	|0.12,0.3,0.12,0.12|
-openrouter	llama-3.1-nemotron-ultra-253b-v1	|0.6,1.8,0.6,0.6|
-openrouter	llama-3.1-nemotron-ultra-253b-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0|
-openrouter	llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2|
-openrouter	llama-3.2-11b-vision-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-3.2-1b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-3.2-90b-vision-instruct	|1.2,1.2,1.2,1.2|
-openrouter	llama-3.3-8b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-3.3-nemotron-super-49b-v1	|0.13,0.4,0.13,0.13|
-openrouter	llama-3.3-nemotron-super-49b-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-4-maverick:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-4-scout:free	|0.0,0.0,0.0,0.0|
-openrouter	llama-guard-2-8b	|0.2,0.2,0.2,0.2|
-openrouter	llama3.1-typhoon2-70b-instruct	|0.88,0.88,0.88,0.88|
-openrouter	llemma_7b	|0.8,1.2,0.8,0.8|
-openrouter	maestro-reasoning	|0.9,3.3,0.9,0.9|
-openrouter	magistral-medium-2506	|2.0,5.0,2.0,2.0|
-openrouter	magistral-small-2506	|0.5,1.5,0.5,0.5|
-openrouter	magnum-72b	|4.0,6.0,4.0,4.0|
-openrouter	magnum-v2-72b	|3.0,3.0,3.0,3.0|
-openrouter	mai-ds-r1:free	|0.0,0.0,0.0,0.0|
-openrouter	mancer/weaver	|1.125,1.125,1.125,1.125| 2026-10-19|0.4,0.75,0.4,0.4|
-openrouter	meituan/longcat-2.0	|0.3,1.2,0.006,0.3|
-openrouter	mercury-coder-small-beta	|0.25,1.0,0.25,0.25|
-openrouter	meta-llama/llama-2-13b-chat	|0.22,0.22,0.22,0.22|
-openrouter	meta-llama/llama-2-70b-chat	|0.9,0.9,0.9,0.9|
-openrouter	meta-llama/llama-3-70b-instruct	|0.3,0.4,0.3,0.3|
-openrouter	meta-llama/llama-3-8b-instruct	|0.03,0.06,0.03,0.03|
-openrouter	meta-llama/llama-3.1-405b	|2.0,2.0,2.0,2.0|
-openrouter	meta-llama/llama-3.1-405b-instruct	|0.8,0.8,0.8,0.8|
-openrouter	meta-llama/llama-3.1-405b:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-3.1-70b-instruct	|0.1,0.28,0.1,0.1| 2026-10-19|0.4,0.4,0.4,0.4| 2026-11-03|0.72,0.72,0.72,0.72|
-openrouter	meta-llama/llama-3.1-8b-instruct	|0.02,0.03,0.02,0.02| 2026-10-19|0.05,0.08,0.025,0.05|
-openrouter	meta-llama/llama-3.1-8b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-3.2-11b-vision-instruct	|0.049,0.049,0.049,0.049|
-openrouter	meta-llama/llama-3.2-11b-vision-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-3.2-1b-instruct	|0.005,0.01,0.005,0.005| 2026-10-19|0.027,0.201,0.027,0.027|
-openrouter	meta-llama/llama-3.2-1b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-3.2-3b-instruct	|0.01,0.02,0.01,0.01| 2026-10-19|0.0509,0.335,0.0509,0.0509|
-openrouter	meta-llama/llama-3.2-3b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-3.2-90b-vision-instruct	|0.9,0.9,0.9,0.9|
-openrouter	meta-llama/llama-3.3-70b-instruct	|0.05,0.24,0.05,0.05| 2026-10-19|0.1,0.32,0.1,0.1| 2026-11-03|0.45,0.9,0.45,0.45| 2026-11-09|0.59,0.79,0.295,0.59|
-openrouter	meta-llama/llama-3.3-70b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-4-maverick	|0.15,0.6,0.15,0.15| 2026-10-19|0.1875,0.6525,0.05,0.1875| 2026-11-03|0.35,1.0,0.17,0.35|
-openrouter	meta-llama/llama-4-maverick:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-4-scout	|0.08,0.3,0.08,0.08| 2026-10-19|0.1,0.3,0.1,0.1|
-openrouter	meta-llama/llama-4-scout:free	|0.0,0.0,0.0,0.0|
-openrouter	meta-llama/llama-guard-2-8b	|0.2,0.2,0.2,0.2|
-openrouter	meta-llama/llama-guard-3-8b	|0.02,0.06,0.02,0.02|
-openrouter	meta-llama/llama-guard-4-12b	|0.05,0.05,0.05,0.05| 2026-10-19|0.18,0.18,0.18,0.18|
-openrouter	meta/muse-glimmer-30b	|0.3,1.2,0.04,0.3|
-openrouter	meta/muse-glimmer-30b:batch	|0.24,0.96,0.032,0.24|
-openrouter	meta/muse-spark-1.1	|1.25,4.25,0.15,1.25|
-openrouter	meta/muse-spark-1.2	|1.25,4.25,0.15,1.25|
-openrouter	meta/muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1|
-openrouter	meta/muse-spark-1.3	|1.25,4.25,0.15,1.25|
-openrouter	meta/muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1|
-openrouter	meta/muse-spark-open	|1.25,4.25,0.15,1.25|
-openrouter	meta/muse-wonder	|4.0,20.0,0.2,4.0|
-openrouter	microsoft/phi-3-medium-128k-instruct	|1.0,1.0,1.0,1.0|
-openrouter	microsoft/phi-3-mini-128k-instruct	|0.1,0.1,0.1,0.1|
-openrouter	microsoft/phi-3.5-mini-128k-instruct	|0.1,0.1,0.1,0.1|
-openrouter	microsoft/phi-4	|0.07,0.14,0.07,0.07|
-openrouter	microsoft/phi-4-mini-instruct	|0.08,0.35,0.08,0.08|
-openrouter	microsoft/phi-4-multimodal-instruct	|0.05,0.1,0.05,0.05|
-openrouter	microsoft/wizardlm-2-7b	|0.07,0.07,0.07,0.07|
-openrouter	microsoft/wizardlm-2-8x22b	|0.5,0.5,0.5,0.5| 2026-10-19|0.62,0.62,0.62,0.62|
-openrouter	midnight-rose-70b	|0.8,0.8,0.8,0.8|
-openrouter	minimax-m1:extended	|0.55,2.2,0.55,0.55|
-openrouter	minimax/minimax-01	|0.2,1.1,0.2,0.2|
-openrouter	minimax/minimax-m1	|0.3,1.65,0.3,0.3| 2026-10-19|0.55,2.2,0.55,0.55| 2026-11-03|0.4,2.2,0.4,0.4| 2026-11-09|0.55,2.2,0.55,0.55|
-openrouter	minimax/minimax-m2	|0.255,1.0,0.03,0.255| 2026-10-19|0.255,1.02,0.03,0.255|
-openrouter	minimax/minimax-m2-her	|0.3,1.2,0.03,0.3|
-openrouter	minimax/minimax-m2.1	|0.29,0.95,0.03,0.29| 2026-10-19|0.3,1.2,0.03,0.3|
-openrouter	minimax/minimax-m2.5	|0.15,0.9,0.05,0.15| 2026-10-19|0.27,0.95,0.03,0.27| 2026-11-03|0.3,1.2,0.03,0.3| 2026-11-09|0.295,1.2,0.06,0.295|
-openrouter	minimax/minimax-m2.7	|0.27,1.08,0.054,0.27| 2026-10-19|0.3,1.2,0.06,0.3| 2026-11-09|0.27,1.08,0.054,0.27|
-openrouter	minimax/minimax-m3	|0.3,1.2,0.06,0.3|
-openrouter	minimax/minimax-m3.1-flash:free	|0.0,0.0,0.0,0.0|
-openrouter	minimax/minimax-m3:batch	|0.224,0.88,0.0448,0.224|
-openrouter	ministral-3b	|0.04,0.04,0.04,0.04|
-openrouter	ministral-8b	|0.1,0.1,0.1,0.1|
-openrouter	mistral-7b-instruct	|0.028,0.054,0.028,0.028|
-openrouter	mistral-7b-instruct-v0.1	|0.11,0.19,0.11,0.11|
-openrouter	mistral-7b-instruct-v0.2	|0.2,0.2,0.2,0.2|
-openrouter	mistral-7b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	mistral-medium	|2.75,8.1,2.75,2.75|
-openrouter	mistral-nemo:free	|0.0,0.0,0.0,0.0|
-openrouter	mistral-small	|0.2,0.6,0.2,0.2|
-openrouter	mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0|
-openrouter	mistral-small-3.1-24b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	mistral-small-3.2-24b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	mistral-tiny	|0.25,0.25,0.25,0.25|
-openrouter	mistral/ministral-8b	|0.1,0.1,0.1,0.1|
-openrouter	mistralai/codestral-2501	|0.3,0.9,0.3,0.3|
-openrouter	mistralai/codestral-2508	|0.3,0.9,0.03,0.3|
-openrouter	mistralai/codestral-2508:batch	|0.15,0.45,0.015,0.15|
-openrouter	mistralai/codestral-mamba	|0.25,0.25,0.25,0.25|
-openrouter	mistralai/devstral-2512	|0.4,2.0,0.04,0.4|
-openrouter	mistralai/ministral-14b-2512	|0.2,0.2,0.02,0.2|
-openrouter	mistralai/ministral-3b	|0.04,0.04,0.04,0.04|
-openrouter	mistralai/ministral-3b-2512	|0.1,0.1,0.01,0.1|
-openrouter	mistralai/ministral-8b	|0.1,0.1,0.1,0.1|
-openrouter	mistralai/ministral-8b-2512	|0.15,0.15,0.015,0.15|
-openrouter	mistralai/ministral-8b-2512:batch	|0.075,0.075,0.0075,0.075|
-openrouter	mistralai/mistral-7b-instruct	|0.029,0.059,0.029,0.029|
-openrouter	mistralai/mistral-7b-instruct-v0.1	|0.2,0.2,0.2,0.2|
-openrouter	mistralai/mistral-7b-instruct-v0.2	|0.2,0.2,0.2,0.2|
-openrouter	mistralai/mistral-7b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	mistralai/mistral-large	|2.0,6.0,2.0,2.0| 2026-10-19|2.0,6.0,0.2,2.0|
-openrouter	mistralai/mistral-large-2512	|0.5,1.5,0.05,0.5|
-openrouter	mistralai/mistral-large-2512:batch	|0.25,0.75,0.025,0.25|
-openrouter	mistralai/mistral-large-4-0	|0.68,2.09,0.07,0.68| 2026-11-03|0.7,2.1,0.07,0.7|
-openrouter	mistralai/mistral-medium	|2.75,8.1,2.75,2.75|
-openrouter	mistralai/mistral-medium-3	|0.4,2.0,0.4,0.4| 2026-10-19|0.4,2.0,0.04,0.4|
-openrouter	mistralai/mistral-medium-3-5	|1.5,7.5,1.5,1.5|
-openrouter	mistralai/mistral-medium-3-5:batch	|0.75,3.75,0.75,0.75|
-openrouter	mistralai/mistral-medium-3.1	|0.4,2.0,0.04,0.4|
-openrouter	mistralai/mistral-medium-3.1:batch	|0.2,1.0,0.02,0.2|
-openrouter	mistralai/mistral-nemo	|0.01,0.019,0.01,0.01| 2026-10-19|0.029,0.03,0.029,0.029| 2026-11-03|0.15,0.15,0.015,0.15|
-openrouter	mistralai/mistral-nemo:free	|0.0,0.0,0.0,0.0|
-openrouter	mistralai/mistral-saba	|0.2,0.6,0.2,0.2| 2026-10-19|0.2,0.6,0.02,0.2|
-openrouter	mistralai/mistral-small	|0.2,0.6,0.2,0.2|
-openrouter	mistralai/mistral-small-24b-instruct-2501	|0.05,0.09,0.05,0.05| 2026-10-19|0.05,0.08,0.05,0.05|
-openrouter	mistralai/mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0|
-openrouter	mistralai/mistral-small-2603	|0.15,0.6,0.015,0.15|
-openrouter	mistralai/mistral-small-2603:batch	|0.075,0.3,0.0075,0.075|
-openrouter	mistralai/mistral-small-3.1-24b-instruct	|0.05,0.15,0.05,0.05| 2026-10-19|0.351,0.555,0.351,0.351|
-openrouter	mistralai/mistral-small-3.1-24b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	mistralai/mistral-small-3.2-24b-instruct	|0.075,0.2,0.075,0.075| 2026-10-19|0.09375,0.25,0.09375,0.09375| 2026-11-03|0.1,0.3,0.01,0.1|
-openrouter	mistralai/mistral-tiny	|0.25,0.25,0.25,0.25|
-openrouter	mistralai/mixtral-8x22b-instruct	|0.9,0.9,0.9,0.9| 2026-10-19|2.0,6.0,0.2,2.0|
-openrouter	mistralai/mixtral-8x7b-instruct	|0.24,0.24,0.24,0.24|
-openrouter	mistralai/pixtral-12b	|0.1,0.1,0.1,0.1|
-openrouter	mistralai/pixtral-large-2411	|2.0,6.0,2.0,2.0|
-openrouter	mistralai/voxtral-small-24b-2507	|0.1,0.3,0.01,0.1|
-openrouter	mixtral-8x7b-instruct	|0.08,0.24,0.08,0.08|
-openrouter	mn-celeste-12b	|0.8,1.2,0.8,0.8|
-openrouter	mn-inferor-12b	|0.8,1.2,0.8,0.8|
-openrouter	mn-starcannon-12b	|0.8,1.2,0.8,0.8|
-openrouter	moondream/moondream3-preview	|0.3,2.5,0.3,0.3|
-openrouter	moondream/moondream3.1-9b-a2b	|0.3,2.5,0.3,0.3|
-openrouter	moonshotai/kimi-k2	|0.57,2.3,0.57,0.57|
-openrouter	moonshotai/kimi-k2-0905	|0.6,2.5,0.6,0.6|
-openrouter	moonshotai/kimi-k2-thinking	|0.6,2.5,0.6,0.6| 2026-10-19|0.6,2.5,0.15,0.6|
-openrouter	moonshotai/kimi-k2.5	|0.4,1.9,0.09,0.4| 2026-10-19|0.5,2.5,0.15,0.5| 2026-11-03|0.532,3.325,0.209,0.532|
-openrouter	moonshotai/kimi-k2.6	|0.68,3.41,0.34,0.68| 2026-10-19|0.65,3.41,0.15,0.65| 2026-11-03|0.95,4.0,0.16,0.95|
-openrouter	moonshotai/kimi-k2.6:free	|0.0,0.0,0.0,0.0|
-openrouter	moonshotai/kimi-k2.7-code	|0.75,3.5,0.16,0.75| 2026-10-19|0.6712,3.35,0.18,0.6712| 2026-11-03|0.95,4.0,0.19,0.95|
-openrouter	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0| 2026-10-19|0.239,11.936,0.21,0.239| 2026-11-03|3.0,15.0,0.3,3.0|
-openrouter	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-openrouter	moonshotai/kimi-k3:batch	|2.28,11.4,0.228,2.28| 2026-11-09|0.917,6.0,0.226,0.917|
-openrouter	moonshotai/kimi-vl-a3b-thinking:free	|0.0,0.0,0.0,0.0|
-openrouter	moonshotai/moonlight-16b-a3b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	morph/morph-v3-fast	|0.8,1.2,0.8,0.8|
-openrouter	morph/morph-v3-fast:batch	|0.4,0.6,0.4,0.4|
-openrouter	morph/morph-v3-large	|0.9,1.9,0.9,0.9|
-openrouter	morph/morph-v3-large:batch	|0.45,0.95,0.45,0.45|
-openrouter	mythalion-13b	|0.8,1.2,0.8,0.8|
-openrouter	neversleep/llama-3-lumimaid-70b	|3.375,4.5,3.375,3.375|
-openrouter	neversleep/llama-3-lumimaid-8b	|0.09375,0.75,0.09375,0.09375|
-openrouter	neversleep/llama-3.1-lumimaid-70b	|1.5,2.25,1.5,1.5|
-openrouter	neversleep/llama-3.1-lumimaid-8b	|0.09375,0.75,0.09375,0.09375|
-openrouter	neversleep/noromaid-20b	|0.75,1.5,0.75,0.75|
-openrouter	nex-agi/nex-n2-pro:free	|0.0,0.0,0.0,0.0|
-openrouter	nex-agi/nex-n2.5-mini	|0.025,0.1,0.0025,0.025|
-openrouter	nex-agi/nex-n2.5-pro	|0.075,0.25,0.015,0.075|
-openrouter	noromaid-20b	|1.25,2.0,1.25,1.25|
-openrouter	nothingiisreal/mn-celeste-12b	|0.8,1.2,0.8,0.8|
-openrouter	nous-hermes-2-mixtral-8x7b-dpo	|0.6,0.6,0.6,0.6|
-openrouter	nousresearch/deephermes-3-llama-3-8b-preview:free	|0.0,0.0,0.0,0.0|
-openrouter	nousresearch/hermes-2-pro-llama-3-8b	|0.025,0.04,0.025,0.025|
-openrouter	nousresearch/hermes-3-llama-3.1-405b	|0.7,0.8,0.7,0.7| 2026-10-19|1.0,1.0,1.0,1.0|
-openrouter	nousresearch/hermes-3-llama-3.1-405b:free	|0.0,0.0,0.0,0.0|
-openrouter	nousresearch/hermes-3-llama-3.1-70b	|0.12,0.3,0.12,0.12| 2026-10-19|0.7,0.7,0.7,0.7|
-openrouter	nousresearch/hermes-4-405b	|1.0,3.0,1.0,1.0| 2026-11-03|1.0,3.0,0.2,1.0|
-openrouter	nousresearch/hermes-4-70b	|0.13,0.4,0.13,0.13|
-openrouter	nousresearch/nous-hermes-2-mixtral-8x7b-dpo	|0.6,0.6,0.6,0.6|
-openrouter	nousresearch/nous-hermes-llama2-13b	|0.18,0.18,0.18,0.18|
-openrouter	nvidia/llama-3.1-nemotron-70b-instruct	|0.12,0.3,0.12,0.12|
-openrouter	nvidia/llama-3.1-nemotron-70b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/llama-3.1-nemotron-nano-8b-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/llama-3.1-nemotron-ultra-253b-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/llama-3.3-nemotron-super-49b-v1.5	|0.4,0.4,0.4,0.4|
-openrouter	nvidia/llama-3.3-nemotron-super-49b-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3-nano-30b-a3b	|0.05,0.2,0.05,0.05| 2026-10-19|0.06,0.24,0.06,0.06| 2026-11-03|0.06,0.24,0.012,0.06|
-openrouter	nvidia/nemotron-3-nano-30b-a3b:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3-nano-omni-30b-a3b-reasoning:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3-super-120b-a12b	|0.09,0.45,0.09,0.09| 2026-10-19|0.08,0.45,0.08,0.08| 2026-11-03|0.085,0.4,0.085,0.085| 2026-11-09|0.08,0.45,0.08,0.08|
-openrouter	nvidia/nemotron-3-super-120b-a12b:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3-ultra-550b-a55b	|0.5,2.5,0.15,0.5| 2026-10-19|0.6,2.4,0.12,0.6|
-openrouter	nvidia/nemotron-3-ultra-550b-a55b:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3.5-content-safety	|0.2,0.2,0.2,0.2|
-openrouter	nvidia/nemotron-3.5-content-safety:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3.5-lightning	|0.07,0.2,0.04,0.07| 2026-11-03|0.05,0.2,0.01,0.05|
-openrouter	nvidia/nemotron-3.5-lightning:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-3.5-super-vl	|0.1,0.4,0.08,0.1| 2026-10-20|0.15,0.5,0.02,0.15|
-openrouter	nvidia/nemotron-3.5-super-vl:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-nano-12b-v2-vl:free	|0.0,0.0,0.0,0.0|
-openrouter	nvidia/nemotron-nano-9b-v2	|0.04,0.16,0.04,0.04|
-openrouter	nvidia/nemotron-nano-9b-v2:free	|0.0,0.0,0.0,0.0|
-openrouter	o1-mini	|1.1,4.4,0.55,1.1|
-openrouter	open-r1/olympiccoder-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	open-r1/olympiccoder-7b:free	|0.0,0.0,0.0,0.0|
-openrouter	openai/chatgpt-4o-latest	|5.0,15.0,5.0,5.0|
-openrouter	openai/codex-mini	|1.5,6.0,0.375,1.5|
-openrouter	openai/gpt-3.5-turbo	|0.5,1.5,0.5,0.5|
-openrouter	openai/gpt-3.5-turbo-0613	|1.0,2.0,1.0,1.0|
-openrouter	openai/gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0|
-openrouter	openai/gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0|
-openrouter	openai/gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5|
-openrouter	openai/gpt-3.5-turbo:batch	|0.25,0.75,0.25,0.25|
-openrouter	openai/gpt-4	|30.0,60.0,30.0,30.0|
-openrouter	openai/gpt-4-1106-preview	|10.0,30.0,10.0,10.0|
-openrouter	openai/gpt-4-32k	|60.0,120.0,60.0,60.0|
-openrouter	openai/gpt-4-turbo	|10.0,30.0,10.0,10.0|
-openrouter	openai/gpt-4-turbo:batch	|5.0,15.0,5.0,5.0|
-openrouter	openai/gpt-4.1	|2.0,8.0,0.5,2.0|
-openrouter	openai/gpt-4.1-mini	|0.4,1.6,0.1,0.4|
-openrouter	openai/gpt-4.1-mini:batch	|0.2,0.8,0.05,0.2|
-openrouter	openai/gpt-4.1-nano	|0.1,0.4,0.025,0.1| 2026-11-03|0.1,0.4,0.03,0.1|
-openrouter	openai/gpt-4.1-nano:batch	|0.05,0.2,0.0125,0.05|
-openrouter	openai/gpt-4.1:batch	|1.0,4.0,0.25,1.0|
-openrouter	openai/gpt-4.5-preview	|75.0,150.0,75.0,75.0|
-openrouter	openai/gpt-4o	|2.5,10.0,2.5,2.5| 2026-10-19|2.5,10.0,1.25,2.5|
-openrouter	openai/gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0|
-openrouter	openai/gpt-4o-mini	|0.15,0.6,0.075,0.15|
-openrouter	openai/gpt-4o-mini-search-preview	|0.15,0.6,0.15,0.15|
-openrouter	openai/gpt-4o-mini:batch	|0.075,0.3,0.0375,0.075|
-openrouter	openai/gpt-4o-search-preview	|2.5,10.0,2.5,2.5|
-openrouter	openai/gpt-4o:batch	|1.25,5.0,0.625,1.25|
-openrouter	openai/gpt-4o:extended	|6.0,18.0,6.0,6.0|
-openrouter	openai/gpt-5	|1.25,10.0,0.125,1.25|
-openrouter	openai/gpt-5-image	|10.0,10.0,1.25,10.0|
-openrouter	openai/gpt-5-image-mini	|2.5,2.0,0.25,2.5|
-openrouter	openai/gpt-5-mini	|0.25,2.0,0.025,0.25|
-openrouter	openai/gpt-5-mini:batch	|0.125,1.0,0.0125,0.125|
-openrouter	openai/gpt-5-nano	|0.05,0.4,0.01,0.05| 2026-10-19|0.05,0.4,0.005,0.05|
-openrouter	openai/gpt-5-nano:batch	|0.025,0.2,0.0025,0.025|
-openrouter	openai/gpt-5-pro	|15.0,120.0,15.0,15.0|
-openrouter	openai/gpt-5-pro:batch	|7.5,60.0,7.5,7.5|
-openrouter	openai/gpt-5.1	|1.25,10.0,0.13,1.25| 2026-10-19|1.25,10.0,0.125,1.25|
-openrouter	openai/gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25| 2026-10-19|0.25,2.0,0.03,0.25|
-openrouter	openai/gpt-5.1:batch	|0.625,5.0,0.0625,0.625|
-openrouter	openai/gpt-5.2	|1.75,14.0,0.175,1.75|
-openrouter	openai/gpt-5.2-pro	|21.0,168.0,21.0,21.0|
-openrouter	openai/gpt-5.2-pro:batch	|10.5,84.0,10.5,10.5|
-openrouter	openai/gpt-5.2:batch	|0.875,7.0,0.0875,0.875|
-openrouter	openai/gpt-5.3-chat	|1.75,14.0,0.175,1.75|
-openrouter	openai/gpt-5.3-codex	|1.75,14.0,0.175,1.75|
-openrouter	openai/gpt-5.4	|2.5,15.0,0.25,2.5|272000,5.0,22.5,0.5,2.5
-openrouter	openai/gpt-5.4-image-2	|8.0,15.0,2.0,8.0|
-openrouter	openai/gpt-5.4-mini	|0.75,4.5,0.075,0.75|
-openrouter	openai/gpt-5.4-mini:batch	|0.375,2.25,0.0375,0.375|
-openrouter	openai/gpt-5.4-nano	|0.2,1.25,0.02,0.2|
-openrouter	openai/gpt-5.4-nano:batch	|0.1,0.625,0.01,0.1|
-openrouter	openai/gpt-5.4-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
-openrouter	openai/gpt-5.4-pro:batch	|15.0,90.0,15.0,15.0|272000,30.0,135.0,15.0,15.0
-openrouter	openai/gpt-5.4:batch	|1.25,7.5,0.125,1.25|272000,2.5,11.25,0.25,1.25
-openrouter	openai/gpt-5.5	|5.0,30.0,0.5,5.0|272000,10.0,45.0,1.0,5.0
-openrouter	openai/gpt-5.5-pro	|30.0,180.0,30.0,30.0|272000,60.0,270.0,30.0,30.0
-openrouter	openai/gpt-5.5-pro:batch	|15.0,90.0,15.0,15.0|272000,30.0,135.0,15.0,15.0
-openrouter	openai/gpt-5.5:batch	|2.5,15.0,0.25,2.5|272000,5.0,22.5,0.5,2.5
-openrouter	openai/gpt-5.6-luna	|0.2,1.2,0.02,0.25|272000,0.4,1.8,0.04,0.5
-openrouter	openai/gpt-5.6-luna-pro	|0.2,1.2,0.02,0.25|272000,0.4,1.8,0.04,0.5
-openrouter	openai/gpt-5.6-luna-pro:batch	|0.1,0.6,0.01,0.125|272000,0.2,0.9,0.02,0.25
-openrouter	openai/gpt-5.6-luna:batch	|0.1,0.6,0.01,0.125|272000,0.2,0.9,0.02,0.25
-openrouter	openai/gpt-5.6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0 2026-10-19|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
-openrouter	openai/gpt-5.6-sol-pro	|4.0,20.0,0.4,5.0|272000,8.0,30.0,0.8,10.0
-openrouter	openai/gpt-5.6-sol-pro:batch	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-openrouter	openai/gpt-5.6-sol:batch	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-openrouter	openai/gpt-5.6-terra	|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-openrouter	openai/gpt-5.6-terra-pro	|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-openrouter	openai/gpt-5.6-terra-pro:batch	|1.0,6.0,0.1,1.25|272000,2.0,9.0,0.2,2.5
-openrouter	openai/gpt-5.6-terra:batch	|1.0,6.0,0.1,1.25|272000,2.0,9.0,0.2,2.5
-openrouter	openai/gpt-5:batch	|0.625,5.0,0.0625,0.625|
-openrouter	openai/gpt-6-astra	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
-openrouter	openai/gpt-6-astra-pro:batch	|5.0,25.0,0.5,6.25|272000,10.0,37.5,1.0,12.5
-openrouter	openai/gpt-6-astra:batch	|5.0,25.0,0.5,6.25|272000,10.0,37.5,1.0,12.5
-openrouter	openai/gpt-6-luna	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
-openrouter	openai/gpt-6-luna:batch	|0.05,0.25,0.005,0.0625|272000,0.1,0.375,0.01,0.125
-openrouter	openai/gpt-6-sol	|2.0,10.0,0.2,2.5|272000,4.0,15.0,0.4,5.0
-openrouter	openai/gpt-6-sol:batch	|1.0,5.0,0.1,1.25|272000,2.0,7.5,0.2,2.5
-openrouter	openai/gpt-6.1-sol	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
-openrouter	openai/gpt-6.1-sol:batch	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
-openrouter	openai/gpt-6.1-terra	|1.0,5.0,0.05,1.25|272000,2.0,7.5,0.1,2.5
-openrouter	openai/gpt-6.1-terra-pro:batch	|0.5,2.5,0.025,0.625|272000,1.0,3.75,0.05,1.25
-openrouter	openai/gpt-6.1-terra:batch	|0.5,2.5,0.025,0.625|272000,1.0,3.75,0.05,1.25
-openrouter	openai/gpt-audio	|2.5,10.0,2.5,2.5|
-openrouter	openai/gpt-audio-mini	|0.6,2.4,0.6,0.6|
-openrouter	openai/gpt-chat-latest	|5.0,30.0,0.5,5.0|
-openrouter	openai/gpt-oss-120b	|0.039,0.18,0.039,0.039| 2026-10-19|0.15,0.6,0.075,0.15| 2026-11-03|0.1,0.5,0.1,0.1|
-openrouter	openai/gpt-oss-120b:batch	|0.0296,0.136,0.0296,0.0296|
-openrouter	openai/gpt-oss-120b:free	|0.0,0.0,0.0,0.0|
-openrouter	openai/gpt-oss-20b	|0.029,0.14,0.029,0.029| 2026-10-19|0.018,0.09,0.009,0.018| 2026-11-03|0.03,0.14,0.009,0.03|
-openrouter	openai/gpt-oss-20b:batch	|0.024,0.112,0.024,0.024|
-openrouter	openai/gpt-oss-20b:free	|0.0,0.0,0.0,0.0|
-openrouter	openai/gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075| 2026-10-19|0.075,0.3,0.0375,0.075|
-openrouter	openai/o1	|15.0,60.0,7.5,15.0|
-openrouter	openai/o1-mini	|1.1,4.4,1.1,1.1|
-openrouter	openai/o1-pro	|150.0,600.0,150.0,150.0|
-openrouter	openai/o3	|2.0,8.0,0.5,2.0|
-openrouter	openai/o3-deep-research	|10.0,40.0,2.5,10.0|
-openrouter	openai/o3-mini	|1.1,4.4,0.55,1.1|
-openrouter	openai/o3-mini:batch	|0.55,2.2,0.275,0.55|
-openrouter	openai/o3-pro	|20.0,80.0,20.0,20.0|
-openrouter	openai/o3:batch	|1.0,4.0,0.25,1.0|
-openrouter	openai/o4-mini	|1.1,4.4,0.275,1.1|
-openrouter	openai/o4-mini-deep-research	|2.0,8.0,0.5,2.0|
-openrouter	openai/o4-mini:batch	|0.55,2.2,0.1375,0.55|
-openrouter	openchat/openchat-7b	|0.07,0.07,0.07,0.07|
-openrouter	openhands-lm-32b-v0.1	|2.6,3.4,2.6,2.6|
-openrouter	particle-ai/particle-1	|0.05,0.5,0.003,0.05|
-openrouter	perceptron/perceptron-mk1	|0.15,1.5,0.15,0.15|
-openrouter	perceptron/perceptron-mk1.5	|0.15,1.5,0.15,0.15|
-openrouter	perplexity/llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0|
-openrouter	perplexity/llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2|
-openrouter	perplexity/pplx-decider-v1-27b	|0.04,0.0,0.04,0.04|
-openrouter	perplexity/pplx-decider-v1.1-27b	|0.02,0.0,0.02,0.02|
-openrouter	perplexity/r1-1776	|2.0,8.0,2.0,2.0|
-openrouter	perplexity/sonar	|1.0,1.0,1.0,1.0|
-openrouter	perplexity/sonar-deep-research	|2.0,8.0,2.0,2.0|
-openrouter	perplexity/sonar-pro	|3.0,15.0,3.0,3.0|
-openrouter	perplexity/sonar-pro-search	|3.0,15.0,3.0,3.0|
-openrouter	perplexity/sonar-reasoning	|1.0,5.0,1.0,1.0|
-openrouter	perplexity/sonar-reasoning-pro	|2.0,8.0,2.0,2.0|
-openrouter	phi-3-medium-128k-instruct	|1.0,1.0,1.0,1.0|
-openrouter	phi-3-mini-128k-instruct	|0.1,0.1,0.1,0.1|
-openrouter	phi-3.5-mini-128k-instruct	|0.1,0.1,0.1,0.1|
-openrouter	phi-4-multimodal-instruct	|0.05,0.1,0.05,0.05|
-openrouter	phi-4-reasoning-plus	|0.07,0.35,0.07,0.07|
-openrouter	phi-4-reasoning-plus:free	|0.0,0.0,0.0,0.0|
-openrouter	phi-4-reasoning:free	|0.0,0.0,0.0,0.0|
-openrouter	pixtral-12b	|0.1,0.1,0.1,0.1|
-openrouter	pixtral-large-2411	|2.0,6.0,2.0,2.0|
-openrouter	poolside/laguna-m.1:free	|0.0,0.0,0.0,0.0|
-openrouter	poolside/laguna-s-2.1	|0.09,0.18,0.009,0.09|
-openrouter	poolside/laguna-s-2.1:free	|0.0,0.0,0.0,0.0|
-openrouter	poolside/laguna-xs-2.1	|0.06,0.12,0.03,0.06|
-openrouter	poolside/laguna-xs-2.1:free	|0.0,0.0,0.0,0.0|
-openrouter	poolside/laguna-xs.2:free	|0.0,0.0,0.0,0.0|
-openrouter	prime-intellect/intellect-3	|0.2,1.1,0.2,0.2|
-openrouter	prism-ml/ternary-bonsai-2-27b	|0.075,0.5,0.0375,0.075|
-openrouter	prism-ml/ternary-bonsai-2-9b	|0.08,0.13,0.04,0.08|
-openrouter	pygmalionai/mythalion-13b	|0.5625,1.125,0.5625,0.5625|
-openrouter	qwen-2-72b-instruct	|0.9,0.9,0.9,0.9|
-openrouter	qwen-2.5-72b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen-2.5-coder-32b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen-2.5-vl-7b-instruct	|0.2,0.2,0.2,0.2|
-openrouter	qwen-max	|1.6,6.4,0.64,1.6|
-openrouter	qwen-turbo	|0.05,0.2,0.02,0.05|
-openrouter	qwen-vl-max	|0.8,3.2,0.8,0.8|
-openrouter	qwen-vl-plus	|0.21,0.63,0.21,0.21|
-openrouter	qwen/qwen-2-72b-instruct	|0.9,0.9,0.9,0.9|
-openrouter	qwen/qwen-2.5-72b-instruct	|0.12,0.39,0.12,0.12| 2026-10-19|0.36,0.4,0.36,0.36|
-openrouter	qwen/qwen-2.5-72b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen-2.5-7b-instruct	|0.04,0.1,0.04,0.04| 2026-10-19|0.1,0.2,0.1,0.1|
-openrouter	qwen/qwen-2.5-7b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen-2.5-coder-32b-instruct	|0.06,0.15,0.06,0.06| 2026-10-19|0.66,1.0,0.66,0.66|
-openrouter	qwen/qwen-2.5-coder-32b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen-2.5-vl-72b-instruct	|0.6,0.6,0.6,0.6|
-openrouter	qwen/qwen-2.5-vl-7b-instruct	|0.2,0.2,0.2,0.2|
-openrouter	qwen/qwen-2.5-vl-7b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen-max	|1.6,6.4,1.6,1.6|
-openrouter	qwen/qwen-plus	|0.4,1.2,0.16,0.4| 2026-10-19|0.26,0.78,0.052,0.325|256000,0.78,2.34,0.156,0.975
-openrouter	qwen/qwen-plus-2025-07-28	|0.26,0.78,0.26,0.26|
-openrouter	qwen/qwen-plus-2025-07-28:thinking	|0.26,0.78,0.26,0.325|
-openrouter	qwen/qwen-turbo	|0.05,0.2,0.05,0.05|
-openrouter	qwen/qwen-vl-max	|0.8,3.2,0.8,0.8|
-openrouter	qwen/qwen-vl-plus	|0.21,0.63,0.21,0.21|
-openrouter	qwen/qwen2.5-coder-7b-instruct	|0.2,0.2,0.2,0.2|
-openrouter	qwen/qwen2.5-vl-32b-instruct	|0.9,0.9,0.9,0.9|
-openrouter	qwen/qwen2.5-vl-32b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen2.5-vl-3b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen2.5-vl-72b-instruct	|0.7,0.7,0.7,0.7| 2026-10-19|0.8,1.0,0.4,0.8|
-openrouter	qwen/qwen2.5-vl-72b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen3-14b	|0.06,0.24,0.06,0.06| 2026-10-19|0.12,0.24,0.12,0.12| 2026-11-03|0.1,0.22,0.1,0.1|
-openrouter	qwen/qwen3-235b-a22b	|0.13,0.6,0.13,0.13|
-openrouter	qwen/qwen3-235b-a22b-2507	|0.09,0.1,0.09,0.09| 2026-10-19|0.09,0.55,0.09,0.09|
-openrouter	qwen/qwen3-235b-a22b-thinking-2507	|0.1,0.1,0.1,0.1| 2026-10-19|0.45,3.5,0.45,0.45|
-openrouter	qwen/qwen3-30b-a3b	|0.08,0.29,0.08,0.08| 2026-10-19|0.12,0.5,0.12,0.12|
-openrouter	qwen/qwen3-30b-a3b-instruct-2507	|0.04815,0.19305,0.04815,0.04815| 2026-10-19|0.09,0.3,0.09,0.09|
-openrouter	qwen/qwen3-30b-a3b-thinking-2507	|0.08,0.4,0.08,0.08|
-openrouter	qwen/qwen3-32b	|0.1,0.3,0.1,0.1| 2026-10-19|0.08,0.28,0.08,0.08| 2026-11-03|0.14,0.4,0.09,0.14|
-openrouter	qwen/qwen3-8b	|0.035,0.138,0.035,0.035|
-openrouter	qwen/qwen3-coder	|0.22,1.8,0.22,0.22| 2026-10-19|0.3,1.0,0.1,0.3|
-openrouter	qwen/qwen3-coder-30b-a3b-instruct	|0.07,0.27,0.07,0.07| 2026-10-19|0.07,0.28,0.07,0.07|
-openrouter	qwen/qwen3-coder-flash	|0.195,0.975,0.039,0.24375| 2026-10-19|0.195,0.975,0.039,0.24375|32000,0.325,1.625,0.065,0.40625;128000,0.52,2.6,0.104,0.65
-openrouter	qwen/qwen3-coder-next	|0.11,0.8,0.07,0.11| 2026-10-19|0.12,0.8,0.07,0.12|
-openrouter	qwen/qwen3-coder-plus	|0.65,3.25,0.13,0.8125|
-openrouter	qwen/qwen3-coder:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen3-max	|1.2,6.0,1.2,1.2|
-openrouter	qwen/qwen3-max-thinking	|0.78,3.9,0.78,0.78|
-openrouter	qwen/qwen3-next-80b-a3b-instruct	|0.09,1.1,0.09,0.09|
-openrouter	qwen/qwen3-next-80b-a3b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwen3-next-80b-a3b-thinking	|0.0975,0.78,0.0975,0.0975| 2026-10-19|0.15,1.2,0.15,0.15|
-openrouter	qwen/qwen3-vl-235b-a22b-instruct	|0.2,0.88,0.11,0.2| 2026-10-19|0.21,1.9,0.1,0.21|
-openrouter	qwen/qwen3-vl-235b-a22b-thinking	|0.26,2.6,0.26,0.26|
-openrouter	qwen/qwen3-vl-30b-a3b-instruct	|0.13,0.52,0.13,0.13| 2026-10-19|0.15,0.6,0.15,0.15| 2026-11-03|0.2,0.7,0.2,0.2|
-openrouter	qwen/qwen3-vl-30b-a3b-thinking	|0.13,1.56,0.13,0.13| 2026-10-19|0.29,1.0,0.29,0.29|
-openrouter	qwen/qwen3-vl-32b-instruct	|0.104,0.416,0.104,0.104|
-openrouter	qwen/qwen3-vl-8b-instruct	|0.08,0.5,0.08,0.08| 2026-10-19|0.25,0.75,0.12,0.25|
-openrouter	qwen/qwen3-vl-8b-thinking	|0.117,1.365,0.117,0.117|
-openrouter	qwen/qwen3.5-122b-a10b	|0.26,2.08,0.26,0.26|
-openrouter	qwen/qwen3.5-27b	|0.195,1.56,0.195,0.195| 2026-10-19|0.27,2.16,0.27,0.27| 2026-11-03|0.195,1.56,0.195,0.195|
-openrouter	qwen/qwen3.5-35b-a3b	|0.14,1.0,0.05,0.14| 2026-10-19|0.15,1.0,0.05,0.15| 2026-11-03|0.1625,1.3,0.05,0.1625|
-openrouter	qwen/qwen3.5-397b-a17b	|0.39,2.34,0.39,0.39| 2026-10-19|0.5,3.6,0.3,0.5| 2026-10-20|0.39,2.34,0.3,0.39|
-openrouter	qwen/qwen3.5-9b	|0.1,0.15,0.1,0.1|
-openrouter	qwen/qwen3.5-flash-02-23	|0.065,0.26,0.065,0.065|
-openrouter	qwen/qwen3.5-plus-02-15	|0.4,2.4,0.4,0.4| 2026-10-19|0.26,1.56,0.26,0.26|256000,0.325,1.95,0.26,0.26
-openrouter	qwen/qwen3.5-plus-20260420	|0.3,1.8,0.3,0.375| 2026-10-19|0.3,1.8,0.3,0.375|256000,0.375,2.25,0.3,0.46875
-openrouter	qwen/qwen3.6-27b	|0.289,2.4,0.289,0.289| 2026-10-19|0.25,2.0,0.025,0.25| 2026-11-03|0.45,2.7,0.025,0.45|
-openrouter	qwen/qwen3.6-35b-a3b	|0.14,1.0,0.14,0.14| 2026-10-19|0.15,1.0,0.05,0.15| 2026-10-20|0.1,0.95,0.05,0.1| 2026-11-09|0.1,0.95,0.1,0.1|
-openrouter	qwen/qwen3.6-flash	|0.1875,1.125,0.1875,0.234375| 2026-10-19|0.1875,1.125,0.1875,0.234375|256000,0.75,3.0,0.1875,0.9375
-openrouter	qwen/qwen3.6-max-preview	|1.04,6.24,1.04,1.3|
-openrouter	qwen/qwen3.6-plus	|0.325,1.95,0.325,0.40625| 2026-10-19|0.325,1.95,0.325,0.40625|256000,1.3,3.9,0.325,1.625
-openrouter	qwen/qwen3.7-flash	|0.03,0.13,0.006,0.038|32000,0.1,0.4,0.02,0.125;256000,0.2,0.8,0.04,0.25
-openrouter	qwen/qwen3.7-max	|1.25,3.75,0.25,1.5625| 2026-10-19|1.475,4.425,0.295,1.84375|
-openrouter	qwen/qwen3.7-plus	|0.4,1.6,0.08,0.5| 2026-10-19|0.32,1.28,0.064,0.4|256000,0.96,3.84,0.192,1.2
-openrouter	qwen/qwen3.7-plus:batch	|0.23,0.92,0.23,0.23|
-openrouter	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.25,2.0| 2026-11-03|2.0,6.0,0.25,2.5|
-openrouter	qwen/qwen3.8-27b	|0.24,2.2,0.05,0.24| 2026-11-03|0.425,2.55,0.085,0.53125|
-openrouter	qwen/qwen3.8-27b:batch	|0.16,2.0,0.04,0.2|
-openrouter	qwen/qwen3.8-flash	|0.15,0.47,0.016,0.15|
-openrouter	qwen/qwen3.8-max-0902	|2.0,6.0,0.25,2.0|
-openrouter	qwen/qwen3.8-max-prime	|4.0,12.0,0.5,4.0|
-openrouter	qwen/qwen3.8-omni-flash	|0.15,0.47,0.016,0.15|
-openrouter	qwen/qwq-32b	|0.15,0.2,0.15,0.15|
-openrouter	qwen/qwq-32b-preview	|0.2,0.2,0.2,0.2|
-openrouter	qwen/qwq-32b-preview:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen/qwq-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen2.5-vl-32b-instruct	|0.9,0.9,0.9,0.9|
-openrouter	qwen2.5-vl-32b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen2.5-vl-72b-instruct:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen3-14b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen3-235b-a22b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen3-30b-a3b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen3-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwen3-8b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwerky-72b:free	|0.0,0.0,0.0,0.0|
-openrouter	qwq-32b	|0.15,0.2,0.15,0.15|
-openrouter	qwq-32b-arliai-rpr-v1:free	|0.0,0.0,0.0,0.0|
-openrouter	qwq-32b-preview	|0.2,0.2,0.2,0.2|
-openrouter	qwq-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	r1-1776	|2.0,8.0,2.0,2.0|
-openrouter	raifle/sorcererlm-8x22b	|4.5,4.5,4.5,4.5|
-openrouter	recursive/flint-v1.0:free	|0.0,0.0,0.0,0.0|
-openrouter	reflection/beam-1.0-501b-a23b	|1.0,3.0,0.1,1.0| 2026-10-20|0.3,1.0,0.04,0.3| 2026-11-03|0.4,1.2,0.04,0.4|
-openrouter	reka-flash-3:free	|0.0,0.0,0.0,0.0|
-openrouter	rekaai/reka-edge	|0.1,0.1,0.1,0.1|
-openrouter	rekaai/reka-flash-3	|0.1,0.2,0.1,0.1|
-openrouter	rekaai/reka-flash-3:free	|0.0,0.0,0.0,0.0|
-openrouter	relace/relace-apply-3	|0.85,1.25,0.85,0.85|
-openrouter	relace/relace-search	|1.0,3.0,1.0,1.0|
-openrouter	ricursiveai/ripple-65b-preview	|0.2,0.6,0.05,0.2|
-openrouter	sakana/fugu-max	|2.0,6.0,0.25,2.0|
-openrouter	sakana/fugu-ultra	|5.0,30.0,0.5,5.0|272000,10.0,45.0,1.0,5.0
-openrouter	sakana/sakana-namazu	|0.95,4.0,0.15,0.95|
-openrouter	sao10k/fimbulvetr-11b-v2	|0.8,1.2,0.8,0.8|
-openrouter	sao10k/l3-euryale-70b	|1.48,1.48,1.48,1.48|
-openrouter	sao10k/l3-lunaris-8b	|0.02,0.05,0.02,0.02| 2026-10-19|0.04,0.05,0.04,0.04|
-openrouter	sao10k/l3.1-70b-hanami-x1	|3.0,3.0,3.0,3.0|
-openrouter	sao10k/l3.1-euryale-70b	|0.7,0.8,0.7,0.7| 2026-10-19|0.85,0.85,0.85,0.85|
-openrouter	sao10k/l3.3-euryale-70b	|0.7,0.8,0.7,0.7| 2026-10-19|0.65,0.75,0.65,0.65|
-openrouter	sarvam-m:free	|0.0,0.0,0.0,0.0|
-openrouter	scaledown/extract	|0.04,0.0,0.04,0.04|
-openrouter	scaledown/summarize	|0.04,0.0,0.04,0.04|
-openrouter	scb10x/llama3.1-typhoon2-70b-instruct	|0.88,0.88,0.88,0.88|
-openrouter	scb10x/llama3.1-typhoon2-8b-instruct	|0.18,0.18,0.18,0.18|
-openrouter	shisa-ai/shisa-v2-llama3.3-70b:free	|0.0,0.0,0.0,0.0|
-openrouter	shisa-v2-llama3.3-70b:free	|0.0,0.0,0.0,0.0|
-openrouter	sonar-reasoning	|1.0,5.0,1.0,1.0|
-openrouter	sophosympatheia/midnight-rose-70b	|0.8,0.8,0.8,0.8|
-openrouter	sophosympatheia/rogue-rose-103b-v0.2:free	|0.0,0.0,0.0,0.0|
-openrouter	sorcererlm-8x22b	|4.5,4.5,4.5,4.5|
-openrouter	spotlight	|0.18,0.18,0.18,0.18|
-openrouter	stealth/crouton-alpha	|0.0,0.0,0.0,0.0|
-openrouter	steelskull/l3.3-electra-r1-70b	|0.7,0.95,0.7,0.7|
-openrouter	stepfun/step-3.5-flash	|0.09,0.3,0.02,0.09| 2026-10-19|0.1,0.3,0.02,0.1|
-openrouter	stepfun/step-3.7-flash	|0.2,1.15,0.04,0.2|
-openrouter	stepfun/step-5-preview	|1.0,2.7,0.1,1.0|
-openrouter	switchpoint/router	|0.85,3.4,0.85,0.85|
-openrouter	tencent/hunyuan-a13b-instruct	|0.14,0.57,0.14,0.14|
-openrouter	tencent/hy-mt2-1.8b	|0.044,0.177,0.044,0.044|
-openrouter	tencent/hy-mt2-30b-a3b	|0.074,0.295,0.074,0.074|
-openrouter	tencent/hy-mt2-7b	|0.074,0.295,0.074,0.074|
-openrouter	tencent/hy3-preview	|0.063,0.21,0.021,0.063| 2026-10-19|0.18,0.6,0.06,0.18|
-openrouter	tencent/hy4	|0.417,1.2505,0.021,0.417|
-openrouter	thedrummer/anubis-pro-105b-v1	|0.8,1.0,0.8,0.8|
-openrouter	thedrummer/cydonia-24b-v4.1	|0.3,0.5,0.15,0.3|
-openrouter	thedrummer/rocinante-12b	|0.25,0.5,0.25,0.25|
-openrouter	thedrummer/skyfall-36b-v2	|0.5,0.8,0.5,0.5| 2026-10-19|0.55,0.8,0.25,0.55|
-openrouter	thedrummer/unslopnemo-12b	|0.5,0.5,0.5,0.5| 2026-10-19|0.4,0.4,0.4,0.4|
-openrouter	thinkingmachines/inkling	|1.0,4.05,0.17,1.0|
-openrouter	thinkingmachines/inkling-small	|0.45,1.2,0.1,0.45|
-openrouter	thinkingmachines/inkling-small:batch	|0.36,0.96,0.08,0.36|
-openrouter	thinkingmachines/inkling-small:free	|0.0,0.0,0.0,0.0|
-openrouter	thinkingmachines/inkling:free	|0.0,0.0,0.0,0.0|
-openrouter	thudm/glm-4-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	thudm/glm-z1-32b:free	|0.0,0.0,0.0,0.0|
-openrouter	toppy-m-7b	|0.8,1.2,0.8,0.8|
-openrouter	typesafe/jev-1.13	|0.042,0.0,0.042,0.042|
-openrouter	typesafe/jev-1.14	|0.042,0.0,0.042,0.042|
-openrouter	unbiased/pareto-26.10	|0.8,3.2,0.03,0.8|
-openrouter	unbiased/pareto-26.9	|2.5,7.5,0.25,2.5|
-openrouter	undi95/remm-slerp-l2-13b	|0.8,1.2,0.8,0.8| 2026-10-19|0.35,0.65,0.35,0.35|
-openrouter	undi95/toppy-m-7b	|0.07,0.07,0.07,0.07|
-openrouter	upstage/solar-mini4	|0.05,0.2,0.005,0.05|
-openrouter	upstage/solar-pro-3	|0.15,0.6,0.015,0.15|
-openrouter	upstage/solar-pro4	|0.09,0.36,0.018,0.09| 2026-10-20|0.15,0.6,0.03,0.15|
-openrouter	valkyrie-49b-v1	|0.5,0.8,0.5,0.5|
-openrouter	virtuoso-medium-v2	|0.5,0.8,0.5,0.5|
-openrouter	writer/palmyra-x5	|0.6,6.0,0.6,0.6|
-openrouter	x-ai/grok-2-1212	|2.0,10.0,2.0,2.0|
-openrouter	x-ai/grok-2-vision-1212	|2.0,10.0,2.0,2.0|
-openrouter	x-ai/grok-3-beta	|3.0,15.0,3.0,3.0|
-openrouter	x-ai/grok-3-mini-beta	|0.3,0.5,0.3,0.3|
-openrouter	x-ai/grok-4-fast	|0.2,0.5,0.05,0.2|128000,0.4,1.0,0.05,0.2
-openrouter	x-ai/grok-4.1-fast:free	|0.0,0.0,0.0,0.0|
-openrouter	x-ai/grok-4.20	|1.25,2.5,0.2,1.25| 2026-10-19|1.25,2.5,0.2,1.25|200000,2.5,5.0,0.4,1.25
-openrouter	x-ai/grok-4.20-multi-agent	|2.0,6.0,0.2,2.0| 2026-10-19|1.25,2.5,0.2,1.25|200000,2.5,5.0,0.4,1.25
-openrouter	x-ai/grok-4.3	|1.25,2.5,0.2,1.25| 2026-10-19|1.25,2.5,0.2,1.25|200000,2.5,5.0,0.4,1.25
-openrouter	x-ai/grok-4.3:batch	|1.0,2.0,0.16,1.0|200000,2.0,4.0,0.32,1.0
-openrouter	x-ai/grok-4.5	|2.0,6.0,0.3,2.0|200000,4.0,12.0,0.6,2.0
-openrouter	x-ai/grok-4.6	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-openrouter	x-ai/grok-4.6:batch	|1.6,4.8,0.4,1.6|200000,3.2,9.6,0.8,1.6
-openrouter	x-ai/grok-4.7	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-openrouter	x-ai/grok-4.7:batch	|1.6,4.8,0.4,1.6|200000,3.2,9.6,0.8,1.6
-openrouter	x-ai/grok-beta	|5.0,15.0,5.0,5.0|
-openrouter	x-ai/grok-build-0.1	|1.0,2.0,0.2,1.0| 2026-10-19|1.0,2.0,0.2,1.0|200000,2.0,4.0,0.4,1.0
-openrouter	x-ai/grok-code-fast-1	|0.2,1.5,0.02,0.2|
-openrouter	x-ai/grok-vision-beta	|5.0,15.0,5.0,5.0|
-openrouter	xiaomi/mimo-v2-flash	|0.1,0.3,0.01,0.1|
-openrouter	xiaomi/mimo-v2.5	|0.14,0.28,0.0028,0.14| 2026-11-03|0.119,0.238,0.00255,0.119| 2026-11-09|0.4,2.0,0.08,0.4|
-openrouter	xiaomi/mimo-v2.5-pro	|0.435,0.87,0.0036,0.435|
-openrouter	xiaomi/mimo-v2.6-flash	|0.14,0.28,0.0028,0.14|
-openrouter	xiaomi/mimo-v2.6-pro	|0.435,0.87,0.0036,0.435|
-openrouter	xiaomi/mimo-v2.6-pro-ultraspeed	|4.35,8.7,0.036,4.35|
-openrouter	xingchen-agi/xing4.0-29b-a4b:free	|0.0,0.0,0.0,0.0|
-openrouter	xwin-lm/xwin-lm-70b	|3.75,3.75,3.75,3.75|
-openrouter	yi-large	|3.0,3.0,3.0,3.0|
-openrouter	z-ai/glm-4.5	|0.6,2.2,0.11,0.6|
-openrouter	z-ai/glm-4.5-air	|0.125,0.85,0.06,0.125| 2026-10-19|0.13,0.85,0.025,0.13| 2026-11-03|0.2,1.1,0.03,0.2|
-openrouter	z-ai/glm-4.5v	|0.6,1.8,0.11,0.6|
-openrouter	z-ai/glm-4.6	|0.43,1.74,0.08,0.43| 2026-10-19|0.55,2.2,0.11,0.55| 2026-11-03|0.6,2.2,0.11,0.6|
-openrouter	z-ai/glm-4.6v	|0.3,0.9,0.05,0.3| 2026-10-19|0.3,0.9,0.055,0.3| 2026-11-03|0.3,0.9,0.05,0.3|
-openrouter	z-ai/glm-4.7	|0.4,1.75,0.08,0.4| 2026-10-19|0.54,1.98,0.099,0.54| 2026-11-03|0.6,2.2,0.11,0.6|
-openrouter	z-ai/glm-4.7-flash	|0.06,0.4,0.01,0.06| 2026-10-19|0.0605,0.4,0.01,0.0605|
-openrouter	z-ai/glm-5	|0.6,1.92,0.12,0.6| 2026-10-19|1.0,3.2,0.2,1.0| 2026-10-20|0.6,1.92,0.12,0.6| 2026-11-03|1.0,3.2,0.2,1.0|
-openrouter	z-ai/glm-5-turbo	|1.2,4.0,0.24,1.2|
-openrouter	z-ai/glm-5.1	|0.98,3.08,0.182,0.98| 2026-10-19|0.966,3.036,0.1794,0.966| 2026-11-03|1.4,4.4,0.26,1.4|
-openrouter	z-ai/glm-5.2	|1.4,4.4,0.26,1.4| 2026-10-19|0.62,2.42,0.14,0.62| 2026-11-03|1.4,4.4,0.26,1.4|
-openrouter	z-ai/glm-5.2:batch	|0.623,1.271,0.21,0.623|
-openrouter	z-ai/glm-5.3	|1.4,4.4,0.26,1.4| 2026-10-19|0.079,1.4,0.078,0.079| 2026-11-03|1.4,4.4,0.26,1.4|
-openrouter	z-ai/glm-5.3-flash	|0.075,0.25,0.015,0.075| 2026-09-10|0.15,0.5,0.03,0.15| 2026-10-19|0.048,0.16,0.006,0.048| 2026-10-20|0.15,0.5,0.03,0.15|
-openrouter	z-ai/glm-5.3-flash:batch	|0.05,0.18,0.01,0.05| 2026-11-09|0.061,0.124,0.026,0.061|
-openrouter	z-ai/glm-5.3-flashx	|0.37,1.25,0.09,0.37| 2026-11-03|0.37,1.25,0.075,0.37|
-openrouter	z-ai/glm-5.3-flashx-legal	|0.37,1.25,0.075,0.37|
-openrouter	z-ai/glm-5.3-prime	|2.8,8.8,0.56,2.8|
-openrouter	z-ai/glm-5.3:batch	|0.45,2.0,0.1,0.45|
-openrouter	z-ai/glm-5v-turbo	|1.2,4.0,0.24,1.2|
-openrouter	~anthropic/claude-fable-latest	|10.0,50.0,1.0,12.5| 2026-10-19|10.0,50.0,0.25,12.5|
-openrouter	~anthropic/claude-haiku-latest	|1.0,5.0,0.1,1.25| 2026-10-07|0.1,0.5,0.01,0.125|100000,0.5,2.5,0.05,0.625
-openrouter	~anthropic/claude-opus-latest	|5.0,25.0,0.5,6.25| 2026-09-22|4.0,20.0,0.2,5.0|
-openrouter	~anthropic/claude-sonnet-latest	|3.0,15.0,0.3,3.75| 2026-09-28|2.0,10.0,0.2,2.5| 2026-10-19|2.0,10.0,0.1,2.5|
-openrouter	~deepseek/deepseek-flash-latest	|0.05,0.15,0.012,0.05|
-openrouter	~deepseek/deepseek-pro-latest	|0.225,8.0,0.23,0.225|
-openrouter	~deepseek/deepseek-v4-flash-latest	|0.0065,0.45,0.0065,0.0065| 2026-10-19|0.00688,0.12,0.00336,0.00688|
-openrouter	~google/gemini-flash-latest	|1.5,9.0,0.15,0.08333333333333334| 2026-10-19|0.75,3.75,0.075,0.0416666666666667|
-openrouter	~google/gemini-pro-latest	|2.0,12.0,0.2,0.375| 2026-10-19|2.0,10.0,0.1,0.1875|
-openrouter	~moonshotai/kimi-latest	|0.68,3.41,0.34,0.68| 2026-10-19|0.239,11.936,0.21,0.239|
-openrouter	~openai/gpt-astra-latest	|10.0,50.0,1.0,12.5|272000,20.0,75.0,2.0,25.0
-openrouter	~openai/gpt-latest	|5.0,30.0,0.5,5.0|
-openrouter	~openai/gpt-luna-latest	|0.1,0.5,0.01,0.125|272000,0.2,0.75,0.02,0.25
-openrouter	~openai/gpt-mini-latest	|0.75,4.5,0.075,0.75|
-openrouter	~openai/gpt-sol-latest	|2.0,10.0,0.1,2.5|272000,4.0,15.0,0.2,5.0
-openrouter	~openai/gpt-terra-latest	|2.0,12.0,0.2,2.5|272000,4.0,18.0,0.4,5.0
-openrouter	~unbiased/pareto-latest	|0.8,3.2,0.03,0.8|
-openrouter	~x-ai/grok-latest	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-openrouter	~z-ai/glm-flash-latest	|0.0392,0.2,0.006,0.0392| 2026-10-19|0.048,0.2,0.006,0.048|
-openrouter	~z-ai/glm-latest	|0.04,6.0,0.025,0.04| 2026-10-19|0.042,6.0,0.026,0.042|
-ovhcloud	bge-base-en-v1.5	|0.01,0.0,0.01,0.01|
-ovhcloud	bge-m3	|0.01,0.0,0.01,0.01|
-ovhcloud	bge-multilingual-gemma2	|0.01,0.0,0.01,0.01|
-ovhcloud	deepseek-r1-distill-llama-70b	|0.74,0.74,0.74,0.74|
-ovhcloud	gpt-oss-120b	|0.09,0.47,0.09,0.09|
-ovhcloud	gpt-oss-20b	|0.05,0.18,0.05,0.05|
-ovhcloud	llama-3.1-8b-instruct	|0.11,0.11,0.11,0.11|
-ovhcloud	meta-llama-3_3-70b-instruct	|0.74,0.74,0.74,0.74|
-ovhcloud	mistral-7b-instruct-v0.3	|0.11,0.11,0.11,0.11|
-ovhcloud	mistral-nemo-instruct-2407	|0.14,0.14,0.14,0.14|
-ovhcloud	mistral-small-3.2-24b-instruct-2506	|0.1,0.31,0.1,0.1|
-ovhcloud	mixtral-8x7b-instruct-v0.1	|0.7,0.7,0.7,0.7|
-ovhcloud	qwen2.5-vl-72b-instruct	|1.01,1.01,1.01,1.01|
-ovhcloud	qwen3-32b	|0.09,0.25,0.09,0.09|
-ovhcloud	qwen3-coder-30b-a3b-instruct	|0.07,0.26,0.07,0.07|
-ovhcloud	qwen3-embedding-8b	|0.12,0.0,0.12,0.12|
-ovhcloud	qwen3.5-397b-a17b	|0.71,4.25,0.71,0.71|
-ovhcloud	qwen3.5-9b	|0.12,0.18,0.12,0.12|
-ovhcloud	qwen3.6-27b	|0.47,3.19,0.47,0.47|
-ovhcloud	qwen3.8-27b	|0.47,3.19,0.47,0.47|
-perplexity	llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0|
-perplexity	llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2|
-perplexity	perplexity/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32|
-perplexity	perplexity/glm-5.3	|1.4,4.4,0.26,1.4|
-perplexity	perplexity/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-perplexity	perplexity/kimi-k3	|3.0,15.0,0.3,3.0|
-perplexity	perplexity/nemotron-3.5-super-120b-a12b	|0.2,0.5,0.04,0.2|
-perplexity	perplexity/sonar	|0.25,2.5,0.0625,0.25|
-perplexity	pplx-decider-flash-v1.2	|0.01,0.0,0.01,0.01|
-perplexity	pplx-decider-v1-27b	|0.02,0.0,0.02,0.02|
-perplexity	pplx-decider-v1.1-27b	|0.02,0.0,0.02,0.02|
-perplexity	pplx-decider-v1.2	|0.02,0.0,0.02,0.02|
-perplexity	pplx-embed-context-v1-0.6b	|0.008,0.0,0.008,0.008|
-perplexity	pplx-embed-context-v1-4b	|0.05,0.0,0.05,0.05|
-perplexity	pplx-embed-v1-0.6b	|0.004,0.0,0.004,0.004|
-perplexity	pplx-embed-v1-4b	|0.03,0.0,0.03,0.03|
-perplexity	r1-1776	|2.0,8.0,2.0,2.0|
-perplexity	sonar	|1.0,1.0,1.0,1.0|
-perplexity	sonar-deep-research	|2.0,8.0,2.0,2.0|
-perplexity	sonar-pro	|3.0,15.0,3.0,3.0|
-perplexity	sonar-pro-search	|3.0,15.0,3.0,3.0|
-perplexity	sonar-reasoning	|1.0,5.0,1.0,1.0|
-perplexity	sonar-reasoning-pro	|2.0,8.0,2.0,2.0|
-quicksilverpro	claude-fable-5	|8.0,40.0,8.0,8.0| 2026-10-19|2.5,12.5,2.5,2.5| 2026-10-29|2.5,12.5,0.25,3.125|
-quicksilverpro	claude-fable-5-1	|2.5,12.5,0.0625,2.5| 2026-10-29|2.5,12.5,0.0625,3.125|
-quicksilverpro	claude-haiku-4-5	|0.8,4.0,0.8,0.8| 2026-10-19|0.25,1.25,0.25,0.25| 2026-10-29|0.25,1.25,0.025,0.3125|
-quicksilverpro	claude-haiku-5-5	|0.025,0.125,0.0025,0.03125|200000,0.125,0.625,0.0125,0.03125
-quicksilverpro	claude-opus-4-6	|4.0,20.0,4.0,4.0|
-quicksilverpro	claude-opus-4-8	|4.0,20.0,4.0,4.0| 2026-10-19|1.25,6.25,1.25,1.25| 2026-10-29|1.25,6.25,0.125,1.5625|
-quicksilverpro	claude-opus-5	|4.0,20.0,4.0,4.0| 2026-10-19|1.25,6.25,1.25,1.25| 2026-10-29|1.25,6.25,0.125,1.5625|
-quicksilverpro	claude-opus-5-5	|1.0,5.0,0.05,1.25|
-quicksilverpro	claude-sonnet-4-6	|2.4,12.0,2.4,2.4|
-quicksilverpro	claude-sonnet-5	|2.0,10.0,2.0,2.0| 2026-10-19|0.5,2.5,0.5,0.5| 2026-10-29|0.5,2.5,0.05,0.625|
-quicksilverpro	claude-sonnet-5-5	|0.5,2.5,0.05,0.625|
-quicksilverpro	deepseek-v4-flash	|0.112,0.224,0.0144,0.112| 2026-10-19|0.06,0.18,0.015,0.06|
-quicksilverpro	deepseek-v4-pro	|0.435,0.87,0.003625,0.435| 2026-10-19|0.7,2.1,0.1,0.7|
-quicksilverpro	deepseek-v4.1-flash	|0.125,0.55,0.0125,0.125| 2026-11-06|0.0558,0.2231,0.0011,0.0558|
-quicksilverpro	deepseek-v4.1-flash-1017	|0.098,0.294,0.00294,0.098|
-quicksilverpro	gemini-3-flash-preview	|0.425,2.55,0.425,0.425|
-quicksilverpro	gemini-3-pro-image	|1.7,10.2,1.7,1.7|
-quicksilverpro	gemini-3.1-flash-lite	|0.2125,1.275,0.2125,0.2125|
-quicksilverpro	gemini-3.1-pro-preview	|1.7,10.2,1.7,1.7|
-quicksilverpro	gemini-3.5-flash	|1.275,7.65,1.275,1.275|
-quicksilverpro	gemini-3.5-flash-lite	|0.255,2.125,0.255,0.255|
-quicksilverpro	gemini-3.6-flash	|1.275,6.375,1.275,1.275| 2026-10-19|0.6375,3.1875,0.6375,0.6375|
-quicksilverpro	gemini-3.7-flash	|0.6375,3.1875,0.06375,0.6375|
-quicksilverpro	gemini-3.8-flash	|0.6375,3.1875,0.06375,0.6375|
-quicksilverpro	gemini-4-argon	|2.0,10.0,0.1,2.0|
-quicksilverpro	glm-5.2	|1.12,3.52,0.208,1.12| 2026-10-19|0.7,2.2,0.105,0.7|
-quicksilverpro	glm-5.3	|1.12,3.52,0.208,1.12| 2026-10-19|0.6,2.2,0.2,0.6|
-quicksilverpro	glm-5.3-flash	|0.06,0.2,0.012,0.06| 2026-10-19|0.07,0.05,0.03,0.07| 2026-11-06|0.0284,0.0923,0.0284,0.0284|
-quicksilverpro	glm-5.3-prime	|2.24,7.04,0.448,2.24|
-quicksilverpro	gpt-5.6-luna	|0.08,0.48,0.008,0.1| 2026-10-19|0.16,0.96,0.016,0.2|
-quicksilverpro	gpt-5.6-sol	|4.0,24.0,0.4,5.0| 2026-10-19|1.6,8.0,0.16,2.0|
-quicksilverpro	gpt-5.6-terra	|0.8,4.8,0.08,1.0| 2026-10-19|1.6,9.6,0.16,2.0|
-quicksilverpro	gpt-6-astra	|10.0,50.0,1.0,12.5|200000,20.0,75.0,2.0,12.5
-quicksilverpro	gpt-6-luna	|0.1,0.5,0.01,0.125|200000,0.2,0.75,0.02,0.125
-quicksilverpro	gpt-6-sol	|2.0,10.0,0.2,2.5|200000,4.0,15.0,0.4,2.5
-quicksilverpro	gpt-6.1-sol	|2.0,10.0,0.1,2.5|200000,4.0,15.0,0.2,2.5
-quicksilverpro	gpt-6.1-terra	|1.0,5.0,0.1,1.25|200000,2.0,7.5,0.2,1.25
-quicksilverpro	gpt-oss-120b	|0.12,0.48,0.06,0.12| 2026-10-19|0.03,0.15,0.03,0.03|
-quicksilverpro	grok-4.5	|1.6,4.8,0.4,1.6|
-quicksilverpro	grok-4.6	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-quicksilverpro	grok-4.7	|2.0,6.0,0.5,2.0|200000,4.0,12.0,1.0,2.0
-quicksilverpro	hy3	|0.1056,0.4224,0.0264,0.1056| 2026-10-19|0.091,0.363,0.0227,0.091|
-quicksilverpro	hy4	|0.459,1.375,0.0231,0.459|
-quicksilverpro	hy4-preview	|0.6672,2.0008,0.0336,0.6672|
-quicksilverpro	jev-1.13	|0.042,0.0,0.042,0.042|
-quicksilverpro	kimi-k2.6	|0.5472,2.728,0.292,0.5472| 2026-10-19|0.45,1.95,0.045,0.45|
-quicksilverpro	kimi-k2.7-code	|0.584,2.8,0.1278,0.584| 2026-10-19|0.6712,3.35,0.18,0.6712|
-quicksilverpro	kimi-k3	|2.4,12.0,0.24,2.4| 2026-10-19|2.55,12.75,0.255,2.55|
-quicksilverpro	kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-quicksilverpro	kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0|
-quicksilverpro	mimo-v2.5	|0.112,0.224,0.00224,0.112| 2026-11-05|0.32,1.6,0.064,0.32|
-quicksilverpro	mimo-v2.6-flash	|0.112,0.224,0.00224,0.112|
-quicksilverpro	mimo-v2.6-pro	|0.348,0.696,0.00288,0.348| 2026-11-03|0.426,0.861,0.0036,0.426|
-quicksilverpro	minimax-m3	|0.24,0.96,0.048,0.24|
-quicksilverpro	mistral-large-4	|0.68,2.09,0.07,0.68|
-quicksilverpro	muse-glimmer-30b	|0.28,1.2,0.032,0.28| 2026-10-19|0.3,1.2,0.04,0.3|
-quicksilverpro	muse-spark-1.2	|1.0,3.4,0.12,1.0|
-quicksilverpro	muse-spark-1.3	|1.0,3.4,0.12,1.0|
-quicksilverpro	muse-spark-open	|1.25,4.25,0.15,1.25|
-quicksilverpro	muse-wonder	|4.0,20.0,0.2,4.0|
-quicksilverpro	nemotron-3-ultra	|0.5,2.2,0.1,0.5|
-quicksilverpro	nemotron-3.5-lightning	|0.08,0.2,0.04,0.08| 2026-10-19|0.066,0.176,0.033,0.066|
-quicksilverpro	qwen3.6-35b	|0.112,0.8,0.04,0.112| 2026-10-19|0.05,0.7,0.025,0.05|
-quicksilverpro	qwen3.6-plus	|0.26,1.56,0.26,0.325|
-quicksilverpro	qwen3.7-flash	|0.024,0.104,0.0048,0.024|
-quicksilverpro	qwen3.7-max	|1.25,3.75,0.25,1.5625|
-quicksilverpro	qwen3.7-plus	|0.256,1.024,0.0512,0.32|
-quicksilverpro	qwen3.8-27b	|0.34,2.04,0.068,0.425|
-quicksilverpro	qwen3.8-27b-decentered	|0.238,1.428,0.238,0.238|
-quicksilverpro	qwen3.8-flash-next	|0.12,0.376,0.0128,0.16|
-quicksilverpro	qwen3.8-max	|2.0,6.0,0.25,2.5|
-quicksilverpro	qwen3.8-max-prime	|4.0,12.0,0.5,4.0|
-quicksilverpro	qwen3.8-omni-flash	|0.15,0.47,0.016,0.15|
-quicksilverpro	step-5-preview	|1.0,2.7,0.1,1.0|
-quicksilverpro	trio-spark-v1.3	|0.042,0.0,0.042,0.042|
-together	allenai/olmo-7b	|0.2,0.2,0.2,0.2|
-together	austism/chronos-hermes-13b	|0.3,0.3,0.3,0.3|
-together	codellama/codellama-13b-instruct-hf	|0.225,0.225,0.225,0.225|
-together	codellama/codellama-34b-instruct-hf	|0.776,0.776,0.776,0.776|
-together	codellama/codellama-70b-instruct-hf	|0.9,0.9,0.9,0.9|
-together	codellama/codellama-7b-instruct-hf	|0.2,0.2,0.2,0.2|
-together	deepseek-ai/deepseek-coder-33b-instruct	|0.8,0.8,0.8,0.8|
-together	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.13,1.32|
-together	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.006,0.3|
-together	garage-baind/platypus2-70b-instruct	|0.9,0.9,0.9,0.9|
-together	google/gemma-2b	|0.1,0.1,0.1,0.1|
-together	google/gemma-7b	|0.2,0.2,0.2,0.2|
-together	gryphe/mythomax-l2-13b	|0.3,0.3,0.3,0.3|
-together	lmsys/vicuna-13b-v1.5	|0.3,0.3,0.3,0.3|
-together	lmsys/vicuna-7b-v1.5	|0.2,0.2,0.2,0.2|
-together	meta-llama/llama-2-13b-chat-hf	|0.225,0.225,0.225,0.225|
-together	meta-llama/llama-2-70b-chat-hf	|0.9,0.9,0.9,0.9|
-together	meta-llama/llama-2-7b-chat-hf	|0.2,0.2,0.2,0.2|
-together	meta-llama/llama-3-70b-chat-hf	|0.9,0.9,0.9,0.9|
-together	meta-llama/llama-3-8b-chat-hf	|0.2,0.2,0.2,0.2|
-together	meta-llama/llama-3.3-70b-instruct-turbo	|0.88,0.88,0.88,0.88|
-together	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27|
-together	meta-llama/llama-4-scout-17b-16e-instruct	|0.18,0.59,0.18,0.18|
-together	meta-llama/meta-llama-3-70b-instruct-lite	|0.54,0.54,0.54,0.54|
-together	meta-llama/meta-llama-3-70b-instruct-turbo	|0.88,0.88,0.88,0.88|
-together	meta-llama/meta-llama-3-8b-instruct-lite	|0.1,0.1,0.1,0.1|
-together	meta-llama/meta-llama-3-8b-instruct-turbo	|0.18,0.18,0.18,0.18|
-together	meta-llama/meta-llama-3.1-405b-instruct-turbo	|3.5,3.5,3.5,3.5|
-together	meta-llama/meta-llama-3.1-70b-instruct-turbo	|0.88,0.88,0.88,0.88|
-together	meta-llama/meta-llama-3.1-8b-instruct-turbo	|0.18,0.18,0.18,0.18|
-together	meta-llama/meta-llama-3.3-70b-instruct-turbo	|0.88,0.88,0.88,0.88|
-together	meta-models/muse-glimmer-30b	|0.35,1.5,0.04,0.35|
-together	meta-models/muse-spark-open-816b-a42b	|1.25,4.25,0.15,1.25|
-together	microsoft/phi-2	|0.1,0.1,0.1,0.1|
-together	microsoft/wizardlm-2-8x22b	|1.2,1.2,1.2,1.2|
-together	minimaxai/minimax-m3	|0.3,1.2,0.06,0.3|
-together	minimaxai/minimax-m3.1-flash	|0.15,0.6,0.015,0.15|
-together	mistralai/mistral-7b-instruct-v0.1	|0.2,0.2,0.2,0.2|
-together	mistralai/mistral-7b-instruct-v0.2	|0.2,0.2,0.2,0.2|
-together	mistralai/mistral-7b-v0.1	|0.2,0.2,0.2,0.2|
-together	mistralai/mixtral-8x22b-instruct-v0.1	|2.4,2.4,2.4,2.4|
-together	mistralai/mixtral-8x7b-instruct-v0.1	|0.9,0.9,0.9,0.9|
-together	mistralai/mixtral-8x7b-v0.1	|0.9,0.9,0.9,0.9|
-together	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0|
-together	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0|
-together	nexusflow/nexusraven-v2-13b	|0.3,0.3,0.3,0.3|
-together	nousresearch/nous-capybara-7b-v1p9	|0.2,0.2,0.2,0.2|
-together	nousresearch/nous-hermes-2-mixtral-8x7b-dpo	|0.9,0.9,0.9,0.9|
-together	nousresearch/nous-hermes-2-mixtral-8x7b-sft	|0.9,0.9,0.9,0.9|
-together	nousresearch/nous-hermes-2-yi-34b	|0.8,0.8,0.8,0.8|
-together	nousresearch/nous-hermes-llama-2-7b	|0.2,0.2,0.2,0.2|
-together	nousresearch/nous-hermes-llama2-13b	|0.225,0.225,0.225,0.225|
-together	nvidia/nvidia-nemotron-3.5-super-vl	|0.15,0.5,0.02,0.15|
-together	open-orca/mistral-7b-openorca	|0.2,0.2,0.2,0.2|
-together	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15|
-together	openchat/openchat-3.5-1210	|0.2,0.2,0.2,0.2|
-together	qwen/qwen1.5-0.5b	|0.1,0.1,0.1,0.1|
-together	qwen/qwen1.5-1.8b	|0.1,0.1,0.1,0.1|
-together	qwen/qwen1.5-14b	|0.3,0.3,0.3,0.3|
-together	qwen/qwen1.5-4b	|0.1,0.1,0.1,0.1|
-together	qwen/qwen1.5-72b	|0.9,0.9,0.9,0.9|
-together	qwen/qwen1.5-7b	|0.2,0.2,0.2,0.2|
-together	qwen/qwen3.5-9b	|0.17,0.25,0.17,0.17|
-together	qwen/qwen3.6-plus	|0.5,3.0,0.5,0.5|
-together	qwen/qwen3.7-max	|2.5,7.5,0.5,2.5|
-together	qwen/qwen3.7-plus	|0.32,1.28,0.32,0.32|
-together	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.5,2.0|
-together	qwen/qwen3.8-flash	|0.15,0.47,0.15,0.15|
-together	reflection/beam-1.0-501b-a23b	|0.4,1.2,0.04,0.4|
-together	ricursive-ai/ripple-65b-preview	|0.2,0.6,0.2,0.2|
-together	snorkelai/snorkel-mistral-pairrm-dpo	|0.2,0.2,0.2,0.2|
-together	teknium/openhermes-2-mistral-7b	|0.2,0.2,0.2,0.2|
-together	teknium/openhermes-2p5-mistral-7b	|0.2,0.2,0.2,0.2|
-together	thinkingmachines/inkling	|1.0,4.05,0.17,1.0|
-together	together/tev1-4b-experimental	|0.04,0.0,0.04,0.04| 2026-10-19|0.042,0.0,0.042,0.042|
-together	togethercomputer/alpaca-7b	|0.2,0.2,0.2,0.2|
-together	togethercomputer/gpt-jt-moderation-6b	|0.2,0.2,0.2,0.2|
-together	togethercomputer/llama-2-7b-32k-instruct	|0.2,0.2,0.2,0.2|
-together	togethercomputer/redpajama-incite-7b-base	|0.2,0.2,0.2,0.2|
-together	togethercomputer/redpajama-incite-7b-chat	|0.2,0.2,0.2,0.2|
-together	togethercomputer/redpajama-incite-7b-instruct	|0.2,0.2,0.2,0.2|
-together	togethercomputer/redpajama-incite-base-3b-v1	|0.1,0.1,0.1,0.1|
-together	togethercomputer/redpajama-incite-chat-3b-v1	|0.1,0.1,0.1,0.1|
-together	togethercomputer/redpajama-incite-instruct-3b-v1	|0.1,0.1,0.1,0.1|
-together	togethercomputer/stripedhyena-hessian-7b	|0.2,0.2,0.2,0.2|
-together	togethercomputer/stripedhyena-nous-7b	|0.2,0.2,0.2,0.2|
-together	undi95/remm-slerp-l2-13b	|0.3,0.3,0.3,0.3|
-together	undi95/toppy-m-7b	|0.2,0.2,0.2,0.2|
-together	upstage/solar-10.7b-instruct-v1.0	|0.3,0.3,0.3,0.3|
-together	wizardlm/wizardlm-13b-v1.2	|0.3,0.3,0.3,0.3|
-together	zai-org/glm-5.2	|1.4,4.4,0.26,1.4|
-together	zai-org/glm-5.3	|1.4,4.4,0.26,1.4|
-together	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15|
-together	zero-one-ai/yi-34b	|0.8,0.8,0.8,0.8|
-together	zero-one-ai/yi-6b	|0.2,0.2,0.2,0.2|
-typesafe	jev-1.13.0	|0.042,0.0,0.042,0.042|
-typesafe	jev-1.14.0	|0.042,0.0,0.042,0.042|
-voyageai	voyage-01	|0.1,0.0,0.1,0.1|
-voyageai	voyage-02	|0.1,0.0,0.1,0.1|
-voyageai	voyage-2	|0.1,0.0,0.1,0.1|
-voyageai	voyage-3	|0.06,0.0,0.06,0.06|
-voyageai	voyage-3-large	|0.18,0.0,0.18,0.18|
-voyageai	voyage-3-lite	|0.02,0.0,0.02,0.02|
-voyageai	voyage-3.5	|0.06,0.0,0.06,0.06|
-voyageai	voyage-3.5-lite	|0.02,0.0,0.02,0.02|
-voyageai	voyage-4	|0.06,0.0,0.06,0.06|
-voyageai	voyage-4-large	|0.12,0.0,0.12,0.12|
-voyageai	voyage-4-lite	|0.02,0.0,0.02,0.02|
-voyageai	voyage-code-2	|0.12,0.0,0.12,0.12|
-voyageai	voyage-code-3	|0.18,0.0,0.18,0.18|
-voyageai	voyage-code-4	|0.12,0.0,0.12,0.12|
-voyageai	voyage-context-3	|0.18,0.0,0.18,0.18|
-voyageai	voyage-context-4	|0.12,0.0,0.12,0.12|
-voyageai	voyage-finance-2	|0.12,0.0,0.12,0.12|
-voyageai	voyage-large-2	|0.12,0.0,0.12,0.12|
-voyageai	voyage-large-2-instruct	|0.12,0.0,0.12,0.12|
-voyageai	voyage-law-2	|0.12,0.0,0.12,0.12|
-voyageai	voyage-lite-01	|0.1,0.0,0.1,0.1|
-voyageai	voyage-lite-01-instruct	|0.1,0.0,0.1,0.1|
-voyageai	voyage-lite-02-instruct	|0.1,0.0,0.1,0.1|
-voyageai	voyage-multilingual-2	|0.12,0.0,0.12,0.12|
-x-ai	grok-2-1212	|2.0,10.0,2.0,2.0|
-x-ai	grok-2-vision-1212	|2.0,10.0,2.0,2.0|
-x-ai	grok-3	|3.0,15.0,0.75,3.0|
-x-ai	grok-3-fast	|5.0,25.0,1.25,5.0|
-x-ai	grok-3-mini	|0.3,0.5,0.075,0.3|
-x-ai	grok-3-mini-fast	|0.6,4.0,0.15,0.6|
-x-ai	grok-4-0709	|3.0,15.0,0.75,3.0|
-x-ai	grok-4-1-fast-non-reasoning	|0.2,0.5,0.05,0.2|
-x-ai	grok-4-1-fast-reasoning	|0.2,0.5,0.05,0.2|
-x-ai	grok-4-fast-non-reasoning	|0.2,0.5,0.05,0.2|
-x-ai	grok-4-fast-reasoning	|0.2,0.5,0.05,0.2|
-x-ai	grok-4.20	|2.0,6.0,0.2,2.0|199999,4.0,12.0,0.4,2.0 2026-04-30|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-x-ai	grok-4.20-multi-agent-0309	|2.0,6.0,0.2,2.0|199999,4.0,12.0,0.4,2.0 2026-04-30|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-x-ai	grok-4.3	|1.25,2.5,0.2,1.25|199999,2.5,5.0,0.4,1.25
-x-ai	grok-4.5	|2.0,6.0,0.3,2.0|199999,4.0,12.0,0.6,2.0
-x-ai	grok-4.6	|2.0,6.0,0.5,2.0|199999,4.0,12.0,1.0,2.0
-x-ai	grok-4.7	|2.0,6.0,0.5,2.0|199999,4.0,12.0,1.0,2.0
-x-ai	grok-build-0.1	|1.0,2.0,0.2,1.0|199999,2.0,4.0,0.4,1.0
-x-ai	grok-code-fast-1	|0.2,1.5,0.02,0.2|
-x-ai	grok-voice-latest	|0.0,0.0,0.0,0.0| 2026-08-05|0.0,0.0,0.0,0.0|
-x-ai	grok-voice-think-fast-1.0	|0.0,0.0,0.0,0.0|
-x-ai	grok-voice-think-fast-2.0	|0.0,0.0,0.0,0.0|
-zai	glm-4-32b-0414-128k	|0.1,0.1,0.1,0.1|
-zai	glm-4.5	|0.6,2.2,0.11,0.6|
-zai	glm-4.5-air	|0.2,1.1,0.03,0.2|
-zai	glm-4.5-airx	|1.1,4.5,0.22,1.1|
-zai	glm-4.5-x	|2.2,8.9,0.45,2.2|
-zai	glm-4.5v	|0.6,1.8,0.11,0.6|
-zai	glm-4.6	|0.6,2.2,0.11,0.6|
-zai	glm-4.6v	|0.3,0.9,0.05,0.3|
-zai	glm-4.6v-flashx	|0.04,0.4,0.004,0.04|
-zai	glm-4.7	|0.6,2.2,0.11,0.6|
-zai	glm-4.7-flashx	|0.07,0.4,0.01,0.07|
-zai	glm-5	|1.0,3.2,0.2,1.0|
-zai	glm-5.1	|1.4,4.4,0.26,1.4|
-zai	glm-5.2	|1.4,4.4,0.26,1.4|
-zai	glm-5.3	|1.4,4.4,0.26,1.4|
-zai	glm-5.3-flash	|0.075,0.25,0.015,0.075| 2026-09-10|0.15,0.5,0.03,0.15|
-zai	glm-5.3-flashx	|0.37,1.25,0.075,0.37|
-zai	glm-ocr	|0.03,0.03,0.03,0.03|
-zhipuai	glm-4-air	|0.069,0.069,0.034,0.069|
-zhipuai	glm-4-airx	|1.379,1.379,1.379,1.379|
-zhipuai	glm-4-assistant	|0.69,0.69,0.69,0.69|
-zhipuai	glm-4-flashx-250414	|0.014,0.014,0.007,0.014|
-zhipuai	glm-4-long	|0.138,0.138,0.069,0.138|
-zhipuai	glm-4-plus	|0.69,0.69,0.345,0.69|
-zhipuai	glm-4.5-air	|0.11,0.276,0.022,0.11|
-zhipuai	glm-4.7	|0.276,1.103,0.055,0.276|
-zhipuai	glm-4.7-flashx	|0.069,0.414,0.014,0.069|
-zhipuai	glm-5	|0.552,2.483,0.138,0.552|
-zhipuai	glm-5-turbo	|0.69,3.034,0.166,0.69|
-zhipuai	glm-5.1	|0.828,3.31,0.179,0.828|
-zhipuai	glm-5.2	|1.103,3.862,0.276,1.103|
-zhipuai	glm-5.3	|1.103,3.862,0.276,1.103|
-zhipuai	glm-5.3-flash	|0.055,0.193,0.016,0.055| 2026-09-10|0.11,0.386,0.032,0.11|
+openai	gpt-3.5-0301	|1.5,2.0,1.5,1.5,1.5||
+openai	gpt-3.5-turbo	|0.5,1.5,0.5,0.5,0.5||
+openai	gpt-3.5-turbo-0613	|1.5,2.0,1.5,1.5,1.5||
+openai	gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0,1.0||
+openai	gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0,3.0||
+openai	gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5,1.5||
+openai	gpt-4	|30.0,60.0,30.0,30.0,30.0||
+openai	gpt-4-32k	|60.0,120.0,60.0,60.0,60.0||
+openai	gpt-4-turbo	|10.0,30.0,10.0,10.0,10.0||
+openai	gpt-4-vision-preview	|10.0,30.0,10.0,10.0,10.0||
+openai	gpt-4.1	|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+openai	gpt-4.1-mini	|0.4,1.6,0.1,0.4,0.4||web_search_requests=0.01
+openai	gpt-4.1-nano	|0.1,0.4,0.025,0.1,0.1||
+openai	gpt-4.5-preview	|75.0,150.0,37.5,75.0,75.0||
+openai	gpt-4o	|2.5,10.0,1.25,2.5,2.5||web_search_requests=0.01
+openai	gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0,5.0||web_search_requests=0.01
+openai	gpt-4o-audio-preview	|2.5,10.0,2.5,2.5,2.5||
+openai	gpt-4o-mini	|0.15,0.6,0.075,0.15,0.15||web_search_requests=0.01
+openai	gpt-4o-mini-2024-07-18.ft-	|0.3,1.2,0.3,0.3,0.3||
+openai	gpt-4o-mini-audio-preview	|0.15,0.6,0.15,0.15,0.15||
+openai	gpt-4o-mini-realtime-preview	|0.6,2.4,0.3,0.6,0.6||
+openai	gpt-4o-mini-transcribe	|1.25,5.0,1.25,1.25,1.25||
+openai	gpt-4o-mini-tts	|0.6,12.0,0.6,0.6,0.6||
+openai	gpt-4o-realtime-preview	|5.0,20.0,2.5,5.0,5.0||
+openai	gpt-4o-search-preview	|2.5,10.0,2.5,2.5,2.5||
+openai	gpt-4o-transcribe	|2.5,10.0,2.5,2.5,2.5||
+openai	gpt-4o:extended	|6.0,18.0,6.0,6.0,6.0||
+openai	gpt-5	|1.25,10.0,0.125,1.25,1.25||web_search_requests=0.01
+openai	gpt-5-image	|10.0,10.0,1.25,10.0,10.0||
+openai	gpt-5-image-mini	|2.5,2.0,0.25,2.5,2.5||
+openai	gpt-5-mini	|0.25,2.0,0.025,0.25,0.25||web_search_requests=0.01
+openai	gpt-5-nano	|0.05,0.4,0.005,0.05,0.05||web_search_requests=0.01
+openai	gpt-5-pro	|15.0,120.0,15.0,15.0,15.0||web_search_requests=0.01
+openai	gpt-5-search-api	|1.25,10.0,0.125,1.25,1.25||
+openai	gpt-5.1	|1.25,10.0,0.125,1.25,1.25||web_search_requests=0.01
+openai	gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25,0.25||
+openai	gpt-5.2	|1.75,14.0,0.175,1.75,1.75||web_search_requests=0.01
+openai	gpt-5.2-pro	|21.0,168.0,21.0,21.0,21.0||web_search_requests=0.01
+openai	gpt-5.3	|1.75,14.0,0.175,1.75,1.75||
+openai	gpt-5.3-codex	|1.75,14.0,0.175,1.75,1.75||
+openai	gpt-5.4	|2.5,15.0,0.25,2.5,2.5|272000,5.0,22.5,0.5,2.5,2.5|web_search_requests=0.01
+openai	gpt-5.4-image-2	|8.0,15.0,2.0,8.0,8.0||
+openai	gpt-5.4-mini	|0.75,4.5,0.075,0.75,0.75||web_search_requests=0.01
+openai	gpt-5.4-nano	|0.2,1.25,0.02,0.2,0.2||web_search_requests=0.01
+openai	gpt-5.4-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|web_search_requests=0.01
+openai	gpt-5.5	|5.0,30.0,0.5,5.0,5.0|272000,10.0,45.0,1.0,5.0,5.0|web_search_requests=0.01
+openai	gpt-5.5-cyber	|12.5,75.0,12.5,12.5,12.5|| 2026-10-19|12.5,75.0,1.25,12.5,12.5||
+openai	gpt-5.5-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|web_search_requests=0.01
+openai	gpt-5.6-cyber	|12.5,75.0,1.25,15.625,15.625||
+openai	gpt-5.6-luna	|1.0,6.0,0.1,1.25,1.25|272000,2.0,9.0,0.2,2.5,1.25|web_search_requests=0.01 2026-07-30|0.2,1.2,0.02,0.25,0.25|272000,0.4,1.8,0.04,0.5,0.25|web_search_requests=0.01
+openai	gpt-5.6-sol	|5.0,30.0,0.5,6.25,6.25|272000,10.0,45.0,1.0,12.5,6.25|web_search_requests=0.01 2026-08-21|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|web_search_requests=0.01
+openai	gpt-5.6-terra	|2.5,15.0,0.25,3.125,3.125|272000,5.0,22.5,0.5,6.25,3.125|web_search_requests=0.01 2026-07-30|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|web_search_requests=0.01
+openai	gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|web_search_requests=0.01
+openai	gpt-6-cyber	|20.0,100.0,2.0,25.0,25.0||
+openai	gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|web_search_requests=0.01
+openai	gpt-6-rosalind	|15.0,75.0,1.5,18.75,18.75|272000,30.0,112.5,3.0,37.5,18.75|
+openai	gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|web_search_requests=0.01
+openai	gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|web_search_requests=0.01
+openai	gpt-6.1-terra	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|web_search_requests=0.01
+openai	gpt-audio	|2.5,10.0,2.5,2.5,2.5||
+openai	gpt-audio-mini	|0.6,2.4,0.6,0.6,0.6||
+openai	gpt-chat-latest	|5.0,30.0,0.5,5.0,5.0||
+openai	gpt-image-1	|5.0,40.0,1.25,5.0,5.0||
+openai	gpt-image-1-mini	|2.0,8.0,0.2,2.0,2.0||
+openai	gpt-image-1.5	|5.0,10.0,1.25,5.0,5.0||
+openai	gpt-image-2	|5.0,30.0,1.25,5.0,5.0||
+openai	gpt-image-2.5-flare	|5.0,30.0,1.25,5.0,5.0||
+openai	gpt-image-2.5-sunburst	|5.0,30.0,1.25,5.0,5.0||
+openai	gpt-live-1	|0.0,0.0,0.0,0.0,0.0||
+openai	gpt-live-transcribe	|0.0,0.0,0.0,0.0,0.0||
+openai	gpt-oss-120b	|0.039,0.18,0.039,0.039,0.039||
+openai	gpt-oss-20b	|0.029,0.14,0.029,0.029,0.029||
+openai	gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075,0.075||
+openai	gpt-realtime	|4.0,16.0,0.4,4.0,4.0||
+openai	gpt-realtime-2	|4.0,24.0,0.4,4.0,4.0||
+openai	gpt-realtime-mini	|0.6,2.4,0.06,0.6,0.6||
+openai	gpt-realtime-translate	|0.0,0.0,0.0,0.0,0.0||
+openai	gpt-realtime-whisper	|0.0,0.0,0.0,0.0,0.0||
+openai	gpt-rosalind-discovery	|5.0,25.0,0.5,5.0,5.0||
+openai	gpt-rosalind-research	|5.0,25.0,0.5,5.0,5.0||
+openai	gpt-transcribe	|0.0,0.0,0.0,0.0,0.0||
+openai	moderation	|0.0,0.0,0.0,0.0,0.0||
+openai	o1	|15.0,60.0,7.5,15.0,15.0||
+openai	o1-mini	|1.1,4.4,0.55,1.1,1.1||
+openai	o1-preview	|15.0,60.0,7.5,15.0,15.0||
+openai	o1-pro	|150.0,600.0,150.0,150.0,150.0||
+openai	o3	|10.0,40.0,0.5,10.0,10.0||web_search_requests=0.01 2025-06-10|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+openai	o3-deep-research	|10.0,40.0,2.5,10.0,10.0||web_search_requests=0.01
+openai	o3-mini	|1.1,4.4,0.55,1.1,1.1||
+openai	o3-pro	|20.0,80.0,20.0,20.0,20.0||
+openai	o4-mini	|1.1,4.4,0.275,1.1,1.1||web_search_requests=0.01
+openai	o4-mini-deep-research	|2.0,8.0,0.5,2.0,2.0||web_search_requests=0.01
+openai	text-davinci-002	|20.0,20.0,20.0,20.0,20.0||
+openai	text-davinci-003	|20.0,20.0,20.0,20.0,20.0||
+openai	text-embedding-3-large	|0.13,0.0,0.13,0.13,0.13||
+openai	text-embedding-3-small	|0.02,0.0,0.02,0.02,0.02||
+openai	text-embedding-ada-002	|0.1,0.0,0.1,0.1,0.1||
+openai	tts-1	|0.0,0.0,0.0,0.0,0.0||
+openai	tts-1-hd	|0.0,0.0,0.0,0.0,0.0||
+openai	whisper-1	|0.0,0.0,0.0,0.0,0.0||
+openai-decisions	gpt-6-luna	|0.1,0.0,0.1,0.1,0.1|272000,0.2,0.0,0.1,0.1,0.1|
+openrouter	01-ai/yi-large	|3.0,3.0,3.0,3.0,3.0||
+openrouter	aetherwiing/mn-starcannon-12b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	agentica-org/deepcoder-14b-preview:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	ai21/jamba-1-5-large	|2.0,8.0,2.0,2.0,2.0||
+openrouter	ai21/jamba-1-5-mini	|0.2,0.4,0.2,0.2,0.2||
+openrouter	ai21/jamba-1.6-large	|2.0,8.0,2.0,2.0,2.0||
+openrouter	ai21/jamba-1.6-mini	|0.2,0.4,0.2,0.2,0.2||
+openrouter	ai21/jamba-instruct	|0.5,0.7,0.5,0.5,0.5||
+openrouter	ai21/jamba-large-1.7	|2.0,8.0,2.0,2.0,2.0||
+openrouter	aion-labs/aion-1.0	|4.0,8.0,4.0,4.0,4.0||
+openrouter	aion-labs/aion-1.0-mini	|0.7,1.4,0.7,0.7,0.7||
+openrouter	aion-labs/aion-2.0	|0.8,1.6,0.2,0.8,0.8||
+openrouter	aion-labs/aion-3.0	|3.0,6.0,0.75,3.0,3.0||
+openrouter	aion-labs/aion-3.0-mini	|0.7,1.4,0.18,0.7,0.7||
+openrouter	aion-labs/aion-3.5	|3.0,6.0,0.75,3.0,3.0||
+openrouter	aion-labs/aion-3.5-mini	|0.7,1.4,0.18,0.7,0.7||
+openrouter	aion-labs/aion-rp-llama-3.1-8b	|0.2,0.2,0.2,0.2,0.2|| 2026-10-19|0.8,1.6,0.8,0.8,0.8||
+openrouter	alfredpros/codellama-7b-instruct-solidity	|0.8,1.2,0.8,0.8,0.8||
+openrouter	all-hands/openhands-lm-32b-v0.1	|2.6,3.4,2.6,2.6,2.6||
+openrouter	allenai/molmo-7b-d:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	allenai/olmo-3-32b-think	|0.15,0.5,0.15,0.15,0.15||
+openrouter	alpindale/goliath-120b	|6.5625,9.375,6.5625,6.5625,6.5625||
+openrouter	alpindale/magnum-72b	|1.5,2.25,1.5,1.5,1.5||
+openrouter	amazon/nova-2-lite-v1	|0.3,2.5,0.3,0.3,0.3||
+openrouter	amazon/nova-lite-v1	|0.06,0.24,0.06,0.06,0.06||
+openrouter	amazon/nova-micro-v1	|0.035,0.14,0.035,0.035,0.035||
+openrouter	amazon/nova-premier-v1	|2.5,12.5,0.625,2.5,2.5||
+openrouter	amazon/nova-pro-v1	|0.8,3.2,0.8,0.8,0.8||
+openrouter	anthracite-org/magnum-v2-72b	|3.0,3.0,3.0,3.0,3.0||
+openrouter	anthracite-org/magnum-v4-72b	|1.5,2.25,1.5,1.5,1.5|| 2026-10-19|2.5,5.0,2.5,2.5,2.5||
+openrouter	anthropic/claude-2	|8.0,24.0,8.0,8.0,8.0||
+openrouter	anthropic/claude-3-haiku	|0.25,1.25,0.25,0.25,0.25||
+openrouter	anthropic/claude-3-opus	|15.0,75.0,15.0,15.0,15.0||
+openrouter	anthropic/claude-3-sonnet	|3.0,15.0,3.0,3.0,3.0||
+openrouter	anthropic/claude-3.5-haiku	|0.8,4.0,0.8,0.8,0.8||
+openrouter	anthropic/claude-3.5-sonnet	|3.0,15.0,3.0,3.0,3.0||
+openrouter	anthropic/claude-3.7-sonnet	|3.0,15.0,3.0,3.0,3.0||
+openrouter	anthropic/claude-fable-5	|10.0,50.0,1.0,12.5,12.5||
+openrouter	anthropic/claude-fable-5.1	|10.0,50.0,0.25,12.5,12.5||
+openrouter	anthropic/claude-fable-5.1:batch	|5.0,25.0,0.125,6.25,6.25||
+openrouter	anthropic/claude-fable-5:batch	|5.0,25.0,0.5,6.25,6.25||
+openrouter	anthropic/claude-haiku-4.5	|1.0,5.0,0.1,1.25,1.25||
+openrouter	anthropic/claude-haiku-4.5:batch	|0.5,2.5,0.05,0.625,0.625||
+openrouter	anthropic/claude-haiku-5.5	|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+openrouter	anthropic/claude-haiku-5.5:batch	|0.05,0.25,0.005,0.0625,0.1|100000,0.25,1.25,0.025,0.3125,0.5|web_search_requests=0.01
+openrouter	anthropic/claude-opus-4	|15.0,75.0,1.5,18.75,18.75||
+openrouter	anthropic/claude-opus-4.1:batch	|7.5,37.5,0.75,9.375,9.375||
+openrouter	anthropic/claude-opus-4.5	|5.0,25.0,0.5,6.25,6.25||
+openrouter	anthropic/claude-opus-4.5:batch	|2.5,12.5,0.25,3.125,3.125||
+openrouter	anthropic/claude-opus-4.6	|5.0,25.0,0.5,6.25,6.25||
+openrouter	anthropic/claude-opus-4.6-fast	|30.0,150.0,3.0,37.5,37.5||
+openrouter	anthropic/claude-opus-4.6:batch	|2.5,12.5,0.25,3.125,3.125||
+openrouter	anthropic/claude-opus-4.7	|5.0,25.0,0.5,6.25,6.25||
+openrouter	anthropic/claude-opus-4.7-fast	|30.0,150.0,3.0,37.5,37.5||
+openrouter	anthropic/claude-opus-4.7:batch	|2.5,12.5,0.25,3.125,3.125||
+openrouter	anthropic/claude-opus-4.8	|5.0,25.0,0.5,6.25,6.25||
+openrouter	anthropic/claude-opus-4.8-fast	|10.0,50.0,1.0,12.5,12.5||
+openrouter	anthropic/claude-opus-4.8:batch	|2.5,12.5,0.25,3.125,3.125||
+openrouter	anthropic/claude-opus-5	|5.0,25.0,0.5,6.25,6.25||
+openrouter	anthropic/claude-opus-5-fast	|10.0,50.0,1.0,12.5,12.5||
+openrouter	anthropic/claude-opus-5.5	|4.0,20.0,0.2,5.0,5.0||
+openrouter	anthropic/claude-opus-5.5:batch	|2.0,10.0,0.1,2.5,2.5||
+openrouter	anthropic/claude-opus-5:batch	|2.5,12.5,0.25,3.125,3.125||
+openrouter	anthropic/claude-sonnet-4	|3.0,15.0,0.3,3.75,3.75||
+openrouter	anthropic/claude-sonnet-4.5	|3.0,15.0,0.3,3.75,3.75|200000,6.0,22.5,0.6,7.5,3.75|
+openrouter	anthropic/claude-sonnet-4.5:batch	|1.5,7.5,0.15,1.875,1.875|200000,3.0,11.25,0.3,3.75,1.875|
+openrouter	anthropic/claude-sonnet-4.6	|3.0,15.0,0.3,3.75,3.75||
+openrouter	anthropic/claude-sonnet-4.6:batch	|1.5,7.5,0.15,1.875,1.875||
+openrouter	anthropic/claude-sonnet-5	|2.0,10.0,0.2,2.5,2.5||
+openrouter	anthropic/claude-sonnet-5.5	|2.0,10.0,0.1,2.5,2.5||
+openrouter	anthropic/claude-sonnet-5.5:batch	|1.0,5.0,0.05,1.25,1.25||
+openrouter	anthropic/claude-sonnet-5:batch	|1.0,5.0,0.1,1.25,1.25||
+openrouter	anubis-pro-105b-v1	|0.8,1.0,0.8,0.8,0.8||
+openrouter	arcee-ai/coder-large	|0.5,0.8,0.5,0.5,0.5||
+openrouter	arcee-ai/trinity-large-thinking	|0.22,0.85,0.06,0.22,0.22|| 2026-10-19|0.25,0.8,0.06,0.25,0.25||
+openrouter	arcee-ai/trinity-mini	|0.045,0.15,0.045,0.045,0.045||
+openrouter	arcee-ai/virtuoso-large	|0.75,1.2,0.75,0.75,0.75||
+openrouter	arcee-blitz	|0.45,0.75,0.45,0.45,0.45||
+openrouter	arliai/qwq-32b-arliai-rpr-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	baidu/ernie-4.5-vl-424b-a47b	|0.42,1.25,0.42,0.42,0.42||
+openrouter	bytedance-research/ui-tars-72b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	bytedance-seed/seed-1.6	|0.25,2.0,0.25,0.25,0.25|| 2026-10-19|0.25,2.0,0.25,0.25,0.25|128000,0.5,4.0,0.25,0.25,0.25|
+openrouter	bytedance-seed/seed-1.6-flash	|0.075,0.3,0.075,0.075,0.075|| 2026-10-19|0.075,0.3,0.075,0.075,0.075|128000,0.1,0.8,0.075,0.075,0.075|
+openrouter	bytedance-seed/seed-2-1-turbo	|0.5,2.5,0.5,0.5,0.5||
+openrouter	bytedance-seed/seed-2.0-code	|0.5,3.0,0.5,0.5,0.5|128000,1.0,6.0,0.5,0.5,0.5|
+openrouter	bytedance-seed/seed-2.0-lite	|0.25,2.0,0.25,0.25,0.25|| 2026-10-19|0.25,2.0,0.25,0.25,0.25|128000,0.5,4.0,0.25,0.25,0.25|
+openrouter	bytedance-seed/seed-2.0-mini	|0.1,0.4,0.1,0.1,0.1|| 2026-10-19|0.1,0.4,0.1,0.1,0.1|128000,0.2,0.8,0.1,0.1,0.1|
+openrouter	bytedance/ui-tars-1.5-7b	|0.1,0.2,0.1,0.1,0.1||
+openrouter	caller-large	|0.55,0.85,0.55,0.55,0.55||
+openrouter	chatgpt-4o-latest	|5.0,15.0,5.0,5.0,5.0||
+openrouter	claude-2	|8.0,24.0,8.0,8.0,8.0||
+openrouter	claude-3-opus	|15.0,75.0,1.5,18.75,18.75||
+openrouter	claude-3-sonnet	|3.0,15.0,0.3,3.75,3.75||
+openrouter	claude-3.5-sonnet	|3.0,15.0,0.3,3.75,3.75||
+openrouter	claude-3.7-sonnet	|3.0,15.0,0.3,3.75,3.75||
+openrouter	cloudflare/clef	|0.24,0.0,0.24,0.24,0.24||
+openrouter	cloudflare/clef-flash	|0.09,0.0,0.09,0.09,0.09||
+openrouter	codellama-7b-instruct-solidity	|0.8,1.2,0.8,0.8,0.8||
+openrouter	codestral-2501	|0.3,0.9,0.3,0.3,0.3||
+openrouter	codex-mini	|1.5,6.0,0.375,1.5,1.5||
+openrouter	cognitivecomputations/dolphin-mistral-24b-venice-edition	|0.2,0.9,0.2,0.2,0.2||
+openrouter	cognitivecomputations/dolphin-mistral-24b-venice-edition:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	cognitivecomputations/dolphin-mixtral-8x22b	|0.9,0.9,0.9,0.9,0.9||
+openrouter	cognitivecomputations/dolphin-mixtral-8x7b	|0.5,0.5,0.5,0.5,0.5||
+openrouter	cognitivecomputations/dolphin3.0-mistral-24b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	cognitivecomputations/dolphin3.0-r1-mistral-24b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	cohere/command	|1.0,2.0,1.0,1.0,1.0||
+openrouter	cohere/command-a	|2.5,10.0,2.5,2.5,2.5||
+openrouter	cohere/command-a-plus	|0.3,1.5,0.15,0.3,0.3||
+openrouter	cohere/command-r	|0.5,1.5,0.5,0.5,0.5||
+openrouter	cohere/command-r-08-2024	|0.15,0.6,0.15,0.15,0.15||
+openrouter	cohere/command-r-plus	|3.0,15.0,3.0,3.0,3.0||
+openrouter	cohere/command-r-plus-08-2024	|2.5,10.0,2.5,2.5,2.5||
+openrouter	cohere/command-r7b-12-2024	|0.0375,0.15,0.0375,0.0375,0.0375||
+openrouter	cohere/north-mini-code:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	command	|1.0,2.0,1.0,1.0,1.0||
+openrouter	command-r	|0.5,1.5,0.5,0.5,0.5||
+openrouter	command-r-plus	|3.0,15.0,3.0,3.0,3.0||
+openrouter	deepcoder-14b-preview:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepcogito/cogito-v2.1-671b	|1.25,1.25,1.25,1.25,1.25||
+openrouter	deephermes-3-llama-3-8b-preview:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-chat-v3-0324:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-chat:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-prover-v2	|0.5,2.18,0.5,0.5,0.5||
+openrouter	deepseek-r1-0528-qwen3-8b	|0.05,0.1,0.05,0.05,0.05||
+openrouter	deepseek-r1-0528-qwen3-8b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-r1-0528:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-r1-distill-llama-70b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-r1-distill-llama-8b	|0.04,0.04,0.04,0.04,0.04||
+openrouter	deepseek-r1-distill-qwen-1.5b	|0.18,0.18,0.18,0.18,0.18||
+openrouter	deepseek-r1-distill-qwen-14b	|0.15,0.15,0.15,0.15,0.15||
+openrouter	deepseek-r1-distill-qwen-14b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-r1-distill-qwen-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-r1-distill-qwen-7b	|0.1,0.2,0.1,0.1,0.1||
+openrouter	deepseek-r1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-r1t-chimera:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek-v3-base:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-chat	|0.38,0.89,0.38,0.38,0.38|| 2026-10-19|0.32,0.89,0.32,0.32,0.32|| 2026-10-20|0.2574,1.0287,0.2574,0.2574,0.2574||
+openrouter	deepseek/deepseek-chat-v3-0324	|0.3,0.88,0.3,0.3,0.3|| 2026-10-19|0.29,1.14,0.11,0.29,0.29|| 2026-11-03|0.25,1.0,0.11,0.25,0.25||
+openrouter	deepseek/deepseek-chat-v3-0324:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-chat-v3.1	|0.21,0.79,0.13,0.21,0.21|| 2026-10-19|0.25,0.95,0.13,0.25,0.25|| 2026-11-03|0.55,1.65,0.55,0.55,0.55|| 2026-11-09|0.27,1.0,0.27,0.27,0.27||
+openrouter	deepseek/deepseek-chat:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-r1	|0.45,2.15,0.45,0.45,0.45|| 2026-10-19|0.7,2.5,0.7,0.7,0.7||
+openrouter	deepseek/deepseek-r1-0528	|0.5,2.15,0.5,0.5,0.5|| 2026-10-19|0.5,2.15,0.35,0.5,0.5||
+openrouter	deepseek/deepseek-r1-distill-llama-70b	|0.1,0.4,0.1,0.1,0.1||
+openrouter	deepseek/deepseek-r1-distill-llama-70b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-r1-distill-llama-8b	|0.04,0.04,0.04,0.04,0.04||
+openrouter	deepseek/deepseek-r1-distill-qwen-1.5b	|0.18,0.18,0.18,0.18,0.18||
+openrouter	deepseek/deepseek-r1-distill-qwen-14b	|0.15,0.15,0.15,0.15,0.15||
+openrouter	deepseek/deepseek-r1-distill-qwen-14b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-r1-distill-qwen-32b	|0.12,0.18,0.12,0.12,0.12||
+openrouter	deepseek/deepseek-r1-distill-qwen-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-r1-zero:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-r1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-v3-base:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	deepseek/deepseek-v3.1-terminus	|0.23,0.9,0.23,0.23,0.23|| 2026-10-19|0.27,1.0,0.27,0.27,0.27||
+openrouter	deepseek/deepseek-v3.2	|0.2288,0.3432,0.2288,0.2288,0.2288|| 2026-10-19|0.28,0.42,0.028,0.28,0.28|| 2026-11-09|0.26,0.38,0.13,0.26,0.26||
+openrouter	deepseek/deepseek-v3.2-exp	|0.27,0.41,0.27,0.27,0.27||
+openrouter	deepseek/deepseek-v4-flash	|0.0983,0.1966,0.0197,0.0983,0.0983|| 2026-10-19|0.091,0.182,0.0182,0.091,0.091|| 2026-11-03|0.14,0.28,0.03,0.14,0.14|| 2026-11-09|0.105,0.21,0.021,0.105,0.105||
+openrouter	deepseek/deepseek-v4-flash-0731	|0.15,0.15,0.042,0.15,0.15|| 2026-10-20|0.44,1.32,0.014,0.44,0.44|| 2026-11-03|0.14,0.28,0.07,0.14,0.14|| 2026-11-09|0.14,0.28,0.05,0.14,0.14||
+openrouter	deepseek/deepseek-v4-flash-0731:batch	|0.048,0.144,0.012,0.048,0.048||
+openrouter	deepseek/deepseek-v4-flash-vision-exp	|0.2156,0.6468,0.00686,0.2156,0.2156||
+openrouter	deepseek/deepseek-v4-pro	|0.435,0.87,0.003625,0.435,0.435|| 2026-10-19|0.422472,0.844944,0.035206,0.422472,0.422472|| 2026-10-20|0.95526,1.91052,0.079605,0.95526,0.95526|| 2026-11-03|1.416,2.832,0.118,1.416,1.416||
+openrouter	deepseek/deepseek-v4-pro-0813	|0.66,1.98,0.022,0.66,0.66||
+openrouter	deepseek/deepseek-v4.1-flash	|0.0448,0.08,0.0016,0.0448,0.0448|| 2026-10-19|0.0344,0.08,0.0016,0.0344,0.0344|| 2026-10-20|0.0352,0.0112,0.0016,0.0352,0.0352|| 2026-11-03|0.21,0.84,0.0042,0.21,0.21||
+openrouter	deepseek/deepseek-v4.1-flash-1017:batch	|0.011,0.2,0.002,0.011,0.011||
+openrouter	deepseek/deepseek-v4.1-flash:batch	|0.05,0.15,0.004,0.05,0.05|| 2026-11-09|0.011,0.2,0.002,0.011,0.011||
+openrouter	devstral-small	|0.06,0.12,0.06,0.06,0.06||
+openrouter	devstral-small:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	dobby-mini-unhinged-plus-llama-3.1-8b	|0.2,0.2,0.2,0.2,0.2||
+openrouter	dolphin-mixtral-8x22b	|0.9,0.9,0.9,0.9,0.9||
+openrouter	dolphin3.0-mistral-24b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	dolphin3.0-r1-mistral-24b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	dots-studio/dots-3-note-preview:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	eleutherai/llemma_7b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	elorian/glimpse	|0.6,3.0,0.06,0.6,0.6||
+openrouter	essentialai/rnj-1-instruct	|0.15,0.15,0.15,0.15,0.15||
+openrouter	eva-llama-3.33-70b	|4.0,6.0,4.0,4.0,4.0||
+openrouter	eva-qwen-2.5-32b	|2.6,3.4,2.6,2.6,2.6||
+openrouter	eva-qwen-2.5-72b	|4.0,6.0,4.0,4.0,4.0||
+openrouter	eva-unit-01/eva-llama-3.33-70b	|4.0,6.0,4.0,4.0,4.0||
+openrouter	eva-unit-01/eva-qwen-2.5-32b	|2.6,3.4,2.6,2.6,2.6||
+openrouter	eva-unit-01/eva-qwen-2.5-72b	|0.9,1.2,0.9,0.9,0.9||
+openrouter	featherless/qwerky-72b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	fimbulvetr-11b-v2	|0.8,1.2,0.8,0.8,0.8||
+openrouter	fireworks/ember-1	|3.0,15.0,0.3,3.0,3.0||
+openrouter	gemini-2.0-flash-001	|0.1,0.4,0.025,0.1833,0.1833||
+openrouter	gemini-2.0-flash-exp:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075,0.075||
+openrouter	gemini-2.5-flash-lite-preview-06-17	|0.1,0.4,0.1,0.1,0.1||
+openrouter	gemini-2.5-flash-preview	|0.15,0.6,0.0375,0.2333,0.2333||
+openrouter	gemini-2.5-flash-preview-05-20:thinking	|0.15,3.5,0.0375,0.2333,0.2333||
+openrouter	gemini-2.5-flash-preview:thinking	|0.15,3.5,0.0375,0.2333,0.2333||
+openrouter	gemini-2.5-pro-exp-03-25	|0.0,0.0,0.0,0.0,0.0||
+openrouter	gemini-flash-1.5	|0.075,0.3,0.01875,0.1583,0.1583||
+openrouter	gemini-flash-1.5-8b	|0.0375,0.15,0.01,0.0583,0.0583||
+openrouter	gemini-pro-1.5	|1.25,5.0,1.25,1.25,1.25||
+openrouter	gemma-2-9b-it	|0.2,0.2,0.2,0.2,0.2||
+openrouter	gemma-2-9b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	gemma-3-12b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	gemma-3-27b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	gemma-3-4b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	gemma-3n-e4b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	glm-4-32b	|0.24,0.24,0.24,0.24,0.24||
+openrouter	glm-4-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	glm-4.5-air:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	glm-5v-turbo	|1.2,4.0,0.24,1.2,1.2||
+openrouter	glm-z1-32b	|0.24,0.24,0.24,0.24,0.24||
+openrouter	glm-z1-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	glm-z1-rumination-32b	|0.24,0.24,0.24,0.24,0.24||
+openrouter	goliath-120b	|10.0,12.5,10.0,10.0,10.0||
+openrouter	google/gemini-2.0-flash-001	|0.1,0.4,0.1,0.1,0.1||
+openrouter	google/gemini-2.0-flash-exp:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemini-2.0-flash-lite-001	|0.075,0.3,0.075,0.075,0.075||
+openrouter	google/gemini-2.0-flash-thinking-exp-1219:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemini-2.0-flash-thinking-exp:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemini-2.5-flash	|0.3,2.5,0.075,0.3833,0.3833|| 2026-10-19|0.3,2.5,0.03,0.0833333333333333,0.0833333333333333||
+openrouter	google/gemini-2.5-flash-image	|0.3,2.5,0.03,0.08333333333333334,0.08333333333333334||
+openrouter	google/gemini-2.5-flash-lite	|0.1,0.4,0.01,0.08333333333333334,0.08333333333333334||
+openrouter	google/gemini-2.5-flash-lite-preview-09-2025	|0.1,0.4,0.1,0.1,0.1||
+openrouter	google/gemini-2.5-flash-lite:batch	|0.05,0.2,0.01,0.04166666666666665,0.04166666666666665||
+openrouter	google/gemini-2.5-flash-preview	|0.15,0.6,0.15,0.15,0.15||
+openrouter	google/gemini-2.5-flash-preview-09-2025	|0.3,2.5,0.075,0.383,0.383||
+openrouter	google/gemini-2.5-flash-preview:thinking	|0.15,3.5,0.15,0.15,0.15||
+openrouter	google/gemini-2.5-flash:batch	|0.15,1.25,0.03,0.04166666666666665,0.04166666666666665||
+openrouter	google/gemini-2.5-pro	|1.25,10.0,0.31,1.625,1.625|| 2026-10-19|1.25,10.0,0.125,0.375,0.375|200000,2.5,15.0,0.25,0.375,0.375|
+openrouter	google/gemini-2.5-pro-exp-03-25:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemini-2.5-pro-preview-03-25	|1.25,10.0,1.25,1.25,1.25||
+openrouter	google/gemini-2.5-pro:batch	|0.625,5.0,0.125,0.1875,0.1875|200000,1.25,7.5,0.25,0.1875,0.1875|
+openrouter	google/gemini-3-flash-preview	|0.5,3.0,0.05,0.08333333333333334,0.08333333333333334||
+openrouter	google/gemini-3-flash-preview:batch	|0.25,1.5,0.25,0.04166666666666665,0.04166666666666665||
+openrouter	google/gemini-3-pro-image	|2.0,12.0,0.2,0.375,0.375||
+openrouter	google/gemini-3-pro-image-preview	|2.0,12.0,0.2,0.375,0.375||
+openrouter	google/gemini-3.1-flash-image	|0.5,3.0,0.5,0.5,0.5||
+openrouter	google/gemini-3.1-flash-image-preview	|0.5,3.0,0.5,0.5,0.5||
+openrouter	google/gemini-3.1-flash-lite	|0.25,1.5,0.025,0.08333333333333334,0.08333333333333334||
+openrouter	google/gemini-3.1-flash-lite-image	|0.25,1.5,0.25,0.25,0.25||
+openrouter	google/gemini-3.1-flash-lite:batch	|0.125,0.75,0.0125,0.04166666666666665,0.04166666666666665||
+openrouter	google/gemini-3.1-pro-preview	|2.0,12.0,0.2,0.375,0.375|| 2026-10-19|2.0,12.0,0.2,0.375,0.375|200000,4.0,18.0,0.4,0.375,0.375|
+openrouter	google/gemini-3.1-pro-preview:batch	|1.0,6.0,1.0,0.1875,0.1875|200000,2.0,9.0,1.0,0.1875,0.1875|
+openrouter	google/gemini-3.5-flash	|1.5,9.0,0.15,0.08333333333333334,0.08333333333333334||
+openrouter	google/gemini-3.5-flash-lite	|0.3,2.5,0.03,0.0833333333333333,0.0833333333333333||
+openrouter	google/gemini-3.5-flash-lite:batch	|0.15,1.25,0.015,0.04166666666666665,0.04166666666666665||
+openrouter	google/gemini-3.5-flash:batch	|0.75,4.5,0.075,0.04166666666666665,0.04166666666666665||
+openrouter	google/gemini-3.6-flash	|0.75,3.75,0.075,0.0416666666666667,0.0416666666666667||
+openrouter	google/gemini-3.6-flash:batch	|0.375,1.875,0.0375,0.0416666666666667,0.0416666666666667||
+openrouter	google/gemini-3.7-flash	|0.75,3.75,0.075,0.0416666666666667,0.0416666666666667||
+openrouter	google/gemini-3.7-flash:batch	|0.375,1.875,0.0375,0.0416666666666667,0.0416666666666667||
+openrouter	google/gemini-3.8-flash	|0.75,3.75,0.075,0.041666666666666664,0.041666666666666664|| 2026-10-19|0.825,4.125,0.0825,0.041666666666666664,0.041666666666666664|| 2026-11-03|0.75,3.75,0.075,0.041666666666666664,0.041666666666666664||
+openrouter	google/gemini-3.8-flash:batch	|0.375,1.875,0.0375,0.0416666666666667,0.0416666666666667||
+openrouter	google/gemini-4-argon	|2.0,10.0,0.1,0.1875,0.1875||
+openrouter	google/gemini-4-argon:batch	|1.0,5.0,0.05,0.1875,0.1875||
+openrouter	google/gemini-flash-1.5	|0.075,0.3,0.075,0.075,0.075||
+openrouter	google/gemini-flash-1.5-8b	|0.0375,0.15,0.0375,0.0375,0.0375||
+openrouter	google/gemini-flash-1.5-8b-exp	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemini-nano-banana-2.1	|1.5,7.5,1.5,1.5,1.5||
+openrouter	google/gemini-omni-1.1-flash	|1.5,9.0,1.5,1.5,1.5||
+openrouter	google/gemini-omni-1.2-flash	|1.5,9.0,1.5,1.5,1.5||
+openrouter	google/gemini-pro	|0.5,1.5,0.5,0.5,0.5||
+openrouter	google/gemini-pro-1.5	|1.25,5.0,1.25,1.25,1.25||
+openrouter	google/gemma-2-27b-it	|0.8,0.8,0.8,0.8,0.8|| 2026-10-19|0.65,0.65,0.65,0.65,0.65||
+openrouter	google/gemma-2-9b-it	|0.07,0.07,0.07,0.07,0.07||
+openrouter	google/gemma-2-9b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemma-3-12b-it	|0.05,0.1,0.05,0.05,0.05|| 2026-10-19|0.05,0.15,0.05,0.05,0.05||
+openrouter	google/gemma-3-12b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemma-3-1b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemma-3-27b-it	|0.1,0.2,0.1,0.1,0.1|| 2026-10-19|0.08,0.35,0.04,0.08,0.08||
+openrouter	google/gemma-3-27b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemma-3-4b-it	|0.02,0.04,0.02,0.02,0.02|| 2026-10-19|0.05,0.1,0.05,0.05,0.05|| 2026-10-20|0.04,0.05,0.02,0.04,0.04||
+openrouter	google/gemma-3-4b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemma-3n-e4b-it	|0.06,0.12,0.06,0.06,0.06||
+openrouter	google/gemma-4-26b-a4b-it	|0.06,0.33,0.06,0.06,0.06|| 2026-10-19|0.09,0.3,0.05,0.09,0.09|| 2026-10-20|0.0765,0.255,0.0425,0.0765,0.0765|| 2026-11-03|0.15,0.6,0.0425,0.15,0.15||
+openrouter	google/gemma-4-26b-a4b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/gemma-4-31b-it	|0.12,0.36,0.09,0.12,0.12|| 2026-08-27|0.09,0.34,0.05,0.09,0.09|| 2026-10-19|0.2,0.4,0.05,0.2,0.2|| 2026-11-03|0.15,0.4,0.06,0.15,0.15||
+openrouter	google/gemma-4-31b-it:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/learnlm-1.5-pro-experimental:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/lyria-3-clip-preview	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/lyria-3-pro-preview	|0.0,0.0,0.0,0.0,0.0||
+openrouter	google/palm-2-chat-bison	|1.0,2.0,1.0,1.0,1.0||
+openrouter	google/palm-2-codechat-bison	|1.0,2.0,1.0,1.0,1.0||
+openrouter	gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0,1.0||
+openrouter	gpt-4-1106-preview	|10.0,30.0,10.0,10.0,10.0||
+openrouter	gpt-4.5-preview	|75.0,150.0,37.5,75.0,75.0||
+openrouter	gpt-4o:extended	|6.0,18.0,6.0,6.0,6.0||
+openrouter	grok-2-1212	|2.0,10.0,2.0,2.0,2.0||
+openrouter	grok-2-vision-1212	|2.0,10.0,2.0,2.0,2.0||
+openrouter	grok-3	|3.0,15.0,0.75,3.0,3.0||
+openrouter	grok-3-mini	|0.3,0.5,0.075,0.3,0.3||
+openrouter	grok-beta	|5.0,15.0,5.0,5.0,5.0||
+openrouter	grok-vision-beta	|5.0,15.0,5.0,5.0,5.0||
+openrouter	gryphe/mythomax-l2-13b	|0.065,0.065,0.065,0.065,0.065|| 2026-10-19|0.08,0.11,0.08,0.08,0.08||
+openrouter	hermes-2-pro-llama-3-8b	|0.025,0.04,0.025,0.025,0.025||
+openrouter	huggingfaceh4/zephyr-7b-beta:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	ibm-granite/granite-4.0-h-micro	|0.017,0.112,0.017,0.017,0.017||
+openrouter	ibm-granite/granite-4.1-8b	|0.05,0.1,0.05,0.05,0.05||
+openrouter	ibm-granite/granite-4.2-8b	|0.06,0.25,0.015,0.06,0.06|| 2026-11-03|0.06,0.15,0.015,0.06,0.06||
+openrouter	inception/mercury-2	|0.25,0.75,0.025,0.25,0.25||
+openrouter	inception/mercury-2.5	|0.04,0.15,0.004,0.04,0.04||
+openrouter	inception/mercury-3	|0.1,0.35,0.01,0.1,0.1||
+openrouter	inclusionai/ling-2.6-1t	|0.075,0.625,0.015,0.075,0.075||
+openrouter	inclusionai/ling-2.6-flash	|0.01,0.03,0.002,0.01,0.01||
+openrouter	inclusionai/ling-3.0-flash	|0.021,0.063,0.0042,0.021,0.021||
+openrouter	inclusionai/ling-3.0-flash-vl	|0.06,0.18,0.012,0.06,0.06||
+openrouter	inclusionai/ling-3.0-tiny	|0.015,0.045,0.003,0.015,0.015||
+openrouter	inclusionai/ling-3.1-flash	|0.075,0.225,0.015,0.075,0.075|| 2026-11-09|0.045,0.135,0.009,0.045,0.045||
+openrouter	inclusionai/ring-2.6-1t	|0.075,0.625,0.015,0.075,0.075||
+openrouter	inference-net/schematron-v2-small	|0.05,0.23,0.05,0.05,0.05||
+openrouter	inference-net/schematron-v2-turbo	|0.03,0.15,0.03,0.03,0.03||
+openrouter	infermatic/mn-inferor-12b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	inflection/inflection-3-pi	|2.5,10.0,2.5,2.5,2.5||
+openrouter	inflection/inflection-3-productivity	|2.5,10.0,2.5,2.5,2.5||
+openrouter	internvl3-14b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	internvl3-2b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	jamba-1.6-large	|2.0,8.0,2.0,2.0,2.0||
+openrouter	jamba-1.6-mini	|0.2,0.4,0.2,0.2,0.2||
+openrouter	jondurbin/airoboros-l2-70b	|0.5,0.5,0.5,0.5,0.5||
+openrouter	kimi-dev-72b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	kimi-vl-a3b-thinking:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	kwaipilot/kat-coder-pro-v2	|0.3,1.2,0.06,0.3,0.3||
+openrouter	l3-euryale-70b	|1.48,1.48,1.48,1.48,1.48||
+openrouter	latitudegames/wayfarer-large-70b-llama-3.3	|0.8,0.9,0.8,0.8,0.8||
+openrouter	lfm-3b	|0.02,0.02,0.02,0.02,0.02||
+openrouter	lfm-40b	|0.15,0.15,0.15,0.15,0.15||
+openrouter	lfm-7b	|0.01,0.01,0.01,0.01,0.01||
+openrouter	liquid/lfm-2-24b-a2b	|0.03,0.12,0.03,0.03,0.03||
+openrouter	liquid/lfm-2.5-1.2b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	liquid/lfm-2.5-1.2b-thinking:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	liquid/lfm-2.5-2.6b	|0.35,0.5,0.04,0.35,0.35||
+openrouter	liquid/lfm-2.5-2.6b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	liquid/lfm-2.5-24b-a2b	|0.05,0.7,0.025,0.05,0.05||
+openrouter	liquid/lfm-3-1.7b	|0.08,0.2,0.02,0.08,0.08||
+openrouter	liquid/lfm-3-1.7b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	liquid/lfm-3b	|0.02,0.02,0.02,0.02,0.02||
+openrouter	liquid/lfm-40b	|0.15,0.15,0.15,0.15,0.15||
+openrouter	liquid/lfm-7b	|0.01,0.01,0.01,0.01,0.01||
+openrouter	llama-3-lumimaid-70b	|4.0,6.0,4.0,4.0,4.0||
+openrouter	llama-3-lumimaid-8b	|0.2,1.25,0.2,0.2,0.2||
+openrouter	llama-3.1-405b	|2.0,2.0,2.0,2.0,2.0||
+openrouter	llama-3.1-405b-instruct	|0.8,0.8,0.8,0.8,0.8||
+openrouter	llama-3.1-8b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-3.1-lumimaid-70b	|2.5,3.0,2.5,2.5,2.5||
+openrouter	llama-3.1-lumimaid-8b	|0.2,1.25,0.2,0.2,0.2||
+openrouter	llama-3.1-nemotron-70b-instruct	|0.12,0.3,0.12,0.12,0.12||
+openrouter	llama-3.1-nemotron-ultra-253b-v1	|0.6,1.8,0.6,0.6,0.6||
+openrouter	llama-3.1-nemotron-ultra-253b-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0,1.0||
+openrouter	llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2,0.2||
+openrouter	llama-3.2-11b-vision-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-3.2-1b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-3.2-90b-vision-instruct	|1.2,1.2,1.2,1.2,1.2||
+openrouter	llama-3.3-8b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-3.3-nemotron-super-49b-v1	|0.13,0.4,0.13,0.13,0.13||
+openrouter	llama-3.3-nemotron-super-49b-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-4-maverick:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-4-scout:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	llama-guard-2-8b	|0.2,0.2,0.2,0.2,0.2||
+openrouter	llama3.1-typhoon2-70b-instruct	|0.88,0.88,0.88,0.88,0.88||
+openrouter	llemma_7b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	maestro-reasoning	|0.9,3.3,0.9,0.9,0.9||
+openrouter	magistral-medium-2506	|2.0,5.0,2.0,2.0,2.0||
+openrouter	magistral-small-2506	|0.5,1.5,0.5,0.5,0.5||
+openrouter	magnum-72b	|4.0,6.0,4.0,4.0,4.0||
+openrouter	magnum-v2-72b	|3.0,3.0,3.0,3.0,3.0||
+openrouter	mai-ds-r1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mancer/weaver	|1.125,1.125,1.125,1.125,1.125|| 2026-10-19|0.4,0.75,0.4,0.4,0.4||
+openrouter	meituan/longcat-2.0	|0.3,1.2,0.006,0.3,0.3||
+openrouter	mercury-coder-small-beta	|0.25,1.0,0.25,0.25,0.25||
+openrouter	meta-llama/llama-2-13b-chat	|0.22,0.22,0.22,0.22,0.22||
+openrouter	meta-llama/llama-2-70b-chat	|0.9,0.9,0.9,0.9,0.9||
+openrouter	meta-llama/llama-3-70b-instruct	|0.3,0.4,0.3,0.3,0.3||
+openrouter	meta-llama/llama-3-8b-instruct	|0.03,0.06,0.03,0.03,0.03||
+openrouter	meta-llama/llama-3.1-405b	|2.0,2.0,2.0,2.0,2.0||
+openrouter	meta-llama/llama-3.1-405b-instruct	|0.8,0.8,0.8,0.8,0.8||
+openrouter	meta-llama/llama-3.1-405b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-3.1-70b-instruct	|0.1,0.28,0.1,0.1,0.1|| 2026-10-19|0.4,0.4,0.4,0.4,0.4|| 2026-11-03|0.72,0.72,0.72,0.72,0.72||
+openrouter	meta-llama/llama-3.1-8b-instruct	|0.02,0.03,0.02,0.02,0.02|| 2026-10-19|0.05,0.08,0.025,0.05,0.05||
+openrouter	meta-llama/llama-3.1-8b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-3.2-11b-vision-instruct	|0.049,0.049,0.049,0.049,0.049||
+openrouter	meta-llama/llama-3.2-11b-vision-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-3.2-1b-instruct	|0.005,0.01,0.005,0.005,0.005|| 2026-10-19|0.027,0.201,0.027,0.027,0.027||
+openrouter	meta-llama/llama-3.2-1b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-3.2-3b-instruct	|0.01,0.02,0.01,0.01,0.01|| 2026-10-19|0.0509,0.335,0.0509,0.0509,0.0509||
+openrouter	meta-llama/llama-3.2-3b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-3.2-90b-vision-instruct	|0.9,0.9,0.9,0.9,0.9||
+openrouter	meta-llama/llama-3.3-70b-instruct	|0.05,0.24,0.05,0.05,0.05|| 2026-10-19|0.1,0.32,0.1,0.1,0.1|| 2026-11-03|0.45,0.9,0.45,0.45,0.45|| 2026-11-09|0.59,0.79,0.295,0.59,0.59||
+openrouter	meta-llama/llama-3.3-70b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-4-maverick	|0.15,0.6,0.15,0.15,0.15|| 2026-10-19|0.1875,0.6525,0.05,0.1875,0.1875|| 2026-11-03|0.35,1.0,0.17,0.35,0.35||
+openrouter	meta-llama/llama-4-maverick:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-4-scout	|0.08,0.3,0.08,0.08,0.08|| 2026-10-19|0.1,0.3,0.1,0.1,0.1||
+openrouter	meta-llama/llama-4-scout:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	meta-llama/llama-guard-2-8b	|0.2,0.2,0.2,0.2,0.2||
+openrouter	meta-llama/llama-guard-3-8b	|0.02,0.06,0.02,0.02,0.02||
+openrouter	meta-llama/llama-guard-4-12b	|0.05,0.05,0.05,0.05,0.05|| 2026-10-19|0.18,0.18,0.18,0.18,0.18||
+openrouter	meta/muse-glimmer-30b	|0.3,1.2,0.04,0.3,0.3||
+openrouter	meta/muse-glimmer-30b:batch	|0.24,0.96,0.032,0.24,0.24||
+openrouter	meta/muse-spark-1.1	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+openrouter	meta/muse-spark-1.2	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+openrouter	meta/muse-spark-1.2-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
+openrouter	meta/muse-spark-1.3	|1.25,4.25,0.15,1.25,1.25||web_search_requests=0.0025
+openrouter	meta/muse-spark-1.3-contributor	|0.1,0.2,0.002,0.1,0.1||web_search_requests=0.0025
+openrouter	meta/muse-spark-open	|1.25,4.25,0.15,1.25,1.25||
+openrouter	meta/muse-wonder	|4.0,20.0,0.2,4.0,4.0||web_search_requests=0.0025
+openrouter	microsoft/phi-3-medium-128k-instruct	|1.0,1.0,1.0,1.0,1.0||
+openrouter	microsoft/phi-3-mini-128k-instruct	|0.1,0.1,0.1,0.1,0.1||
+openrouter	microsoft/phi-3.5-mini-128k-instruct	|0.1,0.1,0.1,0.1,0.1||
+openrouter	microsoft/phi-4	|0.07,0.14,0.07,0.07,0.07||
+openrouter	microsoft/phi-4-mini-instruct	|0.08,0.35,0.08,0.08,0.08||
+openrouter	microsoft/phi-4-multimodal-instruct	|0.05,0.1,0.05,0.05,0.05||
+openrouter	microsoft/wizardlm-2-7b	|0.07,0.07,0.07,0.07,0.07||
+openrouter	microsoft/wizardlm-2-8x22b	|0.5,0.5,0.5,0.5,0.5|| 2026-10-19|0.62,0.62,0.62,0.62,0.62||
+openrouter	midnight-rose-70b	|0.8,0.8,0.8,0.8,0.8||
+openrouter	minimax-m1:extended	|0.55,2.2,0.55,0.55,0.55||
+openrouter	minimax/minimax-01	|0.2,1.1,0.2,0.2,0.2||
+openrouter	minimax/minimax-m1	|0.3,1.65,0.3,0.3,0.3|| 2026-10-19|0.55,2.2,0.55,0.55,0.55|| 2026-11-03|0.4,2.2,0.4,0.4,0.4|| 2026-11-09|0.55,2.2,0.55,0.55,0.55||
+openrouter	minimax/minimax-m2	|0.255,1.0,0.03,0.255,0.255|| 2026-10-19|0.255,1.02,0.03,0.255,0.255||
+openrouter	minimax/minimax-m2-her	|0.3,1.2,0.03,0.3,0.3||
+openrouter	minimax/minimax-m2.1	|0.29,0.95,0.03,0.29,0.29|| 2026-10-19|0.3,1.2,0.03,0.3,0.3||
+openrouter	minimax/minimax-m2.5	|0.15,0.9,0.05,0.15,0.15|| 2026-10-19|0.27,0.95,0.03,0.27,0.27|| 2026-11-03|0.3,1.2,0.03,0.3,0.3|| 2026-11-09|0.295,1.2,0.06,0.295,0.295||
+openrouter	minimax/minimax-m2.7	|0.27,1.08,0.054,0.27,0.27|| 2026-10-19|0.3,1.2,0.06,0.3,0.3|| 2026-11-09|0.27,1.08,0.054,0.27,0.27||
+openrouter	minimax/minimax-m3	|0.3,1.2,0.06,0.3,0.3||
+openrouter	minimax/minimax-m3.1-flash:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	minimax/minimax-m3:batch	|0.224,0.88,0.0448,0.224,0.224||
+openrouter	ministral-3b	|0.04,0.04,0.04,0.04,0.04||
+openrouter	ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+openrouter	mistral-7b-instruct	|0.028,0.054,0.028,0.028,0.028||
+openrouter	mistral-7b-instruct-v0.1	|0.11,0.19,0.11,0.11,0.11||
+openrouter	mistral-7b-instruct-v0.2	|0.2,0.2,0.2,0.2,0.2||
+openrouter	mistral-7b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistral-medium	|2.75,8.1,2.75,2.75,2.75||
+openrouter	mistral-nemo:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistral-small	|0.2,0.6,0.2,0.2,0.2||
+openrouter	mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistral-small-3.1-24b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistral-small-3.2-24b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistral-tiny	|0.25,0.25,0.25,0.25,0.25||
+openrouter	mistral/ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+openrouter	mistralai/codestral-2501	|0.3,0.9,0.3,0.3,0.3||
+openrouter	mistralai/codestral-2508	|0.3,0.9,0.03,0.3,0.3||
+openrouter	mistralai/codestral-2508:batch	|0.15,0.45,0.015,0.15,0.15||
+openrouter	mistralai/codestral-mamba	|0.25,0.25,0.25,0.25,0.25||
+openrouter	mistralai/devstral-2512	|0.4,2.0,0.04,0.4,0.4||
+openrouter	mistralai/ministral-14b-2512	|0.2,0.2,0.02,0.2,0.2||
+openrouter	mistralai/ministral-3b	|0.04,0.04,0.04,0.04,0.04||
+openrouter	mistralai/ministral-3b-2512	|0.1,0.1,0.01,0.1,0.1||
+openrouter	mistralai/ministral-8b	|0.1,0.1,0.1,0.1,0.1||
+openrouter	mistralai/ministral-8b-2512	|0.15,0.15,0.015,0.15,0.15||
+openrouter	mistralai/ministral-8b-2512:batch	|0.075,0.075,0.0075,0.075,0.075||
+openrouter	mistralai/mistral-7b-instruct	|0.029,0.059,0.029,0.029,0.029||
+openrouter	mistralai/mistral-7b-instruct-v0.1	|0.2,0.2,0.2,0.2,0.2||
+openrouter	mistralai/mistral-7b-instruct-v0.2	|0.2,0.2,0.2,0.2,0.2||
+openrouter	mistralai/mistral-7b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistralai/mistral-large	|2.0,6.0,2.0,2.0,2.0|| 2026-10-19|2.0,6.0,0.2,2.0,2.0||
+openrouter	mistralai/mistral-large-2512	|0.5,1.5,0.05,0.5,0.5||
+openrouter	mistralai/mistral-large-2512:batch	|0.25,0.75,0.025,0.25,0.25||
+openrouter	mistralai/mistral-large-4-0	|0.68,2.09,0.07,0.68,0.68|| 2026-11-03|0.7,2.1,0.07,0.7,0.7||
+openrouter	mistralai/mistral-medium	|2.75,8.1,2.75,2.75,2.75||
+openrouter	mistralai/mistral-medium-3	|0.4,2.0,0.4,0.4,0.4|| 2026-10-19|0.4,2.0,0.04,0.4,0.4||
+openrouter	mistralai/mistral-medium-3-5	|1.5,7.5,1.5,1.5,1.5||
+openrouter	mistralai/mistral-medium-3-5:batch	|0.75,3.75,0.75,0.75,0.75||
+openrouter	mistralai/mistral-medium-3.1	|0.4,2.0,0.04,0.4,0.4||
+openrouter	mistralai/mistral-medium-3.1:batch	|0.2,1.0,0.02,0.2,0.2||
+openrouter	mistralai/mistral-nemo	|0.01,0.019,0.01,0.01,0.01|| 2026-10-19|0.029,0.03,0.029,0.029,0.029|| 2026-11-03|0.15,0.15,0.015,0.15,0.15||
+openrouter	mistralai/mistral-nemo:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistralai/mistral-saba	|0.2,0.6,0.2,0.2,0.2|| 2026-10-19|0.2,0.6,0.02,0.2,0.2||
+openrouter	mistralai/mistral-small	|0.2,0.6,0.2,0.2,0.2||
+openrouter	mistralai/mistral-small-24b-instruct-2501	|0.05,0.09,0.05,0.05,0.05|| 2026-10-19|0.05,0.08,0.05,0.05,0.05||
+openrouter	mistralai/mistral-small-24b-instruct-2501:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistralai/mistral-small-2603	|0.15,0.6,0.015,0.15,0.15||
+openrouter	mistralai/mistral-small-2603:batch	|0.075,0.3,0.0075,0.075,0.075||
+openrouter	mistralai/mistral-small-3.1-24b-instruct	|0.05,0.15,0.05,0.05,0.05|| 2026-10-19|0.351,0.555,0.351,0.351,0.351||
+openrouter	mistralai/mistral-small-3.1-24b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	mistralai/mistral-small-3.2-24b-instruct	|0.075,0.2,0.075,0.075,0.075|| 2026-10-19|0.09375,0.25,0.09375,0.09375,0.09375|| 2026-11-03|0.1,0.3,0.01,0.1,0.1||
+openrouter	mistralai/mistral-tiny	|0.25,0.25,0.25,0.25,0.25||
+openrouter	mistralai/mixtral-8x22b-instruct	|0.9,0.9,0.9,0.9,0.9|| 2026-10-19|2.0,6.0,0.2,2.0,2.0||
+openrouter	mistralai/mixtral-8x7b-instruct	|0.24,0.24,0.24,0.24,0.24||
+openrouter	mistralai/pixtral-12b	|0.1,0.1,0.1,0.1,0.1||
+openrouter	mistralai/pixtral-large-2411	|2.0,6.0,2.0,2.0,2.0||
+openrouter	mistralai/voxtral-small-24b-2507	|0.1,0.3,0.01,0.1,0.1||
+openrouter	mixtral-8x7b-instruct	|0.08,0.24,0.08,0.08,0.08||
+openrouter	mn-celeste-12b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	mn-inferor-12b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	mn-starcannon-12b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	moondream/moondream3-preview	|0.3,2.5,0.3,0.3,0.3||
+openrouter	moondream/moondream3.1-9b-a2b	|0.3,2.5,0.3,0.3,0.3||
+openrouter	moonshotai/kimi-k2	|0.57,2.3,0.57,0.57,0.57||
+openrouter	moonshotai/kimi-k2-0905	|0.6,2.5,0.6,0.6,0.6||
+openrouter	moonshotai/kimi-k2-thinking	|0.6,2.5,0.6,0.6,0.6|| 2026-10-19|0.6,2.5,0.15,0.6,0.6||
+openrouter	moonshotai/kimi-k2.5	|0.4,1.9,0.09,0.4,0.4|| 2026-10-19|0.5,2.5,0.15,0.5,0.5|| 2026-11-03|0.532,3.325,0.209,0.532,0.532||
+openrouter	moonshotai/kimi-k2.6	|0.68,3.41,0.34,0.68,0.68|| 2026-10-19|0.65,3.41,0.15,0.65,0.65|| 2026-11-03|0.95,4.0,0.16,0.95,0.95||
+openrouter	moonshotai/kimi-k2.6:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	moonshotai/kimi-k2.7-code	|0.75,3.5,0.16,0.75,0.75|| 2026-10-19|0.6712,3.35,0.18,0.6712,0.6712|| 2026-11-03|0.95,4.0,0.19,0.95,0.95||
+openrouter	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0|| 2026-10-19|0.239,11.936,0.21,0.239,0.239|| 2026-11-03|3.0,15.0,0.3,3.0,3.0||
+openrouter	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0,2.0||
+openrouter	moonshotai/kimi-k3:batch	|2.28,11.4,0.228,2.28,2.28|| 2026-11-09|0.917,6.0,0.226,0.917,0.917||
+openrouter	moonshotai/kimi-vl-a3b-thinking:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	moonshotai/moonlight-16b-a3b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	morph/morph-v3-fast	|0.8,1.2,0.8,0.8,0.8||
+openrouter	morph/morph-v3-fast:batch	|0.4,0.6,0.4,0.4,0.4||
+openrouter	morph/morph-v3-large	|0.9,1.9,0.9,0.9,0.9||
+openrouter	morph/morph-v3-large:batch	|0.45,0.95,0.45,0.45,0.45||
+openrouter	mythalion-13b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	neversleep/llama-3-lumimaid-70b	|3.375,4.5,3.375,3.375,3.375||
+openrouter	neversleep/llama-3-lumimaid-8b	|0.09375,0.75,0.09375,0.09375,0.09375||
+openrouter	neversleep/llama-3.1-lumimaid-70b	|1.5,2.25,1.5,1.5,1.5||
+openrouter	neversleep/llama-3.1-lumimaid-8b	|0.09375,0.75,0.09375,0.09375,0.09375||
+openrouter	neversleep/noromaid-20b	|0.75,1.5,0.75,0.75,0.75||
+openrouter	nex-agi/nex-n2-pro:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nex-agi/nex-n2.5-mini	|0.025,0.1,0.0025,0.025,0.025||
+openrouter	nex-agi/nex-n2.5-pro	|0.075,0.25,0.015,0.075,0.075||
+openrouter	noromaid-20b	|1.25,2.0,1.25,1.25,1.25||
+openrouter	nothingiisreal/mn-celeste-12b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	nous-hermes-2-mixtral-8x7b-dpo	|0.6,0.6,0.6,0.6,0.6||
+openrouter	nousresearch/deephermes-3-llama-3-8b-preview:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nousresearch/hermes-2-pro-llama-3-8b	|0.025,0.04,0.025,0.025,0.025||
+openrouter	nousresearch/hermes-3-llama-3.1-405b	|0.7,0.8,0.7,0.7,0.7|| 2026-10-19|1.0,1.0,1.0,1.0,1.0||
+openrouter	nousresearch/hermes-3-llama-3.1-405b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nousresearch/hermes-3-llama-3.1-70b	|0.12,0.3,0.12,0.12,0.12|| 2026-10-19|0.7,0.7,0.7,0.7,0.7||
+openrouter	nousresearch/hermes-4-405b	|1.0,3.0,1.0,1.0,1.0|| 2026-11-03|1.0,3.0,0.2,1.0,1.0||
+openrouter	nousresearch/hermes-4-70b	|0.13,0.4,0.13,0.13,0.13||
+openrouter	nousresearch/nous-hermes-2-mixtral-8x7b-dpo	|0.6,0.6,0.6,0.6,0.6||
+openrouter	nousresearch/nous-hermes-llama2-13b	|0.18,0.18,0.18,0.18,0.18||
+openrouter	nvidia/llama-3.1-nemotron-70b-instruct	|0.12,0.3,0.12,0.12,0.12||
+openrouter	nvidia/llama-3.1-nemotron-70b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/llama-3.1-nemotron-nano-8b-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/llama-3.1-nemotron-ultra-253b-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/llama-3.3-nemotron-super-49b-v1.5	|0.4,0.4,0.4,0.4,0.4||
+openrouter	nvidia/llama-3.3-nemotron-super-49b-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3-nano-30b-a3b	|0.05,0.2,0.05,0.05,0.05|| 2026-10-19|0.06,0.24,0.06,0.06,0.06|| 2026-11-03|0.06,0.24,0.012,0.06,0.06||
+openrouter	nvidia/nemotron-3-nano-30b-a3b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3-nano-omni-30b-a3b-reasoning:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3-super-120b-a12b	|0.09,0.45,0.09,0.09,0.09|| 2026-10-19|0.08,0.45,0.08,0.08,0.08|| 2026-11-03|0.085,0.4,0.085,0.085,0.085|| 2026-11-09|0.08,0.45,0.08,0.08,0.08||
+openrouter	nvidia/nemotron-3-super-120b-a12b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3-ultra-550b-a55b	|0.5,2.5,0.15,0.5,0.5|| 2026-10-19|0.6,2.4,0.12,0.6,0.6||
+openrouter	nvidia/nemotron-3-ultra-550b-a55b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3.5-content-safety	|0.2,0.2,0.2,0.2,0.2||
+openrouter	nvidia/nemotron-3.5-content-safety:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3.5-lightning	|0.07,0.2,0.04,0.07,0.07|| 2026-11-03|0.05,0.2,0.01,0.05,0.05||
+openrouter	nvidia/nemotron-3.5-lightning:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-3.5-super-vl	|0.1,0.4,0.08,0.1,0.1|| 2026-10-20|0.15,0.5,0.02,0.15,0.15||
+openrouter	nvidia/nemotron-3.5-super-vl:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-nano-12b-v2-vl:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	nvidia/nemotron-nano-9b-v2	|0.04,0.16,0.04,0.04,0.04||
+openrouter	nvidia/nemotron-nano-9b-v2:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	o1-mini	|1.1,4.4,0.55,1.1,1.1||
+openrouter	open-r1/olympiccoder-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	open-r1/olympiccoder-7b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	openai/chatgpt-4o-latest	|5.0,15.0,5.0,5.0,5.0||
+openrouter	openai/codex-mini	|1.5,6.0,0.375,1.5,1.5||
+openrouter	openai/gpt-3.5-turbo	|0.5,1.5,0.5,0.5,0.5||
+openrouter	openai/gpt-3.5-turbo-0613	|1.0,2.0,1.0,1.0,1.0||
+openrouter	openai/gpt-3.5-turbo-1106	|1.0,2.0,1.0,1.0,1.0||
+openrouter	openai/gpt-3.5-turbo-16k	|3.0,4.0,3.0,3.0,3.0||
+openrouter	openai/gpt-3.5-turbo-instruct	|1.5,2.0,1.5,1.5,1.5||
+openrouter	openai/gpt-3.5-turbo:batch	|0.25,0.75,0.25,0.25,0.25||
+openrouter	openai/gpt-4	|30.0,60.0,30.0,30.0,30.0||
+openrouter	openai/gpt-4-1106-preview	|10.0,30.0,10.0,10.0,10.0||
+openrouter	openai/gpt-4-32k	|60.0,120.0,60.0,60.0,60.0||
+openrouter	openai/gpt-4-turbo	|10.0,30.0,10.0,10.0,10.0||
+openrouter	openai/gpt-4-turbo:batch	|5.0,15.0,5.0,5.0,5.0||
+openrouter	openai/gpt-4.1	|2.0,8.0,0.5,2.0,2.0||
+openrouter	openai/gpt-4.1-mini	|0.4,1.6,0.1,0.4,0.4||
+openrouter	openai/gpt-4.1-mini:batch	|0.2,0.8,0.05,0.2,0.2||
+openrouter	openai/gpt-4.1-nano	|0.1,0.4,0.025,0.1,0.1|| 2026-11-03|0.1,0.4,0.03,0.1,0.1||
+openrouter	openai/gpt-4.1-nano:batch	|0.05,0.2,0.0125,0.05,0.05||
+openrouter	openai/gpt-4.1:batch	|1.0,4.0,0.25,1.0,1.0||
+openrouter	openai/gpt-4.5-preview	|75.0,150.0,75.0,75.0,75.0||
+openrouter	openai/gpt-4o	|2.5,10.0,2.5,2.5,2.5|| 2026-10-19|2.5,10.0,1.25,2.5,2.5||
+openrouter	openai/gpt-4o-2024-05-13	|5.0,15.0,5.0,5.0,5.0||
+openrouter	openai/gpt-4o-mini	|0.15,0.6,0.075,0.15,0.15||
+openrouter	openai/gpt-4o-mini-search-preview	|0.15,0.6,0.15,0.15,0.15||
+openrouter	openai/gpt-4o-mini:batch	|0.075,0.3,0.0375,0.075,0.075||
+openrouter	openai/gpt-4o-search-preview	|2.5,10.0,2.5,2.5,2.5||
+openrouter	openai/gpt-4o:batch	|1.25,5.0,0.625,1.25,1.25||
+openrouter	openai/gpt-4o:extended	|6.0,18.0,6.0,6.0,6.0||
+openrouter	openai/gpt-5	|1.25,10.0,0.125,1.25,1.25||
+openrouter	openai/gpt-5-image	|10.0,10.0,1.25,10.0,10.0||
+openrouter	openai/gpt-5-image-mini	|2.5,2.0,0.25,2.5,2.5||
+openrouter	openai/gpt-5-mini	|0.25,2.0,0.025,0.25,0.25||
+openrouter	openai/gpt-5-mini:batch	|0.125,1.0,0.0125,0.125,0.125||
+openrouter	openai/gpt-5-nano	|0.05,0.4,0.01,0.05,0.05|| 2026-10-19|0.05,0.4,0.005,0.05,0.05||
+openrouter	openai/gpt-5-nano:batch	|0.025,0.2,0.0025,0.025,0.025||
+openrouter	openai/gpt-5-pro	|15.0,120.0,15.0,15.0,15.0||
+openrouter	openai/gpt-5-pro:batch	|7.5,60.0,7.5,7.5,7.5||
+openrouter	openai/gpt-5.1	|1.25,10.0,0.13,1.25,1.25|| 2026-10-19|1.25,10.0,0.125,1.25,1.25||
+openrouter	openai/gpt-5.1-codex-mini	|0.25,2.0,0.025,0.25,0.25|| 2026-10-19|0.25,2.0,0.03,0.25,0.25||
+openrouter	openai/gpt-5.1:batch	|0.625,5.0,0.0625,0.625,0.625||
+openrouter	openai/gpt-5.2	|1.75,14.0,0.175,1.75,1.75||
+openrouter	openai/gpt-5.2-pro	|21.0,168.0,21.0,21.0,21.0||
+openrouter	openai/gpt-5.2-pro:batch	|10.5,84.0,10.5,10.5,10.5||
+openrouter	openai/gpt-5.2:batch	|0.875,7.0,0.0875,0.875,0.875||
+openrouter	openai/gpt-5.3-chat	|1.75,14.0,0.175,1.75,1.75||
+openrouter	openai/gpt-5.3-codex	|1.75,14.0,0.175,1.75,1.75||
+openrouter	openai/gpt-5.4	|2.5,15.0,0.25,2.5,2.5|272000,5.0,22.5,0.5,2.5,2.5|
+openrouter	openai/gpt-5.4-image-2	|8.0,15.0,2.0,8.0,8.0||
+openrouter	openai/gpt-5.4-mini	|0.75,4.5,0.075,0.75,0.75||
+openrouter	openai/gpt-5.4-mini:batch	|0.375,2.25,0.0375,0.375,0.375||
+openrouter	openai/gpt-5.4-nano	|0.2,1.25,0.02,0.2,0.2||
+openrouter	openai/gpt-5.4-nano:batch	|0.1,0.625,0.01,0.1,0.1||
+openrouter	openai/gpt-5.4-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|
+openrouter	openai/gpt-5.4-pro:batch	|15.0,90.0,15.0,15.0,15.0|272000,30.0,135.0,15.0,15.0,15.0|
+openrouter	openai/gpt-5.4:batch	|1.25,7.5,0.125,1.25,1.25|272000,2.5,11.25,0.25,1.25,1.25|
+openrouter	openai/gpt-5.5	|5.0,30.0,0.5,5.0,5.0|272000,10.0,45.0,1.0,5.0,5.0|
+openrouter	openai/gpt-5.5-pro	|30.0,180.0,30.0,30.0,30.0|272000,60.0,270.0,30.0,30.0,30.0|
+openrouter	openai/gpt-5.5-pro:batch	|15.0,90.0,15.0,15.0,15.0|272000,30.0,135.0,15.0,15.0,15.0|
+openrouter	openai/gpt-5.5:batch	|2.5,15.0,0.25,2.5,2.5|272000,5.0,22.5,0.5,2.5,2.5|
+openrouter	openai/gpt-5.6-luna	|0.2,1.2,0.02,0.25,0.25|272000,0.4,1.8,0.04,0.5,0.25|
+openrouter	openai/gpt-5.6-luna-pro	|0.2,1.2,0.02,0.25,0.25|272000,0.4,1.8,0.04,0.5,0.25|
+openrouter	openai/gpt-5.6-luna-pro:batch	|0.1,0.6,0.01,0.125,0.125|272000,0.2,0.9,0.02,0.25,0.125|
+openrouter	openai/gpt-5.6-luna:batch	|0.1,0.6,0.01,0.125,0.125|272000,0.2,0.9,0.02,0.25,0.125|
+openrouter	openai/gpt-5.6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5| 2026-10-19|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|
+openrouter	openai/gpt-5.6-sol-pro	|4.0,20.0,0.4,5.0,5.0|272000,8.0,30.0,0.8,10.0,5.0|
+openrouter	openai/gpt-5.6-sol-pro:batch	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|
+openrouter	openai/gpt-5.6-sol:batch	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|
+openrouter	openai/gpt-5.6-terra	|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|
+openrouter	openai/gpt-5.6-terra-pro	|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|
+openrouter	openai/gpt-5.6-terra-pro:batch	|1.0,6.0,0.1,1.25,1.25|272000,2.0,9.0,0.2,2.5,1.25|
+openrouter	openai/gpt-5.6-terra:batch	|1.0,6.0,0.1,1.25,1.25|272000,2.0,9.0,0.2,2.5,1.25|
+openrouter	openai/gpt-5:batch	|0.625,5.0,0.0625,0.625,0.625||
+openrouter	openai/gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|
+openrouter	openai/gpt-6-astra-pro:batch	|5.0,25.0,0.5,6.25,6.25|272000,10.0,37.5,1.0,12.5,6.25|
+openrouter	openai/gpt-6-astra:batch	|5.0,25.0,0.5,6.25,6.25|272000,10.0,37.5,1.0,12.5,6.25|
+openrouter	openai/gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|web_search_requests=0.01
+openrouter	openai/gpt-6-luna:batch	|0.05,0.25,0.005,0.0625,0.0625|272000,0.1,0.375,0.01,0.125,0.0625|web_search_requests=0.01
+openrouter	openai/gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|272000,4.0,15.0,0.4,5.0,2.5|web_search_requests=0.01
+openrouter	openai/gpt-6-sol:batch	|1.0,5.0,0.1,1.25,1.25|272000,2.0,7.5,0.2,2.5,1.25|web_search_requests=0.01
+openrouter	openai/gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|web_search_requests=0.01
+openrouter	openai/gpt-6.1-sol:batch	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|web_search_requests=0.01
+openrouter	openai/gpt-6.1-terra	|1.0,5.0,0.05,1.25,1.25|272000,2.0,7.5,0.1,2.5,1.25|
+openrouter	openai/gpt-6.1-terra-pro:batch	|0.5,2.5,0.025,0.625,0.625|272000,1.0,3.75,0.05,1.25,0.625|
+openrouter	openai/gpt-6.1-terra:batch	|0.5,2.5,0.025,0.625,0.625|272000,1.0,3.75,0.05,1.25,0.625|
+openrouter	openai/gpt-audio	|2.5,10.0,2.5,2.5,2.5||
+openrouter	openai/gpt-audio-mini	|0.6,2.4,0.6,0.6,0.6||
+openrouter	openai/gpt-chat-latest	|5.0,30.0,0.5,5.0,5.0||
+openrouter	openai/gpt-oss-120b	|0.039,0.18,0.039,0.039,0.039|| 2026-10-19|0.15,0.6,0.075,0.15,0.15|| 2026-11-03|0.1,0.5,0.1,0.1,0.1||
+openrouter	openai/gpt-oss-120b:batch	|0.0296,0.136,0.0296,0.0296,0.0296||
+openrouter	openai/gpt-oss-120b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	openai/gpt-oss-20b	|0.029,0.14,0.029,0.029,0.029|| 2026-10-19|0.018,0.09,0.009,0.018,0.018|| 2026-11-03|0.03,0.14,0.009,0.03,0.03||
+openrouter	openai/gpt-oss-20b:batch	|0.024,0.112,0.024,0.024,0.024||
+openrouter	openai/gpt-oss-20b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	openai/gpt-oss-safeguard-20b	|0.075,0.3,0.037,0.075,0.075|| 2026-10-19|0.075,0.3,0.0375,0.075,0.075||
+openrouter	openai/o1	|15.0,60.0,7.5,15.0,15.0||
+openrouter	openai/o1-mini	|1.1,4.4,1.1,1.1,1.1||
+openrouter	openai/o1-pro	|150.0,600.0,150.0,150.0,150.0||
+openrouter	openai/o3	|2.0,8.0,0.5,2.0,2.0||
+openrouter	openai/o3-deep-research	|10.0,40.0,2.5,10.0,10.0||
+openrouter	openai/o3-mini	|1.1,4.4,0.55,1.1,1.1||
+openrouter	openai/o3-mini:batch	|0.55,2.2,0.275,0.55,0.55||
+openrouter	openai/o3-pro	|20.0,80.0,20.0,20.0,20.0||
+openrouter	openai/o3:batch	|1.0,4.0,0.25,1.0,1.0||
+openrouter	openai/o4-mini	|1.1,4.4,0.275,1.1,1.1||
+openrouter	openai/o4-mini-deep-research	|2.0,8.0,0.5,2.0,2.0||
+openrouter	openai/o4-mini:batch	|0.55,2.2,0.1375,0.55,0.55||
+openrouter	openchat/openchat-7b	|0.07,0.07,0.07,0.07,0.07||
+openrouter	openhands-lm-32b-v0.1	|2.6,3.4,2.6,2.6,2.6||
+openrouter	particle-ai/particle-1	|0.05,0.5,0.003,0.05,0.05||
+openrouter	perceptron/perceptron-mk1	|0.15,1.5,0.15,0.15,0.15||
+openrouter	perceptron/perceptron-mk1.5	|0.15,1.5,0.15,0.15,0.15||
+openrouter	perplexity/llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0,1.0||
+openrouter	perplexity/llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2,0.2||
+openrouter	perplexity/pplx-decider-v1-27b	|0.04,0.0,0.04,0.04,0.04||
+openrouter	perplexity/pplx-decider-v1.1-27b	|0.02,0.0,0.02,0.02,0.02||
+openrouter	perplexity/r1-1776	|2.0,8.0,2.0,2.0,2.0||
+openrouter	perplexity/sonar	|1.0,1.0,1.0,1.0,1.0||
+openrouter	perplexity/sonar-deep-research	|2.0,8.0,2.0,2.0,2.0||
+openrouter	perplexity/sonar-pro	|3.0,15.0,3.0,3.0,3.0||
+openrouter	perplexity/sonar-pro-search	|3.0,15.0,3.0,3.0,3.0||
+openrouter	perplexity/sonar-reasoning	|1.0,5.0,1.0,1.0,1.0||
+openrouter	perplexity/sonar-reasoning-pro	|2.0,8.0,2.0,2.0,2.0||
+openrouter	phi-3-medium-128k-instruct	|1.0,1.0,1.0,1.0,1.0||
+openrouter	phi-3-mini-128k-instruct	|0.1,0.1,0.1,0.1,0.1||
+openrouter	phi-3.5-mini-128k-instruct	|0.1,0.1,0.1,0.1,0.1||
+openrouter	phi-4-multimodal-instruct	|0.05,0.1,0.05,0.05,0.05||
+openrouter	phi-4-reasoning-plus	|0.07,0.35,0.07,0.07,0.07||
+openrouter	phi-4-reasoning-plus:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	phi-4-reasoning:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	pixtral-12b	|0.1,0.1,0.1,0.1,0.1||
+openrouter	pixtral-large-2411	|2.0,6.0,2.0,2.0,2.0||
+openrouter	poolside/laguna-m.1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	poolside/laguna-s-2.1	|0.09,0.18,0.009,0.09,0.09||
+openrouter	poolside/laguna-s-2.1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	poolside/laguna-xs-2.1	|0.06,0.12,0.03,0.06,0.06||
+openrouter	poolside/laguna-xs-2.1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	poolside/laguna-xs.2:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	prime-intellect/intellect-3	|0.2,1.1,0.2,0.2,0.2||
+openrouter	prism-ml/ternary-bonsai-2-27b	|0.075,0.5,0.0375,0.075,0.075||
+openrouter	prism-ml/ternary-bonsai-2-9b	|0.08,0.13,0.04,0.08,0.08||
+openrouter	pygmalionai/mythalion-13b	|0.5625,1.125,0.5625,0.5625,0.5625||
+openrouter	qwen-2-72b-instruct	|0.9,0.9,0.9,0.9,0.9||
+openrouter	qwen-2.5-72b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen-2.5-coder-32b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen-2.5-vl-7b-instruct	|0.2,0.2,0.2,0.2,0.2||
+openrouter	qwen-max	|1.6,6.4,0.64,1.6,1.6||
+openrouter	qwen-turbo	|0.05,0.2,0.02,0.05,0.05||
+openrouter	qwen-vl-max	|0.8,3.2,0.8,0.8,0.8||
+openrouter	qwen-vl-plus	|0.21,0.63,0.21,0.21,0.21||
+openrouter	qwen/qwen-2-72b-instruct	|0.9,0.9,0.9,0.9,0.9||
+openrouter	qwen/qwen-2.5-72b-instruct	|0.12,0.39,0.12,0.12,0.12|| 2026-10-19|0.36,0.4,0.36,0.36,0.36||
+openrouter	qwen/qwen-2.5-72b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen-2.5-7b-instruct	|0.04,0.1,0.04,0.04,0.04|| 2026-10-19|0.1,0.2,0.1,0.1,0.1||
+openrouter	qwen/qwen-2.5-7b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen-2.5-coder-32b-instruct	|0.06,0.15,0.06,0.06,0.06|| 2026-10-19|0.66,1.0,0.66,0.66,0.66||
+openrouter	qwen/qwen-2.5-coder-32b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen-2.5-vl-72b-instruct	|0.6,0.6,0.6,0.6,0.6||
+openrouter	qwen/qwen-2.5-vl-7b-instruct	|0.2,0.2,0.2,0.2,0.2||
+openrouter	qwen/qwen-2.5-vl-7b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen-max	|1.6,6.4,1.6,1.6,1.6||
+openrouter	qwen/qwen-plus	|0.4,1.2,0.16,0.4,0.4|| 2026-10-19|0.26,0.78,0.052,0.325,0.325|256000,0.78,2.34,0.156,0.975,0.325|
+openrouter	qwen/qwen-plus-2025-07-28	|0.26,0.78,0.26,0.26,0.26||
+openrouter	qwen/qwen-plus-2025-07-28:thinking	|0.26,0.78,0.26,0.325,0.325||
+openrouter	qwen/qwen-turbo	|0.05,0.2,0.05,0.05,0.05||
+openrouter	qwen/qwen-vl-max	|0.8,3.2,0.8,0.8,0.8||
+openrouter	qwen/qwen-vl-plus	|0.21,0.63,0.21,0.21,0.21||
+openrouter	qwen/qwen2.5-coder-7b-instruct	|0.2,0.2,0.2,0.2,0.2||
+openrouter	qwen/qwen2.5-vl-32b-instruct	|0.9,0.9,0.9,0.9,0.9||
+openrouter	qwen/qwen2.5-vl-32b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen2.5-vl-3b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen2.5-vl-72b-instruct	|0.7,0.7,0.7,0.7,0.7|| 2026-10-19|0.8,1.0,0.4,0.8,0.8||
+openrouter	qwen/qwen2.5-vl-72b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen3-14b	|0.06,0.24,0.06,0.06,0.06|| 2026-10-19|0.12,0.24,0.12,0.12,0.12|| 2026-11-03|0.1,0.22,0.1,0.1,0.1||
+openrouter	qwen/qwen3-235b-a22b	|0.13,0.6,0.13,0.13,0.13||
+openrouter	qwen/qwen3-235b-a22b-2507	|0.09,0.1,0.09,0.09,0.09|| 2026-10-19|0.09,0.55,0.09,0.09,0.09||
+openrouter	qwen/qwen3-235b-a22b-thinking-2507	|0.1,0.1,0.1,0.1,0.1|| 2026-10-19|0.45,3.5,0.45,0.45,0.45||
+openrouter	qwen/qwen3-30b-a3b	|0.08,0.29,0.08,0.08,0.08|| 2026-10-19|0.12,0.5,0.12,0.12,0.12||
+openrouter	qwen/qwen3-30b-a3b-instruct-2507	|0.04815,0.19305,0.04815,0.04815,0.04815|| 2026-10-19|0.09,0.3,0.09,0.09,0.09||
+openrouter	qwen/qwen3-30b-a3b-thinking-2507	|0.08,0.4,0.08,0.08,0.08||
+openrouter	qwen/qwen3-32b	|0.1,0.3,0.1,0.1,0.1|| 2026-10-19|0.08,0.28,0.08,0.08,0.08|| 2026-11-03|0.14,0.4,0.09,0.14,0.14||
+openrouter	qwen/qwen3-8b	|0.035,0.138,0.035,0.035,0.035||
+openrouter	qwen/qwen3-coder	|0.22,1.8,0.22,0.22,0.22|| 2026-10-19|0.3,1.0,0.1,0.3,0.3||
+openrouter	qwen/qwen3-coder-30b-a3b-instruct	|0.07,0.27,0.07,0.07,0.07|| 2026-10-19|0.07,0.28,0.07,0.07,0.07||
+openrouter	qwen/qwen3-coder-flash	|0.195,0.975,0.039,0.24375,0.24375|| 2026-10-19|0.195,0.975,0.039,0.24375,0.24375|32000,0.325,1.625,0.065,0.40625,0.24375;128000,0.52,2.6,0.104,0.65,0.24375|
+openrouter	qwen/qwen3-coder-next	|0.11,0.8,0.07,0.11,0.11|| 2026-10-19|0.12,0.8,0.07,0.12,0.12||
+openrouter	qwen/qwen3-coder-plus	|0.65,3.25,0.13,0.8125,0.8125||
+openrouter	qwen/qwen3-coder:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen3-max	|1.2,6.0,1.2,1.2,1.2||
+openrouter	qwen/qwen3-max-thinking	|0.78,3.9,0.78,0.78,0.78||
+openrouter	qwen/qwen3-next-80b-a3b-instruct	|0.09,1.1,0.09,0.09,0.09||
+openrouter	qwen/qwen3-next-80b-a3b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwen3-next-80b-a3b-thinking	|0.0975,0.78,0.0975,0.0975,0.0975|| 2026-10-19|0.15,1.2,0.15,0.15,0.15||
+openrouter	qwen/qwen3-vl-235b-a22b-instruct	|0.2,0.88,0.11,0.2,0.2|| 2026-10-19|0.21,1.9,0.1,0.21,0.21||
+openrouter	qwen/qwen3-vl-235b-a22b-thinking	|0.26,2.6,0.26,0.26,0.26||
+openrouter	qwen/qwen3-vl-30b-a3b-instruct	|0.13,0.52,0.13,0.13,0.13|| 2026-10-19|0.15,0.6,0.15,0.15,0.15|| 2026-11-03|0.2,0.7,0.2,0.2,0.2||
+openrouter	qwen/qwen3-vl-30b-a3b-thinking	|0.13,1.56,0.13,0.13,0.13|| 2026-10-19|0.29,1.0,0.29,0.29,0.29||
+openrouter	qwen/qwen3-vl-32b-instruct	|0.104,0.416,0.104,0.104,0.104||
+openrouter	qwen/qwen3-vl-8b-instruct	|0.08,0.5,0.08,0.08,0.08|| 2026-10-19|0.25,0.75,0.12,0.25,0.25||
+openrouter	qwen/qwen3-vl-8b-thinking	|0.117,1.365,0.117,0.117,0.117||
+openrouter	qwen/qwen3.5-122b-a10b	|0.26,2.08,0.26,0.26,0.26||
+openrouter	qwen/qwen3.5-27b	|0.195,1.56,0.195,0.195,0.195|| 2026-10-19|0.27,2.16,0.27,0.27,0.27|| 2026-11-03|0.195,1.56,0.195,0.195,0.195||
+openrouter	qwen/qwen3.5-35b-a3b	|0.14,1.0,0.05,0.14,0.14|| 2026-10-19|0.15,1.0,0.05,0.15,0.15|| 2026-11-03|0.1625,1.3,0.05,0.1625,0.1625||
+openrouter	qwen/qwen3.5-397b-a17b	|0.39,2.34,0.39,0.39,0.39|| 2026-10-19|0.5,3.6,0.3,0.5,0.5|| 2026-10-20|0.39,2.34,0.3,0.39,0.39||
+openrouter	qwen/qwen3.5-9b	|0.1,0.15,0.1,0.1,0.1||
+openrouter	qwen/qwen3.5-flash-02-23	|0.065,0.26,0.065,0.065,0.065||
+openrouter	qwen/qwen3.5-plus-02-15	|0.4,2.4,0.4,0.4,0.4|| 2026-10-19|0.26,1.56,0.26,0.26,0.26|256000,0.325,1.95,0.26,0.26,0.26|
+openrouter	qwen/qwen3.5-plus-20260420	|0.3,1.8,0.3,0.375,0.375|| 2026-10-19|0.3,1.8,0.3,0.375,0.375|256000,0.375,2.25,0.3,0.46875,0.375|
+openrouter	qwen/qwen3.6-27b	|0.289,2.4,0.289,0.289,0.289|| 2026-10-19|0.25,2.0,0.025,0.25,0.25|| 2026-11-03|0.45,2.7,0.025,0.45,0.45||
+openrouter	qwen/qwen3.6-35b-a3b	|0.14,1.0,0.14,0.14,0.14|| 2026-10-19|0.15,1.0,0.05,0.15,0.15|| 2026-10-20|0.1,0.95,0.05,0.1,0.1|| 2026-11-09|0.1,0.95,0.1,0.1,0.1||
+openrouter	qwen/qwen3.6-flash	|0.1875,1.125,0.1875,0.234375,0.234375|| 2026-10-19|0.1875,1.125,0.1875,0.234375,0.234375|256000,0.75,3.0,0.1875,0.9375,0.234375|
+openrouter	qwen/qwen3.6-max-preview	|1.04,6.24,1.04,1.3,1.3||
+openrouter	qwen/qwen3.6-plus	|0.325,1.95,0.325,0.40625,0.40625|| 2026-10-19|0.325,1.95,0.325,0.40625,0.40625|256000,1.3,3.9,0.325,1.625,0.40625|
+openrouter	qwen/qwen3.7-flash	|0.03,0.13,0.006,0.038,0.038|32000,0.1,0.4,0.02,0.125,0.038;256000,0.2,0.8,0.04,0.25,0.038|
+openrouter	qwen/qwen3.7-max	|1.25,3.75,0.25,1.5625,1.5625|| 2026-10-19|1.475,4.425,0.295,1.84375,1.84375||
+openrouter	qwen/qwen3.7-plus	|0.4,1.6,0.08,0.5,0.5|| 2026-10-19|0.32,1.28,0.064,0.4,0.4|256000,0.96,3.84,0.192,1.2,0.4|
+openrouter	qwen/qwen3.7-plus:batch	|0.23,0.92,0.23,0.23,0.23||
+openrouter	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.25,2.0,2.0|| 2026-11-03|2.0,6.0,0.25,2.5,2.5||
+openrouter	qwen/qwen3.8-27b	|0.24,2.2,0.05,0.24,0.24|| 2026-11-03|0.425,2.55,0.085,0.53125,0.53125||
+openrouter	qwen/qwen3.8-27b:batch	|0.16,2.0,0.04,0.2,0.2||
+openrouter	qwen/qwen3.8-flash	|0.15,0.47,0.016,0.15,0.15||
+openrouter	qwen/qwen3.8-max-0902	|2.0,6.0,0.25,2.0,2.0||
+openrouter	qwen/qwen3.8-max-prime	|4.0,12.0,0.5,4.0,4.0||
+openrouter	qwen/qwen3.8-omni-flash	|0.15,0.47,0.016,0.15,0.15||
+openrouter	qwen/qwq-32b	|0.15,0.2,0.15,0.15,0.15||
+openrouter	qwen/qwq-32b-preview	|0.2,0.2,0.2,0.2,0.2||
+openrouter	qwen/qwq-32b-preview:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen/qwq-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen2.5-vl-32b-instruct	|0.9,0.9,0.9,0.9,0.9||
+openrouter	qwen2.5-vl-32b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen2.5-vl-72b-instruct:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen3-14b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen3-235b-a22b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen3-30b-a3b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen3-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwen3-8b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwerky-72b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwq-32b	|0.15,0.2,0.15,0.15,0.15||
+openrouter	qwq-32b-arliai-rpr-v1:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	qwq-32b-preview	|0.2,0.2,0.2,0.2,0.2||
+openrouter	qwq-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	r1-1776	|2.0,8.0,2.0,2.0,2.0||
+openrouter	raifle/sorcererlm-8x22b	|4.5,4.5,4.5,4.5,4.5||
+openrouter	recursive/flint-v1.0:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	reflection/beam-1.0-501b-a23b	|1.0,3.0,0.1,1.0,1.0|| 2026-10-20|0.3,1.0,0.04,0.3,0.3|| 2026-11-03|0.4,1.2,0.04,0.4,0.4||
+openrouter	reka-flash-3:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	rekaai/reka-edge	|0.1,0.1,0.1,0.1,0.1||
+openrouter	rekaai/reka-flash-3	|0.1,0.2,0.1,0.1,0.1||
+openrouter	rekaai/reka-flash-3:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	relace/relace-apply-3	|0.85,1.25,0.85,0.85,0.85||
+openrouter	relace/relace-search	|1.0,3.0,1.0,1.0,1.0||
+openrouter	ricursiveai/ripple-65b-preview	|0.2,0.6,0.05,0.2,0.2||
+openrouter	sakana/fugu-max	|2.0,6.0,0.25,2.0,2.0||
+openrouter	sakana/fugu-ultra	|5.0,30.0,0.5,5.0,5.0|272000,10.0,45.0,1.0,5.0,5.0|
+openrouter	sakana/sakana-namazu	|0.95,4.0,0.15,0.95,0.95||
+openrouter	sao10k/fimbulvetr-11b-v2	|0.8,1.2,0.8,0.8,0.8||
+openrouter	sao10k/l3-euryale-70b	|1.48,1.48,1.48,1.48,1.48||
+openrouter	sao10k/l3-lunaris-8b	|0.02,0.05,0.02,0.02,0.02|| 2026-10-19|0.04,0.05,0.04,0.04,0.04||
+openrouter	sao10k/l3.1-70b-hanami-x1	|3.0,3.0,3.0,3.0,3.0||
+openrouter	sao10k/l3.1-euryale-70b	|0.7,0.8,0.7,0.7,0.7|| 2026-10-19|0.85,0.85,0.85,0.85,0.85||
+openrouter	sao10k/l3.3-euryale-70b	|0.7,0.8,0.7,0.7,0.7|| 2026-10-19|0.65,0.75,0.65,0.65,0.65||
+openrouter	sarvam-m:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	scaledown/extract	|0.04,0.0,0.04,0.04,0.04||
+openrouter	scaledown/summarize	|0.04,0.0,0.04,0.04,0.04||
+openrouter	scb10x/llama3.1-typhoon2-70b-instruct	|0.88,0.88,0.88,0.88,0.88||
+openrouter	scb10x/llama3.1-typhoon2-8b-instruct	|0.18,0.18,0.18,0.18,0.18||
+openrouter	shisa-ai/shisa-v2-llama3.3-70b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	shisa-v2-llama3.3-70b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	sonar-reasoning	|1.0,5.0,1.0,1.0,1.0||
+openrouter	sophosympatheia/midnight-rose-70b	|0.8,0.8,0.8,0.8,0.8||
+openrouter	sophosympatheia/rogue-rose-103b-v0.2:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	sorcererlm-8x22b	|4.5,4.5,4.5,4.5,4.5||
+openrouter	spotlight	|0.18,0.18,0.18,0.18,0.18||
+openrouter	stealth/crouton-alpha	|0.0,0.0,0.0,0.0,0.0||
+openrouter	steelskull/l3.3-electra-r1-70b	|0.7,0.95,0.7,0.7,0.7||
+openrouter	stepfun/step-3.5-flash	|0.09,0.3,0.02,0.09,0.09|| 2026-10-19|0.1,0.3,0.02,0.1,0.1||
+openrouter	stepfun/step-3.7-flash	|0.2,1.15,0.04,0.2,0.2||
+openrouter	stepfun/step-5-preview	|1.0,2.7,0.1,1.0,1.0||
+openrouter	switchpoint/router	|0.85,3.4,0.85,0.85,0.85||
+openrouter	tencent/hunyuan-a13b-instruct	|0.14,0.57,0.14,0.14,0.14||
+openrouter	tencent/hy-mt2-1.8b	|0.044,0.177,0.044,0.044,0.044||
+openrouter	tencent/hy-mt2-30b-a3b	|0.074,0.295,0.074,0.074,0.074||
+openrouter	tencent/hy-mt2-7b	|0.074,0.295,0.074,0.074,0.074||
+openrouter	tencent/hy3-preview	|0.063,0.21,0.021,0.063,0.063|| 2026-10-19|0.18,0.6,0.06,0.18,0.18||
+openrouter	tencent/hy4	|0.417,1.2505,0.021,0.417,0.417||
+openrouter	thedrummer/anubis-pro-105b-v1	|0.8,1.0,0.8,0.8,0.8||
+openrouter	thedrummer/cydonia-24b-v4.1	|0.3,0.5,0.15,0.3,0.3||
+openrouter	thedrummer/rocinante-12b	|0.25,0.5,0.25,0.25,0.25||
+openrouter	thedrummer/skyfall-36b-v2	|0.5,0.8,0.5,0.5,0.5|| 2026-10-19|0.55,0.8,0.25,0.55,0.55||
+openrouter	thedrummer/unslopnemo-12b	|0.5,0.5,0.5,0.5,0.5|| 2026-10-19|0.4,0.4,0.4,0.4,0.4||
+openrouter	thinkingmachines/inkling	|1.0,4.05,0.17,1.0,1.0||
+openrouter	thinkingmachines/inkling-small	|0.45,1.2,0.1,0.45,0.45||
+openrouter	thinkingmachines/inkling-small:batch	|0.36,0.96,0.08,0.36,0.36||
+openrouter	thinkingmachines/inkling-small:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	thinkingmachines/inkling:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	thudm/glm-4-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	thudm/glm-z1-32b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	toppy-m-7b	|0.8,1.2,0.8,0.8,0.8||
+openrouter	typesafe/jev-1.13	|0.042,0.0,0.042,0.042,0.042||
+openrouter	typesafe/jev-1.14	|0.042,0.0,0.042,0.042,0.042||
+openrouter	unbiased/pareto-26.10	|0.8,3.2,0.03,0.8,0.8||
+openrouter	unbiased/pareto-26.9	|2.5,7.5,0.25,2.5,2.5||
+openrouter	undi95/remm-slerp-l2-13b	|0.8,1.2,0.8,0.8,0.8|| 2026-10-19|0.35,0.65,0.35,0.35,0.35||
+openrouter	undi95/toppy-m-7b	|0.07,0.07,0.07,0.07,0.07||
+openrouter	upstage/solar-mini4	|0.05,0.2,0.005,0.05,0.05||
+openrouter	upstage/solar-pro-3	|0.15,0.6,0.015,0.15,0.15||
+openrouter	upstage/solar-pro4	|0.09,0.36,0.018,0.09,0.09|| 2026-10-20|0.15,0.6,0.03,0.15,0.15||
+openrouter	valkyrie-49b-v1	|0.5,0.8,0.5,0.5,0.5||
+openrouter	virtuoso-medium-v2	|0.5,0.8,0.5,0.5,0.5||
+openrouter	writer/palmyra-x5	|0.6,6.0,0.6,0.6,0.6||
+openrouter	x-ai/grok-2-1212	|2.0,10.0,2.0,2.0,2.0||
+openrouter	x-ai/grok-2-vision-1212	|2.0,10.0,2.0,2.0,2.0||
+openrouter	x-ai/grok-3-beta	|3.0,15.0,3.0,3.0,3.0||
+openrouter	x-ai/grok-3-mini-beta	|0.3,0.5,0.3,0.3,0.3||
+openrouter	x-ai/grok-4-fast	|0.2,0.5,0.05,0.2,0.2|128000,0.4,1.0,0.05,0.2,0.2|
+openrouter	x-ai/grok-4.1-fast:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	x-ai/grok-4.20	|1.25,2.5,0.2,1.25,1.25|| 2026-10-19|1.25,2.5,0.2,1.25,1.25|200000,2.5,5.0,0.4,1.25,1.25|
+openrouter	x-ai/grok-4.20-multi-agent	|2.0,6.0,0.2,2.0,2.0|| 2026-10-19|1.25,2.5,0.2,1.25,1.25|200000,2.5,5.0,0.4,1.25,1.25|
+openrouter	x-ai/grok-4.3	|1.25,2.5,0.2,1.25,1.25|| 2026-10-19|1.25,2.5,0.2,1.25,1.25|200000,2.5,5.0,0.4,1.25,1.25|
+openrouter	x-ai/grok-4.3:batch	|1.0,2.0,0.16,1.0,1.0|200000,2.0,4.0,0.32,1.0,1.0|
+openrouter	x-ai/grok-4.5	|2.0,6.0,0.3,2.0,2.0|200000,4.0,12.0,0.6,2.0,2.0|
+openrouter	x-ai/grok-4.6	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+openrouter	x-ai/grok-4.6:batch	|1.6,4.8,0.4,1.6,1.6|200000,3.2,9.6,0.8,1.6,1.6|
+openrouter	x-ai/grok-4.7	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+openrouter	x-ai/grok-4.7:batch	|1.6,4.8,0.4,1.6,1.6|200000,3.2,9.6,0.8,1.6,1.6|
+openrouter	x-ai/grok-beta	|5.0,15.0,5.0,5.0,5.0||
+openrouter	x-ai/grok-build-0.1	|1.0,2.0,0.2,1.0,1.0|| 2026-10-19|1.0,2.0,0.2,1.0,1.0|200000,2.0,4.0,0.4,1.0,1.0|
+openrouter	x-ai/grok-code-fast-1	|0.2,1.5,0.02,0.2,0.2||
+openrouter	x-ai/grok-vision-beta	|5.0,15.0,5.0,5.0,5.0||
+openrouter	xiaomi/mimo-v2-flash	|0.1,0.3,0.01,0.1,0.1||
+openrouter	xiaomi/mimo-v2.5	|0.14,0.28,0.0028,0.14,0.14|| 2026-11-03|0.119,0.238,0.00255,0.119,0.119|| 2026-11-09|0.4,2.0,0.08,0.4,0.4||
+openrouter	xiaomi/mimo-v2.5-pro	|0.435,0.87,0.0036,0.435,0.435||
+openrouter	xiaomi/mimo-v2.6-flash	|0.14,0.28,0.0028,0.14,0.14||
+openrouter	xiaomi/mimo-v2.6-pro	|0.435,0.87,0.0036,0.435,0.435||
+openrouter	xiaomi/mimo-v2.6-pro-ultraspeed	|4.35,8.7,0.036,4.35,4.35||
+openrouter	xingchen-agi/xing4.0-29b-a4b:free	|0.0,0.0,0.0,0.0,0.0||
+openrouter	xwin-lm/xwin-lm-70b	|3.75,3.75,3.75,3.75,3.75||
+openrouter	yi-large	|3.0,3.0,3.0,3.0,3.0||
+openrouter	z-ai/glm-4.5	|0.6,2.2,0.11,0.6,0.6||
+openrouter	z-ai/glm-4.5-air	|0.125,0.85,0.06,0.125,0.125|| 2026-10-19|0.13,0.85,0.025,0.13,0.13|| 2026-11-03|0.2,1.1,0.03,0.2,0.2||
+openrouter	z-ai/glm-4.5v	|0.6,1.8,0.11,0.6,0.6||
+openrouter	z-ai/glm-4.6	|0.43,1.74,0.08,0.43,0.43|| 2026-10-19|0.55,2.2,0.11,0.55,0.55|| 2026-11-03|0.6,2.2,0.11,0.6,0.6||
+openrouter	z-ai/glm-4.6v	|0.3,0.9,0.05,0.3,0.3|| 2026-10-19|0.3,0.9,0.055,0.3,0.3|| 2026-11-03|0.3,0.9,0.05,0.3,0.3||
+openrouter	z-ai/glm-4.7	|0.4,1.75,0.08,0.4,0.4|| 2026-10-19|0.54,1.98,0.099,0.54,0.54|| 2026-11-03|0.6,2.2,0.11,0.6,0.6||
+openrouter	z-ai/glm-4.7-flash	|0.06,0.4,0.01,0.06,0.06|| 2026-10-19|0.0605,0.4,0.01,0.0605,0.0605||
+openrouter	z-ai/glm-5	|0.6,1.92,0.12,0.6,0.6|| 2026-10-19|1.0,3.2,0.2,1.0,1.0|| 2026-10-20|0.6,1.92,0.12,0.6,0.6|| 2026-11-03|1.0,3.2,0.2,1.0,1.0||
+openrouter	z-ai/glm-5-turbo	|1.2,4.0,0.24,1.2,1.2||
+openrouter	z-ai/glm-5.1	|0.98,3.08,0.182,0.98,0.98|| 2026-10-19|0.966,3.036,0.1794,0.966,0.966|| 2026-11-03|1.4,4.4,0.26,1.4,1.4||
+openrouter	z-ai/glm-5.2	|1.4,4.4,0.26,1.4,1.4|| 2026-10-19|0.62,2.42,0.14,0.62,0.62|| 2026-11-03|1.4,4.4,0.26,1.4,1.4||
+openrouter	z-ai/glm-5.2:batch	|0.623,1.271,0.21,0.623,0.623||
+openrouter	z-ai/glm-5.3	|1.4,4.4,0.26,1.4,1.4|| 2026-10-19|0.079,1.4,0.078,0.079,0.079|| 2026-11-03|1.4,4.4,0.26,1.4,1.4||
+openrouter	z-ai/glm-5.3-flash	|0.075,0.25,0.015,0.075,0.075|| 2026-09-10|0.15,0.5,0.03,0.15,0.15|| 2026-10-19|0.048,0.16,0.006,0.048,0.048|| 2026-10-20|0.15,0.5,0.03,0.15,0.15||
+openrouter	z-ai/glm-5.3-flash:batch	|0.05,0.18,0.01,0.05,0.05|| 2026-11-09|0.061,0.124,0.026,0.061,0.061||
+openrouter	z-ai/glm-5.3-flashx	|0.37,1.25,0.09,0.37,0.37|| 2026-11-03|0.37,1.25,0.075,0.37,0.37||
+openrouter	z-ai/glm-5.3-flashx-legal	|0.37,1.25,0.075,0.37,0.37||
+openrouter	z-ai/glm-5.3-prime	|2.8,8.8,0.56,2.8,2.8||
+openrouter	z-ai/glm-5.3:batch	|0.45,2.0,0.1,0.45,0.45||
+openrouter	z-ai/glm-5v-turbo	|1.2,4.0,0.24,1.2,1.2||
+openrouter	~anthropic/claude-fable-latest	|10.0,50.0,1.0,12.5,12.5|| 2026-10-19|10.0,50.0,0.25,12.5,12.5||
+openrouter	~anthropic/claude-haiku-latest	|1.0,5.0,0.1,1.25,1.25|| 2026-10-07|0.1,0.5,0.01,0.125,0.2|100000,0.5,2.5,0.05,0.625,1.0|web_search_requests=0.01
+openrouter	~anthropic/claude-opus-latest	|5.0,25.0,0.5,6.25,6.25|| 2026-09-22|4.0,20.0,0.2,5.0,5.0||
+openrouter	~anthropic/claude-sonnet-latest	|3.0,15.0,0.3,3.75,3.75|| 2026-09-28|2.0,10.0,0.2,2.5,2.5|| 2026-10-19|2.0,10.0,0.1,2.5,2.5||
+openrouter	~deepseek/deepseek-flash-latest	|0.05,0.15,0.012,0.05,0.05||
+openrouter	~deepseek/deepseek-pro-latest	|0.225,8.0,0.23,0.225,0.225||
+openrouter	~deepseek/deepseek-v4-flash-latest	|0.0065,0.45,0.0065,0.0065,0.0065|| 2026-10-19|0.00688,0.12,0.00336,0.00688,0.00688||
+openrouter	~google/gemini-flash-latest	|1.5,9.0,0.15,0.08333333333333334,0.08333333333333334|| 2026-10-19|0.75,3.75,0.075,0.0416666666666667,0.0416666666666667||
+openrouter	~google/gemini-pro-latest	|2.0,12.0,0.2,0.375,0.375|| 2026-10-19|2.0,10.0,0.1,0.1875,0.1875||
+openrouter	~moonshotai/kimi-latest	|0.68,3.41,0.34,0.68,0.68|| 2026-10-19|0.239,11.936,0.21,0.239,0.239||
+openrouter	~openai/gpt-astra-latest	|10.0,50.0,1.0,12.5,12.5|272000,20.0,75.0,2.0,25.0,12.5|
+openrouter	~openai/gpt-latest	|5.0,30.0,0.5,5.0,5.0||
+openrouter	~openai/gpt-luna-latest	|0.1,0.5,0.01,0.125,0.125|272000,0.2,0.75,0.02,0.25,0.125|
+openrouter	~openai/gpt-mini-latest	|0.75,4.5,0.075,0.75,0.75||
+openrouter	~openai/gpt-sol-latest	|2.0,10.0,0.1,2.5,2.5|272000,4.0,15.0,0.2,5.0,2.5|
+openrouter	~openai/gpt-terra-latest	|2.0,12.0,0.2,2.5,2.5|272000,4.0,18.0,0.4,5.0,2.5|
+openrouter	~unbiased/pareto-latest	|0.8,3.2,0.03,0.8,0.8||
+openrouter	~x-ai/grok-latest	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+openrouter	~z-ai/glm-flash-latest	|0.0392,0.2,0.006,0.0392,0.0392|| 2026-10-19|0.048,0.2,0.006,0.048,0.048||
+openrouter	~z-ai/glm-latest	|0.04,6.0,0.025,0.04,0.04|| 2026-10-19|0.042,6.0,0.026,0.042,0.042||
+ovhcloud	bge-base-en-v1.5	|0.01,0.0,0.01,0.01,0.01||
+ovhcloud	bge-m3	|0.01,0.0,0.01,0.01,0.01||
+ovhcloud	bge-multilingual-gemma2	|0.01,0.0,0.01,0.01,0.01||
+ovhcloud	deepseek-r1-distill-llama-70b	|0.74,0.74,0.74,0.74,0.74||
+ovhcloud	gpt-oss-120b	|0.09,0.47,0.09,0.09,0.09||
+ovhcloud	gpt-oss-20b	|0.05,0.18,0.05,0.05,0.05||
+ovhcloud	llama-3.1-8b-instruct	|0.11,0.11,0.11,0.11,0.11||
+ovhcloud	meta-llama-3_3-70b-instruct	|0.74,0.74,0.74,0.74,0.74||
+ovhcloud	mistral-7b-instruct-v0.3	|0.11,0.11,0.11,0.11,0.11||
+ovhcloud	mistral-nemo-instruct-2407	|0.14,0.14,0.14,0.14,0.14||
+ovhcloud	mistral-small-3.2-24b-instruct-2506	|0.1,0.31,0.1,0.1,0.1||
+ovhcloud	mixtral-8x7b-instruct-v0.1	|0.7,0.7,0.7,0.7,0.7||
+ovhcloud	qwen2.5-vl-72b-instruct	|1.01,1.01,1.01,1.01,1.01||
+ovhcloud	qwen3-32b	|0.09,0.25,0.09,0.09,0.09||
+ovhcloud	qwen3-coder-30b-a3b-instruct	|0.07,0.26,0.07,0.07,0.07||
+ovhcloud	qwen3-embedding-8b	|0.12,0.0,0.12,0.12,0.12||
+ovhcloud	qwen3.5-397b-a17b	|0.71,4.25,0.71,0.71,0.71||
+ovhcloud	qwen3.5-9b	|0.12,0.18,0.12,0.12,0.12||
+ovhcloud	qwen3.6-27b	|0.47,3.19,0.47,0.47,0.47||
+ovhcloud	qwen3.8-27b	|0.47,3.19,0.47,0.47,0.47||
+perplexity	llama-3.1-sonar-large-128k-online	|1.0,1.0,1.0,1.0,1.0||
+perplexity	llama-3.1-sonar-small-128k-online	|0.2,0.2,0.2,0.2,0.2||
+perplexity	perplexity/deepseek-v4-pro-0813	|1.32,3.96,0.044,1.32,1.32||
+perplexity	perplexity/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+perplexity	perplexity/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+perplexity	perplexity/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+perplexity	perplexity/nemotron-3.5-super-120b-a12b	|0.2,0.5,0.04,0.2,0.2||
+perplexity	perplexity/sonar	|0.25,2.5,0.0625,0.25,0.25||web_search_requests=0.0025
+perplexity	pplx-decider-flash-v1.2	|0.01,0.0,0.01,0.01,0.01||
+perplexity	pplx-decider-v1-27b	|0.02,0.0,0.02,0.02,0.02||
+perplexity	pplx-decider-v1.1-27b	|0.02,0.0,0.02,0.02,0.02||
+perplexity	pplx-decider-v1.2	|0.02,0.0,0.02,0.02,0.02||
+perplexity	pplx-embed-context-v1-0.6b	|0.008,0.0,0.008,0.008,0.008||
+perplexity	pplx-embed-context-v1-4b	|0.05,0.0,0.05,0.05,0.05||
+perplexity	pplx-embed-v1-0.6b	|0.004,0.0,0.004,0.004,0.004||
+perplexity	pplx-embed-v1-4b	|0.03,0.0,0.03,0.03,0.03||
+perplexity	r1-1776	|2.0,8.0,2.0,2.0,2.0||
+perplexity	sonar	|1.0,1.0,1.0,1.0,1.0||
+perplexity	sonar-deep-research	|2.0,8.0,2.0,2.0,2.0||web_search_requests=0.005
+perplexity	sonar-pro	|3.0,15.0,3.0,3.0,3.0||
+perplexity	sonar-pro-search	|3.0,15.0,3.0,3.0,3.0||
+perplexity	sonar-reasoning	|1.0,5.0,1.0,1.0,1.0||
+perplexity	sonar-reasoning-pro	|2.0,8.0,2.0,2.0,2.0||
+quicksilverpro	claude-fable-5	|8.0,40.0,8.0,8.0,8.0|| 2026-10-19|2.5,12.5,2.5,2.5,2.5|| 2026-10-29|2.5,12.5,0.25,3.125,3.125||
+quicksilverpro	claude-fable-5-1	|2.5,12.5,0.0625,2.5,2.5|| 2026-10-29|2.5,12.5,0.0625,3.125,3.125||
+quicksilverpro	claude-haiku-4-5	|0.8,4.0,0.8,0.8,0.8|| 2026-10-19|0.25,1.25,0.25,0.25,0.25|| 2026-10-29|0.25,1.25,0.025,0.3125,0.3125||
+quicksilverpro	claude-haiku-5-5	|0.025,0.125,0.0025,0.03125,0.03125|200000,0.125,0.625,0.0125,0.03125,0.03125|
+quicksilverpro	claude-opus-4-6	|4.0,20.0,4.0,4.0,4.0||
+quicksilverpro	claude-opus-4-8	|4.0,20.0,4.0,4.0,4.0|| 2026-10-19|1.25,6.25,1.25,1.25,1.25|| 2026-10-29|1.25,6.25,0.125,1.5625,1.5625||
+quicksilverpro	claude-opus-5	|4.0,20.0,4.0,4.0,4.0|| 2026-10-19|1.25,6.25,1.25,1.25,1.25|| 2026-10-29|1.25,6.25,0.125,1.5625,1.5625||
+quicksilverpro	claude-opus-5-5	|1.0,5.0,0.05,1.25,1.25||
+quicksilverpro	claude-sonnet-4-6	|2.4,12.0,2.4,2.4,2.4||
+quicksilverpro	claude-sonnet-5	|2.0,10.0,2.0,2.0,2.0|| 2026-10-19|0.5,2.5,0.5,0.5,0.5|| 2026-10-29|0.5,2.5,0.05,0.625,0.625||
+quicksilverpro	claude-sonnet-5-5	|0.5,2.5,0.05,0.625,0.625||
+quicksilverpro	deepseek-v4-flash	|0.112,0.224,0.0144,0.112,0.112|| 2026-10-19|0.06,0.18,0.015,0.06,0.06||
+quicksilverpro	deepseek-v4-pro	|0.435,0.87,0.003625,0.435,0.435|| 2026-10-19|0.7,2.1,0.1,0.7,0.7||
+quicksilverpro	deepseek-v4.1-flash	|0.125,0.55,0.0125,0.125,0.125|| 2026-11-06|0.0558,0.2231,0.0011,0.0558,0.0558||
+quicksilverpro	deepseek-v4.1-flash-1017	|0.098,0.294,0.00294,0.098,0.098||
+quicksilverpro	gemini-3-flash-preview	|0.425,2.55,0.425,0.425,0.425||
+quicksilverpro	gemini-3-pro-image	|1.7,10.2,1.7,1.7,1.7||
+quicksilverpro	gemini-3.1-flash-lite	|0.2125,1.275,0.2125,0.2125,0.2125||
+quicksilverpro	gemini-3.1-pro-preview	|1.7,10.2,1.7,1.7,1.7||
+quicksilverpro	gemini-3.5-flash	|1.275,7.65,1.275,1.275,1.275||
+quicksilverpro	gemini-3.5-flash-lite	|0.255,2.125,0.255,0.255,0.255||
+quicksilverpro	gemini-3.6-flash	|1.275,6.375,1.275,1.275,1.275|| 2026-10-19|0.6375,3.1875,0.6375,0.6375,0.6375||
+quicksilverpro	gemini-3.7-flash	|0.6375,3.1875,0.06375,0.6375,0.6375||
+quicksilverpro	gemini-3.8-flash	|0.6375,3.1875,0.06375,0.6375,0.6375||
+quicksilverpro	gemini-4-argon	|2.0,10.0,0.1,2.0,2.0||
+quicksilverpro	glm-5.2	|1.12,3.52,0.208,1.12,1.12|| 2026-10-19|0.7,2.2,0.105,0.7,0.7||
+quicksilverpro	glm-5.3	|1.12,3.52,0.208,1.12,1.12|| 2026-10-19|0.6,2.2,0.2,0.6,0.6||
+quicksilverpro	glm-5.3-flash	|0.06,0.2,0.012,0.06,0.06|| 2026-10-19|0.07,0.05,0.03,0.07,0.07|| 2026-11-06|0.0284,0.0923,0.0284,0.0284,0.0284||
+quicksilverpro	glm-5.3-prime	|2.24,7.04,0.448,2.24,2.24||
+quicksilverpro	gpt-5.6-luna	|0.08,0.48,0.008,0.1,0.1|| 2026-10-19|0.16,0.96,0.016,0.2,0.2||
+quicksilverpro	gpt-5.6-sol	|4.0,24.0,0.4,5.0,5.0|| 2026-10-19|1.6,8.0,0.16,2.0,2.0||
+quicksilverpro	gpt-5.6-terra	|0.8,4.8,0.08,1.0,1.0|| 2026-10-19|1.6,9.6,0.16,2.0,2.0||
+quicksilverpro	gpt-6-astra	|10.0,50.0,1.0,12.5,12.5|200000,20.0,75.0,2.0,12.5,12.5|
+quicksilverpro	gpt-6-luna	|0.1,0.5,0.01,0.125,0.125|200000,0.2,0.75,0.02,0.125,0.125|
+quicksilverpro	gpt-6-sol	|2.0,10.0,0.2,2.5,2.5|200000,4.0,15.0,0.4,2.5,2.5|
+quicksilverpro	gpt-6.1-sol	|2.0,10.0,0.1,2.5,2.5|200000,4.0,15.0,0.2,2.5,2.5|
+quicksilverpro	gpt-6.1-terra	|1.0,5.0,0.1,1.25,1.25|200000,2.0,7.5,0.2,1.25,1.25|
+quicksilverpro	gpt-oss-120b	|0.12,0.48,0.06,0.12,0.12|| 2026-10-19|0.03,0.15,0.03,0.03,0.03||
+quicksilverpro	grok-4.5	|1.6,4.8,0.4,1.6,1.6||
+quicksilverpro	grok-4.6	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+quicksilverpro	grok-4.7	|2.0,6.0,0.5,2.0,2.0|200000,4.0,12.0,1.0,2.0,2.0|
+quicksilverpro	hy3	|0.1056,0.4224,0.0264,0.1056,0.1056|| 2026-10-19|0.091,0.363,0.0227,0.091,0.091||
+quicksilverpro	hy4	|0.459,1.375,0.0231,0.459,0.459||
+quicksilverpro	hy4-preview	|0.6672,2.0008,0.0336,0.6672,0.6672||
+quicksilverpro	jev-1.13	|0.042,0.0,0.042,0.042,0.042||
+quicksilverpro	kimi-k2.6	|0.5472,2.728,0.292,0.5472,0.5472|| 2026-10-19|0.45,1.95,0.045,0.45,0.45||
+quicksilverpro	kimi-k2.7-code	|0.584,2.8,0.1278,0.584,0.584|| 2026-10-19|0.6712,3.35,0.18,0.6712,0.6712||
+quicksilverpro	kimi-k3	|2.4,12.0,0.24,2.4,2.4|| 2026-10-19|2.55,12.75,0.255,2.55,2.55||
+quicksilverpro	kimi-k3.1-pro	|2.0,10.0,0.2,2.0,2.0||
+quicksilverpro	kimi-k3.1-pro-highspeed	|4.0,20.0,0.2,4.0,4.0||
+quicksilverpro	mimo-v2.5	|0.112,0.224,0.00224,0.112,0.112|| 2026-11-05|0.32,1.6,0.064,0.32,0.32||
+quicksilverpro	mimo-v2.6-flash	|0.112,0.224,0.00224,0.112,0.112||
+quicksilverpro	mimo-v2.6-pro	|0.348,0.696,0.00288,0.348,0.348|| 2026-11-03|0.426,0.861,0.0036,0.426,0.426||
+quicksilverpro	minimax-m3	|0.24,0.96,0.048,0.24,0.24||
+quicksilverpro	mistral-large-4	|0.68,2.09,0.07,0.68,0.68||
+quicksilverpro	muse-glimmer-30b	|0.28,1.2,0.032,0.28,0.28|| 2026-10-19|0.3,1.2,0.04,0.3,0.3||
+quicksilverpro	muse-spark-1.2	|1.0,3.4,0.12,1.0,1.0||
+quicksilverpro	muse-spark-1.3	|1.0,3.4,0.12,1.0,1.0||
+quicksilverpro	muse-spark-open	|1.25,4.25,0.15,1.25,1.25||
+quicksilverpro	muse-wonder	|4.0,20.0,0.2,4.0,4.0||
+quicksilverpro	nemotron-3-ultra	|0.5,2.2,0.1,0.5,0.5||
+quicksilverpro	nemotron-3.5-lightning	|0.08,0.2,0.04,0.08,0.08|| 2026-10-19|0.066,0.176,0.033,0.066,0.066||
+quicksilverpro	qwen3.6-35b	|0.112,0.8,0.04,0.112,0.112|| 2026-10-19|0.05,0.7,0.025,0.05,0.05||
+quicksilverpro	qwen3.6-plus	|0.26,1.56,0.26,0.325,0.325||
+quicksilverpro	qwen3.7-flash	|0.024,0.104,0.0048,0.024,0.024||
+quicksilverpro	qwen3.7-max	|1.25,3.75,0.25,1.5625,1.5625||
+quicksilverpro	qwen3.7-plus	|0.256,1.024,0.0512,0.32,0.32||
+quicksilverpro	qwen3.8-27b	|0.34,2.04,0.068,0.425,0.425||
+quicksilverpro	qwen3.8-27b-decentered	|0.238,1.428,0.238,0.238,0.238||
+quicksilverpro	qwen3.8-flash-next	|0.12,0.376,0.0128,0.16,0.16||
+quicksilverpro	qwen3.8-max	|2.0,6.0,0.25,2.5,2.5||
+quicksilverpro	qwen3.8-max-prime	|4.0,12.0,0.5,4.0,4.0||
+quicksilverpro	qwen3.8-omni-flash	|0.15,0.47,0.016,0.15,0.15||
+quicksilverpro	step-5-preview	|1.0,2.7,0.1,1.0,1.0||
+quicksilverpro	trio-spark-v1.3	|0.042,0.0,0.042,0.042,0.042||
+together	allenai/olmo-7b	|0.2,0.2,0.2,0.2,0.2||
+together	austism/chronos-hermes-13b	|0.3,0.3,0.3,0.3,0.3||
+together	codellama/codellama-13b-instruct-hf	|0.225,0.225,0.225,0.225,0.225||
+together	codellama/codellama-34b-instruct-hf	|0.776,0.776,0.776,0.776,0.776||
+together	codellama/codellama-70b-instruct-hf	|0.9,0.9,0.9,0.9,0.9||
+together	codellama/codellama-7b-instruct-hf	|0.2,0.2,0.2,0.2,0.2||
+together	deepseek-ai/deepseek-coder-33b-instruct	|0.8,0.8,0.8,0.8,0.8||
+together	deepseek-ai/deepseek-v4-pro-0813	|1.32,3.96,0.13,1.32,1.32||
+together	deepseek-ai/deepseek-v4.1-flash	|0.3,1.2,0.006,0.3,0.3||
+together	garage-baind/platypus2-70b-instruct	|0.9,0.9,0.9,0.9,0.9||
+together	google/gemma-2b	|0.1,0.1,0.1,0.1,0.1||
+together	google/gemma-7b	|0.2,0.2,0.2,0.2,0.2||
+together	gryphe/mythomax-l2-13b	|0.3,0.3,0.3,0.3,0.3||
+together	lmsys/vicuna-13b-v1.5	|0.3,0.3,0.3,0.3,0.3||
+together	lmsys/vicuna-7b-v1.5	|0.2,0.2,0.2,0.2,0.2||
+together	meta-llama/llama-2-13b-chat-hf	|0.225,0.225,0.225,0.225,0.225||
+together	meta-llama/llama-2-70b-chat-hf	|0.9,0.9,0.9,0.9,0.9||
+together	meta-llama/llama-2-7b-chat-hf	|0.2,0.2,0.2,0.2,0.2||
+together	meta-llama/llama-3-70b-chat-hf	|0.9,0.9,0.9,0.9,0.9||
+together	meta-llama/llama-3-8b-chat-hf	|0.2,0.2,0.2,0.2,0.2||
+together	meta-llama/llama-3.3-70b-instruct-turbo	|0.88,0.88,0.88,0.88,0.88||
+together	meta-llama/llama-4-maverick-17b-128e-instruct-fp8	|0.27,0.85,0.27,0.27,0.27||
+together	meta-llama/llama-4-scout-17b-16e-instruct	|0.18,0.59,0.18,0.18,0.18||
+together	meta-llama/meta-llama-3-70b-instruct-lite	|0.54,0.54,0.54,0.54,0.54||
+together	meta-llama/meta-llama-3-70b-instruct-turbo	|0.88,0.88,0.88,0.88,0.88||
+together	meta-llama/meta-llama-3-8b-instruct-lite	|0.1,0.1,0.1,0.1,0.1||
+together	meta-llama/meta-llama-3-8b-instruct-turbo	|0.18,0.18,0.18,0.18,0.18||
+together	meta-llama/meta-llama-3.1-405b-instruct-turbo	|3.5,3.5,3.5,3.5,3.5||
+together	meta-llama/meta-llama-3.1-70b-instruct-turbo	|0.88,0.88,0.88,0.88,0.88||
+together	meta-llama/meta-llama-3.1-8b-instruct-turbo	|0.18,0.18,0.18,0.18,0.18||
+together	meta-llama/meta-llama-3.3-70b-instruct-turbo	|0.88,0.88,0.88,0.88,0.88||
+together	meta-models/muse-glimmer-30b	|0.35,1.5,0.04,0.35,0.35||
+together	meta-models/muse-spark-open-816b-a42b	|1.25,4.25,0.15,1.25,1.25||
+together	microsoft/phi-2	|0.1,0.1,0.1,0.1,0.1||
+together	microsoft/wizardlm-2-8x22b	|1.2,1.2,1.2,1.2,1.2||
+together	minimaxai/minimax-m3	|0.3,1.2,0.06,0.3,0.3||
+together	minimaxai/minimax-m3.1-flash	|0.15,0.6,0.015,0.15,0.15||
+together	mistralai/mistral-7b-instruct-v0.1	|0.2,0.2,0.2,0.2,0.2||
+together	mistralai/mistral-7b-instruct-v0.2	|0.2,0.2,0.2,0.2,0.2||
+together	mistralai/mistral-7b-v0.1	|0.2,0.2,0.2,0.2,0.2||
+together	mistralai/mixtral-8x22b-instruct-v0.1	|2.4,2.4,2.4,2.4,2.4||
+together	mistralai/mixtral-8x7b-instruct-v0.1	|0.9,0.9,0.9,0.9,0.9||
+together	mistralai/mixtral-8x7b-v0.1	|0.9,0.9,0.9,0.9,0.9||
+together	moonshotai/kimi-k3	|3.0,15.0,0.3,3.0,3.0||
+together	moonshotai/kimi-k3.1-pro	|2.0,10.0,0.2,2.0,2.0||
+together	nexusflow/nexusraven-v2-13b	|0.3,0.3,0.3,0.3,0.3||
+together	nousresearch/nous-capybara-7b-v1p9	|0.2,0.2,0.2,0.2,0.2||
+together	nousresearch/nous-hermes-2-mixtral-8x7b-dpo	|0.9,0.9,0.9,0.9,0.9||
+together	nousresearch/nous-hermes-2-mixtral-8x7b-sft	|0.9,0.9,0.9,0.9,0.9||
+together	nousresearch/nous-hermes-2-yi-34b	|0.8,0.8,0.8,0.8,0.8||
+together	nousresearch/nous-hermes-llama-2-7b	|0.2,0.2,0.2,0.2,0.2||
+together	nousresearch/nous-hermes-llama2-13b	|0.225,0.225,0.225,0.225,0.225||
+together	nvidia/nvidia-nemotron-3.5-super-vl	|0.15,0.5,0.02,0.15,0.15||
+together	open-orca/mistral-7b-openorca	|0.2,0.2,0.2,0.2,0.2||
+together	openai/gpt-oss-120b	|0.15,0.6,0.15,0.15,0.15||
+together	openchat/openchat-3.5-1210	|0.2,0.2,0.2,0.2,0.2||
+together	qwen/qwen1.5-0.5b	|0.1,0.1,0.1,0.1,0.1||
+together	qwen/qwen1.5-1.8b	|0.1,0.1,0.1,0.1,0.1||
+together	qwen/qwen1.5-14b	|0.3,0.3,0.3,0.3,0.3||
+together	qwen/qwen1.5-4b	|0.1,0.1,0.1,0.1,0.1||
+together	qwen/qwen1.5-72b	|0.9,0.9,0.9,0.9,0.9||
+together	qwen/qwen1.5-7b	|0.2,0.2,0.2,0.2,0.2||
+together	qwen/qwen3.5-9b	|0.17,0.25,0.17,0.17,0.17||
+together	qwen/qwen3.6-plus	|0.5,3.0,0.5,0.5,0.5||
+together	qwen/qwen3.7-max	|2.5,7.5,0.5,2.5,2.5||
+together	qwen/qwen3.7-plus	|0.32,1.28,0.32,0.32,0.32||
+together	qwen/qwen3.8-2.4t-a95b	|2.0,6.0,0.5,2.0,2.0||
+together	qwen/qwen3.8-flash	|0.15,0.47,0.15,0.15,0.15||
+together	reflection/beam-1.0-501b-a23b	|0.4,1.2,0.04,0.4,0.4||
+together	ricursive-ai/ripple-65b-preview	|0.2,0.6,0.2,0.2,0.2||
+together	snorkelai/snorkel-mistral-pairrm-dpo	|0.2,0.2,0.2,0.2,0.2||
+together	teknium/openhermes-2-mistral-7b	|0.2,0.2,0.2,0.2,0.2||
+together	teknium/openhermes-2p5-mistral-7b	|0.2,0.2,0.2,0.2,0.2||
+together	thinkingmachines/inkling	|1.0,4.05,0.17,1.0,1.0||
+together	together/tev1-4b-experimental	|0.04,0.0,0.04,0.04,0.04|| 2026-10-19|0.042,0.0,0.042,0.042,0.042||
+together	togethercomputer/alpaca-7b	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/gpt-jt-moderation-6b	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/llama-2-7b-32k-instruct	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/redpajama-incite-7b-base	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/redpajama-incite-7b-chat	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/redpajama-incite-7b-instruct	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/redpajama-incite-base-3b-v1	|0.1,0.1,0.1,0.1,0.1||
+together	togethercomputer/redpajama-incite-chat-3b-v1	|0.1,0.1,0.1,0.1,0.1||
+together	togethercomputer/redpajama-incite-instruct-3b-v1	|0.1,0.1,0.1,0.1,0.1||
+together	togethercomputer/stripedhyena-hessian-7b	|0.2,0.2,0.2,0.2,0.2||
+together	togethercomputer/stripedhyena-nous-7b	|0.2,0.2,0.2,0.2,0.2||
+together	undi95/remm-slerp-l2-13b	|0.3,0.3,0.3,0.3,0.3||
+together	undi95/toppy-m-7b	|0.2,0.2,0.2,0.2,0.2||
+together	upstage/solar-10.7b-instruct-v1.0	|0.3,0.3,0.3,0.3,0.3||
+together	wizardlm/wizardlm-13b-v1.2	|0.3,0.3,0.3,0.3,0.3||
+together	zai-org/glm-5.2	|1.4,4.4,0.26,1.4,1.4||
+together	zai-org/glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+together	zai-org/glm-5.3-flash	|0.15,0.5,0.03,0.15,0.15||
+together	zero-one-ai/yi-34b	|0.8,0.8,0.8,0.8,0.8||
+together	zero-one-ai/yi-6b	|0.2,0.2,0.2,0.2,0.2||
+typesafe	jev-1.13.0	|0.042,0.0,0.042,0.042,0.042||
+typesafe	jev-1.14.0	|0.042,0.0,0.042,0.042,0.042||
+voyageai	voyage-01	|0.1,0.0,0.1,0.1,0.1||
+voyageai	voyage-02	|0.1,0.0,0.1,0.1,0.1||
+voyageai	voyage-2	|0.1,0.0,0.1,0.1,0.1||
+voyageai	voyage-3	|0.06,0.0,0.06,0.06,0.06||
+voyageai	voyage-3-large	|0.18,0.0,0.18,0.18,0.18||
+voyageai	voyage-3-lite	|0.02,0.0,0.02,0.02,0.02||
+voyageai	voyage-3.5	|0.06,0.0,0.06,0.06,0.06||
+voyageai	voyage-3.5-lite	|0.02,0.0,0.02,0.02,0.02||
+voyageai	voyage-4	|0.06,0.0,0.06,0.06,0.06||
+voyageai	voyage-4-large	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-4-lite	|0.02,0.0,0.02,0.02,0.02||
+voyageai	voyage-code-2	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-code-3	|0.18,0.0,0.18,0.18,0.18||
+voyageai	voyage-code-4	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-context-3	|0.18,0.0,0.18,0.18,0.18||
+voyageai	voyage-context-4	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-finance-2	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-large-2	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-large-2-instruct	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-law-2	|0.12,0.0,0.12,0.12,0.12||
+voyageai	voyage-lite-01	|0.1,0.0,0.1,0.1,0.1||
+voyageai	voyage-lite-01-instruct	|0.1,0.0,0.1,0.1,0.1||
+voyageai	voyage-lite-02-instruct	|0.1,0.0,0.1,0.1,0.1||
+voyageai	voyage-multilingual-2	|0.12,0.0,0.12,0.12,0.12||
+x-ai	grok-2-1212	|2.0,10.0,2.0,2.0,2.0||
+x-ai	grok-2-vision-1212	|2.0,10.0,2.0,2.0,2.0||
+x-ai	grok-3	|3.0,15.0,0.75,3.0,3.0||
+x-ai	grok-3-fast	|5.0,25.0,1.25,5.0,5.0||
+x-ai	grok-3-mini	|0.3,0.5,0.075,0.3,0.3||
+x-ai	grok-3-mini-fast	|0.6,4.0,0.15,0.6,0.6||
+x-ai	grok-4-0709	|3.0,15.0,0.75,3.0,3.0||
+x-ai	grok-4-1-fast-non-reasoning	|0.2,0.5,0.05,0.2,0.2||
+x-ai	grok-4-1-fast-reasoning	|0.2,0.5,0.05,0.2,0.2||
+x-ai	grok-4-fast-non-reasoning	|0.2,0.5,0.05,0.2,0.2||
+x-ai	grok-4-fast-reasoning	|0.2,0.5,0.05,0.2,0.2||
+x-ai	grok-4.20	|2.0,6.0,0.2,2.0,2.0|199999,4.0,12.0,0.4,2.0,2.0| 2026-04-30|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+x-ai	grok-4.20-multi-agent-0309	|2.0,6.0,0.2,2.0,2.0|199999,4.0,12.0,0.4,2.0,2.0| 2026-04-30|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+x-ai	grok-4.3	|1.25,2.5,0.2,1.25,1.25|199999,2.5,5.0,0.4,1.25,1.25|
+x-ai	grok-4.5	|2.0,6.0,0.3,2.0,2.0|199999,4.0,12.0,0.6,2.0,2.0|
+x-ai	grok-4.6	|2.0,6.0,0.5,2.0,2.0|199999,4.0,12.0,1.0,2.0,2.0|
+x-ai	grok-4.7	|2.0,6.0,0.5,2.0,2.0|199999,4.0,12.0,1.0,2.0,2.0|
+x-ai	grok-build-0.1	|1.0,2.0,0.2,1.0,1.0|199999,2.0,4.0,0.4,1.0,1.0|
+x-ai	grok-code-fast-1	|0.2,1.5,0.02,0.2,0.2||
+x-ai	grok-voice-latest	|0.0,0.0,0.0,0.0,0.0|| 2026-08-05|0.0,0.0,0.0,0.0,0.0||
+x-ai	grok-voice-think-fast-1.0	|0.0,0.0,0.0,0.0,0.0||
+x-ai	grok-voice-think-fast-2.0	|0.0,0.0,0.0,0.0,0.0||
+zai	glm-4-32b-0414-128k	|0.1,0.1,0.1,0.1,0.1||
+zai	glm-4.5	|0.6,2.2,0.11,0.6,0.6||
+zai	glm-4.5-air	|0.2,1.1,0.03,0.2,0.2||
+zai	glm-4.5-airx	|1.1,4.5,0.22,1.1,1.1||
+zai	glm-4.5-x	|2.2,8.9,0.45,2.2,2.2||
+zai	glm-4.5v	|0.6,1.8,0.11,0.6,0.6||
+zai	glm-4.6	|0.6,2.2,0.11,0.6,0.6||
+zai	glm-4.6v	|0.3,0.9,0.05,0.3,0.3||
+zai	glm-4.6v-flashx	|0.04,0.4,0.004,0.04,0.04||
+zai	glm-4.7	|0.6,2.2,0.11,0.6,0.6||
+zai	glm-4.7-flashx	|0.07,0.4,0.01,0.07,0.07||
+zai	glm-5	|1.0,3.2,0.2,1.0,1.0||
+zai	glm-5.1	|1.4,4.4,0.26,1.4,1.4||
+zai	glm-5.2	|1.4,4.4,0.26,1.4,1.4||
+zai	glm-5.3	|1.4,4.4,0.26,1.4,1.4||
+zai	glm-5.3-flash	|0.075,0.25,0.015,0.075,0.075|| 2026-09-10|0.15,0.5,0.03,0.15,0.15||
+zai	glm-5.3-flashx	|0.37,1.25,0.075,0.37,0.37||
+zai	glm-ocr	|0.03,0.03,0.03,0.03,0.03||
+zhipuai	glm-4-air	|0.069,0.069,0.034,0.069,0.069||
+zhipuai	glm-4-airx	|1.379,1.379,1.379,1.379,1.379||
+zhipuai	glm-4-assistant	|0.69,0.69,0.69,0.69,0.69||
+zhipuai	glm-4-flashx-250414	|0.014,0.014,0.007,0.014,0.014||
+zhipuai	glm-4-long	|0.138,0.138,0.069,0.138,0.138||
+zhipuai	glm-4-plus	|0.69,0.69,0.345,0.69,0.69||
+zhipuai	glm-4.5-air	|0.11,0.276,0.022,0.11,0.11||
+zhipuai	glm-4.7	|0.276,1.103,0.055,0.276,0.276||
+zhipuai	glm-4.7-flashx	|0.069,0.414,0.014,0.069,0.069||
+zhipuai	glm-5	|0.552,2.483,0.138,0.552,0.552||
+zhipuai	glm-5-turbo	|0.69,3.034,0.166,0.69,0.69||
+zhipuai	glm-5.1	|0.828,3.31,0.179,0.828,0.828||
+zhipuai	glm-5.2	|1.103,3.862,0.276,1.103,1.103||
+zhipuai	glm-5.3	|1.103,3.862,0.276,1.103,1.103||
+zhipuai	glm-5.3-flash	|0.055,0.193,0.016,0.055,0.055|| 2026-09-10|0.11,0.386,0.032,0.11,0.11||
 """

@@ -12,12 +12,19 @@ from typing import Any, NamedTuple
 
 from ._forking import fork_safe_lock
 
-__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "is_free"]
+__all__ = ["Price", "Pricer", "DEFAULT_RATES", "LOCAL_PROVIDERS", "FAKE_MARKERS", "BILLABLE_UNITS", "is_free"]
 
 #: USD per 1M tokens for models no table knows; spans priced with it are flagged ``cost_estimated``.
 DEFAULT_RATES = (1.00, 2.00)
 
 _DATE_SUFFIX = r"(-\d{4}-?\d{2}-?\d{2}|-\d{4}|@\d{8}|-latest|-preview)$"
+
+#: What a call is charged for besides tokens, per unit (``LLMCall.set_billable``): the span attribute that records
+#: the count -> genai-prices' price key, quoted per that many units. A provider bills these per request made by its
+#: own server-side tools, whatever the tokens (Anthropic's and OpenAI's web search: $10 per 1,000).
+BILLABLE_UNITS: dict[str, tuple[str, int]] = {
+    "web_search_requests": ("web_searches_kcount", 1000),
+}
 
 
 # NamedTuples, not dataclasses: the same immutable records at a fraction of the import cost.
@@ -28,28 +35,58 @@ class Price(NamedTuple):
 
 
 class _Rates(NamedTuple):
-    """Per-1M-token rates; a tier list applies its price to all tokens once input exceeds ``start``."""
+    """Per-1M-token rates; a tier list applies its price to all tokens once input exceeds ``start``.
+
+    ``cache_write`` is the 5-minute cache write (and any provider's only one); ``cache_write_1h`` Anthropic's 1-hour
+    write (None: priced as ``cache_write``). ``per_unit``: USD per one billable unit (``BILLABLE_UNITS``)."""
 
     input: float
     output: float
     cache_read: float
     cache_write: float
-    tiers: tuple[tuple[int, float, float, float, float], ...] = ()
+    #: (start, input, output, cache read, cache write, 1-hour cache write)
+    tiers: tuple[tuple[int, float, float, float, float, float], ...] = ()
     estimated: bool = False
     source: str = "genai-prices"
+    cache_write_1h: float | None = None
+    per_unit: tuple[tuple[str, float], ...] = ()
 
-    def cost(self, input_tokens: int, output_tokens: int, cached: int, cache_write: int) -> float:
+    def cost(self, input_tokens: int, output_tokens: int, cached: int, cache_write: int,
+             cache_write_1h: int = 0) -> float:
+        """Tokens only (``cache_write_1h``: the part of ``cache_write`` written for one hour)."""
         uncached = input_tokens - cached - cache_write
         if uncached < 0:
             uncached = 0
         if not self.tiers:  # the common case
-            return (uncached * self.input + cached * self.cache_read + cache_write * self.cache_write
+            cost = (uncached * self.input + cached * self.cache_read + cache_write * self.cache_write
                     + output_tokens * self.output) / 1e6
-        rate_in, rate_out, rate_read, rate_write = self.input, self.output, self.cache_read, self.cache_write
-        for start, t_in, t_out, t_read, t_write in self.tiers:
+        else:
+            rate_in, rate_out, rate_read, rate_write = self.input, self.output, self.cache_read, self.cache_write
+            for start, t_in, t_out, t_read, t_write, _t_write_1h in self.tiers:
+                if input_tokens > start:
+                    rate_in, rate_out, rate_read, rate_write = t_in, t_out, t_read, t_write
+            cost = (uncached * rate_in + cached * rate_read + cache_write * rate_write
+                    + output_tokens * rate_out) / 1e6
+        if cache_write_1h:
+            cost += self.premium_1h(input_tokens, min(cache_write_1h, cache_write))
+        return cost
+
+    def premium_1h(self, input_tokens: int, cache_write_1h: int) -> float:
+        """What 1-hour cache writes cost beyond the 5-minute write rate ``cost`` charged them at."""
+        rate_write, rate_1h = self.cache_write, self.cache_write_1h
+        for start, _in, _out, _read, t_write, t_write_1h in self.tiers:
             if input_tokens > start:
-                rate_in, rate_out, rate_read, rate_write = t_in, t_out, t_read, t_write
-        return (uncached * rate_in + cached * rate_read + cache_write * rate_write + output_tokens * rate_out) / 1e6
+                rate_write, rate_1h = t_write, t_write_1h
+        return 0.0 if rate_1h is None else cache_write_1h * (rate_1h - rate_write) / 1e6
+
+    def units_cost(self, units: Mapping[str, Any]) -> float:
+        """USD for billable units (``BILLABLE_UNITS`` name -> count); a unit without a price costs nothing."""
+        cost = 0.0
+        for unit, rate in self.per_unit:
+            count = units.get(unit)
+            if count:
+                cost += count * rate
+        return cost
 
 
 def _find_in_table(model: str, provider: str | None) -> Any | None:
@@ -116,19 +153,26 @@ def _rates_of(prices: Any) -> _Rates:
     rate_out = base(fields["output_mtok"], 0.0)
     rate_read = base(fields["cache_read_mtok"], rate_in)
     rate_write = base(fields["cache_write_mtok"], rate_in)
+    rate_write_1h = base(fields["cache_write_1h_mtok"], rate_write)  # as genai-prices: a 1h write is a write
     per_field = {name: tiered(value) for name, value in fields.items()}
     starts = sorted({start for tiers in per_field.values() for start in tiers})
     tiers = []
-    current = [rate_in, rate_out, rate_read, rate_write]
+    current = [rate_in, rate_out, rate_read, rate_write, rate_write_1h]
     for start in starts:
         for index, name in enumerate(_PRICE_FIELDS):
             if start in per_field[name]:
                 current[index] = per_field[name][start]
         tiers.append((start, *current))
-    return _Rates(rate_in, rate_out, rate_read, rate_write, tuple(tiers))  # type: ignore[arg-type]
+    per_unit = []
+    for unit, (key, per) in BILLABLE_UNITS.items():
+        price = base(getattr(prices, key, None), 0.0)
+        if price:
+            per_unit.append((unit, price / per))
+    return _Rates(rate_in, rate_out, rate_read, rate_write, tuple(tiers),  # type: ignore[arg-type]
+                  cache_write_1h=rate_write_1h, per_unit=tuple(per_unit))
 
 
-_PRICE_FIELDS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_PRICE_FIELDS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 
 
 # ---- the shipped index: genai-prices' own answers, one line per (provider, model) ----------------------------
@@ -202,7 +246,8 @@ def _remembered_path() -> str:
     from . import _price_index
     from ._spool import user_cache_dir
 
-    name = f"prices-{_price_index.GENAI_PRICES_VERSION}-{_price_index.DATA_SIZE}.tsv"
+    # The format's version first: a file written before 1-hour writes and per-unit prices were indexed is not read.
+    name = f"prices-{_INDEX_FORMAT}-{_price_index.GENAI_PRICES_VERSION}-{_price_index.DATA_SIZE}.tsv"
     return os.path.join(user_cache_dir(), name)
 
 
@@ -239,8 +284,13 @@ def _remember(model: str, provider: str | None, found: Any) -> None:
         pass
 
 
+#: Bumped when an index line's format changes (it names the remembered file).
+_INDEX_FORMAT = 2
+
+
 def _parse_indexed(field: str) -> _Rates | None:
-    """``start|in,out,read,write|tier;...`` per dated price, space-separated (``-``: genai-prices has none)."""
+    """``start|in,out,read,write,write_1h|tier;...|unit=usd,...`` per dated price, space-separated (``-``:
+    genai-prices has none); a tier is ``start,in,out,read,write,write_1h``."""
     if field == "-":
         return None
     import time
@@ -253,11 +303,14 @@ def _parse_indexed(field: str) -> _Rates | None:
         if not start or today >= start:
             chosen = entry
             break
-    _start, rates, tiers = chosen.split("|")
-    rate_in, rate_out, rate_read, rate_write = (float(value) for value in rates.split(","))
+    _start, rates, tiers, units = chosen.split("|")
+    rate_in, rate_out, rate_read, rate_write, rate_write_1h = (float(value) for value in rates.split(","))
     tier_rows = tuple((int(row[0]), *(float(value) for value in row[1:]))
                       for row in (tier.split(",") for tier in tiers.split(";") if tier))
-    return _Rates(rate_in, rate_out, rate_read, rate_write, tier_rows)  # type: ignore[arg-type]
+    per_unit = tuple((unit, float(rate)) for unit, _, rate in (pair.partition("=") for pair in units.split(",")
+                                                               if pair))
+    return _Rates(rate_in, rate_out, rate_read, rate_write, tier_rows,  # type: ignore[arg-type]
+                  cache_write_1h=rate_write_1h, per_unit=per_unit)
 
 
 def _index_entry(found: Any) -> str | None:
@@ -275,7 +328,9 @@ def _index_entry(found: Any) -> str | None:
         rates = _rates_of(price)
         start = constraint.start_date.isoformat() if constraint is not None else ""
         tiers = ";".join(",".join(repr(value) for value in tier) for tier in rates.tiers)
-        entries.append(f"{start}|{rates.input!r},{rates.output!r},{rates.cache_read!r},{rates.cache_write!r}|{tiers}")
+        units = ",".join(f"{unit}={rate!r}" for unit, rate in rates.per_unit)
+        entries.append(f"{start}|{rates.input!r},{rates.output!r},{rates.cache_read!r},{rates.cache_write!r},"
+                       f"{rates.cache_write_1h!r}|{tiers}|{units}")
     return " ".join(entries)
 
 
@@ -401,8 +456,9 @@ def _override_rates(model: str, table: Mapping[str, Mapping[str, float]]) -> _Ra
             return None
         entry = table[max(matches, key=len)]
     rate_in = entry["input"]
+    units = tuple((unit, entry[unit] / per) for unit, (_key, per) in BILLABLE_UNITS.items() if unit in entry)
     return _Rates(rate_in, entry["output"], entry.get("cached_input", rate_in), entry.get("cache_write", rate_in),
-                  source="cost_table_override")
+                  source="cost_table_override", cache_write_1h=entry.get("cache_write_1h"), per_unit=units)
 
 
 class Pricer:
@@ -456,11 +512,22 @@ class Pricer:
         return ((uncached * rates.input + cached_input_tokens * rates.cache_read
                  + cache_write_tokens * rates.cache_write + output_tokens * rates.output) / 1e6, rates.estimated)
 
-    def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
-              cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> Price:
+    def extra_cost(self, model: str | None, provider: str | None, input_tokens: int, cache_write_1h_tokens: int,
+                   units: Mapping[str, Any] | None) -> float:
+        """What ``cost`` leaves out: the 1-hour cache writes' premium over the write rate, and billable units.
+        Asked only for a call that has either (``LLMCall.end``), so the usual call pays nothing for them."""
         rates = self.rates(model or "", provider) if model or provider else _DEFAULT
-        return Price(rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens),
-                     estimated=rates.estimated, source=rates.source)
+        extra = rates.premium_1h(input_tokens, cache_write_1h_tokens) if cache_write_1h_tokens else 0.0
+        return extra + rates.units_cost(units) if units else extra
+
+    def price(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
+              cached_input_tokens: int = 0, cache_write_tokens: int = 0, *, cache_write_1h_tokens: int = 0,
+              units: Mapping[str, Any] | None = None) -> Price:
+        rates = self.rates(model or "", provider) if model or provider else _DEFAULT
+        cost = rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens)
+        if units:
+            cost += rates.units_cost(units)
+        return Price(cost, estimated=rates.estimated, source=rates.source)
 
 
 #: Providers that serve models on the user's own hardware: they cost nothing per token. Plugins pass the

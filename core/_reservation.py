@@ -13,6 +13,8 @@ needs its encodings downloaded, which an offline host cannot do, and the bound n
 text does not carry (an image or audio by URL, a file id) cannot be bounded from the body; each such part
 counts ``MEDIA_PART_TOKENS``, a documented allowance rather than a proof.
 
+Web searches (billed per search): the ``max_uses`` of the request's search tools, at the model's price for them.
+
 Output cap: ``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` (Responses API),
 ``generationConfig.maxOutputTokens`` (Gemini), times ``n`` choices; without one, the model's output limit
 from ``_OUTPUT_LIMITS`` (longest matching name prefix), capped by its context window from genai-prices when
@@ -142,16 +144,35 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
     """The most this request can cost (USD). ``output=False`` for embeddings (input only)."""
     tokens_in = input_token_bound(body)
     tokens_out = output_token_cap(body, model) if output else 0
+    searches = search_cap(body)
+    # Searches the request allows (billed per search on top of the tokens), at the model's price for them.
+    extra = client.pricer.extra_cost(model, provider, tokens_in, 0, {"web_search_requests": searches}) \
+        if searches else 0.0
     if client._has_price or not model:  # a pricing plugin decides (or the default rate): ask it both ways
         plain, _ = client.price(model, provider, tokens_in, tokens_out)
         cached, _ = client.price(model, provider, tokens_in, tokens_out, 0, tokens_in)
-        return max(plain, cached)
+        return max(plain, cached) + extra
     rates = client.pricer.rates(model, provider)
     cost = rates.cost(tokens_in, tokens_out, 0, 0)
     if rates.cache_write > rates.input or rates.tiers:
         # Every input token written to the prompt cache is the dearest case where cache writes cost more.
         cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in))
-    return cost
+    return cost + extra
+
+
+def search_cap(body: Any) -> int:
+    """The web searches a request allows: the ``max_uses`` of its search tools (Anthropic's ``web_search_*``).
+    A search tool without one (OpenAI's has none) is not bounded by the request: nothing is reserved for it."""
+    tools = body.get("tools") if isinstance(body, dict) else None
+    if not isinstance(tools, list):
+        return 0
+    cap = 0
+    for tool in tools:
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search"):
+            uses = tool.get("max_uses")
+            if isinstance(uses, int) and not isinstance(uses, bool) and 0 < uses <= 10_000:
+                cap += uses
+    return cap
 
 
 def estimator(client: Client, model: str | None, provider: str | None, body: Any,

@@ -12,7 +12,8 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   framework boundary (a graph node, a router) without opening a call.
 - Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_openai_usage`` reads
   OpenAI's usage objects, ``normalize_anthropic_usage`` converts Anthropic's; ``estimate_tokens`` /
-  ``estimate_request_tokens`` estimate a call that reports none.
+  ``estimate_request_tokens`` estimate a call that reports none. What a provider bills per unit besides tokens
+  (``BILLABLE_UNITS``: web searches) is given with ``LLMCall.set_billable``.
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
   make a span, an LLM call or an agent scope current for the code a framework runs; ``save_current`` /
   ``restore_current`` put back the current span and LLM call after a framework's entry point, cheaply;
@@ -62,6 +63,7 @@ from ._llm import (
     start_llm_call,
 )
 from ._llm import current_llm_call as get_current_llm_call
+from ._pricing import BILLABLE_UNITS
 from ._providers import (
     ProviderTable,
     adopt_registered,
@@ -98,6 +100,7 @@ __all__ = [
     "estimate_tokens",
     "estimate_text_bytes",
     "estimate_request_tokens",
+    "BILLABLE_UNITS",
     # spans, context and scopes
     "Span",
     "end_span",

@@ -291,6 +291,8 @@ class Exchange:
                 else:  # reading.usage() without building the keyword dict
                     call.set_usage(reading.input_tokens, reading.output_tokens, reading.cached_tokens,
                                    reading.cache_write_tokens)
+            if reading.web_searches is not None:  # billed per search, on top of the tokens
+                call.set_billable("web_search_requests", reading.web_searches)
         elif 200 <= self.status < 300:
             if self.owned:
                 attributes["usage_missing"] = True  # replaced by usage_estimated if the estimate applies

@@ -20,7 +20,7 @@ class Reading:
     """What the response said. Token counts are as sent; ``usage()`` converts to the span's convention."""
 
     __slots__ = ("api", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "model",
-                 "finish_reason", "texts", "capture_text")
+                 "finish_reason", "texts", "capture_text", "web_searches")
 
     def __init__(self, api: str, capture_text: bool = False) -> None:
         self.api = api
@@ -32,6 +32,8 @@ class Reading:
         self.finish_reason: str | None = None
         self.capture_text = capture_text
         self.texts: list[str] = []
+        #: Web searches the provider's own search tool ran (billed per search): None when it reported none.
+        self.web_searches: Any = None
 
     @property
     def has_usage(self) -> bool:
@@ -151,6 +153,12 @@ def _openai_responses(reading: Reading, data: Any) -> None:
         _set(reading, input_tokens=_get(usage, "input_tokens"), output_tokens=_get(usage, "output_tokens"),
              cached_tokens=_get(_get(usage, "input_tokens_details"), "cached_tokens"))
     _set(reading, model=_get(data, "model"), finish_reason=_get(data, "status"))
+    output = _get(data, "output")
+    if output.__class__ is list and len(output) > 1:  # a lone item (the usual answer) is no search: not looked at
+        # Usage has no count of the search tool's searches (billed per search): one web_search_call item each.
+        searches = sum(1 for item in output if _get(item, "type") == "web_search_call")
+        if searches:
+            reading.web_searches = searches
     if reading.capture_text and not reading.texts:
         for item in _items(_get(data, "output")):
             for part in _items(_get(item, "content")):
@@ -173,6 +181,9 @@ def _anthropic(reading: Reading, data: Any) -> None:
         _set(reading, input_tokens=_get(usage, "input_tokens"), output_tokens=_get(usage, "output_tokens"),
              cached_tokens=_get(usage, "cache_read_input_tokens"),
              cache_write_tokens=_get(usage, "cache_creation_input_tokens"))
+        tools = _get(usage, "server_tool_use")  # null or absent unless a server tool ran
+        if tools is not None:
+            _set(reading, web_searches=_get(tools, "web_search_requests"))
     stop = _get(_get(data, "delta"), "stop_reason") if kind == "message_delta" else _get(data, "stop_reason")
     _set(reading, model=_get(data, "model"), finish_reason=stop)
     if reading.capture_text and kind is not None and kind != "message_delta":

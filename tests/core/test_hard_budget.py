@@ -102,6 +102,19 @@ def test_worst_case_prices_bound_and_cap_at_the_models_rates() -> None:
         input_token_bound({"input": "abc"}) * 1e-6)
 
 
+def test_worst_case_reserves_the_searches_a_request_allows() -> None:
+    # An override's web search price is per 1,000 searches: $20 here, so each allowed search adds $0.02.
+    client = _init(cost_table_override={MODEL: {"input": 1.0, "output": 9.0, "web_search_requests": 20.0}})
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    searching = {**body, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
+    unbounded = {**body, "tools": [{"type": "web_search"}]}  # OpenAI's: no max_uses, nothing to bound it by
+    plain = worst_case_usd(client, MODEL, "anthropic", body)
+    assert worst_case_usd(client, MODEL, "anthropic", searching) == pytest.approx(
+        plain + input_token_bound(searching) * 1e-6 - input_token_bound(body) * 1e-6 + 3 * 0.02)
+    assert worst_case_usd(client, MODEL, "openai", unbounded) == pytest.approx(
+        plain + input_token_bound(unbounded) * 1e-6 - input_token_bound(body) * 1e-6)
+
+
 # ---- admission, settlement, release -----------------------------------------------------------------------
 
 

@@ -198,10 +198,13 @@ def test_first_priced_call_reads_the_index_not_genai_prices() -> None:
 def test_dated_prices_in_the_index_follow_todays_date() -> None:
     from agentwatch import _pricing
 
-    rates = _pricing._parse_indexed("|1.0,2.0,3.0,4.0| 2000-01-01|5.0,6.0,7.0,8.0| 2999-01-01|9.0,9.0,9.0,9.0|")
+    rates = _pricing._parse_indexed("|1.0,2.0,3.0,4.0,4.0|| 2000-01-01|5.0,6.0,7.0,8.0,8.5||web_search_requests=0.01"
+                                    " 2999-01-01|9.0,9.0,9.0,9.0,9.0||")
     assert rates is not None and (rates.input, rates.output, rates.cache_read, rates.cache_write) == (5, 6, 7, 8)
-    before_all = _pricing._parse_indexed("2999-01-01|9.0,9.0,9.0,9.0|1000,1.0,2.0,3.0,4.0")
-    assert before_all is not None and before_all.input == 9.0 and before_all.tiers == ((1000, 1.0, 2.0, 3.0, 4.0),)
+    assert rates.cache_write_1h == 8.5 and rates.per_unit == (("web_search_requests", 0.01),)
+    before_all = _pricing._parse_indexed("2999-01-01|9.0,9.0,9.0,9.0,9.0|1000,1.0,2.0,3.0,4.0,5.0|")
+    assert before_all is not None and before_all.input == 9.0
+    assert before_all.tiers == ((1000, 1.0, 2.0, 3.0, 4.0, 5.0),) and before_all.per_unit == ()
     assert _pricing._parse_indexed("-") is None
 
 
@@ -246,3 +249,32 @@ def test_an_index_built_for_another_genai_prices_is_not_used(monkeypatch: pytest
     monkeypatch.setattr("agentwatch._price_index.DATA_SIZE", -1)
     assert _pricing._indexed_rates("gpt-4o", "openai") is _pricing._NOT_INDEXED
     assert Pricer().price("gpt-4o", "openai", _M, 0).cost_usd == pytest.approx(2.5)  # from the table
+
+
+# ---- per-request prices (web searches) -------------------------------------------------------------------------
+
+def test_billable_units_are_priced_from_the_table(memory: agentwatch.InMemoryExporter) -> None:
+    # $10 per 1,000 web searches for Claude and for gpt-4o (their price pages; genai-prices' web_searches_kcount);
+    # Mistral Large has no web search price: its searches are recorded, not charged.
+    client = agentwatch.init(exporters=[memory], budget_per_hour=100.0)
+    for model, provider in (("claude-sonnet-4-5", "anthropic"), ("gpt-4o", "openai"),
+                            ("mistral-large-latest", "mistral")):
+        with agentwatch.llm_call(model=model, provider=provider) as call:
+            call.set_usage(1000, 100)
+            call.set_billable("web_search_requests", 3)
+    agentwatch.flush()
+    claude, gpt, mistral = (span for span in memory.spans if span["kind"] == "llm")
+    assert claude["cost_usd"] == pytest.approx(1000 * 3.00 / _M + 100 * 15.00 / _M + 0.03, rel=1e-9)
+    assert gpt["cost_usd"] == pytest.approx(1000 * 2.50 / _M + 100 * 10.00 / _M + 0.03, rel=1e-9)
+    assert mistral["cost_usd"] == pytest.approx(1000 * 2.00 / _M + 100 * 6.00 / _M, rel=1e-9)
+    assert [span["attributes"]["web_search_requests"] for span in (claude, gpt, mistral)] == [3, 3, 3]
+    spent = sum(span["cost_usd"] for span in (claude, gpt, mistral))
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(spent, rel=1e-9)
+
+
+def test_billable_units_in_an_override() -> None:
+    # An override's per-unit rate is per 1,000, as providers quote it; without one, the unit costs nothing.
+    pricer = Pricer({"my-model": {"input": 1.0, "output": 2.0, "web_search_requests": 25.0}})
+    assert pricer.price("my-model", None, _M, 0, units={"web_search_requests": 4}).cost_usd == pytest.approx(1.1)
+    assert Pricer({"x": {"input": 1.0, "output": 2.0}}).price("x", None, _M, 0,
+                                                               units={"web_search_requests": 4}).cost_usd == 1.0

@@ -52,6 +52,13 @@ class Reply:
     #: (on top of input) / Gemini ``cachedContentTokenCount``.
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    #: Anthropic: the part of ``cache_creation_tokens`` written to the 1-hour cache (``usage.cache_creation``
+    #: splits the writes by time to live; the rest are 5-minute writes).
+    cache_creation_1h_tokens: int = 0
+    #: Web searches the provider's search tool ran: Anthropic ``usage.server_tool_use.web_search_requests`` (sent
+    #: only when not 0, in the message and in a stream's ``message_delta``, as the API does); the Responses API
+    #: has no count, but one ``web_search_call`` output item per search, before the answer.
+    web_search_requests: int = 0
     model: str | None = None  # None: echo the request's model
     tool_calls: list[dict[str, Any]] | None = None  # [{"name": ..., "arguments": {...}}]
     status: int = 200
@@ -248,7 +255,9 @@ def _response_usage(reply: Reply) -> dict[str, Any]:
 
 
 def _response_output(reply: Reply, number: int) -> list[dict[str, Any]]:
-    output: list[dict[str, Any]] = []
+    output: list[dict[str, Any]] = [
+        {"type": "web_search_call", "id": f"ws_stub{number}_{index}", "status": "completed",
+         "action": {"type": "search", "query": "stub"}} for index in range(reply.web_search_requests)]
     if reply.content or not reply.tool_calls:
         text = {"type": "output_text", "text": reply.content, "annotations": [], "logprobs": []}
         output.append({"type": "message", "id": f"msg_stub{number}", "status": "completed",
@@ -304,6 +313,9 @@ def _response_stream(reply: Reply, model: str, number: int) -> list[_Event]:
                 text=reply.content, logprobs=[])
             add("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
                 part=item["content"][0])
+        elif item["type"] == "web_search_call":
+            add("response.output_item.added", output_index=index, item={**item, "status": "in_progress"})
+            add("response.web_search_call.completed", item_id=item["id"], output_index=index)
         else:
             add("response.output_item.added", output_index=index,
                 item={**item, "status": "in_progress", "arguments": ""})
@@ -341,9 +353,14 @@ def _anthropic_content(reply: Reply, number: int) -> list[dict[str, Any]]:
 
 
 def _anthropic_usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": reply.input_tokens, "output_tokens": output_tokens,
-            "cache_read_input_tokens": reply.cached_tokens,
-            "cache_creation_input_tokens": reply.cache_creation_tokens}
+    usage: dict[str, Any] = {
+        "input_tokens": reply.input_tokens, "output_tokens": output_tokens,
+        "cache_read_input_tokens": reply.cached_tokens, "cache_creation_input_tokens": reply.cache_creation_tokens,
+        "cache_creation": {"ephemeral_5m_input_tokens": reply.cache_creation_tokens - reply.cache_creation_1h_tokens,
+                           "ephemeral_1h_input_tokens": reply.cache_creation_1h_tokens}}
+    if reply.web_search_requests:
+        usage["server_tool_use"] = {"web_search_requests": reply.web_search_requests}
+    return usage
 
 
 def _message(reply: Reply, model: str, number: int) -> dict[str, Any]:
@@ -354,8 +371,9 @@ def _message(reply: Reply, model: str, number: int) -> dict[str, Any]:
 
 
 def _message_stream(reply: Reply, model: str, number: int) -> list[_Event]:
-    start = {**_message(reply, model, number), "content": [], "stop_reason": None,
-             "usage": _anthropic_usage(reply, 1)}
+    opening_usage = _anthropic_usage(reply, 1)
+    opening_usage.pop("server_tool_use", None)  # counted by message_delta, once the searches ran
+    start = {**_message(reply, model, number), "content": [], "stop_reason": None, "usage": opening_usage}
     events: list[_Event] = [("message_start", {"type": "message_start", "message": start}),
                             ("ping", {"type": "ping"})]
     for index, block in enumerate(_anthropic_content(reply, number)):
@@ -372,10 +390,13 @@ def _message_stream(reply: Reply, model: str, number: int) -> list[_Event]:
         events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
                    for delta in deltas]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    final_usage: dict[str, Any] = {"output_tokens": reply.output_tokens}
+    if reply.web_search_requests:  # the API's message_delta repeats the server tools' counts
+        final_usage["server_tool_use"] = {"web_search_requests": reply.web_search_requests}
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn",
                                                "stop_sequence": None},
-                                     "usage": {"output_tokens": reply.output_tokens}}))
+                                     "usage": final_usage}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 

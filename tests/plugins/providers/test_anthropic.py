@@ -139,3 +139,38 @@ def test_count_tokens_is_not_an_llm_call(watch: Any, llm_spans: SpansOf, stub_pr
     claude.messages.count_tokens(model=MODEL, messages=MESSAGES)
     assert stub_provider.last.path == "/v1/messages/count_tokens"
     assert llm_spans() == []
+
+
+# Claude Sonnet 4.5 as published (https://www.anthropic.com/pricing#api) and as genai-prices 0.2.3 holds it: $3.00
+# input, $15.00 output per 1M tokens, $3.75 / $6.00 per 1M for 5-minute / 1-hour cache writes, $10 per 1,000 web
+# searches.
+SONNET = "claude-sonnet-4-5"
+
+
+def _claude_call(claude: anthropic.Anthropic, stream: bool) -> None:
+    if stream:
+        with claude.messages.stream(model=SONNET, max_tokens=64, messages=MESSAGES) as events:
+            events.get_final_message()
+    else:
+        claude.messages.create(model=SONNET, max_tokens=64, messages=MESSAGES)
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["plain", "captured"])
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+def test_web_searches_are_charged_and_count_toward_the_budget(watch: Any, llm_spans: SpansOf,
+                                                              stub_provider: StubProvider,
+                                                              claude: anthropic.Anthropic, stream: bool,
+                                                              capture: bool) -> None:
+    client = watch(budget_per_hour=100.0, capture_messages=capture)
+    stub_provider.queue(Reply(input_tokens=100, output_tokens=10, web_search_requests=5),
+                        Reply(input_tokens=100, output_tokens=10))
+    _claude_call(claude, stream)
+    _claude_call(claude, stream)
+    searched, plain = llm_spans()
+    tokens = 100 * 3.00 / 1e6 + 10 * 15.00 / 1e6
+    assert searched["cost_usd"] == pytest.approx(tokens + 5 * 10.00 / 1000, rel=1e-9)  # $0.05045
+    assert searched["attributes"]["web_search_requests"] == 5
+    assert plain["cost_usd"] == pytest.approx(tokens, rel=1e-9)
+    assert "web_search_requests" not in plain["attributes"]
+    assert "cost_estimated" not in searched["attributes"]
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(2 * tokens + 0.05, rel=1e-9)

@@ -485,3 +485,26 @@ def test_an_azure_deployment_is_priced_as_the_model_that_answered(stream: bool, 
     assert "cost_estimated" not in chat["attributes"]
     assert embedding["cost_usd"] == pytest.approx(0.13)  # text-embedding-3-large: $0.13 per 1M tokens
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(chat["cost_usd"] + embedding["cost_usd"])
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["plain", "captured"])
+@pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
+def test_responses_web_searches_are_charged(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                            oai: openai.OpenAI, stream: bool, capture: bool) -> None:
+    # gpt-4.1: $2.00 input, $8.00 output per 1M tokens, $10 per 1,000 web search calls (openai.com/api/pricing).
+    # The Responses API counts no searches in usage: one web_search_call output item is one billed search.
+    client = watch(budget_per_hour=100.0, capture_messages=capture)
+    stub_provider.queue(Reply(content="found", input_tokens=1000, output_tokens=100, web_search_requests=2),
+                        Reply(content="plain", input_tokens=1000, output_tokens=100))
+    for _ in range(2):
+        if stream:
+            with oai.responses.stream(model="gpt-4.1", input="hi", tools=[{"type": "web_search"}]) as events:
+                events.get_final_response()
+        else:
+            oai.responses.create(model="gpt-4.1", input="hi", tools=[{"type": "web_search"}])
+    searched, plain = llm_spans()
+    tokens = 1000 * 2.00 / 1e6 + 100 * 8.00 / 1e6
+    assert searched["cost_usd"] == pytest.approx(tokens + 2 * 10.00 / 1000, rel=1e-9)
+    assert searched["attributes"]["web_search_requests"] == 2
+    assert plain["cost_usd"] == pytest.approx(tokens, rel=1e-9) and "web_search_requests" not in plain["attributes"]
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(2 * tokens + 0.02, rel=1e-9)
