@@ -87,13 +87,21 @@ class Usage:
 
 
 def normalize_anthropic_usage(input_tokens: Any, output_tokens: Any, cache_read_input_tokens: Any = 0,
-                              cache_creation_input_tokens: Any = 0) -> dict[str, int]:
-    """Anthropic's ``input_tokens`` excludes cache reads and writes; the span model counts them in."""
+                              cache_creation_input_tokens: Any = 0, ephemeral_1h_input_tokens: Any = 0
+                              ) -> dict[str, int]:
+    """Anthropic's ``input_tokens`` excludes cache reads and writes; the span model counts them in.
+
+    ``ephemeral_1h_input_tokens`` (``usage.cache_creation``): the part of the cache writes made for one hour, which
+    cost more than 5-minute ones; ``cache_write_1h_tokens`` is in the answer only when there are some."""
     uncached = _count(input_tokens) or 0
     read = _count(cache_read_input_tokens) or 0
     write = _count(cache_creation_input_tokens) or 0
-    return {"input_tokens": uncached + read + write, "output_tokens": _count(output_tokens) or 0,
-            "cached_input_tokens": read, "cache_write_tokens": write}
+    usage = {"input_tokens": uncached + read + write, "output_tokens": _count(output_tokens) or 0,
+             "cached_input_tokens": read, "cache_write_tokens": write}
+    hour = _count(ephemeral_1h_input_tokens) if ephemeral_1h_input_tokens else 0
+    if hour:
+        usage["cache_write_1h_tokens"] = hour
+    return usage
 
 
 def _field(data: Any, name: str) -> Any:
@@ -186,8 +194,11 @@ class LLMCall:
             self.span.provider = str(provider)
 
     def set_usage(self, input_tokens: Any = None, output_tokens: Any = None, cached_input_tokens: Any = None,
-                  cache_write_tokens: Any = None) -> None:
-        """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged."""
+                  cache_write_tokens: Any = None, cache_write_1h_tokens: Any = None) -> None:
+        """Token counts in the OpenAI convention (input includes cached). Garbage is ignored and flagged.
+
+        ``cache_write_1h_tokens``: the part of ``cache_write_tokens`` written to Anthropic's 1-hour cache (priced at
+        its own rate); read only with ``cache_write_tokens``."""
         span = self.span
         # The usual report: plain ints in range (their bitwise or is, exactly when each is in [0, 2**40)), cached
         # (given or not) within input, no cache writes. Checked in one test; anything else goes field by field below.
@@ -223,6 +234,9 @@ class LLMCall:
         if cache_write_tokens is not None:
             self._cache_write = _count(cache_write_tokens) or 0
             span.attributes["cache_write_tokens"] = self._cache_write
+            if cache_write_1h_tokens is not None:
+                self._cache_write_1h = min(_count(cache_write_1h_tokens) or 0, self._cache_write)
+                span.attributes["cache_write_1h_tokens"] = self._cache_write_1h
         if span.cached_input_tokens > span.input_tokens:
             span.attributes["usage_invalid"] = True
             span.cached_input_tokens = span.input_tokens

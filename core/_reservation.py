@@ -13,6 +13,9 @@ needs its encodings downloaded, which an offline host cannot do, and the bound n
 text does not carry (an image or audio by URL, a file id) cannot be bounded from the body; each such part
 counts ``MEDIA_PART_TOKENS``, a documented allowance rather than a proof.
 
+Input written to Anthropic's 1-hour cache costs more still: a request asking for it (``cache_control`` with
+``"ttl": "1h"``) reserves its input at that rate.
+
 Web searches (billed per search): the ``max_uses`` of the request's search tools, at the model's price for them.
 
 Output cap: ``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` (Responses API),
@@ -157,7 +160,26 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
     if rates.cache_write > rates.input or rates.tiers:
         # Every input token written to the prompt cache is the dearest case where cache writes cost more.
         cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in))
+    if rates.cache_write_1h is not None and rates.cache_write_1h > rates.cache_write and _asks_hour_cache(body):
+        cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in, tokens_in))  # ... for an hour: dearer still
     return cost + extra
+
+
+def _asks_hour_cache(body: Any, depth: int = 0) -> bool:
+    """Whether the request marks anything for Anthropic's 1-hour cache (``cache_control: {"ttl": "1h"}``, on the
+    request or on a block of its system prompt, messages or tools)."""
+    if depth > 6:
+        return False
+    if isinstance(body, dict):
+        control = body.get("cache_control")
+        if isinstance(control, dict) and control.get("ttl") == "1h":
+            return True
+        items: Any = [body[key] for key in ("system", "messages", "tools", "content") if key in body]
+    elif isinstance(body, list):
+        items = body
+    else:
+        return False
+    return any(_asks_hour_cache(item, depth + 1) for item in items if isinstance(item, dict | list))
 
 
 def search_cap(body: Any) -> int:

@@ -20,7 +20,7 @@ class Reading:
     """What the response said. Token counts are as sent; ``usage()`` converts to the span's convention."""
 
     __slots__ = ("api", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "model",
-                 "finish_reason", "texts", "capture_text", "web_searches")
+                 "finish_reason", "texts", "capture_text", "web_searches", "cache_write_1h_tokens")
 
     def __init__(self, api: str, capture_text: bool = False) -> None:
         self.api = api
@@ -28,6 +28,8 @@ class Reading:
         self.output_tokens: Any = None
         self.cached_tokens: Any = None
         self.cache_write_tokens: Any = None
+        #: Anthropic: the part of the cache writes made for one hour (``usage.cache_creation``), dearer than 5 minutes.
+        self.cache_write_1h_tokens: Any = None
         self.model: str | None = None
         self.finish_reason: str | None = None
         self.capture_text = capture_text
@@ -43,7 +45,7 @@ class Reading:
         """Keyword arguments for ``LLMCall.set_usage`` (input includes cached tokens)."""
         if self.api == "messages":  # Anthropic counts cache reads and writes outside input_tokens
             return normalize_anthropic_usage(self.input_tokens, self.output_tokens, self.cached_tokens or 0,
-                                             self.cache_write_tokens or 0)
+                                             self.cache_write_tokens or 0, self.cache_write_1h_tokens or 0)
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "cached_input_tokens": self.cached_tokens, "cache_write_tokens": self.cache_write_tokens}
 
@@ -181,6 +183,9 @@ def _anthropic(reading: Reading, data: Any) -> None:
         _set(reading, input_tokens=_get(usage, "input_tokens"), output_tokens=_get(usage, "output_tokens"),
              cached_tokens=_get(usage, "cache_read_input_tokens"),
              cache_write_tokens=_get(usage, "cache_creation_input_tokens"))
+        by_ttl = _get(usage, "cache_creation")  # the writes split by time to live
+        if by_ttl is not None:
+            _set(reading, cache_write_1h_tokens=_get(by_ttl, "ephemeral_1h_input_tokens"))
         tools = _get(usage, "server_tool_use")  # null or absent unless a server tool ran
         if tools is not None:
             _set(reading, web_searches=_get(tools, "web_search_requests"))

@@ -115,6 +115,17 @@ def test_worst_case_reserves_the_searches_a_request_allows() -> None:
         plain + input_token_bound(unbounded) * 1e-6 - input_token_bound(body) * 1e-6)
 
 
+def test_worst_case_of_a_request_for_the_one_hour_cache_is_at_that_rate() -> None:
+    client = _init(cost_table_override={MODEL: {"input": 1.0, "output": 9.0, "cache_write": 1.25,
+                                                "cache_write_1h": 2.0}})
+    system = [{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}]
+    five = {"model": MODEL, "system": system, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    hour = {**five, "system": [{**system[0], "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+    output = MAX_TOKENS * 9e-6
+    assert worst_case_usd(client, MODEL, "anthropic", five) == pytest.approx(input_token_bound(five) * 1.25e-6 + output)
+    assert worst_case_usd(client, MODEL, "anthropic", hour) == pytest.approx(input_token_bound(hour) * 2e-6 + output)
+
+
 # ---- admission, settlement, release -----------------------------------------------------------------------
 
 

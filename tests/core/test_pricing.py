@@ -20,6 +20,7 @@ import pytest
 
 import agentwatch
 from agentwatch._pricing import Pricer
+from agentwatch.instrumentation import normalize_anthropic_usage
 
 _M = 1_000_000
 
@@ -278,3 +279,29 @@ def test_billable_units_in_an_override() -> None:
     assert pricer.price("my-model", None, _M, 0, units={"web_search_requests": 4}).cost_usd == pytest.approx(1.1)
     assert Pricer({"x": {"input": 1.0, "output": 2.0}}).price("x", None, _M, 0,
                                                                units={"web_search_requests": 4}).cost_usd == 1.0
+
+
+# ---- Anthropic's 1-hour cache writes: $6.00 per 1M on Sonnet 4.5 ($12.00 above 200k input tokens), 2x input --------
+
+@pytest.mark.parametrize(("input_tokens", "rates"), [(10_000, (3.00, 3.75, 6.00, 15.00)),
+                                                      (300_000, (6.00, 7.50, 12.00, 22.50))], ids=["base", "tier"])
+def test_one_hour_cache_writes_cost_their_own_rate(input_tokens: int, rates: tuple[float, ...]) -> None:
+    rate_in, rate_5m, rate_1h, rate_out = rates
+    # Of 9,000 cache writes (inside input, span convention), 4,000 for one hour.
+    price = Pricer().price("claude-sonnet-4-5", "anthropic", input_tokens, 1_000, 0, 9_000,
+                           cache_write_1h_tokens=4_000)
+    expected = ((input_tokens - 9_000) * rate_in + 5_000 * rate_5m + 4_000 * rate_1h + 1_000 * rate_out) / _M
+    assert price.cost_usd == pytest.approx(expected, rel=1e-9) and price.estimated is False
+
+
+def test_a_call_with_one_hour_cache_writes(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    with agentwatch.llm_call(model="claude-sonnet-4-5", provider="anthropic") as call:
+        call.set_usage(**normalize_anthropic_usage(50, 20, 0, 3000, 3000))
+    agentwatch.flush()
+    [span] = memory.by_kind("llm")
+    assert span["cost_usd"] == pytest.approx((50 * 3.00 + 3000 * 6.00 + 20 * 15.00) / _M, rel=1e-9)
+    assert span["attributes"]["cache_write_1h_tokens"] == 3000
+    # A model without a 1-hour price (gpt-4o) charges those writes as any cache write (as genai-prices does).
+    assert Pricer().price("gpt-4o", "openai", 3050, 20, 0, 3000, cache_write_1h_tokens=3000).cost_usd == \
+        pytest.approx(Pricer().price("gpt-4o", "openai", 3050, 20, 0, 3000).cost_usd)

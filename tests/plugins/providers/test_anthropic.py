@@ -174,3 +174,25 @@ def test_web_searches_are_charged_and_count_toward_the_budget(watch: Any, llm_sp
     assert "web_search_requests" not in plain["attributes"]
     assert "cost_estimated" not in searched["attributes"]
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(2 * tokens + 0.05, rel=1e-9)
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["plain", "captured"])
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+def test_one_hour_cache_writes_are_priced_at_their_rate(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                                        claude: anthropic.Anthropic, stream: bool,
+                                                        capture: bool) -> None:
+    # usage.cache_creation splits cache_creation_input_tokens by time to live: 1-hour writes cost $6.00 per 1M on
+    # Sonnet 4.5, 5-minute ones $3.75.
+    client = watch(budget_per_hour=100.0, capture_messages=capture)
+    stub_provider.queue(Reply(input_tokens=50, output_tokens=20, cache_creation_tokens=3000,
+                              cache_creation_1h_tokens=3000),
+                        Reply(input_tokens=50, output_tokens=20, cache_creation_tokens=3000,
+                              cache_creation_1h_tokens=1000))
+    _claude_call(claude, stream)
+    _claude_call(claude, stream)
+    hour, mixed = llm_spans()
+    assert hour["cost_usd"] == pytest.approx((50 * 3.00 + 3000 * 6.00 + 20 * 15.00) / 1e6, rel=1e-9)  # $0.01845
+    assert mixed["cost_usd"] == pytest.approx((50 * 3.00 + 2000 * 3.75 + 1000 * 6.00 + 20 * 15.00) / 1e6, rel=1e-9)
+    assert (hour["input_tokens"], hour["attributes"]["cache_write_tokens"]) == (3050, 3000)
+    assert hour["attributes"]["cache_write_1h_tokens"] == 3000 and mixed["attributes"]["cache_write_1h_tokens"] == 1000
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(hour["cost_usd"] + mixed["cost_usd"])
