@@ -307,10 +307,10 @@ class Exchange:
                 attributes["response_model"] = model
         if reading.finish_reason and "finish_reason" not in attributes:
             attributes["finish_reason"] = reading.finish_reason
-        if reading.texts:
-            text = reading.text
-            if text is not None and (self.owned or span.output is None):
-                call.set_output(text)
+        if reading.texts or reading.tool_calls:
+            output = reading.output()
+            if output is not None and (self.owned or span.output is None):
+                call.set_output(output)
 
     def _estimate(self, reading: Reading, text_bytes: int, result: Any) -> None:
         """No usage came: charge an estimate from the request and the output (``LLMCall.estimate_usage``;

@@ -8,6 +8,7 @@ again. Readings accumulate: a later event's value replaces an earlier one, which
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ class Reading:
     """What the response said. Token counts are as sent; ``usage()`` converts to the span's convention."""
 
     __slots__ = ("api", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "model",
-                 "finish_reason", "texts", "capture_text", "web_searches", "cache_write_1h_tokens")
+                 "finish_reason", "texts", "capture_text", "web_searches", "cache_write_1h_tokens", "tool_calls")
 
     def __init__(self, api: str, capture_text: bool = False) -> None:
         self.api = api
@@ -34,6 +35,9 @@ class Reading:
         self.finish_reason: str | None = None
         self.capture_text = capture_text
         self.texts: list[str] = []
+        #: The model's tool calls (only when text is captured): position -> [id, name, argument pieces]. A stream
+        #: sends each call's arguments in pieces, under its position (OpenAI's ``index``, Anthropic's block index).
+        self.tool_calls: dict[int, list[Any]] | None = None
         #: Web searches the provider's own search tool ran (billed per search): None when it reported none.
         self.web_searches: Any = None
 
@@ -52,6 +56,36 @@ class Reading:
     @property
     def text(self) -> str | None:
         return "".join(self.texts) if self.texts else None
+
+    def output(self) -> Any:
+        """What the span keeps as the model's output: its text; with tool calls, the same shape for every provider:
+        ``{"role": "assistant", "content": text or None, "tool_calls": [{"id", "name", "arguments"}]}``, the
+        arguments as the JSON text the model wrote (the shape ``otlp`` turns into tool-call parts)."""
+        text = self.text
+        if not self.tool_calls:
+            return text
+        calls = [{"id": call[0], "name": call[1], "arguments": "".join(call[2])}
+                 for _, call in sorted(self.tool_calls.items())]
+        return {"role": "assistant", "content": text or None, "tool_calls": calls}  # a stream opens with ""
+
+    def tool_call(self, position: int, call_id: Any = None, name: Any = None, arguments: Any = None) -> None:
+        """Add to the tool call at ``position`` what one response or stream event says of it."""
+        calls = self.tool_calls
+        if calls is None:
+            calls = self.tool_calls = {}
+        if not isinstance(position, int):  # a malformed event: a call of its own, not a key the sort would refuse
+            position = len(calls)
+        call = calls.get(position)
+        if call is None:
+            call = calls[position] = [None, None, []]
+        if isinstance(call_id, str):
+            call[0] = call_id
+        if isinstance(name, str):
+            call[1] = name
+        if isinstance(arguments, str):
+            call[2].append(arguments)
+        elif arguments is not None:  # Anthropic's whole input: an object, written as the JSON it was sent as
+            call[2] = [json.dumps(arguments, ensure_ascii=False, default=str)]
 
 
 def _get(data: Any, name: str) -> Any:
@@ -132,11 +166,19 @@ def _openai_chat(reading: Reading, data: Any) -> None:
     if value is not None:
         reading.finish_reason = value
     if reading.capture_text:
-        text = _get(_get(choice, "message"), "content") or _get(_get(choice, "delta"), "content")
+        message = _get(choice, "message") or _get(choice, "delta")
+        text = _get(message, "content")
         if text is None:
             text = _get(choice, "text")  # legacy completions
         if isinstance(text, str):
             reading.texts.append(text)
+        calls = _get(message, "tool_calls")
+        if calls:
+            for position, call in enumerate(_items(calls)):
+                index = _get(call, "index")  # a stream's piece names its call; a whole message lists them
+                function = _get(call, "function")
+                reading.tool_call(index if isinstance(index, int) else position, _get(call, "id"),
+                                  _get(function, "name"), _get(function, "arguments"))
 
 
 def _openai_responses(reading: Reading, data: Any) -> None:
@@ -161,12 +203,17 @@ def _openai_responses(reading: Reading, data: Any) -> None:
         searches = sum(1 for item in output if _get(item, "type") == "web_search_call")
         if searches:
             reading.web_searches = searches
-    if reading.capture_text and not reading.texts:
-        for item in _items(_get(data, "output")):
-            for part in _items(_get(item, "content")):
-                text = _get(part, "text")
-                if _get(part, "type") == "output_text" and isinstance(text, str):
-                    reading.texts.append(text)
+    if reading.capture_text:
+        streamed = bool(reading.texts)  # a stream's text came in deltas: the final response repeats it
+        for position, item in enumerate(_items(output)):
+            kind = _get(item, "type")
+            if kind == "function_call":  # the whole call, in the answer and in a stream's final response
+                reading.tool_call(position, _get(item, "call_id"), _get(item, "name"), _get(item, "arguments"))
+            elif not streamed:
+                for part in _items(_get(item, "content")):
+                    text = _get(part, "text")
+                    if _get(part, "type") == "output_text" and isinstance(text, str):
+                        reading.texts.append(text)
 
 
 def _anthropic(reading: Reading, data: Any) -> None:
@@ -174,9 +221,18 @@ def _anthropic(reading: Reading, data: Any) -> None:
     if kind == "message_start":
         data = _get(data, "message")
     elif kind == "content_block_delta":
-        text = _get(_get(data, "delta"), "text")
-        if reading.capture_text and isinstance(text, str):
-            reading.texts.append(text)
+        if reading.capture_text:
+            delta = _get(data, "delta")
+            text = _get(delta, "text")
+            if isinstance(text, str):
+                reading.texts.append(text)
+            elif _get(delta, "type") == "input_json_delta":  # a piece of a tool call's arguments
+                reading.tool_call(_get(data, "index"), arguments=_get(delta, "partial_json"))
+        return
+    elif kind == "content_block_start":
+        block = _get(data, "content_block")
+        if reading.capture_text and _get(block, "type") == "tool_use":  # its input streams in the deltas
+            reading.tool_call(_get(data, "index"), _get(block, "id"), _get(block, "name"))
         return
     usage = _get(data, "usage")
     if usage is not None:
@@ -192,10 +248,13 @@ def _anthropic(reading: Reading, data: Any) -> None:
     stop = _get(_get(data, "delta"), "stop_reason") if kind == "message_delta" else _get(data, "stop_reason")
     _set(reading, model=_get(data, "model"), finish_reason=stop)
     if reading.capture_text and kind is not None and kind != "message_delta":
-        for block in _items(_get(data, "content")):
+        for position, block in enumerate(_items(_get(data, "content"))):
+            block_type = _get(block, "type")
             text = _get(block, "text")
-            if _get(block, "type") == "text" and isinstance(text, str):
+            if block_type == "text" and isinstance(text, str):
                 reading.texts.append(text)
+            elif block_type == "tool_use":
+                reading.tool_call(position, _get(block, "id"), _get(block, "name"), _get(block, "input"))
 
 
 def _gemini(reading: Reading, data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -196,3 +197,28 @@ def test_one_hour_cache_writes_are_priced_at_their_rate(watch: Any, llm_spans: S
     assert (hour["input_tokens"], hour["attributes"]["cache_write_tokens"]) == (3050, 3000)
     assert hour["attributes"]["cache_write_1h_tokens"] == 3000 and mixed["attributes"]["cache_write_1h_tokens"] == 1000
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(hour["cost_usd"] + mixed["cost_usd"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+def test_captured_output_keeps_the_models_tool_calls(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                                     claude: anthropic.Anthropic, stream: bool) -> None:
+    # The same shape as OpenAI's (tests/plugins/providers/test_openai.py): the text and [{id, name, arguments}],
+    # the arguments as the JSON text of the tool_use block's input.
+    watch(capture_messages=True)
+    weather = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    stub_provider.queue(Reply(content="", tool_calls=weather), Reply(content="Looking.", tool_calls=weather))
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    for _ in range(2):
+        if stream:
+            with claude.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES,
+                                        tools=tools) as events:  # type: ignore[arg-type]
+                events.get_final_message()
+        else:
+            claude.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES, tools=tools)  # type: ignore
+    bare, with_text = llm_spans()
+    for span, text in ((bare, None), (with_text, "Looking.")):
+        output = span["output"]
+        assert (output["role"], output["content"]) == ("assistant", text)
+        [call] = output["tool_calls"]
+        assert set(call) == {"id", "name", "arguments"} and call["id"].startswith("toolu_")
+        assert (call["name"], json.loads(call["arguments"])) == ("get_weather", {"city": "Paris"})

@@ -508,3 +508,55 @@ def test_responses_web_searches_are_charged(watch: Any, llm_spans: SpansOf, stub
     assert searched["attributes"]["web_search_requests"] == 2
     assert plain["cost_usd"] == pytest.approx(tokens, rel=1e-9) and "web_search_requests" not in plain["attributes"]
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(2 * tokens + 0.02, rel=1e-9)
+
+
+WEATHER = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def _tool_calls_of(output: Any) -> list[tuple[str, Any]]:
+    """(name, parsed arguments) of each tool call in a captured output, checking the shape every provider shares."""
+    assert isinstance(output, dict) and output["role"] == "assistant", output
+    calls = output["tool_calls"]
+    assert all(set(call) == {"id", "name", "arguments"} and isinstance(call["id"], str) for call in calls), calls
+    return [(call["name"], json.loads(call["arguments"])) for call in calls]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_captured_output_keeps_the_models_tool_calls(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                                     oai: openai.OpenAI, stream: bool) -> None:
+    watch(capture_messages=True)
+    stub_provider.queue(Reply(content="", tool_calls=WEATHER), Reply(content="Looking.", tool_calls=WEATHER),
+                        Reply(content="", tool_calls=WEATHER))
+    result = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL],  # type: ignore
+                                         stream=stream)
+    if stream:
+        list(result)  # type: ignore[call-overload]
+    result = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL],  # type: ignore
+                                         stream=stream)
+    if stream:
+        list(result)  # type: ignore[call-overload]
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    if stream:
+        with oai.responses.stream(model="gpt-4.1", input="hi", tools=tools) as events:  # type: ignore[arg-type]
+            events.get_final_response()
+    else:
+        oai.responses.create(model="gpt-4.1", input="hi", tools=tools)  # type: ignore[arg-type]
+    chat, chat_with_text, responses = llm_spans()
+    for span in (chat, chat_with_text, responses):
+        assert _tool_calls_of(span["output"]) == [("get_weather", {"city": "Paris"})]
+    assert chat["output"]["content"] is None and responses["output"]["content"] is None
+    assert chat_with_text["output"]["content"] == "Looking."
+    assert chat["attributes"]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("config", [{}, {"capture_messages": True, "zero_data_retention": True}],
+                         ids=["not-asked", "zero-retention"])
+def test_tool_calls_are_kept_only_when_text_is(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
+                                               oai: openai.OpenAI, config: dict[str, Any]) -> None:
+    watch(**config)
+    stub_provider.queue(Reply(content="", tool_calls=WEATHER), Reply(content="", tool_calls=WEATHER))
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    list(oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL],  # type: ignore
+                                     stream=True))
+    assert [span.get("output") for span in llm_spans()] == [None, None]
