@@ -412,12 +412,37 @@ def request_model(endpoint: Endpoint, path: str, body: Any) -> str | None:
 
 
 def request_input(body: Any) -> Any:
+    """The prompt of a request body, to capture (asked only when text is captured): its messages (with Anthropic's
+    ``system`` first, as a system message, as OpenAI's requests carry it), input, contents or prompt, JSON-like."""
     if not isinstance(body, dict):
         return None
     for key in ("messages", "input", "contents", "prompt"):
         if key in body:
-            return body[key]
+            value = _json_like(body[key])
+            if key == "messages" and isinstance(value, list):
+                system = body.get("system")  # Anthropic's system prompt is beside the messages, not among them
+                if system is not None:
+                    value.insert(0, {"role": "system", "content": _json_like(system)})
+            return value
     return None
+
+
+def _json_like(value: Any, depth: int = 0) -> Any:
+    """``value`` with SDK objects (an Anthropic reply's content blocks passed back in the next request) as the JSON
+    the SDK sends for them, not their ``repr``; a copy, so a later change to the user's list does not show."""
+    if value is None or value.__class__ in (str, int, float, bool) or depth > 32:
+        return value
+    if isinstance(value, dict):
+        return {key: _json_like(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_like(item, depth + 1) for item in value]
+    dump = getattr(value, "model_dump", None)  # pydantic, as both SDKs' models are
+    if callable(dump):
+        try:
+            return _json_like(dump(mode="json", exclude_unset=True), depth + 1)
+        except Exception:  # not pydantic's after all: kept as it is (the exporter writes its str)
+            return value
+    return value
 
 
 def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
@@ -455,7 +480,7 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
         body = parse_json(body)
     model = request_model(endpoint, path, body)
     call = start_llm_call(f"{provider}.{endpoint.name}", model=model, provider=provider, kind=endpoint.kind,
-                          input=request_input(body), request_body=body)
+                          input=request_input(body) if capturing(client) else None, request_body=body)
     exchange = Exchange(call, endpoint, owned=True, ends_with_body=True)
     exchange.request_body = body
     return exchange, True

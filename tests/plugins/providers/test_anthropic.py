@@ -222,3 +222,36 @@ def test_captured_output_keeps_the_models_tool_calls(watch: Any, llm_spans: Span
         [call] = output["tool_calls"]
         assert set(call) == {"id", "name", "arguments"} and call["id"].startswith("toolu_")
         assert (call["name"], json.loads(call["arguments"])) == ("get_weather", {"city": "Paris"})
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+def test_captured_input_has_the_system_prompt_and_reply_blocks_as_json(watch: Any, llm_spans: SpansOf,
+                                                                       stub_provider: StubProvider,
+                                                                       claude: anthropic.Anthropic,
+                                                                       stream: bool) -> None:
+    watch(capture_messages=True)
+    weather = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    stub_provider.queue(Reply(content="Let me look.", tool_calls=weather), Reply(content="Sunny."))
+    system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    first = claude.messages.create(model=MODEL, max_tokens=64, system="You are terse.", messages=MESSAGES,
+                                   tools=tools)  # type: ignore[arg-type]
+    # The reply's content blocks (the SDK's own objects) passed back, as its docs show for tool use.
+    history = [*MESSAGES, {"role": "assistant", "content": first.content},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_stub1_0",
+                                             "content": "sunny"}]}]
+    if stream:
+        with claude.messages.stream(model=MODEL, max_tokens=64, system=system, messages=history,  # type: ignore
+                                    tools=tools) as events:  # type: ignore[arg-type]
+            events.get_final_message()
+    else:
+        claude.messages.create(model=MODEL, max_tokens=64, system=system, messages=history,  # type: ignore
+                               tools=tools)  # type: ignore[arg-type]
+    asked, answered = llm_spans()
+    assert asked["input"] == [{"role": "system", "content": "You are terse."}, *MESSAGES]
+    assert answered["input"][0] == {"role": "system", "content": system}
+    assert answered["input"][2] == {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "toolu_stub1_0", "name": "get_weather", "input": {"city": "Paris"}}]}
+    assert answered["input"][3] == history[2]
+    assert answered["input"][1:] == stub_provider.requests[1].json["messages"]  # what the SDK sent
