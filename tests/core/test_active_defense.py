@@ -210,3 +210,27 @@ def test_agents_named_in_any_script_are_apart(memory: agentwatch.InMemoryExporte
     with agentwatch.agent("Ünïcode Agent"):
         assert agentwatch.current_span() is not None
         assert agentwatch.current_span().agent_id == "ünïcode-agent"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("declared", ["preset", "agent"])
+def test_agents_block_when_init_blocks(declared: str, memory: agentwatch.InMemoryExporter) -> None:
+    """``init(block_on_threshold=True)`` is an agent's default, as ``hard_budget`` is. Found 2026-12-05: an agent's
+    budget from ``init(agents=...)`` or ``agent(..., budget_per_hour=...)`` only alerted, every call went out."""
+    limits = {"budget_per_hour": ONE_CALL_USD}
+    agentwatch.init(exporters=[memory], block_on_threshold=True,
+                    agents={"Researcher": limits} if declared == "preset" else {})
+    with agentwatch.agent("Researcher", **({} if declared == "preset" else limits)):  # type: ignore[arg-type]
+        _spend(1)
+        with pytest.raises(CircuitBreakerException) as caught:
+            _spend(1)
+    assert caught.value.scope_id == "researcher"
+
+
+def test_an_agent_only_alerts_when_init_only_alerts_or_it_says_so(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory], block_on_threshold=True)
+    with agentwatch.agent("Watcher", budget_per_hour=ONE_CALL_USD, block_on_threshold=False):
+        _spend(2)  # alerts, does not block: the agent's own setting wins
+    agentwatch.shutdown()
+    agentwatch.init(exporters=[memory])
+    with agentwatch.agent("Quiet", budget_per_hour=ONE_CALL_USD):
+        _spend(2)  # init's default (alert only) applies
