@@ -261,6 +261,10 @@ class Client:
                   agent: AgentScope | None, model: str | None, provider: str | None) -> Span:
         """``start_span`` with everything given (the parent, the agent: no context read for them), positionally:
         the LLM-call path, which has already read the context."""
+        if kind == "trace" and parent is not None and parent.kind == "session" and parent.parent_span_id is None:
+            # A session opened outside any trace groups traces: a trace() in it (a conversation's turn, a run and its
+            # retry) is a trace of its own with the session's id, not a branch of one trace holding them all.
+            parent = None
         if parent is None:
             span = Span(name, kind, None, None, None, None, None, None, None, model, provider, attributes)
         else:

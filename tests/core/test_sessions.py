@@ -34,6 +34,29 @@ def test_every_span_inside_a_session_carries_its_id(memory: agentwatch.InMemoryE
                                  "note": "inner", "outside": None}
 
 
+def test_each_trace_in_a_session_is_a_trace_of_its_own(memory: agentwatch.InMemoryExporter) -> None:
+    """Sessions group traces: a chat app's session() around the conversation and a trace() per turn gives one trace
+    per turn, each with the session's id. Found 2026-12-05: the turns were branches of one trace under the session
+    span (the collector's session view read one trace; a blocked run and its retry, one trace with no resume)."""
+    agentwatch.init(exporters=[memory])
+    with agentwatch.session("conv-42") as session:
+        for turn in range(3):
+            with agentwatch.trace(f"turn-{turn}"), agentwatch.llm_call("chat", model="gpt-4o-mini") as call:
+                call.set_usage(10, 5)
+        with agentwatch.agent("Helper"), agentwatch.llm_call("aside", model="gpt-4o-mini"):
+            pass  # not in a trace(): in the session's own tree, as before
+    with agentwatch.trace("outer"), agentwatch.session("inner"), agentwatch.trace("nested"):
+        pass  # a session inside a trace is a part of that trace: a trace() in it stays in it
+    agentwatch.flush()
+    spans = {span["name"]: span for span in memory.spans if span["kind"] != "process"}
+    turns = [spans[f"turn-{turn}"] for turn in range(3)]
+    assert len({turn["trace_id"] for turn in turns} | {spans["conv-42"]["trace_id"]}) == 4
+    assert all(turn["parent_span_id"] is None and turn["attributes"]["session.id"] == session.id for turn in turns)
+    assert spans["Helper"]["parent_span_id"] == spans["conv-42"]["span_id"]
+    assert spans["nested"]["trace_id"] == spans["outer"]["trace_id"] == spans["inner"]["trace_id"]
+    assert spans["nested"]["parent_span_id"] == spans["inner"]["span_id"]
+
+
 def test_a_session_entered_again_keeps_its_id_and_an_unnamed_one_gets_a_new_id(
         memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory])
