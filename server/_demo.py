@@ -110,9 +110,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         outcome = run_demo(base, checkpoints)
         _summary(base, outcome, sys.stdout)
-        print(f"\nDashboard: {base}/", flush=True)
         if getattr(args, "no_serve", False):
             return 0
+        print(f"\nDashboard: {base}/", flush=True)
         print("Serving the dashboard; press Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(3600)

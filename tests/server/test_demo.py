@@ -49,5 +49,5 @@ def test_demo_trips_resumes_and_reaches_the_collector(tmp_path: Path) -> None:
 def test_demo_command_exits_with_no_serve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["demo", "--no-serve", "--port", "0", "--db", str(tmp_path / "cli.db")]) == 0
     out = capsys.readouterr().out
-    assert "resumed" in out and "Dashboard: http://127.0.0.1:" in out
+    assert "resumed" in out and "Dashboard:" not in out  # no server is left to open
     assert "researcher" in out and "blocked calls 1" in out
