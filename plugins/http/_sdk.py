@@ -23,6 +23,7 @@ is left to the HTTP tap (``BUILT_REQUEST``), which reads its response and ends i
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -173,8 +174,13 @@ def forget_providers() -> None:
 
 
 def _ask_stream_usage(api_client: Any, options: Any, exchange: Exchange, client: Any) -> None:
-    """Ask a chat stream (``body["stream"] is True``) for its usage if configured to (``_stream_usage``).
-    Only asked where the response passes our httpx tap, which hides the answer. Never raises."""
+    """Decide whether a chat stream (``body["stream"] is True``) is asked for its usage (``_stream_usage``): only
+    where the response passes our httpx tap, which hides the answer. Never raises.
+
+    Only decided here: the option is added to the request the SDK builds (``_asking_usage``), never to ``options``.
+    That object is the caller's, and so also that of any instrumentation wrapped around ``request()`` inside or
+    outside ours (OpenInference's, instrumented before ``init()``, runs inside ours and records the options it is
+    given): changed, it would show ``stream_options`` the user never set."""
     try:
         body = options.json_data
         if not wants_usage(client.config.stream_usage, api_client.base_url, body, options.extra_json):
@@ -185,12 +191,31 @@ def _ask_stream_usage(api_client: Any, options: Any, exchange: Exchange, client:
         custom = getattr(api_client, "_custom_headers", None) or {}
         if any(name.lower() == "accept-encoding" for name in (*headers, *custom)):
             return  # the user chose an encoding: the tap filters plain bytes only
-        options.json_data = asked_usage_body(body)
-        # The tap filters the SSE bytes as they arrive, before the client decodes them: ask for them plain.
-        options.headers = {**headers, "Accept-Encoding": "identity"}
         exchange.usage_requested = True
     except Exception:
         swallow_internal_error("the SDK layer")
+
+
+def _asking_usage(options: Any, exchange: Exchange) -> Any:
+    """A copy of the options of one attempt, as the SDK is about to build its request, that asks for the stream's
+    usage; ``options`` itself is left as it was. Never raises: on an internal error the request goes as the user made
+    it, and nothing is filtered from its response."""
+    try:
+        body = options.json_data
+        if body.__class__ is not dict or body.get("stream") is not True:
+            return options  # not the chat stream that was decided on (some other request built inside its call)
+        if "stream_options" in body:
+            return options  # a builder around the base class's (Azure's) asked already, in the copy it passes on
+        asked = copy.copy(options)  # shallow, as the SDK's own model_copy: only the two replaced fields differ
+        asked.json_data = asked_usage_body(body)
+        # The tap filters the SSE bytes as they arrive, before the client decodes them: ask for them plain.
+        asked.headers = {**(options.headers if isinstance(options.headers, Mapping) else {}),
+                         "Accept-Encoding": "identity"}
+        return asked
+    except Exception:
+        exchange.usage_requested = False
+        swallow_internal_error("the SDK layer")
+        return options
 
 
 def _raised(exchange: Exchange, error: BaseException) -> None:
@@ -266,11 +291,13 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
     first_attempt = defaults["retries_taken"]
 
     def _build_request(self: Any, options: Any, *args: Any, retries_taken: int = first_attempt, **kwargs: Any) -> Any:
+        exchange = CURRENT_EXCHANGE.get()
+        if exchange is not None and exchange.usage_requested:  # a chat stream we ask for its usage: a copy asks
+            options = _asking_usage(options, exchange)
         if args or kwargs:
             request = original(self, options, *args, retries_taken=retries_taken, **kwargs)
         else:  # the SDK's own call: no argument tuple and keyword dict to build again
             request = original(self, options, retries_taken=retries_taken)
-        exchange = CURRENT_EXCHANGE.get()
         if exchange is not None:  # the usual case: built inside our request(), which has its call
             exchange.request = request  # what the tap is about to send for it (Azure's builder wraps the base's: its)
         else:

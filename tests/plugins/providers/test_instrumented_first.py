@@ -278,3 +278,97 @@ def test_a_plain_wrapper_installed_before_init_gets_the_arguments_it_got_before(
     report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     assert report["answers"] == ["ok", 3, 404, "Basic dTpw"]
     assert report["spans"] == ["openai.chat.completions"] * 2
+
+
+ASKED_FOR_USAGE = r'''
+import asyncio, json, sys
+import httpx, openai
+from tests.stubs.provider_server import Reply, StubProvider
+from openinference.instrumentation.openai import OpenAIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+watched, stream_usage, flavour = sys.argv[1] == "watched", sys.argv[2], sys.argv[3]
+traced = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(traced))
+OpenAIInstrumentor().instrument(tracer_provider=provider)
+if watched:
+    import agentwatch
+    memory = agentwatch.InMemoryExporter()
+    agentwatch.init(exporters=[memory], **({} if stream_usage == "auto" else {"stream_usage": stream_usage}))
+
+
+class ToStub:
+    """Requests for api.openai.com go to the stub: "auto" asks there, with no network."""
+
+    def __init__(self, stub, inner):
+        self.stub, self.inner = stub, inner
+
+    def redirect(self, request):
+        request.url = request.url.copy_with(scheme="http", host=self.stub.host, port=self.stub.port)
+        return request
+
+
+class SyncToStub(ToStub, httpx.BaseTransport):
+    def handle_request(self, request):
+        return self.inner.handle_request(self.redirect(request))
+
+
+class AsyncToStub(ToStub, httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request):
+        return await self.inner.handle_async_request(self.redirect(request))
+
+
+with StubProvider() as stub:
+    stub.queue(Reply(content="one two three", input_tokens=30, output_tokens=90))
+    if stream_usage == "auto":  # the default, at OpenAI's own API
+        base_url = "https://api.openai.com/v1"
+        http_client = httpx.AsyncClient(transport=AsyncToStub(stub, httpx.AsyncHTTPTransport())) \
+            if flavour == "async" else httpx.Client(transport=SyncToStub(stub, httpx.HTTPTransport()))
+    else:
+        base_url, http_client = stub.openai_base_url, None
+    options = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    if flavour == "async":
+        async def main():
+            client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0, http_client=http_client)
+            stream = await client.chat.completions.create(**options)
+            return [chunk.model_dump(exclude={"created"}) async for chunk in stream]
+        chunks = asyncio.run(main())
+    else:
+        client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, http_client=http_client)
+        chunks = [chunk.model_dump(exclude={"created"}) for chunk in client.chat.completions.create(**options)]
+    sent = stub.last.json  # chunks without "created": a stub's second differs from one run to the next
+[span] = traced.get_finished_spans()
+report = {"chunks": chunks, "sent_stream_options": sent.get("stream_options"),
+          "input": json.loads(span.attributes["input.value"]),
+          "parameters": json.loads(span.attributes["llm.invocation_parameters"])}
+if watched:
+    agentwatch.flush()
+    [llm] = [span for span in memory.spans if span["kind"] == "llm"]
+    report["tokens"] = [llm["input_tokens"], llm["output_tokens"], "usage_estimated" in llm["attributes"]]
+print(json.dumps(report))
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("stream_usage", ["always", "auto"])
+def test_openinference_records_a_stream_we_ask_for_usage_as_the_user_made_it(
+        tmp_path: Path, stream_usage: str, flavour: str) -> None:
+    """OpenInference instrumented before ``init()`` wraps ``request()`` inside ours and records the options it gets.
+    The stream's usage is asked for in the request the SDK builds, not in the caller's options: its span shows the
+    call as made (found 2026-12-06: ``stream_options: {include_usage: true}`` in its ``input.value`` and
+    ``llm.invocation_parameters``, which the user never set), and the usage is still asked for and charged."""
+    without: dict[str, Any] = json.loads(_run(ASKED_FOR_USAGE, tmp_path, "plain", stream_usage, flavour,
+                                              timeout=100).stdout.splitlines()[-1])
+    watched: dict[str, Any] = json.loads(_run(ASKED_FOR_USAGE, tmp_path, "watched", stream_usage, flavour,
+                                              timeout=100).stdout.splitlines()[-1])
+    assert without["sent_stream_options"] is None
+    assert watched["sent_stream_options"] == {"include_usage": True}  # asked all the same
+    assert watched["tokens"] == [30, 90, False]  # charged from the usage the server sent
+    assert "stream_options" not in without["parameters"]
+    assert watched["parameters"] == without["parameters"]
+    assert watched["input"] == without["input"]
+    assert watched["chunks"] == without["chunks"]  # and the stream is what it is without AgentWatch
