@@ -118,11 +118,25 @@ def _begin(model_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     if client is None:
         return None
     messages = args[0] if args else kwargs.get("messages")
-    return start_llm_call(
+    call = start_llm_call(
         type(model_client).__name__, model=_model(model_client), provider=_provider(model_client),
         input=_dump_messages(messages) if capturing(client) and messages is not None else None,
         attributes={"framework": "autogen", "streaming": streaming},
     )
+    if call.hard_budget:  # only a hard budget's top-up refuses a call below this layer
+        call.raise_refusal_as(_noted)
+    return call
+
+
+def _noted(blocked: CircuitBreakerException) -> CircuitBreakerException:
+    """A hard budget's refusal below AutoGen, as a block here is: noted for the team run (``_blocked``).
+
+    The HTTP layer inside the provider SDK reserves the request body's worst case after this layer admitted the
+    call, and may be refused there. A team's runtime turns whatever its agent raised into AgentChat's
+    ``RuntimeError``; only a noted block is given back to the team's caller as the ``CircuitBreakerException``
+    (with ``.monitor``) and ends the team span blocked. Nothing was sent, and the block is raised unchanged."""
+    note_blocked(blocked)
+    return blocked
 
 
 def _usage_from_result(call: LLMCall, result: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
-from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import SingleThreadedAgentRuntime
 from autogen_core.tools import FunctionTool
 
@@ -189,3 +189,49 @@ async def test_no_agent_or_team_spans_and_no_context_left_after_shutdown(memory,
 
     assert [span for span in spans(memory) if span["kind"] != "process"] == []
     assert agentwatch.current_span() is None
+
+
+def _selector_team(model_client: Any) -> SelectorGroupChat:
+    return SelectorGroupChat(
+        [AssistantAgent("writer", model_client=model_client, description="Writes drafts."),
+         AssistantAgent("critic", model_client=model_client, description="Reviews drafts.")],
+        model_client=model_client, termination_condition=MaxMessageTermination(3))
+
+
+def _swarm_team(model_client: Any) -> Swarm:
+    writer = AssistantAgent("writer", model_client=model_client, handoffs=["critic"])
+    critic = AssistantAgent("critic", model_client=model_client, model_client_stream=True)
+    return Swarm([writer, critic], termination_condition=MaxMessageTermination(3))
+
+
+# The first call costs $0.021 of gpt-4o-mini; the second's worst case (its prompt plus 16,384 output tokens, about
+# $0.0099) does not fit in the $0.004 left, so the HTTP layer refuses it inside the openai SDK, below AutoGen.
+HARD_BUDGET = 0.025
+BIG_REPLY = {"input_tokens": 100_000, "output_tokens": 10_000}
+
+
+@pytest.mark.parametrize(("make_team", "first", "second"), [
+    pytest.param(two_agent_team, "a draft", "a review", id="round_robin-streaming_critic"),
+    pytest.param(_selector_team, "writer", "a draft", id="selector-agent_after_selection"),
+    pytest.param(_swarm_team, "a draft", "a second draft", id="swarm"),
+])
+async def test_a_hard_budget_refusal_inside_a_team_reaches_the_caller_as_circuit_breaker_exception(
+        memory, stub_provider, model_client, make_team, first, second):
+    agentwatch.init(exporters=[memory], budget_per_hour=HARD_BUDGET, hard_budget=True)
+    stub_provider.queue(Reply(content=first, **BIG_REPLY), Reply(content=second), Reply(content="more"))
+    team = make_team(model_client)
+
+    with pytest.raises(CircuitBreakerException) as blocked:
+        await team.run(task="Write a haiku")
+
+    assert blocked.value.reason == "hard_budget"
+    assert blocked.value.monitor is agentwatch.get_client().monitor
+    assert chat_requests(stub_provider) == 1  # the refused call was never sent
+    [team_span] = spans(memory, "chain")
+    assert team_span["status"] == "blocked"
+    assert [span["status"] for span in spans(memory, "llm")] == ["ok", "blocked"]
+
+    # Recovery as after a pre-call block: raise the budget and continue the conversation.
+    blocked.value.monitor.increase_budget(1.0)
+    result = await team.run()
+    assert result.messages and chat_requests(stub_provider) >= 2
