@@ -6,6 +6,8 @@
 - ``ConversableAgent.execute_function`` / ``a_execute_function``: a ``tool`` span, current while the function runs,
   with the asking agent's scope; ``_run_async_in_thread`` (an ``async def`` tool in a synchronous chat) carries
   the context over to its thread.
+- ``ConversableAgent._reflection_with_llm_as_summary`` / ``_reflection_with_llm``: a block of a chat's
+  ``reflection_with_llm`` summary reaches the caller of the chat instead of AG2's empty summary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
     Carried,
     Frame,
@@ -32,8 +35,8 @@ from agentwatch.instrumentation import (
 )
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
-           "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "open_span_of",
-           "forget_open_spans"]
+           "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "wrap_reflection_with_llm",
+           "wrap_reflection_with_llm_as_summary", "open_span_of", "forget_open_spans"]
 
 _CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_ag2_agent", default=None)
 #: The name of the agent whose message the current reply answers: the one that asked for the tool calls it runs.
@@ -251,3 +254,54 @@ def wrap_a_initiate_chat(original: Callable[..., Any]) -> Callable[..., Any]:
         return await call_in_frame(frame, original, self, *args, **kwargs)
 
     return a_initiate_chat
+
+
+# ---- reflection summaries -----------------------------------------------------------------------------
+# ``_reflection_with_llm_as_summary`` (a chat's ``summary_method="reflection_with_llm"``, and a nested chat's
+# carryover) catches every ``Exception`` of its LLM call (``_reflection_with_llm``) and makes the summary "" with a
+# ``UserWarning``: a block there would be lost, the chat would return as if summarised and ``initiate_chats`` would
+# start the next chat on an empty carryover. A block is carried past that ``except`` and raised again outside it, as
+# a block of any other call of the chat reaches its caller; anything else the call raises stays AG2's to handle.
+
+_IN_SUMMARY: ContextVar[bool] = ContextVar("agentwatch_ag2_in_summary", default=False)
+
+
+class _SummaryBlocked(BaseException):
+    """A block of the summary's LLM call on its way past AG2's ``except Exception`` (not an ``Exception``)."""
+
+    def __init__(self, blocked: CircuitBreakerException) -> None:
+        super().__init__(str(blocked))
+        self.blocked = blocked
+
+
+def wrap_reflection_with_llm(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _reflection_with_llm(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        except CircuitBreakerException as blocked:
+            if _IN_SUMMARY.get():  # only where our summary wrapper is there to turn it back into the block
+                raise _SummaryBlocked(blocked) from None
+            raise
+
+    return _reflection_with_llm
+
+
+def wrap_reflection_with_llm_as_summary(original: Any) -> Any:
+    """``original`` is the ``staticmethod`` in ``ConversableAgent``'s ``__dict__``: the wrapper is one too."""
+    function = original.__func__ if isinstance(original, staticmethod) else original
+
+    @functools.wraps(function)
+    def _reflection_with_llm_as_summary(*args: Any, **kwargs: Any) -> Any:
+        if get_client() is None:
+            return function(*args, **kwargs)
+        token = _IN_SUMMARY.set(True)
+        try:
+            return function(*args, **kwargs)
+        except _SummaryBlocked as passing:
+            raise passing.blocked from None
+        finally:
+            _IN_SUMMARY.reset(token)
+
+    return staticmethod(_reflection_with_llm_as_summary) if isinstance(original, staticmethod) else \
+        _reflection_with_llm_as_summary

@@ -18,6 +18,8 @@ from ._agents import (
     wrap_execute_function,
     wrap_generate_reply,
     wrap_initiate_chat,
+    wrap_reflection_with_llm,
+    wrap_reflection_with_llm_as_summary,
     wrap_run_async_in_thread,
 )
 from ._llm import wrap_create
@@ -52,6 +54,8 @@ def install() -> None:
         _patch(ConversableAgent, "execute_function", wrap_execute_function)
         _patch(ConversableAgent, "a_execute_function", wrap_a_execute_function)
         _patch(ConversableAgent, "_run_async_in_thread", wrap_run_async_in_thread)
+        _patch(ConversableAgent, "_reflection_with_llm", wrap_reflection_with_llm)
+        _patch(ConversableAgent, "_reflection_with_llm_as_summary", wrap_reflection_with_llm_as_summary)
         _runtime_log.install()
 
 

@@ -182,7 +182,9 @@ def test_shutdown_removes_patches_and_runtime_logger(memory, stub_provider, pair
     assert not hasattr(OpenAIWrapper.__dict__["create"], ORIGINAL)
     assert not any(hasattr(ConversableAgent.__dict__[name], ORIGINAL)
                    for name in ("generate_reply", "a_generate_reply", "initiate_chat", "a_initiate_chat",
-                                "execute_function", "a_execute_function", "_run_async_in_thread"))
+                                "execute_function", "a_execute_function", "_run_async_in_thread",
+                                "_reflection_with_llm", "_reflection_with_llm_as_summary"))
+    assert isinstance(ConversableAgent.__dict__["_reflection_with_llm_as_summary"], staticmethod)
     assert not runtime_logging.logging_enabled()
 
     second = agentwatch.InMemoryExporter()
