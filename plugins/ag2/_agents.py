@@ -7,7 +7,8 @@
   with the asking agent's scope; ``_run_async_in_thread`` (an ``async def`` tool in a synchronous chat) carries
   the context over to its thread.
 - ``ConversableAgent._reflection_with_llm_as_summary`` / ``_reflection_with_llm``: a block of a chat's
-  ``reflection_with_llm`` summary reaches the caller of the chat instead of AG2's empty summary.
+  ``reflection_with_llm`` summary reaches the caller of the chat instead of AG2's empty summary, and the summary's
+  LLM call is charged to the agent whose client answers it (``charged_agent``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from agentwatch.instrumentation import (
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
            "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "wrap_reflection_with_llm",
-           "wrap_reflection_with_llm_as_summary", "open_span_of", "forget_open_spans"]
+           "wrap_reflection_with_llm_as_summary", "charged_agent", "open_span_of", "forget_open_spans"]
 
 _CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_ag2_agent", default=None)
 #: The name of the agent whose message the current reply answers: the one that asked for the tool calls it runs.
@@ -274,15 +275,42 @@ class _SummaryBlocked(BaseException):
         self.blocked = blocked
 
 
+#: While a summary's LLM call is made: (the agent AG2 names as the caller, the agent whose client answers).
+_SUMMARY_FOR: ContextVar[tuple[Any, Any] | None] = ContextVar("agentwatch_ag2_summary_for", default=None)
+
+
+def charged_agent(agent: Any) -> Any:
+    """The agent an LLM call AG2 makes for ``agent`` is charged to (its scope, its limits).
+
+    A summary (``sender._reflection_with_llm(..., llm_agent=recipient)``) is asked of the recipient's LLM client, and
+    AG2 counts its cost there (the recipient's ``client.total_usage_summary``), but passes the sender, often an
+    LLM-less user proxy, as the calling agent: the call is the answering agent's."""
+    summary_for = _SUMMARY_FOR.get()
+    if summary_for is not None and summary_for[0] is agent:
+        return summary_for[1]
+    return agent
+
+
+def _answering_agent(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Whose client ``agent._reflection_with_llm(prompt, messages, llm_agent=...)`` asks: AG2's own choice."""
+    llm_agent = kwargs.get("llm_agent", args[2] if len(args) > 2 else None)
+    return llm_agent if llm_agent is not None and getattr(llm_agent, "client", None) is not None else agent
+
+
 def wrap_reflection_with_llm(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _reflection_with_llm(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if get_client() is None:
+            return original(self, *args, **kwargs)
+        token = _SUMMARY_FOR.set((self, _answering_agent(self, args, kwargs)))
         try:
             return original(self, *args, **kwargs)
         except CircuitBreakerException as blocked:
             if _IN_SUMMARY.get():  # only where our summary wrapper is there to turn it back into the block
                 raise _SummaryBlocked(blocked) from None
             raise
+        finally:
+            _SUMMARY_FOR.reset(token)
 
     return _reflection_with_llm
 

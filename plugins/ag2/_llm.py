@@ -27,7 +27,7 @@ from agentwatch.instrumentation import (
     stop_on_exception,
 )
 
-from ._agents import open_span_of
+from ._agents import charged_agent, open_span_of
 
 __all__ = ["wrap_create", "watch_wrapper", "unwatch_wrapper", "record_response", "CACHE_HIT"]
 
@@ -65,7 +65,7 @@ def _begin(wrapper: Any, config: dict[str, Any]) -> LLMCall | None:
     if client is None:
         return None
     first = _first_config(wrapper)
-    agent = config.get("agent")
+    agent = charged_agent(config.get("agent"))
     agent_name = getattr(agent, "name", None)
     scopes: tuple[Any, ...] = ()
     parent = None

@@ -119,3 +119,25 @@ def test_without_a_block_the_summary_is_as_without_agentwatch(memory, stub_provi
     failed = user._summarize_chat("reflection_with_llm", {}, writer)
     assert failed == ""
     assert len(_about_summary(summary_warnings)) == 1
+
+
+def test_the_summary_call_is_the_agent_whose_llm_answers_it(memory, stub_provider, llm_config):
+    # AG2 asks the recipient's LLM client for the summary (and counts its cost there), though it passes the initiator
+    # as the calling agent: the writer's own budget covers it, and the span is the writer's.
+    writer_limits = {"budget_per_hour": 0.02, "block_on_threshold": True}
+    agentwatch.init(exporters=[memory], agents={"writer": writer_limits})
+    user, writer, _ = agents(llm_config)
+    stub_provider.queue(Reply(content="a draft", **BIG_REPLY), Reply(content="the summary"))
+
+    with pytest.raises(CircuitBreakerException) as blocked:
+        user.initiate_chat(writer, message="Write about water", max_turns=1, summary_method="reflection_with_llm",
+                           silent=True)
+
+    assert (blocked.value.scope, blocked.value.monitor.name) == ("agent", "writer")
+    assert chat_requests(stub_provider) == 1
+    assert [(span["agent_name"], span["status"]) for span in spans(memory, "llm")] == [
+        ("writer", "ok"), ("writer", "blocked")]
+
+    blocked.value.monitor.increase_budget(1.0)
+    assert user._summarize_chat("reflection_with_llm", {}, writer) == "the summary"
+    assert [span["agent_name"] for span in spans(memory, "llm")] == ["writer", "writer", "writer"]
