@@ -162,11 +162,14 @@ def run_budget(key: str, budget: float, *, hard_budget: bool | None = None) -> M
     return keyed_run_monitor(client, key, budget, hard_budget) if client is not None else None
 
 
+_HOUR_WRITES = "cache_write_1h_tokens"  # the 1-hour part of Anthropic's cache writes (a span attribute)
+
+
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
     __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_fallback_price",
-                 "_refused_as", "_cache_write_1h", "_units")
+                 "_refused_as", "_units")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -175,8 +178,8 @@ class LLMCall:
         self._admission = admission
         self._tokens: tuple[Token[Any], ...] | None = None  # made by activate(): most calls are never activated
         self._cache_write = 0
-        self._cache_write_1h = 0
-        #: Billable units other than tokens (``set_billable``); None for the usual call, which has none.
+        #: Billable units other than tokens (``set_billable``) and the 1-hour part of the cache writes
+        #: (``_HOUR_WRITES``): charged beyond the token price at ``end()``; None for the usual call, which has none.
         self._units: dict[str, int] | None = None
         #: True once ``end()`` ran (read-only by convention). A plain attribute, not a property: every layer of a call
         #: asks it, and a property is a Python call each time.
@@ -235,8 +238,10 @@ class LLMCall:
             self._cache_write = _count(cache_write_tokens) or 0
             span.attributes["cache_write_tokens"] = self._cache_write
             if cache_write_1h_tokens is not None:
-                self._cache_write_1h = min(_count(cache_write_1h_tokens) or 0, self._cache_write)
-                span.attributes["cache_write_1h_tokens"] = self._cache_write_1h
+                hour = min(_count(cache_write_1h_tokens) or 0, self._cache_write)
+                if self._units is None:
+                    self._units = {}
+                self._units[_HOUR_WRITES] = span.attributes[_HOUR_WRITES] = hour
         if span.cached_input_tokens > span.input_tokens:
             span.attributes["usage_invalid"] = True
             span.cached_input_tokens = span.input_tokens
@@ -357,7 +362,9 @@ class LLMCall:
         """Billable units and the 1-hour cache writes' premium, at the rates of the model that priced the call."""
         span = self.span
         model = span.attributes.get("priced_as") or span.model
-        return client.pricer.extra_cost(model, span.provider, span.input_tokens, self._cache_write_1h, self._units)
+        units = dict(self._units or {})
+        hour = units.pop(_HOUR_WRITES, 0)
+        return client.pricer.extra_cost(model, span.provider, span.input_tokens, hour, units or None)
 
     def _price_with_fallback(self, client: Client, cost: float, estimated: bool) -> tuple[float, bool]:
         span = self.span
@@ -450,7 +457,7 @@ class LLMCall:
                 cost, estimated = self._price_with_fallback(client, cost, estimated)
             if estimated and "response_model" in attributes:
                 cost, estimated = self._price_as_answered(client, cost)
-            if self._units is not None or self._cache_write_1h:  # never for the usual call
+            if self._units is not None:  # never for the usual call
                 cost += self._extra_cost(client)
             span.cost_usd = cost
             if estimated:
