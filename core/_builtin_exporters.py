@@ -6,17 +6,10 @@ from typing import Any
 
 from ._config import Config
 from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
-from ._spool import Spool, default_spool_root
+from ._spool import spool_for
 from .hookspecs import hookimpl
 
 __all__ = ["agentwatch_make_exporter"]
-
-
-def _spool_for(url: str, config: Config) -> Spool | None:
-    if config.spool_dir == "":
-        return None
-    root = config.spool_dir if config.spool_dir is not None else default_spool_root()
-    return Spool(root, url, max_bytes=config.spool_max_bytes)
 
 
 @hookimpl(trylast=True)
@@ -24,7 +17,7 @@ def agentwatch_make_exporter(name: str, config: Config) -> Any:
     kind, _, argument = name.partition(":")
     if kind == "http":
         url = argument or config.proxy_url
-        return HttpExporter(url, api_key=config.api_key, timeout=config.export_timeout, spool=_spool_for(url, config))
+        return HttpExporter(url, api_key=config.api_key, timeout=config.export_timeout, spool=spool_for(url, config))
     if kind == "console":
         return ConsoleExporter()
     if kind in ("jsonl", "file"):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._spool import Spool
 from ._span import new_span_id, new_trace_id
 
-__all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "JsonLinesExporter", "ConsoleExporter"]
+__all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter", "JsonLinesExporter", "ConsoleExporter"]
 
 
 _encode: Any = None
@@ -44,6 +44,17 @@ def _gzip(body: bytes) -> bytes:
     import gzip  # only the export worker needs it
 
     return gzip.compress(body, compresslevel=1)
+
+
+def _gunzip(body: bytes) -> bytes | None:
+    """A spooled batch inflated again; None if it was mangled on disk."""
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -329,39 +340,36 @@ class HttpSender:
         self.close()
 
 
-class HttpExporter:
-    """Sends JSON batches of span dicts to the collector's ``/api/ingest`` (gzip'd unless it is on this machine).
+class SpoolingExporter:
+    """An exporter that POSTs each batch to one receiver with ``sender``, keeping what it could not deliver in
+    ``spool`` (when one is given) for the export worker to deliver later, in this run or the next, once the receiver
+    answers. The HTTP exporter and exporter plugins (OTLP) share it, so a receiver that is down costs the program
+    the same whatever the format. Subclasses give the body (``body``) and its ``content_type``.
 
-    A batch the collector could not take (down, or retries exhausted) goes to ``spool`` when one is given;
-    the export worker delivers spooled batches later, in this run or the next, once the collector answers.
-    With a spool, a batch the collector does not answer is retried in place at most once (``SPOOLED_RETRIES``;
-    a 5xx or 429 answer gets the whole retry budget), and while the collector is known down batches go to the
-    spool without an attempt, but for one attempt every ``PROBE_INTERVAL``: the worker never sleeps out a retry
-    budget per batch while spans pile up behind it and the oldest are dropped, and ``flush()`` is not held up
-    by retries.
+    With a spool, a batch the receiver does not answer is retried in place at most once (``SPOOLED_RETRIES``; a
+    5xx or 429 answer gets the whole retry budget), and while the receiver is known down batches go to the spool
+    without an attempt, but for one attempt every ``PROBE_INTERVAL``: the worker never sleeps out a retry budget
+    per batch while spans pile up behind it and the oldest are dropped, and ``flush()`` is not held up by retries.
     """
 
     #: Spooled batches delivered per worker wake-up, so that new spans are not held up behind a large spool.
     SPOOL_FILES_PER_WAKE = 8
-    #: Spooled batches delivered by a flush (``begin_flush``), which asks for everything to reach the collector.
+    #: Spooled batches delivered by a flush (``begin_flush``), which asks for everything to reach the receiver.
     SPOOL_FILES_PER_FLUSH = 256
-    #: While the collector is known down (a batch or a spooled batch it did not take): how often it is tried again;
+    #: While the receiver is known down (a batch or a spooled batch it did not take): how often it is tried again;
     #: batches in between go straight to the spool, and the spool is left alone.
     PROBE_INTERVAL = 5.0
-    #: Retries in place for a batch that has a spool to go to when the collector does not answer: one, for a
+    #: Retries in place for a batch that has a spool to go to when the receiver does not answer: one, for a
     #: kept-alive connection it closed or a restart in progress; the spool is the retry after that.
     SPOOLED_RETRIES = 1
 
-    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0, max_retries: int = 5,
-                 backoff: float = 0.5, max_backoff: float = 8.0, spool: Spool | None = None) -> None:
-        try:
-            self._sender = HttpSender(url, headers={"X-API-Key": api_key} if api_key else None, timeout=timeout,
-                                      max_retries=max_retries, backoff=backoff, max_backoff=max_backoff)
-        except ValueError:
-            raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}") from None
-        self.url = url
-        path = self._sender.path
-        self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
+    content_type = "application/octet-stream"
+
+    def __init__(self, sender: HttpSender, *, spool: Spool | None = None, max_retries: int = 5,
+                 gzip: bool | None = None) -> None:
+        self._sender = sender
+        #: True / False: every batch gzip'd or not; None: the sender decides per batch (plain for this machine).
+        self._gzip = gzip
         self.spool = spool
         self.spooled = 0
         #: Spans (of this run or an earlier one) delivered from the spool, and the batches that held them.
@@ -370,36 +378,32 @@ class HttpExporter:
         self._spool_next_check = 0.0
         self._spool_files_per_wake = self.SPOOL_FILES_PER_WAKE
         self._retries_before_spool = min(max_retries, self.SPOOLED_RETRIES)
-        #: While the collector is known down, when the next batch may try it (0: no outage known).
+        #: While the receiver is known down, when the next batch may try it (0: no outage known).
         self._probe_at = 0.0
-        #: Where the collector's operator-control feed is, and who follows it (set by ``_remote_control``).
-        self.control_path = path.rsplit("/ingest", 1)[0] + "/control" if "/ingest" in path else None
-        self.control: Any = None
 
     @property
     def sender(self) -> HttpSender:
         return self._sender
 
+    def body(self, spans: Sequence[dict[str, Any]]) -> bytes:
+        """One batch as the receiver takes it, uncompressed."""
+        raise NotImplementedError
+
+    def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
+        """Called after the receiver took ``spans`` (not for spooled batches): for follow-up requests."""
+
     def prepare(self) -> None:
         """The export worker's imports for this exporter, before its first export (``_forking.importing``): the HTTP
-        client (with ssl and email), JSON, gzip, and hashlib for the spool's directory name."""
+        client (with ssl and email), gzip, and hashlib for the spool's directory name."""
         import gzip  # noqa: F401
         import http.client  # noqa: F401
 
-        _json_bytes([])
         if self.spool is not None:
             self.spool.directory  # noqa: B018
 
-    @property
-    def announced_control(self) -> str | None:
-        return self._sender.announced_control
-
-    def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
-        return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
-
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
-        body = _json_bytes(list(spans))
-        gzipped = self._sender.compresses(len(body))  # the spool always holds gzip'd batches
+        body = self.body(spans)
+        gzipped = self._sender.compresses(len(body)) if self._gzip is None else self._gzip
         if gzipped:
             body = _gzip(body)
         spool = self.spool
@@ -407,43 +411,31 @@ class HttpExporter:
         if spool is not None and sender.down and time.monotonic() < self._probe_at:
             outcome = "unreachable"  # known down: kept for later without an attempt
         else:
-            # With a spool: an answering collector (5xx, 429) gets the whole retry budget, one that does not answer
-            # one retry; a probe of a collector known down, none.
-            outcome = sender.send(sender.path, body, "application/json", gzipped=gzipped, precompressed=gzipped,
+            # With a spool: an answering receiver (5xx, 429) gets the whole retry budget, one that does not answer
+            # one retry; a probe of a receiver known down, none.
+            outcome = sender.send(sender.path, body, self.content_type, gzipped=gzipped, precompressed=gzipped,
                                   retries=0 if spool is not None and sender.down else None,
                                   retries_unanswered=None if spool is None else self._retries_before_spool)
         if outcome == "sent":
             if self._probe_at:  # back after an outage: what it missed goes at the next wake-up
                 self._probe_at = self._spool_next_check = 0.0
-            if self._alert_path:
-                self._forward_breaker_records(spans)
+            self.delivered(spans)
             return True
         if outcome == "unreachable":  # the sender is down now
             self._probe_at = time.monotonic() + self.PROBE_INTERVAL
+            # The spool always holds gzip'd batches; a plain one is compressed only now, when it goes there.
             if spool is not None and spool.write(body if gzipped else _gzip(body), len(spans)):
                 self.spooled += len(spans)
         return False
 
-    def _forward_breaker_records(self, spans: Sequence[dict[str, Any]]) -> None:
-        """The collector's live breaker view and alert history read ``/api/alerts/sdk-alert``."""
-        assert self._alert_path is not None
-        for span in spans:
-            if span["kind"] not in ("breaker", "alert"):
-                continue
-            record = {"type": "transition" if span["kind"] == "breaker" else "alert",
-                      "timestamp_unix_nano": span["start_time_unix_nano"], **span["attributes"]}
-            self._post_json(self._alert_path, record, gzipped=False)  # one small record: not worth gzip
-
     def on_idle(self) -> None:
-        """Called by the export worker after each drain: follow operator control, deliver a few spooled batches.
-        At exit only this run's, and only to a collector that answered last (exit never waits for one that is down)."""
+        """Called by the export worker after each drain: deliver a few spooled batches. At exit only this run's,
+        and only to a receiver that answered last (exit never waits for one that is down)."""
         spool = self.spool
         if self._sender.stopping:
             if spool is not None and self.spooled and not self._sender.down:
                 self._deliver(spool, spool.pending_of(os.getpid()))
             return
-        if self.control is not None:
-            self.control.on_idle()
         now = time.monotonic()
         if spool is None or now < self._spool_next_check or self._sender.down and now < self._probe_at:
             return
@@ -457,12 +449,19 @@ class HttpExporter:
         self._spool_next_check = time.monotonic() + (0.0 if more else 5.0)
 
     def _deliver(self, spool: Spool, paths: Sequence[Path]) -> bool:
-        """Send spooled batches, one attempt each; False at the first the collector did not take (kept for later)."""
+        """Send spooled batches, one attempt each; False at the first the receiver did not take (kept for later)."""
         for path in paths:
             body = spool.read(path)
             if body is None:  # another process delivered it meanwhile
                 continue
-            outcome = self._sender.send(self._sender.path, body, "application/json", precompressed=True, retries=0)
+            gzipped = self._gzip is not False
+            if not gzipped:  # configured for plain bodies: the receiver may not take gzip
+                body = _gunzip(body)
+                if body is None:  # mangled on disk: dropped, as a batch the receiver refuses is
+                    spool.remove(path)
+                    continue
+            outcome = self._sender.send(self._sender.path, body, self.content_type, gzipped=gzipped,
+                                        precompressed=gzipped, retries=0)
             if outcome == "unreachable":
                 return False
             self._probe_at = 0.0
@@ -474,10 +473,10 @@ class HttpExporter:
         return True
 
     def begin_flush(self) -> None:
-        """A flush wants everything at the collector: a collector known down is tried again at once (one attempt,
+        """A flush wants everything at the receiver: a receiver known down is tried again at once (one attempt,
         as at exit), and if it answers, this wake-up delivers more of the spool than usual. Not one whose last
         attempt waited out the timeout, before its next probe is due: a program that flushes per request would
-        wait that long on every flush (a remote collector behind a firewall that drops packets); its batches go to
+        wait that long on every flush (a remote receiver behind a firewall that drops packets); its batches go to
         the spool and the flush returns at once."""
         sender = self._sender
         if sender.down and sender.timed_out and time.monotonic() < self._probe_at:
@@ -489,11 +488,69 @@ class HttpExporter:
         self._sender.begin_shutdown()
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """False while the collector is known down: what the flush exported went to the spool, or was lost."""
+        """False while the receiver is known down: what the flush exported went to the spool, or was lost."""
         return not self._sender.down
 
     def shutdown(self) -> None:
         self._sender.stop()
+
+
+class HttpExporter(SpoolingExporter):
+    """Sends JSON batches of span dicts to the collector's ``/api/ingest`` (gzip'd unless it is on this machine),
+    spooling what the collector could not take (``SpoolingExporter``); forwards breaker transitions and alerts to
+    ``/api/alerts/sdk-alert`` and follows the collector's operator control."""
+
+    content_type = "application/json"
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0, max_retries: int = 5,
+                 backoff: float = 0.5, max_backoff: float = 8.0, spool: Spool | None = None) -> None:
+        try:
+            sender = HttpSender(url, headers={"X-API-Key": api_key} if api_key else None, timeout=timeout,
+                                max_retries=max_retries, backoff=backoff, max_backoff=max_backoff)
+        except ValueError:
+            raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}") from None
+        super().__init__(sender, spool=spool, max_retries=max_retries)
+        self.url = url
+        path = sender.path
+        self._alert_path = path.rsplit("/ingest", 1)[0] + "/alerts/sdk-alert" if "/ingest" in path else None
+        #: Where the collector's operator-control feed is, and who follows it (set by ``_remote_control``).
+        self.control_path = path.rsplit("/ingest", 1)[0] + "/control" if "/ingest" in path else None
+        self.control: Any = None
+
+    def prepare(self) -> None:
+        """As ``SpoolingExporter.prepare``, and JSON."""
+        super().prepare()
+        _json_bytes([])
+
+    @property
+    def announced_control(self) -> str | None:
+        return self._sender.announced_control
+
+    def body(self, spans: Sequence[dict[str, Any]]) -> bytes:
+        return _json_bytes(list(spans))
+
+    def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
+        if self._alert_path:
+            self._forward_breaker_records(spans)
+
+    def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
+        return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
+
+    def _forward_breaker_records(self, spans: Sequence[dict[str, Any]]) -> None:
+        """The collector's live breaker view and alert history read ``/api/alerts/sdk-alert``."""
+        assert self._alert_path is not None
+        for span in spans:
+            if span["kind"] not in ("breaker", "alert"):
+                continue
+            record = {"type": "transition" if span["kind"] == "breaker" else "alert",
+                      "timestamp_unix_nano": span["start_time_unix_nano"], **span["attributes"]}
+            self._post_json(self._alert_path, record, gzipped=False)  # one small record: not worth gzip
+
+    def on_idle(self) -> None:
+        """After each drain: follow operator control (not at exit), then the spool (``SpoolingExporter.on_idle``)."""
+        if self.control is not None and not self._sender.stopping:
+            self.control.on_idle()
+        super().on_idle()
 
     def verify(self) -> bool:
         """Send one test span and report whether the collector accepted it."""

@@ -1,9 +1,10 @@
 """A bounded on-disk spool for batches the collector could not take (down at exit, retries exhausted).
 
-One gzip'd JSON batch per file, in a directory per destination URL, so a later run that reaches the same
-collector delivers them from its export worker. Files appear atomically (written under a temporary name,
-then renamed), so concurrent processes never read a half-written batch; two processes delivering the same
-file is harmless because the collector drops span ids it already stored.
+One gzip'd batch per file (JSON for the collector, protobuf for an OTLP receiver), in a directory per
+destination URL, so a later run that reaches the same receiver delivers them from its export worker. Files
+appear atomically (written under a temporary name, then renamed), so concurrent processes never read a
+half-written batch; two processes delivering the same file is harmless for the collector, which drops span ids it
+already stored (an OTLP backend may keep such a batch twice).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._safe import logger
 
-__all__ = ["Spool", "default_spool_root", "user_cache_dir", "DEFAULT_SPOOL_MAX_BYTES"]
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = ["Spool", "spool_for", "default_spool_root", "user_cache_dir", "DEFAULT_SPOOL_MAX_BYTES"]
 
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 _SUFFIX = ".json.gz"
@@ -88,7 +93,7 @@ class Spool:
         return total
 
     def write(self, gzipped_batch: bytes, spans: int = 0) -> bool:
-        """Keep one batch (already gzip'd JSON) of ``spans`` spans; False if the spool is full (the batch is then
+        """Keep one batch (already gzip'd) of ``spans`` spans; False if the spool is full (the batch is then
         dropped). The count goes in the file's name, for ``spans_in``."""
         if self._size is None or self._size + len(gzipped_batch) > self.max_bytes \
                 or self._written_since_count > self.max_bytes // 16:
@@ -153,3 +158,12 @@ class Spool:
             path.unlink()
         except OSError:
             pass
+
+
+def spool_for(url: str, config: Config) -> Spool | None:
+    """The spool ``config`` asks for (``spool_dir``, ``spool_max_bytes``) for batches bound for ``url``; None when
+    ``spool_dir=""`` switches spooling off. For every exporter that sends to a receiver (``SpoolingExporter``)."""
+    if config.spool_dir == "":
+        return None
+    root = config.spool_dir if config.spool_dir is not None else default_spool_root()
+    return Spool(root, url, max_bytes=config.spool_max_bytes)

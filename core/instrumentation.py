@@ -20,6 +20,10 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   ``carry`` takes this context's AgentWatch values to code run on another thread (and nothing else of it);
   ``open_frame`` / ``stepped`` / ``call_in_frame`` keep a span and agent current only while a framework's own code
   runs, step by step for an async generator (an agent's run that the caller iterates).
+- Exporters that POST to a receiver: ``HttpSender`` sends with keep-alive, gzip and retries; subclassing
+  ``SpoolingExporter`` (``body``, ``content_type``) gives the collector's outage handling, with the ``Spool`` that
+  ``spool_for(url, config)`` makes from ``spool_dir``: a receiver that is down costs a flush one attempt, not a
+  retry budget, and what it missed is delivered from disk when it answers.
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code. Code a finaliser may run (``__del__``, a generator's
   ``finally``; ``collecting_garbage()`` tells) ends nothing itself: it hands the work to ``defer``, run at the next
@@ -47,7 +51,7 @@ from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._deferred import collecting_garbage, defer
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
-from ._exporters import HttpSender
+from ._exporters import HttpSender, SpoolingExporter
 from ._frames import Frame, call_in_frame, finish_frame, open_frame, stepped
 from ._llm import (
     LLMCall,
@@ -74,6 +78,7 @@ from ._providers import (
 )
 from ._safe import add_pass_through, logger, stop_on_exception, swallow_internal_error
 from ._span import Span
+from ._spool import Spool, spool_for
 from .hookspecs import hookimpl
 
 __all__ = [
@@ -132,8 +137,11 @@ __all__ = [
     "swallow_internal_error",
     "add_pass_through",
     "logger",
-    # exporters
+    # exporters (a receiver's outage handled as for the collector: spool, known down, one attempt per flush)
     "HttpSender",
+    "SpoolingExporter",
+    "Spool",
+    "spool_for",
     # text capture (one rule: capture_messages and no zero data retention; kept text bounded at TEXT_LIMIT)
     "capturing",
     "clip",

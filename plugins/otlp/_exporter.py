@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentwatch.instrumentation import HttpSender
+from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExporter, spool_for
 
 from ._mapping import to_otlp_request
 
@@ -26,21 +26,28 @@ def _parse_pairs(raw: str) -> dict[str, str]:
     return pairs
 
 
-class OtlpExporter:
+class OtlpExporter(SpoolingExporter):
     """``compression``: ``"gzip"`` or ``"none"``; unset, batches are gzip'd except for a receiver on this machine
-    (a local OpenTelemetry Collector, Phoenix), where compressing costs the export worker CPU and saves nothing."""
+    (a local OpenTelemetry Collector, Phoenix), where compressing costs the export worker CPU and saves nothing.
+
+    A receiver that is down is handled as the collector is (``SpoolingExporter``): batches it does not answer go
+    to ``spool`` after one retry, it is then tried once per probe interval, and a flush waits for it at most once."""
+
+    content_type = "application/x-protobuf"
 
     def __init__(self, endpoint: str = f"{_DEFAULT_ENDPOINT}/v1/traces", *, headers: Mapping[str, str] | None = None,
                  timeout: float = 10.0, compression: str | None = None,
-                 resource_attributes: Mapping[str, Any] | None = None) -> None:
-        self._sender = HttpSender(endpoint, headers=dict(headers or {}), timeout=timeout, what="OTLP receiver")
-        #: True / False as asked; None: the sender decides per batch (plain for a receiver on this machine).
-        self._gzip = compression == "gzip" if compression else None
+                 resource_attributes: Mapping[str, Any] | None = None, spool: Spool | None = None) -> None:
+        sender = HttpSender(endpoint, headers=dict(headers or {}), timeout=timeout, what="OTLP receiver")
+        # True / False as asked; None: the sender decides per batch (plain for a receiver on this machine).
+        super().__init__(sender, spool=spool, gzip=compression == "gzip" if compression else None)
         self._resource = {"service.name": "agentwatch", "telemetry.sdk.name": "agentwatch",
                           **(resource_attributes or {})}
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> OtlpExporter:
+    def from_environment(cls, environ: Mapping[str, str] | None = None, *,
+                         config: Config | None = None) -> OtlpExporter:
+        """From the ``OTEL_EXPORTER_OTLP_*`` variables; with ``config``, spooling as it asks (``spool_dir``)."""
         env = os.environ if environ is None else environ
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         if not endpoint:
@@ -53,22 +60,12 @@ class OtlpExporter:
         if env.get("OTEL_SERVICE_NAME"):
             resource["service.name"] = env["OTEL_SERVICE_NAME"]
         return cls(endpoint, headers=headers, timeout=float(timeout_ms) / 1000,
-                   compression=compression or None, resource_attributes=resource)
+                   compression=compression or None, resource_attributes=resource,
+                   spool=spool_for(endpoint, config) if config is not None else None)
 
     @property
     def endpoint(self) -> str:
         return self._sender.url
 
-    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
-        body = to_otlp_request(spans, self._resource)
-        gzipped = self._sender.compresses(len(body)) if self._gzip is None else self._gzip
-        return self._sender.post_with_retries(self._sender.path, body, "application/x-protobuf", gzipped=gzipped)
-
-    def force_flush(self, timeout: float = 5.0) -> bool:
-        return True
-
-    def begin_shutdown(self) -> None:
-        self._sender.begin_shutdown()
-
-    def shutdown(self) -> None:
-        self._sender.stop()
+    def body(self, spans: Sequence[dict[str, Any]]) -> bytes:
+        return to_otlp_request(spans, self._resource)

@@ -19,4 +19,4 @@ def agentwatch_make_exporter(name: str, config: Config) -> Any:
         return None
     from ._exporter import OtlpExporter
 
-    return OtlpExporter.from_environment()
+    return OtlpExporter.from_environment(config=config)

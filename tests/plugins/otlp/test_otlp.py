@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +25,8 @@ import agentwatch
 class _Receiver(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.requests: list[ExportTraceServiceRequest] = []
         self.headers_seen: list[dict[str, str]] = []
 
@@ -221,3 +224,67 @@ def test_a_remote_receiver_gets_gzip_by_default() -> None:
     assert remote._gzip is None and remote._sender.compresses(100)  # decided per batch: gzip for another machine
     assert OtlpExporter("https://otel.example.com/v1/traces", compression="none")._gzip is False
 
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _timed_flush() -> tuple[bool, float]:
+    started = time.monotonic()
+    delivered = agentwatch.flush(5)
+    return delivered, time.monotonic() - started
+
+
+def test_a_receiver_that_is_down_is_spooled_for_and_flushes_do_not_wait_for_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The default HTTP exporter's outage behaviour: a batch the receiver does not answer is retried once, then
+    spooled; while the receiver is known down a flush that is refused at once costs one attempt, not a retry
+    budget (it was 5 s, the whole flush timeout, on every flush); the spool is delivered once it answers."""
+    port = _free_port()  # nothing listens here until the receiver starts below: every connection is refused
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    agentwatch.init(exporters=["otlp"], spool_dir=str(tmp_path))
+    agentwatch.event("first")
+    delivered, first = _timed_flush()
+    assert delivered is False and first < 2.0  # one retry in place (0.25-0.75 s), then the spool
+    agentwatch.event("second")
+    delivered, second = _timed_flush()
+    assert delivered is False and second < 0.5  # known down and refused at once: one attempt
+    processor = agentwatch.get_client().processor
+    spooled = processor.stats()["spooled"]
+    assert spooled >= 2 and len(list(tmp_path.rglob("*.json.gz"))) == 2  # a batch a flush
+    server = _Receiver(port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert agentwatch.flush(5)  # the flush tries the receiver again and delivers what it missed
+        assert {"first", "second"} <= {span.name for _, span in server.spans()}
+        assert processor.stats()["unspooled"] == spooled and not list(tmp_path.rglob("*.json.gz"))
+    finally:
+        agentwatch.shutdown()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_receiver_configured_for_plain_bodies_gets_its_spooled_batches_plain(tmp_path: Path) -> None:
+    from agentwatch.instrumentation import Spool
+    from agentwatch.plugins.otlp import OtlpExporter
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
+    exporter = OtlpExporter(endpoint, compression="none", spool=Spool(tmp_path, endpoint))
+    span = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "parent_span_id": None, "name": "kept", "kind": "event",
+            "status": "ok", "start_time_unix_nano": 1, "end_time_unix_nano": 2, "attributes": {}}
+    assert exporter.export([span]) is False and exporter.spooled == 1
+    server = _Receiver(port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        exporter.begin_flush()
+        exporter.on_idle()
+        assert [s.name for _, s in server.spans()] == ["kept"] and exporter.unspooled == 1
+        assert [headers.get("Content-Encoding") for headers in server.headers_seen] == [None]
+    finally:
+        exporter.shutdown()
+        server.shutdown()
+        server.server_close()
