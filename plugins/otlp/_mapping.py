@@ -25,6 +25,9 @@ _SPAN_KINDS = {"llm": "LLM", "embedding": "EMBEDDING", "tool": "TOOL", "agent": 
                "crew": "CHAIN", "task": "CHAIN", "workflow": "CHAIN", "span": "CHAIN", "session": "CHAIN",
                "cron": "CHAIN"}
 _CLIENT_KINDS = frozenset({"llm", "embedding", "http"})
+#: ``error.type`` of blocked spans (README lists them): AgentWatch's block, and a framework's refusal.
+_BREAKER_ERROR = "CircuitBreakerException"
+_WITHDRAWN_ERROR = "agentwatch.blocked"
 
 
 def _any_value(value: Any) -> AnyValue:
@@ -63,7 +66,11 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         attributes["gen_ai.provider.name"] = span["provider"]
     if span.get("model"):
         attributes["gen_ai.request.model"] = span["model"]
-        attributes["gen_ai.response.model"] = extra.pop("response_model", span["model"])
+    if extra.get("response_model"):
+        # Only a model that answered: a blocked or failed call got no response, and the request's model name
+        # (an alias, "gpt-4o") is not the one that answered ("gpt-4o-2024-08-06").
+        attributes["gen_ai.response.model"] = extra["response_model"]
+    extra.pop("response_model", None)
     if kind in ("llm", "embedding"):
         attributes["gen_ai.usage.input_tokens"] = span["input_tokens"]
         attributes["gen_ai.usage.output_tokens"] = span["output_tokens"]
@@ -81,6 +88,8 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         attributes["gen_ai.tool.name"] = extra.pop("tool.name", span["name"])
     if "error.type" in extra:
         attributes["error.type"] = extra.pop("error.type")
+    elif span["status"] == "blocked":
+        attributes["error.type"] = _blocked_error_type(extra)
     session = extra.pop("session.id", None)
     if session is not None:
         # OpenInference's name (Phoenix groups sessions by it) and the GenAI conventions' conversation.
@@ -92,6 +101,13 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
             else f"{prefix}{key}"
         attributes[name] = value
     return attributes
+
+
+def _blocked_error_type(attributes: Mapping[str, Any]) -> str:
+    """The convention requires ``error.type`` on a span that ended in error, predictable and of low cardinality:
+    for AgentWatch's block the exception the caller got (a failed call's is its exception's class name too), for a
+    call a framework's own check refused (``LLMCall.withdraw``: no ``breaker.*``) one value of our own."""
+    return _BREAKER_ERROR if "breaker.reason" in attributes else _WITHDRAWN_ERROR
 
 
 def _text_attributes(span: Mapping[str, Any], kind: str, finish_reason: Any, attributes: dict[str, Any]) -> None:
@@ -117,7 +133,9 @@ def _status(span: Mapping[str, Any]) -> Status:
     if span["status"] == "ok":
         return Status(code=Status.STATUS_CODE_UNSET)
     attributes = span.get("attributes") or {}
-    if span["status"] == "blocked":
+    if span["status"] == "blocked" and "breaker.reason" not in attributes:  # refused by a framework's own check
+        message = f"blocked: {attributes.get('reason', '')}".strip(": ")
+    elif span["status"] == "blocked":
         message = f"blocked by AgentWatch circuit breaker: {attributes.get('breaker.reason', '')}".strip(": ")
     else:
         message = str(attributes.get("error.message", ""))

@@ -288,3 +288,37 @@ def test_a_receiver_configured_for_plain_bodies_gets_its_spooled_batches_plain(t
         exporter.shutdown()
         server.shutdown()
         server.server_close()
+
+
+def test_blocked_and_failed_calls_carry_an_error_type_and_no_response_model(receiver: _Receiver) -> None:
+    """A span that ended in error has ``error.type`` (the convention requires it then; low cardinality), and only a
+    model that answered is ``gen_ai.response.model``: a blocked or failed call got no response."""
+    from agentwatch.instrumentation import start_llm_call
+
+    agentwatch.init(exporters=["otlp"], budget_per_hour=0.000001, block_on_threshold=True)
+    with agentwatch.llm_call("answered", model="gpt-4o", provider="openai") as call:
+        call.set_attribute("response_model", "gpt-4o-2024-08-06")
+        call.set_usage(1000, 1000)
+    with pytest.raises(agentwatch.CircuitBreakerException):
+        agentwatch.start_llm_call("stopped", model="gpt-4o", provider="openai")
+    agentwatch.shutdown()
+    agentwatch.init(exporters=["otlp"])
+    with pytest.raises(RuntimeError), agentwatch.llm_call("failed", model="gpt-4o-mini", provider="openai"):
+        raise RuntimeError("provider down")
+    start_llm_call("withdrawn", model="gpt-4o-mini", provider="openai").withdraw("denied by a before_llm_call hook")
+    assert agentwatch.flush(5)
+    llm = {attributes["gen_ai.request.model"] + "/" + attributes["agentwatch.status"]: (span, attributes)
+           for span, attributes in ((span, _attributes(span)) for _, span in receiver.spans())
+           if attributes["agentwatch.kind"] == "llm"}
+    _, answered = llm["gpt-4o/ok"]
+    assert answered["gen_ai.response.model"] == "gpt-4o-2024-08-06" and "error.type" not in answered
+    blocked, stopped = llm["gpt-4o/blocked"]
+    assert blocked.status.code == Status.STATUS_CODE_ERROR
+    assert stopped["error.type"] == "CircuitBreakerException"  # what the caller got, as for a failed call
+    assert "gen_ai.response.model" not in stopped
+    _, failed = llm["gpt-4o-mini/error"]
+    assert failed["error.type"] == "RuntimeError" and "gen_ai.response.model" not in failed
+    withdrawn, refused = llm["gpt-4o-mini/blocked"]
+    assert withdrawn.status.code == Status.STATUS_CODE_ERROR and refused["error.type"] == "agentwatch.blocked"
+    assert "gen_ai.response.model" not in refused
+    assert withdrawn.status.message == "blocked: denied by a before_llm_call hook"  # not AgentWatch's breaker
