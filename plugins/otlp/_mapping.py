@@ -76,6 +76,10 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         attributes["gen_ai.usage.output_tokens"] = span["output_tokens"]
         attributes["gen_ai.usage.cache_read.input_tokens"] = span["cached_input_tokens"]
         attributes["agentwatch.cost_usd"] = span["cost_usd"]
+    if "cache_write_tokens" in extra:
+        # The convention's name for cache writes (Anthropic's cache_creation_input_tokens), counted in
+        # gen_ai.usage.input_tokens as the convention asks; the 1-hour part has none and stays agentwatch.*.
+        attributes["gen_ai.usage.cache_creation.input_tokens"] = extra.pop("cache_write_tokens")
     if "finish_reason" in extra:
         attributes["gen_ai.response.finish_reasons"] = [str(extra.pop("finish_reason"))]
     if span.get("agent_name"):

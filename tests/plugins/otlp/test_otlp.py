@@ -322,3 +322,19 @@ def test_blocked_and_failed_calls_carry_an_error_type_and_no_response_model(rece
     assert withdrawn.status.code == Status.STATUS_CODE_ERROR and refused["error.type"] == "agentwatch.blocked"
     assert "gen_ai.response.model" not in refused
     assert withdrawn.status.message == "blocked: denied by a before_llm_call hook"  # not AgentWatch's breaker
+
+
+def test_anthropic_cache_writes_and_reads_use_the_convention_usage_attributes(receiver: _Receiver) -> None:
+    from agentwatch.instrumentation import normalize_anthropic_usage
+
+    agentwatch.init(exporters=["otlp"])
+    with agentwatch.llm_call("cached", model="claude-sonnet-4-5", provider="anthropic") as call:
+        call.set_usage(**normalize_anthropic_usage(input_tokens=100, output_tokens=50, cache_read_input_tokens=2_000,
+                                                   cache_creation_input_tokens=3_000, ephemeral_1h_input_tokens=1_000))
+    assert agentwatch.flush(5)
+    [attributes] = [_attributes(span) for _, span in receiver.spans() if span.name == "chat claude-sonnet-4-5"]
+    assert attributes["gen_ai.usage.input_tokens"] == 5_100  # the convention counts cache reads and writes in
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 2_000
+    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 3_000
+    assert "agentwatch.cache_write_tokens" not in attributes
+    assert attributes["agentwatch.cache_write_1h_tokens"] == 1_000  # no convention attribute for the 1-hour part
