@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -25,6 +26,13 @@ _SPAN_KINDS = {"llm": "LLM", "embedding": "EMBEDDING", "tool": "TOOL", "agent": 
                "crew": "CHAIN", "task": "CHAIN", "workflow": "CHAIN", "span": "CHAIN", "session": "CHAIN",
                "cron": "CHAIN"}
 _CLIENT_KINDS = frozenset({"llm", "embedding", "http"})
+#: Inference operations: the convention names their spans ``{gen_ai.operation.name} {gen_ai.request.model}``.
+_INFERENCE = frozenset({"chat", "embeddings", "text_completion", "generate_content"})
+#: AgentWatch's provider ids (genai-prices') → the convention's well-known ``gen_ai.provider.name`` values, which
+#: MUST be used where one applies; the rest (together, fireworks, openrouter, ollama, ...) have none and go as they
+#: are. ``google`` and ``azure`` are refined by the request's URL (``_provider``).
+_PROVIDERS = {"google": "gcp.gemini", "mistral": "mistral_ai", "azure": "azure.ai.openai", "aws": "aws.bedrock",
+              "x-ai": "x_ai"}
 #: ``error.type`` of blocked spans (README lists them): AgentWatch's block, and a framework's refusal.
 _BREAKER_ERROR = "CircuitBreakerException"
 _WITHDRAWN_ERROR = "agentwatch.blocked"
@@ -56,14 +64,15 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     kind = span["kind"]
     extra = dict(span.get("attributes") or {})
     attributes: dict[str, Any] = {"agentwatch.kind": kind, "agentwatch.status": span["status"]}
-    operation = _OPERATION.get(kind)
+    url = _url_parts(extra)
+    operation = _operation(span, url)
     if operation:
         attributes["gen_ai.operation.name"] = operation
     if kind in _SPAN_KINDS:
         attributes["openinference.span.kind"] = _SPAN_KINDS[kind]
     finish_reason = extra.get("finish_reason")
     if span.get("provider"):
-        attributes["gen_ai.provider.name"] = span["provider"]
+        attributes["gen_ai.provider.name"] = _provider(span["provider"], url)
     if span.get("model"):
         attributes["gen_ai.request.model"] = span["model"]
     if extra.get("response_model"):
@@ -107,6 +116,51 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
+def _url_parts(attributes: Mapping[str, Any]) -> tuple[str, str]:
+    """The host and path of the request an LLM span recorded (``http.url``), or empty strings."""
+    url = attributes.get("http.url")
+    if not isinstance(url, str):
+        return "", ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "", ""
+    return (parts.hostname or "").lower(), parts.path
+
+
+def _provider(provider: str, url: tuple[str, str]) -> str:
+    host, path = url
+    if provider == "google" and ("aiplatform.googleapis.com" in host or "/publishers/google/" in path):
+        return "gcp.vertex_ai"  # Vertex AI's endpoint; generativelanguage.googleapis.com is the Gemini API's
+    if provider == "azure" and (host.endswith(".services.ai.azure.com") or host.endswith("inference.ai.azure.com")) \
+            and "/openai/" not in path:
+        return "azure.ai.inference"  # Azure AI Foundry's model inference API, not an Azure OpenAI deployment
+    return _PROVIDERS.get(provider, provider)
+
+
+def _operation(span: Mapping[str, Any], url: tuple[str, str]) -> str | None:
+    """The convention's operation: by kind, and for an LLM call by the API it used (the request's path, else the
+    span's name: ``openai.completions``, ``google.generate_content``, ``litellm.text_completion``)."""
+    kind = span["kind"]
+    operation = _OPERATION.get(kind)
+    if operation != "chat":
+        return operation
+    _, path = url
+    if path:
+        if ":generateContent" in path or ":streamGenerateContent" in path:
+            return "generate_content"
+        if path.endswith("/completions") and not path.endswith("/chat/completions") or path.endswith("/api/generate"):
+            return "text_completion"  # OpenAI's legacy completions (prompt in, text out), Ollama's generate
+        return "chat"
+    api = str(span.get("name") or "").rsplit(".", 1)[-1]
+    if api == "generate_content":
+        return "generate_content"
+    if api in ("text_completion", "atext_completion") or api == "completions" \
+            and not str(span.get("name")).endswith("chat.completions"):
+        return "text_completion"
+    return "chat"
+
+
 def _blocked_error_type(attributes: Mapping[str, Any]) -> str:
     """The convention requires ``error.type`` on a span that ended in error, predictable and of low cardinality:
     for AgentWatch's block the exception the caller got (a failed call's is its exception's class name too), for a
@@ -147,9 +201,9 @@ def _status(span: Mapping[str, Any]) -> Status:
 
 
 def _otlp_span(span: Mapping[str, Any]) -> Span:
-    operation = _OPERATION.get(span["kind"])
-    name = f"{operation} {span['model']}" if operation in ("chat", "embeddings") and span.get("model") \
-        else span["name"]
+    attributes = genai_attributes(span)
+    operation = attributes.get("gen_ai.operation.name")
+    name = f"{operation} {span['model']}" if operation in _INFERENCE and span.get("model") else span["name"]
     return Span(
         trace_id=bytes.fromhex(span["trace_id"]),
         span_id=bytes.fromhex(span["span_id"]),
@@ -158,7 +212,7 @@ def _otlp_span(span: Mapping[str, Any]) -> Span:
         kind=Span.SPAN_KIND_CLIENT if span["kind"] in _CLIENT_KINDS else Span.SPAN_KIND_INTERNAL,
         start_time_unix_nano=span["start_time_unix_nano"],
         end_time_unix_nano=span.get("end_time_unix_nano") or span["start_time_unix_nano"],
-        attributes=_key_values(genai_attributes(span)),
+        attributes=_key_values(attributes),
         status=_status(span),
     )
 

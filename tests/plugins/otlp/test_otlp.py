@@ -338,3 +338,51 @@ def test_anthropic_cache_writes_and_reads_use_the_convention_usage_attributes(re
     assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 3_000
     assert "agentwatch.cache_write_tokens" not in attributes
     assert attributes["agentwatch.cache_write_1h_tokens"] == 1_000  # no convention attribute for the 1-hour part
+
+
+def test_providers_and_operations_use_the_convention_well_known_values(
+        receiver: _Receiver, stub_provider: Any) -> None:
+    """``gen_ai.provider.name`` / ``gen_ai.operation.name`` take the convention's well-known values where one applies
+    (it says they MUST); AgentWatch's own provider ids (genai-prices') stay on the spans it stores."""
+    import httpx
+    import openai
+
+    base = stub_provider.base_url
+    agentwatch.init(exporters=["otlp"], providers={f"{base}/gem": "google"})
+    client = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    client.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.NotFoundError):  # the stub has no legacy completions: the failed call is enough
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="x")
+    httpx.post(f"{base}/gem/v1beta/models/gemini-2.0-flash:generateContent",
+               json={"contents": [{"parts": [{"text": "x"}]}]})
+    for model, provider, url in (
+            ("mistral-large-latest", "mistral", "https://api.mistral.ai/v1/chat/completions"),
+            ("gpt-4o-deployment", "azure", "https://acme.openai.azure.com/openai/deployments/d/chat/completions"),
+            ("gemini-2.5-pro", "google", "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/"
+                                         "europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"),
+            ("claude-sonnet-4-5", "anthropic", "https://api.anthropic.com/v1/messages"),
+            ("anthropic.claude-3-haiku", "aws", None),
+            ("grok-4", "x-ai", None),
+            ("llama-3.3-70b", "together", None)):
+        with agentwatch.llm_call(f"{provider}.call", model=model, provider=provider) as call:
+            if url:
+                call.set_attribute("http.url", url)
+    assert agentwatch.flush(5)
+    found = {attributes["gen_ai.request.model"]: (span.name, attributes["gen_ai.operation.name"],
+                                                  attributes["gen_ai.provider.name"])
+             for span, attributes in ((span, _attributes(span)) for _, span in receiver.spans())
+             if attributes["agentwatch.kind"] in ("llm", "embedding")}
+    assert found == {
+        "gpt-4o-mini": ("chat gpt-4o-mini", "chat", "openai"),
+        "text-embedding-3-small": ("embeddings text-embedding-3-small", "embeddings", "openai"),
+        "gpt-3.5-turbo-instruct": ("text_completion gpt-3.5-turbo-instruct", "text_completion", "openai"),
+        "gemini-2.0-flash": ("generate_content gemini-2.0-flash", "generate_content", "gcp.gemini"),
+        "mistral-large-latest": ("chat mistral-large-latest", "chat", "mistral_ai"),
+        "gpt-4o-deployment": ("chat gpt-4o-deployment", "chat", "azure.ai.openai"),
+        "gemini-2.5-pro": ("generate_content gemini-2.5-pro", "generate_content", "gcp.vertex_ai"),
+        "claude-sonnet-4-5": ("chat claude-sonnet-4-5", "chat", "anthropic"),
+        "anthropic.claude-3-haiku": ("chat anthropic.claude-3-haiku", "chat", "aws.bedrock"),
+        "grok-4": ("chat grok-4", "chat", "x_ai"),
+        "llama-3.3-70b": ("chat llama-3.3-70b", "chat", "together"),  # no well-known value: ours
+    }
