@@ -203,7 +203,13 @@ def _status(span: Mapping[str, Any]) -> Status:
 def _otlp_span(span: Mapping[str, Any]) -> Span:
     attributes = genai_attributes(span)
     operation = attributes.get("gen_ai.operation.name")
-    name = f"{operation} {span['model']}" if operation in _INFERENCE and span.get("model") else span["name"]
+    # The convention's span names: "{operation} {model}" for inference, "execute_tool {tool name}" for tools.
+    if operation in _INFERENCE and span.get("model"):
+        name = f"{operation} {span['model']}"
+    elif operation == "execute_tool" and attributes.get("gen_ai.tool.name"):
+        name = f"execute_tool {attributes['gen_ai.tool.name']}"
+    else:
+        name = span["name"]
     return Span(
         trace_id=bytes.fromhex(span["trace_id"]),
         span_id=bytes.fromhex(span["span_id"]),

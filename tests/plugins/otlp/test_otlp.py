@@ -386,3 +386,18 @@ def test_providers_and_operations_use_the_convention_well_known_values(
         "grok-4": ("chat grok-4", "chat", "x_ai"),
         "llama-3.3-70b": ("chat llama-3.3-70b", "chat", "together"),  # no well-known value: ours
     }
+
+
+def test_tool_spans_are_named_after_the_convention(receiver: _Receiver) -> None:
+    agentwatch.init(exporters=["otlp"])
+    with agentwatch.span("get_weather", kind="tool"):
+        pass
+    with agentwatch.span("tool-run", kind="tool", **{"tool.name": "search"}):
+        pass
+    assert agentwatch.flush(5)
+    tools = {span.name: _attributes(span) for _, span in receiver.spans()
+             if _attributes(span)["agentwatch.kind"] == "tool"}
+    assert set(tools) == {"execute_tool get_weather", "execute_tool search"}
+    for name, attributes in tools.items():
+        assert attributes["gen_ai.operation.name"] == "execute_tool"
+        assert name == f"execute_tool {attributes['gen_ai.tool.name']}"
