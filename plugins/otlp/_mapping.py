@@ -24,7 +24,11 @@ _OPERATION = {"llm": "chat", "embedding": "embeddings", "tool": "execute_tool", 
 _SPAN_KINDS = {"llm": "LLM", "embedding": "EMBEDDING", "tool": "TOOL", "agent": "AGENT", "retriever": "RETRIEVER",
                "reranker": "RERANKER", "graph": "CHAIN", "node": "CHAIN", "chain": "CHAIN", "trace": "CHAIN",
                "crew": "CHAIN", "task": "CHAIN", "workflow": "CHAIN", "span": "CHAIN", "session": "CHAIN",
-               "cron": "CHAIN"}
+               "cron": "CHAIN", "breaker": "GUARDRAIL", "alert": "GUARDRAIL"}
+# Breaker transitions and alerts are AgentWatch's guard on spend and limits (GUARDRAIL); every other kind (process,
+# event, metric, error, http) is no step of an AI application: UNKNOWN said outright, as a span without the attribute
+# shows in Phoenix as "unknown" with a blank icon and the attribute is required on OpenInference spans.
+_UNKNOWN_KIND = "UNKNOWN"
 _CLIENT_KINDS = frozenset({"llm", "embedding", "http"})
 #: Inference operations: the convention names their spans ``{gen_ai.operation.name} {gen_ai.request.model}``.
 _INFERENCE = frozenset({"chat", "embeddings", "text_completion", "generate_content"})
@@ -68,8 +72,7 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     operation = _operation(span, url)
     if operation:
         attributes["gen_ai.operation.name"] = operation
-    if kind in _SPAN_KINDS:
-        attributes["openinference.span.kind"] = _SPAN_KINDS[kind]
+    attributes["openinference.span.kind"] = _SPAN_KINDS.get(kind, _UNKNOWN_KIND)
     finish_reason = extra.get("finish_reason")
     if span.get("provider"):
         attributes["gen_ai.provider.name"] = _provider(span["provider"], url)

@@ -401,3 +401,28 @@ def test_tool_spans_are_named_after_the_convention(receiver: _Receiver) -> None:
     for name, attributes in tools.items():
         assert attributes["gen_ai.operation.name"] == "execute_tool"
         assert name == f"execute_tool {attributes['gen_ai.tool.name']}"
+
+
+def test_every_span_kind_has_an_openinference_kind(receiver: _Receiver) -> None:
+    """Phoenix and Arize show a span without ``openinference.span.kind`` as "unknown" with a blank icon: the breaker
+    transitions, alerts, the process span and events carried none."""
+    from openinference.semconv.trace import OpenInferenceSpanKindValues
+
+    agentwatch.init(exporters=["otlp"], budget_per_hour=0.000001, block_on_threshold=True)
+    with agentwatch.llm_call("first", model="gpt-4o") as call:
+        call.set_usage(1000, 1000)
+    with pytest.raises(agentwatch.CircuitBreakerException):
+        agentwatch.start_llm_call("second", model="gpt-4o")
+    agentwatch.event("checkpoint")
+    agentwatch.metric("queue.depth", 3)
+    agentwatch.alert("spend is high")
+    assert agentwatch.flush(5)
+    kinds: dict[str, set[str | None]] = {}
+    for _, span in receiver.spans():
+        attributes = _attributes(span)
+        kinds.setdefault(attributes["agentwatch.kind"], set()).add(attributes.get("openinference.span.kind"))
+    assert {"breaker", "alert", "process", "event", "metric"} <= set(kinds)
+    known = {value.value for value in OpenInferenceSpanKindValues}
+    assert all(found <= known for found in kinds.values()), kinds
+    assert kinds["breaker"] == kinds["alert"] == {"GUARDRAIL"}  # AgentWatch's guard on spend and limits
+    assert kinds["process"] == kinds["event"] == kinds["metric"] == {"UNKNOWN"}
