@@ -29,6 +29,8 @@ _SPAN_KINDS = {"llm": "LLM", "embedding": "EMBEDDING", "tool": "TOOL", "agent": 
 # event, metric, error, http) is no step of an AI application: UNKNOWN said outright, as a span without the attribute
 # shows in Phoenix as "unknown" with a blank icon and the attribute is required on OpenInference spans.
 _UNKNOWN_KIND = "UNKNOWN"
+#: Request settings an LLM span may carry, exported under the convention's ``gen_ai.request.*`` names.
+_REQUEST_PARAMETERS = frozenset({"temperature", "max_tokens", "top_p"})
 _CLIENT_KINDS = frozenset({"llm", "embedding", "http"})
 #: Inference operations: the convention names their spans ``{gen_ai.operation.name} {gen_ai.request.model}``.
 _INFERENCE = frozenset({"chat", "embeddings", "text_completion", "generate_content"})
@@ -92,6 +94,9 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
         # The convention's name for cache writes (Anthropic's cache_creation_input_tokens), counted in
         # gen_ai.usage.input_tokens as the convention asks; the 1-hour part has none and stays agentwatch.*.
         attributes["gen_ai.usage.cache_creation.input_tokens"] = extra.pop("cache_write_tokens")
+    for parameter in _REQUEST_PARAMETERS.intersection(extra) if kind in ("llm", "embedding") else ():
+        # No plugin records them today; manual instrumentation (``call.set_attribute("temperature", 0.2)``) may.
+        attributes[f"gen_ai.request.{parameter}"] = extra.pop(parameter)
     if "finish_reason" in extra:
         attributes["gen_ai.response.finish_reasons"] = [str(extra.pop("finish_reason"))]
     if span.get("agent_name"):

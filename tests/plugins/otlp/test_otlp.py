@@ -426,3 +426,20 @@ def test_every_span_kind_has_an_openinference_kind(receiver: _Receiver) -> None:
     assert all(found <= known for found in kinds.values()), kinds
     assert kinds["breaker"] == kinds["alert"] == {"GUARDRAIL"}  # AgentWatch's guard on spend and limits
     assert kinds["process"] == kinds["event"] == kinds["metric"] == {"UNKNOWN"}
+
+
+def test_recorded_request_parameters_use_the_convention_names(receiver: _Receiver) -> None:
+    agentwatch.init(exporters=["otlp"])
+    with agentwatch.llm_call("tuned", model="gpt-4o", provider="openai") as call:
+        call.set_attribute("temperature", 0.2)
+        call.set_attribute("max_tokens", 256)
+        call.set_attribute("top_p", 0.9)
+    with agentwatch.llm_call("plain", model="gpt-4o-mini", provider="openai"):
+        pass
+    assert agentwatch.flush(5)
+    found = {span.name: _attributes(span) for _, span in receiver.spans()}
+    tuned, plain = found["chat gpt-4o"], found["chat gpt-4o-mini"]
+    assert tuned["gen_ai.request.temperature"] == 0.2 and tuned["gen_ai.request.top_p"] == 0.9
+    assert tuned["gen_ai.request.max_tokens"] == 256
+    assert not any(key.startswith("gen_ai.request.") and key != "gen_ai.request.model" for key in plain)
+    assert not {"agentwatch.temperature", "agentwatch.max_tokens", "agentwatch.top_p"} & set(tuned)
