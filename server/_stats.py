@@ -45,11 +45,33 @@ def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: 
 
 def model_cost_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     """(model, provider, cost, llm calls, input tokens, output tokens, errors) rows, most expensive first."""
-    result = [{"model": row[0], "provider": row[1] or None, "cost_usd": round(float(row[2]), 6),
+    result = [{"model": row[0], "provider": row[1] or None, "cost_usd": float(row[2]),
                "llm_calls": int(row[3]), "input_tokens": int(row[4]), "output_tokens": int(row[5]),
                "errors": int(row[6])} for row in rows]
+    result = _fold_unknown_providers(result)
+    for item in result:
+        item["cost_usd"] = round(item["cost_usd"], 6)
     result.sort(key=lambda item: (-item["cost_usd"], item["model"]))
     return result
+
+
+def _fold_unknown_providers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A model's spans that name no provider (sent by a client that does not know it) join its row when one provider
+    serves that model here: two "gpt-4o" rows, one of them without a provider, read as two models."""
+    providers: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["provider"] is not None:
+            providers.setdefault(row["model"], []).append(row)
+    kept = []
+    for row in rows:
+        known = providers.get(row["model"], []) if row["provider"] is None else []
+        if len(known) != 1:
+            kept.append(row)
+            continue
+        into = known[0]
+        for key in ("cost_usd", "llm_calls", "input_tokens", "output_tokens", "errors"):
+            into[key] += row[key]
+    return kept
 
 
 def hour_of(ns: int) -> int:

@@ -121,7 +121,11 @@ window.AW = window.AW || {};
   const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   AW.fmt = {
     int: (v) => number.format(v || 0),
-    cost: (v) => "$" + (Number(v || 0) < 1 ? Number(v || 0).toFixed(4) : Number(v || 0).toFixed(2)),
+    cost: (v) => {
+      const n = Number(v || 0);
+      if (n > 0 && n < 0.0001) return "$" + n.toPrecision(2);  // a cheap call is not $0.0000
+      return "$" + (n < 1 ? n.toFixed(4) : n.toFixed(2));
+    },
     ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Number(v).toFixed(v < 10 ? 1 : 0) + " ms"),
     pct: (v) => (Number(v || 0) * 100).toFixed(1) + " %",
     time: (ns) => (ns ? new Date(Number(ns) / 1e6).toLocaleString() : "–"),

@@ -311,3 +311,21 @@ def test_graph_of_a_deep_chain(client: TestClient, order: str) -> None:
     edges = {(edge["source"], edge["target"]) for edge in graph["edges"]}
     expected = {("agent:a", "llm:s10")} | {(f"llm:s{i}", f"llm:s{i + 10}") for i in range(10, depth, 10)}
     assert edges == expected
+
+
+def test_a_model_sent_without_its_provider_is_one_row(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: spans of gpt-4o without a provider (a client that does not name it) made a second "gpt-4o" row
+    in cost by model (and a second entry in the dashboard's model filter)."""
+    spans = [make_span(model="gpt-4o", provider="openai", cost_usd=0.002),
+             make_span(model="gpt-4o", provider=None, cost_usd=0.001),
+             make_span(model="claude-sonnet-4-5", provider="anthropic", cost_usd=0.004),
+             make_span(model="claude-sonnet-4-5", provider="bedrock", cost_usd=0.004),
+             make_span(model="claude-sonnet-4-5", provider=None, cost_usd=0.001)]
+    assert client.post("/api/ingest", json=spans).json()["accepted"] == 5
+    rows = client.get("/api/cost/by-model").json()["models"]
+    gpt = [row for row in rows if row["model"] == "gpt-4o"]
+    assert len(gpt) == 1 and gpt[0]["provider"] == "openai" and gpt[0]["llm_calls"] == 2
+    assert gpt[0]["cost_usd"] == pytest.approx(0.003)
+    # Two providers serve claude here: which one the unnamed spans were is not known, so they stay apart.
+    assert sorted(str(row["provider"]) for row in rows if row["model"] == "claude-sonnet-4-5") == [
+        "None", "anthropic", "bedrock"]
