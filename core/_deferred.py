@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 
 from ._safe import swallow_internal_error
 
@@ -21,19 +22,21 @@ __all__ = ["collecting_garbage", "defer", "install", "pending", "run_deferred", 
 #: Appended to by finalisers (``deque.append`` is atomic and takes no lock), emptied by ``run_deferred``.
 pending: deque[Callable[[], None]] = deque()
 
-_collections = 0  # collections under way (a finaliser may release the GIL, but not start a second one)
+#: The thread running a collection, or None. One at a time: CPython starts no collection while one runs, though a
+#: finaliser may release the GIL and let other threads run (their code is no finaliser: they go on as usual).
+_collector: int | None = None
 
 
 def collecting_garbage() -> bool:
-    """Whether the garbage collector is running: code called now may be a finaliser (``__del__``, a generator's
-    ``finally`` or ``except GeneratorExit``, a ``close()`` called from them) and must ``defer`` what takes a lock.
-    Known between ``init()`` and ``shutdown()``; False otherwise."""
-    return _collections > 0
+    """Whether this thread is in a garbage collection: code called now may be a finaliser (``__del__``, a
+    generator's ``finally`` or ``except GeneratorExit``, a ``close()`` called from them) and must ``defer`` what
+    takes a lock. Known between ``init()`` and ``shutdown()``; False otherwise."""
+    return _collector is not None and _collector == get_ident()
 
 
 def _on_collection(phase: str, info: dict[str, int]) -> None:
-    global _collections
-    _collections += 1 if phase == "start" else -1 if _collections > 0 else 0
+    global _collector
+    _collector = get_ident() if phase == "start" else None
 
 
 def install() -> None:
@@ -42,10 +45,10 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    global _collections
+    global _collector
     while _on_collection in gc.callbacks:
         gc.callbacks.remove(_on_collection)
-    _collections = 0
+    _collector = None
 
 
 def defer(work: Callable[[], None]) -> None:

@@ -5,10 +5,19 @@ monitor's) hung the program for good."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.plugins.providers.conftest import SpansOf
+from tests.stubs.provider_server import Reply, StubProvider
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,3 +62,38 @@ def test_a_stream_collected_while_a_lock_is_held_is_charged_later_without_a_hang
     assert run.returncode == 0, run.stderr
     assert "internal error" not in run.stderr
     assert run.stdout.splitlines() == ["blocked budget_per_hour", "['blocked', 'ok', 'ok'] 2"]
+
+
+def test_a_stream_read_to_its_end_while_another_thread_collects_is_charged_at_once(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """Only the thread in a collection defers: a finaliser there that waits (I/O, a lock) lets other threads run, and
+    their streams end as usual (review of 2026-12-05: they were deferred, charged up to a second late)."""
+    client = watch()
+    in_collection, release = threading.Event(), threading.Event()
+
+    class SlowFinaliser:
+        def __init__(self) -> None:
+            self.cycle = self  # cyclic garbage: finalised by the collector
+
+        def __del__(self) -> None:
+            in_collection.set()
+            release.wait(10)
+
+    def collect() -> None:
+        SlowFinaliser()
+        gc.collect()
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    try:
+        assert in_collection.wait(10)
+        oai = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+        stub_provider.queue(Reply(input_tokens=1000, output_tokens=100))
+        list(oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                         stream=True, stream_options={"include_usage": True}))
+        spent = client.monitor.snapshot()["spend_last_hour"]
+    finally:
+        release.set()
+        collector.join(10)
+    [span] = llm_spans()
+    assert spent == pytest.approx(span["cost_usd"]) and spent > 0
