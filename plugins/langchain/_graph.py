@@ -129,7 +129,7 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
     key, answer, step = pending
     allow_graph_control_flow()
     interrupt(None)  # returns the pending answer: consumes the index the pause had
-    _remember_taken(answer)
+    _remember_taken(_run_of(), answer)
     if key in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
         return
     with _answering:  # siblings answered at once run in parallel: one looks and applies at a time
@@ -161,16 +161,30 @@ _applied: set[tuple[str, int]] = set()
 #: (thread, graph namespace, step) and monitor of the answers applied in this process.
 _answered_steps: set[tuple[tuple[str, str, int], int]] = set()
 
-#: Answers taken by a pause's ``interrupt(None)``, by identity (the object kept, so its id is not reused). A resume
-#: without an interrupt id (``Command(resume=...)``) is one value for the whole run: each task's scratchpad still
-#: shows it after one task consumed it, so a later task (a Functional API ``@task``) must not take it again.
-_taken: dict[int, Any] = {}
+#: Answers taken by a pause's ``interrupt(None)``, per run (thread, root checkpoint) and by identity (the object kept,
+#: so its id is not reused). A resume without an interrupt id (``Command(resume=...)``) is one value for the whole
+#: step: each task's scratchpad still shows it after one task consumed it, so a later task (a Functional API
+#: ``@task``) must not take it again. Per run: a program answering every pause with one constant dict is answered
+#: in each run.
+_taken: dict[tuple[str, str, int], Any] = {}
 
 
-def _remember_taken(answer: Any) -> None:
+def _run_of() -> tuple[str, str]:
+    """(thread id, root checkpoint id) of the graph run in this context: the step an answer was given for."""
+    try:
+        from langgraph.config import get_config
+
+        configurable = get_config()["configurable"]
+    except (ImportError, RuntimeError, KeyError):
+        return "", ""
+    roots = configurable.get("checkpoint_map") or {}
+    return str(configurable.get("thread_id", "")), str(roots.get("", "") if isinstance(roots, dict) else "")
+
+
+def _remember_taken(run: tuple[str, str], answer: Any) -> None:
     if len(_taken) > 4096:
         _taken.clear()
-    _taken[id(answer)] = answer
+    _taken[(*run, id(answer))] = answer
 
 
 def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, int]] | None:
@@ -191,7 +205,7 @@ def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, 
         value = resumed[index]
     elif index == len(resumed):
         value = scratchpad.get_null_resume(False)
-        if resumed and value is resumed[-1] or _taken.get(id(value)) is value:  # already taken in this run
+        if resumed and value is resumed[-1] or _taken.get((*_run_of(), id(value))) is value:  # taken in this run
             value = None
     else:
         value = None

@@ -165,3 +165,30 @@ def test_a_pause_in_a_task_resumes_once_and_later_tasks_run(stub_provider: Any, 
     assert stub_provider.count() == 3  # the paused task's call and the writer's, the finished task not again
     agentwatch.flush()
     assert [span["status"] for span in memory.spans if span["kind"] == "llm"].count("blocked") == 1
+
+
+def test_one_answer_object_answers_the_pauses_of_every_thread(stub_provider: Any, memory: Any) -> None:
+    """A program answering every pause with one constant dict: each thread's resume takes it (review of 2026-12-05:
+    from the second thread on it was taken for already consumed, and the answered call was blocked a second time)."""
+    agentwatch.init(exporters=[memory], agents={"research": LIMITED})
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    approve = {"reset": True}
+
+    @task
+    def research(topic: str) -> str:
+        return str(model.invoke(f"research {topic}").content)
+
+    @entrypoint(checkpointer=InMemorySaver())
+    def workflow(topic: str) -> str:
+        return research(topic).result() + research(topic + " again").result()
+
+    handler = AgentWatchHandler(on_budget="interrupt")
+    for thread in ("t1", "t2"):
+        config = {"configurable": {"thread_id": thread}, "callbacks": [handler]}
+        stub_provider.queue(EXPENSIVE)
+        assert workflow.invoke("tides", config)["__interrupt__"]
+        agentwatch.flush()
+        blocked_before = [span["status"] for span in memory.spans if span["kind"] == "llm"].count("blocked")
+        assert workflow.invoke(Command(resume=approve), config) == "a long answerok"
+        agentwatch.flush()
+        assert [span["status"] for span in memory.spans if span["kind"] == "llm"].count("blocked") == blocked_before
