@@ -303,7 +303,7 @@ class LLMCall:
             refused_as = self._refused_as
             if refused_as is None:
                 raise
-            raise refused_as(blocked) from None
+            raise _refusal(refused_as, blocked) from None
 
     def raise_refusal_as(self, wrap: Callable[[CircuitBreakerException], CircuitBreakerException]) -> None:
         """Have a lower layer's refusal of this call (``top_up``) raised as ``wrap(block)``.
@@ -500,6 +500,19 @@ class LLMCall:
 
 
 @stop_on_exception
+def _refusal(wrap: Callable[[CircuitBreakerException], CircuitBreakerException],
+             blocked: CircuitBreakerException) -> CircuitBreakerException:
+    """The refusal as the plugin has it raised; an internal error of the plugin's ``wrap`` is logged and the block
+    itself raised (never the plugin's error: only a block reaches the program)."""
+    try:
+        return wrap(blocked)
+    except CircuitBreakerException as raised:  # a wrap that raises its block instead of returning it
+        return raised
+    except Exception:
+        logger.exception("agentwatch: internal error while raising a refusal (ignored; the block is raised)")
+        return blocked
+
+
 def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = None,
                  budgets: Sequence[Monitor] = ()) -> None:
     """Raise ``CircuitBreakerException`` if an LLM call made now would be blocked; counts nothing.

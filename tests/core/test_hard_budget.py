@@ -207,6 +207,21 @@ def test_a_call_refused_by_its_top_up_is_raised_as_its_opener_asks_and_ends_bloc
     assert (state["errors_in_error_window"], state["reserved"], state["state"]) == (0, 0.0, "CLOSED")
 
 
+def test_a_plugins_refusal_wrap_that_fails_still_raises_the_block(memory: agentwatch.InMemoryExporter,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Only a block reaches the program: an internal error of the plugin's wrap is logged, the block raised."""
+    agentwatch.init(exporters=[memory], budget_per_hour=1.0, hard_budget=True)
+    call = agentwatch.start_llm_call("framework", model=MODEL)
+
+    def broken(blocked: CircuitBreakerException) -> CircuitBreakerException:
+        raise KeyError("a bug in the plugin")
+
+    call.raise_refusal_as(broken)
+    with pytest.raises(CircuitBreakerException) as caught:
+        call.top_up(2.0)
+    assert caught.value.reason == "hard_budget" and "internal error while raising a refusal" in caplog.text
+
+
 def test_a_call_withdrawn_before_its_request_is_no_call_and_holds_nothing(memory: agentwatch.InMemoryExporter) -> None:
     client = agentwatch.init(exporters=[memory], budget_per_hour=1.0, hard_budget=True, max_calls_per_minute=5)
     with agentwatch.agent("Worker", max_calls_per_minute=5) as worker:
