@@ -33,9 +33,8 @@ def _parent(memory: Any, span: dict[str, Any]) -> dict[str, Any]:
     return next(other for other in memory.spans if other["span_id"] == span["parent_span_id"])
 
 
-def test_a_tasks_model_calls_count_against_the_task_and_resume_skips_finished_tasks(stub_provider: Any,
-                                                                                   memory: Any) -> None:
-    agentwatch.init(exporters=[memory], agents={"research": LIMITED})
+def _research_twice_then_write(stub_provider: Any) -> Any:
+    """A Functional API workflow: the task ``research`` twice, then ``write``, each one model call."""
     model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
 
     @task
@@ -51,6 +50,14 @@ def test_a_tasks_model_calls_count_against_the_task_and_resume_skips_finished_ta
         first = research(topic).result()
         second = research(topic + " again").result()
         return write(first + second).result()
+
+    return workflow
+
+
+def test_a_tasks_model_calls_count_against_the_task_and_resume_skips_finished_tasks(stub_provider: Any,
+                                                                                   memory: Any) -> None:
+    agentwatch.init(exporters=[memory], agents={"research": LIMITED})
+    workflow = _research_twice_then_write(stub_provider)
 
     stub_provider.queue(EXPENSIVE)
     with pytest.raises(CircuitBreakerException) as caught:
@@ -139,21 +146,7 @@ def test_a_pause_in_a_task_resumes_once_and_later_tasks_run(stub_provider: Any, 
     end. Found 2026-12-05: the answer (a resume without an interrupt id, one value for the whole run) was taken by the
     paused task and then seen again by the next task, which paused with ``Interrupt(value=None)``."""
     agentwatch.init(exporters=[memory], agents={"research": LIMITED})
-    model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
-
-    @task
-    def research(topic: str) -> str:
-        return str(model.invoke(f"research {topic}").content)
-
-    @task
-    def write(notes: str) -> str:
-        return str(model.invoke(f"write {notes}").content)
-
-    @entrypoint(checkpointer=InMemorySaver())
-    def workflow(topic: str) -> str:
-        first = research(topic).result()
-        second = research(topic + " again").result()
-        return write(first + second).result()
+    workflow = _research_twice_then_write(stub_provider)
 
     config = {**CONFIG, "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
     stub_provider.queue(EXPENSIVE)
