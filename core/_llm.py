@@ -305,6 +305,22 @@ class LLMCall:
                 raise
             raise _refusal(refused_as, blocked) from None
 
+    def refusal(self, error: BaseException) -> CircuitBreakerException | None:
+        """The block that refused this call (a lower layer's ``top_up``), if ``error`` is it or wraps it: a framework
+        between that layer and the plugin may map it to an error of its own (LiteLLM's ``InternalServerError``, with
+        the block as its cause). None for any other error, and for a block in the chain that is not this call's (one
+        the program was handling when it made the call)."""
+        if self.span.status != "blocked":
+            return None
+        seen = 0
+        cause: BaseException | None = error
+        while cause is not None and seen < 8:
+            if isinstance(cause, CircuitBreakerException):
+                return cause
+            cause = cause.__cause__ or cause.__context__
+            seen += 1
+        return None
+
     def raise_refusal_as(self, wrap: Callable[[CircuitBreakerException], CircuitBreakerException]) -> None:
         """Have a lower layer's refusal of this call (``top_up``) raised as ``wrap(block)``.
 

@@ -215,28 +215,14 @@ def _raise_block_below(call: LLMCall, error: BaseException) -> None:
     LiteLLM's provider handler comes out of LiteLLM's exception mapping as its own error (``InternalServerError``), with
     the block as its context. The caller gets the block, as from any other layer; a Router's later attempts raise it
     too."""
-    if call.span.status != "blocked":  # refused during this call (top_up marks it); else a block in the context
-        return  # chain is an earlier one the program was handling when it made this call
-    block = _block_in(error)
-    if block is None:
+    block = call.refusal(error)
+    if block is None or block is error:
         return
     call.end(error=block)
     router_block = _ROUTER_BLOCK.get()
     if router_block is not None and not router_block:
         router_block.append(block)
     raise block from None
-
-
-def _block_in(error: BaseException) -> CircuitBreakerException | None:
-    """The ``CircuitBreakerException`` at the root of ``error``'s chain of causes and contexts, if any."""
-    seen = 0
-    cause: BaseException | None = error
-    while cause is not None and seen < 8:
-        if isinstance(cause, CircuitBreakerException):
-            return cause if cause is not error else None
-        cause = cause.__cause__ or cause.__context__
-        seen += 1
-    return None
 
 
 def _stream_of(result: Any) -> Any:

@@ -275,9 +275,10 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
             except BaseException as error:
                 call.deactivate()
                 _end(call, error)
-                if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
-                    note_block(turn, error)
-                    raise _LeaveRetryLoop(error) from None
+                refused = _refused(call, error)
+                if refused is not None:
+                    note_block(turn, refused)
+                    raise _LeaveRetryLoop(refused) from None
                 raise
             call.deactivate()
             try:
@@ -332,6 +333,12 @@ async def _guarded_stream(original: Callable[..., Any], turn: Turn, args: tuple[
         raise blocked
 
 
+def _refused(call: LLMCall, error: BaseException) -> CircuitBreakerException | None:
+    """The block that stopped this attempt: a hard budget's top-up refusing the request (raised as is by the openai
+    SDK, wrapped by a LitellmModel's LiteLLM as its ``InternalServerError``), or a block raised as such."""
+    return error if isinstance(error, CircuitBreakerException) else call.refusal(error)
+
+
 async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: Turn) -> AsyncIterator[Any]:
     """One streamed request: the call is active while the SDK reads (the request goes out on the first read)."""
     call = _open_attempt(turn, pending, "openai_agents.stream_response")
@@ -355,9 +362,10 @@ async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: 
         raise
     except BaseException as error:
         _end(call, error)
-        if isinstance(error, CircuitBreakerException):  # a hard budget's top-up refused the request
-            note_block(turn, error)
-            raise _LeaveRetryLoop(error) from None
+        refused = _refused(call, error)
+        if refused is not None:
+            note_block(turn, refused)
+            raise _LeaveRetryLoop(refused) from None
         raise
     finally:
         close = getattr(stream, "aclose", None)
