@@ -76,6 +76,7 @@ from ._providers import (
     provider_for_url,
     providers_of,
 )
+from ._reservation import output_token_cap
 from ._safe import add_pass_through, logger, stop_on_exception, swallow_internal_error
 from ._span import Span
 from ._spool import Spool, spool_for
@@ -105,6 +106,7 @@ __all__ = [
     "estimate_tokens",
     "estimate_text_bytes",
     "estimate_request_tokens",
+    "output_token_cap",
     "BILLABLE_UNITS",
     # spans, context and scopes
     "Span",

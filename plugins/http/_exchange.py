@@ -31,6 +31,7 @@ from agentwatch.instrumentation import (
     get_client,
     get_current_llm_call,
     logger,
+    output_token_cap,
     start_llm_call,
     swallow_internal_error,
 )
@@ -332,6 +333,8 @@ class Exchange:
                 output_tokens = estimate_tokens(full.text or "")
             else:
                 output_tokens = 0
+            if output_tokens:  # never past what the request allowed (a hard budget reserved that much)
+                output_tokens = min(output_tokens, output_token_cap(body, self.call.span.model))
         except Exception:  # an estimate is a best effort: without one the call is flagged usage_missing
             logger.exception("agentwatch: could not estimate a call's usage (ignored)")
             return

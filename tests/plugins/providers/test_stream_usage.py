@@ -464,3 +464,18 @@ def test_a_listed_base_url_is_asked(watch: Any, llm_spans: SpansOf, stub_provide
     assert stub_provider.last.json["stream_options"] == {"include_usage": True}
     [span] = llm_spans()
     assert (span["input_tokens"], span["output_tokens"]) == (30, 90)
+
+
+def test_an_estimated_stream_is_never_charged_past_its_max_tokens(watch: Any, llm_spans: SpansOf,
+                                                                  stub_provider: StubProvider,
+                                                                  oai: openai.OpenAI) -> None:
+    """The estimate of a stream without usage (4 bytes a token) is capped at the request's own output cap, which a hard
+    budget reserved. Found 2026-12-05: 200 tokens of " information" (12 bytes, one token each) were charged as 600,
+    $0.006 against a $0.003 hard budget, and the breaker opened for budget_per_hour."""
+    client = watch(budget_per_hour=0.003, hard_budget=True, stream_usage="never")
+    stub_provider.queue(Reply(content=" information" * 200))
+    list(oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, max_tokens=200))
+    [span] = llm_spans()
+    assert span["attributes"]["usage_estimated"] is True and span["output_tokens"] == 200
+    state = client.monitor.snapshot()
+    assert state["spend_last_hour"] <= 0.003 and state["state"] == "CLOSED"
