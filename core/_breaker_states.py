@@ -10,8 +10,9 @@ A monitor is in one of four states:
 * ``PAUSED``: every call is blocked until the pause ends; then the monitor is HALF_OPEN (a clock-driven
   move, made lazily by the first look after the end).
 * ``HALF_OPEN``: one call, the probe, goes ahead while every other call is blocked. The probe's windows
-  are checked as in CLOSED (a blocking limit retrips at once); when it settles, a failure or a blocking
-  limit retrips (OPEN), anything else recovers (CLOSED). A boundary check goes through while no probe is
+  are checked as in CLOSED (a blocking limit retrips at once), except the error rate, which is what the probe
+  tests; when it settles, a failure or a blocking limit retrips (OPEN), anything else recovers (CLOSED, the
+  error window forgotten). A boundary check goes through while no probe is
   in flight (the next real call may be it).
 
 ``decide`` is that table, given what the monitor observed: its state, the windows' verdict where they were
@@ -31,6 +32,7 @@ from ._windows import (
     BUDGET_PER_HOUR,
     HARD_BUDGET,
     LIMITS_BACKEND_UNREACHABLE,
+    MAX_ERROR_RATE,
     TRACE_BUDGET,
     ProbeSlot,
     Violation,
@@ -159,10 +161,15 @@ def _closed(step: Step, verdict: Violation | None, block_on_threshold: bool, har
 
 def _half_open(step: Step, seen: Observation, block_on_threshold: bool, hard_budget: bool) -> Decision:
     verdict = seen.verdict
+    # The errors that tripped the breaker stay in the error window (300 s), and they are what the probe tests: an
+    # error-rate verdict is alerted, but neither blocks the probe nor retrips after it succeeded (the recovery then
+    # forgets them, see the monitor). Else a pause shorter than the window could never recover from it.
+    blocking = verdict is not None and verdict[0] is not MAX_ERROR_RATE and \
+        _blocks(verdict, block_on_threshold, hard_budget)
     if step is Step.PROBE_SETTLED:
         if seen.failed:
             return Decision(Outcome.SETTLED, transition=Transition("retrip", OPEN, (PROBE_FAILED, None, None)))
-        if verdict is not None and _blocks(verdict, block_on_threshold, hard_budget):
+        if blocking and verdict is not None:
             return Decision(Outcome.SETTLED, transition=Transition("retrip", OPEN, verdict), alert=verdict)
         return Decision(Outcome.SETTLED, transition=_RECOVERED, alert=verdict)
     if step is Step.CHECK:
@@ -172,7 +179,7 @@ def _half_open(step: Step, seen: Observation, block_on_threshold: bool, hard_bud
         return Decision(Outcome.BLOCK, blocked_by=seen.trip)
     if verdict is None:
         return _PROBE
-    if _blocks(verdict, block_on_threshold, hard_budget):
+    if blocking and verdict is not None:
         return Decision(Outcome.BLOCK, blocked_by=verdict, transition=Transition("retrip", OPEN, verdict),
                         alert=verdict)
     return Decision(Outcome.PROBE, alert=verdict, count=True)

@@ -112,6 +112,12 @@ class RunBudgetStore:
             self._fold()
         return self._done, self._errors
 
+    def forget_errors(self) -> None:
+        if self._inbox:
+            self._fold()
+        self._done = 0
+        self._errors = 0
+
     def clear(self) -> None:
         self._inbox.clear()
         self._spent = 0

@@ -417,6 +417,13 @@ class LocalWindowStore:
         if self._inbox:
             self._fold()
 
+    def forget_errors(self) -> None:
+        if self._inbox:
+            self._fold()  # the probe's own result too: recorded before it settles
+        self._done.clear()
+        self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
+        self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
+
     def clear(self) -> None:
         self._reserved = 0
         self.pending_calls.clear()

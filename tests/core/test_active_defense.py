@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -143,6 +144,35 @@ def test_error_rate_trips_after_ten_calls() -> None:
     with pytest.raises(CircuitBreakerException) as caught:
         agentwatch.start_llm_call("x", model="gpt-4o-mini")
     assert caught.value.reason == "max_error_rate"
+
+
+@pytest.mark.parametrize("probe_fails", [False, True])
+def test_a_pause_recovers_from_an_error_rate_trip_through_one_probe(probe_fails: bool) -> None:
+    """Found 2026-12-05: after an error-rate trip, a pause shorter than the error window (300 s) never recovered:
+    the probe was blocked by the very errors it was to test (HALF_OPEN, then every call blocked, none sent)."""
+    client = agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
+    for i in range(10):
+        with agentwatch.llm_call("x", model="gpt-4o-mini") as call:
+            if i < 6:
+                call.end(error=RuntimeError("provider error"))
+    with pytest.raises(CircuitBreakerException) as caught:
+        agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    caught.value.monitor.pause(0.05)
+    time.sleep(0.1)
+    probe = agentwatch.start_llm_call("probe", model="gpt-4o-mini")  # the one call let through
+    with pytest.raises(CircuitBreakerException):
+        agentwatch.start_llm_call("another", model="gpt-4o-mini")  # while the probe is in flight
+    probe.end(error=RuntimeError("still failing") if probe_fails else None)
+    if probe_fails:
+        assert client.monitor.state == "OPEN"
+        with pytest.raises(CircuitBreakerException):
+            agentwatch.start_llm_call("x", model="gpt-4o-mini")
+        return
+    assert client.monitor.state == "CLOSED"
+    for _ in range(12):  # the errors before the probe are forgotten: the provider is judged afresh
+        with agentwatch.llm_call("x", model="gpt-4o-mini"):
+            pass
+    assert client.monitor.snapshot()["error_rate"] == 0.0
 
 
 def test_public_path_concurrency_spend_is_exact(memory: agentwatch.InMemoryExporter) -> None:

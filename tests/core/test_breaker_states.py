@@ -92,6 +92,14 @@ def test_half_open_probe_with_an_alert_only_violation_goes_ahead_and_counts() ->
     assert decision == Decision(Outcome.PROBE, alert=RATE, count=True)
 
 
+def test_half_open_probe_goes_ahead_despite_the_errors_it_is_to_test() -> None:
+    # The errors that tripped the breaker are still in the error window: they alert, they do not block the probe.
+    decision = decide(Step.ADMIT, seen(HALF_OPEN, RATE, ProbeSlot.GRANTED, trip=RATE), True, False)
+    assert decision == Decision(Outcome.PROBE, alert=RATE, count=True)
+    settled = decide(Step.PROBE_SETTLED, seen(HALF_OPEN, RATE, ProbeSlot.GRANTED, trip=RATE), True, False)
+    assert settled.transition == Transition("recovered", CLOSED, ("probe_succeeded", None, None))
+
+
 def test_half_open_check_passes_unless_a_probe_is_in_flight() -> None:
     assert decide(Step.CHECK, seen(HALF_OPEN), True, False) == Decision(Outcome.ADMIT)
     assert decide(Step.CHECK, seen(HALF_OPEN, probe=ProbeSlot.HELD), True, False).blocked_by == TRIP
