@@ -21,6 +21,7 @@ from agentwatch.instrumentation import (
     detach,
     get_client,
     get_current_agent_scopes,
+    get_current_span,
     start_llm_call,
 )
 
@@ -116,11 +117,15 @@ def open_call(turn: Turn, name: str) -> LLMCall:
         scopes = (turn.scope,)
     model, provider = _model_name(turn.model)
     parent = _tracing.current_parent()
-    # The breaker's own spans (breaker.triggered, alert.*) are named after the context's innermost agent: make it
-    # this turn's, not the agent whose tool runs this one (an agent used as a tool) or none. Nothing to push when
-    # it already is (and pushing it changes no monitor: each is checked once).
+    # The breaker's own spans (breaker.triggered, alert.*) are named after the context's innermost agent and go under
+    # its current span: make them this turn's (not the agent whose tool runs this one, or none; not a trace of their
+    # own, as in the run loop, where no span of ours is current). Nothing to push when they already are (pushing an
+    # agent changes no monitor: each is checked once).
     context = get_current_agent_scopes()
-    token = attach(KEEP, agent=scopes[0]) if scopes and (not context or context[-1] is not scopes[0]) else None
+    push_agent = bool(scopes) and (not context or context[-1] is not scopes[0])
+    push_span = parent is not None and get_current_span() is not parent
+    token = attach(parent if push_span else KEEP, agent=scopes[0] if push_agent else KEEP) \
+        if push_agent or push_span else None
     try:
         call = start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
                               input=turn.input, attributes=dict(_ATTRIBUTES))

@@ -130,3 +130,9 @@ def test_the_breakers_spans_of_a_blocked_agent_name_it(stub_provider: Any, memor
         asyncio.run(Runner.run(_writer(stub_provider), "again"))
     agentwatch.flush()
     assert {span["agent_name"] for span in memory.spans if span["kind"] in ("breaker", "alert")} == {"Writer"}
+    # ... and sit under the blocked agent's span, in the run's trace (2026-12-05: traces of their own).
+    by_id = {span["span_id"]: span for span in memory.spans}
+    for audit in (span for span in memory.spans if span["kind"] in ("breaker", "alert")):
+        parent = by_id.get(audit["parent_span_id"])
+        assert parent is not None and parent["kind"] == "agent" and parent["name"] == "Writer"
+        assert audit["trace_id"] == parent["trace_id"]
