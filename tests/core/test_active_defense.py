@@ -135,14 +135,20 @@ def test_loop_detection_and_pause_probe(memory: agentwatch.InMemoryExporter) -> 
     assert [s["attributes"]["event"] for s in memory.by_kind("breaker")] == ["triggered", "reset"]
 
 
-def test_error_rate_trips_after_ten_calls() -> None:
-    agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
+def _trip_error_rate() -> pytest.ExceptionInfo[CircuitBreakerException]:
+    """Ten calls, six of them failed, then the call the error rate blocks."""
     for i in range(10):
         with agentwatch.llm_call("x", model="gpt-4o-mini") as call:
             if i < 6:
                 call.end(error=RuntimeError("provider error"))
     with pytest.raises(CircuitBreakerException) as caught:
         agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    return caught
+
+
+def test_error_rate_trips_after_ten_calls() -> None:
+    agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
+    caught = _trip_error_rate()
     assert caught.value.reason == "max_error_rate"
 
 
@@ -151,12 +157,7 @@ def test_a_pause_recovers_from_an_error_rate_trip_through_one_probe(probe_fails:
     """Found 2026-12-05: after an error-rate trip, a pause shorter than the error window (300 s) never recovered:
     the probe was blocked by the very errors it was to test (HALF_OPEN, then every call blocked, none sent)."""
     client = agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
-    for i in range(10):
-        with agentwatch.llm_call("x", model="gpt-4o-mini") as call:
-            if i < 6:
-                call.end(error=RuntimeError("provider error"))
-    with pytest.raises(CircuitBreakerException) as caught:
-        agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    caught = _trip_error_rate()
     caught.value.monitor.pause(0.05)
     time.sleep(0.1)
     probe = agentwatch.start_llm_call("probe", model="gpt-4o-mini")  # the one call let through
