@@ -238,10 +238,7 @@ class LLMCall:
             self._cache_write = _count(cache_write_tokens) or 0
             span.attributes["cache_write_tokens"] = self._cache_write
             if cache_write_1h_tokens is not None:
-                hour = min(_count(cache_write_1h_tokens) or 0, self._cache_write)
-                if self._units is None:
-                    self._units = {}
-                self._units[_HOUR_WRITES] = span.attributes[_HOUR_WRITES] = hour
+                self._add_units(_HOUR_WRITES, min(_count(cache_write_1h_tokens) or 0, self._cache_write))
         if span.cached_input_tokens > span.input_tokens:
             span.attributes["usage_invalid"] = True
             span.cached_input_tokens = span.input_tokens
@@ -255,10 +252,13 @@ class LLMCall:
         if value is None:
             self.span.attributes["usage_invalid"] = True
             return
+        self._add_units(unit, value)
+
+    def _add_units(self, unit: str, value: int) -> None:
+        """Note a count charged beyond the token price at ``end()``, and show it on the span."""
         if self._units is None:
             self._units = {}
-        self._units[unit] = value
-        self.span.attributes[unit] = value
+        self._units[unit] = self.span.attributes[unit] = value
 
     def estimate_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Token counts to charge if no layer reports the provider's own by ``end()`` (see ``_estimate``).
@@ -515,7 +515,6 @@ class LLMCall:
         attributes["cost_estimated"] = True
 
 
-@stop_on_exception
 def _refusal(wrap: Callable[[CircuitBreakerException], CircuitBreakerException],
              blocked: CircuitBreakerException) -> CircuitBreakerException:
     """The refusal as the plugin has it raised; an internal error of the plugin's ``wrap`` is logged and the block
@@ -529,6 +528,7 @@ def _refusal(wrap: Callable[[CircuitBreakerException], CircuitBreakerException],
         return blocked
 
 
+@stop_on_exception
 def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = None,
                  budgets: Sequence[Monitor] = ()) -> None:
     """Raise ``CircuitBreakerException`` if an LLM call made now would be blocked; counts nothing.
