@@ -6,7 +6,7 @@ import functools
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentwatch import CircuitBreakerException
@@ -126,10 +126,10 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
     pending = _pending_answer()
     if pending is None:
         return
-    key, answer, step = pending
+    key, answer, step, run = pending
     allow_graph_control_flow()
     interrupt(None)  # returns the pending answer: consumes the index the pause had
-    _remember_taken(_run_of(), answer)
+    _remember_taken(run, answer)
     if key in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
         return
     with _answering:  # siblings answered at once run in parallel: one looks and applies at a time
@@ -169,14 +169,8 @@ _answered_steps: set[tuple[tuple[str, str, int], int]] = set()
 _taken: dict[tuple[str, str, int], Any] = {}
 
 
-def _run_of() -> tuple[str, str]:
-    """(thread id, root checkpoint id) of the graph run in this context: the step an answer was given for."""
-    try:
-        from langgraph.config import get_config
-
-        configurable = get_config()["configurable"]
-    except (ImportError, RuntimeError, KeyError):
-        return "", ""
+def _run_of(configurable: Mapping[str, Any]) -> tuple[str, str]:
+    """(thread id, root checkpoint id) of a task's graph run: the step an answer was given for."""
     roots = configurable.get("checkpoint_map") or {}
     return str(configurable.get("thread_id", "")), str(roots.get("", "") if isinstance(roots, dict) else "")
 
@@ -187,8 +181,9 @@ def _remember_taken(run: tuple[str, str], answer: Any) -> None:
     _taken[(*run, id(answer))] = answer
 
 
-def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, int]] | None:
-    """The resume value the node's next ``interrupt()`` would return, if it is an answer to our pause."""
+def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, int], tuple[str, str]] | None:
+    """The resume value the node's next ``interrupt()`` would return, if it is an answer to our pause: with its
+    interrupt position, the (thread, graph, step) it belongs to and its run (``_run_of``)."""
     try:
         from langgraph._internal._constants import CONFIG_KEY_SCRATCHPAD
         from langgraph.config import get_config
@@ -201,11 +196,12 @@ def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, 
     if index is None:  # unknown LangGraph internals: only a fresh answer is recognised
         index = len(scratchpad.resume)
     resumed = scratchpad.resume
+    run = _run_of(configurable)
     if index < len(resumed):
         value = resumed[index]
     elif index == len(resumed):
         value = scratchpad.get_null_resume(False)
-        if resumed and value is resumed[-1] or _taken.get((*_run_of(), id(value))) is value:  # taken in this run
+        if resumed and value is resumed[-1] or _taken.get((*run, id(value))) is value:  # taken in this run
             value = None
     else:
         value = None
@@ -213,7 +209,7 @@ def _pending_answer() -> tuple[tuple[str, int], dict[str, Any], tuple[str, str, 
         return None
     namespace = str(configurable.get("checkpoint_ns", ""))
     graph = namespace.rpartition("|")[0]  # the task's own segment off: its siblings share the rest
-    return (namespace, index), value, (str(configurable.get("thread_id", "")), graph, int(scratchpad.step))
+    return (namespace, index), value, (run[0], graph, int(scratchpad.step)), run
 
 
 def _next_interrupt_index(counter: Any) -> int | None:
