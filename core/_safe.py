@@ -7,9 +7,12 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "PASS_THROUGH", "add_pass_through"]
+if TYPE_CHECKING:
+    from ._breaker_contract import CircuitBreakerException
+
+__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "PASS_THROUGH", "add_pass_through", "BlockCarrier"]
 
 logger = logging.getLogger("agentwatch")
 
@@ -80,3 +83,15 @@ def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
     if func is not None:
         return decorate(func)
     return decorate
+
+
+class BlockCarrier(BaseException):
+    """A block on its way past a framework's ``except Exception`` (a retry loop that would hand it to a retry policy,
+    a step that would turn it into a warning): not an ``Exception``, so such code lets it through; the plugin's code
+    outside raises ``blocked`` in its place. Never seen by the program."""
+
+    __slots__ = ("blocked",)
+
+    def __init__(self, blocked: CircuitBreakerException) -> None:
+        super().__init__(str(blocked))
+        self.blocked = blocked

@@ -77,7 +77,7 @@ from ._providers import (
     providers_of,
 )
 from ._reservation import output_token_cap
-from ._safe import add_pass_through, logger, stop_on_exception, swallow_internal_error
+from ._safe import BlockCarrier, add_pass_through, logger, stop_on_exception, swallow_internal_error
 from ._span import Span
 from ._spool import Spool, spool_for
 from .hookspecs import hookimpl
@@ -138,6 +138,7 @@ __all__ = [
     "stop_on_exception",
     "swallow_internal_error",
     "add_pass_through",
+    "BlockCarrier",
     "logger",
     # exporters (a receiver's outage handled as for the collector: spool, known down, one attempt per flush)
     "HttpSender",

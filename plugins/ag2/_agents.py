@@ -22,6 +22,7 @@ from typing import Any
 
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
+    BlockCarrier,
     Carried,
     Frame,
     Span,
@@ -267,14 +268,6 @@ def wrap_a_initiate_chat(original: Callable[..., Any]) -> Callable[..., Any]:
 _IN_SUMMARY: ContextVar[bool] = ContextVar("agentwatch_ag2_in_summary", default=False)
 
 
-class _SummaryBlocked(BaseException):
-    """A block of the summary's LLM call on its way past AG2's ``except Exception`` (not an ``Exception``)."""
-
-    def __init__(self, blocked: CircuitBreakerException) -> None:
-        super().__init__(str(blocked))
-        self.blocked = blocked
-
-
 #: While a summary's LLM call is made: (the agent AG2 names as the caller, the agent whose client answers).
 _SUMMARY_FOR: ContextVar[tuple[Any, Any] | None] = ContextVar("agentwatch_ag2_summary_for", default=None)
 
@@ -307,7 +300,7 @@ def wrap_reflection_with_llm(original: Callable[..., Any]) -> Callable[..., Any]
             return original(self, *args, **kwargs)
         except CircuitBreakerException as blocked:
             if _IN_SUMMARY.get():  # only where our summary wrapper is there to turn it back into the block
-                raise _SummaryBlocked(blocked) from None
+                raise BlockCarrier(blocked) from None
             raise
         finally:
             _SUMMARY_FOR.reset(token)
@@ -326,7 +319,7 @@ def wrap_reflection_with_llm_as_summary(original: Any) -> Any:
         token = _IN_SUMMARY.set(True)
         try:
             return function(*args, **kwargs)
-        except _SummaryBlocked as passing:
+        except BlockCarrier as passing:
             raise passing.blocked from None
         finally:
             _IN_SUMMARY.reset(token)

@@ -8,7 +8,7 @@ is looked up as a global of ``run_loop``, so replacing the module attribute reac
 
 Limits are checked before the SDK's retry loop starts: a block reaches the caller unchanged (the SDK passes
 exceptions that are not its own through ``Runner.run``) and is never retried. A block met inside the loop (a
-retry after a failed attempt, a hard budget's refusal as the request is sent) leaves it as ``_LeaveRetryLoop``,
+retry after a failed attempt, a hard budget's refusal as the request is sent) leaves it as a ``BlockCarrier``,
 which the loop does not catch, and is raised again as itself outside it: the retry policy is not asked and no
 backoff is slept. Each attempt the SDK makes is one call of ours, active while the model sends, so the HTTP
 layer (openai SDK, httpx) adds to it instead of counting the request again.
@@ -24,6 +24,7 @@ from typing import Any
 
 from agentwatch.instrumentation import (
     KEEP,
+    BlockCarrier,
     CircuitBreakerException,
     LLMCall,
     attach,
@@ -226,17 +227,9 @@ def _end(call: LLMCall, error: BaseException | None = None) -> None:
         swallow_internal_error("the openai-agents plugin")
 
 
-class _LeaveRetryLoop(BaseException):
-    """A block on its way out of the SDK's retry loop. The loop hands every ``Exception`` to the retry policy
-    (and sleeps its backoff before the next attempt); this is not one, so the non-streamed loop does not catch it
-    and the streamed one raises it again at once. Never seen outside this module: the wrapper around the loop
-    raises ``blocked`` in its place."""
-
-    __slots__ = ("blocked",)
-
-    def __init__(self, blocked: CircuitBreakerException) -> None:
-        super().__init__()
-        self.blocked = blocked
+# A block met inside the SDK's retry loop leaves it as a ``BlockCarrier``: the loop hands every ``Exception`` to the
+# retry policy (and sleeps its backoff before the next attempt); a carrier is not one, so the non-streamed loop does
+# not catch it and the streamed one raises it again at once. The wrapper around the loop raises the block instead.
 
 
 def _note_conversation(turn: Turn, kwargs: dict[str, Any]) -> None:
@@ -255,7 +248,7 @@ def _open_attempt(turn: Turn, pending: list[LLMCall], name: str) -> LLMCall:
     try:
         return open_call(turn, name)
     except CircuitBreakerException as blocked:
-        raise _LeaveRetryLoop(blocked) from None
+        raise BlockCarrier(blocked) from None
 
 
 def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -278,7 +271,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
                 refused = _refused(call, error)
                 if refused is not None:
                     note_block(turn, refused)
-                    raise _LeaveRetryLoop(refused) from None
+                    raise BlockCarrier(refused) from None
                 raise
             call.deactivate()
             try:
@@ -291,7 +284,7 @@ def _get_response_with_retry(original: Callable[..., Any]) -> Callable[..., Any]
         kwargs["get_response"] = attempt
         try:
             return await original(*args, **kwargs)
-        except _LeaveRetryLoop as leaving:
+        except BlockCarrier as leaving:
             blocked = leaving.blocked
         finally:
             for call in pending:  # the loop failed before its first attempt: nothing was sent
@@ -323,7 +316,7 @@ async def _guarded_stream(original: Callable[..., Any], turn: Turn, args: tuple[
     try:
         async for event in inner:
             yield event
-    except _LeaveRetryLoop as leaving:
+    except BlockCarrier as leaving:
         blocked = leaving.blocked
     finally:
         await inner.aclose()
@@ -365,7 +358,7 @@ async def _attempt(get_stream: Callable[[], Any], pending: list[LLMCall], turn: 
         refused = _refused(call, error)
         if refused is not None:
             note_block(turn, refused)
-            raise _LeaveRetryLoop(refused) from None
+            raise BlockCarrier(refused) from None
         raise
     finally:
         close = getattr(stream, "aclose", None)
