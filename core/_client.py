@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _fingerprint
@@ -27,7 +27,7 @@ from ._limits_backend import window_store_for
 from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
 from ._safe import logger, stop_on_exception
-from ._span import Span
+from ._span import REMOTE_PARENT_KEY, Span
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -43,6 +43,16 @@ _time_ns = time.time_ns
 _active: Client | None = None
 #: Plugins registered into every client, including ones created later (e.g. by a test's own init()).
 _process_plugins: dict[str, Any] = {}
+
+
+def _remote_parent_source(exporters: Sequence[Exporter]) -> Callable[[], tuple[str, str] | None] | None:
+    """The first exporter's optional ``remote_parent()``: the (trace id, span id) of the span current in the
+    program in that exporter's backend (OpenTelemetry's), or None. Asked only when a root span opens."""
+    for exporter in exporters:
+        source = getattr(exporter, "remote_parent", None)
+        if callable(source):
+            return stop_on_exception(source)
+    return None
 
 
 def _slug(name: str) -> str:
@@ -125,6 +135,7 @@ class Client:
         for name, plugin in list(_process_plugins.items()):
             self.register_plugin(plugin, name)
         self.exporters = self._make_exporters(config.exporters) if self.enabled else []
+        self._remote_parent = _remote_parent_source(self.exporters)
         stop_on_exception(attach_remote_control)(self)
         # Before the worker starts: its first batch reads these flags.
         self._refresh_hook_flags()
@@ -267,6 +278,12 @@ class Client:
             parent = None
         if parent is None:
             span = Span(name, kind, None, None, None, None, None, None, None, model, provider, attributes)
+            if self._remote_parent is not None:
+                remote = self._remote_parent()
+                if remote is not None:
+                    # The trace the program is in (an OpenTelemetry span of its web request): ours join it. The
+                    # parent is kept aside for the exporter that knows it; to the collector this stays a root.
+                    span.trace_id, span.attributes[REMOTE_PARENT_KEY] = remote
         else:
             span = Span(name, kind, parent.trace_id, None, parent.span_id, None, None, None, None, model, provider,
                         attributes)

@@ -12,7 +12,8 @@ forks wait for it: the place for imports an exporter defers, which a fork must n
 ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
 down is not waited for), ``begin_flush()`` (called by the worker before it drains for ``force_flush``, so that
 a receiver known to be down is tried once more and what it missed delivered) and ``on_idle()`` (called by the
-worker after each drain, for background work such as delivering spooled batches).
+worker after each drain, for background work such as delivering spooled batches). The client reads one more,
+``remote_parent()``, on the program's thread: see ``Client._open_span``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from ._forking import after_fork_in_child
 
-__all__ = ["Span", "SPAN_KINDS", "STATUSES", "new_trace_id", "new_span_id"]
+__all__ = ["Span", "SPAN_KINDS", "STATUSES", "REMOTE_PARENT_KEY", "new_trace_id", "new_span_id"]
 
 SPAN_KINDS: Final = frozenset(
     {
@@ -19,6 +19,9 @@ SPAN_KINDS: Final = frozenset(
     }
 )
 STATUSES: Final = frozenset({"ok", "error", "blocked"})
+#: The attribute of a root span that names its parent outside AgentWatch: the OpenTelemetry span that was current
+#: in the program when it opened (an exporter's ``remote_parent()``). Exporters to that backend make it the parent.
+REMOTE_PARENT_KEY: Final = "remote_parent_span_id"
 
 
 # Ids need uniqueness, not secrecy: getrandbits is ~50x cheaper than os.urandom. A private generator,

@@ -23,7 +23,9 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
 - Exporters that POST to a receiver: ``HttpSender`` sends with keep-alive, gzip and retries; subclassing
   ``SpoolingExporter`` (``body``, ``content_type``) gives the collector's outage handling, with the ``Spool`` that
   ``spool_for(url, config)`` makes from ``spool_dir``: a receiver that is down costs a flush one attempt, not a
-  retry budget, and what it missed is delivered from disk when it answers.
+  retry budget, and what it missed is delivered from disk when it answers. An exporter to a tracing backend may
+  offer ``remote_parent()``: the (trace id, span id) current in the program in that backend; a root span opened
+  then takes its trace id and names it under ``REMOTE_PARENT_KEY``, for the exporter to make it the parent.
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code. Code a finaliser may run (``__del__``, a generator's
   ``finally``; ``collecting_garbage()`` tells) ends nothing itself: it hands the work to ``defer``, run at the next
@@ -78,7 +80,7 @@ from ._providers import (
 )
 from ._reservation import output_token_cap
 from ._safe import BlockCarrier, add_pass_through, logger, stop_on_exception, swallow_internal_error
-from ._span import Span
+from ._span import REMOTE_PARENT_KEY, Span
 from ._spool import Spool, spool_for
 from .hookspecs import hookimpl
 
@@ -110,6 +112,7 @@ __all__ = [
     "BILLABLE_UNITS",
     # spans, context and scopes
     "Span",
+    "REMOTE_PARENT_KEY",
     "end_span",
     "get_current_span",
     "attach",

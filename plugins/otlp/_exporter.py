@@ -11,6 +11,11 @@ from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExport
 
 from ._mapping import to_otlp_request
 
+try:  # opentelemetry-api: the program's own spans, if it has any
+    from opentelemetry.trace import get_current_span as _current_otel_span
+except ImportError:  # pragma: no cover - opentelemetry-proto installed without the API
+    _current_otel_span = None
+
 __all__ = ["OtlpExporter"]
 
 _DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -62,6 +67,16 @@ class OtlpExporter(SpoolingExporter):
         return cls(endpoint, headers=headers, timeout=float(timeout_ms) / 1000,
                    compression=compression or None, resource_attributes=resource,
                    spool=spool_for(endpoint, config) if config is not None else None)
+
+    def remote_parent(self) -> tuple[str, str] | None:
+        """The OpenTelemetry span current in the program (a web framework's request span, the user's own): a trace
+        AgentWatch opens inside it is part of it in the receiver, its root span that span's child."""
+        if _current_otel_span is None:
+            return None
+        context = _current_otel_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
     @property
     def endpoint(self) -> str:

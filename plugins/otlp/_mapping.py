@@ -13,6 +13,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from agentwatch import __version__
+from agentwatch.instrumentation import REMOTE_PARENT_KEY
 
 from ._messages import input_messages, output_messages
 
@@ -69,6 +70,7 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     """The GenAI convention attributes of one span, with AgentWatch extras under ``agentwatch.*``."""
     kind = span["kind"]
     extra = dict(span.get("attributes") or {})
+    extra.pop(REMOTE_PARENT_KEY, None)  # the span's parent (``_otlp_span``), not an attribute
     attributes: dict[str, Any] = {"agentwatch.kind": kind, "agentwatch.status": span["status"]}
     url = _url_parts(extra)
     operation = _operation(span, url)
@@ -218,10 +220,12 @@ def _otlp_span(span: Mapping[str, Any]) -> Span:
         name = f"execute_tool {attributes['gen_ai.tool.name']}"
     else:
         name = span["name"]
+    # A root span opened inside the program's own OpenTelemetry span (a web request's) is that span's child.
+    parent = span.get("parent_span_id") or (span.get("attributes") or {}).get(REMOTE_PARENT_KEY)
     return Span(
         trace_id=bytes.fromhex(span["trace_id"]),
         span_id=bytes.fromhex(span["span_id"]),
-        parent_span_id=bytes.fromhex(span["parent_span_id"]) if span.get("parent_span_id") else b"",
+        parent_span_id=bytes.fromhex(parent) if parent else b"",
         name=name,
         kind=Span.SPAN_KIND_CLIENT if span["kind"] in _CLIENT_KINDS else Span.SPAN_KIND_INTERNAL,
         start_time_unix_nano=span["start_time_unix_nano"],

@@ -443,3 +443,43 @@ def test_recorded_request_parameters_use_the_convention_names(receiver: _Receive
     assert tuned["gen_ai.request.max_tokens"] == 256
     assert not any(key.startswith("gen_ai.request.") and key != "gen_ai.request.model" for key in plain)
     assert not {"agentwatch.temperature", "agentwatch.max_tokens", "agentwatch.top_p"} & set(tuned)
+
+
+def test_traces_opened_inside_the_programs_opentelemetry_span_join_its_trace(
+        receiver: _Receiver, stub_provider: Any) -> None:
+    """A web app traced with OpenTelemetry (its request span current) that runs an agent: AgentWatch's spans belong
+    in that request's trace, under its span, as the spans of an OpenTelemetry instrumentation would; outside any
+    such span they are traces of their own. The application's own spans are exported by its SDK as before."""
+    import openai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.stubs.provider_server import Reply
+
+    app_spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(app_spans))
+    tracer = provider.get_tracer("web-app")
+    agentwatch.init(exporters=["otlp"])
+    client = openai.OpenAI(api_key="sk-test", base_url=stub_provider.openai_base_url)
+    for _ in range(3):
+        stub_provider.queue(Reply(content="hi", input_tokens=12, output_tokens=3))
+    with tracer.start_as_current_span("POST /chat") as request_span:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        with agentwatch.trace("answer"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}])
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "outside"}])
+    assert agentwatch.flush(5)
+    request = request_span.get_span_context()
+    request_trace, request_id = request.trace_id.to_bytes(16, "big"), request.span_id.to_bytes(8, "big")
+    spans = [span for _, span in receiver.spans() if _attributes(span)["agentwatch.kind"] in ("llm", "trace")]
+    assert len(spans) == 4
+    inside, answer, nested, outside = sorted(spans, key=lambda span: span.start_time_unix_nano)
+    assert answer.name == "answer" and nested.parent_span_id == answer.span_id
+    for span in (inside, answer, nested):
+        assert span.trace_id == request_trace
+    assert inside.parent_span_id == answer.parent_span_id == request_id
+    assert outside.trace_id != request_trace and outside.parent_span_id == b""
+    assert "agentwatch.remote_parent_span_id" not in _attributes(inside)
+    assert [span.name for span in app_spans.get_finished_spans()] == ["POST /chat"]
