@@ -10,9 +10,9 @@ A monitor is in one of four states:
 * ``PAUSED``: every call is blocked until the pause ends; then the monitor is HALF_OPEN (a clock-driven
   move, made lazily by the first look after the end).
 * ``HALF_OPEN``: one call, the probe, goes ahead while every other call is blocked. The probe's windows
-  are checked as in CLOSED (a blocking limit retrips at once), except the error rate, which is what the probe
-  tests; when it settles, a failure or a blocking limit retrips (OPEN), anything else recovers (CLOSED, the
-  error window forgotten). A boundary check goes through while no probe is
+  are checked as in CLOSED (a blocking limit retrips at once), except the rates (errors, calls per minute), which
+  are what the probe tests; when it settles, a failure or a blocking limit retrips (OPEN), anything else recovers
+  (CLOSED, the error and call windows forgotten). A boundary check goes through while no probe is
   in flight (the next real call may be it).
 
 ``decide`` is that table, given what the monitor observed: its state, the windows' verdict where they were
@@ -32,6 +32,7 @@ from ._windows import (
     BUDGET_PER_HOUR,
     HARD_BUDGET,
     LIMITS_BACKEND_UNREACHABLE,
+    MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
     TRACE_BUDGET,
     ProbeSlot,
@@ -59,6 +60,8 @@ CLOSED: Final = "CLOSED"
 OPEN: Final = "OPEN"
 PAUSED: Final = "PAUSED"
 HALF_OPEN: Final = "HALF_OPEN"
+#: Limits on rates, which a HALF_OPEN probe tests rather than obeys.
+_RATES: Final = frozenset({MAX_ERROR_RATE, MAX_CALLS_PER_MINUTE})
 STATES: Final = (CLOSED, OPEN, PAUSED, HALF_OPEN)
 EVENTS: Final = ("triggered", "paused", "half_open", "recovered", "retrip", "budget_increased", "reset", "killed",
                   "resumed")
@@ -161,10 +164,10 @@ def _closed(step: Step, verdict: Violation | None, block_on_threshold: bool, har
 
 def _half_open(step: Step, seen: Observation, block_on_threshold: bool, hard_budget: bool) -> Decision:
     verdict = seen.verdict
-    # The errors that tripped the breaker stay in the error window (300 s), and they are what the probe tests: an
-    # error-rate verdict is alerted, but neither blocks the probe nor retrips after it succeeded (the recovery then
-    # forgets them, see the monitor). Else a pause shorter than the window could never recover from it.
-    blocking = verdict is not None and verdict[0] is not MAX_ERROR_RATE and \
+    # The errors or calls that tripped the breaker stay in their window (300 s, 60 s), and they are what the probe
+    # tests: a rate's verdict is alerted, but neither blocks the probe nor retrips after it succeeded (the recovery
+    # then forgets them, see the monitor). Else a pause shorter than the window could never recover from it.
+    blocking = verdict is not None and verdict[0] not in _RATES and \
         _blocks(verdict, block_on_threshold, hard_budget)
     if step is Step.PROBE_SETTLED:
         if seen.failed:

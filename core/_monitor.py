@@ -434,8 +434,8 @@ class Monitor:
         if transition is not None:
             if transition.to_state is OPEN:
                 self._trip = transition.cause
-            elif transition.event == "recovered":  # a probe succeeded: the errors before it are no evidence any more
-                forget = getattr(self._store, "forget_errors", None)  # optional: a replacement store may lack it
+            elif transition.event == "recovered":  # a probe succeeded: the rates before it are no evidence any more
+                forget = getattr(self._store, "forget_rates", None)  # optional: a replacement store may lack it
                 if forget is not None:
                     forget()
             self._transition_locked(transition.event, transition.to_state, *transition.cause)

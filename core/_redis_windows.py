@@ -340,10 +340,11 @@ class RedisWindowStore:
         read = self._read()
         return (int(read[1]), int(read[2])) if read is not None else self._fallback().outcomes(now)
 
-    def forget_errors(self) -> None:
-        self._local.forget_errors()
-        # The fleet's outcome window ("dz", "dh"); the CLEAR script deletes the six keys it is given.
-        self._run(self._backend.clear, self._keys[2:4] * 3)
+    def forget_rates(self) -> None:
+        self._local.forget_rates()
+        # The fleet's outcome and call windows ("dz", "dh", "cz", "ch"); the CLEAR script deletes the six keys it
+        # is given.
+        self._run(self._backend.clear, [*self._keys[2:6], *self._keys[2:4]])
 
     def clear(self) -> None:
         self._spend_read = False

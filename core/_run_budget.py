@@ -112,7 +112,7 @@ class RunBudgetStore:
             self._fold()
         return self._done, self._errors
 
-    def forget_errors(self) -> None:
+    def forget_rates(self) -> None:
         if self._inbox:
             self._fold()
         self._done = 0

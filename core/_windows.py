@@ -417,12 +417,17 @@ class LocalWindowStore:
         if self._inbox:
             self._fold()
 
-    def forget_errors(self) -> None:
+    def forget_rates(self) -> None:
+        """Forget the outcome and call windows (a successful probe: the rates are judged afresh)."""
         if self._inbox:
             self._fold()  # the probe's own result too: recorded before it settles
         self._done.clear()
         self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
         self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
+        self.pending_calls.clear()
+        self._calls.clear()
+        self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
+        self._calls_total, self._calls_expires = 0, _NEVER
 
     def clear(self) -> None:
         self._reserved = 0

@@ -152,12 +152,29 @@ def test_error_rate_trips_after_ten_calls() -> None:
     assert caught.value.reason == "max_error_rate"
 
 
+def _trip_call_rate() -> pytest.ExceptionInfo[CircuitBreakerException]:
+    """Three calls within a minute, then the fourth the call rate (3 a minute) blocks."""
+    for _ in range(3):
+        with agentwatch.llm_call("x", model="gpt-4o-mini"):
+            pass
+    with pytest.raises(CircuitBreakerException) as caught:
+        agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    return caught
+
+
 @pytest.mark.parametrize("probe_fails", [False, True])
-def test_a_pause_recovers_from_an_error_rate_trip_through_one_probe(probe_fails: bool) -> None:
+@pytest.mark.parametrize("limit", ["max_error_rate", "max_calls_per_minute"])
+def test_a_pause_recovers_from_a_rate_trip_through_one_probe(limit: str, probe_fails: bool) -> None:
     """Found 2026-12-05: after an error-rate trip, a pause shorter than the error window (300 s) never recovered:
-    the probe was blocked by the very errors it was to test (HALF_OPEN, then every call blocked, none sent)."""
-    client = agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
-    caught = _trip_error_rate()
+    the probe was blocked by the very errors it was to test (HALF_OPEN, then every call blocked, none sent). Found
+    2026-12-05 again for a loop: a pause shorter than the call window (60 s) after a ``max_calls_per_minute`` trip."""
+    if limit == "max_error_rate":
+        client = agentwatch.init(exporters=[], max_error_rate=0.5, block_on_threshold=True)
+        caught = _trip_error_rate()
+    else:
+        client = agentwatch.init(exporters=[], max_calls_per_minute=3, block_on_threshold=True)
+        caught = _trip_call_rate()
+    assert caught.value.reason == limit
     caught.value.monitor.pause(0.05)
     time.sleep(0.1)
     probe = agentwatch.start_llm_call("probe", model="gpt-4o-mini")  # the one call let through
@@ -170,10 +187,18 @@ def test_a_pause_recovers_from_an_error_rate_trip_through_one_probe(probe_fails:
             agentwatch.start_llm_call("x", model="gpt-4o-mini")
         return
     assert client.monitor.state == "CLOSED"
-    for _ in range(12):  # the errors before the probe are forgotten: the provider is judged afresh
+    if limit == "max_error_rate":
+        for _ in range(12):  # the errors before the probe are forgotten: the provider is judged afresh
+            with agentwatch.llm_call("x", model="gpt-4o-mini"):
+                pass
+        assert client.monitor.snapshot()["error_rate"] == 0.0
+        return
+    for _ in range(3):  # the calls before the probe are forgotten: the loop is judged afresh
         with agentwatch.llm_call("x", model="gpt-4o-mini"):
             pass
-    assert client.monitor.snapshot()["error_rate"] == 0.0
+    with pytest.raises(CircuitBreakerException) as again:  # and the limit still holds
+        agentwatch.start_llm_call("x", model="gpt-4o-mini")
+    assert again.value.reason == "max_calls_per_minute"
 
 
 def test_public_path_concurrency_spend_is_exact(memory: agentwatch.InMemoryExporter) -> None:

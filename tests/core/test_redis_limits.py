@@ -318,6 +318,24 @@ def test_error_rate_is_shared(redis_url: str) -> None:
 # ---- recovery is fleet-wide -------------------------------------------------------------------------------
 
 
+def test_a_pause_recovers_a_shared_loop_trip_everywhere(redis_url: str, workers: list[Worker]) -> None:
+    """A loop trip (calls per minute, counted fleet-wide) paused for less than the call window: the probe goes
+    through, and both processes get a fresh minute of calls (found 2026-12-05: the probe was blocked by the calls
+    it was to test, and every call stayed blocked until the window had passed)."""
+    limits = {"max_calls_per_minute": 4, "block_on_threshold": True}
+    first = _start(workers, redis_url, **limits)
+    second = _start(workers, redis_url, **limits)
+    assert first.ask("spend", 2, SMALL)["ok"] == 2 and second.ask("spend", 2, SMALL)["ok"] == 2
+    assert second.ask("spend", 1, SMALL)["last"] == ["max_calls_per_minute", 4, 5]
+    first.ask("pause", 0.3)
+    time.sleep(0.4)
+    assert first.ask("spend", 1, SMALL) == {"ok": 1, "blocked": 0, "last": None}  # the probe
+    assert first.ask("state")["state"] == "CLOSED"
+    assert second.ask("spend", 4, SMALL) == {"ok": 4, "blocked": 0, "last": None}
+    assert first.ask("spend", 1, SMALL)["last"] == ["max_calls_per_minute", 4, 5]
+
+
+
 def test_increase_budget_and_reset_reach_the_other_process(redis_url: str, workers: list[Worker]) -> None:
     limits = {"budget_per_hour": 2 * BIG_USD, "block_on_threshold": True}
     first = _start(workers, redis_url, **limits)
