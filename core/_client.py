@@ -229,10 +229,14 @@ class Client:
             scope = self._agents.get(name)
             if scope is None:
                 settings = {**{k: v for k, v in preset.items() if k not in ("role", "agent_id")}, **given}
-                # init(block_on_threshold=..., hard_budget=...) are an agent's defaults: init(block_on_threshold=True,
-                # agents={"Researcher": {"budget_per_hour": 1.0}}) blocks the researcher, not only alerts.
-                settings.setdefault("block_on_threshold", self.config.block_on_threshold)
-                settings.setdefault("hard_budget", self.config.hard_budget)
+                # init(block_on_threshold=..., hard_budget=..., on_alert=..., on_block=...) are an agent's defaults:
+                # init(block_on_threshold=True, agents={"Researcher": {"budget_per_hour": 1.0}}) blocks the
+                # researcher, not only alerts, and the program's hooks hear of it.
+                config = self.config
+                settings.setdefault("block_on_threshold", config.block_on_threshold)
+                settings.setdefault("hard_budget", config.hard_budget)
+                settings.setdefault("on_alert", config.on_alert)
+                settings.setdefault("on_block", config.on_block)
                 scope_id = agent_id or preset.get("agent_id") or _slug(name)
                 monitor = Monitor("agent", scope_id, sink=self._sink, name=name,
                                   store=window_store_for(self.config, "agent", scope_id), **settings)

@@ -282,6 +282,31 @@ def test_agents_block_when_init_blocks(declared: str, memory: agentwatch.InMemor
     assert caught.value.scope_id == "researcher"
 
 
+@pytest.mark.parametrize("declared", ["preset", "agent"])
+def test_init_hooks_hear_of_an_agents_alerts_and_blocks(declared: str) -> None:
+    """``init(on_alert=..., on_block=...)`` fire for an agent scope's limits as for the global one's (found
+    2026-12-05: neither fired for an agent's budget, from ``init(agents=...)`` or ``agent(...)``); an ``on_block``
+    that raises the agent's budget lets the blocked call go ahead."""
+    alerts: list[tuple[str, str]] = []
+    blocks: list[tuple[str, str]] = []
+
+    def top_up(event: agentwatch.BlockEvent) -> None:
+        blocks.append((event.scope_id, event.reason))
+        if len(blocks) == 1:
+            event.monitor.increase_budget(ONE_CALL_USD)
+
+    limits = {"budget_per_hour": ONE_CALL_USD}
+    agentwatch.init(exporters=[], block_on_threshold=True, on_block=top_up,
+                    on_alert=lambda alert: alerts.append((alert["scope_id"], alert["reason"])),
+                    agents={"Researcher": limits} if declared == "preset" else {})
+    with agentwatch.agent("Researcher", **({} if declared == "preset" else limits)):  # type: ignore[arg-type]
+        _spend(2)  # the second call is blocked, topped up by on_block, and goes ahead
+        with pytest.raises(CircuitBreakerException):
+            _spend(1)
+    assert blocks == [("researcher", "budget_per_hour")] * 2
+    assert ("researcher", "budget_per_hour") in alerts
+
+
 def test_an_agent_only_alerts_when_init_only_alerts_or_it_says_so(memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory], block_on_threshold=True)
     with agentwatch.agent("Watcher", budget_per_hour=ONE_CALL_USD, block_on_threshold=False):
