@@ -253,3 +253,35 @@ def test_entry_module_does_not_import_llamaindex() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
 
+
+
+def test_an_embedding_class_of_the_users_own_is_priced_as_the_sdk_it_calls(
+        memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    """A ``BaseEmbedding`` subclass of the user's calling the openai SDK: LlamaIndex names no provider for it, and
+    embedding models are priced per provider (found 2026-12-05: charged at the unknown-model default, 50x)."""
+    import openai
+    from llama_index.core.embeddings import BaseEmbedding
+
+    from tests.stubs.provider_server import Reply
+
+    client = openai.OpenAI(api_key="sk-test", base_url=stub_provider.openai_base_url, max_retries=0)
+
+    class SdkEmbedding(BaseEmbedding):
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            answer = client.embeddings.create(model=self.model_name, input=[text])
+            return list(answer.data[0].embedding)
+
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(input_tokens=30_000, output_tokens=0))
+    SdkEmbedding(model_name="text-embedding-3-small").get_text_embedding("bees dance")
+    agentwatch.flush()
+    [span] = memory.by_kind("embedding")
+    assert (span["provider"], span["input_tokens"]) == ("openai", 30_000)
+    assert span["cost_usd"] == pytest.approx(30_000 * 0.02 / 1e6)
+    assert not span["attributes"].get("cost_estimated")
