@@ -262,6 +262,7 @@ class HttpSender:
             body = _gzip(body)
         if gzipped or precompressed:
             headers["Content-Encoding"] = "gzip"
+        reused = self._connection is not None and self._pid == os.getpid()
         connection = self._connect()
         try:
             connection.request("POST", path, body=body, headers=headers)
@@ -271,6 +272,15 @@ class HttpSender:
             announced = response.getheader(CONTROL_HEADER)
             if announced is not None:
                 self.announced_control = announced
+        except ConnectionError:
+            self.close()
+            if not reused:
+                raise
+            # A kept-alive connection the receiver closed while it was idle (uvicorn after 5 s, most servers after
+            # some seconds): no sign of the receiver being down. Once more at once, on a new connection; the
+            # collector takes a batch sent twice once (span ids).
+            return self.post(path, body, content_type, gzipped=False, precompressed=precompressed or gzipped,
+                             max_answer=max_answer)
         except Exception:
             self.close()
             raise

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,6 +148,50 @@ def test_a_body_is_compressed_once_however_often_it_is_retried(collector: _Colle
     assert sender.post_with_retries("/api/ingest", body, "application/json")
     assert len(collector.headers_seen) == 4 and compressed == [len(body)]
     assert collector.batches == [[{"name": "retried"}]]
+
+
+class _IdleClosingHandler(_Handler):
+    """Closes a kept-alive connection idle for 0.2 s, as uvicorn does after 5 s and most servers after some."""
+
+    timeout = 0.2
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self.path.endswith("/v1/traces"):
+            super().do_POST()
+            return
+        self.rfile.read(int(self.headers["Content-Length"]))  # protobuf: only counted
+        with self.server.lock:
+            self.server.headers_seen.append(dict(self.headers))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.mark.parametrize("exporter", ["collector", "otlp"])
+def test_a_connection_the_receiver_closed_while_idle_is_no_outage(
+        exporter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found 2026-12-05: the first batch after a quiet spell longer than the receiver's keep-alive went to the closed
+    connection, warned "not reachable (BrokenPipeError)" and waited a backoff, with the receiver up."""
+    server = _Collector()
+    server.RequestHandlerClass = _IdleClosingHandler
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = server.url.rsplit("/api/", 1)[0]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    try:
+        agentwatch.init(**({"proxy_url": server.url, "remote_control": False} if exporter == "collector"
+                           else {"exporters": ["otlp"]}))
+        for quiet in range(3):
+            agentwatch.event(f"after quiet spell {quiet}")
+            assert agentwatch.flush(5)
+            time.sleep(0.4)
+        assert len(server.headers_seen) >= 3
+        assert not [record for record in caplog.records if "not reachable" in record.getMessage()]
+        assert agentwatch.get_state()["exporter"]["failed"] == 0
+    finally:
+        agentwatch.shutdown()
+        server.shutdown()
+        server.server_close()
 
 
 def test_breaker_records_are_forwarded_to_sdk_alert(collector: _Collector) -> None:
