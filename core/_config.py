@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -106,6 +107,11 @@ def _from_env(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ValueError(f"{_env_name(name)}: expected an integer, got {raw!r}") from None
+    if name in {"agents", "cost_table_override", "providers"}:
+        try:
+            return json.loads(raw)  # validated afterwards like an argument: a list or a number is named there
+        except ValueError:
+            raise ValueError(f"{_env_name(name)}: expected a JSON object, got {raw!r}") from None
     if name in {"exporters", "disabled_plugins"}:
         return [part.strip() for part in raw.split(",") if part.strip()]
     if name == "stream_usage" and "://" in raw:
@@ -289,8 +295,7 @@ def build_config(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = 
     values: dict[str, Any] = {}
     for name in _FIELDS:
         raw = environ.get(_env_name(name))
-        if raw is not None and name not in {"on_alert", "on_block", "cost_table_override", "agents",
-                                            "providers"}:
+        if raw is not None and name not in {"on_alert", "on_block"}:  # callables have no text form
             values[name] = _from_env(name, raw)
     values.update(kwargs)
     return Config(**_validate(values))

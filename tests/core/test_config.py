@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import agentwatch
@@ -54,6 +58,38 @@ def test_bad_input_names_the_parameter(kwargs: dict, error: type[Exception], nam
 def test_bad_environment_value_is_reported() -> None:
     with pytest.raises(ValueError, match="AGENTWATCH_BUDGET_PER_HOUR"):
         build_config({}, environ={"AGENTWATCH_BUDGET_PER_HOUR": "lots"})
+
+
+def test_agents_prices_and_providers_come_from_the_environment_as_json() -> None:
+    """Found 2026-12-05: ``AGENTWATCH_AGENTS`` (and the other two) were ignored without a word; a deployment that
+    set per-agent budgets that way had none. Run as a deployment does: a fresh interpreter, only the environment."""
+    program = (
+        "import agentwatch\n"
+        "agentwatch.init(exporters=[])\n"
+        "with agentwatch.agent('Writer'):\n"
+        "    with agentwatch.llm_call('draft', model='house-model') as call:\n"
+        "        call.set_usage(1000, 1000)\n"
+        "    print(round(call.span.cost_usd, 6), call.span.provider)\n"
+        "    try:\n"
+        "        agentwatch.start_llm_call('again', model='house-model')\n"
+        "    except agentwatch.CircuitBreakerException as error:\n"
+        "        print(error.scope, error.scope_id, error.reason)\n"
+    )
+    environ = {**os.environ, "AGENTWATCH_BLOCK_ON_THRESHOLD": "1",
+               "AGENTWATCH_AGENTS": '{"Writer": {"budget_per_hour": 0.002}}',
+               "AGENTWATCH_COST_TABLE_OVERRIDE": '{"house-model": {"input": 1.0, "output": 2.0}}',
+               "AGENTWATCH_PROVIDERS": '{"http://models.internal/v1": "house"}'}
+    done = subprocess.run([sys.executable, "-c", program], env=environ, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["0.003 None", "agent writer budget_per_hour"]
+    config = build_config({}, environ={"AGENTWATCH_PROVIDERS": '{"http://models.internal/v1": "house"}'})
+    assert dict(config.providers) == {"http://models.internal/v1": "house"}
+
+
+@pytest.mark.parametrize(("raw", "error"), [("{not json", ValueError), ("[1, 2]", TypeError)])
+def test_an_environment_json_object_that_is_none_is_reported(raw: str, error: type[Exception]) -> None:
+    with pytest.raises(error, match="AGENTWATCH_AGENTS|agents"):
+        build_config({}, environ={"AGENTWATCH_AGENTS": raw})
 
 
 def test_init_is_idempotent_and_restartable(memory: agentwatch.InMemoryExporter) -> None:
