@@ -87,7 +87,7 @@ def test_agents_prices_and_providers_come_from_the_environment_as_json() -> None
 
 
 @pytest.mark.parametrize(("raw", "error"), [("{not json", ValueError), ("[1, 2]", TypeError)])
-def test_an_environment_json_object_that_is_none_is_reported(raw: str, error: type[Exception]) -> None:
+def test_an_environment_value_that_is_no_json_object_is_reported(raw: str, error: type[Exception]) -> None:
     with pytest.raises(error, match="AGENTWATCH_AGENTS|agents"):
         build_config({}, environ={"AGENTWATCH_AGENTS": raw})
 
