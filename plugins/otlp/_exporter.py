@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExporter, spool_for
 
 from ._mapping import to_otlp_request
 
+_current_otel_span: Callable[[], Any] | None
 try:  # opentelemetry-api: the program's own spans, if it has any
     from opentelemetry.trace import get_current_span as _current_otel_span
 except ImportError:  # pragma: no cover - opentelemetry-proto installed without the API
