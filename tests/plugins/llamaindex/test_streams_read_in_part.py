@@ -107,10 +107,16 @@ def test_cancelling_the_task_reading_a_stream_is_no_provider_error(stub_provider
             pass
 
     async def stop_twelve_times() -> None:
-        for _ in range(12):
+        for stop in range(12):
             stub_provider.queue(Reply(content="word " * 40, chunk_delay=0.01))
             task = asyncio.create_task(read())
-            await asyncio.sleep(0.08)
+            # Mid-stream: the request has arrived (the first one, on a cold client, may take longer than a fixed
+            # wait; cancelled before it, its reply would answer the next request) and some words have been read.
+            for _ in range(2000):
+                if stub_provider.count() > stop:
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
