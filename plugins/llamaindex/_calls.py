@@ -7,6 +7,11 @@ tells which class and method is calling, and whether this call is nested in anot
 LLM (``MockLLM.chat`` → ``complete``; ``achat`` → ``chat``): a nested event is part of its outer
 call, never a second charge.
 
+A ``StructuredLLM`` (``llm.as_structured_llm(Model)``, ``FunctionAgent(output_cls=...)``) is no call of its own: its
+methods ask the LLM it wraps (``structured_predict``, through a program), which makes the one request. That inner
+call is the one checked, counted and charged, named and priced after the wrapped LLM; the wrapper's event is left
+alone.
+
 Registries are module-level dicts shared by every handler instance, so an explicit handler next to
 the zero-config one records each event once. dict operations are atomic under the GIL.
 """
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.callbacks import EventPayload
+from llama_index.core.llms.structured_llm import StructuredLLM
 
 import agentwatch
 from agentwatch import LLMCall
@@ -165,6 +171,8 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
         return
     payload = payload or {}
     span_id, frame = _current_frame()
+    if frame is not None and isinstance(frame.component, StructuredLLM):
+        return  # the LLM it wraps makes the request: that call is the one (the module's docstring)
     outer = agentwatch.current_llm_call()
     if _is_nested(outer, frame):
         assert outer is not None

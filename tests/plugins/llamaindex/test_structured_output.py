@@ -1,0 +1,106 @@
+"""Structured output: ``llm.as_structured_llm(Model)`` and ``FunctionAgent(output_cls=...)``. The ``StructuredLLM``
+wrapper makes no request of its own (the LLM it wraps does): one request is one call, checked, counted and charged
+once, under the wrapped LLM's name and price."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import agentwatch
+from tests.plugins.llamaindex.conftest import MODEL, llm_spans, openai_llm
+from tests.stubs.provider_server import Reply
+
+
+class Song(BaseModel):
+    title: str
+    year: int
+
+
+SONG = '{"title": "Hey", "year": 1999}'
+
+
+def _ask(sllm: Any, how: str, stub: Any, times: int) -> list[Any]:
+    """``times`` requests through ``how`` (one event loop: the async client is bound to it); what each returned."""
+    from llama_index.core.llms import ChatMessage
+
+    messages = [ChatMessage(role="user", content="a song")]
+    answers = []
+
+    async def ask() -> Any:
+        if how == "chat":
+            return sllm.chat(messages).raw
+        if how == "stream_chat":
+            return [chunk.raw for chunk in sllm.stream_chat(messages)][-1]
+        if how == "achat":
+            return (await sllm.achat(messages)).raw
+        return [chunk.raw async for chunk in await sllm.astream_chat(messages)][-1]
+
+    async def run() -> None:
+        for _ in range(times):
+            stub.queue(Reply(content=SONG, input_tokens=100, output_tokens=20))
+            answers.append(await ask())
+
+    asyncio.run(run())
+    return answers
+
+
+@pytest.mark.parametrize("how", ["chat", "achat", "stream_chat", "astream_chat"])
+def test_structured_llm_request_is_one_call(how: str, memory: agentwatch.InMemoryExporter,
+                                            stub_provider: Any) -> None:
+    agentwatch.init(exporters=[memory], max_calls_per_minute=3, block_on_threshold=True, stream_usage="always")
+    sllm = openai_llm(stub_provider).as_structured_llm(Song)
+
+    # The limit allows three calls: three requests are three calls, none blocked.
+    assert _ask(sllm, how, stub_provider, 3) == [Song(title="Hey", year=1999)] * 3
+
+    assert stub_provider.count("/chat/completions") == 3
+    assert agentwatch.get_state()["monitors"]["global"]["calls_last_minute"] == 3
+    agentwatch.flush()
+    spans = llm_spans(memory.spans)
+    assert [(span["name"], span["model"], span["input_tokens"], span["output_tokens"]) for span in spans] == \
+        [("OpenAI", MODEL, 100, 20)] * 3
+    assert all(span["cost_usd"] > 0 and "usage_missing" not in span["attributes"] for span in spans)
+
+
+def test_agent_output_cls_is_one_call_per_request(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    class Out(BaseModel):
+        title: str
+
+    agentwatch.init(exporters=[memory], agents={"Writer": {"max_calls_per_minute": 2, "block_on_threshold": True}})
+    stub_provider.queue(Reply(content="Bees dance."), Reply(content='{"title": "Bees"}'))
+    agent = FunctionAgent(name="Writer", description="writes", tools=[], llm=openai_llm(stub_provider),
+                          output_cls=Out, streaming=False)
+
+    async def main() -> Any:
+        return await agent.run(user_msg="write")
+
+    result = asyncio.run(main())  # the answer and its structured output: two requests
+
+    assert result.structured_response == {"title": "Bees"}
+    assert stub_provider.count("/chat/completions") == 2
+    agentwatch.flush()
+    assert [span["name"] for span in llm_spans(memory.spans)] == ["OpenAI", "OpenAI"]
+
+
+def test_structured_llm_blocked_before_its_request(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    from llama_index.core.llms import ChatMessage
+
+    agentwatch.init(exporters=[memory], budget_per_hour=0.0, block_on_threshold=True)
+    sllm = openai_llm(stub_provider).as_structured_llm(Song)
+
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        sllm.chat([ChatMessage(role="user", content="a song")])
+
+    assert stub_provider.requests == []
+    caught.value.monitor.increase_budget(1.0)
+    stub_provider.queue(Reply(content=SONG))
+    assert sllm.chat([ChatMessage(role="user", content="a song")]).raw == Song(title="Hey", year=1999)
+    agentwatch.flush()
+    assert [(span["name"], span["status"]) for span in llm_spans(memory.spans)] == [("OpenAI", "blocked"),
+                                                                                  ("OpenAI", "ok")]
