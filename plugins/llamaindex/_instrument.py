@@ -1,6 +1,7 @@
 """Installing and removing the LlamaIndex instrumentation: the span and event handlers on the root
-dispatcher, the zero-config legacy callback handler (``_attach``) that checks limits, and the end of a blocked
-call for the legacy handlers that heard of its start (``_stopped``).
+dispatcher, the zero-config legacy callback handler (``_attach``) that checks limits, the end of a blocked
+call for the legacy handlers that heard of its start (``_stopped``), and the way out of an agent's run for a block
+(``_agents``).
 
 Idempotent both ways: ``install()`` twice adds nothing; ``remove()`` leaves LlamaIndex as if AgentWatch
 had never been there, so a later ``agentwatch.init()`` starts clean.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ._agents import patch_if_loaded as let_agent_blocks_out
+from ._agents import unpatch as unpatch_agents
 from ._attach import attach_to_settings, detach_all
 from ._calls import clear as clear_calls
 from ._events import AgentWatchEventHandler
@@ -40,6 +43,7 @@ def install() -> None:
             dispatcher.add_event_handler(event_handler)
             _handlers.extend((span_handler, event_handler))
             end_blocked_starts()
+    let_agent_blocks_out()  # if LlamaIndex's agents are loaded already; else at the first workflow run
     attach_to_settings()
 
 
@@ -57,6 +61,7 @@ def remove() -> None:
         dispatcher.event_handlers[:] = [existing for existing in dispatcher.event_handlers if existing is not handler]
     detach_all()
     keep_blocked_starts()
+    unpatch_agents()
     OPEN.clear()
     clear_calls()
     forget_rules()

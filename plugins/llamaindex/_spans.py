@@ -45,6 +45,7 @@ from agentwatch.instrumentation import (
     swallow_internal_error,
 )
 
+from ._agents import patch_if_loaded
 from ._attach import attach_to
 from ._calls import FRAMES, Frame
 
@@ -225,6 +226,8 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
                 attributes["tool.name"] = name
             elif rule.kind == "agent":
                 agent = client.agent_scope(name)
+            if rule.role == "workflow":
+                patch_if_loaded()  # before its steps run: an agent's ways out for a block (``_agents``)
         span = client.start_span(name, rule.kind, parent=get_current_span(), attributes=attributes,
                                  agent=agent)
         opened = Opened(span, component, rule.role)

@@ -149,3 +149,19 @@ def test_llamaindex_imported_after_init(first_import: str) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[('OpenAI', 'blocked'), ('OpenAI', 'ok')]"
+
+
+def test_shutdown_puts_the_agents_back() -> None:
+    """What AgentWatch wraps in LlamaIndex's agents for a block's way out is LlamaIndex's own again after shutdown."""
+    from llama_index.core.agent.workflow import base_agent, multi_agent_workflow
+
+    wrapped = [(base_agent.BaseWorkflowAgent, "parse_agent_output"), (base_agent, "generate_structured_response"),
+               (multi_agent_workflow.AgentWorkflow, "parse_agent_output"),
+               (multi_agent_workflow, "generate_structured_response")]
+    originals = [vars(owner)[name] for owner, name in wrapped]
+
+    for _ in range(2):
+        agentwatch.init(exporters=[])
+        assert not {vars(owner)[name] for owner, name in wrapped} & set(originals)
+        agentwatch.shutdown()
+        assert [vars(owner)[name] for owner, name in wrapped] == originals

@@ -5,6 +5,7 @@ once, under the wrapped LLM's name and price."""
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 import pytest
@@ -104,3 +105,43 @@ def test_structured_llm_blocked_before_its_request(memory: agentwatch.InMemoryEx
     agentwatch.flush()
     assert [(span["name"], span["status"]) for span in llm_spans(memory.spans)] == [("OpenAI", "blocked"),
                                                                                   ("OpenAI", "ok")]
+
+
+@pytest.mark.parametrize("workflow", [False, True], ids=["FunctionAgent", "AgentWorkflow"])
+def test_block_of_the_structured_output_call_reaches_the_caller(workflow: bool, memory: agentwatch.InMemoryExporter,
+                                                                stub_provider: Any) -> None:
+    """LlamaIndex turns any error of the structured-output call into a UserWarning (``structured_response=None``):
+    a block is raised to the caller of ``await handler`` instead, before the request, and the run can go again."""
+    from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+
+    class Out(BaseModel):
+        title: str
+
+    agentwatch.init(exporters=[memory], budget_per_hour=0.00001, block_on_threshold=True)
+    llm = openai_llm(stub_provider)
+    runner: Any = FunctionAgent(name="Writer", description="writes", tools=[], llm=llm, streaming=False,
+                                output_cls=None if workflow else Out)
+    if workflow:
+        runner = AgentWorkflow(agents=[runner], output_cls=Out)
+    # The answer spends more than the budget: the structured-output call after it is blocked.
+    stub_provider.queue(Reply(content="Bees dance.", input_tokens=100, output_tokens=5))
+
+    async def run_twice() -> Any:  # one event loop: the LLM's async client is bound to it
+        handler = runner.run(user_msg="write")
+        events = [type(event).__name__ async for event in handler.stream_events()]
+        assert "AgentStreamStructuredOutput" not in events
+        with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+            await handler
+        assert caught.value.reason == "budget_per_hour"
+        assert stub_provider.count("/chat/completions") == 1  # the structured-output request was not sent
+
+        caught.value.monitor.increase_budget(1.0)
+        stub_provider.queue(Reply(content="Bees dance."), Reply(content='{"title": "Bees"}'))
+        return await runner.run(user_msg="write")
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert asyncio.run(run_twice()).structured_response == {"title": "Bees"}
+    assert not [warning for warning in warned if "structured output" in str(warning.message)]
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory.spans)] == ["ok", "blocked", "ok", "ok"]

@@ -1,0 +1,113 @@
+"""A block inside an agent's run reaches the caller of ``await agent.run(...)`` / ``await handler``.
+
+LlamaIndex's agents (``BaseWorkflowAgent``: ``FunctionAgent``, ``ReActAgent``, ``CodeActAgent``; and
+``AgentWorkflow``) wrap the structured-output call of ``parse_agent_output`` (``output_cls``:
+``generate_structured_response``) in ``except Exception``, which makes any error a ``UserWarning`` and ends the run
+with ``structured_response=None``. Inside that step, a block leaves ``generate_structured_response`` as a
+``BlockCarrier`` (not an ``Exception``), and the step raises the block in its place.
+
+Patched on the classes when the first workflow run starts with LlamaIndex's agent modules loaded (nothing is
+imported for it); ``remove()`` puts the originals back.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from agentwatch import CircuitBreakerException
+from agentwatch.instrumentation import BlockCarrier, get_client
+
+__all__ = ["patch_if_loaded", "unpatch"]
+
+#: LlamaIndex's agent modules → the class of each whose steps are patched.
+_MODULES = {"llama_index.core.agent.workflow.base_agent": "BaseWorkflowAgent",
+            "llama_index.core.agent.workflow.multi_agent_workflow": "AgentWorkflow"}
+
+_lock = threading.Lock()
+#: (owner, attribute, original) for every patch made, to put back.
+_patched: list[tuple[Any, str, Any]] = []
+_done = False
+
+#: True while a ``parse_agent_output`` wrapper is there to turn a carrier back into its block.
+_CARRYING: ContextVar[bool] = ContextVar("agentwatch_llamaindex_carrying", default=False)
+
+
+def _carry_blocks(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``generate_structured_response``: its block leaves past ``parse_agent_output``'s ``except Exception``."""
+
+    @functools.wraps(original)
+    async def generate_structured_response(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(*args, **kwargs)
+        except CircuitBreakerException as blocked:
+            if _CARRYING.get():
+                raise BlockCarrier(blocked) from None
+            raise
+
+    return generate_structured_response
+
+
+def _raise_carried(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``parse_agent_output`` step (``functools.wraps`` keeps its ``@step`` config and signature)."""
+
+    @functools.wraps(original)
+    async def parse_agent_output(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if get_client() is None:
+            return await original(self, *args, **kwargs)
+        token = _CARRYING.set(True)
+        try:
+            return await original(self, *args, **kwargs)
+        except BlockCarrier as passing:
+            blocked = passing.blocked
+        finally:
+            _CARRYING.reset(token)
+        raise blocked  # outside the handler: the block's context stays what it was, not our carrier
+
+    return parse_agent_output
+
+
+_WRAPPERS: tuple[tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
+    ("parse_agent_output", _raise_carried),
+)
+
+
+def patch_if_loaded() -> None:
+    """Patch LlamaIndex's agents once their modules are loaded (hot path: one global read once done)."""
+    global _done
+    if _done:
+        return
+    modules = {name: sys.modules.get(name) for name in _MODULES}
+    if None in modules.values():
+        return  # not imported yet (nothing of it can be running): again at the next workflow run
+    with _lock:
+        if _done:
+            return
+        for module_name, module in modules.items():
+            _patch(module, "generate_structured_response", _carry_blocks)
+            cls = getattr(module, _MODULES[module_name], None)
+            if isinstance(cls, type):
+                for name, wrapper in _WRAPPERS:
+                    _patch(cls, name, wrapper)
+        _done = True
+
+
+def _patch(owner: Any, name: str, wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    original = vars(owner).get(name)
+    if original is None or not callable(original):  # another LlamaIndex than the one this was written for
+        return
+    setattr(owner, name, wrapper(original))
+    _patched.append((owner, name, original))
+
+
+def unpatch() -> None:
+    global _done
+    with _lock:
+        for owner, name, original in reversed(_patched):
+            setattr(owner, name, original)
+        _patched.clear()
+        _done = False
