@@ -1,10 +1,15 @@
 """A block inside an agent's run reaches the caller of ``await agent.run(...)`` / ``await handler``.
 
 LlamaIndex's agents (``BaseWorkflowAgent``: ``FunctionAgent``, ``ReActAgent``, ``CodeActAgent``; and
-``AgentWorkflow``) wrap the structured-output call of ``parse_agent_output`` (``output_cls``:
-``generate_structured_response``) in ``except Exception``, which makes any error a ``UserWarning`` and ends the run
-with ``structured_response=None``. Inside that step, a block leaves ``generate_structured_response`` as a
-``BlockCarrier`` (not an ``Exception``), and the step raises the block in its place.
+``AgentWorkflow``) turn two kinds of errors into something else, a block among them:
+
+- the structured-output call of ``parse_agent_output`` (``output_cls``: ``generate_structured_response``) is wrapped
+  in ``except Exception``, which makes any error a ``UserWarning`` and ends the run with
+  ``structured_response=None``. Inside that step, a block leaves ``generate_structured_response`` as a
+  ``BlockCarrier`` (not an ``Exception``), and the step raises the block in its place.
+- ``_call_tool`` makes any error of a tool the tool's output (``is_error=True``), fed to the model. A block raised
+  inside a tool (an agent used as a tool, out of its budget) is raised by the ``call_tool`` step instead: the run
+  fails with it, as with a block of the agent's own LLM call, and nothing more is sent to the model.
 
 Patched on the classes when the first workflow run starts with LlamaIndex's agent modules loaded (nothing is
 imported for it); ``remove()`` puts the originals back.
@@ -71,8 +76,23 @@ def _raise_carried(original: Callable[..., Any]) -> Callable[..., Any]:
     return parse_agent_output
 
 
+def _raise_tool_blocks(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``_call_tool``: a block raised inside the tool is raised, not handed to the model as the tool's error."""
+
+    @functools.wraps(original)
+    async def _call_tool(self: Any, *args: Any, **kwargs: Any) -> Any:
+        output = await original(self, *args, **kwargs)
+        blocked = getattr(output, "exception", None)
+        if isinstance(blocked, CircuitBreakerException) and get_client() is not None:
+            raise blocked
+        return output
+
+    return _call_tool
+
+
 _WRAPPERS: tuple[tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
     ("parse_agent_output", _raise_carried),
+    ("_call_tool", _raise_tool_blocks),
 )
 
 

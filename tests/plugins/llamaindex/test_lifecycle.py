@@ -155,9 +155,9 @@ def test_shutdown_puts_the_agents_back() -> None:
     """What AgentWatch wraps in LlamaIndex's agents for a block's way out is LlamaIndex's own again after shutdown."""
     from llama_index.core.agent.workflow import base_agent, multi_agent_workflow
 
-    wrapped = [(base_agent.BaseWorkflowAgent, "parse_agent_output"), (base_agent, "generate_structured_response"),
-               (multi_agent_workflow.AgentWorkflow, "parse_agent_output"),
-               (multi_agent_workflow, "generate_structured_response")]
+    wrapped = [(owner, name) for owner in (base_agent.BaseWorkflowAgent, multi_agent_workflow.AgentWorkflow)
+               for name in ("parse_agent_output", "_call_tool")]
+    wrapped += [(module, "generate_structured_response") for module in (base_agent, multi_agent_workflow)]
     originals = [vars(owner)[name] for owner, name in wrapped]
 
     for _ in range(2):
