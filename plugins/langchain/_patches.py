@@ -29,6 +29,7 @@ import functools
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -111,13 +112,28 @@ def _scoped_generate(original: Callable[..., Any], first: str) -> Callable[..., 
     return functools.wraps(original)(generate)
 
 
+#: The runs ours started in this ``agenerate`` (our handler, run id): a chat model's ``agenerate`` ends its runs only
+#: for errors its gathered calls return; a cancelled task (``asyncio.wait_for``, ``task.cancel()``) leaves at the
+#: ``await`` of the gather, and no handler would ever hear of the run's end (its span open, a hard budget's
+#: reservation held for good).
+_STARTED: ContextVar[list[tuple[Any, UUID]] | None] = ContextVar("agentwatch_langchain_started", default=None)
+
+
 def _scoped_acall(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def agenerate(self: Any, *args: Any, **kwargs: Any) -> Any:
         saved = save_current()
+        started: list[tuple[Any, UUID]] = []
+        token = _STARTED.set(started)
         try:
             return await original(self, *args, **kwargs)
+        except BaseException as error:
+            if not isinstance(error, Exception):  # cancelled, or Ctrl-C: ended here (ours only; ends nothing twice)
+                for handler, run_id in started:
+                    handler.on_llm_error(error, run_id=run_id)
+            raise
         finally:
+            _STARTED.reset(token)
             restore_current(saved)
 
     return agenerate
@@ -218,6 +234,9 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
             managers.extend(await original(others, serialized, [item], one, **kwargs))
         for manager in managers:
             manager.handlers = self.handlers
+        started_here = _STARTED.get()
+        if started_here is not None:
+            started_here.extend((handler, one) for one in run_ids for handler in ours)
         if batch is not None:
             batch.started.extend((manager, manager.run_id) for manager in managers)
             if batch.stopped is not None:  # another prompt was stopped while these were being started

@@ -46,3 +46,42 @@ def test_a_stream_left_by_break_is_charged_and_the_next_call_blocked(stub_provid
     assert attributes["usage_estimated"] and attributes["stream_incomplete"]
     assert stopped["input_tokens"] > 50 and 0 < stopped["output_tokens"] < 10 and stopped["cost_usd"] > 0.00001
     assert agentwatch.get_client().monitor.snapshot()["errors_in_error_window"] == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+def test_a_cancelled_ainvoke_ends_its_call_and_frees_its_reservation(stub_provider: Any, memory: Any,
+                                                                     how: str) -> None:
+    """Found 2026-12-05: ``asyncio.wait_for(llm.ainvoke(...), 0.3)`` against a slow provider left the call open for
+    good: no span, nothing charged, and under a hard budget its reservation held, so after six time-outs the budget
+    ($0.05) refused every call with nothing spent. LangChain's chat ``agenerate`` ends its runs only for errors its
+    gathered calls return; a cancelled task leaves at the gather's ``await``."""
+    agentwatch.init(exporters=[memory], budget_per_hour=0.05, hard_budget=True, block_on_threshold=True)
+    llm = ChatOpenAI(model="gpt-4o", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0,
+                     max_tokens=300)
+
+    async def cut_off_six_times() -> None:
+        for sent in range(1, 7):
+            stub_provider.queue(Reply(content="late", delay=2.0))
+            if how == "wait_for":
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(llm.ainvoke(PROMPT), 0.3)
+            else:
+                task = asyncio.create_task(llm.ainvoke(PROMPT))
+                while stub_provider.count() < sent:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        stub_provider.queue(Reply(content="fine", input_tokens=10, output_tokens=2))
+        assert (await llm.ainvoke("hi")).content == "fine"
+
+    asyncio.run(cut_off_six_times())
+    monitor = agentwatch.get_client().monitor  # type: ignore[union-attr]
+    assert monitor.snapshot()["reserved"] == 0
+    agentwatch.flush()
+    calls = [span for span in memory.spans if span["kind"] == "llm"]
+    assert len(calls) == 7
+    cut_off = [span for span in calls if span["status"] == "error"]
+    assert len(cut_off) == 6 and {span["attributes"]["error.type"] for span in cut_off} == {"CancelledError"}
+    assert all(span["attributes"]["usage_estimated"] and span["cost_usd"] > 0 for span in cut_off)
+    assert monitor.snapshot()["errors_in_error_window"] == 0  # the program's own cancellation, no provider error
