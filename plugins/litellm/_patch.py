@@ -424,14 +424,28 @@ def _check_router(name: str, kwargs: dict[str, Any]) -> None:
         raise
 
 
+def _raise_router_block(blocks: list[CircuitBreakerException], error: Exception) -> None:
+    """Raise the block met during a Router call, whatever the Router raised instead: when a fallback fails, LiteLLM
+    re-raises the *primary's* error (its last attempt's ``InternalServerError``, say), not the fallback's, so a block
+    met by the fallback (an error-rate trip on the primary's failure, a hard budget refusing the fallback model's worst
+    case) would reach the caller as that LiteLLM error. Nothing was sent after the block; the caller gets it as it
+    would from any other call, with its monitor to recover."""
+    if blocks and error is not blocks[0]:
+        raise blocks[0] from None
+
+
 def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
         if get_client() is None:
             return original(self, *args, **kwargs)
         _check_router(name, kwargs)
-        token = _ROUTER_BLOCK.set([])
+        blocks: list[CircuitBreakerException] = []
+        token = _ROUTER_BLOCK.set(blocks)
         try:
             return original(self, *args, **kwargs)
+        except Exception as error:
+            _raise_router_block(blocks, error)
+            raise
         finally:
             _ROUTER_BLOCK.reset(token)
 
@@ -443,9 +457,13 @@ def _async_endpoint(original: Callable[..., Any], name: str) -> Callable[..., An
         if get_client() is None:
             return await original(self, *args, **kwargs)
         _check_router(name, kwargs)
-        token = _ROUTER_BLOCK.set([])
+        blocks: list[CircuitBreakerException] = []
+        token = _ROUTER_BLOCK.set(blocks)
         try:
             return await original(self, *args, **kwargs)
+        except Exception as error:
+            _raise_router_block(blocks, error)
+            raise
         finally:
             _ROUTER_BLOCK.reset(token)
 

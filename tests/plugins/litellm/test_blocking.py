@@ -118,3 +118,51 @@ def test_block_inside_a_router_call_reaches_the_caller_once(stub_provider: Any, 
     assert stub_provider.count() == 1
     agentwatch.flush()
     assert [span["status"] for span in llm_spans(memory)] == ["error", "blocked"]
+
+
+def _primary_fails_then_fallback(stub: Any) -> Any:
+    """Group ``main`` (gpt-4o-mini) falls back to ``backup`` (gpt-4o, no ``max_tokens``: its worst case is 16k
+    output tokens); no retries, so the primary's one attempt is its last."""
+    params = {"api_base": stub.openai_base_url, "api_key": "test-key", "max_retries": 0}
+    return litellm.Router(model_list=[
+        {"model_name": "main", "litellm_params": {"model": OPENAI, "max_tokens": 100, **params}},
+        {"model_name": "backup", "litellm_params": {"model": "openai/gpt-4o", **params}}],
+        fallbacks=[{"main": ["backup"]}], num_retries=0)
+
+
+@pytest.mark.parametrize("limit", ["max_error_rate", "hard_budget"])
+@pytest.mark.parametrize("how", ["router", "arouter"])
+def test_block_met_by_a_fallback_reaches_the_caller_as_the_block(stub_provider: Any, memory: Any, how: str,
+                                                                 limit: str) -> None:
+    """The primary's last attempt fails (a 500), then its fallback is blocked: by the error-rate trip that failure
+    causes, or by a hard budget that cannot hold the fallback model's worst case. LiteLLM re-raises the primary's
+    error when a fallback fails; the caller gets the block instead, with its monitor, and recovers from it."""
+    if limit == "max_error_rate":
+        agentwatch.init(exporters=[memory], max_error_rate=0.5, block_on_threshold=True)
+        for _ in range(4):  # 4 ok and 5 failed calls: the Router's failed attempt makes 6 errors of 10
+            litellm.completion(**openai_kwargs(stub_provider))
+        for _ in range(5):
+            stub_provider.queue(Reply(status=400))
+            with pytest.raises(litellm.BadRequestError):
+                litellm.completion(**openai_kwargs(stub_provider))
+    else:  # gpt-4o's worst case (16k output tokens) is $0.16
+        agentwatch.init(exporters=[memory], budget_per_hour=0.05, hard_budget=True)
+    router = _primary_fails_then_fallback(stub_provider)
+    before = stub_provider.count()
+    stub_provider.queue(Reply(status=500), Reply(content="from the fallback"))
+    with pytest.raises(CircuitBreakerException) as caught:
+        _call(how, stub_provider, router)
+    assert stub_provider.count() == before + 1  # the primary's attempt only: nothing sent to the fallback
+    blocked = caught.value
+    assert type(blocked) is CircuitBreakerException and blocked.reason == limit
+    agentwatch.flush()
+    spans = llm_spans(memory)[-2:]
+    assert [(span["status"], span["model"]) for span in spans] == [("error", OPENAI), ("blocked", "openai/gpt-4o")]
+
+    if limit == "max_error_rate":
+        blocked.monitor.reset_windows()
+    else:
+        blocked.monitor.increase_budget(1.0)
+    result = _call(how, stub_provider, router)  # the queued fallback answer, now to the primary
+    assert result.choices[0].message.content == "from the fallback"
+    assert stub_provider.count() == before + 2
