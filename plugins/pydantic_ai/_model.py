@@ -4,19 +4,34 @@
 ``wrap_model_request`` hooks and Pydantic AI's own instrumentation see the user's model unchanged. The call is
 active while the request goes out, so the HTTP layer (openai SDK, httpx) adds to it instead of counting the
 request again; its usage is Pydantic AI's ``RequestUsage`` of the response.
+
+A ``FallbackModel`` is not one call: each model it tries is (``watched``), with that model's name and provider, so
+its spans say which model answered and a hard budget reserves the worst case of the model actually sent to, not of
+the composite ``fallback:…`` name (which no price table knows). A block met by one of them is carried past the
+``FallbackModel``'s ``fallback_on`` (a ``BlockCarrier``) and raised to the caller: never a fallback.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.wrapper import WrapperModel
 
-from agentwatch.instrumentation import LLMCall, capturing, get_client, start_llm_call, swallow_internal_error
+from agentwatch.instrumentation import (
+    BlockCarrier,
+    CircuitBreakerException,
+    LLMCall,
+    capturing,
+    get_client,
+    start_llm_call,
+    swallow_internal_error,
+)
 
-__all__ = ["AgentWatchModel", "read_usage"]
+__all__ = ["AgentWatchModel", "FallbacksWatched", "first_model", "read_usage", "watched"]
 
 _ATTRIBUTES = {"framework": "pydantic-ai"}
 
@@ -31,14 +46,71 @@ def read_usage(call: LLMCall, usage: Any) -> None:
                    getattr(usage, "cache_write_tokens", None) or None)
 
 
+def watched(model: Any, retry: int = 0, run: Any = None) -> Any:
+    """``model`` as the request helpers are given it: each model a ``FallbackModel`` tries (nested ones too) wrapped
+    in an ``AgentWatchModel`` of its own, inside a copy of the ``FallbackModel`` (the user's keeps its models), any
+    other model wrapped as a whole."""
+    if isinstance(model, FallbackModel):
+        return FallbacksWatched(_tries(model, retry, run))
+    return AgentWatchModel(model, retry, run)
+
+
+def _tries(model: FallbackModel, retry: int, run: Any) -> FallbackModel:
+    tries = copy.copy(model)
+    tries.models = [_tries(inner, retry, run) if isinstance(inner, FallbackModel)  # its blocks carried past both
+                    else AgentWatchModel(inner, retry, run, carry_blocks=True) for inner in model.models]
+    return tries
+
+
+def first_model(model: Any) -> Any:
+    """The model a request goes to first: a ``FallbackModel``'s first (the one a block before the request names)."""
+    for _ in range(8):
+        models = getattr(model, "models", None) if isinstance(model, FallbackModel) else None
+        if not models:
+            break
+        model = models[0]
+    return model
+
+
+class FallbacksWatched(WrapperModel):
+    """A ``FallbackModel`` whose models are watched (``watched``): the block one of them met is raised to the caller."""
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.wrapped.request(*args, **kwargs)
+        except BlockCarrier as leaving:
+            raise leaving.blocked from None
+
+    @asynccontextmanager
+    async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
+        try:
+            opened = self.wrapped.request_stream(*args, **kwargs)
+            stream = await opened.__aenter__()
+        except BlockCarrier as leaving:
+            raise leaving.blocked from None
+        raised: BaseException | None = None
+        try:
+            yield stream
+        except BaseException as error:
+            raised = error
+            raise
+        finally:
+            await opened.__aexit__(type(raised) if raised else None, raised, raised.__traceback__ if raised else None)
+
+
 class AgentWatchModel(WrapperModel):
     """Opens one LLM call per request of ``wrapped`` (limits checked again, with the agent's scope)."""
 
-    def __init__(self, wrapped: Any, retry: int = 0, run: Any = None) -> None:
+    def __init__(self, wrapped: Any, retry: int = 0, run: Any = None, carry_blocks: bool = False) -> None:
         super().__init__(wrapped)
         self._retry = retry
         #: The agent run's frame (``_patch._RUNS``): each call goes under its span, in its scope.
         self._run = run
+        #: Inside a ``FallbackModel`` (``watched``): a block leaves as a ``BlockCarrier``, past its ``fallback_on``.
+        self._carry_blocks = carry_blocks
+
+    def _blocked(self, blocked: CircuitBreakerException) -> BaseException:
+        return BlockCarrier(blocked) if self._carry_blocks else blocked
 
     def _open(self, name: str, messages: Any = None) -> LLMCall:
         wrapped = self.wrapped
@@ -54,13 +126,18 @@ class AgentWatchModel(WrapperModel):
         return call
 
     async def request(self, messages: Any, model_settings: Any, model_request_parameters: Any) -> Any:
-        call = self._open("pydantic_ai.request", messages)
+        try:
+            call = self._open("pydantic_ai.request", messages)
+        except CircuitBreakerException as blocked:
+            raise self._blocked(blocked) from None
         call.activate()
         try:
             response = await self.wrapped.request(messages, model_settings, model_request_parameters)
         except BaseException as error:
             call.deactivate()
             call.end(error=error)
+            if isinstance(error, CircuitBreakerException) and self._carry_blocks:
+                raise BlockCarrier(error) from None
             raise
         call.deactivate()
         _finish(call, response)
@@ -69,7 +146,10 @@ class AgentWatchModel(WrapperModel):
     @asynccontextmanager
     async def request_stream(self, messages: Any, model_settings: Any, model_request_parameters: Any,
                              run_context: Any = None) -> AsyncGenerator[Any]:
-        call = self._open("pydantic_ai.request_stream", messages)
+        try:
+            call = self._open("pydantic_ai.request_stream", messages)
+        except CircuitBreakerException as blocked:
+            raise self._blocked(blocked) from None
         call.activate()  # the request is sent when the stream is opened
         try:
             opened = self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context)
@@ -77,6 +157,8 @@ class AgentWatchModel(WrapperModel):
         except BaseException as failed:
             call.deactivate()
             call.end(error=failed)
+            if isinstance(failed, CircuitBreakerException) and self._carry_blocks:
+                raise BlockCarrier(failed) from None
             raise
         call.deactivate()
         raised: BaseException | None = None

@@ -12,7 +12,8 @@ hooks run, and each request and tool call is a span.
   ``wrap_model_request`` and ``on_model_request_error``, so no capability or retry sees it: it reaches the
   caller of ``run``/``run_sync``/``run_stream``/``iter`` as ``CircuitBreakerException``.
 - ``_agent_graph.model_request`` / ``model_request_stream``: the innermost helpers get the model wrapped
-  (``AgentWatchModel``), one LLM call per request.
+  (``AgentWatchModel``), one LLM call per request; each model of a ``FallbackModel`` wrapped on its own (``watched``),
+  one LLM call per model tried.
 - ``ToolManager.execute_tool_call``: one ``tool`` span per call; a ``ModelRetry`` ends it as an error with
   ``tool.retry`` set, and the next request carries ``retry``.
 """
@@ -37,7 +38,7 @@ from agentwatch.instrumentation import (
 )
 from agentwatch.plugins.http._patching import Patcher
 
-from ._model import AgentWatchModel
+from ._model import AgentWatchModel, FallbacksWatched, first_model, watched
 
 __all__ = ["install", "uninstall"]
 
@@ -134,7 +135,7 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 check_limits()
             except CircuitBreakerException as blocked:
-                model = prepared[0]
+                model = first_model(prepared[0])
                 record_blocked(blocked, "pydantic_ai.request", model=getattr(model, "model_name", None),
                                provider=getattr(model, "system", None), attributes={"framework": "pydantic-ai"})
                 raise
@@ -146,10 +147,10 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrapped(model: Any, run_context: Any) -> Any:
-    if get_client() is None or isinstance(model, AgentWatchModel):
+    if get_client() is None or isinstance(model, (AgentWatchModel, FallbacksWatched)):
         return model
-    return AgentWatchModel(model, retry=getattr(run_context, "retry", 0) or 0,
-                           run=_run_frame(getattr(run_context, "run_id", None)))
+    return watched(model, retry=getattr(run_context, "retry", 0) or 0,
+                   run=_run_frame(getattr(run_context, "run_id", None)))
 
 
 def _model_request(original: Callable[..., Any]) -> Callable[..., Any]:
