@@ -202,6 +202,17 @@ class BodyReader:
         self._rest_size = sum(map(len, rest))
 
     @property
+    def ended(self) -> bool:
+        """After ``finish()``: the stream's end went by, so a close is no early one. Its end mark, or the last event
+        that carries anything: Anthropic's ``message_delta`` with its ``stop_reason`` (and final usage; LiteLLM closes
+        the body there without reading the empty ``message_stop``), a chat stream's usage chunk after its finish
+        reason (the ``[DONE]`` after it carries nothing)."""
+        if self.saw_end:
+            return True
+        reading = self.reading
+        return reading.finish_reason is not None and (reading.api == "messages" or reading.has_usage)
+
+    @property
     def text_bytes(self) -> int:
         """Bytes of streamed output text seen (JSON-escaped), for an estimate when no usage comes. The
         blocks still kept are measured only when this is asked (a stream with usage never asks)."""

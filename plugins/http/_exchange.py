@@ -273,7 +273,7 @@ class Exchange:
             measure = reading.input_tokens is None and reading.output_tokens is None or \
                 reading.api == "messages" and reading.finish_reason is None
             self._apply(reading, reader.unreadable, reader.text_bytes if measure else 0)
-        if not complete and not (reader is not None and reader.saw_end):
+        if not complete and not (reader is not None and reader.ended):
             self.call.span.attributes["stream_incomplete"] = True
         if self.ends_with_body:
             self.end(error)

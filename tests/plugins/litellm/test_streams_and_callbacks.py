@@ -25,7 +25,7 @@ import agentwatch
 from agentwatch import CircuitBreakerException
 from tests.stubs.provider_server import Reply
 
-from .conftest import OPENAI, llm_spans, openai_kwargs
+from .conftest import OPENAI, anthropic_kwargs, llm_spans, openai_kwargs
 
 PROMPT = [{"role": "user", "content": "tell me a long story " * 20}]
 
@@ -170,3 +170,23 @@ def test_a_hard_budgets_refusal_below_litellm_reaches_the_caller_as_the_block(st
     stub_provider.queue(Reply(content="fits"))
     litellm.completion(**openai_kwargs(stub_provider, max_tokens=50))  # a call that fits is sent
     assert stub_provider.count() == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_anthropic_stream_read_to_its_end_is_complete(stub_provider: Any, memory: Any, mode: str) -> None:
+    """LiteLLM's sync Anthropic stream ends after ``message_delta`` (the stop reason and final usage) and closes the
+    body without reading the empty ``message_stop``: the stream was read to its end, not cut off."""
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="one two three", input_tokens=200, output_tokens=30))
+
+    async def read_async() -> str:
+        stream = await litellm.acompletion(**anthropic_kwargs(stub_provider, stream=True))
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in litellm.completion(
+        **anthropic_kwargs(stub_provider, stream=True))) if mode == "sync" else asyncio.run(read_async())
+    assert text == "one two three"
+    agentwatch.flush()
+    (span,) = llm_spans(memory)
+    assert "stream_incomplete" not in span["attributes"] and "usage_estimated" not in span["attributes"]
+    assert (span["status"], span["input_tokens"], span["output_tokens"]) == ("ok", 200, 30)

@@ -378,3 +378,26 @@ async def test_raw_streams_without_usage_are_estimated(registered: agentwatch.Cl
     for span in spans:
         assert span["attributes"]["usage_estimated"] is True and span["output_tokens"] == 50
         assert span["input_tokens"] > 0 and span["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(("api", "last"), [("messages", '"message_delta"'), ("chat", '"usage": {')])
+def test_a_stream_closed_after_its_last_event_with_content_is_complete(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, api: str, last: str) -> None:
+    """A client may close the body after the last event that carries anything, without reading the empty end marker
+    (LiteLLM's sync Anthropic stream after ``message_delta``; a chat stream's ``[DONE]`` after its usage chunk): the
+    stream was read to its end. Closed one event earlier, it was not."""
+    watch(providers={stub_provider.base_url: "anthropic" if api == "messages" else "openai"})
+    if api == "messages":
+        url, body = f"{stub_provider.base_url}/v1/messages", {**CHAT, "max_tokens": 64, "stream": True}
+    else:
+        url, body = chat_url(stub_provider), STREAM_WITH_USAGE
+    for stop_at in (last, '"text_delta"' if api == "messages" else '"finish_reason": "stop"'):
+        stub_provider.queue(Reply(content="a b c", input_tokens=20, output_tokens=3, chunk_delay=0.02))
+        with httpx.stream("POST", url, json=body) as response:
+            for line in response.iter_lines():
+                if stop_at in line:
+                    break
+    complete, cut = llm_spans()
+    assert "stream_incomplete" not in complete["attributes"]
+    assert (complete["input_tokens"], complete["output_tokens"]) == (20, 3)
+    assert cut["attributes"]["stream_incomplete"] is True
