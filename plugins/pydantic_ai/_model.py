@@ -14,6 +14,7 @@ the composite ``fallback:…`` name (which no price table knows). A block met by
 from __future__ import annotations
 
 import copy
+from asyncio import CancelledError
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -172,7 +173,10 @@ class AgentWatchModel(WrapperModel):
                 await opened.__aexit__(type(raised) if raised else None, raised,
                                        raised.__traceback__ if raised else None)
             finally:
-                if raised is None or isinstance(raised, GeneratorExit):
+                if raised is None or isinstance(raised, GeneratorExit | CancelledError):
+                    # Read to its end, or left by the program: Pydantic AI stops reading a stream the caller left
+                    # (a ``break`` out of ``stream_text``, the run's task cancelled) by cancelling its read (an anyio
+                    # cancel scope), or closes it. Ended with what arrived, ``stream_incomplete`` without its finish.
                     _finish(call, stream.get(), streamed=True)
                 else:
                     call.end(error=raised)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import agentwatch
+from tests.stubs.provider_server import Reply
 
 from .conftest import DELEGATION_RUN, MODEL, Team, by_id, llm_spans
 
@@ -100,3 +101,27 @@ def test_concurrent_runs_keep_their_agents_apart(stub_provider: Any, memory: Any
     assert sorted(span["agent_name"] for span in calls) == [f"Worker{index}" for index in range(6)]
     for span in calls:
         assert spans[span["parent_span_id"]]["name"] == span["agent_name"]  # under its own agent's span
+
+
+def test_a_stream_left_by_break_is_an_incomplete_call_not_a_failed_one(stub_provider: Any, memory: Any) -> None:
+    """Pydantic AI stops reading a stream the caller left (``break`` out of ``stream_text``) by cancelling its read:
+    the call ends ok, ``stream_incomplete``, charged for what arrived, as a stream closed early does elsewhere."""
+    agentwatch.init(exporters=[memory], max_error_rate=0.5, block_on_threshold=True)
+    team = Team(stub_provider)
+
+    async def left_early() -> str:
+        async with team.support.run_stream("write a lot") as result:
+            async for text in result.stream_text(delta=True):
+                return text
+        raise AssertionError("nothing streamed")
+
+    for _ in range(11):  # more than the 10 calls max_error_rate judges from: none of them an error
+        stub_provider.queue(Reply(content="word " * 100, chunk_delay=0.002))
+        assert asyncio.run(left_early())
+    agentwatch.flush()
+    calls = llm_spans(memory)
+    assert len(calls) == 11
+    for span in calls:
+        assert (span["status"], span["model"]) == ("ok", MODEL) and "error.type" not in span["attributes"]
+        assert span["attributes"]["stream_incomplete"] is True and span["cost_usd"] > 0
+    assert agentwatch.get_client().monitor.snapshot()["errors_in_error_window"] == 0  # type: ignore[union-attr]
