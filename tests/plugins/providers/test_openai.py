@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from typing import Any
@@ -194,6 +195,36 @@ async def test_async_chat_and_stream(watch: Any, llm_spans: SpansOf, stub_provid
     plain, streamed = llm_spans()
     assert (plain["input_tokens"], plain["output_tokens"]) == (21, 2)
     assert streamed["input_tokens"] == 22 and "time_to_first_token_ms" in streamed["attributes"]
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+async def test_a_call_cut_off_before_its_answer_is_charged_for_its_prompt(
+        how: str, watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, aoai: openai.AsyncOpenAI) -> None:
+    """Found 2026-12-05: an ``AsyncOpenAI`` call its program cut off (``asyncio.wait_for`` around a slow provider,
+    ``task.cancel()``) before the answer was charged $0, so a retry loop around a slow provider sent billed requests
+    no budget ever saw. The request went out: its prompt is charged from an estimate, as a cut-off stream's is; no
+    error of the provider's (``max_error_rate`` is not fed)."""
+    client = watch(budget_per_hour=100.0, max_error_rate=0.5, block_on_threshold=True)
+    prompt = [{"role": "user", "content": "summarise this report " * 200}]
+    for sent in range(1, 13):
+        stub_provider.queue(Reply(content="late", delay=2.0))
+        if how == "wait_for":
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(aoai.chat.completions.create(model="gpt-4o", messages=prompt), 0.3)
+        else:
+            task = asyncio.create_task(aoai.chat.completions.create(model="gpt-4o", messages=prompt))
+            while stub_provider.count() < sent:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    spans = llm_spans()
+    assert len(spans) == 12 and {span["attributes"]["error.type"] for span in spans} == {"CancelledError"}
+    assert all(span["attributes"]["usage_estimated"] and span["input_tokens"] > 600 for span in spans)
+    assert all(span["output_tokens"] == 0 and span["cost_usd"] > 0 for span in spans)
+    snapshot = client.monitor.snapshot()
+    assert snapshot["spend_last_hour"] == pytest.approx(sum(span["cost_usd"] for span in spans))
+    assert (snapshot["errors_in_error_window"], snapshot["state"]) == (0, "CLOSED")
 
 
 def test_blocked_call_raises_its_own_type_and_sends_nothing(
