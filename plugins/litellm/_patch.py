@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from agentwatch.instrumentation import (
+    BlockCarrier,
     CircuitBreakerException,
     LLMCall,
     check_limits,
@@ -160,13 +161,14 @@ def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
             messages = kwargs.get("prompt")
         router_block = _ROUTER_BLOCK.get()
         if router_block:
-            raise router_block[0]
+            raise BlockCarrier(router_block[0])
         try:
             call = start_llm_call(f"litellm.{name}", model=model, provider=provider, kind=kind, input=messages,
                                   attributes={"framework": "litellm"})
         except CircuitBreakerException as blocked:
             if router_block is not None:
                 router_block.append(blocked)
+                raise BlockCarrier(blocked) from None  # out of the Router's retries (no backoff), to its caller
             raise
         call.set_fallback_price(litellm_price, "litellm")
         return call
@@ -220,8 +222,10 @@ def _raise_block_below(call: LLMCall, error: BaseException) -> None:
         return
     call.end(error=block)
     router_block = _ROUTER_BLOCK.get()
-    if router_block is not None and not router_block:
-        router_block.append(block)
+    if router_block is not None:
+        if not router_block:
+            router_block.append(block)
+        raise BlockCarrier(block) from None  # out of the Router's retries (no backoff), to its caller
     raise block from None
 
 
@@ -443,6 +447,8 @@ def _sync_endpoint(original: Callable[..., Any], name: str) -> Callable[..., Any
         token = _ROUTER_BLOCK.set(blocks)
         try:
             return original(self, *args, **kwargs)
+        except BlockCarrier as leaving:
+            raise leaving.blocked from None
         except Exception as error:
             _raise_router_block(blocks, error)
             raise
@@ -461,6 +467,8 @@ def _async_endpoint(original: Callable[..., Any], name: str) -> Callable[..., An
         token = _ROUTER_BLOCK.set(blocks)
         try:
             return await original(self, *args, **kwargs)
+        except BlockCarrier as leaving:
+            raise leaving.blocked from None
         except Exception as error:
             _raise_router_block(blocks, error)
             raise

@@ -4,6 +4,7 @@ retried by ``num_retries`` nor sent to a Router fallback, and recovers with ``in
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import litellm
@@ -114,6 +115,27 @@ def test_block_inside_a_router_call_reaches_the_caller_once(stub_provider: Any, 
     router = litellm.Router(model_list=deployments, fallbacks=[{"main": ["backup"]}], num_retries=1)
     with pytest.raises(CircuitBreakerException) as caught:
         router.completion(model="main", messages=MESSAGES)
+    assert type(caught.value) is CircuitBreakerException and caught.value.reason == "max_calls_per_minute"
+    assert stub_provider.count() == 1
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory)] == ["error", "blocked"]
+
+
+@pytest.mark.parametrize("how", ["router", "arouter"])
+def test_a_block_inside_a_router_call_leaves_its_retry_loop_at_once(stub_provider: Any, memory: Any,
+                                                                    how: str) -> None:
+    """Found 2026-12-05: a limit crossed by the Router's first attempt was raised again by each later attempt, but the
+    Router slept its backoff before each of them: 18 s for four retries (2.6 s now: the one backoff after the
+    provider's error, which the Router owes it). The block leaves the retry loop as it is met."""
+    agentwatch.init(exporters=[memory], max_calls_per_minute=1, block_on_threshold=True)
+    params = {"api_base": stub_provider.openai_base_url, "api_key": "test-key", "max_retries": 0}
+    router = litellm.Router(model_list=[{"model_name": "main", "litellm_params": {"model": OPENAI, **params}}],
+                            num_retries=4)
+    stub_provider.queue(Reply(status=500))
+    started = time.monotonic()
+    with pytest.raises(CircuitBreakerException) as caught:
+        _call(how, stub_provider, router)
+    assert time.monotonic() - started < 9.0  # four backoffs took 18 s
     assert type(caught.value) is CircuitBreakerException and caught.value.reason == "max_calls_per_minute"
     assert stub_provider.count() == 1
     agentwatch.flush()
