@@ -8,11 +8,12 @@ outage and one when Redis is back.
 
 from __future__ import annotations
 
-import threading
+import sys
 import time
 from typing import Final
 
 from . import _redis_scripts as scripts
+from ._forking import after_fork_in_child, fork_safe_lock
 from ._safe import logger
 
 __all__ = ["RedisBackend", "backend_for", "SOCKET_TIMEOUT_S", "BACKOFF_MIN_S", "BACKOFF_MAX_S"]
@@ -56,7 +57,7 @@ class RedisBackend:
         self.settle_reserved = register(scripts.SETTLE_RESERVED)
         self.reserved = register(scripts.RESERVED)
         self.down = False
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)  # a forked child gets a new one: the thread holding it is not there
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN_S
         self._probing = False
@@ -106,7 +107,16 @@ def _redact(url: str) -> str:
 
 
 _backends: dict[str, RedisBackend] = {}
-_backends_lock = threading.Lock()
+_backends_lock = fork_safe_lock(sys.modules[__name__], "_backends_lock")
+
+
+def _forget_probe_in_child() -> None:
+    """After a fork: a reconnect attempt the parent had in flight is not this child's; the child makes its own."""
+    for backend in list(_backends.values()):
+        backend._probing = False
+
+
+after_fork_in_child(_forget_probe_in_child)
 
 
 def backend_for(url: str) -> RedisBackend:

@@ -281,3 +281,69 @@ def test_a_fork_waits_for_the_export_workers_imports(tmp_path: Path) -> None:
     """, tmp_path, timeout=60)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "fork waited 0.4" in result.stdout or "fork waited 0.5" in result.stdout, result.stdout
+
+
+#: (what a parent thread is doing at the fork, the lock it holds or None, what the child then does) with
+#: ``limits_backend`` on a real redis-server: every LLM call consults the backend's health (its lock, while Redis
+#: is down), a new agent scope looks its backend up (the module's lock), and a reconnect attempt in flight in the
+#: parent is not the child's (without forgetting it, the child never tried Redis again).
+_REDIS_AT_FORK = {
+    "backend health": ("backend._lock", "backend.down = True; backend._retry_at = 0.0", "spend()"),
+    "backend registry": ("_redis_backend._backends_lock", "",
+                         "with agentwatch.agent('new-agent', budget_per_hour=10.0): spend()"),
+    "reconnect in flight": (None, "backend.down = True; backend._retry_at = 0.0; backend._probing = True",
+                            "spend()"),
+}
+
+
+@pytest.mark.parametrize("case", list(_REDIS_AT_FORK), ids=list(_REDIS_AT_FORK))
+def test_the_redis_backend_is_usable_in_a_forked_child(case: str, tmp_path: Path) -> None:
+    from tests.core.test_redis_limits import RedisServer, _need_redis_server
+
+    _need_redis_server()
+    lock, parent_state, action = _REDIS_AT_FORK[case]
+    server = RedisServer().start()
+    try:
+        result = run_script(f"""
+            import os, threading, time, agentwatch
+            from agentwatch import _redis_backend
+
+            url = {server.url + "?socket_timeout=1"!r}
+            agentwatch.init(exporters=[], budget_per_hour=100.0, block_on_threshold=True, limits_backend=url)
+            backend = _redis_backend.backend_for(url)
+
+            def spend():
+                with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+                    call.set_usage(input_tokens=1000, output_tokens=0)
+
+            spend()
+            holding, release = threading.Event(), threading.Event()
+
+            def hold():
+                with {lock or "threading.Lock()"}:
+                    holding.set()
+                    release.wait(10)
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            holding.wait(10)
+            {parent_state}
+            pid = os.fork()
+            if pid == 0:
+                def act():
+                    {action}
+
+                done = threading.Thread(target=act, daemon=True)
+                done.start()
+                done.join(5)
+                # Reached Redis again: the child's call is in the shared window and the backend is up.
+                os._exit(3 if done.is_alive() else 4 if backend.down else 0)
+            _, status = os.waitpid(pid, 0)
+            release.set()
+            holder.join(10)
+            print("child", os.waitstatus_to_exitcode(status))
+        """, tmp_path, timeout=60)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert "child 0" in result.stdout, result.stdout + result.stderr
