@@ -302,9 +302,16 @@ class Monitor:
 
     def increase_budget(self, usd: float) -> None:
         """Raise the hourly budget by ``usd`` (no budget: current spend + ``usd``) and close at once."""
-        usd = _number("usd", usd)
+        self._increase_budget(_number("usd", usd), None)
+
+    def _increase_budget(self, usd: float, grant: str | None) -> None:
+        """``increase_budget``; ``grant`` names an operator's grant that every process of a fleet applies (remote
+        control): a store shared by the fleet raises its budget for it once, not once per process."""
         with self._lock:
             spent = self._store.spend(self._clock())
+            once = getattr(self._store, "grant_once", None) if grant is not None else None
+            if once is not None:
+                once(grant)
             self._budget = (spent if self._budget is None else self._budget) + usd
             self._limits_changed_locked()
             self._transition_locked("budget_increased", CLOSED, "increase_budget", self._budget, spent)

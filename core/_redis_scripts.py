@@ -299,8 +299,13 @@ redis.call('PEXPIRE', KEYS[1], {LIMIT_TTL_MS})
 return ARGV[1]
 """
 
-# ARGV: amount in units, the base to raise when the fleet has no budget yet (units).
+# ARGV: amount in units, the base to raise when the fleet has no budget yet (units). An operator's grant, which
+# every process of the fleet applies, also gives KEYS[2], the grant's claim, and ARGV[3], its lifetime in ms: the
+# first process to claim it raises the budget, every other one reads it (a grant counts once, not N times).
 INCREASE: Final = f"""
+if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then
+  return redis.call('HGET', KEYS[1], 'eff') or false
+end
 local eff = redis.call('HGET', KEYS[1], 'eff')
 if not eff or eff == '{NO_BUDGET}' then redis.call('HSET', KEYS[1], 'eff', ARGV[2]) end
 local raised = redis.call('HINCRBY', KEYS[1], 'eff', ARGV[1])

@@ -35,7 +35,9 @@ microseconds, so one never comes back after an expiry.
 The budget: the first ``set_limits`` of a store *joins*: if the fleet's configured budget equals ours, the
 shared effective budget (possibly raised by ``increase_budget``) is kept; otherwise ours replaces it (a new
 deploy with a new budget wins). Later changes (``Monitor.update``) set it for the fleet. ``increase_budget``
-adds its amount to the shared budget, so two processes raising by $5 each raise it by $10. The breaker
+adds its amount to the shared budget, so two processes raising by $5 each raise it by $10; an operator's grant
+from the collector, which every process of the fleet applies, raises it once (``grant_once``: the first process to
+claim the grant's id in Redis raises the budget, the others only take the raised budget as theirs). The breaker
 reports ``increase_budget`` to the store as ``spend()`` immediately followed by ``set_limits()`` under the
 monitor lock; nothing else makes that sequence, which is how it is told apart from an ``update``.
 A new budget does not close a tripped scope (as ``Monitor.update`` does not locally): a process that
@@ -74,7 +76,7 @@ from ._windows import (
 )
 
 __all__ = ["RedisBackend", "RedisWindowStore", "backend_for", "SOCKET_TIMEOUT_S", "KEY_PREFIX", "PROBE_TTL_S",
-           "FALLBACKS", "RESERVATION_TTL_S"]
+           "FALLBACKS", "RESERVATION_TTL_S", "GRANT_CLAIM_TTL_S"]
 
 KEY_PREFIX: Final = "agentwatch"
 #: How long the fleet's probe slot stays taken if its call never settles (its process died): longer than
@@ -83,6 +85,8 @@ PROBE_TTL_S: Final = 120.0
 #: How long a hard budget's reservation is held if its call never settles (its process died): longer than
 #: almost any single LLM call, stream included.
 RESERVATION_TTL_S: Final = 900.0
+#: How long the claim of an operator's grant is kept: longer than the collector lists a grant (an hour).
+GRANT_CLAIM_TTL_S: Final = 7200.0
 #: ``limits_fallback`` values: enforce per process from the shadow windows, or block every call.
 FALLBACKS: Final = ("local", "block")
 
@@ -109,7 +113,7 @@ class RedisWindowStore:
     __slots__ = ("_backend", "_keys", "_limit_key", "_state_keys", "_probe_key", "_reserve_keys", "_settle_keys",
                  "_held_keys", "_local", "_armed", "_limits",
                  "_args", "_joined", "_spend_read", "_last_spent", "_shared_budget", "_blocking", "_token",
-                 "generation")
+                 "_grant", "_tag", "generation")
 
     def __init__(self, backend: RedisBackend, scope: str, scope_id: str, *, prefix: str = KEY_PREFIX,
                  fallback: str = "local") -> None:
@@ -117,6 +121,7 @@ class RedisWindowStore:
             raise ValueError(f"limits_fallback must be one of {FALLBACKS}, got {fallback!r}")
         self._backend = backend
         tag = f"{prefix}:{{{scope}:{scope_id}}}"  # one hash tag: every key of a scope on one cluster slot
+        self._tag = tag
         self._keys = [f"{tag}:{name}" for name in ("sz", "sh", "dz", "dh", "cz", "ch", "lim", "brk", "prb")]
         self._limit_key = [self._keys[6]]
         self._state_keys = self._keys[7:]
@@ -142,6 +147,7 @@ class RedisWindowStore:
         self._spend_read = False
         self._last_spent = 0.0
         self._shared_budget: float | None = None
+        self._grant: str | None = None  # the operator grant the next increase applies (``grant_once``)
         self.generation = ""  # none yet: the first reply is the whole record, and is followed
 
     # ---- limits -----------------------------------------------------------------------------------
@@ -150,6 +156,7 @@ class RedisWindowStore:
                    max_calls_per_minute: int | None) -> None:
         previous = self._limits[0]
         increase = self._spend_read and self._joined and budget_per_hour is not None
+        grant, self._grant = self._grant, None
         self._spend_read = False
         self._limits = (budget_per_hour, max_error_rate, max_calls_per_minute)
         self._args[1:4] = [_units_arg(budget_per_hour), repr(max_error_rate) if max_error_rate is not None else "",
@@ -167,8 +174,12 @@ class RedisWindowStore:
             if increase:
                 assert budget_per_hour is not None
                 base = usd_to_units(previous if previous is not None else self._last_spent)
-                raised = backend.increase(keys=self._limit_key,
-                                          args=[usd_to_units(budget_per_hour) - base, base])
+                args: list[Any] = [usd_to_units(budget_per_hour) - base, base]
+                keys = self._limit_key
+                if grant is not None:  # applied once fleet-wide, by the first process to claim it
+                    keys = [*keys, f"{self._tag}:grant:{grant}"]
+                    args.append(int(GRANT_CLAIM_TTL_S * 1000))
+                raised = backend.increase(keys=keys, args=args)
             else:
                 configured = _units_arg(budget_per_hour) or NO_BUDGET
                 raised = backend.set_budget(keys=self._limit_key, args=[configured, "0" if first else "1"])
@@ -177,6 +188,12 @@ class RedisWindowStore:
             return
         backend.succeeded()
         self._shared_budget = _budget(raised)
+
+    def grant_once(self, action: str) -> None:
+        """The increase that follows (``Monitor.increase_budget``, under the monitor's lock) is the operator action
+        ``action`` (unique per grant), which every process of the fleet applies: the fleet's budget is raised by the
+        first of them only."""
+        self._grant = action
 
     def shared_budget(self) -> float | None:
         """The fleet's effective hourly budget as last seen by this store (None: no budget)."""

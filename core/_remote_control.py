@@ -5,7 +5,10 @@ the collector: ``POST /api/control`` with this process's breaker states and the 
 answer is only the version when nothing changed; otherwise the control state, which is applied through the
 monitors' public methods (``pause``, ``resume``, ``kill``, ``increase_budget``, ``update``). An ingest answer
 announces a newer version (``X-AgentWatch-Control``) and the worker asks at once. No port is opened, no thread
-is added, and the LLM-call path is untouched: it only sees the monitors' states change.
+is added, and the LLM-call path is untouched: it only sees the monitors' states change. A budget grant is applied by
+every process it reaches; with ``limits_backend`` the shared budget is raised once (the grant's id is claimed in
+Redis), not once per process. Pause, resume, kill and limit overrides set a state or a value, so applying them in
+every process is applying them once.
 
 Control is followed only from a collector this process authenticates to (``api_key``) or one on loopback; a
 collector that cannot be reached leaves the last applied state in force. ``init(remote_control=False)`` turns it
@@ -201,7 +204,8 @@ class RemoteControl:
             elif mode == "override":
                 usd = float(entry.get("usd") or 0)
                 if 0 < usd < math.inf:
-                    monitor.increase_budget(usd)
+                    # Every process applies the grant; a budget shared through limits_backend is raised once.
+                    monitor._increase_budget(usd, f"{entry.get('id')}:{entry.get('ts_unix_nano')}")
         finally:
             OPERATOR_ACTION.reset(token)
 

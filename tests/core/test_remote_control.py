@@ -125,3 +125,68 @@ def test_remote_control_false_leaves_the_process_alone(collector: ServerHandle, 
         finally:
             agent.process.kill()
             agent.process.wait(timeout=30)
+
+
+_FLEET_MEMBER = """
+import os, time, agentwatch
+from importlib.metadata import entry_points
+
+plugins = [ep.name for ep in entry_points(group="agentwatch.plugins")]
+# The collector's URL and the limits backend come from the environment, as a deployment sets them.
+agentwatch.init(budget_per_hour=1.0, block_on_threshold=True, auto_instrument=False, disabled_plugins=plugins)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_budget_grant_raises_a_redis_shared_budget_once_not_once_per_process(collector: ServerHandle,
+                                                                              tmp_path: Path) -> None:
+    """Three processes share a $1 budget through Redis; the operator grants +$1, then +$0.50. Every process applies
+    each grant (its own budget is what it reports), but the fleet's budget is raised once per grant: $2, then $2.50
+    (it was $4 then $5.50: each process raised the shared budget by the grant)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.core.test_redis_limits import ROOT, RedisServer, _need_redis_server
+
+    _need_redis_server()
+    server = RedisServer().start()
+    program = tmp_path / "fleet_member.py"
+    program.write_text(_FLEET_MEMBER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+    env.update(PYTHONPATH=str(ROOT), AGENTWATCH_URL=f"{collector.url}/api/ingest",
+               AGENTWATCH_LIMITS_BACKEND=server.url + "?socket_timeout=1", AGENTWATCH_SPOOL_DIR="")
+    members = [subprocess.Popen([sys.executable, str(program)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    api = httpx.Client(base_url=collector.url, timeout=30)
+
+    def budgets() -> list[float]:
+        return sorted(m["budget_per_hour"] for p in api.get("/api/circuit-breaker/status").json()["processes"]
+                      for m in p["monitors"] if m["scope"] == "global")
+
+    def wait_for(expected: list[float]) -> None:
+        deadline = time.monotonic() + WAIT
+        while budgets() != expected:
+            dead = [m.stderr.read() for m in members if m.poll() is not None and m.stderr is not None]
+            assert not dead and time.monotonic() < deadline, (budgets(), dead)
+            time.sleep(0.1)
+
+    def shared() -> dict[str, float]:
+        fields = server.client.hgetall("agentwatch:{global:global}:lim")
+        return {key.decode(): int(value) / 1e12 for key, value in fields.items()}
+
+    try:
+        wait_for([1.0, 1.0, 1.0])  # all three are running and follow the collector's control
+        assert shared() == {"cfg": 1.0, "eff": 1.0}
+        assert api.post("/api/circuit-breaker/override", json={"additional_budget": 1.0}).status_code == 200
+        wait_for([2.0, 2.0, 2.0])
+        assert shared() == {"cfg": 1.0, "eff": 2.0}
+        assert api.post("/api/circuit-breaker/override", json={"additional_budget": 0.5}).status_code == 200
+        wait_for([2.5, 2.5, 2.5])
+        assert shared() == {"cfg": 1.0, "eff": 2.5}
+    finally:
+        for member in members:
+            member.kill()
+            member.wait(timeout=30)
+        server.stop()
