@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import re
 import sys
 import threading
@@ -22,7 +23,7 @@ from ._deferred import run_deferred
 from ._deferred import uninstall as uninstall_collection_watch
 from ._export import BatchProcessor, Exporter
 from ._exporters import HttpExporter
-from ._forking import fork_safe_lock
+from ._forking import after_fork_in_child, fork_safe_lock
 from ._limits_backend import window_store_for
 from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
@@ -412,6 +413,7 @@ def _init(config: dict[str, Any], *, provisional: bool) -> Client:
             _signals.install(client)
             install_collection_watch()
             _freeze_start_up_objects()
+            _follow_multiprocessing_exit(started=True)
         return client
 
 
@@ -481,3 +483,40 @@ def get_state() -> dict[str, Any]:
 
 
 atexit.register(stop_on_exception(shutdown))
+
+
+# ---- multiprocessing children -----------------------------------------------------------------------------
+# A multiprocessing worker started with "fork" or "forkserver" leaves through os._exit() once its target (or its
+# pool's worker loop) returns: atexit, and the shutdown() above, never run there, and the spans it had not exported
+# yet were lost. What it does run is multiprocessing's own exit: its finalizers (``multiprocessing.util.Finalize``
+# with an exit priority). Such a child gets shutdown() as one. A child clears the finalizers it inherited before it
+# starts its target and then calls the functions registered for after a fork (``register_after_fork``): that is where
+# the finalizer is registered, for a client started before the fork (by the parent, by a forkserver, by the re-import
+# of the main module in the child). multiprocessing is never imported for this: a process that starts a
+# multiprocessing worker has imported it already.
+
+#: Below multiprocessing's own finalizers (a queue's feeder is joined at -5): spans they cause are flushed too.
+_EXIT_PRIORITY = -100
+_finalizer_pid = 0
+
+
+def _shut_down_at_multiprocessing_exit(_owner: object = None) -> None:
+    global _finalizer_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _active is not None and _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        util.Finalize(None, stop_on_exception(shutdown), exitpriority=_EXIT_PRIORITY)
+
+
+def _follow_multiprocessing_exit(started: bool) -> None:
+    """``started``: a client was just started in this process (else: this process was just forked)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _active is None:
+        return
+    util.register_after_fork(sys.modules[__name__], _shut_down_at_multiprocessing_exit)
+    process = sys.modules.get("multiprocessing.process")
+    if started and process is not None and process.parent_process() is not None:
+        _shut_down_at_multiprocessing_exit()  # started in a child's target: its finalizers are not cleared again
+
+
+after_fork_in_child(functools.partial(_follow_multiprocessing_exit, False))

@@ -89,6 +89,51 @@ def test_multiprocessing_fork_pool_workers_export_their_spans(tmp_path: Path) ->
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_multiprocessing_workers_that_end_normally_export_their_spans_without_a_flush(method: str,
+                                                                                     tmp_path: Path) -> None:
+    """Workers of a Process, a Pool (closed and joined) and a ProcessPoolExecutor record spans and return; nothing in
+    them flushes, and the export interval (60 s) is longer than they live, so every span is still queued when they
+    end. A fork or forkserver child leaves through os._exit(), where atexit does not run: its spans were lost (spawn
+    children leave through sys.exit(), the control case)."""
+    target = tmp_path / "workers.jsonl"
+    result = run_script(f"""
+        import concurrent.futures, json, multiprocessing, os, agentwatch
+
+        # At import: in the parent, and again where a worker re-imports the main module (forkserver, spawn).
+        agentwatch.init(exporters=["jsonl:{target}"], flush_interval=60)
+
+        def work(n):
+            with agentwatch.trace(f"task-{{n}}"):
+                agentwatch.event(f"work-{{n}}")
+            return os.getpid()
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context("{method}")
+            processes = [context.Process(target=work, args=(n,)) for n in range(3)]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join(30)
+            assert [p.exitcode for p in processes] == [0, 0, 0]
+            pool = context.Pool(3)
+            pids = set(pool.map(work, range(100, 160)))
+            pool.close()
+            pool.join()
+            with concurrent.futures.ProcessPoolExecutor(3, mp_context=context) as executor:
+                pids |= set(executor.map(work, range(200, 260)))
+            assert os.getpid() not in pids
+            agentwatch.shutdown()
+            names = [json.loads(line)["name"] for line in open("{target}")]
+            work = sorted(n for n in names if n.startswith("work-"))
+            expected = sorted(f"work-{{n}}" for n in [*range(3), *range(100, 160), *range(200, 260)])
+            print("workers exported", len(work), "of", len(expected))
+            assert work == expected
+    """, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "workers exported 123 of 123" in result.stdout, result.stdout
+
+
 def test_forked_children_and_parent_share_a_collector_without_mixing_connections(tmp_path: Path) -> None:
     """The HTTP exporter keeps a kept-alive connection; a child must not write into its parent's socket."""
     db = tmp_path / "fork.db"
