@@ -4,24 +4,39 @@ Socket timeouts are ``SOCKET_TIMEOUT_S`` and the client never retries by itself:
 the backend *down*, and the window store falls back (``limits_fallback``) at once. While down, a single caller
 tries again after a backoff (``BACKOFF_MIN_S`` doubling to ``BACKOFF_MAX_S``); one warning is logged per
 outage and one when Redis is back.
+
+What must reach Redis although it failed to answer (a hard budget's settlement or release, the release of the probe
+slot: without it a finished call's reservation stays held for ``RESERVATION_TTL_S`` and refuses later calls) is kept
+(``defer``, at most ``MAX_DEFERRED``, the oldest dropped first) and sent when Redis answers again: by the caller that
+reconnects, before its own round trip, in batches of ``REPLAY_BATCH`` (one pipelined round trip each).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Final
+from collections import deque
+from typing import Any, Final
 
 from . import _redis_scripts as scripts
 from ._forking import after_fork_in_child, fork_safe_lock
 from ._safe import logger
 
-__all__ = ["RedisBackend", "backend_for", "SOCKET_TIMEOUT_S", "BACKOFF_MIN_S", "BACKOFF_MAX_S"]
+__all__ = ["RedisBackend", "backend_for", "SOCKET_TIMEOUT_S", "BACKOFF_MIN_S", "BACKOFF_MAX_S", "MAX_DEFERRED",
+           "REPLAY_BATCH"]
 
 #: Connect and read timeout: the worst case one LLM call can be delayed by an unreachable Redis.
 SOCKET_TIMEOUT_S: Final = 0.05
 BACKOFF_MIN_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
+#: Operations kept for Redis while it does not answer (a few hundred bytes each): beyond, the oldest are dropped
+#: (their reservations then expire after ``RESERVATION_TTL_S``).
+MAX_DEFERRED: Final = 10_000
+#: Kept operations sent per round trip once Redis answers again.
+REPLAY_BATCH: Final = 64
+
+#: A kept operation: the script, its KEYS, its ARGV, and its ARGV for a resend after a round trip that may have run.
+_Deferred = tuple[Any, list[Any], list[Any], list[Any]]
 
 
 class RedisBackend:
@@ -61,26 +76,77 @@ class RedisBackend:
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN_S
         self._probing = False
+        self._deferred: deque[_Deferred] = deque()
+        self._dropped = 0
+        self._blocking = False  # the fallback of the stores that kept operations: for the outage warning
 
     def usable(self) -> bool:
-        """True if a round trip should be tried now: Redis is up, or this caller makes the reconnect attempt."""
+        """True if a round trip should be tried now: Redis is up, or this caller makes the reconnect attempt (which
+        first sends what was kept for Redis: False if that failed)."""
         if not self.down:
             return True
         with self._lock:
             if self._probing or time.monotonic() < self._retry_at:
                 return False
             self._probing = True
-            return True
+        return self.replay()
 
     def succeeded(self) -> None:
         if self.down:
             with self._lock:
-                if self.down:
-                    self.down = False
-                    self._probing = False
-                    self._backoff = BACKOFF_MIN_S
-                    logger.warning("agentwatch: limits backend %s reachable again; fleet-wide limits resumed",
-                                   _redact(self.url))
+                if not self.down:
+                    return
+                self.down = False
+                self._probing = False
+                self._backoff = BACKOFF_MIN_S
+                logger.warning("agentwatch: limits backend %s reachable again; fleet-wide limits resumed",
+                               _redact(self.url))
+            if self._deferred:  # kept by a caller that failed while this one reconnected
+                self.replay()
+
+    def defer(self, script: Any, keys: list[Any], args: list[Any], resend: list[Any], blocking: bool) -> None:
+        """Keep an operation that did not reach Redis, to send when it answers again. ``args`` are sent if it was
+        never sent; ``resend`` replaces them once a round trip carrying it failed (Redis may have run it)."""
+        with self._lock:
+            self._blocking = blocking
+            self._deferred.append((script, keys, args, resend))
+            if len(self._deferred) > MAX_DEFERRED:
+                self._drop_oldest_locked()
+
+    def deferred(self) -> int:
+        """How many operations are kept for Redis."""
+        return len(self._deferred)
+
+    def replay(self) -> bool:
+        """Send what was kept for Redis, oldest first; False (and down) if Redis did not answer."""
+        while self._deferred:
+            with self._lock:
+                batch = [self._deferred.popleft() for _ in range(min(REPLAY_BATCH, len(self._deferred)))]
+            if not batch:
+                break
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for script, keys, args, _ in batch:
+                    script(keys=keys, args=args, client=pipe)
+                # A script's own error (not Redis being away) is not retried: it would fail again.
+                pipe.execute(raise_on_error=False)
+            except self.errors as exc:
+                with self._lock:
+                    self._deferred.extendleft((script, keys, resend, resend)
+                                              for script, keys, _, resend in reversed(batch))
+                    while len(self._deferred) > MAX_DEFERRED:
+                        self._drop_oldest_locked()
+                self.failed(exc, self._blocking)
+                return False
+        return True
+
+    def _drop_oldest_locked(self) -> None:
+        self._deferred.popleft()
+        self._dropped += 1
+        if self._dropped == 1:
+            logger.warning("agentwatch: limits backend %s unreachable for long: more than %d settlements kept for "
+                           "it; the oldest are dropped (their reservations expire by themselves)",
+                           _redact(self.url), MAX_DEFERRED)
 
     def failed(self, exc: BaseException, blocking: bool = False) -> None:
         with self._lock:
@@ -110,13 +176,15 @@ _backends: dict[str, RedisBackend] = {}
 _backends_lock = fork_safe_lock(sys.modules[__name__], "_backends_lock")
 
 
-def _forget_probe_in_child() -> None:
-    """After a fork: a reconnect attempt the parent had in flight is not this child's; the child makes its own."""
+def _reset_in_child() -> None:
+    """After a fork: a reconnect attempt the parent had in flight is not this child's (the child makes its own), and
+    the operations the parent kept for Redis are the parent's to send."""
     for backend in list(_backends.values()):
         backend._probing = False
+        backend._deferred.clear()
 
 
-after_fork_in_child(_forget_probe_in_child)
+after_fork_in_child(_reset_in_child)
 
 
 def backend_for(url: str) -> RedisBackend:

@@ -273,7 +273,11 @@ return 1
 
 # Settling a call that holds a reservation: RECORD's KEYS 1-4 and ARGV 1-2, then KEYS 5-6 the reservation
 # zset and hash, ARGV 3-4 units and id. One script: no admission sees the reservation gone but not the cost.
-SETTLE_RESERVED: Final = _PRELUDE + _UNRESERVE_BODY + _RECORD_BODY + """
+# ARGV 5 '1': a settlement sent again after a round trip that failed, which Redis may have run all the same: only
+# if the reservation is still held (it is released by the settlement that ran), so the cost counts once.
+SETTLE_RESERVED: Final = _PRELUDE + _UNRESERVE_BODY + """
+if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[6], ARGV[4]) == 0 then return 0 end
+""" + _RECORD_BODY + """
 unreserve(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
 return 1
 """

@@ -50,7 +50,12 @@ monitor's state machine runs per process. ``"block"``: fail closed, every call i
 (``LIMITS_BACKEND_UNREACHABLE``) until Redis answers again. Either way one warning is logged per outage;
 reconnection is attempted by a single caller after a backoff (0.5 s doubling to 30 s) and logged when it
 succeeds. Nothing recorded locally during an outage is copied back to Redis: a transition made during it
-stays local, and the next reply from Redis is followed whatever it is.
+stays local, and the next reply from Redis is followed whatever it is. What frees something held in Redis is
+the exception: a hard budget's settlement (its cost and the release of its reservation) or release, and the
+release of the probe slot, are kept by the backend when Redis does not answer and sent when it answers again
+(before the reconnecting caller's own round trip), so a hiccup does not leave a finished call's reservation held
+for ``RESERVATION_TTL_S``. A settlement whose round trip failed may have run in Redis all the same: it is sent
+again only to count if its reservation is still held.
 """
 
 from __future__ import annotations
@@ -264,13 +269,18 @@ class RedisWindowStore:
     def release(self, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.release(units, rid)
-        self._run(self._backend.unreserve, self._held_keys, [units, f"{self._token}:{rid}"])
+        args = [units, f"{self._token}:{rid}"]
+        if units:
+            self._settle(self._backend.unreserve, self._held_keys, args, args)  # releasing twice releases once
 
     def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.settle_reserved(now, cost_usd, error, units, rid)
-        self._run(self._backend.settle_reserved, self._settle_keys,
-                  [usd_to_units(cost_usd), 1 if error else 0, units, f"{self._token}:{rid}"])
+        args: list[Any] = [usd_to_units(cost_usd), 1 if error else 0, units, f"{self._token}:{rid}", ""]
+        if units:
+            self._settle(self._backend.settle_reserved, self._settle_keys, args, [*args[:4], "1"])
+        else:  # nothing held in Redis: recorded as any result is
+            self._run(self._backend.settle_reserved, self._settle_keys, args)
 
     def reserved(self) -> float:
         held = self._run(self._backend.reserved, self._held_keys[1:])
@@ -325,7 +335,9 @@ class RedisWindowStore:
         return self._shared(0.0, False, record)
 
     def release_probe(self) -> None:
-        self._run(self._backend.release, self._probe_key, [self._token])
+        # Kept if Redis does not answer: a probe slot left taken blocks the fleet's calls for PROBE_TTL_S.
+        args = [self._token]
+        self._settle(self._backend.release, self._probe_key, args, args)
 
     # ---- the rest of the protocol -----------------------------------------------------------------
 
@@ -425,6 +437,23 @@ class RedisWindowStore:
         if backend.down:
             backend.succeeded()
         return result
+
+    def _settle(self, script: Any, keys: list[str], args: list[Any], resend: list[Any]) -> None:
+        """``_run`` for what frees something held in Redis (a reservation, the probe slot): if Redis does not
+        answer, the backend keeps it and sends it when Redis answers again (``resend``: the ARGV to send if the
+        failed round trip may have run it all the same)."""
+        backend = self._backend
+        if backend.down and not backend.usable():
+            backend.defer(script, keys, args, resend, self._blocking)
+            return
+        try:
+            script(keys=keys, args=args)
+        except backend.errors as exc:
+            backend.defer(script, keys, resend, resend, self._blocking)
+            backend.failed(exc, self._blocking)
+            return
+        if backend.down:
+            backend.succeeded()
 
     def _read(self) -> list[Any] | None:
         read = self._run(self._backend.read, self._keys)

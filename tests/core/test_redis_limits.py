@@ -652,3 +652,65 @@ def test_threads_survive_an_outage(redis_url: str, redis_server: RedisServer) ->
         assert failures == []
     finally:
         server.stop()
+
+
+def test_a_hiccup_does_not_leave_a_finished_calls_reservation_held() -> None:
+    """Hard budget of $1 in Redis, two calls in flight holding $0.45 each. Redis stops answering (SIGSTOP: it keeps
+    its data) as the first call settles: that round trip times out (and Redis runs it once it is back), the backend
+    is down, and the second call settles inside the backoff, without a round trip. Both settlements were dropped:
+    the reservations stayed held for 15 minutes and the next call ($0.50) was refused with $0.20 spent. Now they
+    reach Redis when it answers again, before the reconnecting call's own round trip, and each cost counts once."""
+    import signal
+
+    from agentwatch._breaker import Monitor, admit, settle
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        backend = backend_for(server.url)  # the default 50 ms timeouts: a stopped Redis is an outage at once
+        monitor = Monitor("global", "hiccup", budget_per_hour=1.0, hard_budget=True,
+                          store=RedisWindowStore(backend, "global", "hiccup"))
+        first, second = admit([monitor], reserve=0.45), admit([monitor], reserve=0.45)
+        held = "agentwatch:{global:hiccup}:rh"
+        assert int(server.client.hget(held, "t")) == int(0.9e12)
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            settle(first, cost_usd=0.1, error=False)  # sent, no answer: the backend is down
+            assert backend.down
+            settle(second, cost_usd=0.1, error=False)  # inside the backoff: not sent
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        time.sleep(0.6)  # past the backoff: the next call reconnects
+        third = admit([monitor], reserve=0.5)  # was refused: hard_budget, $0.9 reserved by calls long finished
+        assert not backend.down
+        assert int(server.client.hget(held, "t")) == int(0.5e12)  # only the call in flight
+        assert int(server.client.hget("agentwatch:{global:hiccup}:sh", "t")) == int(0.2e12)  # each cost once
+        settle(third, cost_usd=0.5, error=False)
+        assert int(server.client.hget(held, "t")) == 0
+    finally:
+        server.stop()
+
+
+def test_a_settlement_sent_again_counts_once(redis_url: str, redis_server: RedisServer) -> None:
+    """A settlement whose round trip failed may have run in Redis all the same; it is sent again marked so: it counts
+    only while its reservation is still held."""
+    from agentwatch._breaker import Monitor, admit, settle
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    backend = backend_for(redis_url)
+    store = RedisWindowStore(backend, "global", "resend")
+    monitor = Monitor("global", "resend", budget_per_hour=1.0, hard_budget=True, store=store)
+    admission = admit([monitor], reserve=0.3)
+    settle(admission, cost_usd=0.1, error=False)
+    rid = f"{store._token}:{admission._rid}"
+    units = admission._units
+    backend.settle_reserved(keys=store._settle_keys, args=[int(0.1e12), 0, units, rid, "1"])  # already ran: no-op
+    spent = redis_server.client.hget("agentwatch:{global:resend}:sh", "t")
+    assert int(spent) == int(0.1e12)
+    held = admit([monitor], reserve=0.3)  # never settled: the resend is its settlement
+    backend.settle_reserved(keys=store._settle_keys, args=[int(0.1e12), 0, held._units,
+                                                           f"{store._token}:{held._rid}", "1"])
+    assert int(redis_server.client.hget("agentwatch:{global:resend}:sh", "t")) == int(0.2e12)
+    assert int(redis_server.client.hget("agentwatch:{global:resend}:rh", "t")) == 0
