@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from ._app import create_app
+from ._listen import bind
 from ._read_timeouts import protocol_with_read_timeout
 from ._settings import Settings
 from ._store import Store
@@ -49,16 +49,6 @@ class ServerHandle:
         self.stop()
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
 def start_background(host: str = "127.0.0.1", port: int = 0, db_path: str | Path | None = None, *,
                      settings: Settings | None = None, store: Store | None = None,
                      timeout: float = 30.0, log_level: str = "warning") -> ServerHandle:
@@ -71,7 +61,7 @@ def start_background(host: str = "127.0.0.1", port: int = 0, db_path: str | Path
     else:
         settings = settings.replace(host=host, port=port, **({"db_path": Path(db_path)} if db_path else {}))
     # Binding here, before uvicorn starts, gives the real port at once and no race for it.
-    sock = _bind(host, port)
+    sock = bind(host, port)
     actual_port = sock.getsockname()[1]
     settings = settings.replace(port=actual_port)
     app = create_app(store=store, settings=settings)

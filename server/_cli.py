@@ -198,7 +198,22 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"agentwatch demo needs the LangGraph plugin (pip install 'agentwatch[langchain,server]'): {error}",
               file=sys.stderr)
         return 2
-    result = demo_module.main(args)
+    from ._listen import listen_problem
+    from ._settings import Settings
+
+    # The same checks as serve's, before anything starts: a mistake is one line, not a traceback.
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db)
+    except ValueError as error:
+        print(f"agentwatch demo: {error}", file=sys.stderr)
+        return 2
+    problem = listen_problem(settings.host, settings.port, free_port_hint=True)
+    if problem is None and settings.store_url is None:
+        problem = database_problem(settings.db_path)
+    if problem is not None:
+        print(f"agentwatch demo: {problem}", file=sys.stderr)
+        return 2
+    result = demo_module.main(args, settings)
     return int(result or 0)
 
 

@@ -14,7 +14,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._settings import Settings
 
 __all__ = ["main", "run_demo"]
 
@@ -100,11 +103,17 @@ def require_frameworks() -> None:
     from . import _demo_workflow  # noqa: F401  (langchain_core and langgraph.graph)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
     from . import start_background
+    from ._listen import describe
 
     db_path = Path(args.db)
-    handle = start_background(getattr(args, "host", "127.0.0.1"), args.port, db_path)
+    host = getattr(args, "host", "127.0.0.1")
+    try:
+        handle = start_background(host, args.port, db_path, settings=settings)
+    except OSError as error:  # the port was taken since the CLI's check
+        print(f"agentwatch demo: {describe(host, args.port, error, free_port_hint=True)}", file=sys.stderr)
+        return 2
     base = f"http://{handle.host}:{handle.port}"
     checkpoints = db_path.with_suffix(".checkpoints.sqlite")
     try:

@@ -1,0 +1,86 @@
+"""The ``agentwatch`` command as a user runs it, in a process of its own: a mistake is one clear line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server.test_server_process import LAUNCH
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def agentwatch(*args: str, cwd: Path, env: dict[str, str] | None = None,
+               timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``agentwatch ARGS`` in ``cwd`` as a user would, and wait for it."""
+    return subprocess.run([sys.executable, "-c", LAUNCH, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def one_clear_line(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    """The only line on stderr, for exit status 2 and no traceback; it contains every one of ``words``."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another program (a collector already running, say) listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def test_demo_on_a_busy_port_says_what_to_do(tmp_path: Path, busy_port: int) -> None:
+    # The README's first command, while `agentwatch serve` already has the port.
+    result = agentwatch("demo", "--no-serve", "--port", str(busy_port), cwd=tmp_path)
+    line = one_clear_line(result, "agentwatch demo:", str(busy_port), "already in use", "--port")
+    assert "stop" in line
+    assert result.stdout == ""  # the demo did not run
+    assert not (tmp_path / "agentwatch-demo.db").exists()
+
+
+@pytest.mark.parametrize("case", ["port out of range", "not a database", "parent is a file", "bad env value"])
+def test_demo_refuses_bad_input_in_one_line(tmp_path: Path, case: str) -> None:
+    (tmp_path / "notes.db").write_text("my shopping list, not a database\n" * 100)
+    (tmp_path / "afile").write_text("")
+    args, env, words = {
+        "port out of range": (["--port", "99999"], {}, ["99999"]),
+        "not a database": (["--port", "0", "--db", "notes.db"], {}, ["notes.db", "--db"]),
+        "parent is a file": (["--port", "0", "--db", "afile/x.db"], {}, ["afile", "--db"]),
+        "bad env value": (["--port", "0"], {"DATA_RETENTION_DAYS": "soon"}, ["DATA_RETENTION_DAYS", "soon"]),
+    }[case]
+    result = agentwatch("demo", "--no-serve", *args, cwd=tmp_path, env=env)
+    one_clear_line(result, "agentwatch demo:", *words)
+    assert result.stdout == ""
+    assert (tmp_path / "notes.db").read_text().startswith("my shopping list")
+
+
+def test_demo_reports_a_locked_database_promptly(tmp_path: Path) -> None:
+    db = tmp_path / "busy.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        began = time.monotonic()
+        result = agentwatch("demo", "--no-serve", "--port", "0", "--db", str(db), cwd=tmp_path)
+        took = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    one_clear_line(result, "agentwatch demo:", "locked", str(db), "waited 3 s")
+    assert took < 25  # not SQLite's 30 s per attempt
