@@ -132,12 +132,15 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.local_mode and not is_loopback_host(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
               "this port can read and write all traces.", file=sys.stderr)
-    if not clickhouse:
-        # Checked before the workers start: a bad file is one clear line, not a traceback per process.
+    from ._listen import listen_problem
+
+    # Checked before the workers start: a busy port or a bad file is one clear line, not a traceback per process.
+    problem = listen_problem(settings.host, settings.port)
+    if problem is None and not clickhouse:
         problem = database_problem(settings.db_path)
-        if problem is not None:
-            print(f"agentwatch serve: {problem}", file=sys.stderr)
-            return 2
+    if problem is not None:
+        print(f"agentwatch serve: {problem}", file=sys.stderr)
+        return 2
     import uvicorn  # imported after the checks above: a mistake is reported at once
 
     from ._app import create_app

@@ -84,3 +84,10 @@ def test_demo_reports_a_locked_database_promptly(tmp_path: Path) -> None:
         holder.close()
     one_clear_line(result, "agentwatch demo:", "locked", str(db), "waited 3 s")
     assert took < 25  # not SQLite's 30 s per attempt
+
+
+def test_serve_on_a_busy_port_says_what_to_do(tmp_path: Path, busy_port: int) -> None:
+    result = agentwatch("serve", "--port", str(busy_port), "--db", "s.db", cwd=tmp_path)
+    line = one_clear_line(result, "agentwatch serve:", str(busy_port), "already in use", "--port")
+    assert "stop" in line
+    assert not (tmp_path / "s.db").exists()
