@@ -72,12 +72,16 @@ def start_background(host: str = "127.0.0.1", port: int = 0, db_path: str | Path
                               daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive():
-            sock.close()
-            raise RuntimeError("the collector failed to start (see the log above)")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError(f"the collector did not start within {timeout} s")
-        time.sleep(0.01)
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                sock.close()
+                raise RuntimeError("the collector failed to start (see the log above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the collector did not start within {timeout} s")
+            time.sleep(0.01)
+    except BaseException:  # a timeout, or Ctrl-C while it starts: the server is not left running
+        server.should_exit = True
+        thread.join(10)
+        raise
     return ServerHandle(server, thread, host, actual_port, app)

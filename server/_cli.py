@@ -186,7 +186,12 @@ def _serve(args: argparse.Namespace) -> int:
                 stop_live_streams(app)  # open dashboards' event streams would hold up uvicorn's drain
                 super().handle_exit(sig, frame)
 
-        _Server(config).run()
+        try:
+            _Server(config).run()
+        except KeyboardInterrupt:
+            # uvicorn stops on Ctrl-C, then raises the signal again for its caller: the shutdown is done, and
+            # Ctrl-C is how a collector run in a terminal is stopped (exit 0, as uvicorn's own command).
+            pass
     finally:
         store.close()  # a store handed to create_app is its owner's to close
     return 0
@@ -257,7 +262,12 @@ def _verify(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"serve": _serve, "demo": _demo, "verify": _verify, "token": _token}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        # Ctrl-C before serve or demo got going (while they import, say): stopped quietly, with the status a
+        # shell gives a program stopped by SIGINT. Once serving, Ctrl-C is their normal stop and exits 0.
+        return 130
 
 
 if __name__ == "__main__":

@@ -109,14 +109,18 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
 
     db_path = Path(args.db)
     host = getattr(args, "host", "127.0.0.1")
-    try:
-        handle = start_background(host, args.port, db_path, settings=settings)
-    except OSError as error:  # the port was taken since the CLI's check
-        print(f"agentwatch demo: {describe(host, args.port, error, free_port_hint=True)}", file=sys.stderr)
-        return 2
-    base = f"http://{handle.host}:{handle.port}"
     checkpoints = db_path.with_suffix(".checkpoints.sqlite")
-    try:
+    handle = None
+    try:  # Ctrl-C, at any moment, stops the demo and its collector quietly
+        try:
+            handle = start_background(host, args.port, db_path, settings=settings)
+        except (RuntimeError, TimeoutError) as error:
+            print(f"agentwatch demo: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:  # the port was taken since the CLI's check
+            print(f"agentwatch demo: {describe(host, args.port, error, free_port_hint=True)}", file=sys.stderr)
+            return 2
+        base = f"http://{handle.host}:{handle.port}"
         outcome = run_demo(base, checkpoints)
         _summary(base, outcome, sys.stdout)
         if getattr(args, "no_serve", False):
@@ -128,4 +132,5 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        handle.stop()
+        if handle is not None:
+            handle.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.test_server_process import LAUNCH
+from tests.server.test_server_process import LAUNCH, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +36,21 @@ def one_clear_line(result: subprocess.CompletedProcess[str], *words: str) -> str
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+def wait_until_serving(process: subprocess.Popen[str], port: int, timeout: float = 120) -> None:
+    """Return once the collector ``process`` started answers /health on ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the collector exited during start-up"
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("the collector did not start")
 
 
 @pytest.fixture
@@ -91,3 +108,32 @@ def test_serve_on_a_busy_port_says_what_to_do(tmp_path: Path, busy_port: int) ->
     line = one_clear_line(result, "agentwatch serve:", str(busy_port), "already in use", "--port")
     assert "stop" in line
     assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="Ctrl-C in a terminal signals the process group")
+@pytest.mark.parametrize("command", [["serve"], ["serve", "--workers", "2"], ["demo"]])
+def test_ctrl_c_stops_quietly(tmp_path: Path, command: list[str]) -> None:
+    port = free_port()
+    log = tmp_path / "stderr.txt"
+    # A session of its own, as a terminal's foreground job: Ctrl-C sends SIGINT to every process of the group.
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH, *command, "--port", str(port), "--db", str(tmp_path / "c.db")],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_until_serving(process, port)
+        workers = int(command[-1]) if "--workers" in command else 1
+        deadline = time.monotonic() + 120
+        while command[0] == "serve" and log.read_text().count("Application startup complete") < workers:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    err = log.read_text()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
