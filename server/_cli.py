@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--retention-days", type=int, help="delete data older than this (0 keeps it forever)")
     serve.add_argument("--zero-data-retention", action="store_true", default=None,
                        help="never store prompts or outputs, whatever clients send")
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("AGENTWATCH_WORKERS", "1")),
-                       help="server processes sharing the database (default 1; 2 on a 2-core machine doubles "
-                            "ingest throughput)")
+    serve.add_argument("--workers", type=int,
+                       help="server processes sharing the database (default 1, or AGENTWATCH_WORKERS; 2 on a "
+                            "2-core machine doubles ingest throughput)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     demo = commands.add_parser("demo", help="run a multi-agent LangGraph demo that trips the breaker and resumes")
@@ -120,6 +120,17 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"agentwatch serve: {error}", file=sys.stderr)
         return 2
+    if args.workers is None:
+        # Read here, not when the parser is built: a bad value is serve's error, not every command's.
+        raw = os.environ.get("AGENTWATCH_WORKERS", "").strip() or "1"
+        try:
+            args.workers = int(raw)
+        except ValueError:
+            print(f"agentwatch serve: AGENTWATCH_WORKERS: expected a number, got {raw!r}", file=sys.stderr)
+            return 2
+        if args.workers < 1:
+            print("agentwatch serve: AGENTWATCH_WORKERS must be at least 1", file=sys.stderr)
+            return 2
     if args.workers < 1:
         print("agentwatch serve: --workers must be at least 1", file=sys.stderr)
         return 2

@@ -137,3 +137,15 @@ def test_ctrl_c_stops_quietly(tmp_path: Path, command: list[str]) -> None:
     err = log.read_text()
     assert process.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_a_bad_agentwatch_workers_is_serves_error_only(tmp_path: Path) -> None:
+    env = {"AGENTWATCH_WORKERS": "abc"}
+    for args in (["--help"], ["serve", "--help"], ["verify", "missing.pdf"], ["token", "create", "--help"]):
+        result = agentwatch(*args, cwd=tmp_path, env=env)
+        assert "Traceback" not in result.stderr and "AGENTWATCH_WORKERS" not in result.stderr, (args, result.stderr)
+    assert agentwatch("--help", cwd=tmp_path, env=env).returncode == 0
+    result = agentwatch("serve", "--port", "0", "--db", "w.db", cwd=tmp_path, env=env)
+    one_clear_line(result, "agentwatch serve:", "AGENTWATCH_WORKERS", "'abc'")
+    result = agentwatch("serve", "--port", "0", "--db", "w.db", cwd=tmp_path, env={"AGENTWATCH_WORKERS": "0"})
+    one_clear_line(result, "agentwatch serve:", "AGENTWATCH_WORKERS", "at least 1")
