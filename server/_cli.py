@@ -45,14 +45,41 @@ def database_problem(path: Path, wait: float = STARTUP_LOCK_WAIT_SECONDS) -> str
     return None
 
 
+SERVE_ENVIRONMENT = """\
+environment (all of them: README, "The collector"):
+  DATA_RETENTION_DAYS  default 30: data older than this many days is DELETED,
+                       at start and then hourly (traces, spans, cost charts,
+                       breaker events, alert history, cron runs); 0 keeps
+                       everything. Same as --retention-days
+  ZERO_DATA_RETENTION  default false; true: spans are stored without prompts
+                       or outputs, whatever clients send (metadata only).
+                       Same as --zero-data-retention
+  CORS_ORIGINS         default none; comma-separated origins
+                       (https://app.example.com) whose web pages may call
+                       the API, besides the dashboard the collector serves
+  API_KEY              require this key (X-API-Key) on /api; binds 0.0.0.0
+                       unless --host is given. With neither API_KEY nor
+                       JWT_SECRET: local mode, no authentication
+  JWT_SECRET           accept role tokens (agentwatch token create)
+  ALLOWED_HOSTS        more host names to answer to (comma-separated; * any)
+  HOST, PORT, AGENTWATCH_DB, AGENTWATCH_STORE, AGENTWATCH_SIGNING_KEY,
+  AGENTWATCH_WORKERS   as --host, --port, --db, --store, --signing-key,
+                       --workers
+  SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD, SMTP_STARTTLS, SMTP_SSL,
+  FROM_EMAIL, ALERT_EMAIL
+                       email alerts
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentwatch", description="AgentWatch collector and tools.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the collector (API and dashboard)",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Run the collector. Secrets and most settings come from the "
-                                            "environment: API_KEY, CORS_ORIGINS, ZERO_DATA_RETENTION, "
-                                            "DATA_RETENTION_DAYS, SMTP_HOST, ... (see the docs).")
+                                            "environment (below);\na flag wins over its variable.",
+                                epilog=SERVE_ENVIRONMENT)
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 when API_KEY is set)")
     serve.add_argument("--port", type=int, help="port (default 3001, or PORT)")
     serve.add_argument("--db", type=Path, help="SQLite file (default ~/.agentwatch/agentwatch.db, or AGENTWATCH_DB)")
@@ -60,9 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "clickhouse://user:password@host:8123/db (or AGENTWATCH_STORE)")
     serve.add_argument("--signing-key", type=Path, help="PEM private key for signing reports "
                                                         "(default: generated beside the database)")
-    serve.add_argument("--retention-days", type=int, help="delete data older than this (0 keeps it forever)")
+    serve.add_argument("--retention-days", type=int,
+                       help="delete data older than this many days, at start and hourly (default 30, or "
+                            "DATA_RETENTION_DAYS; 0 keeps it forever)")
     serve.add_argument("--zero-data-retention", action="store_true", default=None,
-                       help="never store prompts or outputs, whatever clients send")
+                       help="never store prompts or outputs, whatever clients send (default off, or "
+                            "ZERO_DATA_RETENTION)")
     serve.add_argument("--workers", type=int,
                        help="server processes sharing the database (default 1, or AGENTWATCH_WORKERS; 2 on a "
                             "2-core machine doubles ingest throughput)")

@@ -149,3 +149,22 @@ def test_a_bad_agentwatch_workers_is_serves_error_only(tmp_path: Path) -> None:
     one_clear_line(result, "agentwatch serve:", "AGENTWATCH_WORKERS", "'abc'")
     result = agentwatch("serve", "--port", "0", "--db", "w.db", cwd=tmp_path, env={"AGENTWATCH_WORKERS": "0"})
     one_clear_line(result, "agentwatch serve:", "AGENTWATCH_WORKERS", "at least 1")
+
+
+def test_serve_help_and_readme_say_what_the_retention_settings_do(tmp_path: Path) -> None:
+    from agentwatch.server import Settings
+
+    defaults = Settings()
+    assert (defaults.data_retention_days, defaults.zero_data_retention, defaults.cors_origins) == (30, False, ())
+    result = agentwatch("serve", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())
+    assert "see the docs" not in help_text
+    assert "DATA_RETENTION_DAYS default 30: data older than this many days is DELETED" in help_text
+    assert "(default 30, or DATA_RETENTION_DAYS; 0 keeps it forever)" in help_text  # --retention-days
+    assert "ZERO_DATA_RETENTION default false" in help_text and "CORS_ORIGINS default none" in help_text
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "as in the product docs" not in readme
+    assert "| `DATA_RETENTION_DAYS` (`--retention-days`) | 30 | **data older than this many days is deleted**" in readme
+    for name in ("ZERO_DATA_RETENTION", "CORS_ORIGINS"):
+        assert f"| `{name}`" in readme
