@@ -8,6 +8,7 @@ polls. A token goes in ``Authorization: Bearer`` or in the ``X-API-Key`` header 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 import uuid
@@ -42,6 +43,10 @@ API_KEY_PRINCIPAL: Final = Principal("api-key", "admin")
 LOCAL_PRINCIPAL: Final = Principal("local", "admin")
 
 
+#: The longest expiry a token may be given (100 years); longer is what leaving it out means.
+MAX_TOKEN_SECONDS: Final = 36500 * 86400
+
+
 def create_token(secret: str, role: str, name: str, *, expires_in_seconds: float | None = None) -> str:
     """A signed bearer token for ``name`` with ``role``; no expiry unless ``expires_in_seconds`` is given."""
     import jwt
@@ -52,6 +57,11 @@ def create_token(secret: str, role: str, name: str, *, expires_in_seconds: float
         raise ValueError("name must be 1 to 200 characters")
     if not secret:
         raise ValueError("JWT_SECRET is not set")
+    if expires_in_seconds is not None and not (math.isfinite(expires_in_seconds)
+                                               and 1 <= expires_in_seconds <= MAX_TOKEN_SECONDS):
+        # A token expired when it is made is of no use; past 100 years, leave the expiry out.
+        raise ValueError(f"a token must expire between 1 second and {MAX_TOKEN_SECONDS // 86400} days after it "
+                         f"is made (or never), got {expires_in_seconds!r} seconds")
     now = int(time.time())
     claims: dict[str, object] = {"sub": name, "role": role, "iat": now, "jti": uuid.uuid4().hex}
     if expires_in_seconds is not None:

@@ -122,12 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from ._auth import create_token
+    from ._auth import MAX_TOKEN_SECONDS, create_token
 
     secret = os.environ.get("JWT_SECRET")
     if not secret:
         print("agentwatch token: set JWT_SECRET (the same as the collector's; e.g. openssl rand -hex 32)",
               file=sys.stderr)
+        return 2
+    if args.expires_days is not None and not 0 < args.expires_days <= MAX_TOKEN_SECONDS // 86400:
+        print(f"agentwatch token: --expires-days must be more than 0 and at most {MAX_TOKEN_SECONDS // 86400} "
+              f"(leave it out for a token that does not expire), got {args.expires_days:g}", file=sys.stderr)
         return 2
     expires = args.expires_days * 86400 if args.expires_days is not None else None
     try:

@@ -168,3 +168,23 @@ def test_serve_help_and_readme_say_what_the_retention_settings_do(tmp_path: Path
     assert "| `DATA_RETENTION_DAYS` (`--retention-days`) | 30 | **data older than this many days is deleted**" in readme
     for name in ("ZERO_DATA_RETENTION", "CORS_ORIGINS"):
         assert f"| `{name}`" in readme
+
+
+@pytest.mark.parametrize("days", ["-1", "0", "nan", "inf", "1e300"])
+def test_token_refuses_an_expiry_that_is_no_use(tmp_path: Path, days: str) -> None:
+    env = {"JWT_SECRET": "an operator's secret of some length, 32+ bytes"}
+    result = agentwatch("token", "create", "--role", "viewer", "--name", "alice", "--expires-days", days,
+                        cwd=tmp_path, env=env)
+    one_clear_line(result, "agentwatch token:", "--expires-days", "leave it out")
+    assert result.stdout == ""  # no token printed, expired or not
+    result = agentwatch("token", "create", "--role", "viewer", "--name", "alice", "--expires-days", "0.5",
+                        cwd=tmp_path, env=env)
+    assert result.returncode == 0 and result.stdout.count(".") == 2, result.stderr
+
+
+def test_create_token_refuses_an_expiry_that_is_no_use() -> None:
+    from agentwatch.server._auth import create_token
+
+    for seconds in (-86400, 0, 0.5, float("nan"), float("inf"), 1e300):
+        with pytest.raises(ValueError, match="must expire between 1 second"):
+            create_token("secret", "viewer", "alice", expires_in_seconds=seconds)
