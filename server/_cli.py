@@ -147,6 +147,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ._settings import Settings
 
+    if args.retention_days is not None and args.retention_days < 0:  # else Settings names DATA_RETENTION_DAYS
+        print("agentwatch serve: --retention-days must be >= 0 (0 keeps data forever)", file=sys.stderr)
+        return 2
     try:
         settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db,
                                      signing_key_path=args.signing_key, data_retention_days=args.retention_days,

@@ -188,3 +188,11 @@ def test_create_token_refuses_an_expiry_that_is_no_use() -> None:
     for seconds in (-86400, 0, 0.5, float("nan"), float("inf"), 1e300):
         with pytest.raises(ValueError, match="must expire between 1 second"):
             create_token("secret", "viewer", "alice", expires_in_seconds=seconds)
+
+
+def test_serve_names_the_flag_or_the_variable_that_is_wrong(tmp_path: Path) -> None:
+    result = agentwatch("serve", "--port", "0", "--db", "r.db", "--retention-days", "-1", cwd=tmp_path)
+    line = one_clear_line(result, "agentwatch serve:", "--retention-days", ">= 0")
+    assert "DATA_RETENTION_DAYS" not in line  # the user set no variable
+    result = agentwatch("serve", "--port", "0", "--db", "r.db", cwd=tmp_path, env={"DATA_RETENTION_DAYS": "-1"})
+    one_clear_line(result, "agentwatch serve:", "DATA_RETENTION_DAYS", ">= 0")
