@@ -71,15 +71,19 @@ def run_demo(collector_url: str, checkpoint_path: Path, out: Any = sys.stdout) -
     return outcome
 
 
-def _summary(base: str, outcome: dict[str, Any], out: Any) -> None:
+def _summary(base: str, outcome: dict[str, Any], out: Any, since_ns: int = 0) -> None:
+    """This run's figures, read back from the collector: what started at ``since_ns`` or later."""
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
-    metrics = _get(base, "/api/metrics")
-    by_agent = _get(base, "/api/cost/by-agent")
-    breakers = _get(base, "/api/circuit-breaker/status")
+    # The database may hold earlier runs (the demo keeps its file): the summary is of this one.
+    metrics = _get(base, f"/api/metrics?from={since_ns}")
+    by_agent = _get(base, f"/api/cost/by-agent?from={since_ns}")
+    breakers = [breaker for breaker in _get(base, "/api/circuit-breaker/status").get("breakers", [])
+                if (breaker.get("last_transition_unix_nano") or 0) >= since_ns]
+    earlier = int(_get(base, "/api/metrics").get("traces") or 0) - int(metrics.get("traces") or 0)
     say()
-    say("Summary (read back from the collector's REST API)")
+    say("Summary of this run (read back from the collector's REST API)")
     say(f"  traces {metrics.get('traces')}, spans {metrics.get('spans')}, LLM cost ${metrics.get('cost_usd', 0):.4f}, "
         f"blocked calls {metrics.get('blocked_calls')}")
     for row in by_agent.get("agents", []):
@@ -87,13 +91,16 @@ def _summary(base: str, outcome: dict[str, Any], out: Any) -> None:
         if not row.get("llm_calls"):
             continue
         say(f"  {name:<12} ${row['cost_usd']:.4f}  ({row['llm_calls']} LLM calls, {row.get('blocked', 0)} blocked)")
-    for breaker in breakers.get("breakers", []):
+    for breaker in breakers:
         say(f"  breaker {breaker.get('scope')}/{breaker.get('scope_id')}: {breaker.get('state')} "
             f"(last: {breaker.get('last_event') or breaker.get('event')})")
     if outcome.get("blocked"):
         say(f"  block: {outcome['blocked']['scope_id']} {outcome['blocked']['reason']}; resumed nodes: "
             f"{', '.join(outcome['resumed_nodes'])}")
     say(f"  final report: {outcome.get('report')}")
+    if earlier > 0:
+        say(f"  (the database also holds {earlier} trace{'s' if earlier != 1 else ''} of earlier runs; the "
+            "dashboard shows them all)")
 
 
 def require_frameworks() -> None:
@@ -121,8 +128,9 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
             print(f"agentwatch demo: {describe(host, args.port, error, free_port_hint=True)}", file=sys.stderr)
             return 2
         base = f"http://{handle.host}:{handle.port}"
+        started_ns = time.time_ns()
         outcome = run_demo(base, checkpoints)
-        _summary(base, outcome, sys.stdout)
+        _summary(base, outcome, sys.stdout, started_ns)
         if getattr(args, "no_serve", False):
             return 0
         print(f"\nDashboard: {base}/", flush=True)

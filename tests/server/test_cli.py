@@ -196,3 +196,22 @@ def test_serve_names_the_flag_or_the_variable_that_is_wrong(tmp_path: Path) -> N
     assert "DATA_RETENTION_DAYS" not in line  # the user set no variable
     result = agentwatch("serve", "--port", "0", "--db", "r.db", cwd=tmp_path, env={"DATA_RETENTION_DAYS": "-1"})
     one_clear_line(result, "agentwatch serve:", "DATA_RETENTION_DAYS", ">= 0")
+
+
+def test_a_second_demo_run_sums_up_itself_not_the_database(tmp_path: Path) -> None:
+    # `agentwatch demo` twice in one directory: the second run's database holds both runs.
+    def summary() -> tuple[list[str], str]:
+        result = agentwatch("demo", "--no-serve", "--port", "0", cwd=tmp_path, timeout=180)
+        assert result.returncode == 0, result.stderr
+        tail = result.stdout.split("Summary of this run", 1)[1]
+        figures = [line for line in tail.splitlines()
+                   if line.startswith("  traces ") or "LLM calls" in line or line.startswith("  breaker ")]
+        return figures, tail
+
+    first, first_text = summary()
+    second, second_text = summary()
+    assert first and any("blocked calls 1" in line for line in first), first_text
+    assert second == first  # the same figures: not the two runs added up
+    assert "earlier runs" not in first_text
+    traces = first[0].split(",")[0].split()[-1]  # "  traces 4, spans 25, ..."
+    assert f"the database also holds {traces} traces of earlier runs" in second_text
