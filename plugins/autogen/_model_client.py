@@ -4,6 +4,11 @@ The call is checked against every enclosing limit before the client sends anythi
 current LLM call while the client works, so autogen-core's event logger (``_events``) and an HTTP-level
 tap below add to it instead of counting it again. What the events do not say (a client that logs none)
 comes from the ``CreateResult``.
+
+A client that wraps another watched one (``ChatCompletionCache(client, store)``: the inner client is its
+``client``) opens no call of its own: what it sends, it sends through the inner client, which counts it as its
+model. What it answers without the inner client and marks ``cached`` (a cache hit) is recorded as a ``cache_hit``
+span costing $0 that no limit counts or blocks: nothing was sent.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
 from agentwatch import CircuitBreakerException
@@ -28,10 +34,15 @@ from agentwatch.instrumentation import (
 )
 
 from ._blocked import note_blocked
+from ._patching import ORIGINAL
 
 __all__ = ["wrap_create", "wrap_create_stream", "watch", "unwatch", "is_watched"]
 
 _WATCHED = "_agentwatch_watched"
+#: On a client ``watch`` was given: the inner client it watched too (a wrapper's), which ``unwatch`` unwatches.
+_WATCHED_INNER = "_agentwatch_watched_inner"
+#: A span attribute: the answer came from a cache (nothing sent, nothing spent, no limit counts it).
+CACHE_HIT = "cache_hit"
 _OPENAI_BASES = ("BaseOpenAIChatCompletionClient",)
 
 
@@ -86,6 +97,99 @@ def _dump_messages(messages: Any) -> Any:
         return [m.model_dump(mode="json") if hasattr(m, "model_dump") else str(m) for m in messages]
     except TypeError:
         return str(messages)
+
+
+# ---- a client wrapping another (ChatCompletionCache) ---------------------------------------------------
+
+
+class _Delegation:
+    """One call of a wrapping client in flight: whether it reached a watched inner client."""
+
+    __slots__ = ("reached",)
+
+    def __init__(self) -> None:
+        self.reached = False
+
+
+_DELEGATION: ContextVar[_Delegation | None] = ContextVar("agentwatch_autogen_delegation", default=None)
+
+
+def _note_reached() -> None:
+    """Tell the wrapping client above (if any) that this call reached a watched client below it."""
+    delegation = _DELEGATION.get()
+    if delegation is not None:
+        delegation.reached = True
+
+
+def _watched_inner(model_client: Any) -> Any:
+    """The watched client this one wraps (``ChatCompletionCache.client``), or None."""
+    inner = getattr(model_client, "__dict__", {}).get("client")
+    if inner is None or inner is model_client:
+        return None
+    if not _is_model_client(inner):
+        return None
+    if is_watched(inner) or hasattr(getattr(type(inner), "create", None), ORIGINAL):
+        return inner
+    return None
+
+
+@stop_on_exception
+def _record_cache_hit(model_client: Any, inner: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      result: Any, streaming: bool) -> None:
+    """A wrapper answered without its inner client, from its cache: a span of the inner client's model that costs
+    $0 and is checked against and counted by no limit (nothing was sent)."""
+    client = get_client()
+    if client is None:
+        return
+    messages = args[0] if args else kwargs.get("messages")
+    call = start_llm_call(
+        type(model_client).__name__, model=_model(inner), provider=_provider(inner),
+        input=_dump_messages(messages) if capturing(client) and messages is not None else None,
+        attributes={"framework": "autogen", "streaming": streaming, CACHE_HIT: True}, check=False,
+    )
+    content = getattr(result, "content", None)
+    call.set_output(content if isinstance(content, str) else _dump_messages(content or []))
+    call.end(finish_reason=getattr(result, "finish_reason", None))
+
+
+async def _delegate(original: Callable[..., Any], model_client: Any, inner: Any, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+    delegation = _Delegation()
+    token = _DELEGATION.set(delegation)
+    try:
+        result = await original(model_client, *args, **kwargs)
+    finally:
+        _DELEGATION.reset(token)
+    if not delegation.reached and getattr(result, "cached", False) is True:
+        _record_cache_hit(model_client, inner, args, kwargs, result, False)
+    return result
+
+
+async def _delegate_stream(original: Callable[..., Any], model_client: Any, inner: Any, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> AsyncGenerator[Any, None]:
+    delegation = _Delegation()
+    token = _DELEGATION.set(delegation)
+    try:
+        stream = original(model_client, *args, **kwargs)
+    finally:
+        _DELEGATION.reset(token)
+    result: Any = None
+    try:
+        while True:
+            token = _DELEGATION.set(delegation)  # only while the wrapper's own code runs, not in the caller's
+            try:
+                item = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                _DELEGATION.reset(token)
+            if hasattr(item, "finish_reason"):
+                result = item
+            yield item
+    finally:
+        await stream.aclose()
+    if not delegation.reached and getattr(result, "cached", False) is True:
+        _record_cache_hit(model_client, inner, args, kwargs, result, True)
 
 
 # ---- one call ---------------------------------------------------------------------------------------
@@ -164,9 +268,10 @@ def _finish(call: LLMCall, result: Any, error: BaseException | None, messages: A
         else:
             call.end(error=error)
         return
-    _usage_from_result(call, result)
-    if getattr(result, "cached", False):
-        call.set_attribute("cached_response", True)
+    if getattr(result, "cached", False) is True:  # answered from a cache: its usage is the original call's
+        call.set_attribute(CACHE_HIT, True)
+    else:
+        _usage_from_result(call, result)
     content = getattr(result, "content", None)
     if isinstance(content, list):
         names = [getattr(item, "name", None) for item in content]
@@ -189,8 +294,14 @@ def _prompt_tokens(messages: Any) -> int:
 
 async def _create(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Any:
-    if get_client() is None or _counted_above():
+    if get_client() is None:
         return await original(model_client, *args, **kwargs)
+    _note_reached()
+    if _counted_above():
+        return await original(model_client, *args, **kwargs)
+    inner = _watched_inner(model_client)
+    if inner is not None:
+        return await _delegate(original, model_client, inner, args, kwargs)
     try:
         call = _begin(model_client, args, kwargs, False)
     except CircuitBreakerException as blocked:
@@ -254,8 +365,14 @@ async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[A
 
 def _create_stream(original: Callable[..., Any], model_client: Any, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> Any:
-    if get_client() is None or _counted_above():
+    if get_client() is None:
         return original(model_client, *args, **kwargs)
+    _note_reached()
+    if _counted_above():
+        return original(model_client, *args, **kwargs)
+    inner = _watched_inner(model_client)
+    if inner is not None:
+        return _delegate_stream(original, model_client, inner, args, kwargs)
     # A stream's usage is the HTTP layer's business (``init(stream_usage=...)``): it asks where asked to and
     # hides the usage chunk, so the client streams exactly what it would without AgentWatch.
     return _stream(original, model_client, args, kwargs)
@@ -310,7 +427,18 @@ def watch(model_client: Any) -> Any:
     if callable(getattr(kind, "create_stream", None)):
         state["create_stream"] = create_stream
     state[_WATCHED] = True
+    inner = state.get("client")
+    if inner is not None and inner is not model_client and not is_watched(inner) and _is_model_client(inner):
+        # A wrapper (ChatCompletionCache) sends through its inner client: that one counts what is sent.
+        watch(inner)
+        state[_WATCHED_INNER] = inner
     return model_client
+
+
+def _is_model_client(candidate: Any) -> bool:
+    from autogen_core.models import ChatCompletionClient
+
+    return isinstance(candidate, ChatCompletionClient)
 
 
 def unwatch(model_client: Any) -> Any:
@@ -319,4 +447,7 @@ def unwatch(model_client: Any) -> Any:
     if state is not None and state.pop(_WATCHED, False):
         state.pop("create", None)
         state.pop("create_stream", None)
+        inner = state.pop(_WATCHED_INNER, None)
+        if inner is not None:
+            unwatch(inner)
     return model_client
