@@ -1,9 +1,9 @@
 """AgentWatch for classic AG2 (``from autogen import ConversableAgent``, ag2 0.x).
 
-Zero-config: after ``agentwatch.init()`` every LLM call of every agent (and of ``OpenAIWrapper``) is
-checked before it is sent and recorded with its agent as agent scope, the chat and the tool calls
-around it; AG2's completion reports (made for its runtime log, which stays the application's) supply
-the served model, usage, cached tokens and cache hits.
+Zero-config: after ``agentwatch.init()`` every LLM request of every agent (and of ``OpenAIWrapper``) is
+checked before it is sent and recorded, as the model of the config that sent it, with its agent as agent scope,
+the chat and the tool calls around it; AG2's completion reports (made for its runtime log, which stays the
+application's) supply its own cost figure and the cache hits (which cost nothing and count toward no limit).
 Explicit: ``watch(agent)`` (or ``watch(openai_wrapper)``) for what zero-config does not reach.
 """
 

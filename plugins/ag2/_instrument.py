@@ -22,7 +22,7 @@ from ._agents import (
     wrap_reflection_with_llm_as_summary,
     wrap_run_async_in_thread,
 )
-from ._llm import wrap_create
+from ._llm import forget_client_classes, set_class_patching, wrap_create
 
 __all__ = ["install", "uninstall"]
 
@@ -47,6 +47,7 @@ def install() -> None:
         if _patched:
             return
         _patch(OpenAIWrapper, "create", wrap_create)
+        set_class_patching(True)  # each config's client class, when a watched create first meets it
         _patch(ConversableAgent, "generate_reply", wrap_generate_reply)
         _patch(ConversableAgent, "a_generate_reply", wrap_a_generate_reply)
         _patch(ConversableAgent, "initiate_chat", wrap_initiate_chat)
@@ -65,5 +66,7 @@ def uninstall() -> None:
             cls, name, original, wrapper = _patched.pop()
             if cls.__dict__.get(name) is wrapper:
                 setattr(cls, name, original)
+        set_class_patching(False)
+        stop_on_exception(forget_client_classes)()
         stop_on_exception(_runtime_log.uninstall)()
         stop_on_exception(forget_open_spans)()

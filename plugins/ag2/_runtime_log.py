@@ -1,9 +1,9 @@
 """The observing layer for classic AG2: the completion reports ``OpenAIWrapper.create`` makes for the runtime log.
 
-AG2 reports each completion to its runtime logger (``autogen.runtime_logging``): the served model, the
-usage with cached tokens, its own cost figure, cache hits (nothing sent) and provider errors of failed
-attempts. Each report is added to the LLM call in flight (opened by ``OpenAIWrapper.create``), never counted
-on its own.
+AG2 reports each completion to its runtime logger (``autogen.runtime_logging``): its own cost figure for the request
+just sent, cache hits (nothing sent) and provider errors of failed configs. A completion's report ends the call of
+its request (opened when its config's client sent it, ``_llm``) with AG2's cost figure; a cache hit is recorded as a
+span no limit counts.
 
 The runtime log itself is the application's and stays exactly as the application sets it, before or after
 ``init()``: no logger of ours is started, ``logging_enabled()`` answers as without AgentWatch, and the
@@ -16,32 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentwatch.instrumentation import clip, get_current_llm_call, stop_on_exception
-
-from ._llm import CACHE_HIT, record_response
+from ._llm import observe_completion
 
 __all__ = ["install", "uninstall"]
 
 # name in autogen.oai.client -> (original, ours), while installed
 _replaced: dict[str, tuple[Any, Any]] = {}
-
-
-@stop_on_exception
-def _observe_completion(response: Any, is_cached: int, cost: float) -> None:
-    call = get_current_llm_call()
-    if call is None or call.ended:
-        return
-    attempts = int(call.span.attributes.get("ag2.attempts", 0)) + 1
-    call.set_attribute("ag2.attempts", attempts)
-    if isinstance(response, str):  # a failed attempt: AG2 logs "error_code:..., config i failed"
-        call.set_attribute("ag2.provider_error", clip(response))  # bounded like error.message
-        return
-    if is_cached:
-        call.set_attribute(CACHE_HIT, True)  # nothing was sent: no tokens, no cost
-        return
-    record_response(call, response)
-    if isinstance(cost, int | float):
-        call.set_attribute("ag2.cost_usd", float(cost))
 
 
 def _logging_enabled() -> bool:
@@ -54,7 +34,7 @@ def _log_chat_completion(*args: Any, **kwargs: Any) -> None:
     response = kwargs["response"] if "response" in kwargs else args[5] if len(args) > 5 else None
     is_cached = kwargs["is_cached"] if "is_cached" in kwargs else args[6] if len(args) > 6 else 0
     cost = kwargs["cost"] if "cost" in kwargs else args[7] if len(args) > 7 else None
-    _observe_completion(response, is_cached, cost)
+    observe_completion(response, is_cached, cost)
     if runtime_logging.logging_enabled():  # what AG2 would have logged: the application's runtime log
         runtime_logging.log_chat_completion(*args, **kwargs)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from autogen import ConversableAgent, OpenAIWrapper, runtime_logging
+from autogen.oai.client import OpenAIClient
 from genai_prices import Usage, calc_price
 
 import agentwatch
@@ -180,6 +181,7 @@ def test_shutdown_removes_patches_and_runtime_logger(memory, stub_provider, pair
     agentwatch.shutdown()
 
     assert not hasattr(OpenAIWrapper.__dict__["create"], ORIGINAL)
+    assert not hasattr(OpenAIClient.__dict__["create"], ORIGINAL)  # each config's client sends unwatched again
     assert not any(hasattr(ConversableAgent.__dict__[name], ORIGINAL)
                    for name in ("generate_reply", "a_generate_reply", "initiate_chat", "a_initiate_chat",
                                 "execute_function", "a_execute_function", "_run_async_in_thread",
