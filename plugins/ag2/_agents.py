@@ -6,6 +6,11 @@
 - ``ConversableAgent.execute_function`` / ``a_execute_function``: a ``tool`` span, current while the function runs,
   with the asking agent's scope; ``_run_async_in_thread`` (an ``async def`` tool in a synchronous chat) carries
   the context over to its thread.
+- AG2's own threads (``run`` / ``run_iter`` / ``sequential_run`` and the group-chat ``run_group_chat`` variants run the
+  chat on a ``threading.Thread`` they start): each starts with AgentWatch's values of the code that made it
+  (``carry``: its span, agent scopes, per-run budgets), so a ``trace(..., budget=...)`` or an agent scope around
+  ``agent.run(...)`` holds for the chat. Only the name ``threading`` in those AG2 modules is replaced (``Thread``
+  carries, everything else is the standard module); a thread started anywhere else starts empty, as in Python.
 - ``ConversableAgent._reflection_with_llm_as_summary`` / ``_reflection_with_llm``: a block of a chat's
   ``reflection_with_llm`` summary reaches the caller of the chat instead of AG2's empty summary, and the summary's
   LLM call is charged to the agent whose client answers it (``charged_agent``).
@@ -15,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
+import threading
+import types
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -38,7 +46,8 @@ from agentwatch.instrumentation import (
 
 __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat", "wrap_a_initiate_chat",
            "wrap_execute_function", "wrap_a_execute_function", "wrap_run_async_in_thread", "wrap_reflection_with_llm",
-           "wrap_reflection_with_llm_as_summary", "charged_agent", "open_span_of", "forget_open_spans"]
+           "wrap_reflection_with_llm_as_summary", "charged_agent", "open_span_of", "forget_open_spans",
+           "carry_into_ag2_threads", "restore_ag2_threads"]
 
 _CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_ag2_agent", default=None)
 #: The name of the agent whose message the current reply answers: the one that asked for the tool calls it runs.
@@ -136,6 +145,54 @@ def wrap_run_async_in_thread(original: Callable[..., Any]) -> Callable[..., Any]
 
 async def _awaited_with(coro: Any, values: Carried) -> Any:
     return await asyncio.create_task(coro, context=values.context())  # in AG2's thread: its own context and ours
+
+
+class _CarryingThread(threading.Thread):
+    """A ``threading.Thread`` made by AG2 that runs with AgentWatch's values of the code that made it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._agentwatch_values = carry(_CURRENT_AGENT, _REPLYING_TO) if get_client() is not None else None
+
+    def run(self) -> None:
+        values, self._agentwatch_values = self._agentwatch_values, None
+        if values is None:
+            super().run()
+        else:
+            values.run(super().run)
+
+
+class _Threading(types.ModuleType):
+    """The ``threading`` module as AG2's modules see it: ``Thread`` carries, the rest is the standard module's."""
+
+    Thread = _CarryingThread
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+
+_THREADING = _Threading("threading")
+#: AG2 modules that run a chat on a thread of their own.
+_THREAD_MODULES = ("autogen.agentchat.conversable_agent", "autogen.agentchat.group.multi_agent_chat")
+_replaced_threading: list[types.ModuleType] = []
+
+
+def carry_into_ag2_threads() -> None:
+    for name in _THREAD_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # another AG2 layout: its threads start empty
+            continue
+        if module.__dict__.get("threading") is threading:
+            module.threading = _THREADING  # type: ignore[attr-defined]
+            _replaced_threading.append(module)
+
+
+def restore_ag2_threads() -> None:
+    while _replaced_threading:
+        module = _replaced_threading.pop()
+        if module.__dict__.get("threading") is _THREADING:  # someone who replaced it after us keeps theirs
+            module.threading = threading  # type: ignore[attr-defined]
 
 
 def forget_open_spans() -> None:

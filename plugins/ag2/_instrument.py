@@ -11,7 +11,9 @@ from agentwatch.plugins.autogen._patching import ORIGINAL
 
 from . import _runtime_log
 from ._agents import (
+    carry_into_ag2_threads,
     forget_open_spans,
+    restore_ag2_threads,
     wrap_a_execute_function,
     wrap_a_generate_reply,
     wrap_a_initiate_chat,
@@ -58,6 +60,7 @@ def install() -> None:
         _patch(ConversableAgent, "_reflection_with_llm", wrap_reflection_with_llm)
         _patch(ConversableAgent, "_reflection_with_llm_as_summary", wrap_reflection_with_llm_as_summary)
         _runtime_log.install()
+        carry_into_ag2_threads()
 
 
 def uninstall() -> None:
@@ -70,3 +73,4 @@ def uninstall() -> None:
         stop_on_exception(forget_client_classes)()
         stop_on_exception(_runtime_log.uninstall)()
         stop_on_exception(forget_open_spans)()
+        stop_on_exception(restore_ag2_threads)()

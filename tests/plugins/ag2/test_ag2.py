@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from autogen import ConversableAgent, OpenAIWrapper, runtime_logging
+from autogen.agentchat import conversable_agent
 from autogen.oai.client import OpenAIClient
 from genai_prices import Usage, calc_price
 
@@ -182,6 +184,7 @@ def test_shutdown_removes_patches_and_runtime_logger(memory, stub_provider, pair
 
     assert not hasattr(OpenAIWrapper.__dict__["create"], ORIGINAL)
     assert not hasattr(OpenAIClient.__dict__["create"], ORIGINAL)  # each config's client sends unwatched again
+    assert conversable_agent.threading is threading  # AG2's own threads start as without AgentWatch again
     assert not any(hasattr(ConversableAgent.__dict__[name], ORIGINAL)
                    for name in ("generate_reply", "a_generate_reply", "initiate_chat", "a_initiate_chat",
                                 "execute_function", "a_execute_function", "_run_async_in_thread",
