@@ -5,7 +5,8 @@
 - ``BaseGroupChat.run_stream`` (``run`` goes through it): a ``chain`` span for the team run. Its
   runtime is started inside that span, so agents run in the runtime's tasks nest under it; a block
   inside reaches the caller as ``CircuitBreakerException`` again (see ``_blocked``).
-- ``BaseTool.run_json``: a ``tool`` span.
+- ``BaseTool.run_json``: a ``tool`` span; ``BaseStreamTool.run_json_stream`` (what an agent calls for a stream tool:
+  ``AgentTool``, ``TeamTool``) too, current while the tool's stream runs, with its final value as output.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -30,7 +31,8 @@ from agentwatch.instrumentation import (
 
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
 
-__all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json", "wrap_function_tool_run"]
+__all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json", "wrap_run_json_stream",
+           "wrap_function_tool_run"]
 
 # The agent (or tool) whose frame is open here: AssistantAgent.on_messages calls its own
 # on_messages_stream, which must not open a second span for the same agent.
@@ -147,6 +149,39 @@ def wrap_run_json(original: Callable[..., Any]) -> Callable[..., Any]:
         return await call_in_frame(frame, original, self, *args, **kwargs)
 
     return run_json
+
+
+def wrap_run_json_stream(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A stream tool's run (an agent run by ``AgentTool``, a team by ``TeamTool``): its span opens when the stream is
+    first read, in the reader's context, and the tool's steps run inside it (the inner agent's span and calls nest
+    under it)."""
+
+    @functools.wraps(original)
+    async def run_json_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        inner = original(self, *args, **kwargs)
+        skip = get_client() is None or _CURRENT_TOOL.get() is self
+        frame = None if skip else _tool_frame(self, args, kwargs)
+        stream = inner if frame is None else stepped(_ending_with_output(inner, frame), frame)
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()
+
+    return run_json_stream
+
+
+async def _ending_with_output(inner: AsyncGenerator[Any, None], frame: Frame) -> AsyncGenerator[Any, None]:
+    """``inner``'s items; its last (the tool's return value) is the span's output."""
+    last: Any = None
+    try:
+        async for item in inner:
+            last = item
+            yield item
+    finally:
+        await inner.aclose()
+    if frame.on_result is not None and last is not None:
+        stop_on_exception(frame.on_result)(frame.span, last)
 
 
 def wrap_function_tool_run(original: Callable[..., Any]) -> Callable[..., Any]:

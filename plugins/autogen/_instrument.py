@@ -11,6 +11,7 @@ from ._agents import (
     wrap_on_messages,
     wrap_on_messages_stream,
     wrap_run_json,
+    wrap_run_json_stream,
     wrap_run_stream,
 )
 from ._events import EventTap
@@ -25,6 +26,7 @@ _installed: list[SubclassPatcher | EventTap] = []
 _TARGETS: list[Target] = [
     ("autogen_core", "ChatCompletionClient", {"create": wrap_create, "create_stream": wrap_create_stream}),
     ("autogen_core", "BaseTool", {"run_json": wrap_run_json}),
+    ("autogen_core", "BaseStreamTool", {"run_json_stream": wrap_run_json_stream}),
     ("autogen_core", "FunctionTool", {"run": wrap_function_tool_run}),
     ("autogen_agentchat", "BaseChatAgent",
      {"on_messages": wrap_on_messages, "on_messages_stream": wrap_on_messages_stream}),
