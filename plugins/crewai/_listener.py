@@ -500,6 +500,7 @@ def before_llm_call(context: Any) -> None:
         # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
         _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
         TREE.mark_blocked(stack)
+        _blocked_here()
         raise CrewAICircuitBreakerException(earlier) from None
     try:
         call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
@@ -508,6 +509,7 @@ def before_llm_call(context: Any) -> None:
         if run is not None:
             run.record(blocked, scopes)
         TREE.mark_blocked(stack)
+        _blocked_here()
         # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
         raise CrewAICircuitBreakerException(blocked) from None
     if call.hard_budget:  # only a hard budget's top-up refuses a call below the hook
@@ -523,6 +525,18 @@ def before_llm_call(context: Any) -> None:
         if started is not None and started.stream:
             call.set_attribute("stream", True)
     return None
+
+
+def _blocked_here() -> None:
+    """The hook blocked the call: its blocked span is the call's one record.
+
+    Inside ``LLM.call``/``acall`` (a direct call, not an agent's executor) CrewAI answers the block with an
+    ``LLMCallFailedEvent`` ("LLM call denied by agentwatch: ..."), handled later on the pool: it must find the call
+    finished, not open an unchecked call of its own (a second, failed span counted as an error)."""
+    call_id = _current_call_id.get()  # None when an executor ran the hooks: CrewAI then reports no failure
+    if call_id is not None:
+        TREE.claim_start(call_id)
+        TREE.call_done(call_id)
 
 
 def _refused_below(call: LLMCall, run: Run | None, scopes: tuple[AgentScope, ...],

@@ -10,8 +10,9 @@ from crewai.hooks import HookAborted
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
 
-from .conftest import make_crew, script, settle
+from .conftest import MODEL, make_crew, script, settle
 
 # gpt-4o-mini: the scripted crew run costs $0.000147 (Researcher $0.000072, Writer $0.000075).
 RUN_COST = 0.000147
@@ -94,3 +95,30 @@ def test_agent_limits_declared_with_the_agent_context_manager(crew_stub: Any, me
         make_crew(crew_stub.openai_base_url).kickoff()
     assert caught.value.scope_id == "researcher"
     assert crew_stub.count() == 1  # first call under the limit; the second one blocked
+
+
+@pytest.mark.parametrize("how", ["call", "acall"])
+def test_a_blocked_direct_llm_call_is_recorded_once(stub_provider: Any, memory: Any, how: str) -> None:
+    """``crewai.LLM.call``/``acall`` outside a crew: CrewAI reports the hook's block as a failed call too.
+
+    That report must not become a second, failed (unchecked) LLM span: it counted as a provider error."""
+    from crewai import LLM
+
+    agentwatch.init(exporters=[memory], budget_per_hour=0.01, max_error_rate=0.5, block_on_threshold=True)
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+
+    def call(prompt: str) -> Any:
+        return llm.call(prompt) if how == "call" else asyncio.run(llm.acall(prompt))
+
+    stub_provider.queue(Reply(content="a", input_tokens=100000, output_tokens=10))  # $0.015: over the budget
+    call("one")
+    for _ in range(2):
+        with pytest.raises(CircuitBreakerException) as caught:
+            call("two")
+    settle()
+    assert stub_provider.count() == 1
+    spans = _llm_spans(memory)
+    assert [span["status"] for span in spans] == ["ok", "blocked", "blocked"]
+    assert not any(span["attributes"].get("agentwatch.unchecked") for span in spans)
+    snapshot = caught.value.monitor.snapshot()
+    assert snapshot["errors_in_error_window"] == 0
