@@ -130,16 +130,23 @@ def _crew_name(crew: Any, fallback: str | None = None) -> str:
     return str(getattr(crew, "name", None) or fallback or "crew")
 
 
+def _role(role: Any) -> str | None:
+    """A role as it names an agent: without surrounding whitespace.
+
+    CrewAI keeps a role as written; in the ``config/agents.yaml`` of its project layout a folded ``role: >``
+    ends with a newline ("Senior Data Researcher\n"), which ``init(agents={"Senior Data Researcher": ...})``
+    must still match."""
+    return (str(role).strip() or None) if role else None
+
+
 def agent_scope(client: Any, agent: Any) -> AgentScope | None:
-    """The agent scope of a CrewAI agent: named after its role, id from ``init(agents=...)`` or the role.
+    """The agent scope of a CrewAI agent: named after its role (``_role``), id from ``init(agents=...)`` or the role.
 
     The id deliberately is not CrewAI's per-instance UUID: a stable id keeps rolling windows (and a
     shared limits store) for "Researcher" across runs and processes.
     """
-    role = getattr(agent, "role", None)
-    if not role:
-        return None
-    return client.agent_scope(str(role))
+    role = _role(getattr(agent, "role", None))
+    return client.agent_scope(role) if role else None
 
 
 class _Objects:
@@ -297,7 +304,7 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
             return "agent", attributes, None
         if getattr(agent, "id", None) is not None:
             attributes["crewai.agent_id"] = str(agent.id)
-        return f"agent:{agent.role}", attributes, agent_scope(client, agent)
+        return f"agent:{_role(agent.role) or 'agent'}", attributes, agent_scope(client, agent)
     event = objects.event
     if isinstance(event, ToolUsageStartedEvent):
         attributes["tool.name"] = event.tool_name
@@ -311,8 +318,8 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
 
 def _tool_agent(client: Any, objects: _Objects) -> AgentScope | None:
     """The scope of the agent using a tool (``agent_scope``, by role; a tool event keeps only the role)."""
-    role = getattr(objects.agent, "role", None) or getattr(objects.event, "agent_role", None)
-    return client.agent_scope(str(role)) if role else None
+    role = _role(getattr(objects.agent, "role", None) or getattr(objects.event, "agent_role", None))
+    return client.agent_scope(role) if role else None
 
 
 def _refine(client: Any, span: Span, event_type: str, objects: _Objects) -> None:

@@ -97,6 +97,39 @@ def test_agent_limits_declared_with_the_agent_context_manager(crew_stub: Any, me
     assert crew_stub.count() == 1  # first call under the limit; the second one blocked
 
 
+def test_per_agent_limits_match_a_role_from_the_yaml_project_layout(stub_provider: Any, memory: Any) -> None:
+    """``crewai create crew`` writes ``role: >`` in config/agents.yaml: the role CrewAI keeps ends with a newline."""
+    import yaml
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.tools import tool
+
+    config = yaml.safe_load("researcher:\n  role: >\n    Senior Data Researcher\n  goal: >\n    Find facts\n"
+                            "  backstory: >\n    Careful.\n")["researcher"]
+    assert config["role"] == "Senior Data Researcher\n"
+    agentwatch.init(exporters=[memory],
+                    agents={"Senior Data Researcher": {"budget_per_hour": 0.01, "block_on_threshold": True}})
+
+    @tool("lookup")
+    def lookup(query: str) -> str:
+        """Look up a fact about a subject."""
+        return "fact"
+
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    researcher = Agent(config=config, llm=llm, tools=[lookup])
+    crew = Crew(agents=[researcher], tasks=[Task(description="Research", expected_output="Facts", agent=researcher)])
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "lookup", "arguments": {"query": "AI"}}],
+                              input_tokens=100000, output_tokens=10),  # $0.015: over the agent's budget
+                        Reply(content="Facts.", input_tokens=10, output_tokens=10))
+    with pytest.raises(CircuitBreakerException) as caught:
+        crew.kickoff()
+    settle()
+    assert stub_provider.count() == 1
+    assert caught.value.scope == "agent" and caught.value.scope_id == "senior-data-researcher"
+    agent_spans = [span for span in memory.spans if span["agent_name"] is not None]
+    assert {span["agent_name"] for span in agent_spans} == {"Senior Data Researcher"}
+    assert "agent:Senior Data Researcher" in {span["name"] for span in agent_spans}
+
+
 @pytest.mark.parametrize("how", ["call", "acall"])
 def test_a_blocked_direct_llm_call_is_recorded_once(stub_provider: Any, memory: Any, how: str) -> None:
     """``crewai.LLM.call``/``acall`` outside a crew: CrewAI reports the hook's block as a failed call too.
