@@ -16,8 +16,8 @@ happens in, and:
 A recovery (``e.monitor.increase_budget(...)``, ``reset_windows()``, a pause that ended) lifts the
 refusal at once: the limits are checked again, nothing is remembered beyond the run. A block that
 leaves a run started inside a crew's or agent's run (a tool that kicks off a crew, an LLM guardrail) is
-recorded on the outer run too, since CrewAI hides it there; one that leaves a crew a Flow step started
-has reached user code, which may catch it.
+recorded on the outer run too, since CrewAI hides it there; one that leaves a crew a Flow step started,
+or that a step's own ``LLM.call`` raises, has reached user code, which may catch it.
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ class Run:
         self._lock = threading.Lock()
 
     def record(self, blocked: CircuitBreakerException, scopes: tuple[AgentScope, ...]) -> None:
+        """Remember a block CrewAI may hide from this run's caller; a Flow's own run remembers none.
+
+        A call made in a Flow's own run came straight from a step (the crews and agents a step kicks off are
+        runs of their own), and CrewAI hides no block there: it reaches the step's code, which may catch it
+        and carry on (a fallback), and ``kickoff()`` then returns. Uncaught, it fails the Flow by itself."""
+        if self.is_flow:
+            return
         with self._lock:
             if self.blocked is None:
                 self.blocked = blocked
