@@ -14,10 +14,10 @@ Two CrewAI mechanisms, because neither does both jobs:
   listens to. ``LLMCallStartedEvent`` comes before the hook: it is kept until the hook (or, for a call no
   hook saw, its end) claims it. ``LLMCallFailedEvent`` (rare) stays on the pool.
 - A registered hook makes CrewAI emit a ``HookDispatchedEvent`` after each dispatch, which it does not emit
-  without hooks: for a dispatch of our hook alone that let the call through, it is not emitted
-  (``_quiet_telemetry``), so other listeners see the events they see without AgentWatch, and the call
-  pays no event model and pool hand-off for it (measured with callgrind: ~35% of what AgentWatch added
-  to a ``crewai.LLM.call``).
+  without hooks: for a dispatch of our hook alone that let the call through, it is not emitted, and one with
+  the user's hooks too counts only theirs (``_quiet_telemetry``), so other listeners see the events they see
+  without AgentWatch, and the call pays no event model and pool hand-off for it (measured with callgrind: ~35%
+  of what AgentWatch added to a ``crewai.LLM.call``).
 
 A block is also recorded on the kickoff it happens in (``_runs``): CrewAI turns errors raised inside a
 tool, the delegation tool included, into text, so the hook refuses the run's later calls and the
@@ -484,7 +484,7 @@ def _drop_stale() -> None:
 @stop_on_exception
 def before_llm_call(context: Any) -> None:
     """CrewAI's before-LLM-call hook: check every limit, open and activate the LLM span; block by raising."""
-    _DISPATCH.alone = True  # see _quiet_telemetry
+    _DISPATCH.ran = True  # see _quiet_telemetry
     client = agentwatch.get_client()
     if client is None:
         return None
@@ -734,23 +734,28 @@ _TELEMETRY = Patcher()
 
 
 def _quiet_telemetry(emit_telemetry: Callable[..., None]) -> Callable[..., None]:
-    """No ``HookDispatchedEvent`` for a dispatch that ran our hook alone and let the call proceed.
+    """The ``HookDispatchedEvent`` of a dispatch as it would be without our hook, until our hook blocks.
 
     CrewAI emits that event only when some hook is registered, so without AgentWatch there is none: emitting it
     for our hook would show AgentWatch to other listeners (CrewAI's telemetry among them) and cost every LLM call
-    an event model and a thread-pool hand-off. A dispatch with other hooks, or one our hook aborted, emits as usual.
+    an event model and a thread-pool hand-off. So a dispatch that ran our hook alone emits nothing, and one that
+    ran the user's hooks too reports their count, not ours; a dispatch our hook aborted (a block) emits as is.
     A dispatch that a later hook aborted after ours admitted the call withdraws that call (``_denied``).
     """
 
     def emit(point: Any, outcome: str, hook_count: int, *args: Any, **kwargs: Any) -> None:
         state = _DISPATCH.__dict__
-        alone = state.pop("alone", False) and hook_count == 1
+        ran = state.pop("ran", False)
         admitted = state.pop("admitted", None)
-        if point is _PRE_MODEL_CALL:
-            if alone and outcome == "proceeded":
-                return None
+        if point is _PRE_MODEL_CALL and ran:
+            reason = args[1] if len(args) > 1 else kwargs.get("abort_reason")
+            source = args[2] if len(args) > 2 else kwargs.get("abort_source")
             if admitted is not None and outcome == "aborted":
-                _denied(admitted, *args[1:3])
+                _denied(admitted, reason, source)
+            if not (outcome == "aborted" and admitted is None and source == "agentwatch"):  # not our block
+                if hook_count <= 1:
+                    return None
+                hook_count -= 1
         return emit_telemetry(point, outcome, hook_count, *args, **kwargs)
 
     return emit

@@ -135,8 +135,8 @@ def test_crewai_imported_after_init_is_instrumented(stub_provider: Any) -> None:
     assert ["chain", "crew:crew"] in spans and ["agent", "agent:Writer"] in spans
 
 
-def _hook_dispatches(base_url: str) -> list[Any]:
-    """The ``HookDispatchedEvent``s another listener sees for one ``LLM.call``."""
+def _hook_dispatches(stub: Any, how: str = "call") -> list[tuple[str, str, int]]:
+    """The ``HookDispatchedEvent``s another listener sees for one ``LLM.call`` (or one crew run)."""
     from crewai import LLM
     from crewai.events.types.hook_events import HookDispatchedEvent
 
@@ -147,32 +147,39 @@ def _hook_dispatches(base_url: str) -> list[Any]:
 
     crewai_event_bus.on(HookDispatchedEvent)(listener)
     try:
-        LLM(model="openai/gpt-4o-mini", base_url=base_url, api_key="k", max_retries=0).call("hello")
+        if how == "crew":
+            script(stub)
+            make_crew(stub.openai_base_url).kickoff()
+        else:
+            LLM(model="openai/gpt-4o-mini", base_url=stub.openai_base_url, api_key="k", max_retries=0).call("hello")
         crewai_event_bus.flush(timeout=10)
     finally:
         crewai_event_bus.off(HookDispatchedEvent, listener)
-    return seen
+    return sorted((event.interception_point, event.outcome, event.hook_count) for event in seen)
 
 
-def test_our_hook_alone_emits_no_hook_dispatched_event_a_users_hook_still_does(stub_provider: Any,
-                                                                                 memory: Any) -> None:
+@pytest.mark.parametrize("how", ["call", "crew"])
+def test_other_listeners_see_the_hook_dispatched_events_of_a_run_without_agentwatch(stub_provider: Any,
+                                                                                      memory: Any, how: str) -> None:
     from crewai.hooks import register_before_llm_call_hook, unregister_before_llm_call_hook
 
-    assert _hook_dispatches(stub_provider.openai_base_url) == []  # without AgentWatch: no hook, no event
-    agentwatch.init(exporters=[memory])
-    assert _hook_dispatches(stub_provider.openai_base_url) == []  # the same with it
-    agentwatch.flush()
-    assert [span["kind"] for span in _crewai_spans(memory)] == ["llm"]  # the call was still checked and recorded
+    assert _hook_dispatches(stub_provider, how) == []  # without AgentWatch: no hook, no event
 
     def users_hook(context: Any) -> None:
         return None
 
     register_before_llm_call_hook(users_hook)
     try:
-        seen = _hook_dispatches(stub_provider.openai_base_url)
+        without = _hook_dispatches(stub_provider, how)
+        agentwatch.init(exporters=[memory])
+        with_agentwatch = _hook_dispatches(stub_provider, how)
     finally:
         unregister_before_llm_call_hook(users_hook)
-    assert [(event.hook_count, event.outcome) for event in seen] == [(2, "proceeded")]
+    assert without and all(count == 1 for _, _, count in without)
+    assert with_agentwatch == without  # the user's hook alone is counted: AgentWatch's is not shown
+    assert _hook_dispatches(stub_provider, how) == []  # our hook alone: no event, as without AgentWatch
+    agentwatch.flush()
+    assert any(span["kind"] == "llm" and span["status"] == "ok" for span in _crewai_spans(memory))
 
 
 def test_a_crew_that_ran_before_init_is_checked_and_recorded_once_after_it(crew_stub: Any, memory: Any) -> None:
