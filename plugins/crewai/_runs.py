@@ -18,6 +18,11 @@ refusal at once: the limits are checked again, nothing is remembered beyond the 
 leaves a run started inside a crew's or agent's run (a tool that kicks off a crew, an LLM guardrail) is
 recorded on the outer run too, since CrewAI hides it there; one that leaves a crew a Flow step started,
 or that a step's own ``LLM.call`` raises, has reached user code, which may catch it.
+
+A Flow's run is also its span (``graph``, "flow:<name>"): current while the Flow runs, so the crews its steps kick
+off and the LLM calls they make themselves hang under it, one trace per ``kickoff*``. A Flow's ``kickoff`` runs its
+``kickoff_async`` (and a streamed Flow its ``kickoff`` later, not streaming): the outermost non-streaming boundary
+of a Flow opens its span.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from crewai.crew import Crew
 from crewai.flow.runtime import Flow
 
 import agentwatch
-from agentwatch import CircuitBreakerException
-from agentwatch.instrumentation import AgentScope
+from agentwatch import CircuitBreakerException, Span
+from agentwatch.instrumentation import AgentScope, attach, detach
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
@@ -46,11 +51,15 @@ __all__ = ["Run", "current_run", "patch", "unpatch"]
 class Run:
     """One ``kickoff*`` in flight; shared (not copied) by every thread and task CrewAI starts for it."""
 
-    __slots__ = ("parent", "is_flow", "blocked", "scopes", "_lock")
+    __slots__ = ("parent", "owner", "is_flow", "blocked", "scopes", "span", "_attached", "_lock")
 
-    def __init__(self, parent: Run | None, is_flow: bool) -> None:
+    def __init__(self, parent: Run | None, owner: Any) -> None:
         self.parent = parent
-        self.is_flow = is_flow
+        self.owner = owner
+        self.is_flow = isinstance(owner, Flow)
+        #: A Flow's span, and what made it current (``_open_flow_span``).
+        self.span: Span | None = None
+        self._attached: tuple[Any, ...] = ()
         #: The first block of this run not yet seen by kickoff()'s caller, and the agent scopes of the
         #: call it blocked (checked again before each later call).
         self.blocked: CircuitBreakerException | None = None
@@ -92,8 +101,44 @@ def current_run() -> Run | None:
 
 def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
     _guard_executors(owner)
-    run = Run(_RUN.get(), isinstance(owner, Flow))
+    run = Run(_RUN.get(), owner)
+    if run.is_flow:
+        _open_flow_span(run)
     return run, _RUN.set(run)
+
+
+def _open_flow_span(run: Run) -> None:
+    """The Flow's span, current for what it runs, unless an enclosing boundary of this Flow opened it or the Flow
+    streams (its ``kickoff`` then returns a session at once; the Flow runs when iterated, through ``kickoff``)."""
+    flow = run.owner
+    client = agentwatch.get_client()
+    if client is None or getattr(flow, "stream", False):
+        return
+    outer = run.parent
+    while outer is not None:
+        if outer.owner is flow and outer.span is not None:
+            return
+        outer = outer.parent
+    name = getattr(flow, "name", None) or type(flow).__name__
+    run.span = client.start_span(f"flow:{name}", "graph", attributes={"framework": "crewai"})
+    run._attached = attach(run.span)
+
+
+def _close_flow_span(run: Run, error: BaseException | None) -> None:
+    span = run.span
+    if span is None:
+        return
+    detach(run._attached)
+    if isinstance(error, CircuitBreakerException):
+        span.status = "blocked"
+    elif error is not None:
+        span.record_error(error)
+    flow_id = getattr(run.owner, "flow_id", None)  # the state's id, known once kickoff restored or made it
+    if flow_id:
+        span.attributes["crewai.flow_id"] = str(flow_id)
+    client = agentwatch.get_client()
+    if client is not None:
+        client.end_span(span)
 
 
 #: AgentWatch's before-LLM-call hook while installed (``patch``), for the executors made without it.
@@ -126,6 +171,7 @@ def _guard_executors(owner: Any) -> None:
 def _leave(run: Run, token: Token[Run | None], error: BaseException | None) -> None:
     """End the run: raise its block if it would be lost; pass a block on to an enclosing crew run."""
     _RUN.reset(token)
+    _close_flow_span(run, error)
     delivered: CircuitBreakerException | None = None
     if isinstance(error, CircuitBreakerException):
         delivered = error
