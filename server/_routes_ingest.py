@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -16,9 +18,10 @@ from ._ingest import IngestError, check_shape, inflate, parse_spans
 from ._state import AppState, app_state
 from ._zero_retention import strip_text
 
-__all__ = ["router", "IngestAnswer", "read_capped_body"]
+__all__ = ["router", "IngestAnswer", "read_capped_body", "run_refusable"]
 
 router = APIRouter()
+T = TypeVar("T")
 _VERSION = "\0control"
 
 _SPAN_BODY = {
@@ -87,12 +90,42 @@ async def ingest(request: Request) -> Any:
     state = app_state(request)
     try:
         body = await read_capped_body(request, state.settings.max_body_bytes)
-        if not body:
-            raise IngestError(400, "empty body: send a span object or a list of spans")
-        answer = await run_in_threadpool(_process, state, body, request.headers.get("content-encoding"))
     except IngestError as error:
         return _error(error)
+    if not body:
+        return _error(IngestError(400, "empty body: send a span object or a list of spans"))
+    answer = await run_refusable(_process, state, body, request.headers.get("content-encoding"))
+    del body
+    if isinstance(answer, IngestError):
+        return _error(answer)
     return JSONResponse(answer, status_code=202, headers={CONTROL_HEADER: str(answer.pop(_VERSION))})
+
+
+def _refusable(func: Callable[..., T], *args: Any) -> T | IngestError:
+    """``func(*args)``, or the IngestError it raised as a new one that holds nothing of the request."""
+    try:
+        return func(*args)
+    except IngestError as error:
+        refusal = IngestError(error.status_code, error.message, error.details)
+        cause: BaseException | None = error
+        for _ in range(8):  # the error and what it was raised from or during (a ValueError, a JSONDecodeError...)
+            if cause is None:
+                break
+            traceback.clear_frames(cause.__traceback__)
+            cause = cause.__context__
+    return refusal
+
+
+async def run_refusable(func: Callable[..., T], *args: Any) -> T | IngestError:
+    """Run ``func(*args)`` in a worker thread; an :class:`IngestError` it raises is returned, not raised.
+
+    Raised across the thread, a refusal kept the whole request alive: its traceback holds the frames that held
+    the body and its inflated copy, and one of them (anyio's, awaiting the worker's future) holds the future
+    that holds the exception. That cycle is freed only by a full garbage collection, which the collector's
+    raised threshold (``_app``) makes rare: every refused gzip bomb kept its 24 MiB, every invalid 9 MB body
+    17 MB. Here the error that leaves the thread is a fresh one with no traceback, and the frames of the one
+    that was raised are cleared (their buffers freed) before it is dropped."""
+    return await run_in_threadpool(_refusable, func, *args)
 
 
 async def read_capped_body(request: Request, limit: int) -> bytearray:
@@ -105,6 +138,7 @@ async def read_capped_body(request: Request, limit: int) -> bytearray:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
+                del body  # the refusal's traceback holds this frame until it is answered
                 raise IngestError(413, f"body larger than {limit} bytes; send smaller batches")
     except ClientDisconnect:
         # Gone, or disconnected for stalling (_read_timeouts): the answer is never read, but ends the request.

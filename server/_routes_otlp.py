@@ -9,14 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from ._crons import learn_from_spans
 from ._ingest import IngestError, check_shape, inflate
 from ._model import NativeSpan, SpanRecord, to_record
 from ._otlp_decode import OtlpDecodeError, OtlpTooLargeError, decode_json, decode_protobuf
 from ._otlp_semconv import to_native_span
-from ._routes_ingest import read_capped_body
+from ._routes_ingest import read_capped_body, run_refusable
 from ._span_content import content_problem
 from ._state import AppState, app_state
 from ._zero_retention import strip_text
@@ -112,8 +111,10 @@ async def otlp_traces(request: Request) -> Any:
     protobuf = content_type == _PROTOBUF
     try:
         body = await read_capped_body(request, state.settings.max_body_bytes)
-        rejected, message = await run_in_threadpool(_process, state, body,
-                                                    request.headers.get("content-encoding"), protobuf)
     except IngestError as error:
         return _refusal(error)
-    return _answer(protobuf, rejected, message)
+    outcome = await run_refusable(_process, state, body, request.headers.get("content-encoding"), protobuf)
+    del body
+    if isinstance(outcome, IngestError):
+        return _refusal(outcome)
+    return _answer(protobuf, *outcome)
