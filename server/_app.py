@@ -31,6 +31,7 @@ from . import (
 )
 from ._backends import open_store
 from ._balance import ConnectionBalancer, worker_board
+from ._body_limit import BodyLimitMiddleware
 from ._live import router as live_router
 from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
@@ -214,6 +215,10 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
 
     if assets is not None:
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    # Inside the security checks: a caller without credentials is refused before its body's size matters.
+    app.add_middleware(BodyLimitMiddleware, own_caps={
+        "/api/ingest": settings.max_body_bytes, "/v1/traces": settings.max_body_bytes,
+        "/api/reports/verify": _routes_reports.MAX_VERIFY_BYTES})
     app.add_middleware(SecurityMiddleware, api_key=settings.api_key,
                        hosts=served_hosts(settings.host, settings.allowed_hosts),
                        trusted_origins=settings.cors_origins, jwt_secret=settings.jwt_secret)

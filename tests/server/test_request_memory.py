@@ -7,6 +7,8 @@ import gzip
 import http.client
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import time
@@ -90,3 +92,54 @@ def test_refused_ingest_requests_free_their_bodies(collector: Collector) -> None
             assert collector.post(path, gzipped_invalid, {"Content-Encoding": "gzip"})[0] == 400
     grown = collector.rss() - idle
     assert grown < 150 * MB, f"RSS grew by {grown // MB} MB over 36 refused requests"
+
+
+def _chunked_post(port: int, path: str, total: int) -> tuple[bytes, int]:
+    """POST ``total`` bytes chunked (64 KiB at a time) until the server answers: (status line, bytes sent)."""
+    chunk = b" " * 65536
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sent = 0
+        try:
+            while sent < total:
+                if select.select([connection], [], [], 0)[0]:
+                    break  # answered before the body ended
+                connection.sendall(b"10000\r\n" + chunk + b"\r\n")
+                sent += len(chunk)
+            else:
+                connection.sendall(b"0\r\n\r\n")
+            answer = connection.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        return answer.split(b"\r\n", 1)[0], sent
+
+
+@pytest.mark.parametrize("path", ["/api/control", "/api/circuit-breaker/pause", "/api/alerts"])
+def test_a_json_route_stops_reading_a_body_past_its_bound(collector: Collector, path: str) -> None:
+    """A route that takes a few KB of JSON read any body whole before answering 422: one 300 MB chunked body to
+    /api/control took RSS from 79 to 678 MB, for good. Now the client is answered 413 at the first MiB over the
+    bound, and nothing of it is kept."""
+    idle = collector.rss()
+    status, sent = _chunked_post(collector.port, path, 96 * MB)
+    assert status in (b"HTTP/1.1 413 Request Entity Too Large", b"")  # b"": the close reached us first
+    assert sent < 16 * MB, f"{sent // MB} MB were sent before the answer"
+    assert collector.rss() - idle < 30 * MB
+
+
+def test_a_declared_length_over_the_bound_is_refused_at_once(collector: Collector) -> None:
+    """Content-Length: 100 GB was waited for (the body read, had it come). Now 413 is the answer to the
+    headers; the ingest routes keep their own (larger) cap, and a small body is taken as before."""
+    for path, declared in (("/api/control", 2 * MB), ("/api/limits/agent/a", 10**11),
+                           ("/api/crons/nightly", 10**11), ("/api/ingest", 10**11)):
+        with socket.create_connection(("127.0.0.1", collector.port), timeout=10) as connection:
+            method = "PUT" if path.startswith(("/api/limits", "/api/crons")) else "POST"
+            connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                               f"Content-Length: {declared}\r\n\r\n".encode())
+            answer = connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413 "), (path, answer[:80])
+    # Within the bound: the route answers (422: not a valid report; 202: stored).
+    assert collector.post("/api/control", b'{"x": "' + b"y" * 500_000 + b'"}')[0] == 422
+    span = {"trace_id": "cd" * 16, "span_id": "1" * 16, "name": "big", "start_time_unix_nano": time.time_ns(),
+            "attributes": {"text": "z" * (2 * MB)}}
+    assert collector.post("/api/ingest", json.dumps(span).encode())[0] == 202
