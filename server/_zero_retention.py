@@ -113,25 +113,47 @@ def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _alert_name(record: SpanRecord, attributes: dict[str, Any]) -> str:
     """An alert span's name with no free text: ``agentwatch.alert("<title>")`` names its span ``alert: <title>``,
-    while the monitor's alerts are named after their reason (``alert.budget_per_hour``), an identifier. Other span
-    names are kept: they name code (functions, nodes, tools), and they are what the dashboard shows."""
+    while the monitor's alerts are named after their reason (``alert.budget_per_hour``), an identifier."""
     if _WORD(record.name):
         return record.name
     reason = attributes.get("reason")  # scrubbed already: a word, or gone
     return f"alert.{reason}" if isinstance(reason, str) and reason else "alert"
 
 
+_PREFIX = re.compile(r"([A-Za-z0-9_.\-]{1,64}):").match
+_MAX_NAME_WORDS = 4
+_MAX_NAME_CHARS = 256
+#: Kinds whose spans clients name after free text: CrewAI names a task's span ``task:<its description>``.
+_TEXT_NAMED_KINDS = frozenset({"task"})
+
+
+def _span_name(record: SpanRecord) -> str:
+    """A span's name with no free text. Names are kept where they name code or a role (a function, node, tool,
+    model, agent: what the dashboard shows); a name that reads as text is replaced by the span's kind (its first
+    word could be the text's). Text: more than one line, more than 256 characters or more
+    than four words; and for a task (named after its description where the client captures text) anything but
+    an identifier after the prefix (``task:research_task`` stays, ``task:Summarize the record`` is ``task``)."""
+    name = record.name
+    prefix = _PREFIX(name)
+    if record.kind in _TEXT_NAMED_KINDS:
+        rest = name[prefix.end():] if prefix else name
+        if _WORD(rest):
+            return name
+    elif len(name) <= _MAX_NAME_CHARS and len(name.split()) <= _MAX_NAME_WORDS and _LABEL(name):
+        return name
+    return record.kind or "span"
+
+
 def strip_text(record: SpanRecord) -> None:
-    """Zero data retention for a span: no input or output, its attributes scrubbed by the allowlist, and an alert's
-    title out of its name."""
+    """Zero data retention for a span: no input or output, its attributes scrubbed by the allowlist, and no text in
+    its name (an alert's title, a task's description, a sentence)."""
     stripped = record.input is not None or record.output is not None
     record.input = None
     record.output = None
     attributes, lost = _scrub(record.attributes, _never, _never)
-    if record.kind == "alert":
-        name = _alert_name(record, attributes)
-        lost |= name != record.name
-        record.name = name
+    name = _alert_name(record, attributes) if record.kind == "alert" else _span_name(record)
+    lost |= name != record.name
+    record.name = name
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:
         attributes["agentwatch.text_stripped"] = True

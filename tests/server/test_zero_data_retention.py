@@ -215,3 +215,39 @@ def test_an_alert_title_is_not_kept_as_its_span_name(zdr_server: ServerHandle, m
     for path in tmp_path.iterdir():
         if path.name.startswith("zdr.db"):
             assert SECRETS[40].encode() not in path.read_bytes(), path.name
+
+
+def test_span_names_that_are_text_are_not_kept(zdr_server: ServerHandle, make_span: SpanFactory,
+                                               tmp_path: Path) -> None:
+    """CrewAI names a task's span ``task:<the task's description>`` where the SDK captures text: that prompt was
+    stored as the span's name (only alert names were checked). A task's name is kept only as an identifier; any
+    span's name that reads as text (over four words, several lines, over 256 characters) becomes its kind."""
+    trace_id = new_trace_id()
+    sent = {
+        ("task", f"task:ZC04B-TASKDESC {SECRETS[41]} research the customer's private data"): "task",
+        ("task", f"task:Summarize {SECRETS[42]}"): "task",
+        ("task", "task:research_task"): "task:research_task",
+        ("task", "task"): "task",
+        ("tool", f"look up {SECRETS[43]} for the user now"): "tool",
+        ("agent", f"agent:Senior Analyst\n{SECRETS[44]}"): "agent",
+        ("chain", "crew:" + "x" * 250 + SECRETS[45]): "chain",
+        ("agent", "agent:Senior Research Analyst"): "agent:Senior Research Analyst",
+        ("chain", "crew:Research Crew"): "crew:Research Crew",
+        ("llm", "chat gpt-4o"): "chat gpt-4o",
+        ("tool", "execute_tool get_weather"): "execute_tool get_weather",
+        ("node", "langgraph.node.call_model"): "langgraph.node.call_model",
+    }
+    spans = [make_span(trace_id=trace_id, kind=kind, name=name) for kind, name in sent]
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/ingest", json=spans).json()["accepted"] == len(spans)
+        stored = client.get(f"/api/traces/{trace_id}/spans").json()["spans"]
+    by_id = {span["span_id"]: span for span in stored}
+    for span, expected in zip(spans, sent.values(), strict=True):
+        kept = by_id[span["span_id"]]
+        assert kept["name"] == expected, (span["name"], kept["name"])
+        assert kept["attributes"].get("agentwatch.text_stripped", False) is (expected != span["name"])
+    zdr_server.stop()
+    for path in tmp_path.iterdir():
+        if path.name.startswith("zdr.db"):
+            for index in range(41, 46):
+                assert SECRETS[index].encode() not in path.read_bytes(), (path.name, index)
