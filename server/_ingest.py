@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
-from ._span_content import content_problem
+from ._span_content import MAX_NESTING, content_problem
 
 __all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans"]
 
@@ -209,20 +209,83 @@ def _parse_sdk_batch(raw: bytes | bytearray, max_spans: int) -> list[SpanRecord]
     return sdk_records(items) if items else None
 
 
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, position: int) -> int:
+    match = _WHITESPACE.match(text, position)
+    return match.end() if match else position
+
+_NESTING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_DECODER = json.JSONDecoder()
+_TOO_DEEP = object()  # in place of a span nested too deeply for the parser
+
+
+def _end_of_value(text: str, start: int) -> int:
+    """Where the JSON container at ``text[start]`` ends, found without building it (it is too deep to build)."""
+    depth = 0
+    for match in _NESTING_TOKEN.finditer(text, start):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                return match.end()
+    raise ValueError(f"unterminated value starting at char {start}")
+
+
+def _load_items(raw: bytes | bytearray, max_spans: int) -> tuple[list[Any], bool]:
+    """The spans of a body (one object or a list), each parsed by itself, and whether the body was one object.
+
+    A span nested deeper than the parser can go (about 1,000 levels: it recurses) is ``_TOO_DEEP`` rather than
+    the end of the whole batch (json.loads of the whole body raised RecursionError, and every neighbour was lost
+    with it)."""
+    text = bytes(raw).decode(json.detect_encoding(raw), "surrogatepass")
+    position = _skip_space(text, 0)
+    items: list[Any] = []
+    single = not text.startswith("[", position)
+    if not single:
+        position = _skip_space(text, position + 1)
+    if single or not text.startswith("]", position):
+        while True:
+            try:
+                item, position = _DECODER.raw_decode(text, position)
+            except RecursionError:
+                item, position = _TOO_DEEP, _end_of_value(text, position)
+            items.append(item)
+            if len(items) > max_spans:
+                raise IngestError(413, f"at most {max_spans} spans per request")
+            position = _skip_space(text, position)
+            if single or not text.startswith(",", position):
+                break
+            position = _skip_space(text, position + 1)
+    if not single:
+        if not text.startswith("]", position):
+            raise ValueError(f"Expecting ',' delimiter or ']': char {position}")
+        position = _skip_space(text, position + 1)
+    if position != len(text):
+        raise ValueError(f"Extra data: char {position}")
+    return items, single
+
+
 def _parse_slowly(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
     """Per-span validation, to keep the good spans of a batch and say exactly what is wrong with the rest."""
+    invalid: str | None = None
     try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as error:
-        raise IngestError(400, f"body is not valid JSON: {error}") from None
-    items = document if isinstance(document, list) else [document]
-    if len(items) > max_spans:
-        raise IngestError(413, f"at most {max_spans} spans per request")
+        items, single = _load_items(raw, max_spans)
+    except ValueError as error:
+        invalid = str(error)  # refused below, outside this block: the error's frames hold the document
+    if invalid is not None:
+        raise IngestError(400, f"body is not valid JSON: {invalid}")
     records: list[SpanRecord] = []
     errors: list[dict[str, Any]] = []
     rejected = 0
-    single = not isinstance(document, list)
     for index, item in enumerate(items):
+        if item is _TOO_DEEP:
+            rejected += 1
+            errors.append(_error(None if single else index, f"nested more than {MAX_NESTING} levels deep"))
+            continue
         try:
             record = to_record(SPAN_ONE.validate_python(item))
         except ValidationError as error:

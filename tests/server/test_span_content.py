@@ -113,3 +113,30 @@ def test_other_bodies_with_a_lone_surrogate_get_a_422_not_a_500(server: ServerHa
         assert answer.status_code == 422 and answer.json()["detail"][0]["input"] == LONE
         assert client.post("/api/alerts/sdk-alert", json=alert).status_code == 202
         assert len(client.get("/api/alerts/history").json()["history"]) == 1
+
+
+def test_a_span_too_deep_to_parse_is_rejected_by_itself(server: ServerHandle, make_span: SpanFactory) -> None:
+    """A span nested 1,000 levels or more made the parser recurse too deep: the whole batch was refused (400
+    "maximum recursion depth exceeded") with its valid neighbours. Now that span alone is rejected, as one nested
+    201 levels is; a body that is one such span has no valid span (422)."""
+    trace_id = new_trace_id()
+    good = make_span(trace_id=trace_id)
+    later = make_span(trace_id=trace_id, attributes={"text": "] } [ { \" , ]"})
+    deep = {"x": "placeholder"}
+    for depth in (1000, 100_000):
+        batch = json.dumps([good, make_span(trace_id=trace_id, attributes=deep), later])
+        body = batch.replace('"placeholder"', "[" * depth + "]" * depth).encode()
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            answer = client.post("/api/ingest", content=body, headers=JSON)
+            assert answer.status_code == 202, answer.text
+            result = answer.json()
+            assert (result["accepted"] + result["duplicates"], result["rejected"]) == (2, 1), result
+            assert result["errors"] == [{"index": 1, "message": f"nested more than {MAX_NESTING} levels deep"}]
+            assert _stored_ids(client, trace_id) == {good["span_id"], later["span_id"]}
+            single = json.dumps(make_span(trace_id=trace_id, input=[])).replace("[]", "[" * depth + "]" * depth)
+            answer = client.post("/api/ingest", content=single.encode(), headers=JSON)
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["errors"][0]["message"] == f"nested more than {MAX_NESTING} levels deep"
+        # Still a JSON body: a batch cut short inside its deep span is refused as a whole, as any invalid body.
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.post("/api/ingest", content=body[: len(body) // 2], headers=JSON).status_code == 400
