@@ -12,7 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
-from ._otlp_wire import WireError, fields_within
+from ._otlp_wire import WireError, fields_within, length_delimited
 
 __all__ = ["OtlpSpan", "OtlpDecodeError", "OtlpTooLargeError", "decode_protobuf", "decode_json"]
 
@@ -65,7 +65,9 @@ def _pb_attributes(items: Any) -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in items}
 
 
-def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> list[OtlpSpan]:
+def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> tuple[list[OtlpSpan], list[str]]:
+    """The request's spans, and why each span that could not be decoded was not (those are rejected by
+    themselves: counted in ``partial_success``, their neighbours kept)."""
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -78,8 +80,9 @@ def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> list[OtlpSp
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
-    except DecodeError as error:
-        raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest: {error}") from None
+    except DecodeError:
+        del request
+        return _decode_spans_one_by_one(body, max_spans)
     spans: list[OtlpSpan] = []
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
@@ -88,13 +91,69 @@ def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> list[OtlpSp
             for span in scope_spans.spans:
                 if len(spans) >= max_spans:
                     raise OtlpTooLargeError(f"at most {max_spans} spans per request")
-                spans.append(OtlpSpan(
-                    span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None, span.name,
-                    span.kind, span.start_time_unix_nano, span.end_time_unix_nano, _pb_attributes(span.attributes),
-                    resource, scope, span.status.code, span.status.message,
-                    [{"name": event.name, "time_unix_nano": event.time_unix_nano,
-                      "attributes": _pb_attributes(event.attributes)} for event in span.events]))
-    return spans
+                spans.append(_pb_span(span, resource, scope))
+    return spans, []
+
+
+def _pb_span(span: Any, resource: dict[str, Any], scope: str) -> OtlpSpan:
+    return OtlpSpan(
+        span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None, span.name, span.kind,
+        span.start_time_unix_nano, span.end_time_unix_nano, _pb_attributes(span.attributes), resource, scope,
+        span.status.code, span.status.message,
+        [{"name": event.name, "time_unix_nano": event.time_unix_nano, "attributes": _pb_attributes(event.attributes)}
+         for event in span.events])
+
+
+#: Fields of ExportTraceServiceRequest, ResourceSpans and ScopeSpans.
+_RESOURCE_SPANS = _RESOURCE = _SCOPE = 1
+_SCOPE_SPANS = _SPANS = 2
+_UNDECODABLE = ("cannot be decoded: nested deeper than protobuf's 100 message levels (about 32 nested kvlists or "
+                "49 nested arrays) or not a valid Span")
+
+
+def _decode_spans_one_by_one(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]:
+    """A request the parser refused as a whole, its spans parsed one at a time: protobuf refuses a message nested
+    deeper than 100 levels, which one span nesting 32 kvlists passes in a request (three levels down), and the
+    whole request was refused with its valid spans. Here a span that cannot be decoded is rejected by itself;
+    the request is refused only if its frame (resource spans, resources, scopes) cannot be."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    spans: list[OtlpSpan] = []
+    problems: list[str] = []
+    try:
+        for number, start, end in length_delimited(body, 0, len(body)):
+            if number != _RESOURCE_SPANS:
+                continue
+            fields = length_delimited(body, start, end)
+            resource: dict[str, Any] = {}
+            for number, start, end in fields:
+                if number == _RESOURCE:
+                    resource = _pb_attributes(Resource.FromString(body[start:end]).attributes)
+            for number, start, end in fields:
+                if number != _SCOPE_SPANS:
+                    continue
+                scope_fields = length_delimited(body, start, end)
+                scope = ""
+                for number, start, end in scope_fields:
+                    if number == _SCOPE:
+                        scope = InstrumentationScope.FromString(body[start:end]).name
+                for number, start, end in scope_fields:
+                    if number != _SPANS:
+                        continue
+                    if len(spans) + len(problems) >= max_spans:
+                        raise OtlpTooLargeError(f"at most {max_spans} spans per request")
+                    try:
+                        span = Span.FromString(body[start:end])
+                    except DecodeError:
+                        problems.append(f"span {len(spans) + len(problems)} of the request {_UNDECODABLE}")
+                        continue
+                    spans.append(_pb_span(span, resource, scope))
+    except (WireError, DecodeError) as error:
+        raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest: {error}") from None
+    return spans, problems
 
 
 # ---- JSON ----------------------------------------------------------------------------------------------------

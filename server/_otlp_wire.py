@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from functools import cache
 
-__all__ = ["WireError", "fields_within"]
+__all__ = ["WireError", "fields_within", "length_delimited"]
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
-# The parser refuses messages nested deeper than 100; deeper than this is not worth reading.
+# The parser refuses messages nested deeper than 100 (counted from the message it parses: the request, or one span
+# when a request's spans are parsed one at a time, three levels down); what is deeper is never materialised, so
+# it is not counted.
 _MAX_DEPTH = 128
 
 Schemas = dict[str, dict[int, str]]
@@ -65,7 +67,7 @@ class _Counter:
     def message(self, pos: int, end: int, nested: dict[int, str], depth: int) -> bool:
         """Count the fields of the message in ``data[pos:end]``; False as soon as the limit is passed."""
         if depth > _MAX_DEPTH:
-            raise WireError("messages nested too deeply")
+            return True  # a span this deep is refused by the parser; its neighbours are counted
         data = self.data
         while pos < end:
             key, pos = _varint(data, pos, end)
@@ -100,3 +102,27 @@ def fields_within(body: bytes, limit: int) -> bool:
         return True
     root, schemas = _request_schemas()
     return _Counter(body, schemas, limit).message(0, len(body), schemas[root], 0)
+
+
+def length_delimited(data: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
+    """``(field number, start, end)`` of each length-delimited field of the message in ``data[pos:end]`` (the
+    others are skipped); raises WireError if those bytes are not a protobuf message."""
+    fields: list[tuple[int, int, int]] = []
+    while pos < end:
+        key, pos = _varint(data, pos, end)
+        wire_type = key & 7
+        if wire_type == _VARINT:
+            _, pos = _varint(data, pos, end)
+        elif wire_type == _FIXED64:
+            pos += 8
+        elif wire_type == _FIXED32:
+            pos += 4
+        elif wire_type == _LENGTH:
+            size, pos = _varint(data, pos, end)
+            fields.append((key >> 3, pos, pos + size))
+            pos += size
+        else:
+            raise WireError(f"wire type {wire_type} is not used by OTLP")
+    if pos != end:
+        raise WireError("a field runs past the end of its message")
+    return fields

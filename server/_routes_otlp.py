@@ -31,16 +31,18 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
              protobuf: bool) -> tuple[list[SpanRecord], int, str]:
     settings = state.settings
     raw = inflate(body, encoding, settings.max_inflated_bytes)
+    undecodable: list[str] = []
     try:
         if protobuf:
-            spans = decode_protobuf(bytes(raw), settings.max_spans_per_request, settings.max_json_values)
+            spans, undecodable = decode_protobuf(bytes(raw), settings.max_spans_per_request,
+                                                 settings.max_json_values)
         else:
             check_shape(raw, settings.max_spans_per_request, settings.max_json_values)
             spans = decode_json(bytes(raw), settings.max_spans_per_request)
     except OtlpDecodeError as error:
         raise IngestError(413 if isinstance(error, OtlpTooLargeError) else 400, str(error)) from None
     records: list[SpanRecord] = []
-    rejected, first_error = 0, ""
+    rejected, first_error = len(undecodable), undecodable[0] if undecodable else ""
     for span in spans:
         try:
             record = to_record(NativeSpan.model_validate(to_native_span(span)))

@@ -140,3 +140,59 @@ def test_a_span_too_deep_to_parse_is_rejected_by_itself(server: ServerHandle, ma
         # Still a JSON body: a batch cut short inside its deep span is refused as a whole, as any invalid body.
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.post("/api/ingest", content=body[: len(body) // 2], headers=JSON).status_code == 400
+
+
+def _nested_kvlists(levels: int) -> Any:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    value = AnyValue(string_value="leaf")
+    for _ in range(levels):
+        outer = AnyValue()
+        item = outer.kvlist_value.values.add()
+        item.key = "k"
+        item.value.CopyFrom(value)
+        value = outer
+    return value
+
+
+def test_an_otlp_protobuf_span_too_deep_to_decode_is_rejected_by_itself(server: ServerHandle) -> None:
+    """protobuf refuses a message nested more than 100 levels, counted from the request: one span nesting 32
+    kvlists (three levels down in the request) made the whole export a 400, its valid spans lost. Now a span
+    that cannot be decoded is counted in partial_success and its neighbours are stored; one within protobuf's
+    levels counted from the span itself (32 kvlists) is stored."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    trace_id = new_trace_id()
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    item = resource_spans.resource.attributes.add()
+    item.key, item.value.string_value = "service.name", "deep-svc"
+    scope_spans = resource_spans.scope_spans.add()
+    names = {}
+    for index, levels in enumerate((0, 32, 40, 400, 0)):
+        span = scope_spans.spans.add()
+        span.trace_id, span.span_id = bytes.fromhex(trace_id), bytes([index + 1]) * 8
+        span.name = f"levels-{levels}"
+        span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+        names[span.span_id.hex()] = levels
+        if levels:
+            attribute = span.attributes.add()
+            attribute.key = "nested"
+            attribute.value.CopyFrom(_nested_kvlists(levels))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answer = client.post("/v1/traces", content=request.SerializeToString(),
+                             headers={"Content-Type": "application/x-protobuf"})
+        assert answer.status_code == 200, answer.text
+        partial = ExportTraceServiceResponse.FromString(answer.content).partial_success
+        assert partial.rejected_spans == 2
+        assert partial.error_message.startswith("span 2 of the request cannot be decoded: nested deeper")
+        stored = _stored_ids(client, trace_id)
+        assert {names[span_id] for span_id in stored} == {0, 32} and len(stored) == 3
+        spans = client.get(f"/api/traces/{trace_id}/spans").json()["spans"]
+        assert all(span["attributes"].get("service.name") == "deep-svc" for span in spans)
+        # A body that is not protobuf is still refused as a whole.
+        broken = client.post("/v1/traces", content=b"\x0a\x05ab", headers={"Content-Type": "application/x-protobuf"})
+        assert broken.status_code == 400
