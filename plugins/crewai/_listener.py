@@ -747,7 +747,8 @@ def _quiet_telemetry(emit_telemetry: Callable[..., None]) -> Callable[..., None]
         state = _DISPATCH.__dict__
         ran = state.pop("ran", False)
         admitted = state.pop("admitted", None)
-        if point is _PRE_MODEL_CALL and ran:
+        # Ours is registered whenever this runs: it either ran, or a hook before it aborted the dispatch.
+        if point is _PRE_MODEL_CALL and (ran or outcome == "aborted"):
             reason = args[1] if len(args) > 1 else kwargs.get("abort_reason")
             source = args[2] if len(args) > 2 else kwargs.get("abort_source")
             if admitted is not None and outcome == "aborted":

@@ -135,8 +135,9 @@ def test_crewai_imported_after_init_is_instrumented(stub_provider: Any) -> None:
     assert ["chain", "crew:crew"] in spans and ["agent", "agent:Writer"] in spans
 
 
-def _hook_dispatches(stub: Any, how: str = "call") -> list[tuple[str, str, int]]:
-    """The ``HookDispatchedEvent``s another listener sees for one ``LLM.call`` (or one crew run)."""
+def _hook_dispatches(stub: Any, how: str = "call", denied: bool = False) -> list[tuple[str, str, int]]:
+    """The ``HookDispatchedEvent``s another listener sees for one ``LLM.call`` (or one crew run); ``denied``: a hook
+    denies the call, whose error is not this helper's business."""
     from crewai import LLM
     from crewai.events.types.hook_events import HookDispatchedEvent
 
@@ -151,7 +152,12 @@ def _hook_dispatches(stub: Any, how: str = "call") -> list[tuple[str, str, int]]
             script(stub)
             make_crew(stub.openai_base_url).kickoff()
         else:
-            LLM(model="openai/gpt-4o-mini", base_url=stub.openai_base_url, api_key="k", max_retries=0).call("hello")
+            try:
+                LLM(model="openai/gpt-4o-mini", base_url=stub.openai_base_url, api_key="k",
+                    max_retries=0).call("hello")
+            except Exception:
+                if not denied:
+                    raise
         crewai_event_bus.flush(timeout=10)
     finally:
         crewai_event_bus.off(HookDispatchedEvent, listener)
@@ -180,6 +186,26 @@ def test_other_listeners_see_the_hook_dispatched_events_of_a_run_without_agentwa
     assert _hook_dispatches(stub_provider, how) == []  # our hook alone: no event, as without AgentWatch
     agentwatch.flush()
     assert any(span["kind"] == "llm" and span["status"] == "ok" for span in _crewai_spans(memory))
+
+
+def test_a_users_hook_that_denies_before_ours_runs_is_counted_alone(stub_provider: Any, memory: Any) -> None:
+    """A user's hook registered before ours that denies the call: ours never runs, and the event other listeners see
+    counts the user's hook alone, as without AgentWatch (found 2026-12-05 by review: it counted ours too)."""
+    from crewai.hooks import register_before_llm_call_hook, unregister_before_llm_call_hook
+
+    def users_hook(context: Any) -> bool:
+        return False
+
+    register_before_llm_call_hook(users_hook)
+    try:
+        without = _hook_dispatches(stub_provider, denied=True)
+        agentwatch.init(exporters=[memory])
+        with_agentwatch = _hook_dispatches(stub_provider, denied=True)
+    finally:
+        unregister_before_llm_call_hook(users_hook)
+    assert [(outcome, count) for _, outcome, count in without] == [("aborted", 1)]
+    assert with_agentwatch == without
+    assert stub_provider.count() == 0
 
 
 def test_a_crew_that_ran_before_init_is_checked_and_recorded_once_after_it(crew_stub: Any, memory: Any) -> None:

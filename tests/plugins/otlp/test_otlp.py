@@ -446,7 +446,7 @@ def test_recorded_request_parameters_use_the_convention_names(receiver: _Receive
 
 
 def test_traces_opened_inside_the_programs_opentelemetry_span_join_its_trace(
-        receiver: _Receiver, stub_provider: Any) -> None:
+        receiver: _Receiver, stub_provider: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A web app traced with OpenTelemetry (its request span current) that runs an agent: AgentWatch's spans belong
     in that request's trace, under its span, as the spans of an OpenTelemetry instrumentation would; outside any
     such span they are traces of their own. The application's own spans are exported by its SDK as before."""
@@ -457,6 +457,7 @@ def test_traces_opened_inside_the_programs_opentelemetry_span_join_its_trace(
 
     from tests.stubs.provider_server import Reply
 
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # set process-wide by the CrewAI tests' set-up
     app_spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(app_spans))
