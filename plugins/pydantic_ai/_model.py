@@ -85,18 +85,10 @@ class FallbacksWatched(WrapperModel):
     @asynccontextmanager
     async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
         try:
-            opened = self.wrapped.request_stream(*args, **kwargs)
-            stream = await opened.__aenter__()
-        except BlockCarrier as leaving:
+            async with self.wrapped.request_stream(*args, **kwargs) as stream:
+                yield stream
+        except BlockCarrier as leaving:  # only a model's opening carries one: the caller's code raises none
             raise leaving.blocked from None
-        raised: BaseException | None = None
-        try:
-            yield stream
-        except BaseException as error:
-            raised = error
-            raise
-        finally:
-            await opened.__aexit__(type(raised) if raised else None, raised, raised.__traceback__ if raised else None)
 
 
 class AgentWatchModel(WrapperModel):
