@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.test_server_process import LAUNCH, free_port
+from tests.server.test_server_process import LAUNCH, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,21 +35,6 @@ def one_clear_line(result: subprocess.CompletedProcess[str], *words: str) -> str
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
-
-
-def wait_until_serving(process: subprocess.Popen[str], port: int, timeout: float = 120) -> None:
-    """Return once the collector ``process`` started answers /health on ``port``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the collector exited during start-up"
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("the collector did not start")
 
 
 @pytest.fixture

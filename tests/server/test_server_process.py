@@ -49,18 +49,27 @@ def spawn_collector(tmp_path: Path, signing_key: Path, *extra: str) -> tuple[sub
     env = {**os.environ, "AGENTWATCH_SIGNING_KEY": str(signing_key)}
     process = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve", "--port", str(port), "--db",
                                 str(tmp_path / "crash.db"), "--log-level", "warning", *extra], env=env)
-    deadline = time.monotonic() + 60
+    try:
+        wait_until_serving(process, port, timeout=60)
+    except BaseException:
+        process.kill()
+        raise
+    return process, port
+
+
+def wait_until_serving(process: subprocess.Popen[Any], port: int, timeout: float = 120) -> None:
+    """Return once the collector ``process`` started answers /health on ``port``."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, "collector exited during start-up"
+        assert process.poll() is None, "the collector exited during start-up"
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             connection.request("GET", "/health")
             if connection.getresponse().status == 200:
-                return process, port
+                return
         except OSError:
             time.sleep(0.05)
-    process.kill()
-    raise TimeoutError("collector did not start")
+    raise TimeoutError("the collector did not start")
 
 
 def test_sigkill_loses_no_acknowledged_batch(tmp_path: Path, signing_key: Path, make_span: SpanFactory) -> None:
