@@ -71,7 +71,9 @@ def test_faulty_collector_costs_the_user_no_latency_and_no_error(
     # Nothing vanishes silently: every span is queued, in the one batch being tried, or counted.
     accounted = state["queued"] + state["dropped"] + state["failed"]
     assert produced - batch <= accounted <= produced, state
-    assert state["dropped"] >= produced - cap - batch
+    # Beyond the bound, spans were dropped (counted), or given up by the worker after its attempts (counted): how
+    # many of each depends on how often the worker ran meanwhile (a loaded machine runs it more per call).
+    assert state["dropped"] + state["failed"] >= produced - cap - batch, state
     if server is not None:
         # The measured calls take well under a second; the worker's first attempt may come just after.
         deadline = time.monotonic() + 10

@@ -450,6 +450,18 @@ def test_traces_opened_inside_the_programs_opentelemetry_span_join_its_trace(
     """A web app traced with OpenTelemetry (its request span current) that runs an agent: AgentWatch's spans belong
     in that request's trace, under its span, as the spans of an OpenTelemetry instrumentation would; outside any
     such span they are traces of their own. The application's own spans are exported by its SDK as before."""
+    from opentelemetry import context as otel_context
+
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # set process-wide by the CrewAI tests' set-up
+    # A program that traces itself starts with no span current: an earlier test in this process may have left one.
+    fresh = otel_context.attach(otel_context.Context())
+    try:
+        _join_the_programs_trace(receiver, stub_provider)
+    finally:
+        otel_context.detach(fresh)
+
+
+def _join_the_programs_trace(receiver: _Receiver, stub_provider: Any) -> None:
     import openai
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -457,7 +469,6 @@ def test_traces_opened_inside_the_programs_opentelemetry_span_join_its_trace(
 
     from tests.stubs.provider_server import Reply
 
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # set process-wide by the CrewAI tests' set-up
     app_spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(app_spans))
