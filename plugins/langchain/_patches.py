@@ -43,6 +43,7 @@ from ._stopped import (
     atell_started,
     batched,
     ends_what_ours_stopped,
+    named_like,
     raised_by_ours,
 )
 
@@ -57,9 +58,8 @@ _lock = threading.Lock()  # handlers may be made in several threads at once; pat
 
 
 def _scoped_call(original: Callable[..., Any]) -> Callable[..., Any]:
-    first = _known_generate_signature(original)
-    if first is not None:
-        return _scoped_generate(original, first)
+    if _known_generate_signature(original) is not None:
+        return _scoped_generate(original)
 
     @functools.wraps(original)
     def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -88,7 +88,7 @@ def _known_generate_signature(original: Callable[..., Any]) -> str | None:
     return parameters[1].name
 
 
-def _scoped_generate(original: Callable[..., Any], first: str) -> Callable[..., Any]:
+def _scoped_generate(original: Callable[..., Any]) -> Callable[..., Any]:
     """``generate`` with its parameters spelled out: every chat call passes it seven keywords, which a
     ``*args, **kwargs`` wrapper packs into a dict and unpacks again (about half a microsecond per call)."""
 
@@ -104,12 +104,7 @@ def _scoped_generate(original: Callable[..., Any], first: str) -> Callable[..., 
         finally:
             restore_current(saved)
 
-    if first != "inputs":  # keep the original's name for the first parameter (callers may pass it by keyword)
-        code = generate.__code__
-        names = list(code.co_varnames)
-        names[1] = first
-        generate.__code__ = code.replace(co_varnames=tuple(names))
-    return functools.wraps(original)(generate)
+    return functools.wraps(original)(named_like(original, generate))  # callers may pass ``messages`` by keyword
 
 
 #: The runs ours started in this ``agenerate`` (our handler, run id): a chat model's ``agenerate`` ends its runs only
@@ -243,7 +238,7 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
                 await atell_started(batch, batch.stopped)
         return managers
 
-    return on_start
+    return named_like(original, on_start)
 
 
 def install(handler_class: type[Any]) -> None:

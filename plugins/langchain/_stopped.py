@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 __all__ = ["Batch", "BATCH", "raised_by_ours", "ends_what_ours_stopped", "aends_what_ours_stopped", "batched",
-           "abatched", "atell_started"]
+           "abatched", "atell_started", "named_like"]
 
 #: Per start event: the event that ends such a run with an error, and the handler property that skips both.
 _ERROR_EVENTS = {"on_llm_start": ("on_llm_error", "ignore_llm"),
@@ -147,7 +147,24 @@ def ends_what_ours_stopped(original: Callable[..., Any], handler_class: type[Any
                 raise
         return managers
 
-    return on_start
+    return named_like(original, on_start)
+
+
+def named_like(original: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """``wrapper`` with its positional parameters named as ``original``'s (``on_chat_model_start``'s ``messages``,
+    ``on_llm_start``'s ``prompts``, ``generate``'s ``messages``/``prompts``): callers may pass them by keyword, and
+    CPython matches a keyword by the parameter's own name (``functools.wraps`` only changes what ``inspect`` shows)."""
+    import inspect
+
+    code = wrapper.__code__
+    names = list(code.co_varnames)
+    wanted = [parameter.name for parameter in inspect.signature(original).parameters.values()
+              if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    count = min(len(wanted), code.co_argcount)
+    if names[:count] != wanted[:count] and not set(wanted[:count]) & set(names[count:]):
+        names[:count] = wanted[:count]
+        wrapper.__code__ = code.replace(co_varnames=tuple(names))
+    return wrapper
 
 
 def _end_started(batch: Batch | None, error: BaseException) -> None:

@@ -16,6 +16,7 @@ import pytest
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.language_models import FakeListLLM
 from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import LLMResult
 from langchain_core.prompts import PromptTemplate
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -200,3 +201,37 @@ def test_a_completion_models_batch_stopped_part_way_ends_every_prompt_it_started
     # Ours too: the two prompts started are ended (blocked: never sent), as is the one that was stopped.
     spans = memory.by_kind("llm")
     assert len(spans) == 3 and {span["status"] for span in spans} == {"blocked"}
+
+
+@pytest.mark.parametrize("manager_kind", ["sync", "async"])
+def test_the_start_methods_take_their_arguments_by_keyword_as_langchain_names_them(manager_kind: str) -> None:
+    """Found 2026-12-05 by running langchain-core's own tests with AgentWatch on (tracers/test_base_tracer.py):
+    ``manager.on_chat_model_start(serialized, messages=...)`` and ``on_llm_start(serialized, prompts=...)`` raised
+    ``TypeError`` (missing 'inputs'): the patched methods had renamed the parameter. Ours hears them too."""
+    # Called as a model does (which activates each call in its context): in a context of its own.
+    contextvars.copy_context().run(_start_by_keyword, manager_kind)
+
+
+def _start_by_keyword(manager_kind: str) -> None:
+    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+    from langchain_core.messages import HumanMessage
+
+    agentwatch.init(exporters=[])
+    handler = AgentWatchHandler()
+    manager_class = CallbackManager if manager_kind == "sync" else AsyncCallbackManager
+    manager = manager_class(handlers=[handler])
+    serialized = {"name": "model", "kwargs": {"model_name": "gpt-4o-mini"}}
+
+    def started(result: Any) -> list[Any]:
+        return asyncio.run(result) if manager_kind == "async" else result
+
+    chat = started(manager.on_chat_model_start(serialized, messages=[[HumanMessage("hi")]]))
+    completion = started(manager.on_llm_start(serialized, prompts=["hi"]))
+    assert len(chat) == len(completion) == 1
+    for run in (*chat, *completion):
+        if manager_kind == "sync":
+            run.on_llm_end(LLMResult(generations=[[]]))
+        else:
+            asyncio.run(run.on_llm_end(LLMResult(generations=[[]])))
+    client = agentwatch.get_client()
+    assert client is not None and client.monitor.snapshot()["calls_last_minute"] == 2
