@@ -70,29 +70,34 @@ class _Counter:
             return True  # a span this deep is refused by the parser; its neighbours are counted
         data = self.data
         while pos < end:
-            key, pos = _varint(data, pos, end)
+            key, start, pos = _field(data, pos, end)
             self.left -= 1
             if self.left < 0:
                 return False
-            wire_type = key & 7
-            if wire_type == _VARINT:
-                _, pos = _varint(data, pos, end)
-            elif wire_type == _FIXED64:
-                pos += 8
-            elif wire_type == _FIXED32:
-                pos += 4
-            elif wire_type == _LENGTH:
-                size, pos = _varint(data, pos, end)
-                start, pos = pos, pos + size
+            if start >= 0:
                 kind = nested.get(key >> 3)
                 if kind is not None and pos <= end \
                         and not self.message(start, pos, self.schemas[kind], depth + 1):
                     return False
-            else:
-                raise WireError(f"wire type {wire_type} is not used by OTLP")
         if pos != end:
             raise WireError("a field runs past the end of its message")
         return True
+
+
+def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """The field at ``pos``: its key, where its bytes start if it is length-delimited (else -1), and where it ends."""
+    key, pos = _varint(data, pos, end)
+    wire_type = key & 7
+    if wire_type == _LENGTH:
+        size, pos = _varint(data, pos, end)
+        return key, pos, pos + size
+    if wire_type == _VARINT:
+        return key, -1, _varint(data, pos, end)[1]
+    if wire_type == _FIXED64:
+        return key, -1, pos + 8
+    if wire_type == _FIXED32:
+        return key, -1, pos + 4
+    raise WireError(f"wire type {wire_type} is not used by OTLP")
 
 
 def fields_within(body: bytes, limit: int) -> bool:
@@ -109,20 +114,9 @@ def length_delimited(data: bytes, pos: int, end: int) -> list[tuple[int, int, in
     others are skipped); raises WireError if those bytes are not a protobuf message."""
     fields: list[tuple[int, int, int]] = []
     while pos < end:
-        key, pos = _varint(data, pos, end)
-        wire_type = key & 7
-        if wire_type == _VARINT:
-            _, pos = _varint(data, pos, end)
-        elif wire_type == _FIXED64:
-            pos += 8
-        elif wire_type == _FIXED32:
-            pos += 4
-        elif wire_type == _LENGTH:
-            size, pos = _varint(data, pos, end)
-            fields.append((key >> 3, pos, pos + size))
-            pos += size
-        else:
-            raise WireError(f"wire type {wire_type} is not used by OTLP")
+        key, start, pos = _field(data, pos, end)
+        if start >= 0:
+            fields.append((key >> 3, start, pos))
     if pos != end:
         raise WireError("a field runs past the end of its message")
     return fields

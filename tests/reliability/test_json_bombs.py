@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import ROOT, free_port
+from tests.server.test_server_process import wait_until_serving
 
 LAUNCH = "import sys; from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))"
 ONE_MB = 1024 * 1024
@@ -69,17 +70,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
                                 str(folder / "bombs.db"), "--log-level", "warning"], env=env)
     handle = Collector(process, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "collector exited during start-up"
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                connection.request("GET", "/health")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "collector did not start"
-                time.sleep(0.05)
+        wait_until_serving(process, port, timeout=60)
         # Warm up: the first ingest imports and allocates what every later one reuses.
         assert handle.post(json.dumps(_span("warm")).encode(), False)[0] == 202
         yield handle

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.test_server_process import LAUNCH, free_port
+from tests.server.test_server_process import LAUNCH, free_port, wait_until_serving
 
 MB = 1024 * 1024
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from Linux's /proc")
@@ -54,17 +54,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory, signing_key: Path) -> It
                                 str(folder / "memory.db"), "--log-level", "warning"], env=env)
     handle = Collector(process, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "collector exited during start-up"
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                connection.request("GET", "/health")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "collector did not start"
-                time.sleep(0.05)
+        wait_until_serving(process, port, timeout=60)
         span = {"trace_id": "ab" * 16, "span_id": "0" * 16, "name": "warm", "start_time_unix_nano": time.time_ns()}
         assert handle.post("/api/ingest", json.dumps(span).encode())[0] == 202  # imports what later requests use
         yield handle
