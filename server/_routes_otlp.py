@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from ._crons import learn_from_spans
 from ._ingest import IngestError, check_shape, inflate
 from ._model import NativeSpan, SpanRecord, to_record
-from ._otlp_decode import OtlpDecodeError, OtlpTooLargeError, decode_json, decode_protobuf
+from ._otlp_decode import OtlpDecodeError, OtlpSpan, OtlpTooLargeError, decode_json, decode_protobuf
 from ._otlp_semconv import to_native_span
 from ._routes_ingest import read_capped_body, run_refusable
 from ._span_content import content_problem
@@ -44,6 +44,11 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
     records: list[SpanRecord] = []
     rejected, first_error = len(undecodable), undecodable[0] if undecodable else ""
     for span in spans:
+        wrong_id = _id_problem(span)
+        if wrong_id is not None:
+            rejected += 1
+            first_error = first_error or f"span {span.span_id or '?'}: {wrong_id}"
+            continue
         try:
             record = to_record(NativeSpan.model_validate(to_native_span(span)))
         except (ValidationError, ValueError) as error:
@@ -57,6 +62,18 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
             rejected += 1
             first_error = first_error or f"span {span.span_id or '?'}: {problem[0]}: {problem[1]}"
     return records, rejected, first_error
+
+
+def _id_problem(span: OtlpSpan) -> str | None:
+    """OTLP's ids are 16 bytes (trace) and 8 bytes (span, parent): any other length is no span of a trace, whatever
+    else it holds (a 3-byte trace id was stored as "010101")."""
+    if len(span.trace_id) != 32 or span.trace_id == "0" * 32:
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span.span_id) != 16 or span.span_id == "0" * 16:
+        return "span_id must be 8 bytes, not all zero"
+    if span.parent_span_id is not None and len(span.parent_span_id) != 16:
+        return "parent_span_id must be 8 bytes or empty"
+    return None
 
 
 def _process(state: AppState, body: bytes | bytearray, encoding: str | None, protobuf: bool) -> tuple[int, str]:

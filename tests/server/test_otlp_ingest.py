@@ -189,6 +189,29 @@ def test_older_conventions_events_and_partial_success_over_json(collector: Serve
     assert len(_spans(collector)) == 3
 
 
+def test_spans_with_ids_of_the_wrong_length_are_rejected_by_themselves(collector: ServerHandle) -> None:
+    """Found 2026-12-05: an OTLP/protobuf span with a 3-byte trace id was stored (as "010101", start time 0)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for trace_id, span_id, parent, name in ((b"\x01" * 3, b"\x02" * 8, b"", "short trace id"),
+                                            (b"\x00" * 16, b"\x02" * 8, b"", "zero trace id"),
+                                            (b"\x03" * 16, b"\x04" * 4, b"", "short span id"),
+                                            (b"\x03" * 16, b"\x05" * 8, b"\x06" * 5, "short parent id"),
+                                            (b"\x07" * 16, b"\x08" * 8, b"", "good")):
+        span = spans.add(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name,
+                         start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_001_000_000_000)
+        assert span.name == name
+    status, answer = _post(collector, request.SerializeToString(), content_type="application/x-protobuf")
+    assert status == 200
+    assert ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans == 4
+    assert {span["name"] for span in _spans(collector) if span["trace_id"] in ("07" * 16, "010101")} == {"good"}
+
+
 def test_refusals(collector: ServerHandle) -> None:
     assert _post(collector, b"{}", content_type="text/plain")[0] == 415
     assert _post(collector, b"not json")[0] == 400
