@@ -252,6 +252,24 @@ class LocalWindowStore:
         # admitted calls: closed buckets [start, calls]
         "_calls", "_calls_start", "_calls_until", "_calls_open", "_calls_total", "_calls_expires",
     )
+    # Set by ``_empty_spend`` / ``_empty_done`` / ``_empty_calls`` (``clear``), then by the bucket code.
+    _spend_start: float
+    _spend_until: float
+    _spend_open: int
+    _spend_total: int
+    _spend_expires: float
+    _done_start: float
+    _done_until: float
+    _done_open: int
+    _done_open_errors: int
+    _done_total: int
+    _done_errors: int
+    _done_expires: float
+    _calls_start: float
+    _calls_until: float
+    _calls_open: int
+    _calls_total: int
+    _calls_expires: float
 
     def __init__(self) -> None:
         self._budget: float | None = None
@@ -421,27 +439,17 @@ class LocalWindowStore:
         """Forget the outcome and call windows (a successful probe: the rates are judged afresh)."""
         if self._inbox:
             self._fold()  # the probe's own result too: recorded before it settles
-        self._done.clear()
-        self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
-        self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
+        self._empty_done()
         self.pending_calls.clear()
-        self._calls.clear()
-        self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
-        self._calls_total, self._calls_expires = 0, _NEVER
+        self._empty_calls()
 
     def clear(self) -> None:
         self._reserved = 0
         self.pending_calls.clear()
         self._inbox.clear()
-        self._spend.clear()
-        self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0
-        self._spend_total, self._spend_expires = 0, _NEVER
-        self._done.clear()
-        self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
-        self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
-        self._calls.clear()
-        self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
-        self._calls_total, self._calls_expires = 0, _NEVER
+        self._empty_spend()
+        self._empty_done()
+        self._empty_calls()
         self._expires = _NEVER
 
     def bucket_counts(self) -> tuple[int, int, int]:
@@ -550,8 +558,7 @@ class LocalWindowStore:
         elif self._spend_until > -_NEVER and self._spend_start > cutoff:
             self._spend_expires = self._spend_start + SPEND_WINDOW_S
         else:
-            self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0
-            self._spend_total, self._spend_expires = 0, _NEVER
+            self._empty_spend()
 
     def _new_done_bucket(self, t: float, error: bool) -> None:
         if t >= self._done_expires:
@@ -580,8 +587,7 @@ class LocalWindowStore:
         elif self._done_until > -_NEVER and self._done_start > cutoff:
             self._done_expires = self._done_start + ERROR_WINDOW_S
         else:
-            self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
-            self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
+            self._empty_done()
 
     def _new_calls_bucket(self, t: float) -> None:
         if t >= self._calls_expires:
@@ -605,5 +611,21 @@ class LocalWindowStore:
         elif self._calls_until > -_NEVER and self._calls_start > cutoff:
             self._calls_expires = self._calls_start + CALLS_WINDOW_S
         else:
-            self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
-            self._calls_total, self._calls_expires = 0, _NEVER
+            self._empty_calls()
+
+    # A window emptied: no bucket, closed or open, and nothing to expire.
+
+    def _empty_spend(self) -> None:
+        self._spend.clear()
+        self._spend_start, self._spend_until, self._spend_open = 0.0, -_NEVER, 0
+        self._spend_total, self._spend_expires = 0, _NEVER
+
+    def _empty_done(self) -> None:
+        self._done.clear()
+        self._done_start, self._done_until, self._done_open, self._done_open_errors = 0.0, -_NEVER, 0, 0
+        self._done_total, self._done_errors, self._done_expires = 0, 0, _NEVER
+
+    def _empty_calls(self) -> None:
+        self._calls.clear()
+        self._calls_start, self._calls_until, self._calls_open = 0.0, -_NEVER, 0
+        self._calls_total, self._calls_expires = 0, _NEVER
