@@ -271,16 +271,14 @@ class RedisWindowStore:
         self._local.release(units, rid)
         args = [units, f"{self._token}:{rid}"]
         if units:
-            self._settle(self._backend.unreserve, self._held_keys, args, args)  # releasing twice releases once
+            self._run(self._backend.unreserve, self._held_keys, args, args)  # releasing twice releases once
 
     def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.settle_reserved(now, cost_usd, error, units, rid)
         args: list[Any] = [usd_to_units(cost_usd), 1 if error else 0, units, f"{self._token}:{rid}", ""]
-        if units:
-            self._settle(self._backend.settle_reserved, self._settle_keys, args, [*args[:4], "1"])
-        else:  # nothing held in Redis: recorded as any result is
-            self._run(self._backend.settle_reserved, self._settle_keys, args)
+        # Kept for Redis if it does not answer only when a reservation is held there (else: recorded as any result is).
+        self._run(self._backend.settle_reserved, self._settle_keys, args, [*args[:4], "1"] if units else None)
 
     def reserved(self) -> float:
         held = self._run(self._backend.reserved, self._held_keys[1:])
@@ -337,7 +335,7 @@ class RedisWindowStore:
     def release_probe(self) -> None:
         # Kept if Redis does not answer: a probe slot left taken blocks the fleet's calls for PROBE_TTL_S.
         args = [self._token]
-        self._settle(self._backend.release, self._probe_key, args, args)
+        self._run(self._backend.release, self._probe_key, args, args)
 
     # ---- the rest of the protocol -----------------------------------------------------------------
 
@@ -425,35 +423,26 @@ class RedisWindowStore:
         self._local.set_limits(None, None, None)
         self._armed = False
 
-    def _run(self, script: Any, keys: list[str], args: list[Any] | None = None) -> Any:
+    def _run(self, script: Any, keys: list[str], args: list[Any] | None = None,
+             resend: list[Any] | None = None) -> Any:
+        """One script round trip; None if Redis did not answer. ``resend`` (what frees something held in Redis: a
+        reservation, the probe slot): if Redis does not answer, the backend keeps the operation and sends it when
+        Redis answers again, with ``resend`` as its ARGV if the failed round trip may have run it all the same."""
         backend = self._backend
         if backend.down and not backend.usable():
+            if resend is not None:
+                backend.defer(script, keys, args or [], resend, self._blocking)
             return None
         try:
             result = script(keys=keys, args=args or [])
         except backend.errors as exc:
+            if resend is not None:
+                backend.defer(script, keys, resend, resend, self._blocking)
             backend.failed(exc, self._blocking)
             return None
         if backend.down:
             backend.succeeded()
         return result
-
-    def _settle(self, script: Any, keys: list[str], args: list[Any], resend: list[Any]) -> None:
-        """``_run`` for what frees something held in Redis (a reservation, the probe slot): if Redis does not
-        answer, the backend keeps it and sends it when Redis answers again (``resend``: the ARGV to send if the
-        failed round trip may have run it all the same)."""
-        backend = self._backend
-        if backend.down and not backend.usable():
-            backend.defer(script, keys, args, resend, self._blocking)
-            return
-        try:
-            script(keys=keys, args=args)
-        except backend.errors as exc:
-            backend.defer(script, keys, resend, resend, self._blocking)
-            backend.failed(exc, self._blocking)
-            return
-        if backend.down:
-            backend.succeeded()
 
     def _read(self) -> list[Any] | None:
         read = self._run(self._backend.read, self._keys)
