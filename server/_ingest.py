@@ -216,6 +216,7 @@ def _skip_space(text: str, position: int) -> int:
     match = _WHITESPACE.match(text, position)
     return match.end() if match else position
 
+
 _NESTING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 _DECODER = json.JSONDecoder()
 _TOO_DEEP = object()  # in place of a span nested too deeply for the parser

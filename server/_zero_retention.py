@@ -134,8 +134,8 @@ def _span_name(record: SpanRecord) -> str:
     than four words; and for a task (named after its description where the client captures text) anything but
     an identifier after the prefix (``task:research_task`` stays, ``task:Summarize the record`` is ``task``)."""
     name = record.name
-    prefix = _PREFIX(name)
     if record.kind in _TEXT_NAMED_KINDS:
+        prefix = _PREFIX(name)
         rest = name[prefix.end():] if prefix else name
         if _WORD(rest):
             return name

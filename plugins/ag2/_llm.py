@@ -114,7 +114,8 @@ def _open_create(wrapper: Any, config: dict[str, Any]) -> _Create | None:
     return _Create(wrapper, config.get("messages"), scopes, parent)
 
 
-def _model_of(model_client: Any, params: Any, config: dict[str, Any]) -> str | None:
+def _model_of(params: Any, config: dict[str, Any]) -> str | None:
+    """The model a config's request asks for: its params', else the config's."""
     model = params.get("model") if isinstance(params, dict) else None
     model = model or config.get("model")
     return model if isinstance(model, str) and model else None
@@ -131,7 +132,7 @@ def _begin(create: _Create, model_client: Any, params: Any) -> LLMCall | None:
     if messages is None:
         messages = create.messages
     return start_llm_call(
-        "OpenAIWrapper", model=_model_of(model_client, params, config), provider=_provider(model_client, config),
+        "OpenAIWrapper", model=_model_of(params, config), provider=_provider(model_client, config),
         parent=create.parent, scopes=create.agent_scopes,
         input=messages if capturing(client) and messages is not None else None,
         attributes={"framework": "ag2"},
