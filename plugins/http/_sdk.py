@@ -129,7 +129,7 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
             if settings.providers.has_registered:
                 adopt_registered(in_flight, api_client.base_url, settings.providers)
             if not in_flight.span.provider:  # a framework class that did not say (a user's embedding class): priced
-                in_flight.span.provider = _provider(api_client.base_url, sdk)  # as what the SDK talks to
+                in_flight.set_model(None, provider=_provider(api_client.base_url, sdk))  # as what the SDK talks to
             in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
             exchange = Exchange(in_flight, endpoint, False, False, True, capture_text, body)
         else:
