@@ -109,7 +109,9 @@ def required_roles(method: str, path: str) -> frozenset[str]:
     if path in _INGEST_PATHS and method == "POST":
         return frozenset({"ingest"})
     if path == CONTROL_FEED_PATH:
-        return frozenset({"ingest", "viewer", "operator"})
+        # Reading the control state is reading; POSTing is a process reporting its breakers, which a viewer
+        # is not (it would put made-up processes and breakers on the dashboard).
+        return frozenset({"ingest", "viewer", "operator"} if method in _SAFE else {"ingest", "operator"})
     if method in _SAFE or path in _READ_POSTS:
         return frozenset({"viewer", "operator"})
     return frozenset({"operator"})

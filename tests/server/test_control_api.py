@@ -64,6 +64,9 @@ def test_roles_read_control_and_ingest_as_documented(client: TestClient, make_sp
     assert client.post("/api/ingest", json=make_span(), headers=operator).status_code == 403
     # The SDK's poll works with an ingest token; the dashboard's prompt puts a token in X-API-Key.
     assert client.post("/api/control", json={"process": "p1"}, headers=ingest).status_code == 200
+    # A viewer reads the control state but does not report as a process (the dashboard would list it).
+    assert client.get("/api/control", headers=viewer).status_code == 200
+    assert client.post("/api/control", json={"process": "planted"}, headers=viewer).status_code == 403
     token = create_token(SECRET, "operator", "alice")
     assert client.post("/api/circuit-breaker/pause", json={"seconds": 5},
                        headers={"X-API-Key": token}).status_code == 200
