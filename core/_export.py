@@ -51,10 +51,11 @@ _MAX_DEPTH = 3
 #: back: each release wakes the waiting worker too late, and counts as a switch, so the worker never claims one
 #: (CPython's GIL convoy). The queue then fills and drops spans while the worker starves. So when the queue is half
 #: full (spans would soon be dropped) and the worker has not moved for ``_STARVED_SECONDS`` (a worker that only
-#: competes for the GIL gets it within the switch interval, 5 ms) while using CPU since the last look (it tries to
-#: run; one that sleeps or waits on a socket uses none, and a pause would not help it), the enqueuing thread stands
-#: aside for ``_STAND_ASIDE_SECONDS`` (a sleep, holding no lock), in which the worker runs uncontended. A pause in
-#: which the worker did not move doubles the step to the next look (up to a quarter of the queue).
+#: competes for the GIL gets it within the switch interval, 5 ms) while outside its exporters and hooks, or inside
+#: them but using CPU since the last look (it tries to run; one that sleeps or waits on a socket there uses none, and
+#: a pause would not help it), the enqueuing thread stands aside for ``_STAND_ASIDE_SECONDS`` (a sleep, holding no
+#: lock), in which the worker runs uncontended. A pause in which the worker did not move doubles the step to the next
+#: look (up to a quarter of the queue).
 _STARVED_SECONDS = 0.02
 _STAND_ASIDE_SECONDS = 0.002
 _FIRST_STEP = 64
@@ -231,6 +232,7 @@ class BatchProcessor:
         self._moved_at = time.monotonic()
         self._worker_clock: int | None = None  # the worker thread's CPU clock, where the platform has one
         self._worker_cpu_seen: int | None = None
+        self._worker_in_io = False  # in an exporter or a hook: it may wait on a socket or a backoff there
 
     def _reinit_after_fork(self) -> None:
         # The parent's worker thread does not exist in the child; the parent's queued spans belong
@@ -264,8 +266,10 @@ class BatchProcessor:
         now = time.monotonic()
         # A worker that used no CPU since the last look sleeps or waits on a socket (a collector's backoff, its
         # answer): it is not kept from the GIL, and a pause would not help it.
+        # One outside the exporters and hooks waits on nothing but the GIL (its wake-up was just set): a worker
+        # the OS has not even scheduled (the other cores busy) uses no CPU either, and is starved all the same.
         worker_cpu = _thread_cpu(self._worker_clock)
-        trying = worker_cpu is None or worker_cpu != self._worker_cpu_seen
+        trying = not self._worker_in_io or worker_cpu is None or worker_cpu != self._worker_cpu_seen
         self._worker_cpu_seen = worker_cpu
         if turns != self._turns_seen:
             self._turns_seen, self._moved_at = turns, now
@@ -365,17 +369,23 @@ class BatchProcessor:
             if deferred_work:
                 run_deferred()  # a dropped stream's call, ended here if the program makes no other call
             if flushing and not stopping:
-                for hook in self._flush_hooks:
-                    stop_on_exception(hook)()
+                self._run_hooks(self._flush_hooks)
             self._drain(everything=flushing or stopping)
             if not stopping:
-                for hook in self._idle_hooks:
-                    stop_on_exception(hook)()
+                self._run_hooks(self._idle_hooks)
             with self._flushed:
                 self._flushes_done = flush_target
                 self._flushed.notify_all()
             if stopping:
                 return
+
+    def _run_hooks(self, hooks: Sequence[Callable[[], object]]) -> None:
+        self._worker_in_io = True
+        try:
+            for hook in hooks:
+                stop_on_exception(hook)()
+        finally:
+            self._worker_in_io = False
 
     def _take_batch(self) -> list[Span]:
         with self._lock:
@@ -413,10 +423,14 @@ class BatchProcessor:
         dicts = list(map(_to_dict, batch))
         self._worker_turns += 1
         delivered = True
-        for exporter in self._exporters:
-            ok = stop_on_exception(exporter.export, default=False)(dicts)
-            self._worker_turns += 1
-            delivered = delivered and bool(ok)
+        self._worker_in_io = True
+        try:
+            for exporter in self._exporters:
+                ok = stop_on_exception(exporter.export, default=False)(dicts)
+                self._worker_turns += 1
+                delivered = delivered and bool(ok)
+        finally:
+            self._worker_in_io = False
         if self._on_batch is not None:
             stop_on_exception(self._on_batch)(dicts)
         if delivered:
