@@ -418,7 +418,8 @@ class SpoolingExporter:
             body = _gzip(body)
         spool = self.spool
         sender = self._sender
-        if spool is not None and sender.down and time.monotonic() < self._probe_at:
+        attempted = not (spool is not None and sender.down and time.monotonic() < self._probe_at)
+        if not attempted:
             outcome = "unreachable"  # known down: kept for later without an attempt
         else:
             # With a spool: an answering receiver (5xx, 429) gets the whole retry budget, one that does not answer
@@ -432,7 +433,8 @@ class SpoolingExporter:
             self.delivered(spans)
             return True
         if outcome == "unreachable":  # the sender is down now
-            self._probe_at = time.monotonic() + self.PROBE_INTERVAL
+            if attempted:  # not put off by the batches spooled meanwhile: a busy program would never probe again
+                self._probe_at = time.monotonic() + self.PROBE_INTERVAL
             # The spool always holds gzip'd batches; a plain one is compressed only now, when it goes there.
             if spool is not None and spool.write(body if gzipped else _gzip(body), len(spans)):
                 self.spooled += len(spans)
