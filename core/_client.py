@@ -33,6 +33,9 @@ from ._span import REMOTE_PARENT_KEY, Span
 if TYPE_CHECKING:
     from ._config import Config
 
+#: Agent scopes a process keeps before it forgets idle ones (``Client._let_idle_agents_go``).
+AGENT_SCOPES_KEPT = 10_000
+
 # Configuration, pluggy (with _plugins and hookspecs) and pricing are imported by init(), not by
 # ``import agentwatch``: a program that only imports (a library decorating its functions) does not pay for them.
 
@@ -114,6 +117,10 @@ class Client:
         self._sink = _BreakerSink(self)
         self._agents: dict[str, AgentScope] = {}
         self._declared: dict[str, dict[str, Any]] = {}
+        #: Each scope's limits as its declarations left them: a scope whose monitor differs (a grant, an operator's
+        #: limits) is not let go when idle (``_let_idle_agents_go``).
+        self._declared_limits: dict[str, tuple[Any, ...]] = {}
+        self._agents_checked_at = AGENT_SCOPES_KEPT
         self._agents_lock = fork_safe_lock(self, "_agents_lock")
         global_id = config.agent_name or "global"
         self.monitor = Monitor(
@@ -242,17 +249,32 @@ class Client:
                 monitor = Monitor("agent", scope_id, sink=self._sink, name=name,
                                   store=window_store_for(self.config, "agent", scope_id), **settings)
                 scope = AgentScope(name, monitor.scope_id, role or preset.get("role") or "Agent", monitor)
+                if len(self._agents) >= self._agents_checked_at:
+                    self._let_idle_agents_go()
                 self._agents[name] = scope
                 self._declared[name] = given
+                self._declared_limits[name] = monitor.limits()
                 return scope
             changed = {key: value for key, value in given.items() if self._declared[name].get(key) != value}
             if changed:
                 self._declared[name] = {**self._declared[name], **changed}
         if changed:
             scope.monitor.update(**changed)
+            with self._agents_lock:
+                self._declared_limits[name] = scope.monitor.limits()
         if role and role != scope.role:
             scope = AgentScope(scope.name, scope.agent_id, role, scope.monitor)
         return scope
+
+    def _let_idle_agents_go(self) -> None:
+        """Forget the scopes that would be made anew as they are: idle (``Monitor.idle``), their limits as declared,
+        not configured in ``agents``. A service that scopes each of its users otherwise keeps one monitor per user
+        it ever served, and reports them all to the collector. Checked again only after as many more scopes."""
+        presets = self.config.agents
+        for name, scope in list(self._agents.items()):
+            if name not in presets and scope.monitor.limits() == self._declared_limits[name] and scope.monitor.idle():
+                del self._agents[name], self._declared[name], self._declared_limits[name]
+        self._agents_checked_at = len(self._agents) + AGENT_SCOPES_KEPT
 
     @property
     def agents(self) -> Mapping[str, AgentScope]:

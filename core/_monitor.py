@@ -340,6 +340,23 @@ class Monitor:
 
     # ---- introspection ----------------------------------------------------------------------------
 
+    def idle(self) -> bool:
+        """CLOSED, with nothing in its windows and nothing reserved: a monitor made anew with the same limits would
+        decide the same. A store shared by a fleet keeps its windows itself, so only the state is looked at."""
+        if self._state is not CLOSED:  # not ``state``: that may run hooks, and the caller holds its own lock
+            return False
+        store = self._store
+        if not isinstance(store, LocalWindowStore):
+            return True
+        with self._lock:
+            now = self._clock()
+            return (store.spend(now) <= 0 and store.calls(now) == 0 and store.outcomes(now) == (0, 0)
+                    and _reserved_of(store) <= 0)
+
+    def limits(self) -> tuple[Any, ...]:
+        """The settings that decide its admissions, to tell whether anything (a grant, an operator) changed them."""
+        return (self._budget, self._max_error_rate, self._max_calls, self._block, self._hard)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             now = self._clock()

@@ -315,3 +315,33 @@ def test_an_agent_only_alerts_when_init_only_alerts_or_it_says_so(memory: agentw
     agentwatch.init(exporters=[memory])
     with agentwatch.agent("Quiet", budget_per_hour=ONE_CALL_USD):
         _spend(2)  # init's default (alert only) applies
+
+
+def test_a_service_scoping_each_user_keeps_the_busy_and_blocked_scopes_and_forgets_idle_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One agent scope per user of a web service: scopes pile up with every user ever served (memory, and the
+    report each control poll sends). Past the limit, a scope made anew from its declaration would decide the same
+    is forgotten; one that spent, is blocked, or was topped up is not."""
+    monkeypatch.setattr("agentwatch._client.AGENT_SCOPES_KEPT", 20)
+    agentwatch.init(exporters=[])
+    with agentwatch.agent("heavy-user", budget_per_hour=ONE_CALL_USD, block_on_threshold=True):
+        _spend(1)
+        with pytest.raises(CircuitBreakerException):
+            _spend(1)
+    with agentwatch.agent("topped-up", budget_per_hour=ONE_CALL_USD, block_on_threshold=True) as scope:
+        scope.monitor.increase_budget(1.0)
+    with agentwatch.agent("light-user", budget_per_hour=100.0, block_on_threshold=True):
+        _spend(1)
+    for user in range(200):  # users who opened a scope and made no call (their requests were cached, say)
+        with agentwatch.agent(f"user-{user}", budget_per_hour=1.0, block_on_threshold=True):
+            pass
+    agents = agentwatch.get_client().agents
+    assert len(agents) <= 40
+    assert {"heavy-user", "topped-up", "light-user"} <= set(agents)
+    with agentwatch.agent("heavy-user", budget_per_hour=ONE_CALL_USD, block_on_threshold=True):
+        with pytest.raises(CircuitBreakerException) as still:
+            _spend(1)
+    assert still.value.scope_id == "heavy-user"
+    assert agents["topped-up"].monitor.budget_per_hour == ONE_CALL_USD + 1.0
+    spent = agentwatch.get_state()["monitors"]["agents"]["light-user"]["spend_last_hour"]
+    assert spent == pytest.approx(ONE_CALL_USD)
