@@ -57,9 +57,9 @@ def graph_block(error: CircuitBreakerException) -> CircuitBreakerException:
     kind = _graph_block_class()
     if kind is None or isinstance(error, kind):
         return error
-    converted = kind(error.reason, error.threshold, error.current, scope=error.scope, scope_id=error.scope_id,
-                     trace_id=error.trace_id, state=error.state, monitor=error.monitor)
-    return converted
+    return kind(error.reason, error.threshold, error.current, scope=error.scope, scope_id=error.scope_id,
+                trace_id=error.trace_id, state=error.state, monitor=error.monitor, reserved=error.reserved,
+                remaining=error.remaining)
 
 
 def is_control_flow(error: BaseException) -> bool:

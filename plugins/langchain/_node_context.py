@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import sys
 from contextvars import Context
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import Any
 
+from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import stop_on_exception
 
-from ._runs import RUNS, entered
+from ._graph import graph_block
+from ._runs import RUNS, Run, entered
 
 __all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of"]
 
@@ -41,28 +43,44 @@ def wrap_set_config_context(original: Any, kinds: tuple[str, ...]) -> Any:
 
 
 class _EnteringRun:
-    """``set_config_context``'s context manager, entering the run (of one of ``kinds``) whose child config this is."""
+    """``set_config_context``'s context manager, entering the run (of one of ``kinds``) whose child config this is.
 
-    __slots__ = ("_inner", "_config", "_kinds")
+    Every exception of the run's code leaves through its ``__exit__``: a block raised there by any layer (LangChain's
+    model call, the openai SDK used directly, a hard budget's reservation, the program itself) leaves a run in a graph
+    as the handler's own blocks do (``graph_block``), before LangGraph's ``RetryPolicy`` or ``error_handler`` (or a
+    ``ToolNode`` handling tool errors) sees it.
+    """
+
+    __slots__ = ("_inner", "_config", "_kinds", "_run")
 
     def __init__(self, inner: Any, config: Any, kinds: tuple[str, ...]) -> None:
         self._inner = inner
         self._config = config
         self._kinds = kinds
+        self._run: Run | None = None
 
     def __enter__(self) -> Context:
         context: Context = self._inner.__enter__()
-        _enter_run(context, self._config, self._kinds)
+        self._run = _enter_run(context, self._config, self._kinds)
         return context
 
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self._inner.__exit__(*exc_info)
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: TracebackType | None) -> Any:
+        run = self._run
+        suppressed = self._inner.__exit__(kind, error, traceback)
+        if run is None or not run.in_graph or not isinstance(error, CircuitBreakerException) or suppressed:
+            return suppressed
+        stop = graph_block(error)
+        if stop is error:
+            return suppressed
+        raise stop.with_traceback(traceback) from None
 
 
 @stop_on_exception
-def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> None:
+def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | None:
     callbacks = config.get("callbacks") if isinstance(config, dict) else None
     parent = getattr(callbacks, "parent_run_id", None)
     run = RUNS.get(parent) if parent is not None else None
-    if run is not None and run.span.kind in kinds:
-        context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo
+    if run is None or run.span.kind not in kinds:
+        return None
+    context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo
+    return run
