@@ -33,6 +33,7 @@ from ._breaker_contract import (
     CircuitBreakerException,
     _run_hook,
     _sink_blocked,
+    _sink_recover,
 )
 from ._breaker_states import (
     BUDGET_REASONS,
@@ -358,15 +359,11 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
 
 def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
                    retry: Callable[[], Admission | _Blocked | None], units: int = 0) -> Admission | None:
-    hooked: set[int] = set()
+    asked: set[tuple[int, bool]] = set()
     while True:
         monitor, (reason, threshold, current) = blocked
-        hook = monitor._on_block
-        # Each monitor's hook runs at most once per call, so a hook that cannot recover cannot loop.
-        if hook is not None and id(monitor) not in hooked:
-            hooked.add(id(monitor))
-            _run_hook(hook, BlockEvent(monitor, monitor.scope, monitor.scope_id, reason, current, threshold,
-                                       trace_id))
+        if _ask_to_recover(monitor, asked, BlockEvent(monitor, monitor.scope, monitor.scope_id, reason, current,
+                                                      threshold, trace_id)):
             result = retry()
             if result is None or isinstance(result, Admission):
                 return result
@@ -386,6 +383,22 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
         if sink is not None:
             _sink_blocked(sink, error)
         raise error
+
+
+def _ask_to_recover(monitor: Monitor, asked: set[tuple[int, bool]], event: BlockEvent) -> bool:
+    """Ask the blocking monitor's ``on_block``, then the plugins (its sink's ``recover``: ``agentwatch_before_block``),
+    to recover it; each at most once per call, so that a hook that cannot recover cannot loop. True if one was asked
+    (the call is then checked again)."""
+    hook = monitor._on_block
+    if hook is not None and (id(monitor), False) not in asked:
+        asked.add((id(monitor), False))
+        _run_hook(hook, event)
+        return True
+    recover = getattr(monitor._sink, "recover", None)
+    if recover is not None and (id(monitor), True) not in asked:
+        asked.add((id(monitor), True))
+        return _sink_recover(recover, event)
+    return False
 
 
 def settle_call(admission: Admission | tuple[Monitor, ...], cost_usd: float, error: bool) -> None:

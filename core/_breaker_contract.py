@@ -183,6 +183,11 @@ def _sink_blocked(sink: BreakerSink, error: CircuitBreakerException) -> None:
     sink.blocked(error)
 
 
+@stop_on_exception(default=False)
+def _sink_recover(recover: Callable[[BlockEvent], bool], event: BlockEvent) -> bool:
+    return bool(recover(event))
+
+
 # ---- validation -------------------------------------------------------------------------------------
 
 

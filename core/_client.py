@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _fingerprint
-from ._breaker import CircuitBreakerException, Monitor
+from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._deferred import install as install_collection_watch
@@ -97,6 +97,15 @@ class _BreakerSink:
     def blocked(self, error: CircuitBreakerException) -> None:
         # The LLM-call layer records the blocked span itself: it knows the model and the parent.
         pass
+
+    def recover(self, event: BlockEvent) -> bool:
+        """Before a block is raised, on the caller's thread and in its context: the plugins may recover the monitor
+        (``agentwatch_before_block``). False when none implements the hook (nothing can have changed)."""
+        client = self._client
+        if not client._has_before_block:
+            return False
+        client.plugin_manager.hook.agentwatch_before_block(event=event)
+        return True
 
 
 class Client:
@@ -209,6 +218,7 @@ class Client:
         self._has_span_end = bool(hook.agentwatch_span_end.get_hookimpls())
         self._has_price = bool(hook.agentwatch_price.get_hookimpls())
         self._has_export = bool(hook.agentwatch_export.get_hookimpls())
+        self._has_before_block = bool(hook.agentwatch_before_block.get_hookimpls())
         # Spans nobody will read (``exporters=[]`` and no export hook) are not queued: that would cost the
         # export worker a to_dict per span, and the program's thread the GIL meanwhile, for nothing.
         self._queue_spans = self.enabled and (self._has_export or bool(getattr(self, "exporters", ())))

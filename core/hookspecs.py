@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from ._breaker_contract import BlockEvent
     from ._client import Client
     from ._config import Config
     from ._pricing import Price
@@ -127,6 +128,16 @@ def agentwatch_alert(alert: dict[str, Any]) -> None:
     """Called for each alert: a breaker limit violation (not suppressed by the 60 s cooldown) or
     ``agentwatch.alert()``. Keys: ``reason``, ``scope``, ``scope_id``, ``threshold``, ``current``,
     ``state`` (and ``severity``/``message`` for manual alerts)."""
+
+
+@hookspec
+def agentwatch_before_block(event: BlockEvent) -> None:
+    """A call is about to be blocked: ``event.monitor`` blocks it, and its own ``on_block`` (if any) did not recover
+    it. Called on the caller's thread and in its context, before ``CircuitBreakerException`` is raised, at most once
+    per call and monitor; the call is checked again afterwards. For a framework plugin that can recover the monitor
+    from what its framework holds there (the LangChain plugin: a human's answer to the graph's pause for this block,
+    given on resume). Only blocked calls pay for it.
+    """
 
 
 @hookspec

@@ -15,7 +15,7 @@ from agentwatch.instrumentation import add_pass_through
 if TYPE_CHECKING:
     from agentwatch import Monitor
 
-__all__ = ["graph_block", "is_control_flow", "allow_graph_control_flow", "interrupt_for_budget",
+__all__ = ["graph_block", "graph_stop", "is_control_flow", "allow_graph_control_flow", "interrupt_for_budget",
            "take_answer"]
 
 _CONTROL_FLOW_NAMES = frozenset({"GraphInterrupt", "GraphBubbleUp", "GraphDrained", "ParentCommand", "NodeInterrupt"})
@@ -60,6 +60,26 @@ def graph_block(error: CircuitBreakerException) -> CircuitBreakerException:
     return kind(error.reason, error.threshold, error.current, scope=error.scope, scope_id=error.scope_id,
                 trace_id=error.trace_id, state=error.state, monitor=error.monitor, reserved=error.reserved,
                 remaining=error.remaining)
+
+
+def graph_stop(error: CircuitBreakerException, pause: bool, run_in_task: Callable[..., Any]) -> BaseException:
+    """What a block leaving a node's code (or a tool's, in a graph) becomes, whichever layer raised it: a pause for a
+    human (``pause``: ``on_budget="interrupt"``), else the block as LangGraph lets it through. A block that already is
+    the graph's (the handler's own, or an inner node's) stays as it is. ``run_in_task`` calls a function in the task's
+    context, where ``interrupt()`` finds the task's config."""
+    kind = _graph_block_class()
+    if kind is not None and isinstance(error, kind):
+        return error
+    if pause:
+        try:
+            run_in_task(interrupt_for_budget, error)
+        except BaseException as paused:
+            if not is_control_flow(paused):
+                raise
+            return paused
+        # interrupt() returned: an answer of ours was pending at this place (the node took none at its start, a pause
+        # after the node's own interrupt()); it is applied now, too late for this run, so the block stops the graph.
+    return graph_block(error)
 
 
 def is_control_flow(error: BaseException) -> bool:

@@ -154,7 +154,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             scopes += extra_scopes
         # parent None: start_span takes the context's current span.
         span = client.start_span(name, kind, parent=parent_span, agent=scopes[-1] if scopes else None)
-        run = Run(span, scopes, in_graph=in_graph or (metadata is not None and "langgraph_step" in metadata))
+        run = Run(span, scopes, in_graph=in_graph or (metadata is not None and "langgraph_step" in metadata),
+                  pauses=self._on_budget == "interrupt")
         RUNS[run_id] = run
         return run
 

@@ -11,18 +11,25 @@ run and its agents.
 
 from __future__ import annotations
 
+import functools
 import sys
-from contextvars import Context
+from contextvars import Context, ContextVar
 from types import ModuleType, TracebackType
 from typing import Any
 
-from agentwatch import CircuitBreakerException
-from agentwatch.instrumentation import stop_on_exception
+import agentwatch
+from agentwatch import BlockEvent, CircuitBreakerException
+from agentwatch.instrumentation import stop_on_exception, swallow_internal_error
 
-from ._graph import graph_block
+from ._graph import graph_block, graph_stop, take_answer
 from ._runs import RUNS, Run, entered
 
-__all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of"]
+__all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of", "take_answer_before_block"]
+
+#: The graph run (node, task, or tool in a graph) whose code runs in this context, if its blocks pause the graph for a
+#: human (``on_budget="interrupt"``).
+PAUSING_RUN: ContextVar[Run | None] = ContextVar("agentwatch_langchain_pausing_run", default=None)
+_TAKING: ContextVar[bool] = ContextVar("agentwatch_langchain_taking_answer", default=False)
 
 #: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kinds of span it enters
 #: (a Functional API task's code runs as a node's does).
@@ -46,31 +53,34 @@ class _EnteringRun:
     """``set_config_context``'s context manager, entering the run (of one of ``kinds``) whose child config this is.
 
     Every exception of the run's code leaves through its ``__exit__``: a block raised there by any layer (LangChain's
-    model call, the openai SDK used directly, a hard budget's reservation, the program itself) leaves a run in a graph
-    as the handler's own blocks do (``graph_block``), before LangGraph's ``RetryPolicy`` or ``error_handler`` (or a
+    model call, the openai SDK used directly, a hard budget's reservation, the program itself) leaves the run in a graph
+    as the handler's own blocks do (``graph_stop``), before LangGraph's ``RetryPolicy`` or ``error_handler`` (or a
     ``ToolNode`` handling tool errors) sees it.
     """
 
-    __slots__ = ("_inner", "_config", "_kinds", "_run")
+    __slots__ = ("_inner", "_config", "_kinds", "_entered")
 
     def __init__(self, inner: Any, config: Any, kinds: tuple[str, ...]) -> None:
         self._inner = inner
         self._config = config
         self._kinds = kinds
-        self._run: Run | None = None
+        self._entered: tuple[Context, Run] | None = None
 
     def __enter__(self) -> Context:
         context: Context = self._inner.__enter__()
-        self._run = _enter_run(context, self._config, self._kinds)
+        run = _enter_run(context, self._config, self._kinds)
+        if run is not None:
+            self._entered = context, run
         return context
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: TracebackType | None) -> Any:
-        run = self._run
+        entered = self._entered
+        if entered is None or not entered[1].in_graph or not isinstance(error, CircuitBreakerException):
+            return self._inner.__exit__(kind, error, traceback)
+        # Before the inner exit: it resets the task's config in the context, and a pause's interrupt() reads it there.
+        stop = _stop(*entered, error)
         suppressed = self._inner.__exit__(kind, error, traceback)
-        if run is None or not run.in_graph or not isinstance(error, CircuitBreakerException) or suppressed:
-            return suppressed
-        stop = graph_block(error)
-        if stop is error:
+        if suppressed or stop is error:
             return suppressed
         raise stop.with_traceback(traceback) from None
 
@@ -83,4 +93,34 @@ def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | N
     if run is None or run.span.kind not in kinds:
         return None
     context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo
+    if run.pauses and run.in_graph:
+        context.run(PAUSING_RUN.set, run)
     return run
+
+
+def take_answer_before_block(event: BlockEvent) -> None:
+    """``agentwatch_before_block``: a call about to be blocked in a graph that pauses for a human takes the answer to
+    that pause, if the graph is being resumed with one, where the pause was raised; the call is then checked again. A
+    LangChain model call takes it at its start already (the handler): this is for a call made without LangChain (the
+    openai SDK used directly), which would otherwise be blocked again on every resume."""
+    run = PAUSING_RUN.get()
+    if run is None or _TAKING.get():
+        return
+    token = _TAKING.set(True)  # the check inside take_answer may block: not asked again from there
+    try:
+        take_answer((event.monitor,), functools.partial(_check, run))
+    finally:
+        _TAKING.reset(token)
+
+
+def _check(run: Run) -> None:
+    agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id)
+
+
+def _stop(context: Context, run: Run, error: CircuitBreakerException) -> BaseException:
+    """``graph_stop`` for the run, in its task's context; an internal error of ours is logged and the block raised."""
+    try:
+        return graph_stop(error, run.pauses, context.run)
+    except Exception:
+        swallow_internal_error("langchain: a block leaving a graph node")
+        return graph_block(error)

@@ -12,7 +12,7 @@ from typing import Any
 
 from agentwatch import hookimpl
 
-__all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrument"]
+__all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrument", "agentwatch_before_block"]
 
 AGENTWATCH_REQUIRES = ("langchain_core",)
 
@@ -68,3 +68,11 @@ def agentwatch_uninstrument(client: Any) -> None:
         entry = _installed.pop()
         if entry in tracer_context._configure_hooks:
             tracer_context._configure_hooks.remove(entry)
+
+
+@hookimpl
+def agentwatch_before_block(event: Any) -> None:
+    # Nothing can have paused before a graph node ran (which imported the module): no import for other programs' blocks.
+    node_context = sys.modules.get(__package__ + "._node_context")
+    if node_context is not None:
+        node_context.take_answer_before_block(event)

@@ -25,6 +25,8 @@ class Run:
     in_graph: bool = False
     #: A model call's messages (or prompts): what it cost, if it is cut off before any usage comes.
     request: Any = None
+    #: Opened by a handler with ``on_budget="interrupt"``: a block in a graph pauses for a human instead of raising.
+    pauses: bool = False
 
 
 def entered(run: Run) -> tuple[Token[Any], ...]:

@@ -156,6 +156,46 @@ def test_span_hooks_and_price_hook(memory: agentwatch.InMemoryExporter) -> None:
     assert ("start", "priced") in events and ("end", "priced") in events and ("export", "priced") in events
 
 
+@pytest.mark.parametrize("limit", ["budget_per_hour", "hard_budget"])
+def test_before_block_hook_may_recover_the_call(limit: str) -> None:
+    """``agentwatch_before_block`` runs before a block is raised, in the caller's context and after the monitor's own
+    ``on_block``; a plugin that recovers the monitor lets the call through (the LangChain plugin applies a human's
+    answer to a graph's pause this way, for calls it does not make itself)."""
+    from contextvars import ContextVar
+
+    caller: ContextVar[str] = ContextVar("caller", default="elsewhere")
+    asked: list[tuple[str, str, str]] = []
+
+    class Plugin:
+        @agentwatch.hookimpl
+        def agentwatch_before_block(self, event: agentwatch.BlockEvent) -> None:
+            asked.append(("plugin", event.reason, caller.get()))
+            if caller.get() == "recover":
+                event.monitor.increase_budget(1.0)
+
+    hard = limit == "hard_budget"
+    client = agentwatch.init(exporters=[], budget_per_hour=0.01, block_on_threshold=not hard, hard_budget=hard,
+                             on_block=lambda event: asked.append(("on_block", event.reason, caller.get())))
+    client.register_plugin(Plugin(), "p")
+
+    def call() -> None:
+        with agentwatch.llm_call("c", model="gpt-4o") as llm:
+            if hard:
+                llm.top_up(0.02)  # a worst case over the budget: refused, the breaker stays CLOSED
+            else:
+                llm.set_usage(10_000, 0)  # $0.025: spends the budget
+
+    if not hard:
+        call()
+    caller.set("decline")
+    with pytest.raises(agentwatch.CircuitBreakerException):
+        call()
+    caller.set("recover")
+    call()
+    assert asked == [("on_block", limit, "decline"), ("plugin", limit, "decline"),
+                     ("on_block", limit, "recover"), ("plugin", limit, "recover")]
+
+
 def test_hookspecs_are_prefixed_and_documented() -> None:
     from agentwatch import hookspecs
 

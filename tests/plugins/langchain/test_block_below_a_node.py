@@ -1,9 +1,9 @@
 """A block raised inside a LangGraph node's code by a layer below the handler (the openai SDK used directly, a hard
 budget's reservation made where the request body is known) leaves the node as the handler's own blocks do: LangGraph's
-``RetryPolicy`` does not retry it, an ``error_handler`` does not swallow it.
+``RetryPolicy`` does not retry it, an ``error_handler`` does not swallow it, ``on_budget="interrupt"`` pauses for it.
 Found 2026-12-12: such a block left the node as a plain ``CircuitBreakerException``; a node with a RetryPolicy ran
-three times and its paid calls before the refused one were sent and charged each time, and an error_handler turned
-the refusal into a finished graph."""
+three times and its paid calls before the refused one were sent and charged each time, an error_handler turned the
+refusal into a finished graph, and ``on_budget="interrupt"`` raised it to the caller instead of pausing."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from langgraph.types import RetryPolicy
+from langgraph.types import Command, RetryPolicy
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from agentwatch.plugins.langchain import AgentWatchHandler
 from tests.plugins.langchain.test_direct_sdk_calls import ToolCalling
 from tests.stubs.provider_server import Reply
 
@@ -166,3 +167,25 @@ def test_a_tool_node_handling_tool_errors_does_not_swallow_a_block_raised_in_a_t
         builder.compile().invoke({"messages": [("user", "hi")]})
     assert caught.value.reason == "hard_budget"
     assert model.calls == 1 and stub_provider.count() == 0
+
+
+@pytest.mark.parametrize("limit", ["hard", "soft"])
+@pytest.mark.parametrize("layer", ["sdk", "langchain"])
+def test_interrupt_mode_pauses_for_a_block_raised_below_the_handler(stub_provider: Any, memory: Any, layer: str,
+                                                                    limit: str) -> None:
+    agentwatch.init(exporters=[memory], **LIMITS[limit])
+    work = TwoCalls(stub_provider.openai_base_url, layer, limit)
+    graph = _graph(work)
+    stub_provider.queue(*[REPLY[limit]] * 4)
+    config = _config(callbacks=[AgentWatchHandler(on_budget="interrupt")])
+    (pause,) = graph.invoke({"log": []}, config)["__interrupt__"]
+    assert pause.value["type"] == "agentwatch.circuit_breaker"
+    assert pause.value["reason"] == ("hard_budget" if limit == "hard" else "budget_per_hour")
+    assert graph.get_state(config).next == ("work",) and stub_provider.count() == 1
+    # The answer is applied before the re-run node's code: its calls go through (the SDK's own as well).
+    assert graph.invoke(Command(resume={"increase_budget": 1.0}), config) == {"log": ["work"]}
+    assert work.attempts == 2 and stub_provider.count() == 3
+    agentwatch.flush()
+    assert len([span for span in memory.spans if span["kind"] == "llm" and span["status"] == "blocked"]) == 1
+    assert agentwatch.get_state()["monitors"]["global"]["limits"]["budget_per_hour"] == pytest.approx(
+        LIMITS[limit]["budget_per_hour"] + 1.0)
