@@ -36,10 +36,12 @@ from ._runs import RUNS, Run
 
 __all__ = ["AgentWatchHandler"]
 
-#: LangGraph metadata kept on graph and node spans: (metadata key, span attribute).
+#: LangGraph metadata kept on graph and node spans: (metadata key, span attribute). A later key wins: a node's own
+#: namespace (``langgraph_checkpoint_ns``, ``review:<id>|draft:<id>`` in a subgraph) over ``checkpoint_ns``, which
+#: inside a subgraph is the subgraph's (``review:<id>``).
 _NODE_ATTRIBUTES = (("langgraph_node", "langgraph_node"), ("langgraph_step", "langgraph_step"),
                     ("langgraph_triggers", "langgraph_triggers"), ("langgraph_path", "langgraph_path"),
-                    ("langgraph_checkpoint_ns", "checkpoint_ns"), ("checkpoint_ns", "checkpoint_ns"),
+                    ("checkpoint_ns", "checkpoint_ns"), ("langgraph_checkpoint_ns", "checkpoint_ns"),
                     ("thread_id", "thread_id"))
 _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert",
                "on_block")

@@ -236,6 +236,30 @@ def test_per_node_agents_and_graph_span_tree(memory: agentwatch.InMemoryExporter
     assert state["researcher"]["spend_last_hour"] == pytest.approx(CALL)
 
 
+def test_nodes_in_a_subgraph_carry_their_own_checkpoint_ns(memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-12: a subgraph's nodes carried the subgraph's namespace (``review:<id>``, LangGraph's
+    ``checkpoint_ns`` metadata there), not their own (``review:<id>|draft:<id>``): they could not be told apart."""
+    agentwatch.init(exporters=[memory])
+    inner = StateGraph(State)
+    inner.add_node("draft", lambda state: {"log": ["draft"]})
+    inner.add_node("critique", lambda state: {"log": ["critique"]})
+    inner.add_edge(START, "draft")
+    inner.add_edge("draft", "critique")
+    inner.add_edge("critique", END)
+    outer = StateGraph(State)
+    outer.add_node("review", inner.compile())
+    outer.add_edge(START, "review")
+    outer.add_edge("review", END)
+    outer.compile().invoke({"log": []})
+    agentwatch.flush()
+    namespaces = {span["name"]: span["attributes"]["checkpoint_ns"] for span in memory.by_kind("node")}
+    review = namespaces["review"]
+    assert review.startswith("review:") and "|" not in review
+    for name in ("draft", "critique"):
+        parent, _, own = namespaces[name].partition("|")
+        assert parent == review and own.startswith(f"{name}:")
+
+
 def test_one_pause_is_one_blocked_span(memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory], budget_per_hour=1.5 * CALL, block_on_threshold=True)
     graph = Workflow().build(InMemorySaver())
