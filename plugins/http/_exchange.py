@@ -255,14 +255,16 @@ class Exchange:
         return True
 
     def fail(self, error: BaseException) -> None:
-        """The SDK raised (an error status after its retries, a timeout): end the call with that error."""
+        """The SDK raised (an error status after its retries, a timeout): end the call with that error. A framework's
+        call (not ``owned``) is charged too if it was cut off, and its owner ends it."""
         self._record_kept(error)
+        if not self.status and not isinstance(error, Exception):
+            # Cut off by the program (its task cancelled, asyncio.wait_for, an Agents SDK guardrail's tripwire) before
+            # any answer: the request went out and the provider bills its prompt, so a retry loop around a slow
+            # provider is not free. Charged from an estimate of the request, as a cut-off stream is (if no usage comes
+            # for the call by its end: none can now).
+            self._estimate(Reading(self.endpoint.api, False), 0, None)
         if self.owned:
-            if not self.status and not isinstance(error, Exception):
-                # Cut off by the program (its task cancelled, asyncio.wait_for) before any answer: the request went
-                # out and the provider bills its prompt, so a retry loop around a slow provider is not free. Charged
-                # from an estimate of the request, as a cut-off stream is.
-                self._estimate(Reading(self.endpoint.api, False), 0, None)
             self.end(error)
 
     def body_ended(self, reader: BodyReader | None, error: BaseException | None = None, *,

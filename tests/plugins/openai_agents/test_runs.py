@@ -184,3 +184,29 @@ def test_an_input_guardrail_that_trips_ends_its_agent_as_an_error(stub_provider:
     assert (agent["name"], agent["status"], agent["attributes"]["error.message"]) == (
         "Triage", "error", "Guardrail tripwire triggered")
     assert guardrail["attributes"]["guardrail.triggered"] is True and guardrail["parent_span_id"] == agent["span_id"]
+
+
+def test_a_model_call_cancelled_by_a_tripped_guardrail_is_charged_for_its_prompt(stub_provider: Any,
+                                                                                  memory: Any) -> None:
+    """Found 2026-12-07: an input guardrail runs beside the agent's first model call; when it trips, the SDK cancels
+    that call. Its request had reached the provider, which bills the prompt, but the call was charged $0."""
+    from agents import Agent, GuardrailFunctionOutput, InputGuardrailTripwireTriggered, input_guardrail
+
+    @input_guardrail
+    async def policy(context: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
+        while stub_provider.count() < 1:  # a slow check: the model's request goes out meanwhile
+            await asyncio.sleep(0.01)
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
+
+    client = agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    tutor = Agent(name="Tutor", instructions="Teach.", model=team.model("responses"), input_guardrails=[policy])
+    stub_provider.queue(Reply(content="too late", delay=2.0))
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        asyncio.run(Runner.run(tutor, "a long document " * 300))
+    agentwatch.flush()
+    [call] = llm_spans(memory)
+    assert (call["status"], call["attributes"]["error.type"], call["agent_name"]) == ("error", "CancelledError",
+                                                                                       "Tutor")
+    assert call["attributes"]["usage_estimated"] is True and call["input_tokens"] > 1000 and call["cost_usd"] > 0
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(call["cost_usd"])
