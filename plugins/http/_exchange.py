@@ -41,7 +41,7 @@ from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
 from ._usage import Reading, _get_extra, read_into
 
 __all__ = ["Exchange", "CURRENT_EXCHANGE", "BUILT_REQUEST", "begin", "settings", "Settings", "request_model",
-           "request_input", "url_text"]
+           "request_input", "url_text", "went_out"]
 
 #: APIs whose SDK results ``Exchange._settle_openai`` reads (OpenAI chat, legacy completions, embeddings).
 _OPENAI_RESULTS = frozenset({"chat", "embeddings"})
@@ -71,7 +71,8 @@ class Exchange:
     missing usage and ends it); otherwise it adds details and usage only where the owner gave none."""
 
     __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
-                 "attempts", "status", "capture_text", "request_body", "usage_requested", "request", "_response")
+                 "attempts", "unanswered", "covered", "status", "capture_text", "request_body", "usage_requested",
+                 "request", "_response")
 
     # Not keyword-only: the SDK layer passes them by position on every call (CPython matches keywords by name).
     def __init__(self, call: LLMCall, endpoint: Endpoint, owned: bool, ends_with_body: bool,
@@ -90,6 +91,11 @@ class Exchange:
         #: A tap reads (or read) a response body of this exchange as it passes (a stream).
         self.streamed = False
         self.attempts = 0
+        #: Attempts that went out and got no answer (a read timeout, or cut off by the program): the provider bills
+        #: each one's prompt, so each is charged an estimate of it if the call ends without usage.
+        self.unanswered = 0
+        #: Unanswered attempts a hard budget's reservation was topped up for (``cover_unanswered``).
+        self.covered = 0
         self.status = 0
         #: The request's JSON body (a dict, bytes, or a function giving either), read only to estimate the
         #: usage of a call whose provider sent none.
@@ -254,18 +260,42 @@ class Exchange:
             call.end(f"HTTP {status}" if status >= 400 else None)
         return True
 
+    def unanswered_attempt(self, error: BaseException) -> None:
+        """An attempt's request raised before any response (a tap saw it). One that went out (``went_out``) is
+        counted: the provider bills its prompt, though the caller gets no answer."""
+        if went_out(error):
+            self.attempts += 1
+            self.unanswered += 1
+
+    def cover_unanswered(self, body: Any) -> None:
+        """Before a retry: under a hard budget, reserve the prompt (``body``'s input bound) of each attempt that went
+        unanswered since the last retry, as each is charged if the call ends without usage; the call's first
+        reservation covers one request. May raise ``CircuitBreakerException``: the retry is then not sent."""
+        missing = self.unanswered - self.covered
+        self.covered = self.unanswered
+        for _ in range(missing):
+            self.call.reserve_request(body, kind="embedding")  # an embedding's worst case: input only
+
     def fail(self, error: BaseException) -> None:
-        """The SDK raised (an error status after its retries, a timeout): end the call with that error. A framework's
-        call (not ``owned``) is charged too if it was cut off, and its owner ends it."""
+        """The SDK raised (an error status after its retries, a timeout, the program's cancellation): end the call with
+        that error, charging the attempts that went out unanswered. A framework's call (not ``owned``) is charged
+        too (an Agents SDK guardrail's tripwire cancelling a model call), and its owner ends it."""
         self._record_kept(error)
-        if not self.status and not isinstance(error, Exception):
-            # Cut off by the program (its task cancelled, asyncio.wait_for, an Agents SDK guardrail's tripwire) before
-            # any answer: the request went out and the provider bills its prompt, so a retry loop around a slow
-            # provider is not free. Charged from an estimate of the request, as a cut-off stream is (if no usage comes
-            # for the call by its end: none can now).
-            self._estimate(Reading(self.endpoint.api, False), 0, None)
+        unanswered = self.unanswered
+        if not unanswered and not self.status and not isinstance(error, Exception):
+            unanswered = 1  # cut off by the program, no tap of ours saw the attempt (an HTTP client not patched)
+        if unanswered:
+            self.charge_unanswered(unanswered)
         if self.owned:
             self.end(error)
+
+    def charge_unanswered(self, requests: int) -> None:
+        """Charge ``requests`` requests that went out and got no answer (a read timeout, the program's cancellation:
+        ``asyncio.wait_for``, a task cancelled, Ctrl-C) from an estimate of this one's prompt, as a cut-off stream is:
+        a retry loop around a slow provider is not free. Only if no usage comes for the call by its end."""
+        if self.attempts > 1:
+            self.call.span.attributes["http.attempts"] = self.attempts
+        self._estimate(Reading(self.endpoint.api, False), 0, None, requests)
 
     def body_ended(self, reader: BodyReader | None, error: BaseException | None = None, *,
                    complete: bool = True) -> None:
@@ -320,16 +350,16 @@ class Exchange:
             if output is not None and (self.owned or span.output is None):
                 call.set_output(output)
 
-    def _estimate(self, reading: Reading, text_bytes: int, result: Any) -> None:
-        """No usage came: charge an estimate from the request and the output (``LLMCall.estimate_usage``;
-        the layer owning the call may still report real usage before it ends)."""
+    def _estimate(self, reading: Reading, text_bytes: int, result: Any, requests: int = 1) -> None:
+        """No usage came: charge an estimate from the request (sent ``requests`` times) and the output
+        (``LLMCall.estimate_usage``; the layer owning the call may still report real usage before it ends)."""
         try:
             body = self.request_body
             if callable(body):
                 body = body()
             if isinstance(body, (bytes, bytearray, str)):
                 body = parse_json(body)
-            input_tokens = estimate_request_tokens(body)
+            input_tokens = estimate_request_tokens(body) * requests
             if text_bytes:
                 output_tokens = estimate_text_bytes(text_bytes)
             elif reading.texts:
@@ -358,6 +388,21 @@ class Exchange:
         if error is None and self.status >= 400:
             error = f"HTTP {self.status}"
         call.end(error=error)
+
+
+#: Errors of an HTTP client raised once the request was sent, while waiting for the answer (httpx/httpx2 and requests:
+#: ``ReadTimeout``; aiohttp: ``SocketTimeoutError``), by class name: the taps import no client they do not patch.
+#: Not a connect, write or pool timeout: nothing (or not all) was sent, and nothing is billed.
+_UNANSWERED_ERRORS = frozenset({"ReadTimeout", "SocketTimeoutError"})
+
+
+def went_out(error: BaseException) -> bool:
+    """Whether a request that raised ``error`` before any response had gone out (and its prompt is billed): a read
+    timeout, or the program cutting the request off (not an ``Exception``: a cancelled task, Ctrl-C), which counts
+    even while connecting, as the moment is not known."""
+    if not isinstance(error, Exception):
+        return True
+    return any(cls.__name__ in _UNANSWERED_ERRORS for cls in type(error).__mro__)
 
 
 def _cut_anthropic_output(reading: Reading, text_bytes: int, attributes: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from ._endpoints import _MISSING, _known_paths, endpoint_for_path
 from ._exchange import BUILT_REQUEST, CURRENT_EXCHANGE, Exchange
 from ._patching import Patcher, taking_keywords
 from ._stream_usage import UsageChunkFilter
-from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole
+from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole, sdk_attempt_failed
 
 __all__ = ["install"]
 
@@ -155,6 +155,8 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
         except BaseException as error:
             if exchange is not None:
                 failed(exchange, error)
+            elif sdk_call is not None:
+                sdk_attempt_failed(sdk_call, error)
             raise
         finally:
             if opened:
@@ -199,6 +201,8 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
         except BaseException as error:
             if exchange is not None:
                 failed(exchange, error)
+            elif sdk_call is not None:
+                sdk_attempt_failed(sdk_call, error)
             raise
         finally:
             if opened:

@@ -294,8 +294,11 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
 
     def _build_request(self: Any, options: Any, *args: Any, retries_taken: int = first_attempt, **kwargs: Any) -> Any:
         exchange = CURRENT_EXCHANGE.get()
-        if exchange is not None and exchange.usage_requested:  # a chat stream we ask for its usage: a copy asks
-            options = _asking_usage(options, exchange)
+        if exchange is not None:
+            if exchange.usage_requested:  # a chat stream we ask for its usage: a copy asks
+                options = _asking_usage(options, exchange)
+            if exchange.unanswered > exchange.covered:  # a retry after a read timeout: that prompt was billed
+                _cover_unanswered(exchange, options)
         if args or kwargs:
             request = original(self, options, *args, retries_taken=retries_taken, **kwargs)
         else:  # the SDK's own call: no argument tuple and keyword dict to build again
@@ -307,6 +310,16 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
         return request
 
     return _build_request
+
+
+def _cover_unanswered(exchange: Exchange, options: Any) -> None:
+    """``Exchange.cover_unanswered``, inside the SDK's retry loop but outside its error handling: a block is neither
+    retried nor wrapped. Other errors are logged."""
+    try:
+        if exchange.call.hard_budget:
+            exchange.cover_unanswered(options.json_data)
+    except Exception:
+        swallow_internal_error("the SDK layer")  # re-raises a block
 
 
 def _open_built(api_client: Any, options: Any, request: Any, sdk: str, routes: dict[str, _Route | None]) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 from agentwatch.instrumentation import collecting_garbage, defer, logger, stop_on_exception
 
 from ._body import BodyReader
-from ._exchange import Exchange, begin
+from ._exchange import CURRENT_EXCHANGE, Exchange, begin
 
-__all__ = ["StreamTap", "begin_safely", "failed", "received_whole", "finish_abandoned"]
+__all__ = ["StreamTap", "begin_safely", "failed", "sdk_attempt_failed", "received_whole", "finish_abandoned"]
 
 _time_ns = time.time_ns
 
@@ -22,9 +22,22 @@ begin_safely: Callable[..., tuple[Exchange | None, bool]] = stop_on_exception(de
 
 @stop_on_exception
 def failed(exchange: Exchange, error: BaseException) -> None:
-    """The request raised before a response: a call this layer owns ends with that error."""
+    """The request raised before a response: one that went out is charged its prompt (a call in flight that this
+    request joined too, if no usage comes for it); a call this layer owns ends with that error."""
+    if exchange is CURRENT_EXCHANGE.get():
+        return  # an SDK call's, sent through a transport under the SDK's httpx client: that tap notes the attempt
+    exchange.unanswered_attempt(error)
+    if exchange.unanswered:
+        exchange.charge_unanswered(exchange.unanswered)
     if exchange.ends_with_body:
         exchange.end(error)
+
+
+@stop_on_exception
+def sdk_attempt_failed(exchange: Exchange, error: BaseException) -> None:
+    """An attempt of an SDK call raised before a response: noted, for the SDK layer to charge (``Exchange.fail``)
+    once its retries are over."""
+    exchange.unanswered_attempt(error)
 
 
 @stop_on_exception

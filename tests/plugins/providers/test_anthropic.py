@@ -99,6 +99,30 @@ async def test_async_message_and_stream(watch: Any, llm_spans: SpansOf, stub_pro
     assert (streamed["input_tokens"], streamed["output_tokens"]) == (6, 2)
 
 
+def test_a_call_whose_attempts_time_out_is_charged_for_each_prompt_sent(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """Found 2026-12-07: ``APITimeoutError`` after the client's own ``timeout=`` and its retries was charged $0; each
+    attempt reached the provider, which bills its prompt: each is charged an estimate of it."""
+
+    class QuickRetries(anthropic.Anthropic):  # the real client, its retries' backoff cut short
+        def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
+            return 0.01
+
+    client = watch()
+    prompt = [{"role": "user", "content": "summarise this report " * 200}]
+    stub_provider.queue(*[Reply(content="late", delay=1.0)] * 2)
+    slow = QuickRetries(base_url=stub_provider.base_url, api_key="k", timeout=0.3, max_retries=1)
+    with pytest.raises(anthropic.APITimeoutError):
+        slow.messages.create(model=MODEL, max_tokens=64, messages=prompt)
+    assert stub_provider.count() == 2
+    [span] = llm_spans()
+    attributes = span["attributes"]
+    assert (attributes["error.type"], attributes["http.attempts"], attributes["usage_estimated"]) == (
+        "APITimeoutError", 2, True)
+    assert span["input_tokens"] > 1200 and span["output_tokens"] == 0 and span["cost_usd"] > 0
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(span["cost_usd"])
+
+
 def test_blocked_before_sending(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
     client = watch()
     retrying = anthropic.Anthropic(base_url=stub_provider.base_url, api_key="k", max_retries=3)

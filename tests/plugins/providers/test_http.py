@@ -161,6 +161,31 @@ def test_error_status_is_an_error_span(registered: agentwatch.Client, llm_spans:
     assert registered.monitor.snapshot()["errors_in_error_window"] == 1
 
 
+async def test_a_read_timeout_is_charged_for_the_prompt_sent_and_a_refused_connection_is_not(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """A request that timed out waiting for its answer (each library's read timeout) went out: the provider bills its
+    prompt, so it is charged an estimate of it. One whose connection was refused sent nothing and costs nothing."""
+    nobody = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
+    client = watch(providers={stub_provider.base_url: "openai", nobody: "openai"})
+    body = {**CHAT, "messages": [{"role": "user", "content": "summarise this report " * 200}]}
+    stub_provider.queue(*[Reply(content="late", delay=1.0)] * 3)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(chat_url(stub_provider), json=body, timeout=httpx.Timeout(5.0, read=0.3))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(chat_url(stub_provider), json=body, timeout=(5.0, 0.3))
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.SocketTimeoutError):
+            await session.post(chat_url(stub_provider), json=body, timeout=aiohttp.ClientTimeout(sock_read=0.3))
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"{nobody}/v1/chat/completions", json=body)
+    assert stub_provider.count() == 3
+    *timed_out, refused = llm_spans()
+    assert [span["attributes"]["usage_estimated"] for span in timed_out] == [True] * 3
+    assert all(span["input_tokens"] > 1000 and span["cost_usd"] > 0 for span in timed_out)
+    assert refused["input_tokens"] == 0 and refused["cost_usd"] == 0 and refused["status"] == "error"
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(sum(s["cost_usd"] for s in timed_out))
+
+
 def test_gemini_and_anthropic_formats_with_secrets_dropped(watch: Any, memory: agentwatch.InMemoryExporter,
                                                            llm_spans: SpansOf,
                                                            stub_provider: StubProvider) -> None:

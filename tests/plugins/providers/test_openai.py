@@ -227,6 +227,59 @@ async def test_a_call_cut_off_before_its_answer_is_charged_for_its_prompt(
     assert (snapshot["errors_in_error_window"], snapshot["state"]) == (0, "CLOSED")
 
 
+class _QuickRetries(openai.OpenAI):
+    """The real client, with its retries' backoff (0.5 s doubling) cut short: the tests wait for timeouts only."""
+
+    def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
+        return 0.01
+
+
+def test_a_call_whose_attempts_time_out_is_charged_for_each_prompt_sent(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """Found 2026-12-07: a call ended by the client's own ``timeout=`` (``APITimeoutError`` after its retries) was
+    charged $0, although each attempt's request had reached the provider, which bills its prompt. Each attempt that
+    went out unanswered (a read timeout) is now charged an estimate of the prompt, as a call cut off by
+    ``asyncio.wait_for`` is; one that never went out (connection refused) is charged nothing."""
+    client = watch()
+    prompt = [{"role": "user", "content": "summarise this report " * 200}]
+    for retries in (0, 2):
+        stub_provider.queue(*[Reply(content="late", delay=1.0)] * (retries + 1))
+        slow = _QuickRetries(base_url=stub_provider.openai_base_url, api_key="k", timeout=0.3, max_retries=retries)
+        with pytest.raises(openai.APITimeoutError):
+            slow.chat.completions.create(model="gpt-4o", messages=prompt)
+    assert stub_provider.count() == 4
+    unreachable = _QuickRetries(base_url="http://127.0.0.1:9/v1", api_key="k", timeout=0.3, max_retries=1)
+    with pytest.raises(openai.APIConnectionError):
+        unreachable.chat.completions.create(model="gpt-4o", messages=prompt)
+    once, thrice, refused = llm_spans()
+    assert once["attributes"]["error.type"] == thrice["attributes"]["error.type"] == "APITimeoutError"
+    assert once["attributes"]["usage_estimated"] and once["input_tokens"] > 600 and once["output_tokens"] == 0
+    assert thrice["input_tokens"] == 3 * once["input_tokens"] and thrice["attributes"]["http.attempts"] == 3
+    assert thrice["cost_usd"] == pytest.approx(3 * once["cost_usd"])
+    assert refused["input_tokens"] == 0 and refused["cost_usd"] == 0
+    assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(4 * once["cost_usd"])
+
+
+def test_a_hard_budget_reserves_the_prompt_of_each_attempt_that_timed_out_before_retrying(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """Each attempt that times out is charged its prompt (above): the call's reservation covers one request, so a
+    retry first reserves the prompt of the attempt that went unanswered; one that does not fit is refused before it
+    is sent. Without that, six attempts of a prompt charged past a hard budget its one reservation fitted in."""
+    budget = 0.012
+    client = watch(budget_per_hour=budget, hard_budget=True)
+    prompt = [{"role": "user", "content": "x" * 4000}]  # worst case with max_tokens=1: ~$0.0103 as gpt-4o
+    stub_provider.queue(*[Reply(content="late", delay=1.0)] * 6)
+    slow = _QuickRetries(base_url=stub_provider.openai_base_url, api_key="k", timeout=0.3, max_retries=5)
+    with pytest.raises(CircuitBreakerException) as refused:
+        slow.chat.completions.create(model="gpt-4o", messages=prompt, max_tokens=1)
+    assert refused.value.reason == "hard_budget" and stub_provider.count() == 1
+    [span] = llm_spans()
+    assert span["attributes"]["usage_estimated"] and span["cost_usd"] > 0
+    snapshot = client.monitor.snapshot()
+    assert snapshot["spend_last_hour"] == pytest.approx(span["cost_usd"]) and snapshot["spend_last_hour"] <= budget
+    assert snapshot["reserved"] == 0
+
+
 def test_blocked_call_raises_its_own_type_and_sends_nothing(
         watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
     client = watch()
