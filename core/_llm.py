@@ -370,6 +370,8 @@ class LLMCall:
             return cost, True
         attributes = span.attributes
         attributes["priced_as"] = answered
+        if span.model:
+            client.pricer.note_answered(span.model, span.provider, answered)  # a hard budget reserves it next time
         if "cost.source" in attributes:  # a fallback price was asked first and had none
             attributes["cost.source"] = client.pricer.rates(answered, span.provider).source
         return priced, False

@@ -461,12 +461,19 @@ def _override_rates(model: str, table: Mapping[str, Mapping[str, float]]) -> _Ra
                   source="cost_table_override", cache_write_1h=entry.get("cache_write_1h"), per_unit=units)
 
 
+#: Bounds of ``Pricer.note_answered``: names remembered, and models per name (a deployment moved to another model).
+_ANSWERED_NAMES_MAX = 1024
+_ANSWERS_PER_NAME = 8
+
+
 class Pricer:
     """Resolves and caches rates per (provider, model); safe to call from many threads."""
 
     def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self._overrides = dict(overrides or {})
         self._cache: dict[tuple[str | None, str], _Rates] = {}
+        #: (provider, a model name the table does not know) -> the known models its answers named (``note_answered``).
+        self._answered: dict[tuple[str | None, str], tuple[str, ...]] = {}
         self._lock = fork_safe_lock(self)
 
     def rates(self, model: str, provider: str | None) -> _Rates:
@@ -477,6 +484,23 @@ class Pricer:
             with self._lock:
                 self._cache[key] = rates
         return rates
+
+    def note_answered(self, model: str, provider: str | None, answered: str) -> None:
+        """A call asking for ``model``, a name the table does not know (an Azure deployment's, a proxy's alias), was
+        answered by ``answered``, a model it knows, and priced as that: a hard budget reserves the next calls of
+        ``model`` at that model's price too (``answered_by``), not at the default rate."""
+        key = (provider, model)
+        known = self._answered.get(key, ())
+        if answered in known:
+            return
+        with self._lock:
+            if key not in self._answered and len(self._answered) >= _ANSWERED_NAMES_MAX:
+                self._answered.clear()  # names made up per call must not grow it forever
+            self._answered[key] = (*self._answered.get(key, ()), answered)[-_ANSWERS_PER_NAME:]
+
+    def answered_by(self, model: str, provider: str | None) -> tuple[str, ...]:
+        """The known models that answered calls asking for ``model`` (``note_answered``), oldest first."""
+        return self._answered.get((provider, model), ())
 
     def _resolve(self, model: str, provider: str | None) -> _Rates:
         lowered = model.lower()

@@ -144,17 +144,49 @@ def _context_window(model: str) -> int | None:
 
 def worst_case_usd(client: Client, model: str | None, provider: str | None, body: Any, *,
                    output: bool = True) -> float:
-    """The most this request can cost (USD). ``output=False`` for embeddings (input only)."""
+    """The most this request can cost (USD). ``output=False`` for embeddings (input only).
+
+    A model name the price table does not know (an Azure deployment's own name, a proxy's alias) is priced at the
+    default rate, but its call is priced as the model its answer names (``LLMCall._price_as_answered``): once an
+    answer named one (``Pricer.answered_by``), the dearest of those models and the default rate is reserved."""
     tokens_in = input_token_bound(body)
+    cost, unknown = _worst_case_as(client, model, provider, body, tokens_in, output)
+    if unknown and model:
+        answered = client.pricer.answered_by(model, provider)
+        if not answered:
+            _warn_unknown(model, provider)
+        for name in answered:
+            cost = max(cost, _worst_case_as(client, name, provider, body, tokens_in, output)[0])
+    return cost
+
+
+_warned: set[tuple[str | None, str]] = set()
+
+
+def _warn_unknown(model: str, provider: str | None) -> None:
+    """Once per name: a hard budget cannot bound a call of a model it has no price for."""
+    key = (provider, model)
+    if key in _warned or len(_warned) >= 1024:
+        return
+    _warned.add(key)
+    logger.warning("agentwatch: hard budget: model %r (provider %r) is not in the price table; its worst case is "
+                   "reserved at the default rate until an answer names the model it is, whose price may be higher. "
+                   "Name it in cost_table_override to reserve it at its own price from the first call",
+                   model, provider)
+
+
+def _worst_case_as(client: Client, model: str | None, provider: str | None, body: Any, tokens_in: int,
+                   output: bool) -> tuple[float, bool]:
+    """``worst_case_usd`` priced as ``model``; and whether that price is the default rate for an unknown model."""
     tokens_out = output_token_cap(body, model) if output else 0
     searches = search_cap(body)
     # Searches the request allows (billed per search on top of the tokens), at the model's price for them.
     extra = client.pricer.extra_cost(model, provider, tokens_in, 0, {"web_search_requests": searches}) \
         if searches else 0.0
     if client._has_price or not model:  # a pricing plugin decides (or the default rate): ask it both ways
-        plain, _ = client.price(model, provider, tokens_in, tokens_out)
+        plain, unknown = client.price(model, provider, tokens_in, tokens_out)
         cached, _ = client.price(model, provider, tokens_in, tokens_out, 0, tokens_in)
-        return max(plain, cached) + extra
+        return max(plain, cached) + extra, unknown
     rates = client.pricer.rates(model, provider)
     cost = rates.cost(tokens_in, tokens_out, 0, 0)
     if rates.cache_write > rates.input or rates.tiers:
@@ -162,7 +194,7 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
         cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in))
     if rates.cache_write_1h is not None and rates.cache_write_1h > rates.cache_write and _asks_hour_cache(body):
         cost = max(cost, rates.cost(tokens_in, tokens_out, 0, tokens_in, tokens_in))  # ... for an hour: dearer still
-    return cost + extra
+    return cost + extra, rates.estimated
 
 
 def _asks_hour_cache(body: Any, depth: int = 0) -> bool:

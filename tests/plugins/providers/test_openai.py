@@ -571,6 +571,29 @@ def test_an_azure_deployment_is_priced_as_the_model_that_answered(stream: bool, 
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(chat["cost_usd"] + embedding["cost_usd"])
 
 
+def test_a_hard_budget_reserves_an_azure_deployment_at_the_price_of_the_model_that_answered(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """Found 2026-12-07: a deployment's own name is unknown to the price table, so its worst case was reserved at the
+    default rate ($1/$2 per 1M) while the finished call was priced as the model that answered (gpt-4o, $2.50/$10):
+    the second call was admitted on a reservation a third of its price, and recorded spend passed the hard budget.
+    Once an answer has named the model, a call of that deployment reserves that model's worst case."""
+    budget = 0.02
+    client = watch(budget_per_hour=budget, hard_budget=True)
+    azure = openai.AzureOpenAI(azure_endpoint=stub_provider.base_url, api_key="k", api_version="2024-10-21",
+                               max_retries=0)
+    request = {"model": "prod-chat", "max_tokens": 1000, "messages": [{"role": "user", "content": "x" * 2000}]}
+    # gpt-4o: $0.01125 for this answer; the request's worst case is ~$0.004 at the default rate, ~$0.015 as gpt-4o.
+    stub_provider.queue(*[Reply(input_tokens=500, output_tokens=1000, model="gpt-4o-2024-08-06")] * 2)
+    azure.chat.completions.create(**request)
+    with pytest.raises(CircuitBreakerException) as refused:
+        azure.chat.completions.create(**request)
+    assert refused.value.reason == "hard_budget" and refused.value.reserved > 0.015 and stub_provider.count() == 1
+    answered, _blocked = llm_spans()
+    assert (answered["attributes"]["priced_as"], answered["cost_usd"]) == ("gpt-4o-2024-08-06", pytest.approx(0.01125))
+    spent = client.monitor.snapshot()["spend_last_hour"]
+    assert spent == pytest.approx(0.01125) and spent <= budget
+
+
 @pytest.mark.parametrize("capture", [False, True], ids=["plain", "captured"])
 @pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
 def test_responses_web_searches_are_charged(watch: Any, llm_spans: SpansOf, stub_provider: StubProvider,
