@@ -38,6 +38,7 @@ from agentwatch.instrumentation import (
 from agentwatch.plugins.http._patching import Patcher
 
 from . import _tracing
+from ._runs import note_turn, run_scope, streamed_guardrails, streamed_run_scope
 from ._turns import TURN, Turn, note_block, open_call, read_event, read_response
 
 __all__ = ["install", "uninstall"]
@@ -56,6 +57,7 @@ def install() -> None:
     else:
         for name, wrap in _RUN_LOOP.items():
             _patcher.replace(run_loop, name, wrap)
+    _wrap_runs()
     from agents.run_internal import tool_execution
 
     if hasattr(tool_execution, _TOOL_BODY):
@@ -72,6 +74,21 @@ def install() -> None:
     if _tracing.PROCESSOR not in _registered(get_trace_provider()):
         add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
     _tracing.PROCESSOR.active = True
+
+
+def _wrap_runs() -> None:
+    """Each run (``Runner.run``/``run_sync``, and the task of ``run_streamed``) puts its resume on a block leaving
+    it (``_runs``)."""
+    from agents import run
+
+    runner = getattr(run, "AgentRunner", None)
+    if runner is not None and "run" in runner.__dict__:
+        _patcher.replace(runner, "run", run_scope)
+    if hasattr(run, "start_streaming"):
+        _patcher.replace(run, "start_streaming", streamed_run_scope)
+    if runner is None or not hasattr(run, "start_streaming"):  # another SDK layout: a nested run's block keeps its own
+        logger.warning("agentwatch: openai-agents %s: a block inside a nested run (a guardrail's, an agent used as a "
+                       "tool) resumes that run, not yours", _version())
 
 
 def _registered(provider: Any) -> tuple[Any, ...]:
@@ -212,6 +229,7 @@ def _filter_input(original: Callable[..., Any]) -> Callable[..., Any]:
         if turn is not None:
             items = kwargs.get("input_items")
             turn.input = list(items) if isinstance(items, list) else None
+            note_turn(turn)
         return await original(*args, **kwargs)
 
     return maybe_filter_model_input
@@ -403,8 +421,10 @@ def _enter_tool(tool_context: Any) -> tuple[Any, ...] | None:
     return attach(tool_span if tool_span is not None else KEEP, agent=scope)
 
 
-#: The run loop's globals wrapped, and how (the turn's scope, its model and input, its model calls).
+#: The run loop's globals wrapped, and how (the turn's scope, its model and input, its model calls, a streamed run's
+#: input guardrails).
 _RUN_LOOP: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "get_new_response": _turn_scope, "run_single_turn_streamed": _streamed_turn_scope, "get_model": _get_model,
     "maybe_filter_model_input": _filter_input, "get_response_with_retry": _get_response_with_retry,
-    "stream_response_with_retry": _stream_response_with_retry}
+    "stream_response_with_retry": _stream_response_with_retry,
+    "run_input_guardrails_with_queue": streamed_guardrails}

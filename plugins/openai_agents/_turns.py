@@ -27,7 +27,7 @@ from agentwatch.instrumentation import (
 
 from . import _tracing
 
-__all__ = ["BlockedTurn", "TURN", "Turn", "note_block", "open_call", "read_response", "read_event"]
+__all__ = ["BlockedTurn", "TURN", "Turn", "note_block", "open_call", "read_response", "read_event", "resume_of"]
 
 _ATTRIBUTES = {"framework": "openai-agents"}
 
@@ -143,14 +143,15 @@ def note_block(turn: Turn, blocked: CircuitBreakerException, parent: Span | None
     a retry of the same request, given ``e.resume``, and the agent's span marked blocked."""
     turn.blocked = blocked
     if getattr(blocked, "resume", None) is None:
-        blocked.resume = _resume(turn)  # type: ignore[attr-defined]
+        blocked.resume = resume_of(turn)  # type: ignore[attr-defined]
     if parent is None:
         parent = _tracing.current_parent()
     if parent is not None and parent.kind == "agent":
         _tracing.mark_blocked(parent, blocked)
 
 
-def _resume(turn: Turn) -> BlockedTurn:
+def resume_of(turn: Turn) -> BlockedTurn:
+    """What continues a run from ``turn`` (see ``BlockedTurn``)."""
     session = turn.session
     if session is not None:  # the SDK has saved the whole input to the session already (see BlockedTurn)
         session_id = getattr(session, "session_id", None)

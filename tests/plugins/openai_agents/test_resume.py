@@ -205,3 +205,44 @@ def test_a_run_blocked_in_one_process_is_continued_in_another(stub_provider: Any
         assert resumed.get("previous_response_id") is None
     else:
         assert types == ["function_call_output"] and resumed["previous_response_id"] == "resp_stub1"
+
+
+
+@pytest.mark.parametrize("how", ["run_sync", "run", "run_streamed"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["before", "beside"])
+def test_a_block_inside_a_guardrails_run_resumes_the_run_the_caller_started(stub_provider: Any, memory: Any,
+                                                                            how: str, parallel: bool,
+                                                                            loop: asyncio.AbstractEventLoop) -> None:
+    """Found 2026-12-07: a block in a run inside the caller's run (an input guardrail running a checker agent) carried
+    the inner run's resume: ``e.resume.agent`` was the checker with the guardrail's input, so the documented recovery
+    ran the checker alone and the caller's run was never continued. Each run the block passes out of now puts its own
+    resume on it: the caller gets the one of the run it started. The guardrail runs before the agent's first model
+    call, or beside it (the SDK's default: that call is under way, and cancelled, when the block comes)."""
+    from agents import Agent, GuardrailFunctionOutput, input_guardrail
+
+    agentwatch.init(exporters=[memory], agents={"Checker": {"budget_per_hour": BUDGET, "block_on_threshold": True}})
+    team = Team(stub_provider)
+    checker = Agent(name="Checker", instructions="Is it homework?", model=team.model("responses"))
+
+    @input_guardrail(run_in_parallel=parallel)
+    async def homework(context: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
+        while parallel and stub_provider.count() < 1:  # beside: the agent's own request goes out first
+            await asyncio.sleep(0.01)
+        checked = await Runner.run(checker, given, context=context.context)
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered="homework" in checked.final_output)
+
+    tutor = Agent(name="Tutor", instructions="Teach.", model=team.model("responses"), input_guardrails=[homework])
+    stub_provider.queue(Reply(content="no", input_tokens=1000, output_tokens=100))
+    assert _run(how, checker, "is 1+1 homework?", loop) == "no"  # the checker's budget is spent
+    stub_provider.clear()
+    stub_provider.queue(*[Reply(content="too late", delay=2.0)] * parallel)
+    blocked = _blocked(how, tutor, "what is 3+3?", loop)
+    assert (blocked.scope, blocked.scope_id) == ("agent", "checker")
+    assert blocked.resume.agent is tutor
+    assert blocked.resume.input == [{"content": "what is 3+3?", "role": "user"}] and blocked.resume.run_kwargs == {}
+    blocked.monitor.increase_budget(1.0)
+    stub_provider.clear()
+    checker_says, tutor_says = Reply(content="no"), Reply(content="6")
+    stub_provider.queue(*([tutor_says, checker_says] if parallel else [checker_says, tutor_says]))
+    assert _run(how, blocked.resume.agent, blocked.resume.input, loop, **blocked.resume.run_kwargs) == "6"
+    assert stub_provider.count() == 2  # the checker's and the tutor's requests
