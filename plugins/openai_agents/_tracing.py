@@ -9,6 +9,7 @@ around the model call itself (``_patch``), which also works with the SDK's traci
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ from agentwatch.instrumentation import (
     CircuitBreakerException,
     Span,
     capturing,
+    end_span,
     get_client,
     get_current_llm_call,
     get_current_span,
@@ -42,6 +44,9 @@ class AgentWatchProcessor:
         #: SDK span ids whose span is ours to end.
         self._owned: set[str] = set()
         self._traces: dict[str, Span] = {}
+        #: SDK trace and agent span ids that started while an exception was being handled (the caller ran the agent
+        #: inside an ``except``): that exception, which is not the one a run ends with (``_ended_by``).
+        self._handling: dict[str, BaseException] = {}
 
     # ---- traces -----------------------------------------------------------------------------------
 
@@ -57,17 +62,22 @@ class AgentWatchProcessor:
         parent = get_current_span()
         span = client.start_span(str(trace.name or "Agent workflow"), "chain" if parent else "trace",
                                  attributes=attributes)
+        handling = sys.exc_info()[1]
         with self._lock:
             if len(self._traces) < _MAX_OPEN:
                 self._traces[trace.trace_id] = span
+                if handling is not None:
+                    self._handling[trace.trace_id] = handling
 
     @stop_on_exception
     def on_trace_end(self, trace: Any) -> None:
         with self._lock:
             span = self._traces.pop(trace.trace_id, None)
+            handling = self._handling.pop(trace.trace_id, None)
         client = get_client()
         if span is not None and client is not None:
-            client.end_span(span)
+            # The workflow the SDK traced ended by an error, a block or a cancellation: so does its span.
+            end_span(span, _ended_by(handling))
 
     # ---- spans ------------------------------------------------------------------------------------
 
@@ -95,11 +105,14 @@ class AgentWatchProcessor:
         else:
             ours = self._open(client, kind, data, parent)
             owned = True
+        handling = sys.exc_info()[1] if kind == "agent" else None
         with self._lock:
             if len(self._spans) < _MAX_OPEN:
                 self._spans[sdk_span.span_id] = ours
                 if owned:
                     self._owned.add(sdk_span.span_id)
+                if handling is not None:
+                    self._handling[sdk_span.span_id] = handling
 
     def _open(self, client: Any, kind: str, data: Any, parent: Span | None) -> Span:
         attributes: dict[str, Any] = {"framework": "openai-agents", "openai_agents.span_type": kind}
@@ -129,6 +142,7 @@ class AgentWatchProcessor:
             span = self._spans.pop(sdk_span.span_id, None)
             owned = sdk_span.span_id in self._owned
             self._owned.discard(sdk_span.span_id)
+            handling = self._handling.pop(sdk_span.span_id, None)
         client = get_client()
         if span is None or not owned or client is None:
             return
@@ -148,6 +162,12 @@ class AgentWatchProcessor:
         error = sdk_span.error
         if error and span.status not in ("blocked", "error"):  # "error": its guardrail tripped (same message)
             span.record_error(str(error.get("message") if isinstance(error, dict) else error))
+        elif kind == "agent" and span.status == "ok":
+            # The SDK marks an agent whose run failed, but not one cancelled (it holds that no failure of the agent's)
+            # or stopped by Ctrl-C: its span ends as an error of that kind, as every plugin's cancelled span does.
+            ended_by = _ended_by(handling)
+            if ended_by is not None and not isinstance(ended_by, Exception):
+                span.record_error(ended_by)
         client.end_span(span)
 
     def shutdown(self) -> None:
@@ -158,6 +178,13 @@ class AgentWatchProcessor:
 
 
 PROCESSOR = AgentWatchProcessor()
+
+
+def _ended_by(handling: BaseException | None) -> BaseException | None:
+    """The exception an SDK span or trace ends by: the SDK ends them in the ``finally`` (or ``with``) its run leaves
+    by, where that exception is the one being handled; one handled already when the span started is the caller's."""
+    error = sys.exc_info()[1]
+    return error if error is not None and error is not handling else None
 
 #: What the SDK puts on an agent span whose guardrail tripped (when it puts anything there).
 _TRIPPED = "Guardrail tripwire triggered"

@@ -184,6 +184,8 @@ def test_an_input_guardrail_that_trips_ends_its_agent_as_an_error(stub_provider:
     assert (agent["name"], agent["status"], agent["attributes"]["error.message"]) == (
         "Triage", "error", "Guardrail tripwire triggered")
     assert guardrail["attributes"]["guardrail.triggered"] is True and guardrail["parent_span_id"] == agent["span_id"]
+    workflow = next(span for span in memory.spans if span["kind"] == "trace")  # found 2026-12-07: it ended "ok"
+    assert (workflow["status"], workflow["attributes"]["error.type"]) == ("error", "InputGuardrailTripwireTriggered")
 
 
 def test_a_model_call_cancelled_by_a_tripped_guardrail_is_charged_for_its_prompt(stub_provider: Any,
@@ -210,3 +212,38 @@ def test_a_model_call_cancelled_by_a_tripped_guardrail_is_charged_for_its_prompt
                                                                                        "Tutor")
     assert call["attributes"]["usage_estimated"] is True and call["input_tokens"] > 1000 and call["cost_usd"] > 0
     assert client.monitor.snapshot()["spend_last_hour"] == pytest.approx(call["cost_usd"])
+
+
+@pytest.mark.parametrize("how", ["run", "run_streamed"])
+def test_a_cancelled_run_ends_its_workflow_and_agent_as_cancelled(stub_provider: Any, memory: Any, how: str) -> None:
+    """Found 2026-12-07: the workflow and agent spans of a run cancelled while its model answered (a task cancelled,
+    ``asyncio.wait_for`` around ``Runner.run``) ended "ok"; they end as errors of type ``CancelledError``, as every
+    plugin's cancelled span does. A run made while the caller handles an exception (inside ``except``) is not
+    taken for one that ended by it."""
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+
+    async def run() -> None:
+        if how == "run":
+            await Runner.run(team.billing, "what is 1 + 2?")
+        else:
+            async for _ in Runner.run_streamed(team.billing, "what is 1 + 2?").stream_events():
+                pass
+
+    async def cut_off_then_run_in_except() -> None:
+        task = asyncio.create_task(run())
+        while stub_provider.count() < 1:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            await run()  # while CancelledError is being handled
+
+    stub_provider.queue(Reply(content="too late", delay=2.0), Reply(content="3"))
+    asyncio.run(cut_off_then_run_in_except())
+    agentwatch.flush()
+    workflows = [span for span in memory.spans if span["kind"] == "trace"]
+    agents = [span for span in memory.spans if span["kind"] == "agent"]
+    assert [(span["status"], span["attributes"].get("error.type")) for span in workflows + agents] == [
+        ("error", "CancelledError"), ("ok", None), ("error", "CancelledError"), ("ok", None)]
