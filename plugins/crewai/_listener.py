@@ -82,6 +82,7 @@ from agentwatch.instrumentation import (
 )
 from agentwatch.plugins.http._patching import Patcher
 
+from . import _cut_off
 from ._errors import CrewAICircuitBreakerException
 from ._runs import Run, current_run, patch, unpatch
 
@@ -579,6 +580,19 @@ def _ended_here(call: LLMCall) -> None:
         TREE.call_done(call_id)
 
 
+def _cut_off_here(error: BaseException) -> None:
+    """The LLM call in this context was cut off by its program (``_cut_off``): the call the hook opened for it ends
+    with that error, charged what the HTTP layer estimated of the request it sent."""
+    call = _ACTIVATED.get()
+    if call is None or call.ended:
+        return
+    known_as = call.span.attributes.get("crewai.call_id")
+    if known_as is not None and known_as != _current_call_id.get():
+        return  # an earlier call's activation, whose failure CrewAI reports on its pool
+    call.end(error=error)
+    _ended_here(call)
+
+
 def _record_refusal(name: str, model: str | None, provider: str | None, parent: Span | None,
                     scopes: tuple[AgentScope, ...], captured: Any, attributes: dict[str, Any],
                     blocked: CircuitBreakerException) -> None:
@@ -787,6 +801,7 @@ def install(bus: Any = None) -> None:
         if hasattr(hook_dispatch, "_emit_telemetry"):  # private in CrewAI: without it, the events just stay
             _TELEMETRY.replace(hook_dispatch, "_emit_telemetry", _quiet_telemetry)
         patch(before_llm_call)
+        _cut_off.patch(_cut_off_here)
 
 
 def uninstall(bus: Any = None) -> None:
@@ -802,6 +817,7 @@ def uninstall(bus: Any = None) -> None:
             unregister_before_llm_call_hook(before_llm_call)
         _TELEMETRY.restore()
         unpatch()
+        _cut_off.unpatch()
         TREE.clear()
 
 

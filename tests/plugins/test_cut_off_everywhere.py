@@ -4,10 +4,13 @@ The provider bills a request it received even if nobody reads the answer. Each p
 model call against the stub provider, whose answer is slow; the task is cancelled once the request has arrived (as
 ``asyncio.wait_for`` around a slow provider does, or the Agents SDK when an input guardrail trips). The framework's
 call must be charged an estimate of the prompt it sent (close to the estimate of the request body the stub received,
-not twice it) and counted in the budget; a cancellation is no provider error (``max_error_rate`` is not fed).
+not twice it) and counted in the budget, its hard-budget reservation released; a cancellation is no provider error
+(``max_error_rate`` is not fed).
 
 Found 2026-12-07: the HTTP layer estimated such a call only when it had opened it itself (a direct openai SDK call);
-a framework's call it joined (the Agents SDK, LlamaIndex, AutoGen, Pydantic AI, LiteLLM) was charged $0.
+a framework's call it joined (the Agents SDK, LlamaIndex, AutoGen, Pydantic AI, LiteLLM) was charged $0. A CrewAI
+``LLM.acall`` cut off never ended its call at all (CrewAI emits no event for a cancellation): no span, and a hard
+budget's reservation held.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import agentwatch
 from agentwatch.instrumentation import estimate_request_tokens
 from tests.stubs.provider_server import Reply
 
-for _name, _value in {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}.items():
+for _name, _value in {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true",
+                      "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true",
+                      "CREWAI_STORAGE_DIR": "/tmp/agentwatch-crewai-tests",
+                      "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}.items():
     os.environ.setdefault(_name, _value)
 
 MODEL = "gpt-4o-mini"
@@ -73,6 +79,12 @@ async def _litellm(stub: Any, prompt: str) -> None:
                               messages=[{"role": "user", "content": prompt}])
 
 
+async def _crewai(stub: Any, prompt: str) -> None:
+    from crewai import LLM
+
+    await LLM(model=f"openai/{MODEL}", base_url=stub.openai_base_url, api_key="k", max_retries=0).acall(prompt)
+
+
 async def _openai_agents(stub: Any, prompt: str) -> None:
     from agents import Agent, OpenAIResponsesModel, Runner, set_trace_processors
     from openai import AsyncOpenAI
@@ -83,7 +95,8 @@ async def _openai_agents(stub: Any, prompt: str) -> None:
 
 
 PROGRAMS: dict[str, Program] = {"langchain": _langchain, "llamaindex": _llamaindex, "autogen": _autogen,
-                                "pydantic-ai": _pydantic_ai, "litellm": _litellm, "openai-agents": _openai_agents}
+                                "pydantic-ai": _pydantic_ai, "litellm": _litellm, "openai-agents": _openai_agents,
+                                "crewai": _crewai}
 
 
 async def _cut_off(program: Program, stub: Any) -> None:
@@ -105,7 +118,7 @@ async def _cut_off(program: Program, stub: Any) -> None:
 def test_a_call_cut_off_after_its_request_went_out_is_charged_for_its_prompt_once(framework: str,
                                                                                    stub_provider: Any) -> None:
     memory = agentwatch.InMemoryExporter()
-    client = agentwatch.init(exporters=[memory], budget_per_hour=100.0, max_error_rate=0.5)
+    client = agentwatch.init(exporters=[memory], budget_per_hour=100.0, hard_budget=True, max_error_rate=0.5)
     asyncio.run(_cut_off(PROGRAMS[framework], stub_provider))
     assert agentwatch.flush(10)
     calls = [span for span in memory.spans if span["kind"] == "llm"]
@@ -117,4 +130,4 @@ def test_a_call_cut_off_after_its_request_went_out_is_charged_for_its_prompt_onc
     assert cut["cost_usd"] > 0
     snapshot = client.monitor.snapshot()
     assert snapshot["spend_last_hour"] == pytest.approx(sum(span["cost_usd"] for span in calls))
-    assert snapshot["errors_in_error_window"] == 0
+    assert snapshot["errors_in_error_window"] == 0 and snapshot["reserved"] == 0
