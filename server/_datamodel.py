@@ -14,7 +14,7 @@ from typing import Any, Final, Literal, get_args
 
 from . import _json
 from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
-from ._stats import percentile_exact, percentile_from_bins
+from ._stats import percentile_exact, percentile_from_bins, usd
 from ._time import iso
 
 __all__ = [
@@ -111,7 +111,7 @@ def trace_dict(row: Sequence[Any]) -> dict[str, Any]:
         "trace_id": row[0], "name": row[1], "has_root": bool(row[2]), "start_time_unix_nano": row[3],
         "end_time_unix_nano": row[4], "start_time": iso(row[3]), "end_time": iso(row[4]),
         "duration_ms": round(row[5], 3), "span_count": row[6], "llm_calls": row[7], "input_tokens": row[8],
-        "output_tokens": row[9], "total_tokens": row[10], "cost_usd": round(row[11], 9), "errors": row[12],
+        "output_tokens": row[9], "total_tokens": row[10], "cost_usd": usd(row[11]), "errors": row[12],
         "blocked": row[13], "status": row[14],
         "agents": [{"agent_id": agent, "agent_name": name} for agent, name in _json.loads(row[15])],
         "models": _json.loads(row[16]),
@@ -277,7 +277,7 @@ def metrics_dict(start_ns: int | None, end_ns: int | None, traces: int, totals: 
     return {
         "from": iso(start_ns), "to": iso(end_ns), "traces": int(traces), "spans": int(spans),
         "llm_calls": calls, "input_tokens": int(tokens_in), "output_tokens": int(tokens_out),
-        "total_tokens": int(tokens_in + tokens_out), "cost_usd": round(float(cost), 6),
+        "total_tokens": int(tokens_in + tokens_out), "cost_usd": usd(cost),
         "latency_p50_ms": percentile_from_bins(bins, 0.50), "latency_p95_ms": percentile_from_bins(bins, 0.95),
         "errors": int(errors), "llm_errors": call_errors,
         "error_rate": round(call_errors / calls, 4) if calls else 0.0, "blocked_calls": int(blocked),
@@ -297,7 +297,7 @@ def agent_cost_rows(rows: Iterable[Sequence[Any]], names: Mapping[Any, Any]) -> 
     and the name each key is shown with; most expensive first."""
     result: list[dict[str, Any]] = [
         {"agent_id": row[0] or None, "agent_name": names.get(row[0]) or (row[0] or None),
-         "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
+         "cost_usd": usd(row[1]), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
          "output_tokens": int(row[4]), "spans": int(row[5]), "errors": int(row[6]), "blocked": int(row[7])}
         for row in rows
     ]

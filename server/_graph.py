@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._model import LLM_KINDS
+from ._stats import usd
 
 __all__ = ["build_graph"]
 
@@ -171,7 +172,7 @@ def build_graph(spans: list[dict[str, Any]]) -> dict[str, Any]:
         target = builder.nodes[node]
         target["input_tokens"] += int(span.get("input_tokens") or 0)
         target["output_tokens"] += int(span.get("output_tokens") or 0)
-        target["cost_usd"] = round(target["cost_usd"] + float(span.get("cost_usd") or 0.0), 9)
+        target["cost_usd"] = usd(target["cost_usd"] + float(span.get("cost_usd") or 0.0))
     for span in spans:
         attributes = span.get("attributes")
         if not attributes:

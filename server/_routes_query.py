@@ -15,7 +15,7 @@ from ._compliance import compliance_score
 from ._cursor import decode_cursor
 from ._graph import build_graph
 from ._state import AppState, app_state, time_param
-from ._stats import DAY_NS
+from ._stats import DAY_NS, usd
 from ._store import SORT_FIELDS, TRACE_STATUSES, TraceQuery
 from ._time import now_ns
 
@@ -97,7 +97,7 @@ def _graph(state: AppState, trace_id: str) -> bytes | None:
         return None
     graph = build_graph(spans)
     total_cost = sum(map(float, map(_COST, spans)))  # the same sum, in C
-    graph.update({"trace_id": trace_id, "span_count": len(spans), "total_cost_usd": round(total_cost, 9)})
+    graph.update({"trace_id": trace_id, "span_count": len(spans), "total_cost_usd": usd(total_cost)})
     return _json.dumps(graph).encode("utf-8")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from ._model import SpanRecord
+from ._stats import usd
 from ._store import Store
 from ._time import iso
 
@@ -54,7 +55,7 @@ def session_summary(session_id: str, traces: int, cost: float, calls: int, block
                     first_ns: int, last_ns: int) -> dict[str, Any]:
     """One row of ``/api/sessions``; both stores build it from the same aggregates."""
     return {"session_id": session_id, "id": session_id, "trace_count": int(traces),
-            "cost_usd": round(float(cost or 0.0), 9), "llm_calls": int(calls or 0),
+            "cost_usd": usd(cost), "llm_calls": int(calls or 0),
             "blocked_calls": int(blocked or 0), "errors": int(errors or 0),
             "first_activity_unix_nano": int(first_ns), "last_activity_unix_nano": int(last_ns),
             "first_activity": iso(int(first_ns)), "last_activity": iso(int(last_ns)),

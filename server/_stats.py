@@ -13,6 +13,8 @@ from typing import Any
 from ._time import iso
 
 __all__ = [
+    "COST_DIGITS",
+    "usd",
     "HOUR_NS",
     "DAY_NS",
     "latency_bin",
@@ -24,11 +26,20 @@ __all__ = [
     "model_cost_rows",
 ]
 
+#: Decimal places of every cost the API answers, per span, per trace and in every aggregate alike: a nanodollar
+#: keeps the cheapest calls (an embedding of a few tokens costs $1.6e-7) and sums of them apart from zero.
+COST_DIGITS = 9
+
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
 _GROWTH = 1.05
 _LOG_GROWTH = math.log(_GROWTH)
 _MIN_MS = 0.001
+
+
+def usd(value: Any) -> float:
+    """A cost as the API answers it (``COST_DIGITS``): float noise of long sums rounded away, no cent lost."""
+    return round(float(value or 0.0), COST_DIGITS)
 
 
 def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: int) -> list[dict[str, Any]]:
@@ -38,7 +49,7 @@ def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: 
     for day in range(start_ns // DAY_NS, -(-end_ns // DAY_NS)):
         row = by_day.get(day, (day, 0.0, 0, 0, 0, 0))
         days.append({"date": (iso(day * DAY_NS) or "")[:10],
-                     "cost_usd": round(float(row[1]), 6), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
+                     "cost_usd": usd(row[1]), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
                      "output_tokens": int(row[4]), "spans": int(row[5])})
     return days
 
@@ -50,7 +61,7 @@ def model_cost_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
                "errors": int(row[6])} for row in rows]
     result = _fold_unknown_providers(result)
     for item in result:
-        item["cost_usd"] = round(item["cost_usd"], 6)
+        item["cost_usd"] = usd(item["cost_usd"])
     result.sort(key=lambda item: (-item["cost_usd"], item["model"]))
     return result
 

@@ -329,3 +329,25 @@ def test_a_model_sent_without_its_provider_is_one_row(client: TestClient, make_s
     # Two providers serve claude here: which one the unnamed spans were is not known, so they stay apart.
     assert sorted(str(row["provider"]) for row in rows if row["model"] == "claude-sonnet-4-5") == [
         "None", "anthropic", "bedrock"]
+
+
+def test_aggregates_keep_the_cost_of_cheap_calls(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: aggregates were rounded to 6 decimals while traces were not: five embeddings of $1.6e-7 each
+    showed as $1e-6, and a model under $5e-7 as $0, next to a trace of $8e-7."""
+    start = time.time_ns() - 5_000_000_000
+    spans = [make_span(kind="embedding", model="text-embedding-3-small", agent_id="indexer", agent_name="Indexer",
+                       cost_usd=1.6e-7, start=start + i) for i in range(5)]
+    spans.append(make_span(model="tiny-model", agent_id="pinger", agent_name="Pinger", cost_usd=4e-7, start=start))
+    assert client.post("/api/ingest", json=spans).status_code == 202
+    exact = pytest.approx  # a nanodollar apart at most, as a trace's own cost
+    assert client.get("/api/metrics").json()["cost_usd"] == exact(1.2e-6, abs=1e-9)
+    models = {m["model"]: m["cost_usd"] for m in client.get("/api/cost/by-model").json()["models"]}
+    assert models == {"text-embedding-3-small": exact(8e-7, abs=1e-9), "tiny-model": exact(4e-7, abs=1e-9)}
+    assert models["tiny-model"] > 0
+    agents = {a["agent_id"]: a["cost_usd"] for a in client.get("/api/cost/by-agent").json()["agents"]}
+    assert agents == {"indexer": exact(8e-7, abs=1e-9), "pinger": exact(4e-7, abs=1e-9)}
+    assert client.get("/api/cost/daily", params={"days": 1}).json()["days"][-1]["cost_usd"] == exact(1.2e-6, abs=1e-9)
+    month = datetime.fromtimestamp(start / 1e9, UTC).strftime("%Y-%m")
+    report = client.get("/api/reports/monthly", params={"month": month}).json()
+    assert report["totals"]["cost_usd"] == exact(1.2e-6, abs=1e-9)
+    assert sum(row["cost_usd"] for row in report["cost_by_model"]) == exact(1.2e-6, abs=1e-9)
