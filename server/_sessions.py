@@ -23,6 +23,8 @@ SESSION_KEY: Final = "session.id"
 MAX_SESSION_ID: Final = 512
 #: How far before a session's first trace (after its last) the trip behind a block (the recovery) is looked for.
 BREAKER_LOOKBACK_NS: Final = 24 * 3_600_000_000_000
+#: How long after its blocked span ended a trip may be stamped and still be the block's (clocks are read apart).
+_TRIP_SLACK_NS: Final = 1_000_000
 
 
 def session_of(attributes: dict[str, Any]) -> str | None:
@@ -75,6 +77,7 @@ def blocks_of(spans: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         blocks.append({
             "trace_id": span["trace_id"], "span_id": span["span_id"], "name": span["name"], "kind": span["kind"],
             "timestamp_unix_nano": span["start_time_unix_nano"], "time": iso(span["start_time_unix_nano"]),
+            "end_unix_nano": span.get("end_time_unix_nano") or span["start_time_unix_nano"],
             "reason": attributes.get("breaker.reason"), "scope": attributes.get("breaker.scope"),
             "scope_id": attributes.get("breaker.scope_id"), "agent_name": span.get("agent_name"),
         })
@@ -93,35 +96,51 @@ def _role(event: dict[str, Any]) -> str:
     return "transition"
 
 
+def _caused_trip(block: dict[str, Any], trips: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trip a block caused, if it did: the SDK trips the breaker while it blocks the call, and records the trip
+    under the blocked call's parent, in the block's trace, a moment after the blocked span started. A trip reported
+    without a trace counts if it falls inside the blocked span. A block under a breaker that was open already (a
+    trip of another run, or another session's) caused none."""
+    start, end = int(block["timestamp_unix_nano"]), int(block.get("end_unix_nano") or block["timestamp_unix_nano"])
+    caused = [trip for trip in trips if trip.get("trace_id") in (block["trace_id"], None)
+              and start <= int(trip["timestamp_unix_nano"]) <= end + _TRIP_SLACK_NS]
+    return min(caused, key=_order, default=None)
+
+
+def _order(event: dict[str, Any]) -> tuple[int, Any]:
+    return int(event["timestamp_unix_nano"]), event["id"]
+
+
 def related_transitions(events: Sequence[dict[str, Any]], trace_ids: set[str], blocks: Sequence[dict[str, Any]],
                         first_ns: int, last_ns: int) -> list[dict[str, Any]]:
-    """The breaker transitions of this session: recorded inside its traces, or of a scope that blocked one of its
-    calls while the session ran, plus the trip that had opened that scope's breaker before a block."""
+    """The breaker transitions of this session: recorded inside its traces; the trip each of its blocks caused; and,
+    of a scope that blocked one of its calls, the recoveries and pauses while it ran and the first recovery after
+    each block. A trip recorded in another trace is another run's story (another session's, perhaps), even when it
+    left the breaker open that blocked this one: the block tells its reason itself. Each chosen trip carries
+    ``caused_block`` (the blocked span) when it is a block's own."""
     scopes = {(b["scope"], b["scope_id"]) for b in blocks if b.get("scope") and b.get("scope_id")}
     chosen: dict[Any, dict[str, Any]] = {}
     for event in events:
         key = (event.get("scope"), event.get("scope_id"))
         ts = int(event["timestamp_unix_nano"])
-        if event.get("trace_id") in trace_ids or (key in scopes and first_ns <= ts <= last_ns):
-            chosen[event["id"]] = event
+        if event.get("trace_id") in trace_ids or (
+                key in scopes and first_ns <= ts <= last_ns and _role(event) != "trip"):
+            chosen[event["id"]] = {**event, "role": _role(event)}
     for block in blocks:
         key = (block.get("scope"), block.get("scope_id"))
         if key not in scopes:
             continue
-        trips = [e for e in events if (e.get("scope"), e.get("scope_id")) == key and _role(e) == "trip"
-                 and int(e["timestamp_unix_nano"]) <= block["timestamp_unix_nano"]]
-        if trips:
-            latest = max(trips, key=lambda e: (int(e["timestamp_unix_nano"]), e["id"]))
-            chosen.setdefault(latest["id"], latest)
+        of_scope = [e for e in events if (e.get("scope"), e.get("scope_id")) == key]
+        trip = _caused_trip(block, [e for e in of_scope if _role(e) == "trip"])
+        if trip is not None:
+            chosen.setdefault(trip["id"], {**trip, "role": "trip"})["caused_block"] = block["span_id"]
         # A recovery not followed by a resume (yet) is still part of this story.
-        recoveries = [e for e in events if (e.get("scope"), e.get("scope_id")) == key and _role(e) == "recovery"
+        recoveries = [e for e in of_scope if _role(e) == "recovery"
                       and int(e["timestamp_unix_nano"]) >= block["timestamp_unix_nano"]]
         if recoveries:
-            first = min(recoveries, key=lambda e: (int(e["timestamp_unix_nano"]), e["id"]))
-            chosen.setdefault(first["id"], first)
-    result = [{**event, "role": _role(event)} for event in chosen.values()]
-    result.sort(key=lambda e: (int(e["timestamp_unix_nano"]), e["id"]))
-    return result
+            first = min(recoveries, key=_order)
+            chosen.setdefault(first["id"], {**first, "role": "recovery"})
+    return sorted(chosen.values(), key=_order)
 
 
 def session_story(session_id: str, traces: list[dict[str, Any]], blocks: list[dict[str, Any]],
@@ -156,9 +175,13 @@ def session_story(session_id: str, traces: list[dict[str, Any]], blocks: list[di
                       "id": event["id"], "event": event["event"], "role": event["role"], "scope": event["scope"],
                       "scope_id": event["scope_id"], "from_state": event["from_state"],
                       "to_state": event["to_state"], "reason": event["reason"], "threshold": event["threshold"],
-                      "current": event["current"], "trace_id": event.get("trace_id")})
+                      "current": event["current"], "trace_id": event.get("trace_id"),
+                      "caused_block": event.get("caused_block")})
+    # A trip is told just before the block it caused (cause, then effect), though stamped a moment after it.
+    block_start = {block["span_id"]: int(block["timestamp_unix_nano"]) for block in blocks}
     order = {"trace": 0, "breaker": 1, "block": 2}
-    story.sort(key=lambda item: (int(item["timestamp_unix_nano"]), order[item["type"]]))
+    story.sort(key=lambda item: (block_start.get(item.get("caused_block"), int(item["timestamp_unix_nano"])),
+                                 order[item["type"]]))
     summary = session_summary(
         session_id, len(traces), sum(float(t["cost_usd"]) for t in traces), sum(int(t["llm_calls"]) for t in traces),
         sum(int(t["blocked"]) for t in traces), sum(int(t["errors"]) for t in traces), first_ns, last_ns)

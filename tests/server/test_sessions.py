@@ -16,12 +16,22 @@ SEC = 1_000_000_000
 
 
 def _breaker(make_span: SpanFactory, at: int, event: str, from_state: str, to_state: str,
-             reason: str) -> dict[str, Any]:
-    """A transition as the SDK exports it: a span of its own trace."""
+             reason: str, **fields: Any) -> dict[str, Any]:
+    """A transition as the SDK exports it: a span of its own trace (made outside any, as an operator's recovery), or
+    of the trace it was made in (``trace_id``, ``parent_span_id``: a trip, under the blocked call's parent)."""
     return make_span(name=f"breaker.{event}", kind="breaker", start=at, duration_ms=0, model=None, provider=None,
                      input_tokens=0, output_tokens=0, cost_usd=0.0, agent_id=None, agent_name=None, agent_role=None,
                      attributes={"event": event, "from_state": from_state, "to_state": to_state, "scope": "agent",
-                                 "scope_id": "researcher", "reason": reason, "threshold": 0.12, "current": 0.135})
+                                 "scope_id": "researcher", "reason": reason, "threshold": 0.12, "current": 0.135},
+                     **fields)
+
+
+def _trip_of(make_span: SpanFactory, run: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trip that blocked ``run``'s last span, as the SDK records it: in that trace, a moment after the blocked
+    span started."""
+    blocked = run[-1]
+    return _breaker(make_span, blocked["start_time_unix_nano"] + 40_000, "triggered", "CLOSED", "OPEN",
+                    "budget_per_hour", trace_id=blocked["trace_id"], parent_span_id=blocked["parent_span_id"])
 
 
 def _graph_run(make_span: SpanFactory, session: str | None, start: int, calls: int, *,
@@ -60,7 +70,7 @@ def story(client: TestClient, make_span: SpanFactory) -> dict[str, Any]:
     unrelated["attributes"]["scope_id"] = "writer"
     batches = [
         first[1:], [first[0]],  # children first, as an SDK exports them
-        [_breaker(make_span, NOW - 598 * SEC, "triggered", "CLOSED", "OPEN", "budget_per_hour")],
+        [_trip_of(make_span, first)],
         [_breaker(make_span, NOW - 400 * SEC, "budget_increased", "OPEN", "CLOSED", "increase_budget")],
         resume, other, loose, [unrelated], first,  # the last: a retried batch changes nothing
     ]
@@ -156,3 +166,26 @@ def test_a_recovery_awaiting_its_resume_is_told(client: TestClient, make_span: S
     assert [(item["type"], item.get("role")) for item in detail["story"]] == [
         ("trace", "blocked"), ("block", None), ("breaker", "recovery")]  # the first recovery only
     assert detail["resumed"] is False
+
+
+def test_a_session_tells_only_the_trips_of_its_own_blocks(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: a session's story took "the latest trip at or before the block", but the trip a block causes
+    is stamped a moment after the blocked span starts; so it found an older trip of the same scope, another
+    session's. Now: the trip in the block's trace, inside the blocked span; a block under a breaker that another
+    session left open tells no trip."""
+    earlier = _graph_run(make_span, "session-a", NOW - 900 * SEC, 1, blocked=True)
+    later = _graph_run(make_span, "session-b", NOW - 300 * SEC, 1, blocked=True)
+    still_open = _graph_run(make_span, "session-c", NOW - 100 * SEC, 1, blocked=True)
+    for batch in (earlier, [_trip_of(make_span, earlier)], later, [_trip_of(make_span, later)], still_open):
+        assert client.post("/api/ingest", json=batch).status_code == 202
+
+    def trips(session: str) -> list[str | None]:
+        story = client.get(f"/api/sessions/{session}").json()["story"]
+        return [item["trace_id"] for item in story if item["type"] == "breaker" and item["role"] == "trip"]
+
+    assert trips("session-b") == [later[0]["trace_id"]]
+    assert trips("session-a") == [earlier[0]["trace_id"]]
+    assert trips("session-c") == []
+    story = client.get("/api/sessions/session-b").json()["story"]
+    assert [(item["type"], item.get("role")) for item in story] == [
+        ("trace", "blocked"), ("breaker", "trip"), ("block", None)]  # the cause, then the block it made
