@@ -17,7 +17,7 @@ from ._store import Store
 from ._time import iso
 
 __all__ = ["SESSION_KEY", "MAX_SESSION_ID", "session_pairs", "session_summary", "session_story",
-           "blocks_of", "session_detail", "BREAKER_LOOKBACK_NS"]
+           "blocks_of", "session_detail", "BREAKER_LOOKBACK_NS", "RUN_SQL", "is_run"]
 
 SESSION_KEY: Final = "session.id"
 MAX_SESSION_ID: Final = 512
@@ -36,9 +36,10 @@ def session_of(attributes: dict[str, Any]) -> str | None:
     return value
 
 
-def session_pairs(records: Iterable[SpanRecord]) -> dict[tuple[str, str], int]:
-    """(session id, trace id) → earliest span start, for the spans of a batch that name a session."""
-    pairs: dict[tuple[str, str], int] = {}
+def session_pairs(records: Iterable[SpanRecord]) -> dict[tuple[str, str], tuple[int, bool]]:
+    """(session id, trace id) → (earliest span start, whether the trace is the session's own: its root is the
+    ``session`` span of a session opened outside any trace), for the spans of a batch that name a session."""
+    pairs: dict[tuple[str, str], tuple[int, bool]] = {}
     for record in records:
         attributes = record.attributes
         if SESSION_KEY not in attributes:
@@ -47,21 +48,36 @@ def session_pairs(records: Iterable[SpanRecord]) -> dict[tuple[str, str], int]:
         if session is None:
             continue
         key = (session, record.trace_id)
+        wrapper = record.kind == "session" and record.parent_span_id is None
         known = pairs.get(key)
-        if known is None or record.start_ns < known:
-            pairs[key] = record.start_ns
+        if known is None:
+            pairs[key] = (record.start_ns, wrapper)
+        elif record.start_ns < known[0] or wrapper:
+            pairs[key] = (min(known[0], record.start_ns), known[1] or wrapper)
     return pairs
 
 
-def session_summary(session_id: str, traces: int, cost: float, calls: int, blocked: int, errors: int,
-                    first_ns: int, last_ns: int) -> dict[str, Any]:
-    """One row of ``/api/sessions``; both stores build it from the same aggregates."""
-    return {"session_id": session_id, "id": session_id, "trace_count": int(traces),
+#: SQL, over a session's (session_traces s, traces t) rows: the trace is one of its runs. A session opened outside
+#: any trace has a trace of its own holding its span (and the breaker spans of recoveries made in it): bookkeeping,
+#: not a run, unless calls were made in it directly.
+RUN_SQL: Final = "NOT (s.wrapper AND t.llm_calls = 0 AND t.blocked = 0)"
+
+
+def is_run(trace: dict[str, Any]) -> bool:
+    """``RUN_SQL`` for a trace of ``Store.session_traces`` (``session_wrapper``: its root is the session's span)."""
+    return not (trace.get("session_wrapper") and not trace["llm_calls"] and not trace["blocked"])
+
+
+def session_summary(session_id: str, runs: int, cost: float, calls: int, blocked: int, errors: int,
+                    first_ns: int, last_ns: int, last_status: str | None) -> dict[str, Any]:
+    """One row of ``/api/sessions``; both stores build it from the same aggregates. ``trace_count`` counts the runs;
+    ``status`` is where the session stands: its latest run's (blocked, then resumed and done: ok)."""
+    return {"session_id": session_id, "id": session_id, "trace_count": int(runs or 0),
             "cost_usd": usd(cost), "llm_calls": int(calls or 0),
             "blocked_calls": int(blocked or 0), "errors": int(errors or 0),
             "first_activity_unix_nano": int(first_ns), "last_activity_unix_nano": int(last_ns),
             "first_activity": iso(int(first_ns)), "last_activity": iso(int(last_ns)),
-            "status": "blocked" if blocked else ("error" if errors else "ok")}
+            "status": last_status or "ok"}
 
 
 def blocks_of(spans: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,7 +169,12 @@ def session_story(session_id: str, traces: list[dict[str, Any]], blocks: list[di
     transitions = related_transitions(events, {t["trace_id"] for t in traces}, blocks, first_ns, last_ns)
     blocked_before: str | None = None
     story: list[dict[str, Any]] = []
+    runs = []
     for trace in traces:
+        if not is_run(trace):
+            trace["role"] = "session"  # listed, linked, but no part of the story: the runs are
+            continue
+        runs.append(trace)
         role = "run"
         if blocked_before is not None:
             role = "resume"
@@ -183,8 +204,9 @@ def session_story(session_id: str, traces: list[dict[str, Any]], blocks: list[di
     story.sort(key=lambda item: (block_start.get(item.get("caused_block"), int(item["timestamp_unix_nano"])),
                                  order[item["type"]]))
     summary = session_summary(
-        session_id, len(traces), sum(float(t["cost_usd"]) for t in traces), sum(int(t["llm_calls"]) for t in traces),
-        sum(int(t["blocked"]) for t in traces), sum(int(t["errors"]) for t in traces), first_ns, last_ns)
+        session_id, len(runs), sum(float(t["cost_usd"]) for t in traces), sum(int(t["llm_calls"]) for t in traces),
+        sum(int(t["blocked"]) for t in traces), sum(int(t["errors"]) for t in traces), first_ns, last_ns,
+        runs[-1]["status"] if runs else None)
     return {**summary, "traces": traces, "blocks": blocks, "transitions": transitions, "story": story,
             "resumed": any(t["role"].startswith("resume") for t in traces)}
 

@@ -36,7 +36,13 @@ from ._model import SpanRecord
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
-from ._sqlite_sessions import SESSIONS_SCHEMA, SessionQueries, add_session_traces, purge_session_traces
+from ._sqlite_sessions import (
+    SESSIONS_SCHEMA,
+    SessionQueries,
+    add_session_traces,
+    purge_session_traces,
+    upgrade_sessions,
+)
 from ._stats import HOUR_NS, hour_of, latency_bin
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span
 
@@ -330,6 +336,7 @@ class SQLiteStore(Store):
             self._writer.executescript(SCHEMA)
             self._writer.executescript(SESSIONS_SCHEMA)
             upgrade(self._writer)
+            upgrade_sessions(self._writer)
             self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                                  (str(SCHEMA_VERSION),))
         # Checkpoints copy the WAL into the database file and fsync; doing them on a thread of their own

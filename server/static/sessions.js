@@ -30,8 +30,8 @@
       return;
     }
     root.appendChild(h("table", { id: "session-list" },
-      h("thead", {}, h("tr", {}, ["Session", "Status", "Traces", "LLM calls", "Blocked calls", "Cost", "First activity", "Last activity"].map((t) =>
-        h("th", { class: ["Traces", "LLM calls", "Blocked calls", "Cost"].includes(t) ? "num" : null, text: t })))),
+      h("thead", {}, h("tr", {}, ["Session", "Status", "Runs", "LLM calls", "Blocked calls", "Cost", "First activity", "Last activity"].map((t) =>
+        h("th", { class: ["Runs", "LLM calls", "Blocked calls", "Cost"].includes(t) ? "num" : null, text: t })))),
       h("tbody", {}, page.sessions.map((s) => h("tr", { class: "clickable", "data-session-id": s.session_id, on: { click: () => { location.hash = link(s.session_id); } } },
         h("td", {}, h("a", { href: link(s.session_id), class: "session-id", text: s.session_id })),
         h("td", {}, badge(s.status)),
@@ -48,7 +48,8 @@
       h("button", { type: "button", class: "secondary", disabled: offset + limit >= page.total ? true : null, text: "Older →", on: { click: () => move(limit) } })));
   };
 
-  const ROLE_TEXT = { run: "run", blocked: "blocked", resume: "resumed", resume_blocked: "resumed, blocked again" };
+  // "session": the trace holding a session's own span (a session opened outside any trace), not a run.
+  const ROLE_TEXT = { run: "run", blocked: "blocked", resume: "resumed", resume_blocked: "resumed, blocked again", session: "session record" };
 
   function storyItem(item) {
     const when = h("span", { class: "muted story-time", text: fmt.iso(item.time) });
@@ -75,7 +76,7 @@
     root.appendChild(h("p", {}, h("a", { href: "#/sessions", text: "← Sessions" })));
     root.appendChild(h("h1", {}, "Session ", h("span", { id: "session-title", text: s.session_id })));
     root.appendChild(h("div", { class: "kpis", id: "session-kpis" }, [
-      ["Traces", fmt.int(s.trace_count)], ["LLM calls", fmt.int(s.llm_calls)], ["Blocked calls", fmt.int(s.blocked_calls)],
+      ["Runs", fmt.int(s.trace_count)], ["LLM calls", fmt.int(s.llm_calls)], ["Blocked calls", fmt.int(s.blocked_calls)],
       ["Cost", fmt.cost(s.cost_usd)], ["First activity", fmt.iso(s.first_activity)], ["Last activity", fmt.iso(s.last_activity)]
     ].map(([label, value]) => h("div", { class: "kpi" }, h("div", { class: "label", text: label }), h("div", { class: "value", text: value })))));
     root.appendChild(h("h2", { text: s.resumed ? "Story: blocked, recovered, resumed" : "Story" }));

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from agentwatch.server import SQLiteStore
+from agentwatch.server._ingest import parse_spans
+from agentwatch.server._sessions import session_detail
 from tests.server.aw_helpers import SpanFactory, new_span_id, new_trace_id
 
 NOW = time.time_ns()
@@ -88,7 +93,7 @@ def test_sessions_list_groups_traces_by_session(client: TestClient, story: dict[
     assert thread["llm_calls"] == 5
     assert thread["cost_usd"] == pytest.approx(0.25)
     assert thread["blocked_calls"] == 1
-    assert thread["status"] == "blocked"
+    assert thread["status"] == "ok"  # where it stands: the resume finished
     assert thread["first_activity_unix_nano"] == NOW - 600 * SEC
     assert thread["last_activity_unix_nano"] > NOW - 300 * SEC
     assert thread["first_activity"].endswith("Z") and thread["last_activity"].endswith("Z")
@@ -166,6 +171,8 @@ def test_a_recovery_awaiting_its_resume_is_told(client: TestClient, make_span: S
     assert [(item["type"], item.get("role")) for item in detail["story"]] == [
         ("trace", "blocked"), ("block", None), ("breaker", "recovery")]  # the first recovery only
     assert detail["resumed"] is False
+    assert detail["status"] == "blocked"  # not resumed yet
+    assert [s["status"] for s in client.get("/api/sessions").json()["sessions"]] == ["blocked"]
 
 
 def test_a_session_tells_only_the_trips_of_its_own_blocks(client: TestClient, make_span: SpanFactory) -> None:
@@ -189,3 +196,21 @@ def test_a_session_tells_only_the_trips_of_its_own_blocks(client: TestClient, ma
     story = client.get("/api/sessions/session-b").json()["story"]
     assert [(item["type"], item.get("role")) for item in story] == [
         ("trace", "blocked"), ("breaker", "trip"), ("block", None)]  # the cause, then the block it made
+
+
+def test_a_database_from_before_session_wrappers_is_upgraded(tmp_path: Path, make_span: SpanFactory) -> None:
+    path = tmp_path / "old.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as connection:  # session_traces as it was before the column existed
+        connection.execute("ALTER TABLE session_traces DROP COLUMN wrapper")
+    store = SQLiteStore(path)
+    try:
+        own = make_span(name="job", kind="session", start=NOW - 10 * SEC, duration_ms=5000, model=None, provider=None,
+                        input_tokens=0, output_tokens=0, cost_usd=0.0, attributes={"session.id": "upgraded"})
+        run = _graph_run(make_span, "upgraded", NOW - 9 * SEC, 1)
+        assert store.ingest(parse_spans(json.dumps([own, *run]).encode(), 100).records).accepted == 4
+        detail = session_detail(store, "upgraded")
+        assert detail is not None
+        assert [t["role"] for t in detail["traces"]] == ["session", "run"] and detail["trace_count"] == 1
+    finally:
+        store.close()

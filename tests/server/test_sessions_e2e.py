@@ -127,6 +127,78 @@ def test_blocked_thread_resumed_in_another_process_is_one_session(tmp_path: Path
     assert page.errors == []
 
 
+RUNS = """
+import sys
+
+import openai
+
+import agentwatch
+from tests.stubs.provider_server import Reply, StubProvider
+
+shape, session_id = sys.argv[1], sys.argv[2]
+agentwatch.init()
+
+
+def run(name):
+    with agentwatch.trace(name), agentwatch.agent("Spender", budget_per_hour=0.01, block_on_threshold=True):
+        for index in range(4):
+            stub.queue(Reply(input_tokens=1000, output_tokens=200))  # $0.0045 on gpt-4o: the fourth is blocked
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": str(index)}])
+
+
+def attempt(name):
+    if shape == "session per run":
+        with agentwatch.session("job", session_id=session_id):
+            run(name)
+    else:
+        run(name)
+
+
+with StubProvider() as stub:
+    client = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+    session = agentwatch.session("job", session_id=session_id) if shape == "one session" else None
+    if session is not None:
+        session.__enter__()
+    try:
+        attempt("attempt-1")
+    except agentwatch.CircuitBreakerException as blocked:
+        blocked.monitor.increase_budget(0.05)
+    attempt("attempt-2")
+    if session is not None:
+        session.__exit__(None, None, None)
+agentwatch.shutdown()
+"""
+
+
+@pytest.mark.parametrize("shape", ["session per run", "one session"])
+def test_a_session_is_told_by_its_runs_not_its_own_traces(tmp_path: Path, collector: ServerHandle,
+                                                          shape: str) -> None:
+    """Found 2026-12-05: a session opened outside any trace has a trace of its own (its span, and the breaker spans
+    of a recovery made in it). It took the role ``resume`` from the run that resumed, counted as a trace (4 for 2
+    runs), and the session stayed "blocked" after its last run succeeded. The runs tell the story now."""
+    session_id = f"job-{uuid.uuid4().hex[:8]}"
+    program = tmp_path / "runs.py"
+    program.write_text(RUNS)
+    env = {**os.environ, "AGENTWATCH_URL": f"{collector.url}/api/ingest", "AGENTWATCH_SPOOL_DIR": "",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(program), shape, session_id], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    detail = _get(collector, f"/api/sessions/{session_id}")
+    runs = [t for t in detail["traces"] if t["role"] != "session"]
+    assert [(t["name"], t["role"], t["status"]) for t in runs] == [
+        ("attempt-1", "blocked", "blocked"), ("attempt-2", "resume", "ok")]
+    assert runs[1]["resumes"] == runs[0]["trace_id"]
+    own = [t for t in detail["traces"] if t["role"] == "session"]
+    assert own and all(t["name"] == "job" and t["llm_calls"] == 0 for t in own)  # listed, still reachable
+    assert not any(item["type"] == "trace" and item["role"] == "session" for item in detail["story"])
+    assert (detail["trace_count"], detail["status"], detail["resumed"]) == (2, "ok", True)
+    assert (detail["llm_calls"], detail["blocked_calls"]) == (7, 1)
+    listed = _get(collector, "/api/sessions")["sessions"]
+    assert [(s["session_id"], s["trace_count"], s["status"]) for s in listed] == [(session_id, 2, "ok")]
+
+
 def test_views_update_while_spans_arrive(page: Any, server: ServerHandle, make_span: SpanFactory) -> None:
     ingest(server, make_trace(make_span, calls=1, name="before"))
     open_view(page, server, "#/traces", "traces")
