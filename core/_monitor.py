@@ -31,6 +31,7 @@ from ._breaker_contract import (
     _sink_transition,
 )
 from ._breaker_states import (
+    BUDGET_REASONS,
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -44,6 +45,10 @@ from ._breaker_states import (
 )
 from ._forking import fork_safe_lock
 from ._windows import (
+    BUDGET_PER_HOUR,
+    LIMITS_BACKEND_UNREACHABLE,
+    MAX_CALLS_PER_MINUTE,
+    MAX_ERROR_RATE,
     LocalWindowStore,
     ProbeSlot,
     ReservingStore,
@@ -70,6 +75,9 @@ _T = TypeVar("_T")
 
 #: A shared record's state as this module's constant: states are compared by identity (the hot path's test).
 _STATE_OF: Final = {CLOSED: CLOSED, OPEN: OPEN, PAUSED: PAUSED, HALF_OPEN: HALF_OPEN}
+
+#: Trips made by a limit of the monitor's own settings (not a kill, a failed probe, a trace's budget).
+_LIMIT_TRIPS: Final = frozenset({BUDGET_PER_HOUR, MAX_ERROR_RATE, MAX_CALLS_PER_MINUTE})
 
 _UPDATABLE: Final = frozenset(
     {"budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "hard_budget", "on_alert",
@@ -330,6 +338,23 @@ class Monitor:
             if self._state is not CLOSED:
                 self._transition_locked("resumed", CLOSED, "resume", None, None)
         self._drain()
+
+    def close_if_within_limits(self, reason: str) -> bool:
+        """Close (``resumed``, with ``reason``) a monitor that a limit tripped, if no limit would block a call now:
+        the limit was raised above the reading or removed, or no longer blocks. For an operator's limit change
+        (``update`` itself leaves the state alone): raising a limit means "let it run", as a budget increase does.
+        A kill, a pause, a failed probe keep their state. Returns whether the monitor closed."""
+        with self._lock:
+            trip = self._trip
+            if self._state is not OPEN or trip is None or trip[0] not in _LIMIT_TRIPS:
+                return False
+            verdict = self._windows(self._clock())
+            if verdict is not None and (verdict[0] == LIMITS_BACKEND_UNREACHABLE or self._block
+                                        or (self._hard and verdict[0] in BUDGET_REASONS)):
+                return False
+            self._transition_locked("resumed", CLOSED, reason, None, None)
+        self._drain()
+        return True
 
     def reset_windows(self) -> None:
         """Forget all recorded calls, costs and errors and close at once (emergency reset)."""

@@ -238,3 +238,9 @@ class RemoteControl:
                       "eu_ai_act_art12_relevant": True, **audit}
         client.end_span(client.start_span("breaker.operator_limits", "breaker", attributes=attributes,
                                           activate=False))
+        # An operator who raises or removes the limit that stopped the monitor means "let it run".
+        token = OPERATOR_ACTION.set(audit)
+        try:
+            monitor.close_if_within_limits(audit["operator_action"])
+        finally:
+            OPERATOR_ACTION.reset(token)

@@ -940,6 +940,35 @@ def test_admit_with_no_monitors_and_admission_details(clock: FakeClock) -> None:
     assert (admission.monitors, admission.trace_id, admission.probe_monitors) == ((m,), "t", ())
 
 
+def test_closing_within_limits_needs_the_tripping_limit_lifted(clock: FakeClock, sink: RecordingSink) -> None:
+    """The operator's path (remote control after a limit change): a trip by a limit closes once no limit blocks."""
+    m = _trip_on_budget(clock, sink)
+    m.update(budget_per_hour=1.5)
+    assert m.close_if_within_limits("limits_set") is True
+    assert (sink.transitions[-1]["event"], sink.transitions[-1]["reason"]) == ("resumed", "limits_set")
+    call(m, cost=0.4)  # 1.4 of 1.5
+    assert m.state == CLOSED
+
+    rates = monitor(clock, sink, max_error_rate=0.5)
+    for _ in range(10):
+        call(rates, error=True)
+    assert blocked(rates).reason == "max_error_rate"
+    rates.update(max_error_rate=0.9)  # still under the current rate (1.0): nothing to lift
+    assert rates.close_if_within_limits("limits_set") is False and rates.state == OPEN
+    rates.update(max_error_rate=None)
+    assert rates.close_if_within_limits("limits_cleared") is True and rates.state == CLOSED
+
+    for stopped in (monitor(clock, sink), _trip_on_budget(clock, sink)):
+        if stopped.state == CLOSED:
+            stopped.kill()
+        else:  # a failed probe is the monitor's own finding, not a limit's
+            clock.advance(3600)
+            stopped.pause(0)
+            settle(admit([stopped]), cost_usd=0.0, error=True)
+        stopped.update(budget_per_hour=None)
+        assert stopped.close_if_within_limits("limits_cleared") is False and stopped.state == OPEN
+
+
 def test_turning_blocking_off_leaves_an_open_monitor_open(clock: FakeClock, sink: RecordingSink) -> None:
     m = _trip_on_budget(clock, sink)
     m.update(block_on_threshold=False)

@@ -111,6 +111,54 @@ def test_kill_resume_limits_and_override_reach_three_running_processes(collector
         "local", "kill", "runaway fleet")
 
 
+def test_raising_or_removing_the_limit_that_stopped_an_agent_lets_it_run(collector: ServerHandle,
+                                                                        tmp_path: Path) -> None:
+    """Found 2026-12-05: an operator who raised the budget that had stopped an agent (PUT /api/limits), or removed
+    the calls-per-minute limit that had (DELETE), left it blocked with the old reason until a separate resume. Now
+    the breaker closes when no limit would block a call any more; a kill is not a limit and stays."""
+    program = tmp_path / "agent_loop.py"
+    program.write_text(PROGRAM)
+    api = httpx.Client(base_url=collector.url, timeout=30)
+    with StubProvider() as provider:
+        agent = Agent("worker", program, collector.url, provider.openai_base_url)
+        try:
+            agent.wait_for(ok=True)
+            assert api.put("/api/limits/agent/worker", json={"budget_per_hour": 0.0003,
+                                                             "block_on_threshold": True}).status_code == 200
+            agent.wait_for(ok=False, reason="budget_per_hour")
+            assert api.put("/api/limits/agent/worker", json={"budget_per_hour": 10,
+                                                             "block_on_threshold": True}).status_code == 200
+            agent.wait_for(ok=True)
+            assert all(o["ok"] for o in agent.outcomes(5))
+
+            assert api.put("/api/limits/agent/worker", json={"max_calls_per_minute": 2,
+                                                             "block_on_threshold": True}).status_code == 200
+            agent.wait_for(ok=False, reason="max_calls_per_minute")
+            assert api.delete("/api/limits/agent/worker").status_code == 200  # the process has no such limit
+            agent.wait_for(ok=True)
+            assert all(o["ok"] for o in agent.outcomes(5))
+
+            # A kill is the operator's stop, not a limit: changing a limit leaves it in force.
+            assert api.post("/api/circuit-breaker/kill", json={"scope": "agent", "scope_id": "worker"}).status_code \
+                == 200
+            agent.wait_for(ok=False, reason="operator_kill")
+            assert api.put("/api/limits/agent/worker", json={"budget_per_hour": 100}).status_code == 200
+            version = api.get("/api/control").json()["version"]
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:  # until the process has applied that change
+                processes = api.get("/api/circuit-breaker/status").json()["processes"]
+                if processes and processes[0]["applied_version"] >= version:
+                    break
+                time.sleep(0.1)
+            assert all(o["reason"] == "operator_kill" for o in agent.outcomes(5))
+        finally:
+            agent.process.kill()
+            agent.process.wait(timeout=30)
+    reopened = [(t["event"], t["reason"]) for t in api.get("/api/circuit-breaker/history").json()["transitions"]
+                if t["scope_id"] == "worker" and t["event"] == "resumed"]
+    assert sorted(reopened) == [("resumed", "limits_cleared"), ("resumed", "limits_set")]
+
+
 def test_remote_control_false_leaves_the_process_alone(collector: ServerHandle, tmp_path: Path) -> None:
     program = tmp_path / "agent_off.py"
     program.write_text(PROGRAM.replace("agentwatch.init()", "agentwatch.init(remote_control=False)"))
