@@ -142,8 +142,7 @@ class RemoteControl:
 
     def _poll(self, client: Client) -> dict[str, Any] | None:
         report = {"process": self.process, "service": client.config.agent_name, "version": self.version,
-                  "monitors": [{"scope": m.scope, "scope_id": m.scope_id, "state": m.state,
-                                "budget_per_hour": m.budget_per_hour} for m in self._monitors(client)]}
+                  "monitors": [self._report(m) for m in self._monitors(client)]}
         import json
 
         body = json.dumps(report, default=str).encode("utf-8")
@@ -161,6 +160,13 @@ class RemoteControl:
             return None
         answer = json.loads(data)
         return answer if isinstance(answer, dict) else None
+
+    @staticmethod
+    def _report(monitor: Monitor) -> dict[str, Any]:
+        snapshot = monitor.snapshot()
+        return {"scope": monitor.scope, "scope_id": monitor.scope_id, "state": snapshot["state"],
+                "reason": snapshot["tripped_reason"], "budget_per_hour": snapshot["limits"]["budget_per_hour"],
+                "spend_last_hour": snapshot["spend_last_hour"]}
 
     # ---- applying ------------------------------------------------------------------------------------
 

@@ -159,6 +159,34 @@ def test_raising_or_removing_the_limit_that_stopped_an_agent_lets_it_run(collect
     assert sorted(reopened) == [("resumed", "limits_cleared"), ("resumed", "limits_set")]
 
 
+def test_processes_report_their_spend_and_what_stopped_them(collector: ServerHandle, tmp_path: Path) -> None:
+    """Found 2026-12-05: processes[].monitors[].spend_last_hour was always null (the SDK never sent it)."""
+    program = tmp_path / "agent_loop.py"
+    program.write_text(PROGRAM)
+    api = httpx.Client(base_url=collector.url, timeout=30)
+    with StubProvider() as provider:
+        agent = Agent("spender", program, collector.url, provider.openai_base_url)
+        try:
+            agent.wait_for(ok=True)
+            assert api.put("/api/limits/agent/spender", json={"budget_per_hour": 0.0003,
+                                                              "block_on_threshold": True}).status_code == 200
+            agent.wait_for(ok=False, reason="budget_per_hour")
+            deadline = time.monotonic() + WAIT
+            while True:  # the next poll reports the trip
+                processes = api.get("/api/circuit-breaker/status").json()["processes"]
+                reported = {m["scope_id"]: m for m in processes[0]["monitors"]} if processes else {}
+                if reported.get("spender", {}).get("state") == "OPEN" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        finally:
+            agent.process.kill()
+            agent.process.wait(timeout=30)
+    spender = reported["spender"]
+    assert (spender["state"], spender["reason"], spender["budget_per_hour"]) == ("OPEN", "budget_per_hour", 0.0003)
+    assert spender["spend_last_hour"] >= 0.0003  # at least the budget it went over, in USD
+    assert reported["global"]["spend_last_hour"] == pytest.approx(spender["spend_last_hour"])
+
+
 def test_remote_control_false_leaves_the_process_alone(collector: ServerHandle, tmp_path: Path) -> None:
     program = tmp_path / "agent_off.py"
     program.write_text(PROGRAM.replace("agentwatch.init()", "agentwatch.init(remote_control=False)"))
