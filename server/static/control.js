@@ -31,7 +31,15 @@
       if (m.scope === s.scope && (s.scope_id === "*" || m.scope_id === s.scope_id)) states.add(m.state);
     }
     if (!states.size) for (const b of status.breakers) if (b.scope === s.scope && b.scope_id === s.scope_id && b.state) states.add(String(b.state).toUpperCase());
-    return [...states].map((state) => badge(state));
+    return [...states].flatMap((state, index) => (index ? [" ", badge(state)] : [badge(state)]));
+  }
+
+  // What a process says of one of its monitors: state, what stopped it, the hour's spend against its budget.
+  function monitorReport(m) {
+    const spend = m.spend_last_hour === null || m.spend_last_hour === undefined ? ""
+      : ` · ${fmt.cost(m.spend_last_hour)}${m.budget_per_hour === null || m.budget_per_hour === undefined ? "" : ` of ${fmt.cost(m.budget_per_hour)}`} in the last hour`;
+    return h("li", { class: "monitor", "data-scope": `${m.scope}/${m.scope_id}` },
+      `${m.scope}/${m.scope_id} `, badge(m.state), m.reason ? ` ${m.reason}` : "", spend);
   }
 
   function inForce(s, status) {
@@ -130,7 +138,7 @@
     const rows = [];
     for (const s of scopesFrom(status)) {
       rows.push(h("tr", { class: "control-row", "data-scope": keyOf(s) },
-        h("td", { class: "scope", text: s.label || `${s.scope} / ${s.scope_id}` }), h("td", {}, stateOf(s, status)),
+        h("td", { class: "scope", text: s.label || `${s.scope} / ${s.scope_id}` }), h("td", { class: "states" }, stateOf(s, status)),
         h("td", { class: "in-force", text: inForce(s, status) }), actions(s)));
       if (isOpen("kill", s)) rows.push(killConfirm(s));
       if (isOpen("limits", s)) rows.push(limitsEditor(s, status));
@@ -152,7 +160,7 @@
       h("tbody", {}, list.map((p) => h("tr", {},
         h("td", { text: p.process }), h("td", { text: p.service || "–" }), h("td", { text: p.credential || "–" }),
         h("td", { class: "num", text: `${p.applied_version} / ${status.control_version}` }),
-        h("td", {}, (p.monitors || []).map((m) => h("span", {}, `${m.scope}/${m.scope_id} `, badge(m.state), " "))),
+        h("td", {}, h("ul", { class: "monitors" }, (p.monitors || []).map(monitorReport))),
         h("td", { text: `${p.last_seen_seconds_ago.toFixed(1)} s ago` })))))
       : h("div", { class: "empty", text: "No SDK process is polling this collector." });
   }

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from agentwatch.server import ServerHandle
@@ -99,4 +100,22 @@ def test_operator_controls_running_agents_from_the_breakers_view(page: Any, serv
     assert audit.nth(3).locator("td.why").inner_text() == "runaway fleet"
     assert audit.nth(3).locator("td.actor").inner_text() == "local"
     assert "limits budget_per_hour=0.0003" in _row(page, "agent/researcher").locator("td.in-force").inner_text()
+    assert page.errors == []
+
+
+def test_process_reports_show_each_state_and_the_spend(page: Any, server: ServerHandle) -> None:
+    """Found 2026-12-05: the states of a scope in several processes ran together ("CLOSEDOPEN"), and a process's
+    spend was never shown (the SDK did not send it)."""
+    reports = [("p1", "CLOSED", None, 0.0001), ("p2", "OPEN", "budget_per_hour", 0.0042)]
+    for process, state, reason, spend in reports:
+        answer = httpx.post(f"{server.url}/api/control", timeout=10, json={"process": process, "monitors": [
+            {"scope": "global", "scope_id": "global", "state": state, "reason": reason, "budget_per_hour": 0.004,
+             "spend_last_hour": spend}]})
+        assert answer.status_code == 200
+    _open_breakers(page, server)
+    assert _row(page, "global/*").locator("td.states").inner_text() == "CLOSED OPEN"
+    monitors = page.locator("#control-processes li.monitor")
+    assert [monitors.nth(i).inner_text() for i in range(monitors.count())] == [
+        "global/global CLOSED · $0.0001 of $0.0040 in the last hour",
+        "global/global OPEN budget_per_hour · $0.0042 of $0.0040 in the last hour"]
     assert page.errors == []
