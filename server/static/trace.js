@@ -62,6 +62,22 @@
       h("h2", { text: "Attributes" }), h("pre", { id: "span-attributes", text: pretty(span.attributes) }));
   }
 
+  // The graph's edges as lines of text: every LLM call is a node of its own, so an agent's four calls to one model
+  // are four edges that read the same; they are one line, counted.
+  function graphLines(graph) {
+    const nodes = new Map(graph.nodes.map((n) => [n.id, n]));
+    const lines = new Map();
+    for (const e of graph.edges) {
+      const source = (nodes.get(e.source) || {}).label || e.source;
+      const target = (nodes.get(e.target) || {}).label || e.target;
+      const key = JSON.stringify([source, e.type, target]);
+      const line = lines.get(key);
+      if (line) line.count += e.count;
+      else lines.set(key, { source, type: e.type, target, count: e.count });
+    }
+    return [...lines.values()];
+  }
+
   const MAX_SPANS = 100000;  // the most /api/traces/{id}/spans lists in one answer
 
   AW.views.trace = async function (root, route) {
@@ -151,12 +167,12 @@
     renderSpans(spans);
     root.appendChild(detail);
 
-    const nodes = new Map(graph.nodes.map((n) => [n.id, n]));
+    const lines = graphLines(graph);
     root.appendChild(h("div", { class: "grid" },
       h("div", { class: "panel", id: "graph" }, h("h2", { text: "Causal graph" }),
-        graph.edges.length ? h("ul", { class: "graph-list" }, graph.edges.map((e) => h("li", {},
-          h("strong", { text: (nodes.get(e.source) || {}).label || e.source }), ` ${e.type} `,
-          h("strong", { text: (nodes.get(e.target) || {}).label || e.target }), e.count > 1 ? ` ×${e.count}` : "")))
+        lines.length ? h("ul", { class: "graph-list" }, lines.map((line) => h("li", {},
+          h("strong", { text: line.source }), ` ${line.type} `, h("strong", { text: line.target }),
+          line.count > 1 ? ` ×${line.count}` : "")))
           : h("div", { class: "muted", text: "no edges" })),
       h("div", { class: "panel", id: "compliance" }, h("h2", { text: `EU AI Act Art. 12 readiness: ${score.score} / 100` }),
         h("table", { class: "rubric" }, h("tbody", {}, score.items.map((item) => h("tr", {},

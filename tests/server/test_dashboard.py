@@ -164,7 +164,9 @@ def test_prompts_are_shown_as_text_never_run(page: Any, server: ServerHandle, da
     assert page.evaluate("window.__pwned") is None
     assert page.locator(".span-row").count() == 3
     assert "Art. 12" in page.inner_text("#compliance")
-    assert "calls" in page.inner_text("#graph")
+    # The agent's two calls to one model are one line, counted (each call is a node of its own: two edges).
+    lines = page.locator("#graph li")
+    assert [lines.nth(i).inner_text() for i in range(lines.count())] == ["Researcher calls gpt-4o-mini ×2"]
     assert page.errors == []
 
 
