@@ -40,6 +40,8 @@ window.AW = window.AW || {};
   };
 
   AW.keyStorage = "agentwatch.apiKey";
+  // Dispatched on window when a key was entered in the prompt (live.js reconnects at once).
+  AW.KEY_EVENT = "agentwatch-key";
 
   AW.KEY_NEEDED = "This collector needs an API key: use \u201cEnter API key\u201d at the top.";
 
@@ -108,6 +110,7 @@ window.AW = window.AW || {};
         if (key !== null) {
           if (key) sessionStorage.setItem(AW.keyStorage, key);
           else sessionStorage.removeItem(AW.keyStorage);
+          window.dispatchEvent(new Event(AW.KEY_EVENT));
         }
         return key;
       });

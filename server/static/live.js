@@ -11,6 +11,15 @@
     if (name === "change" && AW.liveChanged) AW.liveChanged();
   }
 
+  // Resolves when a key is entered in the key prompt (dom.js): one listener at a time, however often it is awaited.
+  let keyEntered = null;
+  function nextKey() {
+    if (!keyEntered) {
+      keyEntered = new Promise((resolve) => window.addEventListener(AW.KEY_EVENT, () => { keyEntered = null; resolve(); }, { once: true }));
+    }
+    return keyEntered;
+  }
+
   async function follow() {
     for (;;) {
       try {
@@ -20,7 +29,9 @@
         const response = await fetch("/api/live", { headers, cache: "no-store" });
         if (!response.ok || !response.body) {
           document.body.dataset.live = "off";
-          await sleep(response.status === 401 ? 10000 : 3000);
+          if (response.status !== 401) await sleep(3000);
+          // Refused for want of a key: again as soon as one is entered (or was, while this request was out).
+          else if (sessionStorage.getItem(AW.keyStorage) === key) await Promise.race([sleep(10000), nextKey()]);
           continue;
         }
         document.body.dataset.live = "on";

@@ -78,3 +78,13 @@ def test_a_cancelled_prompt_is_not_asked_again_until_the_user_asks(page: Any, ke
     assert page.inner_text("#kpi-traces .value") == "1"
     assert len(prompts.shown) == 2, prompts.shown
     assert "enter api key" not in button.inner_text().lower()
+
+
+def test_live_updates_start_as_soon_as_the_key_is_entered(page: Any, keyed_server: ServerHandle) -> None:
+    """Found 2026-12-05: after its first 401 the live stream waited 10 s before trying again, so the dashboard stayed
+    without live updates for 10 s after the key was entered."""
+    prompts = Prompts(page, KEY)
+    page.goto(f"{keyed_server.url}/#/overview")
+    page.wait_for_selector("#view[data-ready=overview] #kpi-traces")
+    assert len(prompts.shown) == 1
+    page.wait_for_selector("body[data-live=on]", timeout=4_000)
