@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import _clickhouse_agents as _agents
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
@@ -173,6 +174,7 @@ class ClickHouseStore(Store):
         for ddl in TABLES.values():
             self._db_conn.execute(ddl.format(db=db))
         _sessions.create_session_table(self._db_conn, db)
+        _agents.create_charge_table(self._db_conn, db)
         self._create_summaries()
         if not had_starts:  # a database from before trace_starts: count the stored traces' starts
             self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, toInt64(count())"
@@ -236,11 +238,11 @@ class ClickHouseStore(Store):
     # -- spans -------------------------------------------------------------------------------------------
 
     def _stored(self, pairs: Sequence[tuple[str, str]], starts: dict[str, tuple[int, int]],
-                known_starts: dict[str, int]) -> set[tuple[str, str]]:
+                known_starts: dict[str, int], tree: _agents.StoredRows) -> set[tuple[str, str]]:
         """The (trace_id, span_id) pairs of ``pairs`` already stored; fills ``known_starts`` with the start of
-        each trace of the batch already stored. Only traces the summary knows are looked up in spans, and only
-        in the hours their spans started in (the spans' sort key), so a batch of new traces costs one
-        primary-key probe of the summary, however large the store."""
+        each trace of the batch already stored, and ``tree`` with their spans (for the charges to agents). Only
+        traces the summary knows are looked up in spans, and only in the hours their spans started in (the spans'
+        sort key), so a batch of new traces costs one primary-key probe of the summary, however large the store."""
         found: set[tuple[str, str]] = set()
         trace_ids = sorted({trace_id for trace_id, _ in pairs})
         for start in range(0, len(trace_ids), _ID_CHUNK):
@@ -257,10 +259,12 @@ class ClickHouseStore(Store):
             high = max(max(int(row[2]), starts[row[0]][1]) for row in known)
             p = Params()
             ids = p([row[0] for row in known], "Array(String)")
-            found.update((row[0], row[1]) for row in self._rows(
-                f"SELECT trace_id, span_id FROM {self._spans} WHERE {HOUR_SQL}"
-                f" BETWEEN {p(low // HOUR_NS, 'Int64')} AND {p(high // HOUR_NS, 'Int64')}"
-                f" AND trace_id IN {ids}", p))
+            rows = self._rows(
+                f"SELECT trace_id, span_id, parent_span_id, agent_key, agent_name, start_ns FROM {self._spans}"
+                f" WHERE {HOUR_SQL} BETWEEN {p(low // HOUR_NS, 'Int64')} AND {p(high // HOUR_NS, 'Int64')}"
+                f" AND trace_id IN {ids}", p)
+            found.update((row[0], row[1]) for row in rows)
+            tree.add(rows)
         return found
 
     def _count_starts(self, starts: dict[str, tuple[int, int]], known_starts: dict[str, int]) -> None:
@@ -315,12 +319,14 @@ class ClickHouseStore(Store):
             starts[record.trace_id] = (min(low, record.start_ns), max(high, record.start_ns))
         with self._write_lock:
             known_starts: dict[str, int] = {}
-            stored = self._stored(list(unique), starts, known_starts)
+            tree = _agents.StoredRows(self)
+            stored = self._stored(list(unique), starts, known_starts, tree)
             fresh = [record for key, record in unique.items() if key not in stored] if stored else list(
                 unique.values())
             if fresh:
                 self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
                 self._count_starts(starts, known_starts)
+                _agents.charge_batch(self, fresh, tree, known_starts)
                 _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
@@ -693,11 +699,13 @@ class ClickHouseStore(Store):
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         p = Params()
+        # A span without an agent of its own counts under the one it is charged to (``_agent_charge``).
+        charged = _agents.charged_agents(self.database, _where(_range(p, "start_ns", start_ns, end_ns)))
         rows = self._rows(
-            "SELECT agent_key, sum(cost_usd), sum(is_call), sum(input_tokens), sum(output_tokens), count(),"
-            " countIf(status = 'error'), sum(is_blocked)"
-            f" FROM {self._spans}{_where(_range(p, 'start_ns', start_ns, end_ns))}"
-            " GROUP BY agent_key", p)
+            "SELECT if(s.agent_key != '', s.agent_key, c.charged_key) AS key, sum(s.cost_usd), sum(s.is_call),"
+            " sum(s.input_tokens), sum(s.output_tokens), count(), countIf(s.status = 'error'), sum(s.is_blocked)"
+            f" FROM {self._spans} AS s LEFT JOIN {charged} AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id"
+            f"{_where(_range(p, 's.start_ns', start_ns, end_ns))} GROUP BY key", p)
         keys = [row[0] for row in rows if row[0]]
         names: dict[Any, Any] = {}
         if keys:  # the name an agent is shown with comes from any time, as SQLite's rollups
@@ -995,6 +1003,7 @@ class ClickHouseStore(Store):
                 self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2", p)
                 self._execute(f"ALTER TABLE {db}.trace_summary DELETE WHERE trace_id IN"
                               f" (SELECT trace_id FROM {doomed_ids}) SETTINGS mutations_sync = 2")
+                _agents.purge_charges(self, doomed, p)
             self._execute(f"DROP TABLE IF EXISTS {doomed_ids}")
             if events:
                 self._execute(f"ALTER TABLE {self._events} DELETE WHERE ts_ns < {before}"

@@ -294,12 +294,13 @@ def window_stats_dict(totals: Sequence[Any], durations_ms: list[float]) -> dict[
 
 def agent_cost_rows(rows: Iterable[Sequence[Any]], names: Mapping[Any, Any]) -> list[dict[str, Any]]:
     """/api/costs/by-agent from (agent key, cost, calls, input tokens, output tokens, spans, errors, blocked) rows
-    and the name each key is shown with; most expensive first."""
+    and the name each key is shown with; most expensive first. A key without spans is left out (SQLite's rollups
+    keep a row for no agent whose spans were all charged to an agent later: ``_agent_charge``)."""
     result: list[dict[str, Any]] = [
         {"agent_id": row[0] or None, "agent_name": names.get(row[0]) or (row[0] or None),
          "cost_usd": usd(row[1]), "llm_calls": int(row[2]), "input_tokens": int(row[3]),
          "output_tokens": int(row[4]), "spans": int(row[5]), "errors": int(row[6]), "blocked": int(row[7])}
-        for row in rows
+        for row in rows if row[5]
     ]
     result.sort(key=lambda item: (-item["cost_usd"], item["agent_id"] or ""))
     return result

@@ -13,11 +13,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import _json
+from ._agent_charge import Charger, Owner
 from ._datamodel import (
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
@@ -33,6 +34,7 @@ from ._datamodel import (
 )
 from ._file_lock import file_locked, lock_file, unlock_file
 from ._model import SpanRecord
+from ._sqlite_agents import AGENTS_SCHEMA, SqliteTree, purge_charges, write_charges
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
@@ -59,9 +61,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 _UPSERT_TRACE = """
 INSERT INTO traces (tkey, trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,
-    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns)
+    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns, unowned)
 VALUES (?, ?, ?, ?, ?, ?, (? - ?) / 1e6, ?, ?, ?, ?, ?, ?, ?, ?,
-    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?)
+    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
     -- The name is the earliest-starting root's (roots may arrive in any order), else the earliest span's. A
     -- database from before root_start_ns compares with the trace's start instead.
@@ -89,7 +91,8 @@ ON CONFLICT (trace_id) DO UPDATE SET
     status = CASE WHEN traces.blocked + excluded.blocked > 0 THEN 'blocked'
                   WHEN traces.errors + excluded.errors > 0 THEN 'error' ELSE 'ok' END,
     agents = excluded.agents,
-    models = excluded.models
+    models = excluded.models,
+    unowned = traces.unowned + excluded.unowned
 """
 
 _UPSERT_HOUR = """
@@ -152,14 +155,18 @@ class _Aggregates:
     appearance, slot 13 its models, 14 and 15 their JSON), per hour (slot 8 its agents, slot 9 its models) and per
     latency bin. The keys are strings and ints already hashed, so the pass builds no tuple per span."""
 
-    __slots__ = ("traces", "hours", "latency", "breakers", "alerts")
+    __slots__ = ("traces", "hours", "latency", "breakers", "alerts", "unowned")
 
-    def __init__(self, records: Sequence[SpanRecord]) -> None:
+    def __init__(self, records: Sequence[SpanRecord], charged: Mapping[tuple[str, str], Owner]) -> None:
+        """``charged``: spans without an agent of their own that the costs by agent count under an ancestor's
+        (``_agent_charge``)."""
         traces: dict[str, list[Any]] = {}
         hours: dict[int, list[Any]] = {}
         latency: dict[tuple[int, int], int] = {}
         self.breakers: list[SpanRecord] = []
         self.alerts: list[SpanRecord] = []
+        # Per trace: spans with a parent and no agent of their own (traces.unowned).
+        unowned: dict[str, int] = {}
         for r in records:
             kind, status, trace_id, start = r.kind, r.status, r.trace_id, r.start_ns
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
@@ -194,8 +201,11 @@ class _Aggregates:
                 trace[8] += cost
                 trace[9] += is_error
                 trace[10] += is_blocked
-            if agent and trace[12].get(agent) is None:
-                trace[12][agent] = agent_name
+            if agent:
+                if trace[12].get(agent) is None:
+                    trace[12][agent] = agent_name
+            elif not is_root:
+                unowned[trace_id] = unowned.get(trace_id, 0) + 1
             hour = start // HOUR_NS
             bucket = hours.get(hour)
             if bucket is None:
@@ -213,6 +223,10 @@ class _Aggregates:
             if is_call:
                 key = (hour, latency_bin((r.end_ns - start) / 1e6))
                 latency[key] = latency.get(key, 0) + 1
+            if not agent and charged:
+                owner = charged.get((trace_id, r.span_id))
+                if owner is not None:
+                    agent, agent_name = owner
             row = bucket[8].get(agent or "")
             if row is None:
                 bucket[8][agent or ""] = [agent_name, 1, is_call, is_error, is_blocked, tokens_in, tokens_out, cost]
@@ -256,8 +270,9 @@ class _Aggregates:
         self.traces = traces
         self.hours = hours
         self.latency = latency
+        self.unowned = unowned
 
-    def _labels(self, known: dict[str, tuple[int, str, str]],
+    def _labels(self, known: dict[str, tuple[int, str, str, int]],
                 tkeys: dict[str, int]) -> tuple[dict[str, tuple[str, str]], list[tuple[Any, ...]]]:
         """Merged agents/models JSON per trace, and the label rows that are new (runs under the write lock)."""
         merged: dict[str, tuple[str, str]] = {}
@@ -291,11 +306,11 @@ class _Aggregates:
             merged[trace_id] = (dumps(agents), dumps(models))
         return merged, new_rows
 
-    def write(self, cursor: sqlite3.Cursor, known: dict[str, tuple[int, str, str]], tkeys: dict[str, int]) -> None:
+    def write(self, cursor: sqlite3.Cursor, known: dict[str, tuple[int, str, str, int]], tkeys: dict[str, int]) -> None:
         labels, label_rows = self._labels(known, tkeys)
         cursor.executemany(_UPSERT_TRACE, [
             (tkeys[tid], tid, t[0], int(t[1]), t[2], t[3], t[3], t[2], t[4], t[5], t[6], t[7], t[6] + t[7], t[8], t[9],
-             t[10], t[10], t[9], *labels[tid], t[11])
+             t[10], t[10], t[9], *labels[tid], t[11], self.unowned.get(tid, 0))
             for tid, t in self.traces.items()
         ])
         if label_rows:
@@ -335,6 +350,7 @@ class SQLiteStore(Store):
             self._writer = self._connect()
             self._writer.executescript(SCHEMA)
             self._writer.executescript(SESSIONS_SCHEMA)
+            self._writer.executescript(AGENTS_SCHEMA)
             upgrade(self._writer)
             upgrade_sessions(self._writer)
             self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -421,19 +437,19 @@ class SQLiteStore(Store):
 
     # -- spans ---------------------------------------------------------------------------------------
 
-    def _known_traces(self, cursor: sqlite3.Cursor, trace_ids: list[str]) -> dict[str, tuple[int, str, str]]:
-        """Stored traces among ``trace_ids``: {trace_id: (tkey, agents, models)}."""
-        traces: dict[str, tuple[int, str, str]] = {}
+    def _known_traces(self, cursor: sqlite3.Cursor, trace_ids: list[str]) -> dict[str, tuple[int, str, str, int]]:
+        """Stored traces among ``trace_ids``: {trace_id: (tkey, agents, models, unowned)}."""
+        traces: dict[str, tuple[int, str, str, int]] = {}
         for start in range(0, len(trace_ids), _ID_CHUNK):
             chunk = trace_ids[start:start + _ID_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for tkey, trace_id, agents, models in cursor.execute(
-                    f"SELECT tkey, trace_id, agents, models FROM traces WHERE trace_id IN ({marks})", chunk):
-                traces[trace_id] = (tkey, agents, models)
+            for tkey, trace_id, agents, models, unowned in cursor.execute(
+                    f"SELECT tkey, trace_id, agents, models, unowned FROM traces WHERE trace_id IN ({marks})", chunk):
+                traces[trace_id] = (tkey, agents, models, unowned)
         return traces
 
     def _stored_spans(self, cursor: sqlite3.Cursor, records: Sequence[SpanRecord],
-                      traces: dict[str, tuple[int, str, str]]) -> set[tuple[str, str]]:
+                      traces: dict[str, tuple[int, str, str, int]]) -> set[tuple[str, str]]:
         """The (trace_id, span_id) pairs of ``records`` already stored: exact index lookups of those ids only
         (only traces already stored can hold them), never a scan of a trace's spans."""
         by_trace: dict[str, list[str]] = {}
@@ -457,7 +473,8 @@ class SQLiteStore(Store):
         # The Python work happens before taking the write lock, so two requests overlap and the lock (shared
         # by every collector process on this file) is held only for the SQL.
         rows = _span_rows(fresh)
-        aggregates = _Aggregates(fresh)
+        charger = Charger(fresh)
+        aggregates = _Aggregates(fresh, charger.in_batch)
         with self._transaction() as cursor:
             known_traces = self._known_traces(cursor, list(aggregates.traces))
             # New traces get the next sequential keys: the write lock makes max() + n safe.
@@ -481,7 +498,8 @@ class SQLiteStore(Store):
                 kept = [(r, row) for r, row in zip(fresh, rows, strict=True) if (r.trace_id, r.span_id) not in stored]
                 fresh = [r for r, _ in kept]
                 rows = [row for _, row in kept]
-                aggregates = _Aggregates(fresh)
+                charger = Charger(fresh)
+                aggregates = _Aggregates(fresh, charger.in_batch)
                 written = self._writer.total_changes
                 cursor.executemany(_INSERT_SPAN, rows)
                 if self._writer.total_changes - written != len(rows):
@@ -490,12 +508,29 @@ class SQLiteStore(Store):
             cursor.execute("RELEASE spans")
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
+                self._charge(cursor, fresh, charger, known_traces, tkeys)
                 add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, event_payload(record), "span", record.trace_id, record.span_id)
                 for record in aggregates.alerts:
                     self._breakers.add_sdk_alert(cursor, event_payload(record))
         return IngestResult(len(fresh), len(records) - len(fresh))
+
+    @staticmethod
+    def _charge(cursor: sqlite3.Cursor, fresh: Sequence[SpanRecord], charger: Charger,
+                known_traces: Mapping[str, Any], tkeys: Mapping[str, int]) -> None:
+        """Keep the batch's charges (counted by its rollups already), and where it adds to stored traces, those
+        only the stored spans decide: batch spans under a stored agent, stored spans under the batch's."""
+        charged = charger.in_batch
+        moved: dict[tuple[str, str], Owner] = {}
+        stored: dict[tuple[str, str], Owner] = {}
+        if known_traces:
+            waiting = {trace_id for trace_id, known in known_traces.items() if known[3]}
+            found = charger.with_store(SqliteTree(cursor, tkeys, waiting), known_traces)
+            moved = {key: owner for key, owner in found.batch.items() if key not in charged}
+            stored = found.stored
+        if charged or moved or stored:
+            write_charges(cursor, tkeys, fresh, charged, moved, stored)
 
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         return self._queries.list_traces(query)
@@ -725,6 +760,7 @@ class SQLiteStore(Store):
             removed["alert_history"] = cursor.rowcount
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
             purge_session_traces(cursor)
+            purge_charges(cursor, before_ns)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed

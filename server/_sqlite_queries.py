@@ -25,6 +25,7 @@ from ._datamodel import (
     trace_dict,
     window_stats_dict,
 )
+from ._sqlite_agents import CHARGED_AGENT_SQL, CHARGED_JOIN_SQL
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
@@ -343,9 +344,9 @@ class Queries:
             start_ns, end_ns,
             "SELECT agent_id, sum(cost_usd), sum(llm_calls), sum(input_tokens), sum(output_tokens), sum(spans),"
             " sum(errors), sum(blocked) FROM rollup_agent{where} GROUP BY agent_id",
-            f"SELECT coalesce(agent_id, agent_name, ''), sum(cost_usd), sum({_CALL}), sum(input_tokens),"
-            f" sum(output_tokens), count(*), sum(status = 'error'), sum({_BLOCKED}) FROM spans"
-            " WHERE start_ns >= ? AND start_ns < ? GROUP BY coalesce(agent_id, agent_name, '')", 1)
+            f"SELECT {CHARGED_AGENT_SQL} AS agent, sum(s.cost_usd), sum({_CALL}), sum(s.input_tokens),"
+            f" sum(s.output_tokens), count(*), sum(s.status = 'error'), sum({_BLOCKED}) FROM spans s"
+            f" {CHARGED_JOIN_SQL} WHERE s.start_ns >= ? AND s.start_ns < ? GROUP BY agent", 1)
         names = dict(connection.execute(
             "SELECT agent_id, max(agent_name) FROM rollup_agent GROUP BY agent_id").fetchall())
         return agent_cost_rows(rows, names)

@@ -123,6 +123,26 @@ def test_real_instrumentors_show_kinds_tokens_cost_and_messages(instrumentor: st
     assert metrics["cost_usd"] == pytest.approx(llm["cost_usd"], abs=1e-6)
 
 
+def test_an_agent_span_of_the_genai_conventions_is_charged_its_calls(collector: ServerHandle) -> None:
+    """Found 2026-12-05: an ``invoke_agent`` span (gen_ai.agent.name) over two instrumented chat calls: the trace
+    listed the agent and cost $0.007, the costs by agent showed it at $0 in 0 calls. Each span is exported by
+    itself here, the calls before their agent's span (they end first)."""
+    _run(PROGRAMS["opentelemetry-instrumentation-openai-v2"].split("import openai")[0] + '''
+    import openai
+    client = openai.OpenAI(base_url=stub.openai_base_url, api_key="k", max_retries=0)
+    with trace.get_tracer("app").start_as_current_span("invoke_agent Planner", attributes={
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "Planner", "gen_ai.system": "openai"}):
+        stub.queue(Reply(input_tokens=1000, output_tokens=100))  # after the program's own reply (100 in, 20 out)
+        for _ in range(2):
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "plan"}])
+''', collector)
+    agents = {a["agent_name"]: a for a in _get(collector, "/api/cost/by-agent")["agents"]}
+    # gpt-4o: $2.50 in, $10 out per million tokens.
+    expected = (100 * 2.50 + 20 * 10.0 + 1000 * 2.50 + 100 * 10.0) / 1e6
+    assert (agents["Planner"]["cost_usd"], agents["Planner"]["llm_calls"]) == (pytest.approx(expected), 2)
+    assert _get(collector, "/api/traces?agent_id=Planner")["traces"][0]["cost_usd"] == pytest.approx(expected)
+
+
 def _kv(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"key": key, "value": {"boolValue": value}}

@@ -176,8 +176,9 @@ def test_a_database_from_before_root_start_ns_is_upgraded(tmp_path: Path) -> Non
     path = tmp_path / "old.db"
     store = SQLiteStore(path)
     store.close()
-    with sqlite3.connect(path) as connection:  # the traces table as it was before the column existed
+    with sqlite3.connect(path) as connection:  # the traces table as it was before the columns existed
         connection.execute("ALTER TABLE traces DROP COLUMN root_start_ns")
+        connection.execute("ALTER TABLE traces DROP COLUMN unowned")
     store = SQLiteStore(path)
     try:
         trace_id, start = _trace_id(), time.time_ns() - 10_000_000_000

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agentwatch.server._stats import HOUR_NS
-from tests.server.aw_helpers import SpanFactory, make_trace
+from tests.server.aw_helpers import SpanFactory, make_trace, new_trace_id
 
 NOW = time.time_ns()
 
@@ -311,6 +311,9 @@ def test_graph_of_a_deep_chain(client: TestClient, order: str) -> None:
     edges = {(edge["source"], edge["target"]) for edge in graph["edges"]}
     expected = {("agent:a", "llm:s10")} | {(f"llm:s{i}", f"llm:s{i + 10}") for i in range(10, depth, 10)}
     assert edges == expected
+    # Every span of the chain counts under its agent, the cycle's under none (the walk up is linear too).
+    agents = {a["agent_id"]: a["spans"] for a in client.get("/api/cost/by-agent").json()["agents"]}
+    assert agents == {"a": depth + 1, None: 3}
 
 
 def test_a_model_sent_without_its_provider_is_one_row(client: TestClient, make_span: SpanFactory) -> None:
@@ -351,3 +354,67 @@ def test_aggregates_keep_the_cost_of_cheap_calls(client: TestClient, make_span: 
     report = client.get("/api/reports/monthly", params={"month": month}).json()
     assert report["totals"]["cost_usd"] == exact(1.2e-6, abs=1e-9)
     assert sum(row["cost_usd"] for row in report["cost_by_model"]) == exact(1.2e-6, abs=1e-9)
+
+
+def _unnamed(make_span: SpanFactory, **fields: object) -> dict:
+    """A span as OpenTelemetry instrumentations send a model call or a chain: no agent on it."""
+    return make_span(**{"agent_id": None, "agent_name": None, "agent_role": None, **fields})
+
+
+@pytest.mark.parametrize("order", ["one batch", "children first", "parents first", "middle last"])
+def test_calls_are_charged_to_the_agent_above_them(client: TestClient, make_span: SpanFactory, order: str) -> None:
+    """Found 2026-12-05: an agent that arrives over OTLP (``invoke_agent Planner`` with gen_ai.agent.name) cost $0 in
+    0 calls in the costs by agent: its name is on its own span only, not on the calls under it. Each span is now
+    charged to its nearest agent above, whatever order and requests the spans of the trace come in."""
+    start = (NOW // HOUR_NS - 3) * HOUR_NS + HOUR_NS // 2
+    trace_id = new_trace_id()
+    common = {"trace_id": trace_id, "model": None, "provider": None, "input_tokens": 0, "output_tokens": 0,
+              "cost_usd": 0.0}
+    planner = make_span(**common, name="invoke_agent Planner", kind="agent", agent_id=None, agent_name="Planner",
+                        agent_role=None, start=start, duration_ms=5000)
+    step = _unnamed(make_span, **common, name="plan", kind="chain", parent_span_id=planner["span_id"],
+                    start=start + 1)
+    calls = [_unnamed(make_span, trace_id=trace_id, parent_span_id=step["span_id"], cost_usd=0.0035,
+                      start=start + 2 + index) for index in range(2)]
+    critic = make_span(**common, name="invoke_agent Critic", kind="agent", agent_id=None, agent_name="Critic",
+                       agent_role=None, parent_span_id=step["span_id"], start=start + 10)
+    review = _unnamed(make_span, trace_id=trace_id, parent_span_id=critic["span_id"], cost_usd=0.001,
+                      start=start + 11)
+    loose = _unnamed(make_span, cost_usd=0.002, start=start + 20)  # a call under no agent at all
+    batches = {
+        "one batch": [[planner, step, *calls, critic, review, loose]],
+        "children first": [[review], calls, [critic, step], [planner, loose]],  # as an OTLP exporter sends them
+        "parents first": [[planner], [step], calls, [critic], [review, loose]],
+        "middle last": [[planner, *calls, review], [critic], [step, loose]],
+    }[order]
+    for batch in batches:
+        assert client.post("/api/ingest", json=batch).status_code == 202
+    expected = {"Planner": (0.007, 2, 4), "Critic": (0.001, 1, 2), None: (0.002, 1, 1)}
+    # Whole hours (rollups, where the store keeps them) and raw spans answer alike.
+    for params in ({}, {"from": str(start - 1000), "to": str(start + 1000)}):
+        agents = client.get("/api/cost/by-agent", params=params).json()["agents"]
+        got = {a["agent_name"]: (a["cost_usd"], a["llm_calls"], a["spans"]) for a in agents}
+        assert got == {name: (pytest.approx(cost), calls_, spans) for name, (cost, calls_, spans)
+                       in expected.items()}, params
+    # The spans keep the agent they were sent with.
+    spans = {s["span_id"]: s for s in client.get(f"/api/traces/{trace_id}/spans").json()["spans"]}
+    assert spans[calls[0]["span_id"]]["agent_name"] is None
+    assert client.get("/api/traces", params={"agent_id": "Planner"}).json()["total"] == 1
+
+
+def test_charges_to_agents_survive_retries_and_go_with_a_purge(client: TestClient, make_span: SpanFactory) -> None:
+    start = NOW - 2 * HOUR_NS
+    agent = make_span(name="invoke_agent Planner", kind="agent", agent_id=None, agent_name="Planner", agent_role=None,
+                      model=None, cost_usd=0.0, input_tokens=0, output_tokens=0, start=start)
+    call = _unnamed(make_span, trace_id=agent["trace_id"], parent_span_id=agent["span_id"], cost_usd=0.004,
+                    start=start + 1)
+    for batch in ([call], [agent], [call, agent], [agent]):  # the last two: retried requests
+        assert client.post("/api/ingest", json=batch).status_code == 202
+    agents = client.get("/api/cost/by-agent").json()["agents"]
+    assert [(a["agent_name"], a["cost_usd"], a["llm_calls"], a["spans"]) for a in agents] == [
+        ("Planner", pytest.approx(0.004), 1, 2)]
+    client.app.state.agentwatch.store.purge(start + HOUR_NS)  # type: ignore[attr-defined]
+    assert client.get("/api/cost/by-agent").json()["agents"] == []
+    assert client.post("/api/ingest", json=[call]).status_code == 202  # the same span again, after the purge
+    agents = client.get("/api/cost/by-agent").json()["agents"]
+    assert [(a["agent_name"], a["cost_usd"]) for a in agents] == [(None, pytest.approx(0.004))]
