@@ -15,6 +15,7 @@ import agentwatch
 from agentwatch.instrumentation import (
     AgentScope,
     Monitor,
+    RunBudgetStore,
     attach,
     detach,
     init_provisional,
@@ -50,6 +51,23 @@ def _scope(name: str, monitor: Monitor) -> AgentScope:
     return AgentScope(name, monitor.scope_id, "pytest", monitor)
 
 
+#: Why a call was blocked by a budget kept in a ``RunBudgetStore`` (the session's, a test's).
+_BUDGET_REASON = "trace_budget"
+_CALLS_REASON = "max_calls_per_minute"
+
+
+def _test_monitors(item: pytest.Item, budget: float | None, max_calls: int | None) -> list[Monitor]:
+    """The test's own limits: its budget is the whole test's (no hourly window), its call limit a rate."""
+    monitors = []
+    if budget is not None:
+        monitors.append(Monitor("agent", _test_scope_id(item), name=item.nodeid, store=RunBudgetStore(),
+                                budget_per_hour=budget, block_on_threshold=True))
+    if max_calls is not None:
+        monitors.append(Monitor("agent", _test_scope_id(item), name=item.nodeid, max_calls_per_minute=max_calls,
+                                block_on_threshold=True))
+    return monitors
+
+
 class AgentWatchSession:
     def __init__(self, config: pytest.Config, session_budget: float | None, test_budget: float | None) -> None:
         self.config = config
@@ -68,9 +86,10 @@ class AgentWatchSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         register_plugin(self._listener, "pytest-agentwatch")
         if self.session_budget is not None:
-            # The session scope is checked before every LLM call made anywhere in the run.
-            monitor = Monitor("agent", "pytest-session", name="pytest session", budget_per_hour=self.session_budget,
-                              block_on_threshold=True)
+            # The session scope is checked before every LLM call made anywhere in the run. Its store keeps the
+            # whole run's spend (a per-run budget): an hourly window gave a run longer than an hour its budget again.
+            monitor = Monitor("agent", "pytest-session", name="pytest session", store=RunBudgetStore(),
+                              budget_per_hour=self.session_budget, block_on_threshold=True)
             self._session_token = attach(agent=_scope("pytest session", monitor))
             ledger = getattr(self.config, "workerinput", {}).get(_LEDGER_KEY)
             if ledger:  # an xdist worker: the budget is the run's, shared with the other workers
@@ -162,15 +181,12 @@ class AgentWatchSession:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         self._ensure_client()
         budget, max_calls = self._limits(item)
-        token: tuple[Any, ...] = ()
-        if budget is not None or max_calls is not None:
-            monitor = Monitor("agent", _test_scope_id(item), name=item.nodeid, budget_per_hour=budget,
-                              max_calls_per_minute=max_calls, block_on_threshold=True)
-            token = attach(agent=_scope(item.nodeid, monitor))
+        tokens = [attach(agent=_scope(item.nodeid, monitor)) for monitor in _test_monitors(item, budget, max_calls)]
         try:
             yield
         finally:
-            detach(token)
+            for token in reversed(tokens):
+                detach(token)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, None]:
@@ -183,12 +199,12 @@ class AgentWatchSession:
         problems = []
         # Only the test's own limits speak here: a call blocked by the session budget fails the run, not as the test's.
         own = _test_scope_id(item)
-        if budget is not None and (usage.cost_usd > budget or usage.blocked_by(own, "budget_per_hour")):
+        if budget is not None and (usage.cost_usd > budget or usage.blocked_by(own, _BUDGET_REASON)):
             problems.append(f"AgentWatch: test budget ${budget:.6f} exceeded: spent ${usage.cost_usd:.6f} "
-                            f"in {usage.calls} LLM call(s), {usage.blocked_by(own, 'budget_per_hour')} blocked")
-        if max_calls is not None and (usage.calls > max_calls or usage.blocked_by(own, "max_calls_per_minute")):
+                            f"in {usage.calls} LLM call(s), {usage.blocked_by(own, _BUDGET_REASON)} blocked")
+        if max_calls is not None and (usage.calls > max_calls or usage.blocked_by(own, _CALLS_REASON)):
             problems.append(f"AgentWatch: max_calls={max_calls} exceeded: {usage.calls} LLM call(s) made, "
-                            f"{usage.blocked_by(own, 'max_calls_per_minute')} blocked")
+                            f"{usage.blocked_by(own, _CALLS_REASON)} blocked")
         if problems and report.outcome != "skipped":
             report.outcome = "failed"
             previous = f"\n\n{report.longreprtext}" if report.longreprtext else ""

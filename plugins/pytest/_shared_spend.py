@@ -66,6 +66,7 @@ class SharedSpend:
             connection.close()
 
     def _exchange(self, connection: sqlite3.Connection) -> None:
+        # The session monitor's store keeps the whole run's spend: its "last hour" is all of it.
         spent = float(self._monitor.snapshot()["spend_last_hour"])
         try:
             with connection:

@@ -201,6 +201,41 @@ def test_the_session_budget_is_the_runs_across_xdist_workers(pytester: pytest.Py
     assert (totals["calls"], totals["blocked"]) == (2, 2)  # one call per worker, then nobody's
 
 
+@pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_the_session_budget_is_the_whole_runs_not_an_hours(pytester: pytest.Pytester, workers: list[str]) -> None:
+    """Found 2026-12-06: the session budget was a rolling hour (budget_per_hour), so in a run longer than an hour the
+    first hour's spend stopped counting and calls went out again. Here each test runs an hour after the one before."""
+    _suite(pytester, """
+        import itertools
+        import time
+
+        import pytest
+        from agentwatch import CircuitBreakerException
+        from agentwatch.instrumentation import get_current_agent_scopes
+
+        hours = itertools.count()
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_calls(n):
+            later = next(hours) * 3700.0
+            for scope in get_current_agent_scopes():
+                if scope.monitor.scope_id == "pytest-session":
+                    scope.monitor._clock = lambda: time.monotonic() + later
+            try:
+                call(1)
+            except CircuitBreakerException:
+                pass
+            time.sleep(0.5)  # the workers have told each other what they spent
+    """)
+    budget = COST_PER_CALL * 1.5
+    result = pytester.runpytest_subprocess(*workers, "-p", "no:randomly", f"--agentwatch-budget={budget}",
+                                           "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    totals = json.loads((pytester.path / "out.json").read_text())["totals"]
+    assert (totals["calls"], totals["blocked"]) == (2, 2)
+
+
 def test_a_session_block_is_not_reported_as_the_tests_budget(pytester: pytest.Pytester) -> None:
     """Found 2026-12-05: a test within its own budget, blocked by the session's, failed with "test budget exceeded:
     spent $0.000000"."""
