@@ -86,10 +86,12 @@ class UsageReport:
             total.merge(usage.summary())
         return total
 
-    def as_json(self, session_budget: float | None, test_budget: float | None) -> dict[str, Any]:
+    def as_json(self, session_budget: float | None, test_budget: float | None, *,
+                enforced: bool = True) -> dict[str, Any]:
+        """``enforced``: False when AgentWatch was switched off, so nothing was recorded or limited."""
         tests = [usage.summary() for usage in self.tests.values() if usage.calls or usage.blocked]
         return {"tests": tests, "totals": self.totals().summary(),
-                "budgets": {"session_usd": session_budget, "per_test_usd": test_budget},
+                "budgets": {"session_usd": session_budget, "per_test_usd": test_budget, "enforced": enforced},
                 "most_expensive": [usage["nodeid"] for usage in sorted(tests, key=lambda u: -u["cost_usd"])[:10]]}
 
     def lines(self) -> list[str]:

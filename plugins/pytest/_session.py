@@ -28,6 +28,8 @@ from ._shared_spend import SharedSpend, create_ledger
 
 __all__ = ["AgentWatchSession"]
 
+_SWITCHED_OFF = ("AgentWatch is switched off (AGENTWATCH_ENABLED): LLM calls were not recorded and no budget or "
+                 "limit was enforced")
 _OUTPUT_KEY = "agentwatch"
 _LEDGER_KEY = "agentwatch_session_ledger"
 
@@ -79,6 +81,7 @@ class AgentWatchSession:
         self._is_worker = hasattr(config, "workerinput")
         self._ledger_directory: str | None = None  # the controller's, with a session budget and workers
         self._shared_spend: SharedSpend | None = None  # a worker's
+        self.switched_off = False
 
     # ---- session ----------------------------------------------------------------------------
 
@@ -107,11 +110,15 @@ class AgentWatchSession:
             self._ledger_directory = tempfile.mkdtemp(prefix="agentwatch-pytest-")
         node.workerinput[_LEDGER_KEY] = create_ledger(Path(self._ledger_directory))
 
-    @staticmethod
-    def _ensure_client() -> None:
+    def _ensure_client(self) -> None:
         # Provisional: if a test calls agentwatch.init(...) itself, its own configuration takes over.
-        if agentwatch.get_client() is None:
-            init_provisional(exporters=[])
+        if agentwatch.get_client() is None and not init_provisional(exporters=[]).enabled:
+            # The kill switch (AGENTWATCH_ENABLED=0) wins over the options: AgentWatch stays out of the process,
+            # and the report says that nothing was recorded or limited instead of passing the budgets.
+            self.switched_off = True
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        return _SWITCHED_OFF if self.switched_off else None
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -129,7 +136,8 @@ class AgentWatchSession:
         if path and not self._is_worker:
             from ._plugin import write_json
 
-            write_json(path, self.report.as_json(self.session_budget, self.test_budget))
+            write_json(path, self.report.as_json(self.session_budget, self.test_budget,
+                                                 enforced=not self.switched_off))
         unregister_plugin("pytest-agentwatch")
 
     def _session_over_budget(self) -> bool:
@@ -150,6 +158,12 @@ class AgentWatchSession:
         if self._is_worker:
             return
         terminalreporter.write_sep("=", "AgentWatch: LLM calls and cost per test")
+        if self.switched_off:
+            terminalreporter.write_line(_SWITCHED_OFF, yellow=True, bold=True)
+            for name, budget in (("session budget", self.session_budget), ("per-test budget", self.test_budget)):
+                if budget is not None:
+                    terminalreporter.write_line(f"{name} ${budget:.6f}: NOT ENFORCED", yellow=True, bold=True)
+            return
         for line in self.report.lines():
             terminalreporter.write_line(line)
         total = self.report.totals()

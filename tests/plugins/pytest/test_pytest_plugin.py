@@ -257,6 +257,24 @@ def test_a_session_block_is_not_reported_as_the_tests_budget(pytester: pytest.Py
     result.stdout.fnmatch_lines(["*session budget*EXCEEDED*"])
 
 
+def test_the_kill_switch_is_reported_not_passed_as_ok(pytester: pytest.Pytester,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found 2026-12-06: with AGENTWATCH_ENABLED=0 in the environment, `--agentwatch-budget` enforced nothing and the
+    report said "$0.000000 spent ... ok" while the tests' calls went out. The kill switch still wins, and says so."""
+    _suite(pytester, """
+        def test_calls():
+            call(3)
+    """)
+    monkeypatch.setenv("AGENTWATCH_ENABLED", "0")
+    result = pytester.runpytest_subprocess(f"--agentwatch-budget={COST_PER_CALL}", "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "— ok" not in out
+    result.stdout.fnmatch_lines(["AgentWatch is switched off (AGENTWATCH_ENABLED)*no budget or limit was enforced",
+                                 f"session budget ${COST_PER_CALL:.6f}: NOT ENFORCED"])
+    assert json.loads((pytester.path / "out.json").read_text())["budgets"]["enforced"] is False
+
+
 def test_runs_without_xdist(pytester: pytest.Pytester) -> None:
     """With pytest-xdist absent (here: disabled), the xdist-only hook must not stop the run."""
     _suite(pytester, """
