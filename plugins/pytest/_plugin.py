@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from ._limits import MARKER_ARGUMENTS, usd, usd_option
+
 __all__ = ["pytest_addoption", "pytest_configure"]
 
 _REPORT_KEY = "agentwatch_report"
@@ -19,9 +21,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--agentwatch", action="store_true", default=None,
                     help="record LLM calls, tokens and cost per test and print a summary")
     group.addoption("--agentwatch-json", metavar="PATH", default=None, help="also write the summary as JSON")
-    group.addoption("--agentwatch-budget", metavar="USD", type=float, default=None,
+    group.addoption("--agentwatch-budget", metavar="USD", type=usd_option, default=None,
                     help="session budget: once reached, LLM calls are blocked and the run fails")
-    group.addoption("--agentwatch-test-budget", metavar="USD", type=float, default=None,
+    group.addoption("--agentwatch-test-budget", metavar="USD", type=usd_option, default=None,
                     help="per-test budget: a test that spends more fails")
     parser.addini("agentwatch", "enable AgentWatch's cost report", type="bool", default=False)
     parser.addini("agentwatch_budget", "session budget in USD", default="")
@@ -32,14 +34,14 @@ def _float_ini(config: pytest.Config, name: str) -> float | None:
     raw = config.getini(name)
     if raw in ("", None):
         return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise pytest.UsageError(f"{name} must be a number of USD, got {raw!r}") from None
+    value = usd(raw)
+    if value is None:
+        raise pytest.UsageError(f"{name} must be a number of USD (finite, not negative), got {raw!r}")
+    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "agentwatch(budget=None, max_calls=None): per-test LLM limits (AgentWatch)")
+    config.addinivalue_line("markers", f"agentwatch({MARKER_ARGUMENTS}): per-test LLM limits (AgentWatch)")
     session_budget = config.getoption("agentwatch_budget")
     if session_budget is None:
         session_budget = _float_ini(config, "agentwatch_budget")
@@ -50,9 +52,6 @@ def pytest_configure(config: pytest.Config) -> None:
                   or session_budget is not None or test_budget is not None)
     if not wanted:
         return
-    for name, value in (("--agentwatch-budget", session_budget), ("--agentwatch-test-budget", test_budget)):
-        if value is not None and value < 0:
-            raise pytest.UsageError(f"{name} must not be negative")
     from ._session import AgentWatchSession
 
     config.pluginmanager.register(AgentWatchSession(config, session_budget, test_budget), _REPORT_KEY)

@@ -23,6 +23,7 @@ from agentwatch.instrumentation import (
     unregister_plugin,
 )
 
+from ._limits import TestLimits, marker_limits
 from ._report import UsageReport
 from ._shared_spend import SharedSpend, create_ledger
 
@@ -58,15 +59,20 @@ _BUDGET_REASON = "trace_budget"
 _CALLS_REASON = "max_calls_per_minute"
 
 
-def _test_monitors(item: pytest.Item, budget: float | None, max_calls: int | None) -> list[Monitor]:
+#: The test's own limits, read from its marker (or the run's per-test budget) when its set-up starts.
+_LIMITS = pytest.StashKey[TestLimits]()
+_NO_LIMITS = TestLimits(None, None)
+
+
+def _test_monitors(item: pytest.Item, limits: TestLimits) -> list[Monitor]:
     """The test's own limits: its budget is the whole test's (no hourly window), its call limit a rate."""
     monitors = []
-    if budget is not None:
+    if limits.budget is not None:
         monitors.append(Monitor("agent", _test_scope_id(item), name=item.nodeid, store=RunBudgetStore(),
-                                budget_per_hour=budget, block_on_threshold=True))
-    if max_calls is not None:
-        monitors.append(Monitor("agent", _test_scope_id(item), name=item.nodeid, max_calls_per_minute=max_calls,
-                                block_on_threshold=True))
+                                budget_per_hour=limits.budget, block_on_threshold=True))
+    if limits.max_calls is not None:
+        monitors.append(Monitor("agent", _test_scope_id(item), name=item.nodeid,
+                                max_calls_per_minute=limits.max_calls, block_on_threshold=True))
     return monitors
 
 
@@ -174,13 +180,10 @@ class AgentWatchSession:
 
     # ---- tests ------------------------------------------------------------------------------
 
-    def _limits(self, item: pytest.Item) -> tuple[float | None, int | None]:
-        budget, max_calls = self.test_budget, None
-        marker = item.get_closest_marker("agentwatch")
-        if marker is not None:
-            budget = marker.kwargs.get("budget", budget)
-            max_calls = marker.kwargs.get("max_calls")
-        return budget, max_calls
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Before any fixture: a marker that cannot be read fails this test's set-up, before it spends anything.
+        item.stash[_LIMITS] = marker_limits(item, self.test_budget)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
@@ -194,8 +197,8 @@ class AgentWatchSession:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         self._ensure_client()
-        budget, max_calls = self._limits(item)
-        tokens = [attach(agent=_scope(item.nodeid, monitor)) for monitor in _test_monitors(item, budget, max_calls)]
+        limits = item.stash.get(_LIMITS, _NO_LIMITS)
+        tokens = [attach(agent=_scope(item.nodeid, monitor)) for monitor in _test_monitors(item, limits)]
         try:
             yield
         finally:
@@ -209,7 +212,8 @@ class AgentWatchSession:
         if call.when != "call":
             return
         usage = self.report.usage(item.nodeid)
-        budget, max_calls = self._limits(item)
+        limits = item.stash.get(_LIMITS, _NO_LIMITS)
+        budget, max_calls = limits.budget, limits.max_calls
         problems = []
         # Only the test's own limits speak here: a call blocked by the session budget fails the run, not as the test's.
         own = _test_scope_id(item)

@@ -102,6 +102,76 @@ def test_marker_limits(pytester: pytest.Pytester) -> None:
     assert "CircuitBreakerException" in result.stdout.str()
 
 
+def test_a_marker_that_cannot_be_read_errors_that_test_only(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: budget="0.01" stopped the whole session with an INTERNALERROR; a positional budget or a
+    misspelt keyword was ignored (the test ran unlimited); a negative budget reported a nonsense "exceeded"."""
+    _suite(pytester, """
+        @pytest.mark.agentwatch(budget="0.01")
+        def test_text_budget():
+            call(1)
+
+        @pytest.mark.agentwatch(0.000001)
+        def test_positional():
+            call(1)
+
+        @pytest.mark.agentwatch(budgt=0.000001)
+        def test_misspelt():
+            call(1)
+
+        @pytest.mark.agentwatch(budget=-1)
+        def test_negative():
+            call(1)
+
+        @pytest.mark.agentwatch(max_calls=1.5)
+        def test_fractional_calls():
+            call(1)
+
+        @pytest.mark.agentwatch(budget=1.0, max_calls=2)
+        def test_fine():
+            call(2)
+    """)
+    result = pytester.runpytest_subprocess("--agentwatch", "--agentwatch-json=out.json", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, errors=5)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_text_budget*",
+        "@pytest.mark.agentwatch: budget must be a number of USD, got '0.01' (str)",
+        "*ERROR at setup of test_positional*", "@pytest.mark.agentwatch: takes keyword arguments only*(1e-06,)",
+        "*ERROR at setup of test_misspelt*", "@pytest.mark.agentwatch: unknown argument(s) budgt*",
+        "*ERROR at setup of test_negative*", "@pytest.mark.agentwatch: budget must be *not negative, got -1",
+        "*ERROR at setup of test_fractional_calls*", "@pytest.mark.agentwatch: max_calls must be a whole number*",
+    ])
+    assert json.loads((pytester.path / "out.json").read_text())["totals"]["calls"] == 2  # the errors spent nothing
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "two"])
+@pytest.mark.parametrize("option", ["--agentwatch-budget", "--agentwatch-test-budget"])
+def test_a_budget_option_that_is_no_budget_is_a_usage_error(pytester: pytest.Pytester, option: str,
+                                                             value: str) -> None:
+    """Found 2026-12-06: nan and inf stopped the run with an INTERNALERROR once the session started."""
+    _suite(pytester, """
+        def test_one():
+            pass
+    """)
+    result = pytester.runpytest_subprocess(f"{option}={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*error: argument {option}: expected a number of USD*got '{value}'"])
+
+
+def test_a_budget_ini_option_that_is_no_budget_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("""
+        [pytest]
+        agentwatch_budget = nan
+    """)
+    _suite(pytester, """
+        def test_one():
+            pass
+    """)
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*agentwatch_budget must be a number of USD*got 'nan'"])
+
+
 def test_session_budget_blocks_and_fails_the_run(pytester: pytest.Pytester) -> None:
     _suite(pytester, """
         from agentwatch import CircuitBreakerException
