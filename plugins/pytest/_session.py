@@ -62,6 +62,8 @@ _CALLS_REASON = "max_calls_per_minute"
 #: The test's own limits, read from its marker (or the run's per-test budget) when its set-up starts.
 _LIMITS = pytest.StashKey[TestLimits]()
 _NO_LIMITS = TestLimits(None, None)
+#: Set once the test's report says it went over its limits: said once, on its call or else on its teardown.
+_REPORTED = pytest.StashKey[bool]()
 
 
 def _test_monitors(item: pytest.Item, limits: TestLimits) -> list[Monitor]:
@@ -207,15 +209,29 @@ class AgentWatchSession:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, None]:
+        """A test over its own limits fails: its call, if that passed or failed as such; else (skipped, xfail,
+        or spent in its teardown) its teardown, as an error beside the skip or xfail: neither excuses the spend."""
         outcome = yield
         report: pytest.TestReport = outcome.get_result()
-        if call.when != "call":
+        if call.when == "setup" or item.stash.get(_REPORTED, False):
             return
+        plain = report.outcome != "skipped" and not hasattr(report, "wasxfail")
+        if call.when == "call" and not plain:
+            return
+        problems = self._problems(item)
+        if problems:
+            item.stash[_REPORTED] = True
+            report.outcome = "failed"
+            previous = f"\n\n{report.longreprtext}" if report.longreprtext else ""
+            report.longrepr = "\n".join(problems) + previous
+
+    def _problems(self, item: pytest.Item) -> list[str]:
+        """What the test spent beyond its own limits. Only its own speak here: a call blocked by the session budget
+        fails the run, not as the test's."""
         usage = self.report.usage(item.nodeid)
         limits = item.stash.get(_LIMITS, _NO_LIMITS)
         budget, max_calls = limits.budget, limits.max_calls
         problems = []
-        # Only the test's own limits speak here: a call blocked by the session budget fails the run, not as the test's.
         own = _test_scope_id(item)
         if budget is not None and (usage.cost_usd > budget or usage.blocked_by(own, _BUDGET_REASON)):
             problems.append(f"AgentWatch: test budget ${budget:.6f} exceeded: spent ${usage.cost_usd:.6f} "
@@ -223,7 +239,4 @@ class AgentWatchSession:
         if max_calls is not None and (usage.calls > max_calls or usage.blocked_by(own, _CALLS_REASON)):
             problems.append(f"AgentWatch: max_calls={max_calls} exceeded: {usage.calls} LLM call(s) made, "
                             f"{usage.blocked_by(own, _CALLS_REASON)} blocked")
-        if problems and report.outcome != "skipped":
-            report.outcome = "failed"
-            previous = f"\n\n{report.longreprtext}" if report.longreprtext else ""
-            report.longrepr = "\n".join(problems) + previous
+        return problems
