@@ -57,7 +57,8 @@ class TestUsage:
 
 
 class UsageReport:
-    """Usage per test id; spans outside any test (fixtures at session scope) go to ``<session>``."""
+    """Usage per test id. A fixture wider than a test spends in its scope's id (a module's, a class's), the session's
+    in ``<session>``, as does anything outside a test."""
 
     OUTSIDE = "<session>"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -62,8 +63,19 @@ _CALLS_REASON = "max_calls_per_minute"
 #: The test's own limits, read from its marker (or the run's per-test budget) when its set-up starts.
 _LIMITS = pytest.StashKey[TestLimits]()
 _NO_LIMITS = TestLimits(None, None)
+#: The agent scopes of the test's own limits: current while it runs and while its function-scoped fixtures do.
+_SCOPES = pytest.StashKey[tuple[AgentScope, ...]]()
 #: Set once the test's report says it went over its limits: said once, on its call or else on its teardown.
 _REPORTED = pytest.StashKey[bool]()
+
+
+def _attach(scopes: tuple[AgentScope, ...]) -> list[tuple[Any, ...]]:
+    return [attach(agent=scope) for scope in scopes]
+
+
+def _detach(tokens: list[tuple[Any, ...]]) -> None:
+    for token in reversed(tokens):
+        detach(token)
 
 
 def _test_monitors(item: pytest.Item, limits: TestLimits) -> list[Monitor]:
@@ -90,6 +102,8 @@ class AgentWatchSession:
         self._ledger_directory: str | None = None  # the controller's, with a session budget and workers
         self._shared_spend: SharedSpend | None = None  # a worker's
         self.switched_off = False
+        #: Per fixture being torn down: who spent before its teardown started, and its limits' tokens.
+        self._tearing_down: dict[int, tuple[str | None, list[tuple[Any, ...]]]] = {}
 
     # ---- session ----------------------------------------------------------------------------
 
@@ -185,7 +199,8 @@ class AgentWatchSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # Before any fixture: a marker that cannot be read fails this test's set-up, before it spends anything.
-        item.stash[_LIMITS] = marker_limits(item, self.test_budget)
+        limits = item.stash[_LIMITS] = marker_limits(item, self.test_budget)
+        item.stash[_SCOPES] = tuple(_scope(item.nodeid, monitor) for monitor in _test_monitors(item, limits))
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
@@ -195,17 +210,58 @@ class AgentWatchSession:
             yield
         finally:
             self.report.current = None
+            if _SCOPES in item.stash:
+                del item.stash[_SCOPES]  # the monitors of a test that has ended
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         self._ensure_client()
-        limits = item.stash.get(_LIMITS, _NO_LIMITS)
-        tokens = [attach(agent=_scope(item.nodeid, monitor)) for monitor in _test_monitors(item, limits)]
+        tokens = _attach(item.stash.get(_SCOPES, ()))
         try:
             yield
         finally:
-            for token in reversed(tokens):
-                detach(token)
+            _detach(tokens)
+
+    # ---- fixtures: a function-scoped one is the test's, a wider one its scope's ----------------------------------
+    # A fixture's teardown runs from its finalizers, last added first: the one added once it is set up runs just
+    # before its teardown, and pytest_fixture_post_finalizer (added first) just after.
+
+    def _owner(self, request: pytest.FixtureRequest) -> tuple[str, tuple[AgentScope, ...]]:
+        """Whose spend a fixture's is, and the limits it spends under: a function-scoped fixture's is the test's,
+        under the test's limits; a wider one's is its scope's (``<session>`` for the session), shared by the tests
+        that use it, under the session budget only."""
+        if request.scope == "function":
+            return request.node.nodeid, request.node.stash.get(_SCOPES, ())
+        return request.node.nodeid or UsageReport.OUTSIDE, ()
+
+    def _enter(self, request: pytest.FixtureRequest) -> tuple[str | None, list[tuple[Any, ...]]]:
+        owner, scopes = self._owner(request)
+        previous, self.report.current = self.report.current, owner
+        return previous, _attach(scopes)
+
+    def _leave(self, entered: tuple[str | None, list[tuple[Any, ...]]]) -> None:
+        previous, tokens = entered
+        _detach(tokens)
+        self.report.current = previous
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any],
+                             request: pytest.FixtureRequest) -> Generator[None, None, None]:
+        self._ensure_client()
+        entered = self._enter(request)
+        try:
+            yield
+        finally:
+            self._leave(entered)
+            fixturedef.addfinalizer(functools.partial(self._fixture_teardown_starts, fixturedef, request))
+
+    def _fixture_teardown_starts(self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+        self._tearing_down[id(fixturedef)] = self._enter(request)
+
+    def pytest_fixture_post_finalizer(self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+        entered = self._tearing_down.pop(id(fixturedef), None)
+        if entered is not None:
+            self._leave(entered)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, None]:

@@ -118,6 +118,66 @@ def test_a_skip_or_xfail_does_not_excuse_going_over_the_test_budget(pytester: py
     assert "ERROR test_suite.py::test_within_and_skipped" not in result.stdout.str()
 
 
+def test_a_wider_fixtures_spend_is_its_scopes_not_a_tests(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: a session-scoped fixture's spend was charged to whichever test ran first (its set-up) and
+    last (its teardown), so an arbitrary, order-dependent test failed its budget for money it did not spend."""
+    _suite(pytester, """
+        @pytest.fixture(scope="session")
+        def warm_agent():
+            call(2)
+            yield
+            call(1)
+
+        @pytest.fixture(scope="module")
+        def module_agent():
+            call(1)
+
+        def test_a(warm_agent, module_agent):
+            pass
+
+        def test_b(warm_agent):
+            pass
+
+        def test_c(warm_agent):
+            call(1)
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-test-budget={COST_PER_CALL * 1.5}",
+                                           "--agentwatch-json=out.json")
+    result.assert_outcomes(passed=3)
+    spent = {test["nodeid"]: test["calls"] for test in json.loads((pytester.path / "out.json").read_text())["tests"]}
+    assert spent == {"<session>": 3, "test_suite.py": 1, "test_suite.py::test_c": 1}
+
+
+def test_a_function_fixtures_spend_is_the_tests_and_limited_by_its_budget(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: calls in a test's function-scoped fixtures counted against its budget but were never blocked
+    by it: its limits applied only while the test function itself ran."""
+    _suite(pytester, """
+        from agentwatch import CircuitBreakerException
+
+        def try_call():
+            try:
+                call(1)
+            except CircuitBreakerException:
+                pass
+
+        @pytest.fixture
+        def agent():
+            try_call()
+            try_call()
+            yield
+            try_call()
+
+        def test_uses_agent(agent):
+            pass
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-test-budget={COST_PER_CALL / 2}",
+                                           "--agentwatch-json=out.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test budget $0.003750 exceeded: spent $0.007500 in 1 LLM call(s), 1 blocked"])
+    (test,) = json.loads((pytester.path / "out.json").read_text())["tests"]
+    assert (test["nodeid"], test["calls"], test["blocked"]) == ("test_suite.py::test_uses_agent", 1, 2)
+
+
 def test_marker_limits(pytester: pytest.Pytester) -> None:
     _suite(pytester, """
         @pytest.mark.agentwatch(max_calls=2)
