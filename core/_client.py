@@ -415,12 +415,17 @@ def init(**config: Any) -> Client:
     return _init(config, provisional=False)
 
 
-def init_provisional(**config: Any) -> Client:
-    """Start a client that the program's own ``init()`` replaces instead of returning (used by tools)."""
-    return _init(config, provisional=True)
+def init_provisional(*, process_hooks: bool = True, **config: Any) -> Client:
+    """Start a client that the program's own ``init()`` replaces instead of returning (used by tools).
+
+    ``process_hooks=False`` leaves the process as the tool's host set it up: no SIGTERM handler, no
+    ``sys``/``threading`` excepthooks, no ``gc.freeze()`` of the objects alive now (a test runner's tests may look
+    for objects with ``gc.get_objects()`` or handle signals themselves). A program's own ``init()`` later still
+    installs them."""
+    return _init(config, provisional=True, process_hooks=process_hooks)
 
 
-def _init(config: dict[str, Any], *, provisional: bool) -> Client:
+def _init(config: dict[str, Any], *, provisional: bool, process_hooks: bool = True) -> Client:
     global _active
     from ._config import build_config
 
@@ -439,12 +444,13 @@ def _init(config: dict[str, Any], *, provisional: bool) -> Client:
         if client.enabled:
             _active = client
             client.start_plugins()
-            from . import _excepthook, _signals
-
-            _excepthook.install(client)
-            _signals.install(client)
             install_collection_watch()
-            _freeze_start_up_objects()
+            if process_hooks:
+                from . import _excepthook, _signals
+
+                _excepthook.install(client)
+                _signals.install(client)
+                _freeze_start_up_objects()
             _follow_multiprocessing_exit(started=True)
         return client
 

@@ -437,6 +437,47 @@ def test_the_kill_switch_is_reported_not_passed_as_ok(pytester: pytest.Pytester,
     assert json.loads((pytester.path / "out.json").read_text())["budgets"]["enforced"] is False
 
 
+def test_the_test_process_is_as_without_agentwatch(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: `pytest --agentwatch` ran gc.freeze() over every object alive at session start (tests that
+    hunt leaks with gc.get_objects()/gc.get_referrers() failed) and replaced SIGTERM's handler and the sys and
+    threading excepthooks."""
+    pytester.makeconftest("""
+        class Resource:
+            pass
+
+        REGISTRY = [Resource()]
+    """)
+    _suite(pytester, """
+        import gc
+        import json
+        import signal
+        import sys
+        import threading
+
+        import conftest
+
+        def name(handler):
+            handler = getattr(handler, "func", handler)  # pytest's threading hook is a partial
+            return f"{getattr(handler, '__module__', None)}.{getattr(handler, '__qualname__', handler)}"
+
+        def test_process(request):
+            call(1)
+            seen = {"frozen": gc.get_freeze_count(), "sigterm": name(signal.getsignal(signal.SIGTERM)),
+                    "sys": name(sys.excepthook), "threading": name(threading.excepthook)}
+            with open(request.config.getoption("--basetemp") + ".json", "w") as out:
+                json.dump(seen, out)
+            assert any(holder is conftest.REGISTRY for holder in gc.get_referrers(conftest.REGISTRY[0]))
+            assert any(isinstance(thing, conftest.Resource) for thing in gc.get_objects())
+    """)
+    seen = {}
+    for run, flags in (("without", ()), ("with", ("--agentwatch",))):
+        result = pytester.runpytest_subprocess(*flags, f"--basetemp={pytester.path / run}")
+        result.assert_outcomes(passed=1)
+        seen[run] = json.loads((pytester.path / f"{run}.json").read_text())
+    assert seen["with"] == seen["without"]
+    assert seen["with"]["frozen"] == 0
+
+
 def test_runs_without_xdist(pytester: pytest.Pytester) -> None:
     """With pytest-xdist absent (here: disabled), the xdist-only hook must not stop the run."""
     _suite(pytester, """
