@@ -54,7 +54,24 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from ._session import AgentWatchSession
 
-    config.pluginmanager.register(AgentWatchSession(config, session_budget, test_budget), _REPORT_KEY)
+    session = AgentWatchSession(config, session_budget, test_budget, _json_path(config))
+    config.pluginmanager.register(session, _REPORT_KEY)
+
+
+def _json_path(config: pytest.Config) -> Path | None:
+    """Where the JSON report goes, its directory made now (as ``--junitxml``'s is): a path that cannot be written
+    is a usage error before the tests run, not a traceback after them."""
+    raw = config.getoption("agentwatch_json")
+    if not raw:
+        return None
+    path = Path(raw).absolute()  # written at the end, wherever the tests left the working directory
+    if path.is_dir():
+        raise pytest.UsageError(f"--agentwatch-json={raw}: is a directory, not a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise pytest.UsageError(f"--agentwatch-json={raw}: its directory cannot be made: {error}") from None
+    return path
 
 
 @pytest.fixture
@@ -66,5 +83,5 @@ def agentwatch_spans(request: pytest.FixtureRequest) -> Iterator[list[dict[str, 
     yield session.report.usage(request.node.nodeid).spans
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2))
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2))

@@ -69,6 +69,12 @@ _SCOPES = pytest.StashKey[tuple[AgentScope, ...]]()
 _REPORTED = pytest.StashKey[bool]()
 
 
+def _fail(session: pytest.Session) -> None:
+    """Fail a run that would pass; an interrupted run, a usage or an internal error keeps its own exit status."""
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def _attach(scopes: tuple[AgentScope, ...]) -> list[tuple[Any, ...]]:
     return [attach(agent=scope) for scope in scopes]
 
@@ -91,10 +97,13 @@ def _test_monitors(item: pytest.Item, limits: TestLimits) -> list[Monitor]:
 
 
 class AgentWatchSession:
-    def __init__(self, config: pytest.Config, session_budget: float | None, test_budget: float | None) -> None:
+    def __init__(self, config: pytest.Config, session_budget: float | None, test_budget: float | None,
+                 json_path: Path | None = None) -> None:
         self.config = config
         self.session_budget = session_budget
         self.test_budget = test_budget
+        self.json_path = json_path
+        self._json_error: str | None = None
         self.report = UsageReport()
         self._listener = _SpanListener(self.report)
         self._session_token: tuple[Any, ...] = ()
@@ -155,13 +164,16 @@ class AgentWatchSession:
             self.config.workeroutput[_OUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
                 [usage.summary() for usage in self.report.tests.values()])
         if self.session_budget is not None and not self._is_worker and self._session_over_budget():
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        path = self.config.getoption("agentwatch_json")
-        if path and not self._is_worker:
+            _fail(session)
+        if self.json_path is not None and not self._is_worker:
             from ._plugin import write_json
 
-            write_json(path, self.report.as_json(self.session_budget, self.test_budget,
-                                                 enforced=not self.switched_off))
+            try:
+                write_json(self.json_path, self.report.as_json(self.session_budget, self.test_budget,
+                                                               enforced=not self.switched_off))
+            except OSError as error:
+                self._json_error = f"AgentWatch: the JSON report could not be written to {self.json_path}: {error}"
+                _fail(session)
         unregister_plugin("pytest-agentwatch")
 
     def _session_over_budget(self) -> bool:
@@ -182,6 +194,8 @@ class AgentWatchSession:
         if self._is_worker:
             return
         terminalreporter.write_sep("=", "AgentWatch: LLM calls and cost per test")
+        if self._json_error is not None:
+            terminalreporter.write_line(self._json_error, red=True, bold=True)
         if self.switched_off:
             terminalreporter.write_line(_SWITCHED_OFF, yellow=True, bold=True)
             for name, budget in (("session budget", self.session_budget), ("per-test budget", self.test_budget)):

@@ -281,6 +281,54 @@ def test_session_budget_blocks_and_fails_the_run(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["*session budget*EXCEEDED*"])
 
 
+def test_the_json_report_goes_into_a_directory_made_for_it(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: into a directory that did not exist, the tests ran, then a raw traceback ended the run."""
+    _suite(pytester, """
+        def test_one():
+            call(1)
+    """)
+    result = pytester.runpytest_subprocess("--agentwatch-json=no/such/dir/cost.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    assert json.loads((pytester.path / "no/such/dir/cost.json").read_text())["totals"]["calls"] == 1
+
+
+@pytest.mark.parametrize("where", ["a-file/cost.json", "."])
+def test_a_json_report_path_that_cannot_be_written_is_a_usage_error(pytester: pytest.Pytester, where: str) -> None:
+    (pytester.path / "a-file").write_text("not a directory")
+    _suite(pytester, """
+        def test_one():
+            pass
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-json={where}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --agentwatch-json={where}: *"])
+
+
+def test_a_json_report_that_fails_to_be_written_is_said_and_fails_the_run(pytester: pytest.Pytester) -> None:
+    _suite(pytester, """
+        def test_one():
+            call(1)
+    """)
+    result = pytester.runpytest_subprocess("--agentwatch-json=/proc/self/cost.json")  # no file can be made there
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["AgentWatch: the JSON report could not be written to /proc/self/cost.json: *"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_an_interrupted_run_over_the_session_budget_stays_interrupted(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: Ctrl-C (exit 2) after going over the session budget exited 1: the plugin overwrote any exit
+    status with "tests failed"."""
+    _suite(pytester, """
+        def test_spend_then_ctrl_c():
+            call(2)
+            raise KeyboardInterrupt
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-budget={COST_PER_CALL * 1.5}")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
 def test_ini_options(pytester: pytest.Pytester) -> None:
     pytester.makeini(f"""
         [pytest]
