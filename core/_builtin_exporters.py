@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ._config import Config
@@ -21,7 +22,10 @@ def agentwatch_make_exporter(name: str, config: Config) -> Any:
     if kind == "console":
         return ConsoleExporter()
     if kind in ("jsonl", "file"):
-        return JsonLinesExporter(argument or "agentwatch-spans.jsonl")
+        path = Path(argument or "agentwatch-spans.jsonl")
+        if not path.parent.is_dir():  # else every export would fail, each an internal error in the log
+            raise ValueError(f"exporters: {name!r}: the directory {str(path.parent)!r} does not exist")
+        return JsonLinesExporter(path)
     if kind in ("memory", "inmemory"):
         return InMemoryExporter()
     return None

@@ -1,10 +1,17 @@
-"""Configuration for ``agentwatch.init()``: arguments first, then ``AGENTWATCH_*`` env vars, then defaults."""
+"""Configuration for ``agentwatch.init()``: arguments first, then ``AGENTWATCH_*`` env vars, then defaults.
+
+An empty (or blank) variable is the same as an unset one, whatever its type: a template that leaves one empty gets
+the default. The one exception is ``AGENTWATCH_SPOOL_DIR=``, whose empty value is the documented way to turn the
+spool off (as ``spool_dir=""`` is).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import numbers
+import operator
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,7 +21,9 @@ __all__ = ["Config", "DEFAULT_PROXY_URL", "build_config"]
 DEFAULT_PROXY_URL = "http://localhost:3001/api/ingest"
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
+#: Variables whose empty value means something (the spool turned off); every other empty one is unset.
+_EMPTY_MEANS_EMPTY = frozenset({"spool_dir"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,21 +130,38 @@ def _from_env(name: str, raw: str) -> Any:
     return raw
 
 
+def _plain_number(value: Any, integer: bool) -> int | float | None:
+    """A plain int from any integral number (numpy's too), or a float from any real one; None for anything else,
+    a bool included."""
+    if isinstance(value, bool):
+        return None
+    if integer:
+        try:
+            return operator.index(value)
+        except TypeError:
+            return None
+    if not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float: out of range, said as for infinity
+        return math.inf
+
+
 def _number(name: str, value: Any, *, optional: bool, integer: bool = False, upper: float | None = None,
             positive: bool = False) -> Any:
     if value is None and optional:
         return None
-    wrong_type = isinstance(value, bool) or not (isinstance(value, int) or (not integer and isinstance(value, float)))
-    if wrong_type:
+    number = _plain_number(value, integer)
+    if number is None:
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
-    number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if number < 0 or (positive and number == 0):
         raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, got {value!r}")
     if upper is not None and number > upper:
         raise ValueError(f"{name} must be at most {upper}, got {value!r}")
-    return value if integer else number
+    return number
 
 
 def _boolean(name: str, value: Any) -> bool:
@@ -158,6 +184,9 @@ def _optional_str(name: str, value: Any) -> str | None:
 
 def validate_agent_limits(where: str, limits: Mapping[str, Any]) -> dict[str, Any]:
     """Check one agent's limits (used by ``init(agents=...)`` and ``agentwatch.agent(...)``)."""
+    if not isinstance(limits, Mapping):
+        raise TypeError(f"{where} must be a dict of limits (budget_per_hour, max_calls_per_minute, ...), "
+                        f"not {type(limits).__name__}")
     unknown = set(limits) - _AGENT_LIMIT_KEYS
     if unknown:
         raise TypeError(f"{where}: unknown agent option(s) {sorted(unknown)}")
@@ -185,6 +214,8 @@ def validate_agent_limits(where: str, limits: Mapping[str, Any]) -> dict[str, An
 
 def _validate(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
+    if isinstance(out.get("spool_dir"), os.PathLike):
+        out["spool_dir"] = os.fspath(out["spool_dir"])  # a pathlib.Path; a bytes path is refused below
     for name in ("api_key", "agent_name", "limits_backend", "spool_dir"):
         if name in out:
             out[name] = _optional_str(name, out[name])
@@ -222,20 +253,12 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
             raise TypeError("exporters must be a list of exporter objects or names")
         out["exporters"] = tuple(exporters)
     if "cost_table_override" in out:
-        out["cost_table_override"] = _validate_cost_table(out["cost_table_override"] or {})
+        table = out["cost_table_override"]
+        out["cost_table_override"] = _validate_cost_table({} if table is None else table)
     if "agents" in out:
-        agents = out["agents"] or {}
-        if not isinstance(agents, Mapping):
-            raise TypeError("agents must be a dict of agent name -> limits")
-        out["agents"] = {name: validate_agent_limits(f"agents[{name!r}]", limits) for name, limits in
-                         agents.items()}
+        out["agents"] = _validate_agents({} if out["agents"] is None else out["agents"])
     if "providers" in out:
-        providers = out["providers"] or {}
-        if not isinstance(providers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in providers.items()
-        ):
-            raise TypeError("providers must be a dict of base URL -> provider name")
-        out["providers"] = dict(providers)
+        out["providers"] = _validate_providers({} if out["providers"] is None else out["providers"])
     if "limits_fallback" in out:
         fallback = out["limits_fallback"]
         if not isinstance(fallback, str):
@@ -259,11 +282,44 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
                              f"got {mode!r}")
         out["stream_usage"] = mode
     if "disabled_plugins" in out:
-        plugins = out["disabled_plugins"]
-        if isinstance(plugins, str):
-            plugins = [p.strip() for p in plugins.split(",") if p.strip()]
-        out["disabled_plugins"] = frozenset(plugins)
+        out["disabled_plugins"] = _validate_plugin_names(out["disabled_plugins"])
     return out
+
+
+def _validate_agents(agents: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(agents, Mapping):
+        raise TypeError(f"agents must be a dict of agent name -> limits, not {type(agents).__name__}")
+    checked = {}
+    for name, limits in agents.items():
+        if not isinstance(name, str):
+            raise TypeError(f"agents: an agent's name must be a str, got {name!r}")
+        checked[name] = validate_agent_limits(f"agents[{name!r}]", limits)
+    return checked
+
+
+def _validate_providers(providers: Any) -> dict[str, str]:
+    if not isinstance(providers, Mapping):
+        raise TypeError(f"providers must be a dict of base URL -> provider name, not {type(providers).__name__}")
+    for url, provider in providers.items():
+        if not isinstance(url, str) or not isinstance(provider, str):
+            raise TypeError(f"providers must be a dict of base URL -> provider name, got {url!r}: {provider!r}")
+        if not url.strip().lower().startswith(("http://", "https://")):
+            # Matched against the URLs requests go to: without a scheme it would never match one.
+            raise ValueError(f"providers: {url!r} is not an http(s) base URL (such as 'http://my-vllm:8000')")
+    return dict(providers)
+
+
+def _validate_plugin_names(plugins: Any) -> frozenset[str]:
+    if plugins is None:
+        return frozenset()
+    if isinstance(plugins, str):
+        plugins = [p.strip() for p in plugins.split(",") if p.strip()]
+    if not isinstance(plugins, (list, tuple, set, frozenset)):
+        raise TypeError(f"disabled_plugins must be a list of plugin names, not {type(plugins).__name__}")
+    for plugin in plugins:
+        if not isinstance(plugin, str):
+            raise TypeError(f"disabled_plugins must hold plugin names (str), got {plugin!r}")
+    return frozenset(plugins)
 
 
 def _validate_cost_table(table: Any) -> dict[str, dict[str, float]]:
@@ -295,7 +351,17 @@ def build_config(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = 
     values: dict[str, Any] = {}
     for name in _FIELDS:
         raw = environ.get(_env_name(name))
-        if raw is not None and name not in {"on_alert", "on_block"}:  # callables have no text form
-            values[name] = _from_env(name, raw)
-    values.update(kwargs)
-    return Config(**_validate(values))
+        if raw is None or name in {"on_alert", "on_block"}:  # callables have no text form
+            continue
+        if not raw.strip() and name not in _EMPTY_MEANS_EMPTY:
+            continue  # empty is unset (see the module's docstring)
+        if name in kwargs:
+            continue
+        try:
+            values.update(_validate({name: _from_env(name, raw)}))
+        except (TypeError, ValueError) as error:  # each field is checked alone: name where this one came from
+            message = str(error)
+            raise type(error)(message if message.startswith("AGENTWATCH_") else
+                              f"{_env_name(name)}: {message}") from None
+    values.update(_validate(dict(kwargs)))
+    return Config(**values)

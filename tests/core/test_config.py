@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import agentwatch
-from agentwatch._config import DEFAULT_PROXY_URL, build_config
+from agentwatch._config import DEFAULT_PROXY_URL, Config, build_config
+
+#: The environment variable of every parameter that has a text form (the callables have none).
+ENV_VARIABLES = sorted("AGENTWATCH_URL" if field.name == "proxy_url" else f"AGENTWATCH_{field.name.upper()}"
+                       for field in dataclasses.fields(Config) if field.init and field.name not in ("on_alert",
+                                                                                                    "on_block"))
 
 
 def test_defaults() -> None:
@@ -47,6 +54,15 @@ def test_arguments_win_over_environment() -> None:
         ({"cost_table_override": {"m": {"input": 1.0}}}, ValueError, "cost_table_override"),
         ({"agents": {"A": {"budget_per_hour": -2}}}, ValueError, "budget_per_hour"),
         ({"exporters": "http"}, TypeError, "exporters"),
+        # Found 2026-12-06: these said "'int' object is not iterable", or were taken without a word.
+        ({"agents": {"Writer": 1}}, TypeError, r"agents\['Writer'\] must be a dict of limits"),
+        ({"agents": {1: {}}}, TypeError, "agents: an agent's name must be a str"),
+        ({"disabled_plugins": 5}, TypeError, "disabled_plugins"),
+        ({"disabled_plugins": [1]}, TypeError, "disabled_plugins"),
+        ({"cost_table_override": []}, TypeError, "cost_table_override"),
+        ({"providers": {"my-vllm:8000": "openai"}}, ValueError, "providers: 'my-vllm:8000' is not an http"),
+        ({"spool_dir": b"/tmp"}, TypeError, "spool_dir"),
+        ({"exporters": ["jsonl:/no/such/dir/spans.jsonl"]}, ValueError, "exporters: .*'/no/such/dir' does not exist"),
     ],
 )
 def test_bad_input_names_the_parameter(kwargs: dict, error: type[Exception], names: str) -> None:
@@ -84,6 +100,36 @@ def test_agents_prices_and_providers_come_from_the_environment_as_json() -> None
     assert done.stdout.split("\n")[:2] == ["0.003 None", "agent writer budget_per_hour"]
     config = build_config({}, environ={"AGENTWATCH_PROVIDERS": '{"http://models.internal/v1": "house"}'})
     assert dict(config.providers) == {"http://models.internal/v1": "house"}
+
+
+def test_a_bad_environment_value_names_its_variable() -> None:
+    with pytest.raises(TypeError, match=r"AGENTWATCH_AGENTS: agents\['Writer'\] must be a dict of limits"):
+        build_config({}, environ={"AGENTWATCH_AGENTS": '{"Writer": 1}'})
+
+
+@pytest.mark.parametrize("name", [name for name in ENV_VARIABLES if name != "AGENTWATCH_SPOOL_DIR"])
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_variable_is_an_unset_one(name: str, empty: str) -> None:
+    """Found 2026-12-06: AGENTWATCH_HARD_BUDGET= meant False, AGENTWATCH_BUDGET_PER_HOUR= and AGENTWATCH_URL= raised,
+    AGENTWATCH_EXPORTERS= meant no exporter at all (and AGENTWATCH_ENABLED= switched AgentWatch off)."""
+    assert build_config({}, environ={name: empty}) == build_config({}, environ={})
+
+
+def test_an_empty_spool_dir_variable_turns_the_spool_off() -> None:
+    assert build_config({}, environ={"AGENTWATCH_SPOOL_DIR": ""}).spool_dir == ""
+
+
+def test_paths_and_numbers_of_other_types_are_taken() -> None:
+    """Found 2026-12-06: a pathlib.Path spool_dir and numpy's integers were refused."""
+    numpy = pytest.importorskip("numpy")
+    config = build_config({"spool_dir": Path("/tmp/spool"), "disabled_plugins": None,
+                           "max_calls_per_minute": numpy.int64(3), "budget_per_hour": numpy.float32(1.5),
+                           "agents": {"Writer": {"max_calls_per_minute": numpy.int32(2)}}}, environ={})
+    assert config.spool_dir == "/tmp/spool"
+    assert config.disabled_plugins == frozenset()
+    assert (config.max_calls_per_minute, type(config.max_calls_per_minute)) == (3, int)
+    assert config.budget_per_hour == 1.5
+    assert type(config.agents["Writer"]["max_calls_per_minute"]) is int
 
 
 @pytest.mark.parametrize(("raw", "error"), [("{not json", ValueError), ("[1, 2]", TypeError)])
