@@ -145,6 +145,8 @@ class AgentWatchSession:
         # Provisional: if a test calls agentwatch.init(...) itself, its own configuration takes over. Without process
         # hooks: pytest handles signals and uncaught exceptions itself, and tests may look for objects with
         # gc.get_objects() (which gc.freeze() would hide from them); until a limit is hit, AgentWatch is not seen.
+        if self.switched_off:
+            return
         if agentwatch.get_client() is None and not init_provisional(exporters=[], process_hooks=False).enabled:
             # The kill switch (AGENTWATCH_ENABLED=0) wins over the options: AgentWatch stays out of the process,
             # and the report says that nothing was recorded or limited instead of passing the budgets.
