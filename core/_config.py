@@ -121,6 +121,8 @@ def _from_env(name: str, raw: str) -> Any:
             return json.loads(raw)  # validated afterwards like an argument: a list or a number is named there
         except ValueError:
             raise ValueError(f"{_env_name(name)}: expected a JSON object, got {raw!r}") from None
+    if name == "exporters" and raw.strip().lower() == "none":  # an empty variable is an unset one: the default
+        return []
     if name in {"exporters", "disabled_plugins"}:
         return [part.strip() for part in raw.split(",") if part.strip()]
     if name == "stream_usage" and "://" in raw:

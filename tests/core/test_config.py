@@ -54,7 +54,7 @@ def test_arguments_win_over_environment() -> None:
         ({"cost_table_override": {"m": {"input": 1.0}}}, ValueError, "cost_table_override"),
         ({"agents": {"A": {"budget_per_hour": -2}}}, ValueError, "budget_per_hour"),
         ({"exporters": "http"}, TypeError, "exporters"),
-        # Found 2026-12-06: these said "'int' object is not iterable", or were taken without a word.
+        # Found 2026-12-05: these said "'int' object is not iterable", or were taken without a word.
         ({"agents": {"Writer": 1}}, TypeError, r"agents\['Writer'\] must be a dict of limits"),
         ({"agents": {1: {}}}, TypeError, "agents: an agent's name must be a str"),
         ({"disabled_plugins": 5}, TypeError, "disabled_plugins"),
@@ -110,9 +110,13 @@ def test_a_bad_environment_value_names_its_variable() -> None:
 @pytest.mark.parametrize("name", [name for name in ENV_VARIABLES if name != "AGENTWATCH_SPOOL_DIR"])
 @pytest.mark.parametrize("empty", ["", "  "])
 def test_an_empty_variable_is_an_unset_one(name: str, empty: str) -> None:
-    """Found 2026-12-06: AGENTWATCH_HARD_BUDGET= meant False, AGENTWATCH_BUDGET_PER_HOUR= and AGENTWATCH_URL= raised,
+    """Found 2026-12-05: AGENTWATCH_HARD_BUDGET= meant False, AGENTWATCH_BUDGET_PER_HOUR= and AGENTWATCH_URL= raised,
     AGENTWATCH_EXPORTERS= meant no exporter at all (and AGENTWATCH_ENABLED= switched AgentWatch off)."""
     assert build_config({}, environ={name: empty}) == build_config({}, environ={})
+
+
+def test_no_exporter_is_said_with_none() -> None:
+    assert build_config({}, environ={"AGENTWATCH_EXPORTERS": " None "}).exporters == ()
 
 
 def test_an_empty_spool_dir_variable_turns_the_spool_off() -> None:
@@ -120,8 +124,8 @@ def test_an_empty_spool_dir_variable_turns_the_spool_off() -> None:
 
 
 def test_paths_and_numbers_of_other_types_are_taken() -> None:
-    """Found 2026-12-06: a pathlib.Path spool_dir and numpy's integers were refused."""
-    numpy = pytest.importorskip("numpy")
+    """Found 2026-12-05: a pathlib.Path spool_dir and numpy's integers were refused."""
+    import numpy  # installed with the frameworks (LlamaIndex, CrewAI)
     config = build_config({"spool_dir": Path("/tmp/spool"), "disabled_plugins": None,
                            "max_calls_per_minute": numpy.int64(3), "budget_per_hour": numpy.float32(1.5),
                            "agents": {"Writer": {"max_calls_per_minute": numpy.int32(2)}}}, environ={})

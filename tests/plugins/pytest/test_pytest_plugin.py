@@ -87,7 +87,7 @@ def test_per_test_budget_fails_the_test(pytester: pytest.Pytester) -> None:
 
 
 def test_a_skip_or_xfail_does_not_excuse_going_over_the_test_budget(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: a test marked xfail, or one calling pytest.skip() after its LLM calls, was never failed for
+    """Found 2026-12-05: a test marked xfail, or one calling pytest.skip() after its LLM calls, was never failed for
     spending over its budget. Its skip or xfail stands; the overspend is an error at its teardown, naming both."""
     _suite(pytester, """
         @pytest.mark.xfail(reason="flaky eval")
@@ -119,7 +119,7 @@ def test_a_skip_or_xfail_does_not_excuse_going_over_the_test_budget(pytester: py
 
 
 def test_a_wider_fixtures_spend_is_its_scopes_not_a_tests(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: a session-scoped fixture's spend was charged to whichever test ran first (its set-up) and
+    """Found 2026-12-05: a session-scoped fixture's spend was charged to whichever test ran first (its set-up) and
     last (its teardown), so an arbitrary, order-dependent test failed its budget for money it did not spend."""
     _suite(pytester, """
         @pytest.fixture(scope="session")
@@ -149,7 +149,7 @@ def test_a_wider_fixtures_spend_is_its_scopes_not_a_tests(pytester: pytest.Pytes
 
 
 def test_a_function_fixtures_spend_is_the_tests_and_limited_by_its_budget(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: calls in a test's function-scoped fixtures counted against its budget but were never blocked
+    """Found 2026-12-05: calls in a test's function-scoped fixtures counted against its budget but were never blocked
     by it: its limits applied only while the test function itself ran."""
     _suite(pytester, """
         from agentwatch import CircuitBreakerException
@@ -195,7 +195,7 @@ def test_marker_limits(pytester: pytest.Pytester) -> None:
 
 
 def test_a_marker_that_cannot_be_read_errors_that_test_only(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: budget="0.01" stopped the whole session with an INTERNALERROR; a positional budget or a
+    """Found 2026-12-05: budget="0.01" stopped the whole session with an INTERNALERROR; a positional budget or a
     misspelt keyword was ignored (the test ran unlimited); a negative budget reported a nonsense "exceeded"."""
     _suite(pytester, """
         @pytest.mark.agentwatch(budget="0.01")
@@ -240,7 +240,7 @@ def test_a_marker_that_cannot_be_read_errors_that_test_only(pytester: pytest.Pyt
 @pytest.mark.parametrize("option", ["--agentwatch-budget", "--agentwatch-test-budget"])
 def test_a_budget_option_that_is_no_budget_is_a_usage_error(pytester: pytest.Pytester, option: str,
                                                              value: str) -> None:
-    """Found 2026-12-06: nan and inf stopped the run with an INTERNALERROR once the session started."""
+    """Found 2026-12-05: nan and inf stopped the run with an INTERNALERROR once the session started."""
     _suite(pytester, """
         def test_one():
             pass
@@ -282,7 +282,7 @@ def test_session_budget_blocks_and_fails_the_run(pytester: pytest.Pytester) -> N
 
 
 def test_the_json_report_goes_into_a_directory_made_for_it(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: into a directory that did not exist, the tests ran, then a raw traceback ended the run."""
+    """Found 2026-12-05: into a directory that did not exist, the tests ran, then a raw traceback ended the run."""
     _suite(pytester, """
         def test_one():
             call(1)
@@ -318,7 +318,7 @@ def test_a_json_report_that_fails_to_be_written_is_said_and_fails_the_run(pytest
 
 
 def test_an_interrupted_run_over_the_session_budget_stays_interrupted(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: Ctrl-C (exit 2) after going over the session budget exited 1: the plugin overwrote any exit
+    """Found 2026-12-05: Ctrl-C (exit 2) after going over the session budget exited 1: the plugin overwrote any exit
     status with "tests failed"."""
     _suite(pytester, """
         def test_spend_then_ctrl_c():
@@ -413,7 +413,7 @@ def test_the_session_budget_is_the_runs_across_xdist_workers(pytester: pytest.Py
 
 @pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["one-process", "xdist"])
 def test_the_session_budget_is_the_whole_runs_not_an_hours(pytester: pytest.Pytester, workers: list[str]) -> None:
-    """Found 2026-12-06: the session budget was a rolling hour (budget_per_hour), so in a run longer than an hour the
+    """Found 2026-12-05: the session budget was a rolling hour (budget_per_hour), so in a run longer than an hour the
     first hour's spend stopped counting and calls went out again. Here each test runs an hour after the one before."""
     _suite(pytester, """
         import itertools
@@ -469,7 +469,7 @@ def test_a_session_block_is_not_reported_as_the_tests_budget(pytester: pytest.Py
 
 def test_the_kill_switch_is_reported_not_passed_as_ok(pytester: pytest.Pytester,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Found 2026-12-06: with AGENTWATCH_ENABLED=0 in the environment, `--agentwatch-budget` enforced nothing and the
+    """Found 2026-12-05: with AGENTWATCH_ENABLED=0 in the environment, `--agentwatch-budget` enforced nothing and the
     report said "$0.000000 spent ... ok" while the tests' calls went out. The kill switch still wins, and says so."""
     _suite(pytester, """
         def test_calls():
@@ -486,7 +486,7 @@ def test_the_kill_switch_is_reported_not_passed_as_ok(pytester: pytest.Pytester,
 
 
 def test_the_test_process_is_as_without_agentwatch(pytester: pytest.Pytester) -> None:
-    """Found 2026-12-06: `pytest --agentwatch` ran gc.freeze() over every object alive at session start (tests that
+    """Found 2026-12-05: `pytest --agentwatch` ran gc.freeze() over every object alive at session start (tests that
     hunt leaks with gc.get_objects()/gc.get_referrers() failed) and replaced SIGTERM's handler and the sys and
     threading excepthooks."""
     pytester.makeconftest("""
