@@ -257,15 +257,22 @@ def _anthropic(reading: Reading, data: Any) -> None:
                 reading.tool_call(position, _get(block, "id"), _get(block, "name"), _get(block, "input"))
 
 
+def _plus(count: Any, extra: Any) -> Any:
+    """``count`` with ``extra`` tokens added when there are any; ``count`` as it was (None: not reported) otherwise."""
+    if not isinstance(extra, int) or isinstance(extra, bool) or extra <= 0:
+        return count
+    return (count if isinstance(count, int) and not isinstance(count, bool) else 0) + extra
+
+
 def _gemini(reading: Reading, data: Any) -> None:
     usage = _get(data, "usageMetadata")
     if usage is not None:
-        output = _get(usage, "candidatesTokenCount")
-        thoughts = _get(usage, "thoughtsTokenCount")  # billed as output
-        if isinstance(output, int) and isinstance(thoughts, int):
-            output += thoughts
-        _set(reading, input_tokens=_get(usage, "promptTokenCount"), output_tokens=output,
-             cached_tokens=_get(usage, "cachedContentTokenCount"))
+        # Thinking is billed as output but not counted in candidatesTokenCount, which is absent altogether when the
+        # thinking used the whole maxOutputTokens (finishReason MAX_TOKENS, no answer); the prompts of the model's
+        # own tool use (a grounding search) are billed as input but not counted in promptTokenCount.
+        output = _plus(_get(usage, "candidatesTokenCount"), _get(usage, "thoughtsTokenCount"))
+        prompt = _plus(_get(usage, "promptTokenCount"), _get(usage, "toolUsePromptTokenCount"))
+        _set(reading, input_tokens=prompt, output_tokens=output, cached_tokens=_get(usage, "cachedContentTokenCount"))
     candidate = _first(_get(data, "candidates"))
     _set(reading, model=_get(data, "modelVersion"), finish_reason=_get(candidate, "finishReason"))
     if reading.capture_text:

@@ -212,6 +212,25 @@ def test_gemini_and_anthropic_formats_with_secrets_dropped(watch: Any, memory: a
     assert "secret" not in json.dumps(memory.spans)
 
 
+def test_gemini_thinking_and_tool_prompts_are_charged_when_their_counts_stand_alone(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider) -> None:
+    """Thinking that used the whole maxOutputTokens leaves no answer and no ``candidatesTokenCount``: its
+    ``thoughtsTokenCount`` is still billed as output; a grounding search's ``toolUsePromptTokenCount`` as input."""
+    gemini_base = f"{stub_provider.base_url}/v1beta"
+    watch(providers={gemini_base: "google"})
+    usage = {"promptTokenCount": 25, "thoughtsTokenCount": 8192, "toolUsePromptTokenCount": 300,
+             "totalTokenCount": 8517}
+    body = {"candidates": [{"content": {"role": "model"}, "finishReason": "MAX_TOKENS", "index": 0}],
+            "usageMetadata": usage, "modelVersion": "gemini-2.5-pro"}
+    stub_provider.queue(Reply(raw_body=json.dumps(body).encode(), headers={"content-type": "application/json"}))
+    httpx.post(f"{gemini_base}/models/gemini-2.5-pro:generateContent", headers={"x-goog-api-key": "AIza-test"},
+               json={"contents": [{"role": "user", "parts": [{"text": "Solve it"}]}],
+                     "generationConfig": {"maxOutputTokens": 8192}})
+    [span] = llm_spans()
+    assert (span["input_tokens"], span["output_tokens"]) == (325, 8192)
+    assert span["cost_usd"] == pytest.approx(325 * 1.25e-6 + 8192 * 10e-6)  # gemini-2.5-pro: $1.25 / $10 per 1M
+
+
 def test_auto_instrument_off_installs_no_tap(watch: Any, stub_provider: StubProvider) -> None:
     original = httpx.Client.send
     watch(auto_instrument=False, providers={stub_provider.base_url: "openai"})
