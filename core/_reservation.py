@@ -19,7 +19,8 @@ Input written to Anthropic's 1-hour cache costs more still: a request asking for
 Web searches (billed per search): the ``max_uses`` of the request's search tools, at the model's price for them.
 
 Output cap: ``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` (Responses API),
-``generationConfig.maxOutputTokens`` (Gemini), times ``n`` choices; without one, the model's output limit
+``generationConfig.maxOutputTokens`` (Gemini), times the answers asked for (``n``, ``best_of``, Gemini's
+``candidateCount``); without one, the model's output limit
 from ``_OUTPUT_LIMITS`` (longest matching name prefix), capped by its context window from genai-prices when
 known; unknown models get ``DEFAULT_OUTPUT_TOKENS``.
 """
@@ -97,21 +98,30 @@ def _positive_int(value: Any) -> int | None:
 
 
 def output_token_cap(body: Any, model: str | None) -> int:
-    """The most output tokens the request can produce: its own cap, else the model's limit."""
-    if isinstance(body, dict):
-        cap = None
-        for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-            cap = _positive_int(body.get(key))
-            if cap is not None:
-                break
-        if cap is None:
-            config = body.get("generationConfig") or body.get("generation_config")
-            if isinstance(config, dict):
-                cap = _positive_int(config.get("maxOutputTokens") or config.get("max_output_tokens"))
+    """The most output tokens the request can produce: its own cap, else the model's limit; per answer it asks for."""
+    if not isinstance(body, dict):
+        return model_output_limit(model)
+    cap = None
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        cap = _positive_int(body.get(key))
         if cap is not None:
-            return cap * (_positive_int(body.get("n")) or 1)
-        return model_output_limit(model) * (_positive_int(body.get("n")) or 1)
-    return model_output_limit(model)
+            break
+    config = body.get("generationConfig") or body.get("generation_config")
+    if not isinstance(config, dict):
+        config = {}
+    if cap is None:
+        cap = _positive_int(config.get("maxOutputTokens") or config.get("max_output_tokens"))
+    if cap is None:
+        cap = model_output_limit(model)
+    return cap * _answers(body, config)
+
+
+def _answers(body: dict[str, Any], config: dict[str, Any]) -> int:
+    """How many answers the request has generated, each up to the output cap: OpenAI's ``n`` (and the legacy
+    completions' ``best_of``, generated server-side and billed though only the best are returned), Gemini's
+    ``generationConfig.candidateCount``."""
+    counts = (body.get("n"), body.get("best_of"), config.get("candidateCount"), config.get("candidate_count"))
+    return max((_positive_int(count) or 1 for count in counts), default=1)
 
 
 def model_output_limit(model: str | None) -> int:

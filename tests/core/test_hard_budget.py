@@ -88,6 +88,11 @@ def test_output_cap_is_the_requests_own_else_the_models_limit() -> None:
     assert output_token_cap({"max_output_tokens": 7}, "gpt-4o") == 7
     assert output_token_cap({"generationConfig": {"maxOutputTokens": 9}}, "gemini-2.0-flash") == 9
     assert output_token_cap({"max_tokens": 10, "n": 3}, "gpt-4o") == 30
+    assert output_token_cap({"max_tokens": 10, "n": 2, "best_of": 5}, "gpt-3.5-turbo-instruct") == 50
+    # Each Gemini candidate is up to maxOutputTokens, all billed.
+    assert output_token_cap({"generationConfig": {"maxOutputTokens": 9, "candidateCount": 4}}, "gemini-2.5-flash") == 36
+    snake_case = {"generation_config": {"max_output_tokens": 9, "candidate_count": 2}}
+    assert output_token_cap(snake_case, "gemini-2.5-flash") == 18
     assert output_token_cap({}, "gpt-4o-2024-11-20") == 16_384
     assert output_token_cap({}, "claude-3-5-sonnet-latest") == 8_192
     assert output_token_cap({}, "my-own-model") == DEFAULT_OUTPUT_TOKENS
