@@ -9,9 +9,16 @@ Input bound: the UTF-8 byte count of every string in the request body, keys incl
 tekken) encode every token as at least one byte of text, so a text never has more tokens than bytes; the
 chat template's few special tokens per message (OpenAI: 3-4) are covered by the bytes of the keys around each
 message (``"role"`` and ``"content"`` alone are 11) and the fixed overhead. No tokenizer is loaded: tiktoken
-needs its encodings downloaded, which an offline host cannot do, and the bound needs none. Media that the
-text does not carry (an image or audio by URL, a file id) cannot be bounded from the body; each such part
-counts ``MEDIA_PART_TOKENS``, a documented allowance rather than a proof.
+needs its encodings downloaded, which an offline host cannot do, and the bound needs none.
+
+Media parts (OpenAI's ``image_url``/``input_image``/``input_audio``/``file``/``input_file``, Anthropic's
+``image``/``document``, Gemini's ``inlineData``/``fileData``) count once, each by what it is, not by the bytes
+of its payload as text. An image, inline or by URL, counts ``MEDIA_PART_TOKENS``: the provider resizes it and
+bills its pixels (at most ~1,600 tokens with Anthropic, ~3,800 with OpenAI's patch models, 258 per tile with
+Gemini), whatever the size of its file; OpenAI's ``"detail": "original"`` (up to 10,000 patches) counts
+``ORIGINAL_IMAGE_TOKENS``. Other media count their payload's bytes, at least ``MEDIA_PART_TOKENS``: audio
+and PDFs inline are far fewer tokens than their base64 bytes; by reference (a URL, a file id, Gemini's
+``fileUri``) they cannot be bounded from the body, and the allowance is documented rather than a proof.
 
 Input written to Anthropic's 1-hour cache costs more still: a request asking for it (``cache_control`` with
 ``"ttl": "1h"``) reserves its input at that rate.
@@ -36,15 +43,21 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["worst_case_usd", "input_token_bound", "output_token_cap", "estimator", "DEFAULT_OUTPUT_TOKENS",
-           "MEDIA_PART_TOKENS"]
+           "MEDIA_PART_TOKENS", "ORIGINAL_IMAGE_TOKENS"]
 
 #: Output cap for a request without one, of a model this module does not know (tokens).
 DEFAULT_OUTPUT_TOKENS: Final = 32_768
-#: Allowance for one media part the body refers to without carrying it (image/audio URL, file id).
+#: Allowance for one image, or for media the body refers to without carrying it (audio URL, file id).
 MEDIA_PART_TOKENS: Final = 8_192
+#: An image sent with OpenAI's ``"detail": "original"``: up to 10,000 patches, unresized.
+ORIGINAL_IMAGE_TOKENS: Final = 16_384
 _FIXED_OVERHEAD_TOKENS: Final = 64
+#: ``type`` of a media part (OpenAI chat and Responses, Anthropic).
 _MEDIA_TYPES: Final = frozenset({"image_url", "image", "input_image", "input_audio", "audio", "file", "input_file",
-                                 "document", "inline_data", "file_data"})
+                                 "document"})
+_IMAGE_TYPES: Final = frozenset({"image_url", "image", "input_image"})
+_MIME_KEYS: Final = ("mimeType", "mime_type", "media_type")
+_PAYLOAD_KEYS: Final = ("url", "image_url", "file_data", "data")
 
 #: Published maximum output tokens per model family (longest prefix wins), used when a request sets no cap.
 _OUTPUT_LIMITS: Final = {
@@ -75,8 +88,11 @@ def _bytes(value: Any) -> int:
             total += len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))
         elif cls is dict or isinstance(item, dict):
             kind = item.get("type")
-            if kind.__class__ is str and kind in _MEDIA_TYPES:
-                total += MEDIA_PART_TOKENS
+            # Gemini's media parts have no "type": a part holds its media under one of these keys.
+            if (kind.__class__ is str and kind in _MEDIA_TYPES) or (
+                    "inlineData" in item or "fileData" in item or "inline_data" in item or "file_data" in item):
+                total += _media_tokens(item, kind)
+                continue
             for key, entry in item.items():
                 push(key)
                 push(entry)
@@ -89,6 +105,31 @@ def _bytes(value: Any) -> int:
         else:
             total += len(str(item))
     return total
+
+
+def _media_tokens(part: dict[Any, Any], kind: Any) -> int:
+    """The input tokens one media part is counted for (see the module docstring)."""
+    if kind in _IMAGE_TYPES or _is_image(part):
+        detail = part.get("detail")
+        if detail is None and isinstance(part.get("image_url"), dict):
+            detail = part["image_url"].get("detail")
+        return ORIGINAL_IMAGE_TOKENS if detail == "original" else MEDIA_PART_TOKENS
+    return max(MEDIA_PART_TOKENS, _bytes(list(part.values())))
+
+
+def _is_image(part: dict[Any, Any]) -> bool:
+    """Whether a part of a type that may hold anything (a file, a document, Gemini's data) holds an image: by its
+    MIME type or its data URL, on the part or one level down (``source``, ``inlineData``, ``file``)."""
+    for holder in (part, *(value for value in part.values() if isinstance(value, dict))):
+        for key in _MIME_KEYS:
+            mime = holder.get(key)
+            if isinstance(mime, str):
+                return mime.startswith("image/")
+        for key in _PAYLOAD_KEYS:
+            payload = holder.get(key)
+            if isinstance(payload, str) and payload.startswith("data:"):
+                return payload.startswith("data:image/")
+    return False
 
 
 def _positive_int(value: Any) -> int | None:

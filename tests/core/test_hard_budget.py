@@ -27,6 +27,7 @@ from agentwatch._breaker import Monitor, admit, settle, top_up
 from agentwatch._reservation import (
     DEFAULT_OUTPUT_TOKENS,
     MEDIA_PART_TOKENS,
+    ORIGINAL_IMAGE_TOKENS,
     input_token_bound,
     output_token_cap,
     worst_case_usd,
@@ -79,7 +80,31 @@ def test_input_bound_counts_utf8_bytes_of_every_string_and_media_parts() -> None
     assert input_token_bound({"content": "abc"}) == 64 + len("content") + 3
     assert input_token_bound({"content": "é€😀"}) == 64 + len("content") + 2 + 3 + 4  # UTF-8 bytes, not chars
     image = {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
-    assert input_token_bound([image]) >= MEDIA_PART_TOKENS
+    assert input_token_bound([image]) == 64 + MEDIA_PART_TOKENS
+
+
+def test_a_media_part_counts_once_an_image_by_what_it_is_other_media_at_least_by_their_bytes() -> None:
+    photo = "A" * 533_000  # a 400 KB photo, base64: billed ~1,100-1,600 tokens, whatever its file size
+    inline_images = [
+        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{photo}"}},  # OpenAI chat
+        {"type": "input_image", "image_url": f"data:image/jpeg;base64,{photo}"},  # Responses
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": photo}},  # Anthropic
+        {"inlineData": {"mimeType": "image/jpeg", "data": photo}},  # Gemini
+    ]
+    for part in inline_images:
+        assert input_token_bound([part]) == 64 + MEDIA_PART_TOKENS, part
+    original = {"type": "input_image", "image_url": f"data:image/jpeg;base64,{photo}", "detail": "original"}
+    assert input_token_bound([original]) == 64 + ORIGINAL_IMAGE_TOKENS
+    # Gemini's parts have no "type": a file by reference still gets the allowance.
+    by_uri = {"fileData": {"mimeType": "application/pdf", "fileUri": "https://generativelanguage.googleapis.com/f/1"}}
+    assert input_token_bound([by_uri]) >= 64 + MEDIA_PART_TOKENS
+    assert input_token_bound([{"file_data": {"file_uri": "gs://bucket/a.mp3"}}]) >= 64 + MEDIA_PART_TOKENS
+    # Audio and PDFs inline: their bytes (far more than their tokens), counted once.
+    audio = "B" * 100_000
+    for part in ({"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+                 {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{audio}"}},
+                 {"inlineData": {"mimeType": "audio/wav", "data": audio}}):
+        assert 64 + len(audio) <= input_token_bound([part]) < 64 + len(audio) + 200, part
 
 
 def test_output_cap_is_the_requests_own_else_the_models_limit() -> None:
