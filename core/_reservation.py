@@ -27,9 +27,9 @@ Web searches (billed per search): the ``max_uses`` of the request's search tools
 
 Output cap: ``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` (Responses API),
 ``generationConfig.maxOutputTokens`` (Gemini), times the answers asked for (``n``, ``best_of``, Gemini's
-``candidateCount``); without one, the model's output limit
-from ``_OUTPUT_LIMITS`` (longest matching name prefix), capped by its context window from genai-prices when
-known; unknown models get ``DEFAULT_OUTPUT_TOKENS``.
+``candidateCount``). Without one, the model's output limit: its family's in ``_OUTPUT_LIMITS`` (longest
+matching name prefix), capped by its context window from genai-prices when known; a model of no family there,
+its context window (an answer cannot be longer); else its maker's largest limit, else ``DEFAULT_OUTPUT_TOKENS``.
 """
 
 from __future__ import annotations
@@ -59,15 +59,23 @@ _IMAGE_TYPES: Final = frozenset({"image_url", "image", "input_image"})
 _MIME_KEYS: Final = ("mimeType", "mime_type", "media_type")
 _PAYLOAD_KEYS: Final = ("url", "image_url", "file_data", "data")
 
-#: Published maximum output tokens per model family (longest prefix wins), used when a request sets no cap.
+#: Published maximum output tokens per model family (longest prefix wins), used when a request sets no cap. A
+#: family's entry is its largest member's, so that a newer model of the family is not reserved too little; older
+#: members with smaller limits have their own entries. Checked against litellm's model data (max_output_tokens).
 _OUTPUT_LIMITS: Final = {
     "gpt-3.5": 4_096, "gpt-4": 8_192, "gpt-4-turbo": 4_096, "gpt-4o": 16_384, "gpt-4o-mini": 16_384,
-    "gpt-4.1": 32_768, "gpt-4.5": 16_384, "gpt-5": 128_000, "o1": 100_000, "o1-mini": 65_536, "o3": 100_000,
-    "o4-mini": 100_000, "chatgpt-4o": 16_384,
+    "gpt-4.1": 32_768, "gpt-4.5": 16_384, "gpt-5": 128_000, "gpt-5-chat": 16_384, "gpt-5-pro": 272_000,
+    "o1": 100_000, "o1-mini": 65_536, "o3": 100_000, "o4-mini": 100_000, "chatgpt-4o": 16_384,
     "claude-3-haiku": 4_096, "claude-3-opus": 4_096, "claude-3-sonnet": 4_096, "claude-3-5": 8_192,
-    "claude-3-7": 64_000, "claude-sonnet-4": 64_000, "claude-opus-4": 32_000, "claude-haiku-4": 64_000,
-    "gemini-1.5": 8_192, "gemini-2.0": 8_192, "gemini-2.5": 65_536,
+    "claude-3-7": 128_000,  # 64,000, or 128,000 with the output-128k beta header
+    "claude-opus-4": 128_000, "claude-opus-4-0": 32_000, "claude-opus-4-1": 32_000, "claude-opus-4-2025": 32_000,
+    "claude-opus-4-5": 64_000, "claude-opus-4.0": 32_000, "claude-opus-4.1": 32_000, "claude-opus-4.5": 64_000,
+    "claude-sonnet-4": 128_000, "claude-sonnet-4-0": 64_000, "claude-sonnet-4-2025": 64_000,
+    "claude-sonnet-4-5": 64_000, "claude-sonnet-4.0": 64_000, "claude-sonnet-4.5": 64_000, "claude-haiku-4": 64_000,
+    "gemini-1.5": 8_192, "gemini-2.0": 8_192, "gemini-2.5": 65_536, "gemini-3": 65_536,
 }
+#: A newer model of a known maker that genai-prices has no context window for: its makers' largest limit yet.
+_MAKER_LIMITS: Final = {"gpt-": 128_000, "claude-": 128_000, "gemini-": 65_536}
 _output_limit_cache: dict[str, int] = {}
 
 
@@ -166,20 +174,38 @@ def _answers(body: dict[str, Any], config: dict[str, Any]) -> int:
 
 
 def model_output_limit(model: str | None) -> int:
+    """The most output tokens ``model`` can produce in one answer: its family's published limit, capped by its
+    context window from genai-prices; a model of no family here, its context window (it cannot write more);
+    else its maker's largest limit (``_MAKER_LIMITS``), else ``DEFAULT_OUTPUT_TOKENS``."""
     if not model:
         return DEFAULT_OUTPUT_TOKENS
     known = _output_limit_cache.get(model)
     if known is not None:
         return known
     name = model.lower().rsplit("/", 1)[-1]
-    matches = [prefix for prefix in _OUTPUT_LIMITS if name.startswith(prefix)]
-    limit = _OUTPUT_LIMITS[max(matches, key=len)] if matches else DEFAULT_OUTPUT_TOKENS
     window = _context_window(name)
-    if window is not None and 0 < window < limit:
-        limit = window
+    if window is not None and window <= 0:
+        window = None
+    limit = _family_limit(name, _OUTPUT_LIMITS)
+    if limit is not None:
+        limit = min(limit, window) if window is not None else limit
+    else:
+        limit = window or _family_limit(name, _MAKER_LIMITS) or DEFAULT_OUTPUT_TOKENS
     if len(_output_limit_cache) < 4096:
         _output_limit_cache[model] = limit
     return limit
+
+
+def _family_limit(name: str, limits: dict[str, int]) -> int | None:
+    """The limit of the longest family prefix of ``name``, also after a vendor's dotted prefix (Bedrock's
+    ``us.anthropic.claude-...``) or a fine-tune's (``ft:gpt-4o-mini:...``)."""
+    best: tuple[int, int] | None = None
+    starts = [0] + [i + 1 for i, char in enumerate(name) if char in ".:"]
+    for start in starts:
+        for prefix, limit in limits.items():
+            if name.startswith(prefix, start) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), limit)
+    return best[1] if best else None
 
 
 def _context_window(model: str) -> int | None:

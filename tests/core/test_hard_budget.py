@@ -8,6 +8,7 @@ Calls go through the real ``openai`` client to the loopback stub provider, price
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -121,6 +122,46 @@ def test_output_cap_is_the_requests_own_else_the_models_limit() -> None:
     assert output_token_cap({}, "gpt-4o-2024-11-20") == 16_384
     assert output_token_cap({}, "claude-3-5-sonnet-latest") == 8_192
     assert output_token_cap({}, "my-own-model") == DEFAULT_OUTPUT_TOKENS
+    # A family's newer members write longer answers than its first; a gateway's or Bedrock's name is its family's.
+    assert output_token_cap({}, "gpt-5-pro") == 272_000
+    assert output_token_cap({}, "gemini-3-pro-preview") == 65_536
+    assert output_token_cap({}, "claude-opus-4-1") == 32_000
+    assert output_token_cap({}, "claude-opus-4-6") == 128_000
+    assert output_token_cap({}, "us.anthropic.claude-opus-4-8") == 128_000
+    assert output_token_cap({}, "openrouter/anthropic/claude-opus-4.5") == 64_000
+    # A priced model of no family in the table: its context window, which no answer can exceed.
+    assert output_token_cap({}, "grok-4") == 256_000
+
+
+def test_the_output_limit_of_every_model_litellm_lists_is_at_least_its_published_one() -> None:
+    """litellm ships the published max_output_tokens of every model it knows: no priced OpenAI, Anthropic or
+    Gemini model may be reserved fewer output tokens than that when its request sets no cap."""
+    from genai_prices import data_snapshot
+
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("litellm is not installed")
+    path = os.path.join(spec.submodule_search_locations[0], "model_prices_and_context_window_backup.json")
+    with open(path, encoding="utf-8") as source:
+        models = json.load(source)
+    snapshot = data_snapshot.get_snapshot()
+    short = []
+    checked = 0
+    for name, entry in models.items():
+        published = entry.get("max_output_tokens") if isinstance(entry, dict) else None
+        if (entry.get("litellm_provider") not in ("openai", "anthropic", "gemini")
+                or entry.get("mode") not in ("chat", "responses") or not isinstance(published, int)
+                or "-tts" in name):  # speech models write audio; genai-prices' window is their input's
+            continue
+        try:
+            snapshot.find_provider_model(name.rsplit("/", 1)[-1], None, None, None)
+        except LookupError:
+            continue  # not priced: reserved at the default rate, a caveat of its own
+        checked += 1
+        if output_token_cap({}, name) < published:
+            short.append((name, output_token_cap({}, name), published))
+    assert checked > 50
+    assert short == []
 
 
 def test_worst_case_prices_bound_and_cap_at_the_models_rates() -> None:
