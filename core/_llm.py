@@ -20,7 +20,7 @@ from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
-from ._reservation import estimator
+from ._reservation import estimator, note_settlement
 from ._run_budget import RUN_MONITORS, keyed_run_monitor
 from ._safe import PASS_THROUGH, logger, stop_on_exception
 from ._span import Span
@@ -484,6 +484,8 @@ class LLMCall:
         admission = self._admission
         if admission is not None:
             settle_call(admission, span.cost_usd, failed)
+            if isinstance(admission, Admission) and span.cost_usd > admission.reserved > 0.0:
+                note_settlement(span.model, span.provider, span.cost_usd, admission.reserved)
         client.end_span(span, now)
 
     def withdraw(self, reason: str) -> None:

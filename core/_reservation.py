@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["worst_case_usd", "input_token_bound", "output_token_cap", "estimator", "DEFAULT_OUTPUT_TOKENS",
-           "MEDIA_PART_TOKENS", "ORIGINAL_IMAGE_TOKENS"]
+           "MEDIA_PART_TOKENS", "ORIGINAL_IMAGE_TOKENS", "note_settlement"]
 
 #: Output cap for a request without one, of a model this module does not know (tokens).
 DEFAULT_OUTPUT_TOKENS: Final = 32_768
@@ -250,6 +250,24 @@ def _warn_unknown(model: str, provider: str | None) -> None:
                    "reserved at the default rate until an answer names the model it is, whose price may be higher. "
                    "Name it in cost_table_override to reserve it at its own price from the first call",
                    model, provider)
+
+
+_overran: set[tuple[str | None, str | None]] = set()
+
+
+def note_settlement(model: str | None, provider: str | None, cost_usd: float, reserved_usd: float) -> None:
+    """Once per model: a call cost more than its reservation (a provider that wrote past the request's output cap,
+    or billed input the request did not carry), so recorded spend may pass the hard budget; say so."""
+    if cost_usd <= reserved_usd * (1 + 1e-9) + 1e-9 or reserved_usd <= 0.0:
+        return
+    key = (provider, model)
+    if key in _overran or len(_overran) >= 1024:
+        return
+    _overran.add(key)
+    logger.warning("agentwatch: hard budget: a call of model %r (provider %r) cost $%.6f, more than the $%.6f "
+                   "reserved for it: its provider reported more tokens than the request allowed (output past its "
+                   "max_tokens) or billed input the request does not carry. Such calls can take recorded spend "
+                   "above a hard budget (logged once per model)", model, provider, cost_usd, reserved_usd)
 
 
 def _worst_case_as(client: Client, model: str | None, provider: str | None, body: Any, tokens_in: int,

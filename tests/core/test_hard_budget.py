@@ -341,6 +341,22 @@ def test_the_sdk_call_reserves_its_request_and_a_block_sends_nothing(memory: age
     assert blocked_span["attributes"]["breaker.reserved"] == pytest.approx(WORST_CASE)
 
 
+def test_a_call_that_costs_more_than_its_reservation_is_logged_once_per_model(
+        memory: agentwatch.InMemoryExporter, stub_provider: StubProvider, caplog: pytest.LogCaptureFixture) -> None:
+    """A provider (a gateway ignoring the cap) that writes past max_tokens is charged what it reports, above the
+    reservation: the budget can then be passed, and the log says so once, naming the model."""
+    model = "hb-overrun-model"  # warned once per process: a name no other test overruns
+    _init(memory, cost_table_override={model: PRICES[MODEL]})
+    oai = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    stub_provider.queue(*[Reply(content="x", input_tokens=100, output_tokens=4 * MAX_TOKENS) for _ in range(2)],
+                        _reply())
+    for _ in range(3):
+        oai.chat.completions.create(model=model, messages=MESSAGES, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+    warnings = [record.getMessage() for record in caplog.records if "more than the" in record.getMessage()]
+    assert len(warnings) == 1
+    assert model in warnings[0] and f"${100e-6 + 4 * MAX_TOKENS * 9e-6:.6f}" in warnings[0]
+
+
 def test_errors_cancellation_and_abandoned_streams_release_the_reservation(
         memory: agentwatch.InMemoryExporter, stub_provider: StubProvider) -> None:
     client = _init(memory)
