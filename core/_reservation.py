@@ -23,7 +23,8 @@ and PDFs inline are far fewer tokens than their base64 bytes; by reference (a UR
 Input written to Anthropic's 1-hour cache costs more still: a request asking for it (``cache_control`` with
 ``"ttl": "1h"``) reserves its input at that rate.
 
-Web searches (billed per search): the ``max_uses`` of the request's search tools, at the model's price for them.
+Web searches (billed per search): the ``max_uses`` of the request's search tools, at the model's price for them;
+and what the provider's search and fetch tools return, billed as input: ``server_tool_input_tokens``.
 
 Output cap: ``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` (Responses API),
 ``generationConfig.maxOutputTokens`` (Gemini), times the answers asked for (``n``, ``best_of``, Gemini's
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["worst_case_usd", "input_token_bound", "output_token_cap", "estimator", "DEFAULT_OUTPUT_TOKENS",
-           "MEDIA_PART_TOKENS", "ORIGINAL_IMAGE_TOKENS", "note_settlement"]
+           "MEDIA_PART_TOKENS", "ORIGINAL_IMAGE_TOKENS", "note_settlement", "server_tool_input_tokens",
+           "SEARCH_RESULT_TOKENS", "FETCH_CONTENT_TOKENS"]
 
 #: Output cap for a request without one, of a model this module does not know (tokens).
 DEFAULT_OUTPUT_TOKENS: Final = 32_768
@@ -52,6 +54,11 @@ MEDIA_PART_TOKENS: Final = 8_192
 #: An image sent with OpenAI's ``"detail": "original"``: up to 10,000 patches, unresized.
 ORIGINAL_IMAGE_TOKENS: Final = 16_384
 _FIXED_OVERHEAD_TOKENS: Final = 64
+#: Allowance for the results of one web search by the provider's tool, billed as input (Anthropic returns
+#: about 5-10 pages' extracts, a few thousand tokens; reports of "several thousand to tens of thousands").
+SEARCH_RESULT_TOKENS: Final = 10_000
+#: Allowance for one page fetched by Anthropic's web fetch tool when the request sets no ``max_content_tokens``.
+FETCH_CONTENT_TOKENS: Final = 100_000
 #: ``type`` of a media part (OpenAI chat and Responses, Anthropic).
 _MEDIA_TYPES: Final = frozenset({"image_url", "image", "input_image", "input_audio", "audio", "file", "input_file",
                                  "document"})
@@ -226,7 +233,7 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
     A model name the price table does not know (an Azure deployment's own name, a proxy's alias) is priced at the
     default rate, but its call is priced as the model its answer names (``LLMCall._price_as_answered``): once an
     answer named one (``Pricer.answered_by``), the dearest of those models and the default rate is reserved."""
-    tokens_in = input_token_bound(body)
+    tokens_in = input_token_bound(body) + server_tool_input_tokens(body)
     cost, unknown = _worst_case_as(client, model, provider, body, tokens_in, output)
     if unknown and model:
         answered = client.pricer.answered_by(model, provider)
@@ -322,6 +329,31 @@ def search_cap(body: Any) -> int:
             if isinstance(uses, int) and not isinstance(uses, bool) and 0 < uses <= 10_000:
                 cap += uses
     return cap
+
+
+def server_tool_input_tokens(body: Any) -> int:
+    """Input tokens the provider's own tools can add to a request (Anthropic's ``web_search_*`` and
+    ``web_fetch_*`` with a ``max_uses``): what each use returns is billed as input on every later sampling
+    iteration of the call, so with N uses the k-th use's content is read up to N - k + 1 times. A search's results
+    count ``SEARCH_RESULT_TOKENS``, a fetch its ``max_content_tokens`` or ``FETCH_CONTENT_TOKENS``; the largest
+    first, the most an order of uses can bill. Both are allowances: a provider's results have no bound it states."""
+    tools = body.get("tools") if isinstance(body, dict) else None
+    if not isinstance(tools, list):
+        return 0
+    contents: list[int] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        kind = str(tool.get("type", ""))
+        uses = _positive_int(tool.get("max_uses"))
+        if uses is None or uses > 10_000:
+            continue
+        if kind.startswith("web_search"):
+            contents.extend([SEARCH_RESULT_TOKENS] * uses)
+        elif kind.startswith("web_fetch"):
+            contents.extend([_positive_int(tool.get("max_content_tokens")) or FETCH_CONTENT_TOKENS] * uses)
+    contents.sort(reverse=True)
+    return sum(content * (len(contents) - index) for index, content in enumerate(contents))
 
 
 def estimator(client: Client, model: str | None, provider: str | None, body: Any,

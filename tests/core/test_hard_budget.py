@@ -27,10 +27,13 @@ from agentwatch import CircuitBreakerException
 from agentwatch._breaker import Monitor, admit, settle, top_up
 from agentwatch._reservation import (
     DEFAULT_OUTPUT_TOKENS,
+    FETCH_CONTENT_TOKENS,
     MEDIA_PART_TOKENS,
     ORIGINAL_IMAGE_TOKENS,
+    SEARCH_RESULT_TOKENS,
     input_token_bound,
     output_token_cap,
+    server_tool_input_tokens,
     worst_case_usd,
 )
 from tests.core.test_redis_limits import ROOT, redis_server, redis_url  # noqa: F401 - fixtures
@@ -180,10 +183,23 @@ def test_worst_case_reserves_the_searches_a_request_allows() -> None:
     searching = {**body, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
     unbounded = {**body, "tools": [{"type": "web_search"}]}  # OpenAI's: no max_uses, nothing to bound it by
     plain = worst_case_usd(client, MODEL, "anthropic", body)
+    # Each search's results are billed as input on every later iteration: 3 + 2 + 1 allowances, at $1 per 1M.
+    results = (3 + 2 + 1) * SEARCH_RESULT_TOKENS * 1e-6
     assert worst_case_usd(client, MODEL, "anthropic", searching) == pytest.approx(
-        plain + input_token_bound(searching) * 1e-6 - input_token_bound(body) * 1e-6 + 3 * 0.02)
+        plain + input_token_bound(searching) * 1e-6 - input_token_bound(body) * 1e-6 + 3 * 0.02 + results)
     assert worst_case_usd(client, MODEL, "openai", unbounded) == pytest.approx(
         plain + input_token_bound(unbounded) * 1e-6 - input_token_bound(body) * 1e-6)
+
+
+def test_what_server_tools_return_is_reserved_as_input_read_by_every_later_iteration() -> None:
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    fetch = {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 1, "max_content_tokens": 50_000}
+    assert server_tool_input_tokens({"tools": [search]}) == (2 + 1) * SEARCH_RESULT_TOKENS
+    # The largest content first is the dearest order: the fetch read by all three iterations after it.
+    assert server_tool_input_tokens({"tools": [search, fetch]}) == 3 * 50_000 + (2 + 1) * SEARCH_RESULT_TOKENS
+    assert server_tool_input_tokens({"tools": [{**fetch, "max_content_tokens": None}]}) == FETCH_CONTENT_TOKENS
+    assert server_tool_input_tokens({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}) == 0
+    assert server_tool_input_tokens({"tools": [{"type": "function", "name": "f"}], "messages": []}) == 0
 
 
 def test_worst_case_of_a_request_for_the_one_hour_cache_is_at_that_rate() -> None:
