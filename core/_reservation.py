@@ -23,6 +23,12 @@ and PDFs inline are far fewer tokens than their base64 bytes; by reference (a UR
 Input written to Anthropic's 1-hour cache costs more still: a request asking for it (``cache_control`` with
 ``"ttl": "1h"``) reserves its input at that rate.
 
+A Responses API call continuing a stored response (``previous_response_id``) or a conversation
+(``conversation``) is billed the conversation so far as input, which its body does not carry: that is the
+input and output tokens of the last response of it recorded here (``remember_carried_tokens``, in this process).
+One recorded nowhere (made by another process, before a restart, or items added through the Conversations API)
+cannot be bounded from the body.
+
 Web searches (billed per search): the ``max_uses`` of the request's search tools, at the model's price for them;
 and what the provider's search and fetch tools return, billed as input: ``server_tool_input_tokens``.
 
@@ -35,6 +41,7 @@ its context window (an answer cannot be longer); else its maker's largest limit,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["worst_case_usd", "input_token_bound", "output_token_cap", "estimator", "DEFAULT_OUTPUT_TOKENS",
            "MEDIA_PART_TOKENS", "ORIGINAL_IMAGE_TOKENS", "note_settlement", "server_tool_input_tokens",
-           "SEARCH_RESULT_TOKENS", "FETCH_CONTENT_TOKENS"]
+           "SEARCH_RESULT_TOKENS", "FETCH_CONTENT_TOKENS", "remember_carried_tokens", "carried_tokens"]
 
 #: Output cap for a request without one, of a model this module does not know (tokens).
 DEFAULT_OUTPUT_TOKENS: Final = 32_768
@@ -233,7 +240,7 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
     A model name the price table does not know (an Azure deployment's own name, a proxy's alias) is priced at the
     default rate, but its call is priced as the model its answer names (``LLMCall._price_as_answered``): once an
     answer named one (``Pricer.answered_by``), the dearest of those models and the default rate is reserved."""
-    tokens_in = input_token_bound(body) + server_tool_input_tokens(body)
+    tokens_in = input_token_bound(body) + server_tool_input_tokens(body) + carried_tokens(body)
     cost, unknown = _worst_case_as(client, model, provider, body, tokens_in, output)
     if unknown and model:
         answered = client.pricer.answered_by(model, provider)
@@ -354,6 +361,38 @@ def server_tool_input_tokens(body: Any) -> int:
             contents.extend([_positive_int(tool.get("max_content_tokens")) or FETCH_CONTENT_TOKENS] * uses)
     contents.sort(reverse=True)
     return sum(content * (len(contents) - index) for index, content in enumerate(contents))
+
+
+#: Responses and conversations remembered for the calls that continue them: the most recent ones.
+CARRIED_MAX: Final = 4096
+_carried: dict[str, int] = {}
+_carried_lock = threading.Lock()
+
+
+def remember_carried_tokens(response_id: str | None, conversation_id: str | None, tokens: int) -> None:
+    """A Responses API answer was recorded: a later call naming it (``previous_response_id``) or its conversation
+    is billed ``tokens`` (its input and output) on top of its own body."""
+    with _carried_lock:
+        for key in (response_id, conversation_id):
+            if key:
+                _carried.pop(key, None)  # re-inserted last: the oldest entries are forgotten first
+                _carried[key] = tokens
+        while len(_carried) > CARRIED_MAX:
+            del _carried[next(iter(_carried))]
+
+
+def carried_tokens(body: Any) -> int:
+    """The tokens of a stored conversation a request continues, as recorded here (0 if none or unknown)."""
+    if not isinstance(body, dict):
+        return 0
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    carried = 0
+    for key in (body.get("previous_response_id"), conversation):
+        if isinstance(key, str):
+            carried = max(carried, _carried.get(key, 0))
+    return carried
 
 
 def estimator(client: Client, model: str | None, provider: str | None, body: Any,

@@ -79,7 +79,7 @@ from ._providers import (
     provider_for_url,
     providers_of,
 )
-from ._reservation import output_token_cap
+from ._reservation import output_token_cap, remember_carried_tokens
 from ._run_budget import RunBudgetStore
 from ._safe import BlockCarrier, add_pass_through, logger, stop_on_exception, swallow_internal_error
 from ._span import REMOTE_PARENT_KEY, Span
@@ -111,6 +111,7 @@ __all__ = [
     "estimate_text_bytes",
     "estimate_request_tokens",
     "output_token_cap",
+    "remember_carried_tokens",
     "BILLABLE_UNITS",
     # spans, context and scopes
     "Span",

@@ -32,6 +32,7 @@ from agentwatch.instrumentation import (
     get_current_llm_call,
     logger,
     output_token_cap,
+    remember_carried_tokens,
     start_llm_call,
     swallow_internal_error,
 )
@@ -331,6 +332,10 @@ class Exchange:
                                    reading.cache_write_tokens)
             if reading.web_searches is not None:  # billed per search, on top of the tokens
                 call.set_billable("web_search_requests", reading.web_searches)
+            if reading.response_id is not None:  # a later call continuing this answer is billed it as input
+                carried = (reading.input_tokens or 0) + (reading.output_tokens or 0)
+                if carried.__class__ is int:
+                    remember_carried_tokens(reading.response_id, reading.conversation_id, carried)
         elif 200 <= self.status < 300:
             if self.owned:
                 attributes["usage_missing"] = True  # replaced by usage_estimated if the estimate applies

@@ -21,7 +21,8 @@ class Reading:
     """What the response said. Token counts are as sent; ``usage()`` converts to the span's convention."""
 
     __slots__ = ("api", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "model",
-                 "finish_reason", "texts", "capture_text", "web_searches", "cache_write_1h_tokens", "tool_calls")
+                 "finish_reason", "texts", "capture_text", "web_searches", "cache_write_1h_tokens", "tool_calls",
+                 "response_id", "conversation_id")
 
     def __init__(self, api: str, capture_text: bool = False) -> None:
         self.api = api
@@ -40,6 +41,9 @@ class Reading:
         self.tool_calls: dict[int, list[Any]] | None = None
         #: Web searches the provider's own search tool ran (billed per search): None when it reported none.
         self.web_searches: Any = None
+        #: Responses API: the answer's id and its conversation's, which a later call can continue.
+        self.response_id: str | None = None
+        self.conversation_id: str | None = None
 
     @property
     def has_usage(self) -> bool:
@@ -197,6 +201,13 @@ def _openai_responses(reading: Reading, data: Any) -> None:
         _set(reading, input_tokens=_get(usage, "input_tokens"), output_tokens=_get(usage, "output_tokens"),
              cached_tokens=_get(_get(usage, "input_tokens_details"), "cached_tokens"))
     _set(reading, model=_get(data, "model"), finish_reason=_get(data, "status"))
+    response_id = _get(data, "id")
+    if isinstance(response_id, str):
+        reading.response_id = response_id
+        conversation = _get(data, "conversation")
+        conversation_id = conversation if isinstance(conversation, str) else _get(conversation, "id")
+        if isinstance(conversation_id, str):
+            reading.conversation_id = conversation_id
     output = _get(data, "output")
     if output.__class__ is list and len(output) > 1:  # a lone item (the usual answer) is no search: not looked at
         # Usage has no count of the search tool's searches (billed per search): one web_search_call item each.

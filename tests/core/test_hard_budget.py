@@ -357,6 +357,39 @@ def test_the_sdk_call_reserves_its_request_and_a_block_sends_nothing(memory: age
     assert blocked_span["attributes"]["breaker.reserved"] == pytest.approx(WORST_CASE)
 
 
+def test_a_call_continuing_a_recorded_response_or_conversation_reserves_what_it_carries(
+        memory: agentwatch.InMemoryExporter, stub_provider: StubProvider) -> None:
+    """The Responses API bills a stored conversation as input though the request does not carry it: a call naming
+    a response (or conversation) recorded here reserves that response's input and output on top of its body."""
+    client = _init(memory, budget_per_hour=0.1)
+    oai = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    stub_provider.queue(Reply(content="noted", input_tokens=60_000, output_tokens=400))  # a long spec, uploaded
+    first = oai.responses.create(model=MODEL, input="Keep this spec in mind.", max_output_tokens=500)
+    body = {"model": MODEL, "input": "Summarize chapter 1.", "previous_response_id": first.id,
+            "max_output_tokens": 500}
+    carried = 60_400 * 1e-6
+    assert worst_case_usd(client, MODEL, "openai", body) == pytest.approx(
+        input_token_bound(body) * 1e-6 + 500 * 9e-6 + carried)
+    with pytest.raises(CircuitBreakerException) as caught:  # $0.0636 spent: the $0.065 it can cost does not fit
+        oai.responses.create(model=MODEL, input="Summarize chapter 1.", previous_response_id=first.id,
+                             max_output_tokens=500)
+    assert caught.value.reserved >= carried
+    assert stub_provider.count("/responses") == 1
+
+    # A conversation's answers name it: the next call in it carries the last one's input and output.
+    answer = {"id": "resp_conv1", "object": "response", "created_at": 1, "status": "completed", "model": MODEL,
+              "conversation": {"id": "conv_1"}, "output": [], "parallel_tool_calls": True, "tool_choice": "auto",
+              "tools": [], "usage": {"input_tokens": 30_000, "output_tokens": 100, "total_tokens": 30_100,
+                                     "input_tokens_details": {"cached_tokens": 0},
+                                     "output_tokens_details": {"reasoning_tokens": 0}}}
+    stub_provider.queue(Reply(raw_body=json.dumps(answer).encode(), headers={"content-type": "application/json"}))
+    client = _init(memory, budget_per_hour=10.0)
+    oai.responses.create(model=MODEL, input="Hello", conversation="conv_1", max_output_tokens=10)
+    continuing = {"model": MODEL, "input": "And then?", "conversation": "conv_1", "max_output_tokens": 10}
+    assert worst_case_usd(client, MODEL, "openai", continuing) == pytest.approx(
+        (input_token_bound(continuing) + 30_100) * 1e-6 + 10 * 9e-6)
+
+
 def test_a_call_that_costs_more_than_its_reservation_is_logged_once_per_model(
         memory: agentwatch.InMemoryExporter, stub_provider: StubProvider, caplog: pytest.LogCaptureFixture) -> None:
     """A provider (a gateway ignoring the cap) that writes past max_tokens is charged what it reports, above the
