@@ -12,7 +12,8 @@ forks wait for it: the place for imports an exporter defers, which a fork must n
 ``begin_shutdown()`` (called before the exit flush, so that a receiver known to be
 down is not waited for), ``begin_flush()`` (called by the worker before it drains for ``force_flush``, so that
 a receiver known to be down is tried once more and what it missed delivered) and ``on_idle()`` (called by the
-worker after each drain, for background work such as delivering spooled batches). The client reads one more,
+worker after each drain, for background work such as delivering spooled batches; the core's own such work is
+registered in ``_idle``). The client reads one more,
 ``remote_parent()``, on the program's thread: see ``Client._open_span``.
 """
 
@@ -28,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
 from ._forking import after_fork_in_child, importing
+from ._idle import idle_tasks
 from ._safe import stop_on_exception
 from ._span import Span
 
@@ -373,6 +375,8 @@ class BatchProcessor:
             self._drain(everything=flushing or stopping)
             if not stopping:
                 self._run_hooks(self._idle_hooks)
+                if idle_tasks:
+                    self._run_hooks(idle_tasks)
             with self._flushed:
                 self._flushes_done = flush_target
                 self._flushed.notify_all()

@@ -9,6 +9,11 @@ What must reach Redis although it failed to answer (a hard budget's settlement o
 slot: without it a finished call's reservation stays held for ``RESERVATION_TTL_S`` and refuses later calls) is kept
 (``defer``, at most ``MAX_DEFERRED``, the oldest dropped first) and sent when Redis answers again: by the caller that
 reconnects, before its own round trip, in batches of ``REPLAY_BATCH`` (one pipelined round trip each).
+
+A reservation in Redis expires (``RESERVATION_TTL_S``) so that a process that died does not hold the fleet's budget
+for ever; the reservations of this process's calls still in flight are renewed (``hold``, ``renew``: one pipelined
+round trip for all of them, by the export worker when idle, well before they expire), so a call that runs longer
+than the lifetime (a long reasoning call, a long stream) keeps its money held.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from . import _redis_scripts as scripts
 from ._forking import after_fork_in_child, fork_safe_lock
 from ._safe import logger
 
-__all__ = ["RedisBackend", "backend_for", "SOCKET_TIMEOUT_S", "BACKOFF_MIN_S", "BACKOFF_MAX_S", "MAX_DEFERRED",
-           "REPLAY_BATCH"]
+__all__ = ["RedisBackend", "backend_for", "backends", "SOCKET_TIMEOUT_S", "BACKOFF_MIN_S", "BACKOFF_MAX_S",
+           "MAX_DEFERRED", "REPLAY_BATCH"]
 
 #: Connect and read timeout: the worst case one LLM call can be delayed by an unreachable Redis.
 SOCKET_TIMEOUT_S: Final = 0.05
@@ -70,6 +75,7 @@ class RedisBackend:
         self.reserve = register(scripts.RESERVE)
         self.unreserve = register(scripts.UNRESERVE)
         self.settle_reserved = register(scripts.SETTLE_RESERVED)
+        self.renew_script = register(scripts.RENEW)
         self.reserved = register(scripts.RESERVED)
         self.down = False
         self._lock = fork_safe_lock(self)  # a forked child gets a new one: the thread holding it is not there
@@ -79,6 +85,56 @@ class RedisBackend:
         self._deferred: deque[_Deferred] = deque()
         self._dropped = 0
         self._blocking = False  # the fallback of the stores that kept operations: for the outage warning
+        #: Reservations of this process's calls in flight, to renew: (zset key, hash key) -> {id: units held}.
+        self._live: dict[tuple[str, str], dict[str, int]] = {}
+        self._renewed_at = time.monotonic()
+
+    def hold(self, keys: list[str], member: str, units: int) -> None:
+        """A call of this process reserved ``units`` more under ``member``: renew it while it is held."""
+        with self._lock:
+            held = self._live.setdefault((keys[0], keys[1]), {})
+            held[member] = held.get(member, 0) + units
+
+    def unhold(self, keys: list[str], member: str, units: int | None = None) -> None:
+        """``units`` of ``member`` were released (all of them: settled, or ``None``)."""
+        with self._lock:
+            held = self._live.get((keys[0], keys[1]))
+            if held is None or member not in held:
+                return
+            left = held[member] - units if units is not None else 0
+            if left > 0:
+                held[member] = left
+            else:
+                del held[member]
+                if not held:
+                    del self._live[(keys[0], keys[1])]
+
+    def renew(self, lifetime_s: float, every_s: float) -> int:
+        """Give the reservations this process holds ``lifetime_s`` more from now, if ``every_s`` has passed since the
+        last renewal: one pipelined round trip. How many scopes were renewed (0: none due, none held, or Redis away:
+        tried again on the next call)."""
+        now = time.monotonic()
+        if now - self._renewed_at < every_s:
+            return 0
+        with self._lock:
+            live = [(keys, list(held)) for keys, held in self._live.items() if held]
+        if not live:
+            self._renewed_at = now
+            return 0
+        if self.down and not self.usable():
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, members in live:
+                self.renew_script(keys=list(keys), args=[repr(lifetime_s), *members], client=pipe)
+            pipe.execute(raise_on_error=False)
+        except self.errors as exc:
+            self.failed(exc, self._blocking)
+            return 0
+        self._renewed_at = now
+        if self.down:
+            self.succeeded()
+        return len(live)
 
     def usable(self) -> bool:
         """True if a round trip should be tried now: Redis is up, or this caller makes the reconnect attempt (which
@@ -182,9 +238,16 @@ def _reset_in_child() -> None:
     for backend in list(_backends.values()):
         backend._probing = False
         backend._deferred.clear()
+        backend._live.clear()  # the parent's calls, not the child's
 
 
 after_fork_in_child(_reset_in_child)
+
+
+def backends() -> list[RedisBackend]:
+    """The process's backends."""
+    with _backends_lock:
+        return list(_backends.values())
 
 
 def backend_for(url: str) -> RedisBackend:

@@ -20,7 +20,7 @@ from ._windows import (
 )
 
 __all__ = ["LIMIT_TTL_MS", "NO_BUDGET", "ADMIT", "PUBLISH", "RELEASE", "RECORD", "COUNT", "UNCOUNT", "READ", "RESERVE",
-           "UNRESERVE", "SETTLE_RESERVED", "RESERVED", "CLEAR", "SET_BUDGET", "INCREASE"]
+           "UNRESERVE", "SETTLE_RESERVED", "RENEW", "RESERVED", "CLEAR", "SET_BUDGET", "INCREASE"]
 
 #: The shared budget outlives the windows: a raise must survive a quiet hour. Refreshed on every check.
 LIMIT_TTL_MS: Final = 24 * 3600 * 1000
@@ -280,6 +280,27 @@ if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[6], ARGV[4]) == 0 then return 0
 """ + _RECORD_BODY + """
 unreserve(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
 return 1
+"""
+
+# Renewing the reservations of calls still in flight. KEYS: 1 reservation zset, 2 reservation hash. ARGV: 1 their
+# lifetime from now in seconds, 2... their ids. One no longer held (settled, or expired: a renewal came too late)
+# stays gone. Returns how many were renewed.
+RENEW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local renewed = 0
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+    renewed = renewed + 1
+  end
+end
+if renewed > 0 then
+  local ms = math.floor(tonumber(ARGV[1]) * 1000) + 1000
+  redis.call('PEXPIRE', KEYS[1], ms)
+  redis.call('PEXPIRE', KEYS[2], ms)
+end
+return renewed
 """
 
 RESERVED: Final = """

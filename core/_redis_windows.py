@@ -56,6 +56,10 @@ release of the probe slot, are kept by the backend when Redis does not answer an
 (before the reconnecting caller's own round trip), so a hiccup does not leave a finished call's reservation held
 for ``RESERVATION_TTL_S``. A settlement whose round trip failed may have run in Redis all the same: it is sent
 again only to count if its reservation is still held.
+
+A reservation expires after ``RESERVATION_TTL_S`` only if its process stops renewing it: the export worker (awake
+every ``flush_interval``) renews the reservations of the process's calls in flight every third of that lifetime
+(``renew_reservations``), so a call running longer keeps its reservation, and one whose process died loses it.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ import secrets
 from typing import Any, Final
 
 from ._breaker_states import CLOSED, HALF_OPEN, OPEN, PAUSED
-from ._redis_backend import SOCKET_TIMEOUT_S, RedisBackend, backend_for
+from ._idle import every_idle
+from ._redis_backend import SOCKET_TIMEOUT_S, RedisBackend, backend_for, backends
 from ._redis_scripts import NO_BUDGET
 from ._windows import (
     BUDGET_PER_HOUR,
@@ -81,14 +86,14 @@ from ._windows import (
 )
 
 __all__ = ["RedisBackend", "RedisWindowStore", "backend_for", "SOCKET_TIMEOUT_S", "KEY_PREFIX", "PROBE_TTL_S",
-           "FALLBACKS", "RESERVATION_TTL_S", "GRANT_CLAIM_TTL_S"]
+           "FALLBACKS", "RESERVATION_TTL_S", "GRANT_CLAIM_TTL_S", "renew_reservations"]
 
 KEY_PREFIX: Final = "agentwatch"
 #: How long the fleet's probe slot stays taken if its call never settles (its process died): longer than
 #: almost any single LLM call, short enough that a lost probe does not hold the fleet back for long.
 PROBE_TTL_S: Final = 120.0
-#: How long a hard budget's reservation is held if its call never settles (its process died): longer than
-#: almost any single LLM call, stream included.
+#: How long a hard budget's reservation is held once its process stops renewing it (it died): the fleet's money a
+#: dead process holds is free again after this.
 RESERVATION_TTL_S: Final = 900.0
 #: How long the claim of an operator's grant is kept: longer than the collector lists a grant (an hour).
 GRANT_CLAIM_TTL_S: Final = 7200.0
@@ -99,6 +104,16 @@ FALLBACKS: Final = ("local", "block")
 # breaker's own constants (a monitor compares states by identity).
 _STATES: Final = {b"C": CLOSED, b"O": OPEN, b"P": PAUSED, b"H": HALF_OPEN}
 _CODES: Final = {CLOSED: "C", OPEN: "O", PAUSED: "P"}
+
+
+def renew_reservations() -> None:
+    """Renew the reservations of this process's calls in flight, a third of their lifetime after the last renewal
+    (run by the export worker when idle: see ``_idle``)."""
+    for backend in backends():
+        backend.renew(RESERVATION_TTL_S, RESERVATION_TTL_S / 3)
+
+
+every_idle(renew_reservations)
 
 
 def _units_arg(usd: float | None) -> str:
@@ -260,6 +275,8 @@ class RedisWindowStore:
                 if backend.down:
                     backend.succeeded()
                 if result[0] == 0:
+                    if units:
+                        backend.hold(self._held_keys, f"{self._token}:{rid}", units)
                     return None
                 self._shared_budget = _budget(result[1])
                 return HARD_BUDGET, units_to_usd(int(result[1])), units_to_usd(int(result[2]))
@@ -269,14 +286,19 @@ class RedisWindowStore:
     def release(self, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.release(units, rid)
-        args = [units, f"{self._token}:{rid}"]
+        member = f"{self._token}:{rid}"
+        args: list[Any] = [units, member]
         if units:
+            self._backend.unhold(self._held_keys, member, units)
             self._run(self._backend.unreserve, self._held_keys, args, args)  # releasing twice releases once
 
     def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
         self._spend_read = False
         self._local.settle_reserved(now, cost_usd, error, units, rid)
-        args: list[Any] = [usd_to_units(cost_usd), 1 if error else 0, units, f"{self._token}:{rid}", ""]
+        member = f"{self._token}:{rid}"
+        args: list[Any] = [usd_to_units(cost_usd), 1 if error else 0, units, member, ""]
+        if units:
+            self._backend.unhold(self._held_keys, member)
         # Kept for Redis if it does not answer only when a reservation is held there (else: recorded as any result is).
         self._run(self._backend.settle_reserved, self._settle_keys, args, [*args[:4], "1"] if units else None)
 

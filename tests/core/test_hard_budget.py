@@ -575,3 +575,27 @@ def test_a_dead_process_reservation_expires_in_redis(redis_url: str, monkeypatch
     settle(admit([alive], reserve=0.5), cost_usd=0.4, error=False)
     snapshot = alive.snapshot()
     assert (snapshot["spend_last_hour"], snapshot["reserved"]) == (pytest.approx(0.4), 0.0)
+
+
+def test_a_call_running_longer_than_the_reservation_lifetime_keeps_its_reservation_in_redis(
+        redis_url: str, stub: StubProvider, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A reservation expires only once its process stops renewing it: the export worker renews those of the calls
+    in flight, so a call running past the lifetime (a long reasoning call) still holds its money fleet-wide."""
+    from agentwatch import _redis_windows
+
+    monkeypatch.setattr(_redis_windows, "RESERVATION_TTL_S", 0.6)  # stands for 15 minutes
+    client = _init(limits_backend=redis_url, flush_interval=0.05)
+    oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+    stub.queue(Reply(content="a long report", input_tokens=100, output_tokens=70_000, delay=2.5))
+    long_call = threading.Thread(target=lambda: oai.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=80_000))  # type: ignore[arg-type]
+    long_call.start()
+    time.sleep(1.5)  # past the lifetime, still in flight: its $0.72 held, $0.28 left
+    stub.queue(_reply())
+    with pytest.raises(CircuitBreakerException) as caught:
+        oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=40_000)  # type: ignore[arg-type]
+    assert caught.value.remaining == pytest.approx(1.0 - 80_000 * 9e-6, abs=0.001)
+    long_call.join()
+    snapshot = client.monitor.snapshot()
+    assert (snapshot["spend_last_hour"], snapshot["reserved"]) == (pytest.approx(100e-6 + 70_000 * 9e-6), 0.0)
+    assert stub.count("/chat/completions") == 1
