@@ -179,18 +179,20 @@ def test_a_flush_does_not_wait_out_the_timeout_of_a_collector_that_hangs_again(
     firewall that drops packets): the first flush waits out the timeout (the attempt and one retry); the flushes
     after it, before the next probe is due, spool their spans and return at once instead of waiting again."""
     server = fault_server("slow", delay=30.0)
-    agentwatch.init(proxy_url=server.url, export_timeout=0.3, flush_interval=0.05, spool_dir=str(tmp_path),
+    # A timeout long enough that a flush slowed by a loaded machine (the worker waiting for a core) is not taken for
+    # one that waited it out.
+    agentwatch.init(proxy_url=server.url, export_timeout=1.0, flush_interval=0.05, spool_dir=str(tmp_path),
                     remote_control=False)  # its requests to /api/control would count too
     agentwatch.event("first")
     started = time.monotonic()
-    assert not agentwatch.flush(5)
-    assert 0.5 <= time.monotonic() - started < 3.0  # two attempts of 0.3 s each
+    assert not agentwatch.flush(10)
+    assert 1.9 <= time.monotonic() - started < 8.0  # two attempts of 1 s each
     assert server.requests == 2
     for i in range(5):
         agentwatch.event(f"request {i}")
         started = time.monotonic()
-        assert not agentwatch.flush(5)
-        assert time.monotonic() - started < 0.25, i  # no third wait of 0.3 s
+        assert not agentwatch.flush(10)
+        assert time.monotonic() - started < 0.9, i  # no third wait of 1 s
     assert server.requests == 2
     state = _exporter_state()
     assert state["failed"] == state["spooled"] == 7 and state["dropped"] == 0, state  # with the process span
