@@ -100,12 +100,11 @@ class _BreakerSink:
 
     def recover(self, event: BlockEvent) -> bool:
         """Before a block is raised, on the caller's thread and in its context: the plugins may recover the monitor
-        (``agentwatch_before_block``). False when none implements the hook (nothing can have changed)."""
+        (``agentwatch_before_block``). True if one says it changed something (the call is then checked again)."""
         client = self._client
         if not client._has_before_block:
             return False
-        client.plugin_manager.hook.agentwatch_before_block(event=event)
-        return True
+        return any(client.plugin_manager.hook.agentwatch_before_block(event=event))
 
 
 class Client:

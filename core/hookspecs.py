@@ -131,12 +131,13 @@ def agentwatch_alert(alert: dict[str, Any]) -> None:
 
 
 @hookspec
-def agentwatch_before_block(event: BlockEvent) -> None:
+def agentwatch_before_block(event: BlockEvent) -> bool:
     """A call is about to be blocked: ``event.monitor`` blocks it, and its own ``on_block`` (if any) did not recover
     it. Called on the caller's thread and in its context, before ``CircuitBreakerException`` is raised, at most once
-    per call and monitor; the call is checked again afterwards. For a framework plugin that can recover the monitor
-    from what its framework holds there (the LangChain plugin: a human's answer to the graph's pause for this block,
-    given on resume). Only blocked calls pay for it.
+    per call and monitor. For a framework plugin that can recover the monitor from what its framework holds there
+    (the LangChain plugin: a human's answer to the graph's pause for this block, given on resume). Return True if
+    you changed anything: the call is then checked again (a runaway loop's blocked calls are not checked twice for
+    nothing). Only blocked calls pay for it.
     """
 
 

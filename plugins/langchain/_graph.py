@@ -133,25 +133,26 @@ def interrupt_for_budget(error: CircuitBreakerException) -> None:
     _apply(error.monitor, answer)  # only if an answer was pending that take_answer did not recognise
 
 
-def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
+def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> bool:
     """On resume after a pause of ours, in whichever process resumes: apply the human's answer now.
 
     LangGraph matches resume values to ``interrupt()`` calls by their order in the node, so the answer
     is taken with ``interrupt()`` at the same point where the pause was raised: the model call's start.
     ``check`` raises the block this process would raise now; its monitor gets the answer, otherwise the
-    innermost of ``monitors`` with a budget (the process that paused may not be this one).
+    innermost of ``monitors`` with a budget (the process that paused may not be this one). True if an answer was
+    pending (taken, and applied unless it was already).
     """
     from langgraph.types import interrupt
 
     pending = _pending_answer()
     if pending is None:
-        return
+        return False
     key, answer, step, run = pending
     allow_graph_control_flow()
     interrupt(None)  # returns the pending answer: consumes the index the pause had
     _remember_taken(run, answer)
     if key in _applied:  # a node re-run for a later pause replays earlier answers: apply each once
-        return
+        return True
     with _answering:  # siblings answered at once run in parallel: one looks and applies at a time
         blocked = False
         try:
@@ -163,13 +164,14 @@ def take_answer(monitors: Sequence[Monitor], check: Callable[[], None]) -> None:
         # Parallel branches (a Send fan-out) blocked by one limit pause each and are answered each: the first answer
         # of the step lifts the block, a sibling's is not added on top of it (three top-ups of $1 are not $3).
         if not blocked and answered in _answered_steps:
-            return
+            return True
         if len(_applied) > 4096:
             _applied.clear()
             _answered_steps.clear()
         _applied.add(key)
         _answered_steps.add(answered)
         _apply(target, answer)
+    return True
 
 
 _answering = threading.Lock()

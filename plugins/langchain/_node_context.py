@@ -98,17 +98,17 @@ def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | N
     return run
 
 
-def take_answer_before_block(event: BlockEvent) -> None:
+def take_answer_before_block(event: BlockEvent) -> bool:
     """``agentwatch_before_block``: a call about to be blocked in a graph that pauses for a human takes the answer to
     that pause, if the graph is being resumed with one, where the pause was raised; the call is then checked again. A
     LangChain model call takes it at its start already (the handler): this is for a call made without LangChain (the
-    openai SDK used directly), which would otherwise be blocked again on every resume."""
+    openai SDK used directly), which would otherwise be blocked again on every resume. True if an answer was taken."""
     run = PAUSING_RUN.get()
     if run is None or _TAKING.get():
-        return
+        return False
     token = _TAKING.set(True)  # the check inside take_answer may block: not asked again from there
     try:
-        take_answer((event.monitor,), functools.partial(_check, run))
+        return take_answer((event.monitor,), functools.partial(_check, run))
     finally:
         _TAKING.reset(token)
 

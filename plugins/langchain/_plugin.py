@@ -71,8 +71,7 @@ def agentwatch_uninstrument(client: Any) -> None:
 
 
 @hookimpl
-def agentwatch_before_block(event: Any) -> None:
+def agentwatch_before_block(event: Any) -> bool:
     # Nothing can have paused before a graph node ran (which imported the module): no import for other programs' blocks.
     node_context = sys.modules.get(__package__ + "._node_context")
-    if node_context is not None:
-        node_context.take_answer_before_block(event)
+    return node_context is not None and bool(node_context.take_answer_before_block(event))

@@ -168,10 +168,12 @@ def test_before_block_hook_may_recover_the_call(limit: str) -> None:
 
     class Plugin:
         @agentwatch.hookimpl
-        def agentwatch_before_block(self, event: agentwatch.BlockEvent) -> None:
+        def agentwatch_before_block(self, event: agentwatch.BlockEvent) -> bool:
             asked.append(("plugin", event.reason, caller.get()))
             if caller.get() == "recover":
                 event.monitor.increase_budget(1.0)
+                return True
+            return False
 
     hard = limit == "hard_budget"
     client = agentwatch.init(exporters=[], budget_per_hour=0.01, block_on_threshold=not hard, hard_budget=hard,
