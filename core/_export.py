@@ -20,10 +20,11 @@ registered in ``_idle``). The client reads one more,
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._deferred import pending as deferred_work
@@ -369,7 +370,8 @@ class BatchProcessor:
                 flushing = flush_target != self._flushes_done
             stopping = self._stopping
             if deferred_work:
-                run_deferred()  # a dropped stream's call, ended here if the program makes no other call
+                with self._waiting():
+                    run_deferred()  # a dropped stream's call, ended here if the program makes no other call
             if flushing and not stopping:
                 self._run_hooks(self._flush_hooks)
             self._drain(everything=flushing or stopping)
@@ -383,13 +385,20 @@ class BatchProcessor:
             if stopping:
                 return
 
-    def _run_hooks(self, hooks: Sequence[Callable[[], object]]) -> None:
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Around work of the worker's that may wait on a socket or a backoff (exporters, hooks, a dropped stream's
+        settlement with a shared store): ``_backlogged`` then looks at its CPU time to tell whether it is starved."""
         self._worker_in_io = True
         try:
-            for hook in hooks:
-                stop_on_exception(hook)()
+            yield
         finally:
             self._worker_in_io = False
+
+    def _run_hooks(self, hooks: Sequence[Callable[[], object]]) -> None:
+        with self._waiting():
+            for hook in hooks:
+                stop_on_exception(hook)()
 
     def _take_batch(self) -> list[Span]:
         with self._lock:
@@ -427,16 +436,14 @@ class BatchProcessor:
         dicts = list(map(_to_dict, batch))
         self._worker_turns += 1
         delivered = True
-        self._worker_in_io = True
-        try:
+        with self._waiting():
             for exporter in self._exporters:
                 ok = stop_on_exception(exporter.export, default=False)(dicts)
                 self._worker_turns += 1
                 delivered = delivered and bool(ok)
-        finally:
-            self._worker_in_io = False
-        if self._on_batch is not None:
-            stop_on_exception(self._on_batch)(dicts)
+        if self._on_batch is not None:  # the plugins' export hook: it may wait on a socket too
+            with self._waiting():
+                stop_on_exception(self._on_batch)(dicts)
         if delivered:
             self.sent += len(dicts)
         else:
