@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,8 @@ class Client:
         #: limits) is not let go when idle (``_let_idle_agents_go``).
         self._declared_limits: dict[str, tuple[Any, ...]] = {}
         self._agents_checked_at = AGENT_SCOPES_KEPT
+        #: Monitors of forgotten scopes, for as long as something (a context, a call) still holds them.
+        self._forgotten: weakref.WeakValueDictionary[str, Monitor] = weakref.WeakValueDictionary()
         self._agents_lock = fork_safe_lock(self, "_agents_lock")
         global_id = config.agent_name or "global"
         self.monitor = Monitor(
@@ -244,6 +247,13 @@ class Client:
         given = {key: value for key, value in limits.items() if value is not None}
         with self._agents_lock:
             scope = self._agents.get(name)
+            if scope is None and (monitor := self._forgotten.pop(name, None)) is not None:
+                # Forgotten while a context still held it (a long request, a call in flight): the same monitor, or
+                # the work of one name would be counted by two.
+                scope = AgentScope(name, monitor.scope_id, role or preset.get("role") or "Agent", monitor)
+                self._agents[name] = scope
+                self._declared[name] = {key: getattr(monitor, key, None) for key in given}
+                self._declared_limits[name] = monitor.limits()
             if scope is None:
                 settings = {**{k: v for k, v in preset.items() if k not in ("role", "agent_id")}, **given}
                 # init(block_on_threshold=..., hard_budget=..., on_alert=..., on_block=...) are an agent's defaults:
@@ -283,6 +293,7 @@ class Client:
         for name, scope in list(self._agents.items()):
             if name not in presets and scope.monitor.limits() == self._declared_limits[name] and scope.monitor.idle():
                 del self._agents[name], self._declared[name], self._declared_limits[name]
+                self._forgotten[name] = scope.monitor
         self._agents_checked_at = len(self._agents) + AGENT_SCOPES_KEPT
 
     @property

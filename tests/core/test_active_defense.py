@@ -345,3 +345,22 @@ def test_a_service_scoping_each_user_keeps_the_busy_and_blocked_scopes_and_forge
     assert agents["topped-up"].monitor.budget_per_hour == ONE_CALL_USD + 1.0
     spent = agentwatch.get_state()["monitors"]["agents"]["light-user"]["spend_last_hour"]
     assert spent == pytest.approx(ONE_CALL_USD)
+
+
+def test_a_scope_forgotten_while_a_request_still_holds_it_is_the_one_its_name_gets_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: a user's scope forgotten while one of its requests was still running got a second monitor
+    for the next request of that user: their spend was counted apart and the budget was passed."""
+    monkeypatch.setattr("agentwatch._client.AGENT_SCOPES_KEPT", 5)
+    agentwatch.init(exporters=[])
+    budget = dict(budget_per_hour=ONE_CALL_USD, block_on_threshold=True)
+    with agentwatch.agent("alice", **budget):  # a long request of alice's
+        for user in range(20):  # other users come and go meanwhile: alice's scope, idle so far, is forgotten
+            with agentwatch.agent(f"user-{user}", **budget):
+                pass
+        assert "alice" not in agentwatch.get_client().agents
+        _spend(1)
+        with agentwatch.agent("alice", **budget):  # alice's next request, while the first still runs
+            with pytest.raises(CircuitBreakerException):
+                _spend(1)
+    assert agentwatch.get_state()["monitors"]["agents"]["alice"]["spend_last_hour"] == pytest.approx(ONE_CALL_USD)
