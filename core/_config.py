@@ -121,7 +121,7 @@ def _from_env(name: str, raw: str) -> Any:
             return json.loads(raw)  # validated afterwards like an argument: a list or a number is named there
         except ValueError:
             raise ValueError(f"{_env_name(name)}: expected a JSON object, got {raw!r}") from None
-    if name == "exporters" and raw.strip().lower() == "none":  # an empty variable is an unset one: the default
+    if name == "exporters" and raw.strip().lower() == "none":  # the environment's way to say no exporter at all
         return []
     if name in {"exporters", "disabled_plugins"}:
         return [part.strip() for part in raw.split(",") if part.strip()]
@@ -356,6 +356,11 @@ def build_config(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = 
         if raw is None or name in {"on_alert", "on_block"}:  # callables have no text form
             continue
         if not raw.strip() and name not in _EMPTY_MEANS_EMPTY:
+            if name == "enabled":  # it once meant off: a kill switch left empty must not pass unseen
+                from ._safe import logger
+
+                logger.warning("agentwatch: AGENTWATCH_ENABLED is set but empty, which means unset: AgentWatch is on "
+                               "(set it to 0 to switch AgentWatch off)")
             continue  # empty is unset (see the module's docstring)
         if name in kwargs:
             continue

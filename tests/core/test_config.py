@@ -115,6 +115,12 @@ def test_an_empty_variable_is_an_unset_one(name: str, empty: str) -> None:
     assert build_config({}, environ={name: empty}) == build_config({}, environ={})
 
 
+def test_an_empty_kill_switch_is_said_to_leave_agentwatch_on(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="agentwatch"):
+        assert build_config({}, environ={"AGENTWATCH_ENABLED": " "}).enabled
+    assert "AGENTWATCH_ENABLED is set but empty" in caplog.text
+
+
 def test_no_exporter_is_said_with_none() -> None:
     assert build_config({}, environ={"AGENTWATCH_EXPORTERS": " None "}).exporters == ()
 
