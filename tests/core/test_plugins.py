@@ -5,11 +5,14 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import agentwatch
 from agentwatch._plugins import PostImportHooks
+from agentwatch.instrumentation import register_plugin, unregister_plugin
+from tests.stubs.provider_server import Reply, StubProvider
 
 
 @pytest.fixture
@@ -154,6 +157,67 @@ def test_span_hooks_and_price_hook(memory: agentwatch.InMemoryExporter) -> None:
     assert spans["table"]["cost_usd"] == pytest.approx(2.5)
     assert spans["priced"]["attributes"]["seen_by_plugin"] is True
     assert ("start", "priced") in events and ("end", "priced") in events and ("export", "priced") in events
+
+
+class _BuggyListener:
+    """A third-party span listener and price plugin with a bug in one hook (``hook``)."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+        self.answered: list[str] = []
+
+    def _run(self, hook: str) -> None:
+        self.answered.append(hook)
+        if hook == self.hook:
+            raise RuntimeError(f"listener bug in {hook}")
+
+    @agentwatch.hookimpl
+    def agentwatch_span_start(self, span: agentwatch.Span) -> None:
+        self._run("span_start")
+
+    @agentwatch.hookimpl
+    def agentwatch_span_end(self, span: agentwatch.Span) -> None:
+        self._run("span_end")
+
+    @agentwatch.hookimpl
+    def agentwatch_price(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
+                         cached_input_tokens: int, cache_write_tokens: int) -> None:
+        self._run("price")
+
+
+@pytest.mark.parametrize("hook", ["span_start", "span_end", "price"])
+def test_a_plugin_hook_that_raises_leaves_limits_charging_and_export_alone(
+        hook: str, stub_provider: StubProvider, memory: agentwatch.InMemoryExporter,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in any plugin's span or price hook used to turn every limit off: raised before the limit check (span
+    start) or in place of the block being recorded (span end), it reached the SDK layer as an internal error, which
+    sent the request unchecked; a price hook's error ended the call before it was charged. Now each implementation's
+    error is logged once and the hook goes on without it: the limit blocks, the call is charged and exported."""
+    import openai
+
+    caplog.set_level(logging.DEBUG, logger="agentwatch")
+    limits: dict[str, Any] = {"budget_per_hour": 0.001} if hook == "price" else {"max_calls_per_minute": 1}
+    agentwatch.init(exporters=[memory], block_on_threshold=True, **limits)
+    plugin = _BuggyListener(hook)
+    register_plugin(plugin, "buggy-listener")
+    client = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    blocked = 0
+    for _ in range(4):
+        stub_provider.queue(Reply(input_tokens=10_000, output_tokens=1_000))  # $0.0021 with gpt-4o-mini
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        except agentwatch.CircuitBreakerException:
+            blocked += 1
+    agentwatch.flush()
+    assert (stub_provider.count(), blocked) == (1, 3)
+    assert plugin.answered.count("span_end") >= 4  # still registered: every span is shown to it
+    calls = memory.by_kind("llm")
+    assert [span["status"] for span in calls] == ["ok", "blocked", "blocked", "blocked"]
+    assert calls[0]["cost_usd"] == pytest.approx(0.0021)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "'buggy-listener'" in errors[0].getMessage()
+    assert f"agentwatch_{hook}" in errors[0].getMessage() and errors[0].exc_info is not None
+    unregister_plugin("buggy-listener")
 
 
 @pytest.mark.parametrize("limit", ["budget_per_hour", "hard_budget"])

@@ -1,0 +1,49 @@
+"""Each plugin's hook implementations, called so that one plugin's error stays its own.
+
+pluggy stops a hook call at the first implementation that raises and hands the error to the caller: a span
+listener's bug raised where a span starts or ends (before the limit check, or in place of the block being recorded),
+a price hook's bug where a call is charged, an ``agentwatch_uninstrument`` bug in the middle of ``shutdown()``. Each
+implementation is wrapped once, when it is registered (before a historic hook is replayed to it): its error is logged
+(the first one with its traceback, later ones at DEBUG) and the call goes on to the other implementations as if it
+had answered None. The cost is one Python frame per implementation called; a hook no plugin implements is not called
+at all (the client keeps a flag per hot hook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._safe import _is_pass_through, logger
+
+__all__ = ["guard", "UNGUARDED_HOOKS"]
+
+#: Hooks whose errors go to the caller: building an exporter the program named in ``init(exporters=[...])`` is its
+#: configuration (an unknown name raises there too).
+UNGUARDED_HOOKS = frozenset({"agentwatch_make_exporter"})
+
+def guard(hook_name: str, function: Callable[..., Any], plugin_name: str) -> Callable[..., Any]:
+    """``function`` (a plugin's implementation of ``hook_name``) as it is called: an error is logged and the call
+    answers None."""
+    errors = 0
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        nonlocal errors
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:
+            if _is_pass_through(error):  # a block, or a framework's control flow: not an error of the plugin
+                raise
+            errors += 1
+            if errors == 1:
+                logger.error("agentwatch: plugin %r failed in %s (ignored; AgentWatch carries on without its answer, "
+                             "and further errors of this hook are logged at DEBUG)", plugin_name, hook_name,
+                             exc_info=True)
+            else:
+                logger.debug("agentwatch: plugin %r failed in %s again (%d times): %s", plugin_name, hook_name,
+                             errors, error)
+            return None
+
+    guarded.__wrapped__ = function  # type: ignore[attr-defined]
+    guarded._agentwatch_guarded = True  # type: ignore[attr-defined]
+    return guarded
