@@ -28,7 +28,7 @@ from ._forking import after_fork_in_child, fork_safe_lock
 from ._limits_backend import window_store_for
 from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
-from ._safe import logger, stop_on_exception
+from ._safe import logger, stop_on_exception, swallow_internal_error
 from ._span import REMOTE_PARENT_KEY, Span
 
 if TYPE_CHECKING:
@@ -190,8 +190,10 @@ class Client:
 
         pm = self.plugin_manager
         pm.hook.agentwatch_configure.call_historic(kwargs={"config": self.config})
+        self._drop_failed_plugins()
         # Historic: a plugin registered later (its framework imported after init) is instrumented then.
         pm.hook.agentwatch_instrument.call_historic(kwargs={"client": self})
+        self._drop_failed_plugins()
         if not self.config.auto_instrument:
             return
         for name, plugin in self._framework_plugins:
@@ -210,9 +212,32 @@ class Client:
         if self.plugin_manager.is_registered(plugin):
             return
         self.plugin_manager.register(plugin, name=name)
+        if self._drop_failed_plugins():  # its configure or instrument, replayed to it on registration, raised
+            return
         self.instrumented.append(name or str(getattr(plugin, "__name__", repr(plugin))))
         self._refresh_hook_flags()
         logger.debug("agentwatch: plugin %s active", name)
+
+    def _drop_failed_plugins(self) -> bool:
+        """Take out the plugins whose ``agentwatch_configure`` or ``agentwatch_instrument`` raised (logged where it
+        raised, ``_guarded_hooks``), as if they were not installed; one whose instrumentation failed half way has its
+        own ``agentwatch_uninstrument`` remove what it installed. True if there were any."""
+        pm = self.plugin_manager
+        if not pm.failed:
+            return False
+        while pm.failed:
+            plugin, hook = pm.failed.pop()
+            name = pm.get_name(plugin)
+            if name is None:
+                continue
+            if hook == "agentwatch_instrument":
+                others = [other for other in pm.get_plugins() if other is not plugin]
+                pm.subset_hook_caller("agentwatch_uninstrument", others)(client=self)
+            pm.unregister(plugin)
+            if name in self.instrumented:
+                self.instrumented.remove(name)
+        self._refresh_hook_flags()
+        return True
 
     def _refresh_hook_flags(self) -> None:
         hook = self.plugin_manager.hook
@@ -403,7 +428,10 @@ class Client:
     def close(self, timeout: float = 5.0) -> None:
         run_deferred()
         self._import_hooks.uninstall()
-        stop_on_exception(self.plugin_manager.hook.agentwatch_uninstrument)(client=self)
+        try:  # each plugin's implementation is guarded: one that raises does not keep the others in place
+            self.plugin_manager.hook.agentwatch_uninstrument(client=self)
+        except Exception:
+            swallow_internal_error("agentwatch_uninstrument")
         for name, plugin in list(self.plugin_manager.list_name_plugin()):
             stop_on_exception(self.plugin_manager.unregister)(plugin, name)
         self.processor.shutdown(timeout)

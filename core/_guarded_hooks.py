@@ -16,26 +16,39 @@ from typing import Any
 
 from ._safe import _is_pass_through, logger
 
-__all__ = ["guard", "UNGUARDED_HOOKS"]
+__all__ = ["guard", "UNGUARDED_HOOKS", "START_HOOKS"]
 
 #: Hooks whose errors go to the caller: building an exporter the program named in ``init(exporters=[...])`` is its
 #: configuration (an unknown name raises there too).
 UNGUARDED_HOOKS = frozenset({"agentwatch_make_exporter"})
 
-def guard(hook_name: str, function: Callable[..., Any], plugin_name: str) -> Callable[..., Any]:
+#: A plugin that fails in one of these has not started: the client leaves it out (``PluginManager.failed``).
+START_HOOKS = frozenset({"agentwatch_configure", "agentwatch_instrument"})
+
+
+def guard(hook_name: str, function: Callable[..., Any], plugin: Any, plugin_name: str,
+          failed: list[tuple[Any, str]]) -> Callable[..., Any]:
     """``function`` (a plugin's implementation of ``hook_name``) as it is called: an error is logged and the call
-    answers None."""
+    answers None. A failure in a ``START_HOOKS`` hook is noted in ``failed``; such a plugin's later start hooks are
+    not called."""
+    starting = hook_name in START_HOOKS
     errors = 0
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         nonlocal errors
+        if starting and any(entry is plugin for entry, _hook in failed):
+            return None  # its configure failed: it is not instrumented either
         try:
             return function(*args, **kwargs)
         except Exception as error:
             if _is_pass_through(error):  # a block, or a framework's control flow: not an error of the plugin
                 raise
             errors += 1
-            if errors == 1:
+            if starting:
+                failed.append((plugin, hook_name))
+                logger.error("agentwatch: plugin %r failed in %s and is not used", plugin_name, hook_name,
+                             exc_info=True)
+            elif errors == 1:
                 logger.error("agentwatch: plugin %r failed in %s (ignored; AgentWatch carries on without its answer, "
                              "and further errors of this hook are logged at DEBUG)", plugin_name, hook_name,
                              exc_info=True)

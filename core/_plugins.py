@@ -31,6 +31,9 @@ class PluginManager(pluggy.PluginManager):
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT_NAME)
+        #: (plugin, hook) of each plugin that failed in ``agentwatch_configure`` or ``agentwatch_instrument``: not
+        #: started; the client takes it out (``Client.drop_failed_plugins``).
+        self.failed: list[tuple[Any, str]] = []
         self.add_hookspecs(hookspecs)
 
     def _verify_hook(self, hook: pluggy.HookCaller, hookimpl: pluggy.HookImpl) -> None:
@@ -44,7 +47,7 @@ class PluginManager(pluggy.PluginManager):
                 or getattr(function, "_agentwatch_guarded", False):
             return
         hookimpl.function = guard(  # type: ignore[misc]  # Final in pluggy's types; a slot, assigned once here
-            hook.name, function, hookimpl.plugin_name)
+            hook.name, function, hookimpl.plugin, hookimpl.plugin_name, self.failed)
 
 
 def required_modules(plugin: Any) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         lateframework = aw_tp_late
         missingframework = aw_tp_missing
         customexporter = aw_tp_exporter
+        brokenhooks = aw_tp_broken
     """))
     (tmp_path / "aw_tp_late.py").write_text(textwrap.dedent("""
         import agentwatch
@@ -34,9 +35,12 @@ def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
         @agentwatch.hookimpl
         def agentwatch_instrument(client):
+            import os
             import aw_fake_framework
             calls.append(("instrument", aw_fake_framework.VALUE))
             aw_fake_framework.patched = True
+            if os.environ.get("AW_TP_BUG") == "late_instrument":
+                raise RuntimeError("bug half way through instrumenting")
 
         @agentwatch.hookimpl
         def agentwatch_uninstrument(client):
@@ -63,9 +67,36 @@ def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         def agentwatch_make_exporter(name, config):
             return Collected() if name == "collected" else None
     """))
+    (tmp_path / "aw_tp_broken.py").write_text(textwrap.dedent("""
+        # A plugin without AGENTWATCH_REQUIRES (a span listener): AW_TP_BUG names the hook that raises.
+        import os
+        import agentwatch
+        seen = []
+
+        def _run(hook):
+            seen.append(hook)
+            if os.environ.get("AW_TP_BUG") == hook:
+                raise RuntimeError(f"bug in {hook}")
+
+        @agentwatch.hookimpl
+        def agentwatch_configure(config):
+            _run("configure")
+
+        @agentwatch.hookimpl
+        def agentwatch_instrument(client):
+            _run("instrument")
+
+        @agentwatch.hookimpl
+        def agentwatch_uninstrument(client):
+            _run("uninstrument")
+
+        @agentwatch.hookimpl
+        def agentwatch_span_start(span):
+            _run("span_start")
+    """))
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    for name in ("aw_tp_late", "aw_fake_framework", "aw_tp_missing", "aw_tp_exporter"):
+    for name in ("aw_tp_late", "aw_fake_framework", "aw_tp_missing", "aw_tp_exporter", "aw_tp_broken"):
         sys.modules.pop(name, None)
 
 
@@ -93,6 +124,54 @@ def test_framework_imported_before_init_is_instrumented_at_once(third_party: Pat
     agentwatch.shutdown()
     agentwatch.init(exporters=[])
     assert aw_tp_late.calls == [("instrument", 42), ("uninstrument", None), ("instrument", 42)]
+
+
+@pytest.mark.parametrize("bug", ["configure", "instrument", "late_instrument"])
+def test_a_plugin_that_fails_to_start_is_left_out_and_the_program_carries_on(
+        bug: str, third_party: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A plugin's ``agentwatch_configure`` or ``agentwatch_instrument`` that raised used to make ``init()`` raise
+    (a plugin without ``AGENTWATCH_REQUIRES``), leaving the client half started, or was swallowed with the plugin
+    half registered (a framework plugin, instrumented on import). Either way it is now logged with the plugin's name
+    and the plugin is left out; one that failed half way through instrumenting has its own uninstrument undo it."""
+    monkeypatch.setenv("AW_TP_BUG", bug)
+    caplog.set_level(logging.DEBUG, logger="agentwatch")
+    agentwatch.init(exporters=[])
+    import aw_fake_framework  # the late framework plugin is instrumented now
+    import aw_tp_broken
+
+    plugins = agentwatch.get_state()["plugins"]
+    broken = "lateframework" if bug == "late_instrument" else "brokenhooks"
+    assert broken not in plugins and {"lateframework", "brokenhooks"} - {broken} <= set(plugins)
+    seen_before = list(aw_tp_broken.seen)
+    with agentwatch.span("after"):
+        pass
+    if broken == "brokenhooks":
+        assert aw_tp_broken.seen == seen_before  # left out: no span shown to it
+        assert bug == "instrument" or "instrument" not in seen_before  # configure failed: not instrumented either
+        assert aw_fake_framework.patched is True
+    else:
+        assert aw_tp_broken.seen[-1] == "span_start"
+        assert aw_fake_framework.patched is False  # its own uninstrument undid what it had installed
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"{broken!r}" in errors[0].getMessage() and "not used" in errors[0].getMessage()
+    agentwatch.shutdown()
+
+
+def test_a_plugin_whose_uninstrument_raises_does_not_stop_shutdown(
+        third_party: Path, monkeypatch: pytest.MonkeyPatch, memory: agentwatch.InMemoryExporter) -> None:
+    """``shutdown()`` used to raise the plugin's error (as an AttributeError of our own) and stop there: the other
+    plugins stayed instrumented and the spans still queued were never exported."""
+    monkeypatch.setenv("AW_TP_BUG", "uninstrument")
+    import aw_fake_framework
+
+    client = agentwatch.init(exporters=[memory], flush_interval=60)
+    assert aw_fake_framework.patched is True
+    with agentwatch.span("last-work"):
+        pass
+    agentwatch.shutdown()
+    assert aw_fake_framework.patched is False
+    assert "last-work" in {span["name"] for span in memory.spans}
+    assert client.plugin_manager.get_plugins() == set()
 
 
 def test_missing_framework_is_skipped_quietly(third_party: Path, caplog: pytest.LogCaptureFixture) -> None:
