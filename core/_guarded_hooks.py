@@ -11,6 +11,7 @@ at all (the client keeps a flag per hot hook).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,12 +27,29 @@ UNGUARDED_HOOKS = frozenset({"agentwatch_make_exporter"})
 START_HOOKS = frozenset({"agentwatch_configure", "agentwatch_instrument"})
 
 
+def _price_answer(answer: Any, plugin_name: str) -> Any:
+    """``agentwatch_price``'s answer as a ``Price``: a ``Price``, or a number (USD, not an estimate); else TypeError."""
+    from ._pricing import Price
+
+    cost = answer.cost_usd if isinstance(answer, Price) else answer
+    if cost.__class__ not in (int, float) or not 0 <= cost < math.inf:
+        raise TypeError(f"agentwatch_price returned {answer!r}: expected a Price, a number of USD, or None "
+                        "(the built-in price is used)")
+    return answer if isinstance(answer, Price) else Price(float(cost), False, plugin_name)
+
+
+#: Hooks whose implementations' answers are checked (and normalised) before they are used: a wrong one is an error
+#: of the plugin, logged as one, and the hook goes on as if it had answered None.
+_ANSWERS: dict[str, Callable[[Any, str], Any]] = {"agentwatch_price": _price_answer}
+
+
 def guard(hook_name: str, function: Callable[..., Any], plugin: Any, plugin_name: str,
           failed: list[tuple[Any, str]]) -> Callable[..., Any]:
-    """``function`` (a plugin's implementation of ``hook_name``) as it is called: an error is logged and the call
-    answers None. A failure in a ``START_HOOKS`` hook is noted in ``failed``; such a plugin's later start hooks are
-    not called."""
+    """``function`` (a plugin's implementation of ``hook_name``) as it is called: an error (or a wrong answer) is
+    logged and the call answers None. A failure in a ``START_HOOKS`` hook is noted in ``failed``; such a plugin's
+    later start hooks are not called."""
     starting = hook_name in START_HOOKS
+    answer_of = _ANSWERS.get(hook_name)
     errors = 0
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -39,7 +57,10 @@ def guard(hook_name: str, function: Callable[..., Any], plugin: Any, plugin_name
         if starting and any(entry is plugin for entry, _hook in failed):
             return None  # its configure failed: it is not instrumented either
         try:
-            return function(*args, **kwargs)
+            answer = function(*args, **kwargs)
+            if answer_of is not None and answer is not None:
+                answer = answer_of(answer, plugin_name)
+            return answer
         except Exception as error:
             if _is_pass_through(error):  # a block, or a framework's control flow: not an error of the plugin
                 raise

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from ._breaker_contract import BlockEvent
     from ._client import Client
     from ._config import Config
-    from ._pricing import Price
     from ._span import Span
+    from .instrumentation import Price
 
 __all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
 
@@ -88,12 +88,15 @@ def agentwatch_span_end(span: Span) -> None:
 def agentwatch_price(
     model: str, provider: str | None, input_tokens: int, output_tokens: int, cached_input_tokens: int,
     cache_write_tokens: int,
-) -> Price | None:
-    """Price one LLM call in USD.
+) -> Price | float | None:
+    """Price one LLM call in USD: its cost as a number (USD), or ``Price(cost_usd, estimated=False)`` (from
+    ``agentwatch.instrumentation``; ``estimated=True`` flags the span ``cost_estimated``).
 
     ``input_tokens`` includes ``cached_input_tokens`` and ``cache_write_tokens`` (the OpenAI
     convention; plugins normalise other providers before calling). Return ``None`` to let the next
-    implementation (finally the genai-prices table) answer. Stops at the first non-None result.
+    implementation (finally the user's ``cost_table_override`` and the genai-prices table) answer. Stops at the
+    first non-None result. Anything else (a negative or infinite cost, a tuple, a string) is an error of the plugin:
+    logged, and the next implementation answers. Runs on the hot path, when a call ends: no I/O.
     """
 
 

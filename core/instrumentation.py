@@ -14,7 +14,9 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
 - Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_openai_usage`` reads
   OpenAI's usage objects, ``normalize_anthropic_usage`` converts Anthropic's; ``estimate_tokens`` /
   ``estimate_request_tokens`` estimate a call that reports none. What a provider bills per unit besides tokens
-  (``BILLABLE_UNITS``: web searches) is given with ``LLMCall.set_billable``.
+  (``BILLABLE_UNITS``: web searches) is given with ``LLMCall.set_billable``. A plugin that knows what its calls
+  cost (a negotiated rate, a self-hosted model) implements ``agentwatch_price`` and answers a number of USD or a
+  ``Price``.
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
   make a span, an LLM call or an agent scope current for the code a framework runs; ``save_current`` /
   ``restore_current`` put back the current span and LLM call after a framework's entry point, cheaply;
@@ -70,7 +72,7 @@ from ._llm import (
     start_llm_call,
 )
 from ._llm import current_llm_call as get_current_llm_call
-from ._pricing import BILLABLE_UNITS
+from ._pricing import BILLABLE_UNITS, Price
 from ._providers import (
     ProviderTable,
     adopt_registered,
@@ -113,6 +115,8 @@ __all__ = [
     "output_token_cap",
     "remember_carried_tokens",
     "BILLABLE_UNITS",
+    # pricing plugins (agentwatch_price)
+    "Price",
     # spans, context and scopes
     "Span",
     "REMOTE_PARENT_KEY",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import pytest
 
 import agentwatch
 from agentwatch._plugins import PostImportHooks
-from agentwatch.instrumentation import register_plugin, unregister_plugin
+from agentwatch.instrumentation import Price
 from tests.stubs.provider_server import Reply, StubProvider
 
 
@@ -216,9 +217,7 @@ def test_span_hooks_and_price_hook(memory: agentwatch.InMemoryExporter) -> None:
         @agentwatch.hookimpl
         def agentwatch_price(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
                              cached_input_tokens: int, cache_write_tokens: int) -> object:
-            from agentwatch._pricing import Price
-
-            return Price(1.23, source="plugin") if model == "negotiated-model" else None
+            return Price(1.23) if model == "negotiated-model" else None
 
         @agentwatch.hookimpl
         def agentwatch_export(self, spans: list[dict]) -> None:
@@ -276,15 +275,15 @@ def test_a_plugin_hook_that_raises_leaves_limits_charging_and_export_alone(
 
     caplog.set_level(logging.DEBUG, logger="agentwatch")
     limits: dict[str, Any] = {"budget_per_hour": 0.001} if hook == "price" else {"max_calls_per_minute": 1}
-    agentwatch.init(exporters=[memory], block_on_threshold=True, **limits)
+    client = agentwatch.init(exporters=[memory], block_on_threshold=True, **limits)
     plugin = _BuggyListener(hook)
-    register_plugin(plugin, "buggy-listener")
-    client = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    client.register_plugin(plugin, "buggy-listener")
+    sdk = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
     blocked = 0
     for _ in range(4):
         stub_provider.queue(Reply(input_tokens=10_000, output_tokens=1_000))  # $0.0021 with gpt-4o-mini
         try:
-            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
         except agentwatch.CircuitBreakerException:
             blocked += 1
     agentwatch.flush()
@@ -296,7 +295,57 @@ def test_a_plugin_hook_that_raises_leaves_limits_charging_and_export_alone(
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert len(errors) == 1 and "'buggy-listener'" in errors[0].getMessage()
     assert f"agentwatch_{hook}" in errors[0].getMessage() and errors[0].exc_info is not None
-    unregister_plugin("buggy-listener")
+
+
+@pytest.mark.parametrize("answer", [0.01, 1, Price(0.01), Price(0.01, estimated=True)])
+def test_price_hook_answers_a_number_or_a_public_price(answer: object, memory: agentwatch.InMemoryExporter) -> None:
+    """``agentwatch_price`` is documented to price a call in USD: a number used to fail the call's end (an
+    AttributeError on ``cost_usd``), which was then neither charged nor exported; ``Price`` was private."""
+    cost = float(answer.cost_usd if isinstance(answer, Price) else answer)  # type: ignore[arg-type]
+
+    class Prices:
+        @agentwatch.hookimpl
+        def agentwatch_price(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
+                             cached_input_tokens: int, cache_write_tokens: int) -> object:
+            return answer if model == "my-local-model" else None
+
+    client = agentwatch.init(exporters=[memory], budget_per_hour=cost * 1.5, block_on_threshold=True)
+    client.register_plugin(Prices(), "my-prices")
+    made = 0
+    for _ in range(3):
+        with contextlib.suppress(agentwatch.CircuitBreakerException):
+            with agentwatch.llm_call("mine", model="my-local-model", provider="local") as call:
+                made += 1
+                call.set_usage(input_tokens=100, output_tokens=10)
+    agentwatch.flush()
+    assert made == 2  # the second call spends past the budget: the third is blocked
+    calls = memory.by_kind("llm")
+    assert [(span["status"], span["cost_usd"]) for span in calls] == [("ok", cost), ("ok", cost), ("blocked", 0.0)]
+    estimated = isinstance(answer, Price) and answer.estimated
+    assert calls[0]["attributes"].get("cost_estimated", False) is estimated
+
+
+@pytest.mark.parametrize("answer", [(0.01, False), "0.01", -1.0, float("nan"), True])
+def test_price_hook_with_a_wrong_answer_is_logged_once_and_the_built_in_price_used(
+        answer: object, memory: agentwatch.InMemoryExporter, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentwatch")
+
+    class Prices:
+        @agentwatch.hookimpl
+        def agentwatch_price(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
+                             cached_input_tokens: int, cache_write_tokens: int) -> object:
+            return answer
+
+    client = agentwatch.init(exporters=[memory])
+    client.register_plugin(Prices(), "my-prices")
+    for _ in range(3):
+        with agentwatch.llm_call("table", model="gpt-4o") as call:
+            call.set_usage(1_000_000, 0)
+    agentwatch.flush()
+    assert [span["cost_usd"] for span in memory.by_kind("llm")] == [pytest.approx(2.5)] * 3
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "'my-prices'" in errors[0].getMessage()
+    assert "expected a Price, a number of USD, or None" in caplog.text
 
 
 @pytest.mark.parametrize("limit", ["budget_per_hour", "hard_budget"])
