@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
+from ._llm import mark_blocked
 from ._run_budget import RUN_MONITORS, run_monitor
 from ._safe import stop_on_exception
 from ._span import Span, new_trace_id
@@ -63,9 +64,7 @@ class SpanScope:
         if span is None:
             return
         if isinstance(error, CircuitBreakerException):
-            span.status = "blocked"
-            span.attributes["breaker.reason"] = error.reason
-            span.attributes["breaker.scope"], span.attributes["breaker.scope_id"] = error.scope, error.scope_id
+            mark_blocked(span, error)
         elif error is not None and not isinstance(error, GeneratorExit):
             span.record_error(error)
         self._before_end(span, error)

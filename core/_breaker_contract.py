@@ -125,6 +125,10 @@ class CircuitBreakerException(Exception):
         why = _describe(reason, threshold, current, reserved, remaining)
         super().__init__(f"AgentWatch blocked the LLM call ({where}): {why}")
 
+    #: Set once a span is marked as where this block happened (``_llm.BLOCK_POINT``): the spans it ends blocked on its
+    #: way out are not blocks of their own.
+    _recorded = False
+
 
 PASS_THROUGH.append(CircuitBreakerException)
 

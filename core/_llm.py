@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LLMCall", "Usage", "start_llm_call", "check_limits", "current_llm_call", "llm_call",
            "normalize_anthropic_usage", "normalize_openai_usage", "record_blocked", "enclosing_monitors", "run_budget",
-           "end_span", "CURRENT_LLM_CALL"]
+           "end_span", "CURRENT_LLM_CALL", "mark_blocked", "BLOCK_POINT"]
 
 
 #: ``start_llm_call``'s default ``request_body``: no request in sight (``None`` is a body, an unreadable one).
@@ -299,7 +299,7 @@ class LLMCall:
         try:
             top_up(admission, reserve)
         except CircuitBreakerException as blocked:
-            _mark_blocked(self.span, blocked)
+            mark_blocked(self.span, blocked)
             refused_as = self._refused_as
             if refused_as is None:
                 raise
@@ -450,7 +450,7 @@ class LLMCall:
         # above (a framework's own exception, its message) leaves it blocked and counts no failure.
         if error is not None and span.status != "blocked":
             if isinstance(error, CircuitBreakerException):  # refused by a top-up: nothing was sent
-                _mark_blocked(span, error)
+                mark_blocked(span, error)
             else:
                 span.record_error(error)
                 # A cancellation, an exit or a closed generator (not an Exception) stopped the caller, not the
@@ -551,20 +551,24 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
 
 
 def _end_blocked(client: Client, span: Span, blocked: CircuitBreakerException) -> None:
-    _mark_blocked(span, blocked)
+    mark_blocked(span, blocked)
     client.end_span(span)
 
 
 @stop_on_exception
 def record_blocked(blocked: CircuitBreakerException, name: str = "llm", *, model: str | None = None,
-                   provider: str | None = None, kind: str = "llm", attributes: dict[str, Any] | None = None) -> None:
-    """Record the ``blocked`` span of a call that ``check_limits`` stopped before it was opened (a router
-    checked once before its retries and fallbacks), as ``start_llm_call`` records one it blocks itself."""
+                   provider: str | None = None, kind: str = "llm", attributes: dict[str, Any] | None = None,
+                   scopes: Sequence[AgentScope] = ()) -> None:
+    """Record the ``blocked`` span of work that ``check_limits`` stopped before it was opened (a router checked once
+    before its retries and fallbacks, an agent's run stopped at its start: ``kind="agent"``), as ``start_llm_call``
+    records one it blocks itself. ``scopes``: the agent scopes passed to ``check_limits``; the span is the innermost
+    one's (default: the context's)."""
     client = _client_module._active
     if client is None:
         return
-    scopes = AGENT_SCOPES.get()
-    span = client.start_span(name, kind, attributes=attributes, agent=scopes[-1] if scopes else None)
+    context_scopes = AGENT_SCOPES.get()
+    agent = scopes[-1] if scopes else context_scopes[-1] if context_scopes else None
+    span = client.start_span(name, kind, attributes=attributes, agent=agent)
     span.model, span.provider = model, provider
     _end_blocked(client, span, blocked)
 
@@ -633,14 +637,40 @@ def start_llm_call(
     return call
 
 
-def _mark_blocked(span: Span, blocked: CircuitBreakerException) -> None:
+#: Span attribute: True on the span where a block happened (the refused call, the agent or node stopped at its start),
+#: False on the enclosing spans it ended blocked on its way out. The collector counts one block per True.
+BLOCK_POINT = "breaker.block_point"
+
+
+def _recorded(blocked: CircuitBreakerException) -> bool:
+    """Whether a span is already where ``blocked`` happened: it, or the block it was made from (a plugin's copy for its
+    framework, raised while handling the original: ``__context__``, with the same ``state`` snapshot), was marked.
+    A block the program was handling when the call was refused anew has a snapshot of its own: not this one."""
+    state = blocked.state
+    error: BaseException | None = blocked
+    for _ in range(8):
+        if error is None:
+            return False
+        if isinstance(error, CircuitBreakerException) and error.state is state and error._recorded:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def mark_blocked(span: Span, blocked: CircuitBreakerException) -> None:
     span.status = "blocked"
-    span.attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
-                            "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
-                            "breaker.current": blocked.current})
+    attributes = span.attributes
+    attributes.update({"breaker.reason": blocked.reason, "breaker.scope": blocked.scope,
+                       "breaker.scope_id": blocked.scope_id, "breaker.threshold": blocked.threshold,
+                       "breaker.current": blocked.current})
     if blocked.reserved is not None:
-        span.attributes["breaker.reserved"] = blocked.reserved
-        span.attributes["breaker.remaining"] = blocked.remaining
+        attributes["breaker.reserved"] = blocked.reserved
+        attributes["breaker.remaining"] = blocked.remaining
+    if _recorded(blocked):
+        attributes[BLOCK_POINT] = False
+    else:
+        blocked._recorded = True
+        attributes[BLOCK_POINT] = True
 
 
 def end_span(span: Span, error: BaseException | str | None = None) -> None:
@@ -651,7 +681,7 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
         return
     if isinstance(error, CircuitBreakerException):
         if span.status != "blocked":
-            _mark_blocked(span, error)
+            mark_blocked(span, error)
     elif error is not None:
         span.record_error(error)
     client = _client_module._active

@@ -294,7 +294,7 @@ class ClickHouseStore(Store):
         columns["agent_key"] = [record.agent_id or record.agent_name or "" for record in records]
         is_root, is_call, is_blocked = columns["is_root"], columns["is_call"], columns["is_blocked"]
         for record in records:
-            call, blocked = span_flags(record.kind, record.status)
+            call, blocked = span_flags(record.kind, record.status, record.attributes)
             is_root.append(int(record.parent_span_id is None))
             is_call.append(int(call))
             is_blocked.append(int(blocked))

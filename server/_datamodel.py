@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, get_args
 
 from . import _json
-from ._model import BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
+from ._model import BLOCK_POINT_KEY, BLOCK_POINT_KINDS, LLM_KINDS, SpanRecord
 from ._stats import percentile_exact, percentile_from_bins, usd
 from ._time import iso
 
@@ -62,11 +62,14 @@ def new_rule(rule: Mapping[str, Any], now_ns: int) -> dict[str, Any]:
 
 # ---- spans ----------------------------------------------------------------------------------------------------
 
-def span_flags(kind: str, status: str) -> tuple[bool, bool]:
-    """(is a model call, is a block). A block counts once, where the SDK blocked (a model call or a graph node),
-    not on the enclosing spans the exception passed through; a blocked call is not a call."""
-    blocked = status == "blocked" and kind in BLOCK_POINT_KINDS
-    return kind in LLM_KINDS and not blocked, blocked
+def span_flags(kind: str, status: str, attributes: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(is a model call, is a block). A block counts once, where it happened (``BLOCK_POINT_KEY``), not on the
+    enclosing spans the exception passed through; a blocked call is not a call."""
+    blocked = False
+    if status == "blocked":
+        point = attributes.get(BLOCK_POINT_KEY)
+        blocked = point if point.__class__ is bool else kind in BLOCK_POINT_KINDS
+    return kind in LLM_KINDS and status != "blocked", blocked
 
 
 def _kinds(kinds: Iterable[str]) -> str:
@@ -75,7 +78,10 @@ def _kinds(kinds: Iterable[str]) -> str:
 
 #: ``span_flags`` as SQL over the ``kind`` and ``status`` columns (the same text in SQLite and ClickHouse).
 CALL_SQL: Final = f"(kind IN ({_kinds(LLM_KINDS)}) AND status != 'blocked')"
-BLOCKED_SQL: Final = f"(status = 'blocked' AND kind IN ({_kinds(BLOCK_POINT_KINDS)}))"
+# Attributes are stored as compact JSON (``_json.dumps``); LIKE reads the flag in both stores alike.
+BLOCKED_SQL: Final = (f"(status = 'blocked' AND (attributes LIKE '%\"{BLOCK_POINT_KEY}\":true%'"
+                      f" OR (kind IN ({_kinds(BLOCK_POINT_KINDS)})"
+                      f" AND attributes NOT LIKE '%\"{BLOCK_POINT_KEY}\":false%')))")
 
 
 def json_or_none(value: Any) -> str | None:

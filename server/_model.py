@@ -26,6 +26,8 @@ __all__ = [
     "NATIVE_LIST",
     "looks_atp",
     "LLM_KINDS",
+    "BLOCK_POINT_KEY",
+    "BLOCK_POINT_KINDS",
     "to_record",
     "MAX_COST_USD",
     "sdk_records",
@@ -33,8 +35,11 @@ __all__ = [
 
 #: Kinds whose spans are model calls: counted as calls, latency and error rate are computed over them.
 LLM_KINDS = frozenset({"llm", "embedding"})
-#: Where the SDK blocks work before it starts. Enclosing spans (graph, trace, agent) that the exception
-#: passes through are marked blocked too, but a block is counted once, where it happened.
+#: A block is counted once, where it happened: the SDK marks that span ``breaker.block_point: true`` (a refused model
+#: call, an agent or graph node stopped at its start) and the enclosing spans (graph, trace, agent) the exception ended
+#: blocked on its way out ``false``. A blocked span without the attribute (an older SDK, another tracer) counts where
+#: blocks used to be: at the kinds below.
+BLOCK_POINT_KEY = "breaker.block_point"
 BLOCK_POINT_KINDS = LLM_KINDS | {"node"}
 _OTEL_KINDS = frozenset({"INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"})
 _STATUSES = {"ok": "ok", "error": "error", "blocked": "blocked", "unset": "ok", "": "ok"}

@@ -171,7 +171,7 @@ class _Aggregates:
             kind, status, trace_id, start = r.kind, r.status, r.trace_id, r.start_ns
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
             is_error = 1 if status == "error" else 0
-            call, blocked = span_flags(kind, status)
+            call, blocked = span_flags(kind, status, r.attributes)
             is_call, is_blocked = int(call), int(blocked)
             is_root = r.parent_span_id is None
             agent = r.agent_id or r.agent_name

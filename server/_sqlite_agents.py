@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
+from . import _json
 from ._agent_charge import Owner, StoredSpan
 from ._datamodel import span_flags
 from ._model import SpanRecord
@@ -82,10 +83,10 @@ class SqliteTree:
         return found
 
 
-def _figures(kind: str, status: str, start_ns: int, tokens_in: int, tokens_out: int,
+def _figures(kind: str, status: str, attributes: Mapping[str, Any], start_ns: int, tokens_in: int, tokens_out: int,
              cost: float) -> tuple[int, int, int, int, int, int, float]:
     """(hour, llm calls, errors, blocked, input tokens, output tokens, cost) of one span, as rollup_agent counts."""
-    call, blocked = span_flags(kind, status)
+    call, blocked = span_flags(kind, status, attributes)
     return start_ns // HOUR_NS, int(call), int(status == "error"), int(blocked), tokens_in, tokens_out, cost
 
 
@@ -104,14 +105,16 @@ def write_charges(cursor: sqlite3.Cursor, tkeys: Mapping[str, int], records: Ite
             r = by_key[key]
             rows.append((tkeys[key[0]], key[1], r.start_ns, owner[0], owner[1]))
             if charges is moved:
-                moves.append((owner, _figures(r.kind, r.status, r.start_ns, r.input_tokens, r.output_tokens,
-                                              r.cost_usd)))
+                moves.append((owner, _figures(r.kind, r.status, r.attributes, r.start_ns, r.input_tokens,
+                                              r.output_tokens, r.cost_usd)))
     for (trace_id, span_id), owner in stored.items():
-        kind, status, start, tokens_in, tokens_out, cost = cursor.execute(
-            "SELECT kind, status, start_ns, input_tokens, output_tokens, cost_usd FROM spans WHERE tkey = ?"
-            " AND span_id = ?", (tkeys[trace_id], span_id)).fetchone()
+        kind, status, start, tokens_in, tokens_out, cost, attributes = cursor.execute(
+            "SELECT kind, status, start_ns, input_tokens, output_tokens, cost_usd,"
+            " CASE WHEN status = 'blocked' THEN attributes END FROM spans WHERE tkey = ? AND span_id = ?",
+            (tkeys[trace_id], span_id)).fetchone()
         rows.append((tkeys[trace_id], span_id, start, owner[0], owner[1]))
-        moves.append((owner, _figures(kind, status, start, tokens_in, tokens_out, cost)))
+        moves.append((owner, _figures(kind, status, _json.loads(attributes) if attributes else {}, start, tokens_in,
+                                      tokens_out, cost)))
     if rows:
         cursor.executemany("INSERT OR REPLACE INTO span_agents (tkey, span_id, start_ns, agent_key, agent_name)"
                            " VALUES (?, ?, ?, ?, ?)", rows)

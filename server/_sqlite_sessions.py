@@ -6,10 +6,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ._datamodel import BLOCKED_SQL
 from ._datamodel import SPAN_COLUMNS as _SPAN_COLUMNS
 from ._datamodel import span_dict as _span
 from ._datamodel import trace_dict as _trace
-from ._model import BLOCK_POINT_KINDS, SpanRecord
+from ._model import SpanRecord
 from ._sessions import RUN_SQL, session_pairs, session_summary
 from ._sqlite_queries import _TRACE_COLUMNS, _like
 
@@ -28,7 +29,6 @@ CREATE TABLE IF NOT EXISTS session_traces (
 CREATE INDEX IF NOT EXISTS session_traces_tkey ON session_traces(tkey);
 """
 
-_BLOCKED_KINDS = ", ".join(f"'{kind}'" for kind in sorted(BLOCK_POINT_KINDS))
 _ID_CHUNK = 900
 
 
@@ -91,6 +91,6 @@ class SessionQueries:
             marks = ",".join("?" * len(chunk))
             rows = connection.execute(
                 f"SELECT {_SPAN_COLUMNS} FROM spans WHERE tkey IN (SELECT tkey FROM traces WHERE trace_id IN"
-                f" ({marks})) AND status = 'blocked' AND kind IN ({_BLOCKED_KINDS}) ORDER BY start_ns", chunk)
+                f" ({marks})) AND {BLOCKED_SQL} ORDER BY start_ns", chunk)
             found.extend(_span(row) for row in rows)
         return found

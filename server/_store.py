@@ -245,7 +245,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def blocked_spans(self, trace_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Blocked spans of these traces where work was blocked (LLM calls, nodes), ``trace_spans`` format."""
+        """The spans of these traces where work was blocked (``BLOCKED_SQL``: one per block), ``trace_spans`` format."""
 
     def change_token(self) -> str:
         """Changes whenever stored data changes (cheap: the live dashboard asks twice a second at most)."""

@@ -74,6 +74,57 @@ def test_end_span_records_block_error_or_success(memory: agentwatch.InMemoryExpo
     assert by_name["fine"]["status"] == "ok"
 
 
+def test_a_block_is_marked_where_it_happened_not_on_the_spans_it_ends_on_its_way_out(
+        memory: agentwatch.InMemoryExporter) -> None:
+    """The guide's recipe for a framework boundary (``check_limits`` then ``record_blocked(..., kind="agent")``) used to
+    record a blocked agent span with no agent, which the collector did not count as a block (it counted blocks only at
+    model calls and graph nodes). ``record_blocked(scopes=...)`` names the agent, and the SDK marks the one span where
+    a block happened (``breaker.block_point``), so the enclosing spans a block ends on its way out are not blocks of
+    their own: the collector counts one block of any kind, once."""
+    client = agentwatch.init(exporters=[memory], agents={"writer": {"budget_per_hour": 0.0,
+                                                                    "block_on_threshold": True}})
+    scope = client.agent_scope("writer")
+    # 1. An agent stopped at its start: its blocked span is the block, and the agent's.
+    with pytest.raises(agentwatch.CircuitBreakerException) as stopped:
+        try:
+            aw.check_limits(scopes=(scope,))
+        except agentwatch.CircuitBreakerException as blocked:
+            aw.record_blocked(blocked, "writer", kind="agent", scopes=(scope,))
+            raise
+    # 2. An agent whose model call was refused: the call is the block; the agent's span and a plugin's copy of the
+    # block for its framework (made while handling it) end blocked as they pass.
+    with pytest.raises(agentwatch.CircuitBreakerException), agentwatch.span("run", kind="trace"):
+        agent = client.start_span("writer-run", "agent", agent=scope)
+        token = aw.attach(agent, agent=scope)
+        try:
+            try:
+                with agentwatch.llm_call("refused", model="gpt-4o-mini"):
+                    pass
+            except agentwatch.CircuitBreakerException as refused:
+                raise agentwatch.CircuitBreakerException(
+                    refused.reason, refused.threshold, refused.current, scope=refused.scope,
+                    scope_id=refused.scope_id, state=refused.state, monitor=refused.monitor) from None
+        except agentwatch.CircuitBreakerException as copy:
+            aw.end_span(agent, copy)
+            raise
+        finally:
+            aw.detach(token)
+    # 3. Refused again while the program handles the first block: a block of its own.
+    try:
+        raise stopped.value
+    except agentwatch.CircuitBreakerException:
+        with pytest.raises(agentwatch.CircuitBreakerException), \
+                agentwatch.llm_call("again", model="gpt-4o-mini", scopes=(scope,)):
+            pass
+    agentwatch.flush()
+    blocked = {span["name"]: span for span in memory.spans if span["status"] == "blocked"}
+    assert {name: span["attributes"]["breaker.block_point"] for name, span in blocked.items()} == {
+        "writer": True, "refused": True, "writer-run": False, "run": False, "again": True}
+    assert blocked["writer"]["kind"] == "agent"
+    assert (blocked["writer"]["agent_id"], blocked["writer"]["agent_name"]) == ("writer", "writer")
+    assert blocked["writer"]["attributes"]["breaker.scope_id"] == "writer"
+
+
 def test_check_limits_without_limits_still_sees_a_kill_and_a_pause(memory: agentwatch.InMemoryExporter) -> None:
     # No limit set: nothing can block a CLOSED monitor, but an operator's kill or a pause must still stop a node.
     client = agentwatch.init(exporters=[memory])

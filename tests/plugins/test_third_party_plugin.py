@@ -116,3 +116,8 @@ def test_the_example_plugin_traces_prices_and_blocks_through_its_entry_point(toy
     blocked_call = next(s for s in blocked if s["kind"] == "llm")
     assert blocked_call["name"] == f"toychat.{MODEL}" and blocked_call["cost_usd"] == 0
     assert blocked_call["attributes"]["breaker.reason"] == "budget_per_hour"
+    # The agent stopped at its start is the agent's block (its span named after it), a block of its own.
+    blocked_run = next(s for s in blocked if s["kind"] == "agent")
+    assert (blocked_run["agent_name"], blocked_run["agent_id"]) == ("writer", "writer")
+    assert blocked_run["attributes"]["breaker.block_point"] is True
+    assert blocked_call["attributes"]["breaker.block_point"] is True

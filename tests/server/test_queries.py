@@ -228,17 +228,62 @@ def test_metrics_and_costs(client: TestClient, populated: dict) -> None:
     assert days[-1]["date"] == datetime.now(UTC).date().isoformat()
 
 
+def _sdk_blocks() -> list[dict]:
+    """What the SDK exports for two blocks of the agent "writer": its run stopped at the start (the plugin guide's
+    recipe: ``check_limits``, then ``record_blocked(kind="agent", scopes=...)``), and a run whose model call was
+    refused (the call blocked, and the agent's span it ended on its way out)."""
+    import agentwatch
+    from agentwatch import instrumentation as aw
+
+    memory = agentwatch.InMemoryExporter()
+    client = agentwatch.init(exporters=[memory], agents={"writer": {"budget_per_hour": 0.0,
+                                                                    "block_on_threshold": True}})
+    scope = client.agent_scope("writer")
+    try:
+        aw.check_limits(scopes=(scope,))
+    except agentwatch.CircuitBreakerException as blocked:
+        aw.record_blocked(blocked, "writer", kind="agent", scopes=(scope,))
+    with pytest.raises(agentwatch.CircuitBreakerException), agentwatch.agent("writer"):
+        with agentwatch.llm_call("writer.call", model="gpt-4o-mini"):
+            pass
+    agentwatch.shutdown()
+    return [span for span in memory.spans if span["kind"] in ("agent", "llm")]
+
+
+def test_a_block_counts_once_where_it_happened_whatever_its_kind(client: TestClient) -> None:
+    """The guide's block at an agent's start used to be listed as an "ok" trace with no block and no agent: its span
+    had no agent, and only model calls and graph nodes counted as blocks. A block now counts at the span the SDK
+    marks as where it happened, of any kind; the spans it ended blocked on its way out do not count again."""
+    spans = _sdk_blocks()
+    assert client.post("/api/ingest", json=spans).status_code == 202
+    stopped = next(span["trace_id"] for span in spans if span["kind"] == "agent" and span["parent_span_id"] is None
+                   and not any(other["parent_span_id"] == span["span_id"] for other in spans))
+    traces = {trace["trace_id"]: trace for trace in client.get("/api/traces").json()["traces"]}
+    assert len(traces) == 2
+    for trace in traces.values():
+        assert (trace["status"], trace["blocked"]) == ("blocked", 1)
+        assert trace["agents"] == [{"agent_id": "writer", "agent_name": "writer"}]
+    assert traces[stopped]["llm_calls"] == 0
+    assert set(ids(client.get("/api/traces", params={"agent_id": "writer"}).json())) == set(traces)
+    assert client.get("/api/metrics").json()["blocked_calls"] == 2
+    (writer,) = client.get("/api/cost/by-agent").json()["agents"]
+    assert (writer["agent_id"], writer["blocked"]) == ("writer", 2)
+
+
 def test_ranged_aggregates_match_a_brute_force_count(client: TestClient, make_span: SpanFactory) -> None:
     """Whole hours come from rollups and the partial hours at both ends from raw spans: check the seams."""
     rng = random.Random(12)
     base = (NOW // HOUR_NS - 8) * HOUR_NS
     spans = []
     for _ in range(300):
-        kind = rng.choice(["llm", "llm", "tool", "chain"])
+        kind = rng.choice(["llm", "llm", "tool", "chain", "node", "agent"])
+        # Where a block happened, as the SDK marks it (True), a span it passed through (False), or unmarked.
+        point = rng.choice([{}, {"breaker.block_point": True}, {"breaker.block_point": False}])
         spans.append(make_span(start=base + rng.randrange(0, 7 * HOUR_NS), kind=kind,
                                status=rng.choice(["ok", "ok", "ok", "error", "blocked"]),
                                cost_usd=rng.choice([0.0, 0.5, 0.25]), duration_ms=rng.uniform(1, 3000),
-                               agent_id=rng.choice(["a", "b"]), model=rng.choice(["m1", "m2"])))
+                               agent_id=rng.choice(["a", "b"]), model=rng.choice(["m1", "m2"]),
+                               attributes={"other": False, **point}))
     client.post("/api/ingest", json=spans)
     for _ in range(12):
         low = base + rng.randrange(-HOUR_NS, 8 * HOUR_NS)
@@ -248,8 +293,11 @@ def test_ranged_aggregates_match_a_brute_force_count(client: TestClient, make_sp
         got = client.get("/api/metrics", params={"from": str(low), "to": str(high)}).json()
         assert got["spans"] == len(inside)
         assert got["llm_calls"] == len(calls)
-        # A block is counted where it happened (LLM call or node), not on the spans it passed through.
-        assert got["blocked_calls"] == sum(s["status"] == "blocked" and s["kind"] == "llm" for s in inside)
+        # A block is counted where it happened (marked by the SDK; unmarked: a model call or a node), not on the spans
+        # it passed through: the rollups of whole hours and the raw spans of the partial ones agree.
+        assert got["blocked_calls"] == sum(
+            s["status"] == "blocked" and s["attributes"].get("breaker.block_point", s["kind"] in ("llm", "node"))
+            for s in inside)
         assert got["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in inside))
         if calls:
             durations = sorted((s["end_time_unix_nano"] - s["start_time_unix_nano"]) / 1e6 for s in calls)

@@ -46,7 +46,7 @@ class AgentWatchHandler(toychat.Handler):
         try:
             check_limits(scopes=(scope,))  # a framework boundary: a spent agent does not even start
         except CircuitBreakerException as blocked:
-            record_blocked(blocked, agent.name, kind="agent")
+            record_blocked(blocked, agent.name, kind="agent", scopes=(scope,))  # the agent's blocked run
             raise
         span = client.start_span(agent.name, "agent", agent=scope)
         if client.config.capture_text:
