@@ -281,8 +281,8 @@ class LLMCall:
         return isinstance(admission, Admission) and admission.hard
 
     def reserve_request(self, body: Any, model: str | None = None, kind: str = "llm") -> None:
-        """``top_up`` by the worst-case cost of a request body this call is about to send (see
-        ``agentwatch._reservation``); nothing to do, and nothing read, unless a scope has a hard budget."""
+        """``top_up`` by the worst-case cost of a request body this call is about to send (as ``request_body`` in
+        ``start_llm_call``); nothing to do, and nothing read, unless a scope has a hard budget."""
         admission = self._admission
         if not isinstance(admission, Admission) or not admission.hard or self._client is None:
             return
@@ -594,8 +594,10 @@ def start_llm_call(
     caller must not send the request. ``scopes`` adds agent scopes the plugin knows of (e.g. a
     LangGraph node mapped to an agent) to those of the context; ``budgets`` adds per-run budget monitors
     (a LangGraph thread's). ``reserve`` is the request's worst-case cost in USD, or a function computing it
-    (called only when a scope has a hard budget; see ``agentwatch._reservation``). ``request_body`` instead of
-    ``reserve``: the request about to be sent (a JSON object), whose worst-case cost is computed (only) then.
+    (called only when a scope has a hard budget). ``request_body`` instead of ``reserve``: the request about to be
+    sent (a JSON object), whose worst-case cost is computed (only) then: every string's UTF-8 bytes as input tokens
+    (a byte-level tokenizer never makes more tokens than bytes) plus the request's output cap (``max_tokens`` and the
+    like, else the model's limit: ``output_token_cap``), priced as the call would be.
     """
     client = _client_module._active
     if client is None:

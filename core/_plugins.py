@@ -227,7 +227,9 @@ def plugin_entry_points() -> list[_EntryPoint]:
 
 
 def discover(disabled: Iterable[str]) -> list[tuple[str, ModuleType | Any]]:
-    """Load the entry points of ``agentwatch.plugins``; skip blocked ones and broken ones, quietly."""
+    """Load the entry points of ``agentwatch.plugins``; skip disabled ones and those whose framework is not installed
+    quietly, and a plugin that fails to import with a warning naming it (a bug of its own, or a private module of
+    AgentWatch's it reached for that changed): it is not used."""
     blocked = set(disabled)
     found: list[tuple[str, Any]] = []
     for entry_point in plugin_entry_points():
@@ -237,7 +239,9 @@ def discover(disabled: Iterable[str]) -> list[tuple[str, ModuleType | Any]]:
         try:
             plugin = entry_point.load()
         except Exception as error:  # one bad third-party plugin must not stop the others
-            logger.debug("agentwatch: plugin %r failed to load: %s", entry_point.name, error)
+            logger.warning("agentwatch: plugin %r (%s) failed to import and is not used: %s: %s", entry_point.name,
+                           entry_point.value, type(error).__name__, error)
+            logger.debug("agentwatch: plugin %r import error", entry_point.name, exc_info=True)
             continue
         missing = [name for name in required_modules(plugin) if not is_installed(name)]
         if missing:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
+from research_graph import build_workflow  # examples/research_graph.py: the graph, on scripted models
 
 import agentwatch
 from agentwatch.plugins.langchain import AgentWatchHandler
-from agentwatch.server._demo_workflow import build_workflow
 
 agentwatch.init(exporters=["console"], agents={"researcher": {"budget_per_hour": 0.12, "block_on_threshold": True}})
 
-graph, _ = build_workflow(InMemorySaver())
+graph = build_workflow(InMemorySaver())
 config = {"configurable": {"thread_id": "example-interrupt"},
           "callbacks": [AgentWatchHandler(on_budget="interrupt")]}
 state = graph.invoke({"topic": "EU AI Act", "notes": []}, config)

@@ -6,14 +6,14 @@ Run: python examples/langgraph_raise.py   (no API key: scripted models stand in 
 from __future__ import annotations
 
 from langgraph.checkpoint.memory import InMemorySaver
+from research_graph import build_workflow  # examples/research_graph.py: the graph, on scripted models
 
 import agentwatch
 from agentwatch import CircuitBreakerException
-from agentwatch.server._demo_workflow import build_workflow
 
 agentwatch.init(exporters=["console"], agents={"researcher": {"budget_per_hour": 0.12, "block_on_threshold": True}})
 
-graph, _ = build_workflow(InMemorySaver())
+graph = build_workflow(InMemorySaver())
 config = {"configurable": {"thread_id": "example-raise"}}
 try:
     graph.invoke({"topic": "EU AI Act", "notes": []}, config)

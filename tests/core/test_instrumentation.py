@@ -19,6 +19,36 @@ def test_every_public_name_exists_and_the_private_modules_stay_out() -> None:
     assert aw.get_current_llm_call is agentwatch.current_llm_call and aw.hookimpl is agentwatch.hookimpl
 
 
+def test_the_public_docstrings_point_at_no_private_module() -> None:
+    """A plugin author reads ``help(start_llm_call)``: what it refers to must be there for them to read."""
+    import inspect
+    import re
+
+    private = re.compile(r"agentwatch(?:\.\w+)*\._\w+")
+    found = []
+    for name in aw.__all__:
+        value = getattr(aw, name)
+        members = [value, *(member for _, member in inspect.getmembers(value) if callable(member))] \
+            if inspect.isclass(value) else [value]
+        for member in members:
+            doc = getattr(member, "__doc__", None)
+            if isinstance(doc, str) and private.search(doc):
+                found.append(f"{name}.{getattr(member, '__name__', '')}: {private.search(doc).group()}")
+    assert found == []
+
+
+def test_the_examples_import_no_private_module() -> None:
+    """What users copy from: ``examples/`` (scripts and the toychat plugin) use only public modules."""
+    import re
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    private = re.compile(r"^\s*(?:from|import)\s+agentwatch(?:\.\w+)*\._", re.MULTILINE)
+    offenders = [str(path.relative_to(examples)) for path in sorted(examples.rglob("*.py"))
+                 if private.search(path.read_text())]
+    assert offenders == []
+
+
 def test_attach_sets_only_what_is_passed_and_detach_restores_it(memory: agentwatch.InMemoryExporter) -> None:
     client = agentwatch.init(exporters=[memory])
     outer, inner = client.start_span("outer"), client.start_span("inner")

@@ -183,6 +183,27 @@ def test_missing_framework_is_skipped_quietly(third_party: Path, caplog: pytest.
     assert not any(r.levelno >= logging.WARNING for r in caplog.records)
 
 
+def test_a_plugin_that_fails_to_import_is_named_in_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A plugin whose module crashed on import was logged at DEBUG only, as quietly as one whose framework is
+    absent: the user never learned that a plugin they installed did nothing."""
+    (tmp_path / "aw_broken-1.0.dist-info").mkdir()
+    (tmp_path / "aw_broken-1.0.dist-info" / "entry_points.txt").write_text(
+        "[agentwatch.plugins]\ncrashing = aw_tp_crashing\nreaching = aw_tp_reaching\n")
+    (tmp_path / "aw_tp_crashing.py").write_text("raise RuntimeError('plugin module crashed at import')\n")
+    (tmp_path / "aw_tp_reaching.py").write_text("from agentwatch._no_such_private_module import thing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    caplog.set_level(logging.DEBUG, logger="agentwatch")
+    agentwatch.init(exporters=[])
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "'crashing'" in warnings[0] and "RuntimeError: plugin module crashed at import" in warnings[0]
+    assert "'reaching'" in warnings[1] and "agentwatch._no_such_private_module" in warnings[1]
+    assert not {"crashing", "reaching"} & set(agentwatch.get_state()["plugins"])
+    for name in ("aw_tp_crashing", "aw_tp_reaching"):
+        sys.modules.pop(name, None)
+
+
 def test_disabled_plugins_env(third_party: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTWATCH_DISABLED_PLUGINS", "lateframework")
     import aw_fake_framework
