@@ -134,7 +134,7 @@ def agentwatch_alert(alert: dict[str, Any]) -> None:
 
 
 @hookspec
-def agentwatch_before_block(event: BlockEvent) -> bool:
+def agentwatch_before_block(event: BlockEvent) -> bool | None:
     """A call is about to be blocked: ``event.monitor`` blocks it, and its own ``on_block`` (if any) did not recover
     it. Called on the caller's thread and in its context, before ``CircuitBreakerException`` is raised, at most once
     per call and monitor. For a framework plugin that can recover the monitor from what its framework holds there
