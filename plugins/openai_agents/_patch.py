@@ -57,7 +57,7 @@ def install() -> None:
     else:
         for name, wrap in _RUN_LOOP.items():
             _patcher.replace(run_loop, name, wrap)
-    _wrap_runs()
+    _wrap_runs(run_loop)
     from agents.run_internal import tool_execution
 
     if hasattr(tool_execution, _TOOL_BODY):
@@ -76,9 +76,10 @@ def install() -> None:
     _tracing.PROCESSOR.active = True
 
 
-def _wrap_runs() -> None:
-    """Each run (``Runner.run``/``run_sync``, and the task of ``run_streamed``) puts its resume on a block leaving
-    it (``_runs``)."""
+def _wrap_runs(run_loop: Any) -> None:
+    """Each run (``Runner.run``/``run_sync``, the task of ``run_streamed`` and a streamed run's input guardrails task)
+    puts its resume on a block leaving it (``_runs``). Each is optional: without one, only a nested run's block keeps
+    that run's resume; the model calls stay limited."""
     from agents import run
 
     runner = getattr(run, "AgentRunner", None)
@@ -86,7 +87,10 @@ def _wrap_runs() -> None:
         _patcher.replace(runner, "run", run_scope)
     if hasattr(run, "start_streaming"):
         _patcher.replace(run, "start_streaming", streamed_run_scope)
-    if runner is None or not hasattr(run, "start_streaming"):  # another SDK layout: a nested run's block keeps its own
+    if hasattr(run_loop, _STREAMED_GUARDRAILS):
+        _patcher.replace(run_loop, _STREAMED_GUARDRAILS, streamed_guardrails)
+    if runner is None or not hasattr(run, "start_streaming") or not hasattr(run_loop, _STREAMED_GUARDRAILS):
+        # another SDK layout: a nested run's block keeps its own
         logger.warning("agentwatch: openai-agents %s: a block inside a nested run (a guardrail's, an agent used as a "
                        "tool) resumes that run, not yours", _version())
 
@@ -421,10 +425,11 @@ def _enter_tool(tool_context: Any) -> tuple[Any, ...] | None:
     return attach(tool_span if tool_span is not None else KEEP, agent=scope)
 
 
-#: The run loop's globals wrapped, and how (the turn's scope, its model and input, its model calls, a streamed run's
-#: input guardrails).
+#: The run loop's globals wrapped, all or none, and how (the turn's scope, its model and input, its model calls).
 _RUN_LOOP: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "get_new_response": _turn_scope, "run_single_turn_streamed": _streamed_turn_scope, "get_model": _get_model,
     "maybe_filter_model_input": _filter_input, "get_response_with_retry": _get_response_with_retry,
-    "stream_response_with_retry": _stream_response_with_retry,
-    "run_input_guardrails_with_queue": streamed_guardrails}
+    "stream_response_with_retry": _stream_response_with_retry}
+
+#: A streamed run's input guardrails, run in a task of their own (``_runs.streamed_guardrails``): wrapped if there.
+_STREAMED_GUARDRAILS = "run_input_guardrails_with_queue"

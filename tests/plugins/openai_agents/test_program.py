@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,15 +54,39 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_a_program_blocks_and_resumes_in_a_fresh_interpreter() -> None:
+#: An SDK layout whose run loop has no ``run_input_guardrails_with_queue`` (older or newer than the one installed).
+WITHOUT_STREAMED_GUARDRAILS = textwrap.dedent("""
+    from agents.run_internal import run_loop
+    del run_loop.run_input_guardrails_with_queue
+""")
+
+
+def _run(program: str) -> dict[str, Any]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AGENTWATCH_", "OPENAI_"))}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=120, env=env,
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, env=env,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "left loopback" not in done.stderr  # the SDK's default trace exporter (no API key) sends nothing
-    out = json.loads(done.stdout.splitlines()[-1])
-    assert out["light"] and out["plugin"]
+    out: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return out
+
+
+def _blocked_and_resumed(out: dict[str, Any]) -> None:
+    assert out["plugin"]
     assert out["blocked"] == ["triage", 1, "Triage"]
     assert out["resumed"] == "paid" and out["requests"] == 3
     assert out["llm"] == [["Triage", "ok"], ["Triage", "blocked"], ["Triage", "ok"], ["Billing", "ok"]]
+
+
+def test_a_program_blocks_and_resumes_in_a_fresh_interpreter() -> None:
+    out = _run(PROGRAM)
+    assert out["light"]
+    _blocked_and_resumed(out)
+
+
+def test_an_sdk_without_the_streamed_guardrails_hook_still_limits_each_agents_model_calls() -> None:
+    """Found 2026-12-07 (review): the streamed guardrails' hook was one of the run loop's globals wrapped all or none,
+    so an SDK layout without it lost every model call's agent scope (Triage's budget never blocked) for the sake of
+    one resume."""
+    _blocked_and_resumed(_run(WITHOUT_STREAMED_GUARDRAILS + PROGRAM))
