@@ -45,8 +45,8 @@ class AgentWatchProcessor:
         self._owned: set[str] = set()
         self._traces: dict[str, Span] = {}
         #: SDK trace and agent span ids that started while an exception was being handled (the caller ran the agent
-        #: inside an ``except``): that exception, which is not the one a run ends with (``_ended_by``).
-        self._handling: dict[str, BaseException] = {}
+        #: inside an ``except``): that exception's identity (``_identity``), which is not the one a run ends with.
+        self._handling: dict[str, _Identity] = {}
 
     # ---- traces -----------------------------------------------------------------------------------
 
@@ -62,7 +62,7 @@ class AgentWatchProcessor:
         parent = get_current_span()
         span = client.start_span(str(trace.name or "Agent workflow"), "chain" if parent else "trace",
                                  attributes=attributes)
-        handling = sys.exc_info()[1]
+        handling = _identity(sys.exc_info()[1])
         with self._lock:
             if len(self._traces) < _MAX_OPEN:
                 self._traces[trace.trace_id] = span
@@ -105,7 +105,7 @@ class AgentWatchProcessor:
         else:
             ours = self._open(client, kind, data, parent)
             owned = True
-        handling = sys.exc_info()[1] if kind == "agent" else None
+        handling = _identity(sys.exc_info()[1]) if kind == "agent" else None
         with self._lock:
             if len(self._spans) < _MAX_OPEN:
                 self._spans[sdk_span.span_id] = ours
@@ -180,11 +180,19 @@ class AgentWatchProcessor:
 PROCESSOR = AgentWatchProcessor()
 
 
-def _ended_by(handling: BaseException | None) -> BaseException | None:
+#: An exception told apart without keeping it (and its traceback's frames) alive: its id and type.
+_Identity = tuple[int, type[BaseException]]
+
+
+def _identity(error: BaseException | None) -> _Identity | None:
+    return None if error is None else (id(error), type(error))
+
+
+def _ended_by(handling: _Identity | None) -> BaseException | None:
     """The exception an SDK span or trace ends by: the SDK ends them in the ``finally`` (or ``with``) its run leaves
     by, where that exception is the one being handled; one handled already when the span started is the caller's."""
     error = sys.exc_info()[1]
-    return error if error is not None and error is not handling else None
+    return error if error is not None and _identity(error) != handling else None
 
 #: What the SDK puts on an agent span whose guardrail tripped (when it puts anything there).
 _TRIPPED = "Guardrail tripwire triggered"

@@ -5,13 +5,15 @@ without AgentWatch."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
+import weakref
 from typing import Any
 
 import pytest
 from agents import Runner
-from agents.tracing import set_tracing_disabled
+from agents.tracing import set_tracing_disabled, trace
 
 import agentwatch
 from tests.stubs.provider_server import Reply
@@ -247,3 +249,31 @@ def test_a_cancelled_run_ends_its_workflow_and_agent_as_cancelled(stub_provider:
     agents = [span for span in memory.spans if span["kind"] == "agent"]
     assert [(span["status"], span["attributes"].get("error.type")) for span in workflows + agents] == [
         ("error", "CancelledError"), ("ok", None), ("error", "CancelledError"), ("ok", None)]
+
+
+def test_a_workflow_started_while_handling_an_exception_does_not_keep_it_alive(stub_provider: Any,
+                                                                               memory: Any) -> None:
+    """Found 2026-12-07 (review): to tell the caller's exception from the one a run ends by, the processor kept the
+    exception itself (with its traceback's frames and their locals) until the trace or agent span ended: a workflow
+    started in an ``except`` (``trace(...).start()``, the SDK's manual form) and run after it held them for the whole
+    run. It keeps the exception's identity only."""
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    stub_provider.queue(Reply(content="3"))
+
+    class Handled(Exception):
+        pass
+
+    try:
+        raise Handled("handled before the workflow")
+    except Handled as error:
+        handled = weakref.ref(error)
+        workflow = trace("recovery")
+        workflow.start(mark_as_current=True)
+    gc.collect()
+    freed = handled() is None
+    Runner.run_sync(team.billing, "what is 1 + 2?")
+    workflow.finish(reset_current=True)
+    assert freed
+    agentwatch.flush()
+    assert [span["status"] for span in memory.spans if span["kind"] in ("trace", "agent")] == ["ok", "ok"]
