@@ -68,6 +68,18 @@ def _as_started(run: _Run) -> Turn | None:
                 conversation_id=conversation if isinstance(conversation, str) else None)
 
 
+async def _as_run(record: _Run, original: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``original(*args, **kwargs)`` awaited as the run ``record``: a block leaving it gets the run's resume."""
+    token = _RUN.set(record)
+    try:
+        return await original(*args, **kwargs)
+    except CircuitBreakerException as blocked:
+        _leaving(record, blocked)
+        raise
+    finally:
+        _RUN.reset(token)
+
+
 def run_scope(original: Callable[..., Any]) -> Callable[..., Any]:
     """``AgentRunner.run``, behind ``Runner.run`` and ``run_sync``."""
 
@@ -75,15 +87,7 @@ def run_scope(original: Callable[..., Any]) -> Callable[..., Any]:
     async def run(self: Any, starting_agent: Any, input: Any, **kwargs: Any) -> Any:
         if get_client() is None:
             return await original(self, starting_agent, input, **kwargs)
-        record = _Run(starting_agent, input, kwargs)
-        token = _RUN.set(record)
-        try:
-            return await original(self, starting_agent, input, **kwargs)
-        except CircuitBreakerException as blocked:
-            _leaving(record, blocked)
-            raise
-        finally:
-            _RUN.reset(token)
+        return await _as_run(_Run(starting_agent, input, kwargs), original, self, starting_agent, input, **kwargs)
 
     return run
 
@@ -98,15 +102,7 @@ def streamed_run_scope(original: Callable[..., Any]) -> Callable[..., Any]:
             return await original(*args, **kwargs)
         # A run resumed from a RunState starts from the state, not from an input of its own.
         given = None if kwargs.get("is_resumed_state") else kwargs.get("starting_input")
-        record = _Run(kwargs.get("starting_agent"), given, kwargs)
-        token = _RUN.set(record)
-        try:
-            return await original(*args, **kwargs)
-        except CircuitBreakerException as blocked:
-            _leaving(record, blocked)
-            raise
-        finally:
-            _RUN.reset(token)
+        return await _as_run(_Run(kwargs.get("starting_agent"), given, kwargs), original, *args, **kwargs)
 
     return start_streaming
 
