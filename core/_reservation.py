@@ -251,22 +251,12 @@ def worst_case_usd(client: Client, model: str | None, provider: str | None, body
     return cost
 
 
-_warned: set[tuple[str | None, str]] = set()
-
-
 def _warn_unknown(model: str, provider: str | None) -> None:
     """Once per name: a hard budget cannot bound a call of a model it has no price for."""
-    key = (provider, model)
-    if key in _warned or len(_warned) >= 1024:
-        return
-    _warned.add(key)
-    logger.warning("agentwatch: hard budget: model %r (provider %r) is not in the price table; its worst case is "
-                   "reserved at the default rate until an answer names the model it is, whose price may be higher. "
-                   "Name it in cost_table_override to reserve it at its own price from the first call",
-                   model, provider)
-
-
-_overran: set[tuple[str | None, str | None]] = set()
+    _log_once("unknown", (provider, model),
+              "agentwatch: hard budget: model %r (provider %r) is not in the price table; its worst case is reserved "
+              "at the default rate until an answer names the model it is, whose price may be higher. Name it in "
+              "cost_table_override to reserve it at its own price from the first call", model, provider)
 
 
 def note_settlement(model: str | None, provider: str | None, cost_usd: float, reserved_usd: float) -> None:
@@ -274,14 +264,26 @@ def note_settlement(model: str | None, provider: str | None, cost_usd: float, re
     or billed input the request did not carry), so recorded spend may pass the hard budget; say so."""
     if cost_usd <= reserved_usd * (1 + 1e-9) + 1e-9 or reserved_usd <= 0.0:
         return
-    key = (provider, model)
-    if key in _overran or len(_overran) >= 1024:
+    _log_once("overran", (provider, model),
+              "agentwatch: hard budget: a call of model %r (provider %r) cost $%.6f, more than the $%.6f reserved "
+              "for it: its provider reported more tokens than the request allowed (output past its max_tokens) or "
+              "billed input the request does not carry. Such calls can take recorded spend above a hard budget "
+              "(logged once per model)", model, provider, cost_usd, reserved_usd)
+
+
+#: The keys each kind of warning was logged for (``_log_once``); bounded per kind, so endless distinct names can
+#: neither grow it nor silence another kind.
+_logged: dict[str, set[tuple[str | None, str | None]]] = {}
+_MAX_LOGGED_PER_KIND: Final = 1024
+
+
+def _log_once(kind: str, key: tuple[str | None, str | None], message: str, *args: Any) -> None:
+    """A warning of ``kind`` logged once per ``key`` (its first ``_MAX_LOGGED_PER_KIND`` keys)."""
+    logged = _logged.setdefault(kind, set())
+    if key in logged or len(logged) >= _MAX_LOGGED_PER_KIND:
         return
-    _overran.add(key)
-    logger.warning("agentwatch: hard budget: a call of model %r (provider %r) cost $%.6f, more than the $%.6f "
-                   "reserved for it: its provider reported more tokens than the request allowed (output past its "
-                   "max_tokens) or billed input the request does not carry. Such calls can take recorded spend "
-                   "above a hard budget (logged once per model)", model, provider, cost_usd, reserved_usd)
+    logged.add(key)
+    logger.warning(message, *args)
 
 
 def _worst_case_as(client: Client, model: str | None, provider: str | None, body: Any, tokens_in: int,

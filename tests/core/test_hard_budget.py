@@ -406,6 +406,17 @@ def test_a_call_that_costs_more_than_its_reservation_is_logged_once_per_model(
     assert model in warnings[0] and f"${100e-6 + 4 * MAX_TOKENS * 9e-6:.6f}" in warnings[0]
 
 
+
+def test_a_model_missing_from_the_price_table_is_logged_once_per_name(caplog: pytest.LogCaptureFixture) -> None:
+    """Its worst case is reserved at the default rate: the log says so once per name, whatever the number of calls
+    (and whatever else was logged once already)."""
+    client = _init()
+    body = {"model": "hb-unpriced-a", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    for model in ["hb-unpriced-a", "hb-unpriced-b", "hb-unpriced-a", "hb-unpriced-b"]:
+        worst_case_usd(client, model, "openai", body)
+    warnings = [record.getMessage() for record in caplog.records if "not in the price table" in record.getMessage()]
+    assert len(warnings) == 2 and "'hb-unpriced-a'" in warnings[0] and "'hb-unpriced-b'" in warnings[1]
+
 def test_errors_cancellation_and_abandoned_streams_release_the_reservation(
         memory: agentwatch.InMemoryExporter, stub_provider: StubProvider) -> None:
     client = _init(memory)
