@@ -168,8 +168,8 @@ _HOUR_WRITES = "cache_write_1h_tokens"  # the 1-hour part of Anthropic's cache w
 class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
-    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_fallback_price",
-                 "_refused_as", "_units")
+    __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_unanswered",
+                 "_fallback_price", "_refused_as", "_units")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -185,6 +185,8 @@ class LLMCall:
         #: asks it, and a property is a Python call each time.
         self.ended = False
         self._estimate: tuple[int, int] | None = None
+        #: (requests, their input tokens) sent without an answer (``add_unanswered``); None for the usual call.
+        self._unanswered: tuple[int, int] | None = None
         self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
         self._refused_as: Callable[[CircuitBreakerException], CircuitBreakerException] | None = None
 
@@ -266,6 +268,18 @@ class LLMCall:
         A lower layer (the HTTP tap) estimates when a stream ends without usage; the layer that owns the
         call may still report real usage afterwards, which then wins."""
         self._estimate = (max(0, int(input_tokens)), max(0, int(output_tokens)))
+
+    def add_unanswered(self, requests: int, input_tokens: int) -> int:
+        """``requests`` more requests of this call went out and got no answer (a read timeout, the program cutting
+        them off), their prompts about ``input_tokens`` in all: the provider bills them. Charged if the call ends with
+        no usage and no estimate of an answer (``estimate_usage``), which stand for an answered call's usage alone.
+
+        Unlike an estimate, these add up: a framework's retries (LiteLLM's ``num_retries``) each send the request
+        anew, through an SDK call of its own that joins this one. Returns the call's unanswered requests so far."""
+        before_requests, before_tokens = self._unanswered or (0, 0)
+        self._unanswered = total = (before_requests + max(0, int(requests)),
+                                    before_tokens + max(0, int(input_tokens)))
+        return total[0]
 
     def _set_checked(self, field: str, raw: Any) -> None:
         value = _count(raw)
@@ -461,7 +475,7 @@ class LLMCall:
             span.finish()
             return
         now = _time_ns()
-        if self._estimate is not None:
+        if self._estimate is not None or self._unanswered is not None:
             self._apply_estimate()
         input_tokens = span.input_tokens
         output_tokens = span.output_tokens
@@ -512,7 +526,13 @@ class LLMCall:
         span = self.span
         if span.input_tokens or span.output_tokens:
             return  # the provider's usage arrived after all
-        span.input_tokens, span.output_tokens = self._estimate or (0, 0)
+        if self._estimate is not None:
+            span.input_tokens, span.output_tokens = self._estimate
+        else:  # no answer at all: the prompts of the requests sent unanswered
+            prompts = self._unanswered[1] if self._unanswered is not None else 0
+            if not prompts:
+                return
+            span.input_tokens = prompts
         attributes = span.attributes
         attributes.pop("usage_missing", None)
         attributes["usage_estimated"] = True

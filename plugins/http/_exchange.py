@@ -72,8 +72,8 @@ class Exchange:
     missing usage and ends it); otherwise it adds details and usage only where the owner gave none."""
 
     __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
-                 "attempts", "unanswered", "covered", "status", "capture_text", "request_body", "usage_requested",
-                 "request", "_response")
+                 "attempts", "unanswered", "covered", "charged", "status", "capture_text", "request_body",
+                 "usage_requested", "request", "_response")
 
     # Not keyword-only: the SDK layer passes them by position on every call (CPython matches keywords by name).
     def __init__(self, call: LLMCall, endpoint: Endpoint, owned: bool, ends_with_body: bool,
@@ -97,6 +97,8 @@ class Exchange:
         self.unanswered = 0
         #: Unanswered attempts a hard budget's reservation was topped up for (``cover_unanswered``).
         self.covered = 0
+        #: Unanswered attempts added to the call's charge (``charge_unanswered``).
+        self.charged = 0
         self.status = 0
         #: The request's JSON body (a dict, bytes, or a function giving either), read only to estimate the
         #: usage of a call whose provider sent none.
@@ -291,12 +293,17 @@ class Exchange:
             self.end(error)
 
     def charge_unanswered(self, requests: int) -> None:
-        """Charge ``requests`` requests that went out and got no answer (a read timeout, the program's cancellation:
-        ``asyncio.wait_for``, a task cancelled, Ctrl-C) from an estimate of this one's prompt, as a cut-off stream is:
-        a retry loop around a slow provider is not free. Only if no usage comes for the call by its end."""
-        if self.attempts > 1:
-            self.call.span.attributes["http.attempts"] = self.attempts
-        self._estimate(Reading(self.endpoint.api, False), 0, None, requests)
+        """Charge the call for this exchange's ``requests`` requests (so far) that went out and got no answer (a read
+        timeout, the program's cancellation: ``asyncio.wait_for``, a task cancelled, Ctrl-C), from an estimate of
+        this one's prompt: a retry loop around a slow provider is not free. They add to those of the call's other
+        exchanges (a framework's retries: ``LLMCall.add_unanswered``); charged only if the call ends unanswered."""
+        added = requests - self.charged
+        if added <= 0:
+            return
+        self.charged = requests
+        attempts = max(self.attempts, self.call.add_unanswered(added, self._prompt_tokens() * added))
+        if attempts > 1:
+            self.call.span.attributes["http.attempts"] = attempts
 
     def body_ended(self, reader: BodyReader | None, error: BaseException | None = None, *,
                    complete: bool = True) -> None:
@@ -355,16 +362,29 @@ class Exchange:
             if output is not None and (self.owned or span.output is None):
                 call.set_output(output)
 
-    def _estimate(self, reading: Reading, text_bytes: int, result: Any, requests: int = 1) -> None:
-        """No usage came: charge an estimate from the request (sent ``requests`` times) and the output
-        (``LLMCall.estimate_usage``; the layer owning the call may still report real usage before it ends)."""
+    def _request(self) -> Any:
+        """The request's JSON body, read now."""
+        body = self.request_body
+        if callable(body):
+            body = body()
+        if isinstance(body, (bytes, bytearray, str)):
+            body = parse_json(body)
+        return body
+
+    def _prompt_tokens(self) -> int:
+        """An estimate of the request's input tokens; 0 if it could not be made (logged)."""
         try:
-            body = self.request_body
-            if callable(body):
-                body = body()
-            if isinstance(body, (bytes, bytearray, str)):
-                body = parse_json(body)
-            input_tokens = estimate_request_tokens(body) * requests
+            return estimate_request_tokens(self._request())
+        except Exception:  # an estimate is a best effort: without one the call is flagged usage_missing
+            logger.exception("agentwatch: could not estimate a call's usage (ignored)")
+            return 0
+
+    def _estimate(self, reading: Reading, text_bytes: int, result: Any) -> None:
+        """No usage came: charge an estimate from the request and the output (``LLMCall.estimate_usage``; the layer
+        owning the call may still report real usage before it ends)."""
+        try:
+            body = self._request()
+            input_tokens = estimate_request_tokens(body)
             if text_bytes:
                 output_tokens = estimate_text_bytes(text_bytes)
             elif reading.texts:

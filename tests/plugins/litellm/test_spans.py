@@ -202,3 +202,38 @@ def test_model_and_provider_as_litellm_names_them(memory: Any, model: str, provi
     assert (span["model"], span["provider"]) == (model, provider)
     assert span["input_tokens"] > 0 and span["cost_usd"] > 0
     assert span["attributes"]["cost.source"] in ("genai-prices", "litellm")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_attempts_of_num_retries_that_time_out_are_each_charged_their_prompt(stub_provider: Any, memory: Any,
+                                                                             mode: str) -> None:
+    """Found 2026-12-07 (review): each of LiteLLM's ``num_retries`` sends the request anew through an SDK call of its
+    own, joining the one LiteLLM call, and each timed-out SDK call's estimate replaced the one before: five prompts
+    sent to a slow provider were charged as one. They now add up; a call answered after some timed out is still
+    charged the answer's usage only (as the SDK's own retries)."""
+    agentwatch.init(exporters=[memory])
+    prompt = [{"role": "user", "content": "summarise this report " * 200}]
+
+    def call(retries: int) -> Any:
+        kwargs = openai_kwargs(stub_provider, messages=prompt, timeout=0.5, max_retries=0, num_retries=retries)
+        if mode == "sync":
+            return litellm.completion(**kwargs)
+        return asyncio.run(litellm.acompletion(**kwargs))
+
+    slow = Reply(content="late", delay=3.0)
+    for retries in (0, 2):
+        stub_provider.queue(*[slow] * 8)
+        with pytest.raises(litellm.Timeout):
+            call(retries)
+        stub_provider.clear()
+    stub_provider.queue(slow, Reply(content="on time", input_tokens=100, output_tokens=20))
+    call(1)
+    agentwatch.flush()
+    once, retried, answered = llm_spans(memory)
+    assert once["attributes"]["usage_estimated"] and once["input_tokens"] > 600 and once["output_tokens"] == 0
+    attempts = retried["attributes"]["http.attempts"]
+    assert attempts >= 3  # the first try and two retries, each timed out (LiteLLM may retry inside a try too)
+    assert retried["input_tokens"] == attempts * once["input_tokens"]
+    assert retried["cost_usd"] == pytest.approx(attempts * once["cost_usd"])
+    assert (answered["status"], answered["input_tokens"], answered["output_tokens"]) == ("ok", 100, 20)
+    assert _charged(memory) == pytest.approx(once["cost_usd"] + retried["cost_usd"] + answered["cost_usd"])
