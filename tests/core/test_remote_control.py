@@ -145,11 +145,16 @@ def test_raising_or_removing_the_limit_that_stopped_an_agent_lets_it_run(collect
             assert api.put("/api/limits/agent/worker", json={"budget_per_hour": 100}).status_code == 200
             version = api.get("/api/control").json()["version"]
             deadline = time.monotonic() + WAIT
+            applied = None
             while time.monotonic() < deadline:  # until the process has applied that change
                 processes = api.get("/api/circuit-breaker/status").json()["processes"]
-                if processes and processes[0]["applied_version"] >= version:
+                applied = processes[0]["applied_version"] if processes else None
+                if applied is not None and applied >= version:
                     break
                 time.sleep(0.1)
+            # Else the kill below would be checked against a process that never saw the limit change.
+            assert applied is not None and applied >= version, \
+                f"the process applied control version {applied}, not {version}, within {WAIT} s"
             assert all(o["reason"] == "operator_kill" for o in agent.outcomes(5))
         finally:
             agent.process.kill()

@@ -107,8 +107,7 @@ async def _cut_off(program: Program, stub: Any) -> None:
     stub.clear()
     stub.queue(Reply(content="late", delay=2.0))
     task = asyncio.create_task(program(stub, PROMPT))
-    while stub.count() < 1:
-        await asyncio.sleep(0.01)
+    await stub.until_received(1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -20,6 +20,7 @@ queues an error reply, or queue one reply per attempt.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -163,6 +164,15 @@ class StubProvider:
         """How many requests arrived whose path ends with ``path_suffix``."""
         with self._lock:
             return sum(1 for request in self.requests if request.path.endswith(path_suffix))
+
+    async def until_received(self, count: int = 1, timeout: float = 30.0) -> None:
+        """Wait, in an event loop, until ``count`` requests have arrived; fail the test after ``timeout`` seconds
+        (a request that never came would otherwise hang it)."""
+        deadline = time.monotonic() + timeout
+        while self.count() < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stub provider received {self.count()} of {count} requests in {timeout} s")
+            await asyncio.sleep(0.01)
 
     @property
     def last(self) -> RecordedRequest:

@@ -198,8 +198,7 @@ def test_a_model_call_cancelled_by_a_tripped_guardrail_is_charged_for_its_prompt
 
     @input_guardrail
     async def policy(context: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
-        while stub_provider.count() < 1:  # a slow check: the model's request goes out meanwhile
-            await asyncio.sleep(0.01)
+        await stub_provider.until_received(1)  # a slow check: the model's request goes out meanwhile
         return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
 
     client = agentwatch.init(exporters=[memory])
@@ -234,8 +233,7 @@ def test_a_cancelled_run_ends_its_workflow_and_agent_as_cancelled(stub_provider:
 
     async def cut_off_then_run_in_except() -> None:
         task = asyncio.create_task(run())
-        while stub_provider.count() < 1:
-            await asyncio.sleep(0.01)
+        await stub_provider.until_received(1)
         task.cancel()
         try:
             await task

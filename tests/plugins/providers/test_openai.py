@@ -213,8 +213,7 @@ async def test_a_call_cut_off_before_its_answer_is_charged_for_its_prompt(
                 await asyncio.wait_for(aoai.chat.completions.create(model="gpt-4o", messages=prompt), 0.3)
         else:
             task = asyncio.create_task(aoai.chat.completions.create(model="gpt-4o", messages=prompt))
-            while stub_provider.count() < sent:
-                await asyncio.sleep(0.01)
+            await stub_provider.until_received(sent)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -386,23 +386,44 @@ def test_xdist_workers_are_summed(pytester: pytest.Pytester) -> None:
     assert data["totals"]["cost_usd"] == pytest.approx(10 * COST_PER_CALL)
 
 
+#: For a suite run with a session budget: under xdist, wait until this worker's session budget is lowered by what the
+#: other worker spent (the workers' ledger refreshes every 50 ms), so that its next call is checked against the run's
+#: spend. xdist gives each of two workers two of the four tests, so each learns of the other's first call, whatever
+#: the load (each first call is let through: the other's spend leaves room for it).
+SESSION_SPEND_SHARED = textwrap.dedent("""
+    import time as _time
+
+    from agentwatch.instrumentation import get_current_agent_scopes
+
+    def session_monitor():
+        return next(scope.monitor for scope in get_current_agent_scopes()
+                    if scope.monitor.scope_id == "pytest-session")
+
+    def wait_for_the_other_workers_spend(config, budget):
+        if not hasattr(config, "workerinput"):  # not an xdist worker (this run's: the environment may be another's)
+            return
+        deadline = _time.monotonic() + 60
+        while session_monitor().budget_per_hour >= budget:
+            assert _time.monotonic() < deadline, "the other worker's spend did not reach this worker in 60 s"
+            _time.sleep(0.01)
+""")
+
+
 def test_the_session_budget_is_the_runs_across_xdist_workers(pytester: pytest.Pytester) -> None:
     """Found 2026-12-05: each xdist worker had the whole session budget (with -n 2, twice the spend got through)."""
-    _suite(pytester, """
-        import time
-
+    budget = COST_PER_CALL * 1.5  # each worker alone would let two calls through
+    _suite(pytester, SESSION_SPEND_SHARED + textwrap.dedent(f"""
         import pytest
         from agentwatch import CircuitBreakerException
 
         @pytest.mark.parametrize("n", range(4))
-        def test_calls(n):
+        def test_calls(n, pytestconfig):
             try:
                 call(1)
             except CircuitBreakerException:
                 pass
-            time.sleep(0.5)  # the workers have told each other what they spent
-    """)
-    budget = COST_PER_CALL * 1.5  # each worker alone would let two calls through
+            wait_for_the_other_workers_spend(pytestconfig, {budget!r})
+    """))
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", f"--agentwatch-budget={budget}",
                                            "--agentwatch-json=out.json")
     result.assert_outcomes(passed=4)
@@ -415,29 +436,27 @@ def test_the_session_budget_is_the_runs_across_xdist_workers(pytester: pytest.Py
 def test_the_session_budget_is_the_whole_runs_not_an_hours(pytester: pytest.Pytester, workers: list[str]) -> None:
     """Found 2026-12-05: the session budget was a rolling hour (budget_per_hour), so in a run longer than an hour the
     first hour's spend stopped counting and calls went out again. Here each test runs an hour after the one before."""
-    _suite(pytester, """
+    budget = COST_PER_CALL * 1.5
+    _suite(pytester, SESSION_SPEND_SHARED + textwrap.dedent(f"""
         import itertools
         import time
 
         import pytest
         from agentwatch import CircuitBreakerException
-        from agentwatch.instrumentation import get_current_agent_scopes
 
         hours = itertools.count()
 
         @pytest.mark.parametrize("n", range(4))
-        def test_calls(n):
+        def test_calls(n, pytestconfig):
             later = next(hours) * 3700.0
-            for scope in get_current_agent_scopes():
-                if scope.monitor.scope_id == "pytest-session":
-                    scope.monitor._clock = lambda: time.monotonic() + later
+            # Private, for want of a public way: a Monitor's clock is fixed when it is made (by the plugin, here).
+            session_monitor()._clock = lambda: time.monotonic() + later
             try:
                 call(1)
             except CircuitBreakerException:
                 pass
-            time.sleep(0.5)  # the workers have told each other what they spent
-    """)
-    budget = COST_PER_CALL * 1.5
+            wait_for_the_other_workers_spend(pytestconfig, {budget!r})
+    """))
     result = pytester.runpytest_subprocess(*workers, "-p", "no:randomly", f"--agentwatch-budget={budget}",
                                            "--agentwatch-json=out.json")
     result.assert_outcomes(passed=4)
