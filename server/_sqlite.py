@@ -37,6 +37,7 @@ from ._model import SpanRecord
 from ._sqlite_agents import AGENTS_SCHEMA, SqliteTree, purge_charges, write_charges
 from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
+from ._sqlite_rollups import UPSERT_AGENT, UPSERT_HOUR, UPSERT_LATENCY, UPSERT_MODEL, RollupRemoval
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
 from ._sqlite_sessions import (
     SESSIONS_SCHEMA,
@@ -94,42 +95,6 @@ ON CONFLICT (trace_id) DO UPDATE SET
     models = excluded.models,
     unowned = traces.unowned + excluded.unowned
 """
-
-_UPSERT_HOUR = """
-INSERT INTO rollup_hour (hour, spans, llm_calls, llm_errors, errors, blocked, input_tokens, output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour) DO UPDATE SET
-    spans = spans + excluded.spans, llm_calls = llm_calls + excluded.llm_calls,
-    llm_errors = llm_errors + excluded.llm_errors, errors = errors + excluded.errors,
-    blocked = blocked + excluded.blocked, input_tokens = input_tokens + excluded.input_tokens,
-    output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd
-"""
-
-_UPSERT_LATENCY = """
-INSERT INTO rollup_latency (hour, bin, n) VALUES (?, ?, ?)
-ON CONFLICT (hour, bin) DO UPDATE SET n = n + excluded.n
-"""
-
-_UPSERT_AGENT = """
-INSERT INTO rollup_agent (hour, agent_id, agent_name, spans, llm_calls, errors, blocked, input_tokens,
-    output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour, agent_id) DO UPDATE SET
-    agent_name = coalesce(excluded.agent_name, agent_name), spans = spans + excluded.spans,
-    llm_calls = llm_calls + excluded.llm_calls, errors = errors + excluded.errors,
-    blocked = blocked + excluded.blocked, input_tokens = input_tokens + excluded.input_tokens,
-    output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd
-"""
-
-_UPSERT_MODEL = """
-INSERT INTO rollup_model (hour, model, provider, llm_calls, errors, input_tokens, output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour, model, provider) DO UPDATE SET
-    llm_calls = llm_calls + excluded.llm_calls, errors = errors + excluded.errors,
-    input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
-    cost_usd = cost_usd + excluded.cost_usd
-"""
-
 
 def _span_rows(records: Sequence[SpanRecord]) -> list[list[Any]]:
     """The spans' rows, built before the write lock; slot 0 (the trace's key) is filled in under it."""
@@ -318,15 +283,15 @@ class _Aggregates:
             # reused takes this trace's start (the ``from`` filter reads it, see trace_labels_start).
             cursor.executemany("INSERT OR REPLACE INTO trace_labels (kind, label, tkey, start_ns) VALUES (?, ?, ?, ?)",
                                label_rows)
-        cursor.executemany(_UPSERT_HOUR, [(hour, *values[:8]) for hour, values in self.hours.items()])
+        cursor.executemany(UPSERT_HOUR, [(hour, *values[:8]) for hour, values in self.hours.items()])
         if self.latency:
-            cursor.executemany(_UPSERT_LATENCY, [(h, b, n) for (h, b), n in self.latency.items()])
-        cursor.executemany(_UPSERT_AGENT, [(hour, agent, *row) for hour, values in self.hours.items()
+            cursor.executemany(UPSERT_LATENCY, [(h, b, n) for (h, b), n in self.latency.items()])
+        cursor.executemany(UPSERT_AGENT, [(hour, agent, *row) for hour, values in self.hours.items()
                                            for agent, row in values[8].items()])
         model_rows = [(hour, model, provider, *row) for hour, values in self.hours.items()
                       for model, by_provider in values[9].items() for provider, row in by_provider.items()]
         if model_rows:
-            cursor.executemany(_UPSERT_MODEL, model_rows)
+            cursor.executemany(UPSERT_MODEL, model_rows)
 
 
 class SQLiteStore(Store):
@@ -726,6 +691,10 @@ class SQLiteStore(Store):
 
     def purge(self, before_ns: int) -> dict[str, int]:
         removed = dict.fromkeys(PURGE_KINDS, 0)
+        # The rollups of the hours that stay lose what the purge deletes there: the spans of the cutoff's own hour,
+        # and the later spans of traces that started before the cutoff (a trace goes whole).
+        before_hour = hour_of(before_ns)
+        rollups = RollupRemoval(before_hour)
         # Small transactions: ingest must not wait behind one huge delete.
         while True:
             with self._transaction() as cursor:
@@ -739,18 +708,24 @@ class SQLiteStore(Store):
                 labels = [("agent", agent, tkey) for tkey, agents, _ in rows for agent, _name in _json.loads(agents)]
                 labels += [("model", model, tkey) for tkey, _, models in rows for model in _json.loads(models)]
                 cursor.executemany("DELETE FROM trace_labels WHERE kind = ? AND label = ? AND tkey = ?", labels)
+                rollups.take(cursor, f"s.tkey IN ({marks})", ids)
                 cursor.execute(f"DELETE FROM spans WHERE tkey IN ({marks})", ids)
                 removed["spans"] += cursor.rowcount
+                cursor.execute(f"DELETE FROM span_agents WHERE tkey IN ({marks})", ids)
                 cursor.execute(f"DELETE FROM traces WHERE tkey IN ({marks})", ids)
                 removed["traces"] += cursor.rowcount
+                rollups.finish(cursor)
         while True:
             with self._transaction() as cursor:
-                cursor.execute("DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ? LIMIT 5000)",
-                               (before_ns,))
-                removed["spans"] += cursor.rowcount
-                if cursor.rowcount == 0:
-                    break
-        before_hour = hour_of(before_ns)
+                span_ids = _json.dumps([span_id for (span_id,) in cursor.execute(
+                    "SELECT id FROM spans WHERE start_ns < ? LIMIT 5000", (before_ns,))])
+                rollups.take(cursor, "s.id IN (SELECT value FROM json_each(?))", (span_ids,))
+                cursor.execute("DELETE FROM spans WHERE id IN (SELECT value FROM json_each(?))", (span_ids,))
+                deleted = cursor.rowcount
+                removed["spans"] += deleted
+                rollups.finish(cursor)
+            if deleted == 0:
+                break
         with self._transaction() as cursor:
             for table in ("rollup_hour", "rollup_latency", "rollup_agent", "rollup_model"):
                 cursor.execute(f"DELETE FROM {table} WHERE hour < ?", (before_hour,))

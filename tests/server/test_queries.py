@@ -466,3 +466,49 @@ def test_charges_to_agents_survive_retries_and_go_with_a_purge(client: TestClien
     assert client.post("/api/ingest", json=[call]).status_code == 202  # the same span again, after the purge
     agents = client.get("/api/cost/by-agent").json()["agents"]
     assert [(a["agent_name"], a["cost_usd"]) for a in agents] == [(None, pytest.approx(0.004))]
+
+
+def test_a_purge_takes_what_it_deletes_out_of_every_aggregate(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: the retention purge deletes a trace that started before the cutoff with all its spans, but
+    the SQLite store's hourly rollups kept the figures of its later spans and of every span of the cutoff's own hour:
+    /api/metrics, the costs by agent, model and day and the monthly report counted spans that were gone."""
+    base = (NOW // HOUR_NS - 6) * HOUR_NS
+    cutoff = base + HOUR_NS // 2
+    gone, kept = new_trace_id(), new_trace_id()
+    agent = {"agent_id": "night", "agent_name": "Night"}
+    root = make_span(trace_id=gone, name="long job", kind="chain", model=None, cost_usd=0.0, input_tokens=0,
+                     output_tokens=0, start=base - HOUR_NS, duration_ms=4 * 3600_000, **agent)
+    doomed = [
+        root,
+        make_span(trace_id=gone, parent_span_id=root["span_id"], start=base + 60 * 10**9, cost_usd=1.0,
+                  duration_ms=9000, **agent),  # in the cutoff's hour, before the cutoff
+        make_span(trace_id=gone, parent_span_id=root["span_id"], start=base + 2 * HOUR_NS, cost_usd=2.5,
+                  model="gone-model", duration_ms=9000, **agent),  # hours after the cutoff
+        _unnamed(make_span, trace_id=gone, parent_span_id=root["span_id"], start=base + 2 * HOUR_NS + 1,
+                 cost_usd=0.25, duration_ms=9000),  # charged to the root's agent
+        make_span(trace_id=gone, parent_span_id=root["span_id"], start=base + 2 * HOUR_NS + 2, kind="agent",
+                  status="blocked", model=None, cost_usd=0.0, attributes={"breaker.block_point": True}, **agent),
+    ]
+    kept_root = make_span(trace_id=kept, name="short job", kind="chain", model=None, cost_usd=0.0, input_tokens=0,
+                          output_tokens=0, start=cutoff + 1, **agent)
+    survivors = [kept_root, make_span(trace_id=kept, parent_span_id=kept_root["span_id"], start=base + 2 * HOUR_NS + 5,
+                                      cost_usd=0.5, input_tokens=7, output_tokens=3, **agent)]
+    assert client.post("/api/ingest", json=doomed + survivors).status_code == 202
+    client.app.state.agentwatch.store.purge(cutoff)  # type: ignore[attr-defined]
+
+    assert client.get("/api/traces").json()["total"] == 1
+    for params in ({}, {"from": str(base - HOUR_NS), "to": str(base + 4 * HOUR_NS)},  # whole hours: the rollups
+                   {"from": str(cutoff), "to": str(base + 2 * HOUR_NS + 10)}):
+        metrics = client.get("/api/metrics", params=params).json()
+        assert (metrics["traces"], metrics["spans"], metrics["llm_calls"], metrics["input_tokens"],
+                metrics["blocked_calls"]) == (1, 2, 1, 7, 0)
+        assert metrics["cost_usd"] == pytest.approx(0.5)
+        assert metrics["latency_p50_ms"] == pytest.approx(100, rel=0.03)
+        agents = client.get("/api/cost/by-agent", params=params).json()["agents"]
+        assert [(a["agent_id"], a["cost_usd"], a["spans"], a["blocked"]) for a in agents] == [
+            ("night", pytest.approx(0.5), 2, 0)]
+        models = client.get("/api/cost/by-model", params=params).json()["models"]
+        assert [(m["model"], m["cost_usd"], m["llm_calls"]) for m in models] == [("gpt-4o-mini", pytest.approx(0.5), 1)]
+    days = client.get("/api/cost/daily", params={"days": 3}).json()["days"]
+    assert sum(day["cost_usd"] for day in days) == pytest.approx(0.5)
+    assert sum(day["spans"] for day in days) == 2
