@@ -24,7 +24,7 @@ import dataclasses
 import operator
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import _clickhouse_agents as _agents
@@ -145,6 +145,15 @@ def _page(p: Params, limit: int, offset: int = 0) -> str:
 
 def _where(clauses: Sequence[str]) -> str:
     return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def _starts(records: Iterable[SpanRecord]) -> dict[str, tuple[int, int]]:
+    """The first and last start of each trace's spans among ``records``."""
+    starts: dict[str, tuple[int, int]] = {}
+    for record in records:
+        low, high = starts.get(record.trace_id, (record.start_ns, record.start_ns))
+        starts[record.trace_id] = (min(low, record.start_ns), max(high, record.start_ns))
+    return starts
 
 
 def _scalar_text(value: Any) -> str:
@@ -313,10 +322,7 @@ class ClickHouseStore(Store):
         is what it would get stored alone after the batches before it."""
         records = batches[0] if len(batches) == 1 else [record for batch in batches for record in batch]
         unique = first_of_each_span(records)
-        starts: dict[str, tuple[int, int]] = {}
-        for record in unique.values():
-            low, high = starts.get(record.trace_id, (record.start_ns, record.start_ns))
-            starts[record.trace_id] = (min(low, record.start_ns), max(high, record.start_ns))
+        starts = _starts(unique.values())
         with self._write_lock:
             known_starts: dict[str, int] = {}
             tree = _agents.StoredRows(self)
@@ -325,7 +331,8 @@ class ClickHouseStore(Store):
                 unique.values())
             if fresh:
                 self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
-                self._count_starts(starts, known_starts)
+                # From the spans stored alone: a resent span's copy may carry another start, and is not stored.
+                self._count_starts(_starts(fresh) if stored else starts, known_starts)
                 _agents.charge_batch(self, fresh, tree, known_starts)
                 _sessions.add_session_traces(self, fresh)
                 for record in fresh:

@@ -52,6 +52,24 @@ def test_a_retried_batch_is_not_counted_twice(client: TestClient, make_span: Spa
     assert metrics["cost_usd"] == pytest.approx(0.006)
 
 
+def test_a_resent_span_with_another_start_does_not_move_its_trace(client: TestClient,
+                                                                   make_span: SpanFactory) -> None:
+    """Found 2026-12-05: on ClickHouse a span sent again with an earlier start, in a request with a new span, was not
+    stored (right) but moved its trace's counted start to the copy's hour: the trace counts by time range (/api/metrics,
+    the traces list's total) counted it in the wrong hours."""
+    hour = 3_600_000_000_000
+    base = (time.time_ns() // hour - 10) * hour
+    span = make_span(start=base + 5 * hour)
+    assert client.post("/api/ingest", json=[span]).status_code == 202
+    copy = {**span, "start_time_unix_nano": base + hour, "end_time_unix_nano": base + hour + 10**9}
+    assert client.post("/api/ingest", json=[copy, make_span(start=base + 7 * hour)]).json() == {
+        "accepted": 1, "duplicates": 1, "rejected": 0}
+    for low, high, expected in ((base, base + 2 * hour, 0), (base + 4 * hour, base + 6 * hour, 1)):
+        window = {"from": str(low), "to": str(high)}
+        assert client.get("/api/metrics", params=window).json()["traces"] == expected, window
+        assert client.get("/api/traces", params={**window, "limit": "1"}).json()["total"] == expected, window
+
+
 def test_spans_round_trip_in_the_wire_format(client: TestClient, make_span: SpanFactory) -> None:
     span = make_span(input=[{"role": "user", "content": "hello"}], output="hi there", cached_input_tokens=40,
                      attributes={"error.type": "X", "nested": {"a": [1, 2]}}, status="error",
