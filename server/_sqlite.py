@@ -39,6 +39,7 @@ from ._sqlite_breakers import BreakerTables
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_rollups import UPSERT_AGENT, UPSERT_HOUR, UPSERT_LATENCY, UPSERT_MODEL, RollupRemoval
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
+from ._sqlite_search import add_labels, fold, labels_text, register_functions, stored_labels
 from ._sqlite_sessions import (
     SESSIONS_SCHEMA,
     SessionQueries,
@@ -53,6 +54,9 @@ __all__ = ["SQLiteStore"]
 
 _ID_CHUNK = 900  # stays under SQLite's default limit of bound parameters on old builds
 
+#: A stored trace the batch adds to: (tkey, agents JSON, models JSON, unowned, name, search).
+_KnownTrace = tuple[int, str, str, int, str, str | None]
+
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (tkey, span_id, trace_id, parent_span_id, name, kind, status, start_ns, end_ns, agent_id,
     agent_name, agent_role, model, provider, input_tokens, output_tokens, cached_input_tokens, cost_usd,
@@ -60,19 +64,23 @@ INSERT OR IGNORE INTO spans (tkey, span_id, trace_id, parent_span_id, name, kind
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-_UPSERT_TRACE = """
-INSERT INTO traces (tkey, trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,
-    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns, unowned)
-VALUES (?, ?, ?, ?, ?, ?, (? - ?) / 1e6, ?, ?, ?, ?, ?, ?, ?, ?,
-    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?, ?)
-ON CONFLICT (trace_id) DO UPDATE SET
-    -- The name is the earliest-starting root's (roots may arrive in any order), else the earliest span's. A
-    -- database from before root_start_ns compares with the trace's start instead.
-    name = CASE WHEN excluded.has_root AND (NOT traces.has_root
+# The name is the earliest-starting root's (roots may arrive in any order), else the earliest span's. A database from
+# before root_start_ns compares with the trace's start instead.
+_TRACE_NAME = """CASE WHEN excluded.has_root AND (NOT traces.has_root
                      OR excluded.root_start_ns < coalesce(traces.root_start_ns, traces.start_ns)) THEN excluded.name
                 WHEN traces.has_root THEN traces.name
                 WHEN excluded.start_ns < traces.start_ns THEN excluded.name
-                ELSE traces.name END,
+                ELSE traces.name END"""
+
+# search: the name, then the labels (the last parameter, merged already: ``_sqlite_search``).
+_UPSERT_TRACE = f"""
+INSERT INTO traces (tkey, trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,
+    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns, unowned, search)
+VALUES (?, ?, ?, ?, ?, ?, (? - ?) / 1e6, ?, ?, ?, ?, ?, ?, ?, ?,
+    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?, ?, ? || char(31) || ?)
+ON CONFLICT (trace_id) DO UPDATE SET
+    name = {_TRACE_NAME},
+    search = aw_fold({_TRACE_NAME}) || char(31) || ?,
     root_start_ns = CASE WHEN excluded.has_root AND (NOT traces.has_root
                      OR excluded.root_start_ns < coalesce(traces.root_start_ns, traces.start_ns))
                          THEN excluded.root_start_ns
@@ -106,6 +114,12 @@ def _span_rows(records: Sequence[SpanRecord]) -> list[list[Any]]:
             for r in records]
 
 
+def _batch_labels(trace: list[Any]) -> list[str | None]:
+    """The labels a text search finds a trace by that a batch brings (its ``_Aggregates`` row): agent keys, every
+    name of its agents, models."""
+    return [*(label for agent in trace[12].items() for label in agent), *(trace[14] or ()), *(trace[13] or ())]
+
+
 def _first_of_each(records: Sequence[SpanRecord]) -> list[SpanRecord]:
     """``first_of_each_span`` without building a key per span when no span id repeats (the usual batch)."""
     if len({r.span_id for r in records}) == len(records):
@@ -117,7 +131,8 @@ class _Aggregates:
     """What one batch adds to the summary tables, computed before taking the write lock.
 
     One pass over the spans with plain dicts and lists: per trace (slot 12 holds its agents in order of first
-    appearance, slot 13 its models, 14 and 15 their JSON), per hour (slot 8 its agents, slot 9 its models) and per
+    appearance, slot 13 its models, 14 its agents' other names, 15 and 16 the JSON, 17 the search text of the labels),
+    per hour (slot 8 its agents, slot 9 its models) and per
     latency bin. The keys are strings and ints already hashed, so the pass builds no tuple per span."""
 
     __slots__ = ("traces", "hours", "latency", "breakers", "alerts", "unowned")
@@ -145,7 +160,7 @@ class _Aggregates:
             trace = traces.get(trace_id)
             if trace is None:
                 trace = traces[trace_id] = [r.name, is_root, start, r.end_ns, 1, is_call, tokens_in, tokens_out, cost,
-                                            is_error, is_blocked, start if is_root else None, {}, None]
+                                            is_error, is_blocked, start if is_root else None, {}, None, None]
             else:
                 # The name: the earliest-starting root's (trace[11] is its start); without a root, the earliest
                 # span's.
@@ -167,8 +182,15 @@ class _Aggregates:
                 trace[9] += is_error
                 trace[10] += is_blocked
             if agent:
-                if trace[12].get(agent) is None:
+                first_name = trace[12].get(agent)
+                if first_name is None:
                     trace[12][agent] = agent_name
+                elif agent_name and agent_name != first_name:
+                    # Another name of the agent (slot 14): the trace lists the first, a search finds it by either.
+                    if trace[14] is None:
+                        trace[14] = [agent_name]
+                    elif agent_name not in trace[14]:
+                        trace[14].append(agent_name)
             elif not is_root:
                 unowned[trace_id] = unowned.get(trace_id, 0) + 1
             hour = start // HOUR_NS
@@ -228,19 +250,22 @@ class _Aggregates:
             elif kind == "alert":
                 self.alerts.append(r)
         dumps = _json.dumps
-        for trace in traces.values():
-            # Slots 14, 15: the labels' JSON as a new trace (the common case) stores them, made outside the lock.
+        for trace_id, trace in traces.items():
+            # Slots 15, 16: the labels' JSON as a new trace (the common case) stores them, and 17 their search text,
+            # made outside the lock.
             trace.append(dumps([[agent, name] for agent, name in trace[12].items()]))
             trace.append(dumps(trace[13] or []))
+            trace.append(labels_text(trace_id, _batch_labels(trace)))
         self.traces = traces
         self.hours = hours
         self.latency = latency
         self.unowned = unowned
 
-    def _labels(self, known: dict[str, tuple[int, str, str, int]],
-                tkeys: dict[str, int]) -> tuple[dict[str, tuple[str, str]], list[tuple[Any, ...]]]:
-        """Merged agents/models JSON per trace, and the label rows that are new (runs under the write lock)."""
-        merged: dict[str, tuple[str, str]] = {}
+    def _labels(self, known: dict[str, _KnownTrace],
+                tkeys: dict[str, int]) -> tuple[dict[str, tuple[str, str, str]], list[tuple[Any, ...]]]:
+        """Merged agents/models JSON and search text of labels per trace, and the label rows that are new (runs under
+        the write lock)."""
+        merged: dict[str, tuple[str, str, str]] = {}
         new_rows: list[tuple[Any, ...]] = []
         dumps = _json.dumps
         for trace_id, trace in self.traces.items():
@@ -252,7 +277,7 @@ class _Aggregates:
                 # A new trace (the common case): every label is new.
                 new_rows.extend(("agent", agent, tkey, start) for agent in batch_agents)
                 new_rows.extend(("model", model, tkey, start) for model in batch_models or ())
-                merged[trace_id] = (trace[14], trace[15])
+                merged[trace_id] = (trace[15], trace[16], trace[17])
                 continue
             agents = _json.loads(old[1])
             seen = {entry[0]: entry for entry in agents}
@@ -268,14 +293,18 @@ class _Aggregates:
                 if model not in models:
                     models.append(model)
                     new_rows.append(("model", model, tkey, start))
-            merged[trace_id] = (dumps(agents), dumps(models))
+            searched = stored_labels(old[5], old[4])
+            if searched is None:  # a row from before the search column
+                searched = labels_text(trace_id, [label for agent in agents for label in agent] + models)
+            merged[trace_id] = (dumps(agents), dumps(models), add_labels(searched, _batch_labels(trace)))
         return merged, new_rows
 
-    def write(self, cursor: sqlite3.Cursor, known: dict[str, tuple[int, str, str, int]], tkeys: dict[str, int]) -> None:
+    def write(self, cursor: sqlite3.Cursor, known: dict[str, _KnownTrace], tkeys: dict[str, int]) -> None:
         labels, label_rows = self._labels(known, tkeys)
         cursor.executemany(_UPSERT_TRACE, [
             (tkeys[tid], tid, t[0], int(t[1]), t[2], t[3], t[3], t[2], t[4], t[5], t[6], t[7], t[6] + t[7], t[8], t[9],
-             t[10], t[10], t[9], *labels[tid], t[11], self.unowned.get(tid, 0))
+             t[10], t[10], t[9], *labels[tid][:2], t[11], self.unowned.get(tid, 0), fold(t[0]), labels[tid][2],
+             labels[tid][2])
             for tid, t in self.traces.items()
         ])
         if label_rows:
@@ -343,6 +372,7 @@ class SQLiteStore(Store):
         connection.execute("PRAGMA cache_size=-65536")
         connection.execute("PRAGMA temp_store=MEMORY")
         connection.execute("PRAGMA mmap_size=268435456")
+        register_functions(connection)
         return connection
 
     def _checkpoint_loop(self) -> None:
@@ -402,19 +432,20 @@ class SQLiteStore(Store):
 
     # -- spans ---------------------------------------------------------------------------------------
 
-    def _known_traces(self, cursor: sqlite3.Cursor, trace_ids: list[str]) -> dict[str, tuple[int, str, str, int]]:
-        """Stored traces among ``trace_ids``: {trace_id: (tkey, agents, models, unowned)}."""
-        traces: dict[str, tuple[int, str, str, int]] = {}
+    def _known_traces(self, cursor: sqlite3.Cursor, trace_ids: list[str]) -> dict[str, _KnownTrace]:
+        """Stored traces among ``trace_ids``: {trace_id: (tkey, agents, models, unowned, name, search)}."""
+        traces: dict[str, _KnownTrace] = {}
         for start in range(0, len(trace_ids), _ID_CHUNK):
             chunk = trace_ids[start:start + _ID_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for tkey, trace_id, agents, models, unowned in cursor.execute(
-                    f"SELECT tkey, trace_id, agents, models, unowned FROM traces WHERE trace_id IN ({marks})", chunk):
-                traces[trace_id] = (tkey, agents, models, unowned)
+            for tkey, trace_id, *rest in cursor.execute(
+                    f"SELECT tkey, trace_id, agents, models, unowned, name, search FROM traces"
+                    f" WHERE trace_id IN ({marks})", chunk):
+                traces[trace_id] = (tkey, *rest)
         return traces
 
     def _stored_spans(self, cursor: sqlite3.Cursor, records: Sequence[SpanRecord],
-                      traces: dict[str, tuple[int, str, str, int]]) -> set[tuple[str, str]]:
+                      traces: dict[str, _KnownTrace]) -> set[tuple[str, str]]:
         """The (trace_id, span_id) pairs of ``records`` already stored: exact index lookups of those ids only
         (only traces already stored can hold them), never a scan of a trace's spans."""
         by_trace: dict[str, list[str]] = {}

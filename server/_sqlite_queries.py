@@ -26,6 +26,7 @@ from ._datamodel import (
     window_stats_dict,
 )
 from ._sqlite_agents import CHARGED_AGENT_SQL, CHARGED_JOIN_SQL
+from ._sqlite_search import trace_search
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
@@ -68,11 +69,6 @@ def time_window(start_ns: int | None, end_ns: int | None, column: str) -> tuple[
         clauses.append(f"{column} < ?")
         params.append(end_ns)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 _NS_MAX = 2**63 - 1
@@ -138,10 +134,10 @@ class Queries:
                 clauses.append(_HAS_LABEL.format(kind=kind))
                 params.append(value)
         if query.search and query.search.strip():
-            pattern = _like(query.search.strip())
-            clauses.append("(name LIKE ? ESCAPE '\\' OR trace_id LIKE ? ESCAPE '\\' OR agents LIKE ? ESCAPE '\\'"
-                           " OR models LIKE ? ESCAPE '\\')")
-            params.extend([pattern] * 4)
+            # The name, id and labels (not the labels' JSON), case-insensitively over Unicode: _sqlite_search.
+            condition, values = trace_search(query.search.strip())
+            clauses.append(condition)
+            params.extend(values)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def _few_traces(self, connection: sqlite3.Connection, query: TraceQuery) -> list[int] | None:

@@ -69,11 +69,13 @@ CREATE TABLE IF NOT EXISTS traces (
     agents TEXT NOT NULL,
     models TEXT NOT NULL,
     root_start_ns INTEGER,
-    unowned INTEGER NOT NULL DEFAULT 0
+    unowned INTEGER NOT NULL DEFAULT 0,
+    search TEXT
 );
 -- root_start_ns: start of the earliest root span, which names the trace (NULL: no root yet, or a row from before
 -- the column existed). unowned: its spans with a parent and no agent of their own, which an agent's span arriving
--- later may be charged (_agent_charge; 0 in a row from before the column existed).
+-- later may be charged (_agent_charge; 0 in a row from before the column existed). search: what a text search looks
+-- in (_sqlite_search; NULL in a row from before the column existed).
 CREATE INDEX IF NOT EXISTS traces_start ON traces(start_ns);
 CREATE INDEX IF NOT EXISTS traces_status_start ON traces(status, start_ns);
 -- The traces list sorted by cost or duration reads the first page of an index instead of sorting every trace (at
@@ -256,7 +258,8 @@ CREATE TABLE IF NOT EXISTS cron_alerts (
 def upgrade(connection: sqlite3.Connection) -> None:
     """Columns added after a database was created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are)."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(traces)")}
-    for column, definition in (("root_start_ns", "INTEGER"), ("unowned", "INTEGER NOT NULL DEFAULT 0")):
+    for column, definition in (("root_start_ns", "INTEGER"), ("unowned", "INTEGER NOT NULL DEFAULT 0"),
+                               ("search", "TEXT")):
         if column not in columns:
             try:
                 connection.execute(f"ALTER TABLE traces ADD COLUMN {column} {definition}")

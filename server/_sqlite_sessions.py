@@ -12,7 +12,8 @@ from ._datamodel import span_dict as _span
 from ._datamodel import trace_dict as _trace
 from ._model import SpanRecord
 from ._sessions import RUN_SQL, session_pairs, session_summary
-from ._sqlite_queries import _TRACE_COLUMNS, _like
+from ._sqlite_queries import _TRACE_COLUMNS
+from ._sqlite_search import contains_sql
 
 __all__ = ["SESSIONS_SCHEMA", "upgrade_sessions", "add_session_traces", "purge_session_traces", "SessionQueries"]
 
@@ -59,10 +60,10 @@ def purge_session_traces(cursor: sqlite3.Cursor) -> None:
 
 class SessionQueries:
     def summaries(self, connection: sqlite3.Connection, limit: int, offset: int, search: str | None) -> dict[str, Any]:
-        where, params = "", []
+        where, params = "", list[Any]()
         if search:
-            where = " WHERE s.session_id LIKE ? ESCAPE '\\'"
-            params.append(_like(search))
+            condition, params = contains_sql("s.session_id", search)
+            where = f" WHERE {condition}"
         # The latest run's status only for the page's sessions: the subquery runs per row of the page.
         rows = connection.execute(
             "SELECT page.*, (SELECT t.status FROM session_traces s JOIN traces t ON t.tkey = s.tkey"

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from agentwatch._pricing import Pricer
-from agentwatch.server import SQLiteStore
+from agentwatch.server import SQLiteStore, TraceQuery
 from agentwatch.server._ingest import parse_spans
 
 
@@ -185,5 +185,28 @@ def test_a_database_from_before_root_start_ns_is_upgraded(tmp_path: Path) -> Non
         raw = json.dumps([_root(trace_id, _span_id(), "later", start + 5), _root(trace_id, _span_id(), "early", start)])
         assert store.ingest(parse_spans(raw.encode(), 100).records).accepted == 2
         assert store.get_trace(trace_id)["name"] == "early"  # type: ignore[index]
+    finally:
+        store.close()
+
+
+def test_a_database_from_before_the_search_column_is_searched(tmp_path: Path) -> None:
+    """Rows written before traces.search are searched by their own columns until a batch adds to them."""
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    trace_id, start = _trace_id(), time.time_ns() - 10_000_000_000
+    root = _root(trace_id, _span_id(), "Ärger", start)
+    assert store.ingest(parse_spans(json.dumps([root]).encode(), 100).records).accepted == 1
+    store.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("ALTER TABLE traces DROP COLUMN search")
+    store = SQLiteStore(path)
+    try:
+        def found(text: str) -> bool:
+            return [t["trace_id"] for t in store.list_traces(TraceQuery(search=text))["traces"]] == [trace_id]
+
+        assert found("ärger") and found(root["agent_id"].upper()) and not found("null")
+        later = _llm(trace_id, root["span_id"], "Nachzügler", start + 5)
+        assert store.ingest(parse_spans(json.dumps([later]).encode(), 100).records).accepted == 1
+        assert found("ärger") and found("NACHZÜGLER") and found(root["agent_id"].upper()) and not found("null")
     finally:
         store.close()

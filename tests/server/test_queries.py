@@ -77,6 +77,38 @@ def test_search_finds_a_trace_by_the_name_it_has_now(client: TestClient, make_sp
     assert found("Quarterly") and not found("summarise")
 
 
+def test_search_looks_at_the_labels_not_at_how_they_are_stored(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: on SQLite a search matched the JSON text a trace's agents and models are kept in: ``null``
+    found every trace with an agent without a name, and ``"``, ``[``, ``,`` or ``\\`` nearly every trace; and an agent
+    was not found by the name it was given in a later batch. Both stores search the name, id and labels alone."""
+    unnamed = make_span(name="nightly job", kind="agent", agent_id="agent-one", agent_name=None, model=None)
+    first = make_span(name="r", kind="agent", agent_id="bot", agent_name="Zed", model="m-1")
+    renamed = make_span(trace_id=first["trace_id"], parent_span_id=first["span_id"], agent_id="bot",
+                        agent_name="Alpha", model="m-2")
+    for batch in ([unnamed], [first], [renamed]):
+        assert client.post("/api/ingest", json=batch).status_code == 202
+
+    def found(text: str) -> list[str]:
+        return sorted(ids(client.get("/api/traces", params={"search": text}).json()))
+
+    for text in ("null", '"', "[", ",", "\\", "]]"):
+        assert found(text) == [], text
+    for text in ("ALPHA", "zed", "BOT", "M-2"):
+        assert found(text) == [first["trace_id"]], text
+    assert found("AGENT-ONE") == [unnamed["trace_id"]]
+    assert found(unnamed["trace_id"][-12:].upper()) == [unnamed["trace_id"]]
+
+
+def test_search_ignores_case_in_every_alphabet(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: SQLite's search folded ASCII letters only: ``résumé`` did not find ``RÉSUMÉ`` (ClickHouse
+    did)."""
+    span = make_span(name="RÉSUMÉ ÉTÉ", agent_id="agent-ümlaut", agent_name="Ärger", model="MODÈLE-Ü")
+    assert client.post("/api/ingest", json=[span]).status_code == 202
+    for text in ("résumé", "été", "AGENT-ÜMLAUT", "ärger", "modèle-ü", "ét"):
+        assert ids(client.get("/api/traces", params={"search": text}).json()) == [span["trace_id"]], text
+    assert ids(client.get("/api/traces", params={"search": "ÉTÉ_"}).json()) == []
+
+
 @pytest.mark.parametrize(("params", "expected"), [
     ({"status": "error"}, ["error"]),
     ({"status": "blocked"}, ["blocked"]),

@@ -136,6 +136,15 @@ def test_ids_with_slashes_and_odd_characters(client: TestClient, make_span: Span
     assert detail["session_id"] == "user/42 · chat" and detail["traces"][0]["role"] == "run"
 
 
+def test_session_search_ignores_case_in_every_alphabet(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: SQLite's session search folded ASCII letters only (``ärger`` did not find ``Sess-ÄRGER``)."""
+    client.post("/api/ingest", json=_graph_run(make_span, "Sess-ÄRGER", NOW - 50 * SEC, 1))
+    client.post("/api/ingest", json=_graph_run(make_span, "other_1", NOW - 40 * SEC, 1))
+    for text, expected in (("ärger", ["Sess-ÄRGER"]), ("SESS-Ä", ["Sess-ÄRGER"]), ("ER_1", ["other_1"]), ("r%", [])):
+        answer = client.get("/api/sessions", params={"search": text}).json()
+        assert [s["session_id"] for s in answer["sessions"]] == expected and answer["total"] == len(expected), text
+
+
 def test_otlp_conversation_and_langfuse_ids_are_sessions(client: TestClient) -> None:
     def span(trace: str, key: str, value: str) -> dict[str, Any]:
         return {"traceId": trace, "spanId": new_span_id(), "name": "chat gpt-4o",
