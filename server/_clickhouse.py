@@ -715,11 +715,11 @@ class ClickHouseStore(Store):
             f"{_where(_range(p, 's.start_ns', start_ns, end_ns))} GROUP BY key", p)
         keys = [row[0] for row in rows if row[0]]
         names: dict[Any, Any] = {}
-        if keys:  # the name an agent is shown with comes from any time, as SQLite's rollups
+        if keys:  # an agent is shown with its latest name (from any time, as SQLite's rollups keep it)
             p = Params()
             names = {key: name for key, name in self._rows(
-                f"SELECT agent_key, max(agent_name) FROM {self._spans} WHERE agent_key IN {p(keys, 'Array(String)')}"
-                " GROUP BY agent_key", p)}
+                "SELECT agent_key, argMaxIf(agent_name, (start_ns, seq), isNotNull(agent_name))"
+                f" FROM {self._spans} WHERE agent_key IN {p(keys, 'Array(String)')} GROUP BY agent_key", p)}
         return agent_cost_rows(rows, names)
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:

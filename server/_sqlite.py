@@ -211,21 +211,26 @@ class _Aggregates:
                 key = (hour, latency_bin((r.end_ns - start) / 1e6))
                 latency[key] = latency.get(key, 0) + 1
             if not agent and charged:
+                # Counted under the agent it is charged to; the agent's name comes from the agent's own spans.
                 owner = charged.get((trace_id, r.span_id))
                 if owner is not None:
-                    agent, agent_name = owner
+                    agent = owner[0]
+            # The hour's row of the agent: its name is the latest-starting named span's (slot 1: that start).
             row = bucket[8].get(agent or "")
             if row is None:
-                bucket[8][agent or ""] = [agent_name, 1, is_call, is_error, is_blocked, tokens_in, tokens_out, cost]
+                bucket[8][agent or ""] = [agent_name, start if agent_name else None, 1, is_call, is_error, is_blocked,
+                                          tokens_in, tokens_out, cost]
             else:
-                row[0] = row[0] or agent_name
-                row[1] += 1
-                row[2] += is_call
-                row[3] += is_error
-                row[4] += is_blocked
-                row[5] += tokens_in
-                row[6] += tokens_out
-                row[7] += cost
+                if agent_name and (row[1] is None or start >= row[1]):
+                    row[0] = agent_name
+                    row[1] = start
+                row[2] += 1
+                row[3] += is_call
+                row[4] += is_error
+                row[5] += is_blocked
+                row[6] += tokens_in
+                row[7] += tokens_out
+                row[8] += cost
             if model:
                 trace_models = trace[13]
                 if trace_models is None:

@@ -35,12 +35,12 @@ CREATE INDEX IF NOT EXISTS spans_without_agent ON spans(tkey, parent_span_id)
 CHARGED_AGENT_SQL: Final = "coalesce(s.agent_id, s.agent_name, c.agent_key, '')"
 CHARGED_JOIN_SQL: Final = "LEFT JOIN span_agents c ON c.tkey = s.tkey AND c.span_id = s.span_id"
 
+# A charge moves figures only: the agent's name comes from its own spans (as on ClickHouse).
 _ADD_TO_AGENT: Final = """
-INSERT INTO rollup_agent (hour, agent_id, agent_name, spans, llm_calls, errors, blocked, input_tokens,
-    output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO rollup_agent (hour, agent_id, spans, llm_calls, errors, blocked, input_tokens, output_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (hour, agent_id) DO UPDATE SET
-    agent_name = coalesce(agent_name, excluded.agent_name), spans = spans + excluded.spans,
+    spans = spans + excluded.spans,
     llm_calls = llm_calls + excluded.llm_calls, errors = errors + excluded.errors,
     blocked = blocked + excluded.blocked, input_tokens = input_tokens + excluded.input_tokens,
     output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd
@@ -119,9 +119,9 @@ def write_charges(cursor: sqlite3.Cursor, tkeys: Mapping[str, int], records: Ite
         cursor.executemany("INSERT OR REPLACE INTO span_agents (tkey, span_id, start_ns, agent_key, agent_name)"
                            " VALUES (?, ?, ?, ?, ?)", rows)
     updates: list[tuple[Any, ...]] = []
-    for (agent, name), (hour, calls, errors, blocked, tokens_in, tokens_out, cost) in moves:
-        updates.append((hour, agent, name, 1, calls, errors, blocked, tokens_in, tokens_out, cost))
-        updates.append((hour, "", None, -1, -calls, -errors, -blocked, -tokens_in, -tokens_out, -cost))
+    for (agent, _name), (hour, calls, errors, blocked, tokens_in, tokens_out, cost) in moves:
+        updates.append((hour, agent, 1, calls, errors, blocked, tokens_in, tokens_out, cost))
+        updates.append((hour, "", -1, -calls, -errors, -blocked, -tokens_in, -tokens_out, -cost))
     if updates:
         cursor.executemany(_ADD_TO_AGENT, updates)
 

@@ -26,6 +26,7 @@ from ._datamodel import (
     window_stats_dict,
 )
 from ._sqlite_agents import CHARGED_AGENT_SQL, CHARGED_JOIN_SQL
+from ._sqlite_rollups import AGENT_NAMES_SQL
 from ._sqlite_search import trace_search
 from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
@@ -343,8 +344,7 @@ class Queries:
             f"SELECT {CHARGED_AGENT_SQL} AS agent, sum(s.cost_usd), sum({_CALL}), sum(s.input_tokens),"
             f" sum(s.output_tokens), count(*), sum(s.status = 'error'), sum({_BLOCKED}) FROM spans s"
             f" {CHARGED_JOIN_SQL} WHERE s.start_ns >= ? AND s.start_ns < ? GROUP BY agent", 1)
-        names = dict(connection.execute(
-            "SELECT agent_id, max(agent_name) FROM rollup_agent GROUP BY agent_id").fetchall())
+        names = {agent: name for agent, name, _ in connection.execute(AGENT_NAMES_SQL)}
         return agent_cost_rows(rows, names)
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from ._datamodel import span_flags
 from ._sqlite_agents import CHARGED_AGENT_SQL, CHARGED_JOIN_SQL
 from ._stats import HOUR_NS, latency_bin
 
-__all__ = ["UPSERT_HOUR", "UPSERT_LATENCY", "UPSERT_AGENT", "UPSERT_MODEL", "RollupRemoval"]
+__all__ = ["UPSERT_HOUR", "UPSERT_LATENCY", "UPSERT_AGENT", "UPSERT_MODEL", "AGENT_NAMES_SQL", "RollupRemoval"]
 
 UPSERT_HOUR: Final = """
 INSERT INTO rollup_hour (hour, spans, llm_calls, llm_errors, errors, blocked, input_tokens, output_tokens, cost_usd)
@@ -33,12 +33,18 @@ INSERT INTO rollup_latency (hour, bin, n) VALUES (?, ?, ?)
 ON CONFLICT (hour, bin) DO UPDATE SET n = n + excluded.n
 """
 
-UPSERT_AGENT: Final = """
-INSERT INTO rollup_agent (hour, agent_id, agent_name, spans, llm_calls, errors, blocked, input_tokens,
+# An agent's name in an hour is the one its latest-starting span with a name had (name_ns: that span's start; NULL
+# in a row from before the column, or without a name); on a tie, the later stored.
+_NEWER_NAME: Final = ("excluded.agent_name IS NOT NULL AND (agent_name IS NULL"
+                      " OR excluded.name_ns >= coalesce(name_ns, -9223372036854775808))")
+
+UPSERT_AGENT: Final = f"""
+INSERT INTO rollup_agent (hour, agent_id, agent_name, name_ns, spans, llm_calls, errors, blocked, input_tokens,
     output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (hour, agent_id) DO UPDATE SET
-    agent_name = coalesce(excluded.agent_name, agent_name), spans = spans + excluded.spans,
+    agent_name = CASE WHEN {_NEWER_NAME} THEN excluded.agent_name ELSE agent_name END,
+    name_ns = CASE WHEN {_NEWER_NAME} THEN excluded.name_ns ELSE name_ns END, spans = spans + excluded.spans,
     llm_calls = llm_calls + excluded.llm_calls, errors = errors + excluded.errors,
     blocked = blocked + excluded.blocked, input_tokens = input_tokens + excluded.input_tokens,
     output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd
@@ -52,6 +58,11 @@ ON CONFLICT (hour, model, provider) DO UPDATE SET
     input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
     cost_usd = cost_usd + excluded.cost_usd
 """
+
+#: (agent key, name) of every agent: the name its latest-starting span with a name had (a row from before name_ns
+#: counts as named at its hour's start). SQLite takes the other columns from the row max() picks.
+AGENT_NAMES_SQL: Final = (f"SELECT agent_id, agent_name, max(coalesce(name_ns, hour * {HOUR_NS})) FROM rollup_agent"
+                          " WHERE agent_name IS NOT NULL GROUP BY agent_id")
 
 # A span's figures as the rollups count it: its agent the one the costs by agent count it under (its own, else the
 # one it is charged to), its provider '' when it names none.
@@ -94,7 +105,7 @@ class RollupRemoval:
                 _add(models, (hour, model, provider), (is_call, is_error, tokens_in, tokens_out, cost))
         cursor.executemany(UPSERT_HOUR, [(hour, *_negated(values)) for hour, values in hours.items()])
         cursor.executemany(UPSERT_LATENCY, [(hour, index, -n) for (hour, index), n in latency.items()])
-        cursor.executemany(UPSERT_AGENT, [(hour, agent, None, *_negated(values))
+        cursor.executemany(UPSERT_AGENT, [(hour, agent, None, None, *_negated(values))
                                           for (hour, agent), values in agents.items()])
         cursor.executemany(UPSERT_MODEL, [(*key, *_negated(values)) for key, values in models.items()])
         self._hours.update(hours)

@@ -134,6 +134,7 @@ CREATE TABLE IF NOT EXISTS rollup_agent (
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
+    name_ns INTEGER,
     PRIMARY KEY (hour, agent_id)
 ) WITHOUT ROWID;
 
@@ -257,12 +258,12 @@ CREATE TABLE IF NOT EXISTS cron_alerts (
 
 def upgrade(connection: sqlite3.Connection) -> None:
     """Columns added after a database was created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are)."""
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(traces)")}
-    for column, definition in (("root_start_ns", "INTEGER"), ("unowned", "INTEGER NOT NULL DEFAULT 0"),
-                               ("search", "TEXT")):
-        if column not in columns:
+    for table, column, definition in (("traces", "root_start_ns", "INTEGER"),
+                                      ("traces", "unowned", "INTEGER NOT NULL DEFAULT 0"), ("traces", "search", "TEXT"),
+                                      ("rollup_agent", "name_ns", "INTEGER")):
+        if column not in {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}:
             try:
-                connection.execute(f"ALTER TABLE traces ADD COLUMN {column} {definition}")
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             except sqlite3.OperationalError as error:  # another server process sharing the file added it first
                 if "duplicate column" not in str(error):
                     raise

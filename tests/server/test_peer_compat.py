@@ -179,12 +179,14 @@ def test_a_database_from_before_root_start_ns_is_upgraded(tmp_path: Path) -> Non
     with sqlite3.connect(path) as connection:  # the traces table as it was before the columns existed
         connection.execute("ALTER TABLE traces DROP COLUMN root_start_ns")
         connection.execute("ALTER TABLE traces DROP COLUMN unowned")
+        connection.execute("ALTER TABLE rollup_agent DROP COLUMN name_ns")
     store = SQLiteStore(path)
     try:
         trace_id, start = _trace_id(), time.time_ns() - 10_000_000_000
         raw = json.dumps([_root(trace_id, _span_id(), "later", start + 5), _root(trace_id, _span_id(), "early", start)])
         assert store.ingest(parse_spans(raw.encode(), 100).records).accepted == 2
         assert store.get_trace(trace_id)["name"] == "early"  # type: ignore[index]
+        assert [a["agent_name"] for a in store.cost_by_agent(None, None)] == ["Orchestrator"]
     finally:
         store.close()
 

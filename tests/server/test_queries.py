@@ -544,3 +544,21 @@ def test_a_purge_takes_what_it_deletes_out_of_every_aggregate(client: TestClient
     days = client.get("/api/cost/daily", params={"days": 3}).json()["days"]
     assert sum(day["cost_usd"] for day in days) == pytest.approx(0.5)
     assert sum(day["spans"] for day in days) == 2
+
+
+def test_an_agent_is_shown_with_its_latest_name(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: an agent renamed (same id, "Zed" then "Alpha") was shown as "Zed" by ClickHouse (the
+    alphabetically last name) and by SQLite when its spans came in another order or other hours. Both stores show the
+    name of its latest-starting span, whatever order they arrive in."""
+    base = (NOW // HOUR_NS - 5) * HOUR_NS
+    for agent, later in (("same-hour", base + 20 * 10**9), ("hours-apart", base + 2 * HOUR_NS)):
+        for name, start in (("Zed", base + 10 * 10**9), ("Alpha", later), ("Omega", base + 5 * 10**9)):
+            assert client.post("/api/ingest", json=[make_span(agent_id=agent, agent_name=name, start=start)]
+                               ).status_code == 202
+    for params in ({}, {"from": str(base), "to": str(base + 3 * HOUR_NS)}):
+        agents = client.get("/api/cost/by-agent", params=params).json()["agents"]
+        assert {a["agent_id"]: a["agent_name"] for a in agents} == {"same-hour": "Alpha", "hours-apart": "Alpha"}
+    month = datetime.fromtimestamp(base / 1e9, UTC).strftime("%Y-%m")
+    report = client.get("/api/reports/monthly", params={"month": month}).json()
+    assert {a["agent_id"]: a["agent_name"] for a in report["cost_by_agent"]} == {"same-hour": "Alpha",
+                                                                               "hours-apart": "Alpha"}
