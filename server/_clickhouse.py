@@ -903,6 +903,12 @@ class ClickHouseStore(Store):
             if not found:
                 return False
             self._write_rule(found[0], deleted=True)
+            p = Params()
+            rule = p(int(rule_id), "Int64")
+            if int(self._rows(f"SELECT count() FROM {self.database}.cron_alerts WHERE rule_id = {rule}", p)[0][0]):
+                # The cron runs it reported: a mutation, only for a rule that reported some.
+                self._execute(f"ALTER TABLE {self.database}.cron_alerts DELETE WHERE rule_id = {rule}"
+                              " SETTINGS mutations_sync = 2", p)
             return True
 
     def claim_rule(self, rule_id: int, ts_ns: int, cooldown_ns: int) -> bool:

@@ -628,7 +628,9 @@ class SQLiteStore(Store):
     def delete_rule(self, rule_id: int) -> bool:
         with self._transaction() as cursor:
             cursor.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,))
-            return cursor.rowcount > 0
+            deleted = cursor.rowcount > 0
+            cursor.execute("DELETE FROM cron_alerts WHERE rule_id = ?", (rule_id,))  # the runs it reported
+            return deleted
 
     def claim_rule(self, rule_id: int, ts_ns: int, cooldown_ns: int) -> bool:
         with self._transaction() as cursor:

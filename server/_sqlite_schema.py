@@ -14,7 +14,23 @@ __all__ = ["SCHEMA_VERSION", "SCHEMA", "upgrade"]
 
 SCHEMA_VERSION: Final = 1
 
-SCHEMA: Final = """
+_ALERT_RULES_BODY: Final = """(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    action_type TEXT NOT NULL,
+    webhook_url TEXT,
+    email TEXT,
+    enabled INTEGER NOT NULL,
+    cooldown_seconds INTEGER NOT NULL,
+    window_seconds INTEGER,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    last_triggered_ns INTEGER
+)"""
+
+SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS spans (
@@ -186,21 +202,8 @@ CREATE TABLE IF NOT EXISTS breaker_state (
     PRIMARY KEY (scope, scope_id)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS alert_rules (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    condition TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    action_type TEXT NOT NULL,
-    webhook_url TEXT,
-    email TEXT,
-    enabled INTEGER NOT NULL,
-    cooldown_seconds INTEGER NOT NULL,
-    window_seconds INTEGER,
-    created_ns INTEGER NOT NULL,
-    updated_ns INTEGER NOT NULL,
-    last_triggered_ns INTEGER
-);
+-- AUTOINCREMENT: a deleted rule's id is never given to another (its alert history and cron claims name it).
+CREATE TABLE IF NOT EXISTS alert_rules {_ALERT_RULES_BODY};
 
 CREATE TABLE IF NOT EXISTS alert_history (
     id INTEGER PRIMARY KEY,
@@ -257,7 +260,9 @@ CREATE TABLE IF NOT EXISTS cron_alerts (
 
 
 def upgrade(connection: sqlite3.Connection) -> None:
-    """Columns added after a database was created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are)."""
+    """Columns added after a database was created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are), and
+    alert rule ids that are never reused."""
+    _never_reuse_rule_ids(connection)
     for table, column, definition in (("traces", "root_start_ns", "INTEGER"),
                                       ("traces", "unowned", "INTEGER NOT NULL DEFAULT 0"), ("traces", "search", "TEXT"),
                                       ("rollup_agent", "name_ns", "INTEGER")):
@@ -267,3 +272,26 @@ def upgrade(connection: sqlite3.Connection) -> None:
             except sqlite3.OperationalError as error:  # another server process sharing the file added it first
                 if "duplicate column" not in str(error):
                     raise
+
+
+def _never_reuse_rule_ids(connection: sqlite3.Connection) -> None:
+    """A file from before AUTOINCREMENT gave a deleted rule's id (the highest) to the next rule: its table is made
+    again with AUTOINCREMENT (a few rows), counting on from the highest id anything names."""
+    found = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'alert_rules'").fetchone()
+    if found is None or "AUTOINCREMENT" in found[0].upper():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(f"CREATE TABLE alert_rules_autoincrement {_ALERT_RULES_BODY}")
+        connection.execute("INSERT INTO alert_rules_autoincrement SELECT * FROM alert_rules")
+        connection.execute("DROP TABLE alert_rules")
+        connection.execute("ALTER TABLE alert_rules_autoincrement RENAME TO alert_rules")
+        connection.execute("DELETE FROM sqlite_sequence WHERE name = 'alert_rules'")
+        connection.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'alert_rules', max(coalesce((SELECT max(id) FROM"
+            " alert_rules), 0), coalesce((SELECT max(rule_id) FROM alert_history), 0),"
+            " coalesce((SELECT max(rule_id) FROM cron_alerts), 0))")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agentwatch.server import Settings, create_app
+from agentwatch.server import Settings, SQLiteStore, create_app
 from agentwatch.server._alerts import RETRY_DELAYS
 from tests.server.aw_helpers import SpanFactory, WebhookHandler
 
@@ -92,6 +93,46 @@ def test_rule_crud(client: TestClient) -> None:
     assert client.patch(f"/api/alerts/{rule['id']}", json={"action_type": "webhook"}).status_code == 422
 
 
+
+
+def test_a_deleted_rules_id_is_never_given_again(client: TestClient) -> None:
+    """Found 2026-12-05: SQLite gave a deleted rule's id (the highest) to the next rule created, so the deleted rule's
+    alert history named the new rule, and the cron runs it had reported (claims by rule id) kept the new rule from
+    reporting them. Ids are never reused, and deleting a rule drops its claims, on both stores."""
+    rule = {"name": "a", "condition": "cron_missed", "threshold": 0, "action_type": "webhook",
+            "webhook_url": "http://127.0.0.1:9/hook"}
+    first = client.post("/api/alerts", json=rule).json()["id"]
+    second = client.post("/api/alerts", json=rule).json()["id"]
+    store = client.app.state.agentwatch.store
+    assert store.claim_cron_alert(second, "nightly", 1000) and not store.claim_cron_alert(second, "nightly", 1000)
+    assert client.delete(f"/api/alerts/{second}").status_code == 200
+    third = client.post("/api/alerts", json=rule).json()["id"]
+    assert third not in (first, second) and third > second
+    assert store.claim_cron_alert(second, "nightly", 1000)  # the deleted rule's claim went with it
+
+
+def test_a_database_from_before_autoincrement_rules_keeps_its_ids(tmp_path: Path) -> None:
+    """A file made before alert_rules had AUTOINCREMENT: the next rule's id is after every id the history names."""
+    path = tmp_path / "old.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as connection:  # the table as it was made, rule 7 deleted after it alerted
+        connection.execute("DROP TABLE alert_rules")
+        connection.execute("CREATE TABLE alert_rules (id INTEGER PRIMARY KEY, name TEXT NOT NULL, condition TEXT NOT"
+                           " NULL, threshold REAL NOT NULL, action_type TEXT NOT NULL, webhook_url TEXT, email TEXT,"
+                           " enabled INTEGER NOT NULL, cooldown_seconds INTEGER NOT NULL, window_seconds INTEGER,"
+                           " created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL, last_triggered_ns INTEGER)")
+        connection.execute("INSERT INTO alert_rules VALUES (3, 'kept', 'error_rate', 0.5, 'email', NULL, NULL, 1, 300,"
+                           " NULL, 1, 1, NULL)")
+        connection.execute("INSERT INTO alert_history (ts_ns, source, rule_id, message, details) VALUES"
+                           " (1, 'rule', 7, 'fired', '{}')")
+    store = SQLiteStore(path)
+    try:
+        assert [rule["name"] for rule in store.list_rules()] == ["kept"]
+        created = store.create_rule({"name": "new", "condition": "error_rate", "threshold": 0.5,
+                                     "action_type": "email", "cooldown_seconds": 300})
+        assert created["id"] == 8
+    finally:
+        store.close()
 
 
 def _calls(make_span: SpanFactory, count: int, *, errors: int = 0, cost: float = 0.001,
