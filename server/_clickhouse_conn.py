@@ -19,6 +19,8 @@ __all__ = ["Connection", "ChdbConnection", "ServerConnection", "ClickHouseError"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INT_TYPES = re.compile(r"(Nullable\()?(U?Int(64|128|256))\)?\Z")
+#: JSON writes a whole Float64 without a point (60000): read back as an int, unlike the server path's and SQLite's.
+_FLOAT_TYPES = re.compile(r"(Nullable\()?Float(32|64)\)?\Z")
 #: Characters ClickHouse's escaped text format (how parameter values are read) needs a backslash before.
 _ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 
@@ -57,12 +59,16 @@ def _convert(payload: bytes) -> list[Sequence[Any]]:
         return []
     answer = json.loads(payload)
     ints = [index for index, column in enumerate(answer["meta"]) if _INT_TYPES.match(column["type"])]
+    floats = [index for index, column in enumerate(answer["meta"]) if _FLOAT_TYPES.match(column["type"])]
     rows: list[list[Any]] = answer["data"]
-    if ints:
+    if ints or floats:
         for row in rows:
             for index in ints:
                 if isinstance(row[index], str):
                     row[index] = int(row[index])
+            for index in floats:
+                if type(row[index]) is int:
+                    row[index] = float(row[index])
     return list(rows)
 
 

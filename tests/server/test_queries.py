@@ -562,3 +562,24 @@ def test_an_agent_is_shown_with_its_latest_name(client: TestClient, make_span: S
     report = client.get("/api/reports/monthly", params={"month": month}).json()
     assert {a["agent_id"]: a["agent_name"] for a in report["cost_by_agent"]} == {"same-hour": "Alpha",
                                                                                "hours-apart": "Alpha"}
+
+
+def test_numbers_have_the_same_type_on_every_store(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-05: over chdb a whole-number Float64 came back as an integer, so the API answered
+    ``"duration_ms": 60000`` and ``"cost_usd": 2`` (and the monthly CSV ``60000``) where the other stores answer
+    ``60000.0`` and ``2.0``."""
+    start = (NOW // HOUR_NS - 2) * HOUR_NS
+    span = make_span(start=start, duration_ms=60_000, cost_usd=2.0, model="gpt-4o")
+    assert client.post("/api/ingest", json=[span]).status_code == 202
+    trace = client.get(f"/api/traces/{span['trace_id']}").json()
+    listed = client.get("/api/traces").json()["traces"][0]
+    stored = client.get(f"/api/traces/{span['trace_id']}/spans").json()["spans"][0]
+    metrics = client.get("/api/metrics").json()
+    model = client.get("/api/cost/by-model").json()["models"][0]
+    for where, value in (("trace", trace["duration_ms"]), ("trace", trace["cost_usd"]), ("list", listed["duration_ms"]),
+                         ("list", listed["cost_usd"]), ("span", stored["duration_ms"]), ("span", stored["cost_usd"]),
+                         ("metrics", metrics["cost_usd"]), ("model", model["cost_usd"])):
+        assert type(value) is float, (where, value)
+    month = datetime.fromtimestamp(start / 1e9, UTC).strftime("%Y-%m")
+    csv = client.get("/api/reports/monthly/csv", params={"month": month}).text
+    assert ",60000.0," in csv and ",2.0," in csv
