@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._exporters import HttpExporter
 
-__all__ = ["RemoteControl", "OPERATOR_ACTION", "attach", "CONTROL_HEADER"]
+__all__ = ["RemoteControl", "OPERATOR_ACTION", "attach", "CONTROL_HEADER", "REPORTED_MONITORS"]
 
 CONTROL_HEADER: Final = "X-AgentWatch-Control"
 #: The operator action being applied on this thread: the breaker spans it causes carry it (audit, Art. 12).
@@ -43,6 +43,9 @@ _LIMIT_KEYS: Final = ("budget_per_hour", "max_error_rate", "max_calls_per_minute
                       "hard_budget")
 #: The control state can list many actions; it is still small next to this.
 _MAX_FEED_BYTES: Final = 1024 * 1024
+#: Monitors a poll reports at most (the collector takes 1,000, in a body of 1 MiB): a service with an agent scope per
+#: user holds thousands. The rest are counted; operator actions still reach every monitor of the process.
+REPORTED_MONITORS: Final = 200
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -141,8 +144,9 @@ class RemoteControl:
             yield scope.monitor
 
     def _poll(self, client: Client) -> dict[str, Any] | None:
+        monitors, omitted = self._reports(client)
         report = {"process": self.process, "service": client.config.agent_name, "version": self.version,
-                  "monitors": [self._report(m) for m in self._monitors(client)]}
+                  "monitors": monitors, "monitors_omitted": omitted}
         import json
 
         body = json.dumps(report, default=str).encode("utf-8")
@@ -160,6 +164,17 @@ class RemoteControl:
             return None
         answer = json.loads(data)
         return answer if isinstance(answer, dict) else None
+
+    def _reports(self, client: Client) -> tuple[list[dict[str, Any]], int]:
+        """The reports of the global monitor and of the agents' most telling ones, ``REPORTED_MONITORS`` in all:
+        those not CLOSED first, then by the hour's spend; and how many agents' were left out."""
+        reports = [self._report(monitor) for monitor in self._monitors(client)]
+        agents = reports[1:]
+        if len(agents) < REPORTED_MONITORS:
+            return reports, 0
+        agents.sort(key=lambda report: (report["state"] == "CLOSED", -(report["spend_last_hour"] or 0.0)))
+        kept = agents[:REPORTED_MONITORS - 1]
+        return [reports[0], *kept], len(agents) - len(kept)
 
     @staticmethod
     def _report(monitor: Monitor) -> dict[str, Any]:

@@ -4,11 +4,11 @@ feed the SDK processes poll to apply them (``/api/control``). Bodies are compati
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from ._auth import CONTROL_FEED_PATH, LOCAL_PRINCIPAL, PRINCIPAL_KEY, Principal
@@ -103,15 +103,32 @@ class MonitorReport(BaseModel):
     spend_last_hour: float | None = None
 
 
+#: Monitors kept of one poll: the SDK reports its most telling ones (``REPORTED_MONITORS``, fewer than this) and counts
+#: the others; an older SDK that sends them all has the rest counted here, its poll still answered.
+MONITORS_KEPT: Final = 1000
+
+
 class ProcessReport(BaseModel):
-    """What an SDK process says when it polls: who it is, the control version it applied, its breakers."""
+    """What an SDK process says when it polls: who it is, the control version it applied, its breakers (some of them:
+    ``monitors_omitted`` counts the others)."""
 
     model_config = ConfigDict(extra="ignore")
 
     process: Annotated[str, Field(min_length=1, max_length=200)]
     service: Annotated[str, Field(max_length=200)] | None = None
     version: Annotated[int, Field(ge=0)] = 0
-    monitors: Annotated[list[MonitorReport], Field(max_length=1000)] = []
+    monitors: Annotated[list[MonitorReport], Field(max_length=MONITORS_KEPT)] = []
+    monitors_omitted: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_the_first_monitors(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("monitors"), list) and len(data["monitors"]) > MONITORS_KEPT:
+            omitted = data.get("monitors_omitted") or 0
+            if isinstance(omitted, int):
+                omitted += len(data["monitors"]) - MONITORS_KEPT
+            data = {**data, "monitors": data["monitors"][:MONITORS_KEPT], "monitors_omitted": omitted}
+        return data
 
 
 def _feed(version: int, control: dict[str, Any] | None) -> JSONResponse:
@@ -131,7 +148,8 @@ async def control_feed(request: Request, report: ProcessReport) -> JSONResponse:
     caller = _caller(request)
     state.processes.report(report.process, {"service": report.service, "applied_version": report.version,
                                             "credential": caller.name,
-                                            "monitors": [m.model_dump() for m in report.monitors]})
+                                            "monitors": [m.model_dump() for m in report.monitors],
+                                            "monitors_omitted": report.monitors_omitted})
     version = await run_in_threadpool(state.control.version)
     if version == report.version:
         return _feed(version, None)

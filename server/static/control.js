@@ -160,7 +160,8 @@
       h("tbody", {}, list.map((p) => h("tr", {},
         h("td", { text: p.process }), h("td", { text: p.service || "–" }), h("td", { text: p.credential || "–" }),
         h("td", { class: "num", text: `${p.applied_version} / ${status.control_version}` }),
-        h("td", {}, h("ul", { class: "monitors" }, (p.monitors || []).map(monitorReport))),
+        h("td", {}, h("ul", { class: "monitors" }, (p.monitors || []).map(monitorReport).concat(p.monitors_omitted
+          ? [h("li", { class: "monitor more", text: `${p.monitors_omitted} more, not reported` })] : []))),
         h("td", { text: `${p.last_seen_seconds_ago.toFixed(1)} s ago` })))))
       : h("div", { class: "empty", text: "No SDK process is polling this collector." });
   }

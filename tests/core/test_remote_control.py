@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentwatch._remote_control import REPORTED_MONITORS
 from agentwatch.server import ServerHandle, start_background
 from tests.stubs.agent_process import PROGRAM, WAIT, Agent
 from tests.stubs.provider_server import StubProvider
@@ -190,6 +191,54 @@ def test_processes_report_their_spend_and_what_stopped_them(collector: ServerHan
     assert (spender["state"], spender["reason"], spender["budget_per_hour"]) == ("OPEN", "budget_per_hour", 0.0003)
     assert spender["spend_last_hour"] >= 0.0003  # at least the budget it went over, in USD
     assert reported["global"]["spend_last_hour"] == pytest.approx(spender["spend_last_hour"])
+
+
+def _reported(api: httpx.Client, until: Any) -> dict[str, Any]:
+    """The one polling process as the status answers it, once ``until`` holds of it (or the wait is over)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        processes = api.get("/api/circuit-breaker/status").json()["processes"]
+        if processes and until(processes[0]) or time.monotonic() > deadline:
+            assert processes, "the process never polled"
+            return dict(processes[0])
+        time.sleep(0.2)
+
+
+def test_a_process_with_thousands_of_agents_keeps_following_the_operator(collector: ServerHandle,
+                                                                         tmp_path: Path) -> None:
+    """Found 2026-12-05: a service with an agent scope per user reported every monitor in its poll; past 1,000 the
+    collector refused the poll (422), and from then on the process ignored every kill, pause and limit and vanished
+    from the status. It reports its most telling monitors now (the global one, those not CLOSED, then by spend) and
+    counts the rest, and the operator's actions reach every monitor it holds, reported or not."""
+    program = tmp_path / "crowded.py"
+    program.write_text(PROGRAM.replace("with agentwatch.agent(name):\n", "for i in range(1500):\n"
+                                       "    with agentwatch.agent(f'user-{i}', budget_per_hour=5.0):\n"
+                                       "        pass\n"
+                                       "with agentwatch.agent(name):\n"))
+    api = httpx.Client(base_url=collector.url, timeout=30)
+    with StubProvider() as provider:
+        agent = Agent("crowded", program, collector.url, provider.openai_base_url)
+        try:
+            agent.wait_for(ok=True)
+            process = _reported(api, lambda p: any(m["scope_id"] == "crowded" and m["spend_last_hour"]
+                                                   for m in p["monitors"]))
+            monitors = process["monitors"]
+            assert len(monitors) == REPORTED_MONITORS and monitors[0]["scope"] == "global"
+            assert monitors[1]["scope_id"] == "crowded"  # the one spending comes before the idle users
+            assert process["monitors_omitted"] == 1501 - (REPORTED_MONITORS - 1)
+
+            # A monitor the poll does not report is paused all the same, and reported from then on.
+            assert "user-1400" not in {m["scope_id"] for m in monitors}
+            assert api.post("/api/circuit-breaker/pause", json={"scope": "agent", "scope_id": "user-1400",
+                                                                "seconds": 600}).status_code == 200
+            paused = _reported(api, lambda p: any(m["scope_id"] == "user-1400" for m in p["monitors"]))
+            assert [m["state"] for m in paused["monitors"] if m["scope_id"] == "user-1400"] == ["PAUSED"]
+
+            assert api.post("/api/circuit-breaker/kill", json={"reason": "incident"}).status_code == 200
+            assert agent.wait_for(ok=False, reason="operator_kill")["scope"] == "global"
+        finally:
+            agent.process.kill()
+            agent.process.wait(timeout=30)
 
 
 def test_remote_control_false_leaves_the_process_alone(collector: ServerHandle, tmp_path: Path) -> None:

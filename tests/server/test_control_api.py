@@ -153,6 +153,24 @@ def test_local_mode_needs_no_credentials_and_records_local(tmp_path: Path, signi
         assert local.post("/api/circuit-breaker/resume").status_code == 200
 
 
+def test_a_poll_with_more_monitors_than_kept_is_answered(tmp_path: Path, signing_key: Path) -> None:
+    """An SDK from before the bounded report sends every monitor: past 1,000 its poll was refused (422), so operator
+    actions no longer reached it. The first 1,000 are kept and the rest counted, with what the SDK counted itself."""
+    from agentwatch.server import create_app
+
+    monitors = [{"scope": "agent", "scope_id": f"user-{i}", "state": "CLOSED"} for i in range(1200)]
+    settings = Settings(db_path=tmp_path / "l.db", signing_key_path=signing_key)
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as local:
+        local.post("/api/circuit-breaker/kill")
+        answer = local.post("/api/control", json={"process": "old", "version": 0, "monitors": monitors})
+        assert answer.status_code == 200 and [c["mode"] for c in answer.json()["controls"]] == ["kill"]
+        assert local.post("/api/control", json={"process": "new", "version": 0, "monitors": monitors[:3],
+                                                "monitors_omitted": 40}).status_code == 200
+        processes = {p["process"]: p for p in local.get("/api/circuit-breaker/status").json()["processes"]}
+    assert (len(processes["old"]["monitors"]), processes["old"]["monitors_omitted"]) == (1000, 200)
+    assert (len(processes["new"]["monitors"]), processes["new"]["monitors_omitted"]) == (3, 40)
+
+
 def test_control_state_leaves_out_ended_pauses_and_old_grants() -> None:
     from agentwatch.server._control import control_state
 

@@ -119,3 +119,14 @@ def test_process_reports_show_each_state_and_the_spend(page: Any, server: Server
         "global/global CLOSED · $0.0001 of $0.0040 in the last hour",
         "global/global OPEN budget_per_hour · $0.0042 of $0.0040 in the last hour"]
     assert page.errors == []
+
+
+def test_a_process_that_reports_some_of_its_monitors_shows_how_many_more(page: Any, server: ServerHandle) -> None:
+    """A process with thousands of agent scopes reports its most telling monitors and counts the rest."""
+    answer = httpx.post(f"{server.url}/api/control", timeout=10, json={"process": "crowded", "monitors": [
+        {"scope": "global", "scope_id": "global", "state": "CLOSED"}], "monitors_omitted": 1302})
+    assert answer.status_code == 200
+    _open_breakers(page, server)
+    more = page.locator("#control-processes li.more")
+    assert more.inner_text() == "1302 more, not reported"
+    assert page.errors == []
