@@ -378,6 +378,18 @@ class Monitor:
             return (store.spend(now) <= 0 and store.calls(now) == 0 and store.outcomes(now) == (0, 0)
                     and _reserved_of(store) <= 0)
 
+    def report(self) -> tuple[str, str | None, float | None, float | None]:
+        """State, what tripped it, budget and the hour's spend, for the control poll, which reports many monitors
+        every second: the spend only from an in-process store (a store shared by a fleet costs a round trip per
+        monitor, and holds the fleet's spend, not this process's)."""
+        state = self.state
+        trip = self._trip
+        spent = None
+        if isinstance(self._store, LocalWindowStore):
+            with self._lock:
+                spent = self._store.spend(self._clock())
+        return state, trip[0] if trip else None, self._budget, spent
+
     def limits(self) -> tuple[Any, ...]:
         """The settings that decide its admissions, to tell whether anything (a grant, an operator) changed them."""
         return (self._budget, self._max_error_rate, self._max_calls, self._block, self._hard)

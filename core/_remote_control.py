@@ -178,10 +178,9 @@ class RemoteControl:
 
     @staticmethod
     def _report(monitor: Monitor) -> dict[str, Any]:
-        snapshot = monitor.snapshot()
-        return {"scope": monitor.scope, "scope_id": monitor.scope_id, "state": snapshot["state"],
-                "reason": snapshot["tripped_reason"], "budget_per_hour": snapshot["limits"]["budget_per_hour"],
-                "spend_last_hour": snapshot["spend_last_hour"]}
+        state, reason, budget, spent = monitor.report()
+        return {"scope": monitor.scope, "scope_id": monitor.scope_id, "state": state, "reason": reason,
+                "budget_per_hour": budget, "spend_last_hour": spent}
 
     # ---- applying ------------------------------------------------------------------------------------
 
