@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +20,10 @@ import pytest
 
 import agentwatch
 from agentwatch._capture import TEXT_LIMIT
+from tests.plugins.offline_frameworks import keep_frameworks_offline
 from tests.stubs.provider_server import Reply
 
-for _name, _value in {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true",
-                      "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true",
-                      "CREWAI_STORAGE_DIR": "/tmp/agentwatch-crewai-tests",
-                      "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}.items():
-    os.environ.setdefault(_name, _value)
+keep_frameworks_offline()
 
 PROMPT_MARK = "zebra-prompt-7f3a"
 ANSWER_MARK = "quokka-answer-91c2"

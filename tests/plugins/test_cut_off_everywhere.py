@@ -16,7 +16,6 @@ budget's reservation held.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,13 +23,10 @@ import pytest
 
 import agentwatch
 from agentwatch.instrumentation import estimate_request_tokens
+from tests.plugins.offline_frameworks import keep_frameworks_offline
 from tests.stubs.provider_server import Reply
 
-for _name, _value in {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true",
-                      "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true",
-                      "CREWAI_STORAGE_DIR": "/tmp/agentwatch-crewai-tests",
-                      "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}.items():
-    os.environ.setdefault(_name, _value)
+keep_frameworks_offline()
 
 MODEL = "gpt-4o-mini"
 PROMPT = "summarise this report please " * 150
