@@ -269,6 +269,12 @@ class LLMCall:
         call may still report real usage afterwards, which then wins."""
         self._estimate = (max(0, int(input_tokens)), max(0, int(output_tokens)))
 
+    @property
+    def usage_estimate(self) -> tuple[int, int] | None:
+        """The (input, output) tokens a layer estimated (``estimate_usage``), or None: a layer that owns the call
+        estimates only what no lower layer did."""
+        return self._estimate
+
     def add_unanswered(self, requests: int, input_tokens: int) -> int:
         """``requests`` more requests of this call went out and got no answer (a read timeout, the program cutting
         them off), their prompts about ``input_tokens`` in all: the provider bills them. Charged if the call ends with

@@ -27,6 +27,7 @@ from agentwatch.instrumentation import (
     CircuitBreakerException,
     LLMCall,
     capturing,
+    estimate_tokens,
     get_client,
     start_llm_call,
     swallow_internal_error,
@@ -169,7 +170,7 @@ class AgentWatchModel(WrapperModel):
                     # Read to its end, or left by the program: Pydantic AI stops reading a stream the caller left
                     # (a ``break`` out of ``stream_text``, the run's task cancelled) by cancelling its read (an anyio
                     # cancel scope), or closes it. Ended with what arrived, ``stream_incomplete`` without its finish.
-                    _finish(call, stream.get(), streamed=True)
+                    _finish(call, stream.get(), streamed=True, messages=messages)
                 else:
                     call.end(error=raised)
 
@@ -181,12 +182,18 @@ def _message_dicts(messages: Any) -> list[dict[str, Any]]:
             if getattr(part, "content", None) is not None]
 
 
-def _finish(call: LLMCall, response: Any, streamed: bool = False) -> None:
+def _finish(call: LLMCall, response: Any, streamed: bool = False, messages: Any = None) -> None:
     try:
         read_usage(call, getattr(response, "usage", None))
+        text = getattr(response, "text", None)
         if streamed and getattr(response, "finish_reason", None) is None:
             call.set_attribute("stream_incomplete", True)
-        text = getattr(response, "text", None)
+            span = call.span
+            if not (span.input_tokens or span.output_tokens) and call.usage_estimate is None:
+                # No usage, and the HTTP layer's estimate not in yet: when the program left the stream, asyncio may
+                # close the provider's response after this (its generators are closed at loop shutdown, in no order).
+                prompt = sum(estimate_tokens(str(part["content"])) for part in _message_dicts(messages or ()))
+                call.estimate_usage(prompt, estimate_tokens(text if isinstance(text, str) else ""))
         if isinstance(text, str):
             call.set_output(text)
         reason = getattr(response, "finish_reason", None)
