@@ -22,7 +22,7 @@ from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
 from ._reservation import estimator, note_settlement
 from ._run_budget import RUN_MONITORS, keyed_run_monitor
-from ._safe import PASS_THROUGH, logger, stop_on_exception
+from ._safe import PASS_THROUGH, BlockCarrier, logger, stop_on_exception
 from ._span import Span
 
 _time_ns = time.time_ns
@@ -707,6 +707,8 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
     message. Before ``init()`` (or after ``shutdown()``) the span is only marked ended."""
     if span.ended:  # already ended (and maybe exported): it stays as it was first ended
         return
+    if isinstance(error, BlockCarrier):  # a block on its way past a framework's except clause
+        error = error.blocked
     if isinstance(error, CircuitBreakerException):
         if span.status != "blocked":
             mark_blocked(span, error)

@@ -7,6 +7,8 @@ LlamaIndex's agents (``BaseWorkflowAgent``: ``FunctionAgent``, ``ReActAgent``, `
   in ``except Exception``, which makes any error a ``UserWarning`` and ends the run with
   ``structured_response=None``. Inside that step, a block leaves ``generate_structured_response`` as a
   ``BlockCarrier`` (not an ``Exception``), and the step raises the block in its place.
+  The program's own ``structured_output_fn`` runs inside the same ``except Exception``: a block of a LlamaIndex LLM
+  call it makes leaves that call as a carrier already (``carried``, where the legacy callback raises it).
 - ``_call_tool`` makes any error of a tool the tool's output (``is_error=True``), fed to the model. A block raised
   inside a tool (an agent used as a tool, out of its budget) is raised by the ``call_tool`` step instead: the run
   fails with it, as with a block of the agent's own LLM call, and nothing more is sent to the model.
@@ -27,7 +29,7 @@ from typing import Any
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import BlockCarrier, get_client
 
-__all__ = ["patch_if_loaded", "unpatch"]
+__all__ = ["patch_if_loaded", "unpatch", "carried"]
 
 #: LlamaIndex's agent modules → the class of each whose steps are patched.
 _MODULES = {"llama_index.core.agent.workflow.base_agent": "BaseWorkflowAgent",
@@ -40,6 +42,12 @@ _done = False
 
 #: True while a ``parse_agent_output`` wrapper is there to turn a carrier back into its block.
 _CARRYING: ContextVar[bool] = ContextVar("agentwatch_llamaindex_carrying", default=False)
+
+
+def carried(blocked: CircuitBreakerException) -> BaseException:
+    """What a block raised by a LlamaIndex call leaves it as: a carrier inside ``parse_agent_output`` (the program's
+    ``structured_output_fn`` would meet LlamaIndex's ``except Exception`` next), else the block itself."""
+    return BlockCarrier(blocked) if _CARRYING.get() else blocked
 
 
 def _carry_blocks(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,10 +13,12 @@ import functools
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import swallow_internal_error
+
+from ._agents import carried
 
 __all__ = ["install", "remove"]
 
@@ -42,16 +44,23 @@ def _ends_what_ours_blocked(original: Callable[..., Any]) -> Callable[..., Any]:
                     break
                 if event_type not in handler.event_starts_to_ignore and event_type not in handler.event_ends_to_ignore:
                     heard.append(handler)
-            else:
-                raise  # ours is not in the list: the block came from elsewhere
+            else:  # ours is not in the list: the block came from elsewhere
+                _raise(error)
             for handler in heard:
                 try:
                     handler.on_event_end(event_type, payload={EventPayload.EXCEPTION: error}, event_id=event_id)
                 except Exception:  # their error must not replace the block the caller is owed
                     swallow_internal_error("the LlamaIndex plugin (another handler's on_event_end)")
-            raise
+            _raise(error)
 
     return on_event_start
+
+
+def _raise(blocked: CircuitBreakerException) -> NoReturn:
+    carrier = carried(blocked)
+    if carrier is blocked:
+        raise blocked
+    raise carrier from None
 
 
 def install() -> None:

@@ -145,3 +145,50 @@ def test_block_of_the_structured_output_call_reaches_the_caller(workflow: bool, 
     assert not [warning for warning in warned if "structured output" in str(warning.message)]
     agentwatch.flush()
     assert [span["status"] for span in llm_spans(memory.spans)] == ["ok", "blocked", "ok", "ok"]
+
+
+@pytest.mark.parametrize("workflow", [False, True], ids=["FunctionAgent", "AgentWorkflow"])
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync_fn", "async_fn"])
+def test_block_inside_a_structured_output_fn_reaches_the_caller(workflow: bool, asynchronous: bool,
+                                                                memory: agentwatch.InMemoryExporter,
+                                                                stub_provider: Any) -> None:
+    """``structured_output_fn`` is the program's own function, run inside the same ``except Exception`` as
+    ``output_cls``: a block of the LLM call it makes is raised to the caller, not turned into a UserWarning and a run
+    that ends as if it had succeeded without its structured output."""
+    from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+    from llama_index.core.llms import ChatMessage
+
+    agentwatch.init(exporters=[memory], budget_per_hour=0.00001, block_on_threshold=True)
+    llm = openai_llm(stub_provider)
+
+    def extract(messages: list[Any]) -> dict[str, Any]:
+        return Song.model_validate_json(llm.chat([ChatMessage(role="user", content="as JSON")]).message.content or "")\
+            .model_dump()
+
+    async def extract_async(messages: list[Any]) -> dict[str, Any]:
+        answer = await llm.achat([ChatMessage(role="user", content="as JSON")])
+        return Song.model_validate_json(answer.message.content or "").model_dump()
+
+    fn = extract_async if asynchronous else extract
+    runner: Any = FunctionAgent(name="Writer", description="writes", tools=[], llm=llm, streaming=False,
+                                structured_output_fn=None if workflow else fn)
+    if workflow:
+        runner = AgentWorkflow(agents=[runner], structured_output_fn=fn)
+    stub_provider.queue(Reply(content="Bees dance.", input_tokens=100, output_tokens=5))
+
+    async def run_twice() -> Any:
+        with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+            await runner.run(user_msg="write")
+        assert caught.value.reason == "budget_per_hour"
+        assert stub_provider.count("/chat/completions") == 1
+
+        caught.value.monitor.increase_budget(1.0)
+        stub_provider.queue(Reply(content="Bees dance."), Reply(content=SONG))
+        return await runner.run(user_msg="write")
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert asyncio.run(run_twice()).structured_response == {"title": "Hey", "year": 1999}
+    assert not [warning for warning in warned if "structured output" in str(warning.message)]
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory.spans)] == ["ok", "blocked", "ok", "ok"]
