@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agentwatch._remote_control import is_loopback_host
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Terminated"]
 
 
 #: How long start-up waits for a database another process holds locked before saying so (SQLite's own wait is 30 s).
@@ -237,8 +239,8 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             _Server(config).run()
         except KeyboardInterrupt:
-            # uvicorn stops on Ctrl-C, then raises the signal again for its caller: the shutdown is done, and
-            # Ctrl-C is how a collector run in a terminal is stopped (exit 0, as uvicorn's own command).
+            # uvicorn stops on Ctrl-C (or SIGTERM: ``Terminated``), then raises the signal again for its caller: the
+            # shutdown is done, and that is how a collector is stopped (exit 0, as uvicorn's own command on Ctrl-C).
             pass
     finally:
         store.close()  # a store handed to create_app is its owner's to close
@@ -307,15 +309,30 @@ def _verify(args: argparse.Namespace) -> int:
     return 3 if trusted and not result["trusted"] else 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``docker stop``, ``kill``), raised where Ctrl-C would be: the collector shuts
+    down as on Ctrl-C and closes its store (the signal's default action would end the process without it)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"serve": _serve, "demo": _demo, "verify": _verify, "token": _token}
+    # uvicorn handles SIGTERM while it serves, then raises it again for its caller: this handler, from then on.
+    serving = args.command in ("serve", "demo") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if serving else None
     try:
         return handlers[args.command](args)
-    except KeyboardInterrupt:
-        # Ctrl-C before serve or demo got going (while they import, say): stopped quietly, with the status a
-        # shell gives a program stopped by SIGINT. Once serving, Ctrl-C is their normal stop and exits 0.
-        return 130
+    except KeyboardInterrupt as stopped:
+        # Ctrl-C or SIGTERM before serve or demo got going (while they import, say): stopped quietly, with the
+        # status a shell gives a program stopped by that signal. Once serving, either is their normal stop: exit 0.
+        return 143 if isinstance(stopped, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

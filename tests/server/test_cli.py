@@ -123,6 +123,32 @@ def test_ctrl_c_stops_quietly(tmp_path: Path, command: list[str]) -> None:
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 
+@pytest.mark.parametrize("command", [["serve"], ["demo"]])
+def test_sigterm_shuts_down_and_closes_the_database(tmp_path: Path, command: list[str]) -> None:
+    """A service manager or ``docker stop`` sends SIGTERM: the collector shuts down as on Ctrl-C and closes its
+    store (SQLite folds its write-ahead log back into the file on the last close). Before, uvicorn raised the signal
+    again after its shutdown and its default action ended the process there: exit -15, the store never closed."""
+    port = free_port()
+    db = tmp_path / "t.db"
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", LAUNCH, *command, "--port", str(port), "--db", str(db)],
+                                   cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_until_serving(process, port)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    err = (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert not db.with_name("t.db-wal").exists(), "the store was not closed"
+    sqlite3.connect(db).execute("SELECT count(*) FROM spans").fetchone()
+
+
 def test_a_bad_agentwatch_workers_is_serves_error_only(tmp_path: Path) -> None:
     env = {"AGENTWATCH_WORKERS": "abc"}
     for args in (["--help"], ["serve", "--help"], ["verify", "missing.pdf"], ["token", "create", "--help"]):
