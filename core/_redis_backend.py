@@ -77,12 +77,17 @@ class RedisBackend:
         self.settle_reserved = register(scripts.SETTLE_RESERVED)
         self.renew_script = register(scripts.RENEW)
         self.reserved = register(scripts.RESERVED)
+        self.reconcile = register(scripts.RECONCILE)
         self.down = False
+        #: Outages so far: a store that has not caught up with the latest reconciles before its next admission.
+        self.outages = 0
         self._lock = fork_safe_lock(self)  # a forked child gets a new one: the thread holding it is not there
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN_S
         self._probing = False
         self._deferred: deque[_Deferred] = deque()
+        #: Per store (its key tag): spend recorded here that Redis did not take, added back after the outage.
+        self._missed: dict[str, int] = {}
         self._dropped = 0
         self._blocking = False  # the fallback of the stores that kept operations: for the outage warning
         #: Reservations of this process's calls in flight, to renew: (zset key, hash key) -> {id: units held}.
@@ -160,6 +165,17 @@ class RedisBackend:
             if self._deferred:  # kept by a caller that failed while this one reconnected
                 self.replay()
 
+    def miss(self, store: str, units: int) -> None:
+        """Spend of ``store`` recorded in this process that did not reach Redis (an outage): its next admission adds
+        it to the fleet's window first (``RedisWindowStore``'s reconciliation)."""
+        if units > 0:
+            with self._lock:
+                self._missed[store] = self._missed.get(store, 0) + units
+
+    def take_missed(self, store: str) -> int:
+        with self._lock:
+            return self._missed.pop(store, 0)
+
     def defer(self, script: Any, keys: list[Any], args: list[Any], resend: list[Any], blocking: bool) -> None:
         """Keep an operation that did not reach Redis, to send when it answers again. ``args`` are sent if it was
         never sent; ``resend`` replaces them once a round trip carrying it failed (Redis may have run it)."""
@@ -209,6 +225,7 @@ class RedisBackend:
             self._probing = False
             if not self.down:
                 self.down = True
+                self.outages += 1
                 self._backoff = BACKOFF_MIN_S
                 consequence = ("blocking every LLM call (limits_fallback='block')" if blocking
                                else "enforcing limits per process")

@@ -20,7 +20,7 @@ from ._windows import (
 )
 
 __all__ = ["LIMIT_TTL_MS", "NO_BUDGET", "ADMIT", "PUBLISH", "RELEASE", "RECORD", "COUNT", "UNCOUNT", "READ", "RESERVE",
-           "UNRESERVE", "SETTLE_RESERVED", "RENEW", "RESERVED", "CLEAR", "SET_BUDGET", "INCREASE"]
+           "UNRESERVE", "SETTLE_RESERVED", "RENEW", "RESERVED", "CLEAR", "SET_BUDGET", "INCREASE", "RECONCILE"]
 
 #: The shared budget outlives the windows: a raise must survive a quiet hour. Refreshed on every check.
 LIMIT_TTL_MS: Final = 24 * 3600 * 1000
@@ -213,6 +213,19 @@ READ: Final = _PRELUDE + """
 evict_spend(); evict_done(); evict_calls()
 return {redis.call('HGET', KEYS[2], 't') or '0', num(KEYS[4], 'tc'), num(KEYS[4], 'te'), num(KEYS[6], 't'),
         redis.call('HGET', KEYS[7], 'eff')}
+"""
+
+# After an outage, before the next admission: the spend this process recorded that Redis never took, and a floor,
+# this process's own spend in the window (Redis may have come back empty: a restart without persistence, a
+# failover). KEYS 1-2: spend zset and hash. ARGV 1: units missed, 2: this process's own units. Returns the units
+# added (in the current bucket: they leave the window up to the outage's length late, never early).
+RECONCILE: Final = _PRELUDE + """
+evict_spend()
+local added = tonumber(ARGV[1])
+local short = tonumber(ARGV[2]) - (num(KEYS[2], 't') + added)
+if short > 0 then added = added + short end
+if added > 0 then add(KEYS[1], KEYS[2], SB, SW, 'b', 't', string.format('%d', added)) end
+return string.format('%d', added)
 """
 
 # Hard budgets. KEYS: 1 spend zset, 2 spend hash, 3 limits, 4 reservation zset (id -> expiry, Redis seconds),

@@ -49,8 +49,11 @@ calls all along: limits keep being enforced, per process, from this process's re
 monitor's state machine runs per process. ``"block"``: fail closed, every call is blocked
 (``LIMITS_BACKEND_UNREACHABLE``) until Redis answers again. Either way one warning is logged per outage;
 reconnection is attempted by a single caller after a backoff (0.5 s doubling to 30 s) and logged when it
-succeeds. Nothing recorded locally during an outage is copied back to Redis: a transition made during it
-stays local, and the next reply from Redis is followed whatever it is. What frees something held in Redis is
+succeeds. A transition made during an outage stays local, and the next reply from Redis is followed whatever it
+is; but spend is not forgotten: after an outage each store, before its next admission, adds to the fleet's
+window what this process spent that Redis never took, and at least this process's own spend of the hour (Redis
+may come back empty: a restart without persistence, a failover) (``RECONCILE``). Calls and outcomes of the
+outage are not copied back: their windows are minutes long. What frees something held in Redis is
 the exception: a hard budget's settlement (its cost and the release of its reservation) or release, and the
 release of the probe slot, are kept by the backend when Redis does not answer and sent when it answers again
 (before the reconnecting caller's own round trip), so a hiccup does not leave a finished call's reservation held
@@ -133,7 +136,7 @@ class RedisWindowStore:
     __slots__ = ("_backend", "_keys", "_limit_key", "_state_keys", "_probe_key", "_reserve_keys", "_settle_keys",
                  "_held_keys", "_local", "_armed", "_limits",
                  "_args", "_joined", "_spend_read", "_last_spent", "_shared_budget", "_blocking", "_token",
-                 "_grant", "_tag", "generation")
+                 "_grant", "_tag", "_outages_seen", "generation")
 
     def __init__(self, backend: RedisBackend, scope: str, scope_id: str, *, prefix: str = KEY_PREFIX,
                  fallback: str = "local") -> None:
@@ -168,6 +171,7 @@ class RedisWindowStore:
         self._last_spent = 0.0
         self._shared_budget: float | None = None
         self._grant: str | None = None  # the operator grant the next increase applies (``grant_once``)
+        self._outages_seen = backend.outages  # an outage after this one: reconcile before the next admission
         self.generation = ""  # none yet: the first reply is the whole record, and is followed
 
     # ---- limits -----------------------------------------------------------------------------------
@@ -226,6 +230,8 @@ class RedisWindowStore:
         backend = self._backend
         if backend.down and not backend.usable():
             return self._unreachable(now, count_call)
+        if self._outages_seen != backend.outages and not self._reconcile(now):
+            return self._unreachable(now, count_call)
         args = self._args
         args[0] = "1" if count_call else "0"
         args[4] = self.generation
@@ -250,11 +256,14 @@ class RedisWindowStore:
     def record(self, now: float, cost_usd: float, error: bool) -> None:
         self._local.record(now, cost_usd, error)
         backend = self._backend
+        units = usd_to_units(cost_usd)
         if backend.down and not backend.usable():
+            backend.miss(self._tag, units)
             return
         try:
-            backend.record(keys=self._keys, args=[usd_to_units(cost_usd), 1 if error else 0])
+            backend.record(keys=self._keys, args=[units, 1 if error else 0])
         except backend.errors as exc:
+            backend.miss(self._tag, units)  # it may have run: then counted twice, never lost
             backend.failed(exc, self._blocking)
             return
         if backend.down:
@@ -265,7 +274,8 @@ class RedisWindowStore:
     def reserve(self, now: float, units: int, rid: int) -> Violation | None:
         self._spend_read = False
         backend = self._backend
-        if not (backend.down and not backend.usable()):
+        if not (backend.down and not backend.usable()) and (self._outages_seen == backend.outages
+                                                             or self._reconcile(now)):
             try:
                 result = backend.reserve(keys=self._reserve_keys,
                                          args=[self._args[1], units, f"{self._token}:{rid}", repr(RESERVATION_TTL_S)])
@@ -300,7 +310,9 @@ class RedisWindowStore:
         if units:
             self._backend.unhold(self._held_keys, member)
         # Kept for Redis if it does not answer only when a reservation is held there (else: recorded as any result is).
-        self._run(self._backend.settle_reserved, self._settle_keys, args, [*args[:4], "1"] if units else None)
+        if self._run(self._backend.settle_reserved, self._settle_keys, args, [*args[:4], "1"] if units else None) \
+                is None and not units:
+            self._backend.miss(self._tag, args[0])
 
     def reserved(self) -> float:
         held = self._run(self._backend.reserved, self._held_keys[1:])
@@ -398,12 +410,30 @@ class RedisWindowStore:
     def clear(self) -> None:
         self._spend_read = False
         self._local.clear()
+        self._backend.take_missed(self._tag)  # forgotten with the rest
         self._run(self._backend.clear, self._keys[:6])
 
     # ---- internals --------------------------------------------------------------------------------
 
     def _unreachable(self, now: float, count_call: bool) -> Violation | None:
         return UNREACHABLE_VERDICT if self._blocking else self._fallback().evaluate(now, count_call)
+
+    def _reconcile(self, now: float) -> bool:
+        """After an outage (``RECONCILE``): the fleet's window takes what this process spent that Redis never took,
+        and at least this process's own spend. False if Redis did not answer (then again at the next admission)."""
+        backend = self._backend
+        outages = backend.outages
+        missed = backend.take_missed(self._tag)
+        try:
+            backend.reconcile(keys=self._keys[:2], args=[missed, usd_to_units(self._local.spend(now))])
+        except backend.errors as exc:
+            backend.miss(self._tag, missed)  # it may have run: then counted twice, never lost
+            backend.failed(exc, self._blocking)
+            return False
+        if backend.down:
+            backend.succeeded()
+        self._outages_seen = outages
+        return True
 
     def _violation(self, code: int, a: Any, b: Any) -> Violation:
         if code == 1:

@@ -594,14 +594,16 @@ def test_a_call_running_longer_than_the_reservation_lifetime_keeps_its_reservati
     in flight, so a call running past the lifetime (a long reasoning call) still holds its money fleet-wide."""
     from agentwatch import _redis_windows
 
-    monkeypatch.setattr(_redis_windows, "RESERVATION_TTL_S", 0.6)  # stands for 15 minutes
+    # Stands for 15 minutes; renewed every third of it by the export worker, which a loaded machine may not run for
+    # half a second (a 0.6 s lifetime lapsed then).
+    monkeypatch.setattr(_redis_windows, "RESERVATION_TTL_S", 1.5)
     client = _init(limits_backend=redis_url, flush_interval=0.05)
     oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
-    stub.queue(Reply(content="a long report", input_tokens=100, output_tokens=70_000, delay=2.5))
+    stub.queue(Reply(content="a long report", input_tokens=100, output_tokens=70_000, delay=4.0))
     long_call = threading.Thread(target=lambda: oai.chat.completions.create(
         model=MODEL, messages=MESSAGES, max_tokens=80_000))  # type: ignore[arg-type]
     long_call.start()
-    time.sleep(1.5)  # past the lifetime, still in flight: its $0.72 held, $0.28 left
+    time.sleep(2.5)  # past the lifetime, still in flight: its $0.72 held, $0.28 left
     stub.queue(_reply())
     with pytest.raises(CircuitBreakerException) as caught:
         oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=40_000)  # type: ignore[arg-type]

@@ -554,6 +554,39 @@ def test_redis_down_fails_open_with_one_warning_and_reconnects(caplog: pytest.Lo
         server.stop()
 
 
+@pytest.mark.parametrize("outage", ["restarted_empty", "stalled"])
+def test_spend_of_an_outage_counts_toward_the_fleet_budget_after_it(outage: str) -> None:
+    """Found 2026-12-05: what a process spent while Redis did not answer was never added to the fleet's window, and
+    Redis coming back empty (no persistence, a failover) reset the budget for a process that knew it had spent it:
+    $0.05 of budget, $0.10 spent by one process. Now the process adds both back before its next admission."""
+    import signal
+
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        # A budget of 5 calls; a 1 s socket timeout while Redis is up (a loaded CI machine), as users may set.
+        _init(server.url + "?socket_timeout=1", budget_per_hour=5 * BIG_USD, block_on_threshold=True,
+              limits_fallback="local")
+        assert _spend_quietly(2) == (2, 0)
+        assert server.process is not None
+        if outage == "stalled":  # Redis keeps its data: the 2 calls of the outage are what it never took
+            server.process.send_signal(signal.SIGSTOP)
+        else:
+            server.stop()
+        try:
+            assert _spend_quietly(2) == (2, 0)  # the local fallback: this process's 4 of 5
+        finally:
+            if outage == "stalled":
+                server.process.send_signal(signal.SIGCONT)
+            else:
+                server.start()
+        time.sleep(0.6)  # the reconnect backoff
+        assert _spend_quietly(5) == (1, 4)
+        assert server.client.hget("agentwatch:{global:global}:sh", "t") == str(int(5 * BIG_USD * 1e12)).encode()
+    finally:
+        server.stop()
+
+
 def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
     """Each process goes on from its own recent history: the one that spent is stopped sooner."""
     _need_redis_server()
