@@ -35,6 +35,8 @@ from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES, hour_sql
 from ._cursor import Position, encode_cursor
 from ._datamodel import (
     ALERT_COLUMNS,
+    BOOKKEEPING_KINDS,
+    BOOKKEEPING_SQL,
     BREAKER_EVENT_COLUMNS,
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
@@ -99,8 +101,8 @@ SELECT trace_id,
     sum(s_spans) AS t_spans, sum(s_calls) AS t_calls, sum(s_in) AS t_in, sum(s_out) AS t_out,
     t_in + t_out AS t_tokens, sum(s_cost) AS t_cost, sum(s_errors) AS t_errors,
     sum(s_blocked) AS t_blocked, multiIf(t_blocked > 0, 'blocked', t_errors > 0, 'error', 'ok') AS t_status,
-    min(s_key) AS t_key, minMap(s_agents) AS t_agents, minMap(s_agent_names) AS t_agent_names,
-    minMap(s_models) AS t_models
+    sum(s_user_spans) = 0 AS t_system, min(s_key) AS t_key, minMap(s_agents) AS t_agents,
+    minMap(s_agent_names) AS t_agent_names, minMap(s_models) AS t_models
 FROM {db}.trace_summary
 {where}
 GROUP BY trace_id
@@ -109,13 +111,16 @@ _NAME_SQL = "if(sum(s_roots) > 0, argMinIfMerge(s_root_name), argMinMerge(s_firs
 _PAGE_AGG = """
 SELECT trace_id, {name} AS t_name, min(s_start) AS t_start, max(s_end) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
     sum(s_spans) AS t_spans, sum(s_in) + sum(s_out) AS t_tokens, sum(s_cost) AS t_cost,
-    multiIf(sum(s_blocked) > 0, 'blocked', sum(s_errors) > 0, 'error', 'ok') AS t_status, min(s_key) AS t_key
+    multiIf(sum(s_blocked) > 0, 'blocked', sum(s_errors) > 0, 'error', 'ok') AS t_status,
+    sum(s_user_spans) = 0 AS t_system, min(s_key) AS t_key
 FROM {db}.trace_summary
 {where}
 GROUP BY trace_id
 """
 _TRACE_COLUMNS = ("trace_id, t_name, t_has_root, t_start, t_end, t_duration, t_spans, t_calls, t_in, t_out, t_tokens,"
-                  " t_cost, t_errors, t_blocked, t_status, t_key, t_agents, t_agent_names, t_models")
+                  " t_cost, t_errors, t_blocked, t_status, t_system, t_key, t_agents, t_agent_names, t_models")
+#: A trace with work of the program's (``TraceQuery.include_system``), on the aggregates above.
+_USER_TRACE = "t_system = 0"
 # The agent keys and names and the models of a partial aggregate, for the text search.
 _ROW_LABELS_SQL = "arrayConcat(s_agents.1, s_agent_names.1, s_models.1)"
 _SORT_COLUMNS = {
@@ -180,14 +185,23 @@ class ClickHouseStore(Store):
         db = self.database
         self._db_conn.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
         had_starts = int(self._rows(f"EXISTS TABLE {db}.trace_starts")[0][0])
+        had_user_spans = self._has_column("trace_summary", "s_user_spans")
         for ddl in TABLES.values():
             self._db_conn.execute(ddl.format(db=db))
+        # A table from before ``system``: filled below.
+        self._execute(f"ALTER TABLE {db}.trace_starts ADD COLUMN IF NOT EXISTS system Int64 DEFAULT 0")
         _sessions.create_session_table(self._db_conn, db)
         _agents.create_charge_table(self._db_conn, db)
         self._create_summaries()
+        traces = (f"(SELECT min(s_start) AS st, sum(s_user_spans) AS work FROM {db}.trace_summary GROUP BY trace_id"
+                  "{having})")
         if not had_starts:  # a database from before trace_starts: count the stored traces' starts
-            self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, toInt64(count())"
-                          f" FROM (SELECT min(s_start) AS st FROM {db}.trace_summary GROUP BY trace_id) GROUP BY hour")
+            self._execute(f"INSERT INTO {db}.trace_starts (hour, traces, system) SELECT {hour_sql('st')} AS hour,"
+                          f" toInt64(count()), toInt64(countIf(work = 0)) FROM {traces.format(having='')}"
+                          " GROUP BY hour")
+        elif not had_user_spans:  # its traces of bookkeeping alone are marked now: count them
+            self._execute(f"INSERT INTO {db}.trace_starts (hour, traces, system) SELECT {hour_sql('st')} AS hour, 0,"
+                          f" toInt64(count()) FROM {traces.format(having=' HAVING work = 0')} GROUP BY hour")
         self._remove_ttl()
         self._seq = self._max("spans", "seq")
         self._ids = {table: self._max(table, "id") for table in ("breaker_events", "alert_history", "alert_rules",
@@ -206,14 +220,33 @@ class ClickHouseStore(Store):
     def _max(self, table: str, column: str) -> int:
         return int(self._rows(f"SELECT max({column}) FROM {self.database}.{table}")[0][0] or 0)
 
+    def _has_column(self, table: str, column: str) -> bool:
+        p = Params()
+        return bool(int(self._rows(f"SELECT count() FROM system.columns WHERE database = {p(self.database, 'String')}"
+                                   f" AND table = {p(table, 'String')} AND name = {p(column, 'String')}", p)[0][0]))
+
     def _create_summaries(self) -> None:
         db = self.database
         for table, (ddl, view, select) in SUMMARIES.items():
             existed = int(self._rows(f"EXISTS TABLE {db}.{table}")[0][0])
             self._execute(ddl.format(db=db))
+            if existed and table == "trace_summary" and not self._has_column(table, "s_user_spans"):
+                self._add_user_spans()
             self._execute(view.format(db=db, select=select.format(db=db)))
             if not existed:  # a database from before the summaries: fill them from the spans already stored
                 self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
+
+    def _add_user_spans(self) -> None:
+        """A summary from before ``s_user_spans``: its rows count every span as work (the column's default), except
+        those of traces made of bookkeeping spans alone (one scan of the spans' kinds); its view is made again
+        with the column (the caller)."""
+        db = self.database
+        self._execute(f"ALTER TABLE {db}.trace_summary ADD COLUMN IF NOT EXISTS s_user_spans"
+                      " SimpleAggregateFunction(sum, UInt64) DEFAULT s_spans AFTER s_blocked")
+        self._execute(f"DROP VIEW IF EXISTS {db}.trace_summary_mv")
+        self._execute(f"ALTER TABLE {db}.trace_summary UPDATE s_user_spans = 0 WHERE trace_id IN (SELECT trace_id"
+                      f" FROM {self._spans} GROUP BY trace_id HAVING countIf(NOT {BOOKKEEPING_SQL}) = 0)"
+                      " SETTINGS mutations_sync = 2")
 
     def _remove_ttl(self) -> None:
         # Spans of a trace are found by their hours now (see _clickhouse_schema): the old skip index only costs.
@@ -247,9 +280,10 @@ class ClickHouseStore(Store):
     # -- spans -------------------------------------------------------------------------------------------
 
     def _stored(self, pairs: Sequence[tuple[str, str]], starts: dict[str, tuple[int, int]],
-                known_starts: dict[str, int], tree: _agents.StoredRows) -> set[tuple[str, str]]:
+                known_starts: dict[str, int], known_work: set[str], tree: _agents.StoredRows) -> set[tuple[str, str]]:
         """The (trace_id, span_id) pairs of ``pairs`` already stored; fills ``known_starts`` with the start of
-        each trace of the batch already stored, and ``tree`` with their spans (for the charges to agents). Only
+        each trace of the batch already stored, ``known_work`` with those of them that hold a span of work (not
+        bookkeeping), and ``tree`` with their spans (for the charges to agents). Only
         traces the summary knows are looked up in spans, and only in the hours their spans started in (the spans'
         sort key), so a batch of new traces costs one primary-key probe of the summary, however large the store."""
         found: set[tuple[str, str]] = set()
@@ -257,11 +291,12 @@ class ClickHouseStore(Store):
         for start in range(0, len(trace_ids), _ID_CHUNK):
             p = Params()
             ids = p(trace_ids[start:start + _ID_CHUNK], "Array(String)")
-            known = self._rows(f"SELECT trace_id, min(s_start), max(s_last_start) FROM {self.database}.trace_summary"
-                               f" WHERE trace_id IN {ids} GROUP BY trace_id", p)
+            known = self._rows(f"SELECT trace_id, min(s_start), max(s_last_start), sum(s_user_spans) > 0"
+                               f" FROM {self.database}.trace_summary WHERE trace_id IN {ids} GROUP BY trace_id", p)
             if not known:
                 continue
             known_starts.update((row[0], int(row[1])) for row in known)
+            known_work.update(row[0] for row in known if int(row[3]))
             # A span already stored started where its trace's spans did: within [first, last] of the stored
             # ones; the batch's copy of it carries the same start, so the batch's hours bound it as well.
             low = min(min(int(row[1]), starts[row[0]][0]) for row in known)
@@ -276,19 +311,33 @@ class ClickHouseStore(Store):
             tree.add(rows)
         return found
 
-    def _count_starts(self, starts: dict[str, tuple[int, int]], known_starts: dict[str, int]) -> None:
-        """trace_starts rows for a batch: +1 at a new trace's hour, a trace moved when its start moved to an
-        earlier hour."""
-        deltas: dict[int, int] = {}
+    def _count_starts(self, starts: dict[str, tuple[int, int]], known_starts: dict[str, int], known_work: set[str],
+                      fresh: Sequence[SpanRecord]) -> None:
+        """trace_starts rows for a batch of ``fresh`` spans: +1 at a new trace's hour, a trace moved when its start
+        moved to an earlier hour; the same in ``system`` for traces of bookkeeping alone, one taken out there when
+        its first span of work arrives."""
+        worked = {record.trace_id for record in fresh if record.kind not in BOOKKEEPING_KINDS}
+        deltas: dict[int, list[int]] = {}
+
+        def add(hour: int, traces: int, system: int) -> None:
+            row = deltas.setdefault(hour, [0, 0])
+            row[0] += traces
+            row[1] += system
+
         for trace_id, (low, _) in starts.items():
             old = known_starts.get(trace_id)
+            system = int(trace_id not in worked and trace_id not in known_work)
             if old is None:
-                deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
-            elif low // HOUR_NS < old // HOUR_NS:
-                deltas[old // HOUR_NS] = deltas.get(old // HOUR_NS, 0) - 1
-                deltas[low // HOUR_NS] = deltas.get(low // HOUR_NS, 0) + 1
-        if deltas:  # a few rows: the row path's fixed cost is half the columnar one's (2 vs 4.7 ms in chdb)
-            self._db_conn.insert("trace_starts", [{"hour": hour, "traces": n} for hour, n in deltas.items()])
+                add(low // HOUR_NS, 1, system)
+                continue
+            was_system = int(trace_id not in known_work)
+            hour = min(low, old) // HOUR_NS
+            if hour != old // HOUR_NS or was_system != system:
+                add(old // HOUR_NS, -1, -was_system)
+                add(hour, 1, system)
+        rows = [{"hour": hour, "traces": n, "system": system} for hour, (n, system) in deltas.items() if n or system]
+        if rows:  # a few rows: the row path's fixed cost is half the columnar one's (2 vs 4.7 ms in chdb)
+            self._db_conn.insert("trace_starts", rows)
 
     def _span_columns(self, records: Sequence[SpanRecord]) -> dict[str, list[Any]]:
         """The spans table's columns for ``records``, numbered on from the last stored seq."""
@@ -325,14 +374,15 @@ class ClickHouseStore(Store):
         starts = _starts(unique.values())
         with self._write_lock:
             known_starts: dict[str, int] = {}
+            known_work: set[str] = set()
             tree = _agents.StoredRows(self)
-            stored = self._stored(list(unique), starts, known_starts, tree)
+            stored = self._stored(list(unique), starts, known_starts, known_work, tree)
             fresh = [record for key, record in unique.items() if key not in stored] if stored else list(
                 unique.values())
             if fresh:
                 self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
                 # From the spans stored alone: a resent span's copy may carry another start, and is not stored.
-                self._count_starts(_starts(fresh) if stored else starts, known_starts)
+                self._count_starts(_starts(fresh) if stored else starts, known_starts, known_work, fresh)
                 _agents.charge_batch(self, fresh, tree, known_starts)
                 _sessions.add_session_traces(self, fresh)
                 for record in fresh:
@@ -372,7 +422,7 @@ class ClickHouseStore(Store):
         if limit is None:
             sql = f"FROM ({self._agg(where)}){_where(having)} ORDER BY {order}"
             rows = self._rows(f"SELECT {_TRACE_COLUMNS} {sql}", p)
-            return [trace_dict((*row[:15], *self._labels(row))) for row in rows]
+            return [trace_dict((*row[:15], *self._labels(row), row[15])) for row in rows]
         return self._traces_by_id(self._page_ids(p, where, having, order, limit, offset)[0])
 
     def _page_ids(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int, offset: int,
@@ -397,6 +447,8 @@ class ClickHouseStore(Store):
     def _trace_filters(self, p: Params, query: TraceQuery) -> tuple[list[str], list[str]]:
         """(trace_id WHERE, trace HAVING) for a traces query, binding values in ``p``."""
         where, having = self._started_in(p, query.start_ns, query.end_ns)
+        if not query.include_system:
+            having.append(_USER_TRACE)
         # A trace's agents and models are the union of its partial aggregates': matched row by row, exactly.
         if query.agent_id:
             where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
@@ -428,27 +480,36 @@ class ClickHouseStore(Store):
             having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})")
         return where, having
 
-    def _count_traces(self, start_ns: int | None, end_ns: int | None) -> int:
-        """Traces that started in [start_ns, end_ns): whole hours from trace_starts, the partial hours at the
-        ends from the summary (the traces with a partial aggregate starting there, then their true start)."""
+    @staticmethod
+    def _started_sql(include_system: bool) -> str:
+        """trace_starts' count of the traces a list or count shows."""
+        return "sum(traces)" if include_system else "sum(traces) - sum(system)"
+
+    def _count_traces(self, start_ns: int | None, end_ns: int | None, include_system: bool = False) -> int:
+        """Traces that started in [start_ns, end_ns) (with work of the program's unless ``include_system``): whole
+        hours from trace_starts, the partial hours at the ends from the summary (the traces with a partial aggregate
+        starting there, then their true start)."""
         edges, hours = split_hours(start_ns, end_ns)
         total = 0
         if hours is not None:
             p = Params()
-            total += int(self._rows(f"SELECT sum(traces) FROM {self.database}.trace_starts"
+            total += int(self._rows(f"SELECT {self._started_sql(include_system)} FROM {self.database}.trace_starts"
                                     f"{_where(_range(p, 'hour', hours[0], hours[1]))}", p)[0][0] or 0)
         for low, high in edges:
-            # Traces with a partial aggregate starting in the edge (a column scan), less those that started
-            # before it (a key lookup of those few traces).
+            # Traces with a partial aggregate starting in the edge (a column scan), then those of them that started
+            # in it (a key lookup of those few traces).
             p = Params()
             candidates = [row[0] for row in self._rows(
                 f"SELECT DISTINCT trace_id FROM {self.database}.trace_summary"
                 f"{_where(_range(p, 's_start', low, high))}", p)]
             if candidates:
                 p = Params()
-                earlier = self._rows(f"SELECT uniqExact(trace_id) FROM {self.database}.trace_summary WHERE trace_id IN"
-                                     f" {p(candidates, 'Array(String)')} AND s_start < {p(low, 'Int64')}", p)[0][0]
-                total += len(candidates) - int(earlier)
+                shown = f"min(s_start) >= {p(low, 'Int64')}"
+                if not include_system:
+                    shown += " AND sum(s_user_spans) > 0"
+                total += int(self._rows(f"SELECT count() FROM (SELECT trace_id FROM {self.database}.trace_summary"
+                                        f" WHERE trace_id IN {p(candidates, 'Array(String)')} GROUP BY trace_id"
+                                        f" HAVING {shown})", p)[0][0])
         return total
 
     @staticmethod
@@ -468,8 +529,9 @@ class ClickHouseStore(Store):
         last_hour = None if query.end_ns is None else query.end_ns // HOUR_NS + 1
         p = Params()
         direction = "DESC" if query.order == "desc" else "ASC"
-        hours = self._rows(f"SELECT hour, sum(traces) AS n FROM {self.database}.trace_starts"
-                           f"{_where(_range(p, 'hour', first_hour, last_hour))} GROUP BY hour HAVING n != 0"
+        hours = self._rows(f"SELECT hour, {self._started_sql(query.include_system)} AS n"
+                           f" FROM {self.database}.trace_starts{_where(_range(p, 'hour', first_hour, last_hour))}"
+                           " GROUP BY hour HAVING n != 0"
                            f" ORDER BY hour {direction}", p)
         if not hours:
             return None
@@ -493,6 +555,8 @@ class ClickHouseStore(Store):
             else:
                 p = Params()
                 where, having = self._started_in(p, low, high)
+                if not query.include_system:
+                    having.append(_USER_TRACE)
                 return self._page_ids(p, where, having, f"t_start {direction}, t_key {direction}", query.limit,
                                       query.offset)[0]
             wanted *= 2  # fewer traces than counted (the range ends inside an hour): widen the window
@@ -501,16 +565,19 @@ class ClickHouseStore(Store):
         """The page's trace ids when enough traces started in [low, high), else None. Reads the summary rows of
         the window alone (a column scan, no lookup per trace), then corrects the candidates that have rows
         outside it: one with a row before ``low`` started earlier; one with a row after ``high`` may have an
-        earlier key. ``wanted`` sizes the read (it grows when a window fell short); the page itself always ends
-        at ``offset + limit``."""
+        earlier key, or work where its rows in the window are bookkeeping alone. ``wanted`` sizes the read (it
+        grows when a window fell short); the page itself always ends at ``offset + limit``."""
         descending = query.order == "desc"
         direction = "DESC" if descending else "ASC"
         p = Params()
         in_window = _where(_range(p, "s_start", low, high))
         keep = 2 * wanted
-        candidates = {row[0]: (int(row[1]), int(row[2])) for row in self._rows(
-            f"SELECT trace_id, min(s_start) AS st, min(s_key) AS k FROM {self.database}.trace_summary{in_window}"
-            f" GROUP BY trace_id ORDER BY st {direction}, k {direction} LIMIT {p(keep, 'UInt64')}", p)}
+        found = self._rows(
+            f"SELECT trace_id, min(s_start) AS st, min(s_key) AS k, sum(s_user_spans)"
+            f" FROM {self.database}.trace_summary{in_window} GROUP BY trace_id ORDER BY st {direction}, k {direction}"
+            f" LIMIT {p(keep, 'UInt64')}", p)
+        candidates = {row[0]: (int(row[1]), int(row[2])) for row in found}
+        work = {row[0]: int(row[3]) for row in found}
         if not candidates:
             return None
         truncated = len(candidates) == keep
@@ -521,15 +588,17 @@ class ClickHouseStore(Store):
             f"s_start < {p(low, 'Int64')}" if low is not None else "",
             f"s_start >= {p(high, 'Int64')}" if high is not None else "") if clause)
         if outside:
-            for trace_id, start, key in self._rows(
-                    f"SELECT trace_id, min(s_start), min(s_key) FROM {self.database}.trace_summary"
+            for trace_id, start, key, spans in self._rows(
+                    f"SELECT trace_id, min(s_start), min(s_key), sum(s_user_spans) FROM {self.database}.trace_summary"
                     f" WHERE trace_id IN {p(list(candidates), 'Array(String)')} GROUP BY trace_id"
                     f" HAVING countIf({outside}) > 0", p):
                 if low is not None and int(start) < low:
                     del candidates[trace_id]
                 else:
                     candidates[trace_id] = (int(start), int(key))
-        ranked = sorted(candidates.items(), key=lambda item: item[1], reverse=descending)
+                    work[trace_id] = int(spans)
+        ranked = sorted(((trace_id, position) for trace_id, position in candidates.items()
+                         if query.include_system or work[trace_id]), key=lambda item: item[1], reverse=descending)
         end = query.offset + query.limit
         if len(ranked) < end:
             return None
@@ -549,8 +618,8 @@ class ClickHouseStore(Store):
         of_page = f"trace_id IN {p(ids, 'Array(String)')}"
         found = {row[0]: row for row in self._rows(
             f"SELECT {_TRACE_COLUMNS}, {column}, t_key FROM ({self._agg([of_page])})", p)}
-        return [(trace_dict((*found[t][:15], *self._labels(found[t][:-2]))), (found[t][-2], int(found[t][-1])))
-                for t in ids if t in found]
+        return [(trace_dict((*found[t][:15], *self._labels(found[t][:-2]), found[t][15])),
+                 (found[t][-2], int(found[t][-1]))) for t in ids if t in found]
 
     def _after_cursor(self, query: TraceQuery) -> list[tuple[dict[str, Any], Position]]:
         """A page after ``query.after`` by start time with no other filter: ``_newest_page`` on the range cut at
@@ -614,8 +683,8 @@ class ClickHouseStore(Store):
 
     def _total(self, query: TraceQuery, filtered: bool) -> int:
         """How many traces match the query's filters (wherever its page starts)."""
-        if not filtered:
-            return self._count_traces(query.start_ns, query.end_ns)  # no filter but the time range
+        if not filtered:  # no filter but the time range
+            return self._count_traces(query.start_ns, query.end_ns, query.include_system)
         count = Params()
         where, having = self._trace_filters(count, query)
         return int(self._rows(f"SELECT count() FROM ({self._lean_agg(where, having, '')}){_where(having)}",
@@ -651,7 +720,7 @@ class ClickHouseStore(Store):
         while True:
             p = Params()
             where, having = self._started_in(p, start_ns, end_ns)
-            page = self._traces(p, where, having, "t_start, t_key", 1000, offset)
+            page = self._traces(p, where, [*having, _USER_TRACE], "t_start, t_key", 1000, offset)
             if not page:
                 return
             yield from page
@@ -660,7 +729,7 @@ class ClickHouseStore(Store):
     def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
         p = Params()
         where, having = self._started_in(p, start_ns, end_ns)
-        return self._traces(p, where, having, "t_cost DESC, t_key", limit)
+        return self._traces(p, where, [*having, _USER_TRACE], "t_cost DESC, t_key", limit)
 
     # -- aggregates --------------------------------------------------------------------------------------
 
@@ -1010,8 +1079,9 @@ class ClickHouseStore(Store):
                 select = SUMMARIES["rollup"][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
                 self._execute(f"INSERT INTO {db}.rollup SELECT hour, bin, -spans, -calls, -call_errors, -errors,"
                               f" -blocked, -input_tokens, -output_tokens, -cost_usd FROM ({select})", p)
-                self._execute(f"INSERT INTO {db}.trace_starts SELECT {hour_sql('st')} AS hour, -toInt64(count())"
-                              f" FROM (SELECT min(s_start) AS st FROM {db}.trace_summary WHERE trace_id IN"
+                self._execute(f"INSERT INTO {db}.trace_starts (hour, traces, system) SELECT {hour_sql('st')} AS hour,"
+                              " -toInt64(count()), -toInt64(countIf(work = 0)) FROM (SELECT min(s_start) AS st,"
+                              f" sum(s_user_spans) AS work FROM {db}.trace_summary WHERE trace_id IN"
                               f" (SELECT trace_id FROM {doomed_ids}) GROUP BY trace_id) GROUP BY hour")
                 self._execute(f"ALTER TABLE {self._spans} DELETE WHERE {doomed} SETTINGS mutations_sync = 2", p)
                 self._execute(f"ALTER TABLE {db}.trace_summary DELETE WHERE trace_id IN"
@@ -1050,4 +1120,4 @@ class ClickHouseStore(Store):
 
     def counts(self) -> dict[str, int]:
         spans = self._rows(f"SELECT sum(spans) FROM {self.database}.rollup")[0][0] or 0
-        return {"spans": int(spans), "traces": self._count_traces(None, None)}
+        return {"spans": int(spans), "traces": self._count_traces(None, None, include_system=True)}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._datamodel import BOOKKEEPING_SQL
+
 __all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "hour_sql"]
 
 TABLES: Final = {
@@ -149,11 +151,13 @@ ORDER BY id
     # How many traces start in each hour (the hour of a trace's earliest span): the trace counts of the KPIs and
     # the traces list, and where the newest page of traces starts, without a distinct count of every trace id.
     # The ingest adds +1 for a new trace and moves a trace whose start moved to an earlier hour (-1, +1); the
-    # purge subtracts the traces it removes.
+    # purge subtracts the traces it removes. ``system``: how many of them hold bookkeeping spans alone
+    # (_datamodel.BOOKKEEPING_KINDS), which the list and the counts leave out; -1 when work arrives in one.
     "trace_starts": """
 CREATE TABLE IF NOT EXISTS {db}.trace_starts (
     hour Int64,
-    traces Int64
+    traces Int64,
+    system Int64 DEFAULT 0
 ) ENGINE = SummingMergeTree
 ORDER BY hour
 """,
@@ -196,6 +200,8 @@ CREATE TABLE IF NOT EXISTS {db}.trace_summary (
     s_cost SimpleAggregateFunction(sum, Float64),
     s_errors SimpleAggregateFunction(sum, UInt64),
     s_blocked SimpleAggregateFunction(sum, UInt64),
+    -- spans that are not bookkeeping (_datamodel.BOOKKEEPING_KINDS): a trace without any is left out of the list
+    s_user_spans SimpleAggregateFunction(sum, UInt64),
     s_root_name AggregateFunction(argMinIf, String, Tuple(Int64, UInt64), UInt8),
     s_first_name AggregateFunction(argMin, String, Tuple(Int64, UInt64)),
     -- label -> first seq: agents (by agent_key), agents' names ("key\\0name"), models
@@ -208,11 +214,12 @@ ORDER BY trace_id
 SETTINGS index_granularity = 128
 """, """
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv TO {db}.trace_summary AS {select}
-""", """
+""", f"""
 SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) AS s_last_start, min(seq) AS s_key,
     toUInt64(count()) AS s_spans, toUInt64(sum(is_root)) AS s_roots, toUInt64(sum(is_call)) AS s_calls,
     sum(input_tokens) AS s_in, sum(output_tokens) AS s_out, sum(cost_usd) AS s_cost,
     toUInt64(countIf(status = 'error')) AS s_errors, toUInt64(sum(is_blocked)) AS s_blocked,
+    toUInt64(countIf(NOT {BOOKKEEPING_SQL})) AS s_user_spans,
     argMinIfState(name, (start_ns, seq), is_root = 1) AS s_root_name,
     argMinState(name, (start_ns, seq)) AS s_first_name,
     minMap(if(agent_key != '', [agent_key], []), if(agent_key != '', [seq], [])) AS s_agents,
@@ -220,7 +227,7 @@ SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) A
            if(agent_key != '' AND isNotNull(agent_name), [seq], [])) AS s_agent_names,
     minMap(if(coalesce(model, '') != '', [assumeNotNull(model)], []), if(coalesce(model, '') != '', [seq], []))
         AS s_models
-FROM {db}.spans GROUP BY trace_id
+FROM {{db}}.spans GROUP BY trace_id
 """),
     # Per hour and latency bin (NO_BIN for spans that are not model calls): the KPIs' sums and the latency
     # histogram in one table, so an insert writes one part for both.

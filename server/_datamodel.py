@@ -19,7 +19,7 @@ from ._time import iso
 
 __all__ = [
     "Condition", "RULE_CONDITIONS", "RULE_FIELDS", "rule_changes", "new_rule",
-    "span_flags", "CALL_SQL", "BLOCKED_SQL",
+    "span_flags", "CALL_SQL", "BLOCKED_SQL", "BOOKKEEPING_KINDS", "BOOKKEEPING_SQL",
     "event_payload", "normalize_breaker_event", "normalize_sdk_alert", "breaker_event_row", "sdk_alert_row",
     "rule_alert_row", "scalar", "json_or_none",
     "SPAN_COLUMNS", "span_dict", "trace_dict", "BREAKER_EVENT_COLUMNS", "breaker_event_dict",
@@ -84,6 +84,17 @@ BLOCKED_SQL: Final = (f"(status = 'blocked' AND (attributes LIKE '%\"{BLOCK_POIN
                       f" AND attributes NOT LIKE '%\"{BLOCK_POINT_KEY}\":false%')))")
 
 
+#: Spans the SDK records for its own bookkeeping, not the program's work: a process's start (``process``, a trace of
+#: its own), breaker transitions and operator limits (``breaker``, a trace of their own when made outside any), a
+#: session's own span (``session``: a session opened outside any trace is a trace holding its span alone when its
+#: work runs in ``trace()``s of their own). A trace made of these alone is stored and read by id like any other, but
+#: the traces list and every trace count leave it out unless asked (``TraceQuery.include_system``): one LLM call is
+#: one trace to its user, not three.
+BOOKKEEPING_KINDS: Final = frozenset({"process", "breaker", "session"})
+#: A span of ``BOOKKEEPING_KINDS``, as SQL over the ``kind`` column (the same text in SQLite and ClickHouse).
+BOOKKEEPING_SQL: Final = f"kind IN ({_kinds(BOOKKEEPING_KINDS)})"
+
+
 def json_or_none(value: Any) -> str | None:
     return None if value is None else _json.dumps(value)
 
@@ -112,7 +123,8 @@ def span_dict(row: Sequence[Any]) -> dict[str, Any]:
 
 def trace_dict(row: Sequence[Any]) -> dict[str, Any]:
     """A trace summary from (trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls,
-    input_tokens, output_tokens, total_tokens, cost_usd, errors, blocked, status, agents JSON, models JSON)."""
+    input_tokens, output_tokens, total_tokens, cost_usd, errors, blocked, status, agents JSON, models JSON, system).
+    ``system``: the trace holds bookkeeping spans alone (``BOOKKEEPING_KINDS``)."""
     return {
         "trace_id": row[0], "name": row[1], "has_root": bool(row[2]), "start_time_unix_nano": row[3],
         "end_time_unix_nano": row[4], "start_time": iso(row[3]), "end_time": iso(row[4]),
@@ -120,7 +132,7 @@ def trace_dict(row: Sequence[Any]) -> dict[str, Any]:
         "output_tokens": row[9], "total_tokens": row[10], "cost_usd": usd(row[11]), "errors": row[12],
         "blocked": row[13], "status": row[14],
         "agents": [{"agent_id": agent, "agent_name": name} for agent, name in _json.loads(row[15])],
-        "models": _json.loads(row[16]),
+        "models": _json.loads(row[16]), "system": bool(row[17]),
     }
 
 

@@ -53,18 +53,22 @@ async def list_traces(
     cursor: Annotated[str | None, Query(max_length=2000, description=(
         "the previous page's next_cursor: the page after it, however many traces arrived meanwhile (same filters,"
         " sort and order; not with offset)"))] = None,
+    include_system: Annotated[bool, Query(description=(
+        "also the traces of the SDK's bookkeeping alone (a process's start, breaker transitions or operator limits"
+        " made outside any trace, a session's own span), left out of the list and its total by default"))] = False,
 ) -> dict[str, Any]:
     """Traces (aggregates of their spans), newest first by default, with ``total`` for paging.
 
     Two ways to page: ``offset`` (a page number's rows; while traces arrive, newest first, the pages shift and a
     trace can show twice or not at all), or ``cursor``: each full page has ``next_cursor`` (null on the last
     page), and ``cursor=<it>`` gives the rows after that page's last, whatever arrived since. ``total`` counts
-    every match, wherever the page starts."""
+    every match, wherever the page starts. A trace whose spans are all the SDK's bookkeeping (``system: true``) is
+    listed only with ``include_system=true``; it is read by id like any other."""
     try:
         after = decode_cursor(cursor, sort, order) if cursor else None
         query = TraceQuery(search=search, status=status or None, agent_id=agent_id or None, model=model or None,
                            start_ns=time_param(from_, "from"), end_ns=time_param(to, "to"), sort=sort,
-                           order=order, limit=limit, offset=offset, after=after)
+                           order=order, limit=limit, offset=offset, after=after, include_system=include_system)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     return await run_in_threadpool(app_state(request).store.list_traces, query)

@@ -20,6 +20,7 @@ from typing import Any
 from . import _json
 from ._agent_charge import Charger, Owner
 from ._datamodel import (
+    BOOKKEEPING_KINDS,
     CRON_COLUMNS,
     CRON_SPAN_COLUMNS,
     OPERATOR_COLUMNS,
@@ -75,9 +76,10 @@ _TRACE_NAME = """CASE WHEN excluded.has_root AND (NOT traces.has_root
 # search: the name, then the labels (the last parameter, merged already: ``_sqlite_search``).
 _UPSERT_TRACE = f"""
 INSERT INTO traces (tkey, trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,
-    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns, unowned, search)
+    output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, root_start_ns, unowned, search,
+    system)
 VALUES (?, ?, ?, ?, ?, ?, (? - ?) / 1e6, ?, ?, ?, ?, ?, ?, ?, ?,
-    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?, ?, ? || char(31) || ?)
+    CASE WHEN ? > 0 THEN 'blocked' WHEN ? > 0 THEN 'error' ELSE 'ok' END, ?, ?, ?, ?, ? || char(31) || ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
     name = {_TRACE_NAME},
     search = aw_fold({_TRACE_NAME}) || char(31) || ?,
@@ -101,7 +103,8 @@ ON CONFLICT (trace_id) DO UPDATE SET
                   WHEN traces.errors + excluded.errors > 0 THEN 'error' ELSE 'ok' END,
     agents = excluded.agents,
     models = excluded.models,
-    unowned = traces.unowned + excluded.unowned
+    unowned = traces.unowned + excluded.unowned,
+    system = min(traces.system, excluded.system)
 """
 
 def _span_rows(records: Sequence[SpanRecord]) -> list[list[Any]]:
@@ -135,7 +138,7 @@ class _Aggregates:
     per hour (slot 8 its agents, slot 9 its models) and per
     latency bin. The keys are strings and ints already hashed, so the pass builds no tuple per span."""
 
-    __slots__ = ("traces", "hours", "latency", "breakers", "alerts", "unowned")
+    __slots__ = ("traces", "hours", "latency", "breakers", "alerts", "unowned", "work")
 
     def __init__(self, records: Sequence[SpanRecord], charged: Mapping[tuple[str, str], Owner]) -> None:
         """``charged``: spans without an agent of their own that the costs by agent count under an ancestor's
@@ -147,6 +150,8 @@ class _Aggregates:
         self.alerts: list[SpanRecord] = []
         # Per trace: spans with a parent and no agent of their own (traces.unowned).
         unowned: dict[str, int] = {}
+        # The traces with a span of the program's work (not traces.system).
+        work: set[str] = set()
         for r in records:
             kind, status, trace_id, start = r.kind, r.status, r.trace_id, r.start_ns
             tokens_in, tokens_out, cost = r.input_tokens, r.output_tokens, r.cost_usd
@@ -250,6 +255,8 @@ class _Aggregates:
                     mrow[2] += tokens_in
                     mrow[3] += tokens_out
                     mrow[4] += cost
+            if kind not in BOOKKEEPING_KINDS:
+                work.add(trace_id)
             if kind == "breaker":
                 self.breakers.append(r)
             elif kind == "alert":
@@ -265,6 +272,7 @@ class _Aggregates:
         self.hours = hours
         self.latency = latency
         self.unowned = unowned
+        self.work = work
 
     def _labels(self, known: dict[str, _KnownTrace],
                 tkeys: dict[str, int]) -> tuple[dict[str, tuple[str, str, str]], list[tuple[Any, ...]]]:
@@ -309,7 +317,7 @@ class _Aggregates:
         cursor.executemany(_UPSERT_TRACE, [
             (tkeys[tid], tid, t[0], int(t[1]), t[2], t[3], t[3], t[2], t[4], t[5], t[6], t[7], t[6] + t[7], t[8], t[9],
              t[10], t[10], t[9], *labels[tid][:2], t[11], self.unowned.get(tid, 0), fold(t[0]), labels[tid][2],
-             labels[tid][2])
+             int(tid not in self.work), labels[tid][2])
             for tid, t in self.traces.items()
         ])
         if label_rows:

@@ -38,7 +38,7 @@ _SORT_COLUMNS = {
     "tokens": "total_tokens", "spans": "span_count", "name": "name", "status": "status",
 }
 _TRACE_COLUMNS = ("trace_id, name, has_root, start_ns, end_ns, duration_ms, span_count, llm_calls, input_tokens,"
-                  " output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models")
+                  " output_tokens, total_tokens, cost_usd, errors, blocked, status, agents, models, system")
 _CALL, _BLOCKED = CALL_SQL, BLOCKED_SQL
 
 # What the causal graph reads of a span: no input/output, and attributes only where the graph may use them (an
@@ -57,6 +57,11 @@ Range = tuple[int | None, int | None]
 # would first collect every trace of a common model.
 _HAS_LABEL = ("EXISTS (SELECT 1 FROM trace_labels l WHERE l.kind = '{kind}' AND l.label = ?"
               " AND l.tkey = traces.tkey)")
+
+
+def _and(where: str, clause: str) -> str:
+    """``where`` (a WHERE clause or empty) with ``clause`` added."""
+    return where + (" AND " if where else " WHERE ") + clause
 
 
 def time_window(start_ns: int | None, end_ns: int | None, column: str) -> tuple[str, list[Any]]:
@@ -175,6 +180,13 @@ class Queries:
                 (kind, value, query.start_ns, *rest_params)).fetchone()[0])
         return int(connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0])
 
+    def _system_count(self, connection: sqlite3.Connection, where: str, params: list[Any]) -> int:
+        """How many traces of bookkeeping alone match ``where``: read from their own partial index (a few rows), so
+        that the traces a count shows are every match less these, and every count keeps its plan."""
+        system = _and(where, "system = 1")
+        return int(connection.execute(f"SELECT count(*) FROM traces INDEXED BY traces_system{system}",
+                                      params).fetchone()[0])
+
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         connection = self._connection()
         where, params = self._filters(query)
@@ -182,15 +194,15 @@ class Queries:
         if few is not None:
             # A rare agent or model: its few traces, filtered and sorted, instead of walking every trace in sort
             # order and probing each for the label (0.3 s at 5M spans for an agent that ran a few times).
-            where += (" AND " if where else " WHERE ") + "tkey IN (SELECT value FROM json_each(?))"
+            where = _and(where, "tkey IN (SELECT value FROM json_each(?))")
             params.append(_json.dumps(few))
+        shown = where if query.include_system else _and(where, "system = 0")
         column = _SORT_COLUMNS[query.sort]
         direction = "DESC" if query.order == "desc" else "ASC"
-        page_where, page_params = where, params
+        page_where, page_params = shown, params
         if query.after is not None:
             # Rows after the cursor's position, as a row value: SQLite walks the sort index from there.
-            page_where += (" AND " if where else " WHERE ") + f"({column}, tkey) {'<' if direction == 'DESC' else '>'}"\
-                " (?, ?)"
+            page_where = _and(shown, f"({column}, tkey) {'<' if direction == 'DESC' else '>'} (?, ?)")
             page_params = [*params, *query.after]
         rows = connection.execute(
             f"SELECT {_TRACE_COLUMNS}, {column}, tkey FROM traces{page_where} ORDER BY {column} {direction},"
@@ -200,9 +212,11 @@ class Queries:
             # every trace to count; a rare word's page has already scanned them all).
             total = query.offset + len(rows)
         elif few is not None:
-            total = connection.execute(f"SELECT count(*) FROM traces{where}", params).fetchone()[0]
+            total = connection.execute(f"SELECT count(*) FROM traces{shown}", params).fetchone()[0]
         else:
             total = self._count(connection, query, where, params)
+            if not query.include_system:
+                total -= self._system_count(connection, where, params)
         traces = [trace_dict(row) for row in rows]
         following = encode_cursor(query.sort, query.order, rows[-1][-2:]) if len(rows) == query.limit else None
         return {"traces": traces, "total": int(total), "limit": query.limit, "offset": query.offset,
@@ -256,7 +270,7 @@ class Queries:
             connection = self._connection()
             rows = connection.execute(
                 f"SELECT {_TRACE_COLUMNS}, tkey FROM traces WHERE start_ns < ? AND (start_ns > ? OR"
-                " (start_ns = ? AND tkey > ?)) ORDER BY start_ns, tkey LIMIT 1000",
+                " (start_ns = ? AND tkey > ?)) AND system = 0 ORDER BY start_ns, tkey LIMIT 1000",
                 (end_ns, after_start, after_start, after_key)).fetchall()
             if not rows:
                 return
@@ -266,7 +280,7 @@ class Queries:
     def top_traces(self, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
         connection = self._connection()
         rows = connection.execute(
-            f"SELECT {_TRACE_COLUMNS} FROM traces WHERE start_ns >= ? AND start_ns < ?"
+            f"SELECT {_TRACE_COLUMNS} FROM traces WHERE start_ns >= ? AND start_ns < ? AND system = 0"
             " ORDER BY cost_usd DESC, tkey LIMIT ?", (start_ns, end_ns, limit)).fetchall()
         return [trace_dict(row) for row in rows]
 
@@ -299,6 +313,7 @@ class Queries:
                 bins[index] = bins.get(index, 0) + 1
         where, trace_params = time_window(start_ns, end_ns, "start_ns")
         traces = connection.execute(f"SELECT count(*) FROM traces{where}", trace_params).fetchone()[0]
+        traces -= self._system_count(connection, where, trace_params)
         return metrics_dict(start_ns, end_ns, traces, totals, bins)
 
     def _grouped(self, start_ns: int | None, end_ns: int | None, rollup_sql: str, raw_sql: str,

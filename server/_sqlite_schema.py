@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from ._datamodel import BOOKKEEPING_SQL
+
 __all__ = ["SCHEMA_VERSION", "SCHEMA", "upgrade"]
 
 SCHEMA_VERSION: Final = 1
@@ -86,12 +88,15 @@ CREATE TABLE IF NOT EXISTS traces (
     models TEXT NOT NULL,
     root_start_ns INTEGER,
     unowned INTEGER NOT NULL DEFAULT 0,
-    search TEXT
+    search TEXT,
+    system INTEGER NOT NULL DEFAULT 0
 );
 -- root_start_ns: start of the earliest root span, which names the trace (NULL: no root yet, or a row from before
 -- the column existed). unowned: its spans with a parent and no agent of their own, which an agent's span arriving
 -- later may be charged (_agent_charge; 0 in a row from before the column existed). search: what a text search looks
--- in (_sqlite_search; NULL in a row from before the column existed).
+-- in (_sqlite_search; NULL in a row from before the column existed). system: 1 while the trace holds bookkeeping spans
+-- alone (_datamodel.BOOKKEEPING_KINDS), which the list and the counts leave out; its partial index (``upgrade``)
+-- counts those few, so the count of the others stays a count of every trace less them.
 CREATE INDEX IF NOT EXISTS traces_start ON traces(start_ns);
 CREATE INDEX IF NOT EXISTS traces_status_start ON traces(status, start_ns);
 -- The traces list sorted by cost or duration reads the first page of an index instead of sorting every trace (at
@@ -263,6 +268,8 @@ def upgrade(connection: sqlite3.Connection) -> None:
     """Columns added after a database was created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they are), and
     alert rule ids that are never reused."""
     _never_reuse_rule_ids(connection)
+    _mark_system_traces(connection)
+    connection.execute("CREATE INDEX IF NOT EXISTS traces_system ON traces(start_ns) WHERE system = 1")
     for table, column, definition in (("traces", "root_start_ns", "INTEGER"),
                                       ("traces", "unowned", "INTEGER NOT NULL DEFAULT 0"), ("traces", "search", "TEXT"),
                                       ("rollup_agent", "name_ns", "INTEGER")):
@@ -272,6 +279,29 @@ def upgrade(connection: sqlite3.Connection) -> None:
             except sqlite3.OperationalError as error:  # another server process sharing the file added it first
                 if "duplicate column" not in str(error):
                     raise
+
+
+def _mark_system_traces(connection: sqlite3.Connection) -> None:
+    """A file from before ``traces.system``: the column is added and its traces of bookkeeping spans alone marked, in
+    one transaction (a trace with a model call has work: only the others are read, each up to its first span of
+    work)."""
+    if "system" in _columns(connection, "traces"):
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if "system" not in _columns(connection, "traces"):  # another server process sharing the file was first
+            connection.execute("ALTER TABLE traces ADD COLUMN system INTEGER NOT NULL DEFAULT 0")
+            connection.execute(
+                "UPDATE traces SET system = 1 WHERE llm_calls = 0 AND NOT EXISTS (SELECT 1 FROM spans"
+                f" WHERE spans.tkey = traces.tkey AND NOT {BOOKKEEPING_SQL})")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _columns(connection: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
 
 
 def _never_reuse_rule_ids(connection: sqlite3.Connection) -> None:

@@ -37,6 +37,8 @@ class TraceQuery:
     offset: int = 0
     #: Keyset paging (``_cursor``): only rows after this position in the sort order; ``offset`` is then 0.
     after: Position | None = None
+    #: Also list (and count) the traces of SDK bookkeeping alone (``_datamodel.BOOKKEEPING_KINDS``).
+    include_system: bool = False
 
     def __post_init__(self) -> None:
         if self.after is not None and self.offset:
@@ -97,7 +99,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_traces(self, query: TraceQuery) -> dict[str, Any]:
         """``{"traces": [...], "total": n, "next_cursor": str | None}``; a trace aggregates its spans (see the API
-        docs). ``total`` counts every match, whatever the cursor; ``next_cursor`` is set when the page is full."""
+        docs). ``total`` counts every match, whatever the cursor; ``next_cursor`` is set when the page is full.
+        Traces of bookkeeping spans alone are neither listed nor counted unless ``query.include_system``."""
 
     @abc.abstractmethod
     def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
@@ -117,12 +120,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def iter_traces(self, start_ns: int, end_ns: int) -> Iterator[dict[str, Any]]:
-        """Every trace that started in [start_ns, end_ns), oldest first (for CSV export)."""
+        """Every trace with work of the program's that started in [start_ns, end_ns), oldest first (for CSV
+        export)."""
 
     # -- aggregates ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]: ...
+    def metrics(self, start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
+        """KPIs over the range; ``traces`` counts the traces with work of the program's, as the traces list does."""
 
     @abc.abstractmethod
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]: ...

@@ -128,6 +128,18 @@ def client(settings: Settings, store_kind: str, request: pytest.FixtureRequest) 
         yield test_client
 
 
+@pytest.fixture
+def collector(settings: Settings, store_kind: str, request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
+    """A real collector on loopback, on each store ``client`` runs on, for programs that send it their spans."""
+    with contextlib.ExitStack() as stack:
+        store = None if store_kind == "sqlite" else stack.enter_context(_fresh_clickhouse_store(store_kind, request))
+        handle = start_background(settings=settings, store=store, port=0)
+        try:
+            yield handle
+        finally:
+            handle.stop()
+
+
 @pytest.fixture(params=["clickhouse", "clickhouse-server"])
 def clickhouse_store(request: pytest.FixtureRequest) -> Iterator[ClickHouseStore]:
     """The ClickHouse store by itself, over chdb and on the server."""

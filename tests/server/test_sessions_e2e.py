@@ -11,13 +11,12 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentwatch.server import ServerHandle, Settings, start_background
+from agentwatch.server import ServerHandle
 from tests.server.aw_helpers import SpanFactory, make_trace
 from tests.server.test_dashboard import browser, ingest, open_view, pytestmark  # noqa: F401 - fixture, skip rule
 from tests.server.test_dashboard import page as page  # noqa: F401 - fixture
@@ -46,24 +45,6 @@ with SqliteSaver.from_conn_string(sys.argv[2]) as saver:
         print("resumed", len(result["notes"]), bool(result["report"]))
 agentwatch.shutdown()
 """
-
-
-@pytest.fixture
-def collector(settings: Settings, store_kind: str, request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
-    """A real collector on loopback, on SQLite or on embedded ClickHouse."""
-    store = None
-    if store_kind == "clickhouse":
-        from agentwatch.server import ClickHouseStore
-
-        store = ClickHouseStore(f"chdb://{request.getfixturevalue('chdb_dir')}?database=t_{uuid.uuid4().hex}")
-    handle = start_background(settings=settings, store=store, port=0)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-        if store is not None:
-            store.drop_database()
-            store.close()
 
 
 def _get(handle: ServerHandle, path: str) -> Any:

@@ -3,7 +3,8 @@
 reading of every trace.
 
 The traces arrive as an SDK sends them: the LLM calls first, the root (which starts earliest) in a later batch, so a
-label first seen on a call is recorded with a start later than its trace's own start.
+label first seen on a call is recorded with a start later than its trace's own start. Between them are traces of the
+SDK's bookkeeping alone (breaker transitions of an agent, outside any trace), which no plan lists or counts.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def _batches(seed: int = 7, traces: int = 80) -> list[list[SpanRecord]]:
             calls_batch.append(SpanRecord(
                 trace_id, f"{index:08x}{call + 1:08x}", f"{index:08x}00000000", "openai.chat", "llm", status, begin,
                 begin + SECOND, callee, callee.title(), None, rng.choice(MODELS), "openai", 10, 5, 0, 0.001))
+        if index % 9 == 4:
+            agent = AGENTS[index % 4]
+            calls_batch.append(SpanRecord(f"{index:030x}ff", f"{index:08x}ffffffff", None, "breaker.tripped",
+                                          "breaker", "ok", start + 50 * SECOND, start + 50 * SECOND, agent,
+                                          agent.title(), None, None, None, 0, 0, 0, 0.0, {"event": "tripped"}))
     return [calls_batch, roots_batch]
 
 
