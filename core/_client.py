@@ -5,16 +5,15 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-import re
 import sys
 import threading
 import time
-import unicodedata
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _fingerprint
+from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
@@ -58,17 +57,6 @@ def _remote_parent_source(exporters: Sequence[Exporter]) -> Callable[[], tuple[s
         if callable(source):
             return stop_on_exception(source)
     return None
-
-
-def _slug(name: str) -> str:
-    """An agent's id from its name: words of any script kept (``翻訳エージェント`` is its own agent, not "agent"),
-    the rest made dashes; a name with no letter or digit gets an id from its hash, so two such agents stay apart."""
-    slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", name).lower()).strip("-")
-    if slug:
-        return slug
-    import hashlib  # here: rarely needed, and ``import agentwatch`` leaves it to the program (test_startup)
-
-    return "agent-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 class _BreakerSink:

@@ -20,6 +20,7 @@ from ._capture import capturing
 from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
 from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
+from ._otel_current import OTEL_SPAN_KEY, current_otel_span
 from ._reservation import estimator, note_settlement
 from ._run_budget import RUN_MONITORS, keyed_run_monitor
 from ._safe import PASS_THROUGH, BlockCarrier, logger, stop_on_exception
@@ -639,6 +640,9 @@ def start_llm_call(
         agent = context_scopes[-1] if context_scopes else None
     span = client._open_span(name, kind, CURRENT_SPAN.get() if parent is None else parent, attributes, agent, model,
                             provider)
+    otel_span = current_otel_span()
+    if otel_span is not None:
+        span.attributes[OTEL_SPAN_KEY] = otel_span
     admission = None
     if check:
         try:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import _clickhouse_agents as _agents
+from . import _clickhouse_copies as _copies
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
@@ -192,6 +193,7 @@ class ClickHouseStore(Store):
         self._execute(f"ALTER TABLE {db}.trace_starts ADD COLUMN IF NOT EXISTS system Int64 DEFAULT 0")
         _sessions.create_session_table(self._db_conn, db)
         _agents.create_charge_table(self._db_conn, db)
+        _copies.create_naming_table(self._db_conn, db)
         self._create_summaries()
         traces = (f"(SELECT min(s_start) AS st, sum(s_user_spans) AS work FROM {db}.trace_summary GROUP BY trace_id"
                   "{having})")
@@ -380,6 +382,7 @@ class ClickHouseStore(Store):
             fresh = [record for key, record in unique.items() if key not in stored] if stored else list(
                 unique.values())
             if fresh:
+                _copies.settle_copies(self, fresh)
                 self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
                 # From the spans stored alone: a resent span's copy may carry another start, and is not stored.
                 self._count_starts(_starts(fresh) if stored else starts, known_starts, known_work, fresh)
@@ -1087,6 +1090,7 @@ class ClickHouseStore(Store):
                 self._execute(f"ALTER TABLE {db}.trace_summary DELETE WHERE trace_id IN"
                               f" (SELECT trace_id FROM {doomed_ids}) SETTINGS mutations_sync = 2")
                 _agents.purge_charges(self, doomed, p)
+                _copies.purge_namings(self, before_ns)
             self._execute(f"DROP TABLE IF EXISTS {doomed_ids}")
             if events:
                 self._execute(f"ALTER TABLE {self._events} DELETE WHERE ts_ns < {before}"

@@ -19,6 +19,8 @@ import json
 import re
 from typing import Any
 
+from agentwatch._agent_ids import agent_id_from_name
+
 from ._model import price_from_tokens
 from ._otlp_decode import STATUS_ERROR, OtlpSpan
 
@@ -43,6 +45,7 @@ _CACHED_TOKEN_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cach
                       "llm.token_count.prompt_details.cache_read")
 _COST_KEYS = ("agentwatch.cost_usd", "gen_ai.usage.cost", "llm.cost.total", "operation.cost")
 _AGENT_KEYS = ("gen_ai.agent.name", "agent_name", "agent.name")
+_AGENT_ID_KEYS = ("gen_ai.agent.id",)
 # OpenInference and AgentWatch name the session ``session.id``; the GenAI conventions a conversation, Langfuse its own.
 _SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "langfuse.session.id")
 
@@ -196,6 +199,11 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     agent = _first(attributes, _AGENT_KEYS)
     if agent is None and kind == "agent":
         agent = attributes.get("traceloop.entity.name") or span.name
+    agent_id = _first(attributes, _AGENT_ID_KEYS)
+    if agent_id is None and agent is not None:
+        # Named as the SDK names an agent's id, so the agent an instrumentation names ("Support") is the one
+        # AgentWatch records ("support"): one row in the costs by agent.
+        agent_id = agent_id_from_name(str(agent))
     status = "error" if span.status_code == STATUS_ERROR else "ok"
     if attributes.get("agentwatch.status") == "blocked":
         status = "blocked"
@@ -219,4 +227,6 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     }
     if agent is not None:
         native["agent_name"] = str(agent)[:512]
+    if agent_id is not None:
+        native["agent_id"] = str(agent_id)[:512]
     return native

@@ -37,6 +37,7 @@ from ._file_lock import file_locked, lock_file, unlock_file
 from ._model import SpanRecord
 from ._sqlite_agents import AGENTS_SCHEMA, SqliteTree, purge_charges, write_charges
 from ._sqlite_breakers import BreakerTables
+from ._sqlite_copies import COPIES_SCHEMA, purge_namings, settle_copies
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_rollups import UPSERT_AGENT, UPSERT_HOUR, UPSERT_LATENCY, UPSERT_MODEL, RollupRemoval
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
@@ -358,6 +359,7 @@ class SQLiteStore(Store):
             self._writer.executescript(SCHEMA)
             self._writer.executescript(SESSIONS_SCHEMA)
             self._writer.executescript(AGENTS_SCHEMA)
+            self._writer.executescript(COPIES_SCHEMA)
             upgrade(self._writer)
             upgrade_sessions(self._writer)
             self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -518,6 +520,7 @@ class SQLiteStore(Store):
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
                 self._charge(cursor, fresh, charger, known_traces, tkeys)
+                settle_copies(cursor, fresh, tkeys)
                 add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, event_payload(record), "span", record.trace_id, record.span_id)
@@ -782,6 +785,7 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
             purge_session_traces(cursor)
             purge_charges(cursor, before_ns)
+            purge_namings(cursor, before_ns)
             # Runs whose spans are gone are no longer judged (they would read as missed).
             cursor.execute("UPDATE crons SET since_ns = ? WHERE since_ns < ?", (before_ns, before_ns))
         return removed

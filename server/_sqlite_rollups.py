@@ -85,8 +85,9 @@ class RollupRemoval:
         self._agents: set[tuple[int, str]] = set()
         self._models: set[tuple[int, str, str]] = set()
 
-    def take(self, cursor: sqlite3.Cursor, where: str, params: Sequence[Any]) -> None:
-        """Subtract the figures of the spans ``s`` that ``where`` selects (and that started in a kept hour)."""
+    def take(self, cursor: sqlite3.Cursor, where: str, params: Sequence[Any], sign: int = -1) -> None:
+        """Subtract the figures of the spans ``s`` that ``where`` selects (and that started in a kept hour); with
+        ``sign`` 1, add them (a span changed in place: its old figures taken out, its new ones put in)."""
         hours: dict[int, list[Any]] = {}
         latency: dict[tuple[int, int], int] = {}
         agents: dict[tuple[int, str], list[Any]] = {}
@@ -103,11 +104,11 @@ class RollupRemoval:
             _add(agents, (hour, agent), (1, is_call, is_error, is_blocked, tokens_in, tokens_out, cost))
             if model:
                 _add(models, (hour, model, provider), (is_call, is_error, tokens_in, tokens_out, cost))
-        cursor.executemany(UPSERT_HOUR, [(hour, *_negated(values)) for hour, values in hours.items()])
-        cursor.executemany(UPSERT_LATENCY, [(hour, index, -n) for (hour, index), n in latency.items()])
-        cursor.executemany(UPSERT_AGENT, [(hour, agent, None, None, *_negated(values))
+        cursor.executemany(UPSERT_HOUR, [(hour, *_signed(values, sign)) for hour, values in hours.items()])
+        cursor.executemany(UPSERT_LATENCY, [(hour, index, sign * n) for (hour, index), n in latency.items()])
+        cursor.executemany(UPSERT_AGENT, [(hour, agent, None, None, *_signed(values, sign))
                                           for (hour, agent), values in agents.items()])
-        cursor.executemany(UPSERT_MODEL, [(*key, *_negated(values)) for key, values in models.items()])
+        cursor.executemany(UPSERT_MODEL, [(*key, *_signed(values, sign)) for key, values in models.items()])
         self._hours.update(hours)
         self._agents.update(agents)
         self._models.update(models)
@@ -146,5 +147,5 @@ def _add(sums: dict[Any, list[Any]], key: Any, values: tuple[Any, ...]) -> None:
             current[index] += value
 
 
-def _negated(values: Sequence[Any]) -> list[Any]:
-    return [-value for value in values]
+def _signed(values: Sequence[Any], sign: int) -> list[Any]:
+    return [sign * value for value in values]

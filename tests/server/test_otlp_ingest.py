@@ -140,7 +140,9 @@ def test_an_agent_span_of_the_genai_conventions_is_charged_its_calls(collector: 
     # gpt-4o: $2.50 in, $10 out per million tokens.
     expected = (100 * 2.50 + 20 * 10.0 + 1000 * 2.50 + 100 * 10.0) / 1e6
     assert (agents["Planner"]["cost_usd"], agents["Planner"]["llm_calls"]) == (pytest.approx(expected), 2)
-    assert _get(collector, "/api/traces?agent_id=Planner")["traces"][0]["cost_usd"] == pytest.approx(expected)
+    # Keyed by the id the SDK would give an agent of that name (one row with AgentWatch's own spans of it).
+    assert agents["Planner"]["agent_id"] == "planner"
+    assert _get(collector, "/api/traces?agent_id=planner")["traces"][0]["cost_usd"] == pytest.approx(expected)
 
 
 def _kv(key: str, value: Any) -> dict[str, Any]:
