@@ -278,11 +278,20 @@ _PRICER = Pricer()
 
 
 def price_from_tokens(model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
-                      attributes: dict[str, Any], cached_input_tokens: int = 0) -> float:
+                      attributes: dict[str, Any], cached_input_tokens: int = 0, cache_write_tokens: int = 0,
+                      answered_model: str | None = None) -> float:
     """What the SDK would have charged for a call that arrived with tokens but no cost (ATP, OTLP); marked as
     priced here, and as estimated when the model is unknown (priced at the default rate), as the SDK marks
-    its own spans."""
-    cost, estimated = _PRICER.cost(model, provider, input_tokens, output_tokens, cached_input_tokens)
+    its own spans. As the SDK, a model the price table does not know is priced as the one that answered
+    (``answered_model``, ``priced_as``) if the table knows that one."""
+    cost, estimated = _PRICER.cost(model, provider, input_tokens, output_tokens, cached_input_tokens,
+                                   cache_write_tokens)
+    if estimated and answered_model and answered_model != model:
+        answered_cost, answered_estimated = _PRICER.cost(answered_model, provider, input_tokens, output_tokens,
+                                                         cached_input_tokens, cache_write_tokens)
+        if not answered_estimated:
+            cost, estimated = answered_cost, False
+            attributes["priced_as"] = answered_model
     attributes["cost_source"] = "collector"
     if estimated:
         attributes["cost_estimated"] = True

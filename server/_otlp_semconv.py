@@ -34,8 +34,12 @@ _OPERATIONS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm
 _TRACELOOP_KINDS = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
 _REQUEST_TYPES = {"chat": "llm", "completion": "llm", "embedding": "embedding", "rerank": "reranker"}
 
-_MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "llm.response.model",
-               "llm.request.model")
+# The model asked for first, as the SDK records it (its OTLP export sends both): "gpt-4o", not the dated model that
+# answered, which is the price's fallback (``_ANSWERED_KEYS``). OpenInference names the answering one only (the
+# embedding's model under its own key).
+_MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name", "embedding.model_name",
+               "llm.request.model", "llm.response.model")
+_ANSWERED_KEYS = ("gen_ai.response.model", "llm.response.model")
 _PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 _INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
                      "llm.usage.prompt_tokens")
@@ -43,6 +47,8 @@ _OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tok
                       "llm.token_count.completion", "llm.usage.completion_tokens")
 _CACHED_TOKEN_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
                       "llm.token_count.prompt_details.cache_read")
+_CACHE_WRITE_KEYS = ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens",
+                     "llm.token_count.prompt_details.cache_write")
 _COST_KEYS = ("agentwatch.cost_usd", "gen_ai.usage.cost", "llm.cost.total", "operation.cost")
 _AGENT_KEYS = ("gen_ai.agent.name", "agent_name", "agent.name")
 _AGENT_ID_KEYS = ("gen_ai.agent.id",)
@@ -181,11 +187,13 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     if session is not None:
         attributes["session.id"] = str(session)
     captured_input, captured_output = _text(attributes, events)
-    model = _first(attributes, _MODEL_KEYS)
+    model = _first(attributes, _MODEL_KEYS) or _invoked_model(attributes)
     provider = _first(attributes, _PROVIDER_KEYS)
     input_tokens = _count(_first(attributes, _INPUT_TOKEN_KEYS))
     output_tokens = _count(_first(attributes, _OUTPUT_TOKEN_KEYS))
     cached = min(_count(_first(attributes, _CACHED_TOKEN_KEYS)), input_tokens)
+    # Cache writes are part of the input tokens (as in the SDK's usage), priced at the write rate.
+    cache_write = min(_count(_first(attributes, _CACHE_WRITE_KEYS)), input_tokens - cached)
     cost = _first(attributes, _COST_KEYS)
     try:
         cost_usd = float(cost) if cost is not None else None
@@ -194,8 +202,10 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     if cost_usd is None:
         cost_usd = 0.0
         if kind in ("llm", "embedding") and (input_tokens or output_tokens):
+            answered = _first(attributes, _ANSWERED_KEYS)
             cost_usd = price_from_tokens(str(model) if model else None, str(provider) if provider else None,
-                                         input_tokens, output_tokens, attributes, cached)
+                                         input_tokens, output_tokens, attributes, cached, cache_write,
+                                         str(answered) if answered else None)
     agent = _first(attributes, _AGENT_KEYS)
     if agent is None and kind == "agent":
         agent = attributes.get("traceloop.entity.name") or span.name
@@ -230,3 +240,15 @@ def to_native_span(span: OtlpSpan) -> dict[str, Any]:
     if agent_id is not None:
         native["agent_id"] = str(agent_id)[:512]
     return native
+
+
+def _invoked_model(attributes: dict[str, Any]) -> Any:
+    """The model in OpenInference's request parameters (JSON text): all a failed call names it by."""
+    parameters = attributes.get("llm.invocation_parameters")
+    if not isinstance(parameters, str) or '"model"' not in parameters:
+        return None
+    try:
+        decoded = json.loads(parameters)
+    except ValueError:
+        return None
+    return decoded.get("model") if isinstance(decoded, dict) else None

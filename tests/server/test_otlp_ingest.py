@@ -211,6 +211,53 @@ def test_older_conventions_events_and_partial_success_over_json(collector: Serve
     assert len(_spans(collector)) == 3
 
 
+def test_anthropic_cache_writes_are_priced_at_the_write_rate(collector: ServerHandle) -> None:
+    """Found 2027-01 (probe p7): the cache writes were priced as plain input ($0.026100, the SDK's pricer $0.029850)."""
+    _post(collector, _otlp_json([_span("c0c0c0c0c0c0c0c0", "chat claude", {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-3-5-sonnet-20241022", "gen_ai.usage.input_tokens": 10_000,
+        "gen_ai.usage.output_tokens": 100, "gen_ai.usage.cache_read.input_tokens": 2_000,
+        "gen_ai.usage.cache_creation.input_tokens": 5_000})]))
+    (call,) = _spans(collector)
+    # $3 in, $0.30 cache read, $3.75 cache write, $15 out per million tokens.
+    assert call["cost_usd"] == pytest.approx((3_000 * 3 + 2_000 * 0.30 + 5_000 * 3.75 + 100 * 15) / 1e6)
+
+
+def test_openinference_models_of_embeddings_and_of_failed_calls(collector: ServerHandle) -> None:
+    """Found 2027-01 (probe p16, p6): an OpenInference embedding names its model under ``embedding.model_name`` and a
+    failed call only in ``llm.invocation_parameters``: both were stored without a model, the embedding priced at the
+    default rate (50 times text-embedding-3-small's) and missing from the costs by model."""
+    _post(collector, _otlp_json([
+        _span("e1e1e1e1e1e1e1e1", "CreateEmbeddings", {
+            "openinference.span.kind": "EMBEDDING", "embedding.model_name": "text-embedding-3-small",
+            "llm.provider": "openai", "llm.token_count.prompt": 50}),
+        _span("f1f1f1f1f1f1f1f1", "ChatCompletion", {
+            "openinference.span.kind": "LLM", "llm.provider": "openai",
+            "llm.invocation_parameters": json.dumps({"model": "gpt-4o", "temperature": 0})}, status={"code": 2})]))
+    spans = {span["span_id"]: span for span in _spans(collector)}
+    embedding, failed = spans["e1e1e1e1e1e1e1e1"], spans["f1f1f1f1f1f1f1f1"]
+    assert embedding["model"] == "text-embedding-3-small"
+    assert embedding["cost_usd"] == pytest.approx(50 * 0.02 / 1e6)
+    assert "cost_estimated" not in embedding["attributes"]
+    assert (failed["model"], failed["status"]) == ("gpt-4o", "error")
+    models = {row["model"] for row in _get(collector, "/api/cost/by-model")["models"]}
+    assert models == {"text-embedding-3-small", "gpt-4o"}
+
+
+def test_agentwatch_own_otlp_export_keeps_the_agent_id_and_the_model_asked_for(collector: ServerHandle) -> None:
+    """Found 2027-01 (probe p5): the same program exported with ``otlp`` instead of ``http`` stored agent ``Planner``
+    instead of ``planner`` and model gpt-4o-2024-08-06 instead of gpt-4o (one gpt-4o row became two by model)."""
+    _post(collector, _otlp_json([_span("a4a4a4a4a4a4a4a4", "openai.chat", {
+        "agentwatch.kind": "llm", "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06",
+        "gen_ai.agent.name": "Planner", "gen_ai.agent.id": "planner", "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 100, "agentwatch.cost_usd": 0.0035})]))
+    (call,) = _spans(collector)
+    assert (call["model"], call["agent_id"], call["agent_name"]) == ("gpt-4o", "planner", "Planner")
+    agents = _get(collector, "/api/cost/by-agent")["agents"]
+    assert [(row["agent_id"], row["agent_name"]) for row in agents] == [("planner", "Planner")]
+
+
 def test_spans_with_ids_of_the_wrong_length_are_rejected_by_themselves(collector: ServerHandle) -> None:
     """Found 2026-12-05: an OTLP/protobuf span with a 3-byte trace id was stored (as "010101", start time 0)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
