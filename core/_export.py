@@ -236,6 +236,9 @@ class BatchProcessor:
         self._worker_clock: int | None = None  # the worker thread's CPU clock, where the platform has one
         self._worker_cpu_seen: int | None = None
         self._worker_in_io = False  # in an exporter or a hook: it may wait on a socket or a backoff there
+        # The batch the worker is exporting, for ``_abandon``; and whether the shutdown deadline passed without it.
+        self._current: list[dict[str, Any]] | None = None
+        self._abandoned = False
 
     def _reinit_after_fork(self) -> None:
         # The parent's worker thread does not exist in the child; the parent's queued spans belong
@@ -436,6 +439,7 @@ class BatchProcessor:
         dicts = list(map(_to_dict, batch))
         self._worker_turns += 1
         delivered = True
+        self._current = dicts
         with self._waiting():
             for exporter in self._exporters:
                 ok = stop_on_exception(exporter.export, default=False)(dicts)
@@ -444,10 +448,14 @@ class BatchProcessor:
         if self._on_batch is not None:  # the plugins' export hook: it may wait on a socket too
             with self._waiting():
                 stop_on_exception(self._on_batch)(dicts)
-        if delivered:
-            self.sent += len(dicts)
-        else:
-            self.failed += len(dicts)
+        with self._lock:
+            self._current = None
+            if self._abandoned:  # counted by _abandon
+                return
+            if delivered:
+                self.sent += len(dicts)
+            else:
+                self.failed += len(dicts)
 
     # ---- control ----------------------------------------------------------------------------
 
@@ -503,9 +511,32 @@ class BatchProcessor:
         self._wake.set()
         if self._worker.is_alive():
             self._worker.join(max(deadline - time.monotonic(), 0.05))
+        if self._worker.is_alive():
+            self._abandon()
         for exporter in self._exporters:
             stop_on_exception(exporter.shutdown)()
         _LIVE_PROCESSORS.discard(self)
+
+    def _abandon(self) -> None:
+        """The deadline passed with the worker still at work, on a receiver that answers late or never (or a batch
+        too many): the worker is a daemon thread and ends with the process, and what it holds with it. So here,
+        on the thread that shuts down, exporters with ``abandon`` (those with a spool) keep what they have not
+        delivered: the batch in flight and what is still queued."""
+        with self._lock:
+            self._abandoned = True
+            current = self._current
+            queued: list[Span] = []
+            while self._queue:
+                entry = self._queue.popleft()
+                queued.append(entry[1] if entry.__class__ is tuple else entry)  # type: ignore[index,arg-type]
+            self._sized = self._sized_bytes = 0
+            self.failed += len(queued) + len(current or ())
+        size = self._max_batch_size
+        batches = [list(map(_to_dict, queued[start:start + size])) for start in range(0, len(queued), size)]
+        for exporter in self._exporters:
+            abandon = getattr(exporter, "abandon", None)
+            if callable(abandon):
+                stop_on_exception(abandon)(current, batches)
 
 
 _LIVE_PROCESSORS: weakref.WeakSet[BatchProcessor] = weakref.WeakSet()

@@ -345,6 +345,18 @@ class HttpSender:
         stays open, the export worker may be using it."""
         self._stopped.set()
 
+    def warn_once(self, message: str, *args: object) -> None:
+        """The receiver's one warning of the run (the first outage's, or this): a program is told once."""
+        if self._warned:
+            logger.debug(message, *args)
+            return
+        self._warned = True
+        logger.warning(message, *args)
+
+    @property
+    def what(self) -> str:
+        return self._what
+
     def stop(self) -> None:
         self._stopped.set()
         self.close()
@@ -390,6 +402,14 @@ class SpoolingExporter:
         self._retries_before_spool = min(max_retries, self.SPOOLED_RETRIES)
         #: While the receiver is known down, when the next batch may try it (0: no outage known).
         self._probe_at = 0.0
+        # Between the export worker and ``abandon`` (the thread that shuts down, once the deadline has passed):
+        # the batch the worker is sending, the last one it finished, and the spool file ``abandon`` wrote the batch
+        # in flight to (taken back out if the worker's send gets through after all).
+        self._handover = fork_safe_lock(self, "_handover")
+        self._in_flight: Sequence[dict[str, Any]] | None = None
+        self._finished: Sequence[dict[str, Any]] | None = None
+        self._abandoned = False
+        self._in_flight_spooled: Path | None = None
 
     @property
     def sender(self) -> HttpSender:
@@ -411,11 +431,26 @@ class SpoolingExporter:
         if self.spool is not None:
             self.spool.directory  # noqa: B018
 
-    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+    def _gzipped_body(self, spans: Sequence[dict[str, Any]]) -> tuple[bytes, bool]:
+        """A batch's body as sent (gzip'd, or plain for a receiver that gets plain bodies) and whether gzip'd."""
         body = self.body(spans)
         gzipped = self._sender.compresses(len(body)) if self._gzip is None else self._gzip
-        if gzipped:
-            body = _gzip(body)
+        return (_gzip(body) if gzipped else body), gzipped
+
+    def export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        with self._handover:
+            if self._abandoned:  # the shutdown deadline passed: ``abandon`` spooled this batch already
+                return False
+            self._in_flight = spans
+        try:
+            return self._export(spans)
+        finally:
+            with self._handover:
+                self._in_flight = None
+                self._finished = spans
+
+    def _export(self, spans: Sequence[dict[str, Any]]) -> bool:
+        body, gzipped = self._gzipped_body(spans)
         spool = self.spool
         sender = self._sender
         attempted = not (spool is not None and sender.down and time.monotonic() < self._probe_at)
@@ -427,6 +462,13 @@ class SpoolingExporter:
             outcome = sender.send(sender.path, body, self.content_type, gzipped=gzipped, precompressed=gzipped,
                                   retries=0 if spool is not None and sender.down else None,
                                   retries_unanswered=None if spool is None else self._retries_before_spool)
+        with self._handover:
+            if self._abandoned:  # the batch went to the spool meanwhile: out again if it arrived after all
+                spooled, self._in_flight_spooled = self._in_flight_spooled, None
+                if outcome == "sent" and spool is not None and spooled is not None:
+                    spool.remove(spooled)
+                    self.spooled -= len(spans)
+                return outcome == "sent"
         if outcome == "sent":
             if self._probe_at:  # back after an outage: what it missed goes at the next wake-up
                 self._probe_at = self._spool_next_check = 0.0
@@ -444,6 +486,8 @@ class SpoolingExporter:
         """Called by the export worker after each drain: deliver a few spooled batches. At exit only this run's,
         and only to a receiver that answered last (exit never waits for one that is down)."""
         spool = self.spool
+        if self._abandoned:  # past the shutdown deadline: the spool waits for a later run
+            return
         if self._sender.stopping:
             if spool is not None and self.spooled and not self._sender.down:
                 self._deliver(spool, spool.pending_of(os.getpid()))
@@ -498,6 +542,43 @@ class SpoolingExporter:
 
     def begin_shutdown(self) -> None:
         self._sender.begin_shutdown()
+
+    def abandon(self, current: Sequence[dict[str, Any]] | None, queued: Sequence[Sequence[dict[str, Any]]]) -> None:
+        """The shutdown deadline passed with the export worker still at work (a receiver that accepts connections
+        but answers late or never): on the thread that shuts down, spool what this exporter has not delivered (the
+        batch it is sending, ``current`` if it has not had it yet, the ``queued`` batches), since the worker will
+        not outlive the process. From now on ``export`` sends nothing."""
+        with self._handover:
+            if self._abandoned:
+                return
+            self._abandoned = True
+            in_flight = self._in_flight
+            pending = [batch for batch in queued if batch]
+            if current is not None and current is not in_flight and current is not self._finished:
+                pending.insert(0, current)
+            spool = self.spool
+            kept = lost = 0
+            for batch in ([in_flight] if in_flight is not None else []) + pending:
+                body, gzipped = self._gzipped_body(batch)
+                path = spool.write_batch(body if gzipped else _gzip(body), len(batch)) if spool is not None else None
+                if path is None:
+                    lost += len(batch)
+                    continue
+                kept += len(batch)
+                if batch is in_flight:
+                    self._in_flight_spooled = path
+            self.spooled += kept
+        if not kept and not lost:
+            return
+        sender = self._sender
+        if lost:
+            sender.warn_once("agentwatch: %s at %s did not answer by the shutdown deadline: %d spans not delivered"
+                             "%s", sender.what, sender.url, lost,
+                             f" ({kept} written to the spool)" if kept else " (no spool)")
+        else:
+            sender.warn_once("agentwatch: %s at %s did not answer by the shutdown deadline: %d spans written to the "
+                             "spool %s, delivered by a later run", sender.what, sender.url, kept,
+                             spool.directory if spool is not None else "")
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """False while the receiver is known down: what the flush exported went to the spool, or was lost."""

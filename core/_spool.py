@@ -95,6 +95,10 @@ class Spool:
     def write(self, gzipped_batch: bytes, spans: int = 0) -> bool:
         """Keep one batch (already gzip'd) of ``spans`` spans; False if the spool is full (the batch is then
         dropped). The count goes in the file's name, for ``spans_in``."""
+        return self.write_batch(gzipped_batch, spans) is not None
+
+    def write_batch(self, gzipped_batch: bytes, spans: int = 0) -> Path | None:
+        """``write``, giving the file the batch went to (None: dropped), for a caller that may take it back."""
         if self._size is None or self._size + len(gzipped_batch) > self.max_bytes \
                 or self._written_since_count > self.max_bytes // 16:
             self._size = self.size()
@@ -105,7 +109,7 @@ class Spool:
                 self._warned_full = True
                 logger.warning("agentwatch: spool %s is full (%d bytes); further undelivered spans are dropped",
                                self.directory, self.max_bytes)
-            return False
+            return None
         name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}-{max(spans, 0)}"
         temporary = self.directory / f".{name}.tmp"
         try:
@@ -125,11 +129,11 @@ class Spool:
                 temporary.unlink()
             except OSError:
                 pass
-            return False
+            return None
         self.written += 1
         self._size += len(gzipped_batch)
         self._written_since_count += len(gzipped_batch)
-        return True
+        return self.directory / f"{name}{_SUFFIX}"
 
     def pending(self, limit: int) -> list[Path]:
         return self._files()[:limit]

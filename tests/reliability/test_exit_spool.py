@@ -8,12 +8,14 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agentwatch.server import Settings, start_background
-from tests.reliability.conftest import free_port, run_script, stored_span_ids
+from tests.reliability.conftest import FaultServer, free_port, run_script, stored_span_ids
 
 SPANS = 300
 
@@ -56,6 +58,64 @@ def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_
         handle.stop()
     assert first_ids <= stored
     assert not list(spool.rglob("*.json.gz")), "delivered batches are removed from the spool"
+
+
+def _spooled_otlp_span_names(spool: Path) -> list[str]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    names = []
+    for path in sorted(spool.rglob("*.json.gz")):
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(gzip.decompress(path.read_bytes()))
+        names += [span.name for spans in request.resource_spans for scope in spans.scope_spans for span in scope.spans]
+    return names
+
+
+@pytest.mark.parametrize("exporter", ["http", "otlp"])
+def test_spans_for_a_receiver_that_does_not_answer_are_spooled_at_the_exit_deadline(
+        tmp_path: Path, fault_server: Callable[..., FaultServer], exporter: str) -> None:
+    """A receiver that takes the connection and never answers (it hangs, or a firewall swallows the packets): the
+    worker waits on its batch beyond the exit's 5 s and dies with the process; at the deadline the undelivered
+    spans go to the spool instead, with one warning (they were lost without a word)."""
+    server = fault_server("slow", delay=60.0)
+    spool = tmp_path / "spool"
+    started = time.monotonic()
+    result = run_script(f"""
+        import agentwatch
+        agentwatch.init(exporters=["{exporter}"], proxy_url="{server.url}", flush_interval=0.05)
+        for i in range(20):
+            agentwatch.event(f"hung-{{i}}")
+    """, tmp_path, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": server.url})
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert server.requests >= 1  # it did take the connection and the request
+    names = _spooled_otlp_span_names(spool) if exporter == "otlp" else [s["name"] for s in _spooled_spans(spool)]
+    assert {f"hung-{i}" for i in range(20)} | {"process.start"} <= set(names)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("agentwatch:")]
+    assert len(warnings) == 1 and "did not answer by the shutdown deadline" in warnings[0], result.stderr
+    assert elapsed < 30  # the 5 s deadline and an interpreter's start-up, not the 60 s the receiver takes
+
+
+def test_a_batch_spooled_at_the_deadline_is_taken_back_when_it_arrives_after_all(
+        tmp_path: Path, fault_server: Callable[..., FaultServer]) -> None:
+    """``shutdown()`` called by a program that carries on: the batch in flight is spooled at the deadline; when the
+    slow receiver then takes it, it leaves the spool again (a later run would send it twice)."""
+    server = fault_server("slow", delay=3.0)
+    spool = tmp_path / "spool"
+    result = run_script(f"""
+        import time
+        import agentwatch
+        agentwatch.init(proxy_url="{server.url}", flush_interval=0.05, remote_control=False)
+        agentwatch.event("slow")
+        time.sleep(0.5)  # the worker sends its batch
+        agentwatch.shutdown(timeout=1.0)
+        print(sum(1 for _ in __import__("pathlib").Path("{spool}").rglob("*.json.gz")), flush=True)
+        time.sleep(4.0)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]
+    assert server.requests == 1
+    assert not list(spool.rglob("*.json.gz")), "delivered after all: not left for a later run"
 
 
 def test_spool_can_be_switched_off(tmp_path: Path) -> None:
