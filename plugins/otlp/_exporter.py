@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExporter, spool_for
+from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExporter, logger, spool_for
 
 from ._mapping import to_otlp_request
 
@@ -30,6 +30,25 @@ def _parse_pairs(raw: str) -> dict[str, str]:
         if sep and key.strip():
             pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
     return pairs
+
+
+#: What ``OTEL_EXPORTER_OTLP_PROTOCOL`` may say for what this exporter sends (protobuf; a receiver that takes
+#: ``http/json`` takes protobuf on the same port as well).
+_HTTP_PROTOCOLS = ("http/protobuf", "http/json")
+
+
+def _warn_of_unsupported_protocol(env: Mapping[str, str], endpoint: str) -> None:
+    """``grpc`` (the usual setting for a receiver's port 4317) cannot be honoured: OTLP/HTTP posted to a gRPC port
+    fails with nothing but "not reachable (BadStatusLine)", so the program is told at init what happens instead."""
+    variable = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    protocol = env.get(variable, "").strip().lower()
+    if not protocol:
+        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = env.get(variable, "").strip().lower()
+    if protocol and protocol not in _HTTP_PROTOCOLS:
+        logger.warning("agentwatch: %s=%s is not supported; the otlp exporter sends OTLP/HTTP (http/protobuf) to %s "
+                       "(point OTEL_EXPORTER_OTLP_ENDPOINT at the receiver's OTLP/HTTP port, 4318 by default)",
+                       variable, protocol, endpoint)
 
 
 class OtlpExporter(SpoolingExporter):
@@ -58,6 +77,7 @@ class OtlpExporter(SpoolingExporter):
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         if not endpoint:
             endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", _DEFAULT_ENDPOINT).rstrip("/") + "/v1/traces"
+        _warn_of_unsupported_protocol(env, endpoint)
         headers = {**_parse_pairs(env.get("OTEL_EXPORTER_OTLP_HEADERS", "")),
                    **_parse_pairs(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS", ""))}
         timeout_ms = env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or "10000"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import threading
 import time
@@ -224,6 +225,25 @@ def test_a_remote_receiver_gets_gzip_by_default() -> None:
     assert remote._gzip is None and remote._sender.compresses(100)  # decided per batch: gzip for another machine
     assert OtlpExporter("https://otel.example.com/v1/traces", compression="none")._gzip is False
 
+
+
+@pytest.mark.parametrize(("variable", "protocol", "warned"), [
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", True), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", True),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", False), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", False)])
+def test_a_grpc_protocol_setting_is_said_to_be_unsupported_at_init(
+        receiver: _Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        variable: str, protocol: str, warned: bool) -> None:
+    """OTLP/HTTP posted to a gRPC port fails with nothing but "not reachable (BadStatusLine)": the program that asks
+    for gRPC is told at init that it does not get it, and what it gets."""
+    monkeypatch.setenv(variable, protocol)
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    agentwatch.init(exporters=["otlp"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if warned:
+        assert len(warnings) == 1 and f"{variable}=grpc is not supported" in warnings[0], warnings
+        assert "http/protobuf" in warnings[0] and receiver.endpoint in warnings[0]
+    else:
+        assert warnings == []
 
 
 def _free_port() -> int:
