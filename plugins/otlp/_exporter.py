@@ -91,11 +91,13 @@ class OtlpExporter(SpoolingExporter):
 
     def remote_parent(self) -> tuple[str, str] | None:
         """The OpenTelemetry span current in the program (a web framework's request span, the user's own): a trace
-        AgentWatch opens inside it is part of it in the receiver, its root span that span's child."""
+        AgentWatch opens inside it is part of it in the receiver, its root span that span's child. Only a span the
+        program samples: one it does not is never exported, and AgentWatch's spans under it would be orphans of a
+        trace the backend does not have; they make a trace of their own instead."""
         if _current_otel_span is None:
             return None
         context = _current_otel_span().get_span_context()
-        if not context.is_valid:
+        if not context.is_valid or not context.trace_flags.sampled:
             return None
         return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 

@@ -481,6 +481,33 @@ def test_traces_opened_inside_the_programs_opentelemetry_span_join_its_trace(
         otel_context.detach(fresh)
 
 
+def test_traces_opened_inside_a_span_the_program_does_not_sample_are_traces_of_their_own(
+        receiver: _Receiver, stub_provider: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program samples its request out (``ParentBased(ALWAYS_OFF)``, a ratio sampler's other requests): its span
+    is never exported, so AgentWatch's spans under it would be orphans in the backend; they are roots instead."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    fresh = otel_context.attach(otel_context.Context())
+    try:
+        tracer = TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("web-app")
+        agentwatch.init(exporters=["otlp"])
+        with tracer.start_as_current_span("POST /chat") as request_span:
+            assert request_span.get_span_context().is_valid and not request_span.get_span_context().trace_flags.sampled
+            with agentwatch.trace("answer"):
+                agentwatch.event("step")
+        assert agentwatch.flush(5)
+    finally:
+        otel_context.detach(fresh)
+    request_trace = request_span.get_span_context().trace_id.to_bytes(16, "big")
+    found = {span.name: span for _, span in receiver.spans()}
+    answer, step = found["answer"], found["step"]
+    assert answer.trace_id != request_trace and answer.parent_span_id == b""
+    assert step.trace_id == answer.trace_id and step.parent_span_id == answer.span_id
+
+
 def _join_the_programs_trace(receiver: _Receiver, stub_provider: Any) -> None:
     import openai
     from opentelemetry.sdk.trace import TracerProvider
