@@ -497,23 +497,33 @@ def request_input(body: Any) -> Any:
     if not isinstance(body, dict):
         return None
     for key in ("messages", "input", "contents", "prompt"):
-        if key in body:
+        if key in body and not _not_given(body[key]):
             value = _json_like(body[key])
             if key == "messages" and isinstance(value, list):
                 system = body.get("system")  # Anthropic's system prompt is beside the messages, not among them
-                if system is not None:
+                if system is not None and not _not_given(system):
                     value.insert(0, {"role": "system", "content": _json_like(system)})
             return value
     return None
 
 
+#: The openai and anthropic SDKs' markers of an argument not given, which their request options hold until the body
+#: is sent (the SDK leaves those keys out of it).
+_NOT_GIVEN_CLASSES = frozenset({"NotGiven", "Omit"})
+
+
+def _not_given(value: Any) -> bool:
+    return value.__class__.__name__ in _NOT_GIVEN_CLASSES and not value
+
+
 def _json_like(value: Any, depth: int = 0) -> Any:
     """``value`` with SDK objects (an Anthropic reply's content blocks passed back in the next request) as the JSON
-    the SDK sends for them, not their ``repr``; a copy, so a later change to the user's list does not show."""
+    the SDK sends for them, not their ``repr``; a copy, so a later change to the user's list does not show. Keys the
+    SDK's not-given marker holds are left out, as the SDK leaves them out of what it sends."""
     if value is None or value.__class__ in (str, int, float, bool) or depth > 32:
         return value
     if isinstance(value, dict):
-        return {key: _json_like(item, depth + 1) for key, item in value.items()}
+        return {key: _json_like(item, depth + 1) for key, item in value.items() if not _not_given(item)}
     if isinstance(value, list | tuple):
         return [_json_like(item, depth + 1) for item in value]
     dump = getattr(value, "model_dump", None)  # pydantic, as both SDKs' models are

@@ -279,3 +279,20 @@ def test_captured_input_has_the_system_prompt_and_reply_blocks_as_json(watch: An
         {"type": "tool_use", "id": "toolu_stub1_0", "name": "get_weather", "input": {"city": "Paris"}}]}
     assert answered["input"][3] == history[2]
     assert answered["input"][1:] == stub_provider.requests[1].json["messages"]  # what the SDK sent
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+def test_captured_input_of_a_call_without_a_system_prompt_has_no_system_message(
+        watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, claude: anthropic.Anthropic, stream: bool) -> None:
+    """The SDK's request options hold its ``Omit`` / ``NotGiven`` sentinel for an argument not given: that is no
+    system prompt (it was captured, and exported over OTLP, as a system message ``<anthropic.Omit object ...>``)."""
+    watch(capture_messages=True)
+    stub_provider.queue(Reply(content="hi"))
+    if stream:
+        with claude.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as events:  # type: ignore[arg-type]
+            events.get_final_message()
+    else:
+        claude.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)  # type: ignore[arg-type]
+    (span,) = llm_spans()
+    assert span["input"] == MESSAGES
+    assert "system" not in stub_provider.requests[0].json
