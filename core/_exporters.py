@@ -419,6 +419,10 @@ class SpoolingExporter:
         """One batch as the receiver takes it, uncompressed."""
         raise NotImplementedError
 
+    def selected(self, spans: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+        """The spans of a batch this receiver gets (all of them, unless a subclass leaves some out)."""
+        return spans
+
     def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
         """Called after the receiver took ``spans`` (not for spooled batches): for follow-up requests."""
 
@@ -449,7 +453,10 @@ class SpoolingExporter:
                 self._in_flight = None
                 self._finished = spans
 
-    def _export(self, spans: Sequence[dict[str, Any]]) -> bool:
+    def _export(self, batch: Sequence[dict[str, Any]]) -> bool:
+        spans = self.selected(batch)
+        if not spans:
+            return True
         body, gzipped = self._gzipped_body(spans)
         spool = self.spool
         sender = self._sender
@@ -559,12 +566,15 @@ class SpoolingExporter:
             spool = self.spool
             kept = lost = 0
             for batch in ([in_flight] if in_flight is not None else []) + pending:
-                body, gzipped = self._gzipped_body(batch)
-                path = spool.write_batch(body if gzipped else _gzip(body), len(batch)) if spool is not None else None
-                if path is None:
-                    lost += len(batch)
+                spans = self.selected(batch)
+                if not spans:
                     continue
-                kept += len(batch)
+                body, gzipped = self._gzipped_body(spans)
+                path = spool.write_batch(body if gzipped else _gzip(body), len(spans)) if spool is not None else None
+                if path is None:
+                    lost += len(spans)
+                    continue
+                kept += len(spans)
                 if batch is in_flight:
                     self._in_flight_spooled = path
             self.spooled += kept

@@ -105,5 +105,13 @@ class OtlpExporter(SpoolingExporter):
     def endpoint(self) -> str:
         return self._sender.url
 
+    def selected(self, spans: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+        """All but the process span: the run's record for AgentWatch's collector (process id, executable, OS release,
+        every installed package's version), which in a third-party backend is a trace of its own per process and
+        details of the machine that are none of its business."""
+        if not any(span["kind"] == "process" for span in spans):
+            return spans
+        return [span for span in spans if span["kind"] != "process"]
+
     def body(self, spans: Sequence[dict[str, Any]]) -> bytes:
         return to_otlp_request(spans, self._resource)

@@ -441,11 +441,21 @@ def test_every_span_kind_has_an_openinference_kind(receiver: _Receiver) -> None:
     for _, span in receiver.spans():
         attributes = _attributes(span)
         kinds.setdefault(attributes["agentwatch.kind"], set()).add(attributes.get("openinference.span.kind"))
-    assert {"breaker", "alert", "process", "event", "metric"} <= set(kinds)
+    assert {"breaker", "alert", "event", "metric"} <= set(kinds)
     known = {value.value for value in OpenInferenceSpanKindValues}
     assert all(found <= known for found in kinds.values()), kinds
     assert kinds["breaker"] == kinds["alert"] == {"GUARDRAIL"}  # AgentWatch's guard on spend and limits
-    assert kinds["process"] == kinds["event"] == kinds["metric"] == {"UNKNOWN"}
+    assert kinds["event"] == kinds["metric"] == {"UNKNOWN"}
+
+
+def test_the_process_span_is_not_sent_to_an_opentelemetry_backend(receiver: _Receiver) -> None:
+    """The process span (pid, executable, OS release, every installed package) is the run's record for AgentWatch's
+    collector; a third-party backend got it as a trace of its own per process."""
+    agentwatch.init(exporters=["otlp"])
+    agentwatch.event("work")
+    assert agentwatch.flush(5)
+    kinds = [_attributes(span)["agentwatch.kind"] for _, span in receiver.spans()]
+    assert kinds == ["event"]
 
 
 def test_recorded_request_parameters_use_the_convention_names(receiver: _Receiver) -> None:
