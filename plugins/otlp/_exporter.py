@@ -12,10 +12,12 @@ from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExport
 from ._mapping import to_otlp_request
 
 _current_otel_span: Callable[[], Any] | None
-try:  # opentelemetry-api: the program's own spans, if it has any
+_otel_tracer_provider: Callable[[], Any] | None
+try:  # opentelemetry-api: the program's own spans and tracer provider, if it has any
     from opentelemetry.trace import get_current_span as _current_otel_span
+    from opentelemetry.trace import get_tracer_provider as _otel_tracer_provider
 except ImportError:  # pragma: no cover - opentelemetry-proto installed without the API
-    _current_otel_span = None
+    _current_otel_span = _otel_tracer_provider = None
 
 __all__ = ["OtlpExporter"]
 
@@ -68,6 +70,9 @@ class OtlpExporter(SpoolingExporter):
         super().__init__(sender, spool=spool, gzip=compression == "gzip" if compression else None)
         self._resource = {"service.name": "agentwatch", "telemetry.sdk.name": "agentwatch",
                           **(resource_attributes or {})}
+        #: No service name was given (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``): the program's own, once it
+        #: has one, is looked for at each batch (``_program_service_name``).
+        self._service_unnamed = "service.name" not in (resource_attributes or {})
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, *,
@@ -114,4 +119,24 @@ class OtlpExporter(SpoolingExporter):
         return [span for span in spans if span["kind"] != "process"]
 
     def body(self, spans: Sequence[dict[str, Any]]) -> bytes:
+        if self._service_unnamed:
+            name = _program_service_name()
+            if name is not None:
+                self._resource["service.name"] = name
+                self._service_unnamed = False
         return to_otlp_request(spans, self._resource)
+
+
+def _program_service_name() -> str | None:
+    """The service name of the program's global OpenTelemetry tracer provider, when it set one in code
+    (``TracerProvider(resource=Resource.create({"service.name": ...}))``): AgentWatch's spans are that service's,
+    in the backend beside its own, not a service "agentwatch". None until the program installs such a provider
+    (it may do so after ``init()``), or if its name is the SDK's default ``unknown_service``."""
+    if _otel_tracer_provider is None:
+        return None
+    resource = getattr(_otel_tracer_provider(), "resource", None)
+    attributes = getattr(resource, "attributes", None)
+    name = attributes.get("service.name") if isinstance(attributes, Mapping) else None
+    if not isinstance(name, str) or not name or name.startswith("unknown_service"):
+        return None
+    return name

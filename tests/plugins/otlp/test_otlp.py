@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -118,6 +122,38 @@ def test_spans_arrive_with_genai_conventions(receiver: _Receiver) -> None:
     assert failed_attributes["error.type"] == "RuntimeError"
     assert receiver.headers_seen[0]["authorization"] == "Bearer t0ken"
     assert receiver.headers_seen[0]["x-tenant"] == "acme"
+
+
+@pytest.mark.parametrize("named_by", ["code", "OTEL_SERVICE_NAME", "none"])
+def test_spans_are_the_service_the_program_named(receiver: _Receiver, tmp_path: Path, named_by: str) -> None:
+    """A program that names its service in code (its TracerProvider's resource, here installed after ``init()``)
+    and not in ``OTEL_SERVICE_NAME``: AgentWatch's spans are that service's, beside its own spans, not a service
+    "agentwatch"; the variable, when set, still wins; a program with no name of its own leaves "agentwatch"."""
+    program = tmp_path / "service.py"
+    program.write_text(textwrap.dedent('''
+        import agentwatch
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+
+        agentwatch.init(exporters=["otlp"], spool_dir="")
+        trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": "shop-api"})))
+        agentwatch.event("work")
+        assert agentwatch.flush(10)
+    ''' if named_by != "none" else '''
+        import agentwatch
+        agentwatch.init(exporters=["otlp"], spool_dir="")
+        agentwatch.event("work")
+        assert agentwatch.flush(10)
+    '''))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "AGENTWATCH_"))}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+    if named_by == "OTEL_SERVICE_NAME":
+        env["OTEL_SERVICE_NAME"] = "from-the-environment"
+    done = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (resource,) = {resource["service.name"] for resource, _ in receiver.spans()}
+    assert resource == {"code": "shop-api", "OTEL_SERVICE_NAME": "from-the-environment", "none": "agentwatch"}[named_by]
 
 
 def test_breaker_transitions_carry_their_attributes(receiver: _Receiver) -> None:
