@@ -213,11 +213,14 @@ def _status(span: Mapping[str, Any]) -> Status:
 def _otlp_span(span: Mapping[str, Any]) -> Span:
     attributes = genai_attributes(span)
     operation = attributes.get("gen_ai.operation.name")
-    # The convention's span names: "{operation} {model}" for inference, "execute_tool {tool name}" for tools.
+    # The convention's span names: "{operation} {model}" for inference, "execute_tool {tool name}" for tools,
+    # "invoke_agent {agent name}" for agents.
     if operation in _INFERENCE and span.get("model"):
         name = f"{operation} {span['model']}"
     elif operation == "execute_tool" and attributes.get("gen_ai.tool.name"):
         name = f"execute_tool {attributes['gen_ai.tool.name']}"
+    elif operation == "invoke_agent" and attributes.get("gen_ai.agent.name"):
+        name = f"invoke_agent {attributes['gen_ai.agent.name']}"
     else:
         name = span["name"]
     # A root span opened inside the program's own OpenTelemetry span (a web request's) is that span's child.

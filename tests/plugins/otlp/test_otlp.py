@@ -114,7 +114,7 @@ def test_spans_arrive_with_genai_conventions(receiver: _Receiver) -> None:
     assert attributes["gen_ai.agent.name"] == "Researcher"
     assert attributes["gen_ai.response.finish_reasons"] == ["stop"]
     assert attributes["agentwatch.cost_usd"] == pytest.approx((600 * 2.5 + 400 * 1.25 + 200 * 10) / 1e6)
-    _, agent = spans["Researcher"]
+    _, agent = spans["invoke_agent Researcher"]
     assert chat.parent_span_id == agent.span_id and chat.trace_id == agent.trace_id
     _, failed = spans["chat gpt-4o-mini"]
     assert failed.status.code == Status.STATUS_CODE_ERROR and failed.status.message == "provider down"
@@ -457,6 +457,19 @@ def test_tool_spans_are_named_after_the_convention(receiver: _Receiver) -> None:
     for name, attributes in tools.items():
         assert attributes["gen_ai.operation.name"] == "execute_tool"
         assert name == f"execute_tool {attributes['gen_ai.tool.name']}"
+
+
+def test_agent_spans_are_named_after_the_convention(receiver: _Receiver) -> None:
+    """``invoke_agent {gen_ai.agent.name}``, as the GenAI conventions name agent invocations (they went by the agent's
+    bare name); the collector's OTLP ingest takes the agent from ``gen_ai.agent.name``, not from the span's name."""
+    agentwatch.init(exporters=["otlp"])
+    with agentwatch.agent("Researcher"):
+        agentwatch.event("step")
+    assert agentwatch.flush(5)
+    (agent,) = [span for _, span in receiver.spans() if _attributes(span)["agentwatch.kind"] == "agent"]
+    attributes = _attributes(agent)
+    assert agent.name == "invoke_agent Researcher"
+    assert attributes["gen_ai.operation.name"] == "invoke_agent" and attributes["gen_ai.agent.name"] == "Researcher"
 
 
 def test_every_span_kind_has_an_openinference_kind(receiver: _Receiver) -> None:
