@@ -246,10 +246,7 @@ class Exchange:
         attributes = span.attributes
         model = fields.get("model")
         if model:
-            if not span.model:
-                call.set_model(model)
-            elif model != span.model:
-                attributes["response_model"] = model
+            _answered_by(call, model)
         choices = fields.get("choices")
         if choices.__class__ is list and choices:
             choice = choices[0]
@@ -351,10 +348,7 @@ class Exchange:
             self._estimate(reading, text_bytes, result)
         model = reading.model
         if model:
-            if not span.model:
-                call.set_model(model)
-            elif model != span.model:
-                attributes["response_model"] = model
+            _answered_by(call, model)
         if reading.finish_reason and "finish_reason" not in attributes:
             attributes["finish_reason"] = reading.finish_reason
         if reading.texts or reading.tool_calls:
@@ -481,6 +475,15 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
         except (TypeError, ValueError, AttributeError):
             pass  # not the layout this expects: ask the mapping
     return headers.get("x-request-id") or headers.get("request-id")
+
+
+def _answered_by(call: LLMCall, model: Any) -> None:
+    """The model the response names: the call's model if the request named none, and ``response_model`` in any case,
+    also when it is the name asked for (Gemini's ``modelVersion`` usually is): only a model that answered is one, and
+    the OTLP export's ``gen_ai.response.model`` was missing for every call whose answer repeated the request's name."""
+    if not call.span.model:
+        call.set_model(model)
+    call.span.attributes["response_model"] = model
 
 
 def request_model(endpoint: Endpoint, path: str, body: Any) -> str | None:

@@ -396,6 +396,32 @@ def test_anthropic_cache_writes_and_reads_use_the_convention_usage_attributes(re
     assert attributes["agentwatch.cache_write_1h_tokens"] == 1_000  # no convention attribute for the 1-hour part
 
 
+def test_a_model_that_answered_under_the_name_asked_for_is_the_response_model(
+        receiver: _Receiver, stub_provider: Any) -> None:
+    """``gen_ai.response.model`` for every call whose response named its model, also when that is the name the request
+    asked for (Gemini's ``modelVersion`` usually is; the stub echoes the request's): it was left out then, for the
+    Responses API and Gemini as for chat completions."""
+    import httpx
+    import openai
+
+    from tests.stubs.provider_server import Reply
+
+    base = stub_provider.base_url
+    agentwatch.init(exporters=["otlp"], providers={f"{base}/gem": "google"})
+    client = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    stub_provider.queue(Reply(content="a"), Reply(content="b"), Reply(content="c"), Reply(content="d"))
+    client.responses.create(model="gpt-4o-mini", input="x")
+    list(client.responses.create(model="gpt-4o-mini", input="x", stream=True))
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    httpx.post(f"{base}/gem/v1beta/models/gemini-2.0-flash:generateContent",
+               json={"contents": [{"parts": [{"text": "x"}]}]})
+    assert agentwatch.flush(5)
+    answered = sorted((span.name, _attributes(span).get("gen_ai.response.model")) for _, span in receiver.spans()
+                      if _attributes(span)["agentwatch.kind"] == "llm")
+    assert answered == [("chat gpt-4o", "gpt-4o"), ("chat gpt-4o-mini", "gpt-4o-mini"),
+                        ("chat gpt-4o-mini", "gpt-4o-mini"), ("generate_content gemini-2.0-flash", "gemini-2.0-flash")]
+
+
 def test_providers_and_operations_use_the_convention_well_known_values(
         receiver: _Receiver, stub_provider: Any) -> None:
     """``gen_ai.provider.name`` / ``gen_ai.operation.name`` take the convention's well-known values where one applies
