@@ -47,6 +47,9 @@ from ._errors import CrewAICircuitBreakerException
 
 __all__ = ["Run", "current_run", "patch", "unpatch"]
 
+#: ``CircuitBreakerException.reason`` of a hard budget's refusal.
+_HARD_BUDGET = "hard_budget"
+
 
 class Run:
     """One ``kickoff*`` in flight; shared (not copied) by every thread and task CrewAI starts for it."""
@@ -87,9 +90,30 @@ class Run:
             agentwatch.check_limits(scopes=self.scopes)
         except CircuitBreakerException as blocked:
             return blocked
+        refused = self.blocked
+        if _refusal_holds(refused):
+            return refused
         with self._lock:
-            self.blocked, self.scopes = None, ()
+            if self.blocked is refused:
+                self.blocked, self.scopes = None, ()
         return None
+
+
+def _refusal_holds(blocked: CircuitBreakerException) -> bool:
+    """A hard budget's refusal still holds: the refused call's worst case still does not fit its budget.
+
+    Such a refusal leaves its monitor CLOSED (nothing was spent), so ``check_limits`` passes after it; the run stays
+    refused until a recovery makes room for that call (``increase_budget``, ``reset_windows``, spend leaving the
+    hour's window, the hard budget switched off)."""
+    monitor = blocked.monitor
+    if blocked.reason != _HARD_BUDGET or monitor is None or blocked.reserved is None:
+        return False
+    state = monitor.snapshot()
+    limits = state["limits"]
+    budget = limits["budget_per_hour"]
+    if budget is None or not limits["hard_budget"]:
+        return False
+    return bool(budget - state["spend_last_hour"] - state["reserved"] < blocked.reserved)
 
 
 _RUN: ContextVar[Run | None] = ContextVar("agentwatch_crewai_run", default=None)

@@ -136,6 +136,30 @@ def test_block_in_the_delegated_agent_reaches_the_caller_then_recovers(
     assert stub.count() == 3
 
 
+@pytest.mark.parametrize("how", ["kickoff", "akickoff"])
+def test_hard_budget_refusal_in_the_delegated_agent_reaches_the_caller_then_recovers(
+        stub_provider: Any, memory: Any, how: str) -> None:
+    """A hard budget's refusal leaves the Writer's breaker CLOSED (nothing was spent): checking the Writer's limits
+    again passes, yet the refused call still does not fit, so the delegating agent's next call is refused too."""
+    stub = stub_provider
+    # The Writer's worst case (gpt-4o-mini, no max_tokens) is about $0.0099: more than its whole hard budget.
+    agentwatch.init(exporters=[memory], agents={"Writer": {"budget_per_hour": 0.005, "hard_budget": True}})
+    _script(stub, "Writer")
+    with pytest.raises(CircuitBreakerException) as caught:
+        _kickoff(_crew(stub.openai_base_url, "delegating")[0], how)
+    settle()
+    assert stub.count() == 1  # the delegating call; the Writer's request and every later one never left
+    assert caught.value.reason == "hard_budget" and caught.value.scope_id == "writer"
+    assert [(span["agent_name"], span["status"]) for span in _llm_spans(memory)] == [
+        ("Researcher", "ok"), ("Writer", "blocked"), ("Researcher", "blocked")]
+
+    caught.value.monitor.increase_budget(1.0)  # type: ignore[union-attr]
+    stub.clear()
+    _script(stub, "Writer")
+    assert _kickoff(_crew(stub.openai_base_url, "delegating")[0], how).raw == FINAL
+    assert stub.count() == 3
+
+
 def _bodies(stub: Any) -> list[str]:
     """The request bodies, without the tool call ids the stub numbers per server."""
     return [re.sub(r"call_stub_\d+_", "call_stub_", json.dumps(request.json)) for request in stub.requests]
