@@ -448,6 +448,13 @@ def _enter_tool(source: Any, event: Any) -> None:
 
 @stop_on_exception
 def _leave_tool(source: Any, event: Any) -> None:
+    error = getattr(event, "error", None)
+    if isinstance(error, CircuitBreakerException) and not isinstance(error, CrewAICircuitBreakerException):
+        # Raised inside the tool below CrewAI's hook (the openai SDK's own call, a scope the tool opened): CrewAI
+        # hands it to the model as the tool's result, so the run keeps it. The hook's blocks are kept already.
+        run = current_run()
+        if run is not None:
+            run.record(error, ())
     entered = _IN_TOOLS.get()
     for index in range(len(entered) - 1, -1, -1):
         if entered[index][0] == event.started_event_id:

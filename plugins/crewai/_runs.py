@@ -54,7 +54,7 @@ _HARD_BUDGET = "hard_budget"
 class Run:
     """One ``kickoff*`` in flight; shared (not copied) by every thread and task CrewAI starts for it."""
 
-    __slots__ = ("parent", "owner", "is_flow", "blocked", "scopes", "span", "_attached", "_lock")
+    __slots__ = ("parent", "owner", "is_flow", "blocks", "scopes", "span", "_attached", "_lock")
 
     def __init__(self, parent: Run | None, owner: Any) -> None:
         self.parent = parent
@@ -63,9 +63,10 @@ class Run:
         #: A Flow's span, and what made it current (``_open_flow_span``).
         self.span: Span | None = None
         self._attached: tuple[Any, ...] = ()
-        #: The first block of this run not yet seen by kickoff()'s caller, and the agent scopes of the
-        #: call it blocked (checked again before each later call).
-        self.blocked: CircuitBreakerException | None = None
+        #: The blocks of this run not yet seen by kickoff()'s caller (the first first), and the agent scopes of
+        #: the calls they blocked: checked again before each later call, with the monitors that blocked (a scope
+        #: the call's code opened itself, ``with agentwatch.agent(...)`` in a tool, is known by its monitor only).
+        self.blocks: tuple[CircuitBreakerException, ...] = ()
         self.scopes: tuple[AgentScope, ...] = ()
         self._lock = threading.Lock()
 
@@ -78,24 +79,26 @@ class Run:
         if self.is_flow:
             return
         with self._lock:
-            if self.blocked is None:
-                self.blocked = blocked
+            if blocked not in self.blocks:
+                self.blocks = (*self.blocks, blocked)
             self.scopes = (*self.scopes, *(scope for scope in scopes if scope not in self.scopes))
 
     def still_blocked(self) -> CircuitBreakerException | None:
         """The block that still holds for this run (a fresh one, current state), or None if it lifted."""
-        if self.blocked is None:
+        blocks = self.blocks
+        if not blocks:
             return None
+        monitors = tuple(blocked.monitor for blocked in blocks if blocked.monitor is not None)
         try:
-            agentwatch.check_limits(scopes=self.scopes)
+            agentwatch.check_limits(scopes=self.scopes, budgets=monitors)
         except CircuitBreakerException as blocked:
             return blocked
-        refused = self.blocked
-        if _refusal_holds(refused):
-            return refused
+        for refused in blocks:
+            if _refusal_holds(refused):
+                return refused
         with self._lock:
-            if self.blocked is refused:
-                self.blocked, self.scopes = None, ()
+            if self.blocks is blocks:
+                self.blocks, self.scopes = (), ()
         return None
 
 

@@ -108,3 +108,41 @@ def test_a_coworkers_tool_is_named_after_the_coworker(stub_provider: Any, memory
     agentwatch.flush()
     tools = {span["name"]: span["agent_name"] for span in memory.spans if span["kind"] == "tool"}
     assert tools == {"tool:delegate_work_to_coworker": "Researcher", "tool:summarize": "Writer"}
+
+
+@pytest.mark.parametrize("client", ["openai", "crewai"])
+def test_a_block_under_the_tools_own_agent_scope_stops_the_kickoff(stub_provider: Any, memory: Any,
+                                                                   client: str) -> None:
+    """The tool's call runs under the program's own ``with agentwatch.agent("Summarizer")``: blocked there (by the
+    openai SDK's layer, or CrewAI's hook for ``crewai.LLM.call``), CrewAI hands the block to the model as the tool's
+    result. The kickoff raises it, and the Researcher's next request is not sent."""
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.tools import tool
+
+    base_url = stub_provider.openai_base_url
+    summarizer = LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="k", max_retries=0)
+
+    @tool("summarize")
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        with agentwatch.agent("Summarizer"):
+            if client == "crewai":
+                return str(summarizer.call(text))
+            sdk = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+            answer = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+            return answer.choices[0].message.content or ""
+
+    def summarize_call(text: str) -> Reply:
+        return Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": text}}])
+
+    agentwatch.init(exporters=[memory], agents={"Summarizer": {"budget_per_hour": 1e-9, "block_on_threshold": True}})
+    stub_provider.queue(summarize_call("a"), Reply(content="summary a"), summarize_call("b"),
+                        Reply(content="summary b"), Reply(content="Final: done"))
+    researcher = Agent(role="Researcher", goal="Summarize", backstory="Careful.", llm=LLM(
+        model=f"openai/{MODEL}", base_url=base_url, api_key="k", max_retries=0), tools=[summarize], verbose=False)
+    crew = Crew(agents=[researcher], tasks=[Task(description="Summarize a and b", expected_output="Summaries",
+                                                 agent=researcher)], verbose=False)
+    with pytest.raises(CircuitBreakerException) as caught:
+        crew.kickoff()
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "summarizer")
+    assert stub_provider.count() == 3  # the summary of "a" went over the budget; nothing after the block
