@@ -31,6 +31,7 @@ whatever order the pool runs the handlers in.
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -141,13 +142,43 @@ def _role(role: Any) -> str | None:
 
 
 def agent_scope(client: Any, agent: Any) -> AgentScope | None:
-    """The agent scope of a CrewAI agent: named after its role (``_role``), id from ``init(agents=...)`` or the role.
+    """The agent scope of a CrewAI agent: named after its role as written (``_scope_name``), id from
+    ``init(agents=...)`` or the role.
 
     The id deliberately is not CrewAI's per-instance UUID: a stable id keeps rolling windows (and a
     shared limits store) for "Researcher" across runs and processes.
     """
-    role = _role(getattr(agent, "role", None))
-    return client.agent_scope(role) if role else None
+    name = _scope_name(client, agent)
+    return client.agent_scope(name) if name else None
+
+
+#: A kickoff input placeholder in a role (``{topic}``), as CrewAI interpolates them.
+_PLACEHOLDER_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_\-]*\}")
+#: CrewAI agent id → scope name, for the agents whose role a kickoff's inputs changed (a tool's events name the
+#: agent by its interpolated role and id only).
+_TEMPLATED: OrderedDict[str, str] = OrderedDict()
+
+
+def _scope_name(client: Any, agent: Any) -> str | None:
+    """The role an agent was given, before a kickoff's inputs filled its placeholders: the template's
+    ``role: "{topic} Senior Data Researcher"`` is one agent whatever the topic, so its limits hold across kickoffs
+    (``kickoff_for_each`` included). Its limits may be configured under that role, or under the role without its
+    placeholders ("Senior Data Researcher")."""
+    role = getattr(agent, "role", None)
+    original = getattr(agent, "_original_role", None) or role
+    name = _role(original)
+    if not name or original == role:
+        return name
+    if "{" in name and name not in client.config.agents:
+        plain = " ".join(_PLACEHOLDER_RE.sub(" ", name).split())
+        if plain and plain in client.config.agents:
+            name = plain
+    agent_id = str(getattr(agent, "id", ""))
+    if agent_id and _TEMPLATED.get(agent_id) != name:
+        _TEMPLATED[agent_id] = name
+        while len(_TEMPLATED) > _RECENT_LIMIT:
+            _TEMPLATED.popitem(last=False)
+    return name
 
 
 class _Objects:
@@ -318,8 +349,11 @@ def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dic
 
 
 def _tool_agent(client: Any, objects: _Objects) -> AgentScope | None:
-    """The scope of the agent using a tool (``agent_scope``, by role; a tool event keeps only the role)."""
-    role = _role(getattr(objects.agent, "role", None) or getattr(objects.event, "agent_role", None))
+    """The scope of the agent using a tool (``agent_scope``; a tool event keeps only the role and the agent's id)."""
+    if objects.agent is not None:
+        return agent_scope(client, objects.agent)
+    event = objects.event
+    role = _TEMPLATED.get(str(getattr(event, "agent_id", None))) or _role(getattr(event, "agent_role", None))
     return client.agent_scope(role) if role else None
 
 

@@ -130,6 +130,38 @@ def test_per_agent_limits_match_a_role_from_the_yaml_project_layout(stub_provide
     assert "agent:Senior Data Researcher" in {span["name"] for span in agent_spans}
 
 
+@pytest.mark.parametrize("key", ["{topic} Senior Data Researcher", "Senior Data Researcher"])
+def test_per_agent_limits_hold_across_the_inputs_a_templated_role_is_kicked_off_with(
+        stub_provider: Any, memory: Any, key: str) -> None:
+    """``crewai create crew``'s template: ``role: {topic} Senior Data Researcher``, filled in by each kickoff's inputs.
+    The agent is the role as written, whatever the topic; its limits are configured under that role or without its
+    placeholders."""
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.tools import tool
+
+    agentwatch.init(exporters=[memory], agents={key: {"budget_per_hour": 0.01, "block_on_threshold": True}})
+
+    @tool("lookup")
+    def lookup(query: str) -> str:
+        """Look up a fact about a subject."""
+        return "fact"
+
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    researcher = Agent(role="{topic} Senior Data Researcher", goal="Find facts about {topic}", backstory="Careful.",
+                       llm=llm, tools=[lookup])
+    crew = Crew(agents=[researcher], tasks=[Task(description="Research {topic}", expected_output="Facts",
+                                                 agent=researcher)])
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "lookup", "arguments": {"query": "AI"}}]),
+                        Reply(content="Facts.", input_tokens=100000, output_tokens=10))  # $0.015: over the budget
+    with pytest.raises(CircuitBreakerException) as caught:
+        crew.kickoff_for_each(inputs=[{"topic": "AI LLMs"}, {"topic": "Quantum"}])
+    settle()
+    assert stub_provider.count() == 2  # the first topic's; the second topic's first call was blocked
+    assert caught.value.monitor is agentwatch.get_client().agents[key].monitor  # type: ignore[union-attr]
+    assert {span["agent_name"] for span in memory.spans if span["agent_name"] is not None} == {key}
+    assert {"agent:AI LLMs Senior Data Researcher", "tool:lookup"} <= {span["name"] for span in memory.spans}
+
+
 @pytest.mark.parametrize("how", ["call", "acall"])
 def test_a_blocked_direct_llm_call_is_recorded_once(stub_provider: Any, memory: Any, how: str) -> None:
     """``crewai.LLM.call``/``acall`` outside a crew: CrewAI reports the hook's block as a failed call too.
