@@ -734,8 +734,22 @@ def _on_llm_failed(source: Any, event: LLMCallFailedEvent) -> None:
     if call is None:
         return
     call.set_attribute("crewai.call_id", event.call_id)
-    call.end(error=clip(event.error))
+    if _answered(call):
+        # CrewAI failed on an answer the provider gave in full (an ``output_pydantic`` it could not parse, then
+        # retried): billed, and no sign of a failing provider, so not counted toward max_error_rate.
+        call.set_attribute("crewai.answer_rejected", clip(event.error))
+        call.end()
+    else:
+        call.end(error=clip(event.error))
     TREE.call_done(event.call_id)
+
+
+def _answered(call: LLMCall) -> bool:
+    """The HTTP layer saw the provider answer the call in full: a success status and the answer's finish reason
+    (a stream cut off midway has the status, not the finish reason)."""
+    attributes = call.span.attributes
+    status = attributes.get("http.status_code")
+    return isinstance(status, int) and 200 <= status < 300 and bool(attributes.get("finish_reason"))
 
 
 # ---- installation -------------------------------------------------------------------------------

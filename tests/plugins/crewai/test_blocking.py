@@ -187,3 +187,31 @@ def test_a_blocked_direct_llm_call_is_recorded_once(stub_provider: Any, memory: 
     assert not any(span["attributes"].get("agentwatch.unchecked") for span in spans)
     snapshot = caught.value.monitor.snapshot()
     assert snapshot["errors_in_error_window"] == 0
+
+
+def test_an_answer_crewai_cannot_parse_is_charged_not_counted_as_a_provider_error(stub_provider: Any,
+                                                                                   memory: Any) -> None:
+    """``output_pydantic``: the model answers prose first, CrewAI's LLM fails to parse it (after an HTTP 200, billed),
+    reports the call as failed and asks again. A healthy provider must not trip ``max_error_rate``."""
+    from crewai import LLM, Agent, Crew, Task
+    from pydantic import BaseModel
+
+    class Facts(BaseModel):
+        facts: list[str]
+
+    agentwatch.init(exporters=[memory], max_error_rate=0.4, block_on_threshold=True)
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    for _ in range(4):
+        stub_provider.queue(Reply(content="Bees dance.", input_tokens=100, output_tokens=10),
+                            Reply(content='{"facts": ["Bees dance"]}', input_tokens=100, output_tokens=10))
+        researcher = Agent(role="Researcher", goal="Find facts", backstory="Careful.", llm=llm)
+        task = Task(description="Research bees", expected_output="Facts", agent=researcher, output_pydantic=Facts)
+        assert Crew(agents=[researcher], tasks=[task]).kickoff().pydantic == Facts(facts=["Bees dance"])
+    settle()
+    assert stub_provider.count() == 8
+    spans = _llm_spans(memory)
+    assert [span["status"] for span in spans] == ["ok"] * 8 and all(span["cost_usd"] > 0 for span in spans)
+    assert sum("Facts" in span["attributes"].get("crewai.answer_rejected", "") for span in spans) == 4
+    state = agentwatch.get_client().monitor.snapshot()  # type: ignore[union-attr]
+    assert state["errors_in_error_window"] == 0 and state["spend_last_hour"] == pytest.approx(
+        sum(span["cost_usd"] for span in spans))
