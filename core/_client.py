@@ -73,15 +73,24 @@ class _BreakerSink:
         if operator is not None:  # made by an operator's action from the collector: who, which, why
             attributes.update(operator)
         span = client.start_span(f"breaker.{record.get('event')}", "breaker", attributes=attributes,
-                                 activate=False)
+                                 activate=False, agent=self._agent_of(monitor))
         client.end_span(span)
         client.plugin_manager.hook.agentwatch_breaker_transition(record=dict(record))
 
     def alert(self, monitor: Monitor, alert: dict[str, Any]) -> None:
         client = self._client
-        span = client.start_span(f"alert.{alert.get('reason')}", "alert", attributes=dict(alert), activate=False)
+        span = client.start_span(f"alert.{alert.get('reason')}", "alert", attributes=dict(alert), activate=False,
+                                 agent=self._agent_of(monitor))
         client.end_span(span)
         client.plugin_manager.hook.agentwatch_alert(alert=dict(alert))
+
+    def _agent_of(self, monitor: Monitor) -> AgentScope | None:
+        """An agent's own monitor: that agent, whichever agent the context is in (a coworker blocked inside the
+        delegating agent's tool, which pushed the delegator). None for another monitor: the context's agent."""
+        if monitor.scope != "agent":
+            return None
+        scope = self._client._agents.get(monitor._name)
+        return scope if scope is not None and scope.monitor is monitor else None
 
     def blocked(self, error: CircuitBreakerException) -> None:
         # The LLM-call layer records the blocked span itself: it knows the model and the parent.

@@ -79,6 +79,7 @@ from agentwatch.instrumentation import (
     clip,
     detach,
     get_current_agent_scopes,
+    get_current_span,
     stop_on_exception,
 )
 from agentwatch.plugins.http._patching import Patcher
@@ -544,16 +545,21 @@ def before_llm_call(context: Any) -> None:
     name = type(llm).__name__ if llm is not None and not isinstance(llm, str) else "llm"
     captured = list(messages) if messages and capturing(client) else None
     run = current_run()
-    earlier = run.still_blocked() if run is not None else None
-    if earlier is not None:
-        # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
-        _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
-        TREE.mark_blocked(stack)
-        _blocked_here()
-        raise CrewAICircuitBreakerException(earlier) from None
+    # The breaker's own spans (breaker.triggered, alert.*) go under the current span: make it the call's parent, or
+    # they are traces of their own (CrewAI's spans are parents by id, never current in its threads).
+    token = attach(parent) if parent is not None and get_current_span() is not parent else None
     try:
+        earlier = run.still_blocked() if run is not None else None
+        if earlier is not None:
+            # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
+            _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
+            TREE.mark_blocked(stack)
+            _blocked_here()
+            raise CrewAICircuitBreakerException(earlier) from None
         call = agentwatch.start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,
                                          input=captured, attributes=attributes)
+    except CrewAICircuitBreakerException:
+        raise
     except CircuitBreakerException as blocked:
         if run is not None:
             run.record(blocked, scopes)
@@ -561,6 +567,9 @@ def before_llm_call(context: Any) -> None:
         _blocked_here()
         # Only a HookAborted gets through CrewAI; the blocked span is already recorded by the core.
         raise CrewAICircuitBreakerException(blocked) from None
+    finally:
+        if token is not None:
+            detach(token)
     if call.hard_budget:  # only a hard budget's top-up refuses a call below the hook
         call.raise_refusal_as(_refused_below(call, run, scopes, stack))
     call.activate()

@@ -160,6 +160,32 @@ def test_hard_budget_refusal_in_the_delegated_agent_reaches_the_caller_then_reco
     assert stub.count() == 3
 
 
+@pytest.mark.parametrize("limit", ["Writer", "global"])
+def test_the_breakers_records_of_a_block_name_the_blocked_agent_in_the_crews_trace(
+        stub_provider: Any, memory: Any, limit: str) -> None:
+    """breaker.triggered and alert.* of a block in a crew: in the kickoff's trace, under the blocked call's agent, and
+    named after the agent whose limit it is (the Writer's, inside the Researcher's delegation tool) or, for the global
+    limit, the agent whose call was blocked (the Researcher's first call: no span of ours was current there)."""
+    stub = stub_provider
+    if limit == "Writer":
+        agentwatch.init(exporters=[memory], agents=_limit("Writer"))
+    else:
+        agentwatch.init(exporters=[memory], budget_per_hour=0.0001, block_on_threshold=True)
+    for _ in range(2):
+        _script(stub, "Writer")
+    _crew(stub.openai_base_url, "delegating")[0].kickoff()  # over the limit afterwards
+    with pytest.raises(CircuitBreakerException):
+        _crew(stub.openai_base_url, "delegating")[0].kickoff()
+    settle()
+    crew = [span for span in memory.spans if span["name"] == "crew:crew"][-1]
+    records = [span for span in memory.spans if span["kind"] in ("breaker", "alert")]
+    assert {span["name"] for span in records} == {"breaker.triggered", "alert.budget_per_hour"}
+    blocked_agent = "Writer" if limit == "Writer" else "Researcher"
+    assert {(span["trace_id"], span["agent_name"]) for span in records} == {(crew["trace_id"], blocked_agent)}
+    parents = {span["span_id"]: span for span in memory.spans}
+    assert all(parents[span["parent_span_id"]]["name"] == f"agent:{blocked_agent}" for span in records)
+
+
 def _bodies(stub: Any) -> list[str]:
     """The request bodies, without the tool call ids the stub numbers per server."""
     return [re.sub(r"call_stub_\d+_", "call_stub_", json.dumps(request.json)) for request in stub.requests]
