@@ -694,9 +694,19 @@ def _unchecked_call(client: Any, event: Any) -> LLMCall | None:
 
 @stop_on_exception
 def _on_llm_started(source: Any, event: LLMCallStartedEvent) -> None:
-    # Inline, before the hook runs: the hook (or the call's end, for a call no hook saw) claims it.
-    if agentwatch.get_client() is not None:
-        TREE.keep_start(event)
+    # Inline. Inside ``LLM.call`` it comes before the hook: the hook (or the call's end, for a call no hook saw)
+    # claims it. An agent's executor runs the hook first, before the call has its id: the start is that call's.
+    if agentwatch.get_client() is None:
+        return
+    activated = _ACTIVATED.get()
+    if activated is not None and "crewai.call_id" not in activated.span.attributes and \
+            activated is agentwatch.current_llm_call():
+        TREE.calls[event.call_id] = activated
+        activated.set_attribute("crewai.call_id", event.call_id)
+        if event.stream:
+            activated.set_attribute("stream", True)
+        return
+    TREE.keep_start(event)
 
 
 @stop_on_exception

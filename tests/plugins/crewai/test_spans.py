@@ -58,6 +58,8 @@ def test_crew_run_becomes_a_span_tree_with_figures(crew_stub: Any, memory: Any, 
     if stream:
         assert all(llm["attributes"]["time_to_first_token_ms"] >= 0 for llm in llms[1:])
         assert all(request.json["stream"] for request in crew_stub.requests)
+    # An agent's executor runs the hook before CrewAI announces the call: the announcement still says it streams.
+    assert [llm["attributes"].get("stream", False) for llm in llms] == [stream] * 3
 
     assert tool["attributes"]["tool.name"] == "lookup"
     assert "bees" in tool["attributes"]["tool.input"] and "they dance" in tool["output"]
