@@ -511,8 +511,12 @@ def _model_of(llm: Any) -> tuple[str | None, str | None]:
     else:
         model = getattr(llm, "model", None)
         provider = getattr(llm, "provider", None)
-    if model and "/" in model and not provider:
-        provider, _, model = model.partition("/")
+    if model and "/" in model:
+        # LiteLLM's "openai/gpt-4o-mini" (a string, or an ``LLM(is_litellm=True)``, whose provider is that prefix) is
+        # the model the native provider class calls "gpt-4o-mini": one model, one name.
+        prefix, _, rest = model.partition("/")
+        if not provider or prefix == provider:
+            provider, model = prefix, rest
     return (str(model) if model else None), (str(provider) if provider else None)
 
 

@@ -1,17 +1,14 @@
 """A real two-agent CrewAI crew whose ``crewai.LLM`` talks to the stub OpenAI-compatible server.
 
-CrewAI phones home (telemetry, tracing) unless told not to; the switches are set before it is imported
-so nothing leaves loopback.
+CrewAI (and LiteLLM, behind ``LLM(is_litellm=True)``) phones home (telemetry, tracing, a cost map) unless told not
+to; the switches are set before it is imported so nothing leaves loopback.
 """
 
 from __future__ import annotations
 
-import os
+from tests.plugins.offline_frameworks import keep_frameworks_offline
 
-for _name, _value in {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true",
-                      "CREWAI_TRACING_ENABLED": "false", "CREWAI_DISABLE_TRACKING": "true",
-                      "CREWAI_STORAGE_DIR": "/tmp/agentwatch-crewai-tests"}.items():
-    os.environ.setdefault(_name, _value)
+keep_frameworks_offline()
 
 from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402

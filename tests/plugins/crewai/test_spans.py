@@ -108,3 +108,22 @@ def test_a_lone_agent_kickoff_is_an_agent_span_over_its_calls_and_tools_in_its_a
     assert stub_provider.count() == 0 and (caught.value.scope, caught.value.scope_id) == ("agent", "solo")
     blocked = [span for span in memory.spans if span["attributes"].get("framework") == "crewai"][len(spans):]
     assert sorted((span["kind"], span["status"]) for span in blocked) == [("agent", "blocked"), ("llm", "blocked")]
+
+
+def test_a_litellm_routed_llm_names_its_model_as_the_native_provider_does(stub_provider: Any, memory: Any) -> None:
+    """``LLM(model="openai/gpt-4o-mini", is_litellm=True)`` and the native ``LLM(model="openai/gpt-4o-mini")`` call
+    the same model: one name for it, or the dashboard's spend by model splits it in two."""
+    from crewai import LLM
+
+    from tests.stubs.provider_server import Reply
+
+    agentwatch.init(exporters=[memory])
+    for is_litellm in (True, False):
+        stub_provider.queue(Reply(content="Bees dance.", input_tokens=100, output_tokens=20))
+        LLM(model=f"openai/{MODEL}", is_litellm=is_litellm, base_url=stub_provider.openai_base_url, api_key="k",
+            max_retries=0).call("Tell me about bees")
+    settle()
+    llms = _by_kind(memory.spans, "llm")
+    assert [(span["name"], span["model"], span["provider"]) for span in llms] == [
+        ("LLM", MODEL, "openai"), ("OpenAICompletion", MODEL, "openai")]
+    assert llms[0]["cost_usd"] == llms[1]["cost_usd"] > 0
