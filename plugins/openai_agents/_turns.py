@@ -124,7 +124,7 @@ def open_call(turn: Turn, name: str) -> LLMCall:
     context = get_current_agent_scopes()
     push_agent = bool(scopes) and (not context or context[-1] is not scopes[0])
     push_span = parent is not None and get_current_span() is not parent
-    token = attach(parent if push_span else KEEP, agent=scopes[0] if push_agent else KEEP) \
+    token = attach(parent if push_span else KEEP, agent=scopes[0] if push_agent else None) \
         if push_agent or push_span else None
     try:
         call = start_llm_call(name, model=model, provider=provider, parent=parent, scopes=scopes,

@@ -136,3 +136,22 @@ def test_the_breakers_spans_of_a_blocked_agent_name_it(stub_provider: Any, memor
         parent = by_id.get(audit["parent_span_id"])
         assert parent is not None and parent["kind"] == "agent" and parent["name"] == "Writer"
         assert audit["trace_id"] == parent["trace_id"]
+
+
+def test_a_run_inside_the_program_s_own_scope_of_the_same_agent_is_limited(stub_provider: Any, memory: Any) -> None:
+    """Found 2026-12-06: a run inside ``with agentwatch.agent("Writer")`` (the agent's own name) left a placeholder
+    among the context's agent scopes at each model call: the limit check failed inside (an internal error, logged)
+    and the call went out unchecked, past the agent's limit."""
+    agentwatch.init(exporters=[memory], agents={"Writer": {"max_calls_per_minute": 1, "block_on_threshold": True}})
+    writer = _writer(stub_provider)
+
+    async def run_twice() -> None:
+        with agentwatch.agent("Writer"):
+            stub_provider.queue(Reply(content="done"))
+            await Runner.run(writer, "summarize this")
+            with pytest.raises(CircuitBreakerException) as caught:
+                await Runner.run(writer, "and this")
+            assert (caught.value.scope, caught.value.scope_id) == ("agent", "writer")
+
+    asyncio.run(run_twice())
+    assert stub_provider.count() == 1
