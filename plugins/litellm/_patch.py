@@ -15,6 +15,7 @@ is raised before the Router starts retrying or falling back.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -53,6 +54,11 @@ _stream_type: type | None = None  # LiteLLM's CustomStreamWrapper, set by instal
 #: attempts raise the same block again, without another blocked span or ``on_block``.
 _ROUTER_BLOCK: ContextVar[list[CircuitBreakerException] | None] = ContextVar("agentwatch_litellm_router",
                                                                                  default=None)
+#: The call one of the patched module functions opened (``litellm.completion`` called after ``init()``), while it runs.
+#: LiteLLM's ``@client`` wrapper sits between that function and the one it calls (``_wrap_inside``) and re-runs the
+#: whole attempt for ``num_retries`` on an error: a hard budget's refusal met below (the HTTP layer's ``top_up``) is
+#: carried past it as a ``BlockCarrier`` from inside, and raised to the caller as the block by the function outside.
+_OPENED: ContextVar[LLMCall | None] = ContextVar("agentwatch_litellm_opened", default=None)
 
 
 def install() -> None:
@@ -190,13 +196,14 @@ def _returned(call: LLMCall, result: Any) -> None:
 
 
 # LiteLLM's ``@client`` wrapper retries a failed call through these (``num_retries``): for ``acompletion`` whatever the
-# error, a block too. While a limit blocks, the retries are not started (the caller gets the block, once recorded).
+# error, a block too. The retries of an attempt that a block refused are not started, nor are any while a limit
+# blocks: the caller gets the block, recorded and handed to ``on_block`` once.
 
 def _sync_retries(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def retries(*args: Any, **kwargs: Any) -> Any:
         if get_client() is not None:
-            check_limits()
+            _refuse_retries()
         return original(*args, **kwargs)
 
     return retries
@@ -206,18 +213,43 @@ def _async_retries(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def retries(*args: Any, **kwargs: Any) -> Any:
         if get_client() is not None:
-            check_limits()
+            _refuse_retries()
         return await original(*args, **kwargs)
 
     return retries
 
 
+def _refuse_retries() -> None:
+    """Raise the block that refused the attempt LiteLLM is about to retry (its wrapper calls the retries while handling
+    that attempt's error), else any block a limit would raise now. A function imported before ``init()`` opens its call
+    inside the wrapper, so a hard budget's refusal of it (met by the HTTP layer: ``check_limits`` passes, the budget is
+    not spent) reaches the wrapper as the block, which ``acompletion`` retries whatever it is: every attempt refused
+    again, a blocked span and an ``on_block`` each."""
+    failed = sys.exc_info()[1]
+    if isinstance(failed, CircuitBreakerException):
+        raise failed
+    check_limits()
+
+
+def _carry_refusal(error: BaseException) -> None:
+    """Inside LiteLLM's ``@client`` wrapper, in a call a module function of ours opened outside it (``_OPENED``): a
+    refusal of that call met below (``error`` is it, or LiteLLM's error mapped from it) leaves as a ``BlockCarrier``,
+    which the wrapper's ``except Exception`` does not catch. Else the wrapper would retry the refused attempt
+    ``num_retries`` times (each refused again: ``on_block`` and LiteLLM's loggers once per attempt)."""
+    opened = _OPENED.get()
+    if opened is None or opened is not get_current_llm_call():
+        return
+    block = opened.refusal(error)
+    if block is not None:
+        raise BlockCarrier(block) from None
+
+
 def _raise_block_below(call: LLMCall, error: BaseException) -> None:
     """Raise the block that ``error`` wraps, if it does: a hard budget's top-up refused by the HTTP layer inside
     LiteLLM's provider handler comes out of LiteLLM's exception mapping as its own error (``InternalServerError``), with
-    the block as its context. The caller gets the block, as from any other layer; a Router's later attempts raise it
-    too."""
-    block = call.refusal(error)
+    the block as its context, or as the ``BlockCarrier`` of ``_carry_refusal``. The caller gets the block, as from any
+    other layer; a Router's later attempts raise it too."""
+    block = error.blocked if isinstance(error, BlockCarrier) else call.refusal(error)
     if block is None or block is error:
         return
     call.end(error=block)
@@ -247,8 +279,13 @@ def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callab
             return original(*args, **kwargs)
         call = _open(name, kind, args, kwargs)
         if call is None:
-            return original(*args, **kwargs)
+            try:
+                return original(*args, **kwargs)
+            except Exception as error:
+                _carry_refusal(error)
+                raise
         call.activate()
+        opened = _OPENED.set(call)
         try:
             result = original(*args, **kwargs)
         except BaseException as error:
@@ -256,6 +293,8 @@ def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callab
             _raise_block_below(call, error)
             call.end(error=error)
             raise
+        finally:
+            _OPENED.reset(opened)
         call.deactivate()
         _returned(call, result)
         return result
@@ -270,8 +309,13 @@ def _async_function(original: Callable[..., Any], name: str, kind: str) -> Calla
             return await original(*args, **kwargs)
         call = _open(name, kind, args, kwargs)
         if call is None:
-            return await original(*args, **kwargs)
+            try:
+                return await original(*args, **kwargs)
+            except Exception as error:
+                _carry_refusal(error)
+                raise
         call.activate()
+        opened = _OPENED.set(call)
         try:
             result = await original(*args, **kwargs)
         except BaseException as error:
@@ -279,6 +323,8 @@ def _async_function(original: Callable[..., Any], name: str, kind: str) -> Calla
             _raise_block_below(call, error)
             call.end(error=error)
             raise
+        finally:
+            _OPENED.reset(opened)
         call.deactivate()
         _returned(call, result)
         return result

@@ -29,18 +29,25 @@ from tests.stubs.provider_server import Reply, StubProvider
 import agentwatch
 from agentwatch import CircuitBreakerException
 
-provider, how = sys.argv[1], sys.argv[2]
+provider, how, limit = sys.argv[1], sys.argv[2], sys.argv[3]
 memory = agentwatch.InMemoryExporter()
-agentwatch.init(exporters=[memory])
+blocks = []
+if limit == "hard_budget":  # no max_tokens: the worst case (gpt-4o's 16k, Claude's 8k output tokens) does not fit
+    agentwatch.init(exporters=[memory], budget_per_hour=0.05, hard_budget=True, on_block=blocks.append)
+    budget = agentwatch.agent("researcher")
+else:
+    agentwatch.init(exporters=[memory], on_block=blocks.append)
+    budget = agentwatch.agent("researcher", budget_per_hour=0.0001, block_on_threshold=True)
 outcomes = []
 with StubProvider() as stub:
-    model = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-3-5-sonnet-20240620"}[provider]
+    openai_model = "openai/gpt-4o" if limit == "hard_budget" else "openai/gpt-4o-mini"
+    model = {"openai": openai_model, "anthropic": "anthropic/claude-3-5-sonnet-20240620"}[provider]
     base = stub.openai_base_url if provider == "openai" else stub.base_url
     kwargs = {"model": model, "messages": [{"role": "user", "content": "hi"}], "api_base": base,
               "api_key": "test-key", "num_retries": 2}
     stub.queue(Reply(content="spent", input_tokens=1000, output_tokens=100))
-    with agentwatch.agent("researcher", budget_per_hour=0.0001, block_on_threshold=True):
-        for _ in range(2):
+    with budget:
+        for _ in range(2 if limit != "hard_budget" else 1):
             try:
                 if how == "completion":
                     completion(**kwargs)
@@ -61,7 +68,7 @@ agentwatch.shutdown()
 # shutdown() leaves LiteLLM as it was: its @client wrapper calls LiteLLM's own function again.
 wrapper = litellm_main.completion
 restored = wrapper.__closure__[wrapper.__code__.co_freevars.index("original_function")].cell_contents
-print(json.dumps({"outcomes": outcomes, "requests": requests, "spans": spans,
+print(json.dumps({"outcomes": outcomes, "requests": requests, "spans": spans, "on_block": len(blocks),
                   "restored": restored is wrapper.__wrapped__}))
 '''
 
@@ -70,12 +77,30 @@ print(json.dumps({"outcomes": outcomes, "requests": requests, "spans": spans,
 @pytest.mark.parametrize("how", ["completion", "stream", "acompletion"])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_function_imported_before_init_is_limited(tmp_path: Path, provider: str, how: str) -> None:
-    done = subprocess.run([sys.executable, "-c", PROGRAM, provider, how], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=100, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    report = _run(tmp_path, provider, how, "budget_per_hour")
     assert report["outcomes"] == ["sent", "budget_per_hour"], report  # the block itself, not a LiteLLM error
     assert report["requests"] == 1  # the blocked call was never sent, nor retried
     name = "litellm.acompletion" if how == "acompletion" else "litellm.completion"
     assert report["spans"] == [[name, "ok"], [name, "blocked"]]
+    assert report["on_block"] == 1
     assert report["restored"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["completion", "acompletion"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_hard_budgets_refusal_of_a_function_imported_before_init_is_not_retried(tmp_path: Path, provider: str,
+                                                                                  how: str) -> None:
+    """The refusal, raised below LiteLLM's ``@client`` wrapper (the HTTP layer's reservation of the worst case), was
+    re-run by ``acompletion``'s ``num_retries=2``: three blocked spans, ``on_block`` three times (found by a probe)."""
+    report = _run(tmp_path, provider, how, "hard_budget")
+    assert report["outcomes"] == ["hard_budget"] and report["requests"] == 0, report
+    name = "litellm.acompletion" if how == "acompletion" else "litellm.completion"
+    assert report["spans"] == [[name, "blocked"]] and report["on_block"] == 1
+
+
+def _run(tmp_path: Path, provider: str, how: str, limit: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", PROGRAM, provider, how, limit], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=100, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]

@@ -172,6 +172,42 @@ def test_a_hard_budgets_refusal_below_litellm_reaches_the_caller_as_the_block(st
     assert stub_provider.count() == 1
 
 
+class Attempts(CustomLogger):
+    """The attempts LiteLLM makes of a call: one ``log_pre_api_call`` each (its ``num_retries`` re-run the whole
+    attempt)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[str] = []
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        self.models.append(model)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_hard_budgets_refusal_below_litellm_is_not_retried_by_num_retries(stub_provider: Any, memory: Any,
+                                                                            mode: str) -> None:
+    """A probe found the refusal (no ``max_tokens``: gpt-4o's worst case $0.16 against $0.05) re-run 1 + num_retries
+    times by LiteLLM: ``on_block`` and LiteLLM's loggers saw 4 attempts for ``num_retries=3``, each refused again."""
+    blocks: list[Any] = []
+    agentwatch.init(exporters=[memory], budget_per_hour=0.05, hard_budget=True, on_block=blocks.append)
+    attempts = Attempts()
+    litellm.callbacks = [attempts]
+    try:
+        kwargs = openai_kwargs(stub_provider, model="openai/gpt-4o", num_retries=3)
+        with pytest.raises(CircuitBreakerException) as caught:
+            if mode == "sync":
+                litellm.completion(**kwargs)
+            else:
+                asyncio.run(litellm.acompletion(**kwargs))
+    finally:
+        litellm.callbacks = []
+    assert caught.value.reason == "hard_budget" and stub_provider.count() == 0
+    assert len(blocks) == 1 and attempts.models == ["gpt-4o"]
+    agentwatch.flush()
+    assert [span["status"] for span in llm_spans(memory)] == ["blocked"]
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_an_anthropic_stream_read_to_its_end_is_complete(stub_provider: Any, memory: Any, mode: str) -> None:
     """LiteLLM's sync Anthropic stream ends after ``message_delta`` (the stop reason and final usage) and closes the
