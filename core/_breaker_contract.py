@@ -123,6 +123,10 @@ class CircuitBreakerException(Exception):
         breaker_state = self.state.get("state")
         where = f"{scope} {scope_id!r}" + (f", state {breaker_state}" if breaker_state else "")
         why = _describe(reason, threshold, current, reserved, remaining)
+        if breaker_state == "HALF_OPEN" and self.state.get("probe_in_flight"):
+            # ``reason`` stays what tripped the breaker (it says how to recover); this call met no limit itself.
+            why = f"the probe call after the pause is in flight, other calls are blocked until it settles " \
+                  f"(the breaker was tripped by: {why})"
         super().__init__(f"AgentWatch blocked the LLM call ({where}): {why}")
 
     #: Set once a span is marked as where this block happened (``_llm.BLOCK_POINT``): the spans it ends blocked on its

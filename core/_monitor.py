@@ -128,7 +128,7 @@ class Monitor:
 
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
-        "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_paused_until", "_trip",
+        "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_fleet_probe", "_paused_until", "_trip",
         "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
         "_windows", "_pending_calls",
         "__weakref__",
@@ -188,6 +188,9 @@ class Monitor:
         self._pending_calls: deque[float] | None = None
         self._state: str = CLOSED
         self._probe: _Probe | None = None
+        #: The fleet's probe slot is held by another process (its record said so at this monitor's last look):
+        #: reported as ``probe_in_flight`` as this process's own probe is.
+        self._fleet_probe = False
         self._paused_until: float | None = None
         self._trip: Trip | None = None
         self._blocked_calls = 0
@@ -425,7 +428,7 @@ class Monitor:
                 "tripped_threshold": trip[1] if trip else None,
                 "tripped_current": trip[2] if trip else None,
                 "paused_until": max(0.0, paused_until - now) if paused_until is not None else None,
-                "probe_in_flight": self._probe is not None,
+                "probe_in_flight": self._probe is not None or self._fleet_probe,
             }
         self._drain()
         return snap
@@ -451,6 +454,7 @@ class Monitor:
         """What this monitor sees for the call: the fleet's record where the store shares one and answers,
         else its own state, probe slot and windows."""
         fleet = self._fleet
+        self._fleet_probe = False
         if fleet is not None and self._state is not CLOSED:
             # Only the fleet's record says whether the state still holds: one more round trip. None: Redis is
             # unreachable and limits_fallback="local", so this process's own state decides.
@@ -488,6 +492,7 @@ class Monitor:
             if self._state is PAUSED:  # the shared clock says how long is left; HALF_OPEN: the move is now
                 self._paused_until = now + shared.remaining
                 self._maybe_half_open_locked(now)
+        self._fleet_probe = shared.probe is ProbeSlot.HELD and self._probe is None
         return Observation(target, shared.verdict, shared.probe, self._blocked_by())
 
     def _apply_locked(self, now: float, decision: Decision) -> None:
@@ -600,6 +605,7 @@ class Monitor:
             record["fleet_sync"] = True  # made by another process: dashboards can count each trip once
         self._state = to_state
         self._probe = None  # any transition ends a probe in flight: its settle must not decide anything
+        self._fleet_probe = False
         if to_state is CLOSED:
             self._trip = None
             self._paused_until = None

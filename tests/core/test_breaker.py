@@ -279,6 +279,7 @@ def test_only_one_probe_while_half_open(clock: FakeClock, sink: RecordingSink) -
     error = blocked(m)
     assert error.state["state"] == HALF_OPEN and error.reason == "max_calls_per_minute"
     assert error.state["probe_in_flight"] is True
+    assert "the probe call after the pause is in flight" in str(error)
     settle(probe, cost_usd=0.0, error=False)
     assert m.state == CLOSED
 

@@ -492,6 +492,38 @@ def test_a_new_pause_elsewhere_is_followed_while_already_paused(redis_url: str) 
     assert leader.state == follower.state == "CLOSED"
 
 
+def test_a_call_refused_while_the_fleets_probe_is_in_flight_says_so(redis_url: str) -> None:
+    """After a pause of a loop trip, a process whose call is refused because another process's probe is in flight is
+    told so, as a process refused by its own probe is (``test_breaker``'s ``test_only_one_probe_while_half_open``).
+    Found by a probe: the other processes were told only "call rate exceeded: this would be call 4", with
+    ``probe_in_flight`` False."""
+    from agentwatch._breaker import Monitor, admit, settle
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    backend = backend_for(redis_url)
+    prober, other = (Monitor("agent", "probed", store=RedisWindowStore(backend, "agent", "probed"),
+                             max_calls_per_minute=1, block_on_threshold=True) for _ in range(2))
+    settle(admit([prober]), cost_usd=0.0, error=False)
+    with pytest.raises(CircuitBreakerException):
+        admit([prober])  # call 2 of 1: tripped fleet-wide
+    prober.pause(0.05)
+    time.sleep(0.3)
+    probe = admit([prober])
+    assert probe.probe_monitors == (prober,)
+    refused = []
+    for monitor in (prober, other):  # a call of the probe's own process, then one of another process
+        with pytest.raises(CircuitBreakerException) as caught:
+            admit([monitor])
+        refused.append(caught.value)
+    for error in refused:
+        assert (error.reason, error.state["state"], error.state["probe_in_flight"]) == (
+            "max_calls_per_minute", "HALF_OPEN", True)
+        assert "the probe call after the pause is in flight" in str(error)
+    settle(probe, cost_usd=0.0, error=False)
+    settle(admit([other]), cost_usd=0.0, error=False)  # the probe succeeded: closed fleet-wide
+    assert other.snapshot()["probe_in_flight"] is False
+
+
 def test_keys_expire_with_their_windows(redis_url: str, redis_server: RedisServer) -> None:
     _init(redis_url, agent_name="ttl", budget_per_hour=100.0)
     with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
