@@ -1,7 +1,8 @@
 """Instrumentation event handler: the figures LlamaIndex reports as events, added to the recorded spans.
 
-Retrieval (query, number of nodes), reranking (nodes kept) and the streamed chunks of an LLM call (time to
-first token; the call stops being current where the caller reads the stream, ``_calls.chunk_streamed``). Events
+Retrieval (query, number of nodes), reranking (nodes kept), the streamed chunks of an LLM call (time to
+first token; the call stops being current where the caller reads the stream, ``_calls.chunk_streamed``) and the
+cancellation of a workflow run or step (which LlamaIndex then ends as if it had returned). Events
 carry the id of the instrumentation span they happened in, which maps to the AgentWatch span (``_spans.OPEN``) or
 LLM call (``_calls.FLIGHTS_BY_SPAN``) recorded for it.
 """
@@ -48,6 +49,12 @@ def _reranked(event: Any) -> None:
         opened.span.attributes["rerank.documents"] = len(event.nodes)
 
 
+def _cancelled(event: Any) -> None:
+    opened = OPEN.get(event.span_id)
+    if opened is not None:
+        opened.cancelled = str(event.reason or "cancelled")
+
+
 _ACTIONS: dict[type, Callable[[Any], None]] = {
     LLMChatInProgressEvent: _chunk,
     LLMCompletionInProgressEvent: _chunk,
@@ -55,6 +62,12 @@ _ACTIONS: dict[type, Callable[[Any], None]] = {
     RetrievalEndEvent: _retrieval_ended,
     ReRankEndEvent: _reranked,
 }
+try:  # llama-index-workflows (a dependency of llama-index-core) since 2.x
+    from workflows.runtime.types.step_function import SpanCancelledEvent
+
+    _ACTIONS[SpanCancelledEvent] = _cancelled
+except ImportError:  # an older version: cancelled runs and steps end ok, as LlamaIndex ends them
+    pass
 
 
 class AgentWatchEventHandler(BaseEventHandler):

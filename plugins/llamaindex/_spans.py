@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from asyncio import CancelledError
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,8 @@ class Opened:
     context: tuple[Any, ...] = ()  # attach()'s token
     #: For a workflow run: the agent whose turn it is (``AgentWorkflow`` hands off between its agents).
     agent_name: str | None = None
+    #: Why LlamaIndex cut a run or step off (its ``SpanCancelledEvent``), which it then ends as if it returned.
+    cancelled: str | None = None
 
 
 #: Instrumentation span id → the AgentWatch span recorded for it (read by the event handler).
@@ -276,7 +279,9 @@ def _exit(opened: Opened, result: Any) -> None:
             opened.span.output = _output_of(result)
         if isinstance(result, StreamingResponse | AsyncStreamingResponse):
             _parent_stream(result, opened.span)
-    _close(opened, None)
+    # A run cancelled (``cancel_run()``: the caller gets ``WorkflowCancelledByUser``) and a step whose task was
+    # cancelled (that, or the run's timeout) end as other plugins' cancelled spans do: an error, CancelledError.
+    _close(opened, None if opened.cancelled is None else CancelledError(opened.cancelled))
 
 
 @stop_on_exception

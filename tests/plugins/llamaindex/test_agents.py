@@ -10,7 +10,8 @@ import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
-from tests.plugins.llamaindex.conftest import llm_spans, tree
+from tests.plugins.llamaindex.conftest import llm_spans, openai_llm, tree
+from tests.stubs.provider_server import Reply
 
 
 class _ScriptedModel:
@@ -129,3 +130,44 @@ def test_custom_workflow_steps_are_nodes(memory: agentwatch.InMemoryExporter) ->
                                   (2, "llm", "MockLLM")]
     [write] = [span for span in memory.spans if span["name"] == "write"]
     assert write["attributes"]["workflow.input_event"] == "Drafted"
+
+
+@pytest.mark.parametrize("how", ["cancel_run", "timeout"])
+def test_a_run_cut_off_while_its_llm_call_is_out_ends_its_spans_as_cut_off(memory: agentwatch.InMemoryExporter,
+                                                                          stub_provider: Any, how: str) -> None:
+    """Found by a probe: a run cancelled by ``handler.cancel_run()`` (the caller gets ``WorkflowCancelledByUser``) was
+    recorded ``ok``, and the step whose LLM call was cut off (cancelled or timed out) ``ok`` while its call was an
+    error: LlamaIndex ends both spans as if they returned (result None) and reports the cancellation by an event."""
+    from llama_index.core.llms import ChatMessage
+    from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
+    from workflows.errors import WorkflowCancelledByUser, WorkflowTimeoutError
+
+    class Slow(Workflow):
+        llm: Any = None
+
+        @step
+        async def ask(self, ev: StartEvent) -> StopEvent:
+            answer = await self.llm.achat([ChatMessage(role="user", content="hi")])
+            return StopEvent(result=answer.message.content)
+
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="late", delay=3))
+    workflow = Slow(timeout=0.5 if how == "timeout" else 30)
+    workflow.llm = openai_llm(stub_provider)
+
+    async def main() -> None:
+        handler = workflow.run()
+        if how == "cancel_run":
+            await asyncio.sleep(0.5)
+            await handler.cancel_run()
+        await handler
+
+    with pytest.raises(WorkflowCancelledByUser if how == "cancel_run" else WorkflowTimeoutError):
+        asyncio.run(main())
+    agentwatch.flush()
+    assert tree(memory.spans) == [(0, "graph", "Slow"), (1, "node", "ask"), (2, "llm", "OpenAI")]
+    status = {span["name"]: (span["status"], span["attributes"].get("error.type")) for span in memory.spans}
+    assert status["OpenAI"] == ("error", "CancelledError")
+    assert status["ask"] == ("error", "CancelledError")
+    assert status["Slow"] == (("error", "CancelledError") if how == "cancel_run"
+                              else ("error", "WorkflowTimeoutError"))
