@@ -43,12 +43,20 @@ def _has_zlib_header(body: bytes | bytearray) -> bool:
 
 
 _INFLATE_CHUNK = 256 * 1024
+# Input is handed to zlib in slices that start small and double while a member lasts: zlib copies the input it
+# did not use (``unused_data``, ``unconsumed_tail``) at every member's end, so handing it the whole rest of the
+# body made a body of many tiny members cost time quadratic in its size.
+_FIRST_INPUT_SLICE = 512
+_MAX_INPUT_SLICE = 256 * 1024
+# A client writes a batch as one member, or a few appended ones; each member costs a decompressor.
+MAX_GZIP_MEMBERS = 10_000
 
 
 def inflate(body: bytes | bytearray, encoding: str | None, cap: int) -> bytes | bytearray:
     """Undo ``Content-Encoding`` without ever holding more than ``cap`` inflated bytes (gzip bombs).
 
     Inflated a chunk at a time into one buffer, which is returned as it is: one copy of the document, never two.
+    Time is linear in the body's size, however many gzip members it is made of.
     """
     coding = (encoding or "identity").strip().lower()
     if coding in ("identity", ""):
@@ -60,33 +68,50 @@ def inflate(body: bytes | bytearray, encoding: str | None, cap: int) -> bytes | 
         raise IngestError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
     wbits = 31 if coding != "deflate" else (15 if _has_zlib_header(body) else -15)
     out = bytearray()
-    data = body
+    view = memoryview(body)
+    position = members = 0
     try:
-        while data:
-            decompressor = zlib.decompressobj(wbits)
-            data = _inflate_member(decompressor, data, out, cap)
+        while position < len(view):
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise IngestError(413, f"body has more than {MAX_GZIP_MEMBERS} compressed members; send one")
+            position = _inflate_member(zlib.decompressobj(wbits), view, position, out, cap)
             # Concatenated gzip members are legal; anything else after the stream is garbage.
-            if data and not data.startswith(b"\x1f\x8b"):
+            if view[position:position + 2] != b"\x1f\x8b":
                 break
     except zlib.error as error:
         raise IngestError(400, f"body is not valid {coding}: {error}") from None
+    finally:
+        view.release()
     return out
 
 
-def _inflate_member(decompressor: zlib._Decompress, data: bytes | bytearray, out: bytearray, cap: int) -> bytes:
-    """Inflate the one compressed stream at the start of ``data`` into ``out``; what follows it is returned.
+def _inflate_member(decompressor: zlib._Decompress, view: memoryview, position: int, out: bytearray,
+                    cap: int) -> int:
+    """Inflate into ``out`` the one compressed stream that starts at ``position`` of ``view``; the position just
+    past its end is returned.
 
     The loop ends at the stream's end (``eof``), not when the input looks used up: once a stream has ended,
     CPython leaves the input that came after it in ``unconsumed_tail`` as well as in ``unused_data``, and
     ``decompress`` then returns nothing for ever."""
-    while not decompressor.eof and data:
-        before = len(data)
+    step = _FIRST_INPUT_SLICE
+    while not decompressor.eof:
+        # The input not taken because of the output limit comes first; the body's next slice only when it is used.
+        pending = decompressor.unconsumed_tail
+        if pending:
+            data: bytes | memoryview = pending
+        elif position < len(view):
+            data = view[position:position + step]
+            position += len(data)
+            step = min(step * 2, _MAX_INPUT_SLICE)
+        else:
+            break
         chunk = decompressor.decompress(data, _INFLATE_CHUNK)
         out += chunk
         if len(out) > cap:
             raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
-        data = decompressor.unconsumed_tail
-        if not chunk and len(data) == before:  # zlib took nothing and gave nothing: it never will
+        if not chunk and not decompressor.eof and len(decompressor.unconsumed_tail) == len(data):
+            # zlib took nothing and gave nothing: it never will
             raise IngestError(400, "compressed body makes no progress")
     if not decompressor.eof:
         out += decompressor.flush()
@@ -94,7 +119,8 @@ def _inflate_member(decompressor: zlib._Decompress, data: bytes | bytearray, out
             raise IngestError(400, "truncated compressed body")
         if len(out) > cap:
             raise IngestError(413, f"body inflates to more than {cap} bytes; send smaller batches")
-    return decompressor.unused_data
+    # Every byte handed to zlib lies just before ``position``; the ones after the stream's end were not its own.
+    return position - len(decompressor.unused_data)
 
 
 def _upper_bound_of_values(raw: bytes | bytearray) -> int:
