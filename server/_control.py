@@ -166,20 +166,61 @@ class ControlCache:
         return version, control_state(actions, time.time_ns())
 
 
-class ProcessBoard:
-    """The breaker states each live SDK process reported in its last poll (kept in memory: they are live)."""
+#: The board keeps at most this many processes and about this many bytes of their reports (a fleet of hundreds of
+#: processes reporting 200 monitors each fits); past either, the process that reported longest ago is dropped.
+#: Any ingest token may report, under any process name: unbounded, the board and the status answer grew without end.
+BOARD_PROCESSES: Final = 2000
+BOARD_BYTES: Final = 16 * 1024 * 1024
+#: What a monitor costs in the status answer beyond its strings, in the same rough bytes (keys, numbers, punctuation).
+_MONITOR_OVERHEAD: Final = 150
 
-    def __init__(self) -> None:
+
+def _report_size(process: str, report: dict[str, Any]) -> int:
+    """About what the report adds to the status answer, where each monitor is listed under its process and the
+    process under its monitor's scope; counted from its strings (cheaper than serialising it at every poll)."""
+    size = len(process) + len(report.get("service") or "") + _MONITOR_OVERHEAD
+    for monitor in report.get("monitors", ()):
+        strings = sum(len(value) for value in monitor.values() if isinstance(value, str))
+        size += _MONITOR_OVERHEAD + strings + len(process)
+    return size
+
+
+class ProcessBoard:
+    """The breaker states each live SDK process reported in its last poll (kept in memory: they are live).
+
+    Bounded in processes and bytes; the process that reported longest ago goes first."""
+
+    def __init__(self, max_processes: int = BOARD_PROCESSES, max_bytes: int = BOARD_BYTES) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._max_processes = max_processes
+        self._max_bytes = max_bytes
+        # In order of the last report, oldest first: (time, report, size).
+        self._seen: dict[str, tuple[float, dict[str, Any], int]] = {}
+        self._bytes = 0
+        #: Processes dropped to keep the board within its bounds (not those that went quiet).
+        self.dropped = 0
 
     def report(self, process: str, report: dict[str, Any]) -> None:
         now = time.time()
+        size = _report_size(process, report)
         with self._lock:
-            self._seen[process] = (now, report)
-            stale = [key for key, (seen, _) in self._seen.items() if now - seen > 10 * LIVE_SECONDS]
-            for key in stale:
-                del self._seen[key]
+            previous = self._seen.pop(process, None)
+            if previous is not None:
+                self._bytes -= previous[2]
+            self._seen[process] = (now, report, size)
+            self._bytes += size
+            while self._seen:
+                oldest = next(iter(self._seen))
+                seen, _, oldest_size = self._seen[oldest]
+                crowded = len(self._seen) > self._max_processes or self._bytes > self._max_bytes
+                if not crowded and now - seen <= 10 * LIVE_SECONDS:
+                    break
+                if oldest == process:  # one report over the byte bound on its own is still shown
+                    break
+                del self._seen[oldest]
+                self._bytes -= oldest_size
+                if crowded:
+                    self.dropped += 1
 
     def by_scope(self) -> list[dict[str, Any]]:
         """Per (scope, scope_id): the state each live process reported for it."""
@@ -196,7 +237,7 @@ class ProcessBoard:
         with self._lock:
             items = list(self._seen.items())
         return [{"process": key, "last_seen_seconds_ago": round(now - seen, 3), **report}
-                for key, (seen, report) in sorted(items) if now - seen <= LIVE_SECONDS]
+                for key, (seen, report, _) in sorted(items) if now - seen <= LIVE_SECONDS]
 
 
 def overrides_in_force(control: dict[str, Any]) -> list[dict[str, Any]]:

@@ -233,7 +233,7 @@ async def breaker_status(request: Request) -> dict[str, Any]:
     open_count = sum(1 for b in breakers if str(b["state"] or "").lower() in ("open", "paused", "half_open"))
     version, control = await run_in_threadpool(state.control.state)
     return {"breakers": breakers, "open": open_count, "processes": state.processes.live(),
-            "by_scope": state.processes.by_scope(),
+            "by_scope": state.processes.by_scope(), "processes_dropped": state.processes.dropped,
             "overrides": overrides_in_force(control), "control_version": version}
 
 

@@ -171,6 +171,38 @@ def test_a_poll_with_more_monitors_than_kept_is_answered(tmp_path: Path, signing
     assert (len(processes["new"]["monitors"]), processes["new"]["monitors_omitted"]) == (3, 40)
 
 
+def test_the_process_board_and_the_status_answer_are_bounded(tmp_path: Path, signing_key: Path) -> None:
+    """Any ingest token may report under any process name: 100 reports of 0.8 MiB made a 242 MiB status answer (and
+    +1.3 MB of memory each, for 300 s). The board keeps about 16 MiB; the processes that reported last stay."""
+    from agentwatch.server import create_app
+
+    monitors = [{"scope": "agent", "scope_id": f"{i:04d}" + "a" * 500, "state": "OPEN", "reason": "r" * 200}
+                for i in range(1000)]
+    settings = Settings(db_path=tmp_path / "l.db", signing_key_path=signing_key)
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as local:
+        for n in range(40):
+            assert local.post("/api/control", json={"process": f"flood-{n}", "monitors": monitors}).status_code == 200
+        answer = local.get("/api/circuit-breaker/status")
+        names = {p["process"] for p in answer.json()["processes"]}
+        assert len(answer.content) < 24 * 1024 * 1024, len(answer.content)
+        assert "flood-39" in names and "flood-0" not in names and answer.json()["processes_dropped"] > 0
+        # A fleet of hundreds of ordinary processes is listed whole.
+        fleet = [{"scope": "agent", "scope_id": f"agent-{i}", "state": "CLOSED"} for i in range(20)]
+        for n in range(500):
+            assert local.post("/api/control", json={"process": f"worker-{n}", "monitors": fleet}).status_code == 200
+        names = {p["process"] for p in local.get("/api/circuit-breaker/status").json()["processes"]}
+        assert {f"worker-{n}" for n in range(500)} <= names
+
+
+def test_the_process_board_drops_the_process_that_reported_longest_ago() -> None:
+    from agentwatch.server._control import ProcessBoard
+
+    board = ProcessBoard(max_processes=3)
+    for name in ("a", "b", "c", "a", "d"):  # "a" reported again, so "b" is the one that reported longest ago
+        board.report(name, {"monitors": []})
+    assert [entry["process"] for entry in board.live()] == ["a", "c", "d"] and board.dropped == 1
+
+
 def test_control_state_leaves_out_ended_pauses_and_old_grants() -> None:
     from agentwatch.server._control import control_state
 
