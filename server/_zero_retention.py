@@ -127,6 +127,12 @@ _MAX_NAME_CHARS = 256
 _TEXT_NAMED_KINDS = frozenset({"task"})
 
 
+def _reads_as_text(name: str) -> bool:
+    """A name that is text rather than a label: more than one line, more than 256 characters or more than four
+    words."""
+    return len(name) > _MAX_NAME_CHARS or len(name.split()) > _MAX_NAME_WORDS or not _LABEL(name)
+
+
 def _span_name(record: SpanRecord) -> str:
     """A span's name with no free text. Names are kept where they name code or a role (a function, node, tool,
     model, agent: what the dashboard shows); a name that reads as text is replaced by the span's kind (its first
@@ -139,21 +145,43 @@ def _span_name(record: SpanRecord) -> str:
         rest = name[prefix.end():] if prefix else name
         if _WORD(rest):
             return name
-    elif len(name) <= _MAX_NAME_CHARS and len(name.split()) <= _MAX_NAME_WORDS and _LABEL(name):
+    elif not _reads_as_text(name):
         return name
     return record.kind or "span"
 
 
+#: Where clients put a span's events: an event's name is a label to the allowlist, but OTLP clients name events
+#: after what happened, in words.
+_EVENT_LISTS = ("otel.events", "events")
+
+
+def _drop_text_event_names(attributes: dict[str, Any]) -> bool:
+    """Name "event" the events whose names read as text; whether any did."""
+    dropped = False
+    for key in _EVENT_LISTS:
+        events = attributes.get(key)
+        for event in events if isinstance(events, list) else ():
+            if isinstance(event, dict) and isinstance(event.get("name"), str) and _reads_as_text(event["name"]):
+                event["name"] = "event"
+                dropped = True
+    return dropped
+
+
 def strip_text(record: SpanRecord) -> None:
     """Zero data retention for a span: no input or output, its attributes scrubbed by the allowlist, and no text in
-    its name (an alert's title, a task's description, a sentence)."""
+    its name (an alert's title, a task's description, a sentence), its events' names or its agent's name (an OTLP
+    agent span with no agent attribute is named after its span)."""
     stripped = record.input is not None or record.output is not None
     record.input = None
     record.output = None
     attributes, lost = _scrub(record.attributes, _never, _never)
+    lost |= _drop_text_event_names(attributes)
     name = _alert_name(record, attributes) if record.kind == "alert" else _span_name(record)
     lost |= name != record.name
     record.name = name
+    if record.agent_name is not None and _reads_as_text(record.agent_name):
+        record.agent_name = None
+        lost = True
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:
         attributes["agentwatch.text_stripped"] = True

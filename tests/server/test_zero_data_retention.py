@@ -251,3 +251,32 @@ def test_span_names_that_are_text_are_not_kept(zdr_server: ServerHandle, make_sp
         if path.name.startswith("zdr.db"):
             for index in range(41, 46):
                 assert SECRETS[index].encode() not in path.read_bytes(), (path.name, index)
+
+
+def test_otlp_event_names_and_agent_names_that_are_text_are_not_kept(zdr_server: ServerHandle,
+                                                                    tmp_path: Path) -> None:
+    """An OTLP event's name was kept as a label (``otel.events[].name``), and an OTLP agent span with no agent
+    attribute takes its span's name as the agent's name: a sentence in either was stored, shown by the spans API
+    and listed by the costs by agent. Names that read as text go; short names stay."""
+    def span(span_id: str, name: str, kind: str, events: list[str]) -> dict[str, Any]:
+        return {"traceId": "5b8efff798038103d269b633813fc6bb", "spanId": span_id, "name": name,
+                "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+                "attributes": [{"key": "openinference.span.kind", "value": {"stringValue": kind}}],
+                "events": [{"name": event, "timeUnixNano": "1700000000500000000"} for event in events]}
+
+    otlp = {"resourceSpans": [{"scopeSpans": [{"spans": [
+        span("b1b1b1b1b1b1b1b1", "chat gpt-4o", "LLM", [secret(30), "exception"]),
+        span("b2b2b2b2b2b2b2b2", f"Please summarise the history of {SECRETS[31]} born 1960", "AGENT", []),
+        span("b3b3b3b3b3b3b3b3", "planner", "AGENT", [])]}]}]}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/v1/traces", json=otlp).status_code == 200
+        spans = {span["span_id"]: span
+                 for span in client.get("/api/traces/5b8efff798038103d269b633813fc6bb/spans").json()["spans"]}
+        agents = client.get("/api/cost/by-agent", params={"from": "2023-01-01T00:00:00Z"}).json()["agents"]
+    assert not [s for s in SECRETS if s in json.dumps([spans, agents])]
+    events = spans["b1b1b1b1b1b1b1b1"]["attributes"]["otel.events"]
+    assert [event["name"] for event in events] == ["event", "exception"]
+    assert spans["b2b2b2b2b2b2b2b2"]["agent_name"] is None and spans["b2b2b2b2b2b2b2b2"]["name"] == "agent"
+    assert spans["b3b3b3b3b3b3b3b3"]["agent_name"] == "planner" and "planner" in json.dumps(agents)
+    found = _database_secrets(zdr_server, tmp_path)
+    assert found and not any(found.values()), found
