@@ -387,6 +387,10 @@ class SQLiteStore(Store):
         connection.execute("PRAGMA cache_size=-65536")
         connection.execute("PRAGMA temp_store=MEMORY")
         connection.execute("PRAGMA mmap_size=268435456")
+        # Deleted rows (a retention purge) are overwritten with zeros, not left readable in the file. SQLite's own
+        # default is off; some builds (Debian's) turn it on. bench_ingest measured no cost (31-33 µs of CPU a span on,
+        # 27-36 off, a loaded machine): ingest inserts, and zeroing is for what is deleted.
+        connection.execute("PRAGMA secure_delete=ON")
         register_functions(connection)
         return connection
 

@@ -219,6 +219,35 @@ def test_old_data_is_deleted_on_start(tmp_path: Path, signing_key: Path, make_sp
         assert client.get("/api/traces").json()["total"] == 2
 
 
+def test_purged_text_is_not_left_in_the_database_file(tmp_path: Path, make_span: SpanFactory,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite leaves a deleted row's bytes in the file unless ``secure_delete`` is on, and its default is off (the
+    Debian build this runs on turns it on): the prompts a retention purge deleted stayed readable there."""
+    import sqlite3
+
+    from agentwatch.server._ingest import parse_spans
+
+    connect = sqlite3.connect
+
+    def as_sqlite_ships(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.execute("PRAGMA secure_delete=OFF")  # what a build with SQLite's defaults starts with
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", as_sqlite_ships)
+    marker = "PURGEDPROMPT7f3a"
+    old = [make_span(start=time.time_ns() - 40 * DAY_NS + index, input=[{"role": "user", "content": marker * 20}])
+           for index in range(200)]
+    path = tmp_path / "purge.db"
+    store = SQLiteStore(path)
+    store.ingest(parse_spans(json.dumps(old).encode(), 1000).records)
+    assert store.purge(time.time_ns() - 30 * DAY_NS)["spans"] == 200
+    store.close()
+    left = {file.name: file.read_bytes().count(marker.encode()) for file in tmp_path.iterdir()
+            if file.name.startswith("purge.db")}
+    assert not any(left.values()), left
+
+
 def test_start_background_from_another_module(tmp_path: Path, make_span: SpanFactory) -> None:
     handle = start_background("127.0.0.1", 0, tmp_path / "bg.db")
     try:
