@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -56,12 +56,17 @@ def load_public_key(pem_or_der: bytes) -> rsa.RSAPublicKey:
     """A public key from PEM or DER; a private key file is accepted too (its public half is used)."""
     data = pem_or_der.strip()
     key: Any
-    if data.startswith(b"-----BEGIN") and b"PRIVATE KEY" in data.split(b"\n", 1)[0]:
-        key = serialization.load_pem_private_key(data, password=None).public_key()
-    elif data.startswith(b"-----BEGIN"):
-        key = serialization.load_pem_public_key(data)
-    else:
-        key = serialization.load_der_public_key(data)
+    try:
+        if data.startswith(b"-----BEGIN") and b"PRIVATE KEY" in data.split(b"\n", 1)[0]:
+            key = serialization.load_pem_private_key(data, password=None).public_key()
+        elif data.startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_der_public_key(data)
+    except TypeError:  # what cryptography raises for a private key that needs a password
+        raise ValueError("the private key is encrypted: give its public key") from None
+    except UnsupportedAlgorithm as error:
+        raise ValueError(f"unsupported key: {error}") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("not an RSA public key")
     return key

@@ -111,6 +111,31 @@ def test_signed_pdf_verifies_and_detects_tampering(reported: TestClient, tmp_pat
     assert cli_main(["verify", str(tmp_path / "tampered.pdf"), "--public-key", str(public)]) == 1
 
 
+def test_a_password_protected_key_is_refused_not_a_server_error(settings: Settings, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A trailer that embeds a password-protected private key made the verify route answer 500 (cryptography raises
+    TypeError, not ValueError, for a key that needs a password), and the CLI end in a traceback, for such a trailer
+    and for such a key file given as ``--public-key``."""
+    from cryptography.hazmat.primitives import serialization
+
+    signer = ReportSigner(tmp_path / "signer.pem")
+    signed, _ = signer.sign(b"%PDF-1.4\nhello\n")
+    private = serialization.load_pem_private_key((tmp_path / "signer.pem").read_bytes(), password=None)
+    locked = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.BestAvailableEncryption(b"secret"))
+    embedded = signed.rsplit(b"%AgentWatch-Public-Key: ", 1)[0] + b"%AgentWatch-Public-Key: " + \
+        base64.b64encode(locked) + b"\n%%EOF\n"
+    with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
+        answer = client.post("/api/reports/verify", content=embedded, headers={"Content-Type": "application/pdf"})
+    assert answer.status_code == 200 and not answer.json()["valid"], answer.text
+    assert "encrypted" in answer.json()["reason"]
+    (tmp_path / "report.pdf").write_bytes(embedded)
+    (tmp_path / "locked.pem").write_bytes(locked)
+    assert cli_main(["verify", str(tmp_path / "report.pdf")]) == 1
+    assert cli_main(["verify", str(tmp_path / "report.pdf"), "--public-key", str(tmp_path / "locked.pem")]) == 2
+    assert "encrypted" in capsys.readouterr().err
+
+
 def test_signing_key_is_generated_beside_the_database(tmp_path: Path, make_span: SpanFactory) -> None:
     settings = Settings(db_path=tmp_path / "data" / "aw.db")
     with TestClient(create_app(settings=settings), base_url="http://localhost") as client:
