@@ -149,6 +149,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
     if settings is None:
         settings = (Settings.from_env(db_path=store.path) if isinstance(store, SQLiteStore)
                     else Settings.from_env())
+    settings.validate()  # settings given by a program are checked as the environment's are
     owns_store = store is None
     if store is None:
         store = open_store(settings)

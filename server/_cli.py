@@ -58,7 +58,8 @@ environment (all of them: README, "The collector"):
                        Same as --zero-data-retention
   CORS_ORIGINS         default none; comma-separated origins
                        (https://app.example.com) whose web pages may call
-                       the API, besides the dashboard the collector serves
+                       the API, besides the dashboard the collector serves;
+                       * (any) only with API_KEY or JWT_SECRET
   API_KEY              require this key (X-API-Key) on /api; binds 0.0.0.0
                        unless --host is given. With neither API_KEY nor
                        JWT_SECRET: local mode, no authentication

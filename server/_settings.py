@@ -169,6 +169,12 @@ class Settings:
             raise ValueError("body limits must be positive")
         if not self.read_timeout_seconds > 0:
             raise ValueError(f"AGENTWATCH_READ_TIMEOUT must be > 0 seconds, got {self.read_timeout_seconds!r}")
+        if "*" in self.cors_origins and self.local_mode:
+            # With no credentials, the Origin check is all that keeps other web sites from the API: "*" turned it off
+            # for every site, which could then read every trace and kill or pause agents.
+            raise ValueError("CORS_ORIGINS=* would let every web site read your traces and control your agents, and "
+                             "this collector checks no credentials: list the origins that may call it "
+                             "(CORS_ORIGINS=https://app.example.com), or set API_KEY")
         if self.store_url is not None and not self.store_url.startswith(
                 ("chdb://", "clickhouse://", "clickhouses://")):
             raise ValueError(f"--store must be chdb:///dir or clickhouse://host:8123/db, got {self.store_url!r}")

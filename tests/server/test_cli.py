@@ -71,6 +71,12 @@ def test_demo_refuses_bad_input_in_one_line(tmp_path: Path, case: str) -> None:
     assert (tmp_path / "notes.db").read_text().startswith("my shopping list")
 
 
+def test_serve_refuses_cors_star_without_credentials(tmp_path: Path) -> None:
+    result = agentwatch("serve", "--port", "0", "--db", "x.db", cwd=tmp_path, env={"CORS_ORIGINS": "*"}, timeout=30)
+    one_clear_line(result, "agentwatch serve:", "CORS_ORIGINS=*", "every web site", "API_KEY")
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_demo_reports_a_locked_database_promptly(tmp_path: Path) -> None:
     db = tmp_path / "busy.db"
     holder = sqlite3.connect(db, isolation_level=None)

@@ -78,3 +78,14 @@ def test_settings_from_the_environment() -> None:
                 {"AGENTWATCH_SYNCHRONOUS": "OFF"}):
         with pytest.raises(ValueError):
             Settings.from_env(bad)
+
+
+def test_cors_star_is_refused_when_no_credentials_are_checked(tmp_path: Path, signing_key: Path) -> None:
+    """``CORS_ORIGINS=*`` turned the write ``Origin`` check off for every web site: on a collector that checks no
+    credentials, any page could read every trace and kill agents (a cross-site kill answered 200). Refused at
+    start; with an API key, writes need the key and ``*`` stays allowed."""
+    with pytest.raises(ValueError, match="CORS_ORIGINS=\\*.*API_KEY"):
+        Settings.from_env({"CORS_ORIGINS": "http://localhost:3000, *"})
+    with pytest.raises(ValueError, match="CORS_ORIGINS"):
+        create_app(settings=Settings(db_path=tmp_path / "s.db", signing_key_path=signing_key, cors_origins=("*",)))
+    assert Settings.from_env({"CORS_ORIGINS": "*", "API_KEY": "k"}).cors_origins == ("*",)
