@@ -6,7 +6,8 @@
   runtime is started inside that span, so agents run in the runtime's tasks nest under it; a block
   inside reaches the caller as ``CircuitBreakerException`` again (see ``_blocked``).
 - ``BaseTool.run_json``: a ``tool`` span; ``BaseStreamTool.run_json_stream`` (what an agent calls for a stream tool:
-  ``AgentTool``, ``TeamTool``) too, current while the tool's stream runs, with its final value as output.
+  ``AgentTool``, ``TeamTool``) too, current while the tool's stream runs, with its final value as output. A block
+  leaving a tool the agent called reaches the caller of the agent's run instead of the model (see ``_tool_blocks``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from typing import Any
 
+from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
     Frame,
     call_in_frame,
@@ -30,6 +32,7 @@ from agentwatch.instrumentation import (
 )
 
 from ._blocked import TEAM_RUN, TeamRun, unwrap_blocked
+from ._tool_blocks import AGENT_RUN, AgentRun, note_tool_block, raising_tool_blocks, returning_or_raising
 
 __all__ = ["wrap_on_messages", "wrap_on_messages_stream", "wrap_run_stream", "wrap_run_json", "wrap_run_json_stream",
            "wrap_function_tool_run"]
@@ -44,7 +47,8 @@ _CURRENT_TOOL: ContextVar[Any] = ContextVar("agentwatch_autogen_tool", default=N
 
 
 @stop_on_exception
-def _agent_frame(agent: Any) -> Frame | None:
+def _agent_frame(agent: Any, run: AgentRun) -> Frame | None:
+    """The agent's frame; no tool is open in it (one its code calls is a tool of its ``run``)."""
     client = get_client()
     if client is None:
         return None
@@ -52,7 +56,7 @@ def _agent_frame(agent: Any) -> Frame | None:
     scope = client.agent_scope(name, role=type(agent).__name__)
     return open_frame(name, "agent", scope=scope, attributes={"framework": "autogen",
                                                               "autogen.agent_type": type(agent).__name__},
-                      extra=((_CURRENT_AGENT, agent),))
+                      extra=((_CURRENT_AGENT, agent), (AGENT_RUN, run), (_CURRENT_TOOL, None)))
 
 
 def _skip_agent(agent: Any) -> bool:
@@ -62,10 +66,11 @@ def _skip_agent(agent: Any) -> bool:
 def wrap_on_messages(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def on_messages(self: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = None if _skip_agent(self) else _agent_frame(self)
+        run = AgentRun()
+        frame = None if _skip_agent(self) else _agent_frame(self, run)
         if frame is None:
             return await original(self, *args, **kwargs)
-        return await call_in_frame(frame, original, self, *args, **kwargs)
+        return await call_in_frame(frame, returning_or_raising(original, run), self, *args, **kwargs)
 
     return on_messages
 
@@ -74,10 +79,14 @@ def wrap_on_messages_stream(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def on_messages_stream(self: Any, *args: Any, **kwargs: Any) -> Any:
         inner = original(self, *args, **kwargs)
-        if _skip_agent(self):
+        if get_client() is None:
             return inner
-        frame = _agent_frame(self)
-        return inner if frame is None else stepped(inner, frame)
+        if _CURRENT_AGENT.get() is self:  # its own on_messages, whose frame is open: its run is current
+            run = AGENT_RUN.get()
+            return inner if run is None else raising_tool_blocks(inner, run)
+        run = AgentRun()
+        frame = _agent_frame(self, run)
+        return inner if frame is None else stepped(raising_tool_blocks(inner, run), frame)
 
     return on_messages_stream
 
@@ -139,6 +148,12 @@ def _tool_frame(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Fra
     return frame
 
 
+def _calling_run() -> AgentRun | None:
+    """The run of the agent that called this tool itself (a tool called by another tool's code is that tool's
+    business: a block it raises reaches the agent only if it leaves the outer tool)."""
+    return AGENT_RUN.get() if _CURRENT_TOOL.get() is None else None
+
+
 def wrap_run_json(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def run_json(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -146,7 +161,12 @@ def wrap_run_json(original: Callable[..., Any]) -> Callable[..., Any]:
         frame = None if skip else _tool_frame(self, args, kwargs)
         if frame is None:
             return await original(self, *args, **kwargs)
-        return await call_in_frame(frame, original, self, *args, **kwargs)
+        run = _calling_run()
+        try:
+            return await call_in_frame(frame, original, self, *args, **kwargs)
+        except CircuitBreakerException as blocked:
+            note_tool_block(run, blocked)
+            raise
 
     return run_json
 
@@ -162,9 +182,13 @@ def wrap_run_json_stream(original: Callable[..., Any]) -> Callable[..., Any]:
         skip = get_client() is None or _CURRENT_TOOL.get() is self
         frame = None if skip else _tool_frame(self, args, kwargs)
         stream = inner if frame is None else stepped(_ending_with_output(inner, frame), frame)
+        run = None if frame is None else _calling_run()
         try:
             async for item in stream:
                 yield item
+        except CircuitBreakerException as blocked:
+            note_tool_block(run, blocked)
+            raise
         finally:
             await stream.aclose()
 

@@ -9,13 +9,15 @@ by message.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from contextvars import ContextVar
+from typing import NoReturn
 
 from agentwatch import CircuitBreakerException
 
-__all__ = ["TeamRun", "TEAM_RUN", "note_blocked", "unwrap_blocked"]
+__all__ = ["TeamRun", "TEAM_RUN", "note_blocked", "raise_blocked", "unwrap_blocked"]
 
 _PREFIX = f"{CircuitBreakerException.__name__}: "
 _RECENT: deque[CircuitBreakerException] = deque(maxlen=32)
@@ -43,6 +45,18 @@ def note_blocked(error: CircuitBreakerException) -> None:
         run = run.parent
     with _RECENT_LOCK:
         _RECENT.append(error)
+
+
+async def raise_blocked(blocked: CircuitBreakerException) -> NoReturn:
+    """Raise a block inside an agent's run the way a provider error arrives: noted, after a turn of the event loop.
+
+    AgentChat's runtime is not safe against an agent that fails before its next ``await`` (a ``SelectorGroupChat``
+    could be left stuck; a team whose agent failed right after publishing its tool events hangs when continued); a
+    real client always awaits its HTTP request first. Nothing is sent either way: the yield is only a turn of the
+    event loop."""
+    note_blocked(blocked)
+    await asyncio.sleep(0)
+    raise blocked
 
 
 def _message(error: BaseException) -> str | None:

@@ -17,7 +17,7 @@ import asyncio
 import functools
 from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from typing import Any
 
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
@@ -33,7 +33,7 @@ from agentwatch.instrumentation import (
     stop_on_exception,
 )
 
-from ._blocked import note_blocked
+from ._blocked import note_blocked, raise_blocked
 from ._patching import ORIGINAL
 
 __all__ = ["wrap_create", "wrap_create_stream", "watch", "unwatch", "is_watched"]
@@ -204,17 +204,6 @@ def _counted_above() -> bool:
     return call is not None and not call.ended
 
 
-async def _block(blocked: CircuitBreakerException) -> NoReturn:
-    """Raise a block the way a provider error arrives: after the client has yielded to the loop once.
-
-    AgentChat's runtime is not safe against a model client that raises before its first ``await`` (a
-    ``SelectorGroupChat`` could be left stuck); a real client always awaits its HTTP request first.
-    Nothing is sent either way: the yield is only a turn of the event loop."""
-    note_blocked(blocked)
-    await asyncio.sleep(0)
-    raise blocked
-
-
 @stop_on_exception
 def _begin(model_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
            streaming: bool) -> LLMCall | None:
@@ -305,7 +294,7 @@ async def _create(original: Callable[..., Any], model_client: Any, args: tuple[A
     try:
         call = _begin(model_client, args, kwargs, False)
     except CircuitBreakerException as blocked:
-        await _block(blocked)
+        await raise_blocked(blocked)
     if call is None:
         return await original(model_client, *args, **kwargs)
     call.activate()
@@ -325,7 +314,7 @@ async def _stream(original: Callable[..., Any], model_client: Any, args: tuple[A
     try:
         call = _begin(model_client, args, kwargs, True)
     except CircuitBreakerException as blocked:
-        await _block(blocked)  # nothing sent
+        await raise_blocked(blocked)  # nothing sent
     if call is None:
         async for item in original(model_client, *args, **kwargs):
             yield item

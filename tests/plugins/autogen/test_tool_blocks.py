@@ -1,0 +1,203 @@
+"""A block raised inside an agent's tool reaches the caller of the run, and nothing more is sent. Found by a probe:
+AgentChat made it the tool's result (``FunctionExecutionResult(is_error=True)``: the agent's reflection, or the next
+speaker of its team, sent it to the model in a paid request) and the run ended as if nothing had happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_agentchat.tools import AgentTool, TeamTool
+from autogen_core import CancellationToken
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from tests.stubs.provider_server import Reply
+
+from .conftest import MODEL, chat_requests, spans
+
+pytestmark = pytest.mark.timeout(120)
+
+LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
+EXPENSIVE = {"input_tokens": 400_000, "output_tokens": 100_000}  # ~$0.12 for gpt-4o-mini: past LIMITED at once
+
+
+def _ask(tool: str, **more: Any) -> Reply:
+    return Reply(content="", tool_calls=[{"name": tool, "arguments": {"task": "look it up"}}], **more)
+
+
+async def _spent_helper(stub: Any, model_client: Any) -> AssistantAgent:
+    """The agent used as a tool, over its own budget already (one expensive answer)."""
+    helper = AssistantAgent("helper", model_client=model_client, description="Looks things up.")
+    stub.queue(Reply(content="warmed up", **EXPENSIVE))
+    await helper.run(task="warm up")
+    await helper.on_reset(CancellationToken())
+    return helper
+
+
+def _tool(kind: str, helper: AssistantAgent) -> Any:
+    if kind == "agent_tool":
+        return AgentTool(helper, return_value_as_last_message=True)
+    inner = RoundRobinGroupChat([helper], termination_condition=MaxMessageTermination(2), name="helpers",
+                                description="Looks things up.")
+    return TeamTool(inner, name="helpers", description="Looks things up.", return_value_as_last_message=True)
+
+
+async def _outcome(how: str, runner: Any, task: str | None) -> TaskResult | BaseException:
+    try:
+        if how == "run_stream":
+            result = None
+            async for item in runner.run_stream(task=task):
+                result = item
+            assert isinstance(result, TaskResult)
+            return result
+        return await runner.run(task=task)
+    except CircuitBreakerException as blocked:
+        return blocked
+
+
+@pytest.mark.parametrize("how", ["run", "run_stream", "outer_team"])
+@pytest.mark.parametrize("kind", ["agent_tool", "team_tool"])
+async def test_a_block_inside_an_agent_used_as_a_tool_reaches_the_caller(memory, stub_provider, model_client,
+                                                                         kind, how):
+    client = agentwatch.init(exporters=[memory], agents={"helper": LIMITED})
+    helper = await _spent_helper(stub_provider, model_client)
+    tool = _tool(kind, helper)
+    boss = AssistantAgent("boss", model_client=model_client, tools=[tool], reflect_on_tool_use=True)
+    runner: Any = boss if how != "outer_team" else RoundRobinGroupChat(
+        [boss], termination_condition=MaxMessageTermination(3))
+    stub_provider.queue(_ask(tool.name))
+    before = chat_requests(stub_provider)
+
+    blocked = await _outcome(how, runner, "find out")
+
+    assert isinstance(blocked, CircuitBreakerException), blocked
+    assert (blocked.scope_id, blocked.monitor) == ("helper", client.agents["helper"].monitor)
+    assert chat_requests(stub_provider) == before + 1  # the boss's call that asked for the tool; nothing after it
+    [tool_span] = spans(memory, "tool")
+    assert tool_span["status"] == "blocked"
+    assert [span["status"] for span in spans(memory, "agent") if span["name"] == "boss"] == ["blocked"]
+
+    # Recovery: more budget, then the run continues (the model is told the blocked call's result and asks again).
+    blocked.monitor.increase_budget(1.0)
+    stub_provider.queue(_ask(tool.name), Reply(content="found it"), Reply(content="the answer"))
+    after = await _outcome(how, runner, None)
+    assert isinstance(after, TaskResult), after
+    # (A TeamTool's team continues its own interrupted run with the new task, as after any error of its agent.)
+    assert (type(after.messages[-1]).__name__, after.messages[-1].source) == ("TextMessage", "boss")
+
+
+async def test_an_agent_blocked_in_a_tool_is_saved_and_loaded_and_goes_on(memory, stub_provider, model_client):
+    agentwatch.init(exporters=[memory], agents={"helper": LIMITED})
+    helper = await _spent_helper(stub_provider, model_client)
+    boss = AssistantAgent("boss", model_client=model_client, tools=[AgentTool(helper)], reflect_on_tool_use=True)
+    stub_provider.queue(_ask("helper"))
+    with pytest.raises(CircuitBreakerException) as blocked:
+        await boss.run(task="find out")
+
+    state = await boss.save_state()
+    blocked.value.monitor.increase_budget(1.0)
+    again = AssistantAgent("boss", model_client=model_client, tools=[AgentTool(helper)], reflect_on_tool_use=True)
+    await again.load_state(state)
+    stub_provider.queue(_ask("helper"), Reply(content="found it"), Reply(content="the answer"))
+    result = await again.run()
+    assert result.messages[-1].content == "the answer"  # type: ignore[union-attr]
+
+
+def _summarizer(base_url: str, flavour: str, catch: bool = False) -> Any:
+    """A tool that makes its own LLM call with the openai SDK (``catch``: and handles a block itself)."""
+
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        sdk = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
+        try:
+            answer = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+        except CircuitBreakerException:
+            if not catch:
+                raise
+            return "no budget left for a summary"
+        return answer.choices[0].message.content or ""
+
+    async def asummarize(text: str) -> str:
+        """Summarize a text."""
+        sdk = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+        try:
+            answer = await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+        except CircuitBreakerException:
+            if not catch:
+                raise
+            return "no budget left for a summary"
+        return answer.choices[0].message.content or ""
+
+    asummarize.__name__ = "summarize"
+    return summarize if flavour == "def" else asummarize
+
+
+def _summarizing_team(stub: Any, model_client: Any, tools: list[Any]) -> RoundRobinGroupChat:
+    """``writer`` (over its budget after its first answer, which asks for the tool) and ``critic``, who would answer
+    the writer's tool summary."""
+    writer = AssistantAgent("writer", model_client=model_client, tools=tools)
+    critic = AssistantAgent("critic", model_client=model_client)
+    stub.queue(Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": "a long text"}}],
+                     **EXPENSIVE),
+               Reply(content="the critic's answer"))
+    return RoundRobinGroupChat([writer, critic], termination_condition=MaxMessageTermination(3))
+
+
+@pytest.mark.parametrize("flavour", ["def", "async def"])
+async def test_a_block_of_a_tools_own_call_stops_the_team(memory, stub_provider, model_client, flavour):
+    agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
+    team = _summarizing_team(stub_provider, model_client, [_summarizer(stub_provider.openai_base_url, flavour)])
+
+    with pytest.raises(CircuitBreakerException) as blocked:
+        await team.run(task="summarize it")
+
+    assert blocked.value.scope_id == "writer"
+    assert chat_requests(stub_provider) == 1  # the critic never got the block's text to send
+    assert [span["status"] for span in spans(memory, "tool")] == ["blocked"]
+    assert [(span["name"], span["status"]) for span in spans(memory, "agent")] == [("writer", "blocked")]
+    blocked.value.monitor.increase_budget(1.0)
+    stub_provider.queue(Reply(content="the writer again"), Reply(content="the critic again"))
+    assert isinstance(await team.run(), TaskResult)  # the team continues
+
+
+async def test_a_block_the_tool_handles_itself_stays_handled(memory, stub_provider, model_client):
+    agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
+    team = _summarizing_team(stub_provider, model_client,
+                             [_summarizer(stub_provider.openai_base_url, "async def", catch=True)])
+    result = await team.run(task="summarize it")
+    assert [getattr(message, "content", None) for message in result.messages][-1] == "the critic's answer"
+    assert [span["status"] for span in spans(memory, "tool")] == ["ok"]
+
+
+async def test_one_blocked_call_among_parallel_tool_calls(memory, stub_provider, model_client):
+    """The other calls of the turn finish (their results are in the agent's context with the block's); then the
+    block is raised, before the agent's next request."""
+    agentwatch.init(exporters=[memory], agents={"helper": LIMITED})
+    helper = await _spent_helper(stub_provider, model_client)
+    looked_up: list[str] = []
+
+    async def lookup(task: str) -> str:
+        """Look it up in the index."""
+        looked_up.append(task)
+        return "from the index"
+
+    boss = AssistantAgent("boss", model_client=model_client, tools=[AgentTool(helper), lookup],
+                          reflect_on_tool_use=True)
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "lookup", "arguments": {"task": "a"}},
+                                                      {"name": "helper", "arguments": {"task": "b"}},
+                                                      {"name": "lookup", "arguments": {"task": "c"}}]))
+    before = chat_requests(stub_provider)
+    seen: list[str] = []
+    with pytest.raises(CircuitBreakerException):
+        async for item in boss.run_stream(task="find out"):
+            seen.append(type(item).__name__)
+    assert chat_requests(stub_provider) == before + 1
+    assert sorted(looked_up) == ["a", "c"]
+    assert seen[-1] == "ToolCallExecutionEvent"  # every call's result, then the block
+    assert sorted(span["status"] for span in spans(memory, "tool")) == ["blocked", "ok", "ok"]
