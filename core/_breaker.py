@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ._blocks_met import note_block_met
 from ._breaker_contract import (
     OPERATOR_KILL,
     PAUSED_BY_OPERATOR,
@@ -382,6 +383,7 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
         sink = monitor._sink
         if sink is not None:
             _sink_blocked(sink, error)
+        note_block_met(error)
         raise error
 
 

@@ -33,10 +33,14 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   (and what ``add_pass_through`` adds) reaches user code. Code a finaliser may run (``__del__``, a generator's
   ``finally``; ``collecting_garbage()`` tells) ends nothing itself: it hands the work to ``defer``, run at the next
   safe point (the garbage collector may run it while this thread holds a lock that ending a call takes).
+  A block must reach the program past a framework's ``except Exception``: ``BlockCarrier`` takes it past one that
+  plugin code raises it under; ``BlocksMet`` keeps the blocks raised under framework code that keeps only an error's
+  text (a tool executor's ``"Error: ..."``), to raise the one it made text again above it.
 """
 
 from __future__ import annotations
 
+from ._blocks_met import BlocksMet
 from ._breaker import CircuitBreakerException, Monitor
 from ._capture import TEXT_LIMIT, capturing, clip
 from ._client import (
@@ -150,6 +154,7 @@ __all__ = [
     "swallow_internal_error",
     "add_pass_through",
     "BlockCarrier",
+    "BlocksMet",
     "logger",
     # exporters (a receiver's outage handled as for the collector: spool, known down, one attempt per flush)
     "HttpSender",

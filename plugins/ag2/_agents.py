@@ -5,7 +5,7 @@
   pushed, so per-agent limits apply to the LLM calls of its reply.
 - ``ConversableAgent.execute_function`` / ``a_execute_function``: a ``tool`` span, current while the function runs,
   with the asking agent's scope; ``_run_async_in_thread`` (an ``async def`` tool in a synchronous chat) carries
-  the context over to its thread.
+  the context over to its thread. A block raised in the tool is raised, not made its ``"Error: ..."`` reply.
 - AG2's own threads (``run`` / ``run_iter`` / ``sequential_run`` and the group-chat ``run_group_chat`` variants run the
   chat on a ``threading.Thread`` they start): each starts with AgentWatch's values of the code that made it
   (``carry``: its span, agent scopes, per-run budgets), so a ``trace(..., budget=...)`` or an agent scope around
@@ -31,6 +31,7 @@ from typing import Any
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import (
     BlockCarrier,
+    BlocksMet,
     Carried,
     Frame,
     Span,
@@ -62,6 +63,13 @@ def open_span_of(agent: Any) -> Span | None:
 
 
 # ---- tools --------------------------------------------------------------------------------------------
+# AG2 runs a tool inside ``except Exception`` and replies ``"Error: <message>"``: a block raised in it (an agent used
+# as a tool out of its budget, the tool's own LLM call) would go to the asking agent's model as text in its next, paid,
+# request and the chat would go on. The block whose text the reply is is raised instead, by the executing agent's
+# reply, before the tool's response is sent: after ``increase_budget`` that turn (``generate_reply`` of the executor)
+# runs the tool again. A block the tool handles itself stays handled.
+
+_ERROR_PREFIX = "Error: "  # execute_function's reply for an exception: f"Error: {e}"
 
 
 @stop_on_exception(default=None)
@@ -98,6 +106,41 @@ def _tool_result(span: Span, result: Any) -> None:
         span.output = content
 
 
+def _block_made_text(result: Any, met: BlocksMet) -> CircuitBreakerException | None:
+    """The block a tool raised that ``execute_function`` made its reply (``(False, {"content": "Error: <block>"})``)."""
+    success, reply = result if isinstance(result, tuple) and len(result) == 2 else (True, None)
+    content = reply.get("content") if isinstance(reply, dict) else None
+    if success is not False or not isinstance(content, str) or not content.startswith(_ERROR_PREFIX):
+        return None
+    return met.named_by(content[len(_ERROR_PREFIX):])
+
+
+def _raising_blocks(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``execute_function``: a block that left the tool is raised, not made the tool's ``"Error: ..."`` reply."""
+
+    def execute_function(*args: Any, **kwargs: Any) -> Any:
+        with BlocksMet() as met:
+            result = function(*args, **kwargs)
+        blocked = _block_made_text(result, met)
+        if blocked is not None:
+            raise blocked
+        return result
+
+    return execute_function
+
+
+def _a_raising_blocks(function: Callable[..., Any]) -> Callable[..., Any]:
+    async def a_execute_function(*args: Any, **kwargs: Any) -> Any:
+        with BlocksMet() as met:
+            result = await function(*args, **kwargs)
+        blocked = _block_made_text(result, met)
+        if blocked is not None:
+            raise blocked
+        return result
+
+    return a_execute_function
+
+
 def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -106,7 +149,7 @@ def wrap_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, func_call, *args, **kwargs)
         tokens = frame.enter()
         try:
-            result = original(self, func_call, *args, **kwargs)
+            result = _raising_blocks(original)(self, func_call, *args, **kwargs)
         except BaseException as error:
             frame.exit(tokens)
             frame.close(error)
@@ -124,27 +167,45 @@ def wrap_a_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
         frame = _tool_frame(self, func_call)
         if frame is None:
             return await original(self, func_call, *args, **kwargs)
-        return await call_in_frame(frame, original, self, func_call, *args, **kwargs)
+        return await call_in_frame(frame, _a_raising_blocks(original), self, func_call, *args, **kwargs)
 
     return a_execute_function
 
 
 def wrap_run_async_in_thread(original: Callable[..., Any]) -> Callable[..., Any]:
     """A synchronous chat runs an ``async def`` tool on a new thread with its own loop; the thread starts with an
-    empty context. The coroutine runs there with this context's AgentWatch values (and this plugin's) only."""
+    empty context. The coroutine runs there with this context's AgentWatch values (and this plugin's) only, and a
+    block it raises (``a_execute_function`` raises the tool's) is raised here: AG2 would lose it with the thread."""
 
     @functools.wraps(original)
     def _run_async_in_thread(self: Any, coro: Any) -> Any:
-        values = carry(_CURRENT_AGENT, _REPLYING_TO) if get_client() is not None else None
-        if values is None or not inspect.iscoroutine(coro):
+        if get_client() is None or not inspect.iscoroutine(coro):
             return original(self, coro)
-        return original(self, _awaited_with(coro, values))
+        outcome = _Outcome(carry(_CURRENT_AGENT, _REPLYING_TO))
+        result = original(self, _awaited_with(coro, outcome))
+        if outcome.blocked is not None:
+            raise outcome.blocked
+        return result
 
     return _run_async_in_thread
 
 
-async def _awaited_with(coro: Any, values: Carried) -> Any:
-    return await asyncio.create_task(coro, context=values.context())  # in AG2's thread: its own context and ours
+class _Outcome:
+    __slots__ = ("values", "blocked")
+
+    def __init__(self, values: Carried | None) -> None:
+        self.values = values
+        self.blocked: CircuitBreakerException | None = None
+
+
+async def _awaited_with(coro: Any, outcome: _Outcome) -> Any:
+    try:
+        if outcome.values is None:
+            return await coro
+        return await asyncio.create_task(coro, context=outcome.values.context())  # in AG2's thread: its own and ours
+    except CircuitBreakerException as blocked:
+        outcome.blocked = blocked
+        return None
 
 
 class _CarryingThread(threading.Thread):

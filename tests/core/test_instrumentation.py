@@ -175,6 +175,39 @@ def test_check_limits_without_limits_still_sees_a_kill_and_a_pause(memory: agent
         aw.check_limits()
 
 
+def test_blocks_met_keeps_the_blocks_raised_under_it_nested_and_on_a_carried_thread(
+        memory: agentwatch.InMemoryExporter) -> None:
+    """What a plugin reads after framework code that kept only an error's text (AG2's ``"Error: <block>"``)."""
+    import threading
+
+    client = agentwatch.init(exporters=[memory])
+    client.monitor.kill()
+    raised: list[agentwatch.CircuitBreakerException] = []
+
+    def blocked_call() -> None:
+        try:
+            aw.check_limits()
+        except agentwatch.CircuitBreakerException as blocked:
+            raised.append(blocked)
+
+    blocked_call()  # watched by none: kept nowhere
+    with aw.BlocksMet() as outer:
+        with aw.BlocksMet() as inner:
+            blocked_call()
+        span = client.start_span("tool")
+        token = aw.attach(span)
+        carried = aw.carry()
+        aw.detach(token)
+        assert carried is not None
+        thread = threading.Thread(target=carried.run, args=(blocked_call,))
+        thread.start()
+        thread.join()
+    blocked_call()  # after: kept nowhere
+    assert inner.blocks == [raised[1]] and outer.blocks == raised[1:3]
+    assert outer.named_by(str(raised[2])) is raised[2]
+    assert outer.named_by("some other error") is None
+
+
 def test_before_init_nothing_is_checked_and_spans_only_end() -> None:
     span = agentwatch.Span("alone")
     aw.end_span(span, RuntimeError("x"))
