@@ -203,7 +203,7 @@ def _sync_retries(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def retries(*args: Any, **kwargs: Any) -> Any:
         if get_client() is not None:
-            _refuse_retries()
+            _refuse_retries(kwargs)
         return original(*args, **kwargs)
 
     return retries
@@ -213,20 +213,21 @@ def _async_retries(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def retries(*args: Any, **kwargs: Any) -> Any:
         if get_client() is not None:
-            _refuse_retries()
+            _refuse_retries(kwargs)
         return await original(*args, **kwargs)
 
     return retries
 
 
-def _refuse_retries() -> None:
+def _refuse_retries(kwargs: dict[str, Any]) -> None:
     """Raise the block that refused the attempt LiteLLM is about to retry (its wrapper calls the retries while handling
     that attempt's error), else any block a limit would raise now. A function imported before ``init()`` opens its call
     inside the wrapper, so a hard budget's refusal of it (met by the HTTP layer: ``check_limits`` passes, the budget is
     not spent) reaches the wrapper as the block, which ``acompletion`` retries whatever it is: every attempt refused
-    again, a blocked span and an ``on_block`` each."""
+    again, a blocked span and an ``on_block`` each. Only LiteLLM's wrapper hands the retries the attempt's own
+    ``litellm_logging_obj``: a program calling them itself while it handles an older block is not refused by that."""
     failed = sys.exc_info()[1]
-    if isinstance(failed, CircuitBreakerException):
+    if isinstance(failed, CircuitBreakerException) and "litellm_logging_obj" in kwargs:
         raise failed
     check_limits()
 

@@ -209,6 +209,29 @@ def test_a_hard_budgets_refusal_below_litellm_is_not_retried_by_num_retries(stub
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_fallback_with_retries_made_while_handling_a_block_is_not_refused_by_it(stub_provider: Any, memory: Any,
+                                                                                 mode: str) -> None:
+    """Found by review: the program catches a block of its agent and falls back, in its ``except``, to
+    ``completion_with_retries`` outside that agent; the old block, being handled, was raised again although no
+    limit blocked the fallback."""
+    agentwatch.init(exporters=[memory])
+    kwargs = openai_kwargs(stub_provider, model="openai/gpt-4o-mini")
+    stub_provider.queue(Reply(content="one", input_tokens=1000, output_tokens=100))
+    with agentwatch.agent("expensive", budget_per_hour=0.0001, block_on_threshold=True):
+        litellm.completion(**kwargs)
+    try:
+        with agentwatch.agent("expensive"):
+            litellm.completion(**kwargs)
+    except CircuitBreakerException:
+        stub_provider.queue(Reply(content="fallback"))
+        if mode == "sync":
+            answer = litellm.completion_with_retries(**kwargs, num_retries=2)
+        else:
+            answer = asyncio.run(litellm.acompletion_with_retries(**kwargs, num_retries=2))
+    assert answer.choices[0].message.content == "fallback" and stub_provider.count() == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_an_anthropic_stream_read_to_its_end_is_complete(stub_provider: Any, memory: Any, mode: str) -> None:
     """LiteLLM's sync Anthropic stream ends after ``message_delta`` (the stop reason and final usage) and closes the
     body without reading the empty ``message_stop``: the stream was read to its end, not cut off."""
