@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 from agentwatch.server import ServerHandle, Settings, start_background
 from tests.server.aw_helpers import SpanFactory, make_trace
-from tests.server.test_sessions_e2e import collector  # noqa: F401 - fixture: a server on either store
 
 
 class _Stream:
@@ -46,7 +45,7 @@ def _ingest(handle: ServerHandle, spans: list[dict], headers: dict[str, str] | N
     assert connection.getresponse().status == 202
 
 
-def test_a_change_event_follows_ingest(collector: ServerHandle, make_span: SpanFactory) -> None:  # noqa: F811
+def test_a_change_event_follows_ingest(collector: ServerHandle, make_span: SpanFactory) -> None:
     stream = _Stream(collector)
     try:
         assert stream.response.status == 200
