@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS otel_namings (
     PRIMARY KEY (otel_trace_id, otel_span_id, trace_id, span_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS otel_namings_start ON otel_namings(start_ns);
+-- The model calls under a span, for each naming stored: partial, so only model calls pay for it on ingest, and a
+-- naming reads its span's calls, not every span of a long trace.
+CREATE INDEX IF NOT EXISTS spans_llm_parent ON spans(tkey, parent_span_id) WHERE kind IN ('embedding', 'llm');
 """
 
 _NAMING_COLUMNS: Final = "otel_trace_id, otel_span_id, kind, start_ns, end_ns, trace_id, span_id"
@@ -57,11 +60,11 @@ def settle_copies(cursor: sqlite3.Cursor, fresh: Sequence[SpanRecord], tkeys: Ma
         tkey = _tkey(cursor, tkeys, named.otel_trace_id)
         if tkey is None:
             continue
+        rows = [row for column in ("span_id", "parent_span_id") for row in cursor.execute(
+            f"SELECT span_id, parent_span_id, kind, start_ns, attributes FROM spans WHERE tkey = ? AND {column} = ?"
+            f" AND kind IN ({_LLM_KINDS_SQL})", (tkey, named.otel_span_id))]
         calls = [StoredCall(named.otel_trace_id, span_id, parent_id, kind, start)
-                 for span_id, parent_id, kind, start, attributes in cursor.execute(
-                     "SELECT span_id, parent_span_id, kind, start_ns, attributes FROM spans WHERE tkey = ?"
-                     f" AND (span_id = ? OR parent_span_id = ?) AND kind IN ({_LLM_KINDS_SQL})",
-                     (tkey, named.otel_span_id, named.otel_span_id))
+                 for span_id, parent_id, kind, start, attributes in rows
                  if is_foreign_call(kind, _json.loads(attributes))]
         for key, copied in copies_in(calls, [named]).items():
             copies.setdefault(key, copied)
