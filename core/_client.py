@@ -16,7 +16,7 @@ from . import _fingerprint
 from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
-from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
+from ._context import SESSION_KEY, AgentScope, get_agent_scopes, get_current_span, get_metadata, get_session_id
 from ._deferred import install as install_collection_watch
 from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
@@ -330,9 +330,9 @@ class Client:
         """Open a span under ``parent`` (default: the current span). ``activate`` is for callers that
         manage the context themselves (the context managers in ``_api``)."""
         if parent is None and not new_trace:
-            parent = CURRENT_SPAN.get()
+            parent = get_current_span()
         if agent is None:
-            scopes = AGENT_SCOPES.get()
+            scopes = get_agent_scopes()
             if scopes:
                 agent = scopes[-1]
         return self._open_span(name, kind, parent, attributes, agent, None, None)
@@ -360,11 +360,11 @@ class Client:
             span.agent_id, span.agent_name, span.agent_role = agent.agent_id, agent.name, agent.role
         elif parent is not None and parent.agent_id is not None:
             span.agent_id, span.agent_name, span.agent_role = parent.agent_id, parent.agent_name, parent.agent_role
-        metadata = METADATA.get()
+        metadata = get_metadata()
         if metadata:
             span.attributes.setdefault("metadata", dict(metadata))
         # Sessions group traces: the enclosing session() names it, else the parent's (a resumed LangGraph thread).
-        session = SESSION_ID.get() or (parent.attributes.get(SESSION_KEY) if parent is not None else None)
+        session = get_session_id() or (parent.attributes.get(SESSION_KEY) if parent is not None else None)
         if session is not None:
             span.attributes.setdefault(SESSION_KEY, session)
         if self._has_span_start:

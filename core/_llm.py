@@ -17,12 +17,22 @@ from typing import TYPE_CHECKING, Any
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up, withdraw
 from ._capture import capturing
-from ._context import AGENT_SCOPES, CURRENT_LLM_CALL, CURRENT_SPAN, AgentScope
+from ._context import (
+    CURRENT_LLM_CALL,
+    AgentScope,
+    get_agent_scopes,
+    get_current_llm_call_var,
+    get_current_span,
+    reset_current_llm_call,
+    reset_current_span,
+    set_current_llm_call,
+    set_current_span,
+)
 from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
 from ._otel_current import OTEL_SPAN_KEY, current_otel_span
 from ._reservation import estimator, note_settlement
-from ._run_budget import RUN_MONITORS, keyed_run_monitor
+from ._run_budget import get_run_monitors, keyed_run_monitor
 from ._safe import PASS_THROUGH, BlockCarrier, logger, stop_on_exception
 from ._span import Span
 
@@ -46,7 +56,7 @@ def current_llm_call() -> LLMCall | None:
     An ended call is no call in flight: a framework may end a call in another context than the one it was
     activated in, and a layer asking here must then open its own call, not add to a finished one.
     """
-    call = CURRENT_LLM_CALL.get()
+    call = get_current_llm_call_var()
     return None if call is None or call.ended else call
 
 
@@ -128,8 +138,8 @@ def normalize_openai_usage(usage: Any) -> dict[str, Any]:
 
 def _monitors(client: Client, scopes: Sequence[AgentScope], budgets: Sequence[Monitor] = ()) -> list[Monitor]:
     """Innermost first, global last, each monitor once: agent scopes, then per-run budgets, then global."""
-    context = AGENT_SCOPES.get()
-    runs = RUN_MONITORS.get()
+    context = get_agent_scopes()
+    runs = get_run_monitors()
     if not runs and not budgets and len(context) + len(scopes) == 1:
         # One agent scope (every call inside an agent of a framework): the answer without the loops and the set.
         inner = (scopes or context)[0].monitor
@@ -426,7 +436,7 @@ class LLMCall:
 
     def activate(self) -> None:
         """Make this call the current span and LLM call of the context (for child spans and dedupe)."""
-        tokens = (CURRENT_SPAN.set(self.span), CURRENT_LLM_CALL.set(self))
+        tokens = (set_current_span(self.span), set_current_llm_call(self))
         self._tokens = tokens if self._tokens is None else self._tokens + tokens
 
     def deactivate(self) -> None:
@@ -434,10 +444,20 @@ class LLMCall:
         if tokens is None:
             return
         self._tokens = None
+        if len(tokens) == 2:  # activated once: the usual call, without the loop
+            try:
+                reset_current_llm_call(tokens[1])
+            except ValueError:  # reset from another context (callback frameworks); nothing to undo here
+                pass
+            try:
+                reset_current_span(tokens[0])
+            except ValueError:
+                pass
+            return
         for token in reversed(tokens):
             try:
                 token.var.reset(token)
-            except ValueError:  # reset from another context (callback frameworks); nothing to undo here
+            except ValueError:
                 pass
 
     def __enter__(self) -> LLMCall:
@@ -571,7 +591,7 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
         return
     if deferred_work:
         run_deferred()  # a stream dropped unfinished is charged before this check
-    if scopes or budgets or AGENT_SCOPES.get() or RUN_MONITORS.get():
+    if scopes or budgets or get_agent_scopes() or get_run_monitors():
         check(_monitors(client, scopes, budgets), trace_id=trace_id)
     else:  # no agent scope, no run budget (the common node): the global monitor alone, as in start_llm_call
         check((client.monitor,), trace_id=trace_id)
@@ -593,7 +613,7 @@ def record_blocked(blocked: CircuitBreakerException, name: str = "llm", *, model
     client = _client_module._active
     if client is None:
         return
-    context_scopes = AGENT_SCOPES.get()
+    context_scopes = get_agent_scopes()
     agent = scopes[-1] if scopes else context_scopes[-1] if context_scopes else None
     span = client.start_span(name, kind, attributes=attributes, agent=agent)
     span.model, span.provider = model, provider
@@ -633,12 +653,12 @@ def start_llm_call(
     if deferred_work:
         run_deferred()  # a stream dropped unfinished is charged before this call is checked
     # The context's agent scopes are read once, for the span's agent and for the monitors to check.
-    context_scopes = AGENT_SCOPES.get()
+    context_scopes = get_agent_scopes()
     if scopes:
         agent: AgentScope | None = scopes[-1]
     else:
         agent = context_scopes[-1] if context_scopes else None
-    span = client._open_span(name, kind, CURRENT_SPAN.get() if parent is None else parent, attributes, agent, model,
+    span = client._open_span(name, kind, get_current_span() if parent is None else parent, attributes, agent, model,
                             provider)
     otel_span = current_otel_span()
     if otel_span is not None:
@@ -647,7 +667,7 @@ def start_llm_call(
     if check:
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
-            runs = RUN_MONITORS.get()
+            runs = get_run_monitors()
             monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
                 else (client.monitor,)
             if request_body is not NO_BODY and reserve is None:

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from ._breaker import Monitor
     from ._client import Client
 
-__all__ = ["RUN_MONITORS", "RunBudgetStore", "run_monitor", "keyed_run_monitor"]
+__all__ = ["RUN_MONITORS", "get_run_monitors", "RunBudgetStore", "run_monitor", "keyed_run_monitor"]
 
 #: Monitors of the per-run budgets enclosing this context, outermost first.
 RUN_MONITORS: ContextVar[tuple[Monitor, ...]] = ContextVar("agentwatch_run_monitors", default=())
+#: Bound, as ``_context``'s hot variables are: read by every LLM call.
+get_run_monitors: Final = RUN_MONITORS.get
 CARRIED.append(RUN_MONITORS)
 
 _NEVER: Final = float("inf")

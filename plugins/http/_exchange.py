@@ -41,8 +41,9 @@ from ._body import BodyReader, parse_json
 from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
 from ._usage import Reading, _get_extra, read_into
 
-__all__ = ["Exchange", "CURRENT_EXCHANGE", "BUILT_REQUEST", "begin", "settings", "Settings", "request_model",
-           "request_input", "url_text", "went_out"]
+__all__ = ["Exchange", "CURRENT_EXCHANGE", "BUILT_REQUEST", "get_current_exchange", "set_current_exchange",
+           "reset_current_exchange", "get_built_request", "set_built_request", "begin", "settings", "Settings",
+           "request_model", "request_input", "url_text", "went_out"]
 
 #: APIs whose SDK results ``Exchange._settle_openai`` reads (OpenAI chat, legacy completions, embeddings).
 _OPENAI_RESULTS = frozenset({"chat", "embeddings"})
@@ -52,6 +53,13 @@ CURRENT_EXCHANGE: ContextVar[Exchange | None] = ContextVar("agentwatch_http_exch
 #: An SDK's LLM request built outside its ``request()`` wrapper, and the call opened for it then (``_sdk``), until the
 #: HTTP tap sends it and takes the call over.
 BUILT_REQUEST: ContextVar[tuple[Any, Exchange] | None] = ContextVar("agentwatch_built_request", default=None)
+# Bound methods, as core's hot context variables (``_context``): CPython 3.11 runs ``var.get()`` through the attribute
+# at ~4x the bound method's cost, and every SDK call reads and sets these several times.
+get_current_exchange = CURRENT_EXCHANGE.get
+set_current_exchange = CURRENT_EXCHANGE.set
+reset_current_exchange = CURRENT_EXCHANGE.reset
+get_built_request = BUILT_REQUEST.get
+set_built_request = BUILT_REQUEST.set
 
 
 class Settings:
@@ -548,7 +556,7 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
     endpoint = endpoint_for_path(path)
     if endpoint is None:
         return None, False
-    exchange = CURRENT_EXCHANGE.get()
+    exchange = get_current_exchange()
     if exchange is not None and not exchange.call.ended:
         return exchange, False
     in_flight = get_current_llm_call()

@@ -15,7 +15,7 @@ from typing import Any
 from agentwatch.instrumentation import logger, stop_on_exception
 
 from ._endpoints import _MISSING, _known_paths, endpoint_for_path
-from ._exchange import BUILT_REQUEST, CURRENT_EXCHANGE, Exchange
+from ._exchange import Exchange, get_built_request, get_current_exchange, set_built_request
 from ._patching import Patcher, taking_keywords
 from ._stream_usage import UsageChunkFilter
 from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole, sdk_attempt_failed
@@ -44,9 +44,9 @@ def _exchange_for(request: Any) -> tuple[Exchange | None, bool]:
     if _known_paths.get(path, _MISSING) is None:
         # A path seen before that addresses no LLM API (most of a program's other traffic): nothing else to ask.
         return None, False
-    built = BUILT_REQUEST.get()
+    built = get_built_request()
     if built is not None and built[0] is request:  # an SDK request opened when it was built (see _sdk): ours to end
-        BUILT_REQUEST.set(None)
+        set_built_request(None)
         return built[1], True
 
     def where() -> tuple[str, str, int | None]:
@@ -140,7 +140,7 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
     def send(self: Any, request: Any, *args: Any, stream: bool = no_stream, auth: Any = default,
              follow_redirects: Any = default, **kwargs: Any) -> Any:
         # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
-        sdk_call = CURRENT_EXCHANGE.get()
+        sdk_call = get_current_exchange()
         if sdk_call is not None and (sdk_call.request is not request or sdk_call.call.ended):
             sdk_call = _sdk_exchange(sdk_call, request)
         exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
@@ -185,7 +185,7 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
     async def send(self: Any, request: Any, *args: Any, stream: bool = no_stream, auth: Any = default,
                    follow_redirects: Any = default, **kwargs: Any) -> Any:
         # The SDK layer's call (opened and limit-checked there), else a call of the tap's own, one in flight, or none.
-        sdk_call = CURRENT_EXCHANGE.get()
+        sdk_call = get_current_exchange()
         if sdk_call is not None and (sdk_call.request is not request or sdk_call.call.ended):
             sdk_call = _sdk_exchange(sdk_call, request)
         exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)

@@ -39,7 +39,17 @@ from agentwatch.instrumentation import (
 
 from ._body import parse_json
 from ._endpoints import Endpoint, endpoint_for_path
-from ._exchange import BUILT_REQUEST, CURRENT_EXCHANGE, Exchange, request_input, request_model, settings
+from ._exchange import (
+    Exchange,
+    get_built_request,
+    get_current_exchange,
+    request_input,
+    request_model,
+    reset_current_exchange,
+    set_built_request,
+    set_current_exchange,
+    settings,
+)
 from ._patching import Patcher, taking_keywords
 from ._stream_usage import asked_usage_body, wants_usage
 
@@ -109,7 +119,7 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
     """The exchange for this request, or None if it is no LLM call (or an internal error left it unobserved: logged).
     May raise ``CircuitBreakerException``."""
     try:
-        if CURRENT_EXCHANGE.get() is not None:
+        if get_current_exchange() is not None:
             return None  # a request() inside ours (a wrapped subclass's that calls the base class's): counted once
         # _llm_route(options, sdk, routes), inlined: every SDK call passes here (a frame fewer per call)
         method = getattr(options, "method", None)
@@ -241,7 +251,7 @@ def _sync_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
         exchange = _open(self, options, sdk, routes, client) if client is not None else None
         if exchange is None:
             return original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
-        token = CURRENT_EXCHANGE.set(exchange)
+        token = set_current_exchange(exchange)
         try:
             if args or kwargs:
                 result = original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
@@ -251,7 +261,7 @@ def _sync_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]:
             _raised(exchange, error)
             raise
         finally:
-            CURRENT_EXCHANGE.reset(token)
+            reset_current_exchange(token)
         exchange.returned(result)
         return result
 
@@ -269,7 +279,7 @@ def _async_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
         exchange = _open(self, options, sdk, routes, client) if client is not None else None
         if exchange is None:
             return await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
-        token = CURRENT_EXCHANGE.set(exchange)
+        token = set_current_exchange(exchange)
         try:
             if args or kwargs:
                 result = await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls,
@@ -280,7 +290,7 @@ def _async_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
             _raised(exchange, error)
             raise
         finally:
-            CURRENT_EXCHANGE.reset(token)
+            reset_current_exchange(token)
         exchange.returned(result)
         return result
 
@@ -293,7 +303,7 @@ def _build_request(sdk: str, original: Callable[..., Any]) -> Callable[..., Any]
     first_attempt = defaults["retries_taken"]
 
     def _build_request(self: Any, options: Any, *args: Any, retries_taken: int = first_attempt, **kwargs: Any) -> Any:
-        exchange = CURRENT_EXCHANGE.get()
+        exchange = get_current_exchange()
         if exchange is not None:
             if exchange.usage_requested:  # a chat stream we ask for its usage: a copy asks
                 options = _asking_usage(options, exchange)
@@ -330,11 +340,11 @@ def _open_built(api_client: Any, options: Any, request: Any, sdk: str, routes: d
         client = get_client()
         if client is None:
             return
-        built = BUILT_REQUEST.get()
+        built = get_built_request()
         if built is not None:
             if built[0] is request:  # a subclass's _build_request around the base class's: opened once
                 return
-            BUILT_REQUEST.set(None)  # an earlier one that was never sent (something raised before the send)
+            set_built_request(None)  # an earlier one that was never sent (something raised before the send)
             built[1].end("the request was not sent")
         route = _llm_route(options, sdk, routes)
         if route is None:
@@ -352,6 +362,6 @@ def _open_built(api_client: Any, options: Any, request: Any, sdk: str, routes: d
                               input=request_input(body) if client.config.capture_text else None, request_body=body)
         exchange = Exchange(call, endpoint, owned=True, ends_with_body=True, capture_text=client.config.capture_text,
                             request_body=body)
-        BUILT_REQUEST.set((request, exchange))
+        set_built_request((request, exchange))
     except Exception:
         swallow_internal_error("the SDK layer")  # re-raises a block

@@ -10,7 +10,7 @@ from typing import Any
 from agentwatch.instrumentation import collecting_garbage, defer, logger, stop_on_exception
 
 from ._body import BodyReader
-from ._exchange import CURRENT_EXCHANGE, Exchange, begin
+from ._exchange import Exchange, begin, get_current_exchange
 
 __all__ = ["StreamTap", "begin_safely", "failed", "sdk_attempt_failed", "received_whole", "finish_abandoned"]
 
@@ -24,7 +24,7 @@ begin_safely: Callable[..., tuple[Exchange | None, bool]] = stop_on_exception(de
 def failed(exchange: Exchange, error: BaseException) -> None:
     """The request raised before a response: one that went out is charged its prompt (a call in flight that this
     request joined too, if no usage comes for it); a call this layer owns ends with that error."""
-    if exchange is CURRENT_EXCHANGE.get():
+    if exchange is get_current_exchange():
         return  # an SDK call's, sent through a transport under the SDK's httpx client: that tap notes the attempt
     exchange.unanswered_attempt(error)
     if exchange.unanswered:
