@@ -261,7 +261,7 @@ def test_threads_record_concurrently(memory: agentwatch.InMemoryExporter) -> Non
     agentwatch.flush()
     assert len(memory.by_kind("llm")) == 1600
     assert agentwatch.get_state()["exporter"]["dropped"] == 0
-    # Eight threads drew from one pool of ids at once, and refilled it 25 times: no id was taken twice.
+    # Eight threads drew ids at once from one generator: no id was drawn twice.
     assert len({span["span_id"] for span in memory.by_kind("llm")}) == 1600
     assert len({span["trace_id"] for span in memory.by_kind("llm")}) == 1600
 
@@ -282,10 +282,10 @@ def test_ids_do_not_follow_the_programs_random_seed() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
 def test_a_forked_child_never_takes_the_parents_next_ids() -> None:
-    """Spans take ids from a pool; a child forked while the parent's pool is half used draws its own."""
+    """A child forked after the parent drew ids draws its own: it never continues the parent's generator."""
     from agentwatch._span import Span
 
-    Span("before the fork")  # the pool is drawn, and one entry taken
+    Span("before the fork")  # the parent's generator has drawn
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its spans' ids to the parent, then out without running the parent's exit hooks
