@@ -147,7 +147,44 @@ def ends_what_ours_stopped(original: Callable[..., Any], handler_class: type[Any
                 raise
         return managers
 
-    return named_like(original, on_start)
+    if chain:
+        return named_like(original, on_start)
+
+    @functools.wraps(original)
+    def on_model_start(self: Any, serialized: Any, inputs: Any, run_id: UUID | None = None, *,
+                       invocation_params: Any = _ABSENT, options: Any = _ABSENT, name: Any = _ABSENT,
+                       batch_size: Any = _ABSENT, **kwargs: Any) -> Any:
+        """``on_start`` for a model's start with the keywords langchain-core passes spelled out (every model call):
+        passed on by name, not through ``**kwargs`` twice, ~3k machine instructions a call fewer."""
+        if kwargs or len(inputs) != 1 or invocation_params is _ABSENT or options is _ABSENT or name is _ABSENT \
+                or batch_size is _ABSENT:  # any other call: as given
+            for key, value in (("invocation_params", invocation_params), ("options", options), ("name", name),
+                               ("batch_size", batch_size)):
+                if value is not _ABSENT:
+                    kwargs[key] = value
+            return on_start(self, serialized, inputs, run_id, **kwargs)
+        if run_id is None:
+            run_id = uuid7()
+        try:
+            started = original(self, serialized, inputs, run_id, invocation_params=invocation_params, options=options,
+                               name=name, batch_size=batch_size)
+        except BaseException as error:
+            if raised_by_ours(error):
+                _tell(_heard_before_ours(self.handlers, handler_class, ignore), event, error, run_id, self)
+                if prompts and batch_size > 1:
+                    _end_started(BATCH.get(), error)
+            raise
+        if prompts and batch_size > 1:
+            batch = BATCH.get()
+            if batch is not None:
+                batch.started.append((self, run_id))
+        return started
+
+    return named_like(original, on_model_start)
+
+
+#: A keyword the caller did not pass (``None`` is a value a caller may pass).
+_ABSENT: Any = object()
 
 
 def named_like(original: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
