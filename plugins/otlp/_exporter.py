@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -12,12 +13,10 @@ from agentwatch.instrumentation import Config, HttpSender, Spool, SpoolingExport
 from ._mapping import to_otlp_request
 
 _current_otel_span: Callable[[], Any] | None
-_otel_tracer_provider: Callable[[], Any] | None
-try:  # opentelemetry-api: the program's own spans and tracer provider, if it has any
+try:  # opentelemetry-api: the program's own spans, if it has any
     from opentelemetry.trace import get_current_span as _current_otel_span
-    from opentelemetry.trace import get_tracer_provider as _otel_tracer_provider
 except ImportError:  # pragma: no cover - opentelemetry-proto installed without the API
-    _current_otel_span = _otel_tracer_provider = None
+    _current_otel_span = None
 
 __all__ = ["OtlpExporter"]
 
@@ -132,9 +131,13 @@ def _program_service_name() -> str | None:
     (``TracerProvider(resource=Resource.create({"service.name": ...}))``): AgentWatch's spans are that service's,
     in the backend beside its own, not a service "agentwatch". None until the program installs such a provider
     (it may do so after ``init()``), or if its name is the SDK's default ``unknown_service``."""
-    if _otel_tracer_provider is None:
+    # The provider the program installed, read as it stands: get_tracer_provider() would install one itself when
+    # OTEL_PYTHON_TRACER_PROVIDER is set, and the program's own set_tracer_provider() would then be refused.
+    trace = sys.modules.get("opentelemetry.trace")
+    provider = getattr(trace, "_TRACER_PROVIDER", None) if trace is not None else None
+    if provider is None:
         return None
-    resource = getattr(_otel_tracer_provider(), "resource", None)
+    resource = getattr(provider, "resource", None)
     attributes = getattr(resource, "attributes", None)
     name = attributes.get("service.name") if isinstance(attributes, Mapping) else None
     if not isinstance(name, str) or not name or name.startswith("unknown_service"):

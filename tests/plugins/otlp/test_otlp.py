@@ -156,6 +156,34 @@ def test_spans_are_the_service_the_program_named(receiver: _Receiver, tmp_path: 
     assert resource == {"code": "shop-api", "OTEL_SERVICE_NAME": "from-the-environment", "none": "agentwatch"}[named_by]
 
 
+def test_the_program_s_tracer_provider_set_after_a_batch_is_its_own(receiver: _Receiver, tmp_path: Path) -> None:
+    """Found by review: looking up the program's service name on each batch called get_tracer_provider(), which
+    installs a provider itself when OTEL_PYTHON_TRACER_PROVIDER is set; the program's own set_tracer_provider()
+    after the first batch was then refused and its spans went to a provider it never configured."""
+    program = tmp_path / "late_provider.py"
+    program.write_text(textwrap.dedent('''
+        import agentwatch
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+
+        agentwatch.init(exporters=["otlp"], spool_dir="")
+        agentwatch.event("before")
+        assert agentwatch.flush(10)
+        mine = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
+        trace.set_tracer_provider(mine)
+        assert trace.get_tracer_provider() is mine, "the program's provider was refused"
+        agentwatch.event("after")
+        assert agentwatch.flush(10)
+    '''))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "AGENTWATCH_"))}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, PYTHONPATH=str(Path(__file__).resolve().parents[3]),
+               OTEL_PYTHON_TRACER_PROVIDER="sdk_tracer_provider")
+    done = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Overriding of current TracerProvider is not allowed" not in done.stderr
+
+
 def test_breaker_transitions_carry_their_attributes(receiver: _Receiver) -> None:
     agentwatch.init(exporters=["otlp"], budget_per_hour=0.000001, block_on_threshold=True)
     with agentwatch.llm_call("first", model="gpt-4o") as call:
