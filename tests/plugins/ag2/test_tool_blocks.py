@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import openai
 import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.plugins.summarizing_tool import summarizer
 from tests.stubs.provider_server import Reply
 
 from .conftest import make_pair
@@ -65,36 +65,6 @@ def test_a_block_inside_an_agent_used_as_a_tool_reaches_the_caller(stub_provider
     assert reply["tool_responses"][0]["content"] == "the helper's answer"
 
 
-def _summarizer(base_url: str, flavour: str, catch: bool = False) -> Any:
-    """A tool that makes its own LLM call with the openai SDK (``catch``: and handles a block itself)."""
-
-    def summarize(text: str) -> str:
-        """Summarize a text."""
-        sdk = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
-        try:
-            answer = sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
-        except CircuitBreakerException:
-            if not catch:
-                raise
-            return "no budget left for a summary"
-        return answer.choices[0].message.content or ""
-
-    async def asummarize(text: str) -> str:
-        """Summarize a text."""
-        sdk = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
-        try:
-            answer = await sdk.chat.completions.create(model="gpt-4o-mini",
-                                                       messages=[{"role": "user", "content": text}])
-        except CircuitBreakerException:
-            if not catch:
-                raise
-            return "no budget left for a summary"
-        return answer.choices[0].message.content or ""
-
-    asummarize.__name__ = "summarize"
-    return summarize if flavour == "def" else asummarize
-
-
 def _expensive_ask(stub: Any) -> None:
     """The assistant's answer that asks for the tool puts it over its budget: the tool's own call is blocked."""
     stub.queue(Reply(content="", tool_calls=[{"name": "summarize", "arguments": {"text": "abc"}}], **EXPENSIVE),
@@ -105,7 +75,8 @@ def _expensive_ask(stub: Any) -> None:
 @pytest.mark.parametrize("chat", ["initiate_chat", "a_initiate_chat"])
 def test_a_block_of_a_tools_own_call_reaches_the_caller(stub_provider, memory, llm_config, chat, flavour):
     agentwatch.init(exporters=[memory], agents={"assistant": LIMITED})
-    assistant, user = make_pair(llm_config, _summarizer(stub_provider.openai_base_url, flavour), "summarize")
+    tool = summarizer(stub_provider.openai_base_url, flavour, "gpt-4o-mini")
+    assistant, user = make_pair(llm_config, tool, "summarize")
     _expensive_ask(stub_provider)
     with pytest.raises(CircuitBreakerException) as blocked:
         _chat(user, assistant, chat)
@@ -117,7 +88,7 @@ def test_a_block_of_a_tools_own_call_reaches_the_caller(stub_provider, memory, l
 
 def test_a_block_the_tool_handles_itself_stays_handled(stub_provider, memory, llm_config):
     agentwatch.init(exporters=[memory], agents={"assistant": LIMITED})
-    assistant, user = make_pair(llm_config, _summarizer(stub_provider.openai_base_url, "def", catch=True),
+    assistant, user = make_pair(llm_config, summarizer(stub_provider.openai_base_url, "def", "gpt-4o-mini", catch=True),
                                 "summarize")
     _expensive_ask(stub_provider)
     with pytest.raises(CircuitBreakerException):  # the assistant's own next call, over its budget

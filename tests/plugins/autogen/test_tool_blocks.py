@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import openai
 import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
@@ -17,6 +16,7 @@ from autogen_core import CancellationToken
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.plugins.summarizing_tool import summarizer
 from tests.stubs.provider_server import Reply
 
 from .conftest import MODEL, chat_requests, spans
@@ -109,35 +109,6 @@ async def test_an_agent_blocked_in_a_tool_is_saved_and_loaded_and_goes_on(memory
     assert result.messages[-1].content == "the answer"  # type: ignore[union-attr]
 
 
-def _summarizer(base_url: str, flavour: str, catch: bool = False) -> Any:
-    """A tool that makes its own LLM call with the openai SDK (``catch``: and handles a block itself)."""
-
-    def summarize(text: str) -> str:
-        """Summarize a text."""
-        sdk = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
-        try:
-            answer = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
-        except CircuitBreakerException:
-            if not catch:
-                raise
-            return "no budget left for a summary"
-        return answer.choices[0].message.content or ""
-
-    async def asummarize(text: str) -> str:
-        """Summarize a text."""
-        sdk = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
-        try:
-            answer = await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
-        except CircuitBreakerException:
-            if not catch:
-                raise
-            return "no budget left for a summary"
-        return answer.choices[0].message.content or ""
-
-    asummarize.__name__ = "summarize"
-    return summarize if flavour == "def" else asummarize
-
-
 def _summarizing_team(stub: Any, model_client: Any, tools: list[Any]) -> RoundRobinGroupChat:
     """``writer`` (over its budget after its first answer, which asks for the tool) and ``critic``, who would answer
     the writer's tool summary."""
@@ -152,7 +123,7 @@ def _summarizing_team(stub: Any, model_client: Any, tools: list[Any]) -> RoundRo
 @pytest.mark.parametrize("flavour", ["def", "async def"])
 async def test_a_block_of_a_tools_own_call_stops_the_team(memory, stub_provider, model_client, flavour):
     agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
-    team = _summarizing_team(stub_provider, model_client, [_summarizer(stub_provider.openai_base_url, flavour)])
+    team = _summarizing_team(stub_provider, model_client, [summarizer(stub_provider.openai_base_url, flavour, MODEL)])
 
     with pytest.raises(CircuitBreakerException) as blocked:
         await team.run(task="summarize it")
@@ -169,7 +140,7 @@ async def test_a_block_of_a_tools_own_call_stops_the_team(memory, stub_provider,
 async def test_a_block_the_tool_handles_itself_stays_handled(memory, stub_provider, model_client):
     agentwatch.init(exporters=[memory], agents={"writer": LIMITED})
     team = _summarizing_team(stub_provider, model_client,
-                             [_summarizer(stub_provider.openai_base_url, "async def", catch=True)])
+                             [summarizer(stub_provider.openai_base_url, "async def", MODEL, catch=True)])
     result = await team.run(task="summarize it")
     assert [getattr(message, "content", None) for message in result.messages][-1] == "the critic's answer"
     assert [span["status"] for span in spans(memory, "tool")] == ["ok"]
