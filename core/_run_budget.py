@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import CARRIED
@@ -22,13 +22,24 @@ if TYPE_CHECKING:
     from ._breaker import Monitor
     from ._client import Client
 
-__all__ = ["RUN_MONITORS", "get_run_monitors", "RunBudgetStore", "run_monitor", "keyed_run_monitor"]
+__all__ = ["RUN_MONITORS", "get_run_monitors", "attach_run_budget", "RunBudgetStore", "run_monitor",
+           "keyed_run_monitor"]
 
 #: Monitors of the per-run budgets enclosing this context, outermost first.
 RUN_MONITORS: ContextVar[tuple[Monitor, ...]] = ContextVar("agentwatch_run_monitors", default=())
 #: Bound, as ``_context``'s hot variables are: read by every LLM call.
 get_run_monitors: Final = RUN_MONITORS.get
 CARRIED.append(RUN_MONITORS)
+
+
+def attach_run_budget(monitor: Monitor) -> tuple[Token[Any], ...]:
+    """Make ``monitor`` (a per-run budget: ``run_budget``) enclose this context until ``detach`` of the returned
+    token, as ``trace(budget=...)`` does: every LLM call made here, whichever layer makes it (a framework, the SDKs
+    used directly), is checked against it and charged to it. Nothing to undo if it encloses the context already."""
+    current = RUN_MONITORS.get()
+    if any(enclosing is monitor for enclosing in current):
+        return ()
+    return (RUN_MONITORS.set((*current, monitor)),)
 
 _NEVER: Final = float("inf")
 #: Keyed runs (LangGraph threads) remembered at most: the least recently used one is forgotten first.

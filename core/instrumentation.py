@@ -10,7 +10,8 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   ``CircuitBreakerException`` (after recording a ``blocked`` span) if one blocks; ``LLMCall.end`` prices the
   call and records its cost in every enclosing monitor. ``check_limits`` asks the same question at a
   framework boundary (a graph node, a router) without opening a call. A ``Monitor`` made with
-  ``store=RunBudgetStore()`` reads its ``budget_per_hour`` as a total with no time window (a per-run budget).
+  ``store=RunBudgetStore()`` reads its ``budget_per_hour`` as a total with no time window (a per-run budget);
+  ``attach_run_budget`` makes one (``run_budget``) enclose the code a framework runs, as ``trace(budget=...)`` does.
 - Usage is in the OpenAI convention (input tokens *include* cached ones): ``normalize_openai_usage`` reads
   OpenAI's usage objects, ``normalize_anthropic_usage`` converts Anthropic's; ``estimate_tokens`` /
   ``estimate_request_tokens`` estimate a call that reports none. What a provider bills per unit besides tokens
@@ -86,7 +87,7 @@ from ._providers import (
     providers_of,
 )
 from ._reservation import output_token_cap, remember_carried_tokens
-from ._run_budget import RunBudgetStore
+from ._run_budget import RunBudgetStore, attach_run_budget
 from ._safe import BlockCarrier, add_pass_through, logger, stop_on_exception, swallow_internal_error
 from ._span import REMOTE_PARENT_KEY, Span
 from ._spool import Spool, spool_for
@@ -146,6 +147,7 @@ __all__ = [
     "Monitor",
     "enclosing_monitors",
     "run_budget",
+    "attach_run_budget",
     "RunBudgetStore",
     # never break the host
     "defer",

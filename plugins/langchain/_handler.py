@@ -149,15 +149,15 @@ class AgentWatchHandler(BaseCallbackHandler):
             return None  # another handler instance already records this run
         parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
         if parent is not None:
-            scopes, parent_span, in_graph = parent.scopes, parent.span, parent.in_graph
+            scopes, parent_span, in_graph, budgets = parent.scopes, parent.span, parent.in_graph, parent.budgets
         else:
-            scopes, parent_span, in_graph = (self._own_scopes() if self._agent else ()), None, False
+            scopes, parent_span, in_graph, budgets = (self._own_scopes() if self._agent else ()), None, False, ()
         if extra_scopes:
             scopes += extra_scopes
         # parent None: start_span takes the context's current span.
         span = client.start_span(name, kind, parent=parent_span, agent=scopes[-1] if scopes else None)
         run = Run(span, scopes, in_graph=in_graph or (metadata is not None and "langgraph_step" in metadata),
-                  pauses=self._on_budget == "interrupt")
+                  pauses=self._on_budget == "interrupt", budgets=budgets)
         RUNS[run_id] = run
         return run
 
@@ -218,6 +218,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         if run is None:
             return
         run.in_graph = True
+        if self._thread_budget is not None:  # the node's code spends from it, LangChain's calls or not
+            run.budgets = self._thread_budgets(metadata)
         install_run_contexts()  # the node's code runs with it current (_node_context)
         _copy_node_metadata(run.span, metadata)
         if client.config.capture_text:
@@ -231,8 +233,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             # A limit exhausted during the previous node stops this one before it runs; the checkpoint
             # then holds every finished node and `graph.invoke(None, config)` resumes here.
-            agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id,
-                                    budgets=self._thread_budgets(metadata) if self._thread_budget is not None else ())
+            agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id, budgets=run.budgets)
         except CircuitBreakerException as error:
             self._close(run_id, error)
             raise graph_block(error) from None

@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch import LLMCall, Span
-from agentwatch.instrumentation import AgentScope, attach, get_current_agent_scopes
+from agentwatch.instrumentation import AgentScope, Monitor, attach, attach_run_budget, get_current_agent_scopes
 
 __all__ = ["Run", "RUNS", "entered"]
 
@@ -27,17 +27,22 @@ class Run:
     request: Any = None
     #: Opened by a handler with ``on_budget="interrupt"``: a block in a graph pauses for a human instead of raising.
     pauses: bool = False
+    #: The per-run budgets (a LangGraph thread's) the run's code spends from, whichever layer makes its calls.
+    budgets: tuple[Monitor, ...] = ()
 
 
 def entered(run: Run) -> tuple[Token[Any], ...]:
-    """Make the run's span current and push its agent scopes (those this context lacks): an LLM call made there
-    without LangChain (the openai SDK used directly) is recorded under the run and counted against its agents."""
+    """Make the run's span current and push its agent scopes (those this context lacks) and its run budgets: an LLM
+    call made there without LangChain (the openai SDK used directly) is recorded under the run and counted against its
+    agents and its thread's budget."""
     pushed = {id(scope.monitor) for scope in get_current_agent_scopes()}
     tokens = attach(run.span)
     for scope in run.scopes:
         if id(scope.monitor) not in pushed:  # a scope the context has already (``with agentwatch.agent``)
             pushed.add(id(scope.monitor))
             tokens += attach(agent=scope)
+    for budget in run.budgets:
+        tokens += attach_run_budget(budget)
     return tokens
 
 

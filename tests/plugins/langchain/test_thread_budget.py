@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, TypedDict
 
+import openai
 import pytest
 from langchain_core.messages import AnyMessage
+from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -147,3 +149,43 @@ def test_nested_trace_budgets_around_graph_runs_sync_and_async(memory: agentwatc
         assert stub_provider.count("/chat/completions") == 2
     graph.invoke({"messages": [("user", "c")]}, {"configurable": {"thread_id": "n3"}})  # no run budget here
     assert stub_provider.count("/chat/completions") == 4
+
+
+def _sdk_answer(stub: StubProvider, text: str) -> str:
+    client = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+    return answer.choices[0].message.content or ""
+
+
+@pytest.mark.parametrize("where", ["node", "tool"])
+def test_thread_budget_counts_calls_made_without_langchain(memory: agentwatch.InMemoryExporter,
+                                                          stub_provider: StubProvider, where: str) -> None:
+    """The openai SDK used directly in a node's code or in a tool's body spends the thread's money too: it is checked
+    against the thread budget and charged to it (it was neither: a $0.0003 thread spent $0.0008 and went on)."""
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(*[Reply(content="fine", input_tokens=1000, output_tokens=100) for _ in range(6)])
+
+    @tool
+    def lookup(query: str) -> str:
+        """Look something up with a model."""
+        return _sdk_answer(stub_provider, query)
+
+    def research(state: State) -> dict[str, Any]:
+        if where == "tool":
+            return {"messages": [("ai", lookup.invoke({"query": "a"}) + lookup.invoke({"query": "b"}))]}
+        return {"messages": [("ai", _sdk_answer(stub_provider, "a") + _sdk_answer(stub_provider, "b"))]}
+
+    builder = StateGraph(State)
+    builder.add_node("research", research)
+    builder.add_node("write", research)
+    builder.add_edge(START, "research")
+    builder.add_edge("research", "write")
+    builder.add_edge("write", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = _config(AgentWatchHandler(thread_budget=1.5 * CALL), "raw")
+    with pytest.raises(CircuitBreakerException) as caught:
+        graph.invoke({"messages": [("user", "go")]}, config)
+    assert (caught.value.scope_id, caught.value.reason) == ("thread:raw", "trace_budget")
+    assert stub_provider.count("/chat/completions") == 2  # research's two calls; write stopped at its start
+    assert caught.value.current == pytest.approx(2 * CALL)
+    assert graph.get_state(config).next == ("write",)
