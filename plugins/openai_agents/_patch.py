@@ -39,6 +39,7 @@ from agentwatch.plugins.http._patching import Patcher
 
 from . import _tracing
 from ._runs import note_turn, run_scope, streamed_guardrails, streamed_run_scope
+from ._tool_blocks import FAILURE_HANDLER, skipping_blocks
 from ._turns import TURN, Turn, note_block, open_call, read_event, read_response
 
 __all__ = ["install", "uninstall"]
@@ -65,6 +66,7 @@ def install() -> None:
     else:  # another SDK layout: a model call inside a tool is still limited, by the limits around the run only
         logger.warning("agentwatch: openai-agents %s has no tool_execution.%s; LLM calls made inside function tools "
                        "are not counted against the calling agent", _version(), _TOOL_BODY)
+    _skip_failure_text_for_blocks()
     _SDK_LOGGER.addFilter(_REFUSAL_LOG_FILTER)
     from agents.tracing.provider import SynchronousMultiTracingProcessor
 
@@ -93,6 +95,19 @@ def _wrap_runs(run_loop: Any) -> None:
         # another SDK layout: a nested run's block keeps its own
         logger.warning("agentwatch: openai-agents %s: a block inside a nested run (a guardrail's, an agent used as a "
                        "tool) resumes that run, not yours", _version())
+
+
+def _skip_failure_text_for_blocks() -> None:
+    """A block raised in a function tool is not made the model's text (``_tool_blocks``)."""
+    from agents import tool
+    from agents.run_internal import tool_execution
+
+    for module in (tool, tool_execution):
+        if hasattr(module, FAILURE_HANDLER):
+            _patcher.replace(module, FAILURE_HANDLER, skipping_blocks)
+        else:  # another SDK layout: the model gets the block's text, as any tool error's
+            logger.warning("agentwatch: openai-agents %s has no %s.%s; a block inside a function tool becomes the "
+                           "tool's error text for the model", _version(), module.__name__, FAILURE_HANDLER)
 
 
 def _registered(provider: Any) -> tuple[Any, ...]:

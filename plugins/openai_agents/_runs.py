@@ -2,8 +2,9 @@
 
 A run can hold other runs: a guardrail that runs a checker agent. A block met in the inner run gets that run's resume
 (``_turns.note_block``), but what the caller can continue is the run it started: each run the block passes out of
-puts its own resume on it, so the caller gets the one of its run. (A block inside a function tool, an agent used as a
-tool included, does not pass out of the run as itself: the SDK makes it a tool error.)
+puts its own resume on it, so the caller gets the one of its run. A block inside a function tool (an agent used as a
+tool included) passes out of the run as the SDK's ``UserError`` around it (``_tool_blocks``): the run raises the
+block in its place, with the resume of the turn whose model call asked for the tool (that call is sent again).
 
 A run's resume is that of its turn in flight once the turn's input is known (``note_turn``): the turn is sent again,
 its model call and guardrails included. Before its first turn, the run as it was started.
@@ -19,6 +20,7 @@ from typing import Any
 
 from agentwatch.instrumentation import CircuitBreakerException, get_client, stop_on_exception
 
+from ._tool_blocks import tool_block
 from ._turns import Turn, resume_of
 
 __all__ = ["note_turn", "run_scope", "streamed_run_scope", "streamed_guardrails"]
@@ -76,8 +78,15 @@ async def _as_run(record: _Run, original: Callable[..., Any], /, *args: Any, **k
     except CircuitBreakerException as blocked:
         _leaving(record, blocked)
         raise
+    except Exception as error:
+        from_tool = tool_block(error)
+        if from_tool is None:
+            raise
+        _leaving(record, from_tool)
     finally:
         _RUN.reset(token)
+    # Raised outside the handler: the block's context stays what it was (not the SDK's UserError around it).
+    raise from_tool
 
 
 def run_scope(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -24,6 +24,8 @@ from agentwatch.instrumentation import (
     stop_on_exception,
 )
 
+from ._tool_blocks import tool_block
+
 __all__ = ["AgentWatchProcessor", "current_parent", "mark_blocked", "PROCESSOR"]
 
 _TRANSPARENT = frozenset({"task", "turn"})
@@ -192,7 +194,9 @@ def _ended_by(handling: _Identity | None) -> BaseException | None:
     """The exception an SDK span or trace ends by: the SDK ends them in the ``finally`` (or ``with``) its run leaves
     by, where that exception is the one being handled; one handled already when the span started is the caller's."""
     error = sys.exc_info()[1]
-    return error if error is not None and _identity(error) != handling else None
+    if error is None or _identity(error) == handling:
+        return None
+    return tool_block(error) or error  # a block out of a tool leaves as the SDK's UserError: the run was blocked
 
 #: What the SDK puts on an agent span whose guardrail tripped (when it puts anything there).
 _TRIPPED = "Guardrail tripwire triggered"

@@ -6,6 +6,7 @@ but ours, and fails if a socket is opened to anything but loopback.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,14 @@ def _sdk_tracing_local_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     set_trace_processors([])
     set_tracing_disabled(False)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop for a test's async runs (the AsyncOpenAI client's connections belong to one loop)."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
 
 
 class Team:

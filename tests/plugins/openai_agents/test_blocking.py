@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,13 +36,6 @@ def _run(how: str, agent: Any, given: Any, loop: asyncio.AbstractEventLoop) -> A
         return result.final_output
 
     return loop.run_until_complete(streamed())
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 @pytest.mark.parametrize("how", ["run_sync", "run", "run_streamed"])

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +55,6 @@ def _normal(value: Any) -> Any:
 
 def _requests(stub: Any) -> list[Any]:
     return [_normal(request.json) for request in stub.requests]
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def _blocked(how: str, agent: Any, given: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ from agentwatch import CircuitBreakerException
 from tests.stubs.provider_server import Reply
 
 from .conftest import MODEL, by_id, llm_spans
+from .test_blocking import _run
 
 EXPENSIVE = Reply(content="a long summary", input_tokens=400_000, output_tokens=100_000)  # ~$0.12 for gpt-4o-mini
 LIMITED = {"budget_per_hour": 0.05, "block_on_threshold": True}
@@ -108,13 +109,12 @@ def test_the_breakers_spans_of_an_agent_used_as_a_tool_name_that_agent(stub_prov
     triage = Agent(name="Triage", instructions="Route.", model=OpenAIResponsesModel(MODEL, client),
                    tools=[translator.as_tool(tool_name="translate", tool_description="Translate a text.")])
     agentwatch.init(exporters=[memory], agents={"Translator": LIMITED})
-    stub_provider.queue(_calls_tool("translate", input="hola"), EXPENSIVE, _calls_tool("translate", input="adios"),
-                        Reply(content="done"))
-    # The block inside the tool is the tool's error, a text for Triage's model, which answers.
-    assert asyncio.run(Runner.run(triage, "translate")).final_output == "done"
+    stub_provider.queue(_calls_tool("translate", input="hola"), EXPENSIVE, _calls_tool("translate", input="adios"))
+    with pytest.raises(CircuitBreakerException):  # the block inside the tool reaches the caller
+        asyncio.run(Runner.run(triage, "translate"))
     agentwatch.flush()
     assert [(span["agent_name"], span["status"]) for span in llm_spans(memory)] == [
-        ("Triage", "ok"), ("Translator", "ok"), ("Triage", "ok"), ("Translator", "blocked"), ("Triage", "ok")]
+        ("Triage", "ok"), ("Translator", "ok"), ("Triage", "ok"), ("Translator", "blocked")]
     audit = [(span["kind"], span["agent_name"], span["attributes"].get("scope_id")) for span in memory.spans
              if span["kind"] in ("breaker", "alert")]
     assert audit == [("breaker", "Translator", "translator"), ("alert", "Translator", "translator")]
@@ -155,3 +155,49 @@ def test_a_run_inside_the_program_s_own_scope_of_the_same_agent_is_limited(stub_
 
     asyncio.run(run_twice())
     assert stub_provider.count() == 1
+
+
+@pytest.mark.parametrize("how", ["run_sync", "run", "run_streamed"])
+@pytest.mark.parametrize("blocked_in", ["agent_as_tool", "tools_own_call"])
+def test_a_block_inside_a_tool_reaches_the_caller_and_the_run_resumes(stub_provider: Any, memory: Any, how: str,
+                                                                       blocked_in: str,
+                                                                       loop: asyncio.AbstractEventLoop) -> None:
+    """Found 2026-12-07: the SDK made a block inside a function tool (the Researcher used as a tool over its budget,
+    the tool's own openai call refused) the tool's error text for the calling agent's model; the run went on paying
+    for the Manager's requests and the program never saw the block. It now reaches the caller of the run."""
+    client = AsyncOpenAI(base_url=stub_provider.openai_base_url, api_key="test-key", max_retries=0)
+    researcher = Agent(name="Researcher", instructions="Research.", model=OpenAIResponsesModel(MODEL, client))
+
+    @function_tool
+    async def look_up(topic: str) -> str:
+        """Look a topic up."""
+        with agentwatch.agent("Search"):
+            answer = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": topic}])
+        return answer.choices[0].message.content or ""
+
+    tool = (researcher.as_tool(tool_name="research", tool_description="Research a topic.")
+            if blocked_in == "agent_as_tool" else look_up)
+    manager = Agent(name="Manager", instructions="Delegate.", model=OpenAIResponsesModel(MODEL, client), tools=[tool])
+    limited = "Researcher" if blocked_in == "agent_as_tool" else "Search"
+    agentwatch.init(exporters=[memory], agents={limited: LIMITED})
+    with agentwatch.agent(limited), agentwatch.llm_call(model=MODEL) as spent:  # its hour's budget is spent
+        spent.set_usage(400_000, 100_000)
+    asks = _calls_tool(tool.name, **({"input": "bees"} if blocked_in == "agent_as_tool" else {"topic": "bees"}))
+    stub_provider.queue(asks, Reply(content="never sent"))
+    with pytest.raises(CircuitBreakerException) as caught:
+        _run(how, manager, "tell me about bees", loop)
+    blocked = caught.value
+    assert type(blocked) is CircuitBreakerException  # not the SDK's UserError, not a text for the model
+    assert (blocked.reason, blocked.scope_id) == ("budget_per_hour", limited.lower())
+    assert stub_provider.count() == 1  # the Manager's request that asked for the tool; nothing after the block
+    agentwatch.flush()
+    workflow = next(span for span in memory.spans if span["kind"] == "trace")
+    assert workflow["status"] == "blocked"
+
+    # The resume sends the turn that asked for the tool again, and the run finishes.
+    blocked.monitor.increase_budget(1.0)
+    stub_provider.clear()
+    stub_provider.queue(asks, Reply(content="bees are insects"), Reply(content="Bees are insects."))
+    assert blocked.resume.agent is manager  # type: ignore[attr-defined]
+    resumed = _run(how, blocked.resume.agent, blocked.resume.input, loop)  # type: ignore[attr-defined]
+    assert resumed == "Bees are insects." and stub_provider.count() == 3
