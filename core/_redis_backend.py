@@ -13,7 +13,8 @@ reconnects, before its own round trip, in batches of ``REPLAY_BATCH`` (one pipel
 A reservation in Redis expires (``RESERVATION_TTL_S``) so that a process that died does not hold the fleet's budget
 for ever; the reservations of this process's calls still in flight are renewed (``hold``, ``renew``: one pipelined
 round trip for all of them, by the export worker when idle, well before they expire), so a call that runs longer
-than the lifetime (a long reasoning call, a long stream) keeps its money held.
+than the lifetime (a long reasoning call, a long stream) keeps its money held. A process that SIGTERM's default action
+is about to kill releases them first (``release_held``, called by ``_signals``): its calls will never settle.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ class RedisBackend:
                 "limits_backend=redis://... needs the redis package: pip install 'agentwatch[redis]'") from exc
         self.url = url
         # No client-side retries: one failed round trip means fail-open now, not 3 more timeouts.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        settings: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S,
+                                    "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+        self.client = redis.Redis.from_url(url, **settings)
+        self._settings = settings
         self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         register = self.client.register_script
         self.admit = register(scripts.ADMIT)
@@ -113,6 +115,41 @@ class RedisBackend:
                 del held[member]
                 if not held:
                     del self._live[(keys[0], keys[1])]
+
+    def release_held(self) -> int:
+        """Release the reservations of this process's calls in flight: SIGTERM's default action is about to kill it,
+        so they would never settle and would refuse the fleet's calls until they expire. One pipelined round trip,
+        on a connection of its own: the signal may have stopped a thread of this process inside the connection
+        pool's lock. How many were released (0: none held, or Redis did not answer: they expire by themselves)."""
+        with self._lock:
+            live = [(keys, dict(held)) for keys, held in self._live.items() if held]
+            self._live.clear()
+        if not live:
+            return 0
+        import redis
+
+        released = sum(len(held) for _, held in live)
+        client = redis.Redis.from_url(self.url, **self._settings)  # its own pool: its own lock
+        try:
+            pipe = client.pipeline(transaction=False)
+            for keys, held in live:
+                for member, units in held.items():
+                    self.unreserve(keys=list(keys), args=[units, member], client=pipe)
+            pipe.execute(raise_on_error=False)
+        except self.errors as exc:
+            logger.debug("agentwatch: could not release the reservations of calls in flight: %s", exc)
+            return 0
+        finally:
+            client.close()
+        return released
+
+    def lock_free(self, timeout: float) -> bool:
+        """Whether this backend's lock can be taken within ``timeout`` (a signal handler asks: the thread it
+        interrupted may hold it)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
 
     def renew(self, lifetime_s: float, every_s: float) -> int:
         """Give the reservations this process holds ``lifetime_s`` more from now, if ``every_s`` has passed since the

@@ -4,10 +4,14 @@ Python runs ``atexit`` handlers on a normal exit but not when SIGTERM's default 
 (``docker stop``, Kubernetes, systemd, a supervisor). ``install(client)`` puts a handler in front of the
 current one; on SIGTERM it flushes the export queue (bounded by ``timeout``) and then:
 
-- previous handler ``SIG_DFL`` (or not set from Python): restores it and re-sends SIGTERM, so the process
-  dies by the signal with the usual exit status (-15 / 143) — ``atexit`` is not run, as before;
+- previous handler ``SIG_DFL`` (or not set from Python): releases the hard-budget reservations this process's
+  calls in flight hold in Redis (fleet-wide limits: they would never settle, and would refuse the fleet's calls
+  until they expire), restores the default and re-sends SIGTERM, so the process dies by the signal with the usual
+  exit status (-15 / 143) — ``atexit`` is not run, as before;
 - previous handler ``SIG_IGN``: returns (the signal stays ignored);
-- previous handler a Python callable (uvicorn, gunicorn, the user's own): calls it with the same arguments.
+- previous handler a Python callable (uvicorn, gunicorn, the user's own): calls it with the same arguments (a
+  handler that ends the process with ``sys.exit`` unwinds the calls in flight, which release their reservations
+  as on any exception; one that lets them finish lets them settle).
 
 A forked child (a ``multiprocessing`` worker) gets the handler found before ours back: its parent ends it with
 SIGTERM (``Pool.terminate``) while the child's main thread may wait in C for a lock the parent holds. A Python handler
@@ -15,9 +19,9 @@ runs only once that thread is back in Python; a signal that lands just before th
 it pending and the child waiting forever, where the default action would have ended it.
 
 Signal handlers run on the main thread between two bytecodes, possibly while that thread is inside the
-exporter's ``enqueue`` holding the queue lock that the export worker needs. The handler therefore checks
-that lock first; if it cannot take it, it returns at once and has the signal re-sent a moment later, when
-the main thread has left the critical section.
+exporter's ``enqueue`` holding the queue lock that the export worker needs (or inside a Redis backend's lock). The
+handler therefore checks those locks first; if it cannot take one, it returns at once and has the signal re-sent a
+moment later, when the main thread has left the critical section.
 """
 
 from __future__ import annotations
@@ -86,14 +90,28 @@ def uninstall() -> None:
             pass
 
 
-def _queue_lock_free(client: Client) -> bool:
+def _locks_free(client: Client) -> bool:
     lock = getattr(client.processor, "_lock", None)
-    if lock is None:
-        return True
-    if not lock.acquire(timeout=_LOCK_PROBE):
-        return False
-    lock.release()
-    return True
+    if lock is not None:
+        if not lock.acquire(timeout=_LOCK_PROBE):
+            return False
+        lock.release()
+    return all(backend.lock_free(_LOCK_PROBE) for backend in _redis_backends())
+
+
+def _redis_backends() -> list[Any]:
+    """The process's fleet-limits backends (none unless the program uses ``limits_backend``; looked up, not
+    imported: the main thread may be inside an import, holding its lock)."""
+    module = sys.modules.get("agentwatch._redis_backend")
+    return module.backends() if module is not None else []
+
+
+def _release_reservations() -> None:
+    try:
+        for backend in _redis_backends():
+            backend.release_held()
+    except Exception:  # never let it stop the process from ending
+        logger.debug("agentwatch: SIGTERM: could not release the reservations of calls in flight", exc_info=True)
 
 
 def _resend_later(signum: int) -> None:
@@ -113,10 +131,14 @@ def _flush(client: Client, timeout: float) -> None:
 def _handle(signum: int, frame: FrameType | None) -> Any:
     client, previous, timeout = _client, _previous, _timeout
     if client is not None:
-        if not _queue_lock_free(client):
-            # Interrupted inside enqueue (ours to finish first): come back once the lock is released.
+        if not _locks_free(client):
+            # Interrupted inside enqueue or a backend's lock (ours to finish first): come back once it is released.
             _resend_later(signum)
             return None
+        if previous is not signal.SIG_IGN and not callable(previous):
+            # The process dies below: its calls in flight will never settle, so what they hold fleet-wide is
+            # released first (before the flush, which may wait for a receiver that is down).
+            _release_reservations()
         _flush(client, timeout)
     if previous is signal.SIG_IGN:
         return None

@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -586,6 +587,51 @@ def test_a_dead_process_reservation_expires_in_redis(redis_url: str, monkeypatch
     settle(admit([alive], reserve=0.5), cost_usd=0.4, error=False)
     snapshot = alive.snapshot()
     assert (snapshot["spend_last_hour"], snapshot["reserved"]) == (pytest.approx(0.4), 0.0)
+
+
+_TERMINATED = textwrap.dedent("""
+    import json, sys
+    import openai
+    import agentwatch
+
+    url, base_url, prices = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    agentwatch.init(exporters=[], limits_backend=url, budget_per_hour=1.0, hard_budget=True,
+                    cost_table_override=prices)
+    client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+    print("calling", flush=True)
+    client.chat.completions.create(model="hb-model", messages=[{"role": "user", "content": "hello"}],
+                                   max_tokens=80_000)
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_a_process_ended_by_sigterm_releases_its_reservation_in_redis(redis_url: str, stub: StubProvider) -> None:  # noqa: F811
+    """``docker stop``, Kubernetes and systemd end a process with SIGTERM: its call in flight will never settle, so
+    its reservation is released before it dies (as Ctrl-C's KeyboardInterrupt does), not held from the fleet for
+    15 minutes; the process still dies by the signal."""
+    stub.queue(Reply(content="never sent", input_tokens=100, output_tokens=1000, delay=30.0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+    env.update(PYTHONPATH=str(ROOT), AGENTWATCH_DISABLED_PLUGINS="crewai,llamaindex,autogen,ag2")
+    process = subprocess.Popen([sys.executable, "-c", _TERMINATED, redis_url, stub.openai_base_url,
+                                json.dumps(PRICES)], stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "calling"
+        deadline = time.monotonic() + 30
+        while stub.count("/chat/completions") == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client = _init(limits_backend=redis_url)
+        assert client.monitor.snapshot()["reserved"] == pytest.approx(80_000 * 9e-6, abs=0.001)  # in flight
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert client.monitor.snapshot()["reserved"] == 0.0
+    stub.clear()
+    stub.queue(_reply())
+    oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
+    oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=80_000)  # type: ignore[arg-type]
 
 
 def test_a_call_running_longer_than_the_reservation_lifetime_keeps_its_reservation_in_redis(
