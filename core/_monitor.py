@@ -343,13 +343,15 @@ class Monitor:
         self._drain()
 
     def close_if_within_limits(self, reason: str) -> bool:
-        """Close (``resumed``, with ``reason``) a monitor that a limit tripped, if no limit would block a call now:
-        the limit was raised above the reading or removed, or no longer blocks. For an operator's limit change
-        (``update`` itself leaves the state alone): raising a limit means "let it run", as a budget increase does.
-        A kill, a pause, a failed probe keep their state. Returns whether the monitor closed."""
+        """Close (``resumed``, with ``reason``) a monitor that a limit tripped, if that limit was lifted (raised
+        above the threshold it tripped at, removed, or no longer blocking) and no limit would block a call now.
+        For an operator's limit change (``update`` itself leaves the state alone): raising a limit means "let it
+        run", as a budget increase does. A kill, a pause, a failed probe keep their state, and so does a trip whose
+        limit is as it was (a process applying the operator's limits that tripped its fleet, whose windows have
+        cleared since: that OPEN moves on by a pause and its probe, as any other). Returns whether it closed."""
         with self._lock:
             trip = self._trip
-            if self._state is not OPEN or trip is None or trip[0] not in _LIMIT_TRIPS:
+            if self._state is not OPEN or trip is None or trip[0] not in _LIMIT_TRIPS or not self._lifted_locked(trip):
                 return False
             verdict = self._windows(self._clock())
             if verdict is not None and (verdict[0] == LIMITS_BACKEND_UNREACHABLE or self._block
@@ -358,6 +360,15 @@ class Monitor:
             self._transition_locked("resumed", CLOSED, reason, None, None)
         self._drain()
         return True
+
+    def _lifted_locked(self, trip: Trip) -> bool:
+        """Whether the limit that made ``trip`` was raised above the threshold it tripped at, removed, or no longer
+        blocks."""
+        reason, threshold, _ = trip
+        limit = (self._budget if reason == BUDGET_PER_HOUR else
+                 self._max_error_rate if reason == MAX_ERROR_RATE else self._max_calls)
+        blocks = self._block or (self._hard and reason in BUDGET_REASONS)
+        return limit is None or threshold is None or limit > threshold or not blocks
 
     def reset_windows(self) -> None:
         """Forget all recorded calls, costs and errors and close at once (emergency reset)."""

@@ -944,6 +944,9 @@ def test_admit_with_no_monitors_and_admission_details(clock: FakeClock) -> None:
 def test_closing_within_limits_needs_the_tripping_limit_lifted(clock: FakeClock, sink: RecordingSink) -> None:
     """The operator's path (remote control after a limit change): a trip by a limit closes once no limit blocks."""
     m = _trip_on_budget(clock, sink)
+    clock.advance(3601)  # the spend has left the window, the budget is as it tripped: not the operator's doing
+    m.update(budget_per_hour=1.0)
+    assert m.close_if_within_limits("limits_set") is False and m.state == OPEN
     m.update(budget_per_hour=1.5)
     assert m.close_if_within_limits("limits_set") is True
     assert (sink.transitions[-1]["event"], sink.transitions[-1]["reason"]) == ("resumed", "limits_set")

@@ -19,7 +19,7 @@ from agentwatch._breaker import Monitor, admit, settle
 from agentwatch._config import build_config
 from agentwatch._limits_backend import window_store_for
 from agentwatch.server import ServerHandle, start_background
-from tests.core.test_redis_limits import redis_server, redis_url  # noqa: F401 - fixtures
+from tests.core.test_redis_limits import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 
 WAIT = 60.0
 
@@ -115,6 +115,45 @@ def test_with_redis_the_kill_lands_in_the_shared_state(collector: ServerHandle, 
     httpx.post(f"{collector.url}/api/circuit-breaker/resume", json={}, timeout=30)
     _until(lambda: client.monitor.state == "CLOSED", "resumed here")
     settle(admit([other]), cost_usd=0.0, error=False)  # the fleet's record is closed again
+
+
+def test_a_process_applying_the_operators_limits_leaves_the_fleets_open_scope_open(
+        collector: ServerHandle, redis_server: RedisServer, redis_url: str,  # noqa: F811
+        sdk: Callable[..., agentwatch.Client]) -> None:
+    """A process that first applies the operator's limits (a new process, an agent scope made later) changes no
+    limit of the fleet: a scope they tripped whose windows have cleared since stays OPEN until someone recovers it
+    (before, that process closed the fleet's record without a probe). Raising the limit still lets it run."""
+    api = httpx.Client(base_url=collector.url, timeout=30)
+    assert api.put("/api/limits/agent/*", json={"budget_per_hour": 1.0, "block_on_threshold": True}).status_code \
+        == 200
+    # Another process of the fleet, following the operator's limits, trips the agent's scope.
+    tripper = Monitor("agent", "researcher", budget_per_hour=1.0, block_on_threshold=True,
+                      store=window_store_for(build_config({"limits_backend": redis_url}), "agent", "researcher"))
+    settle(admit([tripper]), cost_usd=1.5, error=False)
+    with pytest.raises(CircuitBreakerException):
+        admit([tripper])
+    # An hour later its spend has left the window: what the keys' expiry does, without waiting for it.
+    redis_server.client.delete(*redis_server.client.keys("agentwatch:{agent:researcher}:s*"))
+    client = sdk(collector.url, limits_backend=redis_url)
+    control = client.exporters[0].control  # type: ignore[attr-defined]
+    _until(lambda: control.version > 0, "the control state applied")
+    with agentwatch.agent("researcher") as scope:
+        assert scope.monitor is not None
+        with pytest.raises(CircuitBreakerException) as blocked:
+            admit([scope.monitor])
+        assert blocked.value.reason == "budget_per_hour"
+        _until(lambda: scope.monitor.budget_per_hour == 1.0, "the operator's limits applied to the agent")
+        polled = control._next_poll
+        _until(lambda: control._next_poll > polled, "the poll after")  # the application before it has ended
+        assert scope.monitor.state == "OPEN"
+        with pytest.raises(CircuitBreakerException) as blocked:
+            admit([tripper])
+        assert blocked.value.reason == "budget_per_hour"
+
+        assert api.put("/api/limits/agent/*", json={"budget_per_hour": 2.0, "block_on_threshold": True}) \
+            .status_code == 200
+        _until(lambda: scope.monitor.state == "CLOSED", "closed by the raised limit")
+        settle(admit([tripper]), cost_usd=0.0, error=False)  # the fleet's record is closed
 
 
 def test_a_process_with_an_ingest_token_follows_an_operator_of_a_keyed_collector(
