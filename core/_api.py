@@ -18,6 +18,7 @@ from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
 from ._llm import mark_blocked
+from ._otel_current import make_current, restore
 from ._run_budget import RUN_MONITORS, run_monitor
 from ._safe import stop_on_exception
 from ._span import Span, new_trace_id
@@ -29,7 +30,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SpanScope:
-    """A span that is the current span while the block (or decorated call) runs."""
+    """A span that is the current span while the block (or decorated call) runs; with an exporter to the program's
+    OpenTelemetry backend, its current OpenTelemetry span too (``_otel_current``)."""
+
+    #: Whether the span is made current in OpenTelemetry's context: not a session's, which groups traces of their own.
+    _otel_current = True
 
     def __init__(self, name: str, kind: str = "span", *, attributes: dict[str, Any] | None = None) -> None:
         self.name = name
@@ -37,12 +42,13 @@ class SpanScope:
         self._attributes = dict(attributes or {})
         self.span: Span | None = None
         self._tokens: list[Token[Any]] = []
+        self._otel: tuple[Any, Any] | None = None
 
     def _fresh(self) -> SpanScope:
         """A copy for one decorated call, so concurrent calls do not share span state."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.span, clone._tokens = None, []
+        clone.span, clone._tokens, clone._otel = None, [], None
         return clone
 
     # ---- span life ----------------------------------------------------------------------------
@@ -53,6 +59,8 @@ class SpanScope:
         attributes = dict(self._attributes)
         if client is not None:
             self.span = client.start_span(self.name, self.kind, attributes=attributes)
+            if client.otel_scopes and self._otel_current:
+                self._otel = make_current(self.span)
         else:
             parent = CURRENT_SPAN.get()
             self.span = Span(self.name, self.kind, trace_id=parent.trace_id if parent else None,
@@ -79,6 +87,9 @@ class SpanScope:
 
     @stop_on_exception
     def _close(self, error: BaseException | None) -> None:
+        if self._otel is not None:
+            made, self._otel = self._otel, None
+            restore(made)
         while self._tokens:
             token = self._tokens.pop()
             try:
@@ -194,6 +205,8 @@ class TraceContext(SpanScope):
 class SessionContext(SpanScope):
     """A session: every span started inside carries its id (``session.id``), so the collector groups the traces
     of every entry with the same id (a conversation, a job's runs, a blocked run and its resume) into one."""
+
+    _otel_current = False
 
     def __init__(self, name: str | None = None, session_id: str | None = None) -> None:
         if session_id is not None and not isinstance(session_id, str):

@@ -152,6 +152,8 @@ class Client:
             self.register_plugin(plugin, name)
         self.exporters = self._make_exporters(config.exporters) if self.enabled else []
         self._remote_parent = _remote_parent_source(self.exporters)
+        #: An exporter sends to the program's OpenTelemetry backend: scopes are current there too (``_otel_current``).
+        self.otel_scopes = self._remote_parent is not None
         stop_on_exception(attach_remote_control)(self)
         # Before the worker starts: its first batch reads these flags.
         self._refresh_hook_flags()

@@ -621,6 +621,64 @@ def test_traces_opened_inside_a_span_the_program_does_not_sample_are_traces_of_t
     assert step.trace_id == answer.trace_id and step.parent_span_id == answer.span_id
 
 
+def test_the_programs_own_spans_inside_agentwatch_scopes_nest_under_them(
+        receiver: _Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program with its own tracer provider that opens spans inside ``trace()`` / ``agent()`` / ``span()``, also in
+    tasks: in the backend each is the child of the scope it ran in (before: a trace of its own each). A session does
+    not take them (its traces are traces of their own), and the program's context is as it was after each scope."""
+    import asyncio
+
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # set process-wide by the CrewAI tests' set-up
+    fresh = otel_context.attach(otel_context.Context())
+    try:
+        app_spans = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(app_spans))
+        tracer = provider.get_tracer("research-app")
+        agentwatch.init(exporters=["otlp"])
+
+        async def fetch(source: str) -> None:
+            with tracer.start_as_current_span(f"fetch {source}"):
+                await asyncio.sleep(0)
+
+        async def research() -> None:
+            async with agentwatch.agent("Researcher"):
+                with tracer.start_as_current_span("retrieve"):
+                    with agentwatch.span("rerank"):
+                        pass
+                await asyncio.gather(fetch("web"), fetch("wiki"))
+
+        with agentwatch.session("chat-1"), tracer.start_as_current_span("in the session"):
+            pass
+        with agentwatch.trace("answer"):
+            asyncio.run(research())
+            with tracer.start_as_current_span("format"):
+                pass
+        outside = tracer.start_span("after")
+        outside.end()
+        assert agentwatch.flush(5)
+    finally:
+        otel_context.detach(fresh)
+    ours = {span.name: span for _, span in receiver.spans()}
+    app = {span.name: span for span in app_spans.get_finished_spans()}
+    answer, researcher = ours["answer"], ours["invoke_agent Researcher"]
+
+    def under(name: str, parent: Span) -> bool:
+        context, mine = app[name].context, app[name].parent
+        return (context.trace_id.to_bytes(16, "big") == parent.trace_id and mine is not None
+                and mine.span_id.to_bytes(8, "big") == parent.span_id)
+
+    assert all(under(name, researcher) for name in ("retrieve", "fetch web", "fetch wiki"))
+    assert under("format", answer)
+    assert app["in the session"].parent is None and app["after"].parent is None
+    assert app["after"].context.trace_id.to_bytes(16, "big") != answer.trace_id
+
+
 def _join_the_programs_trace(receiver: _Receiver, stub_provider: Any) -> None:
     import openai
     from opentelemetry.sdk.trace import TracerProvider
