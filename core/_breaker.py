@@ -227,10 +227,11 @@ def admit(monitors: Sequence[Monitor], *, trace_id: str | None = None,
 
 
 def admit_call(monitors: tuple[Monitor, ...], trace_id: str | None = None,
-               reserve: float | Callable[[], float] | None = None) -> Admission | tuple[Monitor, ...]:
+               reserve: float | Callable[[], float] | None = None,
+               kind: str = "llm") -> Admission | tuple[Monitor, ...]:
     """``admit`` for the LLM-call path: the common admission (no monitor holds a probe slot or a reservation
     for the call) is answered with ``monitors`` itself rather than an ``Admission``; ``settle_call`` takes
-    either. Saves an object per call."""
+    either. Saves an object per call. ``kind``: the span's kind ("llm", "embedding"), named in a block's message."""
     if len(monitors) == 1:
         # The global monitor alone (no agent scope, no run budget): the common call, without the loop's
         # bookkeeping. A CLOSED monitor whose windows admit it, as in ``_try_admit``; anything else there.
@@ -256,7 +257,7 @@ def admit_call(monitors: tuple[Monitor, ...], trace_id: str | None = None,
         if verdict is not None:  # a violated limit (or the fleet's record) was decided on: report it
             monitor._drain()
             if blocked is not None:
-                return _admitted_after_block(monitors, trace_id, (monitor, blocked), 0)
+                return _admitted_after_block(monitors, trace_id, (monitor, blocked), 0, kind)
             if probe is not None:  # the fleet's record was HALF_OPEN and this call took its probe slot
                 return Admission(monitors, [probe], trace_id)
             return monitors
@@ -271,14 +272,15 @@ def admit_call(monitors: tuple[Monitor, ...], trace_id: str | None = None,
         return monitors
     if result.__class__ is Admission:
         return result  # type: ignore[return-value]
-    return _admitted_after_block(monitors, trace_id, result, units)  # type: ignore[arg-type]
+    return _admitted_after_block(monitors, trace_id, result, units, kind)  # type: ignore[arg-type]
 
 
 def _admitted_after_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
-                          units: int) -> Admission | tuple[Monitor, ...]:
+                          units: int, kind: str) -> Admission | tuple[Monitor, ...]:
     """A monitor blocked the call: its ``on_block`` hook may recover it and the call go ahead after all,
     else ``CircuitBreakerException`` is raised."""
-    admission = _resolve_block(monitors, trace_id, blocked, lambda: _try_admit(monitors, trace_id, units), units)
+    admission = _resolve_block(monitors, trace_id, blocked, lambda: _try_admit(monitors, trace_id, units), units,
+                               kind)
     return monitors if admission is None else admission
 
 
@@ -359,7 +361,8 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
 
 
 def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,
-                   retry: Callable[[], Admission | _Blocked | None], units: int = 0) -> Admission | None:
+                   retry: Callable[[], Admission | _Blocked | None], units: int = 0,
+                   kind: str = "llm") -> Admission | None:
     asked: set[tuple[int, bool]] = set()
     while True:
         monitor, (reason, threshold, current) = blocked
@@ -379,6 +382,7 @@ def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked:
         error = CircuitBreakerException(
             reason, threshold, current, scope=monitor.scope, scope_id=monitor.scope_id, trace_id=trace_id,
             state=monitor.snapshot(), monitor=monitor, reserved=reserved, remaining=remaining,
+            what="embedding call" if kind == "embedding" else "LLM call",
         )
         sink = monitor._sink
         if sink is not None:

@@ -109,6 +109,7 @@ class CircuitBreakerException(Exception):
         monitor: Monitor | None = None,
         reserved: float | None = None,
         remaining: float | None = None,
+        what: str = "LLM call",
     ) -> None:
         self.reason = reason
         self.threshold = threshold
@@ -120,6 +121,8 @@ class CircuitBreakerException(Exception):
         self.monitor = monitor
         self.reserved = reserved
         self.remaining = remaining
+        #: What was blocked, as the message names it: "LLM call", "embedding call".
+        self.what = what
         breaker_state = self.state.get("state")
         where = f"{scope} {scope_id!r}" + (f", state {breaker_state}" if breaker_state else "")
         why = _describe(reason, threshold, current, reserved, remaining)
@@ -127,7 +130,7 @@ class CircuitBreakerException(Exception):
             # ``reason`` stays what tripped the breaker (it says how to recover); this call met no limit itself.
             why = f"the probe call after the pause is in flight, other calls are blocked until it settles " \
                   f"(the breaker was tripped by: {why})"
-        super().__init__(f"AgentWatch blocked the LLM call ({where}): {why}")
+        super().__init__(f"AgentWatch blocked the {what} ({where}): {why}")
 
     #: Set once a span is marked as where this block happened (``_llm.BLOCK_POINT``): the spans it ends blocked on its
     #: way out are not blocks of their own.

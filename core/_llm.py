@@ -180,7 +180,7 @@ class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
     __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_unanswered",
-                 "_fallback_price", "_refused_as", "_units")
+                 "_fallback_price", "_refused_as", "_units", "_admit_when_sent")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -200,6 +200,9 @@ class LLMCall:
         self._unanswered: tuple[int, int] | None = None
         self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
         self._refused_as: Callable[[CircuitBreakerException], CircuitBreakerException] | None = None
+        #: A local model's call, recorded unadmitted (``start_llm_call(count_local=False)``): the monitors that admit it
+        #: if a lower layer sends a request for it after all (``sending``). None for every other call.
+        self._admit_when_sent: tuple[Monitor, ...] | None = None
 
     # ---- filling in ---------------------------------------------------------------------------
 
@@ -329,6 +332,35 @@ class LLMCall:
             return
         try:
             top_up(admission, reserve)
+        except CircuitBreakerException as blocked:
+            mark_blocked(self.span, blocked)
+            refused_as = self._refused_as
+            if refused_as is None:
+                raise
+            raise _refusal(refused_as, blocked) from None
+
+    @property
+    def admits_when_sent(self) -> bool:
+        """Whether this call waits for a request to be sent to be checked and counted (``sending``)."""
+        return self._admit_when_sent is not None
+
+    def sending(self, provider: str | None = None) -> None:
+        """A lower layer (an SDK's or HTTP client's tap) is about to send a request of this call to ``provider`` (None:
+        a host it cannot name). A local model's call, recorded unadmitted (``start_llm_call(count_local=False)``), is
+        checked and counted now, before the request leaves, unless ``provider`` runs on this machine too (an Ollama
+        server): a request to a provider is what the limits are for. Raises ``CircuitBreakerException`` (the span is
+        marked blocked and the request must not be sent). Nothing to do for any other call."""
+        monitors = self._admit_when_sent
+        if monitors is None or self.ended:
+            return
+        if provider is not None:
+            from ._pricing import is_free
+
+            if is_free(None, provider):
+                return
+        self._admit_when_sent = None
+        try:
+            self._admission = admit_call(monitors, self.span.trace_id, None, self.span.kind)
         except CircuitBreakerException as blocked:
             mark_blocked(self.span, blocked)
             refused_as = self._refused_as
@@ -634,6 +666,7 @@ def start_llm_call(
     reserve: float | Callable[[], float] | None = None,
     budgets: Sequence[Monitor] = (),
     request_body: Any = NO_BODY,
+    count_local: bool = True,
 ) -> LLMCall:
     """Check every enclosing limit, then open the LLM span.
 
@@ -645,6 +678,11 @@ def start_llm_call(
     sent (a JSON object), whose worst-case cost is computed (only) then: every string's UTF-8 bytes as input tokens
     (a byte-level tokenizer never makes more tokens than bytes) plus the request's output cap (``max_tokens`` and the
     like, else the model's limit: ``output_token_cap``), priced as the call would be.
+
+    ``count_local=False``: a call of a model that runs here (a local runtime or a test double, which the price table
+    prices at $0: ``is_free(model, provider)``) is recorded but neither checked nor counted (no call of the
+    calls-per-minute window, no outcome, never a HALF_OPEN probe): it costs nothing and reaches no provider. If a lower
+    layer sends a request for it after all, ``LLMCall.sending`` checks and counts it then.
     """
     client = _client_module._active
     if client is None:
@@ -670,12 +708,18 @@ def start_llm_call(
             runs = get_run_monitors()
             monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
                 else (client.monitor,)
+            if not count_local and _runs_here(model, provider):
+                call = LLMCall(span, client, None)
+                call._admit_when_sent = monitors
+                if input is not None:
+                    call.set_input(input)
+                return call
             if request_body is not NO_BODY and reserve is None:
                 for monitor in monitors:
                     if monitor._hard:  # only a hard budget reserves the request's worst case: priced then, not here
                         reserve = estimator(client, model, provider, request_body, kind)
                         break
-            admission = admit_call(monitors, span.trace_id, reserve)
+            admission = admit_call(monitors, span.trace_id, reserve, kind)
         except CircuitBreakerException as blocked:
             _end_blocked(client, span, blocked)
             raise
@@ -687,6 +731,12 @@ def start_llm_call(
     if input is not None:
         call.set_input(input)
     return call
+
+
+def _runs_here(model: str | None, provider: str | None) -> bool:
+    from ._pricing import is_free  # not at import: pricing is loaded by the first call that needs it
+
+    return is_free(model, provider)
 
 
 #: Span attribute: True on the span where a block happened (the refused call, the agent or node stopped at its start),

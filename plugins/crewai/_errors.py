@@ -22,7 +22,8 @@ class CrewAICircuitBreakerException(CircuitBreakerException, HookAborted):
         CircuitBreakerException.__init__(
             self, blocked.reason, blocked.threshold, blocked.current, scope=blocked.scope,
             scope_id=blocked.scope_id, trace_id=blocked.trace_id, state=blocked.state, monitor=blocked.monitor,
-            reserved=blocked.reserved, remaining=blocked.remaining)  # a hard budget's refusal says what it asked
+            reserved=blocked.reserved, remaining=blocked.remaining,  # a hard budget's refusal says what it asked
+            what=blocked.what)
         # HookAborted.__init__ (reached through super() in the MRO) overwrote these with the message.
         self.reason = blocked.reason
         self.source = "agentwatch"

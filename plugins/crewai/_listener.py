@@ -416,7 +416,7 @@ def _on_scope_started(source: Any, event: Any) -> None:
         _refine(client, span, event.type, objects)
 
 
-_BLOCK_MESSAGE = "AgentWatch blocked the LLM call"
+_BLOCK_MESSAGE = "AgentWatch blocked the "  # "LLM call", "embedding call"
 
 
 def _is_block(event: Any) -> bool:

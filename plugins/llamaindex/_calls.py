@@ -221,8 +221,10 @@ def start_embedding(event_id: str, payload: Mapping[str, Any] | None) -> None:
     span_id, frame = _current_frame()
     name, model, provider = _names(frame, (payload or {}).get(EventPayload.SERIALIZED))
     attributes = {"llamaindex.method": frame.method} if frame is not None else None
+    # A local embedding model (MockEmbedding, a local runtime's) costs nothing and sends no request: an index built in
+    # many batches is no loop, and a breaker opened by paid calls is no reason to stop it. Counted if it sends one.
     call = agentwatch.start_llm_call(name, model=model, provider=provider, kind="embedding",
-                                     attributes=attributes)
+                                     attributes=attributes, count_local=False)
     flight = Flight(call, nested=False, span_id=span_id)
     _register(event_id, flight)
     _activate(flight)

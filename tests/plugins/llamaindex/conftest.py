@@ -39,6 +39,43 @@ def mock_index() -> Any:
     return VectorStoreIndex.from_documents([Document(text=text) for text in DOCUMENTS], embed_model=embed_model)
 
 
+def sending_embedding(stub: Any, base: Any = None, via: str = "openai", **fields: Any) -> Any:
+    """An embedding model of the application's own that asks OpenAI's embeddings API on the stub for every batch, as
+    llama-index-embeddings-openai's ``OpenAIEmbedding`` does: through the real ``openai`` client (``via="openai"``) or
+    a plain ``httpx`` POST (``via="httpx"``). Built on ``base`` (default ``BaseEmbedding``; ``MockEmbedding``: a test
+    double that sends after all), with ``fields`` (a ``callback_manager``)."""
+    import httpx
+    import openai
+    from llama_index.core.embeddings import BaseEmbedding
+
+    client = openai.OpenAI(api_key="sk-test", base_url=stub.openai_base_url, max_retries=0)
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        body = {"model": "text-embedding-3-small", "input": texts, "encoding_format": "float"}
+        if via == "httpx":
+            answer = httpx.post(f"{stub.openai_base_url}/embeddings", json=body,
+                                headers={"Authorization": "Bearer sk-test"})
+            return [item["embedding"] for item in answer.json()["data"]]
+        return [item.embedding for item in client.embeddings.create(**body).data]
+
+    class AppEmbedding(base or BaseEmbedding):  # type: ignore[misc]
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return embed([text])[0]
+
+        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return embed(texts)
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return embed([query])[0]
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return embed([query])[0]
+
+    if base is not None:
+        fields.setdefault("embed_dim", 8)
+    return AppEmbedding(embed_batch_size=1, **fields)
+
+
 def tree(spans: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
     """(depth, kind, name) in start order, the spans of ``agentwatch``'s own process record left out."""
     by_id = {span["span_id"]: span for span in spans}

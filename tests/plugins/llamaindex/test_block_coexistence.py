@@ -13,12 +13,12 @@ import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import EventPayload
-from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 
 import agentwatch
 from agentwatch import CircuitBreakerException
 from agentwatch.plugins.llamaindex import AgentWatchCallbackHandler
+from tests.plugins.llamaindex.conftest import sending_embedding
 from tests.plugins.llamaindex.test_blocking import _call
 
 
@@ -65,15 +65,17 @@ def test_a_blocked_llm_call_ends_for_every_handler_that_heard_it_start(how: str,
 
 
 @pytest.mark.parametrize("placement", ["zero_config", "explicit_last"])
-def test_a_blocked_embedding_ends_for_every_handler_that_heard_it_start(placement: str) -> None:
+def test_a_blocked_embedding_ends_for_every_handler_that_heard_it_start(placement: str, stub_provider: Any) -> None:
     agentwatch.init(exporters=[], budget_per_hour=0.0, block_on_threshold=True)
     events = OpenEvents()
-    embedding = MockEmbedding(embed_dim=4, callback_manager=CallbackManager(_handlers(placement, events)))
+    # A paid model's (a local one's calls are never blocked).
+    embedding = sending_embedding(stub_provider, callback_manager=CallbackManager(_handlers(placement, events)))
     with pytest.raises(CircuitBreakerException):
         asyncio.run(embedding.aget_text_embedding("x")) if placement == "explicit_last" \
             else embedding.get_text_embedding("x")
     assert events.open == {}
     assert events.ended == [(CBEventType.EMBEDDING, "CircuitBreakerException")]
+    assert stub_provider.requests == []
 
 
 def test_a_call_that_is_not_blocked_is_told_nothing_more() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import agentwatch
 from agentwatch import CircuitBreakerException
-from tests.plugins.llamaindex.conftest import llm_spans, mock_index, openai_llm
+from tests.plugins.llamaindex.conftest import DOCUMENTS, llm_spans, mock_index, openai_llm, sending_embedding
 
 
 def _call(llm: Any, how: str) -> str:
@@ -93,18 +93,43 @@ def test_block_query_engine(memory: agentwatch.InMemoryExporter, stub_provider: 
     assert stub_provider.requests == []
     agentwatch.flush()
     statuses = {span["name"]: span["status"] for span in memory.spans}
-    # The query embedding is the first request the query makes: it is blocked, so retrieval is too.
+    # The query's embedding (a mock model's, which costs nothing) is made; its LLM call is blocked.
     assert statuses["RetrieverQueryEngine.query"] == "blocked"
+    assert {span["status"] for span in memory.by_kind("embedding")} == {"ok"}
     caught.value.monitor.increase_budget(1.0)
     assert str(engine.query("What do bees do?")) == "ok"
     assert stub_provider.count("/chat/completions") == 1
 
 
-def test_block_embeddings_while_indexing(memory: agentwatch.InMemoryExporter) -> None:
-    agentwatch.init(exporters=[memory], budget_per_hour=0.0, block_on_threshold=True)
+def test_block_paid_embeddings_while_indexing(memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    from llama_index.core import Document, VectorStoreIndex
 
-    with pytest.raises(CircuitBreakerException):
-        mock_index()
+    agentwatch.init(exporters=[memory], max_calls_per_minute=2, block_on_threshold=True)
 
+    with pytest.raises(CircuitBreakerException) as caught:  # one request per document: the third is blocked
+        VectorStoreIndex.from_documents([Document(text=text) for text in DOCUMENTS],
+                                        embed_model=sending_embedding(stub_provider))
+
+    assert str(caught.value).startswith("AgentWatch blocked the embedding call (global 'global', state OPEN)")
+    assert stub_provider.count("/embeddings") == 2
     agentwatch.flush()
-    assert [span["status"] for span in memory.by_kind("embedding")] == ["blocked"]
+    assert [span["status"] for span in memory.by_kind("embedding")] == ["ok", "ok", "blocked"]
+
+
+@pytest.mark.parametrize("via", ["openai", "httpx"])
+def test_a_local_embedding_that_sends_a_request_is_checked_before_it_leaves(
+        via: str, memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    """A test double (a ``MockEmbedding``) is not counted, until a request of it goes out to a provider after all."""
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    agentwatch.init(exporters=[memory], max_calls_per_minute=2, block_on_threshold=True)
+
+    with pytest.raises(CircuitBreakerException) as caught:
+        VectorStoreIndex.from_documents([Document(text=text) for text in DOCUMENTS],
+                                        embed_model=sending_embedding(stub_provider, MockEmbedding, via))
+
+    assert caught.value.reason == "max_calls_per_minute" and caught.value.what == "embedding call"
+    assert stub_provider.count("/embeddings") == 2
+    agentwatch.flush()
+    assert [span["status"] for span in memory.by_kind("embedding")] == ["ok", "ok", "blocked"]
