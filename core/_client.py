@@ -130,6 +130,8 @@ class Client:
         #: Monitors of forgotten scopes, for as long as something (a context, a call) still holds them.
         self._forgotten: weakref.WeakValueDictionary[str, Monitor] = weakref.WeakValueDictionary()
         self._agents_lock = fork_safe_lock(self, "_agents_lock")
+        #: ``agents`` keys already reported as naming no agent (``warn_unmatched_agents``): once each.
+        self._unmatched_warned: set[str] = set()
         global_id = config.agent_name or "global"
         self.monitor = Monitor(
             "global", global_id, store=window_store_for(config, "global", global_id),
@@ -323,6 +325,23 @@ class Client:
     @property
     def agents(self) -> Mapping[str, AgentScope]:
         return dict(self._agents)
+
+    def warn_unmatched_agents(self, names: Sequence[str], where: str) -> None:
+        """Warn once per ``init(agents=...)`` key that names none of ``names`` (every name a framework's agents about
+        to run would match, e.g. the roles of a crew) nor an agent scope used so far: its limits apply to nothing (a
+        typo, a renamed role). ``where`` says what runs them ("CrewAI crew 'Research'")."""
+        configured = self.config.agents
+        if not configured:
+            return
+        with self._agents_lock:
+            unmatched = [key for key in configured
+                         if key not in names and key not in self._agents and key not in self._unmatched_warned]
+            self._unmatched_warned.update(unmatched)
+        listed = ", ".join(repr(name) for name in dict.fromkeys(names)) or "none"
+        for key in unmatched:
+            logger.warning("agentwatch: init(agents=...) sets limits for %r, but the %s has no agent of that name "
+                           "(its agents: %s); the limits apply to nothing until an agent of that name runs", key,
+                           where, listed)
 
     # ---- spans --------------------------------------------------------------------------------
 

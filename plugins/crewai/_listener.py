@@ -31,7 +31,6 @@ whatever order the pool runs the handlers in.
 from __future__ import annotations
 
 import importlib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -86,6 +85,8 @@ from agentwatch.plugins.http._patching import Patcher
 
 from . import _cut_off
 from ._errors import CrewAICircuitBreakerException
+from ._roles import role_name as _role
+from ._roles import without_placeholders
 from ._runs import Run, current_run, patch, unpatch
 
 __all__ = ["AgentWatchListener", "install", "uninstall"]
@@ -133,15 +134,6 @@ def _crew_name(crew: Any, fallback: str | None = None) -> str:
     return str(getattr(crew, "name", None) or fallback or "crew")
 
 
-def _role(role: Any) -> str | None:
-    """A role as it names an agent: without surrounding whitespace.
-
-    CrewAI keeps a role as written; in the ``config/agents.yaml`` of its project layout a folded ``role: >``
-    ends with a newline ("Senior Data Researcher\n"), which ``init(agents={"Senior Data Researcher": ...})``
-    must still match."""
-    return (str(role).strip() or None) if role else None
-
-
 def agent_scope(client: Any, agent: Any) -> AgentScope | None:
     """The agent scope of a CrewAI agent: named after its role as written (``_scope_name``), id from
     ``init(agents=...)`` or the role.
@@ -153,8 +145,6 @@ def agent_scope(client: Any, agent: Any) -> AgentScope | None:
     return client.agent_scope(name) if name else None
 
 
-#: A kickoff input placeholder in a role (``{topic}``), as CrewAI interpolates them.
-_PLACEHOLDER_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_\-]*\}")
 #: CrewAI agent id → scope name, for the agents whose role a kickoff's inputs changed (a tool's events name the
 #: agent by its interpolated role and id only).
 _TEMPLATED: OrderedDict[str, str] = OrderedDict()
@@ -171,7 +161,7 @@ def _scope_name(client: Any, agent: Any) -> str | None:
     if not name or original == role:
         return name
     if "{" in name and name not in client.config.agents:
-        plain = " ".join(_PLACEHOLDER_RE.sub(" ", name).split())
+        plain = without_placeholders(name)
         if plain and plain in client.config.agents:
             name = plain
     agent_id = str(getattr(agent, "id", ""))

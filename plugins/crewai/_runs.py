@@ -44,6 +44,7 @@ from agentwatch.instrumentation import AgentScope, attach, detach
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
+from ._roles import warn_unmatched_roles
 
 __all__ = ["Run", "current_run", "patch", "unpatch"]
 
@@ -128,6 +129,7 @@ def current_run() -> Run | None:
 
 def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
     _guard_executors(owner)
+    warn_unmatched_roles(owner)
     run = Run(_RUN.get(), owner)
     if run.is_flow:
         _open_flow_span(run)

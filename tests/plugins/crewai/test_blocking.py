@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -130,9 +131,26 @@ def test_per_agent_limits_match_a_role_from_the_yaml_project_layout(stub_provide
     assert "agent:Senior Data Researcher" in {span["name"] for span in agent_spans}
 
 
+def test_a_per_agent_limit_that_names_no_agent_of_the_crew_is_warned_of_once(
+        crew_stub: Any, memory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A typo in a role key (or a role renamed since) limits nothing: the kickoff says so, once, naming the key and the
+    crew's roles. A key that names an agent is not named (nor, in the test below, a templated role's)."""
+    agentwatch.init(exporters=[memory], agents={"Reseacher": {"budget_per_hour": 0.00001, "block_on_threshold": True},
+                                                "Writer": {"budget_per_hour": 1.0}})
+    with caplog.at_level(logging.WARNING, logger="agentwatch"):
+        make_crew(crew_stub.openai_base_url).kickoff()
+        script(crew_stub)
+        make_crew(crew_stub.openai_base_url).kickoff()
+
+    assert crew_stub.count() == 6  # nothing was limited: the key names no agent
+    assert [record.getMessage() for record in caplog.records if record.name == "agentwatch"] == [
+        "agentwatch: init(agents=...) sets limits for 'Reseacher', but the CrewAI crew 'crew' has no agent of that "
+        "name (its agents: 'Researcher', 'Writer'); the limits apply to nothing until an agent of that name runs"]
+
+
 @pytest.mark.parametrize("key", ["{topic} Senior Data Researcher", "Senior Data Researcher"])
 def test_per_agent_limits_hold_across_the_inputs_a_templated_role_is_kicked_off_with(
-        stub_provider: Any, memory: Any, key: str) -> None:
+        stub_provider: Any, memory: Any, key: str, caplog: pytest.LogCaptureFixture) -> None:
     """``crewai create crew``'s template: ``role: {topic} Senior Data Researcher``, filled in by each kickoff's inputs.
     The agent is the role as written, whatever the topic; its limits are configured under that role or without its
     placeholders."""
@@ -153,9 +171,10 @@ def test_per_agent_limits_hold_across_the_inputs_a_templated_role_is_kicked_off_
                                                  agent=researcher)])
     stub_provider.queue(Reply(content="", tool_calls=[{"name": "lookup", "arguments": {"query": "AI"}}]),
                         Reply(content="Facts.", input_tokens=100000, output_tokens=10))  # $0.015: over the budget
-    with pytest.raises(CircuitBreakerException) as caught:
+    with pytest.raises(CircuitBreakerException) as caught, caplog.at_level(logging.WARNING, logger="agentwatch"):
         crew.kickoff_for_each(inputs=[{"topic": "AI LLMs"}, {"topic": "Quantum"}])
     settle()
+    assert [record for record in caplog.records if record.name == "agentwatch"] == []  # the key names the agent
     assert stub_provider.count() == 2  # the first topic's; the second topic's first call was blocked
     assert caught.value.monitor is agentwatch.get_client().agents[key].monitor  # type: ignore[union-attr]
     assert {span["agent_name"] for span in memory.spans if span["agent_name"] is not None} == {key}
