@@ -32,6 +32,8 @@ _TRANSPARENT = frozenset({"task", "turn"})
 _MODEL_SPANS = frozenset({"response", "generation"})
 _KINDS = {"agent": "agent", "function": "tool", "handoff": "handoff", "guardrail": "guardrail",
           "mcp_tools": "tool"}
+#: SDK spans that end in the ``finally``/``with`` their exception leaves by (see ``_ended_by``).
+_ENDED_BY_EXCEPTION = frozenset({"agent", "function"})
 _MAX_OPEN = 100_000  # SDK spans never ended must not grow the maps forever
 
 
@@ -107,7 +109,7 @@ class AgentWatchProcessor:
         else:
             ours = self._open(client, kind, data, parent)
             owned = True
-        handling = _identity(sys.exc_info()[1]) if kind == "agent" else None
+        handling = _identity(sys.exc_info()[1]) if kind in _ENDED_BY_EXCEPTION else None
         with self._lock:
             if len(self._spans) < _MAX_OPEN:
                 self._spans[sdk_span.span_id] = ours
@@ -161,13 +163,18 @@ class AgentWatchProcessor:
             span.attributes["guardrail.triggered"] = bool(data.triggered)
             if data.triggered:
                 _tripped(self.parent_of(sdk_span))
+        ended_by = _ended_by(handling) if kind in _ENDED_BY_EXCEPTION else None
+        if isinstance(ended_by, CircuitBreakerException):
+            # A block out of a tool: the SDK marks the tool and its calling agent with its own error ("Error running
+            # tool", "Error in agent run"), but the run was blocked, as its workflow span says.
+            end_span(span, ended_by)
+            return
         error = sdk_span.error
         if error and span.status not in ("blocked", "error"):  # "error": its guardrail tripped (same message)
             span.record_error(str(error.get("message") if isinstance(error, dict) else error))
         elif kind == "agent" and span.status == "ok":
             # The SDK marks an agent whose run failed, but not one cancelled (it holds that no failure of the agent's)
             # or stopped by Ctrl-C: its span ends as an error of that kind, as every plugin's cancelled span does.
-            ended_by = _ended_by(handling)
             if ended_by is not None and not isinstance(ended_by, Exception):
                 span.record_error(ended_by)
         client.end_span(span)

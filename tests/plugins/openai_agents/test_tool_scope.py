@@ -193,6 +193,10 @@ def test_a_block_inside_a_tool_reaches_the_caller_and_the_run_resumes(stub_provi
     agentwatch.flush()
     workflow = next(span for span in memory.spans if span["kind"] == "trace")
     assert workflow["status"] == "blocked"
+    # ... and so do the tool and the agent that called it (2026-12-08: "error", with the SDK's "Error running tool").
+    for kind, name in (("tool", tool.name), ("agent", "Manager")):
+        span = next(span for span in memory.spans if (span["kind"], span["name"]) == (kind, name))
+        assert (span["status"], span["attributes"]["breaker.reason"]) == ("blocked", "budget_per_hour"), span
 
     # The resume sends the turn that asked for the tool again, and the run finishes.
     blocked.monitor.increase_budget(1.0)
