@@ -21,6 +21,7 @@ from typing import Any
 from agentwatch.instrumentation import CircuitBreakerException, get_client, stop_on_exception
 
 from ._tool_blocks import tool_block
+from ._tracing import STREAMED_RESULT
 from ._turns import Turn, resume_of
 
 __all__ = ["note_turn", "run_scope", "streamed_run_scope", "streamed_guardrails"]
@@ -111,7 +112,11 @@ def streamed_run_scope(original: Callable[..., Any]) -> Callable[..., Any]:
             return await original(*args, **kwargs)
         # A run resumed from a RunState starts from the state, not from an input of its own.
         given = None if kwargs.get("is_resumed_state") else kwargs.get("starting_input")
-        return await _as_run(_Run(kwargs.get("starting_agent"), given, kwargs), original, *args, **kwargs)
+        streamed = STREAMED_RESULT.set(kwargs.get("streamed_result"))
+        try:
+            return await _as_run(_Run(kwargs.get("starting_agent"), given, kwargs), original, *args, **kwargs)
+        finally:
+            STREAMED_RESULT.reset(streamed)
 
     return start_streaming
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextvars import ContextVar
 from typing import Any
 
 from agentwatch.instrumentation import (
@@ -26,7 +27,7 @@ from agentwatch.instrumentation import (
 
 from ._tool_blocks import tool_block
 
-__all__ = ["AgentWatchProcessor", "current_parent", "mark_blocked", "PROCESSOR"]
+__all__ = ["AgentWatchProcessor", "current_parent", "mark_blocked", "PROCESSOR", "STREAMED_RESULT"]
 
 _TRANSPARENT = frozenset({"task", "turn"})
 _MODEL_SPANS = frozenset({"response", "generation"})
@@ -81,7 +82,7 @@ class AgentWatchProcessor:
         client = get_client()
         if span is not None and client is not None:
             # The workflow the SDK traced ended by an error, a block or a cancellation: so does its span.
-            end_span(span, _ended_by(handling))
+            end_span(span, _ended_by(handling) or _stored_max_turns(trace))
 
     # ---- spans ------------------------------------------------------------------------------------
 
@@ -204,6 +205,28 @@ def _ended_by(handling: _Identity | None) -> BaseException | None:
     if error is None or _identity(error) == handling:
         return None
     return tool_block(error) or error  # a block out of a tool leaves as the SDK's UserError: the run was blocked
+
+#: The ``RunResultStreaming`` of the streamed run whose task this context is (set around ``start_streaming``).
+STREAMED_RESULT: ContextVar[Any] = ContextVar("agentwatch_openai_agents_streamed_result", default=None)
+
+
+def _stored_max_turns(trace: Any) -> BaseException | None:
+    """The ``MaxTurnsExceeded`` a streamed run whose workflow is ``trace`` ends by. Its task does not raise it: it
+    stops and ``stream_events()`` raises it to the consumer later (``RunResultStreaming._check_errors``), past the
+    trace's end, so nothing is being handled when the trace ends (``Runner.run`` raises it through the trace)."""
+    result = STREAMED_RESULT.get()
+    if result is None or getattr(result, "trace", None) is not trace:
+        return None
+    max_turns = getattr(result, "max_turns", None)
+    current = getattr(result, "current_turn", 0)
+    if max_turns is None or not isinstance(current, int) or current <= max_turns:
+        return None
+    if getattr(result, "_max_turns_handled", False):  # the run's max_turns error handler gave a final output
+        return None
+    from agents.exceptions import MaxTurnsExceeded
+
+    return MaxTurnsExceeded(f"Max turns ({max_turns}) exceeded")
+
 
 #: What the SDK puts on an agent span whose guardrail tripped (when it puts anything there).
 _TRIPPED = "Guardrail tripwire triggered"

@@ -190,6 +190,45 @@ def test_an_input_guardrail_that_trips_ends_its_agent_as_an_error(stub_provider:
     assert (workflow["status"], workflow["attributes"]["error.type"]) == ("error", "InputGuardrailTripwireTriggered")
 
 
+@pytest.mark.parametrize("handled", [False, True])
+@pytest.mark.parametrize("how", ["run", "run_streamed"])
+def test_a_run_over_its_max_turns_ends_its_workflow_as_an_error(stub_provider: Any, memory: Any, how: str,
+                                                                 handled: bool) -> None:
+    """Found 2026-12-08: a streamed run over its ``max_turns`` raised ``MaxTurnsExceeded`` from ``stream_events()``
+    but its workflow span ended "ok" (the run's task stops without raising; the error is raised to the consumer after
+    the trace ended). It ends as an error, as in ``Runner.run``; a run whose ``max_turns`` handler gave a final output
+    ends "ok"."""
+    from agents import MaxTurnsExceeded
+
+    agentwatch.init(exporters=[memory])
+    team = Team(stub_provider)
+    stub_provider.queue(*[Reply(content="", tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}])] * 3)
+    options: dict[str, Any] = {"max_turns": 2}
+    if handled:
+        options["error_handlers"] = {"max_turns": lambda data: "gave up"}
+
+    async def run() -> Any:
+        if how == "run":
+            return (await Runner.run(team.billing, "add forever", **options)).final_output
+        result = Runner.run_streamed(team.billing, "add forever", **options)
+        async for _ in result.stream_events():
+            pass
+        return result.final_output
+
+    if handled:
+        assert asyncio.run(run()) == "gave up"
+    else:
+        with pytest.raises(MaxTurnsExceeded):
+            asyncio.run(run())
+    agentwatch.flush()
+    [workflow] = [span for span in memory.spans if span["kind"] == "trace"]
+    if handled:
+        assert workflow["status"] == "ok"
+    else:
+        assert (workflow["status"], workflow["attributes"]["error.type"], workflow["attributes"]["error.message"]) == (
+            "error", "MaxTurnsExceeded", "Max turns (2) exceeded")
+
+
 def test_a_model_call_cancelled_by_a_tripped_guardrail_is_charged_for_its_prompt(stub_provider: Any,
                                                                                   memory: Any) -> None:
     """Found 2026-12-07: an input guardrail runs beside the agent's first model call; when it trips, the SDK cancels
