@@ -1,6 +1,7 @@
 """Structure for traces: trace/span/agent/session/cron/task scopes, events, metrics, alerts, metadata.
 
-Every scope works as a sync or async context manager and as a decorator of sync or async functions.
+Every scope works as a sync or async context manager and as a decorator of sync or async functions, generator
+functions included (the scope is the generator's run: ``_scoped_generators``).
 Without ``init()`` they still nest correctly but nothing is exported or checked.
 """
 
@@ -21,6 +22,7 @@ from ._llm import mark_blocked
 from ._otel_current import make_current, restore
 from ._run_budget import RUN_MONITORS, run_monitor
 from ._safe import stop_on_exception
+from ._scoped_generators import scoped_async_generator, scoped_generator
 from ._span import Span, new_trace_id
 
 __all__ = ["SpanScope", "AgentContext", "TraceContext", "trace", "span", "agent", "agent_fn", "session", "task", "cron",
@@ -120,6 +122,22 @@ class SpanScope:
         self._close(error)
 
     def __call__(self, func: F) -> F:
+        if inspect.isasyncgenfunction(func):
+
+            @functools.wraps(func)
+            def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return scoped_async_generator(self._fresh(), functools.partial(func, *args, **kwargs))
+
+            return async_generator_wrapper  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return scoped_generator(self._fresh(), functools.partial(func, *args, **kwargs))
+
+            return generator_wrapper  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -73,6 +74,43 @@ def test_each_run_has_the_whole_budget_decorated_sync_and_async() -> None:
             return _calls_until_blocked()[0]
 
     assert asyncio.run(manager()) == 1
+
+
+def test_a_decorated_generator_function_is_limited_for_its_whole_run() -> None:
+    """Found 2026-12-08: on a generator function (a streaming endpoint's ``async def answer(): ... yield``) the
+    decorator opened and closed the run when the generator was made, before its body ran: no call was limited."""
+    agentwatch.init(exporters=[])
+
+    @agentwatch.trace("stream", budget=0.02)
+    def stream() -> Any:
+        for made in range(100):
+            _call()
+            yield made
+
+    @agentwatch.trace("astream", budget=0.02)
+    async def astream() -> Any:
+        for made in range(100):
+            _call()
+            yield made
+
+    @agentwatch.agent_fn("Streamer", budget_per_hour=0.02, block_on_threshold=True)
+    async def agent_stream() -> Any:
+        for made in range(100):
+            _call()
+            yield made
+
+    with pytest.raises(CircuitBreakerException) as blocked:
+        list(stream())
+    assert (blocked.value.scope_id, blocked.value.reason) == ("stream", "trace_budget")
+
+    async def consume(generator: Any) -> list[int]:
+        return [made async for made in generator]
+
+    for generator, scope_id in ((astream, "astream"), (agent_stream, "streamer")):
+        with pytest.raises(CircuitBreakerException) as blocked:
+            asyncio.run(consume(generator()))
+        assert blocked.value.scope_id == scope_id
+    assert next(stream()) == 0  # each run has its own budget
 
 
 def test_nested_traces_inner_blocks_first_and_outer_counts_inner_calls() -> None:

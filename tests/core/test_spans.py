@@ -5,6 +5,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,60 @@ def test_decorators_sync_and_async(memory: agentwatch.InMemoryExporter) -> None:
     spans = _by_name(memory.spans)
     assert spans["w"]["parent_span_id"] == spans["Writer"]["span_id"]
     assert spans["fetch"]["kind"] == "task"
+
+
+def test_a_decorated_generator_s_scope_is_that_of_its_run(memory: agentwatch.InMemoryExporter) -> None:
+    """The scope of a decorated generator function spans its body's steps, not the consumer's code between them;
+    ``send``/``throw``/``close`` reach the body as without the decorator, and the span ends with the generator."""
+    agentwatch.init(exporters=[memory])
+    seen: list[str | None] = []
+
+    @agentwatch.task("echo")
+    def echo() -> Any:
+        received = None
+        try:
+            while True:
+                seen.append(agentwatch.current_span().name)  # type: ignore[union-attr]
+                received = yield received
+        except KeyError:
+            yield "handled"
+
+    with agentwatch.trace("consumer"):
+        generator = echo()
+        assert next(generator) is None and generator.send("ping") == "ping"
+        seen.append(agentwatch.current_span().name)  # type: ignore[union-attr]
+        assert generator.throw(KeyError("k")) == "handled"
+        generator.close()
+
+    @agentwatch.span("failing")
+    async def failing() -> Any:
+        yield 1
+        raise ValueError("body failed")
+
+    async def consume() -> list[int]:
+        return [item async for item in failing()]
+
+    with pytest.raises(ValueError, match="body failed"):
+        asyncio.run(consume())
+
+    @agentwatch.span("left")
+    async def left() -> Any:
+        for item in range(10):
+            yield item
+
+    async def break_early() -> None:
+        generator = left()
+        async for _ in generator:
+            break
+        await generator.aclose()
+
+    asyncio.run(break_early())
+    agentwatch.flush()
+    assert seen == ["echo", "echo", "consumer"]
+    spans = _by_name(memory.spans)
+    assert spans["echo"]["parent_span_id"] == spans["consumer"]["span_id"] and spans["echo"]["status"] == "ok"
+    assert (spans["failing"]["status"], spans["failing"]["attributes"]["error.type"]) == ("error", "ValueError")
+    assert spans["left"]["status"] == "ok"
 
 
 def test_errors_mark_spans_and_propagate(memory: agentwatch.InMemoryExporter) -> None:
