@@ -170,6 +170,9 @@ class AgentWatchHandler(BaseCallbackHandler):
         if error is not None and is_control_flow(error) and not isinstance(error, CircuitBreakerException):
             run.span.attributes["langgraph.control_flow"] = type(error).__name__
             error = None
+        elif isinstance(error, GeneratorExit):  # the caller left its stream (break): stopped, not failed
+            run.span.attributes["cancelled"] = True
+            error = None
         end_span(run.span, error)
         return run
 

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from langchain_openai import ChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from tests.plugins.langchain.graphs import Workflow
 from tests.stubs.provider_server import Reply
 
 PROMPT = "tell me a long story " * 20
@@ -87,3 +89,27 @@ def test_a_cancelled_ainvoke_ends_its_call_and_frees_its_reservation(stub_provid
     assert len(cut_off) == 6 and {span["attributes"]["error.type"] for span in cut_off} == {"CancelledError"}
     assert all(span["attributes"]["usage_estimated"] and span["cost_usd"] > 0 for span in cut_off)
     assert monitor.snapshot()["errors_in_error_window"] == 0  # the program's own cancellation, no provider error
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_graph_stream_left_by_break_ends_stopped_not_failed(memory: Any, how: str) -> None:
+    """Found 2026-12-06 by a probe: ``for event in graph.stream(...): break`` ended the graph's span ``error`` with
+    ``GeneratorExit``: a run the program chose to stop showed as a failed one in the dashboard's error counts."""
+    agentwatch.init(exporters=[memory])
+    graph = Workflow().build(InMemorySaver(), use_async=how == "astream")
+    config = {"configurable": {"thread_id": how}}
+
+    async def read_async() -> None:
+        async for _ in graph.astream({"log": []}, config):
+            break
+
+    if how == "stream":
+        for _ in graph.stream({"log": []}, config):
+            break
+    else:
+        asyncio.run(read_async())
+    agentwatch.flush()
+    run = next(span for span in memory.spans if span["kind"] == "graph")
+    assert run["status"] == "ok" and run["attributes"]["cancelled"] is True
+    assert "error.type" not in run["attributes"]
+    assert graph.get_state(config).next == ("researcher",)
