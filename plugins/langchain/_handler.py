@@ -206,6 +206,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             if run is not None:
                 if kind == "graph":
                     run.in_graph = True
+                    install_run_contexts()  # before its first node: a timed one is run from the graph (_timeouts)
                     if metadata:
                         _copy_node_metadata(run.span, metadata)
                 if client.config.capture_text:

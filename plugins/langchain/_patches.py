@@ -19,7 +19,7 @@
    before ours hear it end with that error (``_stopped``).
 
 4. The context a LangGraph node's code and a tool's body run in (``_node_context``, patched when the first such
-   run starts).
+   run starts), and the end of a node its ``timeout=`` cuts off (``_timeouts``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
@@ -35,6 +36,7 @@ from uuid import UUID
 
 from agentwatch.instrumentation import restore_current, save_current
 
+from . import _timeouts as timeouts
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
 from ._stopped import (
     BATCH,
@@ -289,6 +291,19 @@ def install_run_contexts() -> None:
             _originals.append((module, "set_config_context", original))  # type: ignore[arg-type]
             module.set_config_context = wrap_set_config_context(original, kinds)  # type: ignore[attr-defined]
             _run_contexts_installed.append(name)
+            if "node" in kinds:
+                _install_timed_runs()
+
+
+def _install_timed_runs() -> None:
+    """A node cut off by its ``timeout=`` ends with LangGraph's ``NodeTimeoutError`` (``_timeouts``); a LangGraph
+    without node timeouts has nothing to patch."""
+    module = sys.modules.get(timeouts.MODULE)
+    original = getattr(module, timeouts.ORIGINAL, None)
+    if module is None or not inspect.iscoroutinefunction(original):
+        return
+    _originals.append((module, timeouts.ORIGINAL, original))  # type: ignore[arg-type]
+    setattr(module, timeouts.ORIGINAL, timeouts.wrap_timed_run(original))
 
 
 #: The modules ``install_run_contexts`` has patched (emptied by ``uninstall``).

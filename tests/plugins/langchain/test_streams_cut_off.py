@@ -113,3 +113,30 @@ def test_a_graph_stream_left_by_break_ends_stopped_not_failed(memory: Any, how: 
     assert run["status"] == "ok" and run["attributes"]["cancelled"] is True
     assert "error.type" not in run["attributes"]
     assert graph.get_state(config).next == ("researcher",)
+
+
+def test_a_node_cut_off_by_its_timeout_ends_with_the_node_timeout_error(memory: Any) -> None:
+    """Found 2026-12-06 by a probe: a node cut off by ``add_node(..., timeout=...)`` ended its span with the
+    ``CancelledError`` LangGraph cancels its task with, while the program (and the graph's span) got LangGraph's
+    ``NodeTimeoutError``: the node's span did not say why it ended. Every attempt of a ``RetryPolicy`` is one."""
+    from langgraph.errors import NodeTimeoutError
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.types import RetryPolicy
+
+    agentwatch.init(exporters=[memory])
+
+    async def slow(state: MessagesState) -> dict[str, Any]:
+        await asyncio.sleep(5)
+        return {}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("slow", slow, timeout=0.2, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.01))
+    builder.add_edge(START, "slow")
+    builder.add_edge("slow", END)
+    with pytest.raises(NodeTimeoutError):
+        asyncio.run(builder.compile().ainvoke({"messages": []}))
+    agentwatch.flush()
+    nodes = [span for span in memory.spans if span["kind"] == "node"]
+    assert len(nodes) == 2
+    assert {span["attributes"]["error.type"] for span in nodes} == {"NodeTimeoutError"}
+    assert all(span["status"] == "error" for span in nodes)
