@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
            "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP", "save_current", "restore_current",
-           "carry", "Carried", "CARRIED"]
+           "carry", "Carried", "CARRIED", "attach_call_attributes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +38,14 @@ CURRENT_LLM_CALL: ContextVar[LLMCall | None] = ContextVar("agentwatch_llm_call",
 SESSION_ID: ContextVar[str | None] = ContextVar("agentwatch_session_id", default=None)
 #: The span attribute holding the session id (OpenInference's name; exported to OTLP as it is).
 SESSION_KEY = "session.id"
+#: Attributes every LLM call started in this context carries (``attach_call_attributes``): the framework step it is
+#: made in, for a call a lower layer records (a LangGraph node's name and step on the openai SDK's own calls).
+CALL_ATTRIBUTES: ContextVar[dict[str, Any] | None] = ContextVar("agentwatch_call_attributes", default=None)
+#: Non-empty once any context had call attributes: until then an LLM call does not read the variable.
+call_attributes_used: list[bool] = []
 #: What ``carry`` carries: where work of this context is recorded and what limits it (not the LLM call in
 #: flight: code run elsewhere is not part of it). ``_run_budget`` adds its per-run monitors.
-CARRIED: list[ContextVar[Any]] = [CURRENT_SPAN, AGENT_SCOPES, METADATA, SESSION_ID]
+CARRIED: list[ContextVar[Any]] = [CURRENT_SPAN, AGENT_SCOPES, METADATA, SESSION_ID, CALL_ATTRIBUTES]
 
 # The bound methods of the variables every LLM call reads or sets (~10 times a call): CPython 3.11 does not specialise
 # ``var.get()`` for a ContextVar, and a call through the attribute costs ~800 machine instructions against ~180 for
@@ -103,6 +108,15 @@ def attach(span: Span | None | _Keep = KEEP, *, llm_call: LLMCall | None | _Keep
     if agent is not None:
         tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), agent)))
     return tuple(tokens)
+
+
+def attach_call_attributes(attributes: dict[str, Any]) -> tuple[Token[Any], ...]:
+    """Give every LLM call started in this context ``attributes`` (beside those of the enclosing contexts; a key the
+    call's own layer sets wins) until ``detach`` of the returned token."""
+    if not call_attributes_used:
+        call_attributes_used.append(True)
+    enclosing = CALL_ATTRIBUTES.get()
+    return (CALL_ATTRIBUTES.set({**enclosing, **attributes} if enclosing else dict(attributes)),)
 
 
 def detach(token: tuple[Token[Any], ...]) -> None:

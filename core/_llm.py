@@ -18,8 +18,10 @@ from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up, withdraw
 from ._capture import capturing
 from ._context import (
+    CALL_ATTRIBUTES,
     CURRENT_LLM_CALL,
     AgentScope,
+    call_attributes_used,
     get_agent_scopes,
     get_current_llm_call_var,
     get_current_span,
@@ -701,6 +703,10 @@ def start_llm_call(
     otel_span = current_otel_span()
     if otel_span is not None:
         span.attributes[OTEL_SPAN_KEY] = otel_span
+    if call_attributes_used:
+        inherited = CALL_ATTRIBUTES.get()
+        if inherited:
+            span.attributes = {**inherited, **span.attributes}
     admission = None
     if check:
         try:

@@ -19,7 +19,8 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   cost (a negotiated rate, a self-hosted model) implements ``agentwatch_price`` and answers a number of USD or a
   ``Price``.
 - Spans and context: ``get_client().start_span`` opens a span, ``end_span`` ends it; ``attach`` / ``detach``
-  make a span, an LLM call or an agent scope current for the code a framework runs; ``save_current`` /
+  make a span, an LLM call or an agent scope current for the code a framework runs (``attach_call_attributes``: the
+  attributes every LLM call made there carries, whichever layer records it); ``save_current`` /
   ``restore_current`` put back the current span and LLM call after a framework's entry point, cheaply;
   ``carry`` takes this context's AgentWatch values to code run on another thread (and nothing else of it);
   ``open_frame`` / ``stepped`` / ``call_in_frame`` keep a span and agent current only while a framework's own code
@@ -56,7 +57,18 @@ from ._client import (
     unregister_process_plugin as unregister_plugin,
 )
 from ._config import Config, validate_agent_limits
-from ._context import KEEP, SESSION_KEY, AgentScope, Carried, attach, carry, detach, restore_current, save_current
+from ._context import (
+    KEEP,
+    SESSION_KEY,
+    AgentScope,
+    Carried,
+    attach,
+    attach_call_attributes,
+    carry,
+    detach,
+    restore_current,
+    save_current,
+)
 from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._deferred import collecting_garbage, defer
@@ -128,6 +140,7 @@ __all__ = [
     "end_span",
     "get_current_span",
     "attach",
+    "attach_call_attributes",
     "detach",
     "save_current",
     "restore_current",

@@ -19,7 +19,7 @@ from typing import Any
 
 import agentwatch
 from agentwatch import BlockEvent, CircuitBreakerException
-from agentwatch.instrumentation import stop_on_exception, swallow_internal_error
+from agentwatch.instrumentation import attach_call_attributes, stop_on_exception, swallow_internal_error
 
 from ._graph import graph_block, graph_stop, take_answer
 from ._runs import RUNS, Run, entered
@@ -30,6 +30,9 @@ __all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of", "take_answer_
 #: human (``on_budget="interrupt"``).
 PAUSING_RUN: ContextVar[Run | None] = ContextVar("agentwatch_langchain_pausing_run", default=None)
 _TAKING: ContextVar[bool] = ContextVar("agentwatch_langchain_taking_answer", default=False)
+
+#: A node's (or task's) span attributes that every LLM call of its code carries, as LangChain's calls there do.
+_CALL_ATTRIBUTES = ("langgraph_node", "langgraph_step")
 
 #: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kinds of span it enters
 #: (a Functional API task's code runs as a node's does).
@@ -93,6 +96,11 @@ def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | N
     if run is None or run.span.kind not in kinds:
         return None
     context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo
+    if run.span.kind != "tool":  # LangChain's own calls in a node carry these (its metadata); the SDK's get them here
+        attributes = run.span.attributes
+        node = {key: attributes[key] for key in _CALL_ATTRIBUTES if key in attributes}
+        if node:
+            context.run(attach_call_attributes, node)
     if run.pauses and run.in_graph:
         context.run(PAUSING_RUN.set, run)
     return run

@@ -82,6 +82,40 @@ def test_a_node_functions_own_sdk_calls_count_against_the_node(stub_provider: An
     assert (spent["status"], blocked["status"]) == ("ok", "blocked")
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_node_functions_own_sdk_calls_carry_the_node_and_step(stub_provider: Any, memory: Any, flavour: str) -> None:
+    """Found 2026-12-06 by a probe: the openai SDK's own calls in a node lacked the ``langgraph_node`` /
+    ``langgraph_step`` attributes LangChain's calls in the same node carry, so filtering a run's LLM calls by node
+    missed them. A call after the graph carries none."""
+    agentwatch.init(exporters=[memory])
+    base_url = stub_provider.openai_base_url
+
+    def plan(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [("ai", _ask(base_url, "plan"))]}
+
+    async def aplan(state: MessagesState) -> dict[str, Any]:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+        answer = await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}])
+        return {"messages": [("ai", answer.choices[0].message.content or "")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("plan", plan if flavour == "sync" else aplan)
+    builder.add_node("write", lambda state: {"messages": [("ai", _ask(base_url, "write"))]})
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "write")
+    builder.add_edge("write", END)
+    graph = builder.compile()
+    if flavour == "sync":
+        graph.invoke({"messages": [("user", "hi")]})
+    else:
+        asyncio.run(graph.ainvoke({"messages": [("user", "hi")]}))
+    _ask(base_url, "after")
+    agentwatch.flush()
+    carried = [(span["attributes"].get("langgraph_node"), span["attributes"].get("langgraph_step"))
+               for span in _sdk_spans(memory)]
+    assert carried == [("plan", 1), ("write", 2), (None, None)]
+
+
 def _agent_with_tools(model: BaseChatModel, tools: list[Any]) -> Any:
     builder = StateGraph(MessagesState)
     builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
