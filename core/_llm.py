@@ -583,6 +583,17 @@ class LLMCall:
         else:
             client.end_span(span)
 
+    def discard(self) -> None:
+        """Forget a call that was not sent and is opened again in its place (a plugin that learns of more agent scopes
+        after it opened it): its admission is undone in every monitor, as by ``withdraw``, and its span is not
+        exported."""
+        if self.ended:
+            return
+        self.ended = True
+        self.span.finish()
+        if self._admission is not None:
+            withdraw(self._admission)
+
     def _apply_estimate(self) -> None:
         span = self.span
         if span.input_tokens or span.output_tokens:

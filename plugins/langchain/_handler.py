@@ -47,6 +47,9 @@ _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "blo
                "on_block")
 
 
+#: The attributes a model's span is opened with (``_start_model``), kept when it is opened again (``_adopt``).
+_CALL_KEYS = frozenset({"langgraph_step", "langgraph_node", "streaming"})
+
 _EMPTY: Mapping[str, Any] = {}
 #: Values kept as they are (exact types; subclasses go through _jsonable's isinstance checks).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -301,6 +304,34 @@ class AgentWatchHandler(BaseCallbackHandler):
         call.activate()
         RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph, request)
 
+    def _adopt(self, run_id: UUID) -> None:
+        """A model's own handler with an agent (``ChatOpenAI(callbacks=[AgentWatchHandler(agent=...)])``) hears its
+        start after the handler its chain passed on (LangChain puts a run's inherited handlers before its own), which
+        opened the call without this agent: the call is opened again, not yet sent, with the agent's limits checked and
+        its spend charged to it."""
+        run = RUNS.get(run_id)
+        own = self._own_scopes()
+        if run is None or run.call is None or run.call.ended or not own:
+            return
+        if any(scope.monitor is own[0].monitor for scope in run.scopes):
+            return
+        first = run.call
+        span = first.span
+        first.deactivate()
+        first.discard()
+        scopes = run.scopes + own
+        parent = next((other.span for other in list(RUNS.values()) if other.span.span_id == span.parent_span_id), None)
+        attributes = {key: value for key, value in span.attributes.items() if key in _CALL_KEYS}
+        try:
+            call = agentwatch.start_llm_call(span.name, model=span.model, provider=span.provider, parent=parent,
+                                             scopes=scopes, input=span.input, attributes=attributes,
+                                             budgets=run.budgets)
+        except CircuitBreakerException as error:
+            RUNS.pop(run_id, None)
+            raise (graph_block(error) if run.in_graph else error) from None
+        call.activate()
+        RUNS[run_id] = Run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets)
+
     # The keywords LangChain passes are parameters here, not left to ``**kwargs``: CPython matches a keyword that
     # lands in ``**kwargs`` by comparing it with every parameter name, and builds the dict, on every model call.
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
@@ -311,6 +342,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             client = agentwatch.get_client()
             if client is None or run_id in RUNS:
+                if client is not None and self._agent:
+                    self._adopt(run_id)
                 return  # not initialised, or another handler instance already records this run
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
@@ -326,6 +359,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         try:
             client = agentwatch.get_client()
             if client is None or run_id in RUNS:
+                if client is not None and self._agent:
+                    self._adopt(run_id)
                 return
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None

@@ -160,3 +160,35 @@ def test_shutdown_removes_the_zero_config_hook(memory: agentwatch.InMemoryExport
     UsageChatModel().invoke("x")
     agentwatch.flush()
     assert len(memory.by_kind("llm")) == 1
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_models_own_agent_handler_limits_it_inside_a_chain(stub_provider: Any, memory: Any, how: str) -> None:
+    """Found 2026-12-06 by a probe: ``ChatOpenAI(callbacks=[AgentWatchHandler(agent=..., budget_per_hour=...)])`` in
+    ``prompt | model | parser`` was never limited (three calls sent past a $0.001 budget): LangChain gives a model's
+    start to the handler its chain passed on (zero-config's) before the model's own, and the first recorded the call
+    without the agent. The model alone was limited."""
+    from langchain_openai import ChatOpenAI
+
+    from tests.stubs.provider_server import Reply
+
+    agentwatch.init(exporters=[memory])
+    handler = AgentWatchHandler(agent="Summariser", budget_per_hour=0.001, block_on_threshold=True)
+    model = ChatOpenAI(model="gpt-4o", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0,
+                       callbacks=[handler])
+    chain = ChatPromptTemplate.from_template("{q}") | model | StrOutputParser()
+    stub_provider.queue(Reply(content="first", input_tokens=1000, output_tokens=500),
+                        Reply(content="second", input_tokens=1000, output_tokens=500))
+
+    def call() -> str:
+        return chain.invoke({"q": "x"}) if how == "invoke" else asyncio.run(chain.ainvoke({"q": "x"}))
+
+    assert call() == "first"
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        call()
+    assert caught.value.scope_id == "summariser" and stub_provider.count() == 1
+    agentwatch.flush()
+    calls = [(span["status"], span["agent_name"], span["cost_usd"] > 0) for span in memory.by_kind("llm")]
+    assert calls == [("ok", "Summariser", True), ("blocked", "Summariser", False)]
+    chain_run = next(span for span in memory.spans if span["name"] == "RunnableSequence")
+    assert next(span for span in memory.by_kind("llm"))["parent_span_id"] == chain_run["span_id"]
