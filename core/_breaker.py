@@ -56,6 +56,7 @@ from ._windows import (
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
     TRACE_BUDGET,
+    Violation,
     units_to_usd,
     usd_to_units,
 )
@@ -351,6 +352,8 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
         with monitor._lock:
             if monitor._state is CLOSED:
                 verdict = monitor._evaluate(now, False)
+                if verdict is None and monitor._block and monitor._max_calls is not None:
+                    verdict = _next_call_over_rate(monitor, now)
                 blocked = None if verdict is None else monitor._decide_locked(now, Step.CHECK, verdict).blocked_by
             else:
                 blocked = monitor._decide_locked(now, Step.CHECK, None).blocked_by
@@ -358,6 +361,14 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
         if blocked is not None:
             return monitor, blocked
     return None
+
+
+def _next_call_over_rate(monitor: Monitor, now: float) -> Violation | None:
+    """The call a check asks about is the next one: with N calls of a limit N in the minute it would be call N+1,
+    blocked. (The windows' plain look lets N recorded calls through, as a settled probe needs.)"""
+    limit = monitor._max_calls
+    calls = monitor._store.calls(now)
+    return None if limit is None or calls < limit else (MAX_CALLS_PER_MINUTE, limit, calls + 1)
 
 
 def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -133,6 +135,51 @@ def test_loop_detection_and_pause_probe(memory: agentwatch.InMemoryExporter) -> 
         pass
     agentwatch.flush()
     assert [s["attributes"]["event"] for s in memory.by_kind("breaker")] == ["triggered", "reset"]
+
+
+@pytest.mark.parametrize("limit", [{"max_calls_per_minute": 2}, {"budget_per_hour": 0.01}])
+def test_a_streaming_endpoint_answers_402_once_check_limits_sees_the_block(limit: dict[str, float],
+                                                                          stub_provider: Any) -> None:
+    """README: open the stream or call check_limits() before returning the streaming response, so a block can still
+    answer 402. Found 2026-12-06: with max_calls_per_minute=N, after N calls check_limits() let the request through
+    (it counted N calls as within the limit), the model call inside the response's generator was blocked, and the
+    client got 200 with an empty body."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.testclient import TestClient
+    from openai import OpenAI
+
+    from tests.stubs.provider_server import Reply
+
+    agentwatch.init(exporters=[], block_on_threshold=True, stream_usage="always", **limit)  # the stub reports usage
+    model = OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+    app = FastAPI()
+
+    @app.exception_handler(CircuitBreakerException)
+    def over_limit(request: Any, blocked: CircuitBreakerException) -> JSONResponse:
+        return JSONResponse({"blocked": blocked.reason}, status_code=402)
+
+    @app.get("/chat")
+    def chat() -> StreamingResponse:
+        agentwatch.check_limits()
+
+        def events() -> Iterator[str]:
+            stream = model.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                                   stream=True)
+            for chunk in stream:
+                yield f"data: {chunk.choices[0].delta.content if chunk.choices else ''}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    answers = []
+    with TestClient(app, raise_server_exceptions=False) as web:
+        for _ in range(3):
+            stub_provider.queue(Reply(content="hello", input_tokens=1000, output_tokens=500))
+            response = web.get("/chat")
+            answers.append((response.status_code, "hello" if "hello" in response.text else response.json()))
+    # Two calls within the limit (a budget of $0.01: the second starts at $0.0075); the third is not sent.
+    assert answers == [(200, "hello"), (200, "hello"), (402, {"blocked": next(iter(limit))})]
+    assert stub_provider.count() == 2
 
 
 def _trip_error_rate() -> pytest.ExceptionInfo[CircuitBreakerException]:
