@@ -283,11 +283,13 @@ class AgentWatchSession:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, None]:
-        """A test over its own limits fails: its call, if that passed or failed as such; else (skipped, xfail,
-        or spent in its teardown) its teardown, as an error beside the skip or xfail: neither excuses the spend."""
+        """A test over its own limits fails: its set-up's error, if a function-scoped fixture failed there (one error
+        for the test, not a second one at its teardown); its call, if that passed or failed as such; else (skipped,
+        xfail, or spent in its teardown) its teardown, as an error beside the skip or xfail: neither excuses the
+        spend."""
         outcome = yield
         report: pytest.TestReport = outcome.get_result()
-        if call.when == "setup" or item.stash.get(_REPORTED, False):
+        if (call.when == "setup" and report.outcome != "failed") or item.stash.get(_REPORTED, False):
             return
         plain = report.outcome != "skipped" and not hasattr(report, "wasxfail")
         if call.when == "call" and not plain:

@@ -178,6 +178,40 @@ def test_a_function_fixtures_spend_is_the_tests_and_limited_by_its_budget(pytest
     assert (test["nodeid"], test["calls"], test["blocked"]) == ("test_suite.py::test_uses_agent", 1, 2)
 
 
+def test_a_fixture_stopped_by_the_tests_budget_is_one_error(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: a function-scoped fixture whose calls went over the test's budget (its last call blocked, so
+    its set-up failed) was reported twice: the block at set-up and "test budget exceeded" at teardown, two errors
+    for one test. Now its set-up's error says both."""
+    _suite(pytester, """
+        @pytest.fixture
+        def warm_cache():
+            call(3)
+            yield
+
+        @pytest.fixture
+        def broken_after_spending():
+            call(2)
+            raise RuntimeError("fixture broke")
+
+        def test_warm(warm_cache):
+            pass
+
+        def test_broken(broken_after_spending):
+            pass
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-test-budget={COST_PER_CALL * 1.5}", "-p", "no:randomly",
+                                           "-rA")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines_random([
+        "ERROR test_suite.py::test_warm - AgentWatch: test budget $0.011250 exceeded*",
+        "ERROR test_suite.py::test_broken - AgentWatch: test budget $0.011250 exceeded*",
+        "AgentWatch: test budget $0.011250 exceeded: spent $0.015000 in 2 LLM call(s), 1 blocked",
+        "AgentWatch: test budget $0.011250 exceeded: spent $0.015000 in 2 LLM call(s), 0 blocked",
+    ])
+    assert "CircuitBreakerException" in result.stdout.str()  # the block's own error is kept under the budget's
+    assert "RuntimeError: fixture broke" in result.stdout.str()
+
+
 def test_marker_limits(pytester: pytest.Pytester) -> None:
     _suite(pytester, """
         @pytest.mark.agentwatch(max_calls=2)
