@@ -134,6 +134,45 @@ def test_multiprocessing_workers_that_end_normally_export_their_spans_without_a_
     assert "workers exported 123 of 123" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_fresh_interpreter_worker_is_watched_with_the_settings_the_readme_hands_it(method: str,
+                                                                                    tmp_path: Path) -> None:
+    """README, "Other processes": init() only in the __main__ block, a spawn or forkserver worker is not watched; one
+    handed the settings by a Pool initializer records its spans and enforces the limits."""
+    target = tmp_path / "workers.jsonl"
+    result = run_script(f"""
+        import functools, json, multiprocessing, agentwatch
+
+        def work(n):
+            try:
+                with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+                    call.set_usage(input_tokens=10, output_tokens=5)
+                return "ok"
+            except agentwatch.CircuitBreakerException as blocked:
+                return blocked.reason
+
+        if __name__ == "__main__":
+            settings = dict(exporters=["jsonl:{target}"], max_calls_per_minute=1, block_on_threshold=True)
+            agentwatch.init(**settings)
+            context = multiprocessing.get_context("{method}")
+            with context.Pool(1) as pool:
+                print("bare", pool.map(work, range(2)))
+                pool.close()
+                pool.join()
+            with context.Pool(1, initializer=functools.partial(agentwatch.init, **settings)) as pool:
+                print("handed", pool.map(work, range(2)))
+                pool.close()
+                pool.join()
+            agentwatch.shutdown()
+            print("llm spans", sorted(json.loads(line)["status"] for line in open("{target}")
+                                      if json.loads(line)["kind"] == "llm"))
+    """, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bare ['ok', 'ok']" in result.stdout  # not watched: no limit, no span
+    assert "handed ['ok', 'max_calls_per_minute']" in result.stdout
+    assert "llm spans ['blocked', 'ok']" in result.stdout, result.stdout
+
+
 def test_forked_children_and_parent_share_a_collector_without_mixing_connections(tmp_path: Path) -> None:
     """The HTTP exporter keeps a kept-alive connection; a child must not write into its parent's socket."""
     db = tmp_path / "fork.db"
