@@ -183,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.local_mode and not is_loopback_host(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
               "this port can read and write all traces.", file=sys.stderr)
-    from ._listen import listen_problem
+    from ._listen import bind, listen_problem
 
     # Checked before the workers start: a busy port or a bad file is one clear line, not a traceback per process.
     problem = listen_problem(settings.host, settings.port)
@@ -201,8 +201,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     mode = "local mode, no API key" if settings.local_mode else "API key or token required on /api"
     where = store_location(settings)
-    print(f"AgentWatch collector on http://{settings.host}:{settings.port} ({mode}); data in {where}",
-          file=sys.stderr)
+    # --port 0: the port is picked here, so that this line gives the address clients need (it said ":0").
+    listening = bind(settings.host, 0) if settings.port == 0 and args.workers == 1 else None
+    port = listening.getsockname()[1] if listening is not None else settings.port
+    print(f"AgentWatch collector on http://{settings.host}:{port} ({mode}); data in {where}", file=sys.stderr)
     if args.workers > 1:
         # Worker processes build their app from the environment, so the flags are handed over that way.
         os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "AGENTWATCH_DB": str(settings.db_path),
@@ -224,6 +226,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (ImportError, ValueError, RuntimeError, OSError, sqlite3.Error) as error:
         # SQLite: the file changed between the check and here.
         print(f"agentwatch serve: cannot open {where}: {error}", file=sys.stderr)
+        if listening is not None:
+            listening.close()
         return 2
     try:
         app = create_app(store=store, settings=settings)
@@ -238,7 +242,7 @@ def _serve(args: argparse.Namespace) -> int:
                 super().handle_exit(sig, frame)
 
         try:
-            _Server(config).run()
+            _Server(config).run(sockets=None if listening is None else [listening])
         except KeyboardInterrupt:
             # uvicorn stops on Ctrl-C (or SIGTERM: ``Terminated``), then raises the signal again for its caller: the
             # shutdown is done, and that is how a collector is stopped (exit 0, as uvicorn's own command on Ctrl-C).

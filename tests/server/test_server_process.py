@@ -268,6 +268,26 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["serve", "--port", "99999", "--db", str(tmp_path / "x.db")]) == 2
 
 
+def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path: Path, signing_key: Path) -> None:
+    """Found 2026-12-06: `agentwatch serve --port 0` announced "http://127.0.0.1:0"; with --log-level warning (no
+    uvicorn line) the port a client must use was nowhere to be read."""
+    import re
+
+    env = {**os.environ, "AGENTWATCH_SIGNING_KEY": str(signing_key)}
+    process = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve", "--port", "0", "--db", str(tmp_path / "p.db"),
+                                "--log-level", "warning"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        found = re.match(r"AgentWatch collector on http://127\.0\.0\.1:(\d+) ", first)
+        assert found is not None and found.group(1) != "0", first
+        wait_until_serving(process, int(found.group(1)), timeout=60)
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
+
+
 def test_demo_without_langgraph_says_what_to_install(tmp_path: Path) -> None:
     # A fresh interpreter in which LangGraph cannot be imported, as after `pip install agentwatch[server]`.
     hide_langgraph = "import sys; sys.modules['langgraph'] = None; "
