@@ -782,10 +782,7 @@ class SQLiteStore(Store):
         with self._transaction() as cursor:
             for table in ("rollup_hour", "rollup_latency", "rollup_agent", "rollup_model"):
                 cursor.execute(f"DELETE FROM {table} WHERE hour < ?", (before_hour,))
-            cursor.execute("DELETE FROM breaker_events WHERE ts_ns < ?", (before_ns,))
-            removed["breaker_events"] = cursor.rowcount
-            cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
-            removed["alert_history"] = cursor.rowcount
+            removed["breaker_events"], removed["alert_history"] = self._breakers.purge(cursor, before_ns)
             cursor.execute("DELETE FROM cron_alerts WHERE expected_ns < ?", (before_ns,))
             purge_session_traces(cursor)
             purge_charges(cursor, before_ns)

@@ -49,6 +49,42 @@ ON CONFLICT (scope, scope_id) DO UPDATE SET
     last_alert_ns = max(coalesce(breaker_state.last_alert_ns, 0), excluded.last_alert_ns)
 """
 
+# A scope's status derived anew from the transitions and SDK alerts it still has, as ClickHouse derives it from its
+# event log: the first alert gives the state (the first that names one), reason and figures; the newest transition
+# (the last stored on a tie) replaces them.
+_STATE_FROM_ALERTS = """
+INSERT INTO breaker_state (scope, scope_id, state, reason, threshold, current, alerts, last_alert_reason,
+    last_alert_ns)
+SELECT scope, scope_id,
+    (SELECT a.state FROM alert_history a WHERE a.source = 'sdk' AND a.scope = g.scope AND a.scope_id = g.scope_id
+     AND a.state IS NOT NULL ORDER BY a.id LIMIT 1),
+    first_reason, first_threshold, first_value, alerts, last_reason, last_ns
+FROM (SELECT scope, scope_id, count(*) OVER scope_rows AS alerts,
+          first_value(condition) OVER by_id AS first_reason, first_value(threshold) OVER by_id AS first_threshold,
+          first_value(value) OVER by_id AS first_value, first_value(condition) OVER newest AS last_reason,
+          max(ts_ns) OVER scope_rows AS last_ns,
+          row_number() OVER by_id AS n
+      FROM alert_history
+      WHERE source = 'sdk' AND (scope, scope_id) IN (SELECT scope, scope_id FROM temp.purged_scopes)
+      WINDOW scope_rows AS (PARTITION BY scope, scope_id),
+             by_id AS (PARTITION BY scope, scope_id ORDER BY id),
+             newest AS (PARTITION BY scope, scope_id ORDER BY ts_ns DESC, id DESC)) AS g
+WHERE n = 1
+"""
+
+_STATE_FROM_TRANSITIONS = f"""
+INSERT INTO breaker_state (scope, scope_id, state, last_event, from_state, reason, threshold, current, ts_ns,
+    transitions)
+SELECT scope, scope_id, to_state, event, from_state, reason, threshold, current, ts_ns, transitions
+FROM (SELECT *, count(*) OVER (PARTITION BY scope, scope_id) AS transitions,
+          row_number() OVER (PARTITION BY scope, scope_id ORDER BY ts_ns DESC, id DESC) AS n
+      FROM breaker_events WHERE (scope, scope_id) IN (SELECT scope, scope_id FROM temp.purged_scopes))
+WHERE n = 1
+ON CONFLICT (scope, scope_id) DO UPDATE SET
+    {", ".join(f"{column} = excluded.{column}" for column in _STATE_COLUMNS)},
+    ts_ns = excluded.ts_ns, transitions = excluded.transitions
+"""
+
 _INSERT_ALERT = """
 {verb} INTO alert_history (ts_ns, source, rule_id, rule_name, condition, threshold, value, message, scope, scope_id,
     state, channel, delivery_status, delivery_error, details, dedup_key)
@@ -86,6 +122,28 @@ class BreakerTables:
     def add_alert_event(self, cursor: sqlite3.Cursor, event: dict[str, Any]) -> int:
         cursor.execute(_INSERT_ALERT.format(verb="INSERT"), rule_alert_row(event))
         return int(cursor.lastrowid or 0)
+
+    def purge(self, cursor: sqlite3.Cursor, before_ns: int) -> tuple[int, int]:
+        """Deletes the transitions and alerts before ``before_ns`` (counts of each); the status of the scopes they
+        were about no longer counts them, and a scope with none left is no longer listed."""
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS purged_scopes (scope TEXT NOT NULL, scope_id TEXT NOT NULL,"
+                       " PRIMARY KEY (scope, scope_id)) WITHOUT ROWID")
+        cursor.execute("DELETE FROM temp.purged_scopes")
+        cursor.execute("INSERT OR IGNORE INTO temp.purged_scopes SELECT scope, scope_id FROM breaker_events"
+                       " WHERE ts_ns < ?", (before_ns,))
+        cursor.execute("INSERT OR IGNORE INTO temp.purged_scopes SELECT scope, scope_id FROM alert_history"
+                       " WHERE ts_ns < ? AND source = 'sdk' AND scope IS NOT NULL AND scope_id IS NOT NULL",
+                       (before_ns,))
+        cursor.execute("DELETE FROM breaker_events WHERE ts_ns < ?", (before_ns,))
+        events = cursor.rowcount
+        cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
+        alerts = cursor.rowcount
+        cursor.execute("DELETE FROM breaker_state WHERE (scope, scope_id) IN (SELECT scope, scope_id"
+                       " FROM temp.purged_scopes)")
+        cursor.execute(_STATE_FROM_ALERTS)
+        cursor.execute(_STATE_FROM_TRANSITIONS)
+        cursor.execute("DELETE FROM temp.purged_scopes")
+        return events, alerts
 
     def status(self, connection: sqlite3.Connection) -> list[dict[str, Any]]:
         rows = connection.execute(

@@ -51,6 +51,33 @@ def test_breaker_state_from_spans_and_sdk_alerts_without_double_counting(client:
     assert history[-1]["source"] == "span" and history[-1]["trace_id"] == span["trace_id"]
 
 
+def test_the_retention_purge_takes_its_transitions_and_alerts_out_of_the_breaker_status(client: TestClient) -> None:
+    """Found 2026-12-06: after the retention purge deleted a scope's breaker transitions and SDK alerts, the SQLite
+    store's Breakers view still showed the scope (OPEN, 40 days after its last transition) and counted the deleted
+    transitions and alerts; ClickHouse showed what was kept. Both stores now derive the status from what is kept."""
+    day = 86400 * 10**9
+    old, recent = NOW - 40 * day, NOW - day
+    gone = {**transition("triggered", "closed", "open", old), "scope": "global", "scope_id": "forgotten"}
+    steps = [transition("triggered", "closed", "open", old), transition("paused", "open", "paused", old + 1),
+             transition("half_open", "paused", "half_open", recent), transition("recovered", "half_open", "closed",
+                                                                                recent + 1)]
+    alerts = [{"type": "alert", "timestamp_unix_nano": at, "reason": "budget_per_hour", "scope": "agent",
+               "scope_id": "researcher", "threshold": 10.0, "current": current, "state": state}
+              for at, current, state in ((old, 11.0, "open"), (recent, 9.5, "half_open"))]
+    for body in [{"type": "transition", **gone}, *({"type": "transition", **step} for step in steps), *alerts]:
+        assert client.post("/api/alerts/sdk-alert", json=body).json()["recorded"]
+    client.app.state.agentwatch.store.purge(NOW - 30 * day)  # type: ignore[attr-defined]
+
+    status = client.get("/api/circuit-breaker/status").json()
+    listed = [(b["scope_id"], b["state"], b["last_event"], b["transitions"], b["alerts"]) for b in status["breakers"]]
+    assert listed == [("researcher", "closed", "recovered", 2, 1)]
+    assert status["open"] == 0
+    breaker = status["breakers"][0]
+    assert (breaker["last_alert_reason"], breaker["last_alert_unix_nano"]) == ("budget_per_hour", recent)
+    assert [t["event"] for t in client.get("/api/circuit-breaker/history").json()["transitions"]] == [
+        "recovered", "half_open"]
+
+
 def test_sdk_alerts_land_in_history_once(client: TestClient, make_span: SpanFactory) -> None:
     alert = {"type": "alert", "timestamp_unix_nano": NOW, "reason": "max_calls_per_minute", "scope": "global",
              "scope_id": "global", "threshold": 100, "current": 140, "state": "closed"}
