@@ -31,6 +31,19 @@ async def list_sessions(
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
     """A session's traces in order, its blocks and breaker transitions, and the story: every trace, block and
     transition in time order (``role``: run, blocked, resume; trip, pause, recovery)."""
+    return await _session(request, session_id)
+
+
+@router.get("/api/session")
+async def get_session_by_query(request: Request, id: Annotated[str, Query(description="the session id")]
+                               ) -> dict[str, Any]:
+    """The same as ``/api/sessions/{id}``, the id given as a query parameter: a session named ``.`` or ``..`` cannot
+    be put in a URL's path, where browsers and HTTP clients resolve it as a step up the path (the dashboard uses
+    this one)."""
+    return await _session(request, id)
+
+
+async def _session(request: Request, session_id: str) -> dict[str, Any]:
     if not session_id or len(session_id) > MAX_SESSION_ID:
         raise HTTPException(400, "invalid session id")
     found = await run_in_threadpool(session_detail, app_state(request).store, session_id)

@@ -72,7 +72,8 @@
 
   AW.views.session = async function (root, route) {
     const id = route.arg || "";
-    const s = await api(`/api/sessions/${encodeURIComponent(id)}`);
+    // By query, not path: a session named "." or ".." in a path would be resolved away by the browser.
+    const s = await api(`/api/session?id=${encodeURIComponent(id)}`);
     root.appendChild(h("p", {}, h("a", { href: "#/sessions", text: "← Sessions" })));
     root.appendChild(h("h1", {}, "Session ", h("span", { id: "session-title", text: s.session_id })));
     root.appendChild(h("div", { class: "kpis", id: "session-kpis" }, [

@@ -170,6 +170,21 @@ def test_prompts_are_shown_as_text_never_run(page: Any, server: ServerHandle, da
     assert page.errors == []
 
 
+def test_sessions_with_any_id_open_from_the_list(page: Any, server: ServerHandle, make_span: SpanFactory) -> None:
+    """Found 2026-12-06: a session named "." or ".." did not open (400, 404): the browser resolved the name in
+    /api/sessions/.. as a step up the path."""
+    names = ["..", ".", "a/../b", "a%2Fb", "q?x#y"]
+    for name in names:
+        ingest(server, make_trace(make_span, calls=1, name=f"run of {name}", attributes={"session.id": name}))
+    for name in names:
+        open_view(page, server, "#/sessions", "sessions")
+        page.click(f"#session-list tr[data-session-id='{name}'] a")
+        page.wait_for_selector("#view[data-ready=session]")
+        assert page.inner_text("#session-title") == name
+        assert page.inner_text("#session-traces tbody").startswith(f"run of {name}")
+    assert page.errors == []
+
+
 def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) -> None:
     open_view(page, server, "#/breakers", "breakers")
     row = page.inner_text("#breaker-status tbody tr")

@@ -134,6 +134,13 @@ def test_ids_with_slashes_and_odd_characters(client: TestClient, make_span: Span
     client.post("/api/ingest", json=spans)
     detail = client.get("/api/sessions/user/42 · chat").json()
     assert detail["session_id"] == "user/42 · chat" and detail["traces"][0]["role"] == "run"
+    # By query too: the only way for a session named "." or "..", which a URL path cannot carry.
+    for session in ("..", "user/42 · chat"):
+        if session == "..":
+            client.post("/api/ingest", json=_graph_run(make_span, session, NOW - 40 * SEC, 1))
+        assert client.get("/api/session", params={"id": session}).json()["session_id"] == session
+    assert client.get("/api/session", params={"id": "nope"}).status_code == 404
+    assert client.get("/api/session", params={"id": ""}).status_code == 400
 
 
 def test_session_search_ignores_case_in_every_alphabet(client: TestClient, make_span: SpanFactory) -> None:
