@@ -47,6 +47,20 @@ def database_problem(path: Path, wait: float = STARTUP_LOCK_WAIT_SECONDS) -> str
     return None
 
 
+def signing_key_problem(path: Path) -> str | None:
+    """One line saying why the report signing key at ``path`` cannot be used (made there if missing), or None."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    from ._signing import ReportSigner
+
+    try:
+        ReportSigner(path)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as error:
+        return (f"cannot use the signing key {path}: {error}; give an unencrypted PEM RSA private key, or pass "
+                "--signing-key with a path where one can be made")
+    return None
+
+
 SERVE_ENVIRONMENT = """\
 environment (all of them: README, "The collector"):
   DATA_RETENTION_DAYS  default 30: data older than this many days is DELETED,
@@ -189,6 +203,8 @@ def _serve(args: argparse.Namespace) -> int:
     problem = listen_problem(settings.host, settings.port)
     if problem is None and not clickhouse:
         problem = database_problem(settings.db_path)
+    if problem is None:
+        problem = signing_key_problem(settings.resolved_signing_key_path)
     if problem is not None:
         print(f"agentwatch serve: {problem}", file=sys.stderr)
         return 2

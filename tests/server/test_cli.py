@@ -214,6 +214,29 @@ def test_serve_names_the_flag_or_the_variable_that_is_wrong(tmp_path: Path) -> N
     one_clear_line(result, "agentwatch serve:", "DATA_RETENTION_DAYS", ">= 0")
 
 
+@pytest.mark.parametrize("case", ["not a key", "a directory", "encrypted", "not RSA"])
+def test_serve_refuses_a_signing_key_it_cannot_use_in_one_line(tmp_path: Path, case: str) -> None:
+    """Found 2026-12-06: ``--signing-key`` naming a file that is no usable key printed a 30-line traceback from the
+    server's start-up and exited with status 3."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = tmp_path / "key.pem"
+    if case == "not a key":
+        key.write_text("my shopping list\n")
+    elif case == "a directory":
+        key.mkdir()
+    else:
+        private = (rsa.generate_private_key(public_exponent=65537, key_size=1024) if case == "encrypted"
+                   else ec.generate_private_key(ec.SECP256R1()))
+        encryption = (serialization.BestAvailableEncryption(b"secret") if case == "encrypted"
+                      else serialization.NoEncryption())
+        key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              encryption))
+    result = agentwatch("serve", "--port", "0", "--db", "k.db", "--signing-key", str(key), cwd=tmp_path, timeout=60)
+    one_clear_line(result, "agentwatch serve:", "signing key", str(key), "--signing-key")
+
+
 def test_a_second_demo_run_sums_up_itself_not_the_database(tmp_path: Path) -> None:
     # `agentwatch demo` twice in one directory: the second run's database holds both runs.
     def summary() -> tuple[list[str], str]:
