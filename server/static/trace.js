@@ -114,7 +114,7 @@
         const width = ((span.end_time_unix_nano - span.start_time_unix_nano) / total) * 100;
         const row = h("tr", { class: `clickable span-row${cycle ? " cycle" : ""}`, "data-span-id": span.span_id },
           h("td", { class: "span-name" }, h("span", { style: null }, "\u00a0\u00a0".repeat(Math.min(depth, 40))),
-            h("span", { class: "badge kind", text: span.kind }), " ", h("span", { text: span.name }),
+            h("span", { class: "badge kind", text: span.kind }), " ", h("span", { class: "span-label", text: span.name }),
             cycle ? h("span", { class: "muted", text: " (in a parent cycle)" }) : ""),
           h("td", {}, badge(span.status)),
           h("td", { class: "num", text: fmt.ms(span.duration_ms) }),

@@ -300,3 +300,22 @@ def test_a_large_trace_says_what_is_truncated_and_lists_every_span(page: Any, se
     assert {page.get_attribute(f"tr.span-row[data-span-id='{s}']", "data-span-id") for s in ("c1", "c2")} == {
         "c1", "c2"}
     assert not page.errors, page.errors
+
+
+def test_a_long_unbroken_name_wraps_instead_of_pushing_the_columns_off_the_page(page: Any, server: ServerHandle,
+                                                                                make_span: SpanFactory) -> None:
+    """Found 2026-12-06: a trace named with 600 characters and no space (a generated id, a URL) made its column as
+    wide as the name: in the Traces list and the trace's span table every other column (status, cost, timeline)
+    was off the right edge of the page."""
+    spans = make_trace(make_span, calls=1, name="L" * 600)
+    ingest(server, spans)
+    width = page.viewport_size["width"]
+    open_view(page, server, "#/traces", "traces")
+    row = f"tr[data-trace-id='{spans[0]['trace_id']}']"
+    for cell in ("td:nth-child(2)", "td.models"):
+        box = page.locator(f"{row} {cell}").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width, (cell, box, width)
+    open_view(page, server, f"#/trace/{spans[0]['trace_id']}", "trace")
+    box = page.locator(f".span-row[data-span-id='{spans[0]['span_id']}'] td.bar-cell").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= width, (box, width)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
