@@ -36,7 +36,7 @@ from ._datamodel import (
 from ._file_lock import file_locked, lock_file, unlock_file
 from ._model import SpanRecord
 from ._sqlite_agents import AGENTS_SCHEMA, SqliteTree, purge_charges, write_charges
-from ._sqlite_breakers import BreakerTables
+from ._sqlite_breakers import BreakerTables, derive_breaker_state_once
 from ._sqlite_copies import COPIES_SCHEMA, purge_namings, settle_copies
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_rollups import UPSERT_AGENT, UPSERT_HOUR, UPSERT_LATENCY, UPSERT_MODEL, RollupRemoval
@@ -362,6 +362,7 @@ class SQLiteStore(Store):
             self._writer.executescript(COPIES_SCHEMA)
             upgrade(self._writer)
             upgrade_sessions(self._writer)
+            derive_breaker_state_once(self._writer)
             self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                                  (str(SCHEMA_VERSION),))
         # Checkpoints copy the WAL into the database file and fsync; doing them on a thread of their own

@@ -21,7 +21,7 @@ from ._datamodel import (
 )
 from ._sqlite_queries import time_window
 
-__all__ = ["BreakerTables"]
+__all__ = ["BreakerTables", "derive_breaker_state_once"]
 
 _STATE_COLUMNS = ("state", "last_event", "from_state", "reason", "threshold", "current")
 
@@ -126,23 +126,14 @@ class BreakerTables:
     def purge(self, cursor: sqlite3.Cursor, before_ns: int) -> tuple[int, int]:
         """Deletes the transitions and alerts before ``before_ns`` (counts of each); the status of the scopes they
         were about no longer counts them, and a scope with none left is no longer listed."""
-        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS purged_scopes (scope TEXT NOT NULL, scope_id TEXT NOT NULL,"
-                       " PRIMARY KEY (scope, scope_id)) WITHOUT ROWID")
-        cursor.execute("DELETE FROM temp.purged_scopes")
-        cursor.execute("INSERT OR IGNORE INTO temp.purged_scopes SELECT scope, scope_id FROM breaker_events"
-                       " WHERE ts_ns < ?", (before_ns,))
-        cursor.execute("INSERT OR IGNORE INTO temp.purged_scopes SELECT scope, scope_id FROM alert_history"
-                       " WHERE ts_ns < ? AND source = 'sdk' AND scope IS NOT NULL AND scope_id IS NOT NULL",
-                       (before_ns,))
+        _mark_scopes(cursor, "SELECT scope, scope_id FROM breaker_events WHERE ts_ns < ?", (before_ns,))
+        _mark_scopes(cursor, "SELECT scope, scope_id FROM alert_history WHERE ts_ns < ? AND source = 'sdk'",
+                     (before_ns,))
         cursor.execute("DELETE FROM breaker_events WHERE ts_ns < ?", (before_ns,))
         events = cursor.rowcount
         cursor.execute("DELETE FROM alert_history WHERE ts_ns < ?", (before_ns,))
         alerts = cursor.rowcount
-        cursor.execute("DELETE FROM breaker_state WHERE (scope, scope_id) IN (SELECT scope, scope_id"
-                       " FROM temp.purged_scopes)")
-        cursor.execute(_STATE_FROM_ALERTS)
-        cursor.execute(_STATE_FROM_TRANSITIONS)
-        cursor.execute("DELETE FROM temp.purged_scopes")
+        _derive_marked_scopes(cursor)
         return events, alerts
 
     def status(self, connection: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -171,3 +162,37 @@ class BreakerTables:
         rows = (connection.execute(sql + " WHERE id = ?", (rule_id,)) if rule_id is not None
                 else connection.execute(sql + " ORDER BY id"))
         return [rule_dict(r) for r in rows]
+
+
+def _mark_scopes(cursor: sqlite3.Cursor, select: str, params: tuple[Any, ...] = ()) -> None:
+    cursor.execute("CREATE TEMP TABLE IF NOT EXISTS purged_scopes (scope TEXT NOT NULL, scope_id TEXT NOT NULL,"
+                   " PRIMARY KEY (scope, scope_id)) WITHOUT ROWID")
+    cursor.execute(f"INSERT OR IGNORE INTO temp.purged_scopes SELECT * FROM ({select})"
+                   " WHERE scope IS NOT NULL AND scope_id IS NOT NULL", params)
+
+
+def _derive_marked_scopes(cursor: sqlite3.Cursor) -> None:
+    cursor.execute("DELETE FROM breaker_state WHERE (scope, scope_id) IN (SELECT scope, scope_id"
+                   " FROM temp.purged_scopes)")
+    cursor.execute(_STATE_FROM_ALERTS)
+    cursor.execute(_STATE_FROM_TRANSITIONS)
+    cursor.execute("DELETE FROM temp.purged_scopes")
+
+
+def derive_breaker_state_once(connection: sqlite3.Connection) -> None:
+    """A file whose purges ran before they took their transitions and alerts out of the breaker status: every
+    scope's status is derived once from what is kept (a scope with nothing kept is no longer listed)."""
+    done = "SELECT 1 FROM meta WHERE key = 'breaker_state_derived'"
+    if connection.execute(done).fetchone():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if not connection.execute(done).fetchone():  # another server process sharing the file was first
+            cursor = connection.cursor()
+            _mark_scopes(cursor, "SELECT scope, scope_id FROM breaker_state")
+            _derive_marked_scopes(cursor)
+            cursor.execute("INSERT INTO meta (key, value) VALUES ('breaker_state_derived', '1')")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise

@@ -162,6 +162,27 @@ def test_a_database_from_before_autoincrement_rules_keeps_its_ids(tmp_path: Path
         store.close()
 
 
+def test_a_database_purged_by_an_earlier_version_loses_its_stale_breaker_status(tmp_path: Path) -> None:
+    """A file whose purge deleted a scope's transitions but kept its status (before the purge took them out): the
+    collector derives the status anew once, when it opens the file."""
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    try:
+        for step in (transition("triggered", "closed", "open", NOW - 2_000_000_000),
+                     {**transition("triggered", "closed", "open", NOW - 1_000_000_000), "scope_id": "kept"}):
+            assert store.record_breaker_event(step, "sdk")
+    finally:
+        store.close()
+    with sqlite3.connect(path) as connection:  # what the earlier purge left
+        connection.execute("DELETE FROM breaker_events WHERE scope_id = 'researcher'")
+        connection.execute("DELETE FROM meta WHERE key = 'breaker_state_derived'")
+    store = SQLiteStore(path)
+    try:
+        assert [(b["scope_id"], b["state"], b["transitions"]) for b in store.breaker_status()] == [("kept", "open", 1)]
+    finally:
+        store.close()
+
+
 def _calls(make_span: SpanFactory, count: int, *, errors: int = 0, cost: float = 0.001,
            duration_ms: float = 100.0) -> list[dict[str, Any]]:
     return [make_span(start=NOW - 20_000_000_000 + i * 1_000_000, status="error" if i < errors else "ok",
