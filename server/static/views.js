@@ -47,8 +47,8 @@
     root.appendChild(AW.traceTable(recent.traces));
   };
 
-  AW.traceTable = function (traces) {
-    if (!traces.length) return h("div", { class: "empty", text: "No traces yet. Point an SDK at this collector's /api/ingest." });
+  AW.traceTable = function (traces, emptyText) {
+    if (!traces.length) return h("div", { class: "empty", text: emptyText || "No traces yet. Point an SDK at this collector's /api/ingest." });
     return h("table", { class: "traces" },
       h("thead", {}, h("tr", {}, ["Name", "Status", "Start", "Duration", "Spans", "Tokens", "Cost", "Agents", "Models"].map((t) =>
         h("th", { class: ["Duration", "Spans", "Tokens", "Cost"].includes(t) ? "num" : null, text: t })))),
@@ -116,7 +116,8 @@
     });
     root.appendChild(form);
     root.appendChild(h("div", { class: "muted", id: "trace-total", text: `${fmt.int(page.total)} traces` }));
-    root.appendChild(AW.traceTable(page.traces));
+    const filtered = ["search", "status", "agent_id", "model", "from", "to"].some((name) => p.get(name));
+    root.appendChild(AW.traceTable(page.traces, filtered ? "No trace matches these filters." : null));
     const older = () => {
       const next = new URLSearchParams(p);
       next.delete("offset");

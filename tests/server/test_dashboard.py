@@ -122,6 +122,9 @@ def test_trace_filters(page: Any, server: ServerHandle, data: dict) -> None:
     page.press("#filter-search", "Enter")
     wait_for_hash(page, "search=evil")
     page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
+    # Filters that match nothing say so; "No traces yet" was said of a collector holding three (found 2026-12-06).
+    open_view(page, server, "#/traces?search=nothing-like-it", "traces")
+    assert page.inner_text("#view .empty") == "No trace matches these filters."
     assert page.errors == []
 
 
@@ -146,6 +149,9 @@ def test_a_view_reads_as_ready_only_once_its_render_has_landed(page: Any, server
     page.press("#filter-search", "Enter")
     wait_for_hash(page, "search=evil")
     page.wait_for_selector("#view[data-ready=traces] #trace-total:has-text('1 traces')")
+    # Filters that match nothing say so; "No traces yet" was said of a collector holding three (found 2026-12-06).
+    open_view(page, server, "#/traces?search=nothing-like-it", "traces")
+    assert page.inner_text("#view .empty") == "No trace matches these filters."
     assert page.errors == []
 
 
