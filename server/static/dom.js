@@ -122,6 +122,7 @@ window.AW = window.AW || {};
   };
 
   const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  const figure = new Intl.NumberFormat(undefined, { maximumFractionDigits: 4, useGrouping: false });
   AW.fmt = {
     int: (v) => number.format(v || 0),
     cost: (v) => {
@@ -131,6 +132,9 @@ window.AW = window.AW || {};
     },
     ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Number(v).toFixed(v < 10 ? 1 : 0) + " ms"),
     pct: (v) => (Number(v || 0) * 100).toFixed(1) + " %",
+    // A limit's figures as the SDK sent them (a spend, a rate, seconds of a pause): four decimals at most, not
+    // 50.451342261000185; anything not a number (an older SDK's text) as it came.
+    figure: (v) => (v === null || v === undefined ? "–" : typeof v === "number" ? figure.format(v) : String(v)),
     time: (ns) => (ns ? new Date(Number(ns) / 1e6).toLocaleString() : "–"),
     iso: (value) => (value ? new Date(value).toLocaleString() : "–"),
   };

@@ -64,7 +64,7 @@
         when, " ", badge("blocked"), ` at ${item.kind} “${item.name}”: ${item.reason || "limit"}`,
         item.scope ? ` (${item.scope} / ${item.scope_id})` : "");
     }
-    const numbers = item.current !== null && item.current !== undefined ? ` · ${item.current} of ${item.threshold ?? "–"}` : "";
+    const numbers = item.current !== null && item.current !== undefined ? ` · ${fmt.figure(item.current)} of ${fmt.figure(item.threshold)}` : "";
     return h("li", { class: `story-breaker ${item.role}`, "data-role": item.role },
       when, " ", badge(item.to_state), " breaker ", h("a", { href: "#/breakers", text: `${item.scope} / ${item.scope_id}` }),
       `: ${item.event} (${item.from_state || "–"} → ${item.to_state || "–"}, ${item.reason || "–"})${numbers}`);

@@ -148,7 +148,7 @@
       h("thead", {}, h("tr", {}, ["Scope", "State", "Last event", "Reason", "Threshold", "Current", "Changed", "Transitions", "Alerts"].map((t) => h("th", { text: t })))),
       h("tbody", {}, status.breakers.map((b) => h("tr", {},
         h("td", { text: `${b.scope} / ${b.scope_id}` }), h("td", {}, badge(b.state)), h("td", { text: b.last_event || "–" }),
-        h("td", { text: b.reason || b.last_alert_reason || "–" }), h("td", { text: b.threshold ?? "–" }), h("td", { text: b.current ?? "–" }),
+        h("td", { text: b.reason || b.last_alert_reason || "–" }), h("td", { text: fmt.figure(b.threshold) }), h("td", { text: fmt.figure(b.current) }),
         h("td", { text: fmt.iso(b.last_transition || b.last_alert) }), h("td", { class: "num", text: b.transitions }), h("td", { class: "num", text: b.alerts })))))
       : h("div", { class: "empty", text: "No breaker has reported yet." }));
     root.appendChild(h("h2", { text: "Transitions" }));
@@ -157,7 +157,7 @@
       h("tbody", {}, history.transitions.map((t) => h("tr", {},
         h("td", { text: fmt.iso(t.time) }), h("td", { text: `${t.scope} / ${t.scope_id}` }), h("td", { text: t.event }),
         h("td", {}, badge(t.from_state)), h("td", {}, badge(t.to_state)), h("td", { text: t.reason || "–" }),
-        h("td", { text: t.threshold ?? "–" }), h("td", { text: t.current ?? "–" }),
+        h("td", { text: fmt.figure(t.threshold) }), h("td", { text: fmt.figure(t.current) }),
         h("td", {}, t.trace_id ? h("a", { href: `#/trace/${encodeURIComponent(t.trace_id)}`, text: t.trace_id.slice(0, 8) }) : "–")))))
       : h("div", { class: "empty", text: "No transitions recorded." }));
   };
@@ -209,7 +209,7 @@
       h("thead", {}, h("tr", {}, ["Time", "Source", "Message", "Value", "Threshold", "Delivery"].map((t) => h("th", { text: t })))),
       h("tbody", {}, history.history.map((a) => h("tr", {},
         h("td", { text: fmt.iso(a.time) }), h("td", { text: a.source }), h("td", { text: a.message }),
-        h("td", { text: a.value ?? "–" }), h("td", { text: a.threshold ?? "–" }),
+        h("td", { text: fmt.figure(a.value) }), h("td", { text: fmt.figure(a.threshold) }),
         h("td", { text: a.delivery_status ? `${a.delivery_status}${a.delivery_error ? ": " + a.delivery_error : ""}` : "–" })))))
       : h("div", { class: "empty", text: "No alerts yet." }));
   };

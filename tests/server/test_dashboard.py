@@ -192,9 +192,16 @@ def test_sessions_with_any_id_open_from_the_list(page: Any, server: ServerHandle
 
 
 def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) -> None:
+    # A pause's figure is the seconds it has left, as the SDK measured them: shown to four decimals, not to 15
+    # (found 2026-12-06: "50.451342261000185").
+    ingest(server, {"type": "transition", "event": "paused", "from_state": "closed", "to_state": "paused",
+                    "scope": "agent", "scope_id": "planner", "reason": "pause", "current": 50.451342261000185,
+                    "timestamp_unix_nano": time.time_ns() - 500_000_000}, "/api/alerts/sdk-alert")
     open_view(page, server, "#/breakers", "breakers")
-    row = page.inner_text("#breaker-status tbody tr")
-    assert "agent / writer" in row and "open" in row and "budget_per_hour" in row
+    row = page.inner_text("#breaker-status tbody tr:has-text('agent / writer')")
+    assert "open" in row and "budget_per_hour" in row and "7.5" in row
+    assert "50.4513" in page.inner_text("#breaker-status tbody tr:has-text('agent / planner')")
+    assert "50.451342" not in page.inner_text("#view")
     assert "triggered" in page.inner_text("#breaker-history")
     open_view(page, server, "#/alerts", "alerts")
     page.fill("#new-rule input[name=name]", "Too expensive")
@@ -207,7 +214,7 @@ def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) 
     page.click("#alert-rules button.toggle")
     page.wait_for_selector("#alert-rules button.toggle:has-text('off')")
     open_view(page, server, "#/reports", "reports")
-    assert page.inner_text("#r-transitions .value") == "1"
+    assert page.inner_text("#r-transitions .value") == "2"  # the trip and the pause
     assert page.errors == []
 
 
