@@ -83,11 +83,11 @@ from agentwatch.instrumentation import (
 )
 from agentwatch.plugins.http._patching import Patcher
 
-from . import _cut_off
+from . import _cut_off, _steps
 from ._errors import CrewAICircuitBreakerException
 from ._roles import role_name as _role
 from ._roles import without_placeholders
-from ._runs import Run, current_run, patch, unpatch
+from ._runs import Run, blocked_in, current_run, patch, unpatch
 
 __all__ = ["AgentWatchListener", "install", "uninstall"]
 
@@ -543,7 +543,7 @@ def before_llm_call(context: Any) -> None:
     # they are traces of their own (CrewAI's spans are parents by id, never current in its threads).
     token = attach(parent) if parent is not None and get_current_span() is not parent else None
     try:
-        earlier = run.still_blocked() if run is not None else None
+        earlier = blocked_in(run)
         if earlier is not None:
             # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
             _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
@@ -869,6 +869,7 @@ def install(bus: Any = None) -> None:
         if hasattr(hook_dispatch, "_emit_telemetry"):  # private in CrewAI: without it, the events just stay
             _TELEMETRY.replace(hook_dispatch, "_emit_telemetry", _quiet_telemetry)
         patch(before_llm_call)
+        _steps.patch()
         _cut_off.patch(_cut_off_here)
 
 
@@ -885,6 +886,7 @@ def uninstall(bus: Any = None) -> None:
             unregister_before_llm_call_hook(before_llm_call)
         _TELEMETRY.restore()
         unpatch()
+        _steps.unpatch()
         _cut_off.unpatch()
         TREE.clear()
 

@@ -40,13 +40,13 @@ from crewai.flow.runtime import Flow
 
 import agentwatch
 from agentwatch import CircuitBreakerException, Span
-from agentwatch.instrumentation import AgentScope, attach, detach
+from agentwatch.instrumentation import AgentScope, attach, detach, end_span
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
 from ._roles import warn_unmatched_roles
 
-__all__ = ["Run", "current_run", "patch", "unpatch"]
+__all__ = ["Run", "blocked_in", "current_run", "is_run", "patch", "unpatch"]
 
 #: ``CircuitBreakerException.reason`` of a hard budget's refusal.
 _HARD_BUDGET = "hard_budget"
@@ -55,7 +55,7 @@ _HARD_BUDGET = "hard_budget"
 class Run:
     """One ``kickoff*`` in flight; shared (not copied) by every thread and task CrewAI starts for it."""
 
-    __slots__ = ("parent", "owner", "is_flow", "blocks", "scopes", "span", "_attached", "_lock")
+    __slots__ = ("parent", "owner", "is_flow", "blocks", "scopes", "span", "stopped", "_attached", "_lock")
 
     def __init__(self, parent: Run | None, owner: Any) -> None:
         self.parent = parent
@@ -69,6 +69,8 @@ class Run:
         #: the call's code opened itself, ``with agentwatch.agent(...)`` in a tool, is known by its monitor only).
         self.blocks: tuple[CircuitBreakerException, ...] = ()
         self.scopes: tuple[AgentScope, ...] = ()
+        #: A Flow's run: a block left one of its steps uncaught (``_steps``); no later step starts while it holds.
+        self.stopped = False
         self._lock = threading.Lock()
 
     def record(self, blocked: CircuitBreakerException, scopes: tuple[AgentScope, ...]) -> None:
@@ -83,6 +85,18 @@ class Run:
             if blocked not in self.blocks:
                 self.blocks = (*self.blocks, blocked)
             self.scopes = (*self.scopes, *(scope for scope in scopes if scope not in self.scopes))
+
+    def stop(self, blocked: CircuitBreakerException) -> None:
+        """A block left a step of this Flow's run uncaught: the run has failed by it, whatever CrewAI makes of the
+        step's failure (racing listeners tolerate one; parallel branches run on)."""
+        with self._lock:
+            self.stopped = True
+            if blocked not in self.blocks:
+                self.blocks = (*self.blocks, blocked)
+
+    def stopped_by(self) -> CircuitBreakerException | None:
+        """The block that stops this Flow's run from starting another step, while it holds."""
+        return self.still_blocked() if self.stopped else None
 
     def still_blocked(self) -> CircuitBreakerException | None:
         """The block that still holds for this run (a fresh one, current state), or None if it lifted."""
@@ -127,6 +141,17 @@ def current_run() -> Run | None:
     return _RUN.get()
 
 
+def blocked_in(run: Run | None) -> CircuitBreakerException | None:
+    """The block that still holds for ``run`` or a run around it: a call anywhere inside a stopped run (a crew a
+    stopped Flow's step kicked off) is one of that run's later calls."""
+    while run is not None:
+        blocked = run.still_blocked()
+        if blocked is not None:
+            return blocked
+        run = run.parent
+    return None
+
+
 def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
     _guard_executors(owner)
     warn_unmatched_roles(owner)
@@ -158,16 +183,10 @@ def _close_flow_span(run: Run, error: BaseException | None) -> None:
     if span is None:
         return
     detach(run._attached)
-    if isinstance(error, CircuitBreakerException):
-        span.status = "blocked"
-    elif error is not None:
-        span.record_error(error)
     flow_id = getattr(run.owner, "flow_id", None)  # the state's id, known once kickoff restored or made it
     if flow_id:
         span.attributes["crewai.flow_id"] = str(flow_id)
-    client = agentwatch.get_client()
-    if client is not None:
-        client.end_span(span)
+    end_span(span, error)  # a block: status "blocked" with the breaker's details
 
 
 #: AgentWatch's before-LLM-call hook while installed (``patch``), for the executors made without it.
@@ -200,12 +219,12 @@ def _guard_executors(owner: Any) -> None:
 def _leave(run: Run, token: Token[Run | None], error: BaseException | None) -> None:
     """End the run: raise its block if it would be lost; pass a block on to an enclosing crew run."""
     _RUN.reset(token)
-    _close_flow_span(run, error)
     delivered: CircuitBreakerException | None = None
     if isinstance(error, CircuitBreakerException):
         delivered = error
     elif error is None or isinstance(error, Exception):  # not on cancellation or KeyboardInterrupt
         delivered = run.still_blocked()
+    _close_flow_span(run, delivered or error)
     parent = run.parent
     if delivered is not None and parent is not None and not parent.is_flow:
         # Kicked off inside a crew's run (a tool, a callback): CrewAI would hide the block there.
@@ -214,7 +233,7 @@ def _leave(run: Run, token: Token[Run | None], error: BaseException | None) -> N
         raise CrewAICircuitBreakerException(delivered) from error
 
 
-def _is_run(owner: Any) -> bool:
+def is_run(owner: Any) -> bool:
     # An agent's executor is a Flow too, run inside a task (or a delegation tool): not a run of its own.
     return not isinstance(owner, BaseAgentExecutor)
 
@@ -222,7 +241,7 @@ def _is_run(owner: Any) -> bool:
 def _sync_boundary(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def kickoff(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_run(self):
+        if not is_run(self):
             return original(self, *args, **kwargs)
         run, token = _enter(self)
         try:
@@ -239,7 +258,7 @@ def _sync_boundary(original: Callable[..., Any]) -> Callable[..., Any]:
 def _async_boundary(original: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def kickoff(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_run(self):
+        if not is_run(self):
             return await original(self, *args, **kwargs)
         run, token = _enter(self)
         try:

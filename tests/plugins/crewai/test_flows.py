@@ -135,3 +135,95 @@ def test_a_blocked_flow_span_is_blocked(stub_provider: Any, memory: Any) -> None
     under = {span["kind"]: span["status"] for span in memory.spans if span["parent_span_id"] == flow["span_id"]
              and span["kind"] in ("llm", "chain")}
     assert under == {"llm": "ok", "chain": "blocked"}  # the first call went out; the crew's was blocked
+
+
+def _racing_flow(base_url: str, ran: list[str]) -> Any:
+    """Two drafts race for ``publish`` (``or_``): CrewAI tolerates a racer that fails."""
+    from crewai.flow.flow import Flow, listen, or_, start
+
+    class RacingFlow(Flow):  # type: ignore[type-arg]
+        @start()
+        def plan(self) -> str:
+            return str(_llm(base_url).call("plan"))
+
+        @listen(plan)
+        def fast_draft(self) -> str:
+            return str(_llm(base_url).call("fast"))
+
+        @listen(plan)
+        def careful_draft(self) -> str:
+            return str(_llm(base_url).call("careful"))
+
+        @listen(or_(fast_draft, careful_draft))
+        def publish(self, draft: str) -> str:
+            ran.append("publish")
+            return draft
+
+    return RacingFlow()
+
+
+def test_a_block_of_racing_flow_listeners_reaches_the_caller(stub_provider: Any, memory: Any) -> None:
+    agentwatch.init(exporters=[memory], budget_per_hour=0.01, block_on_threshold=True)
+    stub_provider.queue(Reply(content="plan", **BIG))
+    ran: list[str] = []
+    with pytest.raises(CircuitBreakerException) as caught:
+        _racing_flow(stub_provider.openai_base_url, ran).kickoff()
+    assert caught.value.reason == "budget_per_hour"
+    assert stub_provider.count() == 1 and ran == []
+    settle()
+    flow = next(span for span in memory.spans if span["kind"] == "graph")
+    assert flow["status"] == "blocked" and flow["attributes"]["breaker.reason"] == "budget_per_hour"
+
+
+def test_a_block_in_one_flow_branch_stops_the_other_branches(stub_provider: Any, memory: Any) -> None:
+    """The Researcher's branch is blocked by its per-agent budget; the Writer's branch, started beside it, must not
+    start its next step (CrewAI leaves it running after kickoff_async() raised)."""
+    import threading
+
+    from crewai import Agent, Crew, Task
+    from crewai.flow.flow import Flow, listen, start
+
+    base_url = stub_provider.openai_base_url
+    research_blocked = threading.Event()
+    ran: list[str] = []
+
+    def crew(role: str, tasks: int) -> Any:
+        agent = Agent(role=role, goal="Write", backstory="Concise.", llm=_llm(base_url))
+        return Crew(agents=[agent], tasks=[Task(description=f"Step {index}", expected_output="Text", agent=agent)
+                                           for index in range(tasks)])
+
+    class Branches(Flow):  # type: ignore[type-arg]
+        @start()
+        def begin(self) -> str:
+            return "go"
+
+        @listen(begin)
+        def research(self) -> str:
+            try:
+                return str(crew("Researcher", 2).kickoff().raw)
+            except CircuitBreakerException:
+                research_blocked.set()
+                raise
+
+        @listen(begin)
+        def outline(self) -> str:
+            research_blocked.wait(30)
+            return "outline"
+
+        @listen(outline)
+        def write(self) -> str:
+            ran.append("write")
+            return str(crew("Writer", 1).kickoff().raw)
+
+    async def main() -> None:
+        with pytest.raises(CircuitBreakerException) as caught:
+            await Branches().kickoff_async()
+        assert caught.value.scope == "agent"
+        # What CrewAI left running in this loop after kickoff_async() raised.
+        await asyncio.gather(*(task for task in asyncio.all_tasks() if task is not asyncio.current_task()),
+                             return_exceptions=True)
+
+    agentwatch.init(exporters=[memory], agents={"Researcher": {"budget_per_hour": 0.01}}, block_on_threshold=True)
+    stub_provider.queue(Reply(content="notes", **BIG), Reply(content="text"))
+    asyncio.run(main())
+    assert ran == [] and stub_provider.count() == 1
