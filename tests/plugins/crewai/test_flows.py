@@ -117,11 +117,15 @@ def test_a_flow_run_is_one_trace_under_its_flow_span(stub_provider: Any, memory:
         ("flow:ResearchFlow", "ok", None)] * 2
     assert len({span["trace_id"] for span in spans}) == 2  # one trace per kickoff, every span in one of them
     for flow in flows:
-        children = [span for span in spans if span["parent_span_id"] == flow["span_id"]]
-        assert sorted(span["kind"] for span in children) == ["chain", "llm"]  # the step's call, the step's crew
+        steps = {span["name"]: span for span in spans if span["parent_span_id"] == flow["span_id"]}
+        assert {name: span["kind"] for name, span in steps.items()} == {"pick_topic": "node", "research": "node"}
+        under = {name: [child["kind"] for child in spans if child["parent_span_id"] == step["span_id"]]
+                 for name, step in steps.items()}
+        assert under == {"pick_topic": ["llm"], "research": ["chain"]}  # the step's own call, the step's crew
         assert flow["attributes"]["crewai.flow_id"]
         in_trace = [span for span in spans if span["trace_id"] == flow["trace_id"]]
-        assert sorted(span["kind"] for span in in_trace) == ["agent", "chain", "graph", "llm", "llm", "task"]
+        assert sorted(span["kind"] for span in in_trace) == [
+            "agent", "chain", "graph", "llm", "llm", "node", "node", "task"]
 
 
 def test_a_blocked_flow_span_is_blocked(stub_provider: Any, memory: Any) -> None:
@@ -132,8 +136,11 @@ def test_a_blocked_flow_span_is_blocked(stub_provider: Any, memory: Any) -> None
     settle()
     flow = next(span for span in memory.spans if span["kind"] == "graph")
     assert flow["status"] == "blocked" and flow["parent_span_id"] is None
-    under = {span["kind"]: span["status"] for span in memory.spans if span["parent_span_id"] == flow["span_id"]
-             and span["kind"] in ("llm", "chain")}
+    steps = {span["name"]: span for span in memory.spans if span["parent_span_id"] == flow["span_id"]}
+    assert {name: span["status"] for name, span in steps.items()} == {"pick_topic": "ok", "research": "blocked"}
+    assert steps["research"]["attributes"]["breaker.reason"] == "budget_per_hour"
+    under = {span["kind"]: span["status"] for span in memory.spans if span["parent_span_id"] in
+             (steps["pick_topic"]["span_id"], steps["research"]["span_id"]) and span["kind"] in ("llm", "chain")}
     assert under == {"llm": "ok", "chain": "blocked"}  # the first call went out; the crew's was blocked
 
 
@@ -227,3 +234,62 @@ def test_a_block_in_one_flow_branch_stops_the_other_branches(stub_provider: Any,
     stub_provider.queue(Reply(content="notes", **BIG), Reply(content="text"))
     asyncio.run(main())
     assert ran == [] and stub_provider.count() == 1
+
+
+def _review_flow(base_url: str) -> Any:
+    """A router on a structured state, two parallel listeners of its outcome (a direct call, a crew), a join, and a
+    step that fails."""
+    from crewai import Agent, Crew, Task
+    from crewai.flow.flow import Flow, and_, listen, router, start
+    from pydantic import BaseModel
+
+    class Review(BaseModel):
+        verdict: str = ""
+        notes: list[str] = []
+
+    class ReviewFlow(Flow[Review]):
+        @start()
+        def review(self) -> None:
+            self.state.verdict = str(_llm(base_url).call("Verdict?"))
+
+        @router(review)
+        def route(self) -> str:
+            return "approved" if self.state.verdict == "yes" else "rejected"
+
+        @listen("approved")
+        async def summarize(self) -> None:
+            self.state.notes.append(str(await _llm(base_url).acall("Summarize")))
+
+        @listen("approved")
+        def illustrate(self) -> None:
+            artist = Agent(role="Artist", goal="Draw", backstory="Concise.", llm=_llm(base_url))
+            task = Task(description="Draw", expected_output="Text", agent=artist)
+            self.state.notes.append(str(Crew(agents=[artist], tasks=[task]).kickoff().raw))
+
+        @listen(and_(summarize, illustrate))
+        def publish(self) -> str:
+            raise ValueError("the printer is out of paper")
+
+    return ReviewFlow()
+
+
+@pytest.mark.parametrize("how", ["kickoff", "kickoff_async"])
+def test_each_flow_step_is_a_span_under_its_flow(stub_provider: Any, memory: Any, how: str) -> None:
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(Reply(content="yes"), Reply(content="a"), Reply(content="b"))
+    with pytest.raises(ValueError, match="out of paper"):
+        _kickoff(_review_flow(stub_provider.openai_base_url), how)
+    settle()
+    spans = [span for span in memory.spans if span["attributes"].get("framework") == "crewai"]
+    flow = next(span for span in spans if span["kind"] == "graph")
+    assert (flow["status"], flow["attributes"]["error.type"]) == ("error", "ValueError")
+    steps = {span["name"]: span for span in spans if span["parent_span_id"] == flow["span_id"]}
+    assert {name: (span["kind"], span["status"]) for name, span in steps.items()} == {
+        "review": ("node", "ok"), "route": ("node", "ok"), "summarize": ("node", "ok"),
+        "illustrate": ("node", "ok"), "publish": ("node", "error")}
+    assert steps["route"]["attributes"]["crewai.router_outcome"] == "approved"
+    assert steps["publish"]["attributes"]["error.type"] == "ValueError"
+    under = {name: sorted(child["kind"] for child in spans if child["parent_span_id"] == step["span_id"])
+             for name, step in steps.items()}
+    assert under == {"review": ["llm"], "route": [], "summarize": ["llm"], "illustrate": ["chain"], "publish": []}
+    assert len({span["trace_id"] for span in spans}) == 1
