@@ -20,6 +20,9 @@
 
 4. The context a LangGraph node's code and a tool's body run in (``_node_context``, patched when the first such
    run starts), and the end of a node its ``timeout=`` cuts off (``_timeouts``).
+
+5. A block inside ``with_retry()`` / ``with_fallbacks()`` (``_error_wrappers``): not retried, and a global one not
+   handed to the fallbacks.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from uuid import UUID
 from agentwatch.instrumentation import restore_current, save_current
 
 from . import _timeouts as timeouts
+from ._error_wrappers import install_error_wrappers
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
 from ._stopped import (
     BATCH,
@@ -274,6 +278,14 @@ def install(handler_class: type[Any]) -> None:
         original = AsyncCallbackManager.__dict__["on_chain_start"]
         _originals.append((AsyncCallbackManager, "on_chain_start", original))
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
+        install_error_wrappers(_patch_later)
+
+
+def _patch_later(owner: Any, name: str, new: Any) -> None:
+    """Replace ``owner.name`` after ``install`` (an error wrapper's module imported later), undone by ``uninstall``."""
+    if _originals:  # not uninstalled meanwhile
+        _originals.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, new)
 
 
 def install_run_contexts() -> None:

@@ -1,0 +1,119 @@
+"""A block inside LangChain's own error wrappers: ``with_retry()`` does not retry it, and ``with_fallbacks()`` does not
+hand a block of the whole program to its fallbacks; a block of the primary model's own agent falls back.
+
+Found 2026-12-13: ``model.with_retry()`` tried a blocked call three times (three blocked spans, ``on_block`` three
+times) and raised the block after ~4 s of backoff; ``with_fallbacks`` under an open global breaker blocked every
+fallback in turn, and a fallback answering without a model hid the block from the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.runnables import Runnable, RunnableLambda
+
+import agentwatch
+from agentwatch import CircuitBreakerException
+from agentwatch.plugins.langchain import AgentWatchHandler
+from tests.plugins.langchain.fakes import UsageChatModel
+from tests.reliability.conftest import run_script
+
+
+def _block_everything(memory: agentwatch.InMemoryExporter) -> list[str]:
+    blocks: list[str] = []
+    agentwatch.init(exporters=[memory], budget_per_hour=0.0, block_on_threshold=True,
+                    on_block=lambda event: blocks.append(event.scope))
+    return blocks
+
+
+def _blocked_spans(memory: agentwatch.InMemoryExporter) -> list[str]:
+    agentwatch.flush()
+    return [span["name"] for span in memory.spans if span["kind"] == "llm" and span["status"] == "blocked"]
+
+
+def _run(runnable: Runnable[Any, Any], how: str) -> Any:
+    async def run_async() -> Any:
+        if how == "ainvoke":
+            return await runnable.ainvoke("x")
+        return [chunk async for chunk in runnable.astream("x")]
+
+    if how == "invoke":
+        return runnable.invoke("x")
+    if how == "batch":
+        return runnable.batch(["x"])
+    if how == "stream":
+        return list(runnable.stream("x"))
+    return asyncio.run(run_async())
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "batch", "stream"])
+def test_with_retry_does_not_retry_a_block(memory: agentwatch.InMemoryExporter, how: str) -> None:
+    blocks = _block_everything(memory)
+    model = UsageChatModel()
+    started = time.monotonic()
+    with pytest.raises(CircuitBreakerException):
+        _run(model.with_retry(stop_after_attempt=3), how)  # LangChain's default backoff: ~1 s, then ~2 s
+    assert time.monotonic() - started < 0.5
+    assert blocks == ["global"] and len(_blocked_spans(memory)) == 1 and model.calls == 0
+
+
+def test_with_retry_batch_returns_a_block_as_its_inputs_error(memory: agentwatch.InMemoryExporter) -> None:
+    blocks = _block_everything(memory)
+    outputs = UsageChatModel().with_retry(stop_after_attempt=3).batch(["x", "y"], return_exceptions=True)
+    assert [type(output) for output in outputs] == [CircuitBreakerException] * 2 and len(blocks) == 2
+
+
+def test_with_retry_still_retries_other_errors_and_blocks_when_asked(memory: agentwatch.InMemoryExporter) -> None:
+    blocks = _block_everything(memory)
+    with pytest.raises(CircuitBreakerException):
+        UsageChatModel().with_retry(retry_if_exception_type=(CircuitBreakerException,), stop_after_attempt=2,
+                                    wait_exponential_jitter=False).invoke("x")
+    assert len(blocks) == 2
+    agentwatch.get_client().monitor.increase_budget(10.0)
+    failing = UsageChatModel(fail_with="provider down")
+    with pytest.raises(RuntimeError):
+        failing.with_retry(stop_after_attempt=2, wait_exponential_jitter=False).invoke("x")
+    assert failing.calls == 2
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+def test_a_global_block_passes_straight_through_with_fallbacks(memory: agentwatch.InMemoryExporter, how: str) -> None:
+    blocks = _block_everything(memory)
+    backup, canned = UsageChatModel(model_name="gpt-4o-mini"), []
+    fallbacks = [backup, RunnableLambda(lambda _: canned.append(1) or "sorry, later")]
+    with pytest.raises(CircuitBreakerException):
+        _run(UsageChatModel().with_fallbacks(fallbacks), how)
+    assert blocks == ["global"] and len(_blocked_spans(memory)) == 1
+    assert backup.calls == 0 and canned == []
+
+
+def test_a_block_of_the_primary_models_own_agent_falls_back(memory: agentwatch.InMemoryExporter) -> None:
+    agentwatch.init(exporters=[memory])
+    primary = UsageChatModel(callbacks=[AgentWatchHandler(agent="gpt4o-bot", budget_per_hour=0.0,
+                                                          block_on_threshold=True)])
+    backup = UsageChatModel(model_name="gpt-4o-mini", reply="from the backup")
+    assert primary.with_fallbacks([backup]).invoke("x").content == "from the backup"
+    assert primary.calls == 0 and backup.calls == 1
+
+
+def test_with_retry_made_before_any_wrapper_module_is_imported(tmp_path: Path) -> None:
+    """In a fresh program ``langchain_core.runnables.retry`` is first imported by ``with_retry()``, after ``init()``."""
+    result = run_script("""
+        import sys, time
+        import agentwatch
+        from agentwatch import CircuitBreakerException
+        from tests.plugins.langchain.fakes import UsageChatModel
+        agentwatch.init(exporters=[], budget_per_hour=0.0, block_on_threshold=True)
+        assert "langchain_core.runnables.retry" not in sys.modules
+        model, started = UsageChatModel(), time.monotonic()
+        try:
+            model.with_retry().invoke("x")
+        except CircuitBreakerException:
+            print("blocked after", time.monotonic() - started)
+    """, tmp_path)
+    assert result.stdout.startswith("blocked after "), result.stdout + result.stderr
+    assert float(result.stdout.split()[-1]) < 0.5  # LangChain's first backoff alone is ~1 s
