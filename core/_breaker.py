@@ -409,7 +409,7 @@ def _ask_to_recover(monitor: Monitor, asked: set[tuple[int, bool]], event: Block
     hook = monitor._on_block
     if hook is not None and (id(monitor), False) not in asked:
         asked.add((id(monitor), False))
-        _run_hook(hook, event)
+        _run_hook(hook, event, "on_block")
         return True
     recover = getattr(monitor._sink, "recover", None)
     if recover is not None and (id(monitor), True) not in asked:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from ._safe import PASS_THROUGH, stop_on_exception
+from ._safe import PASS_THROUGH, stop_on_exception, swallow_user_error
 from ._windows import (
     BUDGET_PER_HOUR,
     HARD_BUDGET,
@@ -172,11 +172,14 @@ def _await_blocking(awaitable: Awaitable[Any]) -> None:
         raise failure[0]
 
 
-@stop_on_exception
-def _run_hook(hook: Callable[[Any], Any], argument: Any) -> None:
-    result = hook(argument)
-    if inspect.isawaitable(result):
-        _await_blocking(result)
+def _run_hook(hook: Callable[[Any], Any], argument: Any, name: str) -> None:
+    """Run the program's ``name`` callback (``on_block``, ``on_alert``); its failure is logged as the program's."""
+    try:
+        result = hook(argument)
+        if inspect.isawaitable(result):
+            _await_blocking(result)
+    except Exception:
+        swallow_user_error(name)
 
 
 @stop_on_exception

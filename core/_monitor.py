@@ -683,7 +683,7 @@ class Monitor:
             _sink_alert(sink, self, payload)
         hook = self._on_alert
         if hook is not None:
-            _run_hook(hook, dict(payload))
+            _run_hook(hook, dict(payload), "on_alert")
 
 
 def _reserved_of(store: WindowStore) -> float:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 if TYPE_CHECKING:
     from ._breaker_contract import CircuitBreakerException
 
-__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "PASS_THROUGH", "add_pass_through", "BlockCarrier"]
+__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "swallow_user_error", "PASS_THROUGH",
+           "add_pass_through", "BlockCarrier"]
 
 logger = logging.getLogger("agentwatch")
 
@@ -42,6 +43,17 @@ def swallow_internal_error(where: str) -> None:
     if error is not None and _is_pass_through(error):
         raise error
     logger.exception("agentwatch: internal error in %s (ignored)", where)
+
+
+def swallow_user_error(callback: str) -> None:
+    """Call inside ``except Exception`` around a callback the program gave us (``on_block``, ``on_alert``): a block
+    goes on to the caller; any other error is the program's bug, logged as such (with its traceback), and we carry on.
+    Not worded as an internal error: the user must see it is their callback that failed."""
+    error = sys.exc_info()[1]
+    if error is not None and _is_pass_through(error):
+        raise error
+    logger.error("agentwatch: your %s callback raised %r; ignored, AgentWatch carries on as if it had returned",
+                 callback, error, exc_info=True)
 
 
 @overload

@@ -694,6 +694,30 @@ def test_failing_async_on_block_is_logged(clock: FakeClock, caplog: pytest.LogCa
     assert "async hook bug" in caplog.text
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("callback", ["on_block", "on_alert"])
+def test_a_failing_user_callback_is_logged_as_the_programs_bug(clock: FakeClock, caplog: pytest.LogCaptureFixture,
+                                                               callback: str, kind: str) -> None:
+    """Found 2026-12-13: a user's ``on_block`` that raised was logged as "internal error in _run_hook (ignored)", so
+    the program's bug read as one of AgentWatch's. The log line names the callback and the error, with its traceback."""
+    def broken(argument: Any) -> None:
+        raise ValueError("bug in the program's callback")
+
+    async def abroken(argument: Any) -> None:
+        broken(argument)
+
+    m = monitor(clock, budget_per_hour=1.0, **{callback: broken if kind == "sync" else abroken})
+    with caplog.at_level(logging.WARNING, logger="agentwatch"):
+        call(m, cost=1.0)
+        error = blocked(m)
+    assert error.reason == "budget_per_hour"
+    [record] = [record for record in caplog.records if record.exc_info]
+    assert record.getMessage().startswith(
+        f"agentwatch: your {callback} callback raised ValueError(\"bug in the program's callback\")")
+    assert "internal error" not in caplog.text and record.levelno >= logging.WARNING
+    assert "bug in the program's callback" in logging.Formatter().formatException(record.exc_info)
+
+
 def test_failing_on_alert_and_sink_do_not_break_the_call(clock: FakeClock,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     class BrokenSink(RecordingSink):
