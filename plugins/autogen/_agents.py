@@ -66,7 +66,7 @@ def _skip_agent(agent: Any) -> bool:
 def wrap_on_messages(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def on_messages(self: Any, *args: Any, **kwargs: Any) -> Any:
-        run = AgentRun()
+        run = AgentRun(self)
         frame = None if _skip_agent(self) else _agent_frame(self, run)
         if frame is None:
             return await original(self, *args, **kwargs)
@@ -84,7 +84,7 @@ def wrap_on_messages_stream(original: Callable[..., Any]) -> Callable[..., Any]:
         if _CURRENT_AGENT.get() is self:  # its own on_messages, whose frame is open: its run is current
             run = AGENT_RUN.get()
             return inner if run is None else raising_tool_blocks(inner, run)
-        run = AgentRun()
+        run = AgentRun(self)
         frame = _agent_frame(self, run)
         return inner if frame is None else stepped(raising_tool_blocks(inner, run), frame)
 

@@ -1,6 +1,9 @@
 """A block raised inside an agent's tool reaches the caller of the run, and nothing more is sent. Found by a probe:
 AgentChat made it the tool's result (``FunctionExecutionResult(is_error=True)``: the agent's reflection, or the next
-speaker of its team, sent it to the model in a paid request) and the run ended as if nothing had happened."""
+speaker of its team, sent it to the model in a paid request) and the run ended as if nothing had happened.
+
+Found 2026-12-13: a run continued after the recovery sent the block's text ("AgentWatch blocked the LLM call ...") to
+the model as the blocked call's result; it now reads ``NOT_FINISHED`` (the call did not finish, call it again)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from autogen_core import CancellationToken
 
 import agentwatch
 from agentwatch import CircuitBreakerException
+from agentwatch.plugins.autogen._tool_blocks import NOT_FINISHED
 from tests.plugins.summarizing_tool import summarizer
 from tests.stubs.provider_server import Reply
 
@@ -29,6 +33,12 @@ EXPENSIVE = {"input_tokens": 400_000, "output_tokens": 100_000}  # ~$0.12 for gp
 
 def _ask(tool: str, **more: Any) -> Reply:
     return Reply(content="", tool_calls=[{"name": tool, "arguments": {"task": "look it up"}}], **more)
+
+
+def _tool_results_sent(stub: Any, since: int) -> list[list[str]]:
+    """Per chat request after the first ``since`` requests: the tool results it carries."""
+    bodies = [request.json for request in stub.requests if request.path.endswith("/chat/completions")][since:]
+    return [[message["content"] for message in body["messages"] if message["role"] == "tool"] for body in bodies]
 
 
 async def _spent_helper(stub: Any, model_client: Any) -> AssistantAgent:
@@ -86,8 +96,11 @@ async def test_a_block_inside_an_agent_used_as_a_tool_reaches_the_caller(memory,
     # Recovery: more budget, then the run continues (the model is told the blocked call's result and asks again).
     blocked.monitor.increase_budget(1.0)
     stub_provider.queue(_ask(tool.name), Reply(content="found it"), Reply(content="the answer"))
+    recovered = chat_requests(stub_provider)
     after = await _outcome(how, runner, None)
     assert isinstance(after, TaskResult), after
+    # The model is not shown the block's text as the tool's answer: it reads that the call did not finish.
+    assert _tool_results_sent(stub_provider, recovered)[0] == [NOT_FINISHED]
     # (A TeamTool's team continues its own interrupted run with the new task, as after any error of its agent.)
     assert (type(after.messages[-1]).__name__, after.messages[-1].source) == ("TextMessage", "boss")
 
@@ -149,7 +162,7 @@ async def test_a_block_the_tool_handles_itself_stays_handled(memory, stub_provid
 async def test_one_blocked_call_among_parallel_tool_calls(memory, stub_provider, model_client):
     """The other calls of the turn finish (their results are in the agent's context with the block's); then the
     block is raised, before the agent's next request."""
-    agentwatch.init(exporters=[memory], agents={"helper": LIMITED})
+    client = agentwatch.init(exporters=[memory], agents={"helper": LIMITED})
     helper = await _spent_helper(stub_provider, model_client)
     looked_up: list[str] = []
 
@@ -165,10 +178,22 @@ async def test_one_blocked_call_among_parallel_tool_calls(memory, stub_provider,
                                                       {"name": "lookup", "arguments": {"task": "c"}}]))
     before = chat_requests(stub_provider)
     seen: list[str] = []
+    boss_events: list[Any] = []
     with pytest.raises(CircuitBreakerException):
         async for item in boss.run_stream(task="find out"):
             seen.append(type(item).__name__)
+            boss_events.append(item)
     assert chat_requests(stub_provider) == before + 1
     assert sorted(looked_up) == ["a", "c"]
     assert seen[-1] == "ToolCallExecutionEvent"  # every call's result, then the block
     assert sorted(span["status"] for span in spans(memory, "tool")) == ["blocked", "ok", "ok"]
+    assert "AgentWatch blocked" in str(boss_events[-1].content)  # the program's event says what happened
+
+    # Continued after the recovery: every call keeps its result (the provider wants each tool_call id answered), the
+    # blocked one's saying it did not finish; the model calls the tool again.
+    client.agents["helper"].monitor.increase_budget(1.0)
+    stub_provider.queue(_ask("helper"), Reply(content="found it"), Reply(content="the answer"))
+    recovered = chat_requests(stub_provider)
+    result = await boss.run()
+    assert result.messages[-1].content == "the answer"  # type: ignore[union-attr]
+    assert _tool_results_sent(stub_provider, recovered)[0] == ["from the index", NOT_FINISHED, "from the index"]
