@@ -1,7 +1,7 @@
 """Time AgentWatch adds to an openai call: instrumented vs not, in the same run.
 
     /work/venv/bin/python bench/bench_openai_overhead.py [--calls 4000] [--rounds 40] [--stub thread]
-        [--exporter none|down|up|all] [--no-in-process] [--no-profile] [--cpu]
+        [--exporter none|down|up|all] [--no-in-process] [--no-profile] [--cpu] [--instructions [--keep DIR]]
 
 One openai client talks to the loopback stub provider (tests/stubs/provider_server.py), run in its own
 process by default: a provider does not share the client's GIL, and a stub thread in this process would
@@ -24,6 +24,14 @@ Measured, each with and without:
   paired per call: each call without AgentWatch is followed by the same call with it (the active client is
   switched off and on between them, the patches stay), so load and drift hit both alike; the median of the
   per-call differences is printed, then a profile summary per path (chat, stream).
+
+``--instructions``: instructions per in-process call counted by callgrind (deterministic whatever the machine's
+load; each setting in a process of its own under valgrind, minutes each): on the user's thread per chat call and per
+whole 5-event stream, without and with AgentWatch, and the export worker's instructions per chat call (its thread,
+from after its start-up to the end of a flush of the counted calls' spans: one batch of 512). ``flush_interval`` is set
+far out there, as under callgrind a second is ~20 calls and batches would be that small; a program making more than
+512 calls a second has the worker wake by batch size too. ``--keep DIR`` keeps the callgrind files (for
+``callgrind_annotate``).
 
 The instrumented arm is run per exporter setting (``--exporter``, default all three):
 - none: ``init(exporters=[])``, the core alone;
@@ -437,6 +445,149 @@ def _cpu_only(count: int, profile: bool) -> None:
     client.close()
 
 
+#: ``--instructions``: each counted loop runs inside its own rarely used C function, which callgrind's
+#: ``--toggle-collect`` counts on the user's thread alone. The export worker's thread is counted from its start
+#: (``thread_run``, the C start routine of every Python thread) and cut into windows by ``--dump-before`` another such
+#: function, which dumps (and zeroes) the counts of the thread that calls it: the worker calls it from an idle task
+#: at a flush, the user's thread after each counted loop.
+_COUNTED_LOOPS = {("chat", False): "takewhile_next", ("chat", True): "filterfalse_next",
+                  ("stream", False): "dropwhile_next", ("stream", True): "starmap_next"}
+_DUMP_AT = "cycle_next"
+INSTRUCTION_CALLS = {"chat": 512, "stream": 150}
+
+
+class _SteppedClock:
+    """The monitors' clock under callgrind, advancing 50 us per reading: a call there takes ~50 ms, and with the
+    real clock each would open a window bucket of its own (work a program at full speed does once a second)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        self.now += 50e-6
+        return self.now
+
+
+def _counted(function: str, step: Callable[[], object], count: int) -> None:
+    """``count`` calls of ``step`` inside the C function ``function`` (one of ``_COUNTED_LOOPS``, or ``_DUMP_AT``),
+    which callgrind is told about."""
+    import itertools
+
+    calls = range(count)
+    drivers: dict[str, Callable[[], object]] = {
+        "takewhile_next": lambda: list(itertools.takewhile(lambda _: step() or True, calls)),
+        "dropwhile_next": lambda: list(itertools.dropwhile(lambda _: step() or True, calls)),
+        "filterfalse_next": lambda: list(itertools.filterfalse(lambda _: step() and False, calls)),
+        "starmap_next": lambda: list(itertools.starmap(lambda _: step(), ((n,) for n in calls))),
+        "cycle_next": lambda: next(itertools.cycle([step()])),
+    }
+    drivers[function]()
+
+
+def _dump_worker_at_flush() -> None:
+    """Flush, and have the export worker dump its thread's count once it has drained (an idle task)."""
+    from agentwatch._idle import idle_tasks
+
+    def dump() -> None:
+        idle_tasks.remove(dump)
+        _counted(_DUMP_AT, lambda: None, 1)
+
+    idle_tasks.append(dump)
+    agentwatch.flush(10)
+
+
+def _instructions_child(kind: str, proxy_url: str) -> None:
+    """Run under callgrind (``_instructions``): the counted loops without, then with ``init()``, in process."""
+    settings = dict(SETTINGS[kind])
+    if kind != "none":
+        settings["proxy_url"] = proxy_url
+        if kind == "down":
+            from _framework_overhead import scratch_dir
+
+            settings["spool_dir"] = scratch_dir("aw-bench-spool-")
+    settings["flush_interval"] = 3600.0  # batches by size (512 spans), see the module's docstring
+    calls = dict(zip(("chat", "stream"), _calls(_in_process_client()), strict=True))
+    for what, call in calls.items():
+        for _ in range(30):  # imports, caches
+            call()
+        _counted(_COUNTED_LOOPS[what, False], call, INSTRUCTION_CALLS[what])
+    _counted(_DUMP_AT, lambda: None, 1)  # the user's thread: the counts without AgentWatch
+    agentwatch.init(**settings)
+    client = agentwatch.get_client()
+    if client is not None and client.monitor is not None:
+        client.monitor._clock = _SteppedClock()
+    for call in calls.values():
+        for _ in range(30):
+            call()
+    _dump_worker_at_flush()  # the worker: its start-up
+    _counted(_COUNTED_LOOPS["chat", True], calls["chat"], INSTRUCTION_CALLS["chat"])
+    _dump_worker_at_flush()  # the worker: the counted chat calls' spans, exported or spooled
+    _counted(_DUMP_AT, lambda: None, 1)  # the user's thread: the chat calls with AgentWatch
+    _counted(_COUNTED_LOOPS["stream", True], calls["stream"], INSTRUCTION_CALLS["stream"])
+    _counted(_DUMP_AT, lambda: None, 1)  # the user's thread: the streams with AgentWatch
+    agentwatch.shutdown(10)
+
+
+def _callgrind_totals(path: Path) -> tuple[int, dict[str, int]]:
+    """A callgrind file's total and the inclusive count of each counted loop's function in it."""
+    import re
+
+    text = path.read_text()
+    total = int(re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(path)], capture_output=True, text=True,
+                               check=True).stdout
+    loops = {}
+    for function in _COUNTED_LOOPS.values():
+        found = re.search(rf"^\s*([\d,]+) .*:{function} ", annotated, re.MULTILINE)
+        if found:
+            loops[function] = int(found.group(1).replace(",", ""))
+    return total, loops
+
+
+def _instructions(kinds: tuple[str, ...], keep: str | None) -> None:
+    """``--instructions``: each setting in its own process under callgrind; prints instructions per call."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind not installed")
+        return
+    print(f"python {sys.version.split()[0]}, openai {openai.__version__}, httpx {httpx.__version__}; callgrind "
+          f"instructions per in-process call ({INSTRUCTION_CALLS['chat']} chat calls, {INSTRUCTION_CALLS['stream']} "
+          "streams of 5 events per arm), PYTHONHASHSEED=0")
+    with contextlib.ExitStack() as stack:
+        proxy_url = stack.enter_context(_collector()) if "up" in kinds else f"http://127.0.0.1:{_free_port()}/api/ingest"
+        for kind in kinds:
+            scratch = Path(keep) / kind if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            scratch.mkdir(parents=True, exist_ok=True)
+            out = scratch / "callgrind.out"
+            toggles = [f"--toggle-collect={name}" for name in (*_COUNTED_LOOPS.values(), "thread_run")]
+            subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", *toggles, "--separate-threads=yes",
+                            f"--dump-before={_DUMP_AT}", f"--callgrind-out-file={out}",
+                            sys.executable, __file__, "--instructions-child", kind, proxy_url],
+                           capture_output=True, check=True,
+                           # str hashes are seeded per process: dict probes, and so the counts, move by ~10 % from one
+                           # run to the next without a fixed seed
+                           env={**os.environ, "PYTHONHASHSEED": "0"})
+            # Files callgrind.out.<dump>-<thread>, the dumps numbered in order over all threads. The user's thread
+            # (01): without AgentWatch, the chat calls with it, the streams with it. The worker's: its start-up, its
+            # share of the chat calls.
+            dumps: dict[int, list[Path]] = {}
+            for path in sorted(scratch.glob("callgrind.out.*-*"), key=lambda path: int(path.name.split(".")[2]
+                                                                                        .split("-")[0])):
+                dumps.setdefault(int(path.name.rsplit("-", 1)[1]), []).append(path)
+            user = [_callgrind_totals(path)[1] for path in dumps.pop(1)]
+            worker = [_callgrind_totals(path)[0] for path in next(iter(dumps.values()), [])]
+            base_chat, base_stream, with_chat, with_stream = (
+                loops[_COUNTED_LOOPS[what, watched]] / INSTRUCTION_CALLS[what]
+                for loops, what, watched in ((user[0], "chat", False), (user[0], "stream", False),
+                                             (user[1], "chat", True), (user[2], "stream", True)))
+            worker_share = f"{worker[1] / INSTRUCTION_CALLS['chat']:,.0f}" if len(worker) > 1 else "?"
+            print(f"  {kind:>4}: chat call {base_chat:,.0f} without, {with_chat:,.0f} with: "
+                  f"{with_chat - base_chat:+,.0f}; whole stream {base_stream:,.0f} / {with_stream:,.0f}: "
+                  f"{with_stream - base_stream:+,.0f}; export "
+                  f"worker {worker_share} per chat call (its thread, a batch of {INSTRUCTION_CALLS['chat']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000, help="timed calls per arm and kind of call")
@@ -449,6 +600,9 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summaries")
     parser.add_argument("--cpu", action="store_true",
                         help="only the in-process calls in CPU time, paired per call, and their profiles")
+    parser.add_argument("--instructions", action="store_true",
+                        help="only count instructions per in-process call with callgrind (see above; minutes)")
+    parser.add_argument("--keep", metavar="DIR", help="with --instructions: keep the callgrind files in DIR")
     parser.add_argument("--pin", action="store_true",
                         help="pin this process to one CPU and the stub and collector to the others: the kernel's "
                              "placement of the stub's thread (on this thread's CPU or not) otherwise moves the "
@@ -458,10 +612,13 @@ def main() -> None:
     if args.pin and len(cpus) >= 2:
         PIN[:] = [{cpus[0]}, set(cpus[1:])]
         os.sched_setaffinity(0, PIN[0])
+    kinds = ("none", "down", "up") if args.exporter == "all" else (args.exporter,)
     if args.cpu:
         _cpu_only(args.calls, not args.no_profile)
         return
-    kinds = ("none", "down", "up") if args.exporter == "all" else (args.exporter,)
+    if args.instructions:
+        _instructions(kinds, args.keep)
+        return
     from _framework_overhead import scratch_dir
 
     spool = scratch_dir("aw-bench-spool-")
@@ -505,4 +662,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--instructions-child":
+        _instructions_child(sys.argv[2], sys.argv[3])
+    else:
+        main()
