@@ -470,9 +470,15 @@ class _SteppedClock:
 
 def _counted(function: str, step: Callable[[], object], count: int) -> None:
     """``count`` calls of ``step`` inside the C function ``function`` (one of ``_COUNTED_LOOPS``, or ``_DUMP_AT``),
-    which callgrind is told about."""
+    which callgrind is told about.
+
+    The objects alive before are frozen out of the collector's view first: a full collection of them (the imports'
+    ~200k objects, millions of instructions) fell in one loop or the other by chance, and moved the arm without
+    AgentWatch by 15k instructions per call from one run to the next."""
     import itertools
 
+    gc.collect()
+    gc.freeze()
     calls = range(count)
     drivers: dict[str, Callable[[], object]] = {
         "takewhile_next": lambda: list(itertools.takewhile(lambda _: step() or True, calls)),
