@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ._forking import fork_safe_lock
 from ._remote_control import CONTROL_HEADER
 from ._safe import logger
+from ._unicode import without_lone_surrogates
 
 if TYPE_CHECKING:
     import http.client
@@ -131,6 +132,13 @@ class JsonLinesExporter:
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         text = _json_lines(spans)
+        try:
+            self._write(text)
+        except UnicodeEncodeError:  # a lone surrogate somewhere (a text file encodes before it writes): the rest go
+            self._write(_json_lines([without_lone_surrogates(span) for span in spans]))
+        return True
+
+    def _write(self, text: str) -> None:
         with self._lock:
             if self._path is not None:
                 handle = self._handle
@@ -143,7 +151,6 @@ class JsonLinesExporter:
                 assert self._stream is not None
                 self._stream.write(text)
                 self._stream.flush()
-        return True
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         return True
@@ -437,7 +444,10 @@ class SpoolingExporter:
 
     def _gzipped_body(self, spans: Sequence[dict[str, Any]]) -> tuple[bytes, bool]:
         """A batch's body as sent (gzip'd, or plain for a receiver that gets plain bodies) and whether gzip'd."""
-        body = self.body(spans)
+        try:
+            body = self.body(spans)
+        except UnicodeEncodeError:  # a lone surrogate somewhere: every other span of the batch still goes
+            body = self.body([without_lone_surrogates(span) for span in spans])
         gzipped = self._sender.compresses(len(body)) if self._gzip is None else self._gzip
         return (_gzip(body) if gzipped else body), gzipped
 

@@ -233,6 +233,39 @@ def test_jsonl_exporter_by_name(tmp_path: Path) -> None:
     assert "to-file" in {line["name"] for line in lines}
 
 
+#: What ``os.listdir`` gives for a latin-1 file name on a UTF-8 system: a str with a lone surrogate.
+_NOT_UTF8_NAME = os.fsdecode(b"report-\xe9t\xe9.txt")
+
+
+def _a_batch_with_one_name_that_is_not_utf8() -> None:
+    for i in range(20):
+        agentwatch.event(f"job-{i}")
+    agentwatch.event("listing", {"file": _NOT_UTF8_NAME, _NOT_UTF8_NAME: 1})
+
+
+def test_text_that_is_not_utf8_costs_neither_its_span_nor_its_batch(collector: _Collector,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    agentwatch.init(proxy_url=collector.url)
+    _a_batch_with_one_name_that_is_not_utf8()
+    assert agentwatch.flush(5)
+    by_name = {span["name"]: span for span in collector.spans}
+    assert {f"job-{i}" for i in range(20)} <= set(by_name)
+    shown = "report-\ufffdt\ufffd.txt"
+    assert by_name["listing"]["attributes"]["file"] == shown and by_name["listing"]["attributes"][shown] == 1
+    assert agentwatch.get_state()["exporter"]["failed"] == 0
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_text_that_is_not_utf8_is_written_to_a_jsonl_file(tmp_path: Path) -> None:
+    target = tmp_path / "spans.jsonl"
+    agentwatch.init(exporters=[f"jsonl:{target}"])
+    _a_batch_with_one_name_that_is_not_utf8()
+    agentwatch.shutdown()
+    lines = {line["name"]: line for line in map(json.loads, target.read_text(encoding="utf-8").splitlines())}
+    assert {f"job-{i}" for i in range(20)} <= set(lines)
+    assert lines["listing"]["attributes"]["file"] == "report-\ufffdt\ufffd.txt"
+
+
 def test_unknown_exporter_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="nope"):
         agentwatch.init(exporters=["nope"])

@@ -184,6 +184,18 @@ def test_the_program_s_tracer_provider_set_after_a_batch_is_its_own(receiver: _R
     assert "Overriding of current TracerProvider is not allowed" not in done.stderr
 
 
+def test_text_that_is_not_utf8_costs_neither_its_span_nor_its_batch(receiver: _Receiver) -> None:
+    agentwatch.init(exporters=["otlp"])
+    with agentwatch.trace("job"):
+        with agentwatch.agent(os.fsdecode(b"agent-\xe9")):  # a name from a latin-1 file, as os.listdir gives it
+            with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:
+                call.set_usage(input_tokens=10, output_tokens=2)
+    assert agentwatch.flush(5)
+    names = {span.name for _, span in receiver.spans()}
+    assert {"chat gpt-4o", "invoke_agent agent-\ufffd"} <= names
+    assert agentwatch.get_state()["exporter"]["failed"] == 0
+
+
 def test_breaker_transitions_carry_their_attributes(receiver: _Receiver) -> None:
     agentwatch.init(exporters=["otlp"], budget_per_hour=0.000001, block_on_threshold=True)
     with agentwatch.llm_call("first", model="gpt-4o") as call:
