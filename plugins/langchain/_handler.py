@@ -28,11 +28,11 @@ from agentwatch.instrumentation import (
 )
 
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
-from ._messages import estimate_cut_off, message_dicts, record_result
+from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
 from ._patches import install_run_contexts
 from ._plugin import install_deferred
-from ._runs import RUNS, Run
+from ._runs import RUNS, Run, end_model_run
 
 __all__ = ["AgentWatchHandler"]
 
@@ -393,16 +393,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        run = RUNS.pop(run_id, None)
-        if run is None or run.call is None:
-            return
-        call = run.call
-        call.deactivate()
-        if not isinstance(error, Exception) and not (call.span.input_tokens or call.span.output_tokens):
-            # Cut off by the caller (a stream left by break, a cancelled task) before any usage came: the request was
-            # sent, and the provider's own stream may end after this (an async one when the loop closes it).
-            estimate_cut_off(call, run.request, kwargs.get("response"))
-        call.end(error=error)
+        end_model_run(run_id, error, kwargs.get("response"))
 
     # ---- tools and retrievers -----------------------------------------------------------------
 

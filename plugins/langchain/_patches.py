@@ -37,11 +37,12 @@ from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
-from agentwatch.instrumentation import restore_current, save_current
+from agentwatch.instrumentation import get_current_llm_call, restore_current, save_current
 
 from . import _timeouts as timeouts
 from ._error_wrappers import install_error_wrappers
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
+from ._runs import end_model_run_left_open
 from ._stopped import (
     BATCH,
     abatched,
@@ -72,6 +73,10 @@ def _scoped_call(original: Callable[..., Any]) -> Callable[..., Any]:
         saved = save_current()
         try:
             return original(self, *args, **kwargs)
+        except BaseException as error:
+            if not isinstance(error, Exception):
+                end_model_run_left_open(saved[1], error)
+            raise
         finally:
             restore_current(saved)
 
@@ -107,6 +112,10 @@ def _scoped_generate(original: Callable[..., Any]) -> Callable[..., Any]:
                                 run_id=run_id, **kwargs)
             return original(self, inputs, stop, callbacks, tags=tags, metadata=metadata, run_name=run_name,
                             run_id=run_id)
+        except BaseException as error:
+            if not isinstance(error, Exception):  # another handler's SystemExit or Ctrl-C (``_runs``)
+                end_model_run_left_open(saved[1], error)
+            raise
         finally:
             restore_current(saved)
 
@@ -144,6 +153,7 @@ def _scoped_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iter
     @functools.wraps(original)
     def stream(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         steps = original(self, *args, **kwargs)
+        opened: Any = None  # the call the first step made current (``end_model_run_left_open``)
         try:
             while True:
                 saved = save_current()
@@ -151,7 +161,13 @@ def _scoped_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iter
                     item = next(steps)
                 except StopIteration:
                     return
+                except BaseException as error:
+                    if not isinstance(error, Exception):  # another handler's SystemExit or Ctrl-C (``_runs``)
+                        end_model_run_left_open(saved[1], error, opened)
+                    raise
                 finally:
+                    if opened is None:
+                        opened = get_current_llm_call()
                     restore_current(saved)
                 yield item
         finally:
@@ -170,6 +186,7 @@ def _scoped_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
     @functools.wraps(original)
     async def astream(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         steps = original(self, *args, **kwargs)
+        opened: Any = None
         try:
             while True:
                 saved = save_current()
@@ -177,7 +194,13 @@ def _scoped_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
                     item = await steps.__anext__()
                 except StopAsyncIteration:
                     return
+                except BaseException as error:
+                    if not isinstance(error, Exception):
+                        end_model_run_left_open(saved[1], error, opened)
+                    raise
                 finally:
+                    if opened is None:
+                        opened = get_current_llm_call()
                     restore_current(saved)
                 yield item
         finally:

@@ -12,9 +12,18 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch import LLMCall, Span
-from agentwatch.instrumentation import AgentScope, Monitor, attach, attach_run_budget, get_current_agent_scopes
+from agentwatch.instrumentation import (
+    AgentScope,
+    Monitor,
+    attach,
+    attach_run_budget,
+    get_current_agent_scopes,
+    get_current_llm_call,
+)
 
-__all__ = ["Run", "RUNS", "entered"]
+from ._messages import estimate_cut_off
+
+__all__ = ["Run", "RUNS", "entered", "end_model_run", "end_model_run_left_open"]
 
 
 @dataclass(slots=True)
@@ -48,3 +57,32 @@ def entered(run: Run) -> tuple[Token[Any], ...]:
 
 #: dict operations are atomic under the GIL; callbacks of one run never race with each other.
 RUNS: dict[UUID, Run] = {}
+
+
+def end_model_run(run_id: UUID, error: BaseException, response: Any = None) -> None:
+    """End a model run with ``error`` (``on_llm_error``); a run ended already is left alone."""
+    run = RUNS.pop(run_id, None)
+    if run is None or run.call is None:
+        return
+    call = run.call
+    call.deactivate()
+    if not isinstance(error, Exception) and not (call.span.input_tokens or call.span.output_tokens):
+        # Cut off by the caller (a stream left by break, a cancelled task) before any usage came: the request was
+        # sent, and the provider's own stream may end after this (an async one when the loop closes it).
+        estimate_cut_off(call, run.request, response)
+    call.end(error=error)
+
+
+def end_model_run_left_open(before: LLMCall | None, error: BaseException, opened: LLMCall | None = None) -> None:
+    """A model's entry point is left by ``error``, a SystemExit or KeyboardInterrupt that another handler raised in
+    one of the run's callbacks (LangChain stops dispatching an event at a handler that raises one, and sends the run
+    no end). If ours never heard the end, the call it made current is still current here (``before`` is the one that
+    was; a stream, whose steps give the caller's context back, passes the call its first step ``opened``); it is
+    ended with ``error`` rather than left open for good (its span never sent, its spend never charged, a hard
+    budget's reservation held). Runs only on that path."""
+    call = opened if opened is not None else get_current_llm_call()
+    if call is None or call is before or call.ended:
+        return
+    for run_id, run in list(RUNS.items()):
+        if run.call is call:
+            end_model_run(run_id, error)

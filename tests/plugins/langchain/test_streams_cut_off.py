@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -140,3 +141,39 @@ def test_a_node_cut_off_by_its_timeout_ends_with_the_node_timeout_error(memory: 
     assert len(nodes) == 2
     assert {span["attributes"]["error.type"] for span in nodes} == {"NodeTimeoutError"}
     assert all(span["status"] == "error" for span in nodes)
+
+
+class _QuitsAtTheEnd(BaseCallbackHandler):
+    """A handler of the program's that ends it from a callback (``sys.exit`` once a job is done)."""
+
+    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
+        raise SystemExit(3)
+
+
+@pytest.mark.parametrize("how", ["invoke", "stream"])
+def test_a_call_whose_end_another_handler_cut_off_is_charged_and_frees_its_reservation(
+        stub_provider: Any, memory: Any, how: str) -> None:
+    """Found 2026-12-06: a handler raising SystemExit (or a Ctrl-C landing) in ``on_llm_end`` before ours stops
+    LangChain's dispatch of the end there, and it sends the run no other end: in a program that carries on (a worker
+    loop catching SystemExit, a notebook after Ctrl-C) each such call stayed open for good: no span, its spend never
+    charged, and under a hard budget its reservation held (five calls held $0.05 of a $1 budget, none spent)."""
+    agentwatch.init(exporters=[memory], budget_per_hour=1.0, hard_budget=True, block_on_threshold=True)
+    llm = ChatOpenAI(model="gpt-4o", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0,
+                     max_tokens=1000)
+    for _ in range(3):
+        stub_provider.queue(Reply(content="done", input_tokens=100, output_tokens=20))
+        with pytest.raises(SystemExit):
+            if how == "invoke":
+                llm.invoke("hi", config={"callbacks": [_QuitsAtTheEnd()]})
+            else:
+                for _chunk in llm.stream("hi", config={"callbacks": [_QuitsAtTheEnd()]}):
+                    pass
+    monitor = agentwatch.get_client().monitor  # type: ignore[union-attr]
+    assert monitor.snapshot()["reserved"] == 0
+    agentwatch.flush()
+    calls = [span for span in memory.spans if span["kind"] == "llm"]
+    assert len(calls) == 3 and {span["attributes"]["error.type"] for span in calls} == {"SystemExit"}
+    assert all(span["cost_usd"] > 0 for span in calls)
+    assert monitor.snapshot()["spend_last_hour"] == pytest.approx(sum(span["cost_usd"] for span in calls))
+    if how == "invoke":  # a stream to this base URL is not asked for its usage: estimated
+        assert all(span["input_tokens"] == 100 and span["output_tokens"] == 20 for span in calls)
