@@ -17,6 +17,7 @@ twice), only for scopes (a few per run, ~4 us each), never for an LLM call.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._safe import logger
@@ -29,18 +30,24 @@ __all__ = ["OTEL_SPAN_KEY", "current_otel_span", "make_current", "restore"]
 #: LLM-span attribute: ``"<trace id>-<span id>"`` (hex) of the OpenTelemetry span current when the call started.
 OTEL_SPAN_KEY: Final = "otel.current_span"
 
+#: The OpenTelemetry context of the running code, read straight from its context variable (``_context_reader``),
+#: once ``opentelemetry.trace`` is imported. Set at most once: OpenTelemetry makes its runtime context at import.
+_read_context: list[Callable[[], Any]] = []
+
 
 def current_otel_span() -> str | None:
     """The current OpenTelemetry span's ids, or None: no valid span, or OpenTelemetry not imported by the program
     (looked up, never imported here: an import on the LLM-call path costs milliseconds)."""
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:
+    if _read_context:
+        # An empty context holds no span (OpenTelemetry's own answer would be its invalid span): the usual call, in a
+        # program that imports OpenTelemetry (a dependency of many) without tracing with it, costs one read.
+        if not _read_context[0]():
+            return None
+    elif not _found_context_reader():
         return None
-    get_current_span = getattr(trace, "get_current_span", None)
-    if get_current_span is None:  # a partly imported module (another thread is importing it)
-        return None
+    trace = sys.modules["opentelemetry.trace"]
     try:
-        context = get_current_span().get_span_context()
+        context = trace.get_current_span().get_span_context()
         if not context.is_valid:
             return None
     except Exception:  # a program's own tracer provider that misbehaves: the call goes on without the name
@@ -87,3 +94,29 @@ def restore(made: tuple[Any, Any]) -> None:
             context.detach(token)
     except Exception:
         logger.debug("agentwatch: could not restore OpenTelemetry's context", exc_info=True)
+
+
+def _found_context_reader() -> bool:
+    """Whether ``opentelemetry.trace`` is imported (fully); keeps the reader of its context (``_context_reader``)."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None or getattr(trace, "get_current_span", None) is None:  # not imported, or partly (another thread)
+        return False
+    _read_context.append(_context_reader() or _public_api_only)
+    return True
+
+
+def _public_api_only() -> bool:
+    """The reader for a runtime context other than the default: never empty, so every call asks the public API."""
+    return True
+
+
+def _context_reader() -> Callable[[], Any] | None:
+    """The ``get`` of the context variable holding OpenTelemetry's current context, if it is the default runtime
+    context (a ``ContextVarsRuntimeContext``; ``OTEL_PYTHON_CONTEXT`` may name another); else None."""
+    context_module = sys.modules.get("opentelemetry.context")
+    implementation = sys.modules.get("opentelemetry.context.contextvars_context")
+    runtime = getattr(context_module, "_RUNTIME_CONTEXT", None)
+    if implementation is None or type(runtime) is not getattr(implementation, "ContextVarsRuntimeContext", None):
+        return None
+    variable = getattr(runtime, "_current_context", None)
+    return getattr(variable, "get", None)

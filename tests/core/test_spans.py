@@ -357,3 +357,23 @@ def test_a_forked_child_never_takes_the_parents_next_ids() -> None:
               for id_ in (span.trace_id, span.span_id)}
     assert len(child) == 6  # three span ids, two trace ids of their own and the one given (the same on both sides)
     assert child & parent == {"t" * 32}
+
+
+def test_an_llm_span_names_the_opentelemetry_span_current_when_it_started(memory: agentwatch.InMemoryExporter) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    agentwatch.init(exporters=[memory])
+    tracer = TracerProvider().get_tracer("the program's own")
+    with agentwatch.llm_call("before"):  # no OpenTelemetry span current yet: no name
+        pass
+    with tracer.start_as_current_span("request") as current:
+        with agentwatch.llm_call("inside"):
+            pass
+        ids = current.get_span_context()
+    with agentwatch.llm_call("after"):  # its span ended: the context is empty again
+        pass
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert "otel.current_span" not in spans["before"]["attributes"]
+    assert spans["inside"]["attributes"]["otel.current_span"] == f"{ids.trace_id:032x}-{ids.span_id:016x}"
+    assert "otel.current_span" not in spans["after"]["attributes"]
