@@ -472,6 +472,9 @@ class Pricer:
     def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self._overrides = dict(overrides or {})
         self._cache: dict[tuple[str | None, str], _Rates] = {}
+        #: ``cost``'s copy of the untiered rates of ``_cache``: (input, output, cache read, cache write, estimated) as a
+        #: plain tuple, unpacked in one step (each field of a NamedTuple read by name is a descriptor call).
+        self._token_rates: dict[tuple[str | None, str], tuple[float, float, float, float, bool]] = {}
         #: (provider, a model name the table does not know) -> the known models its answers named (``note_answered``).
         self._answered: dict[tuple[str | None, str], tuple[str, ...]] = {}
         self._lock = fork_safe_lock(self)
@@ -521,20 +524,24 @@ class Pricer:
     def cost(self, model: str | None, provider: str | None, input_tokens: int, output_tokens: int,
              cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> tuple[float, bool]:
         """(USD, estimated) without building a ``Price``: the per-call path."""
-        if model or provider:
-            rates = self._cache.get((provider, model or ""))
-            if rates is None:
-                rates = self.rates(model or "", provider)
-        else:
-            rates = _DEFAULT
-        if rates.tiers:
-            return rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), rates.estimated
+        key = (provider, model or "")
+        token_rates = self._token_rates.get(key)
+        if token_rates is None:
+            rates = self.rates(model or "", provider) if model or provider else _DEFAULT
+            if rates.tiers:
+                return rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), rates.estimated
+            token_rates = self._token_rates[key] = (rates.input, rates.output, rates.cache_read, rates.cache_write,
+                                                    rates.estimated)
         # _Rates.cost without its call, for the usual untiered rates.
+        rate_in, rate_out, rate_read, rate_write, estimated = token_rates
         uncached = input_tokens - cached_input_tokens - cache_write_tokens
         if uncached < 0:
             uncached = 0
-        return ((uncached * rates.input + cached_input_tokens * rates.cache_read
-                 + cache_write_tokens * rates.cache_write + output_tokens * rates.output) / 1e6, rates.estimated)
+        if cached_input_tokens or cache_write_tokens:
+            return ((uncached * rate_in + cached_input_tokens * rate_read + cache_write_tokens * rate_write
+                     + output_tokens * rate_out) / 1e6, estimated)
+        # The same sum without its two zero terms (adding 0.0 changes no float): most calls cache nothing.
+        return (uncached * rate_in + output_tokens * rate_out) / 1e6, estimated
 
     def extra_cost(self, model: str | None, provider: str | None, input_tokens: int, cache_write_1h_tokens: int,
                    units: Mapping[str, Any] | None) -> float:
