@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
-from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope
+from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope, note_scoped
 from ._llm import mark_blocked
 from ._otel_current import make_current, restore
 from ._run_budget import RUN_MONITORS, run_monitor
@@ -178,6 +178,7 @@ class AgentContext(SpanScope):
             self.scope = stop_on_exception(client.agent_scope)(
                 self.name, role=self._role, agent_id=self._agent_id, **self._limits)
             if self.scope is not None:
+                note_scoped()
                 self._tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), self.scope)))
         super()._open()
 
@@ -206,6 +207,7 @@ class TraceContext(SpanScope):
             # A new monitor per run: each entry (and each decorated call) has the whole budget.
             self.monitor = stop_on_exception(run_monitor)(client, self.name, self._budget, self._hard)
             if self.monitor is not None:
+                note_scoped()
                 self._tokens.append(RUN_MONITORS.set((*RUN_MONITORS.get(), self.monitor)))
         super()._open()
 
@@ -244,6 +246,7 @@ class SessionContext(SpanScope):
         return clone
 
     def _open(self) -> None:
+        note_scoped()
         self._tokens.append(SESSION_ID.set(self.id))
         super()._open()
 
@@ -385,6 +388,7 @@ def alert(message: str, severity: str = "warning", **details: Any) -> None:
 @stop_on_exception
 def set_metadata(**values: Any) -> None:
     """Attach key/values to the current span and to every span started later in this context."""
+    note_scoped()
     METADATA.set({**(METADATA.get() or {}), **values})
     current = CURRENT_SPAN.get()
     if current is not None:

@@ -16,7 +16,15 @@ from . import _fingerprint
 from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
-from ._context import SESSION_KEY, AgentScope, get_agent_scopes, get_current_span, get_metadata, get_session_id
+from ._context import (
+    SCOPED,
+    SESSION_KEY,
+    AgentScope,
+    get_agent_scopes,
+    get_current_span,
+    get_metadata,
+    get_session_id,
+)
 from ._deferred import install as install_collection_watch
 from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
@@ -352,7 +360,7 @@ class Client:
         manage the context themselves (the context managers in ``_api``)."""
         if parent is None and not new_trace:
             parent = get_current_span()
-        if agent is None:
+        if agent is None and SCOPED:
             scopes = get_agent_scopes()
             if scopes:
                 agent = scopes[-1]
@@ -381,11 +389,15 @@ class Client:
             span.agent_id, span.agent_name, span.agent_role = agent.agent_id, agent.name, agent.role
         elif parent is not None and parent.agent_id is not None:
             span.agent_id, span.agent_name, span.agent_role = parent.agent_id, parent.agent_name, parent.agent_role
-        metadata = get_metadata()
-        if metadata:
-            span.attributes.setdefault("metadata", dict(metadata))
+        session = None
+        if SCOPED:  # else no context has metadata or a session (see SCOPED)
+            metadata = get_metadata()
+            if metadata:
+                span.attributes.setdefault("metadata", dict(metadata))
+            session = get_session_id()
         # Sessions group traces: the enclosing session() names it, else the parent's (a resumed LangGraph thread).
-        session = get_session_id() or (parent.attributes.get(SESSION_KEY) if parent is not None else None)
+        if session is None and parent is not None:
+            session = parent.attributes.get(SESSION_KEY)
         if session is not None:
             span.attributes.setdefault(SESSION_KEY, session)
         if self._has_span_start:

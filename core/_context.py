@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentScope", "current_span", "current_trace_id", "current_agent_scopes", "current_metadata",
            "current_session_id", "SESSION_KEY", "attach", "detach", "KEEP", "save_current", "restore_current",
-           "carry", "Carried", "CARRIED", "attach_call_attributes"]
+           "carry", "Carried", "CARRIED", "attach_call_attributes", "SCOPED", "note_scoped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,18 @@ call_attributes_used: list[bool] = []
 #: What ``carry`` carries: where work of this context is recorded and what limits it (not the LLM call in
 #: flight: code run elsewhere is not part of it). ``_run_budget`` adds its per-run monitors.
 CARRIED: list[ContextVar[Any]] = [CURRENT_SPAN, AGENT_SCOPES, METADATA, SESSION_ID, CALL_ATTRIBUTES]
+
+#: Holds True once any context of this process was given agent scopes, metadata, a session or a per-run budget
+#: (``note_scoped``, before it is set). Until then every context holds the defaults, and the span and LLM-call paths
+#: read none of those variables: a plain ``init()`` sets none, and each read is a C call (~300 machine instructions).
+SCOPED: list[bool] = []
+
+
+def note_scoped() -> None:
+    """Called before setting an agent scope, metadata, a session or a per-run budget in a context (see ``SCOPED``)."""
+    if not SCOPED:
+        SCOPED.append(True)
+
 
 # The bound methods of the variables every LLM call reads or sets (~10 times a call): CPython 3.11 does not specialise
 # ``var.get()`` for a ContextVar, and a call through the attribute costs ~800 machine instructions against ~180 for
@@ -106,6 +118,7 @@ def attach(span: Span | None | _Keep = KEEP, *, llm_call: LLMCall | None | _Keep
     if llm_call is not KEEP:
         tokens.append(CURRENT_LLM_CALL.set(llm_call))  # type: ignore[arg-type]
     if agent is not None:
+        note_scoped()
         tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), agent)))
     return tuple(tokens)
 
@@ -178,6 +191,7 @@ class Carried:
                 token.var.reset(token)
 
     def _set(self) -> list[Token[Any]]:
+        note_scoped()  # values of a context that had them (else it carries nothing: ``carry``)
         return [var.set(value) for var, value in self._values]
 
 

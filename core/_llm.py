@@ -20,6 +20,7 @@ from ._capture import capturing
 from ._context import (
     CALL_ATTRIBUTES,
     CURRENT_LLM_CALL,
+    SCOPED,
     AgentScope,
     call_attributes_used,
     get_agent_scopes,
@@ -636,7 +637,7 @@ def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = No
         return
     if deferred_work:
         run_deferred()  # a stream dropped unfinished is charged before this check
-    if scopes or budgets or get_agent_scopes() or get_run_monitors():
+    if scopes or budgets or (SCOPED and (get_agent_scopes() or get_run_monitors())):
         check(_monitors(client, scopes, budgets), trace_id=trace_id)
     else:  # no agent scope, no run budget (the common node): the global monitor alone, as in start_llm_call
         check((client.monitor,), trace_id=trace_id)
@@ -703,8 +704,12 @@ def start_llm_call(
         return LLMCall(span, None, None)
     if deferred_work:
         run_deferred()  # a stream dropped unfinished is charged before this call is checked
-    # The context's agent scopes are read once, for the span's agent and for the monitors to check.
-    context_scopes = get_agent_scopes()
+    # The context's agent scopes are read once, for the span's agent and for the monitors to check (none, and no run
+    # budget, in any context until one is set: SCOPED).
+    if SCOPED:
+        context_scopes, runs = get_agent_scopes(), get_run_monitors()
+    else:
+        context_scopes = runs = ()
     if scopes:
         agent: AgentScope | None = scopes[-1]
     else:
@@ -722,7 +727,6 @@ def start_llm_call(
     if check:
         try:
             # No agent scope (the common case): the global monitor alone, without building the list.
-            runs = get_run_monitors()
             monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
                 else (client.monitor,)
             if not count_local and _runs_here(model, provider):

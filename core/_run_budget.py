@@ -14,7 +14,7 @@ from collections import OrderedDict
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final
 
-from ._context import CARRIED
+from ._context import CARRIED, note_scoped
 from ._forking import fork_safe_lock
 from ._windows import TRACE_BUDGET, Violation, reservation_violation, units_to_usd, usd_to_units
 
@@ -39,6 +39,7 @@ def attach_run_budget(monitor: Monitor) -> tuple[Token[Any], ...]:
     current = RUN_MONITORS.get()
     if any(enclosing is monitor for enclosing in current):
         return ()
+    note_scoped()
     return (RUN_MONITORS.set((*current, monitor)),)
 
 _NEVER: Final = float("inf")
