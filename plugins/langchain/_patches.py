@@ -314,8 +314,14 @@ def _patch_later(owner: Any, name: str, new: Any) -> None:
 def install_run_contexts() -> None:
     """Patch ``set_config_context`` where a node's code and a tool's body run (``_node_context``), once each, when the
     first such run starts: its module is imported by then, and importing LangGraph for a program that only uses
-    LangChain would cost it ~55 ms."""
+    LangChain would cost it ~55 ms. Runs on every node and tool start: until a module not patched yet is imported (a
+    graph without tools never imports the tools' one), it only looks for it in ``sys.modules``."""
     if len(_run_contexts_installed) == len(RUN_CONTEXTS) or not _originals:
+        return
+    for name, _ in RUN_CONTEXTS:
+        if name not in _run_contexts_installed and name in sys.modules:
+            break
+    else:
         return
     with _lock:
         for name, kinds in RUN_CONTEXTS:
