@@ -302,7 +302,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         # and adds to it instead of counting the request a second time. The model's entry point restores the
         # caller's context when it returns (_patches), so the activation never outlives the model's own code.
         call.activate()
-        RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph, request)
+        RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph, request, budgets=budgets, parent=parent_span)
 
     def _adopt(self, run_id: UUID) -> None:
         """A model's own handler with an agent (``ChatOpenAI(callbacks=[AgentWatchHandler(agent=...)])``) hears its
@@ -320,17 +320,16 @@ class AgentWatchHandler(BaseCallbackHandler):
         first.deactivate()
         first.discard()
         scopes = run.scopes + own
-        parent = next((other.span for other in list(RUNS.values()) if other.span.span_id == span.parent_span_id), None)
         attributes = {key: value for key, value in span.attributes.items() if key in _CALL_KEYS}
         try:
-            call = agentwatch.start_llm_call(span.name, model=span.model, provider=span.provider, parent=parent,
+            call = agentwatch.start_llm_call(span.name, model=span.model, provider=span.provider, parent=run.parent,
                                              scopes=scopes, input=span.input, attributes=attributes,
                                              budgets=run.budgets)
         except CircuitBreakerException as error:
             RUNS.pop(run_id, None)
             raise (graph_block(error) if run.in_graph else error) from None
         call.activate()
-        RUNS[run_id] = Run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets)
+        RUNS[run_id] = Run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets, run.parent)
 
     # The keywords LangChain passes are parameters here, not left to ``**kwargs``: CPython matches a keyword that
     # lands in ``**kwargs`` by comparing it with every parameter name, and builds the dict, on every model call.

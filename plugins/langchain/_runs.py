@@ -38,6 +38,8 @@ class Run:
     pauses: bool = False
     #: The per-run budgets (a LangGraph thread's) the run's code spends from, whichever layer makes its calls.
     budgets: tuple[Monitor, ...] = ()
+    #: A model call's parent span as given to ``start_llm_call`` (None: the context's current span), for ``_adopt``.
+    parent: Span | None = None
 
 
 def entered(run: Run) -> tuple[Token[Any], ...]:

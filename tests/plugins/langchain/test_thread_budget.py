@@ -189,3 +189,25 @@ def test_thread_budget_counts_calls_made_without_langchain(memory: agentwatch.In
     assert stub_provider.count("/chat/completions") == 2  # research's two calls; write stopped at its start
     assert caught.value.current == pytest.approx(2 * CALL)
     assert graph.get_state(config).next == ("write",)
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_models_own_agent_handler_keeps_the_thread_budget(stub_provider: StubProvider, how: str) -> None:
+    """A model with its own ``AgentWatchHandler(agent=...)`` run with a thread budget outside a graph: the call its
+    own handler opens again (with its agent) is still checked against the thread's budget and charged to it (it was
+    neither: the thread's spend stayed 0 and its second call went out)."""
+    agentwatch.init(exporters=[])
+    stub_provider.queue(*[Reply(content="fine", input_tokens=1000, output_tokens=100) for _ in range(3)])
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0,
+                       callbacks=[AgentWatchHandler(agent="writer", budget_per_hour=5.0)])
+    config: Any = {"callbacks": [AgentWatchHandler(thread_budget=CALL)], "metadata": {"thread_id": "own"}}
+
+    def call() -> Any:
+        return model.invoke("hi", config) if how == "invoke" else asyncio.run(model.ainvoke("hi", config))
+
+    call()
+    with pytest.raises(CircuitBreakerException) as caught:
+        call()
+    assert (caught.value.scope_id, caught.value.reason) == ("thread:own", "trace_budget")
+    assert caught.value.current == pytest.approx(CALL)
+    assert stub_provider.count("/chat/completions") == 1
