@@ -6,11 +6,12 @@ caller only after the backoff, though a limit that blocked does not lift in seco
 once, as LangGraph's ``RetryPolicy`` does (the block is a ``GraphBubbleUp`` there), unless the program names
 ``CircuitBreakerException`` among the exception types to retry.
 
-``RunnableWithFallbacks`` tries each fallback after an ``Exception``. A block of the whole program (the global monitor
-is open or paused, its hourly budget or the trace's is spent) would block every fallback's model call too, and a
-fallback answering without a model would hide the block: the remaining fallbacks are not tried and the block reaches
-the caller. A block of the primary model's own agent, or a hard budget refusing the worst case of that one call, falls
-back as any error does (a cheaper model, or one outside that agent, may be allowed).
+``RunnableWithFallbacks`` tries each fallback after an ``Exception``. A block of a monitor enclosing the wrapper (the
+global one open or paused or its hourly budget spent, a ``trace(budget=...)`` or a LangGraph thread's budget spent, an
+agent the wrapper runs in) would block every fallback's model call too, and a fallback answering without a model would
+hide the block: the remaining fallbacks are not tried and the block reaches the caller. A block of the primary model's
+own agent, or a hard budget refusing the worst case of that one call, falls back as any error does (a cheaper model,
+or one outside that agent, may be allowed).
 
 Both patches are made when the program first wraps a runnable (``with_retry`` / ``with_fallbacks``): importing
 ``langchain_core.runnables.retry`` for a program that never retries would cost it its import time.
@@ -28,7 +29,9 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch import CircuitBreakerException
-from agentwatch.instrumentation import stop_on_exception
+from agentwatch.instrumentation import enclosing_monitors, stop_on_exception
+
+from ._runs import RUNS
 
 __all__ = ["install_error_wrappers"]
 
@@ -117,21 +120,27 @@ def _patch_fallbacks(patch: Patch) -> None:
     module = sys.modules.get(_FALLBACKS)
     original = getattr(module, "set_config_context", None)
     if callable(original):  # each attempt (invoke, stream and their async forms) runs under it
-        patch(module, "set_config_context", _attempt_passing_a_global_block(original))
+        patch(module, "set_config_context", _attempt_passing_a_block(original))
 
 
-def passes_fallbacks(error: BaseException) -> bool:
-    """A block no fallback could get past, or should hide: the global monitor's, except a hard budget's refusal of
-    one call's worst case."""
-    return isinstance(error, CircuitBreakerException) and error.scope == "global" and error.reserved is None
+def passes_fallbacks(error: BaseException, run_id: UUID) -> bool:
+    """A block no fallback could get past, or should hide: every monitor's but the primary model's own agents' (its
+    own ``AgentWatchHandler(agent=...)``), which a fallback outside that agent may pass; except a hard budget's
+    refusal of one call's worst case, which a cheaper fallback may fit."""
+    if not isinstance(error, CircuitBreakerException) or error.reserved is not None:
+        return False
+    if error.scope != "agent":  # global, a trace(budget=...), a LangGraph thread's budget
+        return True
+    run = RUNS.get(run_id)  # the fallbacks run: its agents are every fallback's too
+    return any(monitor is error.monitor for monitor in enclosing_monitors(scopes=run.scopes if run else ()))
 
 
-#: The global block met by an attempt of a ``RunnableWithFallbacks`` run (by its run id): its next attempts raise it
+#: The block met by an attempt of a ``RunnableWithFallbacks`` run (by its run id): its next attempts raise it
 #: instead of running. Kept while the block lives (the run raises it to its caller at the end).
 _BLOCKED_RUNS: weakref.WeakValueDictionary[UUID, CircuitBreakerException] = weakref.WeakValueDictionary()
 
 
-def _attempt_passing_a_global_block(original: Callable[..., Any]) -> Callable[..., Any]:
+def _attempt_passing_a_block(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     @contextlib.contextmanager
     def set_config_context(config: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -155,7 +164,7 @@ def _attempt_passing_a_global_block(original: Callable[..., Any]) -> Callable[..
 
 @stop_on_exception
 def _remember(run_id: UUID, error: BaseException | None) -> None:
-    if error is not None and passes_fallbacks(error):
+    if error is not None and passes_fallbacks(error, run_id):
         _BLOCKED_RUNS[run_id] = error  # type: ignore[assignment]
     else:
         _BLOCKED_RUNS.pop(run_id, None)

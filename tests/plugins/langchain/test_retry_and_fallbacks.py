@@ -9,6 +9,7 @@ fallback in turn, and a fallback answering without a model hid the block from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,30 @@ def test_a_global_block_passes_straight_through_with_fallbacks(memory: agentwatc
     with pytest.raises(CircuitBreakerException):
         _run(UsageChatModel().with_fallbacks(fallbacks), how)
     assert blocks == ["global"] and len(_blocked_spans(memory)) == 1
+    assert backup.calls == 0 and canned == []
+
+
+@pytest.mark.parametrize("budget", ["trace", "thread", "agent"])
+def test_a_block_of_an_enclosing_budget_is_not_handed_to_the_fallbacks(memory: agentwatch.InMemoryExporter,
+                                                                       budget: str) -> None:
+    """Found 2026-12-14 by a review: only a block of the global monitor passed the fallbacks; a spent
+    ``trace(budget=...)``, LangGraph thread budget or enclosing agent's budget was handed to them, and a fallback
+    answering without a model hid it (the caller got the canned answer)."""
+    blocks: list[str] = []
+    agentwatch.init(exporters=[memory], on_block=lambda event: blocks.append(event.scope_id))
+    config: Any = {"callbacks": [AgentWatchHandler(thread_budget=0.001)], "metadata": {"thread_id": "t"}} \
+        if budget == "thread" else None
+    enclosing = {"trace": lambda: agentwatch.trace("run", budget=0.001),
+                 "agent": lambda: agentwatch.agent("run", budget_per_hour=0.001, block_on_threshold=True),
+                 "thread": contextlib.nullcontext}[budget]
+    backup, canned = UsageChatModel(model_name="gpt-4o-mini"), []
+    chain = UsageChatModel().with_fallbacks([backup, RunnableLambda(lambda _: canned.append(1) or "sorry, later")])
+    with enclosing():
+        UsageChatModel().invoke("x", config)  # $0.0075: the budget is spent
+        with pytest.raises(CircuitBreakerException) as caught:
+            chain.invoke("x", config)
+    assert caught.value.scope_id == ("thread:t" if budget == "thread" else "run")
+    assert blocks == [caught.value.scope_id] and len(_blocked_spans(memory)) == 1
     assert backup.calls == 0 and canned == []
 
 
