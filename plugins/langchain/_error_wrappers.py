@@ -13,7 +13,7 @@ hide the block: the remaining fallbacks are not tried and the block reaches the 
 own agent, or a hard budget refusing the worst case of that one call, falls back as any error does (a cheaper model,
 or one outside that agent, may be allowed).
 
-Both patches are made when the program first wraps a runnable (``with_retry`` / ``with_fallbacks``): importing
+Both patches are made when a chain run first starts with the wrapper's module imported: importing
 ``langchain_core.runnables.retry`` for a program that never retries would cost it its import time.
 """
 
@@ -33,44 +33,43 @@ from agentwatch.instrumentation import enclosing_monitors, stop_on_exception
 
 from ._runs import RUNS
 
-__all__ = ["install_error_wrappers"]
+__all__ = ["PENDING", "forget_error_wrappers", "install_error_wrappers", "patch_imported_wrappers"]
 
 _RETRY, _FALLBACKS = "langchain_core.runnables.retry", "langchain_core.runnables.fallbacks"
 
 Patch = Callable[[Any, str, Any], None]
 
+#: The wrappers' modules not patched yet, with what patches each (empty once both are, or after ``uninstall``).
+PENDING: dict[str, Callable[[], None]] = {}
+_lock = threading.Lock()
+
 
 def install_error_wrappers(patch: Patch) -> None:
-    """Patch the wrappers whose modules are imported now, and make ``with_retry`` / ``with_fallbacks`` patch theirs
-    when first called. ``patch(owner, name, new)`` replaces an attribute, keeping the original for ``uninstall``."""
-    from langchain_core.runnables.base import Runnable
-
-    pending: dict[str, Callable[[], None]] = {
-        _RETRY: lambda: _patch_retry(patch), _FALLBACKS: lambda: _patch_fallbacks(patch)}
-    lock = threading.Lock()
-
-    def ensure(module: str) -> None:
-        with lock:
-            install = pending.pop(module, None)
-            if install is not None:
-                install()
-
-    for module in list(pending):
-        if module in sys.modules:
-            ensure(module)
-    for method, module in (("with_retry", _RETRY), ("with_fallbacks", _FALLBACKS)):
-        if module in pending:
-            patch(Runnable, method, _patching_first(Runnable.__dict__[method], functools.partial(ensure, module)))
+    """Patch the wrappers whose modules are imported now, the others as a chain run starts once they are
+    (``patch_imported_wrappers``). ``patch(owner, name, new)`` replaces an attribute, keeping the original for
+    ``uninstall``."""
+    with _lock:
+        PENDING.update({_RETRY: lambda: _patch_retry(patch), _FALLBACKS: lambda: _patch_fallbacks(patch)})
+    patch_imported_wrappers()
 
 
-def _patching_first(original: Callable[..., Any], ensure: Callable[[], None]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def wrap(self: Any, *args: Any, **kwargs: Any) -> Any:
-        wrapper = original(self, *args, **kwargs)  # imports the wrapper's module
-        stop_on_exception(ensure)()
-        return wrapper
+def forget_error_wrappers() -> None:
+    with _lock:
+        PENDING.clear()
 
-    return wrap
+
+def patch_imported_wrappers() -> None:
+    """Patch a wrapper whose module is imported by now. Called as each chain run starts (the caller checks ``PENDING``
+    first): a wrapper's run is one, and reads what is patched only after its start, however it was built
+    (``with_retry()``, or ``RunnableRetry(bound=...)`` as LangChain's docstrings show)."""
+    modules = sys.modules
+    if (_RETRY in modules and _RETRY in PENDING) or (_FALLBACKS in modules and _FALLBACKS in PENDING):
+        with _lock:
+            for module in [module for module in PENDING if module in modules]:
+                try:
+                    PENDING[module]()
+                finally:  # a failed patch is logged once (by the caller), not at every chain run
+                    del PENDING[module]
 
 
 # ---- with_retry ----------------------------------------------------------------------------------------------------

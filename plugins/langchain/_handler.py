@@ -27,6 +27,8 @@ from agentwatch.instrumentation import (
     validate_agent_limits,
 )
 
+from ._error_wrappers import PENDING as PENDING_WRAPPERS
+from ._error_wrappers import patch_imported_wrappers
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
@@ -190,6 +192,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             client = agentwatch.get_client()
             if client is None:
                 return
+            if PENDING_WRAPPERS:  # RunnableRetry, RunnableWithFallbacks: patched before their first run reads it
+                patch_imported_wrappers()
             name = name or (serialized.get("name") if serialized else None) or "chain"
             if metadata and metadata.get("langgraph_node") == name:
                 if _is_step(tags):

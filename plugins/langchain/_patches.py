@@ -21,7 +21,7 @@
 4. The context a LangGraph node's code and a tool's body run in (``_node_context``, patched when the first such
    run starts), and the end of a node its ``timeout=`` cuts off (``_timeouts``).
 
-5. A block inside ``with_retry()`` / ``with_fallbacks()`` (``_error_wrappers``): not retried, and a global one not
+5. A block inside ``with_retry()`` / ``with_fallbacks()`` (``_error_wrappers``): not retried, and an enclosing one not
    handed to the fallbacks.
 """
 
@@ -40,7 +40,7 @@ from uuid import UUID
 from agentwatch.instrumentation import get_current_llm_call, restore_current, save_current
 
 from . import _timeouts as timeouts
-from ._error_wrappers import install_error_wrappers
+from ._error_wrappers import forget_error_wrappers, install_error_wrappers
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
 from ._runs import end_model_run_left_open
 from ._stopped import (
@@ -352,6 +352,7 @@ _run_contexts_installed: list[str] = []
 
 
 def uninstall() -> None:
+    forget_error_wrappers()
     with _lock:
         while _originals:
             cls, name, original = _originals.pop()

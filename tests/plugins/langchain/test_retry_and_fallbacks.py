@@ -142,3 +142,34 @@ def test_with_retry_made_before_any_wrapper_module_is_imported(tmp_path: Path) -
     """, tmp_path)
     assert result.stdout.startswith("blocked after "), result.stdout + result.stderr
     assert float(result.stdout.split()[-1]) < 0.5  # LangChain's first backoff alone is ~1 s
+
+
+@pytest.mark.parametrize("wrapper", ["RunnableRetry", "RunnableWithFallbacks"])
+def test_a_wrapper_built_directly_after_init(tmp_path: Path, wrapper: str) -> None:
+    """Found 2026-12-14 by a review: a wrapper built as LangChain's docstrings show, not through ``with_retry()`` /
+    ``with_fallbacks()``, in a program that imported its module after ``init()``, was never patched: the block was
+    retried three times with ~3.5 s of backoff, or handed to the fallbacks (a canned one hid it)."""
+    result = run_script(f"""
+        import sys, time
+        import agentwatch
+        from agentwatch import CircuitBreakerException
+        from langchain_core.runnables import RunnableLambda
+        from tests.plugins.langchain.fakes import UsageChatModel
+        blocks = []
+        agentwatch.init(exporters=[], budget_per_hour=0.0, block_on_threshold=True, on_block=blocks.append)
+        assert "langchain_core.runnables.retry" not in sys.modules
+        from langchain_core.runnables.retry import RunnableRetry
+        from langchain_core.runnables.fallbacks import RunnableWithFallbacks
+        model = UsageChatModel()
+        if "{wrapper}" == "RunnableRetry":
+            runnable = RunnableRetry(bound=model, max_attempt_number=3, retry_exception_types=(Exception,))
+        else:
+            runnable = RunnableWithFallbacks(runnable=model, fallbacks=[RunnableLambda(lambda _: "sorry, later")])
+        started = time.monotonic()
+        try:
+            print("answered", runnable.invoke("x"))
+        except CircuitBreakerException:
+            print("blocked after", time.monotonic() - started, "on_block", len(blocks))
+    """, tmp_path)
+    assert result.stdout.startswith("blocked after "), result.stdout + result.stderr
+    assert float(result.stdout.split()[2]) < 0.5 and result.stdout.split()[-1] == "1", result.stdout
