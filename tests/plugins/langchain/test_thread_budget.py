@@ -5,6 +5,7 @@ loopback stub provider."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 import openai
@@ -34,23 +35,25 @@ def _graph(stub: StubProvider, **model: Any) -> Any:
     llm = ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key="sk-test", max_retries=0,
                      **model)
 
-    def agent(state: State) -> dict[str, Any]:
+    def ask_model(state: State) -> dict[str, Any]:
         return {"messages": [llm.invoke(state["messages"])]}
 
     def approve(state: State) -> dict[str, Any]:
         interrupt("approve?")
         return {}
 
-    def finish(state: State) -> dict[str, Any]:
-        return {"messages": [llm.invoke(state["messages"])]}
+    return _linear_graph(("agent", ask_model), ("approve", approve), ("finish", ask_model))
 
+
+def _linear_graph(*nodes: tuple[str, Callable[[State], dict[str, Any]]]) -> Any:
+    """START → each node in turn → END, with a checkpointer."""
     builder = StateGraph(State)
-    for name, node in (("agent", agent), ("approve", approve), ("finish", finish)):
+    previous = START
+    for name, node in nodes:
         builder.add_node(name, node)
-    builder.add_edge(START, "agent")
-    builder.add_edge("agent", "approve")
-    builder.add_edge("approve", "finish")
-    builder.add_edge("finish", END)
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
     return builder.compile(checkpointer=InMemorySaver())
 
 
@@ -113,19 +116,10 @@ def test_thread_budget_with_hard_budget_blocks_a_call_whose_worst_case_does_not_
 def _two_calls_graph(stub: StubProvider) -> Any:
     llm = ChatOpenAI(model="gpt-4o-mini", base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
 
-    def first(state: State) -> dict[str, Any]:
+    def ask_model(state: State) -> dict[str, Any]:
         return {"messages": [llm.invoke(state["messages"])]}
 
-    def second(state: State) -> dict[str, Any]:
-        return {"messages": [llm.invoke(state["messages"])]}
-
-    builder = StateGraph(State)
-    builder.add_node("first", first)
-    builder.add_node("second", second)
-    builder.add_edge(START, "first")
-    builder.add_edge("first", "second")
-    builder.add_edge("second", END)
-    return builder.compile(checkpointer=InMemorySaver())
+    return _linear_graph(("first", ask_model), ("second", ask_model))
 
 
 def test_nested_trace_budgets_around_graph_runs_sync_and_async(memory: agentwatch.InMemoryExporter,
@@ -175,13 +169,7 @@ def test_thread_budget_counts_calls_made_without_langchain(memory: agentwatch.In
             return {"messages": [("ai", lookup.invoke({"query": "a"}) + lookup.invoke({"query": "b"}))]}
         return {"messages": [("ai", _sdk_answer(stub_provider, "a") + _sdk_answer(stub_provider, "b"))]}
 
-    builder = StateGraph(State)
-    builder.add_node("research", research)
-    builder.add_node("write", research)
-    builder.add_edge(START, "research")
-    builder.add_edge("research", "write")
-    builder.add_edge("write", END)
-    graph = builder.compile(checkpointer=InMemorySaver())
+    graph = _linear_graph(("research", research), ("write", research))
     config = _config(AgentWatchHandler(thread_budget=1.5 * CALL), "raw")
     with pytest.raises(CircuitBreakerException) as caught:
         graph.invoke({"messages": [("user", "go")]}, config)
