@@ -499,6 +499,24 @@ class SpoolingExporter:
                 self.spooled += len(spans)
         return False
 
+    def may_try(self) -> bool:
+        """Whether another request to the receiver (the operator-control poll) may be made now: not while it is known
+        down and its next probe is not due, when each request may wait out the timeout of a receiver that hangs."""
+        return not self._sender.down or time.monotonic() >= self._probe_at
+
+    def probed(self, reached: bool, timed_out: bool = False) -> None:
+        """Another request to the receiver (the operator-control poll) was answered (``reached``) or not: it counts as
+        a probe, so that a program exporting nothing still finds the receiver back, and one that is busy tries it
+        once per ``PROBE_INTERVAL``, whichever request comes first."""
+        sender = self._sender
+        if reached:
+            sender.down = sender.timed_out = False
+            if self._probe_at:  # back after an outage: what it missed goes at the next wake-up
+                self._probe_at = self._spool_next_check = 0.0
+            return
+        sender.down, sender.timed_out = True, timed_out
+        self._probe_at = time.monotonic() + self.PROBE_INTERVAL
+
     def on_idle(self) -> None:
         """Called by the export worker after each drain: deliver a few spooled batches. At exit only this run's,
         and only to a receiver that answered last (exit never waits for one that is down)."""

@@ -4,7 +4,10 @@ The export worker asks, after each of its wake-ups (about every second), over th
 the collector: ``POST /api/control`` with this process's breaker states and the control version it applied. The
 answer is only the version when nothing changed; otherwise the control state, which is applied through the
 monitors' public methods (``pause``, ``resume``, ``kill``, ``increase_budget``, ``update``). An ingest answer
-announces a newer version (``X-AgentWatch-Control``) and the worker asks at once. No port is opened, no thread
+announces a newer version (``X-AgentWatch-Control``) and the worker asks at once. While the exporter knows the
+collector down it asks only when the exporter's next probe is due, and the poll is that probe (a program exporting
+nothing still finds the collector back): a collector that hangs would cost the worker a timeout per poll, time its
+batches need. No port is opened, no thread
 is added, and the LLM-call path is untouched: it only sees the monitors' states change. A budget grant is applied by
 every process it reaches; with ``limits_backend`` the shared budget is raised once (the grant's id is claimed in
 Redis), not once per process. Pause, resume, kill and limit overrides set a state or a value, so applying them in
@@ -109,6 +112,8 @@ class RemoteControl:
         self._feed_at = 0.0
         self._seen: weakref.WeakKeyDictionary[Monitor, _Seen] = weakref.WeakKeyDictionary()
         self._warned = False
+        #: The last poll got no answer (logged once per outage).
+        self._unreachable = False
 
     @property
     def process(self) -> str:
@@ -122,6 +127,8 @@ class RemoteControl:
         now = time.monotonic()
         announced = self._exporter.announced_control
         if now < self._next_poll and (announced is None or announced == str(self.version)):
+            return
+        if not self._exporter.may_try():  # known down: tried again by the exporter's probe, or this poll when it is due
             return
         self._next_poll = now + self.POLL_INTERVAL
         client = self._client()
@@ -154,8 +161,17 @@ class RemoteControl:
             status, data = self._exporter.sender.post(self._path, body, "application/json", gzipped=False,
                                                       max_answer=_MAX_FEED_BYTES)
         except Exception as error:  # unreachable: the last known state stays in force
-            logger.debug("agentwatch: control poll failed: %s", error)
+            self._exporter.probed(False, timed_out=isinstance(error, TimeoutError))
+            if not self._unreachable:  # once per outage: the poll is tried again every probe interval
+                self._unreachable = True
+                logger.debug("agentwatch: control poll failed: %s; tried again every %.0f s until the collector "
+                             "answers", error, self._exporter.PROBE_INTERVAL)
             return None
+        if self._unreachable:
+            self._unreachable = False
+            logger.debug("agentwatch: control poll answered again (%s)", status)
+        if 200 <= status < 300:
+            self._exporter.probed(True)
         if status != 200:
             if not self._warned:
                 self._warned = True

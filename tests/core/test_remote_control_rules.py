@@ -4,6 +4,7 @@ with Redis the change lands in the shared state that processes not following the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -17,9 +18,11 @@ import agentwatch
 from agentwatch import CircuitBreakerException
 from agentwatch._breaker import Monitor, admit, settle
 from agentwatch._config import build_config
+from agentwatch._exporters import HttpExporter
 from agentwatch._limits_backend import window_store_for
 from agentwatch.server import ServerHandle, start_background
 from tests.core.test_redis_limits import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
+from tests.reliability.conftest import FaultServer, fault_server, free_port  # noqa: F401 - fixture
 
 WAIT = 60.0
 
@@ -45,8 +48,9 @@ def collector(tmp_path: Path) -> Iterator[ServerHandle]:
 
 def _init(url: str, **settings: Any) -> agentwatch.Client:
     plugins = [ep.name for ep in entry_points(group="agentwatch.plugins")]
+    settings.setdefault("spool_dir", "")
     return agentwatch.init(proxy_url=f"{url}/api/ingest", auto_instrument=False, disabled_plugins=plugins,
-                           spool_dir="", **settings)
+                           **settings)
 
 
 @pytest.fixture
@@ -82,12 +86,65 @@ def test_an_unreachable_collector_leaves_the_last_state_in_force(collector: Serv
     control = client.exporters[0].control  # type: ignore[attr-defined]
     collector.stop()
     polled = control._next_poll
-    # Two failed polls later, the kill is still in force.
+    # A failed poll later (the next waits for the exporter's probe), the kill is still in force.
     _until(lambda: control._next_poll > polled + control.POLL_INTERVAL, "two polls")
     assert client.monitor.state == "OPEN"
     with pytest.raises(CircuitBreakerException) as blocked:
         admit([client.monitor])
     assert blocked.value.reason == "operator_kill"
+
+
+def test_a_collector_that_hangs_costs_the_export_worker_no_control_poll_while_it_is_known_down(
+        tmp_path: Path, fault_server: Callable[..., FaultServer],  # noqa: F811
+        sdk: Callable[..., agentwatch.Client]) -> None:
+    """Found 2026-12-11: a collector that accepts connections but never answers made the control poll, run about
+    every second whatever the exporter knew, wait out ``export_timeout`` each time on the export worker: a busy
+    program dropped twice the spans it did with ``remote_control=False``, and a program that flushes per request
+    waited the timeout on each flush. Now, while the collector is known down, the poll waits for the exporter's
+    next probe."""
+    server = fault_server("slow", delay=30.0)
+    sdk(server.url.rsplit("/api/ingest", 1)[0], export_timeout=1.0, flush_interval=0.05, spool_dir=str(tmp_path))
+    agentwatch.event("first")
+    assert not agentwatch.flush(10)  # the outage is known: the batch or the poll waited out the timeout
+    requests = server.requests
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0:  # within the probe interval (5 s): no request to the collector
+        agentwatch.event("request")
+        flushed = time.monotonic()
+        assert not agentwatch.flush(10)
+        assert time.monotonic() - flushed < 0.9  # no wait of 1 s for a control poll
+        time.sleep(0.1)
+    assert server.requests == requests
+
+
+def test_an_idle_program_finds_the_collector_back_and_logs_its_outage_once(
+        tmp_path: Path, sdk: Callable[..., agentwatch.Client], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found 2026-12-11: with the collector down, a program logging at DEBUG got "control poll failed" once a second
+    for as long as the outage lasted. Now the poll is tried once per probe interval (it is the exporter's probe in a
+    program that exports nothing), its failure is logged once and its recovery once, and an operator action made
+    once the collector is back still reaches the idle program within a probe interval."""
+    monkeypatch.setattr(HttpExporter, "PROBE_INTERVAL", 2.0)
+    caplog.set_level(logging.DEBUG, logger="agentwatch")
+    port = free_port()
+    client = sdk(f"http://127.0.0.1:{port}", spool_dir=str(tmp_path / "spool"))
+
+    def logged(text: str) -> list[logging.LogRecord]:
+        return [record for record in caplog.records if text in record.getMessage()]
+
+    _until(lambda: logged("control poll failed"), "a failed control poll")
+    time.sleep(3.0)  # polls go on meanwhile, every probe interval
+    assert len(logged("control poll failed")) == 1
+    with start_background(port=port, db_path=tmp_path / "collector.db") as collector:
+        killed = time.monotonic()
+        assert httpx.post(f"{collector.url}/api/circuit-breaker/kill", json={"reason": "stop"}, timeout=30).is_success
+        _until(lambda: client.monitor.state == "OPEN", "killed")
+        assert time.monotonic() - killed < 2.0 + 3.0  # the probe interval, and a margin for a loaded machine
+        # The poll that found the collector back let the exporter deliver what it spooled (the process span).
+        _until(lambda: agentwatch.get_state()["exporter"]["unspooled"] >= 1, "the spool delivered")
+        assert len(logged("control poll answered again")) == 1
+        agentwatch.shutdown()
+    assert len(logged("control poll failed")) == 1
 
 
 def test_only_a_collector_on_loopback_or_one_the_process_authenticates_to_is_followed(
