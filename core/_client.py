@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _fingerprint
+from . import _fingerprint, _warning_origin
 from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
@@ -511,6 +511,7 @@ def _init(config: dict[str, Any], *, provisional: bool, process_hooks: bool = Tr
         client.provisional = provisional
         if client.enabled:
             _active = client
+            _warning_origin.install()
             client.start_plugins()
             install_collection_watch()
             if process_hooks:
@@ -555,6 +556,7 @@ def shutdown(timeout: float = 5.0) -> None:
     _excepthook.uninstall()
     _signals.uninstall()
     client.close(timeout)
+    _warning_origin.uninstall()
     uninstall_collection_watch()
 
 

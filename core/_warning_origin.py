@@ -1,0 +1,106 @@
+"""A warning raised under one of AgentWatch's wrappers names the line it names without AgentWatch.
+
+A framework warns about its caller's call with ``warnings.warn(..., stacklevel=2)`` (AutoGen's model client on a
+model mismatch or a deprecated argument). Where AgentWatch wraps that method, the frame ``stacklevel`` levels up is
+AgentWatch's wrapper: the warning named AgentWatch's file, the ``default`` action showed it once for every call
+site together (once per location), a filter on the program's module no longer matched, and a
+``DeprecationWarning`` triggered in ``__main__`` was hidden (it is shown only there). While a client runs,
+``warnings.warn`` counts its levels past AgentWatch's own frames, so it reaches the frame it reaches without them.
+AgentWatch itself does not warn (it logs), so a warning never starts in one of its frames.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+__all__ = ["install", "uninstall"]
+
+_lock = threading.Lock()
+_original: Callable[..., None] | None = None
+_BEFORE_US = warnings.warn  # what a stale reference to ours calls after uninstall (never ours: no recursion)
+
+
+def _package_dir(module_file: str) -> str:
+    return os.path.dirname(module_file) + os.sep
+
+
+def _prefixes() -> tuple[str, ...]:
+    """The folders of the core and of the framework plugins (the wrappers), wherever they are installed."""
+    plugins = importlib.util.find_spec("agentwatch.plugins")
+    found = [_package_dir(__file__)]
+    if plugins is not None and plugins.origin:
+        found.append(_package_dir(plugins.origin))
+    return tuple(found)
+
+
+_OURS: tuple[str, ...] = ()
+
+
+def _ours(frame: FrameType) -> bool:
+    return frame.f_code.co_filename.startswith(_OURS)
+
+
+def _import_machinery(frame: FrameType) -> bool:
+    # warnings passes over these itself, without counting them (warnings._is_internal_frame)
+    filename = frame.f_code.co_filename
+    return "importlib" in filename and "_bootstrap" in filename
+
+
+def _level_past_our_frames(caller: FrameType, stacklevel: int) -> int:
+    """The stack level, from ``caller`` (1), of the frame ``stacklevel`` reaches when our frames are not counted."""
+    level, remaining, frame = 1, stacklevel - 1, caller
+    while remaining > 0:
+        outer = frame.f_back
+        if outer is None:  # past the outermost frame: warnings names module ``sys``, as it would without us
+            return level + remaining
+        frame = outer
+        if _import_machinery(frame):
+            continue
+        level += 1
+        if not _ours(frame):
+            remaining -= 1
+    return level
+
+
+def _warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
+    original = _original or _BEFORE_US
+    if "skip_file_prefixes" in kwargs:  # Python 3.12+: it skips the frames it is given; give it ours too
+        kwargs["skip_file_prefixes"] = tuple(kwargs["skip_file_prefixes"]) + _OURS
+        original(message, category, stacklevel + 1, source, **kwargs)
+        return
+    level = max(stacklevel, 1)
+    caller = sys._getframe(1)
+    if level > 1 and not _ours(caller):
+        try:
+            level = _level_past_our_frames(caller, level)
+        except Exception:  # noqa: BLE001 - a warning must still be raised as asked; the level is then as before
+            level = max(stacklevel, 1)
+    original(message, category, level + 1, source, **kwargs)  # + 1: this frame
+
+
+def install() -> None:
+    global _original, _OURS
+    with _lock:
+        if _original is not None:
+            return
+        _OURS = _prefixes()
+        _original = warnings.warn
+        warnings.warn = _warn  # type: ignore[assignment]
+
+
+def uninstall() -> None:
+    """Put ``warnings.warn`` back, unless the program replaced ours since (then its replacement stays)."""
+    global _original
+    with _lock:
+        if _original is None:
+            return
+        if warnings.warn is _warn:
+            warnings.warn = _original  # type: ignore[assignment]
+        _original = None
