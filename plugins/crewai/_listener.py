@@ -31,10 +31,12 @@ whatever order the pool runs the handlers in.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any
 
 from crewai.events import (
@@ -815,6 +817,18 @@ _PRE_MODEL_CALL = hook_dispatch.InterceptionPoint.PRE_MODEL_CALL
 _TELEMETRY = Patcher()
 
 
+def _ours_was_listed(dispatching: FrameType) -> bool:
+    """Whether our hook was in the list of the dispatch a hook aborted before reaching ours.
+
+    Not always: the program may have cleared CrewAI's hooks (``crewai.hooks.dispatch.clear_all()``) and run its
+    own, and an executor runs the copy of the hooks it took. The list is ``run_hooks``' own (it emits the telemetry
+    itself, in its ``finally``); the hooks registered now stand in for it where that frame is not CrewAI's."""
+    listed = dispatching.f_locals.get("hooks") if dispatching.f_code.co_name == "run_hooks" else None
+    if not isinstance(listed, list):
+        listed = [*hook_dispatch.get_hooks(_PRE_MODEL_CALL), *hook_dispatch.get_scoped_hooks(_PRE_MODEL_CALL)]
+    return any(hook is before_llm_call for hook in listed)
+
+
 def _quiet_telemetry(emit_telemetry: Callable[..., None]) -> Callable[..., None]:
     """The ``HookDispatchedEvent`` of a dispatch as it would be without our hook, until our hook blocks.
 
@@ -829,8 +843,8 @@ def _quiet_telemetry(emit_telemetry: Callable[..., None]) -> Callable[..., None]
         state = _DISPATCH.__dict__
         ran = state.pop("ran", False)
         admitted = state.pop("admitted", None)
-        # Ours is registered whenever this runs: it either ran, or a hook before it aborted the dispatch.
-        if point is _PRE_MODEL_CALL and (ran or outcome == "aborted"):
+        # Ours counts in hook_count if it ran, or if it was in the list and a hook before it aborted the dispatch.
+        if point is _PRE_MODEL_CALL and (ran or (outcome == "aborted" and _ours_was_listed(sys._getframe(1)))):
             reason = args[1] if len(args) > 1 else kwargs.get("abort_reason")
             source = args[2] if len(args) > 2 else kwargs.get("abort_source")
             if admitted is not None and outcome == "aborted":

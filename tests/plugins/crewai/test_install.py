@@ -208,6 +208,30 @@ def test_a_users_hook_that_denies_before_ours_runs_is_counted_alone(stub_provide
     assert stub_provider.count() == 0
 
 
+def test_the_event_of_a_denial_after_the_program_cleared_crewais_hooks_reaches_its_listener(
+        stub_provider: Any, memory: Any) -> None:
+    """The program clears CrewAI's hooks (``clear_all()``, as CrewAI's own test suite does before each test),
+    AgentWatch's among them, then its own hook denies a call: other listeners see that dispatch's event, as without
+    AgentWatch (found 2026-12-06 running CrewAI's test suite with init(): the event was swallowed, ours counted as
+    if it were still listed)."""
+    from crewai.hooks import register_before_llm_call_hook, unregister_before_llm_call_hook
+    from crewai.hooks.dispatch import clear_all
+
+    def users_hook(context: Any) -> bool:
+        return False
+
+    agentwatch.init(exporters=[memory])
+    clear_all()
+    assert before_llm_call not in get_before_llm_call_hooks()
+    register_before_llm_call_hook(users_hook)
+    try:
+        seen = _hook_dispatches(stub_provider, denied=True)
+    finally:
+        unregister_before_llm_call_hook(users_hook)
+    assert [(outcome, count) for _, outcome, count in seen] == [("aborted", 1)]
+    assert stub_provider.count() == 0
+
+
 def test_a_crew_that_ran_before_init_is_checked_and_recorded_once_after_it(crew_stub: Any, memory: Any) -> None:
     # CrewAI copies the registered before-LLM-call hooks into an agent's executor when it makes it, and reuses
     # the executor for the agent's later tasks: this crew's executors were made without AgentWatch's hook.
