@@ -4,8 +4,9 @@ A framework warns about its caller's call with ``warnings.warn(..., stacklevel=2
 model mismatch or a deprecated argument). Where AgentWatch wraps that method, the frame ``stacklevel`` levels up is
 AgentWatch's wrapper: the warning named AgentWatch's file, the ``default`` action showed it once for every call
 site together (once per location), a filter on the program's module no longer matched, and a
-``DeprecationWarning`` triggered in ``__main__`` was hidden (it is shown only there). While a client runs,
-``warnings.warn`` counts its levels past AgentWatch's own frames, so it reaches the frame it reaches without them.
+``DeprecationWarning`` triggered in ``__main__`` was hidden (it is shown only there). From ``init()`` to
+``shutdown()``, ``warnings.warn`` counts its levels past AgentWatch's own frames, so it reaches the frame it reaches
+without them. The walk happens only when a warning is raised: a program that never warns pays nothing.
 AgentWatch itself does not warn (it logs), so a warning never starts in one of its frames.
 """
 
