@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from agentwatch.instrumentation import (
@@ -232,17 +232,49 @@ def _refuse_retries(kwargs: dict[str, Any]) -> None:
     check_limits()
 
 
-def _carry_refusal(error: BaseException) -> None:
-    """Inside LiteLLM's ``@client`` wrapper, in a call a module function of ours opened outside it (``_OPENED``): a
-    refusal of that call met below (``error`` is it, or LiteLLM's error mapped from it) leaves as a ``BlockCarrier``,
-    which the wrapper's ``except Exception`` does not catch. Else the wrapper would retry the refused attempt
-    ``num_retries`` times (each refused again: ``on_block`` and LiteLLM's loggers once per attempt)."""
+#: What a module function of ours that opened no call of its own (one was in flight) holds while it runs: the call it
+#: joined, and the token to reset ``_OPENED`` with if it set it (it is the outermost function of ours), else None.
+_Joined = tuple[LLMCall | None, Token[LLMCall | None] | None]
+
+
+def _join() -> _Joined:
+    """A module function of ours runs within a call it did not open: its own (the module's attribute outside LiteLLM's
+    ``@client`` wrapper opened it, ``_OPENED``) or a framework's (CrewAI's ``LLM``, an Agents SDK ``LitellmModel``).
+    The outermost function of ours marks the framework's call as ``_OPENED`` for the one inside the wrapper."""
     opened = _OPENED.get()
-    if opened is None or opened is not get_current_llm_call():
+    if opened is not None:
+        return opened, None
+    framework = get_current_llm_call()
+    return framework, (_OPENED.set(framework) if framework is not None else None)
+
+
+def _leave(joined: _Joined) -> None:
+    if joined[1] is not None:
+        _OPENED.reset(joined[1])
+
+
+def _raise_carried(joined: _Joined, leaving: BlockCarrier) -> None:
+    """The outermost function of ours raises the block carried past LiteLLM's wrapper (``_carry_refusal``)."""
+    if joined[1] is not None:
+        _raise_refusal(leaving.blocked)
+
+
+def _carry_refusal(joined: _Joined, error: BaseException) -> None:
+    """A refusal of the call this function joined, met below (``error`` is it, or LiteLLM's error mapped from it:
+    ``InternalServerError``), is raised as the block. Inside LiteLLM's ``@client`` wrapper (a function of ours outside
+    it) it leaves as a ``BlockCarrier``, which the wrapper's ``except Exception`` does not catch; else the wrapper
+    would retry the refused attempt ``num_retries`` times (each refused again: ``on_block`` and LiteLLM's loggers once
+    per attempt). A framework's call is refused so by a hard budget whose top-up (the HTTP layer) fails: the framework
+    gets its block (CrewAI's ``HookAborted`` one), not a LiteLLM error it would retry or report as a provider's."""
+    call, token = joined
+    if call is None:
         return
-    block = opened.refusal(error)
-    if block is not None:
+    block = call.refusal(error)
+    if block is None or block is error:
+        return
+    if token is None:
         raise BlockCarrier(block) from None
+    _raise_refusal(block)
 
 
 def _raise_block_below(call: LLMCall, error: BaseException) -> None:
@@ -254,6 +286,10 @@ def _raise_block_below(call: LLMCall, error: BaseException) -> None:
     if block is None or block is error:
         return
     call.end(error=block)
+    _raise_refusal(block)
+
+
+def _raise_refusal(block: CircuitBreakerException) -> None:
     router_block = _ROUTER_BLOCK.get()
     if router_block is not None:
         if not router_block:
@@ -280,11 +316,17 @@ def _sync_function(original: Callable[..., Any], name: str, kind: str) -> Callab
             return original(*args, **kwargs)
         call = _open(name, kind, args, kwargs)
         if call is None:
+            joined = _join()
             try:
                 return original(*args, **kwargs)
-            except Exception as error:
-                _carry_refusal(error)
+            except BlockCarrier as leaving:
+                _raise_carried(joined, leaving)
                 raise
+            except Exception as error:
+                _carry_refusal(joined, error)
+                raise
+            finally:
+                _leave(joined)
         call.activate()
         opened = _OPENED.set(call)
         try:
@@ -310,11 +352,17 @@ def _async_function(original: Callable[..., Any], name: str, kind: str) -> Calla
             return await original(*args, **kwargs)
         call = _open(name, kind, args, kwargs)
         if call is None:
+            joined = _join()
             try:
                 return await original(*args, **kwargs)
-            except Exception as error:
-                _carry_refusal(error)
+            except BlockCarrier as leaving:
+                _raise_carried(joined, leaving)
                 raise
+            except Exception as error:
+                _carry_refusal(joined, error)
+                raise
+            finally:
+                _leave(joined)
         call.activate()
         opened = _OPENED.set(call)
         try:

@@ -32,8 +32,9 @@ def script(stub: Any) -> None:
                Reply(content="A short text about bees.", input_tokens=300, output_tokens=50))
 
 
-def make_crew(base_url: str, *, stream: bool = False, writer_first: bool = False) -> Any:
-    """Researcher (with a ``lookup`` tool) and Writer, one task each, both on one ``crewai.LLM``."""
+def make_crew(base_url: str, *, stream: bool = False, writer_first: bool = False, **llm_options: Any) -> Any:
+    """Researcher (with a ``lookup`` tool) and Writer, one task each, both on one ``crewai.LLM`` (``llm_options``:
+    more of its arguments, ``is_litellm=True`` for one that sends through LiteLLM)."""
     from crewai import LLM, Agent, Crew, Task
     from crewai.tools import tool
 
@@ -42,7 +43,8 @@ def make_crew(base_url: str, *, stream: bool = False, writer_first: bool = False
         """Look up a fact about a subject."""
         return f"fact about {query}: they dance"
 
-    llm = LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="test-key", stream=stream, max_retries=0)
+    llm = LLM(model=f"openai/{MODEL}", base_url=base_url, api_key="test-key", stream=stream, max_retries=0,
+              **llm_options)
     researcher = Agent(role="Researcher", goal="Find facts", backstory="Careful.", llm=llm, tools=[lookup],
                        verbose=False)
     writer = Agent(role="Writer", goal="Write text", backstory="Concise.", llm=llm, verbose=False)

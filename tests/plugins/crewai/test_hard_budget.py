@@ -50,3 +50,26 @@ def test_a_hard_budget_refusal_below_crewai_is_a_block_not_a_retried_error(crew_
             make_crew(crew_stub.openai_base_url, stream=stream).kickoff()
         assert again.value.reason == "hard_budget"
     assert monitor.snapshot()["state"] == "CLOSED" and crew_stub.count() == 0
+
+
+@pytest.mark.parametrize("how", ["kickoff", "call", "acall"])
+def test_a_hard_budget_refusal_below_litellm_under_crewai_is_the_block(crew_stub: Any, memory: Any, how: str) -> None:
+    """Found by a probe: an ``LLM(is_litellm=True)`` sends through LiteLLM, which made the refusal its own
+    ``InternalServerError``: ``LLM.call()`` raised that LiteLLM error (a provider's failure, to the program and to
+    CrewAI), and with ``num_retries`` LiteLLM re-ran the refused attempt (``on_block`` three times)."""
+    blocks: list[Any] = []
+    agentwatch.init(exporters=[memory], budget_per_hour=BUDGET, hard_budget=True, on_block=blocks.append)
+    crew = make_crew(crew_stub.openai_base_url, is_litellm=True, num_retries=2)
+    llm = crew.agents[0].llm
+    with pytest.raises(CircuitBreakerException) as caught:
+        if how == "kickoff":
+            crew.kickoff()
+        elif how == "call":
+            llm.call("Research bees")
+        else:
+            asyncio.run(llm.acall("Research bees"))
+    settle()
+    assert crew_stub.count() == 0 and caught.value.reason == "hard_budget" and isinstance(caught.value, HookAborted)
+    assert len(blocks) == 1
+    assert [span["status"] for span in memory.spans if span["kind"] == "llm"] == ["blocked"]
+    assert agentwatch.get_client().monitor.snapshot()["reserved"] == 0  # type: ignore[union-attr]
