@@ -34,13 +34,13 @@ from agentwatch.instrumentation import (
 )
 from agentwatch.plugins.http._patching import Patcher
 
-from ._usage import litellm_price, read_stream, read_usage
+from ._usage import litellm_price, read_responses_stream, read_stream, read_usage
 
 __all__ = ["install", "uninstall"]
 
 #: The module functions patched, and the span kind of each.
 _FUNCTIONS = {"completion": "llm", "acompletion": "llm", "text_completion": "llm", "atext_completion": "llm",
-              "embedding": "embedding", "aembedding": "embedding"}
+              "responses": "llm", "aresponses": "llm", "embedding": "embedding", "aembedding": "embedding"}
 _ROUTER_ENDPOINTS = ("completion", "acompletion", "text_completion", "atext_completion", "embedding",
                      "aembedding")
 #: Where a stream keeps its call (an instance attribute the user never sees in iteration or repr).
@@ -49,6 +49,8 @@ _STREAM_CALL = "_agentwatch_call"
 _patcher = Patcher()
 _providers: dict[str, str | None] = {}
 _stream_type: type | None = None  # LiteLLM's CustomStreamWrapper, set by install()
+#: The streams ``litellm.responses(stream=True)`` returns (sync and async), set by install().
+_responses_stream_types: tuple[type, ...] = ()
 #: Inside a Router call: the block raised in one of its attempts (a limit crossed after the Router's own
 #: check, e.g. by a failed first attempt). The Router retries and falls back on any exception; its later
 #: attempts raise the same block again, without another blocked span or ``on_block``.
@@ -65,8 +67,9 @@ def install() -> None:
     import litellm
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
-    global _stream_type
+    global _stream_type, _responses_stream_types
     _stream_type = CustomStreamWrapper
+    _responses_stream_types = _responses_streams()
     for name, kind in _FUNCTIONS.items():
         make = _async_function if name.startswith("a") else _sync_function
         _wrap_inside(getattr(litellm, name), make, name, kind)
@@ -74,15 +77,16 @@ def install() -> None:
     for name, retries in (("completion_with_retries", _sync_retries), ("acompletion_with_retries", _async_retries)):
         if hasattr(litellm, name):
             _patcher.replace(litellm, name, retries)
-    _patcher.replace(CustomStreamWrapper, "__next__", _stream_next)
-    _patcher.replace(CustomStreamWrapper, "__anext__", _stream_anext)
-    _patcher.replace(CustomStreamWrapper, "close", _stream_close)
-    _patcher.replace(CustomStreamWrapper, "aclose", _stream_aclose)
-    if hasattr(CustomStreamWrapper, "__del__"):  # LiteLLM's own (recent versions restore a context there)
-        _patcher.replace(CustomStreamWrapper, "__del__", _stream_del)
-    else:
-        setattr(CustomStreamWrapper, "__del__", _stream_dropped)  # noqa: B010  # a finaliser for the class
-        _finalised.append(CustomStreamWrapper)
+    for stream_type in (CustomStreamWrapper, *_responses_stream_types):
+        for name, patch in (("__next__", _stream_next), ("__anext__", _stream_anext), ("close", _stream_close),
+                            ("aclose", _stream_aclose)):
+            if name in vars(stream_type) or stream_type is CustomStreamWrapper:
+                _patcher.replace(stream_type, name, patch)
+        if hasattr(stream_type, "__del__"):  # LiteLLM's own (recent versions restore a context there)
+            _patcher.replace(stream_type, "__del__", _stream_del)
+        else:
+            setattr(stream_type, "__del__", _stream_dropped)  # noqa: B010  # a finaliser for the class
+            _finalised.append(stream_type)
     router = getattr(litellm, "Router", None)
     if router is not None:
         for name in _ROUTER_ENDPOINTS:
@@ -102,8 +106,19 @@ def uninstall() -> None:
         delattr(_finalised.pop(), "__del__")
 
 
-#: The stream class given a ``__del__`` (``_stream_dropped``) by ``install``, where it had none.
+#: The stream classes given a ``__del__`` (``_stream_dropped``) by ``install``, where they had none.
 _finalised: list[type] = []
+
+
+def _responses_streams() -> tuple[type, ...]:
+    try:
+        from litellm.responses.streaming_iterator import (
+            ResponsesAPIStreamingIterator,
+            SyncResponsesAPIStreamingIterator,
+        )
+    except ImportError:  # a LiteLLM without them: its Responses streams are ended by the HTTP layer's reading alone
+        return ()
+    return SyncResponsesAPIStreamingIterator, ResponsesAPIStreamingIterator
 
 
 #: The closure cells of LiteLLM's ``@client`` wrappers that hold the function each calls, and that function.
@@ -159,12 +174,13 @@ def _open(name: str, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     try:
         if get_current_llm_call() is not None:  # a framework on top of LiteLLM opened it
             return None
-        model = kwargs.get("model") or (args[0] if args else None)
+        responses = name.endswith("responses")  # responses(input, model, ...): the input comes first
+        model = kwargs.get("model") or (args[int(responses)] if len(args) > int(responses) else None)
         model = str(model) if model else None
         provider = kwargs.get("custom_llm_provider") or (_provider(model) if model else None)
-        messages = kwargs.get("messages") if kind == "llm" else kwargs.get("input")
+        messages = kwargs.get("messages") if kind == "llm" and not responses else kwargs.get("input")
         if messages is None:
-            messages = kwargs.get("prompt")
+            messages = kwargs.get("prompt") or (args[0] if responses and args else None)
         router_block = _ROUTER_BLOCK.get()
         if router_block:
             raise BlockCarrier(router_block[0])
@@ -302,6 +318,8 @@ def _stream_of(result: Any) -> Any:
     stream_type = _stream_type
     if stream_type is None or isinstance(result, stream_type):
         return result if stream_type is not None else None
+    if isinstance(result, _responses_stream_types):
+        return result
     inner = getattr(result, "completion_stream", None)  # text_completion's wrapper around a chat stream
     return inner if isinstance(inner, stream_type) else None
 
@@ -391,6 +409,8 @@ def _stream_ended(call: LLMCall, stream: Any, error: BaseException | None = None
 def _stream_read(call: LLMCall, stream: Any) -> str | None:
     """What ``stream`` streamed, read onto ``call`` (usage, model); its finish reason. Never raises."""
     try:
+        if isinstance(stream, _responses_stream_types):
+            return read_responses_stream(call, stream)
         return read_stream(call, stream)
     except Exception:
         swallow_internal_error("the litellm plugin")
@@ -404,7 +424,8 @@ def _unfinished_call(stream: Any) -> LLMCall | None:
     call = stream.__dict__.get(_STREAM_CALL)
     if call is None or call.ended:
         return None
-    if getattr(stream, "sent_last_chunk", None) is not True:
+    # A Responses stream has its last event once it holds the completed response.
+    if getattr(stream, "sent_last_chunk", None) is not True and getattr(stream, "completed_response", None) is None:
         call.set_attribute("stream_incomplete", True)
     return call
 

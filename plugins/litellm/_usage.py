@@ -11,7 +11,7 @@ from typing import Any
 
 from agentwatch.instrumentation import LLMCall, Span
 
-__all__ = ["litellm_price", "read_stream", "read_usage"]
+__all__ = ["litellm_price", "read_responses_stream", "read_stream", "read_usage"]
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -28,11 +28,15 @@ def _set_usage(call: LLMCall, usage: Any, embedding: bool = False) -> bool:
     fields = _fields(usage) if not isinstance(usage, dict) else usage
     prompt = fields.get("prompt_tokens")
     completion = fields.get("completion_tokens")
+    details_name = "prompt_tokens_details"
+    if prompt is None and completion is None:  # a Responses API usage
+        prompt, completion = fields.get("input_tokens"), fields.get("output_tokens")
+        details_name = "input_tokens_details"
     if prompt is None and completion is None:
         return False
     if completion is None and embedding:
         completion = 0
-    details = fields.get("prompt_tokens_details")
+    details = fields.get(details_name)
     cached = (details.get("cached_tokens") if isinstance(details, dict) else _fields(details).get("cached_tokens")
               ) if details is not None else None
     if cached is None:
@@ -49,7 +53,7 @@ def read_usage(call: LLMCall, result: Any) -> str | None:
             call.set_attribute("usage_missing", True)
     choices = getattr(result, "choices", None)
     if not choices:
-        return None
+        return _read_response(call, result)
     first = _fields(choices[0])
     message = first.get("message")
     text = getattr(message, "content", None) if message is not None else first.get("text")
@@ -57,6 +61,24 @@ def read_usage(call: LLMCall, result: Any) -> str | None:
         call.set_output(text)
     reason = first.get("finish_reason")
     return str(reason) if reason else None
+
+
+def _read_response(call: LLMCall, result: Any) -> str | None:
+    """A Responses API answer's text and status (its usage is read as a chat answer's)."""
+    text = getattr(result, "output_text", None)
+    if isinstance(text, str) and text:
+        call.set_output(text)
+    status = getattr(result, "status", None)
+    return str(status) if isinstance(status, str) and status else None
+
+
+def read_responses_stream(call: LLMCall, stream: Any) -> str | None:
+    """Usage of a finished Responses stream: its completed response's (else what the HTTP layer read, which reads
+    these streams too). Returns the response's status."""
+    response = getattr(getattr(stream, "completed_response", None), "response", None)
+    if response is None:
+        return None
+    return read_usage(call, response)
 
 
 def read_stream(call: LLMCall, stream: Any) -> str | None:

@@ -188,3 +188,36 @@ def test_block_met_by_a_fallback_reaches_the_caller_as_the_block(stub_provider: 
     result = _call(how, stub_provider, router)  # the queued fallback answer, now to the primary
     assert result.choices[0].message.content == "from the fallback"
     assert stub_provider.count() == before + 2
+
+
+def _respond(how: str, stub: Any) -> Any:
+    kwargs = {"model": OPENAI, "input": "hi", "api_base": stub.openai_base_url, "api_key": "test-key",
+              "num_retries": 2}
+    if how == "responses":
+        return litellm.responses(**kwargs).output_text
+    if how == "aresponses":
+        return asyncio.run(litellm.aresponses(**kwargs)).output_text
+
+    async def streamed() -> list[Any]:
+        return [event.type async for event in await litellm.aresponses(stream=True, **kwargs)]
+
+    return [event.type for event in litellm.responses(stream=True, **kwargs)] if how == "stream" else \
+        asyncio.run(streamed())
+
+
+@pytest.mark.parametrize("how", ["responses", "aresponses", "stream", "astream"])
+def test_litellms_responses_api_is_one_span_and_is_limited(stub_provider: Any, memory: Any, how: str) -> None:
+    """Found by a probe: ``litellm.responses()`` went unrecorded and unlimited at a base URL the HTTP layer does not
+    know (an agent's $0.0001 budget spent again and again), and at OpenAI's own a block came back as LiteLLM's
+    ``InternalServerError``, re-run by ``num_retries`` (three blocked spans)."""
+    agentwatch.init(exporters=[memory])
+    stub_provider.queue(EXPENSIVE)
+    with agentwatch.agent("researcher", budget_per_hour=BUDGET, block_on_threshold=True):
+        _respond(how, stub_provider)
+        with pytest.raises(CircuitBreakerException) as caught:
+            _respond(how, stub_provider)
+    assert stub_provider.count() == 1 and type(caught.value) is CircuitBreakerException
+    agentwatch.flush()
+    spans = llm_spans(memory)
+    assert [(span["model"], span["status"]) for span in spans] == [(OPENAI, "ok"), (OPENAI, "blocked")]
+    assert (spans[0]["input_tokens"], spans[0]["output_tokens"]) == (1000, 100) and spans[0]["cost_usd"] > BUDGET
