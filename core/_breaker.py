@@ -56,7 +56,6 @@ from ._windows import (
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
     TRACE_BUDGET,
-    Violation,
     units_to_usd,
     usd_to_units,
 )
@@ -327,17 +326,28 @@ def _try_top_up(admission: Admission, units: int) -> _Blocked | None:
     return None
 
 
-def check(monitors: Sequence[Monitor], *, trace_id: str | None = None) -> None:
-    """Raise ``CircuitBreakerException`` if a call made now would be blocked; count and record nothing.
+def check(monitors: Sequence[Monitor], *, trace_id: str | None = None, next_call: bool = False) -> None:
+    """Raise ``CircuitBreakerException`` if a limit is over now; count and record nothing.
 
     For boundaries where no call is sent yet but one should not start if it cannot finish, such as a
     LangGraph node: a limit exhausted during the previous node stops the next one before it runs. A
     HALF_OPEN monitor lets the check through (the next real call is its probe) unless a probe is in flight.
+    A calls-per-minute limit reached but not passed lets a boundary through: the work it starts may make no call.
+
+    ``next_call``: the program asks about the call it is about to make (``agentwatch.check_limits()``), so N calls
+    of a limit N in the minute raise too, as call N+1 would be blocked; that refusal trips nothing, asks no
+    ``on_block`` and alerts no one (nothing was attempted).
     """
     ms = monitors if isinstance(monitors, tuple) else tuple(monitors)
     result = _try_check(ms)
     if result is not None:
         _resolve_block(ms, trace_id, result, lambda: _try_check(ms))
+    if next_call:
+        over = _next_call_over_rate(ms)
+        if over is not None:
+            monitor, (reason, threshold, current) = over
+            raise CircuitBreakerException(reason, threshold, current, scope=monitor.scope, scope_id=monitor.scope_id,
+                                          trace_id=trace_id, state=monitor.snapshot(), monitor=monitor)
 
 
 def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
@@ -352,8 +362,6 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
         with monitor._lock:
             if monitor._state is CLOSED:
                 verdict = monitor._evaluate(now, False)
-                if verdict is None and monitor._block and monitor._max_calls is not None:
-                    verdict = _next_call_over_rate(monitor, now)
                 blocked = None if verdict is None else monitor._decide_locked(now, Step.CHECK, verdict).blocked_by
             else:
                 blocked = monitor._decide_locked(now, Step.CHECK, None).blocked_by
@@ -363,12 +371,18 @@ def _try_check(monitors: tuple[Monitor, ...]) -> _Blocked | None:
     return None
 
 
-def _next_call_over_rate(monitor: Monitor, now: float) -> Violation | None:
-    """The call a check asks about is the next one: with N calls of a limit N in the minute it would be call N+1,
-    blocked. (The windows' plain look lets N recorded calls through, as a settled probe needs.)"""
-    limit = monitor._max_calls
-    calls = monitor._store.calls(now)
-    return None if limit is None or calls < limit else (MAX_CALLS_PER_MINUTE, limit, calls + 1)
+def _next_call_over_rate(monitors: tuple[Monitor, ...]) -> _Blocked | None:
+    """The first blocking monitor whose calls-per-minute limit the next call would pass (N calls of a limit N in the
+    minute: it would be call N+1). The windows' plain look, as a boundary has it, lets N recorded calls through."""
+    for monitor in monitors:
+        limit = monitor._max_calls
+        if limit is None or not monitor._block or monitor._state is not CLOSED:
+            continue
+        with monitor._lock:
+            calls = monitor._store.calls(monitor._clock())
+        if calls >= limit:
+            return monitor, (MAX_CALLS_PER_MINUTE, limit, calls + 1)
+    return None
 
 
 def _resolve_block(monitors: tuple[Monitor, ...], trace_id: str | None, blocked: _Blocked,

@@ -626,21 +626,27 @@ def _refusal(wrap: Callable[[CircuitBreakerException], CircuitBreakerException],
 
 
 @stop_on_exception
-def check_limits(*, scopes: Sequence[AgentScope] = (), trace_id: str | None = None,
+def check_limits(*, scopes: Sequence[AgentScope] | None = None, trace_id: str | None = None,
                  budgets: Sequence[Monitor] = ()) -> None:
     """Raise ``CircuitBreakerException`` if an LLM call made now would be blocked; counts nothing.
 
-    For framework boundaries where work that will call an LLM is about to start (a LangGraph node).
+    Called by the program itself (no ``scopes``), it asks about the call it is about to make: with N calls of a
+    ``max_calls_per_minute`` of N made in the minute, it raises (that call would be blocked) without tripping the
+    breaker (nothing was attempted). A framework boundary where work that may call an LLM is about to start (a
+    LangGraph node, a crew's kickoff) passes the agent scopes of that work (``scopes=``, possibly empty): it is
+    stopped by a limit that is over (a budget spent, a breaker open), not by a calls-per-minute limit merely reached,
+    as the work may make no call.
     """
     client = _client_module._active
     if client is None:
         return
     if deferred_work:
         run_deferred()  # a stream dropped unfinished is charged before this check
+    next_call = scopes is None
     if scopes or budgets or (SCOPED and (get_agent_scopes() or get_run_monitors())):
-        check(_monitors(client, scopes, budgets), trace_id=trace_id)
+        check(_monitors(client, scopes or (), budgets), trace_id=trace_id, next_call=next_call)
     else:  # no agent scope, no run budget (the common node): the global monitor alone, as in start_llm_call
-        check((client.monitor,), trace_id=trace_id)
+        check((client.monitor,), trace_id=trace_id, next_call=next_call)
 
 
 def _end_blocked(client: Client, span: Span, blocked: CircuitBreakerException) -> None:

@@ -245,7 +245,7 @@ def _refuse_retries(kwargs: dict[str, Any]) -> None:
     failed = sys.exc_info()[1]
     if isinstance(failed, CircuitBreakerException) and "litellm_logging_obj" in kwargs:
         raise failed
-    check_limits()
+    check_limits(scopes=())  # a boundary: the retry itself is checked (and counted) when sent
 
 
 #: What a module function of ours that opened no call of its own (one was in flight) holds while it runs: the call it
@@ -536,7 +536,7 @@ def _check_router(name: str, kwargs: dict[str, Any]) -> None:
     """Before the Router's first attempt: a block is raised to its caller, never retried nor sent to a
     fallback (raised inside an attempt, the Router would retry it and try every fallback in turn)."""
     try:
-        check_limits()
+        check_limits(scopes=())  # a boundary: each attempt is checked (and counted) when sent
     except CircuitBreakerException as blocked:
         model = kwargs.get("model")
         record_blocked(blocked, f"litellm.router.{name}", model=str(model) if model else None,

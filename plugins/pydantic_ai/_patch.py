@@ -133,7 +133,7 @@ def _prepare_request(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             prepared = await original(self, ctx, *args, **kwargs)
             try:
-                check_limits()
+                check_limits(scopes=())  # a boundary: the request itself is checked (and counted) when sent
             except CircuitBreakerException as blocked:
                 model = first_model(prepared[0])
                 record_blocked(blocked, "pydantic_ai.request", model=getattr(model, "model_name", None),

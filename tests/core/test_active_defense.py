@@ -182,6 +182,27 @@ def test_a_streaming_endpoint_answers_402_once_check_limits_sees_the_block(limit
     assert stub_provider.count() == 2
 
 
+def test_the_programs_check_at_the_call_limit_raises_without_tripping_and_a_boundary_passes(
+        memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-06: a check at N calls of a calls-per-minute limit N tripped the breaker OPEN (on_block asked,
+    a "triggered" alert) although no call was attempted, and a framework boundary's check (a LangGraph node, a crew
+    still blocked) stopped work that made no call."""
+    asked: list[str] = []
+    agentwatch.init(exporters=[memory], max_calls_per_minute=2, block_on_threshold=True,
+                    on_block=lambda event: asked.append(event.reason))
+    for _ in range(2):
+        with agentwatch.llm_call("x", model="gpt-4o-mini"):
+            pass
+    monitor = agentwatch.get_client().monitor
+    agentwatch.check_limits(scopes=())  # a boundary: the limit is reached, not passed
+    with pytest.raises(CircuitBreakerException) as caught:
+        agentwatch.check_limits()  # the program's next call would be call 3
+    assert (caught.value.reason, caught.value.threshold, caught.value.current) == ("max_calls_per_minute", 2, 3)
+    assert monitor.snapshot()["state"] == "CLOSED" and asked == []
+    agentwatch.flush()
+    assert memory.by_kind("breaker") == []
+
+
 def _trip_error_rate() -> pytest.ExceptionInfo[CircuitBreakerException]:
     """Ten calls, six of them failed, then the call the error rate blocks."""
     for i in range(10):
