@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 #: Agent scopes a process keeps before it forgets idle ones (``Client._let_idle_agents_go``).
 AGENT_SCOPES_KEPT = 10_000
+#: How many agent names and runners the warning of ``agents`` keys that named no agent lists (of the first seen).
+_NAMES_LISTED = 50
 
 # Configuration, pluggy (with _plugins and hookspecs) and pricing are imported by init(), not by
 # ``import agentwatch``: a program that only imports (a library decorating its functions) does not pay for them.
@@ -138,8 +140,11 @@ class Client:
         #: Monitors of forgotten scopes, for as long as something (a context, a call) still holds them.
         self._forgotten: weakref.WeakValueDictionary[str, Monitor] = weakref.WeakValueDictionary()
         self._agents_lock = fork_safe_lock(self, "_agents_lock")
-        #: ``agents`` keys already reported as naming no agent (``warn_unmatched_agents``): once each.
-        self._unmatched_warned: set[str] = set()
+        #: What frameworks said they run (``note_agent_names``): the ``agents`` keys some agent matched, and (a few, for
+        #: the warning at ``close``) the agents' names and what ran them.
+        self._keys_named: set[str] = set()
+        self._names_run: dict[str, None] = {}
+        self._runners: dict[str, None] = {}
         global_id = config.agent_name or "global"
         self.monitor = Monitor(
             "global", global_id, store=window_store_for(config, "global", global_id),
@@ -334,22 +339,31 @@ class Client:
     def agents(self) -> Mapping[str, AgentScope]:
         return dict(self._agents)
 
-    def warn_unmatched_agents(self, names: Sequence[str], where: str) -> None:
-        """Warn once per ``init(agents=...)`` key that names none of ``names`` (every name a framework's agents about
-        to run would match, e.g. the roles of a crew) nor an agent scope used so far: its limits apply to nothing (a
-        typo, a renamed role). ``where`` says what runs them ("CrewAI crew 'Research'")."""
+    def note_agent_names(self, names: Sequence[str], where: str) -> None:
+        """A framework is about to run agents that ``names`` name (every name one of them would match, e.g. the roles
+        of a crew); ``where`` says what runs them ("CrewAI crew 'Research'"). At ``close`` an ``init(agents=...)`` key
+        that none of them nor any agent scope ever matched is warned of (a typo, a renamed role: its limits applied
+        to nothing). Not at a kickoff: a program or a Flow may run one crew's agents, then another's."""
         configured = self.config.agents
         if not configured:
             return
         with self._agents_lock:
-            unmatched = [key for key in configured
-                         if key not in names and key not in self._agents and key not in self._unmatched_warned]
-            self._unmatched_warned.update(unmatched)
-        listed = ", ".join(repr(name) for name in dict.fromkeys(names)) or "none"
+            self._keys_named.update(name for name in names if name in configured)
+            for name in names:
+                if len(self._names_run) < _NAMES_LISTED:
+                    self._names_run[name] = None
+            if len(self._runners) < _NAMES_LISTED:
+                self._runners[where] = None
+
+    def _warn_unmatched_agents(self) -> None:
+        if not self._runners:
+            return  # no framework said which agents it runs: a key may name a scope the program has yet to open
+        with self._agents_lock:
+            unmatched = [key for key in self.config.agents if key not in self._keys_named and key not in self._agents]
+        names = ", ".join(map(repr, self._names_run)) or "none"
         for key in unmatched:
-            logger.warning("agentwatch: init(agents=...) sets limits for %r, but the %s has no agent of that name "
-                           "(its agents: %s); the limits apply to nothing until an agent of that name runs", key,
-                           where, listed)
+            logger.warning("agentwatch: init(agents=...) set limits for %r, but no agent of that name ran (the agents "
+                           "of the %s: %s); its limits applied to nothing", key, ", ".join(self._runners), names)
 
     # ---- spans --------------------------------------------------------------------------------
 
@@ -457,6 +471,7 @@ class Client:
 
     def close(self, timeout: float = 5.0) -> None:
         run_deferred()
+        stop_on_exception(self._warn_unmatched_agents)()
         self._import_hooks.uninstall()
         try:  # each plugin's implementation is guarded: one that raises does not keep the others in place
             self.plugin_manager.hook.agentwatch_uninstrument(client=self)

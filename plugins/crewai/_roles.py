@@ -1,4 +1,5 @@
-"""Roles as they name agent scopes, and the check, at kickoff, that every per-agent limit names one of them."""
+"""Roles as they name agent scopes, and what each kickoff tells the client of them (for the warning, at shutdown, about
+a per-agent limit that named no agent)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from crewai.crew import Crew
 import agentwatch
 from agentwatch.instrumentation import stop_on_exception
 
-__all__ = ["role_name", "without_placeholders", "warn_unmatched_roles"]
+__all__ = ["role_name", "without_placeholders", "note_roles"]
 
 #: A kickoff input placeholder in a role (``{topic}``), as CrewAI interpolates them.
 PLACEHOLDER_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_\-]*\}")
@@ -41,9 +42,9 @@ def _keys_naming(agent: Any) -> list[str]:
 
 
 @stop_on_exception
-def warn_unmatched_roles(owner: Any) -> None:
-    """A crew's or a lone agent's kickoff: warn (once per key) about a per-agent limit that names none of its agents
-    (a typo, a role renamed): it would silently limit nothing."""
+def note_roles(owner: Any) -> None:
+    """A crew's or a lone agent's kickoff: tell the client which per-agent limits its agents match, so that it warns
+    at shutdown about one that named no agent of any kickoff (a typo, a role renamed): it limited nothing."""
     client = agentwatch.get_client()
     if client is None or not client.config.agents:
         return
@@ -54,4 +55,4 @@ def warn_unmatched_roles(owner: Any) -> None:
         agents, where = [owner], "CrewAI agent's kickoff"
     else:  # a Flow: the crews and agents it kicks off pass here themselves
         return
-    client.warn_unmatched_agents([key for agent in agents for key in _keys_naming(agent)], where)
+    client.note_agent_names([key for agent in agents for key in _keys_naming(agent)], where)

@@ -44,7 +44,7 @@ from agentwatch.instrumentation import AgentScope, attach, detach, end_span
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
-from ._roles import warn_unmatched_roles
+from ._roles import note_roles
 
 __all__ = ["Run", "blocked_in", "current_run", "is_run", "patch", "unpatch"]
 
@@ -154,7 +154,7 @@ def blocked_in(run: Run | None) -> CircuitBreakerException | None:
 
 def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
     _guard_executors(owner)
-    warn_unmatched_roles(owner)
+    note_roles(owner)
     run = Run(_RUN.get(), owner)
     if run.is_flow:
         _open_flow_span(run)

@@ -141,11 +141,31 @@ def test_a_per_agent_limit_that_names_no_agent_of_the_crew_is_warned_of_once(
         make_crew(crew_stub.openai_base_url).kickoff()
         script(crew_stub)
         make_crew(crew_stub.openai_base_url).kickoff()
+        agentwatch.shutdown()  # (at the program's exit: another crew run later might have had that agent)
 
     assert crew_stub.count() == 6  # nothing was limited: the key names no agent
     assert [record.getMessage() for record in caplog.records if record.name == "agentwatch"] == [
-        "agentwatch: init(agents=...) sets limits for 'Reseacher', but the CrewAI crew 'crew' has no agent of that "
-        "name (its agents: 'Researcher', 'Writer'); the limits apply to nothing until an agent of that name runs"]
+        "agentwatch: init(agents=...) set limits for 'Reseacher', but no agent of that name ran (the agents of the "
+        "CrewAI crew 'crew': 'Researcher', 'Writer'); its limits applied to nothing"]
+
+
+def test_per_agent_limits_for_the_agents_of_two_crews_run_one_after_the_other_are_not_warned_of(
+        stub_provider: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Found 2026-12-06: a program (or a Flow) running a research crew, then a writing crew, was warned at the first
+    kickoff that 'Writer' named no agent, although the second crew's agent is named so."""
+    from crewai import LLM, Agent, Crew, Task
+
+    agentwatch.init(exporters=[], agents={"Researcher": {"budget_per_hour": 1.0}, "Writer": {"budget_per_hour": 1.0}})
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    with caplog.at_level(logging.WARNING, logger="agentwatch"):
+        for role in ("Researcher", "Writer"):
+            agent = Agent(role=role, goal="Do the work", backstory="Careful.", llm=llm)
+            stub_provider.queue(Reply(content=f"{role} done.", input_tokens=100, output_tokens=10))
+            Crew(name=role, agents=[agent], tasks=[Task(description="Work", expected_output="Text", agent=agent)]
+                 ).kickoff()
+        agentwatch.shutdown()
+    assert stub_provider.count() == 2
+    assert [record.getMessage() for record in caplog.records if record.name == "agentwatch"] == []
 
 
 @pytest.mark.parametrize("key", ["{topic} Senior Data Researcher", "Senior Data Researcher"])
@@ -179,6 +199,9 @@ def test_per_agent_limits_hold_across_the_inputs_a_templated_role_is_kicked_off_
     assert caught.value.monitor is agentwatch.get_client().agents[key].monitor  # type: ignore[union-attr]
     assert {span["agent_name"] for span in memory.spans if span["agent_name"] is not None} == {key}
     assert {"agent:AI LLMs Senior Data Researcher", "tool:lookup"} <= {span["name"] for span in memory.spans}
+    with caplog.at_level(logging.WARNING, logger="agentwatch"):
+        agentwatch.shutdown()
+    assert [record for record in caplog.records if record.name == "agentwatch"] == []
 
 
 @pytest.mark.parametrize("how", ["call", "acall"])
