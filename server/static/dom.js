@@ -123,6 +123,7 @@ window.AW = window.AW || {};
 
   const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   const figure = new Intl.NumberFormat(undefined, { maximumFractionDigits: 4, useGrouping: false });
+  const smallFigure = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 4, useGrouping: false });
   AW.fmt = {
     int: (v) => number.format(v || 0),
     cost: (v) => {
@@ -133,8 +134,10 @@ window.AW = window.AW || {};
     ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Number(v).toFixed(v < 10 ? 1 : 0) + " ms"),
     pct: (v) => (Number(v || 0) * 100).toFixed(1) + " %",
     // A limit's figures as the SDK sent them (a spend, a rate, seconds of a pause): four decimals at most, not
-    // 50.451342261000185; anything not a number (an older SDK's text) as it came.
-    figure: (v) => (v === null || v === undefined ? "–" : typeof v === "number" ? figure.format(v) : String(v)),
+    // 50.451342261000185, but four significant digits below 1 (a budget of $0.00015 is not "0.0002", a spend of
+    // $0.00004 not "0"); anything not a number (an older SDK's text) as it came.
+    figure: (v) => (v === null || v === undefined ? "–" : typeof v !== "number" ? String(v)
+      : (v !== 0 && Math.abs(v) < 1 ? smallFigure : figure).format(v)),
     time: (ns) => (ns ? new Date(Number(ns) / 1e6).toLocaleString() : "–"),
     iso: (value) => (value ? new Date(value).toLocaleString() : "–"),
   };

@@ -197,7 +197,13 @@ def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) 
     ingest(server, {"type": "transition", "event": "paused", "from_state": "closed", "to_state": "paused",
                     "scope": "agent", "scope_id": "planner", "reason": "pause", "current": 50.451342261000185,
                     "timestamp_unix_nano": time.time_ns() - 500_000_000}, "/api/alerts/sdk-alert")
+    # A small budget and spend keep their digits (found 2026-12-06: "0.0002" for $0.00015, "0" for $0.00004).
+    ingest(server, {"type": "transition", "event": "triggered", "from_state": "closed", "to_state": "open",
+                    "scope": "agent", "scope_id": "summarizer", "reason": "budget_per_hour", "threshold": 0.00015,
+                    "current": 0.00004, "timestamp_unix_nano": time.time_ns() - 400_000_000}, "/api/alerts/sdk-alert")
     open_view(page, server, "#/breakers", "breakers")
+    cells = page.locator("#breaker-status tbody tr:has-text('agent / summarizer') td")
+    assert {"0.00015", "0.00004"} <= {cells.nth(i).inner_text() for i in range(cells.count())}
     row = page.inner_text("#breaker-status tbody tr:has-text('agent / writer')")
     assert "open" in row and "budget_per_hour" in row and "7.5" in row
     assert "50.4513" in page.inner_text("#breaker-status tbody tr:has-text('agent / planner')")
@@ -214,7 +220,7 @@ def test_breakers_and_alerts_views(page: Any, server: ServerHandle, data: dict) 
     page.click("#alert-rules button.toggle")
     page.wait_for_selector("#alert-rules button.toggle:has-text('off')")
     open_view(page, server, "#/reports", "reports")
-    assert page.inner_text("#r-transitions .value") == "2"  # the trip and the pause
+    assert page.inner_text("#r-transitions .value") == "3"  # the two trips and the pause
     assert page.errors == []
 
 
