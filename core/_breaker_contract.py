@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from ._safe import PASS_THROUGH, stop_on_exception, swallow_user_error
+from ._safe import PASS_THROUGH, stop_on_exception, swallow_internal_error, swallow_user_error
 from ._windows import (
     BUDGET_PER_HOUR,
     HARD_BUDGET,
@@ -143,11 +143,16 @@ PASS_THROUGH.append(CircuitBreakerException)
 # ---- hooks ------------------------------------------------------------------------------------------
 
 
-def _await_blocking(awaitable: Awaitable[Any]) -> None:
+def _await_blocking(awaitable: Awaitable[Any], name: str) -> None:
+    """Await the program's ``name`` callback's ``awaitable`` from synchronous code; its failure is logged as the
+    program's (here, where only its own code runs), a failure to run it at all is left to the caller."""
     import asyncio  # ~40 ms to import; only async hooks need it
 
     async def run() -> None:
-        await awaitable
+        try:
+            await awaitable
+        except Exception:
+            swallow_user_error(name)
 
     try:
         asyncio.get_running_loop()
@@ -176,10 +181,16 @@ def _run_hook(hook: Callable[[Any], Any], argument: Any, name: str) -> None:
     """Run the program's ``name`` callback (``on_block``, ``on_alert``); its failure is logged as the program's."""
     try:
         result = hook(argument)
-        if inspect.isawaitable(result):
-            _await_blocking(result)
     except Exception:
         swallow_user_error(name)
+        return
+    if inspect.isawaitable(result):
+        try:
+            _await_blocking(result, name)
+        except Exception:
+            if inspect.iscoroutine(result):
+                result.close()  # never run: no "was never awaited" warning on top of the logged error
+            swallow_internal_error(f"awaiting the {name} callback")
 
 
 @stop_on_exception

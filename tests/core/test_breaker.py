@@ -718,6 +718,26 @@ def test_a_failing_user_callback_is_logged_as_the_programs_bug(clock: FakeClock,
     assert "bug in the program's callback" in logging.Formatter().formatException(record.exc_info)
 
 
+async def test_a_failure_to_run_an_async_callback_is_not_blamed_on_the_callback(
+        clock: FakeClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found 2026-12-06: anything raised while AgentWatch awaited an async ``on_block`` (here: no thread can be
+    started for it, as at interpreter shutdown) was logged as "your on_block callback raised", the program's bug."""
+    async def on_block(event: BlockEvent) -> None:
+        pass
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    m = monitor(clock, max_calls_per_minute=0, on_block=on_block)
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with caplog.at_level(logging.WARNING, logger="agentwatch"):
+        error = blocked(m)  # from inside the running loop: the callback would be awaited on a helper thread
+    monkeypatch.undo()
+    assert error.reason == "max_calls_per_minute"
+    assert "your on_block callback" not in caplog.text
+    assert "agentwatch: internal error in awaiting the on_block callback (ignored)" in caplog.text
+
+
 def test_failing_on_alert_and_sink_do_not_break_the_call(clock: FakeClock,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     class BrokenSink(RecordingSink):
