@@ -67,6 +67,7 @@ get_current_llm_call_var: Final = CURRENT_LLM_CALL.get
 get_agent_scopes: Final = AGENT_SCOPES.get
 get_metadata: Final = METADATA.get
 get_session_id: Final = SESSION_ID.get
+get_call_attributes: Final = CALL_ATTRIBUTES.get
 set_current_span: Final = CURRENT_SPAN.set
 set_current_llm_call: Final = CURRENT_LLM_CALL.set
 reset_current_span: Final = CURRENT_SPAN.reset
@@ -128,7 +129,7 @@ def attach_call_attributes(attributes: dict[str, Any]) -> tuple[Token[Any], ...]
     call's own layer sets wins) until ``detach`` of the returned token."""
     if not call_attributes_used:
         call_attributes_used.append(True)
-    enclosing = CALL_ATTRIBUTES.get()
+    enclosing = get_call_attributes()
     return (CALL_ATTRIBUTES.set({**enclosing, **attributes} if enclosing else dict(attributes)),)
 
 

@@ -12,18 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _client as _client_module
 from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up, withdraw
 from ._capture import capturing
 from ._context import (
-    CALL_ATTRIBUTES,
     CURRENT_LLM_CALL,
     SCOPED,
     AgentScope,
     call_attributes_used,
     get_agent_scopes,
+    get_call_attributes,
     get_current_llm_call_var,
     get_current_span,
     reset_current_llm_call,
@@ -183,7 +183,7 @@ class LLMCall:
     """An LLM call in flight. ``end()`` is idempotent; an un-ended call records nothing."""
 
     __slots__ = ("span", "_client", "_admission", "_tokens", "_cache_write", "ended", "_estimate", "_unanswered",
-                 "_fallback_price", "_refused_as", "_units", "_admit_when_sent")
+                 "_fallback_price", "_refused_as", "_units", "monitors_when_sent")
 
     def __init__(self, span: Span, client: Client | None, admission: Admission | tuple[Monitor, ...] | None) -> None:
         self.span = span
@@ -204,8 +204,9 @@ class LLMCall:
         self._fallback_price: tuple[Callable[[Span], float | None], str] | None = None
         self._refused_as: Callable[[CircuitBreakerException], CircuitBreakerException] | None = None
         #: A local model's call, recorded unadmitted (``start_llm_call(count_local=False)``): the monitors that admit it
-        #: if a lower layer sends a request for it after all (``sending``). None for every other call.
-        self._admit_when_sent: tuple[Monitor, ...] | None = None
+        #: if a lower layer sends a request for it after all (``before_sending``). None for every other call (read-only
+        #: by convention; a plain attribute, as ``ended``: a tap reads it for every request it sends).
+        self.monitors_when_sent: tuple[Monitor, ...] | None = None
 
     # ---- filling in ---------------------------------------------------------------------------
 
@@ -336,40 +337,33 @@ class LLMCall:
         try:
             top_up(admission, reserve)
         except CircuitBreakerException as blocked:
-            mark_blocked(self.span, blocked)
-            refused_as = self._refused_as
-            if refused_as is None:
-                raise
-            raise _refusal(refused_as, blocked) from None
+            self._refuse(blocked)
 
-    @property
-    def admits_when_sent(self) -> bool:
-        """Whether this call waits for a request to be sent to be checked and counted (``sending``)."""
-        return self._admit_when_sent is not None
-
-    def sending(self, provider: str | None = None) -> None:
+    def before_sending(self, provider: str | None = None) -> None:
         """A lower layer (an SDK's or HTTP client's tap) is about to send a request of this call to ``provider`` (None:
         a host it cannot name). A local model's call, recorded unadmitted (``start_llm_call(count_local=False)``), is
         checked and counted now, before the request leaves, unless ``provider`` runs on this machine too (an Ollama
         server): a request to a provider is what the limits are for. Raises ``CircuitBreakerException`` (the span is
         marked blocked and the request must not be sent). Nothing to do for any other call."""
-        monitors = self._admit_when_sent
+        monitors = self.monitors_when_sent
         if monitors is None or self.ended:
             return
-        if provider is not None:
-            from ._pricing import is_free
-
-            if is_free(None, provider):
-                return
-        self._admit_when_sent = None
+        if provider is not None and _runs_here(None, provider):
+            return
+        self.monitors_when_sent = None
         try:
             self._admission = admit_call(monitors, self.span.trace_id, None, self.span.kind)
         except CircuitBreakerException as blocked:
-            mark_blocked(self.span, blocked)
-            refused_as = self._refused_as
-            if refused_as is None:
-                raise
-            raise _refusal(refused_as, blocked) from None
+            self._refuse(blocked)
+
+    def _refuse(self, blocked: CircuitBreakerException) -> NoReturn:
+        """A lower layer's refusal of this call: the span marked blocked, the block raised as the framework has it
+        raised (``raise_refusal_as``)."""
+        mark_blocked(self.span, blocked)
+        refused_as = self._refused_as
+        if refused_as is None:
+            raise blocked
+        raise _refusal(refused_as, blocked) from None
 
     def refusal(self, error: BaseException) -> CircuitBreakerException | None:
         """The block that refused this call (a lower layer's ``top_up``), if ``error`` is it or wraps it: a framework
@@ -702,7 +696,7 @@ def start_llm_call(
     ``count_local=False``: a call of a model that runs here (a local runtime or a test double, which the price table
     prices at $0: ``is_free(model, provider)``) is recorded but neither checked nor counted (no call of the
     calls-per-minute window, no outcome, never a HALF_OPEN probe): it costs nothing and reaches no provider. If a lower
-    layer sends a request for it after all, ``LLMCall.sending`` checks and counts it then.
+    layer sends a request for it after all, ``LLMCall.before_sending`` checks and counts it then.
     """
     client = _client_module._active
     if client is None:
@@ -726,9 +720,11 @@ def start_llm_call(
     if otel_span is not None:
         span.attributes[OTEL_SPAN_KEY] = otel_span
     if call_attributes_used:
-        inherited = CALL_ATTRIBUTES.get()
+        inherited = get_call_attributes()
         if inherited:
-            span.attributes = {**inherited, **span.attributes}
+            own = span.attributes
+            for key, value in inherited.items():
+                own.setdefault(key, value)  # the call's own attributes win
     admission = None
     if check:
         try:
@@ -737,7 +733,7 @@ def start_llm_call(
                 else (client.monitor,)
             if not count_local and _runs_here(model, provider):
                 call = LLMCall(span, client, None)
-                call._admit_when_sent = monitors
+                call.monitors_when_sent = monitors
                 if input is not None:
                     call.set_input(input)
                 return call
@@ -760,10 +756,19 @@ def start_llm_call(
     return call
 
 
-def _runs_here(model: str | None, provider: str | None) -> bool:
-    from ._pricing import is_free  # not at import: pricing is loaded by the first call that needs it
+#: ``_pricing.is_free``, bound by the first call that asks (``_runs_here``): the price table is loaded then, not at
+#: import, and no call after it runs an import statement.
+_is_free: Callable[[str | None, str | None], bool] | None = None
 
-    return is_free(model, provider)
+
+def _runs_here(model: str | None, provider: str | None) -> bool:
+    """Whether ``model`` or ``provider`` runs on this machine (priced at $0: a local runtime, a test double)."""
+    global _is_free
+    if _is_free is None:
+        from ._pricing import is_free
+
+        _is_free = is_free
+    return _is_free(model, provider)
 
 
 #: Span attribute: True on the span where a block happened (the refused call, the agent or node stopped at its start),

@@ -351,7 +351,8 @@ class Monitor:
         cleared since: that OPEN moves on by a pause and its probe, as any other). Returns whether it closed."""
         with self._lock:
             trip = self._trip
-            if self._state is not OPEN or trip is None or trip[0] not in _LIMIT_TRIPS or not self._lifted_locked(trip):
+            if (self._state is not OPEN or trip is None or trip[0] not in _LIMIT_TRIPS
+                    or not self._trip_limit_lifted_locked(trip)):
                 return False
             verdict = self._windows(self._clock())
             if verdict is not None and (verdict[0] == LIMITS_BACKEND_UNREACHABLE or self._block
@@ -361,7 +362,7 @@ class Monitor:
         self._drain()
         return True
 
-    def _lifted_locked(self, trip: Trip) -> bool:
+    def _trip_limit_lifted_locked(self, trip: Trip) -> bool:
         """Whether the limit that made ``trip`` was raised above the threshold it tripped at, removed, or no longer
         blocks."""
         reason, threshold, _ = trip

@@ -563,8 +563,8 @@ def begin(path: str, where: Callable[[], tuple[str, str, int | None]],
     if in_flight is not None and not in_flight.ended:
         if settings.providers.has_registered:
             adopt_registered(in_flight, where()[0], settings.providers)
-        if in_flight.admits_when_sent:  # a local model's call that sends a request after all: checked and counted now
-            in_flight.sending(settings.providers.provider_for(*where()))
+        if in_flight.monitors_when_sent is not None:  # a local model's call sending a request after all: checked now
+            in_flight.before_sending(settings.providers.provider_for(*where()))
         if in_flight.hard_budget:  # its worst case is reserved before sending (the body is read only then)
             body = request_body()
             in_flight.reserve_request(parse_json(body) if isinstance(body, (bytes, bytearray, str)) else body)

@@ -140,8 +140,8 @@ def _open(api_client: Any, options: Any, sdk: str, routes: dict[str, _Route | No
                 adopt_registered(in_flight, api_client.base_url, settings.providers)
             if not in_flight.span.provider:  # a framework class that did not say (a user's embedding class): priced
                 in_flight.set_model(None, provider=_provider(api_client.base_url, sdk))  # as what the SDK talks to
-            if in_flight.admits_when_sent:  # a local model's call that sends a request after all: checked now
-                in_flight.sending(_provider(api_client.base_url, sdk))
+            if in_flight.monitors_when_sent is not None:  # a local model's call sending a request: checked now
+                in_flight.before_sending(_provider(api_client.base_url, sdk))
             in_flight.reserve_request(body)  # hard budget: this body's worst case, before sending
             exchange = Exchange(in_flight, endpoint, False, False, True, capture_text, body)
         else:
