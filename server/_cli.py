@@ -197,7 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.local_mode and not is_loopback_host(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
               "this port can read and write all traces.", file=sys.stderr)
-    from ._listen import bind, listen_problem
+    from ._listen import bind, listen_problem, serve_workers
 
     # Checked before the workers start: a busy port or a bad file is one clear line, not a traceback per process.
     problem = listen_problem(settings.host, settings.port)
@@ -217,23 +217,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     mode = "local mode, no API key" if settings.local_mode else "API key or token required on /api"
     where = store_location(settings)
-    # --port 0: the port is picked here, so that this line gives the address clients need (it said ":0").
-    listening = bind(settings.host, 0) if settings.port == 0 and args.workers == 1 else None
-    port = listening.getsockname()[1] if listening is not None else settings.port
+    # Bound here, before this line, which then gives the address clients need (with --port 0 it said ":0"); the
+    # one process or every worker serves on this socket.
+    listening = bind(settings.host, settings.port)
+    port = listening.getsockname()[1]
     print(f"AgentWatch collector on http://{settings.host}:{port} ({mode}); data in {where}", file=sys.stderr)
     if args.workers > 1:
         # Worker processes build their app from the environment, so the flags are handed over that way.
-        os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "AGENTWATCH_DB": str(settings.db_path),
+        os.environ.update({"HOST": settings.host, "PORT": str(port), "AGENTWATCH_DB": str(settings.db_path),
                            "AGENTWATCH_SIGNING_KEY": str(settings.resolved_signing_key_path),
                            "DATA_RETENTION_DAYS": str(settings.data_retention_days),
                            "ZERO_DATA_RETENTION": "true" if settings.zero_data_retention else "false"})
         board = create_board_file()
         os.environ[BOARD_ENV] = str(board)
         try:
-            uvicorn.run("agentwatch.server._app:app_from_env", factory=True, workers=args.workers, host=settings.host,
-                        port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug",
-                        http="agentwatch.server._read_timeouts:WorkerProtocol")
+            config = uvicorn.Config("agentwatch.server._app:app_from_env", factory=True, workers=args.workers,
+                                    host=settings.host, port=port, log_level=args.log_level,
+                                    access_log=args.log_level == "debug",
+                                    http="agentwatch.server._read_timeouts:WorkerProtocol")
+            serve_workers(config, listening)
         finally:
+            listening.close()
             os.environ.pop(BOARD_ENV, None)
             board.unlink(missing_ok=True)
         return 0
@@ -242,8 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ImportError, ValueError, RuntimeError, OSError, sqlite3.Error) as error:
         # SQLite: the file changed between the check and here.
         print(f"agentwatch serve: cannot open {where}: {error}", file=sys.stderr)
-        if listening is not None:
-            listening.close()
+        listening.close()
         return 2
     try:
         app = create_app(store=store, settings=settings)
@@ -258,7 +261,7 @@ def _serve(args: argparse.Namespace) -> int:
                 super().handle_exit(sig, frame)
 
         try:
-            _Server(config).run(sockets=None if listening is None else [listening])
+            _Server(config).run(sockets=[listening])
         except KeyboardInterrupt:
             # uvicorn stops on Ctrl-C (or SIGTERM: ``Terminated``), then raises the signal again for its caller: the
             # shutdown is done, and that is how a collector is stopped (exit 0, as uvicorn's own command on Ctrl-C).

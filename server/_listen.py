@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import socket
+from typing import TYPE_CHECKING
 
-__all__ = ["bind", "describe", "listen_problem"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["bind", "describe", "listen_problem", "serve_workers"]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -46,3 +51,19 @@ def listen_problem(host: str, port: int, free_port_hint: bool = False) -> str | 
     except OverflowError as error:  # a port out of range, which Settings.validate refuses first
         return f"cannot listen on {host}:{port}: {error}"
     return None
+
+
+def serve_workers(config: uvicorn.Config, sock: socket.socket) -> None:
+    """Run ``config.workers`` uvicorn worker processes serving on ``sock``, bound by the caller, until stopped.
+
+    ``uvicorn.run`` binds a socket of its own for its workers; given this one, the address said at start-up (a port
+    picked by --port 0 included) is the one they serve on."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    sock.set_inheritable(True)
+    # uvicorn before 0.36 needs the workers' function; later ones run uvicorn.Server(config).run and take no target.
+    if "target" in inspect.signature(Multiprocess).parameters:
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()  # type: ignore[call-arg]
+    else:
+        Multiprocess(config, sockets=[sock]).run()

@@ -268,14 +268,17 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["serve", "--port", "99999", "--db", str(tmp_path / "x.db")]) == 2
 
 
-def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path: Path, signing_key: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path: Path, signing_key: Path, workers: str) -> None:
     """Found 2026-12-06: `agentwatch serve --port 0` announced "http://127.0.0.1:0"; with --log-level warning (no
-    uvicorn line) the port a client must use was nowhere to be read."""
+    uvicorn line) the port a client must use was nowhere to be read. With --workers 2 it still did (uvicorn bound a
+    socket of its own for the workers)."""
     import re
 
     env = {**os.environ, "AGENTWATCH_SIGNING_KEY": str(signing_key)}
     process = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve", "--port", "0", "--db", str(tmp_path / "p.db"),
-                                "--log-level", "warning"], env=env, stderr=subprocess.PIPE, text=True)
+                                "--workers", workers, "--log-level", "warning"], env=env, stderr=subprocess.PIPE,
+                               text=True)
     try:
         assert process.stderr is not None
         first = process.stderr.readline()
