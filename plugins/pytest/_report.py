@@ -93,7 +93,13 @@ class UsageReport:
         tests = [usage.summary() for usage in self.tests.values() if usage.calls or usage.blocked]
         return {"tests": tests, "totals": self.totals().summary(),
                 "budgets": {"session_usd": session_budget, "per_test_usd": test_budget, "enforced": enforced},
-                "most_expensive": [usage["nodeid"] for usage in sorted(tests, key=lambda u: -u["cost_usd"])[:10]]}
+                "most_expensive": [usage.nodeid for usage in self.most_expensive()]}
+
+    def most_expensive(self, count: int = 10) -> list[TestUsage]:
+        """The ``count`` tests that spent most, costliest first. A test whose calls were all blocked spent nothing:
+        the table shows it, with its blocked calls, and this list does not."""
+        spent = [usage for usage in self.tests.values() if usage.cost_usd > 0]
+        return sorted(spent, key=lambda usage: -usage.cost_usd)[:count]
 
     def lines(self) -> list[str]:
         active = [usage for usage in self.tests.values() if usage.calls or usage.blocked]
@@ -104,7 +110,7 @@ class UsageReport:
                        f"{usage.output_tokens:>9} {usage.cost_usd:>11.6f}")
         out.append(f"{'TOTAL':<60} {total.calls:>6} {total.blocked:>7} {total.input_tokens:>9} "
                    f"{total.output_tokens:>9} {total.cost_usd:>11.6f}")
-        top = sorted(active, key=lambda u: -u.cost_usd)[:10]
+        top = self.most_expensive()
         if top:
             out.append("")
             out.append("most expensive tests:")

@@ -73,6 +73,29 @@ def test_summary_and_json(pytester: pytest.Pytester, tmp_path: Path) -> None:
     assert data["most_expensive"][0].endswith("test_expensive")
 
 
+def test_most_expensive_lists_only_tests_that_spent(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: once the session budget was spent, every test whose calls it blocked was listed among the
+    "most expensive tests" at $0.000000. They are in the table, with their blocked calls, and not in that list."""
+    _suite(pytester, """
+        from agentwatch import CircuitBreakerException
+
+        def test_spends():
+            call(1)
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_blocked(i):
+            with pytest.raises(CircuitBreakerException):
+                call(1)
+    """)
+    result = pytester.runpytest_subprocess(f"--agentwatch-budget={COST_PER_CALL / 2}", "--agentwatch-json=out.json",
+                                           "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    table, most_expensive = result.stdout.str().split("most expensive tests:")
+    assert "test_blocked" not in most_expensive and "test_spends" in most_expensive, most_expensive
+    result.stdout.fnmatch_lines(["test_suite.py::test_blocked?0? * 0 * 1 * 0.000000"])
+    assert json.loads((pytester.path / "out.json").read_text())["most_expensive"] == ["test_suite.py::test_spends"]
+
+
 def test_per_test_budget_fails_the_test(pytester: pytest.Pytester) -> None:
     _suite(pytester, """
         def test_within():
