@@ -88,6 +88,12 @@ environment (all of them: README, "The collector"):
 """
 
 
+#: The flag that sets each collector setting: a value refused is named as the user gave it.
+FLAGS = {"host": "--host", "port": "--port", "db_path": "--db", "store_url": "--store",
+         "signing_key_path": "--signing-key", "data_retention_days": "--retention-days",
+         "zero_data_retention": "--zero-data-retention"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentwatch", description="AgentWatch collector and tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,17 +170,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ._settings import Settings
 
-    if args.retention_days is not None and args.retention_days < 0:  # else Settings names DATA_RETENTION_DAYS
-        print("agentwatch serve: --retention-days must be >= 0 (0 keeps data forever)", file=sys.stderr)
-        return 2
     try:
         settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db,
                                      signing_key_path=args.signing_key, data_retention_days=args.retention_days,
-                                     zero_data_retention=args.zero_data_retention, store_url=args.store)
+                                     zero_data_retention=args.zero_data_retention, store_url=args.store,
+                                     override_names=FLAGS)
     except ValueError as error:
         print(f"agentwatch serve: {error}", file=sys.stderr)
         return 2
-    if args.workers is None:
+    workers_from_environment = args.workers is None
+    if workers_from_environment:
         # Read here, not when the parser is built: a bad value is serve's error, not every command's.
         raw = os.environ.get("AGENTWATCH_WORKERS", "").strip() or "1"
         try:
@@ -192,7 +197,9 @@ def _serve(args: argparse.Namespace) -> int:
     if clickhouse and args.workers > 1:
         # chdb runs one engine per data directory and process, and the ClickHouse store hands out rule and alert
         # ids under a lock of its own process: one collector per ClickHouse database.
-        print("agentwatch serve: --workers > 1 is not supported with --store clickhouse", file=sys.stderr)
+        workers_name = "AGENTWATCH_WORKERS" if workers_from_environment else "--workers"
+        store_name = "--store" if args.store is not None else "AGENTWATCH_STORE"
+        print(f"agentwatch serve: {workers_name} > 1 is not supported with {store_name} (ClickHouse)", file=sys.stderr)
         return 2
     if settings.local_mode and not is_loopback_host(settings.host):
         print(f"agentwatch serve: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
@@ -285,7 +292,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     # The same checks as serve's, before anything starts: a mistake is one line, not a traceback.
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db)
+        settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db, override_names=FLAGS)
     except ValueError as error:
         print(f"agentwatch demo: {error}", file=sys.stderr)
         return 2

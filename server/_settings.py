@@ -14,6 +14,18 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+#: The variable each setting is read from (``Settings.from_env``), named when its value is refused.
+ENV_NAMES = {
+    "host": "HOST", "port": "PORT", "db_path": "AGENTWATCH_DB", "store_url": "AGENTWATCH_STORE",
+    "signing_key_path": "AGENTWATCH_SIGNING_KEY", "data_retention_days": "DATA_RETENTION_DAYS",
+    "zero_data_retention": "ZERO_DATA_RETENTION", "synchronous": "AGENTWATCH_SYNCHRONOUS",
+    "max_body_bytes": "AGENTWATCH_MAX_BODY_BYTES", "max_inflated_bytes": "AGENTWATCH_MAX_INFLATED_BYTES",
+    "max_spans_per_request": "AGENTWATCH_MAX_SPANS_PER_REQUEST", "max_json_values": "AGENTWATCH_MAX_JSON_VALUES",
+    "read_timeout_seconds": "AGENTWATCH_READ_TIMEOUT", "alert_interval_seconds": "AGENTWATCH_ALERT_INTERVAL",
+    "smtp_port": "SMTP_PORT",
+}
+
+
 def default_db_path() -> Path:
     return Path(os.environ.get("AGENTWATCH_DB") or Path.home() / ".agentwatch" / "agentwatch.db")
 
@@ -101,8 +113,12 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``); ``overrides`` that are not None win."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, override_names: Mapping[str, str] | None = None,
+                 **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` that are not None win.
+
+        A value refused names where it came from: its variable, or for an override its name in ``override_names``
+        (a command's flag: ``{"port": "--port"}``)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         if env.get("API_KEY"):
@@ -151,24 +167,33 @@ class Settings:
         for name, key in (("SMTP_STARTTLS", "smtp_starttls"), ("SMTP_SSL", "smtp_ssl")):
             if name in env:
                 values[key] = _bool(name, env[name])
-        values.update({key: value for key, value in overrides.items() if value is not None})
+        names = {key: name for key, name in ENV_NAMES.items() if env.get(name)}
+        given = {key: value for key, value in overrides.items() if value is not None}
+        names.update({key: (override_names or {}).get(key, key) for key in given})
+        values.update(given)
         if "db_path" in values:
             values["db_path"] = Path(values["db_path"])
         settings = cls(**values)
-        settings.validate()
+        settings.validate(names)
         return settings
 
-    def validate(self) -> None:
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """ValueError for a value the collector cannot run with, naming the setting as ``names`` calls it (the
+        variable or flag it came from), else by its field (as a program that built these settings named it)."""
+        def name(key: str) -> str:
+            return (names or {}).get(key, key)
+
         if self.synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(f"AGENTWATCH_SYNCHRONOUS must be NORMAL or FULL, got {self.synchronous!r}")
+            raise ValueError(f"{name('synchronous')} must be NORMAL or FULL, got {self.synchronous!r}")
         if self.data_retention_days < 0:
-            raise ValueError("DATA_RETENTION_DAYS must be >= 0 (0 keeps data forever)")
+            raise ValueError(f"{name('data_retention_days')} must be >= 0 (0 keeps data forever)")
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port out of range: {self.port}")
-        if min(self.max_body_bytes, self.max_inflated_bytes, self.max_spans_per_request, self.max_json_values) <= 0:
-            raise ValueError("body limits must be positive")
+            raise ValueError(f"{name('port')} out of range: {self.port} (0 to 65535; 0 picks a free port)")
+        for key in ("max_body_bytes", "max_inflated_bytes", "max_spans_per_request", "max_json_values"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{name(key)} must be positive, got {getattr(self, key)}")
         if not self.read_timeout_seconds > 0:
-            raise ValueError(f"AGENTWATCH_READ_TIMEOUT must be > 0 seconds, got {self.read_timeout_seconds!r}")
+            raise ValueError(f"{name('read_timeout_seconds')} must be > 0 seconds, got {self.read_timeout_seconds!r}")
         if "*" in self.cors_origins and self.local_mode:
             # With no credentials, the Origin check is all that keeps other web sites from the API: "*" turned it off
             # for every site, which could then read every trace and kill or pause agents.
@@ -177,4 +202,5 @@ class Settings:
                              "(CORS_ORIGINS=https://app.example.com), or set API_KEY")
         if self.store_url is not None and not self.store_url.startswith(
                 ("chdb://", "clickhouse://", "clickhouses://")):
-            raise ValueError(f"--store must be chdb:///dir or clickhouse://host:8123/db, got {self.store_url!r}")
+            raise ValueError(f"{name('store_url')} must be chdb:///dir or clickhouse://host:8123/db, got "
+                             f"{self.store_url!r}")

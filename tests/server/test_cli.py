@@ -237,6 +237,23 @@ def test_serve_refuses_a_signing_key_it_cannot_use_in_one_line(tmp_path: Path, c
     one_clear_line(result, "agentwatch serve:", "signing key", str(key), "--signing-key")
 
 
+@pytest.mark.parametrize(("args", "env", "named", "not_named"), [
+    (["--store", "foo://x"], {}, "--store", "AGENTWATCH_STORE"),
+    ([], {"AGENTWATCH_STORE": "foo://x"}, "AGENTWATCH_STORE", "--store"),
+    (["--port", "70000"], {}, "--port", "PORT"),
+    ([], {"PORT": "70000"}, "PORT", "--port"),
+    (["--workers", "2"], {"AGENTWATCH_STORE": "chdb:///nowhere"}, "AGENTWATCH_STORE", "--store"),
+], ids=["--store", "AGENTWATCH_STORE", "--port", "PORT", "--workers with AGENTWATCH_STORE"])
+def test_serve_names_where_a_bad_value_came_from(tmp_path: Path, args: list[str], env: dict[str, str], named: str,
+                                                 not_named: str) -> None:
+    """Found 2026-12-06: AGENTWATCH_STORE=foo://x was refused as "--store must be ...", a flag the user never gave,
+    and PORT=70000 as "port out of range" (which setting, from where?)."""
+    result = agentwatch("serve", "--db", "r.db", *args, cwd=tmp_path, env=env)
+    line = one_clear_line(result, "agentwatch serve:", named)
+    assert not_named not in line
+    assert not (tmp_path / "r.db").exists()
+
+
 def test_a_second_demo_run_sums_up_itself_not_the_database(tmp_path: Path) -> None:
     # `agentwatch demo` twice in one directory: the second run's database holds both runs.
     def summary() -> tuple[list[str], str]:
