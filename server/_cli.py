@@ -349,7 +349,28 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+#: The status a shell reports for a program that SIGPIPE ended (128 + 13), as ``yes | head -1`` leaves ``yes``.
+BROKEN_PIPE_STATUS = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, not at exit: a reader gone by then is this function's to report
+    except BrokenPipeError:
+        # The reader of our output stopped reading (`agentwatch verify r.pdf --json | head -1`): stop quietly, as
+        # Unix tools do. stdout goes to devnull, so the interpreter's last flush of what is left cannot fail too.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout with no file descriptor (a test's capture, say)
+            pass
+        return BROKEN_PIPE_STATUS
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"serve": _serve, "demo": _demo, "verify": _verify, "token": _token}
     # uvicorn handles SIGTERM while it serves, then raises it again for its caller: this handler, from then on.

@@ -167,6 +167,24 @@ def test_a_bad_agentwatch_workers_is_serves_error_only(tmp_path: Path) -> None:
     one_clear_line(result, "agentwatch serve:", "AGENTWATCH_WORKERS", "at least 1")
 
 
+@pytest.mark.parametrize("args", [["verify", "report.pdf", "--json"], ["verify", "report.pdf"],
+                                  ["token", "create", "--role", "viewer", "--name", "ci"]])
+def test_output_to_a_reader_that_stopped_reading_ends_quietly(tmp_path: Path, args: list[str]) -> None:
+    """Found 2026-12-06: `agentwatch verify rep.pdf --json | head -5` ended with a BrokenPipeError traceback. Now as
+    other Unix tools: nothing on stderr, and the status a shell gives a program SIGPIPE ended."""
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 not a signed report\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes, as `| head -0`: no race with it
+    try:
+        result = subprocess.run([sys.executable, "-c", LAUNCH, *args], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=90, cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": "s" * 32})
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 141
+
+
 def test_serve_help_and_readme_say_what_the_retention_settings_do(tmp_path: Path) -> None:
     from agentwatch.server import Settings
 
