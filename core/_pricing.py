@@ -463,6 +463,9 @@ def _override_rates(model: str, table: Mapping[str, Mapping[str, float]]) -> _Ra
 
 #: Bounds of ``Pricer.note_answered``: names remembered, and models per name (a deployment moved to another model).
 _ANSWERED_NAMES_MAX = 1024
+#: Models whose rates ``Pricer`` keeps resolved: far more than a program calls; names made up per call (a proxy's
+#: per-request alias) start the caches afresh rather than grow them forever.
+_CACHED_MODELS_MAX = 4096
 _ANSWERS_PER_NAME = 8
 
 
@@ -485,6 +488,8 @@ class Pricer:
         if rates is None:
             rates = self._resolve(model, provider)
             with self._lock:
+                if len(self._cache) >= _CACHED_MODELS_MAX:
+                    self._cache.clear()
                 self._cache[key] = rates
         return rates
 
@@ -530,6 +535,8 @@ class Pricer:
             rates = self.rates(model or "", provider) if model or provider else _DEFAULT
             if rates.tiers:
                 return rates.cost(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens), rates.estimated
+            if len(self._token_rates) >= _CACHED_MODELS_MAX:
+                self._token_rates.clear()
             token_rates = self._token_rates[key] = (rates.input, rates.output, rates.cache_read, rates.cache_write,
                                                     rates.estimated)
         # _Rates.cost without its call, for the usual untiered rates.

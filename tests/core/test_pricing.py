@@ -305,3 +305,24 @@ def test_a_call_with_one_hour_cache_writes(memory: agentwatch.InMemoryExporter) 
     # A model without a 1-hour price (gpt-4o) charges those writes as any cache write (as genai-prices does).
     assert Pricer().price("gpt-4o", "openai", 3050, 20, 0, 3000, cache_write_1h_tokens=3000).cost_usd == \
         pytest.approx(Pricer().price("gpt-4o", "openai", 3050, 20, 0, 3000).cost_usd)
+
+
+def test_model_names_made_up_per_call_do_not_grow_the_rate_caches_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found 2026-12-06 by review: the per-(provider, model) caches of resolved rates had no bound, so a proxy naming
+    each request's model anew (a per-request alias) grew them by one entry a call for the life of the process."""
+    import tracemalloc
+
+    import agentwatch._pricing as pricing
+
+    monkeypatch.setattr(pricing, "_CACHED_MODELS_MAX", 50)  # the bound, small: each unknown name costs a lookup
+    pricer = Pricer()
+    for number in range(100):  # the caches reach their bound
+        pricer.cost(f"alias-{number}", "openai", 100, 10)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for number in range(100, 1_100):
+        pricer.cost(f"alias-{number}", "openai", 100, 10)
+    grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    assert grown < 100_000, f"{grown} bytes kept for 1,000 made-up model names"
+    assert pricer.cost("gpt-4o", "openai", 1_000_000, 0) == (2.5, False)  # known models are still priced
