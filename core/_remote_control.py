@@ -161,7 +161,9 @@ class RemoteControl:
             status, data = self._exporter.sender.post(self._path, body, "application/json", gzipped=False,
                                                       max_answer=_MAX_FEED_BYTES)
         except Exception as error:  # unreachable: the last known state stays in force
-            self._exporter.probed(False, timed_out=isinstance(error, TimeoutError))
+            if isinstance(error, OSError):  # no answer (refused, reset, timed out): a failed probe of the collector;
+                # an answer it could not take (too large, malformed) says nothing of the collector's reach
+                self._exporter.probed(False, timed_out=isinstance(error, TimeoutError))
             if not self._unreachable:  # once per outage: the poll is tried again every probe interval
                 self._unreachable = True
                 logger.debug("agentwatch: control poll failed: %s; tried again every %.0f s until the collector "
