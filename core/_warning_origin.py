@@ -73,7 +73,11 @@ def _level_past_our_frames(caller: FrameType, stacklevel: int) -> int:
 def _warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
     original = _original or _BEFORE_US
     if "skip_file_prefixes" in kwargs:  # Python 3.12+: it skips the frames it is given; give it ours too
-        kwargs["skip_file_prefixes"] = tuple(kwargs["skip_file_prefixes"]) + _OURS
+        prefixes = kwargs["skip_file_prefixes"]
+        if sys.version_info < (3, 12) or not isinstance(prefixes, tuple):  # the original's own error, as without us
+            original(message, category, stacklevel, source, **kwargs)
+            return
+        kwargs["skip_file_prefixes"] = prefixes + _OURS
         original(message, category, stacklevel + 1, source, **kwargs)
         return
     level = max(stacklevel, 1)
