@@ -224,10 +224,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     mode = "local mode, no API key" if settings.local_mode else "API key or token required on /api"
     where = store_location(settings)
-    # Bound here, before this line, which then gives the address clients need (with --port 0 it said ":0"); the
-    # one process or every worker serves on this socket.
-    listening = bind(settings.host, settings.port)
-    port = listening.getsockname()[1]
+    # With --port 0 or workers, bound here, before this line, which then gives the address clients need (it said
+    # ":0"), and the one process or every worker serves on this socket. A fixed port with one process is left to
+    # uvicorn, which listens on every address the host resolves to (``localhost``: 127.0.0.1 and ::1).
+    listening = bind(settings.host, settings.port) if settings.port == 0 or args.workers > 1 else None
+    port = listening.getsockname()[1] if listening is not None else settings.port
     print(f"AgentWatch collector on http://{settings.host}:{port} ({mode}); data in {where}", file=sys.stderr)
     if args.workers > 1:
         # Worker processes build their app from the environment, so the flags are handed over that way.
@@ -242,9 +243,11 @@ def _serve(args: argparse.Namespace) -> int:
                                     host=settings.host, port=port, log_level=args.log_level,
                                     access_log=args.log_level == "debug",
                                     http="agentwatch.server._read_timeouts:WorkerProtocol")
+            assert listening is not None  # bound above for workers
             serve_workers(config, listening)
         finally:
-            listening.close()
+            if listening is not None:
+                listening.close()
             os.environ.pop(BOARD_ENV, None)
             board.unlink(missing_ok=True)
         return 0
@@ -253,7 +256,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (ImportError, ValueError, RuntimeError, OSError, sqlite3.Error) as error:
         # SQLite: the file changed between the check and here.
         print(f"agentwatch serve: cannot open {where}: {error}", file=sys.stderr)
-        listening.close()
+        if listening is not None:
+            listening.close()
         return 2
     try:
         app = create_app(store=store, settings=settings)
@@ -268,7 +272,7 @@ def _serve(args: argparse.Namespace) -> int:
                 super().handle_exit(sig, frame)
 
         try:
-            _Server(config).run(sockets=[listening])
+            _Server(config).run(sockets=[listening] if listening is not None else None)
         except KeyboardInterrupt:
             # uvicorn stops on Ctrl-C (or SIGTERM: ``Terminated``), then raises the signal again for its caller: the
             # shutdown is done, and that is how a collector is stopped (exit 0, as uvicorn's own command on Ctrl-C).
