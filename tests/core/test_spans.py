@@ -4,7 +4,7 @@ import asyncio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from typing import Any
 
 import pytest
@@ -359,19 +359,28 @@ def test_a_forked_child_never_takes_the_parents_next_ids() -> None:
     assert child & parent == {"t" * 32}
 
 
-def test_an_llm_span_names_the_opentelemetry_span_current_when_it_started(memory: agentwatch.InMemoryExporter) -> None:
+def test_an_llm_span_names_the_opentelemetry_span_current_when_it_started(memory: agentwatch.InMemoryExporter,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
+    # CrewAI, imported by other tests in the same worker, switches the OpenTelemetry SDK off process-wide: a provider
+    # made then only makes non-recording spans with no ids. The program runs in a context of its own, as a fresh
+    # program does: other tests' instrumentations may have left their spans current in this one.
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     agentwatch.init(exporters=[memory])
     tracer = TracerProvider().get_tracer("the program's own")
-    with agentwatch.llm_call("before"):  # no OpenTelemetry span current yet: no name
-        pass
-    with tracer.start_as_current_span("request") as current:
-        with agentwatch.llm_call("inside"):
+
+    def program() -> Any:
+        with agentwatch.llm_call("before"):  # no OpenTelemetry span current yet: no name
             pass
-        ids = current.get_span_context()
-    with agentwatch.llm_call("after"):  # its span ended: the context is empty again
-        pass
+        with tracer.start_as_current_span("request") as current:
+            with agentwatch.llm_call("inside"):
+                pass
+        with agentwatch.llm_call("after"):  # its span ended: the context is empty again
+            pass
+        return current.get_span_context()
+
+    ids = Context().run(program)
     agentwatch.flush()
     spans = _by_name(memory.spans)
     assert "otel.current_span" not in spans["before"]["attributes"]
