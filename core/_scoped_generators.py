@@ -29,21 +29,7 @@ def scoped_generator(scope: SpanScope, generator: Callable[[], Generator[Any, An
     context.run(scope.__enter__)
     ended_by: BaseException | None = None
     try:
-        inner = context.run(generator)
-        step: Callable[[Any], Any] = inner.send
-        value: Any = None
-        while True:
-            try:
-                item = context.run(step, value)
-            except StopIteration as stop:
-                return stop.value
-            try:
-                value, step = (yield item), inner.send
-            except GeneratorExit:
-                context.run(inner.close)
-                raise
-            except BaseException as thrown:  # gen.throw(...) by the consumer: into the body, as ``yield from``
-                value, step = thrown, inner.throw
+        return (yield from _steps_in(context, context.run(generator)))
     except BaseException as error:
         ended_by = error
         raise
@@ -93,18 +79,24 @@ class _InContext:
 
     def __await__(self) -> Generator[Any, Any, Any]:
         context = self._context
-        steps = context.run(self._awaitable.__await__)
-        step: Callable[[Any], Any] = steps.send
-        value: Any = None
-        while True:
-            try:
-                waited_on = context.run(step, value)
-            except StopIteration as stop:
-                return stop.value
-            try:
-                value, step = (yield waited_on), steps.send
-            except GeneratorExit:
-                context.run(steps.close)
-                raise
-            except BaseException as thrown:  # a cancellation, into the awaited coroutine
-                value, step = thrown, steps.throw
+        return (yield from _steps_in(context, context.run(self._awaitable.__await__)))
+
+
+def _steps_in(context: contextvars.Context, steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """``yield from steps`` with each of its steps run in ``context``: a generator's body, or the iterator of an
+    awaitable (what it yields, a future, passes through). ``send``, ``throw`` (a consumer's ``gen.throw``, a
+    cancellation) and ``close`` reach ``steps`` as they would through ``yield from``."""
+    step: Callable[[Any], Any] = steps.send
+    value: Any = None
+    while True:
+        try:
+            item = context.run(step, value)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, step = (yield item), steps.send
+        except GeneratorExit:
+            context.run(steps.close)
+            raise
+        except BaseException as thrown:
+            value, step = thrown, steps.throw
