@@ -286,7 +286,21 @@ def _exit(opened: Opened, result: Any) -> None:
 
 @stop_on_exception
 def _drop(opened: Opened, error: BaseException | None) -> None:
+    waited_for = _awaited_event(error)
+    if waited_for is not None:  # paused, not failed: LlamaIndex runs it again once the event has come
+        opened.span.attributes["llamaindex.waiting_for"] = waited_for
+        error = None
     _close(opened, error)
+
+
+def _awaited_event(error: BaseException | None) -> str | None:
+    """The event a tool waits for when it left by ``ctx.wait_for_event`` (a human's answer): LlamaIndex pauses it
+    by raising ``WaitingForEvent`` through it, and keeps that out of its own step spans; a tool is a span of ours."""
+    if error is None or type(error).__name__ != "WaitingForEvent" or \
+            not type(error).__module__.startswith("workflows."):
+        return None
+    event_type = getattr(getattr(error, "add", None), "event_type", None)
+    return event_type.__name__ if isinstance(event_type, type) else "event"
 
 
 def _close(opened: Opened, error: BaseException | None) -> None:

@@ -87,3 +87,46 @@ def test_other_tool_errors_still_go_to_the_model(memory: agentwatch.InMemoryExpo
         [("no researcher today", True)]
     assert str(answer) == "Nobody knows."
     assert stub_provider.count("/chat/completions") == 2
+
+
+def test_a_tool_waiting_for_a_human_is_paused_not_failed(memory: agentwatch.InMemoryExporter,
+                                                         stub_provider: Any) -> None:
+    """Found by a probe: the human-in-the-loop tool of LlamaIndex's docs (``await ctx.wait_for_event(...)``) was
+    recorded as a failed tool, ``WaitingForEvent``, every time it waited: LlamaIndex pauses it by raising that
+    exception through it, then calls it again with the answer."""
+    from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+    from llama_index.core.workflow import Context, HumanResponseEvent, InputRequiredEvent
+
+    agentwatch.init(exporters=[memory])
+
+    async def dangerous_task(ctx: Context) -> str:
+        """A dangerous task that requires human confirmation."""
+        answer = await ctx.wait_for_event(HumanResponseEvent, waiter_id="confirm",
+                                          waiter_event=InputRequiredEvent(prefix="Proceed? "))
+        return "done" if answer.response == "yes" else "cancelled"
+
+    # LlamaIndex finds the tool's context by its annotation's type, which this module's string annotations hide.
+    dangerous_task.__annotations__["ctx"] = Context
+
+    agent = FunctionAgent(name="Operator", tools=[dangerous_task], llm=openai_llm(stub_provider), streaming=False)
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "dangerous_task", "arguments": {}}]),
+                        Reply(content="It is done."))
+
+    async def run() -> tuple[list[Any], Any]:
+        handler = agent.run(user_msg="do the dangerous task")
+        results = []
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                handler.ctx.send_event(HumanResponseEvent(response="yes"))
+            elif isinstance(event, ToolCallResult):
+                results.append((event.tool_output.content, event.tool_output.is_error))
+        return results, await handler
+
+    results, answer = asyncio.run(run())
+
+    assert results == [("done", False)] and str(answer) == "It is done."
+    agentwatch.flush()
+    tools = [span for span in memory.spans if span["kind"] == "tool"]
+    assert [(span["name"], span["status"]) for span in tools] == [("dangerous_task", "ok")] * 2
+    assert [span["attributes"].get("llamaindex.waiting_for") for span in tools] == ["HumanResponseEvent", None]
+    assert all("error.type" not in span["attributes"] for span in memory.spans)
