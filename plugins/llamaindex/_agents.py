@@ -13,6 +13,11 @@ LlamaIndex's agents (``BaseWorkflowAgent``: ``FunctionAgent``, ``ReActAgent``, `
   inside a tool (an agent used as a tool, out of its budget) is raised by the ``call_tool`` step instead: the run
   fails with it, as with a block of the agent's own LLM call, and nothing more is sent to the model.
 
+``AgentWorkflow._call_tool`` also runs the tool in the scope of the agent whose tool it is, read where
+``AgentWorkflow`` reads it (its context store), when the step is not in that scope already: a run resumed from a saved
+context (``Context.from_dict``, a human's answer awaited) starts with the paused tool, before any event has named
+the agent, and its calls would otherwise escape that agent's limits.
+
 Patched on the classes when the first workflow run starts with LlamaIndex's agent modules loaded (nothing is
 imported for it); ``remove()`` puts the originals back.
 """
@@ -27,7 +32,14 @@ from contextvars import ContextVar
 from typing import Any
 
 from agentwatch import CircuitBreakerException
-from agentwatch.instrumentation import BlockCarrier, get_client
+from agentwatch.instrumentation import (
+    BlockCarrier,
+    attach,
+    detach,
+    get_client,
+    get_current_agent_scopes,
+    swallow_internal_error,
+)
 
 __all__ = ["patch_if_loaded", "unpatch", "carried"]
 
@@ -98,10 +110,45 @@ def _raise_tool_blocks(original: Callable[..., Any]) -> Callable[..., Any]:
     return _call_tool
 
 
+def _in_current_agents_scope(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``AgentWorkflow._call_tool``: the tool runs in the scope of the agent whose turn it is."""
+
+    @functools.wraps(original)
+    async def _call_tool(self: Any, ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        client = get_client()
+        if client is None:
+            return await original(self, ctx, *args, **kwargs)
+        token = await _enter_current_agents_scope(client, ctx)
+        if token is None:
+            return await original(self, ctx, *args, **kwargs)
+        try:
+            return await original(self, ctx, *args, **kwargs)
+        finally:
+            detach(token)
+
+    return _call_tool
+
+
+async def _enter_current_agents_scope(client: Any, ctx: Any) -> tuple[Any, ...] | None:
+    try:
+        name = await ctx.store.get("current_agent_name", default=None)
+        scopes = get_current_agent_scopes()
+        if not isinstance(name, str) or not name or (scopes and scopes[-1].name == name):
+            return None
+        return attach(agent=client.agent_scope(name))
+    except Exception:
+        swallow_internal_error("the LlamaIndex plugin (the agent of a tool call)")
+        return None
+
+
 _WRAPPERS: tuple[tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
     ("parse_agent_output", _raise_carried),
     ("_call_tool", _raise_tool_blocks),
 )
+#: Patched on one class only (after ``_WRAPPERS``).
+_CLASS_WRAPPERS: dict[str, tuple[tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...]] = {
+    "AgentWorkflow": (("_call_tool", _in_current_agents_scope),),
+}
 
 
 def patch_if_loaded() -> None:
@@ -119,7 +166,7 @@ def patch_if_loaded() -> None:
             _patch(module, "generate_structured_response", _carry_blocks)
             cls = getattr(module, _MODULES[module_name], None)
             if isinstance(cls, type):
-                for name, wrapper in _WRAPPERS:
+                for name, wrapper in (*_WRAPPERS, *_CLASS_WRAPPERS.get(cls.__name__, ())):
                     _patch(cls, name, wrapper)
         _done = True
 

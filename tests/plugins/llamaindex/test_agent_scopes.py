@@ -210,3 +210,49 @@ def test_react_agents_in_a_workflow_are_scoped_by_name(memory: agentwatch.InMemo
     assert answer == "forty-two"
     agentwatch.flush()
     assert _agents_of_llm_spans(memory) == [("planner", "blocked"), ("planner", "ok")]
+
+
+def test_a_run_resumed_from_a_saved_context_keeps_the_paused_tools_calls_in_its_agents_scope(
+        memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    """Found by a probe: an ``AgentWorkflow`` paused for a human (its context saved, the run cancelled, as LlamaIndex's
+    docs show) and resumed from ``Context.from_dict`` starts with the paused tool, before any event names the agent:
+    the LLM call that tool made was recorded with no agent and never checked against that agent's limits."""
+    from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+    from llama_index.core.workflow import Context, HumanResponseEvent, InputRequiredEvent
+
+    agentwatch.init(exporters=[memory], agents={"researcher": {"max_calls_per_minute": 2, "block_on_threshold": True}})
+    summarizer = openai_llm(stub_provider)
+
+    async def approve_and_summarize(ctx: Context, text: str) -> str:
+        """Ask a human to approve the text, then summarize it."""
+        await ctx.wait_for_event(HumanResponseEvent, waiter_id="approve", waiter_event=InputRequiredEvent(prefix="ok?"))
+        return (await summarizer.acomplete(f"summarize {text}")).text
+
+    # LlamaIndex finds the tool's context by its annotation's type, which this module's string annotations hide.
+    approve_and_summarize.__annotations__["ctx"] = Context
+    researcher = FunctionAgent(name="researcher", description="Finds facts.", tools=[approve_and_summarize],
+                               llm=openai_llm(stub_provider), streaming=False)
+    workflow = AgentWorkflow(agents=[researcher])
+    stub_provider.queue(Reply(tool_calls=[{"name": "approve_and_summarize", "arguments": {"text": "bees"}}]),
+                        Reply(content="a summary"),  # the tool's own call, the researcher's second
+                        _FINAL)  # the researcher's third call: blocked
+
+    async def main() -> CircuitBreakerException:
+        handler = workflow.run(user_msg="summarize bees once I approve")
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                saved = handler.ctx.to_dict()
+                await handler.cancel_run()
+                break
+        handler = workflow.run(ctx=Context.from_dict(workflow, saved))
+        handler.ctx.send_event(HumanResponseEvent(response="yes"))
+        with pytest.raises(CircuitBreakerException) as caught:
+            await handler
+        return caught.value
+
+    blocked = asyncio.run(main())
+
+    assert (blocked.scope_id, blocked.reason) == ("researcher", "max_calls_per_minute")
+    assert stub_provider.count("/chat/completions") == 2
+    agentwatch.flush()
+    assert _agents_of_llm_spans(memory) == [("researcher", "ok"), ("researcher", "ok"), ("researcher", "blocked")]
