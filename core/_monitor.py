@@ -49,6 +49,7 @@ from ._windows import (
     LIMITS_BACKEND_UNREACHABLE,
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
+    NO_RECORD,
     LocalWindowStore,
     ProbeSlot,
     ReservingStore,
@@ -129,6 +130,7 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_fleet_probe", "_paused_until", "_trip",
+        "_made_by",
         "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
         "_windows", "_pending_calls",
         "__weakref__",
@@ -193,6 +195,9 @@ class Monitor:
         self._fleet_probe = False
         self._paused_until: float | None = None
         self._trip: Trip | None = None
+        #: The transition that made the state OPEN or PAUSED (event, reason, threshold, current): put back into the
+        #: fleet's record if that is lost while this monitor still holds the state.
+        self._made_by: tuple[str, str, float | None, float | None] | None = None
         self._blocked_calls = 0
         self._alert_last: dict[str, float] = {}
         # Reports queued under the lock and sent after it is released, by one thread at a time (in order).
@@ -473,7 +478,7 @@ class Monitor:
             verdict = fleet.consult(now, step is Step.ADMIT)
         if isinstance(verdict, SharedState):
             assert fleet is not None  # (only a shared store returns its record)
-            return self._mirror_locked(now, fleet, verdict)
+            return self._mirror_locked(now, fleet, verdict, counted=step is Step.ADMIT)
         self._maybe_half_open_locked(now)
         state = self._state
         if state is HALF_OPEN and step is Step.ADMIT and self._probe is None and verdict is None:
@@ -481,16 +486,27 @@ class Monitor:
             verdict = self._evaluate(now, True)
             if isinstance(verdict, SharedState):  # a shared store that answers again: its record rules
                 assert fleet is not None
-                return self._mirror_locked(now, fleet, verdict)
+                return self._mirror_locked(now, fleet, verdict, counted=True)
             return Observation(state, verdict, ProbeSlot.GRANTED, self._blocked_by())
         return Observation(state, verdict, ProbeSlot.HELD if self._probe is not None else ProbeSlot.FREE,
                            self._blocked_by())
 
-    def _mirror_locked(self, now: float, fleet: SharedBreakerStore, shared: SharedState) -> Observation:
+    def _mirror_locked(self, now: float, fleet: SharedBreakerStore, shared: SharedState, *,
+                       counted: bool = False) -> Observation:
         """Make this monitor's state the fleet's record (each move reported, marked ``fleet_sync``), and see
-        the call as the record does: its state, probe slot and windows' verdict."""
+        the call as the record does: its state, probe slot and windows' verdict. ``counted``: the round trip that
+        read the record was an admission, which counted the call if the record let it through."""
         new = shared.generation != fleet.generation
         fleet.generation = shared.generation
+        if shared.generation == NO_RECORD and (self._state is OPEN or self._state is PAUSED):
+            # The record is lost, not recovered: no resume, pause or probe made it CLOSED. Following it would end a
+            # kill or a trip without anyone lifting it; this monitor puts its state back for the fleet instead.
+            restored = self._restore_record_locked(now, fleet)
+            if isinstance(restored, SharedState) and restored.generation != NO_RECORD:
+                return self._mirror_locked(now, fleet, restored)  # another process put it back first
+            if counted and shared.verdict is None:
+                self._store.uncount_call(now)  # the admission counted a call that this state blocks
+            return Observation(self._state, None, ProbeSlot.FREE, self._blocked_by())
         target = _STATE_OF.get(shared.state, CLOSED)
         event, reason = shared.event or "fleet", shared.reason or "fleet_state"
         if target is not CLOSED:
@@ -506,6 +522,16 @@ class Monitor:
                 self._maybe_half_open_locked(now)
         self._fleet_probe = shared.probe is ProbeSlot.HELD and self._probe is None
         return Observation(target, shared.verdict, shared.probe, self._blocked_by())
+
+    def _restore_record_locked(self, now: float, fleet: SharedBreakerStore) -> SharedState | bool:
+        """Publish this monitor's OPEN or PAUSED state (what is left of a pause) as the fleet's record, if there is
+        still none: the first process to do it wins, the others follow it."""
+        event, reason, threshold, current = self._made_by or ("restored", self._blocked_by()[0], None, None)
+        left = 0.0
+        if self._state is PAUSED and self._paused_until is not None:
+            left = max(0.0, self._paused_until - now)
+        return fleet.publish(event, self._state, reason, threshold, current, self._blocked_by(), pause_s=left,
+                             if_generation=True)
 
     def _apply_locked(self, now: float, decision: Decision) -> None:
         transition = decision.transition
@@ -616,6 +642,8 @@ class Monitor:
         if follow:
             record["fleet_sync"] = True  # made by another process: dashboards can count each trip once
         self._state = to_state
+        if to_state is OPEN or to_state is PAUSED:
+            self._made_by = (event, reason, threshold, current)
         self._probe = None  # any transition ends a probe in flight: its settle must not decide anything
         self._fleet_probe = False
         if to_state is CLOSED:

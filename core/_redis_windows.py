@@ -29,8 +29,10 @@ call. Transitions are published by a second script: a trip, a retrip and a recov
 still the generation the monitor acted on (and, after a probe, if it still holds the probe slot), so a
 stale decision loses to a newer one; ``pause``, ``increase_budget`` and ``reset_windows`` always win.
 A probe whose process dies frees the slot after ``PROBE_TTL_S``. The record is refreshed while it is not
-CLOSED and expires after a day without calls (then the scope is CLOSED); generations are Redis
-microseconds, so one never comes back after an expiry.
+CLOSED and expires after a day without calls; generations are Redis microseconds, so one never comes back after
+an expiry. A record that is gone (expired, or Redis restarted without persistence) is not a recovery: a monitor
+still OPEN or PAUSED publishes its state again (only while there is still no record: the first process wins), so a
+kill or a trip holds until someone lifts it.
 
 The budget: the first ``set_limits`` of a store *joins*: if the fleet's configured budget equals ours, the
 shared effective budget (possibly raised by ``increase_budget``) is kept; otherwise ours replaces it (a new
@@ -79,6 +81,7 @@ from ._windows import (
     HARD_BUDGET,
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
+    NO_RECORD,
     UNREACHABLE_VERDICT,
     LocalWindowStore,
     ProbeSlot,
@@ -450,7 +453,7 @@ class RedisWindowStore:
             self._local.evaluate(now, True)  # counted in Redis: shadow it
         trip_reason = _text(r[11])
         return SharedState(
-            generation=_text(r[3]) or "0", state=state, remaining=r[5] / 1000.0, probe=probe,
+            generation=_text(r[3]) or NO_RECORD, state=state, remaining=r[5] / 1000.0, probe=probe,
             verdict=None if code in (0, 4) else self._violation(code, r[1], r[2]),
             event=_text(r[7]), reason=_text(r[8]), threshold=_value(r[9]), current=_value(r[10]),
             trip=(trip_reason, _value(r[12]), _value(r[13])) if trip_reason else None,

@@ -19,6 +19,7 @@ __all__ = [
     "SharedBreakerStore",
     "ReservingStore",
     "SharedState",
+    "NO_RECORD",
     "LocalWindowStore",
     "Violation",
     "SPEND_WINDOW_S",
@@ -173,6 +174,11 @@ class ReservingStore(WindowStore, Protocol):
     def settle_reserved(self, now: float, cost_usd: float, error: bool, units: int, rid: int) -> None:
         """``record`` and ``release`` in one step, so no admission sees the reservation gone but not the cost."""
         ...
+
+
+#: ``SharedState.generation`` of a scope the shared store holds no record for: none was ever published, or it was
+#: lost (Redis restarted without persistence, a failover, the record's expiry after a day without calls).
+NO_RECORD: Final = "0"
 
 
 @dataclass(frozen=True, slots=True)

@@ -619,6 +619,40 @@ def test_spend_of_an_outage_counts_toward_the_fleet_budget_after_it(outage: str)
         server.stop()
 
 
+@pytest.mark.parametrize("loss", ["restarted_empty", "record_expired"])
+def test_a_kill_outlives_the_loss_of_the_fleets_record(loss: str, workers: list[Worker]) -> None:
+    """Found 2026-12-06: an operator's kill (and any trip or pause) lived only in the fleet's breaker record, so
+    Redis restarting without persistence, or the record expiring after a day without calls, let every call through
+    again: the processes took the missing record for a recovery. Now a process still holding the state puts it
+    back, and the fleet (a process started after the loss too) stays blocked until a resume."""
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        url = server.url + "?socket_timeout=1"
+        _init(url)
+        monitor = agentwatch.get_client().monitor
+        monitor.kill()
+        assert _spend_quietly(1) == (0, 1)
+        if loss == "record_expired":
+            server.client.delete("agentwatch:{global:global}:brk")
+        else:
+            server.stop()
+            assert _spend_quietly(1) == (0, 1)  # the local fallback keeps the kill
+            server.start()
+            time.sleep(0.6)  # the reconnect backoff
+        with pytest.raises(CircuitBreakerException) as caught:
+            with agentwatch.llm_call("chat", model="gpt-4o", provider="openai"):
+                pytest.fail("the call was sent although the operator killed the scope")
+        assert caught.value.reason == "operator_kill" and monitor.state == "OPEN"
+        assert server.client.hget("agentwatch:{global:global}:brk", "st") == b"O"
+        late = _start(workers, url)
+        assert late.ask("spend", 1, SMALL) == {"ok": 0, "blocked": 1, "last": ["operator_kill", None, None]}
+        monitor.resume()
+        assert late.ask("spend", 1, SMALL)["ok"] == 1
+    finally:
+        server.stop()
+
+
 def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
     """Each process goes on from its own recent history: the one that spent is stopped sooner."""
     _need_redis_server()
