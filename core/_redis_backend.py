@@ -14,7 +14,9 @@ A reservation in Redis expires (``RESERVATION_TTL_S``) so that a process that di
 for ever; the reservations of this process's calls still in flight are renewed (``hold``, ``renew``: one pipelined
 round trip for all of them, by the export worker when idle, well before they expire), so a call that runs longer
 than the lifetime (a long reasoning call, a long stream) keeps its money held. A process that SIGTERM's default action
-is about to kill releases them first (``release_held``, called by ``_signals``): its calls will never settle.
+is about to kill releases them first (``release_held``, called by ``_signals``): its calls will never settle. So it
+does with the HALF_OPEN probe slots its calls hold (``hold_probe``), which would otherwise block the fleet's calls
+until they expire.
 """
 
 from __future__ import annotations
@@ -94,7 +96,19 @@ class RedisBackend:
         self._blocking = False  # the fallback of the stores that kept operations: for the outage warning
         #: Reservations of this process's calls in flight, to renew: (zset key, hash key) -> {id: units held}.
         self._live: dict[tuple[str, str], dict[str, int]] = {}
+        #: HALF_OPEN probe slots a call of this process holds: slot key -> the holder's token.
+        self._probes: dict[str, str] = {}
         self._renewed_at = time.monotonic()
+
+    def hold_probe(self, key: str, token: str) -> None:
+        """A call of this process took the fleet's probe slot ``key`` (as ``token``)."""
+        with self._lock:
+            self._probes[key] = token
+
+    def unhold_probe(self, key: str) -> None:
+        """The probe slot ``key`` was released, or a published transition freed it."""
+        with self._lock:
+            self._probes.pop(key, None)
 
     def hold(self, keys: list[str], member: str, units: int) -> None:
         """A call of this process reserved ``units`` more under ``member``: renew it while it is held."""
@@ -117,24 +131,29 @@ class RedisBackend:
                     del self._live[(keys[0], keys[1])]
 
     def release_held(self) -> int:
-        """Release the reservations of this process's calls in flight: SIGTERM's default action is about to kill it,
-        so they would never settle and would refuse the fleet's calls until they expire. One pipelined round trip,
-        on a connection of its own: the signal may have stopped a thread of this process inside the connection
-        pool's lock. How many were released (0: none held, or Redis did not answer: they expire by themselves)."""
+        """Release the reservations and probe slots of this process's calls in flight: SIGTERM's default action is
+        about to kill it, so they would never settle and would refuse the fleet's calls until they expire. One
+        pipelined round trip, on a connection of its own: the signal may have stopped a thread of this process inside
+        the connection pool's lock. How many were released (0: none held, or Redis did not answer: they expire by
+        themselves)."""
         with self._lock:
             live = [(keys, dict(held)) for keys, held in self._live.items() if held]
             self._live.clear()
-        if not live:
+            probes = list(self._probes.items())
+            self._probes.clear()
+        if not live and not probes:
             return 0
         import redis
 
-        released = sum(len(held) for _, held in live)
+        released = sum(len(held) for _, held in live) + len(probes)
         client = redis.Redis.from_url(self.url, **self._settings)  # its own pool: its own lock
         try:
             pipe = client.pipeline(transaction=False)
             for keys, held in live:
                 for member, units in held.items():
                     self.unreserve(keys=list(keys), args=[units, member], client=pipe)
+            for key, token in probes:
+                self.release(keys=[key], args=[token], client=pipe)  # only if it is still this process's
             pipe.execute(raise_on_error=False)
         except self.errors as exc:
             logger.debug("agentwatch: could not release the reservations of calls in flight: %s", exc)
@@ -293,6 +312,7 @@ def _reset_in_child() -> None:
         backend._probing = False
         backend._deferred.clear()
         backend._live.clear()  # the parent's calls, not the child's
+        backend._probes.clear()
 
 
 after_fork_in_child(_reset_in_child)

@@ -359,6 +359,7 @@ class RedisWindowStore:
             return False
         if backend.down:
             backend.succeeded()
+        backend.unhold_probe(self._probe_key[0])  # a transition published, here or elsewhere, freed the slot
         if result[0] == 1:
             self.generation = _text(result[1]) or ""
             return True
@@ -372,6 +373,7 @@ class RedisWindowStore:
     def release_probe(self) -> None:
         # Kept if Redis does not answer: a probe slot left taken blocks the fleet's calls for PROBE_TTL_S.
         args = [self._token]
+        self._backend.unhold_probe(self._probe_key[0])
         self._run(self._backend.release, self._probe_key, args, args)
 
     # ---- the rest of the protocol -----------------------------------------------------------------
@@ -449,6 +451,8 @@ class RedisWindowStore:
 
     def _shared(self, now: float, count_call: bool, r: list[Any]) -> SharedState:
         code, state, probe = r[0], _STATES.get(r[4], CLOSED), ProbeSlot(r[6])
+        if probe is ProbeSlot.GRANTED:  # released if SIGTERM ends this process before the probe settles
+            self._backend.hold_probe(self._probe_key[0], self._token)
         if code == 0 and count_call and (state is CLOSED or probe is ProbeSlot.GRANTED):
             self._local.evaluate(now, True)  # counted in Redis: shadow it
         trip_reason = _text(r[11])

@@ -4,10 +4,10 @@ Python runs ``atexit`` handlers on a normal exit but not when SIGTERM's default 
 (``docker stop``, Kubernetes, systemd, a supervisor). ``install(client)`` puts a handler in front of the
 current one; on SIGTERM it flushes the export queue (bounded by ``timeout``) and then:
 
-- previous handler ``SIG_DFL`` (or not set from Python): releases the hard-budget reservations this process's
-  calls in flight hold in Redis (fleet-wide limits: they would never settle, and would refuse the fleet's calls
-  until they expire), restores the default and re-sends SIGTERM, so the process dies by the signal with the usual
-  exit status (-15 / 143) — ``atexit`` is not run, as before;
+- previous handler ``SIG_DFL`` (or not set from Python): releases the hard-budget reservations and the HALF_OPEN
+  probe slot this process's calls in flight hold in Redis (fleet-wide limits: they would never settle, and would
+  refuse the fleet's calls until they expire), restores the default and re-sends SIGTERM, so the process dies by
+  the signal with the usual exit status (-15 / 143) — ``atexit`` is not run, as before;
 - previous handler ``SIG_IGN``: returns (the signal stays ignored);
 - previous handler a Python callable (uvicorn, gunicorn, the user's own): calls it with the same arguments (a
   handler that ends the process with ``sys.exit`` unwinds the calls in flight, which release their reservations

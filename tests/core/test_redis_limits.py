@@ -432,6 +432,27 @@ def test_pause_in_one_process_then_one_probe_fleet_wide(redis_url: str, workers:
     assert first.ask("state")["state"] == "OPEN"
 
 
+def test_a_process_ended_by_sigterm_frees_the_fleets_probe_slot(redis_url: str, redis_server: RedisServer,
+                                                                 workers: list[Worker], tmp_path: Path) -> None:
+    """Found 2026-12-06: a process stopped by SIGTERM (docker stop, Kubernetes) while its call was the fleet's
+    HALF_OPEN probe left the slot taken, and every process's calls were blocked ("the probe call after the pause is
+    in flight") for the slot's 120 s. Now the process gives it back before it dies, as it does its reservations."""
+    import signal
+
+    prober, other = _start(workers, redis_url), _start(workers, redis_url)
+    prober.ask("pause", 0.0)
+    prober.send("spend", 1, SMALL, 1, tmp_path / "never")  # the probe, in flight until the process ends
+    deadline = time.monotonic() + 30
+    while not redis_server.client.exists("agentwatch:{global:global}:prb"):
+        assert time.monotonic() < deadline, "no probe in flight"
+        time.sleep(0.02)
+    assert other.ask("spend", 1, SMALL) == {"ok": 0, "blocked": 1, "last": ["paused", None, None]}
+    prober.process.send_signal(signal.SIGTERM)
+    assert prober.process.wait(timeout=30) == -signal.SIGTERM
+    assert other.ask("spend", 1, SMALL) == {"ok": 1, "blocked": 0, "last": None}  # the next probe: CLOSED again
+    assert other.ask("state")["state"] == "CLOSED"
+
+
 def test_followed_transitions_are_reported_once_per_process(redis_url: str) -> None:
     """Two monitors on one scope (as two processes would have): the follower reports what the fleet did,
     marked ``fleet_sync``; a stale trip loses to a newer recovery."""
