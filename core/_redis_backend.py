@@ -293,12 +293,24 @@ class RedisBackend:
             self._retry_at = time.monotonic() + self._backoff
 
 
+#: URL query parameters that carry credentials (redis-py reads them as the user info's equivalent).
+_SECRET_PARAMS: Final = frozenset({"password", "username"})
+
+
 def _redact(url: str) -> str:
-    # redis://user:password@host -> redis://***@host: warnings end up in logs.
-    scheme, sep, rest = url.partition("://")
+    # redis://user:password@host -> redis://***@host, ?password=... -> ?password=***: warnings end up in logs.
+    head, mark, query = url.partition("?")
+    scheme, sep, rest = head.partition("://")
     if "@" in rest:
         rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
+    if query:
+        query = "&".join(_redact_param(param) for param in query.split("&"))
+    return scheme + sep + rest + mark + query
+
+
+def _redact_param(param: str) -> str:
+    name, equals, _ = param.partition("=")
+    return f"{name}=***" if equals and name.lower() in _SECRET_PARAMS else param
 
 
 _backends: dict[str, RedisBackend] = {}

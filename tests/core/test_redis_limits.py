@@ -735,6 +735,19 @@ def test_limits_fallback_is_validated() -> None:
         build_config({"limits_fallback": True}, {})
 
 
+@pytest.mark.parametrize("credentials", [":s3cret@127.0.0.1:{port}/0", "127.0.0.1:{port}/2?password=s3cret",
+                                         "127.0.0.1:{port}/0?db=3&username=bob&password=s3cret"])
+def test_the_outage_warning_shows_no_password(credentials: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Found 2026-12-06: a password given as a URL parameter (``?password=``, which redis-py reads as it does the
+    user info) was written to the log in full by the warning that Redis is unreachable."""
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    _init("redis://" + credentials.format(port=_free_port()))
+    assert _spend_quietly(1) == (1, 0)
+    warnings = _backend_warnings(caplog)
+    assert len(warnings) == 1 and "unreachable" in warnings[0]
+    assert "s3cret" not in warnings[0] and "bob" not in warnings[0] and "127.0.0.1:" in warnings[0]
+
+
 def test_unresponsive_redis_does_not_hang_the_call(caplog: pytest.LogCaptureFixture) -> None:
     """A server that accepts connections and never answers (a stuck host): bounded by the 50 ms timeouts."""
     with socket.socket() as blackhole:
