@@ -70,9 +70,11 @@ every ``flush_interval``) renews the reservations of the process's calls in flig
 from __future__ import annotations
 
 import secrets
+import weakref
 from typing import Any, Final
 
 from ._breaker_states import CLOSED, HALF_OPEN, OPEN, PAUSED
+from ._forking import after_fork_in_child
 from ._idle import every_idle
 from ._redis_backend import SOCKET_TIMEOUT_S, RedisBackend, backend_for, backends
 from ._redis_scripts import NO_BUDGET
@@ -121,6 +123,21 @@ def renew_reservations() -> None:
 
 every_idle(renew_reservations)
 
+#: The process's stores, for a forked child to name itself anew.
+_stores: weakref.WeakSet[RedisWindowStore] = weakref.WeakSet()
+
+
+def _new_tokens_in_child() -> None:
+    """After a fork (a prefork server forking its workers after ``init()``): the child's reservations and probe slot
+    get a name of their own. With the parent's, sibling workers counting their calls alike held their reservations
+    under the same ids: a settlement sent again after a timeout released a sibling's reservation of a call in flight
+    (and counted the cost twice), and a probe slot was any sibling's to give back."""
+    for store in list(_stores):
+        store.new_token()
+
+
+after_fork_in_child(_new_tokens_in_child)
+
 
 def _units_arg(usd: float | None) -> str:
     return str(usd_to_units(usd)) if usd is not None else ""
@@ -139,7 +156,7 @@ class RedisWindowStore:
     __slots__ = ("_backend", "_keys", "_limit_key", "_state_keys", "_probe_key", "_reserve_keys", "_settle_keys",
                  "_held_keys", "_local", "_armed", "_limits",
                  "_args", "_joined", "_spend_read", "_last_spent", "_shared_budget", "_blocking", "_token",
-                 "_grant", "_tag", "_outages_seen", "generation")
+                 "_grant", "_tag", "_outages_seen", "generation", "__weakref__")
 
     def __init__(self, backend: RedisBackend, scope: str, scope_id: str, *, prefix: str = KEY_PREFIX,
                  fallback: str = "local") -> None:
@@ -176,6 +193,11 @@ class RedisWindowStore:
         self._grant: str | None = None  # the operator grant the next increase applies (``grant_once``)
         self._outages_seen = backend.outages  # an outage after this one: reconcile before the next admission
         self.generation = ""  # none yet: the first reply is the whole record, and is followed
+        _stores.add(self)
+
+    def new_token(self) -> None:
+        """Name this store's reservations and probe slot anew (a forked child's store is the parent's copy)."""
+        self._token = self._args[5] = secrets.token_hex(8)
 
     # ---- limits -----------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from agentwatch._reservation import (
     server_tool_input_tokens,
     worst_case_usd,
 )
-from tests.core.test_redis_limits import ROOT, redis_server, redis_url  # noqa: F401 - fixtures
+from tests.core.test_redis_limits import ROOT, RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 from tests.stubs.provider_server import Reply, StubProvider
 
 MODEL = "hb-model"
@@ -632,6 +632,53 @@ def test_a_process_ended_by_sigterm_releases_its_reservation_in_redis(redis_url:
     stub.queue(_reply())
     oai = openai.OpenAI(base_url=stub.openai_base_url, api_key="sk-test", max_retries=0)
     oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=80_000)  # type: ignore[arg-type]
+
+
+_PREFORK = textwrap.dedent("""
+    import json, os, sys, time
+    import openai
+    import agentwatch
+
+    url, base_url, prices = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    agentwatch.init(exporters=[], limits_backend=url, budget_per_hour=1.0, hard_budget=True,
+                    cost_table_override=prices)
+    workers = []
+    for _ in range(2):  # a prefork server: the workers are forked after init(), and count their calls alike
+        pid = os.fork()
+        if pid == 0:
+            client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+            client.chat.completions.create(model="hb-model", messages=[{"role": "user", "content": "hello"}],
+                                           max_tokens=20_000)
+            os._exit(0)
+        workers.append(pid)
+    print(json.dumps([os.waitpid(pid, 0)[1] for pid in workers]), flush=True)
+""")
+
+
+def test_forked_workers_hold_reservations_of_their_own(redis_url: str, redis_server: RedisServer,  # noqa: F811
+                                                       stub: StubProvider) -> None:  # noqa: F811
+    """Found 2026-12-06: workers forked after ``init()`` named their reservations as their parent did, and their
+    first calls alike: two calls in flight shared one id in Redis, so a settlement sent again after a timeout (which
+    counts only while its id is still held) counted a cost twice and released the other worker's reservation of a
+    call in flight, letting the fleet admit more than its budget. Each worker's call now holds its own."""
+    stub.queue(*[Reply(content="slow", input_tokens=100, output_tokens=1000, delay=2.0) for _ in range(2)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+    env.update(PYTHONPATH=str(ROOT), AGENTWATCH_DISABLED_PLUGINS="crewai,llamaindex,autogen,ag2")
+    process = subprocess.Popen([sys.executable, "-c", _PREFORK, redis_url, stub.openai_base_url,
+                                json.dumps(PRICES)], stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    try:
+        deadline = time.monotonic() + 60
+        while stub.count("/chat/completions") < 2:
+            assert time.monotonic() < deadline and process.poll() is None, "the workers' calls never arrived"
+            time.sleep(0.02)
+        held = redis_server.client.hgetall("agentwatch:{global:global}:rh")
+        assert process.stdout is not None and json.loads(process.stdout.readline()) == [0, 0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    worst_case = 20_000 * 9e-6 * 1e12
+    assert sorted(int(units) for id_, units in held.items() if id_ != b"t") == [pytest.approx(worst_case, rel=0.01)] * 2
 
 
 def test_a_call_running_longer_than_the_reservation_lifetime_keeps_its_reservation_in_redis(
