@@ -130,7 +130,7 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_fleet_probe", "_paused_until", "_trip",
-        "_made_by",
+        "_made_by", "_unpublished",
         "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
         "_windows", "_pending_calls",
         "__weakref__",
@@ -198,6 +198,9 @@ class Monitor:
         #: The transition that made the state OPEN or PAUSED (event, reason, threshold, current): put back into the
         #: fleet's record if that is lost while this monitor still holds the state.
         self._made_by: tuple[str, str, float | None, float | None] | None = None
+        #: An operator's transition (a kill, a pause) made while the fleet's store did not answer: the fleet's record
+        #: gets it once the store answers again, rather than this monitor taking the record's older state.
+        self._unpublished = False
         self._blocked_calls = 0
         self._alert_last: dict[str, float] = {}
         # Reports queued under the lock and sent after it is released, by one thread at a time (in order).
@@ -498,13 +501,16 @@ class Monitor:
         read the record was an admission, which counted the call if the record let it through."""
         new = shared.generation != fleet.generation
         fleet.generation = shared.generation
-        if shared.generation == NO_RECORD and (self._state is OPEN or self._state is PAUSED):
-            # The record is lost, not recovered: no resume, pause or probe made it CLOSED. Following it would end a
-            # kill or a trip without anyone lifting it; this monitor puts its state back for the fleet instead.
-            restored = self._restore_record_locked(now, fleet)
+        unpublished, self._unpublished = self._unpublished, False
+        if (unpublished or shared.generation == NO_RECORD) and (self._state is OPEN or self._state is PAUSED):
+            # The record is older than this state (a kill or a pause made while the store did not answer), or lost
+            # (not recovered: no resume, pause or probe made it CLOSED). Following it would end a kill or a trip
+            # without anyone lifting it; this monitor puts its state in the fleet's record instead.
+            restored = self._restore_record_locked(now, fleet, if_absent=not unpublished)
             if isinstance(restored, SharedState) and restored.generation != NO_RECORD:
                 return self._mirror_locked(now, fleet, restored)  # another process put it back first
-            if counted and shared.verdict is None:
+            self._unpublished = unpublished and restored is False  # still unreachable: tried again next time
+            if counted and shared.verdict is None and (shared.state is CLOSED or shared.probe is ProbeSlot.GRANTED):
                 self._store.uncount_call(now)  # the admission counted a call that this state blocks
             return Observation(self._state, None, ProbeSlot.FREE, self._blocked_by())
         target = _STATE_OF.get(shared.state, CLOSED)
@@ -523,15 +529,15 @@ class Monitor:
         self._fleet_probe = shared.probe is ProbeSlot.HELD and self._probe is None
         return Observation(target, shared.verdict, shared.probe, self._blocked_by())
 
-    def _restore_record_locked(self, now: float, fleet: SharedBreakerStore) -> SharedState | bool:
-        """Publish this monitor's OPEN or PAUSED state (what is left of a pause) as the fleet's record, if there is
-        still none: the first process to do it wins, the others follow it."""
+    def _restore_record_locked(self, now: float, fleet: SharedBreakerStore, *, if_absent: bool) -> SharedState | bool:
+        """Publish this monitor's OPEN or PAUSED state (what is left of a pause) as the fleet's record; ``if_absent``:
+        only if there is still none (the first process to do it wins, the others follow it)."""
         event, reason, threshold, current = self._made_by or ("restored", self._blocked_by()[0], None, None)
         left = 0.0
         if self._state is PAUSED and self._paused_until is not None:
             left = max(0.0, self._paused_until - now)
         return fleet.publish(event, self._state, reason, threshold, current, self._blocked_by(), pause_s=left,
-                             if_generation=True)
+                             if_generation=if_absent)
 
     def _apply_locked(self, now: float, decision: Decision) -> None:
         transition = decision.transition
@@ -627,7 +633,9 @@ class Monitor:
                 # Another process's newer transition made this one stale: do what the fleet did instead.
                 self._mirror_locked(self._clock(), fleet, published)
                 return
-            # True: the fleet's now; False: Redis unreachable, so it is this process's alone for now.
+            # True: the fleet's now; False: Redis unreachable, so it is this process's alone for now (an operator's
+            # kill or pause is published once Redis answers again: see ``_mirror_locked``).
+            self._unpublished = published is False and event not in _CONDITIONAL
         record = {
             "event": event,
             "from_state": self._state,

@@ -674,6 +674,40 @@ def test_a_kill_outlives_the_loss_of_the_fleets_record(loss: str, workers: list[
         server.stop()
 
 
+def test_a_kill_made_while_redis_does_not_answer_reaches_the_fleet_after(workers: list[Worker]) -> None:
+    """Found 2026-12-06: a kill (the collector's, or ``monitor.kill()``) made while Redis did not answer held in that
+    process only until Redis answered again; then the process followed the fleet's older CLOSED record and let
+    every call through, and the rest of the fleet never saw the kill. Now the kill is published then."""
+    import signal
+
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        url = server.url + "?socket_timeout=1"
+        _init(url)
+        monitor = agentwatch.get_client().monitor
+        other = _start(workers, url)
+        monitor.pause(0.0)
+        assert _spend_quietly(1) == (1, 0)  # the probe: the fleet's record is CLOSED again, and exists
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            assert _spend_quietly(1) == (1, 0)  # Redis does not answer: the kill below is not even sent to it
+            monitor.kill()
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        time.sleep(0.6)  # the reconnect backoff
+        with pytest.raises(CircuitBreakerException) as caught:
+            with agentwatch.llm_call("chat", model="gpt-4o", provider="openai"):
+                pytest.fail("the call was sent although the operator killed the scope")
+        assert caught.value.reason == "operator_kill" and monitor.state == "OPEN"
+        assert other.ask("spend", 1, SMALL) == {"ok": 0, "blocked": 1, "last": ["operator_kill", None, None]}
+        monitor.resume()
+        assert other.ask("spend", 1, SMALL)["ok"] == 1
+    finally:
+        server.stop()
+
+
 def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
     """Each process goes on from its own recent history: the one that spent is stopped sooner."""
     _need_redis_server()
