@@ -122,6 +122,8 @@ class SpanScope:
         self._close(error)
 
     def __call__(self, func: F) -> F:
+        if inspect.isclass(func):
+            return self._decorate_class(func)  # type: ignore[return-value]
         if inspect.isasyncgenfunction(func):
 
             @functools.wraps(func)
@@ -153,6 +155,20 @@ class SpanScope:
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
+
+    def _decorate_class(self, cls: type) -> type:
+        """``@agentwatch.agent(...) class Bot: ...``: the class stays the class (``isinstance``, subclasses, class
+        attributes), and each call of a method it defines runs in the scope, so the LLM calls its methods make are
+        the agent's: recorded under it, checked against its limits. Dunder methods other than ``__call__`` are left
+        alone (construction, comparison, ``repr`` make no calls worth a span)."""
+        for name, member in list(vars(cls).items()):
+            if name.startswith("__") and name != "__call__":
+                continue
+            if isinstance(member, (staticmethod, classmethod)):
+                setattr(cls, name, type(member)(self(member.__func__)))
+            elif inspect.isfunction(member):
+                setattr(cls, name, self(member))
+        return cls
 
 
 class AgentContext(SpanScope):

@@ -78,6 +78,54 @@ def test_nested_agents_inner_trips_first_outer_still_applies(memory: agentwatch.
     assert agents["Orchestrator"]["spend_last_hour"] == pytest.approx(5.0)
 
 
+def test_a_decorated_class_stays_a_class_and_its_methods_calls_are_the_agents(
+        memory: agentwatch.InMemoryExporter, stub_provider: Any) -> None:
+    """The SDK spec's ``@agent(name=...) class EmailAgent`` with ``@task`` methods. Found 2026-12-06: the decorator
+    replaced the class with a function (``isinstance`` raised TypeError, subclasses could not be made) whose call only
+    wrapped the construction, so the methods' LLM calls were no agent's: its budget never blocked them."""
+    from openai import OpenAI
+
+    from tests.stubs.provider_server import Reply
+
+    agentwatch.init(exporters=[memory])
+    model = OpenAI(base_url=stub_provider.openai_base_url, api_key="sk-test", max_retries=0)
+
+    @agentwatch.agent_fn(name="email-processor", budget_per_hour=0.001, block_on_threshold=True)
+    class EmailAgent:
+        folder = "inbox"
+
+        @agentwatch.task(name="classify")
+        def classify(self, email: str) -> str:
+            stub_provider.queue(Reply(content="spam", input_tokens=1000, output_tokens=100))
+            answer = model.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": email}])
+            return answer.choices[0].message.content or ""
+
+        @staticmethod
+        async def summarise() -> str:
+            stub_provider.queue(Reply(content="summary"))
+            return model.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "all"}]
+                                                 ).choices[0].message.content or ""
+
+    class Urgent(EmailAgent):
+        pass
+
+    assert isinstance(EmailAgent, type) and EmailAgent.folder == "inbox"
+    bot = Urgent()
+    assert isinstance(bot, EmailAgent)
+    assert bot.classify("win a prize") == "spam"  # $0.0035: over the agent's $0.001
+    with pytest.raises(CircuitBreakerException) as caught:
+        asyncio.run(EmailAgent.summarise())
+    assert (caught.value.scope, caught.value.scope_id) == ("agent", "email-processor")
+    assert stub_provider.count() == 1
+    agentwatch.flush()
+    (first, blocked) = memory.by_kind("llm")
+    spans = {span["span_id"]: span for span in memory.spans}
+    assert spans[first["parent_span_id"]]["name"] == "classify"
+    assert spans[spans[first["parent_span_id"]]["parent_span_id"]]["name"] == "email-processor"
+    assert (first["agent_id"], blocked["agent_id"], blocked["status"]) == ("email-processor", "email-processor",
+                                                                           "blocked")
+
+
 def test_same_agent_name_shares_one_budget_across_threads() -> None:
     agentwatch.init(exporters=[])
     errors: list[BaseException] = []
