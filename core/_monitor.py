@@ -553,6 +553,18 @@ class Monitor:
             self._alert_locked(now, decision.alert)  # after the transition: an alert reports the new state
         if decision.count:
             self._store.count_call(now)  # a violated limit that only alerts: the call goes ahead, so it counts
+            if decision.alert is not None:
+                self._alert_other_limits_locked(now, decision.alert[0])
+
+    def _alert_other_limits_locked(self, now: float, alerted: str) -> None:
+        """Alert-only: the store's verdict names the first limit a call is over; every other one it is over is
+        alerted too (each with its own cool-down), else a loop went unreported while the budget was over. In-process
+        windows only: a fleet's store answers with its first verdict, and more would cost round trips per call."""
+        store = self._store
+        if isinstance(store, LocalWindowStore):
+            for violation in store.violations(now):
+                if violation[0] != alerted:
+                    self._alert_locked(now, violation)
 
     def _blocked_by(self) -> Trip:
         return self._trip if self._trip is not None else (PAUSED_BY_OPERATOR, None, None)

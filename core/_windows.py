@@ -362,6 +362,25 @@ class LocalWindowStore:
     def record(self, now: float, cost_usd: float, error: bool) -> None:
         self._inbox.append((now, cost_usd, error))
 
+    def violations(self, now: float) -> list[Violation]:
+        """Every limit the windows are over now, the calls counted so far included (``evaluate`` stops at the
+        first): an alert-only monitor alerts each of them, so a loop is reported while the budget is over too."""
+        if self.pending_calls:
+            self._count_pending()
+        if self._inbox:
+            self._fold()
+        if now >= self._expires:
+            self._evict(now)
+        found: list[Violation] = []
+        if self._spend_total >= self._budget_cmp:
+            found.append((BUDGET_PER_HOUR, self._budget, units_to_usd(self._spend_total)))  # type: ignore[arg-type]
+        completed = self._done_total
+        if completed >= ERROR_RATE_MIN_CALLS and self._done_errors > self._rate_cmp * completed:
+            found.append((MAX_ERROR_RATE, self._max_error_rate, self._done_errors / completed))  # type: ignore[arg-type]
+        if self._calls_total > self._calls_cmp:
+            found.append((MAX_CALLS_PER_MINUTE, self._max_calls, self._calls_total))  # type: ignore[arg-type]
+        return found
+
     # ---- hard budgets ---------------------------------------------------------------------------
 
     def reserve(self, now: float, units: int, rid: int = 0) -> Violation | None:

@@ -60,6 +60,22 @@ def test_alert_only_mode_lets_calls_through(memory: agentwatch.InMemoryExporter)
     assert all(s["status"] == "ok" for s in memory.by_kind("llm"))
 
 
+def test_alert_only_mode_alerts_every_limit_a_call_is_over() -> None:
+    """Product docs: "Each unique threshold violation has its own cooldown timer." Found 2026-12-06: in alert-only
+    mode, once the budget was over every call's verdict was the budget's (then cooled down) and the error-rate and
+    calls-per-minute limits were never looked at: a runaway loop of failing calls went unreported."""
+    alerts: list[dict] = []
+    agentwatch.init(exporters=[], budget_per_hour=1.0, max_calls_per_minute=5, max_error_rate=0.5,
+                    on_alert=alerts.append)
+    _spend(1)  # $2.50: over the budget from now on
+    for _ in range(12):
+        with pytest.raises(RuntimeError), agentwatch.llm_call("chat", model="gpt-4o", provider="openai"):
+            raise RuntimeError("provider down")
+    assert [alert["reason"] for alert in alerts] == ["budget_per_hour", "max_calls_per_minute", "max_error_rate"]
+    assert alerts[1]["threshold"] == 5 and alerts[1]["current"] == 6
+    assert agentwatch.get_state()["monitors"]["global"]["state"] == "CLOSED"
+
+
 def test_nested_agents_inner_trips_first_outer_still_applies(memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory], budget_per_hour=100.0, block_on_threshold=True)
     with agentwatch.agent("Orchestrator", budget_per_hour=5.0, block_on_threshold=True):
