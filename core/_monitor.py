@@ -386,6 +386,11 @@ class Monitor:
             self._transition_locked("reset", CLOSED, "reset_windows", None, None)
         self._drain()
 
+    def reset(self) -> None:
+        """``reset_windows()``, by the name the product docs give it ("Recovery: pause() / increase_budget() /
+        reset()")."""
+        self.reset_windows()
+
     # ---- introspection ----------------------------------------------------------------------------
 
     def idle(self) -> bool:

@@ -201,6 +201,20 @@ def test_loop_detection_and_pause_probe(memory: agentwatch.InMemoryExporter) -> 
     assert [s["attributes"]["event"] for s in memory.by_kind("breaker")] == ["triggered", "reset"]
 
 
+def test_the_product_docs_reset_is_reset_windows(memory: agentwatch.InMemoryExporter) -> None:
+    """Product docs: "Recovery: pause() / increase_budget() / reset()". Found 2026-12-06: ``e.monitor.reset()`` raised
+    AttributeError in the user's except block."""
+    agentwatch.init(exporters=[memory], budget_per_hour=2.0, block_on_threshold=True)
+    _spend(1)
+    with pytest.raises(CircuitBreakerException) as caught:
+        _spend(1)
+    caught.value.monitor.reset()
+    _spend(1)
+    agentwatch.flush()
+    assert [s["attributes"]["event"] for s in memory.by_kind("breaker")] == ["triggered", "reset"]
+    assert [s["status"] for s in memory.by_kind("llm")] == ["ok", "blocked", "ok"]
+
+
 @pytest.mark.parametrize("limit", [{"max_calls_per_minute": 2}, {"budget_per_hour": 0.01}])
 def test_a_streaming_endpoint_answers_402_once_check_limits_sees_the_block(limit: dict[str, float],
                                                                           stub_provider: Any) -> None:
