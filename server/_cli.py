@@ -82,6 +82,10 @@ environment (all of them: README, "The collector"):
   HOST, PORT, AGENTWATCH_DB, AGENTWATCH_STORE, AGENTWATCH_SIGNING_KEY,
   AGENTWATCH_WORKERS   as --host, --port, --db, --store, --signing-key,
                        --workers
+  CLICKHOUSE_URL, CLICKHOUSE_DB
+                       the product docs' names: a ClickHouse server's HTTP URL
+                       (http://host:8123) and database, as
+                       --store clickhouse://host:8123/db (AGENTWATCH_STORE wins)
   SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD, SMTP_STARTTLS, SMTP_SSL,
   FROM_EMAIL, ALERT_EMAIL
                        email alerts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ def default_db_path() -> Path:
 def signing_key_path_for(db_path: Path) -> Path:
     """The generated report-signing key lives beside the database it signs reports for."""
     return db_path.with_name(db_path.stem + ".signing-key.pem")
+
+
+def clickhouse_store_url(server_url: str, database: str | None) -> str:
+    """The store URL for the product docs' ``CLICKHOUSE_URL`` (``http://localhost:8123``, the server's HTTP endpoint)
+    and ``CLICKHOUSE_DB``: ``clickhouse://`` (``clickhouses://`` for https), its user and password kept."""
+    parsed = urllib.parse.urlsplit(server_url.strip())
+    schemes = {"http": "clickhouse", "https": "clickhouses", "clickhouse": "clickhouse", "clickhouses": "clickhouses"}
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise ValueError(f"CLICKHOUSE_URL must be the ClickHouse server's HTTP URL (http://host:8123), got "
+                         f"{server_url!r}")
+    path = (database or "").strip() or parsed.path.strip("/")
+    return urllib.parse.urlunsplit((schemes[parsed.scheme], parsed.netloc, f"/{path}" if path else "", "", ""))
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -136,6 +149,8 @@ class Settings:
             values["db_path"] = Path(env["AGENTWATCH_DB"])
         if env.get("AGENTWATCH_STORE"):
             values["store_url"] = env["AGENTWATCH_STORE"]
+        elif env.get("CLICKHOUSE_URL"):  # the product docs' way to name the ClickHouse server
+            values["store_url"] = clickhouse_store_url(env["CLICKHOUSE_URL"], env.get("CLICKHOUSE_DB"))
         if env.get("CORS_ORIGINS"):
             values["cors_origins"] = tuple(o.strip() for o in env["CORS_ORIGINS"].split(",") if o.strip())
         if env.get("ALLOWED_HOSTS"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agentwatch.server import Settings
 from tests.server.test_server_process import LAUNCH, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,6 +271,26 @@ def test_serve_names_where_a_bad_value_came_from(tmp_path: Path, args: list[str]
     line = one_clear_line(result, "agentwatch serve:", named)
     assert not_named not in line
     assert not (tmp_path / "r.db").exists()
+
+
+def test_serve_stores_in_the_clickhouse_server_clickhouse_url_names(tmp_path: Path) -> None:
+    """The product docs' CLICKHOUSE_URL (with CLICKHOUSE_DB). Found 2026-12-06: it was not read, and the collector
+    silently stored in a SQLite file instead. Here the server it names does not answer: serve says so, and makes no
+    SQLite file."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = int(probe.getsockname()[1])  # nothing listens once the socket is closed
+    result = agentwatch("serve", "--db", "r.db", "--port", "0", cwd=tmp_path, timeout=60,
+                        env={"CLICKHOUSE_URL": f"http://127.0.0.1:{closed}", "CLICKHOUSE_DB": "aw"})
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"agentwatch serve: cannot open clickhouse://127.0.0.1:{closed}/aw" in result.stderr
+    assert not (tmp_path / "r.db").exists()
+    settings = Settings.from_env({"CLICKHOUSE_URL": "https://u:p@ch.example:8443", "CLICKHOUSE_DB": "aw"})
+    assert settings.store_url == "clickhouses://u:p@ch.example:8443/aw"
+    assert Settings.from_env({"CLICKHOUSE_URL": "http://ch:8123", "AGENTWATCH_STORE": "chdb:///d"}).store_url == \
+        "chdb:///d"
+    with pytest.raises(ValueError, match="CLICKHOUSE_URL"):
+        Settings.from_env({"CLICKHOUSE_URL": "ch:8123"})
 
 
 def test_a_second_demo_run_sums_up_itself_not_the_database(tmp_path: Path) -> None:
