@@ -55,14 +55,26 @@ class RunBudgetStore:
     ``record`` appends to a list, which is atomic, and is folded in on the next read.
     """
 
-    __slots__ = ("_budget", "_budget_cmp", "_spent", "_reserved", "_calls", "_done", "_errors", "_inbox")
+    __slots__ = ("_budget", "_budget_cmp", "_spent", "_reserved", "_calls", "_done", "_errors", "_inbox",
+                 "_elsewhere")
 
     def __init__(self) -> None:
         self._budget: float | None = None
         self._budget_cmp: float = _NEVER
         self._inbox: list[tuple[float, float, bool]] = []
         self._spent = self._reserved = self._calls = self._done = self._errors = 0
+        self._elsewhere = 0
 
+    @property
+    def spent_elsewhere(self) -> float:
+        """USD the same run spent in other processes (``set_spent_elsewhere``)."""
+        return units_to_usd(self._elsewhere)
+
+    def set_spent_elsewhere(self, usd: float) -> None:
+        """What other processes of the same run spent (pytest-xdist's other workers): it counts against the budget and
+        is part of ``spend`` and of a block's figures, so a block names the run's spend and budget. One attribute
+        store, so another thread may set it without the monitor's lock."""
+        self._elsewhere = usd_to_units(usd)
 
     def set_limits(self, budget_per_hour: float | None, max_error_rate: float | None,
                    max_calls_per_minute: int | None) -> None:
@@ -80,8 +92,9 @@ class RunBudgetStore:
     def evaluate(self, now: float, count_call: bool) -> Violation | None:
         if self._inbox:
             self._fold()
-        if self._spent >= self._budget_cmp:
-            return TRACE_BUDGET, self._budget, units_to_usd(self._spent)  # type: ignore[return-value]
+        spent = self._spent + self._elsewhere
+        if spent >= self._budget_cmp:
+            return TRACE_BUDGET, self._budget, units_to_usd(spent)  # type: ignore[return-value]
         if count_call:
             self._calls += 1
         return None
@@ -98,7 +111,8 @@ class RunBudgetStore:
     def reserve(self, now: float, units: int, rid: int = 0) -> Violation | None:
         if self._inbox:
             self._fold()
-        refused = reservation_violation(self._spent + self._reserved, units, self._budget_cmp, self._budget)
+        refused = reservation_violation(self._spent + self._elsewhere + self._reserved, units, self._budget_cmp,
+                                        self._budget)
         if refused is None:
             self._reserved += units
         return refused
@@ -116,7 +130,7 @@ class RunBudgetStore:
     def spend(self, now: float) -> float:
         if self._inbox:
             self._fold()
-        return units_to_usd(self._spent)
+        return units_to_usd(self._spent + self._elsewhere)
 
     def calls(self, now: float) -> int:
         return self._calls

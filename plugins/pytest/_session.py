@@ -122,13 +122,14 @@ class AgentWatchSession:
         if self.session_budget is not None:
             # The session scope is checked before every LLM call made anywhere in the run. Its store keeps the
             # whole run's spend (a per-run budget): an hourly window gave a run longer than an hour its budget again.
-            monitor = Monitor("agent", "pytest-session", name="pytest session", store=RunBudgetStore(),
+            store = RunBudgetStore()
+            monitor = Monitor("agent", "pytest-session", name="pytest session", store=store,
                               budget_per_hour=self.session_budget, block_on_threshold=True)
             self._session_token = attach(agent=_scope("pytest session", monitor))
             ledger = getattr(self.config, "workerinput", {}).get(_LEDGER_KEY)
             if ledger:  # an xdist worker: the budget is the run's, shared with the other workers
                 worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
-                self._shared_spend = SharedSpend(ledger, worker, monitor, self.session_budget)
+                self._shared_spend = SharedSpend(ledger, worker, monitor, store)
                 self._shared_spend.start()
         self._ensure_client()
 

@@ -2,9 +2,10 @@
 
 Each worker checks its LLM calls against its own session monitor (in process, before the request leaves). So that
 the budget is the run's and not each worker's, every worker publishes what it spent to a SQLite file the controller
-made, and sets its monitor's budget to what the others left: in one background thread, every ``REFRESH_SECONDS``,
-never on the call path. Calls made by several workers within one refresh may pass the budget together, as
-concurrent calls of one process may (a soft budget's overshoot).
+made, and tells its monitor's store what the others spent (``RunBudgetStore.set_spent_elsewhere``), so a block names
+the run's spend and budget: in one background thread, every ``REFRESH_SECONDS``, never on the call path. Calls made
+by several workers within one refresh may pass the budget together, as concurrent calls of one process may (a soft
+budget's overshoot).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from agentwatch.instrumentation import Monitor, logger
+from agentwatch.instrumentation import Monitor, RunBudgetStore, logger
 
 __all__ = ["REFRESH_SECONDS", "SharedSpend", "create_ledger"]
 
@@ -32,13 +33,13 @@ def create_ledger(directory: Path) -> str:
 
 
 class SharedSpend:
-    """A worker's side: publishes its session monitor's spend and lowers its budget by the other workers' spend."""
+    """A worker's side: publishes its own spend and counts the other workers' against its session monitor's budget."""
 
-    def __init__(self, ledger: str, worker: str, monitor: Monitor, budget: float) -> None:
+    def __init__(self, ledger: str, worker: str, monitor: Monitor, store: RunBudgetStore) -> None:
         self._ledger = ledger
         self._worker = worker
         self._monitor = monitor
-        self._budget = budget
+        self._store = store
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentwatch-pytest-shared-spend", daemon=True)
 
@@ -66,8 +67,9 @@ class SharedSpend:
             connection.close()
 
     def _exchange(self, connection: sqlite3.Connection) -> None:
-        # The session monitor's store keeps the whole run's spend: its "last hour" is all of it.
-        spent = float(self._monitor.snapshot()["spend_last_hour"])
+        # The session monitor's store keeps the whole run's spend: its "last hour" is all of it, the others' included
+        # (set only by this thread).
+        spent = float(self._monitor.snapshot()["spend_last_hour"]) - self._store.spent_elsewhere
         try:
             with connection:
                 connection.execute("INSERT INTO spend (worker, usd) VALUES (?, ?) "
@@ -77,6 +79,4 @@ class SharedSpend:
         except sqlite3.Error:
             logger.warning("agentwatch: the pytest session ledger could not be read (retried)", exc_info=True)
             return
-        left = max(0.0, self._budget - float(others))
-        if self._monitor.budget_per_hour != left:
-            self._monitor.update(budget_per_hour=left)
+        self._store.set_spent_elsewhere(float(others))

@@ -443,8 +443,8 @@ def test_xdist_workers_are_summed(pytester: pytest.Pytester) -> None:
     assert data["totals"]["cost_usd"] == pytest.approx(10 * COST_PER_CALL)
 
 
-#: For a suite run with a session budget: under xdist, wait until this worker's session budget is lowered by what the
-#: other worker spent (the workers' ledger refreshes every 50 ms), so that its next call is checked against the run's
+#: For a suite run with a session budget: under xdist, wait until this worker's session monitor counts what the other
+#: worker spent (the workers' ledger refreshes every 50 ms), so that its next call is checked against the run's
 #: spend. xdist gives each of two workers two of the four tests, so each learns of the other's first call, whatever
 #: the load (each first call is let through: the other's spend leaves room for it).
 SESSION_SPEND_SHARED = textwrap.dedent("""
@@ -460,7 +460,7 @@ SESSION_SPEND_SHARED = textwrap.dedent("""
         if not hasattr(config, "workerinput"):  # not an xdist worker (this run's: the environment may be another's)
             return
         deadline = _time.monotonic() + 60
-        while session_monitor().budget_per_hour >= budget:
+        while session_monitor().store.spent_elsewhere <= 0:
             assert _time.monotonic() < deadline, "the other worker's spend did not reach this worker in 60 s"
             _time.sleep(0.01)
 """)
@@ -487,6 +487,36 @@ def test_the_session_budget_is_the_runs_across_xdist_workers(pytester: pytest.Py
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     totals = json.loads((pytester.path / "out.json").read_text())["totals"]
     assert (totals["calls"], totals["blocked"]) == (2, 2)  # one call per worker, then nobody's
+
+
+def test_an_xdist_workers_session_block_names_the_runs_budget_and_spend(pytester: pytest.Pytester) -> None:
+    """Found 2026-12-06: a worker blocked by what the other worker spent raised "trace budget reached: $0 spent in this
+    run, limit $0" (``e.threshold == e.current == 0``): its monitor's budget had been lowered to what the others left.
+    The block now names the session budget and the run's spend."""
+    budget = COST_PER_CALL * 1.5
+    _suite(pytester, SESSION_SPEND_SHARED + textwrap.dedent(f"""
+        import pytest
+        from agentwatch import CircuitBreakerException
+
+        def test_calls(pytestconfig):  # run by each worker (--dist each)
+            if pytestconfig.workerinput["workerid"] == "gw0":
+                call(2)  # $0.015: the first call leaves room for the second
+                return
+            deadline = _time.monotonic() + 60
+            while session_monitor().store.spent_elsewhere < {COST_PER_CALL * 2 - 1e-9!r}:
+                assert _time.monotonic() < deadline, "gw0's spend did not reach this worker in 60 s"
+                _time.sleep(0.01)
+            with pytest.raises(CircuitBreakerException) as caught:
+                call(1)
+            with open("block.txt", "w") as out:  # (a worker's output does not reach the run's)
+                out.write(f"{{caught.value.threshold}} {{caught.value.current}} {{caught.value}}")
+    """))
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each", "-p", "no:randomly",
+                                           f"--agentwatch-budget={budget}")
+    result.assert_outcomes(passed=2)
+    threshold, current, message = (pytester.path / "block.txt").read_text().split(" ", 2)
+    assert (float(threshold), float(current)) == pytest.approx((budget, 2 * COST_PER_CALL))
+    assert "$0.015 spent in this run, limit $0.01125" in message, message
 
 
 @pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["one-process", "xdist"])
