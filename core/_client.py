@@ -16,6 +16,7 @@ from . import _fingerprint, _warning_origin
 from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
+from ._client_structure import StructureAPI
 from ._context import (
     SCOPED,
     SESSION_KEY,
@@ -115,7 +116,7 @@ class _BreakerSink:
         return any(client.plugin_manager.hook.agentwatch_before_block(event=event))
 
 
-class Client:
+class Client(StructureAPI):
     """One per process while initialised. Framework plugins record through its methods."""
 
     def __init__(self, config: Config) -> None:

@@ -94,6 +94,40 @@ def test_decorators_sync_and_async(memory: agentwatch.InMemoryExporter) -> None:
     assert spans["fetch"]["kind"] == "task"
 
 
+def test_the_client_init_returns_has_the_structure_api(memory: agentwatch.InMemoryExporter) -> None:
+    """The SDK spec's structured mode: ``ap = init()``, then ``ap.session(...)``, ``@ap.agent(name=...)``,
+    ``@ap.task(name=...)``, ``ap.cron``, ``ap.event``, ``ap.metric``, ``ap.alert``, ``ap.set_metadata``. Found
+    2026-12-06: each raised AttributeError on the client."""
+    ap = agentwatch.init(exporters=[memory])
+
+    @ap.agent(name="email-processor")
+    class EmailAgent:
+        @ap.task(name="classify")
+        def classify(self, email: str) -> str:
+            with agentwatch.llm_call("chat", model="gpt-4o"):
+                pass
+            return "spam"
+
+    with ap.trace("run"), ap.session("daily-email-check") as s:
+        assert EmailAgent().classify("hi") == "spam"
+        s.log("Processed 5 emails")
+        with ap.cron("nightly-cleanup"), ap.span("step", kind="tool"):
+            ap.event("memory_snapshot", {"file": "MEMORY.md", "size_kb": 142})
+            ap.metric("queue_depth", 23)
+            ap.alert("Cost spike", severity="warning", details="$5.20 in last hour")
+            ap.set_metadata(user="marcus")
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["chat"]["agent_name"] == "email-processor"
+    assert spans["chat"]["parent_span_id"] == spans["classify"]["span_id"]
+    assert spans["daily-email-check"]["attributes"]["session.id"] == "daily-email-check"
+    assert spans["memory_snapshot"]["attributes"]["size_kb"] == 142
+    assert spans["queue_depth"]["attributes"]["metric.value"] == 23
+    assert spans["alert: Cost spike"]["attributes"]["details"] == "$5.20 in last hour"
+    assert spans["step"]["attributes"]["metadata"] == {"user": "marcus"}
+    assert spans["nightly-cleanup"]["kind"] == "cron" and spans["step"]["kind"] == "tool"
+
+
 def test_a_decorated_generator_s_scope_is_that_of_its_run(memory: agentwatch.InMemoryExporter) -> None:
     """The scope of a decorated generator function spans its body's steps, not the consumer's code between them;
     ``send``/``throw``/``close`` reach the body as without the decorator, and the span ends with the generator."""
