@@ -67,6 +67,9 @@ class SpanScope:
             parent = CURRENT_SPAN.get()
             self.span = Span(self.name, self.kind, trace_id=parent.trace_id if parent else None,
                              parent_span_id=parent.span_id if parent else None, attributes=attributes)
+        # Metadata set inside the scope (set_metadata) ends with it: else a request's user stayed on every later
+        # span of the thread, the next request's too.
+        self._tokens.append(METADATA.set(METADATA.get()))
         self._tokens.append(CURRENT_SPAN.set(self.span))
 
     def _close_span(self, error: BaseException | None) -> None:
@@ -403,7 +406,8 @@ def alert(message: str, severity: str = "warning", **details: Any) -> None:
 
 @stop_on_exception
 def set_metadata(**values: Any) -> None:
-    """Attach key/values to the current span and to every span started later in this context."""
+    """Attach key/values to the current span and to every span started later in this context, until the scope
+    (``trace``, ``agent``, ``span``, ``session`` ...) it was set in ends."""
     note_scoped()
     METADATA.set({**(METADATA.get() or {}), **values})
     current = CURRENT_SPAN.get()

@@ -260,6 +260,27 @@ def test_metadata_reaches_later_spans(memory: agentwatch.InMemoryExporter) -> No
     assert spans["later"]["attributes"]["metadata"] == {"user": "u1", "tenant": "acme"}
 
 
+def test_metadata_set_in_a_scope_ends_with_it(memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-06: metadata set inside one request's trace stayed on every later span of the thread, so the next
+    request's trace (another, anonymous user) carried the first user's id."""
+    agentwatch.init(exporters=[memory])
+    agentwatch.set_metadata(service="api")  # outside any scope: the rest of the program's
+
+    def handle(request: str, user: str | None) -> None:
+        with agentwatch.trace(request):
+            if user is not None:
+                agentwatch.set_metadata(user=user)
+            agentwatch.event(f"{request}-event")
+
+    handle("request-1", "u1")
+    handle("request-2", None)
+    agentwatch.flush()
+    spans = _by_name(memory.spans)
+    assert spans["request-1-event"]["attributes"]["metadata"] == {"service": "api", "user": "u1"}
+    assert spans["request-2"]["attributes"]["metadata"] == {"service": "api"}
+    assert spans["request-2-event"]["attributes"]["metadata"] == {"service": "api"}
+
+
 def test_garbage_usage_is_recorded_without_breaking_the_call(memory: agentwatch.InMemoryExporter) -> None:
     agentwatch.init(exporters=[memory])
     with agentwatch.llm_call("bad", model="gpt-4o") as call:
