@@ -79,7 +79,8 @@ def genai_attributes(span: Mapping[str, Any]) -> dict[str, Any]:
     attributes["openinference.span.kind"] = _SPAN_KINDS.get(kind, _UNKNOWN_KIND)
     finish_reason = extra.get("finish_reason")
     if span.get("provider"):
-        attributes["gen_ai.provider.name"] = _provider(span["provider"], url)
+        # gen_ai.system is the convention's name before 1.37, which receivers not yet on the current one still read.
+        attributes["gen_ai.provider.name"] = attributes["gen_ai.system"] = _provider(span["provider"], url)
     if span.get("model"):
         attributes["gen_ai.request.model"] = span["model"]
     if extra.get("response_model"):
