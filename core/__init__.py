@@ -49,7 +49,8 @@ def __getattr__(name: str) -> Any:
 
 def flush(timeout: float = 5.0) -> bool:
     """Export everything queued now; True if it finished within ``timeout`` seconds and reached the exporters'
-    destinations (False while the collector is known down: the spans went to the spool, for later)."""
+    destinations (False while the collector is known down: the spans went to the spool, for later; False too if it
+    refused a batch since the last flush, e.g. for a wrong ``api_key``: those spans were dropped)."""
     client = get_client()
     return client.flush(timeout) if client is not None else True
 

@@ -417,6 +417,8 @@ class SpoolingExporter:
         self._finished: Sequence[dict[str, Any]] | None = None
         self._abandoned = False
         self._in_flight_spooled: Path | None = None
+        #: A batch the receiver answered and refused (401, 413, 422) since the last ``force_flush``: it was dropped.
+        self._refused_since_flush = False
 
     @property
     def sender(self) -> HttpSender:
@@ -491,6 +493,8 @@ class SpoolingExporter:
                 self._probe_at = self._spool_next_check = 0.0
             self.delivered(spans)
             return True
+        if outcome == "refused":
+            self._refused_since_flush = True
         if outcome == "unreachable":  # the sender is down now
             if attempted:  # not put off by the batches spooled meanwhile: a busy program would never probe again
                 self._probe_at = time.monotonic() + self.PROBE_INTERVAL
@@ -619,8 +623,10 @@ class SpoolingExporter:
                              spool.directory if spool is not None else "")
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """False while the receiver is known down: what the flush exported went to the spool, or was lost."""
-        return not self._sender.down
+        """False while the receiver is known down (what the flush exported went to the spool, or was lost), or if it
+        refused a batch since the last flush (a wrong API key: those spans were dropped)."""
+        refused, self._refused_since_flush = self._refused_since_flush, False
+        return not self._sender.down and not refused
 
     def shutdown(self) -> None:
         self._sender.stop()

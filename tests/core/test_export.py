@@ -99,6 +99,21 @@ def test_http_export_is_gzip_batched_and_authenticated(collector: _Collector) ->
     assert state["sent"] >= 120 and state["dropped"] == 0 and state["failed"] == 0
 
 
+def test_flush_is_false_when_the_collector_refused_the_batches(collector: _Collector) -> None:
+    """Found 2026-12-06: with a wrong api_key the collector answered 401 to every batch, which was dropped, and
+    ``agentwatch.flush()`` returned True ("reached the exporters' destinations"), so a program checking it saw
+    nothing wrong."""
+    agentwatch.init(proxy_url=collector.url, api_key="wrong", remote_control=False)
+    collector.statuses = [401] * 20
+    agentwatch.event("refused")
+    assert agentwatch.flush(5) is False
+    assert collector.spans == []
+    collector.statuses = []  # the key fixed on the collector's side: answered 200 from now on
+    agentwatch.event("accepted")
+    assert agentwatch.flush(5) is True
+    assert "accepted" in {span["name"] for span in collector.spans}
+
+
 def test_a_collector_on_this_machine_gets_batches_as_they_are_unless_large(collector: _Collector) -> None:
     agentwatch.init(proxy_url=collector.url)
     for i in range(20):
