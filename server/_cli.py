@@ -202,7 +202,8 @@ def _serve(args: argparse.Namespace) -> int:
         # chdb runs one engine per data directory and process, and the ClickHouse store hands out rule and alert
         # ids under a lock of its own process: one collector per ClickHouse database.
         workers_name = "AGENTWATCH_WORKERS" if workers_from_environment else "--workers"
-        store_name = "--store" if args.store is not None else "AGENTWATCH_STORE"
+        store_name = ("--store" if args.store is not None else
+                      "AGENTWATCH_STORE" if os.environ.get("AGENTWATCH_STORE") else "CLICKHOUSE_URL")
         print(f"agentwatch serve: {workers_name} > 1 is not supported with {store_name} (ClickHouse)", file=sys.stderr)
         return 2
     if settings.local_mode and not is_loopback_host(settings.host):
