@@ -38,6 +38,26 @@ def test_span_dict_has_the_contract_keys(memory: agentwatch.InMemoryExporter) ->
     assert llm["end_time_unix_nano"] >= llm["start_time_unix_nano"]
 
 
+def test_a_span_s_record_is_a_plain_dict_of_its_own_with_the_wire_keys_in_order() -> None:
+    from agentwatch._span import Span
+
+    span = Span("chat", "llm", model="gpt-4o", attributes={"a": 1})
+    head = ["trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano",
+            "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
+            "output_tokens", "cached_input_tokens", "cost_usd", "attributes"]
+    record = span.to_dict()
+    assert type(record) is dict and list(record) == head
+    assert record["attributes"] == {"a": 1} and record["attributes"] is not span.attributes
+    span.output = "answer"  # text only where captured, after the attributes
+    assert list(span.to_dict()) == [*head, "output"]
+    span.input = ["prompt"]
+    with_text = span.to_dict()
+    assert list(with_text) == [*head, "input", "output"] and with_text["input"] == ["prompt"]
+    with_text["extra"] = 1  # an exporter may change its records: other records are not affected
+    del with_text["trace_id"]
+    assert list(span.to_dict()) == [*head, "input", "output"] and "extra" not in record
+
+
 @pytest.mark.parametrize("settings", [{}, {"capture_messages": True, "zero_data_retention": True}])
 def test_text_is_absent_unless_captured(memory: agentwatch.InMemoryExporter, settings: dict) -> None:
     agentwatch.init(exporters=[memory], **settings)
