@@ -30,6 +30,8 @@ __all__ = ["OTEL_SPAN_KEY", "current_otel_span", "make_current", "restore"]
 #: LLM-span attribute: ``"<trace id>-<span id>"`` (hex) of the OpenTelemetry span current when the call started.
 OTEL_SPAN_KEY: Final = "otel.current_span"
 
+_OTEL_TRACE: Final = "opentelemetry.trace"
+
 #: The OpenTelemetry context of the running code, read straight from its context variable (``_context_reader``),
 #: once ``opentelemetry.trace`` is imported. Set at most once: OpenTelemetry makes its runtime context at import.
 _read_context: list[Callable[[], Any]] = []
@@ -43,9 +45,9 @@ def current_otel_span() -> str | None:
         # program that imports OpenTelemetry (a dependency of many) without tracing with it, costs one read.
         if not _read_context[0]():
             return None
-    elif not _found_context_reader():
+    elif _OTEL_TRACE not in sys.modules or not _found_context_reader():  # no lookup's call per LLM call without it
         return None
-    trace = sys.modules["opentelemetry.trace"]
+    trace = sys.modules[_OTEL_TRACE]
     try:
         context = trace.get_current_span().get_span_context()
         if not context.is_valid:
@@ -98,7 +100,7 @@ def restore(made: tuple[Any, Any]) -> None:
 
 def _found_context_reader() -> bool:
     """Whether ``opentelemetry.trace`` is imported (fully); keeps the reader of its context (``_context_reader``)."""
-    trace = sys.modules.get("opentelemetry.trace")
+    trace = sys.modules.get(_OTEL_TRACE)
     if trace is None or getattr(trace, "get_current_span", None) is None:  # not imported, or partly (another thread)
         return False
     _read_context.append(_context_reader() or _public_api_only)
