@@ -408,7 +408,11 @@ class Client(StructureAPI):
         if SCOPED:  # else no context has metadata or a session (see SCOPED)
             metadata = get_metadata()
             if metadata:
-                span.attributes.setdefault("metadata", dict(metadata))
+                own = span.attributes.get("metadata")
+                if own is None:
+                    span.attributes["metadata"] = dict(metadata)
+                elif isinstance(own, dict):  # a span's own metadata (a LangChain run's) wins per key
+                    span.attributes["metadata"] = {**metadata, **own}
             session = get_session_id()
         # Sessions group traces: the enclosing session() names it, else the parent's (a resumed LangGraph thread).
         if session is None and parent is not None:

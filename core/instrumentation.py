@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from ._blocks_met import BlocksMet
 from ._breaker import CircuitBreakerException, Monitor
-from ._capture import TEXT_LIMIT, capturing, clip
+from ._capture import TEXT_LIMIT, bounded, capturing, clip
 from ._client import (
     Client,
     get_client,
@@ -179,6 +179,7 @@ __all__ = [
     # text capture (one rule: capture_messages and no zero data retention; kept text bounded at TEXT_LIMIT)
     "capturing",
     "clip",
+    "bounded",
     "TEXT_LIMIT",
     # providers named from URLs (init(providers=...), known hosts)
     "provider_for_url",

@@ -30,6 +30,7 @@ from agentwatch.instrumentation import (
 from ._error_wrappers import PENDING as PENDING_WRAPPERS
 from ._error_wrappers import patch_imported_wrappers
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
+from ._labels import add_labels
 from ._messages import message_dicts, record_result
 from ._patches import install as install_patches
 from ._patches import install_run_contexts
@@ -50,7 +51,7 @@ _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "blo
 
 
 #: The attributes a model's span is opened with (``_start_model``), kept when it is opened again (``_adopt``).
-_CALL_KEYS = frozenset({"langgraph_step", "langgraph_node", "streaming"})
+_CALL_KEYS = frozenset({"langgraph_step", "langgraph_node", "streaming", "tags", "metadata"})
 
 _EMPTY: Mapping[str, Any] = {}
 #: Values kept as they are (exact types; subclasses go through _jsonable's isinstance checks).
@@ -197,10 +198,10 @@ class AgentWatchHandler(BaseCallbackHandler):
             name = name or (serialized.get("name") if serialized else None) or "chain"
             if metadata and metadata.get("langgraph_node") == name:
                 if _is_step(tags):
-                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata)
+                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata, tags=tags)
                     return
                 if _is_task(metadata, RUNS.get(parent_run_id) if parent_run_id is not None else None, name):
-                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata, "task")
+                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata, "task", tags)
                     return
             if name == "LangGraph":
                 kind = "graph"
@@ -216,13 +217,16 @@ class AgentWatchHandler(BaseCallbackHandler):
                     install_run_contexts()  # before its first node: a timed one is run from the graph (_timeouts)
                     if metadata:
                         _copy_node_metadata(run.span, metadata)
+                if tags or metadata:
+                    add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
                 if client.config.capture_text:
                     run.span.input = _jsonable(inputs)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_chain_start")
 
     def _start_node(self, client: agentwatch.Client, name: str, inputs: Any, run_id: UUID,
-                    parent_run_id: UUID | None, metadata: Mapping[str, Any], kind: str = "node") -> None:
+                    parent_run_id: UUID | None, metadata: Mapping[str, Any], kind: str = "node",
+                    tags: list[str] | None = None) -> None:
         """A graph node's run, or (``kind="task"``) a Functional API task's: an agent scope of its name, limits checked
         before its code runs, and that code run with both current (``_node_context``)."""
         run = self._open(client, run_id, parent_run_id, name, kind, metadata, self._node_scope(client, name))
@@ -233,6 +237,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             run.budgets = self._thread_budgets(metadata)
         install_run_contexts()  # the node's code runs with it current (_node_context)
         _copy_node_metadata(run.span, metadata)
+        add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
         if client.config.capture_text:
             run.span.input = _jsonable(inputs)
         if self._on_budget == "interrupt":
@@ -269,7 +274,8 @@ class AgentWatchHandler(BaseCallbackHandler):
     # ---- model calls --------------------------------------------------------------------------
 
     def _start_model(self, client: agentwatch.Client, run_id: UUID, parent_run_id: UUID | None, name: str,
-                     metadata: Mapping[str, Any], invocation: Mapping[str, Any], prompt: Any, request: Any) -> None:
+                     metadata: Mapping[str, Any], invocation: Mapping[str, Any], prompt: Any, request: Any,
+                     tags: list[str] | None = None) -> None:
         parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
         if parent is not None:
             scopes, parent_span, parent_in_graph = parent.scopes, parent.span, parent.in_graph
@@ -285,6 +291,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             attributes["langgraph_node"] = metadata["langgraph_node"]
         if invocation.get("stream") or invocation.get("streaming"):
             attributes["streaming"] = True
+        if tags or metadata:
+            add_labels(attributes, tags, metadata, client.config.zero_data_retention)
         budgets = self._thread_budgets(metadata) if self._thread_budget is not None else ()
         pausable = in_graph and self._on_budget == "interrupt"
         if pausable:
@@ -299,7 +307,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         except CircuitBreakerException as error:
             if pausable:
                 interrupt_for_budget(error)  # raises GraphInterrupt; returns only with an answer applied
-                self._start_model(client, run_id, parent_run_id, name, metadata, invocation, prompt, request)
+                self._start_model(client, run_id, parent_run_id, name, metadata, invocation, prompt, request, tags)
                 return
             raise (graph_block(error) if in_graph else error) from None
         # The model's HTTP request runs in this same context: a lower layer (the HTTP plugin) finds this call there
@@ -351,7 +359,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
             self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
-                              prompt, messages)
+                              prompt, messages, tags)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_chat_model_start")
 
@@ -368,7 +376,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
             self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
-                              prompt, prompts)
+                              prompt, prompts, tags)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_llm_start")
 
@@ -413,6 +421,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         if run is not None:
             install_run_contexts()  # the tool's body runs with it current (_node_context)
             run.span.attributes["tool.name"] = name
+            if tags or metadata:
+                add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
             if capturing():
                 run.span.input = inputs if inputs is not None else input_str
 
@@ -436,6 +446,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             return
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
         run = self._open(client, run_id, parent_run_id, name, "retriever", metadata)
+        if run is not None and (tags or metadata):
+            add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
         if run is not None and capturing():
             run.span.input = query
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -192,3 +193,44 @@ def test_a_models_own_agent_handler_limits_it_inside_a_chain(stub_provider: Any,
     assert calls == [("ok", "Summariser", True), ("blocked", "Summariser", False)]
     chain_run = next(span for span in memory.spans if span["name"] == "RunnableSequence")
     assert next(span for span in memory.by_kind("llm"))["parent_span_id"] == chain_run["span_id"]
+
+
+@pytest.mark.parametrize("zero_data_retention", [False, True])
+def test_the_programs_tags_and_metadata_are_on_the_spans(memory: agentwatch.InMemoryExporter,
+                                                         zero_data_retention: bool) -> None:
+    """Found 2026-12-06 by a probe: ``config={"tags": [...], "metadata": {...}}`` given to ``invoke``/``stream`` (and
+    a runnable's ``with_config``) was on no span, though LangSmith and Langfuse show it and programs put their user
+    and tenant there to break cost down by. LangChain's and LangGraph's own labels stay out; zero data retention keeps
+    neither (metadata can carry any text)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from tests.plugins.langchain.graphs import Workflow
+
+    agentwatch.init(exporters=[memory], zero_data_retention=zero_data_retention)
+    model = UsageChatModel().with_config(tags=["model-tag"], metadata={"tier": "gold"})
+    chain = ChatPromptTemplate.from_template("{q}") | model | StrOutputParser()
+
+    def request() -> None:
+        agentwatch.set_metadata(team="ml")
+        chain.invoke({"q": "x"}, config={"tags": ["prod"], "metadata": {"user_id": "u-7", "note": "y" * 5000}})
+
+    contextvars.copy_context().run(request)
+    for _chunk in chain.stream({"q": "x"}, config={"tags": ["streamed"], "metadata": {"user_id": "u-8"}}):
+        pass
+    Workflow(("planner",)).build(InMemorySaver()).invoke(
+        {"log": []}, {"configurable": {"thread_id": "t-1"}, "tags": ["graph-run"], "metadata": {"user_id": "u-9"}})
+    agentwatch.flush()
+    spans = [span for span in memory.spans if span["kind"] in ("chain", "llm", "graph", "node")]
+    labels = [(span["kind"], span["attributes"].get("tags"), span["attributes"].get("metadata")) for span in spans]
+    if zero_data_retention:
+        assert all(span_tags is None for _, span_tags, _ in labels)
+        assert {str(span_metadata) for kind, _, span_metadata in labels if kind == "llm"} == {"{'team': 'ml'}", "None"}
+        return
+    long_note = "y" * 256
+    first = {"user_id": "u-7", "note": long_note}
+    assert ("chain", ["prod"], {"team": "ml", **first}) in labels  # merged with set_metadata's, which it keeps
+    assert ("llm", ["model-tag", "prod"], {"team": "ml", **first, "tier": "gold"}) in labels
+    assert ("llm", ["model-tag", "streamed"], {"user_id": "u-8", "tier": "gold"}) in labels
+    assert ("graph", ["graph-run"], {"user_id": "u-9"}) in labels
+    assert ("node", ["graph-run"], {"user_id": "u-9"}) in labels
+    assert ("llm", ["graph-run"], {"user_id": "u-9"}) in labels
