@@ -6,6 +6,9 @@
    generator runs in its consumer's context between chunks. So every model entry point restores the
    caller's context when it returns, and a stream restores it after each step: the activation lives
    exactly as long as the model's own code runs, and never crosses an ``await`` or ``yield`` of the caller.
+   A program or library that drives an async callback manager itself (``AsyncCallbackManager.configure(...)``,
+   ``on_chat_model_start``, then the run manager's ``on_llm_end``), outside any model entry point, gets the same:
+   the end makes the call not current in the caller's context before LangChain dispatches it to a task.
 
 2. The async start of a model (``AsyncCallbackManager.on_llm_start`` / ``on_chat_model_start``). Once any
    handler in the list is ``run_inline``, langchain-core dispatches a completion model's start to the inline
@@ -42,7 +45,7 @@ from agentwatch.instrumentation import get_current_llm_call, restore_current, sa
 from . import _timeouts as timeouts
 from ._error_wrappers import forget_error_wrappers, install_error_wrappers
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
-from ._runs import end_model_run_left_open
+from ._runs import RUNS, end_model_run_left_open
 from ._stopped import (
     BATCH,
     abatched,
@@ -215,6 +218,21 @@ def _scoped_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
     return astream
 
 
+def _ends_in_the_callers_context(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``AsyncCallbackManagerForLLMRun.on_llm_end`` / ``on_llm_error``, which langchain-core runs in a task of its own
+    (``shielded``), where the call our handler made current at the run's start cannot be made not current: it is
+    made not current first, here, in the context of whoever ends the run (point 1)."""
+
+    @functools.wraps(original)
+    async def on_end(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run = RUNS.get(self.run_id)
+        if run is not None and run.call is not None and run.call is get_current_llm_call():
+            run.call.deactivate()
+        return await original(self, *args, **kwargs)
+
+    return on_end
+
+
 def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: str) -> Callable[..., Any]:
     """``AsyncCallbackManager.<event>`` (``on_llm_start``, ``on_chat_model_start``) with our handler run first, by
     itself. For ``on_llm_start`` that is what makes the start reach every other handler (point 2 above); for both,
@@ -274,7 +292,7 @@ def install(handler_class: type[Any]) -> None:
     """Patch once; ``uninstall`` puts every original back."""
     if _originals:
         return
-    from langchain_core.callbacks.manager import AsyncCallbackManager, CallbackManager
+    from langchain_core.callbacks.manager import AsyncCallbackManager, AsyncCallbackManagerForLLMRun, CallbackManager
     from langchain_core.language_models import BaseChatModel, BaseLLM
 
     wrappers = {"generate": _scoped_call, "agenerate": _scoped_acall, "stream": _scoped_stream,
@@ -294,6 +312,10 @@ def install(handler_class: type[Any]) -> None:
             original = AsyncCallbackManager.__dict__[event]
             _originals.append((AsyncCallbackManager, event, original))
             setattr(AsyncCallbackManager, event, _ours_first(original, handler_class, event))
+        for event in ("on_llm_end", "on_llm_error"):
+            original = AsyncCallbackManagerForLLMRun.__dict__[event]
+            _originals.append((AsyncCallbackManagerForLLMRun, event, original))
+            setattr(AsyncCallbackManagerForLLMRun, event, _ends_in_the_callers_context(original))
         for event in ("on_llm_start", "on_chat_model_start", "on_chain_start"):
             original = CallbackManager.__dict__[event]
             _originals.append((CallbackManager, event, original))

@@ -170,3 +170,41 @@ def test_autogen_team_after_ainvoke_in_the_same_task_raises_the_block(memory: ag
 
     asyncio.run(main())
     assert len(stub_provider.requests) == 1  # the team's call was never sent
+
+
+@pytest.mark.parametrize("end", ["on_llm_end", "on_llm_error"])
+def test_a_callback_manager_driven_by_hand_leaves_nothing_current(memory: agentwatch.InMemoryExporter,
+                                                                   end: str) -> None:
+    """Found 2026-12-06 by a probe: a library that drives LangChain's async callback manager itself
+    (``AsyncCallbackManager.configure(...)``, ``on_chat_model_start``, then ``on_llm_end``), as libraries wrapping
+    their own model clients do, left the ended call current in its task: later spans nested under it and the next raw
+    request was added to it. langchain-core runs the end in a task of its own, where the start's activation cannot be
+    undone."""
+    from langchain_core.callbacks import AsyncCallbackManager
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    agentwatch.init(exporters=[memory])
+    result = LLMResult(generations=[[ChatGeneration(message=AIMessage("hi"))]],
+                       llm_output={"token_usage": {"prompt_tokens": 10, "completion_tokens": 5}})
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        manager = AsyncCallbackManager.configure(inheritable_callbacks=None)
+        (run,) = await manager.on_chat_model_start({"name": "wrapped"}, [[HumanMessage("hi")]],
+                                                   invocation_params={"model": "gpt-4o"})
+        seen["during"] = agentwatch.current_llm_call()
+        if end == "on_llm_end":
+            await run.on_llm_end(result)
+        else:
+            await run.on_llm_error(RuntimeError("provider down"))
+        seen["after"] = (agentwatch.current_llm_call(), agentwatch.current_span())
+        with agentwatch.trace("next"):
+            pass
+
+    asyncio.run(main())
+    assert seen["during"] is not None and seen["after"] == (None, None)
+    agentwatch.flush()
+    (call,) = memory.by_kind("llm")
+    assert call["status"] == ("ok" if end == "on_llm_end" else "error")
+    assert next(span for span in memory.spans if span["name"] == "next")["parent_span_id"] is None
