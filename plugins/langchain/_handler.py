@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asyncio import CancelledError
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -52,6 +53,9 @@ _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "blo
 
 #: The attributes a model's span is opened with (``_start_model``), kept when it is opened again (``_adopt``).
 _CALL_KEYS = frozenset({"langgraph_step", "langgraph_node", "streaming", "tags", "metadata"})
+
+#: Runs LangGraph cancels when their graph's run stops: a node, a Functional API task.
+_STOPPABLE = frozenset({"node", "task"})
 
 _EMPTY: Mapping[str, Any] = {}
 #: Values kept as they are (exact types; subclasses go through _jsonable's isinstance checks).
@@ -176,7 +180,9 @@ class AgentWatchHandler(BaseCallbackHandler):
         if error is not None and is_control_flow(error) and not isinstance(error, CircuitBreakerException):
             run.span.attributes["langgraph.control_flow"] = type(error).__name__
             error = None
-        elif isinstance(error, GeneratorExit):  # the caller left its stream (break): stopped, not failed
+        elif isinstance(error, GeneratorExit) or (isinstance(error, CancelledError) and run.span.kind in _STOPPABLE):
+            # The caller left its stream (break), or LangGraph cancelled a node because its run stopped (the program
+            # left the graph's stream, or cancelled it: the graph's span says so): stopped, not failed.
             run.span.attributes["cancelled"] = True
             error = None
         end_span(run.span, error)

@@ -116,6 +116,40 @@ def test_a_graph_stream_left_by_break_ends_stopped_not_failed(memory: Any, how: 
     assert graph.get_state(config).next == ("researcher",)
 
 
+def test_a_node_still_running_when_the_program_leaves_astream_ends_stopped_not_failed(memory: Any) -> None:
+    """Found 2026-12-06 by a probe: ``async for event in graph.astream(...): break`` while a parallel node still ran
+    ended that node's span ``error`` with the ``CancelledError`` LangGraph cancels it with, under a graph span that
+    ended ``ok`` and ``cancelled``: the dashboard counted a failure the program never had."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    agentwatch.init(exporters=[memory])
+
+    async def quick(state: MessagesState) -> dict[str, Any]:
+        return {}
+
+    async def slow(state: MessagesState) -> dict[str, Any]:
+        await asyncio.sleep(5)
+        return {}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("quick", quick)
+    builder.add_node("slow", slow)
+    for name in ("quick", "slow"):
+        builder.add_edge(START, name)
+        builder.add_edge(name, END)
+    graph = builder.compile()
+
+    async def read_one() -> None:
+        async for _ in graph.astream({"messages": []}):
+            break
+
+    asyncio.run(read_one())
+    agentwatch.flush()
+    states = {span["name"]: (span["status"], span["attributes"].get("cancelled"), span["attributes"].get("error.type"))
+              for span in memory.spans if span["kind"] in ("graph", "node")}
+    assert states == {"LangGraph": ("ok", True, None), "quick": ("ok", None, None), "slow": ("ok", True, None)}
+
+
 def test_a_node_cut_off_by_its_timeout_ends_with_the_node_timeout_error(memory: Any) -> None:
     """Found 2026-12-06 by a probe: a node cut off by ``add_node(..., timeout=...)`` ended its span with the
     ``CancelledError`` LangGraph cancels its task with, while the program (and the graph's span) got LangGraph's
