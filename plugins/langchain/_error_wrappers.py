@@ -11,9 +11,11 @@ global one open or paused or its hourly budget spent, a ``trace(budget=...)`` or
 agent the wrapper runs in) would block every fallback's model call too, and a fallback answering without a model would
 hide the block: the remaining fallbacks are not tried and the block reaches the caller. A block of the primary model's
 own agent, or a hard budget refusing the worst case of that one call, falls back as any error does (a cheaper model,
-or one outside that agent, may be allowed).
+or one outside that agent, may be allowed). ``batch``/``abatch`` run each runnable for every input still failing:
+an input blocked so gets its block back from each fallback without it running (one blocked span per input).
 
-Both patches are made when a chain run first starts with the wrapper's module imported: importing
+Both patches are made when a chain run first starts with the wrapper's module imported, or once ``with_fallbacks()``
+has imported it (a fallbacks' ``batch`` is looked up before its run starts): importing
 ``langchain_core.runnables.retry`` for a program that never retries would cost it its import time.
 """
 
@@ -48,9 +50,25 @@ def install_error_wrappers(patch: Patch) -> None:
     """Patch the wrappers whose modules are imported now, the others as a chain run starts once they are
     (``patch_imported_wrappers``). ``patch(owner, name, new)`` replaces an attribute, keeping the original for
     ``uninstall``."""
+    from langchain_core.runnables.base import Runnable
+
     with _lock:
         PENDING.update({_RETRY: lambda: _patch_retry(patch), _FALLBACKS: lambda: _patch_fallbacks(patch)})
+    original = Runnable.__dict__.get("with_fallbacks")
+    if callable(original):
+        patch(Runnable, "with_fallbacks", _patching_wrappers_after(original))
     patch_imported_wrappers()
+
+
+def _patching_wrappers_after(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def with_fallbacks(self: Any, *args: Any, **kwargs: Any) -> Any:
+        wrapper = original(self, *args, **kwargs)
+        if PENDING:
+            stop_on_exception(patch_imported_wrappers)()
+        return wrapper
+
+    return with_fallbacks
 
 
 def forget_error_wrappers() -> None:
@@ -120,6 +138,11 @@ def _patch_fallbacks(patch: Patch) -> None:
     original = getattr(module, "set_config_context", None)
     if callable(original):  # each attempt (invoke, stream and their async forms) runs under it
         patch(module, "set_config_context", _attempt_passing_a_block(original))
+    wrappers = getattr(module, "RunnableWithFallbacks", None)
+    if wrappers is not None:
+        for name, wrap in (("batch", _batch_passing_a_block), ("abatch", _abatch_passing_a_block)):
+            if callable(wrappers.__dict__.get(name)):
+                patch(wrappers, name, wrap(wrappers.__dict__[name]))
 
 
 def passes_fallbacks(error: BaseException, run_id: UUID) -> bool:
@@ -167,3 +190,75 @@ def _remember(run_id: UUID, error: BaseException | None) -> None:
         _BLOCKED_RUNS[run_id] = error  # type: ignore[assignment]
     else:
         _BLOCKED_RUNS.pop(run_id, None)
+
+
+def _batch_passing_a_block(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def batch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(_attempts_passing_a_block(self), *args, **kwargs)
+
+    return batch
+
+
+def _abatch_passing_a_block(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def abatch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await original(_attempts_passing_a_block(self), *args, **kwargs)
+
+    return abatch
+
+
+@stop_on_exception(default=None)
+def _with_attempts(wrapper: Any) -> Any:
+    return wrapper.model_copy(update={"runnable": _Attempt(wrapper.runnable),
+                                      "fallbacks": [_Attempt(fallback) for fallback in wrapper.fallbacks]})
+
+
+def _attempts_passing_a_block(wrapper: Any) -> Any:
+    """The ``RunnableWithFallbacks`` whose batch runs its runnable and each fallback through an ``_Attempt``."""
+    copy = _with_attempts(wrapper)
+    return wrapper if copy is None else copy
+
+
+class _Attempt:
+    """A runnable of a ``RunnableWithFallbacks`` batch (``batch``/``abatch`` are all LangChain asks of it there): an
+    input whose earlier attempt met a block no fallback gets past (``passes_fallbacks``) gets that block back as its
+    output, without running; the others run."""
+
+    __slots__ = ("_runnable",)
+
+    def __init__(self, runnable: Any) -> None:
+        self._runnable = runnable
+
+    def batch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
+        blocked, to_run = _blocked_inputs(config)
+        outputs = self._runnable.batch([inputs[i] for i in to_run], [config[i] for i in to_run], **kwargs) \
+            if to_run else []
+        return _merged(blocked, to_run, outputs, config)
+
+    async def abatch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
+        blocked, to_run = _blocked_inputs(config)
+        outputs = await self._runnable.abatch([inputs[i] for i in to_run], [config[i] for i in to_run], **kwargs) \
+            if to_run else []
+        return _merged(blocked, to_run, outputs, config)
+
+
+def _fallbacks_run(config: Any) -> UUID | None:
+    return getattr(config.get("callbacks"), "parent_run_id", None)  # the input's fallbacks run (its child manager)
+
+
+def _blocked_inputs(configs: list[Any]) -> tuple[list[Any], list[int]]:
+    """Per input, the block its fallbacks run met (or None); and the inputs to run."""
+    blocked = [_BLOCKED_RUNS.get(run_id) if (run_id := _fallbacks_run(config)) is not None else None
+               for config in configs]
+    return blocked, [index for index, block in enumerate(blocked) if block is None]
+
+
+def _merged(blocked: list[Any], ran: list[int], outputs: list[Any], configs: list[Any]) -> list[Any]:
+    results = list(blocked)
+    for index, output in zip(ran, outputs, strict=True):
+        results[index] = output
+        run_id = _fallbacks_run(configs[index])
+        if run_id is not None:
+            _remember(run_id, output if isinstance(output, BaseException) else None)
+    return results

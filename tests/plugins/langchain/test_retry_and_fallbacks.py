@@ -92,6 +92,44 @@ def test_a_global_block_passes_straight_through_with_fallbacks(memory: agentwatc
     assert backup.calls == 0 and canned == []
 
 
+@pytest.mark.parametrize("how", ["batch", "abatch"])
+def test_a_global_block_is_one_blocked_span_per_input_of_a_fallbacks_batch(memory: agentwatch.InMemoryExporter,
+                                                                           how: str) -> None:
+    """Found 2026-12-06 by a probe: ``model.with_fallbacks([...]).batch([...])`` under a spent global budget recorded a
+    blocked span (and called ``on_block``) per fallback and input, and a fallback answering without a model would have
+    hidden the block: LangChain's batch runs each runnable for the inputs still failing, which the invoke paths' check
+    never saw."""
+    blocks = _block_everything(memory)
+    backup, canned = UsageChatModel(model_name="gpt-4o-mini"), []
+    chain = UsageChatModel().with_fallbacks([backup, RunnableLambda(lambda _: canned.append(1) or "sorry, later")])
+    inputs = ["x", "y", "z"]
+    outputs = chain.batch(inputs, return_exceptions=True) if how == "batch" else \
+        asyncio.run(chain.abatch(inputs, return_exceptions=True))
+    assert [type(output) for output in outputs] == [CircuitBreakerException] * 3
+    assert blocks == ["global"] * 3 and _blocked_spans(memory) == ["UsageChatModel"] * 3
+    assert backup.calls == 0 and canned == []
+
+
+def test_the_first_fallbacks_batch_of_a_program_is_one_blocked_span_per_input(tmp_path: Path) -> None:
+    """The wrapper's module first imported by ``with_fallbacks()``, after ``init()``: its batch is looked up before its
+    run starts, where the other patches are made."""
+    result = run_script("""
+        import sys
+        import agentwatch
+        from tests.plugins.langchain.fakes import UsageChatModel
+        memory = agentwatch.InMemoryExporter()
+        agentwatch.init(exporters=[memory], budget_per_hour=0.0, block_on_threshold=True)
+        assert "langchain_core.runnables.fallbacks" not in sys.modules
+        backup = UsageChatModel(model_name="gpt-4o-mini")
+        outputs = UsageChatModel().with_fallbacks([backup]).batch(["x", "y"], return_exceptions=True)
+        agentwatch.flush()
+        print([type(output).__name__ for output in outputs], backup.calls,
+              len([span for span in memory.spans if span["status"] == "blocked" and span["kind"] == "llm"]))
+    """, tmp_path)
+    assert result.stdout.strip() == "['CircuitBreakerException', 'CircuitBreakerException'] 0 2", \
+        result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("budget", ["trace", "thread", "agent"])
 def test_a_block_of_an_enclosing_budget_is_not_handed_to_the_fallbacks(memory: agentwatch.InMemoryExporter,
                                                                        budget: str) -> None:
@@ -123,6 +161,8 @@ def test_a_block_of_the_primary_models_own_agent_falls_back(memory: agentwatch.I
     backup = UsageChatModel(model_name="gpt-4o-mini", reply="from the backup")
     assert primary.with_fallbacks([backup]).invoke("x").content == "from the backup"
     assert primary.calls == 0 and backup.calls == 1
+    answers = primary.with_fallbacks([backup]).batch(["x", "y"])
+    assert [answer.content for answer in answers] == ["from the backup"] * 2 and backup.calls == 3
 
 
 def test_with_retry_made_before_any_wrapper_module_is_imported(tmp_path: Path) -> None:
