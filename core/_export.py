@@ -31,7 +31,7 @@ from ._deferred import pending as deferred_work
 from ._deferred import run_deferred
 from ._forking import after_fork_in_child, importing
 from ._idle import idle_tasks
-from ._safe import stop_on_exception
+from ._safe import guard_exporter, stop_on_exception
 from ._span import Span
 
 __all__ = ["Exporter", "BatchProcessor", "estimate_size", "DEFAULT_MAX_QUEUE_BYTES", "PLAIN_SPAN_BYTES",
@@ -442,7 +442,7 @@ class BatchProcessor:
         self._current = dicts
         with self._waiting():
             for exporter in self._exporters:
-                ok = stop_on_exception(exporter.export, default=False)(dicts)
+                ok = guard_exporter(exporter, "export", False)(dicts)
                 self._worker_turns += 1
                 delivered = delivered and bool(ok)
         if self._on_batch is not None:  # the plugins' export hook: it may wait on a socket too
@@ -495,7 +495,7 @@ class BatchProcessor:
         ok = True
         for exporter in self._exporters:
             remaining = max(deadline - time.monotonic(), 0.0)
-            ok = bool(stop_on_exception(exporter.force_flush, default=False)(remaining)) and ok
+            ok = bool(guard_exporter(exporter, "force_flush", False)(remaining)) and ok
         return ok
 
     def shutdown(self, timeout: float = 5.0) -> None:
@@ -514,7 +514,7 @@ class BatchProcessor:
         if self._worker.is_alive():
             self._abandon()
         for exporter in self._exporters:
-            stop_on_exception(exporter.shutdown)()
+            guard_exporter(exporter, "shutdown")()
         _LIVE_PROCESSORS.discard(self)
 
     def _abandon(self) -> None:

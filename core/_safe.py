@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 if TYPE_CHECKING:
     from ._breaker_contract import CircuitBreakerException
 
-__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "swallow_user_error", "PASS_THROUGH",
-           "add_pass_through", "BlockCarrier"]
+__all__ = ["logger", "stop_on_exception", "swallow_internal_error", "swallow_user_error", "guard_exporter",
+           "PASS_THROUGH", "add_pass_through", "BlockCarrier"]
 
 logger = logging.getLogger("agentwatch")
 
@@ -54,6 +54,28 @@ def swallow_user_error(callback: str) -> None:
         raise error
     logger.error("agentwatch: your %s callback raised %r; ignored, AgentWatch carries on as if it had returned",
                  callback, error, exc_info=True)
+
+
+def guard_exporter(exporter: object, method: str, default: Any = None) -> Callable[..., Any]:
+    """``exporter.<method>`` (``export``, ``force_flush``, ``shutdown``) logging and swallowing what it raises: for an
+    exporter of ours an internal error; for the program's own (``init(exporters=[MyExporter()])``) its failure, worded
+    so the user sees it is their exporter, with ``default`` returned (``export``: the batch counts as failed)."""
+    bound = getattr(exporter, method)
+    kind = type(exporter)
+    if kind.__module__.partition(".")[0] == "agentwatch":
+        return stop_on_exception(bound, default=default)  # type: ignore[no-any-return]
+    name = f"{kind.__qualname__}.{method}"
+
+    def call(*args: Any) -> Any:
+        try:
+            return bound(*args)
+        except Exception as error:
+            logger.error("agentwatch: your exporter %s raised %r; ignored%s, AgentWatch carries on", name, error,
+                         " (its batch counts as failed)" if method == "export" else "",
+                         exc_info=True)
+            return default
+
+    return call
 
 
 @overload

@@ -281,6 +281,38 @@ def test_text_that_is_not_utf8_is_written_to_a_jsonl_file(tmp_path: Path) -> Non
     assert lines["listing"]["attributes"]["file"] == "report-\ufffdt\ufffd.txt"
 
 
+class _BrokenExporter:
+    """A program's own exporter whose every method raises (a disk full, a bug)."""
+
+    def export(self, spans: Any) -> bool:
+        raise OSError("disk full")
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        raise OSError("disk full")
+
+    def shutdown(self) -> None:
+        raise OSError("disk full")
+
+
+def test_a_failing_user_exporter_is_logged_as_the_programs_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Found 2026-12-06: a program's exporter (``init(exporters=[MyExporter()])``) that raised was logged as "internal
+    error in _BrokenExporter.export (ignored)", so the program's failing exporter read as a bug of AgentWatch's. The
+    log line names the exporter and its error, with the traceback; the batch counts as failed."""
+    with caplog.at_level(logging.WARNING, logger="agentwatch"):
+        agentwatch.init(exporters=[_BrokenExporter()])
+        with agentwatch.trace("t"):
+            pass
+        agentwatch.flush()
+        failed = agentwatch.get_client().processor.stats()["failed"]  # type: ignore[union-attr]
+        agentwatch.shutdown()
+    assert failed >= 1
+    assert "internal error" not in caplog.text
+    messages = [record.getMessage() for record in caplog.records if record.exc_info]
+    for method in ("export", "force_flush", "shutdown"):
+        assert any(message.startswith(f"agentwatch: your exporter _BrokenExporter.{method} raised OSError('disk full')")
+                   for message in messages), messages
+
+
 def test_unknown_exporter_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="nope"):
         agentwatch.init(exporters=["nope"])
