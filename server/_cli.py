@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run a multi-agent LangGraph demo that trips the breaker and resumes")
     demo.add_argument("--no-serve", action="store_true", help="exit after the demo instead of serving the dashboard")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=3001, help="collector port (0 picks a free one)")
+    demo.add_argument("--host", help="interface to bind (default 127.0.0.1, or HOST)")
+    demo.add_argument("--port", type=int, help="collector port (default 3001, or PORT; 0 picks a free one)")
     demo.add_argument("--db", type=Path, default=Path("agentwatch-demo.db"), help="SQLite file for the collector")
 
     verify = commands.add_parser("verify", help="check the signature of a report PDF")
@@ -301,7 +301,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     # The same checks as serve's, before anything starts: a mistake is one line, not a traceback.
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, db_path=args.db, override_names=FLAGS)
+        # HOST and PORT as for serve, but an API_KEY does not move the demo off 127.0.0.1 (serve then binds 0.0.0.0).
+        settings = Settings.from_env(host=args.host or os.environ.get("HOST") or "127.0.0.1", port=args.port,
+                                     db_path=args.db, override_names=FLAGS)
     except ValueError as error:
         print(f"agentwatch demo: {error}", file=sys.stderr)
         return 2

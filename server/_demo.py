@@ -115,17 +115,19 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
     from ._listen import describe
 
     db_path = Path(args.db)
-    host = getattr(args, "host", "127.0.0.1")
+    # The settings the CLI resolved (flags, else HOST and PORT); a caller without them gives both as arguments.
+    host = settings.host if settings is not None else getattr(args, "host", None) or "127.0.0.1"
+    port = settings.port if settings is not None else args.port
     checkpoints = db_path.with_suffix(".checkpoints.sqlite")
     handle = None
     try:  # Ctrl-C, at any moment, stops the demo and its collector quietly
         try:
-            handle = start_background(host, args.port, db_path, settings=settings)
+            handle = start_background(host, port, db_path, settings=settings)
         except (RuntimeError, TimeoutError) as error:
             print(f"agentwatch demo: {error}", file=sys.stderr)
             return 2
         except OSError as error:  # the port was taken since the CLI's check
-            print(f"agentwatch demo: {describe(host, args.port, error, free_port_hint=True)}", file=sys.stderr)
+            print(f"agentwatch demo: {describe(host, port, error, free_port_hint=True)}", file=sys.stderr)
             return 2
         base = f"http://{handle.host}:{handle.port}"
         started_ns = time.time_ns()

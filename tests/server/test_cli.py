@@ -56,6 +56,14 @@ def test_demo_on_a_busy_port_says_what_to_do(tmp_path: Path, busy_port: int) -> 
     assert not (tmp_path / "agentwatch-demo.db").exists()
 
 
+def test_demo_honours_port_as_serve_does(tmp_path: Path, busy_port: int) -> None:
+    """Found 2026-12-06: ``PORT=8080 agentwatch demo`` ignored PORT, which ``serve`` and its help honour, and started
+    on 3001 (or failed there, naming a port the user never chose)."""
+    result = agentwatch("demo", "--no-serve", cwd=tmp_path, env={"PORT": str(busy_port)})
+    one_clear_line(result, "agentwatch demo:", str(busy_port), "already in use")
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("case", ["port out of range", "not a database", "parent is a file", "bad env value"])
 def test_demo_refuses_bad_input_in_one_line(tmp_path: Path, case: str) -> None:
     (tmp_path / "notes.db").write_text("my shopping list, not a database\n" * 100)
