@@ -30,7 +30,7 @@ def _request(original: Callable[..., Any]) -> Callable[..., Any]:
 
     async def request(self: Any, method: str, str_or_url: Any, *args: Any, **kwargs: Any) -> Any:
         exchange, opened = _exchange_for(self, str_or_url, kwargs, URL)
-        if exchange is None:
+        if exchange is None or exchange.sending:  # httpx's tap above this transport has the request (_httpx)
             return await original(self, method, str_or_url, *args, **kwargs)
         if opened:
             exchange.call.activate()

@@ -81,7 +81,7 @@ class Exchange:
 
     __slots__ = ("call", "endpoint", "owned", "ends_with_body", "reads_result", "body_open", "streamed",
                  "attempts", "unanswered", "covered", "charged", "status", "capture_text", "request_body",
-                 "usage_requested", "request", "_response")
+                 "usage_requested", "request", "sending", "_response")
 
     # Not keyword-only: the SDK layer passes them by position on every call (CPython matches keywords by name).
     def __init__(self, call: LLMCall, endpoint: Endpoint, owned: bool, ends_with_body: bool,
@@ -116,6 +116,9 @@ class Exchange:
         #: The HTTP request the SDK built for this call (its last attempt's), set by the SDK layer: the tap knows
         #: it by identity. None where the SDK built it out of our sight (the tap then goes by its path).
         self.request: Any = None
+        #: httpx is sending this SDK call's request (``_httpx.send``): a tap in its transport (LiteLLM's aiohttp one)
+        #: sees the same request again and leaves it to httpx's, which counts the attempt and reads the body once.
+        self.sending = False
         self._response: Any = None
 
     def responded(self, url: str, status: int, headers: Mapping[str, str]) -> None:

@@ -146,6 +146,8 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
         exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
         if opened:
             exchange.call.activate()  # type: ignore[union-attr]
+        elif sdk_call is not None:
+            sdk_call.sending = True
         try:
             if args or kwargs:
                 response = original(self, request, *args, stream=stream, auth=auth,
@@ -161,6 +163,8 @@ def _sync_send(original: Callable[..., Any], stream_class: type) -> Callable[...
         finally:
             if opened:
                 exchange.call.deactivate()  # type: ignore[union-attr]
+            elif sdk_call is not None:
+                sdk_call.sending = False
         if sdk_call is not None:
             if sdk_call.reads_result and not stream:
                 # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);
@@ -191,6 +195,8 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
         exchange, opened = (None, False) if sdk_call is not None else _exchange_for(request)
         if opened:
             exchange.call.activate()  # type: ignore[union-attr]
+        elif sdk_call is not None:
+            sdk_call.sending = True
         try:
             if args or kwargs:
                 response = await original(self, request, *args, stream=stream, auth=auth,
@@ -207,6 +213,8 @@ def _async_send(original: Callable[..., Any], stream_class: type) -> Callable[..
         finally:
             if opened:
                 exchange.call.deactivate()  # type: ignore[union-attr]
+            elif sdk_call is not None:
+                sdk_call.sending = False
         if sdk_call is not None:
             if sdk_call.reads_result and not stream:
                 # The usual case: the SDK parses the body. Keep the response (Exchange.keep_response);

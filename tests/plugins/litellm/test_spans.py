@@ -25,6 +25,9 @@ def _assert_one_span_per_request(memory: Any, stub: Any) -> list[dict[str, Any]]
     assert len(spans) == stub.count()  # the HTTP layer joined each call, it opened none of its own
     assert all(span["name"].startswith("litellm.") for span in spans)
     assert all(span["attributes"].get("http.status_code") == 200 for span in spans)  # and it did see them
+    # Each sent once. Found 2026-12-06: an async OpenAI call said http.attempts 2, its one request counted by httpx's
+    # tap and again by the one in LiteLLM's aiohttp transport below it.
+    assert [span["attributes"].get("http.attempts") for span in spans] == [None] * len(spans)
     assert _charged(memory) == pytest.approx(sum(span["cost_usd"] for span in spans))
     return spans
 
