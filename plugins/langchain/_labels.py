@@ -28,6 +28,10 @@ _OWN_KEY_PREFIXES: Final = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
 #: Keys LangGraph copies from ``configurable`` into every run's metadata; ``thread_id`` is the span's session.
 _OWN_KEYS: Final = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "run_attempt", "run_id", "assistant_id",
                               "graph_id"})
+#: Metadata keys found to be LangChain's own so far: a model call's metadata is usually only those (``ls_provider``,
+#: ``ls_model_name``, ...), told apart by one set comparison instead of a test per key on every call.
+_SEEN_OWN: set[str] = set()
+_MAX_SEEN: Final = 1024
 
 
 def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None,
@@ -39,11 +43,13 @@ def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata:
         own = [_clip(str(tag)) for tag in tags if not str(tag).startswith(_OWN_TAG_PREFIXES)]
         if own:
             attributes["tags"] = own[:MAX_LABELS]
-    if metadata:
+    if metadata and not _SEEN_OWN.issuperset(metadata):
         kept: dict[str, Any] = {}
         for key, value in metadata.items():
             name = str(key)
             if name in _OWN_KEYS or name.startswith(_OWN_KEY_PREFIXES):
+                if len(_SEEN_OWN) < _MAX_SEEN:
+                    _SEEN_OWN.add(name)
                 continue
             if len(kept) == MAX_LABELS:
                 break
