@@ -26,6 +26,9 @@ __all__ = ["install", "uninstall"]
 _lock = threading.Lock()
 _original: Callable[..., None] | None = None
 _BEFORE_US = warnings.warn  # what a stale reference to ours calls after uninstall (never ours: no recursion)
+#: Set on a thread while ``_warn`` runs there. A wrapper made while ours was installed calls ours (crewai's, made at its
+#: import); after ``shutdown()`` and ``init()`` ours calls that wrapper in turn, which would call ours again, forever.
+_inside = threading.local()
 
 
 def _package_dir(module_file: str) -> str:
@@ -71,23 +74,30 @@ def _level_past_our_frames(caller: FrameType, stacklevel: int) -> int:
 
 
 def _warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
-    original = _original or _BEFORE_US
-    if "skip_file_prefixes" in kwargs:  # Python 3.12+: it skips the frames it is given; give it ours too
-        prefixes = kwargs["skip_file_prefixes"]
-        if sys.version_info < (3, 12) or not isinstance(prefixes, tuple):  # the original's own error, as without us
-            original(message, category, stacklevel, source, **kwargs)
-            return
-        kwargs["skip_file_prefixes"] = prefixes + _OURS
-        original(message, category, stacklevel + 1, source, **kwargs)
+    if getattr(_inside, "warning", False):  # called again by a wrapper ours called: the level is counted already
+        _BEFORE_US(message, category, stacklevel + 1, source, **kwargs)  # + 1: this frame
         return
-    level = max(stacklevel, 1)
-    caller = sys._getframe(1)
-    if level > 1 and not _ours(caller):
-        try:
-            level = _level_past_our_frames(caller, level)
-        except Exception:  # noqa: BLE001 - a warning must still be raised as asked; the level is then as before
-            level = max(stacklevel, 1)
-    original(message, category, level + 1, source, **kwargs)  # + 1: this frame
+    original = _original or _BEFORE_US
+    _inside.warning = True
+    try:
+        if "skip_file_prefixes" in kwargs:  # Python 3.12+: it skips the frames it is given; give it ours too
+            prefixes = kwargs["skip_file_prefixes"]
+            if sys.version_info < (3, 12) or not isinstance(prefixes, tuple):  # the original's own error, as without us
+                original(message, category, stacklevel, source, **kwargs)
+                return
+            kwargs["skip_file_prefixes"] = prefixes + _OURS
+            original(message, category, stacklevel + 1, source, **kwargs)
+            return
+        level = max(stacklevel, 1)
+        caller = sys._getframe(1)
+        if level > 1 and not _ours(caller):
+            try:
+                level = _level_past_our_frames(caller, level)
+            except Exception:  # noqa: BLE001 - a warning must still be raised as asked; the level is then as before
+                level = max(stacklevel, 1)
+        original(message, category, level + 1, source, **kwargs)  # + 1: this frame
+    finally:
+        _inside.warning = False
 
 
 def install() -> None:

@@ -105,3 +105,28 @@ def test_first_init_freezes_start_up_objects_unless_the_program_manages_gc() -> 
     assert default["first"] > 1000 and default["again"] <= default["first"]  # type: ignore[operator]
     disabled = _run(program.format(setup="gc.disable()"))
     assert disabled == {"first": 0, "again": 0}
+
+
+def test_a_warn_wrapper_made_while_watched_does_not_recurse_after_init_again() -> None:
+    """Found 2026-12-06: ``init()``, then a library that wraps ``warnings.warn`` at its import (crewai filters
+    pydantic's warnings so), then ``shutdown()`` and ``init()`` again: every warning raised RecursionError into the
+    program, ours calling the library's wrapper, which called ours (what ``warnings.warn`` was when it wrapped it)."""
+    result = _run("""
+        import json, warnings
+        import agentwatch
+        agentwatch.init(exporters=[])
+        before_library = warnings.warn
+
+        def filtered_warn(message, category=None, stacklevel=1, source=None):
+            return before_library(message, category, stacklevel + 1, source)
+
+        warnings.warn = filtered_warn
+        agentwatch.shutdown()
+        agentwatch.init(exporters=[])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.warn("from the program", UserWarning)
+        agentwatch.shutdown()
+        print(json.dumps([[str(warning.message), warning.filename] for warning in caught]))
+    """)
+    assert result == [["from the program", "<string>"]]
