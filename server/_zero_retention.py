@@ -169,8 +169,8 @@ def _drop_text_event_names(attributes: dict[str, Any]) -> bool:
 
 def strip_text(record: SpanRecord) -> None:
     """Zero data retention for a span: no input or output, its attributes scrubbed by the allowlist, and no text in
-    its name (an alert's title, a task's description, a sentence), its events' names or its agent's name (an OTLP
-    agent span with no agent attribute is named after its span)."""
+    its name (an alert's title, a task's description, a sentence), its events' names, or its agent's name (an OTLP
+    agent span with no agent attribute is named after its span) or role."""
     stripped = record.input is not None or record.output is not None
     record.input = None
     record.output = None
@@ -179,8 +179,13 @@ def strip_text(record: SpanRecord) -> None:
     name = _alert_name(record, attributes) if record.kind == "alert" else _span_name(record)
     lost |= name != record.name
     record.name = name
+    # A role is a label ("Senior Researcher"), but clients send whatever their framework calls one: CrewAI's and
+    # ATP's role may be a sentence of the agent's instructions.
     if record.agent_name is not None and _reads_as_text(record.agent_name):
         record.agent_name = None
+        lost = True
+    if record.agent_role is not None and _reads_as_text(record.agent_role):
+        record.agent_role = None
         lost = True
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:

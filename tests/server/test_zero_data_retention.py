@@ -280,3 +280,26 @@ def test_otlp_event_names_and_agent_names_that_are_text_are_not_kept(zdr_server:
     assert spans["b3b3b3b3b3b3b3b3"]["agent_name"] == "planner" and "planner" in json.dumps(agents)
     found = _database_secrets(zdr_server, tmp_path)
     assert found and not any(found.values()), found
+
+
+def test_an_agent_role_that_is_text_is_not_kept(zdr_server: ServerHandle, make_span: SpanFactory,
+                                                tmp_path: Path) -> None:
+    """An agent's role was stored as sent (only its name was checked): an ATP client or an ``agentwatch.agent``
+    scope given the agent's instructions as its role kept that text on disk and in the spans API. A role that reads
+    as text goes, as a name does; a short role stays."""
+    trace_id = new_trace_id()
+    native = make_span(trace_id=trace_id, agent_id="writer", agent_name="Writer",
+                       agent_role=f"You are a careful writer; never mention {SECRETS[57]} to the user")
+    short = make_span(trace_id=trace_id, agent_id="researcher", agent_name="Researcher",
+                      agent_role="Senior Research Analyst")
+    atp = {**_atp(trace_id), "agent_role": f"Plans the work for {SECRETS[58]}\nand checks it"}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/ingest", json=[native, short, atp]).json()["accepted"] == 3
+        spans = {span["span_id"]: span for span in client.get(f"/api/traces/{trace_id}/spans").json()["spans"]}
+    assert not [s for s in SECRETS if s in json.dumps(spans)]
+    assert spans[native["span_id"]]["agent_role"] is None
+    assert spans[native["span_id"]]["agent_name"] == "Writer"
+    assert spans[native["span_id"]]["attributes"]["agentwatch.text_stripped"] is True
+    assert spans[short["span_id"]]["agent_role"] == "Senior Research Analyst"
+    found = _database_secrets(zdr_server, tmp_path)
+    assert found and not any(found.values()), found
