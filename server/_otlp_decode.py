@@ -195,7 +195,35 @@ def _json_id(value: Any, length: int) -> str | None:
     return decoded.hex() if len(decoded) == length else text
 
 
-def decode_json(body: bytes, max_spans: int) -> list[OtlpSpan]:
+# OTLP/JSON sends enums as integers; the protobuf JSON mapping (``MessageToJson``, which some exporters use) as
+# their names, which protobuf's own JSON parser accepts as well.
+_SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3,
+               "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
+_STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": STATUS_ERROR}
+
+
+def _json_enum(value: Any, names: dict[str, int]) -> int:
+    if isinstance(value, str) and value in names:
+        return names[value]
+    return int(value or 0)
+
+
+def _json_span(span: Any, resource: dict[str, Any], scope: str) -> OtlpSpan:
+    status = span.get("status") or {}
+    return OtlpSpan(
+        _json_id(span.get("traceId"), 16) or "", _json_id(span.get("spanId"), 8) or "",
+        _json_id(span.get("parentSpanId"), 8), str(span.get("name") or ""), _json_enum(span.get("kind"), _SPAN_KINDS),
+        int(span.get("startTimeUnixNano", 0)), int(span.get("endTimeUnixNano", 0)),
+        _json_attributes(span.get("attributes")), resource, scope, _json_enum(status.get("code"), _STATUS_CODES),
+        str(status.get("message") or ""),
+        [{"name": str(event.get("name") or ""), "time_unix_nano": int(event.get("timeUnixNano", 0)),
+          "attributes": _json_attributes(event.get("attributes"))}
+         for event in span.get("events") or [] if isinstance(event, dict)])
+
+
+def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]:
+    """The request's spans, and why each span that could not be decoded was not: as over protobuf, a malformed
+    span is rejected by itself (its neighbours kept), and only a request whose frame is malformed is refused."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as error:
@@ -203,26 +231,22 @@ def decode_json(body: bytes, max_spans: int) -> list[OtlpSpan]:
     if not isinstance(document, dict):
         raise OtlpDecodeError("body must be an OTLP ExportTraceServiceRequest object")
     spans: list[OtlpSpan] = []
+    problems: list[str] = []
     try:
         for resource_spans in document.get("resourceSpans") or []:
             resource = _json_attributes((resource_spans.get("resource") or {}).get("attributes"))
             for scope_spans in resource_spans.get("scopeSpans") or []:
                 scope = str((scope_spans.get("scope") or {}).get("name", ""))
                 for span in scope_spans.get("spans") or []:
-                    if len(spans) >= max_spans:
+                    if len(spans) + len(problems) >= max_spans:
                         raise OtlpTooLargeError(f"at most {max_spans} spans per request")
-                    status = span.get("status") or {}
-                    spans.append(OtlpSpan(
-                        _json_id(span.get("traceId"), 16) or "", _json_id(span.get("spanId"), 8) or "",
-                        _json_id(span.get("parentSpanId"), 8), str(span.get("name", "")), int(span.get("kind", 0)),
-                        int(span.get("startTimeUnixNano", 0)), int(span.get("endTimeUnixNano", 0)),
-                        _json_attributes(span.get("attributes")), resource, scope, int(status.get("code", 0)),
-                        str(status.get("message", "")),
-                        [{"name": event.get("name", ""), "time_unix_nano": int(event.get("timeUnixNano", 0)),
-                          "attributes": _json_attributes(event.get("attributes"))}
-                         for event in span.get("events") or [] if isinstance(event, dict)]))
+                    try:
+                        spans.append(_json_span(span, resource, scope))
+                    except (AttributeError, TypeError, ValueError) as error:
+                        problems.append(f"span {len(spans) + len(problems)} of the request is not an OTLP/JSON "
+                                        f"span: {error}")
     except (AttributeError, TypeError, ValueError) as error:
         if isinstance(error, OtlpDecodeError):
             raise
         raise OtlpDecodeError(f"not an OTLP/JSON trace request: {error}") from None
-    return spans
+    return spans, problems

@@ -38,7 +38,7 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
                                                  settings.max_json_values)
         else:
             check_shape(raw, settings.max_spans_per_request, settings.max_json_values)
-            spans = decode_json(bytes(raw), settings.max_spans_per_request)
+            spans, undecodable = decode_json(bytes(raw), settings.max_spans_per_request)
     except OtlpDecodeError as error:
         raise IngestError(413 if isinstance(error, OtlpTooLargeError) else 400, str(error)) from None
     records: list[SpanRecord] = []

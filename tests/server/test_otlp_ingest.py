@@ -281,6 +281,35 @@ def test_spans_with_ids_of_the_wrong_length_are_rejected_by_themselves(collector
     assert {span["name"] for span in _spans(collector) if span["trace_id"] in ("07" * 16, "010101")} == {"good"}
 
 
+def test_a_malformed_json_span_is_rejected_by_itself(collector: ServerHandle) -> None:
+    """Found 2026-12-06: over OTLP/JSON one malformed span refused the whole request (400: its good spans lost),
+    an event named null or 5 answered 500, and the protobuf JSON mapping's enum names ("SPAN_KIND_CLIENT",
+    "STATUS_CODE_ERROR"), which protobuf's own parser accepts, refused the request. Over protobuf a span that cannot
+    be decoded was already rejected by itself."""
+    good = {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10}
+    spans: list[Any] = [
+        _span("c0c0c0c0c0c0c0c0", "good before", good),
+        _span("c1c1c1c1c1c1c1c1", "bad time", good, startTimeUnixNano="yesterday"),
+        {**_span("c2c2c2c2c2c2c2c2", "bad int", {}), "attributes": [{"key": "n", "value": {"intValue": "x"}}]},
+        {**_span("c3c3c3c3c3c3c3c3", "bad array", {}), "attributes": [{"key": "a", "value": {"arrayValue": [1]}}]},
+        "not a span",
+        _span("c4c4c4c4c4c4c4c4", "unnamed events", good, events=[{"name": None}, {"name": 5}]),
+        _span("c5c5c5c5c5c5c5c5", "named enums", good, kind="SPAN_KIND_SERVER",
+              status={"code": "STATUS_CODE_ERROR", "message": "boom"}),
+        _span("c6c6c6c6c6c6c6c6", "good after", good),
+    ]
+    status, answer = _post(collector, _otlp_json(spans))
+    assert status == 200, answer
+    partial = json.loads(answer)["partialSuccess"]
+    assert partial["rejectedSpans"] == "4"
+    assert partial["errorMessage"].startswith("span 1 of the request is not an OTLP/JSON span")
+    stored = {span["span_id"]: span for span in _spans(collector)}
+    assert set(stored) == {"c0c0c0c0c0c0c0c0", "c4c4c4c4c4c4c4c4", "c5c5c5c5c5c5c5c5", "c6c6c6c6c6c6c6c6"}
+    assert [event["name"] for event in stored["c4c4c4c4c4c4c4c4"]["attributes"]["otel.events"]] == ["", "5"]
+    named = stored["c5c5c5c5c5c5c5c5"]
+    assert (named["status"], named["attributes"]["error.message"], named["input_tokens"]) == ("error", "boom", 10)
+
+
 def test_refusals(collector: ServerHandle) -> None:
     assert _post(collector, b"{}", content_type="text/plain")[0] == 415
     assert _post(collector, b"not json")[0] == 400
