@@ -28,6 +28,7 @@ _HEADERS = [
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CROSS_SITE = frozenset({b"cross-site", b"same-site"})
 # Bodies a page on another site can send without a CORS preflight ("simple requests"); no API route takes them.
 _SIMPLE_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"})
 _INGEST_TYPES = frozenset({b"application/json", b"application/gzip", b"application/x-gzip"})
@@ -97,6 +98,10 @@ class SecurityMiddleware:
             if not same and text not in self._origins and "*" not in self._origins:
                 return 403, (f"cross-origin request from {text!r} refused; list the origin in CORS_ORIGINS to "
                              "allow it")
+        elif headers.get(b"sec-fetch-site", b"").lower() in _CROSS_SITE:
+            # A browser says where the request came from, but not which origin (a client that strips Origin, or a
+            # browser that sends none): no origin can be checked against CORS_ORIGINS, so none is trusted.
+            return 403, "cross-site request without an Origin header refused (Sec-Fetch-Site says it is cross-site)"
         content_type = headers.get(b"content-type")
         if content_type is not None and scope["path"].startswith("/api"):
             media = _media_type(content_type)
