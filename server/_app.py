@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -132,11 +133,26 @@ class _AsciiJSONResponse(JSONResponse):
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _quotable(value: Any) -> Any:
+    """``value`` with NaN and the infinities as the words that spelled them: Python's JSON parser reads those words
+    (``json.dumps`` writes them), but no JSON can quote them back as numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE[repr(value)]
+    if isinstance(value, dict):
+        return {key: _quotable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_quotable(item) for item in value]
+    return value
+
+
 async def _invalid_request(request: Request, error: Exception) -> Response:
     # FastAPI's own answer (422, the errors with the input they quote), which failed with a 500 when that input
-    # held a lone surrogate.
+    # held a lone surrogate, or NaN or Infinity.
     assert isinstance(error, RequestValidationError)
-    return _AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+    return _AsciiJSONResponse({"detail": _quotable(jsonable_encoder(error.errors()))}, status_code=422)
 
 
 _GC_THRESHOLD = 20_000

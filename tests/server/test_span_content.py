@@ -115,6 +115,24 @@ def test_other_bodies_with_a_lone_surrogate_get_a_422_not_a_500(server: ServerHa
         assert len(client.get("/api/alerts/history").json()["history"]) == 1
 
 
+def test_other_bodies_with_nan_or_infinity_get_a_422_not_a_500(server: ServerHandle) -> None:
+    """Found 2026-12-06: Python's json.dumps writes NaN and Infinity, which Python's parser reads; any API body that
+    failed validation with one in it (a NaN threshold, an SDK alert short of a field with an Infinity in it) answered
+    500 (the connection dropped), as the 422 that quotes the input could not be written as JSON."""
+    rule = {"name": "spend", "condition": "cost_per_hour", "threshold": float("nan"), "action_type": "webhook",
+            "webhook_url": "http://127.0.0.1:9/hook"}
+    alert = {"type": "transition", "scope": "agent", "scope_id": "writer", "current": float("inf")}
+    cron = {"schedule": "0 * * * *", "grace_seconds": float("-inf")}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answers = [client.request(method, path, content=json.dumps(body), headers=JSON) for method, path, body in (
+            ("POST", "/api/alerts", rule), ("POST", "/api/alerts/sdk-alert", alert), ("PUT", "/api/crons/n", cron))]
+        assert [answer.status_code for answer in answers] == [422, 422, 422], [answer.text for answer in answers]
+        # The input is quoted with the words that spelled it.
+        quoted = [answer.json()["detail"][0]["input"] for answer in answers]
+        assert quoted == ["NaN", {**alert, "current": "Infinity"}, "-Infinity"]
+        assert client.post("/api/alerts", json={**rule, "threshold": 5}).status_code == 201
+
+
 def test_a_span_too_deep_to_parse_is_rejected_by_itself(server: ServerHandle, make_span: SpanFactory) -> None:
     """A span nested 1,000 levels or more made the parser recurse too deep: the whole batch was refused (400
     "maximum recursion depth exceeded") with its valid neighbours. Now that span alone is rejected, as one nested
