@@ -31,17 +31,20 @@ class BodyLimitMiddleware:
         self.app = app
         self._default = default
         self._limits = {path: cap + _BACKSTOP_MARGIN for path, cap in own_caps.items()}
+        # What a client is told it may send: the route's own cap, not the backstop's margin above it.
+        self._caps = dict(own_caps)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self._limits.get(scope["path"], self._default)
+        cap = self._caps.get(scope["path"], limit)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.strip().isdigit() and int(value) > limit:
                     # Not one byte of it is read; a client that sends it anyway finds the connection closed.
-                    await _refuse(send, limit)
+                    await _refuse(send, cap)
                     return
                 break
         received = 0
@@ -57,7 +60,7 @@ class BodyLimitMiddleware:
                 if received > limit:
                     refused = True
                     if not started:
-                        await _refuse(send, limit)
+                        await _refuse(send, cap)
                     # The route stops reading as for a client gone; what it read so far is dropped with it.
                     return {"type": "http.disconnect"}
             return message
