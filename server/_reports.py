@@ -67,8 +67,10 @@ def monthly_csv(store: Store, month: str | None) -> tuple[str, Iterator[str]]:
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
         for count, trace in enumerate(store.iter_traces(start, end), 1):
-            agents = ";".join(str(a.get("agent_name") or a.get("agent_id")) for a in trace["agents"])
-            row = {**trace, "agents": agents, "models": ";".join(trace["models"])}
+            # Each name in a list cell is neutralised: a spreadsheet in a locale whose separator is ";" opens
+            # "Writer;=HYPERLINK(...)" as two cells, the second a formula.
+            agents = ";".join(_cell(str(a.get("agent_name") or a.get("agent_id"))) for a in trace["agents"])
+            row = {**trace, "agents": agents, "models": ";".join(_cell(model) for model in trace["models"])}
             writer.writerow([_cell(row[column]) for column in CSV_COLUMNS])
             if count % 500 == 0:
                 yield buffer.getvalue()

@@ -61,6 +61,19 @@ def test_monthly_csv_neutralises_formulas(reported: TestClient) -> None:
     assert sum(float(row["cost_usd"]) for row in rows) == pytest.approx(0.502)
 
 
+def test_monthly_csv_neutralises_formulas_in_every_name_of_a_list(client: TestClient, make_span: SpanFactory) -> None:
+    """A trace's agents and models are one cell, joined by ";": only the cell's start was neutralised, and a
+    spreadsheet in a locale whose list separator is ";" (German, French Excel) opens "Writer;=HYPERLINK(...)" as two
+    cells, the second a formula."""
+    spans = make_trace(make_span, calls=1, agent="writer")
+    spans.append(make_span(trace_id=spans[0]["trace_id"], parent_span_id=spans[0]["span_id"],
+                           agent_id="intruder", agent_name='=HYPERLINK("http://x")', model="@SUM(A1)"))
+    assert client.post("/api/ingest", json=spans).json()["accepted"] == 3
+    (row,) = csv.DictReader(io.StringIO(client.get("/api/reports/monthly/csv", params={"month": MONTH}).text))
+    assert sorted(row["agents"].split(";")) == ["'=HYPERLINK(\"http://x\")", "Writer"]
+    assert sorted(row["models"].split(";")) == ["'@SUM(A1)", "gpt-4o-mini"]
+
+
 def test_signed_pdf_verifies_and_detects_tampering(reported: TestClient, tmp_path: Path,
                                                    signing_key: Path) -> None:
     response = reported.get("/api/reports/monthly/pdf", params={"month": MONTH})
