@@ -53,7 +53,7 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
             record = to_record(NativeSpan.model_validate(to_native_span(span)))
         except (ValidationError, ValueError) as error:
             rejected += 1
-            first_error = first_error or f"span {span.span_id or '?'}: {str(error).splitlines()[0]}"
+            first_error = first_error or f"span {span.span_id or '?'}: {_reason(error)}"
             continue
         problem = content_problem(record)
         if problem is None:
@@ -62,6 +62,16 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
             rejected += 1
             first_error = first_error or f"span {span.span_id or '?'}: {problem[0]}: {problem[1]}"
     return records, rejected, first_error
+
+
+def _reason(error: ValueError) -> str:
+    """What is wrong with a span, for the exporter's log: the field and pydantic's message (its first line says
+    only "1 validation error for NativeSpan")."""
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        return f"{field}: {first['msg']}" if field else first["msg"]
+    return str(error).splitlines()[0]
 
 
 def _id_problem(span: OtlpSpan) -> str | None:
