@@ -15,7 +15,7 @@ from pydantic_core import from_json
 from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
 from ._span_content import MAX_NESTING, content_problem
 
-__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans"]
+__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "without_bom"]
 
 _MAX_REPORTED_ERRORS = 20
 
@@ -183,6 +183,18 @@ def _error(index: int | None, message: str, loc: str = "") -> dict[str, Any]:
 
 
 _FIRST_TOKEN = re.compile(rb"\s*(.?)")
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(raw: bytes | bytearray) -> bytes | bytearray:
+    """``raw`` without a leading UTF-8 byte order mark, which Windows tools (PowerShell, .NET's UTF8 encoding)
+    write before JSON; RFC 8259 lets a parser ignore it. A bytearray (every request body) loses it in place."""
+    if not raw.startswith(_UTF8_BOM):
+        return raw
+    if isinstance(raw, bytearray):
+        del raw[:len(_UTF8_BOM)]
+        return raw
+    return raw[len(_UTF8_BOM):]
 
 
 def parse_spans(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:

@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from ._control import CONTROL_HEADER
 from ._crons import learn_from_spans
-from ._ingest import IngestError, check_shape, inflate, parse_spans
+from ._ingest import IngestError, check_shape, inflate, parse_spans, without_bom
 from ._state import AppState, app_state
 from ._zero_retention import strip_text
 
@@ -50,7 +50,7 @@ def _error(error: IngestError) -> JSONResponse:
 
 def _process(state: AppState, body: bytes | bytearray, encoding: str | None) -> dict[str, Any]:
     settings = state.settings
-    raw = inflate(body, encoding, settings.max_inflated_bytes)
+    raw = without_bom(inflate(body, encoding, settings.max_inflated_bytes))
     check_shape(raw, settings.max_spans_per_request, settings.max_json_values)
     batch = parse_spans(raw, settings.max_spans_per_request)
     del raw  # the records hold what is kept; the document's bytes must not stay alive while they are stored
