@@ -67,7 +67,8 @@ class NativeSpan(BaseModel):
 
     trace_id: Id
     span_id: Id
-    parent_span_id: Id | None = None
+    # "" is a root, as null is: clients whose strings cannot be null (Go's zero value) send it.
+    parent_span_id: Id | Literal[""] | None = None
     name: Annotated[str, Field(max_length=2000)] = ""
     kind: Annotated[str, Field(max_length=64)] = "span"
     status: Annotated[str, Field(max_length=32)] = "ok"
@@ -113,7 +114,7 @@ class AtpSpan(BaseModel):
 
     trace_id: AtpTraceId
     span_id: AtpSpanId
-    parent_span_id: AtpSpanId | None = None
+    parent_span_id: AtpSpanId | Literal[""] | None = None
     name: Annotated[str, Field(max_length=2000)] = ""
     kind: Literal["INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"] = "INTERNAL"
     start_time_unix_nano: Nanos
@@ -210,7 +211,7 @@ def _native(span: NativeSpan) -> SpanRecord:
     start = span.start_time_unix_nano
     end = span.end_time_unix_nano
     return SpanRecord(
-        span.trace_id, span.span_id, span.parent_span_id, span.name, span.kind.lower() or "span", status,
+        span.trace_id, span.span_id, span.parent_span_id or None, span.name, span.kind.lower() or "span", status,
         start, end if end is not None and end >= start else start, span.agent_id, span.agent_name,
         span.agent_role, span.model, span.provider, span.input_tokens, span.output_tokens,
         min(span.cached_input_tokens, span.input_tokens) if span.input_tokens else span.cached_input_tokens,
@@ -267,7 +268,7 @@ def _atp(span: AtpSpan) -> SpanRecord:
     else:
         kind = {"CLIENT": "http", "PRODUCER": "event", "CONSUMER": "event"}.get(span.kind, "span")
     return SpanRecord(
-        span.trace_id, span.span_id, span.parent_span_id, span.name, kind, status, start,
+        span.trace_id, span.span_id, span.parent_span_id or None, span.name, kind, status, start,
         end if end is not None and end >= start else start, span.agent_id, span.agent_name, span.agent_role,
         model, provider, input_tokens, output_tokens, 0, cost, attributes, span.input, span.output,
     )

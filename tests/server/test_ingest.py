@@ -164,6 +164,23 @@ def test_bad_spans_are_reported_and_good_neighbours_kept(client: TestClient, mak
     assert client.get("/api/traces").json()["total"] == 1
 
 
+def test_an_empty_parent_id_is_a_root(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-06: a root span sent with "parent_span_id": "" (a Go client's zero value, a client that writes
+    no nulls) was rejected ("String should have at least 1 character"), in the SDK's format and in ATP: every
+    trace of such a client lost its root. "" is a root now, as null is."""
+    native = make_trace(make_span, calls=1)
+    native[0]["parent_span_id"] = ""
+    atp_trace = new_trace_id()
+    atp = [{"trace_id": atp_trace, "span_id": span_id, "parent_span_id": parent, "name": name, "kind": "INTERNAL",
+            "start_time_unix_nano": time.time_ns(), "status": {"code": "OK"}}
+           for span_id, parent, name in (("a" * 16, "", "root"), ("b" * 16, "a" * 16, "child"))]
+    answer = client.post("/api/ingest", json=native + atp)
+    assert answer.status_code == 202 and answer.json()["accepted"] == 4, answer.text
+    for trace_id, root in ((native[0]["trace_id"], native[0]["span_id"]), (atp_trace, "a" * 16)):
+        parents = {span["span_id"]: span["parent_span_id"] for span in spans_of(client, trace_id)}
+        assert parents[root] is None and set(parents.values()) == {None, root}, parents
+
+
 @pytest.mark.parametrize(("body", "headers", "status"), [
     (b"", {}, 400),
     (b"not json at all", {}, 400),
