@@ -214,6 +214,9 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         return {"status": "ok", "version": app.version, "storage": type(app_state(request).store).__name__,
                 "local_mode": current.local_mode, "zero_data_retention": current.zero_data_retention}
 
+    # Uptime monitors that ask with HEAD got 405: FastAPI adds no HEAD to a GET route.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+
     index = STATIC_DIR / "index.html"
 
     @app.get("/", include_in_schema=False)

@@ -52,6 +52,9 @@ def test_allowed_hosts_and_wildcard_binding(tmp_path: Path, signing_key: Path) -
         assert request(named, "GET", "/health", headers={"Host": "collector.internal:3001"})[0] == 200
         assert request(named, "GET", "/health", headers={"Host": "box.lan"})[0] == 200
         assert request(named, "GET", "/health", headers={"Host": "other.lan"})[0] == 400
+        # Uptime monitors ask with HEAD (it answered 405): the same checks, no body.
+        assert request(named, "HEAD", "/health", headers={"Host": "box.lan"}) == (200, b"")
+        assert request(named, "HEAD", "/health", headers={"Host": "other.lan"})[0] == 400
     finally:
         named.stop()
     # Bound to every interface, the collector is reached under names it cannot know (and needs API_KEY).
