@@ -50,6 +50,7 @@ from ._windows import (
     MAX_CALLS_PER_MINUTE,
     MAX_ERROR_RATE,
     NO_RECORD,
+    SHARED_RECORD_TTL_S,
     LocalWindowStore,
     ProbeSlot,
     ReservingStore,
@@ -130,7 +131,7 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_fleet_probe", "_paused_until", "_trip",
-        "_made_by", "_unpublished",
+        "_made_by", "_unpublished", "_confirmed_at",
         "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
         "_windows", "_pending_calls",
         "__weakref__",
@@ -201,6 +202,11 @@ class Monitor:
         #: An operator's transition (a kill, a pause) made while the fleet's store did not answer: the fleet's record
         #: gets it once the store answers again, rather than this monitor taking the record's older state.
         self._unpublished = False
+        #: When the fleet's record last showed this monitor's OPEN or PAUSED state (or took it from this monitor);
+        #: None: the state is not the record's (a trip from the per-process fallback windows during an outage).
+        #: Only such a state, seen within ``SHARED_RECORD_TTL_S``, is put back into a record that is gone: the
+        #: record cannot have expired since, so it was lost, not lifted and then expired.
+        self._confirmed_at: float | None = None
         self._blocked_calls = 0
         self._alert_last: dict[str, float] = {}
         # Reports queued under the lock and sent after it is released, by one thread at a time (in order).
@@ -507,7 +513,7 @@ class Monitor:
         new = shared.generation != fleet.generation
         fleet.generation = shared.generation
         unpublished, self._unpublished = self._unpublished, False
-        if (unpublished or shared.generation == NO_RECORD) and (self._state is OPEN or self._state is PAUSED):
+        if (self._state is OPEN or self._state is PAUSED) and self._puts_back_locked(now, shared, unpublished):
             # The record is older than this state (a kill or a pause made while the store did not answer), or lost
             # (not recovered: no resume, pause or probe made it CLOSED). Following it would end a kill or a trip
             # without anyone lifting it; this monitor puts its state in the fleet's record instead.
@@ -531,8 +537,18 @@ class Monitor:
             if self._state is PAUSED:  # the shared clock says how long is left; HALF_OPEN: the move is now
                 self._paused_until = now + shared.remaining
                 self._maybe_half_open_locked(now)
+        if target is not CLOSED:
+            self._confirmed_at = now
         self._fleet_probe = shared.probe is ProbeSlot.HELD and self._probe is None
         return Observation(target, shared.verdict, shared.probe, self._blocked_by())
+
+    def _puts_back_locked(self, now: float, shared: SharedState, unpublished: bool) -> bool:
+        """Whether this monitor's OPEN or PAUSED state goes into the fleet's record rather than following ``shared``."""
+        if unpublished:  # an operator's transition made after the record
+            return True
+        confirmed = self._confirmed_at
+        return (shared.generation == NO_RECORD and confirmed is not None
+                and now - confirmed <= SHARED_RECORD_TTL_S)
 
     def _restore_record_locked(self, now: float, fleet: SharedBreakerStore, *, if_absent: bool) -> SharedState | bool:
         """Publish this monitor's OPEN or PAUSED state (what is left of a pause) as the fleet's record; ``if_absent``:
@@ -541,8 +557,11 @@ class Monitor:
         left = 0.0
         if self._state is PAUSED and self._paused_until is not None:
             left = max(0.0, self._paused_until - now)
-        return fleet.publish(event, self._state, reason, threshold, current, self._blocked_by(), pause_s=left,
-                             if_generation=if_absent)
+        published = fleet.publish(event, self._state, reason, threshold, current, self._blocked_by(), pause_s=left,
+                                  if_generation=if_absent)
+        if published is True:
+            self._confirmed_at = now
+        return published
 
     def _apply_locked(self, now: float, decision: Decision) -> None:
         transition = decision.transition
@@ -640,6 +659,7 @@ class Monitor:
     def _transition_locked(self, event: str, to_state: str, reason: str, threshold: float | None,
                            current: float | None, *, follow: bool = False) -> None:
         fleet = self._fleet
+        published: SharedState | bool = False
         if fleet is not None and not follow and event != "half_open":  # half_open: the clock's, not ours
             published = fleet.publish(
                 event, to_state, reason, threshold, current, None if to_state is CLOSED else self._trip,
@@ -653,6 +673,9 @@ class Monitor:
             # True: the fleet's now; False: Redis unreachable, so it is this process's alone for now (an operator's
             # kill or pause is published once Redis answers again: see ``_mirror_locked``).
             self._unpublished = published is False and event not in _CONDITIONAL
+        if fleet is not None:
+            # A state published or followed is the record's; one made here alone is not (see ``_confirmed_at``).
+            self._confirmed_at = self._clock() if follow or published is True else None
         record = {
             "event": event,
             "from_state": self._state,

@@ -16,6 +16,7 @@ from ._windows import (
     CALLS_WINDOW_S,
     ERROR_RATE_MIN_CALLS,
     ERROR_WINDOW_S,
+    SHARED_RECORD_TTL_S,
     SPEND_WINDOW_S,
 )
 
@@ -23,7 +24,7 @@ __all__ = ["LIMIT_TTL_MS", "NO_BUDGET", "ADMIT", "PUBLISH", "RELEASE", "RECORD",
            "UNRESERVE", "SETTLE_RESERVED", "RENEW", "RESERVED", "CLEAR", "SET_BUDGET", "INCREASE", "RECONCILE"]
 
 #: The shared budget outlives the windows: a raise must survive a quiet hour. Refreshed on every check.
-LIMIT_TTL_MS: Final = 24 * 3600 * 1000
+LIMIT_TTL_MS: Final = int(SHARED_RECORD_TTL_S * 1000)
 #: The shared budget's value when no budget is configured.
 NO_BUDGET: Final = "none"
 
@@ -111,6 +112,9 @@ end
 # means blocked by the state (the windows were not looked at) and probe is a ``ProbeSlot`` (FREE/HELD/GRANTED).
 ADMIT: Final = _PRELUDE + _CHECK + f"""
 local mode = ARGV[1]
+-- Every call renews the record (CLOSED too): it expires only after a day without calls anywhere in the fleet, so a
+-- monitor that saw its state in it within that day can tell a lost record from an expired one.
+redis.call('PEXPIRE', KEYS[8], {LIMIT_TTL_MS})
 if mode == '2' then
   local code, a, b = check(false)
   return {{code, a, b}}
@@ -144,7 +148,6 @@ else
       code = 0
     end
   end
-  redis.call('PEXPIRE', KEYS[8], {LIMIT_TTL_MS})
 end
 return {{code, a, b, g, st, math.ceil(left * 1000), probe, rec[2] or false, rec[3] or false, rec[4] or false,
         rec[5] or false, rec[6] or false, rec[7] or false, rec[8] or false}}

@@ -28,11 +28,13 @@ monitor that is not CLOSED asks for the record on every call, so recovery anywhe
 call. Transitions are published by a second script: a trip, a retrip and a recovery only if the record is
 still the generation the monitor acted on (and, after a probe, if it still holds the probe slot), so a
 stale decision loses to a newer one; ``pause``, ``increase_budget`` and ``reset_windows`` always win.
-A probe whose process dies frees the slot after ``PROBE_TTL_S``. The record is refreshed while it is not
-CLOSED and expires after a day without calls; generations are Redis microseconds, so one never comes back after
-an expiry. A record that is gone (expired, or Redis restarted without persistence) is not a recovery: a monitor
-still OPEN or PAUSED publishes its state again (only while there is still no record: the first process wins), so a
-kill or a trip holds until someone lifts it.
+A probe whose process dies frees the slot after ``PROBE_TTL_S``. Every call renews the record, which expires
+after a day without calls on the scope anywhere in the fleet; generations are Redis microseconds, so one never
+comes back after an expiry. A record lost within that day (Redis restarted without persistence, a failover) is
+not a recovery: a monitor still OPEN or PAUSED that saw that state in the record (or put it there) within the day
+publishes it again (only while there is still no record: the first process wins), so a kill or a trip holds until
+someone lifts it. A state seen longer ago is not put back (the record may have been lifted, then expired), nor is
+one the record never held (a trip made from the fallback windows during an outage).
 
 The budget: the first ``set_limits`` of a store *joins*: if the fleet's configured budget equals ours, the
 shared effective budget (possibly raised by ``increase_budget``) is kept; otherwise ours replaces it (a new

@@ -20,6 +20,7 @@ __all__ = [
     "ReservingStore",
     "SharedState",
     "NO_RECORD",
+    "SHARED_RECORD_TTL_S",
     "LocalWindowStore",
     "Violation",
     "SPEND_WINDOW_S",
@@ -179,6 +180,10 @@ class ReservingStore(WindowStore, Protocol):
 #: ``SharedState.generation`` of a scope the shared store holds no record for: none was ever published, or it was
 #: lost (Redis restarted without persistence, a failover, the record's expiry after a day without calls).
 NO_RECORD: Final = "0"
+#: How long a shared store keeps the breaker record after the last call on its scope anywhere in the fleet (every
+#: admission renews it). A monitor that saw its state in the record (or put it there) more recently than this knows
+#: the record cannot have expired since: if it is gone, it was lost (a restart without persistence, a failover).
+SHARED_RECORD_TTL_S: Final = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)

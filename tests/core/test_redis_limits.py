@@ -554,7 +554,7 @@ def test_keys_expire_with_their_windows(redis_url: str, redis_server: RedisServe
     assert 0 < ttl["cz"] <= 61_000 and 0 < ttl["ch"] <= 61_000
     assert 300_000 < ttl["dz"] <= 301_000 and 3_600_000 < ttl["sz"] <= 3_601_000
     assert 0 < ttl["lim"] <= 24 * 3600 * 1000
-    # The breaker record lives a day without calls (refreshed while not CLOSED), the probe slot 120 s.
+    # The breaker record lives a day without calls (every call renews it), the probe slot 120 s.
     agentwatch.get_client().monitor.pause(0.0)
     with agentwatch.llm_call("chat", model="gpt-4o", provider="openai") as call:  # the probe
         probe_ttl = redis_server.client.pttl("agentwatch:{global:ttl}:prb")
@@ -704,6 +704,72 @@ def test_a_kill_made_while_redis_does_not_answer_reaches_the_fleet_after(workers
         assert other.ask("spend", 1, SMALL) == {"ok": 0, "blocked": 1, "last": ["operator_kill", None, None]}
         monitor.resume()
         assert other.ask("spend", 1, SMALL)["ok"] == 1
+    finally:
+        server.stop()
+
+
+def _fleet_monitors(scope_id: str, *urls: str, **limits: Any) -> list[tuple[Any, list[float]]]:
+    """One monitor per URL on one scope, as the processes of a fleet have (a URL of its own: a connection of its own),
+    each with a clock that the test moves on (the list's item)."""
+    from agentwatch._breaker import Monitor
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    monitors = []
+    for url in urls:
+        clock = [time.monotonic()]
+        monitors.append((Monitor("global", scope_id, store=RedisWindowStore(backend_for(url), "global", scope_id),
+                                 clock=lambda clock=clock: clock[0], **limits), clock))
+    return monitors
+
+
+def test_a_resumed_fleet_is_not_killed_again_when_its_record_expires(redis_url: str, redis_server: RedisServer) -> None:
+    """Found 2026-12-06 (review): the fleet's CLOSED record was not renewed by calls, so it expired a day after a
+    resume however busy the fleet was, and a process that still held the old kill (it had made no call since) put
+    the kill back fleet-wide at its next call: no one asked for it. Now every call renews the record, and only a
+    state seen in the record (or put there) within the record's lifetime is put back: an older one follows."""
+    from agentwatch._breaker import admit, settle
+
+    client, record = redis_server.client, "agentwatch:{global:resumed}:brk"
+    (resumer, _), (stale, stale_clock) = _fleet_monitors("resumed", redis_url, redis_url + "&db=0")
+    for monitor in (resumer, stale):
+        settle(admit([monitor]), cost_usd=0.0, error=False)
+    resumer.kill()
+    with pytest.raises(CircuitBreakerException):
+        admit([stale])  # the kill, seen in the fleet's record
+    resumer.resume()
+    client.pexpire(record, 1000)
+    settle(admit([resumer]), cost_usd=0.0, error=False)
+    assert client.pttl(record) > 23 * 3600 * 1000  # a call renews the CLOSED record
+    stale_clock[0] += 24 * 3600 + 1  # a day without a call in that process, and the record expired
+    client.delete(record)
+    settle(admit([stale]), cost_usd=0.0, error=False)
+    assert client.hget(record, "st") != b"O" and stale.state == "CLOSED"
+    settle(admit([resumer]), cost_usd=0.0, error=False)
+
+
+def test_a_trip_of_one_process_during_an_outage_stays_its_own_after() -> None:
+    """Found 2026-12-06 (review): a process whose own fallback windows tripped it while Redis did not answer put the
+    trip into the fleet's record when Redis came back empty (a restart without persistence), blocking every process
+    of the fleet for a limit the fleet's windows never reached. A transition made during an outage stays local."""
+    from agentwatch._breaker import admit, settle
+
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        (tripped, _), (other, _) = _fleet_monitors("local_trip", server.url + "?socket_timeout=1",
+                                                   server.url + "?socket_timeout=2",
+                                                   max_calls_per_minute=2, block_on_threshold=True)
+        settle(admit([tripped]), cost_usd=0.0, error=False)
+        server.stop()
+        settle(admit([tripped]), cost_usd=0.0, error=False)
+        with pytest.raises(CircuitBreakerException):
+            admit([tripped])  # call 3 of 2 in this process's own windows
+        assert tripped.state == "OPEN"
+        server.start()
+        time.sleep(0.6)  # the reconnect backoff
+        settle(admit([tripped]), cost_usd=0.0, error=False)  # the fleet's empty record (and windows) are followed
+        assert server.client.hget("agentwatch:{global:local_trip}:brk", "st") is None
+        settle(admit([other]), cost_usd=0.0, error=False)
     finally:
         server.stop()
 
