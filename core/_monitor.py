@@ -131,7 +131,7 @@ class Monitor:
     __slots__ = (
         "_scope", "_scope_id", "_name", "_budget", "_max_error_rate", "_max_calls", "_block", "_on_alert",
         "_on_block", "_sink", "_clock", "_store", "_lock", "_state", "_probe", "_fleet_probe", "_paused_until", "_trip",
-        "_made_by", "_unpublished", "_confirmed_at",
+        "_made_by", "_unpublished", "_confirmed_at", "_last_generation",
         "_blocked_calls", "_alert_last", "_pending", "_draining", "_evaluate", "_submit", "_fleet", "_hard",
         "_windows", "_pending_calls",
         "__weakref__",
@@ -199,14 +199,17 @@ class Monitor:
         #: The transition that made the state OPEN or PAUSED (event, reason, threshold, current): put back into the
         #: fleet's record if that is lost while this monitor still holds the state.
         self._made_by: tuple[str, str, float | None, float | None] | None = None
-        #: An operator's transition (a kill, a pause) made while the fleet's store did not answer: the fleet's record
-        #: gets it once the store answers again, rather than this monitor taking the record's older state.
-        self._unpublished = False
+        #: An operator's transition (a kill, a pause) made while the fleet's store did not answer: the generation of the
+        #: fleet's record it came after. The record gets it once the store answers again if it is still that one (or
+        #: is gone); a newer one (a resume made elsewhere meanwhile) is followed instead.
+        self._unpublished: str | None = None
         #: When the fleet's record last showed this monitor's OPEN or PAUSED state (or took it from this monitor);
         #: None: the state is not the record's (a trip from the per-process fallback windows during an outage).
         #: Only such a state, seen within ``SHARED_RECORD_TTL_S``, is put back into a record that is gone: the
         #: record cannot have expired since, so it was lost, not lifted and then expired.
         self._confirmed_at: float | None = None
+        #: The generation of the fleet's record this monitor last knew (kept when the store forgets it in an outage).
+        self._last_generation = ""
         self._blocked_calls = 0
         self._alert_last: dict[str, float] = {}
         # Reports queued under the lock and sent after it is released, by one thread at a time (in order).
@@ -511,16 +514,17 @@ class Monitor:
         the call as the record does: its state, probe slot and windows' verdict. ``counted``: the round trip that
         read the record was an admission, which counted the call if the record let it through."""
         new = shared.generation != fleet.generation
-        fleet.generation = shared.generation
-        unpublished, self._unpublished = self._unpublished, False
+        fleet.generation = self._last_generation = shared.generation
+        unpublished, self._unpublished = self._unpublished, None
         if (self._state is OPEN or self._state is PAUSED) and self._puts_back_locked(now, shared, unpublished):
             # The record is older than this state (a kill or a pause made while the store did not answer), or lost
             # (not recovered: no resume, pause or probe made it CLOSED). Following it would end a kill or a trip
             # without anyone lifting it; this monitor puts its state in the fleet's record instead.
-            restored = self._restore_record_locked(now, fleet, if_absent=not unpublished)
+            restored = self._restore_record_locked(now, fleet)
             if isinstance(restored, SharedState) and restored.generation != NO_RECORD:
                 return self._mirror_locked(now, fleet, restored)  # another process put it back first
-            self._unpublished = unpublished and restored is False  # still unreachable: tried again next time
+            if restored is False and unpublished is not None:
+                self._unpublished = unpublished  # still unreachable: tried again next time
             if counted and shared.verdict is None and (shared.state is CLOSED or shared.probe is ProbeSlot.GRANTED):
                 self._store.uncount_call(now)  # the admission counted a call that this state blocks
             return Observation(self._state, None, ProbeSlot.FREE, self._blocked_by())
@@ -542,25 +546,26 @@ class Monitor:
         self._fleet_probe = shared.probe is ProbeSlot.HELD and self._probe is None
         return Observation(target, shared.verdict, shared.probe, self._blocked_by())
 
-    def _puts_back_locked(self, now: float, shared: SharedState, unpublished: bool) -> bool:
+    def _puts_back_locked(self, now: float, shared: SharedState, unpublished: str | None) -> bool:
         """Whether this monitor's OPEN or PAUSED state goes into the fleet's record rather than following ``shared``."""
-        if unpublished:  # an operator's transition made after the record
-            return True
+        if unpublished is not None:  # an operator's transition newer than the record it came after, or than none
+            return shared.generation == unpublished or shared.generation == NO_RECORD
         confirmed = self._confirmed_at
         return (shared.generation == NO_RECORD and confirmed is not None
                 and now - confirmed <= SHARED_RECORD_TTL_S)
 
-    def _restore_record_locked(self, now: float, fleet: SharedBreakerStore, *, if_absent: bool) -> SharedState | bool:
-        """Publish this monitor's OPEN or PAUSED state (what is left of a pause) as the fleet's record; ``if_absent``:
-        only if there is still none (the first process to do it wins, the others follow it)."""
+    def _restore_record_locked(self, now: float, fleet: SharedBreakerStore) -> SharedState | bool:
+        """Publish this monitor's OPEN or PAUSED state (what is left of a pause) as the fleet's record, only if the
+        record is still the generation the monitor just read (the first process to do it wins, the others follow)."""
         event, reason, threshold, current = self._made_by or ("restored", self._blocked_by()[0], None, None)
         left = 0.0
         if self._state is PAUSED and self._paused_until is not None:
             left = max(0.0, self._paused_until - now)
         published = fleet.publish(event, self._state, reason, threshold, current, self._blocked_by(), pause_s=left,
-                                  if_generation=if_absent)
+                                  if_generation=True)
         if published is True:
             self._confirmed_at = now
+            self._last_generation = fleet.generation
         return published
 
     def _apply_locked(self, now: float, decision: Decision) -> None:
@@ -661,6 +666,8 @@ class Monitor:
         fleet = self._fleet
         published: SharedState | bool = False
         if fleet is not None and not follow and event != "half_open":  # half_open: the clock's, not ours
+            if fleet.generation:
+                self._last_generation = fleet.generation
             published = fleet.publish(
                 event, to_state, reason, threshold, current, None if to_state is CLOSED else self._trip,
                 pause_s=current if to_state is PAUSED and current is not None else 0.0,
@@ -671,8 +678,13 @@ class Monitor:
                 self._mirror_locked(self._clock(), fleet, published)
                 return
             # True: the fleet's now; False: Redis unreachable, so it is this process's alone for now (an operator's
-            # kill or pause is published once Redis answers again: see ``_mirror_locked``).
-            self._unpublished = published is False and event not in _CONDITIONAL
+            # kill or pause is published once Redis answers again, if no one changed the record meanwhile: see
+            # ``_mirror_locked``).
+            if published is True:
+                self._unpublished = None
+                self._last_generation = fleet.generation
+            elif event not in _CONDITIONAL and self._unpublished is None:
+                self._unpublished = self._last_generation
         if fleet is not None:
             # A state published or followed is the record's; one made here alone is not (see ``_confirmed_at``).
             self._confirmed_at = self._clock() if follow or published is True else None

@@ -54,7 +54,8 @@ monitor's state machine runs per process. ``"block"``: fail closed, every call i
 (``LIMITS_BACKEND_UNREACHABLE``) until Redis answers again. Either way one warning is logged per outage;
 reconnection is attempted by a single caller after a backoff (0.5 s doubling to 30 s) and logged when it
 succeeds. A transition made during an outage stays local, and the next reply from Redis is followed whatever it
-is, except a kill or a pause (the operator's), which the monitor then publishes; but spend is not forgotten:
+is, except a kill or a pause (the operator's), which the monitor then publishes if the record is still the one
+it saw before (or is gone: a newer one, a resume made elsewhere meanwhile, is followed); but spend is not forgotten:
 after an outage each store, before its next admission, adds to the fleet's window what this process spent that
 Redis never took, and at least this process's own spend of the hour (Redis may come back empty: a restart without
 persistence, a failover) (``RECONCILE``). Calls and outcomes of the

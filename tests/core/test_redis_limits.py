@@ -774,6 +774,39 @@ def test_a_trip_of_one_process_during_an_outage_stays_its_own_after() -> None:
         server.stop()
 
 
+def test_a_kill_made_during_an_outage_does_not_undo_a_later_resume(redis_server: RedisServer) -> None:
+    """Found 2026-12-06 (review): a kill made while Redis did not answer that process was published when it answered
+    again, over a resume another process had made after it: the operator's resume was undone. Now it is published
+    only if the fleet's record is still the one seen before the outage (or is gone); a newer one is followed."""
+    import signal
+
+    from agentwatch._breaker import admit, settle
+
+    _need_redis_server()
+    server = RedisServer().start()
+    try:
+        (stalled, _), (resumer, _) = _fleet_monitors("outage_kill", server.url + "?socket_timeout=0.3",
+                                                     server.url + "?socket_timeout=2")
+        for monitor in (stalled, resumer):
+            settle(admit([monitor]), cost_usd=0.0, error=False)
+        resumer.kill("first")
+        with pytest.raises(CircuitBreakerException):
+            admit([stalled])  # follows the kill
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            stalled.kill("second")  # Redis does not answer: not published
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        resumer.resume()  # after the second kill: the operator's last word
+        time.sleep(0.6)  # the reconnect backoff
+        settle(admit([stalled]), cost_usd=0.0, error=False)
+        assert server.client.hget("agentwatch:{global:outage_kill}:brk", "st") == b"C"
+        settle(admit([resumer]), cost_usd=0.0, error=False)
+    finally:
+        server.stop()
+
+
 def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
     """Each process goes on from its own recent history: the one that spent is stopped sooner."""
     _need_redis_server()
