@@ -521,12 +521,15 @@ class Monitor:
             # (not recovered: no resume, pause or probe made it CLOSED). Following it would end a kill or a trip
             # without anyone lifting it; this monitor puts its state in the fleet's record instead.
             restored = self._restore_record_locked(now, fleet)
+            # The admission that read the record is undone first, whoever wins the race to put it back.
+            if counted and shared.verdict is None and (shared.state is CLOSED or shared.probe is ProbeSlot.GRANTED):
+                self._store.uncount_call(now)  # the admission counted a call that this state blocks
+            if shared.probe is ProbeSlot.GRANTED and restored is not True:
+                fleet.release_probe()  # taken by the admission; a publish that ran freed it
             if isinstance(restored, SharedState) and restored.generation != NO_RECORD:
                 return self._mirror_locked(now, fleet, restored)  # another process put it back first
             if restored is False and unpublished is not None:
                 self._unpublished = unpublished  # still unreachable: tried again next time
-            if counted and shared.verdict is None and (shared.state is CLOSED or shared.probe is ProbeSlot.GRANTED):
-                self._store.uncount_call(now)  # the admission counted a call that this state blocks
             return Observation(self._state, None, ProbeSlot.FREE, self._blocked_by())
         target = _STATE_OF.get(shared.state, CLOSED)
         event, reason = shared.event or "fleet", shared.reason or "fleet_state"

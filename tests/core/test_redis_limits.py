@@ -807,6 +807,38 @@ def test_a_kill_made_during_an_outage_does_not_undo_a_later_resume(redis_server:
         server.stop()
 
 
+def test_the_process_losing_the_race_to_put_back_a_lost_record_uncounts_its_call(redis_url: str,
+                                                                                 redis_server: RedisServer) -> None:
+    """Found 2026-12-06 (review): of two processes putting a lost kill back at once, the one whose publish lost left
+    its blocked call counted in the fleet's calls-per-minute window. The other process puts the record back between
+    this one's read and its publish (a store that lets it, at that moment)."""
+    from agentwatch._breaker import Monitor, admit
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    winners: list[Monitor] = []
+
+    class OvertakenStore(RedisWindowStore):
+        def publish(self, *args: Any, **kwargs: Any) -> Any:
+            if winners:
+                with pytest.raises(CircuitBreakerException):
+                    admit([winners.pop()])
+            return super().publish(*args, **kwargs)
+
+    backend = backend_for(redis_url)
+    loser = Monitor("global", "race", store=OvertakenStore(backend, "global", "race"))
+    winner = Monitor("global", "race", store=RedisWindowStore(backend, "global", "race"))
+    loser.kill()
+    for monitor in (loser, winner):
+        with pytest.raises(CircuitBreakerException):
+            admit([monitor])
+    redis_server.client.delete("agentwatch:{global:race}:brk")
+    winners.append(winner)
+    with pytest.raises(CircuitBreakerException):
+        admit([loser])
+    assert not winners
+    assert int(redis_server.client.hget("agentwatch:{global:race}:ch", "t") or 0) == 0
+
+
 def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
     """Each process goes on from its own recent history: the one that spent is stopped sooner."""
     _need_redis_server()
