@@ -293,8 +293,9 @@ class RedisBackend:
             self._retry_at = time.monotonic() + self._backoff
 
 
-#: URL query parameters that carry credentials (redis-py reads them as the user info's equivalent).
-_SECRET_PARAMS: Final = frozenset({"password", "username"})
+#: What the names of URL query parameters that carry credentials contain (``password``, ``username``, and the
+#: others redis-py passes on: ``ssl_password``, a sentinel's or a proxy's).
+_SECRET_PARAMS: Final = ("password", "username")
 
 
 def _redact(url: str) -> str:
@@ -310,7 +311,8 @@ def _redact(url: str) -> str:
 
 def _redact_param(param: str) -> str:
     name, equals, _ = param.partition("=")
-    return f"{name}=***" if equals and name.lower() in _SECRET_PARAMS else param
+    secret = any(part in name.lower() for part in _SECRET_PARAMS)
+    return f"{name}=***" if equals and secret else param
 
 
 _backends: dict[str, RedisBackend] = {}

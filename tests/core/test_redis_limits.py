@@ -900,13 +900,15 @@ def test_limits_fallback_is_validated() -> None:
         build_config({"limits_fallback": True}, {})
 
 
-@pytest.mark.parametrize("credentials", [":s3cret@127.0.0.1:{port}/0", "127.0.0.1:{port}/2?password=s3cret",
-                                         "127.0.0.1:{port}/0?db=3&username=bob&password=s3cret"])
-def test_the_outage_warning_shows_no_password(credentials: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("url", ["redis://:s3cret@127.0.0.1:{port}/0", "redis://127.0.0.1:{port}/2?password=s3cret",
+                                 "redis://127.0.0.1:{port}/0?db=3&username=bob&password=s3cret",
+                                 "rediss://127.0.0.1:{port}/0?ssl_password=s3cret"])
+def test_the_outage_warning_shows_no_password(url: str, caplog: pytest.LogCaptureFixture) -> None:
     """Found 2026-12-06: a password given as a URL parameter (``?password=``, which redis-py reads as it does the
-    user info) was written to the log in full by the warning that Redis is unreachable."""
+    user info) was written to the log in full by the warning that Redis is unreachable; so was ``?ssl_password=`` (a
+    TLS key's passphrase) after that fix, found by review: every parameter naming a password or a user is hidden."""
     caplog.set_level(logging.WARNING, logger="agentwatch")
-    _init("redis://" + credentials.format(port=_free_port()))
+    _init(url.format(port=_free_port()))
     assert _spend_quietly(1) == (1, 0)
     warnings = _backend_warnings(caplog)
     assert len(warnings) == 1 and "unreachable" in warnings[0]
