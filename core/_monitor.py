@@ -564,8 +564,8 @@ class Monitor:
         left = 0.0
         if self._state is PAUSED and self._paused_until is not None:
             left = max(0.0, self._paused_until - now)
-        published = fleet.publish(event, self._state, reason, threshold, current, self._blocked_by(), pause_s=left,
-                                  if_generation=True)
+        published = self._publish_locked(fleet, event, self._state, reason, threshold, current, pause_s=left,
+                                         if_generation=True)
         if published is True:
             self._confirmed_at = now
             self._last_generation = fleet.generation
@@ -671,11 +671,10 @@ class Monitor:
         if fleet is not None and not follow and event != "half_open":  # half_open: the clock's, not ours
             if fleet.generation:
                 self._last_generation = fleet.generation
-            published = fleet.publish(
-                event, to_state, reason, threshold, current, None if to_state is CLOSED else self._trip,
+            published = self._publish_locked(
+                fleet, event, to_state, reason, threshold, current,
                 pause_s=current if to_state is PAUSED and current is not None else 0.0,
-                if_generation=event in _CONDITIONAL,
-                if_probe=event in _AFTER_PROBE and self._probe is not None)
+                if_generation=event in _CONDITIONAL, if_probe=event in _AFTER_PROBE and self._probe is not None)
             if isinstance(published, SharedState):
                 # Another process's newer transition made this one stale: do what the fleet did instead.
                 self._mirror_locked(self._clock(), fleet, published)
@@ -715,6 +714,14 @@ class Monitor:
         elif to_state is OPEN:
             self._paused_until = None
         self._pending.append((_TRANSITION, record))
+
+    def _publish_locked(self, fleet: SharedBreakerStore, event: str, to_state: str, reason: str,
+                        threshold: float | None, current: float | None, *, pause_s: float, if_generation: bool,
+                        if_probe: bool = False) -> SharedState | bool:
+        """Put a transition of this monitor (and, unless it closes, what blocks its calls) into the fleet's record."""
+        return fleet.publish(event, to_state, reason, threshold, current,
+                             None if to_state is CLOSED else self._blocked_by(), pause_s=pause_s,
+                             if_generation=if_generation, if_probe=if_probe)
 
     def _alert_locked(self, now: float, violation: Violation) -> None:
         reason, threshold, current = violation
