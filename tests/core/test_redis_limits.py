@@ -839,6 +839,52 @@ def test_the_process_losing_the_race_to_put_back_a_lost_record_uncounts_its_call
     assert int(redis_server.client.hget("agentwatch:{global:race}:ch", "t") or 0) == 0
 
 
+def test_a_probe_slot_taken_by_a_failed_put_back_is_given_back() -> None:
+    """Found 2026-12-06 (review): a process putting back a kill made while Redis did not answer, whose admission took
+    the fleet's HALF_OPEN probe slot, kept the slot when Redis failed the kill's publish (here: out of memory, as a
+    full Redis with noeviction answers a write): every process's calls were refused ("the probe call after the pause
+    is in flight") until a later publish. Now the slot is given back (when Redis answers again, as any release)."""
+    from agentwatch._breaker import Monitor, admit
+    from agentwatch._redis_windows import RedisWindowStore, backend_for
+
+    _need_redis_server()
+    server = RedisServer().start()
+    refusals: list[bool] = []
+
+    class RefusedStore(RedisWindowStore):  # Redis refuses writes from right before this publish
+        def publish(self, *args: Any, **kwargs: Any) -> Any:
+            if refusals:
+                refusals.pop()
+                server.client.config_set("maxmemory", "1")
+            return super().publish(*args, **kwargs)
+
+    try:
+        backend = backend_for(server.url + "?socket_timeout=0.3")
+        killer = Monitor("global", "refused", store=RefusedStore(backend, "global", "refused"))
+        other = Monitor("global", "refused", store=RedisWindowStore(backend, "global", "refused"))
+        other.pause(1.0)
+        with pytest.raises(CircuitBreakerException):
+            admit([killer])  # follows the pause
+        server.client.config_set("maxmemory", "1")
+        try:
+            killer.kill()  # not published: Redis refuses it
+        finally:
+            server.client.config_set("maxmemory", "0")
+        assert server.client.hget("agentwatch:{global:refused}:brk", "st") == b"P"
+        time.sleep(1.1)  # the pause is over (the fleet's probe is next) and the reconnect backoff too
+        refusals.append(True)
+        try:
+            with pytest.raises(CircuitBreakerException):
+                admit([killer])  # takes the probe slot, then cannot publish the kill
+        finally:
+            server.client.config_set("maxmemory", "0")
+        assert server.client.hget("agentwatch:{global:refused}:brk", "st") == b"P"
+        time.sleep(0.6)  # the reconnect backoff
+        assert admit([other]).probe_monitors == (other,)  # the slot is free: this call is the fleet's probe
+    finally:
+        server.stop()
+
+
 def test_fallback_local_enforces_per_process_while_redis_is_down(workers: list[Worker]) -> None:
     """Each process goes on from its own recent history: the one that spent is stopped sooner."""
     _need_redis_server()
