@@ -5,7 +5,8 @@
   pushed, so per-agent limits apply to the LLM calls of its reply.
 - ``ConversableAgent.execute_function`` / ``a_execute_function``: a ``tool`` span, current while the function runs,
   with the asking agent's scope; ``_run_async_in_thread`` (an ``async def`` tool in a synchronous chat) carries
-  the context over to its thread. A block raised in the tool is raised, not made its ``"Error: ..."`` reply.
+  the context over to its thread. A block raised in the tool is raised, not made its ``"Error: ..."`` reply; in an
+  async reply it is raised once the reply's other tool calls (run together by ``asyncio.gather``) have finished.
 - AG2's own threads (``run`` / ``run_iter`` / ``sequential_run`` and the group-chat ``run_group_chat`` variants run the
   chat on a ``threading.Thread`` they start): each starts with AgentWatch's values of the code that made it
   (``carry``: its span, agent scopes, per-run budgets), so a ``trace(..., budget=...)`` or an agent scope around
@@ -53,6 +54,39 @@ __all__ = ["wrap_generate_reply", "wrap_a_generate_reply", "wrap_initiate_chat",
 _CURRENT_AGENT: ContextVar[Any] = ContextVar("agentwatch_ag2_agent", default=None)
 #: The name of the agent whose message the current reply answers: the one that asked for the tool calls it runs.
 _REPLYING_TO: ContextVar[Any] = ContextVar("agentwatch_ag2_replying_to", default=None)
+
+
+class _ToolCalls:
+    """The tool calls of one async reply, which AG2 runs together (``asyncio.gather``: each call's task copies the
+    reply's context, so all of them see this reply's object). ``running``: those neither finished nor blocked;
+    ``settled``: made by the first block, done when ``running`` is empty."""
+
+    __slots__ = ("running", "settled")
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[Any]] = set()
+        self.settled: asyncio.Future[None] | None = None
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        self.running.discard(task)
+        if not self.running and self.settled is not None and not self.settled.done():
+            self.settled.set_result(None)
+
+    async def others_finished(self, task: asyncio.Task[Any]) -> None:
+        """Wait for the reply's other tool calls before a block leaves this one. ``asyncio.gather`` would hand the
+        block to the caller at once and leave them running unseen: still spending, their spans closed after the
+        chat's, their work racing the caller's recovery. Every blocked call waits for the same moment (the last
+        running call's end), so none waits on another blocked one and all have raised before gather reports."""
+        self.leave(task)
+        await asyncio.sleep(0)  # gather made every task before any ran: each has started and joined by now
+        if not self.running:
+            return
+        if self.settled is None or self.settled.done():  # done: an earlier batch of this reply's calls
+            self.settled = asyncio.get_running_loop().create_future()
+        await asyncio.wait((self.settled,))  # not the future itself: a cancelled waiter must not cancel the others'
+
+
+_TOOL_CALLS: ContextVar[_ToolCalls | None] = ContextVar("agentwatch_ag2_tool_calls", default=None)
 
 # The open reply span of each agent, for calls AG2 makes off the agent's context (executor threads).
 _open_spans: dict[int, Span] = {}
@@ -167,7 +201,17 @@ def wrap_a_execute_function(original: Callable[..., Any]) -> Callable[..., Any]:
         frame = _tool_frame(self, func_call)
         if frame is None:
             return await original(self, func_call, *args, **kwargs)
-        return await call_in_frame(frame, _a_raising_blocks(original), self, func_call, *args, **kwargs)
+        calls, task = _TOOL_CALLS.get(), asyncio.current_task()
+        if calls is None or task is None:
+            return await call_in_frame(frame, _a_raising_blocks(original), self, func_call, *args, **kwargs)
+        calls.running.add(task)
+        try:
+            return await call_in_frame(frame, _a_raising_blocks(original), self, func_call, *args, **kwargs)
+        except CircuitBreakerException:
+            await calls.others_finished(task)
+            raise
+        finally:
+            calls.leave(task)
 
     return a_execute_function
 
@@ -264,15 +308,19 @@ def forget_open_spans() -> None:
 
 
 @stop_on_exception
-def _agent_frame(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Frame | None:
+def _agent_frame(agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                 runs_async: bool = False) -> Frame | None:
     client = get_client()
     if client is None or _CURRENT_AGENT.get() is agent:
         return None
     name = str(getattr(agent, "name", None) or type(agent).__name__)
     scope = client.agent_scope(name, role=type(agent).__name__)
+    extra: tuple[tuple[ContextVar[Any], Any], ...] = ((_CURRENT_AGENT, agent),
+                                                      (_REPLYING_TO, _asker(agent, args, kwargs)))
+    if runs_async:
+        extra += ((_TOOL_CALLS, _ToolCalls()),)
     frame = open_frame(name, "agent", scope=scope,
-                       attributes={"framework": "ag2", "ag2.agent_type": type(agent).__name__},
-                       extra=((_CURRENT_AGENT, agent), (_REPLYING_TO, _asker(agent, args, kwargs))))
+                       attributes={"framework": "ag2", "ag2.agent_type": type(agent).__name__}, extra=extra)
     if frame is not None:
         _open_spans[id(agent)] = frame.span
     return frame
@@ -320,7 +368,7 @@ def wrap_generate_reply(original: Callable[..., Any]) -> Callable[..., Any]:
 def wrap_a_generate_reply(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def a_generate_reply(self: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = _agent_frame(self, args, kwargs) if get_client() is not None else None
+        frame = _agent_frame(self, args, kwargs, runs_async=True) if get_client() is not None else None
         if frame is None:
             return await original(self, *args, **kwargs)
         try:

@@ -96,3 +96,51 @@ def test_a_block_the_tool_handles_itself_stays_handled(stub_provider, memory, ll
     assert [message.get("content") for message in assistant.chat_messages[user]][-1] == \
         "no budget left for a summary"  # the tool's own answer went back to the assistant
     assert _statuses(memory, "tool") == [("summarize", "ok")]
+
+
+@pytest.mark.parametrize("asked", [["slow_lookup", "ask_helper"], ["ask_helper", "slow_lookup", "ask_helper"]])
+def test_an_async_chats_other_tool_calls_finish_before_the_block_reaches_the_caller(stub_provider, memory, llm_config,
+                                                                                   asked):
+    """AG2 runs an async chat's tool calls with ``asyncio.gather``, which raises the first error at once and leaves the
+    others running. Found by a probe: a sibling tool went on after the caller had the block (its side effect, its span
+    closed after the chat's), and a program that stays in its loop had it spend after handling the block. Two blocked
+    calls do not wait on each other."""
+    from autogen import ConversableAgent
+
+    agentwatch.init(exporters=[memory], agents={"helper": LIMITED})
+    helper = ConversableAgent("helper", llm_config=llm_config, human_input_mode="NEVER")
+    stub_provider.queue(Reply(content="warmed up", **EXPENSIVE))
+    helper.generate_reply(messages=[{"role": "user", "content": "warm up"}])  # over its budget now
+    done: list[str] = []
+
+    async def slow_lookup(key: str) -> str:
+        """Look a key up."""
+        await asyncio.sleep(0.3)
+        done.append(key)
+        return "found"
+
+    async def ask_helper(question: str) -> str:
+        """Ask the helper."""
+        return str(await helper.a_generate_reply(messages=[{"role": "user", "content": question}]))
+
+    assistant, user = make_pair(llm_config, slow_lookup, "look up")
+    assistant.register_for_llm(name="ask_helper", description="Ask the helper.")(ask_helper)
+    user.register_for_execution(name="ask_helper")(ask_helper)
+    arguments = {"slow_lookup": {"key": "k"}, "ask_helper": {"question": "q"}}
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": name, "arguments": arguments[name]} for name in asked]))
+
+    async def chat() -> tuple[list[str], set[asyncio.Task[Any]]]:
+        try:
+            await user.a_initiate_chat(assistant, message="go", max_turns=3, silent=True)
+        except CircuitBreakerException:
+            return list(done), asyncio.all_tasks() - {asyncio.current_task()}
+        raise AssertionError("not blocked")
+
+    finished, still_running = asyncio.run(chat())
+
+    assert finished == ["k"] and not still_running  # when the block arrived
+    assert sorted(_statuses(memory, "tool")) == sorted(
+        (name, "ok" if name == "slow_lookup" else "blocked") for name in asked)
+    agentwatch.flush()
+    closed = [span["name"] for span in memory.spans]
+    assert closed.index("slow_lookup") < closed.index("chat user -> assistant")
