@@ -131,11 +131,12 @@ def _begin(create: _Create, model_client: Any, params: Any) -> LLMCall | None:
     messages = params.get("messages") if isinstance(params, dict) else None
     if messages is None:
         messages = create.messages
+    streaming = bool(params.get("stream")) if isinstance(params, dict) else False
     return start_llm_call(
         "OpenAIWrapper", model=_model_of(params, config), provider=_provider(model_client, config),
         parent=create.parent, scopes=create.agent_scopes,
         input=messages if capturing(client) and messages is not None else None,
-        attributes={"framework": "ag2"},
+        attributes={"framework": "ag2", "streaming": streaming},
     )
 
 

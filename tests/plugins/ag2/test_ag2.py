@@ -105,6 +105,27 @@ def test_per_agent_budget_blocks_only_that_agent(memory, stub_provider, llm_conf
         ("critic", "ok"), ("writer", "ok"), ("critic", "blocked")]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_streamed_config_is_charged_marked_and_blocked_like_a_plain_one(memory, stub_provider, llm_config, stream):
+    """``"stream": True`` in a config: AG2 streams each reply (asking for the usage itself). Found by a probe: the
+    streamed call was charged and blocked, but its span did not say it streamed (AgentChat's spans do)."""
+    agentwatch.init(exporters=[memory], agents={"critic": {"budget_per_hour": 0.01, "block_on_threshold": True}})
+    config = {**llm_config, "config_list": [{**llm_config["config_list"][0], "stream": stream}]}
+    writer = ConversableAgent("writer", llm_config=config, human_input_mode="NEVER")
+    critic = ConversableAgent("critic", llm_config=config, human_input_mode="NEVER")
+    stub_provider.queue(Reply(content="too long a review", input_tokens=100_000, output_tokens=10_000),
+                        Reply(content="thanks"))
+
+    with pytest.raises(CircuitBreakerException):
+        writer.initiate_chat(critic, message="Review this", max_turns=3, silent=True)
+
+    assert chat_requests(stub_provider) == 2  # critic, writer; critic's next request was never sent
+    first, second, third = spans(memory, "llm")
+    assert (first["input_tokens"], first["output_tokens"]) == (100_000, 10_000)
+    assert [span["status"] for span in (first, second, third)] == ["ok", "ok", "blocked"]
+    assert [span["attributes"]["streaming"] for span in (first, second, third)] == [stream] * 3
+
+
 async def test_async_chat_keeps_agent_scope_and_parent_off_the_executor_thread(memory, stub_provider,
                                                                               llm_config):
     agentwatch.init(exporters=[memory])
