@@ -93,8 +93,10 @@ def test_answers_from_ag2s_cache_cost_nothing_and_count_toward_no_limit(memory, 
     cache = InMemoryCache()
     llm_config = {**llm_config, "cache_seed": None}
 
-    fresh = chat(llm_config, turns=2, cache=cache)
-    repeated = chat(llm_config, turns=2, cache=cache)
+    # summary_args of our own: AG2 stores the chat's cache in initiate_chat's shared default summary_args dict when
+    # it has no "cache" yet, and every later chat of the process without summary_args would summarize from this cache.
+    fresh = chat(llm_config, turns=2, cache=cache, summary_args={})
+    repeated = chat(llm_config, turns=2, cache=cache, summary_args={})
 
     assert [m["content"] for m in repeated.chat_history] == [m["content"] for m in fresh.chat_history]
     assert chat_requests(stub_provider) == 2
