@@ -85,7 +85,7 @@ from agentwatch.instrumentation import (
 )
 from agentwatch.plugins.http._patching import Patcher
 
-from . import _cut_off, _steps
+from . import _cut_off, _hook_registration, _steps
 from ._errors import CrewAICircuitBreakerException
 from ._roles import role_name as _role
 from ._roles import without_placeholders
@@ -694,6 +694,7 @@ def _on_llm_started(source: Any, event: LLMCallStartedEvent) -> None:
     # claims it. An agent's executor runs the hook first, before the call has its id: the start is that call's.
     if agentwatch.get_client() is None:
         return
+    _hook_registration.put_back()  # a direct LLM.call dispatches the global hooks just after this event
     activated = _ACTIVATED.get()
     if activated is not None and "crewai.call_id" not in activated.span.attributes and \
             activated is agentwatch.current_llm_call():
@@ -880,6 +881,7 @@ def install(bus: Any = None) -> None:
             bus.emit = _inline_emit(bus.emit)
         if before_llm_call not in get_before_llm_call_hooks():
             register_before_llm_call_hook(before_llm_call)
+        _hook_registration.keep(before_llm_call)
         if hasattr(hook_dispatch, "_emit_telemetry"):  # private in CrewAI: without it, the events just stay
             _TELEMETRY.replace(hook_dispatch, "_emit_telemetry", _quiet_telemetry)
         patch(before_llm_call)
@@ -896,6 +898,7 @@ def uninstall(bus: Any = None) -> None:
         original = getattr(vars(bus).get("emit"), "agentwatch_original", None)
         if original is not None:  # ours is the outermost wrapper (another one on top stays, and so does ours)
             bus.emit = original
+        _hook_registration.let_go()
         while before_llm_call in get_before_llm_call_hooks():
             unregister_before_llm_call_hook(before_llm_call)
         _TELEMETRY.restore()

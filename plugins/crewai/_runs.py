@@ -44,6 +44,7 @@ from agentwatch.instrumentation import AgentScope, attach, detach, end_span
 from agentwatch.plugins.http._patching import Patcher
 
 from ._errors import CrewAICircuitBreakerException
+from ._hook_registration import put_back
 from ._roles import note_roles
 
 __all__ = ["Run", "blocked_in", "current_run", "is_run", "patch", "unpatch"]
@@ -153,6 +154,7 @@ def blocked_in(run: Run | None) -> CircuitBreakerException | None:
 
 
 def _enter(owner: Any) -> tuple[Run, Token[Run | None]]:
+    put_back()  # first: the executors this kickoff makes copy the registered hooks
     _guard_executors(owner)
     note_roles(owner)
     run = Run(_RUN.get(), owner)

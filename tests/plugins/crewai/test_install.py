@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 from crewai import Agent, Crew
 from crewai.events import LLMCallCompletedEvent, LLMCallFailedEvent, crewai_event_bus
 from crewai.flow.flow import Flow
-from crewai.hooks import get_before_llm_call_hooks
+from crewai.hooks import clear_all_global_hooks, clear_before_llm_call_hooks, get_before_llm_call_hooks
+from crewai.hooks.dispatch import clear_all
 
 import agentwatch
 from agentwatch.plugins.crewai import AgentWatchListener
@@ -215,7 +217,6 @@ def test_the_event_of_a_denial_after_the_program_cleared_crewais_hooks_reaches_i
     AgentWatch (found 2026-12-06 running CrewAI's test suite with init(): the event was swallowed, ours counted as
     if it were still listed)."""
     from crewai.hooks import register_before_llm_call_hook, unregister_before_llm_call_hook
-    from crewai.hooks.dispatch import clear_all
 
     def users_hook(context: Any) -> bool:
         return False
@@ -256,3 +257,38 @@ def test_a_crew_that_ran_before_init_is_checked_and_recorded_once_after_it(crew_
         crew.kickoff()
     assert crew_stub.count() == 0  # the Researcher's per-agent limit holds for the warm executor too
     assert (caught.value.scope, caught.value.scope_id) == ("agent", "researcher")
+
+
+@pytest.mark.parametrize("clear", [clear_all_global_hooks, clear_before_llm_call_hooks, clear_all])
+def test_per_agent_limits_hold_after_the_program_cleared_crewais_hooks(crew_stub: Any, memory: Any,
+                                                                       clear: Callable[[], Any]) -> None:
+    """The program clears CrewAI's hooks after init() (CrewAI's documented reset between runs or tests), ours
+    among them: the crew's calls still run through AgentWatch's hook, so the Researcher's limit blocks its second
+    request and each request is one span in its agent's scope (found 2026-12-06: only the HTTP layer saw the calls,
+    in no agent's scope, so per-agent limits never blocked and each call was recorded, with its cost, twice)."""
+    agentwatch.init(exporters=[memory],
+                    agents={"Researcher": {"max_calls_per_minute": 1, "block_on_threshold": True}})
+    clear()
+    with pytest.raises(agentwatch.CircuitBreakerException) as caught:
+        make_crew(crew_stub.openai_base_url).kickoff()
+    settle()
+    assert crew_stub.count() == 1  # the tool call went out; the answer after it was blocked before its request
+    assert (caught.value.scope, caught.value.scope_id) == ("agent", "researcher")
+    llm_spans = [span for span in memory.spans if span["kind"] in ("llm", "http")]
+    assert [(span["agent_name"], span["status"]) for span in llm_spans] == [("Researcher", "ok"),
+                                                                           ("Researcher", "blocked")]
+
+
+def test_a_direct_llm_call_after_the_program_cleared_crewais_hooks_is_recorded_once(stub_provider: Any,
+                                                                                    memory: Any) -> None:
+    from crewai import LLM
+
+    agentwatch.init(exporters=[memory])
+    clear_all_global_hooks()
+    stub_provider.queue({"content": "hi", "input_tokens": 100, "output_tokens": 20})
+    llm = LLM(model="openai/gpt-4o-mini", base_url=stub_provider.openai_base_url, api_key="test-key", max_retries=0)
+    assert llm.call("Say hi") == "hi"
+    settle()
+    llm_spans = [span for span in memory.spans if span["kind"] in ("llm", "http")]
+    assert len(llm_spans) == 1 and llm_spans[0]["attributes"].get("framework") == "crewai"
+    assert before_llm_call in get_before_llm_call_hooks()
