@@ -85,7 +85,7 @@ from agentwatch.instrumentation import (
 )
 from agentwatch.plugins.http._patching import Patcher
 
-from . import _cut_off, _hook_registration, _steps
+from . import _cut_off, _guardrails, _hook_registration, _steps
 from ._errors import CrewAICircuitBreakerException
 from ._roles import role_name as _role
 from ._roles import without_placeholders
@@ -145,6 +145,13 @@ def agent_scope(client: Any, agent: Any) -> AgentScope | None:
     """
     name = _scope_name(client, agent)
     return client.agent_scope(name) if name else None
+
+
+@stop_on_exception
+def _scope_of(agent: Any) -> AgentScope | None:
+    """The agent scope of a CrewAI agent while AgentWatch runs (``agent_scope``), else None."""
+    client = agentwatch.get_client()
+    return agent_scope(client, agent) if client is not None else None
 
 
 #: CrewAI agent id → scope name, for the agents whose role a kickoff's inputs changed (a tool's events name the
@@ -887,6 +894,7 @@ def install(bus: Any = None) -> None:
         patch(before_llm_call)
         _steps.patch()
         _cut_off.patch(_cut_off_here)
+        _guardrails.patch(_scope_of)
 
 
 def uninstall(bus: Any = None) -> None:
@@ -905,6 +913,7 @@ def uninstall(bus: Any = None) -> None:
         unpatch()
         _steps.unpatch()
         _cut_off.unpatch()
+        _guardrails.unpatch()
         TREE.clear()
 
 

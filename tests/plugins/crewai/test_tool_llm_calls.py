@@ -146,3 +146,50 @@ def test_a_block_under_the_tools_own_agent_scope_stops_the_kickoff(stub_provider
         crew.kickoff()
     assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "summarizer")
     assert stub_provider.count() == 3  # the summary of "a" went over the budget; nothing after the block
+
+
+@pytest.mark.parametrize("kickoff", ["kickoff", "akickoff"])
+def test_a_tasks_llm_guardrail_counts_against_the_tasks_agent(stub_provider: Any, memory: Any, kickoff: str) -> None:
+    """A task's guardrail written as text (``guardrail="..."``) is checked by CrewAI's "Guardrail Agent" on the task
+    agent's own LLM: its call counts against that agent too (found 2026-12-06: it counted against "Guardrail Agent"
+    alone, so the Researcher's expensive answer was followed by a guardrail request its limit never saw)."""
+    from crewai import LLM, Agent, Crew, Task
+
+    agentwatch.init(exporters=[memory], agents={"Researcher": LIMITED})
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    researcher = Agent(role="Researcher", goal="Summarize", backstory="Careful.", llm=llm, verbose=False)
+    task = Task(description="Summarize abc", expected_output="A summary", agent=researcher,
+                guardrail="The summary must mention abc")
+    stub_provider.queue(EXPENSIVE, Reply(content='{"valid": true, "feedback": null}'))
+    crew = Crew(agents=[researcher], tasks=[task], verbose=False)
+    with pytest.raises(CircuitBreakerException) as caught:
+        crew.kickoff() if kickoff == "kickoff" else asyncio.run(crew.akickoff())
+    assert (caught.value.reason, caught.value.scope_id) == ("budget_per_hour", "researcher")
+    assert stub_provider.count() == 1  # the guardrail's request was not sent
+    agentwatch.flush()
+    blocked = [span for span in memory.spans if span["kind"] == "llm" and span["status"] == "blocked"]
+    assert [span["agent_name"] for span in blocked] == ["Guardrail Agent"]
+
+
+def test_an_agent_a_guardrail_sends_back_to_work_is_charged_once_per_call(stub_provider: Any, memory: Any) -> None:
+    """A guardrail that rejects the answer has CrewAI run the agent again from inside the guardrail's scope: the
+    agent's calls still count once each against it."""
+    from crewai import LLM, Agent, Crew, Task
+
+    rejected: list[str] = []
+
+    def needs_a_second_draft(output):  # type: ignore[no-untyped-def]  # CrewAI rejects a string annotation
+        rejected.append(output.raw)
+        return (False, "needs more detail") if len(rejected) == 1 else (True, output.raw)
+
+    client = agentwatch.init(exporters=[memory])
+    llm = LLM(model=f"openai/{MODEL}", base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+    researcher = Agent(role="Researcher", goal="Summarize", backstory="Careful.", llm=llm, verbose=False)
+    task = Task(description="Summarize abc", expected_output="A summary", agent=researcher,
+                guardrail=needs_a_second_draft)
+    stub_provider.queue(Reply(content="draft", input_tokens=100, output_tokens=20),
+                        Reply(content="final", input_tokens=100, output_tokens=20))
+    assert Crew(agents=[researcher], tasks=[task], verbose=False).kickoff().raw == "final"
+    monitor = client.agents["Researcher"].monitor.snapshot()
+    assert monitor["calls_last_minute"] == stub_provider.count() == 2
+    assert monitor["spend_last_hour"] == pytest.approx(client.monitor.snapshot()["spend_last_hour"])
