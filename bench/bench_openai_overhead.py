@@ -456,18 +456,6 @@ _DUMP_AT = "cycle_next"
 INSTRUCTION_CALLS = {"chat": 512, "stream": 150}
 
 
-class _SteppedClock:
-    """The monitors' clock under callgrind, advancing 50 us per reading: a call there takes ~50 ms, and with the
-    real clock each would open a window bucket of its own (work a program at full speed does once a second)."""
-
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        self.now += 50e-6
-        return self.now
-
-
 def _counted(function: str, step: Callable[[], object], count: int) -> None:
     """``count`` calls of ``step`` inside the C function ``function`` (one of ``_COUNTED_LOOPS``, or ``_DUMP_AT``),
     which callgrind is told about.
@@ -504,6 +492,8 @@ def _dump_worker_at_flush() -> None:
 
 def _instructions_child(kind: str, proxy_url: str) -> None:
     """Run under callgrind (``_instructions``): the counted loops without, then with ``init()``, in process."""
+    from _framework_overhead import SteppedClock
+
     settings = dict(SETTINGS[kind])
     if kind != "none":
         settings["proxy_url"] = proxy_url
@@ -521,7 +511,7 @@ def _instructions_child(kind: str, proxy_url: str) -> None:
     agentwatch.init(**settings)
     client = agentwatch.get_client()
     if client is not None and client.monitor is not None:
-        client.monitor._clock = _SteppedClock()
+        client.monitor._clock = SteppedClock()
     for call in calls.values():
         for _ in range(30):
             call()
