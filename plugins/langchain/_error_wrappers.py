@@ -35,9 +35,11 @@ from agentwatch.instrumentation import enclosing_monitors, stop_on_exception
 
 from ._runs import RUNS
 
-__all__ = ["PENDING", "forget_error_wrappers", "install_error_wrappers", "patch_imported_wrappers"]
+__all__ = ["RETRY_MODULE", "FALLBACKS_MODULE", "PENDING", "forget_error_wrappers", "install_error_wrappers",
+           "patch_imported_wrappers"]
 
-_RETRY, _FALLBACKS = "langchain_core.runnables.retry", "langchain_core.runnables.fallbacks"
+#: The wrappers' modules (what ``PENDING`` may hold).
+RETRY_MODULE, FALLBACKS_MODULE = "langchain_core.runnables.retry", "langchain_core.runnables.fallbacks"
 
 Patch = Callable[[Any, str, Any], None]
 
@@ -53,7 +55,7 @@ def install_error_wrappers(patch: Patch) -> None:
     from langchain_core.runnables.base import Runnable
 
     with _lock:
-        PENDING.update({_RETRY: lambda: _patch_retry(patch), _FALLBACKS: lambda: _patch_fallbacks(patch)})
+        PENDING.update({RETRY_MODULE: lambda: _patch_retry(patch), FALLBACKS_MODULE: lambda: _patch_fallbacks(patch)})
     original = Runnable.__dict__.get("with_fallbacks")
     if callable(original):
         patch(Runnable, "with_fallbacks", _patching_wrappers_after(original))
@@ -77,11 +79,12 @@ def forget_error_wrappers() -> None:
 
 
 def patch_imported_wrappers() -> None:
-    """Patch a wrapper whose module is imported by now. Called as each chain run starts (the caller checks ``PENDING``
-    first): a wrapper's run is one, and reads what is patched only after its start, however it was built
-    (``with_retry()``, or ``RunnableRetry(bound=...)`` as LangChain's docstrings show)."""
+    """Patch a wrapper whose module is imported by now. Called by a chain run's start once a module ``PENDING`` holds
+    is imported (the caller looks them up first): a wrapper's run is one, and reads what is patched only after its
+    start, however it was built (``with_retry()``, or ``RunnableRetry(bound=...)`` as LangChain's docstrings show)."""
     modules = sys.modules
-    if (_RETRY in modules and _RETRY in PENDING) or (_FALLBACKS in modules and _FALLBACKS in PENDING):
+    if (RETRY_MODULE in modules and RETRY_MODULE in PENDING) or (
+            FALLBACKS_MODULE in modules and FALLBACKS_MODULE in PENDING):
         with _lock:
             for module in [module for module in PENDING if module in modules]:
                 try:
@@ -134,7 +137,7 @@ def _retries_blocks_on_purpose(kinds: Any) -> bool:
 
 
 def _patch_fallbacks(patch: Patch) -> None:
-    module = sys.modules.get(_FALLBACKS)
+    module = sys.modules.get(FALLBACKS_MODULE)
     original = getattr(module, "set_config_context", None)
     if callable(original):  # each attempt (invoke, stream and their async forms) runs under it
         patch(module, "set_config_context", _attempt_passing_a_block(original))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from asyncio import CancelledError
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -28,13 +29,13 @@ from agentwatch.instrumentation import (
     validate_agent_limits,
 )
 
+from ._error_wrappers import FALLBACKS_MODULE, RETRY_MODULE, patch_imported_wrappers
 from ._error_wrappers import PENDING as PENDING_WRAPPERS
-from ._error_wrappers import patch_imported_wrappers
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
 from ._labels import add_labels
 from ._messages import message_dicts, record_result
+from ._patches import UNPATCHED_RUN_CONTEXTS, install_run_contexts
 from ._patches import install as install_patches
-from ._patches import install_run_contexts
 from ._plugin import install_deferred
 from ._runs import RUNS, Run, end_model_run
 
@@ -58,6 +59,8 @@ _CALL_KEYS = frozenset({"langgraph_step", "langgraph_node", "streaming", "tags",
 _STOPPABLE = frozenset({"node", "task"})
 
 _EMPTY: Mapping[str, Any] = {}
+#: ``sys.modules`` (the one dict the import system fills), bound once: looked up on every chain start.
+_MODULES = sys.modules
 #: Values kept as they are (exact types; subclasses go through _jsonable's isinstance checks).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
@@ -199,7 +202,9 @@ class AgentWatchHandler(BaseCallbackHandler):
             client = agentwatch.get_client()
             if client is None:
                 return
-            if PENDING_WRAPPERS:  # RunnableRetry, RunnableWithFallbacks: patched before their first run reads it
+            # RunnableRetry, RunnableWithFallbacks: patched before their first run reads it, once their module is
+            # imported (looked up here: a call per chain start cost more than the lookups)
+            if PENDING_WRAPPERS and (RETRY_MODULE in _MODULES or FALLBACKS_MODULE in _MODULES):
                 patch_imported_wrappers()
             name = name or (serialized.get("name") if serialized else None) or "chain"
             if metadata and metadata.get("langgraph_node") == name:
@@ -220,7 +225,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             if run is not None:
                 if kind == "graph":
                     run.in_graph = True
-                    install_run_contexts()  # before its first node: a timed one is run from the graph (_timeouts)
+                    if "node" in UNPATCHED_RUN_CONTEXTS:  # before its first node: a timed one is run from the graph
+                        install_run_contexts()  # (_timeouts)
                     if metadata:
                         _copy_node_metadata(run.span, metadata)
                 if tags or metadata:
@@ -241,7 +247,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         run.in_graph = True
         if self._thread_budget is not None:  # the node's code spends from it, LangChain's calls or not
             run.budgets = self._thread_budgets(metadata)
-        install_run_contexts()  # the node's code runs with it current (_node_context)
+        if kind in UNPATCHED_RUN_CONTEXTS:  # the node's code runs with it current (_node_context)
+            install_run_contexts()
         _copy_node_metadata(run.span, metadata)
         add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
         if client.config.capture_text:
@@ -425,7 +432,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
         run = self._open(client, run_id, parent_run_id, name, "tool", metadata)
         if run is not None:
-            install_run_contexts()  # the tool's body runs with it current (_node_context)
+            if "tool" in UNPATCHED_RUN_CONTEXTS:  # the tool's body runs with it current (_node_context)
+                install_run_contexts()
             run.span.attributes["tool.name"] = name
             if tags or metadata:
                 add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)

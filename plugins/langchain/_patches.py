@@ -57,7 +57,7 @@ from ._stopped import (
     raised_by_ours,
 )
 
-__all__ = ["install", "uninstall"]
+__all__ = ["install", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS"]
 
 _ENTRY_POINTS = ("generate", "agenerate", "stream", "astream")
 _originals: list[tuple[type, str, Any]] = []
@@ -323,6 +323,7 @@ def install(handler_class: type[Any]) -> None:
         original = AsyncCallbackManager.__dict__["on_chain_start"]
         _originals.append((AsyncCallbackManager, "on_chain_start", original))
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
+        UNPATCHED_RUN_CONTEXTS.update(kind for _, kinds in RUN_CONTEXTS for kind in kinds)
         install_error_wrappers(_patch_later)
 
 
@@ -336,24 +337,21 @@ def _patch_later(owner: Any, name: str, new: Any) -> None:
 def install_run_contexts() -> None:
     """Patch ``set_config_context`` where a node's code and a tool's body run (``_node_context``), once each, when the
     first such run starts: its module is imported by then, and importing LangGraph for a program that only uses
-    LangChain would cost it ~55 ms. Runs on every node and tool start: until a module not patched yet is imported (a
-    graph without tools never imports the tools' one), it only looks for it in ``sys.modules``."""
-    if len(_run_contexts_installed) == len(RUN_CONTEXTS) or not _originals:
-        return
-    for name, _ in RUN_CONTEXTS:
-        if name not in _run_contexts_installed and name in sys.modules:
-            break
-    else:
-        return
+    LangChain would cost it ~55 ms. The handler calls this only while the kind of run starting is in
+    ``UNPATCHED_RUN_CONTEXTS`` (a set lookup per start, not a call: a graph without tools never imports the tools'
+    module, and every node start looked for it)."""
     with _lock:
         for name, kinds in RUN_CONTEXTS:
             module = module_of(name)
+            if module is None and name in sys.modules:  # a layout without set_config_context: nothing to patch
+                UNPATCHED_RUN_CONTEXTS.difference_update(kinds)
             if name in _run_contexts_installed or not _originals or module is None:
                 continue
             original = module.__dict__["set_config_context"]
             _originals.append((module, "set_config_context", original))  # type: ignore[arg-type]
             module.set_config_context = wrap_set_config_context(original, kinds)  # type: ignore[attr-defined]
             _run_contexts_installed.append(name)
+            UNPATCHED_RUN_CONTEXTS.difference_update(kinds)
             if "node" in kinds:
                 _install_timed_runs()
 
@@ -371,6 +369,9 @@ def _install_timed_runs() -> None:
 
 #: The modules ``install_run_contexts`` has patched (emptied by ``uninstall``).
 _run_contexts_installed: list[str] = []
+#: The kinds of run (node, task, tool) whose code's context is not patched yet: filled by ``install``, emptied as
+#: ``install_run_contexts`` patches their module, and by ``uninstall`` (nothing to patch then).
+UNPATCHED_RUN_CONTEXTS: set[str] = set()
 
 
 def uninstall() -> None:
@@ -380,3 +381,4 @@ def uninstall() -> None:
             cls, name, original = _originals.pop()
             setattr(cls, name, original)
         _run_contexts_installed.clear()
+        UNPATCHED_RUN_CONTEXTS.clear()
