@@ -19,7 +19,7 @@ from typing import Any
 
 import agentwatch
 from agentwatch import BlockEvent, CircuitBreakerException
-from agentwatch.instrumentation import attach_call_attributes, stop_on_exception, swallow_internal_error
+from agentwatch.instrumentation import attach_call_attributes, swallow_internal_error
 
 from ._graph import graph_block, graph_stop, take_answer
 from ._runs import RUNS, Run, entered
@@ -88,22 +88,37 @@ class _EnteringRun:
         raise stop.with_traceback(traceback) from None
 
 
-@stop_on_exception
 def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | None:
-    callbacks = config.get("callbacks") if isinstance(config, dict) else None
-    parent = getattr(callbacks, "parent_run_id", None)
-    run = RUNS.get(parent) if parent is not None else None
-    if run is None or run.span.kind not in kinds:
+    # Internal errors are caught inline, as ``stop_on_exception`` does, without its frame: this runs for every node.
+    try:
+        callbacks = config.get("callbacks") if isinstance(config, dict) else None
+        parent = getattr(callbacks, "parent_run_id", None)
+        run = RUNS.get(parent) if parent is not None else None
+        if run is None or run.span.kind not in kinds:
+            return None
+        context.run(_make_current, run)  # the copy is dropped when the run's code ends: nothing to undo
+        return run
+    except Exception:
+        swallow_internal_error("_enter_run")
         return None
-    context.run(entered, run)  # the copy is dropped when the run's code ends: nothing to undo
-    if run.span.kind != "tool":  # LangChain's own calls in a node carry these (its metadata); the SDK's get them here
-        attributes = run.span.attributes
-        node = {key: attributes[key] for key in _CALL_ATTRIBUTES if key in attributes}
+
+
+def _make_current(run: Run) -> None:
+    """In the context the run's code runs in (one ``Context.run`` for all of it): the run (``entered``), a node's
+    attributes for the LLM calls made there (LangChain's own calls in a node carry them, from its metadata; the SDK's
+    get them here), and the run as the one whose blocks pause the graph."""
+    entered(run)
+    span = run.span
+    if span.kind != "tool":
+        attributes = span.attributes
+        node = {}
+        for key in _CALL_ATTRIBUTES:  # a loop, not a comprehension: that is a function call of its own in 3.11
+            if key in attributes:
+                node[key] = attributes[key]
         if node:
-            context.run(attach_call_attributes, node)
+            attach_call_attributes(node)
     if run.pauses and run.in_graph:
-        context.run(PAUSING_RUN.set, run)
-    return run
+        PAUSING_RUN.set(run)
 
 
 def take_answer_before_block(event: BlockEvent) -> bool:

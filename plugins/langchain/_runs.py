@@ -46,12 +46,13 @@ def entered(run: Run) -> tuple[Token[Any], ...]:
     """Make the run's span current and push its agent scopes (those this context lacks) and its run budgets: an LLM
     call made there without LangChain (the openai SDK used directly) is recorded under the run and counted against its
     agents and its thread's budget."""
-    pushed = {id(scope.monitor) for scope in get_current_agent_scopes()}
     tokens = attach(run.span)
-    for scope in run.scopes:
-        if id(scope.monitor) not in pushed:  # a scope the context has already (``with agentwatch.agent``)
-            pushed.add(id(scope.monitor))
-            tokens += attach(agent=scope)
+    if run.scopes:  # the context's own scopes are read only when there is one to push
+        pushed = {id(scope.monitor) for scope in get_current_agent_scopes()}
+        for scope in run.scopes:
+            if id(scope.monitor) not in pushed:  # a scope the context has already (``with agentwatch.agent``)
+                pushed.add(id(scope.monitor))
+                tokens += attach(agent=scope)
     for budget in run.budgets:
         tokens += attach_run_budget(budget)
     return tokens
