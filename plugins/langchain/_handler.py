@@ -484,7 +484,15 @@ def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
     for key, attribute in _NODE_ATTRIBUTES:
         value = metadata.get(key)
         if value is not None:
-            attributes[attribute] = value if value.__class__ in _SCALARS else _jsonable(value)
+            kind = value.__class__
+            if kind in _SCALARS:
+                attributes[attribute] = value
+            elif kind is tuple and _SCALARS.issuperset(map(type, value)):
+                # LangGraph's path and triggers, tuples of strings: what _jsonable makes of them, without its frame
+                # and its comprehension's (~0.9k machine instructions each, twice a node)
+                attributes[attribute] = list(value)
+            else:
+                attributes[attribute] = _jsonable(value)
     # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
     # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
     thread_id = metadata.get("thread_id")
