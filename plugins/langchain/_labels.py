@@ -7,6 +7,10 @@ LangChain and LangGraph put labels of their own in the same places (``seq:step:1
 are left out (a node's are attributes of their own). Bounded:
 ``MAX_LABELS`` of each, every text at most ``LABEL_TEXT_LIMIT`` characters. Metadata can carry any text (a user's
 question), so neither is kept under ``zero_data_retention``.
+
+Labels are put on a model's span before its limits are checked (a blocked span keeps them), so labelling never raises:
+a value with no text (its ``str()`` raises) is kept as ``"<unprintable>"``, and anything else going wrong loses the
+labels, not the check.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from agentwatch.instrumentation import bounded
+from agentwatch.instrumentation import bounded, swallow_internal_error
 
 __all__ = ["MAX_LABELS", "LABEL_TEXT_LIMIT", "add_labels"]
 
@@ -22,6 +26,8 @@ __all__ = ["MAX_LABELS", "LABEL_TEXT_LIMIT", "add_labels"]
 MAX_LABELS: Final = 32
 #: Characters kept of a tag, a metadata key or a text in a metadata value.
 LABEL_TEXT_LIMIT: Final = 256
+#: What a tag, key or value whose ``str()`` raises is kept as.
+UNPRINTABLE: Final = "<unprintable>"
 
 _OWN_TAG_PREFIXES: Final = ("seq:step:", "graph:step:", "map:key:", "langsmith:", "langgraph:")
 _OWN_KEY_PREFIXES: Final = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
@@ -36,30 +42,42 @@ _MAX_SEEN: Final = 1024
 
 def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None,
                zero_data_retention: bool) -> None:
-    """Put the program's ``tags`` and ``metadata`` of a run in the span ``attributes``."""
-    if zero_data_retention:
+    """Put the program's ``tags`` and ``metadata`` of a run in the span ``attributes``; never raises."""
+    if zero_data_retention or not (tags or metadata):
         return
+    try:
+        _add_labels(attributes, tags, metadata)
+    except Exception:
+        swallow_internal_error("LangChain tags and metadata")
+
+
+def _add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> None:
     if tags:
-        own = [_clip(str(tag)) for tag in tags if not str(tag).startswith(_OWN_TAG_PREFIXES)]
+        own = [text for text in map(_text, tags) if not text.startswith(_OWN_TAG_PREFIXES)]
         if own:
             attributes["tags"] = own[:MAX_LABELS]
     if metadata and not _SEEN_OWN.issuperset(metadata):
         kept: dict[str, Any] = {}
         for key, value in metadata.items():
-            name = str(key)
+            name = _text(key)
             if name in _OWN_KEYS or name.startswith(_OWN_KEY_PREFIXES):
                 if len(_SEEN_OWN) < _MAX_SEEN:
                     _SEEN_OWN.add(name)
                 continue
             if len(kept) == MAX_LABELS:
                 break
-            kept[_clip(name)] = _bounded(value)
+            kept[name] = _bounded(value)
         if kept:
             given = attributes.get("metadata")
             attributes["metadata"] = {**given, **kept} if isinstance(given, dict) else kept
 
 
-def _clip(text: str) -> str:
+def _text(value: Any) -> str:
+    """``value``'s text, clipped; a program's object whose ``str()`` raises is only that label lost."""
+    try:
+        text = value if value.__class__ is str else str(value)
+    except Exception:
+        return UNPRINTABLE
     return text if len(text) <= LABEL_TEXT_LIMIT else text[:LABEL_TEXT_LIMIT]
 
 
@@ -67,5 +85,8 @@ def _bounded(value: Any) -> Any:
     if value is None or value.__class__ in (bool, int, float):
         return value
     if isinstance(value, str):
-        return _clip(value)
-    return bounded(value)  # a structure: each of its texts at most TEXT_LIMIT (what captured text is held to)
+        return _text(value)
+    try:
+        return bounded(value)  # a structure: each of its texts at most TEXT_LIMIT (what captured text is held to)
+    except Exception:
+        return UNPRINTABLE

@@ -234,3 +234,28 @@ def test_the_programs_tags_and_metadata_are_on_the_spans(memory: agentwatch.InMe
     assert ("graph", ["graph-run"], {"user_id": "u-9"}) in labels
     assert ("node", ["graph-run"], {"user_id": "u-9"}) in labels
     assert ("llm", ["graph-run"], {"user_id": "u-9"}) in labels
+
+
+class _Unprintable:
+    """A metadata value whose text cannot be had (a detached SQLAlchemy row, a closed resource's proxy)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this object")
+
+    __repr__ = __str__
+
+
+def test_a_label_that_cannot_be_printed_does_not_stand_between_a_call_and_its_check(
+        memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-06 by a review: a metadata value whose ``str()`` raised made opening the model's span fail before
+    its limits were checked; the internal error was swallowed, so with the budget spent the call went out and was on
+    no span. Now the label is kept as ``"<unprintable>"`` and the call is checked and blocked as any other."""
+    agentwatch.init(exporters=[memory], budget_per_hour=0.000001, block_on_threshold=True)
+    model = UsageChatModel()
+    model.invoke("spend the budget", config={"metadata": {"obj": _Unprintable(), "user_id": "u-1"}})
+    with pytest.raises(agentwatch.CircuitBreakerException):
+        model.invoke("hi", config={"metadata": {"obj": _Unprintable()}, "tags": ["prod"]})
+    assert model.calls == 1
+    agentwatch.flush()
+    calls = [(span["status"], span["attributes"].get("metadata")) for span in memory.by_kind("llm")]
+    assert calls == [("ok", {"obj": "<unprintable>", "user_id": "u-1"}), ("blocked", {"obj": "<unprintable>"})]
