@@ -4,9 +4,15 @@ merged into what ``agentwatch.set_metadata`` gave the span).
 
 LangChain and LangGraph put labels of their own in the same places (``seq:step:1``, ``graph:step:2``,
 ``langsmith:hidden``; ``ls_model_name``, ``lc_versions``, ``langgraph_node``, ``checkpoint_ns``, ``thread_id``): those
-are left out (a node's are attributes of their own). Bounded:
-``MAX_LABELS`` of each, every text at most ``LABEL_TEXT_LIMIT`` characters. Metadata can carry any text (a user's
-question), so neither is kept under ``zero_data_retention``.
+are left out (a node's are attributes of their own).
+
+Labels are short: LangChain gives every run below the one configured its metadata, so what is kept is kept on each of
+their spans. ``MAX_LABELS`` tags and metadata keys; a text (tag, key, value) at most ``LABEL_TEXT_LIMIT`` characters;
+a value that is not a text, number, boolean or null (a list, a dict, an object) is kept as a JSON text of it clipped
+to ``LABEL_TEXT_LIMIT`` characters, built only as far as that (a long chat history costs nothing). Labels are kept
+with ``capture_messages`` off, as LangSmith and Langfuse keep metadata: they are what the program chose to name its
+runs by (a user, a tenant); a program putting a user's text there has it on the spans, 256 characters of it. Neither
+is kept under ``zero_data_retention``.
 
 Labels are put on a model's span before its limits are checked (a blocked span keeps them), so labelling never raises:
 a value with no text (its ``str()`` raises) is kept as ``"<unprintable>"``, and anything else going wrong loses the
@@ -15,16 +21,18 @@ labels, not the check.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, Final
 
-from agentwatch.instrumentation import bounded, swallow_internal_error
+from agentwatch.instrumentation import swallow_internal_error
 
 __all__ = ["MAX_LABELS", "LABEL_TEXT_LIMIT", "add_labels"]
 
 #: Tags, and metadata keys, kept per span.
 MAX_LABELS: Final = 32
-#: Characters kept of a tag, a metadata key or a text in a metadata value.
+#: Characters kept of a tag, a metadata key or a metadata value (a structure's as its JSON text).
 LABEL_TEXT_LIMIT: Final = 256
 #: What a tag, key or value whose ``str()`` raises is kept as.
 UNPRINTABLE: Final = "<unprintable>"
@@ -53,9 +61,9 @@ def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata:
 
 def _add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> None:
     if tags:
-        own = [text for text in map(_text, tags) if not text.startswith(_OWN_TAG_PREFIXES)]
+        own = list(islice((text for text in map(_text, tags) if not text.startswith(_OWN_TAG_PREFIXES)), MAX_LABELS))
         if own:
-            attributes["tags"] = own[:MAX_LABELS]
+            attributes["tags"] = own
     if metadata and not _SEEN_OWN.issuperset(metadata):
         kept: dict[str, Any] = {}
         for key, value in metadata.items():
@@ -66,7 +74,7 @@ def _add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata
                 continue
             if len(kept) == MAX_LABELS:
                 break
-            kept[name] = _bounded(value)
+            kept[name] = _label(value)
         if kept:
             given = attributes.get("metadata")
             attributes["metadata"] = {**given, **kept} if isinstance(given, dict) else kept
@@ -81,12 +89,49 @@ def _text(value: Any) -> str:
     return text if len(text) <= LABEL_TEXT_LIMIT else text[:LABEL_TEXT_LIMIT]
 
 
-def _bounded(value: Any) -> Any:
+def _label(value: Any) -> Any:
     if value is None or value.__class__ in (bool, int, float):
         return value
     if isinstance(value, str):
         return _text(value)
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        return _clipped_json(value)
+    return _text(value)  # an id, a date, an enum: its text is what the program means by it
+
+
+def _clipped_json(value: Any) -> str:
+    """``value`` as JSON, clipped to ``LABEL_TEXT_LIMIT`` characters: written piece by piece, stopping there."""
+    text = ""
     try:
-        return bounded(value)  # a structure: each of its texts at most TEXT_LIMIT (what captured text is held to)
-    except Exception:
-        return UNPRINTABLE
+        for piece in _json_pieces(value, 0):
+            text += piece
+            if len(text) >= LABEL_TEXT_LIMIT:
+                return text[:LABEL_TEXT_LIMIT]
+    except Exception:  # a structure changed while read, an item whose str() raises
+        return text[:LABEL_TEXT_LIMIT] or UNPRINTABLE
+    return text
+
+
+_MAX_DEPTH: Final = 6
+
+
+def _json_pieces(value: Any, depth: int) -> Iterator[str]:
+    if value is None or value.__class__ in (bool, int, float):
+        yield json.dumps(value)
+    elif isinstance(value, str):
+        yield json.dumps(value[:LABEL_TEXT_LIMIT], ensure_ascii=False)
+    elif depth < _MAX_DEPTH and isinstance(value, Mapping):
+        yield "{"
+        for index, (key, item) in enumerate(value.items()):
+            yield f'{", " if index else ""}{json.dumps(_text(key), ensure_ascii=False)}: '
+            yield from _json_pieces(item, depth + 1)
+        yield "}"
+    elif depth < _MAX_DEPTH and isinstance(value, list | tuple | set | frozenset):
+        yield "["
+        for index, item in enumerate(value):
+            if index:
+                yield ", "
+            yield from _json_pieces(item, depth + 1)
+        yield "]"
+    else:
+        yield json.dumps(_text(value), ensure_ascii=False)

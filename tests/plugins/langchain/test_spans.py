@@ -259,3 +259,26 @@ def test_a_label_that_cannot_be_printed_does_not_stand_between_a_call_and_its_ch
     agentwatch.flush()
     calls = [(span["status"], span["attributes"].get("metadata")) for span in memory.by_kind("llm")]
     assert calls == [("ok", {"obj": "<unprintable>", "user_id": "u-1"}), ("blocked", {"obj": "<unprintable>"})]
+
+
+def test_the_programs_metadata_is_kept_short_on_every_span(memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-06 by a review: a nested metadata value was kept whole but for its texts' length (4,000 characters
+    each, any number of items), and LangChain gives every run of a chain its metadata: ``{"history": [3,000 characters]
+    * 2,000}`` put ~6 MB on each of four spans, and the collector refused the batches (every span of them lost). Now
+    only texts, numbers, booleans and null are kept as they are (a text to 256 characters); any other value is a JSON
+    text of it clipped to 256 characters; at most 32 tags and 32 metadata keys."""
+    agentwatch.init(exporters=[memory])
+    chain = ChatPromptTemplate.from_template("{q}") | UsageChatModel() | StrOutputParser()
+    metadata: dict[str, Any] = {"history": ["x" * 3000] * 2000, "user": {"id": 7, "roles": ("admin",), "ok": True},
+                                "cap": 2.5, "note": "y" * 300, **{f"k{index}": index for index in range(40)}}
+    chain.invoke({"q": "x"}, config={"tags": [f"t{index}" for index in range(40)], "metadata": metadata})
+    agentwatch.flush()
+    spans = [span for span in memory.spans if span["kind"] in ("chain", "llm")]
+    assert len(spans) == 4
+    for span in spans:
+        kept = span["attributes"]["metadata"]
+        assert kept["history"] == ('["' + "x" * 3000)[:256]
+        assert kept["user"] == '{"id": 7, "roles": ["admin"], "ok": true}'
+        assert (kept["cap"], kept["note"]) == (2.5, "y" * 256)
+        assert list(kept) == ["history", "user", "cap", "note", *(f"k{index}" for index in range(28))]
+        assert span["attributes"]["tags"] == [f"t{index}" for index in range(32)]
