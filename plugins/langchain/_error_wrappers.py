@@ -224,14 +224,20 @@ def _attempts_passing_a_block(wrapper: Any) -> Any:
 
 
 class _Attempt:
-    """A runnable of a ``RunnableWithFallbacks`` batch (``batch``/``abatch`` are all LangChain asks of it there): an
-    input whose earlier attempt met a block no fallback gets past (``passes_fallbacks``) gets that block back as its
-    output, without running; the others run."""
+    """A runnable of a ``RunnableWithFallbacks`` batch (``batch``/``abatch`` are all LangChain asks of it there; the
+    rest is the runnable's own): an input whose earlier attempt met a block no fallback gets past
+    (``passes_fallbacks``) gets that block back as its output, without running; the others run."""
 
     __slots__ = ("_runnable",)
 
     def __init__(self, runnable: Any) -> None:
         self._runnable = runnable
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else is the runnable's: a subclass of ``RunnableWithFallbacks`` may read ``self.runnable.name``."""
+        if name == "_runnable":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self._runnable, name)
 
     def batch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
         blocked, to_run = _blocked_inputs(config)

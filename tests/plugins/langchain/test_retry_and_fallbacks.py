@@ -165,6 +165,26 @@ def test_a_block_of_the_primary_models_own_agent_falls_back(memory: agentwatch.I
     assert [answer.content for answer in answers] == ["from the backup"] * 2 and backup.calls == 3
 
 
+def test_a_fallbacks_subclass_reading_its_runnable_in_batch(memory: agentwatch.InMemoryExporter) -> None:
+    """Found 2026-12-06 by a review: a fallbacks batch runs on a copy whose runnable and fallbacks are AgentWatch's
+    stand-ins offering only ``batch``/``abatch``; a ``RunnableWithFallbacks`` subclass reading its runnable there (its
+    own ``get_name`` naming the run after it) got an ``AttributeError`` raised into the program. The stand-ins now
+    answer for the runnable they hold."""
+    from langchain_core.runnables.fallbacks import RunnableWithFallbacks
+
+    class NamedFallbacks(RunnableWithFallbacks[Any, Any]):
+        def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+            return f"{self.runnable.get_name()} or {self.fallbacks[0].model_name}"
+
+    agentwatch.init(exporters=[memory])
+    backup = UsageChatModel(model_name="gpt-4o-mini")
+    chain = NamedFallbacks(runnable=UsageChatModel(), fallbacks=[backup])
+    answers = chain.batch(["x", "y"]) + asyncio.run(chain.abatch(["z"]))
+    assert [answer.content for answer in answers] == ["ok"] * 3 and backup.calls == 0
+    agentwatch.flush()
+    assert [span["name"] for span in memory.by_kind("chain")] == ["UsageChatModel or gpt-4o-mini"] * 3
+
+
 def test_with_retry_made_before_any_wrapper_module_is_imported(tmp_path: Path) -> None:
     """In a fresh program ``langchain_core.runnables.retry`` is first imported by ``with_retry()``, after ``init()``."""
     result = run_script("""
