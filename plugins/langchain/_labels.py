@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import islice
 from typing import Any, Final
 
 from agentwatch.instrumentation import swallow_internal_error
@@ -61,12 +60,20 @@ def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata:
 
 def _add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> None:
     if tags:
-        own = list(islice((text for text in map(_text, tags) if not text.startswith(_OWN_TAG_PREFIXES)), MAX_LABELS))
+        own: list[str] = []
+        for tag in tags:
+            text = tag if tag.__class__ is str and len(tag) <= LABEL_TEXT_LIMIT else _text(tag)
+            if not text.startswith(_OWN_TAG_PREFIXES):
+                own.append(text)
+                if len(own) == MAX_LABELS:
+                    break
         if own:
             attributes["tags"] = own
     if metadata and not _SEEN_OWN.issuperset(metadata):
         kept: dict[str, Any] = {}
         for key, value in metadata.items():
+            if key in _SEEN_OWN:
+                continue
             name = _text(key)
             if name in _OWN_KEYS or name.startswith(_OWN_KEY_PREFIXES):
                 if len(_SEEN_OWN) < _MAX_SEEN:
