@@ -11,7 +11,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from contextvars import Token
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -30,6 +30,11 @@ __all__ = ["SpanScope", "AgentContext", "TraceContext", "trace", "span", "agent"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The decorator and span of the innermost call of a decorated class's method (``SpanScope._decorate_class``): a method
+#: of that class called while that span is still the current one (``run()`` calling ``self._format()``) runs straight
+#: in it, with no span of its own.
+_METHOD_CALL: ContextVar[tuple[SpanScope, Span] | None] = ContextVar("agentwatch_method_call", default=None)
+
 
 class SpanScope:
     """A span that is the current span while the block (or decorated call) runs; with an exporter to the program's
@@ -37,6 +42,8 @@ class SpanScope:
 
     #: Whether the span is made current in OpenTelemetry's context: not a session's, which groups traces of their own.
     _otel_current = True
+    #: For a call of a decorated class's method: the decorator the scope is a copy of (``_METHOD_CALL``).
+    _method_of: SpanScope | None = None
 
     def __init__(self, name: str, kind: str = "span", *, attributes: dict[str, Any] | None = None) -> None:
         self.name = name
@@ -71,6 +78,8 @@ class SpanScope:
         # span of the thread, the next request's too.
         self._tokens.append(METADATA.set(METADATA.get()))
         self._tokens.append(CURRENT_SPAN.set(self.span))
+        if self._method_of is not None:
+            self._tokens.append(_METHOD_CALL.set((self._method_of, self.span)))
 
     def _close_span(self, error: BaseException | None) -> None:
         span = self.span
@@ -127,11 +136,31 @@ class SpanScope:
     def __call__(self, func: F) -> F:
         if inspect.isclass(func):
             return self._decorate_class(func)  # type: ignore[return-value]
+        return self._wrap(func, self._fresh)
+
+    def _in_own_method(self) -> bool:
+        """Whether the current span is one this decorator opened for a method of its class."""
+        call = _METHOD_CALL.get()
+        return call is not None and call[0] is self and call[1] is CURRENT_SPAN.get()
+
+    def _method_scope(self) -> SpanScope:
+        clone = self._fresh()
+        clone._method_of = self
+        return clone
+
+    def _wrap_method(self, func: F) -> F:
+        """A method of a decorated class: its call runs in a scope of its own unless it is called from a method of the
+        class in that scope (a helper of ``run()``), where it runs straight in it: one span, not one per helper."""
+        return self._wrap(func, self._method_scope, straight=self._in_own_method)
+
+    def _wrap(self, func: F, fresh: Callable[[], SpanScope], straight: Callable[[], bool] | None = None) -> F:
         if inspect.isasyncgenfunction(func):
 
             @functools.wraps(func)
             def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return scoped_async_generator(self._fresh(), functools.partial(func, *args, **kwargs))
+                if straight is not None and straight():
+                    return func(*args, **kwargs)
+                return scoped_async_generator(fresh(), functools.partial(func, *args, **kwargs))
 
             return async_generator_wrapper  # type: ignore[return-value]
 
@@ -139,7 +168,9 @@ class SpanScope:
 
             @functools.wraps(func)
             def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return scoped_generator(self._fresh(), functools.partial(func, *args, **kwargs))
+                if straight is not None and straight():
+                    return func(*args, **kwargs)
+                return scoped_generator(fresh(), functools.partial(func, *args, **kwargs))
 
             return generator_wrapper  # type: ignore[return-value]
 
@@ -147,14 +178,18 @@ class SpanScope:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with self._fresh():
+                if straight is not None and straight():
+                    return await func(*args, **kwargs)
+                async with fresh():
                     return await func(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self._fresh():
+            if straight is not None and straight():
+                return func(*args, **kwargs)
+            with fresh():
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -168,9 +203,9 @@ class SpanScope:
             if name.startswith("__") and name != "__call__":
                 continue
             if isinstance(member, (staticmethod, classmethod)):
-                setattr(cls, name, type(member)(self(member.__func__)))
+                setattr(cls, name, type(member)(self._wrap_method(member.__func__)))
             elif inspect.isfunction(member):
-                setattr(cls, name, self(member))
+                setattr(cls, name, self._wrap_method(member))
         return cls
 
 

@@ -142,6 +142,45 @@ def test_a_decorated_class_stays_a_class_and_its_methods_calls_are_the_agents(
                                                                            "blocked")
 
 
+def test_a_decorated_class_method_calling_its_helpers_is_one_agent_span(memory: agentwatch.InMemoryExporter) -> None:
+    """Found by review 2026-12-06: each helper a method called (``self._fmt()``) opened a nested span of the same agent
+    (run() calling three helpers exported four "Email" agent spans). A method called from another agent's block
+    inside still runs as its own agent."""
+    agentwatch.init(exporters=[memory])
+
+    @agentwatch.agent("Email")
+    class EmailAgent:
+        def run(self) -> int:
+            for _ in range(3):
+                self._fmt()
+            with agentwatch.agent("Other"):
+                self.spend()
+            return self.spend()
+
+        def _fmt(self) -> None:
+            _spend()
+
+        def spend(self) -> int:
+            _spend()
+            return 1
+
+    assert EmailAgent().run() == 1
+    agentwatch.flush()
+    agents = memory.by_kind("agent")
+    assert sorted(span["name"] for span in agents) == ["Email", "Email", "Other"]
+    by_id = {span["span_id"]: span for span in memory.spans}
+
+    def ancestors(span: dict[str, Any]) -> list[str]:
+        names = []
+        while span.get("parent_span_id") in by_id:
+            span = by_id[span["parent_span_id"]]
+            names.append(span["name"])
+        return names
+
+    assert [ancestors(call) for call in memory.by_kind("llm")] == [["Email"]] * 3 + [["Email", "Other", "Email"],
+                                                                                    ["Email"]]
+
+
 def test_same_agent_name_shares_one_budget_across_threads() -> None:
     agentwatch.init(exporters=[])
     errors: list[BaseException] = []
