@@ -138,20 +138,28 @@ class SpanScope:
             return self._decorate_class(func)  # type: ignore[return-value]
         return self._wrap(func, self._fresh)
 
-    def _in_own_method(self) -> bool:
-        """Whether the current span is one this decorator opened for a method of its class."""
-        call = _METHOD_CALL.get()
-        return call is not None and call[0] is self and call[1] is CURRENT_SPAN.get()
-
     def _method_scope(self) -> SpanScope:
         clone = self._fresh()
         clone._method_of = self
         return clone
 
-    def _wrap_method(self, func: F) -> F:
+    def _wrap_method(self, func: F, hooked_for: type | None = None) -> F:
         """A method of a decorated class: its call runs in a scope of its own unless it is called from a method of the
-        class in that scope (a helper of ``run()``), where it runs straight in it: one span, not one per helper."""
-        return self._wrap(func, self._method_scope, straight=self._in_own_method)
+        class in that scope (a helper of ``run()``), where it runs straight in it: one span, not one per helper.
+        ``hooked_for``: the decorated class whose subclass hook wraps a subclass's method (``_unwrap_method``)."""
+        mark = getattr(func, "_agentwatch_method", None)
+        # Decorators stacked on the class (``@agent(...) @task(...) class C``): a helper called in the innermost one's
+        # scope runs straight through all of them.
+        stacked = mark[2] if isinstance(mark, tuple) and mark[0] is func else ()
+        decorators = (*stacked, self)
+
+        def in_a_method_of_the_class() -> bool:
+            call = _METHOD_CALL.get()
+            return call is not None and call[0] in decorators and call[1] is CURRENT_SPAN.get()
+
+        wrapped = self._wrap(func, self._method_scope, straight=in_a_method_of_the_class)
+        wrapped._agentwatch_method = (wrapped, hooked_for, decorators)  # type: ignore[attr-defined]
+        return wrapped
 
     def _wrap(self, func: F, fresh: Callable[[], SpanScope], straight: Callable[[], bool] | None = None) -> F:
         if inspect.isasyncgenfunction(func):
@@ -196,17 +204,66 @@ class SpanScope:
 
     def _decorate_class(self, cls: type) -> type:
         """``@agentwatch.agent(...) class Bot: ...``: the class stays the class (``isinstance``, subclasses, class
-        attributes), and each call of a method it defines runs in the scope, so the LLM calls its methods make are
-        the agent's: recorded under it, checked against its limits. Dunder methods other than ``__call__`` are left
-        alone (construction, comparison, ``repr`` make no calls worth a span)."""
-        for name, member in list(vars(cls).items()):
-            if name.startswith("__") and name != "__call__":
-                continue
-            if isinstance(member, (staticmethod, classmethod)):
-                setattr(cls, name, type(member)(self._wrap_method(member.__func__)))
-            elif inspect.isfunction(member):
-                setattr(cls, name, self._wrap_method(member))
+        attributes), and each call of its methods runs in the scope, so the LLM calls they make are the agent's:
+        recorded under it, checked against its limits. Its methods are the ones it defines, the public ones it
+        inherits (given wrappers on the class itself; not ``object``'s) and those its subclasses define (an
+        ``__init_subclass__`` hook; a subclass decorated in turn is its own decorator's). Dunder methods other than
+        ``__call__`` are left alone (construction, comparison, ``repr`` make no calls worth a span)."""
+        seen: set[str] = set()
+        for owner in cls.__mro__:
+            if owner is object:
+                break
+            for name, member in list(vars(owner).items()):
+                if name in seen:
+                    continue
+                seen.add(name)
+                if owner is cls:
+                    self._wrap_member(cls, name, member, keep_for=cls)
+                elif not name.startswith("_") or name == "__call__":
+                    self._wrap_member(cls, name, member)
+        self._hook_subclasses(cls)
         return cls
+
+    def _wrap_member(self, cls: type, name: str, member: Any, keep_for: type | None = None,
+                     hooked_for: type | None = None) -> None:
+        if name.startswith("__") and name != "__call__":
+            return
+        if isinstance(member, (staticmethod, classmethod)):
+            if inspect.isfunction(member.__func__):
+                method = self._wrap_method(_unwrap_method(member.__func__, keep_for), hooked_for)
+                setattr(cls, name, type(member)(method))
+        elif inspect.isfunction(member):
+            setattr(cls, name, self._wrap_method(_unwrap_method(member, keep_for), hooked_for))
+
+    def _hook_subclasses(self, cls: type) -> None:
+        """The methods a subclass defines run in the scope too; an ``__init_subclass__`` the class has still runs."""
+        own = vars(cls).get("__init_subclass__")
+        scope = self
+
+        def __init_subclass__(subclass: type, **kwargs: Any) -> None:
+            if isinstance(own, classmethod):
+                own.__func__(subclass, **kwargs)
+            else:
+                super(cls, subclass).__init_subclass__(**kwargs)  # type: ignore[arg-type, misc]
+            for name, member in list(vars(subclass).items()):
+                scope._wrap_member(subclass, name, member, keep_for=cls, hooked_for=cls)
+
+        cls.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]
+
+
+def _unwrap_method(func: Callable[..., Any], keep_for: type | None = None) -> Callable[..., Any]:
+    """What a decorated class runs its method in. Inherited (``keep_for`` None): the method itself, not the base's
+    wrapper, so it runs in the scope of the class it is called on, not in both. Its own (``keep_for``: the class):
+    without the wrappers a base's subclass hook gave it, and with those of decorators stacked on the class itself
+    (``@agent(...) @task(...) class C``: each of C's calls is a task inside the agent)."""
+    while True:
+        mark = getattr(func, "_agentwatch_method", None)
+        if not (isinstance(mark, tuple) and mark[0] is func):
+            return func
+        hooked_for = mark[1]
+        if keep_for is not None and (hooked_for is None or hooked_for is keep_for):
+            return func
+        func = func.__wrapped__  # type: ignore[attr-defined]
 
 
 class AgentContext(SpanScope):

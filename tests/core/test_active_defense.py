@@ -181,6 +181,68 @@ def test_a_decorated_class_method_calling_its_helpers_is_one_agent_span(memory: 
                                                                                     ["Email"]]
 
 
+def test_a_decorated_classs_inherited_and_subclass_methods_are_its_agents(
+        memory: agentwatch.InMemoryExporter) -> None:
+    """Found by review 2026-12-06: only the methods the decorated class defined itself were wrapped, so a method it
+    inherited from an undecorated base ran outside the agent (no budget), a subclass's override lost the agent, and a
+    subclass decorated as another agent ran its base's methods as the base's agent."""
+    agentwatch.init(exporters=[memory])
+    hooked: list[tuple[str, str]] = []
+
+    class Plain:
+        def run(self) -> None:
+            _spend()
+
+    @agentwatch.agent("Crawler")
+    class Crawler(Plain):
+        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            hooked.append((cls.__name__, tag))
+
+        @property
+        def kind(self) -> str:
+            return "crawler"
+
+    class Deep(Crawler, tag="deep"):
+        def run(self) -> None:
+            _spend()
+
+        def fetch(self) -> None:
+            _spend()
+
+    @agentwatch.agent("Indexer")
+    class Indexer(Crawler):
+        pass
+
+    @agentwatch.agent("Stacked")
+    @agentwatch.task("step")
+    class Stacked(Plain):
+        def own(self) -> None:
+            self.run()
+
+    class StackedSub(Stacked):
+        def more(self) -> None:
+            _spend()
+
+    Crawler().run()
+    Deep().run()
+    Deep().fetch()
+    Indexer().run()
+    assert isinstance(Deep(), Plain) and Deep().kind == "crawler" and hooked == [("Deep", "deep"), ("Indexer", "")]
+    Stacked().own()  # its helper run() in the same task of the same agent
+    Stacked().run()
+    StackedSub().more()
+    agentwatch.flush()
+    calls = memory.by_kind("llm")
+    assert [call["agent_id"] for call in calls] == ["crawler", "crawler", "crawler", "indexer"] + ["stacked"] * 3
+    assert [span["name"] for span in memory.by_kind("agent")] == ["Crawler", "Crawler", "Crawler", "Indexer"] + [
+        "Stacked"] * 3
+    by_id = {span["span_id"]: span for span in memory.spans}
+    parents = [(by_id[call["parent_span_id"]]["name"], by_id[by_id[call["parent_span_id"]]["parent_span_id"]]["name"])
+               for call in calls[4:]]
+    assert parents == [("step", "Stacked")] * 3
+
+
 def test_same_agent_name_shares_one_budget_across_threads() -> None:
     agentwatch.init(exporters=[])
     errors: list[BaseException] = []
