@@ -282,9 +282,9 @@ def test_metadata_reaches_later_spans(memory: agentwatch.InMemoryExporter) -> No
 
 def test_metadata_set_in_a_scope_ends_with_it(memory: agentwatch.InMemoryExporter) -> None:
     """Found 2026-12-06: metadata set inside one request's trace stayed on every later span of the thread, so the next
-    request's trace (another, anonymous user) carried the first user's id."""
+    request's trace (another, anonymous user) carried the first user's id. The program runs in a context of its own:
+    the metadata it sets outside any scope stays for the rest of its context, which must not be the test worker's."""
     agentwatch.init(exporters=[memory])
-    agentwatch.set_metadata(service="api")  # outside any scope: the rest of the program's
 
     def handle(request: str, user: str | None) -> None:
         with agentwatch.trace(request):
@@ -292,8 +292,12 @@ def test_metadata_set_in_a_scope_ends_with_it(memory: agentwatch.InMemoryExporte
                 agentwatch.set_metadata(user=user)
             agentwatch.event(f"{request}-event")
 
-    handle("request-1", "u1")
-    handle("request-2", None)
+    def program() -> None:
+        agentwatch.set_metadata(service="api")  # outside any scope: the rest of the program's
+        handle("request-1", "u1")
+        handle("request-2", None)
+
+    copy_context().run(program)
     agentwatch.flush()
     spans = _by_name(memory.spans)
     assert spans["request-1-event"]["attributes"]["metadata"] == {"service": "api", "user": "u1"}
