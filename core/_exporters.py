@@ -417,8 +417,11 @@ class SpoolingExporter:
         self._finished: Sequence[dict[str, Any]] | None = None
         self._abandoned = False
         self._in_flight_spooled: Path | None = None
-        #: A batch the receiver answered and refused (401, 413, 422) since the last ``force_flush``: it was dropped.
-        self._refused_since_flush = False
+        #: How many batches the receiver answered and refused (401, 413, 422): they were dropped. Counted by the export
+        #: worker only; ``force_flush`` compares it with the count it saw last, so a refusal made while it reads it is
+        #: the next flush's, never lost (as it was from a flag read, then cleared).
+        self._refusals = 0
+        self._refusals_seen = 0
 
     @property
     def sender(self) -> HttpSender:
@@ -494,7 +497,7 @@ class SpoolingExporter:
             self.delivered(spans)
             return True
         if outcome == "refused":
-            self._refused_since_flush = True
+            self._refusals += 1
         if outcome == "unreachable":  # the sender is down now
             if attempted:  # not put off by the batches spooled meanwhile: a busy program would never probe again
                 self._probe_at = time.monotonic() + self.PROBE_INTERVAL
@@ -625,7 +628,9 @@ class SpoolingExporter:
     def force_flush(self, timeout: float = 5.0) -> bool:
         """False while the receiver is known down (what the flush exported went to the spool, or was lost), or if it
         refused a batch since the last flush (a wrong API key: those spans were dropped)."""
-        refused, self._refused_since_flush = self._refused_since_flush, False
+        refusals = self._refusals
+        refused = refusals != self._refusals_seen
+        self._refusals_seen = refusals
         return not self._sender.down and not refused
 
     def shutdown(self) -> None:

@@ -114,6 +114,52 @@ def test_flush_is_false_when_the_collector_refused_the_batches(collector: _Colle
     assert "accepted" in {span["name"] for span in collector.spans}
 
 
+def test_a_refusal_while_flush_reads_it_is_not_lost(collector: _Collector) -> None:
+    """Found by review 2026-12-06: ``force_flush`` read the refused-since-the-last-flush flag and then cleared it, so a
+    batch the export worker had refused in between was lost: that flush and the next both returned True. Here the
+    refusal (a real 401) is made at each bytecode instruction of ``force_flush`` in turn, as the worker thread could:
+    either that flush or the next one must be False."""
+    exporter = HttpExporter(collector.url, max_retries=0)
+    missed: list[int] = []
+    at = 1
+    while True:
+        collector.statuses = [401]
+        first, reached = _flush_refused_at(exporter, at)
+        if not reached:  # force_flush ended before that instruction: every one was tried
+            break
+        if exporter.force_flush() and first:
+            missed.append(at)
+        at += 1
+    assert at > 3 and missed == []
+
+
+def _flush_refused_at(exporter: HttpExporter, at: int) -> tuple[bool, bool]:
+    """``exporter.force_flush()`` with a batch refused when it reaches its ``at``-th bytecode instruction: what it
+    returned, and whether it reached that instruction."""
+    code = type(exporter).force_flush.__code__
+    steps = [0]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            steps[0] += 1
+            if steps[0] == at:
+                assert exporter.export([{"name": "refused", "kind": "span"}]) is False
+        return tracer
+
+    def trace_calls(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            return tracer
+        return None
+
+    sys.settrace(trace_calls)
+    try:
+        flushed = exporter.force_flush()
+    finally:
+        sys.settrace(None)
+    return flushed, steps[0] >= at
+
+
 def test_a_collector_on_this_machine_gets_batches_as_they_are_unless_large(collector: _Collector) -> None:
     agentwatch.init(proxy_url=collector.url)
     for i in range(20):
