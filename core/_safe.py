@@ -52,8 +52,13 @@ def swallow_user_error(callback: str) -> None:
     error = sys.exc_info()[1]
     if error is not None and _is_pass_through(error):
         raise error
-    logger.error("agentwatch: your %s callback raised %r; ignored, AgentWatch carries on as if it had returned",
-                 callback, error, exc_info=True)
+    _log_user_error(f"{callback} callback", error, "as if it had returned")
+
+
+def _log_user_error(what: str, error: BaseException | None, carrying_on: str = "") -> None:
+    """The one wording for code of the program's that we call and that raised: its bug, not ours, with its traceback."""
+    logger.error("agentwatch: your %s raised %r; ignored, AgentWatch carries on%s", what, error,
+                 f" {carrying_on}" if carrying_on else "", exc_info=error)
 
 
 def guard_exporter(exporter: object, method: str, default: Any = None) -> Callable[..., Any]:
@@ -70,9 +75,7 @@ def guard_exporter(exporter: object, method: str, default: Any = None) -> Callab
         try:
             return bound(*args)
         except Exception as error:
-            logger.error("agentwatch: your exporter %s raised %r; ignored%s, AgentWatch carries on", name, error,
-                         " (its batch counts as failed)" if method == "export" else "",
-                         exc_info=True)
+            _log_user_error(f"exporter {name}", error, "(its batch counts as failed)" if method == "export" else "")
             return default
 
     return call
