@@ -242,10 +242,12 @@ def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]
                         raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                     try:
                         spans.append(_json_span(span, resource, scope))
-                    except (AttributeError, TypeError, ValueError) as error:
+                    # OverflowError: a time, enum or intValue of Infinity or 1e400 (json.loads reads both as
+                    # float infinity, which int() refuses so), a doubleValue of a 400-digit integer.
+                    except (AttributeError, TypeError, ValueError, OverflowError) as error:
                         problems.append(f"span {len(spans) + len(problems)} of the request is not an OTLP/JSON "
                                         f"span: {error}")
-    except (AttributeError, TypeError, ValueError) as error:
+    except (AttributeError, TypeError, ValueError, OverflowError) as error:
         if isinstance(error, OtlpDecodeError):
             raise
         raise OtlpDecodeError(f"not an OTLP/JSON trace request: {error}") from None

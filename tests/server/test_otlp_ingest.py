@@ -395,3 +395,31 @@ def test_a_protobuf_bomb_is_refused_at_the_default_caps(collector: ServerHandle)
     status, answer = _post(collector, body, _PROTOBUF, {"Content-Encoding": "gzip"})
     assert status == 413 and b"values in one request" in answer
     assert _get(collector, "/api/traces")["total"] == 0
+
+
+def test_a_json_span_with_an_infinite_or_huge_number_is_rejected_by_itself(collector: ServerHandle) -> None:
+    """Found 2026-12-06 (review 3): a start time, event time, intValue, kind or status code of Infinity or 1e400
+    (which json.loads reads as float infinity) or a doubleValue of a 400-digit integer raised OverflowError: the
+    request answered 500 and its good spans were lost."""
+    good = {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10}
+    spans: list[Any] = [
+        _span("d0d0d0d0d0d0d0d0", "good before", good),
+        _span("d1d1d1d1d1d1d1d1", "infinite start", good, startTimeUnixNano=float("inf")),
+        {**_span("d2d2d2d2d2d2d2d2", "infinite int", {}),
+         "attributes": [{"key": "n", "value": {"intValue": float("inf")}}]},
+        {**_span("d3d3d3d3d3d3d3d3", "huge double", {}),
+         "attributes": [{"key": "n", "value": {"doubleValue": 10**400}}]},
+        _span("d4d4d4d4d4d4d4d4", "infinite kind", good, kind=float("inf")),
+        _span("d5d5d5d5d5d5d5d5", "infinite status", good, status={"code": float("-inf")}),
+        _span("d6d6d6d6d6d6d6d6", "infinite event", good, events=[{"name": "e", "timeUnixNano": float("inf")}]),
+        _span("d7d7d7d7d7d7d7d7", "good after", good),
+    ]
+    body = _otlp_json(spans)
+    status, answer = _post(collector, body)
+    assert status == 200, answer
+    assert json.loads(answer)["partialSuccess"]["rejectedSpans"] == "6"
+    assert {span["span_id"] for span in _spans(collector)} == {"d0d0d0d0d0d0d0d0", "d7d7d7d7d7d7d7d7"}
+    one_e400 = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"' + b"ab" * 16 + b'","spanId":"' + \
+        b"01" * 8 + b'","startTimeUnixNano":1e400}]}]}]}'
+    status, answer = _post(collector, one_e400)
+    assert (status, json.loads(answer)["partialSuccess"]["rejectedSpans"]) == (200, "1")
