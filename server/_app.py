@@ -138,21 +138,36 @@ _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 def _quotable(value: Any) -> Any:
     """``value`` with NaN and the infinities as the words that spelled them: Python's JSON parser reads those words
-    (``json.dumps`` writes them), but no JSON can quote them back as numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return _NON_FINITE[repr(value)]
-    if isinstance(value, dict):
-        return {key: _quotable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_quotable(item) for item in value]
-    return value
+    (``json.dumps`` writes them), but no JSON can quote them back as numbers. Walked with a stack, not by
+    recursion: an input nested 500 lists deep (which the parser reads) recursed past Python's limit."""
+    root = [value]
+    pending: list[tuple[Any, Any]] = [(root, 0)]
+    while pending:
+        container, key = pending.pop()
+        item = container[key]
+        if isinstance(item, float) and not math.isfinite(item):
+            container[key] = _NON_FINITE[repr(item)]
+        elif isinstance(item, dict):
+            container[key] = copy = dict(item)
+            pending.extend((copy, name) for name in copy)
+        elif isinstance(item, list):
+            container[key] = copy = list(item)
+            pending.extend((copy, index) for index in range(len(copy)))
+    return root[0]
 
 
 async def _invalid_request(request: Request, error: Exception) -> Response:
     # FastAPI's own answer (422, the errors with the input they quote), which failed with a 500 when that input
     # held a lone surrogate, or NaN or Infinity.
     assert isinstance(error, RequestValidationError)
-    return _AsciiJSONResponse({"detail": _quotable(jsonable_encoder(error.errors()))}, status_code=422)
+    detail = jsonable_encoder(error.errors())
+    try:
+        json.dumps(detail, allow_nan=False)
+    except ValueError:  # only then: most 422s quote no NaN, and need no copy
+        detail = _quotable(detail)
+    except RecursionError:  # an input nested deeper than the encoder goes: the errors without the input
+        detail = [{key: item for key, item in entry.items() if key != "input"} for entry in detail]
+    return _AsciiJSONResponse({"detail": detail}, status_code=422)
 
 
 _GC_THRESHOLD = 20_000

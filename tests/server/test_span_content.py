@@ -214,3 +214,16 @@ def test_an_otlp_protobuf_span_too_deep_to_decode_is_rejected_by_itself(server: 
         # A body that is not protobuf is still refused as a whole.
         broken = client.post("/v1/traces", content=b"\x0a\x05ab", headers={"Content-Type": "application/x-protobuf"})
         assert broken.status_code == 400
+
+
+def test_a_deeply_nested_invalid_body_gets_a_422_not_a_500(server: ServerHandle) -> None:
+    """Found 2026-12-06 (review 3): quoting NaN in a 422 recursed two frames per level, so a control body nesting
+    500 lists (which the parser reads) answered 500 where it had answered 422."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for depth in (500, 900):
+            body = '{"x":' + "[" * depth + "]" * depth + "}"
+            answer = client.post("/api/control", content=body, headers=JSON)
+            assert answer.status_code == 422, (depth, answer.text[:200])
+        nested_nan = '{"x":' + "[" * 500 + "NaN" + "]" * 500 + "}"
+        answer = client.post("/api/control", content=nested_nan, headers=JSON)
+        assert answer.status_code == 422, answer.text[:200]
