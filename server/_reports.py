@@ -52,10 +52,13 @@ def monthly_report(store: Store, month: str | None) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> Any:
-    # Names and agents are untrusted text; a leading = or + would run as a formula in a spreadsheet.
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    """Names, agents and models are untrusted text; a leading = or + would run as a formula in a spreadsheet. Each
+    ";"-separated piece is neutralised: a spreadsheet in a locale whose separator is ";" (German, French Excel)
+    opens "Writer;=HYPERLINK(...)" as two cells, the second a formula, whether the ";" joined a list cell's names
+    or was inside one name."""
+    if not isinstance(value, str):
+        return value
+    return ";".join("'" + piece if piece.startswith(_FORMULA_START) else piece for piece in value.split(";"))
 
 
 def monthly_csv(store: Store, month: str | None) -> tuple[str, Iterator[str]]:
@@ -67,10 +70,8 @@ def monthly_csv(store: Store, month: str | None) -> tuple[str, Iterator[str]]:
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
         for count, trace in enumerate(store.iter_traces(start, end), 1):
-            # Each name in a list cell is neutralised: a spreadsheet in a locale whose separator is ";" opens
-            # "Writer;=HYPERLINK(...)" as two cells, the second a formula.
-            agents = ";".join(_cell(str(a.get("agent_name") or a.get("agent_id"))) for a in trace["agents"])
-            row = {**trace, "agents": agents, "models": ";".join(_cell(model) for model in trace["models"])}
+            agents = ";".join(str(a.get("agent_name") or a.get("agent_id")) for a in trace["agents"])
+            row = {**trace, "agents": agents, "models": ";".join(trace["models"])}
             writer.writerow([_cell(row[column]) for column in CSV_COLUMNS])
             if count % 500 == 0:
                 yield buffer.getvalue()

@@ -163,3 +163,18 @@ def test_signing_key_is_generated_beside_the_database(tmp_path: Path, make_span:
             ReportSigner(key).fingerprint
     (tmp_path / "r.pdf").write_bytes(pdf)
     assert cli_main(["verify", str(tmp_path / "r.pdf"), "--db", str(tmp_path / "data" / "aw.db")]) == 0
+
+
+def test_monthly_csv_neutralises_formulas_after_a_semicolon_inside_one_name(client: TestClient,
+                                                                           make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (review 3): only the names of a list cell were neutralised, so a ";" inside one name (agent
+    'Writer;=HYPERLINK(...)', model 'gpt-4o;@SUM(A1)', trace 'job;=1+2') still opened as a live formula in a
+    spreadsheet whose separator is ";"."""
+    spans = make_trace(make_span, calls=1, name="job;=1+2")
+    spans.append(make_span(trace_id=spans[0]["trace_id"], parent_span_id=spans[0]["span_id"], agent_id="w",
+                           agent_name='Writer;=HYPERLINK("http://evil")', model="gpt-4o;@SUM(A1)"))
+    assert client.post("/api/ingest", json=spans).json()["accepted"] == 3
+    (row,) = csv.DictReader(io.StringIO(client.get("/api/reports/monthly/csv", params={"month": MONTH}).text))
+    pieces = [piece for column in ("name", "agents", "models") for piece in row[column].split(";")]
+    assert "'=1+2" in pieces and "'=HYPERLINK(\"http://evil\")" in pieces and "'@SUM(A1)" in pieces
+    assert not [piece for piece in pieces if piece.startswith(("=", "+", "-", "@"))], pieces
