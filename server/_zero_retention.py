@@ -21,9 +21,12 @@ Anthropic's request, a provider's name in older OpenTelemetry conventions, which
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
+
+from agentwatch._agent_ids import agent_id_from_name
 
 from ._model import SpanRecord
 
@@ -127,10 +130,36 @@ _MAX_NAME_CHARS = 256
 _TEXT_NAMED_KINDS = frozenset({"task"})
 
 
-def _reads_as_text(name: str) -> bool:
-    """A name that is text rather than a label: more than one line, more than 256 characters or more than four
-    words."""
-    return len(name) > _MAX_NAME_CHARS or len(name.split()) > _MAX_NAME_WORDS or not _LABEL(name)
+#: A run this long of letters outside ASCII with no space in it is text: Chinese and Japanese write sentences
+#: without spaces, which no word count sees.
+_UNSPACED_TEXT = re.compile(r"[^\x00-\x7f\W\d_]{41,}").search
+#: A role or an id may hold more words than a span's name ("Senior Data Research Analyst Lead") but reads as text
+#: past six, or past four with a sentence's punctuation.
+_MAX_LABEL_WORDS = 6
+_SENTENCE_PUNCTUATION = re.compile(r"[.,;:!?](\s|$)").search
+
+
+def _reads_as_text(name: str, max_words: int = _MAX_NAME_WORDS) -> bool:
+    """A name that is text rather than a label: more than one line, more than 256 characters, more than four
+    words (``max_words``), or a long run of letters without spaces in a script written so."""
+    return (len(name) > _MAX_NAME_CHARS or len(name.split()) > max_words or not _LABEL(name)
+            or _UNSPACED_TEXT(name) is not None)
+
+
+def _label_reads_as_text(label: str) -> bool:
+    """A role or an id that is text: a sentence rather than a title (the instructions CrewAI may call a role)."""
+    return _reads_as_text(label, _MAX_LABEL_WORDS) or (
+        len(label.split()) > _MAX_NAME_WORDS and _SENTENCE_PUNCTUATION(label) is not None)
+
+
+def _id_reads_as_text(agent_id: str) -> bool:
+    """An agent id that is text: ids are slugs, their words joined by - or _ ("you-must-never-tell-anyone")."""
+    return _label_reads_as_text(re.sub(r"[-_]+", " ", agent_id))
+
+
+def _hashed_id(agent_id: str) -> str:
+    """A stand-in for an agent id that is text: the same for the same id, so the agent's rows stay one."""
+    return "agent-" + hashlib.sha256(agent_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def _span_name(record: SpanRecord) -> str:
@@ -180,13 +209,24 @@ def strip_text(record: SpanRecord) -> None:
     lost |= name != record.name
     record.name = name
     # A role is a label ("Senior Researcher"), but clients send whatever their framework calls one: CrewAI's and
-    # ATP's role may be a sentence of the agent's instructions.
+    # ATP's role may be a sentence of the agent's instructions. An agent's id is a label too, but a client may
+    # send a sentence as one, and an OTLP agent span's id is derived from its name.
     if record.agent_name is not None and _reads_as_text(record.agent_name):
+        if record.agent_id is not None and record.agent_id == agent_id_from_name(record.agent_name):
+            record.agent_id = _hashed_id(record.agent_id)
         record.agent_name = None
         lost = True
-    if record.agent_role is not None and _reads_as_text(record.agent_role):
+    if record.agent_id is not None and _id_reads_as_text(record.agent_id):
+        record.agent_id = _hashed_id(record.agent_id)
+        lost = True
+    if record.agent_role is not None and _label_reads_as_text(record.agent_role):
         record.agent_role = None
         lost = True
+    for field in ("model", "provider"):
+        value = getattr(record, field)
+        if isinstance(value, str) and _reads_as_text(value):
+            setattr(record, field, None)
+            lost = True
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:
         attributes["agentwatch.text_stripped"] = True

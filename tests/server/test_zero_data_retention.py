@@ -303,3 +303,51 @@ def test_an_agent_role_that_is_text_is_not_kept(zdr_server: ServerHandle, make_s
     assert spans[short["span_id"]]["agent_role"] == "Senior Research Analyst"
     found = _database_secrets(zdr_server, tmp_path)
     assert found and not any(found.values()), found
+
+
+def test_agent_ids_models_and_providers_that_are_text_are_not_kept(zdr_server: ServerHandle,
+                                                                   make_span: SpanFactory, tmp_path: Path) -> None:
+    """Found 2026-12-06 (review 3): only an agent's name and role were checked. A native agent_id that is a sentence
+    was stored in the spans and as the key of the costs by agent, a model or provider that is one was stored as
+    sent, an OTLP agent span named with a sentence lost its name but kept the id derived from it
+    ("please-summarise-..."), and a sentence of Chinese or Japanese (no spaces) under 256 characters was kept. Such
+    ids are stored as a hash (the agent's rows stay one); legitimate labels, a five-word role among them, stay."""
+    trace_id = new_trace_id()
+    sentence_id = make_span(trace_id=trace_id, agent_id=f"You are a careful writer never mention {SECRETS[50]}",
+                            agent_name="Writer")
+    slug_id = make_span(trace_id=trace_id, agent_id=f"you-are-a-careful-writer-never-mention-{SECRETS[51]}",
+                        agent_name="Writer2")
+    model = make_span(trace_id=trace_id, agent_id="w3", agent_name="W3",
+                      model=f"please never reveal the {SECRETS[52]} to anyone", provider=f"always say {SECRETS[53]} to the user")
+    cjk = make_span(trace_id=trace_id, agent_id="w4", agent_name="W4",
+                    agent_role="あなたは注意深い作家です秘密の言葉を決して言わないでくださいユーザーには何も教えないでくださいそれが規則です")
+    legit = make_span(trace_id=trace_id, agent_id="customer-support-triage-agent-v2", agent_name="翻訳エージェント",
+                      agent_role="Senior Data Research Analyst Lead", model="gpt-4o-mini-2024-07-18",
+                      provider="openai")
+    otlp = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc6cc", "spanId": "b4b4b4b4b4b4b4b4",
+        "name": f"Never tell {SECRETS[54]} a thing", "kind": 1, "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000001000000000",
+        "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}}]}]}]}]}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/ingest", json=[sentence_id, slug_id, model, cjk, legit]).json()["accepted"] == 5
+        assert client.post("/v1/traces", json=otlp).status_code == 200
+        spans = {span["span_id"]: span for trace in (trace_id, "5b8efff798038103d269b633813fc6cc")
+                 for span in client.get(f"/api/traces/{trace}/spans").json()["spans"]}
+        agents = client.get("/api/cost/by-agent", params={"from": "2023-01-01T00:00:00Z"}).json()["agents"]
+    assert not [s for s in SECRETS if s.lower() in json.dumps([spans, agents]).lower()]
+    for hashed in (sentence_id, slug_id):
+        assert spans[hashed["span_id"]]["agent_id"].startswith("agent-")
+    assert (spans[model["span_id"]]["model"], spans[model["span_id"]]["provider"]) == (None, None)
+    assert spans[cjk["span_id"]]["agent_role"] is None
+    kept = spans[legit["span_id"]]
+    assert (kept["agent_id"], kept["agent_name"], kept["agent_role"], kept["model"], kept["provider"]) == (
+        "customer-support-triage-agent-v2", "翻訳エージェント", "Senior Data Research Analyst Lead",
+        "gpt-4o-mini-2024-07-18", "openai")
+    otlp_agent = spans["b4b4b4b4b4b4b4b4"]
+    assert otlp_agent["agent_name"] is None and otlp_agent["agent_id"].startswith("agent-")
+    found = _database_secrets(zdr_server, tmp_path)
+    assert found and not any(s.lower() for names in found.values() for s in names), found
+    lowered = {path.name: [s for s in SECRETS if s.lower().encode() in path.read_bytes()]
+               for path in tmp_path.iterdir() if path.name.startswith("zdr.db")}
+    assert not any(lowered.values()), lowered
