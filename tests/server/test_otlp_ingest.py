@@ -423,3 +423,20 @@ def test_a_json_span_with_an_infinite_or_huge_number_is_rejected_by_itself(colle
         b"01" * 8 + b'","startTimeUnixNano":1e400}]}]}]}'
     status, answer = _post(collector, one_e400)
     assert (status, json.loads(answer)["partialSuccess"]["rejectedSpans"]) == (200, "1")
+
+
+def test_a_byte_order_mark_before_a_large_json_body_is_skipped(settings: Settings) -> None:
+    """Found 2026-12-06 (review 3): a UTF-8 BOM before an OTLP/JSON body large enough to have its values counted
+    exactly (ijson) answered 400, where a small body with one, and /api/ingest, were stored."""
+    handle = start_background("127.0.0.1", 0, settings=settings.replace(max_json_values=200))
+    try:
+        # Commas inside a string: the cheap bound counts them, so the exact count runs (20 values in all).
+        body = _otlp_json([_span("b0b0b0b0b0b0b0b0", "chat gpt-4o", {"gen_ai.request.model": "gpt-4o",
+                                                                    "note": "a, " * 500})])
+        for sent, encoding in ((b"\xef\xbb\xbf" + body, {}), (gzip.compress(b"\xef\xbb\xbf" + body),
+                                                             {"Content-Encoding": "gzip"})):
+            status, answer = _post(handle, sent, headers=encoding)
+            assert status == 200 and b"partialSuccess" not in answer, answer
+        assert [span["span_id"] for span in _spans(handle)] == ["b0b0b0b0b0b0b0b0"]
+    finally:
+        handle.stop()
