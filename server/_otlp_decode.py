@@ -221,6 +221,17 @@ def _json_span(span: Any, resource: dict[str, Any], scope: str) -> OtlpSpan:
          for event in span.get("events") or [] if isinstance(event, dict)])
 
 
+def _json_list(container: Any, key: str) -> list[Any]:
+    """A request's list of resource spans, scope spans or spans: absent or null is none, anything else that is
+    no list is no OTLP request (a string was read one span per character, a dict one per key)."""
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OtlpDecodeError(f"not an OTLP/JSON trace request: {key} must be a list")
+    return value
+
+
 def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]:
     """The request's spans, and why each span that could not be decoded was not: as over protobuf, a malformed
     span is rejected by itself (its neighbours kept), and only a request whose frame is malformed is refused."""
@@ -233,11 +244,11 @@ def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]
     spans: list[OtlpSpan] = []
     problems: list[str] = []
     try:
-        for resource_spans in document.get("resourceSpans") or []:
+        for resource_spans in _json_list(document, "resourceSpans"):
             resource = _json_attributes((resource_spans.get("resource") or {}).get("attributes"))
-            for scope_spans in resource_spans.get("scopeSpans") or []:
+            for scope_spans in _json_list(resource_spans, "scopeSpans"):
                 scope = str((scope_spans.get("scope") or {}).get("name", ""))
-                for span in scope_spans.get("spans") or []:
+                for span in _json_list(scope_spans, "spans"):
                     if len(spans) + len(problems) >= max_spans:
                         raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                     try:

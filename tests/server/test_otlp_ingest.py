@@ -318,6 +318,16 @@ def test_a_malformed_json_span_is_rejected_by_itself(collector: ServerHandle) ->
 def test_refusals(collector: ServerHandle) -> None:
     assert _post(collector, b"{}", content_type="text/plain")[0] == 415
     assert _post(collector, b"not json")[0] == 400
+    # Found 2026-12-06 (review 3): "spans": "hello" answered 200 with 5 spans rejected (one per character), a dict
+    # was read one span per key, and a 20,000-character string answered 413 (too many spans).
+    frame = {"resourceSpans": [{"scopeSpans": [{"spans": []}]}]}
+    for not_a_list in ("hello", {"a": 1, "b": 2}, "x" * 20_000, 5):
+        for body in ({"resourceSpans": not_a_list}, {"resourceSpans": [{"scopeSpans": not_a_list}]},
+                     {"resourceSpans": [{"scopeSpans": [{"spans": not_a_list}]}]}):
+            status, answer = _post(collector, json.dumps(body).encode())
+            assert status == 400 and b"must be a list" in answer, (body, status, answer[:200])
+    assert _post(collector, json.dumps(frame).encode()) == (200, b"{}")
+    assert _post(collector, b'{"resourceSpans": null}') == (200, b"{}")
     assert _post(collector, b"\x0a\xff\xff", content_type="application/x-protobuf")[0] == 400
 
 
