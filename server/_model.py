@@ -399,6 +399,8 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
             size = len(item)
             if size != _WIRE_SIZE and (size > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)):
                 return None
+            if parent == "":  # no parent, as to_record stores it: else the whole batch took pydantic's path
+                parent = None
             # A span's own id is new (checked here, and remembered for its children); its trace's and parent's
             # ids were mostly seen already.
             if span_id not in ids:

@@ -83,6 +83,15 @@ def test_the_collector_tests_span_shape_takes_the_fast_path(make_span: SpanFacto
     assert _outcome(raw, fast=True) == _outcome(raw, fast=False)
 
 
+def test_an_empty_parent_id_takes_the_fast_path(make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (review 3): a root span whose parent_span_id is "" (what some clients send for none) sent
+    its whole batch down pydantic's path, twice the parse time; stored as no parent either way."""
+    raw = json.dumps(make_trace(make_span, calls=2) + [make_span(parent_span_id="")]).encode()
+    assert _took_fast_path(raw)
+    assert _outcome(raw, fast=True) == _outcome(raw, fast=False)
+    assert parse_spans(raw, 100).records[-1].parent_span_id is None
+
+
 # ---- and decides nothing differently from pydantic ------------------------------------------------------
 
 def _base(**fields: Any) -> dict[str, Any]:
@@ -151,6 +160,8 @@ def _spans(draw: st.DrawFn) -> dict[str, Any]:
 @example(batch=[_base(end_time_unix_nano=0)], single=False)  # ends before it starts
 @example(batch=[_base(status="UNSET", kind="")], single=True)
 @example(batch=[_base(), _base(start_time_unix_nano="yesterday")], single=False)  # one bad neighbour
+@example(batch=[_base(parent_span_id="")], single=False)  # no parent, as None
+@example(batch=[_base(parent_span_id=""), _base(parent_span_id="", span_id="")], single=True)
 def test_the_fast_path_decides_exactly_as_pydantic(batch: list[dict[str, Any]], single: bool) -> None:
     raw = json.dumps(batch[0] if single else batch).encode()
     assert _outcome(raw, fast=True) == _outcome(raw, fast=False)
