@@ -307,8 +307,17 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"agentwatch demo: {error}", file=sys.stderr)
         return 2
+    if settings.store_url is not None:
+        # The demo's traces are its own, in its --db file: they must not land in a production ClickHouse.
+        store_name = "AGENTWATCH_STORE" if os.environ.get("AGENTWATCH_STORE") else "CLICKHOUSE_URL"
+        print(f"agentwatch demo: {store_name} is ignored: the demo keeps its traces in {settings.db_path}",
+              file=sys.stderr)
+        settings = settings.replace(store_url=None)
+    if settings.local_mode and not is_loopback_host(settings.host):
+        print(f"agentwatch demo: WARNING: listening on {settings.host} without API_KEY: anyone who can reach "
+              "this port can read and write all traces.", file=sys.stderr)
     problem = listen_problem(settings.host, settings.port, free_port_hint=True)
-    if problem is None and settings.store_url is None:
+    if problem is None:
         problem = database_problem(settings.db_path)
     if problem is not None:
         print(f"agentwatch demo: {problem}", file=sys.stderr)

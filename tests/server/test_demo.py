@@ -51,3 +51,26 @@ def test_demo_command_exits_with_no_serve(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "resumed" in out and "Dashboard:" not in out  # no server is left to open
     assert "researcher" in out and "blocked calls 1" in out
+
+
+def test_demo_warns_off_loopback_and_keeps_its_traces_in_its_db(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found 2026-12-06 (review 3): with HOST=0.0.0.0 (common in containers) the demo bound every interface in local
+    mode without serve's warning, and CLICKHOUSE_URL or AGENTWATCH_STORE silently sent its traces there instead of
+    its --db file."""
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("AGENTWATCH_STORE", raising=False)
+    monkeypatch.delenv("API_KEY", raising=False)
+    db = tmp_path / "cli.db"
+    assert cli_main(["demo", "--no-serve", "--port", "0", "--db", str(db)]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: listening on 0.0.0.0 without API_KEY" in captured.err
+    assert "CLICKHOUSE_URL is ignored" in captured.err
+    assert "blocked calls 1" in captured.out
+    monkeypatch.delenv("CLICKHOUSE_URL")
+    handle = start_background("127.0.0.1", 0, db)
+    try:
+        assert _get(handle.url, "/api/metrics")["blocked_calls"] == 1
+    finally:
+        handle.stop()
