@@ -98,10 +98,13 @@ class SecurityMiddleware:
             if not same and text not in self._origins and "*" not in self._origins:
                 return 403, (f"cross-origin request from {text!r} refused; list the origin in CORS_ORIGINS to "
                              "allow it")
-        elif headers.get(b"sec-fetch-site", b"").lower() in _CROSS_SITE:
+        elif "*" not in self._origins and (site := headers.get(b"sec-fetch-site", b"").lower()) in _CROSS_SITE:
             # A browser says where the request came from, but not which origin (a client that strips Origin, or a
-            # browser that sends none): no origin can be checked against CORS_ORIGINS, so none is trusted.
-            return 403, "cross-site request without an Origin header refused (Sec-Fetch-Site says it is cross-site)"
+            # browser that sends none): no origin can be checked against CORS_ORIGINS, so none is trusted unless
+            # any origin is (CORS_ORIGINS=*).
+            where = site.decode("latin-1")
+            return 403, (f"{where} request without an Origin header refused (Sec-Fetch-Site: {where}); send its "
+                         "Origin, or set CORS_ORIGINS=* to allow requests from any origin")
         content_type = headers.get(b"content-type")
         if content_type is not None and scope["path"].startswith("/api"):
             media = _media_type(content_type)

@@ -84,6 +84,8 @@ def test_cross_site_writes_are_refused(server: ServerHandle, make_span: SpanFact
         status, answer = request(server, "POST", "/api/ingest", make_span(),
                                  {"Sec-Fetch-Site": site, "Content-Type": "application/json"})
         assert status == 403 and "Sec-Fetch-Site" in answer["detail"], (site, answer)
+        # Found 2026-12-06 (review 3): a same-site request was called "cross-site".
+        assert answer["detail"].startswith(f"{site} request"), answer
     status, _ = request(server, "POST", "/api/alerts", {"name": "x", "metric": "cost", "threshold": 1,
                                                         "channel": "webhook", "target": "http://127.0.0.1:9/"},
                         {**foreign, "Content-Type": "application/json"})
@@ -117,6 +119,22 @@ def test_a_cors_origin_may_write(cors_server: ServerHandle, make_span: SpanFacto
                         {"Origin": "http://localhost:3000", "Content-Type": "application/json"})
     assert status == 202
     assert request(cors_server, "POST", "/api/ingest", make_span(), {"Origin": "http://localhost:3001"})[0] == 403
+
+
+def test_cors_origins_star_lets_a_browser_write_without_an_origin(tmp_path: Path, signing_key: Path,
+                                                                  make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (review 3): CORS_ORIGINS=* allows any origin, but a browser request whose Origin was stripped
+    (Sec-Fetch-Site: cross-site or same-site) was still refused."""
+    settings = Settings(db_path=tmp_path / "star.db", signing_key_path=signing_key, alert_interval_seconds=3600,
+                        cors_origins=("*",), api_key="k")
+    handle = start_background(settings=settings)
+    try:
+        for site in ("cross-site", "same-site"):
+            status, answer = request(handle, "POST", "/api/ingest", make_span(),
+                                     {"Sec-Fetch-Site": site, "Content-Type": "application/json", "X-API-Key": "k"})
+            assert status == 202, (site, answer)
+    finally:
+        handle.stop()
 
 
 def test_the_sdk_exporter_still_delivers(server: ServerHandle, tmp_path: Path) -> None:
