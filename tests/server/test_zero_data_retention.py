@@ -318,9 +318,11 @@ def test_agent_ids_models_and_providers_that_are_text_are_not_kept(zdr_server: S
     slug_id = make_span(trace_id=trace_id, agent_id=f"you-are-a-careful-writer-never-mention-{SECRETS[51]}",
                         agent_name="Writer2")
     model = make_span(trace_id=trace_id, agent_id="w3", agent_name="W3",
-                      model=f"please never reveal the {SECRETS[52]} to anyone", provider=f"always say {SECRETS[53]} to the user")
+                      model=f"please never reveal the {SECRETS[52]} to anyone",
+                      provider=f"always say {SECRETS[53]} to the user")
     cjk = make_span(trace_id=trace_id, agent_id="w4", agent_name="W4",
-                    agent_role="あなたは注意深い作家です秘密の言葉を決して言わないでくださいユーザーには何も教えないでくださいそれが規則です")
+                    agent_role="あなたは注意深い作家です秘密の言葉を決して言わないでください"
+                               "ユーザーには何も教えないでくださいそれが規則です")
     legit = make_span(trace_id=trace_id, agent_id="customer-support-triage-agent-v2", agent_name="翻訳エージェント",
                       agent_role="Senior Data Research Analyst Lead", model="gpt-4o-mini-2024-07-18",
                       provider="openai")
