@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,16 @@ def request(server: ServerHandle, method: str, path: str, body: Any = None,
         return response.status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
     finally:
         connection.close()
+
+
+def raw_exchange(server: ServerHandle, sent: bytes) -> bytes:
+    """Everything the collector answers to ``sent`` (a request asking it to close the connection after)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(sent)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
 
 
 def stored(server: ServerHandle) -> int:
@@ -54,6 +65,9 @@ def test_allowed_hosts_and_wildcard_binding(tmp_path: Path, signing_key: Path) -
         assert request(named, "GET", "/health", headers={"Host": "other.lan"})[0] == 400
         # Uptime monitors ask with HEAD (it answered 405): the same checks, no body.
         assert request(named, "HEAD", "/health", headers={"Host": "box.lan"}) == (200, b"")
+        # http.client reads no body for HEAD whatever is sent: the bytes on the wire say whether one came.
+        head = raw_exchange(named, b"HEAD /health HTTP/1.1\r\nHost: box.lan\r\nConnection: close\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n"), head
         assert request(named, "HEAD", "/health", headers={"Host": "other.lan"})[0] == 400
     finally:
         named.stop()
