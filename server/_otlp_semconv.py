@@ -24,7 +24,7 @@ from agentwatch._agent_ids import agent_id_from_name
 from ._model import price_from_tokens
 from ._otlp_decode import STATUS_ERROR, OtlpSpan
 
-__all__ = ["to_native_span"]
+__all__ = ["to_native_span", "source_attribute"]
 
 _OPENINFERENCE_KINDS = {"LLM": "llm", "EMBEDDING": "embedding", "TOOL": "tool", "AGENT": "agent",
                         "CHAIN": "chain", "RETRIEVER": "retriever", "RERANKER": "reranker",
@@ -56,6 +56,21 @@ _AGENT_ID_KEYS = ("gen_ai.agent.id",)
 _SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "langfuse.session.id")
 
 _FLAT = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion|llm\.input_messages|llm\.output_messages)\.(\d+)\.(.+)$")
+
+
+#: Where each field of a native span may come from, for naming it in a refusal as the exporter sent it.
+_SOURCES = {"model": _MODEL_KEYS, "provider": _PROVIDER_KEYS, "input_tokens": _INPUT_TOKEN_KEYS,
+            "output_tokens": _OUTPUT_TOKEN_KEYS, "cached_input_tokens": _CACHED_TOKEN_KEYS, "cost_usd": _COST_KEYS,
+            "agent_name": _AGENT_KEYS, "agent_id": _AGENT_ID_KEYS}
+
+
+def source_attribute(span: OtlpSpan, field: str) -> str | None:
+    """The attribute of ``span`` that a native span's ``field`` was read from, if one was."""
+    for key in _SOURCES.get(field, ()):
+        value = span.attributes.get(key)
+        if value is not None and value != "":
+            return key
+    return None
 
 
 def _first(attributes: dict[str, Any], keys: tuple[str, ...]) -> Any:

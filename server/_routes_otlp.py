@@ -14,7 +14,7 @@ from ._crons import learn_from_spans
 from ._ingest import IngestError, check_shape, inflate, without_bom
 from ._model import NativeSpan, SpanRecord, to_record
 from ._otlp_decode import OtlpDecodeError, OtlpSpan, OtlpTooLargeError, decode_json, decode_protobuf
-from ._otlp_semconv import to_native_span
+from ._otlp_semconv import source_attribute, to_native_span
 from ._routes_ingest import read_capped_body, run_refusable
 from ._span_content import content_problem
 from ._state import AppState, app_state
@@ -56,7 +56,7 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
             record = to_record(NativeSpan.model_validate(to_native_span(span)))
         except (ValidationError, ValueError) as error:
             rejected += 1
-            first_error = first_error or f"span {span.span_id or '?'}: {_reason(error)}"
+            first_error = first_error or f"span {span.span_id or '?'}: {_reason(error, span)}"
             continue
         problem = content_problem(record)
         if problem is None:
@@ -67,12 +67,14 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
     return records, rejected, first_error
 
 
-def _reason(error: ValueError) -> str:
-    """What is wrong with a span, for the exporter's log: the field and pydantic's message (its first line says
-    only "1 validation error for NativeSpan")."""
+def _reason(error: ValueError, span: OtlpSpan) -> str:
+    """What is wrong with a span, for the exporter's log: the attribute it sent (``gen_ai.usage.input_tokens``,
+    else the field it became) and pydantic's message (its first line says only "1 validation error for
+    NativeSpan")."""
     if isinstance(error, ValidationError):
         first = error.errors(include_url=False, include_input=False)[0]
         field = ".".join(str(part) for part in first["loc"])
+        field = source_attribute(span, field) or field
         return f"{field}: {first['msg']}" if field else first["msg"]
     return str(error).splitlines()[0]
 
