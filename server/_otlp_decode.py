@@ -14,7 +14,7 @@ from typing import Any
 
 from ._otlp_wire import WireError, fields_within, length_delimited
 
-__all__ = ["OtlpSpan", "OtlpDecodeError", "OtlpTooLargeError", "decode_protobuf", "decode_json"]
+__all__ = ["OtlpSpan", "OtlpDecodeError", "OtlpTooLargeError", "Undecodable", "decode_protobuf", "decode_json"]
 
 #: OTLP span status codes: 0 unset, 1 ok, 2 error.
 STATUS_ERROR = 2
@@ -26,6 +26,20 @@ class OtlpDecodeError(ValueError):
 
 class OtlpTooLargeError(OtlpDecodeError):
     """The request holds more spans or values than one request may."""
+
+
+@dataclasses.dataclass(slots=True)
+class Undecodable:
+    """The spans of a request that could not be decoded: how many, and why the first was not (all that
+    ``partial_success`` reports; a request of 50,000 bad spans kept 50,000 messages)."""
+
+    count: int = 0
+    first: str = ""
+
+    def add(self, problem: str) -> None:
+        if not self.count:
+            self.first = problem
+        self.count += 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,7 +79,7 @@ def _pb_attributes(items: Any) -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in items}
 
 
-def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> tuple[list[OtlpSpan], list[str]]:
+def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> tuple[list[OtlpSpan], Undecodable]:
     """The request's spans, and why each span that could not be decoded was not (those are rejected by
     themselves: counted in ``partial_success``, their neighbours kept)."""
     from google.protobuf.message import DecodeError
@@ -92,7 +106,7 @@ def decode_protobuf(body: bytes, max_spans: int, max_values: int) -> tuple[list[
                 if len(spans) >= max_spans:
                     raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                 spans.append(_pb_span(span, resource, scope))
-    return spans, []
+    return spans, Undecodable()
 
 
 def _pb_span(span: Any, resource: dict[str, Any], scope: str) -> OtlpSpan:
@@ -111,7 +125,7 @@ _UNDECODABLE = ("cannot be decoded: nested deeper than protobuf's 100 message le
                 "49 nested arrays) or not a valid Span")
 
 
-def _decode_spans_one_by_one(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]:
+def _decode_spans_one_by_one(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], Undecodable]:
     """A request the parser refused as a whole, its spans parsed one at a time: protobuf refuses a message nested
     deeper than 100 levels, which one span nesting 32 kvlists passes in a request (three levels down), and the
     whole request was refused with its valid spans. Here a span that cannot be decoded is rejected by itself;
@@ -122,7 +136,7 @@ def _decode_spans_one_by_one(body: bytes, max_spans: int) -> tuple[list[OtlpSpan
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     spans: list[OtlpSpan] = []
-    problems: list[str] = []
+    problems = Undecodable()
     try:
         for number, start, end in length_delimited(body, 0, len(body)):
             if number != _RESOURCE_SPANS:
@@ -143,12 +157,12 @@ def _decode_spans_one_by_one(body: bytes, max_spans: int) -> tuple[list[OtlpSpan
                 for number, start, end in scope_fields:
                     if number != _SPANS:
                         continue
-                    if len(spans) + len(problems) >= max_spans:
+                    if len(spans) + problems.count >= max_spans:
                         raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                     try:
                         span = Span.FromString(body[start:end])
                     except DecodeError:
-                        problems.append(f"span {len(spans) + len(problems)} of the request {_UNDECODABLE}")
+                        problems.add(f"span {len(spans) + problems.count} of the request {_UNDECODABLE}")
                         continue
                     spans.append(_pb_span(span, resource, scope))
     except (WireError, DecodeError) as error:
@@ -232,7 +246,7 @@ def _json_list(container: Any, key: str) -> list[Any]:
     return value
 
 
-def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]:
+def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], Undecodable]:
     """The request's spans, and why each span that could not be decoded was not: as over protobuf, a malformed
     span is rejected by itself (its neighbours kept), and only a request whose frame is malformed is refused."""
     try:
@@ -242,21 +256,21 @@ def decode_json(body: bytes, max_spans: int) -> tuple[list[OtlpSpan], list[str]]
     if not isinstance(document, dict):
         raise OtlpDecodeError("body must be an OTLP ExportTraceServiceRequest object")
     spans: list[OtlpSpan] = []
-    problems: list[str] = []
+    problems = Undecodable()
     try:
         for resource_spans in _json_list(document, "resourceSpans"):
             resource = _json_attributes((resource_spans.get("resource") or {}).get("attributes"))
             for scope_spans in _json_list(resource_spans, "scopeSpans"):
                 scope = str((scope_spans.get("scope") or {}).get("name", ""))
                 for span in _json_list(scope_spans, "spans"):
-                    if len(spans) + len(problems) >= max_spans:
+                    if len(spans) + problems.count >= max_spans:
                         raise OtlpTooLargeError(f"at most {max_spans} spans per request")
                     try:
                         spans.append(_json_span(span, resource, scope))
                     # OverflowError: a time, enum or intValue of Infinity or 1e400 (json.loads reads both as
                     # float infinity, which int() refuses so), a doubleValue of a 400-digit integer.
                     except (AttributeError, TypeError, ValueError, OverflowError) as error:
-                        problems.append(f"span {len(spans) + len(problems)} of the request is not an OTLP/JSON "
+                        problems.add(f"span {len(spans) + problems.count} of the request is not an OTLP/JSON "
                                         f"span: {error}")
     except (AttributeError, TypeError, ValueError, OverflowError) as error:
         if isinstance(error, OtlpDecodeError):

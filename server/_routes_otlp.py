@@ -31,7 +31,6 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
              protobuf: bool) -> tuple[list[SpanRecord], int, str]:
     settings = state.settings
     raw = inflate(body, encoding, settings.max_inflated_bytes)
-    undecodable: list[str] = []
     try:
         if protobuf:
             spans, undecodable = decode_protobuf(bytes(raw), settings.max_spans_per_request,
@@ -45,7 +44,7 @@ def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
     except OtlpDecodeError as error:
         raise IngestError(413 if isinstance(error, OtlpTooLargeError) else 400, str(error)) from None
     records: list[SpanRecord] = []
-    rejected, first_error = len(undecodable), undecodable[0] if undecodable else ""
+    rejected, first_error = undecodable.count, undecodable.first
     for span in spans:
         wrong_id = _id_problem(span)
         if wrong_id is not None:

@@ -451,3 +451,16 @@ def test_a_byte_order_mark_before_a_large_json_body_is_skipped(settings: Setting
         assert [span["span_id"] for span in _spans(handle)] == ["b0b0b0b0b0b0b0b0"]
     finally:
         handle.stop()
+
+
+def test_the_decoder_keeps_only_the_count_and_the_first_problem() -> None:
+    """Found 2026-12-06 (review 3): decode_json kept a message for every undecodable span, though partial_success
+    reports only their count and the first (a request of 50,000 bad spans held 50,000 strings)."""
+    from agentwatch.server._otlp_decode import Undecodable, decode_json
+
+    bad = [_span(f"e{index}e{index}e{index}e{index}e{index}e{index}e{index}e{index}", "bad", {},
+                 startTimeUnixNano="never") for index in range(5)]
+    spans, undecodable = decode_json(_otlp_json([*bad, _span("f0f0f0f0f0f0f0f0", "good", {})]), 100)
+    assert [span.span_id for span in spans] == ["f0f0f0f0f0f0f0f0"]
+    assert undecodable == Undecodable(5, undecodable.first)
+    assert undecodable.first.startswith("span 0 of the request is not an OTLP/JSON span")
