@@ -148,11 +148,11 @@ def _quotable(value: Any) -> Any:
         if isinstance(item, float) and not math.isfinite(item):
             container[key] = _NON_FINITE[repr(item)]
         elif isinstance(item, dict):
-            container[key] = copy = dict(item)
-            pending.extend((copy, name) for name in copy)
+            container[key] = mapping = dict(item)
+            pending.extend((mapping, name) for name in mapping)
         elif isinstance(item, list):
-            container[key] = copy = list(item)
-            pending.extend((copy, index) for index in range(len(copy)))
+            container[key] = items = list(item)
+            pending.extend((items, index) for index in range(len(items)))
     return root[0]
 
 
