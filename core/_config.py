@@ -214,6 +214,17 @@ def validate_agent_limits(where: str, limits: Mapping[str, Any]) -> dict[str, An
     return checked
 
 
+def _ingest_url(url: str) -> str:
+    """The collector's address as ``agentwatch serve`` prints it (``http://localhost:3001``, no path) means its ingest
+    route: posted to as given, every batch was answered 405 and dropped. Any other path is kept (a reverse proxy's
+    prefix, another receiver)."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if path.strip("/") or "?" in authority or "#" in authority:
+        return url
+    return f"{scheme}://{authority}/api/ingest"
+
+
 def _validate(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if isinstance(out.get("spool_dir"), os.PathLike):
@@ -229,6 +240,8 @@ def _validate(values: dict[str, Any]) -> dict[str, Any]:
             raise TypeError(f"proxy_url must be a str, not {type(url).__name__}")
         elif not url.startswith(("http://", "https://")):
             raise ValueError(f"proxy_url must be an http(s) URL, got {url!r}")
+        else:
+            out["proxy_url"] = _ingest_url(url)
     for name in ("zero_data_retention", "capture_messages", "block_on_threshold", "hard_budget", "enabled", "debug",
                  "auto_instrument", "remote_control"):
         if name in out:
