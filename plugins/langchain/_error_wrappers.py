@@ -156,7 +156,7 @@ def passes_fallbacks(error: BaseException, run_id: UUID) -> bool:
         return False
     if error.scope != "agent":  # global, a trace(budget=...), a LangGraph thread's budget
         return True
-    run = RUNS.get(run_id)  # the fallbacks run: its agents are every fallback's too
+    run = RUNS.get(run_id.int)  # the fallbacks run: its agents are every fallback's too
     return any(monitor is error.monitor for monitor in enclosing_monitors(scopes=run.scopes if run else ()))
 
 

@@ -155,12 +155,13 @@ class AgentWatchHandler(BaseCallbackHandler):
         return (client.agent_scope(node, role=options.pop("role", "node"), agent_id=options.pop("agent_id", None),
                                    **options),)
 
-    def _open(self, client: agentwatch.Client, run_id: UUID, parent_run_id: UUID | None, name: str, kind: str,
+    def _open(self, client: agentwatch.Client, run_key: int, parent_key: int | None, name: str, kind: str,
               metadata: Mapping[str, Any] | None, extra_scopes: tuple[AgentScope, ...] = ()) -> Run | None:
-        """Open the run's span under its parent run's (else the current span); None if already recorded."""
-        if run_id in RUNS:
+        """Open the run's span under its parent run's (else the current span); None if already recorded. The run and
+        its parent by their run ids' ``int`` (``RUNS``' keys)."""
+        if run_key in RUNS:
             return None  # another handler instance already records this run
-        parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
+        parent = RUNS.get(parent_key) if parent_key is not None else None
         if parent is not None:
             scopes, parent_span, in_graph, budgets = parent.scopes, parent.span, parent.in_graph, parent.budgets
         else:
@@ -171,11 +172,11 @@ class AgentWatchHandler(BaseCallbackHandler):
         span = client.start_span(name, kind, parent=parent_span, agent=scopes[-1] if scopes else None)
         run = Run(span, scopes, in_graph=in_graph or (metadata is not None and "langgraph_step" in metadata),
                   pauses=self._on_budget == "interrupt", budgets=budgets)
-        RUNS[run_id] = run
+        RUNS[run_key] = run
         return run
 
-    def _close(self, run_id: UUID, error: BaseException | None = None) -> Run | None:
-        run = RUNS.pop(run_id, None)
+    def _close(self, run_key: int, error: BaseException | None = None) -> Run | None:
+        run = RUNS.pop(run_key, None)
         if run is None:
             return None
         # An interrupt or a drain: no error of the run. A block is one too for LangGraph (so that no RetryPolicy
@@ -207,21 +208,23 @@ class AgentWatchHandler(BaseCallbackHandler):
             if PENDING_WRAPPERS and (RETRY_MODULE in _MODULES or FALLBACKS_MODULE in _MODULES):
                 patch_imported_wrappers()
             name = name or (serialized.get("name") if serialized else None) or "chain"
+            run_key = run_id.int
+            parent_key = parent_run_id.int if parent_run_id is not None else None
             if metadata and metadata.get("langgraph_node") == name:
                 if _is_step(tags):
-                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata, tags=tags)
+                    self._start_node(client, name, inputs, run_key, parent_key, metadata, tags=tags)
                     return
-                if _is_task(metadata, RUNS.get(parent_run_id) if parent_run_id is not None else None, name):
-                    self._start_node(client, name, inputs, run_id, parent_run_id, metadata, "task", tags)
+                if _is_task(metadata, RUNS.get(parent_key) if parent_key is not None else None, name):
+                    self._start_node(client, name, inputs, run_key, parent_key, metadata, "task", tags)
                     return
             if name == "LangGraph":
                 kind = "graph"
-            elif parent_run_id is None or parent_run_id not in RUNS:
+            elif parent_key is None or parent_key not in RUNS:
                 kind = "graph" if not (metadata and "langgraph_step" in metadata) and _looks_like_graph(serialized) \
                     else "chain"
             else:
                 kind = "chain"
-            run = self._open(client, run_id, parent_run_id, name, kind, metadata)
+            run = self._open(client, run_key, parent_key, name, kind, metadata)
             if run is not None:
                 if kind == "graph":
                     run.in_graph = True
@@ -236,12 +239,11 @@ class AgentWatchHandler(BaseCallbackHandler):
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_chain_start")
 
-    def _start_node(self, client: agentwatch.Client, name: str, inputs: Any, run_id: UUID,
-                    parent_run_id: UUID | None, metadata: Mapping[str, Any], kind: str = "node",
-                    tags: list[str] | None = None) -> None:
+    def _start_node(self, client: agentwatch.Client, name: str, inputs: Any, run_key: int, parent_key: int | None,
+                    metadata: Mapping[str, Any], kind: str = "node", tags: list[str] | None = None) -> None:
         """A graph node's run, or (``kind="task"``) a Functional API task's: an agent scope of its name, limits checked
         before its code runs, and that code run with both current (``_node_context``)."""
-        run = self._open(client, run_id, parent_run_id, name, kind, metadata, self._node_scope(client, name))
+        run = self._open(client, run_key, parent_key, name, kind, metadata, self._node_scope(client, name))
         if run is None:
             return
         run.in_graph = True
@@ -264,7 +266,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             # then holds every finished node and `graph.invoke(None, config)` resumes here.
             agentwatch.check_limits(scopes=run.scopes, trace_id=run.span.trace_id, budgets=run.budgets)
         except CircuitBreakerException as error:
-            self._close(run_id, error)
+            self._close(run_key, error)
             raise graph_block(error) from None
         finally:
             detach(token)
@@ -272,7 +274,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                      tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.pop(run_id, None)
+            run = RUNS.pop(run_id.int, None)
             if run is not None:
                 if capturing():
                     run.span.output = _jsonable(outputs)
@@ -282,14 +284,15 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id, error)
+        self._close(run_id.int, error)
 
     # ---- model calls --------------------------------------------------------------------------
 
-    def _start_model(self, client: agentwatch.Client, run_id: UUID, parent_run_id: UUID | None, name: str,
+    def _start_model(self, client: agentwatch.Client, run_key: int, parent_key: int | None, name: str,
                      metadata: Mapping[str, Any], invocation: Mapping[str, Any], prompt: Any, request: Any,
                      tags: list[str] | None = None) -> None:
-        parent = RUNS.get(parent_run_id) if parent_run_id is not None else None
+        """Open the model call of ``run_key`` under the run of ``parent_key`` (their run ids' ``int``)."""
+        parent = RUNS.get(parent_key) if parent_key is not None else None
         if parent is not None:
             scopes, parent_span, parent_in_graph = parent.scopes, parent.span, parent.in_graph
         else:
@@ -320,21 +323,21 @@ class AgentWatchHandler(BaseCallbackHandler):
         except CircuitBreakerException as error:
             if pausable:
                 interrupt_for_budget(error)  # raises GraphInterrupt; returns only with an answer applied
-                self._start_model(client, run_id, parent_run_id, name, metadata, invocation, prompt, request, tags)
+                self._start_model(client, run_key, parent_key, name, metadata, invocation, prompt, request, tags)
                 return
             raise (graph_block(error) if in_graph else error) from None
         # The model's HTTP request runs in this same context: a lower layer (the HTTP plugin) finds this call there
         # and adds to it instead of counting the request a second time. The model's entry point restores the
         # caller's context when it returns (_patches), so the activation never outlives the model's own code.
         call.activate()
-        RUNS[run_id] = Run(call.span, scopes, call, parent_in_graph, request, budgets=budgets, parent=parent_span)
+        RUNS[run_key] = Run(call.span, scopes, call, parent_in_graph, request, budgets=budgets, parent=parent_span)
 
-    def _adopt(self, run_id: UUID) -> None:
+    def _adopt(self, run_key: int) -> None:
         """A model's own handler with an agent (``ChatOpenAI(callbacks=[AgentWatchHandler(agent=...)])``) hears its
         start after the handler its chain passed on (LangChain puts a run's inherited handlers before its own), which
         opened the call without this agent: the call is opened again, not yet sent, with the agent's limits checked and
         its spend charged to it."""
-        run = RUNS.get(run_id)
+        run = RUNS.get(run_key)
         own = self._own_scopes()
         if run is None or run.call is None or run.call.ended or not own:
             return
@@ -351,10 +354,10 @@ class AgentWatchHandler(BaseCallbackHandler):
                                              scopes=scopes, input=span.input, attributes=attributes,
                                              budgets=run.budgets)
         except CircuitBreakerException as error:
-            RUNS.pop(run_id, None)
+            RUNS.pop(run_key, None)
             raise (graph_block(error) if run.in_graph else error) from None
         call.activate()
-        RUNS[run_id] = Run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets, run.parent)
+        RUNS[run_key] = Run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets, run.parent)
 
     # The keywords LangChain passes are parameters here, not left to ``**kwargs``: CPython matches a keyword that
     # lands in ``**kwargs`` by comparing it with every parameter name, and builds the dict, on every model call.
@@ -365,13 +368,15 @@ class AgentWatchHandler(BaseCallbackHandler):
                             **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
-            if client is None or run_id in RUNS:
+            run_key = run_id.int
+            if client is None or run_key in RUNS:
                 if client is not None and self._agent:
-                    self._adopt(run_id)
+                    self._adopt(run_key)
                 return  # not initialised, or another handler instance already records this run
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
-            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
+            self._start_model(client, run_key, parent_run_id.int if parent_run_id is not None else None, name,
+                              metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, messages, tags)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_chat_model_start")
@@ -382,13 +387,15 @@ class AgentWatchHandler(BaseCallbackHandler):
                      options: Any = None, name: str | None = None, batch_size: Any = None, **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
-            if client is None or run_id in RUNS:
+            run_key = run_id.int
+            if client is None or run_key in RUNS:
                 if client is not None and self._agent:
-                    self._adopt(run_id)
+                    self._adopt(run_key)
                 return
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
-            self._start_model(client, run_id, parent_run_id, name, metadata or _EMPTY, invocation_params or _EMPTY,
+            self._start_model(client, run_key, parent_run_id.int if parent_run_id is not None else None, name,
+                              metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, prompts, tags)
         except Exception:
             swallow_internal_error("AgentWatchHandler.on_llm_start")
@@ -396,7 +403,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                          tags: list[str] | None = None, chunk: Any = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.get(run_id)
+            run = RUNS.get(run_id.int)
             if run is not None and run.call is not None:
                 run.call.mark_first_token()
         except Exception:
@@ -405,7 +412,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
                    tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.pop(run_id, None)
+            run = RUNS.pop(run_id.int, None)
             if run is None or run.call is None:
                 return
             call = run.call
@@ -417,7 +424,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        end_model_run(run_id, error, kwargs.get("response"))
+        end_model_run(run_id.int, error, kwargs.get("response"))
 
     # ---- tools and retrievers -----------------------------------------------------------------
 
@@ -430,7 +437,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         if client is None:
             return
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
-        run = self._open(client, run_id, parent_run_id, name, "tool", metadata)
+        run = self._open(client, run_id.int, parent_run_id.int if parent_run_id is not None else None, name, "tool",
+                         metadata)
         if run is not None:
             if "tool" in UNPATCHED_RUN_CONTEXTS:  # the tool's body runs with it current (_node_context)
                 install_run_contexts()
@@ -442,14 +450,15 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run = RUNS.get(run_id)
+        run_key = run_id.int
+        run = RUNS.get(run_key)
         if run is not None and capturing():
             run.span.output = _jsonable(getattr(output, "content", output))
-        self._close(run_id)
+        self._close(run_key)
 
     @stop_on_exception
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id, error)
+        self._close(run_id.int, error)
 
     @stop_on_exception
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
@@ -459,7 +468,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         if client is None:
             return
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
-        run = self._open(client, run_id, parent_run_id, name, "retriever", metadata)
+        run = self._open(client, run_id.int, parent_run_id.int if parent_run_id is not None else None, name,
+                         "retriever", metadata)
         if run is not None and (tags or metadata):
             add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
         if run is not None and capturing():
@@ -467,16 +477,17 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
-        run = RUNS.get(run_id)
+        run_key = run_id.int
+        run = RUNS.get(run_key)
         if run is not None:
             run.span.attributes["retriever.documents"] = len(documents)
             if capturing():
                 run.span.output = [getattr(doc, "page_content", str(doc)) for doc in documents]
-        self._close(run_id)
+        self._close(run_key)
 
     @stop_on_exception
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id, error)
+        self._close(run_id.int, error)
 
 
 def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:

@@ -93,7 +93,7 @@ def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | N
     try:
         callbacks = config.get("callbacks") if isinstance(config, dict) else None
         parent = getattr(callbacks, "parent_run_id", None)
-        run = RUNS.get(parent) if parent is not None else None
+        run = RUNS.get(parent.int) if parent is not None else None
         if run is None or run.span.kind not in kinds:
             return None
         context.run(_make_current, run)  # the copy is dropped when the run's code ends: nothing to undo

@@ -225,7 +225,7 @@ def _ends_in_the_callers_context(original: Callable[..., Any]) -> Callable[..., 
 
     @functools.wraps(original)
     async def on_end(self: Any, *args: Any, **kwargs: Any) -> Any:
-        run = RUNS.get(self.run_id)
+        run = RUNS.get(self.run_id.int)
         if run is not None and run.call is not None and run.call is get_current_llm_call():
             run.call.deactivate()
         return await original(self, *args, **kwargs)

@@ -41,8 +41,8 @@ def _end_timed_out(task: Any, error: BaseException) -> None:
     """End the span of the task's node run (found by its checkpoint namespace, which names the task) with ``error``;
     the cancellation that reaches the run after this finds nothing left to end."""
     namespace = task.config["configurable"]["checkpoint_ns"]
-    for run_id, run in list(RUNS.items()):
+    for run_key, run in list(RUNS.items()):
         span = run.span
         if span.kind in ("node", "task") and span.attributes.get("checkpoint_ns") == namespace:
-            if RUNS.pop(run_id, None) is not None:
+            if RUNS.pop(run_key, None) is not None:
                 end_span(span, error)
