@@ -1,4 +1,5 @@
-"""The pytest11 entry point. Does nothing unless ``--agentwatch`` or a budget is given."""
+"""The pytest11 entry point. Does nothing unless ``--agentwatch`` or a budget is given, or a collected test carries
+the ``agentwatch`` marker."""
 
 from __future__ import annotations
 
@@ -51,11 +52,31 @@ def pytest_configure(config: pytest.Config) -> None:
     wanted = bool(config.getoption("agentwatch") or config.getini("agentwatch") or config.getoption("agentwatch_json")
                   or session_budget is not None or test_budget is not None)
     if not wanted:
+        config.pluginmanager.register(_MarkedTestsSwitchOn(), "agentwatch_marked_tests")
         return
     from ._session import AgentWatchSession
 
     session = AgentWatchSession(config, session_budget, test_budget, _json_path(config))
     config.pluginmanager.register(session, _REPORT_KEY)
+
+
+class _MarkedTestsSwitchOn:
+    """A test's ``@pytest.mark.agentwatch(...)`` limits hold without ``--agentwatch``, as pytest-timeout's marker does
+    without ``--timeout``: a run whose collected tests carry the marker is switched on once they are known (the
+    session has started by then, so the active part is started by hand). Before, such a test ran unlimited."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        if config.pluginmanager.has_plugin(_REPORT_KEY) or config.option.collectonly:
+            return
+        if not any(item.get_closest_marker("agentwatch") is not None for item in items):
+            return
+        from ._session import AgentWatchSession
+
+        active = AgentWatchSession(config, None, None, None)
+        config.pluginmanager.register(active, _REPORT_KEY)
+        active.pytest_sessionstart(session)
 
 
 def _json_path(config: pytest.Config) -> Path | None:

@@ -251,6 +251,28 @@ def test_marker_limits(pytester: pytest.Pytester) -> None:
     assert "CircuitBreakerException" in result.stdout.str()
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_marker_limits_hold_without_the_option(pytester: pytest.Pytester, workers: list[str]) -> None:
+    """Found 2026-12-06: without --agentwatch a test's @pytest.mark.agentwatch(...) limits were not enforced (it ran its
+    five calls and passed), where pytest-timeout's marker holds without --timeout."""
+    _suite(pytester, """
+        @pytest.mark.agentwatch(max_calls=2)
+        def test_loop():
+            call(5)
+
+        @pytest.mark.agentwatch(budget=COST_PER_CALL * 1.5)
+        def test_over_budget():
+            call(3)
+
+        def test_unmarked():
+            call(5)
+    """.replace("COST_PER_CALL", repr(COST_PER_CALL)))
+    result = pytester.runpytest_subprocess(*workers)
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*max_calls=2 exceeded*"])
+    result.stdout.fnmatch_lines(["*test budget $0.011250 exceeded*"])
+
+
 def test_a_marker_that_cannot_be_read_errors_that_test_only(pytester: pytest.Pytester) -> None:
     """Found 2026-12-05: budget="0.01" stopped the whole session with an INTERNALERROR; a positional budget or a
     misspelt keyword was ignored (the test ran unlimited); a negative budget reported a nonsense "exceeded"."""
