@@ -96,7 +96,11 @@ def _find_in_table(model: str, provider: str | None) -> Any | None:
 
     from genai_prices import data_snapshot
 
-    snapshot = data_snapshot.get_snapshot()
+    table = data_snapshot.get_snapshot()
+    # A snapshot of the same table with caches of its own, dropped after this lookup: genai-prices' shared snapshot
+    # keeps every name it was asked for (a model not found too) for the life of the process, so names made up per
+    # call (a proxy's per-request alias) grew it forever; ``Pricer`` keeps the answers, within its bound.
+    snapshot = data_snapshot.DataSnapshot(providers=table.providers, from_auto_update=table.from_auto_update)
     candidates = [model]
     stripped = re.sub(_DATE_SUFFIX, "", model)
     if stripped != model:
