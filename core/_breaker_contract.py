@@ -136,6 +136,42 @@ class CircuitBreakerException(Exception):
     #: way out are not blocks of their own.
     _recorded = False
 
+    # Exceptions are rebuilt from ``args`` (here the message alone, which ``__init__`` does not take) and ``__dict__``
+    # (``monitor`` holds locks and modules): a block raised in a worker process (``ProcessPoolExecutor``,
+    # ``multiprocessing.Pool``) reached the caller as "TypeError: cannot pickle 'module' object", and ``copy.copy``
+    # raised too. A copy keeps every attribute and the message; one pickled for another process leaves ``monitor``
+    # (and anything else that cannot cross) behind: the monitor governs the process that blocked, not the receiver.
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import pickle
+
+        state = {}
+        for key, value in self.__dict__.items():
+            if key == "monitor":
+                continue
+            try:
+                pickle.dumps(value)
+            except Exception:  # a plugin's attribute that holds live objects: the block crosses without it
+                continue
+            state[key] = value
+        state["monitor"] = None
+        return _rebuild_block, (type(self), self.args), state
+
+    def __copy__(self) -> CircuitBreakerException:
+        clone = _rebuild_block(type(self), self.args)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CircuitBreakerException:
+        return self.__copy__()  # the monitor is live state, not a value: a deep copy refers to the same one
+
+
+def _rebuild_block(cls: type[CircuitBreakerException], args: tuple[Any, ...]) -> CircuitBreakerException:
+    """A block with ``args`` as its message, its attributes set afterwards (pickle's state, ``__copy__``)."""
+    block = cls.__new__(cls)
+    Exception.__init__(block, *args)
+    return block
+
 
 PASS_THROUGH.append(CircuitBreakerException)
 
