@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
@@ -35,6 +36,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: in it, with no span of its own.
 _METHOD_CALL: ContextVar[tuple[SpanScope, Span] | None] = ContextVar("agentwatch_method_call", default=None)
 
+#: Guards which entry of a scope object is which (``SpanScope._begin`` / ``_end``); held for a few list operations.
+_ENTRIES_LOCK = threading.Lock()
+
 
 class SpanScope:
     """A span that is the current span while the block (or decorated call) runs; with an exporter to the program's
@@ -44,6 +48,8 @@ class SpanScope:
     _otel_current = True
     #: For a call of a decorated class's method: the decorator the scope is a copy of (``_METHOD_CALL``).
     _method_of: SpanScope | None = None
+    #: The entries of this object in force (itself first, then copies), while it is entered: see ``_begin``.
+    _entries: list[SpanScope] | None = None
 
     def __init__(self, name: str, kind: str = "span", *, attributes: dict[str, Any] | None = None) -> None:
         self.name = name
@@ -57,8 +63,41 @@ class SpanScope:
         """A copy for one decorated call, so concurrent calls do not share span state."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.span, clone._tokens, clone._otel = None, [], None
+        clone.span, clone._tokens, clone._otel, clone._entries = None, [], None, None
         return clone
+
+    def _begin(self) -> Self:
+        """The scope one entry opens: this object, or a copy of it while this object is already entered. One object
+        entered by concurrent tasks or threads (a module-level ``bot = agentwatch.agent("Bot")``, ``async with bot:``
+        per request) or nested in itself held one span and one list of context tokens for all of them: every
+        entry but the last was never ended (its span lost, the calls under it left with a parent that never
+        arrived) and the contexts were reset out of order."""
+        with _ENTRIES_LOCK:
+            entries = self._entries
+            if entries is None:
+                self._entries = [self]
+                return self
+            entry = self._fresh()
+            entries.append(entry)
+            return entry
+
+    def _end(self) -> SpanScope:
+        """The entry an exit closes: the one whose span is current here (each task or thread sees its own), else
+        the latest."""
+        with _ENTRIES_LOCK:
+            entries = self._entries
+            if not entries:
+                return self
+            current = CURRENT_SPAN.get()
+            index = len(entries) - 1
+            for position in range(index, -1, -1):
+                if entries[position].span is current:
+                    index = position
+                    break
+            entry = entries.pop(index)
+            if not entries:
+                self._entries = None
+            return entry
 
     # ---- span life ----------------------------------------------------------------------------
 
@@ -118,20 +157,21 @@ class SpanScope:
 
     # ---- protocols ----------------------------------------------------------------------------
 
-    def __enter__(self) -> SpanScope:
-        self._open()
-        return self
+    def __enter__(self) -> Self:
+        entry = self._begin()
+        entry._open()
+        return entry
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._close(error)
+        self._end()._close(error)
 
-    async def __aenter__(self) -> SpanScope:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         tb: TracebackType | None) -> None:
-        self._close(error)
+        self._end()._close(error)
 
     def __call__(self, func: F) -> F:
         if inspect.isclass(func):
@@ -293,10 +333,6 @@ class AgentContext(SpanScope):
                 self._tokens.append(AGENT_SCOPES.set((*AGENT_SCOPES.get(), self.scope)))
         super()._open()
 
-    def __enter__(self) -> AgentContext:
-        self._open()
-        return self
-
 
 class TraceContext(SpanScope):
     """A trace scope; with a ``budget``, every LLM call inside shares that many USD (not time-windowed)."""
@@ -327,10 +363,6 @@ class TraceContext(SpanScope):
         if monitor is not None:
             span.attributes["trace.budget"] = monitor.budget_per_hour
             span.attributes["trace.spent"] = monitor.snapshot()["spend_last_hour"]
-
-    def __enter__(self) -> TraceContext:
-        self._open()
-        return self
 
 
 class SessionContext(SpanScope):
@@ -371,10 +403,6 @@ class SessionContext(SpanScope):
         if self._result is not None:
             span.attributes["session.result"] = self._result
 
-    def __enter__(self) -> SessionContext:
-        self._open()
-        return self
-
 
 class CronContext(SpanScope):
     def __init__(self, name: str, schedule: str | None = None, grace_seconds: float | None = None) -> None:
@@ -404,10 +432,6 @@ class CronContext(SpanScope):
     def _before_end(self, span: Span, error: BaseException | None) -> None:
         span.attributes["cron.duration_ms"] = (time.perf_counter() - self._started) * 1000
         span.attributes["cron.success"] = error is None
-
-    def __enter__(self) -> CronContext:
-        self._open()
-        return self
 
 
 def trace(name: str, *, budget: float | None = None, hard_budget: bool | None = None,
