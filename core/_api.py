@@ -59,7 +59,7 @@ class SpanScope:
         self._tokens: list[Token[Any]] = []
         self._otel: tuple[Any, Any] | None = None
 
-    def _fresh(self) -> SpanScope:
+    def _fresh(self) -> Self:
         """A copy for one decorated call, so concurrent calls do not share span state."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -380,7 +380,7 @@ class SessionContext(SpanScope):
         super().__init__(name, "session", attributes={"session.name": name, SESSION_KEY: self.id})
         self._result: Any = None
 
-    def _fresh(self) -> SessionContext:
+    def _fresh(self) -> Self:
         clone = super()._fresh()
         assert isinstance(clone, SessionContext)
         if self._generated:  # a decorated function without a session name: each call is a session of its own
