@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
@@ -434,57 +434,113 @@ class CronContext(SpanScope):
         span.attributes["cron.success"] = error is None
 
 
+def _bare(target: object) -> bool:
+    """``@agentwatch.trace`` written without parentheses (the SDK spec's ``@pulse.trace``, ``@pulse.agent``,
+    ``@pulse.task``): the name argument is then the decorated function or class itself. Taken for a name, it made a
+    scope that replaced the function: ``job(21)`` returned a wrapper and never ran the job."""
+    return callable(target) and not isinstance(target, str)
+
+
+def _name_of(target: Any) -> str:
+    return str(getattr(target, "__name__", None) or type(target).__name__)
+
+
+@overload
+def trace(name: F, /) -> F: ...
+@overload
 def trace(name: str, *, budget: float | None = None, hard_budget: bool | None = None,
-          **attributes: Any) -> TraceContext:
+          **attributes: Any) -> TraceContext: ...
+def trace(name: Any, *, budget: float | None = None, hard_budget: bool | None = None,
+          **attributes: Any) -> Any:
     """Group everything inside into one trace (a new one, or a child if a trace is already open).
 
     ``budget`` (USD): every LLM call inside, from any framework, shares it for the whole run (no time
     window); the call that finds it spent is blocked with scope ``"trace"``. ``hard_budget`` (default: the
     ``init`` setting) reserves each call's worst case first, so the run never spends more than ``budget``.
+    ``@agentwatch.trace`` without arguments decorates with a trace named after the function or class.
     """
+    if _bare(name):
+        return TraceContext(_name_of(name), budget, hard_budget, attributes)(name)
     return TraceContext(name, budget, hard_budget, attributes)
 
 
-def span(name: str, kind: str = "span", **attributes: Any) -> SpanScope:
+@overload
+def span(name: F, /) -> F: ...
+@overload
+def span(name: str, kind: str = "span", **attributes: Any) -> SpanScope: ...
+def span(name: Any, kind: str = "span", **attributes: Any) -> Any:
+    if _bare(name):
+        return SpanScope(_name_of(name), kind, attributes=attributes)(name)
     return SpanScope(name, kind, attributes=attributes)
 
 
-def task(name: str, **attributes: Any) -> SpanScope:
+@overload
+def task(name: F, /) -> F: ...
+@overload
+def task(name: str, **attributes: Any) -> SpanScope: ...
+def task(name: Any, **attributes: Any) -> Any:
+    if _bare(name):
+        return SpanScope(_name_of(name), "task", attributes=attributes)(name)
     return SpanScope(name, "task", attributes=attributes)
 
 
+@overload
+def agent(name: F, /) -> F: ...
+@overload
 def agent(name: str, role: str | None = None, agent_id: str | None = None, *,
           budget_per_hour: float | None = None, max_error_rate: float | None = None,
           max_calls_per_minute: int | None = None, block_on_threshold: bool | None = None,
           hard_budget: bool | None = None, on_alert: Callable[[dict[str, Any]], Any] | None = None,
-          on_block: Callable[[Any], Any] | None = None) -> AgentContext:
+          on_block: Callable[[Any], Any] | None = None) -> AgentContext: ...
+def agent(name: Any, role: str | None = None, agent_id: str | None = None, *,
+          budget_per_hour: float | None = None, max_error_rate: float | None = None,
+          max_calls_per_minute: int | None = None, block_on_threshold: bool | None = None,
+          hard_budget: bool | None = None, on_alert: Callable[[dict[str, Any]], Any] | None = None,
+          on_block: Callable[[Any], Any] | None = None) -> Any:
     """An agent scope. The same name reuses one monitor, so its budget is per agent, not per block.
 
     ``hard_budget=True``: each call reserves its worst-case cost first and is blocked unless it fits.
+    ``@agentwatch.agent`` without arguments: an agent named after the decorated function or class.
     """
     limits = {key: value for key, value in {
         "budget_per_hour": budget_per_hour, "max_error_rate": max_error_rate,
         "max_calls_per_minute": max_calls_per_minute, "block_on_threshold": block_on_threshold,
         "hard_budget": hard_budget,
         "on_alert": on_alert, "on_block": on_block}.items() if value is not None}
+    if _bare(name):
+        return AgentContext(_name_of(name), role, agent_id, **limits)(name)
     return AgentContext(name, role, agent_id, **limits)
 
 
 agent_fn = agent
 
 
-def session(name: str | None = None, *, session_id: str | None = None) -> SessionContext:
+@overload
+def session(name: F, /) -> F: ...
+@overload
+def session(name: str | None = None, *, session_id: str | None = None) -> SessionContext: ...
+def session(name: Any = None, *, session_id: str | None = None) -> Any:
     """Group traces into a session: spans started inside carry ``session.id`` = ``session_id``, else ``name``
-    (else a new random id, ``s.id``). Enter it again with the same id, in any process, to add traces to it."""
+    (else a new random id, ``s.id``). Enter it again with the same id, in any process, to add traces to it.
+    ``@agentwatch.session`` without arguments: a session named after the decorated function."""
+    if _bare(name):
+        return SessionContext(_name_of(name), session_id)(name)
     return SessionContext(name, session_id)
 
 
-def cron(name: str, schedule: str | None = None, grace_seconds: float | None = None) -> CronContext:
+@overload
+def cron(name: F, /) -> F: ...
+@overload
+def cron(name: str, schedule: str | None = None, grace_seconds: float | None = None) -> CronContext: ...
+def cron(name: Any, schedule: str | None = None, grace_seconds: float | None = None) -> Any:
     """Monitor a scheduled job: start, end, duration and success or failure.
 
     With ``schedule`` (a cron expression, UTC) and ``grace_seconds`` the collector also knows when the job
-    should have run, and marks each expected run ok, failed, late or missed.
+    should have run, and marks each expected run ok, failed, late or missed. ``@agentwatch.cron`` without arguments:
+    a job named after the decorated function.
     """
+    if _bare(name):
+        return CronContext(_name_of(name), schedule, grace_seconds)(name)
     return CronContext(name, schedule, grace_seconds)
 
 
