@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, Final, Self, TypeVar, overload
 
 from ._breaker import CircuitBreakerException, Monitor
 from ._client import get_client
@@ -36,6 +36,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: in it, with no span of its own.
 _METHOD_CALL: ContextVar[tuple[SpanScope, Span] | None] = ContextVar("agentwatch_method_call", default=None)
 
+#: The longest span name and kind the collector stores (``server/_model.py``): a span over either is refused there, so
+#: a trace named after a long question, or ``session.log(message)`` of a long message, was lost (and the spans under a
+#: refused trace left without their root), while ``flush()`` said True.
+NAME_MAX: Final = 2000
+KIND_MAX: Final = 64
+
+
+def _fit(text: Any, limit: int) -> str:
+    text = text if isinstance(text, str) else str(text)
+    return text if len(text) <= limit else text[:limit]
+
+
 #: Guards which entry of a scope object is which (``SpanScope._begin`` / ``_end``); held for a few list operations.
 _ENTRIES_LOCK = threading.Lock()
 
@@ -52,8 +64,8 @@ class SpanScope:
     _entries: list[SpanScope] | None = None
 
     def __init__(self, name: str, kind: str = "span", *, attributes: dict[str, Any] | None = None) -> None:
-        self.name = name
-        self.kind = kind
+        self.name = _fit(name, NAME_MAX)
+        self.kind = _fit(kind, KIND_MAX)
         self._attributes = dict(attributes or {})
         self.span: Span | None = None
         self._tokens: list[Token[Any]] = []
@@ -548,7 +560,7 @@ def _instant(name: str, kind: str, attributes: dict[str, Any]) -> None:
     client = get_client()
     if client is None:
         return
-    instant = client.start_span(name, kind, attributes=attributes)
+    instant = client.start_span(_fit(name, NAME_MAX), kind, attributes=attributes)
     client.end_span(instant)
 
 
