@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._span import Span
 
-__all__ = ["TEXT_LIMIT", "capturing", "clip", "bounded", "bound_text"]
+__all__ = ["TEXT_LIMIT", "NOT_KEPT", "capturing", "clip", "clip_error", "bounded", "bound_text"]
 
 #: Characters kept of one captured string (a prompt, an output, a tool's arguments, an error message).
 TEXT_LIMIT: Final = 4000
@@ -39,6 +39,22 @@ def clip(value: Any) -> str:
     """``value`` as text (its ``str``), at most ``TEXT_LIMIT`` characters."""
     text = value if value.__class__ is str else str(value)
     return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT]
+
+
+#: An error's message under zero data retention (``clip_error``).
+NOT_KEPT: Final = "(message not kept: zero_data_retention)"
+
+
+def clip_error(value: Any) -> str:
+    """An error's message as a span keeps it (``Span.record_error``): ``clip``ped, or under zero data retention not at
+    all. Error texts quote prompts and answers: a provider's 400 can quote the request (Groq's ``failed_generation``
+    is the model's answer), LangChain's ``OutputParserException`` holds the model's answer whole, and AG2 hands the
+    failed message's content as its error; they were kept under ``zero_data_retention=True``, which promises no prompt
+    or response text (the collector's own zero data retention drops ``error.message`` too). The type stays."""
+    client = _client_module._active
+    if client is not None and client.config.zero_data_retention:
+        return NOT_KEPT
+    return clip(value)
 
 
 def bounded(value: Any, depth: int = 0) -> Any:

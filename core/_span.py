@@ -113,7 +113,7 @@ class Span:
         return (self.end_time_unix_nano - self.start_time_unix_nano) / 1e6
 
     def record_error(self, error: BaseException | str) -> None:
-        from ._capture import clip  # here, not at the top: _capture reads the client, which imports this module
+        from ._capture import clip_error as clip  # here: _capture reads the client, which imports this module
 
         self.status = "error"
         if isinstance(error, BaseException):
