@@ -65,7 +65,12 @@ def guard_exporter(exporter: object, method: str, default: Any = None) -> Callab
     """``exporter.<method>`` (``export``, ``force_flush``, ``shutdown``) logging and swallowing what it raises: for an
     exporter of ours an internal error; for the program's own (``init(exporters=[MyExporter()])``) its failure, worded
     so the user sees it is their exporter, with ``default`` returned (``export``: the batch counts as failed)."""
-    bound = getattr(exporter, method)
+    bound = getattr(exporter, method, None)
+    if bound is None:
+        # Only ``export`` is required of the program's exporter (``init`` checks it): one without ``force_flush`` or
+        # ``shutdown`` holds nothing to flush or release. ``agentwatch.flush()`` and ``shutdown()`` raised
+        # AttributeError into the program for it.
+        return _flushed if method == "force_flush" else _nothing_to_do
     kind = type(exporter)
     if kind.__module__.partition(".")[0] == "agentwatch":
         return stop_on_exception(bound, default=default)  # type: ignore[no-any-return]
@@ -79,6 +84,14 @@ def guard_exporter(exporter: object, method: str, default: Any = None) -> Callab
             return default
 
     return call
+
+
+def _flushed(*_args: Any) -> bool:
+    return True
+
+
+def _nothing_to_do(*_args: Any) -> None:
+    return None
 
 
 @overload
