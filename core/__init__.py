@@ -25,6 +25,7 @@ from ._api import (
 )
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._client import Client, get_client, get_state, init, shutdown
+from ._config import timeout_seconds
 from ._context import current_span, current_trace_id
 from ._export import Exporter
 from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
@@ -47,12 +48,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def flush(timeout: float = 5.0) -> bool:
+def flush(timeout: float | None = 5.0) -> bool:
     """Export everything queued now; True if it finished within ``timeout`` seconds and reached the exporters'
     destinations (False while the collector is known down: the spans went to the spool, for later; False too if it
-    refused a batch since the last flush, e.g. for a wrong ``api_key``: those spans were dropped)."""
+    refused a batch since the last flush, e.g. for a wrong ``api_key``: those spans were dropped). None is the default
+    wait; a timeout that is no number raises TypeError even before ``init()``."""
+    seconds = timeout_seconds("flush()", timeout)
     client = get_client()
-    return client.flush(timeout) if client is not None else True
+    return client.flush(seconds) if client is not None else True
 
 
 def verify() -> bool:

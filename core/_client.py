@@ -17,6 +17,7 @@ from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
 from ._client_structure import StructureAPI
+from ._config import DEFAULT_TIMEOUT, timeout_seconds
 from ._context import (
     SCOPED,
     SESSION_KEY,
@@ -462,7 +463,8 @@ class Client(StructureAPI):
             },
         }
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+        timeout = timeout_seconds("flush()", timeout)
         if deferred_work:
             run_deferred()  # a dropped stream's call ends (and is exported) with what is flushed
         return self.processor.force_flush(timeout)
@@ -474,7 +476,8 @@ class Client(StructureAPI):
         finally:
             exporter.shutdown()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        timeout = timeout_seconds("shutdown()", timeout)
         run_deferred()
         stop_on_exception(self._warn_unmatched_agents)()
         self._import_hooks.uninstall()
@@ -564,9 +567,10 @@ def _freeze_start_up_objects() -> None:
         gc.freeze()
 
 
-def shutdown(timeout: float = 5.0) -> None:
-    """Remove every patch and hook, flush what is queued (up to ``timeout`` seconds) and stop."""
+def shutdown(timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    """Remove every patch and hook, flush what is queued (up to ``timeout`` seconds; None: the default) and stop."""
     global _active
+    timeout = timeout_seconds("shutdown()", timeout)
     with _lock:
         client, _active = _active, None
     if client is None:

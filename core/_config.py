@@ -16,9 +16,13 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Config", "DEFAULT_PROXY_URL", "build_config"]
+__all__ = ["Config", "DEFAULT_PROXY_URL", "DEFAULT_TIMEOUT", "build_config", "timeout_seconds"]
 
 DEFAULT_PROXY_URL = "http://localhost:3001/api/ingest"
+#: ``flush()`` and ``shutdown()``'s wait, in seconds, when none (or None) is given.
+DEFAULT_TIMEOUT = 5.0
+#: The longest wait they take: an infinite one overflowed the clock's conversion (OverflowError from flush(inf)).
+_LONGEST_WAIT = 7 * 24 * 3600.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -164,6 +168,19 @@ def _number(name: str, value: Any, *, optional: bool, integer: bool = False, upp
     if upper is not None and number > upper:
         raise ValueError(f"{name} must be at most {upper}, got {value!r}")
     return number
+
+
+def timeout_seconds(where: str, value: Any) -> float:
+    """``flush()``'s or ``shutdown()``'s timeout: None is the default, a negative one does not wait, an infinite one
+    waits a week at most; what is no number is a clear error (it was an internal TypeError from the worker's clock)."""
+    if value is None:
+        return DEFAULT_TIMEOUT
+    number = _plain_number(value, False)
+    if number is None:
+        raise TypeError(f"{where} timeout must be a number of seconds or None, not {type(value).__name__}")
+    if math.isnan(number):
+        raise ValueError(f"{where} timeout must be a number of seconds, got {value!r}")
+    return min(max(number, 0.0), _LONGEST_WAIT)
 
 
 def _boolean(name: str, value: Any) -> bool:
