@@ -235,6 +235,8 @@ class HttpSender:
         #: ... and it failed by waiting out the timeout (a receiver that hangs, or a host that drops packets), not
         #: at once (refused, reset, an error status): trying it again costs whoever waits another timeout.
         self.timed_out = False
+        #: The body of the last 2xx answer (what the receiver says it did with the batch).
+        self.answer = b""
         #: The operator-control version the collector's last answer announced (``_remote_control``).
         self.announced_control: str | None = None
 
@@ -324,6 +326,7 @@ class HttpSender:
                 self.timed_out = False
                 if 200 <= status < 300:  # any 2xx: our collector answers 202, like ATP receivers
                     self.down = False
+                    self.answer = data
                     return "sent"
                 if status not in self.RETRY_STATUSES:
                     self.down = False
@@ -438,6 +441,11 @@ class SpoolingExporter:
     def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
         """Called after the receiver took ``spans`` (not for spooled batches): for follow-up requests."""
 
+    def rejected_in(self, answer: bytes) -> int:
+        """How many spans of a batch the receiver took (2xx) its ``answer`` says it rejected, logged; 0 unless a
+        subclass reads its receiver's answers."""
+        return 0
+
     def prepare(self) -> None:
         """The export worker's imports for this exporter, before its first export (``_forking.importing``): the HTTP
         client (with ssl and email), gzip, and hashlib for the spool's directory name."""
@@ -495,6 +503,8 @@ class SpoolingExporter:
             if self._probe_at:  # back after an outage: what it missed goes at the next wake-up
                 self._probe_at = self._spool_next_check = 0.0
             self.delivered(spans)
+            if self.rejected_in(sender.answer):
+                self._refusals += 1  # accepted, but not whole: flush() says so, as for a batch refused
             return True
         if outcome == "refused":
             self._refusals += 1
@@ -674,6 +684,24 @@ class HttpExporter(SpoolingExporter):
     def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
         if self._alert_path:
             self._forward_breaker_records(spans)
+
+    def rejected_in(self, answer: bytes) -> int:
+        """The collector stores a batch's valid spans and answers 202 with how many it rejected and why (a span it
+        cannot store, e.g. attributes nested deeper than it takes): those were dropped, said here instead of never."""
+        if b'"rejected"' not in answer:
+            return 0
+        import json
+
+        try:
+            parsed = json.loads(answer)
+            rejected = int(parsed.get("rejected") or 0)
+        except (ValueError, TypeError, AttributeError):
+            return 0
+        if rejected > 0:
+            reasons = json.dumps(parsed.get("errors") or [])[:300]
+            logger.warning("agentwatch: the collector stored a batch but rejected %d of its spans (dropped): %s",
+                           rejected, reasons)
+        return max(rejected, 0)
 
     def _post_json(self, path: str, payload: Any, *, gzipped: bool = True) -> bool:
         return self._sender.post_with_retries(path, _json_bytes(payload), "application/json", gzipped=gzipped)
