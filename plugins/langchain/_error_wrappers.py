@@ -33,7 +33,7 @@ from uuid import UUID
 from agentwatch import CircuitBreakerException
 from agentwatch.instrumentation import enclosing_monitors, stop_on_exception
 
-from ._runs import RUNS
+from ._runs import RUNS, key_of
 
 __all__ = ["RETRY_MODULE", "FALLBACKS_MODULE", "PENDING", "forget_error_wrappers", "install_error_wrappers",
            "patch_imported_wrappers"]
@@ -156,7 +156,7 @@ def passes_fallbacks(error: BaseException, run_id: UUID) -> bool:
         return False
     if error.scope != "agent":  # global, a trace(budget=...), a LangGraph thread's budget
         return True
-    run = RUNS.get(run_id.int)  # the fallbacks run: its agents are every fallback's too
+    run = RUNS.get(key_of(run_id))  # the fallbacks run: its agents are every fallback's too
     return any(monitor is error.monitor for monitor in enclosing_monitors(scopes=run.scopes if run else ()))
 
 

@@ -37,7 +37,7 @@ from ._messages import message_dicts, record_result
 from ._patches import UNPATCHED_RUN_CONTEXTS, install_run_contexts
 from ._patches import install as install_patches
 from ._plugin import install_deferred
-from ._runs import RUNS, Run, end_model_run
+from ._runs import RUNS, Run, end_model_run, key_of, parent_key_of
 
 __all__ = ["AgentWatchHandler"]
 
@@ -208,8 +208,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             if PENDING_WRAPPERS and (RETRY_MODULE in _MODULES or FALLBACKS_MODULE in _MODULES):
                 patch_imported_wrappers()
             name = name or (serialized.get("name") if serialized else None) or "chain"
-            run_key = run_id.int
-            parent_key = parent_run_id.int if parent_run_id is not None else None
+            run_key = key_of(run_id)
+            parent_key = parent_key_of(parent_run_id)
             if metadata and metadata.get("langgraph_node") == name:
                 if _is_step(tags):
                     self._start_node(client, name, inputs, run_key, parent_key, metadata, tags=tags)
@@ -274,7 +274,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                      tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.pop(run_id.int, None)
+            run = RUNS.pop(key_of(run_id), None)
             if run is not None:
                 if capturing():
                     run.span.output = _jsonable(outputs)
@@ -284,7 +284,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id.int, error)
+        self._close(key_of(run_id), error)
 
     # ---- model calls --------------------------------------------------------------------------
 
@@ -368,14 +368,14 @@ class AgentWatchHandler(BaseCallbackHandler):
                             **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
-            run_key = run_id.int
+            run_key = key_of(run_id)
             if client is None or run_key in RUNS:
                 if client is not None and self._agent:
                     self._adopt(run_key)
                 return  # not initialised, or another handler instance already records this run
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
-            self._start_model(client, run_key, parent_run_id.int if parent_run_id is not None else None, name,
+            self._start_model(client, run_key, parent_key_of(parent_run_id), name,
                               metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, messages, tags)
         except Exception:
@@ -387,14 +387,14 @@ class AgentWatchHandler(BaseCallbackHandler):
                      options: Any = None, name: str | None = None, batch_size: Any = None, **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
-            run_key = run_id.int
+            run_key = key_of(run_id)
             if client is None or run_key in RUNS:
                 if client is not None and self._agent:
                     self._adopt(run_key)
                 return
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
-            self._start_model(client, run_key, parent_run_id.int if parent_run_id is not None else None, name,
+            self._start_model(client, run_key, parent_key_of(parent_run_id), name,
                               metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, prompts, tags)
         except Exception:
@@ -403,7 +403,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                          tags: list[str] | None = None, chunk: Any = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.get(run_id.int)
+            run = RUNS.get(key_of(run_id))
             if run is not None and run.call is not None:
                 run.call.mark_first_token()
         except Exception:
@@ -412,7 +412,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
                    tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.pop(run_id.int, None)
+            run = RUNS.pop(key_of(run_id), None)
             if run is None or run.call is None:
                 return
             call = run.call
@@ -424,7 +424,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        end_model_run(run_id.int, error, kwargs.get("response"))
+        end_model_run(key_of(run_id), error, kwargs.get("response"))
 
     # ---- tools and retrievers -----------------------------------------------------------------
 
@@ -437,7 +437,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         if client is None:
             return
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
-        run = self._open(client, run_id.int, parent_run_id.int if parent_run_id is not None else None, name, "tool",
+        run = self._open(client, key_of(run_id), parent_key_of(parent_run_id), name, "tool",
                          metadata)
         if run is not None:
             if "tool" in UNPATCHED_RUN_CONTEXTS:  # the tool's body runs with it current (_node_context)
@@ -450,7 +450,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run_key = run_id.int
+        run_key = key_of(run_id)
         run = RUNS.get(run_key)
         if run is not None and capturing():
             run.span.output = _jsonable(getattr(output, "content", output))
@@ -458,7 +458,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id.int, error)
+        self._close(key_of(run_id), error)
 
     @stop_on_exception
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
@@ -468,7 +468,7 @@ class AgentWatchHandler(BaseCallbackHandler):
         if client is None:
             return
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
-        run = self._open(client, run_id.int, parent_run_id.int if parent_run_id is not None else None, name,
+        run = self._open(client, key_of(run_id), parent_key_of(parent_run_id), name,
                          "retriever", metadata)
         if run is not None and (tags or metadata):
             add_labels(run.span.attributes, tags, metadata, client.config.zero_data_retention)
@@ -477,7 +477,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
-        run_key = run_id.int
+        run_key = key_of(run_id)
         run = RUNS.get(run_key)
         if run is not None:
             run.span.attributes["retriever.documents"] = len(documents)
@@ -487,7 +487,7 @@ class AgentWatchHandler(BaseCallbackHandler):
 
     @stop_on_exception
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id.int, error)
+        self._close(key_of(run_id), error)
 
 
 def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:

@@ -22,7 +22,7 @@ from agentwatch import BlockEvent, CircuitBreakerException
 from agentwatch.instrumentation import attach_call_attributes, swallow_internal_error
 
 from ._graph import graph_block, graph_stop, take_answer
-from ._runs import RUNS, Run, entered
+from ._runs import RUNS, Run, entered, key_of
 
 __all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of", "take_answer_before_block"]
 
@@ -93,7 +93,7 @@ def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | N
     try:
         callbacks = config.get("callbacks") if isinstance(config, dict) else None
         parent = getattr(callbacks, "parent_run_id", None)
-        run = RUNS.get(parent.int) if parent is not None else None
+        run = RUNS.get(key_of(parent)) if parent is not None else None
         if run is None or run.span.kind not in kinds:
             return None
         context.run(_make_current, run)  # the copy is dropped when the run's code ends: nothing to undo

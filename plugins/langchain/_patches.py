@@ -45,7 +45,7 @@ from agentwatch.instrumentation import get_current_llm_call, restore_current, sa
 from . import _timeouts as timeouts
 from ._error_wrappers import forget_error_wrappers, install_error_wrappers
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
-from ._runs import RUNS, end_model_run_left_open
+from ._runs import RUNS, end_model_run_left_open, key_of
 from ._stopped import (
     BATCH,
     abatched,
@@ -225,7 +225,7 @@ def _ends_in_the_callers_context(original: Callable[..., Any]) -> Callable[..., 
 
     @functools.wraps(original)
     async def on_end(self: Any, *args: Any, **kwargs: Any) -> Any:
-        run = RUNS.get(self.run_id.int)
+        run = RUNS.get(key_of(self.run_id))
         if run is not None and run.call is not None and run.call is get_current_llm_call():
             run.call.deactivate()
         return await original(self, *args, **kwargs)

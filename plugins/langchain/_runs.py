@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextvars import Token
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from agentwatch import LLMCall, Span
 from agentwatch.instrumentation import (
@@ -22,7 +23,7 @@ from agentwatch.instrumentation import (
 
 from ._messages import estimate_cut_off
 
-__all__ = ["Run", "RUNS", "entered", "end_model_run", "end_model_run_left_open"]
+__all__ = ["Run", "RUNS", "key_of", "parent_key_of", "entered", "end_model_run", "end_model_run_left_open"]
 
 
 @dataclass(slots=True)
@@ -61,6 +62,28 @@ def entered(run: Run) -> tuple[Token[Any], ...]:
 #: by the int), and a chat call looks its run up ~3 times, a graph step ~10. Whatever hands a run id back to LangChain
 #: keeps the UUID. dict operations are atomic under the GIL; callbacks of one run never race with each other.
 RUNS: dict[int, Run] = {}
+
+
+def key_of(run_id: Any) -> int:
+    """The key of ``run_id`` in ``RUNS``. LangChain hands its handlers the run id the program gave in
+    ``config={"run_id": ...}`` as it was given, and a UUID's text is accepted there (LangChain's own tracers parse it):
+    such a run, and every run under it (whose ``parent_run_id`` is that text), is keyed by the UUID it names."""
+    try:
+        return run_id.int  # type: ignore[no-any-return]
+    except AttributeError:
+        return _text_key(run_id)
+
+
+def parent_key_of(parent_run_id: Any) -> int | None:
+    """``key_of`` of a parent run id; None for a run without a parent."""
+    return None if parent_run_id is None else key_of(parent_run_id)
+
+
+def _text_key(run_id: Any) -> int:
+    try:
+        return UUID(str(run_id)).int
+    except ValueError:  # not a UUID at all (LangChain's own tracers refuse it): still one key per id
+        return hash(run_id)
 
 
 def end_model_run(run_key: int, error: BaseException, response: Any = None) -> None:
