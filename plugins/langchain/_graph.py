@@ -53,13 +53,14 @@ def _graph_block_class() -> type[CircuitBreakerException] | None:
 
 
 def graph_block(error: CircuitBreakerException) -> CircuitBreakerException:
-    """The same block as an exception LangGraph lets through untouched."""
+    """The same block as an exception LangGraph lets through untouched: every field of ``error`` kept, ``what`` too
+    (an embedding call blocked in a node is named so in the message, not as an LLM call)."""
     kind = _graph_block_class()
     if kind is None or isinstance(error, kind):
         return error
     return kind(error.reason, error.threshold, error.current, scope=error.scope, scope_id=error.scope_id,
                 trace_id=error.trace_id, state=error.state, monitor=error.monitor, reserved=error.reserved,
-                remaining=error.remaining)
+                remaining=error.remaining, what=error.what)
 
 
 def graph_stop(error: CircuitBreakerException, pause: bool, run_in_task: Callable[..., Any]) -> BaseException:

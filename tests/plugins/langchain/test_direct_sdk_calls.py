@@ -278,3 +278,27 @@ def test_a_graph_stopped_at_a_node_start_ends_blocked_not_ok(stub_provider: Any,
     records = [span for span in memory.spans if span["kind"] in ("breaker", "alert")]
     assert {span["name"] for span in records} == {"breaker.triggered", "alert.budget_per_hour"}
     assert {(span["trace_id"], span["parent_span_id"]) for span in records} == {(node["trace_id"], node["span_id"])}
+
+
+def test_an_embedding_call_blocked_in_a_node_is_named_an_embedding_call(stub_provider: Any, memory: Any) -> None:
+    """The block LangGraph gets is a copy of the SDK's own (a GraphBubbleUp): it says what was blocked as the SDK's
+    does. The copy once named every block an LLM call (``e.what``, and ``str(e)``)."""
+    client = openai.OpenAI(base_url=stub_provider.openai_base_url, api_key="k", max_retries=0)
+
+    def embed(state: MessagesState) -> dict[str, Any]:
+        for text in ("first", "second"):
+            client.embeddings.create(model="text-embedding-3-small", input=[text])
+        return {"messages": []}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("embed", embed)
+    graph.add_edge(START, "embed")
+    graph.add_edge("embed", END)
+    agentwatch.init(exporters=[memory], max_calls_per_minute=1, block_on_threshold=True)
+
+    with pytest.raises(CircuitBreakerException) as blocked:
+        graph.compile().invoke({"messages": []})
+
+    assert blocked.value.what == "embedding call"
+    assert str(blocked.value).startswith("AgentWatch blocked the embedding call (global 'global'")
+    assert stub_provider.count("/embeddings") == 1
