@@ -1,10 +1,10 @@
 """Give a team's caller the ``CircuitBreakerException`` that AgentChat turned into a ``RuntimeError``.
 
 A team runs its agents in an agent runtime; an error there is serialised (``SerializableException``)
-and re-raised by ``run_stream`` as ``RuntimeError("CircuitBreakerException: ...")``: the type, the
-``.monitor`` and the fields are lost. The original is kept on the team run (a context variable that the
-runtime's tasks inherit) and, for runtimes started elsewhere, among the few most recent blocks, matched
-by message.
+and re-raised by ``run_stream`` as ``RuntimeError("CircuitBreakerException: ...")`` (a subclass under its own
+name: another framework's block raised in a tool): the type, the ``.monitor`` and the fields are lost. The original
+is kept on the team run (a context variable that the runtime's tasks inherit) and, for runtimes started elsewhere,
+among the few most recent blocks, matched by its serialised text.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from agentwatch import CircuitBreakerException
 
 __all__ = ["TeamRun", "TEAM_RUN", "note_blocked", "raise_blocked", "unwrap_blocked"]
 
-_PREFIX = f"{CircuitBreakerException.__name__}: "
 _RECENT: deque[CircuitBreakerException] = deque(maxlen=32)
 _RECENT_LOCK = threading.Lock()
 
@@ -59,12 +58,13 @@ async def raise_blocked(blocked: CircuitBreakerException) -> NoReturn:
     raise blocked
 
 
-def _message(error: BaseException) -> str | None:
-    text = str(error)
-    if not text.startswith(_PREFIX):
-        return None
-    # SerializableException's text: "<type>: <message>\nTraceback:\n<traceback>"
-    return text[len(_PREFIX):].split("\nTraceback:\n", 1)[0]
+def _is_serialised(text: str, blocked: CircuitBreakerException) -> bool:
+    """Whether ``text`` is ``blocked`` as AgentChat's ``SerializableException`` writes it: "<type>: <message>", then
+    "\nTraceback:\n<traceback>". The type is the block's own class: a framework's subclass raised in a tool (a LangGraph
+    graph's ``GraphCircuitBreakerException``, CrewAI's ``CrewAICircuitBreakerException``) is named so, not as
+    ``CircuitBreakerException``."""
+    head = f"{type(blocked).__name__}: {blocked}"
+    return text == head or text.startswith(head + "\nTraceback:\n")
 
 
 def unwrap_blocked(error: BaseException, run: TeamRun | None = None) -> CircuitBreakerException | None:
@@ -77,13 +77,11 @@ def unwrap_blocked(error: BaseException, run: TeamRun | None = None) -> CircuitB
         if isinstance(current, CircuitBreakerException):
             return current
         current = current.__cause__ or current.__context__
-    message = _message(error)
-    if message is None:
-        return None
-    if run is not None and run.blocked is not None and str(run.blocked) == message:
+    text = str(error)
+    if run is not None and run.blocked is not None and _is_serialised(text, run.blocked):
         return run.blocked
     with _RECENT_LOCK:
         for candidate in reversed(_RECENT):
-            if str(candidate) == message:
+            if _is_serialised(text, candidate):
                 return candidate
     return None

@@ -197,3 +197,33 @@ async def test_one_blocked_call_among_parallel_tool_calls(memory, stub_provider,
     result = await boss.run()
     assert result.messages[-1].content == "the answer"  # type: ignore[union-attr]
     assert _tool_results_sent(stub_provider, recovered)[0] == ["from the index", NOT_FINISHED, "from the index"]
+
+
+@pytest.mark.parametrize("how", ["run", "run_stream"])
+async def test_a_block_inside_a_langgraph_graph_used_as_a_tool_reaches_the_teams_caller(memory, stub_provider,
+                                                                                       model_client, how):
+    """Another framework's block (LangGraph's ``GraphCircuitBreakerException``, a ``CircuitBreakerException``) raised
+    in a team's tool: AgentChat serialises it under its own class name, which once kept it from being recognised, and
+    the caller got ``RuntimeError("GraphCircuitBreakerException: ...")``."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from tests.plugins.langchain.graphs import Workflow
+
+    agentwatch.init(exporters=[memory], agents={"planner": {"budget_per_hour": 0.0, "block_on_threshold": True}})
+    workflow = Workflow()
+    graph = workflow.build(InMemorySaver())
+
+    def research(topic: str) -> str:
+        """Research a topic with the team's research graph."""
+        return str(graph.invoke({"log": []}, {"configurable": {"thread_id": topic}}))
+
+    writer = AssistantAgent("writer", model_client=model_client, tools=[research])
+    team = RoundRobinGroupChat([writer], termination_condition=MaxMessageTermination(3))
+    stub_provider.queue(Reply(content="", tool_calls=[{"name": "research", "arguments": {"topic": "bees"}}]))
+
+    outcome = await _outcome(how, team, "research bees")
+
+    assert isinstance(outcome, CircuitBreakerException), outcome
+    assert outcome.scope_id == "planner"
+    assert workflow.runs == []  # stopped at the graph's first node, before its model call
+    assert chat_requests(stub_provider) == 1  # the writer's tool call, nothing after the block
