@@ -208,8 +208,8 @@ class AgentWatchHandler(BaseCallbackHandler):
             if PENDING_WRAPPERS and (RETRY_MODULE in _MODULES or FALLBACKS_MODULE in _MODULES):
                 patch_imported_wrappers()
             name = name or (serialized.get("name") if serialized else None) or "chain"
-            run_key = key_of(run_id)
-            parent_key = parent_key_of(parent_run_id)
+            run_key = run_id.int if run_id.__class__ is UUID else key_of(run_id)
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
             if metadata and metadata.get("langgraph_node") == name:
                 if _is_step(tags):
                     self._start_node(client, name, inputs, run_key, parent_key, metadata, tags=tags)
@@ -274,7 +274,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                      tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.pop(key_of(run_id), None)
+            run = RUNS.pop(run_id.int if run_id.__class__ is UUID else key_of(run_id), None)
             if run is not None:
                 if capturing():
                     run.span.output = _jsonable(outputs)
@@ -368,14 +368,15 @@ class AgentWatchHandler(BaseCallbackHandler):
                             **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
-            run_key = key_of(run_id)
+            run_key = run_id.int if run_id.__class__ is UUID else key_of(run_id)
             if client is None or run_key in RUNS:
                 if client is not None and self._agent:
                     self._adopt(run_key)
                 return  # not initialised, or another handler instance already records this run
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
-            self._start_model(client, run_key, parent_key_of(parent_run_id), name,
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
+            self._start_model(client, run_key, parent_key, name,
                               metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, messages, tags)
         except Exception:
@@ -387,14 +388,15 @@ class AgentWatchHandler(BaseCallbackHandler):
                      options: Any = None, name: str | None = None, batch_size: Any = None, **kwargs: Any) -> None:
         try:
             client = agentwatch.get_client()
-            run_key = key_of(run_id)
+            run_key = run_id.int if run_id.__class__ is UUID else key_of(run_id)
             if client is None or run_key in RUNS:
                 if client is not None and self._agent:
                     self._adopt(run_key)
                 return
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
-            self._start_model(client, run_key, parent_key_of(parent_run_id), name,
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
+            self._start_model(client, run_key, parent_key, name,
                               metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, prompts, tags)
         except Exception:
@@ -403,7 +405,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
                          tags: list[str] | None = None, chunk: Any = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.get(key_of(run_id))
+            run = RUNS.get(run_id.int if run_id.__class__ is UUID else key_of(run_id))
             if run is not None and run.call is not None:
                 run.call.mark_first_token()
         except Exception:
@@ -412,7 +414,7 @@ class AgentWatchHandler(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
                    tags: list[str] | None = None, **kwargs: Any) -> None:
         try:
-            run = RUNS.pop(key_of(run_id), None)
+            run = RUNS.pop(run_id.int if run_id.__class__ is UUID else key_of(run_id), None)
             if run is None or run.call is None:
                 return
             call = run.call
