@@ -25,7 +25,6 @@ from ._api import (
 )
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._client import Client, get_client, get_state, init, shutdown
-from ._config import timeout_seconds
 from ._context import current_span, current_trace_id
 from ._export import Exporter
 from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
@@ -53,6 +52,8 @@ def flush(timeout: float | None = 5.0) -> bool:
     destinations (False while the collector is known down: the spans went to the spool, for later; False too if it
     refused a batch since the last flush, e.g. for a wrong ``api_key``: those spans were dropped). None is the default
     wait; a timeout that is no number raises TypeError even before ``init()``."""
+    from ._config import timeout_seconds  # not at import: ``import agentwatch`` leaves _config to init()
+
     seconds = timeout_seconds("flush()", timeout)
     client = get_client()
     return client.flush(seconds) if client is not None else True

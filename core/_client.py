@@ -17,7 +17,6 @@ from ._agent_ids import agent_id_from_name as _slug
 from ._breaker import BlockEvent, CircuitBreakerException, Monitor
 from ._capture import bound_text
 from ._client_structure import StructureAPI
-from ._config import DEFAULT_TIMEOUT, timeout_seconds
 from ._context import (
     SCOPED,
     SESSION_KEY,
@@ -463,7 +462,9 @@ class Client(StructureAPI):
             },
         }
 
-    def flush(self, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        from ._config import timeout_seconds  # not at import: ``import agentwatch`` leaves _config to init()
+
         timeout = timeout_seconds("flush()", timeout)
         if deferred_work:
             run_deferred()  # a dropped stream's call ends (and is exported) with what is flushed
@@ -476,7 +477,9 @@ class Client(StructureAPI):
         finally:
             exporter.shutdown()
 
-    def close(self, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def close(self, timeout: float | None = 5.0) -> None:
+        from ._config import timeout_seconds
+
         timeout = timeout_seconds("shutdown()", timeout)
         run_deferred()
         stop_on_exception(self._warn_unmatched_agents)()
@@ -567,9 +570,11 @@ def _freeze_start_up_objects() -> None:
         gc.freeze()
 
 
-def shutdown(timeout: float | None = DEFAULT_TIMEOUT) -> None:
+def shutdown(timeout: float | None = 5.0) -> None:
     """Remove every patch and hook, flush what is queued (up to ``timeout`` seconds; None: the default) and stop."""
     global _active
+    from ._config import timeout_seconds
+
     timeout = timeout_seconds("shutdown()", timeout)
     with _lock:
         client, _active = _active, None
