@@ -17,7 +17,13 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar, overload
 
 from ._breaker import CircuitBreakerException, Monitor
+
+# isort: off
+# _client before _capture: _capture imports _client, which imports names from _capture (a cycle that holds only
+# when _client starts it).
 from ._client import get_client
+from ._capture import bounded
+# isort: on
 from ._context import AGENT_SCOPES, CURRENT_SPAN, METADATA, SESSION_ID, SESSION_KEY, AgentScope, note_scoped
 from ._llm import mark_blocked
 from ._otel_current import make_current, restore
@@ -116,7 +122,7 @@ class SpanScope:
     @stop_on_exception
     def _open(self) -> None:
         client = get_client()
-        attributes = dict(self._attributes)
+        attributes = bounded(self._attributes)  # the program's values: copied, and bounded as captured text is
         if client is not None:
             self.span = client.start_span(self.name, self.kind, attributes=attributes)
             if client.otel_scopes and self._otel_current:
@@ -165,7 +171,7 @@ class SpanScope:
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self.span is not None:
-            self.span.attributes[key] = value
+            self.span.attributes[key] = bounded(value)
 
     # ---- protocols ----------------------------------------------------------------------------
 
@@ -560,7 +566,7 @@ def _instant(name: str, kind: str, attributes: dict[str, Any]) -> None:
     client = get_client()
     if client is None:
         return
-    instant = client.start_span(_fit(name, NAME_MAX), kind, attributes=attributes)
+    instant = client.start_span(_fit(name, NAME_MAX), kind, attributes=bounded(attributes))
     client.end_span(instant)
 
 
@@ -593,6 +599,9 @@ def set_metadata(**values: Any) -> None:
     """Attach key/values to the current span and to every span started later in this context, until the scope
     (``trace``, ``agent``, ``span``, ``session`` ...) it was set in ends."""
     note_scoped()
+    # Copies, bounded as captured text is (32 levels, 4,000 characters a string): the program's own lists and dicts
+    # changed later changed spans not exported yet, and one nested deeper than the collector takes lost its spans.
+    values = bounded(values)
     METADATA.set({**(METADATA.get() or {}), **values})
     current = CURRENT_SPAN.get()
     if current is not None:
