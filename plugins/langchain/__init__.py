@@ -20,4 +20,10 @@ def __getattr__(name: str) -> Any:
         from ._handler import AgentWatchHandler
 
         return AgentWatchHandler
+    if name == "GraphCircuitBreakerException":  # a block inside a graph, as pickle names it (_graph)
+        from ._graph import _graph_block_class
+
+        block_class = _graph_block_class()
+        if block_class is not None:
+            return block_class
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,7 +47,10 @@ def _graph_block_class() -> type[CircuitBreakerException] | None:
             ``error_handler`` does not swallow it; the checkpoint keeps every finished node. Catch it as
             ``CircuitBreakerException``."""
 
+        # Named where pickle looks it up (the package's __getattr__): a block raised in a node run by a process pool's
+        # worker crosses back to the caller as itself.
         GraphCircuitBreakerException.__module__ = "agentwatch.plugins.langchain"
+        GraphCircuitBreakerException.__qualname__ = "GraphCircuitBreakerException"
         _block_class = GraphCircuitBreakerException
     return _block_class
 
