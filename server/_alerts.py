@@ -10,8 +10,8 @@ error_rate          5 min     failed LLM calls / LLM calls (at least 10 calls)
 calls_per_minute    1 min     LLM calls, scaled to one minute
 blocked_calls       5 min     calls blocked by a circuit breaker
 latency_p95         5 min     95th percentile LLM call latency in ms
-cron_missed         -         once per expected cron run with no run by its grace (no threshold)
-cron_failed         -         once per expected cron run whose run failed (no threshold)
+cron_missed         -         once per expected run of a scheduled cron not started in its grace (no threshold)
+cron_failed         -         once per failed cron run, unscheduled crons' too (no threshold)
 ==================  ========  =====================================================
 """
 
@@ -176,8 +176,10 @@ class AlertEngine:
         """Each missed or failed expected run not reported by this rule yet, through the rule's channel."""
         fired = []
         for report, run in alerts_due(self._store, rule, reports, now):
-            text = (f"[AgentWatch] {rule['name']}: cron {report['name']!r} ({report['schedule']}) "
-                    f"{run['status']} its run expected at {run['expected_at']}")
+            # An unscheduled cron's run was expected at no time: it is named by its start.
+            which = (f"expected at {run['expected_at']}" if report["scheduled"] else f"started at {run['started_at']}")
+            text = (f"[AgentWatch] {rule['name']}: cron {report['name']!r} ({report['schedule'] or 'no schedule'}) "
+                    f"{run['status']} its run {which}")
             details = {"cron": report["name"], "schedule": report["schedule"], "expected_at": run["expected_at"],
                        "status": run["status"], "started_at": run["started_at"], "trace_id": run["trace_id"]}
             fired.append(self._fire(rule, 1.0, 0, now, text=text, extra=details))

@@ -1005,17 +1005,21 @@ class ClickHouseStore(Store):
         rows = self._rows(f"SELECT {CRON_COLUMNS} FROM {self.database}.crons FINAL WHERE {where} ORDER BY name", p)
         return [cron_dict(r) for r in rows]
 
-    def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+    def put_cron(self, name: str, schedule: str | None, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+        # As SQLite's: '' is "no schedule", which registers an unknown cron and never changes a scheduled one.
         with self._write_lock:
             found = self._cron_rows(name)
-            row = {"name": name, "schedule": schedule, "grace_seconds": int(grace_seconds),
+            row = {"name": name, "schedule": schedule or "", "grace_seconds": int(grace_seconds),
                    "since_ns": int(since_ns), "updated_ns": int(seen_ns)}
             if found:
                 old = found[0]
-                if old["updated_ns"] > seen_ns:  # an older span arrived late: the schedule stays
-                    row.update(schedule=old["schedule"], grace_seconds=old["grace_seconds"],
-                               updated_ns=old["updated_ns"])
-                row["since_ns"] = min(old["since_ns"], int(since_ns))
+                if schedule is None and old["schedule"] is not None:
+                    return
+                if old["schedule"] is not None or schedule is None:  # else the first schedule replaces it all
+                    if old["updated_ns"] > seen_ns:  # an older span arrived late: the schedule stays
+                        row.update(schedule=old["schedule"] or "", grace_seconds=old["grace_seconds"],
+                                   updated_ns=old["updated_ns"])
+                    row["since_ns"] = min(old["since_ns"], int(since_ns))
             self._db_conn.insert("crons", [{**row, "version": self._next_version(), "deleted": 0}])
 
     def list_crons(self) -> list[dict[str, Any]]:
@@ -1030,18 +1034,20 @@ class ClickHouseStore(Store):
             found = self._cron_rows(name)
             if not found:
                 return False
-            self._db_conn.insert("crons", [{**found[0], "version": self._next_version(), "deleted": 1}])
+            self._db_conn.insert("crons", [{**found[0], "schedule": found[0]["schedule"] or "",
+                                            "version": self._next_version(), "deleted": 1}])
             p = Params()
             self._execute(f"ALTER TABLE {self.database}.cron_alerts DELETE WHERE name = {p(name, 'String')}"
                           " SETTINGS mutations_sync = 2", p)
             return True
 
-    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000, *,
+                   newest: bool = False) -> list[dict[str, Any]]:
         p = Params()
         rows = self._rows(f"SELECT {CRON_SPAN_COLUMNS} FROM {self._spans}"
                           f" WHERE {' AND '.join(_range(p, 'start_ns', start_ns, end_ns))}"
                           f" AND kind IN ('cron', 'cron_start') AND name = {p(name, 'String')}"
-                          f" ORDER BY start_ns{_page(p, limit)}", p)
+                          f" ORDER BY start_ns{' DESC' if newest else ''}{_page(p, limit)}", p)
         return [cron_span_dict(r) for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:
@@ -1103,7 +1109,8 @@ class ClickHouseStore(Store):
             # Runs whose spans are gone are no longer judged (they would read as missed).
             stale = [row for row in self._cron_rows(None) if row["since_ns"] < before_ns]
             if stale:
-                self._db_conn.insert("crons", [{**row, "since_ns": int(before_ns), "version": self._next_version(),
+                self._db_conn.insert("crons", [{**row, "schedule": row["schedule"] or "", "since_ns": int(before_ns),
+                                                "version": self._next_version(),
                                                 "deleted": 0} for row in stale])
         return dict(zip(PURGE_KINDS, (int(traces), int(spans), int(events), int(alerts)), strict=True))
 

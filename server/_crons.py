@@ -18,6 +18,12 @@ pending  expected + grace is still ahead
 A run is known by its cron span, exported when it ends, or before that by the ``cron_start`` marker the SDK
 sends as the job starts (so a job that runs longer than its grace is not missed).
 
+A cron whose runs carry no schedule (``agentwatch.cron("nightly-cleanup")``, as the SDK spec writes it) is
+registered *unscheduled*: nothing is expected of it, so its history is its runs themselves (ok, failed, or
+running while only a start marker is known), newest first, with no next expected run, no late or missed run and
+so no ``cron_missed`` alert (``cron_failed`` reports its failed runs). The first schedule, from a span or a PUT,
+makes it a scheduled cron whose runs are expected from then on; a run without one never unschedules it.
+
 The stores only persist registrations and answer "cron spans of this name in this window"; everything
 about schedules and statuses is computed here.
 """
@@ -37,7 +43,7 @@ from ._store import Store
 from ._time import iso
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "HISTORY_LIMIT", "CRON_CONDITIONS", "RUN_KINDS", "valid_schedule", "expected_runs",
-           "next_expected", "classify", "cron_report", "learn_from_spans", "alert_reports", "alerts_due"]
+           "next_expected", "classify", "runs_of", "cron_report", "learn_from_spans", "alert_reports", "alerts_due"]
 
 logger = logging.getLogger("agentwatch.server")
 
@@ -136,7 +142,7 @@ def classify(expected: Sequence[int], following: int, spans: Sequence[dict[str, 
         running = run is None and bool(in_slot)
         run = run or (in_slot[0] if in_slot else None)
         entry: dict[str, Any] = {"expected_unix_nano": at, "expected_at": iso(at), "start_unix_nano": None,
-                                 "started_at": None, "duration_ms": None, "trace_id": None}
+                                 "started_at": None, **_ended(run, running), "duration_ms": None, "trace_id": None}
         if run is not None:
             start = int(run["start_ns"])
             entry.update(start_unix_nano=start, started_at=iso(start),
@@ -151,12 +157,60 @@ def classify(expected: Sequence[int], following: int, spans: Sequence[dict[str, 
     return entries
 
 
+def _ended(run: dict[str, Any] | None, running: bool) -> dict[str, Any]:
+    end = None if run is None or running else int(run["end_ns"])
+    return {"end_unix_nano": end, "ended_at": None if end is None else iso(end)}
+
+
+def runs_of(spans: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The latest ``limit`` runs among cron spans and start markers, newest first: one entry per finished run
+    (ok or failed) and per start marker no finished run of its trace holds (running)."""
+    finished = [span for span in spans if span.get("kind", "cron") == "cron"]
+    runs = list(finished)
+    for marker in spans:
+        start = int(marker["start_ns"])
+        if marker.get("kind") == "cron_start" and not any(
+                run.get("trace_id") == marker.get("trace_id") and int(run["start_ns"]) <= start <= int(run["end_ns"])
+                for run in finished):
+            runs.append(marker)
+    runs.sort(key=lambda span: int(span["start_ns"]), reverse=True)
+    entries = []
+    for run in runs[:limit]:
+        start, running = int(run["start_ns"]), run.get("kind") == "cron_start"
+        entries.append({"expected_unix_nano": None, "expected_at": None, "start_unix_nano": start,
+                        "started_at": iso(start), **_ended(run, running),
+                        "duration_ms": None if running else _duration_ms(run), "trace_id": run.get("trace_id"),
+                        "status": "running" if running else "failed" if _failed(run) else "ok"})
+    return entries
+
+
+def _unscheduled_report(store: Store, cron: dict[str, Any], since: int, limit: int) -> dict[str, Any]:
+    """A cron without a schedule: its latest runs as they happened; nothing expected, so nothing late or missed."""
+    # Twice the runs: a finished run may come with its start marker; no upper bound, for a job host's clock ahead.
+    spans = store.cron_spans(cron["name"], since, 2**63 - 1, 2 * limit, newest=True)
+    history = runs_of(spans, limit)
+    last = history[0] if history else None
+    return {"name": cron["name"], "scheduled": False, "schedule": None, "grace_seconds": None,
+            "registered_at": iso(int(cron["since_ns"])), "updated_at": iso(int(cron["updated_ns"])),
+            "last_run": None if last is None else {key: last[key] for key in _LAST_RUN_KEYS},
+            "next_expected_at": None, "next_expected_unix_nano": None,
+            "counts": {"ok": sum(entry["status"] == "ok" for entry in history),
+                       "failed": sum(entry["status"] == "failed" for entry in history), "late": None, "missed": None},
+            "history": history}
+
+
+_LAST_RUN_KEYS: Final = ("status", "expected_at", "started_at", "ended_at", "duration_ms")
+
+
 def cron_report(store: Store, cron: dict[str, Any], now_ns: int, limit: int = HISTORY_LIMIT,
                 not_before_ns: int | None = None) -> dict[str, Any]:
     """A registered cron with its expected runs (newest first), last decided run, next run and counts;
-    ``not_before_ns`` leaves out expected runs before it (the alert engine only needs recent ones)."""
+    ``not_before_ns`` leaves out expected runs before it (the alert engine only needs recent ones). An
+    unscheduled cron: its latest ``limit`` runs, newest first (``scheduled`` False, schedule fields None)."""
     schedule, grace = cron["schedule"], int(cron["grace_seconds"])
     since = max(int(cron["since_ns"]), not_before_ns if not_before_ns is not None else int(cron["since_ns"]))
+    if schedule is None:
+        return _unscheduled_report(store, cron, since, limit)
     expected = expected_runs(schedule, since, now_ns, limit)
     following = next_expected(schedule, now_ns)
     spans = store.cron_spans(cron["name"], expected[0], following) if expected else []
@@ -168,31 +222,33 @@ def cron_report(store: Store, cron: dict[str, Any], now_ns: int, limit: int = HI
     decided = [entry for entry in history if entry["status"] != "pending"]
     last = decided[-1] if decided else None
     history.reverse()
-    return {"name": cron["name"], "schedule": schedule, "grace_seconds": grace,
+    return {"name": cron["name"], "scheduled": True, "schedule": schedule, "grace_seconds": grace,
             "registered_at": iso(int(cron["since_ns"])), "updated_at": iso(int(cron["updated_ns"])),
-            "last_run": None if last is None else {"status": last["status"], "expected_at": last["expected_at"],
-                                                   "started_at": last["started_at"],
-                                                   "duration_ms": last["duration_ms"]},
+            "last_run": None if last is None else {key: last[key] for key in _LAST_RUN_KEYS},
             "next_expected_at": iso(following), "next_expected_unix_nano": following,
             "counts": counts, "history": history}
 
 
 def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
-    """Register the schedule of every cron span that carries one (the latest span of a name wins)."""
+    """Register the schedule of every cron span that carries one (the latest span of a name wins), and every
+    cron seen without one as unscheduled (a no-op for a cron known already with a schedule)."""
     latest: dict[str, tuple[SpanRecord, str, int]] = {}
     earliest: dict[str, int] = {}
+    unscheduled: dict[str, tuple[int, int]] = {}  # name: (first start, last start)
     for record in records:
         if record.kind not in RUN_KINDS:
             continue
         attributes = record.attributes or {}
-        schedule = attributes.get("cron.schedule")
-        if schedule is None:
-            continue
-        if not valid_schedule(schedule):
-            logger.warning("cron %r: ignoring invalid schedule %r", record.name, schedule)
-            continue
         name = attributes.get("cron.name")
         name = name if isinstance(name, str) and name else record.name
+        schedule = attributes.get("cron.schedule")
+        if schedule is not None and not valid_schedule(schedule):
+            logger.warning("cron %r: ignoring invalid schedule %r", record.name, schedule)
+            schedule = None  # its runs are still shown
+        if schedule is None:
+            first, last = unscheduled.get(name, (record.start_ns, record.start_ns))
+            unscheduled[name] = (min(first, record.start_ns), max(last, record.start_ns))
+            continue
         grace = attributes.get("cron.grace_seconds")
         grace_s = int(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) and 0 <= grace \
             <= 366 * 86400 else DEFAULT_GRACE_SECONDS
@@ -203,33 +259,49 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
         # last time at or before its start (a grace longer than the period must not invent earlier missed runs).
         since = max(record.start_ns - grace_s * _NS, _previous(schedule, record.start_ns))
         earliest[name] = min(earliest.get(name, since), since)
-    for name, (record, schedule, grace_s) in latest.items():
+    registrations: list[tuple[str, str | None, int, int, int]] = [
+        (name, schedule, grace_s, record.start_ns, earliest[name])
+        for name, (record, schedule, grace_s) in latest.items()]
+    # A name with a schedule in this batch is registered by it; its runs without one need nothing more.
+    registrations += [(name, None, DEFAULT_GRACE_SECONDS, last, first)
+                      for name, (first, last) in unscheduled.items() if name not in latest]
+    for name, maybe_schedule, grace_s, seen, since in registrations:
         try:
-            store.put_cron(name, schedule, grace_s, seen_ns=record.start_ns, since_ns=earliest[name])
+            store.put_cron(name, maybe_schedule, grace_s, seen_ns=seen, since_ns=since)
         except Exception:
             # The spans are stored already: a failed registration must not fail (and so repeat) the ingest.
-            logger.exception("cron %r: schedule not registered", name)
-    return len(latest)
+            logger.exception("cron %r: not registered", name)
+    return len(registrations)
 
 
 def alert_reports(store: Store, now_ns: int) -> list[dict[str, Any]]:
     """Every cron's expected runs of the alert window only: what the alert rules look at."""
-    return [cron_report(store, cron, now_ns,
-                        not_before_ns=now_ns - ALERT_LOOKBACK_NS - int(cron["grace_seconds"]) * _NS)
+    return [cron_report(store, cron, now_ns, not_before_ns=now_ns - ALERT_LOOKBACK_NS - _grace_ns(cron))
             for cron in store.list_crons()]
+
+
+def _grace_ns(cron: dict[str, Any]) -> int:
+    return int(cron["grace_seconds"]) * _NS if cron["schedule"] is not None else 0
 
 
 def alerts_due(store: Store, rule: dict[str, Any], reports: Sequence[dict[str, Any]],
                now_ns: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(cron report, expected run) pairs this rule must report now: each missed or failed run once per rule
-    (claimed in the store, so neither a later evaluation nor another server process reports it again)."""
+    """(cron report, run) pairs this rule must report now: each missed or failed run once per rule (claimed in
+    the store, so neither a later evaluation nor another server process reports it again). An unscheduled cron
+    has no missed run; its failed runs are known by their start."""
     wanted = "missed" if rule["condition"] == "cron_missed" else "failed"
     due: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for report in reports:
         for entry in reversed(report["history"]):
-            decided_at = int(entry["expected_unix_nano"]) + report["grace_seconds"] * _NS
-            if entry["status"] != wanted or decided_at < now_ns - ALERT_LOOKBACK_NS:
+            if entry["status"] != wanted:
                 continue
-            if store.claim_cron_alert(int(rule["id"]), report["name"], int(entry["expected_unix_nano"])):
+            if report["scheduled"]:
+                key = int(entry["expected_unix_nano"])
+                decided_at = key + report["grace_seconds"] * _NS
+            else:
+                key, decided_at = int(entry["start_unix_nano"]), int(entry["end_unix_nano"])
+            if decided_at < now_ns - ALERT_LOOKBACK_NS:
+                continue
+            if store.claim_cron_alert(int(rule["id"]), report["name"], key):
                 due.append((report, entry))
     return due

@@ -140,7 +140,8 @@ CRON_COLUMNS: Final = "name, schedule, grace_seconds, since_ns, updated_ns"
 
 
 def cron_dict(row: Sequence[Any]) -> dict[str, Any]:
-    return {"name": row[0], "schedule": row[1], "grace_seconds": int(row[2]), "since_ns": int(row[3]),
+    # A cron known only from runs without a schedule is stored with schedule '' (NOT NULL in both schemas).
+    return {"name": row[0], "schedule": row[1] or None, "grace_seconds": int(row[2]), "since_ns": int(row[3]),
             "updated_ns": int(row[4])}
 
 

@@ -39,7 +39,8 @@ class CronIn(BaseModel):
 @router.get("/api/crons")
 async def list_crons(request: Request, runs: Annotated[int, Query(ge=1, le=HISTORY_LIMIT)] = 20) -> dict[str, Any]:
     """Every known cron: schedule, grace, last run, next expected run and counts over the last ``runs``
-    expected runs."""
+    expected runs; a cron whose runs carry no schedule (``scheduled`` false) with counts over its last ``runs``
+    runs and null schedule, grace, next run, late and missed."""
     store = app_state(request).store
 
     def collect() -> list[dict[str, Any]]:
@@ -55,7 +56,7 @@ async def list_crons(request: Request, runs: Annotated[int, Query(ge=1, le=HISTO
 @router.get("/api/crons/{name:path}")
 async def get_cron(request: Request, name: CronName,
                    runs: Annotated[int, Query(ge=1, le=HISTORY_LIMIT)] = HISTORY_LIMIT) -> dict[str, Any]:
-    """One cron with the history of its expected runs, newest first."""
+    """One cron with the history of its expected runs (an unscheduled cron: of its runs), newest first."""
     store = app_state(request).store
     cron = await run_in_threadpool(store.get_cron, name)
     if cron is None:
@@ -65,7 +66,8 @@ async def get_cron(request: Request, name: CronName,
 
 @router.put("/api/crons/{name:path}")
 async def put_cron(request: Request, name: CronName, body: CronIn) -> dict[str, Any]:
-    """Register a cron (before it ever runs) or change its schedule; runs are expected from now on."""
+    """Register a cron (before it ever runs), change its schedule or give one to a cron known unscheduled; runs
+    are expected from now on."""
     store = app_state(request).store
     now = now_ns()
     await run_in_threadpool(lambda: store.put_cron(name, body.schedule, body.grace_seconds, seen_ns=now,
@@ -77,7 +79,7 @@ async def put_cron(request: Request, name: CronName, body: CronIn) -> dict[str, 
 
 @router.delete("/api/crons/{name:path}")
 async def delete_cron(request: Request, name: CronName) -> dict[str, Any]:
-    """Forget a cron (its spans stay; a later span with a schedule registers it again)."""
+    """Forget a cron (its spans stay; a later run registers it again)."""
     if not await run_in_threadpool(app_state(request).store.delete_cron, name):
         raise HTTPException(404, "cron not found")
     return {"deleted": name}

@@ -679,18 +679,23 @@ class SQLiteStore(Store):
 
     # -- crons -----------------------------------------------------------------------------------------------
 
-    def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+    def put_cron(self, name: str, schedule: str | None, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+        # '' is "no schedule": it registers an unknown cron, never changes a scheduled one (the WHERE), and gives
+        # way to the first schedule whatever the times (runs are then expected from that schedule's since_ns).
         with self._transaction() as cursor:
             cursor.execute(
                 "INSERT INTO crons (name, schedule, grace_seconds, since_ns, updated_ns) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET"
-                " schedule = CASE WHEN excluded.updated_ns >= crons.updated_ns THEN excluded.schedule"
-                " ELSE crons.schedule END,"
-                " grace_seconds = CASE WHEN excluded.updated_ns >= crons.updated_ns THEN excluded.grace_seconds"
-                " ELSE crons.grace_seconds END,"
-                " since_ns = min(crons.since_ns, excluded.since_ns),"
-                " updated_ns = max(crons.updated_ns, excluded.updated_ns)",
-                (name, schedule, int(grace_seconds), int(since_ns), int(seen_ns)))
+                " schedule = CASE WHEN crons.schedule = '' OR excluded.updated_ns >= crons.updated_ns"
+                " THEN excluded.schedule ELSE crons.schedule END,"
+                " grace_seconds = CASE WHEN crons.schedule = '' OR excluded.updated_ns >= crons.updated_ns"
+                " THEN excluded.grace_seconds ELSE crons.grace_seconds END,"
+                " since_ns = CASE WHEN crons.schedule = '' AND excluded.schedule <> '' THEN excluded.since_ns"
+                " ELSE min(crons.since_ns, excluded.since_ns) END,"
+                " updated_ns = CASE WHEN crons.schedule = '' AND excluded.schedule <> '' THEN excluded.updated_ns"
+                " ELSE max(crons.updated_ns, excluded.updated_ns) END"
+                " WHERE excluded.schedule <> '' OR crons.schedule = ''",
+                (name, schedule or "", int(grace_seconds), int(since_ns), int(seen_ns)))
 
     def list_crons(self) -> list[dict[str, Any]]:
         rows = self._reader().execute(f"SELECT {CRON_COLUMNS} FROM crons ORDER BY name")
@@ -707,11 +712,12 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM cron_alerts WHERE name = ?", (name,))
             return deleted
 
-    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000, *,
+                   newest: bool = False) -> list[dict[str, Any]]:
         rows = self._reader().execute(
             f"SELECT {CRON_SPAN_COLUMNS} FROM spans"
             " WHERE start_ns >= ? AND start_ns < ? AND kind IN ('cron', 'cron_start') AND name = ?"
-            " ORDER BY start_ns LIMIT ?", (int(start_ns), int(end_ns), name, int(limit)))
+            f" ORDER BY start_ns{' DESC' if newest else ''} LIMIT ?", (int(start_ns), int(end_ns), name, int(limit)))
         return [cron_span_dict(r) for r in rows]
 
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:

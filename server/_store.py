@@ -215,13 +215,16 @@ class Store(abc.ABC):
     # -- crons (the logic lives in _crons.py; stores persist and query) ---------------------------------
 
     @abc.abstractmethod
-    def put_cron(self, name: str, schedule: str, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
+    def put_cron(self, name: str, schedule: str | None, grace_seconds: int, *, seen_ns: int, since_ns: int) -> None:
         """Register or update a cron. Schedule and grace change only if ``seen_ns`` is not older than the
-        stored one (the latest span or PUT wins); ``since_ns`` only moves earlier."""
+        stored one (the latest span or PUT wins); ``since_ns`` only moves earlier. ``schedule`` None: a run
+        without one, which registers the cron unscheduled if it is unknown and never changes a scheduled one;
+        a schedule for an unscheduled cron replaces everything (its runs are expected from ``since_ns``)."""
 
     @abc.abstractmethod
     def list_crons(self) -> list[dict[str, Any]]:
-        """``{"name", "schedule", "grace_seconds", "since_ns", "updated_ns"}`` per cron, by name."""
+        """``{"name", "schedule", "grace_seconds", "since_ns", "updated_ns"}`` per cron, by name (schedule
+        None: unscheduled)."""
 
     @abc.abstractmethod
     def get_cron(self, name: str) -> dict[str, Any] | None: ...
@@ -230,9 +233,11 @@ class Store(abc.ABC):
     def delete_cron(self, name: str) -> bool: ...
 
     @abc.abstractmethod
-    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[dict[str, Any]]:
+    def cron_spans(self, name: str, start_ns: int, end_ns: int, limit: int = 10_000, *,
+                   newest: bool = False) -> list[dict[str, Any]]:
         """Spans of kind ``cron`` or ``cron_start`` named ``name`` that started in [start_ns, end_ns), oldest
-        first: ``trace_id``, ``start_ns``, ``end_ns``, ``status``, ``attributes``, ``kind``."""
+        first (``newest``: the latest ``limit``, newest first): ``trace_id``, ``start_ns``, ``end_ns``,
+        ``status``, ``attributes``, ``kind``."""
 
     @abc.abstractmethod
     def claim_cron_alert(self, rule_id: int, name: str, expected_ns: int) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from agentwatch.server import ServerHandle, Settings, start_background
-from agentwatch.server._crons import classify, cron_report
+from agentwatch.server._crons import classify, cron_report, runs_of
 from tests.server.aw_helpers import SpanFactory
 
 S = 1_000_000_000
@@ -262,3 +262,126 @@ def test_a_grace_longer_than_the_period_invents_no_earlier_runs(client: TestClie
     assert history[-1]["expected_unix_nano"] == start - 5 * S and history[-1]["status"] == "ok"
     # Two later minutes passed without a run, but their grace is not over yet.
     assert {run["status"] for run in history[:-1]} <= {"pending"}
+
+
+# -- crons without a schedule ------------------------------------------------------------------------------------
+
+_UNSCHEDULED_PROGRAM = """
+import sys
+import time
+import agentwatch
+
+agentwatch.init(proxy_url=sys.argv[1], flush_interval=0.05, auto_instrument=False)
+
+with agentwatch.cron("nightly-cleanup") as c:  # the SDK spec's form: no schedule
+    time.sleep(0.05)
+
+@agentwatch.cron("nightly-cleanup")
+def cleanup():
+    raise RuntimeError("disk full")
+
+try:
+    cleanup()
+except RuntimeError:
+    pass
+agentwatch.shutdown()
+"""
+
+
+def _get(handle: ServerHandle, path: str) -> Any:
+    with urllib.request.urlopen(f"{handle.url}{path}", timeout=10) as response:
+        return json.load(response)
+
+
+def test_sdk_program_without_a_schedule_shows_its_runs(collector: ServerHandle) -> None:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_UNSCHEDULED_PROGRAM),
+                           f"{collector.url}/api/ingest"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    crons = _get(collector, "/api/crons")["crons"]
+    assert [cron["name"] for cron in crons] == ["nightly-cleanup"]
+    detail = _get(collector, "/api/crons/nightly-cleanup")
+    assert crons[0] == detail  # two runs: the list's short strip is the whole history
+    assert (detail["scheduled"], detail["schedule"], detail["grace_seconds"]) == (False, None, None)
+    assert (detail["next_expected_at"], detail["next_expected_unix_nano"]) == (None, None)
+    assert detail["counts"] == {"ok": 1, "failed": 1, "late": None, "missed": None}
+    failed, ok = detail["history"]  # newest first
+    assert (failed["status"], ok["status"]) == ("failed", "ok")
+    assert detail["last_run"]["status"] == "failed" and detail["last_run"]["started_at"] == failed["started_at"]
+    assert ok["duration_ms"] >= 50 and ok["end_unix_nano"] > ok["start_unix_nano"]
+    assert ok["started_at"] < ok["ended_at"] <= failed["started_at"]
+    assert ok["expected_at"] is None and failed["trace_id"] != ok["trace_id"]
+    traces = {trace["trace_id"]: trace["status"] for trace in _get(collector, "/api/traces?limit=10")["traces"]}
+    assert (traces[ok["trace_id"]], traces[failed["trace_id"]]) == ("ok", "error")
+
+
+def test_a_schedule_arriving_later_makes_it_a_scheduled_cron(client: TestClient, make_span: SpanFactory) -> None:
+    e1, e2, e3, e4, e5 = _five_decided_runs()
+    # Runs without a schedule at odd times (a run whose cron.schedule is invalid is one of them).
+    unscheduled = [cron_span(make_span, "sync", e1 + 77 * S, schedule=None, grace=None),
+                   cron_span(make_span, "sync", e2 + 140 * S, ok=False, schedule=None, grace=None),
+                   cron_span(make_span, "sync", e3 + 200 * S, schedule="every night")]
+    assert client.post("/api/ingest", json=unscheduled[1:]).json()["accepted"] == 2
+    client.post("/api/ingest", json=unscheduled[0])  # an older run arriving late is still in the history
+    detail = client.get("/api/crons/sync").json()
+    assert (detail["scheduled"], detail["schedule"], detail["next_expected_at"]) == (False, None, None)
+    assert [run["start_unix_nano"] for run in detail["history"]] == [e3 + 200 * S, e2 + 140 * S, e1 + 77 * S]
+    assert detail["registered_at"] == detail["history"][-1]["started_at"]
+    assert client.get("/api/crons/sync?runs=2").json()["counts"] == {"ok": 1, "failed": 1, "late": None,
+                                                                        "missed": None}
+    # A run with a schedule makes it scheduled from that run on: the runs before expected nothing, so nothing
+    # between them and it is missed, whatever the order the spans arrive in.
+    client.post("/api/ingest", json=cron_span(make_span, "sync", e4 + 5 * S))
+    client.post("/api/ingest", json=cron_span(make_span, "sync", e5 + 5 * S, schedule=None, grace=None))
+    scheduled = client.get("/api/crons/sync").json()
+    assert (scheduled["scheduled"], scheduled["schedule"], scheduled["grace_seconds"]) == (True, EVERY_5, 60)
+    decided = [(run["expected_unix_nano"], run["status"]) for run in scheduled["history"] if run["status"] != "pending"]
+    assert decided == [(e5, "ok"), (e4, "ok")]  # the run after e5 may be pending
+    assert scheduled["counts"]["missed"] == 0 and scheduled["next_expected_unix_nano"] > time.time_ns()
+    # A run without a schedule never takes it back.
+    client.post("/api/ingest", json=cron_span(make_span, "sync", e5 + 100 * S, schedule=None, grace=None))
+    assert client.get("/api/crons/sync").json()["schedule"] == EVERY_5
+    # PUT gives one to an unscheduled cron too, expecting runs from now on.
+    client.post("/api/ingest", json=cron_span(make_span, "cleanup", e1 + 5 * S, schedule=None, grace=None))
+    assert client.get("/api/crons/cleanup").json()["scheduled"] is False
+    put = client.put("/api/crons/cleanup", json={"schedule": "* * * * *", "grace_seconds": 30}).json()
+    assert (put["scheduled"], put["schedule"], put["history"]) == (True, "* * * * *", [])
+    assert [cron["scheduled"] for cron in client.get("/api/crons").json()["crons"]] == [True, True]
+    # Forgotten, it comes back unscheduled with its next run.
+    assert client.delete("/api/crons/cleanup").status_code == 200
+    client.post("/api/ingest", json=cron_span(make_span, "cleanup", time.time_ns() - S, schedule=None, grace=None))
+    again = client.get("/api/crons/cleanup").json()
+    assert again["scheduled"] is False and len(again["history"]) == 1
+
+
+def test_an_unscheduled_run_in_progress_is_running() -> None:
+    # A start marker (the SDK sends one with a schedule; an OTLP exporter may without) alone: running; the run's
+    # cron span, holding it in the same trace, replaces it.
+    run = {"trace_id": "t1", "start_ns": 100 * S, "end_ns": 160 * S, "status": "ok", "attributes": {}, "kind": "cron"}
+    marker = {**run, "end_ns": 100 * S, "kind": "cron_start"}
+    other = {**marker, "trace_id": "t2", "start_ns": 200 * S, "end_ns": 200 * S}
+    assert [entry["status"] for entry in runs_of([marker, other], 10)] == ["running", "running"]
+    entries = runs_of([marker, run, other], 10)
+    assert [(entry["trace_id"], entry["status"]) for entry in entries] == [("t2", "running"), ("t1", "ok")]
+    assert entries[0]["duration_ms"] is None and entries[1]["duration_ms"] == 60_000.0
+    assert [entry["trace_id"] for entry in runs_of([marker, run, other], 1)] == ["t2"]
+
+
+def test_unscheduled_failed_runs_alert_once_and_are_never_missed(client: TestClient, make_span: SpanFactory,
+                                                                  webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    engine = client.app.state.agentwatch.alerts
+    for condition in ("cron_missed", "cron_failed"):
+        response = client.post("/api/alerts", json={"name": condition, "condition": condition,
+                                                    "action_type": "webhook", "webhook_url": url})
+        assert response.status_code == 201, response.text
+    start = time.time_ns() - 3600 * S
+    client.post("/api/ingest", json=[cron_span(make_span, "cleanup", start, schedule=None, grace=None),
+                                     cron_span(make_span, "cleanup", start + 600 * S, ok=False, schedule=None,
+                                               grace=None)])
+    now = time.time_ns()
+    fired = engine.evaluate(now)
+    assert [event["condition"] for event in fired] == ["cron_failed"]
+    assert engine.evaluate(now + 60 * S) == [] and engine.evaluate(now + 3 * 86400 * S) == []
+    assert len(received) == 1 and received[0]["agentwatch"]["status"] == "failed"
+    assert received[0]["agentwatch"]["schedule"] is None and received[0]["agentwatch"]["expected_at"] is None
+    assert "'cleanup' (no schedule) failed its run started at" in received[0]["text"]
