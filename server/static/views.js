@@ -214,25 +214,29 @@
       : h("div", { class: "empty", text: "No alerts yet." }));
   };
 
-  // Crons: did each scheduled job run when it should have? Statuses are computed by the collector.
+  // Crons: did each scheduled job run when it should have? Statuses are computed by the collector. A job with no
+  // schedule shows its runs only: nothing was expected of it, so there is no next run and nothing late or missed.
+  const count = (n) => (n == null ? "–" : String(n));
   AW.views.crons = async function (root) {
     const data = await api("/api/crons");
     root.appendChild(h("h1", { text: "Crons" }));
-    root.appendChild(h("p", { class: "muted", text: "Jobs wrapped in agentwatch.cron(name, schedule=...) or registered with PUT /api/crons/{name}. Schedules are in UTC; times are shown in local time." }));
+    root.appendChild(h("p", { class: "muted", text: "Jobs wrapped in agentwatch.cron(name, schedule=...) or registered with PUT /api/crons/{name}; a job wrapped in agentwatch.cron(name) alone shows its runs, with no schedule. Schedules are in UTC; times are shown in local time." }));
     root.appendChild(data.crons.length ? h("table", { id: "cron-list" },
       h("thead", {}, h("tr", {}, ["Name", "Schedule", "Grace", "Last run", "Started", "Duration", "Next expected", "Recent runs (newest first)", "ok / failed / late / missed"].map((t) => h("th", { text: t })))),
       h("tbody", {}, data.crons.map((c) => h("tr", { "data-cron": c.name },
-        h("td", { class: "cron-name", text: c.name }), h("td", {}, h("code", { text: c.schedule })), h("td", { text: `${c.grace_seconds} s` }),
+        h("td", { class: "cron-name", text: c.name }),
+        h("td", { class: "cron-schedule" }, c.schedule != null ? h("code", { text: c.schedule }) : h("span", { class: "muted", text: "no schedule" })),
+        h("td", { text: c.grace_seconds != null ? `${c.grace_seconds} s` : "–" }),
         h("td", { class: "cron-last" }, c.last_run ? badge(c.last_run.status) : "–"),
         h("td", { text: !c.last_run ? "–" : c.last_run.started_at ? fmt.iso(c.last_run.started_at) : `not started (expected ${fmt.iso(c.last_run.expected_at)})` }),
         h("td", { text: c.last_run && c.last_run.duration_ms != null ? fmt.ms(c.last_run.duration_ms) : "–" }),
-        h("td", { class: "cron-next", text: fmt.iso(c.next_expected_at) }),
+        h("td", { class: "cron-next", text: c.scheduled === false ? "– (no schedule)" : fmt.iso(c.next_expected_at) }),
         h("td", { class: "cron-history" }, c.history.length ? c.history.map((run) => {
           const tag = badge(run.status);
-          tag.title = `expected ${run.expected_at}${run.started_at ? ", started " + run.started_at : ""}`;
+          tag.title = [run.expected_at && `expected ${run.expected_at}`, run.started_at && `started ${run.started_at}`].filter(Boolean).join(", ");
           return run.trace_id ? h("a", { href: `#/trace/${encodeURIComponent(run.trace_id)}` }, tag) : tag;
         }) : "–"),
-        h("td", { class: "num", text: `${c.counts.ok} / ${c.counts.failed} / ${c.counts.late} / ${c.counts.missed}` })))))
+        h("td", { class: "num cron-counts", text: [c.counts.ok, c.counts.failed, c.counts.late, c.counts.missed].map(count).join(" / ") })))))
       : h("div", { class: "empty", text: "No cron known yet. Use agentwatch.cron(\"nightly\", schedule=\"0 3 * * *\") or PUT /api/crons/{name}." }));
   };
 

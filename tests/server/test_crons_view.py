@@ -31,3 +31,22 @@ def test_crons_view_shows_a_missed_run(page: Any, server: ServerHandle, make_spa
     page.click("nav a[data-view=crons]")
     assert page.locator("nav a.active").inner_text() == "Crons"
     assert page.errors == []
+
+
+def test_crons_view_shows_a_job_without_a_schedule(page: Any, server: ServerHandle, make_span: SpanFactory) -> None:
+    # agentwatch.cron("nightly-cleanup") as the SDK spec writes it: a run that succeeded, then one that failed.
+    now = time.time_ns()
+    ingest(server, [cron_span(make_span, "nightly-cleanup", now - 600 * S, schedule=None, grace=None),
+                    cron_span(make_span, "nightly-cleanup", now - 60 * S, ok=False, schedule=None, grace=None)])
+    open_view(page, server, "#/crons", "crons")
+    assert page.locator("#cron-list tbody tr").count() == 1
+    assert page.inner_text("#cron-list .cron-name") == "nightly-cleanup"
+    assert page.inner_text("#cron-list .cron-schedule") == "no schedule"
+    assert page.inner_text("#cron-list .cron-last") == "failed"
+    assert page.inner_text("#cron-list .cron-next") == "– (no schedule)"
+    history = page.locator("#cron-list .cron-history .badge")
+    assert [history.nth(index).inner_text() for index in range(history.count())] == ["failed", "ok"]
+    assert history.nth(0).get_attribute("title").startswith("started ")
+    assert page.inner_text("#cron-list .cron-counts") == "1 / 1 / – / –"
+    assert "undefined" not in page.inner_text("#cron-list") and "null" not in page.inner_text("#cron-list")
+    assert page.errors == []
