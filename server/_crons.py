@@ -267,11 +267,21 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
                       for name, (first, last) in unscheduled.items() if name not in latest]
     for name, maybe_schedule, grace_s, seen, since in registrations:
         try:
+            if maybe_schedule is None and store.get_cron(name) is None:
+                since = _first_run(store, name, since)
             store.put_cron(name, maybe_schedule, grace_s, seen_ns=seen, since_ns=since)
         except Exception:
             # The spans are stored already: a failed registration must not fail (and so repeat) the ingest.
             logger.exception("cron %r: not registered", name)
     return len(registrations)
+
+
+def _first_run(store: Store, name: str, since_ns: int) -> int:
+    """A cron first seen without a schedule shows the runs of it stored already: those a collector that did not
+    register unscheduled crons kept, or those of a cron forgotten by DELETE (nothing was expected of them, so
+    reaching back invents no missed run)."""
+    earlier = store.cron_spans(name, 0, since_ns, 1)
+    return int(earlier[0]["start_ns"]) if earlier else since_ns
 
 
 def alert_reports(store: Store, now_ns: int) -> list[dict[str, Any]]:

@@ -79,7 +79,8 @@ async def put_cron(request: Request, name: CronName, body: CronIn) -> dict[str, 
 
 @router.delete("/api/crons/{name:path}")
 async def delete_cron(request: Request, name: CronName) -> dict[str, Any]:
-    """Forget a cron (its spans stay; a later run registers it again)."""
+    """Forget a cron (its spans stay; a later run registers it again: with a schedule, expecting runs from
+    then on; without one, with the runs it had)."""
     if not await run_in_threadpool(app_state(request).store.delete_cron, name):
         raise HTTPException(404, "cron not found")
     return {"deleted": name}

@@ -4,6 +4,7 @@ late / missed, missed and failed runs alerted once through a real webhook, and a
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -346,11 +347,39 @@ def test_a_schedule_arriving_later_makes_it_a_scheduled_cron(client: TestClient,
     put = client.put("/api/crons/cleanup", json={"schedule": "* * * * *", "grace_seconds": 30}).json()
     assert (put["scheduled"], put["schedule"], put["history"]) == (True, "* * * * *", [])
     assert [cron["scheduled"] for cron in client.get("/api/crons").json()["crons"]] == [True, True]
-    # Forgotten, it comes back unscheduled with its next run.
+    # Forgotten, it comes back unscheduled with its next run, and the runs it had.
     assert client.delete("/api/crons/cleanup").status_code == 200
     client.post("/api/ingest", json=cron_span(make_span, "cleanup", time.time_ns() - S, schedule=None, grace=None))
     again = client.get("/api/crons/cleanup").json()
-    assert again["scheduled"] is False and len(again["history"]) == 1
+    assert again["scheduled"] is False and len(again["history"]) == 2
+
+
+def test_runs_stored_before_the_upgrade_are_shown(tmp_path: Path, signing_key: Path, make_span: SpanFactory) -> None:
+    # A collector of the version before kept the runs of agentwatch.cron("nightly-cleanup") as spans and registered
+    # nothing: that database, opened by this version, lists the job from its next run with its earlier runs.
+    settings = Settings(db_path=tmp_path / "old.db", signing_key_path=signing_key, alert_interval_seconds=3600)
+    now = time.time_ns()
+    old_runs = [cron_span(make_span, "nightly-cleanup", now - days * 86400 * S, ok=days != 2, schedule=None,
+                          grace=None) for days in (3, 2, 1)]
+    handle = start_background(settings=settings, port=0)
+    try:
+        _post(handle, "/api/ingest", old_runs, 202)
+    finally:
+        handle.stop()
+    with sqlite3.connect(settings.db_path) as connection:  # as the version before left it: no registration
+        connection.execute("DELETE FROM crons")
+    handle = start_background(settings=settings, port=0)
+    try:
+        assert _get(handle, "/api/crons")["crons"] == []
+        _post(handle, "/api/ingest", [cron_span(make_span, "nightly-cleanup", now - S, schedule=None, grace=None)],
+              202)
+        detail = _get(handle, "/api/crons/nightly-cleanup")
+        assert [run["trace_id"] for run in detail["history"][1:]] == [run["trace_id"] for run in old_runs[::-1]]
+        assert [run["status"] for run in detail["history"]] == ["ok", "ok", "failed", "ok"]
+        assert detail["counts"] == {"ok": 3, "failed": 1, "late": None, "missed": None}
+        assert detail["registered_at"] == detail["history"][-1]["started_at"]
+    finally:
+        handle.stop()
 
 
 def test_an_unscheduled_run_in_progress_is_running() -> None:
