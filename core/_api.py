@@ -441,11 +441,10 @@ class CronContext(SpanScope):
 
     @stop_on_exception
     def _announce(self) -> None:
-        # The cron span is exported when the job ends; with a schedule, this instant marker (inside the cron
-        # span) tells the collector at once that the run started, so a job running longer than its grace
-        # is not reported missed.
-        if "cron.schedule" in self._attributes:
-            _instant(self.name, "cron_start", dict(self._attributes))
+        # The cron span is exported when the job ends; this instant marker (inside the cron span) tells the
+        # collector at once that the run started: a job with a schedule running longer than its grace is not
+        # reported missed, and one without (the SDK spec's ``cron("nightly-cleanup")``) is listed as running.
+        _instant(self.name, "cron_start", dict(self._attributes))
 
     def _before_end(self, span: Span, error: BaseException | None) -> None:
         span.attributes["cron.duration_ms"] = (time.perf_counter() - self._started) * 1000

@@ -315,6 +315,38 @@ def test_sdk_program_without_a_schedule_shows_its_runs(collector: ServerHandle) 
     assert (traces[ok["trace_id"]], traces[failed["trace_id"]]) == ("ok", "error")
 
 
+_RUNNING_PROGRAM = """
+import sys
+import agentwatch
+
+agentwatch.init(proxy_url=sys.argv[1], auto_instrument=False)
+with agentwatch.cron("long-import"):  # no schedule
+    agentwatch.flush()
+    print("started", flush=True)
+    sys.stdin.readline()  # runs until the test has looked
+agentwatch.shutdown()
+"""
+
+
+def test_an_unscheduled_sdk_run_in_progress_is_listed_as_running(collector: ServerHandle) -> None:
+    """Found 2026-12-06: the SDK sent its start marker only for a cron with a schedule, so a job without one (the SDK
+    spec's form) appeared only once its run ended."""
+    program = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_RUNNING_PROGRAM), f"{collector.url}/api/ingest"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None and program.stdout.readline().strip() == "started"
+        detail = _get(collector, "/api/crons/long-import")
+        assert detail["scheduled"] is False
+        assert [run["status"] for run in detail["history"]] == ["running"]
+    finally:
+        assert program.stdin is not None
+        program.stdin.write("\n")
+        program.stdin.close()
+        program.wait(timeout=60)
+    assert program.returncode == 0
+    assert [run["status"] for run in _get(collector, "/api/crons/long-import")["history"]] == ["ok"]
+
+
 def test_a_schedule_arriving_later_makes_it_a_scheduled_cron(client: TestClient, make_span: SpanFactory) -> None:
     e1, e2, e3, e4, e5 = _five_decided_runs()
     # Runs without a schedule at odd times (a run whose cron.schedule is invalid is one of them).
