@@ -446,3 +446,19 @@ def test_unscheduled_failed_runs_alert_once_and_are_never_missed(client: TestCli
     assert len(received) == 1 and received[0]["agentwatch"]["status"] == "failed"
     assert received[0]["agentwatch"]["schedule"] is None and received[0]["agentwatch"]["expected_at"] is None
     assert "'cleanup' (no schedule) failed its run started at" in received[0]["text"]
+
+
+def test_a_cron_named_as_long_as_a_span_can_be_is_reachable(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-06: a cron's routes took names of at most 200 characters while its runs' spans may be named with
+    2,000: such a cron was listed, and its history, PUT and DELETE answered 422. A ``cron.name`` attribute longer than
+    a span's name could be registered a cron no route could name; the span's own name names it then."""
+    long_name = "nightly-" + "x" * 1500
+    run = cron_span(make_span, long_name, (int(time.time()) - 600) * S, schedule=None, grace=None)
+    assert client.post("/api/ingest", json=run).status_code == 202
+    assert client.get(f"/api/crons/{long_name}").json()["name"] == long_name
+    assert client.put(f"/api/crons/{long_name}", json={"schedule": EVERY_5}).status_code == 200
+    assert client.delete(f"/api/crons/{long_name}").status_code in (200, 204)
+    huge = cron_span(make_span, "short-span-name", (int(time.time()) - 300) * S, schedule=None, grace=None)
+    huge["attributes"]["cron.name"] = "y" * 5000
+    assert client.post("/api/ingest", json=huge).status_code == 202
+    assert "short-span-name" in {cron["name"] for cron in client.get("/api/crons").json()["crons"]}
