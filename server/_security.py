@@ -32,6 +32,10 @@ _CROSS_SITE = frozenset({b"cross-site", b"same-site"})
 # Bodies a page on another site can send without a CORS preflight ("simple requests"); no API route takes them.
 _SIMPLE_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"})
 _INGEST_TYPES = frozenset({b"application/json", b"application/gzip", b"application/x-gzip"})
+#: Headers the checks below decide on, each of which a request carries at most once (RFC 9112 3.2: a second Host
+#: is a 400). Read as a dict, a request with two kept only the last, while the routes (Starlette's headers) read
+#: the first: "Origin: <another site>" then "Origin: <this collector>" passed the Origin check and killed agents.
+_SINGLE_HEADERS = (b"host", b"origin", b"sec-fetch-site", b"content-type")
 
 
 def served_hosts(host: str, allowed: Iterable[str]) -> frozenset[str] | None:
@@ -84,6 +88,12 @@ class SecurityMiddleware:
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         """Why this request is refused before it reaches a route, if it is."""
         headers = dict(scope["headers"])
+        if len(headers) < len(scope["headers"]):
+            names = [name for name, _ in scope["headers"]]
+            for name in _SINGLE_HEADERS:
+                if names.count(name) > 1:
+                    return 400, (f"more than one {name.decode()} header; send it once (which one a check reads and "
+                                 "which one the route reads could differ)")
         host = headers.get(b"host", b"").decode("latin-1")
         if self._hosts is not None and host and _hostname(host) not in self._hosts:
             # A page whose DNS name was rebound to this machine sends its own name here.

@@ -117,6 +117,37 @@ def test_cross_site_writes_are_refused(server: ServerHandle, make_span: SpanFact
     assert stored(server) == 5
 
 
+
+def test_a_header_the_checks_decide_on_is_taken_once(server: ServerHandle) -> None:
+    """Found 2026-12-06 (server probe 13): with two Origin headers the check read the last and the routes the first,
+    so "Origin: <another site>" then "Origin: <this collector>" killed every agent; a second Host (RFC 9112: 400)
+    named the collector last and read the traces."""
+    own = f"127.0.0.1:{server.port}".encode()
+
+    def sent(method: bytes, path: bytes, *headers: bytes) -> bytes:
+        body = b"{}" if method == b"POST" else b""
+        lines = b"".join(header + b"\r\n" for header in headers)
+        return (method + b" " + path + b" HTTP/1.1\r\n" + lines + b"Content-Length: " + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n" + body)
+
+    json_type = b"Content-Type: application/json"
+    for request_bytes, header in (
+            (sent(b"GET", b"/api/traces", b"Host: rebind.attacker.example", b"Host: " + own), "host"),
+            (sent(b"POST", b"/api/circuit-breaker/kill", b"Host: " + own, json_type,
+                  b"Origin: http://rebind.attacker.example", b"Origin: http://" + own), "origin"),
+            (sent(b"POST", b"/api/circuit-breaker/kill", b"Host: " + own, json_type,
+                  b"Sec-Fetch-Site: cross-site", b"Sec-Fetch-Site: same-origin"), "sec-fetch-site"),
+            (sent(b"POST", b"/api/circuit-breaker/kill", b"Host: " + own, b"Content-Type: text/plain", json_type),
+             "content-type")):
+        answer = raw_exchange(server, request_bytes)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert b" 400 " in status_line, (header, answer)
+        assert f"more than one {header} header" in json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
+    assert request(server, "GET", "/api/circuit-breaker/status")[1]["overrides"] == []
+    # Other headers may repeat, as HTTP lets them (a list of values).
+    answer = raw_exchange(server, sent(b"GET", b"/api/traces", b"Host: " + own, b"Accept: text/html",
+                                       b"Accept: application/json"))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
 @pytest.fixture
 def cors_server(tmp_path: Path, signing_key: Path) -> Iterator[ServerHandle]:
     settings = Settings(db_path=tmp_path / "c.db", signing_key_path=signing_key, alert_interval_seconds=3600,
