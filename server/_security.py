@@ -32,6 +32,10 @@ _CROSS_SITE = frozenset({b"cross-site", b"same-site"})
 # Bodies a page on another site can send without a CORS preflight ("simple requests"); no API route takes them.
 _SIMPLE_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"})
 _INGEST_TYPES = frozenset({b"application/json", b"application/gzip", b"application/x-gzip"})
+#: What a route that takes no JSON accepts, for its 415: `curl --data-binary @report.pdf` sends a form's type, and
+#: "send application/json" sent its user the wrong way.
+_ACCEPTED = {"/api/reports/verify": "send the report's bytes as application/pdf (curl --data-binary @report.pdf "
+                                    "-H 'Content-Type: application/pdf')"}
 #: Headers the checks below decide on, each of which a request carries at most once (RFC 9112 3.2: a second Host
 #: is a 400). Read as a dict, a request with two kept only the last, while the routes (Starlette's headers) read
 #: the first: "Origin: <another site>" then "Origin: <this collector>" passed the Origin check and killed agents.
@@ -120,8 +124,8 @@ class SecurityMiddleware:
             media = _media_type(content_type)
             if media in _SIMPLE_TYPES or (scope["path"] == "/api/ingest" and media not in _INGEST_TYPES
                                           and not media.endswith(b"+json")):
-                return 415, (f"Content-Type {media.decode('latin-1')!r} is not accepted here; send "
-                             "application/json (gzip'd with Content-Encoding: gzip, if you like)")
+                return 415, f"Content-Type {media.decode('latin-1')!r} is not accepted here; " + _ACCEPTED.get(
+                    scope["path"], "send application/json (gzip'd with Content-Encoding: gzip, if you like)")
         return None
 
     async def _refuse(self, send: Send, status: int, detail: str, *extra: tuple[bytes, bytes]) -> None:

@@ -87,6 +87,12 @@ def test_signed_pdf_verifies_and_detects_tampering(reported: TestClient, tmp_pat
                             headers={"Content-Type": "application/pdf",
                                      "X-AgentWatch-Signature": response.headers["x-agentwatch-signature"]}).json()
     assert checked["valid"] and checked["trusted"] and checked["key_fingerprint"] == fingerprint
+    # Found 2026-12-06 (server probe 13): `curl --data-binary @report.pdf` sends a form's type, and the 415 told
+    # its user to send application/json, which this route does not take as a report.
+    refused = reported.post("/api/reports/verify", content=pdf,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert refused.status_code == 415 and "application/pdf" in refused.json()["detail"], refused.text
+    assert "application/json" not in refused.json()["detail"]
 
     position = pdf.index(b"/Title")
     tampered = pdf[:position] + b"/Titlf" + pdf[position + 6:]
