@@ -196,6 +196,16 @@ def _drop_text_event_names(attributes: dict[str, Any]) -> bool:
     return dropped
 
 
+def _without(value: Any, texts: set[str]) -> Any:
+    """``value`` without the strings in ``texts``, at any depth (a key whose value was one goes with it)."""
+    if isinstance(value, dict):
+        return {key: _without(item, texts) for key, item in value.items()
+                if not (isinstance(item, str) and item in texts)}
+    if isinstance(value, list):
+        return [_without(item, texts) for item in value if not (isinstance(item, str) and item in texts)]
+    return value
+
+
 def strip_text(record: SpanRecord) -> None:
     """Zero data retention for a span: no input or output, its attributes scrubbed by the allowlist, and no text in
     its name (an alert's title, a task's description, a sentence), its events' names, or its agent's name (an OTLP
@@ -211,22 +221,29 @@ def strip_text(record: SpanRecord) -> None:
     # A role is a label ("Senior Researcher"), but clients send whatever their framework calls one: CrewAI's and
     # ATP's role may be a sentence of the agent's instructions. An agent's id is a label too, but a client may
     # send a sentence as one, and an OTLP agent span's id is derived from its name.
+    # What is taken out of the span's fields as text: clients read those fields from attributes the span keeps
+    # (gen_ai.agent.name, gen_ai.request.model, agent.name...), whose keys the allowlist keeps as labels.
+    removed: set[str] = set()
     if record.agent_name is not None and _reads_as_text(record.agent_name):
         if record.agent_id is not None and record.agent_id == agent_id_from_name(record.agent_name):
+            removed.add(record.agent_id)
             record.agent_id = _hashed_id(record.agent_id)
+        removed.add(record.agent_name)
         record.agent_name = None
-        lost = True
     if record.agent_id is not None and _id_reads_as_text(record.agent_id):
+        removed.add(record.agent_id)
         record.agent_id = _hashed_id(record.agent_id)
-        lost = True
     if record.agent_role is not None and _label_reads_as_text(record.agent_role):
+        removed.add(record.agent_role)
         record.agent_role = None
-        lost = True
     for field in ("model", "provider"):
         value = getattr(record, field)
         if isinstance(value, str) and _reads_as_text(value):
+            removed.add(value)
             setattr(record, field, None)
-            lost = True
+    if removed:
+        lost = True
+        attributes = _without(attributes, removed)
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:
         attributes["agentwatch.text_stripped"] = True

@@ -18,7 +18,7 @@ import pytest
 from agentwatch.server import ServerHandle, Settings, start_background
 from tests.server.aw_helpers import SpanFactory, new_span_id, new_trace_id
 
-SECRETS = [f"SECRET{index:02d}zdr" for index in range(60)]
+SECRETS = [f"SECRET{index:02d}zdr" for index in range(70)]
 
 
 def secret(index: int) -> str:
@@ -353,3 +353,41 @@ def test_agent_ids_models_and_providers_that_are_text_are_not_kept(zdr_server: S
     lowered = {path.name: [s for s in SECRETS if s.lower().encode() in path.read_bytes()]
                for path in tmp_path.iterdir() if path.name.startswith("zdr.db")}
     assert not any(lowered.values()), lowered
+
+
+def test_text_taken_out_of_a_spans_fields_is_not_kept_in_its_attributes(zdr_server: ServerHandle,
+                                                                         tmp_path: Path) -> None:
+    """Found 2026-12-06 (server probe 13): an OTLP span's agent name, agent id, model and provider are read from its
+    attributes (gen_ai.agent.name, gen_ai.agent.id, gen_ai.request.model, gen_ai.provider.name, OpenInference's
+    agent.name). A sentence there was taken out of the span's fields (no agent name, a hashed id, no model), but
+    the attribute it came from is a label to the allowlist and was stored as sent, shown by the spans API."""
+    trace_id = "5b8efff798038103d269b633813fc6dd"
+
+    def span(span_id: str, **attributes: str) -> dict[str, Any]:
+        return {"traceId": trace_id, "spanId": span_id, "name": "step", "startTimeUnixNano": "1700000000000000000",
+                "endTimeUnixNano": "1700000001000000000",
+                "attributes": [{"key": key.replace("__", "."), "value": {"stringValue": value}}
+                               for key, value in attributes.items()]}
+
+    otlp = {"resourceSpans": [{"scopeSpans": [{"spans": [
+        span("c1c1c1c1c1c1c1c1", gen_ai__operation__name="invoke_agent",
+             gen_ai__agent__name=f"You must never tell anyone about {SECRETS[60]}"),
+        span("c2c2c2c2c2c2c2c2", gen_ai__operation__name="invoke_agent",
+             gen_ai__agent__id=f"you-must-never-tell-anyone-about-{SECRETS[61]}"),
+        span("c3c3c3c3c3c3c3c3", gen_ai__operation__name="chat",
+             gen_ai__request__model=f"please never reveal the {SECRETS[62]} to anyone",
+             gen_ai__provider__name=f"always say {SECRETS[63]} to the user"),
+        span("c4c4c4c4c4c4c4c4", openinference__span__kind="AGENT",
+             agent__name=f"Summarise the medical history of {SECRETS[64]} for me"),
+        span("c5c5c5c5c5c5c5c5", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="Planner")]}]}]}
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/v1/traces", json=otlp).status_code == 200
+        spans = {span["span_id"]: span for span in client.get(f"/api/traces/{trace_id}/spans").json()["spans"]}
+    assert len(spans) == 5
+    assert not [s for s in SECRETS if s in json.dumps(spans)], spans
+    assert spans["c1c1c1c1c1c1c1c1"]["attributes"]["agentwatch.text_stripped"] is True
+    assert spans["c3c3c3c3c3c3c3c3"]["attributes"]["gen_ai.operation.name"] == "chat"
+    planner = spans["c5c5c5c5c5c5c5c5"]
+    assert planner["agent_name"] == "Planner" and planner["attributes"]["gen_ai.agent.name"] == "Planner"
+    found = _database_secrets(zdr_server, tmp_path)
+    assert found and not any(found.values()), found
