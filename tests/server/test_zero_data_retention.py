@@ -356,6 +356,7 @@ def test_agent_ids_models_and_providers_that_are_text_are_not_kept(zdr_server: S
 
 
 def test_text_taken_out_of_a_spans_fields_is_not_kept_in_its_attributes(zdr_server: ServerHandle,
+                                                                         make_span: SpanFactory,
                                                                          tmp_path: Path) -> None:
     """Found 2026-12-06 (server probe 13): an OTLP span's agent name, agent id, model and provider are read from its
     attributes (gen_ai.agent.name, gen_ai.agent.id, gen_ai.request.model, gen_ai.provider.name, OpenInference's
@@ -389,5 +390,13 @@ def test_text_taken_out_of_a_spans_fields_is_not_kept_in_its_attributes(zdr_serv
     assert spans["c3c3c3c3c3c3c3c3"]["attributes"]["gen_ai.operation.name"] == "chat"
     planner = spans["c5c5c5c5c5c5c5c5"]
     assert planner["agent_name"] == "Planner" and planner["attributes"]["gen_ai.agent.name"] == "Planner"
+    # A session span is named after its session, whose id is a label: a name that reads as text is stored as the
+    # kind, but the session keeps its own trace (its session.id is not the text of a field taken out).
+    session = "Help me plan the surprise party for my sister"
+    wrapper = make_span(kind="session", name=session, attributes={"session.id": session, "session.name": session})
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        assert client.post("/api/ingest", json=[wrapper]).json()["accepted"] == 1
+        traces = client.get("/api/session", params={"id": session}).json()["traces"]
+    assert [trace["trace_id"] for trace in traces] == [wrapper["trace_id"]]
     found = _database_secrets(zdr_server, tmp_path)
     assert found and not any(found.values()), found
