@@ -210,13 +210,24 @@ def _native(span: NativeSpan) -> SpanRecord:
             attributes.setdefault(key, value)
     start = span.start_time_unix_nano
     end = span.end_time_unix_nano
+    kind = span.kind.lower() or "span"
+    cached = min(span.cached_input_tokens, span.input_tokens) if span.input_tokens else span.cached_input_tokens
+    cost = span.cost_usd
+    if "cost_usd" not in span.model_fields_set and kind in _PRICED_KINDS and (span.input_tokens or span.output_tokens):
+        # The SDK always sends its cost (0 for a local model); a client that sends none is priced from its tokens,
+        # as ATP and OTLP spans are, rather than counted as free.
+        cost = price_from_tokens(span.model, span.provider, span.input_tokens, span.output_tokens, attributes,
+                                 cached)
     return SpanRecord(
-        span.trace_id, span.span_id, span.parent_span_id or None, span.name, span.kind.lower() or "span", status,
+        span.trace_id, span.span_id, span.parent_span_id or None, span.name, kind, status,
         start, end if end is not None and end >= start else start, span.agent_id, span.agent_name,
-        span.agent_role, span.model, span.provider, span.input_tokens, span.output_tokens,
-        min(span.cached_input_tokens, span.input_tokens) if span.input_tokens else span.cached_input_tokens,
-        span.cost_usd, attributes, span.input, span.output,
+        span.agent_role, span.model, span.provider, span.input_tokens, span.output_tokens, cached,
+        cost, attributes, span.input, span.output,
     )
+
+
+#: Native spans priced from their tokens when they come without a cost: model calls (not their copies).
+_PRICED_KINDS = frozenset({"llm", "embedding"})
 
 
 def _atp(span: AtpSpan) -> SpanRecord:
@@ -392,6 +403,8 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
             try:
                 values = _wire_values(item)
             except KeyError:  # keys left out: their defaults, then the same checks
+                if "cost_usd" not in item:
+                    return None  # priced from its tokens, perhaps (_native)
                 item = {**_WIRE_DEFAULTS, "attributes": {}, **item}
                 values = _wire_values(item)
             (trace_id, span_id, parent, name, kind, status, start, end, agent_id, agent_name, agent_role, model,

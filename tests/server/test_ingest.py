@@ -8,10 +8,11 @@ import time
 import zlib
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from agentwatch.server import Settings, create_app
+from agentwatch.server import ServerHandle, Settings, create_app
 from tests.server.aw_helpers import SpanFactory, gzip_json, make_trace, new_span_id, new_trace_id
 
 GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
@@ -252,6 +253,37 @@ def test_zero_data_retention_strips_text_whatever_the_client_sends(tmp_path: Pat
         assert stored["attributes"]["agentwatch.text_stripped"] is True
         raw = (tmp_path / "zdr.db").read_bytes() + (tmp_path / "zdr.db-wal").read_bytes()
         assert b"secret" not in raw
+
+
+def test_a_native_model_call_sent_without_a_cost_is_priced_from_its_tokens(server: ServerHandle,
+                                                                          make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (server probe 13): a client writing the SDK's JSON by hand with tokens but no ``cost_usd``
+    (a gpt-4o call of 1M tokens in and out) was stored as costing $0 in every figure, while the same call sent
+    as ATP or OTLP is priced from its tokens. A cost the client sends (0 for a local model) is kept as sent."""
+    trace_id = new_trace_id()
+    spans = []
+    for kind, model, cost in (("llm", "gpt-4o", None), ("embedding", "gpt-4o", None), ("llm", "gpt-4o", 0.0),
+                              ("llm", "a-model-no-price-table-knows", None), ("tool", "gpt-4o", None)):
+        span = make_span(trace_id=trace_id, kind=kind, model=model, input_tokens=1_000_000,
+                         output_tokens=1_000_000, name=f"{kind} {model} {cost}")
+        if cost is None:
+            del span["cost_usd"]
+        else:
+            span["cost_usd"] = cost
+        spans.append(span)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for body in (spans[:1], spans[1:]):  # alone (one list of one span), and among others
+            assert client.post("/api/ingest", json=body).json()["accepted"] == len(body)
+        stored = {span["name"]: span for span in client.get(f"/api/traces/{trace_id}/spans").json()["spans"]}
+        trace = client.get(f"/api/traces/{trace_id}").json()
+    priced = stored["llm gpt-4o None"]
+    assert priced["cost_usd"] > 1.0 and priced["attributes"]["cost_source"] == "collector"
+    assert stored["embedding gpt-4o None"]["cost_usd"] == priced["cost_usd"]
+    assert stored["llm gpt-4o 0.0"]["cost_usd"] == 0.0 and "cost_source" not in stored["llm gpt-4o 0.0"]["attributes"]
+    unknown = stored["llm a-model-no-price-table-knows None"]
+    assert unknown["cost_usd"] > 0 and unknown["attributes"]["cost_estimated"] is True
+    assert stored["tool gpt-4o None"]["cost_usd"] == 0.0
+    assert trace["cost_usd"] == pytest.approx(2 * priced["cost_usd"] + unknown["cost_usd"])
 
 
 def test_cost_is_bounded_like_token_counts(client: TestClient, make_span: SpanFactory) -> None:
