@@ -85,11 +85,17 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
 @router.get("/api/traces/{trace_id}/spans")
 async def trace_spans(request: Request, trace_id: str,
                       limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000) -> dict[str, Any]:
-    """Spans in start order, in the SDK's wire format plus ``duration_ms``."""
-    spans = await run_in_threadpool(app_state(request).store.trace_spans, _trace_id(trace_id), limit)
+    """Spans in start order, in the SDK's wire format plus ``duration_ms``; ``truncated`` when the trace has more
+    than ``limit`` (the first ``limit`` are given)."""
+    # One more than asked: a client given exactly ``limit`` spans could not tell the first 10,000 of a larger trace
+    # from all of it.
+    spans = await run_in_threadpool(app_state(request).store.trace_spans, _trace_id(trace_id), limit + 1)
     if not spans:
         raise HTTPException(404, "trace not found")
-    return {"trace_id": trace_id, "spans": spans}
+    truncated = len(spans) > limit
+    if truncated:
+        del spans[limit:]
+    return {"trace_id": trace_id, "spans": spans, "truncated": truncated}
 
 
 _COST = operator.itemgetter("cost_usd")

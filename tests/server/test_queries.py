@@ -583,3 +583,18 @@ def test_numbers_have_the_same_type_on_every_store(client: TestClient, make_span
     month = datetime.fromtimestamp(start / 1e9, UTC).strftime("%Y-%m")
     csv = client.get("/api/reports/monthly/csv", params={"month": month}).text
     assert ",60000.0," in csv and ",2.0," in csv
+
+
+def test_spans_of_a_trace_larger_than_the_limit_say_so(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (server probe 13): ``/api/traces/{id}/spans`` ("all spans for a trace") gives at most
+    ``limit`` (10,000 by default) and said nothing more: a client given 10,000 spans of a trace of 12,000 could not
+    tell it from the whole trace. ``truncated`` says it."""
+    trace_id = new_trace_id()
+    spans = [make_span(trace_id=trace_id, name=f"step {index}", kind="tool", start=NOW - 1000 + index)
+             for index in range(5)]
+    assert client.post("/api/ingest", json=spans).json()["accepted"] == 5
+    for limit, count, truncated in ((3, 3, True), (4, 4, True), (5, 5, False), (6, 5, False)):
+        answer = client.get(f"/api/traces/{trace_id}/spans", params={"limit": limit}).json()
+        assert (len(answer["spans"]), answer["truncated"]) == (count, truncated), limit
+        assert [span["name"] for span in answer["spans"]] == [f"step {index}" for index in range(count)]
+    assert client.get(f"/api/traces/{trace_id}/spans").json()["truncated"] is False
