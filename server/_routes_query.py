@@ -145,7 +145,9 @@ def _days_window(from_: str | None, to: str | None, days: int) -> tuple[int, int
     end = time_param(to, "to") or now_ns()
     start = time_param(from_, "from")
     if start is None:
-        start = (end // DAY_NS - days + 1) * DAY_NS
+        # ``to`` is exclusive: the last day is the one of its previous nanosecond (to=2026-12-07 ends with 12-06;
+        # counted from 12-07, days=2 gave the 6th alone and the default 30 days gave 29).
+        start = ((end - 1) // DAY_NS - days + 1) * DAY_NS
     if end - start > 3660 * DAY_NS:
         raise HTTPException(422, "range too long: at most about ten years of days")
     return start, end

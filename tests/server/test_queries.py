@@ -598,3 +598,21 @@ def test_spans_of_a_trace_larger_than_the_limit_say_so(client: TestClient, make_
         assert (len(answer["spans"]), answer["truncated"]) == (count, truncated), limit
         assert [span["name"] for span in answer["spans"]] == [f"step {index}" for index in range(count)]
     assert client.get(f"/api/traces/{trace_id}/spans").json()["truncated"] is False
+
+
+def test_days_counted_back_from_an_exclusive_to(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (server probe 13): ``/api/cost/daily?to=<midnight>&days=N`` counted the N days back from
+    ``to``'s own day, which ``to`` (exclusive) leaves out: days=2 gave one day, the default 30 gave 29."""
+    today = datetime.fromtimestamp(NOW / 1e9, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = today.isoformat().replace("+00:00", "Z")
+    day_ns = 24 * HOUR_NS
+    start_of_today = int(today.timestamp()) * 1_000_000_000
+    spans = make_trace(make_span, start=start_of_today - day_ns // 2, name="yesterday's run")
+    assert client.post("/api/ingest", json=spans).status_code == 202
+    for days in (1, 2, 30):
+        answer = client.get("/api/cost/daily", params={"to": midnight, "days": days}).json()["days"]
+        assert len(answer) == days, (days, answer)
+        last = datetime.fromtimestamp((start_of_today - day_ns) / 1e9, UTC).strftime("%Y-%m-%d")
+        assert answer[-1]["date"] == last and answer[-1]["llm_calls"] > 0
+    # Without ``to`` the last day is today, as before.
+    assert len(client.get("/api/cost/daily", params={"days": 3}).json()["days"]) == 3
