@@ -209,6 +209,9 @@ class Settings:
                 raise ValueError(f"{name(key)} must be positive, got {getattr(self, key)}")
         if not self.read_timeout_seconds > 0:
             raise ValueError(f"{name('read_timeout_seconds')} must be > 0 seconds, got {self.read_timeout_seconds!r}")
+        if not self.alert_interval_seconds > 0:
+            raise ValueError(f"{name('alert_interval_seconds')} must be > 0 seconds, got "
+                             f"{self.alert_interval_seconds!r}")
         if "*" in self.cors_origins and self.local_mode:
             # With no credentials, the Origin check is all that keeps other web sites from the API: "*" turned it off
             # for every site, which could then read every trace and kill or pause agents.

@@ -271,8 +271,12 @@ def test_serve_refuses_a_signing_key_it_cannot_use_in_one_line(tmp_path: Path, c
     ([], {"PORT": "70000"}, "PORT", "--port"),
     (["--workers", "2"], {"AGENTWATCH_STORE": "chdb:///nowhere"}, "AGENTWATCH_STORE", "--store"),
     (["--workers", "2"], {"CLICKHOUSE_URL": "http://127.0.0.1:9"}, "CLICKHOUSE_URL", "AGENTWATCH_STORE"),
+    # Found 2026-12-06 (server probe 13): a negative or zero interval started a collector that checked its rules
+    # at the minimum pace, not the interval anyone asked for.
+    (["--port", "0"], {"AGENTWATCH_ALERT_INTERVAL": "-5"}, "AGENTWATCH_ALERT_INTERVAL", "--port"),
+    (["--port", "0"], {"AGENTWATCH_ALERT_INTERVAL": "0"}, "AGENTWATCH_ALERT_INTERVAL", "--port"),
 ], ids=["--store", "AGENTWATCH_STORE", "--port", "PORT", "--workers with AGENTWATCH_STORE",
-        "--workers with CLICKHOUSE_URL"])
+        "--workers with CLICKHOUSE_URL", "AGENTWATCH_ALERT_INTERVAL<0", "AGENTWATCH_ALERT_INTERVAL=0"])
 def test_serve_names_where_a_bad_value_came_from(tmp_path: Path, args: list[str], env: dict[str, str], named: str,
                                                  not_named: str) -> None:
     """Found 2026-12-06: AGENTWATCH_STORE=foo://x was refused as "--store must be ...", a flag the user never gave,
