@@ -36,6 +36,7 @@ from ._body_limit import BodyLimitMiddleware
 from ._live import router as live_router
 from ._live import stop_live_streams
 from ._model import AtpSpan, NativeSpan
+from ._paths import TrailingSlashMiddleware
 from ._routes_sessions import router as sessions_router
 from ._security import SecurityMiddleware, served_hosts
 from ._settings import Settings
@@ -262,6 +263,8 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                            allow_headers=["Content-Type", "Content-Encoding", "X-API-Key", "X-AeneasSoft-API-Key",
                                           "Authorization", "X-AgentWatch-Signature"])
+    # Outermost: the checks above see the path the route is found by.
+    app.add_middleware(TrailingSlashMiddleware)
     _add_span_schemas(app)
     return app
 

@@ -195,3 +195,34 @@ def test_the_sdk_exporter_still_delivers(server: ServerHandle, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     traces = request(server, "GET", "/api/traces")[1]
     assert "sdk run" in json.dumps(traces), traces
+
+
+def test_an_api_path_with_a_trailing_slash_is_the_same_route(tmp_path: Path, signing_key: Path) -> None:
+    """Found 2026-12-06 (server probe 13): ``proxy_url=".../api/ingest/"`` got a 307 redirect for every batch,
+    which the exporter does not follow with its POST: the program's spans were dropped (``verify()`` False). The
+    checks before the router judged such a path as another route too (an ingest token was refused there)."""
+    from tests.reliability.conftest import run_script
+
+    secret = "s" * 40
+    settings = Settings(db_path=tmp_path / "slash.db", signing_key_path=signing_key, alert_interval_seconds=3600,
+                        jwt_secret=secret)
+    handle = start_background(settings=settings, port=0)
+    try:
+        from agentwatch.server._auth import create_token
+
+        token = create_token(secret, "ingest", "bot")
+        result = run_script(f"""
+            import agentwatch
+            agentwatch.init(proxy_url="{handle.url}/api/ingest/", api_key="{token}", flush_interval=0.05)
+            with agentwatch.trace("slash run"):
+                pass
+            assert agentwatch.flush(), "not delivered"
+            agentwatch.shutdown()
+        """, tmp_path)
+        assert result.returncode == 0, result.stderr
+        viewer = {"Authorization": f"Bearer {create_token(secret, 'viewer', 'alice')}"}
+        status, answer = request(handle, "GET", "/api/traces/", headers=viewer)
+        assert status == 200 and "slash run" in json.dumps(answer), answer
+        assert request(handle, "GET", "/api/metrics/", headers=viewer)[0] == 200
+    finally:
+        handle.stop()
