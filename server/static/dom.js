@@ -129,7 +129,11 @@ window.AW = window.AW || {};
     cost: (v) => {
       const n = Number(v || 0);
       if (n > 0 && n < 0.0001) return "$" + n.toPrecision(2);  // a cheap call is not $0.0000
-      return "$" + (n < 1 ? n.toFixed(4) : n.toFixed(2));
+      if (n >= 1) return "$" + n.toFixed(2);
+      // Four decimals, unless they lose the first two significant digits: a trace of two $0.000075 calls is
+      // $0.00015, which four decimals showed as $0.0001 (a third less than its own calls).
+      const fixed = n.toFixed(4);
+      return "$" + (Number(fixed) === Number(n.toPrecision(2)) ? fixed : n.toPrecision(2));
     },
     ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Number(v).toFixed(v < 10 ? 1 : 0) + " ms"),
     pct: (v) => (Number(v || 0) * 100).toFixed(1) + " %",

@@ -338,3 +338,25 @@ def test_a_long_unbroken_name_wraps_instead_of_pushing_the_columns_off_the_page(
     box = page.locator(f".span-row[data-span-id='{spans[0]['span_id']}'] td.bar-cell").bounding_box()
     assert box is not None and box["x"] + box["width"] <= width, (box, width)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_a_small_cost_keeps_its_first_digits(page: Any, server: ServerHandle, make_span: SpanFactory) -> None:
+    """Found 2026-12-06 (server probe 13): a trace of two $0.000075 calls showed "$0.0001" (four decimals), a third
+    less than its own calls, listed at "$0.000075" each beside it. Below $1 a cost shows four decimals unless they
+    lose its first two significant digits."""
+    now = time.time_ns()
+    spans = make_trace(make_span, calls=2, start=now - 30_000_000_000, name="cheap run", agent="writer")
+    for span in spans:
+        span["cost_usd"] = 0.000075 if span["kind"] == "llm" else 0.0
+    ingest(server, spans)
+    ingest(server, make_trace(make_span, calls=1, start=now - 20_000_000_000, name="cent run", agent="writer",
+                              cost_usd=0.0042))
+    open_view(page, server, "#/traces", "traces")
+    costs = {}
+    for row in page.locator("#view tbody tr").all():
+        costs[row.locator(".trace-name").inner_text()] = row.locator("td.num").nth(3).inner_text()
+    assert costs == {"cheap run": "$0.00015", "cent run": "$0.0042"}, costs
+    page.click("tr[data-trace-id='%s']" % spans[0]["trace_id"])
+    page.wait_for_selector("#view[data-ready=trace]")
+    assert "$0.00015" in page.inner_text("#view .kpis") and "$0.0001\n" not in page.inner_text("#view .kpis")
+    assert page.errors == []
