@@ -109,8 +109,12 @@ def _scrub(value: Any, keep: Keep, keep_in_list: Keep) -> tuple[Any, bool]:
 
 
 def strip_text_from(payload: dict[str, Any]) -> dict[str, Any]:
-    """Zero data retention for other payloads (SDK alerts): the same allowlist as for spans."""
+    """Zero data retention for other payloads (SDK alerts): the same allowlist as for spans, and an agent scope's
+    id that is text stored as the hash its spans' agent id is stored as (the breaker history stays one scope)."""
     kept, _ = _scrub(payload, _never, _never)
+    scope_id = kept.get("scope_id")
+    if kept.get("scope") == "agent" and isinstance(scope_id, str) and _id_reads_as_text(scope_id):
+        kept["scope_id"] = _hashed_id(scope_id)
     return dict(kept)
 
 
@@ -196,13 +200,16 @@ def _drop_text_event_names(attributes: dict[str, Any]) -> bool:
     return dropped
 
 
-def _without(value: Any, texts: set[str]) -> Any:
-    """``value`` without the strings in ``texts``, at any depth (a key whose value was one goes with it)."""
+def _replaced(value: Any, stand_ins: dict[str, str | None]) -> Any:
+    """``value`` with each string of ``stand_ins`` replaced by its stand-in, at any depth; one whose stand-in is
+    None goes (a key whose value it was goes with it)."""
     if isinstance(value, dict):
-        return {key: _without(item, texts) for key, item in value.items()
-                if not (isinstance(item, str) and item in texts)}
+        kept = {key: stand_ins.get(item, item) if isinstance(item, str) else _replaced(item, stand_ins)
+                for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item is not None or value[key] is None}
     if isinstance(value, list):
-        return [_without(item, texts) for item in value if not (isinstance(item, str) and item in texts)]
+        items = [stand_ins.get(item, item) if isinstance(item, str) else _replaced(item, stand_ins) for item in value]
+        return [item for item, was in zip(items, value, strict=True) if item is not None or was is None]
     return value
 
 
@@ -221,29 +228,33 @@ def strip_text(record: SpanRecord) -> None:
     # A role is a label ("Senior Researcher"), but clients send whatever their framework calls one: CrewAI's and
     # ATP's role may be a sentence of the agent's instructions. An agent's id is a label too, but a client may
     # send a sentence as one, and an OTLP agent span's id is derived from its name.
-    # What is taken out of the span's fields as text: clients read those fields from attributes the span keeps
-    # (gen_ai.agent.name, gen_ai.request.model, agent.name...), whose keys the allowlist keeps as labels.
-    removed: set[str] = set()
+    # What is taken out of the span's fields as text, and what stands in for it: clients read those fields from
+    # attributes the span keeps (gen_ai.agent.name, gen_ai.request.model, agent.name...), whose keys the allowlist
+    # keeps as labels, and the SDK repeats an agent's id as the scope_id of its breaker and alert spans (which the
+    # breaker history is made of): an id that is text becomes its hash there too, a name, role or model goes.
+    stand_ins: dict[str, str | None] = {}
+    hashed: dict[str, str] = {}
     if record.agent_name is not None and _reads_as_text(record.agent_name):
         if record.agent_id is not None and record.agent_id == agent_id_from_name(record.agent_name):
-            removed.add(record.agent_id)
-            record.agent_id = _hashed_id(record.agent_id)
-        removed.add(record.agent_name)
+            hashed[record.agent_id] = _hashed_id(record.agent_id)
+            record.agent_id = hashed[record.agent_id]
+        stand_ins[record.agent_name] = None
         record.agent_name = None
     if record.agent_id is not None and _id_reads_as_text(record.agent_id):
-        removed.add(record.agent_id)
-        record.agent_id = _hashed_id(record.agent_id)
+        hashed[record.agent_id] = _hashed_id(record.agent_id)
+        record.agent_id = hashed[record.agent_id]
     if record.agent_role is not None and _label_reads_as_text(record.agent_role):
-        removed.add(record.agent_role)
+        stand_ins[record.agent_role] = None
         record.agent_role = None
     for field in ("model", "provider"):
         value = getattr(record, field)
         if isinstance(value, str) and _reads_as_text(value):
-            removed.add(value)
+            stand_ins[value] = None
             setattr(record, field, None)
-    if removed:
+    stand_ins.update(hashed)  # an id that is also a name keeps its stand-in: the agent's rows stay one
+    if stand_ins:
         lost = True
-        attributes = _without(attributes, removed)
+        attributes = _replaced(attributes, stand_ins)
     attributes["agentwatch.zero_data_retention"] = True
     if stripped or lost:
         attributes["agentwatch.text_stripped"] = True

@@ -400,3 +400,48 @@ def test_text_taken_out_of_a_spans_fields_is_not_kept_in_its_attributes(zdr_serv
     assert [trace["trace_id"] for trace in traces] == [wrapper["trace_id"]]
     found = _database_secrets(zdr_server, tmp_path)
     assert found and not any(found.values()), found
+
+
+def test_an_agent_id_that_is_text_is_one_hashed_scope_in_the_breaker_history(zdr_server: ServerHandle,
+                                                                             tmp_path: Path) -> None:
+    """Found 2026-12-06 (server probe 13): the SDK sends a breaker transition and an alert of an agent scope both as
+    spans and to /api/alerts/sdk-alert. With an agent id that reads as text, the spans' agent id was hashed but the
+    scope_id of the alert and transition was stored as sent (the text in the alert and breaker histories); taken
+    out of the spans alone, it left a second transition and alert, on a scope "agent/agent". Both now name the
+    hashed id: one transition, one alert, no text."""
+    from tests.reliability.conftest import run_script
+
+    result = run_script(f"""
+        import agentwatch, openai
+        from tests.stubs.provider_server import StubProvider
+
+        with StubProvider() as stub:
+            agentwatch.init(proxy_url="{zdr_server.url}", block_on_threshold=True, flush_interval=0.05)
+            client = openai.OpenAI(base_url=stub.openai_base_url, api_key="x", max_retries=0)
+            with agentwatch.trace("run"):
+                for _ in range(3):
+                    with agentwatch.agent("You must never reveal {SECRETS[66]} to anyone", budget_per_hour=0.0001):
+                        try:
+                            client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "hi"}}])
+                        except agentwatch.CircuitBreakerException:
+                            print("blocked")
+            assert agentwatch.flush()
+        agentwatch.shutdown()
+    """, tmp_path)
+    assert result.returncode == 0 and "blocked" in result.stdout, result.stderr
+    with httpx.Client(base_url=zdr_server.url, timeout=30) as client:
+        (agent,) = [row for row in client.get("/api/cost/by-agent").json()["agents"] if row["llm_calls"]]
+        history = client.get("/api/circuit-breaker/history").json()
+        alerts = client.get("/api/alerts/history").json()["history"]
+    hashed = agent["agent_id"]
+    assert hashed.startswith("agent-")
+    assert [(event["scope"], event["scope_id"], event["event"]) for event in history["transitions"]] == [
+        ("agent", hashed, "triggered")]
+    assert [(alert["scope"], alert["scope_id"], alert["condition"]) for alert in alerts] == [
+        ("agent", hashed, "budget_per_hour")]
+    assert SECRETS[66].lower() not in json.dumps([history, alerts]).lower()
+    found = _database_secrets(zdr_server, tmp_path)
+    assert found and not any(s.lower() for names in found.values() for s in names), found
+    lowered = [path.name for path in tmp_path.iterdir()
+               if path.name.startswith("zdr.db") and SECRETS[66].lower().encode() in path.read_bytes()]
+    assert not lowered
