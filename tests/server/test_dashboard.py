@@ -356,7 +356,8 @@ def test_a_small_cost_keeps_its_first_digits(page: Any, server: ServerHandle, ma
     for row in page.locator("#view tbody tr").all():
         costs[row.locator(".trace-name").inner_text()] = row.locator("td.num").nth(3).inner_text()
     assert costs == {"cheap run": "$0.00015", "cent run": "$0.0042"}, costs
-    page.click("tr[data-trace-id='%s']" % spans[0]["trace_id"])
+    trace_id = spans[0]["trace_id"]
+    page.click(f"tr[data-trace-id='{trace_id}']")
     page.wait_for_selector("#view[data-ready=trace]")
     assert "$0.00015" in page.inner_text("#view .kpis") and "$0.0001\n" not in page.inner_text("#view .kpis")
     assert page.errors == []

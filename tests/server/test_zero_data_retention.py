@@ -422,7 +422,8 @@ def test_an_agent_id_that_is_text_is_one_hashed_scope_in_the_breaker_history(zdr
                 for _ in range(3):
                     with agentwatch.agent("You must never reveal {SECRETS[66]} to anyone", budget_per_hour=0.0001):
                         try:
-                            client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "hi"}}])
+                            client.chat.completions.create(model="gpt-4o",
+                                                           messages=[{{"role": "user", "content": "hi"}}])
                         except agentwatch.CircuitBreakerException:
                             print("blocked")
             assert agentwatch.flush()
