@@ -100,3 +100,47 @@ def test_the_read_timeout_is_configured_from_the_environment() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(ValueError, match="AGENTWATCH_READ_TIMEOUT"):
             Settings.from_env({"AGENTWATCH_READ_TIMEOUT": bad})
+
+
+def _exchange(handle: ServerHandle, *parts: bytes) -> bytes:
+    """What the collector answers to ``parts`` (sent as they come) until it closes the connection."""
+    connection = _connect(handle)
+    try:
+        for part in parts:
+            try:
+                connection.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # refused before the rest was read
+        return _answer_then_close(connection)
+    except ConnectionResetError:
+        return b""
+    finally:
+        connection.close()
+
+
+def test_headers_larger_than_the_bound_are_refused_as_they_arrive(quick: ServerHandle) -> None:
+    """Found 2026-12-06 (server probe 13): uvicorn's httptools protocol puts no bound on a request's headers. One
+    request with a 200 MB header raised the collector's peak memory by 320 MB before the read timeout ended it.
+    Headers over 64 KiB now get 431 as soon as the bound is passed; a request within it, its body arriving in the
+    same reads as the end of its headers, and several on one connection are served as before."""
+    from agentwatch.server._read_timeouts import MAX_HEADER_BYTES
+
+    megabyte = b"a" * (1 << 20)
+    answer = _exchange(quick, b"GET /api/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ", *[megabyte] * 50,
+                       b"\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ") and str(MAX_HEADER_BYTES).encode() in answer, answer[:200]
+    many = b"".join(b"X-%d: %s\r\n" % (index, b"b" * 100) for index in range(20_000))
+    answer = _exchange(quick, b"GET /api/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n", many, b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    cookie = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"c" * 60_000 + b"\r\nConnection: close\r\n\r\n"
+    assert _exchange(quick, cookie).startswith(b"HTTP/1.1 200 ")
+    spans = json.dumps([{"trace_id": "ab", "span_id": str(index), "name": "x", "start_time_unix_nano": 1}
+                        for index in range(5000)]).encode()
+    assert len(spans) > 4 * MAX_HEADER_BYTES
+    answer = _exchange(quick, _head("/api/ingest", len(spans)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+                       + spans)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer[:200]
+    # Each request of a kept-alive connection has the bound to itself.
+    with httpx.Client(base_url=quick.url, timeout=10) as client:
+        for _ in range(3):
+            assert client.get("/health", headers={"X-Pad": "p" * 40_000}).status_code == 200
