@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-__all__ = ["protocol_with_read_timeout", "WorkerProtocol"]
+__all__ = ["protocol_with_read_timeout", "WorkerProtocol", "MAX_HEADER_BYTES"]
 
 Phase = Literal["headers", "body"] | None
 Event = Literal["connected", "read", "answered"]
@@ -78,6 +78,17 @@ class _ReadTimeouts(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
             self._timer = self.loop.call_later(self.read_timeout, transport.close)
         else:
             transport.close()
+
+    def on_headers_complete(self) -> None:
+        # RFC 9112 3.2.2: a request whose target is in absolute form ("GET http://name/api/traces") is for the
+        # target's host, whatever its Host header says; uvicorn keeps only the target's path, so the Host check
+        # judged the Host header ("localhost") and served a request made out to another name.
+        target = getattr(self, "url", b"")  # httptools' protocol; h11's routes such a target to no route (404)
+        if isinstance(target, bytes) and target[:1] not in (b"/", b"*") and b"://" in target:
+            authority = target.split(b"://", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0]
+            self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
+            self.headers.append((b"host", authority))
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -226,3 +226,17 @@ def test_an_api_path_with_a_trailing_slash_is_the_same_route(tmp_path: Path, sig
         assert request(handle, "GET", "/api/metrics/", headers=viewer)[0] == 200
     finally:
         handle.stop()
+
+
+def test_a_target_in_absolute_form_is_checked_by_its_host(server: ServerHandle) -> None:
+    """Found 2026-12-06 (server probe 13): "GET http://rebind.attacker.example/api/traces" with "Host: localhost"
+    was served: uvicorn keeps only the target's path, and the Host check read the Host header, which RFC 9112
+    (3.2.2) says to ignore for such a target. The target's host is the one checked."""
+    own = f"127.0.0.1:{server.port}"
+    for target in (b"http://rebind.attacker.example/api/traces", b"https://rebind.attacker.example:443/api/traces?x=1"):
+        answer = raw_exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: " + own.encode()
+                              + b"\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"rebind.attacker.example" in answer, answer[:300]
+    answer = raw_exchange(server, f"GET http://{own}/api/traces HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n"
+                          .encode())
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
