@@ -1,4 +1,6 @@
-"""Read timeouts for uvicorn's HTTP protocol: a client that stops sending a request is disconnected.
+"""Read timeouts for uvicorn's HTTP protocol: a client that stops sending a request is disconnected. (The same
+protocol also bounds a request's headers, MAX_HEADER_BYTES, and names the host of a target in absolute form in
+its Host header, for the Host check.)
 
 uvicorn waits for a request's headers and body for ever (its only timeout is keep-alive, between requests): 500
 connections holding half a header stayed open, and 40 that sent 9.9 MB of a 10 MiB body and stalled held 380 MB
