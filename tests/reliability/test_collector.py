@@ -195,8 +195,10 @@ def test_sigkill_collector_during_ingest_loses_nothing_and_stores_nothing_twice(
     collector = _serve(port, db)
     recorder = _AckRecorder(HttpExporter(f"http://127.0.0.1:{port}/api/ingest"))
     memory = agentwatch.InMemoryExporter()
+    # Queue bounds far above what a run makes (the byte bound too: at CI's load of 8 the producer outran the restarts
+    # and the default 32 MB dropped 7,564 spans, a bound doing its job, not the loss this test looks for).
     agentwatch.init(exporters=[recorder, memory], flush_interval=0.02, max_batch_size=50,
-                    max_queue_size=1_000_000)
+                    max_queue_size=1_000_000, max_queue_bytes=1 << 30)
     stop = threading.Event()
 
     def produce() -> None:

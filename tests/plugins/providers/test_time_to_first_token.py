@@ -60,7 +60,10 @@ def test_the_first_token_is_the_first_text(stream: Any, events_before: int, watc
     seen_ms = stream(stub_provider) * 1000  # the SDK may hand an event over later than it arrived, never earlier
     [span] = llm_spans()
     recorded_ms = span["attributes"]["time_to_first_token_ms"]
-    assert recorded_ms == pytest.approx(events_before * DELAY * 1000, abs=DELAY * 1000 / 2)
+    # Not before the first text could have arrived (the old reading was the stream's first byte, a few ms), and not
+    # after the program saw it. No upper bound of its own: on a loaded machine (CI at load 8) the stub's sleeps ran
+    # long and an exact window failed a correct reading.
+    assert recorded_ms >= (events_before - 0.5) * DELAY * 1000
     assert recorded_ms <= seen_ms + 5
 
 
