@@ -25,6 +25,8 @@ __all__ = ["router"]
 router = APIRouter()
 
 _PROTOBUF = "application/x-protobuf"
+#: Protobuf as OTLP names it, and as some exporters send it (the IANA-registered name): both are one body.
+_PROTOBUF_TYPES = (_PROTOBUF, "application/protobuf")
 
 
 def _records(state: AppState, body: bytes | bytearray, encoding: str | None,
@@ -139,9 +141,9 @@ async def otlp_traces(request: Request) -> Any:
     ``partial_success`` while the others are kept."""
     state = app_state(request)
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type not in (_PROTOBUF, "application/json"):
+    if content_type not in (*_PROTOBUF_TYPES, "application/json"):
         return _refusal(IngestError(415, "send application/x-protobuf or application/json"))
-    protobuf = content_type == _PROTOBUF
+    protobuf = content_type in _PROTOBUF_TYPES
     try:
         body = await read_capped_body(request, state.settings.max_body_bytes)
     except IngestError as error:

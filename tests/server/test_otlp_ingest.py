@@ -281,6 +281,22 @@ def test_spans_with_ids_of_the_wrong_length_are_rejected_by_themselves(collector
     assert {span["name"] for span in _spans(collector) if span["trace_id"] in ("07" * 16, "010101")} == {"good"}
 
 
+def test_protobuf_under_its_registered_name_is_taken(collector: ServerHandle) -> None:
+    """Found 2026-12-06: a body sent as application/protobuf (the IANA-registered name, which some exporters send) got
+    415; OTLP's own application/x-protobuf was the only protobuf taken."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=b"\x0a" * 16, span_id=b"\x0b" * 8, name="sent as application/protobuf",
+        start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_001_000_000_000)
+    assert span.name
+    status, _ = _post(collector, request.SerializeToString(), content_type="application/protobuf")
+    assert status == 200
+    assert [span["name"] for span in _spans(collector) if span["trace_id"] == "0a" * 16] == \
+        ["sent as application/protobuf"]
+
+
 def test_a_malformed_json_span_is_rejected_by_itself(collector: ServerHandle) -> None:
     """Found 2026-12-06: over OTLP/JSON one malformed span refused the whole request (400: its good spans lost),
     an event named null or 5 answered 500, and the protobuf JSON mapping's enum names ("SPAN_KIND_CLIENT",
