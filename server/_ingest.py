@@ -219,7 +219,12 @@ def parse_spans(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
         else:
             validated = [SPAN_ONE.validate_json(raw)]
     except ValidationError:
-        return _parse_slowly(raw, max_spans)
+        batch = _parse_slowly(raw, max_spans)
+        if head == b"{" and not batch.records:
+            hint = _wrapped_spans_hint(raw)
+            if hint is not None:
+                raise IngestError(422, hint, batch.errors) from None
+        return batch
     if len(validated) > max_spans:
         raise IngestError(413, f"at most {max_spans} spans per request")
     records: list[SpanRecord] = []
@@ -230,6 +235,29 @@ def parse_spans(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
         except ValueError as error:
             errors.append(_error(index, str(error)))
     return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], len(errors))
+
+
+#: Keys under which clients wrap a list of spans in an object (``{"spans": [...]}``), which this route does not take.
+_WRAPPER_KEYS = ("spans", "data", "batch", "items", "records")
+
+
+def _wrapped_spans_hint(raw: bytes | bytearray) -> str | None:
+    """What to send instead, for an object that is no span but holds spans: an OTLP/JSON export (``resourceSpans``)
+    belongs to ``/v1/traces``; a list of spans wrapped in an object is sent as the list itself. Before, both were
+    told only "trace_id: Field required", which named no way out."""
+    try:
+        document = from_json(raw)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    if "resourceSpans" in document or "resource_spans" in document:
+        return "this body is an OTLP/JSON export (resourceSpans): POST it to /v1/traces"
+    for key in _WRAPPER_KEYS:
+        if isinstance(document.get(key), list):
+            return (f'a body {{"{key}": [...]}} is not a span: send the list of spans itself as the body (a JSON '
+                    "array), or one span as an object")
+    return None
 
 
 def _parse_sdk_batch(raw: bytes | bytearray, max_spans: int) -> list[SpanRecord] | None:

@@ -342,3 +342,16 @@ def test_values_and_spans_are_counted_exactly_before_parsing(tmp_path: Path, sig
                               headers=GZIP)
         assert gzipped.status_code == 413
         assert client.get("/api/metrics").json()["spans"] == 2
+
+
+def test_spans_wrapped_in_an_object_are_told_what_to_send(client: TestClient, make_span: SpanFactory) -> None:
+    """Found 2026-12-06: {"spans": [...]} and an OTLP/JSON export posted here were told "trace_id: Field required",
+    which named no way out; the answer now says what to send, and nothing is stored."""
+    wrapped = client.post("/api/ingest", json={"spans": [make_span()]})
+    assert wrapped.status_code == 422
+    assert "send the list of spans itself as the body" in wrapped.json()["detail"]
+    otlp = client.post("/api/ingest", json={"resourceSpans": []})
+    assert otlp.status_code == 422 and "POST it to /v1/traces" in otlp.json()["detail"]
+    bad_span = client.post("/api/ingest", json={"name": "no ids"})
+    assert bad_span.status_code == 422 and bad_span.json()["detail"] == "no valid span in the request"
+    assert client.get("/api/traces").json()["total"] == 0
