@@ -255,9 +255,12 @@ _ANSWER_KEYS = frozenset({"increase_budget", "reset", "pause"})
 
 
 def _request(error: CircuitBreakerException) -> dict[str, Any]:
+    """The pause's value, as a human's tool shows it: what was blocked (an LLM call, an embedding call), why, and the
+    block's own sentence."""
     return {
         "type": "agentwatch.circuit_breaker", "reason": error.reason, "scope": error.scope,
         "scope_id": error.scope_id, "threshold": error.threshold, "current": error.current,
+        "what": error.what, "message": str(error),
         "hint": 'resume with Command(resume={"increase_budget": <usd>}) or {"reset": True}',
     }
 

@@ -201,6 +201,7 @@ def test_interrupt_mode_pauses_for_a_human_and_applies_the_top_up(memory: agentw
     paused = graph.invoke({"log": []}, config)
     (request,) = paused["__interrupt__"]
     assert request.value["type"] == "agentwatch.circuit_breaker" and request.value["reason"] == "budget_per_hour"
+    assert request.value["what"] == "LLM call" and "hourly budget reached" in request.value["message"]
     assert graph.get_state(config).next == ("writer",)
     # interrupt() pauses the writer at its model call; on resume LangGraph re-runs the node from its start.
     assert workflow.runs == ["planner", "researcher", "writer"] and workflow.models["writer"].calls == 0
