@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from agentwatch.server import ServerHandle, start_background
+from agentwatch.server import ServerHandle
 
 PROGRAM = """
 import sys
@@ -25,15 +24,6 @@ with agentwatch.trace(sys.argv[3]):
         pass
 print("flushed", agentwatch.flush())
 """
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[ServerHandle]:
-    handle = start_background(port=0, db_path=tmp_path / "collector.db")
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])

@@ -5,23 +5,10 @@ True, and the spans under a refused trace were left without their root."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
-import pytest
 
 import agentwatch
-from agentwatch.server import ServerHandle, start_background
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[ServerHandle]:
-    handle = start_background(port=0, db_path=tmp_path / "collector.db")
-    try:
-        yield handle
-    finally:
-        handle.stop()
+from agentwatch.server import ServerHandle
 
 
 def test_long_names_are_cut_not_lost(collector: ServerHandle) -> None:

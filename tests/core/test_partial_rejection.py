@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from agentwatch.server import ServerHandle, start_background
+from agentwatch.server import ServerHandle
 
 PROGRAM = """
 import sys
@@ -42,15 +40,6 @@ with agentwatch.trace("later"):
     pass
 print("third flush", agentwatch.flush())
 """
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[ServerHandle]:
-    handle = start_background(port=0, db_path=tmp_path / "collector.db")
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def _depth(value: Any) -> int:

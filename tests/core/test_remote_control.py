@@ -13,20 +13,11 @@ import httpx
 import pytest
 
 from agentwatch._remote_control import REPORTED_MONITORS
-from agentwatch.server import ServerHandle, start_background
+from agentwatch.server import ServerHandle
 from tests.stubs.agent_process import PROGRAM, WAIT, Agent
 from tests.stubs.provider_server import StubProvider
 
 AGENTS = ("researcher", "writer", "critic")
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[ServerHandle]:
-    handle = start_background(port=0, db_path=tmp_path / "collector.db")
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture

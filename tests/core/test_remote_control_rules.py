@@ -37,15 +37,6 @@ def _until(condition: Callable[[], Any], what: str) -> Any:
     raise AssertionError(f"never: {what}")
 
 
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[ServerHandle]:
-    handle = start_background(port=0, db_path=tmp_path / "collector.db")
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
 def _init(url: str, **settings: Any) -> agentwatch.Client:
     plugins = [ep.name for ep in entry_points(group="agentwatch.plugins")]
     settings.setdefault("spool_dir", "")
