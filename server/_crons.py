@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from croniter import croniter
 
-from ._model import SpanRecord
+from ._model import NAME_MAX, SpanRecord
 from ._store import Store
 from ._time import iso
 
@@ -57,8 +57,6 @@ RUN_KINDS: Final = ("cron", "cron_start")
 #: Alert rules only report runs decided within this window: a new rule does not replay months of history.
 ALERT_LOOKBACK_NS: Final = 24 * 3600 * 1_000_000_000
 _NS: Final = 1_000_000_000
-#: A cron's name at most (a span's name's limit): a longer ``cron.name`` attribute names it by its span instead.
-_NAME_MAX: Final = 2000
 
 
 def valid_schedule(expression: object) -> bool:
@@ -242,7 +240,8 @@ def learn_from_spans(store: Store, records: Sequence[SpanRecord]) -> int:
             continue
         attributes = record.attributes or {}
         name = attributes.get("cron.name")
-        name = name if isinstance(name, str) and 0 < len(name) <= _NAME_MAX else record.name
+        # A cron.name longer than a span's name could be would name a cron no route can reach: the span's name then.
+        name = name if isinstance(name, str) and 0 < len(name) <= NAME_MAX else record.name
         schedule = attributes.get("cron.schedule")
         if schedule is not None and not valid_schedule(schedule):
             logger.warning("cron %r: ignoring invalid schedule %r", record.name, schedule)

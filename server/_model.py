@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from agentwatch._pricing import Pricer
 
 __all__ = [
+    "NAME_MAX",
     "price_from_tokens",
     "NativeSpan",
     "AtpSpan",
@@ -32,6 +33,9 @@ __all__ = [
     "MAX_COST_USD",
     "sdk_records",
 ]
+
+#: The longest span name stored; a cron is named by its runs' spans, so its routes take names as long.
+NAME_MAX: Final = 2000
 
 #: Kinds whose spans are model calls: counted as calls, latency and error rate are computed over them.
 LLM_KINDS = frozenset({"llm", "embedding"})
@@ -69,7 +73,7 @@ class NativeSpan(BaseModel):
     span_id: Id
     # "" is a root, as null is: clients whose strings cannot be null (Go's zero value) send it.
     parent_span_id: Id | Literal[""] | None = None
-    name: Annotated[str, Field(max_length=2000)] = ""
+    name: Annotated[str, Field(max_length=NAME_MAX)] = ""
     kind: Annotated[str, Field(max_length=64)] = "span"
     status: Annotated[str, Field(max_length=32)] = "ok"
     start_time_unix_nano: Nanos
@@ -115,7 +119,7 @@ class AtpSpan(BaseModel):
     trace_id: AtpTraceId
     span_id: AtpSpanId
     parent_span_id: AtpSpanId | Literal[""] | None = None
-    name: Annotated[str, Field(max_length=2000)] = ""
+    name: Annotated[str, Field(max_length=NAME_MAX)] = ""
     kind: Literal["INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"] = "INTERNAL"
     start_time_unix_nano: Nanos
     end_time_unix_nano: Nanos | None = None

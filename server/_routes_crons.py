@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ._crons import DEFAULT_GRACE_SECONDS, HISTORY_LIMIT, cron_report, valid_schedule
+from ._model import NAME_MAX
 from ._state import app_state
 from ._time import now_ns
 
@@ -18,7 +19,7 @@ router = APIRouter(tags=["crons"])
 #: A path parameter that may hold "/" (job names such as "etl/nightly" come from the SDK as they are).
 #: As long as a span's name, which names the cron its runs register: a longer limit here left such a cron listed but
 #: out of reach of its own routes.
-CronName = Annotated[str, Path(min_length=1, max_length=2000)]
+CronName = Annotated[str, Path(min_length=1, max_length=NAME_MAX)]
 
 
 class CronIn(BaseModel):
