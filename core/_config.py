@@ -13,6 +13,7 @@ import math
 import numbers
 import operator
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -235,11 +236,10 @@ def _ingest_url(url: str) -> str:
     """The collector's address as ``agentwatch serve`` prints it (``http://localhost:3001``, no path) means its ingest
     route: posted to as given, every batch was answered 405 and dropped. Any other path is kept (a reverse proxy's
     prefix, another receiver)."""
-    scheme, _, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if path.strip("/") or "?" in authority or "#" in authority:
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.strip("/") or parts.query or parts.fragment:
         return url
-    return f"{scheme}://{authority}/api/ingest"
+    return parts._replace(path="/api/ingest").geturl()
 
 
 def _validate(values: dict[str, Any]) -> dict[str, Any]:
