@@ -52,11 +52,13 @@ def flush(timeout: float | None = 5.0) -> bool:
     destinations (False while the collector is known down: the spans went to the spool, for later; False too if it
     refused a batch since the last flush, e.g. for a wrong ``api_key``: those spans were dropped). None is the default
     wait; a timeout that is no number raises TypeError even before ``init()``."""
+    client = get_client()
+    if client is not None:
+        return client.flush(timeout)  # which reads the timeout
     from ._config import timeout_seconds  # not at import: ``import agentwatch`` leaves _config to init()
 
-    seconds = timeout_seconds("flush()", timeout)
-    client = get_client()
-    return client.flush(seconds) if client is not None else True
+    timeout_seconds("flush()", timeout)  # the same error for a bad timeout as with a client
+    return True
 
 
 def verify() -> bool:
