@@ -37,7 +37,7 @@ from ._limits_backend import window_store_for
 from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
 from ._safe import logger, stop_on_exception, swallow_internal_error
-from ._span import REMOTE_PARENT_KEY, Span
+from ._span import REMOTE_PARENT_KEY, Span, open_span
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -390,7 +390,7 @@ class Client(StructureAPI):
             # retry) is a trace of its own with the session's id, not a branch of one trace holding them all.
             parent = None
         if parent is None:
-            span = Span(name, kind, None, None, None, None, None, None, None, model, provider, attributes)
+            span = open_span(name, kind, None, None, model, provider, attributes)
             if self._remote_parent is not None:
                 remote = self._remote_parent()
                 if remote is not None:
@@ -398,8 +398,7 @@ class Client(StructureAPI):
                     # parent is kept aside for the exporter that knows it; to the collector this stays a root.
                     span.trace_id, span.attributes[REMOTE_PARENT_KEY] = remote
         else:
-            span = Span(name, kind, parent.trace_id, None, parent.span_id, None, None, None, None, model, provider,
-                        attributes)
+            span = open_span(name, kind, parent.trace_id, parent.span_id, model, provider, attributes)
         if agent is not None:
             span.agent_id, span.agent_name, span.agent_role = agent.agent_id, agent.name, agent.role
         elif parent is not None and parent.agent_id is not None:

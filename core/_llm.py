@@ -15,7 +15,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _client as _client_module
-from ._breaker import Admission, CircuitBreakerException, Monitor, admit_call, check, settle_call, top_up, withdraw
+from ._breaker import (
+    CATCH_UP_EVERY,
+    CLOSED,
+    Admission,
+    CircuitBreakerException,
+    Monitor,
+    admit_call,
+    check,
+    settle_call,
+    top_up,
+    withdraw,
+)
 from ._capture import capturing
 from ._context import (
     CURRENT_LLM_CALL,
@@ -40,6 +51,7 @@ from ._safe import PASS_THROUGH, BlockCarrier, logger, stop_on_exception
 from ._span import Span
 
 _time_ns = time.time_ns
+_INF = float("inf")
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -553,9 +565,16 @@ class LLMCall:
         attributes["latency_ms"] = (now - span.start_time_unix_nano) / 1e6
         admission = self._admission
         if admission is not None:
-            settle_call(admission, span.cost_usd, failed)
-            if isinstance(admission, Admission) and span.cost_usd > admission.reserved > 0.0:
-                note_settlement(span.model, span.provider, span.cost_usd, admission.reserved)
+            cost = span.cost_usd
+            if admission.__class__ is tuple and len(admission) == 1 and cost.__class__ is float and 0.0 <= cost < _INF:
+                # settle_call's usual case inlined (the global monitor alone, holding nothing for the call, a clean
+                # cost): ~950 machine instructions a call less than calling it (callgrind).
+                monitor = admission[0]
+                monitor._submit((monitor._clock(), cost, failed))
+            else:
+                settle_call(admission, cost, failed)
+                if isinstance(admission, Admission) and cost > admission.reserved > 0.0:
+                    note_settlement(span.model, span.provider, cost, admission.reserved)
         client.end_span(span, now)
 
     def withdraw(self, reason: str) -> None:
@@ -727,24 +746,35 @@ def start_llm_call(
             own = span.attributes
             for key, value in inherited.items():
                 own.setdefault(key, value)  # the call's own attributes win
-    admission = None
+    admission: Admission | tuple[Monitor, ...] | None = None
     if check:
         try:
-            # No agent scope (the common case): the global monitor alone, without building the list.
-            monitors = tuple(_monitors(client, scopes, budgets)) if scopes or context_scopes or runs or budgets \
-                else (client.monitor,)
-            if not count_local and _runs_here(model, provider):
-                call = LLMCall(span, client, None)
-                call.monitors_when_sent = monitors
-                if input is not None:
-                    call.set_input(input)
-                return call
-            if request_body is not NO_BODY and reserve is None:
-                for monitor in monitors:
-                    if monitor._hard:  # only a hard budget reserves the request's worst case: priced then, not here
-                        reserve = estimator(client, model, provider, request_body, kind)
-                        break
-            admission = admit_call(monitors, span.trace_id, reserve, kind)
+            if scopes or context_scopes or runs or budgets:
+                monitors = tuple(_monitors(client, scopes, budgets))
+            else:  # no agent scope (the common case): the global monitor alone, without building the list
+                monitor = client.monitor
+                monitors = (monitor,)
+                pending = monitor._pending_calls
+                if pending is not None and count_local and monitor._state is CLOSED:
+                    # admit_call's first case inlined (no limit set: nothing can block, the admission is only noted),
+                    # the call of plain init(): ~950 machine instructions a call less than calling it (callgrind).
+                    pending.append(monitor._clock())
+                    if len(pending) >= CATCH_UP_EVERY:
+                        monitor._catch_up()
+                    admission = monitors
+            if admission is None:
+                if not count_local and _runs_here(model, provider):
+                    call = LLMCall(span, client, None)
+                    call.monitors_when_sent = monitors
+                    if input is not None:
+                        call.set_input(input)
+                    return call
+                if request_body is not NO_BODY and reserve is None:
+                    for monitor in monitors:
+                        if monitor._hard:  # only a hard budget reserves the request's worst case: priced then
+                            reserve = estimator(client, model, provider, request_body, kind)
+                            break
+                admission = admit_call(monitors, span.trace_id, reserve, kind)
         except CircuitBreakerException as blocked:
             _end_blocked(client, span, blocked)
             raise

@@ -58,6 +58,29 @@ def test_a_span_s_record_is_a_plain_dict_of_its_own_with_the_wire_keys_in_order(
     assert list(span.to_dict()) == [*head, "input", "output"] and "extra" not in record
 
 
+def test_a_span_opened_by_the_plugins_path_is_the_span_the_class_makes() -> None:
+    """``open_span`` (the fast path of ``Client._open_span``) sets every field ``Span.__init__`` sets, to the same
+    values: a field added to one and not the other fails here (an unset slot raises)."""
+    from agentwatch._span import Span, open_span
+
+    made = Span("chat", "llm", None, None, None, None, None, None, None, "gpt-4o", "openai", None)
+    opened = open_span("chat", "llm", None, None, "gpt-4o", "openai", None)
+    for field in Span.__slots__:
+        if field in ("trace_id", "span_id", "start_time_unix_nano"):
+            assert type(getattr(opened, field)) is type(getattr(made, field)), field
+        else:
+            assert getattr(opened, field) == getattr(made, field), field
+    assert opened.to_dict().keys() == made.to_dict().keys() and opened.attributes is not made.attributes
+    child = open_span("tool", "tool", opened.trace_id, opened.span_id, None, None, {"a": 1})
+    assert child.trace_id == opened.trace_id and child.parent_span_id == opened.span_id
+    assert child.attributes == {"a": 1}
+    # A root draws one id: its span id is its trace id's low half (64 random bits); a child's is its own.
+    for root in (made, opened):
+        assert len(root.trace_id) == 32 and root.span_id == root.trace_id[16:]
+    assert len(child.span_id) == 16 and child.span_id != opened.span_id
+    assert len({open_span("x", "llm", None, None, None, None, None).span_id for _ in range(1000)}) == 1000
+
+
 @pytest.mark.parametrize("settings", [{}, {"capture_messages": True, "zero_data_retention": True}])
 def test_text_is_absent_unless_captured(memory: agentwatch.InMemoryExporter, settings: dict) -> None:
     agentwatch.init(exporters=[memory], **settings)
