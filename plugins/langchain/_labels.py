@@ -44,6 +44,8 @@ _OWN_KEYS: Final = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "ru
 #: Metadata keys found to be LangChain's own so far: a model call's metadata is usually only those (``ls_provider``,
 #: ``ls_model_name``, ...), told apart by one set comparison instead of a test per key on every call.
 _SEEN_OWN: set[str] = set()
+#: The same for tags (``graph:step:1``, ``seq:step:2``): a node's and a chain's tags are usually only LangChain's.
+_SEEN_OWN_TAGS: set[str] = set()
 _MAX_SEEN: Final = 1024
 
 
@@ -56,15 +58,22 @@ def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata:
     # fewer on every run with tags or metadata, every model call and graph node (~0.4k machine instructions each).
     try:
         if tags:
-            own: list[str] = []
-            for tag in tags:
-                text = tag if tag.__class__ is str and len(tag) <= LABEL_TEXT_LIMIT else _text(tag)
-                if not text.startswith(_OWN_TAG_PREFIXES):
-                    own.append(text)
-                    if len(own) == MAX_LABELS:
-                        break
-            if own:
-                attributes["tags"] = own
+            try:  # one set comparison when every tag is one seen to be LangChain's already, as for metadata keys
+                only_own = _SEEN_OWN_TAGS.issuperset(tags)
+            except TypeError:  # an unhashable tag: read one by one below
+                only_own = False
+            if not only_own:
+                own: list[str] = []
+                for tag in tags:
+                    text = tag if tag.__class__ is str and len(tag) <= LABEL_TEXT_LIMIT else _text(tag)
+                    if not text.startswith(_OWN_TAG_PREFIXES):
+                        own.append(text)
+                        if len(own) == MAX_LABELS:
+                            break
+                    elif text is tag and len(_SEEN_OWN_TAGS) < _MAX_SEEN:  # a text, kept whole: the same next time
+                        _SEEN_OWN_TAGS.add(tag)
+                if own:
+                    attributes["tags"] = own
         if metadata and not _SEEN_OWN.issuperset(metadata):
             kept: dict[str, Any] = {}
             for key, value in metadata.items():
