@@ -60,7 +60,7 @@ def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata:
         if tags:
             try:  # one set comparison when every tag is one seen to be LangChain's already, as for metadata keys
                 only_own = _SEEN_OWN_TAGS.issuperset(tags)
-            except TypeError:  # an unhashable tag: read one by one below
+            except Exception:  # an unhashable tag (or one whose hash raises): read one by one below
                 only_own = False
             if not only_own:
                 own: list[str] = []
