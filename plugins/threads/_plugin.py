@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import Context
 from typing import Any
 
 from agentwatch import hookimpl
@@ -32,6 +33,10 @@ def agentwatch_uninstrument(client: Any) -> None:
 def _carrying(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__self__", None).__class__ is Context:
+            # A context's own run (CrewAI's event bus submits ``copy_context().run``): the work runs in that context,
+            # which our values set around it would not reach; it holds the values it was copied with.
+            return original(self, fn, *args, **kwargs)
         values = carry()  # None outside any span, agent scope or run budget: the work goes as it is
         if values is None:
             return original(self, fn, *args, **kwargs)
