@@ -37,7 +37,7 @@ from ._messages import message_dicts, record_result
 from ._patches import UNPATCHED_RUN_CONTEXTS, install_run_contexts
 from ._patches import install as install_patches
 from ._plugin import install_deferred
-from ._runs import RUNS, Run, end_model_run, key_of, parent_key_of
+from ._runs import RUNS, Run, end_model_run, key_of, new_run, parent_key_of
 
 __all__ = ["AgentWatchHandler"]
 
@@ -170,10 +170,10 @@ class AgentWatchHandler(BaseCallbackHandler):
             scopes += extra_scopes
         # parent None: start_span takes the context's current span.
         span = client.start_span(name, kind, parent=parent_span, agent=scopes[-1] if scopes else None)
-        # Every field by position (call and request None: not a model's run): a class called with keywords gets them
-        # in a dict, ~1.5k machine instructions more per run
-        run = Run(span, scopes, None, in_graph or (metadata is not None and "langgraph_step" in metadata), None,
-                  self._on_budget == "interrupt", budgets)
+        # new_run, every field given (call and request None: not a model's run; parent None: only a model's is kept),
+        # not the class called with keywords (which gets them in a dict, ~1.5k machine instructions more per run)
+        run = new_run(span, scopes, None, in_graph or (metadata is not None and "langgraph_step" in metadata), None,
+                      self._on_budget == "interrupt", budgets, None)
         RUNS[run_key] = run
         return run
 
@@ -333,8 +333,8 @@ class AgentWatchHandler(BaseCallbackHandler):
         # and adds to it instead of counting the request a second time. The model's entry point restores the
         # caller's context when it returns (_patches), so the activation never outlives the model's own code.
         call.activate()
-        # Every field by position, as in _open (not a pausing run: pauses is False)
-        RUNS[run_key] = Run(call.span, scopes, call, parent_in_graph, request, False, budgets, parent_span)
+        # new_run, as in _open (not a pausing run: pauses is False)
+        RUNS[run_key] = new_run(call.span, scopes, call, parent_in_graph, request, False, budgets, parent_span)
 
     def _adopt(self, run_key: int) -> None:
         """A model's own handler with an agent (``ChatOpenAI(callbacks=[AgentWatchHandler(agent=...)])``) hears its
@@ -361,7 +361,7 @@ class AgentWatchHandler(BaseCallbackHandler):
             RUNS.pop(run_key, None)
             raise (graph_block(error) if run.in_graph else error) from None
         call.activate()
-        RUNS[run_key] = Run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets, run.parent)
+        RUNS[run_key] = new_run(call.span, scopes, call, run.in_graph, run.request, run.pauses, run.budgets, run.parent)
 
     # The keywords LangChain passes are parameters here, not left to ``**kwargs``: CPython matches a keyword that
     # lands in ``**kwargs`` by comparing it with every parameter name, and builds the dict, on every model call.

@@ -23,11 +23,13 @@ from agentwatch.instrumentation import (
 
 from ._messages import estimate_cut_off
 
-__all__ = ["Run", "RUNS", "key_of", "parent_key_of", "entered", "end_model_run", "end_model_run_left_open"]
+__all__ = ["Run", "RUNS", "new_run", "key_of", "parent_key_of", "entered", "end_model_run", "end_model_run_left_open"]
 
 
 @dataclass(slots=True)
 class Run:
+    """A run in flight. Built by ``new_run`` on the callbacks' paths: a field added here is set there too."""
+
     span: Span
     scopes: tuple[AgentScope, ...] = ()
     call: LLMCall | None = None
@@ -40,6 +42,26 @@ class Run:
     budgets: tuple[Monitor, ...] = ()
     #: A model call's parent span as given to ``start_llm_call`` (None: the context's current span), for ``_adopt``.
     parent: Span | None = None
+
+
+_new_object = object.__new__
+
+
+def new_run(span: Span, scopes: tuple[AgentScope, ...], call: LLMCall | None, in_graph: bool, request: Any,
+            pauses: bool, budgets: tuple[Monitor, ...], parent: Span | None) -> Run:
+    """``Run(span, scopes, ...)`` with every field given, built with ``object.__new__`` and its slots set: not through
+    the class call (``type.__call__``, then the dataclass ``__init__`` in a frame of its own), ~0.3k machine
+    instructions fewer a run (callgrind micro loop 2.7k -> 2.4k; every model call and chain run opens one)."""
+    run: Run = _new_object(Run)
+    run.span = span
+    run.scopes = scopes
+    run.call = call
+    run.in_graph = in_graph
+    run.request = request
+    run.pauses = pauses
+    run.budgets = budgets
+    run.parent = parent
+    return run
 
 
 def entered(run: Run) -> tuple[Token[Any], ...]:
