@@ -32,7 +32,7 @@ from agentwatch.instrumentation import (
 from ._error_wrappers import FALLBACKS_MODULE, RETRY_MODULE, patch_imported_wrappers
 from ._error_wrappers import PENDING as PENDING_WRAPPERS
 from ._graph import allow_graph_control_flow, graph_block, interrupt_for_budget, is_control_flow, take_answer
-from ._labels import add_labels
+from ._labels import SEEN_OWN_KEYS, add_labels
 from ._messages import message_dicts, record_result
 from ._patches import UNPATCHED_RUN_CONTEXTS, install_run_contexts
 from ._patches import install as install_patches
@@ -310,7 +310,10 @@ class AgentWatchHandler(BaseCallbackHandler):
             attributes["langgraph_node"] = metadata["langgraph_node"]
         if invocation.get("stream") or invocation.get("streaming"):
             attributes["streaming"] = True
-        if tags or metadata:
+        # add_labels only with labels it may keep: a model call's metadata is usually only LangChain's own keys, told
+        # apart here by the set comparison add_labels would make first, without its frame (~0.9k machine instructions
+        # fewer a chat call, callgrind micro loop)
+        if tags or (metadata and not SEEN_OWN_KEYS.issuperset(metadata)):
             add_labels(attributes, tags, metadata, client.config.zero_data_retention)
         budgets = self._thread_budgets(metadata) if self._thread_budget is not None else ()
         pausable = in_graph and self._on_budget == "interrupt"

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from agentwatch.instrumentation import swallow_internal_error
 
-__all__ = ["MAX_LABELS", "LABEL_TEXT_LIMIT", "add_labels"]
+__all__ = ["MAX_LABELS", "LABEL_TEXT_LIMIT", "SEEN_OWN_KEYS", "add_labels"]
 
 #: Tags, and metadata keys, kept per span.
 MAX_LABELS: Final = 32
@@ -42,8 +42,9 @@ _OWN_KEY_PREFIXES: Final = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
 _OWN_KEYS: Final = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "run_attempt", "run_id", "assistant_id",
                               "graph_id"})
 #: Metadata keys found to be LangChain's own so far: a model call's metadata is usually only those (``ls_provider``,
-#: ``ls_model_name``, ...), told apart by one set comparison instead of a test per key on every call.
-_SEEN_OWN: set[str] = set()
+#: ``ls_model_name``, ...), told apart by one set comparison instead of a test per key on every call (made by a model
+#: call's start itself, before it calls ``add_labels``).
+SEEN_OWN_KEYS: set[str] = set()
 #: The same for tags (``graph:step:1``, ``seq:step:2``): a node's and a chain's tags are usually only LangChain's.
 _SEEN_OWN_TAGS: set[str] = set()
 _MAX_SEEN: Final = 1024
@@ -74,15 +75,15 @@ def add_labels(attributes: dict[str, Any], tags: Sequence[str] | None, metadata:
                         _SEEN_OWN_TAGS.add(tag)
                 if own:
                     attributes["tags"] = own
-        if metadata and not _SEEN_OWN.issuperset(metadata):
+        if metadata and not SEEN_OWN_KEYS.issuperset(metadata):
             kept: dict[str, Any] = {}
             for key, value in metadata.items():
-                if key in _SEEN_OWN:
+                if key in SEEN_OWN_KEYS:
                     continue
                 name = _text(key)
                 if name in _OWN_KEYS or name.startswith(_OWN_KEY_PREFIXES):
-                    if len(_SEEN_OWN) < _MAX_SEEN:
-                        _SEEN_OWN.add(name)
+                    if len(SEEN_OWN_KEYS) < _MAX_SEEN:
+                        SEEN_OWN_KEYS.add(name)
                     continue
                 if len(kept) == MAX_LABELS:
                     break
