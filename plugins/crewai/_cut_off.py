@@ -12,9 +12,10 @@ and so is every binding of it in the CrewAI modules already imported.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any
 
 from crewai.llms import base_llm
@@ -44,17 +45,34 @@ def unpatch() -> None:
 
 def _ending_cut_off_calls(original: Callable[[], Any],
                           on_cut_off: Callable[[BaseException], None]) -> Callable[[], Any]:
-    @contextlib.contextmanager
-    def llm_call_context() -> Iterator[Any]:
-        with original() as call_id:
-            try:
-                yield call_id
-            except BaseException as error:
-                if not isinstance(error, Exception):  # an Exception is reported by CrewAI's LLMCallFailedEvent
-                    try:
-                        on_cut_off(error)
-                    except Exception:
-                        swallow_internal_error("the crewai plugin")
-                raise
+    def llm_call_context() -> _EndingCutOffCall:
+        return _EndingCutOffCall(original(), on_cut_off)
 
     return llm_call_context
+
+
+class _EndingCutOffCall:
+    """CrewAI's ``llm_call_context()`` around one call, ending that call if it is left by a cut-off.
+
+    A class rather than a ``@contextlib.contextmanager`` generator around CrewAI's own context: every LLM call enters
+    it, and the generator's context manager (its ``__init__``, the generator's frames) cost ~90 more bytecodes."""
+
+    __slots__ = ("_context", "_on_cut_off")
+
+    def __init__(self, context: AbstractContextManager[Any], on_cut_off: Callable[[BaseException], None]) -> None:
+        self._context = context
+        self._on_cut_off = on_cut_off
+
+    def __enter__(self) -> Any:
+        return self._context.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> bool | None:
+        # An Exception is reported by CrewAI's LLMCallFailedEvent. The call ends while CrewAI's context still
+        # names it (``_cut_off_here`` compares the call ids), as it did inside that context.
+        if error is not None and not isinstance(error, Exception):
+            try:
+                self._on_cut_off(error)
+            except Exception:
+                swallow_internal_error("the crewai plugin")
+        return self._context.__exit__(kind, error, traceback)
