@@ -534,12 +534,17 @@ def before_llm_call(context: Any) -> None:
     client = agentwatch.get_client()
     if client is None:
         return None
-    _drop_stale()
+    if _ACTIVATED.get() is not None:  # the usual call has nothing stale: no _drop_stale frame for it
+        _drop_stale()
     agent = getattr(context, "agent", None)
     scope = agent_scope(client, agent) if agent is not None else None
-    objects = _Objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
-    stack = _stack()
-    parent = TREE.ensure(client, stack, objects)
+    stack = _event_id_stack.get()  # _stack() inlined: the hook runs for every LLM call
+    parent: Span | None = None
+    # In a direct ``LLM.call`` (no crew, task, agent or tool around it) CrewAI's stack holds the call's own start at
+    # most: no scope span to find or create, so neither the objects that would name one nor the tree's lock.
+    if len(stack) > 1 or (stack and stack[0][1] in _SPAN_KINDS):
+        objects = _Objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
+        parent = TREE.ensure(client, stack, objects)
     llm = getattr(context, "llm", None)
     model, provider = _model_of(llm)
     attributes: dict[str, Any] = {"framework": "crewai", "crewai.iteration": getattr(context, "iterations", 0)}
@@ -552,7 +557,7 @@ def before_llm_call(context: Any) -> None:
     # they are traces of their own (CrewAI's spans are parents by id, never current in its threads).
     token = attach(parent) if parent is not None and get_current_span() is not parent else None
     try:
-        earlier = blocked_in(run)
+        earlier = blocked_in(run) if run is not None else None  # no kickoff (a direct LLM.call): no run to ask
         if earlier is not None:
             # A block earlier in this kickoff that CrewAI turned into a tool result: no request either.
             _record_refusal(name, model, provider, parent, scopes, captured, attributes, earlier)
@@ -581,7 +586,7 @@ def before_llm_call(context: Any) -> None:
     call_id = _current_call_id.get()
     if call_id is not None:
         TREE.calls[call_id] = call
-        call.set_attribute("crewai.call_id", call_id)
+        call.span.attributes["crewai.call_id"] = call_id  # call.set_attribute inlined: every LLM call sets it
         started = TREE.claim_start(call_id)
         if started is not None and started.stream:
             call.set_attribute("stream", True)
@@ -737,9 +742,10 @@ def _on_llm_completed(source: Any, event: LLMCallCompletedEvent) -> None:
         call.set_model(*_model_of(event.model))
     if event.response is not None:
         call.set_output(event.response if isinstance(event.response, str) else clip(event.response))
+    attributes = call.span.attributes  # call.set_attribute inlined (a frame each, on every LLM call)
     if event.response_id:
-        call.set_attribute("response_id", event.response_id)
-    call.set_attribute("crewai.call_id", event.call_id)
+        attributes["response_id"] = event.response_id
+    attributes["crewai.call_id"] = event.call_id
     call.end(finish_reason=event.finish_reason)
     TREE.call_done(event.call_id)
     if _ACTIVATED.get() is call:
@@ -853,11 +859,14 @@ def _quiet_telemetry(emit_telemetry: Callable[..., None]) -> Callable[..., None]
         admitted = state.pop("admitted", None)
         # Ours counts in hook_count if it ran, or if it was in the list and a hook before it aborted the dispatch.
         if point is _PRE_MODEL_CALL and (ran or (outcome == "aborted" and _ours_was_listed(sys._getframe(1)))):
-            reason = args[1] if len(args) > 1 else kwargs.get("abort_reason")
-            source = args[2] if len(args) > 2 else kwargs.get("abort_source")
-            if admitted is not None and outcome == "aborted":
-                _denied(admitted, reason, source)
-            if not (outcome == "aborted" and admitted is None and source == "agentwatch"):  # not our block
+            ours_blocked = False
+            if outcome == "aborted":  # the reason and source only then: every LLM call's dispatch passes here
+                reason = args[1] if len(args) > 1 else kwargs.get("abort_reason")
+                source = args[2] if len(args) > 2 else kwargs.get("abort_source")
+                if admitted is not None:
+                    _denied(admitted, reason, source)
+                ours_blocked = admitted is None and source == "agentwatch"
+            if not ours_blocked:
                 if hook_count <= 1:
                     return None
                 hook_count -= 1
