@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from crewai.agents.agent_builder.base_agent_executor import BaseAgentExecutor
 from crewai.flow.runtime import Flow
 
 import agentwatch
@@ -92,7 +93,7 @@ def _step_boundary(original: Callable[..., Coroutine[Any, Any, Any]]) -> Callabl
         # of its own: ``is_run``) runs its steps here, ~9 per LLM call in a crew; they get CrewAI's own coroutine, with
         # no coroutine of ours around it to pass every suspension through (~170 fewer bytecodes and ~19 fewer
         # coroutine resumptions per LLM call in a crew).
-        if not is_run(self):
+        if isinstance(self, BaseAgentExecutor):  # not is_run(self), inlined: ~9 calls per LLM call in a crew
             return original(self, method_name, *args, **kwargs)
         return _run_step(original, self, method_name, args, kwargs)
 
