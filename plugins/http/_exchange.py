@@ -139,8 +139,9 @@ class Exchange:
 
     def reader(self, headers: Mapping[str, str], *, encoded: bool = False) -> BodyReader:
         """A reader for this response's body; ``encoded``: the tap sees bytes the client has yet to decode."""
-        return BodyReader(self.endpoint.api, headers.get("content-type"), capture_text=self.capture_text,
-                          content_encoding=headers.get("content-encoding") if encoded else None)
+        content_type, content_encoding = _body_headers(headers, encoded)
+        return BodyReader(self.endpoint.api, content_type, capture_text=self.capture_text,
+                          content_encoding=content_encoding)
 
     def whole_body(self, headers: Mapping[str, str], body: bytes) -> None:
         """A body the client read in full."""
@@ -486,6 +487,34 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
         except (TypeError, ValueError, AttributeError):
             pass  # not the layout this expects: ask the mapping
     return headers.get("x-request-id") or headers.get("request-id")
+
+
+_BODY_HEADER_KEYS = (b"content-type", b"content-encoding")
+
+
+def _body_headers(headers: Mapping[str, str], encoded: bool) -> tuple[str | None, str | None]:
+    """``headers.get("content-type")``, and ``headers.get("content-encoding")`` if ``encoded`` (else None). From an
+    httpx ``Headers``, read in one pass over its (raw key, lowercase key, value) triples, as ``_request_id`` does: each
+    ``get()`` lowercases and encodes its key, works out the headers' encoding and builds a list of matches (12k
+    instructions per stream). A header given twice, or not in ASCII (which ``get()`` decodes by the headers'
+    encoding), is left to ``get()``."""
+    items = getattr(headers, "_list", None)
+    if items.__class__ is list:
+        try:
+            found: list[bytes | None] = [None, None]
+            for _, key, value in items:
+                if key in _BODY_HEADER_KEYS:
+                    at = 0 if key == b"content-type" else 1
+                    if found[at] is not None or not value.isascii():
+                        break  # joined, or decoded otherwise, by get()
+                    found[at] = value
+            else:
+                content_type, content_encoding = found
+                return (content_type.decode("ascii") if content_type is not None else None,
+                        content_encoding.decode("ascii") if content_encoding is not None and encoded else None)
+        except (TypeError, ValueError, AttributeError):
+            pass  # not the layout this expects: ask the mapping
+    return headers.get("content-type"), headers.get("content-encoding") if encoded else None
 
 
 def _answered_by(call: LLMCall, model: Any) -> None:
