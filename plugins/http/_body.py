@@ -137,18 +137,21 @@ class BodyReader:
                 return
         if not self.token_seen:  # only until it is found: a stream's first events
             self._look_for_token(block)
-        if len(block) > _MAX_KEPT_BLOCK:
+        size = len(block)
+        if size > _MAX_KEPT_BLOCK:
             self._scan_kept()  # what came before it first: the scan keeps stream order
             self._measure_unmeasured()
             self._count_text(block)
             self._scan(block)
-        elif len(self._head) < _HEAD_BLOCKS:
-            self._head.append(block)
-        else:
+        # A kept rest means a full head (both are emptied together): a long stream's chunk asks that alone, not the
+        # head's length, and measures its size once (~700 instructions a chunk).
+        elif self._rest or len(self._head) >= _HEAD_BLOCKS:
             self._rest.append(block)
-            self._rest_size += len(block)
+            self._rest_size += size
             if self._rest_size > _MAX_UNMEASURED:
                 self._measure_dropped()
+        else:
+            self._head.append(block)
 
     def _look_for_token(self, block: bytes) -> None:
         """Whether ``block`` (whole events) has output text: a non-empty string under one of the API's text keys (an
