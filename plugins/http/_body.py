@@ -161,8 +161,16 @@ class BodyReader:
             self.token_seen = True
             return
         keys, pattern = texts
-        if any(key in block for key in keys):
-            self.token_seen = any(match.group(1) for match in pattern.finditer(block))
+        # Loops, not any() over generators: each generator is made and resumed per item (~3k instructions a stream).
+        for key in keys:
+            if key in block:
+                break
+        else:
+            return
+        for match in pattern.finditer(block):
+            if match.group(1):
+                self.token_seen = True
+                return
 
     def _whole_events(self, chunk: bytes) -> bytes | None:
         """The chunk's share of whole events, with what an earlier chunk left pending before it (decoded, CRLF made
@@ -250,10 +258,11 @@ class BodyReader:
         if head or rest:
             tail = rest[-_TAIL_BLOCKS:]
             self._unmeasured += rest[:-_TAIL_BLOCKS]  # dropped out of the kept ones: measured only, if asked
+            blocks = (*head, *tail)
             if not self.saw_end:  # a stream's final event is in its last block (or the one before)
-                self._check_end(b"".join((*head, *tail)[-2:]))
-            kept = b"".join((*head, *tail))
-            self._unmeasured += (*head, *tail)
+                self._check_end(b"".join(blocks[-2:]))
+            kept = b"".join(blocks)
+            self._unmeasured += blocks
             head.clear()
             rest.clear()
             self._rest_size = 0
@@ -276,20 +285,23 @@ class BodyReader:
             return
         marks = self._marks
         chat = self.reading.api == "chat"
+        null_usage, spaced_null_usage = _NULL_USAGE  # locals: asked of every event
+        finish_mark, spaced_finish_mark = _FINISH_MARKS
         for event in block.split(separator):
             if not event:
                 continue
-            marked = False
             for mark in marks:
                 if mark in event:
-                    marked = True
+                    usage = null_usage not in event and spaced_null_usage not in event
                     break
-            if marked and _NULL_USAGE[0] not in event and _NULL_USAGE[1] not in event:
+            else:
+                usage = False
+            if usage:
                 if self._first is None:
                     self._first = event
                 else:
                     self._last = event
-            elif chat and (_FINISH_MARKS[0] in event or _FINISH_MARKS[1] in event):
+            elif chat and (finish_mark in event or spaced_finish_mark in event):
                 self._finish = event
 
     def _read_event(self, event: bytes) -> None:
