@@ -80,7 +80,9 @@ class BodyReader:
                  "_separator", "_pending", "_json", "_size", "_head", "_rest", "_rest_size", "_first", "_last",
                  "_finish", "_marks", "_decode", "_plain")
 
-    def __init__(self, api: str, content_type: str | None, *, capture_text: bool = False,
+    # Not keyword-only: the taps' reader (``Exchange.reader``) passes them by position (CPython matches keywords by
+    # name), on every stream.
+    def __init__(self, api: str, content_type: str | None, capture_text: bool = False,
                  content_encoding: str | None = None) -> None:
         self.reading = Reading(api, capture_text)
         #: Why the body could not be read (an encoding we cannot decode, an oversized body), or None.
@@ -95,9 +97,9 @@ class BodyReader:
         self._unmeasured: list[bytes] = []
         self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = _TEXT_PATTERNS.get(api)
         content_type = (content_type or "").lower()
-        self._mode = ("sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type
-                      else "json")
-        self._separator = b"\n\n" if self._mode == "sse" else b"\n"
+        mode = "sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type else "json"
+        self._mode = mode
+        self._separator = b"\n\n" if mode == "sse" else b"\n"
         self._pending = b""
         self._json: list[bytes] = []
         self._size = 0
@@ -111,13 +113,17 @@ class BodyReader:
         self._finish: bytes | None = None
         self._marks = _USAGE_MARKS.get(api, _DEFAULT_USAGE_MARKS)
         self._decode: _Decoder | None = None
-        encoding = (content_encoding or "identity").lower()
-        if encoding in ("gzip", "deflate"):
-            self._decode = _Decoder(encoding)
-        elif encoding != "identity":
-            self.unreadable = f"content-encoding {encoding}"
         #: An event stream of plain bytes whose text is not captured: the usual chunk takes ``feed``'s short way.
-        self._plain = self._mode != "json" and self._decode is None and self.unreadable is None and not capture_text
+        plain = mode != "json" and not capture_text
+        if content_encoding:  # None or "" is "identity": the usual stream skips the lowercasing and the comparisons
+            encoding = content_encoding.lower()
+            if encoding in ("gzip", "deflate"):
+                self._decode = _Decoder(encoding)
+                plain = False
+            elif encoding != "identity":
+                self.unreadable = f"content-encoding {encoding}"
+                plain = False
+        self._plain = plain
 
     def feed(self, chunk: bytes) -> None:
         # The usual chunk of a stream: whole events (nothing pending before it, its last one complete), kept as is.

@@ -140,8 +140,7 @@ class Exchange:
     def reader(self, headers: Mapping[str, str], *, encoded: bool = False) -> BodyReader:
         """A reader for this response's body; ``encoded``: the tap sees bytes the client has yet to decode."""
         content_type, content_encoding = _body_headers(headers, encoded)
-        return BodyReader(self.endpoint.api, content_type, capture_text=self.capture_text,
-                          content_encoding=content_encoding)
+        return BodyReader(self.endpoint.api, content_type, self.capture_text, content_encoding)
 
     def whole_body(self, headers: Mapping[str, str], body: bytes) -> None:
         """A body the client read in full."""
