@@ -15,7 +15,7 @@ from typing import Any
 from agentwatch.instrumentation import logger, stop_on_exception
 
 from ._endpoints import _MISSING, _known_paths, endpoint_for_path
-from ._exchange import Exchange, get_built_request, get_current_exchange, set_built_request
+from ._exchange import Exchange, _body_headers, get_built_request, get_current_exchange, set_built_request
 from ._patching import Patcher, taking_keywords
 from ._stream_usage import UsageChunkFilter
 from ._tap import StreamTap, begin_safely, failed, finish_abandoned, received_whole, sdk_attempt_failed
@@ -108,7 +108,9 @@ def _sdk_received(exchange: Exchange, response: Any, streaming: bool, stream_cla
         if streaming:
             hide = None
             if exchange.usage_requested:  # we asked for usage: the user must not see the answer (_stream_usage)
-                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                # response.headers.get("content-encoding", "identity"), in one pass over httpx's header triples
+                encoding = _body_headers(response.headers, True)[1]
+                encoding = "identity" if encoding is None else encoding.strip().lower()
                 if encoding == "identity":
                     hide = UsageChunkFilter()
                 else:  # we asked for plain bytes; a server that compresses anyway shows the usage chunk
