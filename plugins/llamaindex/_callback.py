@@ -18,7 +18,9 @@ from ._calls import end_call, start_embedding, start_llm
 
 __all__ = ["AgentWatchCallbackHandler"]
 
-_WATCHED = (CBEventType.LLM, CBEventType.EMBEDDING)
+# Read from CBEventType once: an Enum member read off its class goes through EnumType.__getattr__'s slot.
+_LLM, _EMBEDDING = CBEventType.LLM, CBEventType.EMBEDDING
+_WATCHED = (_LLM, _EMBEDDING)
 _IGNORED = [event_type for event_type in CBEventType if event_type not in _WATCHED]
 
 
@@ -40,9 +42,9 @@ class AgentWatchCallbackHandler(BaseCallbackHandler):
     def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                        event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
         try:
-            if event_type == CBEventType.LLM:
+            if event_type == _LLM:
                 start_llm(event_id, payload)
-            elif event_type == CBEventType.EMBEDDING:
+            elif event_type == _EMBEDDING:
                 start_embedding(event_id, payload)
         except Exception:
             swallow_internal_error("AgentWatchCallbackHandler.on_event_start")

@@ -38,6 +38,11 @@ __all__ = ["Frame", "Flight", "FRAMES", "FLIGHTS_BY_SPAN", "start_llm", "start_e
 
 STREAM_METHODS = frozenset({"stream_chat", "astream_chat", "stream_complete", "astream_complete"})
 _UNKNOWN_MODEL = "unknown"  # LlamaIndex's LLMMetadata default
+# The payload keys, read from EventPayload once: an Enum member read off its class goes through the slot of
+# EnumType.__getattr__ (~900 instructions a read; chat() read five, and the callback two of CBEventType).
+_SERIALIZED, _MESSAGES, _PROMPT = EventPayload.SERIALIZED, EventPayload.MESSAGES, EventPayload.PROMPT
+_RESPONSE, _COMPLETION = EventPayload.RESPONSE, EventPayload.COMPLETION
+_EXCEPTION, _CHUNKS = EventPayload.EXCEPTION, EventPayload.CHUNKS
 
 
 @dataclass(slots=True)
@@ -178,7 +183,7 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
         assert outer is not None
         _register(event_id, Flight(outer, nested=True, span_id=span_id))
         return
-    name, model, provider = _names(frame, payload.get(EventPayload.SERIALIZED))
+    name, model, provider = _names(frame, payload.get(_SERIALIZED))
     attributes: dict[str, Any] = {}
     if frame is not None:
         attributes["llamaindex.method"] = frame.method
@@ -186,7 +191,7 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
             attributes["streaming"] = True
     prompt = None
     if capturing():
-        prompt = message_dicts(payload.get(EventPayload.MESSAGES)) or payload.get(EventPayload.PROMPT)
+        prompt = message_dicts(payload.get(_MESSAGES)) or payload.get(_PROMPT)
     call = agentwatch.start_llm_call(name, model=model, provider=provider, input=prompt,
                                      attributes=attributes)
     # A stream's usage is the HTTP layer's business (``init(stream_usage=...)``): it asks where asked to and
@@ -194,7 +199,7 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
     flight = Flight(call, nested=False, span_id=span_id, component=frame.component if frame else None,
                     stream=frame is not None and frame.method in STREAM_METHODS)
     if flight.stream:
-        flight.request = payload.get(EventPayload.MESSAGES) or payload.get(EventPayload.PROMPT)
+        flight.request = payload.get(_MESSAGES) or payload.get(_PROMPT)
     _register(event_id, flight)
     _activate(flight)
 
@@ -219,7 +224,7 @@ def start_embedding(event_id: str, payload: Mapping[str, Any] | None) -> None:
     if event_id in _FLIGHTS or agentwatch.get_client() is None:
         return
     span_id, frame = _current_frame()
-    name, model, provider = _names(frame, (payload or {}).get(EventPayload.SERIALIZED))
+    name, model, provider = _names(frame, (payload or {}).get(_SERIALIZED))
     attributes = {"llamaindex.method": frame.method} if frame is not None else None
     # A local embedding model (MockEmbedding, a local runtime's) costs nothing and sends no request: an index built in
     # many batches is no loop, and a breaker opened by paid calls is no reason to stop it. Counted if it sends one.
@@ -244,7 +249,7 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
             owner.inner_response = _response_of(payload)
         return
     _deactivate(flight)
-    error = payload.get(EventPayload.EXCEPTION)
+    error = payload.get(_EXCEPTION)
     # The caller stopped reading a stream (not a failure), or its task was cancelled (recorded, not counted as one).
     stopped = flight.stream and isinstance(error, GeneratorExit | CancelledError)
     if stopped:
@@ -252,7 +257,7 @@ def end_call(event_id: str, payload: Mapping[str, Any] | None) -> None:
         if isinstance(error, GeneratorExit):
             error = None
     if call.span.kind == "embedding":
-        _finish_embedding(call, payload.get(EventPayload.CHUNKS))
+        _finish_embedding(call, payload.get(_CHUNKS))
         call.end(error=error)
         return
     response = _response_of(payload)
@@ -297,7 +302,7 @@ def _set_usage(call: LLMCall, usage: Usage) -> None:
 
 
 def _response_of(payload: Mapping[str, Any]) -> Any:
-    return payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
+    return payload.get(_RESPONSE) or payload.get(_COMPLETION)
 
 
 def _finish_embedding(call: LLMCall, chunks: Any) -> None:
