@@ -204,19 +204,21 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
     _activate(flight)
 
 
-def chunk_streamed(span_id: str | None, chunk: Any) -> None:
-    """A stream of the LLM method running under instrumentation span ``span_id`` yields ``chunk`` (LlamaIndex's
-    in-progress event, in the stream's code just before the caller gets the chunk)."""
-    flight = FLIGHTS_BY_SPAN.get(span_id) if span_id is not None else None
+def chunk_streamed(event: Any) -> None:
+    """A stream of an LLM method yields a chunk: LlamaIndex's in-progress event (``LLMChatInProgressEvent``,
+    ``LLMCompletionInProgressEvent``), sent in the stream's code just before the caller gets ``event.response``,
+    with the id of the method's instrumentation span (None outside any span: no flight has that key)."""
+    flight = FLIGHTS_BY_SPAN.get(event.span_id)
     if flight is None:
         return
     flight.call.mark_first_token()
     if flight.nested:
         return
-    flight.last_chunk = chunk
+    flight.last_chunk = event.response
     # The request is out: the call stops being current where the caller reads the stream. Between chunks the
     # caller's own calls (to this LLM too, or the openai SDK's) are calls of their own, checked and charged.
-    _deactivate(flight)
+    if flight.active:  # until the first chunk only: no call for the others
+        _deactivate(flight)
 
 
 def start_embedding(event_id: str, payload: Mapping[str, Any] | None) -> None:

@@ -17,16 +17,12 @@ from llama_index.core.instrumentation.events.llm import LLMChatInProgressEvent, 
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent
 from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
 
-from agentwatch.instrumentation import capturing, stop_on_exception
+from agentwatch.instrumentation import capturing, swallow_internal_error
 
 from ._calls import chunk_streamed
 from ._spans import OPEN
 
 __all__ = ["AgentWatchEventHandler"]
-
-
-def _chunk(event: Any) -> None:
-    chunk_streamed(event.span_id, event.response)
 
 
 def _retrieval_started(event: Any) -> None:
@@ -56,8 +52,8 @@ def _cancelled(event: Any) -> None:
 
 
 _ACTIONS: dict[type, Callable[[Any], None]] = {
-    LLMChatInProgressEvent: _chunk,
-    LLMCompletionInProgressEvent: _chunk,
+    LLMChatInProgressEvent: chunk_streamed,
+    LLMCompletionInProgressEvent: chunk_streamed,
     RetrievalStartEvent: _retrieval_started,
     RetrievalEndEvent: _retrieval_ended,
     ReRankEndEvent: _reranked,
@@ -78,12 +74,12 @@ class AgentWatchEventHandler(BaseEventHandler):
         return "AgentWatchEventHandler"
 
     def handle(self, event: Any, **kwargs: Any) -> None:
-        # Every LlamaIndex event comes here and most are not ours: a dict lookup, not a guarded call, for them.
+        # Every LlamaIndex event comes here and most are not ours: a dict lookup for them. Ours are guarded inline
+        # (``swallow_internal_error`` is ``stop_on_exception``'s body): a stream sends one or two per chunk, and the
+        # decorator's frame cost ~1k instructions each.
         action = _ACTIONS.get(type(event))
         if action is not None:
-            _act(action, event)
-
-
-@stop_on_exception
-def _act(action: Callable[[Any], None], event: Any) -> None:
-    action(event)
+            try:
+                action(event)
+            except Exception:
+                swallow_internal_error("AgentWatchEventHandler.handle")
