@@ -8,7 +8,7 @@ everything is normalised to the OpenAI convention (input includes cached tokens)
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agentwatch.instrumentation import Usage, normalize_anthropic_usage
@@ -42,37 +42,53 @@ def _get(source: Any, key: str) -> Any:
     return getattr(source, key, None)
 
 
+def _reader(source: Any) -> Callable[[str], Any]:
+    """``_get`` for a source read several times: its type is checked once, and a dict's (or mapping's) own ``get``
+    reads with no frame of ours (a response's usage is up to nine reads, ~2.5k instructions fewer per chat())."""
+    if type(source) is dict:
+        return source.get
+    if source is None:
+        return _absent
+    if isinstance(source, Mapping):
+        return source.get
+    return lambda key: getattr(source, key, None)
+
+
+def _absent(key: str) -> None:
+    return None
+
+
 def _read_counts(counts: Any, usage: Usage) -> None:
     """One provider usage object (or dict) into ``usage``; leaves it unset if the shape is unknown."""
-    if _get(counts, "prompt_tokens") is not None or _get(counts, "completion_tokens") is not None:
+    get = _reader(counts)
+    if get("prompt_tokens") is not None or get("completion_tokens") is not None:
         # OpenAI chat/completions and everything OpenAI-compatible.
-        usage.input_tokens = _get(counts, "prompt_tokens")
-        usage.output_tokens = _get(counts, "completion_tokens")
-        usage.cached_input_tokens = _get(_get(counts, "prompt_tokens_details"), "cached_tokens")
-    elif (_get(counts, "cache_read_input_tokens") is not None
-          or _get(counts, "cache_creation_input_tokens") is not None):
+        usage.input_tokens = get("prompt_tokens")
+        usage.output_tokens = get("completion_tokens")
+        usage.cached_input_tokens = _get(get("prompt_tokens_details"), "cached_tokens")
+    elif get("cache_read_input_tokens") is not None or get("cache_creation_input_tokens") is not None:
         # Anthropic: input_tokens excludes cache reads and writes.
-        normalized = normalize_anthropic_usage(_get(counts, "input_tokens"), _get(counts, "output_tokens"),
-                                               _get(counts, "cache_read_input_tokens") or 0,
-                                               _get(counts, "cache_creation_input_tokens") or 0)
+        normalized = normalize_anthropic_usage(get("input_tokens"), get("output_tokens"),
+                                               get("cache_read_input_tokens") or 0,
+                                               get("cache_creation_input_tokens") or 0)
         usage.input_tokens = normalized["input_tokens"]
         usage.output_tokens = normalized["output_tokens"]
         usage.cached_input_tokens = normalized["cached_input_tokens"]
         usage.cache_write_tokens = normalized["cache_write_tokens"]
-    elif _get(counts, "input_tokens") is not None or _get(counts, "output_tokens") is not None:
+    elif get("input_tokens") is not None or get("output_tokens") is not None:
         # OpenAI Responses API (input includes cached) and Anthropic without cache fields.
-        usage.input_tokens = _get(counts, "input_tokens")
-        usage.output_tokens = _get(counts, "output_tokens")
-        usage.cached_input_tokens = _get(_get(counts, "input_tokens_details"), "cached_tokens")
-    elif _get(counts, "prompt_token_count") is not None:
+        usage.input_tokens = get("input_tokens")
+        usage.output_tokens = get("output_tokens")
+        usage.cached_input_tokens = _get(get("input_tokens_details"), "cached_tokens")
+    elif get("prompt_token_count") is not None:
         # Gemini usage_metadata.
-        usage.input_tokens = _get(counts, "prompt_token_count")
-        usage.output_tokens = _get(counts, "candidates_token_count")
-        usage.cached_input_tokens = _get(counts, "cached_content_token_count")
-    elif _get(counts, "prompt_eval_count") is not None:
+        usage.input_tokens = get("prompt_token_count")
+        usage.output_tokens = get("candidates_token_count")
+        usage.cached_input_tokens = get("cached_content_token_count")
+    elif get("prompt_eval_count") is not None:
         # Ollama puts its counts at the top level of the raw response.
-        usage.input_tokens = _get(counts, "prompt_eval_count")
-        usage.output_tokens = _get(counts, "eval_count")
+        usage.input_tokens = get("prompt_eval_count")
+        usage.output_tokens = get("eval_count")
 
 
 def read_response(response: Any) -> Usage:
@@ -83,16 +99,17 @@ def read_response(response: Any) -> Usage:
         return usage
     raw = getattr(response, "raw", None)
     if raw is not None:
-        _read_counts(_get(raw, "usage") or _get(raw, "usage_metadata") or raw, usage)
-        model = _get(raw, "model")
+        get = _reader(raw)
+        _read_counts(get("usage") or get("usage_metadata") or raw, usage)
+        model = get("model")
         if isinstance(model, str) and model:
             usage.model = model
-        choices = _get(raw, "choices")
+        choices = get("choices")
         if isinstance(choices, list | tuple) and choices:
             reason = _get(choices[0], "finish_reason")
             usage.finish_reason = reason if isinstance(reason, str) else None
         else:
-            reason = _get(raw, "stop_reason")
+            reason = get("stop_reason")
             usage.finish_reason = reason if isinstance(reason, str) else None
     if not usage.found:
         extra = getattr(response, "additional_kwargs", None)
