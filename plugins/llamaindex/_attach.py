@@ -47,7 +47,8 @@ def attach_to(component: Any) -> None:
     """Make sure an LLM's or embedding model's own callback manager checks limits (hot path: one scan)."""
     manager = getattr(component, "callback_manager", None)
     if isinstance(manager, CallbackManager):
-        if not _has_handler(manager):
+        # The zero-config handler found by identity first: a C scan, no frame of ours, for the common case.
+        if ZERO_CONFIG_HANDLER not in manager.handlers and not _has_handler(manager):
             _attach(manager)
     elif manager is None:
         # LlamaIndex would build an empty one for this call anyway; build it here with the handler in it.
