@@ -155,7 +155,7 @@ def _rule_for(component: Any, span_id: str) -> tuple[_Rule | None, str]:
     try:
         return _rules[key]
     except KeyError:
-        method = operation[operation.rfind(".") + 1:]
+        method = _method_of(operation)
         found = _rules[key] = (_classify(key[0], method), method)
         return found
 
@@ -167,8 +167,8 @@ def _operation_of(span_id: str) -> str:
     return span_id
 
 
-def _method_of(span_id: str) -> str:
-    operation = _operation_of(span_id)
+def _method_of(operation: str) -> str:
+    """``"RetrieverQueryEngine.query"`` → ``"query"``."""
     return operation[operation.rfind(".") + 1:]
 
 
@@ -214,8 +214,9 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
 
     def _open(self, client: Any, id_: str, rule: _Rule, component: Any, bound_args: inspect.BoundArguments,
               tags: dict[str, Any] | None, step_agent: str | None = None) -> None:
-        method = _method_of(id_)
-        attributes: dict[str, Any] = {"llamaindex.operation": _operation_of(id_)}
+        operation = _operation_of(id_)  # once: a workflow run opens a span for each of its steps
+        method = _method_of(operation)
+        attributes: dict[str, Any] = {"llamaindex.operation": operation}
         agent = None
         if rule.role == "step":
             name = method
