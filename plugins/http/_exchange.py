@@ -256,10 +256,8 @@ class Exchange:
         call.set_usage(prompt, completion, cached, cache_write)
         attributes = span.attributes
         model = fields.get("model")
-        if model:  # _answered_by(call, model), inlined: every openai call's result comes here
-            if not span.model:
-                call.set_model(model)
-            attributes["response_model"] = model
+        if model:
+            _answered_by(call, model)
         choices = fields.get("choices")
         if choices.__class__ is list and choices:
             choice = choices[0]

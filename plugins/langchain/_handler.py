@@ -211,8 +211,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                 patch_imported_wrappers()
             name = name or (serialized.get("name") if serialized else None) or "chain"
             run_key = run_id.int if run_id.__class__ is UUID else key_of(run_id)
-            parent_key = (parent_run_id.int if parent_run_id.__class__ is UUID
-                          else None if parent_run_id is None else key_of(parent_run_id))
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
             if metadata and metadata.get("langgraph_node") == name:
                 if _is_step(tags):
                     self._start_node(client, name, inputs, run_key, parent_key, metadata, tags=tags)
@@ -382,8 +381,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                 return  # not initialised, or another handler instance already records this run
             name = name or (serialized.get("name") if serialized else None) or "chat_model"
             prompt = message_dicts(messages) if client.config.capture_text else None
-            parent_key = (parent_run_id.int if parent_run_id.__class__ is UUID
-                          else None if parent_run_id is None else key_of(parent_run_id))
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
             self._start_model(client, run_key, parent_key, name,
                               metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, messages, tags)
@@ -403,8 +401,7 @@ class AgentWatchHandler(BaseCallbackHandler):
                 return
             name = name or (serialized.get("name") if serialized else None) or "llm"
             prompt = list(prompts) if client.config.capture_text else None
-            parent_key = (parent_run_id.int if parent_run_id.__class__ is UUID
-                          else None if parent_run_id is None else key_of(parent_run_id))
+            parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
             self._start_model(client, run_key, parent_key, name,
                               metadata or _EMPTY, invocation_params or _EMPTY,
                               prompt, prompts, tags)

@@ -83,9 +83,8 @@ def entered(run: Run) -> tuple[Token[Any], ...]:
 #: Keyed by the run id's ``int``: ``UUID.__hash__`` is a Python function (~1.2k machine instructions a lookup, ~0.3k
 #: by the int), and a chat call looks its run up ~3 times, a graph step ~10. Whatever hands a run id back to LangChain
 #: keeps the UUID. dict operations are atomic under the GIL; callbacks of one run never race with each other. The
-#: callbacks of every chat call and chain run read a UUID's key in place (``run_id.int if run_id.__class__ is UUID``),
-#: and a missing parent's (None), and call ``key_of`` only for another kind of id: four calls of it cost a chat call
-#: ~1.5k of the ~3k saved.
+#: callbacks of every chat call and chain run read a UUID's key in place (``run_id.int if run_id.__class__ is UUID``)
+#: and call ``key_of`` only for another kind of id: four calls of it cost a chat call ~1.5k of the ~3k saved.
 RUNS: dict[int, Run] = {}
 
 

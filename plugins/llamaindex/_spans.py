@@ -148,9 +148,9 @@ def _classify(component_type: type, method: str) -> _Rule | None:
 
 def _rule_for(component: Any, span_id: str) -> tuple[_Rule | None, str]:
     """The rule for the method of ``component`` that ``span_id`` is a span of, and the method's name. Cached by class
-    and operation, ``_operation_of`` inlined: one call where ``_method_of`` and a lookup by method name were three
-    (every LlamaIndex span of an object, twice per chat(): ~1.5k instructions fewer each)."""
-    operation = span_id[:-_UUID_SUFFIX] if len(span_id) > _UUID_SUFFIX and span_id[-_UUID_SUFFIX] == "-" else span_id
+    and operation: the method's name is worked out once per class and operation, not on every span (every LlamaIndex
+    span of an object, twice per chat())."""
+    operation = _operation_of(span_id)
     key = (type(component), operation)
     try:
         return _rules[key]
