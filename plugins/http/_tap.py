@@ -135,7 +135,8 @@ class StreamTap:
 
 
 def finish_abandoned(holder: Any) -> None:
-    """From ``__del__``: a stream dropped unread still ends its call."""
+    """From ``__del__``: a stream dropped unread still ends its call. One read to its end was finished already: asked
+    here, that costs no call of ``finish`` (and its guard) for every stream."""
     tap = getattr(holder, "_tap", None)
-    if tap is not None:
+    if tap is not None and not tap._done:
         tap.finish(None, False)
