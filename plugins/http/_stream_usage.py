@@ -79,31 +79,29 @@ class UsageChunkFilter:
         self._broken = False
 
     def __call__(self, chunk: bytes) -> bytes:
+        # One frame per chunk: the filtering is written inside the guard, not in a method it calls.
         try:
-            return self._filter(chunk)
+            if self._broken:
+                return chunk
+            data = self._pending + chunk if self._pending else chunk
+            if data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"):  # the usual chunk: whole events
+                self._pending = b""
+            else:
+                end = _last_boundary(data)
+                if end < 0:
+                    if len(data) > _MAX_EVENT:  # not an event stream after all: stop holding bytes back
+                        self._pending, self._broken = b"", True
+                        return data
+                    self._pending = data
+                    return b""
+                self._pending = data[end:]
+                data = data[:end]
+            return _clean(data) if data.find(b'"usage"') >= 0 else data
         except Exception:  # never break the user's stream: pass the rest through as it comes
             logger.exception("agentwatch: could not filter a response stream (ignored)")
             data, self._pending = self._pending + chunk, b""
             self._broken = True
             return data
-
-    def _filter(self, chunk: bytes) -> bytes:
-        if self._broken:
-            return chunk
-        data = self._pending + chunk if self._pending else chunk
-        if data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"):  # the usual chunk: whole events
-            self._pending = b""
-        else:
-            end = _last_boundary(data)
-            if end < 0:
-                if len(data) > _MAX_EVENT:  # not an event stream after all: stop holding bytes back
-                    self._pending, self._broken = b"", True
-                    return data
-                self._pending = data
-                return b""
-            self._pending = data[end:]
-            data = data[:end]
-        return _clean(data) if data.find(b'"usage"') >= 0 else data
 
     def flush(self) -> bytes:
         """What is left when the body ends (a last event without the blank line after it)."""
