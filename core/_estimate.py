@@ -28,6 +28,7 @@ _MEDIA_TOKENS = 1024
 _INPUT_KEYS = ("messages", "input", "instructions", "system", "prompt", "contents", "systemInstruction",
                "system_instruction", "tools", "functions", "tool_choice", "response_format", "text",
                "preamble", "documents")
+_INPUT_KEY_SET = frozenset(_INPUT_KEYS)
 _MESSAGE_LISTS = frozenset({"messages", "input", "contents"})
 _MEDIA_TYPES = frozenset({"image", "image_url", "input_image", "input_file", "file", "document", "input_audio",
                           "audio", "inlineData", "inline_data", "fileData", "file_data"})
@@ -52,12 +53,13 @@ def estimate_tokens(text: str) -> int:
 def estimate_request_tokens(body: Any) -> int:
     """Input tokens of a request body (OpenAI chat/completions/responses, Anthropic messages, Gemini,
     Cohere, Ollama shapes), estimated from its text; 0 for a body that is not a JSON object."""
-    if not isinstance(body, Mapping):
+    if body.__class__ is not dict and not isinstance(body, Mapping):  # a dict's class first: no ABC check
         return 0
     tokens = 0
-    for key in _INPUT_KEYS:
-        value = body.get(key)
-        if value is None:
+    # The body's own keys (a handful) looked up among the input keys, not each of the 15 input keys in the body: the
+    # same sum in another order.
+    for key, value in body.items():
+        if value is None or key not in _INPUT_KEY_SET:
             continue
         if key in _MESSAGE_LISTS and isinstance(value, list):
             tokens += _MESSAGE_TOKENS * len(value)
@@ -66,17 +68,18 @@ def estimate_request_tokens(body: Any) -> int:
 
 
 def _walk(value: Any, depth: int) -> int:
-    if isinstance(value, str):
+    cls = value.__class__
+    if cls is str or isinstance(value, str):
         if value.startswith("data:") and len(value) > 256:  # a data URL: a media part, whatever its size
             return _MEDIA_TOKENS
         return estimate_tokens(value)
     if depth >= _MAX_DEPTH:
         return 0
-    if isinstance(value, Mapping):
+    if cls is dict or isinstance(value, Mapping):  # a dict's class first: no ABC check
         if value.get("type") in _MEDIA_TYPES:
             text = value.get("text")  # a caption, not the payload
             return _MEDIA_TOKENS + (estimate_tokens(text) if isinstance(text, str) else 0)
         return sum(_MEDIA_TOKENS if key in _MEDIA_KEYS else _walk(item, depth + 1) for key, item in value.items())
-    if isinstance(value, list | tuple):
+    if cls is list or isinstance(value, list | tuple):
         return sum(_walk(item, depth + 1) for item in value)
     return 0  # numbers, booleans, None: settings, not text the model reads as such

@@ -166,9 +166,11 @@ def output_token_cap(body: Any, model: str | None) -> int:
         return model_output_limit(model)
     cap = None
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        cap = _positive_int(body.get(key))
-        if cap is not None:
-            break
+        value = body.get(key)
+        if value is not None:  # the usual request sets none: no _positive_int call for each
+            cap = _positive_int(value)
+            if cap is not None:
+                break
     config = body.get("generationConfig") or body.get("generation_config")
     if not isinstance(config, dict):
         config = {}
@@ -183,8 +185,11 @@ def _answers(body: dict[str, Any], config: dict[str, Any]) -> int:
     """How many answers the request has generated, each up to the output cap: OpenAI's ``n`` (and the legacy
     completions' ``best_of``, generated server-side and billed though only the best are returned), Gemini's
     ``generationConfig.candidateCount``."""
-    counts = (body.get("n"), body.get("best_of"), config.get("candidateCount"), config.get("candidate_count"))
-    return max((_positive_int(count) or 1 for count in counts), default=1)
+    answers = 1
+    for count in (body.get("n"), body.get("best_of"), config.get("candidateCount"), config.get("candidate_count")):
+        if count is not None:  # the usual request sets none: a loop, not a generator of four _positive_int calls
+            answers = max(answers, _positive_int(count) or 1)
+    return answers
 
 
 def model_output_limit(model: str | None) -> int:
