@@ -37,6 +37,9 @@ _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null
 _NULL_USAGE_SPELLINGS = (b',"usage":null', b', "usage": null')
 _MAX_EVENT = 8 * 1024 * 1024
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+#: Where one event ends and the next begins (after its blank line), compiled once: ``re.split`` with the pattern's text
+#: would look it up in re's cache on each usage chunk.
+_EVENT_BOUNDARY = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
 
 
 def wants_usage(mode: str | tuple[str, ...], base_url: Any, body: Any, extra_json: Any) -> bool:
@@ -133,7 +136,7 @@ def _clean(block: bytes) -> bytes:
     block = _NULL_USAGE.sub(b"", block)
     if block.find(b'"usage"') < 0 or _EMPTY_CHOICES.search(block) is None:
         return block
-    kept = [event for event in re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)", block) if event and not _usage_only(event)]
+    kept = [event for event in _EVENT_BOUNDARY.split(block) if event and not _usage_only(event)]
     return b"".join(kept)
 
 
@@ -143,7 +146,8 @@ def _usage_only(event: bytes) -> bool:
         return False
     lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
     try:
-        data = json.loads(b"\n".join(lines))
-    except ValueError:
+        # Decoded here as json.loads would decode UTF-8 bytes, without its Python-level detection of the encoding.
+        data = json.loads(b"\n".join(lines).decode("utf-8", "surrogatepass"))
+    except ValueError:  # UnicodeDecodeError too, as from json.loads
         return False
     return isinstance(data, dict) and data.get("choices") == [] and isinstance(data.get("usage"), dict)
