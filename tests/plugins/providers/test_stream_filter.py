@@ -7,13 +7,15 @@ without it, however the stream is cut into chunks.
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import httpx
 import pytest
 
 from agentwatch._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
 from agentwatch.plugins.http._body import BodyReader
-from agentwatch.plugins.http._stream_usage import UsageChunkFilter, wants_usage
+from agentwatch.plugins.http._stream_usage import UsageChunkFilter, _events, wants_usage
 from tests.stubs.provider_server import Reply, _chat_completion_stream, _encode_events
 
 
@@ -69,6 +71,17 @@ def test_the_filter_passes_events_on_whole_and_keeps_other_usage_shapes() -> Non
     hide = UsageChunkFilter()
     error = b'{"error": {"message": "bad", "usage": 1}}'
     assert hide(error) + hide.flush() == error
+
+
+def test_a_block_is_cut_into_events_where_a_regex_of_blank_lines_would_cut_it() -> None:
+    """``_events`` finds the cuts from the line ends; ``re.split`` at the points after each blank line is the rule."""
+    after_blank_line = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
+    rng = random.Random(20)
+    pieces = [b"\n", b"\r", b"\r\n", b"\n\n", b"\r\n\r\n", b"data: {}", b"x"]
+    blocks = [b"", b"\n\n\n", b"\r\n\r\n\n\n", wire(True), wire(True, crlf=True)]
+    blocks += [b"".join(rng.choice(pieces) for _ in range(rng.randrange(12))) for _ in range(5000)]
+    for block in blocks:
+        assert _events(block) == after_blank_line.split(block), block
 
 
 def test_only_streamed_requests_the_user_left_undecided_are_asked() -> None:
