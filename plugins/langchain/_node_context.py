@@ -17,6 +17,7 @@ import sys
 from contextvars import Context, ContextVar
 from types import ModuleType, TracebackType
 from typing import Any
+from uuid import UUID
 
 import agentwatch
 from agentwatch import BlockEvent, CircuitBreakerException
@@ -90,9 +91,22 @@ class _EnteringRun:
 
     def __enter__(self) -> Context:
         context: Context = self._inner.__enter__()
-        run = _enter_run(context, self._config, self._kinds)
-        if run is not None:
+        # The run is looked up (a UUID's key read in place, as the handler does) and entered here, not in a helper: a
+        # frame fewer for every node, ~1.3k machine instructions. Internal errors are caught inline, as
+        # ``stop_on_exception`` does, without its frame.
+        try:
+            config = self._config
+            callbacks = config.get("callbacks") if isinstance(config, dict) else None
+            parent = getattr(callbacks, "parent_run_id", None)
+            if parent is None:
+                return context
+            run = RUNS.get(parent.int if parent.__class__ is UUID else key_of(parent))
+            if run is None or run.span.kind not in self._kinds:
+                return context
+            context.run(_make_current, run)  # the copy is dropped when the run's code ends: nothing to undo
             self._entered = context, run
+        except Exception:
+            swallow_internal_error("_EnteringRun.__enter__")
         return context
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: TracebackType | None) -> Any:
@@ -105,21 +119,6 @@ class _EnteringRun:
         if suppressed or stop is error:
             return suppressed
         raise stop.with_traceback(traceback) from None
-
-
-def _enter_run(context: Context, config: Any, kinds: tuple[str, ...]) -> Run | None:
-    # Internal errors are caught inline, as ``stop_on_exception`` does, without its frame: this runs for every node.
-    try:
-        callbacks = config.get("callbacks") if isinstance(config, dict) else None
-        parent = getattr(callbacks, "parent_run_id", None)
-        run = RUNS.get(key_of(parent)) if parent is not None else None
-        if run is None or run.span.kind not in kinds:
-            return None
-        context.run(_make_current, run)  # the copy is dropped when the run's code ends: nothing to undo
-        return run
-    except Exception:
-        swallow_internal_error("_enter_run")
-        return None
 
 
 def _make_current(run: Run) -> None:
