@@ -6,7 +6,6 @@ parent was seen by another handler instance still hang under the right span.
 
 from __future__ import annotations
 
-from contextvars import Token
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -15,15 +14,12 @@ from agentwatch import LLMCall, Span
 from agentwatch.instrumentation import (
     AgentScope,
     Monitor,
-    attach,
-    attach_run_budget,
-    get_current_agent_scopes,
     get_current_llm_call,
 )
 
 from ._messages import estimate_cut_off
 
-__all__ = ["Run", "RUNS", "new_run", "key_of", "parent_key_of", "entered", "end_model_run", "end_model_run_left_open"]
+__all__ = ["Run", "RUNS", "new_run", "key_of", "parent_key_of", "end_model_run", "end_model_run_left_open"]
 
 
 @dataclass(slots=True)
@@ -62,22 +58,6 @@ def new_run(span: Span, scopes: tuple[AgentScope, ...], call: LLMCall | None, in
     run.budgets = budgets
     run.parent = parent
     return run
-
-
-def entered(run: Run) -> tuple[Token[Any], ...]:
-    """Make the run's span current and push its agent scopes (those this context lacks) and its run budgets: an LLM
-    call made there without LangChain (the openai SDK used directly) is recorded under the run and counted against its
-    agents and its thread's budget."""
-    tokens = attach(run.span)
-    if run.scopes:  # the context's own scopes are read only when there is one to push
-        pushed = {id(scope.monitor) for scope in get_current_agent_scopes()}
-        for scope in run.scopes:
-            if id(scope.monitor) not in pushed:  # a scope the context has already (``with agentwatch.agent``)
-                pushed.add(id(scope.monitor))
-                tokens += attach(agent=scope)
-    for budget in run.budgets:
-        tokens += attach_run_budget(budget)
-    return tokens
 
 
 #: Keyed by the run id's ``int``: ``UUID.__hash__`` is a Python function (~1.2k machine instructions a lookup, ~0.3k
