@@ -65,15 +65,6 @@ _MODULES = sys.modules
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _is_step(tags: Sequence[str] | None) -> bool:
-    """A LangGraph node's run (``graph:step:<n>``), as opposed to a runnable inside it of the same name."""
-    if tags:
-        for tag in tags:
-            if tag.startswith("graph:step:"):
-                return True
-    return False
-
-
 def _is_task(metadata: Mapping[str, Any], parent: Run | None, name: str) -> bool:
     """A LangGraph Functional API task's run (``@task``, pushed by its entrypoint or another task), as opposed to a
     runnable inside it, or inside a node pushed by ``Send``, of the same name (which inherits its metadata and has its
@@ -213,9 +204,12 @@ class AgentWatchHandler(BaseCallbackHandler):
             run_key = run_id.int if run_id.__class__ is UUID else key_of(run_id)
             parent_key = parent_run_id.int if parent_run_id.__class__ is UUID else parent_key_of(parent_run_id)
             if metadata and metadata.get("langgraph_node") == name:
-                if _is_step(tags):
-                    self._start_node(client, name, inputs, run_key, parent_key, metadata, tags=tags)
-                    return
+                # A LangGraph node's run (a ``graph:step:<n>`` tag), as opposed to a runnable inside it of the same
+                # name: told here, not by a helper of its own (a frame fewer for every node, ~0.45k instructions)
+                for tag in tags or ():
+                    if tag.startswith("graph:step:"):
+                        self._start_node(client, name, inputs, run_key, parent_key, metadata, "node", tags)
+                        return
                 if _is_task(metadata, RUNS.get(parent_key) if parent_key is not None else None, name):
                     self._start_node(client, name, inputs, run_key, parent_key, metadata, "task", tags)
                     return
