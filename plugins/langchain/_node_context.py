@@ -47,6 +47,9 @@ _CALL_ATTRIBUTES = ("langgraph_node", "langgraph_step")
 RUN_CONTEXTS = (("langgraph._internal._runnable", ("node", "task")), ("langchain_core.tools.base", ("tool",)))
 
 
+_new_object = object.__new__
+
+
 def module_of(name: str) -> ModuleType | None:
     """The module, if imported and holding ``set_config_context`` (this layout of it)."""
     module = sys.modules.get(name)
@@ -58,7 +61,14 @@ def wrap_set_config_context(original: Any, kinds: tuple[str, ...]) -> Any:
         # LangGraph's ``set_config_context(config, run=None)``, spelled out: through ``*args, **kwargs`` every node's
         # start cost ~1.7k machine instructions more (the tuple and dict made, then unpacked again).
         def set_config_context_with_run(config: Any, run: Any = None) -> Any:
-            return _EnteringRun(original(config, run), config, kinds)
+            # Built with object.__new__ and its slots set, not through the class call (type.__call__, then __init__ in
+            # a frame of its own): ~0.5k machine instructions fewer a node. Every slot of _EnteringRun is set.
+            entering: _EnteringRun = _new_object(_EnteringRun)
+            entering._inner = original(config, run)
+            entering._config = config
+            entering._kinds = kinds
+            entering._entered = None
+            return entering
 
         return set_config_context_with_run
 
