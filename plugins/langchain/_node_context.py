@@ -127,7 +127,10 @@ class _EnteringRun:
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: TracebackType | None) -> Any:
         entered = self._entered
-        if entered is None or not entered[1].in_graph or not isinstance(error, CircuitBreakerException):
+        # The usual exit (no error) told first, without the run's lookup and the isinstance call (~0.2k machine
+        # instructions a node)
+        if error is None or entered is None or not entered[1].in_graph \
+                or not isinstance(error, CircuitBreakerException):
             return self._inner.__exit__(kind, error, traceback)
         # Before the inner exit: it resets the task's config in the context, and a pause's interrupt() reads it there.
         stop = _stop(*entered, error)
