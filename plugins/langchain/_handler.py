@@ -41,13 +41,13 @@ from ._runs import RUNS, Run, end_model_run, key_of, new_run, parent_key_of
 
 __all__ = ["AgentWatchHandler"]
 
-#: LangGraph metadata kept on graph and node spans: (metadata key, span attribute). A later key wins: a node's own
-#: namespace (``langgraph_checkpoint_ns``, ``review:<id>|draft:<id>`` in a subgraph) over ``checkpoint_ns``, which
-#: inside a subgraph is the subgraph's (``review:<id>``).
+#: LangGraph metadata kept on graph and node spans: (metadata key, span attribute), then ``thread_id`` (read once, for
+#: its attribute and the session: ``_copy_node_metadata``). A later key wins: a node's own namespace
+#: (``langgraph_checkpoint_ns``, ``review:<id>|draft:<id>`` in a subgraph) over ``checkpoint_ns``, which inside a
+#: subgraph is the subgraph's (``review:<id>``).
 _NODE_ATTRIBUTES = (("langgraph_node", "langgraph_node"), ("langgraph_step", "langgraph_step"),
                     ("langgraph_triggers", "langgraph_triggers"), ("langgraph_path", "langgraph_path"),
-                    ("checkpoint_ns", "checkpoint_ns"), ("langgraph_checkpoint_ns", "checkpoint_ns"),
-                    ("thread_id", "thread_id"))
+                    ("checkpoint_ns", "checkpoint_ns"), ("langgraph_checkpoint_ns", "checkpoint_ns"))
 _LIMIT_KEYS = ("budget_per_hour", "max_error_rate", "max_calls_per_minute", "block_on_threshold", "on_alert",
                "on_block")
 
@@ -515,11 +515,15 @@ def _copy_node_metadata(span: Span, metadata: Mapping[str, Any]) -> None:
                     attributes[attribute] = [*value]
             else:
                 attributes[attribute] = _jsonable(value)
-    # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
-    # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
+    # Last, read once for its attribute and the session (not a turn of the loop and a second read: ~0.4k machine
+    # instructions a graph or node start). What _jsonable makes of a tuple is what the loop does with it.
     thread_id = metadata.get("thread_id")
-    if thread_id is not None and thread_id != "":
-        attributes.setdefault(SESSION_KEY, str(thread_id))
+    if thread_id is not None:
+        attributes["thread_id"] = thread_id if thread_id.__class__ in _SCALARS else _jsonable(thread_id)
+        # A LangGraph thread is a session: every invocation and resume of it (in any process) is one more trace of
+        # it. An enclosing agentwatch.session() keeps its own id; the spans below inherit this one.
+        if thread_id != "":
+            attributes.setdefault(SESSION_KEY, str(thread_id))
 
 
 def _looks_like_graph(serialized: Mapping[str, Any] | None) -> bool:
