@@ -68,6 +68,8 @@ class Flight:
     #: A stream's messages (or prompt) and its last chunk so far: what it cost, if the caller stops reading it early.
     request: Any = None
     last_chunk: Any = None
+    #: A chunk of this flight's stream came: the call's first token is marked (``mark_first_token`` is not asked again).
+    chunked: bool = False
 
 
 #: Instrumentation span id → frame, for LLM and embedding methods (set at span enter, popped at exit).
@@ -213,7 +215,11 @@ def chunk_streamed(event: Any) -> None:
     flight = FLIGHTS_BY_SPAN.get(event.span_id)
     if flight is None:
         return
-    flight.call.mark_first_token()
+    # The first chunk only: for the others mark_first_token would find the time there (a method call a chunk, two
+    # chunks an event for a chat streamed by a completion).
+    if not flight.chunked:
+        flight.chunked = True
+        flight.call.mark_first_token()
     if flight.nested:
         return
     flight.last_chunk = event.response
