@@ -146,18 +146,13 @@ def _classify(component_type: type, method: str) -> _Rule | None:
     return None
 
 
-def _rule_for(component: Any, span_id: str) -> tuple[_Rule | None, str]:
-    """The rule for the method of ``component`` that ``span_id`` is a span of, and the method's name. Cached by class
-    and operation: the method's name is worked out once per class and operation, not on every span (every LlamaIndex
-    span of an object, twice per chat())."""
-    operation = _operation_of(span_id)
-    key = (type(component), operation)
-    try:
-        return _rules[key]
-    except KeyError:
-        method = _method_of(operation)
-        found = _rules[key] = (_classify(key[0], method), method)
-        return found
+def _learn_rule(component_type: type, operation: str) -> tuple[_Rule | None, str]:
+    """The rule for ``operation`` (``"RetrieverQueryEngine.query"``) of ``component_type``, and the method's name:
+    worked out once per class and operation and kept in ``_rules``, which ``span_enter`` reads for every LlamaIndex
+    span of an object (twice per chat())."""
+    method = _method_of(operation)
+    found = _rules[(component_type, operation)] = (_classify(component_type, method), method)
+    return found
 
 
 def _operation_of(span_id: str) -> str:
@@ -197,9 +192,16 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
                 # Workflow steps are plain functions; they are the spans directly under a workflow run.
                 run = OPEN.get(parent_id) if parent_id is not None else None
                 if run is not None and run.role == "workflow":
-                    self._open(client, id_, _STEP, None, bound_args, tags, _step_agent(bound_args, run))
+                    operation = _operation_of(id_)
+                    self._open(client, id_, operation, _method_of(operation), _STEP, None, bound_args, tags,
+                               _step_agent(bound_args, run))
                 return
-            rule, method = _rule_for(instance, id_)
+            operation = _operation_of(id_)
+            # The cached rule read here, not in a helper: a frame less a span (~1k instructions, two per chat()).
+            try:
+                rule, method = _rules[type(instance), operation]
+            except KeyError:
+                rule, method = _learn_rule(type(instance), operation)
             if rule is None:
                 return
             if rule is _FRAME:
@@ -208,14 +210,12 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
                 return
             parent = OPEN.get(parent_id) if parent_id is not None else None
             if parent is None or parent.component is not instance:  # else the component's own inner method
-                self._open(client, id_, rule, instance, bound_args, tags)
+                self._open(client, id_, operation, method, rule, instance, bound_args, tags)
         except Exception:
             swallow_internal_error("AgentWatchSpanHandler.span_enter")
 
-    def _open(self, client: Any, id_: str, rule: _Rule, component: Any, bound_args: inspect.BoundArguments,
-              tags: dict[str, Any] | None, step_agent: str | None = None) -> None:
-        operation = _operation_of(id_)  # once: a workflow run opens a span for each of its steps
-        method = _method_of(operation)
+    def _open(self, client: Any, id_: str, operation: str, method: str, rule: _Rule, component: Any,
+              bound_args: inspect.BoundArguments, tags: dict[str, Any] | None, step_agent: str | None = None) -> None:
         attributes: dict[str, Any] = {"llamaindex.operation": operation}
         agent = None
         if rule.role == "step":
