@@ -45,13 +45,11 @@ _RESPONSE, _COMPLETION = EventPayload.RESPONSE, EventPayload.COMPLETION
 _EXCEPTION, _CHUNKS = EventPayload.EXCEPTION, EventPayload.CHUNKS
 
 
-@dataclass(slots=True)
-class Frame:
-    """An LLM or embedding method running under an instrumentation span."""
-
-    parent_id: str | None
-    method: str
-    component: Any
+#: An LLM or embedding method running under an instrumentation span: (the id of the span it runs in, the method's
+#: name, the LLM or embedding object), read with the indexes below. A plain tuple, not a class: the span handler makes
+#: one per LLM method span (two per chat()), and a slots dataclass's __init__ cost ~1.5k instructions more (callgrind).
+Frame = tuple[str | None, str, Any]
+_PARENT_ID, _METHOD, _COMPONENT = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -106,15 +104,15 @@ def _is_nested(outer: LLMCall | None, frame: Frame | None) -> bool:
         return True
     # Up the chain of LLM methods only (``MockLLM.achat`` → ``chat`` → ``complete`` is one call); any
     # other component in between means the outer call's code made a call of its own.
-    parent_id, hops = frame.parent_id, 0
+    parent_id, hops = frame[_PARENT_ID], 0
     while parent_id is not None and hops < 16:
         if parent_id == owner.span_id:
             return True
         parent = FRAMES.get(parent_id)
         if parent is None:
             break
-        parent_id, hops = parent.parent_id, hops + 1
-    return owner.stream and frame.component is owner.component
+        parent_id, hops = parent[_PARENT_ID], hops + 1
+    return owner.stream and frame[_COMPONENT] is owner.component
 
 
 def _register(event_id: str, flight: Flight) -> None:
@@ -141,7 +139,7 @@ def _names(frame: Frame | None, serialized: Any) -> tuple[str, str | None, str |
     model = _get(serialized, "model_name") or _get(serialized, "model")
     model = str(model) if model and model != _UNKNOWN_MODEL else None
     if frame is not None:
-        component: type = type(frame.component)
+        component: type = type(frame[_COMPONENT])
         return component.__name__, model, provider_of(component)
     return str(_get(serialized, "class_name") or "llm"), model, None
 
@@ -178,7 +176,7 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
         return
     payload = payload or {}
     span_id, frame = _current_frame()
-    if frame is not None and isinstance(frame.component, StructuredLLM):
+    if frame is not None and isinstance(frame[_COMPONENT], StructuredLLM):
         return  # the LLM it wraps makes the request: that call is the one (the module's docstring)
     outer = agentwatch.current_llm_call()
     if _is_nested(outer, frame):
@@ -191,8 +189,8 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
     attributes: dict[str, Any] = {}
     stream = False
     if frame is not None:
-        attributes["llamaindex.method"] = frame.method
-        if frame.method in STREAM_METHODS:
+        attributes["llamaindex.method"] = method = frame[_METHOD]
+        if method in STREAM_METHODS:
             attributes["streaming"] = stream = True
     prompt = None
     if capturing():
@@ -201,7 +199,7 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
                                      attributes=attributes)
     # A stream's usage is the HTTP layer's business (``init(stream_usage=...)``): it asks where asked to and
     # hides the usage chunk, so LlamaIndex streams exactly the events it would without AgentWatch.
-    flight = Flight(call, False, span_id, frame.component if frame is not None else None, stream)
+    flight = Flight(call, False, span_id, frame[_COMPONENT] if frame is not None else None, stream)
     if stream:
         flight.request = payload.get(_MESSAGES) or payload.get(_PROMPT)
     _register(event_id, flight)
@@ -235,7 +233,7 @@ def start_embedding(event_id: str, payload: Mapping[str, Any] | None) -> None:
         return
     span_id, frame = _current_frame()
     name, model, provider = _names(frame, (payload or {}).get(_SERIALIZED))
-    attributes = {"llamaindex.method": frame.method} if frame is not None else None
+    attributes = {"llamaindex.method": frame[_METHOD]} if frame is not None else None
     # A local embedding model (MockEmbedding, a local runtime's) costs nothing and sends no request: an index built in
     # many batches is no loop, and a breaker opened by paid calls is no reason to stop it. Counted if it sends one.
     call = agentwatch.start_llm_call(name, model=model, provider=provider, kind="embedding",

@@ -48,7 +48,7 @@ from agentwatch.instrumentation import (
 
 from ._agents import patch_if_loaded
 from ._attach import attach_to
-from ._calls import FRAMES, Frame
+from ._calls import FRAMES
 
 __all__ = ["AgentWatchSpanHandler", "OPEN", "Opened"]
 
@@ -205,7 +205,7 @@ class AgentWatchSpanHandler(BaseSpanHandler[BaseSpan]):
             if rule is None:
                 return
             if rule is _FRAME:
-                FRAMES[id_] = Frame(parent_id, method, instance)
+                FRAMES[id_] = (parent_id, method, instance)  # a Frame
                 attach_to(instance)
                 return
             parent = OPEN.get(parent_id) if parent_id is not None else None
