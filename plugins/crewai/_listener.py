@@ -181,16 +181,23 @@ def _scope_name(client: Any, agent: Any) -> str | None:
     return name
 
 
+Description = tuple[str, dict[str, Any], "AgentScope | None"]
+
+
 class _Objects:
     """The CrewAI objects a handler or the hook knows of, used to name spans it has to create."""
 
-    __slots__ = ("crew", "task", "agent", "event")
+    __slots__ = ("crew", "task", "agent", "event", "created_id", "described")
 
     def __init__(self, crew: Any = None, task: Any = None, agent: Any = None, event: Any = None) -> None:
         self.crew = crew
         self.task = task
         self.agent = agent
         self.event = event
+        #: The CrewAI event id of the span last created from these objects (``_Tree.ensure``), and its description
+        #: (``_describe``): a start handler that created its own span does not describe it a second time.
+        self.created_id: str | None = None
+        self.described: Description | None = None
 
 
 class _Tree:
@@ -239,7 +246,7 @@ class _Tree:
                 kind = _SPAN_KINDS[event_type]
                 span = self._find(event_id)
                 if span is None:
-                    span = self._create(client, event_type, kind, parent, objects)
+                    span = self._create(client, event_id, event_type, kind, parent, objects)
                     self._open[event_id] = (span, event_type)
                 parent = span
         return parent
@@ -266,8 +273,11 @@ class _Tree:
                 return scopes[index:]
         return scopes
 
-    def _create(self, client: Any, event_type: str, kind: str, parent: Span | None, objects: _Objects) -> Span:
-        name, attributes, scope = _describe(client, event_type, objects)
+    def _create(self, client: Any, event_id: str, event_type: str, kind: str, parent: Span | None,
+                objects: _Objects) -> Span:
+        described = _describe(client, event_type, objects)
+        objects.created_id, objects.described = event_id, described
+        name, attributes, scope = described
         # No parent on CrewAI's stack: the crew hangs under the caller's current span (or starts a trace).
         return client.start_span(name, kind, parent=parent, attributes=attributes, agent=scope)
 
@@ -315,7 +325,7 @@ class _Tree:
 TREE = _Tree()
 
 
-def _describe(client: Any, event_type: str, objects: _Objects) -> tuple[str, dict[str, Any], AgentScope | None]:
+def _describe(client: Any, event_type: str, objects: _Objects) -> Description:
     """Name, attributes and agent scope of a span for a CrewAI scope, from what is known of it."""
     attributes: dict[str, Any] = {"framework": "crewai"}
     if event_type == "crew_kickoff_started":
@@ -361,13 +371,19 @@ def _refine(client: Any, span: Span, event_type: str, objects: _Objects) -> None
     """A span created early (as an ancestor, by the hook) gets its real name once its own event arrives."""
     if span.ended:
         return
-    name, attributes, scope = _describe(client, event_type, objects)
+    _apply(span, _describe(client, event_type, objects), objects.event)
+
+
+def _apply(span: Span, described: Description, event: Any) -> None:
+    """A scope's description (``_describe``) and its event's time, on its span."""
+    name, attributes, scope = described
     span.name = name
-    for key, value in attributes.items():
-        span.attributes.setdefault(key, value)
+    if attributes is not span.attributes:  # it is the span's own dict when the span was made from this description
+        for key, value in attributes.items():
+            span.attributes.setdefault(key, value)
     if scope is not None and span.agent_id is None:
         span.agent_id, span.agent_name, span.agent_role = scope.agent_id, scope.name, scope.role
-    start = _nanos(getattr(objects.event, "timestamp", None))
+    start = _nanos(getattr(event, "timestamp", None))
     if start is not None and start < span.start_time_unix_nano:
         span.start_time_unix_nano = start
 
@@ -411,8 +427,15 @@ def _on_scope_started(source: Any, event: Any) -> None:
     if client is None:
         return
     span, objects = _started(client, source, event)
-    if span is not None:
-        _refine(client, span, event.type, objects)
+    if span is None:
+        return
+    if objects.created_id == event.event_id and objects.described is not None:
+        # This handler created its own span a moment ago, described from these same objects: that description is
+        # applied again as _refine would make it, not made twice (an agent's scope, ids as text, the task's name).
+        if not span.ended:
+            _apply(span, objects.described, event)
+        return
+    _refine(client, span, event.type, objects)
 
 
 _BLOCK_MESSAGE = "AgentWatch blocked the "  # "LLM call", "embedding call"
