@@ -185,19 +185,34 @@ Description = tuple[str, dict[str, Any], "AgentScope | None"]
 
 
 class _Objects:
-    """The CrewAI objects a handler or the hook knows of, used to name spans it has to create."""
+    """The CrewAI objects a handler or the hook knows of, used to name spans it has to create (made by ``_objects``)."""
 
     __slots__ = ("crew", "task", "agent", "event", "created_id", "described")
 
-    def __init__(self, crew: Any = None, task: Any = None, agent: Any = None, event: Any = None) -> None:
-        self.crew = crew
-        self.task = task
-        self.agent = agent
-        self.event = event
-        #: The CrewAI event id of the span last created from these objects (``_Tree.ensure``), and its description
-        #: (``_describe``): a start handler that created its own span does not describe it a second time.
-        self.created_id: str | None = None
-        self.described: Description | None = None
+    crew: Any
+    task: Any
+    agent: Any
+    event: Any
+    #: The CrewAI event id of the span last created from these objects (``_Tree.ensure``), and its description
+    #: (``_describe``): a start handler that created its own span does not describe it a second time.
+    created_id: str | None
+    described: Description | None
+
+
+def _objects(crew: Any = None, task: Any = None, agent: Any = None, event: Any = None) -> _Objects:
+    # Built field by field, not by calling the class: a class called with keywords goes through ``type.__call__``, a
+    # dict of the keywords and an ``__init__`` frame (half the time again); the hook and every scope event make one.
+    objects = _new_object(_Objects)
+    objects.crew = crew
+    objects.task = task
+    objects.agent = agent
+    objects.event = event
+    objects.created_id = None
+    objects.described = None
+    return objects
+
+
+_new_object = object.__new__
 
 
 class _Tree:
@@ -243,10 +258,10 @@ class _Tree:
         parent: Span | None = None
         with self._lock:
             for event_id, event_type in self._live_scopes(stack):
-                kind = _SPAN_KINDS[event_type]
-                span = self._find(event_id)
+                entry = self._open.get(event_id)  # _find inlined: each scope around the hook and every scope event
+                span = entry[0] if entry is not None else self._recent.get(event_id)
                 if span is None:
-                    span = self._create(client, event_id, event_type, kind, parent, objects)
+                    span = self._create(client, event_id, event_type, _SPAN_KINDS[event_type], parent, objects)
                     self._open[event_id] = (span, event_type)
                 parent = span
         return parent
@@ -265,12 +280,19 @@ class _Tree:
                     span.status = "blocked"
 
     def _live_scopes(self, stack: Stack) -> list[tuple[str, str]]:
-        scopes = [(eid, etype) for eid, etype in stack if etype in _SPAN_KINDS and eid not in self._abandoned]
-        # A crew directly inside a crew is a stale entry CrewAI left in the caller's context when an
-        # earlier kickoff raised (its pops are off by one then), not a nesting: start from the newest.
-        for index in range(len(scopes) - 1, 0, -1):
-            if scopes[index][1] == scopes[index - 1][1] == "crew_kickoff_started":
-                return scopes[index:]
+        # One pass, keeping CrewAI's own entries: a list comprehension (a frame of its own, a new tuple per scope)
+        # and a second pass backwards for stale crews cost ~60 more bytecodes a call, 3+ calls per LLM call.
+        abandoned = self._abandoned
+        scopes: list[tuple[str, str]] = []
+        for entry in stack:
+            event_id, event_type = entry
+            if event_type in _SPAN_KINDS and event_id not in abandoned:
+                if event_type == "crew_kickoff_started" and scopes and scopes[-1][1] == event_type:
+                    # A crew directly inside a crew is a stale entry CrewAI left in the caller's context when an
+                    # earlier kickoff raised (its pops are off by one then), not a nesting: start from the newest.
+                    scopes = [entry]
+                else:
+                    scopes.append(entry)
         return scopes
 
     def _create(self, client: Any, event_id: str, event_type: str, kind: str, parent: Span | None,
@@ -392,20 +414,27 @@ def _stack() -> Stack:
     return _event_id_stack.get()
 
 
+#: The event classes of each scope, as tuples built once: ``A | B | C`` in the isinstance calls below built two union
+#: objects a check, up to eight per scope event.
+_CREW_EVENTS = (CrewKickoffStartedEvent, CrewKickoffCompletedEvent, CrewKickoffFailedEvent)
+_TASK_EVENTS = (TaskStartedEvent, TaskCompletedEvent, TaskFailedEvent)
+_AGENT_EVENTS = (AgentExecutionStartedEvent, AgentExecutionCompletedEvent, AgentExecutionErrorEvent)
+_LITE_AGENT_EVENTS = (LiteAgentExecutionStartedEvent, LiteAgentExecutionCompletedEvent, LiteAgentExecutionErrorEvent)
+
+
 def _objects_of(event: Any, source: Any) -> _Objects:
-    if isinstance(event, CrewKickoffStartedEvent | CrewKickoffCompletedEvent | CrewKickoffFailedEvent):
-        return _Objects(crew=event.crew or source, event=event)
-    if isinstance(event, TaskStartedEvent | TaskCompletedEvent | TaskFailedEvent):
+    if isinstance(event, _CREW_EVENTS):
+        return _objects(crew=event.crew or source, event=event)
+    if isinstance(event, _TASK_EVENTS):
         task = event.task or source
         agent = getattr(task, "agent", None)
-        return _Objects(crew=getattr(agent, "crew", None), task=task, agent=agent, event=event)
-    if isinstance(event, AgentExecutionStartedEvent | AgentExecutionCompletedEvent | AgentExecutionErrorEvent):
-        return _Objects(crew=getattr(event.agent, "crew", None), task=event.task, agent=event.agent, event=event)
-    if isinstance(event, LiteAgentExecutionStartedEvent | LiteAgentExecutionCompletedEvent |
-                  LiteAgentExecutionErrorEvent):
-        return _Objects(agent=source, event=event)  # emitted by the agent itself (its role is in agent_info too)
+        return _objects(crew=getattr(agent, "crew", None), task=task, agent=agent, event=event)
+    if isinstance(event, _AGENT_EVENTS):
+        return _objects(crew=getattr(event.agent, "crew", None), task=event.task, agent=event.agent, event=event)
+    if isinstance(event, _LITE_AGENT_EVENTS):
+        return _objects(agent=source, event=event)  # emitted by the agent itself (its role is in agent_info too)
     agent = getattr(event, "agent", None) or getattr(event, "from_agent", None)
-    return _Objects(crew=getattr(agent, "crew", None), task=getattr(event, "from_task", None), agent=agent,
+    return _objects(crew=getattr(agent, "crew", None), task=getattr(event, "from_task", None), agent=agent,
                     event=event)
 
 
@@ -415,7 +444,7 @@ def _objects_of(event: Any, source: Any) -> _Objects:
 def _started(client: Any, source: Any, event: Any) -> tuple[Span | None, _Objects]:
     """The span of a scope-starting event (created with any missing ancestors), and what is known of it."""
     objects = _objects_of(event, source)
-    stack = _stack()
+    stack = _event_id_stack.get()  # _stack() inlined: every scope's start
     if not stack or stack[-1][0] != event.event_id:
         stack = (*stack, (event.event_id, event.type))
     return TREE.ensure(client, stack, objects), objects
@@ -455,7 +484,7 @@ def _on_scope_ended(source: Any, event: Any) -> None:
         return
     started = event.started_event_id
     start_type = _STARTED_BY_ENDING.get(event.type, "")
-    stack = _stack()
+    stack = _event_id_stack.get()  # _stack() inlined: every scope's end
     if started is not None and not TREE.known(started):
         # The end handler ran before the start handler (CrewAI's pool keeps no order): open it now.
         TREE.ensure(client, (*stack, (started, start_type)), _objects_of(event, source))
@@ -566,7 +595,7 @@ def before_llm_call(context: Any) -> None:
     # In a direct ``LLM.call`` (no crew, task, agent or tool around it) CrewAI's stack holds the call's own start at
     # most: no scope span to find or create, so neither the objects that would name one nor the tree's lock.
     if len(stack) > 1 or (stack and stack[0][1] in _SPAN_KINDS):
-        objects = _Objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
+        objects = _objects(crew=getattr(context, "crew", None), task=getattr(context, "task", None), agent=agent)
         parent = TREE.ensure(client, stack, objects)
     llm = getattr(context, "llm", None)
     model, provider = _model_of(llm)
@@ -708,7 +737,7 @@ def _unchecked_call(client: Any, event: Any) -> LLMCall | None:
     model, provider = _model_of(event.model)
     agent = event.from_agent
     scope = agent_scope(client, agent) if agent is not None else None
-    objects = _Objects(crew=getattr(agent, "crew", None), task=event.from_task, agent=agent, event=event)
+    objects = _objects(crew=getattr(agent, "crew", None), task=event.from_task, agent=agent, event=event)
     parent = TREE.ensure(client, _stack()[:-1], objects)
     call = agentwatch.start_llm_call("llm", model=model, provider=provider, parent=parent,
                                      scopes=(scope,) if scope is not None else (), check=False,
