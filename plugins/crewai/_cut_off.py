@@ -46,9 +46,17 @@ def unpatch() -> None:
 def _ending_cut_off_calls(original: Callable[[], Any],
                           on_cut_off: Callable[[BaseException], None]) -> Callable[[], Any]:
     def llm_call_context() -> _EndingCutOffCall:
-        return _EndingCutOffCall(original(), on_cut_off)
+        # Built field by field, not by calling the class: CPython 3.11 runs a Python ``__init__`` through
+        # ``type.__call__`` and a frame of its own, for every LLM call.
+        guard = _new_object(_EndingCutOffCall)
+        guard._context = original()
+        guard._on_cut_off = on_cut_off
+        return guard
 
     return llm_call_context
+
+
+_new_object = object.__new__
 
 
 class _EndingCutOffCall:
@@ -59,9 +67,8 @@ class _EndingCutOffCall:
 
     __slots__ = ("_context", "_on_cut_off")
 
-    def __init__(self, context: AbstractContextManager[Any], on_cut_off: Callable[[BaseException], None]) -> None:
-        self._context = context
-        self._on_cut_off = on_cut_off
+    _context: AbstractContextManager[Any]
+    _on_cut_off: Callable[[BaseException], None]
 
     def __enter__(self) -> Any:
         return self._context.__enter__()
