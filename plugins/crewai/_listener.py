@@ -788,8 +788,8 @@ def _on_llm_completed(source: Any, event: LLMCallCompletedEvent) -> None:
         return
     usage = event.usage or {}
     if usage:
-        call.set_usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
-                       cached_input_tokens=usage.get("cached_prompt_tokens"))
+        # By position (input, output, cached input): keywords cost every LLM call their matching to the parameters.
+        call.set_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("cached_prompt_tokens"))
     if event.model and not call.span.model:
         call.set_model(*_model_of(event.model))
     if event.response is not None:
