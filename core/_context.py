@@ -201,7 +201,18 @@ def carry(*also: ContextVar[Any]) -> Carried | None:
     plugin's own variables ``also``, to run code on another thread as this context's work: its LLM calls are
     recorded under the current span and limited by the current agents. Only these values go: the code sees nothing
     else of this context. None when none of them is set (nothing to carry)."""
-    values = [(var, var.get()) for var in (*CARRIED, *also)]
-    if all(value is None or value == () for _, value in values):
-        return None
-    return Carried(values)
+    # Asked first, stopping at the first value set: the usual submission carries nothing (a framework's own pool work,
+    # CrewAI's event bus ~20 times an LLM call), and a list of every value with all() over a generator cost ~11.6k
+    # machine instructions a call against ~3.0k (callgrind).
+    for var in CARRIED:
+        value = var.get()
+        if not (value is None or value == ()):
+            break
+    else:
+        for var in also:
+            value = var.get()
+            if not (value is None or value == ()):
+                break
+        else:
+            return None
+    return Carried([(var, var.get()) for var in (*CARRIED, *also)])
