@@ -25,10 +25,9 @@ _REQUEST_TOKENS = 3
 #: An image or file part: a 1024x1024 image at high detail is 765 tokens with OpenAI, ~1,400 with Anthropic.
 _MEDIA_TOKENS = 1024
 #: Parts of a request that are text the model reads. Sampling settings, ids and the like are not.
-_INPUT_KEYS = ("messages", "input", "instructions", "system", "prompt", "contents", "systemInstruction",
-               "system_instruction", "tools", "functions", "tool_choice", "response_format", "text",
-               "preamble", "documents")
-_INPUT_KEY_SET = frozenset(_INPUT_KEYS)
+_INPUT_KEYS = frozenset({"messages", "input", "instructions", "system", "prompt", "contents", "systemInstruction",
+                         "system_instruction", "tools", "functions", "tool_choice", "response_format", "text",
+                         "preamble", "documents"})
 _MESSAGE_LISTS = frozenset({"messages", "input", "contents"})
 _MEDIA_TYPES = frozenset({"image", "image_url", "input_image", "input_file", "file", "document", "input_audio",
                           "audio", "inlineData", "inline_data", "fileData", "file_data"})
@@ -56,10 +55,9 @@ def estimate_request_tokens(body: Any) -> int:
     if body.__class__ is not dict and not isinstance(body, Mapping):  # a dict's class first: no ABC check
         return 0
     tokens = 0
-    # The body's own keys (a handful) looked up among the input keys, not each of the 15 input keys in the body: the
-    # same sum in another order.
+    # The body's own keys (a handful) looked up among the input keys, not each of the 15 input keys in the body.
     for key, value in body.items():
-        if value is None or key not in _INPUT_KEY_SET:
+        if value is None or key not in _INPUT_KEYS:
             continue
         if key in _MESSAGE_LISTS and isinstance(value, list):
             tokens += _MESSAGE_TOKENS * len(value)
