@@ -1,6 +1,6 @@
 """Start-up cost: ``import agentwatch``, ``init()``, and the GC pauses caused by what init() leaves behind.
 
-    /work/venv/bin/python bench/bench_startup.py [--runs 15] [--profile]
+    /work/venv/bin/python bench/bench_startup.py [--runs 15] [--profile] [--preimport openai,langchain_core]
 
 Each run is a fresh interpreter (what a user's program pays), with every framework installed, no collector
 listening (the default HTTP exporter on, as after a plain ``init()``). Printed per figure: the minimum and the
@@ -16,6 +16,9 @@ pauses are timed in the collecting thread's CPU time, so that preemption on a bu
   index: no price-table import);
 - modules: how many modules import + init added, and the heaviest ones (``-X importtime``) with ``--profile``,
   with a cProfile summary of init().
+
+With ``--preimport`` each interpreter first imports those modules (not timed), so that init() instruments them
+(plugins instrument a framework when it is imported, so by default init() instruments none).
 
 init() is also timed in the calling thread's CPU time alone: the export worker starts at its end, and its
 work (the process span, the first connection attempt) lands in the process CPU time of a busy machine.
@@ -38,7 +41,9 @@ TARGET_MS = 30.0
 GC_TARGET_MS = 5.0
 
 _PROGRAM = r"""
-import gc, json, sys, time
+import gc, importlib, json, sys, time
+for name in PREIMPORT:  # the user's frameworks, imported before agentwatch: init() instruments them
+    importlib.import_module(name)
 pauses = []
 started = [0.0]
 def _timer(phase, info):
@@ -94,8 +99,8 @@ if WATCH:
 _ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _run(watch: bool) -> dict[str, float]:
-    program = f"WATCH = {watch}\n" + _PROGRAM
+def _run(watch: bool, preimport: tuple[str, ...] = ()) -> dict[str, float]:
+    program = f"WATCH = {watch}\nPREIMPORT = {list(preimport)!r}\n" + _PROGRAM
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, check=True,
                           env=_ENV)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -139,11 +144,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--profile", action="store_true", help="also print the heaviest imports")
+    parser.add_argument("--preimport", default="", metavar="MODULES",
+                        help="comma-separated modules each interpreter imports first, untimed (e.g. "
+                             "openai,langchain_core): init() then instruments them, as in a program that imports its "
+                             "framework before init()")
     args = parser.parse_args()
-    _run(True)  # writes the bytecode caches
-    bare = [_run(False) for _ in range(args.runs)]
-    watched = [_run(True) for _ in range(args.runs)]
-    print(f"python {sys.version.split()[0]}; {args.runs} fresh interpreters per arm; ms")
+    preimport = tuple(name for name in args.preimport.split(",") if name)
+    _run(True, preimport)  # writes the bytecode caches
+    bare = [_run(False, preimport) for _ in range(args.runs)]
+    watched = [_run(True, preimport) for _ in range(args.runs)]
+    print(f"python {sys.version.split()[0]}; {args.runs} fresh interpreters per arm; ms"
+          + (f"; imported first: {', '.join(preimport)}" if preimport else ""))
     print(f"  import agentwatch   wall {_summary(watched, 'import_ms')}   cpu {_summary(watched, 'import_cpu_ms')}")
     print(f"  init()              wall {_summary(watched, 'init_ms')}   cpu {_summary(watched, 'init_cpu_ms')}")
     print(f"  init() in its own thread's CPU time      {_summary(watched, 'init_thread_cpu_ms')}")

@@ -6,8 +6,7 @@ or not; usage, status and request id come from the HTTP tap the plugin shares wi
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import sys
 from typing import Any
 
 from agentwatch import hookimpl
@@ -23,25 +22,37 @@ _patcher = Patcher()
 
 @hookimpl
 def agentwatch_instrument(client: Any) -> None:
-    _finish_importing_httpx2()
     from openai import _base_client
 
     from agentwatch.plugins.http import _sdk, _taps
 
+    _guard_httpx2_reads()
     _sdk.install(_base_client, _patcher, _OWNER)
     _taps.acquire(_OWNER, client)
 
 
-def _finish_importing_httpx2() -> None:
-    """Import httpx2 here, on the thread that calls init(), before the user's first call.
+def _guard_httpx2_reads() -> None:
+    """Have openai take an ``httpx2`` still being imported for one not imported yet.
 
-    genai-prices (a core dependency) imports httpx2 on the export worker right after init(). openai reads
-    ``sys.modules["httpx2"]`` on every request without taking the import lock, so a call made during that
-    import sees a half-built module and fails with AttributeError. An ``import`` here either does the
-    work first or waits until the worker's import is complete.
-    """
-    if importlib.util.find_spec("httpx2") is not None:
-        importlib.import_module("httpx2")
+    openai reads ``sys.modules["httpx2"]`` on every request (``openai._httpx2._loaded_httpx2``) without the import
+    lock. AgentWatch may import genai-prices, which imports httpx2, while other threads call openai: the first price
+    of a model its shipped index lacks (a local model) does. A request that found the half-built module failed with
+    AttributeError. Importing httpx2 in ``init()`` instead cost ``init()`` 20-70 ms, and every later openai request
+    ~4.5k machine instructions (callgrind): with httpx2 loaded, openai tests each client and timeout against it."""
+    try:
+        from openai import _httpx2
+    except ImportError:  # an openai without httpx2 support reads no such module
+        return
+    if callable(getattr(_httpx2, "_loaded_httpx2", None)):
+        _patcher.replace(_httpx2, "_loaded_httpx2", lambda original: _loaded_httpx2)
+
+
+def _loaded_httpx2() -> Any:
+    """``openai._httpx2._loaded_httpx2``: the httpx2 module, or None while it is not imported, or not completely."""
+    module = sys.modules.get("httpx2")
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
 
 
 @hookimpl

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -440,24 +442,57 @@ async def test_concurrent_async_calls_keep_their_own_usage(
     assert sorted(span["input_tokens"] for span in llm_spans()) == list(range(200, 210))
 
 
-def test_a_call_right_after_init_does_not_meet_a_half_imported_httpx2(stub_provider: StubProvider) -> None:
-    """genai-prices imports httpx2 on the export worker just after init(); openai reads sys.modules["httpx2"]
-    on each request. In a fresh interpreter, calls made at once after init() must all succeed."""
+def test_calls_on_other_threads_do_not_meet_a_half_imported_httpx2(stub_provider: StubProvider,
+                                                                    tmp_path: Path) -> None:
+    """openai reads sys.modules["httpx2"] on every request, without the import lock. AgentWatch imports genai-prices,
+    which imports httpx2, when it first prices a model its shipped index lacks; calls on other threads meanwhile must
+    all succeed. init() itself imports no httpx2 (openai's requests then stay on their path without it). The import
+    is slowed down here, as on a loaded machine, so that the other threads' calls surely meet it half done."""
     import subprocess
     import sys
     import textwrap
 
     program = textwrap.dedent(f"""
-        import sys, openai, agentwatch
-        assert "httpx2" not in sys.modules
+        import sys, threading, time, openai, agentwatch
+
+        class SlowImport:  # httpx2/__init__ is half run while its submodule _api is found
+            def find_spec(self, name, path=None, target=None):
+                if name == "httpx2._api":
+                    time.sleep(0.3)
+                return None
+
+        sys.meta_path.insert(0, SlowImport())
         client = openai.OpenAI(base_url="{stub_provider.openai_base_url}", api_key="k", max_retries=0)
         agentwatch.init(exporters=[])
-        assert hasattr(sys.modules["httpx2"], "Timeout")  # fully imported before init() returned
-        for _ in range(100):
-            client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "hi"}}])
+        assert "httpx2" not in sys.modules, "init() imported httpx2"
+        errors, during, stop = [], [0], threading.Event()
+
+        def ask():
+            while not stop.is_set():
+                module = sys.modules.get("httpx2")
+                half_done = module is not None and module.__spec__._initializing
+                try:
+                    client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+                except Exception as error:
+                    errors.append(repr(error))
+                during[0] += half_done
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)
+        # A model the price index lacks (and no lookup remembered: a new cache directory): priced from genai-prices.
+        client.chat.completions.create(model="gpt-4o-mini-next", messages=[{{"role": "user", "content": "hi"}}])
+        assert hasattr(sys.modules.get("httpx2"), "Timeout"), "genai-prices was not imported"
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[:3]
+        assert during[0] > 0, "no call was made while httpx2 was half imported"
         print("ok")
     """)
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
 
