@@ -29,7 +29,11 @@ _original: Callable[..., None] | None = None
 _BEFORE_US = warnings.warn  # what a stale reference to ours calls after uninstall (never ours: no recursion)
 #: Set on a thread while ``_warn`` runs there. A wrapper made while ours was installed calls ours (crewai's, made at its
 #: import); after ``shutdown()`` and ``init()`` ours calls that wrapper in turn, which would call ours again, forever.
-_inside = threading.local()
+class _Inside(threading.local):
+    warning = False  # read as a plain attribute on every warning (no getattr() with a default)
+
+
+_inside = _Inside()
 
 
 def _package_dir(module_file: str) -> str:
@@ -106,35 +110,54 @@ def _caller_level(stacklevel: int) -> int:
 
 
 def _warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
+    # The level to pass on, past our frames: the usual warning (stacklevel=2, its caller's file neither ours nor the
+    # import machinery's) answered here rather than by _caller_level (a frame fewer). Callgrind, an ignored stacklevel=2
+    # warning, over none: ~12k machine instructions with the re-entry guard and the level in frames of their own, ~4.5k
+    # without the guard, ~2.8k with the level here and the files in _COUNTED (pydantic's model_fields deprecation
+    # fires ~30 times per CrewAI LLM call); behind crewai's filter (which drops it: the guard is needed) ~7.5k -> ~5.4k.
+    level = 0
+    if stacklevel == 2:
+        outer = _getframe(1).f_back  # 0: this function, 1: the code that warned, 2: its caller
+        if outer is not None:
+            filename = outer.f_code.co_filename
+            if filename in _COUNTED or _counted(filename):
+                level = 3  # 2 + 1: this frame
     original = _original or _BEFORE_US
     if original is _C_WARN and not kwargs:
-        # The usual warning: warnings' own function is what ours replaced, so nothing it calls can call ours again (no
-        # re-entry to guard against) and there is nothing to pass on by keyword. Callgrind, an ignored stacklevel=2
-        # warning: ours added ~12k machine instructions over none with the guard, ~4.5k without (CrewAI raises ~38 a
-        # call), ~2.8k with _caller_level's stacklevel=2 case here (a frame fewer) and the files in _COUNTED.
-        if stacklevel == 2:
-            outer = _getframe(1).f_back  # 0: this function, 1: the code that warned, 2: its caller
-            if outer is not None:
-                filename = outer.f_code.co_filename
-                if filename in _COUNTED or _counted(filename):
-                    original(message, category, 3, source)  # 2 + 1: this frame
-                    return
-        original(message, category, _caller_level(stacklevel) + 1, source)  # + 1: this frame
+        # warnings' own function is what ours replaced, with nothing to pass on by keyword: nothing it calls can call
+        # ours again, so no re-entry to guard against.
+        original(message, category, level or _caller_level(stacklevel) + 1, source)  # + 1: this frame
         return
-    if getattr(_inside, "warning", False):  # called again by a wrapper ours called: the level is counted already
-        _BEFORE_US(message, category, stacklevel + 1, source, **kwargs)  # + 1: this frame
+    if _inside.warning:  # called again by a wrapper ours called (one made while ours was installed: crewai's)
+        _BEFORE_US(message, category, stacklevel + 1, source, **kwargs)  # + 1: this frame; the level is counted already
         return
+    if "skip_file_prefixes" in kwargs:
+        _skipping_ours(original, message, category, stacklevel, source, kwargs)
+        return
+    if not level:
+        level = _caller_level(stacklevel) + 1  # + 1: this frame
     _inside.warning = True
     try:
-        if "skip_file_prefixes" in kwargs:  # Python 3.12+: it skips the frames it is given; give it ours too
-            prefixes = kwargs["skip_file_prefixes"]
-            if sys.version_info < (3, 12) or not isinstance(prefixes, tuple):  # the original's own error, as without us
-                original(message, category, stacklevel, source, **kwargs)
-                return
-            kwargs["skip_file_prefixes"] = prefixes + _OURS
-            original(message, category, stacklevel + 1, source, **kwargs)
+        if kwargs:
+            original(message, category, level, source, **kwargs)
+        else:
+            original(message, category, level, source)
+    finally:
+        _inside.warning = False
+
+
+def _skipping_ours(original: Callable[..., None], message: Any, category: Any, stacklevel: int, source: Any,
+                   kwargs: dict[str, Any]) -> None:
+    """Python 3.12+'s ``skip_file_prefixes``: warnings skips the frames of the files it is given; give it ours too."""
+    _inside.warning = True
+    try:
+        prefixes = kwargs["skip_file_prefixes"]
+        if sys.version_info < (3, 12) or not isinstance(prefixes, tuple):  # the original's own error, as without us
+            original(message, category, stacklevel, source, **kwargs)
             return
-        original(message, category, _caller_level(stacklevel) + 1, source, **kwargs)  # + 1: this frame
+        kwargs["skip_file_prefixes"] = prefixes + _OURS
+        # + 1: this frame, the first level (warnings skips the prefixes' frames only from the second on, _warn's too)
+        original(message, category, stacklevel + 1, source, **kwargs)
     finally:
         _inside.warning = False
 
