@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context
+from functools import partial
 from typing import Any
 
 from agentwatch import hookimpl
@@ -33,9 +34,11 @@ def agentwatch_uninstrument(client: Any) -> None:
 def _carrying(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        if getattr(fn, "__self__", None).__class__ is Context:
-            # A context's own run (CrewAI's event bus submits ``copy_context().run``): the work runs in that context,
-            # which our values set around it would not reach; it holds the values it was copied with.
+        if getattr(fn, "__self__", None).__class__ is Context or (
+                fn.__class__ is partial and getattr(fn.func, "__self__", None).__class__ is Context):
+            # A context's own run (CrewAI's event bus submits ``copy_context().run``, ``asyncio.to_thread`` a partial of
+            # it: ~20 a CrewAI LLM call): the work runs in that context, which our values set around it would not
+            # reach; it holds the values it was copied with. Nothing to ask ``carry`` (~2.8k machine instructions).
             return original(self, fn, *args, **kwargs)
         values = carry()  # None outside any span, agent scope or run budget: the work goes as it is
         if values is None:

@@ -61,6 +61,27 @@ def test_run_in_executor_carries_them_too(stub_provider: Any, memory: Any) -> No
     assert [span["agent_name"] for span in memory.spans if span["kind"] == "llm"] == ["worker"]
 
 
+def test_asyncio_to_thread_runs_in_the_context_it_copied(stub_provider: Any, memory: Any) -> None:
+    """``asyncio.to_thread`` submits its own context's run (CrewAI calls it ~20 times an LLM call): the work is the
+    submitter's through that copy, the submitter's other values included, as without AgentWatch."""
+    agentwatch.init(exporters=[memory])
+    ask = _asker(stub_provider.openai_base_url)
+
+    def ask_and_look(text: str) -> tuple[str, str, Any]:
+        return ask(text), HOST_VALUE.get(), agentwatch.current_span()
+
+    async def main() -> tuple[tuple[str, str, Any], Any]:
+        HOST_VALUE.set("the submitter's")
+        with agentwatch.agent("worker"), agentwatch.span("job") as job:
+            return await asyncio.to_thread(ask_and_look, "hi"), job.span
+
+    (answer, value, current), job_span = asyncio.run(main())
+    assert (answer, value, current) == ("ok", "the submitter's", job_span)
+    agentwatch.flush()
+    assert [(span["agent_name"], span["parent_span_id"]) for span in memory.spans if span["kind"] == "llm"] == [
+        ("worker", job_span.span_id)]
+
+
 def test_the_worker_sees_what_it_sees_without_agentwatch(memory: Any) -> None:
     """The submitter's other values stay behind; the worker's own (set by the pool's initializer) are kept; outside
     any span or agent the work is handed over as it is."""
