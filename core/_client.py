@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import _fingerprint, _warning_origin
@@ -221,6 +222,13 @@ class Client(StructureAPI):
 
     def _register_on_import(self, plugin: Any, name: str, _module: Any) -> None:
         self.register_plugin(plugin, name)
+
+    def when_imported(self, module_name: str, callback: Callable[[ModuleType], None]) -> None:
+        """Call ``callback(module)`` once ``module_name`` is imported: now if it is, else right after its import
+        completes (in the importing thread), unless this client shuts down first. For a plugin that patches or hooks
+        into a module its framework imports only when first used, without importing it itself (an import the program
+        would not make yet, or never). An error of ``callback`` is logged, not raised into the importing code."""
+        self._import_hooks.when_imported(module_name, callback)
 
     @stop_on_exception
     def register_plugin(self, plugin: Any, name: str | None = None) -> None:

@@ -49,10 +49,10 @@ def acquire(owner: str, client: Any) -> None:
         _owners.add(owner)
         settings.providers = providers_of(client)
         _forget_providers()
-    hooks = getattr(client, "_import_hooks", None)  # see the report: a public Client.when_imported is wanted
+    when_imported = getattr(client, "when_imported", None)  # a stand-in client of a test may lack it
     for name in LIBRARIES:
-        if hooks is not None:
-            hooks.when_imported(name, _on_import)
+        if when_imported is not None:
+            when_imported(name, _on_import)
         elif name in sys.modules:
             _on_import(sys.modules[name])
 
