@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import inspect
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
@@ -288,26 +290,34 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
     return named_like(original, on_start)
 
 
-def install(handler_class: type[Any]) -> None:
-    """Patch once; ``uninstall`` puts every original back."""
+#: Where ``BaseLLM`` is defined: a module that imports PyYAML and more (~18 ms of CPU), which a program using only chat
+#: models never imports.
+COMPLETION_MODELS_MODULE = "langchain_core.language_models.llms"
+_WRAPPERS: dict[str, Callable[[Any], Any]] = {"generate": _scoped_call, "agenerate": _scoped_acall,
+                                             "stream": _scoped_stream, "astream": _scoped_astream}
+
+
+def import_now(module_name: str, callback: Callable[[ModuleType], None]) -> None:
+    """``Client.when_imported`` where there is no client to ask (a handler made without ``init()``): imported now."""
+    callback(importlib.import_module(module_name))
+
+
+def install(handler_class: type[Any],
+            when_imported: Callable[[str, Callable[[ModuleType], None]], None] = import_now) -> None:
+    """Patch once; ``uninstall`` puts every original back. ``BaseLLM`` is patched once its module is imported
+    (``when_imported(name, callback)``: now if it is), not by importing it here when a client can wait for it."""
     if _originals:
         return
     from langchain_core.callbacks.manager import AsyncCallbackManager, AsyncCallbackManagerForLLMRun, CallbackManager
-    from langchain_core.language_models import BaseChatModel, BaseLLM
+    from langchain_core.language_models.chat_models import BaseChatModel
 
-    wrappers = {"generate": _scoped_call, "agenerate": _scoped_acall, "stream": _scoped_stream,
-                "astream": _scoped_astream}
-    # A completion model starts each prompt of a call with a manager of its own: the call keeps a Batch of them.
-    batches = {"generate": batched, "agenerate": abatched}
     with _lock:
         if _originals:
             return
-        for cls in (BaseChatModel, BaseLLM):
-            for name in _ENTRY_POINTS:
-                original = cls.__dict__[name]
-                _originals.append((cls, name, original))
-                wrapped = wrappers[name](original)
-                setattr(cls, name, batches[name](wrapped) if cls is BaseLLM and name in batches else wrapped)
+        for name in _ENTRY_POINTS:
+            original = BaseChatModel.__dict__[name]
+            _originals.append((BaseChatModel, name, original))
+            setattr(BaseChatModel, name, _WRAPPERS[name](original))
         for event in ("on_llm_start", "on_chat_model_start"):
             original = AsyncCallbackManager.__dict__[event]
             _originals.append((AsyncCallbackManager, event, original))
@@ -325,6 +335,22 @@ def install(handler_class: type[Any]) -> None:
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
         UNPATCHED_RUN_CONTEXTS.update(kind for _, kinds in RUN_CONTEXTS for kind in kinds)
         install_error_wrappers(_patch_later)
+    when_imported(COMPLETION_MODELS_MODULE, _patch_completion_models)
+
+
+def _patch_completion_models(module: ModuleType) -> None:
+    """``BaseLLM``'s entry points, as ``BaseChatModel``'s; a completion model starts each prompt of a call with a
+    manager of its own: the call keeps a Batch of them. Not after ``uninstall`` (nothing patched then)."""
+    batches = {"generate": batched, "agenerate": abatched}
+    base_llm = module.BaseLLM
+    with _lock:
+        if not _originals or any(owner is base_llm for owner, _, _ in _originals):
+            return
+        for name in _ENTRY_POINTS:
+            original = base_llm.__dict__[name]
+            _originals.append((base_llm, name, original))
+            wrapped = _WRAPPERS[name](original)
+            setattr(base_llm, name, batches[name](wrapped) if name in batches else wrapped)
 
 
 def _patch_later(owner: Any, name: str, new: Any) -> None:

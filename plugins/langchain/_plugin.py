@@ -17,10 +17,15 @@ __all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrum
 AGENTWATCH_REQUIRES = ("langchain_core",)
 
 _installed: list[tuple[Any, ...]] = []
+#: Set from ``_install`` until LangChain imports its tracer context and our configure hook is registered there.
+_awaiting_tracer_context: list[bool] = []
+#: LangChain's configure hooks live here. It imports LangSmith's client (~70 ms, over a second on a cold disk);
+#: LangChain itself imports it only when its first run configures callbacks.
+_TRACER_CONTEXT = "langchain_core.tracers.context"
 
 
 #: Set when the hook ran while ``_handler`` itself was being imported (see ``agentwatch_instrument``).
-_deferred: list[bool] = []
+_deferred: list[Any] = []
 
 
 @hookimpl
@@ -29,27 +34,39 @@ def agentwatch_instrument(client: Any) -> None:
     if handler_module is not None and not hasattr(handler_module, "AgentWatchHandler"):
         # ``from agentwatch.plugins.langchain import AgentWatchHandler`` after ``init()`` is what imported
         # langchain_core (and so ran this hook): ``_handler`` is half-imported and calls install_deferred() when done.
-        _deferred.append(True)
+        _deferred.append(client)
         return
-    _install()
+    _install(client)
 
 
 def install_deferred() -> None:
     """Finish an ``agentwatch_instrument`` that ran while ``_handler`` was being imported."""
     if _deferred:
+        client = _deferred.pop()
         _deferred.clear()
-        _install()
+        _install(client)
 
 
-def _install() -> None:
-    from langchain_core.tracers import context as tracer_context
-
+def _install(client: Any) -> None:
     from ._handler import AgentWatchHandler
-    from ._patches import install
+    from ._patches import import_now, install
 
-    if _installed:
+    if _installed or _awaiting_tracer_context:
         return
-    install(AgentWatchHandler)
+    when_imported = getattr(client, "when_imported", None) or import_now
+    install(AgentWatchHandler, when_imported)
+    # The configure hook goes in when LangChain imports its tracer context (its first run), not by importing it now.
+    _awaiting_tracer_context.append(True)
+    when_imported(_TRACER_CONTEXT, _register_configure_hook)
+
+
+def _register_configure_hook(tracer_context: Any) -> None:
+    """Every callback manager LangChain configures from now on gets one ``AgentWatchHandler``."""
+    if not _awaiting_tracer_context:  # uninstrumented meanwhile
+        return
+    _awaiting_tracer_context.clear()
+    from ._handler import AgentWatchHandler
+
     # A default on the variable (not .set()) makes the handler visible in every thread and task.
     variable: ContextVar[Any] = ContextVar("agentwatch_langchain_handler", default=AgentWatchHandler())  # noqa: B039
     tracer_context.register_configure_hook(variable, True, AgentWatchHandler)
@@ -58,15 +75,15 @@ def _install() -> None:
 
 @hookimpl
 def agentwatch_uninstrument(client: Any) -> None:
-    from langchain_core.tracers import context as tracer_context
-
     from ._patches import uninstall
 
     uninstall()
     _deferred.clear()
+    _awaiting_tracer_context.clear()
+    tracer_context = sys.modules.get(_TRACER_CONTEXT)  # not imported: no hook of ours registered
     while _installed:
         entry = _installed.pop()
-        if entry in tracer_context._configure_hooks:
+        if tracer_context is not None and entry in tracer_context._configure_hooks:
             tracer_context._configure_hooks.remove(entry)
 
 

@@ -83,3 +83,30 @@ def test_a_pause_works_whatever_langgraph_module_comes_first(import_line: str) -
     assert run.returncode == 0, run.stderr
     assert "internal error" not in run.stderr
     assert run.stdout.splitlines() == ["paused budget_per_hour", "resumed {'a': 'a', 'b': 'b'}"]
+
+
+_DEFERRED_PROGRAM = """
+import sys
+from langchain_core.language_models import FakeListChatModel
+import agentwatch
+memory = agentwatch.InMemoryExporter()
+agentwatch.init(exporters=[memory])
+deferred = ("langchain_core.tracers.context", "langchain_core.language_models.llms")
+print("imported by init():", [name for name in deferred if name in sys.modules])
+FakeListChatModel(responses=["a"]).invoke("x")
+from langchain_core.language_models import FakeListLLM  # a completion model, imported after init()
+FakeListLLM(responses=["b"]).invoke("y")
+agentwatch.flush()
+print(sorted(span["name"] for span in memory.by_kind("llm")))
+"""
+
+
+def test_init_leaves_langchains_deferred_imports_to_langchain() -> None:
+    """LangChain imports its tracer context (LangSmith's client with it) only when a first run configures callbacks,
+    and ``BaseLLM``'s module (PyYAML with it) only for a completion model: ``init()`` imports neither (~75 ms and ~18 ms
+    of CPU), and registers its configure hook and patches ``BaseLLM`` when LangChain does. Both kinds of model are
+    traced all the same."""
+    run = subprocess.run([sys.executable, "-c", _DEFERRED_PROGRAM], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr
+    assert run.stdout.splitlines() == ["imported by init(): []", "['FakeListChatModel', 'FakeListLLM']"]
