@@ -10,6 +10,7 @@ LLM call (``_calls.FLIGHTS_BY_SPAN``) recorded for it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -58,12 +59,17 @@ _ACTIONS: dict[type, Callable[[Any], None]] = {
     RetrievalEndEvent: _retrieval_ended,
     ReRankEndEvent: _reranked,
 }
-try:  # llama-index-workflows (a dependency of llama-index-core) since 2.x
-    from workflows.runtime.types.step_function import SpanCancelledEvent
+#: Where llama-index-workflows (a dependency of llama-index-core, since 2.x) defines the event of a cancelled run or
+#: step. Only LlamaIndex's workflows import it: importing it here cost ``init()`` ~15 ms for a program without them.
+CANCELLED_EVENT_MODULE = "workflows.runtime.types.step_function"
 
-    _ACTIONS[SpanCancelledEvent] = _cancelled
-except ImportError:  # an older version: cancelled runs and steps end ok, as LlamaIndex ends them
-    pass
+
+def hear_cancellations(module: ModuleType) -> None:
+    """Handle ``SpanCancelledEvent`` once its module is imported (no event can come before). An older version has none:
+    cancelled runs and steps then end ok, as LlamaIndex ends them."""
+    cancelled_event = getattr(module, "SpanCancelledEvent", None)
+    if cancelled_event is not None:
+        _ACTIONS[cancelled_event] = _cancelled
 
 
 class AgentWatchEventHandler(BaseEventHandler):

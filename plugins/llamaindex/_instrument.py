@@ -9,14 +9,17 @@ had never been there, so a later ``agentwatch.init()`` starts clean.
 
 from __future__ import annotations
 
+import importlib
 import threading
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from ._agents import patch_if_loaded as let_agent_blocks_out
 from ._agents import unpatch as unpatch_agents
 from ._attach import attach_to_settings, detach_all
 from ._calls import clear as clear_calls
-from ._events import AgentWatchEventHandler
+from ._events import CANCELLED_EVENT_MODULE, AgentWatchEventHandler, hear_cancellations
 from ._spans import OPEN, AgentWatchSpanHandler, forget_rules
 from ._stopped import install as end_blocked_starts
 from ._stopped import remove as keep_blocked_starts
@@ -31,9 +34,21 @@ def installed() -> bool:
     return bool(_handlers)
 
 
-def install() -> None:
-    """Add the handlers to the root dispatcher (once) and the limit check to ``Settings.callback_manager``."""
+def _import_now(module_name: str, callback: Callable[[ModuleType], None]) -> None:
+    """``Client.when_imported`` without a client: the module imported now, if it is installed."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return
+    callback(module)
+
+
+def install(when_imported: Callable[[str, Callable[[ModuleType], None]], None] | None = None) -> None:
+    """Add the handlers to the root dispatcher (once) and the limit check to ``Settings.callback_manager``; cancelled
+    runs and steps are heard once the program imports their event's module (``when_imported``: the client's)."""
     from llama_index.core.instrumentation import get_dispatcher
+
+    (when_imported or _import_now)(CANCELLED_EVENT_MODULE, hear_cancellations)
 
     with _lock:
         if not _handlers:
