@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
@@ -326,7 +327,8 @@ def to_record(span: NativeSpan | AtpSpan) -> SpanRecord:
 # refuse) goes to pydantic, which decides and words the errors. So it never accepts what pydantic refuses, nor
 # stores anything differently (tests/server/test_ingest_fast_path.py compares the two on fuzzed bodies).
 
-_ID_MATCH = re.compile(r"[0-9A-Za-z_.:\-]+").fullmatch  # the Id pattern; fullmatch, as a Rust regex's ^...$
+#: Ids joined by newlines, each of Id's pattern; fullmatch, as a Rust regex's ^...$
+_IDS_MATCH = re.compile(r"[0-9A-Za-z_.:\-]+(?:\n[0-9A-Za-z_.:\-]+)*").fullmatch
 _SDK_KEYS = frozenset(NativeSpan.model_fields)
 _NANOS_MAX = 2**63 - 1
 _COUNT_MAX = MAX_COUNT
@@ -335,6 +337,7 @@ _WIRE_KEYS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status",
               "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
               "output_tokens", "cached_input_tokens", "cost_usd", "attributes")
 _wire_values = operator.itemgetter(*_WIRE_KEYS)
+_WIRE_KEY_SET = frozenset(_WIRE_KEYS)
 _WIRE_SIZE = len(_WIRE_KEYS)
 #: A span may leave keys out (NativeSpan's defaults); the ones it must give default to None, which fails their check.
 #: ``attributes`` left out is a new empty dict per span.
@@ -344,129 +347,134 @@ _WIRE_DEFAULTS = {"trace_id": None, "span_id": None, "parent_span_id": None, "na
                   "output_tokens": 0, "cached_input_tokens": 0, "cost_usd": 0.0}
 
 
-def _checked_cost(cost: Any) -> float | None:
-    """A span's USD cost as a float, or None if it is not a number in [0, MAX_COST_USD] (NaN and inf too)."""
-    if type(cost) is float:
-        return cost if 0 <= cost <= MAX_COST_USD else None
-    if type(cost) is int and 0 <= cost <= MAX_COST_USD:
-        return float(cost)
-    return None
+def _all_strings(values: set[Any], longest: int) -> bool:
+    """Every value is a str of at most ``longest`` characters (an empty set passes)."""
+    return not values or (set(map(type, values)) == _STR and max(map(len, values)) <= longest)
 
 
-def _valid_ids(ids: set[str], values: tuple[Any, ...]) -> bool:
-    """Ids not seen yet in the batch: Id's constraints, remembered once passed."""
-    for value in values:
-        if value in ids:
-            continue
-        if type(value) is not str or len(value) > 128 or not _ID_MATCH(value):
-            return False
-        ids.add(value)
-    return True
+def _all_ints(values: tuple[Any, ...], highest: int) -> bool:
+    """Every value is an int (not a bool) in [0, highest]."""
+    return set(map(type, values)) == _INT and min(values) >= 0 and max(values) <= highest
 
 
-def _valid_labels(labels: set[str], values: tuple[Any, ...]) -> bool:
-    for value in values:
-        if value is None or value in labels:
-            continue
-        if type(value) is not str or len(value) > 512:
-            return False
-        labels.add(value)
-    return True
+def _stored_names(values: tuple[Any, ...], limit: int,
+                  stored_name: Callable[[str], str | None]) -> tuple[Any, ...] | list[str] | None:
+    """``values`` (a kind or a status per span) as stored, ``stored_name`` of each distinct one (None: not valid):
+    the column as it is when each value is stored as sent (the SDK's batches), else a new list; None when one is not
+    a str of at most ``limit`` characters or has no stored name."""
+    stored: dict[str, str] = {}
+    for value in set(values):
+        if type(value) is not str or len(value) > limit:
+            return None
+        name = stored_name(value)
+        if name is None:
+            return None
+        stored[value] = name
+    if all(value == name for value, name in stored.items()):
+        return values
+    return list(map(stored.__getitem__, values))
 
 
-def _stored_kind(kinds: dict[str, str], kind: Any) -> str | None:
-    if type(kind) is not str or len(kind) > 64 or kind in _OTEL_KINDS:
-        return None
-    stored = kinds[kind] = kind.lower() or "span"
-    return stored
+def _stored_kind(kind: str) -> str | None:
+    """Lower case, "" as "span"; the ATP (OpenTelemetry) kinds are not the SDK's."""
+    return None if kind in _OTEL_KINDS else kind.lower() or "span"
 
 
-def _stored_status(status: Any) -> str | None:
-    if type(status) is not str or len(status) > 32:
-        return None
+def _stored_status(status: str) -> str | None:
     return _STATUSES.get(status.lower())
+
+
+_STR = {str}
+_INT = {int}
+_DICT = {dict}
+_NUMBER = {float, int}
+_NONE = type(None)
+_get_input = operator.methodcaller("get", "input")
+_get_output = operator.methodcaller("get", "output")
 
 
 def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
     """Records for a parsed JSON list in which every span has the SDK's native shape and passes NativeSpan's
     constraints; None as soon as one does not (the caller then validates the batch with pydantic).
 
-    One pass of plain type checks per span. A batch repeats its ids, names, kinds and labels, so each distinct
-    string is checked once and then found in a set; a value of a type no set can hold (a list, a dict) raises
-    TypeError on lookup, which sends the batch to pydantic like any other value this check does not take."""
-    records: list[SpanRecord] = []
-    append = records.append
-    ids: set[str] = set()
-    names: set[str] = set()
-    labels: set[str] = set()
-    kinds: dict[str, str] = {}
+    Checked a field at a time over the whole batch, with C-level passes (types, bounds, distinct values) rather
+    than a Python step per field of each span: ids, names and labels repeat in a batch, so each distinct one is
+    checked once, the ids by one regular expression over all of them. A value of a type no set can hold (a list,
+    a dict) raises TypeError when the distinct values are collected, which sends the batch to pydantic like any
+    other value this check does not take. ``items`` come from the JSON parser: dicts, lists and scalars."""
+    if not items:
+        return []
     try:
+        rows = list(map(_wire_values, items))
+    except (KeyError, TypeError):  # a span that is no dict, or leaves keys out: its defaults, then the same checks
+        complete = []
         for item in items:
             if type(item) is not dict:
                 return None
-            try:
-                values = _wire_values(item)
-            except KeyError:  # keys left out: their defaults, then the same checks
+            if not _WIRE_KEY_SET.issubset(item):
                 if "cost_usd" not in item:
                     return None  # priced from its tokens, perhaps (_native)
                 item = {**_WIRE_DEFAULTS, "attributes": {}, **item}
-                values = _wire_values(item)
-            (trace_id, span_id, parent, name, kind, status, start, end, agent_id, agent_name, agent_role, model,
-             provider, tokens_in, tokens_out, cached, cost, attributes) = values
-            size = len(item)
-            if size != _WIRE_SIZE and (size > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)):
-                return None
-            if parent == "":  # no parent, as to_record stores it: else the whole batch took pydantic's path
-                parent = None
-            # A span's own id is new (checked here, and remembered for its children); its trace's and parent's
-            # ids were mostly seen already.
-            if span_id not in ids:
-                if type(span_id) is not str or len(span_id) > 128 or not _ID_MATCH(span_id):
-                    return None
-                ids.add(span_id)
-            if (trace_id not in ids or (parent is not None and parent not in ids)) \
-                    and not _valid_ids(ids, (trace_id,) if parent is None else (trace_id, parent)):
-                return None
-            if name not in names:
-                if type(name) is not str or len(name) > 2000:
-                    return None
-                names.add(name)
-            stored_kind = kinds.get(kind) or _stored_kind(kinds, kind)
-            normal = _STATUSES.get(status) or _stored_status(status)
-            if stored_kind is None or normal is None:
-                return None
-            if type(start) is not int or not 0 <= start <= _NANOS_MAX:
-                return None
-            if end is None:
-                end = start
-            elif type(end) is not int or not 0 <= end <= _NANOS_MAX:
-                return None
-            elif end < start:
-                end = start
-            if ((agent_id is not None and agent_id not in labels) or (agent_name is not None and agent_name not in
-                    labels) or (agent_role is not None and agent_role not in labels) or (model is not None and model
-                    not in labels) or (provider is not None and provider not in labels)) \
-                    and not _valid_labels(labels, (agent_id, agent_name, agent_role, model, provider)):
-                return None
-            if type(tokens_in) is not int or type(tokens_out) is not int or type(cached) is not int \
-                    or not (0 <= tokens_in <= _COUNT_MAX and 0 <= tokens_out <= _COUNT_MAX
-                            and 0 <= cached <= _COUNT_MAX):
-                return None
-            cost = _checked_cost(cost)
-            if cost is None:
-                return None
-            if type(attributes) is not dict:
-                return None
-            if tokens_in and cached > tokens_in:
-                cached = tokens_in
-            if size == _WIRE_SIZE:
-                append(SpanRecord(trace_id, span_id, parent, name, stored_kind, normal, start, end, agent_id,
-                                  agent_name, agent_role, model, provider, tokens_in, tokens_out, cached, cost,
-                                  attributes))
-            else:
-                append(SpanRecord(trace_id, span_id, parent, name, stored_kind, normal, start, end, agent_id,
-                                  agent_name, agent_role, model, provider, tokens_in, tokens_out, cached, cost,
-                                  attributes, item.get("input"), item.get("output")))
+            complete.append(item)
+        items = complete
+        rows = list(map(_wire_values, items))
+    sizes = set(map(len, items))
+    if sizes != {_WIRE_SIZE} and any(len(item) > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)
+                                     for item in items if len(item) != _WIRE_SIZE):
+        return None
+    (trace_ids, span_ids, parents, names, kinds, statuses, starts, ends, agent_ids, agent_names, agent_roles, models,
+     providers, tokens_in, tokens_out, cached, costs, attributes) = zip(*rows, strict=True)
+    try:
+        ids = set(trace_ids)
+        ids.update(span_ids)
+        parent_ids = set(parents)
+        parent_ids.discard(None)
+        if "" in parent_ids:  # no parent, as to_record stores it: else the whole batch took pydantic's path
+            parent_ids.discard("")
+            parents = tuple(parent or None for parent in parents)
+        ids |= parent_ids
+        if not _all_strings(ids, 128):
+            return None
+        joined = "\n".join(ids)  # no id holds a newline, if each passes Id's pattern (a newline fails it)
+        if joined.count("\n") != len(ids) - 1 or not _IDS_MATCH(joined):
+            return None
+        labels = set(agent_ids)
+        labels.update(agent_names, agent_roles, models, providers)
+        labels.discard(None)
+        if not _all_strings(set(names), NAME_MAX) or not _all_strings(labels, 512):
+            return None
+        stored_kinds = _stored_names(kinds, 64, _stored_kind)
+        stored_statuses = _stored_names(statuses, 32, _stored_status)
     except TypeError:
         return None
-    return records
+    if stored_kinds is None or stored_statuses is None or not _all_ints(starts, _NANOS_MAX):
+        return None
+    end_types = set(map(type, ends))
+    if _NONE in end_types:  # no end: it ended where it started
+        end_types.discard(_NONE)
+        ends = tuple(start if end is None else end for start, end in zip(starts, ends, strict=True))
+    if end_types and not _all_ints(ends, _NANOS_MAX):
+        return None
+    if any(map(operator.lt, ends, starts)):  # ended before it started: at its start
+        ends = tuple(map(max, starts, ends))
+    counts = tokens_in + tokens_out + cached
+    if not _all_ints(counts, _COUNT_MAX):
+        return None
+    if any(map(operator.gt, cached, tokens_in)):  # cached tokens are part of the input, when that is given
+        cached = tuple(low if low and high > low else high for high, low in zip(cached, tokens_in, strict=True))
+    cost_types = set(map(type, costs))
+    # NaN (which the parser never makes) would pass min and max: the sum is NaN then, and refused.
+    total = sum(costs) if cost_types <= _NUMBER else None
+    if total is None or total != total or min(costs) < 0 or max(costs) > MAX_COST_USD:
+        return None
+    if int in cost_types:
+        costs = tuple(map(float, costs))
+    if set(map(type, attributes)) != _DICT:
+        return None
+    if sizes == {_WIRE_SIZE}:
+        return list(map(SpanRecord, trace_ids, span_ids, parents, names, stored_kinds, stored_statuses, starts, ends,
+                        agent_ids, agent_names, agent_roles, models, providers, tokens_in, tokens_out, cached, costs,
+                        attributes))
+    return list(map(SpanRecord, trace_ids, span_ids, parents, names, stored_kinds, stored_statuses, starts, ends,
+                    agent_ids, agent_names, agent_roles, models, providers, tokens_in, tokens_out, cached, costs,
+                    attributes, map(_get_input, items), map(_get_output, items)))

@@ -162,6 +162,16 @@ def _spans(draw: st.DrawFn) -> dict[str, Any]:
 @example(batch=[_base(), _base(start_time_unix_nano="yesterday")], single=False)  # one bad neighbour
 @example(batch=[_base(parent_span_id="")], single=False)  # no parent, as None
 @example(batch=[_base(parent_span_id=""), _base(parent_span_id="", span_id="")], single=True)
+# Checked a field at a time over the batch: a value in one span among others that pass.
+@example(batch=[_base(), _base(span_id="ab\ncd")], single=False)  # ids are matched joined by newlines
+@example(batch=[_base(trace_id="ab\n"), _base()], single=False)
+@example(batch=[_base(), _base(input="q"), _base(output={"a": 1})], single=False)  # spans of different sizes
+@example(batch=[_base(end_time_unix_nano=None), _base(), _base(end_time_unix_nano=0)], single=False)
+@example(batch=[_base(input_tokens=5, cached_input_tokens=9), _base(input_tokens=0, cached_input_tokens=9)],
+         single=False)
+@example(batch=[_base(cost_usd=1), _base(cost_usd=0.5), _base(cost_usd=10**7)], single=False)
+@example(batch=[_base(kind="LLM"), _base(kind="llm"), _base(status="OK")], single=False)
+@example(batch=[_base(), {k: v for k, v in _base().items() if k != "name"}], single=False)  # a key left out
 def test_the_fast_path_decides_exactly_as_pydantic(batch: list[dict[str, Any]], single: bool) -> None:
     raw = json.dumps(batch[0] if single else batch).encode()
     assert _outcome(raw, fast=True) == _outcome(raw, fast=False)
