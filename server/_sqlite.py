@@ -37,7 +37,7 @@ from ._file_lock import file_locked, lock_file, unlock_file
 from ._model import SpanRecord
 from ._sqlite_agents import AGENTS_SCHEMA, SqliteTree, purge_charges, write_charges
 from ._sqlite_breakers import BreakerTables, derive_breaker_state_once
-from ._sqlite_copies import COPIES_SCHEMA, purge_namings, settle_copies
+from ._sqlite_copies import COPIES_SCHEMA, copy_candidates, purge_namings, settle_copies
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_rollups import UPSERT_AGENT, UPSERT_HOUR, UPSERT_LATENCY, UPSERT_MODEL, RollupRemoval
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade
@@ -491,6 +491,7 @@ class SQLiteStore(Store):
         rows = _span_rows(fresh)
         charger = Charger(fresh)
         aggregates = _Aggregates(fresh, charger.in_batch)
+        copies = copy_candidates(fresh)
         with self._transaction() as cursor:
             known_traces = self._known_traces(cursor, list(aggregates.traces))
             # New traces get the next sequential keys: the write lock makes max() + n safe.
@@ -516,6 +517,7 @@ class SQLiteStore(Store):
                 rows = [row for _, row in kept]
                 charger = Charger(fresh)
                 aggregates = _Aggregates(fresh, charger.in_batch)
+                copies = copy_candidates(fresh)
                 written = self._writer.total_changes
                 cursor.executemany(_INSERT_SPAN, rows)
                 if self._writer.total_changes - written != len(rows):
@@ -525,7 +527,7 @@ class SQLiteStore(Store):
             if fresh:
                 aggregates.write(cursor, known_traces, tkeys)
                 self._charge(cursor, fresh, charger, known_traces, tkeys)
-                settle_copies(cursor, fresh, tkeys)
+                settle_copies(cursor, copies, tkeys)
                 add_session_traces(cursor, fresh, tkeys)
                 for record in aggregates.breakers:
                     self._breakers.add_event(cursor, event_payload(record), "span", record.trace_id, record.span_id)

@@ -14,7 +14,7 @@ from ._model import LLM_KINDS, SpanRecord
 from ._sqlite_rollups import RollupRemoval
 from ._stats import HOUR_NS
 
-__all__ = ["COPIES_SCHEMA", "settle_copies", "purge_namings"]
+__all__ = ["COPIES_SCHEMA", "Candidates", "copy_candidates", "settle_copies", "purge_namings"]
 
 # AgentWatch's LLM spans that name an OpenTelemetry span (``_llm_copies.Naming``), by the span they name.
 COPIES_SCHEMA: Final = """
@@ -39,11 +39,22 @@ _EVERY_HOUR: Final = -(2**63) // HOUR_NS + 1  # the first hour whose start is a 
 _LLM_KINDS_SQL: Final = ", ".join(f"'{kind}'" for kind in sorted(LLM_KINDS))
 
 
-def settle_copies(cursor: sqlite3.Cursor, fresh: Sequence[SpanRecord], tkeys: Mapping[str, int]) -> None:
-    """Inside the ingest transaction, after the batch is written and charged: keep the batch's namings, and make copies
-    of the stored LLM spans (the batch's among them) that copy a named call."""
+#: A batch's namings and its model calls from other instrumentations (``copy_candidates``).
+Candidates = tuple[list[Naming], list[StoredCall]]
+
+
+def copy_candidates(fresh: Sequence[SpanRecord]) -> Candidates:
+    """What ``settle_copies`` reads of the batch's spans: their namings, and their model calls from other
+    instrumentations. Found before the write lock is taken, as all of a batch's Python work that needs no SQL."""
     namings = [named for named in map(naming, fresh) if named is not None]
     foreign = [stored_call(record) for record in fresh if is_foreign_call(record.kind, record.attributes)]
+    return namings, foreign
+
+
+def settle_copies(cursor: sqlite3.Cursor, candidates: Candidates, tkeys: Mapping[str, int]) -> None:
+    """Inside the ingest transaction, after the batch is written and charged: keep the batch's namings, and make copies
+    of the stored LLM spans (the batch's among them) that copy a named call (``copy_candidates`` of the batch)."""
+    namings, foreign = candidates
     if not namings and not foreign:
         return
     if namings:
