@@ -157,8 +157,14 @@ def _starts(records: Iterable[SpanRecord]) -> dict[str, tuple[int, int]]:
     """The first and last start of each trace's spans among ``records``."""
     starts: dict[str, tuple[int, int]] = {}
     for record in records:
-        low, high = starts.get(record.trace_id, (record.start_ns, record.start_ns))
-        starts[record.trace_id] = (min(low, record.start_ns), max(high, record.start_ns))
+        trace_id, start = record.trace_id, record.start_ns
+        known = starts.get(trace_id)
+        if known is None:
+            starts[trace_id] = (start, start)
+        elif start < known[0]:
+            starts[trace_id] = (start, known[1])
+        elif start > known[1]:
+            starts[trace_id] = (known[0], start)
     return starts
 
 

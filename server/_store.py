@@ -71,6 +71,8 @@ def results_per_batch(batches: Sequence[Sequence[SpanRecord]], fresh: Sequence[S
     is accepted in the first batch that carries it, as if the batches had been stored one after the other."""
     if len(batches) == 1:
         return [IngestResult(len(fresh), len(batches[0]) - len(fresh))]
+    if len(fresh) == sum(map(len, batches)):  # every span new, none carried twice: each batch's spans are its own
+        return [IngestResult(len(batch), 0) for batch in batches]
     unclaimed = {(record.trace_id, record.span_id) for record in fresh}
     results = []
     for batch in batches:
