@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _BOOTSTRAP = "import sys; from agentwatch.server._cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -191,14 +192,14 @@ def profile_summary(payloads: list[bytes], top: int = 12) -> None:
     import gc
     import pstats
 
-    from agentwatch.server import SQLiteStore
+    from agentwatch.server import SQLiteStore, _ingest
     from agentwatch.server import _sqlite as sqlite_module
     from agentwatch.server._app import _GC_THRESHOLD
     from agentwatch.server._crons import learn_from_spans
     from agentwatch.server._ingest import check_shape, inflate, parse_spans
 
-    stages = dict.fromkeys(("inflate + shape check", "parse + validate", "store (Python + SQL)", "of which locked",
-                            "crons"), 0.0)
+    stages = dict.fromkeys(("inflate + shape check", "parse + validate", "of which JSON parse", "store (Python + SQL)",
+                            "of which locked", "crons"), 0.0)
     locked = sqlite_module._Transaction
     enter, leave = locked.__enter__, locked.__exit__
 
@@ -211,9 +212,19 @@ def profile_summary(payloads: list[bytes], top: int = 12) -> None:
         leave(self, *exc)  # type: ignore[arg-type]
         stages["of which locked"] += time.thread_time() - stages["_lock_at"]
 
+    from_json = _ingest.from_json  # the JSON parser of the SDK-shape path (the rest of the parse: its checks)
+
+    def timed_from_json(*args: Any, **kwargs: Any) -> Any:
+        began = time.thread_time()
+        try:
+            return from_json(*args, **kwargs)
+        finally:
+            stages["of which JSON parse"] += time.thread_time() - began
+
     thresholds = gc.get_threshold()
     gc.set_threshold(_GC_THRESHOLD, *thresholds[1:])
     locked.__enter__, locked.__exit__ = timed_enter, timed_exit  # type: ignore[method-assign,assignment]
+    _ingest.from_json = timed_from_json
     try:
         with tempfile.TemporaryDirectory() as scratch:
             store = SQLiteStore(Path(scratch) / "profile.db")
@@ -246,12 +257,14 @@ def profile_summary(payloads: list[bytes], top: int = 12) -> None:
             split = {name: value / max(spans, 1) * 1e6 for name, value in stages.items() if not name.startswith("_")}
             profiler = cProfile.Profile()  # wall clock: a CPU-time timer's own cost would skew it
             locked.__enter__, locked.__exit__ = enter, leave  # type: ignore[method-assign]
+            _ingest.from_json = from_json
             profiler.enable()
             run(sample[len(sample) // 2:], lambda: 0.0)  # the stage timers' own cost stays out of the profile
             profiler.disable()
             store.close()
     finally:
         locked.__enter__, locked.__exit__ = enter, leave  # type: ignore[method-assign]
+        _ingest.from_json = from_json
         gc.set_threshold(*thresholds)
     print(f"profile: one worker's request path in-process (no HTTP), {per_span:.1f} us CPU per span:")
     print("  " + ", ".join(f"{name} {value:.1f}" for name, value in split.items()) + " (us per span)")
