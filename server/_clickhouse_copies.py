@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from . import _json
 from ._clickhouse_conn import Connection, Params
-from ._llm_copies import Naming, StoredCall, copies_in, is_foreign_call, make_copy, naming, stored_call
+from ._llm_copies import Naming, StoredCall, copies_in, copy_candidates, is_foreign_call, make_copy
 from ._model import LLM_KINDS, SpanRecord
 
 if TYPE_CHECKING:
@@ -44,8 +44,7 @@ def create_naming_table(connection: Connection, database: str) -> None:
 def settle_copies(store: ClickHouseStore, fresh: Sequence[SpanRecord]) -> None:
     """Under the write lock, before ``fresh`` is inserted: make copies of the batch's spans that are, and keep its
     namings."""
-    namings = [named for named in map(naming, fresh) if named is not None]
-    foreign = [stored_call(record) for record in fresh if is_foreign_call(record.kind, record.attributes)]
+    namings, foreign = copy_candidates(fresh)
     if not namings and not foreign:
         return
     by_key = {(record.trace_id, record.span_id): record for record in fresh}

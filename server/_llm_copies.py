@@ -16,14 +16,16 @@ by model, by agent, sessions, alert rules) count AgentWatch's span alone. The st
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, Final
 
 from ._model import LLM_KINDS, SpanRecord
 
 __all__ = ["Naming", "StoredCall", "COPY_KINDS", "naming", "is_foreign_call", "is_copy_of", "stored_call", "copies_in",
-           "make_copy", "copy_columns"]
+           "Candidates", "copy_candidates", "make_copy", "copy_columns"]
 
 #: Where the SDK names the OpenTelemetry span (its own export, its OTLP export).
 _NAMED_KEYS: Final = ("otel.current_span", "agentwatch.otel.current_span")
@@ -78,6 +80,24 @@ def is_foreign_call(kind: str, attributes: Mapping[str, Any]) -> bool:
     """An LLM span from another OpenTelemetry instrumentation (not AgentWatch's own, in either export)."""
     return kind in LLM_KINDS and _SCOPE_KEY in attributes and _OWN_KEY not in attributes \
         and not any(key in attributes for key in _NAMED_KEYS)
+
+
+#: A batch's namings and its model calls from other instrumentations (``copy_candidates``).
+Candidates = tuple[list[Naming], list[StoredCall]]
+#: The attribute keys without which a span is neither a naming nor another instrumentation's model call.
+_CANDIDATE_KEYS: Final = frozenset((*_NAMED_KEYS, _SCOPE_KEY))
+_attributes_of = operator.attrgetter("attributes")
+
+
+def copy_candidates(records: Sequence[SpanRecord]) -> Candidates:
+    """The namings among ``records`` and their model calls from other instrumentations: what a store settles copies
+    from. Each needs one of a few attribute keys; a batch whose spans hold none (the usual one) is told by one
+    C-level pass over its attributes' keys, without a step per span."""
+    if _CANDIDATE_KEYS.isdisjoint(chain.from_iterable(map(_attributes_of, records))):
+        return [], []
+    namings = [named for named in map(naming, records) if named is not None]
+    foreign = [stored_call(record) for record in records if is_foreign_call(record.kind, record.attributes)]
+    return namings, foreign
 
 
 def is_copy_of(call: StoredCall, named: Naming) -> bool:

@@ -34,10 +34,11 @@ from ._datamodel import (
     span_flags,
 )
 from ._file_lock import file_locked, lock_file, unlock_file
+from ._llm_copies import copy_candidates
 from ._model import SpanRecord
 from ._sqlite_agents import AGENTS_SCHEMA, SqliteTree, purge_charges, write_charges
 from ._sqlite_breakers import BreakerTables, derive_breaker_state_once
-from ._sqlite_copies import COPIES_SCHEMA, copy_candidates, purge_namings, settle_copies
+from ._sqlite_copies import COPIES_SCHEMA, purge_namings, settle_copies
 from ._sqlite_queries import Queries, time_window
 from ._sqlite_rollups import UPSERT_AGENT, UPSERT_HOUR, UPSERT_LATENCY, UPSERT_MODEL, RollupRemoval
 from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade

@@ -5,16 +5,16 @@ trace's summary and the rollups."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Final
 
 from . import _json
-from ._llm_copies import Naming, StoredCall, copies_in, copy_columns, is_foreign_call, naming, stored_call
-from ._model import LLM_KINDS, SpanRecord
+from ._llm_copies import Candidates, Naming, StoredCall, copies_in, copy_columns, is_foreign_call
+from ._model import LLM_KINDS
 from ._sqlite_rollups import RollupRemoval
 from ._stats import HOUR_NS
 
-__all__ = ["COPIES_SCHEMA", "Candidates", "copy_candidates", "settle_copies", "purge_namings"]
+__all__ = ["COPIES_SCHEMA", "settle_copies", "purge_namings"]
 
 # AgentWatch's LLM spans that name an OpenTelemetry span (``_llm_copies.Naming``), by the span they name.
 COPIES_SCHEMA: Final = """
@@ -37,18 +37,6 @@ CREATE INDEX IF NOT EXISTS spans_llm_parent ON spans(tkey, parent_span_id) WHERE
 _NAMING_COLUMNS: Final = "otel_trace_id, otel_span_id, kind, start_ns, end_ns, trace_id, span_id"
 _EVERY_HOUR: Final = -(2**63) // HOUR_NS + 1  # the first hour whose start is a 64-bit integer
 _LLM_KINDS_SQL: Final = ", ".join(f"'{kind}'" for kind in sorted(LLM_KINDS))
-
-
-#: A batch's namings and its model calls from other instrumentations (``copy_candidates``).
-Candidates = tuple[list[Naming], list[StoredCall]]
-
-
-def copy_candidates(fresh: Sequence[SpanRecord]) -> Candidates:
-    """What ``settle_copies`` reads of the batch's spans: their namings, and their model calls from other
-    instrumentations. Found before the write lock is taken, as all of a batch's Python work that needs no SQL."""
-    namings = [named for named in map(naming, fresh) if named is not None]
-    foreign = [stored_call(record) for record in fresh if is_foreign_call(record.kind, record.attributes)]
-    return namings, foreign
 
 
 def settle_copies(cursor: sqlite3.Cursor, candidates: Candidates, tkeys: Mapping[str, int]) -> None:
