@@ -32,7 +32,7 @@ from ._deferred import run_deferred
 from ._forking import after_fork_in_child, importing
 from ._idle import idle_tasks
 from ._safe import guard_exporter, stop_on_exception
-from ._span import Span
+from ._span import Span, wire_records
 
 __all__ = ["Exporter", "BatchProcessor", "estimate_size", "DEFAULT_MAX_QUEUE_BYTES", "PLAIN_SPAN_BYTES",
            "PLAIN_MAX_ATTRIBUTES"]
@@ -44,7 +44,6 @@ DEFAULT_MAX_QUEUE_BYTES = 32 * 1024 * 1024
 #: they put there), and the per-span estimate gave 520-600: the default bound holds as many as before.
 PLAIN_SPAN_BYTES = 512
 PLAIN_MAX_ATTRIBUTES = 16
-_to_dict = Span.to_dict
 #: Fixed part of a span's estimate: ids, times, counters and the slots object itself.
 _SPAN_OVERHEAD = 512
 _SAMPLE = 8
@@ -436,7 +435,7 @@ class BatchProcessor:
             first = False
 
     def _export_batch(self, batch: list[Span]) -> None:
-        dicts = list(map(_to_dict, batch))
+        dicts = wire_records(batch)
         self._worker_turns += 1
         delivered = True
         self._current = dicts
@@ -532,7 +531,7 @@ class BatchProcessor:
             self._sized = self._sized_bytes = 0
             self.failed += len(queued) + len(current or ())
         size = self._max_batch_size
-        batches = [list(map(_to_dict, queued[start:start + size])) for start in range(0, len(queued), size)]
+        batches = [wire_records(queued[start:start + size]) for start in range(0, len(queued), size)]
         for exporter in self._exporters:
             abandon = getattr(exporter, "abandon", None)
             if callable(abandon):

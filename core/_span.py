@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
 from ._forking import after_fork_in_child
 
-__all__ = ["Span", "SPAN_KINDS", "STATUSES", "REMOTE_PARENT_KEY", "new_trace_id", "new_span_id", "open_span"]
+__all__ = ["Span", "wire_records", "SPAN_KINDS", "STATUSES", "REMOTE_PARENT_KEY", "new_trace_id", "new_span_id",
+           "open_span"]
 
 SPAN_KINDS: Final = frozenset(
     {
@@ -137,7 +139,7 @@ class Span:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return _WireRecord(self).__dict__
+        return wire_records((self,))[0]
 
     def __repr__(self) -> str:
         return f"Span({self.kind}:{self.name!r} {self.span_id} status={self.status})"
@@ -183,29 +185,43 @@ class _WireRecord:
 
     Every record's attributes are set in the same order, so its dict shares the class's table of keys and is filled
     by position (``STORE_ATTR_INSTANCE_VALUE``), where a dict display hashes, probes and inserts each of its 18 keys
-    into a table of its own: callgrind, per span with orjson's serialisation, ~13.5k instructions against ~16.7k."""
+    into a table of its own: callgrind, per span with orjson's serialisation, ~13.5k instructions against ~16.7k.
+    Made by ``wire_records`` (no ``__init__``: see there)."""
 
-    def __init__(self, span: Span) -> None:
-        self.trace_id = span.trace_id
-        self.span_id = span.span_id
-        self.parent_span_id = span.parent_span_id
-        self.name = span.name
-        self.kind = span.kind
-        self.status = span.status
-        self.start_time_unix_nano = span.start_time_unix_nano
-        self.end_time_unix_nano = span.end_time_unix_nano
-        self.agent_id = span.agent_id
-        self.agent_name = span.agent_name
-        self.agent_role = span.agent_role
-        self.model = span.model
-        self.provider = span.provider
-        self.input_tokens = span.input_tokens
-        self.output_tokens = span.output_tokens
-        self.cached_input_tokens = span.cached_input_tokens
-        self.cost_usd = span.cost_usd
-        self.attributes = dict(span.attributes)
+
+def wire_records(spans: Iterable[Span]) -> list[dict[str, Any]]:
+    """``Span.to_dict()`` of each span, in order: what the export worker hands the exporters for a batch.
+
+    One loop for the batch, each record made with ``object.__new__`` and filled here, rather than a call of the class
+    (``type.__call__``, then ``__init__`` in a frame of its own) and of ``to_dict`` per span: callgrind, per span of an
+    LLM call (six attributes), ~5.5k instructions -> ~4.8k."""
+    records: list[dict[str, Any]] = []
+    append = records.append
+    new = _new_object
+    for span in spans:
+        record: Any = new(_WireRecord)
+        record.trace_id = span.trace_id
+        record.span_id = span.span_id
+        record.parent_span_id = span.parent_span_id
+        record.name = span.name
+        record.kind = span.kind
+        record.status = span.status
+        record.start_time_unix_nano = span.start_time_unix_nano
+        record.end_time_unix_nano = span.end_time_unix_nano
+        record.agent_id = span.agent_id
+        record.agent_name = span.agent_name
+        record.agent_role = span.agent_role
+        record.model = span.model
+        record.provider = span.provider
+        record.input_tokens = span.input_tokens
+        record.output_tokens = span.output_tokens
+        record.cached_input_tokens = span.cached_input_tokens
+        record.cost_usd = span.cost_usd
+        record.attributes = dict(span.attributes)
         # Text is left out entirely (not null) when it was not captured, so absence is unambiguous.
         if span.input is not None:
-            self.input = span.input
+            record.input = span.input
         if span.output is not None:
-            self.output = span.output
+            record.output = span.output
+        append(record.__dict__)
+    return records
