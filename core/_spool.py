@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._safe import logger
+from ._span import _bits as _random_bits
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -24,6 +25,8 @@ __all__ = ["Spool", "spool_for", "default_spool_root", "user_cache_dir", "DEFAUL
 
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 _SUFFIX = ".json.gz"
+#: A spooled batch's temporary file, as ``open(path, "wb")`` opens it (binary on Windows too).
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 
 def user_cache_dir() -> Path:
@@ -53,6 +56,7 @@ class Spool:
     def __init__(self, root: str | Path, url: str, *, max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
         self._root = root
         self._directory: Path | None = None
+        self._folder: str | None = None  # the directory's path as a str, for the os calls of ``_write``
         self.url = url
         self.max_bytes = max_bytes
         self.written = 0
@@ -95,10 +99,20 @@ class Spool:
     def write(self, gzipped_batch: bytes, spans: int = 0) -> bool:
         """Keep one batch (already gzip'd) of ``spans`` spans; False if the spool is full (the batch is then
         dropped). The count goes in the file's name, for ``spans_in``."""
-        return self.write_batch(gzipped_batch, spans) is not None
+        return self._write(gzipped_batch, spans) is not None
 
     def write_batch(self, gzipped_batch: bytes, spans: int = 0) -> Path | None:
         """``write``, giving the file the batch went to (None: dropped), for a caller that may take it back."""
+        name = self._write(gzipped_batch, spans)
+        return None if name is None else self.directory / name
+
+    def _write(self, gzipped_batch: bytes, spans: int) -> str | None:
+        """``write_batch``: the name of the file written. The export worker's way when the collector is down, once per
+        batch, so with few system calls: each gives a busy program's thread the GIL, and the worker waits up to the
+        switch interval (5 ms) to have it back. The file is opened, written and closed with ``os`` calls, where
+        ``Path.write_bytes`` also asked the file's size and whether it is a terminal; the directory is made when the
+        file cannot be created (the first batch, or a spool removed meanwhile), not tried before each; and the name's
+        random part comes from the span ids' generator (reseeded in a forked child) instead of ``os.urandom``."""
         if self._size is None or self._size + len(gzipped_batch) > self.max_bytes \
                 or self._written_since_count > self.max_bytes // 16:
             self._size = self.size()
@@ -110,30 +124,43 @@ class Spool:
                 logger.warning("agentwatch: spool %s is full (%d bytes); further undelivered spans are dropped",
                                self.directory, self.max_bytes)
             return None
-        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}-{max(spans, 0)}"
-        temporary = self.directory / f".{name}.tmp"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{_random_bits(32):08x}-{max(spans, 0)}"
+        directory = self.directory
+        folder = self._folder
+        if folder is None:
+            folder = self._folder = os.fspath(directory)
+        temporary = os.path.join(folder, f".{name}.tmp")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(gzipped_batch)
-            os.replace(temporary, self.directory / f"{name}{_SUFFIX}")
+            try:
+                handle = os.open(temporary, _WRITE_FLAGS, 0o666)
+            except FileNotFoundError:
+                directory.mkdir(parents=True, exist_ok=True)
+                handle = os.open(temporary, _WRITE_FLAGS, 0o666)
+            try:
+                view = memoryview(gzipped_batch)
+                while view:
+                    view = view[os.write(handle, view):]
+            finally:
+                os.close(handle)
+            os.replace(temporary, os.path.join(folder, f"{name}{_SUFFIX}"))
             if not self.written:
                 # Once per run, so a person looking at the cache knows where these spans were going.
-                (self.directory / "destination.txt").write_text(self.url + "\n", encoding="utf-8")
+                (directory / "destination.txt").write_text(self.url + "\n", encoding="utf-8")
         except OSError as error:  # read-only home, disk full: the batch is lost, said once, not per batch
             self.dropped_batches += 1
             if not self._warned_unwritable:
                 self._warned_unwritable = True
                 logger.warning("agentwatch: cannot write the spool %s (%s); undelivered spans are dropped",
-                               self.directory, error)
+                               directory, error)
             try:
-                temporary.unlink()
+                os.unlink(temporary)
             except OSError:
                 pass
             return None
         self.written += 1
         self._size += len(gzipped_batch)
         self._written_since_count += len(gzipped_batch)
-        return self.directory / f"{name}{_SUFFIX}"
+        return f"{name}{_SUFFIX}"
 
     def pending(self, limit: int) -> list[Path]:
         return self._files()[:limit]

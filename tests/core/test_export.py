@@ -607,6 +607,19 @@ def test_spool_bound_holds_with_other_writers_and_frees_room_after_delivery(tmp_
     assert first.size() <= 64_000
 
 
+def test_a_spool_removed_while_the_program_runs_is_made_again_and_its_batches_read_back(tmp_path: Path) -> None:
+    import shutil
+
+    from agentwatch._spool import Spool
+
+    spool = Spool(tmp_path / "cache", "http://collector/api/ingest")
+    assert spool.write(b"first", 1)
+    shutil.rmtree(tmp_path / "cache")  # a person clearing the cache
+    path = spool.write_batch(b"second", 2)
+    assert path is not None and spool.read(path) == b"second" and spool.pending(10) == [path]
+    assert not [name for name in os.listdir(spool.directory) if name.endswith(".tmp")]
+
+
 def test_a_spooled_batch_names_its_span_count(tmp_path: Path) -> None:
     from agentwatch._spool import Spool
 
