@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import sys
@@ -653,6 +654,11 @@ class SpoolingExporter:
         self._sender.stop()
 
 
+#: The records the collector also gets at ``/api/alerts/sdk-alert`` (``HttpExporter._forward_breaker_records``).
+_FORWARDED_KINDS = frozenset({"breaker", "alert"})
+_kind_of = operator.itemgetter("kind")
+
+
 class HttpExporter(SpoolingExporter):
     """Sends JSON batches of span dicts to the collector's ``/api/ingest`` (gzip'd unless it is on this machine),
     spooling what the collector could not take (``SpoolingExporter``); forwards breaker transitions and alerts to
@@ -715,8 +721,10 @@ class HttpExporter(SpoolingExporter):
     def _forward_breaker_records(self, spans: Sequence[dict[str, Any]]) -> None:
         """The collector's live breaker view and alert history read ``/api/alerts/sdk-alert``."""
         assert self._alert_path is not None
+        if _FORWARDED_KINDS.isdisjoint(map(_kind_of, spans)):  # the usual batch: looked through in C, not a loop
+            return
         for span in spans:
-            if span["kind"] not in ("breaker", "alert"):
+            if span["kind"] not in _FORWARDED_KINDS:
                 continue
             record = {"type": "transition" if span["kind"] == "breaker" else "alert",
                       "timestamp_unix_nano": span["start_time_unix_nano"], **span["attributes"]}
