@@ -551,7 +551,10 @@ def _instructions(kinds: tuple[str, ...], keep: str | None) -> None:
           f"instructions per in-process call ({INSTRUCTION_CALLS['chat']} chat calls, {INSTRUCTION_CALLS['stream']} "
           "streams of 5 events per arm), PYTHONHASHSEED=0")
     with contextlib.ExitStack() as stack:
-        proxy_url = stack.enter_context(_collector()) if "up" in kinds else f"http://127.0.0.1:{_free_port()}/api/ingest"
+        # "down" always gets a closed port: with "up" in the run, it was sent the running collector's URL, and counted
+        # the collector-up path twice (no gzip, no spool).
+        down_url = f"http://127.0.0.1:{_free_port()}/api/ingest"
+        up_url = stack.enter_context(_collector()) if "up" in kinds else down_url
         for kind in kinds:
             scratch = Path(keep) / kind if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
             scratch.mkdir(parents=True, exist_ok=True)
@@ -559,7 +562,8 @@ def _instructions(kinds: tuple[str, ...], keep: str | None) -> None:
             toggles = [f"--toggle-collect={name}" for name in (*_COUNTED_LOOPS.values(), "thread_run")]
             subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no", *toggles, "--separate-threads=yes",
                             f"--dump-before={_DUMP_AT}", f"--callgrind-out-file={out}",
-                            sys.executable, __file__, "--instructions-child", kind, proxy_url],
+                            sys.executable, __file__, "--instructions-child", kind,
+                            up_url if kind == "up" else down_url],
                            capture_output=True, check=True,
                            # str hashes are seeded per process: dict probes, and so the counts, move by ~10 % from one
                            # run to the next without a fixed seed
