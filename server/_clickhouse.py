@@ -454,39 +454,53 @@ class ClickHouseStore(Store):
                 _range(p, "t_start", start_ns, end_ns))
 
     def _trace_filters(self, p: Params, query: TraceQuery) -> tuple[list[str], list[str]]:
-        """(trace_id WHERE, trace HAVING) for a traces query, binding values in ``p``."""
-        where, having = self._started_in(p, query.start_ns, query.end_ns)
-        if not query.include_system:
-            having.append(_USER_TRACE)
+        """(trace_id WHERE, trace HAVING) for a traces query, binding values in ``p``.
+
+        Each filter narrows the traces to aggregate by the summary rows that could make a trace match (a trace
+        matches when one of its partial aggregates does). Every partial aggregate of a trace that started at or after
+        ``start_ns`` starts there too, so those rows are also held to ``s_start >= start_ns``: one narrower set per
+        filter, and the traces that started in the range need no set of their own (HAVING decides on t_start)."""
+        summary = f"{self.database}.trace_summary"
+        since = _range(p, "s_start", query.start_ns, None)
+        narrowed: list[str] = []
+
+        def matching(condition: str) -> str:
+            return f"trace_id IN (SELECT trace_id FROM {summary}{_where([condition, *since])})"
+
         # A trace's agents and models are the union of its partial aggregates': matched row by row, exactly.
         if query.agent_id:
-            where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
-                         f" WHERE has(s_agents.1, {p(query.agent_id, 'String')}))")
+            narrowed.append(matching(f"has(s_agents.1, {p(query.agent_id, 'String')})"))
         if query.model:
-            where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary"
-                         f" WHERE has(s_models.1, {p(query.model, 'String')}))")
+            narrowed.append(matching(f"has(s_models.1, {p(query.model, 'String')})"))
         if query.status:
-            having.append(f"t_status = {p(query.status, 'String')}")
             # An error or blocked trace has a partial aggregate with an error or a block (the sums only grow): only
             # those traces are aggregated, a few percent of them, instead of every trace to find them.
             marked = {"error": "s_errors", "blocked": "s_blocked"}.get(query.status)
             if marked:
-                where.append(f"trace_id IN (SELECT trace_id FROM {self.database}.trace_summary WHERE {marked} > 0)")
+                narrowed.append(matching(f"{marked} > 0"))
         search = (query.search or "").strip()
+        text_match = ""
         if search:
             pattern = p(search, "String")
-            summary = f"{self.database}.trace_summary"
             # A trace's labels are the union of its partial aggregates' labels: matched row by row, exactly,
-            # without merging them. Its name is one of its partial aggregates' names: rows whose names match
-            # narrow the traces to aggregate, and the merged name decides.
-            labels = (f"trace_id IN (SELECT trace_id FROM {summary} WHERE arrayExists(x ->"
-                      f" positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_ROW_LABELS_SQL}))")
-            names = (f"trace_id IN (SELECT trace_id FROM {summary} WHERE"
-                     f" positionCaseInsensitiveUTF8(finalizeAggregation(s_root_name), {pattern}) > 0"
-                     f" OR positionCaseInsensitiveUTF8(finalizeAggregation(s_first_name), {pattern}) > 0)")
+            # without merging them (the same set narrows and decides). Its name is one of its partial aggregates'
+            # names: rows whose names match narrow the traces to aggregate, and the merged name decides.
+            labels = matching(f"arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_ROW_LABELS_SQL})")
+            names = matching(f"(positionCaseInsensitiveUTF8(finalizeAggregation(s_root_name), {pattern}) > 0"
+                             f" OR positionCaseInsensitiveUTF8(finalizeAggregation(s_first_name), {pattern}) > 0)")
             in_id = f"positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0"
-            where.append(f"({labels} OR {names} OR {in_id})")
-            having.append(f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})")
+            narrowed.append(f"({labels} OR {names} OR {in_id})")
+            text_match = f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})"
+        if narrowed:
+            where, having = narrowed, _range(p, "t_start", query.start_ns, query.end_ns)
+        else:
+            where, having = self._started_in(p, query.start_ns, query.end_ns)
+        if not query.include_system:
+            having.append(_USER_TRACE)
+        if query.status:
+            having.append(f"t_status = {p(query.status, 'String')}")
+        if text_match:
+            having.append(text_match)
         return where, having
 
     @staticmethod

@@ -183,3 +183,29 @@ def test_the_served_api_description_documents_the_cursor(client: TestClient) -> 
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
     assert "next_cursor" in parameters["cursor"]["description"]
     assert "next_cursor" in operation["description"] and "offset" in operation["description"]
+
+
+def test_filters_with_a_time_bound_judge_the_whole_trace(client: TestClient) -> None:
+    """Each filter is matched on the trace's parts stored by separate requests (on ClickHouse, partial aggregates)
+    from ``from`` on: a trace whose labels, error or block arrive after ``from`` while it started before stays out;
+    one that started after ``from`` is listed by any of its parts."""
+    base = (time.time_ns() // HOUR_NS - 6) * HOUR_NS
+    since = base + 2 * HOUR_NS
+
+    def part(trace_id: str, start: int, name: str, **fields: object) -> dict:
+        return {"trace_id": trace_id, "span_id": new_span_id(), "name": name, "kind": "llm", "status": "ok",
+                "start_time_unix_nano": start, "end_time_unix_nano": start + 1000, **fields}
+
+    early, late = new_trace_id(), new_trace_id()
+    first = [part(early, base + HOUR_NS, "early"), part(late, since + HOUR_NS, "late")]
+    later = [part(trace_id, since + 2 * HOUR_NS, "step", agent_id="coder", model="gpt-4o", status="error")
+             for trace_id in (early, late)]
+    later += [part(trace_id, since + 2 * HOUR_NS + 1, "hold", status="blocked") for trace_id in (early, late)]
+    for batch in (first, later):
+        assert client.post("/api/ingest", json=batch).status_code == 202
+    for filters in ({"agent_id": "coder"}, {"model": "gpt-4o"}, {"status": "blocked"}, {"search": "coder"},
+                    {"agent_id": "coder", "model": "gpt-4o"}, {}):
+        bounded = client.get("/api/traces", params={"from": str(since), **filters}).json()
+        assert (_names(bounded), bounded["total"]) == (["late"], 1), filters
+        everything = client.get("/api/traces", params=filters).json()
+        assert (sorted(_names(everything)), everything["total"]) == (["early", "late"], 2), filters
