@@ -32,7 +32,7 @@ from . import _clickhouse_copies as _copies
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
-from ._clickhouse_schema import HOUR_SQL, NO_BIN, SUMMARIES, TABLES, hour_sql
+from ._clickhouse_schema import HOUR_SQL, NO_BIN, SMALL_BLOCK_COLUMNS, SMALL_BLOCKS, SUMMARIES, TABLES, hour_sql
 from ._cursor import Position, encode_cursor
 from ._datamodel import (
     ALERT_COLUMNS,
@@ -240,9 +240,20 @@ class ClickHouseStore(Store):
             self._execute(ddl.format(db=db))
             if existed and table == "trace_summary" and not self._has_column(table, "s_user_spans"):
                 self._add_user_spans()
+            if existed and table == "trace_summary":
+                self._small_blocks()
             self._execute(view.format(db=db, select=select.format(db=db)))
             if not existed:  # a database from before the summaries: fill them from the spans already stored
                 self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
+
+    def _small_blocks(self) -> None:
+        """A summary from before its page-only columns were compressed in small blocks (``SMALL_BLOCKS``): the
+        columns take the setting (metadata alone); parts written from then on, by inserts and merges, have it."""
+        if "max_compress_block_size" in self._rows(f"SHOW CREATE TABLE {self.database}.trace_summary")[0][0]:
+            return
+        for column in SMALL_BLOCK_COLUMNS:  # one statement each: the setting's own commas end a list of changes
+            self._execute(f"ALTER TABLE {self.database}.trace_summary MODIFY COLUMN {column}"
+                          f" MODIFY SETTING {SMALL_BLOCKS}")
 
     def _add_user_spans(self) -> None:
         """A summary from before ``s_user_spans``: its rows count every span as work (the column's default), except

@@ -1,0 +1,48 @@
+"""A ClickHouse database made by an earlier version is upgraded in place when the store opens it: its data stays and
+the answers do not change."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from agentwatch.server import TraceQuery
+from agentwatch.server._clickhouse_schema import SMALL_BLOCK_COLUMNS
+from agentwatch.server._ingest import parse_spans
+from agentwatch.server._stats import HOUR_NS
+from tests.server.aw_helpers import SpanFactory, make_trace
+
+
+def _answers(store: Any) -> list[Any]:
+    queries = [TraceQuery(), TraceQuery(sort="cost"), TraceQuery(agent_id="coder"), TraceQuery(search="write"),
+               TraceQuery(status="error"), TraceQuery(limit=2)]
+    listed = [store.list_traces(query) for query in queries]
+    some = listed[0]["traces"][0]["trace_id"]
+    return [*listed, store.get_trace(some), store.trace_spans(some), store.metrics(None, None)]
+
+
+def test_a_summary_from_before_small_blocks_keeps_its_data(clickhouse_store: Any, make_span: SpanFactory) -> None:
+    from agentwatch.server._clickhouse import ClickHouseStore
+
+    start = (time.time_ns() // HOUR_NS - 5) * HOUR_NS
+    spans = [span for index, (agent, status) in enumerate([("coder", "ok"), ("writer", "error"), ("coder", "ok")])
+             for span in make_trace(make_span, start=start + index * HOUR_NS, agent=agent, status=status,
+                                    name=f"{agent} task")]
+    assert clickhouse_store.ingest(parse_spans(json.dumps(spans).encode(), 100).records).accepted == len(spans)
+    before = _answers(clickhouse_store)
+    db = clickhouse_store.database
+    for column in SMALL_BLOCK_COLUMNS:  # the summary's columns as they were before the setting
+        clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary MODIFY COLUMN {column}"
+                                  " RESET SETTING min_compress_block_size, max_compress_block_size")
+    assert "max_compress_block_size" not in clickhouse_store._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
+    again = ClickHouseStore(clickhouse_store._db_conn)
+    assert "max_compress_block_size" in again._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
+    assert _answers(again) == before
+    again._execute(f"OPTIMIZE TABLE {db}.trace_summary FINAL")  # its parts written again, with the setting
+    assert _answers(again) == before
+    # New spans are still summed by the view.
+    more = make_trace(make_span, start=start + 4 * HOUR_NS, agent="coder", name="coder task")
+    assert again.ingest(parse_spans(json.dumps(more).encode(), 100).records).accepted == len(more)
+    assert again.list_traces(TraceQuery(agent_id="coder"))["total"] == 3
+    assert again.list_traces(TraceQuery())["traces"][0]["trace_id"] == more[0]["trace_id"]
