@@ -32,7 +32,16 @@ from . import _clickhouse_copies as _copies
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
-from ._clickhouse_schema import HOUR_SQL, NO_BIN, SMALL_BLOCK_COLUMNS, SMALL_BLOCKS, SUMMARIES, TABLES, hour_sql
+from ._clickhouse_schema import (
+    BY_START,
+    HOUR_SQL,
+    NO_BIN,
+    SMALL_BLOCK_COLUMNS,
+    SMALL_BLOCKS,
+    SUMMARIES,
+    TABLES,
+    hour_sql,
+)
 from ._cursor import Position, encode_cursor
 from ._datamodel import (
     ALERT_COLUMNS,
@@ -242,6 +251,7 @@ class ClickHouseStore(Store):
                 self._add_user_spans()
             if existed and table == "trace_summary":
                 self._small_blocks()
+                self._add_by_start()
             self._execute(view.format(db=db, select=select.format(db=db)))
             if not existed:  # a database from before the summaries: fill them from the spans already stored
                 self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
@@ -254,6 +264,16 @@ class ClickHouseStore(Store):
         for column in SMALL_BLOCK_COLUMNS:  # one statement each: the setting's own commas end a list of changes
             self._execute(f"ALTER TABLE {self.database}.trace_summary MODIFY COLUMN {column}"
                           f" MODIFY SETTING {SMALL_BLOCKS}")
+
+    def _add_by_start(self) -> None:
+        """A summary from before its rows were also kept by start (``BY_START``): the projection is added, and built
+        for the stored parts in the background (queries read parts without it from the table itself meanwhile)."""
+        if "PROJECTION by_start" in self._rows(f"SHOW CREATE TABLE {self.database}.trace_summary")[0][0]:
+            return
+        summary = f"{self.database}.trace_summary"
+        self._execute(f"ALTER TABLE {summary} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'")
+        self._execute(f"ALTER TABLE {summary} ADD {BY_START.replace('PROJECTION', 'PROJECTION IF NOT EXISTS')}")
+        self._execute(f"ALTER TABLE {summary} MATERIALIZE PROJECTION by_start")
 
     def _add_user_spans(self) -> None:
         """A summary from before ``s_user_spans``: its rows count every span as work (the column's default), except
@@ -533,9 +553,9 @@ class ClickHouseStore(Store):
             # Traces with a partial aggregate starting in the edge (a column scan), then those of them that started
             # in it (a key lookup of those few traces).
             p = Params()
-            candidates = [row[0] for row in self._rows(
-                f"SELECT DISTINCT trace_id FROM {self.database}.trace_summary"
-                f"{_where(_range(p, 's_start', low, high))}", p)]
+            candidates = [row[0] for row in self._rows(  # GROUP BY, not DISTINCT: that reads the table in order
+                f"SELECT trace_id FROM {self.database}.trace_summary"
+                f"{_where(_range(p, 's_start', low, high))} GROUP BY trace_id", p)]
             if candidates:
                 p = Params()
                 shown = f"min(s_start) >= {p(low, 'Int64')}"

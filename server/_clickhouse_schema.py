@@ -23,7 +23,7 @@ from typing import Final
 
 from ._datamodel import BOOKKEEPING_SQL
 
-__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "SMALL_BLOCKS", "SMALL_BLOCK_COLUMNS", "hour_sql"]
+__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "SMALL_BLOCKS", "SMALL_BLOCK_COLUMNS", "BY_START", "hour_sql"]
 
 TABLES: Final = {
     "spans": """
@@ -189,6 +189,11 @@ SMALL_BLOCKS: Final = "min_compress_block_size = 4096, max_compress_block_size =
 SMALL_BLOCK_COLUMNS: Final = ("s_last_start", "s_roots", "s_calls", "s_in", "s_out", "s_root_name", "s_first_name",
                               "s_agents", "s_agent_names", "s_models")
 
+#: The summary's rows by start as well (a projection, kept by the engine in each part): the newest traces, a time
+#: range's traces and its partial hours read the granules of that range, not the start of every row. Queries that
+#: group the summary's trace_id, s_start, s_key and s_user_spans by trace id within a range of s_start use it.
+BY_START: Final = "PROJECTION by_start (SELECT trace_id, s_start, s_key, s_user_spans ORDER BY s_start)"
+
 #: (table DDL, materialized view DDL, backfill SELECT) per summary; the SELECT is the view's and fills the
 #: table from spans stored before the summary existed.
 SUMMARIES: Final = {
@@ -214,12 +219,14 @@ CREATE TABLE IF NOT EXISTS {db}.trace_summary (
     -- label -> first seq: agents (by agent_key), agents' names ("key\\0name"), models
     s_agents SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small},
     s_agent_names SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small},
-    s_models SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small}
+    s_models SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small},
+    {by_start}
 ) ENGINE = AggregatingMergeTree
 ORDER BY trace_id
--- Small granules: a page of traces is 50 random ids, each reading its granule's aggregate states.
-SETTINGS index_granularity = 128
-""".replace("{small}", f"SETTINGS ({SMALL_BLOCKS})"), """
+-- Small granules: a page of traces is 50 random ids, each reading its granule's aggregate states. Merges fold rows
+-- and build the projection again from the merged part.
+SETTINGS index_granularity = 128, deduplicate_merge_projection_mode = 'rebuild'
+""".replace("{small}", f"SETTINGS ({SMALL_BLOCKS})").replace("{by_start}", BY_START), """
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv TO {db}.trace_summary AS {select}
 """, f"""
 SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) AS s_last_start, min(seq) AS s_key,

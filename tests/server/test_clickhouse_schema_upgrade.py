@@ -19,10 +19,14 @@ def _answers(store: Any) -> list[Any]:
                TraceQuery(status="error"), TraceQuery(limit=2)]
     listed = [store.list_traces(query) for query in queries]
     some = listed[0]["traces"][0]["trace_id"]
-    return [*listed, store.get_trace(some), store.trace_spans(some), store.metrics(None, None)]
+    starts = [trace["start_time_unix_nano"] for trace in listed[0]["traces"]]
+    edges = (min(starts) - 1, max(starts) + 1)  # inside hours at both ends
+    return [*listed, store.list_traces(TraceQuery(start_ns=edges[0], end_ns=edges[1])), store.get_trace(some),
+            store.trace_spans(some), store.metrics(None, None), store.metrics(*edges)]
 
 
-def test_a_summary_from_before_small_blocks_keeps_its_data(clickhouse_store: Any, make_span: SpanFactory) -> None:
+def test_a_summary_from_before_small_blocks_and_its_start_projection_keeps_its_data(
+        clickhouse_store: Any, make_span: SpanFactory) -> None:
     from agentwatch.server._clickhouse import ClickHouseStore
 
     start = (time.time_ns() // HOUR_NS - 5) * HOUR_NS
@@ -32,12 +36,16 @@ def test_a_summary_from_before_small_blocks_keeps_its_data(clickhouse_store: Any
     assert clickhouse_store.ingest(parse_spans(json.dumps(spans).encode(), 100).records).accepted == len(spans)
     before = _answers(clickhouse_store)
     db = clickhouse_store.database
-    for column in SMALL_BLOCK_COLUMNS:  # the summary's columns as they were before the setting
+    # The summary as it was before its columns' setting and its projection by start.
+    for column in SMALL_BLOCK_COLUMNS:
         clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary MODIFY COLUMN {column}"
                                   " RESET SETTING min_compress_block_size, max_compress_block_size")
-    assert "max_compress_block_size" not in clickhouse_store._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
+    clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary DROP PROJECTION by_start SETTINGS mutations_sync = 2")
+    old = clickhouse_store._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
+    assert "max_compress_block_size" not in old and "by_start" not in old
     again = ClickHouseStore(clickhouse_store._db_conn)
-    assert "max_compress_block_size" in again._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
+    new = again._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
+    assert "max_compress_block_size" in new and "PROJECTION by_start" in new
     assert _answers(again) == before
     again._execute(f"OPTIMIZE TABLE {db}.trace_summary FINAL")  # its parts written again, with the setting
     assert _answers(again) == before
