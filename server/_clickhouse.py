@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +36,7 @@ from ._clickhouse_conn import Connection, Params, connect
 from ._clickhouse_schema import (
     BY_START,
     HOUR_SQL,
+    NAMES,
     NO_BIN,
     SMALL_BLOCK_COLUMNS,
     SMALL_BLOCKS,
@@ -87,6 +89,9 @@ _ID_CHUNK = 1000
 #: Spans of concurrent requests stored together at most (their first request whatever its size).
 _GROUP_SPANS = 20_000
 _LOG_GROWTH = "log(1.05)"
+#: Traces a search decides by their merged names in a statement of their own (read by id), at most; beyond, the
+#: list's statement merges the names of every candidate.
+_NAMED_AT_MOST = 5000
 _RECORD_FIELDS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_ns", "end_ns", "agent_id",
                   "agent_name", "agent_role", "model", "provider", "input_tokens", "output_tokens",
                   "cached_input_tokens", "cost_usd")
@@ -117,6 +122,8 @@ FROM {db}.trace_summary
 {where}
 GROUP BY trace_id
 """
+#: The merged name in a sort or a filter (not inside another name, such as s_agent_names).
+_T_NAME = re.compile(r"\bt_name\b")
 _NAME_SQL = "if(sum(s_roots) > 0, argMinIfMerge(s_root_name), argMinMerge(s_first_name))"
 _PAGE_AGG = """
 SELECT trace_id, {name} AS t_name, min(s_start) AS t_start, max(s_end) AS t_end, (t_end - t_start) / 1e6 AS t_duration,
@@ -252,6 +259,7 @@ class ClickHouseStore(Store):
             if existed and table == "trace_summary":
                 self._small_blocks()
                 self._add_by_start()
+                self._add_names()
             self._execute(view.format(db=db, select=select.format(db=db)))
             if not existed:  # a database from before the summaries: fill them from the spans already stored
                 self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
@@ -274,6 +282,14 @@ class ClickHouseStore(Store):
         self._execute(f"ALTER TABLE {summary} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'")
         self._execute(f"ALTER TABLE {summary} ADD {BY_START.replace('PROJECTION', 'PROJECTION IF NOT EXISTS')}")
         self._execute(f"ALTER TABLE {summary} MATERIALIZE PROJECTION by_start")
+
+    def _add_names(self) -> None:
+        """A summary from before ``s_names``: the column is added (its stored rows compute it from their states when
+        read) and written for the stored parts in the background."""
+        if self._has_column("trace_summary", "s_names"):
+            return
+        self._execute(f"ALTER TABLE {self.database}.trace_summary ADD COLUMN IF NOT EXISTS {NAMES}")
+        self._execute(f"ALTER TABLE {self.database}.trace_summary MATERIALIZE COLUMN s_names")
 
     def _add_user_spans(self) -> None:
         """A summary from before ``s_user_spans``: its rows count every span as work (the column's default), except
@@ -453,7 +469,7 @@ class ClickHouseStore(Store):
     def _lean_agg(self, where: Sequence[str], having: Sequence[str], order: str) -> str:
         """The aggregate with only what filters and sorts read (the engine does not drop unused -Merge states of
         a subquery itself): the name only when it is searched or sorted by, the labels never."""
-        named = "t_name" in order or any("t_name" in clause for clause in having)
+        named = any(_T_NAME.search(text) for text in (order, *having))
         return _PAGE_AGG.format(db=self.database, where=_where(where), name=_NAME_SQL if named else "''")
 
     def _traces(self, p: Params, where: Sequence[str], having: Sequence[str], order: str, limit: int | None = None,
@@ -514,14 +530,19 @@ class ClickHouseStore(Store):
         if search:
             pattern = p(search, "String")
             # A trace's labels are the union of its partial aggregates' labels: matched row by row, exactly,
-            # without merging them (the same set narrows and decides). Its name is one of its partial aggregates'
-            # names: rows whose names match narrow the traces to aggregate, and the merged name decides.
-            labels = matching(f"arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_ROW_LABELS_SQL})")
-            names = matching(f"(positionCaseInsensitiveUTF8(finalizeAggregation(s_root_name), {pattern}) > 0"
-                             f" OR positionCaseInsensitiveUTF8(finalizeAggregation(s_first_name), {pattern}) > 0)")
+            # without merging them (the same set narrows and decides). Its name is one of its rows' names
+            # (s_names): the rows whose names match narrow the traces to aggregate, and the merged name decides.
+            row_labels = f"arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, {_ROW_LABELS_SQL})"
+            labels = matching(row_labels)
             in_id = f"positionCaseInsensitiveUTF8(trace_id, {pattern}) > 0"
-            narrowed.append(f"({labels} OR {names} OR {in_id})")
-            text_match = f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})"
+            named = self._named(search, pattern, row_labels, in_id, since, p)
+            if named is None:  # many traces to decide by name: their names are merged in the list's statement
+                names = matching(f"arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, s_names)")
+                narrowed.append(f"({labels} OR {names} OR {in_id})")
+                text_match = f"(positionCaseInsensitiveUTF8(t_name, {pattern}) > 0 OR {in_id} OR {labels})"
+            else:  # every trace decided by id: the list's statement reads no names' states, and has nothing to check
+                by_name = f" OR trace_id IN {p(named, 'Array(String)')}" if named else ""
+                narrowed.append(f"({labels} OR {in_id}{by_name})")
         if narrowed:
             where, having = narrowed, _range(p, "t_start", query.start_ns, query.end_ns)
         else:
@@ -533,6 +554,28 @@ class ClickHouseStore(Store):
         if text_match:
             having.append(text_match)
         return where, having
+
+    def _named(self, search: str, pattern: str, row_labels: str, in_id: str, since: list[str],
+               p: Params) -> list[str] | None:
+        """The traces that the search matches by their merged name, among those it may not match otherwise: the
+        traces of rows whose names match (s_names, plain text) but not their labels, nor their id; only those traces'
+        names are merged (read by id). None when more than ``_NAMED_AT_MOST`` traces are in doubt: the caller merges
+        the names in the list's own statement then. ``pattern``, ``row_labels``, ``in_id`` and ``since`` hold
+        placeholders of ``p`` (the list statement's, whose other values this statement leaves unused)."""
+        rows = [f"arrayExists(x -> positionCaseInsensitiveUTF8(x, {pattern}) > 0, s_names)", *since,
+                f"NOT {row_labels}", f"NOT {in_id}"]
+        doubt = [row[0] for row in self._rows(
+            f"SELECT trace_id FROM {self.database}.trace_summary{_where(rows)} GROUP BY trace_id"
+            f" LIMIT {_NAMED_AT_MOST + 1}", p)]
+        if len(doubt) > _NAMED_AT_MOST:
+            return None
+        if not doubt:
+            return []
+        by_id = Params()
+        return [row[0] for row in self._rows(
+            f"SELECT trace_id FROM {self.database}.trace_summary WHERE trace_id IN"
+            f" {by_id(doubt, 'Array(String)')} GROUP BY trace_id"
+            f" HAVING positionCaseInsensitiveUTF8({_NAME_SQL}, {by_id(search, 'String')}) > 0", by_id)]
 
     @staticmethod
     def _started_sql(include_system: bool) -> str:

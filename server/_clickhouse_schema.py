@@ -13,6 +13,10 @@ KPIs never aggregate the whole spans table (at 10M spans that took seconds):
 * ``rollup``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups; purge inserts the removed
   spans' figures negated.
 
+The summary also keeps its rows by start (projection ``by_start``: the newest page, time ranges), the names its
+states hold as plain text (``s_names``: the search), and compresses the columns read only for a page's rows in small
+blocks (``SMALL_BLOCKS``). A summary from before any of these gets it when the store opens it.
+
 Spans of one trace are found by the hours its spans started in (the summary has the first and last start) and
 then the trace id: the sort key, no skip index (a bloom filter cost every insert and read more granules).
 """
@@ -23,7 +27,8 @@ from typing import Final
 
 from ._datamodel import BOOKKEEPING_SQL
 
-__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "SMALL_BLOCKS", "SMALL_BLOCK_COLUMNS", "BY_START", "hour_sql"]
+__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "SMALL_BLOCKS", "SMALL_BLOCK_COLUMNS", "BY_START", "NAMES",
+           "hour_sql"]
 
 TABLES: Final = {
     "spans": """
@@ -194,6 +199,12 @@ SMALL_BLOCK_COLUMNS: Final = ("s_last_start", "s_roots", "s_calls", "s_in", "s_o
 #: group the summary's trace_id, s_start, s_key and s_user_spans by trace id within a range of s_start use it.
 BY_START: Final = "PROJECTION by_start (SELECT trace_id, s_start, s_key, s_user_spans ORDER BY s_start)"
 
+#: The names a partial aggregate's states hold (its root's and its first span's), as plain text for the search: a
+#: scan of the states decodes every one of them. Computed from the states as rows are written; merges keep the union,
+#: so a trace's merged name (the states' merge) is always one of its rows' names.
+NAMES: Final = ("s_names SimpleAggregateFunction(groupUniqArrayArray, Array(String)) MATERIALIZED"
+                " arrayDistinct([finalizeAggregation(s_root_name), finalizeAggregation(s_first_name)])")
+
 #: (table DDL, materialized view DDL, backfill SELECT) per summary; the SELECT is the view's and fills the
 #: table from spans stored before the summary existed.
 SUMMARIES: Final = {
@@ -220,13 +231,14 @@ CREATE TABLE IF NOT EXISTS {db}.trace_summary (
     s_agents SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small},
     s_agent_names SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small},
     s_models SimpleAggregateFunction(minMap, Tuple(Array(String), Array(UInt64))) {small},
+    {names},
     {by_start}
 ) ENGINE = AggregatingMergeTree
 ORDER BY trace_id
 -- Small granules: a page of traces is 50 random ids, each reading its granule's aggregate states. Merges fold rows
 -- and build the projection again from the merged part.
 SETTINGS index_granularity = 128, deduplicate_merge_projection_mode = 'rebuild'
-""".replace("{small}", f"SETTINGS ({SMALL_BLOCKS})").replace("{by_start}", BY_START), """
+""".replace("{small}", f"SETTINGS ({SMALL_BLOCKS})").replace("{names}", NAMES).replace("{by_start}", BY_START), """
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv TO {db}.trace_summary AS {select}
 """, f"""
 SELECT trace_id, min(start_ns) AS s_start, max(end_ns) AS s_end, max(start_ns) AS s_last_start, min(seq) AS s_key,

@@ -16,7 +16,7 @@ from tests.server.aw_helpers import SpanFactory, make_trace
 
 def _answers(store: Any) -> list[Any]:
     queries = [TraceQuery(), TraceQuery(sort="cost"), TraceQuery(agent_id="coder"), TraceQuery(search="write"),
-               TraceQuery(status="error"), TraceQuery(limit=2)]
+               TraceQuery(search="task"), TraceQuery(status="error"), TraceQuery(limit=2)]
     listed = [store.list_traces(query) for query in queries]
     some = listed[0]["traces"][0]["trace_id"]
     starts = [trace["start_time_unix_nano"] for trace in listed[0]["traces"]]
@@ -25,7 +25,7 @@ def _answers(store: Any) -> list[Any]:
             store.trace_spans(some), store.metrics(None, None), store.metrics(*edges)]
 
 
-def test_a_summary_from_before_small_blocks_and_its_start_projection_keeps_its_data(
+def test_a_summary_from_before_small_blocks_its_projection_and_names_keeps_its_data(
         clickhouse_store: Any, make_span: SpanFactory) -> None:
     from agentwatch.server._clickhouse import ClickHouseStore
 
@@ -41,11 +41,12 @@ def test_a_summary_from_before_small_blocks_and_its_start_projection_keeps_its_d
         clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary MODIFY COLUMN {column}"
                                   " RESET SETTING min_compress_block_size, max_compress_block_size")
     clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary DROP PROJECTION by_start SETTINGS mutations_sync = 2")
+    clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary DROP COLUMN s_names SETTINGS mutations_sync = 2")
     old = clickhouse_store._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
-    assert "max_compress_block_size" not in old and "by_start" not in old
+    assert "max_compress_block_size" not in old and "by_start" not in old and "s_names" not in old
     again = ClickHouseStore(clickhouse_store._db_conn)
     new = again._rows(f"SHOW CREATE TABLE {db}.trace_summary")[0][0]
-    assert "max_compress_block_size" in new and "PROJECTION by_start" in new
+    assert "max_compress_block_size" in new and "PROJECTION by_start" in new and "s_names" in new
     assert _answers(again) == before
     again._execute(f"OPTIMIZE TABLE {db}.trace_summary FINAL")  # its parts written again, with the setting
     assert _answers(again) == before

@@ -195,6 +195,7 @@ def test_a_clickhouse_database_from_before_the_system_column_is_upgraded(clickho
     clickhouse_store._execute(f"DROP VIEW {db}.trace_summary_mv")
     clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary DROP PROJECTION by_start SETTINGS mutations_sync = 2")
     clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary DROP COLUMN s_user_spans")
+    clickhouse_store._execute(f"ALTER TABLE {db}.trace_summary DROP COLUMN s_names")
     clickhouse_store._execute(f"ALTER TABLE {db}.trace_starts DROP COLUMN system")
     again = ClickHouseStore(clickhouse_store._db_conn)
     for bounds in [(None, None), (start - HOUR_NS // 2, start + HOUR_NS // 2)]:
