@@ -66,7 +66,8 @@ def _gunzip(body: bytes) -> bytes | None:
 
 
 def _json_bytes(value: Any) -> bytes:
-    """orjson when it is installed (the server extra brings it): ~6x faster than json on the export worker."""
+    """orjson (a dependency: 0.44 us a span against 4.4 with json on the export worker); json if it cannot be
+    imported (a broken install) or cannot serialise the value."""
     try:
         import orjson
     except ImportError:
@@ -78,7 +79,7 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def _json_lines(spans: Sequence[dict[str, Any]]) -> str:
-    """One JSON object per line; orjson when it is installed (the worker keeps pace with a busy program)."""
+    """One JSON object per line; orjson (see ``_json_bytes``) unless it cannot be imported."""
     try:
         import orjson
     except ImportError:
