@@ -95,12 +95,7 @@ def _caller_level(stacklevel: int) -> int:
     if stacklevel <= 1:
         return 1
     caller = _getframe(2)  # 0: this function, 1: _warn, 2: the code that warned
-    if stacklevel == 2:  # the most common: its caller, reached as it is unless that is ours (or the import machinery)
-        outer = caller.f_back
-        if outer is not None:
-            filename = outer.f_code.co_filename
-            if filename in _COUNTED or _counted(filename):
-                return 2
+    # (stacklevel=2 with a caller warnings counts is answered by _warn before it asks here)
     if caller.f_code.co_filename.startswith(_OURS):
         return stacklevel
     try:

@@ -49,12 +49,8 @@ def acquire(owner: str, client: Any) -> None:
         _owners.add(owner)
         settings.providers = providers_of(client)
         _forget_providers()
-    when_imported = getattr(client, "when_imported", None)  # a stand-in client of a test may lack it
     for name in LIBRARIES:
-        if when_imported is not None:
-            when_imported(name, _on_import)
-        elif name in sys.modules:
-            _on_import(sys.modules[name])
+        client.when_imported(name, _on_import)
 
 
 def release(owner: str) -> None:

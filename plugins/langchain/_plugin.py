@@ -49,15 +49,14 @@ def install_deferred() -> None:
 
 def _install(client: Any) -> None:
     from ._handler import AgentWatchHandler
-    from ._patches import import_now, install
+    from ._patches import install
 
     if _installed or _awaiting_tracer_context:
         return
-    when_imported = getattr(client, "when_imported", None) or import_now
-    install(AgentWatchHandler, when_imported)
+    install(AgentWatchHandler, client.when_imported)
     # The configure hook goes in when LangChain imports its tracer context (its first run), not by importing it now.
     _awaiting_tracer_context.append(True)
-    when_imported(_TRACER_CONTEXT, _register_configure_hook)
+    client.when_imported(_TRACER_CONTEXT, _register_configure_hook)
 
 
 def _register_configure_hook(tracer_context: Any) -> None:

@@ -20,7 +20,7 @@ AGENTWATCH_REQUIRES = ("llama_index.core",)
 def agentwatch_instrument(client: Any) -> None:
     from ._instrument import install
 
-    install(getattr(client, "when_imported", None))
+    install(client.when_imported)
 
 
 @hookimpl
