@@ -2,10 +2,11 @@
 
 Modelled on OpenTelemetry's BatchSpanProcessor: enqueue is O(1) (a plain span: one lock-free append); the
 worker wakes on a full batch or every ``flush_interval`` and builds the export records (``Span.to_dict``)
-there, off the program's thread; when the queue is full (in spans, or in estimated bytes) the oldest spans
-are dropped and counted; a forked child gets a fresh lock, an empty queue and its own worker. Unlike
-OpenTelemetry's, it does not let a program starve the worker of the GIL: a thread that enqueues while the queue is
-half full and the worker, trying to run, has not moved for 20 ms stands aside for 2 ms (``_STAND_ASIDE_SECONDS``).
+there, off the program's thread (the queue holds each ended span's fields, ``span_fields``); when the queue is full
+(in spans, or in estimated bytes) the oldest spans are dropped and counted; a forked child gets a fresh lock, an empty
+queue and its own worker. Unlike OpenTelemetry's, it does not let a program starve the worker of the GIL: a thread
+that enqueues while the queue is half full and the worker, trying to run, has not moved for 20 ms stands aside for 2 ms
+(``_STAND_ASIDE_SECONDS``).
 
 Exporters may also have ``prepare()`` (called once by the worker when it first wakes, before any export, while
 forks wait for it: the place for imports an exporter defers, which a fork must not catch half done),
@@ -32,7 +33,7 @@ from ._deferred import run_deferred
 from ._forking import after_fork_in_child, importing
 from ._idle import idle_tasks
 from ._safe import guard_exporter, stop_on_exception
-from ._span import Span, wire_records
+from ._span import Span, SpanFields, span_fields, wire_records
 
 __all__ = ["Exporter", "BatchProcessor", "estimate_size", "DEFAULT_MAX_QUEUE_BYTES", "PLAIN_SPAN_BYTES",
            "PLAIN_MAX_ATTRIBUTES"]
@@ -165,8 +166,8 @@ class BatchProcessor:
     attributes: every LLM call unless ``capture_messages`` is on) is one ``deque.append``, with no lock, no
     wake-up and no sizing: it counts ``PLAIN_SPAN_BYTES`` against the byte bound. Only a span with text, a
     full queue or a stopping processor take the locked path (``_enqueue_sized``), where spans are sized and
-    the oldest dropped. Queue entries are spans, or ``(bytes, span)`` for sized spans, so that taking or
-    dropping one gives its bytes back exactly.
+    the oldest dropped. Queue entries are spans' fields (``span_fields``: see there why not the spans), or
+    ``[bytes, fields]`` lists for sized spans, so that taking or dropping one gives its bytes back exactly.
     """
 
     def __init__(
@@ -211,7 +212,7 @@ class BatchProcessor:
             _LIVE_PROCESSORS.add(self)
 
     def _init_state(self) -> None:
-        self._queue: collections.deque[Span | tuple[int, Span]] = collections.deque()
+        self._queue: collections.deque[SpanFields | list[Any]] = collections.deque()
         # The sized entries in the queue: how many, and their bytes (plain spans count PLAIN_SPAN_BYTES each).
         self._sized = 0
         self._sized_bytes = 0
@@ -256,7 +257,7 @@ class BatchProcessor:
         # trims it. The worker wakes by its clock (``flush_interval``), or when a batch is full.
         if (len(queue) < self._room and span.input is None and span.output is None
                 and len(span.attributes) <= PLAIN_MAX_ATTRIBUTES):
-            queue.append(span)
+            queue.append(span_fields(span))
             if len(queue) >= self._check_at:
                 self._backlogged()
             return
@@ -303,7 +304,7 @@ class BatchProcessor:
                     # Full of plain spans (a collector down, a burst): this one takes the oldest one's place.
                     # The steady state while the exporter cannot keep up, so the shortest way through the lock.
                     queue.popleft()
-                    queue.append(span)
+                    queue.append(span_fields(span))
                     self.dropped += 1
             if full:
                 if self.dropped >= self._check_drops:  # a full queue may be a starved worker's too
@@ -321,9 +322,9 @@ class BatchProcessor:
                              or self._queued_bytes_locked() + size > self._max_queue_bytes):
                 self._drop_oldest_locked()
             if plain:
-                queue.append(span)
+                queue.append(span_fields(span))
             else:
-                queue.append((size, span))
+                queue.append([size, span_fields(span)])
                 self._sized += 1
                 self._sized_bytes += size
                 self._room = self._room_locked()
@@ -334,9 +335,9 @@ class BatchProcessor:
     def _drop_oldest_locked(self) -> None:
         entry = self._queue.popleft()
         self.dropped += 1
-        if entry.__class__ is tuple:
+        if entry.__class__ is list:
             self._sized -= 1
-            self._sized_bytes -= entry[0]  # type: ignore[index]
+            self._sized_bytes -= entry[0]
             self._room = self._room_locked()
 
     def _room_locked(self) -> int:
@@ -402,7 +403,7 @@ class BatchProcessor:
             for hook in hooks:
                 stop_on_exception(hook)()
 
-    def _take_batch(self) -> list[Span]:
+    def _take_batch(self) -> list[SpanFields]:
         with self._lock:
             queue = self._queue
             count = min(len(queue), self._max_batch_size)
@@ -410,13 +411,13 @@ class BatchProcessor:
             self._worker_turns += 1
             if not self._sized:  # only plain spans: popped in one pass (appends race only at the other end)
                 return [queue.popleft() for _ in range(count)]  # type: ignore[misc]
-            batch: list[Span] = []
+            batch: list[SpanFields] = []
             for _ in range(count):
                 entry = queue.popleft()
-                if entry.__class__ is tuple:
+                if entry.__class__ is list:
                     self._sized -= 1
-                    self._sized_bytes -= entry[0]  # type: ignore[index]
-                    entry = entry[1]  # type: ignore[index]
+                    self._sized_bytes -= entry[0]
+                    entry = entry[1]
                 batch.append(entry)  # type: ignore[arg-type]
             self._room = self._room_locked()
             return batch
@@ -434,7 +435,7 @@ class BatchProcessor:
             self._export_batch(batch)
             first = False
 
-    def _export_batch(self, batch: list[Span]) -> None:
+    def _export_batch(self, batch: list[SpanFields]) -> None:
         dicts = wire_records(batch)
         self._worker_turns += 1
         delivered = True
@@ -524,10 +525,10 @@ class BatchProcessor:
         with self._lock:
             self._abandoned = True
             current = self._current
-            queued: list[Span] = []
+            queued: list[SpanFields] = []
             while self._queue:
                 entry = self._queue.popleft()
-                queued.append(entry[1] if entry.__class__ is tuple else entry)  # type: ignore[index,arg-type]
+                queued.append(entry[1] if entry.__class__ is list else entry)  # type: ignore[arg-type]
             self._sized = self._sized_bytes = 0
             self.failed += len(queued) + len(current or ())
         size = self._max_batch_size

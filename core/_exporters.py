@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from ._forking import fork_safe_lock
@@ -22,10 +23,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ._spool import Spool
-from ._span import new_span_id, new_trace_id
+from ._span import WireBatch, new_span_id, new_trace_id
 
 __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter", "JsonLinesExporter", "ConsoleExporter"]
 
+
+def _nothing() -> None:
+    return None
 
 _encode: Any = None
 
@@ -425,7 +429,9 @@ class SpoolingExporter:
         # in flight to (taken back out if the worker's send gets through after all).
         self._handover = fork_safe_lock(self, "_handover")
         self._in_flight: Sequence[dict[str, Any]] | None = None
-        self._finished: Sequence[dict[str, Any]] | None = None
+        # The batch it last finished, weakly where the batch allows (the worker's do): held, its records would outlive
+        # the export by a batch interval, long enough for CPython to move them to its oldest generation.
+        self._finished: Callable[[], Sequence[dict[str, Any]] | None] = _nothing
         self._abandoned = False
         self._in_flight_spooled: Path | None = None
         #: How many batches the receiver answered and refused (401, 413, 422): they were dropped. Counted by the export
@@ -482,7 +488,7 @@ class SpoolingExporter:
         finally:
             with self._handover:
                 self._in_flight = None
-                self._finished = spans
+                self._finished = weakref.ref(spans) if isinstance(spans, WireBatch) else lambda: spans
 
     def _export(self, batch: Sequence[dict[str, Any]]) -> bool:
         spans = self.selected(batch)
@@ -614,7 +620,7 @@ class SpoolingExporter:
             self._abandoned = True
             in_flight = self._in_flight
             pending = [batch for batch in queued if batch]
-            if current is not None and current is not in_flight and current is not self._finished:
+            if current is not None and current is not in_flight and current is not self._finished():
                 pending.insert(0, current)
             spool = self.spool
             kept = lost = 0

@@ -518,6 +518,69 @@ def test_plain_spans_count_a_flat_size_against_the_byte_bound() -> None:
         processor.shutdown(1.0)
 
 
+def test_queued_spans_are_not_moved_to_the_oldest_generation() -> None:
+    """Spans wait in the queue for up to a batch, long enough for CPython's young collections to move what is then
+    alive to its oldest generation, where enough such moves set off a collection of the whole heap (~70 ms with
+    LangChain imported, about once per 30k LLM calls when each queued span was moved). What the queue keeps of a
+    plain span is untracked by the first young collection; the worker still exports every span whole."""
+    import gc
+
+    from agentwatch._export import BatchProcessor
+    from agentwatch._exporters import InMemoryExporter
+    from agentwatch._span import Span
+
+    exporter = InMemoryExporter()
+    processor = BatchProcessor([exporter], max_batch_size=10_000, flush_interval=3600, start=False)
+    count = 2_000
+    gc.collect()
+    oldest = len(gc.get_objects(2))
+    for i in range(count):
+        span = Span(f"call-{i}", "llm", model="gpt-4o", provider="openai",
+                    attributes={"latency_ms": 1.5, "gen_ai.operation.name": "chat", "stream": False})
+        span.input_tokens, span.cost_usd = i, 0.25
+        span.finish()
+        processor.enqueue(span)
+    del span
+    gc.collect(1)  # the young generations' survivors go to the oldest
+    moved = len(gc.get_objects(2)) - oldest
+    assert processor.queued == count and moved < count // 20
+    processor.start()
+    try:
+        assert processor.force_flush(5.0)
+        assert [span["name"] for span in exporter.spans] == [f"call-{i}" for i in range(count)]
+        assert exporter.spans[7]["attributes"] == {"latency_ms": 1.5, "gen_ai.operation.name": "chat", "stream": False}
+        assert (exporter.spans[7]["input_tokens"], exporter.spans[7]["cost_usd"]) == (7, 0.25)
+    finally:
+        processor.shutdown(1.0)
+
+
+def test_an_exported_batch_is_not_kept_alive_by_its_exporter(tmp_path: Path) -> None:
+    """The HTTP exporter remembers the batch it last finished (for a shutdown past its deadline) without keeping its
+    records alive until the next batch, which would have them moved to the oldest generation as well."""
+    import gc
+
+    from agentwatch._export import BatchProcessor
+    from agentwatch._span import Span
+    from agentwatch._spool import Spool
+
+    url = f"http://127.0.0.1:{_free_port()}/api/ingest"  # nothing listens: the batch goes to the spool
+    exporter = HttpExporter(url, max_retries=0, spool=Spool(tmp_path, url))
+    processor = BatchProcessor([exporter], flush_interval=3600)
+    try:
+        for i in range(50):
+            span = Span(f"kept-alive-check-{i}", "llm", attributes={"latency_ms": 1.0})
+            span.finish()
+            processor.enqueue(span)
+        processor.force_flush(5.0)
+        assert exporter.spooled == 50
+        gc.collect()
+        alive = [record for record in gc.get_objects()
+                 if type(record) is dict and str(record.get("name")).startswith("kept-alive-check")]
+        assert alive == []
+    finally:
+        processor.shutdown(1.0)
+
+
 def test_a_stopped_processor_queues_nothing() -> None:
     from agentwatch._export import BatchProcessor
     from agentwatch._exporters import InMemoryExporter

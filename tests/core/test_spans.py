@@ -59,13 +59,14 @@ def test_a_span_s_record_is_a_plain_dict_of_its_own_with_the_wire_keys_in_order(
 
 
 def test_a_batch_s_records_are_each_span_s_record_with_or_without_text() -> None:
-    """``wire_records`` (the export worker's batch) gives what ``to_dict`` gives per span, keys in the same order,
-    for a batch mixing spans with and without captured text; each record's attributes are its own."""
-    from agentwatch._span import Span, wire_records
+    """``wire_records`` (the export worker's batch, from the spans' queued fields) gives what ``to_dict`` gives per
+    span, keys in the same order, for a batch mixing spans with and without captured text; each record's attributes
+    are its own."""
+    from agentwatch._span import Span, span_fields, wire_records
 
     spans = [Span(f"s{i}", "llm", attributes={"i": i}) for i in range(4)]
     spans[1].input, spans[2].output, spans[3].input, spans[3].output = "q", "a", ["q"], {"a": 1}
-    records = wire_records(spans)
+    records = wire_records([span_fields(span) for span in spans])
     assert records == [span.to_dict() for span in spans]
     assert [list(record) for record in records] == [list(span.to_dict()) for span in spans]
     assert all(record["attributes"] is not span.attributes for record, span in zip(records, spans, strict=True))
