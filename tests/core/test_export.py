@@ -522,7 +522,8 @@ def test_queued_spans_are_not_moved_to_the_oldest_generation() -> None:
     """Spans wait in the queue for up to a batch, long enough for CPython's young collections to move what is then
     alive to its oldest generation, where enough such moves set off a collection of the whole heap (~70 ms with
     LangChain imported, about once per 30k LLM calls when each queued span was moved). What the queue keeps of a
-    plain span is untracked by the first young collection; the worker still exports every span whole."""
+    plain span is untracked by the young collections before it could be moved; the worker still exports every span
+    whole."""
     import gc
 
     from agentwatch._export import BatchProcessor
@@ -541,7 +542,8 @@ def test_queued_spans_are_not_moved_to_the_oldest_generation() -> None:
         span.finish()
         processor.enqueue(span)
     del span
-    gc.collect(1)  # the young generations' survivors go to the oldest
+    gc.collect(0)  # as the program's own collections go: the youngest first,
+    gc.collect(1)  # then the middle generation's, whose survivors go to the oldest
     moved = len(gc.get_objects(2)) - oldest
     assert processor.queued == count and moved < count // 20
     processor.start()
