@@ -31,6 +31,7 @@ __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter",
 def _nothing() -> None:
     return None
 
+
 _encode: Any = None
 
 

@@ -202,8 +202,10 @@ def span_fields(span: Span) -> SpanFields:
     for a 63-72 ms collection every ~28k calls (~2.5-3.5 µs a call). A collection untracks a tuple (never to be
     moved) when none of its items is a container, a dict included whatever it holds, or a tuple still tracked: the
     two tuples of atoms by the first young collection, this one by the next (the middle generation's, which would
-    have moved it). The span object is freed with the call. (The attributes laid flat into this tuple cost the
-    program's thread ~190 ns more a span, and the worker ~170 ns more to gather them back.)"""
+    have moved it). The span object is freed with the call. (The entry costs the program's thread ~0.25 µs a span,
+    and the worker ~0.35 µs more to rebuild the attributes than to copy them: LangChain's chat call, callgrind of the
+    program's thread, 841.8k instructions against 841.6k with the span queued; its collections' time 2.7 -> 1.2 µs a
+    call.)"""
     attributes = span.attributes
     return (span.trace_id, span.span_id, span.parent_span_id, span.name, span.kind, span.status,
             span.start_time_unix_nano, span.end_time_unix_nano, span.agent_id, span.agent_name, span.agent_role,
