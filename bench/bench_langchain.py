@@ -16,7 +16,8 @@ uninstrumented baseline. Modes:
 Each figure is given as wall time (median of rounds and passes) and as CPU time: this thread's and the whole
 process's (the export worker's too), the least of the rounds, which load on a shared machine inflates less. A
 profile summary (cProfile of AgentWatch's own functions per chat call and per graph step) of each AgentWatch mode
-follows the table.
+follows the table, and the garbage collections each mode set off during 30k more chat calls of the first pass
+(``_collections``).
 
 ``--instructions`` instead counts, with callgrind, the instructions on the user's thread per chat call and graph
 step (baseline, do-nothing handler, each AgentWatch mode): the same figure whatever the machine's load.
@@ -43,6 +44,9 @@ MODES = ("baseline", "noop handler", "agentwatch none", "agentwatch down", "agen
 PASSES = 5
 ROUNDS = 3
 CALLS = 400
+#: Chat calls watched for garbage collections (``_collections``): enough for a full collection to come round in the
+#: modes that set them off (~28k calls apart with the spans themselves queued).
+GC_CALLS = 30_000
 #: The wall-clock figures (median of rounds and passes); the CPU ones are the least.
 WALL = ("invoke_us", "step_us")
 
@@ -121,7 +125,7 @@ def _setup(mode: str, collector: str) -> list[Any]:
     return []
 
 
-def _child(mode: str, collector: str, profile: bool) -> None:
+def _child(mode: str, collector: str, profile: bool, watch_gc: bool) -> None:
     callbacks = _setup(mode, collector)
     model, graph = _workload()
     config = {"callbacks": callbacks} if callbacks else {}
@@ -146,9 +150,39 @@ def _child(mode: str, collector: str, profile: bool) -> None:
     if profile:
         _profile(mode, "chat call", lambda: model.invoke("hi", config=config), 3000)
         _profile(mode, "graph step", lambda: graph.invoke({"log": []}, config=config), 1000, per=3)
+    collections = _collections(lambda: model.invoke("hi", config=config), GC_CALLS) if watch_gc else None
     # Wall: median of the rounds. CPU: the least of the rounds (load on a shared machine only ever adds to it).
-    print(json.dumps({"mode": mode, **{key: (statistics.median if key in WALL else min)(values)
-                                       for key, values in figures.items()}}))
+    print(json.dumps({"mode": mode, "gc": collections, **{key: (statistics.median if key in WALL else min)(values)
+                                                         for key, values in figures.items()}}))
+
+
+def _collections(call: Any, count: int) -> dict[str, float]:
+    """CPython's garbage collections during ``count`` chat calls: how many of each generation per 10k calls, and the
+    time they took per call (wall, on whichever thread ran them). A mode that keeps objects alive across calls (spans
+    waiting for the export worker) sets off young collections, and moves objects to the oldest generation, whose
+    collections go through the whole heap: invisible in a short run, a few µs a call in a long one."""
+    import gc
+
+    runs = [0, 0, 0]
+    spent = [0]
+    started = [0]
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter_ns()
+        else:
+            runs[info["generation"]] += 1
+            spent[0] += time.perf_counter_ns() - started[0]
+
+    gc.callbacks.append(watch)
+    try:
+        for _ in range(count):
+            call()
+    finally:
+        gc.callbacks.remove(watch)
+    per_10k = 10_000 / count
+    return {"young": runs[0] * per_10k, "middle": runs[1] * per_10k, "full": runs[2] * per_10k,
+            "us": spent[0] / count / 1e3}
 
 
 def _profile(mode: str, what: str, call: Any, count: int, per: int = 1, top: int = 8) -> None:
@@ -268,14 +302,15 @@ def main() -> None:
     samples: dict[str, list[dict[str, float]]] = {}
     unavailable: set[str] = set()
     profiles: list[str] = []
+    collected: dict[str, dict[str, float]] = {}
     with _collector() as collector:
         for index in range(args.passes):
             for mode in MODES:
                 if mode in unavailable:
                     continue
                 profiled = mode.startswith("agentwatch") and index == 0 and not args.no_profile
-                run = subprocess.run([sys.executable, __file__, "--child", mode, collector, str(profiled)],
-                                     capture_output=True, text=True)
+                run = subprocess.run([sys.executable, __file__, "--child", mode, collector, str(profiled),
+                                      str(index == 0)], capture_output=True, text=True)
                 if run.returncode != 0:
                     unavailable.add(mode)
                     last = run.stderr.strip().splitlines()[-1] if run.stderr else "failed"
@@ -284,7 +319,11 @@ def main() -> None:
                 if profiled:
                     profiles.append("\n".join(line for line in run.stderr.splitlines()
                                               if not line.startswith("agentwatch:")))
-                samples.setdefault(mode, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
+                sample = json.loads(run.stdout.strip().splitlines()[-1])
+                watched = sample.pop("gc")
+                if watched is not None:
+                    collected[mode] = watched
+                samples.setdefault(mode, []).append(sample)
     keys = [key for key in samples["baseline"][0] if key != "mode"]
     # Wall: median over passes; CPU: least over passes (as within a pass).
     results = {mode: {key: (statistics.median if key in WALL else min)(row[key] for row in rows)
@@ -321,13 +360,18 @@ def main() -> None:
             lighter = min(r[key] - base[key] for r in others)
             print(f"AgentWatch (down) added / lighter competitor added, {label}: "
                   f"{(ours[key] - base[key]) / lighter:.2f}   [goal ≤ 0.33]")
+    print(f"garbage collections during {GC_CALLS:,} chat calls of the first pass (per 10k calls: young / middle / "
+          "full, and their time per call):")
+    for mode, row in collected.items():
+        print(f"{mode:>16}: {row['young']:6.1f} / {row['middle']:5.1f} / {row['full']:4.1f}, "
+              f"{row['us']:5.2f} us a call")
     for profile in profiles:
         print(profile)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3], sys.argv[4] == "True")
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3], sys.argv[4] == "True", sys.argv[5] == "True")
     elif len(sys.argv) == 6 and sys.argv[1] == "--instructions-child":
         _instructions_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
