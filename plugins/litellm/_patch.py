@@ -15,9 +15,11 @@ is raised before the Router starts retrying or falling back.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar, Token
+from types import ModuleType
 from typing import Any
 
 from agentwatch.instrumentation import (
@@ -63,7 +65,9 @@ _ROUTER_BLOCK: ContextVar[list[CircuitBreakerException] | None] = ContextVar("ag
 _OPENED: ContextVar[LLMCall | None] = ContextVar("agentwatch_litellm_opened", default=None)
 
 
-def install() -> None:
+def install(when_imported: Callable[[str, Callable[[ModuleType], None]], None] | None = None) -> None:
+    """Patch LiteLLM; the Router's endpoints once its core is imported (``when_imported``, the client's), where the
+    Router loads it on first use, or now (no ``when_imported``, or a Router that holds its endpoints itself)."""
     import litellm
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
@@ -88,13 +92,38 @@ def install() -> None:
             setattr(stream_type, "__del__", _stream_dropped)  # noqa: B010  # a finaliser for the class
             _finalised.append(stream_type)
     router = getattr(litellm, "Router", None)
-    if router is not None:
-        for name in _ROUTER_ENDPOINTS:
-            try:
-                wrap = _async_endpoint if name.startswith("a") else _sync_endpoint
-                _patcher.replace(router, name, lambda original, name=name, wrap=wrap: wrap(original, name))
-            except AttributeError:  # an endpoint this LiteLLM version lacks
-                continue
+    if router is None:
+        return
+    core = _deferred_router_core(router)
+    if core is not None and when_imported is not None:
+        when_imported(core, lambda _module: _patch_router(router))
+    else:
+        _patch_router(router)
+
+
+#: The module that recent LiteLLMs load the Router's members from when a Router is first used (``litellm.router``'s
+#: ``_core_class``): ~110 ms of imports, which reading an endpoint off the class to patch it set off in ``init()``.
+_ROUTER_CORE = "litellm.router_rust.core"
+
+
+def _deferred_router_core(router: type) -> str | None:
+    """``_ROUTER_CORE`` if ``router`` loads its members from it on first use and it is not imported yet, else None."""
+    if _ROUTER_CORE in sys.modules or not hasattr(sys.modules.get(router.__module__), "_core_class"):
+        return None
+    try:
+        found = importlib.util.find_spec(_ROUTER_CORE)  # imports only its package, which imports nothing
+    except (ImportError, ValueError):
+        return None
+    return _ROUTER_CORE if found is not None else None
+
+
+def _patch_router(router: type) -> None:
+    for name in _ROUTER_ENDPOINTS:
+        try:
+            wrap = _async_endpoint if name.startswith("a") else _sync_endpoint
+            _patcher.replace(router, name, lambda original, name=name, wrap=wrap: wrap(original, name))
+        except AttributeError:  # an endpoint this LiteLLM version lacks
+            continue
 
 
 def uninstall() -> None:

@@ -20,7 +20,7 @@ AGENTWATCH_REQUIRES = ("litellm",)
 def agentwatch_instrument(client: Any) -> None:
     from ._patch import install
 
-    install()
+    install(client.when_imported)
 
 
 @hookimpl

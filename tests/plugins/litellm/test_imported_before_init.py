@@ -99,6 +99,60 @@ def test_a_hard_budgets_refusal_of_a_function_imported_before_init_is_not_retrie
     assert report["spans"] == [[name, "blocked"]] and report["on_block"] == 1
 
 
+ROUTER_PROGRAM = r'''
+import os
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["LITELLM_TELEMETRY"] = "False"
+import json, sys
+import litellm  # before init(), as a program that uses LiteLLM imports it at the top
+from tests.stubs.provider_server import Reply, StubProvider
+import agentwatch
+from agentwatch import CircuitBreakerException
+
+memory = agentwatch.InMemoryExporter()
+blocks = []
+agentwatch.init(exporters=[memory], budget_per_hour=0.0001, block_on_threshold=True, on_block=blocks.append)
+core_at_init = "litellm.router_rust.core" in sys.modules
+outcomes = []
+with StubProvider() as stub:
+    router = litellm.Router(model_list=[
+        {"model_name": "main", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": stub.openai_base_url,
+                                                  "api_key": "k"}},
+        {"model_name": "backup", "litellm_params": {"model": "anthropic/claude-3-5-sonnet-20240620",
+                                                    "api_base": stub.base_url, "api_key": "k"}}],
+        fallbacks=[{"main": ["backup"]}], num_retries=2)
+    stub.queue(Reply(content="spent", input_tokens=1000, output_tokens=100))
+    for _ in range(2):
+        try:
+            router.completion(model="main", messages=[{"role": "user", "content": "hi"}])
+            outcomes.append("sent")
+        except CircuitBreakerException as blocked:
+            outcomes.append(blocked.reason)
+        except Exception as error:
+            outcomes.append(type(error).__name__)
+    requests = stub.count()
+agentwatch.flush()
+spans = [span["status"] for span in memory.spans if span["kind"] == "llm"]
+print(json.dumps({"core_at_init": core_at_init, "outcomes": outcomes, "requests": requests, "spans": spans,
+                  "on_block": len(blocks)}))
+'''
+
+
+@pytest.mark.timeout(120)
+def test_a_router_used_after_init_of_a_litellm_imported_before_is_limited_before_its_retries(tmp_path: Path) -> None:
+    """Recent LiteLLMs load the Router's members (``litellm.router_rust.core``, ~110 ms) on its first use: ``init()``
+    no longer loads them to patch the Router's endpoints, which are patched when LiteLLM imports that module. Left
+    unpatched, the block met inside the Router's attempts was retried and sent to the fallback: six blocked spans and
+    six ``on_block`` calls for one refused request."""
+    done = subprocess.run([sys.executable, "-c", ROUTER_PROGRAM], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=100, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["core_at_init"] is False, report
+    assert report["outcomes"] == ["sent", "budget_per_hour"] and report["requests"] == 1, report
+    assert report["spans"] == ["ok", "blocked"] and report["on_block"] == 1, report
+
+
 def _run(tmp_path: Path, provider: str, how: str, limit: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", PROGRAM, provider, how, limit], cwd=tmp_path, capture_output=True,
                           text=True, timeout=100, env={"PYTHONPATH": str(ROOT), "PATH": ""})
