@@ -28,6 +28,7 @@ step (baseline, do-nothing handler, each AgentWatch mode): the same figure whate
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import operator
 import os
@@ -132,6 +133,11 @@ def _child(mode: str, collector: str, profile: bool, watch_gc: bool) -> None:
     for _ in range(50):  # warm up imports, caches and price lookups
         model.invoke("hi", config=config)
         graph.invoke({"log": []}, config=config)
+    # The objects of LangChain's import (after init(), which froze those before it) count toward CPython's next full
+    # collection. It comes with the first collections that follow, which only a mode that allocates across calls sets
+    # off (a fake chat call with no handler, or the do-nothing one, frees all it makes): ~100 ms charged to that mode's
+    # rounds alone, which any program's own allocations would have set off as well. Settled here for every mode alike.
+    gc.collect()
     figures: dict[str, list[float]] = {}
 
     def timed(key: str, work: Any, count: int, per: int) -> None:
@@ -161,8 +167,6 @@ def _collections(call: Any, count: int) -> dict[str, float]:
     time they took per call (wall, on whichever thread ran them). A mode that keeps objects alive across calls (spans
     waiting for the export worker) sets off young collections, and moves objects to the oldest generation, whose
     collections go through the whole heap: invisible in a short run, a few µs a call in a long one."""
-    import gc
-
     runs = [0, 0, 0]
     spent = [0]
     started = [0]
@@ -216,7 +220,6 @@ def _instructions_child(mode: str, collector: str, what: str, count: int) -> Non
     """Run under callgrind: baseline, the do-nothing handler, then ``mode``, each ``count`` times in its loop. The
     monitors' clock steps 50 us a reading (``SteppedClock``): under callgrind a chat call takes milliseconds, and the
     real clock would open a window bucket on most calls."""
-    import gc
     import itertools
 
     from _framework_overhead import SteppedClock
