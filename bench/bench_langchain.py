@@ -45,8 +45,9 @@ MODES = ("baseline", "noop handler", "agentwatch none", "agentwatch down", "agen
 PASSES = 5
 ROUNDS = 3
 CALLS = 400
-#: Chat calls watched for garbage collections (``_collections``): enough for a full collection to come round in the
-#: modes that set them off (~28k calls apart with the spans themselves queued).
+#: Chat calls watched for garbage collections (``_collections``), from the settled state: about the interval between
+#: full collections when the spans themselves were queued (~28k calls), so one may fall inside the window or just
+#: outside it; the young and middle collections show the objects kept alive either way.
 GC_CALLS = 30_000
 #: The wall-clock figures (median of rounds and passes); the CPU ones are the least.
 WALL = ("invoke_us", "step_us")
