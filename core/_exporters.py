@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from ._compression import GZIP, decoded, spooled_form
+from ._compression import gzip_body as _gzip
 from ._forking import fork_safe_lock
 from ._remote_control import CONTROL_HEADER
 from ._safe import logger
@@ -44,30 +46,6 @@ def _dumps(value: Any) -> str:
 
         _encode = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=False).encode
     return _encode(value)  # type: ignore[no-any-return]
-
-
-def _gzip(body: bytes) -> bytes:
-    """What every request body is sent as: level 1, the export worker's CPU matters more than a few bytes.
-
-    A gzip member made by zlib in one call (``wbits=31``: header, deflate, CRC-32 and length), as ``gzip.compress``
-    makes it with ``mtime=0``: ``gzip.compress`` with a time stamp runs CRC-32 as a call of its own, which gives the
-    program's thread the GIL once more per body (zlib lets go of it over 5 KB; each time a busy program keeps it up to
-    the switch interval, 5 ms), and copies the compressed body twice more to put the header and trailer around it.
-    Any gzip reader takes either (the header's time stamp is 0, "none")."""
-    import zlib  # only the export worker needs it
-
-    return zlib.compress(body, 1, 31)
-
-
-def _gunzip(body: bytes) -> bytes | None:
-    """A spooled batch inflated again; None if it was mangled on disk."""
-    import gzip
-    import zlib
-
-    try:
-        return gzip.decompress(body)
-    except (OSError, EOFError, zlib.error):
-        return None
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -463,12 +441,13 @@ class SpoolingExporter:
 
     def prepare(self) -> None:
         """The export worker's imports for this exporter, before its first export (``_forking.importing``): the HTTP
-        client (with ssl and email), gzip, and hashlib for the spool's directory name."""
+        client (with ssl and email), gzip, and for the spool hashlib (its directory's name) and Zstandard."""
         import gzip  # noqa: F401
         import http.client  # noqa: F401
 
         if self.spool is not None:
             self.spool.directory  # noqa: B018
+            spooled_form(b"")  # its Zstandard module
 
     def _gzipped_body(self, spans: Sequence[dict[str, Any]]) -> tuple[bytes, bool]:
         """A batch's body as sent (gzip'd, or plain for a receiver that gets plain bodies) and whether gzip'd."""
@@ -526,10 +505,18 @@ class SpoolingExporter:
         if outcome == "unreachable":  # the sender is down now
             if attempted:  # not put off by the batches spooled meanwhile: a busy program would never probe again
                 self._probe_at = time.monotonic() + self.PROBE_INTERVAL
-            # The spool always holds gzip'd batches; a plain one is compressed only now, when it goes there.
-            if spool is not None and spool.write(body if gzipped else _gzip(body), len(spans)):
+            if spool is not None and self._spool_batch(spool, body, gzipped, len(spans)) is not None:
                 self.spooled += len(spans)
         return False
+
+    @staticmethod
+    def _spool_batch(spool: Spool, body: bytes, gzipped: bool, spans: int) -> Path | None:
+        """Write a batch's body to the spool: as sent if gzip'd, else compressed now (``spooled_form``: with the
+        collector on this machine and down, every batch comes here uncompressed). The file, or None (dropped)."""
+        if gzipped:
+            return spool.write_batch(body, spans)
+        compressed, encoding = spooled_form(body)
+        return spool.write_batch(compressed, spans, encoding)
 
     def may_try(self) -> bool:
         """Whether another request to the receiver (the operator-control poll) may be made now: not while it is known
@@ -577,14 +564,16 @@ class SpoolingExporter:
             body = spool.read(path)
             if body is None:  # another process delivered it meanwhile
                 continue
-            gzipped = self._gzip is not False
-            if not gzipped:  # configured for plain bodies: the receiver may not take gzip
-                body = _gunzip(body)
+            encoding = spool.encoding_of(path)
+            precompressed = encoding == GZIP and self._gzip is not False
+            if not precompressed:  # Zstandard (sent as the receiver takes plain batches), or plain bodies configured
+                body = decoded(body, encoding)
                 if body is None:  # mangled on disk: dropped, as a batch the receiver refuses is
                     spool.remove(path)
                     continue
+            gzipped = precompressed or (self._sender.compresses(len(body)) if self._gzip is None else self._gzip)
             outcome = self._sender.send(self._sender.path, body, self.content_type, gzipped=gzipped,
-                                        precompressed=gzipped, retries=0)
+                                        precompressed=precompressed, retries=0)
             if outcome == "unreachable":
                 return False
             self._probe_at = 0.0
@@ -630,7 +619,7 @@ class SpoolingExporter:
                 if not spans:
                     continue
                 body, gzipped = self._gzipped_body(spans)
-                path = spool.write_batch(body if gzipped else _gzip(body), len(spans)) if spool is not None else None
+                path = self._spool_batch(spool, body, gzipped, len(spans)) if spool is not None else None
                 if path is None:
                     lost += len(spans)
                     continue

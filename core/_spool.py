@@ -1,10 +1,11 @@
 """A bounded on-disk spool for batches the collector could not take (down at exit, retries exhausted).
 
-One gzip'd batch per file (JSON for the collector, protobuf for an OTLP receiver), in a directory per
-destination URL, so a later run that reaches the same receiver delivers them from its export worker. Files
-appear atomically (written under a temporary name, then renamed), so concurrent processes never read a
-half-written batch; two processes delivering the same file is harmless for the collector, which drops span ids it
-already stored (an OTLP backend may keep such a batch twice).
+One compressed batch per file (JSON for the collector, protobuf for an OTLP receiver): Zstandard (``.json.zst``)
+where the exporter had not compressed it for sending, else the gzip body it sent (``.json.gz``, as every batch was
+before); in a directory per destination URL, so a later run that reaches the same receiver delivers them from its
+export worker. Files appear atomically (written under a temporary name, then renamed), so concurrent processes never
+read a half-written batch; two processes delivering the same file is harmless for the collector, which drops span ids
+it already stored (an OTLP backend may keep such a batch twice).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._compression import GZIP, ZSTD, readable
 from ._safe import logger
 from ._span import _bits as _random_bits
 
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["Spool", "spool_for", "default_spool_root", "user_cache_dir", "DEFAULT_SPOOL_MAX_BYTES"]
 
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
-_SUFFIX = ".json.gz"
+#: A spooled batch's file name ends with its encoding's suffix (the name says "json" for protobuf batches too).
+_SUFFIXES = {GZIP: ".json.gz", ZSTD: ".json.zst"}
+_ENDINGS = tuple(_SUFFIXES.values())
 #: A spooled batch's temporary file, as ``open(path, "wb")`` opens it (binary on Windows too).
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
@@ -47,7 +51,7 @@ def default_spool_root() -> Path:
 
 def _name_fields(path: Path) -> list[str]:
     """A spooled batch's name, ``<time ns>-<pid>-<random>[-<spans>]``, in its fields."""
-    return path.name.removesuffix(_SUFFIX).split("-")
+    return path.name.removesuffix(_SUFFIXES[Spool.encoding_of(path)]).split("-")
 
 
 class Spool:
@@ -79,13 +83,13 @@ class Spool:
             self._directory = Path(self._root) / hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:16]
         return self._directory
 
-    def _files(self) -> list[Path]:
+    def _files(self, endings: tuple[str, ...] = _ENDINGS) -> list[Path]:
         try:
             names = os.listdir(self.directory)
         except OSError:  # not created yet, or unusable (then write() says so)
             return []
         # Names start with a nanosecond timestamp: sorting delivers the oldest first.
-        return [self.directory / name for name in sorted(names) if name.endswith(_SUFFIX)]
+        return [self.directory / name for name in sorted(names) if name.endswith(endings)]
 
     def size(self) -> int:
         total = 0
@@ -96,28 +100,28 @@ class Spool:
                 pass
         return total
 
-    def write(self, gzipped_batch: bytes, spans: int = 0) -> bool:
-        """Keep one batch (already gzip'd) of ``spans`` spans; False if the spool is full (the batch is then
-        dropped). The count goes in the file's name, for ``spans_in``."""
-        return self._write(gzipped_batch, spans) is not None
+    def write(self, compressed_batch: bytes, spans: int = 0, encoding: str = GZIP) -> bool:
+        """Keep one batch (already compressed, ``encoding`` ``"gzip"`` or ``"zstd"``) of ``spans`` spans; False if the
+        spool is full (the batch is then dropped). The count goes in the file's name, for ``spans_in``."""
+        return self._write(compressed_batch, spans, encoding) is not None
 
-    def write_batch(self, gzipped_batch: bytes, spans: int = 0) -> Path | None:
+    def write_batch(self, compressed_batch: bytes, spans: int = 0, encoding: str = GZIP) -> Path | None:
         """``write``, giving the file the batch went to (None: dropped), for a caller that may take it back."""
-        name = self._write(gzipped_batch, spans)
+        name = self._write(compressed_batch, spans, encoding)
         return None if name is None else self.directory / name
 
-    def _write(self, gzipped_batch: bytes, spans: int) -> str | None:
+    def _write(self, compressed_batch: bytes, spans: int, encoding: str) -> str | None:
         """``write_batch``: the name of the file written. The export worker's way when the collector is down, once per
         batch, so with few system calls: each gives a busy program's thread the GIL, and the worker waits up to the
         switch interval (5 ms) to have it back. The file is opened, written and closed with ``os`` calls, where
         ``Path.write_bytes`` also asked the file's size and whether it is a terminal; the directory is made when the
         file cannot be created (the first batch, or a spool removed meanwhile), not tried before each; and the name's
         random part comes from the span ids' generator (reseeded in a forked child) instead of ``os.urandom``."""
-        if self._size is None or self._size + len(gzipped_batch) > self.max_bytes \
+        if self._size is None or self._size + len(compressed_batch) > self.max_bytes \
                 or self._written_since_count > self.max_bytes // 16:
             self._size = self.size()
             self._written_since_count = 0
-        if self._size + len(gzipped_batch) > self.max_bytes:
+        if self._size + len(compressed_batch) > self.max_bytes:
             self.dropped_batches += 1
             if not self._warned_full:
                 self._warned_full = True
@@ -125,6 +129,7 @@ class Spool:
                                self.directory, self.max_bytes)
             return None
         name = f"{time.time_ns():020d}-{os.getpid()}-{_random_bits(32):08x}-{max(spans, 0)}"
+        suffix = _SUFFIXES[encoding]
         directory = self.directory
         folder = self._folder
         if folder is None:
@@ -137,12 +142,12 @@ class Spool:
                 directory.mkdir(parents=True, exist_ok=True)
                 handle = os.open(temporary, _WRITE_FLAGS, 0o666)
             try:
-                view = memoryview(gzipped_batch)
+                view = memoryview(compressed_batch)
                 while view:
                     view = view[os.write(handle, view):]
             finally:
                 os.close(handle)
-            os.replace(temporary, os.path.join(folder, f"{name}{_SUFFIX}"))
+            os.replace(temporary, os.path.join(folder, f"{name}{suffix}"))
             if not self.written:
                 # Once per run, so a person looking at the cache knows where these spans were going.
                 (directory / "destination.txt").write_text(self.url + "\n", encoding="utf-8")
@@ -158,23 +163,34 @@ class Spool:
                 pass
             return None
         self.written += 1
-        self._size += len(gzipped_batch)
-        self._written_since_count += len(gzipped_batch)
-        return f"{name}{_SUFFIX}"
+        self._size += len(compressed_batch)
+        self._written_since_count += len(compressed_batch)
+        return f"{name}{suffix}"
+
+    @staticmethod
+    def _readable() -> tuple[str, ...]:
+        """The suffixes of the batches this process can inflate: a Zstandard batch spooled by a Python with the module
+        waits, undelivered, for a run that has it (it counts toward the bound all the same)."""
+        return tuple(suffix for encoding, suffix in _SUFFIXES.items() if readable(encoding))
 
     def pending(self, limit: int) -> list[Path]:
-        return self._files()[:limit]
+        return self._files(self._readable())[:limit]
 
     def pending_of(self, pid: int) -> list[Path]:
         """The batches process ``pid`` spooled (its id is in their names), oldest first."""
         wanted = str(pid)
-        return [path for path in self._files() if _name_fields(path)[1:2] == [wanted]]
+        return [path for path in self._files(self._readable()) if _name_fields(path)[1:2] == [wanted]]
 
     @staticmethod
     def spans_in(path: Path) -> int:
         """How many spans the batch in ``path`` holds, from its name (0 if a file of an older release)."""
         fields = _name_fields(path)
         return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else 0
+
+    @staticmethod
+    def encoding_of(path: Path) -> str:
+        """How the batch in ``path`` is compressed (``"zstd"`` or ``"gzip"``), from its name."""
+        return ZSTD if path.name.endswith(_SUFFIXES[ZSTD]) else GZIP
 
     @staticmethod
     def read(path: Path) -> bytes | None:

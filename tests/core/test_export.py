@@ -685,6 +685,19 @@ def test_a_spool_removed_while_the_program_runs_is_made_again_and_its_batches_re
     assert not [name for name in os.listdir(spool.directory) if name.endswith(".tmp")]
 
 
+def test_a_zstandard_batch_is_named_for_its_encoding_and_counted_as_a_gzip_one_is(tmp_path: Path) -> None:
+    from agentwatch._spool import Spool
+
+    spool = Spool(tmp_path, "http://collector/api/ingest", max_bytes=100)
+    assert spool.write(b"z" * 40, 7, "zstd") and spool.write(b"g" * 40, 3)
+    assert spool.write(b"x" * 40, 1, "zstd") is False  # one bound for both formats
+    zstandard, gzip_batch = spool.pending(10)  # oldest first, whatever the format
+    assert zstandard.name.endswith(".json.zst") and gzip_batch.name.endswith(".json.gz")
+    assert [Spool.encoding_of(zstandard), Spool.encoding_of(gzip_batch)] == ["zstd", "gzip"]
+    assert [Spool.spans_in(zstandard), Spool.spans_in(gzip_batch)] == [7, 3]
+    assert spool.size() == 80 and spool.pending_of(os.getpid()) == [zstandard, gzip_batch]
+
+
 def test_a_spooled_batch_names_its_span_count(tmp_path: Path) -> None:
     from agentwatch._spool import Spool
 

@@ -6,6 +6,7 @@ nightly jobs); the default sizes keep the whole folder well under 3 minutes on 2
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import sqlite3
@@ -57,6 +58,23 @@ def run_script(code: str, tmp_path: Path, *, timeout: float = 90, env: dict[str,
     merged = {**base, **UNUSED_PLUGINS, "AGENTWATCH_SPOOL_DIR": str(tmp_path / "spool"), **(env or {})}
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
                           env={k: v for k, v in merged.items() if v is not None}, cwd=str(ROOT))
+
+
+def spooled_files(spool: Path) -> list[Path]:
+    """The batches under a spool directory, oldest first: Zstandard (``.json.zst``, a batch spooled as it was, not
+    compressed for sending) or gzip (``.json.gz``, the body sent)."""
+    return sorted([*spool.rglob("*.json.zst"), *spool.rglob("*.json.gz")], key=lambda path: path.name)
+
+
+def spooled_bytes(path: Path) -> bytes:
+    """A spooled batch inflated, by a decoder of its format's own (not the SDK's)."""
+    if path.name.endswith(".json.gz"):
+        return gzip.decompress(path.read_bytes())
+    if sys.version_info >= (3, 14):
+        from compression import zstd  # type: ignore[import-not-found]
+    else:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return bytes(zstd.decompress(path.read_bytes()))
 
 
 def stored_span_ids(db_path: Path) -> list[str]:

@@ -15,14 +15,20 @@ from pathlib import Path
 import pytest
 
 from agentwatch.server import Settings, start_background
-from tests.reliability.conftest import FaultServer, free_port, run_script, stored_span_ids
+from tests.reliability.conftest import (
+    FaultServer,
+    free_port,
+    run_script,
+    spooled_bytes,
+    spooled_files,
+    stored_span_ids,
+)
 
 SPANS = 300
 
 
 def _spooled_spans(spool: Path) -> list[dict]:
-    files = sorted(spool.rglob("*.json.gz"))
-    return [span for path in files for span in json.loads(gzip.decompress(path.read_bytes()))]
+    return [span for path in spooled_files(spool) for span in json.loads(spooled_bytes(path))]
 
 
 def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_run(tmp_path: Path) -> None:
@@ -57,16 +63,113 @@ def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_
     finally:
         handle.stop()
     assert first_ids <= stored
-    assert not list(spool.rglob("*.json.gz")), "delivered batches are removed from the spool"
+    assert not spooled_files(spool), "delivered batches are removed from the spool"
+
+
+def test_batches_spooled_for_a_collector_on_this_machine_are_zstandard_and_every_format_is_delivered(
+        tmp_path: Path) -> None:
+    """With no collector on this machine (the default setup's), every batch goes to the spool uncompressed by the
+    exporter (loopback bodies are sent plain): the spool keeps it as Zstandard. The next run delivers those, a gzip
+    batch an earlier release spooled, and drops a Zstandard file cut short on disk, without a word on stderr."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/ingest"
+    spool = tmp_path / "spool"
+    env = {"AGENTWATCH_SPOOL_DIR": str(spool)}
+    first = run_script(f"""
+        import agentwatch
+        agentwatch.init(proxy_url="{url}", max_batch_size=100)
+        for i in range({SPANS}):
+            agentwatch.event(f"first-{{i}}")
+    """, tmp_path, env=env, name="first.py")
+    assert first.returncode == 0, first.stderr
+    files = spooled_files(spool)
+    assert len(files) >= 3 and all(path.name.endswith(".json.zst") for path in files)
+    first_ids = {span["span_id"] for span in _spooled_spans(spool)}
+    assert len(first_ids) >= SPANS
+    # The oldest batch as an earlier release spooled it (gzip), and a copy of the next one cut short.
+    older = files[0].with_name(files[0].name.removesuffix(".json.zst") + ".json.gz")
+    older.write_bytes(gzip.compress(spooled_bytes(files[0])))
+    files[0].unlink()
+    cut = files[1].with_name("00000000000000000001-1-0badf00d-100.json.zst")
+    cut.write_bytes(files[1].read_bytes()[:-40])
+
+    handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
+                              port=port)
+    try:
+        second = run_script(f"""
+            import agentwatch
+            agentwatch.init(proxy_url="{url}")
+            agentwatch.event("second")
+            assert agentwatch.flush(30)
+            print(agentwatch.get_client().processor.stats()["unspooled"])
+        """, tmp_path, env=env, name="second.py")
+        assert second.returncode == 0, second.stderr
+        stored = set(stored_span_ids(tmp_path / "collector.db"))
+    finally:
+        handle.stop()
+    assert first_ids <= stored
+    assert int(second.stdout.split()[-1]) == len(first_ids)  # the cut file counts for nothing
+    assert not spooled_files(spool), "delivered batches and the mangled one are gone"
+    assert "agentwatch:" not in second.stderr and "Traceback" not in second.stderr
+
+
+def test_without_zstandard_the_spool_keeps_gzip_and_leaves_zstandard_batches_for_a_run_that_reads_them(
+        tmp_path: Path) -> None:
+    """A Python where the Zstandard module does not import (a broken install; it is a dependency before 3.14): the
+    batches are spooled gzip'd, read back and delivered as before; a Zstandard batch another process spooled there
+    stays, undelivered, for a run that can read it (not dropped as mangled)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/ingest"
+    spool = tmp_path / "spool"
+    env = {"AGENTWATCH_SPOOL_DIR": str(spool)}
+    block = "import sys; sys.modules['backports.zstd'] = sys.modules['compression'] = None"
+    first = run_script(f"""
+        {block}
+        import agentwatch
+        agentwatch.init(proxy_url="{url}", max_batch_size=100)
+        for i in range({SPANS}):
+            agentwatch.event(f"first-{{i}}")
+    """, tmp_path, env=env, name="first.py")
+    assert first.returncode == 0, first.stderr
+    files = spooled_files(spool)
+    assert len(files) >= 3 and all(path.name.endswith(".json.gz") for path in files)
+    first_ids = {span["span_id"] for span in _spooled_spans(spool)}
+    zstd_batch = files[0].with_name("00000000000000000001-1-0badf00d-300.json.zst")
+    (tmp_path / "zstd").mkdir()
+    with_zstd = run_script(f"""
+        import agentwatch
+        agentwatch.init(proxy_url="{url}")
+        for i in range({SPANS}):
+            agentwatch.event(f"zstd-{{i}}")
+    """, tmp_path / "zstd", env={"AGENTWATCH_SPOOL_DIR": str(tmp_path / "zstd-spool")}, name="zstd.py")
+    assert with_zstd.returncode == 0, with_zstd.stderr
+    [made] = spooled_files(tmp_path / "zstd-spool")
+    zstd_batch.write_bytes(made.read_bytes())
+
+    handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
+                              port=port)
+    try:
+        second = run_script(f"""
+            {block}
+            import agentwatch
+            agentwatch.init(proxy_url="{url}")
+            assert agentwatch.flush(30)
+        """, tmp_path, env=env, name="second.py")
+        assert second.returncode == 0, second.stderr
+        stored = set(stored_span_ids(tmp_path / "collector.db"))
+    finally:
+        handle.stop()
+    assert first_ids <= stored
+    assert spooled_files(spool) == [zstd_batch]
 
 
 def _spooled_otlp_span_names(spool: Path) -> list[str]:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     names = []
-    for path in sorted(spool.rglob("*.json.gz")):
+    for path in spooled_files(spool):
         request = ExportTraceServiceRequest()
-        request.ParseFromString(gzip.decompress(path.read_bytes()))
+        request.ParseFromString(spooled_bytes(path))
         names += [span.name for spans in request.resource_spans for scope in spans.scope_spans for span in scope.spans]
     return names
 
@@ -109,13 +212,13 @@ def test_a_batch_spooled_at_the_deadline_is_taken_back_when_it_arrives_after_all
         agentwatch.event("slow")
         time.sleep(0.5)  # the worker sends its batch
         agentwatch.shutdown(timeout=1.0)
-        print(sum(1 for _ in __import__("pathlib").Path("{spool}").rglob("*.json.gz")), flush=True)
+        print(sum(1 for _ in __import__("pathlib").Path("{spool}").rglob("*.json.*")), flush=True)
         time.sleep(4.0)
     """, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1"]
     assert server.requests == 1
-    assert not list(spool.rglob("*.json.gz")), "delivered after all: not left for a later run"
+    assert not spooled_files(spool), "delivered after all: not left for a later run"
 
 
 def test_spool_can_be_switched_off(tmp_path: Path) -> None:
@@ -128,7 +231,7 @@ def test_spool_can_be_switched_off(tmp_path: Path) -> None:
         print(agentwatch.get_state())
     """, tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "AGENTWATCH_SPOOL_DIR": None})
     assert result.returncode == 0, result.stderr
-    assert not list(tmp_path.rglob("*.json.gz"))
+    assert not spooled_files(tmp_path)
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="XDG cache directory: Linux and other Unixes")
