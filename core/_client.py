@@ -177,7 +177,8 @@ class Client(StructureAPI):
         self.processor = BatchProcessor(
             self.exporters, max_queue_size=config.max_queue_size, max_queue_bytes=config.max_queue_bytes,
             max_batch_size=config.max_batch_size,
-            flush_interval=config.flush_interval, on_batch=self._on_batch, on_start=self._on_worker_start,
+            flush_interval=config.flush_interval, on_batch=self._on_batch, reads_batches=self._reads_batches,
+            on_start=self._on_worker_start,
             start=False,
         )
         if self.enabled:
@@ -281,6 +282,10 @@ class Client(StructureAPI):
     def _on_batch(self, spans: list[dict[str, Any]]) -> None:
         if self._has_export:
             self.plugin_manager.hook.agentwatch_export(spans=spans)
+
+    def _reads_batches(self) -> bool:
+        """Whether ``_on_batch`` reads the batches' records (a plugin implements the export hook)."""
+        return self._has_export
 
     # ---- agents -------------------------------------------------------------------------------
 

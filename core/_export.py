@@ -15,7 +15,10 @@ down is not waited for), ``begin_flush()`` (called by the worker before it drain
 a receiver known to be down is tried once more and what it missed delivered) and ``on_idle()`` (called by the
 worker after each drain, for background work such as delivering spooled batches; the core's own such work is
 registered in ``_idle``). The client reads one more,
-``remote_parent()``, on the program's thread: see ``Client._open_span``.
+``remote_parent()``, on the program's thread: see ``Client._open_span``. A lone exporter may have
+``spool_entries(entries)``: offered each batch as the queue's entries before any record is made, it takes it (True or
+False, as ``export`` answers) or declines it (None), when nothing else reads the records (``reads_batches``): the
+HTTP exporter spools them as they are while its collector is known down (``HttpExporter.spool_entries``).
 """
 
 from __future__ import annotations
@@ -179,10 +182,18 @@ class BatchProcessor:
         max_batch_size: int = 512,
         flush_interval: float = 1.0,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+        reads_batches: Callable[[], bool] | None = None,
         on_start: Callable[[], None] | None = None,
         start: bool = True,
     ) -> None:
         self._exporters = list(exporters)
+        # A lone exporter that may take a batch as the queue's entries (``HttpExporter.spool_entries``), offered them
+        # before any record is made, unless ``on_batch`` reads the records (``reads_batches()``: the plugins' export
+        # hook; without that callable, whenever there is an ``on_batch``).
+        taker = getattr(self._exporters[0], "spool_entries", None) if len(self._exporters) == 1 else None
+        self._spool_entries: Callable[[list[SpanFields]], bool | None] | None = \
+            stop_on_exception(taker) if callable(taker) else None
+        self._reads_batches = reads_batches
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
         self._idle_hooks = self._exporter_hooks("on_idle")
@@ -436,6 +447,18 @@ class BatchProcessor:
             first = False
 
     def _export_batch(self, batch: list[SpanFields]) -> None:
+        if self._spool_entries is not None and (
+                self._on_batch is None or self._reads_batches is not None and not self._reads_batches()):
+            with self._waiting():
+                taken = self._spool_entries(batch)
+            if taken is not None:
+                self._worker_turns += 1
+                with self._lock:  # counted here even past the deadline: ``_abandon`` never had it as ``_current``
+                    if taken:
+                        self.sent += len(batch)
+                    else:
+                        self.failed += len(batch)
+                return
         dicts = wire_records(batch)
         self._worker_turns += 1
         delivered = True

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from ._compression import GZIP, decoded, spooled_form
+from ._compression import GZIP, ZSTD, decoded, spooled_form
 from ._compression import gzip_body as _gzip
 from ._forking import fork_safe_lock
 from ._remote_control import CONTROL_HEADER
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ._spool import Spool
-from ._span import WireBatch, new_span_id, new_trace_id
+from ._span import WireBatch, new_span_id, new_trace_id, wire_records
+from ._spool import GZIP_BODY, ZSTD_BODY, ZSTD_ROWS
 
 __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter", "JsonLinesExporter", "ConsoleExporter"]
 
@@ -434,6 +435,11 @@ class SpoolingExporter:
     def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
         """Called after the receiver took ``spans`` (not for spooled batches): for follow-up requests."""
 
+    def body_of_rows(self, rows: bytes) -> bytes | None:
+        """The body of a batch the spool kept as the export queue's entries (``ZSTD_ROWS``), from their JSON; None if
+        they cannot be read back (mangled on disk). Only an exporter that spools entries (``spool_entries``) has any."""
+        return None
+
     def rejected_in(self, answer: bytes) -> int:
         """How many spans of a batch the receiver took (2xx) its ``answer`` says it rejected, logged; 0 unless a
         subclass reads its receiver's answers."""
@@ -516,7 +522,7 @@ class SpoolingExporter:
         if gzipped:
             return spool.write_batch(body, spans)
         compressed, encoding = spooled_form(body)
-        return spool.write_batch(compressed, spans, encoding)
+        return spool.write_batch(compressed, spans, ZSTD_BODY if encoding == ZSTD else GZIP_BODY)
 
     def may_try(self) -> bool:
         """Whether another request to the receiver (the operator-control poll) may be made now: not while it is known
@@ -568,6 +574,8 @@ class SpoolingExporter:
             precompressed = encoding == GZIP and self._gzip is not False
             if not precompressed:  # Zstandard (sent as the receiver takes plain batches), or plain bodies configured
                 body = decoded(body, encoding)
+                if body is not None and spool.holds_rows(path):
+                    body = self.body_of_rows(body)
                 if body is None:  # mangled on disk: dropped, as a batch the receiver refuses is
                     spool.remove(path)
                     continue
@@ -693,6 +701,48 @@ class HttpExporter(SpoolingExporter):
     def delivered(self, spans: Sequence[dict[str, Any]]) -> None:
         if self._alert_path:
             self._forward_breaker_records(spans)
+
+    def spool_entries(self, entries: list[Any]) -> bool | None:
+        """The export worker's batch as the queue holds it (``span_fields``), before any record is made: written to the
+        spool as rows when the collector is known down and its next probe is not due; None otherwise (not taken: the
+        worker makes the records and calls ``export``, which tries the collector). Never raises into the worker's
+        other path: an error is logged and the batch goes the usual way.
+
+        While the collector is down this is where every batch goes (a program run with no collector: the default
+        setup's every batch), and the records were made only to be serialised and compressed into the spool. The rows
+        (one JSON array a span, its attributes as their keys and their values) are made by orjson straight from the
+        entries: ~0.24 µs a span against ~1.4 for the records and their JSON (the program's GIL held throughout), and
+        half the bytes to compress. The records are made when the batch is delivered (``body_of_rows``). Without
+        Zstandard, or a value orjson cannot write, the batch goes the usual way.
+
+        The worker's ``_current`` stays None for these: ``abandon`` never hands this batch on, so it is spooled here
+        even past the shutdown deadline, under the hand-over lock ``abandon`` takes (neither misses nor repeats it)."""
+        spool = self.spool
+        if spool is None or not self._sender.down or time.monotonic() >= self._probe_at:
+            return None
+        try:
+            import orjson
+
+            rows = orjson.dumps(entries, default=str)
+        except (ImportError, TypeError):  # TypeError: orjson's error (a lone surrogate, a key it cannot write)
+            return None
+        compressed, encoding = spooled_form(rows)
+        if encoding != ZSTD:
+            return None
+        with self._handover:
+            if spool.write(compressed, len(entries), ZSTD_ROWS):
+                self.spooled += len(entries)
+        return False
+
+    def body_of_rows(self, rows: bytes) -> bytes | None:
+        """The records' body of entries ``spool_entries`` spooled, as ``body`` makes it when exporting them."""
+        import orjson
+
+        try:
+            entries = orjson.loads(rows)
+            return self.body(wire_records(entries)) if entries.__class__ is list else None
+        except (ValueError, TypeError):  # not JSON, or not rows of span fields: mangled on disk
+            return None
 
     def rejected_in(self, answer: bytes) -> int:
         """The collector stores a batch's valid spans and answers 202 with how many it rejected and why (a span it

@@ -23,12 +23,17 @@ from ._span import _bits as _random_bits
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["Spool", "spool_for", "default_spool_root", "user_cache_dir", "DEFAULT_SPOOL_MAX_BYTES"]
+__all__ = ["Spool", "spool_for", "default_spool_root", "user_cache_dir", "DEFAULT_SPOOL_MAX_BYTES", "GZIP_BODY",
+           "ZSTD_BODY", "ZSTD_ROWS"]
 
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
-#: A spooled batch's file name ends with its encoding's suffix (the name says "json" for protobuf batches too).
-_SUFFIXES = {GZIP: ".json.gz", ZSTD: ".json.zst"}
-_ENDINGS = tuple(_SUFFIXES.values())
+#: How a spooled batch is kept, told by its file name's ending: the receiver's body gzip'd as it was sent (every batch
+#: before Zstandard), that body in Zstandard (one not compressed for sending: a receiver on this machine), or the export
+#: queue's entries as JSON rows in Zstandard (``HttpExporter.spool_entries``: the collector known down). The name says
+#: "json" for an OTLP receiver's protobuf bodies too. A new layout of the rows gets a new ending, which an SDK that
+#: cannot read it does not list.
+GZIP_BODY, ZSTD_BODY, ZSTD_ROWS = ".json.gz", ".json.zst", ".rows1.zst"
+_FORMS = (GZIP_BODY, ZSTD_BODY, ZSTD_ROWS)
 #: A spooled batch's temporary file, as ``open(path, "wb")`` opens it (binary on Windows too).
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
@@ -51,7 +56,8 @@ def default_spool_root() -> Path:
 
 def _name_fields(path: Path) -> list[str]:
     """A spooled batch's name, ``<time ns>-<pid>-<random>[-<spans>]``, in its fields."""
-    return path.name.removesuffix(_SUFFIXES[Spool.encoding_of(path)]).split("-")
+    name = path.name
+    return name[:name.index(".")].split("-")
 
 
 class Spool:
@@ -83,7 +89,7 @@ class Spool:
             self._directory = Path(self._root) / hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:16]
         return self._directory
 
-    def _files(self, endings: tuple[str, ...] = _ENDINGS) -> list[Path]:
+    def _files(self, endings: tuple[str, ...] = _FORMS) -> list[Path]:
         try:
             names = os.listdir(self.directory)
         except OSError:  # not created yet, or unusable (then write() says so)
@@ -100,17 +106,18 @@ class Spool:
                 pass
         return total
 
-    def write(self, compressed_batch: bytes, spans: int = 0, encoding: str = GZIP) -> bool:
-        """Keep one batch (already compressed, ``encoding`` ``"gzip"`` or ``"zstd"``) of ``spans`` spans; False if the
-        spool is full (the batch is then dropped). The count goes in the file's name, for ``spans_in``."""
-        return self._write(compressed_batch, spans, encoding) is not None
+    def write(self, compressed_batch: bytes, spans: int = 0, form: str = GZIP_BODY) -> bool:
+        """Keep one batch (already compressed as ``form`` says: ``GZIP_BODY``, ``ZSTD_BODY`` or ``ZSTD_ROWS``) of
+        ``spans`` spans; False if the spool is full (the batch is then dropped). The count goes in the file's name, for
+        ``spans_in``."""
+        return self._write(compressed_batch, spans, form) is not None
 
-    def write_batch(self, compressed_batch: bytes, spans: int = 0, encoding: str = GZIP) -> Path | None:
+    def write_batch(self, compressed_batch: bytes, spans: int = 0, form: str = GZIP_BODY) -> Path | None:
         """``write``, giving the file the batch went to (None: dropped), for a caller that may take it back."""
-        name = self._write(compressed_batch, spans, encoding)
+        name = self._write(compressed_batch, spans, form)
         return None if name is None else self.directory / name
 
-    def _write(self, compressed_batch: bytes, spans: int, encoding: str) -> str | None:
+    def _write(self, compressed_batch: bytes, spans: int, suffix: str) -> str | None:
         """``write_batch``: the name of the file written. The export worker's way when the collector is down, once per
         batch, so with few system calls: each gives a busy program's thread the GIL, and the worker waits up to the
         switch interval (5 ms) to have it back. The file is opened, written and closed with ``os`` calls, where
@@ -129,7 +136,6 @@ class Spool:
                                self.directory, self.max_bytes)
             return None
         name = f"{time.time_ns():020d}-{os.getpid()}-{_random_bits(32):08x}-{max(spans, 0)}"
-        suffix = _SUFFIXES[encoding]
         directory = self.directory
         folder = self._folder
         if folder is None:
@@ -171,7 +177,7 @@ class Spool:
     def _readable() -> tuple[str, ...]:
         """The suffixes of the batches this process can inflate: a Zstandard batch spooled by a Python with the module
         waits, undelivered, for a run that has it (it counts toward the bound all the same)."""
-        return tuple(suffix for encoding, suffix in _SUFFIXES.items() if readable(encoding))
+        return _FORMS if readable(ZSTD) else (GZIP_BODY,)
 
     def pending(self, limit: int) -> list[Path]:
         return self._files(self._readable())[:limit]
@@ -190,7 +196,12 @@ class Spool:
     @staticmethod
     def encoding_of(path: Path) -> str:
         """How the batch in ``path`` is compressed (``"zstd"`` or ``"gzip"``), from its name."""
-        return ZSTD if path.name.endswith(_SUFFIXES[ZSTD]) else GZIP
+        return ZSTD if path.name.endswith(".zst") else GZIP
+
+    @staticmethod
+    def holds_rows(path: Path) -> bool:
+        """Whether the batch in ``path`` is the export queue's entries as rows, not the receiver's body."""
+        return path.name.endswith(ZSTD_ROWS)
 
     @staticmethod
     def read(path: Path) -> bytes | None:

@@ -686,16 +686,86 @@ def test_a_spool_removed_while_the_program_runs_is_made_again_and_its_batches_re
 
 
 def test_a_zstandard_batch_is_named_for_its_encoding_and_counted_as_a_gzip_one_is(tmp_path: Path) -> None:
-    from agentwatch._spool import Spool
+    from agentwatch._spool import ZSTD_BODY, ZSTD_ROWS, Spool
 
     spool = Spool(tmp_path, "http://collector/api/ingest", max_bytes=100)
-    assert spool.write(b"z" * 40, 7, "zstd") and spool.write(b"g" * 40, 3)
-    assert spool.write(b"x" * 40, 1, "zstd") is False  # one bound for both formats
+    assert spool.write(b"z" * 40, 7, ZSTD_BODY) and spool.write(b"g" * 40, 3)
+    assert spool.write(b"x" * 40, 1, ZSTD_ROWS) is False  # one bound for every form
     zstandard, gzip_batch = spool.pending(10)  # oldest first, whatever the format
     assert zstandard.name.endswith(".json.zst") and gzip_batch.name.endswith(".json.gz")
     assert [Spool.encoding_of(zstandard), Spool.encoding_of(gzip_batch)] == ["zstd", "gzip"]
     assert [Spool.spans_in(zstandard), Spool.spans_in(gzip_batch)] == [7, 3]
     assert spool.size() == 80 and spool.pending_of(os.getpid()) == [zstandard, gzip_batch]
+
+
+def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_sent_as(tmp_path: Path) -> None:
+    """Once the collector is known down, a batch goes to the spool as the queue's entries (rows), no records made; read
+    back, they make the very body the records would have (text, attributes of every kind, absent text left out)."""
+    import datetime
+
+    from agentwatch._compression import decoded
+    from agentwatch._span import Span, span_fields, wire_records
+    from agentwatch._spool import Spool
+
+    url = f"http://127.0.0.1:{_free_port()}/api/ingest"
+    spool = Spool(tmp_path, url)
+    exporter = HttpExporter(url, spool=spool, max_retries=0)
+    spans = []
+    for i in range(50):
+        span = Span(f"call-{i}", "llm", model="gpt-4o", provider="openai",
+                    attributes={"latency_ms": 1.5 + i, "stream": i % 2 == 0, "tags": ["a", "é"], "nested": {"k": [1]},
+                                "none": None, "when": datetime.date(2026, 12, 6), "text": "日本語 \u2028"})
+        span.input_tokens, span.cost_usd = i, 0.1 + i / 3
+        if i % 3 == 0:
+            span.input, span.output = [{"role": "user", "content": f"q{i}"}], "answer"
+        span.finish()
+        spans.append(span)
+    entries = [span_fields(span) for span in spans]
+    expected = exporter.body(wire_records(list(entries)))
+    try:
+        assert exporter.spool_entries(list(entries)) is None  # not known down yet: the records' way, which tries it
+        assert exporter.export(wire_records(list(entries))) is False
+        assert exporter.spool_entries(list(entries)) is False  # known down now: spooled as they are
+        body_file, rows_file = spool.pending(10)
+        assert body_file.name.endswith(".json.zst") and rows_file.name.endswith(".rows1.zst")
+        assert Spool.spans_in(rows_file) == 50 and exporter.spooled == 100
+        rows = decoded(rows_file.read_bytes(), "zstd")
+        assert rows is not None
+        assert exporter.body_of_rows(rows) == expected == decoded(body_file.read_bytes(), "zstd")
+        # A value orjson cannot write (an int past 64 bits): declined, left whole for the records' way (json).
+        spans[0].attributes["big"] = 2**70
+        odd = [span_fields(span) for span in spans]
+        assert exporter.spool_entries(odd) is None and odd[0] is not None and len(spool.pending(10)) == 2
+    finally:
+        exporter.shutdown()
+
+
+def test_an_export_hook_gets_the_records_of_batches_spooled_while_the_collector_is_down(tmp_path: Path) -> None:
+    """A plugin reading each batch's records (``agentwatch_export``): the worker makes them, and the spool then holds
+    the collector's body, not rows."""
+    seen: list[str] = []
+
+    class Reader:
+        @agentwatch.hookimpl
+        def agentwatch_export(self, spans: list[dict[str, Any]]) -> None:
+            seen.extend(span["name"] for span in spans)
+
+    client = agentwatch.init(proxy_url=f"http://127.0.0.1:{_free_port()}/api/ingest", spool_dir=str(tmp_path),
+                             remote_control=False, max_batch_size=20, flush_interval=3600)
+    client.register_plugin(Reader(), "reader")
+    try:
+        agentwatch.event("first")
+        assert agentwatch.flush(5) is False  # the collector is known down from here on
+        for i in range(60):  # full batches, each woken by its last span: no flush, no attempt, straight to the spool
+            agentwatch.event(f"e{i}")
+        processor = client.processor
+        deadline = time.monotonic() + 10
+        while processor.stats()["failed"] < 61 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert {"first", *(f"e{i}" for i in range(60))} <= set(seen)
+        assert list(tmp_path.rglob("*.json.zst")) and not list(tmp_path.rglob("*.rows1.zst"))
+    finally:
+        agentwatch.shutdown()
 
 
 def test_a_spooled_batch_names_its_span_count(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ nightly jobs); the default sizes keep the whole folder well under 3 minutes on 2
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 import sqlite3
@@ -61,9 +62,17 @@ def run_script(code: str, tmp_path: Path, *, timeout: float = 90, env: dict[str,
 
 
 def spooled_files(spool: Path) -> list[Path]:
-    """The batches under a spool directory, oldest first: Zstandard (``.json.zst``, a batch spooled as it was, not
-    compressed for sending) or gzip (``.json.gz``, the body sent)."""
-    return sorted([*spool.rglob("*.json.zst"), *spool.rglob("*.json.gz")], key=lambda path: path.name)
+    """The batches under a spool directory, oldest first: the collector's body in Zstandard (``.json.zst``: not
+    compressed for sending) or gzip (``.json.gz``: as sent), or the export queue's entries as rows (``.rows1.zst``: the
+    collector known down)."""
+    found = [path for ending in ("*.json.zst", "*.json.gz", "*.rows1.zst") for path in spool.rglob(ending)]
+    return sorted(found, key=lambda path: path.name)
+
+
+#: A row's fields (``agentwatch._span.span_fields``), the attributes' keys and values last.
+ROW_FIELDS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano",
+              "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
+              "output_tokens", "cached_input_tokens", "cost_usd", "input", "output", "keys", "values")
 
 
 def spooled_bytes(path: Path) -> bytes:
@@ -75,6 +84,19 @@ def spooled_bytes(path: Path) -> bytes:
     else:
         from backports import zstd  # type: ignore[import-not-found,no-redef]
     return bytes(zstd.decompress(path.read_bytes()))
+
+
+def spooled_spans(path: Path) -> list[dict[str, Any]]:
+    """A spooled collector batch's spans as the collector gets them (a rows batch read by its fields' names)."""
+    document = json.loads(spooled_bytes(path))
+    if not path.name.endswith(".rows1.zst"):
+        return list(document)
+    spans = []
+    for row in document:
+        span = dict(zip(ROW_FIELDS, row, strict=True))
+        span["attributes"] = dict(zip(span.pop("keys"), span.pop("values"), strict=True))
+        spans.append(span)
+    return spans
 
 
 def stored_span_ids(db_path: Path) -> list[str]:

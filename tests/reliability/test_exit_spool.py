@@ -6,7 +6,6 @@ Exit timings are printed by ``bench/bench_exit.py`` (no timing asserts here).
 from __future__ import annotations
 
 import gzip
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from tests.reliability.conftest import (
     run_script,
     spooled_bytes,
     spooled_files,
+    spooled_spans,
     stored_span_ids,
 )
 
@@ -28,7 +28,7 @@ SPANS = 300
 
 
 def _spooled_spans(spool: Path) -> list[dict]:
-    return [span for path in spooled_files(spool) for span in json.loads(spooled_bytes(path))]
+    return [span for path in spooled_files(spool) for span in spooled_spans(path)]
 
 
 def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_run(tmp_path: Path) -> None:
@@ -68,9 +68,10 @@ def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_
 
 def test_batches_spooled_for_a_collector_on_this_machine_are_zstandard_and_every_format_is_delivered(
         tmp_path: Path) -> None:
-    """With no collector on this machine (the default setup's), every batch goes to the spool uncompressed by the
-    exporter (loopback bodies are sent plain): the spool keeps it as Zstandard. The next run delivers those, a gzip
-    batch an earlier release spooled, and drops a Zstandard file cut short on disk, without a word on stderr."""
+    """With no collector on this machine (the default setup's), the batch that tried it goes to the spool as its body
+    in Zstandard (loopback bodies are sent plain), and once it is known down each batch as the queue's entries (rows,
+    no records made). The next run delivers those, a gzip batch an earlier release spooled, and drops a file cut short
+    on disk and one that holds no rows, without a word on stderr."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/ingest"
     spool = tmp_path / "spool"
@@ -79,19 +80,25 @@ def test_batches_spooled_for_a_collector_on_this_machine_are_zstandard_and_every
         import agentwatch
         agentwatch.init(proxy_url="{url}", max_batch_size=100)
         for i in range({SPANS}):
-            agentwatch.event(f"first-{{i}}")
+            agentwatch.event(f"first-{{i}}", {{"i": i, "text": "é"}})
     """, tmp_path, env=env, name="first.py")
     assert first.returncode == 0, first.stderr
     files = spooled_files(spool)
-    assert len(files) >= 3 and all(path.name.endswith(".json.zst") for path in files)
-    first_ids = {span["span_id"] for span in _spooled_spans(spool)}
+    assert len(files) >= 3 and files[0].name.endswith(".json.zst")
+    assert all(path.name.endswith(".rows1.zst") for path in files[1:])
+    spooled = _spooled_spans(spool)
+    first_ids = {span["span_id"] for span in spooled}
     assert len(first_ids) >= SPANS
-    # The oldest batch as an earlier release spooled it (gzip), and a copy of the next one cut short.
+    assert {span["attributes"]["i"] for span in spooled if span["name"].startswith("first-")} == set(range(SPANS))
+    # The oldest batch as an earlier release spooled it (gzip), a copy of a rows batch cut short, and a Zstandard
+    # file that holds no rows.
     older = files[0].with_name(files[0].name.removesuffix(".json.zst") + ".json.gz")
     older.write_bytes(gzip.compress(spooled_bytes(files[0])))
     files[0].unlink()
-    cut = files[1].with_name("00000000000000000001-1-0badf00d-100.json.zst")
+    cut = files[1].with_name("00000000000000000001-1-0badf00d-100.rows1.zst")
     cut.write_bytes(files[1].read_bytes()[:-40])
+    not_rows = files[1].with_name("00000000000000000002-1-0badf00d-1.rows1.zst")
+    not_rows.write_bytes(_zstd_of(b'{"rows": "no"}'))
 
     handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
                               port=port)
@@ -109,7 +116,7 @@ def test_batches_spooled_for_a_collector_on_this_machine_are_zstandard_and_every
         handle.stop()
     assert first_ids <= stored
     assert int(second.stdout.split()[-1]) == len(first_ids)  # the cut file counts for nothing
-    assert not spooled_files(spool), "delivered batches and the mangled one are gone"
+    assert not spooled_files(spool), "delivered batches and the mangled ones are gone"
     assert "agentwatch:" not in second.stderr and "Traceback" not in second.stderr
 
 
@@ -161,6 +168,14 @@ def test_without_zstandard_the_spool_keeps_gzip_and_leaves_zstandard_batches_for
         handle.stop()
     assert first_ids <= stored
     assert spooled_files(spool) == [zstd_batch]
+
+
+def _zstd_of(data: bytes) -> bytes:
+    if sys.version_info >= (3, 14):
+        from compression import zstd  # type: ignore[import-not-found]
+    else:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return bytes(zstd.compress(data))
 
 
 def _spooled_otlp_span_names(spool: Path) -> list[str]:
