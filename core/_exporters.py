@@ -13,8 +13,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from ._compression import GZIP, ZSTD, decoded, spooled_form
-from ._compression import gzip_body as _gzip
 from ._forking import fork_safe_lock
 from ._remote_control import CONTROL_HEADER
 from ._safe import logger
@@ -26,9 +24,16 @@ if TYPE_CHECKING:
 
     from ._spool import Spool
 from ._span import WireBatch, new_span_id, new_trace_id, wire_records
-from ._spool import GZIP_BODY, ZSTD_BODY, ZSTD_ROWS
 
 __all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter", "JsonLinesExporter", "ConsoleExporter"]
+
+
+def _gzip(body: bytes) -> bytes:
+    """``_compression.gzip_body``: that module and the spool's are the export worker's, not ``import agentwatch``'s."""
+    from ._compression import gzip_body
+
+    return gzip_body(body)
+
 
 
 def _nothing() -> None:
@@ -453,7 +458,10 @@ class SpoolingExporter:
 
         if self.spool is not None:
             self.spool.directory  # noqa: B018
-            spooled_form(b"")  # its Zstandard module
+            self.spool.write_rows  # noqa: B018 (the spool's module, and its Zstandard one:)
+            from ._compression import readable
+
+            readable("zstd")
 
     def _gzipped_body(self, spans: Sequence[dict[str, Any]]) -> tuple[bytes, bool]:
         """A batch's body as sent (gzip'd, or plain for a receiver that gets plain bodies) and whether gzip'd."""
@@ -511,18 +519,9 @@ class SpoolingExporter:
         if outcome == "unreachable":  # the sender is down now
             if attempted:  # not put off by the batches spooled meanwhile: a busy program would never probe again
                 self._probe_at = time.monotonic() + self.PROBE_INTERVAL
-            if spool is not None and self._spool_batch(spool, body, gzipped, len(spans)) is not None:
+            if spool is not None and spool.write_body(body, len(spans), gzipped) is not None:
                 self.spooled += len(spans)
         return False
-
-    @staticmethod
-    def _spool_batch(spool: Spool, body: bytes, gzipped: bool, spans: int) -> Path | None:
-        """Write a batch's body to the spool: as sent if gzip'd, else compressed now (``spooled_form``: with the
-        collector on this machine and down, every batch comes here uncompressed). The file, or None (dropped)."""
-        if gzipped:
-            return spool.write_batch(body, spans)
-        compressed, encoding = spooled_form(body)
-        return spool.write_batch(compressed, spans, ZSTD_BODY if encoding == ZSTD else GZIP_BODY)
 
     def may_try(self) -> bool:
         """Whether another request to the receiver (the operator-control poll) may be made now: not while it is known
@@ -571,9 +570,9 @@ class SpoolingExporter:
             if body is None:  # another process delivered it meanwhile
                 continue
             encoding = spool.encoding_of(path)
-            precompressed = encoding == GZIP and self._gzip is not False
+            precompressed = encoding == "gzip" and self._gzip is not False
             if not precompressed:  # Zstandard (sent as the receiver takes plain batches), or plain bodies configured
-                body = decoded(body, encoding)
+                body = spool.decoded(body, encoding)
                 if body is not None and spool.holds_rows(path):
                     body = self.body_of_rows(body)
                 if body is None:  # mangled on disk: dropped, as a batch the receiver refuses is
@@ -627,7 +626,7 @@ class SpoolingExporter:
                 if not spans:
                     continue
                 body, gzipped = self._gzipped_body(spans)
-                path = self._spool_batch(spool, body, gzipped, len(spans)) if spool is not None else None
+                path = spool.write_body(body, len(spans), gzipped) if spool is not None else None
                 if path is None:
                     lost += len(spans)
                     continue
@@ -726,11 +725,11 @@ class HttpExporter(SpoolingExporter):
             rows = orjson.dumps(entries, default=str)
         except (ImportError, TypeError):  # TypeError: orjson's error (a lone surrogate, a key it cannot write)
             return None
-        compressed, encoding = spooled_form(rows)
-        if encoding != ZSTD:
-            return None
         with self._handover:
-            if spool.write(compressed, len(entries), ZSTD_ROWS):
+            kept = spool.write_rows(rows, len(entries))
+            if kept is None:  # no Zstandard here
+                return None
+            if kept:
                 self.spooled += len(entries)
         return False
 

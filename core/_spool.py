@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._compression import GZIP, ZSTD, readable
+from ._compression import GZIP, ZSTD, readable, spooled_form
+from ._compression import decoded as _decoded
 from ._safe import logger
 from ._span import _bits as _random_bits
 
@@ -202,6 +203,27 @@ class Spool:
     def holds_rows(path: Path) -> bool:
         """Whether the batch in ``path`` is the export queue's entries as rows, not the receiver's body."""
         return path.name.endswith(ZSTD_ROWS)
+
+    def write_body(self, body: bytes, spans: int, gzipped: bool) -> Path | None:
+        """Keep a receiver's body: as it was sent if gzip'd, else compressed now, in Zstandard where it imports (with
+        the collector on this machine and down, every batch comes here uncompressed), else gzip. The file, or None
+        (dropped)."""
+        if gzipped:
+            return self.write_batch(body, spans)
+        compressed, encoding = spooled_form(body)
+        return self.write_batch(compressed, spans, ZSTD_BODY if encoding == ZSTD else GZIP_BODY)
+
+    def write_rows(self, rows: bytes, spans: int) -> bool | None:
+        """Keep the export queue's entries as JSON ``rows`` in Zstandard (``ZSTD_ROWS``): whether kept, or None where
+        Zstandard does not import (nothing written: the caller keeps the batch another way)."""
+        if not readable(ZSTD):
+            return None
+        return self.write(spooled_form(rows)[0], spans, ZSTD_ROWS)
+
+    @staticmethod
+    def decoded(batch: bytes, encoding: str) -> bytes | None:
+        """A batch read from the spool, inflated; None if mangled on disk (``_compression.decoded``)."""
+        return _decoded(batch, encoding)
 
     @staticmethod
     def read(path: Path) -> bytes | None:
