@@ -1,6 +1,6 @@
 """The export worker's compression: gzip for request bodies, Zstandard (else gzip) for the spool.
 
-Imported by the export worker only (zlib and the Zstandard module are not ``init()``'s to import).
+zlib, gzip and the Zstandard module are imported when first used, by the export worker: not ``init()``'s to import.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ def _gzip(body: bytes) -> bytes:
     return gzip_body(body)
 
 
-
 def _nothing() -> None:
     return None
 
@@ -458,10 +457,9 @@ class SpoolingExporter:
 
         if self.spool is not None:
             self.spool.directory  # noqa: B018
-            self.spool.write_rows  # noqa: B018 (the spool's module, and its Zstandard one:)
             from ._compression import readable
 
-            readable("zstd")
+            readable("zstd")  # imports the Zstandard module
 
     def _gzipped_body(self, spans: Sequence[dict[str, Any]]) -> tuple[bytes, bool]:
         """A batch's body as sent (gzip'd, or plain for a receiver that gets plain bodies) and whether gzip'd."""

@@ -1,11 +1,12 @@
 """A bounded on-disk spool for batches the collector could not take (down at exit, retries exhausted).
 
-One compressed batch per file (JSON for the collector, protobuf for an OTLP receiver): Zstandard (``.json.zst``)
-where the exporter had not compressed it for sending, else the gzip body it sent (``.json.gz``, as every batch was
-before); in a directory per destination URL, so a later run that reaches the same receiver delivers them from its
-export worker. Files appear atomically (written under a temporary name, then renamed), so concurrent processes never
-read a half-written batch; two processes delivering the same file is harmless for the collector, which drops span ids
-it already stored (an OTLP backend may keep such a batch twice).
+One compressed batch per file (JSON for the collector, protobuf for an OTLP receiver): the body in Zstandard
+(``.json.zst``) where the exporter had not compressed it for sending, the gzip body it sent (``.json.gz``, as every
+batch was before), or, for the collector while it is known down, the export queue's entries as JSON rows in Zstandard
+(``.rows1.zst``, made into the body when delivered); in a directory per destination URL, so a later run that reaches
+the same receiver delivers them from its export worker. Files appear atomically (written under a temporary name, then
+renamed), so concurrent processes never read a half-written batch; two processes delivering the same file is harmless
+for the collector, which drops span ids it already stored (an OTLP backend may keep such a batch twice).
 """
 
 from __future__ import annotations
