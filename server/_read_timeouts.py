@@ -46,6 +46,9 @@ class _ReadTimeouts(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
         self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # of the request whose headers are awaited
         self._refused = False  # answered 431: nothing more is read from this connection
+        # From a request's headers to the end of its body, answered or not: a route may answer before reading the body
+        # (a 413 on its declared length), and the rest of it then still comes on a kept-alive connection.
+        self._in_request = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -54,14 +57,17 @@ class _ReadTimeouts(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the rest of a request refused for its headers: dropped as it comes, until the client closes
+        before = self._waiting_for()
         super().data_received(data)
         # Counted once parsed: a read that ends the headers may carry much of the body too (up to 256 KiB), which
-        # is not the headers' size. What the parser holds is then at most the bound and one read.
+        # is not the headers' size; nor is one that ends the body of a request answered before it was read (its rest
+        # is dropped by the parser as it comes). What the parser holds is then at most the bound and one read.
         if self._waiting_for() == "headers":
-            self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                self._refuse_headers()
-                return
+            if before == "headers":
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                    self._refuse_headers()
+                    return
         else:
             self._header_bytes = 0
         self._follow("read")
@@ -91,6 +97,11 @@ class _ReadTimeouts(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
             self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
             self.headers.append((b"host", authority))
         super().on_headers_complete()
+        self._in_request = True
+
+    def on_message_complete(self) -> None:
+        self._in_request = False  # httptools' protocol (h11's never calls it: its parser bounds headers itself)
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -104,7 +115,8 @@ class _ReadTimeouts(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
     def _waiting_for(self) -> Phase:
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
-            return "headers"  # of the next request
+            # The next request's headers; or, for a request answered before its body was read, the rest of that body.
+            return "body" if self._in_request else "headers"
         return "body" if cycle.more_body else None  # None: the request is in, the application has it
 
     def _follow(self, event: Event) -> None:

@@ -144,3 +144,33 @@ def test_headers_larger_than_the_bound_are_refused_as_they_arrive(quick: ServerH
     with httpx.Client(base_url=quick.url, timeout=10) as client:
         for _ in range(3):
             assert client.get("/health", headers={"X-Pad": "p" * 40_000}).status_code == 200
+
+
+def test_the_rest_of_a_body_refused_before_it_was_read_is_not_counted_as_the_next_request_s_headers(
+        tmp_path: Path, signing_key: Path, make_span: SpanFactory) -> None:
+    """Found by CI (2026-12-06): a body declared larger than ``/api/ingest`` takes is refused (413) before a byte of it
+    is read, on a connection kept alive; the client sends the body anyway (as httpx does) and then its next request.
+    The rest of the refused body, arriving after the answer, was counted as the next request's headers: past 64 KiB
+    the client got 431 for a request it had not finished sending, or for its next one."""
+    settings = Settings(db_path=tmp_path / "cap.db", signing_key_path=signing_key, max_body_bytes=64 * 1024,
+                        alert_interval_seconds=3600, alert_min_interval_seconds=3600)
+    handle = start_background(settings=settings)
+    connection = _connect(handle)
+    try:
+        body = b"[" + b" " * (200 * 1024) + b"]"
+        connection.sendall(_head("/api/ingest", len(body)))
+        first = b""
+        while b"\r\n\r\n" not in first or not first.endswith(b"}"):
+            first += connection.recv(65536)
+        assert first.startswith(b"HTTP/1.1 413 "), first[:200]
+        for start in range(0, len(body), 16 * 1024):  # after the answer, as a client that writes it all first sends it
+            connection.sendall(body[start:start + 16 * 1024])
+        time.sleep(0.2)
+        span = json.dumps(make_span(name="after")).encode()
+        connection.sendall(_head("/api/ingest", len(span)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+                           + span)
+        second = _answer_then_close(connection)
+    finally:
+        connection.close()
+        handle.stop()
+    assert second.startswith(b"HTTP/1.1 202 "), second[:200]
