@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,37 +32,52 @@ def _spooled_spans(spool: Path) -> list[dict]:
     return [span for path in spooled_files(spool) for span in spooled_spans(path)]
 
 
-def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_run(tmp_path: Path) -> None:
-    port = free_port()  # nothing listens here during the first run: every connection is refused
+def _run_without_collector(tmp_path: Path, event_data: str = "",
+                           prelude: str = "") -> tuple[int, str, Path, dict[str, str]]:
+    """A run recording ``SPANS`` events (``first-<i>``, with ``event_data``) in batches of 100 while nothing listens at
+    its collector's port: every batch goes to the spool. The port, the URL, the spool and the environment naming it."""
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api/ingest"
     spool = tmp_path / "spool"
     env = {"AGENTWATCH_SPOOL_DIR": str(spool)}
     first = run_script(f"""
+        {prelude}
         import agentwatch
         agentwatch.init(proxy_url="{url}", max_batch_size=100)
         for i in range({SPANS}):
-            agentwatch.event(f"first-{{i}}")
+            agentwatch.event(f"first-{{i}}"{event_data})
     """, tmp_path, env=env, name="first.py")
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
+    return port, url, spool, env
+
+
+def _delivered_by_a_run(tmp_path: Path, port: int, env: dict[str, str], code: str) -> tuple[Any, set[str]]:
+    """A later run (``code``, a program that flushes) with a collector now on ``port``: its result, and the span ids
+    the collector stored."""
+    handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
+                              port=port)
+    try:
+        result = run_script(code, tmp_path, env=env, name="second.py")
+        assert result.returncode == 0, result.stderr
+        return result, set(stored_span_ids(tmp_path / "collector.db"))
+    finally:
+        handle.stop()
+
+
+def test_spans_of_a_run_without_collector_are_spooled_and_delivered_by_the_next_run(tmp_path: Path) -> None:
+    port, url, spool, env = _run_without_collector(tmp_path)  # every connection refused: all spooled
     spooled = _spooled_spans(spool)
     names = {span["name"] for span in spooled}
     assert {f"first-{i}" for i in range(SPANS)} <= names
     first_ids = {span["span_id"] for span in spooled}
 
-    handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
-                              port=port)
-    try:
-        second = run_script(f"""
-            import agentwatch
-            agentwatch.init(proxy_url="{url}")
-            agentwatch.event("second")
-            assert agentwatch.flush(30)
-        """, tmp_path, env=env, name="second.py")
-        assert second.returncode == 0, second.stderr
-        stored = set(stored_span_ids(tmp_path / "collector.db"))
-    finally:
-        handle.stop()
+    _, stored = _delivered_by_a_run(tmp_path, port, env, f"""
+        import agentwatch
+        agentwatch.init(proxy_url="{url}")
+        agentwatch.event("second")
+        assert agentwatch.flush(30)
+    """)
     assert first_ids <= stored
     assert not spooled_files(spool), "delivered batches are removed from the spool"
 
@@ -72,17 +88,7 @@ def test_batches_spooled_for_a_collector_on_this_machine_are_zstandard_and_every
     in Zstandard (loopback bodies are sent plain), and once it is known down each batch as the queue's entries (rows,
     no records made). The next run delivers those, a gzip batch an earlier release spooled, and drops a file cut short
     on disk and one that holds no rows, without a word on stderr."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api/ingest"
-    spool = tmp_path / "spool"
-    env = {"AGENTWATCH_SPOOL_DIR": str(spool)}
-    first = run_script(f"""
-        import agentwatch
-        agentwatch.init(proxy_url="{url}", max_batch_size=100)
-        for i in range({SPANS}):
-            agentwatch.event(f"first-{{i}}", {{"i": i, "text": "é"}})
-    """, tmp_path, env=env, name="first.py")
-    assert first.returncode == 0, first.stderr
+    port, url, spool, env = _run_without_collector(tmp_path, event_data=', {"i": i, "text": "é"}')
     files = spooled_files(spool)
     assert len(files) >= 3 and files[0].name.endswith(".json.zst")
     assert all(path.name.endswith(".rows1.zst") for path in files[1:])
@@ -100,20 +106,13 @@ def test_batches_spooled_for_a_collector_on_this_machine_are_zstandard_and_every
     not_rows = files[1].with_name("00000000000000000002-1-0badf00d-1.rows1.zst")
     not_rows.write_bytes(_zstd_of(b'{"rows": "no"}'))
 
-    handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
-                              port=port)
-    try:
-        second = run_script(f"""
-            import agentwatch
-            agentwatch.init(proxy_url="{url}")
-            agentwatch.event("second")
-            assert agentwatch.flush(30)
-            print(agentwatch.get_client().processor.stats()["unspooled"])
-        """, tmp_path, env=env, name="second.py")
-        assert second.returncode == 0, second.stderr
-        stored = set(stored_span_ids(tmp_path / "collector.db"))
-    finally:
-        handle.stop()
+    second, stored = _delivered_by_a_run(tmp_path, port, env, f"""
+        import agentwatch
+        agentwatch.init(proxy_url="{url}")
+        agentwatch.event("second")
+        assert agentwatch.flush(30)
+        print(agentwatch.get_client().processor.stats()["unspooled"])
+    """)
     assert first_ids <= stored
     assert int(second.stdout.split()[-1]) == len(first_ids)  # the cut file counts for nothing
     assert not spooled_files(spool), "delivered batches and the mangled ones are gone"
@@ -125,19 +124,8 @@ def test_without_zstandard_the_spool_keeps_gzip_and_leaves_zstandard_batches_for
     """A Python where the Zstandard module does not import (a broken install; it is a dependency before 3.14): the
     batches are spooled gzip'd, read back and delivered as before; a Zstandard batch another process spooled there
     stays, undelivered, for a run that can read it (not dropped as mangled)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api/ingest"
-    spool = tmp_path / "spool"
-    env = {"AGENTWATCH_SPOOL_DIR": str(spool)}
     block = "import sys; sys.modules['backports.zstd'] = sys.modules['compression'] = None"
-    first = run_script(f"""
-        {block}
-        import agentwatch
-        agentwatch.init(proxy_url="{url}", max_batch_size=100)
-        for i in range({SPANS}):
-            agentwatch.event(f"first-{{i}}")
-    """, tmp_path, env=env, name="first.py")
-    assert first.returncode == 0, first.stderr
+    port, url, spool, env = _run_without_collector(tmp_path, prelude=block)
     files = spooled_files(spool)
     assert len(files) >= 3 and all(path.name.endswith(".json.gz") for path in files)
     first_ids = {span["span_id"] for span in _spooled_spans(spool)}
@@ -153,19 +141,12 @@ def test_without_zstandard_the_spool_keeps_gzip_and_leaves_zstandard_batches_for
     [made] = spooled_files(tmp_path / "zstd-spool")
     zstd_batch.write_bytes(made.read_bytes())
 
-    handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
-                              port=port)
-    try:
-        second = run_script(f"""
-            {block}
-            import agentwatch
-            agentwatch.init(proxy_url="{url}")
-            assert agentwatch.flush(30)
-        """, tmp_path, env=env, name="second.py")
-        assert second.returncode == 0, second.stderr
-        stored = set(stored_span_ids(tmp_path / "collector.db"))
-    finally:
-        handle.stop()
+    _, stored = _delivered_by_a_run(tmp_path, port, env, f"""
+        {block}
+        import agentwatch
+        agentwatch.init(proxy_url="{url}")
+        assert agentwatch.flush(30)
+    """)
     assert first_ids <= stored
     assert spooled_files(spool) == [zstd_batch]
 
