@@ -233,7 +233,6 @@ class BatchProcessor:
         self._flushed = threading.Condition(threading.Lock())
         self._flushes_done = 0
         self._stopping = False
-        self._exporting = 0
         self._room = self._room_locked()
         # The queue length at which enqueue next wakes the worker and looks whether it keeps up (_backlogged).
         self._check_at = self._max_batch_size
