@@ -16,9 +16,10 @@ a receiver known to be down is tried once more and what it missed delivered) and
 worker after each drain, for background work such as delivering spooled batches; the core's own such work is
 registered in ``_idle``). The client reads one more,
 ``remote_parent()``, on the program's thread: see ``Client._open_span``. A lone exporter may have
-``spool_entries(entries)``: offered each batch as the queue's entries before any record is made, it takes it (True or
-False, as ``export`` answers) or declines it (None), when nothing else reads the records (``reads_batches``): the
-HTTP exporter spools them as they are while its collector is known down (``HttpExporter.spool_entries``).
+``export_entries(entries)``: offered each batch as the queue's entries before any record is made, it takes it (True
+or False, as ``export`` answers) or declines it (None), when nothing else reads the records (``reads_batches``): the
+HTTP exporter sends them as rows to a collector that takes them, and spools them as rows while its collector is known
+down (``HttpExporter.export_entries``).
 """
 
 from __future__ import annotations
@@ -187,11 +188,11 @@ class BatchProcessor:
         start: bool = True,
     ) -> None:
         self._exporters = list(exporters)
-        # A lone exporter that may take a batch as the queue's entries (``HttpExporter.spool_entries``), offered them
+        # A lone exporter that may take a batch as the queue's entries (``HttpExporter.export_entries``), offered them
         # before any record is made, unless ``on_batch`` reads the records (``reads_batches()``: the plugins' export
         # hook; without that callable, whenever there is an ``on_batch``).
-        taker = getattr(self._exporters[0], "spool_entries", None) if len(self._exporters) == 1 else None
-        self._spool_entries: Callable[[list[SpanFields]], bool | None] | None = \
+        taker = getattr(self._exporters[0], "export_entries", None) if len(self._exporters) == 1 else None
+        self._export_entries: Callable[[list[SpanFields]], bool | None] | None = \
             stop_on_exception(taker) if callable(taker) else None
         self._reads_batches = reads_batches
         self._max_queue_size = max_queue_size
@@ -446,10 +447,10 @@ class BatchProcessor:
             first = False
 
     def _export_batch(self, batch: list[SpanFields]) -> None:
-        if self._spool_entries is not None and (
+        if self._export_entries is not None and (
                 self._on_batch is None or self._reads_batches is not None and not self._reads_batches()):
             with self._waiting():
-                taken = self._spool_entries(batch)
+                taken = self._export_entries(batch)
             if taken is not None:
                 self._worker_turns += 1
                 with self._lock:  # counted here even past the deadline: ``_abandon`` never had it as ``_current``

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from ._spool import Spool
 from ._span import WireBatch, new_span_id, new_trace_id, wire_records
 
-__all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter", "JsonLinesExporter", "ConsoleExporter"]
+__all__ = ["InMemoryExporter", "HttpExporter", "HttpSender", "SpoolingExporter", "JsonLinesExporter", "ConsoleExporter",
+           "ROWS_HEADER", "ROWS_MEDIA_TYPE", "ROWS_VERSION"]
+
+#: The collector's answers to ``/api/ingest`` carry this header, valued ``ROWS_VERSION``, when it takes bodies of span
+#: rows (``ROWS_MEDIA_TYPE``): each span as the export queue holds it (``span_fields``, its attributes as their keys and
+#: their values), which the export worker writes without making a record per span (``HttpExporter.export_entries``).
+ROWS_HEADER = "X-AgentWatch-Rows"
+ROWS_VERSION = "1"
+ROWS_MEDIA_TYPE = "application/vnd.agentwatch.rows+json"
 
 
 def _gzip(body: bytes) -> bytes:
@@ -235,6 +243,10 @@ class HttpSender:
         self.answer = b""
         #: The operator-control version the collector's last answer announced (``_remote_control``).
         self.announced_control: str | None = None
+        #: The receiver's last answer at ``path`` said it takes bodies of span rows (``ROWS_HEADER``).
+        self.takes_rows = False
+        #: The status of the last answer (0 before any).
+        self.status = 0
 
     def _connect(self) -> http.client.HTTPConnection:
         import http.client  # with ssl and email it costs ~20 ms; only the export worker needs it
@@ -277,6 +289,8 @@ class HttpSender:
             announced = response.getheader(CONTROL_HEADER)
             if announced is not None:
                 self.announced_control = announced
+            if path == self.path:
+                self.takes_rows = response.getheader(ROWS_HEADER) == ROWS_VERSION
         except ConnectionError:
             self.close()
             if not reused:
@@ -320,6 +334,7 @@ class HttpSender:
                 self.timed_out = isinstance(error, TimeoutError)
             else:
                 self.timed_out = False
+                self.status = status
                 if 200 <= status < 300:  # any 2xx: our collector answers 202, like ATP receivers
                     self.down = False
                     self.answer = data
@@ -418,6 +433,8 @@ class SpoolingExporter:
         self._finished: Callable[[], Sequence[dict[str, Any]] | None] = _nothing
         self._abandoned = False
         self._in_flight_spooled: Path | None = None
+        #: A batch of rows being sent (``HttpExporter.export_entries``) and its span count: ``abandon`` spools it.
+        self._in_flight_rows: tuple[bytes, int] | None = None
         #: How many batches the receiver answered and refused (401, 413, 422): they were dropped. Counted by the export
         #: worker only; ``force_flush`` compares it with the count it saw last, so a refusal made while it reads it is
         #: the next flush's, never lost (as it was from a flag read, then cleared).
@@ -441,7 +458,7 @@ class SpoolingExporter:
 
     def body_of_rows(self, rows: bytes) -> bytes | None:
         """The body of a batch the spool kept as the export queue's entries (``ZSTD_ROWS``), from their JSON; None if
-        they cannot be read back (mangled on disk). Only an exporter that spools entries (``spool_entries``) has any."""
+        they cannot be read back (mangled on disk). Only an exporter that takes entries (``export_entries``) has any."""
         return None
 
     def rejected_in(self, answer: bytes) -> int:
@@ -467,8 +484,12 @@ class SpoolingExporter:
             body = self.body(spans)
         except UnicodeEncodeError:  # a lone surrogate somewhere: every other span of the batch still goes
             body = self.body([without_lone_surrogates(span) for span in spans])
-        gzipped = self._sender.compresses(len(body)) if self._gzip is None else self._gzip
+        gzipped = self._compresses(len(body))
         return (_gzip(body) if gzipped else body), gzipped
+
+    def _compresses(self, size: int) -> bool:
+        """Whether a body of ``size`` bytes goes gzip'd: as configured, else as the sender decides."""
+        return self._sender.compresses(size) if self._gzip is None else self._gzip
 
     def export(self, spans: Sequence[dict[str, Any]]) -> bool:
         with self._handover:
@@ -488,29 +509,15 @@ class SpoolingExporter:
             return True
         body, gzipped = self._gzipped_body(spans)
         spool = self.spool
-        sender = self._sender
-        attempted = not (spool is not None and sender.down and time.monotonic() < self._probe_at)
-        if not attempted:
-            outcome = "unreachable"  # known down: kept for later without an attempt
-        else:
-            # With a spool: an answering receiver (5xx, 429) gets the whole retry budget, one that does not answer
-            # one retry; a probe of a receiver known down, none.
-            outcome = sender.send(sender.path, body, self.content_type, gzipped=gzipped, precompressed=gzipped,
-                                  retries=0 if spool is not None and sender.down else None,
-                                  retries_unanswered=None if spool is None else self._retries_before_spool)
+        attempted = spool is None or self.may_try()
+        # Known down: kept for later without an attempt.
+        outcome = self._send(body, self.content_type, gzipped, gzipped) if attempted else "unreachable"
         with self._handover:
-            if self._abandoned:  # the batch went to the spool meanwhile: out again if it arrived after all
-                spooled, self._in_flight_spooled = self._in_flight_spooled, None
-                if outcome == "sent" and spool is not None and spooled is not None:
-                    spool.remove(spooled)
-                    self.spooled -= len(spans)
-                return outcome == "sent"
+            if self._abandoned:
+                return self._taken_back(outcome, len(spans))
         if outcome == "sent":
-            if self._probe_at:  # back after an outage: what it missed goes at the next wake-up
-                self._probe_at = self._spool_next_check = 0.0
+            self._answered()
             self.delivered(spans)
-            if self.rejected_in(sender.answer):
-                self._refusals += 1  # accepted, but not whole: flush() says so, as for a batch refused
             return True
         if outcome == "refused":
             self._refusals += 1
@@ -520,6 +527,31 @@ class SpoolingExporter:
             if spool is not None and spool.write_body(body, len(spans), gzipped) is not None:
                 self.spooled += len(spans)
         return False
+
+    def _send(self, body: bytes, content_type: str, gzipped: bool, precompressed: bool) -> str:
+        """One batch to the receiver (``HttpSender.send``'s outcome). With a spool: an answering receiver (5xx, 429)
+        gets the whole retry budget, one that does not answer one retry; a probe of a receiver known down, none."""
+        spool, sender = self.spool, self._sender
+        return sender.send(sender.path, body, content_type, gzipped=gzipped, precompressed=precompressed,
+                           retries=0 if spool is not None and sender.down else None,
+                           retries_unanswered=None if spool is None else self._retries_before_spool)
+
+    def _taken_back(self, outcome: str, count: int) -> bool:
+        """A batch of ``count`` spans whose send ``abandon`` overtook (the hand-over lock held): it went to the spool
+        meanwhile, and comes out again if it arrived after all. Whether it did."""
+        spooled, self._in_flight_spooled = self._in_flight_spooled, None
+        if outcome == "sent" and self.spool is not None and spooled is not None:
+            self.spool.remove(spooled)
+            self.spooled -= count
+        return outcome == "sent"
+
+    def _answered(self) -> None:
+        """The receiver took a batch: back after an outage, what it missed goes at the next wake-up; and what it says
+        it rejected of the batch (read before ``delivered`` sends anything else) counts as a refusal for flush()."""
+        if self._probe_at:
+            self._probe_at = self._spool_next_check = 0.0
+        if self.rejected_in(self._sender.answer):
+            self._refusals += 1
 
     def may_try(self) -> bool:
         """Whether another request to the receiver (the operator-control poll) may be made now: not while it is known
@@ -576,7 +608,7 @@ class SpoolingExporter:
                 if body is None:  # mangled on disk: dropped, as a batch the receiver refuses is
                     spool.remove(path)
                     continue
-            gzipped = precompressed or (self._sender.compresses(len(body)) if self._gzip is None else self._gzip)
+            gzipped = precompressed or self._compresses(len(body))
             outcome = self._sender.send(self._sender.path, body, self.content_type, gzipped=gzipped,
                                         precompressed=precompressed, retries=0)
             if outcome == "unreachable":
@@ -619,6 +651,14 @@ class SpoolingExporter:
                 pending.insert(0, current)
             spool = self.spool
             kept = lost = 0
+            if self._in_flight_rows is not None:
+                rows, count = self._in_flight_rows
+                path = spool.write_rows(rows, count) if spool is not None and spool.takes_rows() else None
+                if path is None:
+                    lost += count
+                else:
+                    kept += count
+                    self._in_flight_spooled = path
             for batch in ([in_flight] if in_flight is not None else []) + pending:
                 spans = self.selected(batch)
                 if not spans:
@@ -659,6 +699,7 @@ class SpoolingExporter:
 #: The records the collector also gets at ``/api/alerts/sdk-alert`` (``HttpExporter._forward_breaker_records``).
 _FORWARDED_KINDS = frozenset({"breaker", "alert"})
 _kind_of = operator.itemgetter("kind")
+_entry_kind = operator.itemgetter(4)  # a queue entry's kind (``span_fields``)
 
 
 class HttpExporter(SpoolingExporter):
@@ -682,6 +723,8 @@ class HttpExporter(SpoolingExporter):
         #: Where the collector's operator-control feed is, and who follows it (set by ``_remote_control``).
         self.control_path = path.rsplit("/ingest", 1)[0] + "/control" if "/ingest" in path else None
         self.control: Any = None
+        #: The collector announced rows but refused a batch of them (415): records for the rest of the run.
+        self._rows_refused = False
 
     def prepare(self) -> None:
         """As ``SpoolingExporter.prepare``, and JSON."""
@@ -699,23 +742,28 @@ class HttpExporter(SpoolingExporter):
         if self._alert_path:
             self._forward_breaker_records(spans)
 
-    def spool_entries(self, entries: list[Any]) -> bool | None:
-        """The export worker's batch as the queue holds it (``span_fields``), before any record is made: written to the
-        spool as rows when the collector is known down and its next probe is not due; None otherwise (not taken: the
-        worker makes the records and calls ``export``, which tries the collector). Never raises into the worker's
-        other path: an error is logged and the batch goes the usual way.
+    def export_entries(self, entries: list[Any]) -> bool | None:
+        """The export worker's batch as the queue holds it (``span_fields``), before any record is made, as JSON rows
+        (one array a span, its attributes as their keys and their values) made by orjson straight from the entries:
+        taken (True: delivered, False: not) when the collector is known down and its next probe is not due (written to
+        the spool as rows), or when its last answer said it takes rows (``ROWS_HEADER``; sent as rows, spooled as
+        rows if it does not answer). None otherwise (not taken: the worker makes the records and calls ``export``):
+        a collector that has not answered yet or takes no rows, a batch with a record to forward (``delivered``), no
+        Zstandard for a batch to spool, or a value orjson cannot write. Never raises into the worker's other path: an
+        error is logged and the batch goes the usual way.
 
-        While the collector is down this is where every batch goes (a program run with no collector: the default
-        setup's every batch), and the records were made only to be serialised and compressed into the spool. The rows
-        (one JSON array a span, its attributes as their keys and their values) are made by orjson straight from the
-        entries: ~0.24 µs a span against ~1.4 for the records and their JSON (the program's GIL held throughout), and
-        half the bytes to compress. The records are made when the batch is delivered (``body_of_rows``). Without
-        Zstandard, or a value orjson cannot write, the batch goes the usual way.
+        Every batch of the default setup comes here: records made per span only to be serialised cost the export
+        worker (the program's GIL held) ~1.4 µs a span against ~0.24 for the rows, and rows are half the bytes to
+        compress, send and parse. The records of a spooled batch are made when it is delivered (``body_of_rows``).
 
-        The worker's ``_current`` stays None for these: ``abandon`` never hands this batch on, so it is spooled here
-        even past the shutdown deadline, under the hand-over lock ``abandon`` takes (neither misses nor repeats it)."""
+        The worker's ``_current`` stays None for these: a batch being sent is ``_in_flight_rows`` for ``abandon`` (the
+        shutdown deadline passed), one to spool is written under the hand-over lock ``abandon`` takes, so that it
+        neither misses nor repeats it."""
         spool = self.spool
-        if spool is None or not self._sender.down or time.monotonic() >= self._probe_at:
+        sender = self._sender
+        down = spool is not None and not self.may_try()
+        if not down and (not sender.takes_rows or self._rows_refused or self._alert_path is not None
+                         and not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries))):
             return None
         try:
             import orjson
@@ -724,15 +772,45 @@ class HttpExporter(SpoolingExporter):
         except (ImportError, TypeError):  # TypeError: orjson's error (a lone surrogate, a key it cannot write)
             return None
         with self._handover:
-            kept = spool.write_rows(rows, len(entries))
-            if kept is None:  # no Zstandard here
-                return None
-            if kept:
-                self.spooled += len(entries)
+            if down or self._abandoned:
+                return self._spooled_rows(rows, len(entries))
+            self._in_flight_rows = (rows, len(entries))
+        try:
+            outcome = self._send(rows, ROWS_MEDIA_TYPE, self._compresses(len(rows)), False)
+        except BaseException:
+            with self._handover:
+                self._in_flight_rows = None
+            raise
+        with self._handover:
+            self._in_flight_rows = None
+            if self._abandoned:
+                return self._taken_back(outcome, len(entries))
+        if outcome == "sent":
+            self._answered()
+            return True
+        if outcome == "refused":
+            if sender.status in (401, 403):  # refused whatever the format: dropped, as records would be
+                self._refusals += 1
+                return False
+            self._rows_refused = True  # a receiver that does not take rows after all: the records' way, from now on
+            return None
+        self._probe_at = time.monotonic() + self.PROBE_INTERVAL  # unreachable
+        if spool is None:
+            return False
+        with self._handover:
+            return self._spooled_rows(rows, len(entries))
+
+    def _spooled_rows(self, rows: bytes, count: int) -> bool | None:
+        """Spool a batch of rows (the hand-over lock held): False, or None with no Zstandard (the records' way)."""
+        spool = self.spool
+        if spool is None or not spool.takes_rows():
+            return None
+        if spool.write_rows(rows, count) is not None:
+            self.spooled += count
         return False
 
     def body_of_rows(self, rows: bytes) -> bytes | None:
-        """The records' body of entries ``spool_entries`` spooled, as ``body`` makes it when exporting them."""
+        """The records' body of entries ``export_entries`` spooled, as ``body`` makes it when exporting them."""
         import orjson
 
         try:

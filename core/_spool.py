@@ -31,9 +31,9 @@ __all__ = ["Spool", "spool_for", "default_spool_root", "user_cache_dir", "DEFAUL
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 #: How a spooled batch is kept, told by its file name's ending: the receiver's body gzip'd as it was sent (every batch
 #: before Zstandard), that body in Zstandard (one not compressed for sending: a receiver on this machine), or the export
-#: queue's entries as JSON rows in Zstandard (``HttpExporter.spool_entries``: the collector known down). The name says
-#: "json" for an OTLP receiver's protobuf bodies too. A new layout of the rows gets a new ending, which an SDK that
-#: cannot read it does not list.
+#: queue's entries as JSON rows in Zstandard (``HttpExporter.export_entries``: the collector known down, or not
+#: answering a batch of rows). The name says "json" for an OTLP receiver's protobuf bodies too. A new layout of the
+#: rows gets a new ending, which an SDK that cannot read it does not list.
 GZIP_BODY, ZSTD_BODY, ZSTD_ROWS = ".json.gz", ".json.zst", ".rows1.zst"
 _FORMS = (GZIP_BODY, ZSTD_BODY, ZSTD_ROWS)
 #: A spooled batch's temporary file, as ``open(path, "wb")`` opens it (binary on Windows too).
@@ -214,12 +214,15 @@ class Spool:
         compressed, encoding = spooled_form(body)
         return self.write_batch(compressed, spans, ZSTD_BODY if encoding == ZSTD else GZIP_BODY)
 
-    def write_rows(self, rows: bytes, spans: int) -> bool | None:
-        """Keep the export queue's entries as JSON ``rows`` in Zstandard (``ZSTD_ROWS``): whether kept, or None where
-        Zstandard does not import (nothing written: the caller keeps the batch another way)."""
-        if not readable(ZSTD):
-            return None
-        return self.write(spooled_form(rows)[0], spans, ZSTD_ROWS)
+    @staticmethod
+    def takes_rows() -> bool:
+        """Whether ``write_rows`` may be called: Zstandard imports here (else the caller keeps the batch otherwise)."""
+        return readable(ZSTD)
+
+    def write_rows(self, rows: bytes, spans: int) -> Path | None:
+        """Keep the export queue's entries as JSON ``rows`` in Zstandard (``ZSTD_ROWS``; only where ``takes_rows``): the
+        file, or None (dropped)."""
+        return self.write_batch(spooled_form(rows)[0], spans, ZSTD_ROWS)
 
     @staticmethod
     def decoded(batch: bytes, encoding: str) -> bytes | None:

@@ -12,10 +12,20 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from ._model import NATIVE_LIST, SPAN_LIST, SPAN_ONE, SpanRecord, looks_atp, sdk_records, to_record
+from ._model import (
+    NATIVE_LIST,
+    SPAN_LIST,
+    SPAN_ONE,
+    SpanRecord,
+    looks_atp,
+    row_records,
+    rows_as_records,
+    sdk_records,
+    to_record,
+)
 from ._span_content import MAX_NESTING, content_problem
 
-__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "without_bom"]
+__all__ = ["IngestError", "ParsedBatch", "inflate", "check_shape", "parse_spans", "parse_rows", "without_bom"]
 
 _MAX_REPORTED_ERRORS = 20
 
@@ -235,6 +245,29 @@ def parse_spans(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
         except ValueError as error:
             errors.append(_error(index, str(error)))
     return ParsedBatch(records, errors[:_MAX_REPORTED_ERRORS], len(errors))
+
+
+def parse_rows(raw: bytes | bytearray, max_spans: int) -> ParsedBatch:
+    """Validate a body of span rows (``ROWS_MEDIA_TYPE``, what the SDK sends a collector that announced it takes them):
+    stored as the same spans sent as records would be. A body that is no list of rows is refused as a whole; rows
+    whose values are not valid are reported by index, as records are, and the valid ones kept."""
+    try:
+        document = from_json(raw, allow_inf_nan=False)
+    except ValueError as error:
+        raise IngestError(400, f"body is not valid JSON: {error}") from None
+    if document.__class__ is not list:
+        raise IngestError(400, "a body of span rows must be a JSON array of rows")
+    if len(document) > max_spans:
+        raise IngestError(413, f"at most {max_spans} spans per request")
+    records = row_records(document)
+    if records is not None:
+        return ParsedBatch(records, [], 0)
+    as_records = rows_as_records(document)
+    if as_records is None:
+        raise IngestError(400, "a span row is an array of 21 values: the span's 19 fields, then its attributes' keys "
+                               "and their values as two arrays of the same length")
+    # Validated and explained one by one, as records (the same order, so the same indexes).
+    return parse_spans(json.dumps(as_records).encode(), max_spans)
 
 
 #: Keys under which clients wrap a list of spans in an object (``{"spans": [...]}``), which this route does not take.

@@ -7,9 +7,10 @@ and normalised into the one record that every store backend writes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
@@ -33,6 +34,8 @@ __all__ = [
     "to_record",
     "MAX_COST_USD",
     "sdk_records",
+    "row_records",
+    "rows_as_records",
 ]
 
 #: The longest span name stored; a cron is named by its runs' spans, so its routes take names as long.
@@ -389,6 +392,15 @@ _INT = {int}
 _DICT = {dict}
 _NUMBER = {float, int}
 _NONE = type(None)
+_LIST = {list}
+#: A span row: the wire record's first 17 values (``_WIRE_KEYS`` but ``attributes``), input, output, then the
+#: attributes' keys and their values (``agentwatch._span.span_fields``).
+_ROW_FIELDS = 17
+_ROW_SIZE = _ROW_FIELDS + 4
+_row_input = operator.itemgetter(_ROW_FIELDS)
+_row_output = operator.itemgetter(_ROW_FIELDS + 1)
+_row_keys = operator.itemgetter(_ROW_FIELDS + 2)
+_row_values = operator.itemgetter(_ROW_FIELDS + 3)
 _get_input = operator.methodcaller("get", "input")
 _get_output = operator.methodcaller("get", "output")
 
@@ -419,9 +431,60 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
         items = complete
         rows = list(map(_wire_values, items))
     sizes = set(map(len, items))
-    if sizes != {_WIRE_SIZE} and any(len(item) > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item)
-                                     for item in items if len(item) != _WIRE_SIZE):
+    if sizes == {_WIRE_SIZE}:  # no span with its text
+        return _checked_records(rows, None, None)
+    if any(len(item) > _WIRE_SIZE + 2 or not _SDK_KEYS.issuperset(item) for item in items if len(item) != _WIRE_SIZE):
         return None
+    return _checked_records(rows, map(_get_input, items), map(_get_output, items))
+
+
+def row_records(entries: list[Any]) -> list[SpanRecord] | None:
+    """Records for a parsed body of span rows (``ROWS_MEDIA_TYPE``: each span as the SDK's export queue holds it,
+    ``span_fields``: its 19 fields, then its attributes' keys and their values) when every row has that shape and every
+    span passes NativeSpan's constraints, checked as ``sdk_records`` checks records; None as soon as one does not
+    (``rows_as_records`` then makes them records for the caller to validate one by one)."""
+    if not entries:
+        return []
+    try:
+        if set(map(type, entries)) != _LIST or set(map(len, entries)) != {_ROW_SIZE}:
+            return None
+        keys = list(map(_row_keys, entries))
+        values = list(map(_row_values, entries))
+        if set(map(type, keys)) != _LIST or set(map(type, values)) != _LIST or list(map(len, keys)) != list(
+                map(len, values)) or not set(map(type, itertools.chain.from_iterable(keys))) <= _STR:
+            return None
+        attributes = list(map(dict, map(zip, keys, values)))
+        if list(map(len, attributes)) != list(map(len, keys)):  # a key twice: a record could not hold both
+            return None
+    except TypeError:  # a key no dict can hold (a list)
+        return None
+    rows = list(map(_wire_row, entries, attributes))
+    return _checked_records(rows, map(_row_input, entries), map(_row_output, entries))
+
+
+def rows_as_records(entries: list[Any]) -> list[dict[str, Any]] | None:
+    """The records (``Span.to_dict()``'s shape) of a body of span rows, for the general path to validate and word
+    the errors of; None if a row is not in the rows' shape at all (not a list of 21 fields whose last two are lists of
+    the same length)."""
+    from agentwatch._span import wire_records
+
+    for entry in entries:
+        if type(entry) is not list or len(entry) != _ROW_SIZE or type(entry[-2]) is not list \
+                or type(entry[-1]) is not list or len(entry[-2]) != len(entry[-1]):
+            return None
+    try:
+        return wire_records(list(entries))
+    except TypeError:  # an attribute key no dict can hold
+        return None
+
+
+def _wire_row(entry: list[Any], attributes: dict[str, Any]) -> tuple[Any, ...]:
+    return (*entry[:_ROW_FIELDS], attributes)
+
+
+def _checked_records(rows: list[tuple[Any, ...]], inputs: Iterable[Any] | None,
+                     outputs: Iterable[Any] | None) -> list[SpanRecord] | None:
+    """``sdk_records`` once each span's 18 wire values are read (``rows``), with its text if any span has some."""
     (trace_ids, span_ids, parents, names, kinds, statuses, starts, ends, agent_ids, agent_names, agent_roles, models,
      providers, tokens_in, tokens_out, cached, costs, attributes) = zip(*rows, strict=True)
     try:
@@ -471,10 +534,10 @@ def sdk_records(items: list[Any]) -> list[SpanRecord] | None:
         costs = tuple(map(float, costs))
     if set(map(type, attributes)) != _DICT:
         return None
-    if sizes == {_WIRE_SIZE}:
+    if inputs is None or outputs is None:
         return list(map(SpanRecord, trace_ids, span_ids, parents, names, stored_kinds, stored_statuses, starts, ends,
                         agent_ids, agent_names, agent_roles, models, providers, tokens_in, tokens_out, cached, costs,
                         attributes))
     return list(map(SpanRecord, trace_ids, span_ids, parents, names, stored_kinds, stored_statuses, starts, ends,
                     agent_ids, agent_names, agent_roles, models, providers, tokens_in, tokens_out, cached, costs,
-                    attributes, map(_get_input, items), map(_get_output, items)))
+                    attributes, inputs, outputs))

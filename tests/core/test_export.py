@@ -723,9 +723,9 @@ def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_
     entries = [span_fields(span) for span in spans]
     expected = exporter.body(wire_records(list(entries)))
     try:
-        assert exporter.spool_entries(list(entries)) is None  # not known down yet: the records' way, which tries it
+        assert exporter.export_entries(list(entries)) is None  # not known down yet: the records' way, which tries it
         assert exporter.export(wire_records(list(entries))) is False
-        assert exporter.spool_entries(list(entries)) is False  # known down now: spooled as they are
+        assert exporter.export_entries(list(entries)) is False  # known down now: spooled as they are
         body_file, rows_file = spool.pending(10)
         assert body_file.name.endswith(".json.zst") and rows_file.name.endswith(".rows1.zst")
         assert Spool.spans_in(rows_file) == 50 and exporter.spooled == 100
@@ -735,10 +735,199 @@ def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_
         # A value orjson cannot write (an int past 64 bits): declined, left whole for the records' way (json).
         spans[0].attributes["big"] = 2**70
         odd = [span_fields(span) for span in spans]
-        assert exporter.spool_entries(odd) is None and odd[0] is not None and len(spool.pending(10)) == 2
+        assert exporter.export_entries(odd) is None and odd[0] is not None and len(spool.pending(10)) == 2
     finally:
         exporter.shutdown()
 
+
+
+def _spans_with_everything(count: int) -> list[Any]:
+    """Ended LLM spans with attributes of every kind, text on every third (what a batch of rows must carry whole)."""
+    import datetime
+
+    from agentwatch._span import Span
+
+    spans = []
+    for i in range(count):
+        span = Span(f"call-{i}", "llm", model="gpt-4o", provider="openai",
+                    attributes={"latency_ms": 1.5 + i, "stream": i % 2 == 0, "tags": ["a", "é"], "nested": {"k": [1]},
+                                "none": None, "when": datetime.date(2026, 12, 6), "text": "日本語 \u2028"})
+        span.input_tokens, span.output_tokens, span.cost_usd = i, 2 * i, 0.1 + i / 3
+        if i % 3 == 0:
+            span.input, span.output = [{"role": "user", "content": f"q{i}"}], "answer"
+        span.finish()
+        spans.append(span)
+    return spans
+
+
+def _stored(url: str, trace_ids: list[str]) -> list[dict[str, Any]]:
+    import httpx
+
+    with httpx.Client(base_url=url.rsplit("/api/", 1)[0], timeout=30) as client:
+        return [span for trace_id in trace_ids for span in client.get(f"/api/traces/{trace_id}/spans").json()["spans"]]
+
+
+def test_a_collector_that_takes_rows_gets_them_and_stores_what_the_records_would_have_made(tmp_path: Path) -> None:
+    """A collector's answer says it takes rows: the exporter's next batches go as the queue's entries (rows), no records
+    made, and the collector stores exactly what the same batch sent as records makes (two real collectors compared)."""
+    from agentwatch._span import span_fields, wire_records
+    from agentwatch.server import Settings, start_background
+
+    spans = _spans_with_everything(40)
+    entries = [span_fields(span) for span in spans]
+    handles = [start_background(settings=Settings(db_path=tmp_path / f"{name}.db", alert_interval_seconds=3600))
+               for name in ("records", "rows")]
+    by_records, by_rows = (HttpExporter(f"{handle.url}/api/ingest", max_retries=0) for handle in handles)
+    try:
+        assert by_rows.export_entries(list(entries)) is None  # no answer yet says so: the records' way
+        assert by_records.export(wire_records(list(entries))) is True
+        warm_up = _spans_with_everything(1)
+        assert by_rows.export(wire_records([span_fields(warm_up[0])])) is True  # its answer announces rows
+        sent = list(entries)
+        assert by_rows.export_entries(sent) is True and by_rows.sender.takes_rows
+        assert sent[0] is not None  # taken as they are: no record made from them
+        trace_ids = [span.trace_id for span in spans]
+        as_records, as_rows = _stored(by_records.url, trace_ids), _stored(by_rows.url, trace_ids)
+        assert len(as_rows) == 40 and as_rows == as_records
+        assert as_rows[0]["input"] == [{"role": "user", "content": "q0"}] and "input" not in as_rows[1]
+        assert as_rows[5]["attributes"]["when"] == "2026-12-06" and as_rows[5]["attributes"]["text"] == "日本語 \u2028"
+        assert by_rows.force_flush() and by_rows.spooled == 0
+    finally:
+        for exporter in (by_records, by_rows):
+            exporter.shutdown()
+        for handle in handles:
+            handle.stop()
+
+
+class _RowsRefusingHandler(BaseHTTPRequestHandler):
+    """A receiver that says it takes rows, then answers them ``refusal`` (a collector replaced meanwhile)."""
+
+    protocol_version = "HTTP/1.1"
+    refusal = 415
+    seen: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        kind = self.headers.get("Content-Type", "")
+        self.seen.append(kind)
+        status, body = (self.refusal, b'{"detail":"no rows"}') if "rows" in kind else (202, b'{"accepted":1}')
+        self.send_response(status)
+        self.send_header("X-AgentWatch-Rows", "1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("refusal", [415, 401])
+def test_rows_refused_go_the_records_way_unless_any_batch_would_be(refusal: int) -> None:
+    """Rows refused by a receiver that announced them (415: it takes no rows after all): declined, so the worker sends
+    the records, and rows are not tried again. Refused for a reason of any format (401): dropped and counted once, as
+    a refused batch of records is."""
+    from agentwatch._span import span_fields
+
+    handler = type("Handler", (_RowsRefusingHandler,), {"refusal": refusal, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    exporter = HttpExporter(f"http://127.0.0.1:{server.server_address[1]}/api/ingest", max_retries=0)
+    try:
+        entries = [span_fields(span) for span in _spans_with_everything(3)]
+        assert exporter.export(exporter.selected([{"kind": "event", "name": "x"}])) is True
+        assert exporter.sender.takes_rows
+        taken = exporter.export_entries(list(entries))
+        if refusal == 415:
+            assert taken is None and exporter.force_flush()
+            assert exporter.export(exporter.selected([{"kind": "event", "name": "y"}])) is True
+            assert exporter.sender.takes_rows and exporter.export_entries(list(entries)) is None  # not tried again
+        else:
+            assert taken is False and not exporter.force_flush()
+        assert handler.seen[:2] == ["application/json", "application/vnd.agentwatch.rows+json"]
+        assert handler.seen.count("application/vnd.agentwatch.rows+json") == 1
+    finally:
+        exporter.shutdown()
+        server.shutdown()
+        server.server_close()
+
+
+
+class _SlowRowsHandler(_RowsRefusingHandler):
+    """Takes rows, answering them only once ``release`` is set (a collector that answers late)."""
+
+    release = threading.Event()
+    arrived = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if "rows" in self.headers.get("Content-Type", ""):
+            self.arrived.set()
+            self.release.wait(10)
+        body = b'{"accepted":1}'
+        self.send_response(202)
+        self.send_header("X-AgentWatch-Rows", "1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_rows_in_flight_at_the_shutdown_deadline_are_spooled_and_taken_back_when_they_arrive(tmp_path: Path) -> None:
+    """The shutdown deadline passes while a batch of rows is being sent (``abandon`` on the thread that shuts down):
+    it is written to the spool as rows, and taken out again when the collector's answer comes after all."""
+    from agentwatch._span import span_fields
+    from agentwatch._spool import Spool
+
+    handler = type("Handler", (_SlowRowsHandler,), {"release": threading.Event(), "arrived": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/ingest"
+    exporter = HttpExporter(url, spool=Spool(tmp_path, url), max_retries=0)
+    outcome: list[bool | None] = []
+    try:
+        assert exporter.export(exporter.selected([{"kind": "event", "name": "x"}])) is True
+        entries = [span_fields(span) for span in _spans_with_everything(5)]
+        sending = threading.Thread(target=lambda: outcome.append(exporter.export_entries(entries)))
+        sending.start()
+        assert handler.arrived.wait(10)
+        exporter.abandon(None, [])
+        (spooled,) = exporter.spool.pending(10)  # type: ignore[union-attr]
+        assert spooled.name.endswith(".rows1.zst") and exporter.spooled == 5
+        handler.release.set()
+        sending.join(10)
+        assert outcome == [True] and exporter.spooled == 0 and not exporter.spool.pending(10)  # type: ignore[union-attr]
+    finally:
+        handler.release.set()
+        exporter.shutdown()
+        server.shutdown()
+        server.server_close()
+
+def test_rows_a_collector_does_not_answer_are_spooled_as_rows_and_delivered_when_it_is_back(tmp_path: Path) -> None:
+    """A batch of rows the collector does not answer (it stopped): spooled as rows at once, and delivered by the
+    worker's idle pass once a collector answers again on that port."""
+    from agentwatch._span import span_fields, wire_records
+    from agentwatch._spool import Spool
+    from agentwatch.server import Settings, start_background
+
+    settings = Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600)
+    handle = start_background(settings=settings)
+    port = int(handle.url.rsplit(":", 1)[1])
+    url = f"{handle.url}/api/ingest"
+    exporter = HttpExporter(url, spool=Spool(tmp_path / "spool", url), max_retries=0)
+    spans = _spans_with_everything(30)
+    try:
+        assert exporter.export(wire_records([span_fields(spans[0])])) is True and exporter.sender.takes_rows
+        handle.stop()
+        assert exporter.export_entries([span_fields(span) for span in spans[1:]]) is False
+        (spooled,) = exporter.spool.pending(10)  # type: ignore[union-attr]
+        assert spooled.name.endswith(".rows1.zst") and exporter.spooled == 29
+        handle = start_background(settings=settings, port=port)
+        exporter.begin_flush()
+        exporter.on_idle()
+        assert exporter.unspooled == 29 and not exporter.spool.pending(10)  # type: ignore[union-attr]
+        assert len(_stored(url, list({span.trace_id for span in spans}))) == 30
+    finally:
+        exporter.shutdown()
+        handle.stop()
 
 def test_an_export_hook_gets_the_records_of_batches_spooled_while_the_collector_is_down(tmp_path: Path) -> None:
     """A plugin reading each batch's records (``agentwatch_export``): the worker makes them, and the spool then holds

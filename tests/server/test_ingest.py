@@ -35,6 +35,44 @@ def test_one_span_a_list_and_gzip_are_accepted(client: TestClient, make_span: Sp
     assert client.get("/api/traces").json()["total"] == 3
 
 
+
+ROWS = {"Content-Type": "application/vnd.agentwatch.rows+json"}
+
+
+def _rows(spans: list[dict]) -> bytes:
+    """Spans as the SDK's rows: the record's fields but ``attributes``, input, output, the attributes' keys, values."""
+    fields = [key for key in spans[0] if key not in ("attributes", "input", "output")]
+    return json.dumps([[*(span[key] for key in fields), span.get("input"), span.get("output"),
+                        list(span["attributes"]), list(span["attributes"].values())] for span in spans]).encode()
+
+
+def test_span_rows_are_stored_as_their_records_and_bad_rows_are_explained(client: TestClient,
+                                                                          make_span: SpanFactory) -> None:
+    """The rows an SDK sends once the collector's answer said it takes them (``X-AgentWatch-Rows``): stored as the
+    same spans sent as records; a row with a bad value is reported by its index and its neighbours kept; a body that
+    is no list of rows is refused as a whole with what a row is."""
+    answer = client.post("/api/ingest", json=make_span())
+    assert answer.status_code == 202 and answer.headers["x-agentwatch-rows"] == "1"
+    batch = make_trace(make_span, calls=3)
+    batch[1]["input"] = [{"role": "user", "content": "hello"}]
+    assert [key for key in batch[0] if key != "input"][:17] == [
+        "trace_id", "span_id", "parent_span_id", "name", "kind", "status", "start_time_unix_nano",
+        "end_time_unix_nano", "agent_id", "agent_name", "agent_role", "model", "provider", "input_tokens",
+        "output_tokens", "cached_input_tokens", "cost_usd"]
+    answer = client.post("/api/ingest", content=_rows(batch), headers=ROWS)
+    assert answer.status_code == 202 and answer.json() == {"accepted": 4, "duplicates": 0, "rejected": 0}
+    stored = {span["span_id"]: span for span in spans_of(client, batch[0]["trace_id"])}
+    assert stored[batch[1]["span_id"]]["input"] == [{"role": "user", "content": "hello"}]
+    assert stored[batch[2]["span_id"]]["attributes"] == batch[2]["attributes"]
+    good, bad = make_span(), make_span(input_tokens=-5)
+    answer = client.post("/api/ingest", content=_rows([bad, good]), headers=ROWS)
+    assert answer.status_code == 202 and answer.json()["accepted"] == 1 and answer.json()["rejected"] == 1
+    assert answer.json()["errors"][0]["index"] == 0 and "input_tokens" in answer.json()["errors"][0]["field"]
+    for body in (b'{"trace_id": "x"}', b"[[1, 2, 3]]", json.dumps([[*range(19), ["k"], []]]).encode()):
+        answer = client.post("/api/ingest", content=body, headers=ROWS)
+        assert answer.status_code == 400 and "row" in answer.json()["detail"], answer.text
+    assert client.get("/api/traces").json()["total"] == 3
+
 def test_a_retried_batch_is_not_counted_twice(client: TestClient, make_span: SpanFactory) -> None:
     batch = make_trace(make_span, calls=5)
     body = gzip_json(batch)

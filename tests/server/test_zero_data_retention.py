@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agentwatch._exporters import ROWS_MEDIA_TYPE
 from agentwatch.server import ServerHandle, Settings, start_background
+from tests.reliability.conftest import ROW_FIELDS
 from tests.server.aw_helpers import SpanFactory, new_span_id, new_trace_id
 
 SECRETS = [f"SECRET{index:02d}zdr" for index in range(70)]
@@ -75,6 +77,12 @@ def _atp(trace_id: str) -> dict[str, Any]:
     }
 
 
+def _row(span: dict[str, Any]) -> list[Any]:
+    """``span`` (its known keys) as a span row, the shape an SDK sends a collector that takes rows."""
+    attributes = span.get("attributes") or {}
+    return [*(span.get(key) for key in ROW_FIELDS[:-2]), list(attributes), list(attributes.values())]
+
+
 def test_no_text_reaches_the_database_files(zdr_server: ServerHandle, make_span: SpanFactory,
                                             tmp_path: Path) -> None:
     trace_id = new_trace_id()
@@ -83,8 +91,12 @@ def test_no_text_reaches_the_database_files(zdr_server: ServerHandle, make_span:
             answer = client.post("/api/ingest", json=body)
             assert answer.status_code in (200, 202), answer.text
             assert answer.json()["accepted"] >= 1
+        # The same span as a row, the shape the SDK's worker sends once the collector said it takes rows.
+        answer = client.post("/api/ingest", content=json.dumps([_row(_native(make_span, trace_id))]),
+                             headers={"Content-Type": ROWS_MEDIA_TYPE})
+        assert answer.status_code == 202 and answer.json()["accepted"] == 1, answer.text
         spans = client.get(f"/api/traces/{trace_id}/spans").json()["spans"]
-    assert len(spans) == 4
+    assert len(spans) == 5
     shown = json.dumps(spans)
     assert not [s for s in SECRETS if s in shown]
     # What is not text is kept: the dashboard still has ids, names, models, states and numbers.
