@@ -810,7 +810,10 @@ class _RowsRefusingHandler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         kind = self.headers.get("Content-Type", "")
         self.seen.append(kind)
-        status, body = (self.refusal, b'{"detail":"no rows"}') if "rows" in kind else (202, b'{"accepted":1}')
+        self.answer(*((self.refusal, b'{"detail":"no rows"}') if "rows" in kind else (202, b'{"accepted":1}')))
+
+    def answer(self, status: int, body: bytes) -> None:
+        """As the collector answers: with the header that says it takes rows."""
         self.send_response(status)
         self.send_header("X-AgentWatch-Rows", "1")
         self.send_header("Content-Length", str(len(body)))
@@ -863,12 +866,7 @@ class _SlowRowsHandler(_RowsRefusingHandler):
         if "rows" in self.headers.get("Content-Type", ""):
             self.arrived.set()
             self.release.wait(10)
-        body = b'{"accepted":1}'
-        self.send_response(202)
-        self.send_header("X-AgentWatch-Rows", "1")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(202, b'{"accepted":1}')
 
 
 def test_rows_in_flight_at_the_shutdown_deadline_are_spooled_and_taken_back_when_they_arrive(tmp_path: Path) -> None:
