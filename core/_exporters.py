@@ -653,7 +653,7 @@ class SpoolingExporter:
             kept = lost = 0
             if self._in_flight_rows is not None:
                 rows, count = self._in_flight_rows
-                path = spool.write_rows(rows, count) if spool is not None and spool.takes_rows() else None
+                path = spool.write_rows(rows, count) if spool is not None and spool.keeps_rows() else None
                 if path is None:
                     lost += count
                 else:
@@ -775,16 +775,15 @@ class HttpExporter(SpoolingExporter):
             if down or self._abandoned:
                 return self._spooled_rows(rows, len(entries))
             self._in_flight_rows = (rows, len(entries))
+        outcome = "unreachable"  # what a send that raised leaves for ``_taken_back``
         try:
             outcome = self._send(rows, ROWS_MEDIA_TYPE, self._compresses(len(rows)), False)
-        except BaseException:
+        finally:
             with self._handover:
                 self._in_flight_rows = None
-            raise
-        with self._handover:
-            self._in_flight_rows = None
-            if self._abandoned:
-                return self._taken_back(outcome, len(entries))
+                taken_back = self._taken_back(outcome, len(entries)) if self._abandoned else None
+        if taken_back is not None:
+            return taken_back
         if outcome == "sent":
             self._answered()
             return True
@@ -803,7 +802,7 @@ class HttpExporter(SpoolingExporter):
     def _spooled_rows(self, rows: bytes, count: int) -> bool | None:
         """Spool a batch of rows (the hand-over lock held): False, or None with no Zstandard (the records' way)."""
         spool = self.spool
-        if spool is None or not spool.takes_rows():
+        if spool is None or not spool.keeps_rows():
             return None
         if spool.write_rows(rows, count) is not None:
             self.spooled += count

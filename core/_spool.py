@@ -215,12 +215,12 @@ class Spool:
         return self.write_batch(compressed, spans, ZSTD_BODY if encoding == ZSTD else GZIP_BODY)
 
     @staticmethod
-    def takes_rows() -> bool:
+    def keeps_rows() -> bool:
         """Whether ``write_rows`` may be called: Zstandard imports here (else the caller keeps the batch otherwise)."""
         return readable(ZSTD)
 
     def write_rows(self, rows: bytes, spans: int) -> Path | None:
-        """Keep the export queue's entries as JSON ``rows`` in Zstandard (``ZSTD_ROWS``; only where ``takes_rows``): the
+        """Keep the export queue's entries as JSON ``rows`` in Zstandard (``ZSTD_ROWS``; only where ``keeps_rows``): the
         file, or None (dropped)."""
         return self.write_batch(spooled_form(rows)[0], spans, ZSTD_ROWS)
 

@@ -450,11 +450,13 @@ def row_records(entries: list[Any]) -> list[SpanRecord] | None:
             return None
         keys = list(map(_row_keys, entries))
         values = list(map(_row_values, entries))
-        if set(map(type, keys)) != _LIST or set(map(type, values)) != _LIST or list(map(len, keys)) != list(
-                map(len, values)) or not set(map(type, itertools.chain.from_iterable(keys))) <= _STR:
+        if set(map(type, keys)) != _LIST or set(map(type, values)) != _LIST:
+            return None
+        counts = list(map(len, keys))
+        if counts != list(map(len, values)) or not set(map(type, itertools.chain.from_iterable(keys))) <= _STR:
             return None
         attributes = list(map(dict, map(zip, keys, values)))
-        if list(map(len, attributes)) != list(map(len, keys)):  # a key twice: a record could not hold both
+        if list(map(len, attributes)) != counts:  # a key twice: a record could not hold both
             return None
     except TypeError:  # a key no dict can hold (a list)
         return None

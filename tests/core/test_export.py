@@ -701,25 +701,14 @@ def test_a_zstandard_batch_is_named_for_its_encoding_and_counted_as_a_gzip_one_i
 def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_sent_as(tmp_path: Path) -> None:
     """Once the collector is known down, a batch goes to the spool as the queue's entries (rows), no records made; read
     back, they make the very body the records would have (text, attributes of every kind, absent text left out)."""
-    import datetime
-
     from agentwatch._compression import decoded
-    from agentwatch._span import Span, span_fields, wire_records
+    from agentwatch._span import span_fields, wire_records
     from agentwatch._spool import Spool
 
     url = f"http://127.0.0.1:{_free_port()}/api/ingest"
     spool = Spool(tmp_path, url)
     exporter = HttpExporter(url, spool=spool, max_retries=0)
-    spans = []
-    for i in range(50):
-        span = Span(f"call-{i}", "llm", model="gpt-4o", provider="openai",
-                    attributes={"latency_ms": 1.5 + i, "stream": i % 2 == 0, "tags": ["a", "é"], "nested": {"k": [1]},
-                                "none": None, "when": datetime.date(2026, 12, 6), "text": "日本語 \u2028"})
-        span.input_tokens, span.cost_usd = i, 0.1 + i / 3
-        if i % 3 == 0:
-            span.input, span.output = [{"role": "user", "content": f"q{i}"}], "answer"
-        span.finish()
-        spans.append(span)
+    spans = _spans_with_everything(50)
     entries = [span_fields(span) for span in spans]
     expected = exporter.body(wire_records(list(entries)))
     try:
