@@ -8,29 +8,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._api import (
-    AgentContext,
-    SpanScope,
-    agent,
-    agent_fn,
-    alert,
-    cron,
-    event,
-    metric,
-    session,
-    set_metadata,
-    span,
-    task,
-    trace,
-)
-from ._breaker import BlockEvent, CircuitBreakerException, Monitor
-from ._client import Client, get_client, get_state, init, shutdown
-from ._context import current_span, current_trace_id
-from ._export import Exporter
-from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
-from ._llm import LLMCall, check_limits, current_llm_call, llm_call, start_llm_call
-from ._span import Span
-from ._version import __version__
+from . import _start_up
+
+# Our imports' allocations must not set off the full collection a program with its frameworks imported is due
+# (see _start_up): held until here, and init() freezes what is alive before letting collections run.
+_held = _start_up.collections_held()
+try:
+    from ._api import (
+        AgentContext,
+        SpanScope,
+        agent,
+        agent_fn,
+        alert,
+        cron,
+        event,
+        metric,
+        session,
+        set_metadata,
+        span,
+        task,
+        trace,
+    )
+    from ._breaker import BlockEvent, CircuitBreakerException, Monitor
+    from ._client import Client, get_client, get_state, init, shutdown
+    from ._context import current_span, current_trace_id
+    from ._export import Exporter
+    from ._exporters import ConsoleExporter, HttpExporter, InMemoryExporter, JsonLinesExporter
+    from ._llm import LLMCall, check_limits, current_llm_call, llm_call, start_llm_call
+    from ._span import Span
+    from ._version import __version__
+finally:
+    _start_up.release_collections(_held)
+    del _held
 
 if TYPE_CHECKING:
     from .hookspecs import hookimpl

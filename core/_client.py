@@ -39,6 +39,7 @@ from ._remote_control import OPERATOR_ACTION
 from ._remote_control import attach as attach_remote_control
 from ._safe import logger, stop_on_exception, swallow_internal_error
 from ._span import REMOTE_PARENT_KEY, Span, open_span
+from ._start_up import collections_held, freeze_start_up_objects, release_collections
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -532,6 +533,14 @@ def init_provisional(*, process_hooks: bool = True, **config: Any) -> Client:
 
 
 def _init(config: dict[str, Any], *, provisional: bool, process_hooks: bool = True) -> Client:
+    held = collections_held()  # see _start_up: no full collection set off by our start-up's allocations
+    try:
+        return _start(config, provisional, process_hooks, held)
+    finally:
+        release_collections(held)
+
+
+def _start(config: dict[str, Any], provisional: bool, process_hooks: bool, held: bool) -> Client:
     global _active
     from ._config import build_config
 
@@ -557,29 +566,9 @@ def _init(config: dict[str, Any], *, provisional: bool, process_hooks: bool = Tr
 
                 _excepthook.install(client)
                 _signals.install(client)
-                _freeze_start_up_objects()
+                freeze_start_up_objects(held)
             _follow_multiprocessing_exit(started=True)
         return client
-
-
-_start_up_frozen = False
-
-
-def _freeze_start_up_objects() -> None:
-    """Once per process, after the first ``init()``: move the objects that exist now (the modules, classes and
-    functions of AgentWatch and of the program's start-up: ~15k with nothing else imported) to the permanent
-    generation, so that no full collection of the program's own garbage walks them again (without it each such
-    pass costs ~2-4 ms more). They are start-up objects that live as long as the process; one that later becomes
-    cyclic garbage is left to refcounting (a program that manages its generations itself, with ``gc.freeze`` or
-    ``gc.disable``, is left alone)."""
-    global _start_up_frozen
-    if _start_up_frozen:
-        return
-    _start_up_frozen = True
-    import gc
-
-    if gc.isenabled() and gc.get_freeze_count() == 0:
-        gc.freeze()
 
 
 def shutdown(timeout: float | None = 5.0) -> None:

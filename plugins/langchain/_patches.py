@@ -290,6 +290,9 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
     return named_like(original, on_start)
 
 
+#: Where ``BaseChatModel`` is defined: ~31 ms of imports (LangSmith's run trees among them) that a LangGraph program
+#: whose nodes call no LangChain model never makes.
+CHAT_MODELS_MODULE = "langchain_core.language_models.chat_models"
 #: Where ``BaseLLM`` is defined: a module that imports PyYAML and more (~18 ms of CPU), which a program using only chat
 #: models never imports.
 COMPLETION_MODELS_MODULE = "langchain_core.language_models.llms"
@@ -304,20 +307,16 @@ def import_now(module_name: str, callback: Callable[[ModuleType], None]) -> None
 
 def install(handler_class: type[Any],
             when_imported: Callable[[str, Callable[[ModuleType], None]], None] = import_now) -> None:
-    """Patch once; ``uninstall`` puts every original back. ``BaseLLM`` is patched once its module is imported
-    (``when_imported(name, callback)``: now if it is), not by importing it here when a client can wait for it."""
+    """Patch once; ``uninstall`` puts every original back. ``BaseChatModel`` and ``BaseLLM`` are patched once their
+    module is imported (``when_imported(name, callback)``: now if it is), not by importing it here when a client can
+    wait for it."""
     if _originals:
         return
     from langchain_core.callbacks.manager import AsyncCallbackManager, AsyncCallbackManagerForLLMRun, CallbackManager
-    from langchain_core.language_models.chat_models import BaseChatModel
 
     with _lock:
         if _originals:
             return
-        for name in _ENTRY_POINTS:
-            original = BaseChatModel.__dict__[name]
-            _originals.append((BaseChatModel, name, original))
-            setattr(BaseChatModel, name, _WRAPPERS[name](original))
         for event in ("on_llm_start", "on_chat_model_start"):
             original = AsyncCallbackManager.__dict__[event]
             _originals.append((AsyncCallbackManager, event, original))
@@ -335,22 +334,30 @@ def install(handler_class: type[Any],
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
         UNPATCHED_RUN_CONTEXTS.update(kind for _, kinds in RUN_CONTEXTS for kind in kinds)
         install_error_wrappers(_patch_later)
+    when_imported(CHAT_MODELS_MODULE, _patch_chat_models)
     when_imported(COMPLETION_MODELS_MODULE, _patch_completion_models)
 
 
+def _patch_chat_models(module: ModuleType) -> None:
+    _patch_entry_points(module.BaseChatModel, {})
+
+
 def _patch_completion_models(module: ModuleType) -> None:
-    """``BaseLLM``'s entry points, as ``BaseChatModel``'s; a completion model starts each prompt of a call with a
-    manager of its own: the call keeps a Batch of them. Not after ``uninstall`` (nothing patched then)."""
-    batches = {"generate": batched, "agenerate": abatched}
-    base_llm = module.BaseLLM
+    """A completion model starts each prompt of a call with a manager of its own: the call keeps a Batch of them."""
+    _patch_entry_points(module.BaseLLM, {"generate": batched, "agenerate": abatched})
+
+
+def _patch_entry_points(model_class: type[Any], batches: dict[str, Callable[[Any], Any]]) -> None:
+    """A model base class's entry points, each run in a scope of its own (``_scoped_call`` and the others), once
+    its module is imported. Not after ``uninstall`` (nothing patched then)."""
     with _lock:
-        if not _originals or any(owner is base_llm for owner, _, _ in _originals):
+        if not _originals or any(owner is model_class for owner, _, _ in _originals):
             return
         for name in _ENTRY_POINTS:
-            original = base_llm.__dict__[name]
-            _originals.append((base_llm, name, original))
+            original = model_class.__dict__[name]
+            _originals.append((model_class, name, original))
             wrapped = _WRAPPERS[name](original)
-            setattr(base_llm, name, batches[name](wrapped) if name in batches else wrapped)
+            setattr(model_class, name, batches[name](wrapped) if name in batches else wrapped)
 
 
 def _patch_later(owner: Any, name: str, new: Any) -> None:

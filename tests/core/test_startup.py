@@ -130,3 +130,35 @@ def test_a_warn_wrapper_made_while_watched_does_not_recurse_after_init_again() -
         print(json.dumps([[str(warning.message), warning.filename] for warning in caught]))
     """)
     assert result == [["from the program", "<string>"]]
+
+
+def test_a_program_due_a_full_collection_has_none_in_import_or_init() -> None:
+    """Found 2026-12-07: a program that imported LangGraph and openai first (~170k objects) is due a full collection,
+    and ``import agentwatch``'s own allocations set it off: ~90 ms walking the program's start-up objects, inside the
+    import. Held until ``init()`` has frozen them, none runs; collections are enabled again after each."""
+    result = _run("""
+        import gc, json
+        import langgraph.graph, openai  # the program's frameworks, imported first
+        full = []
+        gc.callbacks.append(lambda phase, info: full.append(phase) if info["generation"] == 2 else None)
+        import agentwatch
+        after_import = gc.isenabled()
+        agentwatch.init(exporters=[])
+        print(json.dumps({"full collections": len(full), "enabled": [after_import, gc.isenabled()],
+                          "frozen": gc.get_freeze_count() > 100_000}))
+        agentwatch.shutdown(0.1)
+    """)
+    assert result == {"full collections": 0, "enabled": [True, True], "frozen": True}
+
+
+def test_a_program_that_disabled_collections_finds_them_disabled() -> None:
+    result = _run("""
+        import gc, json
+        gc.disable()
+        import agentwatch
+        after_import = gc.isenabled()
+        agentwatch.init(exporters=[])
+        print(json.dumps([after_import, gc.isenabled(), gc.get_freeze_count()]))
+        agentwatch.shutdown(0.1)
+    """)
+    assert result == [False, False, 0]

@@ -110,3 +110,41 @@ def test_init_leaves_langchains_deferred_imports_to_langchain() -> None:
     assert run.returncode == 0, run.stderr
     assert "internal error" not in run.stderr
     assert run.stdout.splitlines() == ["imported by init(): []", "['FakeListChatModel', 'FakeListLLM']"]
+
+
+_GRAPH_FIRST_PROGRAM = """
+import sys
+from typing import TypedDict
+from langgraph.graph import StateGraph
+import agentwatch
+
+class State(TypedDict):
+    text: str
+
+def model_node(state: State) -> State:
+    from langchain_core.language_models import FakeListChatModel  # the program's first chat model, after init()
+    between = [agentwatch.current_llm_call() for _ in FakeListChatModel(responses=["a b"]).stream("x")]
+    print("current between chunks:", set(between))
+    return {"text": FakeListChatModel(responses=["c"]).invoke(state["text"]).content}
+
+memory = agentwatch.InMemoryExporter()
+agentwatch.init(exporters=[memory])
+print("imported by init():", "langchain_core.language_models.chat_models" in sys.modules)
+graph = StateGraph(State)
+graph.add_node("model", model_node)
+graph.set_entry_point("model")
+print(graph.compile().invoke({"text": "hi"}))
+agentwatch.flush()
+print(sorted(span["name"] for span in memory.by_kind("llm")))
+"""
+
+
+def test_a_graph_program_gets_its_chat_models_patched_when_it_imports_them() -> None:
+    """``BaseChatModel``'s module (~31 ms of imports, LangSmith's run trees among them) is LangGraph's to import, or
+    the program's: ``init()`` patches its entry points when it is imported, as it does ``BaseLLM``'s. A chat model
+    imported inside a node, after ``init()``, keeps the consumer of its stream outside the call."""
+    run = subprocess.run([sys.executable, "-c", _GRAPH_FIRST_PROGRAM], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr
+    assert run.stdout.splitlines() == ["imported by init(): False", "current between chunks: {None}",
+                                       "{'text': 'c'}", "['FakeListChatModel', 'FakeListChatModel']"]
