@@ -91,21 +91,30 @@ class Spool:
             self._directory = Path(self._root) / hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:16]
         return self._directory
 
-    def _files(self, endings: tuple[str, ...] = _FORMS) -> list[Path]:
+    def _files(self, endings: tuple[str, ...] = _FORMS, limit: int | None = None) -> list[Path]:
         try:
             names = os.listdir(self.directory)
         except OSError:  # not created yet, or unusable (then write() says so)
             return []
-        # Names start with a nanosecond timestamp: sorting delivers the oldest first.
-        return [self.directory / name for name in sorted(names) if name.endswith(endings)]
+        # Names start with a nanosecond timestamp: sorting delivers the oldest first. Paths made for the ones asked
+        # for only: a spool of a collector down for hours holds thousands.
+        directory = self.directory
+        return [directory / name for name in sorted(name for name in names if name.endswith(endings))[:limit]]
 
     def size(self) -> int:
+        """The bytes of the batches spooled (every process's): one directory read, a ``stat`` per file, no path
+        objects (the first spooled batch of each run asks; pathlib cost ~40 µs a file)."""
         total = 0
-        for path in self._files():
-            try:
-                total += path.stat().st_size
-            except OSError:  # delivered by another process meanwhile
-                pass
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith(_FORMS):
+                        try:
+                            total += entry.stat().st_size
+                        except OSError:  # delivered by another process meanwhile
+                            pass
+        except OSError:  # not created yet
+            return 0
         return total
 
     def write(self, compressed_batch: bytes, spans: int = 0, form: str = GZIP_BODY) -> bool:
@@ -182,7 +191,7 @@ class Spool:
         return _FORMS if readable(ZSTD) else (GZIP_BODY,)
 
     def pending(self, limit: int) -> list[Path]:
-        return self._files(self._readable())[:limit]
+        return self._files(self._readable(), limit)
 
     def pending_of(self, pid: int) -> list[Path]:
         """The batches process ``pid`` spooled (its id is in their names), oldest first."""
