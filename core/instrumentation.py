@@ -33,8 +33,9 @@ plugin can do whatever they do. Names follow OpenTelemetry's API (``get_current_
   then takes its trace id and names it under ``REMOTE_PARENT_KEY``, for the exporter to make it the parent.
 - Never break the host: wrap every callback in ``stop_on_exception``; only ``CircuitBreakerException``
   (and what ``add_pass_through`` adds) reaches user code. Code a finaliser may run (``__del__``, a generator's
-  ``finally``; ``collecting_garbage()`` tells) ends nothing itself: it hands the work to ``defer``, run at the next
-  safe point (the garbage collector may run it while this thread holds a lock that ending a call takes).
+  ``finally``; ``collecting_garbage()`` tells, between ``watch_collections()`` and ``unwatch_collections()`` around
+  the time such code is open) ends nothing itself: it hands the work to ``defer``, run at the next safe point (the
+  garbage collector may run it while this thread holds a lock that ending a call takes).
   A block must reach the program past a framework's ``except Exception``: ``BlockCarrier`` takes it past one that
   plugin code raises it under; ``BlocksMet`` keeps the blocks raised under framework code that keeps only an error's
   text (a tool executor's ``"Error: ..."``), to raise the one it made text again above it.
@@ -72,6 +73,8 @@ from ._context import (
 from ._context import current_agent_scopes as get_current_agent_scopes
 from ._context import current_span as get_current_span
 from ._deferred import collecting_garbage, defer
+from ._deferred import unwatch as unwatch_collections
+from ._deferred import watch as watch_collections
 from ._estimate import estimate_request_tokens, estimate_text_bytes, estimate_tokens
 from ._exporters import HttpSender, SpoolingExporter
 from ._frames import Frame, call_in_frame, finish_frame, open_frame, stepped
@@ -165,6 +168,8 @@ __all__ = [
     # never break the host
     "defer",
     "collecting_garbage",
+    "watch_collections",
+    "unwatch_collections",
     "stop_on_exception",
     "swallow_internal_error",
     "add_pass_through",

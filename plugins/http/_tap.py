@@ -7,7 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentwatch.instrumentation import collecting_garbage, defer, logger, stop_on_exception
+from agentwatch.instrumentation import (
+    collecting_garbage,
+    defer,
+    logger,
+    stop_on_exception,
+    unwatch_collections,
+    watch_collections,
+)
 
 from ._body import BodyReader
 from ._exchange import Exchange, begin, get_current_exchange
@@ -68,6 +75,7 @@ class StreamTap:
         self._done = False
         exchange.body_open = True
         exchange.streamed = True
+        watch_collections()  # until finish(): the collector may finalise an abandoned stream, and run finish then
 
     def feed(self, chunk: bytes) -> None:
         reader = self._reader
@@ -128,6 +136,7 @@ class StreamTap:
             defer(functools.partial(self.finish, error, complete))
             return
         self._done = True
+        unwatch_collections()
         held, self._held = self._held, None
         if held is not None:
             self._read(held)
