@@ -297,6 +297,12 @@ class Client(StructureAPI):
         Limits passed again unchanged (every ``with agent(...)`` of a loop) leave the monitor alone, so a
         recovery such as ``increase_budget`` is not undone; different limits replace the declared ones.
         """
+        if not limits:
+            # An agent's every run asks for its scope (AutoGen's, LlamaIndex's, a graph node's): one that exists, asked
+            # for without limits, is taken without the lock (a dict's read is atomic) and the two comprehensions below.
+            known = self._agents.get(name)
+            if known is not None and (not role or role == known.role):
+                return known
         preset = self.config.agents.get(name, {})
         given = {key: value for key, value in limits.items() if value is not None}
         with self._agents_lock:
