@@ -477,7 +477,6 @@ def test_a_forked_child_never_takes_the_parents_next_ids() -> None:
     assert child & parent == {"t" * 32}
 
 
-
 def test_ids_drawn_by_threads_at_once_are_all_different() -> None:
     """Ids are handed out from pools drawn 64 at a time: threads taking them at once, refills included, never get the
     same one, and each is as many hex digits as its kind has."""
@@ -502,6 +501,7 @@ def test_ids_drawn_by_threads_at_once_are_all_different() -> None:
     ids = [id_ for into in drawn for id_ in into]
     assert len(set(ids)) == len(ids) == 48_000
     assert {len(id_) for id_ in ids} == {16, 32} and all(int(id_, 16) >= 0 for id_ in ids[:100])
+
 
 def test_an_llm_span_names_the_opentelemetry_span_current_when_it_started(memory: agentwatch.InMemoryExporter,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
