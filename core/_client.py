@@ -204,7 +204,7 @@ class Client(StructureAPI):
 
     def start_plugins(self) -> None:
         """Register entry-point plugins; instrument frameworks now or when they are imported."""
-        from ._plugins import required_modules
+        from ._plugins import imported, required_modules
 
         pm = self.plugin_manager
         pm.hook.agentwatch_configure.call_historic(kwargs={"config": self.config})
@@ -216,10 +216,10 @@ class Client(StructureAPI):
             return
         for name, plugin in self._framework_plugins:
             modules = required_modules(plugin)
-            if all(module in sys.modules for module in modules):
+            pending = [module for module in modules if imported(module) is None]
+            if not pending:
                 self.register_plugin(plugin, name)
             else:
-                pending = [module for module in modules if module not in sys.modules]
                 self._import_hooks.when_imported(pending[0], functools.partial(self._register_on_import, plugin, name))
 
     def _register_on_import(self, plugin: Any, name: str, _module: Any) -> None:
@@ -229,7 +229,11 @@ class Client(StructureAPI):
         """Call ``callback(module)`` once ``module_name`` is imported: now if it is, else right after its import
         completes (in the importing thread), unless this client shuts down first. For a plugin that patches or hooks
         into a module its framework imports only when first used, without importing it itself (an import the program
-        would not make yet, or never). An error of ``callback`` is logged, not raised into the importing code."""
+        would not make yet, or never). An error of ``callback`` is logged, not raised into the importing code.
+
+        A module still being imported (asked for from inside its own import: one of its imports led here) is not
+        imported yet: its callback runs when that import completes, or, where the import began before the module was
+        watched, at the first import of any module after it."""
         self._import_hooks.when_imported(module_name, callback)
 
     @stop_on_exception

@@ -276,31 +276,49 @@ class _NotifyingLoader:
         return getattr(self._loader, name)
 
 
+def imported(module_name: str) -> ModuleType | None:
+    """The module if its import has completed; None if it is not imported, or still being imported (in
+    ``sys.modules`` while its code runs: an import of one of its own imports led here, and the names it defines
+    after that import do not exist yet)."""
+    module = sys.modules.get(module_name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
+
+
 class PostImportHooks:
     """Calls back when a watched module is imported after ``init()``; removed by ``uninstall()``."""
 
     def __init__(self) -> None:
         self._callbacks: dict[str, list[Callable[[ModuleType], None]]] = {}
+        #: Watched modules that were still being imported when asked for, by an import this finder did not see begin:
+        #: their callbacks run at the first import of any module after theirs completed (``find_spec``).
+        self._half_imported: set[str] = set()
         self._lock = fork_safe_lock(self)
         self._searching = threading.local()
 
     def when_imported(self, module_name: str, callback: Callable[[ModuleType], None]) -> None:
-        module = sys.modules.get(module_name)
+        module = imported(module_name)
         if module is not None:
             stop_on_exception(callback)(module)
             return
         with self._lock:
             self._callbacks.setdefault(module_name, []).append(callback)
+            if module_name in sys.modules:  # being imported: if its loader is ours, it calls back when done
+                self._half_imported.add(module_name)
             if self not in sys.meta_path:
                 sys.meta_path.insert(0, self)
 
     def uninstall(self) -> None:
         with self._lock:
             self._callbacks.clear()
+            self._half_imported.clear()
             if self in sys.meta_path:
                 sys.meta_path.remove(self)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if self._half_imported:
+            self._fire_completed()
         if fullname not in self._callbacks or getattr(self._searching, fullname, False):
             return None
         setattr(self._searching, fullname, True)
@@ -315,8 +333,20 @@ class PostImportHooks:
         spec.loader = _NotifyingLoader(spec.loader, self._fire)  # type: ignore[assignment]
         return spec
 
+    def _fire_completed(self) -> None:
+        """Call back for the watched modules that were half-imported when asked for and whose import has completed
+        since (one that failed and left ``sys.modules`` waits for the next attempt, as a module never imported)."""
+        with self._lock:
+            done = [name for name in self._half_imported if imported(name) is not None or name not in sys.modules]
+            self._half_imported.difference_update(done)
+        for name in done:
+            module = imported(name)
+            if module is not None:
+                self._fire(module)
+
     def _fire(self, module: ModuleType) -> None:
         with self._lock:
+            self._half_imported.discard(module.__name__)
             callbacks = self._callbacks.pop(module.__name__, [])
             if not self._callbacks and self in sys.meta_path:
                 sys.meta_path.remove(self)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from asyncio import CancelledError
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.outputs import LLMResult
+# From its own module, not the package's lazy names: imported while the callback manager's module finishes its import
+# (``_plugin``), when older langchain-core's package is itself still being imported.
+from langchain_core.callbacks.base import BaseCallbackHandler
 
 import agentwatch
 from agentwatch import CircuitBreakerException, Span
@@ -38,6 +39,9 @@ from ._patches import UNPATCHED_RUN_CONTEXTS, install_run_contexts
 from ._patches import install as install_patches
 from ._plugin import install_deferred
 from ._runs import RUNS, Run, end_model_run, key_of, new_run, parent_key_of
+
+if TYPE_CHECKING:  # not at run time: langchain_core.outputs imports its messages, which the handler has no need of
+    from langchain_core.outputs import LLMResult
 
 __all__ = ["AgentWatchHandler"]
 

@@ -47,6 +47,7 @@ from agentwatch.instrumentation import get_current_llm_call, restore_current, sa
 from . import _timeouts as timeouts
 from ._error_wrappers import forget_error_wrappers, install_error_wrappers
 from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
+from ._plugin import CHAT_MODELS_MODULE, MODEL_MODULES
 from ._runs import RUNS, end_model_run_left_open, key_of
 from ._stopped import (
     BATCH,
@@ -59,7 +60,7 @@ from ._stopped import (
     raised_by_ours,
 )
 
-__all__ = ["install", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS"]
+__all__ = ["install", "watch_models", "patch_models", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS"]
 
 _ENTRY_POINTS = ("generate", "agenerate", "stream", "astream")
 _originals: list[tuple[type, str, Any]] = []
@@ -292,10 +293,6 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
 
 #: Where ``BaseChatModel`` is defined: ~31 ms of imports (LangSmith's run trees among them) that a LangGraph program
 #: whose nodes call no LangChain model never makes.
-CHAT_MODELS_MODULE = "langchain_core.language_models.chat_models"
-#: Where ``BaseLLM`` is defined: a module that imports PyYAML and more (~18 ms of CPU), which a program using only chat
-#: models never imports.
-COMPLETION_MODELS_MODULE = "langchain_core.language_models.llms"
 _WRAPPERS: dict[str, Callable[[Any], Any]] = {"generate": _scoped_call, "agenerate": _scoped_acall,
                                              "stream": _scoped_stream, "astream": _scoped_astream}
 
@@ -308,8 +305,7 @@ def import_now(module_name: str, callback: Callable[[ModuleType], None]) -> None
 def install(handler_class: type[Any],
             when_imported: Callable[[str, Callable[[ModuleType], None]], None] = import_now) -> None:
     """Patch once; ``uninstall`` puts every original back. ``BaseChatModel`` and ``BaseLLM`` are patched once their
-    module is imported (``when_imported(name, callback)``: now if it is), not by importing it here when a client can
-    wait for it."""
+    module is imported (``watch_models``), not by importing it here when a client can wait for it."""
     if _originals:
         return
     from langchain_core.callbacks.manager import AsyncCallbackManager, AsyncCallbackManagerForLLMRun, CallbackManager
@@ -334,17 +330,24 @@ def install(handler_class: type[Any],
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
         UNPATCHED_RUN_CONTEXTS.update(kind for _, kinds in RUN_CONTEXTS for kind in kinds)
         install_error_wrappers(_patch_later)
-    when_imported(CHAT_MODELS_MODULE, _patch_chat_models)
-    when_imported(COMPLETION_MODELS_MODULE, _patch_completion_models)
+    watch_models(when_imported)
 
 
-def _patch_chat_models(module: ModuleType) -> None:
-    _patch_entry_points(module.BaseChatModel, {})
+def watch_models(when_imported: Callable[[str, Callable[[ModuleType], None]], None]) -> None:
+    """``patch_models`` for each model base class's module when it is imported (``when_imported(name, callback)``: now
+    if it is)."""
+    for name in MODEL_MODULES:
+        when_imported(name, patch_models)
 
 
-def _patch_completion_models(module: ModuleType) -> None:
-    """A completion model starts each prompt of a call with a manager of its own: the call keeps a Batch of them."""
-    _patch_entry_points(module.BaseLLM, {"generate": batched, "agenerate": abatched})
+def patch_models(module: ModuleType) -> None:
+    """Patch the model base class ``module`` defines (``BaseChatModel``, ``BaseLLM``), once ``install`` has run (before
+    it: nothing). A completion model starts each prompt of a call with a manager of its own: the call keeps a Batch of
+    them."""
+    if module.__name__ == CHAT_MODELS_MODULE:
+        _patch_entry_points(module.BaseChatModel, {})
+    else:
+        _patch_entry_points(module.BaseLLM, {"generate": batched, "agenerate": abatched})
 
 
 def _patch_entry_points(model_class: type[Any], batches: dict[str, Callable[[Any], Any]]) -> None:

@@ -6,23 +6,37 @@ LangSmith auto-traces the same way: every callback manager LangChain configures 
 
 from __future__ import annotations
 
+import functools
 import sys
 from contextvars import ContextVar
 from typing import Any
 
 from agentwatch import hookimpl
 
-__all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrument", "agentwatch_before_block"]
+__all__ = ["AGENTWATCH_REQUIRES", "agentwatch_instrument", "agentwatch_uninstrument", "agentwatch_before_block",
+           "MANAGER_MODULE", "CHAT_MODELS_MODULE", "COMPLETION_MODELS_MODULE", "MODEL_MODULES"]
 
 AGENTWATCH_REQUIRES = ("langchain_core",)
 
 _installed: list[tuple[Any, ...]] = []
+#: Set from ``_install`` until LangChain's callback manager is imported and the patches go in.
+_awaiting_manager: list[bool] = []
 #: Set from ``_install`` until LangChain imports its tracer context and our configure hook is registered there.
 _awaiting_tracer_context: list[bool] = []
 #: LangChain's configure hooks live here. It imports LangSmith's client (~70 ms, over a second on a cold disk);
 #: LangChain itself imports it only when its first run configures callbacks.
 _TRACER_CONTEXT = "langchain_core.tracers.context"
 
+
+#: Where LangChain's callback managers are defined: with what it imports, most of langchain-core (~300 ms of imports),
+#: which ``langchain_core.messages``, ``.prompts`` or ``.tools`` alone do not bring in.
+MANAGER_MODULE = "langchain_core.callbacks.manager"
+CHAT_MODELS_MODULE = "langchain_core.language_models.chat_models"
+#: Where ``BaseLLM`` is defined: a module that imports PyYAML and more (~18 ms of CPU), which a program using only chat
+#: models never imports.
+COMPLETION_MODELS_MODULE = "langchain_core.language_models.llms"
+#: The modules of the model base classes whose entry points are patched (``_patches.patch_models``).
+MODEL_MODULES = (CHAT_MODELS_MODULE, COMPLETION_MODELS_MODULE)
 
 #: Set when the hook ran while ``_handler`` itself was being imported (see ``agentwatch_instrument``).
 _deferred: list[Any] = []
@@ -48,11 +62,32 @@ def install_deferred() -> None:
 
 
 def _install(client: Any) -> None:
+    """Instrument LangChain once its callback manager is imported: now if it is. A program that imported only
+    ``langchain_core.messages`` (or ``.prompts``, ``.tools``) before ``init()`` has not, and ``init()`` does not import
+    it for it (~300 ms of LangChain's imports, which the program pays when it first imports a model or a graph)."""
+    if _installed or _awaiting_tracer_context or _awaiting_manager:
+        return
+    _awaiting_manager.append(True)
+    # The models' modules watched now, before the program imports them: each is patched when its own import ends, also
+    # when that import is what brings in the callback manager (its install runs half way through the models' module).
+    for name in MODEL_MODULES:
+        client.when_imported(name, _patch_models)
+    client.when_imported(MANAGER_MODULE, functools.partial(_install_with_manager, client))
+
+
+def _patch_models(module: Any) -> None:
+    from ._patches import patch_models  # imported with a model's module, not by init()
+
+    patch_models(module)
+
+
+def _install_with_manager(client: Any, _manager: Any) -> None:
+    if not _awaiting_manager:  # uninstrumented meanwhile
+        return
+    _awaiting_manager.clear()
     from ._handler import AgentWatchHandler
     from ._patches import install
 
-    if _installed or _awaiting_tracer_context:
-        return
     install(AgentWatchHandler, client.when_imported)
     # The configure hook goes in when LangChain imports its tracer context (its first run), not by importing it now.
     _awaiting_tracer_context.append(True)
@@ -78,6 +113,7 @@ def agentwatch_uninstrument(client: Any) -> None:
 
     uninstall()
     _deferred.clear()
+    _awaiting_manager.clear()
     _awaiting_tracer_context.clear()
     tracer_context = sys.modules.get(_TRACER_CONTEXT)  # not imported: no hook of ours registered
     while _installed:

@@ -455,3 +455,57 @@ def test_entry_point_cache_is_used_until_a_path_directory_changes(tmp_path: Path
     os.utime(site, (settled + 1, settled + 1))  # settled again: scanned once more, and kept
     assert "newplugin" in {entry.name for entry in _plugins.plugin_entry_points()}
     assert "newplugin" in cache.read_text()
+
+
+@pytest.fixture
+def half_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A package whose ``models`` module imports ``manager`` before it defines ``BaseModel``; the manager's import calls
+    ``aw_half_registry.hook`` (as importing LangChain's callback manager, half way through its chat models' module,
+    instruments LangChain)."""
+    package = tmp_path / "aw_half"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("import aw_half.manager\nBaseModel = 'defined after the manager'\n")
+    (package / "manager.py").write_text("import aw_half_registry\naw_half_registry.hook()\n")
+    (package / "later.py").write_text("")
+    (tmp_path / "aw_half_registry.py").write_text("hook = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import aw_half_registry
+
+    yield aw_half_registry
+    for name in ("aw_half", "aw_half.models", "aw_half.manager", "aw_half.later", "aw_half_registry"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("watched_before", [True, False])
+def test_a_module_still_being_imported_is_called_back_once_its_import_completes(half_imported: Any,
+                                                                                watched_before: bool) -> None:
+    """``when_imported`` asked for a module from inside that module's own import used to call back at once, with the
+    module half made (LangChain's ``BaseChatModel`` not defined yet: the patch failed, and the model was never
+    patched). Now it calls back when that import completes: right then if the module was watched before its import
+    began, else at the next import of any module after it."""
+    hooks = PostImportHooks()
+    seen: list[tuple[str, str]] = []
+
+    def record(label: str) -> Any:
+        return lambda module: seen.append((label, getattr(module, "BaseModel", "half made")))
+
+    half_imported.hook = lambda: hooks.when_imported("aw_half.models", record("during"))
+    try:
+        if watched_before:
+            hooks.when_imported("aw_half.models", record("before"))
+        import aw_half.models  # noqa: F401
+
+        if watched_before:
+            assert seen == [("before", "defined after the manager"), ("during", "defined after the manager")]
+        else:
+            assert seen == []
+            import aw_half.later  # noqa: F401
+
+            assert seen == [("during", "defined after the manager")]
+        import aw_half.later  # noqa: F401,F811  (no second call back)
+
+        assert len(seen) == (2 if watched_before else 1)
+    finally:
+        hooks.uninstall()
+    assert hooks not in sys.meta_path

@@ -148,3 +148,32 @@ def test_a_graph_program_gets_its_chat_models_patched_when_it_imports_them() -> 
     assert "internal error" not in run.stderr
     assert run.stdout.splitlines() == ["imported by init(): False", "current between chunks: {None}",
                                        "{'text': 'c'}", "['FakeListChatModel', 'FakeListChatModel']"]
+
+
+_MESSAGES_FIRST_PROGRAM = """
+import sys
+from langchain_core.messages import HumanMessage
+import agentwatch
+
+memory = agentwatch.InMemoryExporter()
+agentwatch.init(exporters=[memory])
+print("callback manager imported by init():", "langchain_core.callbacks.manager" in sys.modules)
+from langchain_core.language_models import FakeListChatModel  # its module imports the callback manager half way
+between = [agentwatch.current_llm_call() for _ in FakeListChatModel(responses=["a b"]).stream("x")]
+print("current between chunks:", set(between))
+print(FakeListChatModel(responses=["c"]).invoke([HumanMessage("hi")]).content)
+agentwatch.flush()
+print(sorted(span["name"] for span in memory.by_kind("llm")))
+"""
+
+
+def test_init_leaves_the_callback_manager_to_the_program_that_imported_only_messages() -> None:
+    """Found 2026-12-07: a program that imported ``langchain_core.messages`` (or ``.prompts``, ``.tools``) before
+    ``init()`` had ``init()`` import LangChain's callback manager, and most of langchain-core with it: init() took
+    ~550 ms instead of ~25. LangChain is now instrumented when the program imports the manager, which its first chat
+    model's module does half way through its own import: that module is patched when its import completes."""
+    run = subprocess.run([sys.executable, "-c", _MESSAGES_FIRST_PROGRAM], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr
+    assert run.stdout.splitlines() == ["callback manager imported by init(): False", "current between chunks: {None}",
+                                       "c", "['FakeListChatModel', 'FakeListChatModel']"]
