@@ -49,7 +49,6 @@ _patcher = Patcher()
 
 def install() -> None:
     from agents.run_internal import run_loop
-    from agents.tracing import add_trace_processor, get_trace_provider
 
     missing = [name for name in _RUN_LOOP if not hasattr(run_loop, name)]
     if missing:  # another SDK layout: traced, but its model calls are left to the HTTP layer
@@ -73,9 +72,38 @@ def install() -> None:
     # Every way of replacing the processors (``agents.set_trace_processors``, however early it was imported, and
     # the provider's ``set_processors``) ends in this method: ours is kept where it was registered.
     _patcher.replace(SynchronousMultiTracingProcessor, "set_processors", _keeping_ours)
-    if _tracing.PROCESSOR not in _registered(get_trace_provider()):
-        add_trace_processor(_tracing.PROCESSOR)  # type: ignore[arg-type]  # duck-typed TracingProcessor
+    provider = _made_provider()
+    if provider is None:  # the SDK makes it at its first trace: ours goes in then (and in any provider made later)
+        from agents.tracing.provider import DefaultTraceProvider
+
+        _patcher.replace(DefaultTraceProvider, "__init__", _registering_ours)
+    elif _tracing.PROCESSOR not in _registered(provider):
+        provider.register_processor(_tracing.PROCESSOR)
     _tracing.PROCESSOR.active = True
+
+
+def _made_provider() -> Any:
+    """The SDK's trace provider, or None while it has made none: newer SDKs make it at their first trace, not at
+    import (with its exporter to OpenAI's backend, whose HTTP client imports httpcore: ~40 ms that ``init()`` would
+    pay for a program that has not traced yet, or never does)."""
+    from agents.tracing import get_trace_provider, setup
+
+    if not hasattr(setup, "GLOBAL_TRACE_PROVIDER"):  # another SDK layout: asked for (made now if it makes it lazily)
+        return get_trace_provider()
+    return setup.GLOBAL_TRACE_PROVIDER
+
+
+def _registering_ours(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``DefaultTraceProvider.__init__``: a provider made after ``init()`` (the SDK's own, at its first trace) gets ours
+    as its first processor."""
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if _tracing.PROCESSOR not in _registered(self):
+            self.register_processor(_tracing.PROCESSOR)
+
+    return __init__
 
 
 def _wrap_runs(run_loop: Any) -> None:
@@ -148,10 +176,8 @@ def uninstall() -> None:
     _SDK_LOGGER.removeFilter(_REFUSAL_LOG_FILTER)
     _patcher.restore()
     try:
-        from agents.tracing import get_trace_provider
-
-        provider = get_trace_provider()
-        registered = _registered(provider)
+        provider = _made_provider()
+        registered = _registered(provider) if provider is not None else ()
         if _tracing.PROCESSOR in registered:  # the next init() adds it again
             provider.set_processors([processor for processor in registered if processor is not _tracing.PROCESSOR])
     except Exception:

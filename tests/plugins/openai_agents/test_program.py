@@ -90,3 +90,21 @@ def test_an_sdk_without_the_streamed_guardrails_hook_still_limits_each_agents_mo
     so an SDK layout without it lost every model call's agent scope (Triage's budget never blocked) for the sake of
     one resume."""
     _blocked_and_resumed(_run(WITHOUT_STREAMED_GUARDRAILS + PROGRAM))
+
+
+#: The usual order: the SDK imported, then ``init()``. The SDK makes its trace provider (with its exporter to OpenAI's
+#: backend and that exporter's HTTP client) at its first trace.
+SDK_FIRST = "import agents\nfrom agents.tracing import setup\n" + PROGRAM.replace(
+    'light = "agents" not in sys.modules',
+    'light = setup.GLOBAL_TRACE_PROVIDER is None and "httpcore" not in sys.modules').replace(
+    'print(json.dumps(out))', 'out["kinds"] = sorted({s["kind"] for s in memory.spans})\nprint(json.dumps(out))')
+
+
+def test_init_after_the_sdk_leaves_its_trace_provider_to_its_first_trace() -> None:
+    """Found 2026-12-07: ``init()`` asked the SDK for its trace provider to add ours, which made it then: ~40 ms of
+    imports (httpcore, h11, h2) for the exporter's HTTP client, init() ~90 ms instead of ~30 with the SDK imported
+    first. Ours now goes into the provider when the SDK makes it, and the run is traced, blocked and resumed alike."""
+    out = _run(SDK_FIRST)
+    assert out["light"]
+    _blocked_and_resumed(out)
+    assert {"agent", "llm"} <= set(out["kinds"])
