@@ -8,9 +8,7 @@ spool off (as ``spool_dir=""`` is).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import numbers
 import operator
 import os
 import urllib.parse
@@ -122,6 +120,8 @@ def _from_env(name: str, raw: str) -> Any:
         except ValueError:
             raise ValueError(f"{_env_name(name)}: expected an integer, got {raw!r}") from None
     if name in {"agents", "cost_table_override", "providers"}:
+        import json  # only for a setting given so (the usual environment has none: ~3 ms of init() otherwise)
+
         try:
             return json.loads(raw)  # validated afterwards like an argument: a list or a number is named there
         except ValueError:
@@ -147,8 +147,11 @@ def _plain_number(value: Any, integer: bool) -> int | float | None:
             return operator.index(value)
         except TypeError:
             return None
-    if not isinstance(value, numbers.Real):
-        return None
+    if value.__class__ is not float and value.__class__ is not int:
+        import numbers  # another kind of number (numpy's, a Fraction): asked only then (~0.7 ms of init() otherwise)
+
+        if not isinstance(value, numbers.Real):
+            return None
     try:
         return float(value)
     except OverflowError:  # an int beyond any float: out of range, said as for infinity

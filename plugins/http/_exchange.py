@@ -38,7 +38,8 @@ from agentwatch.instrumentation import (
 )
 
 from ._body import BodyReader, parse_json
-from ._endpoints import Endpoint, ProviderTable, endpoint_for_path, safe_url
+from ._endpoints import Endpoint, endpoint_for_path, safe_url
+from ._settings import Settings, settings
 from ._usage import Reading, _get_extra, read_into
 
 __all__ = ["Exchange", "CURRENT_EXCHANGE", "BUILT_REQUEST", "get_current_exchange", "set_current_exchange",
@@ -60,19 +61,6 @@ set_current_exchange = CURRENT_EXCHANGE.set
 reset_current_exchange = CURRENT_EXCHANGE.reset
 get_built_request = BUILT_REQUEST.get
 set_built_request = BUILT_REQUEST.set
-
-
-class Settings:
-    """What the taps do beyond adding to calls in flight: set by the http plugin while it is active."""
-
-    __slots__ = ("capture_hosts", "providers")
-
-    def __init__(self) -> None:
-        self.capture_hosts = False
-        self.providers = ProviderTable()
-
-
-settings = Settings()
 
 
 class Exchange:

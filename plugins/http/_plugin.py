@@ -25,7 +25,7 @@ def agentwatch_instrument(client: Any) -> None:
     if not client.config.auto_instrument:
         return
     from . import _taps
-    from ._exchange import settings
+    from ._settings import settings
 
     _taps.acquire(_OWNER, client)
     settings.capture_hosts = True
@@ -34,7 +34,7 @@ def agentwatch_instrument(client: Any) -> None:
 @hookimpl
 def agentwatch_uninstrument(client: Any) -> None:
     from . import _taps
-    from ._exchange import settings
+    from ._settings import settings
 
     settings.capture_hosts = False
     _taps.release(_OWNER)

@@ -15,8 +15,8 @@ from typing import Any
 
 from agentwatch.instrumentation import ProviderTable, logger, providers_of
 
-from ._exchange import settings
 from ._patching import Patcher
+from ._settings import settings
 
 __all__ = ["acquire", "release", "LIBRARIES"]
 

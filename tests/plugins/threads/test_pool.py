@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -117,3 +119,21 @@ def _host_value() -> Any:
     token = HOST_VALUE.set("unset")
     yield
     HOST_VALUE.reset(token)
+
+
+_POOL_AFTER_INIT = """
+import sys
+import agentwatch
+agentwatch.init(exporters=[])
+print("pool imported by init():", "concurrent.futures.thread" in sys.modules)
+from concurrent.futures import ThreadPoolExecutor
+with agentwatch.span("job") as job, ThreadPoolExecutor(1) as pool:
+    print("the job's span in the pool:", pool.submit(agentwatch.current_span).result() is job.span)
+"""
+
+
+def test_a_pool_imported_after_init_carries_them() -> None:
+    """``ThreadPoolExecutor``'s module is patched when the program imports it, not imported by ``init()``."""
+    run = subprocess.run([sys.executable, "-c", _POOL_AFTER_INIT], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["pool imported by init(): False", "the job's span in the pool: True"]
