@@ -25,6 +25,7 @@ from agentwatch.instrumentation import (
     enclosing_monitors,
     end_span,
     run_budget,
+    start_llm_call,
     stop_on_exception,
     swallow_internal_error,
     validate_agent_limits,
@@ -322,10 +323,10 @@ class AgentWatchHandler(BaseCallbackHandler):
             # records one blocked span, in whichever process resumes.
             take_answer(enclosing_monitors(scopes=scopes), lambda: agentwatch.check_limits(scopes=scopes))
         try:
-            # parent None: the context's current span.
-            call = agentwatch.start_llm_call(name, model=model, provider=metadata.get("ls_provider"),
-                                             parent=parent_span, scopes=scopes, input=prompt,
-                                             attributes=attributes, budgets=budgets)
+            # parent None: the context's current span. By position, as start_llm_call's own comment asks (every chat
+            # call): name, model, provider, parent, scopes, kind, input, attributes, check, reserve, budgets.
+            call = start_llm_call(name, model, metadata.get("ls_provider"), parent_span, scopes, "llm", prompt,
+                                  attributes, True, None, budgets)
         except CircuitBreakerException as error:
             if pausable:
                 interrupt_for_budget(error)  # raises GraphInterrupt; returns only with an answer applied

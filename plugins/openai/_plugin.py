@@ -47,9 +47,14 @@ def _guard_httpx2_reads() -> None:
         _patcher.replace(_httpx2, "_loaded_httpx2", lambda original: _loaded_httpx2)
 
 
+#: ``sys.modules`` (the one dict the import system fills), bound once: openai asks ``_loaded_httpx2`` several times a
+#: request.
+_MODULES = sys.modules
+
+
 def _loaded_httpx2() -> Any:
     """``openai._httpx2._loaded_httpx2``: the httpx2 module, or None while it is not imported, or not completely."""
-    module = sys.modules.get("httpx2")
+    module = _MODULES.get("httpx2")
     if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
         return None
     return module
