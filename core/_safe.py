@@ -108,6 +108,9 @@ def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
     """
 
     def decorate(inner: F) -> F:
+        # Named once, here: a callable without a qualified name (a functools.partial) must not turn the error being
+        # swallowed into an AttributeError raised into the program.
+        where = getattr(inner, "__qualname__", None) or repr(inner)
         if inspect.iscoroutinefunction(inner):
 
             @functools.wraps(inner)
@@ -115,7 +118,7 @@ def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
                 try:
                     return await inner(*args, **kwargs)
                 except Exception:
-                    swallow_internal_error(inner.__qualname__)
+                    swallow_internal_error(where)
                     return default
 
             return async_wrapper  # type: ignore[return-value]
@@ -125,7 +128,7 @@ def stop_on_exception(func: F | None = None, *, default: Any = None) -> Any:
             try:
                 return inner(*args, **kwargs)
             except Exception:
-                swallow_internal_error(inner.__qualname__)
+                swallow_internal_error(where)
                 return default
 
         return wrapper  # type: ignore[return-value]

@@ -27,6 +27,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
@@ -35,31 +36,37 @@ from agentwatch.instrumentation import enclosing_monitors, stop_on_exception
 
 from ._runs import RUNS, key_of
 
-__all__ = ["RETRY_MODULE", "FALLBACKS_MODULE", "PENDING", "forget_error_wrappers", "install_error_wrappers",
-           "patch_imported_wrappers"]
+__all__ = ["RETRY_MODULE", "FALLBACKS_MODULE", "RUNNABLES_MODULE", "PENDING", "forget_error_wrappers",
+           "install_error_wrappers", "patch_imported_wrappers"]
 
 #: The wrappers' modules (what ``PENDING`` may hold).
 RETRY_MODULE, FALLBACKS_MODULE = "langchain_core.runnables.retry", "langchain_core.runnables.fallbacks"
+#: Where ``Runnable`` (its ``with_fallbacks``) is defined.
+RUNNABLES_MODULE = "langchain_core.runnables.base"
 
 Patch = Callable[[Any, str, Any], None]
+WhenImported = Callable[[str, Callable[[ModuleType], None]], None]
 
 #: The wrappers' modules not patched yet, with what patches each (empty once both are, or after ``uninstall``).
 PENDING: dict[str, Callable[[], None]] = {}
 _lock = threading.Lock()
 
 
-def install_error_wrappers(patch: Patch) -> None:
+def install_error_wrappers(patch: Patch, when_imported: WhenImported) -> None:
     """Patch the wrappers whose modules are imported now, the others as a chain run starts once they are
     (``patch_imported_wrappers``). ``patch(owner, name, new)`` replaces an attribute, keeping the original for
-    ``uninstall``."""
-    from langchain_core.runnables.base import Runnable
-
+    ``uninstall``; ``Runnable.with_fallbacks`` is patched when ``when_imported`` says its module is (not imported here:
+    this may run while LangChain's own imports are half way, its callback manager's import having led here)."""
     with _lock:
         PENDING.update({RETRY_MODULE: lambda: _patch_retry(patch), FALLBACKS_MODULE: lambda: _patch_fallbacks(patch)})
-    original = Runnable.__dict__.get("with_fallbacks")
-    if callable(original):
-        patch(Runnable, "with_fallbacks", _patching_wrappers_after(original))
+    when_imported(RUNNABLES_MODULE, functools.partial(_patch_with_fallbacks, patch))
     patch_imported_wrappers()
+
+
+def _patch_with_fallbacks(patch: Patch, module: ModuleType) -> None:
+    original = module.Runnable.__dict__.get("with_fallbacks")
+    if callable(original):
+        patch(module.Runnable, "with_fallbacks", _patching_wrappers_after(original))
 
 
 def _patching_wrappers_after(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,11 +93,16 @@ def patch_imported_wrappers() -> None:
     if (RETRY_MODULE in modules and RETRY_MODULE in PENDING) or (
             FALLBACKS_MODULE in modules and FALLBACKS_MODULE in PENDING):
         with _lock:
-            for module in [module for module in PENDING if module in modules]:
+            for module in [module for module in PENDING if module in modules and not _half_imported(modules[module])]:
                 try:
                     PENDING[module]()
                 finally:  # a failed patch is logged once (by the caller), not at every chain run
                     del PENDING[module]
+
+
+def _half_imported(module: ModuleType) -> bool:
+    """Still being imported (its classes may not exist yet): patched at a later chain start."""
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
 
 # ---- with_retry ----------------------------------------------------------------------------------------------------

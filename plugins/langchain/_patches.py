@@ -329,7 +329,7 @@ def install(handler_class: type[Any],
         _originals.append((AsyncCallbackManager, "on_chain_start", original))
         AsyncCallbackManager.on_chain_start = aends_what_ours_stopped(original, handler_class)  # type: ignore[method-assign]
         UNPATCHED_RUN_CONTEXTS.update(kind for _, kinds in RUN_CONTEXTS for kind in kinds)
-        install_error_wrappers(_patch_later)
+        install_error_wrappers(_patch_later, when_imported)
     watch_models(when_imported)
 
 

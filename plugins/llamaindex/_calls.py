@@ -195,8 +195,9 @@ def start_llm(event_id: str, payload: Mapping[str, Any] | None) -> None:
     prompt = None
     if capturing():
         prompt = message_dicts(payload.get(_MESSAGES)) or payload.get(_PROMPT)
-    call = agentwatch.start_llm_call(name, model=model, provider=provider, input=prompt,
-                                     attributes=attributes)
+    # By position, as start_llm_call's own comment asks (every LLM call): name, model, provider, parent (the context's
+    # current span), scopes (the context's), kind, input, attributes.
+    call = agentwatch.start_llm_call(name, model, provider, None, (), "llm", prompt, attributes)
     # A stream's usage is the HTTP layer's business (``init(stream_usage=...)``): it asks where asked to and
     # hides the usage chunk, so LlamaIndex streams exactly the events it would without AgentWatch.
     flight = Flight(call, False, span_id, frame[_COMPONENT] if frame is not None else None, stream)

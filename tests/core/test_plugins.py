@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import textwrap
@@ -509,3 +510,22 @@ def test_a_module_still_being_imported_is_called_back_once_its_import_completes(
     finally:
         hooks.uninstall()
     assert hooks not in sys.meta_path
+
+
+def test_a_failing_callback_made_with_partial_leaves_the_programs_import_alone(
+        half_imported: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Found 2026-12-07: ``stop_on_exception`` named the failed function by its ``__qualname__``, which a
+    ``functools.partial`` has not (the client's own callbacks are partials): the error it swallowed became an
+    AttributeError raised into the program's import statement."""
+    hooks = PostImportHooks()
+
+    def broken(_plugin: str, module: Any) -> None:
+        raise ImportError(f"a bug in the callback for {module.__name__}")
+
+    hooks.when_imported("aw_half.later", functools.partial(broken, "plugin"))
+    try:
+        with caplog.at_level(logging.ERROR, logger="agentwatch"):
+            import aw_half.later  # noqa: F401
+    finally:
+        hooks.uninstall()
+    assert "a bug in the callback for aw_half.later" in caplog.text

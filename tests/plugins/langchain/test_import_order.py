@@ -177,3 +177,35 @@ def test_init_leaves_the_callback_manager_to_the_program_that_imported_only_mess
     assert "internal error" not in run.stderr
     assert run.stdout.splitlines() == ["callback manager imported by init(): False", "current between chunks: {None}",
                                        "c", "['FakeListChatModel', 'FakeListChatModel']"]
+
+
+_INIT_FIRST_PROGRAM = """
+import agentwatch
+memory = agentwatch.InMemoryExporter()
+agentwatch.init(exporters=[memory])
+{import_line}
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.prompts import ChatPromptTemplate
+chain = ChatPromptTemplate.from_messages([("user", "{{q}}")]) | FakeListChatModel(responses=["a"]).with_fallbacks(
+    [FakeListChatModel(responses=["b"])])
+print(chain.invoke({{"q": "x"}}).content, agentwatch.current_llm_call())
+agentwatch.flush()
+print(sorted({{span["kind"] for span in memory.spans}} & {{"chain", "llm"}}))
+"""
+
+
+@pytest.mark.parametrize("import_line", [
+    "from langchain_core.prompts import ChatPromptTemplate",  # the manager's import ends inside runnables' own
+    "from langgraph.graph import StateGraph",
+    "import langchain_core.runnables",
+    "import langchain_core",
+])
+def test_init_first_then_langchain_whatever_its_first_import(import_line: str) -> None:
+    """Found 2026-12-07 (this session's change, before it landed): instrumenting LangChain when its callback manager
+    is imported ran inside LangChain's own imports, and importing ``Runnable`` from there raised (a half-imported
+    module): nothing was traced. Whatever the program imports first after ``init()``, its chains are traced."""
+    run = subprocess.run([sys.executable, "-c", _INIT_FIRST_PROGRAM.format(import_line=import_line)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr, run.stderr
+    assert run.stdout.splitlines() == ["a None", "['chain', 'llm']"]
