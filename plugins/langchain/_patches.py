@@ -291,8 +291,6 @@ def _ours_first(original: Callable[..., Any], handler_class: type[Any], event: s
     return named_like(original, on_start)
 
 
-#: Where ``BaseChatModel`` is defined: ~31 ms of imports (LangSmith's run trees among them) that a LangGraph program
-#: whose nodes call no LangChain model never makes.
 _WRAPPERS: dict[str, Callable[[Any], Any]] = {"generate": _scoped_call, "agenerate": _scoped_acall,
                                              "stream": _scoped_stream, "astream": _scoped_astream}
 

@@ -86,9 +86,13 @@ def _made_provider() -> Any:
     """The SDK's trace provider, or None while it has made none: newer SDKs make it at their first trace, not at
     import (with its exporter to OpenAI's backend, whose HTTP client imports httpcore: ~40 ms that ``init()`` would
     pay for a program that has not traced yet, or never does)."""
-    from agents.tracing import get_trace_provider, setup
+    from agents.tracing import get_trace_provider
 
-    if not hasattr(setup, "GLOBAL_TRACE_PROVIDER"):  # another SDK layout: asked for (made now if it makes it lazily)
+    try:
+        from agents.tracing import setup
+    except ImportError:  # another SDK layout: asked for (made now if it makes it lazily)
+        return get_trace_provider()
+    if not hasattr(setup, "GLOBAL_TRACE_PROVIDER"):
         return get_trace_provider()
     return setup.GLOBAL_TRACE_PROVIDER
 
