@@ -231,9 +231,9 @@ class Client(StructureAPI):
         into a module its framework imports only when first used, without importing it itself (an import the program
         would not make yet, or never). An error of ``callback`` is logged, not raised into the importing code.
 
-        A module still being imported (asked for from inside its own import: one of its imports led here) is not
-        imported yet: its callback runs when that import completes, or, where the import began before the module was
-        watched, at the first import of any module after it."""
+        A module another thread is importing is waited for. One this thread is importing (asked for from inside its own
+        import: one of its imports led here) is not imported yet: its callback runs when that import completes, or,
+        where the import began before the module was watched, at the first import of any module after it."""
         self._import_hooks.when_imported(module_name, callback)
 
     @stop_on_exception

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -299,6 +300,12 @@ class PostImportHooks:
 
     def when_imported(self, module_name: str, callback: Callable[[ModuleType], None]) -> None:
         module = imported(module_name)
+        if module is None and module_name in sys.modules:
+            # Being imported. By another thread: this waits for that import to end, and the module is imported then.
+            # By this one (the module's own import led here): this returns it as it is so far, and it is watched.
+            with contextlib.suppress(Exception):
+                importlib.import_module(module_name)
+            module = imported(module_name)
         if module is not None:
             stop_on_exception(callback)(module)
             return
