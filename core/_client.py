@@ -517,9 +517,11 @@ class Client(StructureAPI):
 
 
 def _configure_debug_logging(debug: bool) -> None:
+    if not debug:
+        return
     import logging
 
-    if debug and not any(getattr(h, "_agentwatch", False) for h in logger.handlers):
+    if not any(getattr(h, "_agentwatch", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler._agentwatch = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("%(asctime)s agentwatch %(levelname)s %(message)s"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import operator
 import os
-import random
 import sys
 import threading
 import time
@@ -349,7 +348,7 @@ class HttpSender:
                 self._warned = True
                 logger.warning("agentwatch: %s at %s not reachable (%s); spans are buffered and retried, the "
                                "program carries on", self._what, self.url, problem)
-            if last or self._stopped.wait(delay * (0.5 + random.random())):
+            if last or self._stopped.wait(delay * (0.5 + _jitter())):
                 return "unreachable"
             delay = min(delay * 2, self._max_backoff)
         return "unreachable"
@@ -870,3 +869,9 @@ class HttpExporter(SpoolingExporter):
         except (OSError, _http_exception()):
             return False
         return status < 300
+
+
+def _jitter() -> float:
+    """A uniform draw in [0, 1) for a retry's backoff, from the OS: only when a send failed (the random module is not
+    imported by ``import agentwatch`` for this)."""
+    return int.from_bytes(os.urandom(4), "big") / 4294967296.0

@@ -4,18 +4,53 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 if TYPE_CHECKING:
+    import logging
+
     from ._breaker_contract import CircuitBreakerException
 
 __all__ = ["logger", "stop_on_exception", "swallow_internal_error", "swallow_user_error", "guard_exporter",
            "PASS_THROUGH", "add_pass_through", "BlockCarrier"]
 
-logger = logging.getLogger("agentwatch")
+
+class _Logger:
+    """``logging.getLogger("agentwatch")``, with the logging module imported only when a message may go somewhere: one
+    at WARNING or above, or any once the program has imported logging. Until then no handler or level can have been
+    set, so a DEBUG or INFO message (``init()`` writes some) goes nowhere: logging and what it imports (traceback,
+    string, textwrap) were ~6 ms of ``import agentwatch`` in a program that had not imported them."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self) -> None:
+        self._logger: logging.Logger | None = None
+
+    def _real(self) -> logging.Logger:
+        logger = self._logger
+        if logger is None:
+            import logging
+
+            logger = self._logger = logging.getLogger("agentwatch")
+        return logger
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._logger is not None or "logging" in sys.modules:
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1  # the record names our caller, not this method
+            self._real().debug(msg, *args, **kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._logger is not None or "logging" in sys.modules:
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            self._real().info(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+
+logger = cast("logging.Logger", _Logger())
 
 F = TypeVar("F", bound=Callable[..., Any])
 

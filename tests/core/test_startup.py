@@ -88,6 +88,32 @@ def test_import_alone_leaves_pluggy_config_and_the_network_modules_to_init() -> 
     assert result == {"loaded": [], "hookimpl": "HookimplMarker"}
 
 
+def test_logging_is_imported_only_when_a_message_may_go_somewhere() -> None:
+    """``import agentwatch`` and ``init()`` import neither logging nor random (~7 ms of start-up): a DEBUG message
+    before the program imports logging goes nowhere anyway (nothing configured), a warning still reaches stderr,
+    and a program that configured logging gets our DEBUG messages."""
+    quiet = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        import agentwatch
+        agentwatch.init(proxy_url="http://127.0.0.1:9/api/ingest", spool_dir="")
+        print("imported:", [name for name in ("logging", "random") if name in sys.modules])
+        with agentwatch.span("job"):
+            pass
+        agentwatch.flush(2)
+    """)], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.splitlines() == ["imported: []"]
+    assert "collector at http://127.0.0.1:9/api/ingest not reachable" in quiet.stderr  # a warning, from the worker
+    verbose = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import logging
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
+        import agentwatch
+        agentwatch.init(exporters=[], disabled_plugins=["crewai"])
+    """)], capture_output=True, text=True, timeout=60)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "agentwatch DEBUG agentwatch: plugin 'crewai' disabled by configuration" in verbose.stderr
+
+
 def test_first_init_freezes_start_up_objects_unless_the_program_manages_gc() -> None:
     program = """
         import gc, json
