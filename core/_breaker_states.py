@@ -23,11 +23,11 @@ read, the probe slot and the blocking policy. It reads nothing and changes nothi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
 from ._breaker_contract import PROBE_FAILED
+from ._records import FrozenRecord
 from ._windows import (
     BUDGET_PER_HOUR,
     HARD_BUDGET,
@@ -38,6 +38,8 @@ from ._windows import (
     ProbeSlot,
     Violation,
 )
+
+_set = object.__setattr__
 
 __all__ = [
     "CLOSED",
@@ -91,8 +93,7 @@ class Outcome(Enum):
     SETTLED = "settled"  # a probe's settlement: only the transition matters
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(FrozenRecord):
     """What the monitor saw, under its lock, before deciding.
 
     ``verdict`` is the windows' first violated limit where they were read (CLOSED; HALF_OPEN when this
@@ -100,32 +101,54 @@ class Observation:
     PAUSED. ``failed``: the settled probe call raised.
     """
 
+    __slots__ = ("state", "verdict", "probe", "trip", "failed")
     state: str
     verdict: Violation | None
     probe: ProbeSlot
     trip: Trip
-    failed: bool = False
+    failed: bool
+
+    def __init__(self, state: str, verdict: Violation | None, probe: ProbeSlot, trip: Trip,
+                 failed: bool = False) -> None:
+        _set(self, "state", state)
+        _set(self, "verdict", verdict)
+        _set(self, "probe", probe)
+        _set(self, "trip", trip)
+        _set(self, "failed", failed)
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(FrozenRecord):
     """A move the decision makes: to OPEN with its trip as the cause, or to CLOSED."""
 
+    __slots__ = ("event", "to_state", "cause")
     event: str
     to_state: str
     cause: Trip
 
+    def __init__(self, event: str, to_state: str, cause: Trip) -> None:
+        _set(self, "event", event)
+        _set(self, "to_state", to_state)
+        _set(self, "cause", cause)
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+
+class Decision(FrozenRecord):
     """The monitor's answer: the outcome, the transition to make, the limit to alert on, and whether the
     call must still be counted (a violated limit that only alerts: the store did not count it)."""
 
+    __slots__ = ("outcome", "blocked_by", "transition", "alert", "count")
     outcome: Outcome
-    blocked_by: Trip | None = None
-    transition: Transition | None = None
-    alert: Violation | None = None
-    count: bool = False
+    blocked_by: Trip | None
+    transition: Transition | None
+    alert: Violation | None
+    count: bool
+
+    def __init__(self, outcome: Outcome, blocked_by: Trip | None = None, transition: Transition | None = None,
+                 alert: Violation | None = None, count: bool = False) -> None:
+        _set(self, "outcome", outcome)
+        _set(self, "blocked_by", blocked_by)
+        _set(self, "transition", transition)
+        _set(self, "alert", alert)
+        _set(self, "count", count)
 
 
 _ADMITTED: Final = Decision(Outcome.ADMIT)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, Protocol, runtime_checkable
+
+from ._records import FrozenRecord
 
 __all__ = [
     "WindowStore",
@@ -186,8 +187,7 @@ NO_RECORD: Final = "0"
 SHARED_RECORD_TTL_S: Final = 24 * 3600.0
 
 
-@dataclass(frozen=True, slots=True)
-class SharedState:
+class SharedState(FrozenRecord):
     """The fleet's breaker state for one scope, as one round trip to a shared store found it.
 
     ``state`` is CLOSED, OPEN, PAUSED or HALF_OPEN (a pause that has ended on the store's clock). ``event``
@@ -196,6 +196,8 @@ class SharedState:
     evaluated (CLOSED, or this admission took the probe slot): None there means admitted (and counted).
     """
 
+    __slots__ = ("generation", "state", "remaining", "probe", "verdict", "event", "reason", "threshold", "current",
+                 "trip")
     generation: str
     state: str
     remaining: float
@@ -206,6 +208,13 @@ class SharedState:
     threshold: float | None
     current: float | None
     trip: tuple[str, float | None, float | None] | None
+
+    def __init__(self, generation: str, state: str, remaining: float, probe: ProbeSlot, verdict: Violation | None,
+                 event: str | None, reason: str | None, threshold: float | None, current: float | None,
+                 trip: tuple[str, float | None, float | None] | None) -> None:
+        values = (generation, state, remaining, probe, verdict, event, reason, threshold, current, trip)
+        for name, value in zip(self.__slots__, values, strict=True):
+            object.__setattr__(self, name, value)
 
 
 @runtime_checkable
