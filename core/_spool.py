@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ._compression import GZIP, ZSTD, readable, spooled_form
 from ._compression import decoded as _decoded
 from ._safe import logger
-from ._span import new_span_id
+from ._span import _bits as _random_bits
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -134,7 +134,7 @@ class Spool:
         switch interval (5 ms) to have it back. The file is opened, written and closed with ``os`` calls, where
         ``Path.write_bytes`` also asked the file's size and whether it is a terminal; the directory is made when the
         file cannot be created (the first batch, or a spool removed meanwhile), not tried before each; and the name's
-        random part is a span id's (drawn 64 at a time, none shared with a forked child) instead of ``os.urandom``."""
+        random part comes from the span ids' generator (reseeded in a forked child) instead of ``os.urandom``."""
         if self._size is None or self._size + len(compressed_batch) > self.max_bytes \
                 or self._written_since_count > self.max_bytes // 16:
             self._size = self.size()
@@ -146,7 +146,7 @@ class Spool:
                 logger.warning("agentwatch: spool %s is full (%d bytes); further undelivered spans are dropped",
                                self.directory, self.max_bytes)
             return None
-        name = f"{time.time_ns():020d}-{os.getpid()}-{new_span_id()[:8]}-{max(spans, 0)}"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{_random_bits(32):08x}-{max(spans, 0)}"
         directory = self.directory
         folder = self._folder
         if folder is None:
