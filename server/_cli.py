@@ -14,7 +14,7 @@ from typing import Any
 
 from agentwatch._remote_control import is_loopback_host
 
-__all__ = ["main", "build_parser", "Terminated"]
+__all__ = ["main", "build_parser", "Terminated", "interrupt_behind"]
 
 
 #: How long start-up waits for a database another process holds locked before saying so (SQLite's own wait is 30 s).
@@ -369,6 +369,20 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or ``Terminated``) that ``error`` carries: Python wraps an exception raised while it builds a class
+    (a dataclass field's ``__set_name__``, as ``init()`` imports its configuration) in a RuntimeError, and a signal that
+    lands there arrives so."""
+    for _ in range(8):
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        cause = error.__cause__
+        if cause is None:
+            return None
+        error = cause
+    return None
+
+
 #: The status a shell reports for a program that SIGPIPE ended (128 + 13), as ``yes | head -1`` leaves ``yes``.
 BROKEN_PIPE_STATUS = 141
 
@@ -398,9 +412,12 @@ def _run(argv: Sequence[str] | None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if serving else None
     try:
         return handlers[args.command](args)
-    except KeyboardInterrupt as stopped:
+    except (KeyboardInterrupt, RuntimeError) as error:
         # Ctrl-C or SIGTERM before serve or demo got going (while they import, say): stopped quietly, with the
         # status a shell gives a program stopped by that signal. Once serving, either is their normal stop: exit 0.
+        stopped = interrupt_behind(error)
+        if stopped is None:
+            raise
         return 143 if isinstance(stopped, Terminated) else 130
     finally:
         if previous is not None:

@@ -141,6 +141,12 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> int:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
+    except RuntimeError as error:
+        from ._cli import interrupt_behind
+
+        if interrupt_behind(error) is None:
+            raise
+        return 0  # Ctrl-C while a class was being built (as init() imports its configuration): stopped all the same
     finally:
         if handle is not None:
             handle.stop()

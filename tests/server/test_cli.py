@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentwatch.server import Settings
+from agentwatch.server._cli import Terminated, interrupt_behind
 from tests.server.test_server_process import LAUNCH, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -324,3 +325,16 @@ def test_a_second_demo_run_sums_up_itself_not_the_database(tmp_path: Path) -> No
     assert "earlier runs" not in first_text
     traces = first[0].split(",")[0].split()[-1]  # "  traces 4, spans 25, ..."
     assert f"the database also holds {traces} traces of earlier runs" in second_text
+
+
+def test_a_ctrl_c_inside_a_class_being_built_is_told_from_an_error() -> None:
+    """Found 2026-12-07 in CI: Ctrl-C that landed while ``init()`` built its configuration's dataclass reached the
+    demo as a RuntimeError (Python wraps what a field's ``__set_name__`` raises), printed a traceback and exited 1."""
+    class Interrupted:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise Terminated
+
+    with pytest.raises(RuntimeError) as built:
+        type("Config", (), {"field": Interrupted()})
+    assert isinstance(interrupt_behind(built.value), Terminated)
+    assert interrupt_behind(RuntimeError("a bug")) is None
