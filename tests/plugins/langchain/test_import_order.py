@@ -7,6 +7,16 @@ import sys
 
 import pytest
 
+
+def _output_of(program: str) -> list[str]:
+    """The lines ``program`` prints in a fresh interpreter (in this one langchain_core is imported already), which must
+    end well and log no internal error."""
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr, run.stderr
+    return run.stdout.splitlines()
+
+
 _PROGRAM = """
 import agentwatch
 memory = agentwatch.InMemoryExporter()
@@ -26,12 +36,7 @@ print(sorted(span["name"] for span in memory.by_kind("llm")), "langchain" in age
     "import agentwatch.plugins.langchain._messages",
 ])
 def test_plugin_imported_after_init_still_instruments_langchain(import_line: str) -> None:
-    # A fresh interpreter: in this one langchain_core is imported already.
-    program = _PROGRAM.format(import_line=import_line)
-    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "internal error" not in run.stderr
-    assert run.stdout.split("\n")[0] == "['FakeListChatModel'] True"
+    assert _output_of(_PROGRAM.format(import_line=import_line))[0] == "['FakeListChatModel'] True"
 
 
 _PAUSING_PROGRAM = """
@@ -78,11 +83,8 @@ def test_a_pause_works_whatever_langgraph_module_comes_first(import_line: str) -
     """Found 2026-12-05: with ``langgraph.types`` (or ``.func``, ``.errors``) the first LangGraph import after
     ``init()``, the handler was made while ``langgraph.errors`` could not be imported yet and never let LangGraph's
     interrupt through: the pause was swallowed and the blocked model call ran, uncharged."""
-    program = _PAUSING_PROGRAM.format(import_line=import_line)
-    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "internal error" not in run.stderr
-    assert run.stdout.splitlines() == ["paused budget_per_hour", "resumed {'a': 'a', 'b': 'b'}"]
+    assert _output_of(_PAUSING_PROGRAM.format(import_line=import_line)) == [
+        "paused budget_per_hour", "resumed {'a': 'a', 'b': 'b'}"]
 
 
 _DEFERRED_PROGRAM = """
@@ -106,10 +108,7 @@ def test_init_leaves_langchains_deferred_imports_to_langchain() -> None:
     and ``BaseLLM``'s module (PyYAML with it) only for a completion model: ``init()`` imports neither (~75 ms and ~18 ms
     of CPU), and registers its configure hook and patches ``BaseLLM`` when LangChain does. Both kinds of model are
     traced all the same."""
-    run = subprocess.run([sys.executable, "-c", _DEFERRED_PROGRAM], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "internal error" not in run.stderr
-    assert run.stdout.splitlines() == ["imported by init(): []", "['FakeListChatModel', 'FakeListLLM']"]
+    assert _output_of(_DEFERRED_PROGRAM) == ["imported by init(): []", "['FakeListChatModel', 'FakeListLLM']"]
 
 
 _GRAPH_FIRST_PROGRAM = """
@@ -143,11 +142,8 @@ def test_a_graph_program_gets_its_chat_models_patched_when_it_imports_them() -> 
     """``BaseChatModel``'s module (~31 ms of imports, LangSmith's run trees among them) is LangGraph's to import, or
     the program's: ``init()`` patches its entry points when it is imported, as it does ``BaseLLM``'s. A chat model
     imported inside a node, after ``init()``, keeps the consumer of its stream outside the call."""
-    run = subprocess.run([sys.executable, "-c", _GRAPH_FIRST_PROGRAM], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "internal error" not in run.stderr
-    assert run.stdout.splitlines() == ["imported by init(): False", "current between chunks: {None}",
-                                       "{'text': 'c'}", "['FakeListChatModel', 'FakeListChatModel']"]
+    assert _output_of(_GRAPH_FIRST_PROGRAM) == ["imported by init(): False", "current between chunks: {None}",
+                                                "{'text': 'c'}", "['FakeListChatModel', 'FakeListChatModel']"]
 
 
 _MESSAGES_FIRST_PROGRAM = """
@@ -172,11 +168,9 @@ def test_init_leaves_the_callback_manager_to_the_program_that_imported_only_mess
     ``init()`` had ``init()`` import LangChain's callback manager, and most of langchain-core with it: init() took
     ~550 ms instead of ~25. LangChain is now instrumented when the program imports the manager, which its first chat
     model's module does half way through its own import: that module is patched when its import completes."""
-    run = subprocess.run([sys.executable, "-c", _MESSAGES_FIRST_PROGRAM], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "internal error" not in run.stderr
-    assert run.stdout.splitlines() == ["callback manager imported by init(): False", "current between chunks: {None}",
-                                       "c", "['FakeListChatModel', 'FakeListChatModel']"]
+    assert _output_of(_MESSAGES_FIRST_PROGRAM) == ["callback manager imported by init(): False",
+                                                   "current between chunks: {None}", "c",
+                                                   "['FakeListChatModel', 'FakeListChatModel']"]
 
 
 _INIT_FIRST_PROGRAM = """
@@ -204,8 +198,4 @@ def test_init_first_then_langchain_whatever_its_first_import(import_line: str) -
     """Found 2026-12-07 (this session's change, before it landed): instrumenting LangChain when its callback manager
     is imported ran inside LangChain's own imports, and importing ``Runnable`` from there raised (a half-imported
     module): nothing was traced. Whatever the program imports first after ``init()``, its chains are traced."""
-    run = subprocess.run([sys.executable, "-c", _INIT_FIRST_PROGRAM.format(import_line=import_line)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "internal error" not in run.stderr, run.stderr
-    assert run.stdout.splitlines() == ["a None", "['chain', 'llm']"]
+    assert _output_of(_INIT_FIRST_PROGRAM.format(import_line=import_line)) == ["a None", "['chain', 'llm']"]
