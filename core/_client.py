@@ -204,7 +204,7 @@ class Client(StructureAPI):
 
     def start_plugins(self) -> None:
         """Register entry-point plugins; instrument frameworks now or when they are imported."""
-        from ._plugins import imported, required_modules
+        from ._plugins import imported_module, required_modules
 
         pm = self.plugin_manager
         pm.hook.agentwatch_configure.call_historic(kwargs={"config": self.config})
@@ -216,7 +216,7 @@ class Client(StructureAPI):
             return
         for name, plugin in self._framework_plugins:
             modules = required_modules(plugin)
-            pending = [module for module in modules if imported(module) is None]
+            pending = [module for module in modules if imported_module(module) is None]
             if not pending:
                 self.register_plugin(plugin, name)
             else:

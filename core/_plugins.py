@@ -277,7 +277,7 @@ class _NotifyingLoader:
         return getattr(self._loader, name)
 
 
-def imported(module_name: str) -> ModuleType | None:
+def imported_module(module_name: str) -> ModuleType | None:
     """The module if its import has completed; None if it is not imported, or still being imported (in
     ``sys.modules`` while its code runs: an import of one of its own imports led here, and the names it defines
     after that import do not exist yet)."""
@@ -299,13 +299,13 @@ class PostImportHooks:
         self._searching = threading.local()
 
     def when_imported(self, module_name: str, callback: Callable[[ModuleType], None]) -> None:
-        module = imported(module_name)
+        module = imported_module(module_name)
         if module is None and module_name in sys.modules:
             # Being imported. By another thread: this waits for that import to end, and the module is imported then.
             # By this one (the module's own import led here): this returns it as it is so far, and it is watched.
             with contextlib.suppress(Exception):
                 importlib.import_module(module_name)
-            module = imported(module_name)
+            module = imported_module(module_name)
         if module is not None:
             stop_on_exception(callback)(module)
             return
@@ -344,10 +344,11 @@ class PostImportHooks:
         """Call back for the watched modules that were half-imported when asked for and whose import has completed
         since (one that failed and left ``sys.modules`` waits for the next attempt, as a module never imported)."""
         with self._lock:
-            done = [name for name in self._half_imported if imported(name) is not None or name not in sys.modules]
+            done = [name for name in self._half_imported
+                    if imported_module(name) is not None or name not in sys.modules]
             self._half_imported.difference_update(done)
         for name in done:
-            module = imported(name)
+            module = imported_module(name)
             if module is not None:
                 self._fire(module)
 

@@ -92,6 +92,7 @@ from ._llm import (
     start_llm_call,
 )
 from ._llm import current_llm_call as get_current_llm_call
+from ._plugins import imported_module
 from ._pricing import BILLABLE_UNITS, Price
 from ._providers import (
     ProviderTable,
@@ -168,6 +169,7 @@ __all__ = [
     # never break the host
     "defer",
     "collecting_garbage",
+    "imported_module",
     "watch_collections",
     "unwatch_collections",
     "stop_on_exception",

@@ -32,7 +32,7 @@ from typing import Any
 from uuid import UUID
 
 from agentwatch import CircuitBreakerException
-from agentwatch.instrumentation import enclosing_monitors, stop_on_exception
+from agentwatch.instrumentation import enclosing_monitors, imported_module, stop_on_exception
 
 from ._runs import RUNS, key_of
 
@@ -93,16 +93,12 @@ def patch_imported_wrappers() -> None:
     if (RETRY_MODULE in modules and RETRY_MODULE in PENDING) or (
             FALLBACKS_MODULE in modules and FALLBACKS_MODULE in PENDING):
         with _lock:
-            for module in [module for module in PENDING if module in modules and not _half_imported(modules[module])]:
+            # A module still being imported may not define its wrapper yet: patched at a later chain start.
+            for module in [module for module in PENDING if imported_module(module) is not None]:
                 try:
                     PENDING[module]()
                 finally:  # a failed patch is logged once (by the caller), not at every chain run
                     del PENDING[module]
-
-
-def _half_imported(module: ModuleType) -> bool:
-    """Still being imported (its classes may not exist yet): patched at a later chain start."""
-    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
 
 # ---- with_retry ----------------------------------------------------------------------------------------------------
