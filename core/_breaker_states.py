@@ -28,6 +28,7 @@ from typing import Final
 
 from ._breaker_contract import PROBE_FAILED
 from ._records import FrozenRecord
+from ._records import set_field as _set
 from ._windows import (
     BUDGET_PER_HOUR,
     HARD_BUDGET,
@@ -38,8 +39,6 @@ from ._windows import (
     ProbeSlot,
     Violation,
 )
-
-_set = object.__setattr__
 
 __all__ = [
     "CLOSED",

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FrozenRecord"]
+__all__ = ["FrozenRecord", "set_field"]
 
-_set = object.__setattr__
+#: How a record's ``__init__`` sets a field (its own ``__setattr__`` refuses), as a frozen dataclass's does.
+set_field = object.__setattr__
 
 
 class FrozenRecord:
-    """A subclass names its fields in ``__slots__``, in order, and sets them in ``__init__`` through ``_set`` (as a
+    """A subclass names its fields in ``__slots__``, in order, and sets them in ``__init__`` through ``set_field`` (as a
     frozen dataclass does). Equal to a record of the same class with equal fields, hashed by its fields, and shown
     as ``Name(field=value, ...)``; assigning or deleting a field raises ``AttributeError``."""
 

@@ -13,7 +13,7 @@ from collections import deque
 from enum import IntEnum
 from typing import Any, Final, Protocol, runtime_checkable
 
-from ._records import FrozenRecord
+from ._records import FrozenRecord, set_field
 
 __all__ = [
     "WindowStore",
@@ -214,7 +214,7 @@ class SharedState(FrozenRecord):
                  trip: tuple[str, float | None, float | None] | None) -> None:
         values = (generation, state, remaining, probe, verdict, event, reason, threshold, current, trip)
         for name, value in zip(self.__slots__, values, strict=True):
-            object.__setattr__(self, name, value)
+            set_field(self, name, value)
 
 
 @runtime_checkable
