@@ -586,6 +586,8 @@ def _start(config: dict[str, Any], provisional: bool, process_hooks: bool, held:
 def shutdown(timeout: float | None = 5.0) -> None:
     """Remove every patch and hook, flush what is queued (up to ``timeout`` seconds; None: the default) and stop."""
     global _active
+    if _active is None and (timeout is None or timeout.__class__ in (int, float)):
+        return  # nothing to stop: the exit hook of a program that never called init() imports no configuration
     from ._config import timeout_seconds
 
     timeout = timeout_seconds("shutdown()", timeout)

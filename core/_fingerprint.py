@@ -46,7 +46,7 @@ def _versions() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def _scan(path: tuple[str, ...]) -> dict[str, str]:
     """The versions of ``DETECTED_DISTRIBUTIONS`` on ``path`` (``sys.path``, which ``distributions`` reads)."""
-    from ._plugins import distributions, normalize
+    from ._entry_points import distributions, normalize
 
     wanted = {normalize(name): name for name in DETECTED_DISTRIBUTIONS}
     found = {}

@@ -6,24 +6,21 @@ import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
-import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
+from ._entry_points import plugin_entry_points
 from ._forking import fork_safe_lock
 from ._guarded_hooks import UNGUARDED_HOOKS, guard
 from ._safe import logger, stop_on_exception
 
-__all__ = ["PluginManager", "ENTRY_POINT_GROUP", "PostImportHooks", "entry_points_of", "plugin_entry_points",
-           "discover", "is_installed", "distributions", "normalize"]
-
-ENTRY_POINT_GROUP = "agentwatch.plugins"
+__all__ = ["PluginManager", "PostImportHooks", "discover", "is_installed"]
 
 
 class PluginManager(pluggy.PluginManager):
@@ -76,155 +73,6 @@ def is_installed(module_name: str) -> bool:
         return found is not None
     except (ImportError, ValueError):
         return False
-
-
-class _EntryPoint:
-    """The part of ``importlib.metadata.EntryPoint`` that discovery uses: ``module:attr`` loaded on demand."""
-
-    __slots__ = ("name", "value")
-
-    def __init__(self, name: str, value: str) -> None:
-        self.name = name
-        self.value = value
-
-    def load(self) -> Any:
-        module_name, _, attribute = self.value.partition(":")
-        module: Any = importlib.import_module(module_name.strip())
-        for part in attribute.strip().split(".") if attribute.strip() else ():
-            module = getattr(module, part)
-        return module
-
-
-def _section(text: str, group: str) -> list[tuple[str, str]]:
-    """``name = value`` lines of ``[group]`` in an ``entry_points.txt`` (an INI file without interpolation)."""
-    found: list[tuple[str, str]] = []
-    inside = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line[0] == "[":
-            inside = line == f"[{group}]"
-            continue
-        if inside and "=" in line:
-            name, _, value = line.partition("=")
-            value = value.split("[", 1)[0].strip()  # extras, as importlib.metadata ignores them for loading
-            found.append((name.strip(), value))
-    return found
-
-
-def normalize(name: str) -> str:
-    """A distribution's name as pip compares them (PEP 503, with ``.`` and ``_`` as ``-``)."""
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def distributions() -> Iterator[tuple[str, str]]:
-    """(normalized name, metadata directory) of every distribution on ``sys.path``; the first of a name wins,
-    as with ``importlib.metadata``, which this replaces where only a file or two is wanted: importing it (with
-    email, zipfile and csv) costs ~40 ms, and it builds a ``Distribution`` per installed package."""
-    seen: set[str] = set()
-    for directory in sys.path:
-        try:
-            entries = os.scandir(directory or ".")
-        except OSError:  # a zip file or a missing directory: no plain dist-info to read there
-            continue
-        with entries:
-            names = sorted(entry.name for entry in entries if entry.name.endswith((".dist-info", ".egg-info")))
-        for name in names:
-            distribution = normalize(name.rpartition(".")[0].partition("-")[0])
-            if distribution not in seen:
-                seen.add(distribution)
-                yield distribution, os.path.join(directory or ".", name)
-
-
-def entry_points_of(group: str) -> list[_EntryPoint]:
-    """The entry points of ``group`` in every distribution on ``sys.path``, as
-    ``importlib.metadata.entry_points(group=...)`` finds them; only files that mention the group are parsed."""
-    needle = group.encode()
-    found: list[_EntryPoint] = []
-    for _name, path in distributions():
-        try:
-            with open(os.path.join(path, "entry_points.txt"), "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        if needle in data:
-            text = data.decode("utf-8", "replace")
-            found += [_EntryPoint(ep_name, value) for ep_name, value in _section(text, group)]
-    return found
-
-
-# The scan opens every distribution's metadata directory (~500 with every framework installed: ~3 ms of init()).
-# Its result for ``agentwatch.plugins`` is kept in a per-user file, valid while every ``sys.path`` directory has
-# the modification time it had then: installing, upgrading or removing a distribution adds or renames a
-# ``*.dist-info`` directory there, which changes it. A directory modified in the last seconds is not trusted
-# (a coarse file-system clock could hide a change made within the same tick): the scan runs and is not kept.
-_CACHE_VERSION = "agentwatch entry points 1"
-_SETTLED_NS = 2_000_000_000
-
-
-def _path_signature() -> list[str] | None:
-    """``mtime_ns path`` of each ``sys.path`` entry (-1: missing); None if one changed just now."""
-    import time
-
-    now = time.time_ns()
-    rows = []
-    for directory in sys.path:
-        try:
-            modified = os.stat(directory or ".").st_mtime_ns
-        except OSError:
-            modified = -1
-        if now - modified < _SETTLED_NS:
-            return None
-        rows.append(f"{modified} {directory}")
-    return rows
-
-
-def _cache_path() -> str:
-    from ._spool import user_cache_dir
-
-    return os.path.join(user_cache_dir(), "entry-points.txt")
-
-
-def _cached_entry_points(signature: list[str]) -> list[_EntryPoint] | None:
-    try:
-        with open(_cache_path(), encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, ValueError):
-        return None
-    head, _, body = text.partition("\n\n")
-    if head != "\n".join([_CACHE_VERSION, *signature]):
-        return None
-    return [_EntryPoint(*line.split("\t", 1)) for line in body.splitlines() if "\t" in line]
-
-
-def _keep_entry_points(signature: list[str], found: list[_EntryPoint]) -> None:
-    path = _cache_path()
-    temporary = f"{path}.{os.getpid()}.tmp"
-    body = "".join(f"{entry.name}\t{entry.value}\n" for entry in found)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write("\n".join([_CACHE_VERSION, *signature]) + "\n\n" + body)
-        os.replace(temporary, path)  # whole, or not at all, for a process reading it meanwhile
-    except OSError:  # a read-only home: scan every time
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-
-
-def plugin_entry_points() -> list[_EntryPoint]:
-    """``entry_points_of("agentwatch.plugins")``, from the per-user cache when no ``sys.path`` directory changed."""
-    signature = _path_signature()
-    if signature is not None:
-        cached = _cached_entry_points(signature)
-        if cached is not None:
-            return cached
-    found = entry_points_of(ENTRY_POINT_GROUP)
-    if signature is not None:
-        _keep_entry_points(signature, found)
-    return found
 
 
 def discover(disabled: Iterable[str]) -> list[tuple[str, ModuleType | Any]]:

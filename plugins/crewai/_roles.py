@@ -16,7 +16,8 @@ from agentwatch.instrumentation import stop_on_exception
 __all__ = ["role_name", "original_role", "without_placeholders", "note_roles"]
 
 #: A kickoff input placeholder in a role (``{topic}``), as CrewAI interpolates them.
-PLACEHOLDER_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_\-]*\}")
+#: Compiled by ``re`` on first use (from its cache after that): not at import, on the way of ``init()``.
+PLACEHOLDER = r"\{[A-Za-z_][A-Za-z0-9_\-]*\}"
 
 
 def role_name(role: Any) -> str | None:
@@ -63,7 +64,7 @@ def _plain_private_role(agent_type: type[Any]) -> bool:
 
 
 def without_placeholders(name: str) -> str:
-    return " ".join(PLACEHOLDER_RE.sub(" ", name).split())
+    return " ".join(re.sub(PLACEHOLDER, " ", name).split())
 
 
 def _keys_naming(agent: Any) -> list[str]:

@@ -15,6 +15,7 @@ it passes.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -22,12 +23,13 @@ from typing import Any
 
 from ._usage import Reading, read_into
 
-__all__ = ["BodyReader", "parse_json"]
+__all__ = ["BodyReader", "parse_json", "pattern"]
 
 # Substring tests on bytes are written ``data.find(sub) >= 0``, not ``sub in data``: CPython 3.11's ``in`` first tries
 # ``sub`` as an integer (a byte value), raising and clearing a TypeError with its formatted message each time, ~1,000
 # machine instructions a test more than ``find`` (callgrind); a 5-event chat stream made ~48 such tests.
 
+_MISSING: Any = object()
 _MAX_JSON_BODY = 16 * 1024 * 1024  # a larger body is passed on but not read
 _MAX_EVENT = 8 * 1024 * 1024
 _HEAD_BLOCKS = 4  # blocks of events kept from a stream's start (Anthropic's message_start has input tokens)
@@ -43,7 +45,16 @@ _DEFAULT_USAGE_MARKS = (b'"usage',)  # "usage" and Gemini's "usageMetadata"
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 _FINISH_MARKS = (b'"finish_reason":"', b'"finish_reason": "')  # OpenAI chat: not in the usage chunk
 #: The finish reason in an OpenAI chat chunk (choice 0's comes first), read without parsing the chunk.
-_FINISH_REASON = re.compile(rb'"finish_reason": ?"([A-Za-z0-9_\-]{1,64})"')
+_FINISH_REASON = rb'"finish_reason": ?"([A-Za-z0-9_\-]{1,64})"'
+
+
+@functools.cache
+def pattern(source: bytes) -> re.Pattern[bytes]:
+    """``source`` compiled, the first time it is asked for: compiling this module's and ``_stream_usage``'s patterns
+    when they are imported was ~1.4 ms of ``init()``, for bodies most programs never have (streams)."""
+    return re.compile(source)
+
+
 #: Per API, the keys whose string values are the model's output in a stream's events (deltas only: an
 #: event that repeats the whole text, like Responses' ``output_text.done``, is not counted). Their size
 #: estimates the output of a stream that brings no usage. One regex per API (the string body unrolled,
@@ -56,11 +67,19 @@ _TEXT_KEYS: dict[str, tuple[bytes, ...]] = {
     "cohere": (b"text",),
     "ollama": (b"content", b"response"),
 }
-_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]] = {
-    api: (tuple(b'"%s"' % key for key in keys),
-          re.compile(rb'"(?:%s)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"' % b"|".join(keys)))
-    for api, keys in _TEXT_KEYS.items()
-}
+#: Per API, the quoted keys and the regex that finds their values (``_text_pattern``), once a stream of it is read.
+_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]] | None] = {}
+
+
+def _text_pattern(api: str) -> tuple[tuple[bytes, ...], re.Pattern[bytes]] | None:
+    keys = _TEXT_KEYS.get(api)
+    found = None if keys is None else (
+        tuple(b'"%s"' % key for key in keys),
+        re.compile(rb'"(?:%s)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"' % b"|".join(keys)))
+    _TEXT_PATTERNS[api] = found
+    return found
+
+
 #: The last event of each API's stream: a client may stop reading right after it (openai stops at [DONE]).
 _END_MARKS = (b"[DONE]", b'"message_stop"', b'"response.completed"', b'"response.incomplete"',
               b'"response.failed"', b'"message-end"', b'"done":true', b'"done": true', b'"finishReason"')
@@ -99,7 +118,9 @@ class BodyReader:
         self._text_bytes = 0
         #: Blocks looked at for usage (at the end) whose text is not measured yet.
         self._unmeasured: list[bytes] = []
-        self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = _TEXT_PATTERNS.get(api)
+        texts = _TEXT_PATTERNS.get(api, _MISSING)
+        self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = \
+            _text_pattern(api) if texts is _MISSING else texts  # type: ignore[assignment]
         content_type = (content_type or "").lower()
         mode = "sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type else "json"
         self._mode = mode
@@ -349,7 +370,7 @@ class BodyReader:
                 finish = self._finish
                 if finish is not None and self._first is not None:
                     # The usage event that follows has the model: the chunk is needed for its finish reason only.
-                    found = _FINISH_REASON.search(finish)
+                    found = pattern(_FINISH_REASON).search(finish)
                     if found is not None:
                         self.reading.finish_reason = found.group(1).decode()
                         finish = None

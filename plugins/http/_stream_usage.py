@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from agentwatch.instrumentation import logger
 
+from ._body import pattern
 from ._endpoints import normalise_base
 
 __all__ = ["UsageChunkFilter", "wants_usage", "asked_usage_body", "OPENAI_HOSTS"]
@@ -33,10 +33,10 @@ __all__ = ["UsageChunkFilter", "wants_usage", "asked_usage_body", "OPENAI_HOSTS"
 OPENAI_HOSTS = frozenset({"api.openai.com"})
 
 #: ``"usage":null`` as OpenAI adds it to every chunk once asked (with or without spaces, last key or not).
-_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
+_NULL_USAGE = rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*'  # compiled on first use
 _NULL_USAGE_SPELLINGS = (b',"usage":null', b', "usage": null')
 _MAX_EVENT = 8 * 1024 * 1024
-_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_EMPTY_CHOICES = rb'"choices"\s*:\s*\[\s*\]'
 
 
 def wants_usage(mode: str | tuple[str, ...], base_url: Any, body: Any, extra_json: Any) -> bool:
@@ -131,8 +131,8 @@ def _clean(block: bytes) -> bytes:
     if block.find(b'"usage"') < 0:
         return block
     if block.find(b"null") >= 0:  # the regex tries every byte: only where it can match (not the usage chunk itself)
-        block = _NULL_USAGE.sub(b"", block)
-    if block.find(b'"usage"') < 0 or _EMPTY_CHOICES.search(block) is None:
+        block = pattern(_NULL_USAGE).sub(b"", block)
+    if block.find(b'"usage"') < 0 or pattern(_EMPTY_CHOICES).search(block) is None:
         return block
     kept = [event for event in _events(block) if event and not _usage_only(event)]
     return b"".join(kept)
@@ -159,7 +159,7 @@ def _events(block: bytes) -> list[bytes]:
 
 def _usage_only(event: bytes) -> bool:
     """The final chunk ``include_usage`` adds: empty ``choices`` and a usage object."""
-    if event.find(b'"usage"') < 0 or _EMPTY_CHOICES.search(event) is None:
+    if event.find(b'"usage"') < 0 or pattern(_EMPTY_CHOICES).search(event) is None:
         return False
     lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
     try:

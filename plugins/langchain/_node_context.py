@@ -32,7 +32,7 @@ from agentwatch.instrumentation import (
 from ._graph import graph_block, graph_stop, take_answer
 from ._runs import RUNS, Run, key_of
 
-__all__ = ["RUN_CONTEXTS", "wrap_set_config_context", "module_of", "take_answer_before_block"]
+__all__ = ["wrap_set_config_context", "module_of", "take_answer_before_block"]
 
 #: The graph run (node, task, or tool in a graph) whose code runs in this context, if its blocks pause the graph for a
 #: human (``on_budget="interrupt"``).
@@ -41,10 +41,6 @@ _TAKING: ContextVar[bool] = ContextVar("agentwatch_langchain_taking_answer", def
 
 #: A node's (or task's) span attributes that every LLM call of its code carries, as LangChain's calls there do.
 _CALL_ATTRIBUTES = ("langgraph_node", "langgraph_step")
-
-#: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kinds of span it enters
-#: (a Functional API task's code runs as a node's does).
-RUN_CONTEXTS = (("langgraph._internal._runnable", ("node", "task")), ("langchain_core.tools.base", ("tool",)))
 
 
 _new_object = object.__new__

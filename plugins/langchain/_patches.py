@@ -44,9 +44,7 @@ from uuid import UUID
 
 from agentwatch.instrumentation import get_current_llm_call, restore_current, save_current
 
-from . import _timeouts as timeouts
 from ._error_wrappers import forget_error_wrappers, install_error_wrappers
-from ._node_context import RUN_CONTEXTS, module_of, wrap_set_config_context
 from ._plugin import CHAT_MODELS_MODULE, MODEL_MODULES
 from ._runs import RUNS, end_model_run_left_open, key_of
 from ._stopped import (
@@ -60,7 +58,13 @@ from ._stopped import (
     raised_by_ours,
 )
 
-__all__ = ["install", "watch_models", "patch_models", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS"]
+__all__ = ["install", "watch_models", "patch_models", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS",
+           "RUN_CONTEXTS"]
+
+#: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kinds of span it enters
+#: (a Functional API task's code runs as a node's does). Patched at the first such run (``install_run_contexts``):
+#: ``_node_context`` and ``_timeouts`` are imported then, not by ``init()``.
+RUN_CONTEXTS = (("langgraph._internal._runnable", ("node", "task")), ("langchain_core.tools.base", ("tool",)))
 
 _ENTRY_POINTS = ("generate", "agenerate", "stream", "astream")
 _originals: list[tuple[type, str, Any]] = []
@@ -374,6 +378,8 @@ def install_run_contexts() -> None:
     LangChain would cost it ~55 ms. The handler calls this only while the kind of run starting is in
     ``UNPATCHED_RUN_CONTEXTS`` (a set lookup per start, not a call: a graph without tools never imports the tools'
     module, and every node start looked for it)."""
+    from ._node_context import module_of, wrap_set_config_context
+
     with _lock:
         for name, kinds in RUN_CONTEXTS:
             module = module_of(name)
@@ -393,6 +399,8 @@ def install_run_contexts() -> None:
 def _install_timed_runs() -> None:
     """A node cut off by its ``timeout=`` ends with LangGraph's ``NodeTimeoutError`` (``_timeouts``); a LangGraph
     without node timeouts has nothing to patch."""
+    from . import _timeouts as timeouts
+
     module = sys.modules.get(timeouts.MODULE)
     original = getattr(module, timeouts.ORIGINAL, None)
     if module is None or not inspect.iscoroutinefunction(original):

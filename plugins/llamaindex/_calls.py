@@ -21,7 +21,6 @@ from __future__ import annotations
 from asyncio import CancelledError
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.callbacks import EventPayload
@@ -52,22 +51,34 @@ Frame = tuple[str | None, str, Any]
 _PARENT_ID, _METHOD, _COMPONENT = 0, 1, 2
 
 
-@dataclass(slots=True)
 class Flight:
-    call: LLMCall
-    nested: bool
-    span_id: str | None  # the instrumentation span of the LLM method, for in-progress events
-    component: Any = None
-    stream: bool = False
-    active: bool = False
-    #: The response of the first nested event to end (``chat`` → ``complete``), read only if this call's own has
-    #: no usage: most LLMs pass the inner response's ``raw`` on, so reading both would count the same twice.
-    inner_response: Any = None
-    #: A stream's messages (or prompt) and its last chunk so far: what it cost, if the caller stops reading it early.
-    request: Any = None
-    last_chunk: Any = None
-    #: A chunk of this flight's stream came: the call's first token is marked (``mark_first_token`` is not asked again).
-    chunked: bool = False
+    """An LLM or embedding call of the legacy callbacks in flight. (A plain class, not a dataclass: making one at import
+    compiles its methods from generated source, ~1 ms of ``init()``.)"""
+
+    __slots__ = ("call", "nested", "span_id", "component", "stream", "active", "inner_response", "request",
+                 "last_chunk", "chunked")
+
+    def __init__(self, call: LLMCall, nested: bool, span_id: str | None, component: Any = None,
+                 stream: bool = False) -> None:
+        self.call = call
+        self.nested = nested
+        self.span_id = span_id  # the instrumentation span of the LLM method, for in-progress events
+        self.component = component
+        self.stream = stream
+        self.active = False
+        #: The response of the first nested event to end (``chat`` → ``complete``), read only if this call's own has
+        #: no usage: most LLMs pass the inner response's ``raw`` on, so reading both would count the same twice.
+        self.inner_response: Any = None
+        #: A stream's messages (or prompt) and its last chunk so far: what it cost, if the caller stops reading it
+        #: early.
+        self.request: Any = None
+        self.last_chunk: Any = None
+        #: A chunk of this flight's stream came: the call's first token is marked (``mark_first_token`` is not asked
+        #: again).
+        self.chunked = False
+
+    def __repr__(self) -> str:
+        return f"Flight(call={self.call!r}, nested={self.nested!r}, span_id={self.span_id!r})"
 
 
 #: Instrumentation span id → frame, for LLM and embedding methods (set at span enter, popped at exit).

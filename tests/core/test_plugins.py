@@ -421,14 +421,26 @@ def test_hookspecs_are_prefixed_and_documented() -> None:
         assert getattr(hookspecs, name).__doc__, name
 
 
+def _plugin_names(entry_points: list[Any]) -> set[str]:
+    return {entry.name for entry in entry_points}
+
+
+def _add_to_listing(cache: Path, directory: str, row: str) -> None:
+    """A distribution row added to ``directory``'s listing in the entry-point cache file."""
+    lines = cache.read_text().splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("@") and line.endswith(f" {directory}"))
+    lines.insert(header + 1, row)
+    cache.write_text("\n".join(lines) + "\n")
+
+
 def test_entry_point_cache_is_used_until_a_path_directory_changes(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The per-user cache of the ``agentwatch.plugins`` scan answers while no ``sys.path`` directory changed, and
-    a distribution installed afterwards is found (its metadata directory changes its parent's mtime)."""
+    """The per-user cache of the ``agentwatch.plugins`` scan answers for a ``sys.path`` directory while it has not
+    changed, and a distribution installed afterwards is found (its metadata directory changes its parent's mtime)."""
     import os
     import time
 
-    from agentwatch import _plugins
+    from agentwatch import _entry_points
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     site = tmp_path / "site"
@@ -436,26 +448,50 @@ def test_entry_point_cache_is_used_until_a_path_directory_changes(tmp_path: Path
     monkeypatch.syspath_prepend(str(site))
     settled = time.time() - 60
     os.utime(site, (settled, settled))
-    deadline = time.monotonic() + 30
-    while _plugins._path_signature() is None:  # another sys.path directory changed in the last seconds
-        # (e.g. a test in another worker had a framework create a folder in the working directory): wait it out
-        assert time.monotonic() < deadline, "a sys.path directory kept changing"
-        time.sleep(0.2)
 
-    first = {entry.name for entry in _plugins.plugin_entry_points()}
+    first = _plugin_names(_entry_points.plugin_entry_points())
     cache = tmp_path / "cache" / "agentwatch" / "entry-points.txt"
-    assert cache.is_file() and first == {entry.name for entry in _plugins.entry_points_of("agentwatch.plugins")}
-    # Read from the cache while nothing changed: a line added to it shows up.
-    cache.write_text(cache.read_text() + "from_the_cache\taw_nothing\n")
-    assert "from_the_cache" in {entry.name for entry in _plugins.plugin_entry_points()}
+    assert cache.is_file() and first == _plugin_names(_entry_points.entry_points_of("agentwatch.plugins"))
+    assert "agentwatch.plugins.http._plugin" in cache.read_text()
+    # Read from the cache while the directory did not change: a plugin added to its listing there shows up.
+    _add_to_listing(cache, str(site), "aw-cached\tfrom_the_cache\taw_nothing")
+    assert "from_the_cache" in _plugin_names(_entry_points.plugin_entry_points())
 
     (site / "aw_new-1.0.dist-info").mkdir()
     (site / "aw_new-1.0.dist-info" / "entry_points.txt").write_text("[agentwatch.plugins]\nnewplugin = aw_new\n")
-    found = {entry.name for entry in _plugins.plugin_entry_points()}
+    found = _plugin_names(_entry_points.plugin_entry_points())
     assert "newplugin" in found and "from_the_cache" not in found
     os.utime(site, (settled + 1, settled + 1))  # settled again: scanned once more, and kept
-    assert "newplugin" in {entry.name for entry in _plugins.plugin_entry_points()}
+    assert "newplugin" in _plugin_names(_entry_points.plugin_entry_points())
     assert "newplugin" in cache.read_text()
+
+
+def test_a_program_in_a_directory_of_its_own_reads_the_installed_plugins_from_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory first on ``sys.path`` that changed just now (a script's or a test's new folder) is scanned by itself
+    and not kept; the other directories' plugins still come from the cache (it was one cache for the whole path, so
+    every such program scanned ~500 metadata directories again)."""
+    import os
+
+    from agentwatch import _entry_points
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expected = _plugin_names(_entry_points.plugin_entry_points())
+    cache = tmp_path / "cache" / "agentwatch" / "entry-points.txt"
+    ours = os.path.abspath(os.path.dirname(next(path for name, path in _entry_points.distributions()
+                                                if name == "agentwatch")))  # where agentwatch is installed
+    _add_to_listing(cache, ours, "aw-cached\tfrom_the_cache\taw_nothing")
+
+    script = tmp_path / "script"
+    script.mkdir()
+    monkeypatch.syspath_prepend(str(script))
+    found = _plugin_names(_entry_points.plugin_entry_points())
+    assert found == expected | {"from_the_cache"}
+    assert f" {script}\n" not in cache.read_text()  # changed just now: not trusted, not kept
+
+    (script / "aw_local-1.0.dist-info").mkdir()  # a plugin in that directory is found all the same
+    (script / "aw_local-1.0.dist-info" / "entry_points.txt").write_text("[agentwatch.plugins]\nlocal = aw_local\n")
+    assert "local" in _plugin_names(_entry_points.plugin_entry_points())
 
 
 @pytest.fixture

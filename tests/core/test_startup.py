@@ -10,7 +10,7 @@ import textwrap
 from importlib.metadata import entry_points
 
 from agentwatch import _pricing
-from agentwatch._plugins import entry_points_of
+from agentwatch._entry_points import entry_points_of
 
 _HEAVY = ("langchain_core", "crewai", "llama_index", "autogen_core", "autogen", "litellm", "genai_prices",
           "opentelemetry", "aiohttp", "importlib.metadata", "asyncio")
