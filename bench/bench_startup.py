@@ -23,6 +23,12 @@ With ``--preimport`` each interpreter first imports those modules (not timed), s
 init() is also timed in the calling thread's CPU time alone: the export worker starts at its end, and its
 work (the process span, the first connection attempt) lands in the process CPU time of a busy machine.
 
+With ``--instructions`` (valgrind's callgrind; a minute or more per framework) it prints instead the machine
+instructions ``import agentwatch`` and ``init()`` (default exporter) execute on the calling thread, in a fresh
+interpreter after the ``--preimport`` modules: a count that does not move with the machine's load, for comparing
+two versions on a noisy machine (time: the runs above). Each is run inside ``itertools.starmap``, the only place
+callgrind collects (``--toggle-collect=starmap_next``); the export worker's thread is not counted.
+
 Targets (issue 20): import <= 30 ms, init <= 30 ms, no GC pause > 5 ms caused by init's objects.
 """
 
@@ -140,6 +146,30 @@ def _init_profile(limit: int = 12) -> None:
         print(f"    {line.strip()[:150]}")
 
 
+def _instructions_of(statement: str, preimport: tuple[str, ...]) -> int:
+    """Instructions callgrind counts inside ``statement`` (a callable and its arguments for ``itertools.starmap``),
+    run after ``preimport`` in a fresh interpreter."""
+    program = "".join(f"import {name}\n" for name in preimport) + (
+        "import functools, importlib, itertools\n"
+        f"list(itertools.starmap({statement}))\n"
+        "import agentwatch\nagentwatch.shutdown(0)\n")
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--collect-atstart=no",
+                           "--toggle-collect=starmap_next", sys.executable, "-c", program], capture_output=True,
+                          text=True, cwd=ROOT, check=True, env={**_ENV, "PYTHONHASHSEED": "0"})
+    collected = [line for line in done.stderr.splitlines() if "Collected :" in line]
+    return int(collected[-1].rsplit(":", 1)[1])
+
+
+def _instructions(preimport: tuple[str, ...]) -> None:
+    _run(True, preimport)  # writes the bytecode caches and the entry-point cache
+    imported = _instructions_of('importlib.import_module, [("agentwatch",)]', preimport)
+    initialised = _instructions_of("functools.partial(__import__('agentwatch').init), [()]", preimport)
+    print(f"python {sys.version.split()[0]}; callgrind, the calling thread"
+          + (f"; imported first: {', '.join(preimport)}" if preimport else ""))
+    print(f"  import agentwatch   {imported / 1e6:8.2f} M instructions")
+    print(f"  init()              {initialised / 1e6:8.2f} M instructions")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -148,8 +178,13 @@ def main() -> None:
                         help="comma-separated modules each interpreter imports first, untimed (e.g. "
                              "openai,langchain_core): init() then instruments them, as in a program that imports its "
                              "framework before init()")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count machine instructions with callgrind instead of timing (see above)")
     args = parser.parse_args()
     preimport = tuple(name for name in args.preimport.split(",") if name)
+    if args.instructions:
+        _instructions(preimport)
+        return
     _run(True, preimport)  # writes the bytecode caches
     bare = [_run(False, preimport) for _ in range(args.runs)]
     watched = [_run(True, preimport) for _ in range(args.runs)]

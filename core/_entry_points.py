@@ -104,14 +104,21 @@ def entry_points_of(group: str) -> list[EntryPoint]:
 # a program in a directory of its own (a script's, a test's temporary one: first on ``sys.path``) scans that one alone
 # and reads the rest. A directory modified in the last seconds is not trusted (a coarse file-system clock could hide a
 # change made within the same tick): it is scanned, and not kept.
-_CACHE_VERSION = "agentwatch entry points 2"
+_CACHE_VERSION = "agentwatch entry points 3"
 _SETTLED_NS = 2_000_000_000
 #: Directories kept in the cache: those of this ``sys.path`` first, then those other programs had, the latest first.
 _KEPT_DIRECTORIES = 64
 
-#: Per directory: (its modification time, or -1 if missing; its distributions in name order, each with the plugins it
-#: declares).
-_Listing = tuple[int, list[tuple[str, list[tuple[str, str]]]]]
+class _Listing:
+    """What one ``sys.path`` directory holds: its modification time (-1: missing), the names of its distributions, and
+    the plugins they declare as (distribution, entry point name, value)."""
+
+    __slots__ = ("modified", "names", "plugins")
+
+    def __init__(self, modified: int, names: list[str], plugins: list[tuple[str, str, str]]) -> None:
+        self.modified = modified
+        self.names = names
+        self.plugins = plugins
 
 
 def _cache_path() -> str:
@@ -129,30 +136,33 @@ def _modified(directory: str) -> int:
 
 def _listing(directory: str, modified: int) -> _Listing:
     needle = ENTRY_POINT_GROUP.encode()
-    return modified, [(distribution, _declared(path, ENTRY_POINT_GROUP, needle))
-                      for distribution, path in _distributions_in(directory)]
+    found = _distributions_in(directory)
+    return _Listing(modified, [distribution for distribution, _path in found],
+                    [(distribution, name, value) for distribution, path in found
+                     for name, value in _declared(path, ENTRY_POINT_GROUP, needle)])
 
 
 def _read_cache() -> dict[str, _Listing]:
-    """The cache file's listings: a header line, then per directory ``@<mtime> <directory>`` and a line per
-    distribution, ``<name>`` and a tab-separated ``<entry point name>\\t<value>`` per plugin."""
+    """The cache file's listings: a header line, then per directory ``@<mtime> <directory>``, a line with its
+    distributions' names (space-separated: none has a space), and a tab-separated ``<distribution>\t<entry point
+    name>\t<value>`` line per plugin. A few lines per directory: read at every ``init()``."""
     try:
         with open(_cache_path(), encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            lines = handle.read().split("\n")
     except (OSError, ValueError):
         return {}
     listings: dict[str, _Listing] = {}
-    if not lines or lines[0] != _CACHE_VERSION:
+    if lines[0] != _CACHE_VERSION:
         return listings
-    current: list[tuple[str, list[tuple[str, str]]]] = []
-    for line in lines[1:]:
+    listing = None
+    for index in range(1, len(lines)):
+        line = lines[index]
         if line.startswith("@"):
             modified, _, directory = line[1:].partition(" ")
-            current = []
-            listings[directory] = (int(modified), current)
-        elif line:
-            distribution, *declared = line.split("\t")
-            current.append((distribution, [(declared[i], declared[i + 1]) for i in range(0, len(declared) - 1, 2)]))
+            listing = listings[directory] = _Listing(int(modified), lines[index + 1].split(), [])
+        elif "\t" in line and listing is not None:
+            distribution, name, value = line.split("\t")
+            listing.plugins.append((distribution, name, value))
     return listings
 
 
@@ -160,10 +170,9 @@ def _write_cache(listings: dict[str, _Listing]) -> None:
     path = _cache_path()
     temporary = f"{path}.{os.getpid()}.tmp"
     rows = [_CACHE_VERSION]
-    for directory, (modified, found) in listings.items():
-        rows.append(f"@{modified} {directory}")
-        rows += ["\t".join([distribution, *(part for pair in declared for part in pair)])
-                 for distribution, declared in found]
+    for directory, listing in listings.items():
+        rows += [f"@{listing.modified} {directory}", " ".join(listing.names)]
+        rows += ["\t".join(plugin) for plugin in listing.plugins]
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -183,7 +192,7 @@ def plugin_entry_points() -> list[EntryPoint]:
 
     try:
         cached = _read_cache()
-    except ValueError:  # a damaged file: scanned afresh, and rewritten
+    except (ValueError, IndexError):  # a damaged file: scanned afresh, and rewritten
         cached = {}
     now = time.time_ns()
     listings: dict[str, _Listing] = {}
@@ -194,24 +203,21 @@ def plugin_entry_points() -> list[EntryPoint]:
             continue
         modified = _modified(directory)
         listing = cached.get(directory)
-        if listing is None or listing[0] != modified:
+        if listing is None or listing.modified != modified:
             listing = _listing(directory, modified)
             if now - modified < _SETTLED_NS:  # changed just now: scanned, not kept (nor a stale listing of it)
                 changed |= cached.pop(directory, None) is not None
-                listings[directory] = listing
-                continue
-            changed = True
+            else:
+                changed = True
         listings[directory] = listing
     found: list[EntryPoint] = []
     seen: set[str] = set()
-    for _modified_at, distributions_there in listings.values():
-        for distribution, declared in distributions_there:
-            if distribution not in seen:  # the first of a name on sys.path wins, as for importlib.metadata
-                seen.add(distribution)
-                found += [EntryPoint(name, value) for name, value in declared]
+    for listing in listings.values():
+        # The first distribution of a name on sys.path wins, as for importlib.metadata.
+        found += [EntryPoint(name, value) for distribution, name, value in listing.plugins if distribution not in seen]
+        seen.update(listing.names)
     if changed:
-        kept = {directory: listing for directory, listing in listings.items()
-                if now - listing[0] >= _SETTLED_NS}
+        kept = {directory: listing for directory, listing in listings.items() if now - listing.modified >= _SETTLED_NS}
         for directory, listing in cached.items():
             if len(kept) >= _KEPT_DIRECTORIES:
                 break

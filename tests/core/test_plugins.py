@@ -426,10 +426,10 @@ def _plugin_names(entry_points: list[Any]) -> set[str]:
 
 
 def _add_to_listing(cache: Path, directory: str, row: str) -> None:
-    """A distribution row added to ``directory``'s listing in the entry-point cache file."""
+    """A plugin row added to ``directory``'s listing in the entry-point cache file (after its line of names)."""
     lines = cache.read_text().splitlines()
     header = next(index for index, line in enumerate(lines) if line.startswith("@") and line.endswith(f" {directory}"))
-    lines.insert(header + 1, row)
+    lines.insert(header + 2, row)
     cache.write_text("\n".join(lines) + "\n")
 
 
