@@ -104,10 +104,11 @@ def entry_points_of(group: str) -> list[EntryPoint]:
 # a program in a directory of its own (a script's, a test's temporary one: first on ``sys.path``) scans that one alone
 # and reads the rest. A directory modified in the last seconds is not trusted (a coarse file-system clock could hide a
 # change made within the same tick): it is scanned, and not kept.
-_CACHE_VERSION = "agentwatch entry points 3"
+_CACHE_VERSION = "agentwatch entry points 2"
 _SETTLED_NS = 2_000_000_000
 #: Directories kept in the cache: those of this ``sys.path`` first, then those other programs had, the latest first.
 _KEPT_DIRECTORIES = 64
+
 
 class _Listing:
     """What one ``sys.path`` directory holds: its modification time (-1: missing), the names of its distributions, and
