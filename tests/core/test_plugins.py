@@ -472,21 +472,26 @@ def test_a_program_in_a_directory_of_its_own_reads_the_installed_plugins_from_th
     and not kept; the other directories' plugins still come from the cache (it was one cache for the whole path, so
     every such program scanned ~500 metadata directories again)."""
     import os
+    import time
 
     from agentwatch import _entry_points
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    site = tmp_path / "site"  # an installation directory that has not changed for a minute
+    (site / "aw_installed-1.0.dist-info").mkdir(parents=True)
+    (site / "aw_installed-1.0.dist-info" / "entry_points.txt").write_text("[agentwatch.plugins]\ninstalled = aw_x\n")
+    settled = time.time() - 60
+    os.utime(site, (settled, settled))
+    monkeypatch.syspath_prepend(str(site))
     expected = _plugin_names(_entry_points.plugin_entry_points())
+    assert "installed" in expected
     cache = tmp_path / "cache" / "agentwatch" / "entry-points.txt"
-    ours = os.path.abspath(os.path.dirname(next(path for name, path in _entry_points.distributions()
-                                                if name == "agentwatch")))  # where agentwatch is installed
-    _add_to_listing(cache, ours, "aw-cached\tfrom_the_cache\taw_nothing")
+    _add_to_listing(cache, str(site), "aw-cached\tfrom_the_cache\taw_nothing")
 
     script = tmp_path / "script"
     script.mkdir()
     monkeypatch.syspath_prepend(str(script))
-    found = _plugin_names(_entry_points.plugin_entry_points())
-    assert found == expected | {"from_the_cache"}
+    assert _plugin_names(_entry_points.plugin_entry_points()) == expected | {"from_the_cache"}
     assert f" {script}\n" not in cache.read_text()  # changed just now: not trusted, not kept
 
     (script / "aw_local-1.0.dist-info").mkdir()  # a plugin in that directory is found all the same
