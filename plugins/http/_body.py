@@ -29,7 +29,6 @@ __all__ = ["BodyReader", "parse_json", "pattern"]
 # ``sub`` as an integer (a byte value), raising and clearing a TypeError with its formatted message each time, ~1,000
 # machine instructions a test more than ``find`` (callgrind); a 5-event chat stream made ~48 such tests.
 
-_MISSING: Any = object()
 _MAX_JSON_BODY = 16 * 1024 * 1024  # a larger body is passed on but not read
 _MAX_EVENT = 8 * 1024 * 1024
 _HEAD_BLOCKS = 4  # blocks of events kept from a stream's start (Anthropic's message_start has input tokens)
@@ -67,18 +66,12 @@ _TEXT_KEYS: dict[str, tuple[bytes, ...]] = {
     "cohere": (b"text",),
     "ollama": (b"content", b"response"),
 }
-#: Per API, the quoted keys and the regex that finds their values (``_text_pattern``), once a stream of it is read.
-_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]] | None] = {}
-
-
-def _text_pattern(api: str) -> tuple[tuple[bytes, ...], re.Pattern[bytes]] | None:
-    keys = _TEXT_KEYS.get(api)
-    found = None if keys is None else (
-        tuple(b'"%s"' % key for key in keys),
-        re.compile(rb'"(?:%s)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"' % b"|".join(keys)))
-    _TEXT_PATTERNS[api] = found
-    return found
-
+#: Per API, the quoted keys and the source of the regex that finds their values (compiled by ``pattern`` when a body of
+#: that API is first read).
+_TEXT_PATTERNS: dict[str, tuple[tuple[bytes, ...], bytes]] = {
+    api: (tuple(b'"%s"' % key for key in keys), rb'"(?:%s)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"' % b"|".join(keys))
+    for api, keys in _TEXT_KEYS.items()
+}
 
 #: The last event of each API's stream: a client may stop reading right after it (openai stops at [DONE]).
 _END_MARKS = (b"[DONE]", b'"message_stop"', b'"response.completed"', b'"response.incomplete"',
@@ -118,9 +111,9 @@ class BodyReader:
         self._text_bytes = 0
         #: Blocks looked at for usage (at the end) whose text is not measured yet.
         self._unmeasured: list[bytes] = []
-        texts = _TEXT_PATTERNS.get(api, _MISSING)
+        texts = _TEXT_PATTERNS.get(api)
         self._texts: tuple[tuple[bytes, ...], re.Pattern[bytes]] | None = \
-            _text_pattern(api) if texts is _MISSING else texts  # type: ignore[assignment]
+            None if texts is None else (texts[0], pattern(texts[1]))
         content_type = (content_type or "").lower()
         mode = "sse" if "event-stream" in content_type else "lines" if "ndjson" in content_type else "json"
         self._mode = mode

@@ -58,8 +58,7 @@ from ._stopped import (
     raised_by_ours,
 )
 
-__all__ = ["install", "watch_models", "patch_models", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS",
-           "RUN_CONTEXTS"]
+__all__ = ["install", "watch_models", "patch_models", "uninstall", "install_run_contexts", "UNPATCHED_RUN_CONTEXTS"]
 
 #: The modules whose ``set_config_context`` makes the context a run's code runs in, and the kinds of span it enters
 #: (a Functional API task's code runs as a node's does). Patched at the first such run (``install_run_contexts``):
