@@ -51,8 +51,10 @@ def test_one_trace_object_entered_by_threads_and_nested_in_itself(memory: agentw
                                                                   stub_provider: StubProvider) -> None:
     from openai import OpenAI
 
-    agentwatch.init(exporters=[memory])
     client = OpenAI(base_url=stub_provider.openai_base_url, api_key="x", max_retries=0)
+    # openai builds its response models on first use, not thread-safely (openai-python#3079): one unwatched call first.
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    agentwatch.init(exporters=[memory])
     request = agentwatch.trace("request")
     started = threading.Barrier(2)
 

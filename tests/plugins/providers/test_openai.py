@@ -406,6 +406,9 @@ def test_concurrent_calls_from_threads_keep_their_own_usage(
         watch: Any, llm_spans: SpansOf, stub_provider: StubProvider, oai: openai.OpenAI) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    # openai builds its response models on first use, and pydantic's build is not thread-safe (openai-python#3079):
+    # the pool's first calls at once could fail inside openai, with or without AgentWatch. One call first, unwatched.
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     client = watch()
     stub_provider.queue(*[Reply(input_tokens=100 + n, content=f"reply {100 + n}") for n in range(16)])
 
@@ -466,6 +469,8 @@ def test_calls_on_other_threads_do_not_meet_a_half_imported_httpx2(stub_provider
         agentwatch.init(exporters=[])
         assert "httpx2" not in sys.modules, "init() imported httpx2"
         errors, during, stop = [], [0], threading.Event()
+        # openai builds its response models on first use, not thread-safely (openai-python#3079): one call first.
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
 
         def ask():
             while not stop.is_set():
