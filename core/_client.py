@@ -204,8 +204,6 @@ class Client(StructureAPI):
 
     def start_plugins(self) -> None:
         """Register entry-point plugins; instrument frameworks now or when they are imported."""
-        from ._plugins import imported_module, required_modules
-
         pm = self.plugin_manager
         pm.hook.agentwatch_configure.call_historic(kwargs={"config": self.config})
         self._drop_failed_plugins()
@@ -215,14 +213,19 @@ class Client(StructureAPI):
         if not self.config.auto_instrument:
             return
         for name, plugin in self._framework_plugins:
-            modules = required_modules(plugin)
-            pending = [module for module in modules if imported_module(module) is None]
-            if not pending:
-                self.register_plugin(plugin, name)
-            else:
-                self._import_hooks.when_imported(pending[0], functools.partial(self._register_on_import, plugin, name))
+            self._register_once_imported(plugin, name)
 
-    def _register_on_import(self, plugin: Any, name: str, _module: Any) -> None:
+    def _register_once_imported(self, plugin: Any, name: str, just_imported: ModuleType | None = None) -> None:
+        """Register ``plugin`` once every module it requires is imported: now, or when the first of those still
+        missing is imported (then asked again, for the others). ``just_imported``: the module whose import called
+        back, complete though its import machinery has not yet marked it so."""
+        from ._plugins import imported_module, required_modules
+
+        done = just_imported.__name__ if just_imported is not None else None
+        for module in required_modules(plugin):
+            if module != done and imported_module(module) is None:
+                self._import_hooks.when_imported(module, functools.partial(self._register_once_imported, plugin, name))
+                return
         self.register_plugin(plugin, name)
 
     def when_imported(self, module_name: str, callback: Callable[[ModuleType], None]) -> None:

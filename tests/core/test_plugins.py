@@ -117,6 +117,43 @@ def test_late_import_is_instrumented_and_shutdown_removes_it(third_party: Path) 
     assert not any(isinstance(finder, PostImportHooks) for finder in sys.meta_path)
 
 
+@pytest.mark.parametrize("first", ["aw_two_a", "aw_two_b"])
+def test_a_plugin_requiring_two_modules_waits_for_both(first: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AGENTWATCH_REQUIRES`` names every module a plugin instruments: it was registered (and its
+    ``agentwatch_instrument`` run) when the first of them was imported, and failed on the other, not imported yet."""
+    (tmp_path / "aw_two-1.0.dist-info").mkdir()
+    (tmp_path / "aw_two-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: aw-two\nVersion: 1.0\n")
+    (tmp_path / "aw_two-1.0.dist-info" / "entry_points.txt").write_text("[agentwatch.plugins]\ntwo = aw_tp_two\n")
+    (tmp_path / "aw_tp_two.py").write_text(textwrap.dedent("""
+        import sys
+        import agentwatch
+        AGENTWATCH_REQUIRES = ("aw_two_a", "aw_two_b")
+        calls = []
+
+        @agentwatch.hookimpl
+        def agentwatch_instrument(client):
+            calls.append(sorted(name for name in AGENTWATCH_REQUIRES if name in sys.modules))
+    """))
+    for name in ("aw_two_a", "aw_two_b"):
+        (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("aw_tp_two", "aw_two_a", "aw_two_b"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    agentwatch.init(exporters=[])
+    import aw_tp_two
+
+    __import__(first)
+    assert aw_tp_two.calls == []
+    assert "two" not in agentwatch.get_state()["plugins"]
+    __import__("aw_two_b" if first == "aw_two_a" else "aw_two_a")
+    assert aw_tp_two.calls == [["aw_two_a", "aw_two_b"]]
+    assert "two" in agentwatch.get_state()["plugins"]
+    agentwatch.shutdown()
+    agentwatch.init(exporters=[])  # both imported: at once
+    assert aw_tp_two.calls == [["aw_two_a", "aw_two_b"]] * 2
+
+
 def test_framework_imported_before_init_is_instrumented_at_once(third_party: Path) -> None:
     import aw_fake_framework
     import aw_tp_late
