@@ -215,15 +215,13 @@ class Client(StructureAPI):
         for name, plugin in self._framework_plugins:
             self._register_once_imported(plugin, name)
 
-    def _register_once_imported(self, plugin: Any, name: str, just_imported: ModuleType | None = None) -> None:
+    def _register_once_imported(self, plugin: Any, name: str, _module: ModuleType | None = None) -> None:
         """Register ``plugin`` once every module it requires is imported: now, or when the first of those still
-        missing is imported (then asked again, for the others). ``just_imported``: the module whose import called
-        back, complete though its import machinery has not yet marked it so."""
+        missing is imported (then asked again, for the others)."""
         from ._plugins import imported_module, required_modules
 
-        done = just_imported.__name__ if just_imported is not None else None
         for module in required_modules(plugin):
-            if module != done and imported_module(module) is None:
+            if imported_module(module) is None:
                 self._import_hooks.when_imported(module, functools.partial(self._register_once_imported, plugin, name))
                 return
         self.register_plugin(plugin, name)

@@ -119,18 +119,38 @@ class _NotifyingLoader:
             if spec is not None:
                 spec.loader = self._loader
             module.__loader__ = self._loader
-        self._fire(module)
+        # Its code has run: imported for the callbacks (``imported_module``), though the import machinery marks it so
+        # only once this returns.
+        ran = _ran_here()
+        ran.add(module.__name__)
+        try:
+            self._fire(module)
+        finally:
+            ran.discard(module.__name__)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
 
 
+#: Per thread, the watched modules whose code has run and whose callbacks are being called (``_NotifyingLoader``).
+_ran = threading.local()
+
+
+def _ran_here() -> set[str]:
+    names: set[str] | None = getattr(_ran, "names", None)
+    if names is None:
+        names = _ran.names = set()
+    return names
+
+
 def imported_module(module_name: str) -> ModuleType | None:
     """The module if its import has completed; None if it is not imported, or still being imported (in
     ``sys.modules`` while its code runs: an import of one of its own imports led here, and the names it defines
-    after that import do not exist yet)."""
+    after that import do not exist yet). A watched module whose code has run is imported for its callbacks."""
     module = sys.modules.get(module_name)
-    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+    if module is None:
+        return None
+    if getattr(getattr(module, "__spec__", None), "_initializing", False) and module_name not in _ran_here():
         return None
     return module
 

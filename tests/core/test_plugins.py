@@ -590,6 +590,28 @@ def test_a_module_still_being_imported_is_called_back_once_its_import_completes(
     assert hooks not in sys.meta_path
 
 
+def test_a_callback_sees_its_module_imported(half_imported: Any) -> None:
+    """A module's callback runs when its code has run, before the import machinery marks it imported: asked from
+    there, ``imported_module`` said "still being imported", and ``when_imported`` for that module waited for the next
+    import of anything (a plugin requiring two modules, imported last, was never registered)."""
+    from agentwatch.instrumentation import imported_module
+
+    hooks = PostImportHooks()
+    seen: list[Any] = []
+
+    def first(module: Any) -> None:
+        seen.append(imported_module("aw_half.later") is module)
+        hooks.when_imported("aw_half.later", lambda again: seen.append(again is module))
+
+    hooks.when_imported("aw_half.later", first)
+    try:
+        import aw_half.later  # noqa: F401
+    finally:
+        hooks.uninstall()
+    assert seen == [True, True]
+    assert imported_module("aw_half.manager") is None  # never imported: not taken for one
+
+
 def test_a_failing_callback_made_with_partial_leaves_the_programs_import_alone(
         half_imported: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Found 2026-12-07: ``stop_on_exception`` named the failed function by its ``__qualname__``, which a
