@@ -19,13 +19,16 @@ import threading
 import warnings
 from _warnings import warn as _C_WARN  # type: ignore[import-not-found]
 from collections.abc import Callable
-from types import FrameType
+from types import BuiltinFunctionType, FrameType, FunctionType
 from typing import Any
 
 __all__ = ["install", "uninstall"]
 
 _lock = threading.Lock()
 _original: Callable[..., None] | None = None
+#: ``_original`` while calling it can never call ours again (``_may_call_ours``), else None: the usual warning then
+#: goes straight to it, without the re-entry guard.
+_direct: Callable[..., None] | None = None
 _BEFORE_US = warnings.warn  # what a stale reference to ours calls after uninstall (never ours: no recursion)
 #: Set on a thread while ``_warn`` runs there. A wrapper made while ours was installed calls ours (crewai's, made at its
 #: import); after ``shutdown()`` and ``init()`` ours calls that wrapper in turn, which would call ours again, forever.
@@ -105,11 +108,23 @@ def _caller_level(stacklevel: int) -> int:
 
 
 def _warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
+    # The usual warning first: stacklevel=2, the frame it names (its caller's caller) in a file warnings counts (neither
+    # ours nor the import machinery's), passed on one level up (this frame) to a function that cannot call ours again.
+    # Pydantic's model_fields deprecation fires ~38 times per CrewAI LLM call, each one dropped by crewai's own
+    # wrapper: 60 bytecodes of ours a warning through the re-entry guard, 34 here (~1.3 -> ~0.35 µs a warning).
+    direct = _direct
+    if stacklevel == 2 and direct is not None and not kwargs:
+        try:
+            counted = _getframe(2).f_code.co_filename in _COUNTED  # 0: this function, 1: the code that warned
+        except ValueError:  # warned from the outermost frame: no frame two levels up
+            counted = False
+        if counted:
+            direct(message, category, 3, source)
+            return
     # The level to pass on, past our frames: the usual warning (stacklevel=2, its caller's file neither ours nor the
     # import machinery's) answered here rather than by _caller_level (a frame fewer). Callgrind, an ignored stacklevel=2
     # warning, over none: ~12k machine instructions with the re-entry guard and the level in frames of their own, ~4.5k
-    # without the guard, ~2.8k with the level here and the files in _COUNTED (pydantic's model_fields deprecation
-    # fires ~30 times per CrewAI LLM call); behind crewai's filter (which drops it: the guard is needed) ~7.5k -> ~5.4k.
+    # without the guard, ~2.8k with the level here and the files in _COUNTED.
     level = 0
     if stacklevel == 2:
         outer = _getframe(1).f_back  # 0: this function, 1: the code that warned, 2: its caller
@@ -157,23 +172,63 @@ def _skipping_ours(original: Callable[..., None], message: Any, category: Any, s
         _inside.warning = False
 
 
+#: Functions ``_may_call_ours`` looks into at most: past that, the wrapper is taken as one that may call ours.
+_SEARCHED_MAX = 64
+
+
+def _may_call_ours(function: Any) -> bool:
+    """Whether calling ``function`` (what ``warnings.warn`` is when ours replaces it) may call ours again: it is ours,
+    or a function that holds ours (a library wrapped ``warnings.warn`` while ours was installed, before a
+    ``shutdown()`` and this ``init()``) in its closure, its defaults or the globals it names, itself or through another
+    function it holds that way; or it is, or holds, a callable whose holdings are not looked into (an object, a
+    partial, a bound method). Calling ``warnings.warn`` by its name would recurse without AgentWatch too: no wrapper
+    does."""
+    pending: list[Any] = [function]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is _warn:
+            return True
+        if current is _C_WARN or id(current) in seen:
+            continue
+        if current.__class__ is not FunctionType or len(seen) >= _SEARCHED_MAX:
+            return True
+        seen.add(id(current))
+        namespace = current.__globals__
+        held: list[Any] = [namespace[name] for name in current.__code__.co_names if name in namespace]
+        for cell in current.__closure__ or ():
+            try:
+                held.append(cell.cell_contents)
+            except ValueError:  # a cell not filled yet
+                continue
+        held.extend(current.__defaults__ or ())
+        held.extend((current.__kwdefaults__ or {}).values())
+        for value in held:
+            if value.__class__ is FunctionType or value is _warn:
+                pending.append(value)
+            elif callable(value) and not isinstance(value, type | BuiltinFunctionType):
+                return True
+    return False
+
+
 def install() -> None:
-    global _original, _OURS
+    global _original, _OURS, _direct
     with _lock:
         if _original is not None:
             return
         _OURS = _prefixes()
         _COUNTED.clear()  # judged against the folders found now
         _original = warnings.warn
+        _direct = None if _may_call_ours(_original) else _original
         warnings.warn = _warn  # type: ignore[assignment]
 
 
 def uninstall() -> None:
     """Put ``warnings.warn`` back, unless the program replaced ours since (then its replacement stays)."""
-    global _original
+    global _original, _direct
     with _lock:
         if _original is None:
             return
         if warnings.warn is _warn:
             warnings.warn = _original  # type: ignore[assignment]
-        _original = None
+        _original = _direct = None

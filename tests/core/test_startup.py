@@ -9,6 +9,8 @@ import sys
 import textwrap
 from importlib.metadata import entry_points
 
+import pytest
+
 from agentwatch import _pricing
 from agentwatch._entry_points import entry_points_of
 
@@ -156,6 +158,95 @@ def test_a_warn_wrapper_made_while_watched_does_not_recurse_after_init_again() -
         print(json.dumps([[str(warning.message), warning.filename] for warning in caught]))
     """)
     assert result == [["from the program", "<string>"]]
+
+
+_HOLDINGS = {
+    "closure": """
+        def wrapping(original):
+            def filtered_warn(message, category=None, stacklevel=1, source=None):
+                return original(message, category, stacklevel + 1, source)
+            return filtered_warn
+        warnings.warn = wrapping(warnings.warn)
+    """,
+    "default argument": """
+        def filtered_warn(message, category=None, stacklevel=1, source=None, original=warnings.warn):
+            return original(message, category, stacklevel + 1, source)
+        warnings.warn = filtered_warn
+    """,
+    "partial in its globals": """
+        import functools
+        passing = functools.partial(warnings.warn)
+        def filtered_warn(message, category=None, stacklevel=1, source=None):
+            return passing(message, category, stacklevel + 1, source)
+        warnings.warn = filtered_warn
+    """,
+    "object": """
+        class Filter:
+            def __init__(self, original):
+                self.original = original
+            def __call__(self, message, category=None, stacklevel=1, source=None):
+                return self.original(message, category, stacklevel + 1, source)
+        warnings.warn = Filter(warnings.warn)
+    """,
+}
+
+
+@pytest.mark.parametrize("holding", list(_HOLDINGS))
+def test_a_warn_wrapper_holding_ours_any_way_does_not_recurse_after_init_again(holding: str) -> None:
+    """As above, with the wrapper holding what ``warnings.warn`` was in other ways. The usual warning (stacklevel=2,
+    from a library function the program calls) skips the re-entry guard when the function ours replaced cannot call ours
+    again: each of these can. Warned twice, as the second is answered by the files already judged."""
+    result = _run(f"""
+        import json, textwrap, warnings
+        import agentwatch
+        agentwatch.init(exporters=[])
+        exec(textwrap.dedent({_HOLDINGS[holding]!r}))
+        agentwatch.shutdown()
+        agentwatch.init(exporters=[])
+
+        def deprecated():
+            warnings.warn("deprecated", DeprecationWarning, stacklevel=2)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            deprecated()
+            deprecated()
+        agentwatch.shutdown()
+        print(json.dumps([[str(warning.message), warning.filename] for warning in caught]))
+    """)
+    assert result == [["deprecated", "<string>"]] * 2
+
+
+def test_a_warning_through_a_library_filter_made_before_import_names_the_programs_line() -> None:
+    """A library that filtered ``warnings.warn`` before ``import agentwatch`` (crewai drops pydantic's deprecations so):
+    ours passes the usual warning straight to its filter, one level up, and the warning names the line that called the
+    function that warned, the first time (levels counted) and after (the file known)."""
+    result = _run("""
+        import json, sys, warnings
+
+        def filtered_warn(message, category=None, stacklevel=1, source=None, original=warnings.warn):
+            if category is PendingDeprecationWarning:
+                return None
+            return original(message, category, stacklevel + 1, source)
+
+        warnings.warn = filtered_warn
+        import agentwatch
+        agentwatch.init(exporters=[])
+
+        def deprecated(category):
+            warnings.warn("deprecated", category, stacklevel=2)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            expected = [sys._getframe().f_lineno + 1, sys._getframe().f_lineno + 2]
+            deprecated(DeprecationWarning)
+            deprecated(DeprecationWarning)
+            deprecated(PendingDeprecationWarning)
+        agentwatch.shutdown()
+        print(json.dumps({"expected": expected,
+                          "caught": [[warning.filename, warning.lineno] for warning in caught]}))
+    """)
+    assert result["caught"] == [["<string>", line] for line in result["expected"]]  # type: ignore[union-attr]
 
 
 def test_a_program_due_a_full_collection_has_none_in_import_or_init() -> None:
