@@ -19,7 +19,7 @@ import threading
 import warnings
 from _warnings import warn as _C_WARN  # type: ignore[import-not-found]
 from collections.abc import Callable
-from types import BuiltinFunctionType, FrameType, FunctionType
+from types import BuiltinFunctionType, CodeType, FrameType, FunctionType
 from typing import Any
 
 __all__ = ["install", "uninstall"]
@@ -179,10 +179,10 @@ _SEARCHED_MAX = 64
 def _may_call_ours(function: Any) -> bool:
     """Whether calling ``function`` (what ``warnings.warn`` is when ours replaces it) may call ours again: it is ours,
     or a function that holds ours (a library wrapped ``warnings.warn`` while ours was installed, before a
-    ``shutdown()`` and this ``init()``) in its closure, its defaults or the globals it names, itself or through another
-    function it holds that way; or it is, or holds, a callable whose holdings are not looked into (an object, a
-    partial, a bound method). Calling ``warnings.warn`` by its name would recurse without AgentWatch too: no wrapper
-    does."""
+    ``shutdown()`` and this ``init()``) in its closure, its defaults or the globals its code names (a lambda's in it
+    too), itself or through another function it holds that way; or it is, or holds, a callable whose holdings are not
+    looked into (an object, a partial, a bound method). Calling ``warnings.warn`` by its name would recurse without
+    AgentWatch too: no wrapper does."""
     pending: list[Any] = [function]
     seen: set[int] = set()
     while pending:
@@ -195,7 +195,13 @@ def _may_call_ours(function: Any) -> bool:
             return True
         seen.add(id(current))
         namespace = current.__globals__
-        held: list[Any] = [namespace[name] for name in current.__code__.co_names if name in namespace]
+        names: set[str] = set()
+        codes = [current.__code__]
+        while codes:  # its own code and the functions and lambdas defined in it, which read the same globals
+            code = codes.pop()
+            names.update(code.co_names)
+            codes.extend(constant for constant in code.co_consts if constant.__class__ is CodeType)
+        held: list[Any] = [namespace[name] for name in names if name in namespace]
         for cell in current.__closure__ or ():
             try:
                 held.append(cell.cell_contents)

@@ -180,6 +180,13 @@ _HOLDINGS = {
             return passing(message, category, stacklevel + 1, source)
         warnings.warn = filtered_warn
     """,
+    "a lambda's globals": """
+        kept = warnings.warn
+        def filtered_warn(message, category=None, stacklevel=1, source=None):
+            passing = lambda: kept(message, category, stacklevel + 2, source)
+            return passing()
+        warnings.warn = filtered_warn
+    """,
     "object": """
         class Filter:
             def __init__(self, original):
