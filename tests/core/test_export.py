@@ -699,8 +699,9 @@ def test_a_zstandard_batch_is_named_for_its_encoding_and_counted_as_a_gzip_one_i
 
 
 def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_sent_as(tmp_path: Path) -> None:
-    """Once the collector is known down, a batch goes to the spool as the queue's entries (rows), no records made; read
-    back, they make the very body the records would have (text, attributes of every kind, absent text left out)."""
+    """With no collector there (no connection opens), a batch goes to the spool as the queue's entries (rows), no
+    records made; read back, they make the very body the records would have (text, attributes of every kind, absent
+    text left out)."""
     from agentwatch._compression import decoded
     from agentwatch._span import span_fields, wire_records
     from agentwatch._spool import Spool
@@ -712,10 +713,9 @@ def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_
     entries = [span_fields(span) for span in spans]
     expected = exporter.body(wire_records(list(entries)))
     try:
-        assert exporter.export_entries(list(entries)) is None  # not known down yet: the records' way, which tries it
-        assert exporter.export(wire_records(list(entries))) is False
-        assert exporter.export_entries(list(entries)) is False  # known down now: spooled as they are
-        body_file, rows_file = spool.pending(10)
+        assert exporter.export_entries(list(entries)) is False  # no connection opens: spooled as they are
+        assert exporter.export(wire_records(list(entries))) is False  # the records' way (known down): the body spooled
+        rows_file, body_file = spool.pending(10)
         assert body_file.name.endswith(".json.zst") and rows_file.name.endswith(".rows1.zst")
         assert Spool.spans_in(rows_file) == 50 and exporter.spooled == 100
         rows = decoded(rows_file.read_bytes(), "zstd")
@@ -728,6 +728,61 @@ def test_a_batch_spooled_as_rows_is_delivered_as_the_records_it_would_have_been_
     finally:
         exporter.shutdown()
 
+
+
+def test_the_first_batch_with_no_collector_there_is_spooled_as_rows(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A program whose collector is not running: its first batch is spooled as the queue's entries, no records made
+    (they cost the worker ~20k machine instructions a span more), and the collector is warned about once."""
+    caplog.set_level(logging.WARNING, logger="agentwatch")
+    agentwatch.init(proxy_url=f"http://127.0.0.1:{_free_port()}/api/ingest", spool_dir=str(tmp_path),
+                    remote_control=False, flush_interval=3600)
+    try:
+        for i in range(30):
+            agentwatch.event(f"e{i}")
+        assert agentwatch.flush(5) is False
+        for i in range(30):
+            agentwatch.event(f"again{i}")
+        assert agentwatch.flush(5) is False
+        spooled = sorted(path.name.split(".", 1)[1] for path in tmp_path.rglob("*") if path.suffix in (".zst", ".gz"))
+        assert spooled == ["rows1.zst", "rows1.zst"]
+        assert sum("not reachable" in record.getMessage() for record in caplog.records) == 1
+    finally:
+        agentwatch.shutdown()
+
+
+def test_a_collector_back_at_the_probe_gets_the_batch_and_the_spool(tmp_path: Path) -> None:
+    """Rows spooled while nothing answered; at the next probe a collector is there: the batch goes the records' way
+    (it has not said it takes rows), its answer says it does, the next batch goes as rows, and the spool is
+    delivered."""
+    from agentwatch._span import span_fields, wire_records
+    from agentwatch._spool import Spool
+    from agentwatch.server import Settings, start_background
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api/ingest"
+    exporter = HttpExporter(url, spool=Spool(tmp_path / "spool", url), max_retries=0)
+    exporter.PROBE_INTERVAL = 0.2
+    spans = _spans_with_everything(30)
+    handle = None
+    try:
+        assert exporter.export_entries([span_fields(span) for span in spans[:10]]) is False
+        assert exporter.sender.down and len(exporter.spool.pending(10)) == 1  # type: ignore[union-attr]
+        handle = start_background(settings=Settings(db_path=tmp_path / "collector.db", alert_interval_seconds=3600),
+                                  port=port)
+        time.sleep(0.3)  # the probe is due
+        second = [span_fields(span) for span in spans[10:20]]
+        assert exporter.export_entries(list(second)) is None  # there now, rows not announced: the records' way
+        assert exporter.export(wire_records(second)) is True and exporter.sender.takes_rows
+        assert exporter.export_entries([span_fields(span) for span in spans[20:]]) is True
+        exporter.begin_flush()
+        exporter.on_idle()
+        assert exporter.unspooled == 10 and not exporter.spool.pending(10)  # type: ignore[union-attr]
+        assert len(_stored(url, list({span.trace_id for span in spans}))) == 30
+    finally:
+        exporter.shutdown()
+        if handle is not None:
+            handle.stop()
 
 
 def _spans_with_everything(count: int) -> list[Any]:
