@@ -472,17 +472,18 @@ _DUMP_AT = "cycle_next"
 INSTRUCTION_CALLS = {"chat": 512, "stream": 150}
 
 
-def _counted(function: str, step: Callable[[], object], count: int) -> None:
+def _counted(function: str, step: Callable[[], object], count: int, settle: bool = True) -> None:
     """``count`` calls of ``step`` inside the C function ``function`` (one of ``_COUNTED_LOOPS``, or ``_DUMP_AT``),
     which callgrind is told about.
 
-    The objects alive before are frozen out of the collector's view first: a full collection of them (the imports'
-    ~200k objects, millions of instructions) fell in one loop or the other by chance, and moved the arm without
+    The objects alive before are frozen out of the collector's view first (``settle``): a full collection of them (the
+    imports' ~200k objects, millions of instructions) fell in one loop or the other by chance, and moved the arm without
     AgentWatch by 15k instructions per call from one run to the next."""
     import itertools
 
-    gc.collect()
-    gc.freeze()
+    if settle:
+        gc.collect()
+        gc.freeze()
     calls = range(count)
     drivers: dict[str, Callable[[], object]] = {
         "takewhile_next": lambda: list(itertools.takewhile(lambda _: step() or True, calls)),
@@ -500,7 +501,8 @@ def _dump_worker_at_flush() -> None:
 
     def dump() -> None:
         idle_tasks.remove(dump)
-        _counted(_DUMP_AT, lambda: None, 1)
+        # No collection here: it would count as the worker's (~2.2k instructions per chat call of a 512-call batch).
+        _counted(_DUMP_AT, lambda: None, 1, settle=False)
 
     idle_tasks.append(dump)
     agentwatch.flush(10)
