@@ -787,12 +787,14 @@ class HttpExporter(SpoolingExporter):
             # nothing is there (a receiver that never answered, or one known down whose probe is due): asked for a
             # connection first, it has the batch spooled as rows if none opens. The records, their JSON and their gzip
             # cost the worker ~20k machine instructions a span more, paid by every process's first batch and one batch
-            # in five while the collector is down.
-            if spool is None or not spool.keeps_rows() or self._alert_path is not None and \
-                    not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries)) or sender.connects():
+            # in five while the collector is down. (The rows are made first, for ``abandon`` while the connection is
+            # being made: a receiver that is there and has not answered yet costs a process's first batch ~4k a span.)
+            if spool is None or not spool.keeps_rows() or sender.status and not sender.down or \
+                    self._alert_path is not None and not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries)):
                 return None
-            self._probe_at = time.monotonic() + self.PROBE_INTERVAL
-            down = True
+            probing = True
+        else:
+            probing = False
         try:
             import orjson
 
@@ -802,7 +804,22 @@ class HttpExporter(SpoolingExporter):
         with self._handover:
             if down or self._abandoned:
                 return self._spooled_rows(rows, len(entries))
-            self._in_flight_rows = (rows, len(entries))
+            self._in_flight_rows = (rows, len(entries))  # ``abandon`` spools them (a connection that hangs)
+        if probing:
+            reached = False
+            try:
+                reached = sender.connects()
+            finally:
+                with self._handover:
+                    self._in_flight_rows = None
+                    taken_back = self._taken_back("unreachable", len(entries)) if self._abandoned else None
+            if taken_back is not None:
+                return taken_back
+            if reached:
+                return None
+            self._probe_at = time.monotonic() + self.PROBE_INTERVAL
+            with self._handover:
+                return self._spooled_rows(rows, len(entries))
         outcome = "unreachable"  # what a send that raised leaves for ``_taken_back``
         try:
             outcome = self._send(rows, ROWS_MEDIA_TYPE, self._compresses(len(rows)), False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -194,6 +195,41 @@ def test_spans_for_a_receiver_that_does_not_answer_are_spooled_at_the_exit_deadl
     warnings = [line for line in result.stderr.splitlines() if line.startswith("agentwatch:")]
     assert len(warnings) == 1 and "did not answer by the shutdown deadline" in warnings[0], result.stderr
     assert elapsed < 30  # the 5 s deadline and an interpreter's start-up, not the 60 s the receiver takes
+
+
+def test_spans_for_a_receiver_whose_connection_never_opens_are_spooled_at_the_exit_deadline(tmp_path: Path) -> None:
+    """A collector's port that never completes a connection (its accept queue full, so its SYNs are dropped, as behind a
+    firewall that drops packets): the worker's first batch waits on the connection beyond the exit's 5 s, and at the
+    deadline its spans go to the spool, with one warning."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(4):  # fill the accept queue: no further connection opens
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        queued.append(client)
+    spool = tmp_path / "spool"
+    try:
+        started = time.monotonic()
+        result = run_script(f"""
+            import agentwatch
+            agentwatch.init(proxy_url="http://127.0.0.1:{port}/api/ingest", flush_interval=0.05)
+            for i in range(20):
+                agentwatch.event(f"unconnected-{{i}}")
+        """, tmp_path)
+        elapsed = time.monotonic() - started
+    finally:
+        for client in queued:
+            client.close()
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert {f"unconnected-{i}" for i in range(20)} <= {span["name"] for span in _spooled_spans(spool)}
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("agentwatch:")]
+    assert len(warnings) == 1 and "did not answer by the shutdown deadline" in warnings[0], result.stderr
+    assert elapsed < 30
 
 
 def test_a_batch_spooled_at_the_deadline_is_taken_back_when_it_arrives_after_all(
