@@ -360,12 +360,11 @@ class HttpSender:
     def connects(self) -> bool:
         """Whether a connection to the receiver is open or opens now (kept for the next request). One that does not
         open leaves the receiver down, as a request that could not reach it does."""
-        connection = self._connect()
-        if connection.sock is not None:
-            return True
         try:
-            connection.connect()
-        except OSError as error:
+            connection = self._connect()
+            if connection.sock is None:
+                connection.connect()
+        except (OSError, _http_exception()) as error:  # as ``send`` takes them
             self.close()
             self.timed_out = isinstance(error, TimeoutError)
             self._went_unanswered(f"{type(error).__name__}: {error}")

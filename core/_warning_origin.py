@@ -210,7 +210,7 @@ def _may_call_ours(function: Any) -> bool:
         held.extend(current.__defaults__ or ())
         held.extend((current.__kwdefaults__ or {}).values())
         for value in held:
-            if value.__class__ is FunctionType or value is _warn:
+            if value.__class__ is FunctionType:  # ours among them
                 pending.append(value)
             elif callable(value) and not isinstance(value, type | BuiltinFunctionType):
                 return True
