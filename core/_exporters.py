@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from ._forking import fork_safe_lock
+from ._forking import fork_safe_lock, importing
 from ._remote_control import CONTROL_HEADER
 from ._safe import logger
 from ._unicode import without_lone_surrogates
@@ -248,7 +248,10 @@ class HttpSender:
         self.status = 0
 
     def _connect(self) -> http.client.HTTPConnection:
-        import http.client  # with ssl and email it costs ~20 ms; only the export worker needs it
+        if "http.client" not in sys.modules:
+            with importing():  # with ssl and email ~20 ms, imported by the first request, which only the worker makes
+                import http.client  # noqa: F401
+        import http.client
 
         if self._pid != os.getpid():
             # A forked child must not write into the kept-alive socket it shares with its parent: the two
@@ -358,14 +361,19 @@ class HttpSender:
                            "program carries on", self._what, self.url, problem)
 
     def connects(self) -> bool:
-        """Whether a connection to the receiver is open or opens now (kept for the next request). One that does not
+        """Whether a connection to the receiver is open, or one opens now (a plain socket, closed again: the HTTP
+        client, ~40 ms of imports with ssl and email, is imported only for a receiver that is there). One that does not
         open leaves the receiver down, as a request that could not reach it does."""
+        connection = self._connection
+        if connection is not None and connection.sock is not None and self._pid == os.getpid():
+            return True
+        import socket
+
+        parsed = self._parsed
         try:
-            connection = self._connect()
-            if connection.sock is None:
-                connection.connect()
-        except (OSError, _http_exception()) as error:  # as ``send`` takes them
-            self.close()
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            socket.create_connection((parsed.hostname or "localhost", port), timeout=self._timeout).close()
+        except (OSError, ValueError) as error:  # ValueError: a port out of range
             self.timed_out = isinstance(error, TimeoutError)
             self._went_unanswered(f"{type(error).__name__}: {error}")
             return False
@@ -484,10 +492,10 @@ class SpoolingExporter:
         return 0
 
     def prepare(self) -> None:
-        """The export worker's imports for this exporter, before its first export (``_forking.importing``): the HTTP
-        client (with ssl and email), gzip, and for the spool hashlib (its directory's name) and Zstandard."""
+        """The export worker's imports for this exporter, before its first export (``_forking.importing``): gzip, and
+        for the spool hashlib (its directory's name) and Zstandard. The HTTP client comes with the first request
+        (``HttpSender._connect``): a program whose collector is not there never imports it."""
         import gzip  # noqa: F401
-        import http.client  # noqa: F401
 
         if self.spool is not None:
             self.spool.directory  # noqa: B018

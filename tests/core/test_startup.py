@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -254,6 +255,29 @@ def test_a_warning_through_a_library_filter_made_before_import_names_the_program
                           "caught": [[warning.filename, warning.lineno] for warning in caught]}))
     """)
     assert result["caught"] == [["<string>", line] for line in result["expected"]]  # type: ignore[union-attr]
+
+
+def test_a_program_whose_collector_is_not_there_never_imports_the_http_client(tmp_path: Path) -> None:
+    """The default setup with no collector running: the export worker finds no connection opens and spools the
+    batches; the HTTP client (http.client with ssl and email, ~40 ms of a short script's exit here) is never
+    imported."""
+    result = _run(f"""
+        import json, socket, sys
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        listener.close()  # a port nothing listens on
+        import agentwatch
+        agentwatch.init(proxy_url=f"http://127.0.0.1:{{port}}/api/ingest", spool_dir={str(tmp_path)!r})
+        agentwatch.event("first")
+        first = agentwatch.flush(5)
+        agentwatch.event("at exit")
+        agentwatch.shutdown()
+        imported = [name for name in ("http.client", "ssl") if name in sys.modules]
+        print(json.dumps({{"delivered": first, "imported": imported}}))
+    """)
+    assert result == {"delivered": False, "imported": []}
+    assert len(list(tmp_path.rglob("*.rows1.zst"))) == 2  # both batches kept for a later run
 
 
 def test_a_program_due_a_full_collection_has_none_in_import_or_init() -> None:
