@@ -788,20 +788,18 @@ class HttpExporter(SpoolingExporter):
         spool = self.spool
         sender = self._sender
         down = spool is not None and not self.may_try()
-        if not down and (not sender.takes_rows or self._rows_refused or self._alert_path is not None
-                         and not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries))):
+        forwards = self._alert_path is not None and not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries))
+        probing = False
+        if not down and (not sender.takes_rows or self._rows_refused or forwards):
             # The records' way: to a receiver that has not said it takes rows, or with records to forward. Unless
             # nothing is there (a receiver that never answered, or one known down whose probe is due): asked for a
             # connection first, it has the batch spooled as rows if none opens. The records, their JSON and their gzip
             # cost the worker ~20k machine instructions a span more, paid by every process's first batch and one batch
             # in five while the collector is down. (The rows are made first, for ``abandon`` while the connection is
             # being made: a receiver that is there and has not answered yet costs a process's first batch ~4k a span.)
-            if spool is None or not spool.keeps_rows() or sender.status and not sender.down or \
-                    self._alert_path is not None and not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries)):
+            if forwards or spool is None or not spool.keeps_rows() or sender.status and not sender.down:
                 return None
             probing = True
-        else:
-            probing = False
         try:
             import orjson
 
