@@ -863,12 +863,28 @@ class ClickHouseStore(Store):
         return metrics_dict(start_ns, end_ns, self._count_traces(start_ns, end_ns), totals, bins)
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
-        p = Params()
-        by_day = {int(row[0]): row for row in self._rows(
-            f"SELECT intDiv(start_ns, {DAY_NS}) AS day, sum(cost_usd), sum(is_call), sum(input_tokens),"
-            f" sum(output_tokens), count() FROM {self._spans}{_where(_range(p, 'start_ns', start_ns, end_ns))}"
-            " GROUP BY day", p)}
-        return daily_cost_rows(by_day, start_ns, end_ns)
+        # As metrics: whole hours from the rollup, the partial hours at each end from the spans (a month's days read
+        # ~720 hours' rows, not every span: 0.47 s at 10M spans). Days are cut as SQLite's (intDiv truncates alike).
+        edges, hours = split_hours(start_ns, end_ns)
+        sums: dict[int, list[Any]] = {}
+
+        def add(rows: Iterable[Sequence[Any]]) -> None:
+            for day, *values in rows:
+                current = sums.setdefault(int(day), [0.0, 0, 0, 0, 0])
+                for index, value in enumerate(values):
+                    current[index] += value or 0
+
+        if hours is not None:
+            p = Params()
+            add(self._rows("SELECT intDiv(hour, 24) AS day, sum(cost_usd), sum(calls), sum(input_tokens),"
+                           f" sum(output_tokens), sum(spans) FROM {self.database}.rollup"
+                           f"{_where(_range(p, 'hour', hours[0], hours[1]))} GROUP BY day", p))
+        for low, high in edges:
+            p = Params()
+            add(self._rows(f"SELECT intDiv(start_ns, {DAY_NS}) AS day, sum(cost_usd), sum(is_call), sum(input_tokens),"
+                           f" sum(output_tokens), count() FROM {self._spans}{_where(_range(p, 'start_ns', low, high))}"
+                           " GROUP BY day", p))
+        return daily_cost_rows({day: (day, *values) for day, values in sums.items()}, start_ns, end_ns)
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         p = Params()
