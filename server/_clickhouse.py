@@ -80,7 +80,7 @@ from ._datamodel import (
 from ._group_commit import GroupCommit
 from ._model import SpanRecord
 from ._sqlite_queries import split_hours
-from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, model_cost_rows
+from ._stats import DAY_NS, HOUR_NS, add_by_key, daily_cost_rows, model_cost_rows
 from ._store import IngestResult, Store, TraceQuery, first_of_each_span, results_per_batch
 
 __all__ = ["ClickHouseStore"]
@@ -147,6 +147,11 @@ _SORT_COLUMNS = {
 # The ClickHouse type a cursor's sort value is bound as, per sort.
 _CURSOR_TYPES = {"start_time": "Int64", "end_time": "Int64", "duration": "Float64", "cost": "Float64",
                  "tokens": "Int64", "spans": "Int64", "name": "String", "status": "String"}
+#: Each rollup's columns with its sums negated: what the purge inserts for the spans it removes.
+_NEGATED_ROLLUPS = {
+    "rollup": "hour, bin, -spans, -calls, -call_errors, -errors, -blocked, -input_tokens, -output_tokens, -cost_usd",
+    "model_rollup": "hour, model, provider, -spans, -cost_usd, -calls, -input_tokens, -output_tokens, -errors",
+}
 _RULE_FIELDS = tuple(column.strip() for column in RULE_COLUMNS.split(","))
 # Stored alert rows are rewritten whole (a new version) when their delivery status changes.
 _ALERT_ROW_COLUMNS = ALERT_COLUMNS + ", details, dedup_key"
@@ -862,29 +867,34 @@ class ClickHouseStore(Store):
                 bins[int(index)] = bins.get(int(index), 0) + int(count)
         return metrics_dict(start_ns, end_ns, self._count_traces(start_ns, end_ns), totals, bins)
 
-    def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
-        # As metrics: whole hours from the rollup, the partial hours at each end from the spans (a month's days read
-        # ~720 hours' rows, not every span: 0.47 s at 10M spans). Days are cut as SQLite's (intDiv truncates alike).
+    def _hours_and_edges(self, start_ns: int | None, end_ns: int | None, rollup_sql: str, spans_sql: str,
+                         width: int, spans_filter: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """Rows of (key..., sums...) over [start_ns, end_ns), as SQLite's ``_grouped``: the whole hours from a rollup
+        (``rollup_sql``, its ``{where}`` on ``hour``), the hours the range cuts at each end from the spans
+        (``spans_sql``, its ``{where}`` on ``start_ns`` and ``spans_filter``), added up per key (the first ``width``
+        columns)."""
         edges, hours = split_hours(start_ns, end_ns)
-        sums: dict[int, list[Any]] = {}
-
-        def add(rows: Iterable[Sequence[Any]]) -> None:
-            for day, *values in rows:
-                current = sums.setdefault(int(day), [0.0, 0, 0, 0, 0])
-                for index, value in enumerate(values):
-                    current[index] += value or 0
-
+        sums: dict[tuple[Any, ...], list[Any]] = {}
         if hours is not None:
             p = Params()
-            add(self._rows("SELECT intDiv(hour, 24) AS day, sum(cost_usd), sum(calls), sum(input_tokens),"
-                           f" sum(output_tokens), sum(spans) FROM {self.database}.rollup"
-                           f"{_where(_range(p, 'hour', hours[0], hours[1]))} GROUP BY day", p))
+            add_by_key(sums, self._rows(rollup_sql.format(where=_where(_range(p, "hour", hours[0], hours[1]))), p),
+                       width)
         for low, high in edges:
             p = Params()
-            add(self._rows(f"SELECT intDiv(start_ns, {DAY_NS}) AS day, sum(cost_usd), sum(is_call), sum(input_tokens),"
-                           f" sum(output_tokens), count() FROM {self._spans}{_where(_range(p, 'start_ns', low, high))}"
-                           " GROUP BY day", p))
-        return daily_cost_rows({day: (day, *values) for day, values in sums.items()}, start_ns, end_ns)
+            add_by_key(sums, self._rows(
+                spans_sql.format(where=_where([*_range(p, "start_ns", low, high), *spans_filter])), p), width)
+        return [(*key, *values) for key, values in sums.items()]
+
+    def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+        # A month's days read ~720 hours' rows, not every span (0.45 s at 10M spans); days are cut as SQLite's
+        # (intDiv truncates alike).
+        rows = self._hours_and_edges(
+            start_ns, end_ns,
+            "SELECT intDiv(hour, 24) AS day, sum(cost_usd), sum(calls), sum(input_tokens), sum(output_tokens),"
+            f" sum(spans) FROM {self.database}.rollup{{where}} GROUP BY day",
+            f"SELECT intDiv(start_ns, {DAY_NS}) AS day, sum(cost_usd), sum(is_call), sum(input_tokens),"
+            f" sum(output_tokens), count() FROM {self._spans}{{where}} GROUP BY day", 1)
+        return daily_cost_rows({int(row[0]): row for row in rows}, start_ns, end_ns)
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
         p = Params()
@@ -905,12 +915,13 @@ class ClickHouseStore(Store):
         return agent_cost_rows(rows, names)
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
-        p = Params()
-        clauses = [*_range(p, "start_ns", start_ns, end_ns), "model IS NOT NULL", "model != ''"]
-        rows = self._rows(
+        rows = self._hours_and_edges(
+            start_ns, end_ns,
+            "SELECT model, provider, sum(cost_usd), sum(calls), sum(input_tokens), sum(output_tokens), sum(errors)"
+            f" FROM {self.database}.model_rollup{{where}} GROUP BY model, provider HAVING sum(spans) != 0",
             "SELECT assumeNotNull(model) AS m, coalesce(provider, '') AS p, sum(cost_usd), sum(is_call),"
-            f" sum(input_tokens), sum(output_tokens), countIf(status = 'error') FROM {self._spans}{_where(clauses)}"
-            " GROUP BY m, p", p)
+            f" sum(input_tokens), sum(output_tokens), countIf(status = 'error') FROM {self._spans}{{where}}"
+            " GROUP BY m, p", 2, ("model IS NOT NULL", "model != ''"))
         return model_cost_rows(rows)
 
     def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
@@ -1195,9 +1206,9 @@ class ClickHouseStore(Store):
             if spans:
                 # The rollups lose the removed spans' figures (rows with negated sums), the summary their traces.
                 removed = f"(SELECT * FROM {self._spans} WHERE {doomed})"
-                select = SUMMARIES["rollup"][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
-                self._execute(f"INSERT INTO {db}.rollup SELECT hour, bin, -spans, -calls, -call_errors, -errors,"
-                              f" -blocked, -input_tokens, -output_tokens, -cost_usd FROM ({select})", p)
+                for rollup, negated in _NEGATED_ROLLUPS.items():
+                    select = SUMMARIES[rollup][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
+                    self._execute(f"INSERT INTO {db}.{rollup} SELECT {negated} FROM ({select})", p)
                 self._execute(f"INSERT INTO {db}.trace_starts (hour, traces, system) SELECT {hour_sql('st')} AS hour,"
                               " -toInt64(count()), -toInt64(countIf(work = 0)) FROM (SELECT min(s_start) AS st,"
                               f" sum(s_user_spans) AS work FROM {db}.trace_summary WHERE trace_id IN"

@@ -12,6 +12,7 @@ KPIs never aggregate the whole spans table (at 10M spans that took seconds):
   duplicate check read it by primary key.
 * ``rollup``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups; purge inserts the removed
   spans' figures negated.
+* ``model_rollup``: per hour, model and provider, the same way (the costs by model).
 
 The summary also keeps its rows by start (projection ``by_start``: the newest page, time ranges), the names its
 states hold as plain text (``s_names``: the search), and compresses the columns read only for a page's rows in small
@@ -281,5 +282,29 @@ SELECT {HOUR_SQL} AS hour,
     toInt64(sum(is_blocked)) AS blocked, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
     sum(cost_usd) AS cost_usd
 FROM {{db}}.spans GROUP BY hour, bin
+"""),
+    # Per hour, model and provider: the costs by model (a month read ~720 hours' rows per model, not every span).
+    # ``spans``: a model whose spans were all purged has its rows sum to zero spans (left out) until a merge drops them.
+    "model_rollup": ("""
+CREATE TABLE IF NOT EXISTS {db}.model_rollup (
+    hour Int64,
+    model String,
+    provider String,
+    spans Int64,
+    cost_usd Float64,
+    calls Int64,
+    input_tokens Int64,
+    output_tokens Int64,
+    errors Int64
+) ENGINE = SummingMergeTree
+ORDER BY (hour, model, provider)
+""", """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.model_rollup_mv TO {db}.model_rollup AS {select}
+""", f"""
+SELECT {HOUR_SQL} AS hour, assumeNotNull(model) AS model, coalesce(provider, '') AS provider,
+    toInt64(count()) AS spans, sum(cost_usd) AS cost_usd,
+    toInt64(sum(is_call)) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    toInt64(countIf(status = 'error')) AS errors
+FROM {{db}}.spans WHERE model IS NOT NULL AND model != '' GROUP BY hour, model, provider
 """),
 }

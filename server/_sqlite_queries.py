@@ -28,7 +28,7 @@ from ._datamodel import (
 from ._sqlite_agents import CHARGED_AGENT_SQL, CHARGED_JOIN_SQL
 from ._sqlite_rollups import AGENT_NAMES_SQL
 from ._sqlite_search import trace_search
-from ._stats import DAY_NS, HOUR_NS, daily_cost_rows, latency_bin, model_cost_rows
+from ._stats import DAY_NS, HOUR_NS, add_by_key, daily_cost_rows, latency_bin, model_cost_rows
 from ._store import TraceQuery
 
 __all__ = ["Queries", "time_window", "split_hours"]
@@ -322,22 +322,11 @@ class Queries:
         connection = self._connection()
         edges, hours = split_hours(start_ns, end_ns)
         merged: dict[tuple[Any, ...], list[Any]] = {}
-
-        def add(rows: list[tuple[Any, ...]]) -> None:
-            for row in rows:
-                key, values = row[:width], row[width:]
-                current = merged.get(key)
-                if current is None:
-                    merged[key] = [v or 0 for v in values]
-                else:
-                    for index, value in enumerate(values):
-                        current[index] += value or 0
-
         if hours is not None:
             where, params = _hours_where(hours)
-            add(connection.execute(rollup_sql.format(where=where), params).fetchall())
+            add_by_key(merged, connection.execute(rollup_sql.format(where=where), params).fetchall(), width)
         for low, high in edges:
-            add(connection.execute(raw_sql, (low, high)).fetchall())
+            add_by_key(merged, connection.execute(raw_sql, (low, high)).fetchall(), width)
         return [(*key, *values) for key, values in merged.items()]
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ __all__ = [
     "hour_of",
     "daily_cost_rows",
     "model_cost_rows",
+    "add_by_key",
 ]
 
 #: Decimal places of every cost the API answers, per span, per trace and in every aggregate alike: a nanodollar
@@ -40,6 +41,19 @@ _MIN_MS = 0.001
 def usd(value: Any) -> float:
     """A cost as the API answers it (``COST_DIGITS``): float noise of long sums rounded away, no cent lost."""
     return round(float(value or 0.0), COST_DIGITS)
+
+
+def add_by_key(sums: dict[tuple[Any, ...], list[Any]], rows: Iterable[Sequence[Any]], width: int) -> None:
+    """Add ``rows`` of (key..., sums...) into ``sums``, per key (the first ``width`` columns): a store's whole hours
+    from its rollups and the hours a range cuts from its spans make one answer. A NULL sum counts 0."""
+    for row in rows:
+        key, values = tuple(row[:width]), row[width:]
+        current = sums.get(key)
+        if current is None:
+            sums[key] = [value or 0 for value in values]
+        else:
+            for index, value in enumerate(values):
+                current[index] += value or 0
 
 
 def daily_cost_rows(by_day: Mapping[int, Sequence[Any]], start_ns: int, end_ns: int) -> list[dict[str, Any]]:

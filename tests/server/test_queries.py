@@ -618,11 +618,12 @@ def test_days_counted_back_from_an_exclusive_to(client: TestClient, make_span: S
     assert len(client.get("/api/cost/daily", params={"days": 3}).json()["days"]) == 3
 
 
-def test_cost_per_day_counts_whole_hours_and_the_hours_cut_by_the_range(client: TestClient,
-                                                                        make_span: SpanFactory) -> None:
-    """``/api/cost/daily`` over a range whose ends cut hours (and a day) in the middle: every span in the range is
-    counted once, under the UTC day it started in, and none outside it, whichever way a store sums the hours inside
-    (the ClickHouse store reads whole hours from its rollup, the ends from the spans, as SQLite does)."""
+def test_costs_by_day_and_by_model_count_whole_hours_and_the_hours_cut_by_the_range(
+        client: TestClient, make_span: SpanFactory) -> None:
+    """``/api/cost/daily`` and ``/api/cost/by-model`` over a range whose ends cut hours (and a day) in the middle:
+    every span in the range is counted once, under the UTC day it started in and its model, and none outside it,
+    whichever way a store sums the hours inside (the ClickHouse store reads whole hours from its rollups, the ends
+    from the spans, as SQLite does)."""
     midnight = (NOW // (24 * HOUR_NS) - 2) * 24 * HOUR_NS
     minute = 60 * 10**9
     # (start, cost, input tokens): before the range, in its cut first hour, whole hours on both days, in its cut last
@@ -631,20 +632,29 @@ def test_cost_per_day_counts_whole_hours_and_the_hours_cut_by_the_range(client: 
               (midnight - HOUR_NS - 5 * minute, 4.0, 4), (midnight - 1, 8.0, 8), (midnight, 16.0, 16),
               (midnight + 2 * HOUR_NS + 30 * minute, 32.0, 32), (midnight + 5 * HOUR_NS + 10 * minute, 64.0, 64),
               (midnight + 5 * HOUR_NS + 40 * minute, 128.0, 128)]
-    spans = [make_span(start=start, cost_usd=cost, input_tokens=tokens, output_tokens=0)
-             for start, cost, tokens in placed]
+    models = [("gpt-4o", "openai"), ("claude-haiku-4-5", "anthropic"), (None, None)]
+    spans = [make_span(start=start, cost_usd=cost, input_tokens=tokens, output_tokens=0,
+                       model=models[index % 3][0], provider=models[index % 3][1])
+             for index, (start, cost, tokens) in enumerate(placed)]
     assert client.post("/api/ingest", json=spans).json()["accepted"] == len(spans)
     low, high = midnight - 3 * HOUR_NS - 30 * minute, midnight + 5 * HOUR_NS + 20 * minute
-    answer = client.get("/api/cost/daily", params={"from": str(low), "to": str(high)}).json()["days"]
+    window = {"from": str(low), "to": str(high)}
     day_ns = 24 * HOUR_NS
-    expected: dict[str, list[float]] = {}
-    for start, cost, tokens in placed:
+    by_day: dict[str, list[float]] = {}
+    by_model: dict[str, list[float]] = {}
+    for index, (start, cost, tokens) in enumerate(placed):
         if low <= start < high:
             date = datetime.fromtimestamp(start // day_ns * day_ns / 1e9, UTC).strftime("%Y-%m-%d")
-            sums = expected.setdefault(date, [0.0, 0, 0])
-            sums[0] += cost
-            sums[1] += tokens
-            sums[2] += 1
-    assert {day["date"]: [day["cost_usd"], day["input_tokens"], day["spans"]] for day in answer} == {
-        date: [pytest.approx(cost), tokens, count] for date, (cost, tokens, count) in expected.items()}
-    assert [day["llm_calls"] for day in answer] == [day["spans"] for day in answer]
+            for sums in (by_day.setdefault(date, [0.0, 0, 0]),
+                         *([by_model.setdefault(models[index % 3][0], [0.0, 0, 0])] if index % 3 < 2 else [])):
+                sums[0] += cost
+                sums[1] += tokens
+                sums[2] += 1
+    days = client.get("/api/cost/daily", params=window).json()["days"]
+    assert {day["date"]: [day["cost_usd"], day["input_tokens"], day["spans"]] for day in days} == {
+        date: [pytest.approx(cost), tokens, count] for date, (cost, tokens, count) in by_day.items()}
+    assert [day["llm_calls"] for day in days] == [day["spans"] for day in days]
+    answer = client.get("/api/cost/by-model", params=window).json()["models"]
+    assert {row["model"]: [row["cost_usd"], row["input_tokens"], row["llm_calls"]] for row in answer} == {
+        model: [pytest.approx(cost), tokens, count] for model, (cost, tokens, count) in by_model.items()}
+    assert {row["model"]: row["provider"] for row in answer} == {"gpt-4o": "openai", "claude-haiku-4-5": "anthropic"}
