@@ -55,3 +55,26 @@ def test_a_summary_from_before_small_blocks_its_projection_and_names_keeps_its_d
     assert again.ingest(parse_spans(json.dumps(more).encode(), 100).records).accepted == len(more)
     assert again.list_traces(TraceQuery(agent_id="coder"))["total"] == 3
     assert again.list_traces(TraceQuery())["traces"][0]["trace_id"] == more[0]["trace_id"]
+
+
+def test_a_database_from_before_the_model_rollup_gets_it_filled(clickhouse_store: Any, make_span: SpanFactory) -> None:
+    """Costs by model are read from ``model_rollup``: a database made before it has the table made and filled from
+    its spans when the store opens it, and kept up by the ingest from then on."""
+    from agentwatch.server._clickhouse import ClickHouseStore
+
+    start = (time.time_ns() // HOUR_NS - 5) * HOUR_NS
+    spans = [span for index, model in enumerate(["gpt-4o", "claude-haiku-4-5", "gpt-4o"])
+             for span in make_trace(make_span, start=start + index * HOUR_NS, model=model)]
+    assert clickhouse_store.ingest(parse_spans(json.dumps(spans).encode(), 100).records).accepted == len(spans)
+    whole_hours = (start - HOUR_NS, start + 4 * HOUR_NS)
+    before = [clickhouse_store.cost_by_model(None, None), clickhouse_store.cost_by_model(*whole_hours)]
+    assert {row["model"]: row["llm_calls"] for row in before[1]} == {"gpt-4o": 6, "claude-haiku-4-5": 3}
+    db = clickhouse_store.database
+    clickhouse_store._execute(f"DROP VIEW {db}.model_rollup_mv")
+    clickhouse_store._execute(f"DROP TABLE {db}.model_rollup")
+    again = ClickHouseStore(clickhouse_store._db_conn)
+    assert [again.cost_by_model(None, None), again.cost_by_model(*whole_hours)] == before
+    more = make_trace(make_span, start=start + 3 * HOUR_NS, model="claude-haiku-4-5")
+    assert again.ingest(parse_spans(json.dumps(more).encode(), 100).records).accepted == len(more)
+    assert {row["model"]: row["llm_calls"] for row in again.cost_by_model(*whole_hours)} == {
+        "gpt-4o": 6, "claude-haiku-4-5": 6}
