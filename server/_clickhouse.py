@@ -6,8 +6,10 @@ share every statement; values are bound as ``{name:Type}`` parameters (``Params`
 
 Trade-offs against SQLite, on purpose:
 
-* Trace summaries, label filters and rollups are computed at query time from the spans table (sorted by
-  hour of start): ClickHouse aggregates millions of rows per second, and ingest stays a plain append.
+* Trace summaries and hourly rollups are kept by materialized views as spans are inserted (``_clickhouse_schema``):
+  the traces list, its filters, the KPIs and the costs by day and by model read them, and the spans (sorted by hour of
+  start) only for the hours a time range cuts at its ends; ingest stays an append (after its duplicate check). The
+  costs by agent still read the spans of the range (a span may be charged to an ancestor's agent).
 * Ingest checks for stored span ids before appending (idempotent retries), under a lock of this process.
   Run one collector per database: two collectors writing the same database could both append a retried
   span (the ReplacingMergeTree folds such duplicates away at merge time, not at once) and could hand out
