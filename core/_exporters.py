@@ -788,7 +788,9 @@ class HttpExporter(SpoolingExporter):
         spool = self.spool
         sender = self._sender
         down = spool is not None and not self.may_try()
-        forwards = self._alert_path is not None and not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries))
+        # Not asked while the collector is known down: every batch is spooled as rows then, whatever it holds.
+        forwards = not down and self._alert_path is not None and \
+            not _FORWARDED_KINDS.isdisjoint(map(_entry_kind, entries))
         probing = False
         if not down and (not sender.takes_rows or self._rows_refused or forwards):
             # The records' way: to a receiver that has not said it takes rows, or with records to forward. Unless
