@@ -873,18 +873,18 @@ class ClickHouseStore(Store):
                          width: int, spans_filter: Sequence[str] = ()) -> list[tuple[Any, ...]]:
         """Rows of (key..., sums...) over [start_ns, end_ns), as SQLite's ``_grouped``: the whole hours from a rollup
         (``rollup_sql``, its ``{where}`` on ``hour``), the hours the range cuts at each end from the spans
-        (``spans_sql``, its ``{where}`` on ``start_ns`` and ``spans_filter``), added up per key (the first ``width``
-        columns)."""
+        (``spans_sql``, its ``{where}`` on ``start_ns`` and ``spans_filter``; both ends in one statement, as
+        ``metrics`` reads them), added up per key (the first ``width`` columns)."""
         edges, hours = split_hours(start_ns, end_ns)
         sums: dict[tuple[Any, ...], list[Any]] = {}
         if hours is not None:
             p = Params()
             add_by_key(sums, self._rows(rollup_sql.format(where=_where(_range(p, "hour", hours[0], hours[1]))), p),
                        width)
-        for low, high in edges:
+        if edges:
             p = Params()
-            add_by_key(sums, self._rows(
-                spans_sql.format(where=_where([*_range(p, "start_ns", low, high), *spans_filter])), p), width)
+            in_edges = " OR ".join(f"({' AND '.join(_range(p, 'start_ns', low, high))})" for low, high in edges)
+            add_by_key(sums, self._rows(spans_sql.format(where=_where([f"({in_edges})", *spans_filter])), p), width)
         return [(*key, *values) for key, values in sums.items()]
 
     def cost_daily(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
