@@ -7,9 +7,9 @@ share every statement; values are bound as ``{name:Type}`` parameters (``Params`
 Trade-offs against SQLite, on purpose:
 
 * Trace summaries and hourly rollups are kept by materialized views as spans are inserted (``_clickhouse_schema``):
-  the traces list, its filters, the KPIs and the costs by day and by model read them, and the spans (sorted by hour of
-  start) only for the hours a time range cuts at its ends; ingest stays an append (after its duplicate check). The
-  costs by agent still read the spans of the range (a span may be charged to an ancestor's agent).
+  the traces list, its filters, the KPIs and the costs by day, agent and model read them, and the spans (sorted by
+  hour of start) only for the hours a time range cuts at its ends; ingest stays an append (after its duplicate check),
+  and a span charged to an ancestor's agent moves its figures to that agent by rows of its own (``_clickhouse_costs``).
 * Ingest checks for stored span ids before appending (idempotent retries), under a lock of this process.
   Run one collector per database: two collectors writing the same database could both append a retried
   span (the ReplacingMergeTree folds such duplicates away at merge time, not at once) and could hand out
@@ -32,6 +32,7 @@ from typing import Any
 
 from . import _clickhouse_agents as _agents
 from . import _clickhouse_copies as _copies
+from . import _clickhouse_costs as _costs
 from . import _clickhouse_sessions as _sessions
 from . import _json
 from ._clickhouse_conn import Connection, Params, connect
@@ -40,6 +41,7 @@ from ._clickhouse_schema import (
     HOUR_SQL,
     NAMES,
     NO_BIN,
+    RETIRED,
     SMALL_BLOCK_COLUMNS,
     SMALL_BLOCKS,
     SUMMARIES,
@@ -149,10 +151,10 @@ _SORT_COLUMNS = {
 # The ClickHouse type a cursor's sort value is bound as, per sort.
 _CURSOR_TYPES = {"start_time": "Int64", "end_time": "Int64", "duration": "Float64", "cost": "Float64",
                  "tokens": "Int64", "spans": "Int64", "name": "String", "status": "String"}
-#: Each rollup's columns with its sums negated: what the purge inserts for the spans it removes.
+#: Each rollup's columns with its sums negated: what the purge inserts for the spans it removes (``cost_rollup``'s:
+#: ``_clickhouse_costs.subtract_purged``, which counts each span under the agent it is charged to).
 _NEGATED_ROLLUPS = {
     "rollup": "hour, bin, -spans, -calls, -call_errors, -errors, -blocked, -input_tokens, -output_tokens, -cost_usd",
-    "model_rollup": "hour, model, provider, -spans, -cost_usd, -calls, -input_tokens, -output_tokens, -errors",
 }
 _RULE_FIELDS = tuple(column.strip() for column in RULE_COLUMNS.split(","))
 # Stored alert rows are rewritten whole (a new version) when their delivery status changes.
@@ -270,6 +272,10 @@ class ClickHouseStore(Store):
             self._execute(view.format(db=db, select=select.format(db=db)))
             if not existed:  # a database from before the summaries: fill them from the spans already stored
                 self._execute(f"INSERT INTO {db}.{table} {select.format(db=db)}")
+                if table == "cost_rollup":
+                    _costs.move_stored_charges(self)
+        for retired in RETIRED:
+            self._execute(f"DROP TABLE IF EXISTS {db}.{retired}")
 
     def _small_blocks(self) -> None:
         """A summary from before its page-only columns were compressed in small blocks (``SMALL_BLOCKS``): the
@@ -446,7 +452,7 @@ class ClickHouseStore(Store):
                 self._db_conn.insert_columns("spans", self._span_columns(fresh), _SPAN_TYPES)
                 # From the spans stored alone: a resent span's copy may carry another start, and is not stored.
                 self._count_starts(_starts(fresh) if stored else starts, known_starts, known_work, fresh)
-                _agents.charge_batch(self, fresh, tree, known_starts)
+                _costs.move_charges(self, fresh, _agents.charge_batch(self, fresh, tree, known_starts), tree)
                 _sessions.add_session_traces(self, fresh)
                 for record in fresh:
                     if record.kind == "breaker":
@@ -899,31 +905,16 @@ class ClickHouseStore(Store):
         return daily_cost_rows({int(row[0]): row for row in rows}, start_ns, end_ns)
 
     def cost_by_agent(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
-        p = Params()
         # A span without an agent of its own counts under the one it is charged to (``_agent_charge``).
-        charged = _agents.charged_agents(self.database, _where(_range(p, "start_ns", start_ns, end_ns)))
-        rows = self._rows(
-            "SELECT if(s.agent_key != '', s.agent_key, c.charged_key) AS key, sum(s.cost_usd), sum(s.is_call),"
-            " sum(s.input_tokens), sum(s.output_tokens), count(), countIf(s.status = 'error'), sum(s.is_blocked)"
-            f" FROM {self._spans} AS s LEFT JOIN {charged} AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id"
-            f"{_where(_range(p, 's.start_ns', start_ns, end_ns))} GROUP BY key", p)
-        keys = [row[0] for row in rows if row[0]]
-        names: dict[Any, Any] = {}
-        if keys:  # an agent is shown with its latest name (from any time, as SQLite's rollups keep it)
-            p = Params()
-            names = {key: name for key, name in self._rows(
-                "SELECT agent_key, argMaxIf(agent_name, (start_ns, seq), isNotNull(agent_name))"
-                f" FROM {self._spans} WHERE agent_key IN {p(keys, 'Array(String)')} GROUP BY agent_key", p)}
-        return agent_cost_rows(rows, names)
+        rows = self._hours_and_edges(start_ns, end_ns, _costs.AGENT_COSTS_SQL.format(db=self.database),
+                                     _costs.agent_costs_of_spans_sql(self.database), 1)
+        # An agent is shown with its latest name (from any time, as SQLite's rollups keep it).
+        return agent_cost_rows(rows, _costs.agent_names(self, [row[0] for row in rows if row[0]]))
 
     def cost_by_model(self, start_ns: int | None, end_ns: int | None) -> list[dict[str, Any]]:
-        rows = self._hours_and_edges(
-            start_ns, end_ns,
-            "SELECT model, provider, sum(cost_usd), sum(calls), sum(input_tokens), sum(output_tokens), sum(errors)"
-            f" FROM {self.database}.model_rollup{{where}} GROUP BY model, provider HAVING sum(spans) != 0",
-            "SELECT assumeNotNull(model) AS m, coalesce(provider, '') AS p, sum(cost_usd), sum(is_call),"
-            f" sum(input_tokens), sum(output_tokens), countIf(status = 'error') FROM {self._spans}{{where}}"
-            " GROUP BY m, p", 2, ("model IS NOT NULL", "model != ''"))
+        rows = self._hours_and_edges(start_ns, end_ns, _costs.MODEL_COSTS_SQL.format(db=self.database),
+                                     _costs.model_costs_of_spans_sql(self.database), 2,
+                                     ("model IS NOT NULL", "model != ''"))
         return model_cost_rows(rows)
 
     def window_stats(self, start_ns: int, end_ns: int) -> dict[str, Any]:
@@ -1211,6 +1202,7 @@ class ClickHouseStore(Store):
                 for rollup, negated in _NEGATED_ROLLUPS.items():
                     select = SUMMARIES[rollup][2].format(db=db).replace(f"FROM {self._spans}", f"FROM {removed}")
                     self._execute(f"INSERT INTO {db}.{rollup} SELECT {negated} FROM ({select})", p)
+                _costs.subtract_purged(self, removed, doomed, p)
                 self._execute(f"INSERT INTO {db}.trace_starts (hour, traces, system) SELECT {hour_sql('st')} AS hour,"
                               " -toInt64(count()), -toInt64(countIf(work = 0)) FROM (SELECT min(s_start) AS st,"
                               f" sum(s_user_spans) AS work FROM {db}.trace_summary WHERE trace_id IN"

@@ -1,19 +1,20 @@
 """Spans charged to an ancestor's agent in the ClickHouse store (``_agent_charge``): a small table appended at ingest,
-joined by the costs by agent, so the answers match the SQLite store's."""
+joined by the costs by agent of the spans themselves (the hours a range cuts) and moved in the cost rollup by
+``_clickhouse_costs``, so the answers match the SQLite store's."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ._agent_charge import Charger, Owner, StoredSpan
+from ._agent_charge import Charger, Charges, Owner, StoredSpan
 from ._clickhouse_conn import Connection, Params
 from ._model import SpanRecord
 
 if TYPE_CHECKING:
     from ._clickhouse import ClickHouseStore
 
-__all__ = ["create_charge_table", "StoredRows", "charge_batch", "purge_charges", "charged_agents"]
+__all__ = ["create_charge_table", "StoredRows", "charge_batch", "purge_charges", "charges_sql"]
 
 # A retried batch may append a span's charge twice: ReplacingMergeTree folds them, and the join reads one per span.
 _DDL: Final = """
@@ -92,20 +93,21 @@ class StoredRows:
 
 
 def charge_batch(store: ClickHouseStore, fresh: Sequence[SpanRecord], stored: StoredRows,
-                 known_traces: Collection[str]) -> None:
-    """Under the store's write lock, with the batch's new spans: append the charges they make."""
+                 known_traces: Collection[str]) -> Charges:
+    """Under the store's write lock, with the batch's new spans: append the charges they make, and return them."""
     found = Charger(fresh).with_store(stored, known_traces)
     if not found.batch and not found.stored:
-        return
+        return found
     starts = {(record.trace_id, record.span_id): record.start_ns for record in fresh}
     rows = [{"trace_id": trace_id, "span_id": span_id, "start_ns": starts[(trace_id, span_id)],
              "agent_key": owner[0], "agent_name": owner[1]} for (trace_id, span_id), owner in found.batch.items()]
     rows += [{"trace_id": trace_id, "span_id": span_id, "start_ns": stored.spans[(trace_id, span_id)][3],
               "agent_key": owner[0], "agent_name": owner[1]} for (trace_id, span_id), owner in found.stored.items()]
     store._db_conn.insert("span_agents", rows)
+    return found
 
 
-def charged_agents(database: str, where: str) -> str:
+def charges_sql(database: str, where: str) -> str:
     """A subquery of the charges of spans that started where ``where`` (on ``start_ns``) holds, one row per span."""
     return (f"(SELECT trace_id, span_id, any(agent_key) AS charged_key FROM {database}.span_agents{where}"
             " GROUP BY trace_id, span_id)")

@@ -12,7 +12,8 @@ KPIs never aggregate the whole spans table (at 10M spans that took seconds):
   duplicate check read it by primary key.
 * ``rollup``: per-hour sums and latency bins (SummingMergeTree), as SQLite's rollups; purge inserts the removed
   spans' figures negated.
-* ``model_rollup``: per hour, model and provider, the same way (the costs by model).
+* ``cost_rollup``: per hour, agent, model and provider, the same way, and each agent's latest name (the costs by
+  agent and by model); the ingest moves the figures of spans charged to an ancestor's agent (``_clickhouse_costs``).
 
 The summary also keeps its rows by start (projection ``by_start``: the newest page, time ranges), the names its
 states hold as plain text (``s_names``: the search), and compresses the columns read only for a page's rows in small
@@ -28,8 +29,8 @@ from typing import Final
 
 from ._datamodel import BOOKKEEPING_SQL
 
-__all__ = ["TABLES", "SUMMARIES", "HOUR_SQL", "NO_BIN", "SMALL_BLOCKS", "SMALL_BLOCK_COLUMNS", "BY_START", "NAMES",
-           "hour_sql"]
+__all__ = ["TABLES", "SUMMARIES", "RETIRED", "HOUR_SQL", "NO_BIN", "SMALL_BLOCKS", "SMALL_BLOCK_COLUMNS", "BY_START",
+           "NAMES", "hour_sql"]
 
 TABLES: Final = {
     "spans": """
@@ -283,11 +284,15 @@ SELECT {HOUR_SQL} AS hour,
     sum(cost_usd) AS cost_usd
 FROM {{db}}.spans GROUP BY hour, bin
 """),
-    # Per hour, model and provider: the costs by model (a month read ~720 hours' rows per model, not every span).
-    # ``spans``: a model whose spans were all purged has its rows sum to zero spans (left out) until a merge drops them.
-    "model_rollup": ("""
-CREATE TABLE IF NOT EXISTS {db}.model_rollup (
+    # Per hour, agent ('' for spans of none), model ('' for none) and provider: the costs by agent and by model from one
+    # table (one part per insert for both), with each agent's name (that of its latest-starting span with one; on a
+    # tie, the later stored). The view counts a span under its own agent; the ingest moves a span charged to an
+    # ancestor's agent from '' to that agent by rows of its own (``_clickhouse_costs``), as SQLite's rollup_agent does.
+    # ``spans``: an agent or model whose spans were all purged sums to zero spans (left out) until a merge drops it.
+    "cost_rollup": ("""
+CREATE TABLE IF NOT EXISTS {db}.cost_rollup (
     hour Int64,
+    agent_key String,
     model String,
     provider String,
     spans Int64,
@@ -295,16 +300,22 @@ CREATE TABLE IF NOT EXISTS {db}.model_rollup (
     calls Int64,
     input_tokens Int64,
     output_tokens Int64,
-    errors Int64
+    errors Int64,
+    blocked Int64,
+    agent_name AggregateFunction(argMaxIf, String, Tuple(Int64, UInt64), UInt8)
 ) ENGINE = SummingMergeTree
-ORDER BY (hour, model, provider)
+ORDER BY (hour, agent_key, model, provider)
 """, """
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.model_rollup_mv TO {db}.model_rollup AS {select}
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.cost_rollup_mv TO {db}.cost_rollup AS {select}
 """, f"""
-SELECT {HOUR_SQL} AS hour, assumeNotNull(model) AS model, coalesce(provider, '') AS provider,
-    toInt64(count()) AS spans, sum(cost_usd) AS cost_usd,
-    toInt64(sum(is_call)) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-    toInt64(countIf(status = 'error')) AS errors
-FROM {{db}}.spans WHERE model IS NOT NULL AND model != '' GROUP BY hour, model, provider
+SELECT {HOUR_SQL} AS hour, agent_key, coalesce(model, '') AS model, coalesce(provider, '') AS provider,
+    toInt64(count()) AS spans, sum(cost_usd) AS cost_usd, toInt64(sum(is_call)) AS calls,
+    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    toInt64(countIf(status = 'error')) AS errors, toInt64(sum(is_blocked)) AS blocked,
+    argMaxIfState(assumeNotNull(agent_name), (start_ns, seq), agent_key != '' AND isNotNull(agent_name)) AS agent_name
+FROM {{db}}.spans GROUP BY hour, agent_key, model, provider
 """),
 }
+
+#: Summaries an earlier version kept, dropped (view first) when the store opens a database that has them.
+RETIRED: Final = ("model_rollup_mv", "model_rollup")

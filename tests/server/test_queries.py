@@ -658,3 +658,41 @@ def test_costs_by_day_and_by_model_count_whole_hours_and_the_hours_cut_by_the_ra
     assert {row["model"]: [row["cost_usd"], row["input_tokens"], row["llm_calls"]] for row in answer} == {
         model: [pytest.approx(cost), tokens, count] for model, (cost, tokens, count) in by_model.items()}
     assert {row["model"]: row["provider"] for row in answer} == {"gpt-4o": "openai", "claude-haiku-4-5": "anthropic"}
+
+
+def test_costs_by_agent_count_whole_hours_and_the_hours_cut_by_the_range_with_charged_calls(
+        client: TestClient, make_span: SpanFactory) -> None:
+    """``/api/cost/by-agent`` over a range whose ends cut hours: every span in the range counted once, under its own
+    agent or the agent above it (an OpenTelemetry agent span that started before the range, its calls sent before it
+    and with it), whichever way a store sums the hours inside (the ClickHouse store's rollup moves a charged call's
+    figures to its agent at ingest; the hours the range cuts are read from the spans and their charges)."""
+    midnight = (NOW // (24 * HOUR_NS) - 2) * 24 * HOUR_NS
+    minute = 60 * 10**9
+    starts = [midnight - 3 * HOUR_NS - 50 * minute, midnight - 3 * HOUR_NS - 10 * minute,
+              midnight - HOUR_NS - 5 * minute, midnight - 1, midnight, midnight + 2 * HOUR_NS + 30 * minute,
+              midnight + 5 * HOUR_NS + 10 * minute, midnight + 5 * HOUR_NS + 40 * minute]
+    planner = make_span(name="invoke_agent Planner", kind="agent", agent_id=None, agent_name="Planner", agent_role=None,
+                        model=None, cost_usd=0.0, input_tokens=0, output_tokens=0, start=midnight - 4 * HOUR_NS,
+                        duration_ms=10 * 3600_000)
+    # Even places: calls under the planner with no agent of their own; odd: the coder's own calls.
+    calls = [_unnamed(make_span, trace_id=planner["trace_id"], parent_span_id=planner["span_id"], start=start,
+                      cost_usd=float(2 ** index), input_tokens=2 ** index, output_tokens=0) if index % 2 == 0 else
+             make_span(start=start, cost_usd=float(2 ** index), input_tokens=2 ** index, output_tokens=0,
+                       agent_id="coder", agent_name="Coder")
+             for index, start in enumerate(starts)]
+    loose = _unnamed(make_span, start=midnight + HOUR_NS, cost_usd=0.5, input_tokens=0, output_tokens=0)
+    for batch in (calls[:4], [planner, *calls[4:], loose]):  # the first calls stored before their agent's span
+        assert client.post("/api/ingest", json=batch).status_code == 202
+    low, high = midnight - 3 * HOUR_NS - 30 * minute, midnight + 5 * HOUR_NS + 20 * minute
+    expected: dict[str | None, list[float]] = {None: [0.5, 0, 1]}
+    for index, start in enumerate(starts):
+        if low <= start < high:
+            sums = expected.setdefault("Planner" if index % 2 == 0 else "Coder", [0.0, 0, 0])
+            sums[0] += 2 ** index
+            sums[1] += 2 ** index
+            sums[2] += 1
+    answer = client.get("/api/cost/by-agent", params={"from": str(low), "to": str(high)}).json()["agents"]
+    assert {row["agent_name"]: [row["cost_usd"], row["input_tokens"], row["spans"]] for row in answer} == {
+        name: [pytest.approx(cost), tokens, count] for name, (cost, tokens, count) in expected.items()}
+    everything = client.get("/api/cost/by-agent").json()["agents"]
+    assert {row["agent_name"]: row["spans"] for row in everything} == {"Planner": 5, "Coder": 4, None: 1}
