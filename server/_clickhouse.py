@@ -628,13 +628,13 @@ class ClickHouseStore(Store):
         return query.sort == "start_time" and not (query.search and query.search.strip()) and not query.agent_id \
             and not query.model and not query.status
 
-    def _newest_page(self, query: TraceQuery) -> list[str] | None:
+    def _newest_page(self, query: TraceQuery) -> tuple[list[str] | None, int | None]:
         """The page's trace ids of the traces list by start time with no filter but the time range, from the
         newest (or oldest) hours only: trace_starts tells from which hour on there are enough traces for the page;
         the page is exact when it comes out full (or the window reached the range's end). None: not such a
-        query."""
+        query. And with no time range, how many traces the list has (the hours' counts read for the window)."""
         if not self._by_start_alone(query):
-            return None
+            return None, None
         first_hour = None if query.start_ns is None else query.start_ns // HOUR_NS
         last_hour = None if query.end_ns is None else query.end_ns // HOUR_NS + 1
         p = Params()
@@ -644,7 +644,8 @@ class ClickHouseStore(Store):
                            " GROUP BY hour HAVING n != 0"
                            f" ORDER BY hour {direction}", p)
         if not hours:
-            return None
+            return None, None
+        total = sum(int(n) for _, n in hours) if query.start_ns is None and query.end_ns is None else None
         wanted, seen, taken = query.offset + query.limit, 0, 0
         while True:
             while taken < len(hours) and seen < wanted:
@@ -661,14 +662,14 @@ class ClickHouseStore(Store):
             if not everything:
                 ids = self._window_page(query, low, high, wanted)
                 if ids is not None:
-                    return ids
+                    return ids, total
             else:
                 p = Params()
                 where, having = self._started_in(p, low, high)
                 if not query.include_system:
                     having.append(_USER_TRACE)
                 return self._page_ids(p, where, having, f"t_start {direction}, t_key {direction}", query.limit,
-                                      query.offset)[0]
+                                      query.offset)[0], total
             wanted *= 2  # fewer traces than counted (the range ends inside an hour): widen the window
 
     def _window_page(self, query: TraceQuery, low: int | None, high: int | None, wanted: int) -> list[str] | None:
@@ -744,7 +745,7 @@ class ClickHouseStore(Store):
             cut = dataclasses.replace(query, start_ns=start if query.start_ns is None else max(query.start_ns, start))
         extra = 1
         while True:
-            ids = self._newest_page(dataclasses.replace(cut, after=None, limit=query.limit + extra))
+            ids, _ = self._newest_page(dataclasses.replace(cut, after=None, limit=query.limit + extra))
             rows = self._keyed_traces_by_id(ids or [], "t_start")
             kept = [(trace, (value, tie)) for trace, (value, tie) in rows
                     if value != start or (tie < key if descending else tie > key)]
@@ -769,7 +770,7 @@ class ClickHouseStore(Store):
                                     query.limit, 0)
             rows = self._keyed_traces_by_id(ids, column)
         else:
-            newest = self._newest_page(query)
+            newest, counted = self._newest_page(query)
             if newest is not None:
                 ids = newest
             else:
