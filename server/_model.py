@@ -145,8 +145,9 @@ class AtpSpan(BaseModel):
 
 def _format_of(value: Any) -> str:
     if isinstance(value, dict):
-        status = value.get("status")
-        if isinstance(status, dict) or value.get("kind") in _OTEL_KINDS or "model_inference" in value \
+        status, kind = value.get("status"), value.get("kind")
+        # A kind that is not text (a list, an object) is the native model's to refuse: a set cannot hold it.
+        if isinstance(status, dict) or isinstance(kind, str) and kind in _OTEL_KINDS or "model_inference" in value \
                 or "cost_attribution" in value:
             return "atp"
     return "native"

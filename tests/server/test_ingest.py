@@ -203,6 +203,22 @@ def test_bad_spans_are_reported_and_good_neighbours_kept(client: TestClient, mak
     assert client.get("/api/traces").json()["total"] == 1
 
 
+def test_a_kind_that_is_not_text_is_reported_and_good_neighbours_kept(client: TestClient,
+                                                                     make_span: SpanFactory) -> None:
+    """Found 2026-12-08 by the collector's fuzzing: a span whose ``kind`` was a list (or an object) made the ingest
+    answer 500, as records and as rows (the check for OpenTelemetry's kinds looked the value up in a set). It is a bad
+    span like any other: reported by its index, its neighbours stored."""
+    for kind in (["llm"], {"name": "llm"}):
+        good, bad = make_span(), make_span(kind=kind)
+        for body, headers in ((json.dumps([bad, good]).encode(), {"Content-Type": "application/json"}),
+                              (_rows([bad, make_span()]), ROWS)):
+            answer = client.post("/api/ingest", content=body, headers=headers)
+            assert answer.status_code == 202, answer.text
+            assert (answer.json()["accepted"], answer.json()["rejected"]) == (1, 1)
+            assert answer.json()["errors"][0]["index"] == 0
+    assert client.get("/api/traces").json()["total"] == 4
+
+
 def test_an_empty_parent_id_is_a_root(client: TestClient, make_span: SpanFactory) -> None:
     """Found 2026-12-06: a root span sent with "parent_span_id": "" (a Go client's zero value, a client that writes
     no nulls) was rejected ("String should have at least 1 character"), in the SDK's format and in ATP: every
